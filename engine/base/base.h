@@ -1,0 +1,299 @@
+// engine/base: what every certmint module shares — the must-use result type and its
+// error classes, the six error-propagation macros, the borrowed byte span, the
+// per-request arena, logging, time and the runtime singleton.
+//
+// Keep this module small: a thing moves here only when a second module needs it.
+#ifndef CERTMINT_ENGINE_BASE_BASE_H
+#define CERTMINT_ENGINE_BASE_BASE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+#define CM_MUST_USE __attribute__((warn_unused_result))
+
+// cm_result is the one fallible return type. |code| 0 is success. The top byte of a non-zero
+// code is its class (CM_CLASS_*), the low 24 bits the detail: one of the CM_E_* values below
+// for USAGE/PROTO/POLICY/RESOURCE/AGAIN/CRYPTO, a CK_RV for HSM, an errno value for IO.
+// Thread: value type.
+typedef struct cm_result {
+    uint32_t code;
+} cm_result;
+
+#define CM_RESULT CM_MUST_USE cm_result
+
+enum {
+    CM_CLASS_OK = 0,
+    CM_CLASS_USAGE = 1,    // our bug: a caller broke an API contract
+    CM_CLASS_PROTO = 2,    // the peer sent bad DER, HTTP or CMP
+    CM_CLASS_POLICY = 3,   // well formed but refused
+    CM_CLASS_RESOURCE = 4, // limits, out of memory, buffer too small
+    CM_CLASS_AGAIN = 5,    // retry later (backpressure)
+    CM_CLASS_CRYPTO = 6,   // an OpenSSL call failed
+    CM_CLASS_HSM = 7,      // a PKCS#11 call failed; CK_RV in the low 24 bits
+    CM_CLASS_IO = 8,       // a system call failed; errno in the low 24 bits
+};
+
+#define CM_CODE(cls, detail) ((((uint32_t)(cls)) << 24) | ((uint32_t)(detail)&0xffffffu))
+#define CM_CODE_CLASS(code)  ((uint32_t)(code) >> 24)
+#define CM_CODE_DETAIL(code) ((uint32_t)(code)&0xffffffu)
+
+// The named codes. Modules add theirs here, grouped by module, so that cm_result_name() can
+// name every code in one table. Numbers are stable within a class; append, never renumber.
+enum {
+    CM_OK = 0,
+
+    // USAGE
+    CM_E_INVALID_ARG = CM_CODE(CM_CLASS_USAGE, 1),
+    CM_E_STATE = CM_CODE(CM_CLASS_USAGE, 2),
+
+    // PROTO: the DER reader (engine/der)
+    CM_E_DER_TRUNCATED = CM_CODE(CM_CLASS_PROTO, 1),      // header or content past the input
+    CM_E_DER_UNEXPECTED_TAG = CM_CODE(CM_CLASS_PROTO, 2), // not the tag the grammar wants
+    CM_E_DER_BAD_TAG = CM_CODE(CM_CLASS_PROTO, 3),        // non-minimal high tag, tag 0, > 29 bit
+    CM_E_DER_INDEFINITE = CM_CODE(CM_CLASS_PROTO, 4),     // indefinite length (BER only)
+    CM_E_DER_LENGTH_NONMINIMAL = CM_CODE(CM_CLASS_PROTO, 5),
+    CM_E_DER_LENGTH_TOO_LARGE = CM_CODE(CM_CLASS_PROTO, 6), // more than 4 length octets
+    CM_E_DER_TRAILING = CM_CODE(CM_CLASS_PROTO, 7),         // bytes after the element's end
+    CM_E_DER_DEPTH = CM_CODE(CM_CLASS_PROTO, 8),            // nested deeper than the limit
+    CM_E_DER_INTEGER = CM_CODE(CM_CLASS_PROTO, 9),          // empty or non-minimal INTEGER
+    CM_E_DER_OVERFLOW = CM_CODE(CM_CLASS_PROTO, 10),        // INTEGER does not fit / negative
+    CM_E_DER_BOOLEAN = CM_CODE(CM_CLASS_PROTO, 11),         // BOOLEAN not 00 or FF
+    CM_E_DER_BITSTRING = CM_CODE(CM_CLASS_PROTO, 12),       // bad unused-bit count or padding
+    CM_E_DER_OID = CM_CODE(CM_CLASS_PROTO, 13),             // malformed OBJECT IDENTIFIER
+    CM_E_DER_STRING = CM_CODE(CM_CLASS_PROTO, 14),          // character outside the string type
+    CM_E_DER_TIME = CM_CODE(CM_CLASS_PROTO, 15),            // not a strict DER UTC/GeneralizedTime
+    CM_E_DER_NULL = CM_CODE(CM_CLASS_PROTO, 16),            // NULL with content
+    CM_E_DER_TOO_MANY = CM_CODE(CM_CLASS_PROTO, 17),        // SEQUENCE OF over its cap
+
+    // RESOURCE
+    CM_E_NOMEM = CM_CODE(CM_CLASS_RESOURCE, 1),
+    CM_E_BUFFER_TOO_SMALL = CM_CODE(CM_CLASS_RESOURCE, 2), // fixed builder or arena cap reached
+    CM_E_LIMIT = CM_CODE(CM_CLASS_RESOURCE, 3),
+
+    // CRYPTO
+    CM_E_CRYPTO = CM_CODE(CM_CLASS_CRYPTO, 1),
+};
+
+static inline cm_result cm_result_make(uint32_t code)
+{
+    cm_result r = {code};
+    return r;
+}
+
+static inline bool cm_ok(cm_result r)
+{
+    return r.code == CM_OK;
+}
+
+static inline uint32_t cm_result_class(cm_result r)
+{
+    return CM_CODE_CLASS(r.code);
+}
+
+// cm_result_name returns a static, human-readable name for |r|, such as
+// "PROTO/DER_INDEFINITE", "HSM/0x000000b3" or "IO/ECONNRESET". Never NULL.
+// Thread: any.
+const char *cm_result_name(cm_result r);
+
+// cm_bail_note records the first failure site of the current thread in debug builds (used by
+// CM_BAIL for logging only) and returns |code| as a result. Thread: any.
+cm_result cm_bail_note(uint32_t code, const char *file, int line);
+
+// cm_bail_site returns the "file:line" of the last failure noted on this thread, or "" when
+// none was noted or in release builds. Thread: any; the string is thread-local.
+const char *cm_bail_site(void);
+
+// The six error-propagation macros (STYLE.md §2.4). Each returns from the enclosing function,
+// so use them only where nothing unowned is live.
+#define CM_TRY(expr)                   \
+    do {                               \
+        cm_result cm_try_r_ = (expr);  \
+        if (cm_try_r_.code != CM_OK) { \
+            return cm_try_r_;          \
+        }                              \
+    } while (0)
+
+#define CM_BAIL(c) return cm_bail_note((c), __FILE__, __LINE__)
+
+#define CM_ENSURE(cond, c) \
+    do {                   \
+        if (!(cond)) {     \
+            CM_BAIL(c);    \
+        }                  \
+    } while (0)
+
+// CM_TRY_OSSL expects an OpenSSL call that returns 1 on success. The thread's OpenSSL error
+// queue is cleared on failure so it cannot leak into the next request on this thread.
+#define CM_TRY_OSSL(expr, c)        \
+    do {                            \
+        if ((expr) != 1) {          \
+            cm_ossl_clear_errors(); \
+            CM_BAIL(c);             \
+        }                           \
+    } while (0)
+
+// CM_TRY_CK expects a PKCS#11 call returning CKR_OK (0); the CK_RV becomes an HSM-class code.
+#define CM_TRY_CK(rv_expr, c)                                \
+    do {                                                     \
+        unsigned long cm_try_rv_ = (unsigned long)(rv_expr); \
+        if (cm_try_rv_ != 0ul) {                             \
+            (void)(c);                                       \
+            CM_BAIL(cm_code_from_ckr(cm_try_rv_));           \
+        }                                                    \
+    } while (0)
+
+// CM_TRY_SYS expects the liburing convention: negative means -errno.
+#define CM_TRY_SYS(expr)                                             \
+    do {                                                             \
+        long cm_try_sys_ = (long)(expr);                             \
+        if (cm_try_sys_ < 0) {                                       \
+            CM_BAIL(CM_CODE(CM_CLASS_IO, (uint32_t)(-cm_try_sys_))); \
+        }                                                            \
+    } while (0)
+
+// CM_CHECK aborts on a broken invariant (a programmer error, never peer input).
+#define CM_CHECK(cond)                                  \
+    do {                                                \
+        if (!(cond)) {                                  \
+            cm_check_failed(#cond, __FILE__, __LINE__); \
+        }                                               \
+    } while (0)
+
+#ifdef NDEBUG
+#define CM_DASSERT(cond) ((void)0)
+#else
+#define CM_DASSERT(cond) CM_CHECK(cond)
+#endif
+
+// cm_check_failed logs the failed invariant and aborts. Only CM_CHECK calls it.
+_Noreturn void cm_check_failed(const char *what, const char *file, int line);
+
+// cm_code_from_ckr maps a CK_RV to an HSM-class code. CK_RV values above 24 bits (vendor
+// defined) collapse to 0xffffff. Thread: any.
+uint32_t cm_code_from_ckr(unsigned long rv);
+
+// cm_code_from_errno maps an errno value to an IO-class code. Thread: any.
+uint32_t cm_code_from_errno(int err);
+
+// cm_ossl_clear_errors clears this thread's OpenSSL error queue. Thread: any.
+void cm_ossl_clear_errors(void);
+
+// ---------------------------------------------------------------------------------------------
+// Spans
+
+// cm_span is a borrowed view of bytes: it never owns what it points at. Passed by value.
+// Thread: value type.
+typedef struct cm_span {
+    const uint8_t *p;
+    size_t len;
+} cm_span;
+
+static inline cm_span cm_span_make(const void *p, size_t len)
+{
+    cm_span s = {(const uint8_t *)p, len};
+    return s;
+}
+
+// cm_span_eq reports whether |a| and |b| hold the same bytes (not constant time).
+bool cm_span_eq(cm_span a, cm_span b);
+
+// CM_SPAN_LIT makes a span from a string literal, without its terminating NUL.
+#define CM_SPAN_LIT(s) cm_span_make((s), sizeof(s) - 1)
+
+// ---------------------------------------------------------------------------------------------
+// Arena
+
+// cm_arena is a bump allocator made of chained blocks: everything one request parses, decodes
+// and answers lives in it and is released as one unit by cm_arena_reset or cm_arena_cleanup.
+// A cap bounds the total it may hold, so a hostile request cannot grow it without limit.
+// Thread: confined to the thread that owns the request.
+typedef struct cm_arena_block cm_arena_block;
+typedef struct cm_arena {
+    cm_arena_block *head; // block being filled; older blocks chain behind it
+    size_t block_size;    // size of new blocks (a larger request gets a block of its own)
+    size_t cap;           // most bytes the arena may hold, 0 for no cap
+    size_t total;         // bytes currently reserved from malloc
+} cm_arena;
+
+// cm_arena_init prepares |a| with no memory reserved yet. |block_size| is the size of each new
+// block (0 picks 16 KiB), |cap| the most the arena may hold (0 means no cap). Never fails.
+void cm_arena_init(cm_arena *a, size_t block_size, size_t cap);
+
+// cm_arena_alloc returns |len| bytes aligned for any type, valid until the next reset or
+// cleanup, or NULL if the cap would be exceeded or malloc fails. |len| 0 returns a valid
+// non-NULL pointer.
+void *cm_arena_alloc(cm_arena *a, size_t len);
+
+// cm_arena_memdup copies |s| into |a|; NULL on failure.
+uint8_t *cm_arena_memdup(cm_arena *a, cm_span s);
+
+// cm_arena_reset releases everything but the first block, for reuse by the next request.
+void cm_arena_reset(cm_arena *a);
+
+// cm_arena_cleanup releases all memory. |a| may then be initialised again.
+void cm_arena_cleanup(cm_arena *a);
+
+// ---------------------------------------------------------------------------------------------
+// Logging
+
+typedef enum cm_log_level {
+    CM_LOG_ERROR = 0,
+    CM_LOG_WARN = 1,
+    CM_LOG_INFO = 2,
+    CM_LOG_DEBUG = 3,
+} cm_log_level;
+
+// cm_log writes one line "TIME LEVEL message" to the runtime's log file descriptor (stderr by
+// default) with a single write(2), so lines from different threads never interleave. Lines
+// above the runtime's level are dropped before formatting. Never log secrets.
+// Thread: any.
+void cm_log(cm_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// cm_log_enabled reports whether a line at |level| would be written.
+bool cm_log_enabled(cm_log_level level);
+
+// cm_log_level_parse maps "error", "warn", "info", "debug" to a level; false when unknown.
+CM_MUST_USE bool cm_log_level_parse(const char *name, cm_log_level *out_level);
+
+// ---------------------------------------------------------------------------------------------
+// Time
+
+// cm_time_mono_ns returns CLOCK_MONOTONIC in nanoseconds. Thread: any.
+uint64_t cm_time_mono_ns(void);
+
+// cm_time_now returns the wall clock in whole seconds since the epoch. Thread: any.
+int64_t cm_time_now(void);
+
+// cm_time_from_civil converts a proleptic Gregorian UTC date and time to seconds since the
+// epoch. The caller validates the ranges. Thread: any; pure.
+int64_t cm_time_from_civil(int year, int month, int day, int hour, int min, int sec);
+
+// cm_time_to_civil is the inverse of cm_time_from_civil.
+void cm_time_to_civil(int64_t t, int *out_year, int *out_month, int *out_day, int *out_hour,
+                      int *out_min, int *out_sec);
+
+// ---------------------------------------------------------------------------------------------
+// Runtime
+
+// cm_runtime is the one piece of process-wide mutable state (STYLE.md §2.13): the log level and
+// log descriptor, set up once in main() before threads start. Thread: written only before
+// threads start or through cm_runtime_set_log_*; read by any thread.
+typedef struct cm_runtime {
+    int log_level; // a cm_log_level; read with relaxed atomics
+    int log_fd;    // descriptor log lines go to
+} cm_runtime;
+
+// cm_runtime_init initialises OpenSSL and the runtime defaults (level info, fd 2). Call once
+// from main (or a test runner) before any thread starts. Returns a CRYPTO code if OpenSSL
+// could not be initialised.
+CM_RESULT cm_runtime_init(void);
+
+// cm_runtime_set_log_level and cm_runtime_set_log_fd change where and what is logged.
+void cm_runtime_set_log_level(cm_log_level level);
+void cm_runtime_set_log_fd(int fd);
+
+#endif // CERTMINT_ENGINE_BASE_BASE_H

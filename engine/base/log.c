@@ -1,0 +1,140 @@
+// Logging, time and the runtime singleton.
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "engine/base/base.h"
+
+// The one process-wide mutable object (STYLE.md §2.13).
+static cm_runtime g_cm_runtime = {CM_LOG_INFO, 2};
+
+static const char *const k_level_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
+
+cm_result cm_runtime_init(void)
+{
+    if (OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, NULL) != 1) {
+        cm_ossl_clear_errors();
+        return cm_result_make(CM_E_CRYPTO);
+    }
+    return cm_result_make(CM_OK);
+}
+
+void cm_runtime_set_log_level(cm_log_level level)
+{
+    __atomic_store_n(&g_cm_runtime.log_level, (int)level, __ATOMIC_RELAXED);
+}
+
+void cm_runtime_set_log_fd(int fd)
+{
+    __atomic_store_n(&g_cm_runtime.log_fd, fd, __ATOMIC_RELAXED);
+}
+
+bool cm_log_enabled(cm_log_level level)
+{
+    return (int)level <= __atomic_load_n(&g_cm_runtime.log_level, __ATOMIC_RELAXED);
+}
+
+bool cm_log_level_parse(const char *name, cm_log_level *out_level)
+{
+    static const char *const k_names[] = {"error", "warn", "info", "debug"};
+    for (size_t i = 0; i < sizeof(k_names) / sizeof(k_names[0]); i++) {
+        if (strcmp(name, k_names[i]) == 0) {
+            *out_level = (cm_log_level)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+void cm_log(cm_log_level level, const char *fmt, ...)
+{
+    if (!cm_log_enabled(level)) {
+        return;
+    }
+    char line[1024];
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_REALTIME, &ts);
+    int y, mo, d, h, mi, s;
+    cm_time_to_civil((int64_t)ts.tv_sec, &y, &mo, &d, &h, &mi, &s);
+    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ", y, mo, d, h,
+                     mi, s, ts.tv_nsec / 1000000, k_level_names[level]);
+    if (n < 0) {
+        return;
+    }
+    size_t used = (size_t)n;
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + used, sizeof(line) - used - 1, fmt, ap);
+    va_end(ap);
+    if (m < 0) {
+        return;
+    }
+    used += (size_t)m;
+    if (used > sizeof(line) - 2) {
+        used = sizeof(line) - 2; // truncated: keep the newline
+    }
+    line[used++] = '\n';
+    int fd = __atomic_load_n(&g_cm_runtime.log_fd, __ATOMIC_RELAXED);
+    // One write per line; a short write to a log is not worth a retry loop.
+    (void)!write(fd, line, used);
+}
+
+uint64_t cm_time_mono_ns(void)
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int64_t cm_time_now(void)
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
+// Days from 1970-01-01 for a civil date (H. Hinnant's algorithm, public domain description).
+static int64_t cm_days_from_civil(int64_t y, int64_t m, int64_t d)
+{
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const int64_t yoe = y - era * 400;
+    const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+int64_t cm_time_from_civil(int year, int month, int day, int hour, int min, int sec)
+{
+    return cm_days_from_civil(year, month, day) * 86400 + (int64_t)hour * 3600 + (int64_t)min * 60 +
+           sec;
+}
+
+void cm_time_to_civil(int64_t t, int *out_year, int *out_month, int *out_day, int *out_hour,
+                      int *out_min, int *out_sec)
+{
+    int64_t days = t / 86400;
+    int64_t rem = t % 86400;
+    if (rem < 0) {
+        rem += 86400;
+        days -= 1;
+    }
+    days += 719468;
+    const int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    const int64_t doe = days - era * 146097;
+    const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const int64_t mp = (5 * doy + 2) / 153;
+    const int64_t d = doy - (153 * mp + 2) / 5 + 1;
+    const int64_t m = mp < 10 ? mp + 3 : mp - 9;
+    *out_year = (int)(yoe + era * 400 + (m <= 2));
+    *out_month = (int)m;
+    *out_day = (int)d;
+    *out_hour = (int)(rem / 3600);
+    *out_min = (int)(rem % 3600 / 60);
+    *out_sec = (int)(rem % 60);
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install every Debian 12 package that certmint's build, tests and benchmarks need.
+# Non-interactive and idempotent: packages already present are not reinstalled, and
+# apt-get update runs only when something is missing.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config git ca-certificates
+  clang clang-format clang-tidy libclang-rt-14-dev llvm
+  libssl-dev openssl
+  libp11-kit-dev p11-kit
+  liburing-dev
+  libcunit1-dev
+  libsqlite3-dev sqlite3
+  softhsm2 opensc gnutls-bin
+  curl procps iproute2 linux-perf valgrind
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "install-deps: done"
