@@ -41,8 +41,14 @@ enum {
 #define CM_CODE_CLASS(code)  ((uint32_t)(code) >> 24)
 #define CM_CODE_DETAIL(code) ((uint32_t)(code)&0xffffffu)
 
-// The named codes. Modules add theirs here, grouped by module, so that cm_result_name() can
-// name every code in one table. Numbers are stable within a class; append, never renumber.
+// The named codes of base and der. Every other module defines its own codes in its own header
+// with CM_CODE(class, detail), using only its reserved detail range, so modules never collide:
+//   base/der 0x000-0x0ff  crmf 0x100-0x1ff  cmp 0x200-0x2ff  http 0x300-0x3ff
+//   hsm 0x400-0x4ff       store 0x500-0x5ff cfg 0x600-0x6ff  ca 0x700-0x7ff
+//   srv 0x800-0x8ff       net 0x900-0x9ff   tools/bench 0xa00-0xaff
+// (HSM-class codes carry a CK_RV and IO-class codes an errno instead.) cm_result_name() names
+// the codes below and prints "CLASS/0xDETAIL" for the rest; a module may offer its own
+// <prefix>_result_name(). Numbers are stable: append, never renumber.
 enum {
     CM_OK = 0,
 
