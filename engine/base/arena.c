@@ -12,7 +12,7 @@ struct cm_arena_block {
 };
 
 #define CM_ARENA_DEFAULT_BLOCK ((size_t)16 * 1024)
-#define CM_ARENA_ALIGN         (sizeof(max_align_t))
+#define CM_ARENA_ALIGN         (_Alignof(max_align_t))
 
 void cm_arena_init(cm_arena *a, size_t block_size, size_t cap)
 {

@@ -30,7 +30,7 @@ static void test_base_arena_alignment_cap_and_reset(void)
     for (int i = 1; i < 50; i++) {
         uint8_t *p = cm_arena_alloc(&a, (size_t)i);
         CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-        CU_ASSERT_EQUAL((uintptr_t)p % sizeof(max_align_t), 0);
+        CU_ASSERT_EQUAL((uintptr_t)p % _Alignof(max_align_t), 0);
         memset(p, 0xab, (size_t)i);
     }
     // A request bigger than a block gets its own block; one past the cap fails.
