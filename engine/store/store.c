@@ -1,0 +1,551 @@
+// The backend-independent half of the store: URL dispatch, the job queue, the group-commit
+// writer thread, statistics and the blocking helpers.
+#include "engine/store/store.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/store/store_internal.h"
+
+#define STORE_DEFAULT_MAX_BATCH 4096
+
+// store is the open store. Thread: |mu| guards the queue, |stopping|, |stats| and |readers|;
+// |backend| belongs to the writer thread after store_open returns; the rest is immutable.
+struct store {
+    const store_backend_ops *ops;
+    store_backend *backend;
+    size_t max_batch;
+    pthread_t writer;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;   // signalled when jobs arrive or stopping is set
+    store_job *head;     // guarded_by(mu): FIFO of submitted jobs, linked through node.next
+    store_job *tail;     // guarded_by(mu)
+    size_t depth;        // guarded_by(mu)
+    bool stopping;       // guarded_by(mu)
+    bool writer_waiting; // guarded_by(mu): the writer sleeps on |cv|
+    size_t readers;      // guarded_by(mu): open readers
+    store_stats stats;   // guarded_by(mu), written by the writer
+};
+
+// store_reader pairs the backend's read connection with its store. Thread: one at a time.
+struct store_reader {
+    store *s;
+    store_backend_reader *r;
+};
+
+typedef struct store_code_name {
+    uint32_t code;
+    const char *name;
+} store_code_name;
+
+static const store_code_name k_store_code_names[] = {
+    {STORE_E_URL, "STORE_E_URL"},
+    {STORE_E_UNSUPPORTED, "STORE_E_UNSUPPORTED"},
+    {STORE_E_INVALID, "STORE_E_INVALID"},
+    {STORE_E_CLOSED, "STORE_E_CLOSED"},
+    {STORE_E_SCHEMA_TOO_NEW, "STORE_E_SCHEMA_TOO_NEW"},
+    {STORE_E_NOT_A_STORE, "STORE_E_NOT_A_STORE"},
+    {STORE_E_DUPLICATE_SERIAL, "STORE_E_DUPLICATE_SERIAL"},
+    {STORE_E_NOT_FOUND, "STORE_E_NOT_FOUND"},
+    {STORE_E_ALREADY_REVOKED, "STORE_E_ALREADY_REVOKED"},
+    {STORE_E_ALREADY_CONFIRMED, "STORE_E_ALREADY_CONFIRMED"},
+    {STORE_E_NOT_ON_HOLD, "STORE_E_NOT_ON_HOLD"},
+    {STORE_E_CONFIRM_EXPIRED, "STORE_E_CONFIRM_EXPIRED"},
+    {STORE_E_TXN_IN_USE, "STORE_E_TXN_IN_USE"},
+    {STORE_E_TXN_NOT_FOUND, "STORE_E_TXN_NOT_FOUND"},
+    {STORE_E_STALE, "STORE_E_STALE"},
+    {STORE_E_BUSY, "STORE_E_BUSY"},
+    {STORE_E_DB, "STORE_E_DB"},
+    {STORE_E_CORRUPT, "STORE_E_CORRUPT"},
+    {STORE_E_FULL, "STORE_E_FULL"},
+};
+
+const char *store_result_name(cm_result r)
+{
+    for (size_t i = 0; i < sizeof(k_store_code_names) / sizeof(k_store_code_names[0]); i++) {
+        if (k_store_code_names[i].code == r.code) {
+            return k_store_code_names[i].name;
+        }
+    }
+    return cm_result_name(r);
+}
+
+void store_job_init(store_job *job, store_op op, cm_cq *cq)
+{
+    memset(job, 0, sizeof(*job));
+    job->node.kind = CM_CQ_KIND_STORE_JOB;
+    job->op = op;
+    job->cq = cq;
+    job->result = cm_result_make(CM_OK);
+}
+
+static bool store_span_ok(cm_span s, bool required)
+{
+    if (s.len == 0) {
+        return !required;
+    }
+    return s.p != NULL;
+}
+
+static bool store_reason_ok(int reason)
+{
+    return reason >= STORE_REASON_UNSPECIFIED && reason <= STORE_REASON_AA_COMPROMISE &&
+           reason != 7 && reason != STORE_REASON_REMOVE_FROM_CRL;
+}
+
+static bool store_cert_fields_ok(const store_cert *c)
+{
+    return c->ca != NULL && c->ca[0] != '\0' && store_span_ok(c->serial, true) &&
+           c->serial.len <= 20 && store_span_ok(c->subject_der, true) && c->subject_text != NULL &&
+           c->spki_sha256.len == 32 && c->spki_sha256.p != NULL &&
+           store_span_ok(c->transaction_id, false) && store_span_ok(c->requester, false) &&
+           store_span_ok(c->cert_der, true) && c->requester_kind <= STORE_AUTH_SIGNATURE &&
+           (c->status == STORE_CERT_VALID ||
+            (c->status == STORE_CERT_UNCONFIRMED && c->confirm_deadline != 0));
+}
+
+static bool store_txn_fields_ok(const store_txn *t)
+{
+    return t->ca != NULL && t->ca[0] != '\0' && store_span_ok(t->transaction_id, true) &&
+           store_span_ok(t->sender_nonce, false) && store_span_ok(t->serial, false) &&
+           store_span_ok(t->credential, false) && t->protection <= STORE_AUTH_SIGNATURE;
+}
+
+cm_result store_job_validate(const store_job *job)
+{
+    const store_ref *ref = &job->u.ref;
+    bool ok = false;
+    switch (job->op) {
+    case STORE_OP_CERT_INSERT:
+        ok = store_cert_fields_ok(&job->u.cert);
+        break;
+    case STORE_OP_CERT_CONFIRM:
+    case STORE_OP_CERT_RELEASE:
+        ok = ref->ca != NULL && store_span_ok(ref->serial, true);
+        break;
+    case STORE_OP_CERT_REVOKE:
+        ok = ref->ca != NULL && store_span_ok(ref->serial, true) && store_reason_ok(ref->reason);
+        break;
+    case STORE_OP_TXN_CREATE:
+    case STORE_OP_TXN_UPDATE:
+        ok = store_txn_fields_ok(&job->u.txn);
+        break;
+    case STORE_OP_TXN_DELETE:
+        ok = ref->ca != NULL && store_span_ok(ref->transaction_id, true);
+        break;
+    case STORE_OP_TXN_EXPIRE:
+        ok = true;
+        break;
+    case STORE_OP_SWEEP:
+        ok = store_reason_ok(ref->reason);
+        break;
+    case STORE_OP_CRL_NEXT_NUMBER:
+        ok = ref->ca != NULL && ref->ca[0] != '\0';
+        break;
+    case STORE_OP_CRL_PUT:
+        ok = job->u.crl.ca != NULL && job->u.crl.ca[0] != '\0' &&
+             store_span_ok(job->u.crl.crl_der, true) && job->u.crl.crl_number <= INT64_MAX &&
+             job->u.crl.built_revision <= INT64_MAX;
+        break;
+    }
+    CM_ENSURE(ok, STORE_E_INVALID);
+    return cm_result_make(CM_OK);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+
+static unsigned store_log2_bucket(uint64_t v)
+{
+    // Bucket i holds 2^(i-1) <= v < 2^i, i.e. i is the bit length of v.
+    unsigned b = v == 0 ? 0u : 64u - (unsigned)__builtin_clzll(v);
+    return b < STORE_HIST_BUCKETS ? b : STORE_HIST_BUCKETS - 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The writer
+
+// store_complete pushes the finished jobs first..(n jobs) to their queues, one chain per run of
+// jobs sharing a queue. The jobs may be freed by their owners as soon as they are pushed, so
+// every field is read before the push.
+static void store_complete(store_job *first)
+{
+    store_job *j = first;
+    while (j != NULL) {
+        store_job *run_last = j;
+        while (run_last->node.next != NULL && ((store_job *)run_last->node.next)->cq == j->cq) {
+            run_last = (store_job *)run_last->node.next;
+        }
+        store_job *next = (store_job *)run_last->node.next;
+        cm_cq_push_chain(j->cq, &j->node, &run_last->node);
+        j = next;
+    }
+}
+
+// store_execute_batch runs the jobs in one transaction and sets each job's result. Returns
+// false when the transaction failed as a whole.
+static bool store_execute_batch(store *s, store_job *first)
+{
+    cm_result r = s->ops->begin(s->backend);
+    if (cm_ok(r)) {
+        for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
+            j->out_value = 0;
+            j->result = store_job_validate(j);
+            if (cm_ok(j->result)) {
+                j->result = s->ops->exec(s->backend, j);
+            }
+            uint32_t cls = cm_result_class(j->result);
+            if (!cm_ok(j->result) && cls != CM_CLASS_POLICY && cls != CM_CLASS_USAGE) {
+                r = j->result; // the transaction is unusable
+                break;
+            }
+        }
+        if (cm_ok(r)) {
+            r = s->ops->commit(s->backend);
+        }
+        if (!cm_ok(r)) {
+            s->ops->rollback(s->backend);
+        }
+    }
+    if (!cm_ok(r)) {
+        cm_log(CM_LOG_ERROR, "store: batch failed, every job in it fails: %s",
+               store_result_name(r));
+        for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
+            j->result = r;
+            j->out_value = 0;
+        }
+        return false;
+    }
+    return true;
+}
+
+static void *store_writer_main(void *arg)
+{
+    store *s = arg;
+    (void)pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->head == NULL && !s->stopping) {
+            s->writer_waiting = true;
+            (void)pthread_cond_wait(&s->cv, &s->mu);
+            s->writer_waiting = false;
+        }
+        if (s->head == NULL) {
+            break; // stopping, and everything queued has been committed
+        }
+        // Take every job that arrived while the previous commit ran, up to max_batch.
+        store_job *first = s->head;
+        store_job *last = first;
+        size_t n = 1;
+        while (n < s->max_batch && last->node.next != NULL) {
+            last = (store_job *)last->node.next;
+            n++;
+        }
+        s->head = (store_job *)last->node.next;
+        if (s->head == NULL) {
+            s->tail = NULL;
+        }
+        s->depth -= n;
+        last->node.next = NULL;
+        (void)pthread_mutex_unlock(&s->mu);
+
+        uint64_t t0 = cm_time_mono_ns();
+        bool committed = store_execute_batch(s, first);
+        uint64_t t1 = cm_time_mono_ns();
+
+        (void)pthread_mutex_lock(&s->mu);
+        store_stats *st = &s->stats;
+        st->commits += committed ? 1u : 0u;
+        st->commit_failures += committed ? 0u : 1u;
+        st->commit_ns_total += t1 - t0;
+        st->commit_us_hist[store_log2_bucket((t1 - t0) / 1000u)]++;
+        st->batch_hist[store_log2_bucket(n) - 1u]++;
+        if (n > st->max_batch) {
+            st->max_batch = n;
+        }
+        for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
+            st->jobs++;
+            st->jobs_failed += cm_ok(j->result) ? 0u : 1u;
+            uint64_t waited = t1 > j->submit_ns ? t1 - j->submit_ns : 0;
+            st->job_us_hist[store_log2_bucket(waited / 1000u)]++;
+        }
+        (void)pthread_mutex_unlock(&s->mu);
+
+        store_complete(first);
+        (void)pthread_mutex_lock(&s->mu);
+    }
+    (void)pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open, close, submit
+
+static const store_backend_ops *const k_store_backends[] = {&store_sqlite_ops};
+
+static cm_result store_pick_backend(const char *url, const store_backend_ops **out_ops,
+                                    const char **out_location)
+{
+    CM_ENSURE(url != NULL, STORE_E_URL);
+    const char *colon = strchr(url, ':');
+    CM_ENSURE(colon != NULL && colon != url && colon[1] != '\0', STORE_E_URL);
+    size_t scheme_len = (size_t)(colon - url);
+    for (size_t i = 0; i < sizeof(k_store_backends) / sizeof(k_store_backends[0]); i++) {
+        const char *scheme = k_store_backends[i]->scheme;
+        if (strlen(scheme) == scheme_len && memcmp(scheme, url, scheme_len) == 0) {
+            *out_ops = k_store_backends[i];
+            *out_location = colon + 1;
+            return cm_result_make(CM_OK);
+        }
+    }
+    if ((scheme_len == 10 && memcmp(url, "postgresql", 10) == 0) ||
+        (scheme_len == 8 && memcmp(url, "postgres", 8) == 0)) {
+        CM_BAIL(STORE_E_UNSUPPORTED);
+    }
+    CM_BAIL(STORE_E_URL);
+}
+
+cm_result store_open(store **out_store, const char *url, const store_options *opts)
+{
+    *out_store = NULL;
+    store_options o = {0};
+    if (opts != NULL) {
+        o = *opts;
+    }
+    if (o.busy_timeout_ms <= 0) {
+        o.busy_timeout_ms = 5000;
+    }
+    if (o.max_batch == 0) {
+        o.max_batch = STORE_DEFAULT_MAX_BATCH;
+    }
+    CM_ENSURE(o.sync == STORE_SYNC_FULL || o.sync == STORE_SYNC_NORMAL, STORE_E_INVALID);
+
+    const store_backend_ops *ops = NULL;
+    const char *location = NULL;
+    cm_result r = store_pick_backend(url, &ops, &location);
+    if (!cm_ok(r) || ops == NULL) {
+        cm_log(CM_LOG_ERROR, "store: '%s': %s (want sqlite:PATH)", url != NULL ? url : "(null)",
+               r.code == STORE_E_UNSUPPORTED ? "this build has no backend for that scheme"
+                                             : "not a store URL");
+        return r;
+    }
+    store *s = calloc(1, sizeof(*s));
+    CM_ENSURE(s != NULL, CM_E_NOMEM);
+    s->ops = ops;
+    s->max_batch = o.max_batch;
+    r = ops->open(&s->backend, location, &o);
+    if (!cm_ok(r)) {
+        free(s);
+        return r;
+    }
+    bool mu_ok = false;
+    bool cv_ok = false;
+    mu_ok = pthread_mutex_init(&s->mu, NULL) == 0;
+    cv_ok = mu_ok && pthread_cond_init(&s->cv, NULL) == 0;
+    if (!cv_ok || pthread_create(&s->writer, NULL, store_writer_main, s) != 0) {
+        if (cv_ok) {
+            (void)pthread_cond_destroy(&s->cv);
+        }
+        if (mu_ok) {
+            (void)pthread_mutex_destroy(&s->mu);
+        }
+        ops->close(s->backend);
+        free(s);
+        CM_BAIL(CM_E_NOMEM);
+    }
+    *out_store = s;
+    return cm_result_make(CM_OK);
+}
+
+void store_close(store *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    (void)pthread_mutex_lock(&s->mu);
+    CM_CHECK(s->readers == 0);
+    s->stopping = true;
+    (void)pthread_cond_signal(&s->cv);
+    (void)pthread_mutex_unlock(&s->mu);
+    (void)pthread_join(s->writer, NULL);
+    s->ops->close(s->backend);
+    (void)pthread_cond_destroy(&s->cv);
+    (void)pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+// store_enqueue appends the chain first..last (n jobs) or, once stopping, completes it with
+// STORE_E_CLOSED.
+static void store_enqueue(store *s, store_job *first, store_job *last, size_t n)
+{
+    (void)pthread_mutex_lock(&s->mu);
+    if (s->stopping) {
+        (void)pthread_mutex_unlock(&s->mu);
+        for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
+            j->result = cm_result_make(STORE_E_CLOSED);
+            j->out_value = 0;
+        }
+        store_complete(first);
+        return;
+    }
+    if (s->tail != NULL) {
+        s->tail->node.next = &first->node;
+    } else {
+        s->head = first;
+    }
+    s->tail = last;
+    s->depth += n;
+    bool wake = s->writer_waiting;
+    (void)pthread_mutex_unlock(&s->mu);
+    if (wake) {
+        (void)pthread_cond_signal(&s->cv);
+    }
+}
+
+void store_submit(store *s, store_job *job)
+{
+    CM_CHECK(job->cq != NULL);
+    job->node.next = NULL;
+    job->node.kind = CM_CQ_KIND_STORE_JOB;
+    job->submit_ns = cm_time_mono_ns();
+    store_enqueue(s, job, job, 1);
+}
+
+void store_submit_batch(store *s, store_job *const *jobs, size_t n)
+{
+    if (n == 0) {
+        return;
+    }
+    uint64_t now = cm_time_mono_ns();
+    for (size_t i = 0; i < n; i++) {
+        CM_CHECK(jobs[i]->cq != NULL);
+        jobs[i]->node.kind = CM_CQ_KIND_STORE_JOB;
+        jobs[i]->node.next = i + 1 < n ? &jobs[i + 1]->node : NULL;
+        jobs[i]->submit_ns = now;
+    }
+    store_enqueue(s, jobs[0], jobs[n - 1], n);
+}
+
+cm_result store_run_batch(store *s, store_job *const *jobs, size_t n)
+{
+    cm_cq q = {NULL, -1};
+    CM_TRY(cm_cq_init(&q));
+    for (size_t i = 0; i < n; i++) {
+        jobs[i]->cq = &q;
+    }
+    store_submit_batch(s, jobs, n);
+    size_t done = 0;
+    while (done < n) {
+        (void)cm_cq_wait(&q, -1);
+        for (cm_cq_node *node = cm_cq_drain(&q); node != NULL; node = node->next) {
+            done++;
+        }
+    }
+    cm_cq_cleanup(&q);
+    for (size_t i = 0; i < n; i++) {
+        if (!cm_ok(jobs[i]->result)) {
+            return jobs[i]->result;
+        }
+    }
+    return cm_result_make(CM_OK);
+}
+
+cm_result store_run(store *s, store_job *job)
+{
+    store_job *one[1] = {job};
+    return store_run_batch(s, one, 1);
+}
+
+void store_get_stats(store *s, store_stats *out)
+{
+    (void)pthread_mutex_lock(&s->mu);
+    *out = s->stats;
+    out->queue_depth = s->depth;
+    (void)pthread_mutex_unlock(&s->mu);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readers
+
+cm_result store_reader_open(store *s, store_reader **out_reader)
+{
+    *out_reader = NULL;
+    store_reader *rd = calloc(1, sizeof(*rd));
+    CM_ENSURE(rd != NULL, CM_E_NOMEM);
+    rd->s = s;
+    cm_result r = s->ops->reader_open(s->backend, &rd->r);
+    if (!cm_ok(r)) {
+        free(rd);
+        return r;
+    }
+    (void)pthread_mutex_lock(&s->mu);
+    s->readers++;
+    (void)pthread_mutex_unlock(&s->mu);
+    *out_reader = rd;
+    return cm_result_make(CM_OK);
+}
+
+void store_reader_close(store_reader *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    r->s->ops->reader_close(r->r);
+    (void)pthread_mutex_lock(&r->s->mu);
+    r->s->readers--;
+    (void)pthread_mutex_unlock(&r->s->mu);
+    free(r);
+}
+
+cm_result store_cert_get(store_reader *r, cm_arena *a, store_cert *out, const char *ca,
+                         cm_span serial)
+{
+    CM_ENSURE(ca != NULL && store_span_ok(serial, true), STORE_E_INVALID);
+    return r->s->ops->cert_get(r->r, a, out, ca, serial);
+}
+
+cm_result store_cert_get_by_txn(store_reader *r, cm_arena *a, store_cert *out, const char *ca,
+                                cm_span transaction_id)
+{
+    CM_ENSURE(ca != NULL && store_span_ok(transaction_id, true), STORE_E_INVALID);
+    return r->s->ops->cert_get_by_txn(r->r, a, out, ca, transaction_id);
+}
+
+cm_result store_txn_get(store_reader *r, cm_arena *a, store_txn *out, const char *ca,
+                        cm_span transaction_id)
+{
+    CM_ENSURE(ca != NULL && store_span_ok(transaction_id, true), STORE_E_INVALID);
+    return r->s->ops->txn_get(r->r, a, out, ca, transaction_id);
+}
+
+cm_result store_cert_list(store_reader *r, const store_filter *f, store_cert_fn fn, void *ctx)
+{
+    CM_ENSURE(f != NULL && fn != NULL && f->status <= STORE_CERT_ANY, STORE_E_INVALID);
+    return r->s->ops->cert_list(r->r, f, fn, ctx);
+}
+
+cm_result store_cert_count(store_reader *r, const store_filter *f, uint64_t *out_count)
+{
+    *out_count = 0;
+    CM_ENSURE(f != NULL && f->status <= STORE_CERT_ANY, STORE_E_INVALID);
+    return r->s->ops->cert_count(r->r, f, out_count);
+}
+
+cm_result store_revoked_list(store_reader *r, const char *ca, int64_t not_after_min,
+                             store_revoked_fn fn, void *ctx)
+{
+    CM_ENSURE(ca != NULL && fn != NULL, STORE_E_INVALID);
+    return r->s->ops->revoked_list(r->r, ca, not_after_min, fn, ctx);
+}
+
+cm_result store_crl_get(store_reader *r, cm_arena *a, store_crl *out, const char *ca)
+{
+    CM_ENSURE(ca != NULL, STORE_E_INVALID);
+    return r->s->ops->crl_get(r->r, a, out, ca);
+}
+
+cm_result store_reader_check(store_reader *r)
+{
+    return r->s->ops->check(r->r);
+}

@@ -1,0 +1,359 @@
+// engine/store: the durable record of everything the CA issued and of the CMP transactions in
+// flight, behind a backend interface (SQLite now, PostgreSQL later).
+//
+// Writes are jobs. A caller fills a store_job (an intrusive work item embedding a cm_cq_node),
+// submits it — alone or as a batch under one lock — and gets it back through its own cm_cq once
+// the job's effect is durable (or it failed). One writer thread owns the write connection: it
+// takes every job that arrived while the previous commit ran, executes them in ONE transaction
+// (each job inside its own savepoint, so a bad job fails alone), commits, and only then
+// completes them (group commit). With the default synchronous=FULL a completed insert survives
+// a crash or a power loss, which is what lets the server release a certificate to a client:
+// DESIGN.md "Nothing issued is lost".
+//
+// Reads go through store_reader handles, each with its own read connection (WAL lets readers
+// run beside the writer without blocking on it). A reader is confined to one thread; every I/O
+// thread or tool opens its own.
+//
+// Records (schema version STORE_SCHEMA_VERSION, created and migrated by store_open):
+//   cert       one row per issued certificate, UNIQUE (ca, serial), status unconfirmed / valid /
+//              revoked / hold, revocation time and CRLReason, requester identity, the DER
+//   txn        CMP transaction state keyed by (ca, transactionID), so that a certConf or pollReq
+//              can be answered by any node sharing the database
+//   crl_state  per CA: the CRL number counter, a revision counter bumped by every revocation
+//              change, and the last CRL (DER, number, thisUpdate, nextUpdate) — issue 6
+#ifndef CERTMINT_ENGINE_STORE_STORE_H
+#define CERTMINT_ENGINE_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/base/base.h"
+#include "engine/base/cq.h"
+
+// ---------------------------------------------------------------------------------------------
+// Result codes (detail range 0x500-0x5ff). What the server answers is given for each.
+
+enum {
+    // USAGE: the caller broke a contract.
+    STORE_E_URL = CM_CODE(CM_CLASS_USAGE, 0x500),         // not "sqlite:PATH"
+    STORE_E_UNSUPPORTED = CM_CODE(CM_CLASS_USAGE, 0x501), // known scheme, backend not built
+    STORE_E_INVALID = CM_CODE(CM_CLASS_USAGE, 0x502),     // a required job field missing or bad
+    STORE_E_CLOSED = CM_CODE(CM_CLASS_USAGE, 0x503),      // submitted after store_close began
+
+    // POLICY: opening refused.
+    STORE_E_SCHEMA_TOO_NEW = CM_CODE(CM_CLASS_POLICY, 0x510), // written by a newer certmint
+    STORE_E_NOT_A_STORE = CM_CODE(CM_CLASS_POLICY, 0x511),    // not a certmint database
+
+    // POLICY: the job was refused; the rest of its batch is unaffected.
+    STORE_E_DUPLICATE_SERIAL = CM_CODE(CM_CLASS_POLICY, 0x520),  // (ca, serial) exists: re-roll
+    STORE_E_NOT_FOUND = CM_CODE(CM_CLASS_POLICY, 0x521),         // no such certificate: badCertId
+    STORE_E_ALREADY_REVOKED = CM_CODE(CM_CLASS_POLICY, 0x522),   // revoked or held: certRevoked
+    STORE_E_ALREADY_CONFIRMED = CM_CODE(CM_CLASS_POLICY, 0x523), // valid already: certConfirmed
+    STORE_E_NOT_ON_HOLD = CM_CODE(CM_CLASS_POLICY, 0x524),       // removeFromCRL: badRequest
+    STORE_E_CONFIRM_EXPIRED = CM_CODE(CM_CLASS_POLICY, 0x525),   // certConf after the deadline
+    STORE_E_TXN_IN_USE = CM_CODE(CM_CLASS_POLICY, 0x526),        // transactionIdInUse
+    STORE_E_TXN_NOT_FOUND = CM_CODE(CM_CLASS_POLICY, 0x527),     // unknown (or swept) transaction
+    STORE_E_STALE = CM_CODE(CM_CLASS_POLICY, 0x528), // CRL_PUT older than the stored CRL
+
+    // AGAIN: the database stayed locked by another process past the busy timeout.
+    STORE_E_BUSY = CM_CODE(CM_CLASS_AGAIN, 0x530),
+
+    // RESOURCE: the backend failed (I/O error, disk full, corruption); answer systemFailure.
+    STORE_E_DB = CM_CODE(CM_CLASS_RESOURCE, 0x540),
+    STORE_E_CORRUPT = CM_CODE(CM_CLASS_RESOURCE, 0x541), // integrity check did not say "ok"
+    STORE_E_FULL = CM_CODE(CM_CLASS_RESOURCE, 0x542),    // disk or database full
+};
+
+// STORE_SCHEMA_VERSION is the schema this build writes (PRAGMA user_version for SQLite).
+#define STORE_SCHEMA_VERSION 1
+
+// store_result_name names the store's codes ("STORE_E_DUPLICATE_SERIAL") and defers to
+// cm_result_name for every other code. Never NULL; static storage. Thread: any.
+const char *store_result_name(cm_result r);
+
+// ---------------------------------------------------------------------------------------------
+// Records
+
+// store_cert_status is a certificate's state. A certificate on hold (CRLReason certificateHold)
+// is listed on the CRL like a revoked one but may be released back to valid.
+typedef enum store_cert_status {
+    STORE_CERT_UNCONFIRMED = 0, // issued, waiting for certConf (or the sweep)
+    STORE_CERT_VALID = 1,       // confirmed (certConf) or implicitConfirm
+    STORE_CERT_REVOKED = 2,     // permanently revoked
+    STORE_CERT_HOLD = 3,        // revoked with certificateHold
+    STORE_CERT_ANY = 4,         // only in store_filter: every status
+} store_cert_status;
+
+// CRLReason ::= ENUMERATED { unspecified (0), keyCompromise (1), cACompromise (2),
+//     affiliationChanged (3), superseded (4), cessationOfOperation (5), certificateHold (6),
+//     -- value 7 is not used
+//     removeFromCRL (8), privilegeWithdrawn (9), aACompromise (10) }      -- RFC 5280 §5.3.1
+enum {
+    STORE_REASON_UNSPECIFIED = 0,
+    STORE_REASON_KEY_COMPROMISE = 1,
+    STORE_REASON_CA_COMPROMISE = 2,
+    STORE_REASON_AFFILIATION_CHANGED = 3,
+    STORE_REASON_SUPERSEDED = 4,
+    STORE_REASON_CESSATION_OF_OPERATION = 5,
+    STORE_REASON_CERTIFICATE_HOLD = 6,
+    STORE_REASON_REMOVE_FROM_CRL = 8,
+    STORE_REASON_PRIVILEGE_WITHDRAWN = 9,
+    STORE_REASON_AA_COMPROMISE = 10,
+};
+
+// store_auth_kind says how a requester authenticated (and so what |requester| / |credential|
+// holds): a MAC with a shared secret named by senderKID, or a signature by a certificate
+// identified by the SHA-256 of its DER.
+typedef enum store_auth_kind {
+    STORE_AUTH_NONE = 0,
+    STORE_AUTH_MAC = 1,       // the senderKID bytes
+    STORE_AUTH_SIGNATURE = 2, // SHA-256 of the signer certificate
+} store_auth_kind;
+
+// store_cert is one issued certificate. For STORE_OP_CERT_INSERT the caller fills it (borrowed
+// pointers, valid until the job completes); readers fill it with copies in the caller's arena.
+// Times are seconds since the epoch; 0 means "none" for the optional ones.
+// Thread: value type.
+typedef struct store_cert {
+    int64_t id;               // read only: row id, the cursor of store_cert_list
+    const char *ca;           // CA name ([ca:NAME]); required
+    cm_span serial;           // serialNumber INTEGER content octets as in the certificate
+    cm_span subject_der;      // subject Name, DER; required
+    const char *subject_text; // printable subject (RFC 4514 style) for listing; required
+    int64_t not_before;       // validity
+    int64_t not_after;        //
+    cm_span spki_sha256;      // SHA-256 of the SubjectPublicKeyInfo DER: exactly 32 bytes
+    store_cert_status status; // insert: UNCONFIRMED or VALID (implicitConfirm)
+    int64_t revoked_at;       // read only: revocation time, 0 unless REVOKED/HOLD
+    int reason;               // read only: CRLReason, -1 unless REVOKED/HOLD
+    cm_span transaction_id;   // the CMP transactionID that issued it (may be empty)
+    store_auth_kind requester_kind;
+    cm_span requester;        // senderKID or signer certificate hash (may be empty)
+    cm_span cert_der;         // the Certificate, DER; required
+    int64_t issued_at;        // when it was signed
+    int64_t confirm_deadline; // UNCONFIRMED: certConf must arrive before this; else 0
+} store_cert;
+
+// store_txn is the durable part of a CMP transaction, keyed by (ca, transaction_id). The store
+// does not interpret |state|; the server defines its values. Borrowed on write, arena copies on
+// read. Thread: value type.
+typedef struct store_txn {
+    const char *ca;             // required
+    cm_span transaction_id;     // required
+    uint32_t state;             // the server's state number
+    cm_span sender_nonce;       // the server's last senderNonce (the client's next recipNonce)
+    cm_span serial;             // serial of the certificate issued in it, empty before issuance
+    store_auth_kind protection; // how the request was protected
+    cm_span credential;         // senderKID or signer certificate hash
+    int64_t expires_at;         // STORE_OP_TXN_EXPIRE deletes it at or after this time
+} store_txn;
+
+// store_crl is a CA's CRL state (issue 6). crl_number counts numbers handed out by
+// STORE_OP_CRL_NEXT_NUMBER; revision counts revocation changes (revoke, hold, release, sweep)
+// of the CA; a CRL built from revision R is stale once revision > R. Thread: value type.
+typedef struct store_crl {
+    const char *ca;          // required
+    uint64_t crl_number;     // the number of |crl_der| (0 when none was stored)
+    uint64_t numbers_issued; // read only: the last number STORE_OP_CRL_NEXT_NUMBER handed out
+    uint64_t revision;       // read only
+    uint64_t built_revision; // the revision the stored CRL reflects
+    cm_span crl_der;         // the last CRL, DER (empty when none was stored)
+    int64_t this_update;     //
+    int64_t next_update;     //
+} store_crl;
+
+// ---------------------------------------------------------------------------------------------
+// Write jobs
+
+typedef enum store_op {
+    STORE_OP_CERT_INSERT = 1, // u.cert: a new certificate (UNCONFIRMED or VALID)
+    STORE_OP_CERT_CONFIRM,    // u.ref: UNCONFIRMED → VALID; u.ref.time is now (0: no check)
+    STORE_OP_CERT_REVOKE,     // u.ref: → REVOKED (or HOLD for certificateHold) at u.ref.time
+    STORE_OP_CERT_RELEASE,    // u.ref: HOLD → VALID (removeFromCRL)
+    STORE_OP_TXN_CREATE,      // u.txn: a new transaction; STORE_E_TXN_IN_USE if it exists
+    STORE_OP_TXN_UPDATE,      // u.txn: replace an existing transaction's state
+    STORE_OP_TXN_DELETE,      // u.ref (ca, transaction_id)
+    STORE_OP_TXN_EXPIRE,      // u.ref.time: delete every transaction expired at that time
+    STORE_OP_SWEEP,           // u.ref.time, u.ref.reason: revoke UNCONFIRMED past deadline
+    STORE_OP_CRL_NEXT_NUMBER, // u.ref.ca: increment and return the CA's CRL number
+    STORE_OP_CRL_PUT,         // u.crl: record the CRL just built (its number must be newer)
+} store_op;
+
+// store_ref names a certificate or transaction and carries the few scalars an op needs.
+typedef struct store_ref {
+    const char *ca;
+    cm_span serial;         // CONFIRM, REVOKE, RELEASE
+    cm_span transaction_id; // TXN_DELETE
+    int64_t time;           // CONFIRM: now; REVOKE: revocation time; TXN_EXPIRE, SWEEP: now
+    int reason;             // REVOKE, SWEEP: CRLReason (not removeFromCRL)
+} store_ref;
+
+// store_job is one write. Embed it in a request or allocate it; fill it with store_job_init
+// and the op's member of |u|; keep everything it points at alive until it comes back through
+// |cq|. On completion |result| and |out_value| are set, then the node is pushed into |cq| (kind
+// CM_CQ_KIND_STORE_JOB); the cast from the drained cm_cq_node* to store_job* is valid because
+// |node| is the first member. Thread: the submitter's until submitted, the store's until
+// completed, then the submitter's again.
+typedef struct store_job {
+    cm_cq_node node; // first member
+    cm_cq *cq;       // where the job completes
+    void *user;      // the submitter's cookie; untouched by the store
+    store_op op;
+    cm_result result;   // set at completion
+    uint64_t out_value; // CRL_NEXT_NUMBER: the number; SWEEP, TXN_EXPIRE: rows changed
+    uint64_t submit_ns; // set by submit, for the latency histogram
+    union {
+        store_cert cert;
+        store_ref ref;
+        store_txn txn;
+        store_crl crl;
+    } u;
+} store_job;
+
+// store_job_init zeroes |job| and sets its node kind, |op| and |cq|. Thread: any.
+void store_job_init(store_job *job, store_op op, cm_cq *cq);
+
+// ---------------------------------------------------------------------------------------------
+// The store
+
+typedef enum store_sync {
+    STORE_SYNC_FULL = 0,   // default: fsync the WAL at every commit (survives power loss)
+    STORE_SYNC_NORMAL = 1, // fsync only at checkpoints (survives a process crash only)
+} store_sync;
+
+// store_options configures store_open. Zero values pick the defaults. Thread: value type.
+typedef struct store_options {
+    store_sync sync;
+    int busy_timeout_ms; // how long to wait for a lock held by another process; 0: 5000
+    size_t max_batch;    // most jobs per transaction; 0: 4096
+} store_options;
+
+// store_stats is a snapshot of the writer's counters, for /metrics and the bench. Histogram
+// bucket i of a *_us_hist counts values v (µs) with 2^(i-1) <= v < 2^i (bucket 0: v < 1, the
+// last bucket: everything above); batch_hist bucket i counts batches of 2^i .. 2^(i+1)-1 jobs.
+#define STORE_HIST_BUCKETS 24
+typedef struct store_stats {
+    uint64_t jobs;            // jobs completed
+    uint64_t jobs_failed;     // of which failed
+    uint64_t commits;         // transactions committed
+    uint64_t commit_failures; // transactions that failed as a whole (every job failed)
+    uint64_t commit_ns_total; // time from BEGIN to COMMIT done, summed
+    uint64_t max_batch;       // largest batch seen
+    uint64_t queue_depth;     // jobs waiting at the time of the snapshot
+    uint64_t commit_us_hist[STORE_HIST_BUCKETS]; // BEGIN .. COMMIT
+    uint64_t job_us_hist[STORE_HIST_BUCKETS];    // submit .. completion
+    uint64_t batch_hist[STORE_HIST_BUCKETS];
+} store_stats;
+
+typedef struct store store;
+typedef struct store_reader store_reader;
+
+// store_open opens (creating if needed) the store at |url| ("sqlite:PATH"), creates or
+// migrates its schema, and starts the writer thread. |opts| may be NULL. Fails with STORE_E_URL
+// or STORE_E_UNSUPPORTED for a bad URL, STORE_E_SCHEMA_TOO_NEW for a database written by a
+// newer certmint, STORE_E_NOT_A_STORE for a foreign file, STORE_E_DB/STORE_E_BUSY otherwise;
+// every failure is logged with the URL and the reason. The caller owns |*out_store| and frees it
+// with store_close. Thread: any; blocks for the open and migration.
+CM_RESULT store_open(store **out_store, const char *url, const store_options *opts);
+
+// store_close stops accepting jobs (later submissions complete with STORE_E_CLOSED), commits
+// and completes everything already queued, stops the writer and closes the database. Every
+// reader must have been closed. NULL is a no-op. Thread: the owner; blocks until the writer
+// finished.
+void store_close(store *s);
+
+// store_submit queues |job| for the writer. It never blocks on I/O (only on the queue lock for
+// a few instructions) and never fails: every job comes back through job->cq exactly once.
+// Thread: any.
+void store_submit(store *s, store_job *job);
+
+// store_submit_batch queues |n| jobs under one lock with at most one wake-up of the writer; they
+// execute in array order (and usually in the same transaction). Thread: any.
+void store_submit_batch(store *s, store_job *const *jobs, size_t n);
+
+// store_run submits |job| and waits for it: the blocking convenience for tools and tests (never
+// an I/O loop). job->cq is replaced by a private queue. Returns job->result. Thread: any;
+// blocks for one group commit (a few ms with synchronous=FULL on a disk).
+CM_RESULT store_run(store *s, store_job *job);
+
+// store_run_batch is store_run for |n| jobs submitted as one batch. Returns CM_OK when all
+// succeeded, otherwise the first failing job's result; each job's own result is in the job.
+CM_RESULT store_run_batch(store *s, store_job *const *jobs, size_t n);
+
+// store_get_stats copies the writer's counters into |out|. Thread: any; takes the queue lock.
+void store_get_stats(store *s, store_stats *out);
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+//
+// Request-path reads (store_cert_get, store_cert_get_by_txn, store_txn_get, store_crl_get) are
+// single lookups on a primary key or index: O(log n) page reads, tens of µs when the pages are
+// cached. They never wait for the writer (WAL); they block only on disk reads of uncached pages
+// and, rarely, for up to busy_timeout_ms while another connection recovers the WAL index.
+// store_cert_list, store_cert_count, store_revoked_list and store_reader_check scan tables and
+// are for tools, the CRL builder and tests, not for the request path.
+
+// store_reader_open opens a read connection for the calling thread. The caller owns
+// |*out_reader| and closes it with store_reader_close before store_close. STORE_E_DB on failure.
+// Thread: the returned reader is confined to one thread at a time.
+CM_RESULT store_reader_open(store *s, store_reader **out_reader);
+
+// store_reader_close closes |r|. NULL is a no-op.
+void store_reader_close(store_reader *r);
+
+// store_cert_get looks the certificate up by (ca, serial) and fills |out| with copies in |a|.
+// STORE_E_NOT_FOUND when absent, CM_E_NOMEM when |a| is full.
+CM_RESULT store_cert_get(store_reader *r, cm_arena *a, store_cert *out, const char *ca,
+                         cm_span serial);
+
+// store_cert_get_by_txn returns the newest certificate issued in transaction (ca, tid).
+// STORE_E_NOT_FOUND when none.
+CM_RESULT store_cert_get_by_txn(store_reader *r, cm_arena *a, store_cert *out, const char *ca,
+                                cm_span transaction_id);
+
+// store_txn_get looks a transaction up. Expired transactions not yet deleted are returned as
+// they are (check expires_at). STORE_E_TXN_NOT_FOUND when absent.
+CM_RESULT store_txn_get(store_reader *r, cm_arena *a, store_txn *out, const char *ca,
+                        cm_span transaction_id);
+
+// store_filter selects certificates for store_cert_list and store_cert_count. NULL/ANY/0 fields
+// do not filter.
+typedef struct store_filter {
+    const char *ca;
+    store_cert_status status;   // STORE_CERT_ANY for every status
+    const char *subject_substr; // case-sensitive substring of subject_text
+    int64_t after_id;           // only rows with id > after_id (paging cursor)
+    uint32_t limit;             // at most this many rows; 0: no limit
+} store_filter;
+
+// store_cert_fn receives one row; |c| and everything it points at are valid only during the
+// call. Return false to stop the listing early.
+typedef bool (*store_cert_fn)(void *ctx, const store_cert *c);
+
+// store_cert_list calls |fn| for each certificate matching |f|, in id (issue) order.
+// Thread: the reader's. Scans: for tools.
+CM_RESULT store_cert_list(store_reader *r, const store_filter *f, store_cert_fn fn, void *ctx);
+
+// store_cert_count counts the certificates matching |f| (after_id and limit are ignored).
+CM_RESULT store_cert_count(store_reader *r, const store_filter *f, uint64_t *out_count);
+
+// store_revoked_fn receives one CRL entry (revoked or held certificate); |serial| is valid only
+// during the call. Return false to stop.
+typedef bool (*store_revoked_fn)(void *ctx, cm_span serial, int64_t revoked_at, int reason);
+
+// store_revoked_list calls |fn| for every certificate of |ca| that is REVOKED or on HOLD and
+// whose notAfter is at or after |not_after_min| (0: all; RFC 5280 §3.3 lets a CRL drop entries
+// of expired certificates). Served by a partial index on revoked rows.
+CM_RESULT store_revoked_list(store_reader *r, const char *ca, int64_t not_after_min,
+                             store_revoked_fn fn, void *ctx);
+
+// store_crl_get returns the CRL state of |ca|. STORE_E_NOT_FOUND when the CA never revoked a
+// certificate nor took a CRL number.
+CM_RESULT store_crl_get(store_reader *r, cm_arena *a, store_crl *out, const char *ca);
+
+// store_reader_check runs the backend's full integrity check (SQLite PRAGMA integrity_check).
+// CM_OK when it reports ok, STORE_E_CORRUPT (logged with the first problem) otherwise.
+// Reads the whole database: tools and tests only.
+CM_RESULT store_reader_check(store_reader *r);
+
+#endif // CERTMINT_ENGINE_STORE_STORE_H

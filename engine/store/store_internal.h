@@ -1,0 +1,64 @@
+// engine/store internals: the backend interface. Only engine/store/*.c and its tests include
+// this. A backend implements store_backend_ops; store.c owns the queue, the writer thread, the
+// statistics and the URL dispatch, and calls the backend only from the writer thread (for
+// writes) or from a reader's thread (for reads).
+#ifndef CERTMINT_ENGINE_STORE_STORE_INTERNAL_H
+#define CERTMINT_ENGINE_STORE_STORE_INTERNAL_H
+
+#include "engine/store/store.h"
+
+typedef struct store_backend store_backend;               // a backend's write connection
+typedef struct store_backend_reader store_backend_reader; // a backend's read connection
+
+// store_backend_ops is the interface every backend implements (SQLite now, PostgreSQL later).
+// Write calls happen on the writer thread only, in the order begin, exec*, commit or rollback.
+// Read calls happen on the reader's thread. Thread: the table itself is immutable.
+typedef struct store_backend_ops {
+    const char *scheme; // URL scheme, without the colon
+
+    // open connects to |location| (the URL after "scheme:"), creates or migrates the schema
+    // and prepares the write statements. Logs the reason on failure.
+    CM_RESULT (*open)(store_backend **out_b, const char *location, const store_options *opts);
+    void (*close)(store_backend *b);
+
+    // begin starts the batch's transaction; STORE_E_BUSY when another process holds the lock.
+    CM_RESULT (*begin)(store_backend *b);
+    // exec runs one job atomically inside the open transaction (its own savepoint): a POLICY or
+    // USAGE result undoes that job only and the batch goes on; any other failure means the
+    // transaction is unusable and the caller rolls back the whole batch.
+    cm_result (*exec)(store_backend *b, store_job *job);
+    CM_RESULT (*commit)(store_backend *b);
+    void (*rollback)(store_backend *b);
+
+    CM_RESULT (*reader_open)(store_backend *b, store_backend_reader **out_r);
+    void (*reader_close)(store_backend_reader *r);
+    CM_RESULT(*cert_get)
+    (store_backend_reader *r, cm_arena *a, store_cert *out, const char *ca, cm_span serial);
+    CM_RESULT(*cert_get_by_txn)
+    (store_backend_reader *r, cm_arena *a, store_cert *out, const char *ca, cm_span transaction_id);
+    CM_RESULT(*txn_get)
+    (store_backend_reader *r, cm_arena *a, store_txn *out, const char *ca, cm_span transaction_id);
+    CM_RESULT(*cert_list)
+    (store_backend_reader *r, const store_filter *f, store_cert_fn fn, void *ctx);
+    CM_RESULT (*cert_count)(store_backend_reader *r, const store_filter *f, uint64_t *out_count);
+    CM_RESULT(*revoked_list)
+    (store_backend_reader *r, const char *ca, int64_t not_after_min, store_revoked_fn fn,
+     void *ctx);
+    CM_RESULT (*crl_get)(store_backend_reader *r, cm_arena *a, store_crl *out, const char *ca);
+    CM_RESULT (*check)(store_backend_reader *r);
+} store_backend_ops;
+
+// store_sqlite_ops is the SQLite backend ("sqlite:PATH"). Immutable.
+extern const store_backend_ops store_sqlite_ops;
+
+// store_sqlite_request_path_sql returns the SQL text of the |i|-th statement the SQLite backend
+// runs on the request path or per job (lookups, updates, deletes, the sweep), NULL past the
+// last, so a test can check with EXPLAIN QUERY PLAN that none scans a whole table.
+// Thread: any; static strings.
+const char *store_sqlite_request_path_sql(size_t i);
+
+// store_job_validate checks the fields every backend relies on (required spans present,
+// lengths, reasons, statuses): CM_OK or STORE_E_INVALID. Thread: any; pure.
+CM_RESULT store_job_validate(const store_job *job);
+
+#endif // CERTMINT_ENGINE_STORE_STORE_INTERNAL_H

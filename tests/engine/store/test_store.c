@@ -1,0 +1,1151 @@
+// Suite "store": the SQLite store on real database files — schema creation, versioning and
+// refusal of foreign or newer files; every write op good and bad with its exact code; reads;
+// group commit under concurrent submitters; durability across a simulated crash; integrity.
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CUnit/CUnit.h>
+
+#include "engine/base/base.h"
+#include "engine/base/cq.h"
+#include "engine/store/store.h"
+#include "engine/store/store_internal.h"
+#include "tests/support/test_support.h"
+
+// The suite's directory: one database file per test in it.
+static char g_store_dir[256];
+
+static int test_store_suite_init(void)
+{
+    return test_tmpdir(g_store_dir, sizeof(g_store_dir), "store") ? 0 : 1;
+}
+
+static int test_store_suite_cleanup(void)
+{
+    return test_rmtree(g_store_dir) ? 0 : 1;
+}
+
+static const char *test_store_path(char *out, size_t cap, const char *name)
+{
+    return test_path(out, cap, g_store_dir, name);
+}
+
+static const char *test_store_url(char *out, size_t cap, const char *name)
+{
+    char path[512];
+    int n = snprintf(out, cap, "sqlite:%s", test_store_path(path, sizeof(path), name));
+    CU_ASSERT_FATAL(n > 0 && (size_t)n < cap);
+    return out;
+}
+
+// A Name with CN=test, DER; the store keeps it opaque.
+static const uint8_t k_subject_der[] = {0x30, 0x0f, 0x31, 0x0d, 0x30, 0x0b, 0x06, 0x03, 0x55,
+                                        0x04, 0x03, 0x0c, 0x04, 0x74, 0x65, 0x73, 0x74};
+static uint8_t g_cert_der[600]; // stands in for a certificate of realistic size
+
+// test_item is one certificate insert with the storage its spans point at.
+typedef struct test_item {
+    store_job job;
+    uint8_t serial[16];
+    uint8_t spki[32];
+    uint8_t tid[16];
+    char subject[48];
+    int completions;
+} test_item;
+
+// test_store_fill makes |it| an insert of the certificate numbered |n| (serial, key hash and
+// transactionID derived from |n| and |salt|).
+static void test_store_fill(test_item *it, cm_cq *cq, const char *ca, uint32_t n, uint32_t salt,
+                            store_cert_status status, int64_t deadline)
+{
+    store_job_init(&it->job, STORE_OP_CERT_INSERT, cq);
+    it->job.user = it;
+    memset(it->serial, 0, sizeof(it->serial));
+    it->serial[0] = 0x40; // positive, minimal
+    memcpy(it->serial + 8, &n, sizeof(n));
+    memcpy(it->serial + 12, &salt, sizeof(salt));
+    for (size_t i = 0; i < sizeof(it->spki); i++) {
+        it->spki[i] = (uint8_t)(n + i);
+    }
+    memcpy(it->tid, it->serial, sizeof(it->tid));
+    it->tid[0] = 0x7e;
+    (void)snprintf(it->subject, sizeof(it->subject), "CN=device-%u,O=line-%u", n, salt);
+    store_cert *c = &it->job.u.cert;
+    c->ca = ca;
+    c->serial = cm_span_make(it->serial, sizeof(it->serial));
+    c->subject_der = cm_span_make(k_subject_der, sizeof(k_subject_der));
+    c->subject_text = it->subject;
+    c->not_before = 1700000000;
+    c->not_after = 1700000000 + 365 * 86400;
+    c->spki_sha256 = cm_span_make(it->spki, sizeof(it->spki));
+    c->status = status;
+    c->transaction_id = cm_span_make(it->tid, sizeof(it->tid));
+    c->requester_kind = STORE_AUTH_MAC;
+    c->requester = CM_SPAN_LIT("factory-line-1");
+    c->cert_der = cm_span_make(g_cert_der, sizeof(g_cert_der));
+    c->issued_at = 1700000000;
+    c->confirm_deadline = deadline;
+}
+
+// test_store_open_at opens the store |name| in the suite directory.
+static store *test_store_open_at(const char *name, store_sync sync)
+{
+    char url[600];
+    store *s = NULL;
+    store_options o = {.sync = sync};
+    TEST_ASSERT_OK(store_open(&s, test_store_url(url, sizeof(url), name), &o));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    return s;
+}
+
+// test_store_close_checked runs the integrity check, then closes.
+static void test_store_close_checked(store *s)
+{
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    TEST_ASSERT_OK(store_reader_check(r));
+    store_reader_close(r);
+    store_close(s);
+}
+
+static cm_result test_store_ref_op(store *s, store_op op, const char *ca, cm_span serial,
+                                   int64_t time, int reason)
+{
+    store_job job;
+    store_job_init(&job, op, NULL);
+    job.u.ref.ca = ca;
+    job.u.ref.serial = serial;
+    job.u.ref.time = time;
+    job.u.ref.reason = reason;
+    return store_run(s, &job);
+}
+
+static uint64_t test_store_count(store_reader *r, const char *ca, store_cert_status status)
+{
+    store_filter f = {.ca = ca, .status = status};
+    uint64_t n = 0;
+    TEST_ASSERT_OK(store_cert_count(r, &f, &n));
+    return n;
+}
+
+static int64_t test_store_db_int(const char *name, const char *sql)
+{
+    char path[512];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    CU_ASSERT_EQUAL_FATAL(
+        sqlite3_open_v2(test_store_path(path, sizeof(path), name), &db, SQLITE_OPEN_READONLY, NULL),
+        SQLITE_OK);
+    CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        v = sqlite3_column_int64(st, 0);
+    }
+    (void)sqlite3_finalize(st);
+    (void)sqlite3_close(db);
+    return v;
+}
+
+static void test_store_db_exec(const char *name, const char *sql)
+{
+    char path[512];
+    sqlite3 *db = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(test_store_path(path, sizeof(path), name), &db), SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    (void)sqlite3_close(db);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+static void test_store_creates_schema_and_reopens(void)
+{
+    store *s = test_store_open_at("schema.db", STORE_SYNC_FULL);
+    test_item it;
+    test_store_fill(&it, NULL, "devices", 1, 0, STORE_CERT_VALID, 0);
+    TEST_ASSERT_OK(store_run(s, &it.job));
+    test_store_close_checked(s);
+
+    CU_ASSERT_EQUAL(test_store_db_int("schema.db", "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+    CU_ASSERT_EQUAL(test_store_db_int("schema.db", "PRAGMA application_id"), 0x434d4e54);
+    CU_ASSERT_EQUAL(test_store_db_int("schema.db", "SELECT count(*) FROM cert"), 1);
+
+    // Reopening keeps the data and does not migrate again.
+    s = test_store_open_at("schema.db", STORE_SYNC_NORMAL);
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    CU_ASSERT_EQUAL(test_store_count(r, NULL, STORE_CERT_ANY), 1);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
+static void test_store_refuses_newer_schema(void)
+{
+    store *s = test_store_open_at("newer.db", STORE_SYNC_FULL);
+    store_close(s);
+    test_store_db_exec("newer.db", "PRAGMA user_version = 2");
+    char url[600];
+    s = NULL;
+    TEST_ASSERT_CODE(store_open(&s, test_store_url(url, sizeof(url), "newer.db"), NULL),
+                     STORE_E_SCHEMA_TOO_NEW);
+    CU_ASSERT_PTR_NULL(s);
+    // The refusal changed nothing.
+    CU_ASSERT_EQUAL(test_store_db_int("newer.db", "PRAGMA user_version"), 2);
+}
+
+static void test_store_refuses_bad_urls_and_foreign_files(void)
+{
+    store *s = NULL;
+    TEST_ASSERT_CODE(store_open(&s, NULL, NULL), STORE_E_URL);
+    TEST_ASSERT_CODE(store_open(&s, "sqlite:", NULL), STORE_E_URL);
+    TEST_ASSERT_CODE(store_open(&s, "/var/certmint.db", NULL), STORE_E_URL);
+    TEST_ASSERT_CODE(store_open(&s, ":x.db", NULL), STORE_E_URL);
+    TEST_ASSERT_CODE(store_open(&s, "mysql:x", NULL), STORE_E_URL);
+    TEST_ASSERT_CODE(store_open(&s, "postgresql://db/certmint", NULL), STORE_E_UNSUPPORTED);
+    store_options bad_sync = {.sync = (store_sync)7};
+    TEST_ASSERT_CODE(store_open(&s, "sqlite:/tmp/never.db", &bad_sync), STORE_E_INVALID);
+    CU_ASSERT_PTR_NULL(s);
+
+    // A file that is not SQLite at all.
+    char path[512];
+    char url[600];
+    static const char junk[] = "this is not an SQLite database, it is a text file of junk....."
+                               "................................................................";
+    CU_ASSERT_FATAL(
+        test_write_file(test_store_path(path, sizeof(path), "junk.db"), junk, sizeof(junk)));
+    TEST_ASSERT_CODE(store_open(&s, test_store_url(url, sizeof(url), "junk.db"), NULL),
+                     STORE_E_NOT_A_STORE);
+    // An SQLite database of some other application.
+    test_store_db_exec("other.db", "CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    TEST_ASSERT_CODE(store_open(&s, test_store_url(url, sizeof(url), "other.db"), NULL),
+                     STORE_E_NOT_A_STORE);
+    CU_ASSERT_EQUAL(test_store_db_int("other.db", "SELECT count(*) FROM t"), 1);
+    // A directory that does not exist.
+    TEST_ASSERT_CODE(store_open(&s, "sqlite:/nonexistent-dir/x/certmint.db", NULL), STORE_E_DB);
+    CU_ASSERT_PTR_NULL(s);
+}
+
+static void test_store_insert_lookup_and_duplicates(void)
+{
+    store *s = test_store_open_at("insert.db", STORE_SYNC_FULL);
+    test_item it[4];
+    test_store_fill(&it[0], NULL, "devices", 10, 0, STORE_CERT_UNCONFIRMED, 1700000300);
+    test_store_fill(&it[1], NULL, "devices", 10, 0, STORE_CERT_VALID, 0); // same serial
+    test_store_fill(&it[2], NULL, "devices", 11, 0, STORE_CERT_VALID, 0);
+    test_store_fill(&it[3], NULL, "servers", 10, 0, STORE_CERT_VALID, 0); // same serial, other CA
+    store_job *batch[4] = {&it[0].job, &it[1].job, &it[2].job, &it[3].job};
+    TEST_ASSERT_CODE(store_run_batch(s, batch, 4), STORE_E_DUPLICATE_SERIAL);
+    TEST_ASSERT_OK(it[0].job.result);
+    TEST_ASSERT_CODE(it[1].job.result, STORE_E_DUPLICATE_SERIAL);
+    TEST_ASSERT_OK(it[2].job.result);
+    TEST_ASSERT_OK(it[3].job.result);
+    // A duplicate in a later transaction fails the same way.
+    test_store_fill(&it[1], NULL, "servers", 10, 0, STORE_CERT_VALID, 0);
+    TEST_ASSERT_CODE(store_run(s, &it[1].job), STORE_E_DUPLICATE_SERIAL);
+
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    store_cert c;
+    TEST_ASSERT_OK(store_cert_get(r, &a, &c, "devices", it[0].job.u.cert.serial));
+    CU_ASSERT_STRING_EQUAL(c.ca, "devices");
+    CU_ASSERT(cm_span_eq(c.serial, it[0].job.u.cert.serial));
+    CU_ASSERT(cm_span_eq(c.subject_der, cm_span_make(k_subject_der, sizeof(k_subject_der))));
+    CU_ASSERT_STRING_EQUAL(c.subject_text, "CN=device-10,O=line-0");
+    CU_ASSERT_EQUAL(c.not_before, 1700000000);
+    CU_ASSERT_EQUAL(c.not_after, 1700000000 + 365 * 86400);
+    CU_ASSERT(cm_span_eq(c.spki_sha256, cm_span_make(it[0].spki, 32)));
+    CU_ASSERT_EQUAL(c.status, STORE_CERT_UNCONFIRMED);
+    CU_ASSERT_EQUAL(c.revoked_at, 0);
+    CU_ASSERT_EQUAL(c.reason, -1);
+    CU_ASSERT(cm_span_eq(c.transaction_id, cm_span_make(it[0].tid, 16)));
+    CU_ASSERT_EQUAL(c.requester_kind, STORE_AUTH_MAC);
+    CU_ASSERT(cm_span_eq(c.requester, CM_SPAN_LIT("factory-line-1")));
+    CU_ASSERT(cm_span_eq(c.cert_der, cm_span_make(g_cert_der, sizeof(g_cert_der))));
+    CU_ASSERT_EQUAL(c.issued_at, 1700000000);
+    CU_ASSERT_EQUAL(c.confirm_deadline, 1700000300);
+
+    // The first insert of serial 10 won: the duplicate's VALID status did not land.
+    store_cert by_txn;
+    TEST_ASSERT_OK(store_cert_get_by_txn(r, &a, &by_txn, "devices", cm_span_make(it[0].tid, 16)));
+    CU_ASSERT_EQUAL(by_txn.id, c.id);
+    TEST_ASSERT_OK(store_cert_get(r, &a, &c, "servers", it[3].job.u.cert.serial));
+    CU_ASSERT_EQUAL(c.status, STORE_CERT_VALID);
+    CU_ASSERT_EQUAL(c.confirm_deadline, 0);
+
+    // Unknown serial, unknown CA, unknown transaction.
+    test_item unknown;
+    test_store_fill(&unknown, NULL, "devices", 999, 0, STORE_CERT_VALID, 0);
+    TEST_ASSERT_CODE(store_cert_get(r, &a, &c, "devices", unknown.job.u.cert.serial),
+                     STORE_E_NOT_FOUND);
+    TEST_ASSERT_CODE(store_cert_get(r, &a, &c, "nobody", it[0].job.u.cert.serial),
+                     STORE_E_NOT_FOUND);
+    TEST_ASSERT_CODE(store_cert_get_by_txn(r, &a, &c, "devices", cm_span_make(unknown.tid, 16)),
+                     STORE_E_NOT_FOUND);
+    TEST_ASSERT_CODE(store_cert_get(r, &a, &c, "devices", cm_span_make(NULL, 0)), STORE_E_INVALID);
+    CU_ASSERT_EQUAL(test_store_count(r, NULL, STORE_CERT_ANY), 3);
+    cm_arena_cleanup(&a);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
+static void test_store_rejects_invalid_jobs(void)
+{
+    store *s = test_store_open_at("invalid.db", STORE_SYNC_NORMAL);
+    test_item it;
+    // Each broken field alone, in one batch with a good job that must still land.
+    enum { N = 9 };
+    test_item bad[N];
+    store_job *batch[N + 1];
+    for (uint32_t i = 0; i < N; i++) {
+        test_store_fill(&bad[i], NULL, "devices", 100 + i, 0, STORE_CERT_VALID, 0);
+        batch[i] = &bad[i].job;
+    }
+    bad[0].job.u.cert.ca = NULL;
+    bad[1].job.u.cert.serial = cm_span_make(NULL, 0);
+    bad[2].job.u.cert.spki_sha256.len = 31;
+    bad[3].job.u.cert.cert_der = cm_span_make(NULL, 0);
+    bad[4].job.u.cert.status = STORE_CERT_REVOKED;
+    bad[5].job.u.cert.status = STORE_CERT_UNCONFIRMED; // without a deadline
+    bad[6].job.u.cert.subject_text = NULL;
+    bad[7].job.u.cert.serial.len = 21; // longer than RFC 5280 allows
+    bad[8].job.op = (store_op)99;
+    test_store_fill(&it, NULL, "devices", 1, 0, STORE_CERT_VALID, 0);
+    batch[N] = &it.job;
+    TEST_ASSERT_CODE(store_run_batch(s, batch, N + 1), STORE_E_INVALID);
+    for (uint32_t i = 0; i < N; i++) {
+        TEST_ASSERT_CODE(bad[i].job.result, STORE_E_INVALID);
+    }
+    TEST_ASSERT_OK(it.job.result);
+
+    // Revocation reasons that are not reasons for revoking.
+    TEST_ASSERT_CODE(test_store_ref_op(s, STORE_OP_CERT_REVOKE, "devices", it.job.u.cert.serial, 1,
+                                       STORE_REASON_REMOVE_FROM_CRL),
+                     STORE_E_INVALID);
+    TEST_ASSERT_CODE(
+        test_store_ref_op(s, STORE_OP_CERT_REVOKE, "devices", it.job.u.cert.serial, 1, 7),
+        STORE_E_INVALID);
+    TEST_ASSERT_CODE(
+        test_store_ref_op(s, STORE_OP_CERT_REVOKE, "devices", it.job.u.cert.serial, 1, 11),
+        STORE_E_INVALID);
+    TEST_ASSERT_CODE(test_store_ref_op(s, STORE_OP_SWEEP, NULL, cm_span_make(NULL, 0), 1, -1),
+                     STORE_E_INVALID);
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    CU_ASSERT_EQUAL(test_store_count(r, NULL, STORE_CERT_ANY), 1);
+    CU_ASSERT_EQUAL(test_store_count(r, NULL, STORE_CERT_VALID), 1);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
+static void test_store_confirm(void)
+{
+    store *s = test_store_open_at("confirm.db", STORE_SYNC_FULL);
+    test_item it[3];
+    test_store_fill(&it[0], NULL, "devices", 1, 0, STORE_CERT_UNCONFIRMED, 1000);
+    test_store_fill(&it[1], NULL, "devices", 2, 0, STORE_CERT_UNCONFIRMED, 1000);
+    test_store_fill(&it[2], NULL, "devices", 3, 0, STORE_CERT_UNCONFIRMED, 1000);
+    store_job *batch[3] = {&it[0].job, &it[1].job, &it[2].job};
+    TEST_ASSERT_OK(store_run_batch(s, batch, 3));
+    cm_span s1 = it[0].job.u.cert.serial;
+    cm_span s2 = it[1].job.u.cert.serial;
+    cm_span s3 = it[2].job.u.cert.serial;
+
+    TEST_ASSERT_OK(test_store_ref_op(s, STORE_OP_CERT_CONFIRM, "devices", s1, 999, 0));
+    TEST_ASSERT_CODE(test_store_ref_op(s, STORE_OP_CERT_CONFIRM, "devices", s1, 999, 0),
+                     STORE_E_ALREADY_CONFIRMED);
+    TEST_ASSERT_CODE(test_store_ref_op(s, STORE_OP_CERT_CONFIRM, "devices", s2, 1000, 0),
+                     STORE_E_CONFIRM_EXPIRED);
+    TEST_ASSERT_CODE(test_store_ref_op(s, STORE_OP_CERT_CONFIRM, "servers", s2, 999, 0),
+                     STORE_E_NOT_FOUND);
+    // certConf with status rejection: the certificate is revoked, and cannot be confirmed.
+    TEST_ASSERT_OK(test_store_ref_op(s, STORE_OP_CERT_REVOKE, "devices", s3, 500,
+                                     STORE_REASON_CESSATION_OF_OPERATION));
+    TEST_ASSERT_CODE(test_store_ref_op(s, STORE_OP_CERT_CONFIRM, "devices", s3, 999, 0),
+                     STORE_E_ALREADY_REVOKED);
+
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    store_cert c;
+    TEST_ASSERT_OK(store_cert_get(r, &a, &c, "devices", s1));
+    CU_ASSERT_EQUAL(c.status, STORE_CERT_VALID);
+    CU_ASSERT_EQUAL(c.confirm_deadline, 0);
+    TEST_ASSERT_OK(store_cert_get(r, &a, &c, "devices", s2));
+    CU_ASSERT_EQUAL(c.status, STORE_CERT_UNCONFIRMED);
+    TEST_ASSERT_OK(store_cert_get(r, &a, &c, "devices", s3));
+    CU_ASSERT_EQUAL(c.status, STORE_CERT_REVOKED);
+    CU_ASSERT_EQUAL(c.revoked_at, 500);
+    CU_ASSERT_EQUAL(c.reason, STORE_REASON_CESSATION_OF_OPERATION);
+    cm_arena_cleanup(&a);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
+typedef struct test_revoked {
+    uint32_t n;
+    uint32_t serial_no[8];
+    int reason[8];
+    int64_t revoked_at[8];
+} test_revoked;
+
+static bool test_store_collect_revoked(void *ctx, cm_span serial, int64_t revoked_at, int reason)
+{
+    test_revoked *t = ctx;
+    CU_ASSERT_FATAL(t->n < 8 && serial.len == 16);
+    memcpy(&t->serial_no[t->n], serial.p + 8, sizeof(uint32_t));
+    t->reason[t->n] = reason;
+    t->revoked_at[t->n] = revoked_at;
+    t->n++;
+    return true;
+}
+
+static void test_store_revoke_hold_and_release(void)
+{
+    store *s = test_store_open_at("revoke.db", STORE_SYNC_FULL);
+    test_item it[4];
+    store_job *batch[4];
+    for (uint32_t i = 0; i < 4; i++) {
+        test_store_fill(&it[i], NULL, "devices", i + 1, 0, STORE_CERT_VALID, 0);
+        batch[i] = &it[i].job;
+    }
+    TEST_ASSERT_OK(store_run_batch(s, batch, 4));
+    cm_span s1 = it[0].job.u.cert.serial;
+    cm_span s2 = it[1].job.u.cert.serial;
+    cm_span s3 = it[2].job.u.cert.serial;
+    test_item unknown;
+    test_store_fill(&unknown, NULL, "devices", 77, 0, STORE_CERT_VALID, 0);
+    cm_span s_unknown = unknown.job.u.cert.serial;
+
+    // Revoke, then revoke again: the second maps to certRevoked.
+    TEST_ASSERT_OK(test_store_ref_op(s, STORE_OP_CERT_REVOKE, "devices", s1, 2000,
+                                     STORE_REASON_KEY_COMPROMISE));
+    TEST_ASSERT_CODE(
+        test_store_ref_op(s, STORE_OP_CERT_REVOKE, "devices", s1, 2001, STORE_REASON_SUPERSEDED),
+        STORE_E_ALREADY_REVOKED);
+    TEST_ASSERT_CODE(test_store_ref_op(s, STORE_OP_CERT_REVOKE, "devices", s_unknown, 2000,
+                                       STORE_REASON_UNSPECIFIED),
+                     STORE_E_NOT_FOUND);
+    TEST_ASSERT_CODE(
+        test_store_ref_op(s, STORE_OP_CERT_REVOKE, "servers", s1, 2000, STORE_REASON_UNSPECIFIED),
+        STORE_E_NOT_FOUND);
+    // Hold, hold again, release, release again.
+    TEST_ASSERT_OK(test_store_ref_op(s, STORE_OP_CERT_REVOKE, "devices", s2, 3000,
+                                     STORE_REASON_CERTIFICATE_HOLD));
+    TEST_ASSERT_CODE(test_store_ref_op(s, STORE_OP_CERT_REVOKE, "devices", s2, 3001,
+                                       STORE_REASON_CERTIFICATE_HOLD),
+                     STORE_E_ALREADY_REVOKED);
+    TEST_ASSERT_OK(test_store_ref_op(s, STORE_OP_CERT_RELEASE, "devices", s2, 0, 0));
+    TEST_ASSERT_CODE(test_store_ref_op(s, STORE_OP_CERT_RELEASE, "devices", s2, 0, 0),
+                     STORE_E_NOT_ON_HOLD);
+    TEST_ASSERT_CODE(test_store_ref_op(s, STORE_OP_CERT_RELEASE, "devices", s1, 0, 0),
+                     STORE_E_NOT_ON_HOLD);
+    TEST_ASSERT_CODE(test_store_ref_op(s, STORE_OP_CERT_RELEASE, "devices", s_unknown, 0, 0),
+                     STORE_E_NOT_FOUND);
+    // A held certificate can be revoked for good; then it cannot be released.
+    TEST_ASSERT_OK(test_store_ref_op(s, STORE_OP_CERT_REVOKE, "devices", s3, 4000,
+                                     STORE_REASON_CERTIFICATE_HOLD));
+    TEST_ASSERT_OK(test_store_ref_op(s, STORE_OP_CERT_REVOKE, "devices", s3, 4100,
+                                     STORE_REASON_AFFILIATION_CHANGED));
+    TEST_ASSERT_CODE(test_store_ref_op(s, STORE_OP_CERT_RELEASE, "devices", s3, 0, 0),
+                     STORE_E_NOT_ON_HOLD);
+    // Certificate 4 ends on hold.
+    TEST_ASSERT_OK(test_store_ref_op(s, STORE_OP_CERT_REVOKE, "devices", it[3].job.u.cert.serial,
+                                     5000, STORE_REASON_CERTIFICATE_HOLD));
+
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    store_cert c;
+    TEST_ASSERT_OK(store_cert_get(r, &a, &c, "devices", s2));
+    CU_ASSERT_EQUAL(c.status, STORE_CERT_VALID);
+    CU_ASSERT_EQUAL(c.revoked_at, 0);
+    CU_ASSERT_EQUAL(c.reason, -1);
+    TEST_ASSERT_OK(store_cert_get(r, &a, &c, "devices", it[3].job.u.cert.serial));
+    CU_ASSERT_EQUAL(c.status, STORE_CERT_HOLD);
+
+    // The CRL entries: 1 (keyCompromise), 3 (affiliationChanged), 4 (hold), in issue order.
+    test_revoked got = {0};
+    TEST_ASSERT_OK(store_revoked_list(r, "devices", 0, test_store_collect_revoked, &got));
+    CU_ASSERT_EQUAL_FATAL(got.n, 3);
+    CU_ASSERT_EQUAL(got.serial_no[0], 1);
+    CU_ASSERT_EQUAL(got.reason[0], STORE_REASON_KEY_COMPROMISE);
+    CU_ASSERT_EQUAL(got.revoked_at[0], 2000);
+    CU_ASSERT_EQUAL(got.serial_no[1], 3);
+    CU_ASSERT_EQUAL(got.reason[1], STORE_REASON_AFFILIATION_CHANGED);
+    CU_ASSERT_EQUAL(got.revoked_at[1], 4100);
+    CU_ASSERT_EQUAL(got.serial_no[2], 4);
+    CU_ASSERT_EQUAL(got.reason[2], STORE_REASON_CERTIFICATE_HOLD);
+    // Expired certificates may be left off; another CA has no entries.
+    memset(&got, 0, sizeof(got));
+    TEST_ASSERT_OK(store_revoked_list(r, "devices", 1700000000 + 365 * 86400 + 1,
+                                      test_store_collect_revoked, &got));
+    CU_ASSERT_EQUAL(got.n, 0);
+    TEST_ASSERT_OK(store_revoked_list(r, "servers", 0, test_store_collect_revoked, &got));
+    CU_ASSERT_EQUAL(got.n, 0);
+
+    // Every successful revocation change bumped the CA's revision: revoke 1, hold 2, release
+    // 2, hold 3, revoke 3, hold 4. Refused ones did not.
+    store_crl crl;
+    TEST_ASSERT_OK(store_crl_get(r, &a, &crl, "devices"));
+    CU_ASSERT_EQUAL(crl.revision, 6);
+    CU_ASSERT_EQUAL(crl.built_revision, 0);
+    TEST_ASSERT_CODE(store_crl_get(r, &a, &crl, "servers"), STORE_E_NOT_FOUND);
+    cm_arena_cleanup(&a);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
+static cm_result test_store_txn_op(store *s, store_op op, const char *ca, const char *tid,
+                                   uint32_t state, cm_span serial, int64_t expires_at)
+{
+    store_job job;
+    store_job_init(&job, op, NULL);
+    job.u.txn.ca = ca;
+    job.u.txn.transaction_id = cm_span_make(tid, strlen(tid));
+    job.u.txn.state = state;
+    job.u.txn.sender_nonce = CM_SPAN_LIT("nonce-0123456789");
+    job.u.txn.serial = serial;
+    job.u.txn.protection = STORE_AUTH_SIGNATURE;
+    job.u.txn.credential = CM_SPAN_LIT("0123456789abcdef0123456789abcdef");
+    job.u.txn.expires_at = expires_at;
+    return store_run(s, &job);
+}
+
+static void test_store_transactions(void)
+{
+    store *s = test_store_open_at("txn.db", STORE_SYNC_FULL);
+    test_item it;
+    test_store_fill(&it, NULL, "devices", 1, 0, STORE_CERT_UNCONFIRMED, 5000);
+    TEST_ASSERT_OK(store_run(s, &it.job));
+    cm_span none = cm_span_make(NULL, 0);
+    cm_span serial = it.job.u.cert.serial;
+    test_item other;
+    test_store_fill(&other, NULL, "devices", 2, 0, STORE_CERT_VALID, 0);
+
+    TEST_ASSERT_OK(
+        test_store_txn_op(s, STORE_OP_TXN_CREATE, "devices", "tid-A-0123456789", 1, none, 100));
+    TEST_ASSERT_CODE(
+        test_store_txn_op(s, STORE_OP_TXN_CREATE, "devices", "tid-A-0123456789", 1, none, 100),
+        STORE_E_TXN_IN_USE);
+    TEST_ASSERT_OK(
+        test_store_txn_op(s, STORE_OP_TXN_CREATE, "servers", "tid-A-0123456789", 1, none, 100));
+    TEST_ASSERT_OK(
+        test_store_txn_op(s, STORE_OP_TXN_UPDATE, "devices", "tid-A-0123456789", 2, serial, 200));
+    // The issued serial must be a certificate of that CA (foreign key).
+    TEST_ASSERT_CODE(test_store_txn_op(s, STORE_OP_TXN_UPDATE, "devices", "tid-A-0123456789", 3,
+                                       other.job.u.cert.serial, 200),
+                     STORE_E_NOT_FOUND);
+    TEST_ASSERT_CODE(
+        test_store_txn_op(s, STORE_OP_TXN_UPDATE, "servers", "tid-A-0123456789", 3, serial, 200),
+        STORE_E_NOT_FOUND);
+    TEST_ASSERT_CODE(
+        test_store_txn_op(s, STORE_OP_TXN_UPDATE, "devices", "tid-unknown-00000", 2, none, 200),
+        STORE_E_TXN_NOT_FOUND);
+
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    store_txn t;
+    TEST_ASSERT_OK(store_txn_get(r, &a, &t, "devices", CM_SPAN_LIT("tid-A-0123456789")));
+    CU_ASSERT_EQUAL(t.state, 2);
+    CU_ASSERT(cm_span_eq(t.serial, serial));
+    CU_ASSERT(cm_span_eq(t.sender_nonce, CM_SPAN_LIT("nonce-0123456789")));
+    CU_ASSERT(cm_span_eq(t.transaction_id, CM_SPAN_LIT("tid-A-0123456789")));
+    CU_ASSERT_EQUAL(t.protection, STORE_AUTH_SIGNATURE);
+    CU_ASSERT(cm_span_eq(t.credential, CM_SPAN_LIT("0123456789abcdef0123456789abcdef")));
+    CU_ASSERT_EQUAL(t.expires_at, 200);
+    TEST_ASSERT_OK(store_txn_get(r, &a, &t, "servers", CM_SPAN_LIT("tid-A-0123456789")));
+    CU_ASSERT_EQUAL(t.state, 1);
+    CU_ASSERT_EQUAL(t.serial.len, 0);
+    TEST_ASSERT_CODE(store_txn_get(r, &a, &t, "devices", CM_SPAN_LIT("tid-B")),
+                     STORE_E_TXN_NOT_FOUND);
+
+    // Delete, delete again.
+    store_job del;
+    store_job_init(&del, STORE_OP_TXN_DELETE, NULL);
+    del.u.ref.ca = "servers";
+    del.u.ref.transaction_id = CM_SPAN_LIT("tid-A-0123456789");
+    TEST_ASSERT_OK(store_run(s, &del));
+    TEST_ASSERT_CODE(store_run(s, &del), STORE_E_TXN_NOT_FOUND);
+    TEST_ASSERT_CODE(store_txn_get(r, &a, &t, "servers", CM_SPAN_LIT("tid-A-0123456789")),
+                     STORE_E_TXN_NOT_FOUND);
+
+    // Expiry: "devices"/A expires at 200, B at 300, C at 400; expiring at 300 removes two.
+    TEST_ASSERT_OK(test_store_txn_op(s, STORE_OP_TXN_CREATE, "devices", "tid-B", 1, none, 300));
+    TEST_ASSERT_OK(test_store_txn_op(s, STORE_OP_TXN_CREATE, "devices", "tid-C", 1, none, 400));
+    store_job exp;
+    store_job_init(&exp, STORE_OP_TXN_EXPIRE, NULL);
+    exp.u.ref.time = 300;
+    TEST_ASSERT_OK(store_run(s, &exp));
+    CU_ASSERT_EQUAL(exp.out_value, 2);
+    TEST_ASSERT_CODE(store_txn_get(r, &a, &t, "devices", CM_SPAN_LIT("tid-B")),
+                     STORE_E_TXN_NOT_FOUND);
+    TEST_ASSERT_OK(store_txn_get(r, &a, &t, "devices", CM_SPAN_LIT("tid-C")));
+    TEST_ASSERT_OK(store_run(s, &exp));
+    CU_ASSERT_EQUAL(exp.out_value, 0);
+    cm_arena_cleanup(&a);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
+static void test_store_sweep_revokes_unconfirmed_past_deadline(void)
+{
+    store *s = test_store_open_at("sweep.db", STORE_SYNC_FULL);
+    test_item it[5];
+    test_store_fill(&it[0], NULL, "devices", 1, 0, STORE_CERT_UNCONFIRMED, 100);
+    test_store_fill(&it[1], NULL, "devices", 2, 0, STORE_CERT_UNCONFIRMED, 200);
+    test_store_fill(&it[2], NULL, "servers", 3, 0, STORE_CERT_UNCONFIRMED, 250);
+    test_store_fill(&it[3], NULL, "devices", 4, 0, STORE_CERT_UNCONFIRMED, 300);
+    test_store_fill(&it[4], NULL, "devices", 5, 0, STORE_CERT_VALID, 0);
+    store_job *batch[5] = {&it[0].job, &it[1].job, &it[2].job, &it[3].job, &it[4].job};
+    TEST_ASSERT_OK(store_run_batch(s, batch, 5));
+
+    store_job sw;
+    store_job_init(&sw, STORE_OP_SWEEP, NULL);
+    sw.u.ref.time = 250;
+    sw.u.ref.reason = STORE_REASON_CESSATION_OF_OPERATION;
+    TEST_ASSERT_OK(store_run(s, &sw));
+    CU_ASSERT_EQUAL(sw.out_value, 3);
+    TEST_ASSERT_OK(store_run(s, &sw));
+    CU_ASSERT_EQUAL(sw.out_value, 0);
+
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    CU_ASSERT_EQUAL(test_store_count(r, NULL, STORE_CERT_REVOKED), 3);
+    CU_ASSERT_EQUAL(test_store_count(r, "devices", STORE_CERT_REVOKED), 2);
+    CU_ASSERT_EQUAL(test_store_count(r, NULL, STORE_CERT_UNCONFIRMED), 1);
+    CU_ASSERT_EQUAL(test_store_count(r, NULL, STORE_CERT_VALID), 1);
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    store_cert c;
+    TEST_ASSERT_OK(store_cert_get(r, &a, &c, "devices", it[1].job.u.cert.serial));
+    CU_ASSERT_EQUAL(c.status, STORE_CERT_REVOKED);
+    CU_ASSERT_EQUAL(c.revoked_at, 250);
+    CU_ASSERT_EQUAL(c.reason, STORE_REASON_CESSATION_OF_OPERATION);
+    CU_ASSERT_EQUAL(c.confirm_deadline, 0);
+    // A swept certificate can no longer be confirmed.
+    TEST_ASSERT_CODE(
+        test_store_ref_op(s, STORE_OP_CERT_CONFIRM, "devices", it[0].job.u.cert.serial, 0, 0),
+        STORE_E_ALREADY_REVOKED);
+    // Both CAs that lost certificates have a new revision.
+    store_crl crl;
+    TEST_ASSERT_OK(store_crl_get(r, &a, &crl, "devices"));
+    CU_ASSERT_EQUAL(crl.revision, 1);
+    TEST_ASSERT_OK(store_crl_get(r, &a, &crl, "servers"));
+    CU_ASSERT_EQUAL(crl.revision, 1);
+    cm_arena_cleanup(&a);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
+static void test_store_crl_numbers_and_state(void)
+{
+    store *s = test_store_open_at("crl.db", STORE_SYNC_FULL);
+    store_job next[4];
+    store_job *batch[4];
+    for (int i = 0; i < 4; i++) {
+        store_job_init(&next[i], STORE_OP_CRL_NEXT_NUMBER, NULL);
+        next[i].u.ref.ca = i == 2 ? "servers" : "devices";
+        batch[i] = &next[i];
+    }
+    TEST_ASSERT_OK(store_run_batch(s, batch, 4));
+    CU_ASSERT_EQUAL(next[0].out_value, 1);
+    CU_ASSERT_EQUAL(next[1].out_value, 2);
+    CU_ASSERT_EQUAL(next[2].out_value, 1);
+    CU_ASSERT_EQUAL(next[3].out_value, 3);
+
+    static const uint8_t crl3[] = {0x30, 0x03, 0x02, 0x01, 0x03};
+    static const uint8_t crl2[] = {0x30, 0x03, 0x02, 0x01, 0x02};
+    store_job put;
+    store_job_init(&put, STORE_OP_CRL_PUT, NULL);
+    put.u.crl.ca = "devices";
+    put.u.crl.crl_number = 3;
+    put.u.crl.crl_der = cm_span_make(crl3, sizeof(crl3));
+    put.u.crl.this_update = 10000;
+    put.u.crl.next_update = 20000;
+    put.u.crl.built_revision = 0;
+    TEST_ASSERT_OK(store_run(s, &put));
+    // An older CRL (another node was slower) does not replace a newer one.
+    put.u.crl.crl_number = 2;
+    put.u.crl.crl_der = cm_span_make(crl2, sizeof(crl2));
+    TEST_ASSERT_CODE(store_run(s, &put), STORE_E_STALE);
+    put.u.crl.crl_der = cm_span_make(NULL, 0);
+    TEST_ASSERT_CODE(store_run(s, &put), STORE_E_INVALID);
+
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    store_crl crl;
+    TEST_ASSERT_OK(store_crl_get(r, &a, &crl, "devices"));
+    CU_ASSERT_EQUAL(crl.crl_number, 3);
+    CU_ASSERT_EQUAL(crl.numbers_issued, 3);
+    CU_ASSERT(cm_span_eq(crl.crl_der, cm_span_make(crl3, sizeof(crl3))));
+    CU_ASSERT_EQUAL(crl.this_update, 10000);
+    CU_ASSERT_EQUAL(crl.next_update, 20000);
+    TEST_ASSERT_OK(store_crl_get(r, &a, &crl, "servers"));
+    CU_ASSERT_EQUAL(crl.numbers_issued, 1);
+    CU_ASSERT_EQUAL(crl.crl_number, 0);
+    CU_ASSERT_EQUAL(crl.crl_der.len, 0);
+    cm_arena_cleanup(&a);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
+typedef struct test_listing {
+    uint32_t n;
+    int64_t last_id;
+    bool ordered;
+} test_listing;
+
+static bool test_store_collect_list(void *ctx, const store_cert *c)
+{
+    test_listing *l = ctx;
+    l->ordered &= c->id > l->last_id;
+    l->last_id = c->id;
+    l->n++;
+    return true;
+}
+
+static void test_store_list_filters_and_paging(void)
+{
+    store *s = test_store_open_at("list.db", STORE_SYNC_NORMAL);
+    enum { N = 30 };
+    test_item it[N];
+    store_job *batch[N];
+    for (uint32_t i = 0; i < N; i++) {
+        // Serial numbers 0..29; every third unconfirmed; lines 0/1 alternate.
+        test_store_fill(&it[i], NULL, "devices", i, i % 2,
+                        i % 3 == 0 ? STORE_CERT_UNCONFIRMED : STORE_CERT_VALID,
+                        i % 3 == 0 ? 9999 : 0);
+        batch[i] = &it[i].job;
+    }
+    TEST_ASSERT_OK(store_run_batch(s, batch, N));
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+
+    store_filter f = {.status = STORE_CERT_ANY};
+    test_listing l = {.ordered = true};
+    TEST_ASSERT_OK(store_cert_list(r, &f, test_store_collect_list, &l));
+    CU_ASSERT_EQUAL(l.n, N);
+    CU_ASSERT_TRUE(l.ordered);
+
+    f.status = STORE_CERT_UNCONFIRMED;
+    l = (test_listing){.ordered = true};
+    TEST_ASSERT_OK(store_cert_list(r, &f, test_store_collect_list, &l));
+    CU_ASSERT_EQUAL(l.n, 10);
+
+    // "device-1" matches 1 and 10..19; "O=line-1" the 15 odd numbers.
+    f.status = STORE_CERT_ANY;
+    f.subject_substr = "device-1";
+    l = (test_listing){.ordered = true};
+    TEST_ASSERT_OK(store_cert_list(r, &f, test_store_collect_list, &l));
+    CU_ASSERT_EQUAL(l.n, 11);
+    f.subject_substr = "O=line-1";
+    uint64_t count = 0;
+    TEST_ASSERT_OK(store_cert_count(r, &f, &count));
+    CU_ASSERT_EQUAL(count, 15);
+    f.subject_substr = "%"; // not a pattern: nothing contains a percent sign
+    TEST_ASSERT_OK(store_cert_count(r, &f, &count));
+    CU_ASSERT_EQUAL(count, 0);
+
+    // Paging: 7 rows at a time until the end.
+    f = (store_filter){.status = STORE_CERT_ANY, .limit = 7};
+    uint32_t pages = 0;
+    uint32_t total = 0;
+    for (;;) {
+        l = (test_listing){.ordered = true, .last_id = f.after_id};
+        TEST_ASSERT_OK(store_cert_list(r, &f, test_store_collect_list, &l));
+        CU_ASSERT_TRUE(l.ordered);
+        if (l.n == 0) {
+            break;
+        }
+        total += l.n;
+        pages++;
+        f.after_id = l.last_id;
+    }
+    CU_ASSERT_EQUAL(total, N);
+    CU_ASSERT_EQUAL(pages, 5);
+    f = (store_filter){.ca = "servers", .status = STORE_CERT_ANY};
+    TEST_ASSERT_OK(store_cert_count(r, &f, &count));
+    CU_ASSERT_EQUAL(count, 0);
+    f.status = (store_cert_status)9;
+    TEST_ASSERT_CODE(store_cert_count(r, &f, &count), STORE_E_INVALID);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
+static void test_store_batch_with_mixed_outcomes(void)
+{
+    store *s = test_store_open_at("mixed.db", STORE_SYNC_FULL);
+    test_item it[3];
+    store_job *ins[3];
+    for (uint32_t i = 0; i < 3; i++) {
+        test_store_fill(&it[i], NULL, "devices", i + 1, 0, STORE_CERT_UNCONFIRMED, 1000);
+        ins[i] = &it[i].job;
+    }
+    TEST_ASSERT_OK(store_run_batch(s, ins, 3));
+    cm_span s1 = it[0].job.u.cert.serial;
+    cm_span s2 = it[1].job.u.cert.serial;
+    cm_span s3 = it[2].job.u.cert.serial;
+
+    // One transaction: each job sees the effects of the successful jobs before it, and a
+    // failed multi-statement job leaves nothing behind.
+    enum { N = 7 };
+    store_job j[N];
+    store_job *batch[N];
+    const store_op ops[N] = {STORE_OP_CERT_REVOKE,  STORE_OP_CERT_REVOKE,  STORE_OP_CERT_REVOKE,
+                             STORE_OP_CERT_RELEASE, STORE_OP_CERT_RELEASE, STORE_OP_CERT_CONFIRM,
+                             STORE_OP_CERT_CONFIRM};
+    const cm_span serials[N] = {s1, s1, s2, s2, s2, s3, s3};
+    const int reasons[N] = {STORE_REASON_SUPERSEDED,
+                            STORE_REASON_SUPERSEDED,
+                            STORE_REASON_CERTIFICATE_HOLD,
+                            0,
+                            0,
+                            0,
+                            0};
+    const uint32_t want[N] = {CM_OK, STORE_E_ALREADY_REVOKED,  CM_OK, CM_OK, STORE_E_NOT_ON_HOLD,
+                              CM_OK, STORE_E_ALREADY_CONFIRMED};
+    for (int i = 0; i < N; i++) {
+        store_job_init(&j[i], ops[i], NULL);
+        j[i].u.ref.ca = "devices";
+        j[i].u.ref.serial = serials[i];
+        j[i].u.ref.time = 900;
+        j[i].u.ref.reason = reasons[i];
+        batch[i] = &j[i];
+    }
+    TEST_ASSERT_CODE(store_run_batch(s, batch, N), STORE_E_ALREADY_REVOKED);
+    for (int i = 0; i < N; i++) {
+        TEST_ASSERT_CODE(j[i].result, want[i]);
+    }
+    store_stats st;
+    store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.commit_failures, 0);
+
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    CU_ASSERT_EQUAL(test_store_count(r, NULL, STORE_CERT_REVOKED), 1);
+    CU_ASSERT_EQUAL(test_store_count(r, NULL, STORE_CERT_VALID), 2);
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    store_crl crl;
+    TEST_ASSERT_OK(store_crl_get(r, &a, &crl, "devices"));
+    CU_ASSERT_EQUAL(crl.revision, 3); // revoke 1, hold 2, release 2
+    cm_arena_cleanup(&a);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
+static void test_store_locked_database_fails_the_whole_batch(void)
+{
+    char url[600];
+    char path[512];
+    store *s = NULL;
+    store_options o = {.busy_timeout_ms = 50};
+    TEST_ASSERT_OK(store_open(&s, test_store_url(url, sizeof(url), "locked.db"), &o));
+
+    // Another process (here: another connection) holds the write lock.
+    sqlite3 *other = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(test_store_path(path, sizeof(path), "locked.db"), &other),
+                          SQLITE_OK);
+    CU_ASSERT_EQUAL_FATAL(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    test_item it[2];
+    test_store_fill(&it[0], NULL, "devices", 1, 0, STORE_CERT_VALID, 0);
+    test_store_fill(&it[1], NULL, "devices", 2, 0, STORE_CERT_VALID, 0);
+    store_job *batch[2] = {&it[0].job, &it[1].job};
+    TEST_ASSERT_CODE(store_run_batch(s, batch, 2), STORE_E_BUSY);
+    TEST_ASSERT_CODE(it[0].job.result, STORE_E_BUSY);
+    TEST_ASSERT_CODE(it[1].job.result, STORE_E_BUSY);
+    CU_ASSERT_EQUAL(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    (void)sqlite3_close(other);
+
+    // The store recovers: the same jobs succeed once the lock is gone.
+    TEST_ASSERT_OK(store_run_batch(s, batch, 2));
+    store_stats st;
+    store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.commit_failures, 1);
+    CU_ASSERT_EQUAL(st.commits, 1);
+    CU_ASSERT_EQUAL(st.jobs, 4);
+    CU_ASSERT_EQUAL(st.jobs_failed, 2);
+    test_store_close_checked(s);
+    CU_ASSERT_EQUAL(test_store_db_int("locked.db", "SELECT count(*) FROM cert"), 2);
+}
+
+// Request-path statements must use an index: a full "SCAN cert" or "SCAN txn" would grow with
+// the number of certificates ever issued.
+static void test_store_request_path_queries_use_indexes(void)
+{
+    store *s = test_store_open_at("plan.db", STORE_SYNC_NORMAL);
+    store_close(s);
+    char path[512];
+    sqlite3 *db = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(test_store_path(path, sizeof(path), "plan.db"), &db),
+                          SQLITE_OK);
+    size_t checked = 0;
+    for (size_t i = 0; store_sqlite_request_path_sql(i) != NULL; i++) {
+        char sql[2048];
+        int n =
+            snprintf(sql, sizeof(sql), "EXPLAIN QUERY PLAN %s", store_sqlite_request_path_sql(i));
+        CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof(sql));
+        sqlite3_stmt *st = NULL;
+        CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *detail = (const char *)sqlite3_column_text(st, 3);
+            bool full_scan = strncmp(detail, "SCAN ", 5) == 0 && strstr(detail, "INDEX") == NULL;
+            if (full_scan) {
+                fprintf(stderr, "\n  full scan: %s\n  in: %s\n", detail,
+                        store_sqlite_request_path_sql(i));
+            }
+            CU_ASSERT_FALSE(full_scan);
+        }
+        (void)sqlite3_finalize(st);
+        checked++;
+    }
+    CU_ASSERT(checked >= 15);
+    (void)sqlite3_close(db);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group commit under concurrent submitters
+
+#define TEST_STORE_THREADS    4
+#define TEST_STORE_PER_THREAD 2000
+
+typedef struct test_submitter {
+    store *s;
+    test_item *items;
+    uint32_t id;
+    uint32_t completed;
+    uint32_t failed;
+    uint32_t twice;
+} test_submitter;
+
+static void test_store_drain(test_submitter *t, cm_cq *q)
+{
+    for (cm_cq_node *n = cm_cq_drain(q); n != NULL;) {
+        cm_cq_node *next = n->next;
+        CU_ASSERT_EQUAL(n->kind, CM_CQ_KIND_STORE_JOB);
+        test_item *it = ((store_job *)n)->user;
+        it->completions++;
+        t->twice += it->completions > 1 ? 1u : 0u;
+        t->failed += cm_ok(it->job.result) ? 0u : 1u;
+        t->completed++;
+        n = next;
+    }
+}
+
+static void *test_store_submit_main(void *arg)
+{
+    test_submitter *t = arg;
+    cm_cq q = {NULL, -1};
+    if (!cm_ok(cm_cq_init(&q))) {
+        return NULL;
+    }
+    // Singles and batches of 8 alternate, and completions are drained as they come, like an
+    // I/O loop would.
+    uint32_t i = 0;
+    while (i < TEST_STORE_PER_THREAD) {
+        if ((i / 8) % 2 == 0 || i + 8 > TEST_STORE_PER_THREAD) {
+            test_store_fill(&t->items[i], &q, "devices", i, t->id, STORE_CERT_VALID, 0);
+            store_submit(t->s, &t->items[i].job);
+            i++;
+        } else {
+            store_job *batch[8];
+            for (uint32_t k = 0; k < 8; k++) {
+                test_store_fill(&t->items[i + k], &q, "devices", i + k, t->id,
+                                STORE_CERT_UNCONFIRMED, 5000);
+                batch[k] = &t->items[i + k].job;
+            }
+            store_submit_batch(t->s, batch, 8);
+            i += 8;
+        }
+        test_store_drain(t, &q);
+    }
+    while (t->completed < TEST_STORE_PER_THREAD && cm_cq_wait(&q, 30000)) {
+        test_store_drain(t, &q);
+    }
+    cm_cq_cleanup(&q);
+    return NULL;
+}
+
+static void test_store_group_commit_concurrent_submitters(void)
+{
+    store *s = test_store_open_at("group.db", STORE_SYNC_FULL);
+    test_submitter sub[TEST_STORE_THREADS];
+    pthread_t th[TEST_STORE_THREADS];
+    for (uint32_t i = 0; i < TEST_STORE_THREADS; i++) {
+        sub[i] = (test_submitter){.s = s, .id = i};
+        sub[i].items = calloc(TEST_STORE_PER_THREAD, sizeof(test_item));
+        CU_ASSERT_PTR_NOT_NULL_FATAL(sub[i].items);
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, test_store_submit_main, &sub[i]), 0);
+    }
+    uint32_t completed = 0;
+    for (uint32_t i = 0; i < TEST_STORE_THREADS; i++) {
+        (void)pthread_join(th[i], NULL);
+        CU_ASSERT_EQUAL(sub[i].completed, TEST_STORE_PER_THREAD);
+        CU_ASSERT_EQUAL(sub[i].failed, 0);
+        CU_ASSERT_EQUAL(sub[i].twice, 0);
+        for (uint32_t k = 0; k < TEST_STORE_PER_THREAD; k++) {
+            completed += sub[i].items[k].completions == 1 ? 1u : 0u;
+        }
+        free(sub[i].items);
+    }
+    const uint32_t jobs = TEST_STORE_THREADS * TEST_STORE_PER_THREAD;
+    CU_ASSERT_EQUAL(completed, jobs);
+
+    store_stats st;
+    store_get_stats(s, &st);
+    printf("\n    group commit: %llu jobs in %llu commits (avg batch %.1f, max %llu), "
+           "commit time total %.1f ms ",
+           (unsigned long long)st.jobs, (unsigned long long)st.commits,
+           st.commits ? (double)st.jobs / (double)st.commits : 0.0,
+           (unsigned long long)st.max_batch, (double)st.commit_ns_total / 1e6);
+    CU_ASSERT_EQUAL(st.jobs, jobs);
+    CU_ASSERT_EQUAL(st.jobs_failed, 0);
+    CU_ASSERT_EQUAL(st.commit_failures, 0);
+    CU_ASSERT_EQUAL(st.queue_depth, 0);
+    // Batching happened: far fewer transactions than jobs (batches of 8 alone guarantee < 1/2).
+    CU_ASSERT(st.commits < jobs / 2);
+    uint64_t hist_commits = 0;
+    uint64_t hist_jobs = 0;
+    for (int b = 0; b < STORE_HIST_BUCKETS; b++) {
+        hist_commits += st.batch_hist[b];
+        hist_jobs += st.job_us_hist[b];
+    }
+    CU_ASSERT_EQUAL(hist_commits, st.commits);
+    CU_ASSERT_EQUAL(hist_jobs, st.jobs);
+
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    CU_ASSERT_EQUAL(test_store_count(r, NULL, STORE_CERT_ANY), jobs);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
+static void test_store_close_commits_everything_queued(void)
+{
+    store *s = test_store_open_at("close.db", STORE_SYNC_NORMAL);
+    enum { N = 1000 };
+    test_item *items = calloc(N, sizeof(test_item));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(items);
+    cm_cq q = {NULL, -1};
+    TEST_ASSERT_OK(cm_cq_init(&q));
+    for (uint32_t i = 0; i < N; i++) {
+        test_store_fill(&items[i], &q, "devices", i, 0, STORE_CERT_VALID, 0);
+        store_submit(s, &items[i].job);
+    }
+    store_close(s); // returns only after every job completed
+    uint32_t ok = 0;
+    for (cm_cq_node *n = cm_cq_drain(&q); n != NULL; n = n->next) {
+        ok += cm_ok(((store_job *)n)->result) ? 1u : 0u;
+    }
+    CU_ASSERT_EQUAL(ok, N);
+    cm_cq_cleanup(&q);
+    free(items);
+    CU_ASSERT_EQUAL(test_store_db_int("close.db", "SELECT count(*) FROM cert"), N);
+}
+
+// The child of the crash test: submit, wait for every completion, then vanish without closing
+// anything (no checkpoint, no destructor), with the writer thread still running.
+static void test_store_crash_child(const char *url)
+{
+    store *s = NULL;
+    if (!cm_ok(store_open(&s, url, NULL))) {
+        _exit(2);
+    }
+    enum { N = 600, B = 50 };
+    static test_item items[N];
+    for (uint32_t base = 0; base < N; base += B) {
+        store_job *batch[B];
+        for (uint32_t k = 0; k < B; k++) {
+            test_store_fill(&items[base + k], NULL, "devices", base + k, 7, STORE_CERT_VALID, 0);
+            batch[k] = &items[base + k].job;
+        }
+        if (!cm_ok(store_run_batch(s, batch, B))) {
+            _exit(3);
+        }
+    }
+    _exit(0);
+}
+
+static void test_store_completed_records_survive_a_crash(void)
+{
+    char url[600];
+    test_store_url(url, sizeof(url), "crash.db");
+    (void)fflush(NULL);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        test_store_crash_child(url);
+    }
+    int status = 0;
+    CU_ASSERT_EQUAL_FATAL(waitpid(pid, &status, 0), pid);
+    CU_ASSERT_FATAL(WIFEXITED(status));
+    CU_ASSERT_EQUAL_FATAL(WEXITSTATUS(status), 0);
+
+    // The child never closed: its commits sit in the WAL, which recovery replays.
+    store *s = test_store_open_at("crash.db", STORE_SYNC_FULL);
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    CU_ASSERT_EQUAL(test_store_count(r, "devices", STORE_CERT_VALID), 600);
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    test_item last;
+    test_store_fill(&last, NULL, "devices", 599, 7, STORE_CERT_VALID, 0);
+    store_cert c;
+    TEST_ASSERT_OK(store_cert_get(r, &a, &c, "devices", last.job.u.cert.serial));
+    CU_ASSERT(cm_span_eq(c.cert_der, cm_span_make(g_cert_der, sizeof(g_cert_der))));
+    cm_arena_cleanup(&a);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
+static void test_store_result_names(void)
+{
+    CU_ASSERT_STRING_EQUAL(store_result_name(cm_result_make(STORE_E_DUPLICATE_SERIAL)),
+                           "STORE_E_DUPLICATE_SERIAL");
+    CU_ASSERT_STRING_EQUAL(store_result_name(cm_result_make(CM_E_NOMEM)),
+                           cm_result_name(cm_result_make(CM_E_NOMEM)));
+    CU_ASSERT_EQUAL(cm_result_class(cm_result_make(STORE_E_BUSY)), CM_CLASS_AGAIN);
+    CU_ASSERT_EQUAL(CM_CODE_DETAIL(STORE_E_FULL) >> 8, 0x5);
+}
+
+int test_store_register(void);
+int test_store_register(void)
+{
+    for (size_t i = 0; i < sizeof(g_cert_der); i++) {
+        g_cert_der[i] = (uint8_t)(i * 7 + 3);
+    }
+    CU_pSuite s = CU_add_suite("store", test_store_suite_init, test_store_suite_cleanup);
+    if (s == NULL || CU_ADD_TEST(s, test_store_result_names) == NULL ||
+        CU_ADD_TEST(s, test_store_creates_schema_and_reopens) == NULL ||
+        CU_ADD_TEST(s, test_store_refuses_newer_schema) == NULL ||
+        CU_ADD_TEST(s, test_store_refuses_bad_urls_and_foreign_files) == NULL ||
+        CU_ADD_TEST(s, test_store_insert_lookup_and_duplicates) == NULL ||
+        CU_ADD_TEST(s, test_store_rejects_invalid_jobs) == NULL ||
+        CU_ADD_TEST(s, test_store_confirm) == NULL ||
+        CU_ADD_TEST(s, test_store_revoke_hold_and_release) == NULL ||
+        CU_ADD_TEST(s, test_store_transactions) == NULL ||
+        CU_ADD_TEST(s, test_store_sweep_revokes_unconfirmed_past_deadline) == NULL ||
+        CU_ADD_TEST(s, test_store_crl_numbers_and_state) == NULL ||
+        CU_ADD_TEST(s, test_store_list_filters_and_paging) == NULL ||
+        CU_ADD_TEST(s, test_store_batch_with_mixed_outcomes) == NULL ||
+        CU_ADD_TEST(s, test_store_request_path_queries_use_indexes) == NULL ||
+        CU_ADD_TEST(s, test_store_locked_database_fails_the_whole_batch) == NULL ||
+        CU_ADD_TEST(s, test_store_group_commit_concurrent_submitters) == NULL ||
+        CU_ADD_TEST(s, test_store_close_commits_everything_queued) == NULL ||
+        CU_ADD_TEST(s, test_store_completed_records_survive_a_crash) == NULL) {
+        return 1;
+    }
+    return 0;
+}
