@@ -1,0 +1,342 @@
+// engine/ca: what a CA decides and builds, without I/O and without signing.
+//
+// - Profiles (ca_profile): validity, allowed key types, subject and SAN rules, and the
+//   extensions of an `openssl ca` extensions section, encoded ONCE at start-up with OpenSSL's
+//   X509V3 config API into DER Extension blobs that are spliced into every certificate.
+// - The policy check of a request (ca_policy_check): subject Name, SubjectPublicKeyInfo,
+//   requested validity and extensions against a profile, giving a ca_decision or a CA_E_* code.
+// - Serial numbers, the TBSCertificate builder and the assembly of a signed certificate: our
+//   DER builder only, no X509_* calls per certificate. The signature itself is made elsewhere
+//   (the HSM pool) over the TBS bytes.
+// - CA material (ca_authority): the CA certificate and chain loaded once, with the spans a
+//   TBSCertificate needs (subject Name, SKI, notAfter, SPKI).
+// - Trust stores for signature-protected clients (ca_trust) with a bounded, thread-safe cache
+//   of successful chain validations.
+// - CRLs: the TBSCertList builder (RFC 5280 §5.1); assembly as for certificates.
+//
+// Choices made here, for reviewers:
+// - SKI is RFC 5280 §4.2.1.2 method 1: SHA-1 over the subjectPublicKey BIT STRING contents
+//   (without the unused-bits octet). It is what `openssl x509 ... subjectKeyIdentifier=hash`
+//   writes, so certificates we issue can be compared with OpenSSL-made ones.
+// - AKI carries only keyIdentifier = the CA's SKI (the CA certificate's SKI extension when it
+//   has one, else computed by method 1).
+// - Requested extensions: subjectAltName is checked against the profile's SAN types and
+//   copied; an extension whose OID the profile also writes is accepted and the profile's value
+//   is used; every other requested extension is refused (CA_E_EXT_UNACCEPTED).
+// - A requested validity longer than the profile's max_days is shortened to it (RFC 9483
+//   §4.1.1 lets the CA change the template), never beyond the CA's notAfter; an inverted or
+//   already expired requested validity is refused.
+//
+// How codes map to PKIFailureInfo (for cmp_failinfo_from_code):
+//   CA_E_KEY_TYPE, CA_E_KEY_SIZE, CA_E_SUBJECT_*, CA_E_SAN_*, CA_E_VALIDITY -> badCertTemplate
+//   CA_E_SPKI_MALFORMED -> badCertTemplate (it arrived inside the template)
+//   CA_E_EXT_UNACCEPTED -> unacceptedExtension
+//   CA_E_EXT_DUPLICATE, CA_E_EXT_MALFORMED, CA_E_CA_EXPIRED -> badRequest
+//   CA_E_UNTRUSTED, CA_E_CERT_EXPIRED -> signerNotTrusted; CA_E_CERT_REVOKED -> certRevoked
+#ifndef CERTMINT_ENGINE_CA_CA_H
+#define CERTMINT_ENGINE_CA_CA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/types.h>
+
+#include "engine/base/base.h"
+#include "engine/der/der.h"
+
+// ---------------------------------------------------------------------------------------------
+// Codes (ca range 0x700-0x7ff)
+
+enum {
+    CA_E_KEY_TYPE = CM_CODE(CM_CLASS_POLICY, 0x701),         // key algorithm/curve not allowed
+    CA_E_KEY_SIZE = CM_CODE(CM_CLASS_POLICY, 0x702),         // RSA modulus outside min..max
+    CA_E_SUBJECT_MISSING = CM_CODE(CM_CLASS_POLICY, 0x703),  // a required RDN type is absent
+    CA_E_SUBJECT_RDN = CM_CODE(CM_CLASS_POLICY, 0x704),      // an RDN type the profile forbids
+    CA_E_SUBJECT_EMPTY = CM_CODE(CM_CLASS_POLICY, 0x705),    // empty subject and no SAN
+    CA_E_SAN_TYPE = CM_CODE(CM_CLASS_POLICY, 0x706),         // a GeneralName type not allowed
+    CA_E_EXT_UNACCEPTED = CM_CODE(CM_CLASS_POLICY, 0x707),   // a requested extension refused
+    CA_E_VALIDITY = CM_CODE(CM_CLASS_POLICY, 0x708),         // inverted/expired validity
+    CA_E_CA_EXPIRED = CM_CODE(CM_CLASS_POLICY, 0x709),       // the CA cannot issue at this time
+    CA_E_UNTRUSTED = CM_CODE(CM_CLASS_POLICY, 0x70a),        // chain does not reach an anchor
+    CA_E_CERT_EXPIRED = CM_CODE(CM_CLASS_POLICY, 0x70b),     // a chain cert is not valid then
+    CA_E_CERT_REVOKED = CM_CODE(CM_CLASS_POLICY, 0x70c),     // reserved for CRL-aware checks
+    CA_E_KEY_MISMATCH = CM_CODE(CM_CLASS_POLICY, 0x70d),     // cert does not hold that key
+    CA_E_SPKI_MALFORMED = CM_CODE(CM_CLASS_PROTO, 0x711),    // SPKI not as RFC 5480/8410/3279
+    CA_E_SUBJECT_MALFORMED = CM_CODE(CM_CLASS_PROTO, 0x712), // Name not a valid RDNSequence
+    CA_E_SAN_MALFORMED = CM_CODE(CM_CLASS_PROTO, 0x713),     // bad GeneralNames or name syntax
+    CA_E_EXT_MALFORMED = CM_CODE(CM_CLASS_PROTO, 0x714),     // bad Extension encoding
+    CA_E_EXT_DUPLICATE = CM_CODE(CM_CLASS_PROTO, 0x715),     // one extension OID twice
+    CA_E_CONFIG = CM_CODE(CM_CLASS_USAGE, 0x721),            // bad profile/CA/trust setting
+};
+
+// ca_failinfo_bit returns the PKIFailureInfo bit number (RFC 9810 §5.2.3: badRequest 2,
+// badCertTemplate 19, unacceptedExtension 16, signerNotTrusted 20, certRevoked 10) for a
+// CA_E_* code, or -1 for any other code (the caller then maps it by class). Thread: any.
+int ca_failinfo_bit(cm_result r);
+
+// ca_result_name names the CA_E_* codes ("POLICY/CA_KEY_TYPE") and defers to cm_result_name
+// for every other code. Never NULL. Thread: any.
+const char *ca_result_name(cm_result r);
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+
+// Key types a profile may allow (bit set).
+enum {
+    CA_KEY_EC_P256 = 1u << 0,
+    CA_KEY_EC_P384 = 1u << 1,
+    CA_KEY_EC_P521 = 1u << 2,
+    CA_KEY_RSA = 1u << 3,
+    CA_KEY_ED25519 = 1u << 4,
+    CA_KEY_ED448 = 1u << 5,
+};
+
+// ca_key_info is what the policy needs from a SubjectPublicKeyInfo. Thread: value type.
+typedef struct ca_key_info {
+    uint32_t type;    // exactly one CA_KEY_* bit
+    uint32_t bits;    // RSA modulus bits; the curve size otherwise
+    cm_span key_bits; // the subjectPublicKey BIT STRING contents (borrowed from the SPKI)
+} ca_key_info;
+
+// ca_spki_parse reads |spki| (a whole SubjectPublicKeyInfo element) with the DER reader and
+// fills |*out|: EC keys on P-256/P-384/P-521 (namedCurve parameters; uncompressed or
+// compressed points of the curve's length), RSA (NULL parameters, RSAPublicKey with a
+// positive odd modulus and an odd exponent >= 3), Ed25519 (32 octets) and Ed448 (57 octets),
+// both without parameters. Any other algorithm is CA_E_KEY_TYPE; a malformed encoding
+// CA_E_SPKI_MALFORMED. Allocation-free; |out->key_bits| borrows |spki|. Thread: any.
+CM_RESULT ca_spki_parse(ca_key_info *out, cm_span spki);
+
+// ---------------------------------------------------------------------------------------------
+// Profiles
+
+// SAN GeneralName types a profile may accept from a request (bit set).
+enum {
+    CA_SAN_DNS = 1u << 0,
+    CA_SAN_IP = 1u << 1,
+    CA_SAN_EMAIL = 1u << 2,
+    CA_SAN_URI = 1u << 3,
+};
+
+typedef enum ca_subject_mode {
+    CA_SUBJECT_COPY = 0,  // any well-formed subject is copied as requested
+    CA_SUBJECT_RULES = 1, // required RDN types must appear; only required+allowed may appear
+} ca_subject_mode;
+
+// ca_profile_params is what ca_profile_new is given. The string arrays are borrowed for the
+// call only. RDN types are names OpenSSL knows ("CN", "O", "serialNumber", ...) or dotted
+// OIDs. Thread: value type.
+typedef struct ca_profile_params {
+    uint32_t default_days; // validity when the request names none (>= 1)
+    uint32_t max_days;     // the longest validity granted (>= default_days)
+    uint32_t key_types;    // CA_KEY_* bits allowed
+    uint32_t rsa_min_bits; // when CA_KEY_RSA is allowed
+    uint32_t rsa_max_bits;
+    ca_subject_mode subject_mode;
+    const char *const *required_rdns;
+    size_t num_required_rdns;
+    const char *const *allowed_rdns;
+    size_t num_allowed_rdns;
+    uint32_t san_types;    // CA_SAN_* bits accepted from requests
+    bool implicit_confirm; // whether implicitConfirm may be granted
+} ca_profile_params;
+
+// The most RDN rules, requested extensions and SAN entries this module handles.
+#define CA_MAX_RDN_RULES    32u
+#define CA_MAX_PROFILE_EXTS 32u
+#define CA_MAX_REQ_EXTS     32u
+#define CA_MAX_SAN_NAMES    64u
+#define CA_MAX_RDNS         32u
+#define CA_MAX_CHAIN        16u
+
+// ca_profile is a frozen issuance profile. Thread: immutable after ca_profile_new.
+typedef struct ca_profile ca_profile;
+
+// ca_profile_new validates |p| and encodes the extensions of section |ext_section| of |conf|
+// (written as for `openssl ca`: "keyUsage = critical, digitalSignature", references to other
+// sections with @name) with X509V3_EXT_nconf into DER Extension blobs. |ext_section| may be
+// NULL for none. subjectKeyIdentifier and authorityKeyIdentifier are refused there (they are
+// always added by the builder), as is subjectAltName (it comes from the request). On failure
+// returns CA_E_CONFIG (or CM_E_NOMEM) and writes a one-line reason naming the key into |err|.
+// The caller frees |*out| with ca_profile_free. Thread: start-up.
+CM_RESULT ca_profile_new(ca_profile **out, char *err, size_t err_cap, const ca_profile_params *p,
+                         CONF *conf, const char *ext_section);
+
+// ca_profile_free releases |p|; NULL is a no-op.
+void ca_profile_free(ca_profile *p);
+
+// ca_profile_implicit_confirm reports whether the profile grants implicitConfirm.
+bool ca_profile_implicit_confirm(const ca_profile *p);
+
+// ca_profile_extensions returns the concatenated DER Extension elements the profile writes,
+// borrowed from |p|.
+cm_span ca_profile_extensions(const ca_profile *p);
+
+// ---------------------------------------------------------------------------------------------
+// CA material
+
+// ca_authority is a CA certificate with its chain, loaded once. Thread: immutable after load.
+typedef struct ca_authority ca_authority;
+
+// ca_authority_load reads the CA certificate (PEM, the first certificate of |cert_path|) and
+// optionally its chain (|chain_path|, zero or more PEM certificates up to the root; NULL for
+// none). Checks that the certificate is a CA (basicConstraints cA) and keeps its DER, subject
+// Name, SPKI, SKI and validity. On failure returns CA_E_CONFIG/CM_E_NOMEM and writes the reason
+// (with the path) into |err|. Free with ca_authority_free. Thread: start-up.
+CM_RESULT ca_authority_load(ca_authority **out, char *err, size_t err_cap, const char *cert_path,
+                            const char *chain_path);
+
+// ca_authority_free releases |ca|; NULL is a no-op.
+void ca_authority_free(ca_authority *ca);
+
+// ca_authority_matches_spki succeeds when the CA certificate holds exactly the public key
+// |spki| (a whole SubjectPublicKeyInfo, e.g. read from the HSM), else CA_E_KEY_MISMATCH.
+CM_RESULT ca_authority_matches_spki(const ca_authority *ca, cm_span spki);
+
+// Accessors; every span is borrowed from |ca| and lives as long as it.
+cm_span ca_authority_cert(const ca_authority *ca);    // the certificate DER
+cm_span ca_authority_subject(const ca_authority *ca); // its subject Name element
+cm_span ca_authority_spki(const ca_authority *ca);    // its SubjectPublicKeyInfo element
+cm_span ca_authority_ski(const ca_authority *ca);     // its key identifier (20 octets)
+int64_t ca_authority_not_before(const ca_authority *ca);
+int64_t ca_authority_not_after(const ca_authority *ca);
+size_t ca_authority_num_chain(const ca_authority *ca);
+cm_span ca_authority_chain(const ca_authority *ca, size_t i); // i < num_chain
+
+// ---------------------------------------------------------------------------------------------
+// Policy check
+
+// ca_ext is one Extension (RFC 5280 §4.1): extnID content octets, critical, and extnValue's
+// OCTET STRING content. Thread: value type; spans borrowed.
+typedef struct ca_ext {
+    cm_span oid;
+    bool critical;
+    cm_span value;
+} ca_ext;
+
+// ca_extensions_parse reads the content octets of an Extensions value (SEQUENCE SIZE (1..MAX)
+// OF Extension), i.e. the Extension TLVs one after the other — what a CertTemplate's
+// [9] IMPLICIT extensions holds — into |out| (room for |cap|; at most CA_MAX_REQ_EXTS are
+// accepted: CM_E_DER_TOO_MANY beyond). CA_E_EXT_MALFORMED for a bad Extension or an empty
+// body, CA_E_EXT_DUPLICATE for an OID seen twice, the reader's CM_E_DER_* code when an element
+// is not a well-formed SEQUENCE. Spans borrow |body|. Thread: any.
+CM_RESULT ca_extensions_parse(ca_ext *out, size_t *out_num, size_t cap, cm_span body);
+
+// ca_request is what a client asked for, as spans into the request. |not_before|/|not_after|
+// are 0 when not requested. Thread: value type.
+typedef struct ca_request {
+    cm_span subject; // Name element (SEQUENCE), may be an empty SEQUENCE
+    cm_span spki;    // SubjectPublicKeyInfo element
+    int64_t not_before;
+    int64_t not_after;
+    const ca_ext *exts;
+    size_t num_exts;
+} ca_request;
+
+// ca_decision is what the policy granted. Thread: value type; spans borrow the request.
+typedef struct ca_decision {
+    int64_t not_before;
+    int64_t not_after;
+    ca_key_info key;
+    cm_span san;       // the requested subjectAltName extnValue content, empty when none
+    bool san_critical; // written critical (always when the subject is empty, RFC 5280 §4.2.1.6)
+} ca_decision;
+
+// ca_policy_check checks |req| against |profile| for CA |ca| at time |now| and fills |*out|.
+// Fails with the specific CA_E_* code (see the mapping at the top of this header) or a DER
+// code. Allocation-free. Thread: any (profile and CA are immutable).
+CM_RESULT ca_policy_check(const ca_profile *profile, const ca_authority *ca, ca_decision *out,
+                          const ca_request *req, int64_t now);
+
+// ---------------------------------------------------------------------------------------------
+// Serial numbers and certificates
+
+#define CA_SERIAL_LEN 16u
+
+// ca_serial_new fills |out| with 16 random octets from the thread's public DRBG (the one
+// RAND_bytes uses, called through EVP_RAND_generate so that nothing is allocated) with the top
+// bit cleared so the INTEGER is positive, and never all zero. CM_E_CRYPTO when the DRBG fails.
+// Thread: any.
+CM_RESULT ca_serial_new(uint8_t out[CA_SERIAL_LEN]);
+
+// ca_tbs_build appends a TBSCertificate (RFC 5280 §4.1) to |b|: v3, |serial| (unsigned
+// magnitude, written as a minimal positive INTEGER), |sig_alg| (a whole AlgorithmIdentifier
+// element, given by the signer), the CA's subject as issuer, |d|'s validity, the request's
+// subject and SPKI verbatim, and extensions: the profile's, then SKI, AKI and the SAN. Errors
+// are the builder's (CM_E_BUFFER_TOO_SMALL for a full fixed buffer) or CM_E_CRYPTO. The only
+// allocation is the builder's own (use an arena or fixed builder on the hot path).
+// Thread: any.
+CM_RESULT ca_tbs_build(const ca_authority *ca, der_builder *b, const ca_profile *profile,
+                       const ca_decision *d, const ca_request *req, cm_span serial,
+                       cm_span sig_alg);
+
+// ca_signed_assemble appends SEQUENCE { tbs, sig_alg, BIT STRING signature } to |b|: a
+// Certificate (RFC 5280 §4.1) or a CertificateList (§5.1). Errors are the builder's.
+CM_RESULT ca_signed_assemble(der_builder *b, cm_span tbs, cm_span sig_alg, cm_span signature);
+
+// ---------------------------------------------------------------------------------------------
+// Trust stores
+
+// ca_trust holds trust anchors for signature-protected clients and a cache of leaf
+// certificates whose chain verified. Thread: verify from any thread; the cache is locked.
+typedef struct ca_trust ca_trust;
+
+// ca_trust_new loads every certificate of the PEM files |paths| as trust anchors (an anchor
+// need not be self-signed: X509_V_FLAG_PARTIAL_CHAIN) with a cache of at most |cache_cap|
+// entries (0 disables caching). CA_E_CONFIG with a reason in |err| when a file cannot be read
+// or holds no certificate. Free with ca_trust_free. Thread: start-up.
+CM_RESULT ca_trust_new(ca_trust **out, char *err, size_t err_cap, const char *const *paths,
+                       size_t num_paths, size_t cache_cap);
+
+// ca_trust_free releases |t|; NULL is a no-op.
+void ca_trust_free(ca_trust *t);
+
+// ca_trust_verify checks that |leaf| (certificate DER) chains to an anchor at time |at|, with
+// |extra| as untrusted intermediates (e.g. a message's extraCerts). A leaf whose verification
+// succeeded before and whose chain is still valid at |at| is answered from the cache (keyed by
+// SHA-256 of the DER) without OpenSSL's chain building. CA_E_CERT_EXPIRED when a certificate
+// of the chain is not valid at |at|, CA_E_UNTRUSTED for every other failure (CM_E_DER_* style
+// garbage included). Only successes enter the cache. Thread: any.
+CM_RESULT ca_trust_verify(ca_trust *t, cm_span leaf, const cm_span *extra, size_t num_extra,
+                          int64_t at);
+
+// ca_trust_cache_stats reports cache hits and the current number of entries (tests and
+// metrics). Thread: any.
+void ca_trust_cache_stats(ca_trust *t, uint64_t *out_hits, size_t *out_entries);
+
+// ---------------------------------------------------------------------------------------------
+// CRLs
+
+// CRLReason values (RFC 5280 §5.3.1); CA_REASON_NONE writes no reasonCode entry extension.
+enum {
+    CA_REASON_NONE = -1,
+    CA_REASON_UNSPECIFIED = 0,
+    CA_REASON_KEY_COMPROMISE = 1,
+    CA_REASON_CA_COMPROMISE = 2,
+    CA_REASON_AFFILIATION_CHANGED = 3,
+    CA_REASON_SUPERSEDED = 4,
+    CA_REASON_CESSATION_OF_OPERATION = 5,
+    CA_REASON_CERTIFICATE_HOLD = 6,
+    CA_REASON_REMOVE_FROM_CRL = 8,
+    CA_REASON_PRIVILEGE_WITHDRAWN = 9,
+    CA_REASON_AA_COMPROMISE = 10,
+};
+
+// ca_crl_entry is one revoked certificate. Thread: value type.
+typedef struct ca_crl_entry {
+    cm_span serial;     // unsigned magnitude, as given to ca_tbs_build
+    int64_t revoked_at; // revocationDate
+    int reason;         // CA_REASON_*
+} ca_crl_entry;
+
+// ca_crl_tbs_build appends a TBSCertList (RFC 5280 §5.1) to |b|: v2, |sig_alg|, the CA's
+// subject as issuer, |this_update|, |next_update|, the entries (omitted when none, as §5.1.2.6
+// requires) with a reasonCode extension unless the reason is NONE or unspecified (§5.3.1
+// says SHOULD be absent), and crlExtensions with AKI and cRLNumber |crl_number|.
+// removeFromCRL (delta CRLs only) or an unknown reason is CM_E_INVALID_ARG; a next_update not
+// after this_update too. Thread: any.
+CM_RESULT ca_crl_tbs_build(const ca_authority *ca, der_builder *b, cm_span sig_alg,
+                           int64_t this_update, int64_t next_update, uint64_t crl_number,
+                           const ca_crl_entry *entries, size_t num_entries);
+
+#endif // CERTMINT_ENGINE_CA_CA_H

@@ -1,0 +1,52 @@
+// engine/ca internals shared by the module's .c files and its tests.
+#ifndef CERTMINT_ENGINE_CA_CA_INTERNAL_H
+#define CERTMINT_ENGINE_CA_CA_INTERNAL_H
+
+#include <stdarg.h>
+
+#include <openssl/evp.h>
+
+#include "engine/ca/ca.h"
+
+// Thread: immutable after ca_profile_new.
+struct ca_profile {
+    ca_profile_params p;                // string arrays cleared; see the spans below
+    cm_span rdn_oids[CA_MAX_RDN_RULES]; // OID content octets; required first, then allowed
+    uint8_t *rdn_buf;                   // owns the OID octets
+    size_t num_required;
+    size_t num_allowed;
+    uint8_t *ext_der; // concatenated Extension elements
+    size_t ext_der_len;
+    cm_span ext_oids[CA_MAX_PROFILE_EXTS]; // extnID content of each, into ext_der
+    size_t num_exts;
+};
+
+// Thread: immutable after ca_authority_load.
+struct ca_authority {
+    uint8_t *der;
+    size_t der_len;
+    cm_span subject; // into der
+    cm_span spki;    // into der
+    int64_t not_before;
+    int64_t not_after;
+    uint8_t ski[64];
+    size_t ski_len;
+    uint8_t aki_ext[96]; // the AKI Extension element issued certificates and CRLs carry
+    size_t aki_ext_len;
+    uint8_t *chain[CA_MAX_CHAIN];
+    size_t chain_len[CA_MAX_CHAIN];
+    size_t num_chain;
+    EVP_MD *sha1; // fetched once for SKIs
+};
+
+// ca_errf writes a formatted one-line reason into |err| (when |err_cap| > 0).
+void ca_errf(char *err, size_t err_cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+// ca_cert_spans reads a Certificate element and returns spans of its TBS fields.
+CM_RESULT ca_cert_spans(cm_span cert, cm_span *out_subject, cm_span *out_spki,
+                        int64_t *out_not_before, int64_t *out_not_after);
+
+// ca_put_extension writes Extension ::= SEQUENCE { extnID, critical DEFAULT FALSE, extnValue }.
+void ca_put_extension(der_builder *b, cm_span oid, bool critical, cm_span value);
+
+#endif // CERTMINT_ENGINE_CA_CA_INTERNAL_H

@@ -1,0 +1,656 @@
+// Profiles, SubjectPublicKeyInfo inspection and the policy check of a request.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/conf.h>
+#include <openssl/err.h>
+#include <openssl/objects.h>
+#include <openssl/x509v3.h>
+
+#include "engine/ca/ca_internal.h"
+#include "engine/der/der_oid.h"
+
+// ---------------------------------------------------------------------------------------------
+// SubjectPublicKeyInfo
+
+// SubjectPublicKeyInfo ::= SEQUENCE {
+//     algorithm            AlgorithmIdentifier,
+//     subjectPublicKey     BIT STRING }                        -- RFC 5280 §4.1
+// AlgorithmIdentifier ::= SEQUENCE {
+//     algorithm  OBJECT IDENTIFIER, parameters ANY DEFINED BY algorithm OPTIONAL }
+// ECParameters ::= CHOICE { namedCurve OBJECT IDENTIFIER, ... }  -- RFC 5480 §2.1.1 (only this)
+// RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER } -- RFC 3279 §2.3.1
+// Ed25519/Ed448: parameters MUST be absent                      -- RFC 8410 §3
+static cm_result ca_rsa_key(ca_key_info *out, cm_span key)
+{
+    der_reader r, seq;
+    der_reader_init(&r, key);
+    cm_span n, e;
+    if (!cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &seq)) || !cm_ok(der_expect_end(&r)) ||
+        !cm_ok(der_get_int_span(&seq, &n)) || !cm_ok(der_get_int_span(&seq, &e)) ||
+        !cm_ok(der_expect_end(&seq))) {
+        CM_BAIL(CA_E_SPKI_MALFORMED);
+    }
+    // Both positive; the modulus odd; the exponent odd and at least 3.
+    CM_ENSURE((n.p[0] & 0x80) == 0 && (e.p[0] & 0x80) == 0, CA_E_SPKI_MALFORMED);
+    CM_ENSURE((n.p[n.len - 1] & 1) == 1 && (e.p[e.len - 1] & 1) == 1, CA_E_SPKI_MALFORMED);
+    CM_ENSURE(e.len > 1 || e.p[0] >= 3, CA_E_SPKI_MALFORMED);
+    if (n.p[0] == 0) {
+        n.p++;
+        n.len--;
+    }
+    CM_ENSURE(n.len > 0 && n.len <= 2048, CA_E_SPKI_MALFORMED); // up to 16384 bits
+    uint32_t bits = (uint32_t)n.len * 8;
+    for (uint8_t top = n.p[0]; (top & 0x80) == 0; top = (uint8_t)(top << 1)) {
+        bits--;
+    }
+    out->type = CA_KEY_RSA;
+    out->bits = bits;
+    return cm_result_make(CM_OK);
+}
+
+static cm_result ca_ec_key(ca_key_info *out, cm_span curve, cm_span point)
+{
+    size_t field;
+    if (der_oid_is(curve, DER_OID_P256)) {
+        out->type = CA_KEY_EC_P256;
+        out->bits = 256;
+        field = 32;
+    } else if (der_oid_is(curve, DER_OID_P384)) {
+        out->type = CA_KEY_EC_P384;
+        out->bits = 384;
+        field = 48;
+    } else if (der_oid_is(curve, DER_OID_P521)) {
+        out->type = CA_KEY_EC_P521;
+        out->bits = 521;
+        field = 66;
+    } else {
+        CM_BAIL(CA_E_KEY_TYPE);
+    }
+    // SEC 1 §2.3.3: 04||X||Y uncompressed, 02/03||X compressed.
+    const bool uncompressed = point.len == 1 + 2 * field && point.p[0] == 0x04;
+    const bool compressed = point.len == 1 + field && (point.p[0] == 0x02 || point.p[0] == 0x03);
+    CM_ENSURE(uncompressed || compressed, CA_E_SPKI_MALFORMED);
+    return cm_result_make(CM_OK);
+}
+
+cm_result ca_spki_parse(ca_key_info *out, cm_span spki)
+{
+    der_reader r, seq, alg;
+    der_reader_init(&r, spki);
+    cm_span oid, key;
+    uint8_t unused;
+    if (!cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &seq)) || !cm_ok(der_expect_end(&r)) ||
+        !cm_ok(der_enter(&seq, DER_TAG_SEQUENCE, &alg)) || !cm_ok(der_get_oid(&alg, &oid)) ||
+        !cm_ok(der_get_bitstring(&seq, &key, &unused)) || !cm_ok(der_expect_end(&seq)) ||
+        unused != 0 || key.len == 0) {
+        CM_BAIL(CA_E_SPKI_MALFORMED);
+    }
+    ca_key_info info = {0, 0, key};
+    if (der_oid_is(oid, DER_OID_EC_PUBLIC_KEY)) {
+        cm_span curve;
+        if (!cm_ok(der_get_oid(&alg, &curve)) || !cm_ok(der_expect_end(&alg))) {
+            CM_BAIL(CA_E_SPKI_MALFORMED);
+        }
+        CM_TRY(ca_ec_key(&info, curve, key));
+    } else if (der_oid_is(oid, DER_OID_RSA_ENCRYPTION)) {
+        if (!cm_ok(der_get_null(&alg)) || !cm_ok(der_expect_end(&alg))) {
+            CM_BAIL(CA_E_SPKI_MALFORMED);
+        }
+        CM_TRY(ca_rsa_key(&info, key));
+    } else if (der_oid_is(oid, DER_OID_ED25519) || der_oid_is(oid, DER_OID_ED448)) {
+        const bool ed25519 = der_oid_is(oid, DER_OID_ED25519);
+        CM_ENSURE(der_reader_empty(&alg), CA_E_SPKI_MALFORMED);
+        CM_ENSURE(key.len == (ed25519 ? 32u : 57u), CA_E_SPKI_MALFORMED);
+        info.type = ed25519 ? CA_KEY_ED25519 : CA_KEY_ED448;
+        info.bits = ed25519 ? 256 : 456;
+    } else {
+        CM_BAIL(CA_E_KEY_TYPE);
+    }
+    *out = info;
+    return cm_result_make(CM_OK);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Profiles
+
+void ca_errf(char *err, size_t err_cap, const char *fmt, ...)
+{
+    if (err == NULL || err_cap == 0) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(err, err_cap, fmt, ap);
+    va_end(ap);
+}
+
+// ca_ossl_reason puts the last OpenSSL error's reason text into |buf| and clears the queue.
+static const char *ca_ossl_reason(char *buf, size_t cap)
+{
+    unsigned long e = ERR_peek_last_error();
+    if (e == 0) {
+        (void)snprintf(buf, cap, "rejected by OpenSSL");
+    } else {
+        const char *reason = ERR_reason_error_string(e);
+        (void)snprintf(buf, cap, "%s", reason != NULL ? reason : "rejected by OpenSSL");
+    }
+    ERR_clear_error();
+    return buf;
+}
+
+static cm_result ca_profile_rdns(ca_profile *pr, char *err, size_t err_cap,
+                                 const ca_profile_params *p)
+{
+    const size_t total = p->num_required_rdns + p->num_allowed_rdns;
+    if (total > CA_MAX_RDN_RULES) {
+        ca_errf(err, err_cap, "more than %u subject RDN rules", CA_MAX_RDN_RULES);
+        CM_BAIL(CA_E_CONFIG);
+    }
+    pr->rdn_buf = malloc(total * 64 + 1);
+    CM_ENSURE(pr->rdn_buf != NULL, CM_E_NOMEM);
+    size_t used = 0;
+    for (size_t i = 0; i < total; i++) {
+        const bool req = i < p->num_required_rdns;
+        const char *name = req ? p->required_rdns[i] : p->allowed_rdns[i - p->num_required_rdns];
+        ASN1_OBJECT *obj = name != NULL ? OBJ_txt2obj(name, 0) : NULL;
+        const size_t len = obj != NULL ? OBJ_length(obj) : 0;
+        if (obj == NULL || len == 0 || len > 64) {
+            ASN1_OBJECT_free(obj);
+            ERR_clear_error();
+            ca_errf(err, err_cap, "'%s' is not an attribute type OpenSSL knows",
+                    name != NULL ? name : "(null)");
+            CM_BAIL(CA_E_CONFIG);
+        }
+        memcpy(pr->rdn_buf + used, OBJ_get0_data(obj), len);
+        pr->rdn_oids[i] = cm_span_make(pr->rdn_buf + used, len);
+        used += len;
+        ASN1_OBJECT_free(obj);
+    }
+    pr->num_required = p->num_required_rdns;
+    pr->num_allowed = p->num_allowed_rdns;
+    return cm_result_make(CM_OK);
+}
+
+static const char k_ca_forbidden[] =
+    "not allowed in a profile (SKI and AKI are always added, SANs come from the request)";
+
+static bool ca_ext_forbidden(int nid)
+{
+    return nid == NID_subject_key_identifier || nid == NID_authority_key_identifier ||
+           nid == NID_subject_alt_name;
+}
+
+// ca_profile_exts encodes every "name = value" of |section| with X509V3_EXT_nconf.
+static cm_result ca_profile_exts(ca_profile *pr, char *err, size_t err_cap, CONF *conf,
+                                 const char *section)
+{
+    char why[160];
+    STACK_OF(CONF_VALUE) *vals = NCONF_get_section(conf, section);
+    if (vals == NULL) {
+        ERR_clear_error();
+        ca_errf(err, err_cap, "extensions section [%s] does not exist", section);
+        CM_BAIL(CA_E_CONFIG);
+    }
+    der_builder b;
+    der_builder_init(&b, 512);
+    cm_result res = cm_result_make(CA_E_CONFIG);
+    X509V3_CTX ctx;
+    X509V3_set_ctx(&ctx, NULL, NULL, NULL, NULL, 0);
+    X509V3_set_nconf(&ctx, conf);
+    const int n = sk_CONF_VALUE_num(vals);
+    if (n > (int)CA_MAX_PROFILE_EXTS) {
+        ca_errf(err, err_cap, "[%s]: more than %u extensions", section, CA_MAX_PROFILE_EXTS);
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        const CONF_VALUE *v = sk_CONF_VALUE_value(vals, i);
+        if (ca_ext_forbidden(OBJ_txt2nid(v->name))) {
+            ERR_clear_error();
+            ca_errf(err, err_cap, "[%s] %s: %s", section, v->name, k_ca_forbidden);
+            goto out;
+        }
+        X509_EXTENSION *ext = X509V3_EXT_nconf(conf, &ctx, v->name, v->value);
+        if (ext == NULL) {
+            ca_errf(err, err_cap, "[%s] %s: '%s' is not a valid extension value (%s)", section,
+                    v->name, v->value, ca_ossl_reason(why, sizeof(why)));
+            goto out;
+        }
+        if (ca_ext_forbidden(OBJ_obj2nid(X509_EXTENSION_get_object(ext)))) {
+            X509_EXTENSION_free(ext);
+            ca_errf(err, err_cap, "[%s] %s: %s", section, v->name, k_ca_forbidden);
+            goto out;
+        }
+        unsigned char *der = NULL;
+        const int len = i2d_X509_EXTENSION(ext, &der);
+        X509_EXTENSION_free(ext);
+        if (len <= 0) {
+            ERR_clear_error();
+            ca_errf(err, err_cap, "[%s] %s: cannot be encoded", section, v->name);
+            goto out;
+        }
+        der_put_raw(&b, cm_span_make(der, (size_t)len));
+        OPENSSL_free(der);
+    }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    res = der_builder_take(&b, &buf, &len);
+    if (!cm_ok(res)) {
+        goto out;
+    }
+    pr->ext_der = buf;
+    pr->ext_der_len = len;
+    // Read our own encoding back: each Extension's OID, and no OID twice.
+    der_reader r;
+    der_reader_init(&r, cm_span_make(buf, len));
+    while (!der_reader_empty(&r)) {
+        der_reader e;
+        cm_span oid;
+        if (!cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &e)) || !cm_ok(der_get_oid(&e, &oid))) {
+            res = cm_result_make(CA_E_CONFIG);
+            ca_errf(err, err_cap, "[%s]: OpenSSL wrote an unreadable extension", section);
+            goto out;
+        }
+        for (size_t j = 0; j < pr->num_exts; j++) {
+            if (cm_span_eq(pr->ext_oids[j], oid)) {
+                char txt[64];
+                der_oid_to_text(oid, txt, sizeof(txt));
+                res = cm_result_make(CA_E_CONFIG);
+                ca_errf(err, err_cap, "[%s]: extension %s given twice", section, txt);
+                goto out;
+            }
+        }
+        pr->ext_oids[pr->num_exts++] = oid;
+    }
+    res = cm_result_make(CM_OK);
+out:
+    der_builder_cleanup(&b);
+    return res;
+}
+
+cm_result ca_profile_new(ca_profile **out, char *err, size_t err_cap, const ca_profile_params *p,
+                         CONF *conf, const char *ext_section)
+{
+    cm_result res = cm_result_make(CA_E_CONFIG);
+    ca_profile *pr = calloc(1, sizeof(*pr));
+    CM_ENSURE(pr != NULL, CM_E_NOMEM);
+    if (p->default_days < 1 || p->max_days < p->default_days) {
+        ca_errf(err, err_cap, "validity: default %u and max %u days are not 1 <= default <= max",
+                p->default_days, p->max_days);
+        goto out;
+    }
+    if (p->max_days > 36500) {
+        ca_errf(err, err_cap, "validity: max %u days is over 100 years", p->max_days);
+        goto out;
+    }
+    if (p->key_types == 0) {
+        ca_errf(err, err_cap, "no key type is allowed");
+        goto out;
+    }
+    if ((p->key_types & CA_KEY_RSA) != 0 &&
+        (p->rsa_min_bits < 1024 || p->rsa_max_bits < p->rsa_min_bits || p->rsa_max_bits > 16384)) {
+        ca_errf(err, err_cap, "RSA sizes %u..%u are not 1024 <= min <= max <= 16384",
+                p->rsa_min_bits, p->rsa_max_bits);
+        goto out;
+    }
+    pr->p = *p;
+    pr->p.required_rdns = NULL;
+    pr->p.allowed_rdns = NULL;
+    res = ca_profile_rdns(pr, err, err_cap, p);
+    if (!cm_ok(res)) {
+        goto out;
+    }
+    if (ext_section != NULL) {
+        res = ca_profile_exts(pr, err, err_cap, conf, ext_section);
+        if (!cm_ok(res)) {
+            goto out;
+        }
+    }
+    *out = pr;
+    pr = NULL;
+    res = cm_result_make(CM_OK);
+out:
+    ca_profile_free(pr);
+    return res;
+}
+
+void ca_profile_free(ca_profile *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    free(p->rdn_buf);
+    free(p->ext_der);
+    free(p);
+}
+
+bool ca_profile_implicit_confirm(const ca_profile *p)
+{
+    return p->p.implicit_confirm;
+}
+
+cm_span ca_profile_extensions(const ca_profile *p)
+{
+    return cm_span_make(p->ext_der, p->ext_der_len);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requested extensions
+
+// Extensions ::= SEQUENCE SIZE (1..MAX) OF Extension
+// Extension ::= SEQUENCE {
+//     extnID      OBJECT IDENTIFIER,
+//     critical    BOOLEAN DEFAULT FALSE,
+//     extnValue   OCTET STRING }                                 -- RFC 5280 §4.1
+cm_result ca_extensions_parse(ca_ext *out, size_t *out_num, size_t cap, cm_span body)
+{
+    der_reader seq;
+    der_reader_init(&seq, body);
+    CM_ENSURE(!der_reader_empty(&seq), CA_E_EXT_MALFORMED);
+    size_t n = 0;
+    while (!der_reader_empty(&seq)) {
+        CM_ENSURE(n < cap && n < CA_MAX_REQ_EXTS, CM_E_DER_TOO_MANY);
+        der_reader e;
+        ca_ext x = {{NULL, 0}, false, {NULL, 0}};
+        CM_TRY(der_enter(&seq, DER_TAG_SEQUENCE, &e));
+        if (!cm_ok(der_get_oid(&e, &x.oid))) {
+            CM_BAIL(CA_E_EXT_MALFORMED);
+        }
+        if (der_peek_is(&e, DER_TAG_BOOLEAN)) {
+            // DER: a DEFAULT value is never encoded, so an explicit FALSE is an error.
+            if (!cm_ok(der_get_bool(&e, &x.critical)) || !x.critical) {
+                CM_BAIL(CA_E_EXT_MALFORMED);
+            }
+        }
+        if (!cm_ok(der_get_octets(&e, &x.value)) || !cm_ok(der_expect_end(&e))) {
+            CM_BAIL(CA_E_EXT_MALFORMED);
+        }
+        for (size_t i = 0; i < n; i++) {
+            CM_ENSURE(!cm_span_eq(out[i].oid, x.oid), CA_E_EXT_DUPLICATE);
+        }
+        out[n++] = x;
+    }
+    *out_num = n;
+    return cm_result_make(CM_OK);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subject
+
+static bool ca_is_string_tag(uint32_t tag)
+{
+    switch (tag) {
+    case DER_TAG_UTF8_STRING:
+    case DER_TAG_PRINTABLE_STRING:
+    case DER_TAG_T61_STRING:
+    case DER_TAG_IA5_STRING:
+    case DER_TAG_VISIBLE_STRING:
+    case DER_TAG_UNIVERSAL_STRING:
+    case DER_TAG_BMP_STRING:
+        return true;
+    default:
+        return false;
+    }
+}
+
+// Name ::= CHOICE { rdnSequence RDNSequence }
+// RDNSequence ::= SEQUENCE OF RelativeDistinguishedName
+// RelativeDistinguishedName ::= SET SIZE (1..MAX) OF AttributeTypeAndValue
+// AttributeTypeAndValue ::= SEQUENCE { type AttributeType, value AttributeValue }
+//                                                               -- RFC 5280 §4.1.2.4
+// Sets |*out_empty| when the RDNSequence is empty.
+static cm_result ca_check_subject(const ca_profile *pr, bool *out_empty, cm_span name)
+{
+    der_reader r, seq;
+    der_reader_init(&r, name);
+    if (!cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &seq)) || !cm_ok(der_expect_end(&r))) {
+        CM_BAIL(CA_E_SUBJECT_MALFORMED);
+    }
+    uint32_t seen_required = 0; // bit i: required rule i matched
+    size_t count = 0;
+    const bool rules = pr->p.subject_mode == CA_SUBJECT_RULES;
+    while (!der_reader_empty(&seq)) {
+        der_reader set;
+        CM_ENSURE(cm_ok(der_enter(&seq, DER_TAG_SET, &set)), CA_E_SUBJECT_MALFORMED);
+        CM_ENSURE(!der_reader_empty(&set), CA_E_SUBJECT_MALFORMED);
+        while (!der_reader_empty(&set)) {
+            CM_ENSURE(++count <= CA_MAX_RDNS, CM_E_DER_TOO_MANY);
+            der_reader atv;
+            cm_span type, value;
+            uint32_t tag;
+            if (!cm_ok(der_enter(&set, DER_TAG_SEQUENCE, &atv)) ||
+                !cm_ok(der_get_oid(&atv, &type)) || !cm_ok(der_get_any(&atv, &tag, &value, NULL)) ||
+                !cm_ok(der_expect_end(&atv)) || !ca_is_string_tag(tag) ||
+                !cm_ok(der_parse_string(tag, value))) {
+                CM_BAIL(CA_E_SUBJECT_MALFORMED);
+            }
+            if (!rules) {
+                continue;
+            }
+            bool known = false;
+            for (size_t i = 0; i < pr->num_required + pr->num_allowed; i++) {
+                if (cm_span_eq(pr->rdn_oids[i], type)) {
+                    known = true;
+                    if (i < pr->num_required) {
+                        seen_required |= 1u << i;
+                    }
+                }
+            }
+            CM_ENSURE(known, CA_E_SUBJECT_RDN);
+        }
+    }
+    if (rules && pr->num_required > 0) {
+        const uint32_t all = pr->num_required >= 32 ? 0xffffffffu : (1u << pr->num_required) - 1;
+        CM_ENSURE(seen_required == all, CA_E_SUBJECT_MISSING);
+    }
+    *out_empty = count == 0;
+    return cm_result_make(CM_OK);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subject alternative names
+
+static bool ca_dns_ok(cm_span s)
+{
+    if (s.len == 0 || s.len > 253) {
+        return false;
+    }
+    size_t label = 0;
+    for (size_t i = 0; i < s.len; i++) {
+        const uint8_t c = s.p[i];
+        if (c == '.') {
+            if (label == 0 || s.p[i - 1] == '-') {
+                return false;
+            }
+            label = 0;
+            continue;
+        }
+        const bool alnum =
+            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && !(c == '-' && label > 0)) {
+            return false;
+        }
+        if (++label > 63) {
+            return false;
+        }
+    }
+    return label > 0 && s.p[s.len - 1] != '-';
+}
+
+static bool ca_visible_ascii(cm_span s)
+{
+    for (size_t i = 0; i < s.len; i++) {
+        if (s.p[i] <= 0x20 || s.p[i] >= 0x7f) {
+            return false;
+        }
+    }
+    return s.len > 0;
+}
+
+static bool ca_email_ok(cm_span s)
+{
+    size_t at = s.len;
+    for (size_t i = 0; i < s.len; i++) {
+        if (s.p[i] == '@') {
+            if (at != s.len) {
+                return false;
+            }
+            at = i;
+        }
+    }
+    return ca_visible_ascii(s) && at > 0 && at < s.len &&
+           ca_dns_ok(cm_span_make(s.p + at + 1, s.len - at - 1));
+}
+
+static bool ca_uri_ok(cm_span s)
+{
+    // RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":"
+    if (!ca_visible_ascii(s)) {
+        return false;
+    }
+    for (size_t i = 0; i < s.len; i++) {
+        const uint8_t c = s.p[i];
+        if (c == ':') {
+            return i > 0;
+        }
+        const bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+        if (!(alpha || (i > 0 && ((c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.')))) {
+            return false;
+        }
+    }
+    return false;
+}
+
+// GeneralNames ::= SEQUENCE SIZE (1..MAX) OF GeneralName
+// GeneralName ::= CHOICE {
+//     otherName                 [0] OtherName,
+//     rfc822Name                [1] IA5String,
+//     dNSName                   [2] IA5String,
+//     x400Address               [3] ORAddress,
+//     directoryName             [4] Name,
+//     ediPartyName              [5] EDIPartyName,
+//     uniformResourceIdentifier [6] IA5String,
+//     iPAddress                 [7] OCTET STRING,
+//     registeredID              [8] OBJECT IDENTIFIER }            -- RFC 5280 §4.2.1.6
+static cm_result ca_check_san(const ca_profile *pr, cm_span value)
+{
+    der_reader r, seq;
+    der_reader_init(&r, value);
+    if (!cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &seq)) || !cm_ok(der_expect_end(&r)) ||
+        der_reader_empty(&seq)) {
+        CM_BAIL(CA_E_SAN_MALFORMED);
+    }
+    size_t count = 0;
+    while (!der_reader_empty(&seq)) {
+        CM_ENSURE(++count <= CA_MAX_SAN_NAMES, CM_E_DER_TOO_MANY);
+        uint32_t tag;
+        cm_span body;
+        CM_ENSURE(cm_ok(der_get_any(&seq, &tag, &body, NULL)), CA_E_SAN_MALFORMED);
+        uint32_t type;
+        bool ok;
+        switch (tag) {
+        case DER_CONTEXT(1):
+            type = CA_SAN_EMAIL;
+            ok = ca_email_ok(body);
+            break;
+        case DER_CONTEXT(2):
+            type = CA_SAN_DNS;
+            ok = ca_dns_ok(body);
+            break;
+        case DER_CONTEXT(6):
+            type = CA_SAN_URI;
+            ok = ca_uri_ok(body);
+            break;
+        case DER_CONTEXT(7):
+            type = CA_SAN_IP;
+            ok = body.len == 4 || body.len == 16;
+            break;
+        default:
+            CM_BAIL(CA_E_SAN_TYPE);
+        }
+        CM_ENSURE((pr->p.san_types & type) != 0, CA_E_SAN_TYPE);
+        CM_ENSURE(ok, CA_E_SAN_MALFORMED);
+    }
+    return cm_result_make(CM_OK);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policy
+
+static bool ca_profile_has_ext(const ca_profile *pr, cm_span oid)
+{
+    for (size_t i = 0; i < pr->num_exts; i++) {
+        if (cm_span_eq(pr->ext_oids[i], oid)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+cm_result ca_policy_check(const ca_profile *profile, const ca_authority *ca, ca_decision *out,
+                          const ca_request *req, int64_t now)
+{
+    const ca_profile *pr = profile;
+    ca_decision d;
+    memset(&d, 0, sizeof(d));
+
+    // The CA itself must be able to issue now.
+    CM_ENSURE(now >= ca->not_before && now < ca->not_after, CA_E_CA_EXPIRED);
+
+    CM_TRY(ca_spki_parse(&d.key, req->spki));
+    CM_ENSURE((pr->p.key_types & d.key.type) != 0, CA_E_KEY_TYPE);
+    if (d.key.type == CA_KEY_RSA) {
+        CM_ENSURE(d.key.bits >= pr->p.rsa_min_bits && d.key.bits <= pr->p.rsa_max_bits,
+                  CA_E_KEY_SIZE);
+    }
+
+    bool empty_subject = false;
+    CM_TRY(ca_check_subject(pr, &empty_subject, req->subject));
+
+    CM_ENSURE(req->num_exts <= CA_MAX_REQ_EXTS, CM_E_DER_TOO_MANY);
+    for (size_t i = 0; i < req->num_exts; i++) {
+        const ca_ext *x = &req->exts[i];
+        for (size_t j = 0; j < i; j++) {
+            CM_ENSURE(!cm_span_eq(req->exts[j].oid, x->oid), CA_E_EXT_DUPLICATE);
+        }
+        if (der_oid_is(x->oid, DER_OID_CE_SUBJECT_ALT_NAME)) {
+            CM_TRY(ca_check_san(pr, x->value));
+            d.san = x->value;
+            d.san_critical = x->critical;
+        } else if (der_oid_is(x->oid, DER_OID_CE_SUBJECT_KEY_ID) ||
+                   der_oid_is(x->oid, DER_OID_CE_AUTHORITY_KEY_ID) ||
+                   ca_profile_has_ext(pr, x->oid)) {
+            // Written by us whatever was asked.
+            continue;
+        } else {
+            CM_BAIL(CA_E_EXT_UNACCEPTED);
+        }
+    }
+    if (empty_subject) {
+        // RFC 5280 §4.2.1.6: an empty subject needs a critical subjectAltName.
+        CM_ENSURE(d.san.len > 0, CA_E_SUBJECT_EMPTY);
+        d.san_critical = true;
+    }
+
+    // Validity: a request within max_days is honoured, longer ones are shortened, nothing
+    // outlives the CA certificate.
+    const int64_t day = 86400;
+    if (req->not_after != 0) {
+        CM_ENSURE(req->not_after > now, CA_E_VALIDITY);
+        CM_ENSURE(req->not_before == 0 || req->not_after > req->not_before, CA_E_VALIDITY);
+    }
+    d.not_before = req->not_before > now ? req->not_before : now;
+    d.not_after =
+        req->not_after != 0 ? req->not_after : d.not_before + (int64_t)pr->p.default_days * day;
+    const int64_t longest = d.not_before + (int64_t)pr->p.max_days * day;
+    if (d.not_after > longest) {
+        d.not_after = longest;
+    }
+    if (d.not_after > ca->not_after) {
+        d.not_after = ca->not_after;
+    }
+    CM_ENSURE(d.not_before < d.not_after, CA_E_VALIDITY);
+    *out = d;
+    return cm_result_make(CM_OK);
+}

@@ -1,0 +1,184 @@
+// engine/config: load, validate and freeze certmintd's one configuration file.
+//
+// The file is in OpenSSL config syntax (sections, key = value, $var), read with NCONF, so a
+// profile's certificate extensions are written exactly as for `openssl ca`. Everything is
+// checked at start-up; the first problem fails the load with a message that names the file,
+// the section, the key and what is wrong, e.g.
+//   certmint.cnf: [profile:devices] validity_days: 'abc' is not a number
+// Unknown keys are errors (typo safety). Relative paths are resolved against the directory of
+// the configuration file. Secrets are read from files that must not be readable by group or
+// others, are never logged and are wiped when the configuration is freed.
+//
+// Sections (OpenSSL 3.0's NCONF does not accept ':' in a section name, so the loader rewrites
+// "[ca:NAME]" to "[ca NAME]" before parsing; both spellings are accepted, messages use ':'):
+//
+//   [certmintd]
+//   listen       = 127.0.0.1:8080, [::1]:8080   # required; IPv4 or [IPv6] addresses
+//   io_threads   = 2                 # default: online cores
+//   hsm_sessions = 4                 # default: online cores
+//   store        = sqlite:var/certmint.db        # required
+//   max_request_bytes     = 262144   # default 256 KiB
+//   min_pbm_iterations    = 100      # default 100
+//   max_pbm_iterations    = 100000   # default 100000
+//   max_pbmac1_iterations = 100000   # default 100000
+//   message_time_window   = 300      # seconds; default 300
+//   confirm_wait_time     = 300      # seconds; default 300
+//   log_level    = info              # error | warn | info | debug
+//   default_ca   = devices           # served at /.well-known/cmp; default: the only CA
+//
+//   [ca:NAME]                        # served at /.well-known/cmp/p/NAME
+//   key          = pkcs11:...        # required; resolved later by hsm/
+//   cert         = ca.pem            # required; must hold the key above (checked by hsm/)
+//   chain        = chain.pem         # optional: the CA's chain up to the root
+//   cmp_key      = pkcs11:...        # optional, with cmp_cert; default: key and cert
+//   cmp_cert     = cmp.pem
+//   profile      = NAME              # required: a [profile:NAME]
+//   clients      = NAME              # optional: a [clients:NAME]
+//   caPubs       = on | off          # default off
+//   sign_mac_responses = on | off    # default off: MAC requests get MAC responses
+//   unprotected_genm   = on | off    # default off
+//
+//   [profile:NAME]
+//   validity_days     = 365          # default 365
+//   max_validity_days = 730          # default: validity_days
+//   key_types         = P-256, P-384, P-521, RSA, Ed25519, Ed448   # default P-256
+//   rsa_min_bits      = 2048         # default 2048
+//   rsa_max_bits      = 4096         # default 4096
+//   subject_required  = CN           # RDN types that must appear
+//   subject_allowed   = O, OU, C     # further RDN types that may appear
+//                                    # (neither given: the subject is copied as requested)
+//   san_types         = dns, ip, email, uri   # default none
+//   implicit_confirm  = on | off     # default on
+//   extensions        = SECTION      # an `openssl ca` extensions section
+//
+//   [clients:NAME]
+//   secret.REF    = secrets/REF.key  # MAC secret file (mode 0600 or stricter); one or more
+//   senderKID.REF = hex:0a0b0c       # optional: the senderKID for REF (text or hex:);
+//                                    # default: the bytes of REF
+//   trust_anchors = vendor-ca.pem    # PEM file(s), comma separated: signature-protected ir
+//   ra_certs      = ra.pem           # PEM file(s): RAs allowed raVerified / revocation
+#ifndef CERTMINT_ENGINE_CONFIG_CFG_H
+#define CERTMINT_ENGINE_CONFIG_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/base/base.h"
+#include "engine/ca/ca.h"
+
+// Codes (cfg range 0x600-0x6ff). All are USAGE class: the operator's file is wrong.
+enum {
+    CFG_E_SYNTAX = CM_CODE(CM_CLASS_USAGE, 0x601),      // NCONF cannot parse the file
+    CFG_E_VALUE = CM_CODE(CM_CLASS_USAGE, 0x602),       // a value is malformed or out of range
+    CFG_E_UNKNOWN_KEY = CM_CODE(CM_CLASS_USAGE, 0x603), // a key (or section kind) we don't know
+    CFG_E_MISSING = CM_CODE(CM_CLASS_USAGE, 0x604),     // a required section or key is absent
+    CFG_E_FILE = CM_CODE(CM_CLASS_USAGE, 0x605),        // a referenced file is unusable
+    CFG_E_SECRET_MODE = CM_CODE(CM_CLASS_USAGE, 0x606), // secret readable by group/other
+    CFG_E_REFERENCE = CM_CODE(CM_CLASS_USAGE, 0x607),   // names a section that does not exist
+};
+
+#define CFG_MAX_LISTEN   16u
+#define CFG_MAX_SECRET   4096u // bytes in one secret file
+#define CFG_MAX_FILE     (1u << 20)
+#define CFG_MAX_RA_CERTS 64u
+
+// cfg_listen is one address to listen on. Thread: immutable after cfg_load.
+typedef struct cfg_listen {
+    char host[48]; // numeric address, without brackets
+    uint16_t port;
+    bool ipv6;
+} cfg_listen;
+
+// cfg_secret is one MAC credential. Thread: immutable after cfg_load.
+typedef struct cfg_secret {
+    char *ref;    // REF of secret.REF (for logs; never the secret)
+    uint8_t *kid; // senderKID
+    size_t kid_len;
+    uint8_t *secret; // wiped by cfg_free
+    size_t secret_len;
+} cfg_secret;
+
+// cfg_clients is one [clients:NAME] section. Thread: immutable after cfg_load (the trust
+// store's cache is internally locked).
+typedef struct cfg_clients {
+    char *name;
+    cfg_secret *secrets;
+    size_t num_secrets;
+    ca_trust *trust;    // NULL when no trust_anchors
+    uint8_t **ra_certs; // DER
+    size_t *ra_cert_lens;
+    size_t num_ra_certs;
+} cfg_clients;
+
+// cfg_profile is one [profile:NAME] section. Thread: immutable after cfg_load.
+typedef struct cfg_profile {
+    char *name;
+    ca_profile *profile;
+} cfg_profile;
+
+// cfg_ca is one [ca:NAME] section. Thread: immutable after cfg_load.
+typedef struct cfg_ca {
+    char *name;
+    char *key_uri;     // PKCS#11 URI of the CA key
+    char *cmp_key_uri; // of the CMP protection key (== key_uri's value by default)
+    char *cert_path;   // absolute or relative to the working directory after resolution
+    char *chain_path;  // NULL when none
+    char *cmp_cert_path;
+    ca_authority *authority; // the CA certificate and chain, loaded
+    uint8_t *cmp_cert;       // DER of the CMP protection certificate
+    size_t cmp_cert_len;
+    const cfg_profile *profile;
+    const cfg_clients *clients; // NULL when none
+    bool ca_pubs;
+    bool sign_mac_responses;
+    bool unprotected_genm;
+} cfg_ca;
+
+// cfg_config is the whole frozen configuration. Thread: immutable after cfg_load; share it
+// read-only between threads.
+typedef struct cfg_config {
+    char *path; // as given to cfg_load
+    char *dir;  // its directory, for relative paths
+    cfg_listen listen[CFG_MAX_LISTEN];
+    size_t num_listen;
+    uint32_t io_threads;
+    uint32_t hsm_sessions;
+    char *store_path; // the PATH of sqlite:PATH, resolved
+    uint32_t max_request_bytes;
+    uint32_t min_pbm_iterations;
+    uint32_t max_pbm_iterations;
+    uint32_t max_pbmac1_iterations;
+    uint32_t message_time_window; // seconds
+    uint32_t confirm_wait_time;   // seconds
+    cm_log_level log_level;
+    const cfg_ca *default_ca; // NULL when there is none
+    cfg_ca *cas;
+    size_t num_cas;
+    cfg_profile *profiles;
+    size_t num_profiles;
+    cfg_clients *clients;
+    size_t num_clients;
+} cfg_config;
+
+// cfg_load reads and validates the file at |path| and every file it references (CA
+// certificates, chains, trust anchors, RA certificates, secrets). On success |*out| is the
+// frozen configuration (free with cfg_free). On failure returns a CFG_E_* code (or
+// CM_E_NOMEM) and writes one line "PATH: [section] key: what is wrong" into |err|; nothing is
+// allocated then. Never logs secrets. Thread: start-up only (NCONF, file I/O).
+CM_RESULT cfg_load(cfg_config **out, char *err, size_t err_cap, const char *path);
+
+// cfg_free wipes the secrets and releases |cfg|; NULL is a no-op.
+void cfg_free(cfg_config *cfg);
+
+// cfg_ca_find returns the CA named |name| or NULL. Thread: any.
+const cfg_ca *cfg_ca_find(const cfg_config *cfg, const char *name);
+
+// cfg_clients_find_secret returns the credential whose senderKID is |kid|, or NULL. The
+// comparison is not constant time: senderKIDs are not secret. Thread: any.
+const cfg_secret *cfg_clients_find_secret(const cfg_clients *clients, cm_span kid);
+
+// cfg_result_name names the CFG_E_* codes and defers to ca_result_name otherwise.
+const char *cfg_result_name(cm_result r);
+
+#endif // CERTMINT_ENGINE_CONFIG_CFG_H

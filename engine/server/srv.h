@@ -1,0 +1,165 @@
+// engine/server: the CMP request state machine — the heart of certmint.
+//
+// Given the DER of a PKIMessage for one CA, a request decides, builds, signs (through the HSM
+// pool) and records (through the store) and produces the protected response. It is
+// transport-agnostic: the front end hands it bytes and gets bytes back, tests drive it
+// directly. CPU work runs to completion on the calling thread; the two kinds of blocking work
+// (PKCS#11 signatures, durable writes) go to the HSM pool and the store and come back through
+// the caller's completion queue, after which the caller continues the request with
+// srv_worker_on_completion. A certificate reaches the response only after its record
+// committed (DESIGN.md: nothing issued is lost).
+//
+// Flows: ir, cr, kur, p10cr (implicitConfirm when asked and allowed, else certConf → pkiconf),
+// certConf; every failure is answered with a CMP error message carrying the PKIFailureInfo
+// bit, MAC-protected with the request's key when the request's MAC verified, otherwise signed
+// with the CA's CMP protection key.
+#ifndef CERTMINT_ENGINE_SERVER_SRV_H
+#define CERTMINT_ENGINE_SERVER_SRV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/base/base.h"
+#include "engine/base/cq.h"
+#include "engine/ca/ca.h"
+#include "engine/cmp/cmp.h"
+#include "engine/der/der.h"
+#include "engine/store/store.h"
+#include "hsm/hsm.h"
+
+// Codes (srv range 0x800-0x8ff). Each maps to a PKIFailureInfo bit in srv_failinfo.
+enum {
+    SRV_E_BAD_TIME = CM_CODE(CM_CLASS_POLICY, 0x801),          // messageTime missing/outside
+    SRV_E_RECIP_NONCE = CM_CODE(CM_CLASS_POLICY, 0x802),       // recipNonce wrong or unexpected
+    SRV_E_UNPROTECTED = CM_CODE(CM_CLASS_POLICY, 0x803),       // no protection: badMessageCheck
+    SRV_E_UNKNOWN_SENDER = CM_CODE(CM_CLASS_POLICY, 0x804),    // no secret for senderKID
+    SRV_E_SENDER_MISMATCH = CM_CODE(CM_CLASS_POLICY, 0x805),   // sender vs signer subject
+    SRV_E_UNTRUSTED = CM_CODE(CM_CLASS_POLICY, 0x806),         // signer chain: signerNotTrusted
+    SRV_E_NOT_AUTHORIZED = CM_CODE(CM_CLASS_POLICY, 0x807),    // sender may not do this
+    SRV_E_REQ_COUNT = CM_CODE(CM_CLASS_POLICY, 0x808),         // not exactly one CertReqMsg
+    SRV_E_CERT_REQ_ID = CM_CODE(CM_CLASS_POLICY, 0x809),       // certReqId not 0 (-1 for p10cr)
+    SRV_E_RA_VERIFIED = CM_CODE(CM_CLASS_POLICY, 0x80a),       // raVerified from a non-RA
+    SRV_E_TXN_IN_USE = CM_CODE(CM_CLASS_POLICY, 0x80b),        // transactionIdInUse
+    SRV_E_UNKNOWN_TXN = CM_CODE(CM_CLASS_POLICY, 0x80c),       // certConf for no transaction
+    SRV_E_CONFIRMED = CM_CODE(CM_CLASS_POLICY, 0x80d),         // duplicate certConf
+    SRV_E_NO_CONFIRM_NEEDED = CM_CODE(CM_CLASS_POLICY, 0x80e), // certConf after implicitConfirm
+    SRV_E_CERT_HASH = CM_CODE(CM_CLASS_POLICY, 0x80f),         // certHash does not match
+    SRV_E_WRONG_CREDENTIAL = CM_CODE(CM_CLASS_POLICY, 0x810),  // certConf not like the request
+    SRV_E_BODY = CM_CODE(CM_CLASS_POLICY, 0x811),              // a body type this CA refuses
+    SRV_E_OLD_CERT = CM_CODE(CM_CLASS_POLICY, 0x812),          // kur: old cert unknown/invalid
+    SRV_E_OLD_CERT_REVOKED = CM_CODE(CM_CLASS_POLICY, 0x813),  // kur: old cert revoked
+    SRV_E_INTERNAL = CM_CODE(CM_CLASS_RESOURCE, 0x814),        // systemFailure
+    SRV_E_OVERLOAD = CM_CODE(CM_CLASS_AGAIN, 0x815),           // HSM queue full: systemUnavail
+};
+
+// srv_failinfo maps any code the server meets (its own, cmp, crmf, ca, store, der) to a
+// PKIFailureInfo bit number (CMP_FAIL_*). Thread: any; pure.
+uint32_t srv_failinfo(cm_result r);
+
+// srv_secret is one MAC credential: senderKID bytes and the shared secret. Thread: immutable.
+typedef struct srv_secret {
+    cm_span ref;
+    cm_span secret;
+} srv_secret;
+
+// srv_ca describes one CA the server answers for. Everything it points at is owned by the
+// caller, immutable and must outlive the engine. Thread: immutable after srv_engine_new.
+typedef struct srv_ca {
+    const char *name;              // [ca:NAME]; the store's CA key
+    const ca_authority *authority; // the issuing CA certificate (+ chain to the root)
+    const ca_profile *profile;     // what it issues
+    const hsm_key *ca_key;         // signs certificates
+    hsm_sig_alg ca_sig_alg;        //
+    const ca_authority *cmp_cert;  // the CMP protection certificate (may equal authority)
+    const hsm_key *cmp_key;        // signs CMP messages
+    hsm_sig_alg cmp_sig_alg;       //
+    const srv_secret *secrets;     // MAC credentials
+    size_t num_secrets;            //
+    ca_trust *client_trust;        // anchors for signature-protected ir/p10cr (may be NULL)
+    ca_trust *own_trust;           // this CA as anchor: cr/kur/certConf signers (may be NULL)
+    bool ca_pubs;                  // send the root in caPubs of an ip
+    bool sign_mac_responses;       // answer MAC requests with signatures instead
+} srv_ca;
+
+// srv_params: the engine's collaborators and limits. Thread: immutable after srv_engine_new.
+typedef struct srv_params {
+    hsm_pool *hsm;
+    store *store;
+    const cmp_protect_ctx *prot;
+    const srv_ca *cas;
+    size_t num_cas;
+    int64_t message_time_window; // seconds; 0 disables the messageTime check
+    int64_t confirm_wait_time;   // seconds a certificate waits for certConf
+    size_t arena_cap;            // per-request arena cap; 0 picks 1 MiB
+} srv_params;
+
+typedef struct srv_engine srv_engine;
+
+// srv_engine_new builds the engine from |p| (copied; pointers borrowed). Thread: start-up.
+CM_RESULT srv_engine_new(srv_engine **out, const srv_params *p);
+void srv_engine_free(srv_engine *e);
+
+// srv_engine_find_ca returns the CA named |name| (NULL or empty: the first, the default).
+const srv_ca *srv_engine_find_ca(const srv_engine *e, cm_span name);
+
+// srv_engine_maintain runs the background duties once, synchronously: expire transactions
+// and revoke certificates whose certConf never came (reason cessationOfOperation). Returns the
+// number of certificates revoked. Thread: a maintenance thread (blocks on the store).
+CM_RESULT srv_engine_maintain(srv_engine *e, int64_t now, uint64_t *out_revoked);
+
+// srv_worker is one thread's working set: crypto contexts, digests, a store reader and the
+// completion queue its jobs come back to. Thread: confined to its thread.
+typedef struct srv_worker srv_worker;
+
+CM_RESULT srv_worker_new(srv_worker **out, srv_engine *e, cm_cq *cq);
+void srv_worker_free(srv_worker *w);
+
+// srv_request is one request in flight. It lives in caller memory (srv_request_size bytes,
+// obtained with srv_request_new) and owns an arena for everything derived from the message.
+typedef struct srv_request srv_request;
+
+// srv_request_new allocates a request; |user| is the caller's cookie (srv_request_user).
+srv_request *srv_request_new(srv_worker *w, void *user);
+void srv_request_free(srv_request *req);
+void *srv_request_user(const srv_request *req);
+
+// srv_request_set_user replaces the cookie (a front end whose connection closed while jobs
+// were out sets NULL, and frees the request when srv_worker_on_completion returns it).
+void srv_request_set_user(srv_request *req, void *user);
+
+// srv_request_arena returns the request's arena: a front end may parse the transport into it
+// (the HTTP parser copies the body there), so the body is copied once. Freed with the request.
+cm_arena *srv_request_arena(srv_request *req);
+
+// srv_request_body returns arena memory of |len| bytes for the request body (so the front end
+// copies the body once, straight into the request), or NULL over the arena cap.
+uint8_t *srv_request_body(srv_request *req, size_t len);
+
+// srv_request_start processes |der| (which must stay valid until the request is done; use
+// srv_request_body) for |ca|. Returns true when the response is ready now (srv_request_response),
+// false when jobs are out: continue with srv_worker_on_completion. Never fails: errors become
+// CMP error responses.
+bool srv_request_start(srv_request *req, const srv_ca *ca, cm_span der);
+
+// srv_worker_on_completion continues the request a completed HSM or store job belongs to and
+// returns it when its response is ready, or NULL when more jobs are out. Thread: the worker's.
+srv_request *srv_worker_on_completion(srv_worker *w, cm_cq_node *node);
+
+// srv_request_response returns the DER response (valid until srv_request_free).
+cm_span srv_request_response(const srv_request *req);
+
+// srv_request_summary describes the outcome for the log line: the request body type, whether
+// it was rejected and with which failure bit (-1: none).
+typedef struct srv_summary {
+    int body_type;   // cmp_body_type of the request, -1 when unparseable
+    int fail_bit;    // -1 when accepted
+    cm_result error; // why it was rejected
+} srv_summary;
+void srv_request_summary(const srv_request *req, srv_summary *out);
+
+// srv_request_run is start + wait + completions, for tools and tests (blocks on the worker's
+// completion queue). Returns the response.
+cm_span srv_request_run(srv_request *req, const srv_ca *ca, cm_span der);
+
+#endif // CERTMINT_ENGINE_SERVER_SRV_H

@@ -1,0 +1,286 @@
+// hsm: every PKCS#11 call certmint makes. A token is opened by PKCS#11 URI (RFC 7512) through
+// p11-kit and logged in once; keys on it are selected by URI, generated, and exported as
+// SubjectPublicKeyInfo; signatures are made by a pool of worker threads, each owning one
+// session for its whole life, fed by one shared queue that callers push batches of jobs into.
+// Finished jobs come back through the submitter's cm_cq (engine/base/cq.h), never through a
+// callback into the submitter's state.
+//
+// What a signature costs on SoftHSM 2.6.1 shapes the design (see the bench): hashing happens
+// in the worker, in-process (SoftHSM has no CKM_ECDSA_SHA256), and only the digest crosses the
+// PKCS#11 boundary; sessions are the unit of parallelism, so a network HSM with milliseconds
+// of latency simply gets more of them.
+#ifndef CERTMINT_HSM_HSM_H
+#define CERTMINT_HSM_HSM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/base/base.h"
+#include "engine/base/cq.h"
+
+typedef struct der_builder der_builder;
+
+// ---------------------------------------------------------------------------------------------
+// Result codes (detail range 0x400-0x4ff). A failed PKCS#11 call is an HSM-class code carrying
+// its CK_RV (cm_code_from_ckr); hsm_result_name names both kinds.
+enum {
+    HSM_E_URI = CM_CODE(CM_CLASS_POLICY, 0x401),         // not a PKCS#11 URI, or a bad attribute
+    HSM_E_NO_MODULE = CM_CODE(CM_CLASS_POLICY, 0x402),   // no module-path / module-name given
+    HSM_E_MODULE_LOAD = CM_CODE(CM_CLASS_POLICY, 0x403), // p11-kit could not load the module
+    HSM_E_NO_TOKEN = CM_CODE(CM_CLASS_POLICY, 0x404),    // no token matches the URI
+    HSM_E_AMBIGUOUS_TOKEN = CM_CODE(CM_CLASS_POLICY, 0x405), // more than one token matches
+    HSM_E_NO_KEY = CM_CODE(CM_CLASS_POLICY, 0x406),          // no private key matches
+    HSM_E_AMBIGUOUS_KEY = CM_CODE(CM_CLASS_POLICY, 0x407),   // more than one private key matches
+    HSM_E_NO_PIN = CM_CODE(CM_CLASS_POLICY, 0x408),        // the token needs a login, no PIN given
+    HSM_E_PIN_SOURCE = CM_CODE(CM_CLASS_POLICY, 0x409),    // the pin-source file cannot be read
+    HSM_E_KEY_TYPE = CM_CODE(CM_CLASS_POLICY, 0x40a),      // key type or curve not supported
+    HSM_E_ALG_MISMATCH = CM_CODE(CM_CLASS_USAGE, 0x40b),   // signature algorithm unfit for the key
+    HSM_E_MECHANISM = CM_CODE(CM_CLASS_POLICY, 0x40c),     // the token lacks the mechanism
+    HSM_E_SHUTDOWN = CM_CODE(CM_CLASS_AGAIN, 0x40d),       // the pool stopped before the job ran
+    HSM_E_QUEUE_FULL = CM_CODE(CM_CLASS_AGAIN, 0x40e),     // more queued jobs than max_queue
+    HSM_E_BAD_SIGNATURE = CM_CODE(CM_CLASS_PROTO, 0x40f),  // token returned a malformed signature
+    HSM_E_KEY_EXISTS = CM_CODE(CM_CLASS_POLICY, 0x410),    // keygen: label or id already in use
+    HSM_E_ALWAYS_AUTH = CM_CODE(CM_CLASS_POLICY, 0x411),   // key has CKA_ALWAYS_AUTHENTICATE
+    HSM_E_NO_PUBLIC_KEY = CM_CODE(CM_CLASS_POLICY, 0x412), // public half not found on the token
+};
+
+// hsm_result_name names |r|: hsm codes as "HSM_E_NO_TOKEN", HSM-class codes as
+// "CKR_PIN_INCORRECT", anything else as cm_result_name does. Never NULL. Thread: any.
+const char *hsm_result_name(cm_result r);
+
+// hsm_ckr_name returns the static PKCS#11 name of |rv| ("CKR_SESSION_CLOSED"), or
+// "CKR_VENDOR_DEFINED" / "CKR_UNKNOWN" for codes not in its table (about 70 common ones).
+// Thread: any.
+const char *hsm_ckr_name(unsigned long rv);
+
+// hsm_error carries a human-readable explanation of an open/find/keygen failure: which
+// PKCS#11 function failed with which CKR, or which tokens and keys were found when a URI
+// matched none or several. Never contains a PIN. Thread: value type.
+typedef struct hsm_error {
+    char msg[512];
+} hsm_error;
+
+// ---------------------------------------------------------------------------------------------
+// Keys and signature algorithms
+
+typedef enum hsm_key_type {
+    HSM_KEY_NONE = 0,
+    HSM_KEY_EC_P256,
+    HSM_KEY_EC_P384,
+    HSM_KEY_EC_P521,
+    HSM_KEY_RSA,
+    HSM_KEY_ED25519,
+} hsm_key_type;
+
+typedef enum hsm_sig_alg {
+    HSM_SIG_NONE = 0,
+    HSM_SIG_ECDSA_SHA256,
+    HSM_SIG_ECDSA_SHA384,
+    HSM_SIG_ECDSA_SHA512,
+    HSM_SIG_RSA_PKCS1_SHA256,
+    HSM_SIG_RSA_PKCS1_SHA384,
+    HSM_SIG_RSA_PKCS1_SHA512,
+    HSM_SIG_RSA_PSS_SHA256,
+    HSM_SIG_RSA_PSS_SHA384,
+    HSM_SIG_RSA_PSS_SHA512,
+    HSM_SIG_ED25519,
+    HSM_SIG_COUNT,
+} hsm_sig_alg;
+
+typedef enum hsm_keygen_type {
+    HSM_KEYGEN_EC_P256 = 0,
+    HSM_KEYGEN_EC_P384,
+    HSM_KEYGEN_EC_P521,
+    HSM_KEYGEN_RSA_2048,
+    HSM_KEYGEN_RSA_3072,
+    HSM_KEYGEN_RSA_4096,
+    HSM_KEYGEN_ED25519,
+} hsm_keygen_type;
+
+// The largest signature any supported key makes (RSA-4096: 512 bytes; ECDSA P-521 in DER: 139).
+#define HSM_MAX_SIG_LEN 512u
+// How many keys one token may have open at once (each worker caches one handle per key).
+#define HSM_MAX_KEYS_PER_TOKEN 32u
+// The largest pool: sessions (= worker threads) per token.
+#define HSM_MAX_SESSIONS 256u
+// The largest batch a worker takes from the queue at once.
+#define HSM_MAX_BATCH 64u
+
+// hsm_sig_alg_name returns a static name such as "ecdsa-with-SHA256" ("?" when unknown).
+const char *hsm_sig_alg_name(hsm_sig_alg alg);
+
+// hsm_sig_alg_fits reports whether |alg| can be used with a key of type |type|.
+bool hsm_sig_alg_fits(hsm_sig_alg alg, hsm_key_type type);
+
+// hsm_sig_alg_marshal appends the X.509 AlgorithmIdentifier of |alg| to |b| (RFC 5758 §3.2
+// ECDSA with absent parameters; RFC 4055 §5 shaXWithRSAEncryption with NULL parameters; RFC
+// 4055 §3.1 RSASSA-PSS with explicit RSASSA-PSS-params: the hash, MGF1 with the same hash (hash
+// identifiers with NULL parameters, RFC 4055 §2.1), a salt as long as the hash, trailerField
+// omitted; RFC 8410 §3 id-Ed25519 with absent
+// parameters). Errors are sticky in |b| (CM_E_INVALID_ARG for an unknown |alg|).
+// Thread: any.
+void hsm_sig_alg_marshal(der_builder *b, hsm_sig_alg alg);
+
+// hsm_ecdsa_sig_marshal appends the DER ECDSA-Sig-Value of a PKCS#11 raw signature |raw|
+// (r || s, two equal halves, big-endian) to |b|, with minimal INTEGERs. An empty or odd-length
+// |raw| poisons |b| with HSM_E_BAD_SIGNATURE. Thread: any.
+void hsm_ecdsa_sig_marshal(der_builder *b, cm_span raw);
+
+// ---------------------------------------------------------------------------------------------
+// Tokens and keys
+
+// hsm_token is one logged-in PKCS#11 token: the p11-kit module, the slot, a login session
+// kept open so the login lasts, the mechanisms the token offers, and the user PIN kept in
+// locked memory for re-login after a session dies (wiped on free).
+// Thread: open/free/key_find/keygen from one thread at a time (the admin session is locked);
+// the pool's workers use it concurrently, read-only.
+typedef struct hsm_token hsm_token;
+
+// hsm_key is one private key (and its public half) on a token: its type, size, CKA_ID and
+// CKA_LABEL, and its SubjectPublicKeyInfo. Thread: immutable after creation; must be freed
+// before its token, and not while a pool has jobs for it.
+typedef struct hsm_key hsm_key;
+
+// hsm_token_open loads the module the URI names (module-path, or module-name from p11-kit's
+// configuration), initialises it for multi-threaded use, selects the one token matching the
+// URI's token attributes (token, manufacturer, serial, model; slot-* too) and logs in with
+// the user PIN from pin-value or pin-source (a file; "file:" prefix optional). Object
+// attributes in the URI are ignored here, so the same URI can be passed to hsm_key_find.
+// On success |*out| is owned by the caller (hsm_token_free). On failure |*out| is NULL, the
+// code says what went wrong (HSM_E_* or the CKR of the failed call, e.g. CKR_PIN_INCORRECT)
+// and |err| (may be NULL) explains it. The PIN is never logged; temporary copies are wiped.
+// Thread: any, but not concurrently with another open of the same module.
+CM_RESULT hsm_token_open(hsm_token **out, hsm_error *err, const char *uri);
+
+// hsm_token_free logs out, closes the login session and finalises the module (p11-kit
+// reference counts initialisation). Any pool on |t| must be freed first. NULL is a no-op.
+void hsm_token_free(hsm_token *t);
+
+// hsm_token_has_mechanism reports whether the token listed |mech| (a CKM_* value) in
+// C_GetMechanismList at open. Thread: any.
+bool hsm_token_has_mechanism(const hsm_token *t, unsigned long mech);
+
+// hsm_key_find selects the one private key on |t| matching the URI's object attributes
+// (object = CKA_LABEL, id = CKA_ID, type must be "private" when given) and reads its public
+// half. HSM_E_NO_KEY or HSM_E_AMBIGUOUS_KEY (with |err| listing what the token holds) when
+// not exactly one matches; HSM_E_NO_TOKEN when the URI names another token; HSM_E_KEY_TYPE for
+// unsupported key types; HSM_E_ALWAYS_AUTH for a key that needs a login per signature.
+// |*out| is owned by the caller (hsm_key_free). Thread: as hsm_token.
+CM_RESULT hsm_key_find(hsm_token *t, hsm_key **out, hsm_error *err, const char *uri);
+
+// hsm_key_generate creates a key pair in |t|: private key CKA_TOKEN, CKA_PRIVATE,
+// CKA_SENSITIVE, CKA_SIGN, not CKA_EXTRACTABLE, not CKA_ALWAYS_AUTHENTICATE; public key
+// CKA_TOKEN, CKA_VERIFY; both with CKA_LABEL |label| and CKA_ID |id|. HSM_E_KEY_EXISTS when a
+// private key with that label or id exists. |*out| is the new key (hsm_key_free).
+// Thread: as hsm_token.
+CM_RESULT hsm_key_generate(hsm_token *t, hsm_key **out, hsm_error *err, hsm_keygen_type type,
+                           const char *label, cm_span id);
+
+// hsm_key_free releases |k| (the key stays on the token). NULL is a no-op.
+void hsm_key_free(hsm_key *k);
+
+// hsm_key_get_type and hsm_key_get_bits describe the key (bits: modulus or field size).
+hsm_key_type hsm_key_get_type(const hsm_key *k);
+uint32_t hsm_key_get_bits(const hsm_key *k);
+
+// hsm_key_get0_spki returns the DER SubjectPublicKeyInfo (RFC 5280 §4.1.2.7), owned by |k|.
+cm_span hsm_key_get0_spki(const hsm_key *k);
+
+// hsm_key_get0_label and hsm_key_get0_id return the key's CKA_LABEL (NUL-terminated) and
+// CKA_ID, owned by |k|.
+const char *hsm_key_get0_label(const hsm_key *k);
+cm_span hsm_key_get0_id(const hsm_key *k);
+
+// ---------------------------------------------------------------------------------------------
+// The signing pool
+
+// hsm_pool_opts configures a pool. Thread: value type.
+typedef struct hsm_pool_opts {
+    uint32_t sessions;  // worker threads, one session each (1..HSM_MAX_SESSIONS)
+    uint32_t batch;     // most jobs a worker takes per wake-up (1..HSM_MAX_BATCH)
+    uint32_t max_queue; // submit fails with HSM_E_QUEUE_FULL beyond this depth; 0 = no limit
+    bool copy_key;      // C_CopyObject each key into a session object (CKA_TOKEN=FALSE)
+} hsm_pool_opts;
+
+// hsm_pool_opts_default fills |o| with 2 sessions, batch 16, no queue limit and copy_key on:
+// on SoftHSM 2.6.1 a session copy saves about a quarter of the CPU of an ECDSA P-256
+// signature (no re-check of the token object on disk per operation) and costs nothing
+// measurable for slower keys (bench/hsm_bench); a token that refuses the copy falls back to
+// the token object.
+void hsm_pool_opts_default(hsm_pool_opts *o);
+
+// hsm_job is one signature request, owned by the caller and embedded wherever it likes (no
+// allocation per job). Fill it with hsm_job_init, submit it, and it comes back through |cq|
+// as a cm_cq_node of kind CM_CQ_KIND_HSM_JOB (|node| is the first member, so the node pointer
+// is the job pointer). |result| and |sig_len| are valid only after it comes back.
+// Thread: owned by the submitter except between submit and completion, when the pool owns it
+// and the submitter must not touch it.
+typedef struct hsm_job {
+    cm_cq_node node;    // must stay first
+    cm_cq *cq;          // where the job completes
+    const hsm_key *key; // the signing key (its token must be the pool's)
+    hsm_sig_alg alg;    // signature algorithm; must fit the key
+    cm_span msg;        // the whole message to sign (hashed by the worker unless EdDSA)
+    uint8_t *sig;       // output buffer (HSM_MAX_SIG_LEN always suffices)
+    size_t sig_cap;     // its size
+    void *user;         // the submitter's own pointer; never touched by the pool
+    size_t sig_len;     // out: signature length (X.509 encoding: DER for ECDSA)
+    cm_result result;   // out: CM_OK, or why the job failed
+    uint32_t attempts;  // out: how many times a session tried it (2 after a retry)
+} hsm_job;
+
+// hsm_job_init fills |j| for submission; |user| is left for the caller. Never fails.
+void hsm_job_init(hsm_job *j, cm_cq *cq, const hsm_key *key, hsm_sig_alg alg, cm_span msg,
+                  uint8_t *sig, size_t sig_cap);
+
+// hsm_pool signs jobs for the keys of one token with |sessions| worker threads. The queue is
+// the only shared structure (one mutex, one condition variable). Each worker opens its own
+// session at start, looks key handles up once per session (or copies the key into a session
+// object), and reopens its session and logs in again when a call reports
+// CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED,
+// CKR_TOKEN_NOT_PRESENT or CKR_USER_NOT_LOGGED_IN; the job that saw it is retried once on the
+// new session, and fails with the code of the retry (or of the reopen) otherwise. A job is
+// completed exactly once. Thread: submit from any thread.
+typedef struct hsm_pool hsm_pool;
+
+// hsm_pool_new starts the workers and waits until each has its session. On failure nothing
+// is left running and the code of the first worker that failed is returned. |*out| is owned by
+// the caller (hsm_pool_free). |t| must outlive the pool. Thread: any.
+CM_RESULT hsm_pool_new(hsm_pool **out, hsm_token *t, const hsm_pool_opts *opts);
+
+// hsm_pool_free stops the pool: jobs still queued complete with HSM_E_SHUTDOWN, jobs a worker
+// already took complete normally, then the workers close their sessions and exit. Every job
+// submitted has been pushed to its cq when this returns (the caller still has to drain).
+// NULL is a no-op. Thread: any but a worker; not concurrently with submit.
+void hsm_pool_free(hsm_pool *p);
+
+// hsm_pool_submit queues |num_jobs| jobs with one lock and one wake-up. All are checked
+// first: CM_E_INVALID_ARG (no cq, no output buffer, a key of another token) or
+// HSM_E_ALG_MISMATCH rejects the whole array and queues none; so does HSM_E_QUEUE_FULL. On
+// success the pool owns the jobs until each comes back through its cq. Thread: any.
+CM_RESULT hsm_pool_submit(hsm_pool *p, hsm_job *const *jobs, size_t num_jobs);
+
+// hsm_pool_depth returns the number of queued jobs not yet taken by a worker (for metrics
+// and backpressure). Thread: any.
+size_t hsm_pool_depth(hsm_pool *p);
+
+// hsm_pool_stats counts what the workers did. Thread: value type.
+typedef struct hsm_pool_stats {
+    uint64_t signed_ok; // jobs completed with CM_OK
+    uint64_t failed;    // jobs completed with an error (shutdown included)
+    uint64_t retried;   // jobs retried after a session was reopened
+    uint64_t reopened;  // sessions reopened
+    uint64_t batches;   // queue takes by workers
+} hsm_pool_stats;
+
+// hsm_pool_get_stats copies the counters into |*out| (relaxed reads). Thread: any.
+void hsm_pool_get_stats(hsm_pool *p, hsm_pool_stats *out);
+
+// hsm_sign_sync signs |msg| with |key| through the pool and waits: |sig| receives the
+// signature (|*out_len| bytes). The job's result is returned. For tools and tests, never for
+// I/O loops. Thread: any but a worker.
+CM_RESULT hsm_sign_sync(hsm_pool *p, size_t *out_len, uint8_t *sig, size_t sig_cap,
+                        const hsm_key *key, hsm_sig_alg alg, cm_span msg);
+
+#endif // CERTMINT_HSM_HSM_H

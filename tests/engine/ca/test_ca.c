@@ -1,0 +1,1273 @@
+// Suite "ca": profiles, the policy check, serials, the TBSCertificate builder, trust stores
+// and CRLs. Certificates are built by engine/ca, signed here with an in-memory OpenSSL key
+// (EVP_DigestSign over the TBS, standing in for the HSM) and checked with OpenSSL: X509_verify,
+// X509_get_ext_d2i, X509_CRL_verify and the openssl CLI (`openssl verify`, with -crl_check).
+// CA certificates and the key chain are made with the openssl CLI at suite init.
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <CUnit/CUnit.h>
+#include <openssl/bio.h>
+#include <openssl/conf.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "engine/ca/ca.h"
+#include "engine/der/der_oid.h"
+#include "tests/support/test_support.h"
+
+static char g_dir[256];
+static char g_log[320];
+static ca_authority *g_ca;  // the issuing CA (30 days)
+static EVP_PKEY *g_ca_key;  // its private key
+static ca_authority *g_int; // an intermediate under g_root (for chains)
+static EVP_PKEY *g_int_key; // its private key
+static ca_profile *g_profile;
+static CONF *g_conf;
+
+// ecdsa-with-SHA256, no parameters (RFC 5758 §3.2)
+static const uint8_t k_ecdsa_sha256[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86,
+                                         0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
+#define SIG_ALG cm_span_make(k_ecdsa_sha256, sizeof(k_ecdsa_sha256))
+
+static const char k_conf[] = "[ext]\n"
+                             "basicConstraints = critical, CA:FALSE\n"
+                             "keyUsage = critical, digitalSignature, keyAgreement\n"
+                             "extendedKeyUsage = clientAuth, serverAuth\n"
+                             "certificatePolicies = 1.3.6.1.4.1.99999.1.1\n"
+                             "crlDistributionPoints = URI:http://ca.example/crl/devices.crl\n"
+                             "authorityInfoAccess = caIssuers;URI:http://ca.example/ca.crt\n"
+                             "[bad_value]\n"
+                             "keyUsage = critical, digitalSignatur\n"
+                             "[with_ski]\n"
+                             "subjectKeyIdentifier = hash\n"
+                             "[twice]\n"
+                             "keyUsage = digitalSignature\n"
+                             "2.5.29.15 = DER:03020780\n";
+
+static const char *g_required[] = {"CN"};
+static const char *g_allowed[] = {"O", "C", "serialNumber"};
+
+static ca_profile_params base_params(void)
+{
+    ca_profile_params p;
+    memset(&p, 0, sizeof(p));
+    p.default_days = 10;
+    p.max_days = 365;
+    p.key_types = CA_KEY_EC_P256 | CA_KEY_EC_P384 | CA_KEY_RSA | CA_KEY_ED25519;
+    p.rsa_min_bits = 2048;
+    p.rsa_max_bits = 4096;
+    p.subject_mode = CA_SUBJECT_RULES;
+    p.required_rdns = g_required;
+    p.num_required_rdns = 1;
+    p.allowed_rdns = g_allowed;
+    p.num_allowed_rdns = 3;
+    p.san_types = CA_SAN_DNS | CA_SAN_IP | CA_SAN_URI;
+    p.implicit_confirm = true;
+    return p;
+}
+
+static const char *path_of(char *out, size_t cap, const char *name)
+{
+    return test_path(out, cap, g_dir, name);
+}
+
+static EVP_PKEY *read_key(const char *name)
+{
+    char p[320];
+    BIO *b = BIO_new_file(path_of(p, sizeof(p), name), "r");
+    EVP_PKEY *k = b != NULL ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    return k;
+}
+
+static bool run(const char *const *argv)
+{
+    if (test_run(argv, g_log) != 0) {
+        fprintf(stderr, "%s failed; see %s\n", argv[1], g_log);
+        return false;
+    }
+    return true;
+}
+
+static int ca_suite_init(void)
+{
+    if (!test_tmpdir(g_dir, sizeof(g_dir), "ca")) {
+        return 1;
+    }
+    path_of(g_log, sizeof(g_log), "openssl.log");
+    char key[320], cert[320], root_key[320], root[320], int_key[320], int_csr[320], int_pem[320];
+    char ext[320], plain[320], plain_key[320];
+    path_of(key, sizeof(key), "ca.key");
+    path_of(cert, sizeof(cert), "ca.pem");
+    path_of(root_key, sizeof(root_key), "root.key");
+    path_of(root, sizeof(root), "root.pem");
+    path_of(int_key, sizeof(int_key), "int.key");
+    path_of(int_csr, sizeof(int_csr), "int.csr");
+    path_of(int_pem, sizeof(int_pem), "int.pem");
+    path_of(ext, sizeof(ext), "ext.cnf");
+    path_of(plain, sizeof(plain), "plain.pem");
+    path_of(plain_key, sizeof(plain_key), "plain.key");
+    const char ext_text[] = "[v3_int]\nbasicConstraints=critical,CA:TRUE\n"
+                            "keyUsage=critical,keyCertSign,cRLSign\n"
+                            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+                            "[v3_leaf]\nbasicConstraints=critical,CA:FALSE\n";
+    if (!test_write_file(ext, ext_text, sizeof(ext_text) - 1)) {
+        return 1;
+    }
+    const char *mkca[] = {"openssl",
+                          "req",
+                          "-x509",
+                          "-newkey",
+                          "ec",
+                          "-pkeyopt",
+                          "ec_paramgen_curve:P-256",
+                          "-nodes",
+                          "-keyout",
+                          key,
+                          "-out",
+                          cert,
+                          "-subj",
+                          "/C=DE/O=certmint test/CN=Issuing CA",
+                          "-days",
+                          "30",
+                          NULL};
+    const char *mkroot[] = {
+        "openssl", "req",     "-x509",  "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes",  "-keyout", root_key, "-out",    root, "-subj",    "/O=Vendor/CN=Vendor Root",
+        "-days",   "60",      NULL};
+    const char *mkint_req[] = {"openssl",
+                               "req",
+                               "-new",
+                               "-newkey",
+                               "ec",
+                               "-pkeyopt",
+                               "ec_paramgen_curve:P-256",
+                               "-nodes",
+                               "-keyout",
+                               int_key,
+                               "-out",
+                               int_csr,
+                               "-subj",
+                               "/O=Vendor/CN=Vendor Factory CA",
+                               NULL};
+    const char *mkint[] = {"openssl",     "x509",   "-req",   "-in",      int_csr,
+                           "-CA",         root,     "-CAkey", root_key,   "-set_serial",
+                           "2",           "-days",  "40",     "-extfile", ext,
+                           "-extensions", "v3_int", "-out",   int_pem,    NULL};
+    // A certificate that is not a CA (for ca_authority_load's refusal).
+    const char *mkplain[] = {"openssl",
+                             "req",
+                             "-x509",
+                             "-newkey",
+                             "ec",
+                             "-pkeyopt",
+                             "ec_paramgen_curve:P-256",
+                             "-nodes",
+                             "-keyout",
+                             plain_key,
+                             "-out",
+                             plain,
+                             "-subj",
+                             "/CN=not a CA",
+                             "-days",
+                             "5",
+                             "-extensions",
+                             "v3_leaf",
+                             "-config",
+                             ext,
+                             NULL};
+    if (!run(mkca) || !run(mkroot) || !run(mkint_req) || !run(mkint) || !run(mkplain)) {
+        return 1;
+    }
+    char err[256];
+    if (!cm_ok(ca_authority_load(&g_ca, err, sizeof(err), cert, NULL)) ||
+        !cm_ok(ca_authority_load(&g_int, err, sizeof(err), int_pem, root))) {
+        fprintf(stderr, "ca_authority_load: %s\n", err);
+        return 1;
+    }
+    g_ca_key = read_key("ca.key");
+    g_int_key = read_key("int.key");
+    BIO *b = BIO_new_mem_buf(k_conf, (int)sizeof(k_conf) - 1);
+    g_conf = NCONF_new(NULL);
+    long line = 0;
+    if (g_ca_key == NULL || g_int_key == NULL || b == NULL || g_conf == NULL ||
+        NCONF_load_bio(g_conf, b, &line) != 1) {
+        BIO_free(b);
+        return 1;
+    }
+    BIO_free(b);
+    const ca_profile_params p = base_params();
+    if (!cm_ok(ca_profile_new(&g_profile, err, sizeof(err), &p, g_conf, "ext"))) {
+        fprintf(stderr, "ca_profile_new: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
+static int ca_suite_cleanup(void)
+{
+    ca_profile_free(g_profile);
+    ca_authority_free(g_ca);
+    ca_authority_free(g_int);
+    EVP_PKEY_free(g_ca_key);
+    EVP_PKEY_free(g_int_key);
+    NCONF_free(g_conf);
+    (void)test_rmtree(g_dir);
+    return 0;
+}
+
+// --- request helpers ------------------------------------------------------------------------
+
+// test_req owns the DER of a request's parts.
+typedef struct test_req {
+    uint8_t *subject;
+    size_t subject_len;
+    uint8_t *spki;
+    size_t spki_len;
+    EVP_PKEY *key;
+    X509_EXTENSION *san;
+    ca_ext exts[4];
+    ca_request req;
+} test_req;
+
+static EVP_PKEY *make_key(const char *kind)
+{
+    if (strcmp(kind, "P-256") == 0 || strcmp(kind, "P-384") == 0 || strcmp(kind, "P-521") == 0) {
+        return EVP_PKEY_Q_keygen(NULL, NULL, "EC", kind);
+    }
+    if (strcmp(kind, "RSA-2048") == 0) {
+        return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    }
+    if (strcmp(kind, "RSA-1024") == 0) {
+        return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
+    }
+    return EVP_PKEY_Q_keygen(NULL, NULL, kind);
+}
+
+// req_make builds a request for a new |kind| key with subject |subj| ("/CN=x/O=y", "" for an
+// empty one) and, when |san| is non-NULL, a subjectAltName in OpenSSL's syntax.
+static void req_make(test_req *t, const char *kind, const char *subj, const char *san)
+{
+    memset(t, 0, sizeof(*t));
+    t->key = make_key(kind);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t->key);
+    unsigned char *der = NULL;
+    int len = i2d_PUBKEY(t->key, &der);
+    CU_ASSERT_FATAL(len > 0);
+    t->spki = der;
+    t->spki_len = (size_t)len;
+    X509_NAME *n = X509_NAME_new();
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", subj);
+    for (char *save = NULL, *tok = strtok_r(buf, "/", &save); tok != NULL;
+         tok = strtok_r(NULL, "/", &save)) {
+        char *eq = strchr(tok, '=');
+        CU_ASSERT_PTR_NOT_NULL_FATAL(eq);
+        *eq = '\0';
+        CU_ASSERT_FATAL(X509_NAME_add_entry_by_txt(n, tok, MBSTRING_UTF8,
+                                                   (const unsigned char *)eq + 1, -1, -1, 0) == 1);
+    }
+    der = NULL;
+    len = i2d_X509_NAME(n, &der);
+    X509_NAME_free(n);
+    CU_ASSERT_FATAL(len > 0);
+    t->subject = der;
+    t->subject_len = (size_t)len;
+    t->req.subject = cm_span_make(t->subject, t->subject_len);
+    t->req.spki = cm_span_make(t->spki, t->spki_len);
+    t->req.exts = t->exts;
+    if (san != NULL) {
+        t->san = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, san);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(t->san);
+        const ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(t->san);
+        t->exts[0].oid = CM_SPAN_LIT(DER_OID_CE_SUBJECT_ALT_NAME);
+        t->exts[0].value = cm_span_make(ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v));
+        t->req.num_exts = 1;
+    }
+}
+
+static void req_free(test_req *t)
+{
+    OPENSSL_free(t->subject);
+    OPENSSL_free(t->spki);
+    EVP_PKEY_free(t->key);
+    X509_EXTENSION_free(t->san);
+}
+
+// sign_tbs signs |tbs| with |key| (SHA-256) and assembles the signed object into |out|.
+static void sign_and_assemble(der_builder *out, EVP_PKEY *key, cm_span tbs)
+{
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    size_t sig_len = 0;
+    CU_ASSERT_FATAL(m != NULL && EVP_DigestSignInit(m, NULL, EVP_sha256(), NULL, key) == 1);
+    CU_ASSERT_FATAL(EVP_DigestSign(m, NULL, &sig_len, tbs.p, tbs.len) == 1);
+    uint8_t *sig = malloc(sig_len);
+    CU_ASSERT_FATAL(sig != NULL && EVP_DigestSign(m, sig, &sig_len, tbs.p, tbs.len) == 1);
+    EVP_MD_CTX_free(m);
+    TEST_ASSERT_OK(ca_signed_assemble(out, tbs, SIG_ALG, cm_span_make(sig, sig_len)));
+    free(sig);
+}
+
+// issue runs the policy check and builds and signs a certificate; returns it parsed.
+static X509 *issue_by(const ca_authority *ca, EVP_PKEY *ca_key, const ca_profile *profile,
+                      const test_req *t, int64_t now, ca_decision *out_d, uint8_t *out_serial)
+{
+    ca_decision d;
+    TEST_ASSERT_OK(ca_policy_check(profile, ca, &d, &t->req, now));
+    uint8_t serial[CA_SERIAL_LEN];
+    TEST_ASSERT_OK(ca_serial_new(serial));
+    der_builder tb, cb;
+    der_builder_init(&tb, 0);
+    der_builder_init(&cb, 0);
+    TEST_ASSERT_OK(
+        ca_tbs_build(ca, &tb, profile, &d, &t->req, cm_span_make(serial, sizeof(serial)), SIG_ALG));
+    cm_span tbs, cert;
+    TEST_ASSERT_OK(der_builder_finish(&tb, &tbs));
+    sign_and_assemble(&cb, ca_key, tbs);
+    TEST_ASSERT_OK(der_builder_finish(&cb, &cert));
+    const unsigned char *p = cert.p;
+    X509 *x = d2i_X509(NULL, &p, (long)cert.len);
+    CU_ASSERT_PTR_NOT_NULL(x);
+    CU_ASSERT_PTR_EQUAL(p, cert.p + cert.len);
+    der_builder_cleanup(&tb);
+    der_builder_cleanup(&cb);
+    if (out_d != NULL) {
+        *out_d = d;
+    }
+    if (out_serial != NULL) {
+        memcpy(out_serial, serial, sizeof(serial));
+    }
+    return x;
+}
+
+static X509 *issue(const test_req *t, ca_decision *out_d)
+{
+    return issue_by(g_ca, g_ca_key, g_profile, t, cm_time_now(), out_d, NULL);
+}
+
+static bool write_pem(const char *name, X509 *x)
+{
+    char p[320];
+    BIO *b = BIO_new_file(path_of(p, sizeof(p), name), "w");
+    const bool ok = b != NULL && PEM_write_bio_X509(b, x) == 1;
+    BIO_free(b);
+    return ok;
+}
+
+static X509 *load_pem(const char *name)
+{
+    char p[320];
+    BIO *b = BIO_new_file(path_of(p, sizeof(p), name), "r");
+    X509 *x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    return x;
+}
+
+// openssl_verify runs `openssl verify -CAfile ca.pem [extra...] leaf` and returns its status.
+static int openssl_verify(const char *leaf, const char *crl)
+{
+    char ca[320], lp[320], cp[320];
+    path_of(ca, sizeof(ca), "ca.pem");
+    path_of(lp, sizeof(lp), leaf);
+    if (crl != NULL) {
+        path_of(cp, sizeof(cp), crl);
+        const char *argv[] = {"openssl",  "verify", "-crl_check", "-CAfile", ca,
+                              "-CRLfile", cp,       lp,           NULL};
+        return test_run(argv, g_log);
+    }
+    const char *argv[] = {"openssl", "verify", "-CAfile", ca, lp, NULL};
+    return test_run(argv, g_log);
+}
+
+// check_common checks what every certificate from g_profile must carry.
+static void check_common(X509 *x, const test_req *t)
+{
+    X509 *ca = load_pem("ca.pem");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ca);
+    EVP_PKEY *ca_pub = X509_get0_pubkey(ca);
+    CU_ASSERT_EQUAL(X509_verify(x, ca_pub), 1);
+    CU_ASSERT_EQUAL(X509_get_version(x), 2);
+    CU_ASSERT_EQUAL(X509_NAME_cmp(X509_get_issuer_name(x), X509_get_subject_name(ca)), 0);
+
+    // Subject and key exactly as requested.
+    unsigned char *der = NULL;
+    int len = i2d_X509_NAME(X509_get_subject_name(x), &der);
+    CU_ASSERT_TRUE(len == (int)t->subject_len && memcmp(der, t->subject, t->subject_len) == 0);
+    OPENSSL_free(der);
+    CU_ASSERT_EQUAL(EVP_PKEY_eq(X509_get0_pubkey(x), t->key), 1);
+
+    // Serial positive, 16 octets at most.
+    const ASN1_INTEGER *sn = X509_get0_serialNumber(x);
+    CU_ASSERT_NOT_EQUAL(ASN1_STRING_type(sn), V_ASN1_NEG_INTEGER);
+    CU_ASSERT_TRUE(ASN1_STRING_length(sn) >= 1 && ASN1_STRING_length(sn) <= 16);
+
+    // The profile's extensions.
+    ASN1_BIT_STRING *ku = X509_get_ext_d2i(x, NID_key_usage, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ku);
+    CU_ASSERT_EQUAL(ASN1_BIT_STRING_get_bit(ku, 0), 1); // digitalSignature
+    CU_ASSERT_EQUAL(ASN1_BIT_STRING_get_bit(ku, 4), 1); // keyAgreement
+    CU_ASSERT_EQUAL(ASN1_BIT_STRING_get_bit(ku, 5), 0); // keyCertSign
+    ASN1_BIT_STRING_free(ku);
+    CU_ASSERT_TRUE(
+        X509_EXTENSION_get_critical(X509_get_ext(x, X509_get_ext_by_NID(x, NID_key_usage, -1))));
+    EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(x, NID_ext_key_usage, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(eku);
+    CU_ASSERT_EQUAL(sk_ASN1_OBJECT_num(eku), 2);
+    CU_ASSERT_EQUAL(OBJ_obj2nid(sk_ASN1_OBJECT_value(eku, 0)), NID_client_auth);
+    CU_ASSERT_EQUAL(OBJ_obj2nid(sk_ASN1_OBJECT_value(eku, 1)), NID_server_auth);
+    EXTENDED_KEY_USAGE_free(eku);
+    BASIC_CONSTRAINTS *bc = X509_get_ext_d2i(x, NID_basic_constraints, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bc);
+    CU_ASSERT_FALSE(bc->ca);
+    BASIC_CONSTRAINTS_free(bc);
+    CERTIFICATEPOLICIES *pol = X509_get_ext_d2i(x, NID_certificate_policies, NULL, NULL);
+    CU_ASSERT_TRUE(pol != NULL && sk_POLICYINFO_num(pol) == 1);
+    CERTIFICATEPOLICIES_free(pol);
+    CRL_DIST_POINTS *dp = X509_get_ext_d2i(x, NID_crl_distribution_points, NULL, NULL);
+    CU_ASSERT_TRUE(dp != NULL && sk_DIST_POINT_num(dp) == 1);
+    CRL_DIST_POINTS_free(dp);
+    AUTHORITY_INFO_ACCESS *aia = X509_get_ext_d2i(x, NID_info_access, NULL, NULL);
+    CU_ASSERT_TRUE(aia != NULL && sk_ACCESS_DESCRIPTION_num(aia) == 1);
+    AUTHORITY_INFO_ACCESS_free(aia);
+
+    // SKI = SHA-1 of the key bits; AKI = the CA's SKI.
+    const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(x);
+    unsigned char md[20];
+    unsigned int md_len = 0;
+    const ASN1_BIT_STRING *kb = X509_get0_pubkey_bitstr(x);
+    CU_ASSERT_FATAL(EVP_Digest(ASN1_STRING_get0_data(kb), (size_t)ASN1_STRING_length(kb), md,
+                               &md_len, EVP_sha1(), NULL) == 1);
+    CU_ASSERT_TRUE(ski != NULL && ASN1_STRING_length(ski) == 20 &&
+                   memcmp(ASN1_STRING_get0_data(ski), md, 20) == 0);
+    const ASN1_OCTET_STRING *aki = X509_get0_authority_key_id(x);
+    const ASN1_OCTET_STRING *ca_ski = X509_get0_subject_key_id(ca);
+    CU_ASSERT_TRUE(aki != NULL && ca_ski != NULL && ASN1_STRING_cmp(aki, ca_ski) == 0);
+    // Exactly 6 profile extensions + SKI + AKI (+ SAN).
+    CU_ASSERT_EQUAL(X509_get_ext_count(x), 8 + (t->san != NULL ? 1 : 0));
+    X509_free(ca);
+}
+
+// check_sans compares the certificate's SANs with what OpenSSL encoded for the request.
+static void check_sans(X509 *x, const test_req *t)
+{
+    GENERAL_NAMES *got = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    GENERAL_NAMES *want = X509V3_EXT_d2i(t->san);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(got);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(want);
+    CU_ASSERT_EQUAL_FATAL(sk_GENERAL_NAME_num(got), sk_GENERAL_NAME_num(want));
+    for (int i = 0; i < sk_GENERAL_NAME_num(got); i++) {
+        CU_ASSERT_EQUAL(
+            GENERAL_NAME_cmp(sk_GENERAL_NAME_value(got, i), sk_GENERAL_NAME_value(want, i)), 0);
+    }
+    GENERAL_NAMES_free(got);
+    GENERAL_NAMES_free(want);
+}
+
+// --- issuance -------------------------------------------------------------------------------
+
+static void issue_and_check(const char *kind, const char *leaf_name)
+{
+    test_req t;
+    req_make(&t, kind, "/C=DE/O=Example Devices/CN=device-0001",
+             "DNS:device-0001.example.com,IP:10.1.2.3,URI:urn:dev:0001");
+    X509 *x = issue(&t, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    check_common(x, &t);
+    check_sans(x, &t);
+    CU_ASSERT_TRUE(write_pem(leaf_name, x));
+    CU_ASSERT_EQUAL(openssl_verify(leaf_name, NULL), 0);
+    X509_free(x);
+    req_free(&t);
+}
+
+static void test_ca_issues_ec_p256(void)
+{
+    issue_and_check("P-256", "leaf-p256.pem");
+}
+
+static void test_ca_issues_rsa_2048(void)
+{
+    issue_and_check("RSA-2048", "leaf-rsa.pem");
+}
+
+static void test_ca_issues_ed25519(void)
+{
+    issue_and_check("ED25519", "leaf-ed25519.pem");
+}
+
+static void test_ca_issues_without_san(void)
+{
+    test_req t;
+    req_make(&t, "P-256", "/CN=no-san", NULL);
+    X509 *x = issue(&t, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    check_common(x, &t);
+    CU_ASSERT_EQUAL(X509_get_ext_by_NID(x, NID_subject_alt_name, -1), -1);
+    X509_free(x);
+    req_free(&t);
+}
+
+static void test_ca_empty_subject_gets_critical_san(void)
+{
+    test_req t;
+    req_make(&t, "P-256", "", "DNS:only-san.example");
+    ca_profile *copy;
+    ca_profile_params p = base_params();
+    p.subject_mode = CA_SUBJECT_COPY;
+    char err[256];
+    TEST_ASSERT_OK(ca_profile_new(&copy, err, sizeof(err), &p, g_conf, "ext"));
+    X509 *x = issue_by(g_ca, g_ca_key, copy, &t, cm_time_now(), NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    const int i = X509_get_ext_by_NID(x, NID_subject_alt_name, -1);
+    CU_ASSERT_TRUE(i >= 0 && X509_EXTENSION_get_critical(X509_get_ext(x, i)) == 1);
+    CU_ASSERT_EQUAL(X509_NAME_entry_count(X509_get_subject_name(x)), 0);
+    check_common(x, &t);
+    X509_free(x);
+    // With the rules profile, CN is required.
+    ca_decision d;
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+                     CA_E_SUBJECT_MISSING);
+    // And without a SAN an empty subject is refused.
+    t.req.num_exts = 0;
+    TEST_ASSERT_CODE(ca_policy_check(copy, g_ca, &d, &t.req, cm_time_now()), CA_E_SUBJECT_EMPTY);
+    ca_profile_free(copy);
+    req_free(&t);
+}
+
+static int cmp_serial(const void *a, const void *b)
+{
+    return memcmp(a, b, CA_SERIAL_LEN);
+}
+
+static void test_ca_serials_unique_and_positive(void)
+{
+    enum { N = 10000 };
+    uint8_t(*s)[CA_SERIAL_LEN] = malloc((size_t)N * CA_SERIAL_LEN);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    for (size_t i = 0; i < N; i++) {
+        TEST_ASSERT_OK(ca_serial_new(s[i]));
+        CU_ASSERT_EQUAL(s[i][0] & 0x80, 0);
+    }
+    qsort(s, N, CA_SERIAL_LEN, cmp_serial);
+    size_t dups = 0, zeros = 0, high_bit_seen = 0;
+    for (size_t i = 0; i < N; i++) {
+        if (i > 0 && memcmp(s[i], s[i - 1], CA_SERIAL_LEN) == 0) {
+            dups++;
+        }
+        uint8_t any = 0;
+        for (size_t j = 0; j < CA_SERIAL_LEN; j++) {
+            any |= s[i][j];
+        }
+        zeros += any == 0;
+        high_bit_seen += (s[i][0] & 0x40) != 0;
+    }
+    CU_ASSERT_EQUAL(dups, 0);
+    CU_ASSERT_EQUAL(zeros, 0);
+    CU_ASSERT_TRUE(high_bit_seen > 0); // the remaining bits are used
+
+    // Encoded as a minimal positive INTEGER, including when the first octet is 0.
+    uint8_t buf[32];
+    const uint8_t lead0[CA_SERIAL_LEN] = {0x00, 0x7f, 1};
+    der_builder b;
+    der_builder_init_fixed(&b, buf, sizeof(buf));
+    der_put_uint_bytes(&b, cm_span_make(lead0, sizeof(lead0)));
+    cm_span out;
+    TEST_ASSERT_OK(der_builder_finish(&b, &out));
+    CU_ASSERT_EQUAL(out.len, 2 + 15);
+    CU_ASSERT_EQUAL(out.p[2], 0x7f);
+    free(s);
+}
+
+// --- validity -------------------------------------------------------------------------------
+
+static void test_ca_validity_rules(void)
+{
+    test_req t;
+    req_make(&t, "P-256", "/CN=v", NULL);
+    const int64_t now = cm_time_now(), day = 86400;
+    ca_decision d;
+    // Default.
+    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, now));
+    CU_ASSERT_EQUAL(d.not_before, now);
+    CU_ASSERT_EQUAL(d.not_after, now + 10 * day);
+    // A requested validity within the max is honoured.
+    t.req.not_before = now + day;
+    t.req.not_after = now + 5 * day;
+    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, now));
+    CU_ASSERT_EQUAL(d.not_before, now + day);
+    CU_ASSERT_EQUAL(d.not_after, now + 5 * day);
+    // A notBefore in the past starts now.
+    t.req.not_before = now - 3 * day;
+    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, now));
+    CU_ASSERT_EQUAL(d.not_before, now);
+    // Never beyond the CA's notAfter (the CA has 30 days, the max is 365).
+    t.req.not_before = 0;
+    t.req.not_after = now + 200 * day;
+    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, now));
+    CU_ASSERT_EQUAL(d.not_after, ca_authority_not_after(g_ca));
+    X509 *x = issue_by(g_ca, g_ca_key, g_profile, &t, now, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    X509 *ca = load_pem("ca.pem");
+    CU_ASSERT_EQUAL(ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(ca)), 0);
+    X509_free(ca);
+    X509_free(x);
+    // Longer than the max is shortened to it (a profile with max 20 days).
+    ca_profile *short_profile;
+    ca_profile_params p = base_params();
+    p.max_days = 20;
+    char err[200];
+    TEST_ASSERT_OK(ca_profile_new(&short_profile, err, sizeof(err), &p, NULL, NULL));
+    TEST_ASSERT_OK(ca_policy_check(short_profile, g_ca, &d, &t.req, now));
+    CU_ASSERT_EQUAL(d.not_after, now + 20 * day);
+    ca_profile_free(short_profile);
+    // Inverted, already expired, or starting after the CA's end.
+    t.req.not_before = now + 5 * day;
+    t.req.not_after = now + 4 * day;
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, now), CA_E_VALIDITY);
+    t.req.not_before = 0;
+    t.req.not_after = now - 1;
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, now), CA_E_VALIDITY);
+    t.req.not_before = ca_authority_not_after(g_ca) + day;
+    t.req.not_after = 0;
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, now), CA_E_VALIDITY);
+    // The CA cannot issue outside its own validity.
+    t.req.not_before = 0;
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, ca_authority_not_after(g_ca) + 1),
+                     CA_E_CA_EXPIRED);
+    TEST_ASSERT_CODE(
+        ca_policy_check(g_profile, g_ca, &d, &t.req, ca_authority_not_before(g_ca) - 1),
+        CA_E_CA_EXPIRED);
+    req_free(&t);
+}
+
+// --- policy rejections ----------------------------------------------------------------------
+
+static void expect_policy(const char *kind, const char *subj, const char *san, uint32_t code)
+{
+    test_req t;
+    req_make(&t, kind, subj, san);
+    ca_decision d;
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()), code);
+    req_free(&t);
+}
+
+static void test_ca_rejects_key_types(void)
+{
+    expect_policy("P-521", "/CN=a", NULL, CA_E_KEY_TYPE);
+    expect_policy("ED448", "/CN=a", NULL, CA_E_KEY_TYPE);
+    expect_policy("RSA-1024", "/CN=a", NULL, CA_E_KEY_SIZE);
+    // Allowed ones pass.
+    expect_policy("P-384", "/CN=a", NULL, CM_OK);
+    // Keys the module does not know (X25519 cannot sign; DSA is not supported).
+    expect_policy("X25519", "/CN=a", NULL, CA_E_KEY_TYPE);
+}
+
+static void test_ca_spki_parse(void)
+{
+    const char *kinds[] = {"P-256", "P-384", "P-521", "RSA-2048", "ED25519", "ED448"};
+    const uint32_t types[] = {CA_KEY_EC_P256, CA_KEY_EC_P384, CA_KEY_EC_P521,
+                              CA_KEY_RSA,     CA_KEY_ED25519, CA_KEY_ED448};
+    const uint32_t bits[] = {256, 384, 521, 2048, 256, 456};
+    for (size_t i = 0; i < 6; i++) {
+        EVP_PKEY *k = make_key(kinds[i]);
+        unsigned char *der = NULL;
+        const int len = i2d_PUBKEY(k, &der);
+        CU_ASSERT_FATAL(len > 0);
+        ca_key_info info;
+        TEST_ASSERT_OK(ca_spki_parse(&info, cm_span_make(der, (size_t)len)));
+        CU_ASSERT_EQUAL(info.type, types[i]);
+        CU_ASSERT_EQUAL(info.bits, bits[i]);
+        CU_ASSERT_EQUAL((int)EVP_PKEY_get_bits(k), (int)(types[i] == CA_KEY_ED448 ? 456 : bits[i]));
+        // Every truncation is malformed, as is a trailing byte.
+        for (size_t cut = 0; cut < (size_t)len; cut++) {
+            TEST_ASSERT_CODE(ca_spki_parse(&info, cm_span_make(der, cut)), CA_E_SPKI_MALFORMED);
+        }
+        uint8_t *longer = malloc((size_t)len + 1);
+        memcpy(longer, der, (size_t)len);
+        longer[len] = 0;
+        TEST_ASSERT_CODE(ca_spki_parse(&info, cm_span_make(longer, (size_t)len + 1)),
+                         CA_E_SPKI_MALFORMED);
+        free(longer);
+        OPENSSL_free(der);
+        EVP_PKEY_free(k);
+    }
+    // Ed25519 with a wrong key length, and with parameters.
+    const uint8_t ed_short[] = {0x30, 0x0b, 0x30, 0x05, 0x06, 0x03, 0x2b,
+                                0x65, 0x70, 0x03, 0x02, 0x00, 0x01};
+    ca_key_info info;
+    TEST_ASSERT_CODE(ca_spki_parse(&info, cm_span_make(ed_short, sizeof(ed_short))),
+                     CA_E_SPKI_MALFORMED);
+    // An EC key on an unknown curve (secp256k1 1.3.132.0.10).
+    uint8_t k1[2 + 2 + 9 + 7 + 3 + 65] = {0x30, 0x56, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86,
+                                          0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b,
+                                          0x81, 0x04, 0x00, 0x0a, 0x03, 0x42, 0x00, 0x04};
+    TEST_ASSERT_CODE(ca_spki_parse(&info, cm_span_make(k1, 0x58)), CA_E_KEY_TYPE);
+    // The same with a P-256 OID but a point of the wrong length.
+    const uint8_t bad_point[] = {0x30, 0x1a, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce,
+                                 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d,
+                                 0x03, 0x01, 0x07, 0x03, 0x03, 0x00, 0x04, 0x01};
+    TEST_ASSERT_CODE(ca_spki_parse(&info, cm_span_make(bad_point, sizeof(bad_point))),
+                     CA_E_SPKI_MALFORMED);
+}
+
+static void test_ca_rejects_subjects(void)
+{
+    expect_policy("P-256", "/O=Example", NULL, CA_E_SUBJECT_MISSING);
+    expect_policy("P-256", "/CN=a/OU=not allowed", NULL, CA_E_SUBJECT_RDN);
+    expect_policy("P-256", "/CN=a/O=b/C=DE/serialNumber=42", NULL, CM_OK);
+    // A malformed Name: an RDN SET that is empty, and a non-string value.
+    test_req t;
+    req_make(&t, "P-256", "/CN=a", NULL);
+    ca_decision d;
+    const uint8_t empty_set[] = {0x30, 0x02, 0x31, 0x00};
+    t.req.subject = cm_span_make(empty_set, sizeof(empty_set));
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+                     CA_E_SUBJECT_MALFORMED);
+    const uint8_t int_value[] = {0x30, 0x0a, 0x31, 0x08, 0x30, 0x06, 0x06,
+                                 0x03, 0x55, 0x04, 0x03, 0x02, 0x01, 0x05};
+    t.req.subject = cm_span_make(int_value, sizeof(int_value));
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+                     CA_E_SUBJECT_MALFORMED);
+    const uint8_t bad_printable[] = {0x30, 0x0b, 0x31, 0x09, 0x30, 0x07, 0x06,
+                                     0x03, 0x55, 0x04, 0x03, 0x13, 0x01, '*'};
+    t.req.subject = cm_span_make(bad_printable, sizeof(bad_printable));
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+                     CA_E_SUBJECT_MALFORMED);
+    req_free(&t);
+}
+
+static void test_ca_rejects_sans(void)
+{
+    expect_policy("P-256", "/CN=a", "email:a@example.com", CA_E_SAN_TYPE);
+    expect_policy("P-256", "/CN=a", "RID:1.2.3.4", CA_E_SAN_TYPE);
+    expect_policy("P-256", "/CN=a", "DNS:-bad-.example", CA_E_SAN_MALFORMED);
+    expect_policy("P-256", "/CN=a", "DNS:a..example", CA_E_SAN_MALFORMED);
+    expect_policy("P-256", "/CN=a", "DNS:*.example.com", CA_E_SAN_MALFORMED);
+    expect_policy("P-256", "/CN=a", "URI:no-scheme", CA_E_SAN_MALFORMED);
+    expect_policy("P-256", "/CN=a", "IP:::1,DNS:ok.example,URI:https://x.example/", CM_OK);
+    // A GeneralNames that is empty or not a SEQUENCE.
+    test_req t;
+    req_make(&t, "P-256", "/CN=a", "DNS:a.example");
+    ca_decision d;
+    const uint8_t empty[] = {0x30, 0x00};
+    t.exts[0].value = cm_span_make(empty, sizeof(empty));
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+                     CA_E_SAN_MALFORMED);
+    const uint8_t dir_name[] = {0x30, 0x04, 0xa4, 0x02, 0x30, 0x00};
+    t.exts[0].value = cm_span_make(dir_name, sizeof(dir_name));
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()), CA_E_SAN_TYPE);
+    const uint8_t ip5[] = {0x30, 0x07, 0x87, 0x05, 1, 2, 3, 4, 5};
+    t.exts[0].value = cm_span_make(ip5, sizeof(ip5));
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+                     CA_E_SAN_MALFORMED);
+    req_free(&t);
+}
+
+static void test_ca_requested_extensions(void)
+{
+    test_req t;
+    req_make(&t, "P-256", "/CN=a", "DNS:a.example");
+    ca_decision d;
+    // A keyUsage the profile also writes is accepted; the profile's value wins.
+    const uint8_t ku[] = {0x03, 0x02, 0x05, 0xa0};
+    t.exts[1] = (ca_ext){CM_SPAN_LIT(DER_OID_CE_KEY_USAGE), true, cm_span_make(ku, sizeof(ku))};
+    t.req.num_exts = 2;
+    X509 *x = issue_by(g_ca, g_ca_key, g_profile, &t, cm_time_now(), &d, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    check_common(x, &t);
+    X509_free(x);
+    // Anything else is refused.
+    const uint8_t any[] = {0x05, 0x00};
+    t.exts[1] = (ca_ext){CM_SPAN_LIT("\x2b\x06\x01\x04\x01\x82\x37\x14\x02"), false,
+                         cm_span_make(any, sizeof(any))};
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+                     CA_E_EXT_UNACCEPTED);
+    // The same OID twice.
+    t.exts[1] = t.exts[0];
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+                     CA_E_EXT_DUPLICATE);
+    req_free(&t);
+}
+
+static void test_ca_extensions_parse(void)
+{
+    // The body of Extensions { SAN critical { DNS:a }, keyUsage { digitalSignature } }
+    const uint8_t good[] = {0x30, 0x0e, 0x06, 0x03, 0x55, 0x1d, 0x11, 0x01, 0x01, 0xff,
+                            0x04, 0x04, 0x30, 0x02, 0x82, 0x00, 0x30, 0x0b, 0x06, 0x03,
+                            0x55, 0x1d, 0x0f, 0x04, 0x04, 0x03, 0x02, 0x07, 0x80};
+    ca_ext exts[4];
+    size_t n = 0;
+    TEST_ASSERT_OK(ca_extensions_parse(exts, &n, 4, cm_span_make(good, sizeof(good))));
+    CU_ASSERT_EQUAL(n, 2);
+    CU_ASSERT_TRUE(exts[0].critical && der_oid_is(exts[0].oid, DER_OID_CE_SUBJECT_ALT_NAME));
+    CU_ASSERT_TRUE(!exts[1].critical && exts[1].value.len == 4);
+    TEST_ASSERT_CODE(ca_extensions_parse(exts, &n, 1, cm_span_make(good, sizeof(good))),
+                     CM_E_DER_TOO_MANY);
+    // critical FALSE written out (a DEFAULT value encoded): not DER.
+    uint8_t explicit_false[sizeof(good)];
+    memcpy(explicit_false, good, sizeof(good));
+    explicit_false[9] = 0x00;
+    TEST_ASSERT_CODE(
+        ca_extensions_parse(exts, &n, 4, cm_span_make(explicit_false, sizeof(explicit_false))),
+        CA_E_EXT_MALFORMED);
+    // Duplicate OIDs.
+    uint8_t dup[sizeof(good)];
+    memcpy(dup, good, sizeof(good));
+    dup[22] = 0x11;
+    TEST_ASSERT_CODE(ca_extensions_parse(exts, &n, 4, cm_span_make(dup, sizeof(dup))),
+                     CA_E_EXT_DUPLICATE);
+    // No OID first, an empty body, something that is not an Extension, and every truncation.
+    const uint8_t no_oid[] = {0x30, 0x03, 0x04, 0x01, 0x00};
+    TEST_ASSERT_CODE(ca_extensions_parse(exts, &n, 4, cm_span_make(no_oid, sizeof(no_oid))),
+                     CA_E_EXT_MALFORMED);
+    TEST_ASSERT_CODE(ca_extensions_parse(exts, &n, 4, cm_span_make(good, 0)), CA_E_EXT_MALFORMED);
+    const uint8_t not_seq[] = {0x04, 0x00};
+    TEST_ASSERT_CODE(ca_extensions_parse(exts, &n, 4, cm_span_make(not_seq, sizeof(not_seq))),
+                     CM_E_DER_UNEXPECTED_TAG);
+    for (size_t cut = 1; cut < sizeof(good); cut++) {
+        if (cut == 16) {
+            continue; // exactly the first Extension: a valid body
+        }
+        const cm_result r = ca_extensions_parse(exts, &n, 4, cm_span_make(good, cut));
+        CU_ASSERT_TRUE(r.code == CM_E_DER_TRUNCATED || r.code == CA_E_EXT_MALFORMED);
+    }
+    // The failure-info mapping the server uses.
+    CU_ASSERT_EQUAL(ca_failinfo_bit(cm_result_make(CA_E_EXT_UNACCEPTED)), 16);
+    CU_ASSERT_EQUAL(ca_failinfo_bit(cm_result_make(CA_E_KEY_SIZE)), 19);
+    CU_ASSERT_EQUAL(ca_failinfo_bit(cm_result_make(CA_E_EXT_DUPLICATE)), 2);
+    CU_ASSERT_EQUAL(ca_failinfo_bit(cm_result_make(CA_E_UNTRUSTED)), 20);
+    CU_ASSERT_EQUAL(ca_failinfo_bit(cm_result_make(CM_E_DER_TRUNCATED)), -1);
+}
+
+// --- profiles and CA material ---------------------------------------------------------------
+
+static void test_ca_profile_config_errors(void)
+{
+    ca_profile *p = NULL;
+    char err[256] = "";
+    ca_profile_params prm = base_params();
+    TEST_ASSERT_CODE(ca_profile_new(&p, err, sizeof(err), &prm, g_conf, "bad_value"), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "[bad_value] keyUsage: 'critical, digitalSignatur'"));
+    TEST_ASSERT_CODE(ca_profile_new(&p, err, sizeof(err), &prm, g_conf, "with_ski"), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "subjectKeyIdentifier: not allowed"));
+    TEST_ASSERT_CODE(ca_profile_new(&p, err, sizeof(err), &prm, g_conf, "twice"), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "2.5.29.15 given twice"));
+    TEST_ASSERT_CODE(ca_profile_new(&p, err, sizeof(err), &prm, g_conf, "missing"), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "[missing] does not exist"));
+    prm.max_days = 5;
+    TEST_ASSERT_CODE(ca_profile_new(&p, err, sizeof(err), &prm, NULL, NULL), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "validity"));
+    prm = base_params();
+    prm.rsa_min_bits = 512;
+    TEST_ASSERT_CODE(ca_profile_new(&p, err, sizeof(err), &prm, NULL, NULL), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "RSA sizes"));
+    prm = base_params();
+    const char *bogus[] = {"notAnAttribute"};
+    prm.allowed_rdns = bogus;
+    prm.num_allowed_rdns = 1;
+    TEST_ASSERT_CODE(ca_profile_new(&p, err, sizeof(err), &prm, NULL, NULL), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "'notAnAttribute'"));
+    prm = base_params();
+    prm.key_types = 0;
+    TEST_ASSERT_CODE(ca_profile_new(&p, err, sizeof(err), &prm, NULL, NULL), CA_E_CONFIG);
+    CU_ASSERT_PTR_NULL(p);
+    CU_ASSERT_TRUE(ca_profile_implicit_confirm(g_profile));
+    CU_ASSERT_TRUE(ca_profile_extensions(g_profile).len > 0);
+}
+
+static void test_ca_authority_material(void)
+{
+    char err[256] = "", p[320];
+    ca_authority *ca = NULL;
+    TEST_ASSERT_CODE(
+        ca_authority_load(&ca, err, sizeof(err), path_of(p, sizeof(p), "plain.pem"), NULL),
+        CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "not a CA certificate"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "plain.pem"));
+    TEST_ASSERT_CODE(
+        ca_authority_load(&ca, err, sizeof(err), path_of(p, sizeof(p), "nope.pem"), NULL),
+        CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "nope.pem: cannot read"));
+    CU_ASSERT_PTR_NULL(ca);
+
+    // The key check: the CA's own SPKI matches, another key does not.
+    X509 *x = load_pem("ca.pem");
+    unsigned char *der = NULL;
+    int len = i2d_PUBKEY(X509_get0_pubkey(x), &der);
+    TEST_ASSERT_OK(ca_authority_matches_spki(g_ca, cm_span_make(der, (size_t)len)));
+    OPENSSL_free(der);
+    der = NULL;
+    len = i2d_PUBKEY(g_int_key, &der);
+    TEST_ASSERT_CODE(ca_authority_matches_spki(g_ca, cm_span_make(der, (size_t)len)),
+                     CA_E_KEY_MISMATCH);
+    OPENSSL_free(der);
+    // Spans: subject as in the certificate, SKI as its extension.
+    der = NULL;
+    len = i2d_X509_NAME(X509_get_subject_name(x), &der);
+    cm_span subj = ca_authority_subject(g_ca);
+    CU_ASSERT_TRUE(subj.len == (size_t)len && memcmp(subj.p, der, subj.len) == 0);
+    OPENSSL_free(der);
+    const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(x);
+    cm_span s = ca_authority_ski(g_ca);
+    CU_ASSERT_TRUE(s.len == (size_t)ASN1_STRING_length(ski) &&
+                   memcmp(s.p, ASN1_STRING_get0_data(ski), s.len) == 0);
+    X509_free(x);
+    // The intermediate was loaded with its chain (the root).
+    CU_ASSERT_EQUAL(ca_authority_num_chain(g_int), 1);
+    CU_ASSERT_EQUAL(ca_authority_num_chain(g_ca), 0);
+    CU_ASSERT_STRING_EQUAL(ca_result_name(cm_result_make(CA_E_KEY_TYPE)), "POLICY/CA_KEY_TYPE");
+}
+
+// --- trust store ----------------------------------------------------------------------------
+
+static cm_span x509_der(X509 *x, unsigned char **owned)
+{
+    *owned = NULL;
+    const int len = i2d_X509(x, owned);
+    CU_ASSERT_FATAL(len > 0);
+    return cm_span_make(*owned, (size_t)len);
+}
+
+static void test_ca_trust_chains_and_cache(void)
+{
+    char root[320], ca[320], err[256] = "";
+    path_of(root, sizeof(root), "root.pem");
+    path_of(ca, sizeof(ca), "ca.pem");
+    const char *anchors[] = {root};
+    ca_trust *t = NULL;
+    TEST_ASSERT_OK(ca_trust_new(&t, err, sizeof(err), anchors, 1, 4));
+
+    // A device certificate from the vendor's intermediate (issued by us, for the test).
+    test_req r;
+    req_make(&r, "P-256", "/CN=factory-device", NULL);
+    const int64_t now = cm_time_now();
+    X509 *leaf = issue_by(g_int, g_int_key, g_profile, &r, now, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(leaf);
+    unsigned char *leaf_der, *int_der;
+    cm_span l = x509_der(leaf, &leaf_der);
+    X509 *inter = load_pem("int.pem");
+    cm_span i = x509_der(inter, &int_der);
+
+    uint64_t hits;
+    size_t entries;
+    // Without the intermediate: no path to the root; nothing cached.
+    TEST_ASSERT_CODE(ca_trust_verify(t, l, NULL, 0, now), CA_E_UNTRUSTED);
+    ca_trust_cache_stats(t, &hits, &entries);
+    CU_ASSERT_EQUAL(entries, 0);
+    // With it: trusted, then answered from the cache.
+    TEST_ASSERT_OK(ca_trust_verify(t, l, &i, 1, now));
+    ca_trust_cache_stats(t, &hits, &entries);
+    CU_ASSERT_EQUAL(hits, 0);
+    CU_ASSERT_EQUAL(entries, 1);
+    TEST_ASSERT_OK(ca_trust_verify(t, l, NULL, 0, now + 60));
+    ca_trust_cache_stats(t, &hits, &entries);
+    CU_ASSERT_EQUAL(hits, 1);
+    // Expired (the leaf lives 10 days): the cache does not answer outside the window.
+    TEST_ASSERT_CODE(ca_trust_verify(t, l, &i, 1, now + 11 * 86400), CA_E_CERT_EXPIRED);
+    ca_trust_cache_stats(t, &hits, &entries);
+    CU_ASSERT_EQUAL(hits, 1);
+    // Not yet valid.
+    TEST_ASSERT_CODE(ca_trust_verify(t, l, &i, 1, now - 86400), CA_E_CERT_EXPIRED);
+    // A certificate from another CA.
+    test_req r2;
+    req_make(&r2, "P-256", "/CN=someone-else", NULL);
+    X509 *other = issue(&r2, NULL);
+    unsigned char *other_der;
+    cm_span o = x509_der(other, &other_der);
+    TEST_ASSERT_CODE(ca_trust_verify(t, o, &i, 1, now), CA_E_UNTRUSTED);
+    // Garbage.
+    TEST_ASSERT_CODE(ca_trust_verify(t, cm_span_make(leaf_der, 10), NULL, 0, now), CA_E_UNTRUSTED);
+    // A signature that does not verify: flip a bit of the signature.
+    leaf_der[l.len - 5] ^= 0x01;
+    TEST_ASSERT_CODE(ca_trust_verify(t, l, &i, 1, now), CA_E_UNTRUSTED);
+    leaf_der[l.len - 5] ^= 0x01;
+    ca_trust_cache_stats(t, &hits, &entries);
+    CU_ASSERT_EQUAL(entries, 1);
+
+    // The cache never holds more than its cap (4): six more good leaves.
+    for (int k = 0; k < 6; k++) {
+        test_req rk;
+        req_make(&rk, "P-256", "/CN=more", NULL);
+        X509 *xk = issue_by(g_int, g_int_key, g_profile, &rk, now, NULL, NULL);
+        unsigned char *dk;
+        cm_span sk = x509_der(xk, &dk);
+        TEST_ASSERT_OK(ca_trust_verify(t, sk, &i, 1, now));
+        OPENSSL_free(dk);
+        X509_free(xk);
+        req_free(&rk);
+    }
+    ca_trust_cache_stats(t, &hits, &entries);
+    CU_ASSERT_EQUAL(entries, 4);
+    ca_trust_free(t);
+
+    // A trust store of our own CA (as for cr/kur), without a cache.
+    const char *ours[] = {ca};
+    TEST_ASSERT_OK(ca_trust_new(&t, err, sizeof(err), ours, 1, 0));
+    TEST_ASSERT_OK(ca_trust_verify(t, o, NULL, 0, now));
+    TEST_ASSERT_CODE(ca_trust_verify(t, l, &i, 1, now), CA_E_UNTRUSTED);
+    ca_trust_free(t);
+
+    // Configuration errors.
+    const char *bad[] = {"/nonexistent/anchors.pem"};
+    TEST_ASSERT_CODE(ca_trust_new(&t, err, sizeof(err), bad, 1, 4), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "/nonexistent/anchors.pem: cannot open"));
+    char empty[320];
+    path_of(empty, sizeof(empty), "empty.pem");
+    CU_ASSERT_TRUE_FATAL(test_write_file(empty, "", 0));
+    const char *none[] = {empty};
+    TEST_ASSERT_CODE(ca_trust_new(&t, err, sizeof(err), none, 1, 4), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "no PEM certificate"));
+
+    OPENSSL_free(leaf_der);
+    OPENSSL_free(int_der);
+    OPENSSL_free(other_der);
+    X509_free(leaf);
+    X509_free(inter);
+    X509_free(other);
+    req_free(&r);
+    req_free(&r2);
+}
+
+typedef struct trust_worker {
+    ca_trust *t;
+    cm_span leaves[2];
+    cm_span inter;
+    int64_t now;
+    int failures;
+} trust_worker;
+
+static void *trust_worker_run(void *arg)
+{
+    trust_worker *w = arg;
+    for (int k = 0; k < 200; k++) {
+        if (!cm_ok(ca_trust_verify(w->t, w->leaves[k % 2], &w->inter, 1, w->now))) {
+            w->failures++;
+        }
+    }
+    return NULL;
+}
+
+static void test_ca_trust_cache_concurrent(void)
+{
+    char root[320], err[256] = "";
+    path_of(root, sizeof(root), "root.pem");
+    const char *anchors[] = {root};
+    ca_trust *t = NULL;
+    TEST_ASSERT_OK(ca_trust_new(&t, err, sizeof(err), anchors, 1, 64));
+    test_req r[2];
+    X509 *x[2];
+    unsigned char *der[2], *int_der;
+    const int64_t now = cm_time_now();
+    trust_worker w[4];
+    X509 *inter = load_pem("int.pem");
+    const cm_span i = x509_der(inter, &int_der);
+    for (int k = 0; k < 2; k++) {
+        req_make(&r[k], "P-256", k == 0 ? "/CN=t0" : "/CN=t1", NULL);
+        x[k] = issue_by(g_int, g_int_key, g_profile, &r[k], now, NULL, NULL);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(x[k]);
+    }
+    const cm_span l0 = x509_der(x[0], &der[0]), l1 = x509_der(x[1], &der[1]);
+    pthread_t th[4];
+    for (int k = 0; k < 4; k++) {
+        w[k] = (trust_worker){t, {l0, l1}, i, now, 0};
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[k], NULL, trust_worker_run, &w[k]), 0);
+    }
+    for (int k = 0; k < 4; k++) {
+        CU_ASSERT_EQUAL(pthread_join(th[k], NULL), 0);
+        CU_ASSERT_EQUAL(w[k].failures, 0);
+    }
+    uint64_t hits;
+    size_t entries;
+    ca_trust_cache_stats(t, &hits, &entries);
+    CU_ASSERT_EQUAL(entries, 2);
+    // Each thread may miss each leaf at most once before some thread inserted it.
+    CU_ASSERT_TRUE(hits >= 4 * 200 - 8 && hits <= 4 * 200 - 2);
+    ca_trust_free(t);
+    for (int k = 0; k < 2; k++) {
+        OPENSSL_free(der[k]);
+        X509_free(x[k]);
+        req_free(&r[k]);
+    }
+    OPENSSL_free(int_der);
+    X509_free(inter);
+}
+
+// --- CRLs -----------------------------------------------------------------------------------
+
+static void test_ca_crl_builds_and_verifies(void)
+{
+    // Two issued certificates; the first is revoked.
+    test_req r1, r2;
+    req_make(&r1, "P-256", "/CN=revoked-device", NULL);
+    req_make(&r2, "P-256", "/CN=good-device", NULL);
+    const int64_t now = cm_time_now();
+    uint8_t s1[CA_SERIAL_LEN], s2[CA_SERIAL_LEN];
+    X509 *x1 = issue_by(g_ca, g_ca_key, g_profile, &r1, now, NULL, s1);
+    X509 *x2 = issue_by(g_ca, g_ca_key, g_profile, &r2, now, NULL, s2);
+    CU_ASSERT_TRUE_FATAL(x1 != NULL && x2 != NULL);
+    CU_ASSERT_TRUE(write_pem("revoked.pem", x1) && write_pem("good.pem", x2));
+    const uint8_t other_serial[] = {0x00, 0x00, 0x42};
+    ca_crl_entry entries[2] = {
+        {cm_span_make(s1, sizeof(s1)), now - 60, CA_REASON_KEY_COMPROMISE},
+        {cm_span_make(other_serial, sizeof(other_serial)), now - 120, CA_REASON_NONE},
+    };
+    der_builder tb, cb;
+    der_builder_init(&tb, 0);
+    der_builder_init(&cb, 0);
+    TEST_ASSERT_OK(ca_crl_tbs_build(g_ca, &tb, SIG_ALG, now, now + 7 * 86400, 4711, entries, 2));
+    cm_span tbs, crl;
+    TEST_ASSERT_OK(der_builder_finish(&tb, &tbs));
+    sign_and_assemble(&cb, g_ca_key, tbs);
+    TEST_ASSERT_OK(der_builder_finish(&cb, &crl));
+
+    const unsigned char *p = crl.p;
+    X509_CRL *c = d2i_X509_CRL(NULL, &p, (long)crl.len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_PTR_EQUAL(p, crl.p + crl.len);
+    X509 *ca = load_pem("ca.pem");
+    CU_ASSERT_EQUAL(X509_CRL_verify(c, X509_get0_pubkey(ca)), 1);
+    CU_ASSERT_EQUAL(X509_CRL_get_version(c), 1);
+    CU_ASSERT_EQUAL(X509_NAME_cmp(X509_CRL_get_issuer(c), X509_get_subject_name(ca)), 0);
+    CU_ASSERT_EQUAL(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(c)), 2);
+    X509_REVOKED *rev = NULL;
+    CU_ASSERT_EQUAL(X509_CRL_get0_by_serial(c, &rev, X509_get0_serialNumber(x1)), 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rev);
+    ASN1_ENUMERATED *reason = X509_REVOKED_get_ext_d2i(rev, NID_crl_reason, NULL, NULL);
+    CU_ASSERT_TRUE(reason != NULL && ASN1_ENUMERATED_get(reason) == 1);
+    ASN1_ENUMERATED_free(reason);
+    CU_ASSERT_EQUAL(X509_CRL_get0_by_serial(c, &rev, X509_get0_serialNumber(x2)), 0);
+    ASN1_INTEGER *num = X509_CRL_get_ext_d2i(c, NID_crl_number, NULL, NULL);
+    CU_ASSERT_TRUE(num != NULL && ASN1_INTEGER_get(num) == 4711);
+    ASN1_INTEGER_free(num);
+    AUTHORITY_KEYID *akid = X509_CRL_get_ext_d2i(c, NID_authority_key_identifier, NULL, NULL);
+    CU_ASSERT_TRUE(akid != NULL && akid->keyid != NULL &&
+                   ASN1_STRING_cmp(akid->keyid, X509_get0_subject_key_id(ca)) == 0);
+    AUTHORITY_KEYID_free(akid);
+
+    char crl_path[320];
+    BIO *b = BIO_new_file(path_of(crl_path, sizeof(crl_path), "crl.pem"), "w");
+    CU_ASSERT_TRUE_FATAL(b != NULL && PEM_write_bio_X509_CRL(b, c) == 1);
+    BIO_free(b);
+    // openssl verify -crl_check: the revoked one is refused as revoked, the other passes.
+    char log2[320];
+    path_of(log2, sizeof(log2), "verify-revoked.log");
+    char cap[320], lp[320];
+    path_of(cap, sizeof(cap), "ca.pem");
+    path_of(lp, sizeof(lp), "revoked.pem");
+    const char *argv[] = {"openssl",  "verify", "-crl_check", "-CAfile", cap,
+                          "-CRLfile", crl_path, lp,           NULL};
+    CU_ASSERT_NOT_EQUAL(test_run(argv, log2), 0);
+    uint8_t *out;
+    size_t out_len;
+    CU_ASSERT_TRUE_FATAL(test_read_file(log2, &out, &out_len));
+    char *text = calloc(1, out_len + 1);
+    memcpy(text, out, out_len);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "certificate revoked"));
+    free(text);
+    free(out);
+    CU_ASSERT_EQUAL(openssl_verify("good.pem", "crl.pem"), 0);
+
+    X509_free(ca);
+    X509_CRL_free(c);
+    X509_free(x1);
+    X509_free(x2);
+    der_builder_cleanup(&tb);
+    der_builder_cleanup(&cb);
+    req_free(&r1);
+    req_free(&r2);
+}
+
+static void test_ca_crl_empty_and_bad_args(void)
+{
+    der_builder b;
+    der_builder_init(&b, 0);
+    const int64_t now = cm_time_now();
+    TEST_ASSERT_OK(ca_crl_tbs_build(g_ca, &b, SIG_ALG, now, now + 3600, 1, NULL, 0));
+    cm_span tbs;
+    TEST_ASSERT_OK(der_builder_finish(&b, &tbs));
+    der_builder cb;
+    der_builder_init(&cb, 0);
+    sign_and_assemble(&cb, g_ca_key, tbs);
+    cm_span crl;
+    TEST_ASSERT_OK(der_builder_finish(&cb, &crl));
+    const unsigned char *p = crl.p;
+    X509_CRL *c = d2i_X509_CRL(NULL, &p, (long)crl.len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    // No revokedCertificates field at all (RFC 5280 §5.1.2.6).
+    CU_ASSERT_EQUAL(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(c)), -1);
+    X509_CRL_free(c);
+    der_builder_cleanup(&b);
+    der_builder_cleanup(&cb);
+
+    const uint8_t s[] = {1};
+    ca_crl_entry e = {cm_span_make(s, 1), now, CA_REASON_REMOVE_FROM_CRL};
+    der_builder_init(&b, 0);
+    TEST_ASSERT_CODE(ca_crl_tbs_build(g_ca, &b, SIG_ALG, now, now + 60, 2, &e, 1),
+                     CM_E_INVALID_ARG);
+    e.reason = 7;
+    TEST_ASSERT_CODE(ca_crl_tbs_build(g_ca, &b, SIG_ALG, now, now + 60, 2, &e, 1),
+                     CM_E_INVALID_ARG);
+    e.reason = CA_REASON_SUPERSEDED;
+    TEST_ASSERT_CODE(ca_crl_tbs_build(g_ca, &b, SIG_ALG, now, now, 2, &e, 1), CM_E_INVALID_ARG);
+    der_builder_cleanup(&b);
+}
+
+static void test_ca_tbs_fixed_buffer_too_small(void)
+{
+    test_req t;
+    req_make(&t, "P-256", "/CN=small", NULL);
+    ca_decision d;
+    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()));
+    uint8_t serial[CA_SERIAL_LEN] = {1};
+    uint8_t buf[200];
+    der_builder b;
+    der_builder_init_fixed(&b, buf, sizeof(buf));
+    TEST_ASSERT_CODE(ca_tbs_build(g_ca, &b, g_profile, &d, &t.req,
+                                  cm_span_make(serial, sizeof(serial)), SIG_ALG),
+                     CM_E_BUFFER_TOO_SMALL);
+    // In an arena, as the server will.
+    cm_arena a;
+    cm_arena_init(&a, 0, 64 * 1024);
+    der_builder_init_arena(&b, &a, 1024);
+    TEST_ASSERT_OK(ca_tbs_build(g_ca, &b, g_profile, &d, &t.req,
+                                cm_span_make(serial, sizeof(serial)), SIG_ALG));
+    cm_span tbs;
+    TEST_ASSERT_OK(der_builder_finish(&b, &tbs));
+    CU_ASSERT_TRUE(tbs.len > 300);
+    cm_arena_cleanup(&a);
+    req_free(&t);
+}
+
+int test_ca_register(void);
+int test_ca_register(void)
+{
+    CU_pSuite s = CU_add_suite("ca", ca_suite_init, ca_suite_cleanup);
+    if (s == NULL || CU_ADD_TEST(s, test_ca_issues_ec_p256) == NULL ||
+        CU_ADD_TEST(s, test_ca_issues_rsa_2048) == NULL ||
+        CU_ADD_TEST(s, test_ca_issues_ed25519) == NULL ||
+        CU_ADD_TEST(s, test_ca_issues_without_san) == NULL ||
+        CU_ADD_TEST(s, test_ca_empty_subject_gets_critical_san) == NULL ||
+        CU_ADD_TEST(s, test_ca_serials_unique_and_positive) == NULL ||
+        CU_ADD_TEST(s, test_ca_validity_rules) == NULL ||
+        CU_ADD_TEST(s, test_ca_rejects_key_types) == NULL ||
+        CU_ADD_TEST(s, test_ca_spki_parse) == NULL ||
+        CU_ADD_TEST(s, test_ca_rejects_subjects) == NULL ||
+        CU_ADD_TEST(s, test_ca_rejects_sans) == NULL ||
+        CU_ADD_TEST(s, test_ca_requested_extensions) == NULL ||
+        CU_ADD_TEST(s, test_ca_extensions_parse) == NULL ||
+        CU_ADD_TEST(s, test_ca_profile_config_errors) == NULL ||
+        CU_ADD_TEST(s, test_ca_authority_material) == NULL ||
+        CU_ADD_TEST(s, test_ca_trust_chains_and_cache) == NULL ||
+        CU_ADD_TEST(s, test_ca_trust_cache_concurrent) == NULL ||
+        CU_ADD_TEST(s, test_ca_crl_builds_and_verifies) == NULL ||
+        CU_ADD_TEST(s, test_ca_crl_empty_and_bad_args) == NULL ||
+        CU_ADD_TEST(s, test_ca_tbs_fixed_buffer_too_small) == NULL) {
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,500 @@
+// Suite "cfg": a full valid configuration loads with every value where it belongs; every
+// key's bad value, unknown keys and sections, missing sections and keys, and a secret file
+// readable by others are refused with the right code and a message naming the file, the
+// section, the key and the problem. Certificates are made with the openssl CLI at suite init.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <CUnit/CUnit.h>
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "engine/config/cfg.h"
+#include "tests/support/test_support.h"
+
+static char g_dir[256];
+static char g_conf[320];
+
+static const char k_base[] = "dir = .\n"
+                             "[certmintd]\n"
+                             "listen = 127.0.0.1:8080, [::1]:8443\n"
+                             "io_threads = 2\n"
+                             "hsm_sessions = 4\n"
+                             "store = sqlite:var/certmint.db\n"
+                             "max_request_bytes = 131072\n"
+                             "min_pbm_iterations = 500\n"
+                             "max_pbm_iterations = 50000\n"
+                             "max_pbmac1_iterations = 20000\n"
+                             "message_time_window = 120\n"
+                             "confirm_wait_time = 60\n"
+                             "log_level = debug\n"
+                             "default_ca = devices\n"
+                             "\n"
+                             "[ca:devices]   # served at /.well-known/cmp/p/devices\n"
+                             "key = pkcs11:token=certmint;object=devices-ca?pin-source=file:pin\n"
+                             "cert = ca.pem\n"
+                             "profile = device\n"
+                             "clients = line\n"
+                             "caPubs = on\n"
+                             "unprotected_genm = yes\n"
+                             "\n"
+                             "[ca:servers]\n"
+                             "key = pkcs11:token=certmint;object=servers-ca\n"
+                             "cert = $dir/ca.pem\n"
+                             "chain = ca.pem\n"
+                             "cmp_key = pkcs11:token=certmint;object=cmp\n"
+                             "cmp_cert = ra.pem\n"
+                             "profile = device\n"
+                             "sign_mac_responses = on\n"
+                             "\n"
+                             "[profile:device]\n"
+                             "validity_days = 365\n"
+                             "max_validity_days = 730\n"
+                             "key_types = P-256, RSA, Ed25519\n"
+                             "rsa_min_bits = 2048\n"
+                             "rsa_max_bits = 3072\n"
+                             "subject_required = CN\n"
+                             "subject_allowed = O, C, serialNumber\n"
+                             "san_types = dns, ip\n"
+                             "implicit_confirm = off\n"
+                             "extensions = device_ext\n"
+                             "\n"
+                             "[device_ext]\n"
+                             "basicConstraints = critical, CA:FALSE\n"
+                             "keyUsage = critical, digitalSignature\n"
+                             "extendedKeyUsage = clientAuth\n"
+                             "certificatePolicies = @pol\n"
+                             "\n"
+                             "[pol]\n"
+                             "policyIdentifier = 1.3.6.1.4.1.99999.7\n"
+                             "\n"
+                             "[clients:line]\n"
+                             "secret.line7 = secrets/line7.key\n"
+                             "secret.line8 = secrets/line8.key\n"
+                             "senderKID.line8 = hex:0a0B0c\n"
+                             "trust_anchors = vendor.pem\n"
+                             "ra_certs = ra.pem, vendor.pem\n";
+
+static const char *path_of(char *out, size_t cap, const char *name)
+{
+    return test_path(out, cap, g_dir, name);
+}
+
+static bool write_text(const char *name, const char *text)
+{
+    char p[320];
+    return test_write_file(path_of(p, sizeof(p), name), text, strlen(text));
+}
+
+static int cfg_suite_init(void)
+{
+    if (!test_tmpdir(g_dir, sizeof(g_dir), "cfg")) {
+        return 1;
+    }
+    path_of(g_conf, sizeof(g_conf), "certmint.cnf");
+    char log[320], key[320], ca[320], vkey[320], vendor[320], rkey[320], ra[320], ext[320];
+    char secrets[320];
+    path_of(log, sizeof(log), "openssl.log");
+    path_of(key, sizeof(key), "ca.key");
+    path_of(ca, sizeof(ca), "ca.pem");
+    path_of(vkey, sizeof(vkey), "vendor.key");
+    path_of(vendor, sizeof(vendor), "vendor.pem");
+    path_of(rkey, sizeof(rkey), "ra.key");
+    path_of(ra, sizeof(ra), "ra.pem");
+    path_of(ext, sizeof(ext), "ext.cnf");
+    path_of(secrets, sizeof(secrets), "secrets");
+    if (!write_text("ext.cnf", "[req]\ndistinguished_name=dn\n[dn]\n[leaf]\n"
+                               "basicConstraints=critical,CA:FALSE\n") ||
+        mkdir(secrets, 0700) != 0 || !write_text("secrets/line7.key", "s3cret-line7\n") ||
+        !write_text("secrets/line8.key", "another secret") || !write_text("empty.pem", "") ||
+        !write_text("secrets/empty.key", "\n") || !write_text("secrets/open.key", "open") ||
+        chmod(path_of(secrets, sizeof(secrets), "secrets/open.key"), 0644) != 0) {
+        return 1;
+    }
+    const char *mkca[] = {
+        "openssl", "req",     "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes",  "-keyout", key,     "-out",    ca,   "-subj",    "/CN=Devices CA",
+        "-days",   "30",      NULL};
+    const char *mkvendor[] = {
+        "openssl", "req",     "-x509", "-newkey", "ec",   "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes",  "-keyout", vkey,    "-out",    vendor, "-subj",    "/CN=Vendor CA",
+        "-days",   "30",      NULL};
+    const char *mkra[] = {"openssl",
+                          "req",
+                          "-x509",
+                          "-newkey",
+                          "ec",
+                          "-pkeyopt",
+                          "ec_paramgen_curve:P-256",
+                          "-nodes",
+                          "-keyout",
+                          rkey,
+                          "-out",
+                          ra,
+                          "-subj",
+                          "/CN=Line RA",
+                          "-days",
+                          "30",
+                          "-config",
+                          ext,
+                          "-extensions",
+                          "leaf",
+                          NULL};
+    if (test_run(mkca, log) != 0 || test_run(mkvendor, log) != 0 || test_run(mkra, log) != 0) {
+        fprintf(stderr, "openssl failed; see %s\n", log);
+        return 1;
+    }
+    return 0;
+}
+
+static int cfg_suite_cleanup(void)
+{
+    (void)test_rmtree(g_dir);
+    return 0;
+}
+
+static uint8_t *pem_der(const char *name, size_t *out_len)
+{
+    char p[320];
+    BIO *b = BIO_new_file(path_of(p, sizeof(p), name), "r");
+    X509 *x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    unsigned char *der = NULL;
+    const int len = x != NULL ? i2d_X509(x, &der) : -1;
+    X509_free(x);
+    *out_len = len > 0 ? (size_t)len : 0;
+    return der;
+}
+
+static void test_cfg_full_example_loads(void)
+{
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, k_base, sizeof(k_base) - 1));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    const cm_result r = cfg_load(&c, err, sizeof(err), g_conf);
+    if (!cm_ok(r)) {
+        fprintf(stderr, "\n  %s: %s\n", cfg_result_name(r), err);
+    }
+    CU_ASSERT_FATAL(cm_ok(r));
+
+    CU_ASSERT_EQUAL(c->num_listen, 2);
+    CU_ASSERT_STRING_EQUAL(c->listen[0].host, "127.0.0.1");
+    CU_ASSERT_EQUAL(c->listen[0].port, 8080);
+    CU_ASSERT_FALSE(c->listen[0].ipv6);
+    CU_ASSERT_STRING_EQUAL(c->listen[1].host, "::1");
+    CU_ASSERT_EQUAL(c->listen[1].port, 8443);
+    CU_ASSERT_TRUE(c->listen[1].ipv6);
+    CU_ASSERT_EQUAL(c->io_threads, 2);
+    CU_ASSERT_EQUAL(c->hsm_sessions, 4);
+    char want[400];
+    path_of(want, sizeof(want), "var/certmint.db");
+    CU_ASSERT_STRING_EQUAL(c->store_path, want);
+    CU_ASSERT_EQUAL(c->max_request_bytes, 131072);
+    CU_ASSERT_EQUAL(c->min_pbm_iterations, 500);
+    CU_ASSERT_EQUAL(c->max_pbm_iterations, 50000);
+    CU_ASSERT_EQUAL(c->max_pbmac1_iterations, 20000);
+    CU_ASSERT_EQUAL(c->message_time_window, 120);
+    CU_ASSERT_EQUAL(c->confirm_wait_time, 60);
+    CU_ASSERT_EQUAL(c->log_level, CM_LOG_DEBUG);
+
+    CU_ASSERT_EQUAL_FATAL(c->num_cas, 2);
+    const cfg_ca *dev = cfg_ca_find(c, "devices");
+    const cfg_ca *srv = cfg_ca_find(c, "servers");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(dev);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(srv);
+    CU_ASSERT_PTR_NULL(cfg_ca_find(c, "nope"));
+    CU_ASSERT_PTR_EQUAL(c->default_ca, dev);
+    CU_ASSERT_STRING_EQUAL(dev->key_uri,
+                           "pkcs11:token=certmint;object=devices-ca?pin-source=file:pin");
+    CU_ASSERT_STRING_EQUAL(dev->cmp_key_uri, dev->key_uri);
+    path_of(want, sizeof(want), "ca.pem");
+    CU_ASSERT_STRING_EQUAL(dev->cert_path, want);
+    CU_ASSERT_PTR_NULL(dev->chain_path);
+    CU_ASSERT_TRUE(dev->ca_pubs && dev->unprotected_genm && !dev->sign_mac_responses);
+    CU_ASSERT_TRUE(!srv->ca_pubs && !srv->unprotected_genm && srv->sign_mac_responses);
+    size_t ca_len, ra_len;
+    uint8_t *ca_der = pem_der("ca.pem", &ca_len);
+    uint8_t *ra_der = pem_der("ra.pem", &ra_len);
+    CU_ASSERT_TRUE(dev->cmp_cert_len == ca_len && memcmp(dev->cmp_cert, ca_der, ca_len) == 0);
+    CU_ASSERT_TRUE(srv->cmp_cert_len == ra_len && memcmp(srv->cmp_cert, ra_der, ra_len) == 0);
+    const cm_span cert = ca_authority_cert(dev->authority);
+    CU_ASSERT_TRUE(cert.len == ca_len && memcmp(cert.p, ca_der, ca_len) == 0);
+    CU_ASSERT_EQUAL(ca_authority_num_chain(srv->authority), 1);
+    CU_ASSERT_STRING_EQUAL(srv->cmp_key_uri, "pkcs11:token=certmint;object=cmp");
+
+    // The profile, shared by both CAs.
+    CU_ASSERT_PTR_EQUAL(dev->profile, srv->profile);
+    CU_ASSERT_STRING_EQUAL(dev->profile->name, "device");
+    CU_ASSERT_FALSE(ca_profile_implicit_confirm(dev->profile->profile));
+    CU_ASSERT_TRUE(ca_profile_extensions(dev->profile->profile).len > 20);
+
+    // Clients: secrets (a trailing newline is not part of one), senderKIDs, anchors, RAs.
+    const cfg_clients *cl = dev->clients;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cl);
+    CU_ASSERT_PTR_NULL(srv->clients);
+    CU_ASSERT_EQUAL(cl->num_secrets, 2);
+    const cfg_secret *s7 = cfg_clients_find_secret(cl, CM_SPAN_LIT("line7"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s7);
+    CU_ASSERT_TRUE(s7->secret_len == 12 && memcmp(s7->secret, "s3cret-line7", 12) == 0);
+    const cfg_secret *s8 = cfg_clients_find_secret(cl, CM_SPAN_LIT("\x0a\x0b\x0c"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s8);
+    CU_ASSERT_STRING_EQUAL(s8->ref, "line8");
+    CU_ASSERT_TRUE(s8->secret_len == 14 && memcmp(s8->secret, "another secret", 14) == 0);
+    CU_ASSERT_PTR_NULL(cfg_clients_find_secret(cl, CM_SPAN_LIT("line8")));
+    CU_ASSERT_PTR_NOT_NULL(cl->trust);
+    CU_ASSERT_EQUAL(cl->num_ra_certs, 2);
+    CU_ASSERT_TRUE(cl->ra_cert_lens[0] == ra_len && memcmp(cl->ra_certs[0], ra_der, ra_len) == 0);
+    OPENSSL_free(ca_der);
+    OPENSSL_free(ra_der);
+    cfg_free(c);
+}
+
+static void test_cfg_defaults(void)
+{
+    static const char text[] = "[certmintd]\nlisten = 0.0.0.0:80\nstore = sqlite:/var/x.db\n"
+                               "[ca:only]\nkey = pkcs11:object=k\ncert = ca.pem\nprofile = p\n"
+                               "[profile:p]\n";
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, sizeof(text) - 1));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_STRING_EQUAL(c->store_path, "/var/x.db");
+    CU_ASSERT_TRUE(c->io_threads >= 1);
+    CU_ASSERT_EQUAL(c->hsm_sessions, c->io_threads);
+    CU_ASSERT_EQUAL(c->max_request_bytes, 256 * 1024);
+    CU_ASSERT_EQUAL(c->min_pbm_iterations, 100);
+    CU_ASSERT_EQUAL(c->max_pbm_iterations, 100000);
+    CU_ASSERT_EQUAL(c->message_time_window, 300);
+    CU_ASSERT_EQUAL(c->log_level, CM_LOG_INFO);
+    CU_ASSERT_PTR_EQUAL(c->default_ca, &c->cas[0]); // the only CA
+    CU_ASSERT_TRUE(ca_profile_implicit_confirm(c->cas[0].profile->profile));
+    CU_ASSERT_EQUAL(ca_profile_extensions(c->cas[0].profile->profile).len, 0);
+    CU_ASSERT_FALSE(c->cas[0].ca_pubs);
+    cfg_free(c);
+}
+
+typedef struct cfg_case {
+    const char *append; // appended to k_base (NCONF reopens sections, the last value wins)
+    uint32_t code;
+    const char *msg; // expected after "PATH: "
+} cfg_case;
+
+static const cfg_case k_bad[] = {
+    // [certmintd]
+    {"[certmintd]\nio_threads = abc\n", CFG_E_VALUE,
+     "[certmintd] io_threads: 'abc' is not a number"},
+    {"[certmintd]\nio_threads = 0\n", CFG_E_VALUE,
+     "[certmintd] io_threads: '0' is out of range 1..256"},
+    {"[certmintd]\nhsm_sessions = 5000\n", CFG_E_VALUE,
+     "[certmintd] hsm_sessions: '5000' is out of range"},
+    {"[certmintd]\nlisten = 127.0.0.1\n", CFG_E_VALUE,
+     "[certmintd] listen: '127.0.0.1' is not host:port"},
+    {"[certmintd]\nlisten = [::1:80\n", CFG_E_VALUE,
+     "[certmintd] listen: '[::1:80' is not [IPv6]:port"},
+    {"[certmintd]\nlisten = ::1:80\n", CFG_E_VALUE,
+     "[certmintd] listen: '::1:80' is not host:port"},
+    {"[certmintd]\nlisten = 999.1.1.1:80\n", CFG_E_VALUE,
+     "[certmintd] listen: '999.1.1.1' is not a numeric IPv4 address"},
+    {"[certmintd]\nlisten = localhost:80\n", CFG_E_VALUE,
+     "[certmintd] listen: 'localhost' is not a numeric IPv4"},
+    {"[certmintd]\nlisten = 127.0.0.1:80, [::1]:70000\n", CFG_E_VALUE,
+     "[certmintd] listen: '70000' is out of range 1..65535"},
+    {"[certmintd]\nstore = mysql:x\n", CFG_E_VALUE,
+     "[certmintd] store: 'mysql:x' is not sqlite:PATH"},
+    {"[certmintd]\nmax_request_bytes = 10\n", CFG_E_VALUE,
+     "[certmintd] max_request_bytes: '10' is out of range"},
+    {"[certmintd]\nmin_pbm_iterations = 60000\n", CFG_E_VALUE,
+     "[certmintd] min_pbm_iterations: 60000 is above max_pbm_iterations 50000"},
+    {"[certmintd]\nmax_pbm_iterations = x1\n", CFG_E_VALUE,
+     "[certmintd] max_pbm_iterations: 'x1' is not a number"},
+    {"[certmintd]\nmax_pbmac1_iterations = -5\n", CFG_E_VALUE,
+     "[certmintd] max_pbmac1_iterations: '-5' is not a number"},
+    {"[certmintd]\nmessage_time_window = 1e3\n", CFG_E_VALUE,
+     "[certmintd] message_time_window: '1e3' is not a number"},
+    {"[certmintd]\nconfirm_wait_time = 0\n", CFG_E_VALUE,
+     "[certmintd] confirm_wait_time: '0' is out of range"},
+    {"[certmintd]\nlog_level = verbose\n", CFG_E_VALUE,
+     "[certmintd] log_level: 'verbose' is not error, warn, info or debug"},
+    {"[certmintd]\ndefault_ca = nope\n", CFG_E_REFERENCE,
+     "[certmintd] default_ca: no [ca:nope] section"},
+    {"[certmintd]\nlistne = 127.0.0.1:80\n", CFG_E_UNKNOWN_KEY, "[certmintd] listne: unknown key"},
+    // [ca:NAME]
+    {"[ca:devices]\nkey = /dev/token\n", CFG_E_VALUE,
+     "[ca:devices] key: '/dev/token' is not a PKCS#11 URI"},
+    {"[ca:devices]\ncmp_key = file:x\n", CFG_E_VALUE,
+     "[ca:devices] cmp_key: 'file:x' is not a PKCS#11 URI"},
+    {"[ca:devices]\ncmp_key = pkcs11:object=cmp\n", CFG_E_MISSING,
+     "[ca:devices] cmp_cert: cmp_key and cmp_cert go together"},
+    {"[ca:devices]\ncert = missing.pem\n", CFG_E_FILE, "[ca:devices] cert: "},
+    {"[ca:devices]\ncert = ra.pem\n", CFG_E_FILE, "ra.pem: not a CA certificate"},
+    {"[ca:devices]\nchain = missing.pem\n", CFG_E_FILE, "missing.pem: cannot open the chain file"},
+    {"[ca:devices]\ncmp_key = pkcs11:object=c\ncmp_cert = empty.pem\n", CFG_E_FILE,
+     "[ca:devices] cmp_cert: "},
+    {"[ca:devices]\nprofile = nope\n", CFG_E_REFERENCE,
+     "[ca:devices] profile: no [profile:nope] section"},
+    {"[ca:devices]\nclients = nope\n", CFG_E_REFERENCE,
+     "[ca:devices] clients: no [clients:nope] section"},
+    {"[ca:devices]\ncaPubs = maybe\n", CFG_E_VALUE,
+     "[ca:devices] caPubs: 'maybe' is not on or off"},
+    {"[ca:devices]\nsign_mac_responses = 2\n", CFG_E_VALUE,
+     "[ca:devices] sign_mac_responses: '2' is not on or off"},
+    {"[ca:devices]\nunprotected_genm = \n", CFG_E_VALUE,
+     "[ca:devices] unprotected_genm: '' is not on or off"},
+    {"[ca:devices]\nprofil = device\n", CFG_E_UNKNOWN_KEY, "[ca:devices] profil: unknown key"},
+    // [profile:NAME]
+    {"[profile:device]\nvalidity_days = abc\n", CFG_E_VALUE,
+     "[profile:device] validity_days: 'abc' is not a number"},
+    {"[profile:device]\nmax_validity_days = 10\n", CFG_E_VALUE,
+     "[profile:device] max_validity_days: 10 is below validity_days 365"},
+    {"[profile:device]\nkey_types = P-256, DSA\n", CFG_E_VALUE,
+     "[profile:device] key_types: 'DSA' is not one of"},
+    {"[profile:device]\nrsa_min_bits = 512\n", CFG_E_VALUE,
+     "[profile:device] rsa_min_bits: '512' is out of range"},
+    {"[profile:device]\nrsa_max_bits = 1024\n", CFG_E_VALUE,
+     "[profile:device] rsa_max_bits: 1024 is below rsa_min_bits 2048"},
+    {"[profile:device]\nsubject_required = CN, bogusAttr\n", CFG_E_VALUE,
+     "[profile:device] subject_required: 'bogusAttr' is not an attribute type"},
+    {"[profile:device]\nsan_types = dns, x400\n", CFG_E_VALUE,
+     "[profile:device] san_types: 'x400' is not one of"},
+    {"[profile:device]\nimplicit_confirm = perhaps\n", CFG_E_VALUE,
+     "[profile:device] implicit_confirm: 'perhaps' is not on or off"},
+    {"[profile:device]\nextensions = nosuch\n", CFG_E_REFERENCE,
+     "[profile:device] extensions: no section [nosuch]"},
+    {"[device_ext]\nkeyUsage = critical, digitalSignatur\n", CFG_E_VALUE,
+     "[profile:device] [device_ext] keyUsage: 'critical, digitalSignatur' is not a valid extension "
+     "value"},
+    {"[device_ext]\nsubjectKeyIdentifier = hash\n", CFG_E_VALUE,
+     "[profile:device] [device_ext] subjectKeyIdentifier: not allowed"},
+    {"[profile:device]\nvalidity = 30\n", CFG_E_UNKNOWN_KEY,
+     "[profile:device] validity: unknown key"},
+    // [clients:NAME]
+    {"[clients:line]\nsecret.open = secrets/open.key\n", CFG_E_SECRET_MODE,
+     "[clients:line] secret.open: "},
+    {"[clients:line]\nsecret.gone = secrets/gone.key\n", CFG_E_FILE,
+     "[clients:line] secret.gone: cannot open "},
+    {"[clients:line]\nsecret.empty = secrets/empty.key\n", CFG_E_VALUE,
+     "empty.key holds an empty secret"},
+    {"[clients:line]\nsecret.dir = secrets\n", CFG_E_FILE, "secrets is not a regular file"},
+    {"[clients:line]\nsenderKID.nosuch = x\n", CFG_E_REFERENCE,
+     "[clients:line] senderKID.nosuch: there is no secret.nosuch"},
+    {"[clients:line]\nsenderKID.line8 = hex:0g\n", CFG_E_VALUE,
+     "[clients:line] senderKID.line8: 'hex:0g' is not valid hex"},
+    {"[clients:line]\nsenderKID.line8 = hex:abc\n", CFG_E_VALUE,
+     "[clients:line] senderKID.line8: 'hex:abc' is not a senderKID"},
+    {"[clients:line]\nsenderKID.line8 = line7\n", CFG_E_VALUE,
+     "[clients:line] secret.line7 and secret.line8 have the same senderKID"},
+    {"[clients:line]\ntrust_anchors = missing.pem\n", CFG_E_FILE, "[clients:line] trust_anchors: "},
+    {"[clients:line]\ntrust_anchors = empty.pem\n", CFG_E_FILE, "empty.pem: no PEM certificate"},
+    {"[clients:line]\nra_certs = empty.pem\n", CFG_E_FILE, "[clients:line] ra_certs: "},
+    {"[clients:line]\nra_certs = ra.pem,\n", CFG_E_VALUE,
+     "[clients:line] ra_certs: empty file name"},
+    {"[clients:line]\nsecrets = x\n", CFG_E_UNKNOWN_KEY, "[clients:line] secrets: unknown key"},
+    // Sections
+    {"[profil:x]\nvalidity_days = 1\n", CFG_E_UNKNOWN_KEY,
+     "[profil:x]: unknown section kind 'profil'"},
+    {"[broken\n", CFG_E_SYNTAX, "line "},
+    {".include other.cnf\n", CFG_E_SYNTAX, ".include is not supported"},
+};
+
+static void expect_fail(const char *text, uint32_t code, const char *msg)
+{
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    const cm_result r = cfg_load(&c, err, sizeof(err), g_conf);
+    CU_ASSERT_PTR_NULL(c);
+    // "PATH: " comes first, then the section, key and problem.
+    const bool prefix = strncmp(err, g_conf, strlen(g_conf)) == 0 && err[strlen(g_conf)] == ':';
+    const bool has = strstr(err, msg) != NULL;
+    if (r.code != code || !prefix || !has) {
+        fprintf(stderr, "\n  got %s \"%s\"\n  want %s \"...%s...\"\n", cfg_result_name(r), err,
+                cfg_result_name(cm_result_make(code)), msg);
+    }
+    CU_ASSERT_EQUAL(r.code, code);
+    CU_ASSERT_TRUE(prefix);
+    CU_ASSERT_TRUE(has);
+    // No secret ever appears in a message.
+    CU_ASSERT_PTR_NULL(strstr(err, "s3cret"));
+    CU_ASSERT_PTR_NULL(strstr(err, "another secret"));
+    cfg_free(c);
+}
+
+static void test_cfg_rejects_bad_values(void)
+{
+    char text[sizeof(k_base) + 512];
+    for (size_t i = 0; i < sizeof(k_bad) / sizeof(k_bad[0]); i++) {
+        (void)snprintf(text, sizeof(text), "%s\n%s", k_base, k_bad[i].append);
+        expect_fail(text, k_bad[i].code, k_bad[i].msg);
+    }
+}
+
+static void test_cfg_secret_mode_names_file_and_mode(void)
+{
+    char text[sizeof(k_base) + 128];
+    (void)snprintf(text, sizeof(text), "%s\n[clients:line]\nsecret.open = secrets/open.key\n",
+                   k_base);
+    char want[400];
+    path_of(want, sizeof(want), "secrets/open.key");
+    strncat(want, " has mode 0644", sizeof(want) - strlen(want) - 1);
+    expect_fail(text, CFG_E_SECRET_MODE, want);
+    // 0640 is refused too (group readable); 0400 is fine.
+    char p[320];
+    CU_ASSERT_EQUAL(chmod(path_of(p, sizeof(p), "secrets/open.key"), 0640), 0);
+    expect_fail(text, CFG_E_SECRET_MODE, "has mode 0640");
+    CU_ASSERT_EQUAL(chmod(p, 0400), 0);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_PTR_NOT_NULL(cfg_clients_find_secret(c->default_ca->clients, CM_SPAN_LIT("open")));
+    cfg_free(c);
+    CU_ASSERT_EQUAL(chmod(p, 0644), 0);
+}
+
+static void test_cfg_missing_sections_and_keys(void)
+{
+    static const char profile[] = "[profile:p]\n";
+    static const char daemon[] = "[certmintd]\nlisten = 127.0.0.1:80\nstore = sqlite:x.db\n";
+    static const char ca[] = "[ca:x]\nkey = pkcs11:object=k\ncert = ca.pem\nprofile = p\n";
+    char text[1024];
+    (void)snprintf(text, sizeof(text), "%s%s", ca, profile);
+    expect_fail(text, CFG_E_MISSING, "no [certmintd] section");
+    (void)snprintf(text, sizeof(text), "%s%s", daemon, profile);
+    expect_fail(text, CFG_E_MISSING, "no [ca:NAME] section");
+    (void)snprintf(text, sizeof(text), "%s%s[ca:x]\ncert = ca.pem\nprofile = p\n", daemon, profile);
+    expect_fail(text, CFG_E_MISSING, "[ca:x] key: missing");
+    (void)snprintf(text, sizeof(text), "%s%s[ca:x]\nkey = pkcs11:a\nprofile = p\n", daemon,
+                   profile);
+    expect_fail(text, CFG_E_MISSING, "[ca:x] cert: missing");
+    (void)snprintf(text, sizeof(text), "%s%s[ca:x]\nkey = pkcs11:a\ncert = ca.pem\n", daemon,
+                   profile);
+    expect_fail(text, CFG_E_MISSING, "[ca:x] profile: missing");
+    (void)snprintf(text, sizeof(text), "[certmintd]\nstore = sqlite:x.db\n%s%s", ca, profile);
+    expect_fail(text, CFG_E_MISSING, "[certmintd] listen: missing");
+    (void)snprintf(text, sizeof(text), "[certmintd]\nlisten = 127.0.0.1:80\n%s%s", ca, profile);
+    expect_fail(text, CFG_E_MISSING, "[certmintd] store: missing");
+    // The file itself.
+    cfg_config *c = NULL;
+    char err[512] = "", p[320];
+    TEST_ASSERT_CODE(cfg_load(&c, err, sizeof(err), path_of(p, sizeof(p), "absent.cnf")),
+                     CFG_E_FILE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "absent.cnf: cannot open"));
+    CU_ASSERT_PTR_NULL(c);
+}
+
+int test_cfg_register(void);
+int test_cfg_register(void)
+{
+    CU_pSuite s = CU_add_suite("cfg", cfg_suite_init, cfg_suite_cleanup);
+    if (s == NULL || CU_ADD_TEST(s, test_cfg_full_example_loads) == NULL ||
+        CU_ADD_TEST(s, test_cfg_defaults) == NULL ||
+        CU_ADD_TEST(s, test_cfg_rejects_bad_values) == NULL ||
+        CU_ADD_TEST(s, test_cfg_secret_mode_names_file_and_mode) == NULL ||
+        CU_ADD_TEST(s, test_cfg_missing_sections_and_keys) == NULL) {
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,3 @@
+if(TARGET cm_http)
+  certmint_fuzz_target(http http cm_http)
+endif()
