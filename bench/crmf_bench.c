@@ -222,8 +222,8 @@ static bool bench_make_request(bench_ctx *b, cm_arena *keep)
 
 int main(int argc, char **argv)
 {
-    int rounds = argc > 1 ? atoi(argv[1]) : 15;
-    int iters = argc > 2 ? atoi(argv[2]) : 2000;
+    int rounds = argc > 1 ? (int)strtol(argv[1], NULL, 10) : 15;
+    int iters = argc > 2 ? (int)strtol(argv[2], NULL, 10) : 2000;
     if (rounds < 1 || rounds > BENCH_MAX_ROUNDS || iters < 1) {
         fprintf(stderr, "usage: crmf_bench [rounds 1..%d] [iterations]\n", BENCH_MAX_ROUNDS);
         return 2;

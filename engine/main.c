@@ -704,16 +704,21 @@ static void main_usage(FILE *f)
 {
     fprintf(f, "usage: certmintd -c FILE [--check]\n"
                "  -c FILE   the configuration (OpenSSL config syntax, see README)\n"
-               "  --check   validate the configuration and the HSM keys, then exit\n");
+               "  --check   validate the configuration and the HSM keys, then exit\n"
+               "  --listen ADDR  serve on ADDR (host:port, [v6]:port) instead of the configured\n"
+               "                 listen addresses\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *conf = NULL;
+    const char *listen_override = NULL;
     bool check_only = false;
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
             conf = argv[++i];
+        } else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
+            listen_override = argv[++i];
         } else if (strcmp(argv[i], "--check") == 0) {
             check_only = true;
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
@@ -759,15 +764,20 @@ int main(int argc, char **argv)
                        (unsigned)l->port);
         listen[i] = addrs[i];
     }
+    size_t num_listen = d.cfg->num_listen;
+    if (listen_override != NULL) {
+        listen[0] = listen_override;
+        num_listen = 1;
+    }
     net_server_config nc = {
-        .listen = listen, .num_listen = d.cfg->num_listen, .io_threads = d.cfg->io_threads};
+        .listen = listen, .num_listen = num_listen, .io_threads = d.cfg->io_threads};
     cm_result r = net_server_start(&d.net, &nc, &k_main_app, &d);
     if (!cm_ok(r)) {
         fprintf(stderr, "certmintd: cannot listen on %s: %s\n", listen[0], cm_result_name(r));
         main_daemon_free(&d);
         return 1;
     }
-    for (size_t i = 0; i < d.cfg->num_listen; i++) {
+    for (size_t i = 0; i < num_listen; i++) {
         cm_log(CM_LOG_INFO,
                "certmintd: serving CMP on http://%s (port %u), %zu CA(s), %u HSM "
                "session(s)",

@@ -484,12 +484,24 @@ cm_result hsm_find_key_handle(hsm_token *t, CK_OBJECT_HANDLE *out, CK_SESSION_HA
     if (k->label_len > 0) {
         tmpl[nt++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)(uintptr_t)k->label, k->label_len};
     }
-    CK_OBJECT_HANDLE h[2];
+    CK_OBJECT_HANDLE h[4];
     CK_ULONG n;
-    CK_RV rv = hsm_find(t, h, 2, &n, tmpl, nt, s);
+    CK_RV rv = hsm_find(t, h, 4, &n, tmpl, nt, s);
     CM_ENSURE(rv == CKR_OK, cm_code_from_ckr(rv));
     CM_ENSURE(n != 0, HSM_E_NO_KEY);
-    CM_ENSURE(n == 1, HSM_E_AMBIGUOUS_KEY);
+    if (n > 1) {
+        // SoftHSM 2.6.1 builds a C_CopyObject copy in place: while another session copies the
+        // key, the half-made session object still carries the source's CKA_TOKEN=TRUE and
+        // matches too. The object hsm_key_find selected is the one we want when it is there
+        // (token object handles are application-wide).
+        for (CK_ULONG i = 0; i < n; i++) {
+            if (h[i] == k->handle) {
+                *out = h[i];
+                return cm_result_make(CM_OK);
+            }
+        }
+        CM_BAIL(HSM_E_AMBIGUOUS_KEY);
+    }
     *out = h[0];
     return cm_result_make(CM_OK);
 }

@@ -1,21 +1,47 @@
 #!/usr/bin/env bash
-# tools/demo.sh: the quick start. Installs what is missing, builds the release preset and
-# (once certmintd exists) sets up a CA on a SoftHSM token in $CERTMINT_DIR (default
-# ./var/demo) and serves CMP on 127.0.0.1:$CERTMINT_PORT (default 8080).
+# tools/demo.sh: the quick start. On a fresh Debian 12 machine (as root, or with sudo):
+# installs what is missing, builds the release preset, creates a CA instance in
+# $CERTMINT_DIR (default ./var/demo: a SoftHSM2 token holding the CA key, a self-signed root,
+# a demo MAC secret, certmint.cnf, the SQLite store) unless it exists, prints the openssl cmp
+# command that enrols a device, and runs certmintd in the foreground on
+# 127.0.0.1:$CERTMINT_PORT (default 8080). Ctrl-C stops it. Running it again reuses the
+# instance.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+dir=${CERTMINT_DIR:-./var/demo}
+port=${CERTMINT_PORT:-8080}
+
 tools/install-deps.sh
-cmake --preset release
-cmake --build --preset release -j "$(nproc 2>/dev/null || echo 2)"
+cmake --preset release >/dev/null
+cmake --build --preset release -j "$(nproc 2>/dev/null || echo 2)" --target certmintd certmint
 
-if [ ! -x build/release/engine/certmintd ]; then
-  cat <<MSG
-
-certmint is built (build/release). Not there yet:
-  - certmintd, the CMP server, and 'certmint init' (the admin tool) are still being written,
-    so this script cannot yet set up a CA or serve CMP.
-What works today: the DER codec and its tests (tools/test.sh) and
-  build/release/bench/der_bench   (DER decode+encode against OpenSSL d2i_X509/i2d_X509)
-MSG
-  exit 0
+if [ ! -f "$dir/certmint.cnf" ]; then
+  build/release/tools/certmint init --dir "$dir" --port "$port"
+else
+  echo "demo.sh: reusing the instance in $dir"
 fi
+export $(cat "$dir/env")
+build/release/engine/certmintd -c "$dir/certmint.cnf" --check
+
+cat <<MSG
+
+== certmint is starting on http://127.0.0.1:$port/.well-known/cmp  (Ctrl-C stops it)
+Enrol a device from another terminal, in this directory ($(pwd)):
+
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $dir/device.key
+  openssl cmp -cmd ir -server 127.0.0.1:$port -path /.well-known/cmp \\
+      -ref demo-device -secret file:$dir/secrets/demo-device \\
+      -newkey $dir/device.key -subject /CN=device-0001 \\
+      -trusted $dir/ca.pem -certout $dir/device.pem
+  openssl verify -CAfile $dir/ca.pem $dir/device.pem
+
+Renew it, signed with its own certificate (kur):
+
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $dir/device2.key
+  openssl cmp -cmd kur -server 127.0.0.1:$port -path /.well-known/cmp \\
+      -cert $dir/device.pem -key $dir/device.key -newkey $dir/device2.key \\
+      -trusted $dir/ca.pem -certout $dir/device2.pem
+
+(Revocation with 'openssl cmp -cmd rr' comes with the revocation work; it is not served yet.)
+MSG
+exec build/release/engine/certmintd -c "$dir/certmint.cnf" --listen "127.0.0.1:$port"

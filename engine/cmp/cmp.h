@@ -411,8 +411,8 @@ typedef struct cmp_msg {
 
 // Parse options; a NULL pointer means the defaults. Thread: value type.
 typedef struct cmp_parse_opts {
-    uint32_t max_nesting;     // nested levels accepted (default CMP_DEFAULT_MAX_NESTING,
-                              // at most CMP_MAX_NESTING_LIMIT)
+    uint32_t max_nesting;     // nested levels accepted: 0 refuses any nested body; NULL opts
+                              // give CMP_DEFAULT_MAX_NESTING; capped at CMP_MAX_NESTING_LIMIT
     uint32_t max_extra_certs; // 0 picks CMP_MAX_EXTRA_CERTS (never above it)
     // A signature-protected message must carry its protection certificate in extraCerts
     // (CMP_E_NO_EXTRA_CERTS otherwise). RFC 9483 §3.3 requires it in the first message of a

@@ -59,7 +59,8 @@ static cm_result get_opt_free_text(der_reader *r, cm_span *out)
 // PKIStatus ::= INTEGER { accepted (0) .. keyUpdateWarning (6) }      (RFC 9810 §5.2.3)
 CM_RESULT cmp_status_info_parse(cmp_status_info *out, der_reader *r)
 {
-    der_reader rr = *r, seq;
+    der_reader rr = *r;
+    der_reader seq;
     cmp_status_info si = {0};
     CM_TRY(der_enter(&rr, DER_TAG_SEQUENCE, &seq));
     CM_TRY(der_get_i64(&seq, &si.status));
@@ -99,7 +100,8 @@ void cmp_status_info_marshal(der_builder *b, const cmp_status_info *si)
 // (RFC 9810 §5.3.4; EXPLICIT TAGS)
 static cm_result parse_certified_key_pair(cmp_cert_response *cr, der_reader *r)
 {
-    der_reader seq, t;
+    der_reader seq;
+    der_reader t;
     CM_TRY(der_enter(r, DER_TAG_SEQUENCE, &seq));
     if (der_peek_is(&seq, DER_CONTEXT_CONS(0))) {
         CM_TRY(der_enter(&seq, DER_CONTEXT_CONS(0), &t));
@@ -138,7 +140,9 @@ static cm_result parse_cert_response(cmp_cert_response *cr, der_reader *r)
 //     response     SEQUENCE OF CertResponse }                      (RFC 9810 §5.3.4)
 static cm_result parse_cert_rep(cm_arena *arena, cmp_cert_rep *out, der_reader *r)
 {
-    der_reader seq, t, list;
+    der_reader seq;
+    der_reader t;
+    der_reader list;
     void *items = NULL;
     CM_TRY(der_enter(r, DER_TAG_SEQUENCE, &seq));
     bool present;
@@ -167,7 +171,10 @@ static cm_result parse_cert_rep(cm_arena *arena, cmp_cert_rep *out, der_reader *
 
 static void put_cert_rep(der_builder *b, const cmp_cert_rep *rep)
 {
-    der_mark seq, t, list, ckp;
+    der_mark seq;
+    der_mark t;
+    der_mark list;
+    der_mark ckp;
     der_open_hint(b, &seq, DER_TAG_SEQUENCE, 3);
     if (rep->num_ca_pubs > 0) {
         der_open_hint(b, &t, DER_CONTEXT_CONS(1), 3);
@@ -217,14 +224,16 @@ static void put_cert_rep(der_builder *b, const cmp_cert_rep *rep)
 static cm_result parse_crl_entry_details(cmp_rev_details *rd, der_reader *r)
 {
     CM_TRY(der_get_element(r, DER_TAG_SEQUENCE, &rd->crl_entry_details));
-    der_reader outer, exts;
+    der_reader outer;
+    der_reader exts;
     der_reader_init(&outer, rd->crl_entry_details);
     CM_TRY(der_enter(&outer, DER_TAG_SEQUENCE, &exts));
     size_t n = 0;
     while (!der_reader_empty(&exts)) {
         CM_ENSURE(++n <= CMP_MAX_CRL_ENTRY_EXTS, CM_E_DER_TOO_MANY);
         der_reader ext;
-        cm_span oid, value;
+        cm_span oid;
+        cm_span value;
         CM_TRY(der_enter(&exts, DER_TAG_SEQUENCE, &ext));
         CM_TRY(der_get_oid(&ext, &oid));
         if (der_peek_is(&ext, DER_TAG_BOOLEAN)) {
@@ -274,7 +283,8 @@ static cm_result parse_rev_req(cm_arena *arena, cmp_body *out, der_reader *r)
 
 static void put_rev_req(der_builder *b, const cmp_body *body)
 {
-    der_mark list, seq;
+    der_mark list;
+    der_mark seq;
     der_open_hint(b, &list, DER_TAG_SEQUENCE, 3);
     for (size_t i = 0; i < body->u.rr.num; i++) {
         const cmp_rev_details *rd = &body->u.rr.items[i];
@@ -291,7 +301,8 @@ static void put_rev_req(der_builder *b, const cmp_body *body)
 //     crls     [1] SEQUENCE SIZE (1..MAX) OF CertificateList OPTIONAL } (RFC 9810 §5.3.10)
 static cm_result parse_rev_rep(cm_arena *arena, cmp_rev_rep *out, der_reader *r)
 {
-    der_reader seq, list;
+    der_reader seq;
+    der_reader list;
     void *items = NULL;
     CM_TRY(der_enter(r, DER_TAG_SEQUENCE, &seq));
     CM_TRY(enter_seq_of(arena, &seq, &list, CMP_MAX_REV_DETAILS, 1, sizeof(cmp_status_info), &items,
@@ -309,7 +320,8 @@ static cm_result parse_rev_rep(cm_arena *arena, cmp_rev_rep *out, der_reader *r)
 
 static void put_rev_rep(der_builder *b, const cmp_rev_rep *rp)
 {
-    der_mark seq, list;
+    der_mark seq;
+    der_mark list;
     der_open_hint(b, &seq, DER_TAG_SEQUENCE, 3);
     der_open(b, &list, DER_TAG_SEQUENCE);
     for (size_t i = 0; i < rp->num_status; i++) {
@@ -338,7 +350,8 @@ static cm_result parse_cert_conf(cm_arena *arena, cmp_body *out, der_reader *r, 
     CM_ENSURE(items != NULL, CM_E_STATE); // for the analyzer: never NULL on success
     cmp_cert_status *cs = items;
     for (size_t i = 0; i < out->u.conf.num; i++) {
-        der_reader seq, t;
+        der_reader seq;
+        der_reader t;
         CM_TRY(der_enter(&list, DER_TAG_SEQUENCE, &seq));
         CM_TRY(der_get_octets(&seq, &cs[i].cert_hash));
         CM_TRY(der_get_i64(&seq, &cs[i].cert_req_id));
@@ -362,7 +375,9 @@ static cm_result parse_cert_conf(cm_arena *arena, cmp_body *out, der_reader *r, 
 
 static void put_cert_conf(der_builder *b, const cmp_body *body)
 {
-    der_mark list, seq, t;
+    der_mark list;
+    der_mark seq;
+    der_mark t;
     der_open(b, &list, DER_TAG_SEQUENCE);
     for (size_t i = 0; i < body->u.conf.num; i++) {
         const cmp_cert_status *cs = &body->u.conf.items[i];
@@ -403,7 +418,8 @@ static cm_result parse_poll_req(cm_arena *arena, cmp_body *out, der_reader *r)
 
 static void put_poll_req(der_builder *b, const cmp_body *body)
 {
-    der_mark list, seq;
+    der_mark list;
+    der_mark seq;
     der_open(b, &list, DER_TAG_SEQUENCE);
     for (size_t i = 0; i < body->u.poll_req.num; i++) {
         der_open(b, &seq, DER_TAG_SEQUENCE);
@@ -437,7 +453,8 @@ static cm_result parse_poll_rep(cm_arena *arena, cmp_body *out, der_reader *r)
 
 static void put_poll_rep(der_builder *b, const cmp_body *body)
 {
-    der_mark list, seq;
+    der_mark list;
+    der_mark seq;
     der_open(b, &list, DER_TAG_SEQUENCE);
     for (size_t i = 0; i < body->u.poll_rep.num; i++) {
         const cmp_poll_rep *pr = &body->u.poll_rep.items[i];
@@ -580,7 +597,8 @@ static cm_result parse_content(cm_arena *arena, cmp_body *out, der_reader *r, in
 CM_RESULT cmp_body_parse(cm_arena *arena, cmp_body *out, der_reader *r, int64_t pvno,
                          const cmp_parse_opts *opts)
 {
-    der_reader rr = *r, inner;
+    der_reader rr = *r;
+    der_reader inner;
     cmp_body body;
     memset(&body, 0, sizeof(body));
     uint32_t tag;

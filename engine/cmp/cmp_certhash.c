@@ -61,7 +61,8 @@ static cm_result md_of_hash_alg(const cmp_digests *d, const cmp_alg_id *alg, EVP
 //       signatureAlgorithm AlgorithmIdentifier, signatureValue BIT STRING } (RFC 5280 §4.1)
 static cm_result md_of_cert(const cmp_digests *d, cm_span cert, EVP_MD **out)
 {
-    der_reader r, seq;
+    der_reader r;
+    der_reader seq;
     der_reader_init(&r, cert);
     CM_TRY(der_enter(&r, DER_TAG_SEQUENCE, &seq));
     CM_TRY(der_expect_end(&r));

@@ -14,7 +14,8 @@
 // (RFC 5280 §4.1.1.2)
 CM_RESULT cmp_alg_id_parse(cmp_alg_id *out, der_reader *r)
 {
-    der_reader rr = *r, seq;
+    der_reader rr = *r;
+    der_reader seq;
     cmp_alg_id a = {0};
     {
         der_reader copy = rr;
@@ -34,7 +35,8 @@ CM_RESULT cmp_alg_id_parse(cmp_alg_id *out, der_reader *r)
 // PKIFreeText ::= SEQUENCE SIZE (1..MAX) OF UTF8String (RFC 9810 §5.1.1)
 CM_RESULT cmp_free_text_parse(cm_span *out_whole, der_reader *r)
 {
-    der_reader rr = *r, seq;
+    der_reader rr = *r;
+    der_reader seq;
     cm_span whole;
     {
         der_reader copy = rr;
@@ -72,7 +74,8 @@ void cmp_free_text_marshal(der_builder *b, const cm_span *texts, size_t num)
 // (RFC 9810 §5.3.19)
 CM_RESULT cmp_itav_parse(cmp_itav *out, der_reader *r)
 {
-    der_reader rr = *r, seq;
+    der_reader rr = *r;
+    der_reader seq;
     cmp_itav it = {0};
     CM_TRY(der_enter(&rr, DER_TAG_SEQUENCE, &seq));
     CM_TRY(der_get_oid(&seq, &it.oid));
@@ -172,7 +175,8 @@ static cm_result count_elements(der_reader r, size_t cap, size_t *out)
 // (RFC 9810 §5.1.1.4)
 static cm_result parse_cert_profile(cm_arena *arena, cmp_header *h, cm_span value)
 {
-    der_reader r, seq;
+    der_reader r;
+    der_reader seq;
     der_reader_init(&r, value);
     CM_ENSURE(cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &seq)) && der_reader_empty(&r),
               CMP_E_BAD_CERT_PROFILE);
@@ -223,7 +227,9 @@ static cm_result decode_general_info(cm_arena *arena, cmp_header *h)
 // PKIHeader: see cmp.h (RFC 9810 §5.1.1).
 CM_RESULT cmp_header_parse(cm_arena *arena, cmp_header *out, der_reader *r)
 {
-    der_reader rr = *r, h, t;
+    der_reader rr = *r;
+    der_reader h;
+    der_reader t;
     cmp_header hd;
     memset(&hd, 0, sizeof(hd));
     {
@@ -320,7 +326,8 @@ static void put_opt_octets(der_builder *b, uint32_t n, const cmp_opt_span *v)
 // PKIHeader: see cmp.h (RFC 9810 §5.1.1).
 void cmp_header_marshal(der_builder *b, const cmp_header_fields *h)
 {
-    der_mark hdr, t;
+    der_mark hdr;
+    der_mark t;
     der_open(b, &hdr, DER_TAG_SEQUENCE);
     der_put_i64(b, h->pvno);
     put_general_name(b, h->sender_gn, h->sender_name);
@@ -386,7 +393,8 @@ static cm_result check_header_rules(const cmp_msg *m, const cmp_parse_opts *opts
 // CMPCertificate ::= CHOICE { x509v3PKCert Certificate } (RFC 9810 §5.1).
 static cm_result parse_extra_certs(cm_arena *arena, cmp_msg *m, der_reader *r, size_t cap)
 {
-    der_reader t, seq;
+    der_reader t;
+    der_reader seq;
     bool present;
     CM_TRY(der_enter_optional(r, DER_CONTEXT_CONS(1), &t, &present));
     if (!present) {
@@ -411,7 +419,8 @@ static cm_result parse_extra_certs(cm_arena *arena, cmp_msg *m, der_reader *r, s
 static cm_result parse_msg_inner(cm_arena *arena, cmp_msg *out, der_reader *r,
                                  const cmp_parse_opts *opts)
 {
-    der_reader rr = *r, m;
+    der_reader rr = *r;
+    der_reader m;
     cmp_msg msg;
     memset(&msg, 0, sizeof(msg));
     {
@@ -448,7 +457,8 @@ static cm_result parse_msg_inner(cm_arena *arena, cmp_msg *out, der_reader *r,
 // peek_pvno reads pvno without consuming anything; false when it is not reachable.
 static bool peek_pvno(der_reader r, int64_t *out)
 {
-    der_reader m, h;
+    der_reader m;
+    der_reader h;
     return cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &m)) &&
            cm_ok(der_enter(&m, DER_TAG_SEQUENCE, &h)) && cm_ok(der_get_i64(&h, out));
 }
@@ -515,7 +525,8 @@ void cmp_msg_writer_finish(cmp_msg_writer *w, const cm_span *protection, uint8_t
                            const cm_span *extra_certs, size_t num_extra_certs)
 {
     der_builder *b = w->b;
-    der_mark t, seq;
+    der_mark t;
+    der_mark seq;
     if (protection != NULL) {
         der_open(b, &t, DER_CONTEXT_CONS(0));
         der_put_bitstring(b, *protection, unused);

@@ -102,7 +102,9 @@ int cmp_protect_failinfo(uint32_t code);
 #define CMP_PROTECT_MAX_KEY_LEN  64u  // octets, a derived MAC key (SHA-512 output)
 #define CMP_PROTECT_MAX_MAC_LEN  64u  // octets, an HMAC value
 
-// cmp_protect_limits bounds what a peer may make us compute. Thread: value type.
+// cmp_protect_limits bounds what a peer may make us compute: a PBM costs iterationCount
+// digests, a PBMAC1 iterationCount x ceil(keyLength / PRF output) HMACs (at most twice the
+// count, with a SHA-256 PRF and a 64-octet key). Thread: value type.
 typedef struct cmp_protect_limits {
     uint64_t pbm_min_iterations;    // PasswordBasedMac iterationCount, default 100
     uint64_t pbm_max_iterations;    // default 100000

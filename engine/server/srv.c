@@ -145,30 +145,14 @@ uint32_t srv_failinfo(cm_result r)
     case SRV_E_OVERLOAD:
     case HSM_E_QUEUE_FULL:
         return CMP_FAIL_SYSTEM_UNAVAIL;
-    case CA_E_KEY_TYPE:
-    case CA_E_KEY_SIZE:
-    case CA_E_SUBJECT_MISSING:
-    case CA_E_SUBJECT_RDN:
-    case CA_E_SUBJECT_EMPTY:
-    case CA_E_SAN_TYPE:
-    case CA_E_VALIDITY:
-    case CA_E_SPKI_MALFORMED:
-    case CA_E_SUBJECT_MALFORMED:
-    case CA_E_SAN_MALFORMED:
-        return CMP_FAIL_BAD_CERT_TEMPLATE;
-    case CA_E_EXT_UNACCEPTED:
-    case CA_E_EXT_MALFORMED:
-    case CA_E_EXT_DUPLICATE:
-        return CMP_FAIL_UNACCEPTED_EXTENSION;
-    case CA_E_UNTRUSTED:
-    case CA_E_CERT_EXPIRED:
-        return CMP_FAIL_SIGNER_NOT_TRUSTED;
-    case CA_E_CERT_REVOKED:
-        return CMP_FAIL_CERT_REVOKED;
-    case CA_E_CA_EXPIRED:
-        return CMP_FAIL_SYSTEM_UNAVAIL;
     default:
         break;
+    }
+    if (CM_CODE_DETAIL(r.code) >= 0x700 && CM_CODE_DETAIL(r.code) < 0x800) {
+        const int ca_bit = ca_failinfo_bit(r);
+        if (ca_bit >= 0) {
+            return (uint32_t)ca_bit;
+        }
     }
     const int crmf_bit = crmf_failinfo_bit(r.code);
     const int prot_bit = cmp_protect_failinfo(r.code);

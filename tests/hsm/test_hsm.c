@@ -920,6 +920,8 @@ static void shim_sign(shim_run *out, uint32_t sessions, unsigned every, CK_RV rv
             out->failed_with_want++;
         } else {
             out->failed_other++;
+            fprintf(stderr, "\n  shim job %zu: unexpected %s\n", i,
+                    hsm_result_name(jobs[i].result));
         }
     }
     EVP_PKEY_free(pk);

@@ -13,6 +13,7 @@
 #include <CUnit/CUnit.h>
 #include <openssl/asn1.h>
 #include <openssl/cmp.h>
+#include <openssl/crmf.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -465,6 +466,58 @@ static void test_cmp_parses_and_roundtrips_openssl_messages(void)
         assert_roundtrip(&m, in);
         free(buf);
         cm_arena_reset(&g_arena);
+    }
+}
+
+// The protected_part span is exactly what the sender MACed: OpenSSL's own PBM
+// (OSSL_CRMF_pbm_new, with the PBMParameter from our protectionAlg params) over
+// SEQUENCE { protected_part } gives the protection bits of every PBM message.
+static void test_cmp_protected_part_is_what_openssl_maced(void)
+{
+    static const char *const files[] = {"ir_pbm.der", "ip_pbm.der", "cc_pbm.der", "pc_pbm.der"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        uint8_t *buf;
+        size_t len;
+        cmp_msg m;
+        parse_file(files[i], &buf, &len, &m);
+        CU_ASSERT_TRUE_FATAL(der_oid_is(m.header.protection_alg.oid, DER_OID_PASSWORD_BASED_MAC));
+        const unsigned char *q = m.header.protection_alg.params.p;
+        OSSL_CRMF_PBMPARAMETER *pbm =
+            d2i_OSSL_CRMF_PBMPARAMETER(NULL, &q, (long)m.header.protection_alg.params.len);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(pbm);
+        // SEQUENCE header + content, built by the DER builder.
+        der_builder b;
+        der_builder_init(&b, m.protected_part.len + 8);
+        der_put_header(&b, DER_TAG_SEQUENCE, m.protected_part.len);
+        der_put_raw(&b, m.protected_part);
+        cm_span pp;
+        TEST_ASSERT_OK(der_builder_finish(&b, &pp));
+        unsigned char *mac = NULL;
+        size_t mac_len = 0;
+        static const char secret[] = "factory-secret";
+        CU_ASSERT_EQUAL(OSSL_CRMF_pbm_new(NULL, NULL, pbm, pp.p, pp.len,
+                                          (const unsigned char *)secret, sizeof(secret) - 1, &mac,
+                                          &mac_len),
+                        1);
+        CU_ASSERT_TRUE(mac != NULL && cm_span_eq(m.protection, cm_span_make(mac, mac_len)));
+        // One flipped bit in the body changes the MAC: the span is not a copy.
+        OPENSSL_free(mac);
+        buf[(size_t)(m.body.whole.p - buf) + m.body.whole.len - 1] ^= 1;
+        der_builder_cleanup(&b);
+        der_builder_init(&b, m.protected_part.len + 8);
+        der_put_header(&b, DER_TAG_SEQUENCE, m.protected_part.len);
+        der_put_raw(&b, m.protected_part);
+        TEST_ASSERT_OK(der_builder_finish(&b, &pp));
+        mac = NULL;
+        CU_ASSERT_EQUAL(OSSL_CRMF_pbm_new(NULL, NULL, pbm, pp.p, pp.len,
+                                          (const unsigned char *)secret, sizeof(secret) - 1, &mac,
+                                          &mac_len),
+                        1);
+        CU_ASSERT_FALSE(mac != NULL && cm_span_eq(m.protection, cm_span_make(mac, mac_len)));
+        OPENSSL_free(mac);
+        der_builder_cleanup(&b);
+        OSSL_CRMF_PBMPARAMETER_free(pbm);
+        free(buf);
     }
 }
 
@@ -1384,6 +1437,7 @@ int test_cmp_register(void)
     } tests[] = {
 #define T(fn) {#fn, fn}
         T(test_cmp_parses_and_roundtrips_openssl_messages),
+        T(test_cmp_protected_part_is_what_openssl_maced),
         T(test_cmp_request_and_response_headers_agree),
         T(test_cmp_ip_carries_the_issued_certificate),
         T(test_cmp_cert_conf_hash_matches_openssl),

@@ -1170,8 +1170,8 @@ static void test_cmp_protect_sig_produced_accepted_by_openssl(void)
         CU_ASSERT_FATAL(msg_load(&m, cases[i].msg));
         EVP_PKEY *key = load_key(cases[i].key);
         X509 *x = load_cert(cases[i].cert);
-        uint8_t *cbuf;
-        size_t clen;
+        uint8_t *cbuf = NULL;
+        size_t clen = 0;
         CU_ASSERT_FATAL(key != NULL && x != NULL && load_file(cases[i].cert, &cbuf, &clen));
         const cm_span cert = cm_span_make(cbuf, clen);
         test_signer_key sk = {key, cases[i].pss};

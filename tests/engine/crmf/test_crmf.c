@@ -80,7 +80,7 @@ static crmf_cert_req_msgs parse_req(int i)
 
 static bool span_is(cm_span a, const uint8_t *p, size_t len)
 {
-    return a.len == len && memcmp(a.p, p, len) == 0;
+    return a.len == len && (len == 0 || memcmp(a.p, p, len) == 0);
 }
 
 // marshal_msgs re-encodes |msgs| into arena memory.
@@ -154,7 +154,7 @@ static void test_crmf_parses_openssl_requests(void)
     crmf_cert_req_msgs rsa = parse_req(REQ_IR_RSA);
     const crmf_template *tm = &rsa.msgs[0].req.tmpl;
     CU_ASSERT_TRUE(tm->has_not_before && tm->has_not_after);
-    CU_ASSERT_EQUAL(tm->not_after - tm->not_before, 30 * 86400);
+    CU_ASSERT_EQUAL(tm->not_after - tm->not_before, 30 * 86400LL);
     crmf_extension san;
     bool found;
     TEST_ASSERT_OK(crmf_extensions_find(tm->extensions, CM_SPAN_LIT(DER_OID_CE_SUBJECT_ALT_NAME),
@@ -388,6 +388,22 @@ static void test_crmf_template_fields(void)
     CU_ASSERT_EQUAL(tm.not_after_tag, DER_TAG_GENERALIZED_TIME);
     CU_ASSERT_EQUAL(tm.not_before, cm_time_from_civil(2026, 1, 1, 0, 0, 0));
     CU_ASSERT(tm.issuer.len == 14 && tm.subject.len == 14);
+    // A hand-built template: validity with no Time form chosen takes RFC 5280's choice.
+    crmf_template hand;
+    memset(&hand, 0, sizeof(hand));
+    hand.has_not_before = true;
+    hand.not_before = cm_time_from_civil(2049, 12, 31, 23, 59, 59);
+    hand.has_not_after = true;
+    hand.not_after = cm_time_from_civil(2050, 1, 1, 0, 0, 0);
+    der_builder b;
+    der_builder_init_arena(&b, &g_arena, 64);
+    crmf_template_marshal(&b, &hand);
+    cm_span der;
+    TEST_ASSERT_OK(der_builder_finish(&b, &der));
+    TEST_ASSERT_OK(tmpl_parse(der, &tm));
+    CU_ASSERT_EQUAL(tm.not_before_tag, DER_TAG_UTC_TIME);
+    CU_ASSERT_EQUAL(tm.not_after_tag, DER_TAG_GENERALIZED_TIME);
+    CU_ASSERT_EQUAL(tm.not_after, hand.not_after);
     // The NULL-DN subject is a valid Name.
     TEST_ASSERT_OK(tmpl_parse(tmpl_of(SPAN(0xa5, 0x02, 0x30, 0x00)), &tm));
     CU_ASSERT_EQUAL(tm.subject.len, 2);

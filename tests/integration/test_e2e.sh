@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# tests/integration/test_e2e.sh CERTMINTD CERTMINT
+# A throwaway CA instance (SoftHSM token, root CA, config, secret), certmintd on a free
+# loopback port, and `openssl cmp` as the real client for every enrolment flow, good and bad;
+# malformed HTTP; concurrent clients; the store's record count; a graceful SIGTERM.
+set -uo pipefail
+certmintd=$1
+certmint=$2
+work=$(mktemp -d /tmp/certmint-e2e-XXXXXX)
+pid=""
+fails=0
+passes=0
+cleanup() {
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi
+  if [ "$fails" -eq 0 ]; then rm -rf "$work"; else echo "kept $work for inspection"; fi
+}
+trap cleanup EXIT
+ok()   { passes=$((passes + 1)); echo "ok   $*"; }
+fail() { fails=$((fails + 1)); echo "FAIL $*"; }
+check() { local what=$1; shift; if "$@" >>"$work/cmds.log" 2>&1; then ok "$what"; else fail "$what"; fi; }
+check_not() { local what=$1; shift; if "$@" >>"$work/cmds.log" 2>&1; then fail "$what"; else ok "$what"; fi; }
+
+port=$(( 20000 + RANDOM % 20000 ))
+"$certmint" init --dir "$work/inst" --port "$port" --subject "/O=certmint e2e/CN=e2e Root CA" \
+  >"$work/init.log" 2>&1 || { cat "$work/init.log"; fail "certmint init"; exit 1; }
+ok "certmint init"
+check_not "certmint init refuses an existing instance" "$certmint" init --dir "$work/inst"
+export $(cat "$work/inst/env")
+secret=$(cat "$work/inst/secrets/demo-device")
+check "certmintd --check" "$certmintd" -c "$work/inst/certmint.cnf" --check
+
+"$certmintd" -c "$work/inst/certmint.cnf" >"$work/daemon.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+check "healthz" curl -sf "http://127.0.0.1:$port/healthz"
+
+srv=(-server "127.0.0.1:$port" -path /.well-known/cmp/p/devices -trusted "$work/inst/ca.pem")
+mac=(-ref demo-device -secret "pass:$secret")
+cd "$work"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ec.key 2>/dev/null
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.key 2>/dev/null
+openssl genpkey -algorithm ED25519 -out ed.key 2>/dev/null
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out ec384.key 2>/dev/null
+
+# enrolled CERT KEY CN: the certificate verifies against the CA and holds KEY and CN.
+enrolled() {
+  openssl verify -CAfile inst/ca.pem "$1" >/dev/null 2>&1 || return 1
+  [ "$(openssl x509 -in "$1" -noout -pubkey)" = "$(openssl pkey -in "$2" -pubout)" ] || return 1
+  openssl x509 -in "$1" -noout -subject | grep -q "CN = $3" || return 1
+}
+
+# Enrolment flows.
+check "ir PBM + certConf (EC P-256)" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey ec.key \
+  -subject /CN=dev-ec -certout ir-ec.pem
+check "  issued cert verifies, key and subject" enrolled ir-ec.pem ec.key dev-ec
+check "ir PBM implicitConfirm (RSA-2048)" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" \
+  -newkey rsa.key -subject /CN=dev-rsa -implicit_confirm -certout ir-rsa.pem
+check "  issued cert verifies, key and subject" enrolled ir-rsa.pem rsa.key dev-rsa
+check "ir PBM (Ed25519) at the default path" openssl cmp -cmd ir -server "127.0.0.1:$port" \
+  -path /.well-known/cmp -trusted inst/ca.pem "${mac[@]}" -newkey ed.key -subject /CN=dev-ed \
+  -certout ir-ed.pem
+check "  issued cert verifies, key and subject" enrolled ir-ed.pem ed.key dev-ed
+check "cr signed with the issued certificate" openssl cmp -cmd cr "${srv[@]}" -cert ir-ec.pem \
+  -key ec.key -newkey ec384.key -subject /CN=dev-cr -certout cr.pem
+check "  issued cert verifies, key and subject" enrolled cr.pem ec384.key dev-cr
+check "kur signed by the certificate it updates" openssl cmp -cmd kur "${srv[@]}" \
+  -cert ir-rsa.pem -key rsa.key -newkey ed.key -certout kur.pem
+check "  issued cert verifies, key and subject" enrolled kur.pem ed.key dev-rsa
+openssl req -new -key ec.key -subj /CN=dev-p10 -out p10.csr 2>/dev/null
+check "p10cr PBM" openssl cmp -cmd p10cr "${srv[@]}" "${mac[@]}" -csr p10.csr -certout p10.pem
+check "  issued cert verifies, key and subject" enrolled p10.pem ec.key dev-p10
+check "operation label in the path" openssl cmp -cmd ir -server "127.0.0.1:$port" \
+  -path /.well-known/cmp/p/devices/initialization -trusted inst/ca.pem "${mac[@]}" \
+  -newkey ec.key -subject /CN=dev-label -implicit_confirm -certout label.pem
+
+# Rejections the client reports.
+rejected() { # rejected WHAT FAILINFO openssl-args...
+  local what=$1 bit=$2; shift 2
+  if openssl cmp "$@" >"$work/rej.log" 2>&1; then fail "$what (was accepted)"; return; fi
+  if grep -q "$bit" "$work/rej.log"; then ok "$what -> $bit"; else
+    fail "$what (no $bit)"; cat "$work/rej.log"; fi
+}
+rejected "wrong secret" badMessageCheck -cmd ir "${srv[@]}" -ref demo-device -secret pass:nope \
+  -newkey ec.key -subject /CN=x -certout x.pem
+rejected "unknown reference" badMessageCheck -cmd ir "${srv[@]}" -ref nobody \
+  -secret "pass:$secret" -newkey ec.key -subject /CN=x -certout x.pem
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout rogue-ca.key \
+  -out rogue-ca.pem -subj /CN=rogue-ca -days 2 -addext basicConstraints=critical,CA:TRUE 2>/dev/null
+openssl req -new -key ec.key -subj /CN=rogue-dev -out rogue.csr 2>/dev/null
+openssl x509 -req -in rogue.csr -CA rogue-ca.pem -CAkey rogue-ca.key -set_serial 9 -days 2 \
+  -out rogue.pem 2>/dev/null
+rejected "untrusted signer" signerNotTrusted -cmd cr "${srv[@]}" -cert rogue.pem -key ec.key \
+  -extracerts rogue-ca.pem -newkey ec384.key -subject /CN=x -certout x.pem
+rejected "kur signed by a foreign certificate" signerNotTrusted -cmd kur "${srv[@]}" \
+  -cert rogue.pem -key ec.key -extracerts rogue-ca.pem -newkey ed.key -certout x.pem
+# A tampered request: made by the client, one byte of the subject changed, then sent as is.
+openssl cmp -cmd ir -use_mock_srv -srv_ref demo-device -srv_secret "pass:$secret" \
+  -srv_cert inst/ca.pem -srv_key ec.key -rsp_cert inst/ca.pem "${mac[@]}" -newkey ec.key \
+  -subject /CN=tamper-me -reqout tamper.der -certout x.pem -disable_confirm >/dev/null 2>&1
+python3 - "$work/tamper.der" <<'PY'
+import sys
+p=sys.argv[1]; b=bytearray(open(p,'rb').read()); i=b.find(b'tamper-me'); b[i]=ord('T'); open(p,'wb').write(b)
+PY
+curl -s -o tamper-rsp.der -H 'Content-Type: application/pkixcmp' --data-binary @tamper.der \
+  "http://127.0.0.1:$port/.well-known/cmp/p/devices"
+if openssl asn1parse -inform DER -in tamper-rsp.der 2>/dev/null | grep -q "cont \[ 23 \]"; then
+  ok "tampered request -> CMP error"; else fail "tampered request -> CMP error"; fi
+
+# Malformed HTTP: the right status, and the server keeps serving.
+http_status() { # raw request on stdin -> first status code
+  python3 -c '
+import socket,sys
+s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),timeout=10)
+s.sendall(sys.stdin.buffer.read())
+d=b""
+try:
+    while b"\r\n" not in d:
+        c=s.recv(4096)
+        if not c: break
+        d+=c
+except Exception: pass
+print(d.split(b" ")[1].decode() if d.startswith(b"HTTP/") else "none")' "$port"
+}
+expect_status() { local want=$1 what=$2 got; got=$(printf "$3" | http_status)
+  if [ "$got" = "$want" ]; then ok "HTTP $what -> $want"; else fail "HTTP $what -> $got (want $want)"; fi; }
+expect_status 400 "garbage" 'GARBAGE\r\n\r\n'
+expect_status 404 "unknown path" 'POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n'
+expect_status 404 "unknown CA" 'POST /.well-known/cmp/p/nope HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nContent-Length: 2\r\n\r\n0\x00'
+expect_status 405 "GET on the CMP path" 'GET /.well-known/cmp HTTP/1.1\r\nHost: x\r\n\r\n'
+expect_status 415 "wrong content type" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabc'
+expect_status 411 "chunked body" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'
+expect_status 413 "oversized body" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nContent-Length: 99999999\r\n\r\n'
+big=$(head -c 9000 /dev/zero | tr '\0' 'a')
+expect_status 431 "oversized header" "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: $big\r\n\r\n"
+expect_status 200 "CMP garbage body -> CMP error in a 200" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nContent-Length: 4\r\n\r\n\x30\x02\x05\x00'
+check "still serving after bad input" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" \
+  -newkey ec.key -subject /CN=after-bad -implicit_confirm -certout after.pem
+
+# Load: sequential and concurrent clients, each certificate counted in the store.
+count_valid() { sqlite3 "file:$work/inst/certmint.db?mode=ro" \
+  "SELECT count(*) FROM cert WHERE status = 'valid'" 2>/dev/null; }
+before=$(count_valid)
+for i in $(seq 1 20); do
+  openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey ec.key -subject "/CN=seq-$i" \
+    -implicit_confirm -certout "seq-$i.pem" >/dev/null 2>&1 || fail "sequential enrolment $i"
+done
+for i in $(seq 1 40); do
+  openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey ec.key -subject "/CN=par-$i" \
+    -implicit_confirm -certout "par-$i.pem" >/dev/null 2>&1 &
+done
+wait $(jobs -p | grep -v "^$pid$") 2>/dev/null
+got=$(ls par-*.pem 2>/dev/null | wc -l)
+[ "$got" -eq 40 ] && ok "40 concurrent enrolments" || fail "40 concurrent enrolments ($got)"
+after=$(count_valid)
+[ $((after - before)) -eq 60 ] && ok "store holds exactly the 60 new certificates" \
+  || fail "store count: $before -> $after (want +60)"
+check "metrics" sh -c "curl -sf http://127.0.0.1:$port/metrics | grep -q 'certmint_requests_total{outcome=\"ok\"}'"
+
+# Graceful stop: exit status 0 (under ASan this also means no leak at exit).
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+pid=""
+[ "$rc" -eq 0 ] && ok "SIGTERM: clean exit" || { fail "SIGTERM: exit $rc"; tail -30 "$work/daemon.log"; }
+check "store integrity after stop" sh -c "[ \"\$(sqlite3 $work/inst/certmint.db 'PRAGMA integrity_check')\" = ok ]"
+grep -q "outcome=rejected failinfo=1" "$work/daemon.log" && ok "request log lines" || fail "request log lines"
+
+echo "$passes passed, $fails failed"
+[ "$fails" -eq 0 ]
