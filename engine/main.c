@@ -26,7 +26,7 @@
 
 #define MAIN_HEAD_TIMEOUT_MS 10000u // a request head (and body) must arrive within this
 #define MAIN_IDLE_TIMEOUT_MS 30000u // a keep-alive connection may idle this long
-#define MAIN_MAINTAIN_S      10     // the certConf sweep and transaction expiry period
+#define MAIN_MAINTAIN_S      2      // the certConf sweep and transaction expiry period
 
 // The daemon's immutable state, shared read-only by the loops. Thread: immutable after start.
 typedef struct main_daemon {
@@ -38,6 +38,7 @@ typedef struct main_daemon {
     store *store;
     cmp_protect_ctx *prot;
     srv_secret **secrets; // per CA
+    cm_span **ra_certs;   // per CA
     ca_trust **own_trust; // per CA
     srv_ca *cas;
     size_t num_cas;
@@ -197,6 +198,21 @@ static void main_metrics(main_loop_ctx *c, main_conn *mc)
                      !mc->keep_alive);
 }
 
+// main_crl serves GET /crl/NAME.crl: the CA's current CRL from the store (RFC 5280 §5,
+// application/pkix-crl as RFC 2585 registers it).
+static void main_crl(main_loop_ctx *c, main_conn *mc, cm_span name)
+{
+    const srv_ca *ca = name.len != 0 ? srv_engine_find_ca(c->d->engine, name) : NULL;
+    cm_span crl;
+    if (ca == NULL || !cm_ok(srv_worker_crl(c->worker, ca, srv_request_arena(mc->req), &crl))) {
+        __atomic_add_fetch(&c->d->n_http_errors, 1, __ATOMIC_RELAXED);
+        main_send_simple(c, mc, 404, "text/plain", CM_SPAN_LIT("404 Not Found: no such CRL\n"),
+                         !mc->keep_alive);
+        return;
+    }
+    main_send_simple(c, mc, 200, "application/pkix-crl", crl, !mc->keep_alive);
+}
+
 // main_on_request handles one complete HTTP request.
 static void main_on_request(main_loop_ctx *c, main_conn *mc, const http_request *hr)
 {
@@ -210,6 +226,9 @@ static void main_on_request(main_loop_ctx *c, main_conn *mc, const http_request 
         return;
     case HTTP_ROUTE_METRICS:
         main_metrics(c, mc);
+        return;
+    case HTTP_ROUTE_CRL:
+        main_crl(c, mc, hr->route.name);
         return;
     case HTTP_ROUTE_CMP:
         break;
@@ -512,9 +531,11 @@ static void main_daemon_free(main_daemon *d)
     hsm_token_free(d->token);
     for (size_t i = 0; i < d->num_cas; i++) {
         free(d->secrets != NULL ? d->secrets[i] : NULL);
+        free(d->ra_certs != NULL ? d->ra_certs[i] : NULL);
         ca_trust_free(d->own_trust != NULL ? d->own_trust[i] : NULL);
     }
     free(d->secrets);
+    free(d->ra_certs);
     free(d->own_trust);
     free(d->cas);
     cmp_protect_ctx_free(d->prot);
@@ -566,7 +587,8 @@ static bool main_build_engine(main_daemon *d)
     d->cas = calloc(cfg->num_cas, sizeof(srv_ca));
     d->secrets = calloc(cfg->num_cas, sizeof(srv_secret *));
     d->own_trust = calloc(cfg->num_cas, sizeof(ca_trust *));
-    if (d->cas == NULL || d->secrets == NULL || d->own_trust == NULL) {
+    d->ra_certs = calloc(cfg->num_cas, sizeof(cm_span *));
+    if (d->cas == NULL || d->secrets == NULL || d->own_trust == NULL || d->ra_certs == NULL) {
         return false;
     }
     // The default CA is answered at /.well-known/cmp: it goes first.
@@ -598,6 +620,15 @@ static bool main_build_engine(main_daemon *d)
                     cm_span_make(cl->secrets[j].secret, cl->secrets[j].secret_len);
             }
         }
+        if (cl != NULL && cl->num_ra_certs > 0) {
+            d->ra_certs[k] = calloc(cl->num_ra_certs, sizeof(cm_span));
+            if (d->ra_certs[k] == NULL) {
+                return false;
+            }
+            for (size_t j = 0; j < cl->num_ra_certs; j++) {
+                d->ra_certs[k][j] = cm_span_make(cl->ra_certs[j], cl->ra_cert_lens[j]);
+            }
+        }
         const char *own[] = {c->cert_path};
         if (!cm_ok(ca_trust_new(&d->own_trust[k], err, sizeof(err), own, 1, 4096))) {
             fprintf(stderr, "certmintd: [ca:%s] %s\n", c->name, err);
@@ -624,7 +655,12 @@ static bool main_build_engine(main_daemon *d)
                       .client_trust = cl != NULL ? cl->trust : NULL,
                       .own_trust = d->own_trust[k],
                       .ca_pubs = c->ca_pubs,
-                      .sign_mac_responses = c->sign_mac_responses};
+                      .sign_mac_responses = c->sign_mac_responses,
+                      .unprotected_genm = c->unprotected_genm,
+                      .ra_certs = d->ra_certs[k],
+                      .num_ra_certs = cl != NULL ? cl->num_ra_certs : 0,
+                      .crl_min_interval = c->crl_min_interval,
+                      .crl_validity = (int64_t)c->crl_validity_days * 86400};
         if (s->ca_sig_alg == HSM_SIG_NONE || s->cmp_sig_alg == HSM_SIG_NONE) {
             fprintf(stderr, "certmintd: [ca:%s] unsupported key type\n", c->name);
             return false;
@@ -698,6 +734,44 @@ static bool main_start(main_daemon *d, const char *path, bool check_only)
     d->limits = http_limits_default();
     d->limits.max_body = d->cfg->max_request_bytes;
     return true;
+}
+
+// main_crl_refresh issues a CRL for every CA that needs one (srv_crl_due). Blocking: the
+// maintenance (main) thread only.
+static void main_crl_refresh(main_daemon *d)
+{
+    store_reader *rd = NULL;
+    if (!cm_ok(store_reader_open(d->store, &rd))) {
+        return;
+    }
+    const int64_t now = cm_time_now();
+    for (size_t i = 0; i < d->num_cas; i++) {
+        const srv_ca *ca = &d->cas[i];
+        bool due = false;
+        cm_result r = srv_crl_due(rd, ca->name, now, ca->crl_min_interval, ca->crl_validity, &due);
+        if (!cm_ok(r) || !due) {
+            continue;
+        }
+        srv_crl_params cp = {.store = d->store,
+                             .pool = d->pool,
+                             .key = ca->ca_key,
+                             .sig_alg = ca->ca_sig_alg,
+                             .authority = ca->authority,
+                             .ca_name = ca->name,
+                             .validity_s = ca->crl_validity};
+        cm_arena a;
+        cm_arena_init(&a, 4096, 0);
+        cm_span crl;
+        r = srv_crl_issue(&cp, now, &a, &crl);
+        if (cm_ok(r)) {
+            cm_log(CM_LOG_INFO, "certmintd: [ca:%s] issued a CRL (%zu bytes)", ca->name, crl.len);
+        } else {
+            cm_log(CM_LOG_WARN, "certmintd: [ca:%s] cannot issue a CRL: %s", ca->name,
+                   cm_result_name(r));
+        }
+        cm_arena_cleanup(&a);
+    }
+    store_reader_close(rd);
 }
 
 static void main_usage(FILE *f)
@@ -783,7 +857,8 @@ int main(int argc, char **argv)
                "session(s)",
                listen[i], (unsigned)net_server_port(d.net, i), d.num_cas, d.cfg->hsm_sessions);
     }
-    // The main thread: signals, and the certConf sweep / transaction expiry.
+    main_crl_refresh(&d);
+    // The main thread: signals, CRLs, and the certConf sweep / transaction expiry.
     for (;;) {
         struct timespec ts = {.tv_sec = MAIN_MAINTAIN_S, .tv_nsec = 0};
         const int sig = sigtimedwait(&sigs, NULL, &ts);
@@ -797,6 +872,7 @@ int main(int argc, char **argv)
         }
         uint64_t revoked = 0;
         r = srv_engine_maintain(d.engine, cm_time_now(), &revoked);
+        main_crl_refresh(&d);
         if (!cm_ok(r)) {
             cm_log(CM_LOG_WARN, "certmintd: maintenance: %s", cm_result_name(r));
         } else if (revoked > 0) {

@@ -37,6 +37,8 @@
 //   caPubs       = on | off          # default off
 //   sign_mac_responses = on | off    # default off: MAC requests get MAC responses
 //   unprotected_genm   = on | off    # default off
+//   crl_validity_days  = 7           # CRL nextUpdate - thisUpdate, 1..365; default 7
+//   crl_min_interval   = 60          # seconds between CRLs under revocations; default 60
 //
 //   [profile:NAME]
 //   validity_days     = 365          # default 365
@@ -133,6 +135,8 @@ typedef struct cfg_ca {
     bool ca_pubs;
     bool sign_mac_responses;
     bool unprotected_genm;
+    uint32_t crl_validity_days; // CRL nextUpdate - thisUpdate; default 7
+    uint32_t crl_min_interval;  // seconds between CRLs when revocations keep coming; default 60
 } cfg_ca;
 
 // cfg_config is the whole frozen configuration. Thread: immutable after cfg_load; share it

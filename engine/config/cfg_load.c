@@ -718,6 +718,8 @@ static cm_result cfg_ca_load(cfg_loader *ld, cfg_ca *ca, const char *section)
 {
     cfg_config *cfg = ld->cfg;
     STACK_OF(CONF_VALUE) *vals = NCONF_get_section(ld->conf, section);
+    ca->crl_validity_days = 7;
+    ca->crl_min_interval = 60;
     for (int i = 0; i < sk_CONF_VALUE_num(vals); i++) {
         const CONF_VALUE *cv = sk_CONF_VALUE_value(vals, i);
         const char *k = cv->name, *v = cv->value;
@@ -757,6 +759,10 @@ static cm_result cfg_ca_load(cfg_loader *ld, cfg_ca *ca, const char *section)
             CM_TRY(cfg_bool(ld, &ca->sign_mac_responses, k, v));
         } else if (strcmp(k, "unprotected_genm") == 0) {
             CM_TRY(cfg_bool(ld, &ca->unprotected_genm, k, v));
+        } else if (strcmp(k, "crl_validity_days") == 0) {
+            CM_TRY(cfg_u32(ld, &ca->crl_validity_days, k, v, 1, 365));
+        } else if (strcmp(k, "crl_min_interval") == 0) {
+            CM_TRY(cfg_u32(ld, &ca->crl_min_interval, k, v, 0, 86400));
         } else {
             return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
         }

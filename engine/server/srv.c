@@ -63,6 +63,7 @@ struct srv_request {
     bool mac_ok;         // the MAC verified with mac_key
     cmp_mac_key mac_key; // kept for the response (same salt and parameters)
     bool sig_ok;         // the signature verified with signer_cert
+    bool signer_is_ra;   // signer_cert is one of the CA's configured RA certificates
     cm_span signer_cert; // extraCerts[0]
     uint8_t signer_hash[32];
 
@@ -234,6 +235,15 @@ cm_result srv_worker_new(srv_worker **out, srv_engine *e, cm_cq *cq)
         return r;
     }
     *out = w;
+    return cm_result_make(CM_OK);
+}
+
+cm_result srv_worker_crl(srv_worker *w, const srv_ca *ca, cm_arena *arena, cm_span *out_crl)
+{
+    store_crl crl;
+    CM_TRY(store_crl_get(w->reader, arena, &crl, ca->name));
+    CM_ENSURE(crl.crl_der.len != 0, STORE_E_NOT_FOUND);
+    *out_crl = crl.crl_der;
     return cm_result_make(CM_OK);
 }
 
@@ -514,6 +524,11 @@ static cm_result srv_check_header(srv_request *req)
 {
     const cmp_header *h = &req->msg.header;
     CM_ENSURE(cmp_header_pvno_supported(h), CMP_E_UNSUPPORTED_VERSION);
+    // The first message of a transaction carries no recipNonce (RFC 9810 §5.1.1).
+    const cmp_body_type t = req->msg.body.type;
+    const bool first = t == CMP_BODY_IR || t == CMP_BODY_CR || t == CMP_BODY_KUR ||
+                       t == CMP_BODY_P10CR || t == CMP_BODY_RR || t == CMP_BODY_GENM;
+    CM_ENSURE(!(first && h->f.recip_nonce.present), SRV_E_RECIP_NONCE);
     const int64_t win = req->w->e->p.message_time_window;
     if (win > 0) {
         CM_ENSURE(h->f.has_message_time, SRV_E_BAD_TIME);
@@ -561,7 +576,14 @@ static cm_result srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *t
                   cm_span_eq(m->header.sender.name, subject),
               SRV_E_SENDER_MISMATCH);
     cm_result tr = cm_result_make(CA_E_UNTRUSTED);
-    if (trust != NULL) {
+    for (size_t i = 0; i < req->ca->num_ra_certs; i++) {
+        // A configured RA certificate is trusted as itself (its signature verified above).
+        if (cm_span_eq(req->ca->ra_certs[i], signer)) {
+            req->signer_is_ra = true;
+            tr = cm_result_make(CM_OK);
+        }
+    }
+    if (!cm_ok(tr) && trust != NULL) {
         tr = ca_trust_verify(trust, signer, m->extra_certs + 1, m->num_extra_certs - 1, req->now);
     }
     if (!cm_ok(tr) && trust2 != NULL) {
@@ -890,6 +912,177 @@ static void srv_conf_record(srv_request *req)
     srv_store_submit(req);
 }
 
+// --- revocation (RFC 9483 §4.2) -------------------------------------------------------------
+
+// RevReqContent ::= SEQUENCE OF RevDetails; RevDetails ::= SEQUENCE { certDetails CertTemplate,
+// crlEntryDetails Extensions OPTIONAL }: exactly one, naming issuer and serialNumber.
+static cm_result srv_rr_prepare(srv_request *req)
+{
+    const cmp_msg *m = &req->msg;
+    const srv_ca *ca = req->ca;
+    CM_TRY(srv_authenticate(req, ca->client_trust, ca->own_trust));
+    // Revocation is signature-protected: by the certificate being revoked or by an RA.
+    CM_ENSURE(req->sig_ok, SRV_E_NOT_AUTHORIZED);
+    CM_ENSURE(m->body.u.rr.num == 1, SRV_E_REQ_COUNT);
+    const cmp_rev_details *rd = &m->body.u.rr.items[0];
+    CM_ENSURE(rd->tmpl.serial.len != 0 && rd->tmpl.issuer.len != 0, SRV_E_BODY);
+    CM_ENSURE(cm_span_eq(rd->tmpl.issuer, ca_authority_subject(ca->authority)), SRV_E_OLD_CERT);
+    if (!req->signer_is_ra) {
+        cm_span issuer, serial, subject;
+        CM_TRY(srv_cert_fields(req->signer_cert, &issuer, &serial, &subject));
+        CM_ENSURE(cm_span_eq(serial, rd->tmpl.serial) && cm_span_eq(issuer, rd->tmpl.issuer),
+                  SRV_E_NOT_AUTHORIZED);
+    }
+    const uint32_t reason = rd->has_reason ? rd->reason : STORE_REASON_UNSPECIFIED;
+    CM_ENSURE(reason <= STORE_REASON_AA_COMPROMISE && reason != 7, SRV_E_BODY);
+    store_job *j = &req->sjobs[0];
+    store_job_init(
+        j, reason == STORE_REASON_REMOVE_FROM_CRL ? STORE_OP_CERT_RELEASE : STORE_OP_CERT_REVOKE,
+        req->w->cq);
+    j->u.ref.ca = ca->name;
+    j->u.ref.serial = rd->tmpl.serial;
+    j->u.ref.time = req->now;
+    j->u.ref.reason = (int)reason;
+    req->num_sjobs = 1;
+    return cm_result_make(CM_OK);
+}
+
+static void srv_rr_respond(srv_request *req)
+{
+    cmp_status_info st;
+    memset(&st, 0, sizeof(st));
+    st.status = CMP_STATUS_ACCEPTED;
+    cmp_body body;
+    memset(&body, 0, sizeof(body));
+    body.type = CMP_BODY_RP;
+    body.u.rp.status = &st;
+    body.u.rp.num_status = 1;
+    srv_respond(req, &body);
+}
+
+// --- general messages (RFC 9483 §4.3, RFC 9810 §5.3.19) -------------------------------------
+
+// srv_seq_of wraps DER elements in a SEQUENCE in the arena.
+static cm_span srv_seq_of(srv_request *req, const cm_span *els, size_t n)
+{
+    der_builder b;
+    der_builder_init_arena(&b, &req->arena, 2048);
+    der_mark m;
+    der_open_hint(&b, &m, DER_TAG_SEQUENCE, 3);
+    for (size_t i = 0; i < n; i++) {
+        der_put_raw(&b, els[i]);
+    }
+    der_close(&b, &m);
+    cm_span out;
+    return cm_ok(der_builder_finish(&b, &out)) ? out : cm_span_make(NULL, 0);
+}
+
+// srv_genm_crls answers crlStatusList (id-it 22) with crls (id-it 23): the current CRL when the
+// client's (CRLStatus.thisUpdate) is older or absent; an absent value when it is current.
+static cm_result srv_genm_crls(srv_request *req, cmp_itav *out, cm_span status_list)
+{
+    // CRLStatusList ::= SEQUENCE SIZE (1..MAX) OF CRLStatus
+    // CRLStatus ::= SEQUENCE { source CRLSource, thisUpdate Time OPTIONAL }
+    der_reader r, list, status;
+    der_reader_init(&r, status_list);
+    CM_TRY(der_enter(&r, DER_TAG_SEQUENCE, &list));
+    CM_TRY(der_expect_end(&r));
+    CM_TRY(der_enter(&list, DER_TAG_SEQUENCE, &status));
+    uint32_t tag;
+    CM_TRY(der_get_any(&status, &tag, NULL, NULL)); // source: [0] dpn or [1] issuer
+    CM_ENSURE(tag == DER_CONTEXT_CONS(0) || tag == DER_CONTEXT_CONS(1), SRV_E_BODY);
+    int64_t theirs = 0;
+    if (!der_reader_empty(&status)) {
+        CM_TRY(der_get_time(&status, &theirs));
+    }
+    CM_TRY(der_expect_end(&status));
+    store_crl crl;
+    cm_result r2 = store_crl_get(req->w->reader, &req->arena, &crl, req->ca->name);
+    out->oid = CM_SPAN_LIT(DER_OID_IT_CRLS);
+    if (r2.code == STORE_E_NOT_FOUND || (cm_ok(r2) && crl.crl_der.len == 0)) {
+        return cm_result_make(CM_OK); // no CRL yet: absent value
+    }
+    CM_TRY(r2);
+    if (theirs == 0 || theirs < crl.this_update) {
+        out->value = srv_seq_of(req, &crl.crl_der, 1);
+        CM_ENSURE(out->value.len != 0, CM_E_NOMEM);
+    }
+    return cm_result_make(CM_OK);
+}
+
+static cm_result srv_genm_answer(srv_request *req, cmp_itav *out, bool *out_empty)
+{
+    const cmp_msg *m = &req->msg;
+    const srv_ca *ca = req->ca;
+    CM_ENSURE(m->body.u.gen.num == 1, SRV_E_REQ_COUNT); // RFC 9483 §4.3: one InfoTypeAndValue
+    const cmp_itav *q = &m->body.u.gen.items[0];
+    const bool ca_certs = der_oid_is(q->oid, DER_OID_IT_CA_CERTS);
+    if (!(ca_certs && ca->unprotected_genm && !m->has_protection)) {
+        CM_TRY(srv_authenticate(req, ca->client_trust, ca->own_trust));
+    }
+    memset(out, 0, sizeof(*out));
+    *out_empty = false;
+    if (ca_certs) {
+        // caCerts: the CA's certificate and its chain (RFC 9483 §4.3.1).
+        CM_ENSURE(q->value.len == 0, SRV_E_BODY);
+        cm_span certs[CA_MAX_CHAIN + 1];
+        size_t n = 0;
+        certs[n++] = ca_authority_cert(ca->authority);
+        for (size_t i = 0; i < ca_authority_num_chain(ca->authority) && n <= CA_MAX_CHAIN; i++) {
+            certs[n++] = ca_authority_chain(ca->authority, i);
+        }
+        out->oid = CM_SPAN_LIT(DER_OID_IT_CA_CERTS);
+        out->value = srv_seq_of(req, certs, n);
+        CM_ENSURE(out->value.len != 0, CM_E_NOMEM);
+        return cm_result_make(CM_OK);
+    }
+    if (der_oid_is(q->oid, DER_OID_IT_ROOT_CA_CERT)) {
+        // rootCaCert → rootCaKeyUpdate, absent: no root update is configured (§4.3.2).
+        out->oid = CM_SPAN_LIT(DER_OID_IT_ROOT_CA_KEY_UPDATE);
+        return cm_result_make(CM_OK);
+    }
+    if (der_oid_is(q->oid, DER_OID_IT_CERT_REQ_TEMPLATE)) {
+        // certReqTemplate: CertReqTemplateContent ::= SEQUENCE { certTemplate CertTemplate,
+        // keySpec Controls OPTIONAL } — the profile's extensions as the template (§4.3.3).
+        CM_ENSURE(q->value.len == 0, SRV_E_BODY);
+        crmf_template t;
+        memset(&t, 0, sizeof(t));
+        t.extensions = ca_profile_extensions(ca->profile);
+        der_builder b;
+        der_builder_init_arena(&b, &req->arena, 1024);
+        der_mark m2;
+        der_open(&b, &m2, DER_TAG_SEQUENCE);
+        crmf_template_marshal(&b, &t);
+        der_close(&b, &m2);
+        out->oid = CM_SPAN_LIT(DER_OID_IT_CERT_REQ_TEMPLATE);
+        return der_builder_finish(&b, &out->value);
+    }
+    if (der_oid_is(q->oid, DER_OID_IT_CRL_STATUS_LIST)) {
+        CM_ENSURE(q->value.len != 0, SRV_E_BODY);
+        return srv_genm_crls(req, out, q->value);
+    }
+    // Anything else: an empty genp (RFC 9810 §5.3.19: the CA need not answer every type).
+    *out_empty = true;
+    return cm_result_make(CM_OK);
+}
+
+static void srv_genm(srv_request *req)
+{
+    cmp_itav *itav = cm_arena_alloc(&req->arena, sizeof(cmp_itav));
+    bool empty = false;
+    cm_result r = itav != NULL ? srv_genm_answer(req, itav, &empty) : cm_result_make(CM_E_NOMEM);
+    if (!cm_ok(r)) {
+        srv_fail(req, r);
+        return;
+    }
+    cmp_body body;
+    memset(&body, 0, sizeof(body));
+    body.type = CMP_BODY_GENP;
+    body.u.gen.items = itav;
+    body.u.gen.num = empty ? 0 : 1;
+    srv_respond(req, &body);
+}
+
 // --- dispatch -------------------------------------------------------------------------------
 
 static void srv_after_store(srv_request *req)
@@ -916,6 +1109,10 @@ static void srv_after_store(srv_request *req)
             srv_fail(req, r);
             return;
         }
+    }
+    if (req->msg.body.type == CMP_BODY_RR) {
+        srv_rr_respond(req);
+        return;
     }
     if (req->msg.body.type == CMP_BODY_CERT_CONF) {
         cmp_body body;
@@ -950,6 +1147,17 @@ static void srv_dispatch(srv_request *req)
             return;
         }
         srv_conf_record(req);
+        return;
+    case CMP_BODY_RR:
+        r = srv_rr_prepare(req);
+        if (!cm_ok(r)) {
+            srv_fail(req, r);
+            return;
+        }
+        srv_store_submit(req);
+        return;
+    case CMP_BODY_GENM:
+        srv_genm(req);
         return;
     default:
         // Authenticate first, so the error can carry the request's MAC.

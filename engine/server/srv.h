@@ -10,9 +10,10 @@
 // committed (DESIGN.md: nothing issued is lost).
 //
 // Flows: ir, cr, kur, p10cr (implicitConfirm when asked and allowed, else certConf → pkiconf),
-// certConf; every failure is answered with a CMP error message carrying the PKIFailureInfo
-// bit, MAC-protected with the request's key when the request's MAC verified, otherwise signed
-// with the CA's CMP protection key.
+// certConf, rr → rp (by the certificate's own key or a configured RA), genm → genp (caCerts,
+// rootCaCert, certReqTemplate, crlStatusList); every failure is answered with a CMP error message
+// carrying the PKIFailureInfo bit, MAC-protected with the request's key when the request's MAC
+// verified, otherwise signed with the CA's CMP protection key.
 #ifndef CERTMINT_ENGINE_SERVER_SRV_H
 #define CERTMINT_ENGINE_SERVER_SRV_H
 
@@ -80,6 +81,11 @@ typedef struct srv_ca {
     ca_trust *own_trust;           // this CA as anchor: cr/kur/certConf signers (may be NULL)
     bool ca_pubs;                  // send the root in caPubs of an ip
     bool sign_mac_responses;       // answer MAC requests with signatures instead
+    bool unprotected_genm;         // answer an unprotected genm for caCerts (bootstrap)
+    const cm_span *ra_certs;       // RA certificates (DER) allowed to revoke for others and
+    size_t num_ra_certs;           //   to send raVerified
+    int64_t crl_min_interval;      // seconds (see srv_crl_due)
+    int64_t crl_validity;          // seconds
 } srv_ca;
 
 // srv_params: the engine's collaborators and limits. Thread: immutable after srv_engine_new.
@@ -161,5 +167,35 @@ void srv_request_summary(const srv_request *req, srv_summary *out);
 // srv_request_run is start + wait + completions, for tools and tests (blocks on the worker's
 // completion queue). Returns the response.
 cm_span srv_request_run(srv_request *req, const srv_ca *ca, cm_span der);
+
+// ---------------------------------------------------------------------------------------------
+// CRLs (RFC 5280 §5)
+
+// srv_crl_params: what one CA's CRL is made from. Thread: value type.
+typedef struct srv_crl_params {
+    store *store;
+    hsm_pool *pool;
+    const hsm_key *key; // the CA key
+    hsm_sig_alg sig_alg;
+    const ca_authority *authority;
+    const char *ca_name;
+    int64_t validity_s; // nextUpdate - thisUpdate
+} srv_crl_params;
+
+// srv_crl_issue builds a v2 CRL of every revoked or held, unexpired certificate of the CA
+// (reason codes as entry extensions, the next CRL number, AKI), signs it through the pool,
+// records it in the store and returns its DER in |arena|. Blocks on the store and the HSM:
+// for the maintenance thread and tools only.
+CM_RESULT srv_crl_issue(const srv_crl_params *p, int64_t now, cm_arena *arena, cm_span *out_crl);
+
+// srv_worker_crl returns the CA's current CRL (DER, copied into |arena|), or
+// STORE_E_NOT_FOUND when none was issued yet. One indexed store read. Thread: the worker's.
+CM_RESULT srv_worker_crl(srv_worker *w, const srv_ca *ca, cm_arena *arena, cm_span *out_crl);
+
+// srv_crl_due reports whether the CA needs a new CRL: none yet; revocations since the last one
+// and at least |min_interval_s| since it was issued; or less than a quarter of |validity_s|
+// left before its nextUpdate.
+CM_RESULT srv_crl_due(store_reader *rd, const char *ca_name, int64_t now, int64_t min_interval_s,
+                      int64_t validity_s, bool *out_due);
 
 #endif // CERTMINT_ENGINE_SERVER_SRV_H

@@ -25,6 +25,9 @@ port=$(( 20000 + RANDOM % 20000 ))
   >"$work/init.log" 2>&1 || { cat "$work/init.log"; fail "certmint init"; exit 1; }
 ok "certmint init"
 check_not "certmint init refuses an existing instance" "$certmint" init --dir "$work/inst"
+# CRLs re-issued as soon as revocations happen; caCerts answered without protection.
+sed -i 's/^caPubs = on/caPubs = on\ncrl_min_interval = 0\nunprotected_genm = on/' \
+  "$work/inst/certmint.cnf"
 export $(cat "$work/inst/env")
 secret=$(cat "$work/inst/secrets/demo-device")
 check "certmintd --check" "$certmintd" -c "$work/inst/certmint.cnf" --check
@@ -108,6 +111,49 @@ curl -s -o tamper-rsp.der -H 'Content-Type: application/pkixcmp' --data-binary @
   "http://127.0.0.1:$port/.well-known/cmp/p/devices"
 if openssl asn1parse -inform DER -in tamper-rsp.der 2>/dev/null | grep -q "cont \[ 23 \]"; then
   ok "tampered request -> CMP error"; else fail "tampered request -> CMP error"; fi
+
+# Revocation (rr), general messages (genm), CRLs.
+check "ir for revocation tests" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey ec.key \
+  -subject /CN=to-revoke -implicit_confirm -certout rv.pem
+check "ir for hold tests" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey rsa.key \
+  -subject /CN=to-hold -implicit_confirm -certout hold.pem
+check "rr signed by the certificate itself" openssl cmp -cmd rr "${srv[@]}" -cert rv.pem \
+  -key ec.key -oldcert rv.pem -revreason 1
+rejected "rr of an already revoked certificate" certRevoked -cmd rr "${srv[@]}" -cert rv.pem \
+  -key ec.key -oldcert rv.pem -revreason 1
+rejected "rr of another device's certificate" notAuthorized -cmd rr "${srv[@]}" \
+  -cert hold.pem -key rsa.key -oldcert ir-ec.pem -revreason 1
+rejected "rr protected by MAC" notAuthorized -cmd rr "${srv[@]}" "${mac[@]}" -oldcert ir-ed.pem
+check "rr certificateHold" openssl cmp -cmd rr "${srv[@]}" -cert hold.pem -key rsa.key \
+  -oldcert hold.pem -revreason 6
+check "genm caCerts (MAC)" sh -c "openssl cmp -cmd genm ${srv[*]} -ref demo-device \
+  -secret pass:$secret -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
+check "genm caCerts unprotected (bootstrap)" sh -c "openssl cmp -cmd genm ${srv[*]} -ref x \
+  -unprotected_requests -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
+rejected "genm of another type unprotected" badMessageCheck -cmd genm "${srv[@]}" -ref x \
+  -unprotected_requests -infotype signKeyPairTypes -unprotected_errors
+crl_has() { # crl_has SERIAL-HEX: the served CRL lists it (polls while the CRL is re-issued)
+  for _ in $(seq 1 40); do
+    curl -sf -o crl.der "http://127.0.0.1:$port/crl/devices.crl" &&
+      openssl crl -inform DER -in crl.der -noout -text 2>/dev/null | grep -q "$1" && return 0
+    sleep 0.25
+  done
+  return 1
+}
+rv_serial=$(openssl x509 -in rv.pem -noout -serial | cut -d= -f2)
+hold_serial=$(openssl x509 -in hold.pem -noout -serial | cut -d= -f2)
+check "CRL lists the revoked and the held certificate" sh -c "$(declare -f crl_has); \
+  port=$port; crl_has $rv_serial && crl_has $hold_serial"
+openssl crl -inform DER -in crl.der -out crl.pem 2>/dev/null
+check "CRL verifies against the CA" openssl crl -in crl.pem -CAfile inst/ca.pem -noout
+check "openssl verify -crl_check: revoked" sh -c "openssl verify -crl_check -CAfile inst/ca.pem \
+  -CRLfile crl.pem rv.pem 2>&1 | grep -q 'certificate revoked'"
+check "openssl verify -crl_check: good certificate passes" openssl verify -crl_check \
+  -CAfile inst/ca.pem -CRLfile crl.pem ir-ec.pem
+check "rr removeFromCRL releases the hold" openssl cmp -cmd rr "${srv[@]}" -cert hold.pem \
+  -key rsa.key -oldcert hold.pem -revreason 8
+rejected "removeFromCRL of a certificate not on hold" badRequest -cmd rr "${srv[@]}" \
+  -cert ir-ec.pem -key ec.key -oldcert ir-ec.pem -revreason 8
 
 # Malformed HTTP: the right status, and the server keeps serving.
 http_status() { # raw request on stdin -> first status code
