@@ -11,6 +11,7 @@
 #include <openssl/conf.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 
 #include "engine/der/der_oid.h"
@@ -41,6 +42,8 @@ static struct {
     char ca_pem[320], mock_key[320], mock_pem[320], dev_key[320], dev2_key[320];
     char vendor_pem[320], vendor_key[320], devcert_pem[320], rogue_pem[320], rogue_key[320];
     char rogue_leaf[320];
+    unsigned char *ra_der;
+    cm_span ra_cert;
     char log[320];
     int seq;
 } g;
@@ -317,6 +320,23 @@ static int srv_suite_init(void)
     }
     g.secrets[0].ref = CM_SPAN_LIT(SECRET_REF);
     g.secrets[0].secret = CM_SPAN_LIT(SECRET);
+    uint8_t *ra_pem;
+    size_t ra_pem_len;
+    if (!test_read_file(g.devcert_pem, &ra_pem, &ra_pem_len)) {
+        return 1;
+    }
+    BIO *rb = BIO_new_mem_buf(ra_pem, (int)ra_pem_len);
+    X509 *ra = rb != NULL ? PEM_read_bio_X509(rb, NULL, NULL, NULL) : NULL;
+    unsigned char *ra_der = NULL;
+    const int ra_len = ra != NULL ? i2d_X509(ra, &ra_der) : -1;
+    BIO_free(rb);
+    X509_free(ra);
+    free(ra_pem);
+    if (ra_len <= 0) {
+        return 1;
+    }
+    g.ra_der = ra_der;
+    g.ra_cert = cm_span_make(ra_der, (size_t)ra_len);
     g.ca = (srv_ca){.name = "devices",
                     .authority = g.authority,
                     .profile = g.profile,
@@ -329,7 +349,10 @@ static int srv_suite_init(void)
                     .num_secrets = 1,
                     .client_trust = g.client_trust,
                     .own_trust = g.own_trust,
-                    .ca_pubs = true};
+                    .ca_pubs = true,
+                    .ra_certs = &g.ra_cert,
+                    .num_ra_certs = 1,
+                    .crl_validity = 86400};
     srv_params sp = {.hsm = g.pool,
                      .store = g.st,
                      .prot = g.prot,
@@ -359,6 +382,7 @@ static int srv_suite_cleanup(void)
     ca_authority_free(g.authority);
     cmp_protect_ctx_free(g.prot);
     X509_free(g.ca_x509);
+    OPENSSL_free(g.ra_der);
     test_token_destroy(&g.token);
     (void)test_rmtree(g.dir);
     return 0;
@@ -577,6 +601,284 @@ static void test_srv_ir_pbm_implicit_confirm(void)
     CU_ASSERT_EQUAL(fail_bit_of(&r), CMP_FAIL_TRANSACTION_ID_IN_USE);
     CU_ASSERT_TRUE(validates_with_secret(&r, SECRET));
     rsp_free(&r);
+    free(ir);
+}
+
+// make_genm builds a PBM-protected genm with one InfoTypeAndValue (our marshal code: the 3.0
+// client lacks most RFC 9483 types).
+static uint8_t *make_genm(size_t *out_len, cm_span oid, cm_span value)
+{
+    cmp_itav itav = {.oid = oid, .value = value};
+    cmp_body body;
+    memset(&body, 0, sizeof(body));
+    body.type = CMP_BODY_GENM;
+    body.u.gen.items = &itav;
+    body.u.gen.num = 1;
+    cmp_mac_key key;
+    TEST_ASSERT_OK(cmp_mac_key_new_pbm(g.prot, &key, CM_SPAN_LIT(SECRET), CMP_HASH_SHA256,
+                                       CMP_HASH_SHA256, 500, 16));
+    der_builder ab;
+    der_builder_init(&ab, 128);
+    cmp_mac_key_put_alg(&ab, &key);
+    cm_span alg;
+    TEST_ASSERT_OK(der_builder_finish(&ab, &alg));
+    uint8_t tid[16], nonce[16];
+    CU_ASSERT_FATAL(RAND_bytes(tid, 16) == 1 && RAND_bytes(nonce, 16) == 1);
+    cmp_header_fields h;
+    memset(&h, 0, sizeof(h));
+    h.pvno = 2;
+    h.recipient_name = ca_authority_subject(g.authority);
+    h.has_message_time = true;
+    h.message_time = cm_time_now();
+    h.protection_alg = alg;
+    h.sender_kid = (cmp_opt_span){true, CM_SPAN_LIT(SECRET_REF)};
+    h.transaction_id = (cmp_opt_span){true, cm_span_make(tid, 16)};
+    h.sender_nonce = (cmp_opt_span){true, cm_span_make(nonce, 16)};
+    der_builder b;
+    der_builder_init(&b, 1024);
+    cmp_msg_writer w;
+    cmp_msg_writer_begin(&w, &b, &h, &body);
+    uint8_t mac[64];
+    size_t mac_len;
+    TEST_ASSERT_OK(cmp_mac_compute(g.prot, mac, sizeof(mac), &mac_len, &key,
+                                   cmp_msg_writer_protected_part(&w)));
+    const cm_span prot = cm_span_make(mac, mac_len);
+    cmp_msg_writer_finish(&w, &prot, 0, NULL, 0);
+    uint8_t *out;
+    TEST_ASSERT_OK(der_builder_take(&b, &out, out_len));
+    der_builder_cleanup(&ab);
+    cmp_mac_key_cleanse(&key);
+    return out;
+}
+
+// genp_item checks |r| is a MAC-protected genp and returns its one ITAV (NULL when empty).
+static const cmp_itav *genp_item(const rsp *r)
+{
+    CU_ASSERT_EQUAL_FATAL(r->msg.body.type, CMP_BODY_GENP);
+    CU_ASSERT_TRUE(validates_with_secret(r, SECRET));
+    CU_ASSERT_PTR_NOT_NULL(r->ossl); // OpenSSL parses it too
+    return r->msg.body.u.gen.num == 1 ? &r->msg.body.u.gen.items[0] : NULL;
+}
+
+// crl_status_list builds CRLStatusList { CRLStatus { issuer [1] GeneralNames { dirName },
+// thisUpdate } } for the CA, with |this_update| 0 meaning absent.
+static cm_span crl_status_list(der_builder *b, int64_t this_update)
+{
+    der_builder_init(b, 256);
+    der_mark l, st, src, dn;
+    der_open(b, &l, DER_TAG_SEQUENCE);
+    der_open(b, &st, DER_TAG_SEQUENCE);
+    der_open(b, &src, DER_CONTEXT_CONS(1));
+    der_open(b, &dn, DER_CONTEXT_CONS(4));
+    der_put_raw(b, ca_authority_subject(g.authority));
+    der_close(b, &dn);
+    der_close(b, &src);
+    if (this_update != 0) {
+        der_put_time(b, this_update);
+    }
+    der_close(b, &st);
+    der_close(b, &l);
+    cm_span out;
+    TEST_ASSERT_OK(der_builder_finish(b, &out));
+    return out;
+}
+
+static void test_srv_genm_types(void)
+{
+    // caCerts: the CA certificate (no chain configured).
+    size_t len;
+    uint8_t *m = make_genm(&len, CM_SPAN_LIT(DER_OID_IT_CA_CERTS), cm_span_make(NULL, 0));
+    rsp r;
+    process(&r, m, len);
+    const cmp_itav *it = genp_item(&r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(it);
+    CU_ASSERT_TRUE(der_oid_is(it->oid, DER_OID_IT_CA_CERTS));
+    der_reader rd, seq;
+    der_reader_init(&rd, it->value);
+    TEST_ASSERT_OK(der_enter(&rd, DER_TAG_SEQUENCE, &seq));
+    cm_span cert;
+    TEST_ASSERT_OK(der_get_element(&seq, DER_TAG_SEQUENCE, &cert));
+    CU_ASSERT_TRUE(cm_span_eq(cert, ca_authority_cert(g.authority)));
+    TEST_ASSERT_OK(der_expect_end(&seq));
+    rsp_free(&r);
+    free(m);
+
+    // rootCaCert (with the old root as value) -> rootCaKeyUpdate, absent.
+    m = make_genm(&len, CM_SPAN_LIT(DER_OID_IT_ROOT_CA_CERT), ca_authority_cert(g.authority));
+    process(&r, m, len);
+    it = genp_item(&r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(it);
+    CU_ASSERT_TRUE(der_oid_is(it->oid, DER_OID_IT_ROOT_CA_KEY_UPDATE));
+    CU_ASSERT_EQUAL(it->value.len, 0);
+    rsp_free(&r);
+    free(m);
+
+    // certReqTemplate: a CertTemplate carrying the profile's extensions.
+    m = make_genm(&len, CM_SPAN_LIT(DER_OID_IT_CERT_REQ_TEMPLATE), cm_span_make(NULL, 0));
+    process(&r, m, len);
+    it = genp_item(&r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(it);
+    CU_ASSERT_TRUE(der_oid_is(it->oid, DER_OID_IT_CERT_REQ_TEMPLATE));
+    der_reader_init(&rd, it->value);
+    TEST_ASSERT_OK(der_enter(&rd, DER_TAG_SEQUENCE, &seq));
+    crmf_template t;
+    TEST_ASSERT_OK(crmf_template_parse(&seq, &t));
+    CU_ASSERT_TRUE(cm_span_eq(t.extensions, ca_profile_extensions(g.profile)));
+    crmf_extension ext;
+    bool found;
+    TEST_ASSERT_OK(
+        crmf_extensions_find(t.extensions, CM_SPAN_LIT(DER_OID_CE_EXT_KEY_USAGE), &ext, &found));
+    CU_ASSERT_TRUE(found);
+    rsp_free(&r);
+    free(m);
+
+    // An unknown info type: an empty genp.
+    m = make_genm(&len, CM_SPAN_LIT("\x2b\x06\x01\x04\x01\x82\x37\x01"), cm_span_make(NULL, 0));
+    process(&r, m, len);
+    CU_ASSERT_PTR_NULL(genp_item(&r));
+    rsp_free(&r);
+    free(m);
+}
+
+static void test_srv_genm_crl_update(void)
+{
+    // Before any CRL: crls, absent.
+    der_builder lb;
+    cm_span list = crl_status_list(&lb, 0);
+    size_t len;
+    uint8_t *m = make_genm(&len, CM_SPAN_LIT(DER_OID_IT_CRL_STATUS_LIST), list);
+    rsp r;
+    process(&r, m, len);
+    const cmp_itav *it = genp_item(&r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(it);
+    CU_ASSERT_TRUE(der_oid_is(it->oid, DER_OID_IT_CRLS));
+    CU_ASSERT_EQUAL(it->value.len, 0);
+    rsp_free(&r);
+    free(m);
+    der_builder_cleanup(&lb);
+
+    // Issue a CRL; a client without one (or with an older one) gets it, a current one not.
+    srv_crl_params cp = {.store = g.st,
+                         .pool = g.pool,
+                         .key = g.ca_key,
+                         .sig_alg = HSM_SIG_ECDSA_SHA256,
+                         .authority = g.authority,
+                         .ca_name = "devices",
+                         .validity_s = 86400};
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    cm_span crl;
+    const int64_t now = cm_time_now();
+    TEST_ASSERT_OK(srv_crl_issue(&cp, now, &a, &crl));
+    const unsigned char *q = crl.p;
+    X509_CRL *x = d2i_X509_CRL(NULL, &q, (long)crl.len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    CU_ASSERT_EQUAL(X509_CRL_verify(x, X509_get0_pubkey(g.ca_x509)), 1);
+    X509_CRL_free(x);
+    const int64_t stamps[] = {0, now - 3600, now + 60};
+    for (size_t i = 0; i < 3; i++) {
+        list = crl_status_list(&lb, stamps[i]);
+        m = make_genm(&len, CM_SPAN_LIT(DER_OID_IT_CRL_STATUS_LIST), list);
+        process(&r, m, len);
+        it = genp_item(&r);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(it);
+        if (i < 2) {
+            der_reader rd, seq;
+            der_reader_init(&rd, it->value);
+            TEST_ASSERT_OK(der_enter(&rd, DER_TAG_SEQUENCE, &seq));
+            cm_span got;
+            TEST_ASSERT_OK(der_get_element(&seq, DER_TAG_SEQUENCE, &got));
+            CU_ASSERT_TRUE(cm_span_eq(got, crl));
+        } else {
+            CU_ASSERT_EQUAL(it->value.len, 0); // the client's CRL is current
+        }
+        rsp_free(&r);
+        free(m);
+        der_builder_cleanup(&lb);
+    }
+    // A malformed CRLStatusList: badRequest-class rejection.
+    m = make_genm(&len, CM_SPAN_LIT(DER_OID_IT_CRL_STATUS_LIST), CM_SPAN_LIT("\x30\x00"));
+    process(&r, m, len);
+    CU_ASSERT(fail_bit_of(&r) >= 0);
+    rsp_free(&r);
+    free(m);
+    cm_arena_cleanup(&a);
+}
+
+static void test_srv_rr_flows(void)
+{
+    // A certificate to revoke.
+    const char *extra[] = {
+        "-cmd",    "ir",      "-ref",     SECRET_REF,      "-secret",           "pass:" SECRET,
+        "-newkey", g.dev_key, "-subject", "/CN=device-rr", "-implicit_confirm", NULL};
+    size_t len;
+    uint8_t *ir = make_request(&len, extra);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ir);
+    rsp ip;
+    process(&ip, ir, len);
+    X509 *x = check_issued(&ip, CMP_BODY_IP, 0, g.dev_key, "device-rr");
+    char pem[400];
+    (void)snprintf(pem, sizeof(pem), "%s/rr-victim.pem", g.dir);
+    FILE *f = fopen(pem, "w");
+    CU_ASSERT_FATAL(f != NULL && PEM_write_X509(f, x) == 1);
+    (void)fclose(f);
+
+    // rr by the certificate's own key: rp, revoked in the store; a second time: certRevoked.
+    const char *rr[] = {"-cmd",     "rr", "-cert",      pem, "-key", g.dev_key,
+                        "-oldcert", pem,  "-revreason", "1", NULL};
+    uint8_t *req = make_request(&len, rr);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(req);
+    rsp r;
+    process(&r, req, len);
+    CU_ASSERT_EQUAL_FATAL(r.msg.body.type, CMP_BODY_RP);
+    CU_ASSERT_EQUAL(r.msg.body.u.rp.num_status, 1);
+    CU_ASSERT_EQUAL(r.msg.body.u.rp.status[0].status, CMP_STATUS_ACCEPTED);
+    CU_ASSERT_TRUE(validates_with_ca(&r));
+    CU_ASSERT_EQUAL(stored_status(x), STORE_CERT_REVOKED);
+    rsp_free(&r);
+    free(req);
+    req = make_request(&len, rr);
+    process(&r, req, len);
+    CU_ASSERT_EQUAL(fail_bit_of(&r), CMP_FAIL_CERT_REVOKED);
+    rsp_free(&r);
+    free(req);
+
+    // rr of a certificate we never issued (a look-alike with our CA's name as issuer and an
+    // unknown serial), sent by the configured RA: badCertId.
+    char fake_ca[400], fake_key[400], fake_csr[400], fake[400];
+    (void)snprintf(fake_ca, sizeof(fake_ca), "%s/fake-root.pem", g.dir);
+    (void)snprintf(fake_key, sizeof(fake_key), "%s/fake-root.key", g.dir);
+    (void)snprintf(fake_csr, sizeof(fake_csr), "%s/fake.csr", g.dir);
+    (void)snprintf(fake, sizeof(fake), "%s/fake.pem", g.dir);
+    const char *mk_ca[] = {
+        "openssl", "req",     "-x509",  "-newkey", "ec",    "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes",  "-keyout", fake_key, "-out",    fake_ca, "-subj",    "/CN=certmint test root",
+        "-days",   "2",       NULL};
+    const char *mk_csr[] = {"openssl", "req",       "-new", "-key",   g.dev_key,
+                            "-subj",   "/CN=ghost", "-out", fake_csr, NULL};
+    const char *mk_leaf[] = {"openssl", "x509",   "-req",   "-in",         fake_csr, "-CA",
+                             fake_ca,   "-CAkey", fake_key, "-set_serial", "4660",   "-days",
+                             "2",       "-out",   fake,     NULL};
+    CU_ASSERT_TRUE_FATAL(run_openssl(mk_ca) && run_openssl(mk_csr) && run_openssl(mk_leaf));
+    const char *ra_rr[] = {"-cmd",     "rr", "-cert",      g.devcert_pem, "-key", g.dev_key,
+                           "-oldcert", fake, "-revreason", "0",           NULL};
+    req = make_request(&len, ra_rr);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(req);
+    process(&r, req, len);
+    CU_ASSERT_EQUAL(fail_bit_of(&r), CMP_FAIL_BAD_CERT_ID);
+    rsp_free(&r);
+    free(req);
+    // A device that is not an RA revoking another certificate: notAuthorized.
+    const char *not_ra[] = {"-cmd", "rr", "-cert", pem, "-key", g.dev_key, "-oldcert", fake, NULL};
+    req = make_request(&len, not_ra);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(req);
+    process(&r, req, len);
+    CU_ASSERT(fail_bit_of(&r) == CMP_FAIL_NOT_AUTHORIZED ||
+              fail_bit_of(&r) == CMP_FAIL_CERT_REVOKED);
+    rsp_free(&r);
+    free(req);
+    X509_free(x);
+    rsp_free(&ip);
     free(ir);
 }
 
@@ -942,7 +1244,10 @@ int test_srv_register(void)
         CU_ADD_TEST(s, test_srv_rejects_tampered_request) == NULL ||
         CU_ADD_TEST(s, test_srv_rejects_garbage_with_signed_bad_data_format) == NULL ||
         CU_ADD_TEST(s, test_srv_rejects_bad_popo) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_cert_conf_for_unknown_transaction) == NULL) {
+        CU_ADD_TEST(s, test_srv_rejects_cert_conf_for_unknown_transaction) == NULL ||
+        CU_ADD_TEST(s, test_srv_genm_types) == NULL ||
+        CU_ADD_TEST(s, test_srv_genm_crl_update) == NULL ||
+        CU_ADD_TEST(s, test_srv_rr_flows) == NULL) {
         return 1;
     }
     return 0;
