@@ -113,7 +113,7 @@ static bench_result bench_evp_once(const bench_env *e, const bench_mech *m, EVP_
                 (m->pss && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
                             EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1)) ||
                 EVP_DigestSign(ctx, sig, &sl, e->msg, sizeof(e->msg)) != 1) {
-                fprintf(stderr, "EVP sign failed for %s\n", m->name);
+                (void)fprintf(stderr, "EVP sign failed for %s\n", m->name);
                 EVP_MD_CTX_free(ctx);
                 return res;
             }
@@ -225,7 +225,7 @@ static bench_result bench_loop_once(const bench_env *e, const bench_mech *m, con
     for (int i = 0; i < threads; i++) {
         (void)pthread_join(th[i], NULL);
         if (l[i].failed) {
-            fprintf(stderr, "plain loop failed for %s\n", m->name);
+            (void)fprintf(stderr, "plain loop failed for %s\n", m->name);
         }
         res.ops += (double)l[i].count;
         res.wall_ns = (double)l[i].elapsed_ns > res.wall_ns ? (double)l[i].elapsed_ns : res.wall_ns;
@@ -247,7 +247,7 @@ static bench_result bench_pool_once(const bench_env *e, hsm_token *tok, const hs
     o.copy_key = copy;
     hsm_pool *p = NULL;
     if (!cm_ok(hsm_pool_new(&p, tok, &o))) {
-        fprintf(stderr, "hsm_pool_new(%u) failed\n", sessions);
+        (void)fprintf(stderr, "hsm_pool_new(%u) failed\n", sessions);
         return (bench_result){0, 0, 0};
     }
     // Keep every session busy with a full batch queued behind it.
@@ -300,7 +300,7 @@ static bench_result bench_pool_once(const bench_env *e, hsm_token *tok, const hs
     free(ptrs);
     free(jobs);
     if (failed > 0) {
-        fprintf(stderr, "pool: %zu jobs failed\n", failed);
+        (void)fprintf(stderr, "pool: %zu jobs failed\n", failed);
     }
     return (bench_result){(double)done, (double)(t1 - t0), (double)(c1 - c0)};
 }
@@ -362,7 +362,7 @@ static bool bench_setup(bench_env *e)
     hsm_error err;
     cm_result r = hsm_token_open(&e->tok, &err, uri);
     if (!cm_ok(r)) {
-        fprintf(stderr, "hsm_token_open: %s: %s\n", hsm_result_name(r), err.msg);
+        (void)fprintf(stderr, "hsm_token_open: %s: %s\n", hsm_result_name(r), err.msg);
         return false;
     }
     // The plain loop talks to SoftHSM directly (another p11-kit handle on the same module,
@@ -401,12 +401,12 @@ static void bench_shim(bench_env *e, const char *shim_path)
     hsm_token *t = NULL;
     hsm_key *k = NULL;
     if (!cm_ok(hsm_token_open(&t, &err, uri)) || !cm_ok(hsm_key_find(t, &k, &err, uri))) {
-        fprintf(stderr, "shim: %s\n", err.msg);
+        (void)fprintf(stderr, "shim: %s\n", err.msg);
         hsm_token_free(t);
         return;
     }
-    printf("\nThrough p11shim, 2 ms per C_Sign (ECDSA P-256, %d runs of %.0f ms, median):\n",
-           e->reps, 2.5 * (double)e->duration_ns / 1e6);
+    (void)printf("\nThrough p11shim, 2 ms per C_Sign (ECDSA P-256, %d runs of %.0f ms, median):\n",
+                 e->reps, 2.5 * (double)e->duration_ns / 1e6);
     static const uint32_t k_sessions[] = {1, 8, 32, 64};
     enum { NS = sizeof(k_sessions) / sizeof(k_sessions[0]) };
     double rate[NS][BENCH_MAX_REPS], cores[NS][BENCH_MAX_REPS], cpu[NS][BENCH_MAX_REPS];
@@ -422,15 +422,15 @@ static void bench_shim(bench_env *e, const char *shim_path)
     }
     // "of ideal" compares with sessions / 2 ms; "scaling" with N times the one-session rate
     // (which also pays the token's own signing time and the sleep's wake-up latency).
-    printf("%-10s %10s %10s %9s %9s %10s %10s\n", "sessions", "signs/s", "ideal/s", "of ideal",
-           "scaling", "CPU cores", "us CPU/op");
+    (void)printf("%-10s %10s %10s %9s %9s %10s %10s\n", "sessions", "signs/s", "ideal/s",
+                 "of ideal", "scaling", "CPU cores", "us CPU/op");
     double one = bench_median(rate[0], e->reps);
     for (size_t i = 0; i < NS; i++) {
         double v = bench_median(rate[i], e->reps);
         double ideal = k_sessions[i] / 0.002;
-        printf("%-10u %10.0f %10.0f %8.0f%% %8.0f%% %10.2f %10.1f\n", k_sessions[i], v, ideal,
-               100 * v / ideal, 100 * v / (one * k_sessions[i]), bench_median(cores[i], e->reps),
-               bench_median(cpu[i], e->reps));
+        (void)printf("%-10u %10.0f %10.0f %8.0f%% %8.0f%% %10.2f %10.1f\n", k_sessions[i], v, ideal,
+                     100 * v / ideal, 100 * v / (one * k_sessions[i]),
+                     bench_median(cores[i], e->reps), bench_median(cpu[i], e->reps));
     }
     hsm_key_free(k);
     hsm_token_free(t);
@@ -448,8 +448,8 @@ int main(int argc, char **argv)
     long dur_ms = argc > 1 ? strtol(argv[1], NULL, 10) : 250;
     long reps = argc > 2 ? strtol(argv[2], NULL, 10) : 5;
     if (dur_ms < 10 || dur_ms > 60000 || reps < 1 || reps > BENCH_MAX_REPS) {
-        fprintf(stderr, "usage: %s [duration_ms 10..60000 [reps 1..%d]]\n", argv[0],
-                BENCH_MAX_REPS);
+        (void)fprintf(stderr, "usage: %s [duration_ms 10..60000 [reps 1..%d]]\n", argv[0],
+                      BENCH_MAX_REPS);
         return 2;
     }
     e->duration_ns = (uint64_t)dur_ms * 1000000u;
@@ -460,7 +460,7 @@ int main(int argc, char **argv)
     int rc = 1;
     hsm_key *keys[BENCH_NUM_MECHS] = {NULL};
     if (!bench_setup(e)) {
-        fprintf(stderr, "token setup failed\n");
+        (void)fprintf(stderr, "token setup failed\n");
         goto out;
     }
     for (size_t i = 0; i < BENCH_NUM_MECHS; i++) {
@@ -468,21 +468,24 @@ int main(int argc, char **argv)
         uint8_t id = (uint8_t)(i + 1);
         if (!cm_ok(hsm_key_generate(e->tok, &keys[i], &err, k_bench_mechs[i].keygen,
                                     k_bench_mechs[i].name, cm_span_make(&id, 1)))) {
-            fprintf(stderr, "keygen %s: %s\n", k_bench_mechs[i].name, err.msg);
+            (void)fprintf(stderr, "keygen %s: %s\n", k_bench_mechs[i].name, err.msg);
             goto out;
         }
     }
-    printf("hsm_bench: SoftHSM2 token, %d-byte message, %d interleaved runs of %ld ms per cell, "
-           "medians\n",
-           BENCH_MSG_LEN, e->reps, dur_ms);
-    printf("evp = OpenSSL EVP_DigestSign, in-memory key, 1 thread; loopN = hash + C_SignInit + "
-           "C_Sign on N sessions/threads, no pool;\npoolN = hsm pool with N sessions; copyN = "
-           "pool with C_CopyObject session keys; signs/s, then process CPU us per signature\n\n");
-    printf("%-20s %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s | %5s %5s %5s %5s | %6s %6s %6s %6s "
-           "| %5s %5s\n",
-           "signs/s", "evp", "loop1", "loop2", "loop4", "pool1", "pool2", "pool4", "copy1", "copy2",
-           "copy4", "p1/l1", "p2/l2", "p4/l4", "c2/p2", "us:evp", "loop1", "pool1", "copy1",
-           "p1/l1", "c1/p1");
+    (void)printf(
+        "hsm_bench: SoftHSM2 token, %d-byte message, %d interleaved runs of %ld ms per cell, "
+        "medians\n",
+        BENCH_MSG_LEN, e->reps, dur_ms);
+    (void)printf(
+        "evp = OpenSSL EVP_DigestSign, in-memory key, 1 thread; loopN = hash + C_SignInit + "
+        "C_Sign on N sessions/threads, no pool;\npoolN = hsm pool with N sessions; copyN = "
+        "pool with C_CopyObject session keys; signs/s, then process CPU us per signature\n\n");
+    (void)printf(
+        "%-20s %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s | %5s %5s %5s %5s | %6s %6s %6s %6s "
+        "| %5s %5s\n",
+        "signs/s", "evp", "loop1", "loop2", "loop4", "pool1", "pool2", "pool4", "copy1", "copy2",
+        "copy4", "p1/l1", "p2/l2", "p4/l4", "c2/p2", "us:evp", "loop1", "pool1", "copy1", "p1/l1",
+        "c1/p1");
     for (size_t i = 0; i < BENCH_NUM_MECHS; i++) {
         const bench_mech *m = &k_bench_mechs[i];
         EVP_PKEY *pk = m->evp_curve ? EVP_PKEY_Q_keygen(NULL, NULL, m->evp_type, m->evp_curve)
@@ -497,15 +500,17 @@ int main(int argc, char **argv)
         }
         double v[BENCH_CELLS], u[BENCH_CELLS];
         bench_row(e, v, u, m->pkcs1 ? BENCH_CELLS : BENCH_CELLS - 1, cells);
-        printf("%-20s %6.0f %6.0f %6.0f %6.0f %6.0f %6.0f %6.0f %6.0f %6.0f %6.0f | %5.2f %5.2f "
-               "%5.2f %5.2f | %6.1f %6.1f %6.1f %6.1f | %5.2f %5.2f\n",
-               m->name, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[4] / v[1],
-               v[5] / v[2], v[6] / v[3], v[8] / v[5], u[0], u[1], u[4], u[7], u[4] / u[1],
-               u[7] / u[4]);
+        (void)printf(
+            "%-20s %6.0f %6.0f %6.0f %6.0f %6.0f %6.0f %6.0f %6.0f %6.0f %6.0f | %5.2f %5.2f "
+            "%5.2f %5.2f | %6.1f %6.1f %6.1f %6.1f | %5.2f %5.2f\n",
+            m->name, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[4] / v[1],
+            v[5] / v[2], v[6] / v[3], v[8] / v[5], u[0], u[1], u[4], u[7], u[4] / u[1],
+            u[7] / u[4]);
         if (m->pkcs1) {
-            printf("%-20s loop1 with CKM_SHA256_RSA_PKCS (token hashes): %.0f signs/s, %.1f us "
-                   "CPU (%.2f / %.2f of DigestInfo + CKM_RSA_PKCS)\n",
-                   "", v[10], u[10], v[10] / v[1], u[10] / u[1]);
+            (void)printf(
+                "%-20s loop1 with CKM_SHA256_RSA_PKCS (token hashes): %.0f signs/s, %.1f us "
+                "CPU (%.2f / %.2f of DigestInfo + CKM_RSA_PKCS)\n",
+                "", v[10], u[10], v[10] / v[1], u[10] / u[1]);
         }
         (void)fflush(stdout);
         EVP_PKEY_free(pk);

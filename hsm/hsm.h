@@ -131,8 +131,10 @@ void hsm_ecdsa_sig_marshal(der_builder *b, cm_span raw);
 // Tokens and keys
 
 // hsm_token is one logged-in PKCS#11 token: the p11-kit module, the slot, a login session
-// kept open so the login lasts, the mechanisms the token offers, and the user PIN kept in
-// locked memory for re-login after a session dies (wiped on free).
+// kept open so the login lasts, the mechanisms the token offers, and where the PIN comes from
+// for a re-login after the token lost its login: the pin-source path (the file is read again
+// for each login and the copy wiped right after), or for pin-value a copy in mlock'ed memory
+// wiped on free (the URI is then the only source).
 // Thread: open/free/key_find/keygen from one thread at a time (the admin session is locked);
 // the pool's workers use it concurrently, read-only.
 typedef struct hsm_token hsm_token;
@@ -149,11 +151,14 @@ typedef struct hsm_key hsm_key;
 // attributes in the URI are ignored here, so the same URI can be passed to hsm_key_find.
 // On success |*out| is owned by the caller (hsm_token_free). On failure |*out| is NULL, the
 // code says what went wrong (HSM_E_* or the CKR of the failed call, e.g. CKR_PIN_INCORRECT)
-// and |err| (may be NULL) explains it. The PIN is never logged; temporary copies are wiped.
+// and |err| (may be NULL) explains it. The PIN is never logged; temporary copies (and
+// p11-kit's copy of a pin-value) are wiped with OPENSSL_cleanse; the caller's |uri| string is
+// the caller's to wipe.
 // Thread: any, but not concurrently with another open of the same module.
 CM_RESULT hsm_token_open(hsm_token **out, hsm_error *err, const char *uri);
 
-// hsm_token_free logs out, closes the login session and finalises the module (p11-kit
+// hsm_token_free closes the login session (which ends the login once no other session of the
+// process is open on the token), wipes any kept PIN and finalises the module (p11-kit
 // reference counts initialisation). Any pool on |t| must be freed first. NULL is a no-op.
 void hsm_token_free(hsm_token *t);
 

@@ -299,13 +299,15 @@ void hsm_sig_alg_marshal(der_builder *b, hsm_sig_alg alg)
     der_close(b, &m);
 }
 
+#define HSM_ECDSA_MAX_RAW 132u // P-521: two 66-byte halves
+
 // Ecdsa-Sig-Value  ::=  SEQUENCE  {
 //      r     INTEGER,
 //      s     INTEGER  }                                     -- RFC 3279 §2.2.3
 // PKCS#11 (CKM_ECDSA) returns r and s as two big-endian halves of equal length.
 void hsm_ecdsa_sig_marshal(der_builder *b, cm_span raw)
 {
-    if (raw.len == 0 || raw.len % 2 != 0 || raw.len > 2 * 66) {
+    if (raw.len == 0 || raw.len % 2 != 0 || raw.len > HSM_ECDSA_MAX_RAW) {
         der_builder_fail(b, HSM_E_BAD_SIGNATURE);
         return;
     }

@@ -12,8 +12,8 @@
 
 #include "hsm/hsm.h"
 
-// OIDs hsm needs that engine/der/der_oid.h does not list (content octets).
-#define HSM_OID_ED25519_TEXT "edwards25519" // PKCS#11 3.0 §2.3.5 printable curve name
+// The printable curve name PKCS#11 allows in CKA_EC_PARAMS for Ed25519 keys.
+#define HSM_ED25519_CURVE_NAME "edwards25519" // PKCS#11 3.0 §2.3.5 printable curve name
 
 // Mechanism capability bits, filled from C_GetMechanismList at open.
 enum {

@@ -2,7 +2,6 @@
 // key lookup, public key export and key generation. Everything here runs on the admin session
 // under admin_mu; the signing hot path is in hsm_pool.c.
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,20 +44,19 @@ static void hsm_hex(char *out, size_t cap, const uint8_t *p, size_t len)
     }
 }
 
-// hsm_append appends formatted text to |err| (for lists of what was found).
-static void hsm_append(hsm_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void hsm_append(hsm_error *err, const char *fmt, ...)
+// hsm_append appends |text| to |err| (for lists of what was found), truncating.
+static void hsm_append(hsm_error *err, const char *text)
 {
     if (err == NULL) {
         return;
     }
     size_t used = strlen(err->msg);
-    if (used + 1 < sizeof(err->msg)) {
-        va_list ap;
-        va_start(ap, fmt);
-        (void)vsnprintf(err->msg + used, sizeof(err->msg) - used, fmt, ap);
-        va_end(ap);
+    size_t n = strlen(text);
+    if (n > sizeof(err->msg) - 1 - used) {
+        n = sizeof(err->msg) - 1 - used;
     }
+    memcpy(err->msg + used, text, n);
+    err->msg[used + n] = '\0';
 }
 
 // hsm_pin_read_file reads the first line of |path| (the pin-source file) into |buf|, without
@@ -68,7 +66,8 @@ static cm_result hsm_pin_read_file(char *buf, size_t cap, size_t *out_len, hsm_e
 {
     FILE *fp = fopen(path, "re");
     if (fp == NULL) {
-        hsm_error_set(err, "pin-source '%s': %s", path, strerror(errno));
+        char eb[128];
+        hsm_error_set(err, "pin-source '%s': %s", path, strerror_r(errno, eb, sizeof(eb)));
         CM_BAIL(HSM_E_PIN_SOURCE);
     }
     size_t n = fread(buf, 1, cap, fp);
@@ -122,6 +121,9 @@ cm_result hsm_login(hsm_token *t, CK_SESSION_HANDLE s)
 // without wiping; the buffer is its own and about to be released).
 static void hsm_uri_wipe_pin(P11KitUri *uri)
 {
+    if (uri == NULL) {
+        return;
+    }
     const char *value = p11_kit_uri_get_pin_value(uri);
     if (value != NULL) {
         OPENSSL_cleanse((void *)(uintptr_t)value, strlen(value));
@@ -232,8 +234,7 @@ static cm_result hsm_token_select(hsm_token *t, hsm_error *err, P11KitUri *uri)
         return hsm_ckr_fail(err, "C_GetSlotList", rv);
     }
     size_t matches = 0;
-    char found[384] = "";
-    size_t used = 0;
+    hsm_error found = {""};
     for (CK_ULONG i = 0; i < n; i++) {
         CK_SLOT_INFO si;
         CK_TOKEN_INFO ti;
@@ -243,13 +244,9 @@ static cm_result hsm_token_select(hsm_token *t, hsm_error *err, P11KitUri *uri)
         }
         char text[160];
         hsm_token_info_text(text, sizeof(text), &ti);
-        if (used + 1 < sizeof(found)) {
-            int w = snprintf(found + used, sizeof(found) - used, "%s[%s]", used ? ", " : "", text);
-            used += w > 0 ? (size_t)w : 0;
-            if (used >= sizeof(found)) {
-                used = sizeof(found) - 1;
-            }
-        }
+        hsm_append(&found, " [");
+        hsm_append(&found, text);
+        hsm_append(&found, "]");
         if (p11_kit_uri_match_slot_info(uri, &si) == 1 &&
             p11_kit_uri_match_token_info(uri, &ti) == 1) {
             if (matches == 0) {
@@ -260,12 +257,13 @@ static cm_result hsm_token_select(hsm_token *t, hsm_error *err, P11KitUri *uri)
         }
     }
     if (matches == 0) {
-        hsm_error_set(err, "no token matches the URI; the module has: %s",
-                      n == 0 ? "no tokens" : found);
+        hsm_error_set(err, "no token matches the URI; the module has:%s",
+                      n == 0 ? " no tokens" : found.msg);
         CM_BAIL(HSM_E_NO_TOKEN);
     }
     if (matches > 1) {
-        hsm_error_set(err, "%zu tokens match the URI (add token= or serial=): %s", matches, found);
+        hsm_error_set(err, "%zu tokens match the URI (add token= or serial=):%s", matches,
+                      found.msg);
         CM_BAIL(HSM_E_AMBIGUOUS_TOKEN);
     }
     hsm_trim(t->label, sizeof(t->label), t->info.label, sizeof(t->info.label));
@@ -313,15 +311,38 @@ bool hsm_token_has_mechanism(const hsm_token *t, unsigned long mech)
     return t->f->C_GetMechanismInfo(t->slot, mech, &mi) == CKR_OK;
 }
 
+// hsm_token_attach loads and initialises the module the URI names and checks the URI's
+// library attributes against it.
+static cm_result hsm_token_attach(hsm_token *t, hsm_error *err, P11KitUri *uri)
+{
+    CM_TRY(hsm_module_load(&t->f, err, uri));
+    // p11-kit initialises a managed module with CKF_OS_LOCKING_OK and reference counts it, so
+    // several tokens of one module (and other p11-kit users in the process) coexist.
+    CK_RV rv = p11_kit_module_initialize(t->f);
+    if (rv != CKR_OK) {
+        return hsm_ckr_fail(err, "C_Initialize", rv);
+    }
+    t->initialized = true;
+    CK_INFO mi;
+    rv = t->f->C_GetInfo(&mi);
+    if (rv != CKR_OK) {
+        return hsm_ckr_fail(err, "C_GetInfo", rv);
+    }
+    if (p11_kit_uri_match_module_info(uri, &mi) != 1) {
+        hsm_error_set(err, "the module does not match the URI's library attributes");
+        CM_BAIL(HSM_E_NO_TOKEN);
+    }
+    return cm_result_make(CM_OK);
+}
+
 cm_result hsm_token_open(hsm_token **out, hsm_error *err, const char *uri_text)
 {
     *out = NULL;
     hsm_error_set(err, "%s", "");
-    cm_result r = cm_result_make(CM_OK);
     hsm_token *t = calloc(1, sizeof(*t));
     P11KitUri *uri = p11_kit_uri_new();
-    if (t == NULL || uri == NULL) {
-        r = cm_result_make(CM_E_NOMEM);
+    cm_result r = cm_result_make(t == NULL || uri == NULL ? CM_E_NOMEM : CM_OK);
+    if (!cm_ok(r)) {
         goto out;
     }
     if (pthread_mutex_init(&t->admin_mu, NULL) != 0) {
@@ -336,27 +357,8 @@ cm_result hsm_token_open(hsm_token **out, hsm_error *err, const char *uri_text)
         r = cm_result_make(HSM_E_URI);
         goto out;
     }
-    r = hsm_module_load(&t->f, err, uri);
+    r = hsm_token_attach(t, err, uri);
     if (!cm_ok(r)) {
-        goto out;
-    }
-    // p11-kit initialises a managed module with CKF_OS_LOCKING_OK and reference counts it, so
-    // several tokens of one module (and other p11-kit users in the process) coexist.
-    CK_RV rv = p11_kit_module_initialize(t->f);
-    if (rv != CKR_OK) {
-        r = hsm_ckr_fail(err, "C_Initialize", rv);
-        goto out;
-    }
-    t->initialized = true;
-    CK_INFO mi;
-    rv = t->f->C_GetInfo(&mi);
-    if (rv != CKR_OK) {
-        r = hsm_ckr_fail(err, "C_GetInfo", rv);
-        goto out;
-    }
-    if (p11_kit_uri_match_module_info(uri, &mi) != 1) {
-        hsm_error_set(err, "the module does not match the URI's library attributes");
-        r = cm_result_make(HSM_E_NO_TOKEN);
         goto out;
     }
     r = hsm_token_select(t, err, uri);
@@ -372,7 +374,8 @@ cm_result hsm_token_open(hsm_token **out, hsm_error *err, const char *uri_text)
         r = cm_result_make(HSM_E_NO_PIN);
         goto out;
     }
-    rv = t->f->C_OpenSession(t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->admin);
+    CK_RV rv =
+        t->f->C_OpenSession(t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->admin);
     if (rv != CKR_OK) {
         r = hsm_ckr_fail(err, "C_OpenSession", rv);
         goto out;
@@ -381,7 +384,9 @@ cm_result hsm_token_open(hsm_token **out, hsm_error *err, const char *uri_text)
     r = hsm_login_err(t, err, t->admin);
     if (!cm_ok(r)) {
         if (cm_result_class(r) == CM_CLASS_HSM) {
-            hsm_append(err, " on token '%s'", t->label);
+            char note[64];
+            (void)snprintf(note, sizeof(note), " on token '%s'", t->label);
+            hsm_append(err, note);
         }
         goto out;
     }
@@ -574,15 +579,12 @@ static cm_result hsm_key_curve(hsm_key *k, cm_span *out_oid, cm_span params, CK_
     der_reader_init(&r, params);
     if (kt == CKK_EC_EDWARDS) {
         cm_span s;
-        if (cm_ok(der_get_oid(&r, &s)) && der_oid_is(s, DER_OID_ED25519)) {
-            k->type = HSM_KEY_ED25519;
-        } else if (cm_ok(der_get_string(&r, DER_TAG_PRINTABLE_STRING, &s)) &&
-                   s.len == strlen(HSM_OID_ED25519_TEXT) &&
-                   memcmp(s.p, HSM_OID_ED25519_TEXT, s.len) == 0) {
-            k->type = HSM_KEY_ED25519;
-        } else {
-            CM_BAIL(HSM_E_KEY_TYPE);
-        }
+        bool by_oid = cm_ok(der_get_oid(&r, &s)) && der_oid_is(s, DER_OID_ED25519);
+        bool by_name = !by_oid && cm_ok(der_get_string(&r, DER_TAG_PRINTABLE_STRING, &s)) &&
+                       s.len == strlen(HSM_ED25519_CURVE_NAME) &&
+                       memcmp(s.p, HSM_ED25519_CURVE_NAME, s.len) == 0;
+        CM_ENSURE(by_oid || by_name, HSM_E_KEY_TYPE);
+        k->type = HSM_KEY_ED25519;
         k->bits = 256;
         return cm_result_make(CM_OK);
     }
@@ -624,6 +626,86 @@ static cm_result hsm_find_public(hsm_token *t, CK_OBJECT_HANDLE *out, const hsm_
     return cm_result_make(CM_OK);
 }
 
+// hsm_key_load_rsa reads the modulus and exponent (SoftHSM keeps both on the private key).
+static cm_result hsm_key_load_rsa(hsm_token *t, hsm_key *k, hsm_error *err)
+{
+    uint8_t *mod = NULL;
+    uint8_t *exp = NULL;
+    size_t mod_len = 0;
+    size_t exp_len = 0;
+    k->type = HSM_KEY_RSA;
+    CK_RV rv = hsm_get_attr(t, k->handle, CKA_MODULUS, &mod, &mod_len);
+    if (rv == CKR_OK) {
+        rv = hsm_get_attr(t, k->handle, CKA_PUBLIC_EXPONENT, &exp, &exp_len);
+    }
+    cm_result r = rv == CKR_OK ? cm_result_make(CM_OK)
+                               : hsm_ckr_fail(err, "C_GetAttributeValue(CKA_MODULUS)", rv);
+    if (cm_ok(r)) {
+        size_t z = 0;
+        while (z < mod_len && mod[z] == 0) {
+            z++;
+        }
+        k->bits = (uint32_t)((mod_len - z) * 8);
+        if (z < mod_len) {
+            for (uint8_t top = mod[z]; (top & 0x80) == 0; top = (uint8_t)(top << 1)) {
+                k->bits--;
+            }
+        }
+        r = hsm_spki_build(k, cm_span_make(NULL, 0), cm_span_make(NULL, 0),
+                           cm_span_make(mod, mod_len), cm_span_make(exp, exp_len));
+    }
+    free(mod);
+    free(exp);
+    return r;
+}
+
+// hsm_key_load_ec reads the curve from the private key and the point from its public key.
+static cm_result hsm_key_load_ec(hsm_token *t, hsm_key *k, hsm_error *err, CK_KEY_TYPE kt)
+{
+    uint8_t *params = NULL;
+    uint8_t *pt = NULL;
+    size_t params_len = 0;
+    size_t pt_len = 0;
+    cm_span curve = {NULL, 0};
+    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE;
+    CK_RV rv = hsm_get_attr(t, k->handle, CKA_EC_PARAMS, &params, &params_len);
+    cm_result r = rv == CKR_OK ? cm_result_make(CM_OK)
+                               : hsm_ckr_fail(err, "C_GetAttributeValue(CKA_EC_PARAMS)", rv);
+    if (!cm_ok(r)) {
+        goto out;
+    }
+    r = hsm_key_curve(k, &curve, cm_span_make(params, params_len), kt);
+    if (!cm_ok(r)) {
+        hsm_error_set(err, "key '%s': curve not supported (P-256, P-384, P-521, Ed25519)",
+                      k->label);
+        goto out;
+    }
+    r = hsm_find_public(t, &pub, k);
+    if (!cm_ok(r)) {
+        hsm_error_set(err, "key '%s': no single public key object with its CKA_ID/label", k->label);
+        goto out;
+    }
+    rv = hsm_get_attr(t, pub, CKA_EC_POINT, &pt, &pt_len);
+    if (rv != CKR_OK) {
+        r = hsm_ckr_fail(err, "C_GetAttributeValue(CKA_EC_POINT)", rv);
+        goto out;
+    }
+    size_t field = (k->bits + 7) / 8;
+    size_t raw_len = k->type == HSM_KEY_ED25519 ? 32 : 1 + 2 * field;
+    cm_span point = hsm_ec_point(cm_span_make(pt, pt_len), raw_len);
+    if (point.len != raw_len) {
+        hsm_error_set(err, "key '%s': CKA_EC_POINT has an unexpected length %zu", k->label,
+                      point.len);
+        r = cm_result_make(HSM_E_NO_PUBLIC_KEY);
+        goto out;
+    }
+    r = hsm_spki_build(k, curve, point, cm_span_make(NULL, 0), cm_span_make(NULL, 0));
+out:
+    free(params);
+    free(pt);
+    return r;
+}
+
 // hsm_key_load fills |k| from the private key object |h|: identity, type and public key.
 // Called with admin_mu held.
 static cm_result hsm_key_load(hsm_token *t, hsm_key *k, hsm_error *err, CK_OBJECT_HANDLE h)
@@ -651,75 +733,15 @@ static cm_result hsm_key_load(hsm_token *t, hsm_key *k, hsm_error *err, CK_OBJEC
         CM_BAIL(HSM_E_ALWAYS_AUTH);
     }
 
-    cm_result r = cm_result_make(CM_OK);
-    uint8_t *p1 = NULL, *p2 = NULL;
-    size_t l1 = 0, l2 = 0;
     if (kt == CKK_RSA) {
-        k->type = HSM_KEY_RSA;
-        rv = hsm_get_attr(t, h, CKA_MODULUS, &p1, &l1);
-        if (rv == CKR_OK) {
-            rv = hsm_get_attr(t, h, CKA_PUBLIC_EXPONENT, &p2, &l2);
-        }
-        if (rv != CKR_OK) {
-            r = hsm_ckr_fail(err, "C_GetAttributeValue(CKA_MODULUS)", rv);
-            goto out;
-        }
-        size_t z = 0;
-        while (z < l1 && p1[z] == 0) {
-            z++;
-        }
-        k->bits = (uint32_t)((l1 - z) * 8);
-        if (z < l1) {
-            for (uint8_t top = p1[z]; (top & 0x80) == 0; top = (uint8_t)(top << 1)) {
-                k->bits--;
-            }
-        }
-        r = hsm_spki_build(k, cm_span_make(NULL, 0), cm_span_make(NULL, 0), cm_span_make(p1, l1),
-                           cm_span_make(p2, l2));
-    } else if (kt == CKK_EC || kt == CKK_EC_EDWARDS) {
-        rv = hsm_get_attr(t, h, CKA_EC_PARAMS, &p1, &l1);
-        if (rv != CKR_OK) {
-            r = hsm_ckr_fail(err, "C_GetAttributeValue(CKA_EC_PARAMS)", rv);
-            goto out;
-        }
-        cm_span curve = {NULL, 0};
-        r = hsm_key_curve(k, &curve, cm_span_make(p1, l1), kt);
-        if (!cm_ok(r)) {
-            hsm_error_set(err, "key '%s': curve not supported (P-256, P-384, P-521, Ed25519)",
-                          k->label);
-            goto out;
-        }
-        CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE;
-        r = hsm_find_public(t, &pub, k);
-        if (!cm_ok(r)) {
-            hsm_error_set(err, "key '%s': no single public key object with its CKA_ID/label",
-                          k->label);
-            goto out;
-        }
-        rv = hsm_get_attr(t, pub, CKA_EC_POINT, &p2, &l2);
-        if (rv != CKR_OK) {
-            r = hsm_ckr_fail(err, "C_GetAttributeValue(CKA_EC_POINT)", rv);
-            goto out;
-        }
-        size_t field = (k->bits + 7) / 8;
-        size_t raw_len = k->type == HSM_KEY_ED25519 ? 32 : 1 + 2 * field;
-        cm_span point = hsm_ec_point(cm_span_make(p2, l2), raw_len);
-        if (point.len != raw_len) {
-            hsm_error_set(err, "key '%s': CKA_EC_POINT has an unexpected length %zu", k->label,
-                          point.len);
-            r = cm_result_make(HSM_E_NO_PUBLIC_KEY);
-            goto out;
-        }
-        r = hsm_spki_build(k, curve, point, cm_span_make(NULL, 0), cm_span_make(NULL, 0));
-    } else {
-        hsm_error_set(err, "key '%s': CKA_KEY_TYPE 0x%lx is not RSA, EC or EC_EDWARDS", k->label,
-                      (unsigned long)kt);
-        r = cm_result_make(HSM_E_KEY_TYPE);
+        return hsm_key_load_rsa(t, k, err);
     }
-out:
-    free(p1);
-    free(p2);
-    return r;
+    if (kt == CKK_EC || kt == CKK_EC_EDWARDS) {
+        return hsm_key_load_ec(t, k, err, kt);
+    }
+    hsm_error_set(err, "key '%s': CKA_KEY_TYPE 0x%lx is not RSA, EC or EC_EDWARDS", k->label,
+                  (unsigned long)kt);
+    CM_BAIL(HSM_E_KEY_TYPE);
 }
 
 // hsm_list_keys appends "label(id hex)" of up to HSM_MAX_FOUND private keys to |err|.
@@ -733,7 +755,9 @@ static void hsm_list_keys(hsm_token *t, hsm_error *err, const CK_OBJECT_HANDLE *
             label[a[0].ulValueLen < sizeof(label) ? a[0].ulValueLen : 0] = '\0';
             hsm_hex(id, sizeof(id), idb, a[1].ulValueLen <= sizeof(idb) ? a[1].ulValueLen : 0);
         }
-        hsm_append(err, " [object=%s id=%s]", label, id);
+        char item[160];
+        (void)snprintf(item, sizeof(item), " [object=%s id=%s]", label, id);
+        hsm_append(err, item);
     }
 }
 
@@ -745,19 +769,37 @@ static cm_result hsm_key_register(hsm_token *t, hsm_key *k)
     return cm_result_make(CM_OK);
 }
 
+// hsm_key_match_error explains a key URI that matched |n| != 1 private keys: the ambiguous
+// ones, or (none matched) every private key on the token, so the operator sees the labels and
+// ids to choose from. |tmpl| starts with the class and CKA_TOKEN attributes.
+static cm_result hsm_key_match_error(hsm_token *t, hsm_error *err, CK_OBJECT_HANDLE *h, CK_ULONG n,
+                                     CK_ATTRIBUTE *tmpl)
+{
+    if (n > 1) {
+        hsm_error_set(err, "several private keys on token '%s' match the URI:", t->label);
+        hsm_list_keys(t, err, h, n);
+        CM_BAIL(HSM_E_AMBIGUOUS_KEY);
+    }
+    hsm_error_set(err, "no private key on token '%s' matches the URI; it holds:", t->label);
+    if (hsm_find(t, h, HSM_MAX_FOUND, &n, tmpl, 2, t->admin) != CKR_OK) {
+        n = 0;
+    }
+    hsm_list_keys(t, err, h, n);
+    CM_BAIL(HSM_E_NO_KEY);
+}
+
 cm_result hsm_key_find(hsm_token *t, hsm_key **out, hsm_error *err, const char *uri_text)
 {
     *out = NULL;
     hsm_error_set(err, "%s", "");
     P11KitUri *uri = p11_kit_uri_new();
     CM_ENSURE(uri != NULL, CM_E_NOMEM);
-    cm_result r = cm_result_make(CM_OK);
     hsm_key *k = NULL;
     (void)pthread_mutex_lock(&t->admin_mu);
     int ur = p11_kit_uri_parse(uri_text, P11_KIT_URI_FOR_ANY, uri);
-    if (ur != P11_KIT_URI_OK) {
+    cm_result r = cm_result_make(ur == P11_KIT_URI_OK ? CM_OK : HSM_E_URI);
+    if (!cm_ok(r)) {
         hsm_error_set(err, "not a PKCS#11 URI: %s", p11_kit_uri_message(ur));
-        r = cm_result_make(HSM_E_URI);
         goto out;
     }
     if (p11_kit_uri_match_token_info(uri, &t->info) != 1) {
@@ -792,21 +834,7 @@ cm_result hsm_key_find(hsm_token *t, hsm_key **out, hsm_error *err, const char *
         goto out;
     }
     if (n != 1) {
-        hsm_error_set(err,
-                      n == 0 ? "no private key on token '%s' matches the URI; it holds:"
-                             : "several private keys on token '%s' match the URI:",
-                      t->label);
-        if (n == 0) {
-            // List what is there, so the operator sees the labels and ids to choose from.
-            if (hsm_find(t, h, HSM_MAX_FOUND, &n, tmpl, 2, t->admin) != CKR_OK) {
-                n = 0;
-            }
-            hsm_list_keys(t, err, h, n);
-            r = cm_result_make(HSM_E_NO_KEY);
-        } else {
-            hsm_list_keys(t, err, h, n);
-            r = cm_result_make(HSM_E_AMBIGUOUS_KEY);
-        }
+        r = hsm_key_match_error(t, err, h, n, tmpl);
         goto out;
     }
     k = calloc(1, sizeof(*k));
@@ -978,13 +1006,12 @@ cm_result hsm_key_generate(hsm_token *t, hsm_key **out, hsm_error *err, hsm_keyg
         {CKA_ID, (void *)(uintptr_t)id.p, id.len},
     };
 
-    cm_result r = cm_result_make(CM_OK);
     hsm_key *k = NULL;
     (void)pthread_mutex_lock(&t->admin_mu);
     bool exists = false;
     CK_RV rv = hsm_key_exists(t, &exists, label, id);
-    if (rv != CKR_OK) {
-        r = hsm_ckr_fail(err, "C_FindObjects", rv);
+    cm_result r = rv == CKR_OK ? cm_result_make(CM_OK) : hsm_ckr_fail(err, "C_FindObjects", rv);
+    if (!cm_ok(r)) {
         goto out;
     }
     if (exists) {

@@ -55,7 +55,7 @@ static uint64_t p11shim_env(const char *name, uint64_t def)
     return (uint64_t)x;
 }
 
-static CK_RV p11shim_C_Initialize(CK_VOID_PTR args)
+static CK_RV p11shim_c_initialize(CK_VOID_PTR args)
 {
     __atomic_store_n(&g_shim.delay_us, p11shim_env("P11SHIM_SIGN_DELAY_US", 0), __ATOMIC_RELAXED);
     __atomic_store_n(&g_shim.fail_every, p11shim_env("P11SHIM_FAIL_EVERY", 0), __ATOMIC_RELAXED);
@@ -74,7 +74,7 @@ static CK_RV p11shim_C_Initialize(CK_VOID_PTR args)
     return rv;
 }
 
-static CK_RV p11shim_C_Finalize(CK_VOID_PTR reserved)
+static CK_RV p11shim_c_finalize(CK_VOID_PTR reserved)
 {
     if (!g_shim.owns_init) {
         return CKR_OK;
@@ -83,7 +83,7 @@ static CK_RV p11shim_C_Finalize(CK_VOID_PTR reserved)
     return g_shim.real->C_Finalize(reserved);
 }
 
-static CK_RV p11shim_C_Sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG data_len,
+static CK_RV p11shim_c_sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG data_len,
                             CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
 {
     uint64_t delay = __atomic_load_n(&g_shim.delay_us, __ATOMIC_RELAXED);
@@ -108,7 +108,7 @@ static CK_RV p11shim_C_Sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG data
     return (CK_RV)__atomic_load_n(&g_shim.fail_rv, __ATOMIC_RELAXED);
 }
 
-static CK_RV p11shim_C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out);
+static CK_RV p11shim_c_getfunctionlist(CK_FUNCTION_LIST_PTR_PTR out);
 
 static void p11shim_load(void)
 {
@@ -130,14 +130,14 @@ static void p11shim_load(void)
         return;
     }
     g_shim.list = *g_shim.real;
-    g_shim.list.C_Initialize = p11shim_C_Initialize;
-    g_shim.list.C_Finalize = p11shim_C_Finalize;
-    g_shim.list.C_Sign = p11shim_C_Sign;
-    g_shim.list.C_GetFunctionList = p11shim_C_GetFunctionList;
+    g_shim.list.C_Initialize = p11shim_c_initialize;
+    g_shim.list.C_Finalize = p11shim_c_finalize;
+    g_shim.list.C_Sign = p11shim_c_sign;
+    g_shim.list.C_GetFunctionList = p11shim_c_getfunctionlist;
     g_shim.load_rv = CKR_OK;
 }
 
-static CK_RV p11shim_C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out)
+static CK_RV p11shim_c_getfunctionlist(CK_FUNCTION_LIST_PTR_PTR out)
 {
     if (out == NULL) {
         return CKR_ARGUMENTS_BAD;
@@ -152,5 +152,5 @@ static CK_RV p11shim_C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out)
 
 __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out)
 {
-    return p11shim_C_GetFunctionList(out);
+    return p11shim_c_getfunctionlist(out);
 }

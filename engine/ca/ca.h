@@ -270,6 +270,15 @@ CM_RESULT ca_tbs_build(const ca_authority *ca, der_builder *b, const ca_profile 
                        const ca_decision *d, const ca_request *req, cm_span serial,
                        cm_span sig_alg);
 
+// ca_root_tbs_build appends the TBSCertificate of a self-signed root CA to |b|: v3, |serial|
+// (unsigned magnitude), |sig_alg| (the signer's AlgorithmIdentifier element), issuer and
+// subject |name| (a Name element), the validity, |spki|, and basicConstraints cA (critical),
+// keyUsage digitalSignature+keyCertSign+cRLSign (critical) and the subject key identifier.
+// CA_E_SPKI_MALFORMED/CA_E_KEY_TYPE for a bad key, CA_E_VALIDITY when not_after <= not_before,
+// the builder's error otherwise. For `certmint init` and tests. Thread: any.
+CM_RESULT ca_root_tbs_build(der_builder *b, cm_span name, cm_span spki, cm_span serial,
+                            int64_t not_before, int64_t not_after, cm_span sig_alg);
+
 // ca_signed_assemble appends SEQUENCE { tbs, sig_alg, BIT STRING signature } to |b|: a
 // Certificate (RFC 5280 §4.1) or a CertificateList (§5.1). Errors are the builder's.
 CM_RESULT ca_signed_assemble(der_builder *b, cm_span tbs, cm_span sig_alg, cm_span signature);

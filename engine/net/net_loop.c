@@ -642,10 +642,10 @@ static cm_result net_bind_all(net_server *s)
 {
     for (size_t i = 0; i < s->cfg.num_listen; i++) {
         struct sockaddr_storage addr;
-        socklen_t len;
+        socklen_t len = 0;
         CM_TRY(net_parse_addr(s->cfg.listen[i], &addr, &len));
         for (uint32_t k = 0; k < s->num_loops; k++) {
-            int fd;
+            int fd = -1;
             CM_TRY(net_listen_one(&addr, len, &fd));
             s->loops[k].listen_fd[i] = fd;
             s->loops[k].num_listen = i + 1;

@@ -101,7 +101,14 @@ struct srv_request {
     cm_span response;
     cm_result error;
     int fail_bit;
+    uint64_t mark[SRV_STAGE_COUNT + 1]; // monotonic ns at the start and the end of each stage
 };
+
+// srv_mark records that |stage| ended now (stages not passed through stay 0).
+static void srv_mark(srv_request *req, srv_stage stage)
+{
+    req->mark[stage + 1] = cm_time_mono_ns();
+}
 
 // --- failure mapping ----------------------------------------------------------------------
 
@@ -316,6 +323,14 @@ void srv_request_summary(const srv_request *req, srv_summary *out)
     out->body_type = req->body_type;
     out->fail_bit = req->fail_bit;
     out->error = req->error;
+    uint64_t prev = req->mark[0];
+    for (int i = 0; i < SRV_STAGE_COUNT; i++) {
+        const uint64_t end = req->mark[i + 1];
+        out->stage_ns[i] = end != 0 && prev != 0 && end >= prev ? end - prev : 0;
+        if (end != 0) {
+            prev = end;
+        }
+    }
 }
 
 // --- responses ----------------------------------------------------------------------------
@@ -326,6 +341,7 @@ static void srv_sign_submit(srv_request *req, const hsm_key *key, hsm_sig_alg al
 
 static void srv_finish_response(srv_request *req, const cm_span *prot)
 {
+    srv_mark(req, SRV_STAGE_RESPOND);
     cmp_msg_writer_finish(&req->mw, prot, 0, req->extra, req->num_extra);
     cm_span out;
     if (!cm_ok(der_builder_finish(&req->rb, &out))) {
@@ -734,6 +750,7 @@ static void srv_enrol_sign(srv_request *req)
         srv_fail(req, r);
         return;
     }
+    srv_mark(req, SRV_STAGE_BUILD);
     srv_sign_submit(req, ca->ca_key, ca->ca_sig_alg, req->tbs, SRV_ST_SIGN_CERT);
 }
 
@@ -763,6 +780,7 @@ static cm_span srv_serial_content(srv_request *req)
 // the transaction before anything is sent.
 static void srv_enrol_record(srv_request *req)
 {
+    srv_mark(req, SRV_STAGE_HSM);
     const srv_ca *ca = req->ca;
     const cmp_msg *m = &req->msg;
     der_builder cb;
@@ -1087,6 +1105,7 @@ static void srv_genm(srv_request *req)
 
 static void srv_after_store(srv_request *req)
 {
+    srv_mark(req, SRV_STAGE_STORE);
     // Every job is back. The first failure decides.
     for (size_t i = 0; i < req->num_sjobs; i++) {
         if (!cm_ok(req->sjobs[i].result)) {
@@ -1138,6 +1157,7 @@ static void srv_dispatch(srv_request *req)
             srv_fail(req, r);
             return;
         }
+        srv_mark(req, SRV_STAGE_VERIFY);
         srv_enrol_sign(req);
         return;
     case CMP_BODY_CERT_CONF:
@@ -1172,6 +1192,7 @@ bool srv_request_start(srv_request *req, const srv_ca *ca, cm_span der)
     req->ca = ca;
     req->der = der;
     req->now = cm_time_now();
+    req->mark[0] = cm_time_mono_ns();
     cmp_parse_opts opts = {.max_nesting = CMP_DEFAULT_MAX_NESTING};
     cm_result r = cmp_msg_from_der(&req->arena, &req->msg, der, &opts);
     if (!cm_ok(r)) {
@@ -1193,6 +1214,7 @@ bool srv_request_start(srv_request *req, const srv_ca *ca, cm_span der)
         srv_fail(req, r);
         return req->state == SRV_ST_DONE;
     }
+    srv_mark(req, SRV_STAGE_PARSE);
     srv_dispatch(req);
     return req->state == SRV_ST_DONE;
 }

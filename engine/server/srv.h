@@ -155,12 +155,26 @@ srv_request *srv_worker_on_completion(srv_worker *w, cm_cq_node *node);
 // srv_request_response returns the DER response (valid until srv_request_free).
 cm_span srv_request_response(const srv_request *req);
 
+// The stages of a request, timed with the monotonic clock (srv_summary.stage_ns). HSM and
+// STORE include the time the job waited in its queue; RESPOND includes the response's MAC or
+// signature.
+typedef enum srv_stage {
+    SRV_STAGE_PARSE = 0, // DER → cmp_msg, header rules
+    SRV_STAGE_VERIFY,    // protection, POPO, profile policy, transaction lookup
+    SRV_STAGE_BUILD,     // serial, TBSCertificate
+    SRV_STAGE_HSM,       // the certificate's signature
+    SRV_STAGE_STORE,     // assembly, durable record (group commit)
+    SRV_STAGE_RESPOND,   // response encoding and protection
+    SRV_STAGE_COUNT,
+} srv_stage;
+
 // srv_request_summary describes the outcome for the log line: the request body type, whether
-// it was rejected and with which failure bit (-1: none).
+// it was rejected and with which failure bit (-1: none), and where the time went.
 typedef struct srv_summary {
-    int body_type;   // cmp_body_type of the request, -1 when unparseable
-    int fail_bit;    // -1 when accepted
-    cm_result error; // why it was rejected
+    int body_type;                      // cmp_body_type of the request, -1 when unparseable
+    int fail_bit;                       // -1 when accepted
+    cm_result error;                    // why it was rejected
+    uint64_t stage_ns[SRV_STAGE_COUNT]; // 0 for stages the request did not reach
 } srv_summary;
 void srv_request_summary(const srv_request *req, srv_summary *out);
 

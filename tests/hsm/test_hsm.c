@@ -12,6 +12,7 @@
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 #include <p11-kit/pkcs11.h>
@@ -49,7 +50,11 @@ static int hsm_suite_init(void)
     }
     // A second token nobody logs into, for the wrong-PIN test (SoftHSM's login state is per
     // process and token, so the first token is logged in for the whole suite).
-    (void)snprintf(g_other_pin, sizeof(g_other_pin), "other-%08x", (unsigned)rand());
+    uint32_t rnd = 0;
+    if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1) {
+        return 1;
+    }
+    (void)snprintf(g_other_pin, sizeof(g_other_pin), "other-%08x", rnd);
     const char *argv[] = {"softhsm2-util", "--init-token", "--free", "--label",   "hsm-other",
                           "--so-pin",      "so-other",     "--pin",  g_other_pin, NULL};
     if (test_run(argv, NULL) != 0) {
@@ -61,7 +66,7 @@ static int hsm_suite_init(void)
     hsm_error err;
     cm_result r = hsm_token_open(&g_tok, &err, g_uri);
     if (!cm_ok(r)) {
-        fprintf(stderr, "hsm_token_open: %s: %s\n", hsm_result_name(r), err.msg);
+        (void)fprintf(stderr, "hsm_token_open: %s: %s\n", hsm_result_name(r), err.msg);
         return 1;
     }
     static const struct {
@@ -77,8 +82,8 @@ static int hsm_suite_init(void)
         r = hsm_key_generate(g_tok, &g_keys[i], &err, k_gen[i].type, k_gen[i].label,
                              cm_span_make(&id, 1));
         if (!cm_ok(r)) {
-            fprintf(stderr, "hsm_key_generate %s: %s: %s\n", k_gen[i].label, hsm_result_name(r),
-                    err.msg);
+            (void)fprintf(stderr, "hsm_key_generate %s: %s: %s\n", k_gen[i].label,
+                          hsm_result_name(r), err.msg);
             return 1;
         }
     }
@@ -86,7 +91,7 @@ static int hsm_suite_init(void)
     hsm_pool_opts_default(&o);
     r = hsm_pool_new(&g_pool, g_tok, &o);
     if (!cm_ok(r)) {
-        fprintf(stderr, "hsm_pool_new: %s\n", hsm_result_name(r));
+        (void)fprintf(stderr, "hsm_pool_new: %s\n", hsm_result_name(r));
         return 1;
     }
     return 0;
@@ -184,6 +189,9 @@ static void test_hsm_every_mechanism_verifies_with_openssl(void)
     static const size_t k_sizes[] = {0, 1, 55, 1000, 70000};
     uint8_t *msg = malloc(70000);
     CU_ASSERT_PTR_NOT_NULL_FATAL(msg);
+    if (msg == NULL) {
+        return;
+    }
     for (size_t i = 0; i < 70000; i++) {
         msg[i] = (uint8_t)(i * 7 + 3);
     }
@@ -199,8 +207,8 @@ static void test_hsm_every_mechanism_verifies_with_openssl(void)
             TEST_ASSERT_OK(hsm_sign_sync(g_pool, &sig_len, sig, sizeof(sig), k, alg, in));
             bool ok = verify_sig(pk, alg, in, sig, sig_len);
             if (!ok) {
-                fprintf(stderr, "\n  %s with %s over %zu bytes does not verify\n",
-                        hsm_sig_alg_name(alg), hsm_key_get0_label(k), in.len);
+                (void)fprintf(stderr, "\n  %s with %s over %zu bytes does not verify\n",
+                              hsm_sig_alg_name(alg), hsm_key_get0_label(k), in.len);
             }
             CU_ASSERT(ok);
             // The same signature over a different message must not verify.
@@ -288,7 +296,10 @@ static void test_hsm_alg_ids_match_openssl(void)
         EVP_PKEY *pk = alg <= HSM_SIG_ECDSA_SHA512 ? ec : alg == HSM_SIG_ED25519 ? ed : rsa;
         unsigned char *want = NULL;
         int want_len = openssl_alg_id(&want, pk, alg);
-        CU_ASSERT_FATAL(want_len > 0);
+        CU_ASSERT_FATAL(want_len > 0 && want != NULL);
+        if (want == NULL) {
+            return;
+        }
         uint8_t buf[128];
         der_builder b;
         der_builder_init_fixed(&b, buf, sizeof(buf));
@@ -297,8 +308,8 @@ static void test_hsm_alg_ids_match_openssl(void)
         TEST_ASSERT_OK(der_builder_finish(&b, &got));
         bool same = got.len == (size_t)want_len && memcmp(got.p, want, got.len) == 0;
         if (!same) {
-            fprintf(stderr, "\n  %s: AlgorithmIdentifier differs from OpenSSL's\n",
-                    hsm_sig_alg_name(alg));
+            (void)fprintf(stderr, "\n  %s: AlgorithmIdentifier differs from OpenSSL's\n",
+                          hsm_sig_alg_name(alg));
         }
         CU_ASSERT(same);
         OPENSSL_free(want);
@@ -441,12 +452,12 @@ static void test_hsm_uri_selects_keys(void)
         "manufacturer=SoftHSM%20project;model=SoftHSM%20v2;token=hsm-test;object=k-p384;id=%02",
     };
     for (size_t i = 0; i < sizeof(k_paths) / sizeof(k_paths[0]); i++) {
-        uri_fmt(uri, sizeof(uri), k_paths[i], q);
+        (void)uri_fmt(uri, sizeof(uri), k_paths[i], q);
         // The same URI opens the token and selects the key.
         hsm_token *t = NULL;
         cm_result r = hsm_token_open(&t, &err, uri);
         if (!cm_ok(r)) {
-            fprintf(stderr, "\n  %s: %s\n", k_paths[i], err.msg);
+            (void)fprintf(stderr, "\n  %s: %s\n", k_paths[i], err.msg);
         }
         TEST_ASSERT_OK(r);
         TEST_ASSERT_OK(hsm_key_find(t, &k, &err, uri));
@@ -482,6 +493,24 @@ static void test_hsm_uri_pin_source_file(void)
     hsm_token *t = NULL;
     (void)snprintf(q, sizeof(q), "pin-source=file:%s", pin_path);
     TEST_ASSERT_OK(hsm_token_open(&t, &err, uri_fmt(uri, sizeof(uri), "token=hsm-test", q)));
+    // The pool's sessions log in from the same file.
+    hsm_key *k = NULL;
+    hsm_pool *p = NULL;
+    hsm_pool_opts o;
+    hsm_pool_opts_default(&o);
+    o.sessions = 1;
+    char kuri[1100];
+    (void)snprintf(kuri, sizeof(kuri), "%s;object=k-p256?module-path=%s", "pkcs11:token=hsm-test",
+                   g_tt.module);
+    TEST_ASSERT_OK(hsm_key_find(t, &k, &err, kuri));
+    TEST_ASSERT_OK(hsm_pool_new(&p, t, &o));
+    uint8_t sig[HSM_MAX_SIG_LEN];
+    size_t sig_len = 0;
+    TEST_ASSERT_OK(hsm_sign_sync(p, &sig_len, sig, sizeof(sig), k, HSM_SIG_ECDSA_SHA256,
+                                 CM_SPAN_LIT("pin file")));
+    CU_ASSERT(sig_len > 0);
+    hsm_pool_free(p);
+    hsm_key_free(k);
     hsm_token_free(t);
     // Without the file: its own code, and the message names the file.
     CU_ASSERT_FATAL(test_rmtree(dir));
@@ -873,7 +902,7 @@ static void shim_sign(shim_run *out, uint32_t sessions, unsigned every, CK_RV rv
     hsm_pool *p = NULL;
     cm_result r = hsm_token_open(&t, &err, uri);
     if (!cm_ok(r)) {
-        fprintf(stderr, "\n  shim open: %s: %s\n", hsm_result_name(r), err.msg);
+        (void)fprintf(stderr, "\n  shim open: %s: %s\n", hsm_result_name(r), err.msg);
     }
     TEST_ASSERT_OK(r);
     TEST_ASSERT_OK(hsm_key_find(t, &k, &err, uri));
@@ -920,8 +949,8 @@ static void shim_sign(shim_run *out, uint32_t sessions, unsigned every, CK_RV rv
             out->failed_with_want++;
         } else {
             out->failed_other++;
-            fprintf(stderr, "\n  shim job %zu: unexpected %s\n", i,
-                    hsm_result_name(jobs[i].result));
+            (void)fprintf(stderr, "\n  shim job %zu: unexpected %s\n", i,
+                          hsm_result_name(jobs[i].result));
         }
     }
     EVP_PKEY_free(pk);

@@ -50,94 +50,33 @@ static struct {
 
 // --- fixture --------------------------------------------------------------------------------
 
-// make_root builds a self-signed root CA certificate for the token key (RFC 5280 §4.1) and
-// writes it as PEM.
+// make_root builds a self-signed root CA certificate for the token key (ca_root_tbs_build,
+// signed through the pool) and writes it as PEM.
 static bool make_root(const char *pem_path)
 {
-    const cm_span spki = hsm_key_get0_spki(g.ca_key);
-    der_reader r, s;
-    der_reader_init(&r, spki);
-    cm_span alg, bits;
-    uint8_t unused;
-    if (!cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &s)) ||
-        !cm_ok(der_get_element(&s, DER_TAG_SEQUENCE, &alg)) ||
-        !cm_ok(der_get_bitstring(&s, &bits, &unused))) {
-        return false;
-    }
-    uint8_t ski[20];
-    if (EVP_Digest(bits.p, bits.len, ski, NULL, EVP_sha1(), NULL) != 1) {
-        return false;
-    }
-    der_builder b;
-    der_builder_init(&b, 1024);
-    der_mark tbs, m1, m2, m3, m4, m5;
-    der_open(&b, &tbs, DER_TAG_SEQUENCE);
-    der_open(&b, &m1, DER_CONTEXT_CONS(0));
-    der_put_i64(&b, 2);
-    der_close(&b, &m1);
-    der_put_u64(&b, 0x1001);
-    hsm_sig_alg_marshal(&b, HSM_SIG_ECDSA_SHA256);
-    for (int k = 0; k < 2; k++) {
-        if (k == 1) {
-            der_open(&b, &m1, DER_TAG_SEQUENCE);
-            der_put_time(&b, cm_time_now() - 3600);
-            der_put_time(&b, cm_time_now() + 3650 * 86400LL);
-            der_close(&b, &m1);
-        }
-        der_open(&b, &m1, DER_TAG_SEQUENCE);
-        der_open(&b, &m2, DER_TAG_SET);
-        der_open(&b, &m3, DER_TAG_SEQUENCE);
-        der_put_oid_lit(&b, DER_OID_AT_COMMON_NAME);
-        der_put_string(&b, DER_TAG_UTF8_STRING, CM_SPAN_LIT("certmint test root"));
-        der_close(&b, &m3);
-        der_close(&b, &m2);
-        der_close(&b, &m1);
-    }
-    der_put_raw(&b, spki);
-    der_open(&b, &m1, DER_CONTEXT_CONS(3));
-    der_open(&b, &m2, DER_TAG_SEQUENCE);
-    // basicConstraints: critical, cA TRUE
-    der_open(&b, &m3, DER_TAG_SEQUENCE);
-    der_put_oid_lit(&b, DER_OID_CE_BASIC_CONSTRAINTS);
-    der_put_bool(&b, true);
-    der_open(&b, &m4, DER_TAG_OCTET_STRING);
-    der_open(&b, &m5, DER_TAG_SEQUENCE);
-    der_put_bool(&b, true);
-    der_close(&b, &m5);
-    der_close(&b, &m4);
-    der_close(&b, &m3);
-    // keyUsage: critical, digitalSignature keyCertSign cRLSign
-    der_open(&b, &m3, DER_TAG_SEQUENCE);
-    der_put_oid_lit(&b, DER_OID_CE_KEY_USAGE);
-    der_put_bool(&b, true);
-    der_open(&b, &m4, DER_TAG_OCTET_STRING);
-    der_put_bitstring_flags(&b, 1u | (1u << 5) | (1u << 6));
-    der_close(&b, &m4);
-    der_close(&b, &m3);
-    // subjectKeyIdentifier
-    der_open(&b, &m3, DER_TAG_SEQUENCE);
-    der_put_oid_lit(&b, DER_OID_CE_SUBJECT_KEY_ID);
-    der_open(&b, &m4, DER_TAG_OCTET_STRING);
-    der_put_octets(&b, cm_span_make(ski, sizeof(ski)));
-    der_close(&b, &m4);
-    der_close(&b, &m3);
-    der_close(&b, &m2);
-    der_close(&b, &m1);
-    der_close(&b, &tbs);
-    cm_span tbs_der;
-    bool ok = cm_ok(der_builder_finish(&b, &tbs_der));
+    static const uint8_t k_name[] = {
+        0x30, 0x1d, 0x31, 0x1b, 0x30, 0x19, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x12, 'c', 'e', 'r',
+        't',  'm',  'i',  'n',  't',  ' ',  't',  'e',  's',  't',  ' ',  'r',  'o',  'o', 't'};
+    static const uint8_t k_serial[] = {0x10, 0x01};
+    der_builder alg_b, tbs_b, cert_b;
+    der_builder_init(&alg_b, 64);
+    der_builder_init(&tbs_b, 1024);
+    der_builder_init(&cert_b, 2048);
+    hsm_sig_alg_marshal(&alg_b, HSM_SIG_ECDSA_SHA256);
+    cm_span alg, tbs, cert;
     uint8_t sig[HSM_MAX_SIG_LEN];
     size_t sig_len = 0;
-    ok = ok && cm_ok(hsm_sign_sync(g.pool, &sig_len, sig, sizeof(sig), g.ca_key,
-                                   HSM_SIG_ECDSA_SHA256, tbs_der));
-    der_builder alg_b, cert_b;
-    der_builder_init(&alg_b, 64);
-    hsm_sig_alg_marshal(&alg_b, HSM_SIG_ECDSA_SHA256);
-    cm_span alg_der, cert;
-    der_builder_init(&cert_b, 2048);
-    ok = ok && cm_ok(der_builder_finish(&alg_b, &alg_der)) &&
-         cm_ok(ca_signed_assemble(&cert_b, tbs_der, alg_der, cm_span_make(sig, sig_len))) &&
-         cm_ok(der_builder_finish(&cert_b, &cert));
+    const int64_t now = cm_time_now();
+    bool ok = cm_ok(der_builder_finish(&alg_b, &alg)) &&
+              cm_ok(ca_root_tbs_build(&tbs_b, cm_span_make(k_name, sizeof(k_name)),
+                                      hsm_key_get0_spki(g.ca_key),
+                                      cm_span_make(k_serial, sizeof(k_serial)), now - 3600,
+                                      now + 3650 * 86400LL, alg)) &&
+              cm_ok(der_builder_finish(&tbs_b, &tbs)) &&
+              cm_ok(hsm_sign_sync(g.pool, &sig_len, sig, sizeof(sig), g.ca_key,
+                                  HSM_SIG_ECDSA_SHA256, tbs)) &&
+              cm_ok(ca_signed_assemble(&cert_b, tbs, alg, cm_span_make(sig, sig_len))) &&
+              cm_ok(der_builder_finish(&cert_b, &cert));
     if (ok) {
         const unsigned char *q = cert.p;
         g.ca_x509 = d2i_X509(NULL, &q, (long)cert.len);
@@ -147,8 +86,8 @@ static bool make_root(const char *pem_path)
             ok &= fclose(f) == 0;
         }
     }
-    der_builder_cleanup(&b);
     der_builder_cleanup(&alg_b);
+    der_builder_cleanup(&tbs_b);
     der_builder_cleanup(&cert_b);
     return ok;
 }
@@ -1055,6 +994,76 @@ static void test_srv_ir_signature_protected_by_vendor_cert(void)
     free(ir);
 }
 
+// reprotect_pbmac1 re-protects request |der| with PBMAC1 (PBKDF2-HMAC-SHA256, HMAC-SHA256)
+// under |secret|: the 3.0 client cannot produce PBMAC1 (RFC 9481 §6.1.3) itself.
+static uint8_t *reprotect_pbmac1(size_t *out_len, const uint8_t *der, size_t len,
+                                 const char *secret, cmp_mac_key *out_key)
+{
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    cmp_msg m;
+    TEST_ASSERT_OK(cmp_msg_from_der(&a, &m, cm_span_make(der, len), NULL));
+    TEST_ASSERT_OK(cmp_mac_key_new_pbmac1(g.prot, out_key, cm_span_make(secret, strlen(secret)),
+                                          CMP_HASH_SHA256, CMP_HASH_SHA256, 10000, 16, 32));
+    der_builder ab, b;
+    der_builder_init(&ab, 256);
+    cmp_mac_key_put_alg(&ab, out_key);
+    cm_span alg;
+    TEST_ASSERT_OK(der_builder_finish(&ab, &alg));
+    cmp_header_fields h = m.header.f;
+    h.protection_alg = alg;
+    der_builder_init(&b, 2048);
+    cmp_msg_writer w;
+    cmp_msg_writer_begin(&w, &b, &h, &m.body);
+    uint8_t mac[64];
+    size_t mac_len;
+    TEST_ASSERT_OK(cmp_mac_compute(g.prot, mac, sizeof(mac), &mac_len, out_key,
+                                   cmp_msg_writer_protected_part(&w)));
+    const cm_span prot = cm_span_make(mac, mac_len);
+    cmp_msg_writer_finish(&w, &prot, 0, NULL, 0);
+    uint8_t *out;
+    TEST_ASSERT_OK(der_builder_take(&b, &out, out_len));
+    der_builder_cleanup(&ab);
+    cm_arena_cleanup(&a);
+    return out;
+}
+
+static void test_srv_ir_pbmac1(void)
+{
+    const char *extra[] = {
+        "-cmd",    "ir",      "-ref",     SECRET_REF,          "-secret",           "pass:" SECRET,
+        "-newkey", g.dev_key, "-subject", "/CN=device-pbmac1", "-implicit_confirm", NULL};
+    size_t len, len2;
+    uint8_t *ir = make_request(&len, extra);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ir);
+    cmp_mac_key key;
+    uint8_t *req = reprotect_pbmac1(&len2, ir, len, SECRET, &key);
+    rsp r;
+    process(&r, req, len2);
+    X509 *x = check_issued(&r, CMP_BODY_IP, 0, g.dev_key, "device-pbmac1");
+    // The response is PBMAC1-protected with the same parameters (RFC 9483 §3.2).
+    cmp_prot_kind kind;
+    TEST_ASSERT_OK(cmp_protect_kind(&kind, r.msg.header.protection_alg.whole));
+    CU_ASSERT_EQUAL(kind, CMP_PROT_PBMAC1);
+    cmp_mac_key rk;
+    TEST_ASSERT_OK(cmp_protect_verify_mac(g.prot, &rk, r.msg.header.protection_alg.whole,
+                                          CM_SPAN_LIT(SECRET), r.msg.protected_part,
+                                          r.msg.protection, r.msg.protection_unused));
+    cmp_mac_key_cleanse(&rk);
+    X509_free(x);
+    rsp_free(&r);
+    free(req);
+    // The same under a wrong secret: badMessageCheck.
+    cmp_mac_key_cleanse(&key);
+    req = reprotect_pbmac1(&len2, ir, len, "not-the-secret", &key);
+    process(&r, req, len2);
+    CU_ASSERT_EQUAL(fail_bit_of(&r), CMP_FAIL_BAD_MESSAGE_CHECK);
+    rsp_free(&r);
+    free(req);
+    cmp_mac_key_cleanse(&key);
+    free(ir);
+}
+
 static void test_srv_p10cr(void)
 {
     char csr[400];
@@ -1237,7 +1246,7 @@ int test_srv_register(void)
         CU_ADD_TEST(s, test_srv_ir_pbm_with_cert_conf) == NULL ||
         CU_ADD_TEST(s, test_srv_cert_conf_rejection_revokes) == NULL ||
         CU_ADD_TEST(s, test_srv_ir_signature_protected_by_vendor_cert) == NULL ||
-        CU_ADD_TEST(s, test_srv_p10cr) == NULL ||
+        CU_ADD_TEST(s, test_srv_p10cr) == NULL || CU_ADD_TEST(s, test_srv_ir_pbmac1) == NULL ||
         CU_ADD_TEST(s, test_srv_rejects_wrong_secret_with_signed_error) == NULL ||
         CU_ADD_TEST(s, test_srv_rejects_unknown_reference) == NULL ||
         CU_ADD_TEST(s, test_srv_rejects_untrusted_signer) == NULL ||

@@ -1,0 +1,63 @@
+// Self-signed root CA certificates (RFC 5280 §4.1, §4.2.1.9, §4.2.1.3, §4.2.1.2), for
+// `certmint init` and tests: the TBSCertificate only; the signature comes from the HSM.
+#include <openssl/evp.h>
+
+#include "engine/ca/ca.h"
+#include "engine/der/der_oid.h"
+
+static void ca_root_ext(der_builder *b, der_mark *outer, der_mark *value, cm_span oid,
+                        bool critical)
+{
+    der_open(b, outer, DER_TAG_SEQUENCE);
+    der_put_oid(b, oid);
+    if (critical) {
+        der_put_bool(b, true);
+    }
+    der_open(b, value, DER_TAG_OCTET_STRING);
+}
+
+cm_result ca_root_tbs_build(der_builder *b, cm_span name, cm_span spki, cm_span serial,
+                            int64_t not_before, int64_t not_after, cm_span sig_alg)
+{
+    ca_key_info key;
+    CM_TRY(ca_spki_parse(&key, spki));
+    CM_ENSURE(not_after > not_before, CA_E_VALIDITY);
+    // Key identifier: SHA-1 of the subjectPublicKey bits (§4.2.1.2 method 1), as for leaves.
+    uint8_t ski[20];
+    CM_ENSURE(EVP_Digest(key.key_bits.p, key.key_bits.len, ski, NULL, EVP_sha1(), NULL) == 1,
+              CM_E_CRYPTO);
+    der_mark tbs, m, exts, e, v, bc;
+    der_open_hint(b, &tbs, DER_TAG_SEQUENCE, 3);
+    der_open(b, &m, DER_CONTEXT_CONS(0));
+    der_put_i64(b, 2); // v3
+    der_close(b, &m);
+    der_put_uint_bytes(b, serial);
+    der_put_raw(b, sig_alg);
+    der_put_raw(b, name); // issuer = subject
+    der_open(b, &m, DER_TAG_SEQUENCE);
+    der_put_time(b, not_before);
+    der_put_time(b, not_after);
+    der_close(b, &m);
+    der_put_raw(b, name);
+    der_put_raw(b, spki);
+    der_open(b, &m, DER_CONTEXT_CONS(3));
+    der_open(b, &exts, DER_TAG_SEQUENCE);
+    ca_root_ext(b, &e, &v, CM_SPAN_LIT(DER_OID_CE_BASIC_CONSTRAINTS), true);
+    der_open(b, &bc, DER_TAG_SEQUENCE);
+    der_put_bool(b, true); // cA
+    der_close(b, &bc);
+    der_close(b, &v);
+    der_close(b, &e);
+    ca_root_ext(b, &e, &v, CM_SPAN_LIT(DER_OID_CE_KEY_USAGE), true);
+    der_put_bitstring_flags(b, 1u | (1u << 5) | (1u << 6)); // digitalSignature keyCertSign cRLSign
+    der_close(b, &v);
+    der_close(b, &e);
+    ca_root_ext(b, &e, &v, CM_SPAN_LIT(DER_OID_CE_SUBJECT_KEY_ID), false);
+    der_put_octets(b, cm_span_make(ski, sizeof(ski)));
+    der_close(b, &v);
+    der_close(b, &e);
+    der_close(b, &exts);
+    der_close(b, &m);
+    der_close(b, &tbs);
+    return der_builder_ok(b) ? cm_result_make(CM_OK) : cm_result_make(b->err);
+}
