@@ -9,6 +9,7 @@
 // goes to stderr, there is no file to reopen).
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,9 +25,10 @@
 #include "engine/net/net.h"
 #include "engine/server/srv.h"
 
-#define MAIN_HEAD_TIMEOUT_MS 10000u // a request head (and body) must arrive within this
-#define MAIN_IDLE_TIMEOUT_MS 30000u // a keep-alive connection may idle this long
-#define MAIN_MAINTAIN_S      2      // the certConf sweep and transaction expiry period
+#define MAIN_MAINTAIN_S 2 // the certConf sweep and transaction expiry period
+
+#define MAIN_BODY_TYPES 27 // cmp_body_type values
+#define MAIN_HIST       24 // histogram buckets: le 2^0 .. 2^23 µs, then +Inf
 
 // The daemon's immutable state, shared read-only by the loops. Thread: immutable after start.
 typedef struct main_daemon {
@@ -44,9 +46,15 @@ typedef struct main_daemon {
     size_t num_cas;
     srv_engine *engine;
     http_limits limits;
+    uint32_t head_timeout_ms; // a request (head and body) must arrive within this
+    uint32_t idle_timeout_ms; // a keep-alive connection may idle this long
+    const char *log_path;     // --log FILE (reopened on SIGHUP), NULL: stderr
     net_server *net;
     // Counters, relaxed atomics.
     uint64_t n_requests, n_ok, n_rejected, n_http_errors;
+    uint64_t n_body[MAIN_BODY_TYPES][2]; // [cmp_body_type][0 ok, 1 rejected], all CAs
+    uint64_t hsm_hist[MAIN_HIST];        // HSM stage latency (µs), log2 buckets
+    uint64_t hsm_sum_us;
 } main_daemon;
 
 // main_loop_ctx: one per I/O loop. Thread: loop-confined.
@@ -149,6 +157,18 @@ static void main_answer_cmp(main_loop_ctx *c, main_conn *mc)
     srv_summary s;
     srv_request_summary(req, &s);
     __atomic_add_fetch(s.fail_bit < 0 ? &c->d->n_ok : &c->d->n_rejected, 1, __ATOMIC_RELAXED);
+    if (s.body_type >= 0 && s.body_type < MAIN_BODY_TYPES) {
+        __atomic_add_fetch(&c->d->n_body[s.body_type][s.fail_bit < 0 ? 0 : 1], 1, __ATOMIC_RELAXED);
+    }
+    if (s.stage_ns[SRV_STAGE_HSM] != 0) {
+        const uint64_t us = s.stage_ns[SRV_STAGE_HSM] / 1000u;
+        size_t b = 0;
+        while (b + 1 < MAIN_HIST && (1ull << b) < us) {
+            b++;
+        }
+        __atomic_add_fetch(&c->d->hsm_hist[b], 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&c->d->hsm_sum_us, us, __ATOMIC_RELAXED);
+    }
     const cm_span body = srv_request_response(req);
     if (body.len == 0) {
         main_send_simple(c, mc, 500, "text/plain", CM_SPAN_LIT("500 Internal Server Error\n"),
@@ -159,43 +179,101 @@ static void main_answer_cmp(main_loop_ctx *c, main_conn *mc)
     main_send_simple(c, mc, 200, HTTP_CONTENT_TYPE_PKIXCMP, body, !mc->keep_alive);
 }
 
+// main_hist appends a Prometheus histogram from log2 buckets (bucket i counts values <= 2^i).
+static size_t main_hist(char *out, size_t cap, const char *name, const uint64_t *buckets, size_t n,
+                        double scale, double sum)
+{
+    size_t used = 0;
+    uint64_t cum = 0;
+    int k = snprintf(out, cap, "# TYPE %s histogram\n", name);
+    used += k > 0 ? (size_t)k : 0;
+    for (size_t i = 0; i < n && used < cap; i++) {
+        cum += buckets[i];
+        k = snprintf(out + used, cap - used, "%s_bucket{le=\"%g\"} %llu\n", name,
+                     (double)(1ull << i) * scale, (unsigned long long)cum);
+        used += k > 0 ? (size_t)k : 0;
+    }
+    if (used < cap) {
+        k = snprintf(out + used, cap - used,
+                     "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %g\n%s_count %llu\n", name,
+                     (unsigned long long)cum, name, sum, name, (unsigned long long)cum);
+        used += k > 0 ? (size_t)k : 0;
+    }
+    return used < cap ? used : cap;
+}
+
 static void main_metrics(main_loop_ctx *c, main_conn *mc)
 {
     main_daemon *d = c->d;
-    char text[4096];
+    size_t cap = 32768, used = 0;
+    char *text = malloc(cap);
+    if (text == NULL) {
+        net_conn_close(c->loop, mc->ref);
+        return;
+    }
     net_stats ns;
     net_server_stats(d->net, &ns);
     hsm_pool_stats hs;
     hsm_pool_get_stats(d->pool, &hs);
     store_stats ss;
     store_get_stats(d->store, &ss);
-    int n = snprintf(text, sizeof(text),
-                     "# TYPE certmint_requests_total counter\n"
-                     "certmint_requests_total{outcome=\"ok\"} %llu\n"
-                     "certmint_requests_total{outcome=\"rejected\"} %llu\n"
-                     "certmint_http_errors_total %llu\n"
-                     "# TYPE certmint_connections_open gauge\ncertmint_connections_open %llu\n"
-                     "certmint_connections_accepted_total %llu\n"
-                     "certmint_connections_rejected_full_total %llu\n"
-                     "# TYPE certmint_hsm_queue_depth gauge\ncertmint_hsm_queue_depth %zu\n"
-                     "certmint_hsm_signatures_total %llu\ncertmint_hsm_failures_total %llu\n"
-                     "certmint_hsm_sessions_reopened_total %llu\n"
-                     "certmint_store_jobs_total %llu\ncertmint_store_commits_total %llu\n"
-                     "certmint_store_commit_seconds_sum %.6f\ncertmint_store_max_batch %llu\n",
-                     (unsigned long long)__atomic_load_n(&d->n_ok, __ATOMIC_RELAXED),
-                     (unsigned long long)__atomic_load_n(&d->n_rejected, __ATOMIC_RELAXED),
-                     (unsigned long long)__atomic_load_n(&d->n_http_errors, __ATOMIC_RELAXED),
-                     (unsigned long long)ns.open, (unsigned long long)ns.accepted,
-                     (unsigned long long)ns.rejected_full, hsm_pool_depth(d->pool),
-                     (unsigned long long)hs.signed_ok, (unsigned long long)hs.failed,
-                     (unsigned long long)hs.reopened, (unsigned long long)ss.jobs,
-                     (unsigned long long)ss.commits, (double)ss.commit_ns_total / 1e9,
-                     (unsigned long long)ss.max_batch);
-    if (n < 0 || (size_t)n >= sizeof(text)) {
-        n = 0;
+    int n = snprintf(
+        text, cap,
+        "# TYPE certmint_requests_total counter\n"
+        "certmint_requests_total{outcome=\"ok\"} %llu\n"
+        "certmint_requests_total{outcome=\"rejected\"} %llu\n"
+        "# TYPE certmint_http_errors_total counter\ncertmint_http_errors_total %llu\n"
+        "# TYPE certmint_connections_open gauge\ncertmint_connections_open %llu\n"
+        "# TYPE certmint_connections_accepted_total counter\n"
+        "certmint_connections_accepted_total %llu\n"
+        "# TYPE certmint_connections_rejected_full_total counter\n"
+        "certmint_connections_rejected_full_total %llu\n"
+        "# TYPE certmint_connections_timeouts_total counter\n"
+        "certmint_connections_timeouts_total %llu\n"
+        "# TYPE certmint_hsm_queue_depth gauge\ncertmint_hsm_queue_depth %zu\n"
+        "# TYPE certmint_hsm_signatures_total counter\ncertmint_hsm_signatures_total %llu\n"
+        "# TYPE certmint_hsm_failures_total counter\ncertmint_hsm_failures_total %llu\n"
+        "# TYPE certmint_hsm_sessions_reopened_total counter\n"
+        "certmint_hsm_sessions_reopened_total %llu\n"
+        "# TYPE certmint_store_jobs_total counter\ncertmint_store_jobs_total %llu\n"
+        "# TYPE certmint_store_queue_depth gauge\ncertmint_store_queue_depth %llu\n",
+        (unsigned long long)__atomic_load_n(&d->n_ok, __ATOMIC_RELAXED),
+        (unsigned long long)__atomic_load_n(&d->n_rejected, __ATOMIC_RELAXED),
+        (unsigned long long)__atomic_load_n(&d->n_http_errors, __ATOMIC_RELAXED),
+        (unsigned long long)ns.open, (unsigned long long)ns.accepted,
+        (unsigned long long)ns.rejected_full, (unsigned long long)ns.timeouts,
+        hsm_pool_depth(d->pool), (unsigned long long)hs.signed_ok, (unsigned long long)hs.failed,
+        (unsigned long long)hs.reopened, (unsigned long long)ss.jobs,
+        (unsigned long long)ss.queue_depth);
+    used = n > 0 && (size_t)n < cap ? (size_t)n : 0;
+    // Requests by body type and outcome, all CAs together.
+    n = snprintf(text + used, cap - used, "# TYPE certmint_cmp_requests_total counter\n");
+    used += n > 0 ? (size_t)n : 0;
+    for (int t = 0; t < MAIN_BODY_TYPES && used < cap; t++) {
+        for (int o = 0; o < 2 && used < cap; o++) {
+            const uint64_t v = __atomic_load_n(&d->n_body[t][o], __ATOMIC_RELAXED);
+            if (v == 0) {
+                continue;
+            }
+            n = snprintf(text + used, cap - used,
+                         "certmint_cmp_requests_total{body=\"%s\",outcome=\"%s\"} %llu\n",
+                         main_body_name(t), o == 0 ? "ok" : "rejected", (unsigned long long)v);
+            used += n > 0 ? (size_t)n : 0;
+        }
     }
-    main_send_simple(c, mc, 200, "text/plain; version=0.0.4", cm_span_make(text, (size_t)n),
+    uint64_t hh[MAIN_HIST];
+    for (size_t i = 0; i < MAIN_HIST; i++) {
+        hh[i] = __atomic_load_n(&d->hsm_hist[i], __ATOMIC_RELAXED);
+    }
+    used += main_hist(text + used, cap - used, "certmint_hsm_sign_seconds", hh, MAIN_HIST, 1e-6,
+                      (double)__atomic_load_n(&d->hsm_sum_us, __ATOMIC_RELAXED) / 1e6);
+    used += main_hist(text + used, cap - used, "certmint_store_commit_seconds", ss.commit_us_hist,
+                      STORE_HIST_BUCKETS, 1e-6, (double)ss.commit_ns_total / 1e9);
+    used += main_hist(text + used, cap - used, "certmint_store_batch_size", ss.batch_hist,
+                      STORE_HIST_BUCKETS, 1.0, 0.0);
+    main_send_simple(c, mc, 200, "text/plain; version=0.0.4", cm_span_make(text, used),
                      !mc->keep_alive);
+    free(text);
 }
 
 // main_crl serves GET /crl/NAME.crl: the CA's current CRL from the store (RFC 5280 §5,
@@ -299,7 +377,7 @@ static void main_conn_feed(main_loop_ctx *c, main_conn *mc, cm_span data)
                 net_conn_close(c->loop, mc->ref);
                 return;
             }
-            net_conn_set_deadline(c->loop, mc->ref, MAIN_HEAD_TIMEOUT_MS);
+            net_conn_set_deadline(c->loop, mc->ref, c->d->head_timeout_ms);
         }
         http_feed f;
         // The outcome is in |f| (kind, error, status); the result code repeats it.
@@ -372,7 +450,7 @@ static void *main_on_open(void *ctx, net_conn_ref ref, const struct sockaddr *pe
         port = ntohs(a->sin6_port);
     }
     (void)snprintf(mc->peer, sizeof(mc->peer), "%s:%u", host, (unsigned)port);
-    net_conn_set_deadline(c->loop, ref, MAIN_IDLE_TIMEOUT_MS);
+    net_conn_set_deadline(c->loop, ref, c->d->idle_timeout_ms);
     return mc;
 }
 
@@ -403,7 +481,7 @@ static void main_on_sent(void *ctx, void *conn, net_conn_ref ref, bool ok)
     if (!ok || mc->close_after) {
         return; // the transport closes the connection
     }
-    net_conn_set_deadline(c->loop, mc->ref, MAIN_IDLE_TIMEOUT_MS);
+    net_conn_set_deadline(c->loop, mc->ref, c->d->idle_timeout_ms);
     if (mc->pending_len > 0) {
         // Parse what the client pipelined meanwhile; the buffer is taken first because
         // parsing may queue more into a fresh one.
@@ -731,6 +809,8 @@ static bool main_start(main_daemon *d, const char *path, bool check_only)
     if (!main_build_engine(d)) {
         return false;
     }
+    d->head_timeout_ms = d->cfg->header_timeout * 1000u;
+    d->idle_timeout_ms = d->cfg->idle_timeout * 1000u;
     d->limits = http_limits_default();
     d->limits.max_body = d->cfg->max_request_bytes;
     return true;
@@ -774,11 +854,27 @@ static void main_crl_refresh(main_daemon *d)
     store_reader_close(rd);
 }
 
+// main_log_open sends log lines to |path| (appended). The file takes over descriptor 2 with
+// dup2, so a SIGHUP after log rotation swaps the file under the same descriptor number while
+// other threads may be writing: no write can ever land in a reused descriptor.
+static bool main_log_open(const char *path)
+{
+    const int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        fprintf(stderr, "certmintd: cannot open log %s: %s\n", path, strerror(errno));
+        return false;
+    }
+    const bool ok = dup2(fd, 2) == 2;
+    (void)close(fd);
+    return ok;
+}
+
 static void main_usage(FILE *f)
 {
     fprintf(f, "usage: certmintd -c FILE [--check]\n"
                "  -c FILE   the configuration (OpenSSL config syntax, see README)\n"
                "  --check   validate the configuration and the HSM keys, then exit\n"
+               "  --log FILE  append log lines to FILE (reopened on SIGHUP) instead of stderr\n"
                "  --listen ADDR  serve on ADDR (host:port, [v6]:port) instead of the configured\n"
                "                 listen addresses\n");
 }
@@ -787,10 +883,13 @@ int main(int argc, char **argv)
 {
     const char *conf = NULL;
     const char *listen_override = NULL;
+    const char *log_path = NULL;
     bool check_only = false;
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
             conf = argv[++i];
+        } else if (strcmp(argv[i], "--log") == 0 && i + 1 < argc) {
+            log_path = argv[++i];
         } else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
             listen_override = argv[++i];
         } else if (strcmp(argv[i], "--check") == 0) {
@@ -822,6 +921,10 @@ int main(int argc, char **argv)
 
     main_daemon d;
     memset(&d, 0, sizeof(d));
+    d.log_path = log_path;
+    if (log_path != NULL && !main_log_open(log_path)) {
+        return 1;
+    }
     if (!main_start(&d, conf, check_only)) {
         main_daemon_free(&d);
         return 1;
@@ -843,8 +946,10 @@ int main(int argc, char **argv)
         listen[0] = listen_override;
         num_listen = 1;
     }
-    net_server_config nc = {
-        .listen = listen, .num_listen = num_listen, .io_threads = d.cfg->io_threads};
+    net_server_config nc = {.listen = listen,
+                            .num_listen = num_listen,
+                            .io_threads = d.cfg->io_threads,
+                            .max_connections = d.cfg->max_connections};
     cm_result r = net_server_start(&d.net, &nc, &k_main_app, &d);
     if (!cm_ok(r)) {
         fprintf(stderr, "certmintd: cannot listen on %s: %s\n", listen[0], cm_result_name(r));
@@ -867,7 +972,9 @@ int main(int argc, char **argv)
             break;
         }
         if (sig == SIGHUP) {
-            cm_log(CM_LOG_INFO, "certmintd: SIGHUP: logging to stderr, nothing to reopen");
+            if (d.log_path != NULL && main_log_open(d.log_path)) {
+                cm_log(CM_LOG_INFO, "certmintd: SIGHUP: reopened %s", d.log_path);
+            }
             continue;
         }
         uint64_t revoked = 0;

@@ -16,6 +16,9 @@
 //   listen       = 127.0.0.1:8080, [::1]:8080   # required; IPv4 or [IPv6] addresses
 //   io_threads   = 2                 # default: online cores
 //   hsm_sessions = 4                 # default: online cores
+//   max_connections = 4096           # per I/O thread; more are accepted and closed at once
+//   header_timeout  = 10             # seconds for a request (head and body) to arrive
+//   idle_timeout    = 30             # seconds a keep-alive connection may idle
 //   store        = sqlite:var/certmint.db        # required
 //   max_request_bytes     = 262144   # default 256 KiB
 //   min_pbm_iterations    = 100      # default 100
@@ -147,6 +150,9 @@ typedef struct cfg_config {
     cfg_listen listen[CFG_MAX_LISTEN];
     size_t num_listen;
     uint32_t io_threads;
+    uint32_t max_connections; // per I/O thread; excess connections are closed at once
+    uint32_t header_timeout;  // seconds for a request's head and body to arrive
+    uint32_t idle_timeout;    // seconds a keep-alive connection may idle
     uint32_t hsm_sessions;
     char *store_path; // the PATH of sqlite:PATH, resolved
     uint32_t max_request_bytes;

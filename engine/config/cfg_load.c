@@ -265,6 +265,9 @@ static cm_result cfg_daemon(cfg_loader *ld)
     }
     const long cores = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->io_threads = cores > 0 && cores < 256 ? (uint32_t)cores : 1;
+    cfg->max_connections = 4096;
+    cfg->header_timeout = 10;
+    cfg->idle_timeout = 30;
     cfg->hsm_sessions = cfg->io_threads;
     cfg->max_request_bytes = 256u * 1024u;
     cfg->min_pbm_iterations = 100;
@@ -287,6 +290,12 @@ static cm_result cfg_daemon(cfg_loader *ld)
             CM_TRY(cfg_u32(ld, &cfg->io_threads, k, v, 1, 256));
         } else if (strcmp(k, "hsm_sessions") == 0) {
             CM_TRY(cfg_u32(ld, &cfg->hsm_sessions, k, v, 1, 1024));
+        } else if (strcmp(k, "max_connections") == 0) {
+            CM_TRY(cfg_u32(ld, &cfg->max_connections, k, v, 1, 1000000));
+        } else if (strcmp(k, "header_timeout") == 0) {
+            CM_TRY(cfg_u32(ld, &cfg->header_timeout, k, v, 1, 3600));
+        } else if (strcmp(k, "idle_timeout") == 0) {
+            CM_TRY(cfg_u32(ld, &cfg->idle_timeout, k, v, 1, 86400));
         } else if (strcmp(k, "store") == 0) {
             if (strncmp(v, "sqlite:", 7) != 0 || v[7] == '\0') {
                 return cfg_fail(ld, CFG_E_VALUE, k, "'%s' is not sqlite:PATH", v);

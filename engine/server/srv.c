@@ -150,6 +150,8 @@ uint32_t srv_failinfo(cm_result r)
         return CMP_FAIL_CERT_REVOKED;
     case STORE_E_CONFIRM_EXPIRED:
         return CMP_FAIL_BAD_REQUEST;
+    case SRV_E_WRONG_AUTHORITY:
+        return CMP_FAIL_WRONG_AUTHORITY;
     case SRV_E_OVERLOAD:
     case HSM_E_QUEUE_FULL:
         return CMP_FAIL_SYSTEM_UNAVAIL;
@@ -540,6 +542,23 @@ static cm_result srv_check_header(srv_request *req)
 {
     const cmp_header *h = &req->msg.header;
     CM_ENSURE(cmp_header_pvno_supported(h), CMP_E_UNSUPPORTED_VERSION);
+    // recipient (RFC 4210 §5.1.1): a directoryName other than the NULL-DN must name this CA,
+    // its CMP protection certificate, or the issuer of the sender's protection certificate
+    // (what clients such as openssl cmp put there by default, e.g. a device vendor's CA);
+    // anything else means the message is meant for another authority.
+    // A signature-protected message without extraCerts fails its protection check anyway.
+    const bool unverifiable = req->msg.has_protection && req->msg.num_extra_certs == 0 &&
+                              cmp_is_signature_alg(h->protection_alg.oid);
+    if (h->recipient.tag == CRMF_GN_DIRECTORY_NAME && h->recipient.name.len > 2 && !unverifiable) {
+        bool ours = cm_span_eq(h->recipient.name, ca_authority_subject(req->ca->authority)) ||
+                    cm_span_eq(h->recipient.name, ca_authority_subject(req->ca->cmp_cert));
+        cm_span issuer, serial, subject;
+        if (!ours && req->msg.num_extra_certs > 0 &&
+            cm_ok(srv_cert_fields(req->msg.extra_certs[0], &issuer, &serial, &subject))) {
+            ours = cm_span_eq(h->recipient.name, issuer);
+        }
+        CM_ENSURE(ours, SRV_E_WRONG_AUTHORITY);
+    }
     // The first message of a transaction carries no recipNonce (RFC 9810 §5.1.1).
     const cmp_body_type t = req->msg.body.type;
     const bool first = t == CMP_BODY_IR || t == CMP_BODY_CR || t == CMP_BODY_KUR ||

@@ -52,6 +52,7 @@ enum {
     SRV_E_OLD_CERT_REVOKED = CM_CODE(CM_CLASS_POLICY, 0x813),  // kur: old cert revoked
     SRV_E_INTERNAL = CM_CODE(CM_CLASS_RESOURCE, 0x814),        // systemFailure
     SRV_E_OVERLOAD = CM_CODE(CM_CLASS_AGAIN, 0x815),           // HSM queue full: systemUnavail
+    SRV_E_WRONG_AUTHORITY = CM_CODE(CM_CLASS_POLICY, 0x816),   // recipient names another CA
 };
 
 // srv_failinfo maps any code the server meets (its own, cmp, crmf, ca, store, der) to a

@@ -32,7 +32,7 @@ export $(cat "$work/inst/env")
 secret=$(cat "$work/inst/secrets/demo-device")
 check "certmintd --check" "$certmintd" -c "$work/inst/certmint.cnf" --check
 
-"$certmintd" -c "$work/inst/certmint.cnf" >"$work/daemon.log" 2>&1 &
+"$certmintd" -c "$work/inst/certmint.cnf" --log "$work/daemon.log" >"$work/stdout.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
@@ -99,6 +99,11 @@ rejected "untrusted signer" signerNotTrusted -cmd cr "${srv[@]}" -cert rogue.pem
   -extracerts rogue-ca.pem -newkey ec384.key -subject /CN=x -certout x.pem
 rejected "kur signed by a foreign certificate" signerNotTrusted -cmd kur "${srv[@]}" \
   -cert rogue.pem -key ec.key -extracerts rogue-ca.pem -newkey ed.key -certout x.pem
+rejected "wrong recipient" wrongAuthority -cmd ir "${srv[@]}" "${mac[@]}" \
+  -recipient "/CN=Some Other CA" -newkey ec.key -subject /CN=x -certout x.pem
+check "explicit recipient naming this CA" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" \
+  -recipient "/O=certmint e2e/CN=e2e Root CA" -newkey ec.key -subject /CN=dev-recip \
+  -implicit_confirm -certout recip.pem
 # A tampered request: made by the client, one byte of the subject changed, then sent as is.
 openssl cmp -cmd ir -use_mock_srv -srv_ref demo-device -srv_secret "pass:$secret" \
   -srv_cert inst/ca.pem -srv_key ec.key -rsp_cert inst/ca.pem "${mac[@]}" -newkey ec.key \
@@ -182,6 +187,18 @@ expect_status 413 "oversized body" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\
 big=$(head -c 9000 /dev/zero | tr '\0' 'a')
 expect_status 431 "oversized header" "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: $big\r\n\r\n"
 expect_status 200 "CMP garbage body -> CMP error in a 200" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nContent-Length: 4\r\n\r\n\x30\x02\x05\x00'
+# A truncated body (the client stops and closes) and a slow client (sends part of a head and
+# waits): the first just goes away, the second gets 408 after the header timeout.
+printf 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nContent-Length: 100\r\n\r\n0\x03' \
+  | python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1]))); s.sendall(sys.stdin.buffer.read()); s.close()' "$port"
+ok "HTTP truncated body: client gone, no crash"
+slow=$(python3 -c '
+import socket,sys,time
+s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),timeout=20)
+s.sendall(b"POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\n")
+t=time.time(); d=s.recv(4096)
+print(d.split(b" ")[1].decode() if d.startswith(b"HTTP/") else "none", int(time.time()-t))' "$port")
+case "$slow" in 408\ *) ok "HTTP slow client -> 408 after ${slow#* } s";; *) fail "HTTP slow client ($slow)";; esac
 check "still serving after bad input" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" \
   -newkey ec.key -subject /CN=after-bad -implicit_confirm -certout after.pem
 
@@ -205,14 +222,28 @@ after=$(count_valid)
   || fail "store count: $before -> $after (want +60)"
 check "metrics" sh -c "curl -sf http://127.0.0.1:$port/metrics | grep -q 'certmint_requests_total{outcome=\"ok\"}'"
 
+# Log rotation: move the file away, SIGHUP, new lines go to a new file.
+mv "$work/daemon.log" "$work/daemon.log.1"
+kill -HUP "$pid"; sleep 0.5
+check "SIGHUP reopens the log" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey ec.key \
+  -subject /CN=after-hup -implicit_confirm -certout hup.pem
+sleep 0.3
+grep -q "CN=after-hup\|body=ir outcome=ok" "$work/daemon.log" 2>/dev/null && ok "  new log file written" \
+  || fail "  new log file written"
+cat "$work/daemon.log.1" "$work/daemon.log" > "$work/daemon-all.log" 2>/dev/null
+check "metrics histograms" sh -c "curl -sf http://127.0.0.1:$port/metrics | \
+  grep -q 'certmint_hsm_sign_seconds_bucket' && curl -sf http://127.0.0.1:$port/metrics | \
+  grep -q 'certmint_cmp_requests_total{body=\"ir\",outcome=\"ok\"}'"
+
 # Graceful stop: exit status 0 (under ASan this also means no leak at exit).
 kill -TERM "$pid"
 wait "$pid"
 rc=$?
 pid=""
-[ "$rc" -eq 0 ] && ok "SIGTERM: clean exit" || { fail "SIGTERM: exit $rc"; tail -30 "$work/daemon.log"; }
+[ "$rc" -eq 0 ] && ok "SIGTERM: clean exit" || { fail "SIGTERM: exit $rc"; tail -30 "$work/daemon.log" "$work/stdout.log"; }
 check "store integrity after stop" sh -c "[ \"\$(sqlite3 $work/inst/certmint.db 'PRAGMA integrity_check')\" = ok ]"
-grep -q "outcome=rejected failinfo=1" "$work/daemon.log" && ok "request log lines" || fail "request log lines"
+cat "$work/daemon.log.1" "$work/daemon.log" 2>/dev/null | grep -q "outcome=rejected failinfo=1" \
+  && ok "request log lines" || fail "request log lines"
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
