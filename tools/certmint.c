@@ -3,12 +3,20 @@
 //   certmint init --dir DIR [--key-type ec-p256|ec-p384|rsa2048|rsa3072|ed25519]
 //                 [--subject DN] [--days N] [--port N]
 //   certmint keys -c CONF
+//   certmint secret add|list|remove -c CONF [--ref REF] [--secret-file F] [--ca NAME]
+//   certmint list -c CONF [--ca NAME] [--status S] [--subject SUBSTR] [--json]
+//   certmint show -c CONF [--ca NAME] SERIAL
+//   certmint revoke -c CONF [--ca NAME] SERIAL [--reason NAME]
+//   certmint crl -c CONF [--ca NAME] [--out FILE] [--days N]
 //
 // `init` makes a complete instance in DIR: a new SoftHSM2 token (own softhsm2.conf, SO and user
 // PINs in 0600 files), the CA key pair generated inside the token, a self-signed root CA
 // certificate signed through PKCS#11, a demo MAC secret, a ready certmint.cnf with a `devices`
 // profile, and an `env` file with the SOFTHSM2_CONF the daemon needs. It refuses to overwrite
-// an existing instance. Exit codes: 0 ok, 1 failed, 2 usage.
+// an existing instance. The other commands work on the instance a configuration describes,
+// through the same engine modules as the daemon (cfg, store, hsm, srv_crl_issue); the commands
+// that open the token read SOFTHSM2_CONF from the env file next to the configuration when the
+// environment lacks it. Exit codes: 0 ok, 1 failed, 2 usage.
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -16,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,7 +36,8 @@
 
 #include "engine/ca/ca.h"
 #include "engine/config/cfg.h"
-#include "engine/der/der_oid.h"
+#include "engine/server/srv.h"
+#include "engine/store/store.h"
 #include "hsm/hsm.h"
 
 extern char **environ;
@@ -48,7 +58,13 @@ static int tool_usage(FILE *f)
                "  certmint init --dir DIR [--key-type ec-p256|ec-p384|rsa2048|rsa3072|ed25519]\n"
                "                [--subject DN] [--days N] [--port N]\n"
                "  certmint keys -c CONF\n"
-               "Run 'certmint COMMAND --help' for details.\n");
+               "  certmint secret add|list|remove -c CONF [--ref REF] [--secret-file F]\n"
+               "  certmint list -c CONF [--status valid|revoked|hold|unconfirmed]\n"
+               "                [--subject SUBSTR] [--json]\n"
+               "  certmint show -c CONF SERIAL\n"
+               "  certmint revoke -c CONF SERIAL [--reason NAME]\n"
+               "  certmint crl -c CONF [--ca NAME] [--out FILE] [--days N]\n"
+               "Run 'certmint COMMAND --help' for details. Exit: 0 ok, 1 failed, 2 usage.\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -171,110 +187,51 @@ static hsm_sig_alg tool_sig_alg(hsm_keygen_type t)
     }
 }
 
-// tool_put_ext writes Extension { extnID, critical, extnValue OCTET STRING { value } } where
-// the value is written by the caller between open and close.
-static void tool_ext_open(der_builder *b, der_mark *outer, der_mark *octets, const char *oid,
-                          size_t oid_len, bool critical)
-{
-    der_open(b, outer, DER_TAG_SEQUENCE);
-    der_put_oid(b, cm_span_make(oid, oid_len));
-    if (critical) {
-        der_put_bool(b, true);
-    }
-    der_open(b, octets, DER_TAG_OCTET_STRING);
-}
-
-static void tool_ext_close(der_builder *b, der_mark *outer, der_mark *octets)
-{
-    der_close(b, octets);
-    der_close(b, outer);
-}
-
-// tool_root_build makes the self-signed root certificate (RFC 5280 §4.1, §4.2.1) for |key|:
-// basicConstraints cA (critical), keyUsage keyCertSign+cRLSign+digitalSignature (critical),
-// SKI (SHA-1 of the key, method 1), signed through the pool.
+// tool_root_build makes the self-signed root certificate for |key| (ca_root_tbs_build: v3,
+// basicConstraints cA, keyUsage keyCertSign+cRLSign+digitalSignature, SKI), signed through
+// the pool.
 static bool tool_root_build(hsm_pool *pool, const hsm_key *key, hsm_sig_alg alg, cm_span name,
                             int days, uint8_t **out, size_t *out_len)
 {
-    const cm_span spki = hsm_key_get0_spki(key);
-    der_reader r, s;
-    der_reader_init(&r, spki);
-    cm_span alg_el, bits;
-    uint8_t unused;
-    uint8_t ski[20], serial[CA_SERIAL_LEN];
-    if (!cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &s)) ||
-        !cm_ok(der_get_element(&s, DER_TAG_SEQUENCE, &alg_el)) ||
-        !cm_ok(der_get_bitstring(&s, &bits, &unused)) ||
-        EVP_Digest(bits.p, bits.len, ski, NULL, EVP_sha1(), NULL) != 1 ||
-        !cm_ok(ca_serial_new(serial))) {
-        return false;
-    }
-    const int64_t now = cm_time_now();
-    der_builder b;
-    der_builder_init(&b, 1024);
-    der_mark tbs, m, m2, o, v;
-    der_open(&b, &tbs, DER_TAG_SEQUENCE);
-    der_open(&b, &m, DER_CONTEXT_CONS(0));
-    der_put_i64(&b, 2);
-    der_close(&b, &m);
-    der_put_uint_bytes(&b, cm_span_make(serial, sizeof(serial)));
-    hsm_sig_alg_marshal(&b, alg);
-    der_put_raw(&b, name);
-    der_open(&b, &m, DER_TAG_SEQUENCE);
-    der_put_time(&b, now - 300);
-    der_put_time(&b, now + (int64_t)days * 86400);
-    der_close(&b, &m);
-    der_put_raw(&b, name);
-    der_put_raw(&b, spki);
-    der_open(&b, &m, DER_CONTEXT_CONS(3));
-    der_open(&b, &m2, DER_TAG_SEQUENCE);
-    tool_ext_open(&b, &o, &v, DER_OID_CE_BASIC_CONSTRAINTS,
-                  sizeof(DER_OID_CE_BASIC_CONSTRAINTS) - 1, true);
-    der_mark bc;
-    der_open(&b, &bc, DER_TAG_SEQUENCE);
-    der_put_bool(&b, true);
-    der_close(&b, &bc);
-    tool_ext_close(&b, &o, &v);
-    tool_ext_open(&b, &o, &v, DER_OID_CE_KEY_USAGE, sizeof(DER_OID_CE_KEY_USAGE) - 1, true);
-    der_put_bitstring_flags(&b, 1u | (1u << 5) | (1u << 6));
-    tool_ext_close(&b, &o, &v);
-    tool_ext_open(&b, &o, &v, DER_OID_CE_SUBJECT_KEY_ID, sizeof(DER_OID_CE_SUBJECT_KEY_ID) - 1,
-                  false);
-    der_put_octets(&b, cm_span_make(ski, sizeof(ski)));
-    tool_ext_close(&b, &o, &v);
-    der_close(&b, &m2);
-    der_close(&b, &m);
-    der_close(&b, &tbs);
-    cm_span tbs_der;
+    uint8_t serial[CA_SERIAL_LEN];
     uint8_t sig[HSM_MAX_SIG_LEN];
     size_t sig_len = 0;
-    der_builder ab, cb;
+    const int64_t now = cm_time_now();
+    der_builder ab, tb, cb;
     der_builder_init(&ab, 64);
+    der_builder_init(&tb, 1024);
     der_builder_init(&cb, 2048);
     hsm_sig_alg_marshal(&ab, alg);
-    cm_span alg_der, cert;
-    cm_result res = der_builder_finish(&b, &tbs_der);
-    if (cm_ok(res)) {
-        res = hsm_sign_sync(pool, &sig_len, sig, sizeof(sig), key, alg, tbs_der);
-    }
+    cm_span alg_der, tbs;
+    cm_result res = ca_serial_new(serial);
     if (cm_ok(res)) {
         res = der_builder_finish(&ab, &alg_der);
     }
     if (cm_ok(res)) {
-        res = ca_signed_assemble(&cb, tbs_der, alg_der, cm_span_make(sig, sig_len));
+        res = ca_root_tbs_build(&tb, name, hsm_key_get0_spki(key),
+                                cm_span_make(serial, sizeof(serial)), now - 300,
+                                now + (int64_t)days * 86400, alg_der);
+    }
+    if (cm_ok(res)) {
+        res = der_builder_finish(&tb, &tbs);
+    }
+    if (cm_ok(res)) {
+        res = hsm_sign_sync(pool, &sig_len, sig, sizeof(sig), key, alg, tbs);
+    }
+    if (cm_ok(res)) {
+        res = ca_signed_assemble(&cb, tbs, alg_der, cm_span_make(sig, sig_len));
     }
     uint8_t *buf = NULL;
     if (cm_ok(res)) {
         res = der_builder_take(&cb, &buf, out_len);
     }
-    der_builder_cleanup(&b);
     der_builder_cleanup(&ab);
+    der_builder_cleanup(&tb);
     der_builder_cleanup(&cb);
     if (!cm_ok(res)) {
         fprintf(stderr, "certmint: cannot build the root certificate: %s\n", cm_result_name(res));
         return false;
     }
-    (void)cert;
     *out = buf;
     return true;
 }
@@ -297,6 +254,33 @@ static const char *tool_path(char *buf, size_t cap, const char *dir, const char 
 {
     int n = snprintf(buf, cap, "%s/%s", dir, name);
     return n > 0 && (size_t)n < cap ? buf : NULL;
+}
+
+// tool_mkdir_parents creates the missing parent folders of |path| (mode 0755, like mkdir -p),
+// so `certmint init --dir var/demo` works in a fresh clone without var/.
+static bool tool_mkdir_parents(const char *path)
+{
+    char buf[PATH_MAX];
+    if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf)) {
+        fprintf(stderr, "certmint init: --dir is too long\n");
+        return false;
+    }
+    size_t n = strlen(buf);
+    while (n > 1 && buf[n - 1] == '/') {
+        buf[--n] = '\0';
+    }
+    for (char *p = buf + 1; *p != '\0'; p++) {
+        if (*p != '/') {
+            continue;
+        }
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+            fprintf(stderr, "certmint init: cannot create %s: %s\n", buf, strerror(errno));
+            return false;
+        }
+        *p = '/';
+    }
+    return true;
 }
 
 static int tool_init(const tool_init_opts *o)
@@ -322,7 +306,7 @@ static int tool_init(const tool_init_opts *o)
         return 2;
     }
     char dir[PATH_MAX], p[PATH_MAX + 64], p2[PATH_MAX + 64];
-    if (mkdir(o->dir, 0700) != 0 && errno != EEXIST) {
+    if (!tool_mkdir_parents(o->dir) || (mkdir(o->dir, 0700) != 0 && errno != EEXIST)) {
         fprintf(stderr, "certmint init: cannot create %s: %s\n", o->dir, strerror(errno));
         return 1;
     }
@@ -444,7 +428,7 @@ static int tool_init(const tool_init_opts *o)
         goto out;
     }
     printf("certmint: instance created in %s\n"
-           "  CA certificate   %s/ca.pem (key '%s' in SoftHSM token '%s')\n"
+           "  CA certificate   %s/ca.pem (%s key 'ca' in SoftHSM token '%s')\n"
            "  configuration    %s/certmint.cnf\n"
            "  demo MAC secret  reference 'demo-device', secret '%s' (stored in %s/secrets, 0600)\n"
            "  the daemon needs SOFTHSM2_CONF=%s/softhsm2.conf in its environment (%s/env)\n",
@@ -462,43 +446,1514 @@ out:
     return rc;
 }
 
-static int tool_keys(const char *conf_path)
+// ---------------------------------------------------------------------------------------------
+// Command line parsing shared by the subcommands that take -c CONF.
+
+typedef struct tool_opt {
+    const char *name;   // "--ca"; "-c" is spelled as its own entry
+    const char **value; // where the value goes; NULL for a flag
+    bool *flag;         // set for a flag
+} tool_opt;
+
+// tool_args_parse walks argv[first..]: options listed in |opts| (as "--name VALUE" or
+// "--name=VALUE"), "--help"/"-h", and up to |max_pos| positional arguments. Returns -1 to go
+// on, 0 when the help was printed, 2 after a usage error was printed.
+static int tool_args_parse(int argc, char **argv, int first, const tool_opt *opts, size_t num_opts,
+                           const char **pos, size_t max_pos, size_t *out_num_pos, const char *cmd,
+                           const char *help)
+{
+    *out_num_pos = 0;
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(help, stdout);
+            return 0;
+        }
+        if (a[0] != '-' || a[1] == '\0') {
+            if (*out_num_pos == max_pos) {
+                fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", cmd, a);
+                return 2;
+            }
+            pos[(*out_num_pos)++] = a;
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        const size_t name_len = eq != NULL ? (size_t)(eq - a) : strlen(a);
+        const tool_opt *o = NULL;
+        for (size_t k = 0; k < num_opts; k++) {
+            if (strlen(opts[k].name) == name_len && strncmp(opts[k].name, a, name_len) == 0) {
+                o = &opts[k];
+            }
+        }
+        if (o == NULL) {
+            fprintf(stderr, "%s: unknown option '%s' (see --help)\n", cmd, a);
+            return 2;
+        }
+        if (o->value == NULL) {
+            if (eq != NULL) {
+                fprintf(stderr, "%s: %.*s takes no value\n", cmd, (int)name_len, a);
+                return 2;
+            }
+            *o->flag = true;
+        } else if (eq != NULL) {
+            *o->value = eq + 1;
+        } else if (i + 1 < argc) {
+            *o->value = argv[++i];
+        } else {
+            fprintf(stderr, "%s: %s needs a value (see --help)\n", cmd, a);
+            return 2;
+        }
+    }
+    return -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers: time, serials, reasons, JSON.
+
+static void tool_time_text(char *out, size_t cap, int64_t t)
+{
+    if (t == 0) {
+        (void)snprintf(out, cap, "-");
+        return;
+    }
+    int y, mo, d, h, mi, s;
+    cm_time_to_civil(t, &y, &mo, &d, &h, &mi, &s);
+    (void)snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02dZ", y, mo, d, h, mi, s);
+}
+
+#define TOOL_SERIAL_MAX 21u // 20 octets of magnitude and a sign octet
+
+// tool_serial_parse reads a serial number as hex: any case, an optional 0x, colons or spaces
+// between digits allowed ("3F:0A", "0x3f0a", "3F0A" are the same). |out| receives the content
+// octets of the DER INTEGER (minimal, positive: a 00 octet when the top bit is set), which is
+// how the store keys certificates.
+static bool tool_serial_parse(const char *text, uint8_t out[TOOL_SERIAL_MAX], size_t *out_len)
+{
+    const char *p = text;
+    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+        p += 2;
+    }
+    uint8_t nib[2 * TOOL_SERIAL_MAX];
+    size_t n = 0, digits = 0;
+    for (; *p != '\0'; p++) {
+        const char c = *p;
+        int v;
+        if (c >= '0' && c <= '9') {
+            v = c - '0';
+        } else if (c >= 'a' && c <= 'f') {
+            v = c - 'a' + 10;
+        } else if (c >= 'A' && c <= 'F') {
+            v = c - 'A' + 10;
+        } else if (c == ':' || c == ' ') {
+            continue;
+        } else {
+            return false;
+        }
+        digits++;
+        if (n == 0 && v == 0) {
+            continue; // leading zeros are not part of the value
+        }
+        if (n == sizeof(nib)) {
+            return false;
+        }
+        nib[n++] = (uint8_t)v;
+    }
+    if (digits == 0) {
+        return false;
+    }
+    if (n == 0) {
+        out[0] = 0; // the value 0
+        *out_len = 1;
+        return true;
+    }
+    if ((n + 1) / 2 > TOOL_SERIAL_MAX - 1) {
+        return false;
+    }
+    // The magnitude, then a 00 sign octet in front when its top bit is set.
+    uint8_t mag[TOOL_SERIAL_MAX];
+    size_t k = 0, i = 0;
+    if (n % 2 == 1) {
+        mag[k++] = nib[i++];
+    }
+    for (; i < n; i += 2) {
+        mag[k++] = (uint8_t)(nib[i] << 4 | nib[i + 1]);
+    }
+    size_t o = 0;
+    if (mag[0] & 0x80) {
+        out[o++] = 0;
+    }
+    memcpy(out + o, mag, k);
+    *out_len = o + k;
+    return true;
+}
+
+// tool_serial_text prints the serial as `openssl x509 -serial` does: the magnitude in
+// upper-case hex, two digits an octet.
+static void tool_serial_text(char *out, size_t cap, cm_span serial)
+{
+    size_t i = 0;
+    while (serial.len - i > 1 && serial.p[i] == 0) {
+        i++;
+    }
+    size_t o = 0;
+    for (; i < serial.len && o + 3 <= cap; i++) {
+        (void)snprintf(out + o, cap - o, "%02X", serial.p[i]);
+        o += 2;
+    }
+    out[o < cap ? o : cap - 1] = '\0';
+}
+
+static const char *const k_tool_reasons[] = {
+    [STORE_REASON_UNSPECIFIED] = "unspecified",
+    [STORE_REASON_KEY_COMPROMISE] = "keyCompromise",
+    [STORE_REASON_CA_COMPROMISE] = "cACompromise",
+    [STORE_REASON_AFFILIATION_CHANGED] = "affiliationChanged",
+    [STORE_REASON_SUPERSEDED] = "superseded",
+    [STORE_REASON_CESSATION_OF_OPERATION] = "cessationOfOperation",
+    [STORE_REASON_CERTIFICATE_HOLD] = "certificateHold",
+    [STORE_REASON_REMOVE_FROM_CRL] = "removeFromCRL",
+    [STORE_REASON_PRIVILEGE_WITHDRAWN] = "privilegeWithdrawn",
+    [STORE_REASON_AA_COMPROMISE] = "aACompromise",
+};
+#define TOOL_NUM_REASONS (sizeof(k_tool_reasons) / sizeof(k_tool_reasons[0]))
+
+static const char *tool_reason_name(int reason)
+{
+    if (reason < 0 || (size_t)reason >= TOOL_NUM_REASONS || k_tool_reasons[reason] == NULL) {
+        return "-";
+    }
+    return k_tool_reasons[reason];
+}
+
+// tool_reason_parse maps a CRLReason name (RFC 5280 §5.3.1; case does not matter) to its value.
+static int tool_reason_parse(const char *name)
+{
+    for (size_t i = 0; i < TOOL_NUM_REASONS; i++) {
+        if (k_tool_reasons[i] != NULL && strcasecmp(k_tool_reasons[i], name) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+static const char *tool_status_name(store_cert_status s)
+{
+    switch (s) {
+    case STORE_CERT_UNCONFIRMED:
+        return "unconfirmed";
+    case STORE_CERT_VALID:
+        return "valid";
+    case STORE_CERT_REVOKED:
+        return "revoked";
+    case STORE_CERT_HOLD:
+        return "hold";
+    default:
+        return "?";
+    }
+}
+
+// tool_json_string writes |s| as a JSON string (RFC 8259 §7): quotes, backslashes and control
+// characters escaped, everything else (UTF-8) as is.
+static void tool_json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\') {
+            fprintf(f, "\\%c", *p);
+        } else if (*p < 0x20 || *p == 0x7f) {
+            fprintf(f, "\\u%04x", *p);
+        } else {
+            fputc(*p, f);
+        }
+    }
+    fputc('"', f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening an instance: the configuration, the store, the token.
+
+typedef struct tool_inst {
+    const char *cmd; // "certmint list", for messages
+    cfg_config *cfg;
+    store *st;
+    store_reader *rd;
+    hsm_token *tok;
+    hsm_key *key;
+    hsm_pool *pool;
+} tool_inst;
+
+// tool_env_load sets SOFTHSM2_CONF from the `env` file next to the configuration (written by
+// `certmint init`) unless the environment has it already, as the daemon's unit file does.
+static void tool_env_load(const char *conf_path)
+{
+    if (getenv("SOFTHSM2_CONF") != NULL) {
+        return;
+    }
+    char path[PATH_MAX];
+    const char *slash = strrchr(conf_path, '/');
+    int n = slash == NULL
+                ? snprintf(path, sizeof(path), "env")
+                : snprintf(path, sizeof(path), "%.*s/env", (int)(slash - conf_path), conf_path);
+    if (n < 0 || (size_t)n >= sizeof(path)) {
+        return;
+    }
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        return;
+    }
+    char line[PATH_MAX + 64];
+    while (fgets(line, sizeof(line), f) != NULL) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (strncmp(line, "SOFTHSM2_CONF=", 14) == 0 && line[14] != '\0') {
+            (void)setenv("SOFTHSM2_CONF", line + 14, 1);
+        }
+    }
+    (void)fclose(f);
+}
+
+static bool tool_inst_open_cfg(tool_inst *t, const char *conf_path)
 {
     char err[1024];
-    cfg_config *cfg = NULL;
-    cm_result r = cfg_load(&cfg, err, sizeof(err), conf_path);
+    cm_result r = cfg_load(&t->cfg, err, sizeof(err), conf_path);
     if (!cm_ok(r)) {
-        fprintf(stderr, "certmint keys: %s\n", err);
+        fprintf(stderr, "%s: %s\n", t->cmd, err);
+        if (access(conf_path, F_OK) != 0) {
+            fprintf(stderr,
+                    "%s: pass the certmint.cnf of an instance with -c (certmint init "
+                    "--dir DIR makes one)\n",
+                    t->cmd);
+        }
+        return false;
+    }
+    return true;
+}
+
+// tool_inst_pick_ca returns the CA named |name|, or the default CA when |name| is NULL.
+static const cfg_ca *tool_inst_pick_ca(tool_inst *t, const char *name)
+{
+    const cfg_config *cfg = t->cfg;
+    if (name == NULL) {
+        if (cfg->default_ca != NULL) {
+            return cfg->default_ca;
+        }
+        if (cfg->num_cas == 1) {
+            return &cfg->cas[0];
+        }
+        fprintf(stderr, "%s: %s has %zu CAs and no default_ca: pass --ca NAME\n", t->cmd, cfg->path,
+                cfg->num_cas);
+        return NULL;
+    }
+    const cfg_ca *c = cfg_ca_find(cfg, name);
+    if (c == NULL) {
+        fprintf(stderr, "%s: %s has no [ca:%s]; its CAs are:", t->cmd, cfg->path, name);
+        for (size_t i = 0; i < cfg->num_cas; i++) {
+            fprintf(stderr, " %s", cfg->cas[i].name);
+        }
+        fputc('\n', stderr);
+    }
+    return c;
+}
+
+static bool tool_inst_open_store(tool_inst *t)
+{
+    char url[PATH_MAX + 16];
+    (void)snprintf(url, sizeof(url), "sqlite:%s", t->cfg->store_path);
+    cm_result r = store_open(&t->st, url, NULL);
+    if (cm_ok(r)) {
+        r = store_reader_open(t->st, &t->rd);
+    }
+    if (!cm_ok(r)) {
+        fprintf(stderr,
+                "%s: cannot open the store %s: %s (check the store key of [certmintd] "
+                "and the permissions of its folder)\n",
+                t->cmd, url, store_result_name(r));
+        return false;
+    }
+    return true;
+}
+
+// tool_hsm_hint says what to do about a token or key failure.
+static const char *tool_hsm_hint(cm_result r)
+{
+    const char *name = hsm_result_name(r);
+    if (strcmp(name, "CKR_PIN_INCORRECT") == 0 || strcmp(name, "CKR_PIN_LEN_RANGE") == 0) {
+        return "the user PIN is wrong: check the file pin-source names in the key URI";
+    }
+    if (r.code == HSM_E_NO_TOKEN) {
+        return "no token has that label: check token= in the key URI and, for SoftHSM2, "
+               "SOFTHSM2_CONF (certmint reads it from the env file next to the configuration)";
+    }
+    if (r.code == HSM_E_PIN_SOURCE || r.code == HSM_E_NO_PIN) {
+        return "the PIN file cannot be read: check pin-source in the key URI";
+    }
+    if (r.code == HSM_E_MODULE_LOAD || r.code == HSM_E_NO_MODULE) {
+        return "the PKCS#11 module cannot be loaded: check module-path/module-name in the key URI";
+    }
+    if (r.code == HSM_E_NO_KEY || r.code == HSM_E_AMBIGUOUS_KEY) {
+        return "check object=/id= in the key URI (the message lists the keys the token holds)";
+    }
+    return "check the key URI in the configuration";
+}
+
+// tool_result_name names a code from any module the CRL path touches (store, hsm, base).
+static const char *tool_result_name(cm_result r)
+{
+    const char *store_name = store_result_name(r);
+    return strcmp(store_name, cm_result_name(r)) != 0 ? store_name : hsm_result_name(r);
+}
+
+// tool_sig_alg_for picks the signature algorithm the daemon uses with a key of this type.
+static hsm_sig_alg tool_sig_alg_for(const hsm_key *k)
+{
+    switch (hsm_key_get_type(k)) {
+    case HSM_KEY_EC_P256:
+        return HSM_SIG_ECDSA_SHA256;
+    case HSM_KEY_EC_P384:
+        return HSM_SIG_ECDSA_SHA384;
+    case HSM_KEY_EC_P521:
+        return HSM_SIG_ECDSA_SHA512;
+    case HSM_KEY_RSA:
+        return HSM_SIG_RSA_PKCS1_SHA256;
+    case HSM_KEY_ED25519:
+        return HSM_SIG_ED25519;
+    default:
+        return HSM_SIG_NONE;
+    }
+}
+
+static const char *tool_key_type_name(hsm_key_type t)
+{
+    switch (t) {
+    case HSM_KEY_EC_P256:
+        return "EC P-256";
+    case HSM_KEY_EC_P384:
+        return "EC P-384";
+    case HSM_KEY_EC_P521:
+        return "EC P-521";
+    case HSM_KEY_RSA:
+        return "RSA";
+    case HSM_KEY_ED25519:
+        return "Ed25519";
+    default:
+        return "?";
+    }
+}
+
+// tool_inst_open_key opens the token of |c|'s key, finds the key and checks it matches the CA
+// certificate; with |pool| also starts a one-session signing pool.
+static bool tool_inst_open_key(tool_inst *t, const cfg_ca *c, bool pool)
+{
+    hsm_error err;
+    memset(&err, 0, sizeof(err));
+    cm_result r = hsm_token_open(&t->tok, &err, c->key_uri);
+    if (cm_ok(r)) {
+        r = hsm_key_find(t->tok, &t->key, &err, c->key_uri);
+    }
+    if (!cm_ok(r)) {
+        fprintf(stderr, "%s: [ca:%s] key: %s (%s)\n%s: %s\n", t->cmd, c->name, err.msg,
+                hsm_result_name(r), t->cmd, tool_hsm_hint(r));
+        return false;
+    }
+    if (!cm_ok(ca_authority_matches_spki(c->authority, hsm_key_get0_spki(t->key)))) {
+        fprintf(stderr,
+                "%s: [ca:%s] the key %s does not hold the public key of %s: the key URI "
+                "names another key than the one the CA certificate was made for\n",
+                t->cmd, c->name, hsm_key_get0_label(t->key), c->cert_path);
+        return false;
+    }
+    if (pool) {
+        hsm_pool_opts po;
+        hsm_pool_opts_default(&po);
+        po.sessions = 1;
+        r = hsm_pool_new(&t->pool, t->tok, &po);
+        if (!cm_ok(r)) {
+            fprintf(stderr, "%s: cannot open a session on the token: %s\n", t->cmd,
+                    hsm_result_name(r));
+            return false;
+        }
+    }
+    return true;
+}
+
+static void tool_inst_close(tool_inst *t)
+{
+    hsm_pool_free(t->pool);
+    hsm_key_free(t->key);
+    hsm_token_free(t->tok);
+    store_reader_close(t->rd);
+    if (t->st != NULL) {
+        store_close(t->st);
+    }
+    cfg_free(t->cfg);
+}
+
+// ---------------------------------------------------------------------------------------------
+// certmint keys
+
+static int tool_keys(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: certmint keys -c CONF\n"
+        "  Opens the token of every CA's key, finds the key and prints its type and size and\n"
+        "  whether it matches the CA certificate (a check that the HSM is reachable).\n"
+        "  SOFTHSM2_CONF is read from the env file next to CONF when not set.\n"
+        "  Exit: 0 all keys found and matching, 1 a key is missing or wrong, 2 usage.\n";
+    const char *conf = NULL, *pos[1];
+    size_t np;
+    const tool_opt opts[] = {{"-c", &conf, NULL}, {"--config", &conf, NULL}};
+    int pr = tool_args_parse(argc, argv, 2, opts, 2, pos, 0, &np, "certmint keys", help);
+    if (pr >= 0) {
+        return pr;
+    }
+    if (conf == NULL) {
+        fprintf(stderr, "certmint keys: -c CONF is required (see --help)\n");
+        return 2;
+    }
+    tool_env_load(conf);
+    tool_inst cfg_only = {.cmd = "certmint keys"};
+    if (!tool_inst_open_cfg(&cfg_only, conf)) {
         return 1;
     }
     int rc = 0;
-    for (size_t i = 0; i < cfg->num_cas && rc == 0; i++) {
-        const cfg_ca *c = &cfg->cas[i];
-        hsm_token *tok = NULL;
-        hsm_key *key = NULL;
-        hsm_error herr;
-        memset(&herr, 0, sizeof(herr));
-        r = hsm_token_open(&tok, &herr, c->key_uri);
-        if (cm_ok(r)) {
-            r = hsm_key_find(tok, &key, &herr, c->key_uri);
-        }
-        if (!cm_ok(r)) {
-            fprintf(stderr, "certmint keys: [ca:%s] %s (%s)\n", c->name, herr.msg,
-                    hsm_result_name(r));
-            rc = 1;
+    for (size_t i = 0; i < cfg_only.cfg->num_cas; i++) {
+        const cfg_ca *c = &cfg_only.cfg->cas[i];
+        tool_inst t = {.cmd = "certmint keys"};
+        if (tool_inst_open_key(&t, c, false)) {
+            printf("ca %-16s key '%s' %s %u bits, matches %s\n", c->name, hsm_key_get0_label(t.key),
+                   tool_key_type_name(hsm_key_get_type(t.key)), hsm_key_get_bits(t.key),
+                   c->cert_path);
         } else {
-            const bool match =
-                cm_ok(ca_authority_matches_spki(c->authority, hsm_key_get0_spki(key)));
-            printf("ca %-16s key '%s' %u bits, %s\n", c->name, hsm_key_get0_label(key),
-                   hsm_key_get_bits(key),
-                   match ? "matches the CA certificate" : "DOES NOT match the CA certificate");
-            rc = match ? 0 : 1;
+            rc = 1;
         }
-        hsm_key_free(key);
-        hsm_token_free(tok);
+        tool_inst_close(&t);
     }
-    cfg_free(cfg);
+    tool_inst_close(&cfg_only);
     return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// certmint list
+
+typedef struct tool_list_ctx {
+    bool json;
+    const char *subject_substr; // NULL: every subject
+    size_t count;
+} tool_list_ctx;
+
+// tool_subject_text returns the printable subject of |c| (RFC 4514 order, as `openssl x509
+// -subject -nameopt RFC2253` prints it): the stored text, or, when the server left it empty,
+// text made from the subject DER. The result is |buf| or the store's string.
+static const char *tool_subject_text(const store_cert *c, char *buf, size_t cap)
+{
+    if (c->subject_text != NULL && c->subject_text[0] != '\0') {
+        return c->subject_text;
+    }
+    buf[0] = '\0';
+    const unsigned char *q = c->subject_der.p;
+    X509_NAME *n = d2i_X509_NAME(NULL, &q, (long)c->subject_der.len);
+    BIO *b = BIO_new(BIO_s_mem());
+    if (n != NULL && b != NULL &&
+        X509_NAME_print_ex(b, n, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
+        const int len = BIO_read(b, buf, (int)cap - 1);
+        buf[len > 0 ? len : 0] = '\0';
+    }
+    BIO_free(b);
+    X509_NAME_free(n);
+    return buf;
+}
+
+static bool tool_list_row(void *ctx, const store_cert *c)
+{
+    tool_list_ctx *l = ctx;
+    char serial[2 * TOOL_SERIAL_MAX + 1], na[32], nb[32], rt[32], sbuf[1024];
+    const char *subject = tool_subject_text(c, sbuf, sizeof(sbuf));
+    if (l->subject_substr != NULL && strstr(subject, l->subject_substr) == NULL) {
+        return true;
+    }
+    tool_serial_text(serial, sizeof(serial), c->serial);
+    tool_time_text(na, sizeof(na), c->not_after);
+    if (!l->json) {
+        printf("%s  %-11s  %s  %s  %s\n", serial, tool_status_name(c->status), na, c->ca, subject);
+    } else {
+        tool_time_text(nb, sizeof(nb), c->not_before);
+        tool_time_text(rt, sizeof(rt), c->revoked_at);
+        printf("%s\n  {\"serial\": \"%s\", \"ca\": ", l->count == 0 ? "" : ",", serial);
+        tool_json_string(stdout, c->ca);
+        printf(", \"status\": \"%s\", \"not_before\": \"%s\", \"not_after\": \"%s\", "
+               "\"subject\": ",
+               tool_status_name(c->status), nb, na);
+        tool_json_string(stdout, subject);
+        if (c->status == STORE_CERT_REVOKED || c->status == STORE_CERT_HOLD) {
+            printf(", \"revoked_at\": \"%s\", \"reason\": \"%s\"", rt, tool_reason_name(c->reason));
+        }
+        printf("}");
+    }
+    l->count++;
+    return true;
+}
+
+static int tool_list(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: certmint list -c CONF [--ca NAME] [--status valid|revoked|hold|unconfirmed]\n"
+        "                     [--subject SUBSTR] [--json]\n"
+        "  Lists the issued certificates in the store, in issue order, one a line:\n"
+        "    SERIAL  STATUS  NOT_AFTER  CA  SUBJECT\n"
+        "  SERIAL is hex as `openssl x509 -serial` prints it; --subject matches a\n"
+        "  case-sensitive substring of the subject; --json prints a JSON array of objects\n"
+        "  (serial, ca, status, not_before, not_after, subject, revoked_at, reason).\n"
+        "  Exit: 0 ok (also when nothing matches), 1 failed, 2 usage.\n";
+    const char *conf = NULL, *ca = NULL, *status = NULL, *subject = NULL, *pos[1];
+    bool json = false;
+    size_t np;
+    const tool_opt opts[] = {{"-c", &conf, NULL},           {"--config", &conf, NULL},
+                             {"--ca", &ca, NULL},           {"--status", &status, NULL},
+                             {"--subject", &subject, NULL}, {"--json", NULL, &json}};
+    int pr = tool_args_parse(argc, argv, 2, opts, sizeof(opts) / sizeof(opts[0]), pos, 0, &np,
+                             "certmint list", help);
+    if (pr >= 0) {
+        return pr;
+    }
+    store_filter f = {.status = STORE_CERT_ANY};
+    if (status != NULL) {
+        static const store_cert_status k_all[] = {STORE_CERT_UNCONFIRMED, STORE_CERT_VALID,
+                                                  STORE_CERT_REVOKED, STORE_CERT_HOLD};
+        bool found = false;
+        for (size_t i = 0; i < sizeof(k_all) / sizeof(k_all[0]); i++) {
+            if (strcmp(status, tool_status_name(k_all[i])) == 0) {
+                f.status = k_all[i];
+                found = true;
+            }
+        }
+        if (!found) {
+            fprintf(stderr,
+                    "certmint list: --status '%s': use valid, revoked, hold or "
+                    "unconfirmed\n",
+                    status);
+            return 2;
+        }
+    }
+    if (conf == NULL) {
+        fprintf(stderr, "certmint list: -c CONF is required (see --help)\n");
+        return 2;
+    }
+    tool_inst t = {.cmd = "certmint list"};
+    int rc = 1;
+    if (!tool_inst_open_cfg(&t, conf)) {
+        goto out;
+    }
+    if (ca != NULL) {
+        const cfg_ca *c = tool_inst_pick_ca(&t, ca);
+        if (c == NULL) {
+            goto out;
+        }
+        f.ca = c->name;
+    }
+    if (!tool_inst_open_store(&t)) {
+        goto out;
+    }
+    // The subject is matched here, not by the store: the server may leave subject_text empty.
+    tool_list_ctx l = {.json = json, .subject_substr = subject};
+    if (json) {
+        printf("[");
+    }
+    cm_result r = store_cert_list(t.rd, &f, tool_list_row, &l);
+    if (json) {
+        printf("%s]\n", l.count == 0 ? "" : "\n");
+    }
+    if (!cm_ok(r)) {
+        fprintf(stderr, "certmint list: reading the store failed: %s\n", store_result_name(r));
+        goto out;
+    }
+    rc = 0;
+out:
+    tool_inst_close(&t);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding one certificate by serial (show, revoke)
+
+// tool_find_cert looks |serial_text| up in CA |ca_name| (NULL: every CA of the
+// configuration). On success |*out| is filled in |a| and 0 is returned; otherwise the problem
+// was printed and the exit code (1 or 2) is returned.
+static int tool_find_cert(tool_inst *t, cm_arena *a, store_cert *out, const char *ca_name,
+                          const char *serial_text)
+{
+    uint8_t serial[TOOL_SERIAL_MAX];
+    size_t serial_len = 0;
+    if (!tool_serial_parse(serial_text, serial, &serial_len)) {
+        fprintf(stderr,
+                "%s: '%s' is not a serial number: give it in hex as `certmint list` or "
+                "`openssl x509 -serial` print it (e.g. 3F0A..., 0x3f0a..., 3f:0a:...)\n",
+                t->cmd, serial_text);
+        return 2;
+    }
+    const cfg_ca *only = NULL;
+    if (ca_name != NULL) {
+        only = tool_inst_pick_ca(t, ca_name);
+        if (only == NULL) {
+            return 1;
+        }
+    }
+    if (!tool_inst_open_store(t)) {
+        return 1;
+    }
+    size_t found = 0;
+    for (size_t i = 0; i < t->cfg->num_cas; i++) {
+        const cfg_ca *c = &t->cfg->cas[i];
+        if (only != NULL && c != only) {
+            continue;
+        }
+        store_cert tmp;
+        cm_result r = store_cert_get(t->rd, a, &tmp, c->name, cm_span_make(serial, serial_len));
+        if (cm_ok(r)) {
+            if (found++ == 0) {
+                *out = tmp;
+            }
+        } else if (r.code != STORE_E_NOT_FOUND) {
+            fprintf(stderr, "%s: reading the store failed: %s\n", t->cmd, store_result_name(r));
+            return 1;
+        }
+    }
+    char text[2 * TOOL_SERIAL_MAX + 1];
+    tool_serial_text(text, sizeof(text), cm_span_make(serial, serial_len));
+    if (found == 0) {
+        fprintf(stderr,
+                "%s: no certificate with serial %s in %s (certmint list -c %s shows "
+                "the serials)\n",
+                t->cmd, text, only != NULL ? only->name : "any CA of the configuration",
+                t->cfg->path);
+        return 1;
+    }
+    if (found > 1) {
+        fprintf(stderr, "%s: serial %s exists in several CAs: pass --ca NAME\n", t->cmd, text);
+        return 1;
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// certmint show
+
+static int tool_show(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: certmint show -c CONF [--ca NAME] SERIAL\n"
+        "  Prints one issued certificate as `openssl x509 -text` does, then its record in the\n"
+        "  store: CA, status, issue time, revocation time and reason, requester.\n"
+        "  SERIAL is hex (any case, optional 0x, colons allowed).\n"
+        "  Exit: 0 ok, 1 not found or failed, 2 usage.\n";
+    const char *conf = NULL, *ca = NULL, *pos[1];
+    size_t np;
+    const tool_opt opts[] = {{"-c", &conf, NULL}, {"--config", &conf, NULL}, {"--ca", &ca, NULL}};
+    int pr = tool_args_parse(argc, argv, 2, opts, 3, pos, 1, &np, "certmint show", help);
+    if (pr >= 0) {
+        return pr;
+    }
+    if (conf == NULL || np != 1) {
+        fprintf(stderr, "certmint show: -c CONF and SERIAL are required (see --help)\n");
+        return 2;
+    }
+    tool_inst t = {.cmd = "certmint show"};
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    X509 *x = NULL;
+    BIO *out = NULL;
+    int rc = 1;
+    store_cert c;
+    if (!tool_inst_open_cfg(&t, conf)) {
+        goto out;
+    }
+    rc = tool_find_cert(&t, &a, &c, ca, pos[0]);
+    if (rc != 0) {
+        goto out;
+    }
+    rc = 1;
+    const unsigned char *q = c.cert_der.p;
+    x = d2i_X509(NULL, &q, (long)c.cert_der.len);
+    out = BIO_new_fp(stdout, BIO_NOCLOSE);
+    if (x == NULL || out == NULL || X509_print_ex(out, x, XN_FLAG_COMPAT, X509_FLAG_COMPAT) != 1) {
+        fprintf(stderr, "certmint show: the stored certificate does not parse\n");
+        goto out;
+    }
+    (void)BIO_flush(out);
+    char ts[32];
+    printf("Store record:\n    CA: %s\n    Status: %s\n", c.ca, tool_status_name(c.status));
+    tool_time_text(ts, sizeof(ts), c.issued_at);
+    printf("    Issued at: %s\n", ts);
+    if (c.status == STORE_CERT_REVOKED || c.status == STORE_CERT_HOLD) {
+        tool_time_text(ts, sizeof(ts), c.revoked_at);
+        printf("    Revoked at: %s\n    Reason: %s\n", ts, tool_reason_name(c.reason));
+    }
+    if (c.status == STORE_CERT_UNCONFIRMED) {
+        tool_time_text(ts, sizeof(ts), c.confirm_deadline);
+        printf("    certConf expected before: %s\n", ts);
+    }
+    if (c.requester_kind == STORE_AUTH_MAC) {
+        printf("    Requester: MAC, senderKID '%.*s'\n", (int)c.requester.len,
+               (const char *)c.requester.p);
+    } else if (c.requester_kind == STORE_AUTH_SIGNATURE) {
+        printf("    Requester: signature, certificate SHA-256 ");
+        for (size_t i = 0; i < c.requester.len; i++) {
+            printf("%02X", c.requester.p[i]);
+        }
+        printf("\n");
+    }
+    if (c.transaction_id.len > 0) {
+        printf("    Transaction: ");
+        for (size_t i = 0; i < c.transaction_id.len; i++) {
+            printf("%02X", c.transaction_id.p[i]);
+        }
+        printf("\n");
+    }
+    rc = 0;
+out:
+    BIO_free(out);
+    X509_free(x);
+    cm_arena_cleanup(&a);
+    tool_inst_close(&t);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// certmint revoke
+
+static int tool_revoke(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: certmint revoke -c CONF [--ca NAME] SERIAL [--reason NAME]\n"
+        "  Revokes an issued certificate in the store (the server's own store operation);\n"
+        "  the next CRL lists it (certmint crl). Reasons (RFC 5280 5.3.1): unspecified\n"
+        "  (default), keyCompromise, cACompromise, affiliationChanged, superseded,\n"
+        "  cessationOfOperation, certificateHold (revocable later, or released),\n"
+        "  removeFromCRL (releases a certificate on hold), privilegeWithdrawn, aACompromise.\n"
+        "  Exit: 0 ok, 1 unknown serial, already revoked, not on hold or failed, 2 usage.\n";
+    const char *conf = NULL, *ca = NULL, *reason_name = "unspecified", *pos[1];
+    size_t np;
+    const tool_opt opts[] = {{"-c", &conf, NULL},
+                             {"--config", &conf, NULL},
+                             {"--ca", &ca, NULL},
+                             {"--reason", &reason_name, NULL}};
+    int pr = tool_args_parse(argc, argv, 2, opts, 4, pos, 1, &np, "certmint revoke", help);
+    if (pr >= 0) {
+        return pr;
+    }
+    const int reason = tool_reason_parse(reason_name);
+    if (reason < 0) {
+        fprintf(stderr,
+                "certmint revoke: --reason '%s' is not a CRLReason; use one of:", reason_name);
+        for (size_t i = 0; i < TOOL_NUM_REASONS; i++) {
+            if (k_tool_reasons[i] != NULL) {
+                fprintf(stderr, " %s", k_tool_reasons[i]);
+            }
+        }
+        fputc('\n', stderr);
+        return 2;
+    }
+    if (conf == NULL || np != 1) {
+        fprintf(stderr, "certmint revoke: -c CONF and SERIAL are required (see --help)\n");
+        return 2;
+    }
+    tool_inst t = {.cmd = "certmint revoke"};
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    int rc = 1;
+    store_cert c;
+    if (!tool_inst_open_cfg(&t, conf)) {
+        goto out;
+    }
+    rc = tool_find_cert(&t, &a, &c, ca, pos[0]);
+    if (rc != 0) {
+        goto out;
+    }
+    rc = 1;
+    const bool release = reason == STORE_REASON_REMOVE_FROM_CRL;
+    store_job job;
+    store_job_init(&job, release ? STORE_OP_CERT_RELEASE : STORE_OP_CERT_REVOKE, NULL);
+    job.u.ref.ca = c.ca;
+    job.u.ref.serial = c.serial;
+    job.u.ref.time = cm_time_now();
+    job.u.ref.reason = release ? 0 : reason;
+    cm_result r = store_run(t.st, &job);
+    char serial[2 * TOOL_SERIAL_MAX + 1];
+    tool_serial_text(serial, sizeof(serial), c.serial);
+    if (r.code == STORE_E_ALREADY_REVOKED) {
+        char when[32];
+        tool_time_text(when, sizeof(when), c.revoked_at);
+        fprintf(stderr, "certmint revoke: %s is %s already (reason %s, since %s)%s\n", serial,
+                c.status == STORE_CERT_HOLD ? "on hold" : "revoked", tool_reason_name(c.reason),
+                when,
+                c.status == STORE_CERT_HOLD ? "; --reason removeFromCRL releases it, another "
+                                              "reason revokes it for good"
+                                            : "");
+        goto out;
+    }
+    if (r.code == STORE_E_NOT_ON_HOLD) {
+        fprintf(stderr,
+                "certmint revoke: %s is %s, not on hold: removeFromCRL only releases a "
+                "certificate revoked with certificateHold\n",
+                serial, tool_status_name(c.status));
+        goto out;
+    }
+    if (r.code == STORE_E_NOT_FOUND) {
+        fprintf(stderr, "certmint revoke: %s vanished from the store\n", serial);
+        goto out;
+    }
+    if (!cm_ok(r)) {
+        fprintf(stderr, "certmint revoke: the store refused: %s\n", store_result_name(r));
+        goto out;
+    }
+    if (release) {
+        printf("released %s (ca %s) from hold: valid again; the next CRL drops it "
+               "(certmint crl -c %s)\n",
+               serial, c.ca, conf);
+    } else {
+        printf("revoked %s (ca %s, reason %s); the next CRL lists it (certmint crl -c %s)\n",
+               serial, c.ca, tool_reason_name(reason), conf);
+    }
+    rc = 0;
+out:
+    cm_arena_cleanup(&a);
+    tool_inst_close(&t);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// certmint crl
+
+// tool_write_replace writes |data| to |path| through a temporary file and rename, so a reader
+// never sees half a file.
+static bool tool_write_replace(const char *cmd, const char *path, const void *data, size_t len,
+                               mode_t mode)
+{
+    char tmp[PATH_MAX + 16];
+    int n = snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if (n < 0 || (size_t)n >= sizeof(tmp)) {
+        fprintf(stderr, "%s: path too long: %s\n", cmd, path);
+        return false;
+    }
+    (void)unlink(tmp);
+    if (!tool_write_file(tmp, data, len, mode)) {
+        return false;
+    }
+    if (rename(tmp, path) != 0) {
+        fprintf(stderr, "%s: cannot write %s: %s\n", cmd, path, strerror(errno));
+        (void)unlink(tmp);
+        return false;
+    }
+    return true;
+}
+
+static int tool_crl(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: certmint crl -c CONF [--ca NAME] [--out FILE] [--days N]\n"
+        "  Issues a fresh CRL of the CA (default: default_ca) signed with its key in the\n"
+        "  token, records it in the store and writes it as DER to FILE (default:\n"
+        "  NAME.crl next to CONF). --days: nextUpdate - thisUpdate (default: the CA's\n"
+        "  crl_validity_days, 7 unless set).\n"
+        "  SOFTHSM2_CONF is read from the env file next to CONF when not set.\n"
+        "  Check it: openssl crl -inform DER -in FILE -CAfile ca.pem -noout\n"
+        "  Exit: 0 ok, 1 failed, 2 usage.\n";
+    const char *conf = NULL, *ca = NULL, *out_path = NULL, *days_text = NULL, *pos[1];
+    size_t np;
+    const tool_opt opts[] = {{"-c", &conf, NULL},
+                             {"--config", &conf, NULL},
+                             {"--ca", &ca, NULL},
+                             {"--out", &out_path, NULL},
+                             {"--days", &days_text, NULL}};
+    int pr = tool_args_parse(argc, argv, 2, opts, 5, pos, 0, &np, "certmint crl", help);
+    if (pr >= 0) {
+        return pr;
+    }
+    long days = 0; // 0: the CA's crl_validity_days
+    if (days_text != NULL) {
+        char *end = NULL;
+        errno = 0;
+        days = strtol(days_text, &end, 10);
+        if (errno != 0 || end == days_text || *end != '\0' || days < 1 || days > 3650) {
+            fprintf(stderr, "certmint crl: --days '%s': give a number of days from 1 to 3650\n",
+                    days_text);
+            return 2;
+        }
+    }
+    if (conf == NULL) {
+        fprintf(stderr, "certmint crl: -c CONF is required (see --help)\n");
+        return 2;
+    }
+    tool_env_load(conf);
+    tool_inst t = {.cmd = "certmint crl"};
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    X509_CRL *crl = NULL;
+    int rc = 1;
+    char path[PATH_MAX + 64];
+    if (!tool_inst_open_cfg(&t, conf)) {
+        goto out;
+    }
+    const cfg_ca *c = tool_inst_pick_ca(&t, ca);
+    if (c == NULL || !tool_inst_open_key(&t, c, true) || !tool_inst_open_store(&t)) {
+        goto out;
+    }
+    if (days == 0) {
+        days = c->crl_validity_days > 0 ? (long)c->crl_validity_days : 7;
+    }
+    if (out_path == NULL) {
+        (void)snprintf(path, sizeof(path), "%s/%s.crl", t.cfg->dir, c->name);
+        out_path = path;
+    }
+    const srv_crl_params p = {.store = t.st,
+                              .pool = t.pool,
+                              .key = t.key,
+                              .sig_alg = tool_sig_alg_for(t.key),
+                              .authority = c->authority,
+                              .ca_name = c->name,
+                              .validity_s = (int64_t)days * 86400};
+    cm_span der = {0};
+    cm_result r = srv_crl_issue(&p, cm_time_now(), &a, &der);
+    if (!cm_ok(r)) {
+        fprintf(stderr, "certmint crl: [ca:%s] the CRL could not be issued: %s%s\n", c->name,
+                tool_result_name(r),
+                r.code == STORE_E_STALE || r.code == STORE_E_BUSY
+                    ? " (certmintd issued one at the same moment: run this again)"
+                    : "");
+        goto out;
+    }
+    if (!tool_write_replace(t.cmd, out_path, der.p, der.len, 0644)) {
+        goto out;
+    }
+    const unsigned char *q = der.p;
+    crl = d2i_X509_CRL(NULL, &q, (long)der.len);
+    if (crl == NULL) {
+        fprintf(stderr, "certmint crl: the CRL written to %s does not parse\n", out_path);
+        goto out;
+    }
+    STACK_OF(X509_REVOKED) *revoked = X509_CRL_get_REVOKED(crl);
+    ASN1_INTEGER *num = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL);
+    char next[32];
+    tool_time_text(next, sizeof(next), cm_time_now() + (int64_t)days * 86400);
+    printf("certmint crl: wrote %s (ca %s, CRL number %ld, %d entries, next update %s)\n", out_path,
+           c->name, num != NULL ? ASN1_INTEGER_get(num) : -1L,
+           revoked != NULL ? sk_X509_REVOKED_num(revoked) : 0, next);
+    ASN1_INTEGER_free(num);
+    rc = 0;
+out:
+    X509_CRL_free(crl);
+    cm_arena_cleanup(&a);
+    tool_inst_close(&t);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// certmint secret: [clients:NAME] MAC credentials, edited in the configuration text itself
+// (comments, order and everything else kept as they are).
+
+#define TOOL_MAX_REF 64u
+
+static bool tool_ref_ok(const char *ref)
+{
+    const size_t n = strlen(ref);
+    if (n == 0 || n > TOOL_MAX_REF || ref[0] == '-' || ref[0] == '.') {
+        return false;
+    }
+    return strspn(ref, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.") == n;
+}
+
+// tool_text is a file's text and mode, NUL-terminated.
+typedef struct tool_text {
+    char *p;
+    size_t len;
+    struct stat st;
+} tool_text;
+
+static bool tool_text_read(const char *cmd, tool_text *t, const char *path)
+{
+    memset(t, 0, sizeof(*t));
+    FILE *f = fopen(path, "re");
+    if (f == NULL || fstat(fileno(f), &t->st) != 0 || t->st.st_size > (off_t)CFG_MAX_FILE) {
+        fprintf(stderr, "%s: cannot read %s: %s\n", cmd, path,
+                f == NULL ? strerror(errno) : "too large");
+        if (f != NULL) {
+            (void)fclose(f);
+        }
+        return false;
+    }
+    t->p = malloc((size_t)t->st.st_size + 1);
+    t->len = t->p != NULL ? fread(t->p, 1, (size_t)t->st.st_size, f) : 0;
+    (void)fclose(f);
+    if (t->p == NULL || t->len != (size_t)t->st.st_size) {
+        fprintf(stderr, "%s: cannot read %s\n", cmd, path);
+        free(t->p);
+        t->p = NULL;
+        return false;
+    }
+    t->p[t->len] = '\0';
+    return true;
+}
+
+// tool_text_write replaces the file at |path| with |data| (same mode and, when allowed, owner).
+static bool tool_text_write(const char *cmd, const char *path, const char *data, size_t len,
+                            const struct stat *st)
+{
+    if (!tool_write_replace(cmd, path, data, len, st->st_mode & 07777)) {
+        return false;
+    }
+    (void)chmod(path, st->st_mode & 07777);
+    if (chown(path, st->st_uid, st->st_gid) != 0) {
+        // Only root may give a file away; the file stays the caller's.
+    }
+    return true;
+}
+
+// tool_line_skip_ws returns the first non-blank character of [p, end).
+static const char *tool_line_skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+    return p;
+}
+
+// tool_line_section reports whether the line [p, end) is a section header, and whether it is
+// [KIND:NAME] or [KIND NAME] (the two spellings cfg_load accepts).
+static bool tool_line_section(const char *p, const char *end, const char *kind, const char *name,
+                              bool *out_match)
+{
+    p = tool_line_skip_ws(p, end);
+    *out_match = false;
+    if (p == end || *p != '[') {
+        return false;
+    }
+    p = tool_line_skip_ws(p + 1, end);
+    const size_t kl = strlen(kind), nl = strlen(name);
+    if ((size_t)(end - p) > kl && strncmp(p, kind, kl) == 0 && (p[kl] == ':' || p[kl] == ' ')) {
+        const char *q = tool_line_skip_ws(p + kl + 1, end);
+        if ((size_t)(end - q) >= nl && strncmp(q, name, nl) == 0) {
+            q = tool_line_skip_ws(q + nl, end);
+            *out_match = q < end && *q == ']';
+        }
+    }
+    return true;
+}
+
+// tool_line_key reports whether the line [p, end) sets |key| ("key = value"); |*out_value|
+// gets the value without a trailing comment and blanks.
+static bool tool_line_key(const char *p, const char *end, const char *key, const char **out_value,
+                          size_t *out_value_len)
+{
+    p = tool_line_skip_ws(p, end);
+    const size_t kl = strlen(key);
+    if ((size_t)(end - p) <= kl || strncmp(p, key, kl) != 0) {
+        return false;
+    }
+    const char *q = tool_line_skip_ws(p + kl, end);
+    if (q == end || *q != '=') {
+        return false;
+    }
+    q = tool_line_skip_ws(q + 1, end);
+    const char *v_end = q;
+    while (v_end < end && *v_end != '#') {
+        v_end++;
+    }
+    while (v_end > q && (v_end[-1] == ' ' || v_end[-1] == '\t' || v_end[-1] == '\r')) {
+        v_end--;
+    }
+    *out_value = q;
+    *out_value_len = (size_t)(v_end - q);
+    return true;
+}
+
+// tool_section_find locates [clients:NAME] in |t|: |*out_body| is the offset just after its
+// header line, |*out_end| the offset of the next section header (or the end), and
+// |*out_last| the offset just after its last line that is neither blank nor a comment (the
+// header line when the section is empty).
+static bool tool_section_find(const tool_text *t, const char *name, size_t *out_body,
+                              size_t *out_end, size_t *out_last)
+{
+    bool in = false;
+    const char *p = t->p, *end = t->p + t->len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl != NULL ? nl : end;
+        const char *next = nl != NULL ? nl + 1 : end;
+        bool match = false;
+        const bool header = tool_line_section(p, le, "clients", name, &match);
+        if (in && header) {
+            *out_end = (size_t)(p - t->p);
+            return true;
+        }
+        if (!in && header && match) {
+            in = true;
+            *out_body = *out_last = (size_t)(next - t->p);
+        } else if (in) {
+            const char *s = tool_line_skip_ws(p, le);
+            if (s < le && *s != '#' && *s != ';' && *s != '\r') {
+                *out_last = (size_t)(next - t->p);
+            }
+        }
+        p = next;
+    }
+    *out_end = t->len;
+    return in;
+}
+
+// tool_secret_gen_or_read fills |buf| (cap CFG_MAX_SECRET + 1) with a new secret or the one
+// in |file| (one trailing line end dropped, as cfg_load does).
+static bool tool_secret_gen_or_read(const char *cmd, char *buf, size_t *out_len, const char *file)
+{
+    if (file == NULL) {
+        *out_len = 32; // 32 of 62 symbols: 190 bits
+        if (!tool_random_text(buf, *out_len)) {
+            fprintf(stderr, "%s: the random generator failed\n", cmd);
+            return false;
+        }
+        return true;
+    }
+    FILE *f = fopen(file, "re");
+    if (f == NULL) {
+        fprintf(stderr, "%s: cannot read --secret-file %s: %s\n", cmd, file, strerror(errno));
+        return false;
+    }
+    size_t n = fread(buf, 1, CFG_MAX_SECRET + 1, f);
+    (void)fclose(f);
+    if (n > 0 && buf[n - 1] == '\n') {
+        n--;
+        if (n > 0 && buf[n - 1] == '\r') {
+            n--;
+        }
+    }
+    if (n == 0 || n > CFG_MAX_SECRET) {
+        fprintf(stderr, "%s: --secret-file %s must hold 1 to %u bytes\n", cmd, file,
+                CFG_MAX_SECRET);
+        return false;
+    }
+    *out_len = n;
+    return true;
+}
+
+// tool_cfg_verify reloads the edited configuration; on failure restores |orig| and says so.
+static bool tool_cfg_verify(const char *cmd, const char *path, const tool_text *orig)
+{
+    char err[1024];
+    cfg_config *cfg = NULL;
+    cm_result r = cfg_load(&cfg, err, sizeof(err), path);
+    cfg_free(cfg);
+    if (cm_ok(r)) {
+        return true;
+    }
+    fprintf(stderr, "%s: the edited configuration does not load (%s); %s restored\n", cmd, err,
+            path);
+    (void)tool_text_write(cmd, path, orig->p, orig->len, &orig->st);
+    return false;
+}
+
+static int tool_secret_add(tool_inst *t, const cfg_ca *c, const char *conf, const char *ref,
+                           const char *file)
+{
+    const cfg_clients *cl = c->clients;
+    for (size_t i = 0; i < cl->num_secrets; i++) {
+        if (strcmp(cl->secrets[i].ref, ref) == 0) {
+            fprintf(stderr,
+                    "%s: [clients:%s] has secret.%s already; pick another --ref, or remove "
+                    "it first (certmint secret remove -c %s --ref %s)\n",
+                    t->cmd, cl->name, ref, conf, ref);
+            return 1;
+        }
+    }
+    int rc = 1;
+    tool_text text = {0};
+    char *edited = NULL;
+    char secret[CFG_MAX_SECRET + 1];
+    size_t secret_len = 0;
+    char rel[TOOL_MAX_REF + 16], abs[PATH_MAX + TOOL_MAX_REF + 16], line[2 * TOOL_MAX_REF + 32];
+    bool created = false;
+    size_t body, end, last;
+    if (!tool_text_read(t->cmd, &text, conf)) {
+        goto out;
+    }
+    if (!tool_section_find(&text, cl->name, &body, &end, &last)) {
+        fprintf(stderr, "%s: cannot find the [clients:%s] header in %s\n", t->cmd, cl->name, conf);
+        goto out;
+    }
+    if (!tool_secret_gen_or_read(t->cmd, secret, &secret_len, file)) {
+        goto out;
+    }
+    (void)snprintf(rel, sizeof(rel), "secrets/%s", ref);
+    (void)snprintf(abs, sizeof(abs), "%s/secrets", t->cfg->dir);
+    if (mkdir(abs, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "%s: cannot create %s: %s\n", t->cmd, abs, strerror(errno));
+        goto out;
+    }
+    (void)snprintf(abs, sizeof(abs), "%s/%s", t->cfg->dir, rel);
+    if (access(abs, F_OK) == 0) {
+        fprintf(stderr,
+                "%s: %s exists already (not referenced by [clients:%s]); delete it or "
+                "pick another --ref\n",
+                t->cmd, abs, cl->name);
+        goto out;
+    }
+    if (!tool_write_file(abs, secret, secret_len, 0600)) {
+        goto out;
+    }
+    created = true;
+    // The new line goes after the section's last setting; a last line without its line end
+    // gets one first.
+    const bool need_nl = last > 0 && text.p[last - 1] != '\n';
+    const int ll =
+        snprintf(line, sizeof(line), "%ssecret.%s = %s\n", need_nl ? "\n" : "", ref, rel);
+    edited = malloc(text.len + (size_t)ll + 1);
+    if (edited == NULL) {
+        goto out;
+    }
+    memcpy(edited, text.p, last);
+    memcpy(edited + last, line, (size_t)ll);
+    memcpy(edited + last + (size_t)ll, text.p + last, text.len - last);
+    if (!tool_text_write(t->cmd, conf, edited, text.len + (size_t)ll, &text.st) ||
+        !tool_cfg_verify(t->cmd, conf, &text)) {
+        goto out;
+    }
+    if (file == NULL) {
+        printf("added secret.%s to [clients:%s] of %s\n"
+               "  reference: %s\n"
+               "  secret:    %.*s   (shown once; stored in %s, mode 0600)\n",
+               ref, cl->name, conf, ref, (int)secret_len, secret, abs);
+    } else {
+        printf("added secret.%s to [clients:%s] of %s (secret copied from %s to %s, mode 0600)\n",
+               ref, cl->name, conf, file, abs);
+    }
+    printf("Restart certmintd to load it. A device then enrols with\n"
+           "  openssl cmp -cmd ir ... -ref %s -secret file:%s\n",
+           ref, abs);
+    created = false;
+    rc = 0;
+out:
+    if (created) {
+        (void)unlink(abs);
+    }
+    OPENSSL_cleanse(secret, sizeof(secret));
+    free(edited);
+    free(text.p);
+    return rc;
+}
+
+static int tool_secret_remove(tool_inst *t, const cfg_ca *c, const char *conf, const char *ref)
+{
+    const cfg_clients *cl = c->clients;
+    bool known = false;
+    for (size_t i = 0; i < cl->num_secrets; i++) {
+        known = known || strcmp(cl->secrets[i].ref, ref) == 0;
+    }
+    if (!known) {
+        fprintf(stderr,
+                "%s: [clients:%s] has no secret.%s (certmint secret list -c %s shows "
+                "the references)\n",
+                t->cmd, cl->name, ref, conf);
+        return 1;
+    }
+    int rc = 1;
+    tool_text text = {0};
+    char *edited = NULL;
+    char key_secret[TOOL_MAX_REF + 16], key_kid[TOOL_MAX_REF + 16];
+    char file[PATH_MAX + PATH_MAX];
+    file[0] = '\0';
+    size_t body, end, last;
+    if (!tool_text_read(t->cmd, &text, conf)) {
+        goto out;
+    }
+    if (!tool_section_find(&text, cl->name, &body, &end, &last)) {
+        fprintf(stderr, "%s: cannot find the [clients:%s] header in %s\n", t->cmd, cl->name, conf);
+        goto out;
+    }
+    (void)snprintf(key_secret, sizeof(key_secret), "secret.%s", ref);
+    (void)snprintf(key_kid, sizeof(key_kid), "senderKID.%s", ref);
+    edited = malloc(text.len + 1);
+    if (edited == NULL) {
+        goto out;
+    }
+    size_t o = 0, removed = 0;
+    for (size_t off = 0; off < text.len;) {
+        const char *p = text.p + off;
+        const char *nl = memchr(p, '\n', text.len - off);
+        const size_t next = nl != NULL ? (size_t)(nl - text.p) + 1 : text.len;
+        const char *v = NULL;
+        size_t vl = 0;
+        bool drop = false;
+        if (off >= body && off < end) {
+            const char *le = text.p + (nl != NULL ? next - 1 : next);
+            if (tool_line_key(p, le, key_secret, &v, &vl)) {
+                drop = true;
+                if (vl > 0 && vl < PATH_MAX) {
+                    if (v[0] == '/') {
+                        (void)snprintf(file, sizeof(file), "%.*s", (int)vl, v);
+                    } else {
+                        (void)snprintf(file, sizeof(file), "%s/%.*s", t->cfg->dir, (int)vl, v);
+                    }
+                }
+            } else if (tool_line_key(p, le, key_kid, &v, &vl)) {
+                drop = true;
+            }
+        }
+        if (drop) {
+            removed++;
+        } else {
+            memcpy(edited + o, p, next - off);
+            o += next - off;
+        }
+        off = next;
+    }
+    if (removed == 0 || file[0] == '\0') {
+        fprintf(stderr,
+                "%s: no 'secret.%s = FILE' line in the [clients:%s] section of %s "
+                "(is it set through a $variable?); edit the file by hand\n",
+                t->cmd, ref, cl->name, conf);
+        goto out;
+    }
+    if (!tool_text_write(t->cmd, conf, edited, o, &text.st) ||
+        !tool_cfg_verify(t->cmd, conf, &text)) {
+        goto out;
+    }
+    if (unlink(file) != 0) {
+        fprintf(stderr, "%s: removed secret.%s from %s but cannot delete %s: %s\n", t->cmd, ref,
+                conf, file, strerror(errno));
+        goto out;
+    }
+    printf("removed secret.%s from [clients:%s] of %s and deleted %s; restart certmintd to "
+           "stop accepting it\n",
+           ref, cl->name, conf, file);
+    rc = 0;
+out:
+    free(edited);
+    free(text.p);
+    return rc;
+}
+
+static int tool_secret(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: certmint secret add    -c CONF --ref REF [--secret-file F] [--ca NAME]\n"
+        "       certmint secret list   -c CONF [--ca NAME]\n"
+        "       certmint secret remove -c CONF --ref REF [--ca NAME]\n"
+        "  Manages the MAC credentials (secret.REF) of the [clients:NAME] section the CA\n"
+        "  (default: default_ca) names. add generates a strong secret, prints it once,\n"
+        "  stores it in secrets/REF (mode 0600) next to CONF and appends\n"
+        "  'secret.REF = secrets/REF' to the section (comments and order of CONF kept);\n"
+        "  with --secret-file F the secret is copied from F instead and not printed.\n"
+        "  list prints the references (never the secrets). remove deletes the line (and a\n"
+        "  senderKID.REF line) and the secret file. REF: letters, digits, '_', '-', '.'.\n"
+        "  certmintd reads the secrets at start: restart it afterwards.\n"
+        "  Exit: 0 ok, 1 failed (duplicate or unknown REF, ...), 2 usage.\n";
+    if (argc < 3 || strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0) {
+        fputs(help, argc < 3 ? stderr : stdout);
+        return argc < 3 ? 2 : 0;
+    }
+    const char *action = argv[2];
+    const bool add = strcmp(action, "add") == 0, list = strcmp(action, "list") == 0,
+               remove = strcmp(action, "remove") == 0;
+    if (!add && !list && !remove) {
+        fprintf(stderr, "certmint secret: unknown action '%s': use add, list or remove\n", action);
+        return 2;
+    }
+    const char *conf = NULL, *ca = NULL, *ref = NULL, *file = NULL, *pos[1];
+    size_t np;
+    const tool_opt opts[] = {{"-c", &conf, NULL},
+                             {"--config", &conf, NULL},
+                             {"--ca", &ca, NULL},
+                             {"--ref", &ref, NULL},
+                             {"--secret-file", &file, NULL}};
+    int pr = tool_args_parse(argc, argv, 3, opts, 5, pos, 0, &np, "certmint secret", help);
+    if (pr >= 0) {
+        return pr;
+    }
+    if (conf == NULL) {
+        fprintf(stderr, "certmint secret: -c CONF is required (see --help)\n");
+        return 2;
+    }
+    if (!list && ref == NULL) {
+        fprintf(stderr, "certmint secret %s: --ref REF is required (see --help)\n", action);
+        return 2;
+    }
+    if ((list && ref != NULL) || (!add && file != NULL)) {
+        fprintf(stderr, "certmint secret %s: %s does not apply (see --help)\n", action,
+                list && ref != NULL ? "--ref" : "--secret-file");
+        return 2;
+    }
+    if (ref != NULL && !tool_ref_ok(ref)) {
+        fprintf(stderr,
+                "certmint secret %s: --ref '%s': use 1 to %u letters, digits, '_', '-' or '.' "
+                "(not starting with '-' or '.')\n",
+                action, ref, TOOL_MAX_REF);
+        return 2;
+    }
+    tool_inst t = {.cmd = "certmint secret"};
+    int rc = 1;
+    if (!tool_inst_open_cfg(&t, conf)) {
+        goto out;
+    }
+    const cfg_ca *c = tool_inst_pick_ca(&t, ca);
+    if (c == NULL) {
+        goto out;
+    }
+    if (c->clients == NULL) {
+        fprintf(stderr,
+                "certmint secret: [ca:%s] has no 'clients = NAME' line: add one and a "
+                "[clients:NAME] section to %s, then run this again\n",
+                c->name, conf);
+        goto out;
+    }
+    if (list) {
+        for (size_t i = 0; i < c->clients->num_secrets; i++) {
+            printf("%s\n", c->clients->secrets[i].ref);
+        }
+        rc = 0;
+    } else if (add) {
+        rc = tool_secret_add(&t, c, conf, ref, file);
+    } else {
+        rc = tool_secret_remove(&t, c, conf, ref);
+    }
+out:
+    tool_inst_close(&t);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+static int tool_init_main(int argc, char **argv)
+{
+    tool_init_opts o = {.key_type = "ec-p256",
+                        .subject = "/O=certmint/CN=certmint Demo Root CA",
+                        .days = 3650,
+                        .port = 8080};
+    for (int i = 2; i < argc; i++) {
+        const bool has = i + 1 < argc;
+        if (strcmp(argv[i], "--dir") == 0 && has) {
+            o.dir = argv[++i];
+        } else if (strcmp(argv[i], "--key-type") == 0 && has) {
+            o.key_type = argv[++i];
+        } else if (strcmp(argv[i], "--subject") == 0 && has) {
+            o.subject = argv[++i];
+        } else if (strcmp(argv[i], "--days") == 0 && has) {
+            o.days = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--port") == 0 && has) {
+            o.port = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: certmint init --dir DIR [--key-type ec-p256|ec-p384|rsa2048|rsa3072|"
+                   "ed25519]\n"
+                   "                     [--subject DN] [--days N] [--port N]\n"
+                   "  Creates a SoftHSM2 token in DIR, a CA key in it, a self-signed root, a\n"
+                   "  demo secret and DIR/certmint.cnf; refuses an existing instance.\n"
+                   "  Exit: 0 ok, 1 failed, 2 usage.\n");
+            return 0;
+        } else {
+            fprintf(stderr, "certmint init: unknown option '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (o.dir == NULL) {
+        fprintf(stderr, "certmint init: --dir DIR is required\n");
+        return 2;
+    }
+    return tool_init(&o);
 }
 
 int main(int argc, char **argv)
@@ -506,57 +1961,25 @@ int main(int argc, char **argv)
     if (argc < 2) {
         return tool_usage(stderr);
     }
-    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
         return tool_usage(stdout);
     }
-    if (!cm_ok(cm_runtime_init())) {
-        fprintf(stderr, "certmint: cannot initialise OpenSSL\n");
-        return 1;
-    }
-    if (strcmp(argv[1], "init") == 0) {
-        tool_init_opts o = {.key_type = "ec-p256",
-                            .subject = "/O=certmint/CN=certmint Demo Root CA",
-                            .days = 3650,
-                            .port = 8080};
-        for (int i = 2; i < argc; i++) {
-            const bool has = i + 1 < argc;
-            if (strcmp(argv[i], "--dir") == 0 && has) {
-                o.dir = argv[++i];
-            } else if (strcmp(argv[i], "--key-type") == 0 && has) {
-                o.key_type = argv[++i];
-            } else if (strcmp(argv[i], "--subject") == 0 && has) {
-                o.subject = argv[++i];
-            } else if (strcmp(argv[i], "--days") == 0 && has) {
-                o.days = atoi(argv[++i]);
-            } else if (strcmp(argv[i], "--port") == 0 && has) {
-                o.port = atoi(argv[++i]);
-            } else if (strcmp(argv[i], "--help") == 0) {
-                printf("certmint init --dir DIR [--key-type ec-p256|ec-p384|rsa2048|rsa3072|"
-                       "ed25519] [--subject DN] [--days N] [--port N]\n"
-                       "  creates a SoftHSM2 token, a CA key in it, a self-signed root, a demo\n"
-                       "  secret and DIR/certmint.cnf; refuses an existing instance\n");
-                return 0;
-            } else {
-                fprintf(stderr, "certmint init: unknown option '%s' (see --help)\n", argv[i]);
-                return 2;
+    static const struct {
+        const char *name;
+        int (*fn)(int argc, char **argv);
+    } k_cmds[] = {{"init", tool_init_main}, {"keys", tool_keys}, {"secret", tool_secret},
+                  {"list", tool_list},      {"show", tool_show}, {"revoke", tool_revoke},
+                  {"crl", tool_crl}};
+    for (size_t i = 0; i < sizeof(k_cmds) / sizeof(k_cmds[0]); i++) {
+        if (strcmp(argv[1], k_cmds[i].name) == 0) {
+            if (!cm_ok(cm_runtime_init())) {
+                fprintf(stderr, "certmint: cannot initialise OpenSSL\n");
+                return 1;
             }
+            cm_runtime_set_log_level(CM_LOG_WARN);
+            return k_cmds[i].fn(argc, argv);
         }
-        if (o.dir == NULL) {
-            fprintf(stderr, "certmint init: --dir DIR is required\n");
-            return 2;
-        }
-        return tool_init(&o);
-    }
-    if (strcmp(argv[1], "keys") == 0) {
-        if (argc == 3 && strcmp(argv[2], "--help") == 0) {
-            printf("certmint keys -c CONF: the keys the configuration uses, found in the token\n");
-            return 0;
-        }
-        if (argc != 4 || strcmp(argv[2], "-c") != 0) {
-            fprintf(stderr, "usage: certmint keys -c CONF\n");
-            return 2;
-        }
-        return tool_keys(argv[3]);
     }
     fprintf(stderr, "certmint: unknown command '%s'\n", argv[1]);
     return tool_usage(stderr);

@@ -168,6 +168,10 @@ void ca_profile_free(ca_profile *p);
 // ca_profile_implicit_confirm reports whether the profile grants implicitConfirm.
 bool ca_profile_implicit_confirm(const ca_profile *p);
 
+// ca_profile_key_types returns the CA_KEY_* bits the profile allows, and |*out_rsa_min_bits|
+// (may be NULL) the smallest RSA modulus it accepts.
+uint32_t ca_profile_key_types(const ca_profile *p, uint32_t *out_rsa_min_bits);
+
 // ca_profile_extensions returns the concatenated DER Extension elements the profile writes,
 // borrowed from |p|.
 cm_span ca_profile_extensions(const ca_profile *p);

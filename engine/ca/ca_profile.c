@@ -325,6 +325,14 @@ void ca_profile_free(ca_profile *p)
     free(p);
 }
 
+uint32_t ca_profile_key_types(const ca_profile *p, uint32_t *out_rsa_min_bits)
+{
+    if (out_rsa_min_bits != NULL) {
+        *out_rsa_min_bits = p->p.rsa_min_bits;
+    }
+    return p->p.key_types;
+}
+
 bool ca_profile_implicit_confirm(const ca_profile *p)
 {
     return p->p.implicit_confirm;

@@ -773,6 +773,86 @@ static void srv_enrol_sign(srv_request *req)
     srv_sign_submit(req, ca->ca_key, ca->ca_sig_alg, req->tbs, SRV_ST_SIGN_CERT);
 }
 
+// srv_subject_text renders a Name as RFC 4514 text ("CN=dev-1,O=Example", last RDN first) for
+// listings, in |arena|. Unknown attribute types print as dotted OIDs, non-string values as
+// "#hex"; "" when the Name cannot be read (listing only: never used for decisions).
+static const char *srv_subject_text(cm_arena *arena, cm_span name)
+{
+    static const struct {
+        const char *oid;
+        size_t len;
+        const char *label;
+    } k_labels[] = {
+#define SRV_AT(o, l) {o, sizeof(o) - 1, l}
+        SRV_AT(DER_OID_AT_COMMON_NAME, "CN"), SRV_AT(DER_OID_AT_SERIAL_NUMBER, "serialNumber"),
+        SRV_AT(DER_OID_AT_COUNTRY, "C"),      SRV_AT(DER_OID_AT_LOCALITY, "L"),
+        SRV_AT(DER_OID_AT_STATE, "ST"),       SRV_AT(DER_OID_AT_ORGANIZATION, "O"),
+        SRV_AT(DER_OID_AT_ORG_UNIT, "OU"),    SRV_AT(DER_OID_AT_DOMAIN_COMPONENT, "DC"),
+        SRV_AT(DER_OID_AT_UID, "UID"),        SRV_AT(DER_OID_PKCS9_EMAIL, "emailAddress"),
+#undef SRV_AT
+    };
+    // Collect the attributes in order, then print them last RDN first.
+    cm_span types[CRMF_MAX_NAME_RDNS], values[CRMF_MAX_NAME_RDNS];
+    uint32_t tags[CRMF_MAX_NAME_RDNS];
+    size_t n = 0;
+    der_reader r, seq;
+    der_reader_init(&r, name);
+    if (!cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &seq))) {
+        return "";
+    }
+    while (!der_reader_empty(&seq) && n < CRMF_MAX_NAME_RDNS) {
+        der_reader set, atv;
+        if (!cm_ok(der_enter(&seq, DER_TAG_SET, &set)) ||
+            !cm_ok(der_enter(&set, DER_TAG_SEQUENCE, &atv)) ||
+            !cm_ok(der_get_oid(&atv, &types[n])) ||
+            !cm_ok(der_get_any(&atv, &tags[n], &values[n], NULL))) {
+            return "";
+        }
+        n++;
+    }
+    const size_t cap = name.len * 3 + 16 * n + 1;
+    char *out = cm_arena_alloc(arena, cap);
+    if (out == NULL) {
+        return "";
+    }
+    size_t used = 0;
+    for (size_t k = n; k-- > 0;) {
+        const char *label = NULL;
+        for (size_t i = 0; i < sizeof(k_labels) / sizeof(k_labels[0]); i++) {
+            if (der_oid_eq(types[k], (const uint8_t *)k_labels[i].oid, k_labels[i].len)) {
+                label = k_labels[i].label;
+            }
+        }
+        char oid_text[64];
+        if (label == NULL) {
+            der_oid_to_text(types[k], oid_text, sizeof(oid_text));
+            label = oid_text;
+        }
+        int w = snprintf(out + used, cap - used, "%s%s=", used == 0 ? "" : ",", label);
+        used += w > 0 ? (size_t)w : 0;
+        const bool text = tags[k] == DER_TAG_UTF8_STRING || tags[k] == DER_TAG_PRINTABLE_STRING ||
+                          tags[k] == DER_TAG_IA5_STRING || tags[k] == DER_TAG_VISIBLE_STRING ||
+                          tags[k] == DER_TAG_T61_STRING;
+        for (size_t i = 0; i < values[k].len && used + 4 < cap; i++) {
+            const uint8_t c = values[k].p[i];
+            if (!text) {
+                w = snprintf(out + used, cap - used, i == 0 ? "#%02x" : "%02x", c);
+                used += w > 0 ? (size_t)w : 0;
+                continue;
+            }
+            if (strchr(",+\"\\<>;=", c) != NULL && c != 0) {
+                out[used++] = '\\';
+            }
+            out[used++] = c < 0x20 ? '?' : (char)c;
+        }
+        if (used >= cap - 1) {
+            break;
+        }
+    }
+    out[used < cap ? used : cap - 1] = '\0';
+    return out;
+}
+
 // srv_serial_content returns the serial as the certificate's INTEGER content octets (the form
 // the store keys on): the 16 random bytes, with a leading zero when the top bit is set.
 static cm_span srv_serial_content(srv_request *req)
@@ -843,7 +923,7 @@ static void srv_enrol_record(srv_request *req)
     c->ca = ca->name;
     c->serial = serial;
     c->subject_der = req->creq.subject;
-    c->subject_text = "";
+    c->subject_text = srv_subject_text(&req->arena, req->creq.subject);
     c->not_before = req->dec.not_before;
     c->not_after = req->dec.not_after;
     c->spki_sha256 = cm_span_make(req->spki_hash, sizeof(req->spki_hash));
@@ -1047,6 +1127,69 @@ static cm_result srv_genm_crls(srv_request *req, cmp_itav *out, cm_span status_l
     return cm_result_make(CM_OK);
 }
 
+// id-regCtrl-algId and id-regCtrl-rsaKeyLen (RFC 9483 §4.3.3, RFC 9810 Appendix F).
+#define SRV_OID_REGCTRL_ALG_ID      "\x2b\x06\x01\x05\x05\x07\x05\x01\x0b"
+#define SRV_OID_REGCTRL_RSA_KEY_LEN "\x2b\x06\x01\x05\x05\x07\x05\x01\x0c"
+
+// srv_put_key_alg writes the AlgorithmIdentifier of one CA_KEY_* type (RFC 5480, RFC 8410).
+static void srv_put_key_alg(der_builder *b, uint32_t type)
+{
+    der_mark m;
+    der_open(b, &m, DER_TAG_SEQUENCE);
+    switch (type) {
+    case CA_KEY_EC_P256:
+    case CA_KEY_EC_P384:
+    case CA_KEY_EC_P521:
+        der_put_oid_lit(b, DER_OID_EC_PUBLIC_KEY);
+        if (type == CA_KEY_EC_P256) {
+            der_put_oid_lit(b, DER_OID_P256);
+        } else if (type == CA_KEY_EC_P384) {
+            der_put_oid_lit(b, DER_OID_P384);
+        } else {
+            der_put_oid_lit(b, DER_OID_P521);
+        }
+        break;
+    case CA_KEY_RSA:
+        der_put_oid_lit(b, DER_OID_RSA_ENCRYPTION);
+        der_put_null(b);
+        break;
+    case CA_KEY_ED25519:
+        der_put_oid_lit(b, DER_OID_ED25519);
+        break;
+    default:
+        der_put_oid_lit(b, DER_OID_ED448);
+        break;
+    }
+    der_close(b, &m);
+}
+
+// srv_key_spec writes the certReqTemplate keySpec Controls for the profile's preferred key:
+// id-regCtrl-algId for the first allowed curve or EdDSA, or id-regCtrl-rsaKeyLen for RSA.
+static void srv_key_spec(der_builder *b, const ca_profile *profile)
+{
+    uint32_t rsa_min = 0;
+    const uint32_t types = ca_profile_key_types(profile, &rsa_min);
+    static const uint32_t k_pref[] = {CA_KEY_EC_P256, CA_KEY_EC_P384, CA_KEY_EC_P521,
+                                      CA_KEY_ED25519, CA_KEY_ED448};
+    der_mark ctrls, atv;
+    der_open(b, &ctrls, DER_TAG_SEQUENCE);
+    der_open(b, &atv, DER_TAG_SEQUENCE);
+    bool done = false;
+    for (size_t i = 0; i < sizeof(k_pref) / sizeof(k_pref[0]) && !done; i++) {
+        if ((types & k_pref[i]) != 0) {
+            der_put_oid_lit(b, SRV_OID_REGCTRL_ALG_ID);
+            srv_put_key_alg(b, k_pref[i]);
+            done = true;
+        }
+    }
+    if (!done) {
+        der_put_oid_lit(b, SRV_OID_REGCTRL_RSA_KEY_LEN);
+        der_put_u64(b, rsa_min != 0 ? rsa_min : 2048);
+    }
+    der_close(b, &atv);
+    der_close(b, &ctrls);
+}
+
 static cm_result srv_genm_answer(srv_request *req, cmp_itav *out, bool *out_empty)
 {
     const cmp_msg *m = &req->msg;
@@ -1090,6 +1233,7 @@ static cm_result srv_genm_answer(srv_request *req, cmp_itav *out, bool *out_empt
         der_mark m2;
         der_open(&b, &m2, DER_TAG_SEQUENCE);
         crmf_template_marshal(&b, &t);
+        srv_key_spec(&b, ca->profile);
         der_close(&b, &m2);
         out->oid = CM_SPAN_LIT(DER_OID_IT_CERT_REQ_TEMPLATE);
         return der_builder_finish(&b, &out->value);
@@ -1097,6 +1241,35 @@ static cm_result srv_genm_answer(srv_request *req, cmp_itav *out, bool *out_empt
     if (der_oid_is(q->oid, DER_OID_IT_CRL_STATUS_LIST)) {
         CM_ENSURE(q->value.len != 0, SRV_E_BODY);
         return srv_genm_crls(req, out, q->value);
+    }
+    if (der_oid_is(q->oid, DER_OID_IT_SIGN_KEY_PAIR_TYPES)) {
+        // signKeyPairTypes: SEQUENCE OF AlgorithmIdentifier the profile accepts (§5.3.19.2).
+        uint32_t rsa_min = 0;
+        const uint32_t types = ca_profile_key_types(ca->profile, &rsa_min);
+        der_builder b;
+        der_builder_init_arena(&b, &req->arena, 256);
+        der_mark m2;
+        der_open(&b, &m2, DER_TAG_SEQUENCE);
+        for (uint32_t bit = 1; bit <= CA_KEY_ED448; bit <<= 1) {
+            if ((types & bit) != 0) {
+                srv_put_key_alg(&b, bit);
+            }
+        }
+        der_close(&b, &m2);
+        out->oid = CM_SPAN_LIT(DER_OID_IT_SIGN_KEY_PAIR_TYPES);
+        return der_builder_finish(&b, &out->value);
+    }
+    if (der_oid_is(q->oid, DER_OID_IT_CURRENT_CRL)) {
+        // currentCRL: the CA's latest CRL, absent when none was issued (§5.3.19.6).
+        store_crl crl;
+        cm_result r2 = store_crl_get(req->w->reader, &req->arena, &crl, ca->name);
+        out->oid = CM_SPAN_LIT(DER_OID_IT_CURRENT_CRL);
+        if (cm_ok(r2) && crl.crl_der.len != 0) {
+            out->value = crl.crl_der;
+        } else if (r2.code != STORE_E_NOT_FOUND) {
+            CM_TRY(r2);
+        }
+        return cm_result_make(CM_OK);
     }
     // Anything else: an empty genp (RFC 9810 §5.3.19: the CA need not answer every type).
     *out_empty = true;

@@ -484,6 +484,31 @@ static X509 *check_issued(const rsp *r, cmp_body_type type, int64_t cert_req_id,
     return x;
 }
 
+// stored_subject_is checks the store's printable subject of |x| (RFC 4514 text).
+static bool stored_subject_is(X509 *x, const char *want)
+{
+    const ASN1_INTEGER *sn = X509_get0_serialNumber(x);
+    unsigned char *der = NULL;
+    int n = i2d_ASN1_INTEGER(sn, &der);
+    bool ok = false;
+    store_reader *rd;
+    if (n > 2 && cm_ok(store_reader_open(g.st, &rd))) {
+        cm_arena a;
+        cm_arena_init(&a, 0, 0);
+        store_cert c;
+        if (cm_ok(store_cert_get(rd, &a, &c, "devices", cm_span_make(der + 2, (size_t)n - 2)))) {
+            ok = strcmp(c.subject_text, want) == 0;
+            if (!ok) {
+                fprintf(stderr, "\n  stored subject '%s', want '%s'\n", c.subject_text, want);
+            }
+        }
+        cm_arena_cleanup(&a);
+        store_reader_close(rd);
+    }
+    OPENSSL_free(der);
+    return ok;
+}
+
 static store_cert_status stored_status(X509 *x)
 {
     const ASN1_INTEGER *sn = X509_get0_serialNumber(x);
@@ -523,6 +548,7 @@ static void test_srv_ir_pbm_implicit_confirm(void)
     CU_ASSERT_EQUAL(r.msg.body.u.rep.num_ca_pubs, 1);
     X509 *x = check_issued(&r, CMP_BODY_IP, 0, g.dev_key, "device-0001");
     CU_ASSERT_EQUAL(stored_status(x), STORE_CERT_VALID);
+    CU_ASSERT_TRUE(stored_subject_is(x, "CN=device-0001"));
     // The response echoes the transaction and answers the nonce.
     cm_arena a;
     cm_arena_init(&a, 0, 0);
@@ -668,6 +694,38 @@ static void test_srv_genm_types(void)
     TEST_ASSERT_OK(
         crmf_extensions_find(t.extensions, CM_SPAN_LIT(DER_OID_CE_EXT_KEY_USAGE), &ext, &found));
     CU_ASSERT_TRUE(found);
+
+    // certReqTemplate's keySpec: id-regCtrl-algId with the preferred curve (P-256).
+    der_reader ctrls, atv, alg;
+    TEST_ASSERT_OK(der_enter(&seq, DER_TAG_SEQUENCE, &ctrls));
+    TEST_ASSERT_OK(der_enter(&ctrls, DER_TAG_SEQUENCE, &atv));
+    cm_span oid;
+    TEST_ASSERT_OK(der_get_oid(&atv, &oid));
+    CU_ASSERT_TRUE(der_oid_is(oid, "\x2b\x06\x01\x05\x05\x07\x05\x01\x0b"));
+    TEST_ASSERT_OK(der_enter(&atv, DER_TAG_SEQUENCE, &alg));
+    TEST_ASSERT_OK(der_get_oid(&alg, &oid));
+    CU_ASSERT_TRUE(der_oid_is(oid, DER_OID_EC_PUBLIC_KEY));
+    TEST_ASSERT_OK(der_get_oid(&alg, &oid));
+    CU_ASSERT_TRUE(der_oid_is(oid, DER_OID_P256));
+    rsp_free(&r);
+    free(m);
+
+    // signKeyPairTypes: the profile's key types (P-256, P-384, RSA, Ed25519), in that order.
+    m = make_genm(&len, CM_SPAN_LIT(DER_OID_IT_SIGN_KEY_PAIR_TYPES), cm_span_make(NULL, 0));
+    process(&r, m, len);
+    it = genp_item(&r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(it);
+    CU_ASSERT_TRUE(der_oid_is(it->oid, DER_OID_IT_SIGN_KEY_PAIR_TYPES));
+    der_reader_init(&rd, it->value);
+    TEST_ASSERT_OK(der_enter(&rd, DER_TAG_SEQUENCE, &seq));
+    static const char *const k_want[] = {DER_OID_EC_PUBLIC_KEY, DER_OID_EC_PUBLIC_KEY,
+                                         DER_OID_RSA_ENCRYPTION, DER_OID_ED25519};
+    for (size_t i = 0; i < 4; i++) {
+        TEST_ASSERT_OK(der_enter(&seq, DER_TAG_SEQUENCE, &alg));
+        TEST_ASSERT_OK(der_get_oid(&alg, &oid));
+        CU_ASSERT_TRUE(cm_span_eq(oid, cm_span_make(k_want[i], strlen(k_want[i]))));
+    }
+    TEST_ASSERT_OK(der_expect_end(&seq));
     rsp_free(&r);
     free(m);
 
@@ -714,6 +772,14 @@ static void test_srv_genm_crl_update(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(x);
     CU_ASSERT_EQUAL(X509_CRL_verify(x, X509_get0_pubkey(g.ca_x509)), 1);
     X509_CRL_free(x);
+    m = make_genm(&len, CM_SPAN_LIT(DER_OID_IT_CURRENT_CRL), cm_span_make(NULL, 0));
+    process(&r, m, len);
+    it = genp_item(&r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(it);
+    CU_ASSERT_TRUE(der_oid_is(it->oid, DER_OID_IT_CURRENT_CRL));
+    CU_ASSERT_TRUE(cm_span_eq(it->value, crl));
+    rsp_free(&r);
+    free(m);
     const int64_t stamps[] = {0, now - 3600, now + 60};
     for (size_t i = 0; i < 3; i++) {
         list = crl_status_list(&lb, stamps[i]);
@@ -989,6 +1055,7 @@ static void test_srv_ir_signature_protected_by_vendor_cert(void)
     process(&r, ir, len);
     CU_ASSERT_TRUE(validates_with_ca(&r));
     X509 *x = check_issued(&r, CMP_BODY_IP, 0, g.dev2_key, "device-SN4711-op");
+    CU_ASSERT_TRUE(stored_subject_is(x, "CN=device-SN4711-op"));
     X509_free(x);
     rsp_free(&r);
     free(ir);
