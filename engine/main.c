@@ -39,9 +39,10 @@ typedef struct main_daemon {
     hsm_pool *pool;
     store *store;
     cmp_protect_ctx *prot;
-    srv_secret **secrets; // per CA
-    cm_span **ra_certs;   // per CA
-    ca_trust **own_trust; // per CA
+    srv_secret **secrets;   // per CA
+    cm_span **ra_certs;     // per CA
+    ca_trust **own_trust;   // per CA
+    ca_authority **cmp_ids; // per CA: a separate CMP protection certificate, or NULL
     srv_ca *cas;
     size_t num_cas;
     srv_engine *engine;
@@ -611,10 +612,12 @@ static void main_daemon_free(main_daemon *d)
         free(d->secrets != NULL ? d->secrets[i] : NULL);
         free(d->ra_certs != NULL ? d->ra_certs[i] : NULL);
         ca_trust_free(d->own_trust != NULL ? d->own_trust[i] : NULL);
+        ca_authority_free(d->cmp_ids != NULL ? d->cmp_ids[i] : NULL);
     }
     free(d->secrets);
     free(d->ra_certs);
     free(d->own_trust);
+    free(d->cmp_ids);
     free(d->cas);
     cmp_protect_ctx_free(d->prot);
     cfg_free(d->cfg);
@@ -666,7 +669,9 @@ static bool main_build_engine(main_daemon *d)
     d->secrets = calloc(cfg->num_cas, sizeof(srv_secret *));
     d->own_trust = calloc(cfg->num_cas, sizeof(ca_trust *));
     d->ra_certs = calloc(cfg->num_cas, sizeof(cm_span *));
-    if (d->cas == NULL || d->secrets == NULL || d->own_trust == NULL || d->ra_certs == NULL) {
+    d->cmp_ids = calloc(cfg->num_cas, sizeof(ca_authority *));
+    if (d->cas == NULL || d->secrets == NULL || d->own_trust == NULL || d->ra_certs == NULL ||
+        d->cmp_ids == NULL) {
         return false;
     }
     // The default CA is answered at /.well-known/cmp: it goes first.
@@ -712,20 +717,31 @@ static bool main_build_engine(main_daemon *d)
             fprintf(stderr, "certmintd: [ca:%s] %s\n", c->name, err);
             return false;
         }
-        if (c->cmp_cert_path != NULL && strcmp(c->cmp_cert_path, c->cert_path) != 0) {
-            fprintf(stderr,
-                    "certmintd: [ca:%s] cmp_cert: a CMP protection certificate other "
-                    "than the CA certificate is not supported yet\n",
-                    c->name);
-            return false;
-        }
         hsm_key *ck = d->keys[2 * i], *pk = d->keys[2 * i + 1];
+        const ca_authority *cmp_id = c->authority;
+        if (c->cmp_cert_path != NULL && strcmp(c->cmp_cert_path, c->cert_path) != 0) {
+            // A separate CMP protection certificate (id-kp-cmcCA), issued by this CA: its
+            // chain for extraCerts is the CA certificate (and the CA's chain).
+            if (!cm_ok(ca_identity_load(&d->cmp_ids[k], err, sizeof(err), c->cmp_cert_path,
+                                        c->cert_path))) {
+                fprintf(stderr, "certmintd: [ca:%s] cmp_cert: %s\n", c->name, err);
+                return false;
+            }
+            if (!cm_ok(ca_authority_matches_spki(d->cmp_ids[k], hsm_key_get0_spki(pk)))) {
+                fprintf(stderr,
+                        "certmintd: [ca:%s] cmp_cert %s does not hold the public key of "
+                        "%s\n",
+                        c->name, c->cmp_cert_path, c->cmp_key_uri);
+                return false;
+            }
+            cmp_id = d->cmp_ids[k];
+        }
         *s = (srv_ca){.name = c->name,
                       .authority = c->authority,
                       .profile = c->profile->profile,
                       .ca_key = ck,
                       .ca_sig_alg = main_sig_alg_for(ck),
-                      .cmp_cert = c->authority,
+                      .cmp_cert = cmp_id,
                       .cmp_key = pk,
                       .cmp_sig_alg = main_sig_alg_for(pk),
                       .secrets = d->secrets[k],

@@ -236,6 +236,60 @@ static bool tool_root_build(hsm_pool *pool, const hsm_key *key, hsm_sig_alg alg,
     return true;
 }
 
+// tool_cmp_cert_build issues the CMP protection certificate for |cmp_key| (ca_cmp_tbs_build:
+// keyUsage digitalSignature, EKU id-kp-cmcCA, SKI, AKI), signed by the CA key.
+static bool tool_cmp_cert_build(hsm_pool *pool, const hsm_key *ca_key, hsm_sig_alg alg,
+                                const ca_authority *ca, const hsm_key *cmp_key, int days,
+                                uint8_t **out, size_t *out_len)
+{
+    uint8_t serial[CA_SERIAL_LEN];
+    uint8_t sig[HSM_MAX_SIG_LEN];
+    size_t sig_len = 0;
+    uint8_t *name = NULL;
+    size_t name_len = 0;
+    const int64_t now = cm_time_now();
+    der_builder ab, tb, cb;
+    der_builder_init(&ab, 64);
+    der_builder_init(&tb, 1024);
+    der_builder_init(&cb, 2048);
+    hsm_sig_alg_marshal(&ab, alg);
+    cm_span alg_der, tbs;
+    cm_result res = tool_parse_dn("/O=certmint/CN=certmint CMP protection", &name, &name_len)
+                        ? ca_serial_new(serial)
+                        : cm_result_make(CM_E_INVALID_ARG);
+    if (cm_ok(res)) {
+        res = der_builder_finish(&ab, &alg_der);
+    }
+    if (cm_ok(res)) {
+        res = ca_cmp_tbs_build(ca, &tb, cm_span_make(name, name_len), hsm_key_get0_spki(cmp_key),
+                               cm_span_make(serial, sizeof(serial)), now - 300,
+                               now + (int64_t)days * 86400, alg_der);
+    }
+    if (cm_ok(res)) {
+        res = der_builder_finish(&tb, &tbs);
+    }
+    if (cm_ok(res)) {
+        res = hsm_sign_sync(pool, &sig_len, sig, sizeof(sig), ca_key, alg, tbs);
+    }
+    if (cm_ok(res)) {
+        res = ca_signed_assemble(&cb, tbs, alg_der, cm_span_make(sig, sig_len));
+    }
+    uint8_t *buf = NULL;
+    if (cm_ok(res)) {
+        res = der_builder_take(&cb, &buf, out_len);
+    }
+    OPENSSL_free(name);
+    der_builder_cleanup(&ab);
+    der_builder_cleanup(&tb);
+    der_builder_cleanup(&cb);
+    if (!cm_ok(res)) {
+        fprintf(stderr, "certmint: cannot build the CMP certificate: %s\n", cm_result_name(res));
+        return false;
+    }
+    *out = buf;
+    return true;
+}
+
 static bool tool_write_pem_cert(const char *path, const uint8_t *der, size_t len)
 {
     const unsigned char *q = der;
@@ -332,10 +386,12 @@ static int tool_init(const tool_init_opts *o)
     char so_pin[25], user_pin[25], secret[33], conf[PATH_MAX * 2];
     int rc = 1;
     hsm_token *tok = NULL;
-    hsm_key *key = NULL;
+    hsm_key *key = NULL, *cmp_key = NULL;
     hsm_pool *pool = NULL;
-    uint8_t *cert = NULL;
-    size_t cert_len = 0;
+    ca_authority *authority = NULL;
+    store *db = NULL;
+    uint8_t *cert = NULL, *cmp_cert = NULL;
+    size_t cert_len = 0, cmp_cert_len = 0;
     if (!tool_random_text(so_pin, 24) || !tool_random_text(user_pin, 24) ||
         !tool_random_text(secret, 32) || mkdir(tool_path(p, sizeof(p), dir, "tokens"), 0700) != 0 ||
         mkdir(tool_path(p, sizeof(p), dir, "secrets"), 0700) != 0) {
@@ -374,6 +430,10 @@ static int tool_init(const tool_init_opts *o)
     if (cm_ok(r)) {
         r = hsm_key_generate(tok, &key, &err, kt, "ca", CM_SPAN_LIT("\x01"));
     }
+    // The CMP protection key: P-256 whatever the CA key is (it signs every signed response).
+    if (cm_ok(r)) {
+        r = hsm_key_generate(tok, &cmp_key, &err, HSM_KEYGEN_EC_P256, "cmp", CM_SPAN_LIT("\x02"));
+    }
     if (cm_ok(r)) {
         r = hsm_pool_new(&pool, tok, &po);
     }
@@ -386,6 +446,30 @@ static int tool_init(const tool_init_opts *o)
         !tool_write_pem_cert(tool_path(p, sizeof(p), dir, "ca.pem"), cert, cert_len)) {
         goto out;
     }
+    // The CMP protection certificate, issued by the CA with id-kp-cmcCA (RFC 9483 §3.1).
+    char err_s[512];
+    if (!cm_ok(ca_authority_load(&authority, err_s, sizeof(err_s),
+                                 tool_path(p, sizeof(p), dir, "ca.pem"), NULL)) ||
+        !tool_cmp_cert_build(pool, key, tool_sig_alg(kt), authority, cmp_key, o->days, &cmp_cert,
+                             &cmp_cert_len) ||
+        !tool_write_pem_cert(tool_path(p, sizeof(p), dir, "cmp.pem"), cmp_cert, cmp_cert_len)) {
+        fprintf(stderr, "certmint init: cannot issue the CMP protection certificate\n");
+        goto out;
+    }
+    // The store, created now so that read commands find it.
+    char store_url[PATH_MAX + 32];
+    (void)snprintf(store_url, sizeof(store_url), "sqlite:%s/certmint.db", dir);
+    if (!cm_ok(store_open(&db, store_url, NULL))) {
+        fprintf(stderr, "certmint init: cannot create the store %s\n", store_url);
+        goto out;
+    }
+    store_close(db);
+    db = NULL;
+    char cmp_uri[PATH_MAX * 2];
+    (void)snprintf(cmp_uri, sizeof(cmp_uri),
+                   "pkcs11:token=" TOOL_TOKEN_LABEL ";object=cmp?module-path=%s&pin-source=file:"
+                   "%s/user.pin",
+                   CM_SOFTHSM2_MODULE_PATH, dir);
     n = snprintf(conf, sizeof(conf),
                  "# certmint instance made by 'certmint init' (see README: configuration)\n"
                  "[certmintd]\n"
@@ -399,6 +483,8 @@ static int tool_init(const tool_init_opts *o)
                  "[ca:devices]\n"
                  "key = %s\n"
                  "cert = ca.pem\n"
+                 "cmp_key = %s\n"
+                 "cmp_cert = cmp.pem\n"
                  "profile = devices\n"
                  "clients = devices\n"
                  "caPubs = on\n"
@@ -420,7 +506,7 @@ static int tool_init(const tool_init_opts *o)
                  "\n"
                  "[clients:devices]\n"
                  "secret.demo-device = secrets/demo-device\n",
-                 o->port, uri);
+                 o->port, uri, cmp_uri);
     (void)snprintf(p2, sizeof(p2), "SOFTHSM2_CONF=%s/softhsm2.conf\n", dir);
     if (n < 0 || (size_t)n >= sizeof(conf) ||
         !tool_write_file(tool_path(p, sizeof(p), dir, "certmint.cnf"), conf, (size_t)n, 0600) ||
@@ -429,18 +515,22 @@ static int tool_init(const tool_init_opts *o)
     }
     printf("certmint: instance created in %s\n"
            "  CA certificate   %s/ca.pem (%s key 'ca' in SoftHSM token '%s')\n"
+           "  CMP protection   %s/cmp.pem (EC P-256 key 'cmp', id-kp-cmcCA, issued by the CA)\n"
            "  configuration    %s/certmint.cnf\n"
            "  demo MAC secret  reference 'demo-device', secret '%s' (stored in %s/secrets, 0600)\n"
            "  the daemon needs SOFTHSM2_CONF=%s/softhsm2.conf in its environment (%s/env)\n",
-           dir, dir, o->key_type, TOOL_TOKEN_LABEL, dir, secret, dir, dir, dir);
+           dir, dir, o->key_type, TOOL_TOKEN_LABEL, dir, dir, secret, dir, dir, dir);
     rc = 0;
 out:
     OPENSSL_cleanse(so_pin, sizeof(so_pin));
     OPENSSL_cleanse(user_pin, sizeof(user_pin));
     OPENSSL_cleanse(secret, sizeof(secret));
     free(cert);
+    free(cmp_cert);
     OPENSSL_free(name_der);
+    ca_authority_free(authority);
     hsm_pool_free(pool);
+    hsm_key_free(cmp_key);
     hsm_key_free(key);
     hsm_token_free(tok);
     return rc;

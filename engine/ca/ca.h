@@ -190,6 +190,11 @@ typedef struct ca_authority ca_authority;
 CM_RESULT ca_authority_load(ca_authority **out, char *err, size_t err_cap, const char *cert_path,
                             const char *chain_path);
 
+// ca_identity_load is ca_authority_load for a certificate that need not be a CA: the CMP
+// protection certificate (RFC 9483 §3.1: extended key usage id-kp-cmcCA) and its chain.
+CM_RESULT ca_identity_load(ca_authority **out, char *err, size_t err_cap, const char *cert_path,
+                           const char *chain_path);
+
 // ca_authority_free releases |ca|; NULL is a no-op.
 void ca_authority_free(ca_authority *ca);
 
@@ -282,6 +287,13 @@ CM_RESULT ca_tbs_build(const ca_authority *ca, der_builder *b, const ca_profile 
 // the builder's error otherwise. For `certmint init` and tests. Thread: any.
 CM_RESULT ca_root_tbs_build(der_builder *b, cm_span name, cm_span spki, cm_span serial,
                             int64_t not_before, int64_t not_after, cm_span sig_alg);
+
+// ca_cmp_tbs_build appends the TBSCertificate of a CMP protection certificate issued by |ca|
+// (RFC 9483 §3.1, RFC 9810 §4.5): v3, |serial|, |sig_alg|, issuer = the CA's subject,
+// subject |name|, the validity, |spki|, keyUsage digitalSignature (critical), extended key
+// usage id-kp-cmcCA, SKI and AKI. Errors as ca_root_tbs_build. Thread: any.
+CM_RESULT ca_cmp_tbs_build(const ca_authority *ca, der_builder *b, cm_span name, cm_span spki,
+                           cm_span serial, int64_t not_before, int64_t not_after, cm_span sig_alg);
 
 // ca_signed_assemble appends SEQUENCE { tbs, sig_alg, BIT STRING signature } to |b|: a
 // Certificate (RFC 5280 §4.1) or a CertificateList (§5.1). Errors are the builder's.

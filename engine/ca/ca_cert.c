@@ -246,8 +246,23 @@ static cm_result ca_load_chain(ca_authority *ca, char *err, size_t err_cap, cons
     return res;
 }
 
+static cm_result ca_cert_load(ca_authority **out, char *err, size_t err_cap, const char *cert_path,
+                              const char *chain_path, bool require_ca);
+
 cm_result ca_authority_load(ca_authority **out, char *err, size_t err_cap, const char *cert_path,
                             const char *chain_path)
+{
+    return ca_cert_load(out, err, err_cap, cert_path, chain_path, true);
+}
+
+cm_result ca_identity_load(ca_authority **out, char *err, size_t err_cap, const char *cert_path,
+                           const char *chain_path)
+{
+    return ca_cert_load(out, err, err_cap, cert_path, chain_path, false);
+}
+
+static cm_result ca_cert_load(ca_authority **out, char *err, size_t err_cap, const char *cert_path,
+                              const char *chain_path, bool require_ca)
 {
     cm_result res = cm_result_make(CA_E_CONFIG);
     X509 *x = NULL;
@@ -262,7 +277,7 @@ cm_result ca_authority_load(ca_authority **out, char *err, size_t err_cap, const
         ca_errf(err, err_cap, "%s: cannot read a PEM certificate", cert_path);
         goto out;
     }
-    if (X509_check_ca(x) < 1) {
+    if (require_ca && X509_check_ca(x) < 1) {
         ca_errf(err, err_cap, "%s: not a CA certificate (no basicConstraints cA)", cert_path);
         goto out;
     }

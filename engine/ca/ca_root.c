@@ -61,3 +61,56 @@ cm_result ca_root_tbs_build(der_builder *b, cm_span name, cm_span spki, cm_span 
     der_close(b, &tbs);
     return der_builder_ok(b) ? cm_result_make(CM_OK) : cm_result_make(b->err);
 }
+
+cm_result ca_cmp_tbs_build(const ca_authority *ca, der_builder *b, cm_span name, cm_span spki,
+                           cm_span serial, int64_t not_before, int64_t not_after, cm_span sig_alg)
+{
+    ca_key_info key;
+    CM_TRY(ca_spki_parse(&key, spki));
+    CM_ENSURE(not_after > not_before, CA_E_VALIDITY);
+    uint8_t ski[20];
+    CM_ENSURE(EVP_Digest(key.key_bits.p, key.key_bits.len, ski, NULL, EVP_sha1(), NULL) == 1,
+              CM_E_CRYPTO);
+    der_mark tbs, m, exts, e, v, seq, aki;
+    der_open_hint(b, &tbs, DER_TAG_SEQUENCE, 3);
+    der_open(b, &m, DER_CONTEXT_CONS(0));
+    der_put_i64(b, 2);
+    der_close(b, &m);
+    der_put_uint_bytes(b, serial);
+    der_put_raw(b, sig_alg);
+    der_put_raw(b, ca_authority_subject(ca));
+    der_open(b, &m, DER_TAG_SEQUENCE);
+    der_put_time(b, not_before);
+    der_put_time(b,
+                 not_after < ca_authority_not_after(ca) ? not_after : ca_authority_not_after(ca));
+    der_close(b, &m);
+    der_put_raw(b, name);
+    der_put_raw(b, spki);
+    der_open(b, &m, DER_CONTEXT_CONS(3));
+    der_open(b, &exts, DER_TAG_SEQUENCE);
+    ca_root_ext(b, &e, &v, CM_SPAN_LIT(DER_OID_CE_KEY_USAGE), true);
+    der_put_bitstring_flags(b, 1u); // digitalSignature
+    der_close(b, &v);
+    der_close(b, &e);
+    ca_root_ext(b, &e, &v, CM_SPAN_LIT(DER_OID_CE_EXT_KEY_USAGE), false);
+    der_open(b, &seq, DER_TAG_SEQUENCE);
+    der_put_oid_lit(b, DER_OID_KP_CMC_CA);
+    der_close(b, &seq);
+    der_close(b, &v);
+    der_close(b, &e);
+    ca_root_ext(b, &e, &v, CM_SPAN_LIT(DER_OID_CE_SUBJECT_KEY_ID), false);
+    der_put_octets(b, cm_span_make(ski, sizeof(ski)));
+    der_close(b, &v);
+    der_close(b, &e);
+    // AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] KeyIdentifier OPTIONAL, ... }
+    ca_root_ext(b, &e, &v, CM_SPAN_LIT(DER_OID_CE_AUTHORITY_KEY_ID), false);
+    der_open(b, &aki, DER_TAG_SEQUENCE);
+    der_put_tlv(b, DER_CONTEXT(0), ca_authority_ski(ca));
+    der_close(b, &aki);
+    der_close(b, &v);
+    der_close(b, &e);
+    der_close(b, &exts);
+    der_close(b, &m);
+    der_close(b, &tbs);
+    return der_builder_ok(b) ? cm_result_make(CM_OK) : cm_result_make(b->err);
+}
