@@ -42,6 +42,13 @@ Renew it, signed with its own certificate (kur):
       -cert $dir/device.pem -key $dir/device.key -newkey $dir/device2.key \\
       -trusted $dir/ca.pem -certout $dir/device2.pem
 
-(Revocation with 'openssl cmp -cmd rr' comes with the revocation work; it is not served yet.)
+Revoke it (signed with its own certificate), then fetch the CRL (re-issued within a minute):
+
+  openssl cmp -cmd rr -server 127.0.0.1:$port -path /.well-known/cmp \\
+      -cert $dir/device.pem -key $dir/device.key -oldcert $dir/device.pem -revreason 1 \\
+      -trusted $dir/ca.pem
+  curl -s -o $dir/devices.crl http://127.0.0.1:$port/crl/devices.crl
+
+The admin tool: build/release/tools/certmint list|show|revoke|crl|secret|keys -c $dir/certmint.cnf
 MSG
 exec build/release/engine/certmintd -c "$dir/certmint.cnf" --listen "127.0.0.1:$port"
