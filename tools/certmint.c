@@ -187,11 +187,13 @@ static hsm_sig_alg tool_sig_alg(hsm_keygen_type t)
     }
 }
 
-// tool_root_build makes the self-signed root certificate for |key| (ca_root_tbs_build: v3,
-// basicConstraints cA, keyUsage keyCertSign+cRLSign+digitalSignature, SKI), signed through
-// the pool.
-static bool tool_root_build(hsm_pool *pool, const hsm_key *key, hsm_sig_alg alg, cm_span name,
-                            int days, uint8_t **out, size_t *out_len)
+// tool_issue builds one certificate signed by |signer| through the pool: |ca| NULL makes the
+// self-signed root for |subject_key| (ca_root_tbs_build), otherwise a CMP protection
+// certificate issued by |ca| (ca_cmp_tbs_build: keyUsage digitalSignature, EKU id-kp-cmcCA,
+// SKI, AKI). |*out| is malloc'ed DER.
+static bool tool_issue(hsm_pool *pool, const hsm_key *signer, hsm_sig_alg alg,
+                       const ca_authority *ca, const hsm_key *subject_key, cm_span name, int days,
+                       uint8_t **out, size_t *out_len)
 {
     uint8_t serial[CA_SERIAL_LEN];
     uint8_t sig[HSM_MAX_SIG_LEN];
@@ -208,15 +210,17 @@ static bool tool_root_build(hsm_pool *pool, const hsm_key *key, hsm_sig_alg alg,
         res = der_builder_finish(&ab, &alg_der);
     }
     if (cm_ok(res)) {
-        res = ca_root_tbs_build(&tb, name, hsm_key_get0_spki(key),
-                                cm_span_make(serial, sizeof(serial)), now - 300,
-                                now + (int64_t)days * 86400, alg_der);
+        const cm_span sn = cm_span_make(serial, sizeof(serial));
+        const cm_span spki = hsm_key_get0_spki(subject_key);
+        const int64_t nb = now - 300, na = now + (int64_t)days * 86400;
+        res = ca == NULL ? ca_root_tbs_build(&tb, name, spki, sn, nb, na, alg_der)
+                         : ca_cmp_tbs_build(ca, &tb, name, spki, sn, nb, na, alg_der);
     }
     if (cm_ok(res)) {
         res = der_builder_finish(&tb, &tbs);
     }
     if (cm_ok(res)) {
-        res = hsm_sign_sync(pool, &sig_len, sig, sizeof(sig), key, alg, tbs);
+        res = hsm_sign_sync(pool, &sig_len, sig, sizeof(sig), signer, alg, tbs);
     }
     if (cm_ok(res)) {
         res = ca_signed_assemble(&cb, tbs, alg_der, cm_span_make(sig, sig_len));
@@ -229,61 +233,8 @@ static bool tool_root_build(hsm_pool *pool, const hsm_key *key, hsm_sig_alg alg,
     der_builder_cleanup(&tb);
     der_builder_cleanup(&cb);
     if (!cm_ok(res)) {
-        fprintf(stderr, "certmint: cannot build the root certificate: %s\n", cm_result_name(res));
-        return false;
-    }
-    *out = buf;
-    return true;
-}
-
-// tool_cmp_cert_build issues the CMP protection certificate for |cmp_key| (ca_cmp_tbs_build:
-// keyUsage digitalSignature, EKU id-kp-cmcCA, SKI, AKI), signed by the CA key.
-static bool tool_cmp_cert_build(hsm_pool *pool, const hsm_key *ca_key, hsm_sig_alg alg,
-                                const ca_authority *ca, const hsm_key *cmp_key, int days,
-                                uint8_t **out, size_t *out_len)
-{
-    uint8_t serial[CA_SERIAL_LEN];
-    uint8_t sig[HSM_MAX_SIG_LEN];
-    size_t sig_len = 0;
-    uint8_t *name = NULL;
-    size_t name_len = 0;
-    const int64_t now = cm_time_now();
-    der_builder ab, tb, cb;
-    der_builder_init(&ab, 64);
-    der_builder_init(&tb, 1024);
-    der_builder_init(&cb, 2048);
-    hsm_sig_alg_marshal(&ab, alg);
-    cm_span alg_der, tbs;
-    cm_result res = tool_parse_dn("/O=certmint/CN=certmint CMP protection", &name, &name_len)
-                        ? ca_serial_new(serial)
-                        : cm_result_make(CM_E_INVALID_ARG);
-    if (cm_ok(res)) {
-        res = der_builder_finish(&ab, &alg_der);
-    }
-    if (cm_ok(res)) {
-        res = ca_cmp_tbs_build(ca, &tb, cm_span_make(name, name_len), hsm_key_get0_spki(cmp_key),
-                               cm_span_make(serial, sizeof(serial)), now - 300,
-                               now + (int64_t)days * 86400, alg_der);
-    }
-    if (cm_ok(res)) {
-        res = der_builder_finish(&tb, &tbs);
-    }
-    if (cm_ok(res)) {
-        res = hsm_sign_sync(pool, &sig_len, sig, sizeof(sig), ca_key, alg, tbs);
-    }
-    if (cm_ok(res)) {
-        res = ca_signed_assemble(&cb, tbs, alg_der, cm_span_make(sig, sig_len));
-    }
-    uint8_t *buf = NULL;
-    if (cm_ok(res)) {
-        res = der_builder_take(&cb, &buf, out_len);
-    }
-    OPENSSL_free(name);
-    der_builder_cleanup(&ab);
-    der_builder_cleanup(&tb);
-    der_builder_cleanup(&cb);
-    if (!cm_ok(res)) {
-        fprintf(stderr, "certmint: cannot build the CMP certificate: %s\n", cm_result_name(res));
+        fprintf(stderr, "certmint: cannot build the %s certificate: %s\n",
+                ca == NULL ? "root" : "CMP protection", cm_result_name(res));
         return false;
     }
     *out = buf;
@@ -390,8 +341,8 @@ static int tool_init(const tool_init_opts *o)
     hsm_pool *pool = NULL;
     ca_authority *authority = NULL;
     store *db = NULL;
-    uint8_t *cert = NULL, *cmp_cert = NULL;
-    size_t cert_len = 0, cmp_cert_len = 0;
+    uint8_t *cert = NULL, *cmp_cert = NULL, *cmp_name = NULL;
+    size_t cert_len = 0, cmp_cert_len = 0, cmp_name_len = 0;
     if (!tool_random_text(so_pin, 24) || !tool_random_text(user_pin, 24) ||
         !tool_random_text(secret, 32) || mkdir(tool_path(p, sizeof(p), dir, "tokens"), 0700) != 0 ||
         mkdir(tool_path(p, sizeof(p), dir, "secrets"), 0700) != 0) {
@@ -441,8 +392,8 @@ static int tool_init(const tool_init_opts *o)
         fprintf(stderr, "certmint init: PKCS#11: %s (%s)\n", err.msg, hsm_result_name(r));
         goto out;
     }
-    if (!tool_root_build(pool, key, tool_sig_alg(kt), cm_span_make(name_der, name_len), o->days,
-                         &cert, &cert_len) ||
+    if (!tool_issue(pool, key, tool_sig_alg(kt), NULL, key, cm_span_make(name_der, name_len),
+                    o->days, &cert, &cert_len) ||
         !tool_write_pem_cert(tool_path(p, sizeof(p), dir, "ca.pem"), cert, cert_len)) {
         goto out;
     }
@@ -450,8 +401,9 @@ static int tool_init(const tool_init_opts *o)
     char err_s[512];
     if (!cm_ok(ca_authority_load(&authority, err_s, sizeof(err_s),
                                  tool_path(p, sizeof(p), dir, "ca.pem"), NULL)) ||
-        !tool_cmp_cert_build(pool, key, tool_sig_alg(kt), authority, cmp_key, o->days, &cmp_cert,
-                             &cmp_cert_len) ||
+        !tool_parse_dn("/O=certmint/CN=certmint CMP protection", &cmp_name, &cmp_name_len) ||
+        !tool_issue(pool, key, tool_sig_alg(kt), authority, cmp_key,
+                    cm_span_make(cmp_name, cmp_name_len), o->days, &cmp_cert, &cmp_cert_len) ||
         !tool_write_pem_cert(tool_path(p, sizeof(p), dir, "cmp.pem"), cmp_cert, cmp_cert_len)) {
         fprintf(stderr, "certmint init: cannot issue the CMP protection certificate\n");
         goto out;
@@ -527,6 +479,7 @@ out:
     OPENSSL_cleanse(secret, sizeof(secret));
     free(cert);
     free(cmp_cert);
+    OPENSSL_free(cmp_name);
     OPENSSL_free(name_der);
     ca_authority_free(authority);
     hsm_pool_free(pool);
