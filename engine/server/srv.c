@@ -711,8 +711,12 @@ static cm_result srv_enrol_prepare(srv_request *req)
         CM_ENSURE(cr->cert_req_id == 0, SRV_E_CERT_REQ_ID);
         req->cert_req_id = 0;
         cm_result pr = crmf_popo_verify(&req->w->crypto, msg);
-        // raVerified is for authorised RAs only; no RA is configured in this version.
-        CM_ENSURE(pr.code != CRMF_E_POPO_RA_VERIFIED, SRV_E_RA_VERIFIED);
+        // raVerified (RFC 4211 §4.1, RFC 9483 §5.2): an RA vouches for the POP; accepted only
+        // from a signer configured as an RA of this CA (ra_certs).
+        if (pr.code == CRMF_E_POPO_RA_VERIFIED) {
+            CM_ENSURE(req->sig_ok && req->signer_is_ra, SRV_E_RA_VERIFIED);
+            pr = cm_result_make(CM_OK);
+        }
         CM_TRY(pr);
         if (t == CMP_BODY_KUR) {
             CM_TRY(srv_kur_check(req, cr));

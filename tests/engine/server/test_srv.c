@@ -1131,6 +1131,44 @@ static void test_srv_ir_pbmac1(void)
     free(ir);
 }
 
+static void test_srv_ra_verified_only_from_an_ra(void)
+{
+    // The RA (the configured vendor device certificate) sends raVerified: accepted.
+    const char *ra[] = {"-cmd",
+                        "ir",
+                        "-cert",
+                        g.devcert_pem,
+                        "-key",
+                        g.dev_key,
+                        "-popo",
+                        "0",
+                        "-newkey",
+                        g.dev2_key,
+                        "-subject",
+                        "/CN=device-via-ra",
+                        "-implicit_confirm",
+                        NULL};
+    size_t len;
+    uint8_t *ir = make_request(&len, ra);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ir);
+    rsp r;
+    process(&r, ir, len);
+    X509 *x = check_issued(&r, CMP_BODY_IP, 0, g.dev2_key, "device-via-ra");
+    X509_free(x);
+    rsp_free(&r);
+    free(ir);
+    // A device that is not an RA: notAuthorized.
+    const char *dev[] = {"-cmd",         "ir",    "-ref", SECRET_REF, "-secret",
+                         "pass:" SECRET, "-popo", "0",    "-newkey",  g.dev_key,
+                         "-subject",     "/CN=x", NULL};
+    ir = make_request(&len, dev);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ir);
+    process(&r, ir, len);
+    CU_ASSERT_EQUAL(fail_bit_of(&r), CMP_FAIL_NOT_AUTHORIZED);
+    rsp_free(&r);
+    free(ir);
+}
+
 static void test_srv_p10cr(void)
 {
     char csr[400];
@@ -1313,7 +1351,9 @@ int test_srv_register(void)
         CU_ADD_TEST(s, test_srv_ir_pbm_with_cert_conf) == NULL ||
         CU_ADD_TEST(s, test_srv_cert_conf_rejection_revokes) == NULL ||
         CU_ADD_TEST(s, test_srv_ir_signature_protected_by_vendor_cert) == NULL ||
-        CU_ADD_TEST(s, test_srv_p10cr) == NULL || CU_ADD_TEST(s, test_srv_ir_pbmac1) == NULL ||
+        CU_ADD_TEST(s, test_srv_p10cr) == NULL ||
+        CU_ADD_TEST(s, test_srv_ra_verified_only_from_an_ra) == NULL ||
+        CU_ADD_TEST(s, test_srv_ir_pbmac1) == NULL ||
         CU_ADD_TEST(s, test_srv_rejects_wrong_secret_with_signed_error) == NULL ||
         CU_ADD_TEST(s, test_srv_rejects_unknown_reference) == NULL ||
         CU_ADD_TEST(s, test_srv_rejects_untrusted_signer) == NULL ||
