@@ -753,6 +753,9 @@ static bool main_build_engine(main_daemon *d)
                       .unprotected_genm = c->unprotected_genm,
                       .ra_certs = d->ra_certs[k],
                       .num_ra_certs = cl != NULL ? cl->num_ra_certs : 0,
+                      .root_update = {cm_span_make(c->root_update[0], c->root_update_len[0]),
+                                      cm_span_make(c->root_update[1], c->root_update_len[1]),
+                                      cm_span_make(c->root_update[2], c->root_update_len[2])},
                       .crl_min_interval = c->crl_min_interval,
                       .crl_validity = (int64_t)c->crl_validity_days * 86400};
         if (s->ca_sig_alg == HSM_SIG_NONE || s->cmp_sig_alg == HSM_SIG_NONE) {

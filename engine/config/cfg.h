@@ -41,6 +41,9 @@
 //   sign_mac_responses = on | off    # default off: MAC requests get MAC responses
 //   unprotected_genm   = on | off    # default off
 //   crl_validity_days  = 7           # CRL nextUpdate - thisUpdate, 1..365; default 7
+//   root_new_with_new  = newroot.pem  # a root CA key update to announce (genm rootCaCert);
+//   root_new_with_old  = nwo.pem      #   the other two are optional
+//   root_old_with_new  = own.pem
 //   crl_min_interval   = 60          # seconds between CRLs under revocations; default 60
 //
 //   [profile:NAME]
@@ -138,6 +141,11 @@ typedef struct cfg_ca {
     bool ca_pubs;
     bool sign_mac_responses;
     bool unprotected_genm;
+    // A root CA key update to announce (genm rootCaCert, RFC 9483 §4.3.2): newWithNew,
+    // newWithOld, oldWithNew certificates (DER; NULL when not configured).
+    char *root_update_paths[3];
+    uint8_t *root_update[3];
+    size_t root_update_len[3];
     uint32_t crl_validity_days; // CRL nextUpdate - thisUpdate; default 7
     uint32_t crl_min_interval;  // seconds between CRLs when revocations keep coming; default 60
 } cfg_ca;

@@ -768,6 +768,12 @@ static cm_result cfg_ca_load(cfg_loader *ld, cfg_ca *ca, const char *section)
             CM_TRY(cfg_bool(ld, &ca->sign_mac_responses, k, v));
         } else if (strcmp(k, "unprotected_genm") == 0) {
             CM_TRY(cfg_bool(ld, &ca->unprotected_genm, k, v));
+        } else if (strcmp(k, "root_new_with_new") == 0) {
+            CM_TRY(cfg_path(ld, &ca->root_update_paths[0], k, v));
+        } else if (strcmp(k, "root_new_with_old") == 0) {
+            CM_TRY(cfg_path(ld, &ca->root_update_paths[1], k, v));
+        } else if (strcmp(k, "root_old_with_new") == 0) {
+            CM_TRY(cfg_path(ld, &ca->root_update_paths[2], k, v));
         } else if (strcmp(k, "crl_validity_days") == 0) {
             CM_TRY(cfg_u32(ld, &ca->crl_validity_days, k, v, 1, 365));
         } else if (strcmp(k, "crl_min_interval") == 0) {
@@ -794,6 +800,20 @@ static cm_result cfg_ca_load(cfg_loader *ld, cfg_ca *ca, const char *section)
         ca_authority_load(&ca->authority, why, sizeof(why), ca->cert_path, ca->chain_path);
     if (!cm_ok(r)) {
         return cfg_fail(ld, r.code == CM_E_NOMEM ? CM_E_NOMEM : CFG_E_FILE, "cert", "%s", why);
+    }
+    static const char *const k_root_keys[3] = {"root_new_with_new", "root_new_with_old",
+                                               "root_old_with_new"};
+    if (ca->root_update_paths[0] == NULL &&
+        (ca->root_update_paths[1] != NULL || ca->root_update_paths[2] != NULL)) {
+        return cfg_fail(ld, CFG_E_MISSING, "root_new_with_new",
+                        "required with root_new_with_old / root_old_with_new");
+    }
+    for (size_t i = 0; i < 3; i++) {
+        if (ca->root_update_paths[i] != NULL) {
+            size_t num = 0;
+            CM_TRY(cfg_read_certs(ld, k_root_keys[i], ca->root_update_paths[i], &ca->root_update[i],
+                                  &ca->root_update_len[i], &num, 1));
+        }
     }
     if (ca->cmp_key_uri == NULL) {
         ca->cmp_key_uri = cfg_strdup(ca->key_uri);
@@ -1042,6 +1062,10 @@ void cfg_free(cfg_config *cfg)
         free(ca->chain_path);
         free(ca->cmp_cert_path);
         free(ca->cmp_cert);
+        for (size_t k = 0; k < 3; k++) {
+            free(ca->root_update_paths[k]);
+            free(ca->root_update[k]);
+        }
         ca_authority_free(ca->authority);
     }
     for (size_t i = 0; i < cfg->num_profiles; i++) {

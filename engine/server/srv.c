@@ -1221,8 +1221,30 @@ static cm_result srv_genm_answer(srv_request *req, cmp_itav *out, bool *out_empt
         return cm_result_make(CM_OK);
     }
     if (der_oid_is(q->oid, DER_OID_IT_ROOT_CA_CERT)) {
-        // rootCaCert → rootCaKeyUpdate, absent: no root update is configured (§4.3.2).
+        // rootCaCert (the client's current root, optional) → rootCaKeyUpdate (§4.3.2):
+        // RootCaKeyUpdateContent ::= SEQUENCE { newWithNew CMPCertificate,
+        //     newWithOld [0] CMPCertificate OPTIONAL, oldWithNew [1] CMPCertificate OPTIONAL }
+        // when an update is configured and the client's root is ours; else absent.
         out->oid = CM_SPAN_LIT(DER_OID_IT_ROOT_CA_KEY_UPDATE);
+        const size_t n = ca_authority_num_chain(ca->authority);
+        const cm_span root =
+            n == 0 ? ca_authority_cert(ca->authority) : ca_authority_chain(ca->authority, n - 1);
+        if (ca->root_update[0].len != 0 && (q->value.len == 0 || cm_span_eq(q->value, root))) {
+            der_builder b;
+            der_builder_init_arena(&b, &req->arena, 4096);
+            der_mark m2, t;
+            der_open_hint(&b, &m2, DER_TAG_SEQUENCE, 3);
+            der_put_raw(&b, ca->root_update[0]);
+            for (uint32_t i = 1; i < 3; i++) {
+                if (ca->root_update[i].len != 0) {
+                    der_open_hint(&b, &t, DER_CONTEXT_CONS(i - 1), 3);
+                    der_put_raw(&b, ca->root_update[i]);
+                    der_close(&b, &t);
+                }
+            }
+            der_close(&b, &m2);
+            return der_builder_finish(&b, &out->value);
+        }
         return cm_result_make(CM_OK);
     }
     if (der_oid_is(q->oid, DER_OID_IT_CERT_REQ_TEMPLATE)) {

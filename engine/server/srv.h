@@ -85,6 +85,7 @@ typedef struct srv_ca {
     bool unprotected_genm;         // answer an unprotected genm for caCerts (bootstrap)
     const cm_span *ra_certs;       // RA certificates (DER) allowed to revoke for others and
     size_t num_ra_certs;           //   to send raVerified
+    cm_span root_update[3];        // newWithNew, newWithOld, oldWithNew (len 0: none)
     int64_t crl_min_interval;      // seconds (see srv_crl_due)
     int64_t crl_validity;          // seconds
 } srv_ca;

@@ -737,6 +737,51 @@ static void test_srv_genm_types(void)
     free(m);
 }
 
+static void test_srv_genm_root_ca_key_update(void)
+{
+    // A new root (a stand-in made by openssl) configured as newWithNew.
+    char key[400], pem[400];
+    (void)snprintf(key, sizeof(key), "%s/newroot.key", g.dir);
+    (void)snprintf(pem, sizeof(pem), "%s/newroot.pem", g.dir);
+    const char *mk[] = {
+        "openssl", "req",     "-x509",    "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes",  "-keyout", key,        "-out",    pem,  "-subj",    "/CN=certmint test root G2",
+        "-days",   "30",      "-outform", "DER",     NULL};
+    CU_ASSERT_TRUE_FATAL(run_openssl(mk));
+    uint8_t *nwn;
+    size_t nwn_len;
+    CU_ASSERT_TRUE_FATAL(test_read_file(pem, &nwn, &nwn_len));
+    g.ca.root_update[0] = cm_span_make(nwn, nwn_len);
+    // The client names our current root: the update comes back.
+    size_t len;
+    uint8_t *m =
+        make_genm(&len, CM_SPAN_LIT(DER_OID_IT_ROOT_CA_CERT), ca_authority_cert(g.authority));
+    rsp r;
+    process(&r, m, len);
+    const cmp_itav *it = genp_item(&r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(it);
+    CU_ASSERT_TRUE(der_oid_is(it->oid, DER_OID_IT_ROOT_CA_KEY_UPDATE));
+    der_reader rd, seq;
+    der_reader_init(&rd, it->value);
+    TEST_ASSERT_OK(der_enter(&rd, DER_TAG_SEQUENCE, &seq));
+    cm_span got;
+    TEST_ASSERT_OK(der_get_element(&seq, DER_TAG_SEQUENCE, &got));
+    CU_ASSERT_TRUE(cm_span_eq(got, cm_span_make(nwn, nwn_len)));
+    TEST_ASSERT_OK(der_expect_end(&seq));
+    rsp_free(&r);
+    free(m);
+    // A client with another root: no update for it (absent value).
+    m = make_genm(&len, CM_SPAN_LIT(DER_OID_IT_ROOT_CA_CERT), cm_span_make(nwn, nwn_len));
+    process(&r, m, len);
+    it = genp_item(&r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(it);
+    CU_ASSERT_EQUAL(it->value.len, 0);
+    rsp_free(&r);
+    free(m);
+    g.ca.root_update[0] = cm_span_make(NULL, 0);
+    free(nwn);
+}
+
 static void test_srv_genm_crl_update(void)
 {
     // Before any CRL: crls, absent.
@@ -1363,6 +1408,7 @@ int test_srv_register(void)
         CU_ADD_TEST(s, test_srv_rejects_cert_conf_for_unknown_transaction) == NULL ||
         CU_ADD_TEST(s, test_srv_genm_types) == NULL ||
         CU_ADD_TEST(s, test_srv_genm_crl_update) == NULL ||
+        CU_ADD_TEST(s, test_srv_genm_root_ca_key_update) == NULL ||
         CU_ADD_TEST(s, test_srv_rr_flows) == NULL) {
         return 1;
     }
