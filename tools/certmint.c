@@ -50,13 +50,19 @@ typedef struct tool_init_opts {
     const char *subject;
     int days;
     int port;
+    const char *module;   // an existing PKCS#11 module instead of a new SoftHSM2 token
+    const char *token;    // its token label (with module)
+    const char *pin_file; // the user PIN (with module)
+    bool csr;             // make a CSR for an external parent instead of a self-signed root
 } tool_init_opts;
 
 static int tool_usage(FILE *f)
 {
     fprintf(f, "usage:\n"
                "  certmint init --dir DIR [--key-type ec-p256|ec-p384|rsa2048|rsa3072|ed25519]\n"
-               "                [--subject DN] [--days N] [--port N]\n"
+               "                [--subject DN] [--days N] [--port N] [--csr]\n"
+               "                [--module PATH --token LABEL --pin-file FILE]\n"
+               "  certmint import-ca-cert -c CONF --cert FILE [--chain FILE]\n"
                "  certmint keys -c CONF\n"
                "  certmint secret add|list|remove -c CONF [--ref REF] [--secret-file F]\n"
                "  certmint list -c CONF [--status valid|revoked|hold|unconfirmed]\n"
@@ -241,6 +247,64 @@ static bool tool_issue(hsm_pool *pool, const hsm_key *signer, hsm_sig_alg alg,
     return true;
 }
 
+// tool_csr_write makes a PKCS#10 request (RFC 2986) for the CA key, signed in the token, and
+// writes it as PEM to |path|: subject |name|, no attributes (the parent sets the extensions).
+static bool tool_csr_write(hsm_pool *pool, const hsm_key *key, hsm_sig_alg alg, cm_span name,
+                           const char *path)
+{
+    der_builder ib, ab, cb;
+    der_builder_init(&ib, 1024);
+    der_builder_init(&ab, 64);
+    der_builder_init(&cb, 2048);
+    // CertificationRequestInfo ::= SEQUENCE { version INTEGER { v1(0) }, subject Name,
+    //     subjectPKInfo SubjectPublicKeyInfo, attributes [0] Attributes }
+    der_mark m;
+    der_open(&ib, &m, DER_TAG_SEQUENCE);
+    der_put_i64(&ib, 0);
+    der_put_raw(&ib, name);
+    der_put_raw(&ib, hsm_key_get0_spki(key));
+    der_put_tlv(&ib, DER_CONTEXT_CONS(0), cm_span_make(NULL, 0));
+    der_close(&ib, &m);
+    hsm_sig_alg_marshal(&ab, alg);
+    cm_span info, alg_der, csr;
+    uint8_t sig[HSM_MAX_SIG_LEN];
+    size_t sig_len = 0;
+    cm_result r = der_builder_finish(&ib, &info);
+    if (cm_ok(r)) {
+        r = der_builder_finish(&ab, &alg_der);
+    }
+    if (cm_ok(r)) {
+        r = hsm_sign_sync(pool, &sig_len, sig, sizeof(sig), key, alg, info);
+    }
+    if (cm_ok(r)) {
+        // CertificationRequest has the shape of a Certificate: SEQUENCE { info, alg, BIT STRING }.
+        r = ca_signed_assemble(&cb, info, alg_der, cm_span_make(sig, sig_len));
+    }
+    if (cm_ok(r)) {
+        r = der_builder_finish(&cb, &csr);
+    }
+    bool ok = false;
+    if (cm_ok(r)) {
+        const unsigned char *q = csr.p;
+        X509_REQ *req = d2i_X509_REQ(NULL, &q, (long)csr.len);
+        BIO *bio = BIO_new(BIO_s_mem());
+        char *pem = NULL;
+        ok = req != NULL && bio != NULL && PEM_write_bio_X509_REQ(bio, req) == 1;
+        const long n = ok ? BIO_get_mem_data(bio, &pem) : 0;
+        ok = ok && n > 0 && tool_write_file(path, pem, (size_t)n, 0644);
+        BIO_free(bio);
+        X509_REQ_free(req);
+    }
+    der_builder_cleanup(&ib);
+    der_builder_cleanup(&ab);
+    der_builder_cleanup(&cb);
+    if (!ok) {
+        fprintf(stderr, "certmint init: cannot write the CA request %s: %s\n", path,
+                cm_result_name(r));
+    }
+    return ok;
+}
+
 static bool tool_write_pem_cert(const char *path, const uint8_t *der, size_t len)
 {
     const unsigned char *q = der;
@@ -343,11 +407,25 @@ static int tool_init(const tool_init_opts *o)
     store *db = NULL;
     uint8_t *cert = NULL, *cmp_cert = NULL, *cmp_name = NULL;
     size_t cert_len = 0, cmp_cert_len = 0, cmp_name_len = 0;
+    char pin_path[PATH_MAX];
+    if (o->module != NULL && realpath(o->pin_file, pin_path) == NULL) {
+        fprintf(stderr, "certmint init: --pin-file %s: %s\n", o->pin_file, strerror(errno));
+        return 1;
+    }
     if (!tool_random_text(so_pin, 24) || !tool_random_text(user_pin, 24) ||
-        !tool_random_text(secret, 32) || mkdir(tool_path(p, sizeof(p), dir, "tokens"), 0700) != 0 ||
+        !tool_random_text(secret, 32) ||
+        (o->module == NULL && mkdir(tool_path(p, sizeof(p), dir, "tokens"), 0700) != 0) ||
         mkdir(tool_path(p, sizeof(p), dir, "secrets"), 0700) != 0) {
         fprintf(stderr, "certmint init: cannot prepare %s: %s\n", dir, strerror(errno));
         goto out;
+    }
+    if (o->module != NULL) {
+        // An existing token of any PKCS#11 module: nothing to create but the keys.
+        if (!tool_write_file(tool_path(p, sizeof(p), dir, "secrets/demo-device"), secret, 32,
+                             0600)) {
+            goto out;
+        }
+        goto token_ready;
     }
     int n = snprintf(conf, sizeof(conf),
                      "directories.tokendir = %s/tokens\nobjectstore.backend = file\n"
@@ -367,11 +445,19 @@ static int tool_init(const tool_init_opts *o)
         fprintf(stderr, "certmint init: softhsm2-util --init-token failed\n");
         goto out;
     }
-    char uri[PATH_MAX * 2];
-    (void)snprintf(uri, sizeof(uri),
-                   "pkcs11:token=" TOOL_TOKEN_LABEL ";object=ca?module-path=%s&pin-source=file:"
-                   "%s/user.pin",
-                   CM_SOFTHSM2_MODULE_PATH, dir);
+token_ready:;
+    char uri[PATH_MAX * 2], cmp_uri[PATH_MAX * 2], pin_src[PATH_MAX + 32];
+    const char *module = o->module != NULL ? o->module : CM_SOFTHSM2_MODULE_PATH;
+    const char *label = o->token != NULL ? o->token : TOOL_TOKEN_LABEL;
+    (void)snprintf(pin_src, sizeof(pin_src), "%s", o->module != NULL ? pin_path : dir);
+    if (o->module == NULL) {
+        (void)snprintf(pin_src, sizeof(pin_src), "%s/user.pin", dir);
+    }
+    (void)snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=ca?module-path=%s&pin-source=file:%s",
+                   label, module, pin_src);
+    (void)snprintf(cmp_uri, sizeof(cmp_uri),
+                   "pkcs11:token=%s;object=cmp?module-path=%s&pin-source=file:%s", label, module,
+                   pin_src);
     hsm_error err;
     memset(&err, 0, sizeof(err));
     hsm_pool_opts po;
@@ -391,6 +477,13 @@ static int tool_init(const tool_init_opts *o)
     if (!cm_ok(r)) {
         fprintf(stderr, "certmint init: PKCS#11: %s (%s)\n", err.msg, hsm_result_name(r));
         goto out;
+    }
+    if (o->csr) {
+        if (!tool_csr_write(pool, key, tool_sig_alg(kt), cm_span_make(name_der, name_len),
+                            tool_path(p, sizeof(p), dir, "ca.csr"))) {
+            goto out;
+        }
+        goto write_config;
     }
     if (!tool_issue(pool, key, tool_sig_alg(kt), NULL, key, cm_span_make(name_der, name_len),
                     o->days, &cert, &cert_len) ||
@@ -417,11 +510,8 @@ static int tool_init(const tool_init_opts *o)
     }
     store_close(db);
     db = NULL;
-    char cmp_uri[PATH_MAX * 2];
-    (void)snprintf(cmp_uri, sizeof(cmp_uri),
-                   "pkcs11:token=" TOOL_TOKEN_LABEL ";object=cmp?module-path=%s&pin-source=file:"
-                   "%s/user.pin",
-                   CM_SOFTHSM2_MODULE_PATH, dir);
+write_config:;
+
     n = snprintf(conf, sizeof(conf),
                  "# certmint instance made by 'certmint init' (see README: configuration)\n"
                  "[certmintd]\n"
@@ -459,19 +549,40 @@ static int tool_init(const tool_init_opts *o)
                  "[clients:devices]\n"
                  "secret.demo-device = secrets/demo-device\n",
                  o->port, uri, cmp_uri);
-    (void)snprintf(p2, sizeof(p2), "SOFTHSM2_CONF=%s/softhsm2.conf\n", dir);
+    if (o->module == NULL) {
+        (void)snprintf(p2, sizeof(p2), "SOFTHSM2_CONF=%s/softhsm2.conf\n", dir);
+    } else if (getenv("SOFTHSM2_CONF") != NULL) {
+        (void)snprintf(p2, sizeof(p2), "SOFTHSM2_CONF=%s\n", getenv("SOFTHSM2_CONF"));
+    } else {
+        p2[0] = '\0';
+    }
     if (n < 0 || (size_t)n >= sizeof(conf) ||
         !tool_write_file(tool_path(p, sizeof(p), dir, "certmint.cnf"), conf, (size_t)n, 0600) ||
         !tool_write_file(tool_path(p, sizeof(p), dir, "env"), p2, strlen(p2), 0644)) {
         goto out;
     }
     printf("certmint: instance created in %s\n"
-           "  CA certificate   %s/ca.pem (%s key 'ca' in SoftHSM token '%s')\n"
-           "  CMP protection   %s/cmp.pem (EC P-256 key 'cmp', id-kp-cmcCA, issued by the CA)\n"
-           "  configuration    %s/certmint.cnf\n"
-           "  demo MAC secret  reference 'demo-device', secret '%s' (stored in %s/secrets, 0600)\n"
-           "  the daemon needs SOFTHSM2_CONF=%s/softhsm2.conf in its environment (%s/env)\n",
-           dir, dir, o->key_type, TOOL_TOKEN_LABEL, dir, dir, secret, dir, dir, dir);
+           "  CA key           %s key 'ca' in token '%s' (%s)\n",
+           dir, o->key_type, label, module);
+    if (o->csr) {
+        printf("  CA request       %s/ca.csr: have your parent CA sign it (basicConstraints\n"
+               "                   CA:TRUE, keyUsage keyCertSign cRLSign), then run\n"
+               "                   certmint import-ca-cert -c %s/certmint.cnf --cert SIGNED.pem "
+               "[--chain CHAIN.pem]\n",
+               dir, dir);
+    } else {
+        printf("  CA certificate   %s/ca.pem (self-signed root)\n"
+               "  CMP protection   %s/cmp.pem (EC P-256 key 'cmp', id-kp-cmcCA, issued by the "
+               "CA)\n",
+               dir, dir);
+    }
+    printf("  configuration    %s/certmint.cnf\n"
+           "  demo MAC secret  reference 'demo-device', secret '%s' (stored in %s/secrets, 0600)\n",
+           dir, secret, dir);
+    if (p2[0] != '\0') {
+        printf("  the daemon needs %.*s in its environment (%s/env)\n", (int)strlen(p2) - 1, p2,
+               dir);
+    }
     rc = 0;
 out:
     OPENSSL_cleanse(so_pin, sizeof(so_pin));
@@ -1961,6 +2072,224 @@ out:
 
 // ---------------------------------------------------------------------------------------------
 
+// tool_read_all reads a whole file into a malloc'ed buffer.
+static bool tool_read_all(const char *path, uint8_t **out, size_t *out_len)
+{
+    FILE *f = fopen(path, "rb");
+    uint8_t *buf = NULL;
+    size_t len = 0, cap = 0;
+    bool ok = f != NULL;
+    while (ok) {
+        if (cap - len < 4096) {
+            cap = cap * 2 + 4096;
+            uint8_t *nb = realloc(buf, cap);
+            if (nb == NULL) {
+                ok = false;
+                break;
+            }
+            buf = nb;
+        }
+        const size_t n = fread(buf + len, 1, cap - len, f);
+        len += n;
+        if (n == 0) {
+            ok = ferror(f) == 0;
+            break;
+        }
+    }
+    if (f != NULL) {
+        (void)fclose(f);
+    }
+    if (!ok) {
+        fprintf(stderr, "certmint: cannot read %s\n", path);
+        free(buf);
+        return false;
+    }
+    *out = buf;
+    *out_len = len;
+    return true;
+}
+
+// tool_conf_value finds the first "KEY = value" line of the configuration text (instances made
+// by 'certmint init' have one CA); the value is copied into |out|.
+static bool tool_conf_value(const tool_text *t, const char *key, char *out, size_t cap)
+{
+    const char *p = t->p, *end = t->p + t->len;
+    while (p < end) {
+        const char *le = memchr(p, '\n', (size_t)(end - p));
+        le = le != NULL ? le : end;
+        const char *v;
+        size_t vl;
+        if (tool_line_key(p, le, key, &v, &vl) && vl < cap) {
+            memcpy(out, v, vl);
+            out[vl] = '\0';
+            return true;
+        }
+        p = le + 1;
+    }
+    return false;
+}
+
+// certmint import-ca-cert -c CONF --cert FILE [--chain FILE]: finishes an instance made with
+// 'certmint init --csr': checks the certificate is a CA certificate holding the CA key,
+// installs it (and the chain), issues the CMP protection certificate with it, and checks the
+// configuration loads.
+static int tool_import_ca_cert(int argc, char **argv)
+{
+    const char *conf = NULL, *cert = NULL, *chain = NULL;
+    for (int i = 2; i < argc; i++) {
+        const bool has = i + 1 < argc;
+        if (strcmp(argv[i], "-c") == 0 && has) {
+            conf = argv[++i];
+        } else if (strcmp(argv[i], "--cert") == 0 && has) {
+            cert = argv[++i];
+        } else if (strcmp(argv[i], "--chain") == 0 && has) {
+            chain = argv[++i];
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: certmint import-ca-cert -c CONF --cert FILE [--chain FILE]\n"
+                   "  Installs the CA certificate a parent CA issued for DIR/ca.csr (made by\n"
+                   "  'certmint init --csr'), and its chain; issues the CMP protection\n"
+                   "  certificate. Exit: 0 ok, 1 failed, 2 usage.\n");
+            return 0;
+        } else {
+            fprintf(stderr, "certmint import-ca-cert: unknown option '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (conf == NULL || cert == NULL) {
+        fprintf(stderr, "certmint import-ca-cert: -c CONF and --cert FILE are required\n");
+        return 2;
+    }
+    char conf_abs[PATH_MAX], dir[PATH_MAX], p[PATH_MAX + 64];
+    if (realpath(conf, conf_abs) == NULL) {
+        fprintf(stderr, "certmint import-ca-cert: %s: %s\n", conf, strerror(errno));
+        return 1;
+    }
+    (void)snprintf(dir, sizeof(dir), "%s", conf_abs);
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+    }
+    struct stat st;
+    if (stat(tool_path(p, sizeof(p), dir, "ca.pem"), &st) == 0) {
+        fprintf(stderr,
+                "certmint import-ca-cert: %s already exists: this instance has its CA "
+                "certificate\n",
+                p);
+        return 1;
+    }
+    tool_env_load(conf_abs);
+    tool_text t;
+    char key_uri[PATH_MAX * 2], cmp_uri[PATH_MAX * 2], err[512];
+    if (!tool_text_read("certmint import-ca-cert", &t, conf_abs)) {
+        return 1;
+    }
+    int rc = 1;
+    hsm_token *tok = NULL;
+    hsm_key *ca_key = NULL, *cmp_key = NULL;
+    hsm_pool *pool = NULL;
+    ca_authority *authority = NULL;
+    uint8_t *der = NULL, *cmp_name = NULL, *pem = NULL, *chain_pem = NULL;
+    size_t der_len = 0, cmp_name_len = 0, pem_len = 0, chain_len = 0;
+    hsm_error herr;
+    memset(&herr, 0, sizeof(herr));
+    if (!tool_conf_value(&t, "key", key_uri, sizeof(key_uri)) ||
+        !tool_conf_value(&t, "cmp_key", cmp_uri, sizeof(cmp_uri))) {
+        fprintf(stderr,
+                "certmint import-ca-cert: %s has no key/cmp_key (not made by "
+                "'certmint init --csr'?)\n",
+                conf_abs);
+        goto out;
+    }
+    if (!cm_ok(ca_authority_load(&authority, err, sizeof(err), cert, chain))) {
+        fprintf(stderr, "certmint import-ca-cert: %s\n", err);
+        goto out;
+    }
+    hsm_pool_opts po;
+    hsm_pool_opts_default(&po);
+    po.sessions = 1;
+    cm_result r = hsm_token_open(&tok, &herr, key_uri);
+    if (cm_ok(r)) {
+        r = hsm_key_find(tok, &ca_key, &herr, key_uri);
+    }
+    if (cm_ok(r)) {
+        r = hsm_key_find(tok, &cmp_key, &herr, cmp_uri);
+    }
+    if (cm_ok(r)) {
+        r = hsm_pool_new(&pool, tok, &po);
+    }
+    if (!cm_ok(r)) {
+        fprintf(stderr, "certmint import-ca-cert: PKCS#11: %s (%s)\n", herr.msg,
+                tool_result_name(r));
+        goto out;
+    }
+    if (!cm_ok(ca_authority_matches_spki(authority, hsm_key_get0_spki(ca_key)))) {
+        fprintf(stderr,
+                "certmint import-ca-cert: %s does not hold the CA key of this instance "
+                "(was it issued for %s/ca.csr?)\n",
+                cert, dir);
+        goto out;
+    }
+    const int64_t left = (ca_authority_not_after(authority) - cm_time_now()) / 86400;
+    const int days = left > 825 ? 825 : (int)(left > 1 ? left : 1);
+    if (!tool_parse_dn("/O=certmint/CN=certmint CMP protection", &cmp_name, &cmp_name_len) ||
+        !tool_issue(pool, ca_key, tool_sig_alg_for(ca_key), authority, cmp_key,
+                    cm_span_make(cmp_name, cmp_name_len), days, &der, &der_len) ||
+        !tool_read_all(cert, &pem, &pem_len) ||
+        (chain != NULL && !tool_read_all(chain, &chain_pem, &chain_len))) {
+        goto out;
+    }
+    if (!tool_write_file(tool_path(p, sizeof(p), dir, "ca.pem"), pem, pem_len, 0644) ||
+        !tool_write_pem_cert(tool_path(p, sizeof(p), dir, "cmp.pem"), der, der_len)) {
+        goto out;
+    }
+    if (chain != NULL) {
+        // "chain = chain.pem" goes right after "cert = ca.pem".
+        static const char k_after[] = "cert = ca.pem\n";
+        char *at = strstr(t.p, k_after);
+        if (at == NULL || !tool_write_file(tool_path(p, sizeof(p), dir, "chain.pem"), chain_pem,
+                                           chain_len, 0644)) {
+            fprintf(stderr, "certmint import-ca-cert: cannot add the chain to %s\n", conf_abs);
+            goto out;
+        }
+        const size_t head = (size_t)(at - t.p) + sizeof(k_after) - 1;
+        static const char k_line[] = "chain = chain.pem\n";
+        char *nt = malloc(t.len + sizeof(k_line));
+        if (nt == NULL) {
+            goto out;
+        }
+        memcpy(nt, t.p, head);
+        memcpy(nt + head, k_line, sizeof(k_line) - 1);
+        memcpy(nt + head + sizeof(k_line) - 1, t.p + head, t.len - head);
+        const bool ok = tool_text_write("certmint import-ca-cert", conf_abs, nt,
+                                        t.len + sizeof(k_line) - 1, &t.st);
+        free(nt);
+        if (!ok) {
+            goto out;
+        }
+    }
+    cfg_config *cfg = NULL;
+    if (!cm_ok(cfg_load(&cfg, err, sizeof(err), conf_abs))) {
+        fprintf(stderr, "certmint import-ca-cert: the configuration does not load: %s\n", err);
+        goto out;
+    }
+    cfg_free(cfg);
+    printf("certmint: %s installed as %s/ca.pem; CMP protection certificate %s/cmp.pem\n", cert,
+           dir, dir);
+    rc = 0;
+out:
+    free(t.p);
+    free(der);
+    free(pem);
+    free(chain_pem);
+    OPENSSL_free(cmp_name);
+    ca_authority_free(authority);
+    hsm_pool_free(pool);
+    hsm_key_free(cmp_key);
+    hsm_key_free(ca_key);
+    hsm_token_free(tok);
+    return rc;
+}
+
 static int tool_init_main(int argc, char **argv)
 {
     tool_init_opts o = {.key_type = "ec-p256",
@@ -1979,12 +2308,25 @@ static int tool_init_main(int argc, char **argv)
             o.days = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--port") == 0 && has) {
             o.port = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--module") == 0 && has) {
+            o.module = argv[++i];
+        } else if (strcmp(argv[i], "--token") == 0 && has) {
+            o.token = argv[++i];
+        } else if (strcmp(argv[i], "--pin-file") == 0 && has) {
+            o.pin_file = argv[++i];
+        } else if (strcmp(argv[i], "--csr") == 0) {
+            o.csr = true;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("usage: certmint init --dir DIR [--key-type ec-p256|ec-p384|rsa2048|rsa3072|"
                    "ed25519]\n"
-                   "                     [--subject DN] [--days N] [--port N]\n"
-                   "  Creates a SoftHSM2 token in DIR, a CA key in it, a self-signed root, a\n"
-                   "  demo secret and DIR/certmint.cnf; refuses an existing instance.\n"
+                   "                     [--subject DN] [--days N] [--port N] [--csr]\n"
+                   "                     [--module PATH --token LABEL --pin-file FILE]\n"
+                   "  Creates a SoftHSM2 token in DIR (or uses the existing token LABEL of the\n"
+                   "  PKCS#11 module PATH), the CA key and the CMP protection key in it, a\n"
+                   "  self-signed root (or, with --csr, DIR/ca.csr for an external parent:\n"
+                   "  finish with 'certmint import-ca-cert'), the CMP protection certificate,\n"
+                   "  a demo secret, the store and DIR/certmint.cnf; refuses an existing\n"
+                   "  instance or a token that already holds keys labelled 'ca' or 'cmp'.\n"
                    "  Exit: 0 ok, 1 failed, 2 usage.\n");
             return 0;
         } else {
@@ -1994,6 +2336,10 @@ static int tool_init_main(int argc, char **argv)
     }
     if (o.dir == NULL) {
         fprintf(stderr, "certmint init: --dir DIR is required\n");
+        return 2;
+    }
+    if ((o.module != NULL) != (o.token != NULL) || (o.module != NULL) != (o.pin_file != NULL)) {
+        fprintf(stderr, "certmint init: --module, --token and --pin-file go together\n");
         return 2;
     }
     return tool_init(&o);
@@ -2011,9 +2357,10 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int argc, char **argv);
-    } k_cmds[] = {{"init", tool_init_main}, {"keys", tool_keys}, {"secret", tool_secret},
-                  {"list", tool_list},      {"show", tool_show}, {"revoke", tool_revoke},
-                  {"crl", tool_crl}};
+    } k_cmds[] = {{"init", tool_init_main}, {"keys", tool_keys},
+                  {"secret", tool_secret},  {"list", tool_list},
+                  {"show", tool_show},      {"revoke", tool_revoke},
+                  {"crl", tool_crl},        {"import-ca-cert", tool_import_ca_cert}};
     for (size_t i = 0; i < sizeof(k_cmds) / sizeof(k_cmds[0]); i++) {
         if (strcmp(argv[1], k_cmds[i].name) == 0) {
             if (!cm_ok(cm_runtime_init())) {

@@ -289,5 +289,45 @@ has "  it says what to check" err "no token has that label.*SOFTHSM2_CONF"
 run "crl: token not found" 1 env SOFTHSM2_CONF="$work/empty.conf" "$certmint" crl -c "$conf"
 run "keys again with the right PIN" 0 cm keys -c "$conf"
 
+# --- init in an existing token of a PKCS#11 module (--module/--token/--pin-file) ------------
+mkdir -p ext-tokens
+printf 'directories.tokendir = %s/ext-tokens\nobjectstore.backend = file\nlog.level = ERROR\n' \
+  "$work" >ext.conf
+SOFTHSM2_CONF="$work/ext.conf" softhsm2-util --init-token --free --label ext-token \
+  --so-pin 1234 --pin 5678 >/dev/null
+printf 5678 >ext.pin
+chmod 600 ext.pin
+module=$(grep -o 'module-path=[^&]*' inst/certmint.cnf | head -1 | cut -d= -f2)
+run "init --module --token --pin-file" 0 env SOFTHSM2_CONF="$work/ext.conf" "$certmint" init \
+  --dir "$work/ext" --module "$module" --token ext-token --pin-file ext.pin
+has "  the keys are in the existing token" out "in token 'ext-token'"
+run "  certmintd --check accepts it" 0 env SOFTHSM2_CONF="$work/ext.conf" "$certmintd" \
+  -c "$work/ext/certmint.cnf" --check
+run "init into a token that already has the keys" 1 env SOFTHSM2_CONF="$work/ext.conf" \
+  "$certmint" init --dir "$work/ext2" --module "$module" --token ext-token --pin-file ext.pin
+has "  it says why" err "already has a private key with label 'ca'"
+run "init --module without --token" 2 cm init --dir "$work/ext3" --module "$module"
+
+# --- init --csr, a parent CA signs it, import-ca-cert ----------------------------------------
+run "init --csr" 0 cm init --dir "$work/sub" --csr --subject "/O=Example/CN=Example Issuing CA"
+run "  the CSR verifies" 0 openssl req -in "$work/sub/ca.csr" -noout -verify
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes -keyout parent.key \
+  -out parent.pem -subj "/CN=Example Root" -days 30 2>/dev/null
+printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n' >sub-ext.cnf
+openssl x509 -req -in "$work/sub/ca.csr" -CA parent.pem -CAkey parent.key -set_serial 77 \
+  -days 20 -extfile sub-ext.cnf -out sub-signed.pem 2>/dev/null
+run "import-ca-cert refuses a certificate for another key" 1 cm import-ca-cert \
+  -c "$work/sub/certmint.cnf" --cert parent.pem
+has "  it says why" err "does not hold the CA key"
+run "import-ca-cert" 0 cm import-ca-cert -c "$work/sub/certmint.cnf" --cert sub-signed.pem \
+  --chain parent.pem
+run "  the CMP certificate chains to the parent" 0 openssl verify -CAfile parent.pem \
+  -untrusted "$work/sub/ca.pem" "$work/sub/cmp.pem"
+run "  certmintd --check accepts it" 0 env $(cat "$work/sub/env") "$certmintd" \
+  -c "$work/sub/certmint.cnf" --check
+run "import-ca-cert a second time" 1 cm import-ca-cert -c "$work/sub/certmint.cnf" \
+  --cert sub-signed.pem
+run "import-ca-cert without --cert" 2 cm import-ca-cert -c "$work/sub/certmint.cnf"
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
