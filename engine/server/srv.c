@@ -626,7 +626,8 @@ static cm_result srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *t
     }
     CM_ENSURE(cm_ok(tr), tr.code == CA_E_CERT_EXPIRED ? CA_E_CERT_EXPIRED : SRV_E_UNTRUSTED);
     req->signer_cert = signer;
-    CM_ENSURE(EVP_Digest(signer.p, signer.len, req->signer_hash, NULL, EVP_sha256(), NULL) == 1,
+    CM_ENSURE(EVP_Digest(signer.p, signer.len, req->signer_hash, NULL, req->w->dig.sha256, NULL) ==
+                  1,
               SRV_E_INTERNAL);
     req->sig_ok = true;
     return cm_result_make(CM_OK);
@@ -894,7 +895,7 @@ static void srv_enrol_record(srv_request *req)
         r = der_builder_finish(&cb, &req->cert);
     }
     if (cm_ok(r) && EVP_Digest(req->creq.spki.p, req->creq.spki.len, req->spki_hash, NULL,
-                               EVP_sha256(), NULL) != 1) {
+                               req->w->dig.sha256, NULL) != 1) {
         r = cm_result_make(SRV_E_INTERNAL);
     }
     if (!cm_ok(r)) {

@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# bench/compare.sh [BUILD_DIR] — certmint side by side with OpenSSL's `openssl cmp` mock server
+# and with the physical limit of this machine, in one run (issue 9). Writes
+# bench/results/LATEST.md and bench/results/LATEST.json.
+#
+#   BUILD_DIR               a release build (default build/release; cmake --preset release)
+#   CM_BENCH_DURATION=S     seconds per measured run (default 5)
+#   CM_BENCH_CONNECTIONS    connection counts (default "1 8 64")
+#   CM_BENCH_KEY_TYPE       device key type (default ec-p256)
+#
+# 1. a throwaway certmint instance (certmint init: SoftHSM token, EC P-256 CA, PBM secret), with
+#    a vendor CA in trust_anchors for signature-protected requests, and an OpenSSL mock server
+#    with the same secret and the same vendor CA (-srv_trusted);
+# 2. the physical limit, in process on all cores (certmint-bench --limit): POPO verification,
+#    PBM derivation + MAC check, response MAC and the certificate signature, once through the
+#    instance's SoftHSM token and once with an in-memory OpenSSL key;
+# 3. certmint-bench against both servers: ir-implicit with PBM, ir-implicit signature-protected,
+#    ir-confirm with PBM; at each connection count; same key type; requests prepared before the
+#    clock. The mock server is single-threaded and signs no certificate (it returns its fixed
+#    -rsp_cert and records nothing), so --no-key-check is used against it.
+# Finishes in about 3-4 minutes on 2 cores with the defaults.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${1:-$root/build/release}" && pwd)
+dur=${CM_BENCH_DURATION:-5}
+conns=${CM_BENCH_CONNECTIONS:-"1 8 64"}
+ktype=${CM_BENCH_KEY_TYPE:-ec-p256}
+certmintd=$build/engine/certmintd
+certmint=$build/tools/certmint
+bench=$build/bench/certmint-bench
+for b in "$certmintd" "$certmint" "$bench"; do
+  [ -x "$b" ] || { echo "compare.sh: $b missing (build the release preset first)" >&2; exit 2; }
+done
+out=$root/bench/results
+mkdir -p "$out"
+work=$(mktemp -d /tmp/certmint-compare-XXXXXX)
+dpid=""
+mpid=""
+cleanup() {
+  for p in $dpid $mpid; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in $dpid $mpid; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() { # wait_port PORT
+  for _ in $(seq 1 100); do
+    python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1",int(sys.argv[1])),1)' "$1" \
+      2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "compare.sh: nothing listens on port $1" >&2
+  return 1
+}
+
+echo "== setting up in $work"
+cport=$(free_port)
+"$certmint" init --dir "$work/inst" --port "$cport" >"$work/init.log" 2>&1 \
+  || { cat "$work/init.log"; exit 1; }
+secret=$(cat "$work/inst/secrets/demo-device")
+token_uri=$(sed -n 's/^key *= *//p' "$work/inst/certmint.cnf" | head -1)
+# A vendor CA and a device certificate for signature-protected requests (RFC 9483 §4.1.1:
+# a manufacturer certificate), trusted by both servers.
+(
+  cd "$work"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout vendor-ca.key \
+    -out vendor-ca.pem -subj "/CN=bench vendor CA" -days 2 \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out device.key
+  openssl req -new -key device.key -subj "/CN=bench-device" -out device.csr
+  openssl x509 -req -in device.csr -CA vendor-ca.pem -CAkey vendor-ca.key -set_serial 1 \
+    -days 2 -out device.pem
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out mock.key
+  openssl req -x509 -key mock.key -subj "/CN=openssl mock CA" -days 2 -out mock.pem
+) >"$work/openssl.log" 2>&1 || { cat "$work/openssl.log"; exit 1; }
+echo "trust_anchors = $work/vendor-ca.pem" >>"$work/inst/certmint.cnf" # [clients:devices] is last
+export $(cat "$work/inst/env")
+start_certmintd() {
+  "$certmintd" -c "$work/inst/certmint.cnf" >>"$work/certmintd.log" 2>&1 &
+  dpid=$!
+}
+# check_certmintd WHAT: if the daemon died during WHAT, note it (exit status, log tail) in the
+# report and start it again so the remaining runs still measure something.
+check_certmintd() {
+  kill -0 "$dpid" 2>/dev/null && return 0
+  local rc=0
+  wait "$dpid" || rc=$?
+  echo "!! certmintd died during $1 (exit status $rc); its last log lines:" | tee -a "$work/notes.txt"
+  tail -5 "$work/certmintd.log" | sed 's/^/   /' | tee -a "$work/notes.txt"
+  start_certmintd
+  wait_port "$cport"
+}
+start_certmintd
+mport=$(free_port)
+openssl cmp -port "$mport" -srv_ref demo-device -srv_secret "pass:$secret" \
+  -srv_cert "$work/mock.pem" -srv_key "$work/mock.key" -rsp_cert "$work/mock.pem" \
+  -srv_trusted "$work/vendor-ca.pem" >"$work/mock.log" 2>&1 &
+mpid=$!
+wait_port "$cport"
+wait_port "$mport"
+
+echo "== physical limit (in process, all cores)"
+"$bench" --limit --token-uri "$token_uri" --key-type "$ktype" --duration 3 \
+  --json "$work/limit.json" | tee "$work/limit.txt"
+# Enough prepared requests for a run at 1.3 x the limit (the rest would be wasted preparation).
+prepare=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["limit_token_eps"] * 1.3 * float(sys.argv[2])) + 200)' \
+  "$work/limit.json" "$dur")
+
+curl_url="http://127.0.0.1:$cport/.well-known/cmp/p/devices"
+mock_url="http://127.0.0.1:$mport/pkix/"
+run() { # run NAME URL FLOW PROT CONNS EXTRA...
+  local name=$1 url=$2 flow=$3 prot=$4 c=$5
+  shift 5
+  local auth=(--secret "demo-device:$secret")
+  [ "$prot" = signature ] && auth=(--cert "$work/device.pem" --key "$work/device.key")
+  "$bench" --url "$url" "${auth[@]}" --flow "$flow" --key-type "$ktype" --key-pool 256 \
+    --connections "$c" --duration "$dur" --prepare "$prepare" --warmup 50 --timeout 20 \
+    --json "$work/$name-$flow-$prot-$c.json" "$@" >"$work/$name-$flow-$prot-$c.txt" 2>&1 || true
+  sed -n '1,3p;5p;/unfinished/p;/errors/p' "$work/$name-$flow-$prot-$c.txt" | sed 's/^/    /'
+}
+for fp in "ir-implicit pbm" "ir-implicit signature" "ir-confirm pbm"; do
+  set -- $fp
+  for c in $conns; do
+    echo "== $1 / $2 / $c connection(s)"
+    run certmint "$curl_url" "$1" "$2" "$c" --ca "$work/inst/ca.pem"
+    check_certmintd "$1/$2/$c keep-alive"
+    run certmint-reconnect "$curl_url" "$1" "$2" "$c" --ca "$work/inst/ca.pem" --reconnect
+    check_certmintd "$1/$2/$c reconnect"
+    run mock "$mock_url" "$1" "$2" "$c" --no-key-check
+    run mock-reconnect "$mock_url" "$1" "$2" "$c" --no-key-check --reconnect
+  done
+done
+
+echo "== results"
+python3 - "$work" "$out" "$dur" "$ktype" "$conns" <<'PY'
+import json, os, platform, re, subprocess, sys
+work, out, dur, ktype, conns = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+def load(p):
+    try:
+        return json.load(open(p))
+    except Exception:
+        return None
+def cmd(*a):
+    try:
+        return subprocess.run(a, capture_output=True, text=True).stdout.strip()
+    except Exception:
+        return "?"
+cpu = "?"
+for line in open("/proc/cpuinfo"):
+    if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+machine = {
+    "cores": os.cpu_count(),
+    "cpu_model": cpu,
+    "kernel": platform.release(),
+    "openssl": cmd("openssl", "version"),
+    "softhsm": cmd("softhsm2-util", "--version"),
+    "key_type": ktype,
+    "seconds_per_run": float(dur),
+}
+limit = load(os.path.join(work, "limit.json")) or {}
+machine["limit"] = limit
+runs = []
+for flow, prot in (("ir-implicit", "pbm"), ("ir-implicit", "signature"), ("ir-confirm", "pbm")):
+    for c in conns.split():
+        cm = load(os.path.join(work, f"certmint-{flow}-{prot}-{c}.json")) or {}
+        cr = load(os.path.join(work, f"certmint-reconnect-{flow}-{prot}-{c}.json")) or {}
+        mk = load(os.path.join(work, f"mock-{flow}-{prot}-{c}.json")) or {}
+        mr = load(os.path.join(work, f"mock-reconnect-{flow}-{prot}-{c}.json")) or {}
+        # The mock serves one keep-alive connection at a time (the others wait), so its
+        # better mode is the one compared against.
+        best = max((mk, mr), key=lambda d: d.get("eps") or 0)
+        runs.append({
+            "flow": flow, "protection": prot, "connections": int(c),
+            "certmint_eps": cm.get("eps"), "certmint_p99_ms": cm.get("latency_ms", {}).get("p99"),
+            "certmint_failed": cm.get("failed"), "certmint_client_cpu_s": cm.get("client_cpu_s"),
+            "certmint_seconds": cm.get("seconds"),
+            "certmint_reconnect_eps": cr.get("eps"),
+            "certmint_reconnect_p99_ms": cr.get("latency_ms", {}).get("p99"),
+            "certmint_reconnect_failed": cr.get("failed"),
+            "openssl_mock_eps": best.get("eps"),
+            "openssl_mock_p99_ms": best.get("latency_ms", {}).get("p99"),
+            "openssl_mock_mode": "reconnect" if best is mr else "keep-alive",
+            "openssl_mock_keepalive_eps": mk.get("eps"),
+            "openssl_mock_keepalive_unfinished": mk.get("unfinished"),
+            "openssl_mock_reconnect_eps": mr.get("eps"),
+            "openssl_mock_failed": best.get("failed"),
+            "limit_token_eps": limit.get("limit_token_eps"),
+            "limit_memory_eps": limit.get("limit_memory_eps"),
+        })
+json.dump({"machine": machine, "runs": runs}, open(os.path.join(out, "LATEST.json"), "w"), indent=1)
+def f(v, fmt="{:.0f}"):
+    return "-" if v is None else fmt.format(v)
+def ratio(a, b):
+    return "-" if not a or not b else f"{a / b:.2f}"
+lines = [
+    "# certmint vs OpenSSL mock server vs the physical limit",
+    "",
+    f"Machine: {machine['cores']} cores, {cpu}, kernel {machine['kernel']}; {machine['openssl']}; "
+    f"SoftHSM {machine['softhsm']}. Device keys {ktype}, {dur} s per run, requests prepared "
+    "before the clock (certmint-bench).",
+    "",
+    f"Physical limit (certmint-bench --limit, {limit.get('threads', '?')} threads; POPO verify "
+    f"{f(limit.get('popo_us'), '{:.1f}')} us, PBM derive+check {f(limit.get('pbm_us'), '{:.1f}')} us, "
+    f"response MAC {f(limit.get('mac_us'), '{:.1f}')} us, certificate signature "
+    f"{f(limit.get('sign_token_us'), '{:.1f}')} us via the token / "
+    f"{f(limit.get('sign_memory_us'), '{:.1f}')} us in memory, single-threaded): "
+    f"**{f(limit.get('limit_token_eps'))}/s via the SoftHSM token, "
+    f"{f(limit.get('limit_memory_eps'))}/s with in-memory keys**.",
+    "",
+    "| flow | protection | conns | certmint /s | certmint p99 ms | certmint /s, new conn. each | mock /s (best mode) | mock p99 ms | certmint / mock | certmint / limit (token) | certmint errors | mock errors | bench CPU s (certmint run) |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+]
+for r in runs:
+    lines.append(
+        f"| {r['flow']} | {r['protection']} | {r['connections']} | {f(r['certmint_eps'])} | "
+        f"{f(r['certmint_p99_ms'], '{:.2f}')} | {f(r['certmint_reconnect_eps'])} | "
+        f"{f(r['openssl_mock_eps'])} ({r['openssl_mock_mode']}) | "
+        f"{f(r['openssl_mock_p99_ms'], '{:.2f}')} | {ratio(r['certmint_eps'], r['openssl_mock_eps'])} | "
+        f"{ratio(r['certmint_eps'], r['limit_token_eps'])} | {f(r['certmint_failed'])} | "
+        f"{f(r['openssl_mock_failed'])} | {f(r['certmint_client_cpu_s'], '{:.2f}')} |")
+lines += [
+    "",
+    "Notes: the OpenSSL mock server (`openssl cmp -port`) is single-threaded, signs no "
+    "certificate (it returns its fixed `-rsp_cert`) and records nothing; certmint signs every "
+    "certificate in the HSM and commits it to SQLite before answering. certmint-bench runs on "
+    "the same cores as the server: its own CPU during each certmint run is in the last column. "
+    "Ratios against the limit use the token-bound limit measured in the same run. "
+    "certmint figures are with keep-alive connections; the mock is measured with keep-alive "
+    "and with a new TCP connection per transaction (as `openssl cmp` clients do) and its better "
+    "figure is used: with keep-alive it serves one connection at a time while the others wait "
+    "(their transactions show as unfinished). Rates count the transactions completed within "
+    "the measured window.",
+]
+for r, (flow, prot, c) in zip(runs, [(f, p, c) for f, p in (("ir-implicit", "pbm"), ("ir-implicit", "signature"), ("ir-confirm", "pbm")) for c in conns.split()]):
+    mr = load(os.path.join(work, f"mock-reconnect-{flow}-{prot}-{c}.json")) or {}
+    if mr.get("failed"):
+        errs = ", ".join(f"{k} {v}" for k, v in mr.get("errors", {}).items() if v)
+        lines.append(f"- mock with a new connection per transaction, {flow}/{prot}/{c}: "
+                     f"{mr['failed']} failed ({errs}): it keeps one transaction at a time, so "
+                     "concurrent ir/certConf exchanges abort each other.")
+notes = os.path.join(work, "notes.txt")
+if os.path.exists(notes):
+    lines += ["", "Incidents during this run:", "", "```", open(notes).read().rstrip(), "```"]
+open(os.path.join(out, "LATEST.md"), "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+echo "written: $out/LATEST.md $out/LATEST.json"
