@@ -820,7 +820,8 @@ static bool main_start(main_daemon *d, const char *path, bool check_only)
     }
     char url[4200];
     (void)snprintf(url, sizeof(url), "sqlite:%s", d->cfg->store_path);
-    r = store_open(&d->store, url, NULL);
+    store_options so = {.sync = d->cfg->store_sync_normal ? STORE_SYNC_NORMAL : STORE_SYNC_FULL};
+    r = store_open(&d->store, url, &so);
     if (!cm_ok(r)) {
         fprintf(stderr, "certmintd: cannot open the store %s: %s\n", url, store_result_name(r));
         return false;

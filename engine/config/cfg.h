@@ -17,6 +17,8 @@
 //   io_threads   = 2                 # default: online cores
 //   hsm_sessions = 4                 # default: online cores
 //   max_connections = 4096           # per I/O thread; more are accepted and closed at once
+//   store_sync   = full              # full: fsync every commit (power-loss safe); normal: WAL
+//                                    #   fsync at checkpoints (process-crash safe only)
 //   header_timeout  = 10             # seconds for a request (head and body) to arrive
 //   idle_timeout    = 30             # seconds a keep-alive connection may idle
 //   store        = sqlite:var/certmint.db        # required
@@ -159,6 +161,7 @@ typedef struct cfg_config {
     size_t num_listen;
     uint32_t io_threads;
     uint32_t max_connections; // per I/O thread; excess connections are closed at once
+    bool store_sync_normal;   // store_sync = normal: fsync at checkpoints only (default full)
     uint32_t header_timeout;  // seconds for a request's head and body to arrive
     uint32_t idle_timeout;    // seconds a keep-alive connection may idle
     uint32_t hsm_sessions;

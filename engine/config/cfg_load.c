@@ -290,6 +290,14 @@ static cm_result cfg_daemon(cfg_loader *ld)
             CM_TRY(cfg_u32(ld, &cfg->io_threads, k, v, 1, 256));
         } else if (strcmp(k, "hsm_sessions") == 0) {
             CM_TRY(cfg_u32(ld, &cfg->hsm_sessions, k, v, 1, 1024));
+        } else if (strcmp(k, "store_sync") == 0) {
+            if (strcmp(v, "full") == 0) {
+                cfg->store_sync_normal = false;
+            } else if (strcmp(v, "normal") == 0) {
+                cfg->store_sync_normal = true;
+            } else {
+                return cfg_fail(ld, CFG_E_VALUE, k, "'%s' is not full or normal", v);
+            }
         } else if (strcmp(k, "max_connections") == 0) {
             CM_TRY(cfg_u32(ld, &cfg->max_connections, k, v, 1, 1000000));
         } else if (strcmp(k, "header_timeout") == 0) {

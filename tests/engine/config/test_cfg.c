@@ -322,6 +322,8 @@ static const cfg_case k_bad[] = {
      "[certmintd] default_ca: no [ca:nope] section"},
     {"[certmintd]\nlistne = 127.0.0.1:80\n", CFG_E_UNKNOWN_KEY, "[certmintd] listne: unknown key"},
     // [ca:NAME]
+    {"[certmintd]\nstore_sync = off\n", CFG_E_VALUE,
+     "[certmintd] store_sync: 'off' is not full or normal"},
     {"[certmintd]\nmax_connections = 0\n", CFG_E_VALUE,
      "[certmintd] max_connections: '0' is out of range"},
     {"[certmintd]\nheader_timeout = 5000\n", CFG_E_VALUE,
