@@ -48,9 +48,11 @@ typedef enum bench_flow {
     BENCH_FLOW_IR_CONFIRM,
     BENCH_FLOW_CR,
     BENCH_FLOW_P10CR,
+    BENCH_FLOW_GENM, // genm caCerts (RFC 9483 §4.3.1): no certificate is issued
 } bench_flow;
 
-static const char *const k_bench_flow_names[] = {"ir-implicit", "ir-confirm", "cr", "p10cr"};
+static const char *const k_bench_flow_names[] = {"ir-implicit", "ir-confirm", "cr", "p10cr",
+                                                 "genm"};
 
 typedef enum bench_key_type {
     BENCH_KEY_EC_P256 = 0,
@@ -378,6 +380,15 @@ static bool bench_body_for(bench_prep *p, cmp_body *body, const bench_key *key, 
         return false;
     }
     memset(body, 0, sizeof(*body));
+    if (o->flow == BENCH_FLOW_GENM) {
+        // GenMsgContent with one InfoTypeAndValue: id-it-caCerts, value absent.
+        static const cmp_itav k_ca_certs = {
+            .oid = {(const uint8_t *)"\x2b\x06\x01\x05\x05\x07\x04\x11", 8}};
+        body->type = CMP_BODY_GENM;
+        body->u.gen.items = &k_ca_certs;
+        body->u.gen.num = 1;
+        return true;
+    }
     if (o->flow == BENCH_FLOW_P10CR) {
         // CertificationRequestInfo ::= SEQUENCE { version INTEGER, subject Name,
         //     subjectPKInfo SubjectPublicKeyInfo, attributes [0] IMPLICIT SET OF Attribute }
@@ -492,7 +503,7 @@ static bool bench_prepare_one(bench_prep *p, size_t i)
     h.transaction_id = (cmp_opt_span){true, cm_span_make(rq->tid, sizeof(rq->tid))};
     h.sender_nonce = (cmp_opt_span){true, cm_span_make(rq->nonce, sizeof(rq->nonce))};
     const cmp_itav ic = cmp_itav_implicit_confirm();
-    if (o->flow != BENCH_FLOW_IR_CONFIRM) {
+    if (o->flow != BENCH_FLOW_IR_CONFIRM && o->flow != BENCH_FLOW_GENM) {
         h.general_info = &ic;
         h.num_general_info = 1;
     }
@@ -928,8 +939,8 @@ static void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rs
         e.sender_nonce = cm_span_make(rq->nonce, sizeof(rq->nonce));
         e.body = run->o->flow == BENCH_FLOW_IR_IMPLICIT || run->o->flow == BENCH_FLOW_IR_CONFIRM
                      ? CMP_BODY_IP
-                     : CMP_BODY_CP;
-        if (!run->o->no_key_check) {
+                     : (run->o->flow == BENCH_FLOW_GENM ? CMP_BODY_GENP : CMP_BODY_CP);
+        if (!run->o->no_key_check && run->o->flow != BENCH_FLOW_GENM) {
             const bench_key *k = &run->ctx->keys[rq->key];
             e.spki = cm_span_make(k->spki, k->spki_len);
         }
@@ -1167,6 +1178,9 @@ static bench_fail bench_verify_one(bench_run *run, size_t i, cm_span der)
         }
     }
     (void)i;
+    if (m.body.type == CMP_BODY_GENP) {
+        return BENCH_OK; // no certificate to check
+    }
     const cm_span cert = m.body.u.rep.responses[0].cert;
     const unsigned char *p = cert.p;
     X509 *x = d2i_X509(NULL, &p, (long)cert.len);
@@ -1677,7 +1691,7 @@ static void bench_usage(FILE *f)
         "usage: certmint-bench --url http://HOST:PORT/PATH (--secret REF:SECRET [--pbmac1] |\n"
         "                      --cert CERT.pem --key KEY.pem) [options]\n"
         "       certmint-bench --limit [--token-uri PKCS11-URI] [--duration S] [options]\n"
-        "  --flow F              ir-implicit (default) | ir-confirm | cr | p10cr\n"
+        "  --flow F              ir-implicit (default) | ir-confirm | cr | p10cr | genm\n"
         "  --key-type T          ec-p256 (default) | ec-p384 | rsa2048 | ed25519\n"
         "  --key-pool N          N device keys reused round-robin (default: one per request)\n"
         "  -n COUNT              transactions to measure (default 1000)\n"
@@ -1857,7 +1871,7 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
     case BENCH_OPT_KEY_POOL:
         return bench_parse_size_arg(arg, &o->key_pool);
     case BENCH_OPT_FLOW:
-        if (!bench_pick(arg, k_bench_flow_names, 4, &pick)) {
+        if (!bench_pick(arg, k_bench_flow_names, 5, &pick)) {
             return false;
         }
         o->flow = (bench_flow)pick;

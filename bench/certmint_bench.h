@@ -79,7 +79,7 @@ bench_http_state bench_http_parse(bench_http_rsp *out, const uint8_t *buf, size_
 typedef struct bench_expect {
     cm_span transaction_id;
     cm_span sender_nonce; // the request's senderNonce: the response's recipNonce
-    cmp_body_type body;   // CMP_BODY_IP, CMP_BODY_CP or CMP_BODY_PKICONF
+    cmp_body_type body;   // CMP_BODY_IP, CMP_BODY_CP, CMP_BODY_PKICONF or CMP_BODY_GENP
     cm_span spki;         // the requested SubjectPublicKeyInfo DER; len 0: key not checked
 } bench_expect;
 
@@ -93,7 +93,8 @@ bench_fail bench_check_http(const bench_http_rsp *h);
 // recipNonce (RECIP_NONCE), an error body (CMP_ERROR), the body type (BODY_TYPE); for ip/cp:
 // exactly one CertResponse with status accepted or grantedWithMods (REJECTED), holding a
 // certificate (NO_CERT) whose SubjectPublicKeyInfo equals |e->spki| byte for byte
-// (WRONG_KEY, skipped when |e->spki| is empty). Protection is not checked here (see
+// (WRONG_KEY, skipped when |e->spki| is empty); for genp: one InfoTypeAndValue with a value
+// (NO_CERT). Protection is not checked here (see
 // bench_verify_*). Thread: any.
 bench_fail bench_check_cmp(cm_arena *arena, cmp_msg *out, const bench_expect *e, cm_span body);
 

@@ -235,6 +235,11 @@ bench_fail bench_check_cmp(cm_arena *arena, cmp_msg *out, const bench_expect *e,
     if (e->body == CMP_BODY_IP || e->body == CMP_BODY_CP || e->body == CMP_BODY_KUP) {
         return bench_check_cert_rep(&out->body.u.rep, e);
     }
+    if (e->body == CMP_BODY_GENP) {
+        // genm caCerts: exactly one InfoTypeAndValue carrying the certificates (RFC 9483 §4.3.1).
+        const bool ok = out->body.u.gen.num == 1 && out->body.u.gen.items[0].value.len > 0;
+        return ok ? BENCH_OK : BENCH_FAIL_NO_CERT;
+    }
     return BENCH_OK;
 }
 

@@ -99,6 +99,7 @@ typedef struct rsp_spec {
     bool wrong_tid;
     bool wrong_nonce;
     bool no_nonce;
+    bool empty_genp; // genp: no InfoTypeAndValue
 } rsp_spec;
 
 // make_rsp builds an unprotected PKIMessage answering the test request as |s| says; the
@@ -134,6 +135,13 @@ static uint8_t *make_rsp(size_t *out_len, const rsp_spec *s)
         }
         body.u.rep.responses = &cr;
         body.u.rep.num_responses = 1;
+    } else if (s->body == CMP_BODY_GENP) {
+        // caCerts answered with the test certificate as the one CA certificate.
+        static cmp_itav itav;
+        itav.oid = CM_SPAN_LIT("\x2b\x06\x01\x05\x05\x07\x04\x11");
+        itav.value = cm_span_make(g.cert, g.cert_len);
+        body.u.gen.items = &itav;
+        body.u.gen.num = s->empty_genp ? 0 : 1;
     } else if (s->body == CMP_BODY_ERROR) {
         body.u.error.status.status = CMP_STATUS_REJECTION;
         body.u.error.status.has_fail_info = true;
@@ -217,6 +225,16 @@ static void test_bench_accepts_good_ip_cp_and_pkiconf(void)
     CU_ASSERT_EQUAL(outcome(&(rsp_spec){.body = CMP_BODY_CP}, &cp), BENCH_OK);
     const bench_expect conf = expect_for(CMP_BODY_PKICONF, false);
     CU_ASSERT_EQUAL(outcome(&(rsp_spec){.body = CMP_BODY_PKICONF}, &conf), BENCH_OK);
+}
+
+static void test_bench_genm_expects_a_genp_with_ca_certs(void)
+{
+    const bench_expect genp = expect_for(CMP_BODY_GENP, false);
+    CU_ASSERT_EQUAL(outcome(&(rsp_spec){.body = CMP_BODY_GENP}, &genp), BENCH_OK);
+    CU_ASSERT_EQUAL(outcome(&(rsp_spec){.body = CMP_BODY_GENP, .empty_genp = true}, &genp),
+                    BENCH_FAIL_NO_CERT);
+    CU_ASSERT_EQUAL(outcome(&(rsp_spec){.body = CMP_BODY_IP}, &genp), BENCH_FAIL_BODY_TYPE);
+    CU_ASSERT_EQUAL(outcome(&(rsp_spec){.body = CMP_BODY_ERROR}, &genp), BENCH_FAIL_CMP_ERROR);
 }
 
 static void test_bench_counts_wrong_nonce(void)
@@ -415,6 +433,7 @@ int test_bench_register(void)
     } tests[] = {
 #define T(fn) {#fn, fn}
         T(test_bench_accepts_good_ip_cp_and_pkiconf),
+        T(test_bench_genm_expects_a_genp_with_ca_certs),
         T(test_bench_counts_wrong_nonce),
         T(test_bench_counts_wrong_transaction_id),
         T(test_bench_counts_rejection_and_error),
