@@ -330,16 +330,26 @@ static cm_result hsm_worker_sign_once(hsm_worker *w, hsm_job *j)
     return cm_result_make(CM_OK);
 }
 
-// hsm_worker_sign signs |j|; a session death reopens the session and retries once.
+// hsm_is_stale_handle: the key handle cached for this session is no longer valid (the key
+// object was re-created on the token, or the token dropped the session's copy of it).
+static bool hsm_is_stale_handle(cm_result r)
+{
+    return cm_result_class(r) == CM_CLASS_HSM &&
+           (CM_CODE_DETAIL(r.code) == CKR_KEY_HANDLE_INVALID ||
+            CM_CODE_DETAIL(r.code) == CKR_OBJECT_HANDLE_INVALID);
+}
+
+// hsm_worker_sign signs |j|; a session death or a stale key handle reopens the session (which
+// looks the key up again) and retries once.
 static void hsm_worker_sign(hsm_worker *w, hsm_job *j)
 {
     cm_result r = hsm_worker_sign_once(w, j);
-    if (hsm_is_session_death(r)) {
+    if (hsm_is_session_death(r) || hsm_is_stale_handle(r)) {
         cm_result ro = hsm_worker_reopen(w);
         if (cm_ok(ro)) {
             hsm_stat_add(&w->pool->st_retried, 1);
             r = hsm_worker_sign_once(w, j);
-            if (hsm_is_session_death(r)) {
+            if (hsm_is_session_death(r) || hsm_is_stale_handle(r)) {
                 // Leave the session for the next job to reopen.
                 hsm_worker_close(w);
             }

@@ -983,6 +983,16 @@ static void test_hsm_shim_closed_session_is_reopened_and_retried(void)
     CU_ASSERT_EQUAL(run.not_once, 0);
     CU_ASSERT_EQUAL(run.ok, 40);
     CU_ASSERT(run.st.reopened >= 10);
+
+    // A stale key handle (the key object re-created, or the token dropped the session's copy):
+    // looked up again in a fresh session, and the job retried.
+    shim_sign(&run, 1, 3, CKR_KEY_HANDLE_INVALID, false, 30);
+    CU_ASSERT_EQUAL(run.not_once, 0);
+    CU_ASSERT_EQUAL(run.ok, 30);
+    CU_ASSERT(run.st.reopened >= 5);
+    shim_sign(&run, 1, 3, CKR_OBJECT_HANDLE_INVALID, false, 30);
+    CU_ASSERT_EQUAL(run.not_once, 0);
+    CU_ASSERT_EQUAL(run.ok, 30);
 }
 
 static void test_hsm_shim_failing_sign_fails_only_that_job(void)
