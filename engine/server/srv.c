@@ -356,20 +356,39 @@ static void srv_finish_response(srv_request *req, const cm_span *prot)
     req->state = SRV_ST_DONE;
 }
 
+// srv_add_extra_cert appends |c| to the response's extraCerts unless it is there already.
+static void srv_add_extra_cert(srv_request *req, cm_span c)
+{
+    bool dup = false;
+    for (size_t k = 0; k < req->num_extra; k++) {
+        dup |= cm_span_eq(req->extra[k], c);
+    }
+    if (!dup && req->num_extra < SRV_MAX_EXTRA_OUT) {
+        req->extra[req->num_extra++] = c;
+    }
+}
+
 // srv_add_extra appends the certificates of |a| (its certificate, then its chain) to the
 // response's extraCerts, skipping duplicates.
 static void srv_add_extra(srv_request *req, const ca_authority *a)
 {
     const size_t n = ca_authority_num_chain(a);
     for (size_t i = 0; i <= n; i++) {
-        cm_span c = i == 0 ? ca_authority_cert(a) : ca_authority_chain(a, i - 1);
-        bool dup = false;
-        for (size_t k = 0; k < req->num_extra; k++) {
-            dup |= cm_span_eq(req->extra[k], c);
-        }
-        if (!dup && req->num_extra < SRV_MAX_EXTRA_OUT) {
-            req->extra[req->num_extra++] = c;
-        }
+        srv_add_extra_cert(req, i == 0 ? ca_authority_cert(a) : ca_authority_chain(a, i - 1));
+    }
+}
+
+// srv_add_extra_first puts the certificates of |a| in front of the extraCerts gathered so far:
+// the CMP protection certificate must come first (RFC 9483 §3.3, RFC 9810 §5.1).
+static void srv_add_extra_first(srv_request *req, const ca_authority *a)
+{
+    cm_span prev[SRV_MAX_EXTRA_OUT];
+    const size_t num_prev = req->num_extra;
+    memcpy(prev, req->extra, num_prev * sizeof(prev[0]));
+    req->num_extra = 0;
+    srv_add_extra(req, a);
+    for (size_t i = 0; i < num_prev; i++) {
+        srv_add_extra_cert(req, prev[i]);
     }
 }
 
@@ -428,7 +447,7 @@ static void srv_respond(srv_request *req, const cmp_body *body)
         hsm_sig_alg_marshal(&alg, ca->cmp_sig_alg);
         rh->sender_kid.present = true;
         rh->sender_kid.v = ca_authority_ski(ca->cmp_cert);
-        srv_add_extra(req, ca->cmp_cert);
+        srv_add_extra_first(req, ca->cmp_cert);
     }
     cm_span alg_der;
     if (!cm_ok(der_builder_finish(&alg, &alg_der))) {
