@@ -36,6 +36,7 @@
 
 #include "engine/cmp/cmp_protect.h"
 #include "engine/crmf/crmf.h"
+#include "engine/der/der_oid.h"
 #include "hsm/hsm.h"
 
 #define BENCH_NONCE_LEN    16u
@@ -49,10 +50,14 @@ typedef enum bench_flow {
     BENCH_FLOW_CR,
     BENCH_FLOW_P10CR,
     BENCH_FLOW_GENM, // genm caCerts (RFC 9483 §4.3.1): no certificate is issued
+    BENCH_FLOW_KUR,  // kur signed with a certificate enrolled (untimed) before the clock
+    BENCH_FLOW_RR,   // rr of such a certificate, signed with it
 } bench_flow;
 
+#define BENCH_NUM_FLOWS 7u
+
 static const char *const k_bench_flow_names[] = {"ir-implicit", "ir-confirm", "cr", "p10cr",
-                                                 "genm"};
+                                                 "genm",        "kur",        "rr"};
 
 typedef enum bench_key_type {
     BENCH_KEY_EC_P256 = 0,
@@ -264,13 +269,27 @@ typedef struct bench_req {
     uint8_t nonce[BENCH_NONCE_LEN];
     uint8_t *sender; // the sender Name DER used in the header (certConf reuses it)
     size_t sender_len;
-    size_t key; // index into the key pool
+    size_t key; // index into the key pool: the requested key
+    // kur/rr: the certificate enrolled for this request before the clock (DER, heap) and the
+    // pool key it certifies, which signs the kur/rr.
+    uint8_t *cert;
+    size_t cert_len;
+    size_t cert_key;
 } bench_req;
+
+// A signature-protection signer: the --cert/--key pair, or an enrolled certificate (kur/rr).
+typedef struct bench_signer {
+    EVP_PKEY *key;
+    crmf_sig_alg alg;
+    cm_span alg_der;
+    cm_span cert; // DER, put in extraCerts
+} bench_signer;
 
 // Everything shared by the preparation threads, the loop and the verification.
 // Thread: immutable while threads run, except each thread's own slice of |reqs|/|macs|.
 typedef struct bench_ctx {
     const bench_opts *o;
+    bench_flow flow; // the flow being prepared and run: ir-implicit while enrolling for kur/rr
     cmp_protect_ctx *prot;
     bench_key *keys;
     size_t num_keys;
@@ -325,7 +344,7 @@ static uint8_t *bench_put_http(const bench_opts *o, size_t *out_len, cm_span der
 // bench_protect_finish adds the protection of |w| (MAC with |mac| or the --key signature) and
 // closes the message.
 static bool bench_protect_finish(bench_ctx *ctx, crmf_crypto *c, cm_arena *arena, cmp_msg_writer *w,
-                                 const cmp_mac_key *mac)
+                                 const cmp_mac_key *mac, const bench_signer *signer)
 {
     const cm_span pp = cmp_msg_writer_protected_part(w);
     if (pp.len == 0) {
@@ -343,11 +362,34 @@ static bool bench_protect_finish(bench_ctx *ctx, crmf_crypto *c, cm_arena *arena
     cm_span tbs;
     cm_span sig;
     if (!cm_ok(cmp_protect_sign_input(arena, &tbs, pp)) ||
-        !cm_ok(crmf_crypto_sign(c, arena, &sig, &ctx->prot_alg, ctx->prot_key, tbs))) {
+        !cm_ok(crmf_crypto_sign(c, arena, &sig, &signer->alg, signer->key, tbs))) {
         return false;
     }
-    cmp_msg_writer_finish(w, &sig, 0, &ctx->prot_cert, 1);
+    cmp_msg_writer_finish(w, &sig, 0, &signer->cert, 1);
     return true;
+}
+
+// bench_default_signer is the --cert/--key signer of |ctx|.
+static bench_signer bench_default_signer(const bench_ctx *ctx)
+{
+    return (bench_signer){ctx->prot_key, ctx->prot_alg, ctx->prot_alg_der, ctx->prot_cert};
+}
+
+// bench_cert_fields finds issuer Name, serial (INTEGER content octets) and subject Name of
+// the certificate |cert| (RFC 5280 §4.1).
+static bool bench_cert_fields(cm_span cert, cm_span *issuer, cm_span *serial, cm_span *subject)
+{
+    der_reader r, c, tbs, skip;
+    bool present;
+    der_reader_init(&r, cert);
+    return cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &c)) &&
+           cm_ok(der_enter(&c, DER_TAG_SEQUENCE, &tbs)) &&
+           cm_ok(der_enter_optional(&tbs, DER_CONTEXT_CONS(0), &skip, &present)) &&
+           cm_ok(der_get_int_span(&tbs, serial)) &&
+           cm_ok(der_get_element(&tbs, DER_TAG_SEQUENCE, issuer)) && // signature AlgId
+           cm_ok(der_get_element(&tbs, DER_TAG_SEQUENCE, issuer)) &&
+           cm_ok(der_get_element(&tbs, DER_TAG_SEQUENCE, subject)) && // validity
+           cm_ok(der_get_element(&tbs, DER_TAG_SEQUENCE, subject));
 }
 
 // bench_header_init fills the header fields every request of |ctx| shares.
@@ -367,10 +409,66 @@ static void bench_header_init(const bench_ctx *ctx, cmp_header_fields *h, cm_spa
     }
 }
 
-// bench_body_for builds the request body of |p|'s flow for |key| and |subject| in |arena|.
-static bool bench_body_for(bench_prep *p, cmp_body *body, const bench_key *key, cm_span subject)
+// bench_rr_body builds RevReqContent with one RevDetails naming |rq|'s enrolled certificate
+// by issuer and serialNumber (RFC 9483 §4.2), without a reason (unspecified).
+static bool bench_rr_body(bench_prep *p, cmp_body *body, const bench_req *rq)
 {
-    const bench_opts *o = p->ctx->o;
+    cmp_rev_details *rd = cm_arena_alloc(&p->arena, sizeof(*rd));
+    cm_span subject;
+    if (rd == NULL) {
+        return false;
+    }
+    memset(rd, 0, sizeof(*rd));
+    if (!bench_cert_fields(cm_span_make(rq->cert, rq->cert_len), &rd->tmpl.issuer, &rd->tmpl.serial,
+                           &subject)) {
+        return false;
+    }
+    memset(body, 0, sizeof(*body));
+    body->type = CMP_BODY_RR;
+    body->u.rr.items = rd;
+    body->u.rr.num = 1;
+    return true;
+}
+
+// bench_old_cert_id adds the oldCertID control naming |rq|'s enrolled certificate to |req|
+// (RFC 4211 §6.5, RFC 9483 §4.1.3).
+static bool bench_old_cert_id(bench_prep *p, crmf_cert_request *req, const bench_req *rq)
+{
+    crmf_cert_id id;
+    cm_span subject;
+    memset(&id, 0, sizeof(id));
+    id.issuer.tag = CRMF_GN_DIRECTORY_NAME;
+    if (!bench_cert_fields(cm_span_make(rq->cert, rq->cert_len), &id.issuer.name, &id.serial,
+                           &subject)) {
+        return false;
+    }
+    id.issuer.body = id.issuer.name; // [4] EXPLICIT: the Name inside
+    der_builder b;
+    der_builder_init_arena(&b, &p->arena, 256);
+    crmf_cert_id_marshal(&b, &id);
+    crmf_attr *ctl = cm_arena_alloc(&p->arena, sizeof(*ctl));
+    if (ctl == NULL) {
+        return false;
+    }
+    memset(ctl, 0, sizeof(*ctl));
+    ctl->oid = CM_SPAN_LIT(DER_OID_REGCTRL_OLD_CERT_ID);
+    if (!cm_ok(der_builder_finish(&b, &ctl->value))) {
+        return false;
+    }
+    req->controls = ctl;
+    req->num_controls = 1;
+    return true;
+}
+
+// bench_body_for builds the request body of |p|'s flow for |key| and |subject| in |arena|
+// (|rq|: the request, for kur/rr).
+static bool bench_body_for(bench_prep *p, cmp_body *body, const bench_key *key, cm_span subject,
+                           const bench_req *rq)
+{
+    const bench_flow flow = p->ctx->flow;
+    if (flow == BENCH_FLOW_RR) {
+        return bench_rr_body(p, body, rq);
+    }
     const crmf_sig_alg alg = bench_sig_alg_for(key->pkey);
     der_builder ab;
     der_builder_init_arena(&ab, &p->arena, 64);
@@ -380,7 +478,7 @@ static bool bench_body_for(bench_prep *p, cmp_body *body, const bench_key *key, 
         return false;
     }
     memset(body, 0, sizeof(*body));
-    if (o->flow == BENCH_FLOW_GENM) {
+    if (flow == BENCH_FLOW_GENM) {
         // GenMsgContent with one InfoTypeAndValue: id-it-caCerts, value absent.
         static const cmp_itav k_ca_certs = {
             .oid = {(const uint8_t *)"\x2b\x06\x01\x05\x05\x07\x04\x11", 8}};
@@ -389,7 +487,7 @@ static bool bench_body_for(bench_prep *p, cmp_body *body, const bench_key *key, 
         body->u.gen.num = 1;
         return true;
     }
-    if (o->flow == BENCH_FLOW_P10CR) {
+    if (flow == BENCH_FLOW_P10CR) {
         // CertificationRequestInfo ::= SEQUENCE { version INTEGER, subject Name,
         //     subjectPKInfo SubjectPublicKeyInfo, attributes [0] IMPLICIT SET OF Attribute }
         // (RFC 2986 §4.1): written here to be signed, then again by crmf_csr_marshal.
@@ -425,6 +523,9 @@ static bool bench_body_for(bench_prep *p, cmp_body *body, const bench_key *key, 
     msg->req.cert_req_id = 0;
     msg->req.tmpl.subject = subject;
     msg->req.tmpl.public_key = key->spki_body;
+    if (flow == BENCH_FLOW_KUR && !bench_old_cert_id(p, &msg->req, rq)) {
+        return false;
+    }
     // POPOSigningKey over the DER of CertRequest (RFC 4211 §4.1, RFC 9483 §4.1.1).
     der_builder rb;
     der_builder_init_arena(&rb, &p->arena, 512);
@@ -438,7 +539,9 @@ static bool bench_body_for(bench_prep *p, cmp_body *body, const bench_key *key, 
     msg->popo.type = CRMF_POPO_SIGNATURE;
     msg->popo.alg = alg_der;
     msg->popo.signature = sig;
-    body->type = o->flow == BENCH_FLOW_CR ? CMP_BODY_CR : CMP_BODY_IR;
+    body->type = flow == BENCH_FLOW_CR    ? CMP_BODY_CR
+                 : flow == BENCH_FLOW_KUR ? CMP_BODY_KUR
+                                          : CMP_BODY_IR;
     body->u.req.num_msgs = 1;
     body->u.req.msgs = msg;
     return true;
@@ -452,8 +555,27 @@ static bool bench_prepare_one(bench_prep *p, size_t i)
     const bench_opts *o = ctx->o;
     bench_req *rq = &ctx->reqs[i];
     rq->key = i % ctx->num_keys;
+    // kur/rr: signed with the enrolled certificate and its key; kur asks for the next key of
+    // the pool (the same one with a pool of one).
+    const bool by_cert = ctx->flow == BENCH_FLOW_KUR || ctx->flow == BENCH_FLOW_RR;
+    bench_signer signer = bench_default_signer(ctx);
+    if (by_cert) {
+        rq->cert_key = rq->key;
+        rq->key = ctx->flow == BENCH_FLOW_KUR ? (rq->key + 1) % ctx->num_keys : rq->key;
+        signer.key = ctx->keys[rq->cert_key].pkey;
+        signer.alg = bench_sig_alg_for(signer.key);
+        signer.cert = cm_span_make(rq->cert, rq->cert_len);
+    }
     const bench_key *key = &ctx->keys[rq->key];
     cm_arena_reset(&p->arena);
+    if (by_cert) {
+        der_builder ab;
+        der_builder_init_arena(&ab, &p->arena, 64);
+        crmf_sig_alg_marshal(&ab, &signer.alg);
+        if (!cm_ok(der_builder_finish(&ab, &signer.alg_der))) {
+            return false;
+        }
+    }
     if (RAND_bytes(rq->tid, sizeof(rq->tid)) != 1 ||
         RAND_bytes(rq->nonce, sizeof(rq->nonce)) != 1) {
         return false;
@@ -467,7 +589,15 @@ static bool bench_prepare_one(bench_prep *p, size_t i)
     if (!cm_ok(der_builder_finish(&nb, &subject))) {
         return false;
     }
-    const cm_span sender = ctx->macs != NULL ? subject : ctx->prot_sender;
+    cm_span sender = ctx->macs != NULL ? subject : ctx->prot_sender;
+    if (by_cert) {
+        // The sender is the subject of the signing certificate; kur asks for the same subject.
+        cm_span issuer, serial;
+        if (!bench_cert_fields(signer.cert, &issuer, &serial, &sender)) {
+            return false;
+        }
+        subject = sender;
+    }
     rq->sender = malloc(sender.len);
     if (rq->sender == NULL) {
         return false;
@@ -475,10 +605,10 @@ static bool bench_prepare_one(bench_prep *p, size_t i)
     memcpy(rq->sender, sender.p, sender.len);
     rq->sender_len = sender.len;
     cmp_body body;
-    if (!bench_body_for(p, &body, key, subject)) {
+    if (!bench_body_for(p, &body, key, subject, rq)) {
         return false;
     }
-    cm_span prot_alg = ctx->prot_alg_der;
+    cm_span prot_alg = signer.alg_der;
     cmp_mac_key *mac = NULL;
     if (ctx->macs != NULL) {
         mac = &ctx->macs[i];
@@ -503,7 +633,8 @@ static bool bench_prepare_one(bench_prep *p, size_t i)
     h.transaction_id = (cmp_opt_span){true, cm_span_make(rq->tid, sizeof(rq->tid))};
     h.sender_nonce = (cmp_opt_span){true, cm_span_make(rq->nonce, sizeof(rq->nonce))};
     const cmp_itav ic = cmp_itav_implicit_confirm();
-    if (o->flow != BENCH_FLOW_IR_CONFIRM && o->flow != BENCH_FLOW_GENM) {
+    if (ctx->flow != BENCH_FLOW_IR_CONFIRM && ctx->flow != BENCH_FLOW_GENM &&
+        ctx->flow != BENCH_FLOW_RR) {
         h.general_info = &ic;
         h.num_general_info = 1;
     }
@@ -511,7 +642,7 @@ static bool bench_prepare_one(bench_prep *p, size_t i)
     der_builder_init_arena(&b, &p->arena, 2048);
     cmp_msg_writer w;
     cmp_msg_writer_begin(&w, &b, &h, &body);
-    if (!bench_protect_finish(ctx, &p->crypto, &p->arena, &w, mac)) {
+    if (!bench_protect_finish(ctx, &p->crypto, &p->arena, &w, mac, &signer)) {
         return false;
     }
     cm_span der;
@@ -623,6 +754,9 @@ static void bench_ctx_setup(bench_ctx *ctx, const bench_opts *o, size_t num)
 {
     memset(ctx, 0, sizeof(*ctx));
     ctx->o = o;
+    // kur/rr: first the enrolments they need (bench_run_main re-prepares afterwards).
+    ctx->flow =
+        o->flow == BENCH_FLOW_KUR || o->flow == BENCH_FLOW_RR ? BENCH_FLOW_IR_IMPLICIT : o->flow;
     cmp_protect_limits lim;
     cmp_protect_limits_default(&lim);
     lim.pbm_min_iterations = 1;
@@ -665,6 +799,26 @@ static void bench_ctx_setup(bench_ctx *ctx, const bench_opts *o, size_t num)
     bench_parallel(ctx, threads < num ? threads : num, bench_prep_reqs_thread);
 }
 
+// bench_ctx_reprepare prepares the kur/rr requests of |ctx| once each request holds its
+// enrolled certificate: new transactionIDs and nonces, signed with the certificate's key.
+static void bench_ctx_reprepare(bench_ctx *ctx)
+{
+    for (size_t i = 0; i < ctx->num_reqs; i++) {
+        free(ctx->reqs[i].http);
+        free(ctx->reqs[i].sender);
+        ctx->reqs[i].http = NULL;
+        ctx->reqs[i].sender = NULL;
+        if (ctx->macs != NULL) {
+            cmp_mac_key_cleanse(&ctx->macs[i]);
+        }
+    }
+    free(ctx->macs);
+    ctx->macs = NULL; // signature-protected from now on
+    ctx->flow = ctx->o->flow;
+    const size_t threads = ctx->o->threads;
+    bench_parallel(ctx, threads < ctx->num_reqs ? threads : ctx->num_reqs, bench_prep_reqs_thread);
+}
+
 static void bench_ctx_cleanup(bench_ctx *ctx)
 {
     for (size_t i = 0; i < ctx->num_keys; i++) {
@@ -674,6 +828,7 @@ static void bench_ctx_cleanup(bench_ctx *ctx)
     for (size_t i = 0; i < ctx->num_reqs; i++) {
         free(ctx->reqs[i].http);
         free(ctx->reqs[i].sender);
+        free(ctx->reqs[i].cert);
         if (ctx->macs != NULL) {
             cmp_mac_key_cleanse(&ctx->macs[i]);
         }
@@ -741,6 +896,7 @@ typedef struct bench_run {
     size_t reconnects;
     uint8_t **rsp; // --verify: response DER per request (heap), NULL otherwise
     size_t *rsp_len;
+    bool capture; // keep each issued certificate in its bench_req (enrolling for kur/rr)
 } bench_run;
 
 static void bench_conn_close(bench_conn *c)
@@ -919,7 +1075,8 @@ static bool bench_make_conf(bench_run *run, bench_conn *c, const cmp_msg *ip)
     cmp_msg_writer w;
     cmp_msg_writer_begin(&w, &b, &h, &body);
     cm_span der;
-    if (!bench_protect_finish(ctx, &run->crypto, &run->arena, &w, mac) ||
+    const bench_signer signer = bench_default_signer(ctx);
+    if (!bench_protect_finish(ctx, &run->crypto, &run->arena, &w, mac, &signer) ||
         !cm_ok(der_builder_finish(&b, &der))) {
         return false;
     }
@@ -937,10 +1094,13 @@ static void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rs
     e.transaction_id = cm_span_make(rq->tid, sizeof(rq->tid));
     if (c->phase == 0) {
         e.sender_nonce = cm_span_make(rq->nonce, sizeof(rq->nonce));
-        e.body = run->o->flow == BENCH_FLOW_IR_IMPLICIT || run->o->flow == BENCH_FLOW_IR_CONFIRM
-                     ? CMP_BODY_IP
-                     : (run->o->flow == BENCH_FLOW_GENM ? CMP_BODY_GENP : CMP_BODY_CP);
-        if (!run->o->no_key_check && run->o->flow != BENCH_FLOW_GENM) {
+        const bench_flow flow = run->ctx->flow;
+        e.body = flow == BENCH_FLOW_IR_IMPLICIT || flow == BENCH_FLOW_IR_CONFIRM ? CMP_BODY_IP
+                 : flow == BENCH_FLOW_GENM                                       ? CMP_BODY_GENP
+                 : flow == BENCH_FLOW_KUR                                        ? CMP_BODY_KUP
+                 : flow == BENCH_FLOW_RR                                         ? CMP_BODY_RP
+                                                                                 : CMP_BODY_CP;
+        if (!run->o->no_key_check && flow != BENCH_FLOW_GENM && flow != BENCH_FLOW_RR) {
             const bench_key *k = &run->ctx->keys[rq->key];
             e.spki = cm_span_make(k->spki, k->spki_len);
         }
@@ -952,14 +1112,25 @@ static void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rs
     cmp_msg m;
     const bench_fail f = bench_check_response(&run->arena, &m, &e, h);
     c->used++;
-    if (f == BENCH_OK && c->phase == 0 && run->rsp != NULL) {
+    if (f == BENCH_OK && c->phase == 0 && run->rsp != NULL && !run->capture) {
         run->rsp[c->req] = malloc(h->body.len);
         if (run->rsp[c->req] != NULL) {
             memcpy(run->rsp[c->req], h->body.p, h->body.len);
             run->rsp_len[c->req] = h->body.len;
         }
     }
-    if (f == BENCH_OK && c->phase == 0 && run->o->flow == BENCH_FLOW_IR_CONFIRM) {
+    if (f == BENCH_OK && run->capture) {
+        // Enrolling for a kur/rr run: keep the certificate.
+        bench_req *w = &run->ctx->reqs[c->req];
+        const cm_span cert = m.body.u.rep.responses[0].cert;
+        w->cert = malloc(cert.len);
+        if (w->cert == NULL) {
+            bench_die("out of memory");
+        }
+        memcpy(w->cert, cert.p, cert.len);
+        w->cert_len = cert.len;
+    }
+    if (f == BENCH_OK && c->phase == 0 && run->ctx->flow == BENCH_FLOW_IR_CONFIRM) {
         if (!bench_make_conf(run, c, &m)) {
             bench_die("cannot build a certConf");
         }
@@ -1178,7 +1349,7 @@ static bench_fail bench_verify_one(bench_run *run, size_t i, cm_span der)
         }
     }
     (void)i;
-    if (m.body.type == CMP_BODY_GENP) {
+    if (m.body.type == CMP_BODY_GENP || m.body.type == CMP_BODY_RP) {
         return BENCH_OK; // no certificate to check
     }
     const cm_span cert = m.body.u.rep.responses[0].cert;
@@ -1238,6 +1409,9 @@ typedef struct bench_result {
 
 static const char *bench_protection_name(const bench_opts *o)
 {
+    if (o->flow == BENCH_FLOW_KUR || o->flow == BENCH_FLOW_RR) {
+        return "signature"; // by the enrolled certificate
+    }
     return o->secret != NULL ? (o->pbmac1 ? "pbmac1" : "pbm") : "signature";
 }
 
@@ -1346,6 +1520,36 @@ static int bench_run_main(const bench_opts *o)
         bench_die("cannot initialise the digests");
     }
     const bool tty = isatty(STDERR_FILENO) == 1;
+    if (ctx.flow != o->flow) {
+        // kur/rr: enrol every request's certificate first, untimed.
+        const uint64_t te = bench_now();
+        run.capture = true;
+        bench_loop(&run, total, 0, false);
+        run.capture = false;
+        const uint64_t enrolled = run.fails[BENCH_OK];
+        if (enrolled != total) {
+            (void)fprintf(stderr, "certmint-bench: enrolling for the %s run: %llu of %zu ok;",
+                          k_bench_flow_names[o->flow], (unsigned long long)enrolled, total);
+            for (size_t f = 1; f < BENCH_FAIL_COUNT; f++) {
+                if (run.fails[f] != 0) {
+                    (void)fprintf(stderr, " %s %llu", bench_fail_name((bench_fail)f),
+                                  (unsigned long long)run.fails[f]);
+                }
+            }
+            (void)fputc('\n', stderr);
+            bench_die("the enrolments a kur/rr run needs failed");
+        }
+        bench_ctx_reprepare(&ctx);
+        (void)fprintf(stderr,
+                      "certmint-bench: enrolled %zu certificates for the %s run in %.2f s\n", total,
+                      k_bench_flow_names[o->flow], (double)(bench_now() - te) / 1e9);
+        memset(run.fails, 0, sizeof(run.fails));
+        run.next = 0;
+        run.num_lat = 0;
+        run.ok_in_window = 0;
+        run.unfinished = 0;
+        run.reconnects = 0;
+    }
     if (o->warmup > 0) {
         bench_loop(&run, o->warmup, 0, false);
         memset(run.fails, 0, sizeof(run.fails));
@@ -1691,7 +1895,10 @@ static void bench_usage(FILE *f)
         "usage: certmint-bench --url http://HOST:PORT/PATH (--secret REF:SECRET [--pbmac1] |\n"
         "                      --cert CERT.pem --key KEY.pem) [options]\n"
         "       certmint-bench --limit [--token-uri PKCS11-URI] [--duration S] [options]\n"
-        "  --flow F              ir-implicit (default) | ir-confirm | cr | p10cr | genm\n"
+        "  --flow F              ir-implicit (default) | ir-confirm | cr | p10cr | genm |\n"
+        "                        kur | rr (each request enrols a certificate before the clock\n"
+        "                        with the given protection, then updates / revokes it, signed\n"
+        "                        with that certificate)\n"
         "  --key-type T          ec-p256 (default) | ec-p384 | rsa2048 | ed25519\n"
         "  --key-pool N          N device keys reused round-robin (default: one per request)\n"
         "  -n COUNT              transactions to measure (default 1000)\n"
@@ -1871,7 +2078,7 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
     case BENCH_OPT_KEY_POOL:
         return bench_parse_size_arg(arg, &o->key_pool);
     case BENCH_OPT_FLOW:
-        if (!bench_pick(arg, k_bench_flow_names, 5, &pick)) {
+        if (!bench_pick(arg, k_bench_flow_names, BENCH_NUM_FLOWS, &pick)) {
             return false;
         }
         o->flow = (bench_flow)pick;
@@ -1955,6 +2162,9 @@ static const char *bench_opts_check(bench_opts *o)
     }
     if (o->verify && o->ca_path == NULL) {
         return "--verify needs --ca";
+    }
+    if ((o->flow == BENCH_FLOW_KUR || o->flow == BENCH_FLOW_RR) && o->no_key_check) {
+        return "kur and rr need certificates for the requested keys (not --no-key-check)";
     }
     if (o->count != 0 && o->duration > 0) {
         return "give -n or --duration, not both";

@@ -79,7 +79,7 @@ bench_http_state bench_http_parse(bench_http_rsp *out, const uint8_t *buf, size_
 typedef struct bench_expect {
     cm_span transaction_id;
     cm_span sender_nonce; // the request's senderNonce: the response's recipNonce
-    cmp_body_type body;   // CMP_BODY_IP, CMP_BODY_CP, CMP_BODY_PKICONF or CMP_BODY_GENP
+    cmp_body_type body;   // CMP_BODY_IP/CP/KUP, CMP_BODY_PKICONF, CMP_BODY_GENP or CMP_BODY_RP
     cm_span spki;         // the requested SubjectPublicKeyInfo DER; len 0: key not checked
 } bench_expect;
 
@@ -90,12 +90,12 @@ bench_fail bench_check_http(const bench_http_rsp *h);
 
 // bench_check_cmp parses |body| into |*out| (arrays from |arena|, spans into |body|) and
 // checks it against |e| in this order: parses (NOT_CMP), transactionID (TRANSACTION_ID),
-// recipNonce (RECIP_NONCE), an error body (CMP_ERROR), the body type (BODY_TYPE); for ip/cp:
+// recipNonce (RECIP_NONCE), an error body (CMP_ERROR), the body type (BODY_TYPE); for ip/cp/kup:
 // exactly one CertResponse with status accepted or grantedWithMods (REJECTED), holding a
 // certificate (NO_CERT) whose SubjectPublicKeyInfo equals |e->spki| byte for byte
 // (WRONG_KEY, skipped when |e->spki| is empty); for genp: one InfoTypeAndValue with a value
-// (NO_CERT). Protection is not checked here (see
-// bench_verify_*). Thread: any.
+// (NO_CERT); for rp: exactly one PKIStatusInfo (BODY_TYPE), accepted or grantedWithMods
+// (REJECTED). Protection is not checked here (see bench_verify_*). Thread: any.
 bench_fail bench_check_cmp(cm_arena *arena, cmp_msg *out, const bench_expect *e, cm_span body);
 
 // bench_check_response is bench_check_http then bench_check_cmp on |h->body|.

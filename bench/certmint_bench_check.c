@@ -235,6 +235,17 @@ bench_fail bench_check_cmp(cm_arena *arena, cmp_msg *out, const bench_expect *e,
     if (e->body == CMP_BODY_IP || e->body == CMP_BODY_CP || e->body == CMP_BODY_KUP) {
         return bench_check_cert_rep(&out->body.u.rep, e);
     }
+    if (e->body == CMP_BODY_RP) {
+        // rr of one certificate: one PKIStatusInfo, accepted (RFC 9483 §4.2).
+        const cmp_rev_rep *rp = &out->body.u.rp;
+        if (rp->num_status != 1) {
+            return BENCH_FAIL_BODY_TYPE;
+        }
+        const int64_t st = rp->status[0].status;
+        return st == CMP_STATUS_ACCEPTED || st == CMP_STATUS_GRANTED_WITH_MODS
+                   ? BENCH_OK
+                   : BENCH_FAIL_REJECTED;
+    }
     if (e->body == CMP_BODY_GENP) {
         // genm caCerts: exactly one InfoTypeAndValue carrying the certificates (RFC 9483 §4.3.1).
         const bool ok = out->body.u.gen.num == 1 && out->body.u.gen.items[0].value.len > 0;

@@ -122,7 +122,7 @@ static uint8_t *make_rsp(size_t *out_len, const rsp_spec *s)
     body.type = s->body;
     cmp_cert_response cr;
     memset(&cr, 0, sizeof(cr));
-    if (s->body == CMP_BODY_IP || s->body == CMP_BODY_CP) {
+    if (s->body == CMP_BODY_IP || s->body == CMP_BODY_CP || s->body == CMP_BODY_KUP) {
         cr.cert_req_id = 0;
         cr.status.status = s->status;
         if (s->status == CMP_STATUS_REJECTION) {
@@ -135,6 +135,16 @@ static uint8_t *make_rsp(size_t *out_len, const rsp_spec *s)
         }
         body.u.rep.responses = &cr;
         body.u.rep.num_responses = 1;
+    } else if (s->body == CMP_BODY_RP) {
+        static cmp_status_info st;
+        memset(&st, 0, sizeof(st));
+        st.status = s->status;
+        if (s->status == CMP_STATUS_REJECTION) {
+            st.has_fail_info = true;
+            st.fail_info = CMP_FAILINFO_BIT(CMP_FAIL_BAD_CERT_ID);
+        }
+        body.u.rp.status = &st;
+        body.u.rp.num_status = 1;
     } else if (s->body == CMP_BODY_GENP) {
         // caCerts answered with the test certificate as the one CA certificate.
         static cmp_itav itav;
@@ -235,6 +245,23 @@ static void test_bench_genm_expects_a_genp_with_ca_certs(void)
                     BENCH_FAIL_NO_CERT);
     CU_ASSERT_EQUAL(outcome(&(rsp_spec){.body = CMP_BODY_IP}, &genp), BENCH_FAIL_BODY_TYPE);
     CU_ASSERT_EQUAL(outcome(&(rsp_spec){.body = CMP_BODY_ERROR}, &genp), BENCH_FAIL_CMP_ERROR);
+}
+
+static void test_bench_kur_and_rr_expect_kup_and_accepting_rp(void)
+{
+    const bench_expect rp = expect_for(CMP_BODY_RP, false);
+    CU_ASSERT_EQUAL(outcome(&(rsp_spec){.body = CMP_BODY_RP}, &rp), BENCH_OK);
+    // kur: a kup with the new key, checked like an ip.
+    const bench_expect kup = expect_for(CMP_BODY_KUP, true);
+    CU_ASSERT_EQUAL(outcome(&(rsp_spec){.body = CMP_BODY_KUP}, &kup), BENCH_OK);
+    CU_ASSERT_EQUAL(outcome(&(rsp_spec){.body = CMP_BODY_KUP, .other_key = true}, &kup),
+                    BENCH_FAIL_WRONG_KEY);
+    CU_ASSERT_EQUAL(outcome(&(rsp_spec){.body = CMP_BODY_RP, .status = CMP_STATUS_REJECTION}, &rp),
+                    BENCH_FAIL_REJECTED);
+    CU_ASSERT_EQUAL(outcome(&(rsp_spec){.body = CMP_BODY_IP}, &rp), BENCH_FAIL_BODY_TYPE);
+    CU_ASSERT_EQUAL(outcome(&(rsp_spec){.body = CMP_BODY_ERROR}, &rp), BENCH_FAIL_CMP_ERROR);
+    CU_ASSERT_EQUAL(outcome(&(rsp_spec){.body = CMP_BODY_RP, .wrong_nonce = true}, &rp),
+                    BENCH_FAIL_RECIP_NONCE);
 }
 
 static void test_bench_counts_wrong_nonce(void)
@@ -434,6 +461,7 @@ int test_bench_register(void)
 #define T(fn) {#fn, fn}
         T(test_bench_accepts_good_ip_cp_and_pkiconf),
         T(test_bench_genm_expects_a_genp_with_ca_certs),
+        T(test_bench_kur_and_rr_expect_kup_and_accepting_rp),
         T(test_bench_counts_wrong_nonce),
         T(test_bench_counts_wrong_transaction_id),
         T(test_bench_counts_rejection_and_error),

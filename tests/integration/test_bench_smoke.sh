@@ -51,6 +51,30 @@ echo "ok   100 enrolments, 0 failures"
   || { cat "$work/bench2.log"; fail "ir-confirm"; }
 echo "ok   ir-confirm"
 
+# kur and rr: each request's certificate is enrolled before the clock, then updated / revoked
+# with a request signed by it; the revocations must be in the store afterwards.
+"$bench" --url "http://127.0.0.1:$port/.well-known/cmp/p/devices" \
+  --secret "demo-device:$secret" -n 20 --connections 2 --flow kur --ca "$work/inst/ca.pem" \
+  --verify --subject-template 'CN=kur-%d' --json "$work/kur.json" >"$work/bench3.log" 2>&1 \
+  || { cat "$work/bench3.log"; fail "kur"; }
+grep -q "enrolled 20 certificates" "$work/bench3.log" || { cat "$work/bench3.log"; fail "kur enrolment"; }
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["ok"]==20 and r["failed"]==0, r' \
+  "$work/kur.json" || fail "kur: 20 ok"
+echo "ok   kur"
+"$bench" --url "http://127.0.0.1:$port/.well-known/cmp/p/devices" \
+  --secret "demo-device:$secret" -n 20 --connections 2 --flow rr --ca "$work/inst/ca.pem" \
+  --verify --subject-template 'CN=rr-%d' --json "$work/rr.json" >"$work/bench4.log" 2>&1 \
+  || { cat "$work/bench4.log"; fail "rr"; }
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["ok"]==20 and r["failed"]==0, r' \
+  "$work/rr.json" || fail "rr: 20 ok"
+echo "ok   rr"
+# kur/rr cannot run against a server that returns someone else's certificate.
+if "$bench" --url "http://127.0.0.1:$port/.well-known/cmp/p/devices" --secret "demo-device:$secret" \
+  -n 1 --flow rr --no-key-check >"$work/bench5.log" 2>&1; then
+  fail "rr with --no-key-check was accepted"
+fi
+echo "ok   rr --no-key-check refused"
+
 kill -TERM "$pid"
 wait "$pid"
 drc=$?
