@@ -34,6 +34,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 
+#include "engine/ca/ca.h"
 #include "engine/cmp/cmp_protect.h"
 #include "engine/crmf/crmf.h"
 #include "engine/der/der_oid.h"
@@ -375,23 +376,6 @@ static bench_signer bench_default_signer(const bench_ctx *ctx)
     return (bench_signer){ctx->prot_key, ctx->prot_alg, ctx->prot_alg_der, ctx->prot_cert};
 }
 
-// bench_cert_fields finds issuer Name, serial (INTEGER content octets) and subject Name of
-// the certificate |cert| (RFC 5280 §4.1).
-static bool bench_cert_fields(cm_span cert, cm_span *issuer, cm_span *serial, cm_span *subject)
-{
-    der_reader r, c, tbs, skip;
-    bool present;
-    der_reader_init(&r, cert);
-    return cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &c)) &&
-           cm_ok(der_enter(&c, DER_TAG_SEQUENCE, &tbs)) &&
-           cm_ok(der_enter_optional(&tbs, DER_CONTEXT_CONS(0), &skip, &present)) &&
-           cm_ok(der_get_int_span(&tbs, serial)) &&
-           cm_ok(der_get_element(&tbs, DER_TAG_SEQUENCE, issuer)) && // signature AlgId
-           cm_ok(der_get_element(&tbs, DER_TAG_SEQUENCE, issuer)) &&
-           cm_ok(der_get_element(&tbs, DER_TAG_SEQUENCE, subject)) && // validity
-           cm_ok(der_get_element(&tbs, DER_TAG_SEQUENCE, subject));
-}
-
 // bench_header_init fills the header fields every request of |ctx| shares.
 static void bench_header_init(const bench_ctx *ctx, cmp_header_fields *h, cm_span sender,
                               cm_span prot_alg)
@@ -414,15 +398,13 @@ static void bench_header_init(const bench_ctx *ctx, cmp_header_fields *h, cm_spa
 static bool bench_rr_body(bench_prep *p, cmp_body *body, const bench_req *rq)
 {
     cmp_rev_details *rd = cm_arena_alloc(&p->arena, sizeof(*rd));
-    cm_span subject;
-    if (rd == NULL) {
+    ca_cert_fields f;
+    if (rd == NULL || !cm_ok(ca_cert_fields_parse(&f, cm_span_make(rq->cert, rq->cert_len)))) {
         return false;
     }
     memset(rd, 0, sizeof(*rd));
-    if (!bench_cert_fields(cm_span_make(rq->cert, rq->cert_len), &rd->tmpl.issuer, &rd->tmpl.serial,
-                           &subject)) {
-        return false;
-    }
+    rd->tmpl.issuer = f.issuer;
+    rd->tmpl.serial = f.serial;
     memset(body, 0, sizeof(*body));
     body->type = CMP_BODY_RR;
     body->u.rr.items = rd;
@@ -434,15 +416,16 @@ static bool bench_rr_body(bench_prep *p, cmp_body *body, const bench_req *rq)
 // (RFC 4211 §6.5, RFC 9483 §4.1.3).
 static bool bench_old_cert_id(bench_prep *p, crmf_cert_request *req, const bench_req *rq)
 {
-    crmf_cert_id id;
-    cm_span subject;
-    memset(&id, 0, sizeof(id));
-    id.issuer.tag = CRMF_GN_DIRECTORY_NAME;
-    if (!bench_cert_fields(cm_span_make(rq->cert, rq->cert_len), &id.issuer.name, &id.serial,
-                           &subject)) {
+    ca_cert_fields f;
+    if (!cm_ok(ca_cert_fields_parse(&f, cm_span_make(rq->cert, rq->cert_len)))) {
         return false;
     }
-    id.issuer.body = id.issuer.name; // [4] EXPLICIT: the Name inside
+    crmf_cert_id id;
+    memset(&id, 0, sizeof(id));
+    id.issuer.tag = CRMF_GN_DIRECTORY_NAME;
+    id.issuer.name = f.issuer;
+    id.issuer.body = f.issuer; // [4] EXPLICIT: the Name inside
+    id.serial = f.serial;
     der_builder b;
     der_builder_init_arena(&b, &p->arena, 256);
     crmf_cert_id_marshal(&b, &id);
@@ -592,11 +575,12 @@ static bool bench_prepare_one(bench_prep *p, size_t i)
     cm_span sender = ctx->macs != NULL ? subject : ctx->prot_sender;
     if (by_cert) {
         // The sender is the subject of the signing certificate; kur asks for the same subject.
-        cm_span issuer, serial;
-        if (!bench_cert_fields(signer.cert, &issuer, &serial, &sender)) {
+        ca_cert_fields f;
+        if (!cm_ok(ca_cert_fields_parse(&f, signer.cert))) {
             return false;
         }
-        subject = sender;
+        sender = f.subject;
+        subject = f.subject;
     }
     rq->sender = malloc(sender.len);
     if (rq->sender == NULL) {

@@ -5,9 +5,9 @@ if(TARGET cm_cmp)
   target_include_directories(bench_check PUBLIC ${PROJECT_SOURCE_DIR})
   target_compile_options(bench_check PRIVATE ${CM_WARNINGS})
   target_link_libraries(bench_check PUBLIC cm_cmp cm_crmf cm_der cm_base OpenSSL::Crypto)
-  if(TARGET cm_hsm)
+  if(TARGET cm_hsm AND TARGET cm_ca)
     certmint_bench(certmint-bench SOURCES certmint_bench.c
-                   LIBS bench_check cm_hsm cm_cmp cm_crmf cm_der cm_base OpenSSL::Crypto
+                   LIBS bench_check cm_hsm cm_ca cm_cmp cm_crmf cm_der cm_base OpenSSL::Crypto
                         Threads::Threads)
     target_compile_definitions(certmint-bench PRIVATE _GNU_SOURCE)
   endif()

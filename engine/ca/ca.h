@@ -107,6 +107,21 @@ typedef struct ca_key_info {
 // CA_E_SPKI_MALFORMED. Allocation-free; |out->key_bits| borrows |spki|. Thread: any.
 CM_RESULT ca_spki_parse(ca_key_info *out, cm_span spki);
 
+// The TBSCertificate fields a certificate is named and checked by (RFC 5280 §4.1), as spans
+// into the certificate. Thread: value type.
+typedef struct ca_cert_fields {
+    cm_span serial;   // serialNumber: INTEGER content octets (as the store keeps serials)
+    cm_span issuer;   // Name element
+    cm_span validity; // Validity element, not parsed
+    cm_span subject;  // Name element
+    cm_span spki;     // SubjectPublicKeyInfo element
+} ca_cert_fields;
+
+// ca_cert_fields_parse walks the Certificate element |cert| (nothing may follow it) to its
+// TBSCertificate fields; a malformed certificate fails with the DER reader's code.
+// Allocation-free. Thread: any.
+CM_RESULT ca_cert_fields_parse(ca_cert_fields *out, cm_span cert);
+
 // ---------------------------------------------------------------------------------------------
 // Profiles
 

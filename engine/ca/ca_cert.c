@@ -111,27 +111,37 @@ const char *ca_result_name(cm_result r)
 //     subject              Name,
 //     subjectPublicKeyInfo SubjectPublicKeyInfo,
 //     ... }                                                      -- RFC 5280 §4.1
-cm_result ca_cert_spans(cm_span cert, cm_span *out_subject, cm_span *out_spki,
-                        int64_t *out_not_before, int64_t *out_not_after)
+cm_result ca_cert_fields_parse(ca_cert_fields *out, cm_span cert)
 {
-    der_reader r, c, tbs, validity;
+    der_reader r, c, tbs;
     der_reader_init(&r, cert);
     CM_TRY(der_enter(&r, DER_TAG_SEQUENCE, &c));
     CM_TRY(der_expect_end(&r));
     CM_TRY(der_enter(&c, DER_TAG_SEQUENCE, &tbs));
     bool present;
     CM_TRY(der_get_optional(&tbs, DER_CONTEXT_CONS(0), NULL, &present));
-    cm_span serial, alg, issuer;
-    CM_TRY(der_get_int_span(&tbs, &serial));
+    cm_span alg;
+    CM_TRY(der_get_int_span(&tbs, &out->serial));
     CM_TRY(der_get_element(&tbs, DER_TAG_SEQUENCE, &alg));
-    CM_TRY(der_get_element(&tbs, DER_TAG_SEQUENCE, &issuer));
-    CM_TRY(der_enter(&tbs, DER_TAG_SEQUENCE, &validity));
-    CM_TRY(der_get_time(&validity, out_not_before));
-    CM_TRY(der_get_time(&validity, out_not_after));
-    CM_TRY(der_expect_end(&validity));
-    CM_TRY(der_get_element(&tbs, DER_TAG_SEQUENCE, out_subject));
-    CM_TRY(der_get_element(&tbs, DER_TAG_SEQUENCE, out_spki));
+    CM_TRY(der_get_element(&tbs, DER_TAG_SEQUENCE, &out->issuer));
+    CM_TRY(der_get_element(&tbs, DER_TAG_SEQUENCE, &out->validity));
+    CM_TRY(der_get_element(&tbs, DER_TAG_SEQUENCE, &out->subject));
+    CM_TRY(der_get_element(&tbs, DER_TAG_SEQUENCE, &out->spki));
     return cm_result_make(CM_OK);
+}
+
+// ca_validity_parse reads Validity ::= SEQUENCE { notBefore Time, notAfter Time } (RFC 5280
+// §4.1).
+static cm_result ca_validity_parse(cm_span validity, int64_t *out_not_before,
+                                   int64_t *out_not_after)
+{
+    der_reader r, v;
+    der_reader_init(&r, validity);
+    CM_TRY(der_enter(&r, DER_TAG_SEQUENCE, &v));
+    CM_TRY(der_expect_end(&r));
+    CM_TRY(der_get_time(&v, out_not_before));
+    CM_TRY(der_get_time(&v, out_not_after));
+    return der_expect_end(&v);
 }
 
 void ca_put_extension(der_builder *b, cm_span oid, bool critical, cm_span value)
@@ -287,12 +297,15 @@ static cm_result ca_cert_load(ca_authority **out, char *err, size_t err_cap, con
         goto out;
     }
     cm_span key_bits;
-    if (!cm_ok(ca_cert_spans(cm_span_make(ca->der, ca->der_len), &ca->subject, &ca->spki,
-                             &ca->not_before, &ca->not_after)) ||
-        !cm_ok(ca_key_bits(ca->spki, &key_bits))) {
+    ca_cert_fields f;
+    if (!cm_ok(ca_cert_fields_parse(&f, cm_span_make(ca->der, ca->der_len))) ||
+        !cm_ok(ca_validity_parse(f.validity, &ca->not_before, &ca->not_after)) ||
+        !cm_ok(ca_key_bits(f.spki, &key_bits))) {
         ca_errf(err, err_cap, "%s: the certificate is not strict DER", cert_path);
         goto out;
     }
+    ca->subject = f.subject;
+    ca->spki = f.spki;
     ca->sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
     if (ca->sha1 == NULL) {
         ca_errf(err, err_cap, "SHA-1 is not available");

@@ -42,9 +42,6 @@ struct ca_authority {
 // ca_errf writes a formatted one-line reason into |err| (when |err_cap| > 0).
 void ca_errf(char *err, size_t err_cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-// ca_cert_spans reads a Certificate element and returns spans of its TBS fields.
-CM_RESULT ca_cert_spans(cm_span cert, cm_span *out_subject, cm_span *out_spki,
-                        int64_t *out_not_before, int64_t *out_not_after);
 
 // ca_put_extension writes Extension ::= SEQUENCE { extnID, critical DEFAULT FALSE, extnValue }.
 void ca_put_extension(der_builder *b, cm_span oid, bool critical, cm_span value);

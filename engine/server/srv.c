@@ -60,11 +60,12 @@ struct srv_request {
 
     // Authentication.
     cmp_prot_kind prot_kind;
-    bool mac_ok;         // the MAC verified with mac_key
-    cmp_mac_key mac_key; // kept for the response (same salt and parameters)
-    bool sig_ok;         // the signature verified with signer_cert
-    bool signer_is_ra;   // signer_cert is one of the CA's configured RA certificates
-    cm_span signer_cert; // extraCerts[0]
+    bool mac_ok;           // the MAC verified with mac_key
+    cmp_mac_key mac_key;   // kept for the response (same salt and parameters)
+    bool sig_ok;           // the signature verified with signer_cert
+    bool signer_is_ra;     // signer_cert is one of the CA's configured RA certificates
+    cm_span signer_cert;   // extraCerts[0]
+    ca_cert_fields signer; // its fields, once sig_ok
     uint8_t signer_hash[32];
 
     // Issuance.
@@ -539,24 +540,6 @@ static void srv_store_submit(srv_request *req)
 
 // --- header and protection ------------------------------------------------------------------
 
-// srv_cert_fields finds issuer, serial and subject of a certificate (RFC 5280 §4.1).
-static cm_result srv_cert_fields(cm_span cert, cm_span *out_issuer, cm_span *out_serial,
-                                 cm_span *out_subject)
-{
-    der_reader r, c, tbs, skip;
-    der_reader_init(&r, cert);
-    CM_TRY(der_enter(&r, DER_TAG_SEQUENCE, &c));
-    CM_TRY(der_enter(&c, DER_TAG_SEQUENCE, &tbs));
-    bool present;
-    CM_TRY(der_enter_optional(&tbs, DER_CONTEXT_CONS(0), &skip, &present));
-    CM_TRY(der_get_int_span(&tbs, out_serial));
-    CM_TRY(der_get_element(&tbs, DER_TAG_SEQUENCE, out_issuer)); // signature AlgId
-    CM_TRY(der_get_element(&tbs, DER_TAG_SEQUENCE, out_issuer));
-    CM_TRY(der_get_element(&tbs, DER_TAG_SEQUENCE, out_subject)); // validity
-    CM_TRY(der_get_element(&tbs, DER_TAG_SEQUENCE, out_subject));
-    return cm_result_make(CM_OK);
-}
-
 static cm_result srv_check_header(srv_request *req)
 {
     const cmp_header *h = &req->msg.header;
@@ -571,10 +554,10 @@ static cm_result srv_check_header(srv_request *req)
     if (h->recipient.tag == CRMF_GN_DIRECTORY_NAME && h->recipient.name.len > 2 && !unverifiable) {
         bool ours = cm_span_eq(h->recipient.name, ca_authority_subject(req->ca->authority)) ||
                     cm_span_eq(h->recipient.name, ca_authority_subject(req->ca->cmp_cert));
-        cm_span issuer, serial, subject;
+        ca_cert_fields f;
         if (!ours && req->msg.num_extra_certs > 0 &&
-            cm_ok(srv_cert_fields(req->msg.extra_certs[0], &issuer, &serial, &subject))) {
-            ours = cm_span_eq(h->recipient.name, issuer);
+            cm_ok(ca_cert_fields_parse(&f, req->msg.extra_certs[0]))) {
+            ours = cm_span_eq(h->recipient.name, f.issuer);
         }
         CM_ENSURE(ours, SRV_E_WRONG_AUTHORITY);
     }
@@ -624,10 +607,10 @@ static cm_result srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *t
     const cm_span signer = m->extra_certs[0];
     CM_TRY(cmp_protect_verify_sig(&req->w->crypto, m->header.protection_alg.whole,
                                   m->protected_part, m->protection, m->protection_unused, signer));
-    cm_span issuer, serial, subject;
-    CM_TRY(srv_cert_fields(signer, &issuer, &serial, &subject));
+    ca_cert_fields f;
+    CM_TRY(ca_cert_fields_parse(&f, signer));
     CM_ENSURE(m->header.sender.tag == CRMF_GN_DIRECTORY_NAME &&
-                  cm_span_eq(m->header.sender.name, subject),
+                  cm_span_eq(m->header.sender.name, f.subject),
               SRV_E_SENDER_MISMATCH);
     cm_result tr = cm_result_make(CA_E_UNTRUSTED);
     for (size_t i = 0; i < req->ca->num_ra_certs; i++) {
@@ -645,6 +628,7 @@ static cm_result srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *t
     }
     CM_ENSURE(cm_ok(tr), tr.code == CA_E_CERT_EXPIRED ? CA_E_CERT_EXPIRED : SRV_E_UNTRUSTED);
     req->signer_cert = signer;
+    req->signer = f;
     CM_ENSURE(EVP_Digest(signer.p, signer.len, req->signer_hash, NULL, req->w->dig.sha256, NULL) ==
                   1,
               SRV_E_INTERNAL);
@@ -681,8 +665,8 @@ static cm_result srv_collect_exts(srv_request *req, cm_span ext_content)
 // CA, known to the store and valid, and named by the oldCertID control when present.
 static cm_result srv_kur_check(srv_request *req, const crmf_cert_request *cr)
 {
-    cm_span issuer, serial, subject;
-    CM_TRY(srv_cert_fields(req->signer_cert, &issuer, &serial, &subject));
+    const cm_span issuer = req->signer.issuer;
+    const cm_span serial = req->signer.serial;
     CM_ENSURE(cm_span_eq(issuer, ca_authority_subject(req->ca->authority)), SRV_E_OLD_CERT);
     if (cr->has_old_cert_id) {
         CM_ENSURE(cm_span_eq(cr->old_cert_id.serial, serial) &&
@@ -747,9 +731,7 @@ static cm_result srv_enrol_prepare(srv_request *req)
         if (tm->subject.len != 0) {
             req->creq.subject = tm->subject;
         } else if (t == CMP_BODY_KUR) {
-            cm_span issuer, serial, subject;
-            CM_TRY(srv_cert_fields(req->signer_cert, &issuer, &serial, &subject));
-            req->creq.subject = subject;
+            req->creq.subject = req->signer.subject;
         } else {
             static const uint8_t k_empty_name[] = {0x30, 0x00};
             req->creq.subject = cm_span_make(k_empty_name, sizeof(k_empty_name));
@@ -1069,9 +1051,8 @@ static cm_result srv_rr_prepare(srv_request *req)
     CM_ENSURE(rd->tmpl.serial.len != 0 && rd->tmpl.issuer.len != 0, SRV_E_BODY);
     CM_ENSURE(cm_span_eq(rd->tmpl.issuer, ca_authority_subject(ca->authority)), SRV_E_OLD_CERT);
     if (!req->signer_is_ra) {
-        cm_span issuer, serial, subject;
-        CM_TRY(srv_cert_fields(req->signer_cert, &issuer, &serial, &subject));
-        CM_ENSURE(cm_span_eq(serial, rd->tmpl.serial) && cm_span_eq(issuer, rd->tmpl.issuer),
+        CM_ENSURE(cm_span_eq(req->signer.serial, rd->tmpl.serial) &&
+                      cm_span_eq(req->signer.issuer, rd->tmpl.issuer),
                   SRV_E_NOT_AUTHORIZED);
     }
     const uint32_t reason = rd->has_reason ? rd->reason : STORE_REASON_UNSPECIFIED;

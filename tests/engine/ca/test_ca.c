@@ -1218,6 +1218,52 @@ static void test_ca_crl_empty_and_bad_args(void)
     der_builder_cleanup(&b);
 }
 
+static void test_ca_cert_fields(void)
+{
+    test_req r;
+    req_make(&r, "P-256", "/CN=fields", NULL);
+    X509 *x = issue(&r, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    unsigned char *der;
+    cm_span c = x509_der(x, &der);
+    ca_cert_fields f;
+    TEST_ASSERT_OK(ca_cert_fields_parse(&f, c));
+    // Each field as OpenSSL encodes it.
+    unsigned char *n = NULL;
+    int len = i2d_X509_NAME(X509_get_issuer_name(x), &n);
+    CU_ASSERT_TRUE(f.issuer.len == (size_t)len && memcmp(f.issuer.p, n, f.issuer.len) == 0);
+    OPENSSL_free(n);
+    n = NULL;
+    len = i2d_X509_NAME(X509_get_subject_name(x), &n);
+    CU_ASSERT_TRUE(f.subject.len == (size_t)len && memcmp(f.subject.p, n, f.subject.len) == 0);
+    OPENSSL_free(n);
+    n = NULL;
+    len = i2d_PUBKEY(X509_get0_pubkey(x), &n);
+    CU_ASSERT_TRUE(f.spki.len == (size_t)len && memcmp(f.spki.p, n, f.spki.len) == 0);
+    OPENSSL_free(n);
+    n = NULL;
+    len = i2d_ASN1_INTEGER(X509_get0_serialNumber(x), &n); // tag, short length, content
+    CU_ASSERT_TRUE(len > 2 && f.serial.len == (size_t)len - 2 &&
+                   memcmp(f.serial.p, n + 2, f.serial.len) == 0);
+    OPENSSL_free(n);
+    CU_ASSERT_TRUE(f.validity.len > 2 && f.validity.p[0] == 0x30);
+    // Bad input: truncated, trailing bytes, not a certificate.
+    TEST_ASSERT_CODE(ca_cert_fields_parse(&f, cm_span_make(c.p, c.len - 1)), CM_E_DER_TRUNCATED);
+    uint8_t *longer = malloc(c.len + 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(longer);
+    memcpy(longer, c.p, c.len);
+    longer[c.len] = 0;
+    TEST_ASSERT_CODE(ca_cert_fields_parse(&f, cm_span_make(longer, c.len + 1)), CM_E_DER_TRAILING);
+    free(longer);
+    static const uint8_t k_int[] = {0x02, 0x01, 0x05};
+    TEST_ASSERT_CODE(ca_cert_fields_parse(&f, cm_span_make(k_int, sizeof(k_int))),
+                     CM_E_DER_UNEXPECTED_TAG);
+    TEST_ASSERT_CODE(ca_cert_fields_parse(&f, cm_span_make(NULL, 0)), CM_E_DER_TRUNCATED);
+    OPENSSL_free(der);
+    X509_free(x);
+    req_free(&r);
+}
+
 static void test_ca_tbs_fixed_buffer_too_small(void)
 {
     test_req t;
@@ -1267,6 +1313,7 @@ int test_ca_register(void)
         CU_ADD_TEST(s, test_ca_trust_cache_concurrent) == NULL ||
         CU_ADD_TEST(s, test_ca_crl_builds_and_verifies) == NULL ||
         CU_ADD_TEST(s, test_ca_crl_empty_and_bad_args) == NULL ||
+        CU_ADD_TEST(s, test_ca_cert_fields) == NULL ||
         CU_ADD_TEST(s, test_ca_tbs_fixed_buffer_too_small) == NULL) {
         return 1;
     }
