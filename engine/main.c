@@ -237,7 +237,9 @@ static void main_metrics(main_loop_ctx *c, main_conn *mc)
         "# TYPE certmint_hsm_sessions_reopened_total counter\n"
         "certmint_hsm_sessions_reopened_total %llu\n"
         "# TYPE certmint_store_jobs_total counter\ncertmint_store_jobs_total %llu\n"
-        "# TYPE certmint_store_queue_depth gauge\ncertmint_store_queue_depth %llu\n",
+        "# TYPE certmint_store_queue_depth gauge\ncertmint_store_queue_depth %llu\n"
+        "# TYPE certmint_store_checkpoints_total counter\ncertmint_store_checkpoints_total %llu\n"
+        "# TYPE certmint_store_wal_pages gauge\ncertmint_store_wal_pages %llu\n",
         (unsigned long long)__atomic_load_n(&d->n_ok, __ATOMIC_RELAXED),
         (unsigned long long)__atomic_load_n(&d->n_rejected, __ATOMIC_RELAXED),
         (unsigned long long)__atomic_load_n(&d->n_http_errors, __ATOMIC_RELAXED),
@@ -245,7 +247,8 @@ static void main_metrics(main_loop_ctx *c, main_conn *mc)
         (unsigned long long)ns.rejected_full, (unsigned long long)ns.timeouts,
         hsm_pool_depth(d->pool), (unsigned long long)hs.signed_ok, (unsigned long long)hs.failed,
         (unsigned long long)hs.reopened, (unsigned long long)ss.jobs,
-        (unsigned long long)ss.queue_depth);
+        (unsigned long long)ss.queue_depth, (unsigned long long)ss.checkpoints,
+        (unsigned long long)ss.wal_pages);
     used = n > 0 && (size_t)n < cap ? (size_t)n : 0;
     // Requests by body type and outcome, all CAs together.
     n = snprintf(text + used, cap - used, "# TYPE certmint_cmp_requests_total counter\n");

@@ -2,6 +2,7 @@
 // one PKCS#11 session for its whole life, completions pushed back through the submitters'
 // cm_cq in chains (one doorbell per cq per batch).
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -396,6 +397,9 @@ static void *hsm_worker_main(void *arg)
 {
     hsm_worker *w = arg;
     hsm_pool *p = w->pool;
+    char name[16];
+    (void)snprintf(name, sizeof(name), "cm-hsm%u", w->index);
+    (void)pthread_setname_np(pthread_self(), name);
     cm_result r = hsm_worker_open(w);
     (void)pthread_mutex_lock(&p->mu);
     w->start_result = r;

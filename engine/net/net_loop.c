@@ -567,6 +567,9 @@ static void net_loop_serve(net_loop *l)
 static void *net_loop_main(void *arg)
 {
     net_loop *l = arg;
+    char name[16];
+    (void)snprintf(name, sizeof(name), "cm-io%u", l->index);
+    (void)pthread_setname_np(pthread_self(), name); // for ps -L, top -H and perf
     cm_result r = net_loop_setup(l);
     net_server *s = l->server;
     (void)pthread_mutex_lock(&s->mu);

@@ -224,6 +224,7 @@ static bool store_execute_batch(store *s, store_job *first)
 static void *store_writer_main(void *arg)
 {
     store *s = arg;
+    (void)pthread_setname_np(pthread_self(), "cm-store");
     (void)pthread_mutex_lock(&s->mu);
     for (;;) {
         while (s->head == NULL && !s->stopping) {
@@ -273,6 +274,9 @@ static void *store_writer_main(void *arg)
         (void)pthread_mutex_unlock(&s->mu);
 
         store_complete(first);
+        if (s->ops->after_batch != NULL) {
+            s->ops->after_batch(s->backend);
+        }
         (void)pthread_mutex_lock(&s->mu);
     }
     (void)pthread_mutex_unlock(&s->mu);
@@ -463,6 +467,9 @@ void store_get_stats(store *s, store_stats *out)
     *out = s->stats;
     out->queue_depth = s->depth;
     (void)pthread_mutex_unlock(&s->mu);
+    if (s->ops->stats != NULL) {
+        s->ops->stats(s->backend, out);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -29,6 +29,11 @@ typedef struct store_backend_ops {
     cm_result (*exec)(store_backend *b, store_job *job);
     CM_RESULT (*commit)(store_backend *b);
     void (*rollback)(store_backend *b);
+    // after_batch runs on the writer thread after a batch's jobs have been completed (its
+    // clients are answered): deferred maintenance such as WAL checkpoints. May be NULL.
+    void (*after_batch)(store_backend *b);
+    // stats adds the backend's own counters to |out|. Thread: any. May be NULL.
+    void (*stats)(store_backend *b, store_stats *out);
 
     CM_RESULT (*reader_open)(store_backend *b, store_backend_reader **out_r);
     void (*reader_close)(store_backend_reader *r);

@@ -2,6 +2,7 @@
 // on, schema created and migrated here (PRAGMA user_version, a table of migrations), every
 // statement prepared once per connection.
 #include <limits.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,12 +187,45 @@ static const char *const k_store_sq_read_sql[SQR_COUNT] = {
 
 static const char *const k_store_sq_status_text[] = {"unconfirmed", "valid", "revoked", "hold"};
 
+// WAL checkpoints. SQLite's automatic checkpoint runs inside the COMMIT that takes the WAL past
+// wal_autocheckpoint pages, on the writer thread: that commit also copies the WAL into the
+// database file and syncs it (several ms with a 4 MB WAL), and every request in that batch and
+// every job queued behind it waits. Instead the writer's WAL hook only notes the WAL's size, and
+// after each batch (its clients already answered) store_sq_after_batch hands checkpoints to a
+// checkpointer thread with its own connection, which runs PASSIVE checkpoints (they never block
+// the writer). A passive checkpoint cannot restart the WAL while the writer keeps appending, so
+// after each pass the writer tops up: it checkpoints the few frames appended during the pass
+// itself, and its next commit starts the WAL from the beginning. Without a checkpointer thread
+// (it could not start), SQLite's automatic checkpoint stays on.
+typedef enum store_sq_ckpt_state {
+    STORE_SQ_CKPT_IDLE,      // nothing asked
+    STORE_SQ_CKPT_REQUESTED, // the writer asked for a pass
+    STORE_SQ_CKPT_RUNNING,   // the checkpointer is copying
+    STORE_SQ_CKPT_PASSED,    // a pass finished: the writer tops up after its next batch
+} store_sq_ckpt_state;
+
+typedef struct store_sq_ckpt {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    sqlite3 *db;               // the checkpointer's connection; thread: the checkpointer
+    store_sq_ckpt_state state; // guarded_by(mu)
+    bool stop;                 // guarded_by(mu)
+    uint64_t passes;           // guarded_by(mu)
+    uint64_t topups;           // guarded_by(mu)
+    uint64_t wal_pages;        // guarded_by(mu): the WAL's size after the last commit
+} store_sq_ckpt;
+
 // store_backend is the write connection. Thread: the writer thread (after open).
 struct store_backend {
     sqlite3 *db;
     char *path;          // immutable: readers open the same file
     int busy_timeout_ms; // immutable
     sqlite3_stmt *st[SQW_COUNT];
+    uint32_t ckpt_pages; // immutable: WAL pages that start a background checkpoint
+    int wal_pages;       // written by the WAL hook on the writer thread
+    bool ckpt_on;        // immutable after open: the checkpointer thread runs
+    store_sq_ckpt ckpt;
 };
 
 // store_backend_reader is one read connection. Thread: one at a time.
@@ -383,11 +417,146 @@ static cm_result store_sq_migrate(sqlite3 *db, const char *path)
 // ---------------------------------------------------------------------------------------------
 // Open and close
 
+// store_sq_checkpointer_main is the checkpointer thread: one PASSIVE checkpoint per request.
+static void *store_sq_checkpointer_main(void *arg)
+{
+    store_backend *b = arg;
+    store_sq_ckpt *c = &b->ckpt;
+    (void)pthread_setname_np(pthread_self(), "cm-checkpoint");
+    (void)pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (c->state != STORE_SQ_CKPT_REQUESTED && !c->stop) {
+            (void)pthread_cond_wait(&c->cv, &c->mu);
+        }
+        if (c->stop) {
+            break;
+        }
+        c->state = STORE_SQ_CKPT_RUNNING;
+        (void)pthread_mutex_unlock(&c->mu);
+        int log_frames = 0;
+        int done_frames = 0;
+        int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+                                           &done_frames);
+        if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
+            cm_log(CM_LOG_WARN, "store: sqlite:%s: background checkpoint: %s", b->path,
+                   sqlite3_errmsg(c->db));
+        } else {
+            cm_log(CM_LOG_DEBUG, "store: checkpoint copied %d of %d WAL frames", done_frames,
+                   log_frames);
+        }
+        (void)pthread_mutex_lock(&c->mu);
+        c->passes++;
+        c->state = STORE_SQ_CKPT_PASSED;
+    }
+    (void)pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+// store_sq_wal_hook records the WAL's size after each commit (writer thread, inside COMMIT).
+static int store_sq_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void)db;
+    (void)name;
+    store_backend *b = arg;
+    b->wal_pages = pages;
+    (void)pthread_mutex_lock(&b->ckpt.mu);
+    b->ckpt.wal_pages = (uint64_t)pages;
+    (void)pthread_mutex_unlock(&b->ckpt.mu);
+    return SQLITE_OK;
+}
+
+// store_sq_after_batch asks for a background checkpoint when the WAL has grown past
+// ckpt_pages, and tops up after a finished pass (see store_sq_ckpt).
+static void store_sq_after_batch(store_backend *b)
+{
+    if (!b->ckpt_on) {
+        return;
+    }
+    store_sq_ckpt *c = &b->ckpt;
+    (void)pthread_mutex_lock(&c->mu);
+    store_sq_ckpt_state state = c->state;
+    if (state == STORE_SQ_CKPT_IDLE && b->wal_pages >= (int)b->ckpt_pages) {
+        c->state = STORE_SQ_CKPT_REQUESTED;
+        (void)pthread_cond_signal(&c->cv);
+    } else if (state == STORE_SQ_CKPT_PASSED) {
+        c->state = STORE_SQ_CKPT_IDLE;
+        c->topups++;
+    }
+    (void)pthread_mutex_unlock(&c->mu);
+    if (state == STORE_SQ_CKPT_PASSED) {
+        // The checkpointer is idle, so this cannot be busy with it; a reader still on an old
+        // snapshot only shortens what it copies.
+        (void)sqlite3_wal_checkpoint_v2(b->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    }
+}
+
+static void store_sq_stats(store_backend *b, store_stats *out)
+{
+    if (!b->ckpt_on) {
+        return;
+    }
+    (void)pthread_mutex_lock(&b->ckpt.mu);
+    out->checkpoints = b->ckpt.passes;
+    out->checkpoint_topups = b->ckpt.topups;
+    out->wal_pages = b->ckpt.wal_pages;
+    (void)pthread_mutex_unlock(&b->ckpt.mu);
+}
+
+// store_sq_ckpt_start opens the checkpointer's connection and starts its thread. On failure
+// SQLite's automatic checkpoint stays on and the store works as before.
+static void store_sq_ckpt_start(store_backend *b, const store_options *opts)
+{
+    store_sq_ckpt *c = &b->ckpt;
+    c->state = STORE_SQ_CKPT_IDLE;
+    if (pthread_mutex_init(&c->mu, NULL) != 0) {
+        return;
+    }
+    if (pthread_cond_init(&c->cv, NULL) != 0) {
+        (void)pthread_mutex_destroy(&c->mu);
+        return;
+    }
+    cm_result r = store_sq_connect(&c->db, b->path, SQLITE_OPEN_READWRITE, b->busy_timeout_ms);
+    if (cm_ok(r)) {
+        // A checkpoint syncs as its connection's synchronous setting says.
+        r = store_sq_exec(c->db, opts->sync == STORE_SYNC_NORMAL ? "PRAGMA synchronous = NORMAL"
+                                                                 : "PRAGMA synchronous = FULL");
+    }
+    if (cm_ok(r) && pthread_create(&c->thread, NULL, store_sq_checkpointer_main, b) == 0) {
+        b->ckpt_on = true;
+        (void)sqlite3_wal_hook(b->db, store_sq_wal_hook, b); // replaces the automatic checkpoint
+        return;
+    }
+    cm_log(CM_LOG_WARN, "store: sqlite:%s: no background checkpointer; checkpoints run in commits",
+           b->path);
+    (void)sqlite3_close(c->db);
+    c->db = NULL;
+    (void)pthread_cond_destroy(&c->cv);
+    (void)pthread_mutex_destroy(&c->mu);
+}
+
+static void store_sq_ckpt_stop(store_backend *b)
+{
+    if (!b->ckpt_on) {
+        return;
+    }
+    store_sq_ckpt *c = &b->ckpt;
+    (void)pthread_mutex_lock(&c->mu);
+    c->stop = true;
+    (void)pthread_cond_signal(&c->cv);
+    (void)pthread_mutex_unlock(&c->mu);
+    (void)pthread_join(c->thread, NULL);
+    (void)sqlite3_close(c->db);
+    (void)pthread_cond_destroy(&c->cv);
+    (void)pthread_mutex_destroy(&c->mu);
+    b->ckpt_on = false;
+}
+
 static void store_sq_close(store_backend *b)
 {
     if (b == NULL) {
         return;
     }
+    store_sq_ckpt_stop(b);
     for (size_t i = 0; i < SQW_COUNT; i++) {
         (void)sqlite3_finalize(b->st[i]);
     }
@@ -447,6 +616,8 @@ static cm_result store_sq_open(store_backend **out_b, const char *location,
         store_sq_close(b);
         return r;
     }
+    b->ckpt_pages = opts->checkpoint_pages != 0 ? opts->checkpoint_pages : 1000u;
+    store_sq_ckpt_start(b, opts);
     *out_b = b;
     return cm_result_make(CM_OK);
 }
@@ -1053,6 +1224,8 @@ const store_backend_ops store_sqlite_ops = {
     .exec = store_sq_exec_job,
     .commit = store_sq_commit,
     .rollback = store_sq_rollback,
+    .after_batch = store_sq_after_batch,
+    .stats = store_sq_stats,
     .reader_open = store_sq_reader_open,
     .reader_close = store_sq_reader_close,
     .cert_get = store_sq_cert_get,

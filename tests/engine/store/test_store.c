@@ -1110,6 +1110,131 @@ static void test_store_completed_records_survive_a_crash(void)
     test_store_close_checked(s);
 }
 
+// test_store_insert_range inserts certificates |from| .. |to|-1 in batches of |batch| (one
+// commit each).
+static void test_store_insert_range(store *s, uint32_t from, uint32_t to, uint32_t batch,
+                                    uint32_t salt)
+{
+    enum { MAX_BATCH = 16 };
+    CU_ASSERT_FATAL(batch >= 1 && batch <= MAX_BATCH);
+    test_item items[MAX_BATCH];
+    for (uint32_t n = from; n < to; n += batch) {
+        store_job *jobs[MAX_BATCH];
+        uint32_t k = 0;
+        for (; k < batch && n + k < to; k++) {
+            test_store_fill(&items[k], NULL, "devices", n + k, salt, STORE_CERT_VALID, 0);
+            jobs[k] = &items[k].job;
+        }
+        TEST_ASSERT_OK(store_run_batch(s, jobs, k));
+    }
+}
+
+// test_store_wait_checkpoint commits single certificates (numbered from |*next|) until the
+// background checkpointer has finished a pass and the writer has topped it up, at most 10 s.
+static void test_store_wait_checkpoint(store *s, uint64_t topups_before, uint32_t *next,
+                                       uint32_t salt)
+{
+    store_stats st;
+    for (int i = 0; i < 10000; i++) {
+        store_get_stats(s, &st);
+        if (st.checkpoint_topups > topups_before) {
+            return;
+        }
+        test_store_insert_range(s, *next, *next + 1, 1, salt);
+        (*next)++;
+        (void)usleep(1000);
+    }
+    CU_FAIL_FATAL("no background checkpoint within 10 s");
+}
+
+static void test_store_background_checkpoints_restart_the_wal(void)
+{
+    char url[600];
+    store *s = NULL;
+    store_options o = {.sync = STORE_SYNC_NORMAL, .checkpoint_pages = 64};
+    TEST_ASSERT_OK(store_open(&s, test_store_url(url, sizeof(url), "ckpt.db"), &o));
+
+    // 600 certificates in commits of 4: the WAL passes 64 pages many times over.
+    test_store_insert_range(s, 0, 600, 4, 11);
+    uint32_t next = 600;
+    store_stats st;
+    store_get_stats(s, &st);
+    CU_ASSERT(st.checkpoints >= 1);
+    // A pass may be running now; wait for the next top-up.
+    test_store_wait_checkpoint(s, st.checkpoint_topups, &next, 11);
+    // After the top-up the WAL is fully copied: the next commit starts it from the beginning.
+    test_store_insert_range(s, next, next + 1, 1, 11);
+    next++;
+    store_get_stats(s, &st);
+    CU_ASSERT(st.wal_pages < 64);
+    CU_ASSERT(st.wal_pages > 0);
+    // Nothing is lost: every row is there after close (which checkpoints the rest).
+    test_store_close_checked(s);
+    CU_ASSERT_EQUAL(test_store_db_int("ckpt.db", "SELECT count(*) FROM cert"), (int64_t)next);
+
+    // Without background checkpoints the same WAL would hold hundreds of pages: the default
+    // (1000 pages) does not trigger one in 100 commits of one certificate.
+    TEST_ASSERT_OK(store_open(&s, test_store_url(url, sizeof(url), "ckpt-default.db"), NULL));
+    test_store_insert_range(s, 0, 100, 1, 12);
+    store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.checkpoints, 0);
+    CU_ASSERT(st.wal_pages > 64);
+    test_store_close_checked(s);
+}
+
+// A reader that keeps an old snapshot stops the WAL from restarting: writes go on, nothing is
+// lost, and once the reader lets go the next pass and top-up restart the WAL again.
+static void test_store_checkpoint_waits_for_a_long_reader(void)
+{
+    char url[600];
+    char path[512];
+    store *s = NULL;
+    store_options o = {.sync = STORE_SYNC_NORMAL, .checkpoint_pages = 32};
+    TEST_ASSERT_OK(store_open(&s, test_store_url(url, sizeof(url), "ckpt-reader.db"), &o));
+    test_store_insert_range(s, 0, 50, 5, 13);
+
+    sqlite3 *db = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open_v2(test_store_path(path, sizeof(path), "ckpt-reader.db"),
+                                          &db, SQLITE_OPEN_READONLY, NULL),
+                          SQLITE_OK);
+    CU_ASSERT_EQUAL_FATAL(sqlite3_exec(db, "BEGIN; SELECT count(*) FROM cert;", NULL, NULL, NULL),
+                          SQLITE_OK);
+
+    uint32_t next = 50;
+    store_stats st;
+    store_get_stats(s, &st);
+    uint64_t topups = st.checkpoint_topups;
+    test_store_insert_range(s, next, next + 400, 4, 13);
+    next += 400;
+    test_store_wait_checkpoint(s, topups, &next, 13);
+    test_store_insert_range(s, next, next + 1, 1, 13);
+    next++;
+    store_get_stats(s, &st);
+    CU_ASSERT(st.wal_pages >= 32); // the old snapshot pins the WAL: it could not restart
+
+    // The reader still sees its snapshot, not the rows written since.
+    sqlite3_stmt *q = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(db, "SELECT count(*) FROM cert", -1, &q, NULL),
+                          SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_step(q), SQLITE_ROW);
+    CU_ASSERT_EQUAL(sqlite3_column_int64(q, 0), 50);
+    (void)sqlite3_finalize(q);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    (void)sqlite3_close(db);
+
+    store_get_stats(s, &st);
+    test_store_wait_checkpoint(s, st.checkpoint_topups, &next, 13);
+    test_store_insert_range(s, next, next + 1, 1, 13);
+    next++;
+    store_get_stats(s, &st);
+    CU_ASSERT(st.wal_pages < 32);
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    CU_ASSERT_EQUAL(test_store_count(r, "devices", STORE_CERT_VALID), next);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
 static void test_store_result_names(void)
 {
     CU_ASSERT_STRING_EQUAL(store_result_name(cm_result_make(STORE_E_DUPLICATE_SERIAL)),
@@ -1144,7 +1269,9 @@ int test_store_register(void)
         CU_ADD_TEST(s, test_store_locked_database_fails_the_whole_batch) == NULL ||
         CU_ADD_TEST(s, test_store_group_commit_concurrent_submitters) == NULL ||
         CU_ADD_TEST(s, test_store_close_commits_everything_queued) == NULL ||
-        CU_ADD_TEST(s, test_store_completed_records_survive_a_crash) == NULL) {
+        CU_ADD_TEST(s, test_store_completed_records_survive_a_crash) == NULL ||
+        CU_ADD_TEST(s, test_store_background_checkpoints_restart_the_wal) == NULL ||
+        CU_ADD_TEST(s, test_store_checkpoint_waits_for_a_long_reader) == NULL) {
         return 1;
     }
     return 0;
