@@ -880,6 +880,8 @@ typedef struct bench_run {
     size_t reconnects;
     uint8_t **rsp; // --verify: response DER per request (heap), NULL otherwise
     size_t *rsp_len;
+    uint8_t **conf_rsp; // --verify with ir-confirm: the pkiConf per request, NULL otherwise
+    size_t *conf_rsp_len;
     bool capture; // keep each issued certificate in its bench_req (enrolling for kur/rr)
 } bench_run;
 
@@ -1103,6 +1105,13 @@ static void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rs
             run->rsp_len[c->req] = h->body.len;
         }
     }
+    if (f == BENCH_OK && c->phase == 1 && run->conf_rsp != NULL) {
+        run->conf_rsp[c->req] = malloc(h->body.len);
+        if (run->conf_rsp[c->req] != NULL) {
+            memcpy(run->conf_rsp[c->req], h->body.p, h->body.len);
+            run->conf_rsp_len[c->req] = h->body.len;
+        }
+    }
     if (f == BENCH_OK && run->capture) {
         // Enrolling for a kur/rr run: keep the certificate.
         bench_req *w = &run->ctx->reqs[c->req];
@@ -1298,9 +1307,9 @@ static void bench_loop(bench_run *run, size_t limit, uint64_t stop_at, bool prog
 // ---------------------------------------------------------------------------------------------
 // --verify (after the clock stops)
 
-// bench_verify_one checks the protection of the response |der| to request |i| and the
-// certificate's signature against --ca.
-static bench_fail bench_verify_one(bench_run *run, size_t i, cm_span der)
+// bench_verify_protection parses the response |der| into |m| and checks its protection: a
+// signature by extraCerts[0] (or the CA), or the MAC with --secret.
+static bench_fail bench_verify_protection(bench_run *run, cmp_msg *out, cm_span der)
 {
     bench_ctx *ctx = run->ctx;
     cm_arena_reset(&run->arena);
@@ -1332,14 +1341,26 @@ static bench_fail bench_verify_one(bench_run *run, size_t i, cm_span der)
             return BENCH_FAIL_PROTECTION;
         }
     }
-    (void)i;
+    *out = m;
+    return BENCH_OK;
+}
+
+// bench_verify_one checks the protection of the response |der| and the certificate's
+// signature against --ca.
+static bench_fail bench_verify_one(bench_run *run, cm_span der)
+{
+    cmp_msg m;
+    const bench_fail pf = bench_verify_protection(run, &m, der);
+    if (pf != BENCH_OK) {
+        return pf;
+    }
     if (m.body.type == CMP_BODY_GENP || m.body.type == CMP_BODY_RP) {
         return BENCH_OK; // no certificate to check
     }
     const cm_span cert = m.body.u.rep.responses[0].cert;
     const unsigned char *p = cert.p;
     X509 *x = d2i_X509(NULL, &p, (long)cert.len);
-    const bool ok = x != NULL && X509_verify(x, X509_get0_pubkey(ctx->ca)) == 1;
+    const bool ok = x != NULL && X509_verify(x, X509_get0_pubkey(run->ctx->ca)) == 1;
     X509_free(x);
     return ok ? BENCH_OK : BENCH_FAIL_CERT_SIGNATURE;
 }
@@ -1350,7 +1371,15 @@ static void bench_verify(bench_run *run, size_t first, size_t end)
         if (run->rsp[i] == NULL) {
             continue;
         }
-        const bench_fail f = bench_verify_one(run, i, cm_span_make(run->rsp[i], run->rsp_len[i]));
+        bench_fail f = bench_verify_one(run, cm_span_make(run->rsp[i], run->rsp_len[i]));
+        if (f == BENCH_OK && run->conf_rsp != NULL) {
+            // ir-confirm: the pkiConf must be protected too (RFC 9483 §4.1.1).
+            cmp_msg m;
+            f = run->conf_rsp[i] == NULL
+                    ? BENCH_FAIL_PROTECTION
+                    : bench_verify_protection(run, &m,
+                                              cm_span_make(run->conf_rsp[i], run->conf_rsp_len[i]));
+        }
         if (f != BENCH_OK) {
             run->fails[BENCH_OK]--;
             run->fails[f]++;
@@ -1494,6 +1523,13 @@ static int bench_run_main(const bench_opts *o)
         if (run.rsp == NULL || run.rsp_len == NULL) {
             bench_die("out of memory");
         }
+        if (ctx.flow == BENCH_FLOW_IR_CONFIRM) {
+            run.conf_rsp = calloc(total, sizeof(*run.conf_rsp));
+            run.conf_rsp_len = calloc(total, sizeof(*run.conf_rsp_len));
+            if (run.conf_rsp == NULL || run.conf_rsp_len == NULL) {
+                bench_die("out of memory");
+            }
+        }
     }
     for (size_t i = 0; i < o->connections; i++) {
         run.conns[i].fd = -1;
@@ -1586,8 +1622,15 @@ static int bench_run_main(const bench_opts *o)
             free(run.rsp[i]);
         }
     }
+    if (run.conf_rsp != NULL) {
+        for (size_t i = 0; i < total; i++) {
+            free(run.conf_rsp[i]);
+        }
+    }
     free(run.rsp);
     free(run.rsp_len);
+    free(run.conf_rsp);
+    free(run.conf_rsp_len);
     free(run.conns);
     free(run.lat);
     (void)close(run.epfd);

@@ -45,11 +45,17 @@ assert all(v == 0 for v in r["errors"].values()), r["errors"]
 PY
 echo "ok   100 enrolments, 0 failures"
 
-# The same with certConf on the same connection.
+# The same with certConf on the same connection; --verify also checks each pkiConf's MAC.
 "$bench" --url "http://127.0.0.1:$port/.well-known/cmp/p/devices" \
-  --secret "demo-device:$secret" -n 20 --connections 2 --flow ir-confirm >"$work/bench2.log" 2>&1 \
+  --secret "demo-device:$secret" -n 20 --connections 2 --flow ir-confirm \
+  --ca "$work/inst/ca.pem" --verify --json "$work/confirm.json" >"$work/bench2.log" 2>&1 \
   || { cat "$work/bench2.log"; fail "ir-confirm"; }
-echo "ok   ir-confirm"
+python3 - "$work/confirm.json" <<'PY' || fail "ir-confirm JSON: 20 ok, 0 failed"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["ok"] == 20 and r["failed"] == 0, r
+PY
+echo "ok   ir-confirm, ip and pkiConf verified"
 
 # kur and rr: each request's certificate is enrolled before the clock, then updated / revoked
 # with a request signed by it; the revocations must be in the store afterwards.
