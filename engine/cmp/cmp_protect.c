@@ -5,19 +5,39 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/core_dispatch.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
+#include <openssl/provider.h>
 #include <openssl/rand.h>
 
 #include "engine/der/der_oid.h"
 
 // The fetched algorithms. Templates are configured once (digest set, no key) and duplicated
 // per operation, so no operation fetches or looks up anything by name.
+// prot_owf is a hash called through its provider's dispatch table, for PasswordBasedMac's
+// iterated OWF: it hashes a 20..64-byte value hundreds of times per request, and on OpenSSL 3.0
+// EVP_DigestInit_ex2 + Update + Final cost about 190 ns per round on this machine against 80 ns
+// for the same provider functions called directly (bench/cmp_bench). The functions are those of
+// the very implementation EVP_MD_fetch chose (same provider, same properties); |newctx| NULL means
+// they could not be found and the EVP calls are used.
+typedef struct prot_owf {
+    void *provctx;
+    const OSSL_PROVIDER *prov;
+    const OSSL_ALGORITHM *algs; // from OSSL_PROVIDER_query_operation, handed back at free
+    OSSL_FUNC_digest_newctx_fn *newctx;
+    OSSL_FUNC_digest_init_fn *init;
+    OSSL_FUNC_digest_update_fn *update;
+    OSSL_FUNC_digest_final_fn *final;
+    OSSL_FUNC_digest_freectx_fn *freectx;
+} prot_owf;
+
 struct cmp_protect_ctx {
     cmp_protect_limits limits;
     EVP_MD *md[CMP_HASH_COUNT];
+    prot_owf owf[CMP_HASH_COUNT];
     EVP_MAC *hmac;
     EVP_MAC_CTX *hmac_tmpl[CMP_HASH_COUNT];
 };
@@ -97,10 +117,80 @@ void cmp_protect_ctx_free(cmp_protect_ctx *ctx)
     }
     for (size_t i = 0; i < CMP_HASH_COUNT; i++) {
         EVP_MAC_CTX_free(ctx->hmac_tmpl[i]);
+        if (ctx->owf[i].algs != NULL) {
+            OSSL_PROVIDER_unquery_operation(ctx->owf[i].prov, OSSL_OP_DIGEST, ctx->owf[i].algs);
+        }
         EVP_MD_free(ctx->md[i]);
     }
     EVP_MAC_free(ctx->hmac);
     OPENSSL_free(ctx);
+}
+
+// prot_owf_find looks up the dispatch functions of the implementation behind |md| (see
+// prot_owf). Leaves |o| zeroed when anything is missing.
+static void prot_owf_find(prot_owf *o, const EVP_MD *md)
+{
+    memset(o, 0, sizeof(*o));
+    const OSSL_PROVIDER *prov = EVP_MD_get0_provider(md);
+    if (prov == NULL) {
+        return;
+    }
+    int no_store = 0;
+    const OSSL_ALGORITHM *algs = OSSL_PROVIDER_query_operation(prov, OSSL_OP_DIGEST, &no_store);
+    const OSSL_DISPATCH *d = NULL;
+    for (const OSSL_ALGORITHM *a = algs; a != NULL && a->algorithm_names != NULL && d == NULL;
+         a++) {
+        // The implementation is the one whose first name the fetched digest answers to.
+        char first[64];
+        const size_t len = strcspn(a->algorithm_names, ":");
+        if (len == 0 || len >= sizeof(first)) {
+            continue;
+        }
+        memcpy(first, a->algorithm_names, len);
+        first[len] = '\0';
+        if (EVP_MD_is_a(md, first)) {
+            d = a->implementation;
+        }
+    }
+    prot_owf f;
+    memset(&f, 0, sizeof(f));
+    for (; d != NULL && d->function_id != 0; d++) {
+        switch (d->function_id) {
+        case OSSL_FUNC_DIGEST_NEWCTX:
+            f.newctx = OSSL_FUNC_digest_newctx(d);
+            break;
+        case OSSL_FUNC_DIGEST_INIT:
+            f.init = OSSL_FUNC_digest_init(d);
+            break;
+        case OSSL_FUNC_DIGEST_UPDATE:
+            f.update = OSSL_FUNC_digest_update(d);
+            break;
+        case OSSL_FUNC_DIGEST_FINAL:
+            f.final = OSSL_FUNC_digest_final(d);
+            break;
+        case OSSL_FUNC_DIGEST_FREECTX:
+            f.freectx = OSSL_FUNC_digest_freectx(d);
+            break;
+        default:
+            break;
+        }
+    }
+    f.prov = prov;
+    f.algs = algs;
+    f.provctx = OSSL_PROVIDER_get0_provider_ctx(prov);
+    if (f.newctx == NULL || f.init == NULL || f.update == NULL || f.final == NULL ||
+        f.freectx == NULL) {
+        if (algs != NULL) {
+            OSSL_PROVIDER_unquery_operation(prov, OSSL_OP_DIGEST, algs);
+        }
+        return;
+    }
+    *o = f;
+}
+
+bool cmp_protect_owf_direct(const cmp_protect_ctx *ctx, cmp_hash h)
+{
+    return (size_t)h < CMP_HASH_COUNT && ctx->owf[h].newctx != NULL;
 }
 
 // prot_ctx_fetch fetches and configures everything |ctx| holds.
@@ -125,6 +215,7 @@ static CM_RESULT prot_ctx_fetch(cmp_protect_ctx *ctx, OSSL_LIB_CTX *libctx, cons
         }
         mp[n] = OSSL_PARAM_construct_end();
         CM_TRY_OSSL(EVP_MAC_CTX_set_params(ctx->hmac_tmpl[i], mp), CM_E_CRYPTO);
+        prot_owf_find(&ctx->owf[i], ctx->md[i]);
     }
     return cm_result_make(CM_OK);
 }
@@ -393,6 +484,26 @@ static CM_RESULT prot_parse_mac_alg(const cmp_protect_ctx *ctx, cmp_mac_key *k, 
 // applied iterationCount times in all; the key is the last output (RFC 4210 §5.1.3.1).
 static CM_RESULT prot_derive_pbm(const cmp_protect_ctx *ctx, cmp_mac_key *k, cm_span secret)
 {
+    const prot_owf *o = &ctx->owf[k->owf];
+    if (o->newctx != NULL) {
+        void *d = o->newctx(o->provctx);
+        size_t n = 0;
+        bool ok = d != NULL && o->init(d, NULL) == 1 && o->update(d, secret.p, secret.len) == 1 &&
+                  o->update(d, k->salt, k->salt_len) == 1 &&
+                  o->final(d, k->key, &n, sizeof(k->key)) == 1;
+        for (uint64_t i = 1; ok && i < k->iterations; i++) {
+            ok = o->init(d, NULL) == 1 && o->update(d, k->key, n) == 1 &&
+                 o->final(d, k->key, &n, sizeof(k->key)) == 1;
+        }
+        if (d != NULL) {
+            o->freectx(d); // the provider cleanses the hash state
+        }
+        if (!ok || n != k->key_len) {
+            cm_ossl_clear_errors();
+            CM_BAIL(CM_E_CRYPTO);
+        }
+        return cm_result_make(CM_OK);
+    }
     const EVP_MD *md = ctx->md[k->owf];
     EVP_MD_CTX *c = EVP_MD_CTX_new();
     CM_ENSURE(c != NULL, CM_E_NOMEM);

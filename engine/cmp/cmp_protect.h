@@ -164,6 +164,11 @@ typedef enum cmp_hash {
     CMP_HASH_COUNT = 5,
 } cmp_hash;
 
+// cmp_protect_owf_direct tells whether PasswordBasedMac's iterated one-way function |h| runs
+// through the provider's digest functions directly (the fast path) rather than through
+// EVP_Digest*; both give the same key. For tests and diagnostics. Thread: any.
+bool cmp_protect_owf_direct(const cmp_protect_ctx *ctx, cmp_hash h);
+
 // cmp_mac_key is a MAC key derived from a shared secret, together with the parameters it was
 // derived with, so the response of an exchange is protected without deriving again (the same
 // salt and parameters, RFC 4210 §5.1.3.1). It holds copies, not spans, so it may outlive the

@@ -378,6 +378,8 @@ static void test_cmp_protect_pbm_openssl_requests_verify(void)
                                               m.prot, m.unused));
         CU_ASSERT_EQUAL(key.kind, CMP_PROT_PBM);
         CU_ASSERT_EQUAL(key.owf, cases[i].owf);
+        // OpenSSL's MAC matched through the fast path (provider functions called directly).
+        CU_ASSERT_TRUE(cmp_protect_owf_direct(g_ctx, cases[i].owf));
         CU_ASSERT_EQUAL(key.mac, cases[i].mac);
         CU_ASSERT_EQUAL(key.mac_ipsec_oid, cases[i].ipsec);
         CU_ASSERT_EQUAL(key.iterations, 500); // OpenSSL's default count
