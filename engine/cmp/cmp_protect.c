@@ -15,14 +15,13 @@
 
 #include "engine/der/der_oid.h"
 
-// The fetched algorithms. Templates are configured once (digest set, no key) and duplicated
-// per operation, so no operation fetches or looks up anything by name.
 // prot_owf is a hash called through its provider's dispatch table, for PasswordBasedMac's
 // iterated OWF: it hashes a 20..64-byte value hundreds of times per request, and on OpenSSL 3.0
 // EVP_DigestInit_ex2 + Update + Final cost about 190 ns per round on this machine against 80 ns
-// for the same provider functions called directly (bench/cmp_bench). The functions are those of
-// the very implementation EVP_MD_fetch chose (same provider, same properties); |newctx| NULL means
-// they could not be found and the EVP calls are used.
+// for the same provider functions called directly (a 500,000-round loop; cmp_bench's PBM verify
+// went from about 120 us to 44 us). The functions are the provider's implementation of the
+// digest EVP_MD_fetch returned (same provider, looked up by the digest's name); |newctx| NULL
+// means they could not be found and the EVP calls are used.
 typedef struct prot_owf {
     void *provctx;
     const OSSL_PROVIDER *prov;
@@ -34,6 +33,8 @@ typedef struct prot_owf {
     OSSL_FUNC_digest_freectx_fn *freectx;
 } prot_owf;
 
+// The fetched algorithms. Templates are configured once (digest set, no key) and duplicated
+// per operation, so no operation fetches or looks up anything by name.
 struct cmp_protect_ctx {
     cmp_protect_limits limits;
     EVP_MD *md[CMP_HASH_COUNT];
