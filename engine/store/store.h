@@ -65,7 +65,7 @@ enum {
 };
 
 // STORE_SCHEMA_VERSION is the schema this build writes (PRAGMA user_version for SQLite).
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 // store_result_name names the store's codes ("STORE_E_DUPLICATE_SERIAL") and defers to
 // cm_result_name for every other code. Never NULL; static storage. Thread: any.
@@ -314,8 +314,9 @@ void store_reader_close(store_reader *r);
 CM_RESULT store_cert_get(store_reader *r, cm_arena *a, store_cert *out, const char *ca,
                          cm_span serial);
 
-// store_cert_get_by_txn returns the newest certificate issued in transaction (ca, tid).
-// STORE_E_NOT_FOUND when none.
+// store_cert_get_by_txn returns the certificate that the transaction (ca, tid) issued, through
+// the transaction's row: STORE_E_NOT_FOUND when the transaction is unknown, was swept, or has
+// no certificate yet.
 CM_RESULT store_cert_get_by_txn(store_reader *r, cm_arena *a, store_cert *out, const char *ca,
                                 cm_span transaction_id);
 

@@ -56,6 +56,10 @@ typedef struct store_backend_ops {
 // store_sqlite_ops is the SQLite backend ("sqlite:PATH"). Immutable.
 extern const store_backend_ops store_sqlite_ops;
 
+// store_sqlite_migration_sql returns the SQL that takes a database from schema version |i| to
+// |i| + 1, NULL past the last, so a test can build an old database. Thread: any; static strings.
+const char *store_sqlite_migration_sql(size_t i);
+
 // store_sqlite_request_path_sql returns the SQL text of the |i|-th statement the SQLite backend
 // runs on the request path or per job (lookups, updates, deletes, the sweep), NULL past the
 // last, so a test can check with EXPLAIN QUERY PLAN that none scans a whole table.

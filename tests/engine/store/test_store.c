@@ -187,14 +187,62 @@ static void test_store_refuses_newer_schema(void)
 {
     store *s = test_store_open_at("newer.db", STORE_SYNC_FULL);
     store_close(s);
-    test_store_db_exec("newer.db", "PRAGMA user_version = 2");
+    char sql[64];
+    (void)snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SCHEMA_VERSION + 1);
+    test_store_db_exec("newer.db", sql);
     char url[600];
     s = NULL;
     TEST_ASSERT_CODE(store_open(&s, test_store_url(url, sizeof(url), "newer.db"), NULL),
                      STORE_E_SCHEMA_TOO_NEW);
     CU_ASSERT_PTR_NULL(s);
     // The refusal changed nothing.
-    CU_ASSERT_EQUAL(test_store_db_int("newer.db", "PRAGMA user_version"), 2);
+    CU_ASSERT_EQUAL(test_store_db_int("newer.db", "PRAGMA user_version"), STORE_SCHEMA_VERSION + 1);
+}
+
+// A database written by schema 1 (cert_by_txn present) is migrated on open: the index is gone,
+// the rows are kept, and lookups by transaction work through the txn table.
+static void test_store_migrates_schema_1(void)
+{
+    char path[512];
+    sqlite3 *db = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(test_store_path(path, sizeof(path), "v1.db"), &db),
+                          SQLITE_OK);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(store_sqlite_migration_sql(0));
+    CU_ASSERT_EQUAL_FATAL(sqlite3_exec(db, store_sqlite_migration_sql(0), NULL, NULL, NULL),
+                          SQLITE_OK);
+    CU_ASSERT_EQUAL_FATAL(
+        sqlite3_exec(db,
+                     "PRAGMA application_id = 1129139796; PRAGMA user_version = 1;"
+                     "INSERT INTO cert (ca, serial, subject_der, subject_text, not_before,"
+                     " not_after, spki_sha256, status, transaction_id, requester_kind, cert_der,"
+                     " issued_at, confirm_deadline) VALUES ('devices', X'4101', X'3000', 'CN=old',"
+                     " 1, 2, zeroblob(32), 'unconfirmed', X'0102', 0, X'3000', 1, 5);"
+                     "INSERT INTO txn (ca, transaction_id, state, serial, protection,"
+                     " expires_at) VALUES ('devices', X'0102', 2, X'4101', 0, 9);",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    (void)sqlite3_close(db);
+    CU_ASSERT_EQUAL(test_store_db_int("v1.db", "SELECT count(*) FROM sqlite_schema "
+                                               "WHERE name = 'cert_by_txn'"),
+                    1);
+
+    store *s = test_store_open_at("v1.db", STORE_SYNC_NORMAL);
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    store_cert c;
+    static const uint8_t k_tid[] = {0x01, 0x02};
+    TEST_ASSERT_OK(store_cert_get_by_txn(r, &a, &c, "devices", cm_span_make(k_tid, 2)));
+    CU_ASSERT_STRING_EQUAL(c.subject_text, "CN=old");
+    cm_arena_cleanup(&a);
+    store_reader_close(r);
+    test_store_close_checked(s);
+    CU_ASSERT_EQUAL(test_store_db_int("v1.db", "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+    CU_ASSERT_EQUAL(test_store_db_int("v1.db", "SELECT count(*) FROM sqlite_schema "
+                                               "WHERE name = 'cert_by_txn'"),
+                    0);
+    CU_ASSERT_EQUAL(test_store_db_int("v1.db", "SELECT count(*) FROM cert"), 1);
 }
 
 static void test_store_refuses_bad_urls_and_foreign_files(void)
@@ -271,9 +319,11 @@ static void test_store_insert_lookup_and_duplicates(void)
     CU_ASSERT_EQUAL(c.confirm_deadline, 1700000300);
 
     // The first insert of serial 10 won: the duplicate's VALID status did not land.
+    // Without a transaction row, the transactionID alone finds nothing (schema 2: the lookup
+    // goes through the txn table).
     store_cert by_txn;
-    TEST_ASSERT_OK(store_cert_get_by_txn(r, &a, &by_txn, "devices", cm_span_make(it[0].tid, 16)));
-    CU_ASSERT_EQUAL(by_txn.id, c.id);
+    TEST_ASSERT_CODE(store_cert_get_by_txn(r, &a, &by_txn, "devices", cm_span_make(it[0].tid, 16)),
+                     STORE_E_NOT_FOUND);
     TEST_ASSERT_OK(store_cert_get(r, &a, &c, "servers", it[3].job.u.cert.serial));
     CU_ASSERT_EQUAL(c.status, STORE_CERT_VALID);
     CU_ASSERT_EQUAL(c.confirm_deadline, 0);
@@ -558,6 +608,19 @@ static void test_store_transactions(void)
     TEST_ASSERT_OK(store_txn_get(r, &a, &t, "devices", CM_SPAN_LIT("tid-A-0123456789")));
     CU_ASSERT_EQUAL(t.state, 2);
     CU_ASSERT(cm_span_eq(t.serial, serial));
+    // The transaction's certificate, through its row; none yet for the other CA's transaction
+    // (no serial) and none for an unknown one.
+    store_cert issued;
+    TEST_ASSERT_OK(
+        store_cert_get_by_txn(r, &a, &issued, "devices", CM_SPAN_LIT("tid-A-0123456789")));
+    CU_ASSERT(cm_span_eq(issued.serial, serial));
+    CU_ASSERT_EQUAL(issued.status, STORE_CERT_UNCONFIRMED);
+    TEST_ASSERT_CODE(
+        store_cert_get_by_txn(r, &a, &issued, "servers", CM_SPAN_LIT("tid-A-0123456789")),
+        STORE_E_NOT_FOUND);
+    TEST_ASSERT_CODE(
+        store_cert_get_by_txn(r, &a, &issued, "devices", CM_SPAN_LIT("tid-unknown-00000")),
+        STORE_E_NOT_FOUND);
     CU_ASSERT(cm_span_eq(t.sender_nonce, CM_SPAN_LIT("nonce-0123456789")));
     CU_ASSERT(cm_span_eq(t.transaction_id, CM_SPAN_LIT("tid-A-0123456789")));
     CU_ASSERT_EQUAL(t.protection, STORE_AUTH_SIGNATURE);
@@ -1255,6 +1318,7 @@ int test_store_register(void)
     if (s == NULL || CU_ADD_TEST(s, test_store_result_names) == NULL ||
         CU_ADD_TEST(s, test_store_creates_schema_and_reopens) == NULL ||
         CU_ADD_TEST(s, test_store_refuses_newer_schema) == NULL ||
+        CU_ADD_TEST(s, test_store_migrates_schema_1) == NULL ||
         CU_ADD_TEST(s, test_store_refuses_bad_urls_and_foreign_files) == NULL ||
         CU_ADD_TEST(s, test_store_insert_lookup_and_duplicates) == NULL ||
         CU_ADD_TEST(s, test_store_rejects_invalid_jobs) == NULL ||
