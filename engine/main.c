@@ -273,6 +273,8 @@ static void main_metrics(main_loop_ctx *c, main_conn *mc)
                       (double)__atomic_load_n(&d->hsm_sum_us, __ATOMIC_RELAXED) / 1e6);
     used += main_hist(text + used, cap - used, "certmint_store_commit_seconds", ss.commit_us_hist,
                       STORE_HIST_BUCKETS, 1e-6, (double)ss.commit_ns_total / 1e9);
+    used += main_hist(text + used, cap - used, "certmint_store_job_seconds", ss.job_us_hist,
+                      STORE_HIST_BUCKETS, 1e-6, 0.0);
     used += main_hist(text + used, cap - used, "certmint_store_batch_size", ss.batch_hist,
                       STORE_HIST_BUCKETS, 1.0, 0.0);
     main_send_simple(c, mc, 200, "text/plain; version=0.0.4", cm_span_make(text, used),
