@@ -1071,6 +1071,17 @@ static bool bench_make_conf(bench_run *run, bench_conn *c, const cmp_msg *ip)
     return c->conf != NULL;
 }
 
+// bench_keep copies a response body for --verify. Out of memory leaves the slot NULL: an ip is
+// then not verified, a pkiConf counts as unprotected (bench_verify).
+static void bench_keep(uint8_t **slot, size_t *len, cm_span body)
+{
+    *slot = malloc(body.len);
+    if (*slot != NULL) {
+        memcpy(*slot, body.p, body.len);
+        *len = body.len;
+    }
+}
+
 // bench_on_response handles one complete HTTP response on |c|.
 static void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h)
 {
@@ -1099,18 +1110,10 @@ static void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rs
     const bench_fail f = bench_check_response(&run->arena, &m, &e, h);
     c->used++;
     if (f == BENCH_OK && c->phase == 0 && run->rsp != NULL && !run->capture) {
-        run->rsp[c->req] = malloc(h->body.len);
-        if (run->rsp[c->req] != NULL) {
-            memcpy(run->rsp[c->req], h->body.p, h->body.len);
-            run->rsp_len[c->req] = h->body.len;
-        }
+        bench_keep(&run->rsp[c->req], &run->rsp_len[c->req], h->body);
     }
     if (f == BENCH_OK && c->phase == 1 && run->conf_rsp != NULL) {
-        run->conf_rsp[c->req] = malloc(h->body.len);
-        if (run->conf_rsp[c->req] != NULL) {
-            memcpy(run->conf_rsp[c->req], h->body.p, h->body.len);
-            run->conf_rsp_len[c->req] = h->body.len;
-        }
+        bench_keep(&run->conf_rsp[c->req], &run->conf_rsp_len[c->req], h->body);
     }
     if (f == BENCH_OK && run->capture) {
         // Enrolling for a kur/rr run: keep the certificate.

@@ -226,7 +226,8 @@ typedef struct store_options {
     store_sync sync;
     int busy_timeout_ms; // how long to wait for a lock held by another process; 0: 5000
     size_t max_batch;    // most jobs per transaction; 0: 4096
-    // WAL size (pages) at which a background checkpoint starts; 0: 1000 (SQLite's default).
+    // WAL frames not yet copied into the database at which a background checkpoint starts;
+    // 0: 1000 (SQLite's default). The WAL restarts once it holds 8 times as many.
     uint32_t checkpoint_pages;
 } store_options;
 
@@ -245,9 +246,9 @@ typedef struct store_stats {
     uint64_t commit_us_hist[STORE_HIST_BUCKETS]; // BEGIN .. COMMIT
     uint64_t job_us_hist[STORE_HIST_BUCKETS];    // submit .. completion
     uint64_t batch_hist[STORE_HIST_BUCKETS];
-    // WAL checkpoints (SQLite): passes by the background checkpointer, the writer's short
-    // top-ups after each pass (which let the next commit restart the WAL), and the WAL's size in
-    // pages after the last commit.
+    // WAL checkpoints (SQLite): passes by the background checkpointer, the writer's top-ups
+    // (after a pass once the WAL is large; they let the next commit restart the WAL), and the
+    // WAL's size in pages after the last commit.
     uint64_t checkpoints;
     uint64_t checkpoint_topups;
     uint64_t wal_pages;
