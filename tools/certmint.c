@@ -175,23 +175,6 @@ static bool tool_parse_dn(const char *text, uint8_t **out, size_t *out_len)
     return true;
 }
 
-static hsm_sig_alg tool_sig_alg(hsm_keygen_type t)
-{
-    switch (t) {
-    case HSM_KEYGEN_EC_P384:
-        return HSM_SIG_ECDSA_SHA384;
-    case HSM_KEYGEN_EC_P521:
-        return HSM_SIG_ECDSA_SHA512;
-    case HSM_KEYGEN_RSA_2048:
-    case HSM_KEYGEN_RSA_3072:
-    case HSM_KEYGEN_RSA_4096:
-        return HSM_SIG_RSA_PKCS1_SHA256;
-    case HSM_KEYGEN_ED25519:
-        return HSM_SIG_ED25519;
-    default:
-        return HSM_SIG_ECDSA_SHA256;
-    }
-}
 
 // tool_issue builds one certificate signed by |signer| through the pool: |ca| NULL makes the
 // self-signed root for |subject_key| (ca_root_tbs_build), otherwise a CMP protection
@@ -479,14 +462,14 @@ token_ready:;
         goto out;
     }
     if (o->csr) {
-        if (!tool_csr_write(pool, key, tool_sig_alg(kt), cm_span_make(name_der, name_len),
+        if (!tool_csr_write(pool, key, hsm_sig_alg_for_key(key), cm_span_make(name_der, name_len),
                             tool_path(p, sizeof(p), dir, "ca.csr"))) {
             goto out;
         }
         goto write_config;
     }
-    if (!tool_issue(pool, key, tool_sig_alg(kt), NULL, key, cm_span_make(name_der, name_len),
-                    o->days, &cert, &cert_len) ||
+    if (!tool_issue(pool, key, hsm_sig_alg_for_key(key), NULL, key,
+                    cm_span_make(name_der, name_len), o->days, &cert, &cert_len) ||
         !tool_write_pem_cert(tool_path(p, sizeof(p), dir, "ca.pem"), cert, cert_len)) {
         goto out;
     }
@@ -495,7 +478,7 @@ token_ready:;
     if (!cm_ok(ca_authority_load(&authority, err_s, sizeof(err_s),
                                  tool_path(p, sizeof(p), dir, "ca.pem"), NULL)) ||
         !tool_parse_dn("/O=certmint/CN=certmint CMP protection", &cmp_name, &cmp_name_len) ||
-        !tool_issue(pool, key, tool_sig_alg(kt), authority, cmp_key,
+        !tool_issue(pool, key, hsm_sig_alg_for_key(key), authority, cmp_key,
                     cm_span_make(cmp_name, cmp_name_len), o->days, &cmp_cert, &cmp_cert_len) ||
         !tool_write_pem_cert(tool_path(p, sizeof(p), dir, "cmp.pem"), cmp_cert, cmp_cert_len)) {
         fprintf(stderr, "certmint init: cannot issue the CMP protection certificate\n");
@@ -956,24 +939,6 @@ static const char *tool_result_name(cm_result r)
     return strcmp(store_name, cm_result_name(r)) != 0 ? store_name : hsm_result_name(r);
 }
 
-// tool_sig_alg_for picks the signature algorithm the daemon uses with a key of this type.
-static hsm_sig_alg tool_sig_alg_for(const hsm_key *k)
-{
-    switch (hsm_key_get_type(k)) {
-    case HSM_KEY_EC_P256:
-        return HSM_SIG_ECDSA_SHA256;
-    case HSM_KEY_EC_P384:
-        return HSM_SIG_ECDSA_SHA384;
-    case HSM_KEY_EC_P521:
-        return HSM_SIG_ECDSA_SHA512;
-    case HSM_KEY_RSA:
-        return HSM_SIG_RSA_PKCS1_SHA256;
-    case HSM_KEY_ED25519:
-        return HSM_SIG_ED25519;
-    default:
-        return HSM_SIG_NONE;
-    }
-}
 
 static const char *tool_key_type_name(hsm_key_type t)
 {
@@ -1094,25 +1059,15 @@ typedef struct tool_list_ctx {
     size_t count;
 } tool_list_ctx;
 
-// tool_subject_text returns the printable subject of |c| (RFC 4514 order, as `openssl x509
-// -subject -nameopt RFC2253` prints it): the stored text, or, when the server left it empty,
-// text made from the subject DER. The result is |buf| or the store's string.
+// tool_subject_text returns the printable subject of |c| (RFC 4514, ca_name_to_text): the
+// stored text, or, when the server left it empty, text made from the subject DER. The result
+// is |buf| or the store's string.
 static const char *tool_subject_text(const store_cert *c, char *buf, size_t cap)
 {
     if (c->subject_text != NULL && c->subject_text[0] != '\0') {
         return c->subject_text;
     }
-    buf[0] = '\0';
-    const unsigned char *q = c->subject_der.p;
-    X509_NAME *n = d2i_X509_NAME(NULL, &q, (long)c->subject_der.len);
-    BIO *b = BIO_new(BIO_s_mem());
-    if (n != NULL && b != NULL &&
-        X509_NAME_print_ex(b, n, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
-        const int len = BIO_read(b, buf, (int)cap - 1);
-        buf[len > 0 ? len : 0] = '\0';
-    }
-    BIO_free(b);
-    X509_NAME_free(n);
+    (void)ca_name_to_text(buf, cap, c->subject_der);
     return buf;
 }
 
@@ -1560,7 +1515,7 @@ static int tool_crl(int argc, char **argv)
     const srv_crl_params p = {.store = t.st,
                               .pool = t.pool,
                               .key = t.key,
-                              .sig_alg = tool_sig_alg_for(t.key),
+                              .sig_alg = hsm_sig_alg_for_key(t.key),
                               .authority = c->authority,
                               .ca_name = c->name,
                               .validity_s = (int64_t)days * 86400};
@@ -2232,7 +2187,7 @@ static int tool_import_ca_cert(int argc, char **argv)
     const int64_t left = (ca_authority_not_after(authority) - cm_time_now()) / 86400;
     const int days = left > 825 ? 825 : (int)(left > 1 ? left : 1);
     if (!tool_parse_dn("/O=certmint/CN=certmint CMP protection", &cmp_name, &cmp_name_len) ||
-        !tool_issue(pool, ca_key, tool_sig_alg_for(ca_key), authority, cmp_key,
+        !tool_issue(pool, ca_key, hsm_sig_alg_for_key(ca_key), authority, cmp_key,
                     cm_span_make(cmp_name, cmp_name_len), days, &der, &der_len) ||
         !tool_read_all(cert, &pem, &pem_len) ||
         (chain != NULL && !tool_read_all(chain, &chain_pem, &chain_len))) {

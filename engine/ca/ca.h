@@ -122,6 +122,16 @@ typedef struct ca_cert_fields {
 // Allocation-free. Thread: any.
 CM_RESULT ca_cert_fields_parse(ca_cert_fields *out, cm_span cert);
 
+// ca_name_to_text writes the Name element |name| as RFC 4514 text into |out| (|cap| bytes,
+// always NUL-terminated): the last RDN first, "CN=dev-1,O=Example", multi-valued RDNs joined
+// with '+', the usual short labels (CN, serialNumber, C, L, ST, O, OU, DC, UID, emailAddress)
+// and dotted OIDs for other attribute types; string values escaped as RFC 4514 §2.4 says
+// (control characters shown as '?'), other values as '#' and the hex of their DER. Returns
+// false, with "" in |out|, when |name| is not a well-formed Name, and false with the text cut
+// at |cap| when it does not fit. For listings and log lines only: never use the text for a
+// decision. Allocation-free. Thread: any.
+bool ca_name_to_text(char *out, size_t cap, cm_span name);
+
 // ---------------------------------------------------------------------------------------------
 // Profiles
 

@@ -127,8 +127,12 @@
     "\x2b\x06\x01\x05\x05\x07\x05\x01\x04"                                 // 1.3.6.1.5.5.7.5.1.4
 #define DER_OID_REGCTRL_OLD_CERT_ID "\x2b\x06\x01\x05\x05\x07\x05\x01\x05" // 1.3.6.1.5.5.7.5.1.5
 #define DER_OID_REGCTRL_PROTOCOL_ENCR_KEY \
-    "\x2b\x06\x01\x05\x05\x07\x05\x01\x06"                                // 1.3.6.1.5.5.7.5.1.6
-#define DER_OID_REGINFO_UTF8_PAIRS "\x2b\x06\x01\x05\x05\x07\x05\x02\x01" // 1.3.6.1.5.5.7.5.2.1
-#define DER_OID_REGINFO_CERT_REQ   "\x2b\x06\x01\x05\x05\x07\x05\x02\x02" // 1.3.6.1.5.5.7.5.2.2
+    "\x2b\x06\x01\x05\x05\x07\x05\x01\x06" // 1.3.6.1.5.5.7.5.1.6
+// id-regCtrl-algId and id-regCtrl-rsaKeyLen: certReqTemplate keySpec (RFC 9483 §4.3.3, RFC 9810
+// Appendix F).
+#define DER_OID_REGCTRL_ALG_ID      "\x2b\x06\x01\x05\x05\x07\x05\x01\x0b" // 1.3.6.1.5.5.7.5.1.11
+#define DER_OID_REGCTRL_RSA_KEY_LEN "\x2b\x06\x01\x05\x05\x07\x05\x01\x0c" // 1.3.6.1.5.5.7.5.1.12
+#define DER_OID_REGINFO_UTF8_PAIRS  "\x2b\x06\x01\x05\x05\x07\x05\x02\x01" // 1.3.6.1.5.5.7.5.2.1
+#define DER_OID_REGINFO_CERT_REQ    "\x2b\x06\x01\x05\x05\x07\x05\x02\x02" // 1.3.6.1.5.5.7.5.2.2
 
 #endif // CERTMINT_ENGINE_DER_DER_OID_H

@@ -779,83 +779,18 @@ static void srv_enrol_sign(srv_request *req)
     srv_sign_submit(req, ca->ca_key, ca->ca_sig_alg, req->tbs, SRV_ST_SIGN_CERT);
 }
 
-// srv_subject_text renders a Name as RFC 4514 text ("CN=dev-1,O=Example", last RDN first) for
-// listings, in |arena|. Unknown attribute types print as dotted OIDs, non-string values as
-// "#hex"; "" when the Name cannot be read (listing only: never used for decisions).
+// srv_subject_text renders the subject as RFC 4514 text for listings (ca_name_to_text), in
+// |arena|; "" when the Name cannot be read or the arena is full.
 static const char *srv_subject_text(cm_arena *arena, cm_span name)
 {
-    static const struct {
-        const char *oid;
-        size_t len;
-        const char *label;
-    } k_labels[] = {
-#define SRV_AT(o, l) {o, sizeof(o) - 1, l}
-        SRV_AT(DER_OID_AT_COMMON_NAME, "CN"), SRV_AT(DER_OID_AT_SERIAL_NUMBER, "serialNumber"),
-        SRV_AT(DER_OID_AT_COUNTRY, "C"),      SRV_AT(DER_OID_AT_LOCALITY, "L"),
-        SRV_AT(DER_OID_AT_STATE, "ST"),       SRV_AT(DER_OID_AT_ORGANIZATION, "O"),
-        SRV_AT(DER_OID_AT_ORG_UNIT, "OU"),    SRV_AT(DER_OID_AT_DOMAIN_COMPONENT, "DC"),
-        SRV_AT(DER_OID_AT_UID, "UID"),        SRV_AT(DER_OID_PKCS9_EMAIL, "emailAddress"),
-#undef SRV_AT
-    };
-    // Collect the attributes in order, then print them last RDN first.
-    cm_span types[CRMF_MAX_NAME_RDNS], values[CRMF_MAX_NAME_RDNS];
-    uint32_t tags[CRMF_MAX_NAME_RDNS];
-    size_t n = 0;
-    der_reader r, seq;
-    der_reader_init(&r, name);
-    if (!cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &seq))) {
-        return "";
-    }
-    while (!der_reader_empty(&seq) && n < CRMF_MAX_NAME_RDNS) {
-        der_reader set, atv;
-        if (!cm_ok(der_enter(&seq, DER_TAG_SET, &set)) ||
-            !cm_ok(der_enter(&set, DER_TAG_SEQUENCE, &atv)) ||
-            !cm_ok(der_get_oid(&atv, &types[n])) ||
-            !cm_ok(der_get_any(&atv, &tags[n], &values[n], NULL))) {
-            return "";
-        }
-        n++;
-    }
-    const size_t cap = name.len * 3 + 16 * n + 1;
+    // Each byte of the Name gives at most a few characters: labels and dotted OIDs are shorter
+    // than their DER, hex values take two characters per byte, escapes one more.
+    const size_t cap = name.len * 6 + 16;
     char *out = cm_arena_alloc(arena, cap);
     if (out == NULL) {
         return "";
     }
-    size_t used = 0;
-    for (size_t k = n; k-- > 0;) {
-        const char *label = NULL;
-        for (size_t i = 0; i < sizeof(k_labels) / sizeof(k_labels[0]); i++) {
-            if (der_oid_eq(types[k], (const uint8_t *)k_labels[i].oid, k_labels[i].len)) {
-                label = k_labels[i].label;
-            }
-        }
-        char oid_text[64];
-        if (label == NULL) {
-            der_oid_to_text(types[k], oid_text, sizeof(oid_text));
-            label = oid_text;
-        }
-        int w = snprintf(out + used, cap - used, "%s%s=", used == 0 ? "" : ",", label);
-        used += w > 0 ? (size_t)w : 0;
-        const bool text = tags[k] == DER_TAG_UTF8_STRING || tags[k] == DER_TAG_PRINTABLE_STRING ||
-                          tags[k] == DER_TAG_IA5_STRING || tags[k] == DER_TAG_VISIBLE_STRING ||
-                          tags[k] == DER_TAG_T61_STRING;
-        for (size_t i = 0; i < values[k].len && used + 4 < cap; i++) {
-            const uint8_t c = values[k].p[i];
-            if (!text) {
-                w = snprintf(out + used, cap - used, i == 0 ? "#%02x" : "%02x", c);
-                used += w > 0 ? (size_t)w : 0;
-                continue;
-            }
-            if (strchr(",+\"\\<>;=", c) != NULL && c != 0) {
-                out[used++] = '\\';
-            }
-            out[used++] = c < 0x20 ? '?' : (char)c;
-        }
-        if (used >= cap - 1) {
-            break;
-        }
-    }
-    out[used < cap ? used : cap - 1] = '\0';
+    (void)ca_name_to_text(out, cap, name);
     return out;
 }
 
@@ -1132,10 +1067,6 @@ static cm_result srv_genm_crls(srv_request *req, cmp_itav *out, cm_span status_l
     return cm_result_make(CM_OK);
 }
 
-// id-regCtrl-algId and id-regCtrl-rsaKeyLen (RFC 9483 §4.3.3, RFC 9810 Appendix F).
-#define SRV_OID_REGCTRL_ALG_ID      "\x2b\x06\x01\x05\x05\x07\x05\x01\x0b"
-#define SRV_OID_REGCTRL_RSA_KEY_LEN "\x2b\x06\x01\x05\x05\x07\x05\x01\x0c"
-
 // srv_put_key_alg writes the AlgorithmIdentifier of one CA_KEY_* type (RFC 5480, RFC 8410).
 static void srv_put_key_alg(der_builder *b, uint32_t type)
 {
@@ -1182,13 +1113,13 @@ static void srv_key_spec(der_builder *b, const ca_profile *profile)
     bool done = false;
     for (size_t i = 0; i < sizeof(k_pref) / sizeof(k_pref[0]) && !done; i++) {
         if ((types & k_pref[i]) != 0) {
-            der_put_oid_lit(b, SRV_OID_REGCTRL_ALG_ID);
+            der_put_oid_lit(b, DER_OID_REGCTRL_ALG_ID);
             srv_put_key_alg(b, k_pref[i]);
             done = true;
         }
     }
     if (!done) {
-        der_put_oid_lit(b, SRV_OID_REGCTRL_RSA_KEY_LEN);
+        der_put_oid_lit(b, DER_OID_REGCTRL_RSA_KEY_LEN);
         der_put_u64(b, rsa_min != 0 ? rsa_min : 2048);
     }
     der_close(b, &atv);

@@ -1290,6 +1290,59 @@ static void test_ca_tbs_fixed_buffer_too_small(void)
     req_free(&t);
 }
 
+// name_der encodes an X509_NAME built by |fill| into a malloc'ed buffer.
+static uint8_t *name_der(X509_NAME *n, size_t *out_len)
+{
+    unsigned char *der = NULL;
+    const int len = i2d_X509_NAME(n, &der);
+    CU_ASSERT_FATAL(len > 0);
+    *out_len = (size_t)len;
+    return der;
+}
+
+static void test_ca_name_to_text(void)
+{
+    char out[256];
+    // Plain attributes, last RDN first, as `openssl x509 -nameopt RFC2253` prints them.
+    X509_NAME *n = X509_NAME_new();
+    CU_ASSERT_FATAL(X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8,
+                                               (const unsigned char *)"Example", -1, -1, 0) == 1);
+    CU_ASSERT_FATAL(X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                                               (const unsigned char *)"dev-1", -1, -1, 0) == 1);
+    size_t len;
+    uint8_t *der = name_der(n, &len);
+    CU_ASSERT_TRUE(ca_name_to_text(out, sizeof(out), cm_span_make(der, len)));
+    CU_ASSERT_STRING_EQUAL(out, "CN=dev-1,O=Example");
+    // Cut at the buffer's size: false, still terminated.
+    CU_ASSERT_FALSE(ca_name_to_text(out, 8, cm_span_make(der, len)));
+    CU_ASSERT_EQUAL(strlen(out), 7);
+    // Malformed: truncated, trailing byte, not a SEQUENCE.
+    CU_ASSERT_FALSE(ca_name_to_text(out, sizeof(out), cm_span_make(der, len - 1)));
+    CU_ASSERT_STRING_EQUAL(out, "");
+    CU_ASSERT_FALSE(ca_name_to_text(out, sizeof(out), cm_span_make(der + 2, len - 2)));
+    OPENSSL_free(der);
+    X509_NAME_free(n);
+    // Escapes (RFC 4514 §2.4), a multi-valued RDN, an attribute type without a short label.
+    n = X509_NAME_new();
+    CU_ASSERT_FATAL(X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                                               (const unsigned char *)" a,b+\"c\" ", -1, -1,
+                                               0) == 1);
+    CU_ASSERT_FATAL(X509_NAME_add_entry_by_txt(n, "serialNumber", MBSTRING_ASC,
+                                               (const unsigned char *)"42", -1, -1, -1) == 1);
+    CU_ASSERT_FATAL(X509_NAME_add_entry_by_txt(n, "1.2.3.4", MBSTRING_UTF8,
+                                               (const unsigned char *)"x", -1, -1, 0) == 1);
+    der = name_der(n, &len);
+    CU_ASSERT_TRUE(ca_name_to_text(out, sizeof(out), cm_span_make(der, len)));
+    // DER sorts the SET: the shorter serialNumber element comes first.
+    CU_ASSERT_STRING_EQUAL(out, "1.2.3.4=x,serialNumber=42+CN=\\ a\\,b\\+\\\"c\\\"\\ ");
+    OPENSSL_free(der);
+    X509_NAME_free(n);
+    // The empty Name (a NULL-DN) renders as "".
+    static const uint8_t k_empty[] = {0x30, 0x00};
+    CU_ASSERT_TRUE(ca_name_to_text(out, sizeof(out), cm_span_make(k_empty, sizeof(k_empty))));
+    CU_ASSERT_STRING_EQUAL(out, "");
+}
+
 int test_ca_register(void);
 int test_ca_register(void)
 {
@@ -1314,7 +1367,8 @@ int test_ca_register(void)
         CU_ADD_TEST(s, test_ca_crl_builds_and_verifies) == NULL ||
         CU_ADD_TEST(s, test_ca_crl_empty_and_bad_args) == NULL ||
         CU_ADD_TEST(s, test_ca_cert_fields) == NULL ||
-        CU_ADD_TEST(s, test_ca_tbs_fixed_buffer_too_small) == NULL) {
+        CU_ADD_TEST(s, test_ca_tbs_fixed_buffer_too_small) == NULL ||
+        CU_ADD_TEST(s, test_ca_name_to_text) == NULL) {
         return 1;
     }
     return 0;
