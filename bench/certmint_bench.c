@@ -1808,20 +1808,21 @@ static hsm_sig_alg bench_hsm_alg_for(hsm_key_type t, const EVP_MD **out_md, benc
     case HSM_KEY_EC_P384:
         *out_md = EVP_sha384();
         *out_mem = BENCH_KEY_EC_P384;
-        return HSM_SIG_ECDSA_SHA384;
+        break;
     case HSM_KEY_RSA:
         *out_md = EVP_sha256();
         *out_mem = BENCH_KEY_RSA2048;
-        return HSM_SIG_RSA_PKCS1_SHA256;
+        break;
     case HSM_KEY_ED25519:
         *out_md = NULL;
         *out_mem = BENCH_KEY_ED25519;
-        return HSM_SIG_ED25519;
+        break;
     default:
         *out_md = EVP_sha256();
         *out_mem = BENCH_KEY_EC_P256;
         return HSM_SIG_ECDSA_SHA256;
     }
+    return hsm_sig_alg_for_type(t);
 }
 
 static int bench_limit_main(const bench_opts *o)

@@ -583,23 +583,6 @@ static const net_app k_main_app = {
 
 // --- start-up ---------------------------------------------------------------------------------
 
-static hsm_sig_alg main_sig_alg_for(const hsm_key *k)
-{
-    switch (hsm_key_get_type(k)) {
-    case HSM_KEY_EC_P256:
-        return HSM_SIG_ECDSA_SHA256;
-    case HSM_KEY_EC_P384:
-        return HSM_SIG_ECDSA_SHA384;
-    case HSM_KEY_EC_P521:
-        return HSM_SIG_ECDSA_SHA512;
-    case HSM_KEY_RSA:
-        return HSM_SIG_RSA_PKCS1_SHA256;
-    case HSM_KEY_ED25519:
-        return HSM_SIG_ED25519;
-    default:
-        return HSM_SIG_NONE;
-    }
-}
 
 static void main_daemon_free(main_daemon *d)
 {
@@ -745,10 +728,10 @@ static bool main_build_engine(main_daemon *d)
                       .authority = c->authority,
                       .profile = c->profile->profile,
                       .ca_key = ck,
-                      .ca_sig_alg = main_sig_alg_for(ck),
+                      .ca_sig_alg = hsm_sig_alg_for_key(ck),
                       .cmp_cert = cmp_id,
                       .cmp_key = pk,
-                      .cmp_sig_alg = main_sig_alg_for(pk),
+                      .cmp_sig_alg = hsm_sig_alg_for_key(pk),
                       .secrets = d->secrets[k],
                       .num_secrets = cl != NULL ? cl->num_secrets : 0,
                       .client_trust = cl != NULL ? cl->trust : NULL,

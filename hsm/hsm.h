@@ -113,6 +113,13 @@ const char *hsm_sig_alg_name(hsm_sig_alg alg);
 // hsm_sig_alg_fits reports whether |alg| can be used with a key of type |type|.
 bool hsm_sig_alg_fits(hsm_sig_alg alg, hsm_key_type type);
 
+// hsm_sig_alg_for_type returns the signature algorithm certmint uses with a key of |type|:
+// ECDSA with SHA-256/384/512 for P-256/P-384/P-521 (the hash matching the curve, RFC 5480
+// §4), sha256WithRSAEncryption for RSA, Ed25519 for Ed25519; HSM_SIG_NONE for HSM_KEY_NONE.
+// The daemon, the admin tool and the benchmarks all pick CA and CMP signature algorithms here.
+// Thread: any; pure.
+hsm_sig_alg hsm_sig_alg_for_type(hsm_key_type type);
+
 // hsm_sig_alg_marshal appends the X.509 AlgorithmIdentifier of |alg| to |b| (RFC 5758 §3.2
 // ECDSA with absent parameters; RFC 4055 §5 shaXWithRSAEncryption with NULL parameters; RFC
 // 4055 §3.1 RSASSA-PSS with explicit RSASSA-PSS-params: the hash, MGF1 with the same hash (hash
@@ -184,6 +191,9 @@ CM_RESULT hsm_key_generate(hsm_token *t, hsm_key **out, hsm_error *err, hsm_keyg
 
 // hsm_key_free releases |k| (the key stays on the token). NULL is a no-op.
 void hsm_key_free(hsm_key *k);
+
+// hsm_sig_alg_for_key is hsm_sig_alg_for_type(hsm_key_get_type(k)).
+hsm_sig_alg hsm_sig_alg_for_key(const hsm_key *k);
 
 // hsm_key_get_type and hsm_key_get_bits describe the key (bits: modulus or field size).
 hsm_key_type hsm_key_get_type(const hsm_key *k);

@@ -188,6 +188,29 @@ const char *hsm_sig_alg_name(hsm_sig_alg alg)
     }
 }
 
+hsm_sig_alg hsm_sig_alg_for_type(hsm_key_type type)
+{
+    switch (type) {
+    case HSM_KEY_EC_P256:
+        return HSM_SIG_ECDSA_SHA256;
+    case HSM_KEY_EC_P384:
+        return HSM_SIG_ECDSA_SHA384;
+    case HSM_KEY_EC_P521:
+        return HSM_SIG_ECDSA_SHA512;
+    case HSM_KEY_RSA:
+        return HSM_SIG_RSA_PKCS1_SHA256;
+    case HSM_KEY_ED25519:
+        return HSM_SIG_ED25519;
+    default:
+        return HSM_SIG_NONE;
+    }
+}
+
+hsm_sig_alg hsm_sig_alg_for_key(const hsm_key *k)
+{
+    return hsm_sig_alg_for_type(hsm_key_get_type(k));
+}
+
 bool hsm_sig_alg_fits(hsm_sig_alg alg, hsm_key_type type)
 {
     switch (alg) {

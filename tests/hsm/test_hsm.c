@@ -331,6 +331,21 @@ static void test_hsm_alg_ids_match_openssl(void)
     EVP_PKEY_free(ed);
 }
 
+// Every key type gets a signature algorithm that fits it; none for no key.
+static void test_hsm_sig_alg_for_type(void)
+{
+    static const hsm_key_type k_types[] = {HSM_KEY_EC_P256, HSM_KEY_EC_P384, HSM_KEY_EC_P521,
+                                           HSM_KEY_RSA, HSM_KEY_ED25519};
+    for (size_t i = 0; i < sizeof(k_types) / sizeof(k_types[0]); i++) {
+        const hsm_sig_alg a = hsm_sig_alg_for_type(k_types[i]);
+        CU_ASSERT_NOT_EQUAL(a, HSM_SIG_NONE);
+        CU_ASSERT_TRUE(hsm_sig_alg_fits(a, k_types[i]));
+    }
+    CU_ASSERT_EQUAL(hsm_sig_alg_for_type(HSM_KEY_EC_P384), HSM_SIG_ECDSA_SHA384);
+    CU_ASSERT_EQUAL(hsm_sig_alg_for_type(HSM_KEY_EC_P521), HSM_SIG_ECDSA_SHA512);
+    CU_ASSERT_EQUAL(hsm_sig_alg_for_type(HSM_KEY_NONE), HSM_SIG_NONE);
+}
+
 static void test_hsm_ecdsa_sig_uses_minimal_integers(void)
 {
     uint8_t buf[160];
@@ -1033,6 +1048,7 @@ int test_hsm_register(void)
     if (CU_ADD_TEST(s, test_hsm_every_mechanism_verifies_with_openssl) == NULL ||
         CU_ADD_TEST(s, test_hsm_spki_matches_openssl_encoding) == NULL ||
         CU_ADD_TEST(s, test_hsm_alg_ids_match_openssl) == NULL ||
+        CU_ADD_TEST(s, test_hsm_sig_alg_for_type) == NULL ||
         CU_ADD_TEST(s, test_hsm_ecdsa_sig_uses_minimal_integers) == NULL ||
         CU_ADD_TEST(s, test_hsm_keygen_sets_protective_attributes) == NULL ||
         CU_ADD_TEST(s, test_hsm_keygen_large_rsa_and_duplicates) == NULL ||
