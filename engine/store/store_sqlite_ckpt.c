@@ -1,4 +1,5 @@
-// The SQLite backend's background WAL checkpointer (store_sqlite.c opens the connections).
+// The SQLite backend's background WAL checkpointer, started by store_sq_open and stopped by
+// store_sq_close (store_sqlite.c).
 //
 // WAL checkpoints. SQLite's automatic checkpoint runs inside the COMMIT that takes the WAL past
 // wal_autocheckpoint pages, on the writer thread: that commit also copies the WAL into the
