@@ -1,5 +1,5 @@
 // Key generation on the open token (C_GenerateKeyPair on the admin session under admin_mu), for
-// `certmint init` and tests.
+// `certmint init`, the tests and the benchmarks.
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,7 +7,6 @@
 #include "engine/der/der_oid.h"
 #include "hsm/hsm.h"
 #include "hsm/hsm_internal.h"
-
 
 // hsm_key_exists reports whether a private key with CKA_LABEL |label| or CKA_ID |id| exists.
 static CK_RV hsm_key_exists(hsm_token *t, bool *out, const char *label, cm_span id)
