@@ -2,7 +2,7 @@
 // signature is verified by OpenSSL against the exported SubjectPublicKeyInfo; AlgorithmIdentifier
 // and SPKI bytes are compared with OpenSSL's own encodings; URIs that match nothing, too much,
 // or carry a wrong PIN each fail with their own code; the pool is driven by several submitting
-// threads, shut down with jobs queued, and fed faults through bench/p11shim.
+// threads, shut down with jobs queued, and fed faults through tests/support/p11shim.
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
