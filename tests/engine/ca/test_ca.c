@@ -1346,30 +1346,30 @@ static void test_ca_name_to_text(void)
 int test_ca_register(void);
 int test_ca_register(void)
 {
-    CU_pSuite s = CU_add_suite("ca", ca_suite_init, ca_suite_cleanup);
-    if (s == NULL || CU_ADD_TEST(s, test_ca_issues_ec_p256) == NULL ||
-        CU_ADD_TEST(s, test_ca_issues_rsa_2048) == NULL ||
-        CU_ADD_TEST(s, test_ca_issues_ed25519) == NULL ||
-        CU_ADD_TEST(s, test_ca_issues_without_san) == NULL ||
-        CU_ADD_TEST(s, test_ca_empty_subject_gets_critical_san) == NULL ||
-        CU_ADD_TEST(s, test_ca_serials_unique_and_positive) == NULL ||
-        CU_ADD_TEST(s, test_ca_validity_rules) == NULL ||
-        CU_ADD_TEST(s, test_ca_rejects_key_types) == NULL ||
-        CU_ADD_TEST(s, test_ca_spki_parse) == NULL ||
-        CU_ADD_TEST(s, test_ca_rejects_subjects) == NULL ||
-        CU_ADD_TEST(s, test_ca_rejects_sans) == NULL ||
-        CU_ADD_TEST(s, test_ca_requested_extensions) == NULL ||
-        CU_ADD_TEST(s, test_ca_extensions_parse) == NULL ||
-        CU_ADD_TEST(s, test_ca_profile_config_errors) == NULL ||
-        CU_ADD_TEST(s, test_ca_authority_material) == NULL ||
-        CU_ADD_TEST(s, test_ca_trust_chains_and_cache) == NULL ||
-        CU_ADD_TEST(s, test_ca_trust_cache_concurrent) == NULL ||
-        CU_ADD_TEST(s, test_ca_crl_builds_and_verifies) == NULL ||
-        CU_ADD_TEST(s, test_ca_crl_empty_and_bad_args) == NULL ||
-        CU_ADD_TEST(s, test_ca_cert_fields) == NULL ||
-        CU_ADD_TEST(s, test_ca_tbs_fixed_buffer_too_small) == NULL ||
-        CU_ADD_TEST(s, test_ca_name_to_text) == NULL) {
-        return 1;
-    }
-    return 0;
+    static const test_case tests[] = {
+        TEST_CASE(test_ca_issues_ec_p256),
+        TEST_CASE(test_ca_issues_rsa_2048),
+        TEST_CASE(test_ca_issues_ed25519),
+        TEST_CASE(test_ca_issues_without_san),
+        TEST_CASE(test_ca_empty_subject_gets_critical_san),
+        TEST_CASE(test_ca_serials_unique_and_positive),
+        TEST_CASE(test_ca_validity_rules),
+        TEST_CASE(test_ca_rejects_key_types),
+        TEST_CASE(test_ca_spki_parse),
+        TEST_CASE(test_ca_rejects_subjects),
+        TEST_CASE(test_ca_rejects_sans),
+        TEST_CASE(test_ca_requested_extensions),
+        TEST_CASE(test_ca_extensions_parse),
+        TEST_CASE(test_ca_profile_config_errors),
+        TEST_CASE(test_ca_authority_material),
+        TEST_CASE(test_ca_trust_chains_and_cache),
+        TEST_CASE(test_ca_trust_cache_concurrent),
+        TEST_CASE(test_ca_crl_builds_and_verifies),
+        TEST_CASE(test_ca_crl_empty_and_bad_args),
+        TEST_CASE(test_ca_cert_fields),
+        TEST_CASE(test_ca_tbs_fixed_buffer_too_small),
+        TEST_CASE(test_ca_name_to_text),
+    };
+    return test_register_suite("ca", ca_suite_init, ca_suite_cleanup, NULL, NULL, tests,
+                               TEST_NUM_CASES(tests));
 }

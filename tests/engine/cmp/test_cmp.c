@@ -1426,42 +1426,28 @@ static void test_cmp_failinfo_mapping(void)
 int test_cmp_register(void);
 int test_cmp_register(void)
 {
-    CU_pSuite s = CU_add_suite_with_setup_and_teardown("cmp", cmp_suite_init, cmp_suite_cleanup,
-                                                       cmp_test_setup, cmp_test_teardown);
-    if (s == NULL) {
-        return 1;
-    }
-    const struct {
-        const char *name;
-        CU_TestFunc fn;
-    } tests[] = {
-#define T(fn) {#fn, fn}
-        T(test_cmp_parses_and_roundtrips_openssl_messages),
-        T(test_cmp_protected_part_is_what_openssl_maced),
-        T(test_cmp_request_and_response_headers_agree),
-        T(test_cmp_ip_carries_the_issued_certificate),
-        T(test_cmp_cert_conf_hash_matches_openssl),
-        T(test_cmp_cert_hash_follows_signature_and_hash_alg),
-        T(test_cmp_rr_names_the_certificate_and_reason),
-        T(test_cmp_body_details_from_openssl),
-        T(test_cmp_marshals_every_body_accepted_by_openssl),
-        T(test_cmp_typical_ip_fits_a_fixed_buffer_with_protection_and_extra_certs),
-        T(test_cmp_rejects_truncation_at_every_byte),
-        T(test_cmp_rejects_header_rule_violations),
-        T(test_cmp_rejects_bad_general_info),
-        T(test_cmp_rejects_unknown_and_unsupported_bodies),
-        T(test_cmp_nested_depth_is_limited),
-        T(test_cmp_hash_alg_needs_pvno_3),
-        T(test_cmp_unsupported_pvno_is_reported_not_rejected),
-        T(test_cmp_rejects_bad_status_and_reason),
-        T(test_cmp_rejects_empty_sequences),
-        T(test_cmp_failinfo_mapping),
-#undef T
+    static const test_case tests[] = {
+        TEST_CASE(test_cmp_parses_and_roundtrips_openssl_messages),
+        TEST_CASE(test_cmp_protected_part_is_what_openssl_maced),
+        TEST_CASE(test_cmp_request_and_response_headers_agree),
+        TEST_CASE(test_cmp_ip_carries_the_issued_certificate),
+        TEST_CASE(test_cmp_cert_conf_hash_matches_openssl),
+        TEST_CASE(test_cmp_cert_hash_follows_signature_and_hash_alg),
+        TEST_CASE(test_cmp_rr_names_the_certificate_and_reason),
+        TEST_CASE(test_cmp_body_details_from_openssl),
+        TEST_CASE(test_cmp_marshals_every_body_accepted_by_openssl),
+        TEST_CASE(test_cmp_typical_ip_fits_a_fixed_buffer_with_protection_and_extra_certs),
+        TEST_CASE(test_cmp_rejects_truncation_at_every_byte),
+        TEST_CASE(test_cmp_rejects_header_rule_violations),
+        TEST_CASE(test_cmp_rejects_bad_general_info),
+        TEST_CASE(test_cmp_rejects_unknown_and_unsupported_bodies),
+        TEST_CASE(test_cmp_nested_depth_is_limited),
+        TEST_CASE(test_cmp_hash_alg_needs_pvno_3),
+        TEST_CASE(test_cmp_unsupported_pvno_is_reported_not_rejected),
+        TEST_CASE(test_cmp_rejects_bad_status_and_reason),
+        TEST_CASE(test_cmp_rejects_empty_sequences),
+        TEST_CASE(test_cmp_failinfo_mapping),
     };
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL) {
-            return 1;
-        }
-    }
-    return 0;
+    return test_register_suite("cmp", cmp_suite_init, cmp_suite_cleanup, cmp_test_setup,
+                               cmp_test_teardown, tests, TEST_NUM_CASES(tests));
 }

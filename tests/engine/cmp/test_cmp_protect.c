@@ -1446,38 +1446,25 @@ static int cmp_protect_suite_cleanup(void)
 int test_cmp_protect_register(void);
 int test_cmp_protect_register(void)
 {
-    CU_pSuite s = CU_add_suite("cmp_protect", cmp_protect_suite_init, cmp_protect_suite_cleanup);
-    if (s == NULL) {
-        return 1;
-    }
-    const struct {
-        const char *name;
-        CU_TestFunc fn;
-    } tests[] = {
-#define T(fn) {#fn, fn}
-        T(test_cmp_protect_ctx_rejects_bad_limits),
-        T(test_cmp_protect_kind_and_failinfo),
-        T(test_cmp_protect_part_header),
-        T(test_cmp_protect_pbm_openssl_requests_verify),
-        T(test_cmp_protect_pbm_wrong_secret_fails),
-        T(test_cmp_protect_pbm_tampering_fails),
-        T(test_cmp_protect_pbm_bounds_checked_before_work),
-        T(test_cmp_protect_pbm_rejects_bad_parameters),
-        T(test_cmp_protect_pbm_produced_accepted_by_openssl),
-        T(test_cmp_protect_pbmac1_matches_independent_computation),
-        T(test_cmp_protect_pbmac1_rejects_bad_parameters),
-        T(test_cmp_protect_sig_openssl_requests_verify),
-        T(test_cmp_protect_sig_sha1_is_bad_alg),
-        T(test_cmp_protect_sig_key_mismatch_and_bad_cert),
-        T(test_cmp_protect_cert_spki_matches_openssl),
-        T(test_cmp_protect_sig_produced_accepted_by_openssl),
-        T(test_cmp_protect_ctx_shared_by_threads),
-#undef T
+    static const test_case tests[] = {
+        TEST_CASE(test_cmp_protect_ctx_rejects_bad_limits),
+        TEST_CASE(test_cmp_protect_kind_and_failinfo),
+        TEST_CASE(test_cmp_protect_part_header),
+        TEST_CASE(test_cmp_protect_pbm_openssl_requests_verify),
+        TEST_CASE(test_cmp_protect_pbm_wrong_secret_fails),
+        TEST_CASE(test_cmp_protect_pbm_tampering_fails),
+        TEST_CASE(test_cmp_protect_pbm_bounds_checked_before_work),
+        TEST_CASE(test_cmp_protect_pbm_rejects_bad_parameters),
+        TEST_CASE(test_cmp_protect_pbm_produced_accepted_by_openssl),
+        TEST_CASE(test_cmp_protect_pbmac1_matches_independent_computation),
+        TEST_CASE(test_cmp_protect_pbmac1_rejects_bad_parameters),
+        TEST_CASE(test_cmp_protect_sig_openssl_requests_verify),
+        TEST_CASE(test_cmp_protect_sig_sha1_is_bad_alg),
+        TEST_CASE(test_cmp_protect_sig_key_mismatch_and_bad_cert),
+        TEST_CASE(test_cmp_protect_cert_spki_matches_openssl),
+        TEST_CASE(test_cmp_protect_sig_produced_accepted_by_openssl),
+        TEST_CASE(test_cmp_protect_ctx_shared_by_threads),
     };
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL) {
-            return 1;
-        }
-    }
-    return 0;
+    return test_register_suite("cmp_protect", cmp_protect_suite_init, cmp_protect_suite_cleanup,
+                               NULL, NULL, tests, TEST_NUM_CASES(tests));
 }

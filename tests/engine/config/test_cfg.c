@@ -504,13 +504,13 @@ static void test_cfg_missing_sections_and_keys(void)
 int test_cfg_register(void);
 int test_cfg_register(void)
 {
-    CU_pSuite s = CU_add_suite("cfg", cfg_suite_init, cfg_suite_cleanup);
-    if (s == NULL || CU_ADD_TEST(s, test_cfg_full_example_loads) == NULL ||
-        CU_ADD_TEST(s, test_cfg_defaults) == NULL ||
-        CU_ADD_TEST(s, test_cfg_rejects_bad_values) == NULL ||
-        CU_ADD_TEST(s, test_cfg_secret_mode_names_file_and_mode) == NULL ||
-        CU_ADD_TEST(s, test_cfg_missing_sections_and_keys) == NULL) {
-        return 1;
-    }
-    return 0;
+    static const test_case tests[] = {
+        TEST_CASE(test_cfg_full_example_loads),
+        TEST_CASE(test_cfg_defaults),
+        TEST_CASE(test_cfg_rejects_bad_values),
+        TEST_CASE(test_cfg_secret_mode_names_file_and_mode),
+        TEST_CASE(test_cfg_missing_sections_and_keys),
+    };
+    return test_register_suite("cfg", cfg_suite_init, cfg_suite_cleanup, NULL, NULL, tests,
+                               TEST_NUM_CASES(tests));
 }

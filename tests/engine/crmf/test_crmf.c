@@ -1440,47 +1440,33 @@ static int crmf_suite_cleanup(void)
 int test_crmf_register(void);
 int test_crmf_register(void)
 {
-    CU_pSuite s = CU_add_suite_with_setup_and_teardown("crmf", crmf_suite_init, crmf_suite_cleanup,
-                                                       crmf_setup, crmf_teardown);
-    if (s == NULL) {
-        return 1;
-    }
-    const struct {
-        const char *name;
-        CU_TestFunc fn;
-    } tests[] = {
-#define T(fn) {#fn, fn}
-        T(test_crmf_parses_openssl_requests),
-        T(test_crmf_round_trips_openssl_requests),
-        T(test_crmf_popo_of_openssl_requests_verifies),
-        T(test_crmf_popo_fails_on_any_flipped_byte),
-        T(test_crmf_rejects_truncation_at_every_byte),
-        T(test_crmf_caps_and_requires_cert_req_msgs),
-        T(test_crmf_template_fields),
-        T(test_crmf_template_rejections),
-        T(test_crmf_popo_choices_are_reported),
-        T(test_crmf_ra_verified_from_openssl),
-        T(test_crmf_rejects_bad_popo_encodings),
-        T(test_crmf_fuzz_seeds_are_accepted),
-        T(test_crmf_popo_rules),
-        T(test_crmf_controls),
-        T(test_crmf_builds_and_signs_requests),
-        T(test_crmf_sig_alg_table),
-        T(test_crmf_keys_match_d2i_pubkey),
-        T(test_crmf_builds_compressed_ec_keys),
-        T(test_crmf_rejects_bad_keys),
-        T(test_crmf_verify_checks_key_against_alg),
-        T(test_crmf_csrs_from_openssl),
-        T(test_crmf_csr_tampering_and_truncation),
-        T(test_crmf_csr_rejections),
-        T(test_crmf_general_names),
-        T(test_crmf_failinfo_mapping),
-#undef T
+    static const test_case tests[] = {
+        TEST_CASE(test_crmf_parses_openssl_requests),
+        TEST_CASE(test_crmf_round_trips_openssl_requests),
+        TEST_CASE(test_crmf_popo_of_openssl_requests_verifies),
+        TEST_CASE(test_crmf_popo_fails_on_any_flipped_byte),
+        TEST_CASE(test_crmf_rejects_truncation_at_every_byte),
+        TEST_CASE(test_crmf_caps_and_requires_cert_req_msgs),
+        TEST_CASE(test_crmf_template_fields),
+        TEST_CASE(test_crmf_template_rejections),
+        TEST_CASE(test_crmf_popo_choices_are_reported),
+        TEST_CASE(test_crmf_ra_verified_from_openssl),
+        TEST_CASE(test_crmf_rejects_bad_popo_encodings),
+        TEST_CASE(test_crmf_fuzz_seeds_are_accepted),
+        TEST_CASE(test_crmf_popo_rules),
+        TEST_CASE(test_crmf_controls),
+        TEST_CASE(test_crmf_builds_and_signs_requests),
+        TEST_CASE(test_crmf_sig_alg_table),
+        TEST_CASE(test_crmf_keys_match_d2i_pubkey),
+        TEST_CASE(test_crmf_builds_compressed_ec_keys),
+        TEST_CASE(test_crmf_rejects_bad_keys),
+        TEST_CASE(test_crmf_verify_checks_key_against_alg),
+        TEST_CASE(test_crmf_csrs_from_openssl),
+        TEST_CASE(test_crmf_csr_tampering_and_truncation),
+        TEST_CASE(test_crmf_csr_rejections),
+        TEST_CASE(test_crmf_general_names),
+        TEST_CASE(test_crmf_failinfo_mapping),
     };
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL) {
-            return 1;
-        }
-    }
-    return 0;
+    return test_register_suite("crmf", crmf_suite_init, crmf_suite_cleanup, crmf_setup,
+                               crmf_teardown, tests, TEST_NUM_CASES(tests));
 }

@@ -1391,26 +1391,26 @@ static void test_srv_rejects_cert_conf_for_unknown_transaction(void)
 int test_srv_register(void);
 int test_srv_register(void)
 {
-    CU_pSuite s = CU_add_suite("srv", srv_suite_init, srv_suite_cleanup);
-    if (s == NULL || CU_ADD_TEST(s, test_srv_ir_pbm_implicit_confirm) == NULL ||
-        CU_ADD_TEST(s, test_srv_ir_pbm_with_cert_conf) == NULL ||
-        CU_ADD_TEST(s, test_srv_cert_conf_rejection_revokes) == NULL ||
-        CU_ADD_TEST(s, test_srv_ir_signature_protected_by_vendor_cert) == NULL ||
-        CU_ADD_TEST(s, test_srv_p10cr) == NULL ||
-        CU_ADD_TEST(s, test_srv_ra_verified_only_from_an_ra) == NULL ||
-        CU_ADD_TEST(s, test_srv_ir_pbmac1) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_wrong_secret_with_signed_error) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_unknown_reference) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_untrusted_signer) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_tampered_request) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_garbage_with_signed_bad_data_format) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_bad_popo) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_cert_conf_for_unknown_transaction) == NULL ||
-        CU_ADD_TEST(s, test_srv_genm_types) == NULL ||
-        CU_ADD_TEST(s, test_srv_genm_crl_update) == NULL ||
-        CU_ADD_TEST(s, test_srv_genm_root_ca_key_update) == NULL ||
-        CU_ADD_TEST(s, test_srv_rr_flows) == NULL) {
-        return 1;
-    }
-    return 0;
+    static const test_case tests[] = {
+        TEST_CASE(test_srv_ir_pbm_implicit_confirm),
+        TEST_CASE(test_srv_ir_pbm_with_cert_conf),
+        TEST_CASE(test_srv_cert_conf_rejection_revokes),
+        TEST_CASE(test_srv_ir_signature_protected_by_vendor_cert),
+        TEST_CASE(test_srv_p10cr),
+        TEST_CASE(test_srv_ra_verified_only_from_an_ra),
+        TEST_CASE(test_srv_ir_pbmac1),
+        TEST_CASE(test_srv_rejects_wrong_secret_with_signed_error),
+        TEST_CASE(test_srv_rejects_unknown_reference),
+        TEST_CASE(test_srv_rejects_untrusted_signer),
+        TEST_CASE(test_srv_rejects_tampered_request),
+        TEST_CASE(test_srv_rejects_garbage_with_signed_bad_data_format),
+        TEST_CASE(test_srv_rejects_bad_popo),
+        TEST_CASE(test_srv_rejects_cert_conf_for_unknown_transaction),
+        TEST_CASE(test_srv_genm_types),
+        TEST_CASE(test_srv_genm_crl_update),
+        TEST_CASE(test_srv_genm_root_ca_key_update),
+        TEST_CASE(test_srv_rr_flows),
+    };
+    return test_register_suite("srv", srv_suite_init, srv_suite_cleanup, NULL, NULL, tests,
+                               TEST_NUM_CASES(tests));
 }
