@@ -114,37 +114,13 @@ static int cfg_suite_init(void)
         chmod(path_of(secrets, sizeof(secrets), "secrets/open.key"), 0644) != 0) {
         return 1;
     }
-    const char *mkca[] = {
-        "openssl", "req",     "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes",  "-keyout", key,     "-out",    ca,   "-subj",    "/CN=Devices CA",
-        "-days",   "30",      NULL};
-    const char *mkvendor[] = {
-        "openssl", "req",     "-x509", "-newkey", "ec",   "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes",  "-keyout", vkey,    "-out",    vendor, "-subj",    "/CN=Vendor CA",
-        "-days",   "30",      NULL};
-    const char *mkra[] = {"openssl",
-                          "req",
-                          "-x509",
-                          "-newkey",
-                          "ec",
-                          "-pkeyopt",
-                          "ec_paramgen_curve:P-256",
-                          "-nodes",
-                          "-keyout",
-                          rkey,
-                          "-out",
-                          ra,
-                          "-subj",
-                          "/CN=Line RA",
-                          "-days",
-                          "30",
-                          "-config",
-                          ext,
-                          "-extensions",
-                          "leaf",
-                          NULL};
-    if (test_run(mkca, log) != 0 || test_run(mkvendor, log) != 0 || test_run(mkra, log) != 0) {
-        fprintf(stderr, "openssl failed; see %s\n", log);
+    const test_pki_cert_spec ca_spec = {.subject = "/CN=Devices CA", .days = 30};
+    const test_pki_cert_spec vendor_spec = {.subject = "/CN=Vendor CA", .days = 30};
+    const test_pki_cert_spec ra_spec = {
+        .subject = "/CN=Line RA", .days = 30, .ext_file = ext, .ext_section = "leaf"};
+    if (!test_pki_make_ca(key, ca, &ca_spec, log) ||
+        !test_pki_make_ca(vkey, vendor, &vendor_spec, log) ||
+        !test_pki_make_ca(rkey, ra, &ra_spec, log)) {
         return 1;
     }
     return 0;

@@ -1201,26 +1201,13 @@ static int crmf_suite_init(void)
     for (int i = 0; i < 8; i++) {
         test_path(p[i], sizeof(p[i]), g_dir, names[i]);
     }
-    const char *mkca[] = {
-        "openssl", "req",     "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes",  "-keyout", p[0],    "-out",    p[1], "-subj",    "/CN=CRMF Test CA",
-        "-days",   "30",      NULL};
-    const char *mkec[] = {"openssl", "genpkey",  "-algorithm",
-                          "EC",      "-pkeyopt", "ec_paramgen_curve:P-256",
-                          "-out",    p[2],       NULL};
-    const char *mkrsa[] = {"openssl", "genpkey",  "-algorithm",
-                           "RSA",     "-pkeyopt", "rsa_keygen_bits:2048",
-                           "-out",    p[3],       NULL};
-    const char *mked[] = {"openssl", "genpkey", "-algorithm", "ED25519", "-out", p[4], NULL};
-    const char *mkk1[] = {"openssl", "genpkey",  "-algorithm",
-                          "EC",      "-pkeyopt", "ec_paramgen_curve:secp256k1",
-                          "-out",    p[6],       NULL};
-    const char *mkec2[] = {"openssl", "genpkey",  "-algorithm",
-                           "EC",      "-pkeyopt", "ec_paramgen_curve:P-256",
-                           "-out",    p[7],       NULL};
-    if (test_run(mkca, log) != 0 || test_run(mkec, log) != 0 || test_run(mkrsa, log) != 0 ||
-        test_run(mked, log) != 0 || test_run(mkk1, log) != 0 || test_run(mkec2, log) != 0) {
-        fprintf(stderr, "openssl key generation failed; see %s\n", log);
+    const test_pki_cert_spec ca_spec = {.subject = "/CN=CRMF Test CA", .days = 30};
+    if (!test_pki_make_ca(p[0], p[1], &ca_spec, log) ||
+        !test_pki_make_key(p[2], TEST_PKI_EC_P256, log) ||
+        !test_pki_make_key(p[3], TEST_PKI_RSA_2048, log) ||
+        !test_pki_make_key(p[4], TEST_PKI_ED25519, log) ||
+        !test_pki_make_key(p[6], TEST_PKI_EC_SECP256K1, log) ||
+        !test_pki_make_key(p[7], TEST_PKI_EC_P256, log)) {
         return 1;
     }
     // The requests. The mock server answers with its own fixed certificate, which the client

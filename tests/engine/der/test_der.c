@@ -913,27 +913,11 @@ static int der_suite_init(void)
     test_path(serial, sizeof(serial), g_dir, "serial");
     test_path(ext, sizeof(ext), g_dir, "ext.cnf");
 
-    const char *mkca[] = {"openssl",
-                          "req",
-                          "-x509",
-                          "-newkey",
-                          "ec",
-                          "-pkeyopt",
-                          "ec_paramgen_curve:P-256",
-                          "-nodes",
-                          "-keyout",
-                          key,
-                          "-out",
-                          cert,
-                          "-subj",
-                          "/C=DE/O=certmint test/CN=DER Test CA",
-                          "-days",
-                          "30",
-                          "-addext",
-                          "subjectAltName=DNS:ca.example,IP:127.0.0.1",
-                          NULL};
-    const char *toder[] = {"openssl", "x509", "-in",   cert, "-outform",
-                           "DER",     "-out", certder, NULL};
+    const char *const san[] = {"subjectAltName=DNS:ca.example,IP:127.0.0.1", NULL};
+    const test_pki_cert_spec ca_spec = {.subject = "/C=DE/O=certmint test/CN=DER Test CA",
+                                        .days = 30,
+                                        .addext = san,
+                                        .der_path = certder};
     const char *mkcsr[] = {"openssl",  "req",
                            "-new",     "-newkey",
                            "rsa:2048", "-nodes",
@@ -943,7 +927,7 @@ static int der_suite_init(void)
                            "-outform", "DER",
                            "-out",     csr,
                            NULL};
-    if (test_run(mkca, log) != 0 || test_run(toder, log) != 0 || test_run(mkcsr, log) != 0) {
+    if (!test_pki_make_ca(key, cert, &ca_spec, log) || test_run(mkcsr, log) != 0) {
         fprintf(stderr, "openssl failed; see %s\n", log);
         return 1;
     }
