@@ -3,6 +3,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
 #include "tests/support/test_support.h"
 
 // How each key type is spelled for `genpkey -algorithm` and `req -newkey`, with its -pkeyopt.
@@ -255,4 +258,30 @@ bool test_pki_issue(const char *key_path, const char *cert_path, const char *ca_
         return test_pki_fail(key_path, cert_path, spec);
     }
     return true;
+}
+
+// test_pki_read_pem reads one PEM object of |path|: a private key or a certificate.
+static void *test_pki_read_pem(const char *path, bool key)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return NULL;
+    }
+    void *v = key ? (void *)PEM_read_PrivateKey(f, NULL, NULL, NULL)
+                  : (void *)PEM_read_X509(f, NULL, NULL, NULL);
+    (void)fclose(f);
+    if (v == NULL) {
+        ERR_clear_error(); // the queue is per thread: keep it from the next check
+    }
+    return v;
+}
+
+X509 *test_pki_read_cert(const char *path)
+{
+    return test_pki_read_pem(path, false);
+}
+
+EVP_PKEY *test_pki_read_key(const char *path)
+{
+    return test_pki_read_pem(path, true);
 }

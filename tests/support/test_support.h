@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include <CUnit/CUnit.h>
+#include <openssl/types.h>
 
 #include "engine/base/base.h"
 
@@ -157,5 +158,13 @@ bool test_pki_make_ca(const char *key_path, const char *cert_path, const test_pk
 // without an ext_file, and spec->addext, are refused.
 bool test_pki_issue(const char *key_path, const char *cert_path, const char *ca_key_path,
                     const char *ca_cert_path, const test_pki_cert_spec *spec, const char *log);
+
+// test_pki_read_cert reads the first PEM certificate of |path| (X509_free it); NULL when the
+// file cannot be opened or holds none.
+X509 *test_pki_read_cert(const char *path);
+
+// test_pki_read_key reads the PEM private key at |path| (EVP_PKEY_free it); NULL when the file
+// cannot be opened or holds none.
+EVP_PKEY *test_pki_read_key(const char *path);
 
 #endif // CERTMINT_TESTS_SUPPORT_TEST_SUPPORT_H

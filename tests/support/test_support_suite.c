@@ -13,7 +13,6 @@
 
 #include <CUnit/CUnit.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <p11-kit/p11-kit.h>
@@ -164,28 +163,6 @@ static bool file_exists(const char *path)
     return stat(path, &st) == 0;
 }
 
-static X509 *read_cert(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return NULL;
-    }
-    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
-    (void)fclose(f);
-    return x;
-}
-
-static EVP_PKEY *read_key(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return NULL;
-    }
-    EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-    (void)fclose(f);
-    return k;
-}
-
 // openssl_verify runs `openssl verify -CAfile ca cert` (exit status 0: the chain verifies).
 static int openssl_verify(const char *ca, const char *cert)
 {
@@ -243,7 +220,7 @@ static void test_support_pki_keys_of_every_type(void)
         (void)snprintf(name, sizeof(name), "key-%d.pem", t);
         CU_ASSERT_TRUE_FATAL(
             test_pki_make_key(pki_path(path, sizeof(path), name), (test_pki_key_type)t, g_log));
-        EVP_PKEY *k = read_key(path);
+        EVP_PKEY *k = test_pki_read_key(path);
         CU_ASSERT_PTR_NOT_NULL_FATAL(k);
         CU_ASSERT_TRUE(key_is(k, (test_pki_key_type)t));
         EVP_PKEY_free(k);
@@ -279,8 +256,8 @@ static void test_support_pki_ca_and_leaf_verify(void)
         CU_ASSERT_EQUAL(openssl_verify(ca, ca), 0);
         CU_ASSERT_EQUAL(openssl_verify(ca, leaf), 0);
 
-        X509 *cx = read_cert(ca), *lx = read_cert(leaf);
-        EVP_PKEY *ck = read_key(ca_key), *lk = read_key(leaf_key);
+        X509 *cx = test_pki_read_cert(ca), *lx = test_pki_read_cert(leaf);
+        EVP_PKEY *ck = test_pki_read_key(ca_key), *lk = test_pki_read_key(leaf_key);
         CU_ASSERT_FATAL(cx != NULL && lx != NULL && ck != NULL && lk != NULL);
         CU_ASSERT_TRUE(subject_is(cx, "/O=certmint test/CN=Support CA"));
         CU_ASSERT_TRUE(subject_is(lx, "/CN=device-7"));
@@ -330,13 +307,13 @@ static void test_support_pki_existing_keys_and_extensions(void)
     pki_path(self, sizeof(self), "x-self.pem");
     pki_path(self_key, sizeof(self_key), "x-self.key");
     CU_ASSERT_TRUE_FATAL(test_pki_make_key(root_key, TEST_PKI_ED25519, g_log));
-    EVP_PKEY *before = read_key(root_key);
+    EVP_PKEY *before = test_pki_read_key(root_key);
     CU_ASSERT_PTR_NOT_NULL_FATAL(before);
     const char *const san[] = {"subjectAltName=DNS:ca.example,IP:127.0.0.1", NULL};
     const test_pki_cert_spec root_spec = {
         .subject = "/CN=x-root", .days = 60, .key_exists = true, .addext = san};
     CU_ASSERT_TRUE_FATAL(test_pki_make_ca(root_key, root, &root_spec, g_log));
-    X509 *rx = read_cert(root);
+    X509 *rx = test_pki_read_cert(root);
     CU_ASSERT_PTR_NOT_NULL_FATAL(rx);
     CU_ASSERT_EQUAL(X509_check_private_key(rx, before), 1);
     GENERAL_NAMES *gns = X509_get_ext_d2i(rx, NID_subject_alt_name, NULL, NULL);
@@ -353,8 +330,8 @@ static void test_support_pki_existing_keys_and_extensions(void)
                                          .ext_section = "v3_int"};
     CU_ASSERT_TRUE_FATAL(test_pki_issue(int_key, int_pem, root_key, root, &int_spec, g_log));
     CU_ASSERT_EQUAL(openssl_verify(root, int_pem), 0);
-    X509 *ix = read_cert(int_pem);
-    EVP_PKEY *ik = read_key(int_key);
+    X509 *ix = test_pki_read_cert(int_pem);
+    EVP_PKEY *ik = test_pki_read_key(int_key);
     CU_ASSERT_FATAL(ix != NULL && ik != NULL);
     CU_ASSERT_EQUAL(X509_check_private_key(ix, ik), 1);
     CU_ASSERT_EQUAL(X509_check_ca(ix), 1);
@@ -364,7 +341,7 @@ static void test_support_pki_existing_keys_and_extensions(void)
     const test_pki_cert_spec self_spec = {
         .subject = "/CN=not a CA", .days = 5, .ext_file = ext, .ext_section = "leaf"};
     CU_ASSERT_TRUE_FATAL(test_pki_make_ca(self_key, self, &self_spec, g_log));
-    X509 *sx = read_cert(self);
+    X509 *sx = test_pki_read_cert(self);
     CU_ASSERT_PTR_NOT_NULL_FATAL(sx);
     CU_ASSERT_EQUAL(X509_check_ca(sx), 0);
     X509_free(rx);
@@ -405,6 +382,11 @@ static void test_support_pki_rejects_bad_arguments(void)
     CU_ASSERT_FALSE(test_pki_make_ca(key, cert, &s, g_log));
     CU_ASSERT_FALSE(test_pki_make_key(key, TEST_PKI_KEY_TYPE_COUNT, g_log));
     CU_ASSERT_FALSE(test_pki_make_key(NULL, TEST_PKI_EC_P256, g_log));
+    // The readers: a missing file, and a file that holds the other kind of PEM object.
+    CU_ASSERT_PTR_NULL(test_pki_read_cert(missing));
+    CU_ASSERT_PTR_NULL(test_pki_read_key(missing));
+    CU_ASSERT_PTR_NULL(test_pki_read_cert(ca_key));
+    CU_ASSERT_PTR_NULL(test_pki_read_key(ca));
     // openssl itself fails: an existing key that is not there, an unknown extension section,
     // a directory that does not exist.
     s = good;
