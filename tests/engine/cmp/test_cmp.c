@@ -122,32 +122,19 @@ static bool load_cert_der(const char *name, uint8_t **out, size_t *out_len, X509
     return true;
 }
 
-static int run_all(const char *const *const cmds[], size_t n, const char *log)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (test_run(cmds[i], log) != 0) {
-            fprintf(stderr, "command %zu failed; see %s\n", i, log);
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static int cmp_suite_init(void)
 {
     if (!test_tmpdir(g_dir, sizeof(g_dir), "cmp") || !cm_ok(cmp_digests_init(&g_digests))) {
         return 1;
     }
-    char log[320], ca_key[320], ca[320], cl_key[320], cl_csr[320], cl[320], serial[320];
+    char log[320], ca_key[320], ca[320], cl_key[320], cl[320];
     char new_key[320], rsa_key[320], ed_key[320], p10[320], certout[320], ed_cert[320];
     char ed448_cert[320], ed448_key[320];
     test_path(log, sizeof(log), g_dir, "openssl.log");
     test_path(ca_key, sizeof(ca_key), g_dir, "ca.key");
     test_path(ca, sizeof(ca), g_dir, "ca.pem");
     test_path(cl_key, sizeof(cl_key), g_dir, "cl.key");
-    test_path(cl_csr, sizeof(cl_csr), g_dir, "cl.csr");
     test_path(cl, sizeof(cl), g_dir, "cl.pem");
-    test_path(serial, sizeof(serial), g_dir, "ca.srl");
     test_path(new_key, sizeof(new_key), g_dir, "new.key");
     test_path(rsa_key, sizeof(rsa_key), g_dir, "rsa.key");
     test_path(ed_key, sizeof(ed_key), g_dir, "ed.key");
@@ -157,55 +144,20 @@ static int cmp_suite_init(void)
     test_path(ed448_key, sizeof(ed448_key), g_dir, "ed448.key");
     test_path(ed448_cert, sizeof(ed448_cert), g_dir, "ed448.pem");
 
-    const char *mkca[] = {"openssl",
-                          "req",
-                          "-x509",
-                          "-newkey",
-                          "ec",
-                          "-pkeyopt",
-                          "ec_paramgen_curve:P-256",
-                          "-nodes",
-                          "-keyout",
-                          ca_key,
-                          "-out",
-                          ca,
-                          "-subj",
-                          "/O=certmint test/CN=CMP Mock CA",
-                          "-days",
-                          "30",
-                          NULL};
-    const char *mkclreq[] = {"openssl",
-                             "req",
-                             "-new",
-                             "-newkey",
-                             "ec",
-                             "-pkeyopt",
-                             "ec_paramgen_curve:P-256",
-                             "-nodes",
-                             "-keyout",
-                             cl_key,
-                             "-subj",
-                             "/CN=client-1",
-                             "-out",
-                             cl_csr,
-                             NULL};
-    const char *mkcl[] = {"openssl", "x509", "-req",  "-in", cl_csr,      "-CA",  ca,
-                          "-CAkey",  ca_key, "-days", "30",  "-CAserial", serial, "-CAcreateserial",
-                          "-out",    cl,     NULL};
-    const char *mkrsa[] = {"openssl", "genpkey",  "-algorithm",
-                           "RSA",     "-pkeyopt", "rsa_keygen_bits:2048",
-                           "-out",    rsa_key,    NULL};
-    const char *mked[] = {"openssl", "genpkey", "-algorithm", "ED25519", "-out", ed_key, NULL};
-    const char *mkedc[] = {"openssl",     "req",   "-x509", "-new", "-key",  ed_key, "-subj",
-                           "/CN=ed25519", "-days", "30",    "-out", ed_cert, NULL};
-    const char *mked448[] = {"openssl", "genpkey", "-algorithm", "ED448", "-out", ed448_key, NULL};
-    const char *mked448c[] = {"openssl",   "req",   "-x509", "-new", "-key",     ed448_key, "-subj",
-                              "/CN=ed448", "-days", "30",    "-out", ed448_cert, NULL};
+    const test_pki_cert_spec ca_spec = {.subject = "/O=certmint test/CN=CMP Mock CA", .days = 30};
+    const test_pki_cert_spec cl_spec = {.subject = "/CN=client-1", .days = 30};
+    const test_pki_cert_spec ed_spec = {
+        .subject = "/CN=ed25519", .days = 30, .key_type = TEST_PKI_ED25519};
+    const test_pki_cert_spec ed448_spec = {
+        .subject = "/CN=ed448", .days = 30, .key_type = TEST_PKI_ED448};
     const char *mkp10[] = {"openssl",        "req",      "-new", "-key", rsa_key, "-subj",
                            "/CN=p10-device", "-outform", "DER",  "-out", p10,     NULL};
-    const char *const *setup[] = {mkca,  mkclreq, mkcl,     mkrsa, mked,
-                                  mkedc, mked448, mked448c, mkp10};
-    if (run_all(setup, sizeof(setup) / sizeof(setup[0]), log) != 0) {
+    if (!test_pki_make_ca(ca_key, ca, &ca_spec, log) ||
+        !test_pki_issue(cl_key, cl, ca_key, ca, &cl_spec, log) ||
+        !test_pki_make_key(rsa_key, TEST_PKI_RSA_2048, log) ||
+        !test_pki_make_ca(ed_key, ed_cert, &ed_spec, log) ||
+        !test_pki_make_ca(ed448_key, ed448_cert, &ed448_spec, log) || test_run(mkp10, log) != 0) {
+        fprintf(stderr, "fixture set-up failed; see %s\n", log);
         return 1;
     }
 
@@ -1426,42 +1378,28 @@ static void test_cmp_failinfo_mapping(void)
 int test_cmp_register(void);
 int test_cmp_register(void)
 {
-    CU_pSuite s = CU_add_suite_with_setup_and_teardown("cmp", cmp_suite_init, cmp_suite_cleanup,
-                                                       cmp_test_setup, cmp_test_teardown);
-    if (s == NULL) {
-        return 1;
-    }
-    const struct {
-        const char *name;
-        CU_TestFunc fn;
-    } tests[] = {
-#define T(fn) {#fn, fn}
-        T(test_cmp_parses_and_roundtrips_openssl_messages),
-        T(test_cmp_protected_part_is_what_openssl_maced),
-        T(test_cmp_request_and_response_headers_agree),
-        T(test_cmp_ip_carries_the_issued_certificate),
-        T(test_cmp_cert_conf_hash_matches_openssl),
-        T(test_cmp_cert_hash_follows_signature_and_hash_alg),
-        T(test_cmp_rr_names_the_certificate_and_reason),
-        T(test_cmp_body_details_from_openssl),
-        T(test_cmp_marshals_every_body_accepted_by_openssl),
-        T(test_cmp_typical_ip_fits_a_fixed_buffer_with_protection_and_extra_certs),
-        T(test_cmp_rejects_truncation_at_every_byte),
-        T(test_cmp_rejects_header_rule_violations),
-        T(test_cmp_rejects_bad_general_info),
-        T(test_cmp_rejects_unknown_and_unsupported_bodies),
-        T(test_cmp_nested_depth_is_limited),
-        T(test_cmp_hash_alg_needs_pvno_3),
-        T(test_cmp_unsupported_pvno_is_reported_not_rejected),
-        T(test_cmp_rejects_bad_status_and_reason),
-        T(test_cmp_rejects_empty_sequences),
-        T(test_cmp_failinfo_mapping),
-#undef T
+    static const test_case tests[] = {
+        TEST_CASE(test_cmp_parses_and_roundtrips_openssl_messages),
+        TEST_CASE(test_cmp_protected_part_is_what_openssl_maced),
+        TEST_CASE(test_cmp_request_and_response_headers_agree),
+        TEST_CASE(test_cmp_ip_carries_the_issued_certificate),
+        TEST_CASE(test_cmp_cert_conf_hash_matches_openssl),
+        TEST_CASE(test_cmp_cert_hash_follows_signature_and_hash_alg),
+        TEST_CASE(test_cmp_rr_names_the_certificate_and_reason),
+        TEST_CASE(test_cmp_body_details_from_openssl),
+        TEST_CASE(test_cmp_marshals_every_body_accepted_by_openssl),
+        TEST_CASE(test_cmp_typical_ip_fits_a_fixed_buffer_with_protection_and_extra_certs),
+        TEST_CASE(test_cmp_rejects_truncation_at_every_byte),
+        TEST_CASE(test_cmp_rejects_header_rule_violations),
+        TEST_CASE(test_cmp_rejects_bad_general_info),
+        TEST_CASE(test_cmp_rejects_unknown_and_unsupported_bodies),
+        TEST_CASE(test_cmp_nested_depth_is_limited),
+        TEST_CASE(test_cmp_hash_alg_needs_pvno_3),
+        TEST_CASE(test_cmp_unsupported_pvno_is_reported_not_rejected),
+        TEST_CASE(test_cmp_rejects_bad_status_and_reason),
+        TEST_CASE(test_cmp_rejects_empty_sequences),
+        TEST_CASE(test_cmp_failinfo_mapping),
     };
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL) {
-            return 1;
-        }
-    }
-    return 0;
+    return test_register_suite("cmp", cmp_suite_init, cmp_suite_cleanup, cmp_test_setup,
+                               cmp_test_teardown, tests, TEST_NUM_CASES(tests));
 }

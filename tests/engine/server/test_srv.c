@@ -138,83 +138,22 @@ static int srv_suite_init(void)
     }
     // The mock server's own identity, device keys, a vendor PKI (trusted for ir) and a rogue
     // one (not trusted).
-    const char *mock[] = {"openssl",
-                          "req",
-                          "-x509",
-                          "-newkey",
-                          "ec",
-                          "-pkeyopt",
-                          "ec_paramgen_curve:P-256",
-                          "-nodes",
-                          "-keyout",
-                          g.mock_key,
-                          "-out",
-                          g.mock_pem,
-                          "-subj",
-                          "/CN=mock",
-                          "-days",
-                          "2",
-                          NULL};
-    const char *dev[] = {"openssl", "genpkey",  "-algorithm",
-                         "EC",      "-pkeyopt", "ec_paramgen_curve:P-256",
-                         "-out",    g.dev_key,  NULL};
-    const char *dev2[] = {"openssl", "genpkey", "-algorithm", "ED25519", "-out", g.dev2_key, NULL};
-    const char *vendor[] = {"openssl",
-                            "req",
-                            "-x509",
-                            "-newkey",
-                            "ec",
-                            "-pkeyopt",
-                            "ec_paramgen_curve:P-256",
-                            "-nodes",
-                            "-keyout",
-                            g.vendor_key,
-                            "-out",
-                            g.vendor_pem,
-                            "-subj",
-                            "/O=Vendor/CN=Vendor IDevID CA",
-                            "-days",
-                            "30",
-                            "-addext",
-                            "basicConstraints=critical,CA:TRUE",
-                            NULL};
-    const char *rogue[] = {"openssl",
-                           "req",
-                           "-x509",
-                           "-newkey",
-                           "ec",
-                           "-pkeyopt",
-                           "ec_paramgen_curve:P-256",
-                           "-nodes",
-                           "-keyout",
-                           g.rogue_key,
-                           "-out",
-                           g.rogue_pem,
-                           "-subj",
-                           "/CN=rogue",
-                           "-days",
-                           "2",
-                           "-addext",
-                           "basicConstraints=critical,CA:TRUE",
-                           NULL};
-    char rcsr[320];
-    test_path(rcsr, sizeof(rcsr), g.dir, "rogue-leaf.csr");
-    const char *rleaf_csr[] = {"openssl",          "req",  "-new", "-key", g.dev_key, "-subj",
-                               "/CN=rogue-device", "-out", rcsr,   NULL};
-    const char *rleaf[] = {"openssl",   "x509",   "-req",       "-in",         rcsr, "-CA",
-                           g.rogue_pem, "-CAkey", g.rogue_key,  "-set_serial", "7",  "-days",
-                           "2",         "-out",   g.rogue_leaf, NULL};
-    char csr[320];
-    test_path(csr, sizeof(csr), g.dir, "idevid.csr");
-    const char *idcsr[] = {
-        "openssl", "req", "-new", "-key", g.dev_key, "-subj", "/O=Vendor/CN=device-SN4711",
-        "-out",    csr,   NULL};
-    const char *idcert[] = {"openssl",    "x509",   "-req",        "-in",         csr,    "-CA",
-                            g.vendor_pem, "-CAkey", g.vendor_key,  "-set_serial", "4711", "-days",
-                            "30",         "-out",   g.devcert_pem, NULL};
-    if (!run_openssl(mock) || !run_openssl(dev) || !run_openssl(dev2) || !run_openssl(vendor) ||
-        !run_openssl(rogue) || !run_openssl(idcsr) || !run_openssl(idcert) ||
-        !run_openssl(rleaf_csr) || !run_openssl(rleaf)) {
+    const char *const ca_true[] = {"basicConstraints=critical,CA:TRUE", NULL};
+    const test_pki_cert_spec mock = {.subject = "/CN=mock", .days = 2};
+    const test_pki_cert_spec vendor = {
+        .subject = "/O=Vendor/CN=Vendor IDevID CA", .days = 30, .addext = ca_true};
+    const test_pki_cert_spec rogue = {.subject = "/CN=rogue", .days = 2, .addext = ca_true};
+    const test_pki_cert_spec idcert = {
+        .subject = "/O=Vendor/CN=device-SN4711", .days = 30, .key_exists = true, .serial = "4711"};
+    const test_pki_cert_spec rleaf = {
+        .subject = "/CN=rogue-device", .days = 2, .key_exists = true, .serial = "7"};
+    if (!test_pki_make_ca(g.mock_key, g.mock_pem, &mock, g.log) ||
+        !test_pki_make_key(g.dev_key, TEST_PKI_EC_P256, g.log) ||
+        !test_pki_make_key(g.dev2_key, TEST_PKI_ED25519, g.log) ||
+        !test_pki_make_ca(g.vendor_key, g.vendor_pem, &vendor, g.log) ||
+        !test_pki_make_ca(g.rogue_key, g.rogue_pem, &rogue, g.log) ||
+        !test_pki_issue(g.dev_key, g.devcert_pem, g.vendor_key, g.vendor_pem, &idcert, g.log) ||
+        !test_pki_issue(g.dev_key, g.rogue_leaf, g.rogue_key, g.rogue_pem, &rleaf, g.log)) {
         return 1;
     }
 
@@ -740,17 +679,16 @@ static void test_srv_genm_types(void)
 static void test_srv_genm_root_ca_key_update(void)
 {
     // A new root (a stand-in made by openssl) configured as newWithNew.
-    char key[400], pem[400];
+    char key[400], pem[400], der[400];
     (void)snprintf(key, sizeof(key), "%s/newroot.key", g.dir);
     (void)snprintf(pem, sizeof(pem), "%s/newroot.pem", g.dir);
-    const char *mk[] = {
-        "openssl", "req",     "-x509",    "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes",  "-keyout", key,        "-out",    pem,  "-subj",    "/CN=certmint test root G2",
-        "-days",   "30",      "-outform", "DER",     NULL};
-    CU_ASSERT_TRUE_FATAL(run_openssl(mk));
+    (void)snprintf(der, sizeof(der), "%s/newroot.der", g.dir);
+    const test_pki_cert_spec g2 = {
+        .subject = "/CN=certmint test root G2", .days = 30, .der_path = der};
+    CU_ASSERT_TRUE_FATAL(test_pki_make_ca(key, pem, &g2, g.log));
     uint8_t *nwn;
     size_t nwn_len;
-    CU_ASSERT_TRUE_FATAL(test_read_file(pem, &nwn, &nwn_len));
+    CU_ASSERT_TRUE_FATAL(test_read_file(der, &nwn, &nwn_len));
     g.ca.root_update[0] = cm_span_make(nwn, nwn_len);
     // The client names our current root: the update comes back.
     size_t len;
@@ -895,21 +833,15 @@ static void test_srv_rr_flows(void)
 
     // rr of a certificate we never issued (a look-alike with our CA's name as issuer and an
     // unknown serial), sent by the configured RA: badCertId.
-    char fake_ca[400], fake_key[400], fake_csr[400], fake[400];
+    char fake_ca[400], fake_key[400], fake[400];
     (void)snprintf(fake_ca, sizeof(fake_ca), "%s/fake-root.pem", g.dir);
     (void)snprintf(fake_key, sizeof(fake_key), "%s/fake-root.key", g.dir);
-    (void)snprintf(fake_csr, sizeof(fake_csr), "%s/fake.csr", g.dir);
     (void)snprintf(fake, sizeof(fake), "%s/fake.pem", g.dir);
-    const char *mk_ca[] = {
-        "openssl", "req",     "-x509",  "-newkey", "ec",    "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes",  "-keyout", fake_key, "-out",    fake_ca, "-subj",    "/CN=certmint test root",
-        "-days",   "2",       NULL};
-    const char *mk_csr[] = {"openssl", "req",       "-new", "-key",   g.dev_key,
-                            "-subj",   "/CN=ghost", "-out", fake_csr, NULL};
-    const char *mk_leaf[] = {"openssl", "x509",   "-req",   "-in",         fake_csr, "-CA",
-                             fake_ca,   "-CAkey", fake_key, "-set_serial", "4660",   "-days",
-                             "2",       "-out",   fake,     NULL};
-    CU_ASSERT_TRUE_FATAL(run_openssl(mk_ca) && run_openssl(mk_csr) && run_openssl(mk_leaf));
+    const test_pki_cert_spec fake_root = {.subject = "/CN=certmint test root", .days = 2};
+    const test_pki_cert_spec ghost = {
+        .subject = "/CN=ghost", .days = 2, .key_exists = true, .serial = "4660"};
+    CU_ASSERT_TRUE_FATAL(test_pki_make_ca(fake_key, fake_ca, &fake_root, g.log) &&
+                         test_pki_issue(g.dev_key, fake, fake_key, fake_ca, &ghost, g.log));
     const char *ra_rr[] = {"-cmd",     "rr", "-cert",      g.devcert_pem, "-key", g.dev_key,
                            "-oldcert", fake, "-revreason", "0",           NULL};
     req = make_request(&len, ra_rr);
@@ -1391,26 +1323,26 @@ static void test_srv_rejects_cert_conf_for_unknown_transaction(void)
 int test_srv_register(void);
 int test_srv_register(void)
 {
-    CU_pSuite s = CU_add_suite("srv", srv_suite_init, srv_suite_cleanup);
-    if (s == NULL || CU_ADD_TEST(s, test_srv_ir_pbm_implicit_confirm) == NULL ||
-        CU_ADD_TEST(s, test_srv_ir_pbm_with_cert_conf) == NULL ||
-        CU_ADD_TEST(s, test_srv_cert_conf_rejection_revokes) == NULL ||
-        CU_ADD_TEST(s, test_srv_ir_signature_protected_by_vendor_cert) == NULL ||
-        CU_ADD_TEST(s, test_srv_p10cr) == NULL ||
-        CU_ADD_TEST(s, test_srv_ra_verified_only_from_an_ra) == NULL ||
-        CU_ADD_TEST(s, test_srv_ir_pbmac1) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_wrong_secret_with_signed_error) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_unknown_reference) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_untrusted_signer) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_tampered_request) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_garbage_with_signed_bad_data_format) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_bad_popo) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_cert_conf_for_unknown_transaction) == NULL ||
-        CU_ADD_TEST(s, test_srv_genm_types) == NULL ||
-        CU_ADD_TEST(s, test_srv_genm_crl_update) == NULL ||
-        CU_ADD_TEST(s, test_srv_genm_root_ca_key_update) == NULL ||
-        CU_ADD_TEST(s, test_srv_rr_flows) == NULL) {
-        return 1;
-    }
-    return 0;
+    static const test_case tests[] = {
+        TEST_CASE(test_srv_ir_pbm_implicit_confirm),
+        TEST_CASE(test_srv_ir_pbm_with_cert_conf),
+        TEST_CASE(test_srv_cert_conf_rejection_revokes),
+        TEST_CASE(test_srv_ir_signature_protected_by_vendor_cert),
+        TEST_CASE(test_srv_p10cr),
+        TEST_CASE(test_srv_ra_verified_only_from_an_ra),
+        TEST_CASE(test_srv_ir_pbmac1),
+        TEST_CASE(test_srv_rejects_wrong_secret_with_signed_error),
+        TEST_CASE(test_srv_rejects_unknown_reference),
+        TEST_CASE(test_srv_rejects_untrusted_signer),
+        TEST_CASE(test_srv_rejects_tampered_request),
+        TEST_CASE(test_srv_rejects_garbage_with_signed_bad_data_format),
+        TEST_CASE(test_srv_rejects_bad_popo),
+        TEST_CASE(test_srv_rejects_cert_conf_for_unknown_transaction),
+        TEST_CASE(test_srv_genm_types),
+        TEST_CASE(test_srv_genm_crl_update),
+        TEST_CASE(test_srv_genm_root_ca_key_update),
+        TEST_CASE(test_srv_rr_flows),
+    };
+    return test_register_suite("srv", srv_suite_init, srv_suite_cleanup, NULL, NULL, tests,
+                               TEST_NUM_CASES(tests));
 }
