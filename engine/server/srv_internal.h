@@ -2,7 +2,7 @@
 // server's files share. Only for engine/server/*.c and its tests.
 //
 // Where things are:
-//   srv.c          engine, workers, request lifecycle, the handler table,
+//   srv.c          engine, workers, request lifecycle and recycling, the handler table,
 //                  dispatch, HSM and store submission, completions
 //   srv_respond.c  the response header and protection, error messages, extraCerts
 //   srv_auth.c     header rules, MAC and signature authentication
@@ -16,12 +16,13 @@
 
 #include "engine/server/srv.h"
 
-#define SRV_NONCE_LEN         16u
-#define SRV_DEFAULT_ARENA_CAP ((size_t)1 << 20)
-#define SRV_ARENA_BLOCK       ((size_t)16 * 1024)
-#define SRV_MAX_EXTRA_OUT     (2 * CA_MAX_CHAIN + 2)
-#define SRV_NUM_BODY_TYPES    (CMP_BODY_POLL_REP + 1)
-#define SRV_MAX_STORE_JOBS    3u
+#define SRV_NONCE_LEN             16u
+#define SRV_DEFAULT_ARENA_CAP     ((size_t)1 << 20)
+#define SRV_ARENA_BLOCK           ((size_t)16 * 1024)
+#define SRV_DEFAULT_FREE_REQUESTS 64u
+#define SRV_MAX_EXTRA_OUT         (2 * CA_MAX_CHAIN + 2)
+#define SRV_NUM_BODY_TYPES        (CMP_BODY_POLL_REP + 1)
+#define SRV_MAX_STORE_JOBS        3u
 
 // Transaction states kept in the store (store_txn.state).
 enum {
@@ -52,6 +53,14 @@ struct srv_worker {
     crmf_crypto crypto;
     cmp_digests dig;
     store_reader *reader;
+    // Recycling (srv_request_new / srv_request_free): freed requests wait here, zeroed but
+    // for their arena's first block, up to |max_free|.
+    srv_request *free_list; // singly linked through srv_request.next
+    size_t num_free;
+    size_t max_free;
+    // Every request handed out and not yet freed (doubly linked through prev/next), so that
+    // srv_worker_free can detach them.
+    srv_request *live;
 };
 
 // srv_request: one message and everything derived from it. Thread: confined to its worker's

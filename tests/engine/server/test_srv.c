@@ -1636,6 +1636,143 @@ static void test_srv_txn_collision_revokes_asynchronously(void)
     free(ir);
 }
 
+// --- request recycling ----------------------------------------------------------------------
+
+// is_fresh: |req| is zeroed but for what srv_request_new sets and its arena's one kept block.
+static bool is_fresh(const srv_request *req, const srv_worker *w)
+{
+    srv_request copy = *req;
+    const bool ok = copy.w == w && copy.body_type == -1 && copy.fail_bit == -1 &&
+                    copy.arena.head != NULL && copy.arena.total == SRV_ARENA_BLOCK;
+    copy.w = NULL;
+    copy.user = NULL;
+    copy.prev = copy.next = NULL;
+    copy.body_type = 0;
+    copy.fail_bit = 0;
+    memset(&copy.arena, 0, sizeof(copy.arena));
+    static const srv_request k_zero;
+    return ok && memcmp(&copy, &k_zero, sizeof(copy)) == 0;
+}
+
+static void test_srv_recycles_requests(void)
+{
+    // A steady stream on one worker: the same request object and arena block every time.
+    srv_request *first = NULL;
+    for (int i = 0; i < 20; i++) {
+        size_t len;
+        uint8_t *m = make_genm(&len, CM_SPAN_LIT(DER_OID_IT_CA_CERTS), cm_span_make(NULL, 0));
+        rsp r;
+        process(&r, m, len);
+        CU_ASSERT_PTR_NOT_NULL(genp_item(&r));
+        if (i == 0) {
+            first = r.req;
+        } else {
+            CU_ASSERT_PTR_EQUAL(r.req, first);
+            CU_ASSERT_EQUAL(r.req->arena.total, SRV_ARENA_BLOCK); // still the kept block
+        }
+        rsp_free(&r);
+        free(m);
+    }
+    // The free list is bounded: an engine keeping 2 gets 2 back of 5 freed.
+    srv_params sp = g.engine->p;
+    sp.free_requests = 2;
+    srv_engine *e;
+    srv_worker *w;
+    cm_cq cq;
+    TEST_ASSERT_OK(srv_engine_new(&e, &sp));
+    TEST_ASSERT_OK(cm_cq_init(&cq));
+    TEST_ASSERT_OK(srv_worker_new(&w, e, &cq));
+    srv_request *reqs[5];
+    for (int i = 0; i < 5; i++) {
+        reqs[i] = srv_request_new(w, NULL);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(reqs[i]);
+        CU_ASSERT_PTR_NOT_NULL(srv_request_body(reqs[i], 100)); // the arena's first block
+    }
+    CU_ASSERT_EQUAL(srv_worker_num_free(w), 0);
+    for (int i = 0; i < 5; i++) {
+        srv_request_free(reqs[i]);
+    }
+    CU_ASSERT_EQUAL(srv_worker_num_free(w), 2);
+    srv_request *again = srv_request_new(w, NULL);
+    CU_ASSERT_PTR_EQUAL(again, reqs[1]); // the last one kept (the first two freed were)
+    CU_ASSERT_TRUE(is_fresh(again, w));
+    CU_ASSERT_EQUAL(srv_worker_num_free(w), 1);
+    srv_request_free(again);
+    srv_worker_free(w);
+    srv_engine_free(e);
+    cm_cq_cleanup(&cq);
+}
+
+static void test_srv_recycled_request_does_not_see_the_previous_mac_key(void)
+{
+    size_t len;
+    uint8_t *m = make_genm(&len, CM_SPAN_LIT(DER_OID_IT_CA_CERTS), cm_span_make(NULL, 0));
+    rsp r;
+    process(&r, m, len);
+    CU_ASSERT_PTR_NOT_NULL(genp_item(&r)); // MAC-protected with the request's key
+    srv_request *used = r.req;
+    CU_ASSERT_TRUE(used->mac_ok);
+    CU_ASSERT_NOT_EQUAL(used->mac_key.key_len, 0);
+    rsp_free(&r);
+    free(m);
+
+    // The next request is the same object, wiped: no MAC state, no key bytes.
+    srv_request *next = srv_request_new(g.worker, NULL);
+    CU_ASSERT_PTR_EQUAL_FATAL(next, used);
+    CU_ASSERT_TRUE(is_fresh(next, g.worker));
+    static const cmp_mac_key k_zero_key;
+    CU_ASSERT_EQUAL(memcmp(&next->mac_key, &k_zero_key, sizeof(k_zero_key)), 0);
+    srv_request_free(next);
+
+    // A request with the wrong secret on the recycled object: the error is signed by the CA,
+    // never MACed with the previous request's key.
+    cmp_itav itav = {.oid = CM_SPAN_LIT(DER_OID_IT_CA_CERTS)};
+    cmp_body body;
+    memset(&body, 0, sizeof(body));
+    body.type = CMP_BODY_GENM;
+    body.u.gen.items = &itav;
+    body.u.gen.num = 1;
+    uint8_t *bbuf;
+    const cm_span b = body_der(&bbuf, &body);
+    m = make_pbm_body(&len, b, "not-the-secret");
+    process(&r, m, len);
+    CU_ASSERT_PTR_EQUAL(r.req, used);
+    CU_ASSERT_EQUAL(fail_bit_of(&r), CMP_FAIL_BAD_MESSAGE_CHECK);
+    CU_ASSERT_TRUE(validates_with_ca(&r));
+    CU_ASSERT_FALSE(validates_with_secret(&r, SECRET));
+    rsp_free(&r);
+    free(m);
+    free(bbuf);
+}
+
+static void test_srv_request_may_be_freed_after_its_worker(void)
+{
+    // The rule (srv.h): srv_worker_free detaches the requests still out; they may then only be
+    // freed, which returns them to the heap. ASan checks there is no use after free or leak.
+    srv_worker *w;
+    TEST_ASSERT_OK(srv_worker_new(&w, g.engine, &g.cq));
+    srv_request *kept = srv_request_new(w, NULL);
+    srv_request *done = srv_request_new(w, NULL);
+    srv_request *idle = srv_request_new(w, NULL);
+    CU_ASSERT_FATAL(kept != NULL && done != NULL && idle != NULL);
+    size_t len;
+    uint8_t *m = make_genm(&len, CM_SPAN_LIT(DER_OID_IT_CA_CERTS), cm_span_make(NULL, 0));
+    uint8_t *body = srv_request_body(kept, len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(body);
+    memcpy(body, m, len);
+    const cm_span resp = srv_request_run(kept, &g.ca, cm_span_make(body, len));
+    CU_ASSERT(resp.len > 0);
+    CU_ASSERT_PTR_NOT_NULL(srv_request_body(done, 64));
+    srv_request_free(done); // kept by the worker for reuse
+    CU_ASSERT_EQUAL(srv_worker_num_free(w), 1);
+    srv_worker_free(w);
+    CU_ASSERT_PTR_NULL(kept->w);
+    CU_ASSERT_EQUAL(srv_request_response(kept).len, resp.len); // still readable
+    srv_request_free(kept);
+    srv_request_free(idle);
+    free(m);
+}
+
 int test_srv_register(void);
 int test_srv_register(void)
 {
@@ -1660,7 +1797,10 @@ int test_srv_register(void)
         CU_ADD_TEST(s, test_srv_rr_flows) == NULL ||
         CU_ADD_TEST(s, test_srv_handler_table_has_a_row_per_body_type) == NULL ||
         CU_ADD_TEST(s, test_srv_refuses_unsupported_bodies_after_authentication) == NULL ||
-        CU_ADD_TEST(s, test_srv_txn_collision_revokes_asynchronously) == NULL) {
+        CU_ADD_TEST(s, test_srv_txn_collision_revokes_asynchronously) == NULL ||
+        CU_ADD_TEST(s, test_srv_recycles_requests) == NULL ||
+        CU_ADD_TEST(s, test_srv_recycled_request_does_not_see_the_previous_mac_key) == NULL ||
+        CU_ADD_TEST(s, test_srv_request_may_be_freed_after_its_worker) == NULL) {
         return 1;
     }
     return 0;
