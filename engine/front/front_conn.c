@@ -42,15 +42,43 @@ const front_transport *front_net_transport(void)
 
 // --- sending ---------------------------------------------------------------------------------
 
+// front_conn_transmit hands |data| to the transport, or keeps it until the active send (the
+// interim 100 Continue) is out: net_conn_send takes one send at a time.
+static void front_conn_transmit(front_loop *l, front_conn *fc, cm_span data, bool close_after)
+{
+    if (fc->sending) {
+        fc->has_queued = true;
+        fc->queued = data;
+        fc->queued_close = close_after;
+        return;
+    }
+    fc->sending = true;
+    if (!cm_ok(l->tp->send(l->tp_arg, fc->ref, data, close_after))) {
+        fc->sending = false;
+        l->tp->close(l->tp_arg, fc->ref);
+    }
+}
+
 void front_conn_send(front_loop *l, front_conn *fc, uint8_t *buf, size_t len, bool close_after)
 {
     fc->out = buf;
     fc->busy = true;
     fc->close_after = close_after;
-    if (!cm_ok(l->tp->send(l->tp_arg, fc->ref, cm_span_make(buf, len), close_after))) {
-        free(buf);
-        fc->out = NULL;
-        l->tp->close(l->tp_arg, fc->ref);
+    front_conn_transmit(l, fc, cm_span_make(buf, len), close_after);
+}
+
+// front_conn_continue sends the interim "100 Continue" to a client that waits for it before
+// sending the body (http_feed.send_continue). Nothing else can be in flight then: answers are
+// sent only between requests, and the parser asks at most once per request.
+static void front_conn_continue(front_loop *l, front_conn *fc)
+{
+    if (fc->sending) {
+        return;
+    }
+    fc->continue_active = true;
+    front_conn_transmit(l, fc, http_continue_response(), false);
+    if (!fc->sending) {
+        fc->continue_active = false; // the send failed and the connection closes
     }
 }
 
@@ -137,6 +165,9 @@ static void front_conn_feed(front_loop *l, front_conn *fc, cm_span data)
         (void)fr;
         data.p += f.consumed;
         data.len -= f.consumed;
+        if (f.send_continue) {
+            front_conn_continue(l, fc);
+        }
         if (f.kind == HTTP_FEED_NEED_MORE) {
             return;
         }
@@ -245,6 +276,17 @@ static void front_on_sent(void *ctx, void *conn, net_conn_ref ref, bool ok)
     if (fc == NULL) {
         return;
     }
+    fc->sending = false;
+    if (fc->continue_active) {
+        // The 100 Continue is out; the request is still being read or processed, unless its
+        // answer was ready meanwhile and waits.
+        fc->continue_active = false;
+        if (ok && fc->has_queued) {
+            fc->has_queued = false;
+            front_conn_transmit(l, fc, fc->queued, fc->queued_close);
+        }
+        return;
+    }
     free(fc->out);
     fc->out = NULL;
     srv_request_free(fc->req);
@@ -274,7 +316,7 @@ static void front_on_close(void *ctx, void *conn)
     if (fc == NULL) {
         return;
     }
-    if (fc->req != NULL && fc->busy && fc->out == NULL) {
+    if (fc->req != NULL && fc->jobs_out) {
         // HSM or store jobs are still out for this request: it is detached here and freed
         // when they come back (front_on_completion).
         srv_request_set_user(fc->req, NULL);
@@ -299,6 +341,7 @@ static void front_on_completion(void *ctx, cm_cq_node *node)
         srv_request_free(req); // the connection went away meanwhile
         return;
     }
+    fc->jobs_out = false;
     front_answer_cmp(l, fc);
 }
 

@@ -73,8 +73,14 @@ typedef struct front_conn {
     bool busy;        // a request is being processed or its answer sent
     bool close_after; // close once the current answer is sent
     bool keep_alive;
-    bool http10;      // an HTTP/1.0 client: keep-alive must then be said explicitly
-    uint8_t *pending; // bytes of following requests that arrived while busy
+    bool http10;          // an HTTP/1.0 client: keep-alive must then be said explicitly
+    bool jobs_out;        // the request waits for HSM or store jobs (front_loop.pending counts it)
+    bool sending;         // a send is active in the transport
+    bool continue_active; // ... and it is the interim 100 Continue of the request being read
+    bool has_queued;      // an answer waits for the 100 Continue to be out:
+    cm_span queued;       //   its bytes
+    bool queued_close;    //   and whether the connection closes after it
+    uint8_t *pending;     // bytes of following requests that arrived while busy
     size_t pending_len, pending_cap;
     uint8_t *out; // the answer being sent (malloc'ed)
 } front_conn;

@@ -104,6 +104,7 @@ void front_route_request(front_loop *l, front_conn *fc, const http_request *hr)
     if (srv_request_start(fc->req, ca, hr->body)) {
         front_answer_cmp(l, fc);
     } else {
+        fc->jobs_out = true;
         l->pending++;
     }
 }

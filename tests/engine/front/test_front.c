@@ -21,7 +21,7 @@
 
 #define FRONT_SECRET_REF "line-3"
 #define FRONT_SECRET     "front-secret"
-#define FRONT_NUM_REQS   8
+#define FRONT_NUM_REQS   10
 #define FAKE_CONNS       4
 #define FAKE_OUT_CAP     (1u << 18)
 
@@ -771,6 +771,85 @@ static void test_front_connection_closed_while_jobs_are_out(void)
     free(p);
 }
 
+// sent_continue reports whether the first thing |c| got was exactly the interim 100.
+static bool sent_continue(const fake_conn *c)
+{
+    const cm_span k = http_continue_response();
+    return c->out_len >= k.len && memcmp(c->out, k.p, k.len) == 0;
+}
+
+static void test_front_expect_100_continue(void)
+{
+    // The head alone: 100 Continue at once (RFC 9110 §10.1.1), then the body, then the answer.
+    const int r = take_request();
+    size_t len;
+    uint8_t *p = cmp_post(&len, r, "Expect: 100-continue\r\n", false);
+    fake_conn *c = fake_open(0);
+    fake_data(c, p, len);
+    CU_ASSERT_FATAL(c->sending);
+    const cm_span k = http_continue_response();
+    CU_ASSERT_TRUE(c->active.len == k.len && memcmp(c->active.p, k.p, k.len) == 0);
+    fake_complete(c);
+    CU_ASSERT_FALSE(c->closed);
+    fake_data(c, g.reqs[r], g.req_lens[r]);
+    drive(c, 1);
+    CU_ASSERT_TRUE(sent_continue(c));
+    CU_ASSERT_EQUAL_FATAL(count_responses(c), 1);
+    http_answer a = nth_response(c, 0);
+    check_ip(&a, r);
+    CU_ASSERT_EQUAL(c->sends, 2);
+    fake_drop(c);
+    free(p);
+
+    // The body arrives and is answered (404: no such CA) while the 100 is still being sent:
+    // the answer waits for it instead of failing the connection.
+    static const char k_head[] = "POST /.well-known/cmp/p/nope HTTP/1.1\r\nHost: ca\r\n"
+                                 "Content-Type: application/pkixcmp\r\nContent-Length: 2\r\n"
+                                 "Expect: 100-continue\r\n\r\n";
+    c = fake_open(0);
+    fake_data(c, k_head, strlen(k_head));
+    CU_ASSERT_FATAL(c->sending);
+    fake_data(c, "0\x01", 2);
+    CU_ASSERT_FALSE(c->closed);
+    CU_ASSERT_EQUAL(c->sends, 1);
+    drive(c, 1);
+    CU_ASSERT_TRUE(sent_continue(c));
+    CU_ASSERT_EQUAL_FATAL(count_responses(c), 1);
+    CU_ASSERT_EQUAL(nth_response(c, 0).status, 404);
+    CU_ASSERT_FALSE(c->closed);
+    fake_drop(c);
+}
+
+static void test_front_no_100_continue_when_not_waiting(void)
+{
+    // Head and body together: the client did not wait, so no interim answer.
+    const int r = take_request();
+    size_t len;
+    uint8_t *p = cmp_post(&len, r, "Expect: 100-continue\r\n", true);
+    fake_conn *c = fake_open(0);
+    fake_data(c, p, len);
+    drive(c, 1);
+    CU_ASSERT_FALSE(sent_continue(c));
+    CU_ASSERT_EQUAL_FATAL(count_responses(c), 1);
+    http_answer a = nth_response(c, 0);
+    check_ip(&a, r);
+    CU_ASSERT_EQUAL(c->sends, 1);
+    fake_drop(c);
+    free(p);
+    // HTTP/1.0 knows no 100 (RFC 9110 §10.1.1): nothing is sent until the answer.
+    static const char k_head10[] = "POST /.well-known/cmp/p/nope HTTP/1.0\r\n"
+                                   "Content-Type: application/pkixcmp\r\nContent-Length: 2\r\n"
+                                   "Expect: 100-continue\r\n\r\n";
+    c = fake_open(0);
+    fake_data(c, k_head10, strlen(k_head10));
+    CU_ASSERT_EQUAL(c->sends, 0);
+    fake_data(c, "0\x01", 2);
+    drive(c, 1);
+    CU_ASSERT_FALSE(sent_continue(c));
+    CU_ASSERT_EQUAL(nth_response(c, 0).status, 404);
+    fake_drop(c);
+}
+
 int test_front_register(void);
 int test_front_register(void)
 {
@@ -781,7 +860,9 @@ int test_front_register(void)
         CU_ADD_TEST(s, test_front_routes_and_errors) == NULL ||
         CU_ADD_TEST(s, test_front_serves_the_crl) == NULL ||
         CU_ADD_TEST(s, test_front_slow_request_times_out_with_408) == NULL ||
-        CU_ADD_TEST(s, test_front_connection_closed_while_jobs_are_out) == NULL) {
+        CU_ADD_TEST(s, test_front_connection_closed_while_jobs_are_out) == NULL ||
+        CU_ADD_TEST(s, test_front_expect_100_continue) == NULL ||
+        CU_ADD_TEST(s, test_front_no_100_continue_when_not_waiting) == NULL) {
         return 1;
     }
     return 0;
