@@ -74,6 +74,13 @@ static cm_result front_open_keys(front_daemon *d, char *err, size_t err_cap)
         for (size_t k = 0; k < 2; k++) {
             r = hsm_key_find(d->token, &d->keys[2 * i + k], &he, uris[k]);
             d->num_keys = 2 * i + k + 1;
+            if (r.code == CM_E_LIMIT) {
+                front_err(err, err_cap,
+                          "[ca:%s] %s: the token has %u keys open, the most it allows (each CA "
+                          "opens its key and its CMP key)",
+                          c->name, k == 0 ? "key" : "cmp_key", HSM_MAX_KEYS_PER_TOKEN);
+                return r;
+            }
             if (!cm_ok(r)) {
                 front_err(err, err_cap, "[ca:%s] %s: %s (%s)", c->name, k == 0 ? "key" : "cmp_key",
                           he.msg, hsm_result_name(r));
@@ -137,6 +144,23 @@ void front_daemon_report(const front_daemon *d, FILE *f)
         fprintf(f, "  ca %-16s key %s (%u bits) %s\n", d->cfg->cas[i].name, hsm_key_get0_label(k),
                 hsm_key_get_bits(k), &d->cfg->cas[i] == d->cfg->default_ca ? "[default]" : "");
     }
+}
+
+size_t front_ca_order(const cfg_config *cfg, size_t *order)
+{
+    // The default CA is answered at /.well-known/cmp: it goes first.
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->num_cas; i++) {
+        if (&cfg->cas[i] == cfg->default_ca) {
+            order[n++] = i;
+        }
+    }
+    for (size_t i = 0; i < cfg->num_cas; i++) {
+        if (&cfg->cas[i] != cfg->default_ca) {
+            order[n++] = i;
+        }
+    }
+    return n;
 }
 
 // front_build_ca fills d->cas[k] from the configuration's CA |i|.
@@ -235,22 +259,18 @@ static cm_result front_build_engine(front_daemon *d, char *err, size_t err_cap)
         front_err(err, err_cap, "out of memory");
         return cm_result_make(CM_E_NOMEM);
     }
-    // The default CA is answered at /.well-known/cmp: it goes first.
-    size_t order[64];
-    size_t n = 0;
-    for (size_t i = 0; i < cfg->num_cas && n < 64; i++) {
-        if (&cfg->cas[i] == cfg->default_ca) {
-            order[n++] = i;
-        }
+    size_t *order = calloc(cfg->num_cas, sizeof(size_t));
+    if (order == NULL) {
+        front_err(err, err_cap, "out of memory");
+        return cm_result_make(CM_E_NOMEM);
     }
-    for (size_t i = 0; i < cfg->num_cas && n < 64; i++) {
-        if (&cfg->cas[i] != cfg->default_ca) {
-            order[n++] = i;
-        }
+    const size_t n = front_ca_order(cfg, order);
+    cm_result r = cm_result_make(CM_OK);
+    for (size_t k = 0; k < n && cm_ok(r); k++) {
+        r = front_build_ca(d, k, order[k], err, err_cap);
     }
-    for (size_t k = 0; k < n; k++) {
-        CM_TRY(front_build_ca(d, k, order[k], err, err_cap));
-    }
+    free(order);
+    CM_TRY(r);
     srv_params sp = {.hsm = d->pool,
                      .store = d->store,
                      .prot = d->prot,
@@ -259,7 +279,7 @@ static cm_result front_build_engine(front_daemon *d, char *err, size_t err_cap)
                      .message_time_window = cfg->message_time_window,
                      .confirm_wait_time = cfg->confirm_wait_time,
                      .arena_cap = (size_t)cfg->max_request_bytes * 4 + (1u << 20)};
-    const cm_result r = srv_engine_new(&d->engine, &sp);
+    r = srv_engine_new(&d->engine, &sp);
     if (!cm_ok(r)) {
         front_err(err, err_cap, "cannot build the engine: %s", cm_result_name(r));
     }

@@ -104,6 +104,13 @@ void front_route_request(front_loop *l, front_conn *fc, const http_request *hr);
 // front_answer_cmp logs, counts and sends the finished CMP response of |fc|'s request.
 void front_answer_cmp(front_loop *l, front_conn *fc);
 
+// --- front_daemon.c --------------------------------------------------------------------------
+
+// front_ca_order writes the engine's order of |cfg|'s CAs into |order| (room for num_cas
+// indices): the default CA first (it answers /.well-known/cmp), then the others as configured.
+// Returns how many it wrote: cfg->num_cas.
+size_t front_ca_order(const cfg_config *cfg, size_t *order);
+
 // --- front_metrics.c -------------------------------------------------------------------------
 
 // front_body_name names a cmp_body_type ("ir"), "-" for anything else.

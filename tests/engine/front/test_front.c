@@ -850,6 +850,85 @@ static void test_front_no_100_continue_when_not_waiting(void)
     fake_drop(c);
 }
 
+static void test_front_orders_100_cas_default_first(void)
+{
+    // More CAs than the 64 the wiring once had room for; the default one is the 67th.
+    cfg_ca cas[100];
+    memset(cas, 0, sizeof(cas));
+    cfg_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.cas = cas;
+    cfg.num_cas = 100;
+    cfg.default_ca = &cas[66];
+    size_t order[100];
+    CU_ASSERT_EQUAL_FATAL(front_ca_order(&cfg, order), 100);
+    CU_ASSERT_EQUAL(order[0], 66);
+    bool seen[100] = {false};
+    size_t prev = 0, ascending = 0;
+    for (size_t k = 0; k < 100; k++) {
+        CU_ASSERT_FATAL(order[k] < 100 && !seen[order[k]]);
+        seen[order[k]] = true;
+        if (k > 1) {
+            ascending += order[k] > prev;
+        }
+        prev = order[k];
+    }
+    CU_ASSERT_EQUAL(ascending, 98); // the others keep their configured order
+    // No default (several CAs, none named): the configured order.
+    cfg.default_ca = NULL;
+    CU_ASSERT_EQUAL_FATAL(front_ca_order(&cfg, order), 100);
+    CU_ASSERT_TRUE(order[0] == 0 && order[99] == 99);
+}
+
+// load_and_start wires a daemon from a generated configuration with |num_cas| CAs.
+static front_daemon *load_and_start(const char *name, size_t num_cas, char *err, size_t err_cap)
+{
+    char path[320], db[64];
+    (void)snprintf(db, sizeof(db), "%s.db", name);
+    test_path(path, sizeof(path), g.dir, name);
+    CU_ASSERT_FATAL(write_config(path, db, num_cas));
+    front_daemon *d = NULL;
+    if (!cm_ok(front_daemon_load(&d, err, err_cap, path))) {
+        return NULL;
+    }
+    cm_runtime_set_log_level(CM_LOG_WARN);
+    if (!cm_ok(front_daemon_start(d, err, err_cap))) {
+        front_daemon_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+static void test_front_wires_many_cas(void)
+{
+    // 16 CAs, each with its key and CMP key (the token allows HSM_MAX_KEYS_PER_TOKEN open
+    // keys): the default one, configured 11th, answers first; every CA is served.
+    char err[1024];
+    front_daemon *d = load_and_start("many.cnf", 16, err, sizeof(err));
+    if (d == NULL) {
+        fprintf(stderr, "\n  %s\n", err);
+    }
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    const srv_engine *e = front_daemon_engine(d);
+    CU_ASSERT_EQUAL(front_daemon_num_cas(d), 16);
+    const srv_ca *def = srv_engine_find_ca(e, cm_span_make(NULL, 0));
+    CU_ASSERT_FATAL(def != NULL);
+    CU_ASSERT_STRING_EQUAL(def->name, "devices");
+    size_t found = 0;
+    for (size_t i = 0; i < 15; i++) {
+        char name[32];
+        (void)snprintf(name, sizeof(name), "ca%zu", i);
+        const srv_ca *ca = srv_engine_find_ca(e, cm_span_make(name, strlen(name)));
+        found += ca != NULL && strcmp(ca->name, name) == 0 && ca->ca_key != NULL;
+    }
+    CU_ASSERT_EQUAL(found, 15);
+    CU_ASSERT_PTR_NULL(srv_engine_find_ca(e, CM_SPAN_LIT("ca15")));
+    front_daemon_free(d);
+    // One more CA needs more keys than the token opens: a clear error, nothing leaked.
+    CU_ASSERT_PTR_NULL(load_and_start("toomany.cnf", 17, err, sizeof(err)));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "the most it allows"));
+}
+
 int test_front_register(void);
 int test_front_register(void)
 {
@@ -862,7 +941,9 @@ int test_front_register(void)
         CU_ADD_TEST(s, test_front_slow_request_times_out_with_408) == NULL ||
         CU_ADD_TEST(s, test_front_connection_closed_while_jobs_are_out) == NULL ||
         CU_ADD_TEST(s, test_front_expect_100_continue) == NULL ||
-        CU_ADD_TEST(s, test_front_no_100_continue_when_not_waiting) == NULL) {
+        CU_ADD_TEST(s, test_front_no_100_continue_when_not_waiting) == NULL ||
+        CU_ADD_TEST(s, test_front_orders_100_cas_default_first) == NULL ||
+        CU_ADD_TEST(s, test_front_wires_many_cas) == NULL) {
         return 1;
     }
     return 0;
