@@ -4,30 +4,29 @@
 
 #include "engine/front/front_internal.h"
 
-static void front_log_request(front_conn *fc, srv_request *req)
+// front_log_request writes the request's log line from its summary |s|.
+static void front_log_request(const front_conn *fc, const srv_summary *s)
 {
     if (!cm_log_enabled(CM_LOG_INFO)) {
         return;
     }
-    srv_summary s;
-    srv_request_summary(req, &s);
     const uint64_t us = (cm_time_mono_ns() - fc->start_ns) / 1000u;
-    if (s.fail_bit < 0) {
+    if (s->fail_bit < 0) {
         cm_log(CM_LOG_INFO, "peer=%s ca=%s body=%s outcome=ok us=%llu", fc->peer, fc->ca->name,
-               front_body_name(s.body_type), (unsigned long long)us);
+               front_body_name(s->body_type), (unsigned long long)us);
     } else {
         cm_log(CM_LOG_INFO, "peer=%s ca=%s body=%s outcome=rejected failinfo=%d error=%s us=%llu",
-               fc->peer, fc->ca->name, front_body_name(s.body_type), s.fail_bit,
-               cm_result_name(s.error), (unsigned long long)us);
+               fc->peer, fc->ca->name, front_body_name(s->body_type), s->fail_bit,
+               cm_result_name(s->error), (unsigned long long)us);
     }
 }
 
 void front_answer_cmp(front_loop *l, front_conn *fc)
 {
     srv_request *req = fc->req;
-    front_log_request(fc, req);
-    srv_summary s;
+    srv_summary s; // once per request, for the log line and the metrics
     srv_request_summary(req, &s);
+    front_log_request(fc, &s);
     front_metrics_count(l->d, &s);
     const cm_span body = srv_request_response(req);
     if (body.len == 0) {

@@ -4,12 +4,14 @@
 // callbacks are called by hand with a fake transport that records what is sent and completes
 // sends when the test says so. CMP requests are made by the real `openssl cmp` client against
 // its own mock server (-reqout).
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <CUnit/CUnit.h>
 #include <openssl/pem.h>
@@ -21,7 +23,7 @@
 
 #define FRONT_SECRET_REF "line-3"
 #define FRONT_SECRET     "front-secret"
-#define FRONT_NUM_REQS   10
+#define FRONT_NUM_REQS   11
 #define FAKE_CONNS       4
 #define FAKE_OUT_CAP     (1u << 18)
 
@@ -929,6 +931,54 @@ static void test_front_wires_many_cas(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "the most it allows"));
 }
 
+// The front's calls of srv_request_summary, counted: the suite links with
+// -Wl,--wrap=srv_request_summary (tests/engine/front/CMakeLists.txt).
+static unsigned g_summaries;
+void __real_srv_request_summary(const srv_request *req, srv_summary *out);
+void __wrap_srv_request_summary(const srv_request *req, srv_summary *out);
+void __wrap_srv_request_summary(const srv_request *req, srv_summary *out)
+{
+    g_summaries++;
+    __real_srv_request_summary(req, out);
+}
+
+static void test_front_logs_each_request_once_with_one_summary(void)
+{
+    // With INFO logging (the request log line) the summary is computed once per request, for
+    // the log line and the metrics together; the line has its usual fields.
+    char log_path[320];
+    test_path(log_path, sizeof(log_path), g.dir, "requests.log");
+    const int saved = dup(2);
+    const int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CU_ASSERT_FATAL(saved >= 0 && fd >= 0 && dup2(fd, 2) == 2);
+    (void)close(fd);
+    cm_runtime_set_log_level(CM_LOG_INFO);
+    const uint64_t ok0 = g.d->counters.n_ok;
+    const int r = take_request();
+    size_t len;
+    uint8_t *p = cmp_post(&len, r, "", true);
+    fake_conn *c = fake_open(0);
+    g_summaries = 0;
+    fake_data(c, p, len);
+    drive(c, 1);
+    const unsigned summaries = g_summaries;
+    cm_runtime_set_log_level(CM_LOG_WARN);
+    (void)dup2(saved, 2);
+    (void)close(saved);
+    http_answer a = nth_response(c, 0);
+    check_ip(&a, r);
+    CU_ASSERT_EQUAL(summaries, 1);
+    CU_ASSERT_EQUAL(g.d->counters.n_ok - ok0, 1);
+    uint8_t *text;
+    size_t text_len;
+    CU_ASSERT_FATAL(test_read_file(log_path, &text, &text_len));
+    static const char k_want[] = " peer=192.0.2.1:4711 ca=devices body=ir outcome=ok us=";
+    CU_ASSERT_PTR_NOT_NULL(memmem(text, text_len, k_want, strlen(k_want)));
+    free(text);
+    fake_drop(c);
+    free(p);
+}
+
 int test_front_register(void);
 int test_front_register(void)
 {
@@ -943,7 +993,8 @@ int test_front_register(void)
         CU_ADD_TEST(s, test_front_expect_100_continue) == NULL ||
         CU_ADD_TEST(s, test_front_no_100_continue_when_not_waiting) == NULL ||
         CU_ADD_TEST(s, test_front_orders_100_cas_default_first) == NULL ||
-        CU_ADD_TEST(s, test_front_wires_many_cas) == NULL) {
+        CU_ADD_TEST(s, test_front_wires_many_cas) == NULL ||
+        CU_ADD_TEST(s, test_front_logs_each_request_once_with_one_summary) == NULL) {
         return 1;
     }
     return 0;
