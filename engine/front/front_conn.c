@@ -59,12 +59,11 @@ static void front_conn_transmit(front_loop *l, front_conn *fc, cm_span data, boo
     }
 }
 
-void front_conn_send(front_loop *l, front_conn *fc, uint8_t *buf, size_t len, bool close_after)
+void front_conn_send(front_loop *l, front_conn *fc, cm_span data, bool close_after)
 {
-    fc->out = buf;
     fc->busy = true;
     fc->close_after = close_after;
-    front_conn_transmit(l, fc, cm_span_make(buf, len), close_after);
+    front_conn_transmit(l, fc, data, close_after);
 }
 
 // front_conn_continue sends the interim "100 Continue" to a client that waits for it before
@@ -86,7 +85,13 @@ void front_conn_respond(front_loop *l, front_conn *fc, uint16_t status, const ch
                         cm_span body, bool close_after)
 {
     const size_t cap = body.len + FRONT_HEAD_CAP;
-    uint8_t *buf = malloc(cap);
+    // The request's arena holds the answer until on_sent frees the request with it. Only a
+    // request that filled its arena to the cap falls back to the heap.
+    uint8_t *buf = cm_arena_alloc(srv_request_arena(fc->req), cap);
+    if (buf == NULL) {
+        free(fc->out);
+        buf = fc->out = malloc(cap);
+    }
     size_t len = 0;
     http_response resp = {.status = status,
                           .content_type = type,
@@ -96,26 +101,24 @@ void front_conn_respond(front_loop *l, front_conn *fc, uint16_t status, const ch
                           .no_cache = true,
                           .date = cm_time_now()};
     if (buf == NULL || !cm_ok(http_response_write(buf, cap, &len, &resp, body))) {
-        free(buf);
         l->tp->close(l->tp_arg, fc->ref);
         return;
     }
-    front_conn_send(l, fc, buf, len, close_after);
+    front_conn_send(l, fc, cm_span_make(buf, len), close_after);
 }
 
 static void front_conn_http_error(front_loop *l, front_conn *fc, const http_feed *f)
 {
     __atomic_add_fetch(&l->d->counters.n_http_errors, 1, __ATOMIC_RELAXED);
-    uint8_t *buf = malloc(FRONT_ERROR_CAP);
+    // At most one answer is out per connection, so its own buffer can hold this one.
     size_t len = 0;
-    if (buf == NULL || !cm_ok(http_error_write(buf, FRONT_ERROR_CAP, &len, f, cm_time_now()))) {
-        free(buf);
+    if (!cm_ok(http_error_write(fc->err_out, sizeof(fc->err_out), &len, f, cm_time_now()))) {
         l->tp->close(l->tp_arg, fc->ref);
         return;
     }
     cm_log(CM_LOG_INFO, "peer=%s http=%u error=%s", fc->peer, (unsigned)f->status,
            cm_result_name(f->error));
-    front_conn_send(l, fc, buf, len, f->close);
+    front_conn_send(l, fc, cm_span_make(fc->err_out, len), f->close);
 }
 
 // --- receiving -------------------------------------------------------------------------------
@@ -194,11 +197,17 @@ CM_RESULT front_loop_new(front_loop **out, front_daemon *d, const front_transpor
     CM_ENSURE(d != NULL && d->engine != NULL && tp != NULL && cq != NULL, CM_E_INVALID_ARG);
     front_loop *l = calloc(1, sizeof(*l));
     CM_ENSURE(l != NULL, CM_E_NOMEM);
+    l->metrics = malloc(FRONT_METRICS_CAP);
+    if (l->metrics == NULL) {
+        free(l);
+        return cm_result_make(CM_E_NOMEM);
+    }
     l->d = d;
     l->tp = tp;
     l->tp_arg = tp_arg;
     const cm_result r = srv_worker_new(&l->worker, d->engine, cq);
     if (!cm_ok(r)) {
+        free(l->metrics);
         free(l);
         return r;
     }
@@ -212,6 +221,7 @@ void front_loop_free(front_loop *l)
         return;
     }
     srv_worker_free(l->worker);
+    free(l->metrics);
     free(l);
 }
 

@@ -59,6 +59,7 @@ struct front_loop {
     void *tp_arg;
     srv_worker *worker;
     uint32_t pending; // requests with jobs out
+    char *metrics;    // FRONT_METRICS_CAP bytes: the /metrics text before it is answered
 };
 
 // front_conn: one per connection. Thread: loop-confined.
@@ -82,17 +83,20 @@ typedef struct front_conn {
     bool queued_close;    //   and whether the connection closes after it
     uint8_t *pending;     // bytes of following requests that arrived while busy
     size_t pending_len, pending_cap;
-    uint8_t *out; // the answer being sent (malloc'ed)
+    uint8_t *out; // the answer's bytes when the request's arena could not hold them (heap)
+    uint8_t err_out[FRONT_ERROR_CAP]; // an HTTP error's answer (sent without a request)
 } front_conn;
 
 // --- front_conn.c ----------------------------------------------------------------------------
 
-// front_conn_send sends |buf| (malloc'ed; freed once sent or on failure) as the answer to the
-// connection's current request; the connection closes after it with |close_after|.
-void front_conn_send(front_loop *l, front_conn *fc, uint8_t *buf, size_t len, bool close_after);
+// front_conn_send sends |data| as the answer to the connection's current request; the
+// connection closes after it with |close_after|. The bytes must stay valid until on_sent:
+// they live in the request's arena (freed on_sent), fc->out, fc->err_out or static memory.
+void front_conn_send(front_loop *l, front_conn *fc, cm_span data, bool close_after);
 
 // front_conn_respond sends a whole response: |status|, |type| (NULL for none), |body|, with the
-// keep-alive fields the request asked for.
+// keep-alive fields the request asked for. Head and body are written into the request's arena
+// (fc->req must be set), so |body| may be anything valid during the call.
 void front_conn_respond(front_loop *l, front_conn *fc, uint16_t status, const char *type,
                         cm_span body, bool close_after);
 

@@ -1,7 +1,5 @@
 // engine/front: what each route answers. CMP (RFC 9811 §3) at /.well-known/cmp[/p/NAME],
 // /healthz, /metrics, and /crl/NAME.crl; anything else is 404.
-#include <stdlib.h>
-
 #include "engine/front/front_internal.h"
 
 // front_log_request writes the request's log line from its summary |s|.
@@ -40,15 +38,11 @@ void front_answer_cmp(front_loop *l, front_conn *fc)
 
 static void front_metrics(front_loop *l, front_conn *fc)
 {
-    char *text = malloc(FRONT_METRICS_CAP);
-    if (text == NULL) {
-        l->tp->close(l->tp_arg, fc->ref);
-        return;
-    }
-    const size_t used = front_metrics_write(l->d, text, FRONT_METRICS_CAP);
-    front_conn_respond(l, fc, 200, "text/plain; version=0.0.4", cm_span_make(text, used),
+    // The text is made in the loop's buffer and copied into the answer (the request's arena),
+    // so several connections of one loop may be sending /metrics at once.
+    const size_t used = front_metrics_write(l->d, l->metrics, FRONT_METRICS_CAP);
+    front_conn_respond(l, fc, 200, "text/plain; version=0.0.4", cm_span_make(l->metrics, used),
                        !fc->keep_alive);
-    free(text);
 }
 
 // front_crl serves GET /crl/NAME.crl: the CA's current CRL from the store (RFC 5280 §5,
