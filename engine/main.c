@@ -1,13 +1,13 @@
-// certmintd: the CMP CA daemon. Loads the configuration, opens the PKCS#11 token and the
-// store, and serves CMP over HTTP/1.1 on io_uring loops (engine/net), parsing with
-// engine/http and answering with engine/server; engine/front does all of that. This file keeps
-// the arguments, the signals and the maintenance loop.
+// certmintd: the CMP CA daemon. engine/front does the work: it loads the configuration, opens
+// the PKCS#11 token and the store, builds the engine (engine/server) and serves CMP over
+// HTTP/1.1 on io_uring loops (engine/net, engine/http). This file keeps the arguments, the
+// signals and the maintenance loop.
 //
-//   certmintd -c FILE [--check]
+//   certmintd -c FILE [--check] [--log FILE] [--listen ADDR]
 //
-// Runs in the foreground and logs to stderr. SIGTERM/SIGINT stop it gracefully (no new
-// connections, requests in flight answered, the store flushed); SIGHUP is accepted (logging
-// goes to stderr, there is no file to reopen).
+// Runs in the foreground and logs to stderr, or to the file of --log. SIGTERM/SIGINT stop it
+// gracefully (no new connections, requests in flight answered, the store flushed); SIGHUP
+// reopens the --log file (after log rotation) and is otherwise ignored.
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -39,12 +39,15 @@ static bool main_log_open(const char *path)
 
 static void main_usage(FILE *f)
 {
-    fprintf(f, "usage: certmintd -c FILE [--check]\n"
+    fprintf(f, "usage: certmintd -c FILE [--check] [--log FILE] [--listen ADDR]\n"
                "  -c FILE   the configuration (OpenSSL config syntax, see README)\n"
                "  --check   validate the configuration and the HSM keys, then exit\n"
-               "  --log FILE  append log lines to FILE (reopened on SIGHUP) instead of stderr\n"
+               "  --log FILE  append log lines to FILE instead of stderr; SIGHUP reopens it\n"
+               "              (for log rotation)\n"
                "  --listen ADDR  serve on ADDR (host:port, [v6]:port) instead of the configured\n"
-               "                 listen addresses\n");
+               "                 listen addresses\n"
+               "Runs in the foreground. SIGTERM or SIGINT stops it gracefully: no new\n"
+               "connections, requests in flight answered, the store flushed.\n");
 }
 
 // main_serve runs the started daemon until SIGTERM or SIGINT: the main thread takes the
