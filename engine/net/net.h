@@ -103,13 +103,14 @@ typedef struct net_app {
 
 // NET_DEFAULT_* are what a zero field of net_server_config means.
 #define NET_DEFAULT_MAX_CONNECTIONS 4096u // per loop
-// Per loop and per peer address. With SO_REUSEPORT the kernel spreads one address's
-// connections evenly over the loops, so a server with N loops allows about 64 x N per
-// address. 64 is far above what one legitimate client needs (certmint-bench uses 8-16
-// connections, an RA's pool a few dozen; a factory line behind NAT enrols devices one
-// round trip each, so its concurrency is low) and still caps one address at 1/64 of a
-// loop's default 4096 slots, so a single client can no longer hold every slot.
-#define NET_DEFAULT_MAX_CONNECTIONS_PER_PEER 64u
+// Per loop and per peer address (IPv4 address, IPv6 /64). With SO_REUSEPORT the kernel spreads
+// one address's connections evenly over the loops, so N loops allow about 256 x N per address.
+// 256 caps one address at 1/16 of a loop's default 4096 slots, so one client can no longer
+// hold them all, and stays above what legitimate clients open from one address: a load
+// generator or an RA's connection pool (the integration test runs certmint-bench with 200
+// connections from 127.0.0.1, which 64 would break even on two loops), or many devices behind
+// one NAT. Lower it where clients are known to be small.
+#define NET_DEFAULT_MAX_CONNECTIONS_PER_PEER 256u
 #define NET_DEFAULT_ADMIN_MAX_CONNECTIONS    16u        // per loop, on admin listeners only
 #define NET_DEFAULT_LINGER_MS                2000u      // RFC 9112 §9.6 lingering close: time
 #define NET_DEFAULT_LINGER_BYTES             262144u    // ... and input discarded (256 KiB)

@@ -444,7 +444,7 @@ static void test_net_200_concurrent_connections(void)
 {
     echo_app_arg arg = {0};
     const char *listen[] = {"127.0.0.1:0"};
-    // All from 127.0.0.1: the per-peer cap (64 per loop by default) is lifted here.
+    // All from 127.0.0.1: the per-peer cap (256 per loop by default) is lifted here.
     net_server_config cfg = {.listen = listen,
                              .num_listen = 1,
                              .io_threads = 2,
