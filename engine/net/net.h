@@ -150,8 +150,9 @@ typedef struct net_server_config {
     uint32_t admin_max_connections; // per loop; 0 picks NET_DEFAULT_ADMIN_MAX_CONNECTIONS
     // Lingering close after a send with close_after (RFC 9112 §9.6): net shuts down writing,
     // then reads and discards input until the peer closes, linger_ms pass or linger_bytes
-    // arrive, and only then closes, so a client still sending a body reads the answer instead
-    // of a reset. 0 picks NET_DEFAULT_LINGER_MS / NET_DEFAULT_LINGER_BYTES.
+    // arrive (counted from when the last answer was queued), and only then closes, so a client
+    // still sending a body reads the answer instead of a reset. 0 picks NET_DEFAULT_LINGER_MS /
+    // NET_DEFAULT_LINGER_BYTES.
     uint32_t linger_ms;
     uint32_t linger_bytes;
 } net_server_config;
@@ -228,8 +229,9 @@ cm_cq *net_loop_cq(net_loop *loop);
 uint32_t net_loop_index(const net_loop *loop);
 
 // net_conn_send queues |data| to be sent in full (partial sends are continued). The bytes must
-// stay valid until on_sent. With |close_after|, the connection closes once it is sent (with a
-// lingering close, see net_server_config). NET_E_BUSY while another send is active,
+// stay valid until on_sent. With |close_after|, it is the last answer: input arriving from now
+// on is discarded (on_data is not called again) and the connection closes once it is sent,
+// with a lingering close (see net_server_config). NET_E_BUSY while another send is active,
 // NET_E_GONE for a stale ref or a connection that is closing (or already sent its last
 // answer). Thread: the loop's.
 CM_RESULT net_conn_send(net_loop *loop, net_conn_ref ref, cm_span data, bool close_after);

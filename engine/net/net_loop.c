@@ -85,7 +85,7 @@ typedef struct net_conn {
     size_t send_len;
     size_t send_off;
     uint64_t deadline_ms; // 0: none; the application's, or the linger end when lingering
-    uint32_t drained;     // bytes discarded while lingering
+    uint32_t drained;     // input discarded since the last answer was queued (saturating)
     uint32_t next_free;
     uint8_t peer[16]; // peer key (net_peer_key)
 } net_conn;
@@ -470,13 +470,13 @@ static void net_conn_shutdown(net_loop *l, uint32_t slot, net_why why, int err)
 static void net_conn_linger(net_loop *l, uint32_t slot)
 {
     net_conn *c = &l->conns[slot];
-    if (c->peer_eof || (!c->recv_armed && !c->needs_rearm)) {
-        net_conn_shutdown(l, slot, NET_WHY_APP, 0); // nothing more will arrive
+    if (c->peer_eof || (!c->recv_armed && !c->needs_rearm) || l->stopping) {
+        // Nothing more will arrive, or the server is stopping (a stop is not held up by it).
+        net_conn_shutdown(l, slot, NET_WHY_APP, 0);
         return;
     }
     (void)shutdown(c->fd, SHUT_WR);
     c->lingering = true;
-    c->drained = 0;
     c->deadline_ms = net_now_ms() + l->server->cfg.linger_ms;
     net_count(&l->st_lingered);
 }
@@ -646,8 +646,11 @@ static void net_on_recv(net_loop *l, uint32_t slot, const struct io_uring_cqe *c
     if ((cqe->flags & IORING_CQE_F_BUFFER) != 0) {
         const uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
         uint8_t *b = l->bufs + (size_t)bid * l->buf_size;
-        if (cqe->res > 0 && c->lingering) {
-            c->drained += (uint32_t)cqe->res;
+        if (cqe->res > 0 && (c->lingering || (c->send_active && c->close_after_send))) {
+            // After the last answer was queued the application wants no more input: discard it
+            // (counted towards the lingering close's budget).
+            const uint32_t n = (uint32_t)cqe->res;
+            c->drained = n > UINT32_MAX - c->drained ? UINT32_MAX : c->drained + n;
             if (c->drained >= l->server->cfg.linger_bytes) {
                 net_conn_shutdown(l, slot, NET_WHY_LINGER, 0);
             }

@@ -592,7 +592,7 @@ static void test_net_graceful_stop_answers_work_in_flight(void)
 typedef struct churn_arg {
     uint16_t port;
     int stop;        // atomic
-    unsigned opened; // written by the thread, read after join
+    unsigned opened; // atomic: connections made
 } churn_arg;
 
 static void *churn_main(void *p)
@@ -606,7 +606,7 @@ static void *churn_main(void *p)
         }
         (void)send(fd, "partial", 7, MSG_NOSIGNAL);
         (void)close(fd);
-        a->opened++;
+        __atomic_add_fetch(&a->opened, 1, __ATOMIC_RELAXED);
     }
     return NULL;
 }
