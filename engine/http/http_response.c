@@ -70,7 +70,7 @@ uint16_t http_status_of(uint32_t code)
     default:
         break;
     }
-    if (code >= HTTP_E_BAD_REQUEST_LINE && code <= HTTP_E_ENCODING_HTTP10) {
+    if (code >= HTTP_E_BAD_REQUEST_LINE && code <= HTTP_E_BAD_CHUNK) {
         return 400;
     }
     return 500;
@@ -99,6 +99,7 @@ const char *http_result_name(cm_result r)
         HTTP_NAME(HTTP_E_DUPLICATE_FIELD);
         HTTP_NAME(HTTP_E_BODY_NOT_ALLOWED);
         HTTP_NAME(HTTP_E_ENCODING_HTTP10);
+        HTTP_NAME(HTTP_E_BAD_CHUNK);
         HTTP_NAME(HTTP_E_NOT_FOUND);
         HTTP_NAME(HTTP_E_METHOD);
         HTTP_NAME(HTTP_E_MEDIA_TYPE);

@@ -206,7 +206,9 @@ expect_status 404 "unknown path" 'POST /nope HTTP/1.1\r\nHost: x\r\nContent-Leng
 expect_status 404 "unknown CA" 'POST /.well-known/cmp/p/nope HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nContent-Length: 2\r\n\r\n0\x00'
 expect_status 405 "GET on the CMP path" 'GET /.well-known/cmp HTTP/1.1\r\nHost: x\r\n\r\n'
 expect_status 415 "wrong content type" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabc'
-expect_status 411 "chunked body" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'
+expect_status 411 "no Content-Length" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\n\r\n'
+expect_status 200 "chunked CMP garbage body -> CMP error in a 200" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n\x30\x02\r\n2;x\r\n\x05\x00\r\n0\r\n\r\n'
+expect_status 501 "unknown transfer coding" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nTransfer-Encoding: gzip\r\n\r\n'
 expect_status 413 "oversized body" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nContent-Length: 99999999\r\n\r\n'
 big=$(head -c 9000 /dev/zero | tr '\0' 'a')
 expect_status 431 "oversized header" "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: $big\r\n\r\n"
