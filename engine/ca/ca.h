@@ -27,7 +27,7 @@
 //   §4.1.1 lets the CA change the template), never beyond the CA's notAfter; an inverted or
 //   already expired requested validity is refused.
 //
-// How codes map to PKIFailureInfo (for cmp_failinfo_from_code):
+// How codes map to PKIFailureInfo (the CA rows of engine/base/codes.def, cm_code_failinfo):
 //   CA_E_KEY_TYPE, CA_E_KEY_SIZE, CA_E_SUBJECT_*, CA_E_SAN_*, CA_E_VALIDITY -> badCertTemplate
 //   CA_E_SPKI_MALFORMED -> badCertTemplate (it arrived inside the template)
 //   CA_E_EXT_UNACCEPTED -> unacceptedExtension
@@ -46,37 +46,18 @@
 #include "engine/der/der.h"
 
 // ---------------------------------------------------------------------------------------------
-// Codes (ca range 0x700-0x7ff)
+// Codes (ca range 0x700-0x7ff): the CA rows of engine/base/codes.def, with their explanations.
+// Numbers are stable: append, never renumber.
 
 enum {
-    CA_E_KEY_TYPE = CM_CODE(CM_CLASS_POLICY, 0x701),         // key algorithm/curve not allowed
-    CA_E_KEY_SIZE = CM_CODE(CM_CLASS_POLICY, 0x702),         // RSA modulus outside min..max
-    CA_E_SUBJECT_MISSING = CM_CODE(CM_CLASS_POLICY, 0x703),  // a required RDN type is absent
-    CA_E_SUBJECT_RDN = CM_CODE(CM_CLASS_POLICY, 0x704),      // an RDN type the profile forbids
-    CA_E_SUBJECT_EMPTY = CM_CODE(CM_CLASS_POLICY, 0x705),    // empty subject and no SAN
-    CA_E_SAN_TYPE = CM_CODE(CM_CLASS_POLICY, 0x706),         // a GeneralName type not allowed
-    CA_E_EXT_UNACCEPTED = CM_CODE(CM_CLASS_POLICY, 0x707),   // a requested extension refused
-    CA_E_VALIDITY = CM_CODE(CM_CLASS_POLICY, 0x708),         // inverted/expired validity
-    CA_E_CA_EXPIRED = CM_CODE(CM_CLASS_POLICY, 0x709),       // the CA cannot issue at this time
-    CA_E_UNTRUSTED = CM_CODE(CM_CLASS_POLICY, 0x70a),        // chain does not reach an anchor
-    CA_E_CERT_EXPIRED = CM_CODE(CM_CLASS_POLICY, 0x70b),     // a chain cert is not valid then
-    CA_E_CERT_REVOKED = CM_CODE(CM_CLASS_POLICY, 0x70c),     // reserved for CRL-aware checks
-    CA_E_KEY_MISMATCH = CM_CODE(CM_CLASS_POLICY, 0x70d),     // cert does not hold that key
-    CA_E_SPKI_MALFORMED = CM_CODE(CM_CLASS_PROTO, 0x711),    // SPKI not as RFC 5480/8410/3279
-    CA_E_SUBJECT_MALFORMED = CM_CODE(CM_CLASS_PROTO, 0x712), // Name not a valid RDNSequence
-    CA_E_SAN_MALFORMED = CM_CODE(CM_CLASS_PROTO, 0x713),     // bad GeneralNames or name syntax
-    CA_E_EXT_MALFORMED = CM_CODE(CM_CLASS_PROTO, 0x714),     // bad Extension encoding
-    CA_E_EXT_DUPLICATE = CM_CODE(CM_CLASS_PROTO, 0x715),     // one extension OID twice
-    CA_E_CONFIG = CM_CODE(CM_CLASS_USAGE, 0x721),            // bad profile/CA/trust setting
+#define CM_CODES_CA CM_CODE_ENUM
+#include "engine/base/codes.def"
 };
 
-// ca_failinfo_bit returns the PKIFailureInfo bit number (RFC 9810 §5.2.3: badRequest 2,
-// badCertTemplate 19, unacceptedExtension 16, signerNotTrusted 20, certRevoked 10) for a
-// CA_E_* code, or -1 for any other code (the caller then maps it by class). Thread: any.
+// ca_failinfo_bit is cm_code_failinfo(r.code), kept for its remaining callers (to be removed).
 int ca_failinfo_bit(cm_result r);
 
-// ca_result_name names the CA_E_* codes ("POLICY/CA_KEY_TYPE") and defers to cm_result_name
-// for every other code. Never NULL. Thread: any.
+// ca_result_name is cm_result_name, kept for its remaining callers (to be removed).
 const char *ca_result_name(cm_result r);
 
 // ---------------------------------------------------------------------------------------------

@@ -18,81 +18,12 @@
 
 int ca_failinfo_bit(cm_result r)
 {
-    switch (r.code) {
-    case CA_E_KEY_TYPE:
-    case CA_E_KEY_SIZE:
-    case CA_E_SUBJECT_MISSING:
-    case CA_E_SUBJECT_RDN:
-    case CA_E_SUBJECT_EMPTY:
-    case CA_E_SAN_TYPE:
-    case CA_E_VALIDITY:
-    case CA_E_SPKI_MALFORMED:
-    case CA_E_SUBJECT_MALFORMED:
-    case CA_E_SAN_MALFORMED:
-        return 19; // badCertTemplate
-    case CA_E_EXT_UNACCEPTED:
-        return 16; // unacceptedExtension
-    case CA_E_EXT_MALFORMED:
-    case CA_E_EXT_DUPLICATE:
-    case CA_E_CA_EXPIRED:
-        return 2; // badRequest
-    case CA_E_UNTRUSTED:
-    case CA_E_CERT_EXPIRED:
-        return 20; // signerNotTrusted
-    case CA_E_CERT_REVOKED:
-        return 10; // certRevoked
-    case CA_E_KEY_MISMATCH:
-    case CA_E_CONFIG:
-        return 25; // systemFailure: ours, not the client's
-    default:
-        return -1;
-    }
+    return cm_code_failinfo(r.code);
 }
 
 const char *ca_result_name(cm_result r)
 {
-    switch (r.code) {
-    case CA_E_KEY_TYPE:
-        return "POLICY/CA_KEY_TYPE";
-    case CA_E_KEY_SIZE:
-        return "POLICY/CA_KEY_SIZE";
-    case CA_E_SUBJECT_MISSING:
-        return "POLICY/CA_SUBJECT_MISSING";
-    case CA_E_SUBJECT_RDN:
-        return "POLICY/CA_SUBJECT_RDN";
-    case CA_E_SUBJECT_EMPTY:
-        return "POLICY/CA_SUBJECT_EMPTY";
-    case CA_E_SAN_TYPE:
-        return "POLICY/CA_SAN_TYPE";
-    case CA_E_EXT_UNACCEPTED:
-        return "POLICY/CA_EXT_UNACCEPTED";
-    case CA_E_VALIDITY:
-        return "POLICY/CA_VALIDITY";
-    case CA_E_CA_EXPIRED:
-        return "POLICY/CA_CA_EXPIRED";
-    case CA_E_UNTRUSTED:
-        return "POLICY/CA_UNTRUSTED";
-    case CA_E_CERT_EXPIRED:
-        return "POLICY/CA_CERT_EXPIRED";
-    case CA_E_CERT_REVOKED:
-        return "POLICY/CA_CERT_REVOKED";
-    case CA_E_KEY_MISMATCH:
-        return "POLICY/CA_KEY_MISMATCH";
-    case CA_E_SPKI_MALFORMED:
-        return "PROTO/CA_SPKI_MALFORMED";
-    case CA_E_SUBJECT_MALFORMED:
-        return "PROTO/CA_SUBJECT_MALFORMED";
-    case CA_E_SAN_MALFORMED:
-        return "PROTO/CA_SAN_MALFORMED";
-    case CA_E_EXT_MALFORMED:
-        return "PROTO/CA_EXT_MALFORMED";
-    case CA_E_EXT_DUPLICATE:
-        return "PROTO/CA_EXT_DUPLICATE";
-    case CA_E_CONFIG:
-        return "USAGE/CA_CONFIG";
-    default:
-        return cm_result_name(r);
-    }
+    return cm_result_name(r);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -73,29 +73,7 @@ static bool prot_is_pbmac1_hash(cmp_hash h)
 
 int cmp_protect_failinfo(uint32_t code)
 {
-    switch (code) {
-    case CMP_E_PROT_ALG_UNSUPPORTED:
-    case CMP_E_PROT_ALG_WEAK:
-        return CMP_PROTECT_FAILINFO_BAD_ALG;
-    case CMP_E_PROT_ITERATIONS:
-    case CMP_E_PROT_SALT_LEN:
-    case CMP_E_PROT_KEY_LEN:
-    case CMP_E_PROT_MAC_MISMATCH:
-    case CMP_E_PROT_SIG_INVALID:
-    case CMP_E_PROT_KEY_MISMATCH:
-    case CMP_E_PROT_WRONG_KIND:
-        return CMP_PROTECT_FAILINFO_BAD_MESSAGE_CHECK;
-    case CMP_E_PROT_PARAMS:
-    case CMP_E_PROT_BITS:
-    case CMP_E_PROT_CERT:
-        return CMP_PROTECT_FAILINFO_BAD_DATA_FORMAT;
-    default:
-        break;
-    }
-    if (CM_CODE_CLASS(code) == CM_CLASS_PROTO && CM_CODE_DETAIL(code) < 0x100u) {
-        return CMP_PROTECT_FAILINFO_BAD_DATA_FORMAT; // the DER reader's codes
-    }
-    return -1;
+    return cm_code_failinfo(code);
 }
 
 // ---------------------------------------------------------------------------------------------

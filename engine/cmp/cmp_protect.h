@@ -52,46 +52,17 @@
 #include "engine/der/der.h"
 
 // ---------------------------------------------------------------------------------------------
-// Codes (cmp's protection range 0x2c0-0x2ff)
+// Codes (cmp's protection range 0x2c0-0x2ff): the CMP_PROTECT rows of engine/base/codes.def,
+// with their explanations and PKIFailureInfo bits (cm_code_failinfo): badAlg for refused
+// algorithms, badMessageCheck for bounds and failed checks, badDataFormat for malformed input.
 
 enum {
-    // badAlg: protectionAlg (or one of its inner algorithms) is unknown or not supported.
-    CMP_E_PROT_ALG_UNSUPPORTED = CM_CODE(CM_CLASS_POLICY, 0x2c0),
-    // badAlg: a SHA-1 based signature algorithm.
-    CMP_E_PROT_ALG_WEAK = CM_CODE(CM_CLASS_POLICY, 0x2c1),
-    // badDataFormat: AlgorithmIdentifier parameters are malformed.
-    CMP_E_PROT_PARAMS = CM_CODE(CM_CLASS_PROTO, 0x2c2),
-    // badMessageCheck: iteration count outside [min, max] (checked before any work).
-    CMP_E_PROT_ITERATIONS = CM_CODE(CM_CLASS_POLICY, 0x2c3),
-    // badMessageCheck: salt longer than the configured maximum.
-    CMP_E_PROT_SALT_LEN = CM_CODE(CM_CLASS_POLICY, 0x2c4),
-    // badMessageCheck: PBKDF2 keyLength outside the accepted range.
-    CMP_E_PROT_KEY_LEN = CM_CODE(CM_CLASS_POLICY, 0x2c5),
-    // badMessageCheck: the MAC does not match (wrong secret or tampered message).
-    CMP_E_PROT_MAC_MISMATCH = CM_CODE(CM_CLASS_PROTO, 0x2c6),
-    // badMessageCheck: the signature does not verify.
-    CMP_E_PROT_SIG_INVALID = CM_CODE(CM_CLASS_PROTO, 0x2c7),
-    // badMessageCheck: the signer's key does not fit the signature algorithm.
-    CMP_E_PROT_KEY_MISMATCH = CM_CODE(CM_CLASS_PROTO, 0x2c8),
-    // badDataFormat: the protection BIT STRING is malformed (or has unused bits).
-    CMP_E_PROT_BITS = CM_CODE(CM_CLASS_PROTO, 0x2c9),
-    // badDataFormat: the signer certificate could not be parsed.
-    CMP_E_PROT_CERT = CM_CODE(CM_CLASS_PROTO, 0x2ca),
-    // badMessageCheck: protection of one kind was given to a verifier of another kind
-    // (a MAC alg with no secret configured, a signature alg where a MAC was expected ...).
-    CMP_E_PROT_WRONG_KIND = CM_CODE(CM_CLASS_POLICY, 0x2cb),
-    // USAGE: a key used with parameters other than those it was derived with.
-    CMP_E_PROT_KEY_STATE = CM_CODE(CM_CLASS_USAGE, 0x2cc),
+#define CM_CODES_CMP_PROTECT CM_CODE_ENUM
+#include "engine/base/codes.def"
 };
 
-// PKIFailureInfo bit numbers (RFC 4210 §5.2.3) used by cmp_protect_failinfo.
-#define CMP_PROTECT_FAILINFO_BAD_ALG           0
-#define CMP_PROTECT_FAILINFO_BAD_MESSAGE_CHECK 1
-#define CMP_PROTECT_FAILINFO_BAD_DATA_FORMAT   5
-
-// cmp_protect_failinfo returns the PKIFailureInfo bit number for one of the CMP_E_PROT_* codes
-// above and for the DER reader's PROTO codes (badDataFormat), or -1 for any other code (the
-// codec's cmp_failinfo_from_code covers those). Thread: any; pure.
+// cmp_protect_failinfo is cm_code_failinfo(code), kept for its remaining callers (to be
+// removed).
 int cmp_protect_failinfo(uint32_t code);
 
 // ---------------------------------------------------------------------------------------------

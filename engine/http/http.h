@@ -51,40 +51,12 @@
 #include "engine/base/base.h"
 
 // ---------------------------------------------------------------------------------------------
-// Result codes (detail range 0x300-0x3ff). http_status_of() maps each to the HTTP status to
+// Result codes (detail range 0x300-0x3ff): the HTTP rows of engine/base/codes.def, with their
+// explanations. http_status_of() maps each to the HTTP status to
 // answer. Numbers are stable: append, never renumber.
 enum {
-    // 400 Bad Request
-    HTTP_E_BAD_REQUEST_LINE = CM_CODE(CM_CLASS_PROTO, 0x301), // not "METHOD SP target SP version"
-    HTTP_E_BAD_METHOD = CM_CODE(CM_CLASS_PROTO, 0x302),       // method is not a token
-    HTTP_E_BAD_TARGET = CM_CODE(CM_CLASS_PROTO, 0x303),       // control/non-ASCII/'#' or bad form
-    HTTP_E_BAD_VERSION = CM_CODE(CM_CLASS_PROTO, 0x304),      // not "HTTP/" DIGIT "." DIGIT
-    HTTP_E_BARE_CR = CM_CODE(CM_CLASS_PROTO, 0x305),          // CR not followed by LF
-    HTTP_E_BARE_LF = CM_CODE(CM_CLASS_PROTO, 0x306),          // LF not preceded by CR
-    HTTP_E_OBS_FOLD = CM_CODE(CM_CLASS_PROTO, 0x307),         // field line starts with SP/HTAB
-    HTTP_E_SPACE_BEFORE_COLON = CM_CODE(CM_CLASS_PROTO, 0x308),
-    HTTP_E_BAD_FIELD_NAME = CM_CODE(CM_CLASS_PROTO, 0x309),          // empty, non-token or no colon
-    HTTP_E_BAD_FIELD_VALUE = CM_CODE(CM_CLASS_PROTO, 0x30a),         // control character in a value
-    HTTP_E_BAD_CONTENT_LENGTH = CM_CODE(CM_CLASS_PROTO, 0x30b),      // not 1*DIGIT or >= 2^63
-    HTTP_E_CONTENT_LENGTH_CONFLICT = CM_CODE(CM_CLASS_PROTO, 0x30c), // repeated, different
-    HTTP_E_LENGTH_AND_ENCODING = CM_CODE(CM_CLASS_PROTO, 0x30d),     // Content-Length + TE
-    HTTP_E_BAD_HOST = CM_CODE(CM_CLASS_PROTO, 0x30e),         // missing (1.1) or repeated Host
-    HTTP_E_DUPLICATE_FIELD = CM_CODE(CM_CLASS_PROTO, 0x30f),  // a second Content-Type
-    HTTP_E_BODY_NOT_ALLOWED = CM_CODE(CM_CLASS_PROTO, 0x310), // GET with a body
-    HTTP_E_ENCODING_HTTP10 = CM_CODE(CM_CLASS_PROTO, 0x311),  // Transfer-Encoding in HTTP/1.0
-    // 404, 405, 415
-    HTTP_E_NOT_FOUND = CM_CODE(CM_CLASS_POLICY, 0x320),
-    HTTP_E_METHOD = CM_CODE(CM_CLASS_POLICY, 0x321),
-    HTTP_E_MEDIA_TYPE = CM_CODE(CM_CLASS_POLICY, 0x322),
-    // 411, 501, 505
-    HTTP_E_LENGTH_REQUIRED = CM_CODE(CM_CLASS_PROTO, 0x330), // POST without Content-Length
-    HTTP_E_ENCODING = CM_CODE(CM_CLASS_PROTO, 0x331),        // a transfer coding we lack
-    HTTP_E_VERSION = CM_CODE(CM_CLASS_PROTO, 0x332),         // HTTP/x.y other than 1.0, 1.1
-    // 413, 414, 431
-    HTTP_E_BODY_TOO_LARGE = CM_CODE(CM_CLASS_RESOURCE, 0x340),
-    HTTP_E_REQUEST_LINE_TOO_LONG = CM_CODE(CM_CLASS_RESOURCE, 0x341),
-    HTTP_E_HEAD_TOO_LARGE = CM_CODE(CM_CLASS_RESOURCE, 0x342),
-    HTTP_E_TOO_MANY_FIELDS = CM_CODE(CM_CLASS_RESOURCE, 0x343),
+#define CM_CODES_HTTP CM_CODE_ENUM
+#include "engine/base/codes.def"
 };
 
 // http_status_of returns the HTTP status code to answer for |code|: the ones above map as their
@@ -92,8 +64,7 @@ enum {
 // that is not CM_OK to 500, and CM_OK to 200. Thread: any; pure.
 uint16_t http_status_of(uint32_t code);
 
-// http_result_name names an HTTP_E_* code ("HTTP_E_OBS_FOLD"), or falls back to
-// cm_result_name. Never NULL; the string is static. Thread: any.
+// http_result_name is cm_result_name, kept for its remaining callers (to be removed).
 const char *http_result_name(cm_result r);
 
 // ---------------------------------------------------------------------------------------------

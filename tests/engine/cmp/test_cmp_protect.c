@@ -331,15 +331,15 @@ static void test_cmp_protect_kind_and_failinfo(void)
     TEST_ASSERT_CODE(cmp_protect_kind(&k, cm_span_make(ecdsa, sizeof(ecdsa) - 1)),
                      CMP_E_PROT_PARAMS);
 
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_ALG_WEAK), CMP_PROTECT_FAILINFO_BAD_ALG);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_ALG_UNSUPPORTED), 0);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_ITERATIONS), 1);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_MAC_MISMATCH), 1);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_SIG_INVALID), 1);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_KEY_MISMATCH), 1);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_PARAMS), 5);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CM_E_DER_TRUNCATED), 5);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CM_E_NOMEM), -1);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_ALG_WEAK), CM_FAIL_BAD_ALG);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_ALG_UNSUPPORTED), 0);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_ITERATIONS), 1);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_MAC_MISMATCH), 1);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_SIG_INVALID), 1);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_KEY_MISMATCH), 1);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_PARAMS), 5);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CM_E_DER_TRUNCATED), 5);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CM_E_NOMEM), CM_FAIL_SYSTEM_FAILURE);
 }
 
 static void test_cmp_protect_part_header(void)
@@ -956,7 +956,7 @@ static void test_cmp_protect_sig_sha1_is_bad_alg(void)
     CU_ASSERT_FATAL(signer_cert(&m, "ec.der", &cbuf, &cert));
     TEST_ASSERT_CODE(cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, m.unused, cert),
                      CMP_E_PROT_ALG_WEAK);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_ALG_WEAK), CMP_PROTECT_FAILINFO_BAD_ALG);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_ALG_WEAK), CM_FAIL_BAD_ALG);
     // sha1WithRSAEncryption by hand.
     const uint8_t sha1rsa[] = {0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
                                0xf7, 0x0d, 0x01, 0x01, 0x05, 0x05, 0x00};

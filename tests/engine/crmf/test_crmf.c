@@ -233,7 +233,7 @@ static void test_crmf_popo_fails_on_any_flipped_byte(void)
             crmf_cert_req_msgs msgs;
             cm_result pr = crmf_msgs_from_der(&g_arena, &msgs, cm_span_make(copy, in.len));
             if (!cm_ok(pr)) {
-                CU_ASSERT_EQUAL(crmf_failinfo_bit(pr.code) >= 0, true);
+                CU_ASSERT_EQUAL(cm_code_failinfo(pr.code) >= 0, true);
                 continue;
             }
             cm_result vr = crmf_popo_verify(&g_crypto, &msgs.msgs[0]);
@@ -244,9 +244,9 @@ static void test_crmf_popo_fails_on_any_flipped_byte(void)
             }
             CU_ASSERT_TRUE(expected);
             bad_sig += vr.code == CRMF_E_POPO_BAD_SIGNATURE;
-            CU_ASSERT_EQUAL(crmf_failinfo_bit(vr.code) == CRMF_FAILINFO_BAD_POP ||
-                                crmf_failinfo_bit(vr.code) == CRMF_FAILINFO_BAD_DATA_FORMAT ||
-                                crmf_failinfo_bit(vr.code) == CRMF_FAILINFO_BAD_ALG,
+            CU_ASSERT_EQUAL(cm_code_failinfo(vr.code) == CM_FAIL_BAD_POP ||
+                                cm_code_failinfo(vr.code) == CM_FAIL_BAD_DATA_FORMAT ||
+                                cm_code_failinfo(vr.code) == CM_FAIL_BAD_ALG,
                             true);
             CU_ASSERT_NOT_EQUAL(ossl_popo(cm_span_make(copy, in.len), 0), 1);
         }
@@ -271,7 +271,7 @@ static void test_crmf_rejects_truncation_at_every_byte(void)
             crmf_cert_req_msgs msgs;
             cm_result r = crmf_msgs_from_der(&g_arena, &msgs, cm_span_make(in.p, cut));
             CU_ASSERT_EQUAL(cm_result_class(r), CM_CLASS_PROTO);
-            CU_ASSERT_EQUAL(crmf_failinfo_bit(r.code), CRMF_FAILINFO_BAD_DATA_FORMAT);
+            CU_ASSERT_EQUAL(cm_code_failinfo(r.code), CM_FAIL_BAD_DATA_FORMAT);
         }
         // The reader is left unchanged on failure.
         der_reader r;
@@ -421,7 +421,7 @@ static void test_crmf_template_rejections(void)
                      CRMF_E_TEMPLATE_UID);
     TEST_ASSERT_CODE(tmpl_parse(tmpl_of(SPAN(0x88, 0x02, 0x00, 0x01)), &tm), CRMF_E_TEMPLATE_UID);
     TEST_ASSERT_CODE(tmpl_parse(tmpl_of(SPAN(0xa8, 0x00)), &tm), CRMF_E_TEMPLATE_UID);
-    CU_ASSERT_EQUAL(crmf_failinfo_bit(CRMF_E_TEMPLATE_UID), CRMF_FAILINFO_BAD_CERT_TEMPLATE);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CRMF_E_TEMPLATE_UID), CM_FAIL_BAD_CERT_TEMPLATE);
     // OptionalValidity with neither time.
     TEST_ASSERT_CODE(tmpl_parse(tmpl_of(SPAN(0xa4, 0x00)), &tm), CRMF_E_BAD_VALIDITY);
     // Time not a Time.
@@ -503,7 +503,7 @@ static void test_crmf_popo_choices_are_reported(void)
     m.popo.type = CRMF_POPO_RA_VERIFIED;
     TEST_ASSERT_OK(remarshal_msg(&m, &out));
     TEST_ASSERT_CODE(crmf_popo_verify(&g_crypto, &out.msgs[0]), CRMF_E_POPO_RA_VERIFIED);
-    CU_ASSERT_EQUAL(crmf_failinfo_bit(CRMF_E_POPO_RA_VERIFIED), CRMF_FAILINFO_BAD_POP);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CRMF_E_POPO_RA_VERIFIED), CM_FAIL_BAD_POP);
 
     // keyEncipherment with subsequentMessage encrCert(0); keyAgreement with dhMAC.
     m.popo.type = CRMF_POPO_KEY_ENCIPHERMENT;
@@ -656,7 +656,7 @@ static void test_crmf_popo_rules(void)
     m.popo.alg = SPAN(0x30, 0x09, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01);
     TEST_ASSERT_OK(remarshal_msg(&m, &out));
     TEST_ASSERT_CODE(crmf_popo_verify(&g_crypto, &out.msgs[0]), CRMF_E_ALG_SHA1);
-    CU_ASSERT_EQUAL(crmf_failinfo_bit(CRMF_E_ALG_SHA1), CRMF_FAILINFO_BAD_ALG);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CRMF_E_ALG_SHA1), CM_FAIL_BAD_ALG);
     // An RSA algorithm with the EC key: key/algorithm mismatch.
     m.popo.alg = SPAN(0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b,
                       0x05, 0x00);
@@ -1098,7 +1098,7 @@ static void test_crmf_csr_rejections(void)
             // Attributes dropped: the signature no longer matches.
             CU_ASSERT_EQUAL(csr.extensions.len, 0);
             TEST_ASSERT_CODE(crmf_csr_verify(&g_crypto, &csr), CRMF_E_CSR_BAD_SIGNATURE);
-            CU_ASSERT_EQUAL(crmf_failinfo_bit(CRMF_E_CSR_BAD_SIGNATURE), CRMF_FAILINFO_BAD_POP);
+            CU_ASSERT_EQUAL(cm_code_failinfo(CRMF_E_CSR_BAD_SIGNATURE), CM_FAIL_BAD_POP);
         }
     }
 }
@@ -1142,18 +1142,20 @@ static void test_crmf_general_names(void)
 
 static void test_crmf_failinfo_mapping(void)
 {
-    CU_ASSERT_EQUAL(crmf_failinfo_bit(CM_OK), -1);
-    CU_ASSERT_EQUAL(crmf_failinfo_bit(CM_E_DER_TRUNCATED), CRMF_FAILINFO_BAD_DATA_FORMAT);
-    CU_ASSERT_EQUAL(crmf_failinfo_bit(CM_E_DER_TOO_MANY), CRMF_FAILINFO_BAD_DATA_FORMAT);
-    CU_ASSERT_EQUAL(crmf_failinfo_bit(CRMF_E_BAD_NAME), CRMF_FAILINFO_BAD_DATA_FORMAT);
-    CU_ASSERT_EQUAL(crmf_failinfo_bit(CRMF_E_BAD_ALG_PARAMS), CRMF_FAILINFO_BAD_ALG);
-    CU_ASSERT_EQUAL(crmf_failinfo_bit(CRMF_E_POPO_MISSING), CRMF_FAILINFO_BAD_POP);
-    CU_ASSERT_EQUAL(crmf_failinfo_bit(CRMF_E_POPO_BAD_SIGNATURE), CRMF_FAILINFO_BAD_POP);
-    CU_ASSERT_EQUAL(crmf_failinfo_bit(CRMF_E_TEMPLATE_VERSION), CRMF_FAILINFO_BAD_CERT_TEMPLATE);
-    CU_ASSERT_EQUAL(crmf_failinfo_bit(CRMF_E_BAD_SIGNATURE), CRMF_FAILINFO_BAD_MESSAGE_CHECK);
-    CU_ASSERT_EQUAL(crmf_failinfo_bit(CRMF_E_CRYPTO), CRMF_FAILINFO_SYSTEM_FAILURE);
-    CU_ASSERT_EQUAL(crmf_failinfo_bit(CM_CODE(CM_CLASS_PROTO, 0x201)), -1); // cmp's range
-    CU_ASSERT_EQUAL(crmf_failinfo_bit(CM_E_NOMEM), -1);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CM_OK), -1);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CM_E_DER_TRUNCATED), CM_FAIL_BAD_DATA_FORMAT);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CM_E_DER_TOO_MANY), CM_FAIL_BAD_DATA_FORMAT);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CRMF_E_BAD_NAME), CM_FAIL_BAD_DATA_FORMAT);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CRMF_E_BAD_ALG_PARAMS), CM_FAIL_BAD_ALG);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CRMF_E_POPO_MISSING), CM_FAIL_BAD_POP);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CRMF_E_POPO_BAD_SIGNATURE), CM_FAIL_BAD_POP);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CRMF_E_TEMPLATE_VERSION), CM_FAIL_BAD_CERT_TEMPLATE);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CRMF_E_BAD_SIGNATURE), CM_FAIL_BAD_MESSAGE_CHECK);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CRMF_E_CRYPTO), CM_FAIL_SYSTEM_FAILURE);
+    // Codes of other modules map by the same registry; unregistered ones by class.
+    CU_ASSERT_EQUAL(cm_code_failinfo(CM_CODE(CM_CLASS_PROTO, 0x202)), CM_FAIL_BAD_SENDER_NONCE);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CM_CODE(CM_CLASS_PROTO, 0x1ff)), CM_FAIL_BAD_DATA_FORMAT);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CM_E_NOMEM), CM_FAIL_SYSTEM_FAILURE);
 }
 
 // --- suite --------------------------------------------------------------------------------
