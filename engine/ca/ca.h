@@ -129,10 +129,11 @@ typedef enum ca_subject_mode {
     CA_SUBJECT_RULES = 1, // required RDN types must appear; only required+allowed may appear
 } ca_subject_mode;
 
-// ca_profile_params is what ca_profile_new is given. The string arrays are borrowed for the
-// call only. RDN types are names OpenSSL knows ("CN", "O", "serialNumber", ...) or dotted
-// OIDs. Thread: value type.
+// ca_profile_params is what ca_profile_new is given. The strings are borrowed for the call only
+// (ca_profile_new copies |name|). RDN types are names OpenSSL knows ("CN", "O",
+// "serialNumber", ...) or dotted OIDs. Thread: value type.
 typedef struct ca_profile_params {
+    const char *name;      // the profile's name, for reasons ("profile devices ..."); may be NULL
     uint32_t default_days; // validity when the request names none (>= 1)
     uint32_t max_days;     // the longest validity granted (>= default_days)
     uint32_t key_types;    // CA_KEY_* bits allowed
@@ -259,9 +260,15 @@ typedef struct ca_decision {
 
 // ca_policy_check checks |req| against |profile| for CA |ca| at time |now| and fills |*out|.
 // Fails with the specific CA_E_* code (see the mapping at the top of this header) or a DER
-// code. Allocation-free. Thread: any (profile and CA are immutable).
+// code, and then writes what was refused into |why| (may be NULL; base.h's convention), with
+// the profile's name and what it allows: "key type P-521 not allowed by profile devices
+// (allowed: P-256, P-384, RSA, Ed25519)", the RSA size and bounds, missing or forbidden
+// subject attributes by label, "profile devices does not allow subjectAltName type uri
+// (allowed: dns, ip)", the validity problem with the dates, a refused extension by name or
+// dotted OID. Allocation-free except for naming a refused extension's OID (OpenSSL's object
+// table). Thread: any (profile and CA are immutable).
 CM_RESULT ca_policy_check(const ca_profile *profile, const ca_authority *ca, ca_decision *out,
-                          const ca_request *req, int64_t now);
+                          const ca_request *req, int64_t now, cm_why *why);
 
 // ---------------------------------------------------------------------------------------------
 // Serial numbers and certificates
@@ -326,10 +333,14 @@ void ca_trust_free(ca_trust *t);
 // |extra| as untrusted intermediates (e.g. a message's extraCerts). A leaf whose verification
 // succeeded before and whose chain is still valid at |at| is answered from the cache (keyed by
 // SHA-256 of the DER) without OpenSSL's chain building. CA_E_CERT_EXPIRED when a certificate
-// of the chain is not valid at |at|, CA_E_UNTRUSTED for every other failure (CM_E_DER_* style
-// garbage included). Only successes enter the cache. Thread: any.
+// of the chain is not valid at |at|, CA_E_CERT_REVOKED, CA_E_UNTRUSTED for every other failure
+// (CM_E_DER_* style garbage included). Only successes enter the cache. On failure |why| (may
+// be NULL) gets which check failed, from OpenSSL's verify error text, and the subject of the
+// certificate it failed on: "certificate is not trusted: unable to get local issuer
+// certificate (CN=dev-1)". The reason starts with "certificate" so that a caller may name the
+// certificate's role in front of it ("the signer's "). Thread: any.
 CM_RESULT ca_trust_verify(ca_trust *t, cm_span leaf, const cm_span *extra, size_t num_extra,
-                          int64_t at);
+                          int64_t at, cm_why *why);
 
 // ca_trust_cache_stats reports cache hits and the current number of entries (tests and
 // metrics). Thread: any.

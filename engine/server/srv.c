@@ -621,10 +621,12 @@ static cm_result srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *t
         }
     }
     if (!cm_ok(tr) && trust != NULL) {
-        tr = ca_trust_verify(trust, signer, m->extra_certs + 1, m->num_extra_certs - 1, req->now);
+        tr = ca_trust_verify(trust, signer, m->extra_certs + 1, m->num_extra_certs - 1, req->now,
+                             NULL);
     }
     if (!cm_ok(tr) && trust2 != NULL) {
-        tr = ca_trust_verify(trust2, signer, m->extra_certs + 1, m->num_extra_certs - 1, req->now);
+        tr = ca_trust_verify(trust2, signer, m->extra_certs + 1, m->num_extra_certs - 1, req->now,
+                             NULL);
     }
     CM_ENSURE(cm_ok(tr), tr.code == CA_E_CERT_EXPIRED ? CA_E_CERT_EXPIRED : SRV_E_UNTRUSTED);
     req->signer_cert = signer;
@@ -742,7 +744,7 @@ static cm_result srv_enrol_prepare(srv_request *req)
             CM_TRY(srv_collect_exts(req, tm->extensions));
         }
     }
-    CM_TRY(ca_policy_check(ca->profile, ca->authority, &req->dec, &req->creq, req->now));
+    CM_TRY(ca_policy_check(ca->profile, ca->authority, &req->dec, &req->creq, req->now, NULL));
     req->implicit = m->header.implicit_confirm && ca_profile_implicit_confirm(ca->profile);
     // A transactionID already known: a replay or a collision (RFC 9810 §5.1.1).
     store_txn old;
