@@ -1327,7 +1327,7 @@ static bench_fail bench_verify_protection(bench_run *run, cmp_msg *out, cm_span 
     if (kind == CMP_PROT_SIGNATURE) {
         const cm_span signer = m.num_extra_certs > 0 ? m.extra_certs[0] : ctx->ca_der;
         if (!cm_ok(cmp_protect_verify_sig(&run->crypto, m.header.f.protection_alg, m.protected_part,
-                                          m.protection, m.protection_unused, signer))) {
+                                          m.protection, m.protection_unused, signer, NULL))) {
             return BENCH_FAIL_PROTECTION;
         }
     } else {
@@ -1338,7 +1338,7 @@ static bench_fail bench_verify_protection(bench_run *run, cmp_msg *out, cm_span 
         const cm_result r =
             cmp_protect_verify_mac(ctx->prot, &key, m.header.f.protection_alg,
                                    cm_span_make(ctx->o->secret, strlen(ctx->o->secret)),
-                                   m.protected_part, m.protection, m.protection_unused);
+                                   m.protected_part, m.protection, m.protection_unused, NULL);
         cmp_mac_key_cleanse(&key);
         if (!cm_ok(r)) {
             return BENCH_FAIL_PROTECTION;
@@ -1681,13 +1681,13 @@ static bool bench_limit_op(const bench_limit_env *env, crmf_crypto *c, EVP_MD_CT
 {
     const bench_opts *o = env->ctx->o;
     const cmp_msg *m = &env->req;
-    if (!cm_ok(crmf_popo_verify(c, &m->body.u.req.msgs[0]))) {
+    if (!cm_ok(crmf_popo_verify(c, &m->body.u.req.msgs[0], NULL))) {
         return false;
     }
     cmp_mac_key key;
     if (!cm_ok(cmp_protect_verify_mac(env->ctx->prot, &key, m->header.f.protection_alg,
                                       cm_span_make(o->secret, strlen(o->secret)), m->protected_part,
-                                      m->protection, m->protection_unused))) {
+                                      m->protection, m->protection_unused, NULL))) {
         return false;
     }
     uint8_t mac[CMP_PROTECT_MAX_MAC_LEN];
@@ -1771,13 +1771,13 @@ static double bench_limit_step_us(const bench_limit_env *env, int step, int n)
         cmp_mac_key key;
         switch (step) {
         case 0:
-            ok = cm_ok(crmf_popo_verify(&c, &m->body.u.req.msgs[0]));
+            ok = cm_ok(crmf_popo_verify(&c, &m->body.u.req.msgs[0], NULL));
             break;
         case 1:
             ok = cm_ok(cmp_protect_verify_mac(env->ctx->prot, &key, m->header.f.protection_alg,
                                               cm_span_make(o->secret, strlen(o->secret)),
                                               m->protected_part, m->protection,
-                                              m->protection_unused));
+                                              m->protection_unused, NULL));
             cmp_mac_key_cleanse(&key);
             break;
         case 2:

@@ -206,10 +206,15 @@ CM_RESULT cmp_mac_verify(const cmp_protect_ctx *ctx, const cmp_mac_key *key,
 
 // cmp_protect_verify_mac is the whole check of a MAC-protected request: derive the key for
 // protectionAlg |alg| from |secret| (bounds first), then cmp_mac_verify. On success the key is
-// left in |*out_key| for the response (it is cleansed on failure). Thread: any.
+// left in |*out_key| for the response (it is cleansed on failure). On a refusal |why| (may be
+// NULL; base.h) says what: an iteration count outside the bounds with both numbers and the
+// setting's name ("PBM iteration count 200000 is above max_pbm_iterations (100000)"), a salt
+// or key length over its limit, an algorithm that is not supported by name or OID, "the MAC
+// does not verify: wrong shared secret for this senderKID?". Never the secret or the key.
+// Thread: any.
 CM_RESULT cmp_protect_verify_mac(const cmp_protect_ctx *ctx, cmp_mac_key *out_key, cm_span alg,
                                  cm_span secret, cm_span protected_content, cm_span protection,
-                                 uint8_t unused_bits);
+                                 uint8_t unused_bits, cm_why *why);
 
 // cmp_protect_put_mac computes the MAC over ProtectedPart with |key| and appends the
 // PKIMessage field "[0] PKIProtection" (the context tag, then the BIT STRING) to |b|.
@@ -237,9 +242,13 @@ CM_RESULT cmp_protect_cert_spki(cm_span *out_spki, cm_span cert);
 // bad algorithm parameters, unusable key type), CMP_E_PROT_KEY_MISMATCH (key type vs
 // algorithm), CMP_E_PROT_SIG_INVALID, CMP_E_PROT_CERT (certificate or its key malformed),
 // CMP_E_PROT_BITS, CM_E_NOMEM, CM_E_CRYPTO. Trust in the certificate is the caller's business.
+// On a refused algorithm, a key that does not fit it or a signature that does not verify,
+// |why| (may be NULL; base.h) names the algorithm by name or OID and the signer's key type:
+// "the protection algorithm 1.2.3.4 is not supported".
 // Thread: the owner of |c| (crmf_crypto is per thread).
 CM_RESULT cmp_protect_verify_sig(crmf_crypto *c, cm_span alg, cm_span protected_content,
-                                 cm_span protection, uint8_t unused_bits, cm_span signer_cert);
+                                 cm_span protection, uint8_t unused_bits, cm_span signer_cert,
+                                 cm_why *why);
 
 // cmp_signer produces signatures for response protection: an HSM job or an in-process key,
 // as the caller decides. |alg| is the signature AlgorithmIdentifier DER (whole element) the

@@ -257,6 +257,20 @@ void crmf_sig_alg_marshal(der_builder *b, const crmf_sig_alg *alg);
 // needs RSA; PSS needs RSA or RSA-PSS; ECDSA needs EC; EdDSA its own curve).
 bool crmf_sig_alg_key_ok(const crmf_sig_alg *alg, crmf_key_type type);
 
+// crmf_oid_text writes a readable name of the OID |oid| (content octets) into |buf| (|cap|
+// bytes, NUL-terminated) for reasons and logs: OpenSSL's long name ("ecdsa-with-SHA256",
+// "sha1WithRSAEncryption"), or the dotted OID when OpenSSL has no name for it. Returns |buf|.
+// Not for the hot path (the lookup allocates). Thread: any.
+const char *crmf_oid_text(char *buf, size_t cap, cm_span oid);
+
+// crmf_alg_text is crmf_oid_text for the OID of the AlgorithmIdentifier element |alg_whole|
+// ("a malformed algorithm" when it does not parse).
+const char *crmf_alg_text(char *buf, size_t cap, cm_span alg_whole);
+
+// crmf_key_text writes what kind of key |spki| holds ("RSA", "EC P-256", "Ed25519", or the
+// algorithm's name for other keys) into |buf|, for reasons. Returns |buf|. Thread: any.
+const char *crmf_key_text(char *buf, size_t cap, const crmf_spki *spki);
+
 // ---------------------------------------------------------------------------------------------
 // crmf_crypto: what key construction and signature checks reuse across requests: the library
 // context, pre-fetched digests, one EVP_PKEY_CTX per key type initialised for fromdata, one
@@ -471,8 +485,11 @@ void crmf_attr_marshal(der_builder *b, const crmf_attr *attr);
 //    CRMF_E_ALG_UNSUPPORTED, CRMF_E_BAD_ALG_PARAMS (badAlg); algorithm vs key type:
 //    CRMF_E_POPO_KEY_MISMATCH; key unusable: CRMF_E_KEY_UNSUPPORTED / CRMF_E_BAD_SPKI;
 //    signature over req.whole (the DER of CertRequest) wrong: CRMF_E_POPO_BAD_SIGNATURE.
-// CM_OK only for a verified signature POPO. Thread: |c|'s owner.
-CM_RESULT crmf_popo_verify(crmf_crypto *c, const crmf_cert_req_msg *msg);
+// CM_OK only for a verified signature POPO. For a refused algorithm, a key that does not fit
+// it or a signature that does not verify, |why| (may be NULL; base.h) names the algorithm and
+// the key: "the POPO signature algorithm ecdsa-with-SHA256 does not fit the template's RSA
+// key". Thread: |c|'s owner.
+CM_RESULT crmf_popo_verify(crmf_crypto *c, const crmf_cert_req_msg *msg, cm_why *why);
 
 // ---------------------------------------------------------------------------------------------
 // PKCS#10 (RFC 2986 §4)
@@ -510,8 +527,8 @@ void crmf_csr_marshal(der_builder *b, const crmf_csr *csr);
 // crmf_csr_verify checks the self-signature over |csr->info| with the CSR's own key.
 // CRMF_E_CSR_BAD_SIGNATURE (badPOP) when wrong; algorithm refusals as crmf_sig_alg_parse;
 // CRMF_E_KEY_ALG_MISMATCH (badAlg) when the algorithm does not fit the key; key errors as
-// crmf_crypto_key_from_spki. Thread: |c|'s owner.
-CM_RESULT crmf_csr_verify(crmf_crypto *c, const crmf_csr *csr);
+// crmf_crypto_key_from_spki. Reasons in |why| as crmf_popo_verify's. Thread: |c|'s owner.
+CM_RESULT crmf_csr_verify(crmf_crypto *c, const crmf_csr *csr, cm_why *why);
 
 // crmf_attr_iter walks Attribute TLVs (PKCS#10 attributes). Thread: value type.
 typedef struct crmf_attr_iter {

@@ -599,14 +599,15 @@ static cm_result srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *t
         CM_ENSURE(s != NULL, SRV_E_UNKNOWN_SENDER);
         CM_TRY(cmp_protect_verify_mac(req->w->e->p.prot, &req->mac_key,
                                       m->header.protection_alg.whole, s->secret, m->protected_part,
-                                      m->protection, m->protection_unused));
+                                      m->protection, m->protection_unused, NULL));
         req->mac_ok = true;
         return cm_result_make(CM_OK);
     }
     CM_ENSURE(m->num_extra_certs >= 1, CMP_E_NO_EXTRA_CERTS);
     const cm_span signer = m->extra_certs[0];
     CM_TRY(cmp_protect_verify_sig(&req->w->crypto, m->header.protection_alg.whole,
-                                  m->protected_part, m->protection, m->protection_unused, signer));
+                                  m->protected_part, m->protection, m->protection_unused, signer,
+                                  NULL));
     ca_cert_fields f;
     CM_TRY(ca_cert_fields_parse(&f, signer));
     CM_ENSURE(m->header.sender.tag == CRMF_GN_DIRECTORY_NAME &&
@@ -702,7 +703,7 @@ static cm_result srv_enrol_prepare(srv_request *req)
         t == CMP_BODY_IR ? CMP_BODY_IP : (t == CMP_BODY_KUR ? CMP_BODY_KUP : CMP_BODY_CP);
     if (t == CMP_BODY_P10CR) {
         const crmf_csr *csr = &m->body.u.p10;
-        CM_TRY(crmf_csr_verify(&req->w->crypto, csr));
+        CM_TRY(crmf_csr_verify(&req->w->crypto, csr, NULL));
         req->cert_req_id = -1;
         req->creq.subject = csr->subject;
         req->creq.spki = csr->spki.whole;
@@ -716,7 +717,7 @@ static cm_result srv_enrol_prepare(srv_request *req)
         const crmf_cert_request *cr = &msg->req;
         CM_ENSURE(cr->cert_req_id == 0, SRV_E_CERT_REQ_ID);
         req->cert_req_id = 0;
-        cm_result pr = crmf_popo_verify(&req->w->crypto, msg);
+        cm_result pr = crmf_popo_verify(&req->w->crypto, msg, NULL);
         // raVerified (RFC 4211 §4.1, RFC 9483 §5.2): an RA vouches for the POP; accepted only
         // from a signer configured as an RA of this CA (ra_certs).
         if (pr.code == CRMF_E_POPO_RA_VERIFIED) {

@@ -1160,7 +1160,7 @@ static void test_srv_ir_pbmac1(void)
     cmp_mac_key rk;
     TEST_ASSERT_OK(cmp_protect_verify_mac(g.prot, &rk, r.msg.header.protection_alg.whole,
                                           CM_SPAN_LIT(SECRET), r.msg.protected_part,
-                                          r.msg.protection, r.msg.protection_unused));
+                                          r.msg.protection, r.msg.protection_unused, NULL));
     cmp_mac_key_cleanse(&rk);
     X509_free(x);
     rsp_free(&r);
@@ -1350,7 +1350,7 @@ static void test_srv_rejects_bad_popo(void)
     // The damage alone breaks the MAC...
     TEST_ASSERT_CODE(cmp_protect_verify_mac(g.prot, &key, m.header.protection_alg.whole,
                                             CM_SPAN_LIT(SECRET), m.protected_part, m.protection,
-                                            m.protection_unused),
+                                            m.protection_unused, NULL),
                      CMP_E_PROT_MAC_MISMATCH);
     // ...so compute a valid one over the damaged request.
     TEST_ASSERT_OK(
