@@ -1,8 +1,11 @@
-// bench/certmint_bench.h: the parts of certmint-bench that tests link (the bench_check library):
-// a minimal HTTP/1.1 response parser and the CMP response checker that classifies every
-// response of a run as a success or one kind of failure.
+// bench/certmint_bench.h: certmint-bench's shared header, in two parts.
 //
-// Thread: everything here is pure and reentrant; the caller owns every buffer.
+// First the parts that tests link (the bench_check library, certmint_bench_check.c): a minimal
+// HTTP/1.1 response parser and the CMP response checker that classifies every response of a
+// run as a success or one kind of failure. Thread: everything there is pure and reentrant; the
+// caller owns every buffer.
+//
+// Then the program's own state and the functions its files share (below the double rule).
 #ifndef CERTMINT_BENCH_CERTMINT_BENCH_H
 #define CERTMINT_BENCH_CERTMINT_BENCH_H
 
@@ -10,8 +13,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/types.h>
+
 #include "engine/base/base.h"
 #include "engine/cmp/cmp.h"
+#include "engine/cmp/cmp_protect.h"
+#include "engine/crmf/crmf.h"
+
+struct addrinfo;
 
 // bench_fail is the outcome of one transaction: BENCH_OK or the first check that failed.
 // Numbers are stable (they index the report's table and the JSON "errors" object).
@@ -101,5 +110,291 @@ bench_fail bench_check_cmp(cm_arena *arena, cmp_msg *out, const bench_expect *e,
 // bench_check_response is bench_check_http then bench_check_cmp on |h->body|.
 bench_fail bench_check_response(cm_arena *arena, cmp_msg *out, const bench_expect *e,
                                 const bench_http_rsp *h);
+
+// =============================================================================================
+// The certmint-bench program (bench/certmint_bench*.c; not in the bench_check library): the
+// state its files share. Thread: the preparation runs on several threads (each writing its own
+// slice of the requests); the loop, the verification and the report run on the main thread.
+
+// Sizes: transactionID and senderNonce octets, --connections and --threads caps, the
+// HTTP request header's buffer.
+#define BENCH_NONCE_LEN    16u
+#define BENCH_MAX_CONNS    4096u
+#define BENCH_MAX_THREADS  64u
+#define BENCH_HTTP_HDR_MAX 1024u
+
+typedef enum bench_flow {
+    BENCH_FLOW_IR_IMPLICIT = 0,
+    BENCH_FLOW_IR_CONFIRM,
+    BENCH_FLOW_CR,
+    BENCH_FLOW_P10CR,
+    BENCH_FLOW_GENM, // genm caCerts (RFC 9483 §4.3.1): no certificate is issued
+    BENCH_FLOW_KUR,  // kur signed with a certificate enrolled (untimed) before the clock
+    BENCH_FLOW_RR,   // rr of such a certificate, signed with it
+} bench_flow;
+
+#define BENCH_NUM_FLOWS     7u
+#define BENCH_NUM_KEY_TYPES 4u
+
+// bench_flow_names and bench_key_names spell the flows and key types as the options do
+// ("ir-implicit", "ec-p256" ...), indexed by bench_flow and bench_key_type.
+extern const char *const bench_flow_names[BENCH_NUM_FLOWS];
+extern const char *const bench_key_names[BENCH_NUM_KEY_TYPES];
+
+typedef enum bench_key_type {
+    BENCH_KEY_EC_P256 = 0,
+    BENCH_KEY_EC_P384,
+    BENCH_KEY_RSA2048,
+    BENCH_KEY_ED25519,
+} bench_key_type;
+
+// The options of one run. Thread: immutable after parsing.
+typedef struct bench_opts {
+    const char *url;
+    char host[256];
+    char port[16];
+    char path[512];
+    const char *secret_ref; // PBM: senderKID
+    const char *secret;
+    bool pbmac1;
+    uint64_t pbm_iterations;
+    const char *cert_path; // signature protection
+    const char *key_path;
+    bench_key_type key_type;
+    size_t key_pool; // 0: a fresh key per request
+    bench_flow flow;
+    size_t count;
+    double duration;
+    size_t prepare; // requests prepared for a --duration run
+    size_t connections;
+    size_t warmup;
+    const char *subject_template;
+    bool reconnect;
+    const char *json_path;
+    bool no_key_check;
+    const char *ca_path;
+    bool verify;
+    double timeout;
+    size_t threads;
+    bool limit;
+    const char *token_uri;
+} bench_opts;
+
+// One device key of the pool. Thread: immutable after preparation.
+typedef struct bench_key {
+    EVP_PKEY *pkey;
+    uint8_t *spki; // SubjectPublicKeyInfo DER (i2d_PUBKEY)
+    size_t spki_len;
+    cm_span spki_body; // its content octets (the template's [6])
+} bench_key;
+
+// One prepared transaction. Thread: written by one preparation thread, then read by the loop.
+typedef struct bench_req {
+    uint8_t *http; // the whole HTTP request (header and PKIMessage)
+    size_t http_len;
+    uint8_t tid[BENCH_NONCE_LEN];
+    uint8_t nonce[BENCH_NONCE_LEN];
+    uint8_t *sender; // the sender Name DER used in the header (certConf reuses it)
+    size_t sender_len;
+    size_t key; // index into the key pool: the requested key
+    // kur/rr: the certificate enrolled for this request before the clock (DER, heap) and the
+    // pool key it certifies, which signs the kur/rr.
+    uint8_t *cert;
+    size_t cert_len;
+    size_t cert_key;
+} bench_req;
+
+// A signature-protection signer: the --cert/--key pair, or an enrolled certificate (kur/rr).
+typedef struct bench_signer {
+    EVP_PKEY *key;
+    crmf_sig_alg alg;
+    cm_span alg_der;
+    cm_span cert; // DER, put in extraCerts
+} bench_signer;
+
+// Everything shared by the preparation threads, the loop and the verification.
+// Thread: immutable while threads run, except each thread's own slice of |reqs|/|macs|.
+typedef struct bench_ctx {
+    const bench_opts *o;
+    bench_flow flow; // the flow being prepared and run: ir-implicit while enrolling for kur/rr
+    cmp_protect_ctx *prot;
+    bench_key *keys;
+    size_t num_keys;
+    bench_req *reqs;
+    cmp_mac_key *macs; // per request (PBM/PBMAC1); NULL for signature protection
+    size_t num_reqs;
+    // signature protection (--cert/--key)
+    EVP_PKEY *prot_key;
+    crmf_sig_alg prot_alg;
+    cm_span prot_alg_der;
+    cm_span prot_cert;   // DER
+    cm_span prot_sender; // the certificate's subject Name DER
+    // --ca
+    X509 *ca;
+    cm_span ca_der;
+    cm_span ca_subject;
+} bench_ctx;
+
+// One client connection. Thread: loop-confined.
+typedef struct bench_conn {
+    int fd;          // -1 when closed
+    uint32_t gen;    // bumped per socket, so stale epoll events are dropped
+    bool busy;       // a transaction is in flight
+    bool connecting; // non-blocking connect pending
+    int phase;       // 0: the request, 1: its certConf
+    bool retried;    // the request was already resent once on a new connection
+    unsigned used;   // responses received on this socket
+    size_t req;
+    const uint8_t *out;
+    size_t out_len;
+    size_t out_off;
+    uint8_t *in;
+    size_t in_len;
+    size_t in_cap;
+    uint8_t *conf; // the HTTP certConf (ir-confirm), heap
+    size_t conf_len;
+    uint8_t conf_nonce[BENCH_NONCE_LEN];
+    uint8_t ip_nonce[BENCH_NONCE_LEN]; // the ip's senderNonce
+    uint64_t t0;
+} bench_conn;
+
+// A run's state and counters. Thread: loop-confined.
+typedef struct bench_run {
+    bench_ctx *ctx;
+    const bench_opts *o;
+    struct addrinfo *ai;
+    int epfd;
+    bench_conn *conns;
+    size_t next;  // next request to send
+    size_t limit; // requests this phase may start
+    size_t busy;  // connections with a transaction in flight
+    uint64_t stop_at;
+    bool stopping;
+    cm_arena arena; // response parsing, reset per response
+    cmp_digests digests;
+    crmf_crypto crypto;
+    // results (reset after warm-up)
+    uint64_t fails[BENCH_FAIL_COUNT];
+    uint64_t *lat; // ns per successful enrolment
+    size_t num_lat;
+    uint64_t ok_in_window; // successes completed before stop_at (--duration)
+    uint64_t unfinished;   // in flight when the grace period after stop_at ended
+    size_t reconnects;
+    uint8_t **rsp; // --verify: response DER per request (heap), NULL otherwise
+    size_t *rsp_len;
+    uint8_t **conf_rsp; // --verify with ir-confirm: the pkiConf per request, NULL otherwise
+    size_t *conf_rsp_len;
+    bool capture; // keep each issued certificate in its bench_req (enrolling for kur/rr)
+} bench_run;
+
+typedef struct bench_result {
+    double seconds;
+    double cpu;
+    double prep_seconds;
+    uint64_t ok;
+    uint64_t failed;
+    double eps;
+    double p50, p90, p99, max;
+    bool ran_out; // --duration ended early: every prepared request was used
+} bench_result;
+
+// ---------------------------------------------------------------------------------------------
+// certmint_bench.c
+
+// bench_die prints "certmint-bench: |what|" and exits with status 2 (set-up failures only;
+// failures of the server under test are counted, never fatal).
+_Noreturn void bench_die(const char *what);
+
+// bench_now is the monotonic clock in nanoseconds.
+uint64_t bench_now(void);
+
+// ---------------------------------------------------------------------------------------------
+// certmint_bench_msg.c: the pieces of every message.
+
+// bench_sig_alg_for picks the signature algorithm a device key of |key|'s type signs with:
+// RSA PKCS#1 v1.5 with SHA-256, Ed25519, Ed448, ECDSA with SHA-384 above 256 bits, else SHA-256.
+crmf_sig_alg bench_sig_alg_for(const EVP_PKEY *key);
+
+// bench_alg_der marshals |a| into a malloc'ed buffer (free the span's p); dies on failure.
+cm_span bench_alg_der(const crmf_sig_alg *a);
+
+// bench_keygen generates an in-memory key of type |t|; NULL on failure.
+EVP_PKEY *bench_keygen(bench_key_type t);
+
+// bench_put_http writes the HTTP POST of |der| to --url (Connection: close with --reconnect)
+// into a new malloc'ed buffer of |*out_len| bytes; NULL when it does not fit or on no memory.
+uint8_t *bench_put_http(const bench_opts *o, size_t *out_len, cm_span der);
+
+// bench_protect_finish adds the protection of |w| — the MAC with |mac| when non-NULL, else
+// |signer|'s signature (its certificate in extraCerts) — and closes the message. Scratch
+// memory comes from |arena|. False on any failure.
+bool bench_protect_finish(bench_ctx *ctx, crmf_crypto *c, cm_arena *arena, cmp_msg_writer *w,
+                          const cmp_mac_key *mac, const bench_signer *signer);
+
+// bench_default_signer is the --cert/--key signer of |ctx| (empty with MAC protection).
+bench_signer bench_default_signer(const bench_ctx *ctx);
+
+// bench_header_init fills the header fields every request of |ctx| shares: pvno 2, |sender|,
+// the CA as recipient (NULL-DN without --ca), messageTime now, |prot_alg|, and senderKID with
+// MAC protection. The caller sets transactionID, the nonces and generalInfo.
+void bench_header_init(const bench_ctx *ctx, cmp_header_fields *h, cm_span sender,
+                       cm_span prot_alg);
+
+// ---------------------------------------------------------------------------------------------
+// certmint_bench_prepare.c
+
+// bench_ctx_setup loads --ca and --cert/--key, generates the key pool and prepares |num|
+// requests on o->threads threads (kur/rr: the ir-implicit enrolments they need first). Dies on
+// any failure. |o| must outlive |ctx|.
+void bench_ctx_setup(bench_ctx *ctx, const bench_opts *o, size_t num);
+
+// bench_ctx_reprepare prepares the kur/rr requests of |ctx| once each request holds its
+// enrolled certificate: new transactionIDs and nonces, signed with the certificate's key.
+void bench_ctx_reprepare(bench_ctx *ctx);
+
+// bench_ctx_cleanup frees everything bench_ctx_setup made.
+void bench_ctx_cleanup(bench_ctx *ctx);
+
+// ---------------------------------------------------------------------------------------------
+// certmint_bench_run.c
+
+// bench_conn_close closes |c|'s socket (if open) and forgets its partial input.
+void bench_conn_close(bench_conn *c);
+
+// bench_loop runs until requests up to |limit| are all answered, or |stop_at| (bench_now
+// time; 0: none) passes and the transactions in flight are answered (after a grace period of
+// at most 2 s those still open count as unfinished). With |progress| a rate line on stderr
+// is refreshed every second.
+void bench_loop(bench_run *run, size_t limit, uint64_t stop_at, bool progress);
+
+// ---------------------------------------------------------------------------------------------
+// certmint_bench_verify.c
+
+// bench_verify checks the kept responses of requests [first, end) (--verify): protection, and
+// the certificate's signature against --ca; ir-confirm's pkiConf must be protected too. Each
+// failure moves one count from BENCH_OK to its bench_fail.
+void bench_verify(bench_run *run, size_t first, size_t end);
+
+// ---------------------------------------------------------------------------------------------
+// certmint_bench_report.c
+
+// bench_latency_summary sorts the |num_lat| latencies (ns) of |lat| and sets |r|'s p50, p90,
+// p99 and max in milliseconds (0 when there are none).
+void bench_latency_summary(bench_result *r, uint64_t *lat, size_t num_lat);
+
+// bench_report prints the text report of |run| and |r| to stdout.
+void bench_report(const bench_run *run, const bench_result *r);
+
+// bench_write_json writes the JSON record of |run| and |r| to --json ('-': stdout); dies when
+// the file cannot be written.
+void bench_write_json(const bench_run *run, const bench_result *r);
+
+// ---------------------------------------------------------------------------------------------
+// certmint_bench_limit.c
+
+// bench_limit_main runs --limit: the crypto of one ir-implicit PBM enrolment in process, each
+// step timed alone, then the enrolment rate on o->threads threads with the certificate signed
+// by --token-uri's key (when given) and by an in-memory key. Returns the exit code.
+int bench_limit_main(const bench_opts *o);
 
 #endif // CERTMINT_BENCH_CERTMINT_BENCH_H

@@ -261,10 +261,10 @@ open(os.path.join(out, "LATEST.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
 
-# 4. The HSM latency shim through the whole server (bench/p11shim): certmintd with every C_Sign
+# 4. The HSM latency shim through the whole server (tests/support/p11shim): certmintd with every C_Sign
 #    delayed 2 ms, as a network HSM would, and hsm_sessions 1/16/64, 128 connections of
 #    ir-implicit PBM: the session pool should hide the latency up to the CPU limit.
-shim=$build/bench/p11shim/libp11shim.so
+shim=$build/tests/support/p11shim/libp11shim.so
 if [ -f "$shim" ]; then
   echo "== certmintd behind the 2 ms latency shim (hsm_sessions 1/16/64)"
   kill -TERM "$dpid" 2>/dev/null || true
@@ -276,7 +276,7 @@ runs=json.load(open(sys.argv[1]))["runs"]
 print(max([r["certmint_eps"] or 0 for r in runs if r["flow"]=="ir-implicit" and r["protection"]=="pbm"] or [0]))' "$out/LATEST.json")
   {
     echo
-    echo "## certmintd behind a 2 ms HSM (bench/p11shim), ir-implicit PBM, 128 connections"
+    echo "## certmintd behind a 2 ms HSM (tests/support/p11shim), ir-implicit PBM, 128 connections"
     echo
     echo "Every C_Sign waits 2 ms before SoftHSM signs. Expected: min(CPU limit, sessions / 2 ms);"
     echo "the CPU limit here is certmint's best ir-implicit PBM rate without the shim above ($base/s)."

@@ -1,7 +1,7 @@
 // hsm_bench: signatures per second through the hsm pool, against OpenSSL in-process with an
 // in-memory key and against a plain C_SignInit+C_Sign loop (one session per thread, no pool),
-// on a throwaway SoftHSM2 token; then the pool behind bench/p11shim with 2 ms per C_Sign, the
-// stand-in for a network HSM. Medians of several runs; speed is measured here, never in tests.
+// on a throwaway SoftHSM2 token; then the pool behind tests/support/p11shim with 2 ms per C_Sign,
+// the stand-in for a network HSM. Medians of several runs; speed is measured here, never in tests.
 //
 // usage: hsm_bench [duration_ms [reps]]      (defaults 250 ms, 5 interleaved runs per cell)
 #include <pthread.h>

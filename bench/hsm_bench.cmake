@@ -4,7 +4,7 @@
 if(TARGET cm_hsm AND TARGET cm_testlib)
   certmint_bench(hsm_bench SOURCES hsm_bench.c
                  LIBS cm_hsm cm_testlib OpenSSL::Crypto PkgConfig::P11KIT Threads::Threads)
-  # bench/p11shim is added right after the *.cmake files; both resolve at generate time.
+  # tests/support/p11shim is added before these files (by tests/ or by bench/CMakeLists.txt).
   target_compile_definitions(hsm_bench PRIVATE CM_P11SHIM_PATH="$<TARGET_FILE:p11shim>")
   add_dependencies(hsm_bench p11shim)
 endif()

@@ -1,5 +1,6 @@
-// hsm internals: the token and key structures shared by the module's .c files, and a few
-// accessors the hsm tests use to inspect what the token holds. Not for other modules.
+// hsm internals: the token and key structures shared by the module's .c files, the helpers
+// hsm_token.c, hsm_key.c, hsm_keygen.c and hsm_pool.c share, and a few accessors the hsm tests
+// use to inspect what the token holds. Not for other modules.
 #ifndef CERTMINT_HSM_HSM_INTERNAL_H
 #define CERTMINT_HSM_HSM_INTERNAL_H
 
@@ -11,6 +12,8 @@
 #include <p11-kit/pkcs11.h>
 
 #include "hsm/hsm.h"
+
+struct p11_kit_uri; // P11KitUri, <p11-kit/uri.h>
 
 // The printable curve name PKCS#11 allows in CKA_EC_PARAMS for Ed25519 keys.
 #define HSM_ED25519_CURVE_NAME "edwards25519" // PKCS#11 3.0 §2.3.5 printable curve name
@@ -79,11 +82,35 @@ CM_RESULT hsm_find_key_handle(hsm_token *t, CK_OBJECT_HANDLE *out, CK_SESSION_HA
 // hsm_key_get_bool_attr reads a CK_BBOOL attribute of the private key (for tests).
 CM_RESULT hsm_key_get_bool_attr(hsm_key *k, bool *out, CK_ATTRIBUTE_TYPE type);
 
+// hsm_find runs C_FindObjectsInit/C_FindObjects/C_FindObjectsFinal with |tmpl| on session |s|
+// (the admin session, or a worker's for hsm_find_key_handle); |*out_n| is the number of matches
+// returned (at most |cap| handles). Returns the first failing CKR. Thread: the session's owner.
+CK_RV hsm_find(hsm_token *t, CK_OBJECT_HANDLE *out, CK_ULONG cap, CK_ULONG *out_n,
+               CK_ATTRIBUTE *tmpl, CK_ULONG ntmpl, CK_SESSION_HANDLE s);
+
+// hsm_key_load fills |k| from the private key object |h| of the admin session: identity, type
+// and public key (|k->spki|, malloc'ed, freed by hsm_key_free). HSM_E_ALWAYS_AUTH,
+// HSM_E_KEY_TYPE, HSM_E_NO_PUBLIC_KEY or the CKR of a failed call, with |err| saying why.
+// Thread: start-up, with admin_mu held.
+CM_RESULT hsm_key_load(hsm_token *t, hsm_key *k, hsm_error *err, CK_OBJECT_HANDLE h);
+
+// hsm_key_register gives |k| its per-token index (the slot in each worker's handle cache);
+// CM_E_LIMIT past HSM_MAX_KEYS_PER_TOKEN. Thread: with admin_mu held.
+CM_RESULT hsm_key_register(hsm_token *t, hsm_key *k);
+
+// hsm_uri_wipe_pin wipes p11-kit's copy of a pin-value in |uri| (may be NULL) before the URI is
+// freed: p11-kit frees without wiping, and the buffer is its own and about to be released.
+void hsm_uri_wipe_pin(struct p11_kit_uri *uri);
+
 // hsm_ckr_fail fills |err| (may be NULL) with "FUNC: CKR_NAME (0x..)" and returns the
 // HSM-class code of |rv|.
 cm_result hsm_ckr_fail(hsm_error *err, const char *func, CK_RV rv);
 
 // hsm_error_set writes a formatted message into |err| (may be NULL).
 void hsm_error_set(hsm_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// hsm_error_append appends |text| to |err| (may be NULL), truncating at its size: for lists of
+// what was found (tokens, keys).
+void hsm_error_append(hsm_error *err, const char *text);
 
 #endif // CERTMINT_HSM_HSM_INTERNAL_H

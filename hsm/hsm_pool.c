@@ -92,7 +92,8 @@ static void hsm_stat_add(uint64_t *c, uint64_t v)
 // Signing one job on a worker's session
 
 // hsm_is_session_death reports whether |r| means the session (or the login) is gone, so the
-// worker must reopen it: the CKRs listed in DESIGN.md §2.8 and the issue.
+// worker must reopen it: CKR_SESSION_HANDLE_INVALID and CKR_DEVICE_* (STYLE.md §2.8), and
+// likewise a closed session, a token no longer present and a lost login.
 static bool hsm_is_session_death(cm_result r)
 {
     if (cm_result_class(r) != CM_CLASS_HSM) {

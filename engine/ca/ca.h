@@ -1,4 +1,6 @@
-// engine/ca: what a CA decides and builds, without I/O and without signing.
+// engine/ca: what a CA decides and builds, without signing and without I/O on the request
+// path. The only I/O is at start-up: ca_authority_load, ca_identity_load (ca_cert.c) and
+// ca_trust_new (ca_trust.c) read PEM certificate files.
 //
 // - Profiles (ca_profile): validity, allowed key types, subject and SAN rules, and the
 //   extensions of an `openssl ca` extensions section, encoded ONCE at start-up with OpenSSL's
@@ -8,11 +10,13 @@
 // - Serial numbers, the TBSCertificate builder and the assembly of a signed certificate: our
 //   DER builder only, no X509_* calls per certificate. The signature itself is made elsewhere
 //   (the HSM pool) over the TBS bytes.
-// - CA material (ca_authority): the CA certificate and chain loaded once, with the spans a
-//   TBSCertificate needs (subject Name, SKI, notAfter, SPKI).
+// - CA material (ca_authority): the CA certificate and chain read from PEM files once at
+//   start-up, with the spans a TBSCertificate needs (subject Name, SKI, notAfter, SPKI).
 // - Trust stores for signature-protected clients (ca_trust) with a bounded, thread-safe cache
 //   of successful chain validations.
 // - CRLs: the TBSCertList builder (RFC 5280 §5.1); assembly as for certificates.
+// - Self-signed root CA TBSCertificates (ca_root_tbs_build, for `certmint init` and tests) and
+//   Names as RFC 4514 text (ca_name_to_text, for listings and log lines).
 //
 // Choices made here, for reviewers:
 // - SKI is RFC 5280 §4.2.1.2 method 1: SHA-1 over the subjectPublicKey BIT STRING contents
@@ -33,6 +37,7 @@
 //   CA_E_EXT_UNACCEPTED -> unacceptedExtension
 //   CA_E_EXT_DUPLICATE, CA_E_EXT_MALFORMED, CA_E_CA_EXPIRED -> badRequest
 //   CA_E_UNTRUSTED, CA_E_CERT_EXPIRED -> signerNotTrusted; CA_E_CERT_REVOKED -> certRevoked
+//   CA_E_KEY_MISMATCH, CA_E_CONFIG -> systemFailure (ours, not the client's)
 #ifndef CERTMINT_ENGINE_CA_CA_H
 #define CERTMINT_ENGINE_CA_CA_H
 

@@ -553,6 +553,108 @@ void cmp_digests_cleanup(cmp_digests *d);
 CM_RESULT cmp_cert_hash(const cmp_digests *d, uint8_t *out, size_t *out_len, cm_span cert,
                         const cmp_alg_id *hash_alg);
 
+// ---------------------------------------------------------------------------------------------
+// General message contents (RFC 9483 §4.3, RFC 9810 §5.3.19): the infoValues a CA reads from a
+// genm or writes into a genp that are more than a spliced element (cmp_genm.c).
+
+#define CMP_MAX_CRL_STATUS 16u // CRLStatusList entries
+
+// CRLSource choice numbers.
+typedef enum cmp_crl_source_kind {
+    CMP_CRL_SOURCE_DPN = 0,    // dpn [0] DistributionPointName
+    CMP_CRL_SOURCE_ISSUER = 1, // issuer [1] GeneralNames
+} cmp_crl_source_kind;
+
+// CRLStatus ::= SEQUENCE { source CRLSource, thisUpdate Time OPTIONAL }
+// CRLSource ::= CHOICE { dpn [0] DistributionPointName, issuer [1] GeneralNames }
+// (RFC 9810 §5.3.19.16, RFC 9483 §4.3.4). Thread: value type; views into the message.
+typedef struct cmp_crl_status {
+    cmp_crl_source_kind source_kind;
+    // dpn: the DistributionPointName element (fullName [0] or nameRelativeToCRLIssuer [1]);
+    // issuer: the GeneralName elements of GeneralNames, concatenated.
+    cm_span source;
+    bool has_this_update;
+    int64_t this_update; // seconds since the epoch
+} cmp_crl_status;
+
+// cmp_crl_status_list_from_der parses the infoValue of crlStatusList (id-it 22),
+//   CRLStatusList ::= SEQUENCE SIZE (1..MAX) OF CRLStatus,
+// which must be all of |der|, into |*out_items| (|*out_num| entries, at least one, at most
+// CMP_MAX_CRL_STATUS) allocated from |arena|. Every GeneralName is checked with
+// crmf_general_name_parse, every RDN of nameRelativeToCRLIssuer is a non-empty SET OF
+// AttributeTypeAndValue. The module is EXPLICIT TAGS, so issuer [1] holds a GeneralNames
+// SEQUENCE; [1] holding the GeneralName elements directly (the IMPLICIT reading) is accepted
+// too. Fails with CMP_E_EMPTY_SEQUENCE for an empty list or name list, CM_E_DER_TOO_MANY over
+// the cap, CM_E_DER_UNEXPECTED_TAG for a CRLSource or DistributionPointName outside its
+// CHOICE, CRMF_E_* for a bad GeneralName, CM_E_DER_* for malformed DER, CM_E_NOMEM when
+// |arena| is full; the outputs are then unchanged. Thread: any.
+CM_RESULT cmp_crl_status_list_from_der(cm_arena *arena, const cmp_crl_status **out_items,
+                                       size_t *out_num, cm_span der);
+
+// cmp_seq_of_marshal writes SEQUENCE { els[0], ..., els[num-1] }, each a whole DER element
+// spliced verbatim: caCerts' SEQUENCE OF CMPCertificate (RFC 9483 §4.3.1), crls' SEQUENCE OF
+// CertificateList (§4.3.4). |num| may be 0 (an empty SEQUENCE; the caller enforces SIZE
+// (1..MAX) where the schema has it). Errors are sticky in |b|.
+void cmp_seq_of_marshal(der_builder *b, const cm_span *els, size_t num);
+
+// RootCaKeyUpdateContent ::= SEQUENCE {
+//     newWithNew       CMPCertificate,
+//     newWithOld   [0] CMPCertificate OPTIONAL,
+//     oldWithNew   [1] CMPCertificate OPTIONAL }          (RFC 9810 §5.3.19.15, RFC 9483 §4.3.2)
+// Thread: value type; the certificates are whole DER elements, len 0 when absent.
+typedef struct cmp_root_ca_key_update {
+    cm_span new_with_new; // required
+    cm_span new_with_old;
+    cm_span old_with_new;
+} cmp_root_ca_key_update;
+
+// cmp_root_ca_key_update_marshal writes RootCaKeyUpdateContent (the infoValue of
+// rootCaKeyUpdate, id-it 18) from |u|; an empty newWithNew poisons |b| with
+// CM_E_INVALID_ARG. Errors are sticky in |b|.
+void cmp_root_ca_key_update_marshal(der_builder *b, const cmp_root_ca_key_update *u);
+
+// cmp_key_type names a public key type for the AlgorithmIdentifiers a CA advertises (cmp's own
+// list: the server maps its profile's key types onto it).
+typedef enum cmp_key_type {
+    CMP_KEY_EC_P256 = 0,
+    CMP_KEY_EC_P384,
+    CMP_KEY_EC_P521,
+    CMP_KEY_RSA,
+    CMP_KEY_ED25519,
+    CMP_KEY_ED448,
+    CMP_KEY_TYPE_COUNT,
+} cmp_key_type;
+
+// cmp_key_alg_marshal writes the AlgorithmIdentifier of a public key of type |type|:
+// id-ecPublicKey with the namedCurve as parameters (RFC 5480 §2.1.1), rsaEncryption with NULL
+// parameters (RFC 3279 §2.3.1), id-Ed25519 / id-Ed448 without parameters (RFC 8410 §3). A
+// |type| outside the enum poisons |b| with CM_E_INVALID_ARG. Errors are sticky in |b|.
+void cmp_key_alg_marshal(der_builder *b, cmp_key_type type);
+
+// cmp_key_alg_list_marshal writes SEQUENCE OF AlgorithmIdentifier for |num| key types, in
+// order: the infoValue of signKeyPairTypes (id-it 2, RFC 9810 §5.3.19.2). Errors are sticky.
+void cmp_key_alg_list_marshal(der_builder *b, const cmp_key_type *types, size_t num);
+
+// The keySpec of a certReqTemplate: the key the CA wants. For an RSA key it is
+//   id-regCtrl-rsaKeyLen: INTEGER (1..MAX), the modulus length in bits,
+// otherwise
+//   id-regCtrl-algId: AlgorithmIdentifier{PUBLIC-KEY}     (RFC 9483 §4.3.3, RFC 9810 §5.3.19.14)
+// Thread: value type.
+typedef struct cmp_key_spec {
+    cmp_key_type type;
+    uint64_t rsa_key_len; // bits; used (and required non-zero) when |type| is CMP_KEY_RSA
+} cmp_key_spec;
+
+// cmp_cert_req_template_marshal writes the infoValue of certReqTemplate (id-it 19):
+//   CertReqTemplateContent ::= SEQUENCE { certTemplate CertTemplate, keySpec Controls OPTIONAL }
+//   Controls ::= SEQUENCE SIZE (1..MAX) OF AttributeTypeAndValue
+//   AttributeTypeAndValue ::= SEQUENCE { type OBJECT IDENTIFIER, value ANY DEFINED BY type }
+// with |tmpl| through crmf_template_marshal and, when |key_spec| is non-NULL, a keySpec of one
+// control as cmp_key_spec describes. An RSA keySpec with rsa_key_len 0, or a type outside the
+// enum, poisons |b| with CM_E_INVALID_ARG. Errors are sticky in |b|.
+void cmp_cert_req_template_marshal(der_builder *b, const crmf_template *tmpl,
+                                   const cmp_key_spec *key_spec);
+
 #if __has_include("engine/cmp/cmp_protect.h")
 #include "engine/cmp/cmp_protect.h"
 #endif

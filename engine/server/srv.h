@@ -100,6 +100,7 @@ typedef struct srv_params {
     int64_t message_time_window; // seconds; 0 disables the messageTime check
     int64_t confirm_wait_time;   // seconds a certificate waits for certConf
     size_t arena_cap;            // per-request arena cap; 0 picks 1 MiB
+    size_t free_requests;        // freed requests each worker keeps for reuse; 0 picks 64
 } srv_params;
 
 typedef struct srv_engine srv_engine;
@@ -121,14 +122,31 @@ CM_RESULT srv_engine_maintain(srv_engine *e, int64_t now, uint64_t *out_revoked)
 typedef struct srv_worker srv_worker;
 
 CM_RESULT srv_worker_new(srv_worker **out, srv_engine *e, cm_cq *cq);
+
+// srv_worker_free releases the worker and the requests it keeps for reuse. Requests still out
+// (not yet srv_request_free'd) are detached: from then on they may only be freed, which
+// returns them to the heap. No request may have HSM or store jobs out. NULL is a no-op.
 void srv_worker_free(srv_worker *w);
 
-// srv_request is one request in flight. It lives in caller memory (srv_request_size bytes,
-// obtained with srv_request_new) and owns an arena for everything derived from the message.
+// srv_worker_num_free returns how many freed requests the worker keeps for reuse (at most
+// srv_params.free_requests). Thread: the worker's.
+size_t srv_worker_num_free(const srv_worker *w);
+
+// srv_request is one request in flight. It owns an arena for everything derived from the
+// message. Thread: its worker's.
 typedef struct srv_request srv_request;
 
-// srv_request_new allocates a request; |user| is the caller's cookie (srv_request_user).
+// srv_request_new returns a request for |w|; |user| is the caller's cookie (srv_request_user).
+// It reuses one the worker kept (h2o-style recycling: in a steady stream neither the request
+// nor its arena's first block is allocated), else allocates one; NULL when out of memory.
+// Either way the request starts zeroed, with an empty arena. Thread: the worker's.
 srv_request *srv_request_new(srv_worker *w, void *user);
+
+// srv_request_free ends |req|: its MAC key is wiped, everything in its arena released, and the
+// request kept for reuse by its worker (zeroed, its arena's first block kept) unless the
+// worker keeps srv_params.free_requests already or was freed, in which case it goes back to
+// the heap. |req| must have no HSM or store jobs out. NULL is a no-op. Thread: the worker's
+// (any thread once the worker was freed).
 void srv_request_free(srv_request *req);
 void *srv_request_user(const srv_request *req);
 

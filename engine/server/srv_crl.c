@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/server/srv.h"
+#include "engine/server/srv_internal.h"
 
 typedef struct srv_crl_list {
     ca_crl_entry *items;
@@ -154,4 +154,13 @@ cm_result srv_crl_due(store_reader *rd, const char *ca_name, int64_t now, int64_
     }
     cm_arena_cleanup(&a);
     return r;
+}
+
+cm_result srv_worker_crl(srv_worker *w, const srv_ca *ca, cm_arena *arena, cm_span *out_crl)
+{
+    store_crl crl;
+    CM_TRY(store_crl_get(w->reader, arena, &crl, ca->name));
+    CM_ENSURE(crl.crl_der.len != 0, STORE_E_NOT_FOUND);
+    *out_crl = crl.crl_der;
+    return cm_result_make(CM_OK);
 }

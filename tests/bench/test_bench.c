@@ -450,36 +450,23 @@ static void test_bench_fail_names_are_distinct(void)
 int test_bench_register(void);
 int test_bench_register(void)
 {
-    CU_pSuite s = CU_add_suite("bench", bench_suite_init, bench_suite_cleanup);
-    if (s == NULL) {
-        return 1;
-    }
-    const struct {
-        const char *name;
-        CU_TestFunc fn;
-    } tests[] = {
-#define T(fn) {#fn, fn}
-        T(test_bench_accepts_good_ip_cp_and_pkiconf),
-        T(test_bench_genm_expects_a_genp_with_ca_certs),
-        T(test_bench_kur_and_rr_expect_kup_and_accepting_rp),
-        T(test_bench_counts_wrong_nonce),
-        T(test_bench_counts_wrong_transaction_id),
-        T(test_bench_counts_rejection_and_error),
-        T(test_bench_counts_unexpected_body),
-        T(test_bench_counts_missing_cert),
-        T(test_bench_counts_wrong_key_unless_not_checked),
-        T(test_bench_counts_http_errors),
-        T(test_bench_counts_non_cmp_body),
-        T(test_bench_http_needs_more_until_complete),
-        T(test_bench_http_keep_alive_rules),
-        T(test_bench_http_rejects_malformed),
-        T(test_bench_fail_names_are_distinct),
-#undef T
+    static const test_case tests[] = {
+        TEST_CASE(test_bench_accepts_good_ip_cp_and_pkiconf),
+        TEST_CASE(test_bench_genm_expects_a_genp_with_ca_certs),
+        TEST_CASE(test_bench_kur_and_rr_expect_kup_and_accepting_rp),
+        TEST_CASE(test_bench_counts_wrong_nonce),
+        TEST_CASE(test_bench_counts_wrong_transaction_id),
+        TEST_CASE(test_bench_counts_rejection_and_error),
+        TEST_CASE(test_bench_counts_unexpected_body),
+        TEST_CASE(test_bench_counts_missing_cert),
+        TEST_CASE(test_bench_counts_wrong_key_unless_not_checked),
+        TEST_CASE(test_bench_counts_http_errors),
+        TEST_CASE(test_bench_counts_non_cmp_body),
+        TEST_CASE(test_bench_http_needs_more_until_complete),
+        TEST_CASE(test_bench_http_keep_alive_rules),
+        TEST_CASE(test_bench_http_rejects_malformed),
+        TEST_CASE(test_bench_fail_names_are_distinct),
     };
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL) {
-            return 1;
-        }
-    }
-    return 0;
+    return test_register_suite("bench", bench_suite_init, bench_suite_cleanup, NULL, NULL, tests,
+                               TEST_NUM_CASES(tests));
 }

@@ -2,7 +2,7 @@
 // signature is verified by OpenSSL against the exported SubjectPublicKeyInfo; AlgorithmIdentifier
 // and SPKI bytes are compared with OpenSSL's own encodings; URIs that match nothing, too much,
 // or carry a wrong PIN each fail with their own code; the pool is driven by several submitting
-// threads, shut down with jobs queued, and fed faults through bench/p11shim.
+// threads, shut down with jobs queued, and fed faults through tests/support/p11shim.
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1132,33 +1132,28 @@ static void test_hsm_ckr_names_match_pkcs11_h(void)
 int test_hsm_register(void);
 int test_hsm_register(void)
 {
-    CU_pSuite s = CU_add_suite("hsm", hsm_suite_init, hsm_suite_cleanup);
-    if (s == NULL) {
-        return 1;
-    }
-    if (CU_ADD_TEST(s, test_hsm_ckr_names_match_pkcs11_h) == NULL ||
-        CU_ADD_TEST(s, test_hsm_every_mechanism_verifies_with_openssl) == NULL ||
-        CU_ADD_TEST(s, test_hsm_spki_matches_openssl_encoding) == NULL ||
-        CU_ADD_TEST(s, test_hsm_alg_ids_match_openssl) == NULL ||
-        CU_ADD_TEST(s, test_hsm_sig_alg_for_type) == NULL ||
-        CU_ADD_TEST(s, test_hsm_ecdsa_sig_uses_minimal_integers) == NULL ||
-        CU_ADD_TEST(s, test_hsm_keygen_sets_protective_attributes) == NULL ||
-        CU_ADD_TEST(s, test_hsm_keygen_large_rsa_and_duplicates) == NULL ||
-        CU_ADD_TEST(s, test_hsm_uri_selects_keys) == NULL ||
-        CU_ADD_TEST(s, test_hsm_uri_pin_source_file) == NULL ||
-        CU_ADD_TEST(s, test_hsm_uri_errors_are_distinct) == NULL ||
-        CU_ADD_TEST(s, test_hsm_pool_many_submitters_complete_exactly_once) == NULL ||
-        CU_ADD_TEST(s, test_hsm_pool_shutdown_fails_queued_jobs) == NULL ||
-        CU_ADD_TEST(s, test_hsm_pool_rejects_bad_jobs) == NULL ||
-        CU_ADD_TEST(s, test_hsm_pool_with_session_copies_signs) == NULL) {
-        return 1;
-    }
+    static const test_case tests[] = {
+        TEST_CASE(test_hsm_ckr_names_match_pkcs11_h),
+        TEST_CASE(test_hsm_every_mechanism_verifies_with_openssl),
+        TEST_CASE(test_hsm_spki_matches_openssl_encoding),
+        TEST_CASE(test_hsm_alg_ids_match_openssl),
+        TEST_CASE(test_hsm_sig_alg_for_type),
+        TEST_CASE(test_hsm_ecdsa_sig_uses_minimal_integers),
+        TEST_CASE(test_hsm_keygen_sets_protective_attributes),
+        TEST_CASE(test_hsm_keygen_large_rsa_and_duplicates),
+        TEST_CASE(test_hsm_uri_selects_keys),
+        TEST_CASE(test_hsm_uri_pin_source_file),
+        TEST_CASE(test_hsm_uri_errors_are_distinct),
+        TEST_CASE(test_hsm_pool_many_submitters_complete_exactly_once),
+        TEST_CASE(test_hsm_pool_shutdown_fails_queued_jobs),
+        TEST_CASE(test_hsm_pool_rejects_bad_jobs),
+        TEST_CASE(test_hsm_pool_with_session_copies_signs),
 #ifdef CM_P11SHIM_PATH
-    if (CU_ADD_TEST(s, test_hsm_shim_closed_session_is_reopened_and_retried) == NULL ||
-        CU_ADD_TEST(s, test_hsm_shim_failing_sign_fails_only_that_job) == NULL ||
-        CU_ADD_TEST(s, test_hsm_shim_faults_on_many_sessions_lose_nothing) == NULL) {
-        return 1;
-    }
+        TEST_CASE(test_hsm_shim_closed_session_is_reopened_and_retried),
+        TEST_CASE(test_hsm_shim_failing_sign_fails_only_that_job),
+        TEST_CASE(test_hsm_shim_faults_on_many_sessions_lose_nothing),
 #endif
-    return 0;
+    };
+    return test_register_suite("hsm", hsm_suite_init, hsm_suite_cleanup, NULL, NULL, tests,
+                               TEST_NUM_CASES(tests));
 }

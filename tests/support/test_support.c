@@ -134,3 +134,44 @@ const char *test_path(char *out, size_t cap, const char *dir, const char *name)
     }
     return out;
 }
+
+int test_register_suite(const char *name, CU_InitializeFunc init, CU_CleanupFunc cleanup,
+                        CU_SetUpFunc setup, CU_TearDownFunc teardown, const test_case *tests,
+                        size_t num_tests)
+{
+    if (name == NULL || tests == NULL || num_tests == 0) {
+        fprintf(stderr, "test_register_suite: %s: a name and a non-empty table are required\n",
+                name != NULL ? name : "(no name)");
+        return 1;
+    }
+    // CUnit 2.1-3 accepts duplicate names, but `--suite NAME` and the reports need them unique.
+    if (CU_get_registry() != NULL && CU_get_suite(name) != NULL) {
+        fprintf(stderr, "test_register_suite: a suite named %s is already registered\n", name);
+        return 1;
+    }
+    CU_pSuite s = CU_add_suite_with_setup_and_teardown(name, init, cleanup, setup, teardown);
+    if (s == NULL) {
+        fprintf(stderr, "test_register_suite: %s: %s\n", name, CU_get_error_msg());
+        return 1;
+    }
+    for (size_t i = 0; i < num_tests; i++) {
+        if (tests[i].name == NULL || tests[i].fn == NULL) {
+            fprintf(stderr, "test_register_suite: %s: row %zu has no name or no function\n", name,
+                    i);
+            return 1;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(tests[j].name, tests[i].name) == 0) {
+                fprintf(stderr, "test_register_suite: %s: test %s is in the table twice\n", name,
+                        tests[i].name);
+                return 1;
+            }
+        }
+        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL) {
+            fprintf(stderr, "test_register_suite: %s: test %s: %s\n", name, tests[i].name,
+                    CU_get_error_msg());
+            return 1;
+        }
+    }
+    return 0;
+}

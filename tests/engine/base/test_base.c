@@ -294,16 +294,15 @@ static void test_base_cq_many_producers_in_order_exactly_once(void)
 int test_base_register(void);
 int test_base_register(void)
 {
-    CU_pSuite s = CU_add_suite("base", NULL, NULL);
-    if (s == NULL || CU_ADD_TEST(s, test_base_result_names) == NULL ||
-        CU_ADD_TEST(s, test_base_result_texts) == NULL ||
-        CU_ADD_TEST(s, test_base_registry_is_complete_and_unique) == NULL ||
-        CU_ADD_TEST(s, test_base_failinfo_mapping) == NULL ||
-        CU_ADD_TEST(s, test_base_why_innermost_wins) == NULL ||
-        CU_ADD_TEST(s, test_base_arena_alignment_cap_and_reset) == NULL ||
-        CU_ADD_TEST(s, test_base_civil_time_round_trip) == NULL ||
-        CU_ADD_TEST(s, test_base_cq_many_producers_in_order_exactly_once) == NULL) {
-        return 1;
-    }
-    return 0;
+    static const test_case tests[] = {
+        TEST_CASE(test_base_result_names),
+        TEST_CASE(test_base_result_texts),
+        TEST_CASE(test_base_registry_is_complete_and_unique),
+        TEST_CASE(test_base_failinfo_mapping),
+        TEST_CASE(test_base_why_innermost_wins),
+        TEST_CASE(test_base_arena_alignment_cap_and_reset),
+        TEST_CASE(test_base_civil_time_round_trip),
+        TEST_CASE(test_base_cq_many_producers_in_order_exactly_once),
+    };
+    return test_register_suite("base", NULL, NULL, NULL, NULL, tests, TEST_NUM_CASES(tests));
 }

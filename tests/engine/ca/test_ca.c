@@ -86,29 +86,19 @@ static EVP_PKEY *read_key(const char *name)
     return k;
 }
 
-static bool run(const char *const *argv)
-{
-    if (test_run(argv, g_log) != 0) {
-        fprintf(stderr, "%s failed; see %s\n", argv[1], g_log);
-        return false;
-    }
-    return true;
-}
-
 static int ca_suite_init(void)
 {
     if (!test_tmpdir(g_dir, sizeof(g_dir), "ca")) {
         return 1;
     }
     path_of(g_log, sizeof(g_log), "openssl.log");
-    char key[320], cert[320], root_key[320], root[320], int_key[320], int_csr[320], int_pem[320];
+    char key[320], cert[320], root_key[320], root[320], int_key[320], int_pem[320];
     char ext[320], plain[320], plain_key[320];
     path_of(key, sizeof(key), "ca.key");
     path_of(cert, sizeof(cert), "ca.pem");
     path_of(root_key, sizeof(root_key), "root.key");
     path_of(root, sizeof(root), "root.pem");
     path_of(int_key, sizeof(int_key), "int.key");
-    path_of(int_csr, sizeof(int_csr), "int.csr");
     path_of(int_pem, sizeof(int_pem), "int.pem");
     path_of(ext, sizeof(ext), "ext.cnf");
     path_of(plain, sizeof(plain), "plain.pem");
@@ -120,69 +110,21 @@ static int ca_suite_init(void)
     if (!test_write_file(ext, ext_text, sizeof(ext_text) - 1)) {
         return 1;
     }
-    const char *mkca[] = {"openssl",
-                          "req",
-                          "-x509",
-                          "-newkey",
-                          "ec",
-                          "-pkeyopt",
-                          "ec_paramgen_curve:P-256",
-                          "-nodes",
-                          "-keyout",
-                          key,
-                          "-out",
-                          cert,
-                          "-subj",
-                          "/C=DE/O=certmint test/CN=Issuing CA",
-                          "-days",
-                          "30",
-                          NULL};
-    const char *mkroot[] = {
-        "openssl", "req",     "-x509",  "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes",  "-keyout", root_key, "-out",    root, "-subj",    "/O=Vendor/CN=Vendor Root",
-        "-days",   "60",      NULL};
-    const char *mkint_req[] = {"openssl",
-                               "req",
-                               "-new",
-                               "-newkey",
-                               "ec",
-                               "-pkeyopt",
-                               "ec_paramgen_curve:P-256",
-                               "-nodes",
-                               "-keyout",
-                               int_key,
-                               "-out",
-                               int_csr,
-                               "-subj",
-                               "/O=Vendor/CN=Vendor Factory CA",
-                               NULL};
-    const char *mkint[] = {"openssl",     "x509",   "-req",   "-in",      int_csr,
-                           "-CA",         root,     "-CAkey", root_key,   "-set_serial",
-                           "2",           "-days",  "40",     "-extfile", ext,
-                           "-extensions", "v3_int", "-out",   int_pem,    NULL};
+    const test_pki_cert_spec ca_spec = {.subject = "/C=DE/O=certmint test/CN=Issuing CA",
+                                        .days = 30};
+    const test_pki_cert_spec root_spec = {.subject = "/O=Vendor/CN=Vendor Root", .days = 60};
+    const test_pki_cert_spec int_spec = {.subject = "/O=Vendor/CN=Vendor Factory CA",
+                                         .days = 40,
+                                         .serial = "2",
+                                         .ext_file = ext,
+                                         .ext_section = "v3_int"};
     // A certificate that is not a CA (for ca_authority_load's refusal).
-    const char *mkplain[] = {"openssl",
-                             "req",
-                             "-x509",
-                             "-newkey",
-                             "ec",
-                             "-pkeyopt",
-                             "ec_paramgen_curve:P-256",
-                             "-nodes",
-                             "-keyout",
-                             plain_key,
-                             "-out",
-                             plain,
-                             "-subj",
-                             "/CN=not a CA",
-                             "-days",
-                             "5",
-                             "-extensions",
-                             "v3_leaf",
-                             "-config",
-                             ext,
-                             NULL};
-    if (!run(mkca) || !run(mkroot) || !run(mkint_req) || !run(mkint) || !run(mkplain)) {
+    const test_pki_cert_spec plain_spec = {
+        .subject = "/CN=not a CA", .days = 5, .ext_file = ext, .ext_section = "v3_leaf"};
+    if (!test_pki_make_ca(key, cert, &ca_spec, g_log) ||
+        !test_pki_make_ca(root_key, root, &root_spec, g_log) ||
+        !test_pki_issue(int_key, int_pem, root_key, root, &int_spec, g_log) ||
+        !test_pki_make_ca(plain_key, plain, &plain_spec, g_log)) {
         return 1;
     }
     char err[256];
@@ -1449,31 +1391,31 @@ static void test_ca_name_to_text(void)
 int test_ca_register(void);
 int test_ca_register(void)
 {
-    CU_pSuite s = CU_add_suite("ca", ca_suite_init, ca_suite_cleanup);
-    if (s == NULL || CU_ADD_TEST(s, test_ca_issues_ec_p256) == NULL ||
-        CU_ADD_TEST(s, test_ca_issues_rsa_2048) == NULL ||
-        CU_ADD_TEST(s, test_ca_issues_ed25519) == NULL ||
-        CU_ADD_TEST(s, test_ca_issues_without_san) == NULL ||
-        CU_ADD_TEST(s, test_ca_empty_subject_gets_critical_san) == NULL ||
-        CU_ADD_TEST(s, test_ca_serials_unique_and_positive) == NULL ||
-        CU_ADD_TEST(s, test_ca_validity_rules) == NULL ||
-        CU_ADD_TEST(s, test_ca_rejects_key_types) == NULL ||
-        CU_ADD_TEST(s, test_ca_policy_reasons) == NULL ||
-        CU_ADD_TEST(s, test_ca_spki_parse) == NULL ||
-        CU_ADD_TEST(s, test_ca_rejects_subjects) == NULL ||
-        CU_ADD_TEST(s, test_ca_rejects_sans) == NULL ||
-        CU_ADD_TEST(s, test_ca_requested_extensions) == NULL ||
-        CU_ADD_TEST(s, test_ca_extensions_parse) == NULL ||
-        CU_ADD_TEST(s, test_ca_profile_config_errors) == NULL ||
-        CU_ADD_TEST(s, test_ca_authority_material) == NULL ||
-        CU_ADD_TEST(s, test_ca_trust_chains_and_cache) == NULL ||
-        CU_ADD_TEST(s, test_ca_trust_cache_concurrent) == NULL ||
-        CU_ADD_TEST(s, test_ca_crl_builds_and_verifies) == NULL ||
-        CU_ADD_TEST(s, test_ca_crl_empty_and_bad_args) == NULL ||
-        CU_ADD_TEST(s, test_ca_cert_fields) == NULL ||
-        CU_ADD_TEST(s, test_ca_tbs_fixed_buffer_too_small) == NULL ||
-        CU_ADD_TEST(s, test_ca_name_to_text) == NULL) {
-        return 1;
-    }
-    return 0;
+    static const test_case tests[] = {
+        TEST_CASE(test_ca_issues_ec_p256),
+        TEST_CASE(test_ca_issues_rsa_2048),
+        TEST_CASE(test_ca_issues_ed25519),
+        TEST_CASE(test_ca_issues_without_san),
+        TEST_CASE(test_ca_empty_subject_gets_critical_san),
+        TEST_CASE(test_ca_serials_unique_and_positive),
+        TEST_CASE(test_ca_validity_rules),
+        TEST_CASE(test_ca_rejects_key_types),
+        TEST_CASE(test_ca_policy_reasons),
+        TEST_CASE(test_ca_spki_parse),
+        TEST_CASE(test_ca_rejects_subjects),
+        TEST_CASE(test_ca_rejects_sans),
+        TEST_CASE(test_ca_requested_extensions),
+        TEST_CASE(test_ca_extensions_parse),
+        TEST_CASE(test_ca_profile_config_errors),
+        TEST_CASE(test_ca_authority_material),
+        TEST_CASE(test_ca_trust_chains_and_cache),
+        TEST_CASE(test_ca_trust_cache_concurrent),
+        TEST_CASE(test_ca_crl_builds_and_verifies),
+        TEST_CASE(test_ca_crl_empty_and_bad_args),
+        TEST_CASE(test_ca_cert_fields),
+        TEST_CASE(test_ca_tbs_fixed_buffer_too_small),
+        TEST_CASE(test_ca_name_to_text),
+    };
+    return test_register_suite("ca", ca_suite_init, ca_suite_cleanup, NULL, NULL, tests,
+                               TEST_NUM_CASES(tests));
 }

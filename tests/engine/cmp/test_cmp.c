@@ -122,32 +122,19 @@ static bool load_cert_der(const char *name, uint8_t **out, size_t *out_len, X509
     return true;
 }
 
-static int run_all(const char *const *const cmds[], size_t n, const char *log)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (test_run(cmds[i], log) != 0) {
-            fprintf(stderr, "command %zu failed; see %s\n", i, log);
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static int cmp_suite_init(void)
 {
     if (!test_tmpdir(g_dir, sizeof(g_dir), "cmp") || !cm_ok(cmp_digests_init(&g_digests))) {
         return 1;
     }
-    char log[320], ca_key[320], ca[320], cl_key[320], cl_csr[320], cl[320], serial[320];
+    char log[320], ca_key[320], ca[320], cl_key[320], cl[320];
     char new_key[320], rsa_key[320], ed_key[320], p10[320], certout[320], ed_cert[320];
     char ed448_cert[320], ed448_key[320];
     test_path(log, sizeof(log), g_dir, "openssl.log");
     test_path(ca_key, sizeof(ca_key), g_dir, "ca.key");
     test_path(ca, sizeof(ca), g_dir, "ca.pem");
     test_path(cl_key, sizeof(cl_key), g_dir, "cl.key");
-    test_path(cl_csr, sizeof(cl_csr), g_dir, "cl.csr");
     test_path(cl, sizeof(cl), g_dir, "cl.pem");
-    test_path(serial, sizeof(serial), g_dir, "ca.srl");
     test_path(new_key, sizeof(new_key), g_dir, "new.key");
     test_path(rsa_key, sizeof(rsa_key), g_dir, "rsa.key");
     test_path(ed_key, sizeof(ed_key), g_dir, "ed.key");
@@ -157,55 +144,20 @@ static int cmp_suite_init(void)
     test_path(ed448_key, sizeof(ed448_key), g_dir, "ed448.key");
     test_path(ed448_cert, sizeof(ed448_cert), g_dir, "ed448.pem");
 
-    const char *mkca[] = {"openssl",
-                          "req",
-                          "-x509",
-                          "-newkey",
-                          "ec",
-                          "-pkeyopt",
-                          "ec_paramgen_curve:P-256",
-                          "-nodes",
-                          "-keyout",
-                          ca_key,
-                          "-out",
-                          ca,
-                          "-subj",
-                          "/O=certmint test/CN=CMP Mock CA",
-                          "-days",
-                          "30",
-                          NULL};
-    const char *mkclreq[] = {"openssl",
-                             "req",
-                             "-new",
-                             "-newkey",
-                             "ec",
-                             "-pkeyopt",
-                             "ec_paramgen_curve:P-256",
-                             "-nodes",
-                             "-keyout",
-                             cl_key,
-                             "-subj",
-                             "/CN=client-1",
-                             "-out",
-                             cl_csr,
-                             NULL};
-    const char *mkcl[] = {"openssl", "x509", "-req",  "-in", cl_csr,      "-CA",  ca,
-                          "-CAkey",  ca_key, "-days", "30",  "-CAserial", serial, "-CAcreateserial",
-                          "-out",    cl,     NULL};
-    const char *mkrsa[] = {"openssl", "genpkey",  "-algorithm",
-                           "RSA",     "-pkeyopt", "rsa_keygen_bits:2048",
-                           "-out",    rsa_key,    NULL};
-    const char *mked[] = {"openssl", "genpkey", "-algorithm", "ED25519", "-out", ed_key, NULL};
-    const char *mkedc[] = {"openssl",     "req",   "-x509", "-new", "-key",  ed_key, "-subj",
-                           "/CN=ed25519", "-days", "30",    "-out", ed_cert, NULL};
-    const char *mked448[] = {"openssl", "genpkey", "-algorithm", "ED448", "-out", ed448_key, NULL};
-    const char *mked448c[] = {"openssl",   "req",   "-x509", "-new", "-key",     ed448_key, "-subj",
-                              "/CN=ed448", "-days", "30",    "-out", ed448_cert, NULL};
+    const test_pki_cert_spec ca_spec = {.subject = "/O=certmint test/CN=CMP Mock CA", .days = 30};
+    const test_pki_cert_spec cl_spec = {.subject = "/CN=client-1", .days = 30};
+    const test_pki_cert_spec ed_spec = {
+        .subject = "/CN=ed25519", .days = 30, .key_type = TEST_PKI_ED25519};
+    const test_pki_cert_spec ed448_spec = {
+        .subject = "/CN=ed448", .days = 30, .key_type = TEST_PKI_ED448};
     const char *mkp10[] = {"openssl",        "req",      "-new", "-key", rsa_key, "-subj",
                            "/CN=p10-device", "-outform", "DER",  "-out", p10,     NULL};
-    const char *const *setup[] = {mkca,  mkclreq, mkcl,     mkrsa, mked,
-                                  mkedc, mked448, mked448c, mkp10};
-    if (run_all(setup, sizeof(setup) / sizeof(setup[0]), log) != 0) {
+    if (!test_pki_make_ca(ca_key, ca, &ca_spec, log) ||
+        !test_pki_issue(cl_key, cl, ca_key, ca, &cl_spec, log) ||
+        !test_pki_make_key(rsa_key, TEST_PKI_RSA_2048, log) ||
+        !test_pki_make_ca(ed_key, ed_cert, &ed_spec, log) ||
+        !test_pki_make_ca(ed448_key, ed448_cert, &ed448_spec, log) || test_run(mkp10, log) != 0) {
+        fprintf(stderr, "fixture set-up failed; see %s\n", log);
         return 1;
     }
 
@@ -1423,45 +1375,418 @@ static void test_cmp_failinfo_mapping(void)
     CU_ASSERT_EQUAL(cm_code_failinfo(CM_OK), -1);
 }
 
+// --- general message contents (cmp_genm.c) ---------------------------------------------------
+
+// The Name CN=CA 1, used as a directoryName and as an RDN below.
+static const uint8_t k_genm_name[] = {0x30, 0x0f, 0x31, 0x0d, 0x30, 0x0b, 0x06, 0x03, 0x55,
+                                      0x04, 0x03, 0x0c, 0x04, 'C',  'A',  ' ',  '1'};
+
+// finish_ok finishes |b|, asserting success.
+static cm_span finish_ok(der_builder *b)
+{
+    cm_span out = {0};
+    TEST_ASSERT_OK(der_builder_finish(b, &out));
+    return out;
+}
+
+// put_dir_name writes directoryName [4] { Name }.
+static void put_dir_name(der_builder *b)
+{
+    der_mark dn;
+    der_open(b, &dn, DER_CONTEXT_CONS(4));
+    der_put_raw(b, cm_span_make(k_genm_name, sizeof(k_genm_name)));
+    der_close(b, &dn);
+}
+
+// crl_status_list_4 writes a CRLStatusList of one CRLStatus per CRLSource form:
+//   1. issuer [1] { GeneralNames { dirName } }, thisUpdate UTCTime
+//   2. issuer [1] { dirName } (GeneralName directly in [1]), no thisUpdate
+//   3. dpn [0] { fullName [0] { URI } }, no thisUpdate
+//   4. dpn [0] { nameRelativeToCRLIssuer [1] { CN=CA 1 } }, thisUpdate GeneralizedTime
+static cm_span crl_status_list_4(der_builder *b, int64_t t1, int64_t t4)
+{
+    der_builder_init_arena(b, &g_arena, 256);
+    der_mark list, st, src, in;
+    der_open(b, &list, DER_TAG_SEQUENCE);
+    der_open(b, &st, DER_TAG_SEQUENCE);
+    der_open(b, &src, DER_CONTEXT_CONS(1));
+    der_open(b, &in, DER_TAG_SEQUENCE);
+    put_dir_name(b);
+    der_close(b, &in);
+    der_close(b, &src);
+    der_put_utctime(b, t1);
+    der_close(b, &st);
+
+    der_open(b, &st, DER_TAG_SEQUENCE);
+    der_open(b, &src, DER_CONTEXT_CONS(1));
+    put_dir_name(b);
+    der_close(b, &src);
+    der_close(b, &st);
+
+    der_open(b, &st, DER_TAG_SEQUENCE);
+    der_open(b, &src, DER_CONTEXT_CONS(0));
+    der_open(b, &in, DER_CONTEXT_CONS(0));
+    der_put_tlv(b, DER_CONTEXT(6), CM_SPAN_LIT("http://ca.example/ca1.crl"));
+    der_close(b, &in);
+    der_close(b, &src);
+    der_close(b, &st);
+
+    der_open(b, &st, DER_TAG_SEQUENCE);
+    der_open(b, &src, DER_CONTEXT_CONS(0));
+    // The RDN's content is the AttributeTypeAndValue inside the Name's one SET.
+    der_put_header(b, DER_CONTEXT_CONS(1), sizeof(k_genm_name) - 4);
+    der_put_raw(b, cm_span_make(k_genm_name + 4, sizeof(k_genm_name) - 4));
+    der_close(b, &src);
+    der_put_gentime(b, t4);
+    der_close(b, &st);
+    der_close(b, &list);
+    cm_span out = {0};
+    TEST_ASSERT_OK(der_builder_finish(b, &out));
+    return out;
+}
+
+static void test_cmp_crl_status_list_parses_every_source_form(void)
+{
+    const int64_t t1 = 1700000000, t4 = 2600000000; // 2023 (UTCTime), 2052 (GeneralizedTime)
+    der_builder b;
+    const cm_span der = crl_status_list_4(&b, t1, t4);
+    const cmp_crl_status *st = NULL;
+    size_t n = 0;
+    TEST_ASSERT_OK(cmp_crl_status_list_from_der(&g_arena, &st, &n, der));
+    CU_ASSERT_EQUAL_FATAL(n, 4);
+    CU_ASSERT_EQUAL(st[0].source_kind, CMP_CRL_SOURCE_ISSUER);
+    CU_ASSERT_TRUE(st[0].has_this_update);
+    CU_ASSERT_EQUAL(st[0].this_update, t1);
+    CU_ASSERT_EQUAL(st[1].source_kind, CMP_CRL_SOURCE_ISSUER);
+    CU_ASSERT_FALSE(st[1].has_this_update);
+    // Both issuer forms give the same GeneralName elements.
+    CU_ASSERT_TRUE(cm_span_eq(st[0].source, st[1].source));
+    der_reader r;
+    der_reader_init(&r, st[0].source);
+    crmf_general_name gn;
+    TEST_ASSERT_OK(crmf_general_name_parse(&r, &gn));
+    CU_ASSERT_EQUAL(gn.tag, CRMF_GN_DIRECTORY_NAME);
+    CU_ASSERT_TRUE(cm_span_eq(gn.name, cm_span_make(k_genm_name, sizeof(k_genm_name))));
+    CU_ASSERT_TRUE(der_reader_empty(&r));
+    CU_ASSERT_EQUAL(st[2].source_kind, CMP_CRL_SOURCE_DPN);
+    CU_ASSERT_FALSE(st[2].has_this_update);
+    CU_ASSERT_TRUE(st[2].source.len > 0 && st[2].source.p[0] == 0xa0); // fullName
+    CU_ASSERT_EQUAL(st[3].source_kind, CMP_CRL_SOURCE_DPN);
+    CU_ASSERT_TRUE(st[3].source.len > 0 && st[3].source.p[0] == 0xa1); // RDN
+    CU_ASSERT_TRUE(st[3].has_this_update);
+    CU_ASSERT_EQUAL(st[3].this_update, t4);
+}
+
+// crl_status_list_of writes a CRLStatusList of |n| CRLStatus { issuer [1] { dNSName } }.
+static cm_span crl_status_list_of(size_t n)
+{
+    der_builder b;
+    der_builder_init_arena(&b, &g_arena, 256);
+    der_mark list, st, src;
+    der_open_hint(&b, &list, DER_TAG_SEQUENCE, 3);
+    for (size_t i = 0; i < n; i++) {
+        der_open(&b, &st, DER_TAG_SEQUENCE);
+        der_open(&b, &src, DER_CONTEXT_CONS(1));
+        der_put_tlv(&b, DER_CONTEXT(2), CM_SPAN_LIT("ca.example"));
+        der_close(&b, &src);
+        der_close(&b, &st);
+    }
+    der_close(&b, &list);
+    return finish_ok(&b);
+}
+
+// expect_list_code parses |bytes| as a CRLStatusList and expects |want|, the outputs untouched.
+static void expect_list_code(cm_span bytes, uint32_t want)
+{
+    const cmp_crl_status sentinel = {0};
+    const cmp_crl_status *st = &sentinel;
+    size_t n = 99;
+    TEST_ASSERT_CODE(cmp_crl_status_list_from_der(&g_arena, &st, &n, bytes), want);
+    CU_ASSERT_PTR_EQUAL(st, &sentinel);
+    CU_ASSERT_EQUAL(n, 99);
+}
+
+static void test_cmp_crl_status_list_rejects_malformed(void)
+{
+    der_builder b;
+    const cm_span good = crl_status_list_4(&b, 1700000000, 2600000000);
+    for (size_t cut = 0; cut < good.len; cut++) {
+        expect_list_code(cm_span_make(good.p, cut), CM_E_DER_TRUNCATED);
+    }
+    uint8_t *longer = cm_arena_alloc(&g_arena, good.len + 2);
+    memcpy(longer, good.p, good.len);
+    memcpy(longer + good.len, "\x05\x00", 2);
+    expect_list_code(cm_span_make(longer, good.len + 2), CM_E_DER_TRAILING);
+
+    const struct {
+        const char *what;
+        const char *der;
+        size_t len;
+        uint32_t code;
+    } cases[] = {
+#define C(what, lit, code) {what, lit, sizeof(lit) - 1, code}
+        C("empty list", "\x30\x00", CMP_E_EMPTY_SEQUENCE),
+        C("not a SEQUENCE", "\x31\x00", CM_E_DER_UNEXPECTED_TAG),
+        C("empty CRLStatus", "\x30\x02\x30\x00", CM_E_DER_UNEXPECTED_TAG),
+        C("source [2]", "\x30\x04\x30\x02\xa2\x00", CM_E_DER_UNEXPECTED_TAG),
+        C("source primitive [1]", "\x30\x04\x30\x02\x81\x00", CM_E_DER_UNEXPECTED_TAG),
+        C("issuer: no names", "\x30\x04\x30\x02\xa1\x00", CMP_E_EMPTY_SEQUENCE),
+        C("issuer: empty GeneralNames", "\x30\x06\x30\x04\xa1\x02\x30\x00", CMP_E_EMPTY_SEQUENCE),
+        C("issuer: bytes after GeneralNames", "\x30\x0a\x30\x08\xa1\x06\x30\x02\x82\x00\x82\x00",
+          CM_E_DER_TRAILING),
+        C("issuer: not a GeneralName", "\x30\x06\x30\x04\xa1\x02\x04\x00", CRMF_E_BAD_CHOICE),
+        C("dpn: empty", "\x30\x04\x30\x02\xa0\x00", CM_E_DER_TRUNCATED),
+        C("dpn: choice [2]", "\x30\x06\x30\x04\xa0\x02\xa2\x00", CM_E_DER_UNEXPECTED_TAG),
+        C("dpn: two names", "\x30\x0a\x30\x08\xa0\x06\xa0\x02\x82\x00\xa1\x00", CM_E_DER_TRAILING),
+        C("dpn: empty fullName", "\x30\x06\x30\x04\xa0\x02\xa0\x00", CMP_E_EMPTY_SEQUENCE),
+        C("dpn: empty RDN", "\x30\x06\x30\x04\xa0\x02\xa1\x00", CMP_E_EMPTY_SEQUENCE),
+        C("dpn: ATV without value", "\x30\x0d\x30\x0b\xa0\x09\xa1\x07\x30\x05\x06\x03\x55\x04\x03",
+          CM_E_DER_TRUNCATED),
+        C("thisUpdate not a Time", "\x30\x09\x30\x07\xa1\x02\x82\x00\x02\x01\x01",
+          CM_E_DER_UNEXPECTED_TAG),
+        C("bad UTCTime",
+          "\x30\x15\x30\x13\xa1\x02\x82\x00\x17\x0d"
+          "2301010000000",
+          CM_E_DER_TIME),
+        C("after thisUpdate",
+          "\x30\x17\x30\x15\xa1\x02\x82\x00\x17\x0d"
+          "230101000000Z\x05\x00",
+          CM_E_DER_TRAILING),
+        C("non-minimal length", "\x30\x81\x04\x30\x02\xa1\x00", CM_E_DER_LENGTH_NONMINIMAL),
+        C("indefinite length", "\x30\x80\x30\x02\xa1\x00\x00\x00", CM_E_DER_INDEFINITE),
+#undef C
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (getenv("CMP_TEST_VERBOSE") != NULL) {
+            fprintf(stderr, "\n  case: %s\n", cases[i].what);
+        }
+        expect_list_code(cm_span_make(cases[i].der, cases[i].len), cases[i].code);
+    }
+
+    // One entry over the cap; at the cap it parses (the count, not the form, refused it).
+    expect_list_code(crl_status_list_of(CMP_MAX_CRL_STATUS + 1), CM_E_DER_TOO_MANY);
+    const cmp_crl_status *items;
+    size_t n;
+    TEST_ASSERT_OK(
+        cmp_crl_status_list_from_der(&g_arena, &items, &n, crl_status_list_of(CMP_MAX_CRL_STATUS)));
+    CU_ASSERT_EQUAL(n, CMP_MAX_CRL_STATUS);
+
+    // An arena at its cap.
+    cm_arena tiny;
+    cm_arena_init(&tiny, 64, 64);
+    CU_ASSERT_PTR_NOT_NULL(cm_arena_alloc(&tiny, 48));
+    const cmp_crl_status sentinel = {0};
+    items = &sentinel;
+    TEST_ASSERT_CODE(cmp_crl_status_list_from_der(&tiny, &items, &n, good), CM_E_NOMEM);
+    CU_ASSERT_PTR_EQUAL(items, &sentinel);
+    cm_arena_cleanup(&tiny);
+}
+
+static void test_cmp_key_alg_marshal_writes_each_key_type(void)
+{
+    // The DER of each AlgorithmIdentifier (RFC 5480 §2.1.1, RFC 3279 §2.3.1, RFC 8410 §3),
+    // checked against OpenSSL's reading of it.
+    const struct {
+        cmp_key_type type;
+        int nid;
+        int curve; // NID_undef: no curve parameter
+        int ptype; // V_ASN1_UNDEF (absent), V_ASN1_NULL or V_ASN1_OBJECT
+    } cases[] = {
+        {CMP_KEY_EC_P256, NID_X9_62_id_ecPublicKey, NID_X9_62_prime256v1, V_ASN1_OBJECT},
+        {CMP_KEY_EC_P384, NID_X9_62_id_ecPublicKey, NID_secp384r1, V_ASN1_OBJECT},
+        {CMP_KEY_EC_P521, NID_X9_62_id_ecPublicKey, NID_secp521r1, V_ASN1_OBJECT},
+        {CMP_KEY_RSA, NID_rsaEncryption, NID_undef, V_ASN1_NULL},
+        {CMP_KEY_ED25519, NID_ED25519, NID_undef, V_ASN1_UNDEF},
+        {CMP_KEY_ED448, NID_ED448, NID_undef, V_ASN1_UNDEF},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        der_builder b;
+        der_builder_init_arena(&b, &g_arena, 32);
+        cmp_key_alg_marshal(&b, cases[i].type);
+        const cm_span der = finish_ok(&b);
+        const unsigned char *q = der.p;
+        X509_ALGOR *a = d2i_X509_ALGOR(NULL, &q, (long)der.len);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+        CU_ASSERT_PTR_EQUAL(q, der.p + der.len);
+        const ASN1_OBJECT *obj;
+        int ptype;
+        const void *pval;
+        X509_ALGOR_get0(&obj, &ptype, &pval, a);
+        CU_ASSERT_EQUAL(OBJ_obj2nid(obj), cases[i].nid);
+        CU_ASSERT_EQUAL(ptype, cases[i].ptype);
+        if (cases[i].curve != NID_undef) {
+            CU_ASSERT_EQUAL(OBJ_obj2nid(pval), cases[i].curve);
+        }
+        X509_ALGOR_free(a);
+    }
+    // RFC 8410 §3 gives the Ed25519 encoding: 30 05 06 03 2B 65 70.
+    der_builder b;
+    der_builder_init_arena(&b, &g_arena, 32);
+    cmp_key_alg_marshal(&b, CMP_KEY_ED25519);
+    CU_ASSERT_TRUE(cm_span_eq(finish_ok(&b), CM_SPAN_LIT("\x30\x05\x06\x03\x2b\x65\x70")));
+
+    // A list keeps the order; a type outside the enum poisons the builder.
+    const cmp_key_type list[] = {CMP_KEY_RSA, CMP_KEY_EC_P384};
+    der_builder_init_arena(&b, &g_arena, 64);
+    cmp_key_alg_list_marshal(&b, list, 2);
+    der_reader r, seq, alg;
+    der_reader_init(&r, finish_ok(&b));
+    TEST_ASSERT_OK(der_enter(&r, DER_TAG_SEQUENCE, &seq));
+    cm_span oid;
+    TEST_ASSERT_OK(der_enter(&seq, DER_TAG_SEQUENCE, &alg));
+    TEST_ASSERT_OK(der_get_oid(&alg, &oid));
+    CU_ASSERT_TRUE(der_oid_is(oid, DER_OID_RSA_ENCRYPTION));
+    TEST_ASSERT_OK(der_enter(&seq, DER_TAG_SEQUENCE, &alg));
+    TEST_ASSERT_OK(der_get_oid(&alg, &oid));
+    CU_ASSERT_TRUE(der_oid_is(oid, DER_OID_EC_PUBLIC_KEY));
+    TEST_ASSERT_OK(der_get_oid(&alg, &oid));
+    CU_ASSERT_TRUE(der_oid_is(oid, DER_OID_P384));
+    TEST_ASSERT_OK(der_expect_end(&seq));
+    der_builder_init_arena(&b, &g_arena, 32);
+    cmp_key_alg_marshal(&b, CMP_KEY_TYPE_COUNT);
+    cm_span out;
+    TEST_ASSERT_CODE(der_builder_finish(&b, &out), CM_E_INVALID_ARG);
+    der_builder_init_arena(&b, &g_arena, 32);
+    const cmp_key_type bad[] = {CMP_KEY_ED448, (cmp_key_type)77};
+    cmp_key_alg_list_marshal(&b, bad, 2);
+    TEST_ASSERT_CODE(der_builder_finish(&b, &out), CM_E_INVALID_ARG);
+}
+
+static void test_cmp_genp_contents_marshal(void)
+{
+    uint8_t *c1, *c2;
+    size_t l1, l2;
+    CU_ASSERT_TRUE_FATAL(load_cert_der("ca.pem", &c1, &l1, NULL));
+    CU_ASSERT_TRUE_FATAL(load_cert_der("cl.pem", &c2, &l2, NULL));
+    const cm_span certs[2] = {cm_span_make(c1, l1), cm_span_make(c2, l2)};
+
+    // caCerts / crls: SEQUENCE OF the elements, verbatim.
+    der_builder b;
+    der_builder_init_arena(&b, &g_arena, 64);
+    cmp_seq_of_marshal(&b, certs, 2);
+    der_reader r, seq;
+    der_reader_init(&r, finish_ok(&b));
+    TEST_ASSERT_OK(der_enter(&r, DER_TAG_SEQUENCE, &seq));
+    TEST_ASSERT_OK(der_expect_end(&r));
+    for (size_t i = 0; i < 2; i++) {
+        cm_span got;
+        TEST_ASSERT_OK(der_get_element(&seq, DER_TAG_SEQUENCE, &got));
+        CU_ASSERT_TRUE(cm_span_eq(got, certs[i]));
+    }
+    TEST_ASSERT_OK(der_expect_end(&seq));
+    der_builder_init_arena(&b, &g_arena, 8);
+    cmp_seq_of_marshal(&b, certs, 0);
+    CU_ASSERT_TRUE(cm_span_eq(finish_ok(&b), CM_SPAN_LIT("\x30\x00")));
+
+    // RootCaKeyUpdateContent: newWithNew, then [0] newWithOld and [1] oldWithNew when given.
+    for (int with = 0; with < 2; with++) {
+        cmp_root_ca_key_update u = {.new_with_new = certs[0]};
+        if (with) {
+            u.new_with_old = certs[1];
+            u.old_with_new = certs[1];
+        }
+        der_builder_init_arena(&b, &g_arena, 64);
+        cmp_root_ca_key_update_marshal(&b, &u);
+        der_reader_init(&r, finish_ok(&b));
+        TEST_ASSERT_OK(der_enter(&r, DER_TAG_SEQUENCE, &seq));
+        cm_span got;
+        TEST_ASSERT_OK(der_get_element(&seq, DER_TAG_SEQUENCE, &got));
+        CU_ASSERT_TRUE(cm_span_eq(got, certs[0]));
+        for (uint32_t t = 0; t < 2 && with; t++) {
+            der_reader tagged;
+            TEST_ASSERT_OK(der_enter(&seq, DER_CONTEXT_CONS(t), &tagged));
+            TEST_ASSERT_OK(der_get_element(&tagged, DER_TAG_SEQUENCE, &got));
+            CU_ASSERT_TRUE(cm_span_eq(got, certs[1]));
+            TEST_ASSERT_OK(der_expect_end(&tagged));
+        }
+        TEST_ASSERT_OK(der_expect_end(&seq));
+    }
+    cmp_root_ca_key_update none = {.new_with_old = certs[1]};
+    der_builder_init_arena(&b, &g_arena, 64);
+    cmp_root_ca_key_update_marshal(&b, &none);
+    cm_span out;
+    TEST_ASSERT_CODE(der_builder_finish(&b, &out), CM_E_INVALID_ARG);
+
+    // certReqTemplate: the template, then keySpec with one control.
+    // One Extension (basicConstraints, critical, empty value): the Extensions content octets.
+    static const uint8_t k_exts[] = {0x30, 0x0a, 0x06, 0x03, 0x55, 0x1d,
+                                     0x13, 0x01, 0x01, 0xff, 0x04, 0x00};
+    crmf_template t;
+    memset(&t, 0, sizeof(t));
+    t.extensions = cm_span_make(k_exts, sizeof(k_exts));
+    const cmp_key_spec specs[] = {{.type = CMP_KEY_EC_P256},
+                                  {.type = CMP_KEY_RSA, .rsa_key_len = 3072}};
+    for (size_t i = 0; i < 3; i++) {
+        der_builder_init_arena(&b, &g_arena, 64);
+        cmp_cert_req_template_marshal(&b, &t, i < 2 ? &specs[i] : NULL);
+        der_reader_init(&r, finish_ok(&b));
+        TEST_ASSERT_OK(der_enter(&r, DER_TAG_SEQUENCE, &seq));
+        crmf_template got;
+        TEST_ASSERT_OK(crmf_template_parse(&seq, &got));
+        CU_ASSERT_TRUE(cm_span_eq(got.extensions, t.extensions));
+        if (i == 2) {
+            TEST_ASSERT_OK(der_expect_end(&seq)); // no keySpec
+            continue;
+        }
+        der_reader ctrls, atv, alg;
+        cm_span oid;
+        TEST_ASSERT_OK(der_enter(&seq, DER_TAG_SEQUENCE, &ctrls));
+        TEST_ASSERT_OK(der_expect_end(&seq));
+        TEST_ASSERT_OK(der_enter(&ctrls, DER_TAG_SEQUENCE, &atv));
+        TEST_ASSERT_OK(der_expect_end(&ctrls));
+        TEST_ASSERT_OK(der_get_oid(&atv, &oid));
+        if (i == 0) {
+            CU_ASSERT_TRUE(der_oid_is(oid, DER_OID_REGCTRL_ALG_ID));
+            TEST_ASSERT_OK(der_enter(&atv, DER_TAG_SEQUENCE, &alg));
+            TEST_ASSERT_OK(der_get_oid(&alg, &oid));
+            CU_ASSERT_TRUE(der_oid_is(oid, DER_OID_EC_PUBLIC_KEY));
+            TEST_ASSERT_OK(der_get_oid(&alg, &oid));
+            CU_ASSERT_TRUE(der_oid_is(oid, DER_OID_P256));
+        } else {
+            CU_ASSERT_TRUE(der_oid_is(oid, DER_OID_REGCTRL_RSA_KEY_LEN));
+            uint64_t bits = 0;
+            TEST_ASSERT_OK(der_get_u64(&atv, &bits));
+            CU_ASSERT_EQUAL(bits, 3072);
+        }
+        TEST_ASSERT_OK(der_expect_end(&atv));
+    }
+    const cmp_key_spec bad_rsa = {.type = CMP_KEY_RSA};
+    der_builder_init_arena(&b, &g_arena, 64);
+    cmp_cert_req_template_marshal(&b, &t, &bad_rsa);
+    TEST_ASSERT_CODE(der_builder_finish(&b, &out), CM_E_INVALID_ARG);
+    free(c1);
+    free(c2);
+}
+
 int test_cmp_register(void);
 int test_cmp_register(void)
 {
-    CU_pSuite s = CU_add_suite_with_setup_and_teardown("cmp", cmp_suite_init, cmp_suite_cleanup,
-                                                       cmp_test_setup, cmp_test_teardown);
-    if (s == NULL) {
-        return 1;
-    }
-    const struct {
-        const char *name;
-        CU_TestFunc fn;
-    } tests[] = {
-#define T(fn) {#fn, fn}
-        T(test_cmp_parses_and_roundtrips_openssl_messages),
-        T(test_cmp_protected_part_is_what_openssl_maced),
-        T(test_cmp_request_and_response_headers_agree),
-        T(test_cmp_ip_carries_the_issued_certificate),
-        T(test_cmp_cert_conf_hash_matches_openssl),
-        T(test_cmp_cert_hash_follows_signature_and_hash_alg),
-        T(test_cmp_rr_names_the_certificate_and_reason),
-        T(test_cmp_body_details_from_openssl),
-        T(test_cmp_marshals_every_body_accepted_by_openssl),
-        T(test_cmp_typical_ip_fits_a_fixed_buffer_with_protection_and_extra_certs),
-        T(test_cmp_rejects_truncation_at_every_byte),
-        T(test_cmp_rejects_header_rule_violations),
-        T(test_cmp_rejects_bad_general_info),
-        T(test_cmp_rejects_unknown_and_unsupported_bodies),
-        T(test_cmp_nested_depth_is_limited),
-        T(test_cmp_hash_alg_needs_pvno_3),
-        T(test_cmp_unsupported_pvno_is_reported_not_rejected),
-        T(test_cmp_rejects_bad_status_and_reason),
-        T(test_cmp_rejects_empty_sequences),
-        T(test_cmp_failinfo_mapping),
-#undef T
+    static const test_case tests[] = {
+        TEST_CASE(test_cmp_parses_and_roundtrips_openssl_messages),
+        TEST_CASE(test_cmp_protected_part_is_what_openssl_maced),
+        TEST_CASE(test_cmp_request_and_response_headers_agree),
+        TEST_CASE(test_cmp_ip_carries_the_issued_certificate),
+        TEST_CASE(test_cmp_cert_conf_hash_matches_openssl),
+        TEST_CASE(test_cmp_cert_hash_follows_signature_and_hash_alg),
+        TEST_CASE(test_cmp_rr_names_the_certificate_and_reason),
+        TEST_CASE(test_cmp_body_details_from_openssl),
+        TEST_CASE(test_cmp_marshals_every_body_accepted_by_openssl),
+        TEST_CASE(test_cmp_typical_ip_fits_a_fixed_buffer_with_protection_and_extra_certs),
+        TEST_CASE(test_cmp_rejects_truncation_at_every_byte),
+        TEST_CASE(test_cmp_rejects_header_rule_violations),
+        TEST_CASE(test_cmp_rejects_bad_general_info),
+        TEST_CASE(test_cmp_rejects_unknown_and_unsupported_bodies),
+        TEST_CASE(test_cmp_nested_depth_is_limited),
+        TEST_CASE(test_cmp_hash_alg_needs_pvno_3),
+        TEST_CASE(test_cmp_unsupported_pvno_is_reported_not_rejected),
+        TEST_CASE(test_cmp_rejects_bad_status_and_reason),
+        TEST_CASE(test_cmp_rejects_empty_sequences),
+        TEST_CASE(test_cmp_failinfo_mapping),
+        TEST_CASE(test_cmp_crl_status_list_parses_every_source_form),
+        TEST_CASE(test_cmp_crl_status_list_rejects_malformed),
+        TEST_CASE(test_cmp_key_alg_marshal_writes_each_key_type),
+        TEST_CASE(test_cmp_genp_contents_marshal),
     };
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL) {
-            return 1;
-        }
-    }
-    return 0;
+    return test_register_suite("cmp", cmp_suite_init, cmp_suite_cleanup, cmp_test_setup,
+                               cmp_test_teardown, tests, TEST_NUM_CASES(tests));
 }

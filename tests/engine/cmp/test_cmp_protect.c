@@ -1352,19 +1352,9 @@ static void test_cmp_protect_ctx_shared_by_threads(void)
 
 // --- suite --------------------------------------------------------------------------------
 
-static int run(const char *const argv[], const char *log)
-{
-    const int rc = test_run(argv, log);
-    if (rc != 0) {
-        (void)fprintf(stderr, "%s %s failed (%d); see %s\n", argv[0], argv[1], rc, log);
-    }
-    return rc;
-}
-
-// mk_signer makes a self-signed certificate (PEM and DER) for a key of |alg| ("ec", "rsa",
-// "ed25519").
-static int mk_signer(const char *name, const char *const newkey[], const char *subj,
-                     const char *log)
+// mk_signer makes a self-signed certificate NAME.pem, and its DER copy NAME.der, for a new key
+// NAME.key of |type|.
+static int mk_signer(const char *name, test_pki_key_type type, const char *subj, const char *log)
 {
     char key[320];
     char pem[320];
@@ -1378,19 +1368,9 @@ static int mk_signer(const char *name, const char *const newkey[], const char *s
     tpath(key, sizeof(key), fk);
     tpath(pem, sizeof(pem), fp);
     tpath(der, sizeof(der), fd);
-    const char *req[24] = {"openssl", "req", "-x509", "-nodes", "-newkey", newkey[0]};
-    size_t n = 6;
-    if (newkey[1] != NULL) {
-        req[n++] = "-pkeyopt";
-        req[n++] = newkey[1];
-    }
-    const char *rest[] = {"-keyout", key, "-out", pem, "-subj", subj, "-days", "30", NULL};
-    for (size_t i = 0; rest[i] != NULL; i++) {
-        req[n++] = rest[i];
-    }
-    req[n] = NULL;
-    const char *toder[] = {"openssl", "x509", "-in", pem, "-outform", "DER", "-out", der, NULL};
-    return run(req, log) != 0 || run(toder, log) != 0;
+    const test_pki_cert_spec spec = {
+        .subject = subj, .days = 30, .key_type = type, .der_path = der};
+    return test_pki_make_ca(key, pem, &spec, log) ? 0 : 1;
 }
 
 // mk_request runs the real client against its in-process mock server and keeps the ir.
@@ -1435,20 +1415,12 @@ static int cmp_protect_suite_init(void)
     }
     char log[320];
     tpath(log, sizeof(log), "openssl.log");
-    const char *ec[] = {"ec", "ec_paramgen_curve:P-256"};
-    const char *rsa[] = {"rsa:2048", NULL};
-    const char *ed[] = {"ed25519", NULL};
     char dev[320];
-    const char *mkdev[] = {"openssl",    "genpkey",
-                           "-algorithm", "EC",
-                           "-pkeyopt",   "ec_paramgen_curve:P-256",
-                           "-out",       tpath(dev, sizeof(dev), "dev.key"),
-                           NULL};
-    if (mk_signer("ca", ec, "/CN=certmint protect test CA", log) != 0 ||
-        mk_signer("ec", ec, "/O=certmint test/CN=device-signer", log) != 0 ||
-        mk_signer("rsa", rsa, "/O=certmint test/CN=rsa-signer", log) != 0 ||
-        mk_signer("ed", ed, "/O=certmint test/CN=device-signer", log) != 0 ||
-        run(mkdev, log) != 0) {
+    if (mk_signer("ca", TEST_PKI_EC_P256, "/CN=certmint protect test CA", log) != 0 ||
+        mk_signer("ec", TEST_PKI_EC_P256, "/O=certmint test/CN=device-signer", log) != 0 ||
+        mk_signer("rsa", TEST_PKI_RSA_2048, "/O=certmint test/CN=rsa-signer", log) != 0 ||
+        mk_signer("ed", TEST_PKI_ED25519, "/O=certmint test/CN=device-signer", log) != 0 ||
+        !test_pki_make_key(tpath(dev, sizeof(dev), "dev.key"), TEST_PKI_EC_P256, log)) {
         return 1;
     }
     const char *pbm_common[] = {"-ref",     "CN=device-line-7", "-secret",     "pass:" SECRET,
@@ -1518,39 +1490,26 @@ static int cmp_protect_suite_cleanup(void)
 int test_cmp_protect_register(void);
 int test_cmp_protect_register(void)
 {
-    CU_pSuite s = CU_add_suite("cmp_protect", cmp_protect_suite_init, cmp_protect_suite_cleanup);
-    if (s == NULL) {
-        return 1;
-    }
-    const struct {
-        const char *name;
-        CU_TestFunc fn;
-    } tests[] = {
-#define T(fn) {#fn, fn}
-        T(test_cmp_protect_ctx_rejects_bad_limits),
-        T(test_cmp_protect_kind_and_failinfo),
-        T(test_cmp_protect_part_header),
-        T(test_cmp_protect_pbm_openssl_requests_verify),
-        T(test_cmp_protect_pbm_wrong_secret_fails),
-        T(test_cmp_protect_pbm_tampering_fails),
-        T(test_cmp_protect_pbm_bounds_checked_before_work),
-        T(test_cmp_protect_mac_reasons),
-        T(test_cmp_protect_pbm_rejects_bad_parameters),
-        T(test_cmp_protect_pbm_produced_accepted_by_openssl),
-        T(test_cmp_protect_pbmac1_matches_independent_computation),
-        T(test_cmp_protect_pbmac1_rejects_bad_parameters),
-        T(test_cmp_protect_sig_openssl_requests_verify),
-        T(test_cmp_protect_sig_sha1_is_bad_alg),
-        T(test_cmp_protect_sig_key_mismatch_and_bad_cert),
-        T(test_cmp_protect_cert_spki_matches_openssl),
-        T(test_cmp_protect_sig_produced_accepted_by_openssl),
-        T(test_cmp_protect_ctx_shared_by_threads),
-#undef T
+    static const test_case tests[] = {
+        TEST_CASE(test_cmp_protect_ctx_rejects_bad_limits),
+        TEST_CASE(test_cmp_protect_kind_and_failinfo),
+        TEST_CASE(test_cmp_protect_part_header),
+        TEST_CASE(test_cmp_protect_pbm_openssl_requests_verify),
+        TEST_CASE(test_cmp_protect_pbm_wrong_secret_fails),
+        TEST_CASE(test_cmp_protect_pbm_tampering_fails),
+        TEST_CASE(test_cmp_protect_pbm_bounds_checked_before_work),
+        TEST_CASE(test_cmp_protect_mac_reasons),
+        TEST_CASE(test_cmp_protect_pbm_rejects_bad_parameters),
+        TEST_CASE(test_cmp_protect_pbm_produced_accepted_by_openssl),
+        TEST_CASE(test_cmp_protect_pbmac1_matches_independent_computation),
+        TEST_CASE(test_cmp_protect_pbmac1_rejects_bad_parameters),
+        TEST_CASE(test_cmp_protect_sig_openssl_requests_verify),
+        TEST_CASE(test_cmp_protect_sig_sha1_is_bad_alg),
+        TEST_CASE(test_cmp_protect_sig_key_mismatch_and_bad_cert),
+        TEST_CASE(test_cmp_protect_cert_spki_matches_openssl),
+        TEST_CASE(test_cmp_protect_sig_produced_accepted_by_openssl),
+        TEST_CASE(test_cmp_protect_ctx_shared_by_threads),
     };
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL) {
-            return 1;
-        }
-    }
-    return 0;
+    return test_register_suite("cmp_protect", cmp_protect_suite_init, cmp_protect_suite_cleanup,
+                               NULL, NULL, tests, TEST_NUM_CASES(tests));
 }

@@ -114,37 +114,13 @@ static int cfg_suite_init(void)
         chmod(path_of(secrets, sizeof(secrets), "secrets/open.key"), 0644) != 0) {
         return 1;
     }
-    const char *mkca[] = {
-        "openssl", "req",     "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes",  "-keyout", key,     "-out",    ca,   "-subj",    "/CN=Devices CA",
-        "-days",   "30",      NULL};
-    const char *mkvendor[] = {
-        "openssl", "req",     "-x509", "-newkey", "ec",   "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes",  "-keyout", vkey,    "-out",    vendor, "-subj",    "/CN=Vendor CA",
-        "-days",   "30",      NULL};
-    const char *mkra[] = {"openssl",
-                          "req",
-                          "-x509",
-                          "-newkey",
-                          "ec",
-                          "-pkeyopt",
-                          "ec_paramgen_curve:P-256",
-                          "-nodes",
-                          "-keyout",
-                          rkey,
-                          "-out",
-                          ra,
-                          "-subj",
-                          "/CN=Line RA",
-                          "-days",
-                          "30",
-                          "-config",
-                          ext,
-                          "-extensions",
-                          "leaf",
-                          NULL};
-    if (test_run(mkca, log) != 0 || test_run(mkvendor, log) != 0 || test_run(mkra, log) != 0) {
-        fprintf(stderr, "openssl failed; see %s\n", log);
+    const test_pki_cert_spec ca_spec = {.subject = "/CN=Devices CA", .days = 30};
+    const test_pki_cert_spec vendor_spec = {.subject = "/CN=Vendor CA", .days = 30};
+    const test_pki_cert_spec ra_spec = {
+        .subject = "/CN=Line RA", .days = 30, .ext_file = ext, .ext_section = "leaf"};
+    if (!test_pki_make_ca(key, ca, &ca_spec, log) ||
+        !test_pki_make_ca(vkey, vendor, &vendor_spec, log) ||
+        !test_pki_make_ca(rkey, ra, &ra_spec, log)) {
         return 1;
     }
     return 0;
@@ -504,13 +480,13 @@ static void test_cfg_missing_sections_and_keys(void)
 int test_cfg_register(void);
 int test_cfg_register(void)
 {
-    CU_pSuite s = CU_add_suite("cfg", cfg_suite_init, cfg_suite_cleanup);
-    if (s == NULL || CU_ADD_TEST(s, test_cfg_full_example_loads) == NULL ||
-        CU_ADD_TEST(s, test_cfg_defaults) == NULL ||
-        CU_ADD_TEST(s, test_cfg_rejects_bad_values) == NULL ||
-        CU_ADD_TEST(s, test_cfg_secret_mode_names_file_and_mode) == NULL ||
-        CU_ADD_TEST(s, test_cfg_missing_sections_and_keys) == NULL) {
-        return 1;
-    }
-    return 0;
+    static const test_case tests[] = {
+        TEST_CASE(test_cfg_full_example_loads),
+        TEST_CASE(test_cfg_defaults),
+        TEST_CASE(test_cfg_rejects_bad_values),
+        TEST_CASE(test_cfg_secret_mode_names_file_and_mode),
+        TEST_CASE(test_cfg_missing_sections_and_keys),
+    };
+    return test_register_suite("cfg", cfg_suite_init, cfg_suite_cleanup, NULL, NULL, tests,
+                               TEST_NUM_CASES(tests));
 }

@@ -1221,26 +1221,13 @@ static int crmf_suite_init(void)
     for (int i = 0; i < 8; i++) {
         test_path(p[i], sizeof(p[i]), g_dir, names[i]);
     }
-    const char *mkca[] = {
-        "openssl", "req",     "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes",  "-keyout", p[0],    "-out",    p[1], "-subj",    "/CN=CRMF Test CA",
-        "-days",   "30",      NULL};
-    const char *mkec[] = {"openssl", "genpkey",  "-algorithm",
-                          "EC",      "-pkeyopt", "ec_paramgen_curve:P-256",
-                          "-out",    p[2],       NULL};
-    const char *mkrsa[] = {"openssl", "genpkey",  "-algorithm",
-                           "RSA",     "-pkeyopt", "rsa_keygen_bits:2048",
-                           "-out",    p[3],       NULL};
-    const char *mked[] = {"openssl", "genpkey", "-algorithm", "ED25519", "-out", p[4], NULL};
-    const char *mkk1[] = {"openssl", "genpkey",  "-algorithm",
-                          "EC",      "-pkeyopt", "ec_paramgen_curve:secp256k1",
-                          "-out",    p[6],       NULL};
-    const char *mkec2[] = {"openssl", "genpkey",  "-algorithm",
-                           "EC",      "-pkeyopt", "ec_paramgen_curve:P-256",
-                           "-out",    p[7],       NULL};
-    if (test_run(mkca, log) != 0 || test_run(mkec, log) != 0 || test_run(mkrsa, log) != 0 ||
-        test_run(mked, log) != 0 || test_run(mkk1, log) != 0 || test_run(mkec2, log) != 0) {
-        fprintf(stderr, "openssl key generation failed; see %s\n", log);
+    const test_pki_cert_spec ca_spec = {.subject = "/CN=CRMF Test CA", .days = 30};
+    if (!test_pki_make_ca(p[0], p[1], &ca_spec, log) ||
+        !test_pki_make_key(p[2], TEST_PKI_EC_P256, log) ||
+        !test_pki_make_key(p[3], TEST_PKI_RSA_2048, log) ||
+        !test_pki_make_key(p[4], TEST_PKI_ED25519, log) ||
+        !test_pki_make_key(p[6], TEST_PKI_EC_SECP256K1, log) ||
+        !test_pki_make_key(p[7], TEST_PKI_EC_P256, log)) {
         return 1;
     }
     // The requests. The mock server answers with its own fixed certificate, which the client
@@ -1460,47 +1447,33 @@ static int crmf_suite_cleanup(void)
 int test_crmf_register(void);
 int test_crmf_register(void)
 {
-    CU_pSuite s = CU_add_suite_with_setup_and_teardown("crmf", crmf_suite_init, crmf_suite_cleanup,
-                                                       crmf_setup, crmf_teardown);
-    if (s == NULL) {
-        return 1;
-    }
-    const struct {
-        const char *name;
-        CU_TestFunc fn;
-    } tests[] = {
-#define T(fn) {#fn, fn}
-        T(test_crmf_parses_openssl_requests),
-        T(test_crmf_round_trips_openssl_requests),
-        T(test_crmf_popo_of_openssl_requests_verifies),
-        T(test_crmf_popo_fails_on_any_flipped_byte),
-        T(test_crmf_rejects_truncation_at_every_byte),
-        T(test_crmf_caps_and_requires_cert_req_msgs),
-        T(test_crmf_template_fields),
-        T(test_crmf_template_rejections),
-        T(test_crmf_popo_choices_are_reported),
-        T(test_crmf_ra_verified_from_openssl),
-        T(test_crmf_rejects_bad_popo_encodings),
-        T(test_crmf_fuzz_seeds_are_accepted),
-        T(test_crmf_popo_rules),
-        T(test_crmf_controls),
-        T(test_crmf_builds_and_signs_requests),
-        T(test_crmf_sig_alg_table),
-        T(test_crmf_keys_match_d2i_pubkey),
-        T(test_crmf_builds_compressed_ec_keys),
-        T(test_crmf_rejects_bad_keys),
-        T(test_crmf_verify_checks_key_against_alg),
-        T(test_crmf_csrs_from_openssl),
-        T(test_crmf_csr_tampering_and_truncation),
-        T(test_crmf_csr_rejections),
-        T(test_crmf_general_names),
-        T(test_crmf_failinfo_mapping),
-#undef T
+    static const test_case tests[] = {
+        TEST_CASE(test_crmf_parses_openssl_requests),
+        TEST_CASE(test_crmf_round_trips_openssl_requests),
+        TEST_CASE(test_crmf_popo_of_openssl_requests_verifies),
+        TEST_CASE(test_crmf_popo_fails_on_any_flipped_byte),
+        TEST_CASE(test_crmf_rejects_truncation_at_every_byte),
+        TEST_CASE(test_crmf_caps_and_requires_cert_req_msgs),
+        TEST_CASE(test_crmf_template_fields),
+        TEST_CASE(test_crmf_template_rejections),
+        TEST_CASE(test_crmf_popo_choices_are_reported),
+        TEST_CASE(test_crmf_ra_verified_from_openssl),
+        TEST_CASE(test_crmf_rejects_bad_popo_encodings),
+        TEST_CASE(test_crmf_fuzz_seeds_are_accepted),
+        TEST_CASE(test_crmf_popo_rules),
+        TEST_CASE(test_crmf_controls),
+        TEST_CASE(test_crmf_builds_and_signs_requests),
+        TEST_CASE(test_crmf_sig_alg_table),
+        TEST_CASE(test_crmf_keys_match_d2i_pubkey),
+        TEST_CASE(test_crmf_builds_compressed_ec_keys),
+        TEST_CASE(test_crmf_rejects_bad_keys),
+        TEST_CASE(test_crmf_verify_checks_key_against_alg),
+        TEST_CASE(test_crmf_csrs_from_openssl),
+        TEST_CASE(test_crmf_csr_tampering_and_truncation),
+        TEST_CASE(test_crmf_csr_rejections),
+        TEST_CASE(test_crmf_general_names),
+        TEST_CASE(test_crmf_failinfo_mapping),
     };
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL) {
-            return 1;
-        }
-    }
-    return 0;
+    return test_register_suite("crmf", crmf_suite_init, crmf_suite_cleanup, crmf_setup,
+                               crmf_teardown, tests, TEST_NUM_CASES(tests));
 }

@@ -913,27 +913,11 @@ static int der_suite_init(void)
     test_path(serial, sizeof(serial), g_dir, "serial");
     test_path(ext, sizeof(ext), g_dir, "ext.cnf");
 
-    const char *mkca[] = {"openssl",
-                          "req",
-                          "-x509",
-                          "-newkey",
-                          "ec",
-                          "-pkeyopt",
-                          "ec_paramgen_curve:P-256",
-                          "-nodes",
-                          "-keyout",
-                          key,
-                          "-out",
-                          cert,
-                          "-subj",
-                          "/C=DE/O=certmint test/CN=DER Test CA",
-                          "-days",
-                          "30",
-                          "-addext",
-                          "subjectAltName=DNS:ca.example,IP:127.0.0.1",
-                          NULL};
-    const char *toder[] = {"openssl", "x509", "-in",   cert, "-outform",
-                           "DER",     "-out", certder, NULL};
+    const char *const san[] = {"subjectAltName=DNS:ca.example,IP:127.0.0.1", NULL};
+    const test_pki_cert_spec ca_spec = {.subject = "/C=DE/O=certmint test/CN=DER Test CA",
+                                        .days = 30,
+                                        .addext = san,
+                                        .der_path = certder};
     const char *mkcsr[] = {"openssl",  "req",
                            "-new",     "-newkey",
                            "rsa:2048", "-nodes",
@@ -943,7 +927,7 @@ static int der_suite_init(void)
                            "-outform", "DER",
                            "-out",     csr,
                            NULL};
-    if (test_run(mkca, log) != 0 || test_run(toder, log) != 0 || test_run(mkcsr, log) != 0) {
+    if (!test_pki_make_ca(key, cert, &ca_spec, log) || test_run(mkcsr, log) != 0) {
         fprintf(stderr, "openssl failed; see %s\n", log);
         return 1;
     }
@@ -1174,57 +1158,44 @@ static void test_der_csr_crl_and_cmp_request_from_openssl(void)
 int test_der_register(void);
 int test_der_register(void)
 {
-    CU_pSuite s = CU_add_suite("der", der_suite_init, der_suite_cleanup);
-    if (s == NULL) {
-        return 1;
-    }
-    const struct {
-        const char *name;
-        CU_TestFunc fn;
-    } tests[] = {
-#define T(fn) {#fn, fn}
-        T(test_der_reads_short_and_long_lengths),
-        T(test_der_rejects_indefinite_length),
-        T(test_der_rejects_nonminimal_length),
-        T(test_der_rejects_length_over_four_octets),
-        T(test_der_rejects_truncation_at_every_byte),
-        T(test_der_rejects_content_past_input),
-        T(test_der_rejects_bad_tags),
-        T(test_der_reads_high_tag_numbers),
-        T(test_der_rejects_unexpected_tag_and_missing_element),
-        T(test_der_rejects_trailing_bytes),
-        T(test_der_rejects_nesting_beyond_depth_limit),
-        T(test_der_enter_requires_constructed_tag),
-        T(test_der_optional_elements),
-        T(test_der_integers_match_openssl),
-        T(test_der_unsigned_integers),
-        T(test_der_rejects_nonminimal_integer),
-        T(test_der_big_integers_match_openssl_bignum),
-        T(test_der_booleans_are_strict),
-        T(test_der_null_and_enumerated),
-        T(test_der_bitstrings),
-        T(test_der_rejects_bad_bitstrings),
-        T(test_der_named_bit_lists),
-        T(test_der_oids_match_openssl),
-        T(test_der_oid_table_matches_openssl),
-        T(test_der_rejects_bad_oids),
-        T(test_der_strings),
-        T(test_der_rejects_bad_strings),
-        T(test_der_times_match_openssl),
-        T(test_der_rejects_bad_times),
-        T(test_der_builder_patches_lengths),
-        T(test_der_builder_fixed_buffer_errors_are_sticky),
-        T(test_der_builder_rejects_misnested_close),
-        T(test_der_builder_arena_mode_grows),
-        T(test_der_builder_splices_raw_tlvs),
-        T(test_der_certificate_from_openssl),
-        T(test_der_csr_crl_and_cmp_request_from_openssl),
-#undef T
+    static const test_case tests[] = {
+        TEST_CASE(test_der_reads_short_and_long_lengths),
+        TEST_CASE(test_der_rejects_indefinite_length),
+        TEST_CASE(test_der_rejects_nonminimal_length),
+        TEST_CASE(test_der_rejects_length_over_four_octets),
+        TEST_CASE(test_der_rejects_truncation_at_every_byte),
+        TEST_CASE(test_der_rejects_content_past_input),
+        TEST_CASE(test_der_rejects_bad_tags),
+        TEST_CASE(test_der_reads_high_tag_numbers),
+        TEST_CASE(test_der_rejects_unexpected_tag_and_missing_element),
+        TEST_CASE(test_der_rejects_trailing_bytes),
+        TEST_CASE(test_der_rejects_nesting_beyond_depth_limit),
+        TEST_CASE(test_der_enter_requires_constructed_tag),
+        TEST_CASE(test_der_optional_elements),
+        TEST_CASE(test_der_integers_match_openssl),
+        TEST_CASE(test_der_unsigned_integers),
+        TEST_CASE(test_der_rejects_nonminimal_integer),
+        TEST_CASE(test_der_big_integers_match_openssl_bignum),
+        TEST_CASE(test_der_booleans_are_strict),
+        TEST_CASE(test_der_null_and_enumerated),
+        TEST_CASE(test_der_bitstrings),
+        TEST_CASE(test_der_rejects_bad_bitstrings),
+        TEST_CASE(test_der_named_bit_lists),
+        TEST_CASE(test_der_oids_match_openssl),
+        TEST_CASE(test_der_oid_table_matches_openssl),
+        TEST_CASE(test_der_rejects_bad_oids),
+        TEST_CASE(test_der_strings),
+        TEST_CASE(test_der_rejects_bad_strings),
+        TEST_CASE(test_der_times_match_openssl),
+        TEST_CASE(test_der_rejects_bad_times),
+        TEST_CASE(test_der_builder_patches_lengths),
+        TEST_CASE(test_der_builder_fixed_buffer_errors_are_sticky),
+        TEST_CASE(test_der_builder_rejects_misnested_close),
+        TEST_CASE(test_der_builder_arena_mode_grows),
+        TEST_CASE(test_der_builder_splices_raw_tlvs),
+        TEST_CASE(test_der_certificate_from_openssl),
+        TEST_CASE(test_der_csr_crl_and_cmp_request_from_openssl),
     };
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL) {
-            return 1;
-        }
-    }
-    return 0;
+    return test_register_suite("der", der_suite_init, der_suite_cleanup, NULL, NULL, tests,
+                               TEST_NUM_CASES(tests));
 }

@@ -1164,46 +1164,32 @@ static void http_test_teardown(void)
 int test_http_register(void);
 int test_http_register(void)
 {
-    CU_pSuite s = CU_add_suite_with_setup_and_teardown("http", http_suite_init, http_suite_cleanup,
-                                                       http_test_setup, http_test_teardown);
-    if (s == NULL) {
-        return 1;
-    }
-    const struct {
-        const char *name;
-        CU_TestFunc fn;
-    } tests[] = {
-#define T(fn) {#fn, fn}
-        T(test_http_parses_cmp_post),
-        T(test_http_field_names_are_case_insensitive),
-        T(test_http_get_routes),
-        T(test_http_accepts_absolute_form),
-        T(test_http_keep_alive_and_close),
-        T(test_http_pipelined_requests),
-        T(test_http_request_outlives_input_and_parser_buffers),
-        T(test_http_expect_100_continue),
-        T(test_http_not_found_and_method),
-        T(test_http_error_keeps_connection_and_skips_body),
-        T(test_http_length_required_and_chunked),
-        T(test_http_body_limit),
-        T(test_http_media_type),
-        T(test_http_versions),
-        T(test_http_host_rules),
-        T(test_http_smuggling_rules),
-        T(test_http_limits_at_and_past),
-        T(test_http_parser_init_rejects_bad_args),
-        T(test_http_arena_exhaustion_is_503),
-        T(test_http_routes),
-        T(test_http_response_head_exact_bytes),
-        T(test_http_error_responses),
-        T(test_http_openssl_client_reads_our_response),
-        T(test_http_parses_openssl_cmp_requests),
-#undef T
+    static const test_case tests[] = {
+        TEST_CASE(test_http_parses_cmp_post),
+        TEST_CASE(test_http_field_names_are_case_insensitive),
+        TEST_CASE(test_http_get_routes),
+        TEST_CASE(test_http_accepts_absolute_form),
+        TEST_CASE(test_http_keep_alive_and_close),
+        TEST_CASE(test_http_pipelined_requests),
+        TEST_CASE(test_http_request_outlives_input_and_parser_buffers),
+        TEST_CASE(test_http_expect_100_continue),
+        TEST_CASE(test_http_not_found_and_method),
+        TEST_CASE(test_http_error_keeps_connection_and_skips_body),
+        TEST_CASE(test_http_length_required_and_chunked),
+        TEST_CASE(test_http_body_limit),
+        TEST_CASE(test_http_media_type),
+        TEST_CASE(test_http_versions),
+        TEST_CASE(test_http_host_rules),
+        TEST_CASE(test_http_smuggling_rules),
+        TEST_CASE(test_http_limits_at_and_past),
+        TEST_CASE(test_http_parser_init_rejects_bad_args),
+        TEST_CASE(test_http_arena_exhaustion_is_503),
+        TEST_CASE(test_http_routes),
+        TEST_CASE(test_http_response_head_exact_bytes),
+        TEST_CASE(test_http_error_responses),
+        TEST_CASE(test_http_openssl_client_reads_our_response),
+        TEST_CASE(test_http_parses_openssl_cmp_requests),
     };
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL) {
-            return 1;
-        }
-    }
-    return 0;
+    return test_register_suite("http", http_suite_init, http_suite_cleanup, http_test_setup,
+                               http_test_teardown, tests, TEST_NUM_CASES(tests));
 }

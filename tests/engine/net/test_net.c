@@ -534,17 +534,16 @@ static void test_net_rejects_bad_listen_addresses(void)
 int test_net_register(void);
 int test_net_register(void)
 {
-    CU_pSuite s = CU_add_suite("net", NULL, NULL);
-    if (s == NULL || CU_ADD_TEST(s, test_net_echo_keepalive_1000_round_trips) == NULL ||
-        CU_ADD_TEST(s, test_net_large_payload_partial_sends) == NULL ||
-        CU_ADD_TEST(s, test_net_200_concurrent_connections) == NULL ||
-        CU_ADD_TEST(s, test_net_excess_connections_closed_at_once) == NULL ||
-        CU_ADD_TEST(s, test_net_deadline_closes_idle_connection) == NULL ||
-        CU_ADD_TEST(s, test_net_completions_from_other_threads) == NULL ||
-        CU_ADD_TEST(s, test_net_graceful_stop_answers_work_in_flight) == NULL ||
-        CU_ADD_TEST(s, test_net_ipv6_loopback) == NULL ||
-        CU_ADD_TEST(s, test_net_rejects_bad_listen_addresses) == NULL) {
-        return 1;
-    }
-    return 0;
+    static const test_case tests[] = {
+        TEST_CASE(test_net_echo_keepalive_1000_round_trips),
+        TEST_CASE(test_net_large_payload_partial_sends),
+        TEST_CASE(test_net_200_concurrent_connections),
+        TEST_CASE(test_net_excess_connections_closed_at_once),
+        TEST_CASE(test_net_deadline_closes_idle_connection),
+        TEST_CASE(test_net_completions_from_other_threads),
+        TEST_CASE(test_net_graceful_stop_answers_work_in_flight),
+        TEST_CASE(test_net_ipv6_loopback),
+        TEST_CASE(test_net_rejects_bad_listen_addresses),
+    };
+    return test_register_suite("net", NULL, NULL, NULL, NULL, tests, TEST_NUM_CASES(tests));
 }

@@ -16,6 +16,7 @@
 
 #include "engine/der/der_oid.h"
 #include "engine/server/srv.h"
+#include "engine/server/srv_internal.h"
 #include "tests/support/test_support.h"
 
 #define SECRET_REF "line-7"
@@ -138,83 +139,22 @@ static int srv_suite_init(void)
     }
     // The mock server's own identity, device keys, a vendor PKI (trusted for ir) and a rogue
     // one (not trusted).
-    const char *mock[] = {"openssl",
-                          "req",
-                          "-x509",
-                          "-newkey",
-                          "ec",
-                          "-pkeyopt",
-                          "ec_paramgen_curve:P-256",
-                          "-nodes",
-                          "-keyout",
-                          g.mock_key,
-                          "-out",
-                          g.mock_pem,
-                          "-subj",
-                          "/CN=mock",
-                          "-days",
-                          "2",
-                          NULL};
-    const char *dev[] = {"openssl", "genpkey",  "-algorithm",
-                         "EC",      "-pkeyopt", "ec_paramgen_curve:P-256",
-                         "-out",    g.dev_key,  NULL};
-    const char *dev2[] = {"openssl", "genpkey", "-algorithm", "ED25519", "-out", g.dev2_key, NULL};
-    const char *vendor[] = {"openssl",
-                            "req",
-                            "-x509",
-                            "-newkey",
-                            "ec",
-                            "-pkeyopt",
-                            "ec_paramgen_curve:P-256",
-                            "-nodes",
-                            "-keyout",
-                            g.vendor_key,
-                            "-out",
-                            g.vendor_pem,
-                            "-subj",
-                            "/O=Vendor/CN=Vendor IDevID CA",
-                            "-days",
-                            "30",
-                            "-addext",
-                            "basicConstraints=critical,CA:TRUE",
-                            NULL};
-    const char *rogue[] = {"openssl",
-                           "req",
-                           "-x509",
-                           "-newkey",
-                           "ec",
-                           "-pkeyopt",
-                           "ec_paramgen_curve:P-256",
-                           "-nodes",
-                           "-keyout",
-                           g.rogue_key,
-                           "-out",
-                           g.rogue_pem,
-                           "-subj",
-                           "/CN=rogue",
-                           "-days",
-                           "2",
-                           "-addext",
-                           "basicConstraints=critical,CA:TRUE",
-                           NULL};
-    char rcsr[320];
-    test_path(rcsr, sizeof(rcsr), g.dir, "rogue-leaf.csr");
-    const char *rleaf_csr[] = {"openssl",          "req",  "-new", "-key", g.dev_key, "-subj",
-                               "/CN=rogue-device", "-out", rcsr,   NULL};
-    const char *rleaf[] = {"openssl",   "x509",   "-req",       "-in",         rcsr, "-CA",
-                           g.rogue_pem, "-CAkey", g.rogue_key,  "-set_serial", "7",  "-days",
-                           "2",         "-out",   g.rogue_leaf, NULL};
-    char csr[320];
-    test_path(csr, sizeof(csr), g.dir, "idevid.csr");
-    const char *idcsr[] = {
-        "openssl", "req", "-new", "-key", g.dev_key, "-subj", "/O=Vendor/CN=device-SN4711",
-        "-out",    csr,   NULL};
-    const char *idcert[] = {"openssl",    "x509",   "-req",        "-in",         csr,    "-CA",
-                            g.vendor_pem, "-CAkey", g.vendor_key,  "-set_serial", "4711", "-days",
-                            "30",         "-out",   g.devcert_pem, NULL};
-    if (!run_openssl(mock) || !run_openssl(dev) || !run_openssl(dev2) || !run_openssl(vendor) ||
-        !run_openssl(rogue) || !run_openssl(idcsr) || !run_openssl(idcert) ||
-        !run_openssl(rleaf_csr) || !run_openssl(rleaf)) {
+    const char *const ca_true[] = {"basicConstraints=critical,CA:TRUE", NULL};
+    const test_pki_cert_spec mock = {.subject = "/CN=mock", .days = 2};
+    const test_pki_cert_spec vendor = {
+        .subject = "/O=Vendor/CN=Vendor IDevID CA", .days = 30, .addext = ca_true};
+    const test_pki_cert_spec rogue = {.subject = "/CN=rogue", .days = 2, .addext = ca_true};
+    const test_pki_cert_spec idcert = {
+        .subject = "/O=Vendor/CN=device-SN4711", .days = 30, .key_exists = true, .serial = "4711"};
+    const test_pki_cert_spec rleaf = {
+        .subject = "/CN=rogue-device", .days = 2, .key_exists = true, .serial = "7"};
+    if (!test_pki_make_ca(g.mock_key, g.mock_pem, &mock, g.log) ||
+        !test_pki_make_key(g.dev_key, TEST_PKI_EC_P256, g.log) ||
+        !test_pki_make_key(g.dev2_key, TEST_PKI_ED25519, g.log) ||
+        !test_pki_make_ca(g.vendor_key, g.vendor_pem, &vendor, g.log) ||
+        !test_pki_make_ca(g.rogue_key, g.rogue_pem, &rogue, g.log) ||
+        !test_pki_issue(g.dev_key, g.devcert_pem, g.vendor_key, g.vendor_pem, &idcert, g.log) ||
+        !test_pki_issue(g.dev_key, g.rogue_leaf, g.rogue_key, g.rogue_pem, &rleaf, g.log)) {
         return 1;
     }
 
@@ -740,17 +680,16 @@ static void test_srv_genm_types(void)
 static void test_srv_genm_root_ca_key_update(void)
 {
     // A new root (a stand-in made by openssl) configured as newWithNew.
-    char key[400], pem[400];
+    char key[400], pem[400], der[400];
     (void)snprintf(key, sizeof(key), "%s/newroot.key", g.dir);
     (void)snprintf(pem, sizeof(pem), "%s/newroot.pem", g.dir);
-    const char *mk[] = {
-        "openssl", "req",     "-x509",    "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes",  "-keyout", key,        "-out",    pem,  "-subj",    "/CN=certmint test root G2",
-        "-days",   "30",      "-outform", "DER",     NULL};
-    CU_ASSERT_TRUE_FATAL(run_openssl(mk));
+    (void)snprintf(der, sizeof(der), "%s/newroot.der", g.dir);
+    const test_pki_cert_spec g2 = {
+        .subject = "/CN=certmint test root G2", .days = 30, .der_path = der};
+    CU_ASSERT_TRUE_FATAL(test_pki_make_ca(key, pem, &g2, g.log));
     uint8_t *nwn;
     size_t nwn_len;
-    CU_ASSERT_TRUE_FATAL(test_read_file(pem, &nwn, &nwn_len));
+    CU_ASSERT_TRUE_FATAL(test_read_file(der, &nwn, &nwn_len));
     g.ca.root_update[0] = cm_span_make(nwn, nwn_len);
     // The client names our current root: the update comes back.
     size_t len;
@@ -895,21 +834,15 @@ static void test_srv_rr_flows(void)
 
     // rr of a certificate we never issued (a look-alike with our CA's name as issuer and an
     // unknown serial), sent by the configured RA: badCertId.
-    char fake_ca[400], fake_key[400], fake_csr[400], fake[400];
+    char fake_ca[400], fake_key[400], fake[400];
     (void)snprintf(fake_ca, sizeof(fake_ca), "%s/fake-root.pem", g.dir);
     (void)snprintf(fake_key, sizeof(fake_key), "%s/fake-root.key", g.dir);
-    (void)snprintf(fake_csr, sizeof(fake_csr), "%s/fake.csr", g.dir);
     (void)snprintf(fake, sizeof(fake), "%s/fake.pem", g.dir);
-    const char *mk_ca[] = {
-        "openssl", "req",     "-x509",  "-newkey", "ec",    "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes",  "-keyout", fake_key, "-out",    fake_ca, "-subj",    "/CN=certmint test root",
-        "-days",   "2",       NULL};
-    const char *mk_csr[] = {"openssl", "req",       "-new", "-key",   g.dev_key,
-                            "-subj",   "/CN=ghost", "-out", fake_csr, NULL};
-    const char *mk_leaf[] = {"openssl", "x509",   "-req",   "-in",         fake_csr, "-CA",
-                             fake_ca,   "-CAkey", fake_key, "-set_serial", "4660",   "-days",
-                             "2",       "-out",   fake,     NULL};
-    CU_ASSERT_TRUE_FATAL(run_openssl(mk_ca) && run_openssl(mk_csr) && run_openssl(mk_leaf));
+    const test_pki_cert_spec fake_root = {.subject = "/CN=certmint test root", .days = 2};
+    const test_pki_cert_spec ghost = {
+        .subject = "/CN=ghost", .days = 2, .key_exists = true, .serial = "4660"};
+    CU_ASSERT_TRUE_FATAL(test_pki_make_ca(fake_key, fake_ca, &fake_root, g.log) &&
+                         test_pki_issue(g.dev_key, fake, fake_key, fake_ca, &ghost, g.log));
     const char *ra_rr[] = {"-cmd",     "rr", "-cert",      g.devcert_pem, "-key", g.dev_key,
                            "-oldcert", fake, "-revreason", "0",           NULL};
     req = make_request(&len, ra_rr);
@@ -1388,29 +1321,419 @@ static void test_srv_rejects_cert_conf_for_unknown_transaction(void)
     free(cc);
 }
 
+// --- the handler table ----------------------------------------------------------------------
+
+static void test_srv_handler_table_has_a_row_per_body_type(void)
+{
+    static const cmp_body_type k_served[] = {CMP_BODY_IR,       CMP_BODY_CR, CMP_BODY_KUR,
+                                             CMP_BODY_P10CR,    CMP_BODY_RR, CMP_BODY_GENM,
+                                             CMP_BODY_CERT_CONF};
+    CU_ASSERT_EQUAL(SRV_NUM_BODY_TYPES, CMP_BODY_POLL_REP + 1);
+    CU_ASSERT_PTR_NULL(srv_handler_get(-1));
+    CU_ASSERT_PTR_NULL(srv_handler_get(SRV_NUM_BODY_TYPES));
+    for (int t = 0; t < SRV_NUM_BODY_TYPES; t++) {
+        const srv_handler *h = srv_handler_get(t);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(h);
+        CU_ASSERT_PTR_NOT_NULL(h->name);
+        CU_ASSERT_PTR_NOT_NULL(h->start);
+        bool served = false;
+        for (size_t i = 0; i < sizeof(k_served) / sizeof(k_served[0]); i++) {
+            served |= (int)k_served[i] == t;
+        }
+        if (!served) {
+            // Every refused type goes to the one refusal handler and nowhere else.
+            CU_ASSERT_PTR_EQUAL(h->start, srv_refuse_start);
+            CU_ASSERT_PTR_NULL(h->after_sign);
+            CU_ASSERT_PTR_NULL(h->after_store);
+            CU_ASSERT_FALSE(h->opens_transaction);
+        } else {
+            CU_ASSERT_PTR_NOT_EQUAL(h->start, srv_refuse_start);
+            CU_ASSERT(h->after_sign == NULL || h->after_store != NULL); // signed → recorded
+            CU_ASSERT_EQUAL(h->opens_transaction, t != CMP_BODY_CERT_CONF);
+        }
+        for (int u = 0; u < t; u++) {
+            CU_ASSERT(strcmp(srv_handler_get(u)->name, h->name) != 0);
+        }
+    }
+}
+
+// make_pbm_body builds a PBM-protected message around the PKIBody element |body| (built by
+// hand for bodies our codec does not marshal), MACed with |secret|.
+static uint8_t *make_pbm_body(size_t *out_len, cm_span body, const char *secret)
+{
+    cmp_mac_key key;
+    TEST_ASSERT_OK(cmp_mac_key_new_pbm(g.prot, &key, cm_span_make(secret, strlen(secret)),
+                                       CMP_HASH_SHA256, CMP_HASH_SHA256, 500, 16));
+    der_builder ab, hb, mb;
+    der_builder_init(&ab, 128);
+    der_builder_init(&hb, 512);
+    der_builder_init(&mb, 1024);
+    cmp_mac_key_put_alg(&ab, &key);
+    cm_span alg;
+    TEST_ASSERT_OK(der_builder_finish(&ab, &alg));
+    uint8_t tid[16], nonce[16];
+    CU_ASSERT_FATAL(RAND_bytes(tid, 16) == 1 && RAND_bytes(nonce, 16) == 1);
+    cmp_header_fields h;
+    memset(&h, 0, sizeof(h));
+    h.pvno = 2;
+    h.recipient_name = ca_authority_subject(g.authority);
+    h.has_message_time = true;
+    h.message_time = cm_time_now();
+    h.protection_alg = alg;
+    h.sender_kid = (cmp_opt_span){true, CM_SPAN_LIT(SECRET_REF)};
+    h.transaction_id = (cmp_opt_span){true, cm_span_make(tid, 16)};
+    h.sender_nonce = (cmp_opt_span){true, cm_span_make(nonce, 16)};
+    cmp_header_marshal(&hb, &h);
+    der_put_raw(&hb, body); // header || body: the content of ProtectedPart
+    cm_span pp;
+    TEST_ASSERT_OK(der_builder_finish(&hb, &pp));
+    uint8_t mac[64];
+    size_t mac_len;
+    TEST_ASSERT_OK(cmp_mac_compute(g.prot, mac, sizeof(mac), &mac_len, &key, pp));
+    der_mark m, p;
+    der_open_hint(&mb, &m, DER_TAG_SEQUENCE, 3);
+    der_put_raw(&mb, pp);
+    der_open(&mb, &p, DER_CONTEXT_CONS(0));
+    der_put_bitstring(&mb, cm_span_make(mac, mac_len), 0);
+    der_close(&mb, &p);
+    der_close(&mb, &m);
+    uint8_t *out;
+    TEST_ASSERT_OK(der_builder_take(&mb, &out, out_len));
+    der_builder_cleanup(&ab);
+    der_builder_cleanup(&hb);
+    cmp_mac_key_cleanse(&key);
+    return out;
+}
+
+// body_der marshals |body| with our codec into |*out| (heap; free() it).
+static cm_span body_der(uint8_t **out, const cmp_body *body)
+{
+    der_builder b;
+    der_builder_init(&b, 256);
+    cmp_body_marshal(&b, body, 1);
+    size_t n = 0;
+    *out = NULL;
+    TEST_ASSERT_OK(der_builder_take(&b, out, &n));
+    return cm_span_make(*out, n);
+}
+
+static void test_srv_refuses_unsupported_bodies_after_authentication(void)
+{
+    // Bodies the codec reads but the CA does not serve reach the table's refusal handler:
+    // authenticated first, so the badRequest error carries the request's MAC; with a wrong
+    // secret the authentication failure is answered instead (signed).
+    static const int64_t k_ids[] = {0};
+    cmp_body bodies[2];
+    memset(bodies, 0, sizeof(bodies));
+    bodies[0].type = CMP_BODY_POLL_REQ;
+    bodies[0].u.poll_req.cert_req_ids = k_ids;
+    bodies[0].u.poll_req.num = 1;
+    bodies[1].type = CMP_BODY_PKICONF;
+    for (size_t i = 0; i < 2; i++) {
+        uint8_t *bbuf;
+        const cm_span b = body_der(&bbuf, &bodies[i]);
+        for (int wrong = 0; wrong < 2; wrong++) {
+            size_t len;
+            uint8_t *m = make_pbm_body(&len, b, wrong ? "not-the-secret" : SECRET);
+            rsp r;
+            process(&r, m, len);
+            if (wrong) {
+                CU_ASSERT_EQUAL(fail_bit_of(&r), CMP_FAIL_BAD_MESSAGE_CHECK);
+                CU_ASSERT_TRUE(validates_with_ca(&r));
+            } else {
+                CU_ASSERT_EQUAL(fail_bit_of(&r), CMP_FAIL_BAD_REQUEST);
+                CU_ASSERT_TRUE(validates_with_secret(&r, SECRET));
+                srv_summary sum;
+                srv_request_summary(r.req, &sum);
+                CU_ASSERT_EQUAL(sum.error.code, SRV_E_BODY);
+                CU_ASSERT_EQUAL(sum.body_type, (int)bodies[i].type);
+            }
+            rsp_free(&r);
+            free(m);
+        }
+        free(bbuf);
+    }
+    // krr [9] CertReqMessages and ckuann [15] CAKeyUpdAnnContent: valid PKIBody choices the
+    // codec does not read (CMP_E_UNSUPPORTED_BODY), so they are refused with badRequest before
+    // any handler runs, and the error is signed (the MAC could not be checked).
+    static const uint8_t k_krr[] = {0xa9, 0x04, 0x30, 0x02, 0x30, 0x00};
+    static const uint8_t k_ckuann[] = {0xaf, 0x02, 0x30, 0x00};
+    const cm_span raw[2] = {cm_span_make(k_krr, sizeof(k_krr)),
+                            cm_span_make(k_ckuann, sizeof(k_ckuann))};
+    for (size_t i = 0; i < 2; i++) {
+        size_t len;
+        uint8_t *m = make_pbm_body(&len, raw[i], SECRET);
+        rsp r;
+        process(&r, m, len);
+        CU_ASSERT_EQUAL(fail_bit_of(&r), CMP_FAIL_BAD_REQUEST);
+        CU_ASSERT_TRUE(validates_with_ca(&r));
+        rsp_free(&r);
+        free(m);
+    }
+}
+
+// --- a transactionID collision: the undelivered certificate is revoked asynchronously -------
+
+typedef struct txn_certs {
+    cm_span tid;
+    int total, revoked, valid, reason;
+} txn_certs;
+
+static bool count_txn_cert(void *ctx, const store_cert *c)
+{
+    txn_certs *t = ctx;
+    if (cm_span_eq(c->transaction_id, t->tid)) {
+        t->total++;
+        if (c->status == STORE_CERT_REVOKED) {
+            t->revoked++;
+            t->reason = c->reason;
+        }
+        t->valid += c->status == STORE_CERT_VALID;
+    }
+    return true;
+}
+
+static void test_srv_txn_collision_revokes_asynchronously(void)
+{
+    const char *extra[] = {
+        "-cmd",    "ir",      "-ref",     SECRET_REF,        "-secret",           "pass:" SECRET,
+        "-newkey", g.dev_key, "-subject", "/CN=device-race", "-implicit_confirm", NULL};
+    size_t len;
+    uint8_t *ir = make_request(&len, extra);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ir);
+    // Two requests with one transactionID, both past the transaction lookup before either
+    // is recorded: both certificates get signed and inserted, one transaction row collides.
+    srv_request *req[2];
+    for (int i = 0; i < 2; i++) {
+        req[i] = srv_request_new(g.worker, NULL);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(req[i]);
+        uint8_t *body = srv_request_body(req[i], len);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(body);
+        memcpy(body, ir, len);
+        CU_ASSERT_FALSE(srv_request_start(req[i], &g.ca, cm_span_make(body, len)));
+    }
+    bool done[2] = {false, false};
+    int revokes[2] = {0, 0};
+    bool answered_by_revoke[2] = {false, false};
+    while (!done[0] || !done[1]) {
+        (void)cm_cq_wait(&g.cq, 1000);
+        for (cm_cq_node *n = cm_cq_drain(&g.cq); n != NULL;) {
+            cm_cq_node *next = n->next;
+            const bool revoke =
+                n->kind == CM_CQ_KIND_STORE_JOB && ((store_job *)n)->op == STORE_OP_CERT_REVOKE;
+            const void *owner =
+                n->kind == CM_CQ_KIND_STORE_JOB ? ((store_job *)n)->user : ((hsm_job *)n)->user;
+            const int who = owner == req[0] ? 0 : 1;
+            revokes[who] += revoke;
+            srv_request *fin = srv_worker_on_completion(g.worker, n);
+            if (fin != NULL) {
+                CU_ASSERT_PTR_EQUAL(fin, req[who]);
+                done[who] = true;
+                answered_by_revoke[who] = revoke;
+            }
+            n = next;
+        }
+    }
+    srv_summary s0, s1;
+    srv_request_summary(req[0], &s0);
+    srv_request_summary(req[1], &s1);
+    // Exactly one lost; it is answered transactionIdInUse only once its revocation (a store
+    // job through the worker's queue, not a blocking call) came back.
+    CU_ASSERT_EQUAL(s0.fail_bit < 0, s1.fail_bit >= 0);
+    const int loser = s0.fail_bit >= 0 ? 0 : 1;
+    const srv_summary *ls = loser == 0 ? &s0 : &s1;
+    CU_ASSERT_EQUAL(ls->fail_bit, CMP_FAIL_TRANSACTION_ID_IN_USE);
+    CU_ASSERT_EQUAL(revokes[loser], 1);
+    CU_ASSERT_EQUAL(revokes[1 - loser], 0);
+    CU_ASSERT_TRUE(answered_by_revoke[loser]);
+    // The store: two certificates under the transactionID, the delivered one valid, the other
+    // revoked (cessationOfOperation).
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    cmp_msg m;
+    TEST_ASSERT_OK(cmp_msg_from_der(&a, &m, cm_span_make(ir, len), NULL));
+    txn_certs t = {.tid = m.header.f.transaction_id.v, .reason = -1};
+    store_reader *rd;
+    TEST_ASSERT_OK(store_reader_open(g.st, &rd));
+    store_filter f = {.ca = "devices", .status = STORE_CERT_ANY};
+    TEST_ASSERT_OK(store_cert_list(rd, &f, count_txn_cert, &t));
+    store_reader_close(rd);
+    CU_ASSERT_EQUAL(t.total, 2);
+    CU_ASSERT_EQUAL(t.revoked, 1);
+    CU_ASSERT_EQUAL(t.valid, 1);
+    CU_ASSERT_EQUAL(t.reason, STORE_REASON_CESSATION_OF_OPERATION);
+    cm_arena_cleanup(&a);
+    srv_request_free(req[0]);
+    srv_request_free(req[1]);
+    free(ir);
+}
+
+// --- request recycling ----------------------------------------------------------------------
+
+// is_fresh: |req| is zeroed but for what srv_request_new sets and its arena's one kept block.
+static bool is_fresh(const srv_request *req, const srv_worker *w)
+{
+    srv_request copy = *req;
+    const bool ok = copy.w == w && copy.body_type == -1 && copy.fail_bit == -1 &&
+                    copy.arena.head != NULL && copy.arena.total == SRV_ARENA_BLOCK;
+    copy.w = NULL;
+    copy.user = NULL;
+    copy.prev = copy.next = NULL;
+    copy.body_type = 0;
+    copy.fail_bit = 0;
+    memset(&copy.arena, 0, sizeof(copy.arena));
+    static const srv_request k_zero;
+    return ok && memcmp(&copy, &k_zero, sizeof(copy)) == 0;
+}
+
+static void test_srv_recycles_requests(void)
+{
+    // A steady stream on one worker: the same request object and arena block every time.
+    srv_request *first = NULL;
+    for (int i = 0; i < 20; i++) {
+        size_t len;
+        uint8_t *m = make_genm(&len, CM_SPAN_LIT(DER_OID_IT_CA_CERTS), cm_span_make(NULL, 0));
+        rsp r;
+        process(&r, m, len);
+        CU_ASSERT_PTR_NOT_NULL(genp_item(&r));
+        if (i == 0) {
+            first = r.req;
+        } else {
+            CU_ASSERT_PTR_EQUAL(r.req, first);
+            CU_ASSERT_EQUAL(r.req->arena.total, SRV_ARENA_BLOCK); // still the kept block
+        }
+        rsp_free(&r);
+        free(m);
+    }
+    // The free list is bounded: an engine keeping 2 gets 2 back of 5 freed.
+    srv_params sp = g.engine->p;
+    sp.free_requests = 2;
+    srv_engine *e;
+    srv_worker *w;
+    cm_cq cq;
+    TEST_ASSERT_OK(srv_engine_new(&e, &sp));
+    TEST_ASSERT_OK(cm_cq_init(&cq));
+    TEST_ASSERT_OK(srv_worker_new(&w, e, &cq));
+    srv_request *reqs[5];
+    for (int i = 0; i < 5; i++) {
+        reqs[i] = srv_request_new(w, NULL);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(reqs[i]);
+        CU_ASSERT_PTR_NOT_NULL(srv_request_body(reqs[i], 100)); // the arena's first block
+    }
+    CU_ASSERT_EQUAL(srv_worker_num_free(w), 0);
+    for (int i = 0; i < 5; i++) {
+        srv_request_free(reqs[i]);
+    }
+    CU_ASSERT_EQUAL(srv_worker_num_free(w), 2);
+    srv_request *again = srv_request_new(w, NULL);
+    CU_ASSERT_PTR_EQUAL(again, reqs[1]); // the last one kept (the first two freed were)
+    CU_ASSERT_TRUE(is_fresh(again, w));
+    CU_ASSERT_EQUAL(srv_worker_num_free(w), 1);
+    srv_request_free(again);
+    srv_worker_free(w);
+    srv_engine_free(e);
+    cm_cq_cleanup(&cq);
+}
+
+static void test_srv_recycled_request_does_not_see_the_previous_mac_key(void)
+{
+    size_t len;
+    uint8_t *m = make_genm(&len, CM_SPAN_LIT(DER_OID_IT_CA_CERTS), cm_span_make(NULL, 0));
+    rsp r;
+    process(&r, m, len);
+    CU_ASSERT_PTR_NOT_NULL(genp_item(&r)); // MAC-protected with the request's key
+    srv_request *used = r.req;
+    CU_ASSERT_TRUE(used->mac_ok);
+    CU_ASSERT_NOT_EQUAL(used->mac_key.key_len, 0);
+    rsp_free(&r);
+    free(m);
+
+    // The next request is the same object, wiped: no MAC state, no key bytes.
+    srv_request *next = srv_request_new(g.worker, NULL);
+    CU_ASSERT_PTR_EQUAL_FATAL(next, used);
+    CU_ASSERT_TRUE(is_fresh(next, g.worker));
+    static const cmp_mac_key k_zero_key;
+    CU_ASSERT_EQUAL(memcmp(&next->mac_key, &k_zero_key, sizeof(k_zero_key)), 0);
+    srv_request_free(next);
+
+    // A request with the wrong secret on the recycled object: the error is signed by the CA,
+    // never MACed with the previous request's key.
+    cmp_itav itav = {.oid = CM_SPAN_LIT(DER_OID_IT_CA_CERTS)};
+    cmp_body body;
+    memset(&body, 0, sizeof(body));
+    body.type = CMP_BODY_GENM;
+    body.u.gen.items = &itav;
+    body.u.gen.num = 1;
+    uint8_t *bbuf;
+    const cm_span b = body_der(&bbuf, &body);
+    m = make_pbm_body(&len, b, "not-the-secret");
+    process(&r, m, len);
+    CU_ASSERT_PTR_EQUAL(r.req, used);
+    CU_ASSERT_EQUAL(fail_bit_of(&r), CMP_FAIL_BAD_MESSAGE_CHECK);
+    CU_ASSERT_TRUE(validates_with_ca(&r));
+    CU_ASSERT_FALSE(validates_with_secret(&r, SECRET));
+    rsp_free(&r);
+    free(m);
+    free(bbuf);
+}
+
+static void test_srv_request_may_be_freed_after_its_worker(void)
+{
+    // The rule (srv.h): srv_worker_free detaches the requests still out; they may then only be
+    // freed, which returns them to the heap. ASan checks there is no use after free or leak.
+    srv_worker *w;
+    TEST_ASSERT_OK(srv_worker_new(&w, g.engine, &g.cq));
+    srv_request *kept = srv_request_new(w, NULL);
+    srv_request *done = srv_request_new(w, NULL);
+    srv_request *idle = srv_request_new(w, NULL);
+    CU_ASSERT_FATAL(kept != NULL && done != NULL && idle != NULL);
+    size_t len;
+    uint8_t *m = make_genm(&len, CM_SPAN_LIT(DER_OID_IT_CA_CERTS), cm_span_make(NULL, 0));
+    uint8_t *body = srv_request_body(kept, len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(body);
+    memcpy(body, m, len);
+    const cm_span resp = srv_request_run(kept, &g.ca, cm_span_make(body, len));
+    CU_ASSERT(resp.len > 0);
+    CU_ASSERT_PTR_NOT_NULL(srv_request_body(done, 64));
+    srv_request_free(done); // kept by the worker for reuse
+    CU_ASSERT_EQUAL(srv_worker_num_free(w), 1);
+    srv_worker_free(w);
+    CU_ASSERT_PTR_NULL(kept->w);
+    CU_ASSERT_EQUAL(srv_request_response(kept).len, resp.len); // still readable
+    srv_request_free(kept);
+    srv_request_free(idle);
+    free(m);
+}
+
 int test_srv_register(void);
 int test_srv_register(void)
 {
-    CU_pSuite s = CU_add_suite("srv", srv_suite_init, srv_suite_cleanup);
-    if (s == NULL || CU_ADD_TEST(s, test_srv_ir_pbm_implicit_confirm) == NULL ||
-        CU_ADD_TEST(s, test_srv_ir_pbm_with_cert_conf) == NULL ||
-        CU_ADD_TEST(s, test_srv_cert_conf_rejection_revokes) == NULL ||
-        CU_ADD_TEST(s, test_srv_ir_signature_protected_by_vendor_cert) == NULL ||
-        CU_ADD_TEST(s, test_srv_p10cr) == NULL ||
-        CU_ADD_TEST(s, test_srv_ra_verified_only_from_an_ra) == NULL ||
-        CU_ADD_TEST(s, test_srv_ir_pbmac1) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_wrong_secret_with_signed_error) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_unknown_reference) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_untrusted_signer) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_tampered_request) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_garbage_with_signed_bad_data_format) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_bad_popo) == NULL ||
-        CU_ADD_TEST(s, test_srv_rejects_cert_conf_for_unknown_transaction) == NULL ||
-        CU_ADD_TEST(s, test_srv_genm_types) == NULL ||
-        CU_ADD_TEST(s, test_srv_genm_crl_update) == NULL ||
-        CU_ADD_TEST(s, test_srv_genm_root_ca_key_update) == NULL ||
-        CU_ADD_TEST(s, test_srv_rr_flows) == NULL) {
-        return 1;
-    }
-    return 0;
+    static const test_case tests[] = {
+        TEST_CASE(test_srv_ir_pbm_implicit_confirm),
+        TEST_CASE(test_srv_ir_pbm_with_cert_conf),
+        TEST_CASE(test_srv_cert_conf_rejection_revokes),
+        TEST_CASE(test_srv_ir_signature_protected_by_vendor_cert),
+        TEST_CASE(test_srv_p10cr),
+        TEST_CASE(test_srv_ra_verified_only_from_an_ra),
+        TEST_CASE(test_srv_ir_pbmac1),
+        TEST_CASE(test_srv_rejects_wrong_secret_with_signed_error),
+        TEST_CASE(test_srv_rejects_unknown_reference),
+        TEST_CASE(test_srv_rejects_untrusted_signer),
+        TEST_CASE(test_srv_rejects_tampered_request),
+        TEST_CASE(test_srv_rejects_garbage_with_signed_bad_data_format),
+        TEST_CASE(test_srv_rejects_bad_popo),
+        TEST_CASE(test_srv_rejects_cert_conf_for_unknown_transaction),
+        TEST_CASE(test_srv_genm_types),
+        TEST_CASE(test_srv_genm_crl_update),
+        TEST_CASE(test_srv_genm_root_ca_key_update),
+        TEST_CASE(test_srv_rr_flows),
+        TEST_CASE(test_srv_handler_table_has_a_row_per_body_type),
+        TEST_CASE(test_srv_refuses_unsupported_bodies_after_authentication),
+        TEST_CASE(test_srv_txn_collision_revokes_asynchronously),
+        TEST_CASE(test_srv_recycles_requests),
+        TEST_CASE(test_srv_recycled_request_does_not_see_the_previous_mac_key),
+        TEST_CASE(test_srv_request_may_be_freed_after_its_worker),
+    };
+    return test_register_suite("srv", srv_suite_init, srv_suite_cleanup, NULL, NULL, tests,
+                               TEST_NUM_CASES(tests));
 }

@@ -1314,29 +1314,29 @@ int test_store_register(void)
     for (size_t i = 0; i < sizeof(g_cert_der); i++) {
         g_cert_der[i] = (uint8_t)(i * 7 + 3);
     }
-    CU_pSuite s = CU_add_suite("store", test_store_suite_init, test_store_suite_cleanup);
-    if (s == NULL || CU_ADD_TEST(s, test_store_result_names) == NULL ||
-        CU_ADD_TEST(s, test_store_creates_schema_and_reopens) == NULL ||
-        CU_ADD_TEST(s, test_store_refuses_newer_schema) == NULL ||
-        CU_ADD_TEST(s, test_store_migrates_schema_1) == NULL ||
-        CU_ADD_TEST(s, test_store_refuses_bad_urls_and_foreign_files) == NULL ||
-        CU_ADD_TEST(s, test_store_insert_lookup_and_duplicates) == NULL ||
-        CU_ADD_TEST(s, test_store_rejects_invalid_jobs) == NULL ||
-        CU_ADD_TEST(s, test_store_confirm) == NULL ||
-        CU_ADD_TEST(s, test_store_revoke_hold_and_release) == NULL ||
-        CU_ADD_TEST(s, test_store_transactions) == NULL ||
-        CU_ADD_TEST(s, test_store_sweep_revokes_unconfirmed_past_deadline) == NULL ||
-        CU_ADD_TEST(s, test_store_crl_numbers_and_state) == NULL ||
-        CU_ADD_TEST(s, test_store_list_filters_and_paging) == NULL ||
-        CU_ADD_TEST(s, test_store_batch_with_mixed_outcomes) == NULL ||
-        CU_ADD_TEST(s, test_store_request_path_queries_use_indexes) == NULL ||
-        CU_ADD_TEST(s, test_store_locked_database_fails_the_whole_batch) == NULL ||
-        CU_ADD_TEST(s, test_store_group_commit_concurrent_submitters) == NULL ||
-        CU_ADD_TEST(s, test_store_close_commits_everything_queued) == NULL ||
-        CU_ADD_TEST(s, test_store_completed_records_survive_a_crash) == NULL ||
-        CU_ADD_TEST(s, test_store_background_checkpoints_restart_the_wal) == NULL ||
-        CU_ADD_TEST(s, test_store_checkpoint_waits_for_a_long_reader) == NULL) {
-        return 1;
-    }
-    return 0;
+    static const test_case tests[] = {
+        TEST_CASE(test_store_result_names),
+        TEST_CASE(test_store_creates_schema_and_reopens),
+        TEST_CASE(test_store_refuses_newer_schema),
+        TEST_CASE(test_store_migrates_schema_1),
+        TEST_CASE(test_store_refuses_bad_urls_and_foreign_files),
+        TEST_CASE(test_store_insert_lookup_and_duplicates),
+        TEST_CASE(test_store_rejects_invalid_jobs),
+        TEST_CASE(test_store_confirm),
+        TEST_CASE(test_store_revoke_hold_and_release),
+        TEST_CASE(test_store_transactions),
+        TEST_CASE(test_store_sweep_revokes_unconfirmed_past_deadline),
+        TEST_CASE(test_store_crl_numbers_and_state),
+        TEST_CASE(test_store_list_filters_and_paging),
+        TEST_CASE(test_store_batch_with_mixed_outcomes),
+        TEST_CASE(test_store_request_path_queries_use_indexes),
+        TEST_CASE(test_store_locked_database_fails_the_whole_batch),
+        TEST_CASE(test_store_group_commit_concurrent_submitters),
+        TEST_CASE(test_store_close_commits_everything_queued),
+        TEST_CASE(test_store_completed_records_survive_a_crash),
+        TEST_CASE(test_store_background_checkpoints_restart_the_wal),
+        TEST_CASE(test_store_checkpoint_waits_for_a_long_reader),
+    };
+    return test_register_suite("store", test_store_suite_init, test_store_suite_cleanup, NULL, NULL,
+                               tests, TEST_NUM_CASES(tests));
 }

@@ -1,0 +1,106 @@
+// The results of a load run: latency percentiles, the text report and the JSON record
+// (bench/compare.sh reads it).
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/certmint_bench.h"
+
+static int bench_cmp_u64(const void *a, const void *b)
+{
+    const uint64_t x = *(const uint64_t *)a;
+    const uint64_t y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double bench_pct_ms(const uint64_t *v, size_t n, double pct)
+{
+    if (n == 0) {
+        return 0;
+    }
+    size_t k = (size_t)(pct / 100.0 * (double)n);
+    if (k >= n) {
+        k = n - 1;
+    }
+    return (double)v[k] / 1e6;
+}
+
+void bench_latency_summary(bench_result *r, uint64_t *lat, size_t num_lat)
+{
+    qsort(lat, num_lat, sizeof(*lat), bench_cmp_u64);
+    r->p50 = bench_pct_ms(lat, num_lat, 50);
+    r->p90 = bench_pct_ms(lat, num_lat, 90);
+    r->p99 = bench_pct_ms(lat, num_lat, 99);
+    r->max = num_lat > 0 ? (double)lat[num_lat - 1] / 1e6 : 0;
+}
+
+static const char *bench_protection_name(const bench_opts *o)
+{
+    if (o->flow == BENCH_FLOW_KUR || o->flow == BENCH_FLOW_RR) {
+        return "signature"; // by the enrolled certificate
+    }
+    return o->secret != NULL ? (o->pbmac1 ? "pbmac1" : "pbm") : "signature";
+}
+
+void bench_report(const bench_run *run, const bench_result *r)
+{
+    const bench_opts *o = run->o;
+    printf("certmint-bench: %s, %s protection, %s keys, %zu connection%s (%s), %s\n",
+           bench_flow_names[o->flow], bench_protection_name(o), bench_key_names[o->key_type],
+           o->connections, o->connections == 1 ? "" : "s",
+           o->reconnect ? "new TCP connection per transaction" : "keep-alive", o->url);
+    printf("  %-18s %llu ok, %llu failed in %.3f s%s\n", "enrolments", (unsigned long long)r->ok,
+           (unsigned long long)r->failed, r->seconds,
+           r->ran_out ? " (all prepared requests used: raise --prepare)" : "");
+    printf("  %-18s %.1f enrolments/s\n", "rate", r->eps);
+    if (run->unfinished != 0) {
+        printf("  %-18s %llu transactions still unanswered %.1f s after the window closed\n",
+               "unfinished", (unsigned long long)run->unfinished,
+               o->timeout < 2 ? o->timeout : 2.0);
+    }
+    printf("  %-18s p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", "latency ms", r->p50, r->p90, r->p99,
+           r->max);
+    printf("  %-18s %.2f s during the run (%.1f%% of one core); %.2f s preparing before it\n",
+           "client CPU", r->cpu, r->seconds > 0 ? 100.0 * r->cpu / r->seconds : 0.0,
+           r->prep_seconds);
+    printf("  %-18s %zu\n", "TCP connects", run->reconnects);
+    if (r->failed == 0) {
+        printf("  %-18s none\n", "errors");
+    }
+    for (size_t f = 1; f < BENCH_FAIL_COUNT; f++) {
+        if (run->fails[f] != 0) {
+            printf("  %-18s %-16s %llu\n", "errors", bench_fail_name((bench_fail)f),
+                   (unsigned long long)run->fails[f]);
+        }
+    }
+}
+
+void bench_write_json(const bench_run *run, const bench_result *r)
+{
+    const bench_opts *o = run->o;
+    FILE *f = strcmp(o->json_path, "-") == 0 ? stdout : fopen(o->json_path, "w");
+    if (f == NULL) {
+        bench_die("cannot write --json");
+    }
+    (void)fprintf(f,
+                  "{\"url\": \"%s\", \"flow\": \"%s\", \"protection\": \"%s\", \"key_type\": "
+                  "\"%s\", \"connections\": %zu, \"reconnect\": %s, \"ok\": %llu, \"failed\": "
+                  "%llu, \"seconds\": %.3f, \"eps\": %.1f, \"latency_ms\": {\"p50\": %.3f, "
+                  "\"p90\": %.3f, \"p99\": %.3f, \"max\": %.3f}, \"client_cpu_s\": %.3f, "
+                  "\"prepare_s\": %.3f, \"ran_out\": %s, \"tcp_connects\": %zu, \"unfinished\": "
+                  "%llu, \"errors\": {",
+                  o->url, bench_flow_names[o->flow], bench_protection_name(o),
+                  bench_key_names[o->key_type], o->connections, o->reconnect ? "true" : "false",
+                  (unsigned long long)r->ok, (unsigned long long)r->failed, r->seconds, r->eps,
+                  r->p50, r->p90, r->p99, r->max, r->cpu, r->prep_seconds,
+                  r->ran_out ? "true" : "false", run->reconnects,
+                  (unsigned long long)run->unfinished);
+    for (size_t k = 1; k < BENCH_FAIL_COUNT; k++) {
+        (void)fprintf(f, "%s\"%s\": %llu", k == 1 ? "" : ", ", bench_fail_name((bench_fail)k),
+                      (unsigned long long)run->fails[k]);
+    }
+    (void)fprintf(f, "}}\n");
+    if (f != stdout) {
+        (void)fclose(f);
+    }
+}

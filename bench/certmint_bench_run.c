@@ -1,0 +1,438 @@
+// The event loop: one epoll set over C keep-alive connections, one transaction in flight on
+// each; a certConf (ir-confirm) goes out on the same connection right after its ip. Every
+// response is checked as it arrives (bench_check_response); a keep-alive connection the server
+// closed before answering is retried once on a new one.
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+
+#include "bench/certmint_bench.h"
+
+void bench_conn_close(bench_conn *c)
+{
+    if (c->fd >= 0) {
+        (void)close(c->fd); // also leaves the epoll set
+        c->fd = -1;
+    }
+    c->connecting = false;
+    c->in_len = 0;
+    c->used = 0;
+}
+
+static bool bench_epoll_set(bench_run *run, bench_conn *c, uint32_t events, int op)
+{
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = events;
+    ev.data.u64 = ((uint64_t)c->gen << 32) | (uint64_t)(c - run->conns);
+    return epoll_ctl(run->epfd, op, c->fd, &ev) == 0;
+}
+
+static bool bench_conn_open(bench_run *run, bench_conn *c)
+{
+    c->fd = socket(run->ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        return false;
+    }
+    c->gen++;
+    const int one = 1;
+    (void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (run->o->reconnect) {
+        // No TIME_WAIT per transaction on our side: thousands of connections a second would
+        // exhaust the ephemeral ports within a run.
+        const struct linger lg = {1, 0};
+        (void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    if (connect(c->fd, run->ai->ai_addr, run->ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+        bench_conn_close(c);
+        return false;
+    }
+    c->connecting = true;
+    c->used = 0;
+    run->reconnects++;
+    if (!bench_epoll_set(run, c, EPOLLOUT, EPOLL_CTL_ADD)) {
+        bench_conn_close(c);
+        return false;
+    }
+    return true;
+}
+
+// bench_finish ends the transaction on |c| with |f|.
+static void bench_finish(bench_run *run, bench_conn *c, bench_fail f, bool keep_alive)
+{
+    run->fails[f]++;
+    if (f == BENCH_OK) {
+        const uint64_t now = bench_now();
+        run->lat[run->num_lat++] = now - c->t0;
+        if (run->stop_at == 0 || now <= run->stop_at) {
+            run->ok_in_window++;
+        }
+    }
+    if (f != BENCH_OK || !keep_alive || run->o->reconnect) {
+        bench_conn_close(c);
+    }
+    c->busy = false;
+    run->busy--;
+    // The loop starts the next transaction (bench_fill): no recursion through failures.
+}
+
+static void bench_conn_send(bench_run *run, bench_conn *c)
+{
+    while (c->out_off < c->out_len) {
+        const ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            (void)bench_epoll_set(run, c, EPOLLOUT, EPOLL_CTL_MOD);
+            return;
+        }
+        bench_finish(run, c, BENCH_FAIL_IO, false);
+        return;
+    }
+    if (!bench_epoll_set(run, c, EPOLLIN, EPOLL_CTL_MOD)) {
+        bench_finish(run, c, BENCH_FAIL_IO, false);
+    }
+}
+
+// bench_conn_transmit sends |c|'s current message, opening a socket first when needed.
+static void bench_conn_transmit(bench_run *run, bench_conn *c)
+{
+    c->out_off = 0;
+    c->in_len = 0;
+    if (c->fd < 0) {
+        if (!bench_conn_open(run, c)) {
+            bench_finish(run, c, BENCH_FAIL_CONNECT, false);
+        }
+        return; // sent once the connect completes
+    }
+    bench_conn_send(run, c);
+}
+
+static void bench_conn_start(bench_run *run, bench_conn *c)
+{
+    c->req = run->next++;
+    c->busy = true;
+    run->busy++;
+    c->phase = 0;
+    c->retried = false;
+    c->t0 = bench_now();
+    const bench_req *rq = &run->ctx->reqs[c->req];
+    c->out = rq->http;
+    c->out_len = rq->http_len;
+    bench_conn_transmit(run, c);
+}
+
+// bench_fill starts a transaction on every idle connection while requests are left.
+static void bench_fill(bench_run *run)
+{
+    for (size_t i = 0; i < run->o->connections; i++) {
+        bench_conn *c = &run->conns[i];
+        while (!c->busy && !run->stopping && run->next < run->limit) {
+            bench_conn_start(run, c);
+        }
+    }
+}
+
+// bench_make_conf builds the certConf for the ip |ip| of |c|'s request: certHash of the
+// certificate, a fresh senderNonce, recipNonce = the ip's senderNonce, the same
+// transactionID, protected like the request (the same derived PBM key: RFC 4210 §5.1.3.1).
+static bool bench_make_conf(bench_run *run, bench_conn *c, const cmp_msg *ip)
+{
+    bench_ctx *ctx = run->ctx;
+    const bench_req *rq = &ctx->reqs[c->req];
+    const cm_span cert = ip->body.u.rep.responses[0].cert;
+    uint8_t hash[CMP_MAX_CERT_HASH_LEN];
+    size_t hash_len;
+    if (!cm_ok(cmp_cert_hash(&run->digests, hash, &hash_len, cert, NULL)) ||
+        !ip->header.f.sender_nonce.present ||
+        ip->header.f.sender_nonce.v.len != sizeof(c->ip_nonce) ||
+        RAND_bytes(c->conf_nonce, sizeof(c->conf_nonce)) != 1) {
+        return false;
+    }
+    memcpy(c->ip_nonce, ip->header.f.sender_nonce.v.p, sizeof(c->ip_nonce));
+    cmp_cert_status cs;
+    memset(&cs, 0, sizeof(cs));
+    cs.cert_hash = cm_span_make(hash, hash_len);
+    cs.cert_req_id = 0;
+    cmp_body body;
+    memset(&body, 0, sizeof(body));
+    body.type = CMP_BODY_CERT_CONF;
+    body.u.conf.items = &cs;
+    body.u.conf.num = 1;
+    const cmp_mac_key *mac = ctx->macs != NULL ? &ctx->macs[c->req] : NULL;
+    cm_span prot_alg = ctx->prot_alg_der;
+    if (mac != NULL) {
+        der_builder pb;
+        der_builder_init_arena(&pb, &run->arena, 128);
+        cmp_mac_key_put_alg(&pb, mac);
+        if (!cm_ok(der_builder_finish(&pb, &prot_alg))) {
+            return false;
+        }
+    }
+    cmp_header_fields h;
+    bench_header_init(ctx, &h, cm_span_make(rq->sender, rq->sender_len), prot_alg);
+    h.transaction_id = (cmp_opt_span){true, cm_span_make(rq->tid, sizeof(rq->tid))};
+    h.sender_nonce = (cmp_opt_span){true, cm_span_make(c->conf_nonce, sizeof(c->conf_nonce))};
+    h.recip_nonce = (cmp_opt_span){true, cm_span_make(c->ip_nonce, sizeof(c->ip_nonce))};
+    der_builder b;
+    der_builder_init_arena(&b, &run->arena, 1024);
+    cmp_msg_writer w;
+    cmp_msg_writer_begin(&w, &b, &h, &body);
+    cm_span der;
+    const bench_signer signer = bench_default_signer(ctx);
+    if (!bench_protect_finish(ctx, &run->crypto, &run->arena, &w, mac, &signer) ||
+        !cm_ok(der_builder_finish(&b, &der))) {
+        return false;
+    }
+    free(c->conf);
+    c->conf = bench_put_http(run->o, &c->conf_len, der);
+    return c->conf != NULL;
+}
+
+// bench_keep copies a response body for --verify. Out of memory leaves the slot NULL: an ip is
+// then not verified, a pkiConf counts as unprotected (bench_verify).
+static void bench_keep(uint8_t **slot, size_t *len, cm_span body)
+{
+    *slot = malloc(body.len);
+    if (*slot != NULL) {
+        memcpy(*slot, body.p, body.len);
+        *len = body.len;
+    }
+}
+
+// bench_on_response handles one complete HTTP response on |c|.
+static void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h)
+{
+    const bench_req *rq = &run->ctx->reqs[c->req];
+    bench_expect e;
+    memset(&e, 0, sizeof(e));
+    e.transaction_id = cm_span_make(rq->tid, sizeof(rq->tid));
+    if (c->phase == 0) {
+        e.sender_nonce = cm_span_make(rq->nonce, sizeof(rq->nonce));
+        const bench_flow flow = run->ctx->flow;
+        e.body = flow == BENCH_FLOW_IR_IMPLICIT || flow == BENCH_FLOW_IR_CONFIRM ? CMP_BODY_IP
+                 : flow == BENCH_FLOW_GENM                                       ? CMP_BODY_GENP
+                 : flow == BENCH_FLOW_KUR                                        ? CMP_BODY_KUP
+                 : flow == BENCH_FLOW_RR                                         ? CMP_BODY_RP
+                                                                                 : CMP_BODY_CP;
+        if (!run->o->no_key_check && flow != BENCH_FLOW_GENM && flow != BENCH_FLOW_RR) {
+            const bench_key *k = &run->ctx->keys[rq->key];
+            e.spki = cm_span_make(k->spki, k->spki_len);
+        }
+    } else {
+        e.sender_nonce = cm_span_make(c->conf_nonce, sizeof(c->conf_nonce));
+        e.body = CMP_BODY_PKICONF;
+    }
+    cm_arena_reset(&run->arena);
+    cmp_msg m;
+    const bench_fail f = bench_check_response(&run->arena, &m, &e, h);
+    c->used++;
+    if (f == BENCH_OK && c->phase == 0 && run->rsp != NULL && !run->capture) {
+        bench_keep(&run->rsp[c->req], &run->rsp_len[c->req], h->body);
+    }
+    if (f == BENCH_OK && c->phase == 1 && run->conf_rsp != NULL) {
+        bench_keep(&run->conf_rsp[c->req], &run->conf_rsp_len[c->req], h->body);
+    }
+    if (f == BENCH_OK && run->capture) {
+        // Enrolling for a kur/rr run: keep the certificate.
+        bench_req *w = &run->ctx->reqs[c->req];
+        const cm_span cert = m.body.u.rep.responses[0].cert;
+        w->cert = malloc(cert.len);
+        if (w->cert == NULL) {
+            bench_die("out of memory");
+        }
+        memcpy(w->cert, cert.p, cert.len);
+        w->cert_len = cert.len;
+    }
+    if (f == BENCH_OK && c->phase == 0 && run->ctx->flow == BENCH_FLOW_IR_CONFIRM) {
+        if (!bench_make_conf(run, c, &m)) {
+            bench_die("cannot build a certConf");
+        }
+        if (!h->keep_alive) {
+            bench_conn_close(c);
+        }
+        c->phase = 1;
+        c->retried = false;
+        c->out = c->conf;
+        c->out_len = c->conf_len;
+        bench_conn_transmit(run, c);
+        return;
+    }
+    bench_finish(run, c, f, h->keep_alive);
+}
+
+static void bench_on_readable(bench_run *run, bench_conn *c)
+{
+    for (;;) {
+        if (c->in_cap - c->in_len < 4096) {
+            const size_t cap = c->in_cap == 0 ? 16384 : c->in_cap * 2;
+            if (cap > BENCH_HTTP_MAX_BODY + 2 * BENCH_HTTP_MAX_HEADER) {
+                bench_finish(run, c, BENCH_FAIL_HTTP_MALFORMED, false);
+                return;
+            }
+            uint8_t *p = realloc(c->in, cap);
+            if (p == NULL) {
+                bench_die("out of memory");
+            }
+            c->in = p;
+            c->in_cap = cap;
+        }
+        const ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        }
+        if (n <= 0) {
+            // A keep-alive connection the server closed before answering: resend once on a
+            // new connection (nothing of this request was answered).
+            if (c->in_len == 0 && c->used > 0 && !c->retried) {
+                c->retried = true;
+                bench_conn_close(c);
+                bench_conn_transmit(run, c);
+                return;
+            }
+            bench_finish(run, c, BENCH_FAIL_IO, false);
+            return;
+        }
+        c->in_len += (size_t)n;
+        bench_http_rsp h;
+        const bench_http_state st = bench_http_parse(&h, c->in, c->in_len);
+        if (st == BENCH_HTTP_BAD) {
+            bench_finish(run, c, BENCH_FAIL_HTTP_MALFORMED, false);
+            return;
+        }
+        if (st == BENCH_HTTP_DONE) {
+            bench_on_response(run, c, &h);
+            return;
+        }
+    }
+}
+
+static void bench_on_event(bench_run *run, const struct epoll_event *ev)
+{
+    const size_t idx = (size_t)(ev->data.u64 & 0xffffffffu);
+    bench_conn *c = &run->conns[idx];
+    if (c->fd < 0 || c->gen != (uint32_t)(ev->data.u64 >> 32)) {
+        return;
+    }
+    if (!c->busy) {
+        // An idle keep-alive connection the server closed (or wrote to): drop it, or the
+        // level-triggered EPOLLIN would wake the loop again and again.
+        bench_conn_close(c);
+        return;
+    }
+    if (c->connecting) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+            bench_finish(run, c, BENCH_FAIL_CONNECT, false);
+            return;
+        }
+        c->connecting = false;
+        bench_conn_send(run, c);
+        return;
+    }
+    if (c->out_off < c->out_len) {
+        bench_conn_send(run, c);
+        return;
+    }
+    bench_on_readable(run, c);
+}
+
+static void bench_progress(const bench_run *run, uint64_t t_start, uint64_t *last_t,
+                           uint64_t *last_done)
+{
+    const uint64_t now = bench_now();
+    uint64_t done = 0;
+    uint64_t failed = 0;
+    for (size_t f = 0; f < BENCH_FAIL_COUNT; f++) {
+        done += run->fails[f];
+        failed += f == BENCH_OK ? 0 : run->fails[f];
+    }
+    const double rate = (double)(done - *last_done) / ((double)(now - *last_t) / 1e9);
+    (void)fprintf(stderr, "\r  %6.1f s  %9llu done  %9.0f/s  %llu errors   ",
+                  (double)(now - t_start) / 1e9, (unsigned long long)done, rate,
+                  (unsigned long long)failed);
+    *last_t = now;
+    *last_done = done;
+}
+
+// bench_abandon ends every transaction still in flight after the grace period of a --duration
+// run: counted as unfinished, not as failures (a server that serves one keep-alive connection
+// at a time leaves the others waiting for the whole run).
+static void bench_abandon(bench_run *run)
+{
+    for (size_t i = 0; i < run->o->connections; i++) {
+        bench_conn *c = &run->conns[i];
+        if (c->busy) {
+            bench_conn_close(c);
+            c->busy = false;
+            run->busy--;
+            run->unfinished++;
+        }
+    }
+}
+
+void bench_loop(bench_run *run, size_t limit, uint64_t stop_at, bool progress)
+{
+    run->limit = limit;
+    run->stop_at = stop_at;
+    run->stopping = false;
+    const uint64_t t_start = bench_now();
+    uint64_t last_t = t_start;
+    uint64_t last_done = 0;
+    uint64_t last_check = t_start;
+    bench_fill(run);
+    struct epoll_event evs[256];
+    const uint64_t timeout_ns = (uint64_t)(run->o->timeout * 1e9);
+    // After a --duration run's window, transactions in flight get this long to finish.
+    const uint64_t grace_ns = timeout_ns < 2000000000u ? timeout_ns : 2000000000u;
+    while (run->busy > 0) {
+        const int n = epoll_wait(run->epfd, evs, 256, 100);
+        if (n < 0 && errno != EINTR) {
+            bench_die("epoll_wait failed");
+        }
+        for (int i = 0; i < n; i++) {
+            bench_on_event(run, &evs[i]);
+        }
+        const uint64_t now = bench_now();
+        if (stop_at != 0 && now >= stop_at) {
+            run->stopping = true;
+            if (now - stop_at >= grace_ns) {
+                bench_abandon(run);
+            }
+        }
+        if (now - last_check >= 100000000u) {
+            last_check = now;
+            for (size_t i = 0; i < run->o->connections; i++) {
+                bench_conn *c = &run->conns[i];
+                if (c->busy && now - c->t0 > timeout_ns) {
+                    bench_finish(run, c, BENCH_FAIL_TIMEOUT, false);
+                }
+            }
+        }
+        bench_fill(run);
+        if (progress && now - last_t >= 1000000000u) {
+            bench_progress(run, t_start, &last_t, &last_done);
+        }
+    }
+    if (progress) {
+        (void)fputc('\n', stderr);
+    }
+}

@@ -1,0 +1,243 @@
+// The [clients:NAME] sections: MAC secrets (secret.REF = file, senderKID.REF overrides), trust
+// anchors for signature-protected clients and RA certificates (see cfg.h for the keys).
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/conf.h>
+#include <openssl/crypto.h>
+
+#include "engine/config/cfg.h"
+#include "engine/config/cfg_internal.h"
+
+#define CFG_MAX_LIST    32u   // files in one comma-separated list (trust_anchors, ra_certs)
+#define CFG_TRUST_CACHE 4096u // chain validations a client group's trust store remembers
+
+
+static cm_result cfg_read_secret(cfg_loader *ld, cfg_secret *s, const char *key, const char *path)
+{
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return cfg_fail(ld, CFG_E_FILE, key, "cannot open %s: %s", path, strerror(errno));
+    }
+    cm_result res = cm_result_make(CM_OK);
+    uint8_t *buf = NULL;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        res = cfg_fail(ld, CFG_E_FILE, key, "%s is not a regular file", path);
+        goto out;
+    }
+    if ((st.st_mode & 077) != 0) {
+        res = cfg_fail(ld, CFG_E_SECRET_MODE, key,
+                       "%s has mode %04o; a secret must not be accessible by group or others "
+                       "(chmod 600)",
+                       path, (unsigned)(st.st_mode & 07777));
+        goto out;
+    }
+    if (st.st_size <= 0 || st.st_size > (off_t)CFG_MAX_SECRET) {
+        res = cfg_fail(ld, CFG_E_VALUE, key, "%s must hold 1..%u bytes", path, CFG_MAX_SECRET);
+        goto out;
+    }
+    const size_t cap = (size_t)st.st_size;
+    buf = malloc(cap);
+    if (buf == NULL) {
+        res = cm_result_make(CM_E_NOMEM);
+        goto out;
+    }
+    size_t len = 0;
+    while (len < cap) {
+        const ssize_t n = read(fd, buf + len, cap - len);
+        if (n <= 0) {
+            break;
+        }
+        len += (size_t)n;
+    }
+    // One trailing line end is not part of the secret (files made with echo).
+    if (len > 0 && buf[len - 1] == '\n') {
+        len--;
+        if (len > 0 && buf[len - 1] == '\r') {
+            len--;
+        }
+    }
+    if (len == 0) {
+        res = cfg_fail(ld, CFG_E_VALUE, key, "%s holds an empty secret", path);
+        goto out;
+    }
+    s->secret = buf;
+    s->secret_len = len;
+    buf = NULL;
+out:
+    if (buf != NULL) {
+        OPENSSL_cleanse(buf, (size_t)st.st_size);
+        free(buf);
+    }
+    (void)close(fd);
+    return res;
+}
+
+static int cfg_hex(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+static cm_result cfg_kid(cfg_loader *ld, cfg_secret *s, const char *key, const char *v)
+{
+    const bool hex = strncmp(v, "hex:", 4) == 0;
+    const char *src = hex ? v + 4 : v;
+    const size_t n = strlen(src);
+    if (n == 0 || (hex && n % 2 != 0)) {
+        return cfg_fail(ld, CFG_E_VALUE, key, "'%s' is not a senderKID (text or hex:HEXDIGITS)", v);
+    }
+    uint8_t *kid = malloc(hex ? n / 2 : n);
+    CM_ENSURE(kid != NULL, CM_E_NOMEM);
+    if (hex) {
+        for (size_t i = 0; i < n; i += 2) {
+            const int hi = cfg_hex(src[i]), lo = cfg_hex(src[i + 1]);
+            if (hi < 0 || lo < 0) {
+                free(kid);
+                return cfg_fail(ld, CFG_E_VALUE, key, "'%s' is not valid hex", v);
+            }
+            kid[i / 2] = (uint8_t)(hi * 16 + lo);
+        }
+    } else {
+        memcpy(kid, src, n);
+    }
+    free(s->kid);
+    s->kid = kid;
+    s->kid_len = hex ? n / 2 : n;
+    return cm_result_make(CM_OK);
+}
+
+static cm_result cfg_paths_list(cfg_loader *ld, char **paths, size_t *num, const char *key,
+                                const char *v)
+{
+    char item[CFG_ITEM_MAX];
+    for (const char *c = v; cfg_item(&c, item, sizeof(item));) {
+        if (*num == CFG_MAX_LIST) {
+            return cfg_fail(ld, CFG_E_VALUE, key, "more than %u files", CFG_MAX_LIST);
+        }
+        if (item[0] == '\0') {
+            return cfg_fail(ld, CFG_E_VALUE, key, "empty file name in '%s'", v);
+        }
+        paths[*num] = cfg_resolve(ld, item);
+        CM_ENSURE(paths[*num] != NULL, CM_E_NOMEM);
+        (*num)++;
+    }
+    return cm_result_make(CM_OK);
+}
+
+static cm_result cfg_clients_body(cfg_loader *ld, cfg_clients *cl, STACK_OF(CONF_VALUE) * vals,
+                                  char **anchors, size_t *num_anchors)
+{
+    const int n = sk_CONF_VALUE_num(vals);
+    size_t num_secrets = 0;
+    for (int i = 0; i < n; i++) {
+        num_secrets += strncmp(sk_CONF_VALUE_value(vals, i)->name, "secret.", 7) == 0;
+    }
+    if (num_secrets > 0) {
+        cl->secrets = calloc(num_secrets, sizeof(*cl->secrets));
+        CM_ENSURE(cl->secrets != NULL, CM_E_NOMEM);
+    }
+    cl->ra_certs = calloc(CFG_MAX_RA_CERTS, sizeof(*cl->ra_certs));
+    cl->ra_cert_lens = calloc(CFG_MAX_RA_CERTS, sizeof(*cl->ra_cert_lens));
+    CM_ENSURE(cl->ra_certs != NULL && cl->ra_cert_lens != NULL, CM_E_NOMEM);
+    // Pass 1: everything but senderKID.REF, which refers to secrets.
+    for (int i = 0; i < n; i++) {
+        const CONF_VALUE *cv = sk_CONF_VALUE_value(vals, i);
+        const char *k = cv->name, *v = cv->value;
+        if (strncmp(k, "secret.", 7) == 0) {
+            if (k[7] == '\0') {
+                return cfg_fail(ld, CFG_E_VALUE, k, "the reference after 'secret.' is empty");
+            }
+            cfg_secret *s = &cl->secrets[cl->num_secrets++];
+            s->ref = cfg_strdup(k + 7);
+            char *path = NULL;
+            CM_ENSURE(s->ref != NULL, CM_E_NOMEM);
+            CM_TRY(cfg_path(ld, &path, k, v));
+            cm_result r = cfg_read_secret(ld, s, k, path);
+            free(path);
+            CM_TRY(r);
+            CM_TRY(cfg_kid(ld, s, k, s->ref));
+        } else if (strncmp(k, "senderKID.", 10) == 0) {
+            continue;
+        } else if (strcmp(k, "trust_anchors") == 0) {
+            CM_TRY(cfg_paths_list(ld, anchors, num_anchors, k, v));
+        } else if (strcmp(k, "ra_certs") == 0) {
+            char *paths[CFG_MAX_LIST];
+            size_t num = 0;
+            cm_result r = cfg_paths_list(ld, paths, &num, k, v);
+            for (size_t j = 0; j < num; j++) {
+                if (cm_ok(r)) {
+                    r = cfg_read_certs(ld, k, paths[j], cl->ra_certs, cl->ra_cert_lens,
+                                       &cl->num_ra_certs, CFG_MAX_RA_CERTS);
+                }
+                free(paths[j]);
+            }
+            CM_TRY(r);
+        } else {
+            return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
+        }
+    }
+    // Pass 2: senderKID overrides.
+    for (int i = 0; i < n; i++) {
+        const CONF_VALUE *cv = sk_CONF_VALUE_value(vals, i);
+        if (strncmp(cv->name, "senderKID.", 10) != 0) {
+            continue;
+        }
+        cfg_secret *s = NULL;
+        for (size_t j = 0; j < cl->num_secrets; j++) {
+            if (strcmp(cl->secrets[j].ref, cv->name + 10) == 0) {
+                s = &cl->secrets[j];
+            }
+        }
+        if (s == NULL) {
+            return cfg_fail(ld, CFG_E_REFERENCE, cv->name, "there is no secret.%s", cv->name + 10);
+        }
+        CM_TRY(cfg_kid(ld, s, cv->name, cv->value));
+    }
+    for (size_t i = 0; i < cl->num_secrets; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (cm_span_eq(cm_span_make(cl->secrets[i].kid, cl->secrets[i].kid_len),
+                           cm_span_make(cl->secrets[j].kid, cl->secrets[j].kid_len))) {
+                return cfg_fail(ld, CFG_E_VALUE, NULL,
+                                "secret.%s and secret.%s have the same "
+                                "senderKID",
+                                cl->secrets[j].ref, cl->secrets[i].ref);
+            }
+        }
+    }
+    if (*num_anchors > 0) {
+        char why[400];
+        cm_result r = ca_trust_new(&cl->trust, why, sizeof(why), (const char *const *)anchors,
+                                   *num_anchors, CFG_TRUST_CACHE);
+        if (!cm_ok(r)) {
+            return cfg_fail(ld, r.code == CM_E_NOMEM ? CM_E_NOMEM : CFG_E_FILE, "trust_anchors",
+                            "%s", why);
+        }
+    }
+    return cm_result_make(CM_OK);
+}
+
+cm_result cfg_clients_load(cfg_loader *ld, cfg_clients *cl, const char *section)
+{
+    char *anchors[CFG_MAX_LIST];
+    size_t num_anchors = 0;
+    cm_result r =
+        cfg_clients_body(ld, cl, NCONF_get_section(ld->conf, section), anchors, &num_anchors);
+    for (size_t i = 0; i < num_anchors; i++) {
+        free(anchors[i]);
+    }
+    return r;
+}

@@ -1,0 +1,241 @@
+// Responses: the header, the protection (the request's MAC, or a signature by the CMP key
+// through the HSM), error messages and extraCerts. Every answer the server sends is built here.
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "engine/server/srv_internal.h"
+
+// --- failure mapping ----------------------------------------------------------------------
+
+uint32_t srv_failinfo(cm_result r)
+{
+    switch (r.code) {
+    case SRV_E_BAD_TIME:
+        return CMP_FAIL_BAD_TIME;
+    case SRV_E_RECIP_NONCE:
+        return CMP_FAIL_BAD_RECIPIENT_NONCE;
+    case SRV_E_UNPROTECTED:
+    case SRV_E_UNKNOWN_SENDER:
+    case SRV_E_SENDER_MISMATCH:
+    case SRV_E_WRONG_CREDENTIAL:
+        return CMP_FAIL_BAD_MESSAGE_CHECK;
+    case SRV_E_UNTRUSTED:
+        return CMP_FAIL_SIGNER_NOT_TRUSTED;
+    case SRV_E_NOT_AUTHORIZED:
+    case SRV_E_RA_VERIFIED:
+        return CMP_FAIL_NOT_AUTHORIZED;
+    case SRV_E_REQ_COUNT:
+    case SRV_E_CERT_REQ_ID:
+    case SRV_E_BODY:
+    case SRV_E_UNKNOWN_TXN:
+    case SRV_E_NO_CONFIRM_NEEDED:
+        return CMP_FAIL_BAD_REQUEST;
+    case SRV_E_TXN_IN_USE:
+    case STORE_E_TXN_IN_USE:
+        return CMP_FAIL_TRANSACTION_ID_IN_USE;
+    case SRV_E_CONFIRMED:
+    case STORE_E_ALREADY_CONFIRMED:
+        return CMP_FAIL_CERT_CONFIRMED;
+    case SRV_E_CERT_HASH:
+    case SRV_E_OLD_CERT:
+    case STORE_E_NOT_FOUND:
+        return CMP_FAIL_BAD_CERT_ID;
+    case SRV_E_OLD_CERT_REVOKED:
+    case STORE_E_ALREADY_REVOKED:
+        return CMP_FAIL_CERT_REVOKED;
+    case STORE_E_CONFIRM_EXPIRED:
+        return CMP_FAIL_BAD_REQUEST;
+    case SRV_E_WRONG_AUTHORITY:
+        return CMP_FAIL_WRONG_AUTHORITY;
+    case SRV_E_OVERLOAD:
+    case HSM_E_QUEUE_FULL:
+        return CMP_FAIL_SYSTEM_UNAVAIL;
+    default:
+        break;
+    }
+    if (CM_CODE_DETAIL(r.code) >= 0x700 && CM_CODE_DETAIL(r.code) < 0x800) {
+        const int ca_bit = ca_failinfo_bit(r);
+        if (ca_bit >= 0) {
+            return (uint32_t)ca_bit;
+        }
+    }
+    const int crmf_bit = crmf_failinfo_bit(r.code);
+    const int prot_bit = cmp_protect_failinfo(r.code);
+    if (CM_CODE_DETAIL(r.code) >= 0x2c0 && CM_CODE_DETAIL(r.code) < 0x300 && prot_bit >= 0) {
+        return (uint32_t)prot_bit;
+    }
+    if (CM_CODE_DETAIL(r.code) >= 0x100 && CM_CODE_DETAIL(r.code) < 0x200 && crmf_bit >= 0) {
+        return (uint32_t)crmf_bit;
+    }
+    // cmp_failinfo_from_code answers with a mask; we keep one bit.
+    const uint32_t mask = cmp_failinfo_from_code(r);
+    return mask != 0 ? (uint32_t)__builtin_ctz(mask) : CMP_FAIL_SYSTEM_FAILURE;
+}
+
+// --- extraCerts -----------------------------------------------------------------------------
+
+cm_span srv_ca_root(const ca_authority *a)
+{
+    const size_t n = ca_authority_num_chain(a);
+    return n == 0 ? ca_authority_cert(a) : ca_authority_chain(a, n - 1);
+}
+
+// srv_add_extra_cert appends |c| to the response's extraCerts unless it is there already.
+static void srv_add_extra_cert(srv_request *req, cm_span c)
+{
+    bool dup = false;
+    for (size_t k = 0; k < req->num_extra; k++) {
+        dup |= cm_span_eq(req->extra[k], c);
+    }
+    if (!dup && req->num_extra < SRV_MAX_EXTRA_OUT) {
+        req->extra[req->num_extra++] = c;
+    }
+}
+
+void srv_add_extra(srv_request *req, const ca_authority *a)
+{
+    const size_t n = ca_authority_num_chain(a);
+    for (size_t i = 0; i <= n; i++) {
+        srv_add_extra_cert(req, i == 0 ? ca_authority_cert(a) : ca_authority_chain(a, i - 1));
+    }
+}
+
+// srv_add_extra_first puts the certificates of |a| in front of the extraCerts gathered so far:
+// the CMP protection certificate must come first (RFC 9483 §3.3, RFC 9810 §5.1).
+static void srv_add_extra_first(srv_request *req, const ca_authority *a)
+{
+    cm_span prev[SRV_MAX_EXTRA_OUT];
+    const size_t num_prev = req->num_extra;
+    memcpy(prev, req->extra, num_prev * sizeof(prev[0]));
+    req->num_extra = 0;
+    srv_add_extra(req, a);
+    for (size_t i = 0; i < num_prev; i++) {
+        srv_add_extra_cert(req, prev[i]);
+    }
+}
+
+// --- responses ----------------------------------------------------------------------------
+
+void srv_finish_response(srv_request *req, const cm_span *prot)
+{
+    srv_mark(req, SRV_STAGE_RESPOND);
+    cmp_msg_writer_finish(&req->mw, prot, 0, req->extra, req->num_extra);
+    cm_span out;
+    if (!cm_ok(der_builder_finish(&req->rb, &out))) {
+        // The arena cap or an encoding bug: nothing sensible can be sent.
+        req->response = cm_span_make(NULL, 0);
+        req->error = cm_result_make(SRV_E_INTERNAL);
+    } else {
+        req->response = out;
+    }
+    req->state = SRV_ST_DONE;
+}
+
+void srv_respond(srv_request *req, const cmp_body *body)
+{
+    const srv_ca *ca = req->ca;
+    const cmp_header *h = req->have_header ? &req->msg.header : NULL;
+    cmp_header_fields *rh = &req->rh;
+    memset(rh, 0, sizeof(*rh));
+    // Answer in the client's version; outside our range, the nearest we support (RFC 9810 §7).
+    rh->pvno = h == NULL ? 2 : (h->f.pvno > 3 ? 3 : (h->f.pvno < 2 ? 2 : h->f.pvno));
+    rh->sender_name = ca_authority_subject(ca->cmp_cert);
+    if (h != NULL) {
+        rh->recipient_gn = h->f.sender_gn;
+        rh->recipient_name = h->f.sender_name;
+        rh->transaction_id = h->f.transaction_id;
+        if (h->f.sender_nonce.present) {
+            rh->recip_nonce = h->f.sender_nonce;
+        }
+    }
+    if (!rh->transaction_id.present) {
+        // RFC 9810 §5.1.1: the server generates a transactionID when the client gave none.
+        uint8_t *tid = cm_arena_alloc(&req->arena, SRV_NONCE_LEN);
+        if (tid != NULL && RAND_bytes(tid, SRV_NONCE_LEN) == 1) {
+            rh->transaction_id.present = true;
+            rh->transaction_id.v = cm_span_make(tid, SRV_NONCE_LEN);
+        }
+    }
+    if (!req->nonce_set) {
+        (void)RAND_bytes(req->nonce, sizeof(req->nonce));
+        req->nonce_set = true;
+    }
+    rh->sender_nonce.present = true;
+    rh->sender_nonce.v = cm_span_make(req->nonce, sizeof(req->nonce));
+    rh->has_message_time = true;
+    rh->message_time = req->now;
+    if (req->implicit &&
+        (body->type == CMP_BODY_IP || body->type == CMP_BODY_CP || body->type == CMP_BODY_KUP)) {
+        req->ginfo[0] = cmp_itav_implicit_confirm();
+        rh->general_info = req->ginfo;
+        rh->num_general_info = 1;
+    }
+    const bool use_mac = req->mac_ok && !ca->sign_mac_responses;
+    // The protection algorithm goes into the header before the protected part is written.
+    der_builder alg;
+    der_builder_init_arena(&alg, &req->arena, 128);
+    if (use_mac) {
+        cmp_mac_key_put_alg(&alg, &req->mac_key);
+        if (h != NULL && h->f.sender_kid.present) {
+            rh->sender_kid = h->f.sender_kid; // names the shared secret
+        }
+    } else {
+        hsm_sig_alg_marshal(&alg, ca->cmp_sig_alg);
+        rh->sender_kid.present = true;
+        rh->sender_kid.v = ca_authority_ski(ca->cmp_cert);
+        srv_add_extra_first(req, ca->cmp_cert);
+    }
+    cm_span alg_der;
+    if (!cm_ok(der_builder_finish(&alg, &alg_der))) {
+        req->response = cm_span_make(NULL, 0);
+        req->state = SRV_ST_DONE;
+        return;
+    }
+    rh->protection_alg = alg_der;
+    der_builder_init_arena(&req->rb, &req->arena, 4096);
+    cmp_msg_writer_begin(&req->mw, &req->rb, rh, body);
+    const cm_span pp = cmp_msg_writer_protected_part(&req->mw);
+    if (use_mac) {
+        uint8_t mac[CMP_PROTECT_MAX_MAC_LEN];
+        size_t mac_len = 0;
+        if (!cm_ok(cmp_mac_compute(req->w->e->p.prot, mac, sizeof(mac), &mac_len, &req->mac_key,
+                                   pp))) {
+            der_builder_fail(&req->rb, SRV_E_INTERNAL);
+        }
+        const cm_span prot = cm_span_make(mac, mac_len);
+        srv_finish_response(req, &prot);
+        return;
+    }
+    cm_span tbs;
+    if (pp.len == 0 || !cm_ok(cmp_protect_sign_input(&req->arena, &tbs, pp))) {
+        srv_finish_response(req, NULL);
+        return;
+    }
+    srv_sign_submit(req, ca->cmp_key, ca->cmp_sig_alg, tbs, SRV_ST_SIGN_RESP);
+}
+
+// srv_fail answers |r| with an error message (RFC 9810 §5.3.21): status rejection, the
+// failure bit and a short statusString naming the code.
+void srv_fail(srv_request *req, cm_result r)
+{
+    req->error = r;
+    req->fail_bit = (int)srv_failinfo(r);
+    cmp_body body;
+    memset(&body, 0, sizeof(body));
+    body.type = CMP_BODY_ERROR;
+    body.u.error.status.status = CMP_STATUS_REJECTION;
+    body.u.error.status.has_fail_info = true;
+    body.u.error.status.fail_info = CMP_FAILINFO_BIT((uint32_t)req->fail_bit);
+    der_builder t;
+    der_builder_init_arena(&t, &req->arena, 128);
+    const char *name = cm_result_name(r);
+    const cm_span text = cm_span_make(name, strlen(name));
+    cmp_free_text_marshal(&t, &text, 1);
+    cm_span st;
+    if (cm_ok(der_builder_finish(&t, &st))) {
+        body.u.error.status.status_string = st;
+    }
+    req->implicit = false;
+    srv_respond(req, &body);
+}
