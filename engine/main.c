@@ -144,9 +144,12 @@ static void main_log_request(main_loop_ctx *c, main_conn *mc, srv_request *req)
         cm_log(CM_LOG_INFO, "peer=%s ca=%s body=%s outcome=ok us=%llu", mc->peer, mc->ca->name,
                main_body_name(s.body_type), (unsigned long long)us);
     } else {
-        cm_log(CM_LOG_INFO, "peer=%s ca=%s body=%s outcome=rejected failinfo=%d error=%s us=%llu",
+        char reason[4 * sizeof(((cm_why *)NULL)->text)];
+        cm_log(CM_LOG_INFO,
+               "peer=%s ca=%s body=%s outcome=rejected failinfo=%d error=%s reason=\"%s\" us=%llu",
                mc->peer, mc->ca->name, main_body_name(s.body_type), s.fail_bit,
-               cm_result_name(s.error), (unsigned long long)us);
+               cm_result_name(s.error), cm_log_quote(reason, sizeof(reason), s.reason),
+               (unsigned long long)us);
     }
 }
 
@@ -620,7 +623,7 @@ static bool main_open_keys(main_daemon *d)
     cm_result r = hsm_token_open(&d->token, &err, cfg->cas[0].key_uri);
     if (!cm_ok(r)) {
         fprintf(stderr, "certmintd: [ca:%s] key: %s (%s)\n", cfg->cas[0].name, err.msg,
-                hsm_result_name(r));
+                cm_result_name(r));
         return false;
     }
     d->keys = calloc(2 * cfg->num_cas, sizeof(hsm_key *));
@@ -635,7 +638,7 @@ static bool main_open_keys(main_daemon *d)
             d->num_keys = 2 * i + k + 1;
             if (!cm_ok(r)) {
                 fprintf(stderr, "certmintd: [ca:%s] %s: %s (%s)\n", c->name,
-                        k == 0 ? "key" : "cmp_key", err.msg, hsm_result_name(r));
+                        k == 0 ? "key" : "cmp_key", err.msg, cm_result_name(r));
                 return false;
             }
         }
@@ -803,7 +806,7 @@ static bool main_start(main_daemon *d, const char *path, bool check_only)
     r = hsm_pool_new(&d->pool, d->token, &po);
     if (!cm_ok(r)) {
         fprintf(stderr, "certmintd: cannot start %u HSM sessions: %s\n", po.sessions,
-                hsm_result_name(r));
+                cm_result_name(r));
         return false;
     }
     char url[4200];
@@ -811,7 +814,7 @@ static bool main_start(main_daemon *d, const char *path, bool check_only)
     store_options so = {.sync = d->cfg->store_sync_normal ? STORE_SYNC_NORMAL : STORE_SYNC_FULL};
     r = store_open(&d->store, url, &so);
     if (!cm_ok(r)) {
-        fprintf(stderr, "certmintd: cannot open the store %s: %s\n", url, store_result_name(r));
+        fprintf(stderr, "certmintd: cannot open the store %s: %s\n", url, cm_result_name(r));
         return false;
     }
     if (!main_build_engine(d)) {

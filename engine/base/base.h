@@ -343,6 +343,12 @@ typedef enum cm_log_level {
 // Thread: any.
 void cm_log(cm_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+// cm_log_quote writes |in| into |out| (|cap| bytes, NUL-terminated when |cap| > 0) for a
+// quoted log field (key="..."): '"' and '\' get a backslash, bytes outside printable ASCII
+// become \xNN, so a value that came from a peer can neither end the field nor forge a line.
+// Cut at a whole escape when it does not fit. Returns |out|. Thread: any.
+const char *cm_log_quote(char *out, size_t cap, const char *in);
+
 // cm_log_enabled reports whether a line at |level| would be written.
 bool cm_log_enabled(cm_log_level level);
 

@@ -8,6 +8,7 @@
 
 #include "engine/crmf/crmf.h"
 #include "engine/crmf/crmf_internal.h"
+#include "engine/der/der_oid.h"
 
 const char *crmf_oid_text(char *buf, size_t cap, cm_span oid)
 {
@@ -53,9 +54,19 @@ const char *crmf_key_text(char *buf, size_t cap, const crmf_spki *spki)
     case CRMF_KEY_ED448:
         (void)snprintf(buf, cap, "Ed448");
         break;
-    default:
-        (void)crmf_oid_text(buf, cap, spki->alg_oid);
+    default: {
+        // An EC key on a curve we do not know: name the curve.
+        der_reader r;
+        cm_span curve;
+        der_reader_init(&r, spki->alg_params);
+        if (der_oid_is(spki->alg_oid, DER_OID_EC_PUBLIC_KEY) && cm_ok(der_get_oid(&r, &curve))) {
+            char name[64];
+            (void)snprintf(buf, cap, "EC %s", crmf_oid_text(name, sizeof(name), curve));
+        } else {
+            (void)crmf_oid_text(buf, cap, spki->alg_oid);
+        }
         break;
+    }
     }
     return buf;
 }

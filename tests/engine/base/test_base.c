@@ -184,6 +184,20 @@ static void test_base_why_innermost_wins(void)
                            "the server ran out of memory");
 }
 
+static void test_base_log_quote_escapes_peer_text(void)
+{
+    char out[64];
+    CU_ASSERT_STRING_EQUAL(cm_log_quote(out, sizeof(out), "no MAC secret for senderKID line-9"),
+                           "no MAC secret for senderKID line-9");
+    // A quote, a backslash, a newline and a non-ASCII byte cannot end the field or the line.
+    CU_ASSERT_STRING_EQUAL(cm_log_quote(out, sizeof(out), "a\"b\\c\nd\xc3\xbc"),
+                           "a\\\"b\\\\c\\x0ad\\xc3\\xbc");
+    // Cut at a whole escape.
+    char small[6];
+    CU_ASSERT_STRING_EQUAL(cm_log_quote(small, sizeof(small), "ab\ncd"), "ab");
+    CU_ASSERT_STRING_EQUAL(cm_log_quote(small, sizeof(small), ""), "");
+}
+
 static void test_base_arena_alignment_cap_and_reset(void)
 {
     cm_arena a;
@@ -300,6 +314,7 @@ int test_base_register(void)
         TEST_CASE(test_base_registry_is_complete_and_unique),
         TEST_CASE(test_base_failinfo_mapping),
         TEST_CASE(test_base_why_innermost_wins),
+        TEST_CASE(test_base_log_quote_escapes_peer_text),
         TEST_CASE(test_base_arena_alignment_cap_and_reset),
         TEST_CASE(test_base_civil_time_round_trip),
         TEST_CASE(test_base_cq_many_producers_in_order_exactly_once),
