@@ -30,15 +30,6 @@ enum {
 #include "engine/base/codes.def"
 };
 
-// hsm_result_name is cm_result_name, except that HSM-class codes are named by their CK_RV alone
-// ("CKR_PIN_INCORRECT"); kept for its remaining callers (to be removed). Thread: any.
-const char *hsm_result_name(cm_result r);
-
-// hsm_ckr_name returns the static PKCS#11 name of |rv| ("CKR_SESSION_CLOSED"), or
-// "CKR_VENDOR_DEFINED" / "CKR_UNKNOWN" for codes not in its table (about 70 common ones).
-// Thread: any.
-const char *hsm_ckr_name(unsigned long rv);
-
 // hsm_error carries a human-readable explanation of an open/find/keygen failure: which
 // PKCS#11 function failed with which CKR, or which tokens and keys were found when a URI
 // matched none or several. Never contains a PIN. Thread: value type.

@@ -10,18 +10,7 @@
 #include "hsm/hsm_internal.h"
 
 // ---------------------------------------------------------------------------------------------
-// Names
-
-const char *hsm_ckr_name(unsigned long rv)
-{
-    return cm_ckr_name(rv);
-}
-
-const char *hsm_result_name(cm_result r)
-{
-    return cm_result_class(r) == CM_CLASS_HSM ? cm_ckr_name(CM_CODE_DETAIL(r.code))
-                                              : cm_result_name(r);
-}
+// Errors
 
 void hsm_error_set(hsm_error *err, const char *fmt, ...)
 {
@@ -36,7 +25,7 @@ void hsm_error_set(hsm_error *err, const char *fmt, ...)
 
 cm_result hsm_ckr_fail(hsm_error *err, const char *func, CK_RV rv)
 {
-    hsm_error_set(err, "%s: %s (0x%lx)", func, hsm_ckr_name(rv), (unsigned long)rv);
+    hsm_error_set(err, "%s: %s (0x%lx)", func, cm_ckr_name(rv), (unsigned long)rv);
     return cm_result_make(cm_code_from_ckr(rv));
 }
 

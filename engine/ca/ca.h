@@ -59,12 +59,6 @@ enum {
 #include "engine/base/codes.def"
 };
 
-// ca_failinfo_bit is cm_code_failinfo(r.code), kept for its remaining callers (to be removed).
-int ca_failinfo_bit(cm_result r);
-
-// ca_result_name is cm_result_name, kept for its remaining callers (to be removed).
-const char *ca_result_name(cm_result r);
-
 // ---------------------------------------------------------------------------------------------
 // Keys
 

@@ -14,19 +14,6 @@
 #include "engine/der/der_oid.h"
 
 // ---------------------------------------------------------------------------------------------
-// Result names
-
-int ca_failinfo_bit(cm_result r)
-{
-    return cm_code_failinfo(r.code);
-}
-
-const char *ca_result_name(cm_result r)
-{
-    return cm_result_name(r);
-}
-
-// ---------------------------------------------------------------------------------------------
 // Certificates as spans
 
 // Certificate ::= SEQUENCE {

@@ -47,10 +47,6 @@ enum {
 #include "engine/base/codes.def"
 };
 
-// cmp_failinfo_from_code returns the PKIFailureInfo mask (1u << cm_code_failinfo(code)) for
-// |r|, 0 for CM_OK; kept for its remaining callers (to be removed). Thread: any; pure.
-uint32_t cmp_failinfo_from_code(cm_result r);
-
 // PKIFailureInfo bit numbers (RFC 9810 §5.2.3): aliases of base's cm_failinfo, the numbers
 // the registry names.
 enum {

@@ -69,14 +69,6 @@ static bool prot_is_pbmac1_hash(cmp_hash h)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Failure info
-
-int cmp_protect_failinfo(uint32_t code)
-{
-    return cm_code_failinfo(code);
-}
-
-// ---------------------------------------------------------------------------------------------
 // Context
 
 void cmp_protect_limits_default(cmp_protect_limits *out)

@@ -30,7 +30,8 @@
 // Algorithm objects (EVP_MD, EVP_MAC with per-digest HMAC templates) are fetched once, in
 // cmp_protect_ctx_new, and that context is immutable afterwards: all threads share it read-only.
 //
-// Failure codes and the PKIFailureInfo bit each maps to (cmp_protect_failinfo):
+// Failure codes and the PKIFailureInfo bit each maps to (cm_code_failinfo; the CMP_PROTECT rows
+// of engine/base/codes.def):
 //   badAlg          unknown or unsupported protectionAlg, OWF, MAC, PRF or KDF; SHA-1 based
 //                   signature algorithms
 //   badMessageCheck wrong MAC, wrong signature, key/algorithm mismatch, and PBM/PBMAC1
@@ -60,10 +61,6 @@ enum {
 #define CM_CODES_CMP_PROTECT CM_CODE_ENUM
 #include "engine/base/codes.def"
 };
-
-// cmp_protect_failinfo is cm_code_failinfo(code), kept for its remaining callers (to be
-// removed).
-int cmp_protect_failinfo(uint32_t code);
 
 // ---------------------------------------------------------------------------------------------
 // Context

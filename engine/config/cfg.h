@@ -195,7 +195,4 @@ const cfg_ca *cfg_ca_find(const cfg_config *cfg, const char *name);
 // comparison is not constant time: senderKIDs are not secret. Thread: any.
 const cfg_secret *cfg_clients_find_secret(const cfg_clients *clients, cm_span kid);
 
-// cfg_result_name names the CFG_E_* codes and defers to ca_result_name otherwise.
-const char *cfg_result_name(cm_result r);
-
 #endif // CERTMINT_ENGINE_CONFIG_CFG_H

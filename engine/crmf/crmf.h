@@ -53,9 +53,6 @@ enum {
 #include "engine/base/codes.def"
 };
 
-// crmf_failinfo_bit is cm_code_failinfo(code), kept for its remaining callers (to be removed).
-int crmf_failinfo_bit(uint32_t code);
-
 // ---------------------------------------------------------------------------------------------
 // Limits: caps on every SEQUENCE OF (exceeding one is CM_E_DER_TOO_MANY).
 

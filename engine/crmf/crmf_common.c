@@ -6,11 +6,6 @@
 #include "engine/crmf/crmf_internal.h"
 #include "engine/der/der_oid.h"
 
-int crmf_failinfo_bit(uint32_t code)
-{
-    return cm_code_failinfo(code);
-}
-
 cm_result crmf_enter_whole(der_reader *r, uint32_t tag, der_reader *out_child, cm_span *out_whole)
 {
     der_reader t = *r;

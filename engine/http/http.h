@@ -64,9 +64,6 @@ enum {
 // that is not CM_OK to 500, and CM_OK to 200. Thread: any; pure.
 uint16_t http_status_of(uint32_t code);
 
-// http_result_name is cm_result_name, kept for its remaining callers (to be removed).
-const char *http_result_name(cm_result r);
-
 // ---------------------------------------------------------------------------------------------
 // Limits
 

@@ -76,11 +76,6 @@ uint16_t http_status_of(uint32_t code)
     return 500;
 }
 
-const char *http_result_name(cm_result r)
-{
-    return cm_result_name(r);
-}
-
 // http_out is a bounded writer with a sticky overflow flag.
 typedef struct http_out {
     uint8_t *buf;

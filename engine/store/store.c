@@ -35,11 +35,6 @@ struct store_reader {
     store_backend_reader *r;
 };
 
-const char *store_result_name(cm_result r)
-{
-    return cm_result_name(r);
-}
-
 void store_job_init(store_job *job, store_op op, cm_cq *cq)
 {
     memset(job, 0, sizeof(*job));
@@ -178,8 +173,7 @@ static bool store_execute_batch(store *s, store_job *first)
         }
     }
     if (!cm_ok(r)) {
-        cm_log(CM_LOG_ERROR, "store: batch failed, every job in it fails: %s",
-               store_result_name(r));
+        cm_log(CM_LOG_ERROR, "store: batch failed, every job in it fails: %s", cm_result_name(r));
         for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
             j->result = r;
             j->out_value = 0;

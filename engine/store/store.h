@@ -42,9 +42,6 @@ enum {
 // STORE_SCHEMA_VERSION is the schema this build writes (PRAGMA user_version for SQLite).
 #define STORE_SCHEMA_VERSION 2
 
-// store_result_name is cm_result_name, kept for its remaining callers (to be removed).
-const char *store_result_name(cm_result r);
-
 // ---------------------------------------------------------------------------------------------
 // Records
 
