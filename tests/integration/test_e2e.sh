@@ -32,6 +32,9 @@ sed -i 's/^caPubs = on/caPubs = on\ncrl_min_interval = 0\nunprotected_genm = on/
 export $(cat "$work/inst/env")
 secret=$(cat "$work/inst/secrets/demo-device")
 check "certmintd --check" "$certmintd" -c "$work/inst/certmint.cnf" --check
+check "certmintd --help names --log, SIGHUP and SIGTERM" sh -c "\"$certmintd\" --help | \
+  grep -q -- '--log FILE' && \"$certmintd\" --help | grep -q SIGHUP && \
+  \"$certmintd\" --help | grep -q SIGTERM"
 
 "$certmintd" -c "$work/inst/certmint.cnf" --log "$work/daemon.log" >"$work/stdout.log" 2>&1 &
 pid=$!
@@ -127,6 +130,26 @@ curl -s -o tamper-rsp.der -H 'Content-Type: application/pkixcmp' --data-binary @
   "http://127.0.0.1:$port/.well-known/cmp/p/devices"
 if openssl asn1parse -inform DER -in tamper-rsp.der 2>/dev/null | grep -q "cont \[ 23 \]"; then
   ok "tampered request -> CMP error"; else fail "tampered request -> CMP error"; fi
+
+# Expect: 100-continue (curl asks for it on large bodies): the 100 comes at once, so the answer
+# arrives long before curl's expect timeout (30 s here; 1 s by default).
+openssl cmp -cmd ir -use_mock_srv -srv_ref demo-device -srv_secret "pass:$secret" \
+  -srv_cert inst/ca.pem -srv_key ec.key -rsp_cert inst/ca.pem "${mac[@]}" -newkey ec.key \
+  -subject /CN=expect-100 -implicit_confirm -reqout expect.der -certout x.pem \
+  -disable_confirm >/dev/null 2>&1
+t0=$(date +%s%N)
+code=$(curl -sv -o expect-rsp.der -w '%{http_code}' --expect100-timeout 30 \
+  -H 'Expect: 100-continue' -H 'Content-Type: application/pkixcmp' --data-binary @expect.der \
+  "http://127.0.0.1:$port/.well-known/cmp/p/devices" 2>expect-curl.log)
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+# (asn1parse into a file first: with pipefail, grep -q closing the pipe early would fail it)
+openssl asn1parse -inform DER -in expect-rsp.der >expect-rsp.txt 2>/dev/null
+if [ "$code" = 200 ] && [ "$ms" -lt 5000 ] && grep -q '^< HTTP/1.1 100 Continue' expect-curl.log \
+  && grep -q "d=1 .*cont \[ 1 \]" expect-rsp.txt; then
+  ok "Expect: 100-continue -> 100, then the ip (${ms} ms)"
+else
+  fail "Expect: 100-continue (HTTP $code after ${ms} ms)"; cat expect-curl.log
+fi
 
 # Revocation (rr), general messages (genm), CRLs.
 check "ir for revocation tests" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey ec.key \
