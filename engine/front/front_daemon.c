@@ -60,7 +60,7 @@ static cm_result front_open_keys(front_daemon *d, char *err, size_t err_cap)
     cm_result r = hsm_token_open(&d->token, &he, cfg->cas[0].key_uri);
     if (!cm_ok(r)) {
         front_err(err, err_cap, "[ca:%s] key: %s (%s)", cfg->cas[0].name, he.msg,
-                  hsm_result_name(r));
+                  cm_result_name(r));
         return r;
     }
     d->keys = calloc(2 * cfg->num_cas, sizeof(hsm_key *));
@@ -83,7 +83,7 @@ static cm_result front_open_keys(front_daemon *d, char *err, size_t err_cap)
             }
             if (!cm_ok(r)) {
                 front_err(err, err_cap, "[ca:%s] %s: %s (%s)", c->name, k == 0 ? "key" : "cmp_key",
-                          he.msg, hsm_result_name(r));
+                          he.msg, cm_result_name(r));
                 return r;
             }
         }
@@ -293,8 +293,7 @@ CM_RESULT front_daemon_start(front_daemon *d, char *err, size_t err_cap)
     po.sessions = d->cfg->hsm_sessions;
     cm_result r = hsm_pool_new(&d->pool, d->token, &po);
     if (!cm_ok(r)) {
-        front_err(err, err_cap, "cannot start %u HSM sessions: %s", po.sessions,
-                  hsm_result_name(r));
+        front_err(err, err_cap, "cannot start %u HSM sessions: %s", po.sessions, cm_result_name(r));
         return r;
     }
     char url[4200];
@@ -302,7 +301,7 @@ CM_RESULT front_daemon_start(front_daemon *d, char *err, size_t err_cap)
     store_options so = {.sync = d->cfg->store_sync_normal ? STORE_SYNC_NORMAL : STORE_SYNC_FULL};
     r = store_open(&d->store, url, &so);
     if (!cm_ok(r)) {
-        front_err(err, err_cap, "cannot open the store %s: %s", url, store_result_name(r));
+        front_err(err, err_cap, "cannot open the store %s: %s", url, cm_result_name(r));
         return r;
     }
     CM_TRY(front_build_engine(d, err, err_cap));

@@ -2,7 +2,9 @@
 // /healthz, /metrics, and /crl/NAME.crl; anything else is 404.
 #include "engine/front/front_internal.h"
 
-// front_log_request writes the request's log line from its summary |s|.
+// front_log_request writes the request's log line from its summary |s|. A rejection names the
+// code (for grep) and quotes the reason the client was sent (cm_log_quote: a peer's text can
+// neither end the field nor forge a line).
 static void front_log_request(const front_conn *fc, const srv_summary *s)
 {
     if (!cm_log_enabled(CM_LOG_INFO)) {
@@ -13,9 +15,12 @@ static void front_log_request(const front_conn *fc, const srv_summary *s)
         cm_log(CM_LOG_INFO, "peer=%s ca=%s body=%s outcome=ok us=%llu", fc->peer, fc->ca->name,
                front_body_name(s->body_type), (unsigned long long)us);
     } else {
-        cm_log(CM_LOG_INFO, "peer=%s ca=%s body=%s outcome=rejected failinfo=%d error=%s us=%llu",
+        char reason[4 * sizeof(((cm_why *)NULL)->text)];
+        cm_log(CM_LOG_INFO,
+               "peer=%s ca=%s body=%s outcome=rejected failinfo=%d error=%s reason=\"%s\" us=%llu",
                fc->peer, fc->ca->name, front_body_name(s->body_type), s->fail_bit,
-               cm_result_name(s->error), (unsigned long long)us);
+               cm_result_name(s->error), cm_log_quote(reason, sizeof(reason), s->reason),
+               (unsigned long long)us);
     }
 }
 

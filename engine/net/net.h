@@ -32,13 +32,10 @@
 
 struct sockaddr;
 
-// Codes (net range 0x900-0x9ff).
+// Codes (net range 0x900-0x9ff): the NET rows of engine/base/codes.def.
 enum {
-    NET_E_ADDRESS = CM_CODE(CM_CLASS_USAGE, 0x901),    // a listen address could not be parsed
-    NET_E_RING = CM_CODE(CM_CLASS_RESOURCE, 0x902),    // io_uring set-up failed
-    NET_E_BUSY = CM_CODE(CM_CLASS_USAGE, 0x903),       // a send is already active on the conn
-    NET_E_GONE = CM_CODE(CM_CLASS_USAGE, 0x904),       // the connection no longer exists
-    NET_E_FEATURE = CM_CODE(CM_CLASS_RESOURCE, 0x905), // the kernel lacks a needed io_uring op
+#define CM_CODES_NET CM_CODE_ENUM
+#include "engine/base/codes.def"
 };
 
 typedef struct net_loop net_loop;

@@ -83,27 +83,37 @@ check "operation label in the path" openssl cmp -cmd ir -server "127.0.0.1:$port
   -path /.well-known/cmp/p/devices/initialization -trusted inst/ca.pem "${mac[@]}" \
   -newkey ec.key -subject /CN=dev-label -implicit_confirm -certout label.pem
 
-# Rejections the client reports.
-rejected() { # rejected WHAT FAILINFO openssl-args...
-  local what=$1 bit=$2; shift 2
+# Rejections the client reports: the failure bit, and the statusString sentence that tells the
+# operator what to fix (openssl cmp prints it as StatusString: "...").
+rejected() { # rejected WHAT FAILINFO WORDS openssl-args...
+  local what=$1 bit=$2 words=$3; shift 3
   if openssl cmp "$@" >"$work/rej.log" 2>&1; then fail "$what (was accepted)"; return; fi
-  if grep -q "$bit" "$work/rej.log"; then ok "$what -> $bit"; else
-    fail "$what (no $bit)"; cat "$work/rej.log"; fi
+  if ! grep -q "$bit" "$work/rej.log"; then fail "$what (no $bit)"; cat "$work/rej.log"; return; fi
+  if grep -F "StatusString: \"" "$work/rej.log" | grep -qF "$words"; then ok "$what -> $bit: $words"
+  else fail "$what (statusString without \"$words\")"; cat "$work/rej.log"; fi
 }
-rejected "wrong secret" badMessageCheck -cmd ir "${srv[@]}" -ref demo-device -secret pass:nope \
+rejected "wrong secret" badMessageCheck \
+  "the MAC does not verify: wrong shared secret for this senderKID?" \
+  -cmd ir "${srv[@]}" -ref demo-device -secret pass:nope \
   -newkey ec.key -subject /CN=x -certout x.pem
-rejected "unknown reference" badMessageCheck -cmd ir "${srv[@]}" -ref nobody \
+rejected "unknown reference" badMessageCheck "no MAC secret for senderKID nobody" \
+  -cmd ir "${srv[@]}" -ref nobody \
   -secret "pass:$secret" -newkey ec.key -subject /CN=x -certout x.pem
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout rogue-ca.key \
   -out rogue-ca.pem -subj /CN=rogue-ca -days 2 -addext basicConstraints=critical,CA:TRUE 2>/dev/null
 openssl req -new -key ec.key -subj /CN=rogue-dev -out rogue.csr 2>/dev/null
 openssl x509 -req -in rogue.csr -CA rogue-ca.pem -CAkey rogue-ca.key -set_serial 9 -days 2 \
   -out rogue.pem 2>/dev/null
-rejected "untrusted signer" signerNotTrusted -cmd cr "${srv[@]}" -cert rogue.pem -key ec.key \
+rejected "untrusted signer" signerNotTrusted \
+  "the signer's certificate is not trusted: self-signed certificate in certificate chain (CN=rogue-ca)" \
+  -cmd cr "${srv[@]}" -cert rogue.pem -key ec.key \
   -extracerts rogue-ca.pem -newkey ec384.key -subject /CN=x -certout x.pem
-rejected "kur signed by a foreign certificate" signerNotTrusted -cmd kur "${srv[@]}" \
+rejected "kur signed by a foreign certificate" signerNotTrusted \
+  "the signer's certificate is not trusted" -cmd kur "${srv[@]}" \
   -cert rogue.pem -key ec.key -extracerts rogue-ca.pem -newkey ed.key -certout x.pem
-rejected "wrong recipient" wrongAuthority -cmd ir "${srv[@]}" "${mac[@]}" \
+rejected "wrong recipient" wrongAuthority \
+  "the message is addressed to CN=Some Other CA, not to this CA (CN=e2e Root CA,O=certmint e2e)" \
+  -cmd ir "${srv[@]}" "${mac[@]}" \
   -recipient "/CN=Some Other CA" -newkey ec.key -subject /CN=x -certout x.pem
 check "explicit recipient naming this CA" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" \
   -recipient "/O=certmint e2e/CN=e2e Root CA" -newkey ec.key -subject /CN=dev-recip \
@@ -148,18 +158,23 @@ check "ir for hold tests" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey rs
   -subject /CN=to-hold -implicit_confirm -certout hold.pem
 check "rr signed by the certificate itself" openssl cmp -cmd rr "${srv[@]}" -cert rv.pem \
   -key ec.key -oldcert rv.pem -revreason 1
-rejected "rr of an already revoked certificate" certRevoked -cmd rr "${srv[@]}" -cert rv.pem \
+rejected "rr of an already revoked certificate" certRevoked \
+  "the certificate is already revoked" -cmd rr "${srv[@]}" -cert rv.pem \
   -key ec.key -oldcert rv.pem -revreason 1
-rejected "rr of another device's certificate" notAuthorized -cmd rr "${srv[@]}" \
+rejected "rr of another device's certificate" notAuthorized \
+  "the signer may revoke only its own certificate" -cmd rr "${srv[@]}" \
   -cert hold.pem -key rsa.key -oldcert ir-ec.pem -revreason 1
-rejected "rr protected by MAC" notAuthorized -cmd rr "${srv[@]}" "${mac[@]}" -oldcert ir-ed.pem
+rejected "rr protected by MAC" notAuthorized "a MAC is not accepted" \
+  -cmd rr "${srv[@]}" "${mac[@]}" -oldcert ir-ed.pem
 check "rr certificateHold" openssl cmp -cmd rr "${srv[@]}" -cert hold.pem -key rsa.key \
   -oldcert hold.pem -revreason 6
 check "genm caCerts (MAC)" sh -c "openssl cmp -cmd genm ${srv[*]} -ref demo-device \
   -secret pass:$secret -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
 check "genm caCerts unprotected (bootstrap)" sh -c "openssl cmp -cmd genm ${srv[*]} -ref x \
   -unprotected_requests -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
-rejected "genm of another type unprotected" badMessageCheck -cmd genm "${srv[@]}" -ref x \
+rejected "genm of another type unprotected" badMessageCheck \
+  "the genm message is not protected; protect it with a MAC (shared secret) or a signature" \
+  -cmd genm "${srv[@]}" -ref x \
   -unprotected_requests -infotype signKeyPairTypes -unprotected_errors
 crl_has() { # crl_has SERIAL-HEX: the served CRL lists it (polls while the CRL is re-issued)
   for _ in $(seq 1 40); do
@@ -181,7 +196,8 @@ check "openssl verify -crl_check: good certificate passes" openssl verify -crl_c
   -CAfile inst/ca.pem -CRLfile crl.pem ir-ec.pem
 check "rr removeFromCRL releases the hold" openssl cmp -cmd rr "${srv[@]}" -cert hold.pem \
   -key rsa.key -oldcert hold.pem -revreason 8
-rejected "removeFromCRL of a certificate not on hold" badRequest -cmd rr "${srv[@]}" \
+rejected "removeFromCRL of a certificate not on hold" badRequest \
+  "the certificate is not on hold, so it cannot be removed from the CRL" -cmd rr "${srv[@]}" \
   -cert ir-ec.pem -key ec.key -oldcert ir-ec.pem -revreason 8
 
 # Malformed HTTP: the right status, and the server keeps serving.
@@ -310,6 +326,10 @@ fi
 check "store integrity after stop" sh -c "[ \"\$(sqlite3 $work/inst/certmint.db 'PRAGMA integrity_check')\" = ok ]"
 grep -q "outcome=rejected failinfo=1" "$work/daemon.log.1" "$work/daemon.log" 2>/dev/null \
   && ok "request log lines" || fail "request log lines"
+# The code's name stays in the line for grep, next to the quoted reason.
+grep -qF 'failinfo=1 error=CMP_E_PROT_MAC_MISMATCH reason="the MAC does not verify: wrong shared secret for this senderKID?"' \
+  "$work/daemon.log.1" "$work/daemon.log" 2>/dev/null \
+  && ok "request log line: code name and reason" || fail "request log line: code name and reason"
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -162,8 +162,8 @@ static void expect_error_lim(const http_limits *lim, cm_span in, uint32_t code, 
     parse_all(&r, lim, in);
     CU_ASSERT_FATAL(r.num >= 1);
     if (r.ev[0].code != code) {
-        fprintf(stderr, "\n  got %s, expected %s\n", http_result_name(cm_result_make(r.ev[0].code)),
-                http_result_name(cm_result_make(code)));
+        fprintf(stderr, "\n  got %s, expected %s\n", cm_result_name(cm_result_make(r.ev[0].code)),
+                cm_result_name(cm_result_make(code)));
     }
     CU_ASSERT_EQUAL(r.ev[0].kind, HTTP_FEED_ERROR);
     CU_ASSERT_EQUAL(r.ev[0].code, code);
@@ -185,7 +185,7 @@ static http_request expect_request_lim(const http_limits *lim, cm_span in)
     parse_all(&r, lim, in);
     CU_ASSERT_EQUAL_FATAL(r.num, 1);
     if (r.ev[0].kind != HTTP_FEED_REQUEST) {
-        fprintf(stderr, "\n  got %s\n", http_result_name(cm_result_make(r.ev[0].code)));
+        fprintf(stderr, "\n  got %s\n", cm_result_name(cm_result_make(r.ev[0].code)));
     }
     CU_ASSERT_EQUAL_FATAL(r.ev[0].kind, HTTP_FEED_REQUEST);
     CU_ASSERT_EQUAL(r.ev[0].offset, in.len);
@@ -1097,7 +1097,7 @@ static void test_http_error_responses(void)
         TEST_ASSERT_OK(http_error_write(buf, sizeof(buf), &len, &e, 253402300799));
     }
     CU_ASSERT_STRING_EQUAL(http_status_reason(299), "Unknown");
-    CU_ASSERT_STRING_EQUAL(http_result_name(cm_result_make(HTTP_E_OBS_FOLD)), "HTTP_E_OBS_FOLD");
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(HTTP_E_OBS_FOLD)), "HTTP_E_OBS_FOLD");
 }
 
 // openssl_reads_response hands |resp| to OpenSSL's HTTP client (OSSL_HTTP_REQ_CTX over memory
