@@ -70,7 +70,7 @@ uint16_t http_status_of(uint32_t code)
     default:
         break;
     }
-    if (code >= HTTP_E_BAD_REQUEST_LINE && code <= HTTP_E_ENCODING_HTTP10) {
+    if (code >= HTTP_E_BAD_REQUEST_LINE && code <= HTTP_E_BAD_CHUNK) {
         return 400;
     }
     return 500;
