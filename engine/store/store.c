@@ -8,7 +8,8 @@
 
 #include "engine/store/store_internal.h"
 
-#define STORE_DEFAULT_MAX_BATCH 4096
+#define STORE_DEFAULT_MAX_BATCH     4096
+#define STORE_DEFAULT_CACHE_ENTRIES 16384
 
 // store is the open store. Thread: |mu| guards the queue, |stopping|, |stats| and |readers|;
 // |backend| belongs to the writer thread after store_open returns; the rest is immutable.
@@ -27,6 +28,7 @@ struct store {
     bool writer_waiting; // guarded_by(mu): the writer sleeps on |cv|
     size_t readers;      // guarded_by(mu): open readers
     store_stats stats;   // guarded_by(mu), written by the writer
+    store_cache *cache;  // the signer-status cache (internally locked); NULL when off
 };
 
 // store_reader pairs the backend's read connection with its store. Thread: one at a time.
@@ -65,8 +67,18 @@ static bool store_cert_fields_ok(const store_cert *c)
            c->spki_sha256.len == 32 && c->spki_sha256.p != NULL &&
            store_span_ok(c->transaction_id, false) && store_span_ok(c->requester, false) &&
            store_span_ok(c->cert_der, true) && c->requester_kind <= STORE_AUTH_SIGNATURE &&
+           store_span_ok(c->replaces, false) && c->replaces.len <= 20 &&
            (c->status == STORE_CERT_VALID ||
             (c->status == STORE_CERT_UNCONFIRMED && c->confirm_deadline != 0));
+}
+
+static bool store_rsv_fields_ok(const store_reservation *v, bool reserve)
+{
+    return v->ca != NULL && v->ca[0] != '\0' && store_span_ok(v->transaction_id, true) &&
+           store_span_ok(v->credential, false) && v->protection <= STORE_AUTH_SIGNATURE &&
+           (!reserve || (store_span_ok(v->serial, true) && v->serial.len <= 20 &&
+                         v->spki_sha256.len == 32 && v->spki_sha256.p != NULL &&
+                         store_span_ok(v->replaces, false) && v->replaces.len <= 20));
 }
 
 static bool store_txn_fields_ok(const store_txn *t)
@@ -112,6 +124,10 @@ cm_result store_job_validate(const store_job *job)
              store_span_ok(job->u.crl.crl_der, true) && job->u.crl.crl_number <= INT64_MAX &&
              job->u.crl.built_revision <= INT64_MAX;
         break;
+    case STORE_OP_TXN_RESERVE:
+    case STORE_OP_TXN_UNRESERVE:
+        ok = store_rsv_fields_ok(&job->u.rsv, job->op == STORE_OP_TXN_RESERVE);
+        break;
     }
     CM_ENSURE(ok, STORE_E_INVALID);
     return cm_result_make(CM_OK);
@@ -147,14 +163,58 @@ static void store_complete(store_job *first)
     }
 }
 
+// store_note_job invalidates the cached status of what a committed job changed. Plain inserts
+// change nothing cached: a certificate not yet in the store is never cached.
+static void store_note_job(store *s, const store_job *j)
+{
+    const store_ref *ref = &j->u.ref;
+    if (j->changed_many) {
+        store_cache_invalidate_all(s->cache);
+        return;
+    }
+    const char *ca = NULL;
+    cm_span other = cm_span_make(NULL, 0);
+    switch (j->op) {
+    case STORE_OP_CERT_CONFIRM:
+    case STORE_OP_CERT_REVOKE:
+    case STORE_OP_CERT_RELEASE:
+        ca = ref->ca;
+        store_cache_invalidate(s->cache, ca, ref->serial);
+        break;
+    case STORE_OP_CERT_INSERT:
+        ca = j->u.cert.ca;
+        other = j->u.cert.replaces;
+        break;
+    case STORE_OP_TXN_RESERVE:
+    case STORE_OP_TXN_UNRESERVE:
+        ca = j->u.rsv.ca;
+        break;
+    default:
+        break;
+    }
+    if (j->also_serial_len != 0) {
+        other = cm_span_make(j->also_serial, j->also_serial_len);
+    }
+    if (ca != NULL && other.len != 0) {
+        store_cache_invalidate(s->cache, ca, other);
+    }
+}
+
 // store_execute_batch runs the jobs in one transaction and sets each job's result. Returns
-// false when the transaction failed as a whole.
+// false when the transaction failed as a whole. After a commit, and before any job completes,
+// the status cache forgets what the batch changed.
 static bool store_execute_batch(store *s, store_job *first)
 {
     cm_result r = s->ops->begin(s->backend);
+    if (cm_ok(r) && s->cache != NULL && s->ops->changed_elsewhere != NULL &&
+        s->ops->changed_elsewhere(s->backend)) {
+        store_cache_invalidate_all(s->cache); // another process wrote: nothing cached holds
+    }
     if (cm_ok(r)) {
         for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
             j->out_value = 0;
+            j->also_serial_len = 0;
+            j->changed_many = false;
             j->result = store_job_validate(j);
             if (cm_ok(j->result)) {
                 j->result = s->ops->exec(s->backend, j);
@@ -170,6 +230,13 @@ static bool store_execute_batch(store *s, store_job *first)
         }
         if (!cm_ok(r)) {
             s->ops->rollback(s->backend);
+        }
+    }
+    if (cm_ok(r) && s->cache != NULL) {
+        for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
+            if (cm_ok(j->result)) {
+                store_note_job(s, j);
+            }
         }
     }
     if (!cm_ok(r)) {
@@ -300,8 +367,19 @@ cm_result store_open(store **out_store, const char *url, const store_options *op
     CM_ENSURE(s != NULL, CM_E_NOMEM);
     s->ops = ops;
     s->max_batch = o.max_batch;
+    if (!o.status_cache_off) {
+        r = store_cache_new(&s->cache,
+                            o.status_cache_entries != 0 ? o.status_cache_entries
+                                                        : STORE_DEFAULT_CACHE_ENTRIES,
+                            o.status_cache_max_age_ms);
+        if (!cm_ok(r)) {
+            free(s);
+            return r;
+        }
+    }
     r = ops->open(&s->backend, location, &o);
     if (!cm_ok(r)) {
+        store_cache_free(s->cache);
         free(s);
         return r;
     }
@@ -317,6 +395,7 @@ cm_result store_open(store **out_store, const char *url, const store_options *op
             (void)pthread_mutex_destroy(&s->mu);
         }
         ops->close(s->backend);
+        store_cache_free(s->cache);
         free(s);
         CM_BAIL(CM_E_NOMEM);
     }
@@ -336,6 +415,7 @@ void store_close(store *s)
     (void)pthread_mutex_unlock(&s->mu);
     (void)pthread_join(s->writer, NULL);
     s->ops->close(s->backend);
+    store_cache_free(s->cache);
     (void)pthread_cond_destroy(&s->cv);
     (void)pthread_mutex_destroy(&s->mu);
     free(s);
@@ -432,6 +512,9 @@ void store_get_stats(store *s, store_stats *out)
     if (s->ops->stats != NULL) {
         s->ops->stats(s->backend, out);
     }
+    if (s->cache != NULL) {
+        store_cache_stats(s->cache, out);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -517,4 +600,40 @@ cm_result store_crl_get(store_reader *r, cm_arena *a, store_crl *out, const char
 cm_result store_reader_check(store_reader *r)
 {
     return r->s->ops->check(r->r);
+}
+
+cm_result store_cert_state_get(store_reader *r, store_cert_state *out, const char *ca,
+                               cm_span serial)
+{
+    CM_ENSURE(ca != NULL && store_span_ok(serial, true), STORE_E_INVALID);
+    store_cache *c = r->s->cache;
+    if (c != NULL && store_cache_get(c, ca, serial, out)) {
+        return cm_result_make(CM_OK);
+    }
+    const uint64_t gen = c != NULL ? store_cache_generation(c) : 0;
+    CM_TRY(r->s->ops->cert_state(r->r, out, ca, serial));
+    out->from_cache = false;
+    if (c != NULL) {
+        store_cache_put(c, ca, serial, out, gen);
+    }
+    return cm_result_make(CM_OK);
+}
+
+void store_status_invalidate(store *s, const char *ca, cm_span serial)
+{
+    if (s->cache != NULL) {
+        store_cache_invalidate(s->cache, ca, serial);
+    }
+}
+
+void store_status_invalidate_all(store *s)
+{
+    if (s->cache != NULL) {
+        store_cache_invalidate_all(s->cache);
+    }
+}
+
+uint64_t store_status_generation(store *s)
+{
+    return s->cache != NULL ? store_cache_generation(s->cache) : 0;
 }

@@ -51,6 +51,14 @@ typedef struct store_backend_ops {
      void *ctx);
     CM_RESULT (*crl_get)(store_backend_reader *r, cm_arena *a, store_crl *out, const char *ca);
     CM_RESULT (*check)(store_backend_reader *r);
+    // cert_state reads what store_cert_state_get returns (from_cache false); STORE_E_NOT_FOUND.
+    CM_RESULT(*cert_state)
+    (store_backend_reader *r, store_cert_state *out, const char *ca, cm_span serial);
+    // changed_elsewhere runs on the writer thread right after begin: true when another process
+    // or connection committed changes since the writer's previous batch (the status cache is
+    // then cleared). May be NULL (a backend that reports changes through
+    // store_status_invalidate*).
+    bool (*changed_elsewhere)(store_backend *b);
 } store_backend_ops;
 
 // store_sqlite_ops is the SQLite backend ("sqlite:PATH"). Immutable.
@@ -65,6 +73,23 @@ const char *store_sqlite_migration_sql(size_t i);
 // last, so a test can check with EXPLAIN QUERY PLAN that none scans a whole table.
 // Thread: any; static strings.
 const char *store_sqlite_request_path_sql(size_t i);
+
+// store_cache is the signer-status cache (store_cache.c; the design is at its top).
+// store_cache_new allocates one of |entries| (rounded up to whole sets); store_cache_get copies a
+// current entry into |out| (false on a miss); store_cache_generation is loaded before a database
+// read whose answer store_cache_put may then insert (dropped when the generation moved);
+// store_cache_invalidate / _all drop entries and move the generation; store_cache_stats fills
+// the status_* fields of |out|. Thread: any (locked per shard; counters are atomics).
+typedef struct store_cache store_cache;
+CM_RESULT store_cache_new(store_cache **out, size_t entries, uint32_t max_age_ms);
+void store_cache_free(store_cache *c);
+bool store_cache_get(store_cache *c, const char *ca, cm_span serial, store_cert_state *out);
+uint64_t store_cache_generation(store_cache *c);
+void store_cache_put(store_cache *c, const char *ca, cm_span serial, const store_cert_state *st,
+                     uint64_t generation);
+void store_cache_invalidate(store_cache *c, const char *ca, cm_span serial);
+void store_cache_invalidate_all(store_cache *c);
+void store_cache_stats(store_cache *c, store_stats *out);
 
 // store_job_validate checks the fields every backend relies on (required spans present,
 // lengths, reasons, statuses): CM_OK or STORE_E_INVALID. Thread: any; pure.
