@@ -60,13 +60,25 @@
 //   san_types         = dns, ip, email, uri   # default none
 //   implicit_confirm  = on | off     # default on
 //   extensions        = SECTION      # an `openssl ca` extensions section
+//   allow_key_reuse   = off          # on: a key this CA already certified may be certified again
+//   revoke_on_update  = off          # on: a kur also revokes the old certificate (superseded)
+//   subject_from      = signer       # signer | request: a certificate-signed cr/kur may ask
+//                                    #   only for its signer's subject, or for any (default
+//                                    #   signer)
 //
 //   [clients:NAME]
 //   secret.REF    = secrets/REF.key  # MAC secret file (mode 0600 or stricter); one or more
 //   senderKID.REF = hex:0a0b0c       # optional: the senderKID for REF (text or hex:);
 //                                    # default: the bytes of REF
 //   trust_anchors = vendor-ca.pem    # PEM file(s), comma separated: signature-protected ir
+//   trust_crls    = vendor-ca.crl    # CRL file(s) (PEM or DER) of those anchors' CAs, checked
+//                                    #   in every chain; reloaded on SIGHUP; needs trust_anchors
 //   ra_certs      = ra.pem           # PEM file(s): RAs allowed raVerified / revocation
+//   ra_require_cmcra = on            # an RA certificate needs extended key usage id-kp-cmcRA
+//   profiles      = devices, gw      # profiles a request may select with certProfile
+//   max_certs.REF = 100              # the secret REF enrols at most this many certificates
+//   once.REF      = on               # the secret REF enrols one certificate (max_certs 1)
+//   subject_pattern.REF = CN=line-7-*  # subjects the secret REF may request (cfg_subject_match)
 #ifndef CERTMINT_ENGINE_CONFIG_CFG_H
 #define CERTMINT_ENGINE_CONFIG_CFG_H
 
@@ -88,6 +100,7 @@ enum {
 #define CFG_MAX_SECRET   4096u // bytes in one secret file
 #define CFG_MAX_FILE     (1u << 20)
 #define CFG_MAX_RA_CERTS 64u
+#define CFG_MAX_PATTERN  256u // characters of a subject_pattern
 
 // cfg_listen is one address to listen on. Thread: immutable after cfg_load.
 typedef struct cfg_listen {
@@ -103,6 +116,8 @@ typedef struct cfg_secret {
     size_t kid_len;
     uint8_t *secret; // wiped by cfg_free
     size_t secret_len;
+    uint32_t max_certs;    // max_certs.REF / once.REF: certificates it may enrol; 0: no limit
+    char *subject_pattern; // subject_pattern.REF, NULL when none
 } cfg_secret;
 
 // cfg_clients is one [clients:NAME] section. Thread: immutable after cfg_load (the trust
@@ -115,12 +130,20 @@ typedef struct cfg_clients {
     uint8_t **ra_certs; // DER
     size_t *ra_cert_lens;
     size_t num_ra_certs;
+    bool ra_require_cmcra; // ra_require_cmcra (default on)
+    char **crl_paths;      // trust_crls, resolved: reloaded by cfg_clients_reload_crls
+    size_t num_crl_paths;
+    const struct cfg_profile **profiles; // profiles a certProfile may select
+    size_t num_profiles;
 } cfg_clients;
 
 // cfg_profile is one [profile:NAME] section. Thread: immutable after cfg_load.
 typedef struct cfg_profile {
     char *name;
     ca_profile *profile;
+    bool allow_key_reuse;      // allow_key_reuse (default off)
+    bool revoke_on_update;     // revoke_on_update (default off)
+    bool subject_from_request; // subject_from = request (default signer)
 } cfg_profile;
 
 // cfg_ca is one [ca:NAME] section. Thread: immutable after cfg_load.
@@ -194,5 +217,23 @@ const cfg_ca *cfg_ca_find(const cfg_config *cfg, const char *name);
 // cfg_clients_find_secret returns the credential whose senderKID is |kid|, or NULL. The
 // comparison is not constant time: senderKIDs are not secret. Thread: any.
 const cfg_secret *cfg_clients_find_secret(const cfg_clients *clients, cm_span kid);
+
+// cfg_clients_reload_crls reads the trust_crls files of |clients| again and swaps them into its
+// trust store (ca_trust_set_crls: safe while other threads verify). A no-op without
+// trust_crls. On failure the store keeps its CRLs and |err| says "[clients:NAME] trust_crls:
+// FILE: what is wrong". Thread: any (certmintd's SIGHUP handler; file I/O).
+CM_RESULT cfg_clients_reload_crls(const cfg_clients *clients, char *err, size_t err_cap);
+
+// cfg_subject_match reports whether |subject| (RFC 4514 text from ca_name_to_text: the last RDN
+// first, "CN=dev-1,O=Example") matches |pattern| as a whole, case-sensitively: '*' matches any
+// run of characters (also none) that contains no RDN or attribute separator (an unescaped ','
+// or '+'), so it never crosses into another attribute; '?' matches one such character; '\'
+// makes the next pattern character literal (so "\*" is a star, "\," an escaped comma as the
+// text writes it); every other character matches itself. Thread: any; pure.
+bool cfg_subject_match(const char *pattern, const char *subject);
+
+// cfg_subject_pattern_valid reports whether |pattern| is one cfg_subject_match accepts:
+// non-empty, at most CFG_MAX_PATTERN characters, not ending in a lone '\'.
+bool cfg_subject_pattern_valid(const char *pattern);
 
 #endif // CERTMINT_ENGINE_CONFIG_CFG_H

@@ -437,8 +437,14 @@ void cfg_free(cfg_config *cfg)
             free(s->secret);
             free(s->kid);
             free(s->ref);
+            free(s->subject_pattern);
         }
         free(cl->secrets);
+        for (size_t j = 0; j < cl->num_crl_paths; j++) {
+            free(cl->crl_paths[j]);
+        }
+        free(cl->crl_paths);
+        free(cl->profiles);
         for (size_t j = 0; j < cl->num_ra_certs; j++) {
             free(cl->ra_certs[j]);
         }
