@@ -406,4 +406,21 @@ CM_RESULT ca_crl_tbs_build(const ca_authority *ca, der_builder *b, cm_span sig_a
                            int64_t this_update, int64_t next_update, uint64_t crl_number,
                            const ca_crl_entry *entries, size_t num_entries);
 
+// ---------------------------------------------------------------------------------------------
+// Subject patterns (ca_pattern.c)
+
+#define CA_MAX_PATTERN 256u // characters of a subject pattern
+
+// ca_subject_match reports whether |subject| (RFC 4514 text from ca_name_to_text: the last RDN
+// first, "CN=dev-1,O=Example") matches |pattern| as a whole, case-sensitively: '*' matches any
+// run of characters (also none) that contains no RDN or attribute separator (an unescaped ','
+// or '+'), so it never crosses into another attribute; '?' matches one such character; '\'
+// makes the next pattern character literal (so "\*" is a star, "\," an escaped comma as the
+// text writes it); every other character matches itself. Thread: any; pure.
+bool ca_subject_match(const char *pattern, const char *subject);
+
+// ca_subject_pattern_valid reports whether |pattern| is one ca_subject_match accepts:
+// non-empty, at most CA_MAX_PATTERN characters, not ending in a lone '\'.
+bool ca_subject_pattern_valid(const char *pattern);
+
 #endif // CERTMINT_ENGINE_CA_CA_H

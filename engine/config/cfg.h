@@ -78,7 +78,7 @@
 //   profiles      = devices, gw      # profiles a request may select with certProfile
 //   max_certs.REF = 100              # the secret REF enrols at most this many certificates
 //   once.REF      = on               # the secret REF enrols one certificate (max_certs 1)
-//   subject_pattern.REF = CN=line-7-*  # subjects the secret REF may request (cfg_subject_match)
+//   subject_pattern.REF = CN=line-7-*  # subjects the secret REF may request (ca_subject_match)
 #ifndef CERTMINT_ENGINE_CONFIG_CFG_H
 #define CERTMINT_ENGINE_CONFIG_CFG_H
 
@@ -100,7 +100,6 @@ enum {
 #define CFG_MAX_SECRET   4096u // bytes in one secret file
 #define CFG_MAX_FILE     (1u << 20)
 #define CFG_MAX_RA_CERTS 64u
-#define CFG_MAX_PATTERN  256u // characters of a subject_pattern
 
 // cfg_listen is one address to listen on. Thread: immutable after cfg_load.
 typedef struct cfg_listen {
@@ -224,16 +223,5 @@ const cfg_secret *cfg_clients_find_secret(const cfg_clients *clients, cm_span ki
 // FILE: what is wrong". Thread: any (certmintd's SIGHUP handler; file I/O).
 CM_RESULT cfg_clients_reload_crls(const cfg_clients *clients, char *err, size_t err_cap);
 
-// cfg_subject_match reports whether |subject| (RFC 4514 text from ca_name_to_text: the last RDN
-// first, "CN=dev-1,O=Example") matches |pattern| as a whole, case-sensitively: '*' matches any
-// run of characters (also none) that contains no RDN or attribute separator (an unescaped ','
-// or '+'), so it never crosses into another attribute; '?' matches one such character; '\'
-// makes the next pattern character literal (so "\*" is a star, "\," an escaped comma as the
-// text writes it); every other character matches itself. Thread: any; pure.
-bool cfg_subject_match(const char *pattern, const char *subject);
-
-// cfg_subject_pattern_valid reports whether |pattern| is one cfg_subject_match accepts:
-// non-empty, at most CFG_MAX_PATTERN characters, not ending in a lone '\'.
-bool cfg_subject_pattern_valid(const char *pattern);
 
 #endif // CERTMINT_ENGINE_CONFIG_CFG_H

@@ -206,11 +206,11 @@ static cm_result cfg_secret_key(cfg_loader *ld, cfg_clients *cl, const char *k, 
         }
         return cm_result_make(CM_OK);
     }
-    if (!cfg_subject_pattern_valid(v)) {
+    if (!ca_subject_pattern_valid(v)) {
         return cfg_fail(ld, CFG_E_VALUE, k,
                         "'%s' is not a subject pattern (1..%u characters, '*' and '?' as "
                         "wildcards, '\\' escapes the next character)",
-                        v, CFG_MAX_PATTERN);
+                        v, CA_MAX_PATTERN);
     }
     free(s->subject_pattern);
     s->subject_pattern = cfg_strdup(v);
@@ -374,73 +374,6 @@ cm_result cfg_clients_reload_crls(const cfg_clients *clients, char *err, size_t 
         (void)snprintf(err, err_cap, "[clients:%s] trust_crls: %s", clients->name, why);
     }
     return r;
-}
-
-bool cfg_subject_pattern_valid(const char *pattern)
-{
-    const size_t n = strlen(pattern);
-    if (n == 0 || n > CFG_MAX_PATTERN) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (pattern[i] == '\\') {
-            if (i + 1 == n) {
-                return false;
-            }
-            i++;
-        }
-    }
-    return true;
-}
-
-// cfg_text_sep reports whether |t|[i] is an RDN or attribute separator of ca_name_to_text's
-// output: ',' or '+' not escaped by a backslash (RFC 4514 §2.4 escapes them inside values).
-static bool cfg_text_sep(const char *t, size_t i)
-{
-    if (t[i] != ',' && t[i] != '+') {
-        return false;
-    }
-    size_t bs = 0;
-    while (bs < i && t[i - 1 - bs] == '\\') {
-        bs++;
-    }
-    return bs % 2 == 0;
-}
-
-bool cfg_subject_match(const char *pattern, const char *subject)
-{
-    // Iterative glob with one backtrack point per '*' (the classic two-pointer match); a '*'
-    // never extends over a separator, so the backtrack point is dropped at one.
-    size_t p = 0, t = 0;
-    size_t star_p = SIZE_MAX, star_t = 0;
-    const size_t pn = strlen(pattern), tn = strlen(subject);
-    while (t < tn) {
-        if (p < pn && pattern[p] == '*') {
-            star_p = ++p;
-            star_t = t;
-            continue;
-        }
-        if (p < pn) {
-            const bool lit = pattern[p] == '\\' && p + 1 < pn;
-            const char want = lit ? pattern[p + 1] : pattern[p];
-            const bool any = !lit && want == '?';
-            if ((any && !cfg_text_sep(subject, t)) || (!any && want == subject[t])) {
-                p += lit ? 2 : 1;
-                t++;
-                continue;
-            }
-        }
-        if (star_p != SIZE_MAX && !cfg_text_sep(subject, star_t)) {
-            p = star_p;
-            t = ++star_t;
-            continue;
-        }
-        return false;
-    }
-    while (p < pn && pattern[p] == '*') {
-        p++;
-    }
-    return p == pn;
 }
 
 cm_result cfg_clients_load(cfg_loader *ld, cfg_clients *cl, const char *section)

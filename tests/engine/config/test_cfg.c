@@ -611,8 +611,8 @@ static void test_cfg_rejects_bad_trust_settings(void)
         (void)snprintf(text, sizeof(text), "%s\n%s", k_base, k_bad_trust[i].append);
         expect_fail(text, k_bad_trust[i].code, k_bad_trust[i].msg);
     }
-    // A pattern longer than CFG_MAX_PATTERN.
-    char big[CFG_MAX_PATTERN + 64];
+    // A pattern longer than CA_MAX_PATTERN.
+    char big[CA_MAX_PATTERN + 64];
     memset(big, 'a', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
     char app[sizeof(big) + 64];
@@ -621,7 +621,7 @@ static void test_cfg_rejects_bad_trust_settings(void)
     expect_fail(text, CFG_E_VALUE, "[clients:line] subject_pattern.line7: ");
 }
 
-static void test_cfg_subject_match(void)
+static void test_ca_subject_match(void)
 {
     static const struct {
         const char *pattern, *subject;
@@ -653,15 +653,15 @@ static void test_cfg_subject_match(void)
         {"CN=x", "", false},
     };
     for (size_t i = 0; i < sizeof(k_cases) / sizeof(k_cases[0]); i++) {
-        const bool got = cfg_subject_match(k_cases[i].pattern, k_cases[i].subject);
+        const bool got = ca_subject_match(k_cases[i].pattern, k_cases[i].subject);
         if (got != k_cases[i].match) {
             fprintf(stderr, "\n  '%s' vs '%s': %d\n", k_cases[i].pattern, k_cases[i].subject, got);
         }
         CU_ASSERT_EQUAL(got, k_cases[i].match);
     }
-    CU_ASSERT_TRUE(cfg_subject_pattern_valid("CN=x\\*"));
-    CU_ASSERT_FALSE(cfg_subject_pattern_valid("CN=x\\"));
-    CU_ASSERT_FALSE(cfg_subject_pattern_valid(""));
+    CU_ASSERT_TRUE(ca_subject_pattern_valid("CN=x\\*"));
+    CU_ASSERT_FALSE(ca_subject_pattern_valid("CN=x\\"));
+    CU_ASSERT_FALSE(ca_subject_pattern_valid(""));
 }
 
 int test_cfg_register(void);
@@ -675,7 +675,7 @@ int test_cfg_register(void)
         TEST_CASE(test_cfg_missing_sections_and_keys),
         TEST_CASE(test_cfg_trust_settings),
         TEST_CASE(test_cfg_rejects_bad_trust_settings),
-        TEST_CASE(test_cfg_subject_match),
+        TEST_CASE(test_ca_subject_match),
     };
     return test_register_suite("cfg", cfg_suite_init, cfg_suite_cleanup, NULL, NULL, tests,
                                TEST_NUM_CASES(tests));
