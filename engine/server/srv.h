@@ -40,11 +40,31 @@ enum {
 #include "engine/base/codes.def"
 };
 
-// srv_secret is one MAC credential: senderKID bytes and the shared secret. Thread: immutable.
+// srv_secret is one MAC credential: senderKID bytes and the shared secret, and what it may
+// enrol. Thread: immutable.
 typedef struct srv_secret {
     cm_span ref;
     cm_span secret;
+    uint32_t max_certs;          // > 0: at most this many certificates at this CA (once: 1),
+                                 //   counted atomically in the store at reservation
+    const char *subject_pattern; // NULL: any subject; else ca_subject_match on its RFC 4514 text
 } srv_secret;
+
+// srv_policy is what a profile decides about trust and authorization (issue 14); the zero value
+// is the safe default. Thread: value type.
+typedef struct srv_policy {
+    bool allow_key_reuse;      // a key this CA certified before may be certified again
+    bool revoke_on_update;     // a completed kur revokes the old certificate (reason superseded)
+    bool subject_from_request; // a certificate-signed cr/kur may request another subject
+} srv_policy;
+
+// srv_profile is a profile a request may select with certProfile (RFC 9483 §3.1, id-it 21).
+// Thread: immutable.
+typedef struct srv_profile {
+    const char *name;
+    const ca_profile *profile;
+    srv_policy policy;
+} srv_profile;
 
 // srv_ca describes one CA the server answers for. Everything it points at is owned by the
 // caller, immutable and must outlive the engine. Thread: immutable after srv_engine_new.
@@ -65,7 +85,14 @@ typedef struct srv_ca {
     bool sign_mac_responses;       // answer MAC requests with signatures instead
     bool unprotected_genm;         // answer an unprotected genm for caCerts (bootstrap)
     const cm_span *ra_certs;       // RA certificates (DER) allowed to revoke for others and
-    size_t num_ra_certs;           //   to send raVerified
+    size_t num_ra_certs;           //   to send raVerified, while valid, not revoked (the store
+                                   //   when this CA issued one, client_trust's CRLs otherwise)
+                                   //   and with extended key usage id-kp-cmcRA
+    bool ra_cmcra_optional;        // ra_require_cmcra = off: an RA certificate needs no cmcRA
+    const char *profile_name;      // |profile|'s name (a certProfile may name it); may be NULL
+    srv_policy policy;             // |profile|'s trust settings
+    const srv_profile *profiles;   // further profiles a certProfile may select (clients'
+    size_t num_profiles;           //   `profiles`)
     cm_span root_update[3];        // newWithNew, newWithOld, oldWithNew (len 0: none)
     int64_t crl_min_interval;      // seconds (see srv_crl_due)
     int64_t crl_validity;          // seconds
@@ -174,6 +201,10 @@ typedef enum srv_stage {
 typedef struct srv_summary {
     int body_type;                      // cmp_body_type of the request, -1 when unparseable
     int fail_bit;                       // -1 when accepted
+    int prot_kind;                      // cmp_prot_kind of the request's protection, -1: none
+                                        //   or unknown
+    bool mac_failed;                    // a MAC was checked and did not verify (or its
+                                        //   parameters were refused) — KDF work for nothing
     cm_result error;                    // why it was rejected (its name goes into the log line)
     const char *reason;                 // the statusString sent, "" when accepted; owned by the
                                         // request (valid until srv_request_free)

@@ -10,6 +10,7 @@
 //   srv_conf.c     certConf
 //   srv_rr.c       rr
 //   srv_genm.c     genm
+//   srv_error.c    error (from a client)
 //   srv_crl.c      CRLs
 #ifndef CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H
 #define CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H
@@ -30,7 +31,17 @@ enum {
     SRV_TXN_IMPLICIT = 2,  // issued with implicitConfirm: nothing more to come
     SRV_TXN_CONFIRMED = 3, // certConf accepted it
     SRV_TXN_REJECTED = 4,  // certConf rejected it (revoked)
+    SRV_TXN_RESERVED = 5,  // reserved before signing; the certificate is not recorded yet
 };
+
+// Where an enrolment is (srv_enrol.c): its reservation is with the store, its certificate with
+// the HSM, its records with the store.
+typedef enum srv_enrol_phase {
+    SRV_ENROL_NONE = 0,
+    SRV_ENROL_RESERVING,
+    SRV_ENROL_SIGNING,
+    SRV_ENROL_RECORDING,
+} srv_enrol_phase;
 
 typedef enum srv_state {
     SRV_ST_NEW = 0,
@@ -84,15 +95,24 @@ struct srv_request {
 
     // Authentication.
     cmp_prot_kind prot_kind;
-    bool mac_ok;           // the MAC verified with mac_key
-    cmp_mac_key mac_key;   // kept for the response (same salt and parameters); secret
-    bool sig_ok;           // the signature verified with signer_cert
-    bool signer_is_ra;     // signer_cert is one of the CA's configured RA certificates
-    cm_span signer_cert;   // extraCerts[0]
-    ca_cert_fields signer; // its fields, once sig_ok
+    bool prot_known;          // prot_kind was read from protectionAlg
+    bool mac_failed;          // the MAC was checked and refused (srv_summary)
+    const srv_secret *secret; // the MAC credential named by senderKID, once mac_ok
+    bool mac_ok;              // the MAC verified with mac_key
+    cmp_mac_key mac_key;      // kept for the response (same salt and parameters); secret
+    bool sig_ok;              // the signature verified with signer_cert
+    bool signer_is_ra;        // signer_cert is one of the CA's RA certificates, and valid as one
+    cm_why ra_why;            // why a configured RA certificate may not act as one (empty: none)
+    cm_span signer_cert;      // extraCerts[0]
+    ca_cert_fields signer;    // its fields, once sig_ok
     uint8_t signer_hash[32];
 
     // Issuance.
+    const ca_profile *profile; // the profile the request is issued under (certProfile)
+    const char *profile_name;  //   its name, for reasons
+    srv_policy policy;         //   its trust settings
+    srv_enrol_phase phase;
+    uint32_t serial_tries; // reservations refused for a serial already in use
     bool implicit;
     int64_t cert_req_id;
     cmp_body_type resp_type;
@@ -100,6 +120,8 @@ struct srv_request {
     ca_decision dec;
     ca_ext exts[CA_MAX_REQ_EXTS];
     uint8_t serial[CA_SERIAL_LEN];
+    cm_span serial_content; // |serial| as the certificate's INTEGER content octets
+    cm_span replaces;       // kur: the serial (content octets) of the certificate updated
     uint8_t spki_hash[32];
     cm_span tbs;
     cm_span cert;
@@ -125,6 +147,8 @@ struct srv_request {
     cm_span extra[SRV_MAX_EXTRA_OUT];
     size_t num_extra;
     cm_span response;
+    const cmp_body *resp_body; // srv_respond's body while it runs (to answer again with the MAC)
+    bool force_mac;            // the response's signature could not be queued: MAC it instead
     cm_result error;
     int fail_bit;
     cm_why why; // the refusal's specifics, set by the step that refused (base.h's convention)
@@ -159,6 +183,10 @@ typedef struct srv_handler {
     // true when it submitted an undo (srv_undo_submit; the request then answers |r| once that
     // is back), false to answer |r| now. NULL: always answer |r| now.
     bool (*store_failed)(srv_request *req, size_t i, cm_result r);
+    // sign_failed runs when the certificate's signature could not be made or queued (|r|): it
+    // returns true when it submitted an undo (srv_undo_submit; the request then answers |r| once
+    // that is back). NULL: answer |r| now.
+    bool (*sign_failed)(srv_request *req, cm_result r);
 } srv_handler;
 
 // srv_handler_get returns the row for |body_type|, or NULL outside cmp_body_type.
@@ -213,9 +241,13 @@ cm_span srv_ca_root(const ca_authority *a);
 // recipNonce of a transaction's first message, messageTime).
 CM_RESULT srv_check_header(srv_request *req);
 
-// srv_authenticate verifies the protection: a MAC with the secret named by senderKID, or a
-// signature by extraCerts[0], whose subject must be the sender and whose chain must reach
-// |trust| or |trust2| (either may be NULL) unless it is a configured RA certificate.
+// srv_authenticate verifies the protection: a MAC with the secret named by senderKID (the
+// sender must be a directoryName), or a signature by extraCerts[0], whose subject must be the
+// sender, whose SKI must be the senderKID (present in every first message of a transaction when
+// the certificate has an SKI), and whose chain must reach |trust| or |trust2| (either may be
+// NULL) unless it is a configured RA certificate valid as one (srv_ca.ra_certs). A signer this
+// instance's CAs issued must then be VALID in the store (srv_signer_check): the one
+// authentication path every body type goes through.
 CM_RESULT srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *trust2);
 
 // ---------------------------------------------------------------------------------------------
@@ -225,10 +257,17 @@ void srv_enrol_start(srv_request *req);   // ir, cr, kur, p10cr (srv_enrol.c)
 void srv_enrol_record(srv_request *req);  //   the certificate is signed
 void srv_enrol_respond(srv_request *req); //   its records committed
 bool srv_enrol_store_failed(srv_request *req, size_t i, cm_result r);
-void srv_conf_start(srv_request *req);   // certConf (srv_conf.c)
-void srv_conf_respond(srv_request *req); //   its records committed
-void srv_rr_start(srv_request *req);     // rr (srv_rr.c)
-void srv_rr_respond(srv_request *req);   //   the revocation committed
-void srv_genm_start(srv_request *req);   // genm (srv_genm.c)
+void srv_conf_start(srv_request *req);                     // certConf (srv_conf.c)
+void srv_conf_respond(srv_request *req);                   //   its records committed
+void srv_rr_start(srv_request *req);                       // rr (srv_rr.c)
+void srv_rr_respond(srv_request *req);                     //   the revocation committed
+void srv_genm_start(srv_request *req);                     // genm (srv_genm.c)
+void srv_error_start(srv_request *req);                    // error (srv_error.c)
+void srv_error_respond(srv_request *req);                  //   the transaction's end committed
+bool srv_enrol_sign_failed(srv_request *req, cm_result r); // (srv_enrol.c)
+
+// srv_serial_text writes |serial| (INTEGER content octets) as hex for a reason, cut to 20
+// octets, into |buf|; returns it (srv_auth.c).
+const char *srv_serial_text(char buf[48], cm_span serial);
 
 #endif // CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H
