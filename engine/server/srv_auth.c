@@ -441,15 +441,20 @@ cm_result srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *trust2)
     cm_why trust_why;
     cm_why_clear(&trust_why);
     bool via_client_trust = false;
+    cm_result first = cm_result_make(CM_OK); // the first trust store's refusal is the one told
     if (!cm_ok(tr) && trust != NULL) {
         tr = ca_trust_verify(trust, signer, m->extra_certs + 1, m->num_extra_certs - 1, req->now,
                              &trust_why);
         via_client_trust = cm_ok(tr) && trust != req->ca->own_trust;
+        first = tr;
     }
     if (!cm_ok(tr) && trust2 != NULL) {
         tr = ca_trust_verify(trust2, signer, m->extra_certs + 1, m->num_extra_certs - 1, req->now,
                              &trust_why);
         via_client_trust = cm_ok(tr) && trust2 != req->ca->own_trust;
+        if (!cm_ok(tr) && !cm_ok(first)) {
+            tr = first;
+        }
     }
     if (!cm_ok(tr)) {
         // ca_trust_verify's reasons start with "certificate": name whose it is.
