@@ -69,6 +69,11 @@ void front_daemon_refresh_crls(front_daemon *d);
 // happened. Blocking: the maintenance (main) thread only.
 void front_daemon_maintain(front_daemon *d, int64_t now);
 
+// front_daemon_reload_crls reads every client group's trust_crls files again and swaps them in
+// (cfg_clients_reload_crls: safe while the loops verify), logging the outcome per group; a
+// group whose files fail keeps its CRLs. For SIGHUP. Thread: the main thread (file I/O).
+void front_daemon_reload_crls(front_daemon *d);
+
 // front_daemon_stop stops serving gracefully (requests in flight answered) and waits for the
 // loops to finish. No-op when front_daemon_serve did not succeed. Thread: the main thread.
 void front_daemon_stop(front_daemon *d);

@@ -38,11 +38,13 @@ void front_daemon_free(front_daemon *d)
     for (size_t i = 0; i < d->num_cas; i++) {
         free(d->secrets != NULL ? d->secrets[i] : NULL);
         free(d->ra_certs != NULL ? d->ra_certs[i] : NULL);
+        free(d->profiles != NULL ? d->profiles[i] : NULL);
         ca_trust_free(d->own_trust != NULL ? d->own_trust[i] : NULL);
         ca_authority_free(d->cmp_ids != NULL ? d->cmp_ids[i] : NULL);
     }
     free(d->secrets);
     free(d->ra_certs);
+    free(d->profiles);
     free(d->own_trust);
     free(d->cmp_ids);
     free(d->cas);
@@ -180,6 +182,25 @@ static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, 
             d->secrets[k][j].ref = cm_span_make(cl->secrets[j].kid, cl->secrets[j].kid_len);
             d->secrets[k][j].secret =
                 cm_span_make(cl->secrets[j].secret, cl->secrets[j].secret_len);
+            d->secrets[k][j].max_certs = cl->secrets[j].max_certs;
+            d->secrets[k][j].subject_pattern = cl->secrets[j].subject_pattern;
+        }
+    }
+    // The profiles a certProfile may select (issue 14), with their trust settings.
+    if (cl != NULL && cl->num_profiles > 0) {
+        d->profiles[k] = calloc(cl->num_profiles, sizeof(srv_profile));
+        if (d->profiles[k] == NULL) {
+            front_err(err, err_cap, "out of memory");
+            return cm_result_make(CM_E_NOMEM);
+        }
+        for (size_t j = 0; j < cl->num_profiles; j++) {
+            const cfg_profile *p = cl->profiles[j];
+            d->profiles[k][j] =
+                (srv_profile){.name = p->name,
+                              .profile = p->profile,
+                              .policy = {.allow_key_reuse = p->allow_key_reuse,
+                                         .revoke_on_update = p->revoke_on_update,
+                                         .subject_from_request = p->subject_from_request}};
         }
     }
     if (cl != NULL && cl->num_ra_certs > 0) {
@@ -237,7 +258,14 @@ static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, 
                                   cm_span_make(c->root_update[1], c->root_update_len[1]),
                                   cm_span_make(c->root_update[2], c->root_update_len[2])},
                   .crl_min_interval = c->crl_min_interval,
-                  .crl_validity = (int64_t)c->crl_validity_days * 86400};
+                  .crl_validity = (int64_t)c->crl_validity_days * 86400,
+                  .ra_cmcra_optional = cl != NULL && !cl->ra_require_cmcra,
+                  .profile_name = c->profile->name,
+                  .policy = {.allow_key_reuse = c->profile->allow_key_reuse,
+                             .revoke_on_update = c->profile->revoke_on_update,
+                             .subject_from_request = c->profile->subject_from_request},
+                  .profiles = d->profiles[k],
+                  .num_profiles = cl != NULL ? cl->num_profiles : 0};
     if (s->ca_sig_alg == HSM_SIG_NONE || s->cmp_sig_alg == HSM_SIG_NONE) {
         front_err(err, err_cap, "[ca:%s] unsupported key type", c->name);
         return cm_result_make(CM_E_INVALID_ARG);
@@ -254,8 +282,9 @@ static cm_result front_build_engine(front_daemon *d, char *err, size_t err_cap)
     d->own_trust = calloc(cfg->num_cas, sizeof(ca_trust *));
     d->ra_certs = calloc(cfg->num_cas, sizeof(cm_span *));
     d->cmp_ids = calloc(cfg->num_cas, sizeof(ca_authority *));
+    d->profiles = calloc(cfg->num_cas, sizeof(srv_profile *));
     if (d->cas == NULL || d->secrets == NULL || d->own_trust == NULL || d->ra_certs == NULL ||
-        d->cmp_ids == NULL) {
+        d->cmp_ids == NULL || d->profiles == NULL) {
         front_err(err, err_cap, "out of memory");
         return cm_result_make(CM_E_NOMEM);
     }
@@ -415,4 +444,21 @@ srv_engine *front_daemon_engine(const front_daemon *d)
 size_t front_daemon_num_cas(const front_daemon *d)
 {
     return d->num_cas;
+}
+
+void front_daemon_reload_crls(front_daemon *d)
+{
+    for (size_t i = 0; i < d->cfg->num_clients; i++) {
+        const cfg_clients *cl = &d->cfg->clients[i];
+        if (cl->num_crl_paths == 0) {
+            continue;
+        }
+        char err[600];
+        if (cm_ok(cfg_clients_reload_crls(cl, err, sizeof(err)))) {
+            cm_log(CM_LOG_INFO, "certmintd: [clients:%s] reloaded %zu CRL(s)", cl->name,
+                   ca_trust_num_crls(cl->trust));
+        } else {
+            cm_log(CM_LOG_WARN, "certmintd: %s (the previous CRLs stay in force)", err);
+        }
+    }
 }

@@ -22,6 +22,8 @@
 // front_counters: what /metrics reports that the front counts itself. Thread: relaxed atomics.
 typedef struct front_counters {
     uint64_t n_requests, n_ok, n_rejected, n_http_errors;
+    uint64_t n_failinfo[CM_FAIL_MAX + 1]; // rejections by PKIFailureInfo bit (issue 14)
+    uint64_t n_mac_failed[3];             // MACs that did not verify: [0] PBM, [1] PBMAC1
     uint64_t n_body[FRONT_BODY_TYPES][2]; // [cmp_body_type][0 ok, 1 rejected], all CAs
     uint64_t hsm_hist[FRONT_HIST];        // HSM stage latency (µs), log2 buckets
     uint64_t hsm_sum_us;
@@ -40,6 +42,7 @@ struct front_daemon {
     // Per srv_ca, in the engine's order (the default CA first).
     srv_secret **secrets;
     cm_span **ra_certs;
+    srv_profile **profiles; // the certProfile choices of each CA (issue 14)
     ca_trust **own_trust;
     ca_authority **cmp_ids; // a separate CMP protection certificate, or NULL
     srv_ca *cas;

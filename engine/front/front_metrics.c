@@ -5,6 +5,80 @@
 
 #include "engine/front/front_internal.h"
 
+// --- rejections by failInfo, MAC failures (issue 14) -----------------------------------------
+
+// PKIFailureInfo bit names (RFC 9810 §5.2.3), indexed by bit.
+static const char *const k_front_failinfo[CM_FAIL_MAX + 1] = {
+    "badAlg",
+    "badMessageCheck",
+    "badRequest",
+    "badTime",
+    "badCertId",
+    "badDataFormat",
+    "wrongAuthority",
+    "incorrectData",
+    "missingTimeStamp",
+    "badPOP",
+    "certRevoked",
+    "certConfirmed",
+    "wrongIntegrity",
+    "badRecipientNonce",
+    "timeNotAvailable",
+    "unacceptedPolicy",
+    "unacceptedExtension",
+    "addInfoNotAvailable",
+    "badSenderNonce",
+    "badCertTemplate",
+    "signerNotTrusted",
+    "transactionIdInUse",
+    "unsupportedVersion",
+    "notAuthorized",
+    "systemUnavail",
+    "systemFailure",
+    "duplicateCertReq",
+};
+
+// front_metrics_count_trust counts a rejection under its failInfo bit and a MAC that did not
+// verify under its kind (the KDF work an unauthenticated client made the server do).
+static void front_metrics_count_trust(front_daemon *d, const srv_summary *s)
+{
+    front_counters *c = &d->counters;
+    if (s->fail_bit >= 0 && s->fail_bit <= CM_FAIL_MAX) {
+        __atomic_add_fetch(&c->n_failinfo[s->fail_bit], 1, __ATOMIC_RELAXED);
+    }
+    if (s->mac_failed) {
+        const size_t k = s->prot_kind == CMP_PROT_PBMAC1 ? 1 : 0;
+        __atomic_add_fetch(&c->n_mac_failed[k], 1, __ATOMIC_RELAXED);
+    }
+}
+
+// front_metrics_write_trust appends certmint_rejections_total{failinfo=...} (bits seen so far)
+// and certmint_mac_failures_total{kind=...} to |out| at |used|; returns the new length.
+static size_t front_metrics_write_trust(const front_counters *c, char *out, size_t cap, size_t used)
+{
+    int n = snprintf(out + used, cap - used, "# TYPE certmint_rejections_total counter\n");
+    used += n > 0 ? (size_t)n : 0;
+    for (int b = 0; b <= CM_FAIL_MAX && used < cap; b++) {
+        const uint64_t v = __atomic_load_n(&c->n_failinfo[b], __ATOMIC_RELAXED);
+        if (v == 0) {
+            continue;
+        }
+        n = snprintf(out + used, cap - used, "certmint_rejections_total{failinfo=\"%s\"} %llu\n",
+                     k_front_failinfo[b], (unsigned long long)v);
+        used += n > 0 ? (size_t)n : 0;
+    }
+    if (used < cap) {
+        n = snprintf(out + used, cap - used,
+                     "# TYPE certmint_mac_failures_total counter\n"
+                     "certmint_mac_failures_total{kind=\"pbm\"} %llu\n"
+                     "certmint_mac_failures_total{kind=\"pbmac1\"} %llu\n",
+                     (unsigned long long)__atomic_load_n(&c->n_mac_failed[0], __ATOMIC_RELAXED),
+                     (unsigned long long)__atomic_load_n(&c->n_mac_failed[1], __ATOMIC_RELAXED));
+        used += n > 0 ? (size_t)n : 0;
+    }
+    return used < cap ? used : cap;
+}
+
 const char *front_body_name(int body_type)
 {
     static const char *const k_names[] = {
@@ -24,6 +98,7 @@ void front_metrics_count(front_daemon *d, const srv_summary *s)
     if (s->body_type >= 0 && s->body_type < FRONT_BODY_TYPES) {
         __atomic_add_fetch(&c->n_body[s->body_type][s->fail_bit < 0 ? 0 : 1], 1, __ATOMIC_RELAXED);
     }
+    front_metrics_count_trust(d, s);
     if (s->stage_ns[SRV_STAGE_HSM] != 0) {
         const uint64_t us = s->stage_ns[SRV_STAGE_HSM] / 1000u;
         size_t b = 0;
@@ -117,6 +192,10 @@ size_t front_metrics_write(front_daemon *d, char *out, size_t cap)
             used += n > 0 ? (size_t)n : 0;
         }
     }
+    if (used >= cap) {
+        return cap;
+    }
+    used = front_metrics_write_trust(c, out, cap, used);
     if (used >= cap) {
         return cap;
     }

@@ -37,8 +37,12 @@ void front_answer_cmp(front_loop *l, front_conn *fc)
                            true);
         return;
     }
-    // RFC 6712 §3.3: a CMP response, including a CMP error, is sent with 200.
-    front_conn_respond(l, fc, 200, HTTP_CONTENT_TYPE_PKIXCMP, body, !fc->keep_alive);
+    // RFC 6712 §3.3: a CMP response, including a CMP error, is sent with 200. After a
+    // rejection (a failure bit; "waiting" is none) the connection closes once it is sent
+    // (RFC 9811 §5 SHOULD): the transaction ended, and a client that sends garbage or fails
+    // authentication keeps no connection open; after success it stays open.
+    front_conn_respond(l, fc, 200, HTTP_CONTENT_TYPE_PKIXCMP, body,
+                       !fc->keep_alive || s.fail_bit >= 0);
 }
 
 static void front_metrics(front_loop *l, front_conn *fc)

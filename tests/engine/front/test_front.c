@@ -407,7 +407,8 @@ static bool write_config(const char *path, const char *store_name, size_t num_ca
                                 "hsm_sessions = 1\nstore = sqlite:%s/%s\ndefault_ca = devices\n"
                                 "log_level = warn\n\n"
                                 "[profile:devices]\nkey_types = P-256, P-384, RSA, Ed25519\n"
-                                "implicit_confirm = on\nextensions = devices_ext\n\n"
+                                "implicit_confirm = on\nextensions = devices_ext\n"
+                                "allow_key_reuse = on\n\n" // the requests share one key
                                 "[devices_ext]\nbasicConstraints = critical, CA:FALSE\n"
                                 "keyUsage = critical, digitalSignature\n\n"
                                 "[clients:devices]\nsecret." FRONT_SECRET_REF " = secret\n\n",
@@ -994,6 +995,59 @@ static void test_front_logs_each_request_once_with_one_summary(void)
     free(p);
 }
 
+// After a rejection the connection closes once the answer is sent (RFC 9811 §5), after success
+// it stays open; /metrics counts rejections by failInfo and MACs that did not verify (issue 14).
+static void test_front_closes_after_a_rejection_and_counts_it(void)
+{
+    const int r = take_request();
+    size_t len;
+    uint8_t *p = cmp_post(&len, r, "", true);
+    const uint64_t tid_in_use0 = g.d->counters.n_failinfo[CM_FAIL_TRANSACTION_ID_IN_USE];
+    const uint64_t mac0 = g.d->counters.n_mac_failed[0];
+    fake_conn *c = fake_open(0);
+    fake_data(c, p, len);
+    drive(c, 1);
+    http_answer a = nth_response(c, 0);
+    check_ip(&a, r);
+    CU_ASSERT_FALSE(a.close);
+    CU_ASSERT_FALSE(c->closed);
+    // The same transaction again: transactionIdInUse, and the connection closes after it.
+    fake_data(c, p, len);
+    drive(c, 2);
+    CU_ASSERT_EQUAL_FATAL(count_responses(c), 2);
+    a = nth_response(c, 1);
+    CU_ASSERT_EQUAL(a.status, 200);
+    CU_ASSERT_TRUE(a.close);
+    CU_ASSERT_TRUE(c->closed);
+    fake_drop(c);
+    CU_ASSERT_EQUAL(g.d->counters.n_failinfo[CM_FAIL_TRANSACTION_ID_IN_USE] - tid_in_use0, 1);
+    // A request whose MAC does not verify (its last byte is the MAC's): counted as a PBM
+    // failure, and closed too.
+    p[len - 1] ^= 0x01;
+    c = fake_open(1);
+    fake_data(c, p, len);
+    drive(c, 1);
+    a = nth_response(c, 0);
+    CU_ASSERT_TRUE(a.close);
+    CU_ASSERT_TRUE(c->closed);
+    fake_drop(c);
+    CU_ASSERT_EQUAL(g.d->counters.n_mac_failed[0] - mac0, 1);
+    static const char k_metrics[] = "GET /metrics HTTP/1.1\r\nHost: ca\r\n\r\n";
+    c = fake_open(2);
+    fake_data(c, k_metrics, strlen(k_metrics));
+    drive(c, 1);
+    a = nth_response(c, 0);
+    static const char k_tid[] = "certmint_rejections_total{failinfo=\"transactionIdInUse\"} ";
+    static const char k_bmc[] = "certmint_rejections_total{failinfo=\"badMessageCheck\"} ";
+    static const char k_mac[] = "certmint_mac_failures_total{kind=\"pbm\"} ";
+    CU_ASSERT_PTR_NOT_NULL(memmem(a.body.p, a.body.len, k_tid, strlen(k_tid)));
+    CU_ASSERT_PTR_NOT_NULL(memmem(a.body.p, a.body.len, k_bmc, strlen(k_bmc)));
+    CU_ASSERT_PTR_NOT_NULL(memmem(a.body.p, a.body.len, k_mac, strlen(k_mac)));
+    CU_ASSERT_FALSE(a.close); // not a CMP rejection
+    fake_drop(c);
+    free(p);
+}
+
 int test_front_register(void);
 int test_front_register(void)
 {
@@ -1009,7 +1063,8 @@ int test_front_register(void)
         CU_ADD_TEST(s, test_front_no_100_continue_when_not_waiting) == NULL ||
         CU_ADD_TEST(s, test_front_orders_100_cas_default_first) == NULL ||
         CU_ADD_TEST(s, test_front_wires_many_cas) == NULL ||
-        CU_ADD_TEST(s, test_front_logs_each_request_once_with_one_summary) == NULL) {
+        CU_ADD_TEST(s, test_front_logs_each_request_once_with_one_summary) == NULL ||
+        CU_ADD_TEST(s, test_front_closes_after_a_rejection_and_counts_it) == NULL) {
         return 1;
     }
     return 0;
