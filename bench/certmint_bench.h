@@ -220,6 +220,7 @@ typedef struct bench_ctx {
     cmp_protect_ctx *prot;
     bench_key *keys;
     size_t num_keys;
+    size_t num_all_keys; // num_keys, twice as many for kur (each update certifies a new key)
     bench_req *reqs;
     cmp_mac_key *macs; // per request (PBM/PBMAC1); NULL for signature protection
     size_t num_reqs;
@@ -333,6 +334,10 @@ bool bench_protect_finish(bench_ctx *ctx, crmf_crypto *c, cm_arena *arena, cmp_m
 
 // bench_default_signer is the --cert/--key signer of |ctx| (empty with MAC protection).
 bench_signer bench_default_signer(const bench_ctx *ctx);
+
+// bench_cert_ski copies the subjectKeyIdentifier of certificate |cert| (DER) into |out| and
+// returns its length, 0 when it has none: the senderKID of a signed request (RFC 9483 §3.1).
+size_t bench_cert_ski(cm_span cert, uint8_t *out, size_t cap);
 
 // bench_header_init fills the header fields every request of |ctx| shares: pvno 2, |sender|,
 // the CA as recipient (NULL-DN without --ca), messageTime now, |prot_alg|, and senderKID with
