@@ -24,8 +24,8 @@
 //   store        = sqlite:var/certmint.db        # required
 //   max_request_bytes     = 262144   # default 256 KiB
 //   min_pbm_iterations    = 100      # default 100
-//   max_pbm_iterations    = 100000   # default 100000
-//   max_pbmac1_iterations = 100000   # default 100000
+//   max_pbm_iterations    = 10000    # default 10000 (~1 ms of CPU for a forged MAC)
+//   max_pbmac1_iterations = 2500     # default 2500 (the same budget for PBKDF2)
 //   message_time_window   = 300      # seconds; default 300
 //   confirm_wait_time     = 300      # seconds; default 300
 //   log_level    = info              # error | warn | info | debug

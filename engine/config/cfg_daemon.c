@@ -74,8 +74,10 @@ cm_result cfg_daemon_load(cfg_loader *ld)
     cfg->hsm_sessions = cfg->io_threads;
     cfg->max_request_bytes = 256u * 1024u;
     cfg->min_pbm_iterations = 100;
-    cfg->max_pbm_iterations = 100000;
-    cfg->max_pbmac1_iterations = 100000;
+    // About 1 ms of CPU each before a MAC is known to be good (issue 14; bench/pbm_cost_bench:
+    // ~64 ns per PBM iteration, ~350 ns per PBKDF2-HMAC-SHA256 iteration with a 32-octet key).
+    cfg->max_pbm_iterations = 10000;
+    cfg->max_pbmac1_iterations = 2500;
     cfg->message_time_window = 300;
     cfg->confirm_wait_time = 300;
     cfg->log_level = CM_LOG_INFO;

@@ -242,7 +242,8 @@ static void test_cfg_defaults(void)
     CU_ASSERT_EQUAL(c->hsm_sessions, c->io_threads);
     CU_ASSERT_EQUAL(c->max_request_bytes, 256 * 1024);
     CU_ASSERT_EQUAL(c->min_pbm_iterations, 100);
-    CU_ASSERT_EQUAL(c->max_pbm_iterations, 100000);
+    CU_ASSERT_EQUAL(c->max_pbm_iterations, 10000);
+    CU_ASSERT_EQUAL(c->max_pbmac1_iterations, 2500);
     CU_ASSERT_EQUAL(c->message_time_window, 300);
     CU_ASSERT_EQUAL(c->log_level, CM_LOG_INFO);
     CU_ASSERT_PTR_EQUAL(c->default_ca, &c->cas[0]); // the only CA
