@@ -200,18 +200,36 @@ static void store_note_job(store *s, const store_job *j)
     }
 }
 
-// store_execute_batch runs the jobs in one transaction and sets each job's result. Returns
-// false when the transaction failed as a whole. After a commit, and before any job completes,
-// the status cache forgets what the batch changed.
-static bool store_execute_batch(store *s, store_job *first)
+bool store_job_durable(const store_job *job)
+{
+    return job->op != STORE_OP_TXN_RESERVE;
+}
+
+// store_execute_batch runs the jobs of |*first| in one transaction and sets each job's result.
+// Returns false when the transaction failed as a whole. After a commit, and before any durable
+// job completes, the status cache forgets what the batch changed.
+//
+// Jobs that need no durability (store_job_durable: reservations) complete as soon as the batch
+// has executed, before its COMMIT and its fsync: they leave the chain (|*first|) and go to
+// their queues, so a request waits for the execution of its reservation, not for the commit of
+// the batch it shares with other requests' records. The cost of completing early: when the
+// COMMIT itself then fails (an I/O error, a full disk), the reservation is gone although it was
+// reported made; its request signs and its record fails (the transaction row is missing), and
+// the certificate it recorded is revoked as undelivered (srv_enrol.c). Their effect on the
+// status cache (a kur's pending update) is noted after the commit like every job's.
+static bool store_execute_batch(store *s, store_job **first)
 {
     cm_result r = s->ops->begin(s->backend);
     if (cm_ok(r) && s->cache != NULL && s->ops->changed_elsewhere != NULL &&
         s->ops->changed_elsewhere(s->backend)) {
         store_cache_invalidate_all(s->cache); // another process wrote: nothing cached holds
     }
+    // Noted after the commit: the early jobs' copies (they may be freed once completed).
+    store_job early_notes[8];
+    size_t num_notes = 0;
+    bool notes_overflow = false;
     if (cm_ok(r)) {
-        for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
+        for (store_job *j = *first; j != NULL; j = (store_job *)j->node.next) {
             j->out_value = 0;
             j->also_serial_len = 0;
             j->changed_many = false;
@@ -226,6 +244,37 @@ static bool store_execute_batch(store *s, store_job *first)
             }
         }
         if (cm_ok(r)) {
+            // Complete the jobs that need no durability now (see above).
+            store_job *early = NULL, **early_tail = &early;
+            store_job **link = first;
+            const uint64_t t1 = cm_time_mono_ns();
+            (void)pthread_mutex_lock(&s->mu);
+            while (*link != NULL) {
+                store_job *j = *link;
+                if (store_job_durable(j)) {
+                    link = (store_job **)&j->node.next;
+                    continue;
+                }
+                *link = (store_job *)j->node.next;
+                j->node.next = NULL;
+                *early_tail = j;
+                early_tail = (store_job **)&j->node.next;
+                if (cm_ok(j->result) && j->also_serial_len != 0) {
+                    if (num_notes < sizeof(early_notes) / sizeof(early_notes[0])) {
+                        early_notes[num_notes++] = *j;
+                    } else {
+                        notes_overflow = true;
+                    }
+                }
+                s->stats.jobs++;
+                s->stats.jobs_failed += cm_ok(j->result) ? 0u : 1u;
+                const uint64_t waited = t1 > j->submit_ns ? t1 - j->submit_ns : 0;
+                s->stats.job_us_hist[store_log2_bucket(waited / 1000u)]++;
+            }
+            (void)pthread_mutex_unlock(&s->mu);
+            if (early != NULL) {
+                store_complete(early);
+            }
             r = s->ops->commit(s->backend);
         }
         if (!cm_ok(r)) {
@@ -233,7 +282,13 @@ static bool store_execute_batch(store *s, store_job *first)
         }
     }
     if (cm_ok(r) && s->cache != NULL) {
-        for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
+        if (notes_overflow) {
+            store_cache_invalidate_all(s->cache);
+        }
+        for (size_t i = 0; i < num_notes; i++) {
+            store_note_job(s, &early_notes[i]);
+        }
+        for (store_job *j = *first; j != NULL; j = (store_job *)j->node.next) {
             if (cm_ok(j->result)) {
                 store_note_job(s, j);
             }
@@ -241,7 +296,7 @@ static bool store_execute_batch(store *s, store_job *first)
     }
     if (!cm_ok(r)) {
         cm_log(CM_LOG_ERROR, "store: batch failed, every job in it fails: %s", cm_result_name(r));
-        for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
+        for (store_job *j = *first; j != NULL; j = (store_job *)j->node.next) {
             j->result = r;
             j->out_value = 0;
         }
@@ -281,7 +336,7 @@ static void *store_writer_main(void *arg)
         (void)pthread_mutex_unlock(&s->mu);
 
         uint64_t t0 = cm_time_mono_ns();
-        bool committed = store_execute_batch(s, first);
+        bool committed = store_execute_batch(s, &first); // may complete some jobs early
         uint64_t t1 = cm_time_mono_ns();
 
         (void)pthread_mutex_lock(&s->mu);
@@ -302,7 +357,9 @@ static void *store_writer_main(void *arg)
         }
         (void)pthread_mutex_unlock(&s->mu);
 
-        store_complete(first);
+        if (first != NULL) {
+            store_complete(first);
+        }
         if (s->ops->after_batch != NULL) {
             s->ops->after_batch(s->backend);
         }

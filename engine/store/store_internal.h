@@ -91,6 +91,11 @@ void store_cache_invalidate(store_cache *c, const char *ca, cm_span serial);
 void store_cache_invalidate_all(store_cache *c);
 void store_cache_stats(store_cache *c, store_stats *out);
 
+// store_job_durable reports whether |job| must be durable before it completes: every op but
+// STORE_OP_TXN_RESERVE, which completes once its batch executed, before the batch's commit
+// (store.c: store_execute_batch). Thread: any; pure.
+bool store_job_durable(const store_job *job);
+
 // store_job_validate checks the fields every backend relies on (required spans present,
 // lengths, reasons, statuses): CM_OK or STORE_E_INVALID. Thread: any; pure.
 CM_RESULT store_job_validate(const store_job *job);
