@@ -184,10 +184,10 @@ static double bench_state_lookups(store *s, uint32_t distinct, uint32_t n, bool 
             memcpy(serial + 8, &i, sizeof(i));
             memcpy(serial + 12, &id, sizeof(id));
             store_cert_state st;
-            found += cm_ok(store_cert_state_get(r, &st, "bench",
-                                                cm_span_make(serial, sizeof(serial))))
-                         ? 1u
-                         : 0u;
+            found +=
+                cm_ok(store_cert_state_get(r, &st, "bench", cm_span_make(serial, sizeof(serial))))
+                    ? 1u
+                    : 0u;
         }
         if (pass == 1) {
             const uint64_t t1 = cm_time_mono_ns();
@@ -287,8 +287,8 @@ static int bench_run(const char *dir, store_sync sync, uint32_t threads, uint32_
     printf("| %-6s | %-3s | %7u | %8.0f | %6.2f | %7llu | %9.1f | %9llu | %10llu | %10llu | "
            "%7llu | %7llu | %9.1f | %9.2f | %9.1f |%s\n",
            sync == STORE_SYNC_FULL ? "FULL" : "NORMAL", key_index ? "on" : "off", threads,
-           (double)total / secs, (double)(t1 - t0) / 1000.0 / total,
-           (unsigned long long)st.commits, st.commits ? (double)st.jobs / (double)st.commits : 0.0,
+           (double)total / secs, (double)(t1 - t0) / 1000.0 / total, (unsigned long long)st.commits,
+           st.commits ? (double)st.jobs / (double)st.commits : 0.0,
            (unsigned long long)st.max_batch,
            (unsigned long long)bench_percentile(st.commit_us_hist, 0.5),
            (unsigned long long)bench_percentile(st.commit_us_hist, 0.99),

@@ -11,7 +11,11 @@
 //
 // Flows: ir, cr, kur, p10cr (implicitConfirm when asked and allowed, else certConf → pkiconf),
 // certConf, rr → rp (by the certificate's own key or a configured RA), genm → genp (caCerts,
-// rootCaCert, certReqTemplate, crlStatusList); every failure is answered with a CMP error message
+// rootCaCert, certReqTemplate, crlStatusList), error (from a client) → pkiconf. Trust and
+// authorization (issue 14): a certificate this instance issued authenticates only while the
+// store has it VALID; an enrolment reserves its transactionID and serial in the store before
+// the HSM signs, and the store applies key reuse, per-secret limits and one key update at a
+// time atomically at that reservation; every failure is answered with a CMP error message
 // carrying the PKIFailureInfo bit (cm_code_failinfo) and a statusString that tells an operator
 // what to fix: the request's specifics when they are known and safe to show ("key type P-521
 // not allowed by profile devices (allowed: P-256, P-384)", "no MAC secret for senderKID

@@ -11,9 +11,7 @@
 #include "engine/der/der_oid.h"
 #include "engine/server/srv_internal.h"
 
-// srv_bytes_text writes |b| for a reason: as text when every byte is printable ASCII (a
-// senderKID such as "line-9"), else as hex; cut to at most 32 bytes. Returns |buf|.
-static const char *srv_bytes_text(char buf[80], cm_span b)
+const char *srv_bytes_text(char buf[80], cm_span b)
 {
     const size_t n = b.len > 32 ? 32 : b.len;
     bool printable = n > 0;

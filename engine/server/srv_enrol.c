@@ -500,16 +500,15 @@ static bool srv_enrol_reservation_failed(srv_request *req, cm_result r)
                    "is in progress; generate a new key (profile %s: allow_key_reuse = off)",
                    req->profile_name != NULL ? req->profile_name : "default");
         break;
-    case STORE_E_LIMIT:
+    case STORE_E_LIMIT: {
+        char kid[80];
         cm_why_set(&req->why,
-                   "the secret of senderKID %.*s has enrolled all the certificates it "
-                   "may (%u: max_certs / once)",
-                   (int)(req->msg.header.f.sender_kid.v.len > 32
-                             ? 32
-                             : req->msg.header.f.sender_kid.v.len),
-                   (const char *)req->msg.header.f.sender_kid.v.p,
+                   "the secret of senderKID %s has enrolled all the certificates it may (%u: "
+                   "max_certs / once)",
+                   srv_bytes_text(kid, req->msg.header.f.sender_kid.v),
                    req->secret != NULL ? req->secret->max_certs : 0);
         break;
+    }
     case STORE_E_UPDATE_PENDING:
         cm_why_set(&req->why,
                    "the certificate to update (serial %s) was already updated, or another "

@@ -266,6 +266,11 @@ void srv_error_start(srv_request *req);                    // error (srv_error.c
 void srv_error_respond(srv_request *req);                  //   the transaction's end committed
 bool srv_enrol_sign_failed(srv_request *req, cm_result r); // (srv_enrol.c)
 
+// srv_bytes_text writes |b| for a reason: as text when every byte is printable ASCII (a
+// senderKID such as "line-9"), else as hex; cut to at most 32 bytes. Returns |buf|
+// (srv_auth.c).
+const char *srv_bytes_text(char buf[80], cm_span b);
+
 // srv_serial_text writes |serial| (INTEGER content octets) as hex for a reason, cut to 20
 // octets, into |buf|; returns it (srv_auth.c).
 const char *srv_serial_text(char buf[48], cm_span serial);
