@@ -434,7 +434,7 @@ int main(int argc, char **argv)
     const uint64_t thread_allocs = bench_allocs_thread - thread_allocs0;
     static const char *const k_names[SRV_STAGE_COUNT] = {"parse",
                                                          "verify (PBM, POPO, policy)",
-                                                         "build TBS",
+                                                         "reserve + build TBS",
                                                          "HSM sign (incl. queue)",
                                                          "store (group commit)",
                                                          "respond (MAC)"};

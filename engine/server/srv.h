@@ -193,7 +193,7 @@ cm_span srv_request_response(const srv_request *req);
 typedef enum srv_stage {
     SRV_STAGE_PARSE = 0, // DER → cmp_msg, header rules
     SRV_STAGE_VERIFY,    // protection, POPO, profile policy, transaction lookup
-    SRV_STAGE_BUILD,     // serial, TBSCertificate
+    SRV_STAGE_BUILD,     // the reservation (a store round trip), TBSCertificate
     SRV_STAGE_HSM,       // the certificate's signature
     SRV_STAGE_STORE,     // assembly, durable record (group commit)
     SRV_STAGE_RESPOND,   // response encoding and protection
