@@ -264,7 +264,11 @@ void srv_rr_respond(srv_request *req);                     //   the revocation c
 void srv_genm_start(srv_request *req);                     // genm (srv_genm.c)
 void srv_error_start(srv_request *req);                    // error (srv_error.c)
 void srv_error_respond(srv_request *req);                  //   the transaction's end committed
-bool srv_enrol_sign_failed(srv_request *req, cm_result r); // (srv_enrol.c)
+// srv_enrol_sign_failed is the enrolment's srv_handler.sign_failed (srv_enrol.c): the
+// certificate could not be signed, so its reservation is given back (STORE_OP_TXN_UNRESERVE,
+// through srv_undo_submit) and |r| answered once that is back. Returns false outside the
+// signing phase (nothing reserved to give back).
+bool srv_enrol_sign_failed(srv_request *req, cm_result r);
 
 // srv_bytes_text writes |b| for a reason: as text when every byte is printable ASCII (a
 // senderKID such as "line-9"), else as hex; cut to at most 32 bytes. Returns |buf|
