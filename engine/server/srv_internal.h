@@ -257,13 +257,13 @@ void srv_enrol_start(srv_request *req);   // ir, cr, kur, p10cr (srv_enrol.c)
 void srv_enrol_record(srv_request *req);  //   the certificate is signed
 void srv_enrol_respond(srv_request *req); //   its records committed
 bool srv_enrol_store_failed(srv_request *req, size_t i, cm_result r);
-void srv_conf_start(srv_request *req);                     // certConf (srv_conf.c)
-void srv_conf_respond(srv_request *req);                   //   its records committed
-void srv_rr_start(srv_request *req);                       // rr (srv_rr.c)
-void srv_rr_respond(srv_request *req);                     //   the revocation committed
-void srv_genm_start(srv_request *req);                     // genm (srv_genm.c)
-void srv_error_start(srv_request *req);                    // error (srv_error.c)
-void srv_error_respond(srv_request *req);                  //   the transaction's end committed
+void srv_conf_start(srv_request *req);    // certConf (srv_conf.c)
+void srv_conf_respond(srv_request *req);  //   its records committed
+void srv_rr_start(srv_request *req);      // rr (srv_rr.c)
+void srv_rr_respond(srv_request *req);    //   the revocation committed
+void srv_genm_start(srv_request *req);    // genm (srv_genm.c)
+void srv_error_start(srv_request *req);   // error (srv_error.c)
+void srv_error_respond(srv_request *req); //   the transaction's end committed
 // srv_enrol_sign_failed is the enrolment's srv_handler.sign_failed (srv_enrol.c): the
 // certificate could not be signed, so its reservation is given back (STORE_OP_TXN_UNRESERVE,
 // through srv_undo_submit) and |r| answered once that is back. Returns false outside the
