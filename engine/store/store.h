@@ -159,6 +159,8 @@ typedef struct store_txn {
 // use for certificates never accepted) do not count as certifying their key. The server then
 // records the certificate with STORE_OP_CERT_INSERT and STORE_OP_TXN_UPDATE (serial = the
 // reserved one), or gives the reservation back with STORE_OP_TXN_UNRESERVE when signing failed.
+// A reservation completes once its batch executed, before that batch commits: later jobs see
+// it at once (one writer), readers once the batch committed a moment later (store.c).
 // Borrowed on write. Thread: value type.
 typedef struct store_reservation {
     const char *ca;             // required

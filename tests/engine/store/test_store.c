@@ -1341,8 +1341,19 @@ static void test_store_rsv(test_rsv *v, store_op op, const char *ca, uint32_t ti
     r->check_key = true;
 }
 
+// test_store_sync waits until everything submitted before committed: a reservation completes
+// before its batch's commit (store_job_durable), a durable job after it completes after it.
+static void test_store_sync(store *s)
+{
+    store_job j;
+    store_job_init(&j, STORE_OP_TXN_EXPIRE, NULL);
+    j.u.ref.time = 1;
+    TEST_ASSERT_OK(store_run(s, &j));
+}
+
 static cm_result test_store_state(store *s, const char *ca, cm_span serial, store_cert_state *out)
 {
+    test_store_sync(s);
     store_reader *r = NULL;
     TEST_ASSERT_OK(store_reader_open(s, &r));
     cm_result res = store_cert_state_get(r, out, ca, serial);
@@ -1522,6 +1533,7 @@ static void test_store_credential_limits(void)
     TEST_ASSERT_OK(v[0].job.result);
     TEST_ASSERT_OK(v[1].job.result);
     TEST_ASSERT_CODE(v[2].job.result, STORE_E_LIMIT);
+    test_store_sync(s);
     CU_ASSERT_EQUAL(test_store_db_int("limits.db", "SELECT used FROM credential_use"), 2);
     // Another credential, and the same one at another CA, count separately.
     test_store_rsv(&v[3], STORE_OP_TXN_RESERVE, "devices", 20, 20, 20);
