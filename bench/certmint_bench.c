@@ -113,12 +113,11 @@ static int bench_run_main(const bench_opts *o)
         !cm_ok(crmf_crypto_init(&run.crypto, NULL, NULL))) {
         bench_die("cannot initialise the digests");
     }
-    const bool tty = isatty(STDERR_FILENO) == 1;
     if (ctx.flow != o->flow) {
         // kur/rr: enrol every request's certificate first, untimed.
         const uint64_t te = bench_now();
         run.capture = true;
-        bench_loop(&run, total, 0, false);
+        bench_loop(&run, total, 0, o->progress);
         run.capture = false;
         const uint64_t enrolled = run.fails[BENCH_OK];
         if (enrolled != total) {
@@ -134,9 +133,11 @@ static int bench_run_main(const bench_opts *o)
             bench_die("the enrolments a kur/rr run needs failed");
         }
         bench_ctx_reprepare(&ctx);
-        (void)fprintf(stderr,
-                      "certmint-bench: enrolled %zu certificates for the %s run in %.2f s\n", total,
-                      bench_flow_names[o->flow], (double)(bench_now() - te) / 1e9);
+        if (!o->quiet) {
+            (void)fprintf(stderr,
+                          "certmint-bench: enrolled %zu certificates for the %s run in %.2f s\n",
+                          total, bench_flow_names[o->flow], (double)(bench_now() - te) / 1e9);
+        }
         memset(run.fails, 0, sizeof(run.fails));
         run.next = 0;
         run.num_lat = 0;
@@ -155,7 +156,7 @@ static int bench_run_main(const bench_opts *o)
     const double cpu0 = bench_cpu_seconds();
     const uint64_t t0 = bench_now();
     const uint64_t stop_at = o->count != 0 ? 0 : t0 + (uint64_t)(o->duration * 1e9);
-    bench_loop(&run, total, stop_at, tty);
+    bench_loop(&run, total, stop_at, o->progress);
     const uint64_t t1 = bench_now();
     bench_result r;
     memset(&r, 0, sizeof(r));
@@ -238,7 +239,8 @@ static void bench_usage(FILE *f)
         "  --verify              after the clock: check response protection and certificates\n"
         "  --timeout S           per transaction (default 30)\n"
         "  --threads N           preparation / --limit threads (default: online cores)\n"
-        "  --json FILE           results as JSON ('-': stdout)\n");
+        "  --json FILE           results as JSON ('-': stdout)\n"
+        "  --quiet               no progress line (shown on stderr when it is a terminal)\n");
 }
 
 static bool bench_parse_size_arg(const char *s, size_t *out)
@@ -319,6 +321,7 @@ enum {
     BENCH_OPT_LIMIT,
     BENCH_OPT_TOKEN_URI,
     BENCH_OPT_PBM_ITER,
+    BENCH_OPT_QUIET,
     BENCH_OPT_HELP,
 };
 
@@ -346,6 +349,7 @@ static const struct option k_bench_long_opts[] = {
     {"limit", no_argument, NULL, BENCH_OPT_LIMIT},
     {"token-uri", required_argument, NULL, BENCH_OPT_TOKEN_URI},
     {"pbm-iterations", required_argument, NULL, BENCH_OPT_PBM_ITER},
+    {"quiet", no_argument, NULL, BENCH_OPT_QUIET},
     {"help", no_argument, NULL, BENCH_OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -448,6 +452,9 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
     case BENCH_OPT_TOKEN_URI:
         o->token_uri = arg;
         return true;
+    case BENCH_OPT_QUIET:
+        o->quiet = true;
+        return true;
     case BENCH_OPT_PBM_ITER:
         return bench_parse_size_arg(arg, &v) && v > 0 && (o->pbm_iterations = v) > 0;
     default:
@@ -533,6 +540,7 @@ int main(int argc, char **argv)
     if (o.pbm_iterations == 0) {
         o.pbm_iterations = o.pbmac1 ? 1000 : 500;
     }
+    o.progress = !o.quiet && isatty(STDERR_FILENO) == 1;
     const char *why = bench_opts_check(&o);
     if (why != NULL) {
         (void)fprintf(stderr, "certmint-bench: %s\n", why);

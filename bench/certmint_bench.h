@@ -178,6 +178,8 @@ typedef struct bench_opts {
     size_t threads;
     bool limit;
     const char *token_uri;
+    bool quiet;    // --quiet: no progress line
+    bool progress; // a progress line on stderr: a terminal and not --quiet
 } bench_opts;
 
 // One device key of the pool. Thread: immutable after preparation.
@@ -233,6 +235,8 @@ typedef struct bench_ctx {
     X509 *ca;
     cm_span ca_der;
     cm_span ca_subject;
+    // preparation progress: items done by the threads of the current step (atomic)
+    size_t prep_done;
 } bench_ctx;
 
 // One client connection. Thread: loop-confined.
@@ -363,8 +367,9 @@ void bench_conn_close(bench_conn *c);
 
 // bench_loop runs until requests up to |limit| are all answered, or |stop_at| (bench_now
 // time; 0: none) passes and the transactions in flight are answered (after a grace period of
-// at most 2 s those still open count as unfinished). With |progress| a rate line on stderr
-// is refreshed every second.
+// at most 2 s those still open count as unfinished). With |progress| a line on stderr is
+// refreshed every second: the time, transactions done, the rate and p99 latency of the last
+// second, and the errors.
 void bench_loop(bench_run *run, size_t limit, uint64_t stop_at, bool progress);
 
 // ---------------------------------------------------------------------------------------------
@@ -381,6 +386,11 @@ void bench_verify(bench_run *run, size_t first, size_t end);
 // bench_latency_summary sorts the |num_lat| latencies (ns) of |lat| and sets |r|'s p50, p90,
 // p99 and max in milliseconds (0 when there are none).
 void bench_latency_summary(bench_result *r, uint64_t *lat, size_t num_lat);
+
+// bench_percentile_ms returns the |pct| percentile (0..100, as bench_latency_summary picks
+// them) of the |num| latencies (ns) at |lat| in milliseconds, sorting a copy (|lat| is left as
+// it is); 0 when there are none or no memory.
+double bench_percentile_ms(const uint64_t *lat, size_t num, double pct);
 
 // bench_report prints the text report of |run| and |r| to stdout.
 void bench_report(const bench_run *run, const bench_result *r);

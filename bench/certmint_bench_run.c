@@ -355,8 +355,10 @@ static void bench_on_event(bench_run *run, const struct epoll_event *ev)
     bench_on_readable(run, c);
 }
 
+// bench_progress refreshes the progress line: the rate and the p99 latency are those of the
+// transactions completed since the last refresh (|*last_lat| onwards in run->lat).
 static void bench_progress(const bench_run *run, uint64_t t_start, uint64_t *last_t,
-                           uint64_t *last_done)
+                           uint64_t *last_done, size_t *last_lat)
 {
     const uint64_t now = bench_now();
     uint64_t done = 0;
@@ -366,11 +368,14 @@ static void bench_progress(const bench_run *run, uint64_t t_start, uint64_t *las
         failed += f == BENCH_OK ? 0 : run->fails[f];
     }
     const double rate = (double)(done - *last_done) / ((double)(now - *last_t) / 1e9);
-    (void)fprintf(stderr, "\r  %6.1f s  %9llu done  %9.0f/s  %llu errors   ",
-                  (double)(now - t_start) / 1e9, (unsigned long long)done, rate,
+    const size_t first = *last_lat <= run->num_lat ? *last_lat : 0;
+    const double p99 = bench_percentile_ms(run->lat + first, run->num_lat - first, 99);
+    (void)fprintf(stderr, "\r  %6.1f s  %9llu done  %9.0f/s  p99 %8.2f ms  %llu errors   ",
+                  (double)(now - t_start) / 1e9, (unsigned long long)done, rate, p99,
                   (unsigned long long)failed);
     *last_t = now;
     *last_done = done;
+    *last_lat = run->num_lat;
 }
 
 // bench_abandon ends every transaction still in flight after the grace period of a --duration
@@ -397,6 +402,7 @@ void bench_loop(bench_run *run, size_t limit, uint64_t stop_at, bool progress)
     const uint64_t t_start = bench_now();
     uint64_t last_t = t_start;
     uint64_t last_done = 0;
+    size_t last_lat = run->num_lat;
     uint64_t last_check = t_start;
     bench_fill(run);
     struct epoll_event evs[256];
@@ -429,10 +435,11 @@ void bench_loop(bench_run *run, size_t limit, uint64_t stop_at, bool progress)
         }
         bench_fill(run);
         if (progress && now - last_t >= 1000000000u) {
-            bench_progress(run, t_start, &last_t, &last_done);
+            bench_progress(run, t_start, &last_t, &last_done, &last_lat);
         }
     }
     if (progress) {
+        bench_progress(run, t_start, &last_t, &last_done, &last_lat); // the final count
         (void)fputc('\n', stderr);
     }
 }
