@@ -28,15 +28,6 @@ if(NOT CM_SOFTHSM2_MODULE_PATH)
   set(CM_SOFTHSM2_MODULE_PATH "/usr/lib/softhsm/libsofthsm2.so")
 endif()
 
-# The unit: Type=notify once certmintd speaks sd_notify (CM_SYSTEMD_NOTIFY), else Type=simple.
-option(CM_SYSTEMD_NOTIFY "The systemd unit uses Type=notify (certmintd sends READY=1)" OFF)
-if(CM_SYSTEMD_NOTIFY)
-  set(CM_UNIT_TYPE notify)
-  set(CM_UNIT_NOTIFY_LINES "NotifyAccess=main\nWatchdogSec=30s\n")
-else()
-  set(CM_UNIT_TYPE simple)
-  set(CM_UNIT_NOTIFY_LINES "")
-endif()
 set(CM_SOURCE_DIR "${PROJECT_SOURCE_DIR}")
 include(${CMAKE_CURRENT_LIST_DIR}/certmint_install_paths.cmake)
 cm_install_paths("${CMAKE_INSTALL_PREFIX}")
@@ -62,8 +53,6 @@ install(CODE "
   set(CM_REL_LOCALSTATEDIR \"${CM_REL_LOCALSTATEDIR}\")
   set(CM_SYSTEMD_UNIT_DIR_USR \"${CM_SYSTEMD_UNIT_DIR_USR}\")
   set(CM_SOFTHSM2_MODULE_PATH \"${CM_SOFTHSM2_MODULE_PATH}\")
-  set(CM_UNIT_TYPE \"${CM_UNIT_TYPE}\")
-  set(CM_UNIT_NOTIFY_LINES \"${CM_UNIT_NOTIFY_LINES}\")
   include(\"${PROJECT_SOURCE_DIR}/cmake/certmint_install_files.cmake\")")
 install(FILES ${PROJECT_SOURCE_DIR}/tools/monitoring/certmint.rules.yml
               ${PROJECT_SOURCE_DIR}/tools/monitoring/certmint-dashboard.json

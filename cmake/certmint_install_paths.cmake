@@ -39,8 +39,7 @@ function(cm_install_paths prefix)
 endfunction()
 
 # cm_install_configure(OUT_DIR): writes certmintd.service, certmint.cnf and env for the paths
-# cm_install_paths set into OUT_DIR. Needs CM_SOURCE_DIR, CM_UNIT_TYPE, CM_UNIT_NOTIFY_LINES
-# and CM_SOFTHSM2_MODULE_PATH.
+# cm_install_paths set into OUT_DIR. Needs CM_SOURCE_DIR and CM_SOFTHSM2_MODULE_PATH.
 function(cm_install_configure out_dir)
   set(CMAKE_INSTALL_FULL_SBINDIR "${CM_SBIN_DIR}")
   configure_file(${CM_SOURCE_DIR}/tools/certmintd.service.in ${out_dir}/certmintd.service @ONLY)

@@ -77,6 +77,25 @@ void front_daemon_stop(front_daemon *d);
 // store is closed after everything queued committed. NULL is a no-op.
 void front_daemon_free(front_daemon *d);
 
+// front_daemon_loops_alive is the watchdog's probe of the I/O loops: true when every loop has
+// taken the probe the previous call sent it (or was never sent one), false when one has not
+// (it has not turned its event loop since: it is wedged, or busier than the probe period).
+// Each loop that answered is sent the next probe, which it takes at its next turn (the push
+// wakes an idle loop). Call it periodically while serving; systemd's WATCHDOG=1 should follow
+// only a true. Thread: the main thread (one caller).
+bool front_daemon_loops_alive(front_daemon *d);
+
+// front_status: the one-line summary of the daemon (systemd's STATUS=). Thread: value type.
+typedef struct front_status {
+    uint64_t enrolments; // certificates issued so far: ok answers to ir, cr, kur and p10cr
+    uint64_t requests;   // CMP requests answered so far
+    uint32_t hsm_sessions;
+    size_t hsm_queued; // signatures waiting for a session now
+} front_status;
+
+// front_daemon_status fills |out| from the daemon's counters. Thread: any (relaxed reads).
+void front_daemon_status(const front_daemon *d, front_status *out);
+
 // front_daemon_engine returns the engine (NULL before front_daemon_start). Borrowed.
 srv_engine *front_daemon_engine(const front_daemon *d);
 

@@ -309,6 +309,7 @@ CM_RESULT front_daemon_start(front_daemon *d, char *err, size_t err_cap)
     d->idle_timeout_ms = d->cfg->idle_timeout * 1000u;
     d->limits = http_limits_default();
     d->limits.max_body = d->cfg->max_request_bytes;
+    front_metrics_refresh(d);
     return cm_result_make(CM_OK);
 }
 
@@ -399,6 +400,7 @@ void front_daemon_maintain(front_daemon *d, int64_t now)
     uint64_t revoked = 0;
     const cm_result r = srv_engine_maintain(d->engine, now, &revoked);
     front_daemon_refresh_crls(d);
+    front_metrics_refresh(d);
     if (!cm_ok(r)) {
         cm_log(CM_LOG_WARN, "certmintd: maintenance: %s", cm_result_name(r));
     } else if (revoked > 0) {

@@ -13,11 +13,17 @@
 #include "engine/net/net.h"
 #include "engine/server/srv.h"
 
-#define FRONT_BODY_TYPES  27     // cmp_body_type values
-#define FRONT_HIST        24     // histogram buckets: le 2^0 .. 2^23 µs, then +Inf
-#define FRONT_METRICS_CAP 32768u // the /metrics text
-#define FRONT_HEAD_CAP    512u   // room for a response head (http_response_head_write)
-#define FRONT_ERROR_CAP   512u   // an HTTP error answer (http_error_write)
+#define FRONT_BODY_TYPES  27   // cmp_body_type values
+#define FRONT_FAILINFO    27   // PKIFailureInfo bits (RFC 9810 §5.2.3)
+#define FRONT_HIST        24   // histogram buckets: le 2^0 .. 2^23 µs, then +Inf
+#define FRONT_DUR_BUCKETS 15   // request duration buckets, le 250 µs .. 10 s, then +Inf
+#define FRONT_MAX_LOOPS   256u // I/O loops the watchdog probes (io_threads is at most 256)
+// cm_cq_node.kind of the watchdog's probe: a module's own value below CM_CQ_KIND_USER (net
+// hands every node but CM_CQ_KIND_NONE to on_completion).
+#define FRONT_CQ_KIND_PROBE 15u
+#define FRONT_METRICS_CAP   65536u // the /metrics text
+#define FRONT_HEAD_CAP      512u   // room for a response head (http_response_head_write)
+#define FRONT_ERROR_CAP     512u   // an HTTP error answer (http_error_write)
 
 // front_counters: what /metrics reports that the front counts itself. Thread: relaxed atomics.
 typedef struct front_counters {
@@ -25,6 +31,14 @@ typedef struct front_counters {
     uint64_t n_body[FRONT_BODY_TYPES][2]; // [cmp_body_type][0 ok, 1 rejected], all CAs
     uint64_t hsm_hist[FRONT_HIST];        // HSM stage latency (µs), log2 buckets
     uint64_t hsm_sum_us;
+    // Request duration (arrival of the request to its answer being queued) per body type and
+    // outcome: counts per bucket (not cumulative; the last is +Inf) and the sum in µs.
+    uint64_t dur_hist[FRONT_BODY_TYPES][2][FRONT_DUR_BUCKETS + 1];
+    uint64_t dur_sum_us[FRONT_BODY_TYPES][2];
+    uint64_t n_failinfo[FRONT_FAILINFO]; // rejections by PKIFailureInfo bit
+    // Free bytes of the store's file system (statvfs), refreshed by the maintenance thread
+    // (front_metrics_refresh); UINT64_MAX until known.
+    uint64_t store_free_bytes;
 } front_counters;
 
 // front_daemon: the daemon's state. Thread: built on the main thread, then read-only for the
@@ -50,6 +64,10 @@ struct front_daemon {
     uint32_t idle_timeout_ms; // a keep-alive connection may idle this long
     net_server *net;          // NULL until front_daemon_serve (and in tests)
     front_counters counters;
+    // The loops the watchdog probes (front_daemon_loops_alive): registered by each loop thread
+    // as it starts (front_daemon_watch), cleared as it ends. Atomic.
+    front_loop *loops[FRONT_MAX_LOOPS];
+    uint32_t num_loops;
 };
 
 // front_loop: one per I/O loop. Thread: loop-confined.
@@ -60,6 +78,13 @@ struct front_loop {
     srv_worker *worker;
     uint32_t pending; // requests with jobs out
     char *metrics;    // FRONT_METRICS_CAP bytes: the /metrics text before it is answered
+    // The watchdog's probe: pushed into |cq| by the main thread, taken by on_completion, which
+    // sets probe_seen to probe_sent (atomics) to say the loop turned.
+    cm_cq *cq;
+    cm_cq_node probe;
+    uint64_t probe_sent;
+    uint64_t probe_seen;
+    uint32_t watch_slot; // its index in front_daemon.loops, FRONT_MAX_LOOPS when not watched
 };
 
 // front_conn: one per connection. Thread: loop-confined.
@@ -120,8 +145,21 @@ size_t front_ca_order(const cfg_config *cfg, size_t *order);
 // front_body_name names a cmp_body_type ("ir"), "-" for anything else.
 const char *front_body_name(int body_type);
 
-// front_metrics_count records one finished CMP request described by |s|.
-void front_metrics_count(front_daemon *d, const srv_summary *s);
+// front_metrics_count records one finished CMP request described by |s| that took |us|
+// microseconds from its arrival to its answer.
+void front_metrics_count(front_daemon *d, const srv_summary *s, uint64_t us);
+
+// front_metrics_refresh updates what /metrics reports but the loops do not count: the free
+// space of the store's file system. Blocking (statvfs): the maintenance (main) thread only.
+void front_metrics_refresh(front_daemon *d);
+
+// --- the watchdog (front_conn.c) -------------------------------------------------------------
+
+// front_daemon_watch registers |l| for front_daemon_loops_alive; a no-op (the loop is then not
+// watched) when FRONT_MAX_LOOPS are registered. front_daemon_unwatch takes it out again.
+// Thread: |l|'s loop thread (net_app's loop_init and loop_cleanup), or a test's.
+void front_daemon_watch(front_daemon *d, front_loop *l);
+void front_daemon_unwatch(front_daemon *d, front_loop *l);
 
 // front_metrics_write writes the Prometheus text of |d| into |out| (at most |cap| bytes,
 // truncated when full) and returns its length. Thread: any loop.

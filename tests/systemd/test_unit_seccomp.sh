@@ -23,9 +23,11 @@ fi
 seccomp_run=$(realpath "$seccomp_run")
 work=$(mktemp -d /tmp/certmint-seccomp-XXXXXX)
 pid=""
+lpid=""
 fails=0
 cleanup() {
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi
+  if [ -n "$lpid" ] && kill -0 "$lpid" 2>/dev/null; then kill "$lpid"; fi
   if [ "$fails" -eq 0 ]; then rm -rf "$work"; else echo "kept $work for inspection"; fi
 }
 trap cleanup EXIT
@@ -65,7 +67,12 @@ filter_cmd "$work/filter"
 if "${cmd[@]}" "$certmintd" -c "$work/inst/certmint.cnf" --check >"$work/check.log" 2>&1; then ok "certmintd --check under the filter"
 else cat "$work/check.log"; fail "certmintd --check under the filter"; fi
 
-"${cmd[@]}" "$certmintd" -c "$work/inst/certmint.cnf" >"$work/daemon.log" 2>&1 &
+# With sd_notify on, as under systemd: the notification socket must work through the filter.
+python3 "$src/notify_listen.py" "$work/notify.sock" "$work/notes.txt" >"$work/listen.out" &
+lpid=$!
+for _ in $(seq 1 100); do grep -q listening "$work/listen.out" 2>/dev/null && break; sleep 0.05; done
+NOTIFY_SOCKET="$work/notify.sock" WATCHDOG_USEC=400000 \
+  "${cmd[@]}" "$certmintd" -c "$work/inst/certmint.cnf" >"$work/daemon.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
@@ -82,6 +89,7 @@ if openssl cmp -cmd ir -server "127.0.0.1:$port" -path /.well-known/cmp -ref dem
    openssl verify -CAfile inst/ca.pem dev.pem >/dev/null 2>&1; then
   ok "openssl cmp ir enrolled a device through the filtered daemon"
 else cat cmp.log; fail "openssl cmp ir under the filter"; fi
+for _ in $(seq 1 60); do grep -q 'WATCHDOG=1' "$work/notes.txt" 2>/dev/null && break; sleep 0.05; done
 if kill -0 "$pid" 2>/dev/null; then
   kill -TERM "$pid"
   wait "$pid"; rc=$?
@@ -91,6 +99,10 @@ else
   wait "$pid"; rc=$?; pid=""
   fail "certmintd died under the filter (status $rc; 159 = SIGSYS)"
 fi
+grep -q 'READY=1' "$work/notes.txt" && grep -q 'WATCHDOG=1' "$work/notes.txt" &&
+  grep -q 'STOPPING=1' "$work/notes.txt" &&
+  ok "READY=1, WATCHDOG=1 and STOPPING=1 came through the filter" ||
+  fail "sd_notify under the filter: $(tr '\n' ' ' <"$work/notes.txt" | cut -c1-200)"
 
 # The same filter without io_uring: the daemon must not survive.
 filter_cmd "$work/noring"

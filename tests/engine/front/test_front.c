@@ -684,7 +684,7 @@ static void test_front_routes_and_errors(void)
     } k_cases[] = {
         {"GET /healthz HTTP/1.1\r\nHost: ca\r\n\r\n", 0, 200, "ok\n"},
         {"GET /healthz?probe=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 0, 200, "ok\n"},
-        {"GET /metrics HTTP/1.1\r\nHost: ca\r\n\r\n", 0, 200, "# TYPE certmint_requests_total"},
+        {"GET /metrics HTTP/1.1\r\nHost: ca\r\n\r\n", 0, 200, "# HELP certmint_requests_total"},
         {"GET /nope HTTP/1.1\r\nHost: ca\r\n\r\n", 0, 404, "404 Not Found\n"},
         {"POST /.well-known/cmp/p/nope HTTP/1.1\r\nHost: ca\r\nContent-Type: "
          "application/pkixcmp\r\nContent-Length: 2\r\n\r\n0\x00",
@@ -994,6 +994,67 @@ static void test_front_logs_each_request_once_with_one_summary(void)
     free(p);
 }
 
+// The watchdog's probe (front_daemon_loops_alive): a loop that has not taken the previous probe
+// is reported and is not sent another; once it turns (takes the probe from its queue) it is
+// alive again and gets the next one. The probe never reaches the engine.
+static void test_front_watchdog_probe_needs_the_loop_to_turn(void)
+{
+    front_daemon_watch(g.d, g.loop);
+    CU_ASSERT_TRUE(front_daemon_loops_alive(g.d));  // nothing was outstanding: probe 1 sent
+    CU_ASSERT_FALSE(front_daemon_loops_alive(g.d)); // the loop has not turned since
+    CU_ASSERT_FALSE(front_daemon_loops_alive(g.d)); // still not; and no second probe queued
+    pump_once(100);                                 // the loop turns and takes probe 1
+    CU_ASSERT_TRUE(front_daemon_loops_alive(g.d));  // probe 2 sent
+    pump_once(100);
+    CU_ASSERT_EQUAL(front_pending_jobs(), 0);
+    front_daemon_unwatch(g.d, g.loop);
+    CU_ASSERT_TRUE(front_daemon_loops_alive(g.d)); // no loop watched: nothing to wait for
+    CU_ASSERT_PTR_NULL(cm_cq_drain(&g.cq));        // and nothing was pushed
+    // A fresh registration starts from the loop's own probe counters.
+    front_daemon_watch(g.d, g.loop);
+    CU_ASSERT_TRUE(front_daemon_loops_alive(g.d));
+    pump_once(100);
+    front_daemon_unwatch(g.d, g.loop);
+    __atomic_store_n(&g.d->num_loops, 0, __ATOMIC_RELAXED);
+}
+
+// /metrics: every family has HELP and TYPE, a request counts in its duration histogram, and a
+// rejection under its PKIFailureInfo name.
+static void test_front_metrics_histogram_and_rejections(void)
+{
+    srv_summary s;
+    memset(&s, 0, sizeof(s));
+    s.body_type = CMP_BODY_P10CR;
+    s.fail_bit = CM_FAIL_BAD_POP;
+    const uint64_t pop0 = g.d->counters.n_failinfo[CM_FAIL_BAD_POP];
+    front_metrics_count(g.d, &s, 3000); // 3 ms: the 5 ms bucket and up
+    CU_ASSERT_EQUAL(g.d->counters.n_failinfo[CM_FAIL_BAD_POP], pop0 + 1);
+    char *text = malloc(FRONT_METRICS_CAP);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    const size_t n = front_metrics_write(g.d, text, FRONT_METRICS_CAP);
+    CU_ASSERT_FATAL(n > 0 && n < FRONT_METRICS_CAP);
+    text[n] = '\0';
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "certmint_rejections_total{failinfo=\"badPOP\"} "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "certmint_request_duration_seconds_bucket{body=\"p10cr\","
+                                        "outcome=\"rejected\",le=\"0.0025\"} 0\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "certmint_request_duration_seconds_bucket{body=\"p10cr\","
+                                        "outcome=\"rejected\",le=\"0.005\"} 1\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "certmint_request_duration_seconds_count{body=\"p10cr\","
+                                        "outcome=\"rejected\"} 1\n"));
+    // Each TYPE line follows the HELP line of the same family.
+    size_t types = 0;
+    for (const char *p = strstr(text, "# TYPE "); p != NULL; p = strstr(p + 1, "# TYPE ")) {
+        const char *name = p + 7;
+        const size_t len = strcspn(name, " ");
+        char help[128];
+        (void)snprintf(help, sizeof(help), "# HELP %.*s ", (int)len, name);
+        CU_ASSERT_PTR_NOT_NULL(strstr(text, help));
+        types++;
+    }
+    CU_ASSERT(types >= 20);
+    free(text);
+}
+
 int test_front_register(void);
 int test_front_register(void)
 {
@@ -1009,7 +1070,9 @@ int test_front_register(void)
         CU_ADD_TEST(s, test_front_no_100_continue_when_not_waiting) == NULL ||
         CU_ADD_TEST(s, test_front_orders_100_cas_default_first) == NULL ||
         CU_ADD_TEST(s, test_front_wires_many_cas) == NULL ||
-        CU_ADD_TEST(s, test_front_logs_each_request_once_with_one_summary) == NULL) {
+        CU_ADD_TEST(s, test_front_logs_each_request_once_with_one_summary) == NULL ||
+        CU_ADD_TEST(s, test_front_watchdog_probe_needs_the_loop_to_turn) == NULL ||
+        CU_ADD_TEST(s, test_front_metrics_histogram_and_rejections) == NULL) {
         return 1;
     }
     return 0;
