@@ -422,6 +422,7 @@ srv_request *srv_worker_on_completion(srv_worker *w, cm_cq_node *node)
                 srv_finish_response(req, &sig);
             }
         } else if (!cm_ok(j->result)) {
+            hsm_job_why(j, &req->why); // "HSM signing failed: CKR_DEVICE_ERROR, retried once"
             srv_fail(req, j->result.code == HSM_E_QUEUE_FULL ? cm_result_make(SRV_E_OVERLOAD)
                                                              : cm_result_make(SRV_E_INTERNAL));
         } else {
