@@ -404,10 +404,13 @@ static cm_result front_fd_check(front_daemon *d, net_server_config *nc, char *er
     uint64_t need = 0, fixed = 0;
     const cm_result r = front_fd_plan(nc, &b, &need, &fixed);
     char why[320];
+    const uint64_t others = b.open_now + b.readers * b.per_reader + b.reserve;
     (void)snprintf(why, sizeof(why),
-                   "%u I/O thread(s) x %u connections + %llu for the listeners, admin slots, "
-                   "store (%llu open + %llu readers x %llu), HSM, log and a reserve of %llu",
-                   nc->io_threads, asked, (unsigned long long)fixed, (unsigned long long)b.open_now,
+                   "%u I/O thread(s) x %u connections, plus %llu: %llu for the listeners, admin "
+                   "slots and refused sockets, %llu open now (store, HSM, log), %llu store "
+                   "readers x %llu, a reserve of %llu",
+                   nc->io_threads, asked, (unsigned long long)fixed,
+                   (unsigned long long)(fixed - others), (unsigned long long)b.open_now,
                    (unsigned long long)b.readers, (unsigned long long)b.per_reader,
                    (unsigned long long)b.reserve);
     if (!cm_ok(r)) {
