@@ -137,8 +137,8 @@ static cm_result hsm_worker_open(hsm_worker *w)
     // its login (device reset) this logs in again.
     cm_result r = hsm_login(t, w->session);
     if (!cm_ok(r)) {
-        cm_log(CM_LOG_WARN, "hsm: worker %u token '%s': login: %s", w->index, t->label,
-               cm_result_name(r));
+        cm_log_ratelimited("hsm.login", 10000, CM_LOG_WARN, "hsm: worker %u token '%s': login: %s",
+                           w->index, t->label, cm_result_name(r));
     }
     return r;
 }
@@ -176,8 +176,9 @@ static cm_result hsm_worker_key(hsm_worker *w, CK_OBJECT_HANDLE *out, const hsm_
     CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
     cm_result r = hsm_find_key_handle(t, &h, w->session, k);
     if (!cm_ok(r)) {
-        cm_log(CM_LOG_WARN, "hsm: worker %u: key '%s' lookup: %s", w->index, k->label,
-               cm_result_name(r));
+        cm_log_ratelimited("hsm.key_lookup", 10000, CM_LOG_WARN,
+                           "hsm: worker %u: key '%s' lookup: %s", w->index, k->label,
+                           cm_result_name(r));
         return r;
     }
     if (w->pool->opts.copy_key) {

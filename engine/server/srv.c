@@ -367,7 +367,8 @@ static void srv_after_undo(srv_request *req, const store_job *job)
 {
     srv_mark(req, SRV_STAGE_STORE);
     if (!cm_ok(job->result)) {
-        cm_log(CM_LOG_ERROR, "srv: %s: %s", req->undo_what, cm_result_name(job->result));
+        cm_log_ratelimited("srv.undo", 10000, CM_LOG_ERROR, "srv: %s: %s", req->undo_what,
+                           cm_result_name(job->result));
     }
     srv_fail(req, req->undo_error);
 }
