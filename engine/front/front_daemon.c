@@ -387,15 +387,17 @@ static void front_fd_budget_measure(front_daemon *d, front_fd_budget *b, uint32_
     b->open_now = before;
     store_reader *rd = NULL;
     if (cm_ok(store_reader_open(d->store, &rd))) {
-        if (cm_ok(front_fd_count(&with)) && with >= before) {
-            b->per_reader = with - before > 0 ? with - before : 1;
+        // Nothing seen (the backend opens lazily, or another thread closed one meanwhile):
+        // keep the default.
+        if (cm_ok(front_fd_count(&with)) && with > before) {
+            b->per_reader = with - before;
         }
         store_reader_close(rd);
     }
 }
 
-// front_fd_check raises nothing (front_daemon_start did) but fits |nc| into the limit,
-// lowering max_connections with a WARN, or refusing.
+// front_fd_check fits |nc| into the soft limit front_daemon_start raised (front_fd_plan):
+// max_connections lowered with a WARN that names the numbers, or serving refused with them.
 static cm_result front_fd_check(front_daemon *d, net_server_config *nc, char *err, size_t err_cap)
 {
     front_fd_budget b;
@@ -476,6 +478,10 @@ CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
     if (!cm_ok(r)) {
         return r;
     }
+    // Read by /metrics on the loops: set before they start.
+    d->conns_per_loop = nc.max_connections;
+    d->admin_per_loop = nc.admin_max_connections;
+    d->io_threads = nc.io_threads;
     r = net_server_start(&d->net, &nc, front_net_app(), d);
     if (!cm_ok(r)) {
         d->net = NULL;
@@ -483,9 +489,6 @@ CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
                   cm_result_name(r));
         return r;
     }
-    d->conns_per_loop = nc.max_connections;
-    d->admin_per_loop = nc.admin_max_connections;
-    d->io_threads = nc.io_threads;
     for (size_t i = 0; i < num_listen; i++) {
         cm_log(CM_LOG_INFO,
                "certmintd: serving CMP on http://%s (port %u), %zu CA(s), %u HSM "
