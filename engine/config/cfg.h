@@ -16,7 +16,7 @@
 //   listen       = 127.0.0.1:8080, [::1]:8080   # required; IPv4 or [IPv6] addresses
 //   io_threads   = 2                 # default: online cores
 //   hsm_sessions = 4                 # default: online cores
-//   max_connections = 4096           # per I/O thread; more are accepted and closed at once
+//   max_connections = 4096           # per I/O thread; more get 503 (Retry-After: 1)
 //   store_sync   = full              # full: fsync every commit (power-loss safe); normal: WAL
 //                                    #   fsync at checkpoints (process-crash safe only)
 //   header_timeout  = 10             # seconds for a request (head and body) to arrive
@@ -30,6 +30,10 @@
 //   confirm_wait_time     = 300      # seconds; default 300
 //   log_level    = info              # error | warn | info | debug
 //   default_ca   = devices           # served at /.well-known/cmp; default: the only CA
+//   max_connections_per_peer = 256   # per I/O thread and IPv4 address / IPv6 /64; none: no cap
+//   admin_listen = 127.0.0.1:8081    # /healthz and /metrics only, own slots; default: none
+//   admin_max_connections = 16       # per I/O thread on admin_listen
+//   store_min_free = 256M            # refuse new enrolments below this free space (0: never)
 //
 //   [ca:NAME]                        # served at /.well-known/cmp/p/NAME
 //   key          = pkcs11:...        # required; resolved later by hsm/
@@ -84,10 +88,12 @@ enum {
 #include "engine/base/codes.def"
 };
 
-#define CFG_MAX_LISTEN   16u
-#define CFG_MAX_SECRET   4096u // bytes in one secret file
-#define CFG_MAX_FILE     (1u << 20)
-#define CFG_MAX_RA_CERTS 64u
+#define CFG_MAX_LISTEN       16u
+#define CFG_MAX_ADMIN_LISTEN 4u
+#define CFG_MAX_SERVE        8u // listen and admin_listen addresses together (engine/net's limit)
+#define CFG_MAX_SECRET       4096u // bytes in one secret file
+#define CFG_MAX_FILE         (1u << 20)
+#define CFG_MAX_RA_CERTS     64u
 
 // cfg_listen is one address to listen on. Thread: immutable after cfg_load.
 typedef struct cfg_listen {
@@ -156,7 +162,7 @@ typedef struct cfg_config {
     cfg_listen listen[CFG_MAX_LISTEN];
     size_t num_listen;
     uint32_t io_threads;
-    uint32_t max_connections; // per I/O thread; excess connections are closed at once
+    uint32_t max_connections; // per I/O thread; excess connections get a 503
     bool store_sync_normal;   // store_sync = normal: fsync at checkpoints only (default full)
     uint32_t header_timeout;  // seconds for a request's head and body to arrive
     uint32_t idle_timeout;    // seconds a keep-alive connection may idle
@@ -176,6 +182,12 @@ typedef struct cfg_config {
     size_t num_profiles;
     cfg_clients *clients;
     size_t num_clients;
+    // Limits and operations (issue 23).
+    uint32_t max_connections_per_peer; // per I/O thread and peer address; UINT32_MAX: no cap
+    cfg_listen admin_listen[CFG_MAX_ADMIN_LISTEN]; // /healthz and /metrics only
+    size_t num_admin_listen;
+    uint32_t admin_max_connections; // per I/O thread, on the admin listeners
+    uint64_t store_min_free;        // bytes; below it new enrolments are refused (0: never)
 } cfg_config;
 
 // cfg_load reads and validates the file at |path| and every file it references (CA

@@ -29,10 +29,16 @@ static void front_net_set_deadline(void *arg, net_conn_ref ref, uint32_t ms_from
     net_conn_set_deadline(arg, ref, ms_from_now);
 }
 
+static bool front_net_is_admin(void *arg, net_conn_ref ref)
+{
+    return net_conn_is_admin(arg, ref);
+}
+
 static const front_transport k_front_net_transport = {
     .send = front_net_send,
     .close = front_net_close,
     .set_deadline = front_net_set_deadline,
+    .is_admin = front_net_is_admin,
 };
 
 const front_transport *front_net_transport(void)
@@ -295,6 +301,7 @@ static void *front_on_open(void *ctx, net_conn_ref ref, const struct sockaddr *p
         return NULL;
     }
     fc->ref = ref;
+    fc->admin = l->tp->is_admin != NULL && l->tp->is_admin(l->tp_arg, ref);
     if (!cm_ok(http_parser_init(&fc->parser, &l->d->limits, fc->head, sizeof(fc->head)))) {
         free(fc);
         return NULL;
@@ -365,6 +372,10 @@ static void front_on_sent(void *ctx, void *conn, net_conn_ref ref, bool ok)
         front_conn_feed(l, fc, cm_span_make(p, n));
         free(p);
     }
+    if (fc->peer_eof && !fc->busy && !http_parser_idle(&fc->parser)) {
+        // The peer stopped sending in the middle of a pipelined request: it cannot complete.
+        l->tp->close(l->tp_arg, fc->ref);
+    }
 }
 
 static void front_on_close(void *ctx, void *conn)
@@ -427,6 +438,24 @@ static net_action front_on_timeout(void *ctx, void *conn, net_conn_ref ref)
     return NET_CONTINUE;
 }
 
+// front_on_eof: the peer finished sending. With nothing being processed or answered the
+// connection closes now, also when a request was only partly received: HTTP requests are never
+// delimited by the end of the connection (RFC 9112 §6.3), so it can never complete, and a
+// client that sends part of a request and leaves (churn) must not hold its slot until the
+// header timeout. A request being processed is still answered (the peer may only have shut
+// down its sending side); pipelined bytes after it are parsed once it is sent (front_on_sent).
+static net_action front_on_eof(void *ctx, void *conn, net_conn_ref ref)
+{
+    front_conn *fc = conn;
+    (void)ctx;
+    (void)ref;
+    if (fc == NULL || !fc->busy) {
+        return NET_CLOSE;
+    }
+    fc->peer_eof = true;
+    return NET_CONTINUE;
+}
+
 static bool front_is_idle(void *ctx, void *conn)
 {
     (void)ctx;
@@ -450,6 +479,7 @@ static const net_app k_front_app = {
     .on_timeout = front_on_timeout,
     .is_idle = front_is_idle,
     .pending = front_pending,
+    .on_eof = front_on_eof,
 };
 
 const net_app *front_net_app(void)

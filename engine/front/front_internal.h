@@ -25,6 +25,23 @@
 #define FRONT_HEAD_CAP      512u   // room for a response head (http_response_head_write)
 #define FRONT_ERROR_CAP     512u   // an HTTP error answer (http_error_write)
 
+// What a connection over a cap reads before it is closed (net_server_config.reject_response).
+// Retry-After: 1 (RFC 9110 §10.2.3): a refusal costs the server an accept, one send and a
+// close, and slots usually free within milliseconds (an enrolment takes a few), so an early
+// retry is cheap for the server and quickest for a client that honours it; even while slow
+// clients hold every slot until header_timeout, one retry a second per refused client is
+// noise beside the connections being refused.
+#define FRONT_REJECT_RESPONSE                                                     \
+    "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n" \
+    "Content-Length: 0\r\n\r\n"
+
+// The descriptor check at start (front_fd_plan).
+#define FRONT_MIN_CONNECTIONS 16u // per I/O thread: fewer and certmintd refuses to serve
+#define FRONT_FD_RESERVE \
+    64u                        // transient descriptors: SQLite temporary and journal files,
+                               // a session the HSM reopens, a CRL write, a log reopen
+#define FRONT_FD_PER_READER 3u // a store reader when it cannot be measured (no /proc)
+
 // front_counters: what /metrics reports that the front counts itself. Thread: relaxed atomics.
 typedef struct front_counters {
     uint64_t n_requests, n_ok, n_rejected, n_http_errors;
@@ -36,9 +53,6 @@ typedef struct front_counters {
     uint64_t dur_hist[FRONT_BODY_TYPES][2][FRONT_DUR_BUCKETS + 1];
     uint64_t dur_sum_us[FRONT_BODY_TYPES][2];
     uint64_t n_failinfo[FRONT_FAILINFO]; // rejections by PKIFailureInfo bit
-    // Free bytes of the store's file system (statvfs), refreshed by the maintenance thread
-    // (front_metrics_refresh); UINT64_MAX until known.
-    uint64_t store_free_bytes;
 } front_counters;
 
 // front_daemon: the daemon's state. Thread: built on the main thread, then read-only for the
@@ -68,6 +82,13 @@ struct front_daemon {
     // as it starts (front_daemon_watch), cleared as it ends. Atomic.
     front_loop *loops[FRONT_MAX_LOOPS];
     uint32_t num_loops;
+    // Limits and operations (issue 23).
+    store_space space;       // the store's free space; checked before each new enrolment
+    uint64_t fd_limit;       // atomic: the soft RLIMIT_NOFILE (raised at start)
+    uint64_t fds_open;       // atomic: descriptors open at the last maintenance round
+    uint32_t conns_per_loop; // max_connections in force (after the descriptor check)
+    uint32_t admin_per_loop; // admin slots per I/O thread (0: no admin listener)
+    uint32_t io_threads;     // of the running server
 };
 
 // front_loop: one per I/O loop. Thread: loop-confined.
@@ -103,6 +124,8 @@ typedef struct front_conn {
     bool jobs_out;        // the request waits for HSM or store jobs (front_loop.pending counts it)
     bool sending;         // a send is active in the transport
     bool continue_active; // ... and it is the interim 100 Continue of the request being read
+    bool admin;           // accepted on an admin listener: /healthz and /metrics only
+    bool peer_eof;        // the peer finished sending (net_app.on_eof)
     bool has_queued;      // an answer waits for the 100 Continue to be out:
     cm_span queued;       //   its bytes
     bool queued_close;    //   and whether the connection closes after it
@@ -140,6 +163,33 @@ void front_answer_cmp(front_loop *l, front_conn *fc);
 // Returns how many it wrote: cfg->num_cas.
 size_t front_ca_order(const cfg_config *cfg, size_t *order);
 
+// front_fd_budget is what the descriptor check weighs besides the server's own (pure data).
+typedef struct front_fd_budget {
+    uint64_t limit;      // the soft RLIMIT_NOFILE in force
+    uint64_t open_now;   // descriptors open before serving: store writer and checkpointer, HSM
+                         // module and sessions, log, standard streams
+    uint64_t per_reader; // descriptors one store reader holds (measured)
+    uint64_t readers;    // store readers open at once: one per I/O thread, two for maintenance
+    uint64_t reserve;    // FRONT_FD_RESERVE
+} front_fd_budget;
+
+// front_fd_plan fits |nc| into |b|: the server's descriptors (net_server_fds_needed) plus the
+// budget's. When they fit, CM_OK and |nc| unchanged. Otherwise lowers nc->max_connections to
+// what fits and returns CM_OK, or, when fewer than FRONT_MIN_CONNECTIONS would be left,
+// CM_E_LIMIT. |*out_need| is the total needed with the max_connections asked for, |*out_fixed|
+// what is needed besides the main connections. Thread: any; pure.
+CM_RESULT front_fd_plan(net_server_config *nc, const front_fd_budget *b, uint64_t *out_need,
+                        uint64_t *out_fixed);
+
+// front_fd_count counts the process's open descriptors (/proc/self/fd). IO-class code when it
+// cannot be read. Thread: any.
+CM_RESULT front_fd_count(uint64_t *out);
+
+// front_daemon_refresh_gauges reads the store's free space (store_space_refresh: below
+// store_min_free enrolments are refused from now on) and the process's open descriptors and
+// limit, for /metrics. Blocking (statvfs, /proc): the maintenance thread, or start-up.
+void front_daemon_refresh_gauges(front_daemon *d);
+
 // --- front_metrics.c -------------------------------------------------------------------------
 
 // front_body_name names a cmp_body_type ("ir"), "-" for anything else.
@@ -148,10 +198,6 @@ const char *front_body_name(int body_type);
 // front_metrics_count records one finished CMP request described by |s| that took |us|
 // microseconds from its arrival to its answer.
 void front_metrics_count(front_daemon *d, const srv_summary *s, uint64_t us);
-
-// front_metrics_refresh updates what /metrics reports but the loops do not count: the free
-// space of the store's file system. Blocking (statvfs): the maintenance (main) thread only.
-void front_metrics_refresh(front_daemon *d);
 
 // --- the watchdog (front_conn.c) -------------------------------------------------------------
 

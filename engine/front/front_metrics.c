@@ -3,10 +3,10 @@
 // and the dashboard over these series; tests/monitoring checks them with `promtool check
 // metrics` on a live instance.
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/statvfs.h>
 
 #include "engine/front/front_internal.h"
 
@@ -87,24 +87,6 @@ void front_metrics_count(front_daemon *d, const srv_summary *s, uint64_t us)
         __atomic_add_fetch(&c->hsm_hist[b], 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&c->hsm_sum_us, hsm_us, __ATOMIC_RELAXED);
     }
-}
-
-void front_metrics_refresh(front_daemon *d)
-{
-    uint64_t free_bytes = UINT64_MAX;
-    char dir[4096];
-    const char *path = d->cfg->store_path;
-    const char *slash = strrchr(path, '/');
-    if (slash == NULL) {
-        (void)snprintf(dir, sizeof(dir), ".");
-    } else {
-        (void)snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
-    }
-    struct statvfs sv;
-    if (statvfs(dir, &sv) == 0) {
-        free_bytes = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
-    }
-    __atomic_store_n(&d->counters.store_free_bytes, free_bytes, __ATOMIC_RELAXED);
 }
 
 void front_daemon_status(const front_daemon *d, front_status *out)
@@ -212,6 +194,131 @@ static void front_durations(front_text *t, const front_counters *c)
     }
 }
 
+// --- limits and operations (issue 23): transport counters, refusals by reason, descriptors,
+// the store's free space, failed HSM calls. Every family has a # HELP line.
+
+// front_ops_put appends to |out| (|*used| of |cap| bytes taken; stops once full).
+__attribute__((format(printf, 4, 5))) static void front_ops_put(char *out, size_t cap, size_t *used,
+                                                                const char *fmt, ...)
+{
+    if (*used >= cap) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    const int n = vsnprintf(out + *used, cap - *used, fmt, ap);
+    va_end(ap);
+    *used = n < 0 ? cap : *used + (size_t)n > cap ? cap : *used + (size_t)n;
+}
+
+// front_ops_family appends one single-sample family: HELP, TYPE and the value.
+static void front_ops_family(char *out, size_t cap, size_t *used, const char *name,
+                             const char *type, const char *help, uint64_t v)
+{
+    front_ops_put(out, cap, used, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type,
+                  name, (unsigned long long)v);
+}
+
+// front_metrics_write_ops writes the families of the limits and operations into |out|.
+static size_t front_metrics_write_ops(front_daemon *d, char *out, size_t cap)
+{
+    size_t used = 0;
+    net_stats ns;
+    memset(&ns, 0, sizeof(ns));
+    if (d->net != NULL) {
+        net_server_stats(d->net, &ns);
+    }
+    front_ops_put(out, cap, &used,
+                  "# HELP certmint_connections_rejected_total Connections refused at accept with "
+                  "503 and Retry-After, by the cap they hit: full (max_connections of an I/O "
+                  "thread, or stopping), peer (max_connections_per_peer), admin "
+                  "(admin_max_connections).\n"
+                  "# TYPE certmint_connections_rejected_total counter\n"
+                  "certmint_connections_rejected_total{reason=\"full\"} %llu\n"
+                  "certmint_connections_rejected_total{reason=\"peer\"} %llu\n"
+                  "certmint_connections_rejected_total{reason=\"admin\"} %llu\n",
+                  (unsigned long long)ns.rejected_full, (unsigned long long)ns.rejected_peer,
+                  (unsigned long long)ns.rejected_admin);
+    front_ops_put(out, cap, &used,
+                  "# HELP certmint_connections_max Connections the server accepts at once, all "
+                  "I/O threads together (max_connections after the descriptor check at start; "
+                  "admin_max_connections).\n"
+                  "# TYPE certmint_connections_max gauge\n"
+                  "certmint_connections_max{listener=\"main\"} %llu\n"
+                  "certmint_connections_max{listener=\"admin\"} %llu\n",
+                  (unsigned long long)d->conns_per_loop * d->io_threads,
+                  (unsigned long long)d->admin_per_loop * d->io_threads);
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+    } k_net[] = {
+        {"certmint_connections_admin_open", "gauge",
+         "Connections open now on the admin listeners (also in certmint_connections_open).",
+         offsetof(net_stats, admin_open)},
+        {"certmint_accept_emfile_total", "counter",
+         "Times accepting paused for 100 ms because no descriptor was left (EMFILE, ENFILE).",
+         offsetof(net_stats, accept_emfile)},
+        {"certmint_cq_overflow_total", "counter",
+         "I/O loop turns that found completions in the kernel's overflow list (the completion "
+         "queue was full); none is lost.",
+         offsetof(net_stats, cq_overflow)},
+        {"certmint_cq_dropped_total", "counter",
+         "Completions the kernel dropped (it ran out of memory for its overflow list); each is "
+         "logged as an error.",
+         offsetof(net_stats, cq_dropped)},
+        {"certmint_recv_rearms_total", "counter",
+         "Multishot receives the kernel ended while data still came (completion queue "
+         "pressure), re-armed.",
+         offsetof(net_stats, recv_rearms)},
+        {"certmint_connections_closed_busy_total", "counter",
+         "Connections closed by a transport error with a request in progress (each is logged).",
+         offsetof(net_stats, closed_busy)},
+        {"certmint_connections_eof_busy_total", "counter",
+         "Peers that stopped sending with a request in progress, which was still answered.",
+         offsetof(net_stats, eof_busy)},
+        {"certmint_connections_lingered_total", "counter",
+         "Lingering closes after a last answer, so a client still sending reads the status "
+         "(RFC 9112 9.6).",
+         offsetof(net_stats, lingered)},
+    };
+    for (size_t i = 0; i < sizeof(k_net) / sizeof(k_net[0]); i++) {
+        uint64_t v;
+        memcpy(&v, (const uint8_t *)&ns + k_net[i].off, sizeof(v));
+        front_ops_family(out, cap, &used, k_net[i].name, k_net[i].type, k_net[i].help, v);
+    }
+    hsm_pool_stats hs;
+    hsm_pool_get_stats(d->pool, &hs);
+    front_ops_family(out, cap, &used, "certmint_hsm_sign_call_failures_total", "counter",
+                     "Failed C_SignInit and C_Sign calls, also those whose job then succeeded on "
+                     "a reopened session (certmint_hsm_failures_total counts failed jobs).",
+                     hs.sign_calls_failed);
+    front_ops_family(out, cap, &used, "certmint_hsm_retries_total", "counter",
+                     "Signing jobs retried once on a reopened session after a session or device "
+                     "error.",
+                     hs.retried);
+    front_ops_family(out, cap, &used, "process_open_fds", "gauge",
+                     "Open file descriptors (read by the maintenance loop every 2 s).",
+                     __atomic_load_n(&d->fds_open, __ATOMIC_RELAXED));
+    front_ops_family(out, cap, &used, "process_max_fds", "gauge",
+                     "The soft RLIMIT_NOFILE, raised to the hard limit at start.",
+                     __atomic_load_n(&d->fd_limit, __ATOMIC_RELAXED));
+    const uint64_t free_bytes = store_space_free(&d->space);
+    if (free_bytes != STORE_SPACE_UNKNOWN) {
+        front_ops_family(out, cap, &used, "certmint_store_free_bytes", "gauge",
+                         "Free space of the filesystem holding the store (statvfs, read by the "
+                         "maintenance loop every 2 s).",
+                         free_bytes);
+    }
+    front_ops_family(out, cap, &used, "certmint_store_min_free_bytes", "gauge",
+                     "store_min_free: below it new enrolments are refused (0: never).",
+                     d->space.min_free);
+    front_ops_family(out, cap, &used, "certmint_store_low_space_refusals_total", "counter",
+                     "Enrolments refused (systemUnavail) because the store's filesystem had less "
+                     "free space than store_min_free.",
+                     store_space_refused(&d->space));
+    return used;
+}
+
 size_t front_metrics_write(front_daemon *d, char *out, size_t cap)
 {
     const front_counters *c = &d->counters;
@@ -287,11 +394,6 @@ size_t front_metrics_write(front_daemon *d, char *out, size_t cap)
                  "WAL checkpoint passes of the background checkpointer.", ss.checkpoints);
     front_scalar(&t, "certmint_store_wal_pages", "gauge",
                  "Size of the store's WAL in pages after the last commit.", ss.wal_pages);
-    const uint64_t free_bytes = __atomic_load_n(&c->store_free_bytes, __ATOMIC_RELAXED);
-    if (free_bytes != UINT64_MAX) {
-        front_scalar(&t, "certmint_store_free_bytes", "gauge",
-                     "Bytes free for unprivileged users on the store's file system.", free_bytes);
-    }
     uint64_t hh[FRONT_HIST];
     for (size_t i = 0; i < FRONT_HIST; i++) {
         hh[i] = __atomic_load_n(&c->hsm_hist[i], __ATOMIC_RELAXED);
@@ -308,5 +410,8 @@ size_t front_metrics_write(front_daemon *d, char *out, size_t cap)
                ss.job_us_hist, STORE_HIST_BUCKETS, 1e-6, 0.0, false);
     front_hist(&t, "certmint_store_batch_size", "Jobs per store transaction (the sum is not kept).",
                ss.batch_hist, STORE_HIST_BUCKETS, 1.0, 0.0, true);
+    if (!t.full) {
+        t.used += front_metrics_write_ops(d, t.p + t.used, t.cap - t.used);
+    }
     return t.used;
 }

@@ -1,5 +1,6 @@
 // engine/front: what each route answers. CMP (RFC 9811 §3) at /.well-known/cmp[/p/NAME],
-// /healthz, /metrics, and /crl/NAME.crl; anything else is 404.
+// /healthz, /metrics, and /crl/NAME.crl; anything else is 404. A connection of an admin
+// listener is answered /healthz and /metrics only (404 for the rest).
 #include "engine/front/front_internal.h"
 
 // front_log_request writes the request's log line from its summary |s| and its duration |us|. A
@@ -72,6 +73,14 @@ void front_route_request(front_loop *l, front_conn *fc, const http_request *hr)
     fc->http10 = hr->version_minor == 0;
     fc->start_ns = cm_time_mono_ns();
     __atomic_add_fetch(&d->counters.n_requests, 1, __ATOMIC_RELAXED);
+    if (fc->admin && hr->route.kind != HTTP_ROUTE_HEALTHZ && hr->route.kind != HTTP_ROUTE_METRICS) {
+        __atomic_add_fetch(&d->counters.n_http_errors, 1, __ATOMIC_RELAXED);
+        front_conn_respond(l, fc, 404, "text/plain",
+                           CM_SPAN_LIT("404 Not Found: the admin listener serves only /healthz "
+                                       "and /metrics\n"),
+                           !fc->keep_alive);
+        return;
+    }
     switch (hr->route.kind) {
     case HTTP_ROUTE_HEALTHZ:
         front_conn_respond(l, fc, 200, "text/plain", CM_SPAN_LIT("ok\n"), !fc->keep_alive);

@@ -82,6 +82,10 @@ typedef struct srv_params {
     int64_t confirm_wait_time;   // seconds a certificate waits for certConf
     size_t arena_cap;            // per-request arena cap; 0 picks 1 MiB
     size_t free_requests;        // freed requests each worker keeps for reuse; 0 picks 64
+    // The store's free-space watch: a new enrolment is refused (STORE_E_LOW_SPACE, after its
+    // request is authenticated and checked, before any signing) while it reads below
+    // store_min_free. NULL: no check.
+    store_space *space;
 } srv_params;
 
 typedef struct srv_engine srv_engine;

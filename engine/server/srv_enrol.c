@@ -187,6 +187,7 @@ static void srv_enrol_sign(srv_request *req)
 void srv_enrol_start(srv_request *req)
 {
     cm_result r = srv_enrol_prepare(req);
+    r = cm_ok(r) ? store_space_check(req->w->e->p.space, &req->why) : r; // disk nearly full
     if (!cm_ok(r)) {
         srv_fail(req, r);
         return;

@@ -173,7 +173,8 @@ static bool store_execute_batch(store *s, store_job *first)
         }
     }
     if (!cm_ok(r)) {
-        cm_log(CM_LOG_ERROR, "store: batch failed, every job in it fails: %s", cm_result_name(r));
+        cm_log_ratelimited("store.batch", 10000, CM_LOG_ERROR,
+                           "store: batch failed, every job in it fails: %s", cm_result_name(r));
         for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
             j->result = r;
             j->out_value = 0;

@@ -32,6 +32,10 @@ static const char k_base[] = "dir = .\n"
                              "confirm_wait_time = 60\n"
                              "log_level = debug\n"
                              "default_ca = devices\n"
+                             "max_connections_per_peer = 32\n"
+                             "admin_listen = 127.0.0.1:8081, [::1]:8082\n"
+                             "admin_max_connections = 4\n"
+                             "store_min_free = 1G\n"
                              "\n"
                              "[ca:devices]   # served at /.well-known/cmp/p/devices\n"
                              "key = pkcs11:token=certmint;object=devices-ca?pin-source=file:pin\n"
@@ -175,6 +179,14 @@ static void test_cfg_full_example_loads(void)
     CU_ASSERT_EQUAL(c->message_time_window, 120);
     CU_ASSERT_EQUAL(c->confirm_wait_time, 60);
     CU_ASSERT_EQUAL(c->log_level, CM_LOG_DEBUG);
+    CU_ASSERT_EQUAL(c->max_connections_per_peer, 32);
+    CU_ASSERT_EQUAL_FATAL(c->num_admin_listen, 2);
+    CU_ASSERT_STRING_EQUAL(c->admin_listen[0].host, "127.0.0.1");
+    CU_ASSERT_EQUAL(c->admin_listen[0].port, 8081);
+    CU_ASSERT_TRUE(!c->admin_listen[0].ipv6 && c->admin_listen[1].ipv6);
+    CU_ASSERT_EQUAL(c->admin_listen[1].port, 8082);
+    CU_ASSERT_EQUAL(c->admin_max_connections, 4);
+    CU_ASSERT_EQUAL(c->store_min_free, 1ull << 30);
 
     CU_ASSERT_EQUAL_FATAL(c->num_cas, 2);
     const cfg_ca *dev = cfg_ca_find(c, "devices");
@@ -245,6 +257,10 @@ static void test_cfg_defaults(void)
     CU_ASSERT_EQUAL(c->max_pbm_iterations, 100000);
     CU_ASSERT_EQUAL(c->message_time_window, 300);
     CU_ASSERT_EQUAL(c->log_level, CM_LOG_INFO);
+    CU_ASSERT_EQUAL(c->max_connections_per_peer, 256);
+    CU_ASSERT_EQUAL(c->num_admin_listen, 0);
+    CU_ASSERT_EQUAL(c->admin_max_connections, 16);
+    CU_ASSERT_EQUAL(c->store_min_free, 256ull << 20);
     CU_ASSERT_PTR_EQUAL(c->default_ca, &c->cas[0]); // the only CA
     CU_ASSERT_TRUE(ca_profile_implicit_confirm(c->cas[0].profile->profile));
     CU_ASSERT_EQUAL(ca_profile_extensions(c->cas[0].profile->profile).len, 0);
@@ -297,6 +313,34 @@ static const cfg_case k_bad[] = {
     {"[certmintd]\ndefault_ca = nope\n", CFG_E_REFERENCE,
      "[certmintd] default_ca: no [ca:nope] section"},
     {"[certmintd]\nlistne = 127.0.0.1:80\n", CFG_E_UNKNOWN_KEY, "[certmintd] listne: unknown key"},
+    {"[certmintd]\nmax_connections_per_peer = 0\n", CFG_E_VALUE,
+     "[certmintd] max_connections_per_peer: '0' is out of range 1..1000000"},
+    {"[certmintd]\nmax_connections_per_peer = unlimited\n", CFG_E_VALUE,
+     "[certmintd] max_connections_per_peer: 'unlimited' is not a number"},
+    {"[certmintd]\nadmin_listen = 127.0.0.1\n", CFG_E_VALUE,
+     "[certmintd] admin_listen: '127.0.0.1' is not host:port"},
+    {"[certmintd]\nadmin_listen = [::1]:99999\n", CFG_E_VALUE,
+     "[certmintd] admin_listen: '99999' is out of range 1..65535"},
+    {"[certmintd]\nadmin_listen = 127.0.0.2:8080\n", CFG_E_VALUE,
+     "[certmintd] admin_listen: port 8080 is also a listen port"},
+    {"[certmintd]\nadmin_listen = 127.0.0.1:1, 127.0.0.1:2, 127.0.0.1:3, 127.0.0.1:4, "
+     "127.0.0.1:5\n",
+     CFG_E_VALUE, "[certmintd] admin_listen: more than 4 addresses"},
+    {"[certmintd]\nlisten = 127.0.0.1:1, 127.0.0.1:2, 127.0.0.1:3, 127.0.0.1:4, 127.0.0.1:5\n"
+     "admin_listen = 127.0.0.1:6, 127.0.0.1:7, 127.0.0.1:9, 127.0.0.1:10\n",
+     CFG_E_VALUE, "[certmintd] admin_listen: 4 addresses together with listen's 5; at most 8"},
+    {"[certmintd]\nadmin_max_connections = 0\n", CFG_E_VALUE,
+     "[certmintd] admin_max_connections: '0' is out of range 1..1024"},
+    {"[certmintd]\nstore_min_free = 12X\n", CFG_E_VALUE,
+     "[certmintd] store_min_free: '12X' is not a size (bytes, or a number with K, M, G or T)"},
+    {"[certmintd]\nstore_min_free = M\n", CFG_E_VALUE, "[certmintd] store_min_free: 'M' is not"},
+    {"[certmintd]\nstore_min_free = -1\n", CFG_E_VALUE, "[certmintd] store_min_free: '-1' is not"},
+    {"[certmintd]\nstore_min_free = 256MiBs\n", CFG_E_VALUE,
+     "[certmintd] store_min_free: '256MiBs' is not"},
+    {"[certmintd]\nstore_min_free = 99999999T\n", CFG_E_VALUE,
+     "[certmintd] store_min_free: '99999999T' is too large"},
+    {"[certmintd]\nstore_min_free = 99999999999999999999\n", CFG_E_VALUE,
+     "[certmintd] store_min_free: '99999999999999999999' is too large"},
     // [ca:NAME]
     {"[certmintd]\nstore_sync = off\n", CFG_E_VALUE,
      "[certmintd] store_sync: 'off' is not full or normal"},
@@ -423,6 +467,33 @@ static void test_cfg_rejects_bad_values(void)
     }
 }
 
+static void test_cfg_sizes_and_no_peer_cap(void)
+{
+    static const struct {
+        const char *v;
+        uint64_t want;
+    } k_sizes[] = {{"0", 0},
+                   {"268435456", 268435456},
+                   {"256m", 256ull << 20},
+                   {"2GiB", 2ull << 30},
+                   {"512KB", 512ull << 10},
+                   {"1T", 1ull << 40}};
+    char text[sizeof(k_base) + 256];
+    for (size_t i = 0; i < sizeof(k_sizes) / sizeof(k_sizes[0]); i++) {
+        const int n = snprintf(text, sizeof(text),
+                               "%s[certmintd]\nstore_min_free = %s\n"
+                               "max_connections_per_peer = none\n",
+                               k_base, k_sizes[i].v);
+        CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, (size_t)n));
+        cfg_config *c = NULL;
+        char err[512] = "";
+        TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+        CU_ASSERT_EQUAL(c->store_min_free, k_sizes[i].want);
+        CU_ASSERT_EQUAL(c->max_connections_per_peer, UINT32_MAX);
+        cfg_free(c);
+    }
+}
+
 static void test_cfg_secret_mode_names_file_and_mode(void)
 {
     char text[sizeof(k_base) + 128];
@@ -484,6 +555,7 @@ int test_cfg_register(void)
         TEST_CASE(test_cfg_full_example_loads),
         TEST_CASE(test_cfg_defaults),
         TEST_CASE(test_cfg_rejects_bad_values),
+        TEST_CASE(test_cfg_sizes_and_no_peer_cap),
         TEST_CASE(test_cfg_secret_mode_names_file_and_mode),
         TEST_CASE(test_cfg_missing_sections_and_keys),
     };
