@@ -19,6 +19,7 @@
 #include "engine/der/der_oid.h"
 #include "engine/server/srv.h"
 #include "engine/server/srv_internal.h"
+#include "tests/support/test_hand.h"
 #include "tests/support/test_support.h"
 
 #define SECRET_REF "line-7"
@@ -266,273 +267,76 @@ static int conform_cleanup(void)
     return 0;
 }
 
-// --- hand-built requests ----------------------------------------------------------------------
+// --- hand-built requests (tests/support/test_hand) ----------------------------------------------
+
+typedef test_hand hand;
 
 enum {
-    PROT_NORMAL = 0,
-    PROT_NONE,      // neither protectionAlg nor protection
-    PROT_ALG_ONLY,  // protectionAlg without protection
-    PROT_BITS_ONLY, // protection without protectionAlg
+    PROT_NONE = TEST_PROT_NONE,
+    PROT_ALG_ONLY = TEST_PROT_ALG_ONLY,
+    PROT_BITS_ONLY = TEST_PROT_BITS_ONLY,
 };
 
-// hand is one request built with our marshal code. hand_init fills a valid PBM-protected
-// message of the given type; a test changes what its rule is about, then hand_build.
-typedef struct hand {
-    cm_arena a;
-    cmp_header_fields h;
-    cmp_body body;
-    crmf_cert_req_msg msg; // ir, cr, kur: the one CertReqMsg (hand_template)
-    crmf_cert_req_msg msgs[2];
-    crmf_attr ctrl[1];
-    cmp_itav ginfo[4];
-    cmp_cert_status cs;
-    cmp_rev_details rd;
-    uint8_t tid[16], nonce[16];
-    const char *secret; // PBM (or PBMAC1) with this secret, unless |sig_key| is set
-    bool pbmac1;
-    EVP_PKEY *sig_key; // signature protection, with |certs| as extraCerts
-    cm_span certs[3];
-    size_t num_certs;
-    int prot_mode;
-    EVP_PKEY *popo_key; // the POPO is signed with it at hand_build (unless popo set by hand)
-    cm_span popo_alg;   // the POPO's algorithm when set (else the key's own)
-    bool popo_corrupt;  // flip a bit of the POPO signature
-} hand;
-
+// hand_init starts a valid PBM-protected message of type |t| from the MAC client line-7.
 static void hand_init(hand *x, cmp_body_type t)
 {
-    memset(x, 0, sizeof(*x));
-    cm_arena_init(&x->a, 0, 0);
-    CU_ASSERT_FATAL(RAND_bytes(x->tid, 16) == 1 && RAND_bytes(x->nonce, 16) == 1);
-    cmp_header_fields *h = &x->h;
-    h->pvno = 2;
-    h->recipient_name = ca_authority_subject(g.authority);
-    h->has_message_time = true;
-    h->message_time = cm_time_now();
-    h->sender_kid = (cmp_opt_span){true, CM_SPAN_LIT(SECRET_REF)};
-    h->transaction_id = (cmp_opt_span){true, cm_span_make(x->tid, 16)};
-    h->sender_nonce = (cmp_opt_span){true, cm_span_make(x->nonce, 16)};
-    x->secret = SECRET;
-    x->body.type = t;
-    if (t == CMP_BODY_IR || t == CMP_BODY_CR || t == CMP_BODY_KUR) {
-        x->msgs[0].req.cert_req_id = 0;
-        x->body.u.req.msgs = x->msgs;
-        x->body.u.req.num_msgs = 1;
-    }
+    test_hand_init(x, t, g.prot, ca_authority_subject(g.authority), CM_SPAN_LIT(SECRET_REF),
+                   SECRET);
 }
 
 static void hand_free(hand *x)
 {
-    cm_arena_cleanup(&x->a);
+    test_hand_free(x);
 }
 
-// hand_copy copies |s| into the hand's arena.
-static cm_span hand_copy(hand *x, const void *p, size_t len)
-{
-    uint8_t *c = cm_arena_alloc(&x->a, len > 0 ? len : 1);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
-    memcpy(c, p, len);
-    return cm_span_make(c, len);
-}
-
-// hand_name returns the DER of the Name |dn| ("/O=x/CN=y"; "" for the NULL-DN).
 static cm_span hand_name(hand *x, const char *dn)
 {
-    X509_NAME *n = X509_NAME_new();
-    char buf[256];
-    (void)snprintf(buf, sizeof(buf), "%s", dn);
-    for (char *save = NULL, *tok = strtok_r(buf, "/", &save); tok != NULL;
-         tok = strtok_r(NULL, "/", &save)) {
-        char *eq = strchr(tok, '=');
-        CU_ASSERT_PTR_NOT_NULL_FATAL(eq);
-        *eq = '\0';
-        CU_ASSERT_FATAL(X509_NAME_add_entry_by_txt(n, tok, MBSTRING_UTF8,
-                                                   (const unsigned char *)eq + 1, -1, -1, 0) == 1);
-    }
-    unsigned char *der = NULL;
-    const int len = i2d_X509_NAME(n, &der);
-    X509_NAME_free(n);
-    CU_ASSERT_FATAL(len > 0);
-    const cm_span out = hand_copy(x, der, (size_t)len);
-    OPENSSL_free(der);
+    cm_span out;
+    TEST_ASSERT_OK(test_hand_name(x, &out, dn));
     return out;
 }
 
-// hand_spki returns the whole SubjectPublicKeyInfo of |key|.
 static cm_span hand_spki(hand *x, EVP_PKEY *key)
 {
-    unsigned char *der = NULL;
-    const int len = i2d_PUBKEY(key, &der);
-    CU_ASSERT_FATAL(len > 0);
-    const cm_span out = hand_copy(x, der, (size_t)len);
-    OPENSSL_free(der);
+    cm_span out;
+    TEST_ASSERT_OK(test_hand_spki(x, &out, key));
     return out;
 }
 
-// spki_body strips the SEQUENCE header: what CertTemplate's [6] holds.
 static cm_span spki_body(cm_span spki)
 {
-    der_reader r, body;
-    der_reader_init(&r, spki);
-    CU_ASSERT_FATAL(cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &body)));
-    return der_reader_rest(&body);
+    const cm_span b = test_spki_body(spki);
+    CU_ASSERT_FATAL(b.len > 0);
+    return b;
 }
 
-// sig_alg_of returns the signature AlgorithmIdentifier our helpers use with |key|: ECDSA or
-// RSA with SHA-256, or Ed25519.
 static cm_span sig_alg_of(hand *x, EVP_PKEY *key)
 {
-    crmf_sig_alg alg;
-    memset(&alg, 0, sizeof(alg));
-    const crmf_key_type t = crmf_key_type_of(key);
-    alg.kind = t == CRMF_KEY_ED25519 ? CRMF_SIG_ED25519
-               : t == CRMF_KEY_RSA   ? CRMF_SIG_RSA_PKCS1
-                                     : CRMF_SIG_ECDSA;
-    alg.hash = t == CRMF_KEY_ED25519 ? CRMF_HASH_NONE : CRMF_HASH_SHA256;
-    der_builder b;
-    der_builder_init_arena(&b, &x->a, 64);
-    crmf_sig_alg_marshal(&b, &alg);
     cm_span out;
-    TEST_ASSERT_OK(der_builder_finish(&b, &out));
+    TEST_ASSERT_OK(test_hand_sig_alg(x, &out, key));
     return out;
 }
 
-static cm_span sign_with(hand *x, EVP_PKEY *key, cm_span data)
-{
-    EVP_MD_CTX *m = EVP_MD_CTX_new();
-    const EVP_MD *md = crmf_key_type_of(key) == CRMF_KEY_ED25519 ? NULL : EVP_sha256();
-    size_t len = 0;
-    CU_ASSERT_FATAL(m != NULL && EVP_DigestSignInit(m, NULL, md, NULL, key) == 1 &&
-                    EVP_DigestSign(m, NULL, &len, data.p, data.len) == 1);
-    uint8_t *sig = cm_arena_alloc(&x->a, len);
-    CU_ASSERT_FATAL(sig != NULL && EVP_DigestSign(m, sig, &len, data.p, data.len) == 1);
-    EVP_MD_CTX_free(m);
-    return cm_span_make(sig, len);
-}
-
-// hand_template gives the CertReqMsg a template for |key| and subject |dn|, and a signature
-// POPO made with |key| when the message is built.
 static void hand_template(hand *x, EVP_PKEY *key, const char *dn)
 {
-    crmf_cert_req_msg *m = &x->msgs[0];
-    m->req.tmpl.subject = hand_name(x, dn);
-    m->req.tmpl.public_key = spki_body(hand_spki(x, key));
-    m->popo.type = CRMF_POPO_SIGNATURE;
-    x->popo_key = key;
+    TEST_ASSERT_OK(test_hand_template(x, key, dn));
 }
 
-// hand_extensions sets the template's extensions ([9] content: Extension TLVs) from OpenSSL's
-// v3 syntax, e.g. {"keyUsage", "critical, keyAgreement"}, up to 3.
 static void hand_extensions(hand *x, const char *const *names, const char *const *values, size_t n)
 {
-    der_builder b;
-    der_builder_init_arena(&b, &x->a, 256);
-    for (size_t i = 0; i < n; i++) {
-        X509_EXTENSION *e = X509V3_EXT_conf(NULL, NULL, names[i], values[i]);
-        CU_ASSERT_PTR_NOT_NULL_FATAL(e);
-        unsigned char *der = NULL;
-        const int len = i2d_X509_EXTENSION(e, &der);
-        X509_EXTENSION_free(e);
-        CU_ASSERT_FATAL(len > 0);
-        der_put_raw(&b, cm_span_make(der, (size_t)len));
-        OPENSSL_free(der);
-    }
-    cm_span out;
-    TEST_ASSERT_OK(der_builder_finish(&b, &out));
-    x->msgs[0].req.tmpl.extensions = out;
+    TEST_ASSERT_OK(test_hand_extensions(x, names, values, n));
 }
 
-// hand_sign_popo signs each CertRequest whose POPO waits for it.
-static void hand_sign_popo(hand *x)
-{
-    for (size_t i = 0; i < x->body.u.req.num_msgs; i++) {
-        crmf_cert_req_msg *m = &x->msgs[i];
-        if (m->popo.type != CRMF_POPO_SIGNATURE || m->popo.signature.len != 0 ||
-            x->popo_key == NULL) {
-            continue;
-        }
-        der_builder b;
-        der_builder_init_arena(&b, &x->a, 512);
-        crmf_cert_request_marshal(&b, &m->req);
-        cm_span cr;
-        TEST_ASSERT_OK(der_builder_finish(&b, &cr));
-        m->popo.alg = x->popo_alg.len != 0 ? x->popo_alg : sig_alg_of(x, x->popo_key);
-        cm_span sig = sign_with(x, x->popo_key, cr);
-        if (x->popo_corrupt) {
-            ((uint8_t *)(uintptr_t)sig.p)[sig.len / 2] ^= 0x01;
-        }
-        m->popo.signature = sig;
-    }
-}
-
-// hand_build returns the DER of the message (heap; free() it).
-static uint8_t *hand_build(hand *x, size_t *out_len)
-{
-    if (x->body.type == CMP_BODY_IR || x->body.type == CMP_BODY_CR ||
-        x->body.type == CMP_BODY_KUR) {
-        hand_sign_popo(x);
-    }
-    cmp_mac_key key;
-    memset(&key, 0, sizeof(key));
-    const bool mac = x->sig_key == NULL;
-    if (x->prot_mode != PROT_NONE) {
-        der_builder ab;
-        der_builder_init_arena(&ab, &x->a, 256);
-        if (mac) {
-            const cm_span s = cm_span_make(x->secret, strlen(x->secret));
-            TEST_ASSERT_OK(x->pbmac1 ? cmp_mac_key_new_pbmac1(g.prot, &key, s, CMP_HASH_SHA256,
-                                                              CMP_HASH_SHA256, 10000, 16, 32)
-                                     : cmp_mac_key_new_pbm(g.prot, &key, s, CMP_HASH_SHA256,
-                                                           CMP_HASH_SHA256, 500, 16));
-            cmp_mac_key_put_alg(&ab, &key);
-        } else {
-            der_put_raw(&ab, sig_alg_of(x, x->sig_key));
-        }
-        TEST_ASSERT_OK(der_builder_finish(&ab, &x->h.protection_alg));
-    }
-    const cm_span alg = x->h.protection_alg;
-    if (x->prot_mode == PROT_BITS_ONLY) {
-        x->h.protection_alg = cm_span_make(NULL, 0);
-    }
-    der_builder b;
-    der_builder_init(&b, 4096);
-    cmp_msg_writer w;
-    cmp_msg_writer_begin(&w, &b, &x->h, &x->body);
-    const cm_span pp = cmp_msg_writer_protected_part(&w);
-    CU_ASSERT_FATAL(pp.len > 0);
-    cm_span prot = cm_span_make(NULL, 0);
-    if (x->prot_mode == PROT_NORMAL || x->prot_mode == PROT_BITS_ONLY) {
-        if (mac) {
-            uint8_t m[64];
-            size_t m_len = 0;
-            TEST_ASSERT_OK(cmp_mac_compute(g.prot, m, sizeof(m), &m_len, &key, pp));
-            prot = hand_copy(x, m, m_len);
-        } else {
-            cm_span tbs;
-            TEST_ASSERT_OK(cmp_protect_sign_input(&x->a, &tbs, pp));
-            prot = sign_with(x, x->sig_key, tbs);
-        }
-    }
-    x->h.protection_alg = alg;
-    const bool with_prot = x->prot_mode == PROT_NORMAL || x->prot_mode == PROT_BITS_ONLY;
-    cmp_msg_writer_finish(&w, with_prot ? &prot : NULL, 0, x->certs, x->num_certs);
-    uint8_t *out = NULL;
-    TEST_ASSERT_OK(der_builder_take(&b, &out, out_len));
-    cmp_mac_key_cleanse(&key);
-    return out;
-}
-
-// hand_sign makes the message signature-protected by |key| with |cert| (DER) as extraCerts[0]
-// and its subject as the sender.
 static void hand_sign(hand *x, EVP_PKEY *key, cm_span cert)
 {
-    x->sig_key = key;
-    x->certs[0] = cert;
-    x->num_certs = 1;
-    ca_cert_fields f;
-    TEST_ASSERT_OK(ca_cert_fields_parse(&f, cert));
-    x->h.sender_name = f.subject;
-    x->h.sender_kid.present = false;
+    TEST_ASSERT_OK(test_hand_sign(x, key, cert));
+}
+
+static uint8_t *hand_build(hand *x, size_t *out_len)
+{
+    uint8_t *out = NULL;
+    TEST_ASSERT_OK(test_hand_build(x, &out, out_len));
+    return out;
 }
 
 // --- responses --------------------------------------------------------------------------------
@@ -988,24 +792,9 @@ static void test_conform_oversized_key_refused_before_popo(void)
     hand_free(&x);
 }
 
-// old_cert_id puts an oldCertID control {issuer: directoryName |issuer|, |serial|} on |x|.
 static void old_cert_id(hand *x, cm_span issuer, cm_span serial)
 {
-    der_builder b;
-    der_builder_init_arena(&b, &x->a, 256);
-    der_mark seq, gn;
-    der_open(&b, &seq, DER_TAG_SEQUENCE);
-    der_open(&b, &gn, DER_CONTEXT_CONS(4));
-    der_put_raw(&b, issuer);
-    der_close(&b, &gn);
-    der_put_tlv(&b, DER_TAG_INTEGER, serial);
-    der_close(&b, &seq);
-    cm_span v;
-    TEST_ASSERT_OK(der_builder_finish(&b, &v));
-    x->ctrl[0].oid = CM_SPAN_LIT(DER_OID_REGCTRL_OLD_CERT_ID);
-    x->ctrl[0].value = v;
-    x->msgs[0].req.controls = x->ctrl;
-    x->msgs[0].req.num_controls = 1;
+    TEST_ASSERT_OK(test_hand_old_cert_id(x, issuer, serial));
 }
 
 static void test_conform_kur_rules(void)
@@ -1145,21 +934,10 @@ static void ra_request(hand *x, EVP_PKEY *key, cm_span orig)
     x->msgs[0].popo.type = CRMF_POPO_RA_VERIFIED;
     x->popo_key = NULL;
     hand_sign(x, g.ra_key, g.ra_cert);
-    x->ginfo[0] = cmp_itav_implicit_confirm();
-    x->h.num_general_info = 1;
+    test_hand_add_info(x, cmp_itav_implicit_confirm());
     if (orig.len != 0) {
-        der_builder b;
-        der_builder_init_arena(&b, &x->a, orig.len + 8);
-        der_mark m;
-        der_open_hint(&b, &m, DER_TAG_SEQUENCE, 3);
-        der_put_raw(&b, orig);
-        der_close(&b, &m);
-        cm_span v;
-        TEST_ASSERT_OK(der_builder_finish(&b, &v));
-        x->ginfo[1] = (cmp_itav){CM_SPAN_LIT(DER_OID_IT_ORIG_PKI_MESSAGE), v};
-        x->h.num_general_info = 2;
+        TEST_ASSERT_OK(test_hand_orig(x, orig));
     }
-    x->h.general_info = x->ginfo;
 }
 
 static void test_conform_orig_pki_message(void)
@@ -1249,18 +1027,8 @@ static void test_conform_orig_pki_message(void)
 static void conf_for(hand *x, const rsp *ip, cm_span cert, int64_t id)
 {
     hand_init(x, CMP_BODY_CERT_CONF);
-    cmp_digests d;
-    TEST_ASSERT_OK(cmp_digests_init(&d));
-    uint8_t hash[CMP_MAX_CERT_HASH_LEN];
-    size_t hash_len = 0;
-    TEST_ASSERT_OK(cmp_cert_hash(&d, hash, &hash_len, cert, NULL));
-    cmp_digests_cleanup(&d);
-    x->cs.cert_hash = hand_copy(x, hash, hash_len);
-    x->cs.cert_req_id = id;
-    x->body.u.conf.items = &x->cs;
-    x->body.u.conf.num = 1;
-    x->h.transaction_id = ip->msg.header.f.transaction_id;
-    x->h.recip_nonce = ip->msg.header.f.sender_nonce;
+    TEST_ASSERT_OK(test_hand_cert_conf(x, ip->msg.header.f.transaction_id.v,
+                                       ip->msg.header.f.sender_nonce.v, cert, id));
 }
 
 // wait_ip runs an ir (PBM unless |key| signs it with |cert|) for |subject_key| without
@@ -1447,28 +1215,7 @@ static void test_conform_cert_conf_by_manufacturer_certificate(void)
 static void rr_for(hand *x, cm_span cert, int reason, EVP_PKEY *key, cm_span signer)
 {
     hand_init(x, CMP_BODY_RR);
-    ca_cert_fields f;
-    TEST_ASSERT_OK(ca_cert_fields_parse(&f, cert));
-    x->rd.tmpl.issuer = f.issuer;
-    x->rd.tmpl.serial = f.serial;
-    if (reason >= 0) {
-        // Extensions { Extension { id-ce-cRLReasons, OCTET STRING { ENUMERATED reason } } }
-        der_builder b;
-        der_builder_init_arena(&b, &x->a, 32);
-        der_mark exts, ext, os;
-        der_open(&b, &exts, DER_TAG_SEQUENCE);
-        der_open(&b, &ext, DER_TAG_SEQUENCE);
-        der_put_oid_lit(&b, DER_OID_CE_CRL_REASON);
-        der_open(&b, &os, DER_TAG_OCTET_STRING);
-        const uint8_t e = (uint8_t)reason;
-        der_put_tlv(&b, DER_TAG_ENUMERATED, cm_span_make(&e, 1));
-        der_close(&b, &os);
-        der_close(&b, &ext);
-        der_close(&b, &exts);
-        TEST_ASSERT_OK(der_builder_finish(&b, &x->rd.crl_entry_details));
-    }
-    x->body.u.rr.items = &x->rd;
-    x->body.u.rr.num = 1;
+    TEST_ASSERT_OK(test_hand_rr(x, cert, reason));
     hand_sign(x, key, signer);
 }
 
