@@ -1072,6 +1072,43 @@ static void test_conform_cert_conf_cert_req_id(void)
     span_free(cert);
 }
 
+static void test_conform_cert_conf_after_p10cr_is_minus_1(void)
+{
+    char csr[400];
+    test_path(csr, sizeof(csr), g.dir, "p10.csr");
+    const char *argv[] = {"openssl",      "req",      "-new", "-key", g.ec_pem, "-subj",
+                          "/CN=p10-conf", "-outform", "DER",  "-out", csr,      NULL};
+    CU_ASSERT_FATAL(test_run(argv, g.log) == 0);
+    uint8_t *buf;
+    size_t blen;
+    CU_ASSERT_FATAL(test_read_file(csr, &buf, &blen));
+    hand x, c;
+    hand_init(&x, CMP_BODY_P10CR);
+    TEST_ASSERT_OK(crmf_csr_from_der(&x.body.u.p10, cm_span_make(buf, blen)));
+    rsp ip, r;
+    hand_run(&ip, &x);
+    expect(&ip, CMP_BODY_CP, CMP_STATUS_ACCEPTED, -1, NULL);
+    CU_ASSERT_EQUAL(cert_resp(&ip)->cert_req_id, -1);
+    const cm_span cert = issued_cert(&ip);
+    // certReqId 0 does not confirm a p10cr's certificate; -1 does.
+    conf_for(&c, &ip, cert, 0);
+    hand_run(&r, &c);
+    expect(&r, CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_BAD_REQUEST,
+           "the CertStatus certReqId must be -1, the certificate's (issued for a p10cr), not 0");
+    rsp_free(&r);
+    hand_free(&c);
+    conf_for(&c, &ip, cert, -1);
+    hand_run(&r, &c);
+    expect_pkiconf(&r);
+    rsp_free(&r);
+    hand_free(&c);
+    CU_ASSERT_EQUAL(stored_status(cert), STORE_CERT_VALID);
+    span_free(cert);
+    rsp_free(&ip);
+    hand_free(&x);
+    free(buf);
+}
+
 static void test_conform_cert_conf_protection_kind(void)
 {
     hand ir, c;
@@ -1509,6 +1546,7 @@ int test_srv_conform_register(void)
         TEST_CASE(test_conform_granted_with_mods),
         TEST_CASE(test_conform_orig_pki_message),
         TEST_CASE(test_conform_cert_conf_cert_req_id),
+        TEST_CASE(test_conform_cert_conf_after_p10cr_is_minus_1),
         TEST_CASE(test_conform_cert_conf_protection_kind),
         TEST_CASE(test_conform_cert_conf_nonces_and_transaction),
         TEST_CASE(test_conform_cert_conf_by_manufacturer_certificate),
