@@ -1151,6 +1151,7 @@ cm_result ca_profile_check_key(const ca_profile *pr, ca_key_info *out, cm_span s
 {
     char allowed[96], alg[96];
     ca_key_info key;
+    memset(&key, 0, sizeof(key));
     cm_result kr = ca_spki_parse(&key, spki);
     if (kr.code == CA_E_KEY_TYPE) {
         cm_why_set(why, "key type %s not allowed by profile %s (allowed: %s)",

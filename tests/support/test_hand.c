@@ -135,7 +135,7 @@ cm_result test_hand_sign_data(test_hand *x, cm_span *out, EVP_PKEY *key, cm_span
 cm_result test_hand_template(test_hand *x, EVP_PKEY *key, const char *dn)
 {
     crmf_cert_req_msg *m = &x->msgs[0];
-    cm_span spki;
+    cm_span spki = {NULL, 0};
     CM_TRY(test_hand_name(x, &m->req.tmpl.subject, dn));
     CM_TRY(test_hand_spki(x, &spki, key));
     m->req.tmpl.public_key = test_spki_body(spki);
@@ -275,7 +275,7 @@ static cm_result test_hand_sign_popos(test_hand *x)
         der_builder b;
         der_builder_init_arena(&b, &x->a, 512);
         crmf_cert_request_marshal(&b, &m->req);
-        cm_span cr, sig;
+        cm_span cr = {NULL, 0}, sig = {NULL, 0};
         CM_TRY(der_builder_finish(&b, &cr));
         if (x->popo_alg.len != 0) {
             m->popo.alg = x->popo_alg;
@@ -283,7 +283,7 @@ static cm_result test_hand_sign_popos(test_hand *x)
             CM_TRY(test_hand_sig_alg(x, &m->popo.alg, x->popo_key));
         }
         CM_TRY(test_hand_sign_data(x, &sig, x->popo_key, cr));
-        if (x->popo_corrupt) {
+        if (x->popo_corrupt && sig.p != NULL && sig.len > 0) {
             ((uint8_t *)(uintptr_t)sig.p)[sig.len / 2] ^= 0x01;
         }
         m->popo.signature = sig;
