@@ -96,7 +96,7 @@ typedef struct bench_prep {
 } bench_prep;
 
 // bench_rr_body builds RevReqContent with one RevDetails naming |rq|'s enrolled certificate
-// by issuer and serialNumber (RFC 9483 §4.2), without a reason (unspecified).
+// by issuer and serialNumber, with the one CRLReason RFC 9483 §4.2 requires (unspecified).
 static bool bench_rr_body(bench_prep *p, cmp_body *body, const bench_req *rq)
 {
     cmp_rev_details *rd = cm_arena_alloc(&p->arena, sizeof(*rd));
@@ -107,6 +107,10 @@ static bool bench_rr_body(bench_prep *p, cmp_body *body, const bench_req *rq)
     memset(rd, 0, sizeof(*rd));
     rd->tmpl.issuer = f.issuer;
     rd->tmpl.serial = f.serial;
+    // Extensions { Extension { id-ce-cRLReasons, OCTET STRING { ENUMERATED unspecified } } }
+    static const uint8_t k_reason[] = {0x30, 0x0c, 0x30, 0x0a, 0x06, 0x03, 0x55,
+                                       0x1d, 0x15, 0x04, 0x03, 0x0a, 0x01, 0x00};
+    rd->crl_entry_details = cm_span_make(k_reason, sizeof(k_reason));
     memset(body, 0, sizeof(*body));
     body->type = CMP_BODY_RR;
     body->u.rr.items = rd;

@@ -64,6 +64,12 @@
 //   san_types         = dns, ip, email, uri   # default none
 //   implicit_confirm  = on | off     # default on
 //   extensions        = SECTION      # an `openssl ca` extensions section
+//   key_usage_allowed = digitalSignature, keyAgreement   # keyUsage bits a request may ask
+//                                    #   for; default: the bits of the profile's keyUsage
+//   eku_allowed       = clientAuth, serverAuth   # purposes a request may ask for; default:
+//                                    #   those of the profile's extendedKeyUsage
+//   requested_extensions = refuse | replace   # a keyUsage/EKU outside the above: refused
+//                                    #   (badCertTemplate, default) or the profile's used
 //
 //   [clients:NAME]
 //   secret.REF    = secrets/REF.key  # MAC secret file (mode 0600 or stricter); one or more

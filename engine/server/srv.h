@@ -11,8 +11,9 @@
 //
 // Flows: ir, cr, kur, p10cr (implicitConfirm when asked and allowed, else certConf → pkiconf),
 // certConf, rr → rp (by the certificate's own key or a configured RA), genm → genp (caCerts,
-// rootCaCert, certReqTemplate, crlStatusList); every failure is answered with a CMP error message
-// carrying the PKIFailureInfo bit (cm_code_failinfo) and a statusString that tells an operator
+// rootCaCert, certReqTemplate, crlStatusList and the other RFC 4210 types); every refusal
+// carries the PKIFailureInfo bit (cm_code_failinfo) in an error message, or, for a refused
+// request content, in the ip/cp/kup/rp (RFC 9483 §3.6.4), and a statusString that tells an operator
 // what to fix: the request's specifics when they are known and safe to show ("key type P-521
 // not allowed by profile devices (allowed: P-256, P-384)", "no MAC secret for senderKID
 // line-9"), else the code's explanation from the registry; never a secret. It is

@@ -164,7 +164,7 @@ rejected "rr of an already revoked certificate" certRevoked \
 rejected "rr of another device's certificate" notAuthorized \
   "the signer may revoke only its own certificate" -cmd rr "${srv[@]}" \
   -cert hold.pem -key rsa.key -oldcert ir-ec.pem -revreason 1
-rejected "rr protected by MAC" notAuthorized "a MAC is not accepted" \
+rejected "rr protected by MAC" wrongIntegrity "a MAC is not accepted" \
   -cmd rr "${srv[@]}" "${mac[@]}" -oldcert ir-ed.pem
 check "rr certificateHold" openssl cmp -cmd rr "${srv[@]}" -cert hold.pem -key rsa.key \
   -oldcert hold.pem -revreason 6

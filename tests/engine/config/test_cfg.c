@@ -9,8 +9,10 @@
 
 #include <CUnit/CUnit.h>
 #include <openssl/bio.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "engine/config/cfg.h"
 #include "tests/support/test_support.h"
@@ -268,6 +270,66 @@ static void test_cfg_defaults(void)
     cfg_free(c);
 }
 
+// policy_ku runs the policy check of |profile| on a new P-256 key asking for keyUsage |ku|.
+static cm_result policy_ku(const cfg_config *c, const ca_profile *profile, const char *ku,
+                           ca_decision *d)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    unsigned char *spki = NULL;
+    const int spki_len = key != NULL ? i2d_PUBKEY(key, &spki) : -1;
+    X509_EXTENSION *x = X509V3_EXT_conf_nid(NULL, NULL, NID_key_usage, ku);
+    CU_ASSERT_FATAL(spki_len > 0 && x != NULL);
+    const ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(x);
+    static const uint8_t k_name[] = {0x30, 0x0c, 0x31, 0x0a, 0x30, 0x08, 0x06,
+                                     0x03, 0x55, 0x04, 0x03, 0x0c, 0x01, 'x'};
+    const ca_ext ext = {CM_SPAN_LIT("\x55\x1d\x0f"), true,
+                        cm_span_make(ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v))};
+    const ca_request req = {.subject = cm_span_make(k_name, sizeof(k_name)),
+                            .spki = cm_span_make(spki, (size_t)spki_len),
+                            .exts = &ext,
+                            .num_exts = 1};
+    const cm_result r = ca_policy_check(profile, c->cas[0].authority, d, &req, cm_time_now(), NULL);
+    X509_EXTENSION_free(x);
+    OPENSSL_free(spki);
+    EVP_PKEY_free(key);
+    return r;
+}
+
+static void test_cfg_profile_requested_extensions(void)
+{
+    // key_usage_allowed widens what a request may ask for; requested_extensions = replace
+    // turns a refusal into the profile's own keyUsage.
+    static const char text[] =
+        "[certmintd]\nlisten = 0.0.0.0:80\nstore = sqlite:/var/x.db\n"
+        "[ca:only]\nkey = pkcs11:object=k\ncert = ca.pem\nprofile = p\n"
+        "[profile:p]\nextensions = p_ext\nkey_usage_allowed = digitalSignature, keyAgreement\n"
+        "eku_allowed = clientAuth, 1.3.6.1.5.5.7.3.28, none\n"
+        "[profile:q]\nextensions = p_ext\nrequested_extensions = replace\n"
+        "[p_ext]\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = clientAuth\n";
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, sizeof(text) - 1));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_FATAL(c->num_profiles == 2);
+    const ca_profile *p = NULL, *q = NULL;
+    for (size_t i = 0; i < c->num_profiles; i++) {
+        if (strcmp(c->profiles[i].name, "p") == 0) {
+            p = c->profiles[i].profile;
+        } else {
+            q = c->profiles[i].profile;
+        }
+    }
+    CU_ASSERT_FATAL(p != NULL && q != NULL);
+    ca_decision d;
+    TEST_ASSERT_OK(policy_ku(c, p, "keyAgreement", &d));
+    CU_ASSERT_TRUE(d.key_usage.len > 0);
+    TEST_ASSERT_CODE(policy_ku(c, p, "keyCertSign", &d), CA_E_KEY_USAGE);
+    TEST_ASSERT_CODE(policy_ku(c, q, "keyAgreement", &d), CM_OK); // replaced, not refused
+    CU_ASSERT_EQUAL(d.mods, CA_MOD_KEY_USAGE);
+    CU_ASSERT_EQUAL(d.key_usage.len, 0);
+    cfg_free(c);
+}
+
 typedef struct cfg_case {
     const char *append; // appended to k_base (NCONF reopens sections, the last value wins)
     uint32_t code;
@@ -397,6 +459,12 @@ static const cfg_case k_bad[] = {
      "[profile:device] san_types: 'x400' is not one of"},
     {"[profile:device]\nimplicit_confirm = perhaps\n", CFG_E_VALUE,
      "[profile:device] implicit_confirm: 'perhaps' is not on or off"},
+    {"[profile:device]\nkey_usage_allowed = digitalSignature, fly\n", CFG_E_VALUE,
+     "[profile:device] key_usage_allowed: 'fly' is not a keyUsage bit"},
+    {"[profile:device]\neku_allowed = clientAuth, notAPurpose\n", CFG_E_VALUE,
+     "[profile:device] eku_allowed: 'notAPurpose' is not an extended key usage OpenSSL knows"},
+    {"[profile:device]\nrequested_extensions = ignore\n", CFG_E_VALUE,
+     "[profile:device] requested_extensions: 'ignore' is not refuse or replace"},
     {"[profile:device]\nextensions = nosuch\n", CFG_E_REFERENCE,
      "[profile:device] extensions: no section [nosuch]"},
     {"[device_ext]\nkeyUsage = critical, digitalSignatur\n", CFG_E_VALUE,
@@ -554,6 +622,7 @@ int test_cfg_register(void)
     static const test_case tests[] = {
         TEST_CASE(test_cfg_full_example_loads),
         TEST_CASE(test_cfg_defaults),
+        TEST_CASE(test_cfg_profile_requested_extensions),
         TEST_CASE(test_cfg_rejects_bad_values),
         TEST_CASE(test_cfg_sizes_and_no_peer_cap),
         TEST_CASE(test_cfg_secret_mode_names_file_and_mode),
