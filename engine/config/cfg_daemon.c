@@ -161,7 +161,9 @@ static void cfg_daemon_coap_defaults(cfg_config *cfg)
 
 static bool cfg_daemon_coap_key(const char *k)
 {
-    return strncmp(k, "coap_", 5) == 0;
+    return strcmp(k, "coap_listen") == 0 || strcmp(k, "coap_max_transfers_per_peer") == 0 ||
+           strcmp(k, "coap_transfer_timeout") == 0 || strcmp(k, "coap_peer_rate") == 0 ||
+           strcmp(k, "coap_max_requests") == 0;
 }
 
 static cm_result cfg_daemon_coap(cfg_loader *ld, const char *k, const char *v)
@@ -189,10 +191,7 @@ static cm_result cfg_daemon_coap(cfg_loader *ld, const char *k, const char *v)
         }
         return cfg_u32(ld, &cfg->coap_peer_rate, k, v, 1, 10000000);
     }
-    if (strcmp(k, "coap_max_requests") == 0) {
-        return cfg_u32(ld, &cfg->coap_max_requests, k, v, 1, 65536);
-    }
-    return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
+    return cfg_u32(ld, &cfg->coap_max_requests, k, v, 1, 65536); // coap_max_requests
 }
 
 cm_result cfg_daemon_load(cfg_loader *ld)
