@@ -81,7 +81,7 @@ static int bench_run_main(const bench_opts *o)
     run.o = o;
     struct addrinfo hints;
     memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_socktype = o->coap ? SOCK_DGRAM : SOCK_STREAM;
     if (getaddrinfo(o->host, o->port, &hints, &run.ai) != 0) {
         bench_die("cannot resolve the --url host");
     }
@@ -187,6 +187,7 @@ static int bench_run_main(const bench_opts *o)
         bench_conn_close(&run.conns[i]);
         free(run.conns[i].in);
         free(run.conns[i].conf);
+        bench_coap_cleanup(&run.conns[i]);
     }
     if (run.rsp != NULL) {
         for (size_t i = 0; i < total; i++) {
@@ -217,7 +218,8 @@ static void bench_usage(FILE *f)
 {
     (void)fprintf(
         f,
-        "usage: certmint-bench --url http://HOST:PORT/PATH (--secret REF:SECRET [--pbmac1] |\n"
+        "usage: certmint-bench --url http://HOST:PORT/PATH | coap://HOST:PORT/PATH\n"
+        "                      (--secret REF:SECRET [--pbmac1] |\n"
         "                      --cert CERT.pem --key KEY.pem) [options]\n"
         "       certmint-bench --limit [--token-uri PKCS11-URI] [--duration S] [options]\n"
         "  --flow F              ir-implicit (default) | ir-confirm | cr | p10cr | genm |\n"
@@ -231,6 +233,9 @@ static void bench_usage(FILE *f)
         "  --prepare N           requests prepared for a --duration run (default 5000*S)\n"
         "  --connections C       keep-alive connections, one request in flight each (default 1)\n"
         "  --reconnect           a new TCP connection per transaction\n"
+        "  --coap                CMP over CoAP (RFC 9482; implied by a coap:// --url):\n"
+        "                        confirmable requests, block-wise both ways\n"
+        "  --coap-block N        CoAP block size, 16..1024 (default 1024)\n"
         "  --warmup N            transactions before the clock starts (default 0)\n"
         "  --subject-template T  e.g. 'CN=dev-%%d' (default), %%d is the request number\n"
         "  --pbm-iterations N    iteration count (default 500 for PBM, 1000 for PBMAC1)\n"
@@ -266,11 +271,12 @@ static bool bench_pick(const char *s, const char *const *names, size_t n, int *o
     return false;
 }
 
-// bench_parse_url splits http://HOST[:PORT]/PATH.
+// bench_parse_url splits http://HOST[:PORT]/PATH or coap://HOST[:PORT]/PATH (CoAP, RFC 9482).
 static bool bench_parse_url(bench_opts *o)
 {
     const char *u = o->url;
-    if (strncmp(u, "http://", 7) != 0) {
+    o->coap_url = strncmp(u, "coap://", 7) == 0;
+    if (strncmp(u, "http://", 7) != 0 && !o->coap_url) {
         return false;
     }
     u += 7;
@@ -292,7 +298,7 @@ static bool bench_parse_url(bench_opts *o)
         memcpy(o->port, colon + 1, pl);
         o->port[pl] = '\0';
     } else {
-        (void)snprintf(o->port, sizeof(o->port), "80");
+        (void)snprintf(o->port, sizeof(o->port), o->coap_url ? "5683" : "80");
     }
     return true;
 }
@@ -312,6 +318,8 @@ enum {
     BENCH_OPT_WARMUP,
     BENCH_OPT_SUBJECT,
     BENCH_OPT_RECONNECT,
+    BENCH_OPT_COAP,
+    BENCH_OPT_COAP_BLOCK,
     BENCH_OPT_JSON,
     BENCH_OPT_NO_KEY_CHECK,
     BENCH_OPT_CA,
@@ -340,6 +348,8 @@ static const struct option k_bench_long_opts[] = {
     {"warmup", required_argument, NULL, BENCH_OPT_WARMUP},
     {"subject-template", required_argument, NULL, BENCH_OPT_SUBJECT},
     {"reconnect", no_argument, NULL, BENCH_OPT_RECONNECT},
+    {"coap", no_argument, NULL, BENCH_OPT_COAP},
+    {"coap-block", required_argument, NULL, BENCH_OPT_COAP_BLOCK},
     {"json", required_argument, NULL, BENCH_OPT_JSON},
     {"no-key-check", no_argument, NULL, BENCH_OPT_NO_KEY_CHECK},
     {"ca", required_argument, NULL, BENCH_OPT_CA},
@@ -423,6 +433,16 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
     case BENCH_OPT_SUBJECT:
         o->subject_template = arg;
         return true;
+    case BENCH_OPT_COAP:
+        o->coap = true;
+        return true;
+    case BENCH_OPT_COAP_BLOCK:
+        if (!bench_parse_size_arg(arg, &v)) {
+            return false;
+        }
+        for (o->coap_szx = 0; o->coap_szx < 6 && ((size_t)16 << o->coap_szx) != v; o->coap_szx++) {
+        }
+        return ((size_t)16 << o->coap_szx) == v;
     case BENCH_OPT_RECONNECT:
         o->reconnect = true;
         return true;
@@ -485,6 +505,11 @@ static const char *bench_opts_check(bench_opts *o)
     if (o->url == NULL) {
         return "--url is required";
     }
+    if (o->coap_url) {
+        o->coap = true;
+    } else if (o->coap) {
+        return "--coap needs a coap:// --url";
+    }
     if ((o->secret != NULL) == (o->cert_path != NULL)) {
         return "give exactly one of --secret and --cert/--key";
     }
@@ -517,6 +542,7 @@ int main(int argc, char **argv)
     o.subject_template = "CN=dev-%d";
     o.pbm_iterations = 0; // 500 for PBM, 1000 for PBMAC1 (RFC 8018 §4.2)
     o.timeout = 30;
+    o.coap_szx = 6; // 1024-byte CoAP blocks
     o.threads = bench_nproc();
     char secret_buf[1024];
     int c;

@@ -39,6 +39,9 @@ static bool bench_epoll_set(bench_run *run, bench_conn *c, uint32_t events, int 
 
 static bool bench_conn_open(bench_run *run, bench_conn *c)
 {
+    if (run->o->coap) {
+        return bench_coap_open(run, c);
+    }
     c->fd = socket(run->ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
         return false;
@@ -113,6 +116,14 @@ static void bench_conn_transmit(bench_run *run, bench_conn *c)
 {
     c->out_off = 0;
     c->in_len = 0;
+    if (run->o->coap) {
+        if (c->fd < 0 && !bench_conn_open(run, c)) {
+            bench_finish(run, c, BENCH_FAIL_CONNECT, false);
+            return;
+        }
+        bench_coap_start(run, c);
+        return;
+    }
     if (c->fd < 0) {
         if (!bench_conn_open(run, c)) {
             bench_finish(run, c, BENCH_FAIL_CONNECT, false);
@@ -214,8 +225,7 @@ static void bench_keep(uint8_t **slot, size_t *len, cm_span body)
     }
 }
 
-// bench_on_response handles one complete HTTP response on |c|.
-static void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h)
+void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h)
 {
     const bench_req *rq = &run->ctx->reqs[c->req];
     bench_expect e;
@@ -331,6 +341,10 @@ static void bench_on_event(bench_run *run, const struct epoll_event *ev)
     if (c->fd < 0 || c->gen != (uint32_t)(ev->data.u64 >> 32)) {
         return;
     }
+    if (run->o->coap) {
+        bench_coap_on_readable(run, c); // datagrams for an idle transfer are read and dropped
+        return;
+    }
     if (!c->busy) {
         // An idle keep-alive connection the server closed (or wrote to): drop it, or the
         // level-triggered EPOLLIN would wake the loop again and again.
@@ -430,6 +444,8 @@ void bench_loop(bench_run *run, size_t limit, uint64_t stop_at, bool progress)
                 bench_conn *c = &run->conns[i];
                 if (c->busy && now - c->t0 > timeout_ns) {
                     bench_finish(run, c, BENCH_FAIL_TIMEOUT, false);
+                } else if (c->busy && run->o->coap) {
+                    bench_coap_tick(run, c, now);
                 }
             }
         }

@@ -15,6 +15,7 @@ PKGS=(
   libcunit1-dev
   libsqlite3-dev sqlite3
   softhsm2 opensc gnutls-bin
+  libcoap3-dev libcoap3-bin
   curl procps iproute2 linux-perf valgrind
   libsystemd-dev libseccomp-dev
   dpkg-dev lintian scdoc

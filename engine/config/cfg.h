@@ -34,6 +34,11 @@
 //   admin_listen = 127.0.0.1:8081    # /healthz and /metrics only, own slots; default: none
 //   admin_max_connections = 16       # per I/O thread on admin_listen
 //   store_min_free = 256M            # refuse new enrolments below this free space (0: never)
+//   coap_listen  = 127.0.0.1:5683    # CMP over CoAP (RFC 9482), UDP; default: none
+//   coap_max_transfers_per_peer = 4  # open block-wise transfers per peer address
+//   coap_transfer_timeout = 60       # seconds a transfer may wait for its next block
+//   coap_peer_rate = 1000            # datagrams per second per peer address; none: no cap
+//   coap_max_requests = 64           # CoAP requests in the engine at once; more get 5.03
 //
 //   [ca:NAME]                        # served at /.well-known/cmp/p/NAME
 //   key          = pkcs11:...        # required; resolved later by hsm/
@@ -100,6 +105,7 @@ enum {
 #define CFG_MAX_SECRET       4096u // bytes in one secret file
 #define CFG_MAX_FILE         (1u << 20)
 #define CFG_MAX_RA_CERTS     64u
+#define CFG_MAX_COAP_LISTEN  4u
 
 // cfg_listen is one address to listen on. Thread: immutable after cfg_load.
 typedef struct cfg_listen {
@@ -194,6 +200,13 @@ typedef struct cfg_config {
     size_t num_admin_listen;
     uint32_t admin_max_connections; // per I/O thread, on the admin listeners
     uint64_t store_min_free;        // bytes; below it new enrolments are refused (0: never)
+    // CMP over CoAP (issue 18, RFC 9482).
+    cfg_listen coap_listen[CFG_MAX_COAP_LISTEN]; // UDP; none: no CoAP
+    size_t num_coap_listen;
+    uint32_t coap_max_transfers_per_peer; // open block-wise transfers per peer address
+    uint32_t coap_transfer_timeout;       // seconds a transfer may wait for its next block
+    uint32_t coap_peer_rate;              // datagrams per second per address; UINT32_MAX: none
+    uint32_t coap_max_requests;           // CoAP requests in the engine at once
 } cfg_config;
 
 // cfg_load reads and validates the file at |path| and every file it references (CA

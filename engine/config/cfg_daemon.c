@@ -148,6 +148,52 @@ static cm_result cfg_daemon_limits_check(cfg_loader *ld)
     return cm_result_make(CM_OK);
 }
 
+// --- CMP over CoAP (issue 18, RFC 9482): coap_listen, coap_max_transfers_per_peer,
+// coap_transfer_timeout, coap_peer_rate, coap_max_requests -----------------------------------
+
+static void cfg_daemon_coap_defaults(cfg_config *cfg)
+{
+    cfg->coap_max_transfers_per_peer = 4;
+    cfg->coap_transfer_timeout = 60;
+    cfg->coap_peer_rate = 1000;
+    cfg->coap_max_requests = 64;
+}
+
+static bool cfg_daemon_coap_key(const char *k)
+{
+    return strcmp(k, "coap_listen") == 0 || strcmp(k, "coap_max_transfers_per_peer") == 0 ||
+           strcmp(k, "coap_transfer_timeout") == 0 || strcmp(k, "coap_peer_rate") == 0 ||
+           strcmp(k, "coap_max_requests") == 0;
+}
+
+static cm_result cfg_daemon_coap(cfg_loader *ld, const char *k, const char *v)
+{
+    cfg_config *cfg = ld->cfg;
+    if (strcmp(k, "coap_listen") == 0) {
+        cfg->num_coap_listen = 0;
+        char item[CFG_ITEM_MAX];
+        for (const char *c = v; cfg_item(&c, item, sizeof(item));) {
+            CM_TRY(cfg_listen_one(ld, k, cfg->coap_listen, &cfg->num_coap_listen,
+                                  CFG_MAX_COAP_LISTEN, item));
+        }
+        return cm_result_make(CM_OK);
+    }
+    if (strcmp(k, "coap_max_transfers_per_peer") == 0) {
+        return cfg_u32(ld, &cfg->coap_max_transfers_per_peer, k, v, 1, 64);
+    }
+    if (strcmp(k, "coap_transfer_timeout") == 0) {
+        return cfg_u32(ld, &cfg->coap_transfer_timeout, k, v, 1, 3600);
+    }
+    if (strcmp(k, "coap_peer_rate") == 0) {
+        if (strcmp(v, "none") == 0) {
+            cfg->coap_peer_rate = UINT32_MAX;
+            return cm_result_make(CM_OK);
+        }
+        return cfg_u32(ld, &cfg->coap_peer_rate, k, v, 1, 10000000);
+    }
+    return cfg_u32(ld, &cfg->coap_max_requests, k, v, 1, 65536); // coap_max_requests
+}
+
 cm_result cfg_daemon_load(cfg_loader *ld)
 {
     cfg_config *cfg = ld->cfg;
@@ -174,6 +220,7 @@ cm_result cfg_daemon_load(cfg_loader *ld)
     cfg->max_connections_per_peer = 256; // engine/net's NET_DEFAULT_MAX_CONNECTIONS_PER_PEER
     cfg->admin_max_connections = 16;     // NET_DEFAULT_ADMIN_MAX_CONNECTIONS
     cfg->store_min_free = 256ull << 20;
+    cfg_daemon_coap_defaults(cfg);
     const char *default_ca = NULL;
     for (int i = 0; i < sk_CONF_VALUE_num(vals); i++) {
         const CONF_VALUE *cv = sk_CONF_VALUE_value(vals, i);
@@ -227,6 +274,8 @@ cm_result cfg_daemon_load(cfg_loader *ld)
             default_ca = v;
         } else if (cfg_daemon_limit_key(k)) {
             CM_TRY(cfg_daemon_limit(ld, k, v));
+        } else if (cfg_daemon_coap_key(k)) {
+            CM_TRY(cfg_daemon_coap(ld, k, v));
         } else {
             return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
         }

@@ -474,8 +474,15 @@ CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
                             .num_admin_listen = d->cfg->num_admin_listen,
                             .admin_max_connections =
                                 d->cfg->num_admin_listen > 0 ? d->cfg->admin_max_connections : 0};
-    cm_result r = front_fd_check(d, &nc, err, err_cap);
+    // CoAP first, so the descriptor check counts its sockets and store reader as open.
+    cm_result r = front_coap_start(&d->coap, d, err, err_cap);
     if (!cm_ok(r)) {
+        return r;
+    }
+    r = front_fd_check(d, &nc, err, err_cap);
+    if (!cm_ok(r)) {
+        front_coap_stop(d->coap);
+        d->coap = NULL;
         return r;
     }
     // Read by /metrics on the loops: set before they start.
@@ -485,6 +492,8 @@ CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
     r = net_server_start(&d->net, &nc, front_net_app(), d);
     if (!cm_ok(r)) {
         d->net = NULL;
+        front_coap_stop(d->coap);
+        d->coap = NULL;
         front_err(err, err_cap, "cannot listen on %s: %s", num_listen > 0 ? listen[0] : "-",
                   cm_result_name(r));
         return r;
@@ -501,11 +510,19 @@ CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
                "connection(s) per I/O thread",
                admin[i], (unsigned)net_server_admin_port(d->net, i), nc.admin_max_connections);
     }
+    for (size_t i = 0; i < d->cfg->num_coap_listen; i++) {
+        char addr[64];
+        cm_log(CM_LOG_INFO, "certmintd: serving CMP over CoAP on coap://%s (UDP port %u)",
+               front_addr_text(addr, sizeof(addr), &d->cfg->coap_listen[i]),
+               (unsigned)front_coap_port(d->coap, i));
+    }
     return cm_result_make(CM_OK);
 }
 
 void front_daemon_stop(front_daemon *d)
 {
+    front_coap_stop(d->coap); // its requests in flight answered, like the loops'
+    d->coap = NULL;
     if (d->net == NULL) {
         return;
     }

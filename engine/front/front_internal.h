@@ -9,6 +9,7 @@
 
 #include "engine/config/cfg.h"
 #include "engine/front/front.h"
+#include "engine/front/front_coap_internal.h"
 #include "engine/http/http.h"
 #include "engine/net/net.h"
 #include "engine/server/srv.h"
@@ -53,6 +54,7 @@ typedef struct front_counters {
     uint64_t dur_hist[FRONT_BODY_TYPES][2][FRONT_DUR_BUCKETS + 1];
     uint64_t dur_sum_us[FRONT_BODY_TYPES][2];
     uint64_t n_failinfo[FRONT_FAILINFO]; // rejections by PKIFailureInfo bit
+    front_coap_counters coap;            // CMP over CoAP (front_coap.c)
 } front_counters;
 
 // front_daemon: the daemon's state. Thread: built on the main thread, then read-only for the
@@ -89,6 +91,7 @@ struct front_daemon {
     uint32_t conns_per_loop; // max_connections in force (after the descriptor check)
     uint32_t admin_per_loop; // admin slots per I/O thread (0: no admin listener)
     uint32_t io_threads;     // of the running server
+    front_coap *coap;        // the cm-coap thread (NULL: no coap_listen, or not serving)
 };
 
 // front_loop: one per I/O loop. Thread: loop-confined.

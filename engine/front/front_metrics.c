@@ -412,6 +412,7 @@ size_t front_metrics_write(front_daemon *d, char *out, size_t cap)
                ss.batch_hist, STORE_HIST_BUCKETS, 1.0, 0.0, true);
     if (!t.full) {
         t.used += front_metrics_write_ops(d, t.p + t.used, t.cap - t.used);
+        front_coap_metrics_write(&d->counters.coap, t.p, t.cap, &t.used); // CMP over CoAP
     }
     return t.used;
 }

@@ -1445,6 +1445,7 @@ static void test_front_hsm_failure_reads_as_such(void)
 #endif
 
 int test_front_register(void);
+int test_front_coap_add(CU_pSuite s, front_daemon **d); // test_front_coap.c
 int test_front_register(void)
 {
     CU_pSuite s = CU_add_suite("front", front_suite_init, front_suite_cleanup);
@@ -1466,7 +1467,8 @@ int test_front_register(void)
         CU_ADD_TEST(s, test_front_admin_listener_serves_only_health_and_metrics) == NULL ||
         CU_ADD_TEST(s, test_front_metrics_limits_and_operations) == NULL ||
         CU_ADD_TEST(s, test_front_enrolment_refused_below_store_min_free) == NULL ||
-        CU_ADD_TEST(s, test_front_fd_plan_lowers_or_refuses) == NULL) {
+        CU_ADD_TEST(s, test_front_fd_plan_lowers_or_refuses) == NULL ||
+        test_front_coap_add(s, &g.d) != 0) {
         return 1;
     }
 #ifdef CM_P11SHIM_PATH
