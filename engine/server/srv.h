@@ -40,10 +40,13 @@ enum {
 #include "engine/base/codes.def"
 };
 
-// srv_secret is one MAC credential: senderKID bytes and the shared secret. Thread: immutable.
+// srv_secret is one MAC credential: senderKID bytes, the shared secret and its kind (a
+// password for PBM/PBMAC1, or a key for the key-based MACs; cmp_secret_kind). Thread:
+// immutable.
 typedef struct srv_secret {
     cm_span ref;
     cm_span secret;
+    cmp_secret_kind kind;
 } srv_secret;
 
 // srv_ca describes one CA the server answers for. Everything it points at is owned by the
@@ -78,10 +81,13 @@ typedef struct srv_params {
     const cmp_protect_ctx *prot;
     const srv_ca *cas;
     size_t num_cas;
-    int64_t message_time_window; // seconds; 0 disables the messageTime check
-    int64_t confirm_wait_time;   // seconds a certificate waits for certConf
-    size_t arena_cap;            // per-request arena cap; 0 picks 1 MiB
-    size_t free_requests;        // freed requests each worker keeps for reuse; 0 picks 64
+    int64_t message_time_window;      // seconds; 0 disables the messageTime check
+    int64_t confirm_wait_time;        // seconds a certificate waits for certConf
+    size_t arena_cap;                 // per-request arena cap; 0 picks 1 MiB
+    size_t free_requests;             // freed requests each worker keeps for reuse; 0 picks 64
+    const crmf_alg_policy *prot_algs; // signatures a message may be protected with (NULL:
+                                      //   the default; MACs: the cmp_protect_ctx's policy)
+    const crmf_alg_policy *pop_algs;  // signatures a POPO may use (NULL: the default)
 } srv_params;
 
 typedef struct srv_engine srv_engine;

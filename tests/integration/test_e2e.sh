@@ -45,7 +45,8 @@ done
 check "healthz" curl -sf "http://127.0.0.1:$port/healthz"
 
 srv=(-server "127.0.0.1:$port" -path /.well-known/cmp/p/devices -trusted "$work/inst/ca.pem")
-mac=(-ref demo-device -secret "pass:$secret")
+# openssl cmp's default PBM MAC is HMAC-SHA1, which certmint accepts only with allow_sha1 = on.
+mac=(-ref demo-device -secret "pass:$secret" -mac hmacWithSHA256)
 cd "$work"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ec.key 2>/dev/null
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.key 2>/dev/null
@@ -94,11 +95,11 @@ rejected() { # rejected WHAT FAILINFO WORDS openssl-args...
 }
 rejected "wrong secret" badMessageCheck \
   "the MAC does not verify: wrong shared secret for this senderKID?" \
-  -cmd ir "${srv[@]}" -ref demo-device -secret pass:nope \
+  -cmd ir "${srv[@]}" -ref demo-device -secret pass:nope -mac hmacWithSHA256 \
   -newkey ec.key -subject /CN=x -certout x.pem
 rejected "unknown reference" badMessageCheck "no MAC secret for senderKID nobody" \
   -cmd ir "${srv[@]}" -ref nobody \
-  -secret "pass:$secret" -newkey ec.key -subject /CN=x -certout x.pem
+  -secret "pass:$secret" -mac hmacWithSHA256 -newkey ec.key -subject /CN=x -certout x.pem
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout rogue-ca.key \
   -out rogue-ca.pem -subj /CN=rogue-ca -days 2 -addext basicConstraints=critical,CA:TRUE 2>/dev/null
 openssl req -new -key ec.key -subj /CN=rogue-dev -out rogue.csr 2>/dev/null
@@ -169,7 +170,7 @@ rejected "rr protected by MAC" notAuthorized "a MAC is not accepted" \
 check "rr certificateHold" openssl cmp -cmd rr "${srv[@]}" -cert hold.pem -key rsa.key \
   -oldcert hold.pem -revreason 6
 check "genm caCerts (MAC)" sh -c "openssl cmp -cmd genm ${srv[*]} -ref demo-device \
-  -secret pass:$secret -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
+  -secret pass:$secret -mac hmacWithSHA256 -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
 check "genm caCerts unprotected (bootstrap)" sh -c "openssl cmp -cmd genm ${srv[*]} -ref x \
   -unprotected_requests -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
 rejected "genm of another type unprotected" badMessageCheck \
