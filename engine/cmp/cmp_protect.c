@@ -293,10 +293,6 @@ CM_RESULT cmp_prot_get_hmac(const cmp_protect_ctx *ctx, der_reader *r, bool allo
     der_reader params;
     bool has_params = false;
     CM_TRY(cmp_prot_get_algid(r, &oid, &params, &has_params));
-    if (has_params) {
-        CMP_PROT_DER(der_get_null(&params));
-        CMP_PROT_DER(der_expect_end(&params));
-    }
     const crmf_alg *a = crmf_alg_by_oid(oid);
     const bool ipsec = a != NULL && a->id == CRMF_ALG_HMAC_SHA1_IPSEC;
     cmp_hash h = CMP_HASH_SHA256;
@@ -308,6 +304,10 @@ CM_RESULT cmp_prot_get_hmac(const cmp_protect_ctx *ctx, der_reader *r, bool allo
                        a != NULL ? a->asn1_name : crmf_oid_text(name, sizeof(name), oid));
         }
         CM_BAIL(CMP_E_PROT_ALG_UNSUPPORTED);
+    }
+    if (has_params) {
+        CMP_PROT_DER(der_get_null(&params));
+        CMP_PROT_DER(der_expect_end(&params));
     }
     CM_TRY(cmp_prot_allowed(ctx, a, what, why));
     *out = h;
