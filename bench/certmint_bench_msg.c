@@ -18,6 +18,10 @@ crmf_sig_alg bench_sig_alg_for(const EVP_PKEY *key)
         a.kind = CRMF_SIG_RSA_PKCS1;
         a.hash = CRMF_HASH_SHA256;
         break;
+    case CRMF_KEY_RSA_PSS:
+        // An id-RSASSA-PSS key signs only with PSS: SHA-256, MGF1-SHA-256, a 32-octet salt.
+        (void)crmf_sig_alg_of(&a, CRMF_ALG_RSA_PSS_SHA256);
+        break;
     case CRMF_KEY_ED25519:
         a.kind = CRMF_SIG_ED25519;
         a.hash = CRMF_HASH_NONE;
@@ -28,7 +32,9 @@ crmf_sig_alg bench_sig_alg_for(const EVP_PKEY *key)
         break;
     default:
         a.kind = CRMF_SIG_ECDSA;
-        a.hash = EVP_PKEY_get_bits(key) > 256 ? CRMF_HASH_SHA384 : CRMF_HASH_SHA256;
+        a.hash = EVP_PKEY_get_bits(key) > 384   ? CRMF_HASH_SHA512
+                 : EVP_PKEY_get_bits(key) > 256 ? CRMF_HASH_SHA384
+                                                : CRMF_HASH_SHA256;
         break;
     }
     return a;
