@@ -9,6 +9,19 @@
 
 #include "bench/certmint_bench.h"
 
+cm_span bench_mac_secret(const bench_opts *o)
+{
+    if (o->key_mac != 0) {
+        return cm_span_make(o->mac_key, o->mac_key_len);
+    }
+    return cm_span_make(o->secret, o->secret != NULL ? strlen(o->secret) : 0);
+}
+
+cmp_secret_kind bench_mac_kind(const bench_opts *o)
+{
+    return o->key_mac != 0 ? CMP_SECRET_KEY : CMP_SECRET_PASSWORD;
+}
+
 crmf_sig_alg bench_sig_alg_for(const EVP_PKEY *key)
 {
     crmf_sig_alg a;

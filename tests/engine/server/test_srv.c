@@ -1001,6 +1001,8 @@ static void test_srv_ir_pbm_with_cert_conf(void)
     cc = make_cert_conf(&clen, &ip, cert, SECRET, false, true, -1);
     process(&r, cc, clen);
     CU_ASSERT_EQUAL(fail_bit_of(&r), CMP_FAIL_BAD_RECIPIENT_NONCE);
+    // RFC 9483 §3.1: recipNonce echoes the CA's last senderNonce; the reason says which.
+    expect_status(&r, "certConf's recipNonce does not match the senderNonce", true);
     rsp_free(&r);
     free(cc);
     cc = make_cert_conf(&clen, &ip, cert, "not-the-secret", false, false, -1);
