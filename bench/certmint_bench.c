@@ -3,7 +3,8 @@
 //
 //   certmint-bench --url http://127.0.0.1:8080/.well-known/cmp --secret demo-device:SECRET
 //                  [--flow ir-implicit|ir-confirm|cr|p10cr] [-n COUNT | --duration S]
-//                  [--connections C] [--key-type ec-p256|ec-p384|rsa2048|ed25519] ...
+//                  [--mac hmac-sha256|kmac128|gmac] [--connections C]
+//                  [--key-type ec-p256|ec-p384|rsa2048|ed25519] ...
 //   certmint-bench --limit [--token-uri PKCS11-URI] [--duration S]   (the physical limit)
 //
 // Every request is prepared before the clock starts (device keys, fresh transactionID and
@@ -20,6 +21,7 @@
 // certmint_bench_limit.c (--limit).
 #include "bench/certmint_bench.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netdb.h>
@@ -81,7 +83,7 @@ static int bench_run_main(const bench_opts *o)
     run.o = o;
     struct addrinfo hints;
     memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_socktype = o->coap ? SOCK_DGRAM : SOCK_STREAM;
     if (getaddrinfo(o->host, o->port, &hints, &run.ai) != 0) {
         bench_die("cannot resolve the --url host");
     }
@@ -113,12 +115,11 @@ static int bench_run_main(const bench_opts *o)
         !cm_ok(crmf_crypto_init(&run.crypto, NULL, NULL))) {
         bench_die("cannot initialise the digests");
     }
-    const bool tty = isatty(STDERR_FILENO) == 1;
     if (ctx.flow != o->flow) {
         // kur/rr: enrol every request's certificate first, untimed.
         const uint64_t te = bench_now();
         run.capture = true;
-        bench_loop(&run, total, 0, false);
+        bench_loop(&run, total, 0, o->progress);
         run.capture = false;
         const uint64_t enrolled = run.fails[BENCH_OK];
         if (enrolled != total) {
@@ -134,9 +135,11 @@ static int bench_run_main(const bench_opts *o)
             bench_die("the enrolments a kur/rr run needs failed");
         }
         bench_ctx_reprepare(&ctx);
-        (void)fprintf(stderr,
-                      "certmint-bench: enrolled %zu certificates for the %s run in %.2f s\n", total,
-                      bench_flow_names[o->flow], (double)(bench_now() - te) / 1e9);
+        if (!o->quiet) {
+            (void)fprintf(stderr,
+                          "certmint-bench: enrolled %zu certificates for the %s run in %.2f s\n",
+                          total, bench_flow_names[o->flow], (double)(bench_now() - te) / 1e9);
+        }
         memset(run.fails, 0, sizeof(run.fails));
         run.next = 0;
         run.num_lat = 0;
@@ -155,7 +158,7 @@ static int bench_run_main(const bench_opts *o)
     const double cpu0 = bench_cpu_seconds();
     const uint64_t t0 = bench_now();
     const uint64_t stop_at = o->count != 0 ? 0 : t0 + (uint64_t)(o->duration * 1e9);
-    bench_loop(&run, total, stop_at, tty);
+    bench_loop(&run, total, stop_at, o->progress);
     const uint64_t t1 = bench_now();
     bench_result r;
     memset(&r, 0, sizeof(r));
@@ -186,6 +189,7 @@ static int bench_run_main(const bench_opts *o)
         bench_conn_close(&run.conns[i]);
         free(run.conns[i].in);
         free(run.conns[i].conf);
+        bench_coap_cleanup(&run.conns[i]);
     }
     if (run.rsp != NULL) {
         for (size_t i = 0; i < total; i++) {
@@ -216,8 +220,12 @@ static void bench_usage(FILE *f)
 {
     (void)fprintf(
         f,
-        "usage: certmint-bench --url http://HOST:PORT/PATH (--secret REF:SECRET [--pbmac1] |\n"
+        "usage: certmint-bench --url http://HOST:PORT/PATH | coap://HOST:PORT/PATH\n"
+        "                      (--secret REF:SECRET [--pbmac1 | --mac M] |\n"
         "                      --cert CERT.pem --key KEY.pem) [options]\n"
+        "       (--mac hmac-sha256|kmac128|gmac or any key-based MAC name of the algorithm\n"
+        "       table: a key-based MAC with SECRET the key in hex, a key.REF file's content;\n"
+        "       gmac is AES-GMAC with the key's length)\n"
         "       certmint-bench --limit [--token-uri PKCS11-URI] [--duration S] [options]\n"
         "  --flow F              ir-implicit (default) | ir-confirm | cr | p10cr | genm |\n"
         "                        kur | rr (each request enrols a certificate before the clock\n"
@@ -230,6 +238,9 @@ static void bench_usage(FILE *f)
         "  --prepare N           requests prepared for a --duration run (default 5000*S)\n"
         "  --connections C       keep-alive connections, one request in flight each (default 1)\n"
         "  --reconnect           a new TCP connection per transaction\n"
+        "  --coap                CMP over CoAP (RFC 9482; implied by a coap:// --url):\n"
+        "                        confirmable requests, block-wise both ways\n"
+        "  --coap-block N        CoAP block size, 16..1024 (default 1024)\n"
         "  --warmup N            transactions before the clock starts (default 0)\n"
         "  --subject-template T  e.g. 'CN=dev-%%d' (default), %%d is the request number\n"
         "  --pbm-iterations N    iteration count (default 500 for PBM, 1000 for PBMAC1)\n"
@@ -238,7 +249,8 @@ static void bench_usage(FILE *f)
         "  --verify              after the clock: check response protection and certificates\n"
         "  --timeout S           per transaction (default 30)\n"
         "  --threads N           preparation / --limit threads (default: online cores)\n"
-        "  --json FILE           results as JSON ('-': stdout)\n");
+        "  --json FILE           results as JSON ('-': stdout)\n"
+        "  --quiet               no progress line (shown on stderr when it is a terminal)\n");
 }
 
 static bool bench_parse_size_arg(const char *s, size_t *out)
@@ -264,11 +276,12 @@ static bool bench_pick(const char *s, const char *const *names, size_t n, int *o
     return false;
 }
 
-// bench_parse_url splits http://HOST[:PORT]/PATH.
+// bench_parse_url splits http://HOST[:PORT]/PATH or coap://HOST[:PORT]/PATH (CoAP, RFC 9482).
 static bool bench_parse_url(bench_opts *o)
 {
     const char *u = o->url;
-    if (strncmp(u, "http://", 7) != 0) {
+    o->coap_url = strncmp(u, "coap://", 7) == 0;
+    if (strncmp(u, "http://", 7) != 0 && !o->coap_url) {
         return false;
     }
     u += 7;
@@ -290,7 +303,7 @@ static bool bench_parse_url(bench_opts *o)
         memcpy(o->port, colon + 1, pl);
         o->port[pl] = '\0';
     } else {
-        (void)snprintf(o->port, sizeof(o->port), "80");
+        (void)snprintf(o->port, sizeof(o->port), o->coap_url ? "5683" : "80");
     }
     return true;
 }
@@ -299,6 +312,7 @@ enum {
     BENCH_OPT_URL = 256,
     BENCH_OPT_SECRET,
     BENCH_OPT_PBMAC1,
+    BENCH_OPT_MAC,
     BENCH_OPT_CERT,
     BENCH_OPT_KEY,
     BENCH_OPT_KEY_TYPE,
@@ -310,6 +324,8 @@ enum {
     BENCH_OPT_WARMUP,
     BENCH_OPT_SUBJECT,
     BENCH_OPT_RECONNECT,
+    BENCH_OPT_COAP,
+    BENCH_OPT_COAP_BLOCK,
     BENCH_OPT_JSON,
     BENCH_OPT_NO_KEY_CHECK,
     BENCH_OPT_CA,
@@ -319,6 +335,7 @@ enum {
     BENCH_OPT_LIMIT,
     BENCH_OPT_TOKEN_URI,
     BENCH_OPT_PBM_ITER,
+    BENCH_OPT_QUIET,
     BENCH_OPT_HELP,
 };
 
@@ -326,6 +343,7 @@ static const struct option k_bench_long_opts[] = {
     {"url", required_argument, NULL, BENCH_OPT_URL},
     {"secret", required_argument, NULL, BENCH_OPT_SECRET},
     {"pbmac1", no_argument, NULL, BENCH_OPT_PBMAC1},
+    {"mac", required_argument, NULL, BENCH_OPT_MAC},
     {"cert", required_argument, NULL, BENCH_OPT_CERT},
     {"key", required_argument, NULL, BENCH_OPT_KEY},
     {"key-type", required_argument, NULL, BENCH_OPT_KEY_TYPE},
@@ -337,6 +355,8 @@ static const struct option k_bench_long_opts[] = {
     {"warmup", required_argument, NULL, BENCH_OPT_WARMUP},
     {"subject-template", required_argument, NULL, BENCH_OPT_SUBJECT},
     {"reconnect", no_argument, NULL, BENCH_OPT_RECONNECT},
+    {"coap", no_argument, NULL, BENCH_OPT_COAP},
+    {"coap-block", required_argument, NULL, BENCH_OPT_COAP_BLOCK},
     {"json", required_argument, NULL, BENCH_OPT_JSON},
     {"no-key-check", no_argument, NULL, BENCH_OPT_NO_KEY_CHECK},
     {"ca", required_argument, NULL, BENCH_OPT_CA},
@@ -346,6 +366,7 @@ static const struct option k_bench_long_opts[] = {
     {"limit", no_argument, NULL, BENCH_OPT_LIMIT},
     {"token-uri", required_argument, NULL, BENCH_OPT_TOKEN_URI},
     {"pbm-iterations", required_argument, NULL, BENCH_OPT_PBM_ITER},
+    {"quiet", no_argument, NULL, BENCH_OPT_QUIET},
     {"help", no_argument, NULL, BENCH_OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -387,6 +408,9 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
     case BENCH_OPT_PBMAC1:
         o->pbmac1 = true;
         return true;
+    case BENCH_OPT_MAC:
+        o->mac_name = arg;
+        return true;
     case BENCH_OPT_CERT:
         o->cert_path = arg;
         return true;
@@ -419,6 +443,16 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
     case BENCH_OPT_SUBJECT:
         o->subject_template = arg;
         return true;
+    case BENCH_OPT_COAP:
+        o->coap = true;
+        return true;
+    case BENCH_OPT_COAP_BLOCK:
+        if (!bench_parse_size_arg(arg, &v)) {
+            return false;
+        }
+        for (o->coap_szx = 0; o->coap_szx < 6 && ((size_t)16 << o->coap_szx) != v; o->coap_szx++) {
+        }
+        return ((size_t)16 << o->coap_szx) == v;
     case BENCH_OPT_RECONNECT:
         o->reconnect = true;
         return true;
@@ -448,11 +482,52 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
     case BENCH_OPT_TOKEN_URI:
         o->token_uri = arg;
         return true;
+    case BENCH_OPT_QUIET:
+        o->quiet = true;
+        return true;
     case BENCH_OPT_PBM_ITER:
         return bench_parse_size_arg(arg, &v) && v > 0 && (o->pbm_iterations = v) > 0;
     default:
         return false;
     }
+}
+
+// bench_key_mac resolves --mac and decodes --secret's hex key; returns a message or NULL.
+static const char *bench_key_mac(bench_opts *o)
+{
+    if (o->secret == NULL || o->pbmac1) {
+        return "--mac needs --secret REF:HEXKEY and no --pbmac1";
+    }
+    const size_t n = strlen(o->secret);
+    if (n % 2 != 0 || n / 2 < CMP_PROTECT_MIN_KEY_LEN || n / 2 > sizeof(o->mac_key)) {
+        return "--mac: the secret must be a key of 16..64 octets in hex";
+    }
+    for (size_t i = 0; i < n; i += 2) {
+        unsigned v = 0;
+        if (sscanf(o->secret + i, "%2x", &v) != 1 || !isxdigit((unsigned char)o->secret[i]) ||
+            !isxdigit((unsigned char)o->secret[i + 1])) {
+            return "--mac: the secret must be a key of 16..64 octets in hex";
+        }
+        o->mac_key[i / 2] = (uint8_t)v;
+    }
+    o->mac_key_len = n / 2;
+    const crmf_alg *a = NULL;
+    if (strcmp(o->mac_name, "gmac") == 0) {
+        a = crmf_alg_get(o->mac_key_len == 16   ? CRMF_ALG_AES128_GMAC
+                         : o->mac_key_len == 24 ? CRMF_ALG_AES192_GMAC
+                         : o->mac_key_len == 32 ? CRMF_ALG_AES256_GMAC
+                                                : CRMF_ALG_NONE);
+        if (a == NULL) {
+            return "--mac gmac: the key must be 16, 24 or 32 octets";
+        }
+    } else {
+        a = crmf_alg_by_name(o->mac_name);
+    }
+    if (a == NULL || a->kind != CRMF_ALG_KIND_KEY_MAC) {
+        return "--mac: not a key-based MAC of the algorithm table (hmac-sha256, kmac128, gmac...)";
+    }
+    o->key_mac = (int)a->id;
+    return NULL;
 }
 
 // bench_opts_check rejects inconsistent combinations; returns a message or NULL.
@@ -478,6 +553,11 @@ static const char *bench_opts_check(bench_opts *o)
     if (o->url == NULL) {
         return "--url is required";
     }
+    if (o->coap_url) {
+        o->coap = true;
+    } else if (o->coap) {
+        return "--coap needs a coap:// --url";
+    }
     if ((o->secret != NULL) == (o->cert_path != NULL)) {
         return "give exactly one of --secret and --cert/--key";
     }
@@ -486,6 +566,12 @@ static const char *bench_opts_check(bench_opts *o)
     }
     if (o->verify && o->ca_path == NULL) {
         return "--verify needs --ca";
+    }
+    if (o->mac_name != NULL) {
+        const char *why = bench_key_mac(o);
+        if (why != NULL) {
+            return why;
+        }
     }
     if ((o->flow == BENCH_FLOW_KUR || o->flow == BENCH_FLOW_RR) && o->no_key_check) {
         return "kur and rr need certificates for the requested keys (not --no-key-check)";
@@ -510,6 +596,7 @@ int main(int argc, char **argv)
     o.subject_template = "CN=dev-%d";
     o.pbm_iterations = 0; // 500 for PBM, 1000 for PBMAC1 (RFC 8018 §4.2)
     o.timeout = 30;
+    o.coap_szx = 6; // 1024-byte CoAP blocks
     o.threads = bench_nproc();
     char secret_buf[1024];
     int c;
@@ -533,6 +620,7 @@ int main(int argc, char **argv)
     if (o.pbm_iterations == 0) {
         o.pbm_iterations = o.pbmac1 ? 1000 : 500;
     }
+    o.progress = !o.quiet && isatty(STDERR_FILENO) == 1;
     const char *why = bench_opts_check(&o);
     if (why != NULL) {
         (void)fprintf(stderr, "certmint-bench: %s\n", why);
@@ -543,5 +631,6 @@ int main(int argc, char **argv)
     }
     const int rc = o.limit ? bench_limit_main(&o) : bench_run_main(&o);
     OPENSSL_cleanse(secret_buf, sizeof(secret_buf));
+    OPENSSL_cleanse(o.mac_key, sizeof(o.mac_key));
     return rc;
 }

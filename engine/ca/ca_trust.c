@@ -338,7 +338,7 @@ cm_result ca_trust_verify(ca_trust *t, cm_span leaf, const cm_span *extra, size_
                    "certificate is not trusted: its keyUsage does not allow digitalSignature "
                    "(%s)",
                    subject[0] != '\0' ? subject : "empty subject");
-        res = cm_result_make(CA_E_KEY_USAGE);
+        res = cm_result_make(CA_E_CHAIN_KEY_USAGE);
         goto out;
     }
     for (size_t i = 0; i < num_extra; i++) {
@@ -375,7 +375,7 @@ cm_result ca_trust_verify(ca_trust *t, cm_span leaf, const cm_span *extra, size_
             res = cm_result_make(CA_E_CERT_REVOKED);
             break;
         case X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
-            res = cm_result_make(CA_E_KEY_USAGE);
+            res = cm_result_make(CA_E_CHAIN_KEY_USAGE);
             break;
         default:
             res = cm_result_make(CA_E_UNTRUSTED);

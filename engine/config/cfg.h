@@ -16,7 +16,7 @@
 //   listen       = 127.0.0.1:8080, [::1]:8080   # required; IPv4 or [IPv6] addresses
 //   io_threads   = 2                 # default: online cores
 //   hsm_sessions = 4                 # default: online cores
-//   max_connections = 4096           # per I/O thread; more are accepted and closed at once
+//   max_connections = 4096           # per I/O thread; more get 503 (Retry-After: 1)
 //   store_sync   = full              # full: fsync every commit (power-loss safe); normal: WAL
 //                                    #   fsync at checkpoints (process-crash safe only)
 //   header_timeout  = 10             # seconds for a request (head and body) to arrive
@@ -26,10 +26,27 @@
 //   min_pbm_iterations    = 100      # default 100
 //   max_pbm_iterations    = 10000    # default 10000 (~1 ms of CPU for a forged MAC)
 //   max_pbmac1_iterations = 2500     # default 2500 (the same budget for PBKDF2)
+//   (protection_algs, pop_algs and allow_sha1 are at the end of the list)
 //   message_time_window   = 300      # seconds; default 300
 //   confirm_wait_time     = 300      # seconds; default 300
 //   log_level    = info              # error | warn | info | debug
 //   default_ca   = devices           # served at /.well-known/cmp; default: the only CA
+//   max_connections_per_peer = 256   # per I/O thread and IPv4 address / IPv6 /64; none: no cap
+//   admin_listen = 127.0.0.1:8081    # /healthz and /metrics only, own slots; default: none
+//   admin_max_connections = 16       # per I/O thread on admin_listen
+//   store_min_free = 256M            # refuse new enrolments below this free space (0: never)
+//   coap_listen  = 127.0.0.1:5683    # CMP over CoAP (RFC 9482), UDP; default: none
+//   coap_max_transfers_per_peer = 4  # open block-wise transfers per peer address
+//   coap_transfer_timeout = 60       # seconds a transfer may wait for its next block
+//   coap_peer_rate = 1000            # datagrams per second per peer address; none: no cap
+//   coap_max_requests = 64           # CoAP requests in the engine at once; more get 5.03
+//   protection_algs = ecdsa-sha256, pbmac1, hmac-sha256, sha256  # names from the algorithm
+//                                    # table (README): what may protect a message; default:
+//                                    # the whole table but its SHA-1 rows
+//   pop_algs     = ecdsa-sha256, ed25519  # signature names: what a POPO (or a PKCS#10
+//                                    # self-signature) may use; default: every signature row
+//                                    # but the SHA-1 ones
+//   allow_sha1   = off               # on: the SHA-1 rows join the defaults and may be listed
 //
 //   [ca:NAME]                        # served at /.well-known/cmp/p/NAME
 //   key          = pkcs11:...        # required; resolved later by hsm/
@@ -47,6 +64,8 @@
 //   root_new_with_old  = nwo.pem      #   the other two are optional
 //   root_old_with_new  = own.pem
 //   crl_min_interval   = 60          # seconds between CRLs under revocations; default 60
+//   sig_alg      = rsa-pss-sha256    # the CA's signature algorithm (a signature name of the
+//                                    # table the key can make); default: by key type
 //
 //   [profile:NAME]
 //   validity_days     = 365          # default 365
@@ -60,6 +79,12 @@
 //   san_types         = dns, ip, email, uri   # default none
 //   implicit_confirm  = on | off     # default on
 //   extensions        = SECTION      # an `openssl ca` extensions section
+//   key_usage_allowed = digitalSignature, keyAgreement   # keyUsage bits a request may ask
+//                                    #   for; default: the bits of the profile's keyUsage
+//   eku_allowed       = clientAuth, serverAuth   # purposes a request may ask for; default:
+//                                    #   those of the profile's extendedKeyUsage
+//   requested_extensions = refuse | replace   # a keyUsage/EKU outside the above: refused
+//                                    #   (badCertTemplate, default) or the profile's used
 //   allow_key_reuse   = off          # on: a key this CA already certified may be certified again
 //   revoke_on_update  = off          # on: a kur also revokes the old certificate (superseded)
 //   subject_from      = signer       # signer | request: a certificate-signed cr/kur may ask
@@ -67,7 +92,9 @@
 //                                    #   signer)
 //
 //   [clients:NAME]
-//   secret.REF    = secrets/REF.key  # MAC secret file (mode 0600 or stricter); one or more
+//   secret.REF    = secrets/REF.key  # a password (PBM, PBMAC1) file (mode 0600 or stricter)
+//   key.REF       = keys/REF.key     # a key (HMAC, AES-GMAC, KMAC): 16..64 octets, raw or as
+//                                    # hex text (`openssl rand -hex 32`); mode 0600 or stricter
 //   senderKID.REF = hex:0a0b0c       # optional: the senderKID for REF (text or hex:);
 //                                    # default: the bytes of REF
 //   trust_anchors = vendor-ca.pem    # PEM file(s), comma separated: signature-protected ir
@@ -88,6 +115,7 @@
 
 #include "engine/base/base.h"
 #include "engine/ca/ca.h"
+#include "engine/crmf/crmf.h"
 
 // Codes (cfg range 0x600-0x6ff): the CFG rows of engine/base/codes.def. All are USAGE class:
 // the operator's file is wrong.
@@ -96,10 +124,13 @@ enum {
 #include "engine/base/codes.def"
 };
 
-#define CFG_MAX_LISTEN   16u
-#define CFG_MAX_SECRET   4096u // bytes in one secret file
-#define CFG_MAX_FILE     (1u << 20)
-#define CFG_MAX_RA_CERTS 64u
+#define CFG_MAX_LISTEN       16u
+#define CFG_MAX_ADMIN_LISTEN 4u
+#define CFG_MAX_SERVE        8u // listen and admin_listen addresses together (engine/net's limit)
+#define CFG_MAX_SECRET       4096u // bytes in one secret file
+#define CFG_MAX_FILE         (1u << 20)
+#define CFG_MAX_RA_CERTS     64u
+#define CFG_MAX_COAP_LISTEN  4u
 
 // cfg_listen is one address to listen on. Thread: immutable after cfg_load.
 typedef struct cfg_listen {
@@ -110,13 +141,14 @@ typedef struct cfg_listen {
 
 // cfg_secret is one MAC credential. Thread: immutable after cfg_load.
 typedef struct cfg_secret {
-    char *ref;    // REF of secret.REF (for logs; never the secret)
+    char *ref;    // REF of secret.REF or key.REF (for logs; never the secret)
     uint8_t *kid; // senderKID
     size_t kid_len;
     uint8_t *secret; // wiped by cfg_free
     size_t secret_len;
     uint32_t max_certs;    // max_certs.REF / once.REF: certificates it may enrol; 0: no limit
     char *subject_pattern; // subject_pattern.REF, NULL when none
+    bool is_key;           // key.REF: a key for the key-based MACs; else a password (PBM, PBMAC1)
 } cfg_secret;
 
 // cfg_clients is one [clients:NAME] section. Thread: immutable after cfg_load (the trust
@@ -168,6 +200,7 @@ typedef struct cfg_ca {
     size_t root_update_len[3];
     uint32_t crl_validity_days; // CRL nextUpdate - thisUpdate; default 7
     uint32_t crl_min_interval;  // seconds between CRLs when revocations keep coming; default 60
+    crmf_alg_id sig_alg;        // sig_alg: a signature row; CRMF_ALG_NONE: by the key's type
 } cfg_ca;
 
 // cfg_config is the whole frozen configuration. Thread: immutable after cfg_load; share it
@@ -178,7 +211,7 @@ typedef struct cfg_config {
     cfg_listen listen[CFG_MAX_LISTEN];
     size_t num_listen;
     uint32_t io_threads;
-    uint32_t max_connections; // per I/O thread; excess connections are closed at once
+    uint32_t max_connections; // per I/O thread; excess connections get a 503
     bool store_sync_normal;   // store_sync = normal: fsync at checkpoints only (default full)
     uint32_t header_timeout;  // seconds for a request's head and body to arrive
     uint32_t idle_timeout;    // seconds a keep-alive connection may idle
@@ -198,6 +231,22 @@ typedef struct cfg_config {
     size_t num_profiles;
     cfg_clients *clients;
     size_t num_clients;
+    // Limits and operations (issue 23).
+    uint32_t max_connections_per_peer; // per I/O thread and peer address; UINT32_MAX: no cap
+    cfg_listen admin_listen[CFG_MAX_ADMIN_LISTEN]; // /healthz and /metrics only
+    size_t num_admin_listen;
+    uint32_t admin_max_connections; // per I/O thread, on the admin listeners
+    uint64_t store_min_free;        // bytes; below it new enrolments are refused (0: never)
+    // CMP over CoAP (issue 18, RFC 9482).
+    cfg_listen coap_listen[CFG_MAX_COAP_LISTEN]; // UDP; none: no CoAP
+    size_t num_coap_listen;
+    uint32_t coap_max_transfers_per_peer; // open block-wise transfers per peer address
+    uint32_t coap_transfer_timeout;       // seconds a transfer may wait for its next block
+    uint32_t coap_peer_rate;              // datagrams per second per address; UINT32_MAX: none
+    uint32_t coap_max_requests;           // CoAP requests in the engine at once
+    bool allow_sha1;                      // allow_sha1 (default off)
+    crmf_alg_policy protection_algs;      // protection_algs (default: the table without SHA-1)
+    crmf_alg_policy pop_algs;             // pop_algs (default: its signatures without SHA-1)
 } cfg_config;
 
 // cfg_load reads and validates the file at |path| and every file it references (CA

@@ -70,6 +70,7 @@ cm_result srv_worker_new(srv_worker **out, srv_engine *e, cm_cq *cq)
     w->max_free = e->p.free_requests;
     cm_result r = crmf_crypto_init(&w->crypto, NULL, NULL);
     if (cm_ok(r)) {
+        crmf_crypto_set_policies(&w->crypto, e->p.prot_algs, e->p.pop_algs);
         r = cmp_digests_init(&w->dig);
     }
     if (cm_ok(r)) {
@@ -385,7 +386,8 @@ static void srv_after_undo(srv_request *req, const store_job *job)
 {
     srv_mark(req, SRV_STAGE_STORE);
     if (!cm_ok(job->result)) {
-        cm_log(CM_LOG_ERROR, "srv: %s: %s", req->undo_what, cm_result_name(job->result));
+        cm_log_ratelimited("srv.undo", 10000, CM_LOG_ERROR, "srv: %s: %s", req->undo_what,
+                           cm_result_name(job->result));
     }
     srv_fail(req, req->undo_error);
 }
@@ -445,6 +447,7 @@ srv_request *srv_worker_on_completion(srv_worker *w, cm_cq_node *node)
                 srv_finish_response(req, &sig);
             }
         } else if (!cm_ok(j->result)) {
+            hsm_job_why(j, &req->why); // "HSM signing failed: CKR_DEVICE_ERROR, retried once"
             const cm_result why = j->result.code == HSM_E_QUEUE_FULL
                                       ? cm_result_make(SRV_E_OVERLOAD)
                                       : cm_result_make(SRV_E_INTERNAL);

@@ -11,12 +11,13 @@
 //
 // Flows: ir, cr, kur, p10cr (implicitConfirm when asked and allowed, else certConf → pkiconf),
 // certConf, rr → rp (by the certificate's own key or a configured RA), genm → genp (caCerts,
-// rootCaCert, certReqTemplate, crlStatusList), error (from a client) → pkiconf. Trust and
-// authorization (issue 14): a certificate this instance issued authenticates only while the
-// store has it VALID; an enrolment reserves its transactionID and serial in the store before
-// the HSM signs, and the store applies key reuse, per-secret limits and one key update at a
-// time atomically at that reservation; every failure is answered with a CMP error message
-// carrying the PKIFailureInfo bit (cm_code_failinfo) and a statusString that tells an operator
+// rootCaCert, certReqTemplate, crlStatusList and the other RFC 4210 types), error (from a
+// client) → pkiconf. Trust and authorization (issue 14): a certificate this instance issued
+// authenticates only while the store has it VALID; an enrolment reserves its transactionID and
+// serial in the store before the HSM signs, and the store applies key reuse, per-secret limits
+// and one key update at a time atomically at that reservation. Every refusal carries the
+// PKIFailureInfo bit (cm_code_failinfo) in an error message, or, for a refused request content,
+// in the ip/cp/kup/rp (RFC 9483 §3.6.4), and a statusString that tells an operator
 // what to fix: the request's specifics when they are known and safe to show ("key type P-521
 // not allowed by profile devices (allowed: P-256, P-384)", "no MAC secret for senderKID
 // line-9"), else the code's explanation from the registry; never a secret. It is
@@ -44,13 +45,15 @@ enum {
 #include "engine/base/codes.def"
 };
 
-// srv_secret is one MAC credential: senderKID bytes and the shared secret, and what it may
-// enrol. Thread: immutable.
+// srv_secret is one MAC credential: senderKID bytes, the shared secret and its kind (a
+// password for PBM/PBMAC1, or a key for the key-based MACs; cmp_secret_kind), and what it may
+// enrol (for both kinds). Thread: immutable.
 typedef struct srv_secret {
     cm_span ref;
     cm_span secret;
+    cmp_secret_kind kind;
     uint32_t max_certs;          // > 0: at most this many certificates at this CA (once: 1),
-                                 //   counted atomically in the store at reservation
+                                 //   counted atomically in the store at reservation (either kind)
     const char *subject_pattern; // NULL: any subject; else ca_subject_match on its RFC 4514 text
 } srv_secret;
 
@@ -113,6 +116,13 @@ typedef struct srv_params {
     int64_t confirm_wait_time;   // seconds a certificate waits for certConf
     size_t arena_cap;            // per-request arena cap; 0 picks 1 MiB
     size_t free_requests;        // freed requests each worker keeps for reuse; 0 picks 64
+    // The store's free-space watch: a new enrolment is refused (STORE_E_LOW_SPACE, after its
+    // request is authenticated and checked, before any signing) while it reads below
+    // store_min_free. NULL: no check.
+    store_space *space;
+    const crmf_alg_policy *prot_algs; // signatures a message may be protected with (NULL:
+                                      //   the default; MACs: the cmp_protect_ctx's policy)
+    const crmf_alg_policy *pop_algs;  // signatures a POPO may use (NULL: the default)
 } srv_params;
 
 typedef struct srv_engine srv_engine;

@@ -1,8 +1,8 @@
 // Authentication: the header rules every request passes, then MAC protection with the secret
-// named by senderKID (PBM, PBMAC1) or signature protection by extraCerts[0] with its chain, and
-// what the CA knows of the signer: a certificate this instance issued authenticates only while
-// it is VALID in the store (issue 14). Every body type authenticates here, so nested messages and
-// pollReq inherit the rules when they come.
+// named by senderKID (PBM, PBMAC1, the key-based MACs) or signature protection by extraCerts[0]
+// with its chain, and what the CA knows of the signer: a certificate this instance issued
+// authenticates only while it is VALID in the store (issue 14). Every body type authenticates
+// here, so nested messages and pollReq inherit the rules when they come.
 #include <stdio.h>
 #include <string.h>
 
@@ -355,8 +355,37 @@ static cm_result srv_check_sender_kid(srv_request *req, cm_span signer, const ca
     return cm_result_make(CM_OK);
 }
 
+// srv_check_sender: the header's sender names the signer (RFC 9483 §3.1: its subject).
+static cm_result srv_check_sender(srv_request *req, const ca_cert_fields *f)
+{
+    const cmp_msg *m = &req->msg;
+    if (m->header.sender.tag != CRMF_GN_DIRECTORY_NAME ||
+        !cm_span_eq(m->header.sender.name, f->subject)) {
+        char sender[96], subject[96];
+        cm_why_set(&req->why, "the header's sender (%s) is not the signer's subject (%s)",
+                   m->header.sender.tag == CRMF_GN_DIRECTORY_NAME
+                       ? srv_name_text(sender, m->header.sender.name)
+                       : "not a directoryName",
+                   srv_name_text(subject, f->subject));
+        CM_BAIL(SRV_E_SENDER_MISMATCH);
+    }
+    return cm_result_make(CM_OK);
+}
+
+// srv_signer_accept records the authenticated signer |cert| (fields |f|) in the request.
+static cm_result srv_signer_accept(srv_request *req, cm_span cert, const ca_cert_fields *f)
+{
+    req->signer_cert = cert;
+    req->signer = *f;
+    CM_ENSURE(EVP_Digest(cert.p, cert.len, req->signer_hash, NULL, req->w->dig.sha256, NULL) == 1,
+              SRV_E_INTERNAL);
+    req->sig_ok = true;
+    return cm_result_make(CM_OK);
+}
+
 // srv_authenticate_mac checks a MAC-protected message (RFC 9483 §4.1.5): the sender is a
-// directoryName (the NULL-DN allowed), senderKID names a secret, the MAC verifies.
+// directoryName (the NULL-DN allowed), senderKID names a secret (a password or a key; the
+// secret's limits in req->secret apply to both kinds), the MAC verifies.
 static cm_result srv_authenticate_mac(srv_request *req)
 {
     const cmp_msg *m = &req->msg;
@@ -377,7 +406,7 @@ static cm_result srv_authenticate_mac(srv_request *req)
         CM_BAIL(SRV_E_UNKNOWN_SENDER);
     }
     cm_result r = cmp_protect_verify_mac(
-        req->w->e->p.prot, &req->mac_key, m->header.protection_alg.whole, s->secret,
+        req->w->e->p.prot, &req->mac_key, m->header.protection_alg.whole, s->secret, s->kind,
         m->protected_part, m->protection, m->protection_unused, &req->why);
     if (!cm_ok(r)) {
         req->mac_failed = true;
@@ -401,7 +430,7 @@ cm_result srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *trust2)
     }
     CM_TRY(cmp_protect_kind(&req->prot_kind, m->header.protection_alg.whole));
     req->prot_known = true;
-    if (req->prot_kind == CMP_PROT_PBM || req->prot_kind == CMP_PROT_PBMAC1) {
+    if (cmp_prot_kind_is_mac(req->prot_kind)) {
         return srv_authenticate_mac(req);
     }
     if (m->num_extra_certs == 0) {
@@ -415,16 +444,7 @@ cm_result srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *trust2)
                                   &req->why));
     ca_cert_fields f;
     CM_TRY(ca_cert_fields_parse(&f, signer));
-    if (m->header.sender.tag != CRMF_GN_DIRECTORY_NAME ||
-        !cm_span_eq(m->header.sender.name, f.subject)) {
-        char sender[96], subject[96];
-        cm_why_set(&req->why, "the header's sender (%s) is not the signer's subject (%s)",
-                   m->header.sender.tag == CRMF_GN_DIRECTORY_NAME
-                       ? srv_name_text(sender, m->header.sender.name)
-                       : "not a directoryName",
-                   srv_name_text(subject, f.subject));
-        CM_BAIL(SRV_E_SENDER_MISMATCH);
-    }
+    CM_TRY(srv_check_sender(req, &f));
     CM_TRY(srv_check_sender_kid(req, signer, &f));
     cm_result tr = cm_result_make(CA_E_UNTRUSTED);
     for (size_t i = 0; i < req->ca->num_ra_certs && !cm_ok(tr); i++) {
@@ -468,11 +488,24 @@ cm_result srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *trust2)
                                                : SRV_E_UNTRUSTED);
     }
     CM_TRY(srv_signer_check(req, &f, via_client_trust));
-    req->signer_cert = signer;
-    req->signer = f;
-    CM_ENSURE(EVP_Digest(signer.p, signer.len, req->signer_hash, NULL, req->w->dig.sha256, NULL) ==
-                  1,
-              SRV_E_INTERNAL);
-    req->sig_ok = true;
-    return cm_result_make(CM_OK);
+    return srv_signer_accept(req, signer, &f);
+}
+
+cm_result srv_authenticate_stored(srv_request *req, cm_span cert)
+{
+    const cmp_msg *m = &req->msg;
+    CM_TRY(cmp_protect_kind(&req->prot_kind, m->header.protection_alg.whole));
+    req->prot_known = true;
+    CM_TRY(cmp_protect_verify_sig(&req->w->crypto, m->header.protection_alg.whole,
+                                  m->protected_part, m->protection, m->protection_unused, cert,
+                                  &req->why));
+    ca_cert_fields f;
+    CM_TRY(ca_cert_fields_parse(&f, cert));
+    CM_TRY(srv_check_sender(req, &f));
+    CM_TRY(srv_check_sender_kid(req, cert, &f));
+    // The chain verified when the request came. A certificate under this CA's name that the
+    // store did not know was refused then unless a client trust store accepted it, so a
+    // certificate the store does not know now is the latter (certificates are never deleted).
+    CM_TRY(srv_signer_check(req, &f, true));
+    return srv_signer_accept(req, cert, &f);
 }

@@ -174,15 +174,13 @@ static cm_result srv_enrol_prepare(srv_request *req)
     ca_trust *trust = t == CMP_BODY_IR || t == CMP_BODY_P10CR ? ca->client_trust : NULL;
     ca_trust *trust2 = ca->own_trust;
     CM_TRY(srv_authenticate(req, trust, trust2));
-    if (t == CMP_BODY_KUR && !req->sig_ok) {
-        // kur must be signed by the old certificate (RFC 9483 §4.1.3).
-        cm_why_set(&req->why,
-                   "kur must be signed with the certificate to update, not MAC-protected");
-        CM_BAIL(SRV_E_NOT_AUTHORIZED);
-    }
     req->resp_type =
         t == CMP_BODY_IR ? CMP_BODY_IP : (t == CMP_BODY_KUR ? CMP_BODY_KUP : CMP_BODY_CP);
+    // The profile first: the content rules check against the one the request selected.
     CM_TRY(srv_select_profile(req));
+    // Content rules, before POPO (srv_enrol_check.c): a kur signed, not MAC-protected; one
+    // CertReqMsg with certReqId 0; the key the profile takes; raVerified only from an RA.
+    CM_TRY(srv_enrol_check(req));
     if (t == CMP_BODY_P10CR) {
         const crmf_csr *csr = &m->body.u.p10;
         CM_TRY(crmf_csr_verify(&req->w->crypto, csr, &req->why));
@@ -193,32 +191,17 @@ static cm_result srv_enrol_prepare(srv_request *req)
             CM_TRY(srv_collect_exts(req, csr->extensions));
         }
     } else {
-        const crmf_cert_req_msgs *msgs = &m->body.u.req;
-        if (msgs->num_msgs != 1) {
-            cm_why_set(&req->why, "the request must carry exactly one CertReqMsg, not %zu",
-                       msgs->num_msgs);
-            CM_BAIL(SRV_E_REQ_COUNT);
-        }
-        const crmf_cert_req_msg *msg = &msgs->msgs[0];
+        // srv_enrol_check made sure of exactly one CertReqMsg with certReqId 0.
+        const crmf_cert_req_msg *msg = &m->body.u.req.msgs[0];
         const crmf_cert_request *cr = &msg->req;
-        if (cr->cert_req_id != 0) {
-            cm_why_set(&req->why, "the certReqId must be 0, not %lld", (long long)cr->cert_req_id);
-            CM_BAIL(SRV_E_CERT_REQ_ID);
-        }
         req->cert_req_id = 0;
         cm_why popo_why; // raVerified below may still accept what crmf refused
         cm_why_clear(&popo_why);
         cm_result pr = crmf_popo_verify(&req->w->crypto, msg, &popo_why);
-        // raVerified (RFC 4211 §4.1, RFC 9483 §5.2): an RA vouches for the POP; accepted only
-        // from a signer configured as an RA of this CA (ra_certs).
+        // raVerified (RFC 4211 §4.1, RFC 9483 §5.2): an RA vouches for the POP; srv_enrol_check
+        // accepted it only from a signer configured as an RA of this CA and valid as one.
         if (pr.code == CRMF_E_POPO_RA_VERIFIED) {
-            if (!req->sig_ok || !req->signer_is_ra) {
-                if (cm_why_is_set(&req->ra_why)) {
-                    cm_why_set(&req->why, "raVerified is accepted only from an RA of this CA: %s",
-                               req->ra_why.text);
-                }
-                CM_BAIL(SRV_E_RA_VERIFIED);
-            }
+            CM_ENSURE(req->sig_ok && req->signer_is_ra, SRV_E_RA_VERIFIED);
             pr = cm_result_make(CM_OK);
         }
         if (!cm_ok(pr) && cm_why_is_set(&popo_why)) {
@@ -362,6 +345,7 @@ static void srv_enrol_sign(srv_request *req)
 void srv_enrol_start(srv_request *req)
 {
     cm_result r = srv_enrol_prepare(req);
+    r = cm_ok(r) ? store_space_check(req->w->e->p.space, &req->why) : r; // disk nearly full
     if (!cm_ok(r)) {
         srv_fail(req, r);
         return;
@@ -444,6 +428,7 @@ void srv_enrol_record(srv_request *req)
     // implicitConfirm, else at certConf), revoked too with the profile's revoke_on_update.
     c->replaces = req->replaces;
     c->revoke_replaced = req->replaces.len != 0 && req->policy.revoke_on_update;
+    srv_enrol_txn_note(req, &tj->u.txn); // what certConf must match (srv_enrol_check.c)
     req->num_sjobs = 2;
     req->phase = SRV_ENROL_RECORDING;
     srv_store_submit(req);
@@ -460,6 +445,7 @@ void srv_enrol_respond(srv_request *req)
     memset(&resp, 0, sizeof(resp));
     resp.cert_req_id = req->cert_req_id;
     resp.status.status = CMP_STATUS_ACCEPTED;
+    srv_enrol_check_status(req, &resp.status); // grantedWithMods (srv_enrol_check.c)
     resp.has_certified_key_pair = true;
     resp.cert = req->cert;
     cmp_body body;

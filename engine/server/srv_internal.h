@@ -7,6 +7,7 @@
 //   srv_respond.c  the response header and protection, error messages, extraCerts
 //   srv_auth.c     header rules, MAC and signature authentication
 //   srv_enrol.c    ir, cr, kur, p10cr
+//   srv_enrol_check.c  the content rules of ir, cr, kur, p10cr; grantedWithMods
 //   srv_conf.c     certConf
 //   srv_rr.c       rr
 //   srv_genm.c     genm
@@ -42,6 +43,16 @@ typedef enum srv_enrol_phase {
     SRV_ENROL_SIGNING,
     SRV_ENROL_RECORDING,
 } srv_enrol_phase;
+
+// What certConf must match, in store_txn.flags (srv_enrol_txn_note, srv_conf.c): the request
+// was a p10cr (its certReqId is -1), the request's MAC was PBMAC1 or a key-based MAC (neither:
+// PasswordBasedMac). The values are those of the store's schema-3 migration, which unpacks
+// them from the state of rows written before the column (state >> 8).
+enum {
+    SRV_TXN_FLAG_P10CR = 1u << 0,
+    SRV_TXN_FLAG_PBMAC1 = 1u << 1,
+    SRV_TXN_FLAG_KEY_MAC = 1u << 2,
+};
 
 typedef enum srv_state {
     SRV_ST_NEW = 0,
@@ -92,6 +103,11 @@ struct srv_request {
     cmp_msg msg;
     bool have_header; // msg.header usable for the response (even if the body failed)
     int body_type;
+
+    // The message as a whole passed (parse, header, protection and authentication): a refusal
+    // from here on is of the request's content, answered for ir/cr/p10cr/kur/rr in the
+    // matching ip/cp/kup/rp (RFC 9483 §3.6.4; srv_fail). Set by srv_enrol_check and srv_rr.
+    bool content_stage;
 
     // Authentication.
     cmp_prot_kind prot_kind;
@@ -219,10 +235,21 @@ void srv_undo_submit(srv_request *req, store_job *job, cm_result r, const char *
 // signature by the CMP key (an HSM job; the request then completes later).
 void srv_respond(srv_request *req, const cmp_body *body);
 
-// srv_fail answers |r| with an error message (RFC 9810 §5.3.21): status rejection, the failure
-// bit of |r| (cm_code_failinfo) and as statusString the request's reason (req->why) when a
-// step set one, else |r|'s registry explanation.
+// srv_fail answers |r| as a rejection: status rejection, the failure bit of |r|
+// (cm_code_failinfo) and as statusString the request's reason (req->why) when a step set one,
+// else |r|'s registry explanation. Where it goes (RFC 9483 §3.6.4, srv_rejects_content): a
+// refusal of an ir/cr/p10cr/kur/rr's content (req->content_stage set, and a code that is not
+// about the message as a whole) goes into the matching ip/cp/kup (one CertResponse) or rp
+// (one PKIStatusInfo); everything else into an error message (RFC 9810 §5.3.21).
 void srv_fail(srv_request *req, cm_result r);
+
+// srv_rejects_content reports whether srv_fail answers |r| in the request's own response type
+// rather than an error message: the message passed its checks as a whole
+// (req->content_stage), the body is ir, cr, p10cr, kur or rr, and |r| is neither a server
+// failure (USAGE, RESOURCE, AGAIN, CRYPTO, HSM, IO classes) nor one of the failure bits about
+// the message as a whole: badMessageCheck, badTime, badSenderNonce, badRecipientNonce,
+// transactionIdInUse, unsupportedVersion, wrongAuthority, wrongIntegrity, signerNotTrusted.
+bool srv_rejects_content(const srv_request *req, cm_result r);
 
 // srv_finish_response appends |prot| (NULL: none) and the extraCerts and closes the response.
 void srv_finish_response(srv_request *req, const cm_span *prot);
@@ -249,6 +276,14 @@ CM_RESULT srv_check_header(srv_request *req);
 // instance's CAs issued must then be VALID in the store (srv_signer_check): the one
 // authentication path every body type goes through.
 CM_RESULT srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *trust2);
+
+// srv_authenticate_stored authenticates a signature-protected message that continues a
+// transaction (a certConf without extraCerts) with |cert|, the signer certificate the
+// transaction kept: the signature verifies with it, and the signer rules of srv_authenticate
+// apply (the sender is its subject, the senderKID its SKI, and a certificate of this instance
+// must still be VALID in the store: srv_signer_check). Its chain is not built again (it
+// verified when the request came). Sets sig_ok and the signer fields as srv_authenticate does.
+CM_RESULT srv_authenticate_stored(srv_request *req, cm_span cert);
 
 // ---------------------------------------------------------------------------------------------
 // Body handlers (one file each)
@@ -278,5 +313,33 @@ const char *srv_bytes_text(char buf[80], cm_span b);
 // srv_serial_text writes |serial| (INTEGER content octets) as hex for a reason, cut to 20
 // octets, into |buf|; returns it (srv_auth.c).
 const char *srv_serial_text(char buf[48], cm_span serial);
+
+// ---------------------------------------------------------------------------------------------
+// Request content rules (srv_enrol_check.c, RFC 9483 §4.1)
+
+// srv_enrol_check applies the content rules of an authenticated ir, cr, kur or p10cr before
+// any expensive work (it runs before POPO verification): sets req->content_stage; then kur
+// protected by a MAC (wrongIntegrity); exactly one CertReqMsg with certReqId 0; the key
+// type and size the request's profile allows (req->profile, which srv_select_profile chose
+// before; parsed, not built); raVerified only from a configured RA valid as one (the reason
+// says why a configured RA certificate was not: req->ra_why), and an original message
+// forwarded in origPKIMessage that backs it; a kur's oldCertID
+// naming a certificate of this CA that the store knows (badCertId). Fails with the rule's
+// code and a reason in req->why. One store read for a kur with oldCertID; one signature
+// check per signed original message.
+CM_RESULT srv_enrol_check(srv_request *req);
+
+// srv_enrol_check_status turns the accepted status of the response being built into
+// grantedWithMods, with a statusString saying what changed, when the CA issued something
+// other than what was asked (req->dec.mods: validity capped, extensions replaced by the
+// request's profile's). The string lives in the request's arena.
+void srv_enrol_check_status(srv_request *req, cmp_status_info *st);
+
+// srv_enrol_txn_note completes the transaction row |t| for certConf (srv_conf.c): the
+// SRV_TXN_FLAG_* of the request in flags, the request's senderNonce in request_nonce (so
+// certConf can refuse it repeated), and for a signature-protected request the signer
+// certificate in signer_cert (so certConf can be verified with the same certificate when it
+// carries no extraCerts). The spans borrow from the request.
+void srv_enrol_txn_note(srv_request *req, store_txn *t);
 
 #endif // CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H

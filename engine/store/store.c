@@ -85,7 +85,8 @@ static bool store_txn_fields_ok(const store_txn *t)
 {
     return t->ca != NULL && t->ca[0] != '\0' && store_span_ok(t->transaction_id, true) &&
            store_span_ok(t->sender_nonce, false) && store_span_ok(t->serial, false) &&
-           store_span_ok(t->credential, false) && t->protection <= STORE_AUTH_SIGNATURE;
+           store_span_ok(t->credential, false) && t->protection <= STORE_AUTH_SIGNATURE &&
+           store_span_ok(t->request_nonce, false) && store_span_ok(t->signer_cert, false);
 }
 
 cm_result store_job_validate(const store_job *job)
@@ -295,7 +296,8 @@ static bool store_execute_batch(store *s, store_job **first)
         }
     }
     if (!cm_ok(r)) {
-        cm_log(CM_LOG_ERROR, "store: batch failed, every job in it fails: %s", cm_result_name(r));
+        cm_log_ratelimited("store.batch", 10000, CM_LOG_ERROR,
+                           "store: batch failed, every job in it fails: %s", cm_result_name(r));
         for (store_job *j = *first; j != NULL; j = (store_job *)j->node.next) {
             j->result = r;
             j->out_value = 0;

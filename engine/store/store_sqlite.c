@@ -90,6 +90,13 @@ static const char k_store_sq_schema_v2[] = "DROP INDEX cert_by_txn;";
 //   one-update-at-a-time rules. ADD COLUMN keeps txn's foreign key on serial, which is only set
 //   once the certificate exists.
 // - credential_use: certificates reserved per MAC credential with a limit (max_certs, once).
+// - txn.flags / request_nonce / signer_cert (issue 15): what a certConf must match besides the
+//   credential (the server's request flags, the request's senderNonce, the certificate that
+//   signed the request). Before these columns the server packed them into state (flags in the
+//   bits above the low byte), sender_nonce (its own 16-octet nonce, then the request's) and
+//   credential (a signature's 32-octet certificate hash, then the certificate); rows written
+//   that way are unpacked here, so certConf of a transaction in flight across the upgrade still
+//   matches. (The one place the store reads the server's values: it wrote the packing.)
 // Existing rows: no certificate replaces another, none is superseded; nothing is counted.
 static const char k_store_sq_schema_v3[] =
     "ALTER TABLE cert ADD COLUMN replaces BLOB;"
@@ -112,7 +119,15 @@ static const char k_store_sq_schema_v3[] =
     " kind INTEGER NOT NULL CHECK (kind IN (1, 2)),"
     " credential BLOB NOT NULL,"
     " used INTEGER NOT NULL CHECK (used >= 0),"
-    " PRIMARY KEY (ca, kind, credential)) WITHOUT ROWID;";
+    " PRIMARY KEY (ca, kind, credential)) WITHOUT ROWID;"
+    "ALTER TABLE txn ADD COLUMN flags INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE txn ADD COLUMN request_nonce BLOB;"
+    "ALTER TABLE txn ADD COLUMN signer_cert BLOB;"
+    "UPDATE txn SET flags = state >> 8, state = state & 255 WHERE state > 255;"
+    "UPDATE txn SET request_nonce = substr(sender_nonce, 17),"
+    " sender_nonce = substr(sender_nonce, 1, 16) WHERE length(sender_nonce) > 16;"
+    "UPDATE txn SET signer_cert = substr(credential, 33), credential = substr(credential, 1, 32)"
+    " WHERE protection = 2 AND length(credential) > 32;";
 
 static const char *const k_store_sq_migrations[] = {
     k_store_sq_schema_v1, // 0 -> 1
@@ -168,10 +183,11 @@ const char *const store_sq_write_sql[SQW_COUNT] = {
     [SQW_CRL_BUMP] = "INSERT INTO crl_state (ca, revision) VALUES (?1, 1) "
                      "ON CONFLICT (ca) DO UPDATE SET revision = revision + 1",
     [SQW_TXN_INSERT] = "INSERT INTO txn (ca, transaction_id, state, sender_nonce, serial, "
-                       "protection, credential, expires_at) "
-                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                       "protection, credential, expires_at, flags, request_nonce, signer_cert) "
+                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [SQW_TXN_UPDATE] = "UPDATE txn SET state = ?3, sender_nonce = ?4, serial = ?5, "
-                       "protection = ?6, credential = ?7, expires_at = ?8 "
+                       "protection = ?6, credential = ?7, expires_at = ?8, flags = ?9, "
+                       "request_nonce = ?10, signer_cert = ?11 "
                        "WHERE ca = ?1 AND transaction_id = ?2",
     [SQW_TXN_DELETE] = "DELETE FROM txn WHERE ca = ?1 AND transaction_id = ?2",
     [SQW_TXN_EXPIRE] = "DELETE FROM txn WHERE expires_at <= ?1",
@@ -222,7 +238,8 @@ const char *const store_sq_read_sql[SQR_COUNT] = {
     [SQR_CERT_GET] = "SELECT " STORE_SQ_CERT_COLS " FROM cert WHERE ca = ?1 AND serial = ?2",
     [SQR_CERT_BY_TXN] = "SELECT " STORE_SQ_CERT_COLS " FROM cert WHERE ca = ?1 AND serial = "
                         "(SELECT serial FROM txn WHERE ca = ?1 AND transaction_id = ?2)",
-    [SQR_TXN_GET] = "SELECT state, sender_nonce, serial, protection, credential, expires_at "
+    [SQR_TXN_GET] = "SELECT state, sender_nonce, serial, protection, credential, expires_at, "
+                    "flags, request_nonce, signer_cert "
                     "FROM txn WHERE ca = ?1 AND transaction_id = ?2",
     [SQR_CERT_LIST] = "SELECT " STORE_SQ_CERT_COLS " FROM cert "
                       "WHERE (?1 IS NULL OR ca = ?1) AND (?2 IS NULL OR status = ?2) "
@@ -265,8 +282,8 @@ static uint32_t store_sq_code(int rc)
 
 cm_result store_sq_fail(sqlite3 *db, int rc, const char *what)
 {
-    cm_log(CM_LOG_ERROR, "store: sqlite %s: %s (%s)", what, sqlite3_errstr(rc),
-           db != NULL ? sqlite3_errmsg(db) : "no connection");
+    cm_log_ratelimited("store.sqlite", 10000, CM_LOG_ERROR, "store: sqlite %s: %s (%s)", what,
+                       sqlite3_errstr(rc), db != NULL ? sqlite3_errmsg(db) : "no connection");
     return cm_bail_note(store_sq_code(rc), __FILE__, __LINE__);
 }
 

@@ -129,12 +129,19 @@ cm_result store_sq_txn_get(store_backend_reader *r, cm_arena *a, store_txn *out,
         out->state = (uint32_t)sqlite3_column_int64(st, 0);
         out->protection = (store_auth_kind)sqlite3_column_int(st, 3);
         out->expires_at = sqlite3_column_int64(st, 5);
+        out->flags = (uint32_t)sqlite3_column_int64(st, 6);
         res = store_sq_col_span(st, 1, a, &out->sender_nonce);
         if (cm_ok(res)) {
             res = store_sq_col_span(st, 2, a, &out->serial);
         }
         if (cm_ok(res)) {
             res = store_sq_col_span(st, 4, a, &out->credential);
+        }
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 7, a, &out->request_nonce);
+        }
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 8, a, &out->signer_cert);
         }
         if (cm_ok(res)) {
             uint8_t *tid = cm_arena_memdup(a, transaction_id);

@@ -390,6 +390,9 @@ static cm_result store_sq_txn_put(store_backend *b, const store_txn *t, bool cre
     (void)sqlite3_bind_int(st, 6, (int)t->protection);
     store_sq_bind_span(st, 7, t->credential);
     (void)sqlite3_bind_int64(st, 8, t->expires_at);
+    (void)sqlite3_bind_int64(st, 9, t->flags);
+    store_sq_bind_span(st, 10, t->request_nonce);
+    store_sq_bind_span(st, 11, t->signer_cert);
     int rc = store_sq_step_done(st);
     if (rc != SQLITE_DONE) {
         return store_sq_constraint(b, rc, STORE_E_TXN_IN_USE, STORE_E_NOT_FOUND);

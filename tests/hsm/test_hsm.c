@@ -26,7 +26,7 @@
 #define SPAN(...) \
     cm_span_make((const uint8_t[]){__VA_ARGS__}, sizeof((const uint8_t[]){__VA_ARGS__}))
 
-enum { K_P256, K_P384, K_P521, K_RSA, K_ED25519, K_COUNT };
+enum { K_P256, K_P384, K_P521, K_RSA, K_ED25519, K_ED448, K_COUNT };
 
 static test_token g_tt;
 static char g_other_pin[32];
@@ -76,7 +76,10 @@ static int hsm_suite_init(void)
                         {HSM_KEYGEN_EC_P384, "k-p384"},
                         {HSM_KEYGEN_EC_P521, "k-p521"},
                         {HSM_KEYGEN_RSA_2048, "k-rsa2048"},
-                        {HSM_KEYGEN_ED25519, "k-ed25519"}};
+                        {HSM_KEYGEN_ED25519, "k-ed25519"},
+                        // Ed448: CKK_EC_EDWARDS with the id-Ed448 curve, signed by CKM_EDDSA
+                        // (SoftHSM 2.6.1 does both).
+                        {HSM_KEYGEN_ED448, "k-ed448"}};
     for (int i = 0; i < K_COUNT; i++) {
         uint8_t id = (uint8_t)(i + 1);
         r = hsm_key_generate(g_tok, &g_keys[i], &err, k_gen[i].type, k_gen[i].label,
@@ -136,6 +139,7 @@ static const char *md_of(hsm_sig_alg alg)
     case HSM_SIG_RSA_PSS_SHA384:
         return "SHA384";
     case HSM_SIG_ED25519:
+    case HSM_SIG_ED448:
         return NULL;
     default:
         return "SHA512";
@@ -181,7 +185,7 @@ static const key_alg k_matrix[] = {
     {K_RSA, HSM_SIG_RSA_PKCS1_SHA256}, {K_RSA, HSM_SIG_RSA_PKCS1_SHA384},
     {K_RSA, HSM_SIG_RSA_PKCS1_SHA512}, {K_RSA, HSM_SIG_RSA_PSS_SHA256},
     {K_RSA, HSM_SIG_RSA_PSS_SHA384},   {K_RSA, HSM_SIG_RSA_PSS_SHA512},
-    {K_ED25519, HSM_SIG_ED25519},
+    {K_ED25519, HSM_SIG_ED25519},      {K_ED448, HSM_SIG_ED448},
 };
 
 static void test_hsm_every_mechanism_verifies_with_openssl(void)
@@ -236,9 +240,9 @@ static void test_hsm_every_mechanism_verifies_with_openssl(void)
 
 static void test_hsm_spki_matches_openssl_encoding(void)
 {
-    static const int k_types[K_COUNT] = {EVP_PKEY_EC, EVP_PKEY_EC, EVP_PKEY_EC, EVP_PKEY_RSA,
-                                         EVP_PKEY_ED25519};
-    static const int k_bits[K_COUNT] = {256, 384, 521, 2048, 256};
+    static const int k_types[K_COUNT] = {EVP_PKEY_EC,  EVP_PKEY_EC,      EVP_PKEY_EC,
+                                         EVP_PKEY_RSA, EVP_PKEY_ED25519, EVP_PKEY_ED448};
+    static const int k_bits[K_COUNT] = {256, 384, 521, 2048, 256, 456};
     for (int i = 0; i < K_COUNT; i++) {
         EVP_PKEY *pk = pkey_of(g_keys[i]);
         CU_ASSERT_PTR_NOT_NULL_FATAL(pk);
@@ -254,6 +258,8 @@ static void test_hsm_spki_matches_openssl_encoding(void)
     CU_ASSERT_EQUAL(hsm_key_get_type(g_keys[K_P384]), HSM_KEY_EC_P384);
     CU_ASSERT_EQUAL(hsm_key_get_bits(g_keys[K_RSA]), 2048);
     CU_ASSERT_EQUAL(hsm_key_get_type(g_keys[K_ED25519]), HSM_KEY_ED25519);
+    CU_ASSERT_EQUAL(hsm_key_get_type(g_keys[K_ED448]), HSM_KEY_ED448);
+    CU_ASSERT_EQUAL(hsm_sig_alg_for_key(g_keys[K_ED448]), HSM_SIG_ED448);
 }
 
 // openssl_alg_id has OpenSSL sign a CSR with an in-memory key of the same kind and returns the
@@ -290,10 +296,14 @@ static void test_hsm_alg_ids_match_openssl(void)
     EVP_PKEY *ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
     EVP_PKEY *ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
-    CU_ASSERT_FATAL(ec != NULL && rsa != NULL && ed != NULL);
+    EVP_PKEY *ed448 = EVP_PKEY_Q_keygen(NULL, NULL, "ED448");
+    CU_ASSERT_FATAL(ec != NULL && rsa != NULL && ed != NULL && ed448 != NULL);
     for (int a = HSM_SIG_ECDSA_SHA256; a < HSM_SIG_COUNT; a++) {
         hsm_sig_alg alg = (hsm_sig_alg)a;
-        EVP_PKEY *pk = alg <= HSM_SIG_ECDSA_SHA512 ? ec : alg == HSM_SIG_ED25519 ? ed : rsa;
+        EVP_PKEY *pk = alg <= HSM_SIG_ECDSA_SHA512 ? ec
+                       : alg == HSM_SIG_ED25519    ? ed
+                       : alg == HSM_SIG_ED448      ? ed448
+                                                   : rsa;
         unsigned char *want = NULL;
         int want_len = openssl_alg_id(&want, pk, alg);
         CU_ASSERT_FATAL(want_len > 0 && want != NULL);
@@ -329,6 +339,7 @@ static void test_hsm_alg_ids_match_openssl(void)
     EVP_PKEY_free(ec);
     EVP_PKEY_free(rsa);
     EVP_PKEY_free(ed);
+    EVP_PKEY_free(ed448);
 }
 
 // Every key type gets a signature algorithm that fits it; none for no key.
@@ -777,6 +788,38 @@ static void test_hsm_pool_shutdown_fails_queued_jobs(void)
     free(jobs);
 }
 
+static void test_hsm_job_why_names_the_failure(void)
+{
+    hsm_job j;
+    uint8_t sig[8];
+    hsm_job_init(&j, NULL, NULL, HSM_SIG_ECDSA_SHA256, CM_SPAN_LIT("x"), sig, sizeof(sig));
+    cm_why w;
+    // A CK_RV, with and without the retry; vendor-defined values; other codes by their text.
+    j.result = cm_result_make(cm_code_from_ckr(CKR_DEVICE_ERROR));
+    j.attempts = 2;
+    cm_why_clear(&w);
+    hsm_job_why(&j, &w);
+    CU_ASSERT_STRING_EQUAL(w.text, "HSM signing failed: CKR_DEVICE_ERROR, retried once");
+    j.attempts = 1;
+    cm_why_clear(&w);
+    hsm_job_why(&j, &w);
+    CU_ASSERT_STRING_EQUAL(w.text, "HSM signing failed: CKR_DEVICE_ERROR");
+    j.result = cm_result_make(cm_code_from_ckr(CKR_VENDOR_DEFINED + 5));
+    cm_why_clear(&w);
+    hsm_job_why(&j, &w);
+    CU_ASSERT_STRING_EQUAL(w.text, "HSM signing failed: CKR_VENDOR_DEFINED");
+    j.result = cm_result_make(CM_E_BUFFER_TOO_SMALL);
+    cm_why_clear(&w);
+    hsm_job_why(&j, &w);
+    CU_ASSERT_STRING_EQUAL(w.text, "HSM signing failed: a result did not fit its buffer or the "
+                                   "request's memory limit");
+    // A reason already set is kept (cm_why: the innermost wins).
+    hsm_job_why(&j, &w);
+    j.result = cm_result_make(cm_code_from_ckr(CKR_DEVICE_ERROR));
+    hsm_job_why(&j, &w);
+    CU_ASSERT_PTR_NOT_NULL(strstr(w.text, "did not fit"));
+}
+
 static void test_hsm_pool_rejects_bad_jobs(void)
 {
     uint8_t sig[HSM_MAX_SIG_LEN];
@@ -861,6 +904,7 @@ static void test_hsm_pool_with_session_copies_signs(void)
     for (int i = 0; i < K_COUNT; i++) {
         hsm_sig_alg alg = i == K_RSA       ? HSM_SIG_RSA_PSS_SHA256
                           : i == K_ED25519 ? HSM_SIG_ED25519
+                          : i == K_ED448   ? HSM_SIG_ED448
                                            : HSM_SIG_ECDSA_SHA384;
         EVP_PKEY *pk = pkey_of(g_keys[i]);
         for (int n = 0; n < 4; n++) {
@@ -890,6 +934,7 @@ static void test_hsm_pool_with_session_copies_signs(void)
 typedef struct shim_run {
     size_t ok, failed_with_want, failed_other, not_once;
     hsm_pool_stats st;
+    cm_why first_why; // hsm_job_why of the first failed job
 } shim_run;
 
 // shim_sign opens the token through the shim configured to fail every |every|th C_Sign with
@@ -962,6 +1007,7 @@ static void shim_sign(shim_run *out, uint32_t sessions, unsigned every, CK_RV rv
             CU_ASSERT(verify_sig(pk, jobs[i].alg, jobs[i].msg, jobs[i].sig, jobs[i].sig_len));
         } else if (jobs[i].result.code == cm_code_from_ckr(rv)) {
             out->failed_with_want++;
+            hsm_job_why(&jobs[i], &out->first_why);
         } else {
             out->failed_other++;
             (void)fprintf(stderr, "\n  shim job %zu: unexpected %s\n", i,
@@ -988,6 +1034,10 @@ static void test_hsm_shim_closed_session_is_reopened_and_retried(void)
     CU_ASSERT_EQUAL(run.ok, 60);
     CU_ASSERT(run.st.reopened >= 20);
     CU_ASSERT_EQUAL(run.st.retried, run.st.reopened);
+    // Every failed C_Sign is counted although every job succeeded in the end (issue 23:
+    // certmint_hsm_failures_total, which counts failed jobs, stayed 0).
+    CU_ASSERT_EQUAL(run.st.sign_calls_failed, run.st.reopened);
+    CU_ASSERT_EQUAL(run.st.failed, 0);
 
     shim_sign(&run, 1, 2, CKR_SESSION_HANDLE_INVALID, true, 30);
     CU_ASSERT_EQUAL(run.not_once, 0);
@@ -1020,6 +1070,25 @@ static void test_hsm_shim_failing_sign_fails_only_that_job(void)
     CU_ASSERT_EQUAL(run.ok, 30);
     CU_ASSERT_EQUAL(run.failed_other, 0);
     CU_ASSERT_EQUAL(run.st.reopened, 0);
+    CU_ASSERT_EQUAL(run.st.sign_calls_failed, 10);
+    CU_ASSERT_EQUAL(run.st.failed, 10);
+    // Not retried: the reason says so by not claiming a retry.
+    CU_ASSERT_STRING_EQUAL(run.first_why.text, "HSM signing failed: CKR_FUNCTION_FAILED");
+}
+
+static void test_hsm_shim_dead_device_fails_after_one_retry_with_reason(void)
+{
+    // Every C_Sign fails with CKR_DEVICE_ERROR: each job is tried, its session reopened, tried
+    // again, and fails; both calls are counted, and the reason names the error and the retry.
+    shim_run run;
+    shim_sign(&run, 1, 1, CKR_DEVICE_ERROR, false, 5);
+    CU_ASSERT_EQUAL(run.not_once, 0);
+    CU_ASSERT_EQUAL(run.failed_with_want, 5);
+    CU_ASSERT_EQUAL(run.st.failed, 5);
+    CU_ASSERT_EQUAL(run.st.sign_calls_failed, 10);
+    CU_ASSERT_EQUAL(run.st.retried, 5);
+    CU_ASSERT_STRING_EQUAL(run.first_why.text,
+                           "HSM signing failed: CKR_DEVICE_ERROR, retried once");
 }
 
 static void test_hsm_shim_faults_on_many_sessions_lose_nothing(void)
@@ -1146,11 +1215,13 @@ int test_hsm_register(void)
         TEST_CASE(test_hsm_pool_many_submitters_complete_exactly_once),
         TEST_CASE(test_hsm_pool_shutdown_fails_queued_jobs),
         TEST_CASE(test_hsm_pool_rejects_bad_jobs),
+        TEST_CASE(test_hsm_job_why_names_the_failure),
         TEST_CASE(test_hsm_pool_with_session_copies_signs),
 #ifdef CM_P11SHIM_PATH
         TEST_CASE(test_hsm_shim_closed_session_is_reopened_and_retried),
         TEST_CASE(test_hsm_shim_failing_sign_fails_only_that_job),
         TEST_CASE(test_hsm_shim_faults_on_many_sessions_lose_nothing),
+        TEST_CASE(test_hsm_shim_dead_device_fails_after_one_retry_with_reason),
 #endif
     };
     return test_register_suite("hsm", hsm_suite_init, hsm_suite_cleanup, NULL, NULL, tests,

@@ -29,6 +29,12 @@ check_not "certmint init refuses an existing instance" "$certmint" init --dir "$
 # CRLs re-issued as soon as revocations happen; caCerts answered without protection.
 sed -i 's/^caPubs = on/caPubs = on\ncrl_min_interval = 0\nunprotected_genm = on/' \
   "$work/inst/certmint.cnf"
+# A device vendor's CA (trust_anchors) for devices whose manufacturer certificate holds an
+# RSA-PSS or Ed448 key (openssl cmp 3.0 cannot sign a CMP message with those keys: "unsupported
+# key type"; certmint-bench signs for them below).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/vendor.key" \
+  -out "$work/vendor.pem" -subj "/CN=e2e Vendor CA" -days 2 \
+  -addext basicConstraints=critical,CA:TRUE 2>/dev/null
 export $(cat "$work/inst/env")
 secret=$(cat "$work/inst/secrets/demo-device")
 # Issue 14's client settings: a one-time secret, a secret limited to a subject pattern, and a
@@ -51,8 +57,10 @@ mkdir -p "$work/vendor"
   openssl ca -gencrl -config ca.cnf -keyfile vendor.key -cert vendor.pem -out vendor.crl
 ) >"$work/vendor.log" 2>&1 || { cat "$work/vendor.log"; fail "vendor PKI"; }
 cp "$work/vendor/vendor.pem" "$work/vendor/vendor.crl" "$work/inst/"
-printf 'once.once-1 = on\nsubject_pattern.line-9 = CN=line-9-*\ntrust_anchors = vendor.pem\ntrust_crls = vendor.crl\n' \
-  >>"$work/inst/certmint.cnf"
+# (trust_anchors: the IDevID CA with its CRL, and the vendor CA of the RSA-PSS and Ed448
+# devices above, which has no CRL.)
+printf 'once.once-1 = on\nsubject_pattern.line-9 = CN=line-9-*\ntrust_anchors = vendor.pem, %s\ntrust_crls = vendor.crl\n' \
+  "$work/vendor.pem" >>"$work/inst/certmint.cnf"
 once=$(cat "$work/inst/secrets/once-1")
 line9=$(cat "$work/inst/secrets/line-9")
 check "certmintd --check" "$certmintd" -c "$work/inst/certmint.cnf" --check
@@ -69,7 +77,8 @@ done
 check "healthz" curl -sf "http://127.0.0.1:$port/healthz"
 
 srv=(-server "127.0.0.1:$port" -path /.well-known/cmp/p/devices -trusted "$work/inst/ca.pem")
-mac=(-ref demo-device -secret "pass:$secret")
+# openssl cmp's default PBM MAC is HMAC-SHA1, which certmint accepts only with allow_sha1 = on.
+mac=(-ref demo-device -secret "pass:$secret" -mac hmacWithSHA256)
 cd "$work"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ec.key 2>/dev/null
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.key 2>/dev/null
@@ -77,6 +86,13 @@ openssl genpkey -algorithm ED25519 -out ed.key 2>/dev/null
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out ec384.key 2>/dev/null
 # nk NAME: a fresh EC P-256 key NAME.key (the CA refuses to certify a key twice).
 nk() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" 2>/dev/null; }
+openssl genpkey -algorithm RSA-PSS -pkeyopt rsa_keygen_bits:2048 -out pss.key 2>/dev/null
+openssl genpkey -algorithm ED448 -out ed448.key 2>/dev/null
+for k in pss ed448; do # their manufacturer certificates
+  openssl req -new -key "$k.key" -subj "/CN=idev-$k" -out "$k.csr" 2>/dev/null
+  openssl x509 -req -in "$k.csr" -CA vendor.pem -CAkey vendor.key -set_serial "0x$RANDOM$RANDOM" \
+    -days 2 -out "$k-idev.pem" 2>/dev/null
+done
 
 # enrolled CERT KEY CN: the certificate verifies against the CA and holds KEY and CN.
 enrolled() {
@@ -123,11 +139,11 @@ rejected() { # rejected WHAT FAILINFO WORDS openssl-args...
 }
 rejected "wrong secret" badMessageCheck \
   "the MAC does not verify: wrong shared secret for this senderKID?" \
-  -cmd ir "${srv[@]}" -ref demo-device -secret pass:nope \
+  -cmd ir "${srv[@]}" -ref demo-device -secret pass:nope -mac hmacWithSHA256 \
   -newkey ec.key -subject /CN=x -certout x.pem
 rejected "unknown reference" badMessageCheck "no MAC secret for senderKID nobody" \
   -cmd ir "${srv[@]}" -ref nobody \
-  -secret "pass:$secret" -newkey ec.key -subject /CN=x -certout x.pem
+  -secret "pass:$secret" -mac hmacWithSHA256 -newkey ec.key -subject /CN=x -certout x.pem
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout rogue-ca.key \
   -out rogue-ca.pem -subj /CN=rogue-ca -days 2 -addext basicConstraints=critical,CA:TRUE 2>/dev/null
 openssl req -new -key ec.key -subj /CN=rogue-dev -out rogue.csr 2>/dev/null
@@ -209,12 +225,12 @@ rejected "genm signed by a revoked certificate" certRevoked \
 rejected "rr of another device's certificate" notAuthorized \
   "the signer may revoke only its own certificate" -cmd rr "${srv[@]}" \
   -cert hold.pem -key hold.key -oldcert ir-ec.pem -revreason 1
-rejected "rr protected by MAC" notAuthorized "a MAC is not accepted" \
+rejected "rr protected by MAC" wrongIntegrity "a MAC is not accepted" \
   -cmd rr "${srv[@]}" "${mac[@]}" -oldcert ir-ed.pem
 check "rr certificateHold" openssl cmp -cmd rr "${srv[@]}" -cert hold.pem -key hold.key \
   -oldcert hold.pem -revreason 6
 check "genm caCerts (MAC)" sh -c "openssl cmp -cmd genm ${srv[*]} -ref demo-device \
-  -secret pass:$secret -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
+  -secret pass:$secret -mac hmacWithSHA256 -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
 check "genm caCerts unprotected (bootstrap)" sh -c "openssl cmp -cmd genm ${srv[*]} -ref x \
   -unprotected_requests -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
 rejected "genm of another type unprotected" badMessageCheck \
@@ -272,16 +288,19 @@ rejected "cr for another subject than the signer's" notAuthorized \
   -newkey kur2.key -subject /CN=somebody-else -certout x.pem
 nk once1; nk once2
 check "ir with a one-time secret" openssl cmp -cmd ir "${srv[@]}" -ref once-1 -secret "pass:$once" \
-  -newkey once1.key -subject /CN=once-1 -implicit_confirm -certout once1.pem
+  -mac hmacWithSHA256 -newkey once1.key -subject /CN=once-1 -implicit_confirm -certout once1.pem
 rejected "the one-time secret a second time" notAuthorized \
   "has enrolled all the certificates it may (1" -cmd ir "${srv[@]}" -ref once-1 \
-  -secret "pass:$once" -newkey once2.key -subject /CN=once-2 -implicit_confirm -certout x.pem
+  -secret "pass:$once" -mac hmacWithSHA256 -newkey once2.key -subject /CN=once-2 -implicit_confirm \
+  -certout x.pem
 nk l9a; nk l9b
 check "ir matching the secret's subject_pattern" openssl cmp -cmd ir "${srv[@]}" -ref line-9 \
-  -secret "pass:$line9" -newkey l9a.key -subject /CN=line-9-0001 -implicit_confirm -certout l9.pem
+  -secret "pass:$line9" -mac hmacWithSHA256 -newkey l9a.key -subject /CN=line-9-0001 \
+  -implicit_confirm -certout l9.pem
 rejected "ir outside the secret's subject_pattern" notAuthorized \
   "does not match this secret's subject_pattern CN=line-9-*" -cmd ir "${srv[@]}" -ref line-9 \
-  -secret "pass:$line9" -newkey l9b.key -subject /CN=line-8-0001 -implicit_confirm -certout x.pem
+  -secret "pass:$line9" -mac hmacWithSHA256 -newkey l9b.key -subject /CN=line-8-0001 \
+  -implicit_confirm -certout x.pem
 # An IDevID-signed ir, then the vendor revokes the IDevID: its new CRL, loaded on SIGHUP, is
 # in force at once.
 nk idev1; nk idev2
@@ -315,6 +334,28 @@ print("closed" if d.startswith(b"HTTP/1.1 200") and b"Connection: close" in d el
 check "metrics: rejections by failInfo, MAC failures by kind" sh -c "curl -sf \
   http://127.0.0.1:$port/metrics | grep -q 'certmint_rejections_total{failinfo=\"certRevoked\"}' && \
   curl -sf http://127.0.0.1:$port/metrics | grep -q 'certmint_mac_failures_total{kind=\"pbm\"} [1-9]'"
+
+# Algorithm agility (RFC 9481): PBM with SHA-512, RSA-PSS and Ed448 device keys (their POPO
+# made by openssl cmp), openssl cmp's default PBM MAC (HMAC-SHA1) refused by the default
+# policy, and signature protection with RSASSA-PSS and Ed448 (certmint-bench: openssl cmp 3.0
+# cannot sign with those keys).
+check "ir PBM -digest sha512, RSA-PSS device key (RSASSA-PSS POPO)" openssl cmp -cmd ir \
+  "${srv[@]}" -ref demo-device -secret "pass:$secret" -digest sha512 -mac hmacWithSHA512 \
+  -newkey pss.key -subject /CN=dev-pss -implicit_confirm -certout ir-pss.pem
+check "  issued cert verifies, key and subject" enrolled ir-pss.pem pss.key dev-pss
+check "ir PBM, Ed448 device key (Ed448 POPO)" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" \
+  -newkey ed448.key -subject /CN=dev-ed448 -implicit_confirm -certout ir-ed448.pem
+check "  issued cert verifies, key and subject" enrolled ir-ed448.pem ed448.key dev-ed448
+rejected "PBM with openssl cmp's default MAC (HMAC-SHA1)" badAlg \
+  "the PBM MAC hmac-sha1 is not allowed (protection_algs)" -cmd ir "${srv[@]}" \
+  -ref demo-device -secret "pass:$secret" -newkey ec.key -subject /CN=x -certout x.pem
+if [ -n "$bench" ]; then
+  for k in pss ed448; do
+    check "ir signed with the $k manufacturer certificate (certmint-bench)" "$bench" \
+      --url "http://127.0.0.1:$port/.well-known/cmp/p/devices" --cert "$k-idev.pem" \
+      --key "$k.key" -n 3 --ca inst/ca.pem --verify
+  done
+fi
 
 # Malformed HTTP: the right status, and the server keeps serving.
 http_status() { # raw request on stdin -> first status code
@@ -444,12 +485,165 @@ if [ -n "$bench" ]; then
   fi
 fi
 check "store integrity after stop" sh -c "[ \"\$(sqlite3 $work/inst/certmint.db 'PRAGMA integrity_check')\" = ok ]"
+
+# Limits (issue 23), on a second run of the same instance with small caps: one I/O thread,
+# 3 connections, 2 per peer address, an admin listener with 1 slot. A connection over any cap
+# reads 503 with Retry-After and is counted by reason; /healthz answers on the admin listener
+# while the main one is full; a client that sends part of a request and stops is closed at once.
+lport=$(( port + 1 )); aport=$(( port + 2 ))
+limits_cnf() { # limits_cnf FILE EXTRA-LINES: the instance's configuration with the test's caps
+  { cat "$work/inst/certmint.cnf"
+    printf '\n[certmintd]\nlisten = 127.0.0.1:%s\nio_threads = 1\nmax_connections_per_peer = 2\n' "$lport"
+    printf 'admin_listen = 127.0.0.1:%s\nadmin_max_connections = 1\n%b' "$aport" "$2"; } >"$1"
+}
+limits_cnf "$work/inst/limits.cnf" 'max_connections = 3\n'
+"$certmintd" -c "$work/inst/limits.cnf" --log "$work/limits.log" >>"$work/stdout.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$aport/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+python3 - "$lport" "$aport" >"$work/limits.out" 2>&1 <<'PY'
+import socket, sys, time
+main, admin = int(sys.argv[1]), int(sys.argv[2])
+def conn(port, src="127.0.0.1"):
+    s = socket.socket(); s.settimeout(5); s.bind((src, 0)); s.connect(("127.0.0.1", port)); return s
+def head(s):  # what the server sent before closing (or the first response head)
+    d = b""
+    try:
+        while b"\r\n\r\n" not in d:
+            c = s.recv(4096)
+            if not c: break
+            d += c
+    except Exception: pass
+    return d
+def get(s, path):
+    s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    d = head(s)
+    i = d.find(b"\r\n\r\n"); n = 0
+    for l in d[:i].split(b"\r\n"):
+        if l.lower().startswith(b"content-length:"): n = int(l.split(b":")[1])
+    body = d[i + 4:]
+    while len(body) < n:
+        c = s.recv(65536)
+        if not c: break
+        body += c
+    return d.split(b" ")[1].decode() if d.startswith(b"HTTP/") else "none", body.decode(errors="replace")
+def status_and_retry(d):
+    return (d.split(b" ")[1].decode() if d.startswith(b"HTTP/1.1 ") else "none",
+            b"\r\nretry-after: 1\r\n" in d.lower())
+held = [conn(main), conn(main)]            # 127.0.0.1 is at max_connections_per_peer
+time.sleep(0.3)
+print("peer", *status_and_retry(head(conn(main))))
+held.append(conn(main, "127.0.0.2"))      # the loop is full (3)
+time.sleep(0.3)
+print("full", *status_and_retry(head(conn(main, "127.0.0.3"))))
+a = conn(admin); time.sleep(0.3)           # the admin slot
+print("healthz", get(a, "/healthz")[0])
+print("admin_cap", *status_and_retry(head(conn(admin))))
+st, text = get(a, "/metrics")
+for r in ("full", "peer", "admin"):
+    v = [l.split()[-1] for l in text.splitlines()
+         if l.startswith('certmint_connections_rejected_total{reason="%s"}' % r)]
+    print("metric_" + r, v[0] if v else "none")
+a.sendall(b"POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\n"
+          b"Content-Length: 2\r\n\r\n0\x03")
+print("admin_cmp", status_and_retry(head(a))[0])
+for s in held + [a]: s.close()
+time.sleep(0.5)
+# Churn: part of a request, then the write side shut: closed at once, not at header_timeout.
+s = conn(main)
+s.sendall(b"POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\n"
+          b"Content-Length: 100\r\n\r\n0")
+s.shutdown(socket.SHUT_WR)
+t = time.time(); d = head(s)
+print("eof_partial", len(d), "%.1f" % (time.time() - t))
+PY
+res() { awk -v k="$1" '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }' "$work/limits.out"; }
+[ "$(res peer)" = "503 True" ] && ok "over max_connections_per_peer -> 503 Retry-After: 1" \
+  || { fail "over max_connections_per_peer ($(res peer))"; cat "$work/limits.out"; }
+[ "$(res full)" = "503 True" ] && ok "over max_connections -> 503 Retry-After: 1" \
+  || fail "over max_connections ($(res full))"
+[ "$(res healthz)" = 200 ] && ok "/healthz on the admin listener while the main one is full" \
+  || fail "/healthz on the admin listener ($(res healthz))"
+[ "$(res admin_cap)" = "503 True" ] && ok "over admin_max_connections -> 503 Retry-After: 1" \
+  || fail "over admin_max_connections ($(res admin_cap))"
+for r in full peer admin; do
+  [ "$(res "metric_$r")" = 1 ] && ok "  certmint_connections_rejected_total{reason=\"$r\"} 1" \
+    || fail "  certmint_connections_rejected_total{reason=\"$r\"} ($(res "metric_$r"))"
+done
+[ "$(res admin_cmp)" = 404 ] && ok "the admin listener does not serve CMP (404)" \
+  || fail "the admin listener serves CMP ($(res admin_cmp))"
+case "$(res eof_partial)" in
+  0\ 0.*) ok "partial request then EOF: closed at once ($(res eof_partial | cut -d' ' -f2) s)";;
+  *) fail "partial request then EOF: $(res eof_partial)";;
+esac
+nk limits
+check "enrolment on the limited instance" openssl cmp -cmd ir -server "127.0.0.1:$lport" \
+  -path /.well-known/cmp/p/devices -trusted inst/ca.pem "${mac[@]}" -newkey limits.key \
+  -subject /CN=limits -implicit_confirm -certout limits.pem
+kill -TERM "$pid"; wait "$pid"; pid=""
+
+# The descriptor check: the soft RLIMIT_NOFILE is raised to the hard one; under a hard limit of
+# 300, max_connections (default 4096) is lowered with a WARN and served; under 120 certmintd
+# refuses to start, naming the numbers.
+limits_cnf "$work/inst/fds.cnf" ''
+( ulimit -Sn 100 && ulimit -Hn 300 && exec "$certmintd" -c "$work/inst/fds.cnf" --log "$work/fds.log" ) \
+  >>"$work/stdout.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$aport/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+lowered=$(curl -sf "http://127.0.0.1:$aport/metrics" | awk '/^certmint_connections_max\{listener="main"\}/ {print $2}')
+if grep -q "max_connections lowered from 4096 to $lowered per I/O thread: RLIMIT_NOFILE is 300" \
+     "$work/fds.log" && [ "${lowered:-0}" -ge 16 ] && [ "$lowered" -lt 300 ]; then
+  ok "RLIMIT_NOFILE 300: max_connections lowered to $lowered with a WARN"
+else
+  fail "RLIMIT_NOFILE 300: max_connections ${lowered:-?}"; grep -i descriptor "$work/fds.log"
+fi
+kill -TERM "$pid"; wait "$pid"; pid=""
+if ( ulimit -Sn 64 && ulimit -Hn 120 && exec "$certmintd" -c "$work/inst/fds.cnf" ) \
+     >"$work/fds-refused.log" 2>&1; then
+  fail "RLIMIT_NOFILE 120: certmintd started"
+elif grep -q "RLIMIT_NOFILE is 120 descriptors; .* are needed" "$work/fds-refused.log"; then
+  ok "RLIMIT_NOFILE 120: refused to start: $(grep -o 'fewer than 16 connections per I/O thread would be left' "$work/fds-refused.log")"
+else
+  fail "RLIMIT_NOFILE 120: $(cat "$work/fds-refused.log")"
+fi
+
 grep -q "outcome=rejected failinfo=1" "$work/daemon.log.1" "$work/daemon.log" 2>/dev/null \
   && ok "request log lines" || fail "request log lines"
 # The code's name stays in the line for grep, next to the quoted reason.
 grep -qF 'failinfo=1 error=CMP_E_PROT_MAC_MISMATCH reason="the MAC does not verify: wrong shared secret for this senderKID?"' \
   "$work/daemon.log.1" "$work/daemon.log" 2>/dev/null \
   && ok "request log line: code name and reason" || fail "request log line: code name and reason"
+
+# A CA for each new --key-type, made by certmint init, issuing one certificate that openssl
+# verify accepts, signed with the key type's algorithm.
+kport=$(( port + 1 ))
+for kt in ec-p521:ecdsa-with-SHA512 rsa4096:sha256WithRSAEncryption rsa2048-pss:rsassaPss \
+  ed448:ED448; do
+  t=${kt%%:*} want=${kt#*:} kport=$(( kport + 1 )) kdir="$work/ca-${kt%%:*}"
+  if ! env -u SOFTHSM2_CONF "$certmint" init --dir "$kdir" --port "$kport" --key-type "$t" \
+    --subject "/CN=e2e $t CA" >"$work/init-$t.log" 2>&1; then
+    fail "certmint init --key-type $t"; cat "$work/init-$t.log"; continue
+  fi
+  env $(cat "$kdir/env") "$certmintd" -c "$kdir/certmint.cnf" >"$work/daemon-$t.log" 2>&1 &
+  kpid=$!
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$kport/healthz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  check "CA --key-type $t: ir" openssl cmp -cmd ir -server "127.0.0.1:$kport" \
+    -path /.well-known/cmp -trusted "$kdir/ca.pem" -ref demo-device \
+    -secret "pass:$(cat "$kdir/secrets/demo-device")" -mac hmacWithSHA256 -newkey ec.key \
+    -subject "/CN=dev-$t" -implicit_confirm -certout "cert-$t.pem"
+  check "  openssl verify accepts it" openssl verify -CAfile "$kdir/ca.pem" "cert-$t.pem"
+  check "  signed with $want" sh -c "openssl x509 -in cert-$t.pem -noout -text | \
+    grep -q 'Signature Algorithm: $want'"
+  kill -TERM "$kpid"; wait "$kpid" || fail "  CA --key-type $t: certmintd exit"
+done
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -9,8 +9,10 @@
 
 #include <CUnit/CUnit.h>
 #include <openssl/bio.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "engine/config/cfg.h"
 #include "tests/support/test_support.h"
@@ -32,6 +34,10 @@ static const char k_base[] = "dir = .\n"
                              "confirm_wait_time = 60\n"
                              "log_level = debug\n"
                              "default_ca = devices\n"
+                             "max_connections_per_peer = 32\n"
+                             "admin_listen = 127.0.0.1:8081, [::1]:8082\n"
+                             "admin_max_connections = 4\n"
+                             "store_min_free = 1G\n"
                              "\n"
                              "[ca:devices]   # served at /.well-known/cmp/p/devices\n"
                              "key = pkcs11:token=certmint;object=devices-ca?pin-source=file:pin\n"
@@ -175,6 +181,14 @@ static void test_cfg_full_example_loads(void)
     CU_ASSERT_EQUAL(c->message_time_window, 120);
     CU_ASSERT_EQUAL(c->confirm_wait_time, 60);
     CU_ASSERT_EQUAL(c->log_level, CM_LOG_DEBUG);
+    CU_ASSERT_EQUAL(c->max_connections_per_peer, 32);
+    CU_ASSERT_EQUAL_FATAL(c->num_admin_listen, 2);
+    CU_ASSERT_STRING_EQUAL(c->admin_listen[0].host, "127.0.0.1");
+    CU_ASSERT_EQUAL(c->admin_listen[0].port, 8081);
+    CU_ASSERT_TRUE(!c->admin_listen[0].ipv6 && c->admin_listen[1].ipv6);
+    CU_ASSERT_EQUAL(c->admin_listen[1].port, 8082);
+    CU_ASSERT_EQUAL(c->admin_max_connections, 4);
+    CU_ASSERT_EQUAL(c->store_min_free, 1ull << 30);
 
     CU_ASSERT_EQUAL_FATAL(c->num_cas, 2);
     const cfg_ca *dev = cfg_ca_find(c, "devices");
@@ -246,10 +260,74 @@ static void test_cfg_defaults(void)
     CU_ASSERT_EQUAL(c->max_pbmac1_iterations, 2500);
     CU_ASSERT_EQUAL(c->message_time_window, 300);
     CU_ASSERT_EQUAL(c->log_level, CM_LOG_INFO);
+    CU_ASSERT_EQUAL(c->max_connections_per_peer, 256);
+    CU_ASSERT_EQUAL(c->num_admin_listen, 0);
+    CU_ASSERT_EQUAL(c->admin_max_connections, 16);
+    CU_ASSERT_EQUAL(c->store_min_free, 256ull << 20);
     CU_ASSERT_PTR_EQUAL(c->default_ca, &c->cas[0]); // the only CA
     CU_ASSERT_TRUE(ca_profile_implicit_confirm(c->cas[0].profile->profile));
     CU_ASSERT_EQUAL(ca_profile_extensions(c->cas[0].profile->profile).len, 0);
     CU_ASSERT_FALSE(c->cas[0].ca_pubs);
+    cfg_free(c);
+}
+
+// policy_ku runs the policy check of |profile| on a new P-256 key asking for keyUsage |ku|.
+static cm_result policy_ku(const cfg_config *c, const ca_profile *profile, const char *ku,
+                           ca_decision *d)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    unsigned char *spki = NULL;
+    const int spki_len = key != NULL ? i2d_PUBKEY(key, &spki) : -1;
+    X509_EXTENSION *x = X509V3_EXT_conf_nid(NULL, NULL, NID_key_usage, ku);
+    CU_ASSERT_FATAL(spki_len > 0 && x != NULL);
+    const ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(x);
+    static const uint8_t k_name[] = {0x30, 0x0c, 0x31, 0x0a, 0x30, 0x08, 0x06,
+                                     0x03, 0x55, 0x04, 0x03, 0x0c, 0x01, 'x'};
+    const ca_ext ext = {CM_SPAN_LIT("\x55\x1d\x0f"), true,
+                        cm_span_make(ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v))};
+    const ca_request req = {.subject = cm_span_make(k_name, sizeof(k_name)),
+                            .spki = cm_span_make(spki, (size_t)spki_len),
+                            .exts = &ext,
+                            .num_exts = 1};
+    const cm_result r = ca_policy_check(profile, c->cas[0].authority, d, &req, cm_time_now(), NULL);
+    X509_EXTENSION_free(x);
+    OPENSSL_free(spki);
+    EVP_PKEY_free(key);
+    return r;
+}
+
+static void test_cfg_profile_requested_extensions(void)
+{
+    // key_usage_allowed widens what a request may ask for; requested_extensions = replace
+    // turns a refusal into the profile's own keyUsage.
+    static const char text[] =
+        "[certmintd]\nlisten = 0.0.0.0:80\nstore = sqlite:/var/x.db\n"
+        "[ca:only]\nkey = pkcs11:object=k\ncert = ca.pem\nprofile = p\n"
+        "[profile:p]\nextensions = p_ext\nkey_usage_allowed = digitalSignature, keyAgreement\n"
+        "eku_allowed = clientAuth, 1.3.6.1.5.5.7.3.28, none\n"
+        "[profile:q]\nextensions = p_ext\nrequested_extensions = replace\n"
+        "[p_ext]\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = clientAuth\n";
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, sizeof(text) - 1));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_FATAL(c->num_profiles == 2);
+    const ca_profile *p = NULL, *q = NULL;
+    for (size_t i = 0; i < c->num_profiles; i++) {
+        if (strcmp(c->profiles[i].name, "p") == 0) {
+            p = c->profiles[i].profile;
+        } else {
+            q = c->profiles[i].profile;
+        }
+    }
+    CU_ASSERT_FATAL(p != NULL && q != NULL);
+    ca_decision d;
+    TEST_ASSERT_OK(policy_ku(c, p, "keyAgreement", &d));
+    CU_ASSERT_TRUE(d.key_usage.len > 0);
+    TEST_ASSERT_CODE(policy_ku(c, p, "keyCertSign", &d), CA_E_KEY_USAGE);
+    TEST_ASSERT_CODE(policy_ku(c, q, "keyAgreement", &d), CM_OK); // replaced, not refused
+    CU_ASSERT_EQUAL(d.mods, CA_MOD_KEY_USAGE);
+    CU_ASSERT_EQUAL(d.key_usage.len, 0);
     cfg_free(c);
 }
 
@@ -298,6 +376,34 @@ static const cfg_case k_bad[] = {
     {"[certmintd]\ndefault_ca = nope\n", CFG_E_REFERENCE,
      "[certmintd] default_ca: no [ca:nope] section"},
     {"[certmintd]\nlistne = 127.0.0.1:80\n", CFG_E_UNKNOWN_KEY, "[certmintd] listne: unknown key"},
+    {"[certmintd]\nmax_connections_per_peer = 0\n", CFG_E_VALUE,
+     "[certmintd] max_connections_per_peer: '0' is out of range 1..1000000"},
+    {"[certmintd]\nmax_connections_per_peer = unlimited\n", CFG_E_VALUE,
+     "[certmintd] max_connections_per_peer: 'unlimited' is not a number"},
+    {"[certmintd]\nadmin_listen = 127.0.0.1\n", CFG_E_VALUE,
+     "[certmintd] admin_listen: '127.0.0.1' is not host:port"},
+    {"[certmintd]\nadmin_listen = [::1]:99999\n", CFG_E_VALUE,
+     "[certmintd] admin_listen: '99999' is out of range 1..65535"},
+    {"[certmintd]\nadmin_listen = 127.0.0.2:8080\n", CFG_E_VALUE,
+     "[certmintd] admin_listen: port 8080 is also a listen port"},
+    {"[certmintd]\nadmin_listen = 127.0.0.1:1, 127.0.0.1:2, 127.0.0.1:3, 127.0.0.1:4, "
+     "127.0.0.1:5\n",
+     CFG_E_VALUE, "[certmintd] admin_listen: more than 4 addresses"},
+    {"[certmintd]\nlisten = 127.0.0.1:1, 127.0.0.1:2, 127.0.0.1:3, 127.0.0.1:4, 127.0.0.1:5\n"
+     "admin_listen = 127.0.0.1:6, 127.0.0.1:7, 127.0.0.1:9, 127.0.0.1:10\n",
+     CFG_E_VALUE, "[certmintd] admin_listen: 4 addresses together with listen's 5; at most 8"},
+    {"[certmintd]\nadmin_max_connections = 0\n", CFG_E_VALUE,
+     "[certmintd] admin_max_connections: '0' is out of range 1..1024"},
+    {"[certmintd]\nstore_min_free = 12X\n", CFG_E_VALUE,
+     "[certmintd] store_min_free: '12X' is not a size (bytes, or a number with K, M, G or T)"},
+    {"[certmintd]\nstore_min_free = M\n", CFG_E_VALUE, "[certmintd] store_min_free: 'M' is not"},
+    {"[certmintd]\nstore_min_free = -1\n", CFG_E_VALUE, "[certmintd] store_min_free: '-1' is not"},
+    {"[certmintd]\nstore_min_free = 256MiBs\n", CFG_E_VALUE,
+     "[certmintd] store_min_free: '256MiBs' is not"},
+    {"[certmintd]\nstore_min_free = 99999999T\n", CFG_E_VALUE,
+     "[certmintd] store_min_free: '99999999T' is too large"},
+    {"[certmintd]\nstore_min_free = 99999999999999999999\n", CFG_E_VALUE,
+     "[certmintd] store_min_free: '99999999999999999999' is too large"},
     // [ca:NAME]
     {"[certmintd]\nstore_sync = off\n", CFG_E_VALUE,
      "[certmintd] store_sync: 'off' is not full or normal"},
@@ -354,6 +460,12 @@ static const cfg_case k_bad[] = {
      "[profile:device] san_types: 'x400' is not one of"},
     {"[profile:device]\nimplicit_confirm = perhaps\n", CFG_E_VALUE,
      "[profile:device] implicit_confirm: 'perhaps' is not on or off"},
+    {"[profile:device]\nkey_usage_allowed = digitalSignature, fly\n", CFG_E_VALUE,
+     "[profile:device] key_usage_allowed: 'fly' is not a keyUsage bit"},
+    {"[profile:device]\neku_allowed = clientAuth, notAPurpose\n", CFG_E_VALUE,
+     "[profile:device] eku_allowed: 'notAPurpose' is not an extended key usage OpenSSL knows"},
+    {"[profile:device]\nrequested_extensions = ignore\n", CFG_E_VALUE,
+     "[profile:device] requested_extensions: 'ignore' is not refuse or replace"},
     {"[profile:device]\nextensions = nosuch\n", CFG_E_REFERENCE,
      "[profile:device] extensions: no section [nosuch]"},
     {"[device_ext]\nkeyUsage = critical, digitalSignatur\n", CFG_E_VALUE,
@@ -421,6 +533,33 @@ static void test_cfg_rejects_bad_values(void)
     for (size_t i = 0; i < sizeof(k_bad) / sizeof(k_bad[0]); i++) {
         (void)snprintf(text, sizeof(text), "%s\n%s", k_base, k_bad[i].append);
         expect_fail(text, k_bad[i].code, k_bad[i].msg);
+    }
+}
+
+static void test_cfg_sizes_and_no_peer_cap(void)
+{
+    static const struct {
+        const char *v;
+        uint64_t want;
+    } k_sizes[] = {{"0", 0},
+                   {"268435456", 268435456},
+                   {"256m", 256ull << 20},
+                   {"2GiB", 2ull << 30},
+                   {"512KB", 512ull << 10},
+                   {"1T", 1ull << 40}};
+    char text[sizeof(k_base) + 256];
+    for (size_t i = 0; i < sizeof(k_sizes) / sizeof(k_sizes[0]); i++) {
+        const int n = snprintf(text, sizeof(text),
+                               "%s[certmintd]\nstore_min_free = %s\n"
+                               "max_connections_per_peer = none\n",
+                               k_base, k_sizes[i].v);
+        CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, (size_t)n));
+        cfg_config *c = NULL;
+        char err[512] = "";
+        TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+        CU_ASSERT_EQUAL(c->store_min_free, k_sizes[i].want);
+        CU_ASSERT_EQUAL(c->max_connections_per_peer, UINT32_MAX);
+        cfg_free(c);
     }
 }
 
@@ -665,18 +804,120 @@ static void test_ca_subject_match(void)
     CU_ASSERT_FALSE(ca_subject_pattern_valid(""));
 }
 
+// protection_algs, pop_algs, allow_sha1 ([certmintd]), key.REF ([clients:NAME]) and sig_alg
+// ([ca:NAME]): what loads, where it lands, and each refusal's message.
+static void test_cfg_algorithms_and_keys(void)
+{
+    CU_ASSERT_TRUE_FATAL(write_text("secrets/k1.key", "00112233445566778899aabbccddeeff"
+                                                      "0f1e2d3c4b5a69788796a5b4c3d2e1f0\n"));
+    CU_ASSERT_TRUE_FATAL(write_text("secrets/short.key", "00112233445566778899aabbccddee"));
+    CU_ASSERT_TRUE_FATAL(write_text("secrets/weak.key", "0000000000000000000000000000000000"
+                                                        "000000000000000000000000000000"));
+    CU_ASSERT_TRUE_FATAL(write_text("secrets/raw.key", "not a hex key at all, just words"));
+    char text[sizeof(k_base) + 1024];
+    (void)snprintf(text, sizeof(text),
+                   "%s\n[certmintd]\nprotection_algs = ecdsa-sha256, pbm, sha256, hmac-sha256\n"
+                   "pop_algs = ed25519 ecdsa-shake256\nallow_sha1 = off\n"
+                   "[clients:line]\nkey.rak = secrets/k1.key\n"
+                   "[ca:devices]\nsig_alg = rsa-pss-sha256\n",
+                   k_base);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_TRUE(crmf_alg_policy_allows(&c->protection_algs, CRMF_ALG_ECDSA_SHA256));
+    CU_ASSERT_TRUE(crmf_alg_policy_allows(&c->protection_algs, CRMF_ALG_HMAC_SHA256));
+    CU_ASSERT_FALSE(crmf_alg_policy_allows(&c->protection_algs, CRMF_ALG_ED25519));
+    CU_ASSERT_TRUE(crmf_alg_policy_allows(&c->pop_algs, CRMF_ALG_ECDSA_SHAKE256));
+    CU_ASSERT_FALSE(crmf_alg_policy_allows(&c->pop_algs, CRMF_ALG_ECDSA_SHA256));
+    CU_ASSERT_EQUAL(c->cas[0].sig_alg, CRMF_ALG_RSA_PSS_SHA256);
+    const cfg_clients *cl = c->cas[0].clients;
+    const cfg_secret *k = cfg_clients_find_secret(cl, CM_SPAN_LIT("rak"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(k);
+    CU_ASSERT_TRUE(k->is_key);
+    CU_ASSERT_EQUAL(k->secret_len, 32);
+    CU_ASSERT_TRUE(k->secret[0] == 0x00 && k->secret[1] == 0x11 && k->secret[31] == 0xf0);
+    const cfg_secret *pw = cfg_clients_find_secret(cl, CM_SPAN_LIT("line7"));
+    CU_ASSERT_FALSE(pw->is_key); // secret.REF stays a password
+    cfg_free(c);
+    // The defaults: the table without SHA-1; allow_sha1 = on adds it; a CA's sig_alg by key.
+    (void)snprintf(text, sizeof(text), "%s\n[certmintd]\nallow_sha1 = on\n", k_base);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_TRUE(crmf_alg_policy_allows(&c->protection_algs, CRMF_ALG_HMAC_SHA1_IPSEC));
+    CU_ASSERT_TRUE(crmf_alg_policy_allows(&c->pop_algs, CRMF_ALG_ECDSA_SHA1));
+    CU_ASSERT_EQUAL(c->cas[0].sig_alg, CRMF_ALG_NONE);
+    cfg_free(c);
+    (void)snprintf(text, sizeof(text), "%s", k_base);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_FALSE(c->allow_sha1);
+    CU_ASSERT_FALSE(crmf_alg_policy_allows(&c->protection_algs, CRMF_ALG_HMAC_SHA1_IPSEC));
+    CU_ASSERT_TRUE(crmf_alg_policy_allows(&c->protection_algs, CRMF_ALG_KMAC256));
+    cfg_free(c);
+    (void)snprintf(text, sizeof(text),
+                   "%s\n[certmintd]\nallow_sha1 = yes\n"
+                   "protection_algs = ecdsa-sha1, pbm, sha1, hmac-sha1\n",
+                   k_base);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    cfg_free(c);
+    static const cfg_case bad[] = {
+        {"[certmintd]\nprotection_algs = ecdsa-sha256, sha257\n", CFG_E_VALUE,
+         "[certmintd] protection_algs: 'sha257' is not an algorithm name (see the README's "
+         "algorithm table)"},
+        {"[certmintd]\nprotection_algs = ecdsa-sha1\n", CFG_E_VALUE,
+         "[certmintd] protection_algs: 'ecdsa-sha1' is SHA-1 based: set allow_sha1 = on to allow "
+         "it"},
+        {"[certmintd]\npop_algs = hmac-sha256\n", CFG_E_VALUE,
+         "[certmintd] pop_algs: 'hmac-sha256' is a key-based MAC, which this setting does not "
+         "take"},
+        {"[certmintd]\npop_algs = ,\n", CFG_E_VALUE, "[certmintd] pop_algs: the list is empty"},
+        {"[certmintd]\nallow_sha1 = maybe\n", CFG_E_VALUE, "[certmintd] allow_sha1: 'maybe'"},
+        {"[clients:line]\nkey.s = secrets/short.key\n", CFG_E_VALUE, "[clients:line] key.s: ",
+         /* then the path */},
+        {"[clients:line]\nkey.w = secrets/weak.key\n", CFG_E_VALUE,
+         "does not look like a random key (1 distinct octets); make one with openssl rand -hex "
+         "32"},
+        {"[clients:line]\nkey.r = secrets/raw.key\n", CFG_E_VALUE,
+         "secrets/raw.key must hold the key as 32..128 hex digits (16..64 octets; e.g. openssl "
+         "rand -hex 32)"},
+        {"[clients:line]\nkey.line7 = secrets/k1.key\n", CFG_E_VALUE,
+         "there is a secret.line7 or key.line7 already: one REF, one secret"},
+        {"[clients:line]\nkey. = secrets/k1.key\n", CFG_E_VALUE,
+         "the reference after 'key.' is empty"},
+        {"[clients:line]\nsenderKID.nobody = x\n", CFG_E_REFERENCE,
+         "there is no secret.nobody or key.nobody"},
+        {"[ca:devices]\nsig_alg = pbm\n", CFG_E_VALUE,
+         "[ca:devices] sig_alg: 'pbm' is not a signature algorithm name (see the README's "
+         "algorithm table)"},
+        {"[ca:devices]\nsig_alg = ecdsa-sha-256\n", CFG_E_VALUE,
+         "'ecdsa-sha-256' is not a signature algorithm name"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        (void)snprintf(text, sizeof(text), "%s\n%s", k_base, bad[i].append);
+        expect_fail(text, bad[i].code, bad[i].msg);
+    }
+    // The short key's message names the file and the format.
+    (void)snprintf(text, sizeof(text), "%s\n[clients:line]\nkey.s = secrets/short.key\n", k_base);
+    expect_fail(text, CFG_E_VALUE, "secrets/short.key must hold the key as 32..128 hex digits");
+}
+
 int test_cfg_register(void);
 int test_cfg_register(void)
 {
     static const test_case tests[] = {
         TEST_CASE(test_cfg_full_example_loads),
         TEST_CASE(test_cfg_defaults),
+        TEST_CASE(test_cfg_profile_requested_extensions),
         TEST_CASE(test_cfg_rejects_bad_values),
+        TEST_CASE(test_cfg_sizes_and_no_peer_cap),
         TEST_CASE(test_cfg_secret_mode_names_file_and_mode),
         TEST_CASE(test_cfg_missing_sections_and_keys),
         TEST_CASE(test_cfg_trust_settings),
         TEST_CASE(test_cfg_rejects_bad_trust_settings),
         TEST_CASE(test_ca_subject_match),
+        TEST_CASE(test_cfg_algorithms_and_keys),
     };
     return test_register_suite("cfg", cfg_suite_init, cfg_suite_cleanup, NULL, NULL, tests,
                                TEST_NUM_CASES(tests));
