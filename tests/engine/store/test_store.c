@@ -626,6 +626,28 @@ static void test_store_transactions(void)
     CU_ASSERT_EQUAL(t.protection, STORE_AUTH_SIGNATURE);
     CU_ASSERT(cm_span_eq(t.credential, CM_SPAN_LIT("0123456789abcdef0123456789abcdef")));
     CU_ASSERT_EQUAL(t.expires_at, 200);
+    // Schema 3's columns for certConf: none written, none read.
+    CU_ASSERT_EQUAL(t.flags, 0);
+    CU_ASSERT_EQUAL(t.request_nonce.len, 0);
+    CU_ASSERT_EQUAL(t.signer_cert.len, 0);
+    // Written with an update, read back as written; the next update without them clears them.
+    store_job up;
+    store_job_init(&up, STORE_OP_TXN_UPDATE, NULL);
+    up.u.txn = t;
+    up.u.txn.flags = 0x5;
+    up.u.txn.request_nonce = CM_SPAN_LIT("request-nonce-01");
+    up.u.txn.signer_cert = CM_SPAN_LIT("\x30\x03\x02\x01\x07");
+    TEST_ASSERT_OK(store_run(s, &up));
+    TEST_ASSERT_OK(store_txn_get(r, &a, &t, "devices", CM_SPAN_LIT("tid-A-0123456789")));
+    CU_ASSERT_EQUAL(t.flags, 0x5);
+    CU_ASSERT(cm_span_eq(t.request_nonce, CM_SPAN_LIT("request-nonce-01")));
+    CU_ASSERT(cm_span_eq(t.signer_cert, CM_SPAN_LIT("\x30\x03\x02\x01\x07")));
+    CU_ASSERT(cm_span_eq(t.sender_nonce, CM_SPAN_LIT("nonce-0123456789")));
+    CU_ASSERT_EQUAL(t.state, 2);
+    TEST_ASSERT_OK(
+        test_store_txn_op(s, STORE_OP_TXN_UPDATE, "devices", "tid-A-0123456789", 2, serial, 200));
+    TEST_ASSERT_OK(store_txn_get(r, &a, &t, "devices", CM_SPAN_LIT("tid-A-0123456789")));
+    CU_ASSERT_TRUE(t.flags == 0 && t.request_nonce.len == 0 && t.signer_cert.len == 0);
     TEST_ASSERT_OK(store_txn_get(r, &a, &t, "servers", CM_SPAN_LIT("tid-A-0123456789")));
     CU_ASSERT_EQUAL(t.state, 1);
     CU_ASSERT_EQUAL(t.serial.len, 0);
@@ -1368,8 +1390,8 @@ static cm_result test_store_state(store *s, const char *ca, cm_span serial, stor
 }
 
 // A database written by schema 2 is migrated on open: its rows are kept and read as before
-// (nothing replaces, nothing superseded), the new indexes exist, and the new operations work on
-// the old rows.
+// (nothing replaces, nothing superseded), a transaction packed for certConf is unpacked into
+// the new columns, the new indexes exist, and the new operations work on the old rows.
 static void test_store_migrates_schema_2(void)
 {
     char path[512];
@@ -1391,7 +1413,15 @@ static void test_store_migrates_schema_2(void)
                      " issued_at) VALUES ('devices', X'4101', X'3000', 'CN=old', 1, 4000000000,"
                      " zeroblob(32), 'valid', X'0102', 1, X'3000', 1);"
                      "INSERT INTO txn (ca, transaction_id, state, serial, protection,"
-                     " expires_at) VALUES ('devices', X'0102', 2, X'4101', 1, 9);",
+                     " expires_at) VALUES ('devices', X'0102', 2, X'4101', 1, 9);"
+                     // A transaction main's schema 2 packed for certConf: flags in the state's
+                     // bits 8.. (p10cr, PBMAC1 -> 3), the request's nonce after the server's,
+                     // the signer certificate after its hash.
+                     "INSERT INTO txn (ca, transaction_id, state, sender_nonce, protection,"
+                     " credential, expires_at) VALUES ('devices', X'0103', 769,"
+                     " X'0000000000000000000000000000000011111111111111111111111111111111', 2,"
+                     " X'2222222222222222222222222222222222222222222222222222222222222222"
+                     "3003020107', 4000000000);",
                      NULL, NULL, NULL),
         SQLITE_OK);
     (void)sqlite3_close(db);
@@ -1416,6 +1446,23 @@ static void test_store_migrates_schema_2(void)
     TEST_ASSERT_OK(store_cert_state_get(r, &st, "devices", old));
     CU_ASSERT_EQUAL(st.status, STORE_CERT_VALID);
     CU_ASSERT_FALSE(st.update_pending);
+    // The unpacked transaction: each part in its column; the plain one untouched.
+    store_txn t;
+    TEST_ASSERT_OK(store_txn_get(r, &a, &t, "devices", CM_SPAN_LIT("\x01\x03")));
+    CU_ASSERT_EQUAL(t.state, 1);
+    CU_ASSERT_EQUAL(t.flags, 3);
+    static const uint8_t k_zero[16] = {0},
+                         k_ones[16] = {0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
+                                       0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11};
+    CU_ASSERT(cm_span_eq(t.sender_nonce, cm_span_make(k_zero, sizeof(k_zero))));
+    CU_ASSERT(cm_span_eq(t.request_nonce, cm_span_make(k_ones, sizeof(k_ones))));
+    CU_ASSERT_EQUAL(t.credential.len, 32);
+    CU_ASSERT_TRUE(t.credential.len == 32 && t.credential.p[0] == 0x22 &&
+                   t.credential.p[31] == 0x22);
+    CU_ASSERT(cm_span_eq(t.signer_cert, CM_SPAN_LIT("\x30\x03\x02\x01\x07")));
+    TEST_ASSERT_OK(store_txn_get(r, &a, &t, "devices", CM_SPAN_LIT("\x01\x02")));
+    CU_ASSERT_TRUE(t.state == 2 && t.flags == 0 && t.request_nonce.len == 0 &&
+                   t.signer_cert.len == 0 && t.sender_nonce.len == 0);
     cm_arena_cleanup(&a);
     store_reader_close(r);
     // The old row's key (32 zero bytes) counts for the key-reuse rule; a kur of it reserves.
@@ -1439,7 +1486,7 @@ static void test_store_migrates_schema_2(void)
         CU_ASSERT_EQUAL(test_store_db_int("v2.db", sql), 1);
     }
     CU_ASSERT_EQUAL(test_store_db_int("v2.db", "SELECT count(*) FROM cert"), 1);
-    CU_ASSERT_EQUAL(test_store_db_int("v2.db", "SELECT count(*) FROM txn"), 2);
+    CU_ASSERT_EQUAL(test_store_db_int("v2.db", "SELECT count(*) FROM txn"), 3);
 }
 
 static void test_store_reservations(void)
