@@ -1256,6 +1256,88 @@ static void test_conform_cert_conf_by_manufacturer_certificate(void)
     span_free(cert);
 }
 
+// A certConf without extraCerts is verified with the signer certificate the transaction kept
+// (its own column, store schema 3), under the signer rules every signed message meets: the
+// senderKID is that certificate's key identifier, and a certificate of this CA must still be
+// valid in the store (srv_authenticate_stored).
+static void test_conform_cert_conf_stored_signer_rules(void)
+{
+    const cm_span dev = enrol(g.ec2_key, "/CN=conf-signer");
+    hand ir, c;
+    rsp ip, r;
+    cm_span cert;
+    wait_ip(&ip, &ir, g.ec_key, "/CN=conf-signer", g.ec2_key, dev, &cert);
+    // A senderKID that is not the signer's key identifier: badMessageCheck.
+    conf_for(&c, &ip, cert, 0);
+    hand_sign(&c, g.ec2_key, dev);
+    c.num_certs = 0;
+    c.h.sender_kid = (cmp_opt_span){true, CM_SPAN_LIT("not-the-ski")};
+    hand_run(&r, &c);
+    expect(&r, CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_BAD_MESSAGE_CHECK,
+           "the senderKID not-the-ski is not the subject key identifier of the signer's");
+    rsp_free(&r);
+    hand_free(&c);
+    CU_ASSERT_EQUAL(stored_status(cert), STORE_CERT_UNCONFIRMED);
+    // The signer revoked meanwhile: certRevoked, through the signer-status cache (the ir put
+    // the signer's status there; the revocation invalidates it).
+    ca_cert_fields f;
+    TEST_ASSERT_OK(ca_cert_fields_parse(&f, dev));
+    store_job j;
+    store_job_init(&j, STORE_OP_CERT_REVOKE, NULL);
+    j.u.ref = (store_ref){.ca = "devices",
+                          .serial = f.serial,
+                          .time = cm_time_now(),
+                          .reason = STORE_REASON_KEY_COMPROMISE};
+    TEST_ASSERT_OK(store_run(g.st, &j));
+    conf_for(&c, &ip, cert, 0);
+    hand_sign(&c, g.ec2_key, dev);
+    c.num_certs = 0;
+    hand_run(&r, &c);
+    expect(&r, CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_CERT_REVOKED,
+           "the signer's certificate (serial ");
+    rsp_free(&r);
+    hand_free(&c);
+    CU_ASSERT_EQUAL(stored_status(cert), STORE_CERT_UNCONFIRMED);
+    rsp_free(&ip);
+    hand_free(&ir);
+    span_free(cert);
+    span_free(dev);
+}
+
+// A transaction reserved before signing (state SRV_TXN_RESERVED: the enrolment has not
+// recorded a certificate, and may never) has nothing to confirm: answered like an unknown
+// transaction, not as "already confirmed".
+static void test_conform_cert_conf_for_a_reservation(void)
+{
+    uint8_t tid[16], serial[16], spki[32], nonce[16];
+    CU_ASSERT_FATAL(RAND_bytes(tid, sizeof(tid)) == 1 && RAND_bytes(serial, sizeof(serial)) == 1 &&
+                    RAND_bytes(spki, sizeof(spki)) == 1 && RAND_bytes(nonce, sizeof(nonce)) == 1);
+    serial[0] &= 0x7f;
+    store_job j;
+    store_job_init(&j, STORE_OP_TXN_RESERVE, NULL);
+    j.u.rsv = (store_reservation){.ca = "devices",
+                                  .transaction_id = cm_span_make(tid, sizeof(tid)),
+                                  .serial = cm_span_make(serial, sizeof(serial)),
+                                  .state = SRV_TXN_RESERVED,
+                                  .protection = STORE_AUTH_MAC,
+                                  .credential = CM_SPAN_LIT(SECRET_REF),
+                                  .expires_at = cm_time_now() + 300,
+                                  .spki_sha256 = cm_span_make(spki, sizeof(spki))};
+    TEST_ASSERT_OK(store_run(g.st, &j));
+    const cm_span some = enrol(g.ec_key, "/CN=conf-reserved");
+    hand c;
+    rsp r;
+    hand_init(&c, CMP_BODY_CERT_CONF);
+    TEST_ASSERT_OK(test_hand_cert_conf(&c, cm_span_make(tid, sizeof(tid)),
+                                       cm_span_make(nonce, sizeof(nonce)), some, 0));
+    hand_run(&r, &c);
+    expect(&r, CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_BAD_REQUEST,
+           "certConf for a transaction whose certificate was not issued");
+    rsp_free(&r);
+    hand_free(&c);
+    span_free(some);
+}
+
 // --- rr --------------------------------------------------------------------------------------
 
 // rr_for makes |x| an rr of |cert| with |reason| (-1: no crlEntryDetails), signed by |key| and
@@ -1570,6 +1652,8 @@ int test_srv_conform_register(void)
         TEST_CASE(test_conform_cert_conf_protection_kind),
         TEST_CASE(test_conform_cert_conf_nonces_and_transaction),
         TEST_CASE(test_conform_cert_conf_by_manufacturer_certificate),
+        TEST_CASE(test_conform_cert_conf_stored_signer_rules),
+        TEST_CASE(test_conform_cert_conf_for_a_reservation),
         TEST_CASE(test_conform_rr_rules),
         TEST_CASE(test_conform_genm_support_messages),
         TEST_CASE(test_conform_genm_without_itav),
