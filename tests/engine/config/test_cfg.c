@@ -649,11 +649,16 @@ static const char k_trust[] = "[profile:gw]\n"
                               "profiles = device, gw\n"
                               "max_certs.line7 = 250\n"
                               "once.line8 = on\n"
-                              "subject_pattern.line7 = CN=line-7-*\n";
+                              "subject_pattern.line7 = CN=line-7-*\n"
+                              "key.lk = secrets/lk.key\n"
+                              "max_certs.lk = 3\n"
+                              "subject_pattern.lk = CN=k-*\n";
 
 static void test_cfg_trust_settings(void)
 {
     CU_ASSERT_TRUE_FATAL(make_crl("vendor.crl", 24));
+    CU_ASSERT_TRUE_FATAL(write_text("secrets/lk.key", "00112233445566778899aabbccddeeff"
+                                                      "0f1e2d3c4b5a69788796a5b4c3d2e1f0\n"));
     char text[sizeof(k_base) + sizeof(k_trust) + 8];
     (void)snprintf(text, sizeof(text), "%s\n%s", k_base, k_trust);
     CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
@@ -682,6 +687,12 @@ static void test_cfg_trust_settings(void)
     CU_ASSERT_STRING_EQUAL(s7->subject_pattern, "CN=line-7-*");
     CU_ASSERT_EQUAL(s8->max_certs, 1);
     CU_ASSERT_PTR_NULL(s8->subject_pattern);
+    // The per-secret limits apply to a key.REF (key-based MACs) as to a secret.REF.
+    const cfg_secret *lk = cfg_clients_find_secret(cl, CM_SPAN_LIT("lk"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(lk);
+    CU_ASSERT_TRUE(lk->is_key);
+    CU_ASSERT_EQUAL(lk->max_certs, 3);
+    CU_ASSERT_STRING_EQUAL(lk->subject_pattern, "CN=k-*");
 
     // SIGHUP's reload: a broken file keeps the CRLs loaded, a new one replaces them.
     CU_ASSERT_TRUE_FATAL(write_text("vendor.crl", "not a CRL"));
@@ -712,7 +723,7 @@ static void test_cfg_trust_settings(void)
 
 static const cfg_case k_bad_trust[] = {
     {"[clients:line]\nmax_certs.nope = 3\n", CFG_E_REFERENCE,
-     "[clients:line] max_certs.nope: there is no secret.nope"},
+     "[clients:line] max_certs.nope: there is no secret.nope or key.nope"},
     {"[clients:line]\nmax_certs.line7 = 0\n", CFG_E_VALUE,
      "[clients:line] max_certs.line7: '0' is out of range"},
     {"[clients:line]\nonce.line7 = on\nmax_certs.line7 = 5\n", CFG_E_VALUE,

@@ -30,7 +30,12 @@
 static const uint8_t k_ecdsa_sha256[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86,
                                          0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
 
-enum { T_SECRETS = 4 };
+enum { T_SECRETS = 5 };
+
+// The key of the key-based MAC client key-once (A's key.REF): 32 distinct octets.
+static const uint8_t k_mac_key[32] = {
+    0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xf0, 0x01,
+    0x12, 0x23, 0x34, 0x45, 0x56, 0x67, 0x78, 0x89, 0x9a, 0xab, 0xbc, 0xcd, 0xde, 0xef, 0xf1, 0x02};
 
 static struct {
     char dir[256];
@@ -42,10 +47,10 @@ static struct {
     cmp_protect_ctx *prot;
     ca_authority *authority;
     ca_authority *vendor;
-    ca_profile *profile, *gw_profile;
+    ca_profile *profile, *gw_profile, *rsa_profile;
     ca_trust *client_trust, *own_trust;
     srv_secret secrets[T_SECRETS];
-    srv_profile profiles[1];
+    srv_profile profiles[2];
     srv_ca ca;
     srv_engine *engine;
     cm_cq cq;
@@ -111,7 +116,7 @@ static bool make_root(void)
     return ok;
 }
 
-static bool load_profile(ca_profile **out, const char *name, uint32_t days)
+static bool load_profile_keys(ca_profile **out, const char *name, uint32_t days, uint32_t keys)
 {
     static const char conf_text[] = "[ext]\nbasicConstraints = critical, CA:FALSE\n"
                                     "keyUsage = critical, digitalSignature\n"
@@ -125,7 +130,9 @@ static bool load_profile(ca_profile **out, const char *name, uint32_t days)
     ca_profile_params pp = {.name = name,
                             .default_days = days,
                             .max_days = days,
-                            .key_types = CA_KEY_EC_P256 | CA_KEY_ED25519,
+                            .key_types = keys,
+                            .rsa_min_bits = 2048,
+                            .rsa_max_bits = 4096,
                             .subject_mode = CA_SUBJECT_COPY,
                             .san_types = CA_SAN_DNS,
                             .implicit_confirm = true};
@@ -135,6 +142,11 @@ static bool load_profile(ca_profile **out, const char *name, uint32_t days)
     }
     NCONF_free(conf);
     return ok;
+}
+
+static bool load_profile(ca_profile **out, const char *name, uint32_t days)
+{
+    return load_profile_keys(out, name, days, CA_KEY_EC_P256 | CA_KEY_ED25519);
 }
 
 static bool read_der_cert(const char *pem, unsigned char **out, size_t *out_len)
@@ -225,6 +237,7 @@ static int trust_suite_init(void)
         !cm_ok(ca_trust_new(&g.own_trust, err_s, sizeof(err_s), own, 1, 64)) ||
         !cm_ok(ca_trust_new(&g.client_trust, err_s, sizeof(err_s), vend, 1, 64)) ||
         !load_profile(&g.profile, "devices", 365) || !load_profile(&g.gw_profile, "gateways", 30) ||
+        !load_profile_keys(&g.rsa_profile, "rsa-only", 30, CA_KEY_RSA) ||
         !read_der_cert(g.ra_pem, &g.ra_der, &ra_len)) {
         fprintf(stderr, "setup: %s\n", err_s);
         return 1;
@@ -237,13 +250,19 @@ static int trust_suite_init(void)
         (srv_secret){.ref = CM_SPAN_LIT("batch-2"), .secret = CM_SPAN_LIT(SECRET), .max_certs = 2};
     g.secrets[3] =
         (srv_secret){.ref = CM_SPAN_LIT("one-time"), .secret = CM_SPAN_LIT(SECRET), .max_certs = 1};
+    g.secrets[4] = (srv_secret){.ref = CM_SPAN_LIT("key-once"),
+                                .secret = cm_span_make(k_mac_key, sizeof(k_mac_key)),
+                                .kind = CMP_SECRET_KEY,
+                                .max_certs = 1,
+                                .subject_pattern = "CN=k-*"};
     g.profiles[0] = (srv_profile){.name = "gateways", .profile = g.gw_profile};
+    g.profiles[1] = (srv_profile){.name = "rsa-only", .profile = g.rsa_profile};
     g.ca = (srv_ca){.name = "devices",
                     .authority = g.authority,
                     .profile = g.profile,
                     .profile_name = "devices",
                     .profiles = g.profiles,
-                    .num_profiles = 1,
+                    .num_profiles = 2,
                     .ca_key = g.ca_key,
                     .ca_sig_alg = HSM_SIG_ECDSA_SHA256,
                     .cmp_cert = g.authority,
@@ -283,6 +302,7 @@ static int trust_suite_cleanup(void)
     ca_trust_free(g.own_trust);
     ca_profile_free(g.profile);
     ca_profile_free(g.gw_profile);
+    ca_profile_free(g.rsa_profile);
     ca_authority_free(g.authority);
     ca_authority_free(g.vendor);
     cmp_protect_ctx_free(g.prot);
@@ -1432,6 +1452,73 @@ static void test_trust_secret_limits(void)
     rsp_free(&r);
 }
 
+// reprotect_keyed re-protects |der| with HMAC-SHA256 under the shared key |key| (a key-based MAC,
+// RFC 9481 §6.2: openssl cmp 3.0 makes none).
+static uint8_t *reprotect_keyed(size_t *out_len, const uint8_t *der, size_t len, cm_span key)
+{
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    cmp_msg m;
+    TEST_ASSERT_OK(cmp_msg_from_der(&a, &m, cm_span_make(der, len), NULL));
+    cmp_mac_key mk;
+    TEST_ASSERT_OK(cmp_mac_key_new_keyed(g.prot, &mk, key, CRMF_ALG_HMAC_SHA256));
+    der_builder ab, b;
+    der_builder_init(&ab, 256);
+    cmp_mac_key_put_alg(&ab, &mk);
+    cmp_header_fields h = m.header.f;
+    TEST_ASSERT_OK(der_builder_finish(&ab, &h.protection_alg));
+    der_builder_init(&b, 4096);
+    cmp_msg_writer w;
+    cmp_msg_writer_begin(&w, &b, &h, &m.body);
+    uint8_t mac[64];
+    size_t mac_len = 0;
+    TEST_ASSERT_OK(cmp_mac_compute(g.prot, mac, sizeof(mac), &mac_len, &mk,
+                                   cmp_msg_writer_protected_part(&w)));
+    const cm_span prot = cm_span_make(mac, mac_len);
+    cmp_msg_writer_finish(&w, &prot, 0, NULL, 0);
+    uint8_t *out;
+    TEST_ASSERT_OK(der_builder_take(&b, &out, out_len));
+    der_builder_cleanup(&ab);
+    cmp_mac_key_cleanse(&mk);
+    cm_arena_cleanup(&a);
+    return out;
+}
+
+// key_mac_ir runs an ir for a fresh key and |subject| from the key-based MAC client key-once.
+static void key_mac_ir(rsp *out, const char *subject, const char *key_name)
+{
+    char key[320];
+    new_key(key, key_name);
+    const char *args[] = {
+        "-cmd",    "ir", "-ref",     "key-once", "-secret",           "pass:" SECRET,
+        "-newkey", key,  "-subject", subject,    "-implicit_confirm", NULL};
+    size_t len, len2;
+    uint8_t *m = make_request(&len, args);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    uint8_t *v = reprotect_keyed(&len2, m, len, cm_span_make(k_mac_key, sizeof(k_mac_key)));
+    process(out, v, len2);
+    free(v);
+    free(m);
+}
+
+// The per-secret limits hold for a key.REF (key-based MAC) as for a secret.REF password:
+// subject_pattern, then max_certs (here 1, as once.REF makes it).
+static void test_trust_key_mac_secret_limits(void)
+{
+    rsp r;
+    key_mac_ir(&r, "/CN=other", "t13k-a");
+    expect_refused(&r, CMP_FAIL_NOT_AUTHORIZED,
+                   "the subject CN=other does not match this secret's subject_pattern CN=k-*");
+    rsp_free(&r);
+    key_mac_ir(&r, "/CN=k-1", "t13k-b");
+    X509_free(expect_issued(&r, CMP_BODY_IP));
+    rsp_free(&r);
+    key_mac_ir(&r, "/CN=k-2", "t13k-c");
+    expect_refused(&r, CMP_FAIL_NOT_AUTHORIZED,
+                   "the secret of senderKID key-once has enrolled all the certificates it may (1");
+    rsp_free(&r);
+}
+
 // set_cert_profile adds generalInfo certProfile (id-it 21: SEQUENCE OF UTF8String) with the
 // NUL-separated names of |ctx| (ends with an empty name).
 static der_builder g_cp_builder; // set_cert_profile's value, until the next call
@@ -1475,7 +1562,7 @@ static void test_trust_cert_profile_selects_the_profile(void)
         {"devices\0", 365, NULL},
         {"nope\0", 0,
          "certProfile 'nope' is not a profile this CA offers (offered: devices, "
-         "gateways)"},
+         "gateways, rsa-only)"},
         {"gateways\0devices\0", 0, "certProfile must name one profile (one per request), not 2"},
     };
     for (size_t i = 0; i < sizeof(k_cases) / sizeof(k_cases[0]); i++) {
@@ -1499,6 +1586,56 @@ static void test_trust_cert_profile_selects_the_profile(void)
         free(v);
     }
     g.ca.policy.allow_key_reuse = false;
+    free(m);
+    der_builder_cleanup(&g_cp_builder);
+}
+
+// certProfile's profile is the one C's content rules use: the key check before the POPO
+// (srv_enrol_check: ca_profile_check_key) and the grantedWithMods text.
+static void test_trust_cert_profile_decides_the_content_rules(void)
+{
+    char rsa[320], ec[320];
+    test_path(rsa, sizeof(rsa), g.dir, "t14-rsa.key");
+    CU_ASSERT_FATAL(test_pki_make_key(rsa, TEST_PKI_RSA_2048, g.log));
+    // An RSA key under rsa-only: issued, although the CA's own profile (devices) takes no RSA;
+    // the request asks for 365 days and gets rsa-only's 30, saying so.
+    const char *args[] = {"-cmd",         "ir",      "-ref", SECRET_REF, "-secret",
+                          "pass:" SECRET, "-newkey", rsa,    "-subject", "/CN=t14r",
+                          "-days",        "365",     NULL};
+    size_t len, len2;
+    uint8_t *m = make_request(&len, args);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    char names[32] = "rsa-only\0";
+    uint8_t *v = reprotect(&len2, m, len, set_cert_profile, names, SECRET, NULL);
+    rsp r;
+    process(&r, v, len2);
+    CU_ASSERT_EQUAL_FATAL(r.msg.body.type, CMP_BODY_IP);
+    CU_ASSERT_EQUAL_FATAL(r.msg.body.u.rep.num_responses, 1);
+    const cmp_status_info *st = &r.msg.body.u.rep.responses[0].status;
+    CU_ASSERT_EQUAL(st->status, CMP_STATUS_GRANTED_WITH_MODS);
+    CU_ASSERT_TRUE(r.msg.body.u.rep.responses[0].cert.len > 0);
+    der_reader rd, seq;
+    cm_span text = cm_span_make(NULL, 0);
+    der_reader_init(&rd, st->status_string);
+    CU_ASSERT_TRUE(cm_ok(der_enter(&rd, DER_TAG_SEQUENCE, &seq)) &&
+                   cm_ok(der_get_tlv(&seq, DER_TAG_UTF8_STRING, &text)));
+    static const char k_mods[] = "(profile rsa-only grants at most 30 days)";
+    CU_ASSERT_PTR_NOT_NULL(memmem(text.p, text.len, k_mods, strlen(k_mods)));
+    rsp_free(&r);
+    free(v);
+    free(m);
+    // An EC key under rsa-only: refused by rsa-only's key rule, before anything else.
+    const char *args2[] = {"-cmd",     "ir",           "-ref",    SECRET_REF,
+                           "-secret",  "pass:" SECRET, "-newkey", new_key(ec, "t14e"),
+                           "-subject", "/CN=t14e",     NULL};
+    m = make_request(&len, args2);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    v = reprotect(&len2, m, len, set_cert_profile, names, SECRET, NULL);
+    process(&r, v, len2);
+    expect_refused(&r, CMP_FAIL_BAD_CERT_TEMPLATE,
+                   "key type P-256 not allowed by profile rsa-only");
+    rsp_free(&r);
+    free(v);
     free(m);
     der_builder_cleanup(&g_cp_builder);
 }
@@ -1558,7 +1695,9 @@ int test_srv_trust_register(void)
         TEST_CASE(test_trust_certificate_signed_requests_keep_their_subject),
         TEST_CASE(test_trust_secret_subject_pattern),
         TEST_CASE(test_trust_secret_limits),
+        TEST_CASE(test_trust_key_mac_secret_limits),
         TEST_CASE(test_trust_cert_profile_selects_the_profile),
+        TEST_CASE(test_trust_cert_profile_decides_the_content_rules),
         TEST_CASE(test_trust_hsm_refusal_is_answered_with_the_mac),
     };
     return test_register_suite("srv_trust", trust_suite_init, trust_suite_cleanup, NULL, NULL,
