@@ -13,7 +13,8 @@
 // "[ca:NAME]" to "[ca NAME]" before parsing; both spellings are accepted, messages use ':'):
 //
 //   [certmintd]
-//   listen       = 127.0.0.1:8080, [::1]:8080   # required; IPv4 or [IPv6] addresses
+//   listen       = 127.0.0.1:8080, [::1]:8080   # required; IPv4 or [IPv6] addresses;
+//                                    #   https://ADDR serves HTTPS there (the tls_ keys)
 //   io_threads   = 2                 # default: online cores
 //   hsm_sessions = 4                 # default: online cores
 //   max_connections = 4096           # per I/O thread; more get 503 (Retry-After: 1)
@@ -34,6 +35,13 @@
 //   admin_listen = 127.0.0.1:8081    # /healthz and /metrics only, own slots; default: none
 //   admin_max_connections = 16       # per I/O thread on admin_listen
 //   store_min_free = 256M            # refuse new enrolments below this free space (0: never)
+//   tls_cert     = tls.pem           # for the https:// listen addresses: the server certificate
+//   tls_key      = tls.key           #   and its key (PEM, mode 0600 or stricter)
+//   tls_chain    = tls-chain.pem     # optional: intermediates sent after tls_cert
+//   tls_client_auth = off            # off | optional | required (TLS client certificates)
+//   tls_client_ca = ra-ca.pem        # the CAs a client certificate must chain to
+//   tls_ticket_lifetime = 3600       # seconds: session ticket lifetime and key rotation; 0: none
+//   tls_handshake_timeout = 10       # seconds for a TLS handshake to finish
 //
 //   [ca:NAME]                        # served at /.well-known/cmp/p/NAME
 //   key          = pkcs11:...        # required; resolved later by hsm/
@@ -100,6 +108,7 @@ typedef struct cfg_listen {
     char host[48]; // numeric address, without brackets
     uint16_t port;
     bool ipv6;
+    bool tls; // https://: the address speaks TLS (the tls_ keys)
 } cfg_listen;
 
 // cfg_secret is one MAC credential. Thread: immutable after cfg_load.
@@ -188,6 +197,15 @@ typedef struct cfg_config {
     size_t num_admin_listen;
     uint32_t admin_max_connections; // per I/O thread, on the admin listeners
     uint64_t store_min_free;        // bytes; below it new enrolments are refused (0: never)
+    // TLS for the https:// listen addresses (issue 18). Paths resolved; NULL when not set.
+    char *tls_cert;
+    char *tls_key;
+    char *tls_chain;
+    char *tls_client_ca;
+    uint32_t tls_client_auth;       // 0 off, 1 optional, 2 required (net_tls_client_auth)
+    uint32_t tls_ticket_lifetime;   // seconds; 0: no session tickets
+    uint32_t tls_handshake_timeout; // seconds
+    size_t num_tls_listen;          // listen addresses with tls
 } cfg_config;
 
 // cfg_load reads and validates the file at |path| and every file it references (CA
