@@ -464,7 +464,9 @@ static bool tls_ask_info(tls_client *c, char *subject, size_t cap, int *resumed)
         return false;
     }
     *bar = '\0';
-    (void)snprintf(subject, cap, "%s", line);
+    const size_t n = strnlen(line, cap - 1);
+    memcpy(subject, line, n);
+    subject[n] = '\0';
     *resumed = bar[1] - '0';
     return true;
 }
