@@ -13,7 +13,8 @@
 // "[ca:NAME]" to "[ca NAME]" before parsing; both spellings are accepted, messages use ':'):
 //
 //   [certmintd]
-//   listen       = 127.0.0.1:8080, [::1]:8080   # required; IPv4 or [IPv6] addresses
+//   listen       = 127.0.0.1:8080, [::1]:8080   # required; IPv4 or [IPv6] addresses;
+//                                    #   https://ADDR serves HTTPS there (the tls_ keys)
 //   io_threads   = 2                 # default: online cores
 //   hsm_sessions = 4                 # default: online cores
 //   max_connections = 4096           # per I/O thread; more get 503 (Retry-After: 1)
@@ -47,6 +48,13 @@
 //                                    # self-signature) may use; default: every signature row
 //                                    # but the SHA-1 ones
 //   allow_sha1   = off               # on: the SHA-1 rows join the defaults and may be listed
+//   tls_cert     = tls.pem           # for the https:// listen addresses: the server certificate
+//   tls_key      = tls.key           #   and its key (PEM, mode 0600 or stricter)
+//   tls_chain    = tls-chain.pem     # optional: intermediates sent after tls_cert
+//   tls_client_auth = off            # off | optional | required (TLS client certificates)
+//   tls_client_ca = ra-ca.pem        # the CAs a client certificate must chain to
+//   tls_ticket_lifetime = 3600       # seconds: session ticket lifetime and key rotation; 0: none
+//   tls_handshake_timeout = 10       # seconds for a TLS handshake to finish
 //
 //   [ca:NAME]                        # served at /.well-known/cmp/p/NAME
 //   key          = pkcs11:...        # required; resolved later by hsm/
@@ -137,6 +145,7 @@ typedef struct cfg_listen {
     char host[48]; // numeric address, without brackets
     uint16_t port;
     bool ipv6;
+    bool tls; // https://: the address speaks TLS (the tls_ keys)
 } cfg_listen;
 
 // cfg_secret is one MAC credential. Thread: immutable after cfg_load.
@@ -247,6 +256,15 @@ typedef struct cfg_config {
     bool allow_sha1;                      // allow_sha1 (default off)
     crmf_alg_policy protection_algs;      // protection_algs (default: the table without SHA-1)
     crmf_alg_policy pop_algs;             // pop_algs (default: its signatures without SHA-1)
+    // TLS for the https:// listen addresses (issue 18). Paths resolved; NULL when not set.
+    char *tls_cert;
+    char *tls_key;
+    char *tls_chain;
+    char *tls_client_ca;
+    uint32_t tls_client_auth;       // 0 off, 1 optional, 2 required (net_tls_client_auth)
+    uint32_t tls_ticket_lifetime;   // seconds; 0: no session tickets
+    uint32_t tls_handshake_timeout; // seconds
+    size_t num_tls_listen;          // listen addresses with tls
 } cfg_config;
 
 // cfg_load reads and validates the file at |path| and every file it references (CA

@@ -408,6 +408,10 @@ void cfg_free(cfg_config *cfg)
     if (cfg == NULL) {
         return;
     }
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->tls_chain);
+    free(cfg->tls_client_ca);
     for (size_t i = 0; i < cfg->num_cas; i++) {
         cfg_ca *ca = &cfg->cas[i];
         free(ca->name);

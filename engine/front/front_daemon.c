@@ -28,6 +28,7 @@ void front_daemon_free(front_daemon *d)
         return;
     }
     front_daemon_stop(d);
+    net_tls_free(d->tls);
     srv_engine_free(d->engine);
     if (d->store != NULL) {
         store_close(d->store);
@@ -135,6 +136,10 @@ CM_RESULT front_daemon_load(front_daemon **out, char *err, size_t err_cap, const
         front_err(err, err_cap, "PBM iteration limits rejected: %s", cm_result_name(r));
         goto fail;
     }
+    r = front_tls_load(d, err, err_cap);
+    if (!cm_ok(r)) {
+        goto fail;
+    }
     *out = d;
     return cm_result_make(CM_OK);
 fail:
@@ -149,6 +154,11 @@ void front_daemon_report(const front_daemon *d, FILE *f)
         const hsm_key *k = d->keys[2 * i];
         fprintf(f, "  ca %-16s key %s (%u bits) %s\n", d->cfg->cas[i].name, hsm_key_get0_label(k),
                 hsm_key_get_bits(k), &d->cfg->cas[i] == d->cfg->default_ca ? "[default]" : "");
+    }
+    if (d->tls != NULL) {
+        static const char *const k_auth[] = {"off", "optional", "required"};
+        fprintf(f, "  tls %s (%zu https:// address(es)), client certificates %s\n",
+                d->cfg->tls_cert, d->cfg->num_tls_listen, k_auth[d->cfg->tls_client_auth % 3]);
     }
 }
 
@@ -510,9 +520,21 @@ CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
         listen[i] = front_addr_text(addrs[i], sizeof(addrs[i]), &d->cfg->listen[i]);
     }
     size_t num_listen = d->cfg->num_listen;
+    uint32_t tls_mask = 0; // the https:// addresses (issue 18)
+    for (size_t i = 0; i < num_listen; i++) {
+        tls_mask |= d->cfg->listen[i].tls ? 1u << i : 0;
+    }
     if (listen_override != NULL) {
-        listen[0] = listen_override;
+        const bool https = strncmp(listen_override, "https://", 8) == 0;
+        listen[0] = listen_override + (https                                         ? 8
+                                       : strncmp(listen_override, "http://", 7) == 0 ? 7
+                                                                                     : 0);
         num_listen = 1;
+        tls_mask = https ? 1u : 0;
+    }
+    if (tls_mask != 0 && d->tls == NULL) {
+        front_err(err, err_cap, "https://%s needs tls_cert and tls_key", listen[0]);
+        return cm_result_make(CFG_E_MISSING);
     }
     const char *admin[CFG_MAX_ADMIN_LISTEN];
     char admin_addrs[CFG_MAX_ADMIN_LISTEN][64];
@@ -529,7 +551,10 @@ CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
                             .admin_listen = admin,
                             .num_admin_listen = d->cfg->num_admin_listen,
                             .admin_max_connections =
-                                d->cfg->num_admin_listen > 0 ? d->cfg->admin_max_connections : 0};
+                                d->cfg->num_admin_listen > 0 ? d->cfg->admin_max_connections : 0,
+                            .tls = d->tls,
+                            .tls_listen_mask = tls_mask,
+                            .tls_handshake_ms = d->cfg->tls_handshake_timeout * 1000u};
     // CoAP first, so the descriptor check counts its sockets and store reader as open.
     cm_result r = front_coap_start(&d->coap, d, err, err_cap);
     if (!cm_ok(r)) {
@@ -556,9 +581,10 @@ CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
     }
     for (size_t i = 0; i < num_listen; i++) {
         cm_log(CM_LOG_INFO,
-               "certmintd: serving CMP on http://%s (port %u), %zu CA(s), %u HSM "
+               "certmintd: serving CMP on %s://%s (port %u), %zu CA(s), %u HSM "
                "session(s)",
-               listen[i], (unsigned)net_server_port(d->net, i), d->num_cas, d->cfg->hsm_sessions);
+               (tls_mask >> i & 1u) != 0 ? "https" : "http", listen[i],
+               (unsigned)net_server_port(d->net, i), d->num_cas, d->cfg->hsm_sessions);
     }
     for (size_t i = 0; i < nc.num_admin_listen; i++) {
         cm_log(CM_LOG_INFO,

@@ -97,6 +97,7 @@ struct front_daemon {
     uint32_t admin_per_loop; // admin slots per I/O thread (0: no admin listener)
     uint32_t io_threads;     // of the running server
     front_coap *coap;        // the cm-coap thread (NULL: no coap_listen, or not serving)
+    net_tls *tls;            // the https:// identity (front_tls_load); NULL without tls_cert
 };
 
 // front_loop: one per I/O loop. Thread: loop-confined.
@@ -141,6 +142,11 @@ typedef struct front_conn {
     size_t pending_len, pending_cap;
     uint8_t *out; // the answer's bytes when the request's arena could not hold them (heap)
     uint8_t err_out[FRONT_ERROR_CAP]; // an HTTP error's answer (sent without a request)
+    // TLS (front_tls.c): asked of the transport at the connection's first bytes.
+    bool tls_known;     // the transport was asked
+    bool tls;           // a TLS connection
+    cm_span tls_der;    // the verified client certificate (the transport's copy), or empty
+    char tls_peer[256]; // its subject (RFC 2253), "" when none
 } front_conn;
 
 // --- front_conn.c ----------------------------------------------------------------------------
@@ -197,6 +203,26 @@ CM_RESULT front_fd_count(uint64_t *out);
 // store_min_free enrolments are refused from now on) and the process's open descriptors and
 // limit, for /metrics. Blocking (statvfs, /proc): the maintenance thread, or start-up.
 void front_daemon_refresh_gauges(front_daemon *d);
+
+// --- front_tls.c -----------------------------------------------------------------------------
+
+// front_tls_load builds d->tls from the configuration's tls_ keys when tls_cert is set
+// (net_tls_new); nothing when it is not. On failure writes "TLS: ..." into |err| and returns
+// the code. Thread: start-up.
+CM_RESULT front_tls_load(front_daemon *d, char *err, size_t err_cap);
+
+// front_tls_learn asks the transport, once, what TLS established for |fc| (front_conn's tls_
+// fields). Thread: the loop's.
+void front_tls_learn(front_loop *l, front_conn *fc);
+
+// front_tls_pass gives |fc|'s verified client certificate, if any, to its request (copied into
+// the request's arena; srv_request_set_tls_peer). Thread: the loop's.
+void front_tls_pass(front_conn *fc);
+
+// front_tls_metrics_write appends the TLS families (handshakes by result, their loop time, TLS
+// connections open) to |out| when TLS is configured; returns the bytes written (at most
+// |cap|). Thread: any loop.
+size_t front_tls_metrics_write(const front_daemon *d, const net_stats *ns, char *out, size_t cap);
 
 // --- front_metrics.c -------------------------------------------------------------------------
 

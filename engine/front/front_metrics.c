@@ -337,6 +337,9 @@ static size_t front_metrics_write_ops(front_daemon *d, char *out, size_t cap)
                      "Enrolments refused (systemUnavail) because the store's filesystem had less "
                      "free space than store_min_free.",
                      store_space_refused(&d->space));
+    if (used < cap) {
+        used += front_tls_metrics_write(d, &ns, out + used, cap - used);
+    }
     return used;
 }
 

@@ -192,6 +192,16 @@ void srv_request_set_user(srv_request *req, void *user)
     req->user = user;
 }
 
+void srv_request_set_tls_peer(srv_request *req, cm_span cert_der)
+{
+    req->tls_peer = cert_der;
+}
+
+cm_span srv_request_tls_peer(const srv_request *req)
+{
+    return req->tls_peer;
+}
+
 uint8_t *srv_request_body(srv_request *req, size_t len)
 {
     return cm_arena_alloc(&req->arena, len);

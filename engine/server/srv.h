@@ -176,6 +176,14 @@ void *srv_request_user(const srv_request *req);
 // were out sets NULL, and frees the request when srv_worker_on_completion returns it).
 void srv_request_set_user(srv_request *req, void *user);
 
+// srv_request_set_tls_peer records the client certificate the transport's TLS handshake
+// verified (DER; it must stay valid until the request is freed: copy it into the request's
+// arena). It says who holds the TLS connection (an RA front end, say), not who protected the
+// CMP message: the engine authenticates every message by its CMP protection alone, as
+// RFC 9811 requires, whatever TLS established. srv_request_tls_peer returns it (empty: none).
+void srv_request_set_tls_peer(srv_request *req, cm_span cert_der);
+cm_span srv_request_tls_peer(const srv_request *req);
+
 // srv_request_arena returns the request's arena: a front end may parse the transport into it
 // (the HTTP parser copies the body there), so the body is copied once. Freed with the request.
 cm_arena *srv_request_arena(srv_request *req);

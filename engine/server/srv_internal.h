@@ -169,6 +169,10 @@ struct srv_request {
     int fail_bit;
     cm_why why; // the refusal's specifics, set by the step that refused (base.h's convention)
     uint64_t mark[SRV_STAGE_COUNT + 1]; // monotonic ns at the start and the end of each stage
+
+    // The transport (issue 18): the client certificate a TLS handshake verified (DER in the
+    // arena, empty when none), informational only (srv_request_set_tls_peer).
+    cm_span tls_peer;
 };
 
 // srv_mark records that |stage| ended now (stages not passed through stay 0).

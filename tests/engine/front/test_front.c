@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CUnit/CUnit.h>
@@ -23,7 +24,7 @@
 
 #define FRONT_SECRET_REF "line-3"
 #define FRONT_SECRET     "front-secret"
-#define FRONT_NUM_REQS   14
+#define FRONT_NUM_REQS   16
 #define FAKE_CONNS       4
 #define FAKE_OUT_CAP     (1u << 18)
 
@@ -42,7 +43,12 @@ typedef struct fake_conn {
     uint8_t *out;
     size_t out_len;
     bool admin; // accepted on an admin listener
+    bool tls;   // a TLS connection with the client certificate below (fake_tls_info)
 } fake_conn;
+
+// What fake_tls_info says a TLS connection's client certificate is (bytes only: the front
+// copies them and never parses them).
+static const uint8_t k_fake_peer_der[] = {0x30, 0x03, 0x02, 0x01, 0x07};
 
 static struct {
     char dir[256];
@@ -102,10 +108,26 @@ static bool fake_is_admin(void *arg, net_conn_ref ref)
     return g.conns[ref.slot].admin;
 }
 
+static bool fake_tls_info(void *arg, net_conn_ref ref, net_tls_info *out)
+{
+    (void)arg;
+    CU_ASSERT_FATAL(ref.slot < FAKE_CONNS);
+    if (!g.conns[ref.slot].tls) {
+        return false;
+    }
+    memset(out, 0, sizeof(*out));
+    out->version = "TLSv1.3";
+    out->cipher = "TLS_AES_128_GCM_SHA256";
+    out->peer_cert = cm_span_make(k_fake_peer_der, sizeof(k_fake_peer_der));
+    (void)snprintf(out->peer_subject, sizeof(out->peer_subject), "CN=ra \"front\",O=x");
+    return true;
+}
+
 static const front_transport k_fake_transport = {.send = fake_send,
                                                  .close = fake_close,
                                                  .set_deadline = fake_set_deadline,
-                                                 .is_admin = fake_is_admin};
+                                                 .is_admin = fake_is_admin,
+                                                 .tls_info = fake_tls_info};
 
 static net_conn_ref fake_ref(size_t i)
 {
@@ -969,11 +991,18 @@ static void test_front_wires_many_cas(void)
 // The front's calls of srv_request_summary, counted: the suite links with
 // -Wl,--wrap=srv_request_summary (tests/engine/front/CMakeLists.txt).
 static unsigned g_summaries;
+static uint8_t g_tls_peer[16]; // srv_request_tls_peer of the last request summarised
+static size_t g_tls_peer_len;
 void __real_srv_request_summary(const srv_request *req, srv_summary *out);
 void __wrap_srv_request_summary(const srv_request *req, srv_summary *out);
 void __wrap_srv_request_summary(const srv_request *req, srv_summary *out)
 {
     g_summaries++;
+    const cm_span tp = srv_request_tls_peer(req);
+    g_tls_peer_len = tp.len;
+    if (tp.len > 0) {
+        memcpy(g_tls_peer, tp.p, tp.len < sizeof(g_tls_peer) ? tp.len : sizeof(g_tls_peer));
+    }
     __real_srv_request_summary(req, out);
 }
 
@@ -1516,6 +1545,134 @@ static void test_front_hsm_failure_reads_as_such(void)
 }
 #endif
 
+// HTTPS (issue 18): the client certificate of a TLS connection is in each request's log line
+// (its subject quoted) and given to the request; a plain connection's request has none.
+static void test_front_tls_peer_logged_and_given_to_the_request(void)
+{
+    char log_path[320];
+    test_path(log_path, sizeof(log_path), g.dir, "tls-requests.log");
+    const int saved = dup(2);
+    const int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CU_ASSERT_FATAL(saved >= 0 && fd >= 0 && dup2(fd, 2) == 2);
+    (void)close(fd);
+    cm_runtime_set_log_level(CM_LOG_INFO);
+    const int r1 = take_request(), r2 = take_request();
+    size_t len1, len2;
+    uint8_t *p1 = cmp_post(&len1, r1, "", true);
+    uint8_t *p2 = cmp_post(&len2, r2, "", true);
+    fake_conn *c = fake_open(1);
+    c->tls = true;
+    g_tls_peer_len = 0;
+    fake_data(c, p1, len1);
+    drive(c, 1);
+    const size_t tls_len = g_tls_peer_len;
+    const bool same = tls_len == sizeof(k_fake_peer_der) &&
+                      memcmp(g_tls_peer, k_fake_peer_der, sizeof(k_fake_peer_der)) == 0;
+    fake_conn *plain = fake_open(2);
+    fake_data(plain, p2, len2);
+    drive(plain, 1);
+    const size_t plain_len = g_tls_peer_len;
+    cm_runtime_set_log_level(CM_LOG_WARN);
+    (void)dup2(saved, 2);
+    (void)close(saved);
+    http_answer a = nth_response(c, 0);
+    check_ip(&a, r1);
+    http_answer b = nth_response(plain, 0);
+    check_ip(&b, r2);
+    CU_ASSERT_TRUE(same);
+    CU_ASSERT_EQUAL(plain_len, 0);
+    uint8_t *text;
+    size_t text_len;
+    CU_ASSERT_FATAL(test_read_file(log_path, &text, &text_len));
+    static const char k_tls[] =
+        " peer=192.0.2.1:4711 tls_peer=\"CN=ra \\\"front\\\",O=x\" ca=devices body=ir outcome=ok";
+    static const char k_plain[] = " peer=192.0.2.1:4711 ca=devices body=ir outcome=ok";
+    CU_ASSERT_PTR_NOT_NULL(memmem(text, text_len, k_tls, strlen(k_tls)));
+    CU_ASSERT_PTR_NOT_NULL(memmem(text, text_len, k_plain, strlen(k_plain)));
+    free(text);
+    fake_drop(c);
+    fake_drop(plain);
+    free(p1);
+    free(p2);
+}
+
+// write_tls_config writes the fixture's configuration with an https:// address and |extra|.
+static bool write_tls_config(const char *path, const char *db, const char *extra)
+{
+    if (!write_config(path, db, 1)) {
+        return false;
+    }
+    FILE *f = fopen(path, "a");
+    if (f == NULL) {
+        return false;
+    }
+    fprintf(f, "\n[certmintd]\nlisten = 127.0.0.1:9, https://127.0.0.1:10\ntls_cert = %s\n%s\n",
+            g.mock_pem, extra);
+    return fclose(f) == 0;
+}
+
+// HTTPS (issue 18): front_daemon_load loads the TLS identity (so --check validates it) and
+// reports it; a key that is not the certificate's is refused with a reason; /metrics has the
+// TLS families once TLS is configured.
+static void test_front_tls_identity_loaded_and_reported(void)
+{
+    CU_ASSERT_FATAL(chmod(g.mock_key, 0600) == 0 && chmod(g.dev_key, 0600) == 0);
+    char path[320], extra[1024], err[1024] = "";
+    test_path(path, sizeof(path), g.dir, "tls.cnf");
+    (void)snprintf(extra, sizeof(extra), "tls_key = %s\n", g.dev_key);
+    CU_ASSERT_FATAL(write_tls_config(path, "tls.db", extra));
+    front_daemon *d = NULL;
+    CU_ASSERT_FALSE(cm_ok(front_daemon_load(&d, err, sizeof(err), path)));
+    CU_ASSERT_PTR_NULL(d);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "tls_key"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "does not hold the public key of tls_cert"));
+    (void)snprintf(extra, sizeof(extra),
+                   "tls_key = %s\ntls_client_auth = optional\n"
+                   "tls_client_ca = %s\n",
+                   g.mock_key, g.mock_pem);
+    CU_ASSERT_FATAL(write_tls_config(path, "tls.db", extra));
+    err[0] = '\0';
+    TEST_ASSERT_OK(front_daemon_load(&d, err, sizeof(err), path));
+    cm_runtime_set_log_level(CM_LOG_WARN);
+    CU_ASSERT_PTR_NOT_NULL(d->tls);
+    char report[320];
+    test_path(report, sizeof(report), g.dir, "tls-report.txt");
+    FILE *f = fopen(report, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    front_daemon_report(d, f);
+    (void)fclose(f);
+    uint8_t *text;
+    size_t text_len;
+    CU_ASSERT_FATAL(test_read_file(report, &text, &text_len));
+    static const char k_line[] = "(1 https:// address(es)), client certificates optional\n";
+    CU_ASSERT_PTR_NOT_NULL(memmem(text, text_len, k_line, strlen(k_line)));
+    free(text);
+    front_daemon_free(d);
+    // The fixture's daemon has no TLS: no TLS family. With one, each has HELP and TYPE.
+    char *t = fetch_metrics();
+    CU_ASSERT_PTR_NULL(strstr(t, "certmint_tls_"));
+    free(t);
+    net_tls *tls = NULL;
+    const net_tls_config tc = {.cert_path = g.mock_pem, .key_path = g.mock_key};
+    TEST_ASSERT_OK(net_tls_new(&tls, err, sizeof(err), &tc));
+    g.d->tls = tls;
+    t = fetch_metrics();
+    g.d->tls = NULL;
+    net_tls_free(tls);
+    static const char *const k_fams[] = {"certmint_tls_handshakes_total",
+                                         "certmint_tls_handshake_seconds",
+                                         "certmint_tls_connections_open"};
+    for (size_t i = 0; i < 3; i++) {
+        char help[128], type[128];
+        (void)snprintf(help, sizeof(help), "\n# HELP %s ", k_fams[i]);
+        (void)snprintf(type, sizeof(type), "\n# TYPE %s ", k_fams[i]);
+        CU_ASSERT_TRUE(strstr(t, help) != NULL && strstr(t, type) != NULL);
+    }
+    CU_ASSERT_EQUAL(metric_of(t, "certmint_tls_handshakes_total{result=\"full\"}"), 0);
+    CU_ASSERT_EQUAL(metric_of(t, "certmint_tls_handshake_seconds_count"), 0);
+    free(t);
+}
+
 int test_front_register(void);
 int test_front_coap_add(CU_pSuite s, front_daemon **d); // test_front_coap.c
 int test_front_register(void)
@@ -1541,6 +1698,8 @@ int test_front_register(void)
         CU_ADD_TEST(s, test_front_metrics_limits_and_operations) == NULL ||
         CU_ADD_TEST(s, test_front_enrolment_refused_below_store_min_free) == NULL ||
         CU_ADD_TEST(s, test_front_fd_plan_lowers_or_refuses) == NULL ||
+        CU_ADD_TEST(s, test_front_tls_peer_logged_and_given_to_the_request) == NULL ||
+        CU_ADD_TEST(s, test_front_tls_identity_loaded_and_reported) == NULL ||
         test_front_coap_add(s, &g.d) != 0) {
         return 1;
     }
