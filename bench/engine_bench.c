@@ -298,9 +298,7 @@ static bool bench_template(bench_ctx *b, uint8_t **out, size_t *out_len)
                          "-subject",
                          "/CN=bench-device",
                          "-implicit_confirm",
-                         // SHA-1 is off by default (the algorithm table): openssl's PBM MAC
-                         // is HMAC-SHA1 unless told otherwise.
-                         "-mac",
+                         "-mac", // SHA-1 is off by default; openssl's PBM MAC is HMAC-SHA1
                          "hmacWithSHA256",
                          "-reqout",
                          req,

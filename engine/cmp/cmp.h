@@ -96,19 +96,22 @@ enum {
 // ---------------------------------------------------------------------------------------------
 // Limits (every SEQUENCE OF is capped; over the cap is CM_E_DER_TOO_MANY).
 
-#define CMP_MAX_EXTRA_CERTS     16u   // PKIMessage.extraCerts
-#define CMP_MAX_CA_PUBS         16u   // CertRepMessage.caPubs
-#define CMP_MAX_GENERAL_INFO    16u   // PKIHeader.generalInfo
-#define CMP_MAX_CERT_PROFILES   8u    // certProfile SEQUENCE OF UTF8String
-#define CMP_MAX_RESPONSES       16u   // CertRepMessage.response, CertConfirmContent, poll*
-#define CMP_MAX_REV_DETAILS     16u   // RevReqContent, RevRepContent.status
-#define CMP_MAX_ITAVS           16u   // GenMsgContent / GenRepContent
-#define CMP_MAX_NESTED          256u  // NestedMessageContent (an RA batch), by default
-#define CMP_MAX_NESTED_LIMIT    4096u // hard bound on cmp_parse_opts.max_nested
-#define CMP_MAX_CRL_ENTRY_EXTS  16u   // RevDetails.crlEntryDetails
-#define CMP_DEFAULT_MAX_NESTING 1u    // nested levels accepted by default
-#define CMP_MAX_NESTING_LIMIT   4u    // hard bound on cmp_parse_opts.max_nesting
-#define CMP_MIN_NONCE_LEN       16u   // RFC 9483 §3.1: transactionID, nonces of at least 128 bits
+#define CMP_MAX_EXTRA_CERTS     16u // PKIMessage.extraCerts
+#define CMP_MAX_CA_PUBS         16u // CertRepMessage.caPubs
+#define CMP_MAX_GENERAL_INFO    16u // PKIHeader.generalInfo
+#define CMP_MAX_CERT_PROFILES   8u  // certProfile SEQUENCE OF UTF8String
+#define CMP_MAX_RESPONSES       16u // CertRepMessage.response, CertConfirmContent, poll*
+#define CMP_MAX_REV_DETAILS     16u // RevReqContent, RevRepContent.status
+#define CMP_MAX_ITAVS           16u // GenMsgContent / GenRepContent
+#define CMP_MAX_CRL_ENTRY_EXTS  16u // RevDetails.crlEntryDetails
+#define CMP_DEFAULT_MAX_NESTING 1u  // nested levels accepted by default
+#define CMP_MAX_NESTING_LIMIT   4u  // hard bound on cmp_parse_opts.max_nesting
+#define CMP_MIN_NONCE_LEN       16u // RFC 9483 §3.1: transactionID, nonces of at least 128 bits
+
+// NestedMessageContent (an RA batch): messages in one, by default and at most
+// (cmp_parse_opts.max_nested).
+#define CMP_MAX_NESTED       256u
+#define CMP_MAX_NESTED_LIMIT 4096u
 
 // ---------------------------------------------------------------------------------------------
 // Common structures
