@@ -137,6 +137,17 @@ static void srv_nested_respond(srv_request *req)
         ders[i] = c->response;
         total += c->response.len;
     }
+    // The answer is built in the arena, whose cap is fixed (srv_params.arena_cap): refuse
+    // readably rather than run out of room half-way.
+    const size_t need = total + 16384;
+    if (req->arena.cap != 0 && req->arena.total + need > req->arena.cap) {
+        cm_why_set(&req->why,
+                   "the answers to the %zu inner messages (%zu bytes) do not fit this server's "
+                   "response limit; send smaller batches",
+                   nest->num, total);
+        srv_fail(req, cm_result_make(SRV_E_INTERNAL));
+        return;
+    }
     cmp_body body;
     memset(&body, 0, sizeof(body));
     body.type = CMP_BODY_NESTED;

@@ -24,7 +24,8 @@
 #define EE_SECRET "factory-secret"
 #define RA_REF    "ra-line" // an RA's MAC secret (ra = on)
 #define RA_SECRET "ra-secret"
-#define MAX_BATCH 8u // max_nested_messages of both engines
+#define MAX_BATCH 8u                  // max_nested_messages of both engines
+#define ARENA_CAP ((size_t)40 * 1024) // the capped engine's arena_cap
 
 static struct {
     char dir[256];
@@ -106,7 +107,8 @@ static uint8_t *cert_der(const char *path, cm_span *out)
     return len > 0 ? der : NULL;
 }
 
-static bool make_engine(srv_engine **e, cm_cq *cq, srv_worker **w, uint32_t threads)
+static bool make_engine(srv_engine **e, cm_cq *cq, srv_worker **w, uint32_t threads,
+                        size_t arena_cap)
 {
     srv_params sp = {.hsm = g.pool,
                      .store = g.st,
@@ -117,7 +119,8 @@ static bool make_engine(srv_engine **e, cm_cq *cq, srv_worker **w, uint32_t thre
                      .confirm_wait_time = 300,
                      .max_nested_depth = 2,
                      .max_nested_messages = MAX_BATCH,
-                     .nested_threads = threads};
+                     .nested_threads = threads,
+                     .arena_cap = arena_cap};
     return cm_ok(srv_engine_new(e, &sp)) && cm_ok(cm_cq_init(cq)) &&
            cm_ok(srv_worker_new(w, *e, cq));
 }
@@ -224,8 +227,8 @@ static int nested_init(void)
                     .ra_certs = &g.ra_cert,
                     .num_ra_certs = 1,
                     .crl_validity = 86400};
-    if (!make_engine(&g.engine, &g.cq, &g.worker, 2) ||
-        !make_engine(&g.engine_inline, &g.cq_inline, &g.worker_inline, 0)) {
+    if (!make_engine(&g.engine, &g.cq, &g.worker, 2, 0) ||
+        !make_engine(&g.engine_inline, &g.cq_inline, &g.worker_inline, 0, 0)) {
         return 1;
     }
     g.w = g.worker;
@@ -873,6 +876,43 @@ static void test_nested_mixed_inner_protection(void)
     inner_free(ir, 2);
 }
 
+// The nested answer is built in the request's arena, whose cap is fixed (arena_cap): a batch
+// whose answers do not fit is refused readably (systemFailure, "send smaller batches"), not
+// left without an answer; a smaller batch on the same engine goes through.
+static void test_nested_answer_over_the_arena_cap(void)
+{
+    srv_engine *e = NULL;
+    cm_cq cq;
+    srv_worker *w = NULL;
+    CU_ASSERT_TRUE_FATAL(make_engine(&e, &cq, &w, 2, ARENA_CAP));
+    g.w = w;
+    inner_ir ir[MAX_BATCH];
+    cm_span ders[MAX_BATCH];
+    for (size_t i = 0; i < MAX_BATCH; i++) {
+        make_ir(&ir[i], P_IDEV_SIG, true); // signed ips: the larger answers
+        ders[i] = ir[i].der;
+    }
+    cm_span outer = make_nested(ders, MAX_BATCH, P_RA_SIG);
+    rsp r;
+    process(&r, outer);
+    expect(&r.msg, CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_SYSTEM_FAILURE,
+           "do not fit this server's response limit; send smaller batches");
+    rsp_free(&r);
+    span_free(outer);
+    inner_free(ir, MAX_BATCH);
+    make_ir(&ir[0], P_IDEV_SIG, true);
+    outer = make_nested(&ir[0].der, 1, P_RA_SIG);
+    process(&r, outer);
+    expect_issued(nested_of(&r.msg, 1, 0), &ir[0], NULL);
+    rsp_free(&r);
+    span_free(outer);
+    inner_free(ir, 1);
+    g.w = g.worker;
+    srv_worker_free(w);
+    srv_engine_free(e);
+    cm_cq_cleanup(&cq);
+}
+
 int test_srv_nested_register(void);
 int test_srv_nested_register(void)
 {
@@ -886,6 +926,7 @@ int test_srv_nested_register(void)
         TEST_CASE(test_nested_unprotected_inner_vouched),
         TEST_CASE(test_nested_cert_conf_and_rr),
         TEST_CASE(test_nested_mixed_inner_protection),
+        TEST_CASE(test_nested_answer_over_the_arena_cap),
     };
     return test_register_suite("srv_nested", nested_init, nested_cleanup, NULL, NULL, tests,
                                TEST_NUM_CASES(tests));
