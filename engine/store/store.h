@@ -1,5 +1,6 @@
 // engine/store: the durable record of everything the CA issued and of the CMP transactions in
-// flight, behind a backend interface (SQLite now, PostgreSQL later).
+// flight, behind a backend interface: SQLite ("sqlite:PATH", the embedded default) or
+// PostgreSQL ("postgresql://...", shared by several certmintd nodes).
 //
 // Writes are jobs. A caller fills a store_job (an intrusive work item embedding a cm_cq_node),
 // submits it — alone or as a batch under one lock — and gets it back through its own cm_cq once
@@ -13,6 +14,13 @@
 // Reads go through store_reader handles, each with its own read connection (WAL lets readers
 // run beside the writer without blocking on it). A reader is confined to one thread; every I/O
 // thread or tool opens its own.
+//
+// PostgreSQL (store_pg*.c): the writer sends each batch as one transaction through libpq's
+// pipeline mode (one round trip per batch); several nodes may share the database. A lost
+// connection fails the jobs and reads in flight with STORE_E_UNAVAILABLE (the server answers
+// systemUnavail), store_healthy turns false, and the connections come back by themselves with
+// backoff. Duties only one node may run (CRLs, the confirm sweep, transaction expiry) are gated
+// by store_leader_try, a PostgreSQL advisory lock.
 //
 // Records (schema version STORE_SCHEMA_VERSION, created and migrated by store_open):
 //   cert       one row per issued certificate, UNIQUE (ca, serial), status unconfirmed / valid /
@@ -35,7 +43,8 @@
 
 enum {
     // USAGE: the caller broke a contract.
-    STORE_E_URL = CM_CODE(CM_CLASS_USAGE, 0x500),         // not "sqlite:PATH"
+    STORE_E_URL = CM_CODE(CM_CLASS_USAGE, 0x500),         // not sqlite:PATH nor postgresql:CONNINFO
+                                                          // (or a password in the URL)
     STORE_E_UNSUPPORTED = CM_CODE(CM_CLASS_USAGE, 0x501), // known scheme, backend not built
     STORE_E_INVALID = CM_CODE(CM_CLASS_USAGE, 0x502),     // a required job field missing or bad
     STORE_E_CLOSED = CM_CODE(CM_CLASS_USAGE, 0x503),      // submitted after store_close began
@@ -62,6 +71,10 @@ enum {
     STORE_E_DB = CM_CODE(CM_CLASS_RESOURCE, 0x540),
     STORE_E_CORRUPT = CM_CODE(CM_CLASS_RESOURCE, 0x541), // integrity check did not say "ok"
     STORE_E_FULL = CM_CODE(CM_CLASS_RESOURCE, 0x542),    // disk or database full
+
+    // AGAIN: the database server cannot be reached (connection lost, server down, starting or
+    // shutting down): answer systemUnavail. The store reconnects by itself (PostgreSQL).
+    STORE_E_UNAVAILABLE = CM_CODE(CM_CLASS_AGAIN, 0x531),
 };
 
 // STORE_SCHEMA_VERSION is the schema this build writes (PRAGMA user_version for SQLite).
@@ -177,6 +190,10 @@ typedef enum store_op {
     STORE_OP_SWEEP,           // u.ref.time, u.ref.reason: revoke UNCONFIRMED past deadline
     STORE_OP_CRL_NEXT_NUMBER, // u.ref.ca: increment and return the CA's CRL number
     STORE_OP_CRL_PUT,         // u.crl: record the CRL just built (its number must be newer)
+    // store_copy only: a row exactly as another store holds it.
+    STORE_OP_COPY_CERT,  // u.cert: any status, with revoked_at, reason and confirm_deadline
+    STORE_OP_COPY_CRL,   // u.crl: every field, numbers_issued and revision included (replaces)
+    STORE_OP_COPY_CLEAR, // delete every certificate, transaction and CRL state
 } store_op;
 
 // store_ref names a certificate or transaction and carries the few scalars an op needs.
@@ -219,12 +236,15 @@ void store_job_init(store_job *job, store_op op, cm_cq *cq);
 typedef enum store_sync {
     STORE_SYNC_FULL = 0,   // default: fsync the WAL at every commit (survives power loss)
     STORE_SYNC_NORMAL = 1, // fsync only at checkpoints (survives a process crash only)
+    // PostgreSQL ignores the choice: its server's settings (fsync, synchronous_commit) decide,
+    // and certmint sets synchronous_commit = on for its sessions.
 } store_sync;
 
 // store_options configures store_open. Zero values pick the defaults. Thread: value type.
 typedef struct store_options {
     store_sync sync;
     int busy_timeout_ms; // how long to wait for a lock held by another process; 0: 5000
+                         // (PostgreSQL: the writer's lock_timeout)
     size_t max_batch;    // most jobs per transaction; 0: 4096
     // WAL frames not yet copied into the database at which a background checkpoint starts;
     // 0: 1000 (SQLite's default). The WAL restarts once it holds 8 times as many.
@@ -252,17 +272,28 @@ typedef struct store_stats {
     uint64_t checkpoints;
     uint64_t checkpoint_topups;
     uint64_t wal_pages;
+    // Connections to a database server (PostgreSQL): reconnects after a lost connection (the
+    // writer's, the readers' and the leader lock's), and the writer's round trips for batches
+    // (one per committed batch, more when a job the database refused made it run again).
+    uint64_t reconnects;
+    uint64_t round_trips;
 } store_stats;
 
 typedef struct store store;
 typedef struct store_reader store_reader;
 
-// store_open opens (creating if needed) the store at |url| ("sqlite:PATH"), creates or
-// migrates its schema, and starts the writer thread. |opts| may be NULL. Fails with STORE_E_URL
-// or STORE_E_UNSUPPORTED for a bad URL, STORE_E_SCHEMA_TOO_NEW for a database written by a
-// newer certmint, STORE_E_NOT_A_STORE for a foreign file, STORE_E_DB/STORE_E_BUSY otherwise;
-// every failure is logged with the URL and the reason. The caller owns |*out_store| and frees it
-// with store_close. Thread: any; blocks for the open and migration.
+// store_open opens (creating if needed) the store at |url|, creates or migrates its schema, and
+// starts the writer thread. |url| is "sqlite:PATH", or "postgresql://..." / "postgres://..." (a
+// libpq URI) or "postgresql:KEY=VALUE ..." (a libpq keyword/value string): the password must
+// come from a passfile (the passfile keyword or PGPASSFILE), never the URL (STORE_E_URL).
+// Every PostgreSQL connection gets connect_timeout=5, TCP keepalives and
+// fallback_application_name certmint-writer/-reader/-leader unless the URL sets its own.
+// |opts| may be NULL. Fails with STORE_E_URL or STORE_E_UNSUPPORTED for a bad URL,
+// STORE_E_UNAVAILABLE when the database server cannot be reached, STORE_E_SCHEMA_TOO_NEW for a
+// database written by a newer certmint, STORE_E_NOT_A_STORE for a foreign file,
+// STORE_E_DB/STORE_E_BUSY otherwise; every failure is logged with the URL and the reason. The
+// caller owns |*out_store| and frees it with store_close. Thread: any; blocks for the open and
+// migration.
 CM_RESULT store_open(store **out_store, const char *url, const store_options *opts);
 
 // store_close stops accepting jobs (later submissions complete with STORE_E_CLOSED), commits
@@ -291,6 +322,26 @@ CM_RESULT store_run_batch(store *s, store_job *const *jobs, size_t n);
 
 // store_get_stats copies the writer's counters into |out|. Thread: any; takes the queue lock.
 void store_get_stats(store *s, store_stats *out);
+
+// store_backend_name is "sqlite" or "postgresql". Static storage. Thread: any.
+const char *store_backend_name(const store *s);
+
+// store_healthy reports whether the store can reach its database: false from the moment the
+// writer or a reader lost its connection (or the writer's periodic check failed) until the
+// writer has reconnected. While false, jobs and reads fail fast with STORE_E_UNAVAILABLE. SQLite
+// is always healthy. Thread: any; an atomic load, cheap enough for every /healthz request.
+bool store_healthy(const store *s);
+
+// store_leader_try reports in |*out_is_leader| whether this store holds the leader lock: the
+// right to run the duties only one node sharing the database may run (issuing CRLs, the
+// confirm-timeout sweep, transaction expiry). PostgreSQL: a session advisory lock on a
+// dedicated connection, taken when free and confirmed with a round trip while held; when the
+// holder dies its session ends and another node's next call takes the lock. Call it before
+// each round of duties (every few seconds). A lost connection gives up the lock (false) and
+// the next call reconnects. SQLite: always the leader. Fails (with *out_is_leader false) with
+// STORE_E_UNAVAILABLE when the database cannot be reached. Thread: one caller at a time (the
+// maintenance thread); blocks for one round trip.
+CM_RESULT store_leader_try(store *s, bool *out_is_leader);
 
 // ---------------------------------------------------------------------------------------------
 // Reads
@@ -361,7 +412,39 @@ CM_RESULT store_revoked_list(store_reader *r, const char *ca, int64_t not_after_
 // certificate nor took a CRL number.
 CM_RESULT store_crl_get(store_reader *r, cm_arena *a, store_crl *out, const char *ca);
 
-// store_reader_check runs the backend's full integrity check (SQLite PRAGMA integrity_check).
+// store_txn_fn receives one transaction; |t| is valid only during the call. Return false to
+// stop.
+typedef bool (*store_txn_fn)(void *ctx, const store_txn *t);
+
+// store_txn_list calls |fn| for every transaction of every CA. Scans: store copy and tests.
+CM_RESULT store_txn_list(store_reader *r, store_txn_fn fn, void *ctx);
+
+// store_crl_fn receives one CA's CRL state; |c| is valid only during the call.
+typedef bool (*store_crl_fn)(void *ctx, const store_crl *c);
+
+// store_crl_list calls |fn| for the CRL state of every CA that has one.
+CM_RESULT store_crl_list(store_reader *r, store_crl_fn fn, void *ctx);
+
+// store_copy_counts counts rows by table.
+typedef struct store_copy_counts {
+    uint64_t certs;
+    uint64_t txns;
+    uint64_t crl_states;
+} store_copy_counts;
+
+// store_copy_count counts the rows of every table through |r| (scans: tools).
+CM_RESULT store_copy_count(store_reader *r, store_copy_counts *out);
+
+// store_copy copies every certificate (in issue order, statuses and revocations as they are),
+// every transaction and every CRL state from |src| into |dst|, in batches of one transaction
+// each (STORE_OP_COPY_*), and adds what it wrote to |out_copied|. With |clear| it first empties
+// |dst| (STORE_OP_COPY_CLEAR). It does not check that |dst| was empty nor verify the result:
+// the caller compares store_copy_count of both (certmint store copy does). Stops at the first
+// failed job and returns its result. Thread: the caller's (|src|'s); blocks.
+CM_RESULT store_copy(store *dst, store_reader *src, bool clear, store_copy_counts *out_copied);
+
+// store_reader_check runs the backend's full integrity check (SQLite PRAGMA integrity_check and
+// foreign_key_check; PostgreSQL: the schema version and certmint's invariants over every row).
 // CM_OK when it reports ok, STORE_E_CORRUPT (logged with the first problem) otherwise.
 // Reads the whole database: tools and tests only.
 CM_RESULT store_reader_check(store_reader *r);

@@ -135,6 +135,15 @@ const char *const store_sq_write_sql[SQW_COUNT] = {
                     "crl_number = excluded.crl_number, this_update = excluded.this_update, "
                     "next_update = excluded.next_update, built_revision = excluded.built_revision "
                     "WHERE excluded.crl_number > crl_state.crl_number",
+    [SQW_COPY_CERT] =
+        "INSERT INTO cert (ca, serial, subject_der, subject_text, not_before, not_after, "
+        "spki_sha256, status, revoked_at, reason, transaction_id, requester_kind, requester, "
+        "cert_der, issued_at, confirm_deadline) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    [SQW_COPY_CRL] =
+        "INSERT OR REPLACE INTO crl_state (ca, numbers_issued, revision, built_revision, "
+        "crl_der, crl_number, this_update, next_update) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 };
 
 const char *const store_sq_read_sql[SQR_COUNT] = {
@@ -155,6 +164,10 @@ const char *const store_sq_read_sql[SQR_COUNT] = {
                     "ORDER BY id",
     [SQR_CRL_GET] = "SELECT crl_number, numbers_issued, revision, built_revision, crl_der, "
                     "this_update, next_update FROM crl_state WHERE ca = ?1",
+    [SQR_TXN_LIST] = "SELECT ca, transaction_id, state, sender_nonce, serial, protection, "
+                     "credential, expires_at FROM txn ORDER BY ca, transaction_id",
+    [SQR_CRL_LIST] = "SELECT ca, crl_number, numbers_issued, revision, built_revision, crl_der, "
+                     "this_update, next_update FROM crl_state ORDER BY ca",
 };
 
 const char *const store_sq_status_text[4] = {"unconfirmed", "valid", "revoked", "hold"};
@@ -440,4 +453,6 @@ const store_backend_ops store_sqlite_ops = {
     .revoked_list = store_sq_revoked_list,
     .crl_get = store_sq_crl_get,
     .check = store_sq_check,
+    .txn_list = store_sq_txn_list,
+    .crl_list = store_sq_crl_list,
 };

@@ -37,6 +37,8 @@ enum {
     SQW_SWEEP,
     SQW_CRL_NEXT,
     SQW_CRL_PUT,
+    SQW_COPY_CERT,
+    SQW_COPY_CRL,
     SQW_COUNT,
 };
 
@@ -50,6 +52,8 @@ enum {
     SQR_CERT_COUNT,
     SQR_REVOKED,
     SQR_CRL_GET,
+    SQR_TXN_LIST,
+    SQR_CRL_LIST,
     SQR_COUNT,
 };
 
@@ -201,5 +205,7 @@ CM_RESULT store_sq_revoked_list(store_backend_reader *r, const char *ca, int64_t
                                 store_revoked_fn fn, void *ctx);
 CM_RESULT store_sq_crl_get(store_backend_reader *r, cm_arena *a, store_crl *out, const char *ca);
 CM_RESULT store_sq_check(store_backend_reader *r);
+CM_RESULT store_sq_txn_list(store_backend_reader *r, store_txn_fn fn, void *ctx);
+CM_RESULT store_sq_crl_list(store_backend_reader *r, store_crl_fn fn, void *ctx);
 
 #endif // CERTMINT_ENGINE_STORE_STORE_SQLITE_INTERNAL_H
