@@ -806,8 +806,7 @@ static bool main_start(main_daemon *d, const char *path, bool check_only)
                 hsm_result_name(r));
         return false;
     }
-    char url[4200];
-    (void)snprintf(url, sizeof(url), "sqlite:%s", d->cfg->store_path);
+    const char *url = d->cfg->store_url;
     store_options so = {.sync = d->cfg->store_sync_normal ? STORE_SYNC_NORMAL : STORE_SYNC_FULL};
     r = store_open(&d->store, url, &so);
     if (!cm_ok(r)) {

@@ -12,6 +12,7 @@ PKGS=(
   liburing-dev
   libcunit1-dev
   libsqlite3-dev sqlite3
+  libpq-dev postgresql-15 haproxy
   softhsm2 opensc gnutls-bin
   curl procps iproute2 linux-perf valgrind
 )

@@ -10,7 +10,7 @@
 #include "engine/store/store_pg_internal.h"
 
 #define STORE_PG_BACKOFF_MIN_NS (100u * 1000000ull)  // 100 ms
-#define STORE_PG_BACKOFF_MAX_NS (5000u * 1000000ull) // 5 s
+#define STORE_PG_BACKOFF_MAX_NS (1000u * 1000000ull) // 1 s: back within a second of the server
 
 static const char *const k_store_pg_role_name[] = {"writer", "reader", "leader"};
 

@@ -86,7 +86,7 @@ typedef enum store_pg_role {
 } store_pg_role;
 
 // store_pg_conn is one connection and its reconnection state: after a loss the next attempt
-// waits |backoff_ns| (100 ms, doubling up to 5 s, reset by a success). Thread: its owner's (the
+// waits |backoff_ns| (100 ms, doubling up to 1 s, reset by a success). Thread: its owner's (the
 // writer, the reader handle's thread, or whoever holds the leader mutex).
 typedef struct store_pg_conn {
     PGconn *pg; // NULL while lost
