@@ -214,7 +214,7 @@ static size_t bench_ours(const bench_env *e, uint8_t *buf, size_t cap, uint8_t *
     static const uint8_t k_sig[72] = {0x30, 0x46};
     ca_decision d;
     uint8_t serial[CA_SERIAL_LEN];
-    if (!cm_ok(ca_policy_check(e->profile, e->ca, &d, &e->req, cm_time_now())) ||
+    if (!cm_ok(ca_policy_check(e->profile, e->ca, &d, &e->req, cm_time_now(), NULL)) ||
         !cm_ok(ca_serial_new(serial))) {
         bench_die("policy/serial");
     }

@@ -43,13 +43,13 @@ static bool bench_limit_op(const bench_limit_env *env, crmf_crypto *c, EVP_MD_CT
 {
     const bench_opts *o = env->ctx->o;
     const cmp_msg *m = &env->req;
-    if (!cm_ok(crmf_popo_verify(c, &m->body.u.req.msgs[0]))) {
+    if (!cm_ok(crmf_popo_verify(c, &m->body.u.req.msgs[0], NULL))) {
         return false;
     }
     cmp_mac_key key;
     if (!cm_ok(cmp_protect_verify_mac(env->ctx->prot, &key, m->header.f.protection_alg,
                                       cm_span_make(o->secret, strlen(o->secret)), m->protected_part,
-                                      m->protection, m->protection_unused))) {
+                                      m->protection, m->protection_unused, NULL))) {
         return false;
     }
     uint8_t mac[CMP_PROTECT_MAX_MAC_LEN];
@@ -133,13 +133,13 @@ static double bench_limit_step_us(const bench_limit_env *env, int step, int n)
         cmp_mac_key key;
         switch (step) {
         case 0:
-            ok = cm_ok(crmf_popo_verify(&c, &m->body.u.req.msgs[0]));
+            ok = cm_ok(crmf_popo_verify(&c, &m->body.u.req.msgs[0], NULL));
             break;
         case 1:
             ok = cm_ok(cmp_protect_verify_mac(env->ctx->prot, &key, m->header.f.protection_alg,
                                               cm_span_make(o->secret, strlen(o->secret)),
                                               m->protected_part, m->protection,
-                                              m->protection_unused));
+                                              m->protection_unused, NULL));
             cmp_mac_key_cleanse(&key);
             break;
         case 2:

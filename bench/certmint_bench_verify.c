@@ -24,7 +24,7 @@ static bench_fail bench_verify_protection(bench_run *run, cmp_msg *out, cm_span 
     if (kind == CMP_PROT_SIGNATURE) {
         const cm_span signer = m.num_extra_certs > 0 ? m.extra_certs[0] : ctx->ca_der;
         if (!cm_ok(cmp_protect_verify_sig(&run->crypto, m.header.f.protection_alg, m.protected_part,
-                                          m.protection, m.protection_unused, signer))) {
+                                          m.protection, m.protection_unused, signer, NULL))) {
             return BENCH_FAIL_PROTECTION;
         }
     } else {
@@ -35,7 +35,7 @@ static bench_fail bench_verify_protection(bench_run *run, cmp_msg *out, cm_span 
         const cm_result r =
             cmp_protect_verify_mac(ctx->prot, &key, m.header.f.protection_alg,
                                    cm_span_make(ctx->o->secret, strlen(ctx->o->secret)),
-                                   m.protected_part, m.protection, m.protection_unused);
+                                   m.protected_part, m.protection, m.protection_unused, NULL);
         cmp_mac_key_cleanse(&key);
         if (!cm_ok(r)) {
             return BENCH_FAIL_PROTECTION;

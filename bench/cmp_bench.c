@@ -242,11 +242,11 @@ static void bench_ours_whole(bench_state *s)
     cmp_mac_key key;
     if (!cm_ok(cmp_protect_verify_mac(s->pctx, &key, m.header.f.protection_alg,
                                       CM_SPAN_LIT(BENCH_SECRET), m.protected_part, m.protection,
-                                      m.protection_unused))) {
+                                      m.protection_unused, NULL))) {
         bench_die("PBM verify failed");
     }
     if (m.body.type != CMP_BODY_IR || m.body.u.req.num_msgs != 1 ||
-        !cm_ok(crmf_popo_verify(&s->crmf, &m.body.u.req.msgs[0]))) {
+        !cm_ok(crmf_popo_verify(&s->crmf, &m.body.u.req.msgs[0], NULL))) {
         bench_die("POPO verify failed");
     }
     (void)bench_ours_ip(s, &m, &key, true);
@@ -378,7 +378,7 @@ static void bench_one(bench_state *s, bench_op op)
         cmp_mac_key key;
         if (!cm_ok(cmp_protect_verify_mac(s->pctx, &key, s->req.header.f.protection_alg,
                                           CM_SPAN_LIT(BENCH_SECRET), s->req.protected_part,
-                                          s->req.protection, s->req.protection_unused))) {
+                                          s->req.protection, s->req.protection_unused, NULL))) {
             bench_die("PBM verify failed");
         }
         cmp_mac_key_cleanse(&key);
@@ -390,7 +390,7 @@ static void bench_one(bench_state *s, bench_op op)
         }
         break;
     case OP_OURS_POPO:
-        if (!cm_ok(crmf_popo_verify(&s->crmf, &s->req.body.u.req.msgs[0]))) {
+        if (!cm_ok(crmf_popo_verify(&s->crmf, &s->req.body.u.req.msgs[0], NULL))) {
             bench_die("POPO failed");
         }
         break;
@@ -421,7 +421,7 @@ static void bench_one(bench_state *s, bench_op op)
     case OP_OURS_SIG:
         if (!cm_ok(cmp_protect_verify_sig(&s->crmf, s->sreq.header.f.protection_alg,
                                           s->sreq.protected_part, s->sreq.protection,
-                                          s->sreq.protection_unused, s->signer))) {
+                                          s->sreq.protection_unused, s->signer, NULL))) {
             bench_die("signature protection failed");
         }
         break;
@@ -486,13 +486,13 @@ static void bench_setup(bench_state *s)
         s->req.body.type != CMP_BODY_IR || s->req.body.u.req.num_msgs != 1 ||
         !cm_ok(cmp_protect_verify_mac(s->pctx, &s->key, s->req.header.f.protection_alg,
                                       CM_SPAN_LIT(BENCH_SECRET), s->req.protected_part,
-                                      s->req.protection, s->req.protection_unused))) {
+                                      s->req.protection, s->req.protection_unused, NULL))) {
         bench_die("the OpenSSL-made ir does not parse or verify with certmint");
     }
     if (!cm_ok(cmp_msg_from_der(&req_arena, &s->sreq, cm_span_make(sir, sir_len), NULL)) ||
         !cm_ok(cmp_protect_verify_sig(&s->crmf, s->sreq.header.f.protection_alg,
                                       s->sreq.protected_part, s->sreq.protection,
-                                      s->sreq.protection_unused, s->signer))) {
+                                      s->sreq.protection_unused, s->signer, NULL))) {
         bench_die("the OpenSSL-made signed ir does not parse or verify with certmint");
     }
     s->osctx = OSSL_CMP_CTX_new(NULL, NULL);

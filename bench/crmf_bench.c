@@ -132,7 +132,7 @@ static void bench_popo(bench_ctx *b)
     crmf_cert_req_msgs m;
     cm_arena_reset(&b->arena);
     if (!cm_ok(crmf_msgs_from_der(&b->arena, &m, b->msgs_der)) ||
-        !cm_ok(crmf_popo_verify(&b->crypto, &m.msgs[0]))) {
+        !cm_ok(crmf_popo_verify(&b->crypto, &m.msgs[0], NULL))) {
         abort();
     }
     b->sink++;

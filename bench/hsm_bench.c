@@ -362,7 +362,7 @@ static bool bench_setup(bench_env *e)
     hsm_error err;
     cm_result r = hsm_token_open(&e->tok, &err, uri);
     if (!cm_ok(r)) {
-        (void)fprintf(stderr, "hsm_token_open: %s: %s\n", hsm_result_name(r), err.msg);
+        (void)fprintf(stderr, "hsm_token_open: %s: %s\n", cm_result_name(r), err.msg);
         return false;
     }
     // The plain loop talks to SoftHSM directly (another p11-kit handle on the same module,

@@ -22,37 +22,13 @@
 typedef struct der_builder der_builder;
 
 // ---------------------------------------------------------------------------------------------
-// Result codes (detail range 0x400-0x4ff). A failed PKCS#11 call is an HSM-class code carrying
-// its CK_RV (cm_code_from_ckr); hsm_result_name names both kinds.
+// Result codes (detail range 0x400-0x4ff): the HSM rows of engine/base/codes.def, with their
+// explanations. A failed PKCS#11 call is an HSM-class code carrying its CK_RV
+// (cm_code_from_ckr), which cm_result_name prints as "HSM/CKR_PIN_INCORRECT".
 enum {
-    HSM_E_URI = CM_CODE(CM_CLASS_POLICY, 0x401),         // not a PKCS#11 URI, or a bad attribute
-    HSM_E_NO_MODULE = CM_CODE(CM_CLASS_POLICY, 0x402),   // no module-path / module-name given
-    HSM_E_MODULE_LOAD = CM_CODE(CM_CLASS_POLICY, 0x403), // p11-kit could not load the module
-    HSM_E_NO_TOKEN = CM_CODE(CM_CLASS_POLICY, 0x404),    // no token matches the URI
-    HSM_E_AMBIGUOUS_TOKEN = CM_CODE(CM_CLASS_POLICY, 0x405), // more than one token matches
-    HSM_E_NO_KEY = CM_CODE(CM_CLASS_POLICY, 0x406),          // no private key matches
-    HSM_E_AMBIGUOUS_KEY = CM_CODE(CM_CLASS_POLICY, 0x407),   // more than one private key matches
-    HSM_E_NO_PIN = CM_CODE(CM_CLASS_POLICY, 0x408),        // the token needs a login, no PIN given
-    HSM_E_PIN_SOURCE = CM_CODE(CM_CLASS_POLICY, 0x409),    // the pin-source file cannot be read
-    HSM_E_KEY_TYPE = CM_CODE(CM_CLASS_POLICY, 0x40a),      // key type or curve not supported
-    HSM_E_ALG_MISMATCH = CM_CODE(CM_CLASS_USAGE, 0x40b),   // signature algorithm unfit for the key
-    HSM_E_MECHANISM = CM_CODE(CM_CLASS_POLICY, 0x40c),     // the token lacks the mechanism
-    HSM_E_SHUTDOWN = CM_CODE(CM_CLASS_AGAIN, 0x40d),       // the pool stopped before the job ran
-    HSM_E_QUEUE_FULL = CM_CODE(CM_CLASS_AGAIN, 0x40e),     // more queued jobs than max_queue
-    HSM_E_BAD_SIGNATURE = CM_CODE(CM_CLASS_PROTO, 0x40f),  // token returned a malformed signature
-    HSM_E_KEY_EXISTS = CM_CODE(CM_CLASS_POLICY, 0x410),    // keygen: label or id already in use
-    HSM_E_ALWAYS_AUTH = CM_CODE(CM_CLASS_POLICY, 0x411),   // key has CKA_ALWAYS_AUTHENTICATE
-    HSM_E_NO_PUBLIC_KEY = CM_CODE(CM_CLASS_POLICY, 0x412), // public half not found on the token
+#define CM_CODES_HSM CM_CODE_ENUM
+#include "engine/base/codes.def"
 };
-
-// hsm_result_name names |r|: hsm codes as "HSM_E_NO_TOKEN", HSM-class codes as
-// "CKR_PIN_INCORRECT", anything else as cm_result_name does. Never NULL. Thread: any.
-const char *hsm_result_name(cm_result r);
-
-// hsm_ckr_name returns the static PKCS#11 name of |rv| ("CKR_SESSION_CLOSED"), or
-// "CKR_VENDOR_DEFINED" / "CKR_UNKNOWN" for codes not in its table (about 70 common ones).
-// Thread: any.
-const char *hsm_ckr_name(unsigned long rv);
 
 // hsm_error carries a human-readable explanation of an open/find/keygen failure: which
 // PKCS#11 function failed with which CKR, or which tokens and keys were found when a URI

@@ -10,135 +10,7 @@
 #include "hsm/hsm_internal.h"
 
 // ---------------------------------------------------------------------------------------------
-// Names
-
-typedef struct hsm_ckr_entry {
-    unsigned long rv;
-    const char *name;
-} hsm_ckr_entry;
-
-#define HSM_CKR(x) \
-    {              \
-        x, #x      \
-    }
-static const hsm_ckr_entry k_hsm_ckr_names[] = {
-    HSM_CKR(CKR_OK),
-    HSM_CKR(CKR_CANCEL),
-    HSM_CKR(CKR_HOST_MEMORY),
-    HSM_CKR(CKR_SLOT_ID_INVALID),
-    HSM_CKR(CKR_GENERAL_ERROR),
-    HSM_CKR(CKR_FUNCTION_FAILED),
-    HSM_CKR(CKR_ARGUMENTS_BAD),
-    HSM_CKR(CKR_NO_EVENT),
-    HSM_CKR(CKR_NEED_TO_CREATE_THREADS),
-    HSM_CKR(CKR_CANT_LOCK),
-    HSM_CKR(CKR_ATTRIBUTE_READ_ONLY),
-    HSM_CKR(CKR_ATTRIBUTE_SENSITIVE),
-    HSM_CKR(CKR_ATTRIBUTE_TYPE_INVALID),
-    HSM_CKR(CKR_ATTRIBUTE_VALUE_INVALID),
-    HSM_CKR(CKR_ACTION_PROHIBITED),
-    HSM_CKR(CKR_DATA_INVALID),
-    HSM_CKR(CKR_DATA_LEN_RANGE),
-    HSM_CKR(CKR_DEVICE_ERROR),
-    HSM_CKR(CKR_DEVICE_MEMORY),
-    HSM_CKR(CKR_DEVICE_REMOVED),
-    HSM_CKR(CKR_FUNCTION_CANCELED),
-    HSM_CKR(CKR_FUNCTION_NOT_PARALLEL),
-    HSM_CKR(CKR_FUNCTION_NOT_SUPPORTED),
-    HSM_CKR(CKR_KEY_HANDLE_INVALID),
-    HSM_CKR(CKR_KEY_SIZE_RANGE),
-    HSM_CKR(CKR_KEY_TYPE_INCONSISTENT),
-    HSM_CKR(CKR_KEY_FUNCTION_NOT_PERMITTED),
-    HSM_CKR(CKR_MECHANISM_INVALID),
-    HSM_CKR(CKR_MECHANISM_PARAM_INVALID),
-    HSM_CKR(CKR_OBJECT_HANDLE_INVALID),
-    HSM_CKR(CKR_OPERATION_ACTIVE),
-    HSM_CKR(CKR_OPERATION_NOT_INITIALIZED),
-    HSM_CKR(CKR_PIN_INCORRECT),
-    HSM_CKR(CKR_PIN_INVALID),
-    HSM_CKR(CKR_PIN_LEN_RANGE),
-    HSM_CKR(CKR_PIN_EXPIRED),
-    HSM_CKR(CKR_PIN_LOCKED),
-    HSM_CKR(CKR_SESSION_CLOSED),
-    HSM_CKR(CKR_SESSION_COUNT),
-    HSM_CKR(CKR_SESSION_HANDLE_INVALID),
-    HSM_CKR(CKR_SESSION_PARALLEL_NOT_SUPPORTED),
-    HSM_CKR(CKR_SESSION_READ_ONLY),
-    HSM_CKR(CKR_SESSION_EXISTS),
-    HSM_CKR(CKR_SESSION_READ_ONLY_EXISTS),
-    HSM_CKR(CKR_SESSION_READ_WRITE_SO_EXISTS),
-    HSM_CKR(CKR_SIGNATURE_INVALID),
-    HSM_CKR(CKR_SIGNATURE_LEN_RANGE),
-    HSM_CKR(CKR_TEMPLATE_INCOMPLETE),
-    HSM_CKR(CKR_TEMPLATE_INCONSISTENT),
-    HSM_CKR(CKR_TOKEN_NOT_PRESENT),
-    HSM_CKR(CKR_TOKEN_NOT_RECOGNIZED),
-    HSM_CKR(CKR_TOKEN_WRITE_PROTECTED),
-    HSM_CKR(CKR_USER_ALREADY_LOGGED_IN),
-    HSM_CKR(CKR_USER_NOT_LOGGED_IN),
-    HSM_CKR(CKR_USER_PIN_NOT_INITIALIZED),
-    HSM_CKR(CKR_USER_TYPE_INVALID),
-    HSM_CKR(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
-    HSM_CKR(CKR_USER_TOO_MANY_TYPES),
-    HSM_CKR(CKR_DOMAIN_PARAMS_INVALID),
-    HSM_CKR(CKR_CURVE_NOT_SUPPORTED),
-    HSM_CKR(CKR_BUFFER_TOO_SMALL),
-    HSM_CKR(CKR_RANDOM_NO_RNG),
-    HSM_CKR(CKR_CRYPTOKI_NOT_INITIALIZED),
-    HSM_CKR(CKR_CRYPTOKI_ALREADY_INITIALIZED),
-    HSM_CKR(CKR_MUTEX_BAD),
-    HSM_CKR(CKR_MUTEX_NOT_LOCKED),
-    HSM_CKR(CKR_FUNCTION_REJECTED),
-};
-#undef HSM_CKR
-
-const char *hsm_ckr_name(unsigned long rv)
-{
-    for (size_t i = 0; i < sizeof(k_hsm_ckr_names) / sizeof(k_hsm_ckr_names[0]); i++) {
-        if (k_hsm_ckr_names[i].rv == rv) {
-            return k_hsm_ckr_names[i].name;
-        }
-    }
-    return rv >= CKR_VENDOR_DEFINED ? "CKR_VENDOR_DEFINED" : "CKR_UNKNOWN";
-}
-
-static const char *const k_hsm_code_names[] = {
-    [0x01] = "HSM_E_URI",
-    [0x02] = "HSM_E_NO_MODULE",
-    [0x03] = "HSM_E_MODULE_LOAD",
-    [0x04] = "HSM_E_NO_TOKEN",
-    [0x05] = "HSM_E_AMBIGUOUS_TOKEN",
-    [0x06] = "HSM_E_NO_KEY",
-    [0x07] = "HSM_E_AMBIGUOUS_KEY",
-    [0x08] = "HSM_E_NO_PIN",
-    [0x09] = "HSM_E_PIN_SOURCE",
-    [0x0a] = "HSM_E_KEY_TYPE",
-    [0x0b] = "HSM_E_ALG_MISMATCH",
-    [0x0c] = "HSM_E_MECHANISM",
-    [0x0d] = "HSM_E_SHUTDOWN",
-    [0x0e] = "HSM_E_QUEUE_FULL",
-    [0x0f] = "HSM_E_BAD_SIGNATURE",
-    [0x10] = "HSM_E_KEY_EXISTS",
-    [0x11] = "HSM_E_ALWAYS_AUTH",
-    [0x12] = "HSM_E_NO_PUBLIC_KEY",
-};
-
-const char *hsm_result_name(cm_result r)
-{
-    uint32_t cls = cm_result_class(r);
-    uint32_t detail = CM_CODE_DETAIL(r.code);
-    if (cls == CM_CLASS_HSM) {
-        return hsm_ckr_name(detail);
-    }
-    if (cls != CM_CLASS_OK && detail >= 0x400 &&
-        detail < 0x400 + sizeof(k_hsm_code_names) / sizeof(k_hsm_code_names[0])) {
-        const char *n = k_hsm_code_names[detail - 0x400];
-        if (n != NULL) {
-            return n;
-        }
-    }
-    return cm_result_name(r);
-}
+// Errors
 
 void hsm_error_set(hsm_error *err, const char *fmt, ...)
 {
@@ -153,7 +25,7 @@ void hsm_error_set(hsm_error *err, const char *fmt, ...)
 
 cm_result hsm_ckr_fail(hsm_error *err, const char *func, CK_RV rv)
 {
-    hsm_error_set(err, "%s: %s (0x%lx)", func, hsm_ckr_name(rv), (unsigned long)rv);
+    hsm_error_set(err, "%s: %s (0x%lx)", func, cm_ckr_name(rv), (unsigned long)rv);
     return cm_result_make(cm_code_from_ckr(rv));
 }
 

@@ -117,7 +117,7 @@ static bool hsm_is_session_death(cm_result r)
 static cm_result hsm_ck_fail(const hsm_worker *w, const char *func, CK_RV rv)
 {
     cm_log(CM_LOG_WARN, "hsm: worker %u token '%s': %s: %s (0x%lx): %s", w->index,
-           w->pool->token->label, func, hsm_ckr_name(rv), (unsigned long)rv, p11_kit_strerror(rv));
+           w->pool->token->label, func, cm_ckr_name(rv), (unsigned long)rv, p11_kit_strerror(rv));
     return cm_result_make(cm_code_from_ckr(rv));
 }
 
@@ -135,7 +135,7 @@ static cm_result hsm_worker_open(hsm_worker *w)
     cm_result r = hsm_login(t, w->session);
     if (!cm_ok(r)) {
         cm_log(CM_LOG_WARN, "hsm: worker %u token '%s': login: %s", w->index, t->label,
-               hsm_result_name(r));
+               cm_result_name(r));
     }
     return r;
 }
@@ -173,7 +173,7 @@ static cm_result hsm_worker_key(hsm_worker *w, CK_OBJECT_HANDLE *out, const hsm_
     cm_result r = hsm_find_key_handle(t, &h, w->session, k);
     if (!cm_ok(r)) {
         cm_log(CM_LOG_WARN, "hsm: worker %u: key '%s' lookup: %s", w->index, k->label,
-               hsm_result_name(r));
+               cm_result_name(r));
         return r;
     }
     if (w->pool->opts.copy_key) {
@@ -189,7 +189,7 @@ static cm_result hsm_worker_key(hsm_worker *w, CK_OBJECT_HANDLE *out, const hsm_
         } else {
             // Not copyable on this token: sign with the token object.
             cm_log(CM_LOG_INFO, "hsm: key '%s': C_CopyObject: %s; using the token object", k->label,
-                   hsm_ckr_name(rv));
+                   cm_ckr_name(rv));
         }
     }
     *slot = h;

@@ -41,48 +41,61 @@ enum {
 #define CM_CODE_CLASS(code)  ((uint32_t)(code) >> 24)
 #define CM_CODE_DETAIL(code) ((uint32_t)(code)&0xffffffu)
 
-// The named codes of base and der. Every other module defines its own codes in its own header
-// with CM_CODE(class, detail), using only its reserved detail range, so modules never collide:
+// The named codes. Every module's codes are rows of one registry, engine/base/codes.def (module,
+// symbol, class, detail, PKIFailureInfo bit, explanation); each module header declares its own
+// constants from it (CM_CODE_ENUM below) and engine/base/result.c builds the name table from
+// it, so a code has one name, one explanation and one failure bit everywhere. Detail ranges
+// keep modules from colliding:
 //   base/der 0x000-0x0ff  crmf 0x100-0x1ff  cmp 0x200-0x2ff  http 0x300-0x3ff
 //   hsm 0x400-0x4ff       store 0x500-0x5ff cfg 0x600-0x6ff  ca 0x700-0x7ff
 //   srv 0x800-0x8ff       net 0x900-0x9ff   tools/bench 0xa00-0xaff
-// (HSM-class codes carry a CK_RV and IO-class codes an errno instead.) cm_result_name() names
-// the codes below and prints "CLASS/0xDETAIL" for the rest; a module may offer its own
-// <prefix>_result_name(). Numbers are stable: append, never renumber.
+// (HSM-class codes carry a CK_RV and IO-class codes an errno instead.) Numbers are stable:
+// append, never renumber.
+
+// CM_CODE_ENUM is what a module header defines CM_CODES_<MODULE> as before it includes
+// codes.def inside an enum: one "SYMBOL = value," per row of that module.
+#define CM_CODE_ENUM(sym, cls, detail) sym = CM_CODE(CM_CLASS_##cls, detail),
+
+// The codes of base and der.
 enum {
     CM_OK = 0,
-
-    // USAGE
-    CM_E_INVALID_ARG = CM_CODE(CM_CLASS_USAGE, 1),
-    CM_E_STATE = CM_CODE(CM_CLASS_USAGE, 2),
-
-    // PROTO: the DER reader (engine/der)
-    CM_E_DER_TRUNCATED = CM_CODE(CM_CLASS_PROTO, 1),      // header or content past the input
-    CM_E_DER_UNEXPECTED_TAG = CM_CODE(CM_CLASS_PROTO, 2), // not the tag the grammar wants
-    CM_E_DER_BAD_TAG = CM_CODE(CM_CLASS_PROTO, 3),        // non-minimal high tag, tag 0, > 29 bit
-    CM_E_DER_INDEFINITE = CM_CODE(CM_CLASS_PROTO, 4),     // indefinite length (BER only)
-    CM_E_DER_LENGTH_NONMINIMAL = CM_CODE(CM_CLASS_PROTO, 5),
-    CM_E_DER_LENGTH_TOO_LARGE = CM_CODE(CM_CLASS_PROTO, 6), // more than 4 length octets
-    CM_E_DER_TRAILING = CM_CODE(CM_CLASS_PROTO, 7),         // bytes after the element's end
-    CM_E_DER_DEPTH = CM_CODE(CM_CLASS_PROTO, 8),            // nested deeper than the limit
-    CM_E_DER_INTEGER = CM_CODE(CM_CLASS_PROTO, 9),          // empty or non-minimal INTEGER
-    CM_E_DER_OVERFLOW = CM_CODE(CM_CLASS_PROTO, 10),        // INTEGER does not fit / negative
-    CM_E_DER_BOOLEAN = CM_CODE(CM_CLASS_PROTO, 11),         // BOOLEAN not 00 or FF
-    CM_E_DER_BITSTRING = CM_CODE(CM_CLASS_PROTO, 12),       // bad unused-bit count or padding
-    CM_E_DER_OID = CM_CODE(CM_CLASS_PROTO, 13),             // malformed OBJECT IDENTIFIER
-    CM_E_DER_STRING = CM_CODE(CM_CLASS_PROTO, 14),          // character outside the string type
-    CM_E_DER_TIME = CM_CODE(CM_CLASS_PROTO, 15),            // not a strict DER UTC/GeneralizedTime
-    CM_E_DER_NULL = CM_CODE(CM_CLASS_PROTO, 16),            // NULL with content
-    CM_E_DER_TOO_MANY = CM_CODE(CM_CLASS_PROTO, 17),        // SEQUENCE OF over its cap
-
-    // RESOURCE
-    CM_E_NOMEM = CM_CODE(CM_CLASS_RESOURCE, 1),
-    CM_E_BUFFER_TOO_SMALL = CM_CODE(CM_CLASS_RESOURCE, 2), // fixed builder or arena cap reached
-    CM_E_LIMIT = CM_CODE(CM_CLASS_RESOURCE, 3),
-
-    // CRYPTO
-    CM_E_CRYPTO = CM_CODE(CM_CLASS_CRYPTO, 1),
+#define CM_CODES_BASE CM_CODE_ENUM
+#include "engine/base/codes.def"
 };
+
+// PKIFailureInfo bit numbers (RFC 9810 §5.2.3). They live here because the registry names
+// one for every code; engine/cmp's CMP_FAIL_* are the same numbers.
+typedef enum cm_failinfo {
+    CM_FAIL_BAD_ALG = 0,
+    CM_FAIL_BAD_MESSAGE_CHECK = 1,
+    CM_FAIL_BAD_REQUEST = 2,
+    CM_FAIL_BAD_TIME = 3,
+    CM_FAIL_BAD_CERT_ID = 4,
+    CM_FAIL_BAD_DATA_FORMAT = 5,
+    CM_FAIL_WRONG_AUTHORITY = 6,
+    CM_FAIL_INCORRECT_DATA = 7,
+    CM_FAIL_MISSING_TIME_STAMP = 8,
+    CM_FAIL_BAD_POP = 9,
+    CM_FAIL_CERT_REVOKED = 10,
+    CM_FAIL_CERT_CONFIRMED = 11,
+    CM_FAIL_WRONG_INTEGRITY = 12,
+    CM_FAIL_BAD_RECIPIENT_NONCE = 13,
+    CM_FAIL_TIME_NOT_AVAILABLE = 14,
+    CM_FAIL_UNACCEPTED_POLICY = 15,
+    CM_FAIL_UNACCEPTED_EXTENSION = 16,
+    CM_FAIL_ADD_INFO_NOT_AVAILABLE = 17,
+    CM_FAIL_BAD_SENDER_NONCE = 18,
+    CM_FAIL_BAD_CERT_TEMPLATE = 19,
+    CM_FAIL_SIGNER_NOT_TRUSTED = 20,
+    CM_FAIL_TRANSACTION_ID_IN_USE = 21,
+    CM_FAIL_UNSUPPORTED_VERSION = 22,
+    CM_FAIL_NOT_AUTHORIZED = 23,
+    CM_FAIL_SYSTEM_UNAVAIL = 24,
+    CM_FAIL_SYSTEM_FAILURE = 25,
+    CM_FAIL_DUPLICATE_CERT_REQ = 26,
+} cm_failinfo;
+
+#define CM_FAIL_MAX CM_FAIL_DUPLICATE_CERT_REQ
 
 static inline cm_result cm_result_make(uint32_t code)
 {
@@ -100,10 +113,49 @@ static inline uint32_t cm_result_class(cm_result r)
     return CM_CODE_CLASS(r.code);
 }
 
-// cm_result_name returns a static, human-readable name for |r|, such as
-// "PROTO/DER_INDEFINITE", "HSM/0x000000b3" or "IO/ECONNRESET". Never NULL.
-// Thread: any.
+// cm_code_info is one row of the registry (engine/base/codes.def). Thread: immutable.
+typedef struct cm_code_info {
+    uint32_t code;      // CM_CODE(cls, detail)
+    const char *module; // "BASE", "CRMF", "CMP", "CMP_PROTECT", "HTTP", "HSM", "STORE", ...
+    const char *symbol; // "CA_E_KEY_TYPE"
+    uint32_t cls;       // the row's class, CM_CLASS_*
+    uint32_t detail;    // the row's detail as written (CM_CODE keeps its low 24 bits)
+    int failinfo;       // PKIFailureInfo bit, a cm_failinfo
+    const char *text;   // the one-line explanation
+} cm_code_info;
+
+// cm_code_registry returns every registered code (|*out_num| rows, in file order). The rows
+// are static. Thread: any.
+const cm_code_info *cm_code_registry(size_t *out_num);
+
+// cm_code_find returns the registry row of |code|, or NULL when it is not registered (CM_OK,
+// HSM- and IO-class codes, unknown codes). Thread: any.
+const cm_code_info *cm_code_find(uint32_t code);
+
+// cm_code_failinfo is THE mapping from a result code to the PKIFailureInfo bit number
+// (RFC 9810 §5.2.3) a CMP error answering it carries: the registry's bit for registered
+// codes; else by class: PROTO badDataFormat, POLICY badRequest, AGAIN systemUnavail,
+// anything else (RESOURCE, CRYPTO, HSM, IO, USAGE) systemFailure. -1 for CM_OK.
+// Thread: any; pure.
+int cm_code_failinfo(uint32_t code);
+
+// cm_result_name returns a static name for |r|: the registry symbol ("CA_E_KEY_TYPE"), "OK",
+// "HSM/CKR_DEVICE_ERROR" for HSM-class codes, "IO/ENOSPC" for IO-class codes, and
+// "CLASS/0xDETAIL" for unregistered codes. Never NULL. The HSM/IO/unregistered forms are
+// built in a thread-local buffer, valid until the thread's next call. Thread: any.
 const char *cm_result_name(cm_result r);
+
+// cm_result_text returns the one-line English explanation of |r| for an operator: the
+// registry text ("the request's key type is not allowed by the profile"), "the HSM failed:
+// CKR_DEVICE_ERROR" for HSM-class codes, "a system call failed: No space left on device" for
+// IO-class codes, "success" for CM_OK, and a sentence naming the code otherwise. Never NULL;
+// thread-local storage as cm_result_name (a separate buffer). Thread: any.
+const char *cm_result_text(cm_result r);
+
+// cm_ckr_name returns the PKCS#11 name of a CK_RV ("CKR_SESSION_CLOSED"), or
+// "CKR_VENDOR_DEFINED" / "CKR_UNKNOWN" for values not in its table (about 70 common ones).
+// Static storage. Thread: any.
+const char *cm_ckr_name(unsigned long rv);
 
 // cm_bail_note records the first failure site of the current thread in debug builds (used by
 // CM_BAIL for logging only) and returns |code| as a result. Thread: any.
@@ -189,6 +241,38 @@ uint32_t cm_code_from_errno(int err);
 void cm_ossl_clear_errors(void);
 
 // ---------------------------------------------------------------------------------------------
+// Reasons
+
+// cm_why is a caller-owned buffer for the specifics of a refusal, written for an operator:
+// "key type P-521 not allowed by profile devices (allowed: P-256, P-384, RSA, Ed25519)". The
+// code still travels in the cm_result; the reason only says more about it.
+//
+// The convention: a function that can refuse with specifics takes `cm_why *why` as its LAST
+// parameter. |why| may be NULL (the caller does not care). The function writes a reason with
+// cm_why_set on the failure paths where it knows something the code alone does not say, and
+// passes |why| down to the functions it calls. cm_why_set is a no-op once a reason is set, so
+// the innermost (most specific) explanation wins; a caller clears the buffer (cm_why_clear or
+// zero-initialisation) before the call. A reason never holds a secret, a PIN, key material or
+// internal detail such as file:line or a stack of OpenSSL errors: it may be sent to the peer.
+// Thread: value type, confined to the request that owns it.
+typedef struct cm_why {
+    char text[192]; // NUL-terminated; "" while unset
+} cm_why;
+
+// cm_why_set formats a reason into |w| (printf-style, cut to fit), unless |w| is NULL or
+// already holds a reason.
+void cm_why_set(cm_why *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// cm_why_clear empties |w| (NULL is a no-op).
+void cm_why_clear(cm_why *w);
+
+// cm_why_is_set reports whether |w| holds a reason (false for NULL).
+bool cm_why_is_set(const cm_why *w);
+
+// cm_why_or_text returns |w|'s reason when one is set, else cm_result_text(r). Never NULL.
+const char *cm_why_or_text(const cm_why *w, cm_result r);
+
+// ---------------------------------------------------------------------------------------------
 // Spans
 
 // cm_span is a borrowed view of bytes: it never owns what it points at. Passed by value.
@@ -258,6 +342,12 @@ typedef enum cm_log_level {
 // above the runtime's level are dropped before formatting. Never log secrets.
 // Thread: any.
 void cm_log(cm_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// cm_log_quote writes |in| into |out| (|cap| bytes, NUL-terminated when |cap| > 0) for a
+// quoted log field (key="..."): '"' and '\' get a backslash, bytes outside printable ASCII
+// become \xNN, so a value that came from a peer can neither end the field nor forge a line.
+// Cut at a whole escape when it does not fit. Returns |out|. Thread: any.
+const char *cm_log_quote(char *out, size_t cap, const char *in);
 
 // cm_log_enabled reports whether a line at |level| would be written.
 bool cm_log_enabled(cm_log_level level);

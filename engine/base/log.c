@@ -33,6 +33,36 @@ void cm_runtime_set_log_fd(int fd)
     __atomic_store_n(&g_cm_runtime.log_fd, fd, __ATOMIC_RELAXED);
 }
 
+const char *cm_log_quote(char *out, size_t cap, const char *in)
+{
+    if (cap == 0) {
+        return out;
+    }
+    size_t used = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p != '\0'; p++) {
+        char esc[5];
+        size_t n;
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)*p;
+            n = 2;
+        } else if (*p < 0x20 || *p >= 0x7f) {
+            (void)snprintf(esc, sizeof(esc), "\\x%02x", *p);
+            n = 4;
+        } else {
+            esc[0] = (char)*p;
+            n = 1;
+        }
+        if (used + n >= cap) {
+            break;
+        }
+        memcpy(out + used, esc, n);
+        used += n;
+    }
+    out[used] = '\0';
+    return out;
+}
+
 bool cm_log_enabled(cm_log_level level)
 {
     return (int)level <= __atomic_load_n(&g_cm_runtime.log_level, __ATOMIC_RELAXED);

@@ -31,7 +31,7 @@
 //   §4.1.1 lets the CA change the template), never beyond the CA's notAfter; an inverted or
 //   already expired requested validity is refused.
 //
-// How codes map to PKIFailureInfo (ca_failinfo_bit, which the server's srv_failinfo reads):
+// How codes map to PKIFailureInfo (the CA rows of engine/base/codes.def, cm_code_failinfo):
 //   CA_E_KEY_TYPE, CA_E_KEY_SIZE, CA_E_SUBJECT_*, CA_E_SAN_*, CA_E_VALIDITY -> badCertTemplate
 //   CA_E_SPKI_MALFORMED -> badCertTemplate (it arrived inside the template)
 //   CA_E_EXT_UNACCEPTED -> unacceptedExtension
@@ -51,38 +51,13 @@
 #include "engine/der/der.h"
 
 // ---------------------------------------------------------------------------------------------
-// Codes (ca range 0x700-0x7ff)
+// Codes (ca range 0x700-0x7ff): the CA rows of engine/base/codes.def, with their explanations.
+// Numbers are stable: append, never renumber.
 
 enum {
-    CA_E_KEY_TYPE = CM_CODE(CM_CLASS_POLICY, 0x701),         // key algorithm/curve not allowed
-    CA_E_KEY_SIZE = CM_CODE(CM_CLASS_POLICY, 0x702),         // RSA modulus outside min..max
-    CA_E_SUBJECT_MISSING = CM_CODE(CM_CLASS_POLICY, 0x703),  // a required RDN type is absent
-    CA_E_SUBJECT_RDN = CM_CODE(CM_CLASS_POLICY, 0x704),      // an RDN type the profile forbids
-    CA_E_SUBJECT_EMPTY = CM_CODE(CM_CLASS_POLICY, 0x705),    // empty subject and no SAN
-    CA_E_SAN_TYPE = CM_CODE(CM_CLASS_POLICY, 0x706),         // a GeneralName type not allowed
-    CA_E_EXT_UNACCEPTED = CM_CODE(CM_CLASS_POLICY, 0x707),   // a requested extension refused
-    CA_E_VALIDITY = CM_CODE(CM_CLASS_POLICY, 0x708),         // inverted/expired validity
-    CA_E_CA_EXPIRED = CM_CODE(CM_CLASS_POLICY, 0x709),       // the CA cannot issue at this time
-    CA_E_UNTRUSTED = CM_CODE(CM_CLASS_POLICY, 0x70a),        // chain does not reach an anchor
-    CA_E_CERT_EXPIRED = CM_CODE(CM_CLASS_POLICY, 0x70b),     // a chain cert is not valid then
-    CA_E_CERT_REVOKED = CM_CODE(CM_CLASS_POLICY, 0x70c),     // reserved for CRL-aware checks
-    CA_E_KEY_MISMATCH = CM_CODE(CM_CLASS_POLICY, 0x70d),     // cert does not hold that key
-    CA_E_SPKI_MALFORMED = CM_CODE(CM_CLASS_PROTO, 0x711),    // SPKI not as RFC 5480/8410/3279
-    CA_E_SUBJECT_MALFORMED = CM_CODE(CM_CLASS_PROTO, 0x712), // Name not a valid RDNSequence
-    CA_E_SAN_MALFORMED = CM_CODE(CM_CLASS_PROTO, 0x713),     // bad GeneralNames or name syntax
-    CA_E_EXT_MALFORMED = CM_CODE(CM_CLASS_PROTO, 0x714),     // bad Extension encoding
-    CA_E_EXT_DUPLICATE = CM_CODE(CM_CLASS_PROTO, 0x715),     // one extension OID twice
-    CA_E_CONFIG = CM_CODE(CM_CLASS_USAGE, 0x721),            // bad profile/CA/trust setting
+#define CM_CODES_CA CM_CODE_ENUM
+#include "engine/base/codes.def"
 };
-
-// ca_failinfo_bit returns the PKIFailureInfo bit number (RFC 9810 §5.2.3: badRequest 2,
-// badCertTemplate 19, unacceptedExtension 16, signerNotTrusted 20, certRevoked 10) for a
-// CA_E_* code, or -1 for any other code (the caller then maps it by class). Thread: any.
-int ca_failinfo_bit(cm_result r);
-
-// ca_result_name names the CA_E_* codes ("POLICY/CA_KEY_TYPE") and defers to cm_result_name
-// for every other code. Never NULL. Thread: any.
-const char *ca_result_name(cm_result r);
 
 // ---------------------------------------------------------------------------------------------
 // Keys
@@ -153,10 +128,11 @@ typedef enum ca_subject_mode {
     CA_SUBJECT_RULES = 1, // required RDN types must appear; only required+allowed may appear
 } ca_subject_mode;
 
-// ca_profile_params is what ca_profile_new is given. The string arrays are borrowed for the
-// call only. RDN types are names OpenSSL knows ("CN", "O", "serialNumber", ...) or dotted
-// OIDs. Thread: value type.
+// ca_profile_params is what ca_profile_new is given. The strings are borrowed for the call only
+// (ca_profile_new copies |name|). RDN types are names OpenSSL knows ("CN", "O",
+// "serialNumber", ...) or dotted OIDs. Thread: value type.
 typedef struct ca_profile_params {
+    const char *name;      // the profile's name, for reasons ("profile devices ..."); may be NULL
     uint32_t default_days; // validity when the request names none (>= 1)
     uint32_t max_days;     // the longest validity granted (>= default_days)
     uint32_t key_types;    // CA_KEY_* bits allowed
@@ -283,9 +259,15 @@ typedef struct ca_decision {
 
 // ca_policy_check checks |req| against |profile| for CA |ca| at time |now| and fills |*out|.
 // Fails with the specific CA_E_* code (see the mapping at the top of this header) or a DER
-// code. Allocation-free. Thread: any (profile and CA are immutable).
+// code, and then writes what was refused into |why| (may be NULL; base.h's convention), with
+// the profile's name and what it allows: "key type P-521 not allowed by profile devices
+// (allowed: P-256, P-384, RSA, Ed25519)", the RSA size and bounds, missing or forbidden
+// subject attributes by label, "profile devices does not allow subjectAltName type uri
+// (allowed: dns, ip)", the validity problem with the dates, a refused extension by name or
+// dotted OID. Allocation-free except for naming a refused extension's OID (OpenSSL's object
+// table). Thread: any (profile and CA are immutable).
 CM_RESULT ca_policy_check(const ca_profile *profile, const ca_authority *ca, ca_decision *out,
-                          const ca_request *req, int64_t now);
+                          const ca_request *req, int64_t now, cm_why *why);
 
 // ---------------------------------------------------------------------------------------------
 // Serial numbers and certificates
@@ -350,10 +332,14 @@ void ca_trust_free(ca_trust *t);
 // |extra| as untrusted intermediates (e.g. a message's extraCerts). A leaf whose verification
 // succeeded before and whose chain is still valid at |at| is answered from the cache (keyed by
 // SHA-256 of the DER) without OpenSSL's chain building. CA_E_CERT_EXPIRED when a certificate
-// of the chain is not valid at |at|, CA_E_UNTRUSTED for every other failure (CM_E_DER_* style
-// garbage included). Only successes enter the cache. Thread: any.
+// of the chain is not valid at |at|, CA_E_CERT_REVOKED, CA_E_UNTRUSTED for every other failure
+// (CM_E_DER_* style garbage included). Only successes enter the cache. On failure |why| (may
+// be NULL) gets which check failed, from OpenSSL's verify error text, and the subject of the
+// certificate it failed on: "certificate is not trusted: unable to get local issuer
+// certificate (CN=dev-1)". The reason starts with "certificate" so that a caller may name the
+// certificate's role in front of it ("the signer's "). Thread: any.
 CM_RESULT ca_trust_verify(ca_trust *t, cm_span leaf, const cm_span *extra, size_t num_extra,
-                          int64_t at);
+                          int64_t at, cm_why *why);
 
 // ca_trust_cache_stats reports cache hits and the current number of entries (tests and
 // metrics). Thread: any.

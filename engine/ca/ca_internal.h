@@ -10,7 +10,8 @@
 
 // Thread: immutable after ca_profile_new.
 struct ca_profile {
-    ca_profile_params p;                // string arrays cleared; see the spans below
+    ca_profile_params p;                // string arrays cleared; p.name points at |name|
+    char *name;                         // owned copy of the profile's name, may be NULL
     cm_span rdn_oids[CA_MAX_RDN_RULES]; // OID content octets; required first, then allowed
     uint8_t *rdn_buf;                   // owns the OID octets
     size_t num_required;
@@ -42,6 +43,9 @@ struct ca_authority {
 // ca_errf writes a formatted one-line reason into |err| (when |err_cap| > 0).
 void ca_errf(char *err, size_t err_cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+// ca_attr_label_of returns the short label of an attribute type OID ("CN", "serialNumber"), or
+// its dotted text written into |buf| (|cap| bytes) for types without one.
+const char *ca_attr_label_of(cm_span oid, char *buf, size_t cap);
 
 // ca_put_extension writes Extension ::= SEQUENCE { extnID, critical DEFAULT FALSE, extnValue }.
 void ca_put_extension(der_builder *b, cm_span oid, bool critical, cm_span value);

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "engine/ca/ca.h"
+#include "engine/ca/ca_internal.h"
 #include "engine/der/der_oid.h"
 
 typedef struct ca_attr_label {
@@ -77,7 +78,7 @@ static void ca_text_value(ca_text_out *o, uint32_t tag, cm_span whole, cm_span c
     }
 }
 
-static const char *ca_attr_label_of(cm_span oid, char *buf, size_t cap)
+const char *ca_attr_label_of(cm_span oid, char *buf, size_t cap)
 {
     for (size_t i = 0; i < sizeof(k_ca_attr_labels) / sizeof(k_ca_attr_labels[0]); i++) {
         if (der_oid_eq(oid, (const uint8_t *)k_ca_attr_labels[i].oid, k_ca_attr_labels[i].len)) {

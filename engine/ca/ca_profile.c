@@ -297,6 +297,15 @@ cm_result ca_profile_new(ca_profile **out, char *err, size_t err_cap, const ca_p
     pr->p = *p;
     pr->p.required_rdns = NULL;
     pr->p.allowed_rdns = NULL;
+    pr->p.name = NULL;
+    if (p->name != NULL) {
+        pr->name = strdup(p->name);
+        if (pr->name == NULL) {
+            res = cm_result_make(CM_E_NOMEM);
+            goto out;
+        }
+        pr->p.name = pr->name;
+    }
     res = ca_profile_rdns(pr, err, err_cap, p);
     if (!cm_ok(res)) {
         goto out;
@@ -322,6 +331,7 @@ void ca_profile_free(ca_profile *p)
     }
     free(p->rdn_buf);
     free(p->ext_der);
+    free(p->name);
     free(p);
 }
 
@@ -341,6 +351,122 @@ bool ca_profile_implicit_confirm(const ca_profile *p)
 cm_span ca_profile_extensions(const ca_profile *p)
 {
     return cm_span_make(p->ext_der, p->ext_der_len);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reasons: what a refusal names (profile, key types, attribute labels, dates)
+
+typedef struct ca_bit_name {
+    uint32_t bit;
+    const char *name;
+} ca_bit_name;
+
+// As the configuration spells them (key_types, san_types).
+static const ca_bit_name k_ca_key_names[] = {
+    {CA_KEY_EC_P256, "P-256"}, {CA_KEY_EC_P384, "P-384"},   {CA_KEY_EC_P521, "P-521"},
+    {CA_KEY_RSA, "RSA"},       {CA_KEY_ED25519, "Ed25519"}, {CA_KEY_ED448, "Ed448"},
+};
+static const ca_bit_name k_ca_san_names[] = {
+    {CA_SAN_DNS, "dns"}, {CA_SAN_IP, "ip"}, {CA_SAN_EMAIL, "email"}, {CA_SAN_URI, "uri"}};
+
+static const char *ca_profile_label(const ca_profile *pr)
+{
+    return pr->p.name != NULL && pr->p.name[0] != '\0' ? pr->p.name : "(unnamed)";
+}
+
+// ca_text_add appends |s| to the list in |buf|, separated by ", ".
+static void ca_text_add(char *buf, size_t cap, const char *s)
+{
+    const size_t used = strlen(buf);
+    if (used < cap) {
+        (void)snprintf(buf + used, cap - used, "%s%s", used > 0 ? ", " : "", s);
+    }
+}
+
+// ca_bits_text lists the names of the bits set in |bits| ("none" when none is).
+static const char *ca_bits_text(char *buf, size_t cap, uint32_t bits, const ca_bit_name *names,
+                                size_t num)
+{
+    buf[0] = '\0';
+    for (size_t i = 0; i < num; i++) {
+        if ((bits & names[i].bit) != 0) {
+            ca_text_add(buf, cap, names[i].name);
+        }
+    }
+    if (buf[0] == '\0') {
+        (void)snprintf(buf, cap, "none");
+    }
+    return buf;
+}
+
+static const char *ca_key_name(uint32_t type)
+{
+    for (size_t i = 0; i < sizeof(k_ca_key_names) / sizeof(k_ca_key_names[0]); i++) {
+        if (k_ca_key_names[i].bit == type) {
+            return k_ca_key_names[i].name;
+        }
+    }
+    return "?";
+}
+
+// ca_oid_name writes OpenSSL's short name of |oid| ("basicConstraints"), followed by the
+// dotted OID when |with_dotted|, or the dotted OID alone when OpenSSL has no name for it.
+// Only for refusals: OBJ_txt2obj allocates.
+static const char *ca_oid_name(char *buf, size_t cap, cm_span oid, bool with_dotted)
+{
+    char dotted[96];
+    der_oid_to_text(oid, dotted, sizeof(dotted));
+    ASN1_OBJECT *obj = OBJ_txt2obj(dotted, 1);
+    const int nid = obj != NULL ? OBJ_obj2nid(obj) : NID_undef;
+    ASN1_OBJECT_free(obj);
+    ERR_clear_error();
+    const char *sn = nid != NID_undef ? OBJ_nid2sn(nid) : NULL;
+    if (sn == NULL) {
+        (void)snprintf(buf, cap, "%s", dotted);
+    } else if (with_dotted) {
+        (void)snprintf(buf, cap, "%s (%s)", sn, dotted);
+    } else {
+        (void)snprintf(buf, cap, "%s", sn);
+    }
+    return buf;
+}
+
+// ca_spki_alg_text names the key algorithm of |spki| (the curve for EC keys) for a refusal of
+// a key type ca_spki_parse does not know.
+static const char *ca_spki_alg_text(char *buf, size_t cap, cm_span spki)
+{
+    der_reader r, seq, alg;
+    der_reader_init(&r, spki);
+    cm_span oid, curve;
+    if (!cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &seq)) ||
+        !cm_ok(der_enter(&seq, DER_TAG_SEQUENCE, &alg)) || !cm_ok(der_get_oid(&alg, &oid))) {
+        (void)snprintf(buf, cap, "?");
+        return buf;
+    }
+    if (der_oid_is(oid, DER_OID_EC_PUBLIC_KEY) && cm_ok(der_get_oid(&alg, &curve))) {
+        return ca_oid_name(buf, cap, curve, false);
+    }
+    return ca_oid_name(buf, cap, oid, false);
+}
+
+// ca_time_text writes |t| as "2026-05-04 12:00:00 UTC".
+static const char *ca_time_text(char *buf, size_t cap, int64_t t)
+{
+    int y, mo, d, h, mi, s;
+    cm_time_to_civil(t, &y, &mo, &d, &h, &mi, &s);
+    (void)snprintf(buf, cap, "%04d-%02d-%02d %02d:%02d:%02d UTC", y, mo, d, h, mi, s);
+    return buf;
+}
+
+// ca_rdn_rules_text lists the attribute types a rules-mode profile accepts (required first).
+static const char *ca_rdn_rules_text(char *buf, size_t cap, const ca_profile *pr)
+{
+    buf[0] = '\0';
+    for (size_t i = 0; i < pr->num_required + pr->num_allowed; i++) {
+        char oid[64];
+        ca_text_add(buf, cap, ca_attr_label_of(pr->rdn_oids[i], oid, sizeof(oid)));
+    }
+    return buf;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -408,7 +534,7 @@ static bool ca_is_string_tag(uint32_t tag)
 // AttributeTypeAndValue ::= SEQUENCE { type AttributeType, value AttributeValue }
 //                                                               -- RFC 5280 §4.1.2.4
 // Sets |*out_empty| when the RDNSequence is empty.
-static cm_result ca_check_subject(const ca_profile *pr, bool *out_empty, cm_span name)
+static cm_result ca_check_subject(const ca_profile *pr, bool *out_empty, cm_span name, cm_why *why)
 {
     der_reader r, seq;
     der_reader_init(&r, name);
@@ -445,12 +571,30 @@ static cm_result ca_check_subject(const ca_profile *pr, bool *out_empty, cm_span
                     }
                 }
             }
-            CM_ENSURE(known, CA_E_SUBJECT_RDN);
+            if (!known) {
+                char oid[64], allowed[128];
+                cm_why_set(why, "subject attribute %s not allowed by profile %s (allowed: %s)",
+                           ca_attr_label_of(type, oid, sizeof(oid)), ca_profile_label(pr),
+                           ca_rdn_rules_text(allowed, sizeof(allowed), pr));
+                CM_BAIL(CA_E_SUBJECT_RDN);
+            }
         }
     }
     if (rules && pr->num_required > 0) {
         const uint32_t all = pr->num_required >= 32 ? 0xffffffffu : (1u << pr->num_required) - 1;
-        CM_ENSURE(seen_required == all, CA_E_SUBJECT_MISSING);
+        if (seen_required != all) {
+            char missing[128] = "";
+            for (size_t i = 0; i < pr->num_required; i++) {
+                if ((seen_required & (1u << i)) == 0) {
+                    char oid[64];
+                    ca_text_add(missing, sizeof(missing),
+                                ca_attr_label_of(pr->rdn_oids[i], oid, sizeof(oid)));
+                }
+            }
+            cm_why_set(why, "subject lacks %s, required by profile %s", missing,
+                       ca_profile_label(pr));
+            CM_BAIL(CA_E_SUBJECT_MISSING);
+        }
     }
     *out_empty = count == 0;
     return cm_result_make(CM_OK);
@@ -541,7 +685,7 @@ static bool ca_uri_ok(cm_span s)
 //     uniformResourceIdentifier [6] IA5String,
 //     iPAddress                 [7] OCTET STRING,
 //     registeredID              [8] OBJECT IDENTIFIER }            -- RFC 5280 §4.2.1.6
-static cm_result ca_check_san(const ca_profile *pr, cm_span value)
+static cm_result ca_check_san(const ca_profile *pr, cm_span value, cm_why *why)
 {
     der_reader r, seq;
     der_reader_init(&r, value);
@@ -555,30 +699,66 @@ static cm_result ca_check_san(const ca_profile *pr, cm_span value)
         uint32_t tag;
         cm_span body;
         CM_ENSURE(cm_ok(der_get_any(&seq, &tag, &body, NULL)), CA_E_SAN_MALFORMED);
-        uint32_t type;
-        bool ok;
+        uint32_t type = 0;
+        bool ok = false;
+        const char *type_name;
         switch (tag) {
         case DER_CONTEXT(1):
             type = CA_SAN_EMAIL;
+            type_name = "email";
             ok = ca_email_ok(body);
             break;
         case DER_CONTEXT(2):
             type = CA_SAN_DNS;
+            type_name = "dns";
             ok = ca_dns_ok(body);
             break;
         case DER_CONTEXT(6):
             type = CA_SAN_URI;
+            type_name = "uri";
             ok = ca_uri_ok(body);
             break;
         case DER_CONTEXT(7):
             type = CA_SAN_IP;
+            type_name = "ip";
             ok = body.len == 4 || body.len == 16;
             break;
+        case DER_CONTEXT_CONS(0):
+            type_name = "otherName";
+            break;
+        case DER_CONTEXT_CONS(3):
+            type_name = "x400Address";
+            break;
+        case DER_CONTEXT_CONS(4):
+            type_name = "directoryName";
+            break;
+        case DER_CONTEXT_CONS(5):
+            type_name = "ediPartyName";
+            break;
+        case DER_CONTEXT(8):
+            type_name = "registeredID";
+            break;
         default:
+            type_name = "unknown";
+            break;
+        }
+        if ((pr->p.san_types & type) == 0) {
+            char allowed[64];
+            cm_why_set(why, "profile %s does not allow subjectAltName type %s (allowed: %s)",
+                       ca_profile_label(pr), type_name,
+                       ca_bits_text(allowed, sizeof(allowed), pr->p.san_types, k_ca_san_names,
+                                    sizeof(k_ca_san_names) / sizeof(k_ca_san_names[0])));
             CM_BAIL(CA_E_SAN_TYPE);
         }
-        CM_ENSURE((pr->p.san_types & type) != 0, CA_E_SAN_TYPE);
-        CM_ENSURE(ok, CA_E_SAN_MALFORMED);
+        if (!ok) {
+            cm_why_set(why, "subjectAltName entry %zu (type %s) is not a valid %s", count,
+                       type_name,
+                       type == CA_SAN_IP      ? "IPv4 or IPv6 address"
+                       : type == CA_SAN_DNS   ? "DNS name"
+                       : type == CA_SAN_EMAIL ? "email address"
+                                              : "URI");
+            CM_BAIL(CA_E_SAN_MALFORMED);
+        }
     }
     return cm_result_make(CM_OK);
 }
@@ -597,33 +777,60 @@ static bool ca_profile_has_ext(const ca_profile *pr, cm_span oid)
 }
 
 cm_result ca_policy_check(const ca_profile *profile, const ca_authority *ca, ca_decision *out,
-                          const ca_request *req, int64_t now)
+                          const ca_request *req, int64_t now, cm_why *why)
 {
     const ca_profile *pr = profile;
     ca_decision d;
     memset(&d, 0, sizeof(d));
+    char t1[32], t2[32];
 
     // The CA itself must be able to issue now.
-    CM_ENSURE(now >= ca->not_before && now < ca->not_after, CA_E_CA_EXPIRED);
+    if (now < ca->not_before || now >= ca->not_after) {
+        cm_why_set(why, "the CA certificate is not valid now (valid from %s to %s)",
+                   ca_time_text(t1, sizeof(t1), ca->not_before),
+                   ca_time_text(t2, sizeof(t2), ca->not_after));
+        CM_BAIL(CA_E_CA_EXPIRED);
+    }
 
-    CM_TRY(ca_spki_parse(&d.key, req->spki));
-    CM_ENSURE((pr->p.key_types & d.key.type) != 0, CA_E_KEY_TYPE);
-    if (d.key.type == CA_KEY_RSA) {
-        CM_ENSURE(d.key.bits >= pr->p.rsa_min_bits && d.key.bits <= pr->p.rsa_max_bits,
-                  CA_E_KEY_SIZE);
+    char allowed[96], alg[96];
+    cm_result kr = ca_spki_parse(&d.key, req->spki);
+    if (kr.code == CA_E_KEY_TYPE) {
+        cm_why_set(why, "key type %s not allowed by profile %s (allowed: %s)",
+                   ca_spki_alg_text(alg, sizeof(alg), req->spki), ca_profile_label(pr),
+                   ca_bits_text(allowed, sizeof(allowed), pr->p.key_types, k_ca_key_names,
+                                sizeof(k_ca_key_names) / sizeof(k_ca_key_names[0])));
+    }
+    CM_TRY(kr);
+    if ((pr->p.key_types & d.key.type) == 0) {
+        cm_why_set(why, "key type %s not allowed by profile %s (allowed: %s)",
+                   ca_key_name(d.key.type), ca_profile_label(pr),
+                   ca_bits_text(allowed, sizeof(allowed), pr->p.key_types, k_ca_key_names,
+                                sizeof(k_ca_key_names) / sizeof(k_ca_key_names[0])));
+        CM_BAIL(CA_E_KEY_TYPE);
+    }
+    if (d.key.type == CA_KEY_RSA &&
+        (d.key.bits < pr->p.rsa_min_bits || d.key.bits > pr->p.rsa_max_bits)) {
+        cm_why_set(why, "RSA key of %u bits not allowed by profile %s (allowed: %u to %u bits)",
+                   d.key.bits, ca_profile_label(pr), pr->p.rsa_min_bits, pr->p.rsa_max_bits);
+        CM_BAIL(CA_E_KEY_SIZE);
     }
 
     bool empty_subject = false;
-    CM_TRY(ca_check_subject(pr, &empty_subject, req->subject));
+    CM_TRY(ca_check_subject(pr, &empty_subject, req->subject, why));
 
     CM_ENSURE(req->num_exts <= CA_MAX_REQ_EXTS, CM_E_DER_TOO_MANY);
     for (size_t i = 0; i < req->num_exts; i++) {
         const ca_ext *x = &req->exts[i];
+        char ext[128];
         for (size_t j = 0; j < i; j++) {
-            CM_ENSURE(!cm_span_eq(req->exts[j].oid, x->oid), CA_E_EXT_DUPLICATE);
+            if (cm_span_eq(req->exts[j].oid, x->oid)) {
+                cm_why_set(why, "the request lists extension %s twice",
+                           ca_oid_name(ext, sizeof(ext), x->oid, true));
+                CM_BAIL(CA_E_EXT_DUPLICATE);
+            }
         }
         if (der_oid_is(x->oid, DER_OID_CE_SUBJECT_ALT_NAME)) {
-            CM_TRY(ca_check_san(pr, x->value));
+            CM_TRY(ca_check_san(pr, x->value, why));
             d.san = x->value;
             d.san_critical = x->critical;
         } else if (der_oid_is(x->oid, DER_OID_CE_SUBJECT_KEY_ID) ||
@@ -632,21 +839,34 @@ cm_result ca_policy_check(const ca_profile *profile, const ca_authority *ca, ca_
             // Written by us whatever was asked.
             continue;
         } else {
+            cm_why_set(why, "profile %s does not accept the requested extension %s",
+                       ca_profile_label(pr), ca_oid_name(ext, sizeof(ext), x->oid, true));
             CM_BAIL(CA_E_EXT_UNACCEPTED);
         }
     }
-    if (empty_subject) {
+    if (empty_subject && d.san.len == 0) {
         // RFC 5280 §4.2.1.6: an empty subject needs a critical subjectAltName.
-        CM_ENSURE(d.san.len > 0, CA_E_SUBJECT_EMPTY);
+        cm_why_set(why, "the requested subject is empty and there is no subjectAltName "
+                        "(RFC 5280 4.2.1.6)");
+        CM_BAIL(CA_E_SUBJECT_EMPTY);
+    }
+    if (empty_subject) {
         d.san_critical = true;
     }
 
     // Validity: a request within max_days is honoured, longer ones are shortened, nothing
     // outlives the CA certificate.
     const int64_t day = 86400;
-    if (req->not_after != 0) {
-        CM_ENSURE(req->not_after > now, CA_E_VALIDITY);
-        CM_ENSURE(req->not_before == 0 || req->not_after > req->not_before, CA_E_VALIDITY);
+    if (req->not_after != 0 && req->not_after <= now) {
+        cm_why_set(why, "the requested notAfter %s is not in the future",
+                   ca_time_text(t1, sizeof(t1), req->not_after));
+        CM_BAIL(CA_E_VALIDITY);
+    }
+    if (req->not_after != 0 && req->not_before != 0 && req->not_after <= req->not_before) {
+        cm_why_set(why, "the requested notAfter %s is not after notBefore %s",
+                   ca_time_text(t1, sizeof(t1), req->not_after),
+                   ca_time_text(t2, sizeof(t2), req->not_before));
+        CM_BAIL(CA_E_VALIDITY);
     }
     d.not_before = req->not_before > now ? req->not_before : now;
     d.not_after =
@@ -658,7 +878,12 @@ cm_result ca_policy_check(const ca_profile *profile, const ca_authority *ca, ca_
     if (d.not_after > ca->not_after) {
         d.not_after = ca->not_after;
     }
-    CM_ENSURE(d.not_before < d.not_after, CA_E_VALIDITY);
+    if (d.not_before >= d.not_after) {
+        cm_why_set(why, "the requested notBefore %s is not before the CA certificate expires (%s)",
+                   ca_time_text(t1, sizeof(t1), d.not_before),
+                   ca_time_text(t2, sizeof(t2), ca->not_after));
+        CM_BAIL(CA_E_VALIDITY);
+    }
     *out = d;
     return cm_result_make(CM_OK);
 }

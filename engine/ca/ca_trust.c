@@ -219,8 +219,26 @@ static X509 *ca_d2i(cm_span der)
     return x;
 }
 
+// ca_trust_why explains a failed X509_verify_cert: OpenSSL's verify error text and the subject
+// of the certificate it failed on.
+static void ca_trust_why(cm_why *why, X509_STORE_CTX *ctx, int err)
+{
+    if (why == NULL) {
+        return;
+    }
+    char subject[96] = "";
+    const X509 *cur = X509_STORE_CTX_get_current_cert(ctx);
+    const unsigned char *der = NULL;
+    size_t der_len = 0;
+    if (cur != NULL && X509_NAME_get0_der(X509_get_subject_name(cur), &der, &der_len) == 1) {
+        (void)ca_name_to_text(subject, sizeof(subject), cm_span_make(der, der_len));
+    }
+    cm_why_set(why, "certificate is not trusted: %s (%s)", X509_verify_cert_error_string(err),
+               subject[0] != '\0' ? subject : "empty subject");
+}
+
 cm_result ca_trust_verify(ca_trust *t, cm_span leaf, const cm_span *extra, size_t num_extra,
-                          int64_t at)
+                          int64_t at, cm_why *why)
 {
     uint8_t key[32];
     unsigned int key_len = 0;
@@ -234,12 +252,23 @@ cm_result ca_trust_verify(ca_trust *t, cm_span leaf, const cm_span *extra, size_
     X509 *x = ca_d2i(leaf);
     STACK_OF(X509) *chain = sk_X509_new_null();
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
-    if (x == NULL || chain == NULL || ctx == NULL || num_extra > CA_TRUST_MAX_EXTRA) {
+    if (chain == NULL || ctx == NULL) {
+        goto out;
+    }
+    if (x == NULL) {
+        cm_why_set(why, "certificate is not trusted: it cannot be parsed");
+        goto out;
+    }
+    if (num_extra > CA_TRUST_MAX_EXTRA) {
+        cm_why_set(why, "certificate is not trusted: more than %u extra certificates",
+                   (unsigned)CA_TRUST_MAX_EXTRA);
         goto out;
     }
     for (size_t i = 0; i < num_extra; i++) {
         X509 *e = ca_d2i(extra[i]);
         if (e == NULL) {
+            cm_why_set(why, "certificate is not trusted: extra certificate %zu cannot be parsed",
+                       i + 1);
             goto out;
         }
         if (sk_X509_push(chain, e) <= 0) {
@@ -253,7 +282,9 @@ cm_result ca_trust_verify(ca_trust *t, cm_span leaf, const cm_span *extra, size_
     }
     X509_STORE_CTX_set_time(ctx, 0, (time_t)at);
     if (X509_verify_cert(ctx) != 1) {
-        switch (X509_STORE_CTX_get_error(ctx)) {
+        const int err = X509_STORE_CTX_get_error(ctx);
+        ca_trust_why(why, ctx, err);
+        switch (err) {
         case X509_V_ERR_CERT_HAS_EXPIRED:
         case X509_V_ERR_CERT_NOT_YET_VALID:
             res = cm_result_make(CA_E_CERT_EXPIRED);

@@ -16,7 +16,7 @@
 // [n] in PKIHeader, PKIMessage and PKIBody wraps the element it tags.
 //
 // Header rules the parser enforces (each with its own code, mapped to a PKIFailureInfo bit by
-// cmp_failinfo_from_code): transactionID present; senderNonce present and at least 16 octets;
+// cm_code_failinfo): transactionID present; senderNonce present and at least 16 octets;
 // recipNonce, when present, at least 16 octets; protection and protectionAlg both present or
 // both absent; a signature protectionAlg needs extraCerts when the caller asks
 // (cmp_parse_opts.require_protection_cert); implicitConfirm's value is NULL;
@@ -38,67 +38,45 @@
 #include "engine/der/der.h"
 
 // ---------------------------------------------------------------------------------------------
-// Result codes (cmp range 0x200-0x2ff). Numbers are stable: append, never renumber.
+// Result codes (cmp range 0x200-0x2ff): the CMP rows of engine/base/codes.def, with their
+// explanations and PKIFailureInfo bits (cm_code_failinfo). Numbers are stable: append, never
+// renumber.
 
 enum {
-    // pvno is not an INTEGER we can hold, or the message with an unsupported pvno did not
-    // parse (unsupportedVersion).
-    CMP_E_UNSUPPORTED_VERSION = CM_CODE(CM_CLASS_PROTO, 0x200),
-    CMP_E_NO_TRANSACTION_ID = CM_CODE(CM_CLASS_PROTO, 0x201),     // badDataFormat
-    CMP_E_BAD_SENDER_NONCE = CM_CODE(CM_CLASS_PROTO, 0x202),      // missing or < 16 octets
-    CMP_E_BAD_RECIP_NONCE = CM_CODE(CM_CLASS_PROTO, 0x203),       // present and < 16 octets
-    CMP_E_PROTECTION_NO_ALG = CM_CODE(CM_CLASS_PROTO, 0x204),     // protection, no protectionAlg
-    CMP_E_ALG_NO_PROTECTION = CM_CODE(CM_CLASS_PROTO, 0x205),     // protectionAlg, no protection
-    CMP_E_NO_EXTRA_CERTS = CM_CODE(CM_CLASS_PROTO, 0x206),        // signature protection, no certs
-    CMP_E_UNKNOWN_BODY = CM_CODE(CM_CLASS_PROTO, 0x207),          // tag outside the PKIBody CHOICE
-    CMP_E_UNSUPPORTED_BODY = CM_CODE(CM_CLASS_POLICY, 0x208),     // valid CMP body we do not handle
-    CMP_E_NESTING_DEPTH = CM_CODE(CM_CLASS_POLICY, 0x209),        // nested deeper than allowed
-    CMP_E_HASHALG_PVNO = CM_CODE(CM_CLASS_PROTO, 0x20a),          // CertStatus.hashAlg, pvno != 3
-    CMP_E_BAD_IMPLICIT_CONFIRM = CM_CODE(CM_CLASS_PROTO, 0x20b),  // value is not NULL
-    CMP_E_BAD_CONFIRM_WAIT_TIME = CM_CODE(CM_CLASS_PROTO, 0x20c), // not a GeneralizedTime
-    CMP_E_EMPTY_SEQUENCE = CM_CODE(CM_CLASS_PROTO, 0x20d),        // SIZE (1..MAX) violated
-    CMP_E_BAD_CERT_PROFILE = CM_CODE(CM_CLASS_PROTO, 0x20e),      // not SEQUENCE OF UTF8String
-    CMP_E_BAD_CRL_REASON = CM_CODE(CM_CLASS_PROTO, 0x20f),        // malformed reasonCode
-    CMP_E_BAD_STATUS = CM_CODE(CM_CLASS_PROTO, 0x210),            // PKIStatus outside 0..6
-    CMP_E_UNKNOWN_HASH_ALG = CM_CODE(CM_CLASS_POLICY, 0x211),     // certHash: no known hash
+#define CM_CODES_CMP CM_CODE_ENUM
+#include "engine/base/codes.def"
 };
 
-// cmp_failinfo_from_code maps a PROTO or POLICY code of cmp, der or crmf to the PKIFailureInfo
-// bits (1u << bit, bit numbers of RFC 9810 §5.2.3) a CMP error or rejection should carry.
-// Unknown PROTO codes give badDataFormat, unknown POLICY codes badRequest, other classes
-// AGAIN systemUnavail, other classes (RESOURCE, CRYPTO, HSM, IO ...) systemFailure, CM_OK 0.
-// crmf codes map as crmf_failinfo_bit() says (crmf.h). Thread: any; pure.
-uint32_t cmp_failinfo_from_code(cm_result r);
-
-// PKIFailureInfo bit numbers (RFC 9810 §5.2.3).
+// PKIFailureInfo bit numbers (RFC 9810 §5.2.3): aliases of base's cm_failinfo, the numbers
+// the registry names.
 enum {
-    CMP_FAIL_BAD_ALG = 0,
-    CMP_FAIL_BAD_MESSAGE_CHECK = 1,
-    CMP_FAIL_BAD_REQUEST = 2,
-    CMP_FAIL_BAD_TIME = 3,
-    CMP_FAIL_BAD_CERT_ID = 4,
-    CMP_FAIL_BAD_DATA_FORMAT = 5,
-    CMP_FAIL_WRONG_AUTHORITY = 6,
-    CMP_FAIL_INCORRECT_DATA = 7,
-    CMP_FAIL_MISSING_TIME_STAMP = 8,
-    CMP_FAIL_BAD_POP = 9,
-    CMP_FAIL_CERT_REVOKED = 10,
-    CMP_FAIL_CERT_CONFIRMED = 11,
-    CMP_FAIL_WRONG_INTEGRITY = 12,
-    CMP_FAIL_BAD_RECIPIENT_NONCE = 13,
-    CMP_FAIL_TIME_NOT_AVAILABLE = 14,
-    CMP_FAIL_UNACCEPTED_POLICY = 15,
-    CMP_FAIL_UNACCEPTED_EXTENSION = 16,
-    CMP_FAIL_ADD_INFO_NOT_AVAILABLE = 17,
-    CMP_FAIL_BAD_SENDER_NONCE = 18,
-    CMP_FAIL_BAD_CERT_TEMPLATE = 19,
-    CMP_FAIL_SIGNER_NOT_TRUSTED = 20,
-    CMP_FAIL_TRANSACTION_ID_IN_USE = 21,
-    CMP_FAIL_UNSUPPORTED_VERSION = 22,
-    CMP_FAIL_NOT_AUTHORIZED = 23,
-    CMP_FAIL_SYSTEM_UNAVAIL = 24,
-    CMP_FAIL_SYSTEM_FAILURE = 25,
-    CMP_FAIL_DUPLICATE_CERT_REQ = 26,
+    CMP_FAIL_BAD_ALG = CM_FAIL_BAD_ALG,
+    CMP_FAIL_BAD_MESSAGE_CHECK = CM_FAIL_BAD_MESSAGE_CHECK,
+    CMP_FAIL_BAD_REQUEST = CM_FAIL_BAD_REQUEST,
+    CMP_FAIL_BAD_TIME = CM_FAIL_BAD_TIME,
+    CMP_FAIL_BAD_CERT_ID = CM_FAIL_BAD_CERT_ID,
+    CMP_FAIL_BAD_DATA_FORMAT = CM_FAIL_BAD_DATA_FORMAT,
+    CMP_FAIL_WRONG_AUTHORITY = CM_FAIL_WRONG_AUTHORITY,
+    CMP_FAIL_INCORRECT_DATA = CM_FAIL_INCORRECT_DATA,
+    CMP_FAIL_MISSING_TIME_STAMP = CM_FAIL_MISSING_TIME_STAMP,
+    CMP_FAIL_BAD_POP = CM_FAIL_BAD_POP,
+    CMP_FAIL_CERT_REVOKED = CM_FAIL_CERT_REVOKED,
+    CMP_FAIL_CERT_CONFIRMED = CM_FAIL_CERT_CONFIRMED,
+    CMP_FAIL_WRONG_INTEGRITY = CM_FAIL_WRONG_INTEGRITY,
+    CMP_FAIL_BAD_RECIPIENT_NONCE = CM_FAIL_BAD_RECIPIENT_NONCE,
+    CMP_FAIL_TIME_NOT_AVAILABLE = CM_FAIL_TIME_NOT_AVAILABLE,
+    CMP_FAIL_UNACCEPTED_POLICY = CM_FAIL_UNACCEPTED_POLICY,
+    CMP_FAIL_UNACCEPTED_EXTENSION = CM_FAIL_UNACCEPTED_EXTENSION,
+    CMP_FAIL_ADD_INFO_NOT_AVAILABLE = CM_FAIL_ADD_INFO_NOT_AVAILABLE,
+    CMP_FAIL_BAD_SENDER_NONCE = CM_FAIL_BAD_SENDER_NONCE,
+    CMP_FAIL_BAD_CERT_TEMPLATE = CM_FAIL_BAD_CERT_TEMPLATE,
+    CMP_FAIL_SIGNER_NOT_TRUSTED = CM_FAIL_SIGNER_NOT_TRUSTED,
+    CMP_FAIL_TRANSACTION_ID_IN_USE = CM_FAIL_TRANSACTION_ID_IN_USE,
+    CMP_FAIL_UNSUPPORTED_VERSION = CM_FAIL_UNSUPPORTED_VERSION,
+    CMP_FAIL_NOT_AUTHORIZED = CM_FAIL_NOT_AUTHORIZED,
+    CMP_FAIL_SYSTEM_UNAVAIL = CM_FAIL_SYSTEM_UNAVAIL,
+    CMP_FAIL_SYSTEM_FAILURE = CM_FAIL_SYSTEM_FAILURE,
+    CMP_FAIL_DUPLICATE_CERT_REQ = CM_FAIL_DUPLICATE_CERT_REQ,
 };
 
 #define CMP_FAILINFO_BIT(n) (1u << (n))

@@ -69,36 +69,6 @@ static bool prot_is_pbmac1_hash(cmp_hash h)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Failure info
-
-int cmp_protect_failinfo(uint32_t code)
-{
-    switch (code) {
-    case CMP_E_PROT_ALG_UNSUPPORTED:
-    case CMP_E_PROT_ALG_WEAK:
-        return CMP_PROTECT_FAILINFO_BAD_ALG;
-    case CMP_E_PROT_ITERATIONS:
-    case CMP_E_PROT_SALT_LEN:
-    case CMP_E_PROT_KEY_LEN:
-    case CMP_E_PROT_MAC_MISMATCH:
-    case CMP_E_PROT_SIG_INVALID:
-    case CMP_E_PROT_KEY_MISMATCH:
-    case CMP_E_PROT_WRONG_KIND:
-        return CMP_PROTECT_FAILINFO_BAD_MESSAGE_CHECK;
-    case CMP_E_PROT_PARAMS:
-    case CMP_E_PROT_BITS:
-    case CMP_E_PROT_CERT:
-        return CMP_PROTECT_FAILINFO_BAD_DATA_FORMAT;
-    default:
-        break;
-    }
-    if (CM_CODE_CLASS(code) == CM_CLASS_PROTO && CM_CODE_DETAIL(code) < 0x100u) {
-        return CMP_PROTECT_FAILINFO_BAD_DATA_FORMAT; // the DER reader's codes
-    }
-    return -1;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Context
 
 void cmp_protect_limits_default(cmp_protect_limits *out)
@@ -278,9 +248,10 @@ static CM_RESULT prot_get_algid(der_reader *r, cm_span *out_oid, der_reader *out
 
 // prot_get_hash_algid reads an AlgorithmIdentifier of a hash (|hmac| false: id-sha*) or an
 // HMAC (|hmac| true: hmacWithSHA*, or hmac-sha1 1.3.6.1.5.5.8.1.2 when |allow_ipsec|), with
-// parameters absent or NULL (RFC 5754 §2, RFC 8018 B.1.2, RFC 9481 §6.2).
+// parameters absent or NULL (RFC 5754 §2, RFC 8018 B.1.2, RFC 9481 §6.2). |what| names the
+// algorithm's role in a reason ("the PBM one-way function").
 static CM_RESULT prot_get_hash_algid(der_reader *r, bool hmac, bool allow_ipsec, cmp_hash *out,
-                                     bool *out_ipsec)
+                                     bool *out_ipsec, const char *what, cm_why *why)
 {
     cm_span oid;
     der_reader params;
@@ -305,6 +276,10 @@ static CM_RESULT prot_get_hash_algid(der_reader *r, bool hmac, bool allow_ipsec,
             *out = (cmp_hash)i;
             return cm_result_make(CM_OK);
         }
+    }
+    if (why != NULL) {
+        char name[96];
+        cm_why_set(why, "%s %s is not supported", what, crmf_oid_text(name, sizeof(name), oid));
     }
     CM_BAIL(CMP_E_PROT_ALG_UNSUPPORTED);
 }
@@ -346,17 +321,51 @@ CM_RESULT cmp_protected_part_header(uint8_t *buf, size_t cap, size_t *out_len, s
 // ---------------------------------------------------------------------------------------------
 // Parameters
 
-// prot_get_iterations reads iterationCount and checks it against [lo, hi]. A negative or
+// prot_iter_bounds names the limits a MAC's iteration count is checked against, as the
+// configuration calls them (engine/config: min_pbm_iterations ...), for reasons.
+typedef struct prot_iter_bounds {
+    const char *what;    // "PBM", "PBMAC1"
+    uint64_t lo, hi;     // the limits
+    const char *lo_name; // the setting for |lo|, or NULL when it is a fixed minimum
+    const char *hi_name; // the setting for |hi|
+} prot_iter_bounds;
+
+// prot_get_iterations reads iterationCount and checks it against the bounds. A negative or
 // oversized INTEGER is out of range too (CMP_E_PROT_ITERATIONS), not a format error.
-static CM_RESULT prot_get_iterations(der_reader *r, uint64_t lo, uint64_t hi, uint64_t *out)
+static CM_RESULT prot_get_iterations(der_reader *r, const prot_iter_bounds *b, uint64_t *out,
+                                     cm_why *why)
 {
     cm_span body;
     PROT_DER(der_get_int_span(r, &body));
     uint64_t v = 0;
-    if ((body.p[0] & 0x80u) != 0 || !cm_ok(der_parse_u64(body, &v)) || v < lo || v > hi) {
+    if ((body.p[0] & 0x80u) != 0 || !cm_ok(der_parse_u64(body, &v))) {
+        cm_why_set(why, "%s iteration count is negative or too large", b->what);
+        CM_BAIL(CMP_E_PROT_ITERATIONS);
+    }
+    if (v > b->hi) {
+        cm_why_set(why, "%s iteration count %llu is above %s (%llu)", b->what,
+                   (unsigned long long)v, b->hi_name, (unsigned long long)b->hi);
+        CM_BAIL(CMP_E_PROT_ITERATIONS);
+    }
+    if (v < b->lo) {
+        cm_why_set(why, "%s iteration count %llu is below %s (%llu)", b->what,
+                   (unsigned long long)v, b->lo_name != NULL ? b->lo_name : "the minimum",
+                   (unsigned long long)b->lo);
         CM_BAIL(CMP_E_PROT_ITERATIONS);
     }
     *out = v;
+    return cm_result_make(CM_OK);
+}
+
+// prot_check_salt checks a salt's length against the configured cap.
+static CM_RESULT prot_check_salt(const cmp_protect_limits *lim, const char *what, cm_span salt,
+                                 cm_why *why)
+{
+    if (salt.len > lim->max_salt_len) {
+        cm_why_set(why, "the %s salt of %zu octets is longer than the %zu allowed", what, salt.len,
+                   lim->max_salt_len);
+        CM_BAIL(CMP_E_PROT_SALT_LEN);
+    }
     return cm_result_make(CM_OK);
 }
 
@@ -365,7 +374,8 @@ static CM_RESULT prot_get_iterations(der_reader *r, uint64_t lo, uint64_t hi, ui
 //     owf                 AlgorithmIdentifier,
 //     iterationCount      INTEGER,
 //     mac                 AlgorithmIdentifier }
-static CM_RESULT prot_parse_pbm(const cmp_protect_ctx *ctx, cmp_mac_key *k, der_reader *params)
+static CM_RESULT prot_parse_pbm(const cmp_protect_ctx *ctx, cmp_mac_key *k, der_reader *params,
+                                cm_why *why)
 {
     const cmp_protect_limits *lim = &ctx->limits;
     der_reader seq;
@@ -373,11 +383,12 @@ static CM_RESULT prot_parse_pbm(const cmp_protect_ctx *ctx, cmp_mac_key *k, der_
     PROT_DER(der_expect_end(params));
     cm_span salt;
     PROT_DER(der_get_octets(&seq, &salt));
-    CM_ENSURE(salt.len <= lim->max_salt_len, CMP_E_PROT_SALT_LEN);
-    CM_TRY(prot_get_hash_algid(&seq, false, false, &k->owf, NULL));
-    CM_TRY(prot_get_iterations(&seq, lim->pbm_min_iterations, lim->pbm_max_iterations,
-                               &k->iterations));
-    CM_TRY(prot_get_hash_algid(&seq, true, true, &k->mac, &k->mac_ipsec_oid));
+    CM_TRY(prot_check_salt(lim, "PBM", salt, why));
+    CM_TRY(prot_get_hash_algid(&seq, false, false, &k->owf, NULL, "the PBM one-way function", why));
+    const prot_iter_bounds bounds = {"PBM", lim->pbm_min_iterations, lim->pbm_max_iterations,
+                                     "min_pbm_iterations", "max_pbm_iterations"};
+    CM_TRY(prot_get_iterations(&seq, &bounds, &k->iterations, why));
+    CM_TRY(prot_get_hash_algid(&seq, true, true, &k->mac, &k->mac_ipsec_oid, "the PBM MAC", why));
     PROT_DER(der_expect_end(&seq));
     memcpy(k->salt, salt.p, salt.len);
     k->salt_len = salt.len;
@@ -394,7 +405,7 @@ static CM_RESULT prot_parse_pbm(const cmp_protect_ctx *ctx, cmp_mac_key *k, der_
 //     keyLength INTEGER (1..MAX) OPTIONAL,
 //     prf AlgorithmIdentifier {{PBKDF2-PRFs}} DEFAULT algid-hmacWithSHA1 }
 static CM_RESULT prot_parse_pbkdf2(const cmp_protect_ctx *ctx, cmp_mac_key *k, der_reader *params,
-                                   bool *out_has_key_len)
+                                   bool *out_has_key_len, cm_why *why)
 {
     const cmp_protect_limits *lim = &ctx->limits;
     der_reader seq;
@@ -404,9 +415,10 @@ static CM_RESULT prot_parse_pbkdf2(const cmp_protect_ctx *ctx, cmp_mac_key *k, d
               CMP_E_PROT_ALG_UNSUPPORTED); // otherSource: reserved, no sources defined
     cm_span salt;
     PROT_DER(der_get_octets(&seq, &salt));
-    CM_ENSURE(salt.len <= lim->max_salt_len, CMP_E_PROT_SALT_LEN);
-    CM_TRY(prot_get_iterations(&seq, lim->pbmac1_min_iterations, lim->pbmac1_max_iterations,
-                               &k->iterations));
+    CM_TRY(prot_check_salt(lim, "PBMAC1", salt, why));
+    const prot_iter_bounds bounds = {"PBMAC1", lim->pbmac1_min_iterations,
+                                     lim->pbmac1_max_iterations, NULL, "max_pbmac1_iterations"};
+    CM_TRY(prot_get_iterations(&seq, &bounds, &k->iterations, why));
     *out_has_key_len = der_peek_is(&seq, DER_TAG_INTEGER);
     k->key_len = 0;
     if (*out_has_key_len) {
@@ -415,14 +427,23 @@ static CM_RESULT prot_parse_pbkdf2(const cmp_protect_ctx *ctx, cmp_mac_key *k, d
         uint64_t v = 0;
         if ((body.p[0] & 0x80u) != 0 || !cm_ok(der_parse_u64(body, &v)) ||
             v < lim->pbmac1_min_key_len || v > CMP_PROTECT_MAX_KEY_LEN) {
+            cm_why_set(why, "the PBMAC1 key length is outside %zu..%u octets",
+                       lim->pbmac1_min_key_len, CMP_PROTECT_MAX_KEY_LEN);
             CM_BAIL(CMP_E_PROT_KEY_LEN);
         }
         k->key_len = (size_t)v;
     }
     // An absent prf means HMAC-SHA1, which RFC 9481 §6.1.3 does not allow here.
-    CM_ENSURE(!der_reader_empty(&seq), CMP_E_PROT_ALG_UNSUPPORTED);
-    CM_TRY(prot_get_hash_algid(&seq, true, false, &k->owf, NULL));
-    CM_ENSURE(prot_is_pbmac1_hash(k->owf), CMP_E_PROT_ALG_UNSUPPORTED);
+    if (der_reader_empty(&seq)) {
+        cm_why_set(why, "the PBKDF2 PRF is the default HMAC-SHA1, which PBMAC1 does not allow");
+        CM_BAIL(CMP_E_PROT_ALG_UNSUPPORTED);
+    }
+    CM_TRY(prot_get_hash_algid(&seq, true, false, &k->owf, NULL, "the PBKDF2 PRF", why));
+    if (!prot_is_pbmac1_hash(k->owf)) {
+        cm_why_set(why, "the PBKDF2 PRF HMAC-%s is not allowed (SHA-256, SHA-384, SHA-512 are)",
+                   k_prot_hashes[k->owf].name);
+        CM_BAIL(CMP_E_PROT_ALG_UNSUPPORTED);
+    }
     PROT_DER(der_expect_end(&seq));
     memcpy(k->salt, salt.p, salt.len);
     k->salt_len = salt.len;
@@ -433,7 +454,8 @@ static CM_RESULT prot_parse_pbkdf2(const cmp_protect_ctx *ctx, cmp_mac_key *k, d
 //     keyDerivationFunc AlgorithmIdentifier {{PBMAC1-KDFs}},
 //     messageAuthScheme AlgorithmIdentifier {{PBMAC1-MACs}} }
 // RFC 9481 §6.1.3: PBKDF2 with HMAC-SHA256/384/512 as PRF, HMAC-SHA256/384/512 as MAC.
-static CM_RESULT prot_parse_pbmac1(const cmp_protect_ctx *ctx, cmp_mac_key *k, der_reader *params)
+static CM_RESULT prot_parse_pbmac1(const cmp_protect_ctx *ctx, cmp_mac_key *k, der_reader *params,
+                                   cm_why *why)
 {
     der_reader seq;
     PROT_DER(der_enter(params, DER_TAG_SEQUENCE, &seq));
@@ -442,12 +464,23 @@ static CM_RESULT prot_parse_pbmac1(const cmp_protect_ctx *ctx, cmp_mac_key *k, d
     der_reader kdf_params;
     bool has_kdf_params = false;
     CM_TRY(prot_get_algid(&seq, &kdf_oid, &kdf_params, &has_kdf_params));
-    CM_ENSURE(der_oid_is(kdf_oid, DER_OID_PBKDF2), CMP_E_PROT_ALG_UNSUPPORTED);
+    if (!der_oid_is(kdf_oid, DER_OID_PBKDF2)) {
+        if (why != NULL) {
+            char name[96];
+            cm_why_set(why, "the PBMAC1 key derivation %s is not supported (only PBKDF2 is)",
+                       crmf_oid_text(name, sizeof(name), kdf_oid));
+        }
+        CM_BAIL(CMP_E_PROT_ALG_UNSUPPORTED);
+    }
     CM_ENSURE(has_kdf_params, CMP_E_PROT_PARAMS);
     bool has_key_len = false;
-    CM_TRY(prot_parse_pbkdf2(ctx, k, &kdf_params, &has_key_len));
-    CM_TRY(prot_get_hash_algid(&seq, true, false, &k->mac, NULL));
-    CM_ENSURE(prot_is_pbmac1_hash(k->mac), CMP_E_PROT_ALG_UNSUPPORTED);
+    CM_TRY(prot_parse_pbkdf2(ctx, k, &kdf_params, &has_key_len, why));
+    CM_TRY(prot_get_hash_algid(&seq, true, false, &k->mac, NULL, "the PBMAC1 MAC", why));
+    if (!prot_is_pbmac1_hash(k->mac)) {
+        cm_why_set(why, "the PBMAC1 MAC HMAC-%s is not allowed (SHA-256, SHA-384, SHA-512 are)",
+                   k_prot_hashes[k->mac].name);
+        CM_BAIL(CMP_E_PROT_ALG_UNSUPPORTED);
+    }
     PROT_DER(der_expect_end(&seq));
     if (!has_key_len) {
         k->key_len = k_prot_hashes[k->mac].out_len;
@@ -457,7 +490,8 @@ static CM_RESULT prot_parse_pbmac1(const cmp_protect_ctx *ctx, cmp_mac_key *k, d
 }
 
 // prot_parse_mac_alg fills |k|'s parameters from the protectionAlg |alg|, or fails; no key.
-static CM_RESULT prot_parse_mac_alg(const cmp_protect_ctx *ctx, cmp_mac_key *k, cm_span alg)
+static CM_RESULT prot_parse_mac_alg(const cmp_protect_ctx *ctx, cmp_mac_key *k, cm_span alg,
+                                    cm_why *why)
 {
     der_reader r;
     der_reader_init(&r, alg);
@@ -467,13 +501,19 @@ static CM_RESULT prot_parse_mac_alg(const cmp_protect_ctx *ctx, cmp_mac_key *k, 
     CM_TRY(prot_get_algid(&r, &oid, &params, &has_params));
     PROT_DER(der_expect_end(&r));
     if (der_oid_is(oid, DER_OID_PASSWORD_BASED_MAC)) {
-        return prot_parse_pbm(ctx, k, &params);
+        return prot_parse_pbm(ctx, k, &params, why);
     }
     if (der_oid_is(oid, DER_OID_PBMAC1)) {
-        return prot_parse_pbmac1(ctx, k, &params);
+        return prot_parse_pbmac1(ctx, k, &params, why);
     }
     if (der_oid_is(oid, DER_OID_DH_BASED_MAC)) {
+        cm_why_set(why, "DHBasedMac protection is not supported");
         CM_BAIL(CMP_E_PROT_ALG_UNSUPPORTED);
+    }
+    if (why != NULL) {
+        char name[96];
+        cm_why_set(why, "the message is protected with %s, not with a MAC",
+                   crmf_oid_text(name, sizeof(name), oid));
     }
     CM_BAIL(CMP_E_PROT_WRONG_KIND);
 }
@@ -593,7 +633,7 @@ CM_RESULT cmp_mac_key_derive(const cmp_protect_ctx *ctx, cmp_mac_key *out, cm_sp
                              cm_span secret)
 {
     cmp_mac_key_cleanse(out);
-    cm_result r = prot_parse_mac_alg(ctx, out, alg); // every bound is checked here
+    cm_result r = prot_parse_mac_alg(ctx, out, alg, NULL); // every bound is checked here
     if (!cm_ok(r)) {
         cmp_mac_key_cleanse(out);
         return r;
@@ -605,7 +645,7 @@ bool cmp_mac_key_matches(const cmp_protect_ctx *ctx, const cmp_mac_key *key, cm_
 {
     cmp_mac_key tmp;
     memset(&tmp, 0, sizeof(tmp));
-    if (key->kind == 0 || !cm_ok(prot_parse_mac_alg(ctx, &tmp, alg))) {
+    if (key->kind == 0 || !cm_ok(prot_parse_mac_alg(ctx, &tmp, alg, NULL))) {
         return false;
     }
     return tmp.kind == key->kind && tmp.owf == key->owf && tmp.mac == key->mac &&
@@ -765,12 +805,20 @@ CM_RESULT cmp_mac_verify(const cmp_protect_ctx *ctx, const cmp_mac_key *key,
 
 CM_RESULT cmp_protect_verify_mac(const cmp_protect_ctx *ctx, cmp_mac_key *out_key, cm_span alg,
                                  cm_span secret, cm_span protected_content, cm_span protection,
-                                 uint8_t unused_bits)
+                                 uint8_t unused_bits, cm_why *why)
 {
     cmp_mac_key_cleanse(out_key);
     CM_ENSURE(unused_bits == 0, CMP_E_PROT_BITS);
-    CM_TRY(cmp_mac_key_derive(ctx, out_key, alg, secret));
-    cm_result r = cmp_mac_verify(ctx, out_key, protected_content, protection, unused_bits);
+    cm_result r = prot_parse_mac_alg(ctx, out_key, alg, why); // every bound is checked here
+    if (cm_ok(r)) {
+        r = prot_derive(ctx, out_key, secret);
+    }
+    if (cm_ok(r)) {
+        r = cmp_mac_verify(ctx, out_key, protected_content, protection, unused_bits);
+        if (r.code == CMP_E_PROT_MAC_MISMATCH) {
+            cm_why_set(why, "the MAC does not verify: wrong shared secret for this senderKID?");
+        }
+    }
     if (!cm_ok(r)) {
         cmp_mac_key_cleanse(out_key);
     }

@@ -30,7 +30,8 @@
 // Algorithm objects (EVP_MD, EVP_MAC with per-digest HMAC templates) are fetched once, in
 // cmp_protect_ctx_new, and that context is immutable afterwards: all threads share it read-only.
 //
-// Failure codes and the PKIFailureInfo bit each maps to (cmp_protect_failinfo):
+// Failure codes and the PKIFailureInfo bit each maps to (cm_code_failinfo; the CMP_PROTECT rows
+// of engine/base/codes.def):
 //   badAlg          unknown or unsupported protectionAlg, OWF, MAC, PRF or KDF; SHA-1 based
 //                   signature algorithms
 //   badMessageCheck wrong MAC, wrong signature, key/algorithm mismatch, and PBM/PBMAC1
@@ -52,47 +53,14 @@
 #include "engine/der/der.h"
 
 // ---------------------------------------------------------------------------------------------
-// Codes (cmp's protection range 0x2c0-0x2ff)
+// Codes (cmp's protection range 0x2c0-0x2ff): the CMP_PROTECT rows of engine/base/codes.def,
+// with their explanations and PKIFailureInfo bits (cm_code_failinfo): badAlg for refused
+// algorithms, badMessageCheck for bounds and failed checks, badDataFormat for malformed input.
 
 enum {
-    // badAlg: protectionAlg (or one of its inner algorithms) is unknown or not supported.
-    CMP_E_PROT_ALG_UNSUPPORTED = CM_CODE(CM_CLASS_POLICY, 0x2c0),
-    // badAlg: a SHA-1 based signature algorithm.
-    CMP_E_PROT_ALG_WEAK = CM_CODE(CM_CLASS_POLICY, 0x2c1),
-    // badDataFormat: AlgorithmIdentifier parameters are malformed.
-    CMP_E_PROT_PARAMS = CM_CODE(CM_CLASS_PROTO, 0x2c2),
-    // badMessageCheck: iteration count outside [min, max] (checked before any work).
-    CMP_E_PROT_ITERATIONS = CM_CODE(CM_CLASS_POLICY, 0x2c3),
-    // badMessageCheck: salt longer than the configured maximum.
-    CMP_E_PROT_SALT_LEN = CM_CODE(CM_CLASS_POLICY, 0x2c4),
-    // badMessageCheck: PBKDF2 keyLength outside the accepted range.
-    CMP_E_PROT_KEY_LEN = CM_CODE(CM_CLASS_POLICY, 0x2c5),
-    // badMessageCheck: the MAC does not match (wrong secret or tampered message).
-    CMP_E_PROT_MAC_MISMATCH = CM_CODE(CM_CLASS_PROTO, 0x2c6),
-    // badMessageCheck: the signature does not verify.
-    CMP_E_PROT_SIG_INVALID = CM_CODE(CM_CLASS_PROTO, 0x2c7),
-    // badMessageCheck: the signer's key does not fit the signature algorithm.
-    CMP_E_PROT_KEY_MISMATCH = CM_CODE(CM_CLASS_PROTO, 0x2c8),
-    // badDataFormat: the protection BIT STRING is malformed (or has unused bits).
-    CMP_E_PROT_BITS = CM_CODE(CM_CLASS_PROTO, 0x2c9),
-    // badDataFormat: the signer certificate could not be parsed.
-    CMP_E_PROT_CERT = CM_CODE(CM_CLASS_PROTO, 0x2ca),
-    // badMessageCheck: protection of one kind was given to a verifier of another kind
-    // (a MAC alg with no secret configured, a signature alg where a MAC was expected ...).
-    CMP_E_PROT_WRONG_KIND = CM_CODE(CM_CLASS_POLICY, 0x2cb),
-    // USAGE: a key used with parameters other than those it was derived with.
-    CMP_E_PROT_KEY_STATE = CM_CODE(CM_CLASS_USAGE, 0x2cc),
+#define CM_CODES_CMP_PROTECT CM_CODE_ENUM
+#include "engine/base/codes.def"
 };
-
-// PKIFailureInfo bit numbers (RFC 4210 §5.2.3) used by cmp_protect_failinfo.
-#define CMP_PROTECT_FAILINFO_BAD_ALG           0
-#define CMP_PROTECT_FAILINFO_BAD_MESSAGE_CHECK 1
-#define CMP_PROTECT_FAILINFO_BAD_DATA_FORMAT   5
-
-// cmp_protect_failinfo returns the PKIFailureInfo bit number for one of the CMP_E_PROT_* codes
-// above and for the DER reader's PROTO codes (badDataFormat), or -1 for any other code (the
-// codec's cmp_failinfo_from_code covers those). Thread: any; pure.
-int cmp_protect_failinfo(uint32_t code);
 
 // ---------------------------------------------------------------------------------------------
 // Context
@@ -235,10 +203,15 @@ CM_RESULT cmp_mac_verify(const cmp_protect_ctx *ctx, const cmp_mac_key *key,
 
 // cmp_protect_verify_mac is the whole check of a MAC-protected request: derive the key for
 // protectionAlg |alg| from |secret| (bounds first), then cmp_mac_verify. On success the key is
-// left in |*out_key| for the response (it is cleansed on failure). Thread: any.
+// left in |*out_key| for the response (it is cleansed on failure). On a refusal |why| (may be
+// NULL; base.h) says what: an iteration count outside the bounds with both numbers and the
+// setting's name ("PBM iteration count 200000 is above max_pbm_iterations (100000)"), a salt
+// or key length over its limit, an algorithm that is not supported by name or OID, "the MAC
+// does not verify: wrong shared secret for this senderKID?". Never the secret or the key.
+// Thread: any.
 CM_RESULT cmp_protect_verify_mac(const cmp_protect_ctx *ctx, cmp_mac_key *out_key, cm_span alg,
                                  cm_span secret, cm_span protected_content, cm_span protection,
-                                 uint8_t unused_bits);
+                                 uint8_t unused_bits, cm_why *why);
 
 // cmp_protect_put_mac computes the MAC over ProtectedPart with |key| and appends the
 // PKIMessage field "[0] PKIProtection" (the context tag, then the BIT STRING) to |b|.
@@ -266,9 +239,13 @@ CM_RESULT cmp_protect_cert_spki(cm_span *out_spki, cm_span cert);
 // bad algorithm parameters, unusable key type), CMP_E_PROT_KEY_MISMATCH (key type vs
 // algorithm), CMP_E_PROT_SIG_INVALID, CMP_E_PROT_CERT (certificate or its key malformed),
 // CMP_E_PROT_BITS, CM_E_NOMEM, CM_E_CRYPTO. Trust in the certificate is the caller's business.
+// On a refused algorithm, a key that does not fit it or a signature that does not verify,
+// |why| (may be NULL; base.h) names the algorithm by name or OID and the signer's key type:
+// "the protection algorithm 1.2.3.4 is not supported".
 // Thread: the owner of |c| (crmf_crypto is per thread).
 CM_RESULT cmp_protect_verify_sig(crmf_crypto *c, cm_span alg, cm_span protected_content,
-                                 cm_span protection, uint8_t unused_bits, cm_span signer_cert);
+                                 cm_span protection, uint8_t unused_bits, cm_span signer_cert,
+                                 cm_why *why);
 
 // cmp_signer produces signatures for response protection: an HSM job or an in-process key,
 // as the caller decides. |alg| is the signature AlgorithmIdentifier DER (whole element) the

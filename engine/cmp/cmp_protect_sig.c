@@ -143,12 +143,23 @@ static CM_RESULT prot_verify_oneshot(crmf_crypto *c, const crmf_sig_alg *sa, EVP
 }
 
 CM_RESULT cmp_protect_verify_sig(crmf_crypto *c, cm_span alg, cm_span protected_content,
-                                 cm_span protection, uint8_t unused_bits, cm_span signer_cert)
+                                 cm_span protection, uint8_t unused_bits, cm_span signer_cert,
+                                 cm_why *why)
 {
+    char alg_text[96];
+    char key_text[96];
     crmf_sig_alg sa;
     cm_result r = crmf_sig_alg_from_der(&sa, alg);
     if (!cm_ok(r)) {
-        CM_BAIL(prot_map_crmf(r.code));
+        const uint32_t code = prot_map_crmf(r.code);
+        if (why != NULL && (code == CMP_E_PROT_ALG_WEAK || code == CMP_E_PROT_ALG_UNSUPPORTED)) {
+            cm_why_set(why, "the protection algorithm %s %s",
+                       crmf_alg_text(alg_text, sizeof(alg_text), alg),
+                       code == CMP_E_PROT_ALG_WEAK ? "is based on SHA-1, which is not accepted"
+                       : r.code == CRMF_E_BAD_ALG_PARAMS ? "has parameters that are not supported"
+                                                         : "is not supported");
+        }
+        CM_BAIL(code);
     }
     CM_ENSURE(unused_bits == 0, CMP_E_PROT_BITS);
     cm_span spki_der = {NULL, 0};
@@ -156,11 +167,21 @@ CM_RESULT cmp_protect_verify_sig(crmf_crypto *c, cm_span alg, cm_span protected_
     crmf_spki spki;
     CM_ENSURE(cm_ok(crmf_spki_from_der(&spki, spki_der)), CMP_E_PROT_CERT);
     // Key type against algorithm before any key construction or hashing.
-    CM_ENSURE(crmf_sig_alg_key_ok(&sa, spki.type), CMP_E_PROT_KEY_MISMATCH);
+    if (!crmf_sig_alg_key_ok(&sa, spki.type)) {
+        cm_why_set(why, "the protection algorithm %s does not fit the signer's %s key",
+                   crmf_alg_text(alg_text, sizeof(alg_text), alg),
+                   crmf_key_text(key_text, sizeof(key_text), &spki));
+        CM_BAIL(CMP_E_PROT_KEY_MISMATCH);
+    }
     EVP_PKEY *key = NULL;
     r = crmf_crypto_key_from_spki(c, &key, &spki);
     if (!cm_ok(r)) {
-        CM_BAIL(prot_map_crmf(r.code));
+        const uint32_t code = prot_map_crmf(r.code);
+        if (code == CMP_E_PROT_ALG_UNSUPPORTED) {
+            cm_why_set(why, "the signer's key (%s) is not supported",
+                       crmf_key_text(key_text, sizeof(key_text), &spki));
+        }
+        CM_BAIL(code);
     }
     uint8_t hdr_buf[6];
     size_t hdr_len = 0;
@@ -174,5 +195,10 @@ CM_RESULT cmp_protect_verify_sig(crmf_crypto *c, cm_span alg, cm_span protected_
         }
     }
     EVP_PKEY_free(key);
+    if (r.code == CMP_E_PROT_SIG_INVALID) {
+        cm_why_set(why, "the message signature (%s) does not verify with the signer's %s key",
+                   crmf_alg_text(alg_text, sizeof(alg_text), alg),
+                   crmf_key_text(key_text, sizeof(key_text), &spki));
+    }
     return r;
 }

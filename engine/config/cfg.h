@@ -82,15 +82,11 @@
 #include "engine/base/base.h"
 #include "engine/ca/ca.h"
 
-// Codes (cfg range 0x600-0x6ff). All are USAGE class: the operator's file is wrong.
+// Codes (cfg range 0x600-0x6ff): the CFG rows of engine/base/codes.def. All are USAGE class:
+// the operator's file is wrong.
 enum {
-    CFG_E_SYNTAX = CM_CODE(CM_CLASS_USAGE, 0x601),      // NCONF cannot parse the file
-    CFG_E_VALUE = CM_CODE(CM_CLASS_USAGE, 0x602),       // a value is malformed or out of range
-    CFG_E_UNKNOWN_KEY = CM_CODE(CM_CLASS_USAGE, 0x603), // a key (or section kind) we don't know
-    CFG_E_MISSING = CM_CODE(CM_CLASS_USAGE, 0x604),     // a required section or key is absent
-    CFG_E_FILE = CM_CODE(CM_CLASS_USAGE, 0x605),        // a referenced file is unusable
-    CFG_E_SECRET_MODE = CM_CODE(CM_CLASS_USAGE, 0x606), // secret readable by group/other
-    CFG_E_REFERENCE = CM_CODE(CM_CLASS_USAGE, 0x607),   // names a section that does not exist
+#define CM_CODES_CFG CM_CODE_ENUM
+#include "engine/base/codes.def"
 };
 
 #define CFG_MAX_LISTEN   16u
@@ -206,8 +202,5 @@ const cfg_ca *cfg_ca_find(const cfg_config *cfg, const char *name);
 // cfg_clients_find_secret returns the credential whose senderKID is |kid|, or NULL. The
 // comparison is not constant time: senderKIDs are not secret. Thread: any.
 const cfg_secret *cfg_clients_find_secret(const cfg_clients *clients, cm_span kid);
-
-// cfg_result_name names the CFG_E_* codes and defers to ca_result_name otherwise.
-const char *cfg_result_name(cm_result r);
 
 #endif // CERTMINT_ENGINE_CONFIG_CFG_H

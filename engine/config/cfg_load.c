@@ -478,25 +478,3 @@ const cfg_secret *cfg_clients_find_secret(const cfg_clients *clients, cm_span ki
     }
     return NULL;
 }
-
-const char *cfg_result_name(cm_result r)
-{
-    switch (r.code) {
-    case CFG_E_SYNTAX:
-        return "USAGE/CFG_SYNTAX";
-    case CFG_E_VALUE:
-        return "USAGE/CFG_VALUE";
-    case CFG_E_UNKNOWN_KEY:
-        return "USAGE/CFG_UNKNOWN_KEY";
-    case CFG_E_MISSING:
-        return "USAGE/CFG_MISSING";
-    case CFG_E_FILE:
-        return "USAGE/CFG_FILE";
-    case CFG_E_SECRET_MODE:
-        return "USAGE/CFG_SECRET_MODE";
-    case CFG_E_REFERENCE:
-        return "USAGE/CFG_REFERENCE";
-    default:
-        return ca_result_name(r);
-    }
-}

@@ -89,6 +89,7 @@ cm_result cfg_profile_load(cfg_loader *ld, cfg_profile *pr, const char *section)
     STACK_OF(CONF_VALUE) *vals = NCONF_get_section(ld->conf, section);
     ca_profile_params p;
     memset(&p, 0, sizeof(p));
+    p.name = pr->name;
     p.default_days = 365;
     p.key_types = CA_KEY_EC_P256;
     p.rsa_min_bits = 2048;

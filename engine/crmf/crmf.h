@@ -41,78 +41,17 @@ typedef struct evp_md_ctx_st EVP_MD_CTX;
 typedef struct ossl_lib_ctx_st OSSL_LIB_CTX;
 
 // ---------------------------------------------------------------------------------------------
-// Error codes (detail range 0x100-0x1ff). Numbers are stable: append, never renumber.
-//
-// Which PKIFailureInfo bit (RFC 9810 §5.2.3) each code maps to is given per code and returned
-// by crmf_failinfo_bit(). Codes of the DER reader (CM_E_DER_*, PROTO class) that a crmf parser
-// passes through map to badDataFormat, CM_E_DER_TOO_MANY included (a SEQUENCE OF over its cap,
-// e.g. more than CRMF_MAX_REQ_MSGS CertReqMsg).
-
-// PKIFailureInfo bit numbers (RFC 9810 §5.2.3), as returned by crmf_failinfo_bit().
+// Error codes (detail range 0x100-0x1ff): the CRMF rows of engine/base/codes.def, with their
+// explanations and PKIFailureInfo bits (cm_code_failinfo). Numbers are stable: append, never
+// renumber. Codes of the DER reader (CM_E_DER_*, PROTO class) that a crmf parser passes
+// through map to badDataFormat, CM_E_DER_TOO_MANY included (a SEQUENCE OF over its cap, e.g.
+// more than CRMF_MAX_REQ_MSGS CertReqMsg). CRMF_E_BAD_SIGNATURE (badMessageCheck) is what the
+// signature helpers return; crmf_popo_verify and crmf_csr_verify turn it into their badPOP
+// codes.
 enum {
-    CRMF_FAILINFO_BAD_ALG = 0,
-    CRMF_FAILINFO_BAD_MESSAGE_CHECK = 1,
-    CRMF_FAILINFO_BAD_REQUEST = 2,
-    CRMF_FAILINFO_BAD_DATA_FORMAT = 5,
-    CRMF_FAILINFO_BAD_POP = 9,
-    CRMF_FAILINFO_BAD_CERT_TEMPLATE = 19,
-    CRMF_FAILINFO_SYSTEM_FAILURE = 25,
+#define CM_CODES_CRMF CM_CODE_ENUM
+#include "engine/base/codes.def"
 };
-
-enum {
-    // PROTO: malformed input. All map to badDataFormat except CRMF_E_BAD_ALG_PARAMS (badAlg).
-    CRMF_E_EMPTY = CM_CODE(CM_CLASS_PROTO, 0x101),        // a SIZE (1..MAX) SEQUENCE OF is empty
-    CRMF_E_BAD_CHOICE = CM_CODE(CM_CLASS_PROTO, 0x102),   // unknown CHOICE alternative / tag
-    CRMF_E_BAD_NAME = CM_CODE(CM_CLASS_PROTO, 0x103),     // Name not SEQ OF SET OF ATV
-    CRMF_E_BAD_VALIDITY = CM_CODE(CM_CLASS_PROTO, 0x104), // OptionalValidity with no field
-    CRMF_E_DUPLICATE_EXTENSION = CM_CODE(CM_CLASS_PROTO, 0x105), // same extnID twice
-    CRMF_E_BAD_SPKI = CM_CODE(CM_CLASS_PROTO, 0x106),       // malformed key (SPKI, EC point, RSA)
-    CRMF_E_BAD_ALG_PARAMS = CM_CODE(CM_CLASS_PROTO, 0x107), // AlgId params wrong -> badAlg
-    CRMF_E_CSR_VERSION = CM_CODE(CM_CLASS_PROTO, 0x108),    // CSR version not v1(0)
-    CRMF_E_BAD_CONTROL = CM_CODE(CM_CLASS_PROTO, 0x109),    // a known control's value malformed
-    CRMF_E_DUPLICATE_CONTROL = CM_CODE(CM_CLASS_PROTO, 0x10a), // same control type twice
-
-    // POLICY: well formed but refused.
-    CRMF_E_TEMPLATE_UID = CM_CODE(CM_CLASS_POLICY, 0x120),      // issuerUID/subjectUID:
-                                                                // badCertTemplate
-    CRMF_E_TEMPLATE_VERSION = CM_CODE(CM_CLASS_POLICY, 0x121),  // version present, not v3(2):
-                                                                // badCertTemplate
-    CRMF_E_ALG_SHA1 = CM_CODE(CM_CLASS_POLICY, 0x130),          // SHA-1 based algorithm: badAlg
-    CRMF_E_ALG_UNSUPPORTED = CM_CODE(CM_CLASS_POLICY, 0x131),   // unknown signature alg: badAlg
-    CRMF_E_KEY_UNSUPPORTED = CM_CODE(CM_CLASS_POLICY, 0x132),   // key alg or curve: badAlg
-    CRMF_E_KEY_ALG_MISMATCH = CM_CODE(CM_CLASS_POLICY, 0x133),  // sig alg vs key type: badAlg
-    CRMF_E_BAD_SIGNATURE = CM_CODE(CM_CLASS_POLICY, 0x134),     // signature does not verify:
-                                                                // badMessageCheck when cmp
-                                                                // verifies protection; crmf's
-                                                                // own callers map it (below)
-    CRMF_E_POPO_MISSING = CM_CODE(CM_CLASS_POLICY, 0x140),      // no POPO: badPOP
-    CRMF_E_POPO_INPUT_MISUSE = CM_CODE(CM_CLASS_POLICY, 0x141), // poposkInput with subject and
-                                                                // publicKey in template: badPOP
-    CRMF_E_POPO_INPUT_UNSUPPORTED = CM_CODE(CM_CLASS_POLICY, 0x142), // poposkInput otherwise
-                                                                     // (not verified): badPOP
-    CRMF_E_POPO_NO_KEY = CM_CODE(CM_CLASS_POLICY, 0x143),            // signature POPO, no publicKey
-                                                                     // in the template: badPOP
-    CRMF_E_POPO_KEY_MISMATCH = CM_CODE(CM_CLASS_POLICY, 0x144),      // POPO alg vs template key:
-                                                                     // badPOP
-    CRMF_E_POPO_BAD_SIGNATURE = CM_CODE(CM_CLASS_POLICY, 0x145),     // POPO signature: badPOP
-    CRMF_E_POPO_RA_VERIFIED = CM_CODE(CM_CLASS_POLICY, 0x146),  // raVerified: the caller decides
-                                                                // whether the sender may use it;
-                                                                // badPOP when it may not
-    CRMF_E_POPO_INDIRECT = CM_CODE(CM_CLASS_POLICY, 0x147),     // keyEncipherment/keyAgreement
-                                                                // POPO, not verified here: badPOP
-                                                                // unless the caller handles it
-    CRMF_E_CSR_BAD_SIGNATURE = CM_CODE(CM_CLASS_POLICY, 0x148), // PKCS#10 self-signature:
-                                                                // badPOP
-
-    // CRYPTO: an OpenSSL call failed for a reason that is not the peer's input: systemFailure.
-    CRMF_E_CRYPTO = CM_CODE(CM_CLASS_CRYPTO, 0x160),
-};
-
-// crmf_failinfo_bit returns the PKIFailureInfo bit number (CRMF_FAILINFO_*, RFC 9810 §5.2.3)
-// for a crmf code or a CM_E_DER_* code, or -1 for CM_OK and codes of other modules.
-// CRMF_E_BAD_SIGNATURE maps to badMessageCheck (1) here; crmf_popo_verify and
-// crmf_csr_verify never return it (they return the badPOP codes). Thread: any; pure.
-int crmf_failinfo_bit(uint32_t code);
 
 // ---------------------------------------------------------------------------------------------
 // Limits: caps on every SEQUENCE OF (exceeding one is CM_E_DER_TOO_MANY).
@@ -314,6 +253,20 @@ void crmf_sig_alg_marshal(der_builder *b, const crmf_sig_alg *alg);
 // crmf_sig_alg_key_ok reports whether |alg| can be used with a key of |type| (RSA PKCS#1 v1.5
 // needs RSA; PSS needs RSA or RSA-PSS; ECDSA needs EC; EdDSA its own curve).
 bool crmf_sig_alg_key_ok(const crmf_sig_alg *alg, crmf_key_type type);
+
+// crmf_oid_text writes a readable name of the OID |oid| (content octets) into |buf| (|cap|
+// bytes, NUL-terminated) for reasons and logs: OpenSSL's long name ("ecdsa-with-SHA256",
+// "sha1WithRSAEncryption"), or the dotted OID when OpenSSL has no name for it. Returns |buf|.
+// Not for the hot path (the lookup allocates). Thread: any.
+const char *crmf_oid_text(char *buf, size_t cap, cm_span oid);
+
+// crmf_alg_text is crmf_oid_text for the OID of the AlgorithmIdentifier element |alg_whole|
+// ("a malformed algorithm" when it does not parse).
+const char *crmf_alg_text(char *buf, size_t cap, cm_span alg_whole);
+
+// crmf_key_text writes what kind of key |spki| holds ("RSA", "EC P-256", "Ed25519", or the
+// algorithm's name for other keys) into |buf|, for reasons. Returns |buf|. Thread: any.
+const char *crmf_key_text(char *buf, size_t cap, const crmf_spki *spki);
 
 // ---------------------------------------------------------------------------------------------
 // crmf_crypto: what key construction and signature checks reuse across requests: the library
@@ -529,8 +482,11 @@ void crmf_attr_marshal(der_builder *b, const crmf_attr *attr);
 //    CRMF_E_ALG_UNSUPPORTED, CRMF_E_BAD_ALG_PARAMS (badAlg); algorithm vs key type:
 //    CRMF_E_POPO_KEY_MISMATCH; key unusable: CRMF_E_KEY_UNSUPPORTED / CRMF_E_BAD_SPKI;
 //    signature over req.whole (the DER of CertRequest) wrong: CRMF_E_POPO_BAD_SIGNATURE.
-// CM_OK only for a verified signature POPO. Thread: |c|'s owner.
-CM_RESULT crmf_popo_verify(crmf_crypto *c, const crmf_cert_req_msg *msg);
+// CM_OK only for a verified signature POPO. For a refused algorithm, a key that does not fit
+// it or a signature that does not verify, |why| (may be NULL; base.h) names the algorithm and
+// the key: "the POPO signature algorithm ecdsa-with-SHA256 does not fit the template's RSA
+// key". Thread: |c|'s owner.
+CM_RESULT crmf_popo_verify(crmf_crypto *c, const crmf_cert_req_msg *msg, cm_why *why);
 
 // ---------------------------------------------------------------------------------------------
 // PKCS#10 (RFC 2986 §4)
@@ -568,8 +524,8 @@ void crmf_csr_marshal(der_builder *b, const crmf_csr *csr);
 // crmf_csr_verify checks the self-signature over |csr->info| with the CSR's own key.
 // CRMF_E_CSR_BAD_SIGNATURE (badPOP) when wrong; algorithm refusals as crmf_sig_alg_parse;
 // CRMF_E_KEY_ALG_MISMATCH (badAlg) when the algorithm does not fit the key; key errors as
-// crmf_crypto_key_from_spki. Thread: |c|'s owner.
-CM_RESULT crmf_csr_verify(crmf_crypto *c, const crmf_csr *csr);
+// crmf_crypto_key_from_spki. Reasons in |why| as crmf_popo_verify's. Thread: |c|'s owner.
+CM_RESULT crmf_csr_verify(crmf_crypto *c, const crmf_csr *csr, cm_why *why);
 
 // crmf_attr_iter walks Attribute TLVs (PKCS#10 attributes). Thread: value type.
 typedef struct crmf_attr_iter {

@@ -6,45 +6,6 @@
 #include "engine/crmf/crmf_internal.h"
 #include "engine/der/der_oid.h"
 
-int crmf_failinfo_bit(uint32_t code)
-{
-    if (code == CM_OK) {
-        return -1;
-    }
-    switch (code) {
-    case CRMF_E_BAD_ALG_PARAMS:
-    case CRMF_E_ALG_SHA1:
-    case CRMF_E_ALG_UNSUPPORTED:
-    case CRMF_E_KEY_UNSUPPORTED:
-    case CRMF_E_KEY_ALG_MISMATCH:
-        return CRMF_FAILINFO_BAD_ALG;
-    case CRMF_E_BAD_SIGNATURE:
-        return CRMF_FAILINFO_BAD_MESSAGE_CHECK;
-    case CRMF_E_TEMPLATE_UID:
-    case CRMF_E_TEMPLATE_VERSION:
-        return CRMF_FAILINFO_BAD_CERT_TEMPLATE;
-    case CRMF_E_POPO_MISSING:
-    case CRMF_E_POPO_INPUT_MISUSE:
-    case CRMF_E_POPO_INPUT_UNSUPPORTED:
-    case CRMF_E_POPO_NO_KEY:
-    case CRMF_E_POPO_KEY_MISMATCH:
-    case CRMF_E_POPO_BAD_SIGNATURE:
-    case CRMF_E_POPO_RA_VERIFIED:
-    case CRMF_E_POPO_INDIRECT:
-    case CRMF_E_CSR_BAD_SIGNATURE:
-        return CRMF_FAILINFO_BAD_POP;
-    case CRMF_E_CRYPTO:
-        return CRMF_FAILINFO_SYSTEM_FAILURE;
-    default:
-        break;
-    }
-    uint32_t detail = CM_CODE_DETAIL(code);
-    if (CM_CODE_CLASS(code) == CM_CLASS_PROTO && detail <= 0x1ff) {
-        return CRMF_FAILINFO_BAD_DATA_FORMAT; // CM_E_DER_* and the crmf PROTO codes
-    }
-    return -1;
-}
-
 cm_result crmf_enter_whole(der_reader *r, uint32_t tag, der_reader *out_child, cm_span *out_whole)
 {
     der_reader t = *r;

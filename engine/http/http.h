@@ -7,15 +7,30 @@
 // feeds it what recv() returned and sends what it writes.
 //
 // Decisions (each is tested in tests/engine/http/test_http.c):
-// - Bodies: only Content-Length framing. "Transfer-Encoding: chunked" alone is answered 411
-//   (Length Required: the client can retry with a length, which every CMP client we know sends);
-//   any other transfer coding 501; Transfer-Encoding together with Content-Length 400; any
-//   Transfer-Encoding in an HTTP/1.0 request 400. All of these close the connection.
+// - Bodies: Content-Length, or "Transfer-Encoding: chunked" in HTTP/1.1 (RFC 9112 §7.1: Java
+//   and Go clients stream with it). Any other transfer coding, or chunked with another coding,
+//   is 501; Transfer-Encoding together with Content-Length 400 (§6.3: a smuggling attempt);
+//   any Transfer-Encoding in an HTTP/1.0 request 400; a CMP POST with neither 411. All of these
+//   close the connection.
+// - Chunked decoding is strict: chunk-size is 1*HEXDIG (leading zeros allowed, at most 16
+//   significant digits, else 400), then optional chunk extensions, which are ignored (optional
+//   SP/HTAB, ';', then visible characters, SP and HTAB only), then CR LF; chunk data must be
+//   followed by CR LF; the trailer section after the last chunk is read with the field-line
+//   rules of the head and ignored. Malformed framing is HTTP_E_BAD_CHUNK (400, close). The
+//   decoded body is bounded by max_body: each chunk size is checked when its line ends,
+//   before any of its data is copied (413, close). The framing itself (every chunk line with
+//   its CR LF, the CR LF after each chunk's data, the trailer section) counts against max_head
+//   like a second head (431 beyond it), and trailer lines against max_fields (431). An error
+//   status for a chunked request (404, 405, 415, ...) always closes: its body is not skipped.
 // - Body copy: when the head is complete and the request is acceptable, the parser allocates
 //   exactly Content-Length bytes from the cm_arena passed to http_parser_feed and copies body
 //   bytes into it as they arrive (the one copy engine/net is allowed: its receive buffers can be
-//   recycled right after each feed). The target and Host value are copied into the same arena, so
-//   a completed http_request never points into the caller's receive buffer or the parser.
+//   recycled right after each feed). A chunked body is decoded into one contiguous arena buffer
+//   sized from the chunk sizes as they arrive; when a chunk does not fit, a buffer twice as
+//   large (at most max_body) is taken from the arena and the bytes so far are moved into it,
+//   so the arena holds at most about twice max_body for it. The target and Host value are copied
+//   into the same arena, so a completed http_request never points into the caller's receive buffer
+//   or the parser.
 // - Strictness (request smuggling): CR LF line ends only (bare CR and bare LF are 400), no
 //   obs-fold, no whitespace between a field name and its colon, field names are tokens, field
 //   values have no control characters, Content-Length is 1*DIGIT below 2^63 (no lists, no sign),
@@ -51,50 +66,18 @@
 #include "engine/base/base.h"
 
 // ---------------------------------------------------------------------------------------------
-// Result codes (detail range 0x300-0x3ff). http_status_of() maps each to the HTTP status to
+// Result codes (detail range 0x300-0x3ff): the HTTP rows of engine/base/codes.def, with their
+// explanations. http_status_of() maps each to the HTTP status to
 // answer. Numbers are stable: append, never renumber.
 enum {
-    // 400 Bad Request
-    HTTP_E_BAD_REQUEST_LINE = CM_CODE(CM_CLASS_PROTO, 0x301), // not "METHOD SP target SP version"
-    HTTP_E_BAD_METHOD = CM_CODE(CM_CLASS_PROTO, 0x302),       // method is not a token
-    HTTP_E_BAD_TARGET = CM_CODE(CM_CLASS_PROTO, 0x303),       // control/non-ASCII/'#' or bad form
-    HTTP_E_BAD_VERSION = CM_CODE(CM_CLASS_PROTO, 0x304),      // not "HTTP/" DIGIT "." DIGIT
-    HTTP_E_BARE_CR = CM_CODE(CM_CLASS_PROTO, 0x305),          // CR not followed by LF
-    HTTP_E_BARE_LF = CM_CODE(CM_CLASS_PROTO, 0x306),          // LF not preceded by CR
-    HTTP_E_OBS_FOLD = CM_CODE(CM_CLASS_PROTO, 0x307),         // field line starts with SP/HTAB
-    HTTP_E_SPACE_BEFORE_COLON = CM_CODE(CM_CLASS_PROTO, 0x308),
-    HTTP_E_BAD_FIELD_NAME = CM_CODE(CM_CLASS_PROTO, 0x309),          // empty, non-token or no colon
-    HTTP_E_BAD_FIELD_VALUE = CM_CODE(CM_CLASS_PROTO, 0x30a),         // control character in a value
-    HTTP_E_BAD_CONTENT_LENGTH = CM_CODE(CM_CLASS_PROTO, 0x30b),      // not 1*DIGIT or >= 2^63
-    HTTP_E_CONTENT_LENGTH_CONFLICT = CM_CODE(CM_CLASS_PROTO, 0x30c), // repeated, different
-    HTTP_E_LENGTH_AND_ENCODING = CM_CODE(CM_CLASS_PROTO, 0x30d),     // Content-Length + TE
-    HTTP_E_BAD_HOST = CM_CODE(CM_CLASS_PROTO, 0x30e),         // missing (1.1) or repeated Host
-    HTTP_E_DUPLICATE_FIELD = CM_CODE(CM_CLASS_PROTO, 0x30f),  // a second Content-Type
-    HTTP_E_BODY_NOT_ALLOWED = CM_CODE(CM_CLASS_PROTO, 0x310), // GET with a body
-    HTTP_E_ENCODING_HTTP10 = CM_CODE(CM_CLASS_PROTO, 0x311),  // Transfer-Encoding in HTTP/1.0
-    // 404, 405, 415
-    HTTP_E_NOT_FOUND = CM_CODE(CM_CLASS_POLICY, 0x320),
-    HTTP_E_METHOD = CM_CODE(CM_CLASS_POLICY, 0x321),
-    HTTP_E_MEDIA_TYPE = CM_CODE(CM_CLASS_POLICY, 0x322),
-    // 411, 501, 505
-    HTTP_E_LENGTH_REQUIRED = CM_CODE(CM_CLASS_PROTO, 0x330), // POST without Content-Length
-    HTTP_E_ENCODING = CM_CODE(CM_CLASS_PROTO, 0x331),        // a transfer coding we lack
-    HTTP_E_VERSION = CM_CODE(CM_CLASS_PROTO, 0x332),         // HTTP/x.y other than 1.0, 1.1
-    // 413, 414, 431
-    HTTP_E_BODY_TOO_LARGE = CM_CODE(CM_CLASS_RESOURCE, 0x340),
-    HTTP_E_REQUEST_LINE_TOO_LONG = CM_CODE(CM_CLASS_RESOURCE, 0x341),
-    HTTP_E_HEAD_TOO_LARGE = CM_CODE(CM_CLASS_RESOURCE, 0x342),
-    HTTP_E_TOO_MANY_FIELDS = CM_CODE(CM_CLASS_RESOURCE, 0x343),
+#define CM_CODES_HTTP CM_CODE_ENUM
+#include "engine/base/codes.def"
 };
 
 // http_status_of returns the HTTP status code to answer for |code|: the ones above map as their
 // comments say, CM_E_NOMEM and CM_E_LIMIT (the request arena is full) to 503, anything else
 // that is not CM_OK to 500, and CM_OK to 200. Thread: any; pure.
 uint16_t http_status_of(uint32_t code);
-
-// http_result_name names an HTTP_E_* code ("HTTP_E_OBS_FOLD"), or falls back to
-// cm_result_name. Never NULL; the string is static. Thread: any.
-const char *http_result_name(cm_result r);
 
 // ---------------------------------------------------------------------------------------------
 // Limits
@@ -168,7 +151,8 @@ typedef struct http_request {
     bool keep_alive;      // false: answer with http_response.close and close after it;
                           // true with version_minor 0: answer with keep_alive_10
     bool expect_continue; // "Expect: 100-continue" was present
-    cm_span body;         // exactly Content-Length bytes (empty without a body)
+    cm_span body;         // exactly Content-Length bytes, or the decoded chunked body (empty
+                          // without a body; never NULL)
 } http_request;
 
 typedef enum http_feed_kind {
@@ -190,10 +174,11 @@ typedef struct http_feed {
 } http_feed;
 
 typedef enum http_parser_state {
-    HTTP_PARSER_HEAD = 0, // reading the request line and fields
-    HTTP_PARSER_BODY = 1, // copying Content-Length bytes
-    HTTP_PARSER_SKIP = 2, // discarding the body of a request answered with an error
-    HTTP_PARSER_DEAD = 3, // an error that closes the connection was reported
+    HTTP_PARSER_HEAD = 0,    // reading the request line and fields
+    HTTP_PARSER_BODY = 1,    // copying Content-Length bytes
+    HTTP_PARSER_SKIP = 2,    // discarding the body of a request answered with an error
+    HTTP_PARSER_DEAD = 3,    // an error that closes the connection was reported
+    HTTP_PARSER_CHUNKED = 4, // decoding a chunked body (and its trailer section)
 } http_parser_state;
 
 // http_parser parses the requests of one connection, one after another. It holds no pointers
@@ -214,6 +199,15 @@ typedef struct http_parser {
     uint64_t body_left;
     uint8_t *body; // arena memory of the request being read
     http_request pending;
+    // Chunked body (state CHUNKED): pending.body.len bytes decoded so far into |body|, which
+    // has room for |body_cap|.
+    size_t body_cap;
+    uint8_t chunk_state;   // where in the chunk grammar the next byte falls (parser-private)
+    uint64_t chunk_size;   // the size being read, then the bytes of the chunk still to come
+    uint32_t chunk_digits; // hex digits of the size seen (significant ones in chunk_sig)
+    uint32_t chunk_sig;
+    size_t framing;         // bytes of chunk lines and trailer section so far (<= max_head)
+    uint32_t trailer_lines; // trailer field lines so far (<= max_fields)
 } http_parser;
 
 // http_parser_init prepares |p| to read the first request of a connection. |head_buf| holds

@@ -6,6 +6,22 @@
 
 #include "engine/http/http.h"
 
+// Where in the chunked-body grammar the next byte falls (http_parser.chunk_state).
+enum {
+    HTTP_CH_SIZE = 0, // hex digits of chunk-size
+    HTTP_CH_SIZE_WS,  // whitespace after the size: only more of it or ';' may follow
+    HTTP_CH_EXT,      // chunk extensions (ignored), up to CR
+    HTTP_CH_LINE_LF,  // the LF ending a chunk line
+    HTTP_CH_DATA,     // chunk data (chunk_size bytes left)
+    HTTP_CH_DATA_CR,  // the CR after chunk data
+    HTTP_CH_DATA_LF,  // the LF after it
+    HTTP_CH_TR_START, // the start of a trailer line, or the CR of the final empty line
+    HTTP_CH_TR_NAME,  // a trailer field name, up to ':'
+    HTTP_CH_TR_VALUE, // its value, up to CR
+    HTTP_CH_TR_LF,    // the LF ending a trailer line
+    HTTP_CH_END_LF,   // the LF of the final empty line
+};
+
 // Scratch facts about the head that do not survive into http_request.
 typedef struct http_head_info {
     bool has_length;
@@ -40,6 +56,13 @@ static void http_head_reset(http_parser *p)
     p->body_left = 0;
     p->body = NULL;
     memset(&p->pending, 0, sizeof(p->pending));
+    p->body_cap = 0;
+    p->chunk_state = 0;
+    p->chunk_size = 0;
+    p->chunk_digits = 0;
+    p->chunk_sig = 0;
+    p->framing = 0;
+    p->trailer_lines = 0;
 }
 
 cm_result http_parser_init(http_parser *p, const http_limits *limits, uint8_t *head_buf,
@@ -371,16 +394,19 @@ static CM_RESULT http_check_request(const http_parser *p, http_request *req,
     // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one otherwise.
     CM_ENSURE(info->num_host <= 1 && (req->version_minor == 0 || info->num_host == 1),
               HTTP_E_BAD_HOST);
-    if (info->num_te > 0) {
-        // RFC 9112 §6.1: TE with CL is a smuggling attempt; TE in HTTP/1.0 is faulty framing.
+    const bool chunked = info->num_te > 0;
+    if (chunked) {
+        // RFC 9112 §6.1, §6.3: TE with CL is a smuggling attempt; TE in HTTP/1.0 is faulty
+        // framing; chunked must be the only (and so the final) coding, we know no other.
         CM_ENSURE(!info->has_length, HTTP_E_LENGTH_AND_ENCODING);
         CM_ENSURE(req->version_minor == 1, HTTP_E_ENCODING_HTTP10);
-        CM_ENSURE(!info->te_chunked_only, HTTP_E_LENGTH_REQUIRED);
-        CM_BAIL(HTTP_E_ENCODING);
+        CM_ENSURE(info->te_chunked_only, HTTP_E_ENCODING);
     }
     uint64_t len = info->has_length ? info->length : 0;
-    // A request answered 404/405/415 can keep the connection when its body can be skipped.
-    *out_close = !req->keep_alive || len > p->limits.max_body || (req->expect_continue && len > 0);
+    // A request answered 404/405/415 can keep the connection when its body can be skipped
+    // (a chunked one is not skipped: it always closes).
+    *out_close = chunked || !req->keep_alive || len > p->limits.max_body ||
+                 (req->expect_continue && len > 0);
 
     CM_TRY(http_route_classify(&req->route, req->target));
     http_method want = req->route.kind == HTTP_ROUTE_CMP ? HTTP_METHOD_POST : HTTP_METHOD_GET;
@@ -390,11 +416,11 @@ static CM_RESULT http_check_request(const http_parser *p, http_request *req,
     }
     *out_close = true;
     if (want == HTTP_METHOD_GET) {
-        CM_ENSURE(len == 0, HTTP_E_BODY_NOT_ALLOWED);
+        CM_ENSURE(len == 0 && !chunked, HTTP_E_BODY_NOT_ALLOWED);
     } else {
-        CM_ENSURE(info->has_length, HTTP_E_LENGTH_REQUIRED);
+        CM_ENSURE(info->has_length || chunked, HTTP_E_LENGTH_REQUIRED);
         CM_ENSURE(len <= p->limits.max_body, HTTP_E_BODY_TOO_LARGE);
-        *out_close = !req->keep_alive || (req->expect_continue && len > 0);
+        *out_close = chunked || !req->keep_alive || (req->expect_continue && len > 0);
         CM_ENSURE(req->content_type == HTTP_CONTENT_PKIXCMP, HTTP_E_MEDIA_TYPE);
     }
     return cm_result_make(CM_OK);
@@ -443,11 +469,257 @@ static CM_RESULT http_parse_head(http_parser *p, cm_arena *arena, cm_span head, 
     } else {
         req->host.p = t; // empty, but never a pointer into the input
     }
+    if (info.num_te > 0) {
+        // Chunked (the check allowed no other coding): the body buffer grows as chunks come.
+        req->body = cm_span_make(NULL, 0);
+        p->chunk_state = HTTP_CH_SIZE;
+        p->state = HTTP_PARSER_CHUNKED;
+        return cm_result_make(CM_OK);
+    }
     p->body = cm_arena_alloc(arena, (size_t)*out_len);
     CM_ENSURE(p->body != NULL, CM_E_NOMEM);
     req->body = cm_span_make(p->body, (size_t)*out_len);
     p->body_left = *out_len;
+    p->state = HTTP_PARSER_BODY;
     return cm_result_make(CM_OK);
+}
+
+// --- chunked bodies (RFC 9112 §7.1) ------------------------------------------------------------
+//
+// chunked-body   = *chunk last-chunk trailer-section CRLF
+// chunk          = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+// chunk-size     = 1*HEXDIG
+// last-chunk     = 1*("0") [ chunk-ext ] CRLF
+// chunk-ext      = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+// trailer-section = *( field-line CRLF )
+//
+// Like the head, the framing is scanned byte by byte with decisions that depend only on the
+// bytes seen so far; chunk data is copied in bulk.
+
+typedef enum http_chunk_step {
+    HTTP_CHUNK_MORE,      // go on
+    HTTP_CHUNK_SIZE_DONE, // chunk_size is complete: check it and make room before its data
+    HTTP_CHUNK_END,       // the empty line after the trailer section: the body is complete
+    HTTP_CHUNK_ERROR,
+} http_chunk_step;
+
+static int http_hex_value(uint8_t c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+// http_chunk_size_byte reads one byte of chunk-size (state HTTP_CH_SIZE).
+static http_chunk_step http_chunk_size_byte(http_parser *p, uint8_t c, uint32_t *out_err)
+{
+    const int d = http_hex_value(c);
+    if (d >= 0) {
+        // At most 16 significant digits, so the size never overflows 64 bits.
+        if ((p->chunk_sig > 0 || d != 0) && ++p->chunk_sig > 16) {
+            *out_err = HTTP_E_BAD_CHUNK;
+            return HTTP_CHUNK_ERROR;
+        }
+        p->chunk_size = p->chunk_size * 16u + (uint64_t)d;
+        p->chunk_digits++;
+        return HTTP_CHUNK_MORE;
+    }
+    if (p->chunk_digits == 0) {
+        *out_err = HTTP_E_BAD_CHUNK; // the size is 1*HEXDIG
+        return HTTP_CHUNK_ERROR;
+    }
+    if (c == ';') {
+        p->chunk_state = HTTP_CH_EXT;
+    } else if (c == ' ' || c == '\t') {
+        p->chunk_state = HTTP_CH_SIZE_WS;
+    } else if (c == '\r') {
+        p->chunk_state = HTTP_CH_LINE_LF;
+    } else {
+        *out_err = HTTP_E_BAD_CHUNK;
+        return HTTP_CHUNK_ERROR;
+    }
+    return HTTP_CHUNK_SIZE_DONE;
+}
+
+// http_trailer_byte reads one byte of the trailer section with the head's field-line rules.
+static http_chunk_step http_trailer_byte(http_parser *p, uint8_t c, uint32_t *out_err)
+{
+    uint32_t err = CM_OK;
+    switch (p->chunk_state) {
+    case HTTP_CH_TR_START:
+        if (c == '\r') {
+            p->chunk_state = HTTP_CH_END_LF;
+        } else if (c == ' ' || c == '\t') {
+            err = HTTP_E_OBS_FOLD;
+        } else if (++p->trailer_lines > p->limits.max_fields) {
+            err = HTTP_E_TOO_MANY_FIELDS;
+        } else if (c == '\n') {
+            err = HTTP_E_BARE_LF;
+        } else if (!http_is_tchar(c)) {
+            err = HTTP_E_BAD_FIELD_NAME; // an empty name (':') or not a token
+        } else {
+            p->chunk_state = HTTP_CH_TR_NAME;
+        }
+        break;
+    case HTTP_CH_TR_NAME:
+        if (c == ':') {
+            p->chunk_state = HTTP_CH_TR_VALUE;
+        } else if (c == ' ' || c == '\t') {
+            err = HTTP_E_SPACE_BEFORE_COLON;
+        } else if (c == '\n') {
+            err = HTTP_E_BARE_LF;
+        } else if (!http_is_tchar(c)) {
+            err = HTTP_E_BAD_FIELD_NAME; // CR before a colon included
+        }
+        break;
+    case HTTP_CH_TR_VALUE:
+        if (c == '\r') {
+            p->chunk_state = HTTP_CH_TR_LF;
+        } else if (c == '\n') {
+            err = HTTP_E_BARE_LF;
+        } else if (!((c >= 0x20 && c != 0x7f) || c == '\t')) {
+            err = HTTP_E_BAD_FIELD_VALUE;
+        }
+        break;
+    case HTTP_CH_TR_LF:
+        if (c != '\n') {
+            err = HTTP_E_BARE_CR;
+        }
+        p->chunk_state = HTTP_CH_TR_START;
+        break;
+    default: // HTTP_CH_END_LF
+        if (c != '\n') {
+            err = HTTP_E_BARE_CR;
+            break;
+        }
+        return HTTP_CHUNK_END;
+    }
+    if (err != CM_OK) {
+        *out_err = err;
+        return HTTP_CHUNK_ERROR;
+    }
+    return HTTP_CHUNK_MORE;
+}
+
+// http_chunk_byte advances the framing state by one byte (any state but HTTP_CH_DATA).
+static http_chunk_step http_chunk_byte(http_parser *p, uint8_t c, uint32_t *out_err)
+{
+    if (++p->framing > p->limits.max_head) {
+        *out_err = HTTP_E_HEAD_TOO_LARGE;
+        return HTTP_CHUNK_ERROR;
+    }
+    bool ok = true;
+    switch (p->chunk_state) {
+    case HTTP_CH_SIZE:
+        return http_chunk_size_byte(p, c, out_err);
+    case HTTP_CH_SIZE_WS: // BWS after the size must lead to an extension
+        if (c == ';') {
+            p->chunk_state = HTTP_CH_EXT;
+        } else {
+            ok = c == ' ' || c == '\t';
+        }
+        break;
+    case HTTP_CH_EXT: // ignored: visible characters, SP, HTAB (and obs-text) up to CR
+        if (c == '\r') {
+            p->chunk_state = HTTP_CH_LINE_LF;
+        } else {
+            ok = (c >= 0x20 && c != 0x7f) || c == '\t';
+        }
+        break;
+    case HTTP_CH_LINE_LF:
+        ok = c == '\n';
+        p->chunk_state = p->chunk_size == 0 ? HTTP_CH_TR_START : HTTP_CH_DATA;
+        break;
+    case HTTP_CH_DATA_CR:
+        ok = c == '\r';
+        p->chunk_state = HTTP_CH_DATA_LF;
+        break;
+    case HTTP_CH_DATA_LF:
+        ok = c == '\n';
+        p->chunk_state = HTTP_CH_SIZE;
+        p->chunk_size = 0;
+        p->chunk_digits = 0;
+        p->chunk_sig = 0;
+        break;
+    default:
+        return http_trailer_byte(p, c, out_err);
+    }
+    if (!ok) {
+        *out_err = HTTP_E_BAD_CHUNK;
+        return HTTP_CHUNK_ERROR;
+    }
+    return HTTP_CHUNK_MORE;
+}
+
+// http_chunk_reserve checks a chunk size that just became known against max_body (before any
+// of its data is copied) and makes room for it in one contiguous arena buffer: when it does not
+// fit, a buffer twice as large (at least 4 KiB, at most max_body) replaces the old one, which
+// stays in the arena until it is reset.
+static CM_RESULT http_chunk_reserve(http_parser *p, cm_arena *arena)
+{
+    const uint64_t have = (uint64_t)p->pending.body.len;
+    CM_ENSURE(p->chunk_size <= p->limits.max_body - have, HTTP_E_BODY_TOO_LARGE);
+    const uint64_t need = have + p->chunk_size;
+    if (need <= (uint64_t)p->body_cap) {
+        return cm_result_make(CM_OK);
+    }
+    uint64_t cap = 2u * (uint64_t)p->body_cap;
+    cap = cap < 4096u ? 4096u : cap;
+    cap = cap < need ? need : cap;
+    cap = cap > p->limits.max_body ? p->limits.max_body : cap;
+    uint8_t *nb = cm_arena_alloc(arena, (size_t)cap);
+    CM_ENSURE(nb != NULL, CM_E_NOMEM);
+    if (have > 0) {
+        memcpy(nb, p->body, (size_t)have);
+    }
+    p->body = nb;
+    p->body_cap = (size_t)cap;
+    return cm_result_make(CM_OK);
+}
+
+// http_feed_chunked decodes chunked framing and data from |in| at |*io_pos|. Returns
+// HTTP_CHUNK_MORE when |in| is used up, HTTP_CHUNK_END when the body is complete (|*io_pos|
+// just after it), HTTP_CHUNK_ERROR with |*out_code| (the connection must close).
+static http_chunk_step http_feed_chunked(http_parser *p, cm_arena *arena, cm_span in,
+                                         size_t *io_pos, uint32_t *out_code)
+{
+    size_t i = *io_pos;
+    http_chunk_step step = HTTP_CHUNK_MORE;
+    while (i < in.len && step != HTTP_CHUNK_END) {
+        if (p->chunk_state == HTTP_CH_DATA) {
+            const size_t n =
+                p->chunk_size < (uint64_t)(in.len - i) ? (size_t)p->chunk_size : in.len - i;
+            memcpy(p->body + p->pending.body.len, in.p + i, n);
+            p->pending.body.len += n;
+            p->chunk_size -= n;
+            i += n;
+            if (p->chunk_size == 0) {
+                p->chunk_state = HTTP_CH_DATA_CR;
+            }
+            continue;
+        }
+        step = http_chunk_byte(p, in.p[i++], out_code);
+        if (step == HTTP_CHUNK_ERROR) {
+            break;
+        }
+        if (step == HTTP_CHUNK_SIZE_DONE) {
+            const cm_result r = http_chunk_reserve(p, arena);
+            if (!cm_ok(r)) {
+                *out_code = r.code;
+                step = HTTP_CHUNK_ERROR;
+                break;
+            }
+        }
+    }
+    *io_pos = i;
+    return step == HTTP_CHUNK_SIZE_DONE ? HTTP_CHUNK_MORE : step;
 }
 
 // --- feeding ---------------------------------------------------------------------------------
@@ -505,7 +777,6 @@ static bool http_feed_head(http_parser *p, http_feed *out, cm_arena *arena, cm_s
         out->allow = allow;
         return false;
     }
-    p->state = HTTP_PARSER_BODY;
     *out_res = cm_result_make(CM_OK);
     return true;
 }
@@ -554,6 +825,30 @@ cm_result http_parser_feed(http_parser *p, http_feed *out, cm_arena *arena, cm_s
             return res;
         }
         head_now = true;
+    }
+    if (p->state == HTTP_PARSER_CHUNKED) {
+        const size_t start = pos;
+        uint32_t code = CM_OK;
+        const http_chunk_step step = http_feed_chunked(p, arena, in, &pos, &code);
+        out->consumed = pos;
+        if (step == HTTP_CHUNK_ERROR) {
+            return http_fail(p, out, code, true, 0);
+        }
+        if (step != HTTP_CHUNK_END) {
+            out->send_continue = head_now && start == in.len && p->pending.expect_continue;
+            return cm_result_make(CM_OK);
+        }
+        if (p->body == NULL) {
+            p->body = cm_arena_alloc(arena, 0); // no data: still never a NULL body
+            if (p->body == NULL) {
+                return http_fail(p, out, CM_E_NOMEM, true, 0);
+            }
+        }
+        out->kind = HTTP_FEED_REQUEST;
+        out->request = p->pending;
+        out->request.body = cm_span_make(p->body, p->pending.body.len);
+        http_head_reset(p);
+        return cm_result_make(CM_OK);
     }
     CM_CHECK(p->state == HTTP_PARSER_BODY);
     size_t n = http_min(p->body_left, in.len - pos);

@@ -70,49 +70,10 @@ uint16_t http_status_of(uint32_t code)
     default:
         break;
     }
-    if (code >= HTTP_E_BAD_REQUEST_LINE && code <= HTTP_E_ENCODING_HTTP10) {
+    if (code >= HTTP_E_BAD_REQUEST_LINE && code <= HTTP_E_BAD_CHUNK) {
         return 400;
     }
     return 500;
-}
-
-const char *http_result_name(cm_result r)
-{
-#define HTTP_NAME(c) \
-    case c:          \
-        return #c
-    switch (r.code) {
-        HTTP_NAME(HTTP_E_BAD_REQUEST_LINE);
-        HTTP_NAME(HTTP_E_BAD_METHOD);
-        HTTP_NAME(HTTP_E_BAD_TARGET);
-        HTTP_NAME(HTTP_E_BAD_VERSION);
-        HTTP_NAME(HTTP_E_BARE_CR);
-        HTTP_NAME(HTTP_E_BARE_LF);
-        HTTP_NAME(HTTP_E_OBS_FOLD);
-        HTTP_NAME(HTTP_E_SPACE_BEFORE_COLON);
-        HTTP_NAME(HTTP_E_BAD_FIELD_NAME);
-        HTTP_NAME(HTTP_E_BAD_FIELD_VALUE);
-        HTTP_NAME(HTTP_E_BAD_CONTENT_LENGTH);
-        HTTP_NAME(HTTP_E_CONTENT_LENGTH_CONFLICT);
-        HTTP_NAME(HTTP_E_LENGTH_AND_ENCODING);
-        HTTP_NAME(HTTP_E_BAD_HOST);
-        HTTP_NAME(HTTP_E_DUPLICATE_FIELD);
-        HTTP_NAME(HTTP_E_BODY_NOT_ALLOWED);
-        HTTP_NAME(HTTP_E_ENCODING_HTTP10);
-        HTTP_NAME(HTTP_E_NOT_FOUND);
-        HTTP_NAME(HTTP_E_METHOD);
-        HTTP_NAME(HTTP_E_MEDIA_TYPE);
-        HTTP_NAME(HTTP_E_LENGTH_REQUIRED);
-        HTTP_NAME(HTTP_E_ENCODING);
-        HTTP_NAME(HTTP_E_VERSION);
-        HTTP_NAME(HTTP_E_BODY_TOO_LARGE);
-        HTTP_NAME(HTTP_E_REQUEST_LINE_TOO_LONG);
-        HTTP_NAME(HTTP_E_HEAD_TOO_LARGE);
-        HTTP_NAME(HTTP_E_TOO_MANY_FIELDS);
-    default:
-        return cm_result_name(r);
-    }
-#undef HTTP_NAME
 }
 
 // http_out is a bounded writer with a sticky overflow flag.

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,12 +27,15 @@
 #define NET_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-#define NET_MAX_LISTEN     8
-#define NET_BGID           0
-#define NET_TICK_MS        250
-#define NET_GEN_MASK       0xffffffu
-#define NET_SLOT_LISTENER0 0xffff0000u // accept cookies use this + listener index
-#define NET_SLOT_CQ        0xfffffffeu
+#define NET_MAX_LISTEN       8
+#define NET_BGID             0
+#define NET_TICK_MS          250
+#define NET_ACCEPT_PAUSE_MS  100  // back-off after EMFILE/ENFILE instead of spinning
+#define NET_WARN_INTERVAL_MS 1000 // at most one line per kind and loop per interval
+#define NET_FD_SLACK         64u  // refused sockets between their accept and their close
+#define NET_GEN_MASK         0xffffffu
+#define NET_SLOT_LISTENER0   0xffff0000u // accept cookies use this + listener index
+#define NET_SLOT_CQ          0xfffffffeu
 
 enum {
     NET_OP_ACCEPT = 1,
@@ -41,24 +46,56 @@ enum {
     NET_OP_COUNT = 6,
 };
 
+// Why net closes a connection; the transport reasons are logged when a request was in progress.
+typedef enum net_why {
+    NET_WHY_APP = 0,        // the application asked (NET_CLOSE, net_conn_close, close_after)
+    NET_WHY_EOF = 1,        // the peer finished sending and nothing was in progress
+    NET_WHY_RECV_ERROR = 2, // recv failed (reset, ...)
+    NET_WHY_SEND_ERROR = 3, // send failed: the answer is lost
+    NET_WHY_STOP = 4,       // graceful stop, idle connection
+    NET_WHY_LINGER = 5,     // a lingering close ended
+} net_why;
+
+// Rate-limited warnings (one line per kind per NET_WARN_INTERVAL_MS and loop).
+enum {
+    NET_WARN_CLOSED_BUSY = 0,
+    NET_WARN_REJECT = 1,
+    NET_WARN_ACCEPT = 2,
+    NET_WARN_KINDS = 3,
+};
+
 // net_conn: one slot of a loop's connection table. Thread: loop-confined.
 typedef struct net_conn {
     int fd;
     uint32_t gen;      // bumped when the slot is freed
     uint32_t inflight; // operations in the ring for this connection
     bool used;
+    bool admin;       // accepted on an admin listener (an admin slot)
     bool recv_armed;  // a multishot recv is in the ring
     bool needs_rearm; // recv stopped on -ENOBUFS; re-arm after buffers return
     bool closing;     // shut down; freed when inflight reaches 0
+    bool peer_eof;    // the peer finished sending; the recv is not re-armed
+    bool write_done;  // the last answer (close_after) was sent: no more sends
+    bool lingering;   // writing shut down; input read and discarded until linger ends
     bool send_active;
     bool close_after_send;
+    bool peer_counted; // holds a count in the loop's peer table
     void *app_state;
     const uint8_t *send_p;
     size_t send_len;
     size_t send_off;
-    uint64_t deadline_ms; // 0: none
+    uint64_t deadline_ms; // 0: none; the application's, or the linger end when lingering
+    uint32_t drained;     // input discarded since the last answer was queued (saturating)
     uint32_t next_free;
+    uint8_t peer[16]; // peer key (net_peer_key)
 } net_conn;
+
+// net_peer: connections per peer key on one loop (open addressing, linear probing).
+// count 0 marks an empty entry. Thread: loop-confined.
+typedef struct net_peer {
+    uint8_t key[16];
+    uint32_t count;
+} net_peer;
 
 struct net_loop {
     net_server *server;
@@ -68,22 +105,34 @@ struct net_loop {
     bool ring_ok;
     cm_cq cq;
     int listen_fd[NET_MAX_LISTEN];
-    size_t num_listen;
+    size_t num_listen; // main and admin listeners; admin ones from num_main_listen on
+    size_t num_main_listen;
     bool accept_armed[NET_MAX_LISTEN];
+    uint64_t accept_resume_ms[NET_MAX_LISTEN]; // 0, or when a paused accept is re-armed
     struct io_uring_buf_ring *br;
     uint8_t *bufs;
     uint32_t num_bufs;
     uint32_t buf_size;
     net_conn *conns;
-    uint32_t max_conns;
-    uint32_t free_head; // free list through next_free; UINT32_MAX when full
-    uint32_t open;      // written by the loop, read by net_server_stats (relaxed atomics)
+    uint32_t max_conns;    // main slots [0, max_conns)
+    uint32_t num_slots;    // main and admin slots: admin ones are [max_conns, num_slots)
+    uint32_t free_head[2]; // free lists (main, admin) through next_free; UINT32_MAX when empty
+    uint32_t open;         // written by the loop, read by net_server_stats (relaxed atomics)
+    uint32_t open_admin;   // likewise
+    net_peer *peers;
+    uint32_t peer_mask; // peers has peer_mask + 1 entries (a power of two)
+    uint64_t peer_seed;
     void *app_ctx;
     bool stopping;
     bool any_needs_rearm;
     uint64_t last_tick_ms;
+    uint64_t warn_next_ms[NET_WARN_KINDS];
+    uint32_t warn_suppressed[NET_WARN_KINDS];
+    bool dropped_logged;
     // Counters read by net_server_stats from other threads (relaxed atomics).
-    uint64_t st_accepted, st_rejected, st_timeouts;
+    uint64_t st_accepted, st_rejected, st_timeouts, st_rejected_peer, st_rejected_admin;
+    uint64_t st_emfile, st_cq_overflow, st_cq_dropped, st_rearms, st_closed_busy, st_eof_busy;
+    uint64_t st_lingered;
     cm_result start_result;
 };
 
@@ -93,7 +142,8 @@ struct net_server {
     void *app_arg;
     net_loop *loops;
     uint32_t num_loops;
-    uint16_t ports[NET_MAX_LISTEN];
+    uint16_t ports[NET_MAX_LISTEN]; // main listeners, then admin ones
+    uint8_t *reject;                // copy of cfg.reject_response
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint32_t started; // guarded_by(mu): loops that finished start (ok or not)
@@ -108,6 +158,36 @@ static uint64_t net_now_ms(void)
 static uint64_t net_cookie(uint32_t op, uint32_t gen, uint32_t slot)
 {
     return ((uint64_t)op << 56) | ((uint64_t)(gen & NET_GEN_MASK) << 32) | slot;
+}
+
+static void net_count(uint64_t *counter)
+{
+    __atomic_add_fetch(counter, 1, __ATOMIC_RELAXED);
+}
+
+// net_warn_gate decides whether a warning of |kind| may be logged now; when it may,
+// |*out_suppressed| is how many were held back since the last one.
+static bool net_warn_gate(net_loop *l, int kind, uint32_t *out_suppressed)
+{
+    const uint64_t now = net_now_ms();
+    if (now < l->warn_next_ms[kind]) {
+        l->warn_suppressed[kind]++;
+        return false;
+    }
+    l->warn_next_ms[kind] = now + NET_WARN_INTERVAL_MS;
+    *out_suppressed = l->warn_suppressed[kind];
+    l->warn_suppressed[kind] = 0;
+    return true;
+}
+
+// net_more_text formats ", N more since the last line" into |buf| (empty for 0).
+static const char *net_more_text(char *buf, size_t cap, uint32_t suppressed)
+{
+    buf[0] = '\0';
+    if (suppressed > 0) {
+        (void)snprintf(buf, cap, " (%u more since the last line)", suppressed);
+    }
+    return buf;
 }
 
 // net_get_sqe never fails: when the SQ is full it submits and retries.
@@ -159,6 +239,94 @@ static void net_buf_recycle(net_loop *l, uint32_t bid)
     io_uring_buf_ring_advance(l->br, 1);
 }
 
+// --- peers ----------------------------------------------------------------------------------
+
+// net_peer_key maps a peer address to the key its connections are counted under: an IPv4
+// address as its IPv4-mapped IPv6 form, an IPv6 address as its /64 prefix (the rest zero),
+// anything else as all zeros.
+static void net_peer_key(uint8_t out[16], const struct sockaddr_storage *a)
+{
+    memset(out, 0, 16);
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)a;
+        out[10] = 0xff;
+        out[11] = 0xff;
+        memcpy(out + 12, &v4->sin_addr, 4);
+    } else if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)a;
+        if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+            memcpy(out, &v6->sin6_addr, 16);
+        } else {
+            memcpy(out, &v6->sin6_addr, 8);
+        }
+    }
+}
+
+// net_peer_hash mixes the key with the loop's random seed, so that addresses chosen to collide
+// in the table cannot be computed in advance.
+static uint32_t net_peer_hash(const net_loop *l, const uint8_t key[16])
+{
+    uint64_t a, b;
+    memcpy(&a, key, 8);
+    memcpy(&b, key + 8, 8);
+    uint64_t h = l->peer_seed;
+    h = (h ^ a) * 0x9e3779b97f4a7c15ull;
+    h ^= h >> 29;
+    h = (h ^ b) * 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 32;
+    return (uint32_t)h;
+}
+
+// net_peer_find returns the entry holding |key|, or the empty entry where it would go. The
+// table has at least twice as many entries as main slots, so an empty entry always exists.
+static uint32_t net_peer_find(const net_loop *l, const uint8_t key[16])
+{
+    uint32_t i = net_peer_hash(l, key) & l->peer_mask;
+    while (l->peers[i].count != 0 && memcmp(l->peers[i].key, key, 16) != 0) {
+        i = (i + 1) & l->peer_mask;
+    }
+    return i;
+}
+
+// net_peer_release drops one connection of |key|; an entry reaching 0 is deleted by shifting
+// later entries of its probe run back (no tombstones, so probe runs stay short).
+static void net_peer_release(net_loop *l, const uint8_t key[16])
+{
+    uint32_t i = net_peer_find(l, key);
+    CM_CHECK(l->peers[i].count > 0);
+    if (--l->peers[i].count > 0) {
+        return;
+    }
+    uint32_t j = i;
+    for (;;) {
+        j = (j + 1) & l->peer_mask;
+        if (l->peers[j].count == 0) {
+            break;
+        }
+        const uint32_t home = net_peer_hash(l, l->peers[j].key) & l->peer_mask;
+        // Entry j may move to the hole at i unless its home lies cyclically in (i, j].
+        const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            l->peers[i] = l->peers[j];
+            l->peers[j].count = 0;
+            i = j;
+        }
+    }
+}
+
+static void net_peer_text(const uint8_t key[16], char *out, size_t cap)
+{
+    static const uint8_t k_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (memcmp(key, k_mapped, 12) == 0) {
+        (void)inet_ntop(AF_INET, key + 12, out, (socklen_t)cap);
+        return;
+    }
+    if (inet_ntop(AF_INET6, key, out, (socklen_t)cap) != NULL) {
+        const size_t n = strlen(out);
+        (void)snprintf(out + n, cap - n, "/64");
+    }
+}
+
 // --- arming ---------------------------------------------------------------------------------
 
 static void net_arm_accept(net_loop *l, size_t i)
@@ -167,6 +335,7 @@ static void net_arm_accept(net_loop *l, size_t i)
     io_uring_prep_multishot_accept(sqe, l->listen_fd[i], NULL, NULL, SOCK_CLOEXEC);
     io_uring_sqe_set_data64(sqe, net_cookie(NET_OP_ACCEPT, 0, NET_SLOT_LISTENER0 + (uint32_t)i));
     l->accept_armed[i] = true;
+    l->accept_resume_ms[i] = 0;
 }
 
 static void net_arm_recv(net_loop *l, uint32_t slot)
@@ -201,13 +370,18 @@ static void net_arm_cq(net_loop *l)
 
 // --- connections ----------------------------------------------------------------------------
 
-static net_conn *net_conn_get(net_loop *l, net_conn_ref ref)
+static net_conn *net_conn_get(const net_loop *l, net_conn_ref ref)
 {
-    if (ref.slot >= l->max_conns) {
+    if (ref.slot >= l->num_slots) {
         return NULL;
     }
     net_conn *c = &l->conns[ref.slot];
     return c->used && c->gen == ref.gen ? c : NULL;
+}
+
+static net_conn_ref net_ref(const net_loop *l, uint32_t slot)
+{
+    return (net_conn_ref){slot, l->conns[slot].gen};
 }
 
 static void net_conn_free_if_drained(net_loop *l, uint32_t slot)
@@ -219,24 +393,71 @@ static void net_conn_free_if_drained(net_loop *l, uint32_t slot)
     (void)close(c->fd);
     if (c->send_active && l->server->app->on_sent != NULL) {
         c->send_active = false;
-        l->server->app->on_sent(l->app_ctx, c->app_state, (net_conn_ref){slot, c->gen}, false);
+        l->server->app->on_sent(l->app_ctx, c->app_state, net_ref(l, slot), false);
     }
     l->server->app->on_close(l->app_ctx, c->app_state);
+    if (c->peer_counted) {
+        net_peer_release(l, c->peer);
+    }
+    const bool admin = c->admin;
     c->used = false;
     c->app_state = NULL;
     c->gen = (c->gen + 1) & NET_GEN_MASK;
-    c->next_free = l->free_head;
-    l->free_head = slot;
+    c->next_free = l->free_head[admin];
+    l->free_head[admin] = slot;
     __atomic_sub_fetch(&l->open, 1, __ATOMIC_RELAXED);
+    if (admin) {
+        __atomic_sub_fetch(&l->open_admin, 1, __ATOMIC_RELAXED);
+    }
 }
 
-static void net_conn_shutdown(net_loop *l, uint32_t slot)
+// net_conn_is_busy reports whether closing |c| now would discard a request: an answer being
+// sent, or the application not idle. A lingering connection has sent its last answer.
+static bool net_conn_is_busy(net_loop *l, const net_conn *c)
+{
+    if (c->lingering || c->write_done) {
+        return false;
+    }
+    return c->send_active || !l->server->app->is_idle(l->app_ctx, c->app_state);
+}
+
+static const char *net_why_text(net_why why)
+{
+    switch (why) {
+    case NET_WHY_RECV_ERROR:
+        return "receive failed";
+    case NET_WHY_SEND_ERROR:
+        return "send failed";
+    default:
+        return "closed";
+    }
+}
+
+// net_conn_shutdown starts closing |slot|. |why| and |err| (an errno, or 0) say why; a
+// transport failure that discards a request in progress is counted and logged.
+static void net_conn_shutdown(net_loop *l, uint32_t slot, net_why why, int err)
 {
     net_conn *c = &l->conns[slot];
     if (c->closing) {
         return;
     }
+    if ((why == NET_WHY_RECV_ERROR || why == NET_WHY_SEND_ERROR) && net_conn_is_busy(l, c)) {
+        net_count(&l->st_closed_busy);
+        uint32_t suppressed = 0;
+        if (net_warn_gate(l, NET_WARN_CLOSED_BUSY, &suppressed)) {
+            char peer[64] = "?";
+            char more[64];
+            net_peer_text(c->peer, peer, sizeof(peer));
+            cm_log(
+                CM_LOG_WARN,
+                "net: loop %u: connection from %s closed with a request in progress: %s (%s)%s%s",
+                l->index, peer, net_why_text(why), strerror(err),
+                c->send_active ? ", its answer is lost" : "",
+                net_more_text(more, sizeof(more), suppressed));
+        }
+    }
     c->closing = true;
+    c->lingering = false;
     c->deadline_ms = 0;
     // shutdown(2) completes the armed recv (EOF) and fails a pending send, so the ring's
     // operations on this descriptor drain; the descriptor is closed when they have.
@@ -244,80 +465,228 @@ static void net_conn_shutdown(net_loop *l, uint32_t slot)
     net_conn_free_if_drained(l, slot);
 }
 
+// net_conn_linger begins the lingering close of RFC 9112 §9.6 after the last answer: the FIN
+// goes out now, input is read and discarded until the peer closes or a bound is reached.
+static void net_conn_linger(net_loop *l, uint32_t slot)
+{
+    net_conn *c = &l->conns[slot];
+    if (c->peer_eof || (!c->recv_armed && !c->needs_rearm) || l->stopping) {
+        // Nothing more will arrive, or the server is stopping (a stop is not held up by it).
+        net_conn_shutdown(l, slot, NET_WHY_APP, 0);
+        return;
+    }
+    (void)shutdown(c->fd, SHUT_WR);
+    c->lingering = true;
+    c->deadline_ms = net_now_ms() + l->server->cfg.linger_ms;
+    net_count(&l->st_lingered);
+}
+
+// net_conn_finish_if_done closes a connection whose peer has finished sending once nothing is
+// left to answer.
+static void net_conn_finish_if_done(net_loop *l, uint32_t slot)
+{
+    net_conn *c = &l->conns[slot];
+    if (c->used && !c->closing && !c->lingering && c->peer_eof && !c->send_active &&
+        l->server->app->is_idle(l->app_ctx, c->app_state)) {
+        net_conn_shutdown(l, slot, NET_WHY_EOF, 0);
+    }
+}
+
+// net_reject refuses an accepted socket over a cap: the configured bytes once, best effort
+// (non-blocking: a socket that was just accepted takes a small answer whole), then close.
+static void net_reject(net_loop *l, int fd, uint64_t *counter, const char *why,
+                       const struct sockaddr_storage *peer)
+{
+    net_count(counter);
+    const net_server *s = l->server;
+    if (s->cfg.reject_response.len > 0) {
+        (void)!send(fd, s->reject, s->cfg.reject_response.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    (void)close(fd);
+    uint32_t suppressed = 0;
+    if (net_warn_gate(l, NET_WARN_REJECT, &suppressed)) {
+        uint8_t key[16];
+        char text[64] = "?";
+        char more[64];
+        net_peer_key(key, peer);
+        net_peer_text(key, text, sizeof(text));
+        cm_log(CM_LOG_WARN, "net: loop %u: connection from %s refused: %s%s", l->index, text, why,
+               net_more_text(more, sizeof(more), suppressed));
+    }
+}
+
+// net_on_accept_error re-arms an ended accept, or pauses it when re-arming would fail again
+// at once (no descriptor left: re-arming at once spins a core while the backlog waits).
+static void net_on_accept_error(net_loop *l, size_t li, int res)
+{
+    if (l->stopping || res == -ECANCELED) {
+        return;
+    }
+    if (res == -ECONNABORTED || res == -EINTR || res == -EAGAIN) {
+        net_arm_accept(l, li);
+        return;
+    }
+    if (res == -EMFILE || res == -ENFILE) {
+        net_count(&l->st_emfile);
+    }
+    l->accept_resume_ms[li] = net_now_ms() + NET_ACCEPT_PAUSE_MS;
+    uint32_t suppressed = 0;
+    if (net_warn_gate(l, NET_WARN_ACCEPT, &suppressed)) {
+        char more[64];
+        cm_log(CM_LOG_WARN, "net: loop %u: accept failed: %s; accepting paused for %d ms%s",
+               l->index, strerror(-res), NET_ACCEPT_PAUSE_MS,
+               net_more_text(more, sizeof(more), suppressed));
+    }
+}
+
 static void net_on_accept(net_loop *l, uint32_t slot, const struct io_uring_cqe *cqe)
 {
     const size_t li = slot - NET_SLOT_LISTENER0;
     if ((cqe->flags & IORING_CQE_F_MORE) == 0) {
         l->accept_armed[li] = false;
-        if (!l->stopping && cqe->res != -ECANCELED) {
-            net_arm_accept(l, li);
+        if (cqe->res >= 0) {
+            // The kernel also ends a multishot accept when it cannot post a completion.
+            if (!l->stopping) {
+                net_arm_accept(l, li);
+            }
+        } else {
+            net_on_accept_error(l, li, cqe->res);
         }
     }
     if (cqe->res < 0) {
         return;
     }
     const int fd = cqe->res;
-    __atomic_add_fetch(&l->st_accepted, 1, __ATOMIC_RELAXED);
-    if (l->stopping || l->free_head == UINT32_MAX) {
-        __atomic_add_fetch(&l->st_rejected, 1, __ATOMIC_RELAXED);
-        (void)close(fd);
-        return;
-    }
-    const int one = 1;
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    const uint32_t s = l->free_head;
-    net_conn *c = &l->conns[s];
-    l->free_head = c->next_free;
-    const uint32_t gen = c->gen;
-    memset(c, 0, sizeof(*c));
-    c->gen = gen;
-    c->fd = fd;
-    c->used = true;
-    __atomic_add_fetch(&l->open, 1, __ATOMIC_RELAXED);
+    const bool admin = li >= l->num_main_listen;
+    net_count(&l->st_accepted);
     struct sockaddr_storage peer;
     socklen_t plen = sizeof(peer);
     if (getpeername(fd, (struct sockaddr *)&peer, &plen) != 0) {
         memset(&peer, 0, sizeof(peer));
     }
-    c->app_state = l->server->app->on_open(l->app_ctx, (net_conn_ref){s, c->gen},
-                                           (const struct sockaddr *)&peer);
+    if (l->stopping) {
+        net_reject(l, fd, &l->st_rejected, "stopping", &peer);
+        return;
+    }
+    if (l->free_head[admin] == UINT32_MAX) {
+        net_reject(l, fd, admin ? &l->st_rejected_admin : &l->st_rejected,
+                   admin ? "admin connections full" : "connections full", &peer);
+        return;
+    }
+    uint8_t key[16];
+    net_peer_key(key, &peer);
+    uint32_t pi = UINT32_MAX;
+    if (!admin && l->peers != NULL) {
+        pi = net_peer_find(l, key);
+        if (l->peers[pi].count >= l->server->cfg.max_connections_per_peer) {
+            net_reject(l, fd, &l->st_rejected_peer, "connections per peer address full", &peer);
+            return;
+        }
+        memcpy(l->peers[pi].key, key, 16);
+        l->peers[pi].count++;
+    }
+    const int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    const uint32_t s = l->free_head[admin];
+    net_conn *c = &l->conns[s];
+    l->free_head[admin] = c->next_free;
+    const uint32_t gen = c->gen;
+    memset(c, 0, sizeof(*c));
+    c->gen = gen;
+    c->fd = fd;
+    c->used = true;
+    c->admin = admin;
+    c->peer_counted = pi != UINT32_MAX;
+    memcpy(c->peer, key, 16);
+    __atomic_add_fetch(&l->open, 1, __ATOMIC_RELAXED);
+    if (admin) {
+        __atomic_add_fetch(&l->open_admin, 1, __ATOMIC_RELAXED);
+    }
+    c->app_state =
+        l->server->app->on_open(l->app_ctx, net_ref(l, s), (const struct sockaddr *)&peer);
     net_arm_recv(l, s);
+}
+
+// net_on_peer_eof: the peer finished sending; every byte it sent went to on_data before.
+static void net_on_peer_eof(net_loop *l, uint32_t slot)
+{
+    net_conn *c = &l->conns[slot];
+    c->peer_eof = true;
+    if (c->lingering) {
+        net_conn_shutdown(l, slot, NET_WHY_LINGER, 0);
+        return;
+    }
+    const net_app *app = l->server->app;
+    net_action a;
+    if (app->on_eof != NULL) {
+        a = app->on_eof(l->app_ctx, c->app_state, net_ref(l, slot));
+    } else {
+        a = net_conn_is_busy(l, c) ? NET_CONTINUE : NET_CLOSE;
+    }
+    if (c->closing) {
+        return; // on_eof closed it itself
+    }
+    if (a == NET_CLOSE) {
+        net_conn_shutdown(l, slot, NET_WHY_EOF, 0);
+        return;
+    }
+    if (net_conn_is_busy(l, c)) {
+        // A half-closed peer still reads: the answer in progress is sent, then we close.
+        net_count(&l->st_eof_busy);
+        return;
+    }
+    net_conn_finish_if_done(l, slot);
 }
 
 static void net_on_recv(net_loop *l, uint32_t slot, const struct io_uring_cqe *cqe)
 {
     net_conn *c = &l->conns[slot];
     const bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
-    // (2) a buffer: hand the bytes over, then recycle it at once.
+    // (2) a buffer: hand the bytes over (or discard them while lingering), then recycle it.
     if ((cqe->flags & IORING_CQE_F_BUFFER) != 0) {
         const uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
         uint8_t *b = l->bufs + (size_t)bid * l->buf_size;
-        if (cqe->res > 0 && !c->closing) {
+        if (cqe->res > 0 && (c->lingering || (c->send_active && c->close_after_send))) {
+            // After the last answer was queued the application wants no more input: discard it
+            // (counted towards the lingering close's budget).
+            const uint32_t n = (uint32_t)cqe->res;
+            c->drained = n > UINT32_MAX - c->drained ? UINT32_MAX : c->drained + n;
+            if (c->drained >= l->server->cfg.linger_bytes) {
+                net_conn_shutdown(l, slot, NET_WHY_LINGER, 0);
+            }
+        } else if (cqe->res > 0 && !c->closing) {
             NET_UNPOISON(b, (size_t)cqe->res);
-            net_action a =
-                l->server->app->on_data(l->app_ctx, c->app_state, (net_conn_ref){slot, c->gen},
-                                        cm_span_make(b, (size_t)cqe->res));
+            net_action a = l->server->app->on_data(l->app_ctx, c->app_state, net_ref(l, slot),
+                                                   cm_span_make(b, (size_t)cqe->res));
             if (a == NET_CLOSE) {
-                net_conn_shutdown(l, slot);
+                net_conn_shutdown(l, slot, NET_WHY_APP, 0);
             }
         }
         net_buf_recycle(l, bid);
     }
-    // (3) no F_MORE: the multishot ended.
-    if (!more) {
-        c->recv_armed = false;
-        c->inflight--;
-        if (cqe->res == -ENOBUFS && !c->closing) {
-            c->needs_rearm = true; // (4) re-armed after the next recycle pass
-            l->any_needs_rearm = true;
-        } else if (!c->closing) {
-            // EOF, reset or another error: the peer is gone.
-            net_conn_shutdown(l, slot);
-            return;
+    if (more) {
+        if (cqe->res == 0 && !c->closing) {
+            net_on_peer_eof(l, slot); // not expected with F_MORE; EOF all the same
         }
+        return;
+    }
+    // (3) no F_MORE: the multishot ended. Only EOF, an error or our own close end the
+    // connection: the kernel also ends a multishot recv that still delivered data (res > 0)
+    // when it cannot post another completion (a full CQ), and then it is simply re-armed.
+    c->recv_armed = false;
+    c->inflight--;
+    if (c->closing) {
         net_conn_free_if_drained(l, slot);
-    } else if (cqe->res == 0 && !c->closing) {
-        net_conn_shutdown(l, slot);
+    } else if (cqe->res > 0) {
+        net_count(&l->st_rearms);
+        net_arm_recv(l, slot);
+    } else if (cqe->res == -ENOBUFS) {
+        c->needs_rearm = true; // (4) re-armed after the next recycle pass
+        l->any_needs_rearm = true;
+    } else if (cqe->res == 0) {
+        net_on_peer_eof(l, slot);
+    } else {
+        net_conn_shutdown(l, slot, c->lingering ? NET_WHY_LINGER : NET_WHY_RECV_ERROR, -cqe->res);
     }
 }
 
@@ -330,7 +699,7 @@ static void net_on_send(net_loop *l, uint32_t slot, const struct io_uring_cqe *c
         return;
     }
     if (cqe->res < 0) {
-        net_conn_shutdown(l, slot);
+        net_conn_shutdown(l, slot, NET_WHY_SEND_ERROR, -cqe->res);
         return;
     }
     c->send_off += (size_t)cqe->res;
@@ -340,9 +709,18 @@ static void net_on_send(net_loop *l, uint32_t slot, const struct io_uring_cqe *c
     }
     c->send_active = false;
     const bool close_after = c->close_after_send;
-    l->server->app->on_sent(l->app_ctx, c->app_state, (net_conn_ref){slot, c->gen}, true);
-    if (close_after || (l->stopping && l->server->app->is_idle(l->app_ctx, c->app_state))) {
-        net_conn_shutdown(l, slot);
+    c->write_done = close_after;
+    l->server->app->on_sent(l->app_ctx, c->app_state, net_ref(l, slot), true);
+    if (c->closing) {
+        return; // on_sent closed it
+    }
+    if (close_after) {
+        net_conn_linger(l, slot);
+    } else if (c->peer_eof) {
+        net_conn_finish_if_done(l, slot);
+    } else if (l->stopping && !c->send_active &&
+               l->server->app->is_idle(l->app_ctx, c->app_state)) {
+        net_conn_shutdown(l, slot, NET_WHY_STOP, 0);
     }
 }
 
@@ -367,6 +745,7 @@ static void net_begin_stop(net_loop *l)
     }
     l->stopping = true;
     for (size_t i = 0; i < l->num_listen; i++) {
+        l->accept_resume_ms[i] = 0;
         if (l->accept_armed[i]) {
             struct io_uring_sqe *sqe = net_get_sqe(l);
             io_uring_prep_cancel64(
@@ -374,32 +753,69 @@ static void net_begin_stop(net_loop *l)
             io_uring_sqe_set_data64(sqe, net_cookie(NET_OP_CANCEL, 0, 0));
         }
     }
-    for (uint32_t s = 0; s < l->max_conns; s++) {
+    for (uint32_t s = 0; s < l->num_slots; s++) {
         net_conn *c = &l->conns[s];
-        if (c->used && !c->closing && !c->send_active &&
-            l->server->app->is_idle(l->app_ctx, c->app_state)) {
-            net_conn_shutdown(l, s);
+        if (c->used && !c->closing && (c->lingering || !net_conn_is_busy(l, c))) {
+            net_conn_shutdown(l, s, NET_WHY_STOP, 0);
         }
     }
 }
 
 static void net_tick(net_loop *l, uint64_t now)
 {
-    for (uint32_t s = 0; s < l->max_conns; s++) {
+    for (uint32_t s = 0; s < l->num_slots; s++) {
         net_conn *c = &l->conns[s];
-        if (c->used && !c->closing && c->deadline_ms != 0 && now >= c->deadline_ms) {
+        if (!c->used || c->closing) {
+            continue;
+        }
+        if (c->deadline_ms != 0 && now >= c->deadline_ms) {
             c->deadline_ms = 0;
-            __atomic_add_fetch(&l->st_timeouts, 1, __ATOMIC_RELAXED);
-            if (l->server->app->on_timeout(l->app_ctx, c->app_state, (net_conn_ref){s, c->gen}) ==
-                NET_CLOSE) {
-                net_conn_shutdown(l, s);
+            if (c->lingering) {
+                net_conn_shutdown(l, s, NET_WHY_LINGER, 0);
+                continue;
+            }
+            net_count(&l->st_timeouts);
+            if (l->server->app->on_timeout(l->app_ctx, c->app_state, net_ref(l, s)) == NET_CLOSE) {
+                net_conn_shutdown(l, s, NET_WHY_APP, 0);
+                continue;
             }
         }
-        if (c->used && !c->closing && c->needs_rearm) {
+        if (c->closing) {
+            continue;
+        }
+        if (c->needs_rearm) {
             net_arm_recv(l, s);
+        }
+        if (c->peer_eof) {
+            net_conn_finish_if_done(l, s); // an application that became idle without a send
         }
     }
     l->any_needs_rearm = false;
+}
+
+// net_resume_accepts re-arms the accepts paused after EMFILE/ENFILE whose pause is over.
+static void net_resume_accepts(net_loop *l, uint64_t now)
+{
+    for (size_t i = 0; i < l->num_listen; i++) {
+        if (l->accept_resume_ms[i] != 0 && now >= l->accept_resume_ms[i] && !l->stopping) {
+            net_arm_accept(l, i);
+        }
+    }
+}
+
+// net_wait_ms is how long the next wait may block: a tick, or less when a paused accept is
+// due sooner.
+static uint64_t net_wait_ms(const net_loop *l, uint64_t now)
+{
+    uint64_t ms = NET_TICK_MS;
+    for (size_t i = 0; i < l->num_listen; i++) {
+        const uint64_t at = l->accept_resume_ms[i];
+        if (at != 0) {
+            const uint64_t left = at > now ? at - now : 1;
+            ms = left < ms ? left : ms;
+        }
+    }
+    return ms;
 }
 
 // net_dispatch decodes a cookie, drops stale ones, and calls the handler (STYLE.md §2.7).
@@ -426,7 +842,7 @@ static void net_dispatch(net_loop *l, const struct io_uring_cqe *cqe)
         CM_CHECK(op < NET_OP_COUNT && op != 0);
         return;
     }
-    CM_CHECK(slot < l->max_conns);
+    CM_CHECK(slot < l->num_slots);
     net_conn *c = &l->conns[slot];
     if (!c->used || c->gen != gen) {
         // A completion for a slot that was freed and reused: its buffer still goes back.
@@ -459,6 +875,12 @@ static cm_result net_ring_init(net_loop *l, uint32_t entries)
         rc = io_uring_queue_init_params(entries, &l->ring, &p);
         if (rc == 0) {
             l->ring_ok = true;
+            // Without NODROP (kernels before 5.5) a full CQ drops completions, and a dropped
+            // recv or send completion strands its connection: refuse to run.
+            if ((p.features & IORING_FEAT_NODROP) == 0) {
+                cm_log(CM_LOG_ERROR, "net: the kernel lacks IORING_FEAT_NODROP");
+                CM_BAIL(NET_E_FEATURE);
+            }
             return cm_result_make(CM_OK);
         }
     }
@@ -488,12 +910,27 @@ static cm_result net_loop_setup(net_loop *l)
     CM_TRY(net_probe(l));
     CM_TRY(cm_cq_init(&l->cq));
     CM_TRY(net_bufring_setup(l));
-    l->conns = calloc(l->max_conns, sizeof(net_conn));
+    l->conns = calloc(l->num_slots, sizeof(net_conn));
     CM_ENSURE(l->conns != NULL, CM_E_NOMEM);
-    for (uint32_t s = 0; s < l->max_conns; s++) {
-        l->conns[s].next_free = s + 1 < l->max_conns ? s + 1 : UINT32_MAX;
+    // Two free lists over one table: main slots first, admin slots after them.
+    for (uint32_t s = 0; s < l->num_slots; s++) {
+        const uint32_t end = s < l->max_conns ? l->max_conns : l->num_slots;
+        l->conns[s].next_free = s + 1 < end ? s + 1 : UINT32_MAX;
     }
-    l->free_head = 0;
+    l->free_head[0] = l->max_conns > 0 ? 0 : UINT32_MAX;
+    l->free_head[1] = l->num_slots > l->max_conns ? l->max_conns : UINT32_MAX;
+    if (cfg->max_connections_per_peer < l->max_conns) {
+        uint32_t n = 2;
+        while (n < 2 * l->max_conns) {
+            n *= 2;
+        }
+        l->peers = calloc(n, sizeof(net_peer));
+        CM_ENSURE(l->peers != NULL, CM_E_NOMEM);
+        l->peer_mask = n - 1;
+        if (getrandom(&l->peer_seed, sizeof(l->peer_seed), 0) != (ssize_t)sizeof(l->peer_seed)) {
+            l->peer_seed = cm_time_mono_ns() ^ (uint64_t)(uintptr_t)l;
+        }
+    }
     l->app_ctx = l->server->app->loop_init(l->server->app_arg, l);
     CM_ENSURE(l->app_ctx != NULL, CM_E_STATE);
     for (size_t i = 0; i < l->num_listen; i++) {
@@ -523,6 +960,8 @@ static void net_loop_teardown(net_loop *l)
     // still be ringing it from another thread.
     free(l->conns);
     l->conns = NULL;
+    free(l->peers);
+    l->peers = NULL;
     if (l->bufs != NULL) {
         NET_UNPOISON(l->bufs, (size_t)l->num_bufs * l->buf_size);
     }
@@ -530,6 +969,26 @@ static void net_loop_teardown(net_loop *l)
     l->bufs = NULL;
     free(l->br);
     l->br = NULL;
+}
+
+// net_check_overflow counts a turn that found completions in the kernel's overflow list, and
+// the completions the kernel dropped (it only does when it cannot allocate an overflow entry).
+static void net_check_overflow(net_loop *l)
+{
+    if ((IO_URING_READ_ONCE(*l->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW) != 0) {
+        net_count(&l->st_cq_overflow);
+    }
+    const uint32_t dropped = IO_URING_READ_ONCE(*l->ring.cq.koverflow);
+    if (dropped != (uint32_t)__atomic_load_n(&l->st_cq_dropped, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&l->st_cq_dropped, (uint64_t)dropped, __ATOMIC_RELAXED);
+        if (!l->dropped_logged) {
+            l->dropped_logged = true;
+            cm_log(CM_LOG_ERROR,
+                   "net: loop %u: the kernel dropped %u completions (out of memory for its CQ "
+                   "overflow list); connections may hang until their deadline",
+                   l->index, dropped);
+        }
+    }
 }
 
 static void net_loop_serve(net_loop *l)
@@ -543,12 +1002,16 @@ static void net_loop_serve(net_loop *l)
             l->server->app->pending(l->app_ctx) == 0) {
             break;
         }
-        struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = NET_TICK_MS * 1000000L};
+        const uint64_t wait_ms = net_wait_ms(l, net_now_ms());
+        struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = (long long)wait_ms * 1000000LL};
         struct io_uring_cqe *cqe = NULL;
+        // The wait also runs the deferred task work and moves completions the kernel held in
+        // its overflow list (the CQ was full) into the CQ, oldest first.
         int rc = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, &ts, NULL);
-        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
+        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EBADR) {
             cm_log(CM_LOG_ERROR, "net: loop %u: io_uring wait failed: %s", l->index, strerror(-rc));
         }
+        net_check_overflow(l);
         unsigned seen = 0;
         unsigned head;
         io_uring_for_each_cqe(&l->ring, head, cqe) {
@@ -557,6 +1020,7 @@ static void net_loop_serve(net_loop *l)
         }
         io_uring_cq_advance(&l->ring, seen);
         const uint64_t now = net_now_ms();
+        net_resume_accepts(l, now);
         if (l->any_needs_rearm || now - l->last_tick_ms >= NET_TICK_MS) {
             net_tick(l, now);
             l->last_tick_ms = now;
@@ -641,12 +1105,19 @@ static cm_result net_listen_one(const struct sockaddr_storage *addr, socklen_t l
     return cm_result_make(CM_OK);
 }
 
+// net_config_address returns the |i|-th listen address: the main ones, then the admin ones.
+static const char *net_config_address(const net_server_config *cfg, size_t i)
+{
+    return i < cfg->num_listen ? cfg->listen[i] : cfg->admin_listen[i - cfg->num_listen];
+}
+
 static cm_result net_bind_all(net_server *s)
 {
-    for (size_t i = 0; i < s->cfg.num_listen; i++) {
+    const size_t total = s->cfg.num_listen + s->cfg.num_admin_listen;
+    for (size_t i = 0; i < total; i++) {
         struct sockaddr_storage addr;
         socklen_t len = 0;
-        CM_TRY(net_parse_addr(s->cfg.listen[i], &addr, &len));
+        CM_TRY(net_parse_addr(net_config_address(&s->cfg, i), &addr, &len));
         for (uint32_t k = 0; k < s->num_loops; k++) {
             int fd = -1;
             CM_TRY(net_listen_one(&addr, len, &fd));
@@ -688,34 +1159,99 @@ static void net_server_free(net_server *s)
     (void)pthread_mutex_destroy(&s->mu);
     (void)pthread_cond_destroy(&s->cv);
     free(s->loops);
+    free(s->reject);
     free(s);
+}
+
+// net_config_defaults replaces the zero fields of |cfg| by what they mean.
+static void net_config_defaults(net_server_config *cfg)
+{
+    if (cfg->io_threads == 0) {
+        const long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->io_threads = n > 0 ? (uint32_t)n : 1;
+    }
+    if (cfg->ring_entries == 0) {
+        cfg->ring_entries = 256;
+    }
+    if (cfg->recv_buffers == 0) {
+        cfg->recv_buffers = 256;
+    }
+    if (cfg->recv_buffer_size == 0) {
+        cfg->recv_buffer_size = 16 * 1024;
+    }
+    if (cfg->max_connections == 0) {
+        cfg->max_connections = NET_DEFAULT_MAX_CONNECTIONS;
+    }
+    if (cfg->max_connections_per_peer == 0) {
+        cfg->max_connections_per_peer = NET_DEFAULT_MAX_CONNECTIONS_PER_PEER;
+    }
+    if (cfg->admin_max_connections == 0) {
+        cfg->admin_max_connections = NET_DEFAULT_ADMIN_MAX_CONNECTIONS;
+    }
+    if (cfg->num_admin_listen == 0) {
+        cfg->admin_max_connections = 0; // no admin listener: no admin slots
+    }
+    if (cfg->linger_ms == 0) {
+        cfg->linger_ms = NET_DEFAULT_LINGER_MS;
+    }
+    if (cfg->linger_bytes == 0) {
+        cfg->linger_bytes = NET_DEFAULT_LINGER_BYTES;
+    }
+}
+
+uint64_t net_server_fds_needed(const net_server_config *cfg)
+{
+    net_server_config c = *cfg;
+    net_config_defaults(&c);
+    const uint64_t per_loop = 2u + (uint64_t)c.num_listen + (uint64_t)c.num_admin_listen +
+                              (uint64_t)c.max_connections + (uint64_t)c.admin_max_connections +
+                              NET_FD_SLACK;
+    return per_loop * c.io_threads;
+}
+
+cm_result net_fd_limit_raise(uint64_t want, uint64_t *out_limit)
+{
+    struct rlimit rl;
+    CM_ENSURE(getrlimit(RLIMIT_NOFILE, &rl) == 0, cm_code_from_errno(errno));
+    rlim_t target = want == 0 ? rl.rlim_max : (rlim_t)want;
+    if (rl.rlim_max != RLIM_INFINITY && target > rl.rlim_max) {
+        target = rl.rlim_max;
+    }
+    if (target == RLIM_INFINITY) {
+        // An unlimited hard limit: the kernel still caps descriptors at fs.nr_open.
+        target = 1048576;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || target <= rl.rlim_cur) {
+        *out_limit = (uint64_t)rl.rlim_cur;
+        return cm_result_make(CM_OK);
+    }
+    rl.rlim_cur = target;
+    CM_ENSURE(setrlimit(RLIMIT_NOFILE, &rl) == 0, cm_code_from_errno(errno));
+    *out_limit = (uint64_t)target;
+    return cm_result_make(CM_OK);
 }
 
 cm_result net_server_start(net_server **out, const net_server_config *cfg, const net_app *app,
                            void *app_arg)
 {
-    CM_ENSURE(cfg->num_listen >= 1 && cfg->num_listen <= NET_MAX_LISTEN, NET_E_ADDRESS);
+    CM_ENSURE(cfg->num_listen >= 1 && cfg->num_listen + cfg->num_admin_listen <= NET_MAX_LISTEN &&
+                  (cfg->num_admin_listen == 0 || cfg->admin_listen != NULL),
+              NET_E_ADDRESS);
     net_server *s = calloc(1, sizeof(*s));
     CM_ENSURE(s != NULL, CM_E_NOMEM);
     s->cfg = *cfg;
     s->app = app;
     s->app_arg = app_arg;
-    if (s->cfg.io_threads == 0) {
-        const long n = sysconf(_SC_NPROCESSORS_ONLN);
-        s->cfg.io_threads = n > 0 ? (uint32_t)n : 1;
+    net_config_defaults(&s->cfg);
+    if (s->cfg.reject_response.len > 0) {
+        s->reject = malloc(s->cfg.reject_response.len);
+        if (s->reject == NULL) {
+            free(s);
+            CM_BAIL(CM_E_NOMEM);
+        }
+        memcpy(s->reject, s->cfg.reject_response.p, s->cfg.reject_response.len);
     }
-    if (s->cfg.ring_entries == 0) {
-        s->cfg.ring_entries = 256;
-    }
-    if (s->cfg.recv_buffers == 0) {
-        s->cfg.recv_buffers = 256;
-    }
-    if (s->cfg.recv_buffer_size == 0) {
-        s->cfg.recv_buffer_size = 16 * 1024;
-    }
-    if (s->cfg.max_connections == 0) {
-        s->cfg.max_connections = 4096;
-    }
+    s->cfg.reject_response.p = s->reject;
     (void)pthread_mutex_init(&s->mu, NULL);
     (void)pthread_cond_init(&s->cv, NULL);
     s->num_loops = s->cfg.io_threads;
@@ -729,6 +1265,8 @@ cm_result net_server_start(net_server **out, const net_server_config *cfg, const
         l->server = s;
         l->index = k;
         l->max_conns = s->cfg.max_connections;
+        l->num_slots = s->cfg.max_connections + s->cfg.admin_max_connections;
+        l->num_main_listen = s->cfg.num_listen;
         l->num_bufs = s->cfg.recv_buffers;
         l->buf_size = s->cfg.recv_buffer_size;
         l->cq.efd = -1;
@@ -779,6 +1317,11 @@ uint16_t net_server_port(const net_server *s, size_t i)
     return i < s->cfg.num_listen ? s->ports[i] : 0;
 }
 
+uint16_t net_server_admin_port(const net_server *s, size_t i)
+{
+    return i < s->cfg.num_admin_listen ? s->ports[s->cfg.num_listen + i] : 0;
+}
+
 void net_server_stop(net_server *s)
 {
     __atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
@@ -810,6 +1353,16 @@ void net_server_stats(const net_server *s, net_stats *out)
         out->rejected_full += __atomic_load_n(&l->st_rejected, __ATOMIC_RELAXED);
         out->timeouts += __atomic_load_n(&l->st_timeouts, __ATOMIC_RELAXED);
         out->open += __atomic_load_n(&l->open, __ATOMIC_RELAXED);
+        out->rejected_peer += __atomic_load_n(&l->st_rejected_peer, __ATOMIC_RELAXED);
+        out->rejected_admin += __atomic_load_n(&l->st_rejected_admin, __ATOMIC_RELAXED);
+        out->admin_open += __atomic_load_n(&l->open_admin, __ATOMIC_RELAXED);
+        out->accept_emfile += __atomic_load_n(&l->st_emfile, __ATOMIC_RELAXED);
+        out->cq_overflow += __atomic_load_n(&l->st_cq_overflow, __ATOMIC_RELAXED);
+        out->cq_dropped += __atomic_load_n(&l->st_cq_dropped, __ATOMIC_RELAXED);
+        out->recv_rearms += __atomic_load_n(&l->st_rearms, __ATOMIC_RELAXED);
+        out->closed_busy += __atomic_load_n(&l->st_closed_busy, __ATOMIC_RELAXED);
+        out->eof_busy += __atomic_load_n(&l->st_eof_busy, __ATOMIC_RELAXED);
+        out->lingered += __atomic_load_n(&l->st_lingered, __ATOMIC_RELAXED);
     }
 }
 
@@ -826,7 +1379,7 @@ uint32_t net_loop_index(const net_loop *loop)
 cm_result net_conn_send(net_loop *l, net_conn_ref ref, cm_span data, bool close_after)
 {
     net_conn *c = net_conn_get(l, ref);
-    CM_ENSURE(c != NULL && !c->closing, NET_E_GONE);
+    CM_ENSURE(c != NULL && !c->closing && !c->lingering && !c->write_done, NET_E_GONE);
     CM_ENSURE(!c->send_active, NET_E_BUSY);
     c->send_active = true;
     c->close_after_send = close_after;
@@ -840,14 +1393,20 @@ cm_result net_conn_send(net_loop *l, net_conn_ref ref, cm_span data, bool close_
 void net_conn_close(net_loop *l, net_conn_ref ref)
 {
     if (net_conn_get(l, ref) != NULL) {
-        net_conn_shutdown(l, ref.slot);
+        net_conn_shutdown(l, ref.slot, NET_WHY_APP, 0);
     }
 }
 
 void net_conn_set_deadline(net_loop *l, net_conn_ref ref, uint32_t ms_from_now)
 {
     net_conn *c = net_conn_get(l, ref);
-    if (c != NULL) {
+    if (c != NULL && !c->lingering && !c->closing) {
         c->deadline_ms = ms_from_now == 0 ? 0 : net_now_ms() + ms_from_now;
     }
+}
+
+bool net_conn_is_admin(const net_loop *l, net_conn_ref ref)
+{
+    const net_conn *c = net_conn_get(l, ref);
+    return c != NULL && c->admin;
 }

@@ -206,6 +206,7 @@ void srv_request_summary(const srv_request *req, srv_summary *out)
     out->body_type = req->body_type;
     out->fail_bit = req->fail_bit;
     out->error = req->error;
+    out->reason = req->fail_bit >= 0 ? req->why.text : "";
     uint64_t prev = req->mark[0];
     for (int i = 0; i < SRV_STAGE_COUNT; i++) {
         const uint64_t end = req->mark[i + 1];
@@ -222,7 +223,12 @@ void srv_refuse_start(srv_request *req)
 {
     // Authenticate first, so the error can carry the request's MAC.
     cm_result r = srv_authenticate(req, req->ca->client_trust, req->ca->own_trust);
-    srv_fail(req, cm_ok(r) ? cm_result_make(SRV_E_BODY) : r);
+    if (cm_ok(r)) {
+        const srv_handler *h = srv_handler_get((int)req->msg.body.type);
+        cm_why_set(&req->why, "this CA does not accept %s messages", h != NULL ? h->name : "such");
+        r = cm_result_make(SRV_E_BODY);
+    }
+    srv_fail(req, r);
 }
 
 // One row per PKIBody type (RFC 9810 §5.1.2), indexed by cmp_body_type: what runs when the

@@ -12,8 +12,12 @@
 // Flows: ir, cr, kur, p10cr (implicitConfirm when asked and allowed, else certConf → pkiconf),
 // certConf, rr → rp (by the certificate's own key or a configured RA), genm → genp (caCerts,
 // rootCaCert, certReqTemplate, crlStatusList); every failure is answered with a CMP error message
-// carrying the PKIFailureInfo bit, MAC-protected with the request's key when the request's MAC
-// verified, otherwise signed with the CA's CMP protection key.
+// carrying the PKIFailureInfo bit (cm_code_failinfo) and a statusString that tells an operator
+// what to fix: the request's specifics when they are known and safe to show ("key type P-521
+// not allowed by profile devices (allowed: P-256, P-384)", "no MAC secret for senderKID
+// line-9"), else the code's explanation from the registry; never a secret. It is
+// MAC-protected with the request's key when the request's MAC verified, otherwise signed with
+// the CA's CMP protection key.
 #ifndef CERTMINT_ENGINE_SERVER_SRV_H
 #define CERTMINT_ENGINE_SERVER_SRV_H
 
@@ -29,35 +33,12 @@
 #include "engine/store/store.h"
 #include "hsm/hsm.h"
 
-// Codes (srv range 0x800-0x8ff). Each maps to a PKIFailureInfo bit in srv_failinfo.
+// Codes (srv range 0x800-0x8ff): the SRV rows of engine/base/codes.def, with their
+// explanations and PKIFailureInfo bits (cm_code_failinfo maps every code the server answers).
 enum {
-    SRV_E_BAD_TIME = CM_CODE(CM_CLASS_POLICY, 0x801),          // messageTime missing/outside
-    SRV_E_RECIP_NONCE = CM_CODE(CM_CLASS_POLICY, 0x802),       // recipNonce wrong or unexpected
-    SRV_E_UNPROTECTED = CM_CODE(CM_CLASS_POLICY, 0x803),       // no protection: badMessageCheck
-    SRV_E_UNKNOWN_SENDER = CM_CODE(CM_CLASS_POLICY, 0x804),    // no secret for senderKID
-    SRV_E_SENDER_MISMATCH = CM_CODE(CM_CLASS_POLICY, 0x805),   // sender vs signer subject
-    SRV_E_UNTRUSTED = CM_CODE(CM_CLASS_POLICY, 0x806),         // signer chain: signerNotTrusted
-    SRV_E_NOT_AUTHORIZED = CM_CODE(CM_CLASS_POLICY, 0x807),    // sender may not do this
-    SRV_E_REQ_COUNT = CM_CODE(CM_CLASS_POLICY, 0x808),         // not exactly one CertReqMsg
-    SRV_E_CERT_REQ_ID = CM_CODE(CM_CLASS_POLICY, 0x809),       // certReqId not 0 (-1 for p10cr)
-    SRV_E_RA_VERIFIED = CM_CODE(CM_CLASS_POLICY, 0x80a),       // raVerified from a non-RA
-    SRV_E_TXN_IN_USE = CM_CODE(CM_CLASS_POLICY, 0x80b),        // transactionIdInUse
-    SRV_E_UNKNOWN_TXN = CM_CODE(CM_CLASS_POLICY, 0x80c),       // certConf for no transaction
-    SRV_E_CONFIRMED = CM_CODE(CM_CLASS_POLICY, 0x80d),         // duplicate certConf
-    SRV_E_NO_CONFIRM_NEEDED = CM_CODE(CM_CLASS_POLICY, 0x80e), // certConf after implicitConfirm
-    SRV_E_CERT_HASH = CM_CODE(CM_CLASS_POLICY, 0x80f),         // certHash does not match
-    SRV_E_WRONG_CREDENTIAL = CM_CODE(CM_CLASS_POLICY, 0x810),  // certConf not like the request
-    SRV_E_BODY = CM_CODE(CM_CLASS_POLICY, 0x811),              // a body type this CA refuses
-    SRV_E_OLD_CERT = CM_CODE(CM_CLASS_POLICY, 0x812),          // kur: old cert unknown/invalid
-    SRV_E_OLD_CERT_REVOKED = CM_CODE(CM_CLASS_POLICY, 0x813),  // kur: old cert revoked
-    SRV_E_INTERNAL = CM_CODE(CM_CLASS_RESOURCE, 0x814),        // systemFailure
-    SRV_E_OVERLOAD = CM_CODE(CM_CLASS_AGAIN, 0x815),           // HSM queue full: systemUnavail
-    SRV_E_WRONG_AUTHORITY = CM_CODE(CM_CLASS_POLICY, 0x816),   // recipient names another CA
+#define CM_CODES_SRV CM_CODE_ENUM
+#include "engine/base/codes.def"
 };
-
-// srv_failinfo maps any code the server meets (its own, cmp, crmf, ca, store, der) to a
-// PKIFailureInfo bit number (CMP_FAIL_*). Thread: any; pure.
-uint32_t srv_failinfo(cm_result r);
 
 // srv_secret is one MAC credential: senderKID bytes and the shared secret. Thread: immutable.
 typedef struct srv_secret {
@@ -189,11 +170,13 @@ typedef enum srv_stage {
 } srv_stage;
 
 // srv_request_summary describes the outcome for the log line: the request body type, whether
-// it was rejected and with which failure bit (-1: none), and where the time went.
+// it was rejected, with which failure bit (-1: none), code and reason, and where the time went.
 typedef struct srv_summary {
     int body_type;                      // cmp_body_type of the request, -1 when unparseable
     int fail_bit;                       // -1 when accepted
-    cm_result error;                    // why it was rejected
+    cm_result error;                    // why it was rejected (its name goes into the log line)
+    const char *reason;                 // the statusString sent, "" when accepted; owned by the
+                                        // request (valid until srv_request_free)
     uint64_t stage_ns[SRV_STAGE_COUNT]; // 0 for stages the request did not reach
 } srv_summary;
 void srv_request_summary(const srv_request *req, srv_summary *out);

@@ -11,25 +11,39 @@ static cm_result srv_conf_prepare(srv_request *req)
     const srv_ca *ca = req->ca;
     cm_result r = store_txn_get(req->w->reader, &req->arena, &req->txn, ca->name,
                                 m->header.f.transaction_id.v);
-    CM_ENSURE(r.code != STORE_E_TXN_NOT_FOUND, SRV_E_UNKNOWN_TXN);
+    if (r.code == STORE_E_TXN_NOT_FOUND) {
+        cm_why_set(&req->why, "certConf for a transactionID this CA does not know (or no "
+                              "longer: the confirmation wait expired)");
+        CM_BAIL(SRV_E_UNKNOWN_TXN);
+    }
     CM_TRY(r);
     CM_ENSURE(req->txn.state != SRV_TXN_IMPLICIT, SRV_E_NO_CONFIRM_NEEDED);
     CM_ENSURE(req->txn.state == SRV_TXN_WAIT_CONF, SRV_E_CONFIRMED);
     // The same credentials as the request (RFC 9483 §4.1.1): never the new certificate.
     CM_TRY(srv_authenticate(req, NULL, ca->own_trust));
-    if (req->txn.protection == STORE_AUTH_MAC) {
-        CM_ENSURE(req->mac_ok && cm_span_eq(m->header.f.sender_kid.v, req->txn.credential),
-                  SRV_E_WRONG_CREDENTIAL);
-    } else {
-        CM_ENSURE(req->sig_ok &&
-                      cm_span_eq(cm_span_make(req->signer_hash, 32), req->txn.credential),
-                  SRV_E_WRONG_CREDENTIAL);
+    const bool same =
+        req->txn.protection == STORE_AUTH_MAC
+            ? req->mac_ok && cm_span_eq(m->header.f.sender_kid.v, req->txn.credential)
+            : req->sig_ok && cm_span_eq(cm_span_make(req->signer_hash, 32), req->txn.credential);
+    if (!same) {
+        cm_why_set(&req->why, "certConf must be protected like its request: %s",
+                   req->txn.protection == STORE_AUTH_MAC ? "a MAC with the same senderKID"
+                                                         : "a signature by the same certificate");
+        CM_BAIL(SRV_E_WRONG_CREDENTIAL);
     }
-    CM_ENSURE(m->header.f.recip_nonce.present &&
-                  cm_span_eq(m->header.f.recip_nonce.v, req->txn.sender_nonce),
-              SRV_E_RECIP_NONCE);
+    if (!m->header.f.recip_nonce.present ||
+        !cm_span_eq(m->header.f.recip_nonce.v, req->txn.sender_nonce)) {
+        cm_why_set(&req->why,
+                   "certConf's recipNonce %s the senderNonce of the certificate's "
+                   "response",
+                   m->header.f.recip_nonce.present ? "does not match" : "is missing; it must echo");
+        CM_BAIL(SRV_E_RECIP_NONCE);
+    }
     // Exactly one CertStatus for the one certificate (an empty list rejects it).
-    CM_ENSURE(m->body.u.conf.num <= 1, SRV_E_REQ_COUNT);
+    if (m->body.u.conf.num > 1) {
+        cm_why_set(&req->why, "certConf must carry one CertStatus, not %zu", m->body.u.conf.num);
+        CM_BAIL(SRV_E_REQ_COUNT);
+    }
     store_cert issued;
     CM_TRY(store_cert_get_by_txn(req->w->reader, &req->arena, &issued, ca->name,
                                  m->header.f.transaction_id.v));
@@ -38,16 +52,22 @@ static cm_result srv_conf_prepare(srv_request *req)
         return cm_result_make(CM_OK);
     }
     const cmp_cert_status *cs = &m->body.u.conf.items[0];
-    CM_ENSURE(cs->cert_req_id == 0 || cs->cert_req_id == -1, SRV_E_CERT_REQ_ID);
+    if (cs->cert_req_id != 0 && cs->cert_req_id != -1) {
+        cm_why_set(&req->why, "the CertStatus certReqId must be 0 (-1 after p10cr), not %lld",
+                   (long long)cs->cert_req_id);
+        CM_BAIL(SRV_E_CERT_REQ_ID);
+    }
     uint8_t hash[CMP_MAX_CERT_HASH_LEN];
     size_t hash_len = 0;
     CM_TRY(cmp_cert_hash(&req->w->dig, hash, &hash_len, issued.cert_der,
                          cs->has_hash_alg ? &cs->hash_alg : NULL));
     CM_ENSURE(cm_span_eq(cs->cert_hash, cm_span_make(hash, hash_len)), SRV_E_CERT_HASH);
     req->conf_reject = cs->has_status_info && cs->status_info.status == CMP_STATUS_REJECTION;
-    CM_ENSURE(!(cs->has_status_info && cs->status_info.status == CMP_STATUS_ACCEPTED &&
-                cs->status_info.has_fail_info && cs->status_info.fail_info != 0),
-              SRV_E_BODY);
+    if (cs->has_status_info && cs->status_info.status == CMP_STATUS_ACCEPTED &&
+        cs->status_info.has_fail_info && cs->status_info.fail_info != 0) {
+        cm_why_set(&req->why, "certConf accepts the certificate but carries a failInfo");
+        CM_BAIL(SRV_E_BODY);
+    }
     return cm_result_make(CM_OK);
 }
 

@@ -37,21 +37,37 @@ static cm_result srv_kur_check(srv_request *req, const crmf_cert_request *cr)
 {
     const cm_span issuer = req->signer.issuer;
     const cm_span serial = req->signer.serial;
-    CM_ENSURE(cm_span_eq(issuer, ca_authority_subject(req->ca->authority)), SRV_E_OLD_CERT);
+    if (!cm_span_eq(issuer, ca_authority_subject(req->ca->authority))) {
+        cm_why_set(&req->why, "kur must be signed by the certificate to update, issued by this "
+                              "CA; the signer's certificate was issued by another CA");
+        CM_BAIL(SRV_E_OLD_CERT);
+    }
     if (cr->has_old_cert_id) {
-        CM_ENSURE(cm_span_eq(cr->old_cert_id.serial, serial) &&
-                      cr->old_cert_id.issuer.tag == CRMF_GN_DIRECTORY_NAME &&
-                      cm_span_eq(cr->old_cert_id.issuer.name, issuer),
-                  SRV_E_OLD_CERT);
+        if (!cm_span_eq(cr->old_cert_id.serial, serial) ||
+            cr->old_cert_id.issuer.tag != CRMF_GN_DIRECTORY_NAME ||
+            !cm_span_eq(cr->old_cert_id.issuer.name, issuer)) {
+            cm_why_set(&req->why,
+                       "the oldCertID control names another certificate than the signer's");
+            CM_BAIL(SRV_E_OLD_CERT);
+        }
     }
     // The store keeps serials as the certificate's INTEGER content octets.
     store_cert old;
     cm_result r = store_cert_get(req->w->reader, &req->arena, &old, req->ca->name, serial);
-    CM_ENSURE(r.code != STORE_E_NOT_FOUND, SRV_E_OLD_CERT);
+    if (r.code == STORE_E_NOT_FOUND) {
+        cm_why_set(&req->why, "this CA has no record of the certificate to update");
+        CM_BAIL(SRV_E_OLD_CERT);
+    }
     CM_TRY(r);
-    CM_ENSURE(old.status != STORE_CERT_REVOKED && old.status != STORE_CERT_HOLD,
-              SRV_E_OLD_CERT_REVOKED);
-    CM_ENSURE(old.status == STORE_CERT_VALID, SRV_E_OLD_CERT);
+    if (old.status == STORE_CERT_REVOKED || old.status == STORE_CERT_HOLD) {
+        cm_why_set(&req->why, "the certificate to update was %s",
+                   old.status == STORE_CERT_HOLD ? "put on hold" : "revoked");
+        CM_BAIL(SRV_E_OLD_CERT_REVOKED);
+    }
+    if (old.status != STORE_CERT_VALID) {
+        cm_why_set(&req->why, "the certificate to update was never confirmed (certConf)");
+        CM_BAIL(SRV_E_OLD_CERT);
+    }
     return cm_result_make(CM_OK);
 }
 
@@ -63,14 +79,17 @@ static cm_result srv_enrol_prepare(srv_request *req)
     ca_trust *trust = t == CMP_BODY_IR || t == CMP_BODY_P10CR ? ca->client_trust : NULL;
     ca_trust *trust2 = ca->own_trust;
     CM_TRY(srv_authenticate(req, trust, trust2));
-    if (t == CMP_BODY_KUR) {
-        CM_ENSURE(req->sig_ok, SRV_E_NOT_AUTHORIZED); // kur must be signed by the old cert
+    if (t == CMP_BODY_KUR && !req->sig_ok) {
+        // kur must be signed by the old certificate (RFC 9483 §4.1.3).
+        cm_why_set(&req->why,
+                   "kur must be signed with the certificate to update, not MAC-protected");
+        CM_BAIL(SRV_E_NOT_AUTHORIZED);
     }
     req->resp_type =
         t == CMP_BODY_IR ? CMP_BODY_IP : (t == CMP_BODY_KUR ? CMP_BODY_KUP : CMP_BODY_CP);
     if (t == CMP_BODY_P10CR) {
         const crmf_csr *csr = &m->body.u.p10;
-        CM_TRY(crmf_csr_verify(&req->w->crypto, csr));
+        CM_TRY(crmf_csr_verify(&req->w->crypto, csr, &req->why));
         req->cert_req_id = -1;
         req->creq.subject = csr->subject;
         req->creq.spki = csr->spki.whole;
@@ -79,17 +98,29 @@ static cm_result srv_enrol_prepare(srv_request *req)
         }
     } else {
         const crmf_cert_req_msgs *msgs = &m->body.u.req;
-        CM_ENSURE(msgs->num_msgs == 1, SRV_E_REQ_COUNT);
+        if (msgs->num_msgs != 1) {
+            cm_why_set(&req->why, "the request must carry exactly one CertReqMsg, not %zu",
+                       msgs->num_msgs);
+            CM_BAIL(SRV_E_REQ_COUNT);
+        }
         const crmf_cert_req_msg *msg = &msgs->msgs[0];
         const crmf_cert_request *cr = &msg->req;
-        CM_ENSURE(cr->cert_req_id == 0, SRV_E_CERT_REQ_ID);
+        if (cr->cert_req_id != 0) {
+            cm_why_set(&req->why, "the certReqId must be 0, not %lld", (long long)cr->cert_req_id);
+            CM_BAIL(SRV_E_CERT_REQ_ID);
+        }
         req->cert_req_id = 0;
-        cm_result pr = crmf_popo_verify(&req->w->crypto, msg);
+        cm_why popo_why; // raVerified below may still accept what crmf refused
+        cm_why_clear(&popo_why);
+        cm_result pr = crmf_popo_verify(&req->w->crypto, msg, &popo_why);
         // raVerified (RFC 4211 §4.1, RFC 9483 §5.2): an RA vouches for the POP; accepted only
         // from a signer configured as an RA of this CA (ra_certs).
         if (pr.code == CRMF_E_POPO_RA_VERIFIED) {
             CM_ENSURE(req->sig_ok && req->signer_is_ra, SRV_E_RA_VERIFIED);
             pr = cm_result_make(CM_OK);
+        }
+        if (!cm_ok(pr) && cm_why_is_set(&popo_why)) {
+            cm_why_set(&req->why, "%s", popo_why.text);
         }
         CM_TRY(pr);
         if (t == CMP_BODY_KUR) {
@@ -112,13 +143,17 @@ static cm_result srv_enrol_prepare(srv_request *req)
             CM_TRY(srv_collect_exts(req, tm->extensions));
         }
     }
-    CM_TRY(ca_policy_check(ca->profile, ca->authority, &req->dec, &req->creq, req->now));
+    CM_TRY(ca_policy_check(ca->profile, ca->authority, &req->dec, &req->creq, req->now, &req->why));
     req->implicit = m->header.implicit_confirm && ca_profile_implicit_confirm(ca->profile);
     // A transactionID already known: a replay or a collision (RFC 9810 §5.1.1).
     store_txn old;
     cm_result tr =
         store_txn_get(req->w->reader, &req->arena, &old, ca->name, m->header.f.transaction_id.v);
-    CM_ENSURE(tr.code == STORE_E_TXN_NOT_FOUND, cm_ok(tr) ? SRV_E_TXN_IN_USE : tr.code);
+    if (cm_ok(tr)) {
+        cm_why_set(&req->why, "transactionID already in use: use a fresh one for each enrolment");
+        CM_BAIL(SRV_E_TXN_IN_USE);
+    }
+    CM_ENSURE(tr.code == STORE_E_TXN_NOT_FOUND, tr.code);
     return cm_result_make(CM_OK);
 }
 

@@ -149,7 +149,11 @@ static cm_result srv_genm_answer(srv_request *req, cmp_itav *out, bool *out_empt
 {
     const cmp_msg *m = &req->msg;
     const srv_ca *ca = req->ca;
-    CM_ENSURE(m->body.u.gen.num == 1, SRV_E_REQ_COUNT); // RFC 9483 §4.3: one InfoTypeAndValue
+    if (m->body.u.gen.num != 1) { // RFC 9483 §4.3: one InfoTypeAndValue
+        cm_why_set(&req->why, "genm must carry exactly one InfoTypeAndValue, not %zu",
+                   m->body.u.gen.num);
+        CM_BAIL(SRV_E_REQ_COUNT);
+    }
     const cmp_itav *q = &m->body.u.gen.items[0];
     const bool ca_certs = der_oid_is(q->oid, DER_OID_IT_CA_CERTS);
     if (!(ca_certs && ca->unprotected_genm && !m->has_protection)) {
@@ -158,18 +162,27 @@ static cm_result srv_genm_answer(srv_request *req, cmp_itav *out, bool *out_empt
     memset(out, 0, sizeof(*out));
     *out_empty = false;
     if (ca_certs) {
-        CM_ENSURE(q->value.len == 0, SRV_E_BODY);
+        if (q->value.len != 0) {
+            cm_why_set(&req->why, "a genm for caCerts must have no value");
+            CM_BAIL(SRV_E_BODY);
+        }
         return srv_genm_ca_certs(req, out);
     }
     if (der_oid_is(q->oid, DER_OID_IT_ROOT_CA_CERT)) {
         return srv_genm_root_update(req, out, q->value);
     }
     if (der_oid_is(q->oid, DER_OID_IT_CERT_REQ_TEMPLATE)) {
-        CM_ENSURE(q->value.len == 0, SRV_E_BODY);
+        if (q->value.len != 0) {
+            cm_why_set(&req->why, "a genm for certReqTemplate must have no value");
+            CM_BAIL(SRV_E_BODY);
+        }
         return srv_genm_template(req, out);
     }
     if (der_oid_is(q->oid, DER_OID_IT_CRL_STATUS_LIST)) {
-        CM_ENSURE(q->value.len != 0, SRV_E_BODY);
+        if (q->value.len == 0) {
+            cm_why_set(&req->why, "a genm for crlStatusList needs a CRLStatusList value");
+            CM_BAIL(SRV_E_BODY);
+        }
         return srv_genm_crls(req, out, q->value);
     }
     if (der_oid_is(q->oid, DER_OID_IT_SIGN_KEY_PAIR_TYPES)) {

@@ -127,6 +127,7 @@ struct srv_request {
     cm_span response;
     cm_result error;
     int fail_bit;
+    cm_why why; // the refusal's specifics, set by the step that refused (base.h's convention)
     uint64_t mark[SRV_STAGE_COUNT + 1]; // monotonic ns at the start and the end of each stage
 };
 
@@ -190,7 +191,9 @@ void srv_undo_submit(srv_request *req, store_job *job, cm_result r, const char *
 // signature by the CMP key (an HSM job; the request then completes later).
 void srv_respond(srv_request *req, const cmp_body *body);
 
-// srv_fail answers |r| with an error message (RFC 9810 §5.3.21).
+// srv_fail answers |r| with an error message (RFC 9810 §5.3.21): status rejection, the failure
+// bit of |r| (cm_code_failinfo) and as statusString the request's reason (req->why) when a
+// step set one, else |r|'s registry explanation.
 void srv_fail(srv_request *req, cm_result r);
 
 // srv_finish_response appends |prot| (NULL: none) and the extraCerts and closes the response.

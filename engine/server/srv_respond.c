@@ -6,73 +6,6 @@
 
 #include "engine/server/srv_internal.h"
 
-// --- failure mapping ----------------------------------------------------------------------
-
-uint32_t srv_failinfo(cm_result r)
-{
-    switch (r.code) {
-    case SRV_E_BAD_TIME:
-        return CMP_FAIL_BAD_TIME;
-    case SRV_E_RECIP_NONCE:
-        return CMP_FAIL_BAD_RECIPIENT_NONCE;
-    case SRV_E_UNPROTECTED:
-    case SRV_E_UNKNOWN_SENDER:
-    case SRV_E_SENDER_MISMATCH:
-    case SRV_E_WRONG_CREDENTIAL:
-        return CMP_FAIL_BAD_MESSAGE_CHECK;
-    case SRV_E_UNTRUSTED:
-        return CMP_FAIL_SIGNER_NOT_TRUSTED;
-    case SRV_E_NOT_AUTHORIZED:
-    case SRV_E_RA_VERIFIED:
-        return CMP_FAIL_NOT_AUTHORIZED;
-    case SRV_E_REQ_COUNT:
-    case SRV_E_CERT_REQ_ID:
-    case SRV_E_BODY:
-    case SRV_E_UNKNOWN_TXN:
-    case SRV_E_NO_CONFIRM_NEEDED:
-        return CMP_FAIL_BAD_REQUEST;
-    case SRV_E_TXN_IN_USE:
-    case STORE_E_TXN_IN_USE:
-        return CMP_FAIL_TRANSACTION_ID_IN_USE;
-    case SRV_E_CONFIRMED:
-    case STORE_E_ALREADY_CONFIRMED:
-        return CMP_FAIL_CERT_CONFIRMED;
-    case SRV_E_CERT_HASH:
-    case SRV_E_OLD_CERT:
-    case STORE_E_NOT_FOUND:
-        return CMP_FAIL_BAD_CERT_ID;
-    case SRV_E_OLD_CERT_REVOKED:
-    case STORE_E_ALREADY_REVOKED:
-        return CMP_FAIL_CERT_REVOKED;
-    case STORE_E_CONFIRM_EXPIRED:
-        return CMP_FAIL_BAD_REQUEST;
-    case SRV_E_WRONG_AUTHORITY:
-        return CMP_FAIL_WRONG_AUTHORITY;
-    case SRV_E_OVERLOAD:
-    case HSM_E_QUEUE_FULL:
-        return CMP_FAIL_SYSTEM_UNAVAIL;
-    default:
-        break;
-    }
-    if (CM_CODE_DETAIL(r.code) >= 0x700 && CM_CODE_DETAIL(r.code) < 0x800) {
-        const int ca_bit = ca_failinfo_bit(r);
-        if (ca_bit >= 0) {
-            return (uint32_t)ca_bit;
-        }
-    }
-    const int crmf_bit = crmf_failinfo_bit(r.code);
-    const int prot_bit = cmp_protect_failinfo(r.code);
-    if (CM_CODE_DETAIL(r.code) >= 0x2c0 && CM_CODE_DETAIL(r.code) < 0x300 && prot_bit >= 0) {
-        return (uint32_t)prot_bit;
-    }
-    if (CM_CODE_DETAIL(r.code) >= 0x100 && CM_CODE_DETAIL(r.code) < 0x200 && crmf_bit >= 0) {
-        return (uint32_t)crmf_bit;
-    }
-    // cmp_failinfo_from_code answers with a mask; we keep one bit.
-    const uint32_t mask = cmp_failinfo_from_code(r);
-    return mask != 0 ? (uint32_t)__builtin_ctz(mask) : CMP_FAIL_SYSTEM_FAILURE;
-}
-
 // --- extraCerts -----------------------------------------------------------------------------
 
 cm_span srv_ca_root(const ca_authority *a)
@@ -215,12 +148,55 @@ void srv_respond(srv_request *req, const cmp_body *body)
     srv_sign_submit(req, ca->cmp_key, ca->cmp_sig_alg, tbs, SRV_ST_SIGN_RESP);
 }
 
-// srv_fail answers |r| with an error message (RFC 9810 §5.3.21): status rejection, the
-// failure bit and a short statusString naming the code.
+// srv_utf8_text copies |in| into |arena| as valid UTF-8 for a UTF8String: control characters
+// and bytes that do not form a UTF-8 sequence become '?' (a reason cut to fit its buffer may
+// end inside a sequence). Returns an empty span when the arena is full.
+static cm_span srv_utf8_text(cm_arena *arena, const char *in)
+{
+    const size_t len = strlen(in);
+    uint8_t *out = cm_arena_alloc(arena, len);
+    if (out == NULL) {
+        return cm_span_make(NULL, 0);
+    }
+    const uint8_t *p = (const uint8_t *)in;
+    size_t i = 0;
+    while (i < len) {
+        const uint8_t c = p[i];
+        size_t n = c < 0x80                   ? 1
+                   : (c >= 0xc2 && c <= 0xdf) ? 2
+                   : (c >= 0xe0 && c <= 0xef) ? 3
+                   : (c >= 0xf0 && c <= 0xf4) ? 4
+                                              : 0;
+        bool ok = n > 0 && i + n <= len;
+        for (size_t k = 1; ok && k < n; k++) {
+            ok = (p[i + k] & 0xc0) == 0x80;
+        }
+        // No overlong three- and four-byte forms, no surrogates, nothing above U+10FFFF.
+        if (ok && n == 3) {
+            ok = !(c == 0xe0 && p[i + 1] < 0xa0) && !(c == 0xed && p[i + 1] >= 0xa0);
+        } else if (ok && n == 4) {
+            ok = !(c == 0xf0 && p[i + 1] < 0x90) && !(c == 0xf4 && p[i + 1] >= 0x90);
+        }
+        if (!ok || (n == 1 && (c < 0x20 || c == 0x7f))) {
+            out[i] = '?';
+            i++;
+            continue;
+        }
+        memcpy(out + i, p + i, n);
+        i += n;
+    }
+    return cm_span_make(out, len);
+}
+
 void srv_fail(srv_request *req, cm_result r)
 {
+    if (cm_ok(r)) {
+        r = cm_result_make(SRV_E_INTERNAL); // a handler bug: never answer "rejected, OK"
+    }
     req->error = r;
-    req->fail_bit = (int)srv_failinfo(r);
+    req->fail_bit = cm_code_failinfo(r.code);
+    // The reason a step set, else the code's explanation; kept for the log line.
+    cm_why_set(&req->why, "%s", cm_result_text(r));
     cmp_body body;
     memset(&body, 0, sizeof(body));
     body.type = CMP_BODY_ERROR;
@@ -228,13 +204,14 @@ void srv_fail(srv_request *req, cm_result r)
     body.u.error.status.has_fail_info = true;
     body.u.error.status.fail_info = CMP_FAILINFO_BIT((uint32_t)req->fail_bit);
     der_builder t;
-    der_builder_init_arena(&t, &req->arena, 128);
-    const char *name = cm_result_name(r);
-    const cm_span text = cm_span_make(name, strlen(name));
-    cmp_free_text_marshal(&t, &text, 1);
-    cm_span st;
-    if (cm_ok(der_builder_finish(&t, &st))) {
-        body.u.error.status.status_string = st;
+    der_builder_init_arena(&t, &req->arena, 256);
+    const cm_span text = srv_utf8_text(&req->arena, req->why.text);
+    if (text.len > 0) {
+        cmp_free_text_marshal(&t, &text, 1);
+        cm_span st;
+        if (cm_ok(der_builder_finish(&t, &st))) {
+            body.u.error.status.status_string = st;
+        }
     }
     req->implicit = false;
     srv_respond(req, &body);

@@ -37,44 +37,6 @@ struct store_reader {
     store_backend_reader *r;
 };
 
-typedef struct store_code_name {
-    uint32_t code;
-    const char *name;
-} store_code_name;
-
-static const store_code_name k_store_code_names[] = {
-    {STORE_E_URL, "STORE_E_URL"},
-    {STORE_E_UNSUPPORTED, "STORE_E_UNSUPPORTED"},
-    {STORE_E_INVALID, "STORE_E_INVALID"},
-    {STORE_E_CLOSED, "STORE_E_CLOSED"},
-    {STORE_E_SCHEMA_TOO_NEW, "STORE_E_SCHEMA_TOO_NEW"},
-    {STORE_E_NOT_A_STORE, "STORE_E_NOT_A_STORE"},
-    {STORE_E_DUPLICATE_SERIAL, "STORE_E_DUPLICATE_SERIAL"},
-    {STORE_E_NOT_FOUND, "STORE_E_NOT_FOUND"},
-    {STORE_E_ALREADY_REVOKED, "STORE_E_ALREADY_REVOKED"},
-    {STORE_E_ALREADY_CONFIRMED, "STORE_E_ALREADY_CONFIRMED"},
-    {STORE_E_NOT_ON_HOLD, "STORE_E_NOT_ON_HOLD"},
-    {STORE_E_CONFIRM_EXPIRED, "STORE_E_CONFIRM_EXPIRED"},
-    {STORE_E_TXN_IN_USE, "STORE_E_TXN_IN_USE"},
-    {STORE_E_TXN_NOT_FOUND, "STORE_E_TXN_NOT_FOUND"},
-    {STORE_E_STALE, "STORE_E_STALE"},
-    {STORE_E_BUSY, "STORE_E_BUSY"},
-    {STORE_E_DB, "STORE_E_DB"},
-    {STORE_E_CORRUPT, "STORE_E_CORRUPT"},
-    {STORE_E_FULL, "STORE_E_FULL"},
-    {STORE_E_UNAVAILABLE, "STORE_E_UNAVAILABLE"},
-};
-
-const char *store_result_name(cm_result r)
-{
-    for (size_t i = 0; i < sizeof(k_store_code_names) / sizeof(k_store_code_names[0]); i++) {
-        if (k_store_code_names[i].code == r.code) {
-            return k_store_code_names[i].name;
-        }
-    }
-    return cm_result_name(r);
-}
-
 void store_job_init(store_job *job, store_op op, cm_cq *cq)
 {
     memset(job, 0, sizeof(*job));
@@ -257,7 +219,7 @@ static bool store_execute_batch(store *s, store_job *first)
     if (!cm_ok(r)) {
         // While the database is down every batch fails this way; the backend logged the loss.
         cm_log(r.code == STORE_E_UNAVAILABLE ? CM_LOG_DEBUG : CM_LOG_ERROR,
-               "store: batch failed, every job in it fails: %s", store_result_name(r));
+               "store: batch failed, every job in it fails: %s", cm_result_name(r));
         for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
             j->result = r;
             j->out_value = 0;

@@ -39,50 +39,16 @@
 #include "engine/base/cq.h"
 
 // ---------------------------------------------------------------------------------------------
-// Result codes (detail range 0x500-0x5ff). What the server answers is given for each.
+// Result codes (detail range 0x500-0x5ff): the STORE rows of engine/base/codes.def, with their
+// explanations and the PKIFailureInfo bit the server answers each with.
 
 enum {
-    // USAGE: the caller broke a contract.
-    STORE_E_URL = CM_CODE(CM_CLASS_USAGE, 0x500),         // not sqlite:PATH nor postgresql:CONNINFO
-                                                          // (or a password in the URL)
-    STORE_E_UNSUPPORTED = CM_CODE(CM_CLASS_USAGE, 0x501), // known scheme, backend not built
-    STORE_E_INVALID = CM_CODE(CM_CLASS_USAGE, 0x502),     // a required job field missing or bad
-    STORE_E_CLOSED = CM_CODE(CM_CLASS_USAGE, 0x503),      // submitted after store_close began
-
-    // POLICY: opening refused.
-    STORE_E_SCHEMA_TOO_NEW = CM_CODE(CM_CLASS_POLICY, 0x510), // written by a newer certmint
-    STORE_E_NOT_A_STORE = CM_CODE(CM_CLASS_POLICY, 0x511),    // not a certmint database
-
-    // POLICY: the job was refused; the rest of its batch is unaffected.
-    STORE_E_DUPLICATE_SERIAL = CM_CODE(CM_CLASS_POLICY, 0x520),  // (ca, serial) exists: re-roll
-    STORE_E_NOT_FOUND = CM_CODE(CM_CLASS_POLICY, 0x521),         // no such certificate: badCertId
-    STORE_E_ALREADY_REVOKED = CM_CODE(CM_CLASS_POLICY, 0x522),   // revoked or held: certRevoked
-    STORE_E_ALREADY_CONFIRMED = CM_CODE(CM_CLASS_POLICY, 0x523), // valid already: certConfirmed
-    STORE_E_NOT_ON_HOLD = CM_CODE(CM_CLASS_POLICY, 0x524),       // removeFromCRL: badRequest
-    STORE_E_CONFIRM_EXPIRED = CM_CODE(CM_CLASS_POLICY, 0x525),   // certConf after the deadline
-    STORE_E_TXN_IN_USE = CM_CODE(CM_CLASS_POLICY, 0x526),        // transactionIdInUse
-    STORE_E_TXN_NOT_FOUND = CM_CODE(CM_CLASS_POLICY, 0x527),     // unknown (or swept) transaction
-    STORE_E_STALE = CM_CODE(CM_CLASS_POLICY, 0x528), // CRL_PUT older than the stored CRL
-
-    // AGAIN: the database stayed locked by another process past the busy timeout.
-    STORE_E_BUSY = CM_CODE(CM_CLASS_AGAIN, 0x530),
-
-    // RESOURCE: the backend failed (I/O error, disk full, corruption); answer systemFailure.
-    STORE_E_DB = CM_CODE(CM_CLASS_RESOURCE, 0x540),
-    STORE_E_CORRUPT = CM_CODE(CM_CLASS_RESOURCE, 0x541), // integrity check did not say "ok"
-    STORE_E_FULL = CM_CODE(CM_CLASS_RESOURCE, 0x542),    // disk or database full
-
-    // AGAIN: the database server cannot be reached (connection lost, server down, starting or
-    // shutting down): answer systemUnavail. The store reconnects by itself (PostgreSQL).
-    STORE_E_UNAVAILABLE = CM_CODE(CM_CLASS_AGAIN, 0x531),
+#define CM_CODES_STORE CM_CODE_ENUM
+#include "engine/base/codes.def"
 };
 
 // STORE_SCHEMA_VERSION is the schema this build writes (PRAGMA user_version for SQLite).
 #define STORE_SCHEMA_VERSION 2
-
-// store_result_name names the store's codes ("STORE_E_DUPLICATE_SERIAL") and defers to
-// cm_result_name for every other code. Never NULL; static storage. Thread: any.
-const char *store_result_name(cm_result r);
 
 // ---------------------------------------------------------------------------------------------
 // Records

@@ -66,7 +66,7 @@ static int hsm_suite_init(void)
     hsm_error err;
     cm_result r = hsm_token_open(&g_tok, &err, g_uri);
     if (!cm_ok(r)) {
-        (void)fprintf(stderr, "hsm_token_open: %s: %s\n", hsm_result_name(r), err.msg);
+        (void)fprintf(stderr, "hsm_token_open: %s: %s\n", cm_result_name(r), err.msg);
         return 1;
     }
     static const struct {
@@ -83,7 +83,7 @@ static int hsm_suite_init(void)
                              cm_span_make(&id, 1));
         if (!cm_ok(r)) {
             (void)fprintf(stderr, "hsm_key_generate %s: %s: %s\n", k_gen[i].label,
-                          hsm_result_name(r), err.msg);
+                          cm_result_name(r), err.msg);
             return 1;
         }
     }
@@ -91,7 +91,7 @@ static int hsm_suite_init(void)
     hsm_pool_opts_default(&o);
     r = hsm_pool_new(&g_pool, g_tok, &o);
     if (!cm_ok(r)) {
-        (void)fprintf(stderr, "hsm_pool_new: %s\n", hsm_result_name(r));
+        (void)fprintf(stderr, "hsm_pool_new: %s\n", cm_result_name(r));
         return 1;
     }
     return 0;
@@ -567,8 +567,8 @@ static void test_hsm_uri_errors_are_distinct(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "C_Login"));
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "CKR_PIN_INCORRECT"));
     CU_ASSERT_PTR_NULL(strstr(err.msg, "wrong"));
-    CU_ASSERT_STRING_EQUAL(hsm_result_name(cm_result_make(cm_code_from_ckr(CKR_PIN_INCORRECT))),
-                           "CKR_PIN_INCORRECT");
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(cm_code_from_ckr(CKR_PIN_INCORRECT))),
+                           "HSM/CKR_PIN_INCORRECT");
     // ... and the right one works.
     char q2[128];
     (void)snprintf(q2, sizeof(q2), "pin-value=%s", g_other_pin);
@@ -917,7 +917,7 @@ static void shim_sign(shim_run *out, uint32_t sessions, unsigned every, CK_RV rv
     hsm_pool *p = NULL;
     cm_result r = hsm_token_open(&t, &err, uri);
     if (!cm_ok(r)) {
-        (void)fprintf(stderr, "\n  shim open: %s: %s\n", hsm_result_name(r), err.msg);
+        (void)fprintf(stderr, "\n  shim open: %s: %s\n", cm_result_name(r), err.msg);
     }
     TEST_ASSERT_OK(r);
     TEST_ASSERT_OK(hsm_key_find(t, &k, &err, uri));
@@ -965,7 +965,7 @@ static void shim_sign(shim_run *out, uint32_t sessions, unsigned every, CK_RV rv
         } else {
             out->failed_other++;
             (void)fprintf(stderr, "\n  shim job %zu: unexpected %s\n", i,
-                          hsm_result_name(jobs[i].result));
+                          cm_result_name(jobs[i].result));
         }
     }
     EVP_PKEY_free(pk);
@@ -1038,10 +1038,101 @@ static void test_hsm_shim_faults_on_many_sessions_lose_nothing(void)
 
 #endif // CM_P11SHIM_PATH
 
+// The CK_RV names moved to engine/base (cm_ckr_name), which does not see pkcs11.h: check its
+// table against the header's numbers.
+static void test_hsm_ckr_names_match_pkcs11_h(void)
+{
+#define HSM_CKR_CASE(x) \
+    {                   \
+        x, #x           \
+    }
+    static const struct {
+        CK_RV rv;
+        const char *name;
+    } k_cases[] = {
+        HSM_CKR_CASE(CKR_OK),
+        HSM_CKR_CASE(CKR_CANCEL),
+        HSM_CKR_CASE(CKR_HOST_MEMORY),
+        HSM_CKR_CASE(CKR_SLOT_ID_INVALID),
+        HSM_CKR_CASE(CKR_GENERAL_ERROR),
+        HSM_CKR_CASE(CKR_FUNCTION_FAILED),
+        HSM_CKR_CASE(CKR_ARGUMENTS_BAD),
+        HSM_CKR_CASE(CKR_NO_EVENT),
+        HSM_CKR_CASE(CKR_NEED_TO_CREATE_THREADS),
+        HSM_CKR_CASE(CKR_CANT_LOCK),
+        HSM_CKR_CASE(CKR_ATTRIBUTE_READ_ONLY),
+        HSM_CKR_CASE(CKR_ATTRIBUTE_SENSITIVE),
+        HSM_CKR_CASE(CKR_ATTRIBUTE_TYPE_INVALID),
+        HSM_CKR_CASE(CKR_ATTRIBUTE_VALUE_INVALID),
+        HSM_CKR_CASE(CKR_ACTION_PROHIBITED),
+        HSM_CKR_CASE(CKR_DATA_INVALID),
+        HSM_CKR_CASE(CKR_DATA_LEN_RANGE),
+        HSM_CKR_CASE(CKR_DEVICE_ERROR),
+        HSM_CKR_CASE(CKR_DEVICE_MEMORY),
+        HSM_CKR_CASE(CKR_DEVICE_REMOVED),
+        HSM_CKR_CASE(CKR_FUNCTION_CANCELED),
+        HSM_CKR_CASE(CKR_FUNCTION_NOT_PARALLEL),
+        HSM_CKR_CASE(CKR_FUNCTION_NOT_SUPPORTED),
+        HSM_CKR_CASE(CKR_KEY_HANDLE_INVALID),
+        HSM_CKR_CASE(CKR_KEY_SIZE_RANGE),
+        HSM_CKR_CASE(CKR_KEY_TYPE_INCONSISTENT),
+        HSM_CKR_CASE(CKR_KEY_FUNCTION_NOT_PERMITTED),
+        HSM_CKR_CASE(CKR_MECHANISM_INVALID),
+        HSM_CKR_CASE(CKR_MECHANISM_PARAM_INVALID),
+        HSM_CKR_CASE(CKR_OBJECT_HANDLE_INVALID),
+        HSM_CKR_CASE(CKR_OPERATION_ACTIVE),
+        HSM_CKR_CASE(CKR_OPERATION_NOT_INITIALIZED),
+        HSM_CKR_CASE(CKR_PIN_INCORRECT),
+        HSM_CKR_CASE(CKR_PIN_INVALID),
+        HSM_CKR_CASE(CKR_PIN_LEN_RANGE),
+        HSM_CKR_CASE(CKR_PIN_EXPIRED),
+        HSM_CKR_CASE(CKR_PIN_LOCKED),
+        HSM_CKR_CASE(CKR_SESSION_CLOSED),
+        HSM_CKR_CASE(CKR_SESSION_COUNT),
+        HSM_CKR_CASE(CKR_SESSION_HANDLE_INVALID),
+        HSM_CKR_CASE(CKR_SESSION_PARALLEL_NOT_SUPPORTED),
+        HSM_CKR_CASE(CKR_SESSION_READ_ONLY),
+        HSM_CKR_CASE(CKR_SESSION_EXISTS),
+        HSM_CKR_CASE(CKR_SESSION_READ_ONLY_EXISTS),
+        HSM_CKR_CASE(CKR_SESSION_READ_WRITE_SO_EXISTS),
+        HSM_CKR_CASE(CKR_SIGNATURE_INVALID),
+        HSM_CKR_CASE(CKR_SIGNATURE_LEN_RANGE),
+        HSM_CKR_CASE(CKR_TEMPLATE_INCOMPLETE),
+        HSM_CKR_CASE(CKR_TEMPLATE_INCONSISTENT),
+        HSM_CKR_CASE(CKR_TOKEN_NOT_PRESENT),
+        HSM_CKR_CASE(CKR_TOKEN_NOT_RECOGNIZED),
+        HSM_CKR_CASE(CKR_TOKEN_WRITE_PROTECTED),
+        HSM_CKR_CASE(CKR_USER_ALREADY_LOGGED_IN),
+        HSM_CKR_CASE(CKR_USER_NOT_LOGGED_IN),
+        HSM_CKR_CASE(CKR_USER_PIN_NOT_INITIALIZED),
+        HSM_CKR_CASE(CKR_USER_TYPE_INVALID),
+        HSM_CKR_CASE(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
+        HSM_CKR_CASE(CKR_USER_TOO_MANY_TYPES),
+        HSM_CKR_CASE(CKR_DOMAIN_PARAMS_INVALID),
+        HSM_CKR_CASE(CKR_CURVE_NOT_SUPPORTED),
+        HSM_CKR_CASE(CKR_BUFFER_TOO_SMALL),
+        HSM_CKR_CASE(CKR_RANDOM_NO_RNG),
+        HSM_CKR_CASE(CKR_CRYPTOKI_NOT_INITIALIZED),
+        HSM_CKR_CASE(CKR_CRYPTOKI_ALREADY_INITIALIZED),
+        HSM_CKR_CASE(CKR_MUTEX_BAD),
+        HSM_CKR_CASE(CKR_MUTEX_NOT_LOCKED),
+        HSM_CKR_CASE(CKR_FUNCTION_REJECTED),
+    };
+#undef HSM_CKR_CASE
+    for (size_t i = 0; i < sizeof(k_cases) / sizeof(k_cases[0]); i++) {
+        CU_ASSERT_STRING_EQUAL(cm_ckr_name(k_cases[i].rv), k_cases[i].name);
+    }
+    CU_ASSERT_STRING_EQUAL(cm_ckr_name(CKR_VENDOR_DEFINED + 5), "CKR_VENDOR_DEFINED");
+    CU_ASSERT_STRING_EQUAL(cm_ckr_name(0x0777), "CKR_UNKNOWN");
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(cm_code_from_ckr(CKR_DEVICE_ERROR))),
+                           "HSM/CKR_DEVICE_ERROR");
+}
+
 int test_hsm_register(void);
 int test_hsm_register(void)
 {
     static const test_case tests[] = {
+        TEST_CASE(test_hsm_ckr_names_match_pkcs11_h),
         TEST_CASE(test_hsm_every_mechanism_verifies_with_openssl),
         TEST_CASE(test_hsm_spki_matches_openssl_encoding),
         TEST_CASE(test_hsm_alg_ids_match_openssl),

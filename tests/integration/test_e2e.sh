@@ -32,6 +32,9 @@ sed -i 's/^caPubs = on/caPubs = on\ncrl_min_interval = 0\nunprotected_genm = on/
 export $(cat "$work/inst/env")
 secret=$(cat "$work/inst/secrets/demo-device")
 check "certmintd --check" "$certmintd" -c "$work/inst/certmint.cnf" --check
+check "certmintd --help names --log, SIGHUP and SIGTERM" sh -c "\"$certmintd\" --help | \
+  grep -q -- '--log FILE' && \"$certmintd\" --help | grep -q SIGHUP && \
+  \"$certmintd\" --help | grep -q SIGTERM"
 
 "$certmintd" -c "$work/inst/certmint.cnf" --log "$work/daemon.log" >"$work/stdout.log" 2>&1 &
 pid=$!
@@ -80,27 +83,37 @@ check "operation label in the path" openssl cmp -cmd ir -server "127.0.0.1:$port
   -path /.well-known/cmp/p/devices/initialization -trusted inst/ca.pem "${mac[@]}" \
   -newkey ec.key -subject /CN=dev-label -implicit_confirm -certout label.pem
 
-# Rejections the client reports.
-rejected() { # rejected WHAT FAILINFO openssl-args...
-  local what=$1 bit=$2; shift 2
+# Rejections the client reports: the failure bit, and the statusString sentence that tells the
+# operator what to fix (openssl cmp prints it as StatusString: "...").
+rejected() { # rejected WHAT FAILINFO WORDS openssl-args...
+  local what=$1 bit=$2 words=$3; shift 3
   if openssl cmp "$@" >"$work/rej.log" 2>&1; then fail "$what (was accepted)"; return; fi
-  if grep -q "$bit" "$work/rej.log"; then ok "$what -> $bit"; else
-    fail "$what (no $bit)"; cat "$work/rej.log"; fi
+  if ! grep -q "$bit" "$work/rej.log"; then fail "$what (no $bit)"; cat "$work/rej.log"; return; fi
+  if grep -F "StatusString: \"" "$work/rej.log" | grep -qF "$words"; then ok "$what -> $bit: $words"
+  else fail "$what (statusString without \"$words\")"; cat "$work/rej.log"; fi
 }
-rejected "wrong secret" badMessageCheck -cmd ir "${srv[@]}" -ref demo-device -secret pass:nope \
+rejected "wrong secret" badMessageCheck \
+  "the MAC does not verify: wrong shared secret for this senderKID?" \
+  -cmd ir "${srv[@]}" -ref demo-device -secret pass:nope \
   -newkey ec.key -subject /CN=x -certout x.pem
-rejected "unknown reference" badMessageCheck -cmd ir "${srv[@]}" -ref nobody \
+rejected "unknown reference" badMessageCheck "no MAC secret for senderKID nobody" \
+  -cmd ir "${srv[@]}" -ref nobody \
   -secret "pass:$secret" -newkey ec.key -subject /CN=x -certout x.pem
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout rogue-ca.key \
   -out rogue-ca.pem -subj /CN=rogue-ca -days 2 -addext basicConstraints=critical,CA:TRUE 2>/dev/null
 openssl req -new -key ec.key -subj /CN=rogue-dev -out rogue.csr 2>/dev/null
 openssl x509 -req -in rogue.csr -CA rogue-ca.pem -CAkey rogue-ca.key -set_serial 9 -days 2 \
   -out rogue.pem 2>/dev/null
-rejected "untrusted signer" signerNotTrusted -cmd cr "${srv[@]}" -cert rogue.pem -key ec.key \
+rejected "untrusted signer" signerNotTrusted \
+  "the signer's certificate is not trusted: self-signed certificate in certificate chain (CN=rogue-ca)" \
+  -cmd cr "${srv[@]}" -cert rogue.pem -key ec.key \
   -extracerts rogue-ca.pem -newkey ec384.key -subject /CN=x -certout x.pem
-rejected "kur signed by a foreign certificate" signerNotTrusted -cmd kur "${srv[@]}" \
+rejected "kur signed by a foreign certificate" signerNotTrusted \
+  "the signer's certificate is not trusted" -cmd kur "${srv[@]}" \
   -cert rogue.pem -key ec.key -extracerts rogue-ca.pem -newkey ed.key -certout x.pem
-rejected "wrong recipient" wrongAuthority -cmd ir "${srv[@]}" "${mac[@]}" \
+rejected "wrong recipient" wrongAuthority \
+  "the message is addressed to CN=Some Other CA, not to this CA (CN=e2e Root CA,O=certmint e2e)" \
+  -cmd ir "${srv[@]}" "${mac[@]}" \
   -recipient "/CN=Some Other CA" -newkey ec.key -subject /CN=x -certout x.pem
 check "explicit recipient naming this CA" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" \
   -recipient "/O=certmint e2e/CN=e2e Root CA" -newkey ec.key -subject /CN=dev-recip \
@@ -118,6 +131,26 @@ curl -s -o tamper-rsp.der -H 'Content-Type: application/pkixcmp' --data-binary @
 if openssl asn1parse -inform DER -in tamper-rsp.der 2>/dev/null | grep -q "cont \[ 23 \]"; then
   ok "tampered request -> CMP error"; else fail "tampered request -> CMP error"; fi
 
+# Expect: 100-continue (curl asks for it on large bodies): the 100 comes at once, so the answer
+# arrives long before curl's expect timeout (30 s here; 1 s by default).
+openssl cmp -cmd ir -use_mock_srv -srv_ref demo-device -srv_secret "pass:$secret" \
+  -srv_cert inst/ca.pem -srv_key ec.key -rsp_cert inst/ca.pem "${mac[@]}" -newkey ec.key \
+  -subject /CN=expect-100 -implicit_confirm -reqout expect.der -certout x.pem \
+  -disable_confirm >/dev/null 2>&1
+t0=$(date +%s%N)
+code=$(curl -sv -o expect-rsp.der -w '%{http_code}' --expect100-timeout 30 \
+  -H 'Expect: 100-continue' -H 'Content-Type: application/pkixcmp' --data-binary @expect.der \
+  "http://127.0.0.1:$port/.well-known/cmp/p/devices" 2>expect-curl.log)
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+# (asn1parse into a file first: with pipefail, grep -q closing the pipe early would fail it)
+openssl asn1parse -inform DER -in expect-rsp.der >expect-rsp.txt 2>/dev/null
+if [ "$code" = 200 ] && [ "$ms" -lt 5000 ] && grep -q '^< HTTP/1.1 100 Continue' expect-curl.log \
+  && grep -q "d=1 .*cont \[ 1 \]" expect-rsp.txt; then
+  ok "Expect: 100-continue -> 100, then the ip (${ms} ms)"
+else
+  fail "Expect: 100-continue (HTTP $code after ${ms} ms)"; cat expect-curl.log
+fi
+
 # Revocation (rr), general messages (genm), CRLs.
 check "ir for revocation tests" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey ec.key \
   -subject /CN=to-revoke -implicit_confirm -certout rv.pem
@@ -125,18 +158,23 @@ check "ir for hold tests" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey rs
   -subject /CN=to-hold -implicit_confirm -certout hold.pem
 check "rr signed by the certificate itself" openssl cmp -cmd rr "${srv[@]}" -cert rv.pem \
   -key ec.key -oldcert rv.pem -revreason 1
-rejected "rr of an already revoked certificate" certRevoked -cmd rr "${srv[@]}" -cert rv.pem \
+rejected "rr of an already revoked certificate" certRevoked \
+  "the certificate is already revoked" -cmd rr "${srv[@]}" -cert rv.pem \
   -key ec.key -oldcert rv.pem -revreason 1
-rejected "rr of another device's certificate" notAuthorized -cmd rr "${srv[@]}" \
+rejected "rr of another device's certificate" notAuthorized \
+  "the signer may revoke only its own certificate" -cmd rr "${srv[@]}" \
   -cert hold.pem -key rsa.key -oldcert ir-ec.pem -revreason 1
-rejected "rr protected by MAC" notAuthorized -cmd rr "${srv[@]}" "${mac[@]}" -oldcert ir-ed.pem
+rejected "rr protected by MAC" notAuthorized "a MAC is not accepted" \
+  -cmd rr "${srv[@]}" "${mac[@]}" -oldcert ir-ed.pem
 check "rr certificateHold" openssl cmp -cmd rr "${srv[@]}" -cert hold.pem -key rsa.key \
   -oldcert hold.pem -revreason 6
 check "genm caCerts (MAC)" sh -c "openssl cmp -cmd genm ${srv[*]} -ref demo-device \
   -secret pass:$secret -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
 check "genm caCerts unprotected (bootstrap)" sh -c "openssl cmp -cmd genm ${srv[*]} -ref x \
   -unprotected_requests -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
-rejected "genm of another type unprotected" badMessageCheck -cmd genm "${srv[@]}" -ref x \
+rejected "genm of another type unprotected" badMessageCheck \
+  "the genm message is not protected; protect it with a MAC (shared secret) or a signature" \
+  -cmd genm "${srv[@]}" -ref x \
   -unprotected_requests -infotype signKeyPairTypes -unprotected_errors
 crl_has() { # crl_has SERIAL-HEX: the served CRL lists it (polls while the CRL is re-issued)
   for _ in $(seq 1 40); do
@@ -158,7 +196,8 @@ check "openssl verify -crl_check: good certificate passes" openssl verify -crl_c
   -CAfile inst/ca.pem -CRLfile crl.pem ir-ec.pem
 check "rr removeFromCRL releases the hold" openssl cmp -cmd rr "${srv[@]}" -cert hold.pem \
   -key rsa.key -oldcert hold.pem -revreason 8
-rejected "removeFromCRL of a certificate not on hold" badRequest -cmd rr "${srv[@]}" \
+rejected "removeFromCRL of a certificate not on hold" badRequest \
+  "the certificate is not on hold, so it cannot be removed from the CRL" -cmd rr "${srv[@]}" \
   -cert ir-ec.pem -key ec.key -oldcert ir-ec.pem -revreason 8
 
 # Malformed HTTP: the right status, and the server keeps serving.
@@ -183,7 +222,9 @@ expect_status 404 "unknown path" 'POST /nope HTTP/1.1\r\nHost: x\r\nContent-Leng
 expect_status 404 "unknown CA" 'POST /.well-known/cmp/p/nope HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nContent-Length: 2\r\n\r\n0\x00'
 expect_status 405 "GET on the CMP path" 'GET /.well-known/cmp HTTP/1.1\r\nHost: x\r\n\r\n'
 expect_status 415 "wrong content type" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabc'
-expect_status 411 "chunked body" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'
+expect_status 411 "no Content-Length" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\n\r\n'
+expect_status 200 "chunked CMP garbage body -> CMP error in a 200" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n\x30\x02\r\n2;x\r\n\x05\x00\r\n0\r\n\r\n'
+expect_status 501 "unknown transfer coding" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nTransfer-Encoding: gzip\r\n\r\n'
 expect_status 413 "oversized body" 'POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nContent-Length: 99999999\r\n\r\n'
 big=$(head -c 9000 /dev/zero | tr '\0' 'a')
 expect_status 431 "oversized header" "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: $big\r\n\r\n"
@@ -285,6 +326,10 @@ fi
 check "store integrity after stop" sh -c "[ \"\$(sqlite3 $work/inst/certmint.db 'PRAGMA integrity_check')\" = ok ]"
 grep -q "outcome=rejected failinfo=1" "$work/daemon.log.1" "$work/daemon.log" 2>/dev/null \
   && ok "request log lines" || fail "request log lines"
+# The code's name stays in the line for grep, next to the quoted reason.
+grep -qF 'failinfo=1 error=CMP_E_PROT_MAC_MISMATCH reason="the MAC does not verify: wrong shared secret for this senderKID?"' \
+  "$work/daemon.log.1" "$work/daemon.log" 2>/dev/null \
+  && ok "request log line: code name and reason" || fail "request log line: code name and reason"
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -171,10 +171,6 @@ bool tool_inst_open_key(tool_inst *t, const cfg_ca *c, bool pool);
 // tool_inst_close frees everything |t| holds; safe on a partly opened instance.
 void tool_inst_close(tool_inst *t);
 
-// tool_result_name names a code from any module the CRL and token paths touch (store, hsm,
-// base). The string is static.
-const char *tool_result_name(cm_result r);
-
 // ---------------------------------------------------------------------------------------------
 // tool_format.c: serials, times, names, JSON.
 

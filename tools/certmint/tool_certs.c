@@ -124,7 +124,7 @@ int tool_list(int argc, char **argv)
         printf("%s]\n", l.count == 0 ? "" : "\n");
     }
     if (!cm_ok(r)) {
-        fprintf(stderr, "certmint list: reading the store failed: %s\n", store_result_name(r));
+        fprintf(stderr, "certmint list: reading the store failed: %s\n", cm_result_name(r));
         goto out;
     }
     rc = 0;
@@ -171,7 +171,7 @@ static int tool_find_cert(tool_inst *t, cm_arena *a, store_cert *out, const char
                 *out = tmp;
             }
         } else if (r.code != STORE_E_NOT_FOUND) {
-            fprintf(stderr, "%s: reading the store failed: %s\n", t->cmd, store_result_name(r));
+            fprintf(stderr, "%s: reading the store failed: %s\n", t->cmd, cm_result_name(r));
             return 1;
         }
     }
@@ -350,7 +350,7 @@ int tool_revoke(int argc, char **argv)
         goto out;
     }
     if (!cm_ok(r)) {
-        fprintf(stderr, "certmint revoke: the store refused: %s\n", store_result_name(r));
+        fprintf(stderr, "certmint revoke: the store refused: %s\n", cm_result_name(r));
         goto out;
     }
     if (release) {

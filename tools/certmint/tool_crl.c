@@ -78,7 +78,7 @@ int tool_crl(int argc, char **argv)
     cm_result r = srv_crl_issue(&p, cm_time_now(), &a, &der);
     if (!cm_ok(r)) {
         fprintf(stderr, "certmint crl: [ca:%s] the CRL could not be issued: %s%s\n", c->name,
-                tool_result_name(r),
+                cm_result_name(r),
                 r.code == STORE_E_STALE || r.code == STORE_E_BUSY
                     ? " (certmintd issued one at the same moment: run this again)"
                     : "");

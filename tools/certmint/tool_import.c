@@ -98,8 +98,7 @@ int tool_import_ca_cert(int argc, char **argv)
         r = hsm_pool_new(&pool, tok, &po);
     }
     if (!cm_ok(r)) {
-        fprintf(stderr, "certmint import-ca-cert: PKCS#11: %s (%s)\n", herr.msg,
-                tool_result_name(r));
+        fprintf(stderr, "certmint import-ca-cert: PKCS#11: %s (%s)\n", herr.msg, cm_result_name(r));
         goto out;
     }
     if (!cm_ok(ca_authority_matches_spki(authority, hsm_key_get0_spki(ca_key)))) {

@@ -208,7 +208,7 @@ token_ready:;
         r = hsm_pool_new(&pool, tok, &po);
     }
     if (!cm_ok(r)) {
-        fprintf(stderr, "certmint init: PKCS#11: %s (%s)\n", err.msg, hsm_result_name(r));
+        fprintf(stderr, "certmint init: PKCS#11: %s (%s)\n", err.msg, cm_result_name(r));
         goto out;
     }
     if (o->csr) {

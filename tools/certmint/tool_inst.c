@@ -5,6 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <p11-kit/pkcs11.h>
+
 #include "tools/certmint/tool.h"
 
 void tool_env_load(const char *conf_path)
@@ -87,7 +89,7 @@ bool tool_inst_open_store(tool_inst *t)
         fprintf(stderr,
                 "%s: cannot open the store %s: %s (check the store key of [certmintd] "
                 "and the permissions of its folder)\n",
-                t->cmd, url, store_result_name(r));
+                t->cmd, url, cm_result_name(r));
         return false;
     }
     return true;
@@ -96,8 +98,8 @@ bool tool_inst_open_store(tool_inst *t)
 // tool_hsm_hint says what to do about a token or key failure.
 static const char *tool_hsm_hint(cm_result r)
 {
-    const char *name = hsm_result_name(r);
-    if (strcmp(name, "CKR_PIN_INCORRECT") == 0 || strcmp(name, "CKR_PIN_LEN_RANGE") == 0) {
+    if (r.code == cm_code_from_ckr(CKR_PIN_INCORRECT) ||
+        r.code == cm_code_from_ckr(CKR_PIN_LEN_RANGE)) {
         return "the user PIN is wrong: check the file pin-source names in the key URI";
     }
     if (r.code == HSM_E_NO_TOKEN) {
@@ -116,12 +118,6 @@ static const char *tool_hsm_hint(cm_result r)
     return "check the key URI in the configuration";
 }
 
-const char *tool_result_name(cm_result r)
-{
-    const char *store_name = store_result_name(r);
-    return strcmp(store_name, cm_result_name(r)) != 0 ? store_name : hsm_result_name(r);
-}
-
 bool tool_inst_open_key(tool_inst *t, const cfg_ca *c, bool pool)
 {
     hsm_error err;
@@ -132,7 +128,7 @@ bool tool_inst_open_key(tool_inst *t, const cfg_ca *c, bool pool)
     }
     if (!cm_ok(r)) {
         fprintf(stderr, "%s: [ca:%s] key: %s (%s)\n%s: %s\n", t->cmd, c->name, err.msg,
-                hsm_result_name(r), t->cmd, tool_hsm_hint(r));
+                cm_result_name(r), t->cmd, tool_hsm_hint(r));
         return false;
     }
     if (!cm_ok(ca_authority_matches_spki(c->authority, hsm_key_get0_spki(t->key)))) {
@@ -149,7 +145,7 @@ bool tool_inst_open_key(tool_inst *t, const cfg_ca *c, bool pool)
         r = hsm_pool_new(&t->pool, t->tok, &po);
         if (!cm_ok(r)) {
             fprintf(stderr, "%s: cannot open a session on the token: %s\n", t->cmd,
-                    hsm_result_name(r));
+                    cm_result_name(r));
             return false;
         }
     }

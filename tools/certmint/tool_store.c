@@ -15,8 +15,7 @@ static bool tool_store_open(const char *cmd, const char *what, const char *url, 
         r = store_reader_open(*out_st, out_rd);
     }
     if (!cm_ok(r)) {
-        fprintf(stderr, "%s: cannot open the %s store %s: %s\n", cmd, what, url,
-                store_result_name(r));
+        fprintf(stderr, "%s: cannot open the %s store %s: %s\n", cmd, what, url, cm_result_name(r));
         return false;
     }
     return true;
@@ -81,7 +80,7 @@ static int tool_store_copy(int argc, char **argv)
         r = store_copy_count(rd, &had);
     }
     if (!cm_ok(r) || !tool_store_status_counts(rs, want_status)) {
-        fprintf(stderr, "%s: cannot count the rows: %s\n", cmd, store_result_name(r));
+        fprintf(stderr, "%s: cannot count the rows: %s\n", cmd, cm_result_name(r));
         goto out;
     }
     const bool filled = had.certs + had.txns + had.crl_states != 0;
@@ -96,12 +95,12 @@ static int tool_store_copy(int argc, char **argv)
     r = store_copy(dst, rs, filled, &copied);
     if (!cm_ok(r)) {
         fprintf(stderr, "%s: the copy failed after %llu certificates: %s\n", cmd,
-                (unsigned long long)copied.certs, store_result_name(r));
+                (unsigned long long)copied.certs, cm_result_name(r));
         goto out;
     }
     r = store_copy_count(rd, &got);
     if (!cm_ok(r) || !tool_store_status_counts(rd, got_status)) {
-        fprintf(stderr, "%s: cannot count the copied rows: %s\n", cmd, store_result_name(r));
+        fprintf(stderr, "%s: cannot count the copied rows: %s\n", cmd, cm_result_name(r));
         goto out;
     }
     if (memcmp(&got, &want, sizeof(got)) != 0 ||

@@ -1,5 +1,7 @@
-// Suite "base": result naming, the arena (caps, alignment, reset), civil time, and the
-// completion queue (order, batching, many producers, no lost wake-ups).
+// Suite "base": the code registry (names, explanations, failure bits), reasons, result naming,
+// the arena (caps, alignment, reset), civil time, and the completion queue (order, batching,
+// many producers, no lost wake-ups).
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -9,18 +11,191 @@
 
 #include "engine/base/base.h"
 #include "engine/base/cq.h"
+#include "engine/ca/ca.h"
+#include "engine/cmp/cmp.h"
+#include "engine/cmp/cmp_protect.h"
+#include "engine/config/cfg.h"
+#include "engine/crmf/crmf.h"
+#include "engine/http/http.h"
+#include "engine/net/net.h"
+#include "engine/server/srv.h"
+#include "engine/store/store.h"
+#include "hsm/hsm.h"
 #include "tests/support/test_support.h"
 
 static void test_base_result_names(void)
 {
     CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(CM_OK)), "OK");
     CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(CM_E_DER_INDEFINITE)),
-                           "PROTO/DER_INDEFINITE");
+                           "CM_E_DER_INDEFINITE");
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(CA_E_KEY_TYPE)), "CA_E_KEY_TYPE");
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(SRV_E_REQ_COUNT)), "SRV_E_REQ_COUNT");
     CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(cm_code_from_errno(104))),
                            "IO/ECONNRESET");
-    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(cm_code_from_ckr(0xa0))), "HSM/0x0000a0");
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(cm_code_from_errno(ENOSPC))), "IO/ENOSPC");
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(cm_code_from_ckr(0xa0))),
+                           "HSM/CKR_PIN_INCORRECT");
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(cm_code_from_ckr(0x30))),
+                           "HSM/CKR_DEVICE_ERROR");
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(cm_code_from_ckr(0x80000001ul))),
+                           "HSM/CKR_VENDOR_DEFINED");
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(cm_code_from_ckr(0x0777))),
+                           "HSM/CKR_UNKNOWN");
+    // Unregistered codes keep the class and the detail.
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(CM_CODE(CM_CLASS_POLICY, 0x7ff))),
+                           "POLICY/0x0007ff");
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(CM_CODE(12, 1))), "UNKNOWN/0x000001");
     CU_ASSERT_EQUAL(cm_result_class(cm_result_make(CM_E_NOMEM)), CM_CLASS_RESOURCE);
     CU_ASSERT_EQUAL(CM_CODE_DETAIL(cm_code_from_ckr(0x80000001ul)), 0xffffffu);
+    CU_ASSERT_STRING_EQUAL(cm_ckr_name(0x80000001ul), "CKR_VENDOR_DEFINED");
+    CU_ASSERT_STRING_EQUAL(cm_ckr_name(0), "CKR_OK");
+}
+
+static void test_base_result_texts(void)
+{
+    CU_ASSERT_STRING_EQUAL(cm_result_text(cm_result_make(CA_E_KEY_TYPE)),
+                           "the request's key type is not allowed by the profile");
+    CU_ASSERT_STRING_EQUAL(cm_result_text(cm_result_make(cm_code_from_ckr(0x30))),
+                           "the HSM failed: CKR_DEVICE_ERROR");
+    CU_ASSERT_STRING_EQUAL(cm_result_text(cm_result_make(cm_code_from_errno(ENOSPC))),
+                           "a system call failed: No space left on device");
+    CU_ASSERT_STRING_EQUAL(cm_result_text(cm_result_make(CM_OK)), "success");
+    CU_ASSERT_STRING_EQUAL(cm_result_text(cm_result_make(CM_CODE(CM_CLASS_PROTO, 0x3ff))),
+                           "unexpected error PROTO/0x0003ff");
+    // Name and text use separate buffers, so one log line may hold both.
+    const cm_result io = cm_result_make(cm_code_from_errno(ENOSPC));
+    const char *name = cm_result_name(io);
+    const char *text = cm_result_text(io);
+    CU_ASSERT_STRING_EQUAL(name, "IO/ENOSPC");
+    CU_ASSERT_PTR_NOT_EQUAL(name, text);
+}
+
+// Every module's constants, as its own header declares them, next to their names: the check
+// that each header's enum is exactly its rows of the registry.
+static const struct {
+    uint32_t code;
+    const char *symbol;
+} k_header_codes[] = {
+#define CM_CODE_DEF(mod, sym, cls, detail, fail, text) {sym, #sym},
+#include "engine/base/codes.def"
+};
+
+// The detail range each module reserves (base.h).
+static bool base_detail_in_range(const char *module, uint32_t detail)
+{
+    static const struct {
+        const char *module;
+        uint32_t lo, hi;
+    } k_ranges[] = {
+        {"BASE", 0x000, 0x0ff},        {"CRMF", 0x100, 0x1ff}, {"CMP", 0x200, 0x2bf},
+        {"CMP_PROTECT", 0x2c0, 0x2ff}, {"HTTP", 0x300, 0x3ff}, {"HSM", 0x400, 0x4ff},
+        {"STORE", 0x500, 0x5ff},       {"CFG", 0x600, 0x6ff},  {"CA", 0x700, 0x7ff},
+        {"SRV", 0x800, 0x8ff},         {"NET", 0x900, 0x9ff},
+    };
+    for (size_t i = 0; i < sizeof(k_ranges) / sizeof(k_ranges[0]); i++) {
+        if (strcmp(k_ranges[i].module, module) == 0) {
+            return detail >= k_ranges[i].lo && detail <= k_ranges[i].hi;
+        }
+    }
+    return false;
+}
+
+static void test_base_registry_is_complete_and_unique(void)
+{
+    size_t n = 0;
+    const cm_code_info *reg = cm_code_registry(&n);
+    CU_ASSERT_FATAL(n == sizeof(k_header_codes) / sizeof(k_header_codes[0]));
+    CU_ASSERT(n > 190); // every module's codes, not a subset
+    for (size_t i = 0; i < n; i++) {
+        const cm_code_info *c = &reg[i];
+        const bool ok = c->code != CM_OK && c->symbol != NULL && c->symbol[0] != '\0' &&
+                        c->text != NULL && strlen(c->text) >= 10 && c->failinfo >= 0 &&
+                        c->failinfo <= CM_FAIL_MAX && CM_CODE_CLASS(c->code) == c->cls &&
+                        CM_CODE_DETAIL(c->code) == c->detail && c->cls >= CM_CLASS_USAGE &&
+                        c->cls <= CM_CLASS_CRYPTO && base_detail_in_range(c->module, c->detail) &&
+                        // The header constant has the registry's value, and the name is the symbol.
+                        k_header_codes[i].code == c->code &&
+                        strcmp(k_header_codes[i].symbol, c->symbol) == 0 &&
+                        strcmp(cm_result_name(cm_result_make(c->code)), c->symbol) == 0 &&
+                        strcmp(cm_result_text(cm_result_make(c->code)), c->text) == 0 &&
+                        cm_code_find(c->code) == c && cm_code_failinfo(c->code) == c->failinfo;
+        if (!ok) {
+            fprintf(stderr, "\n  registry row %zu (%s) is incomplete or inconsistent\n", i,
+                    c->symbol != NULL ? c->symbol : "?");
+        }
+        CU_ASSERT(ok);
+        for (size_t j = i + 1; j < n; j++) {
+            if (reg[j].code == c->code || strcmp(reg[j].symbol, c->symbol) == 0) {
+                fprintf(stderr, "\n  %s and %s share a value or a symbol\n", c->symbol,
+                        reg[j].symbol);
+                CU_FAIL("duplicate registry row");
+            }
+        }
+    }
+}
+
+static void test_base_failinfo_mapping(void)
+{
+    // Registry rows, the server's overrides among them.
+    CU_ASSERT_EQUAL(cm_code_failinfo(CA_E_KEY_TYPE), CM_FAIL_BAD_CERT_TEMPLATE);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CA_E_EXT_UNACCEPTED), CM_FAIL_UNACCEPTED_EXTENSION);
+    CU_ASSERT_EQUAL(cm_code_failinfo(STORE_E_NOT_FOUND), CM_FAIL_BAD_CERT_ID);
+    CU_ASSERT_EQUAL(cm_code_failinfo(STORE_E_TXN_IN_USE), CM_FAIL_TRANSACTION_ID_IN_USE);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_MAC_MISMATCH), CM_FAIL_BAD_MESSAGE_CHECK);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CRMF_E_POPO_BAD_SIGNATURE), CM_FAIL_BAD_POP);
+    CU_ASSERT_EQUAL(cm_code_failinfo(SRV_E_WRONG_AUTHORITY), CM_FAIL_WRONG_AUTHORITY);
+    CU_ASSERT_EQUAL(cm_code_failinfo(HSM_E_QUEUE_FULL), CM_FAIL_SYSTEM_UNAVAIL);
+    // Unregistered codes by class.
+    CU_ASSERT_EQUAL(cm_code_failinfo(CM_CODE(CM_CLASS_PROTO, 0x3ff)), CM_FAIL_BAD_DATA_FORMAT);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CM_CODE(CM_CLASS_POLICY, 0x7ff)), CM_FAIL_BAD_REQUEST);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CM_CODE(CM_CLASS_AGAIN, 0xfff)), CM_FAIL_SYSTEM_UNAVAIL);
+    CU_ASSERT_EQUAL(cm_code_failinfo(cm_code_from_ckr(0x30)), CM_FAIL_SYSTEM_FAILURE);
+    CU_ASSERT_EQUAL(cm_code_failinfo(cm_code_from_errno(ENOSPC)), CM_FAIL_SYSTEM_FAILURE);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CM_OK), -1);
+    CU_ASSERT_PTR_NULL(cm_code_find(CM_OK));
+    CU_ASSERT_PTR_NULL(cm_code_find(cm_code_from_ckr(0x30)));
+}
+
+static void test_base_why_innermost_wins(void)
+{
+    cm_why w;
+    cm_why_clear(&w);
+    CU_ASSERT_FALSE(cm_why_is_set(&w));
+    CU_ASSERT_STRING_EQUAL(cm_why_or_text(&w, cm_result_make(CA_E_SAN_TYPE)),
+                           "the request has a subjectAltName type the profile does not allow");
+    cm_why_set(&w, "key type %s not allowed by profile %s", "P-521", "devices");
+    cm_why_set(&w, "an outer, vaguer reason"); // ignored: the first (innermost) one stays
+    CU_ASSERT_TRUE(cm_why_is_set(&w));
+    CU_ASSERT_STRING_EQUAL(w.text, "key type P-521 not allowed by profile devices");
+    CU_ASSERT_STRING_EQUAL(cm_why_or_text(&w, cm_result_make(CA_E_KEY_TYPE)), w.text);
+    cm_why_clear(&w);
+    CU_ASSERT_STRING_EQUAL(w.text, "");
+    // Too long: cut to the buffer, still NUL-terminated.
+    char big[400];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    cm_why_set(&w, "%s", big);
+    CU_ASSERT_EQUAL(strlen(w.text), sizeof(w.text) - 1);
+    // NULL is a no-op everywhere.
+    cm_why_set(NULL, "ignored %d", 1);
+    cm_why_clear(NULL);
+    CU_ASSERT_FALSE(cm_why_is_set(NULL));
+    CU_ASSERT_STRING_EQUAL(cm_why_or_text(NULL, cm_result_make(CM_E_NOMEM)),
+                           "the server ran out of memory");
+}
+
+static void test_base_log_quote_escapes_peer_text(void)
+{
+    char out[64];
+    CU_ASSERT_STRING_EQUAL(cm_log_quote(out, sizeof(out), "no MAC secret for senderKID line-9"),
+                           "no MAC secret for senderKID line-9");
+    // A quote, a backslash, a newline and a non-ASCII byte cannot end the field or the line.
+    CU_ASSERT_STRING_EQUAL(cm_log_quote(out, sizeof(out), "a\"b\\c\nd\xc3\xbc"),
+                           "a\\\"b\\\\c\\x0ad\\xc3\\xbc");
+    // Cut at a whole escape.
+    char small[6];
+    CU_ASSERT_STRING_EQUAL(cm_log_quote(small, sizeof(small), "ab\ncd"), "ab");
+    CU_ASSERT_STRING_EQUAL(cm_log_quote(small, sizeof(small), ""), "");
 }
 
 static void test_base_arena_alignment_cap_and_reset(void)
@@ -135,6 +310,11 @@ int test_base_register(void)
 {
     static const test_case tests[] = {
         TEST_CASE(test_base_result_names),
+        TEST_CASE(test_base_result_texts),
+        TEST_CASE(test_base_registry_is_complete_and_unique),
+        TEST_CASE(test_base_failinfo_mapping),
+        TEST_CASE(test_base_why_innermost_wins),
+        TEST_CASE(test_base_log_quote_escapes_peer_text),
         TEST_CASE(test_base_arena_alignment_cap_and_reset),
         TEST_CASE(test_base_civil_time_round_trip),
         TEST_CASE(test_base_cq_many_producers_in_order_exactly_once),

@@ -56,6 +56,7 @@ static ca_profile_params base_params(void)
 {
     ca_profile_params p;
     memset(&p, 0, sizeof(p));
+    p.name = "devices";
     p.default_days = 10;
     p.max_days = 365;
     p.key_types = CA_KEY_EC_P256 | CA_KEY_EC_P384 | CA_KEY_RSA | CA_KEY_ED25519;
@@ -260,7 +261,7 @@ static X509 *issue_by(const ca_authority *ca, EVP_PKEY *ca_key, const ca_profile
                       const test_req *t, int64_t now, ca_decision *out_d, uint8_t *out_serial)
 {
     ca_decision d;
-    TEST_ASSERT_OK(ca_policy_check(profile, ca, &d, &t->req, now));
+    TEST_ASSERT_OK(ca_policy_check(profile, ca, &d, &t->req, now, NULL));
     uint8_t serial[CA_SERIAL_LEN];
     TEST_ASSERT_OK(ca_serial_new(serial));
     der_builder tb, cb;
@@ -472,11 +473,12 @@ static void test_ca_empty_subject_gets_critical_san(void)
     X509_free(x);
     // With the rules profile, CN is required.
     ca_decision d;
-    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), NULL),
                      CA_E_SUBJECT_MISSING);
     // And without a SAN an empty subject is refused.
     t.req.num_exts = 0;
-    TEST_ASSERT_CODE(ca_policy_check(copy, g_ca, &d, &t.req, cm_time_now()), CA_E_SUBJECT_EMPTY);
+    TEST_ASSERT_CODE(ca_policy_check(copy, g_ca, &d, &t.req, cm_time_now(), NULL),
+                     CA_E_SUBJECT_EMPTY);
     ca_profile_free(copy);
     req_free(&t);
 }
@@ -534,23 +536,23 @@ static void test_ca_validity_rules(void)
     const int64_t now = cm_time_now(), day = 86400;
     ca_decision d;
     // Default.
-    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, now));
+    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, now, NULL));
     CU_ASSERT_EQUAL(d.not_before, now);
     CU_ASSERT_EQUAL(d.not_after, now + 10 * day);
     // A requested validity within the max is honoured.
     t.req.not_before = now + day;
     t.req.not_after = now + 5 * day;
-    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, now));
+    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, now, NULL));
     CU_ASSERT_EQUAL(d.not_before, now + day);
     CU_ASSERT_EQUAL(d.not_after, now + 5 * day);
     // A notBefore in the past starts now.
     t.req.not_before = now - 3 * day;
-    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, now));
+    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, now, NULL));
     CU_ASSERT_EQUAL(d.not_before, now);
     // Never beyond the CA's notAfter (the CA has 30 days, the max is 365).
     t.req.not_before = 0;
     t.req.not_after = now + 200 * day;
-    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, now));
+    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, now, NULL));
     CU_ASSERT_EQUAL(d.not_after, ca_authority_not_after(g_ca));
     X509 *x = issue_by(g_ca, g_ca_key, g_profile, &t, now, NULL, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(x);
@@ -564,25 +566,26 @@ static void test_ca_validity_rules(void)
     p.max_days = 20;
     char err[200];
     TEST_ASSERT_OK(ca_profile_new(&short_profile, err, sizeof(err), &p, NULL, NULL));
-    TEST_ASSERT_OK(ca_policy_check(short_profile, g_ca, &d, &t.req, now));
+    TEST_ASSERT_OK(ca_policy_check(short_profile, g_ca, &d, &t.req, now, NULL));
     CU_ASSERT_EQUAL(d.not_after, now + 20 * day);
     ca_profile_free(short_profile);
     // Inverted, already expired, or starting after the CA's end.
     t.req.not_before = now + 5 * day;
     t.req.not_after = now + 4 * day;
-    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, now), CA_E_VALIDITY);
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, now, NULL), CA_E_VALIDITY);
     t.req.not_before = 0;
     t.req.not_after = now - 1;
-    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, now), CA_E_VALIDITY);
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, now, NULL), CA_E_VALIDITY);
     t.req.not_before = ca_authority_not_after(g_ca) + day;
     t.req.not_after = 0;
-    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, now), CA_E_VALIDITY);
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, now, NULL), CA_E_VALIDITY);
     // The CA cannot issue outside its own validity.
     t.req.not_before = 0;
-    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, ca_authority_not_after(g_ca) + 1),
-                     CA_E_CA_EXPIRED);
     TEST_ASSERT_CODE(
-        ca_policy_check(g_profile, g_ca, &d, &t.req, ca_authority_not_before(g_ca) - 1),
+        ca_policy_check(g_profile, g_ca, &d, &t.req, ca_authority_not_after(g_ca) + 1, NULL),
+        CA_E_CA_EXPIRED);
+    TEST_ASSERT_CODE(
+        ca_policy_check(g_profile, g_ca, &d, &t.req, ca_authority_not_before(g_ca) - 1, NULL),
         CA_E_CA_EXPIRED);
     req_free(&t);
 }
@@ -594,7 +597,92 @@ static void expect_policy(const char *kind, const char *subj, const char *san, u
     test_req t;
     req_make(&t, kind, subj, san);
     ca_decision d;
-    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()), code);
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), NULL), code);
+    req_free(&t);
+}
+
+// expect_why checks that the request is refused with |code| and exactly the reason |text|.
+static void expect_why(const char *kind, const char *subj, const char *san, uint32_t code,
+                       const char *text)
+{
+    test_req t;
+    req_make(&t, kind, subj, san);
+    ca_decision d;
+    cm_why why;
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), &why), code);
+    if (strcmp(why.text, text) != 0) {
+        fprintf(stderr, "\n  reason \"%s\"\n  wanted \"%s\"\n", why.text, text);
+    }
+    CU_ASSERT_STRING_EQUAL(why.text, text);
+    req_free(&t);
+}
+
+static void test_ca_policy_reasons(void)
+{
+    expect_why("P-521", "/CN=a", NULL, CA_E_KEY_TYPE,
+               "key type P-521 not allowed by profile devices (allowed: P-256, P-384, RSA, "
+               "Ed25519)");
+    expect_why("X25519", "/CN=a", NULL, CA_E_KEY_TYPE,
+               "key type X25519 not allowed by profile devices (allowed: P-256, P-384, RSA, "
+               "Ed25519)");
+    expect_why("RSA-1024", "/CN=a", NULL, CA_E_KEY_SIZE,
+               "RSA key of 1024 bits not allowed by profile devices (allowed: 2048 to 4096 bits)");
+    expect_why("P-256", "/O=Example/C=DE", NULL, CA_E_SUBJECT_MISSING,
+               "subject lacks CN, required by profile devices");
+    expect_why("P-256", "/CN=a/OU=not allowed", NULL, CA_E_SUBJECT_RDN,
+               "subject attribute OU not allowed by profile devices (allowed: CN, O, C, "
+               "serialNumber)");
+    expect_why("P-256", "/CN=a", "email:a@example.com", CA_E_SAN_TYPE,
+               "profile devices does not allow subjectAltName type email (allowed: dns, ip, uri)");
+    expect_why("P-256", "/CN=a", "DNS:ok.example,RID:1.2.3.4", CA_E_SAN_TYPE,
+               "profile devices does not allow subjectAltName type registeredID (allowed: dns, "
+               "ip, uri)");
+    expect_why("P-256", "/CN=a", "DNS:ok.example,DNS:a..example", CA_E_SAN_MALFORMED,
+               "subjectAltName entry 2 (type dns) is not a valid DNS name");
+    expect_why("P-256", "/CN=a/O=b", "DNS:ok.example", CM_OK, "");
+
+    // Extensions, validity and the CA's own validity.
+    test_req t;
+    req_make(&t, "P-256", "/CN=a", "DNS:a.example");
+    ca_decision d;
+    cm_why why;
+    const uint8_t any[] = {0x05, 0x00};
+    t.exts[1] = (ca_ext){CM_SPAN_LIT("\x55\x1d\x1e"), false, // nameConstraints
+                         cm_span_make(any, sizeof(any))};
+    t.req.num_exts = 2;
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), &why),
+                     CA_E_EXT_UNACCEPTED);
+    CU_ASSERT_STRING_EQUAL(why.text, "profile devices does not accept the requested extension "
+                                     "nameConstraints (2.5.29.30)");
+    t.exts[1].oid = CM_SPAN_LIT("\x2b\x06\x01\x04\x01\x83\x8d\x1f\x63"); // 1.3.6.1.4.1.50847.99
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), &why),
+                     CA_E_EXT_UNACCEPTED);
+    CU_ASSERT_STRING_EQUAL(why.text, "profile devices does not accept the requested extension "
+                                     "1.3.6.1.4.1.50847.99");
+    t.req.num_exts = 1;
+    const int64_t now = 1767225600; // 2026-01-01 00:00:00 UTC
+    t.req.not_after = now - 1;
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), &why),
+                     CA_E_VALIDITY);
+    CU_ASSERT_STRING_EQUAL(why.text,
+                           "the requested notAfter 2025-12-31 23:59:59 UTC is not in the future");
+    t.req.not_after = 0;
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(
+        ca_policy_check(g_profile, g_ca, &d, &t.req, ca_authority_not_after(g_ca) + 1, &why),
+        CA_E_CA_EXPIRED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why.text, "the CA certificate is not valid now (valid from "));
+    // An explanation already set is kept: the innermost one wins.
+    cm_why_clear(&why);
+    cm_why_set(&why, "set before");
+    TEST_ASSERT_CODE(
+        ca_policy_check(g_profile, g_ca, &d, &t.req, ca_authority_not_after(g_ca) + 1, &why),
+        CA_E_CA_EXPIRED);
+    CU_ASSERT_STRING_EQUAL(why.text, "set before");
     req_free(&t);
 }
 
@@ -668,17 +756,17 @@ static void test_ca_rejects_subjects(void)
     ca_decision d;
     const uint8_t empty_set[] = {0x30, 0x02, 0x31, 0x00};
     t.req.subject = cm_span_make(empty_set, sizeof(empty_set));
-    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), NULL),
                      CA_E_SUBJECT_MALFORMED);
     const uint8_t int_value[] = {0x30, 0x0a, 0x31, 0x08, 0x30, 0x06, 0x06,
                                  0x03, 0x55, 0x04, 0x03, 0x02, 0x01, 0x05};
     t.req.subject = cm_span_make(int_value, sizeof(int_value));
-    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), NULL),
                      CA_E_SUBJECT_MALFORMED);
     const uint8_t bad_printable[] = {0x30, 0x0b, 0x31, 0x09, 0x30, 0x07, 0x06,
                                      0x03, 0x55, 0x04, 0x03, 0x13, 0x01, '*'};
     t.req.subject = cm_span_make(bad_printable, sizeof(bad_printable));
-    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), NULL),
                      CA_E_SUBJECT_MALFORMED);
     req_free(&t);
 }
@@ -698,14 +786,15 @@ static void test_ca_rejects_sans(void)
     ca_decision d;
     const uint8_t empty[] = {0x30, 0x00};
     t.exts[0].value = cm_span_make(empty, sizeof(empty));
-    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), NULL),
                      CA_E_SAN_MALFORMED);
     const uint8_t dir_name[] = {0x30, 0x04, 0xa4, 0x02, 0x30, 0x00};
     t.exts[0].value = cm_span_make(dir_name, sizeof(dir_name));
-    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()), CA_E_SAN_TYPE);
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), NULL),
+                     CA_E_SAN_TYPE);
     const uint8_t ip5[] = {0x30, 0x07, 0x87, 0x05, 1, 2, 3, 4, 5};
     t.exts[0].value = cm_span_make(ip5, sizeof(ip5));
-    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), NULL),
                      CA_E_SAN_MALFORMED);
     req_free(&t);
 }
@@ -727,11 +816,11 @@ static void test_ca_requested_extensions(void)
     const uint8_t any[] = {0x05, 0x00};
     t.exts[1] = (ca_ext){CM_SPAN_LIT("\x2b\x06\x01\x04\x01\x82\x37\x14\x02"), false,
                          cm_span_make(any, sizeof(any))};
-    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), NULL),
                      CA_E_EXT_UNACCEPTED);
     // The same OID twice.
     t.exts[1] = t.exts[0];
-    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()),
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), NULL),
                      CA_E_EXT_DUPLICATE);
     req_free(&t);
 }
@@ -779,11 +868,11 @@ static void test_ca_extensions_parse(void)
         CU_ASSERT_TRUE(r.code == CM_E_DER_TRUNCATED || r.code == CA_E_EXT_MALFORMED);
     }
     // The failure-info mapping the server uses.
-    CU_ASSERT_EQUAL(ca_failinfo_bit(cm_result_make(CA_E_EXT_UNACCEPTED)), 16);
-    CU_ASSERT_EQUAL(ca_failinfo_bit(cm_result_make(CA_E_KEY_SIZE)), 19);
-    CU_ASSERT_EQUAL(ca_failinfo_bit(cm_result_make(CA_E_EXT_DUPLICATE)), 2);
-    CU_ASSERT_EQUAL(ca_failinfo_bit(cm_result_make(CA_E_UNTRUSTED)), 20);
-    CU_ASSERT_EQUAL(ca_failinfo_bit(cm_result_make(CM_E_DER_TRUNCATED)), -1);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CA_E_EXT_UNACCEPTED), 16);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CA_E_KEY_SIZE), 19);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CA_E_EXT_DUPLICATE), 2);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CA_E_UNTRUSTED), 20);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CM_E_DER_TRUNCATED), CM_FAIL_BAD_DATA_FORMAT);
 }
 
 // --- profiles and CA material ---------------------------------------------------------------
@@ -862,7 +951,7 @@ static void test_ca_authority_material(void)
     // The intermediate was loaded with its chain (the root).
     CU_ASSERT_EQUAL(ca_authority_num_chain(g_int), 1);
     CU_ASSERT_EQUAL(ca_authority_num_chain(g_ca), 0);
-    CU_ASSERT_STRING_EQUAL(ca_result_name(cm_result_make(CA_E_KEY_TYPE)), "POLICY/CA_KEY_TYPE");
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(CA_E_KEY_TYPE)), "CA_E_KEY_TYPE");
 }
 
 // --- trust store ----------------------------------------------------------------------------
@@ -897,24 +986,32 @@ static void test_ca_trust_chains_and_cache(void)
 
     uint64_t hits;
     size_t entries;
-    // Without the intermediate: no path to the root; nothing cached.
-    TEST_ASSERT_CODE(ca_trust_verify(t, l, NULL, 0, now), CA_E_UNTRUSTED);
+    // Without the intermediate: no path to the root; nothing cached. The reason names the
+    // check that failed and the certificate it failed on.
+    cm_why why;
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(ca_trust_verify(t, l, NULL, 0, now, &why), CA_E_UNTRUSTED);
+    CU_ASSERT_STRING_EQUAL(why.text, "certificate is not trusted: unable to get local issuer "
+                                     "certificate (CN=factory-device)");
     ca_trust_cache_stats(t, &hits, &entries);
     CU_ASSERT_EQUAL(entries, 0);
     // With it: trusted, then answered from the cache.
-    TEST_ASSERT_OK(ca_trust_verify(t, l, &i, 1, now));
+    TEST_ASSERT_OK(ca_trust_verify(t, l, &i, 1, now, NULL));
     ca_trust_cache_stats(t, &hits, &entries);
     CU_ASSERT_EQUAL(hits, 0);
     CU_ASSERT_EQUAL(entries, 1);
-    TEST_ASSERT_OK(ca_trust_verify(t, l, NULL, 0, now + 60));
+    TEST_ASSERT_OK(ca_trust_verify(t, l, NULL, 0, now + 60, NULL));
     ca_trust_cache_stats(t, &hits, &entries);
     CU_ASSERT_EQUAL(hits, 1);
     // Expired (the leaf lives 10 days): the cache does not answer outside the window.
-    TEST_ASSERT_CODE(ca_trust_verify(t, l, &i, 1, now + 11 * 86400), CA_E_CERT_EXPIRED);
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(ca_trust_verify(t, l, &i, 1, now + 11 * 86400, &why), CA_E_CERT_EXPIRED);
+    CU_ASSERT_STRING_EQUAL(
+        why.text, "certificate is not trusted: certificate has expired (CN=factory-device)");
     ca_trust_cache_stats(t, &hits, &entries);
     CU_ASSERT_EQUAL(hits, 1);
     // Not yet valid.
-    TEST_ASSERT_CODE(ca_trust_verify(t, l, &i, 1, now - 86400), CA_E_CERT_EXPIRED);
+    TEST_ASSERT_CODE(ca_trust_verify(t, l, &i, 1, now - 86400, NULL), CA_E_CERT_EXPIRED);
     // A certificate from another CA.
     test_req r2;
     req_make(&r2, "P-256", "/CN=someone-else", NULL);
@@ -922,12 +1019,18 @@ static void test_ca_trust_chains_and_cache(void)
     X509 *other = issue_by(g_ca, g_ca_key, g_profile, &r2, now, NULL, NULL);
     unsigned char *other_der;
     cm_span o = x509_der(other, &other_der);
-    TEST_ASSERT_CODE(ca_trust_verify(t, o, &i, 1, now), CA_E_UNTRUSTED);
+    TEST_ASSERT_CODE(ca_trust_verify(t, o, &i, 1, now, NULL), CA_E_UNTRUSTED);
     // Garbage.
-    TEST_ASSERT_CODE(ca_trust_verify(t, cm_span_make(leaf_der, 10), NULL, 0, now), CA_E_UNTRUSTED);
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(ca_trust_verify(t, cm_span_make(leaf_der, 10), NULL, 0, now, &why),
+                     CA_E_UNTRUSTED);
+    CU_ASSERT_STRING_EQUAL(why.text, "certificate is not trusted: it cannot be parsed");
     // A signature that does not verify: flip a bit of the signature.
     leaf_der[l.len - 5] ^= 0x01;
-    TEST_ASSERT_CODE(ca_trust_verify(t, l, &i, 1, now), CA_E_UNTRUSTED);
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(ca_trust_verify(t, l, &i, 1, now, &why), CA_E_UNTRUSTED);
+    CU_ASSERT_STRING_EQUAL(why.text, "certificate is not trusted: certificate signature failure "
+                                     "(CN=factory-device)");
     leaf_der[l.len - 5] ^= 0x01;
     ca_trust_cache_stats(t, &hits, &entries);
     CU_ASSERT_EQUAL(entries, 1);
@@ -939,7 +1042,7 @@ static void test_ca_trust_chains_and_cache(void)
         X509 *xk = issue_by(g_int, g_int_key, g_profile, &rk, now, NULL, NULL);
         unsigned char *dk;
         cm_span sk = x509_der(xk, &dk);
-        TEST_ASSERT_OK(ca_trust_verify(t, sk, &i, 1, now));
+        TEST_ASSERT_OK(ca_trust_verify(t, sk, &i, 1, now, NULL));
         OPENSSL_free(dk);
         X509_free(xk);
         req_free(&rk);
@@ -951,8 +1054,8 @@ static void test_ca_trust_chains_and_cache(void)
     // A trust store of our own CA (as for cr/kur), without a cache.
     const char *ours[] = {ca};
     TEST_ASSERT_OK(ca_trust_new(&t, err, sizeof(err), ours, 1, 0));
-    TEST_ASSERT_OK(ca_trust_verify(t, o, NULL, 0, now));
-    TEST_ASSERT_CODE(ca_trust_verify(t, l, &i, 1, now), CA_E_UNTRUSTED);
+    TEST_ASSERT_OK(ca_trust_verify(t, o, NULL, 0, now, NULL));
+    TEST_ASSERT_CODE(ca_trust_verify(t, l, &i, 1, now, NULL), CA_E_UNTRUSTED);
     ca_trust_free(t);
 
     // Configuration errors.
@@ -988,7 +1091,7 @@ static void *trust_worker_run(void *arg)
 {
     trust_worker *w = arg;
     for (int k = 0; k < 200; k++) {
-        if (!cm_ok(ca_trust_verify(w->t, w->leaves[k % 2], &w->inter, 1, w->now))) {
+        if (!cm_ok(ca_trust_verify(w->t, w->leaves[k % 2], &w->inter, 1, w->now, NULL))) {
             w->failures++;
         }
     }
@@ -1211,7 +1314,7 @@ static void test_ca_tbs_fixed_buffer_too_small(void)
     test_req t;
     req_make(&t, "P-256", "/CN=small", NULL);
     ca_decision d;
-    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now()));
+    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), NULL));
     uint8_t serial[CA_SERIAL_LEN] = {1};
     uint8_t buf[200];
     der_builder b;
@@ -1297,6 +1400,7 @@ int test_ca_register(void)
         TEST_CASE(test_ca_serials_unique_and_positive),
         TEST_CASE(test_ca_validity_rules),
         TEST_CASE(test_ca_rejects_key_types),
+        TEST_CASE(test_ca_policy_reasons),
         TEST_CASE(test_ca_spki_parse),
         TEST_CASE(test_ca_rejects_subjects),
         TEST_CASE(test_ca_rejects_sans),

@@ -331,15 +331,15 @@ static void test_cmp_protect_kind_and_failinfo(void)
     TEST_ASSERT_CODE(cmp_protect_kind(&k, cm_span_make(ecdsa, sizeof(ecdsa) - 1)),
                      CMP_E_PROT_PARAMS);
 
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_ALG_WEAK), CMP_PROTECT_FAILINFO_BAD_ALG);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_ALG_UNSUPPORTED), 0);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_ITERATIONS), 1);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_MAC_MISMATCH), 1);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_SIG_INVALID), 1);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_KEY_MISMATCH), 1);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_PARAMS), 5);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CM_E_DER_TRUNCATED), 5);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CM_E_NOMEM), -1);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_ALG_WEAK), CM_FAIL_BAD_ALG);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_ALG_UNSUPPORTED), 0);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_ITERATIONS), 1);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_MAC_MISMATCH), 1);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_SIG_INVALID), 1);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_KEY_MISMATCH), 1);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_PARAMS), 5);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CM_E_DER_TRUNCATED), 5);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CM_E_NOMEM), CM_FAIL_SYSTEM_FAILURE);
 }
 
 static void test_cmp_protect_part_header(void)
@@ -375,7 +375,7 @@ static void test_cmp_protect_pbm_openssl_requests_verify(void)
         CU_ASSERT_EQUAL(kind, CMP_PROT_PBM);
         cmp_mac_key key;
         TEST_ASSERT_OK(cmp_protect_verify_mac(g_ctx, &key, m.alg, CM_SPAN_LIT(SECRET), m.content,
-                                              m.prot, m.unused));
+                                              m.prot, m.unused, NULL));
         CU_ASSERT_EQUAL(key.kind, CMP_PROT_PBM);
         CU_ASSERT_EQUAL(key.owf, cases[i].owf);
         // OpenSSL's MAC matched through the fast path (provider functions called directly).
@@ -397,21 +397,21 @@ static void test_cmp_protect_pbm_wrong_secret_fails(void)
     CU_ASSERT_FATAL(msg_load(&m, "ir_pbm.der"));
     cmp_mac_key key;
     TEST_ASSERT_CODE(cmp_protect_verify_mac(g_ctx, &key, m.alg, CM_SPAN_LIT("factory-secreT"),
-                                            m.content, m.prot, m.unused),
+                                            m.content, m.prot, m.unused, NULL),
                      CMP_E_PROT_MAC_MISMATCH);
     CU_ASSERT_EQUAL(key.kind, 0); // cleansed on failure
     TEST_ASSERT_CODE(cmp_protect_verify_mac(g_ctx, &key, m.alg, cm_span_make("", 0), m.content,
-                                            m.prot, m.unused),
+                                            m.prot, m.unused, NULL),
                      CMP_E_PROT_MAC_MISMATCH);
     // Unused bits in the protection BIT STRING.
     TEST_ASSERT_CODE(
-        cmp_protect_verify_mac(g_ctx, &key, m.alg, CM_SPAN_LIT(SECRET), m.content, m.prot, 1),
+        cmp_protect_verify_mac(g_ctx, &key, m.alg, CM_SPAN_LIT(SECRET), m.content, m.prot, 1, NULL),
         CMP_E_PROT_BITS);
     // A signature algorithm handed to the MAC verifier.
     const uint8_t ecdsa[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86,
                              0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
     TEST_ASSERT_CODE(cmp_protect_verify_mac(g_ctx, &key, cm_span_make(ecdsa, sizeof(ecdsa)),
-                                            CM_SPAN_LIT(SECRET), m.content, m.prot, m.unused),
+                                            CM_SPAN_LIT(SECRET), m.content, m.prot, m.unused, NULL),
                      CMP_E_PROT_WRONG_KIND);
     msg_free(&m);
 }
@@ -452,7 +452,7 @@ static void test_cmp_protect_pbm_tampering_fails(void)
         content[alg_off + i] ^= 0x01;
         cmp_mac_key k2;
         cm_result r = cmp_protect_verify_mac(g_ctx, &k2, m.alg, CM_SPAN_LIT(SECRET), m.content,
-                                             m.prot, m.unused);
+                                             m.prot, m.unused, NULL);
         CU_ASSERT_FALSE(cm_ok(r));
         content[alg_off + i] ^= 0x01;
     }
@@ -522,6 +522,63 @@ static void test_cmp_protect_pbm_bounds_checked_before_work(void)
                      CMP_E_PROT_SALT_LEN);
     cmp_protect_ctx_free(c);
     cmp_mac_key_cleanse(&key);
+}
+
+// check_mac_why runs the whole MAC check of ir_pbm.der's content under |alg| and |secret| and
+// compares the code and the reason.
+static void check_mac_why(const test_msg *m, cm_span alg, cm_span secret, uint32_t code,
+                          const char *text)
+{
+    cmp_mac_key key;
+    cm_why why;
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(
+        cmp_protect_verify_mac(g_ctx, &key, alg, secret, m->content, m->prot, m->unused, &why),
+        code);
+    if (strcmp(why.text, text) != 0) {
+        fprintf(stderr, "\n  reason \"%s\"\n  wanted \"%s\"\n", why.text, text);
+    }
+    CU_ASSERT_STRING_EQUAL(why.text, text);
+    CU_ASSERT_TRUE(code == CM_OK || key.kind == 0); // cleansed on failure
+    cmp_mac_key_cleanse(&key);
+}
+
+static void test_cmp_protect_mac_reasons(void)
+{
+    test_msg m;
+    CU_ASSERT_FATAL(msg_load(&m, "ir_pbm.der"));
+    uint8_t buf[512];
+    const cm_span sha256 = OID(DER_OID_SHA256);
+    const cm_span hmac = OID(DER_OID_HMAC_SHA256);
+    // Bounds, with both numbers and the setting to change.
+    cm_span alg = make_pbm_alg(buf, sizeof(buf), 16, sha256, cm_span_make("\x03\x0d\x40", 3), hmac);
+    check_mac_why(&m, alg, CM_SPAN_LIT(SECRET), CMP_E_PROT_ITERATIONS,
+                  "PBM iteration count 200000 is above max_pbm_iterations (100000)");
+    alg = make_pbm_alg(buf, sizeof(buf), 16, sha256, cm_span_make("\x63", 1), hmac);
+    check_mac_why(&m, alg, CM_SPAN_LIT(SECRET), CMP_E_PROT_ITERATIONS,
+                  "PBM iteration count 99 is below min_pbm_iterations (100)");
+    alg = make_pbm_alg(buf, sizeof(buf), 16, sha256, cm_span_make("\xff", 1), hmac);
+    check_mac_why(&m, alg, CM_SPAN_LIT(SECRET), CMP_E_PROT_ITERATIONS,
+                  "PBM iteration count is negative or too large");
+    alg = make_pbm_alg(buf, sizeof(buf), 65, sha256, cm_span_make("\x64", 1), hmac);
+    check_mac_why(&m, alg, CM_SPAN_LIT(SECRET), CMP_E_PROT_SALT_LEN,
+                  "the PBM salt of 65 octets is longer than the 64 allowed");
+    // Algorithms by name.
+    alg = make_pbm_alg(buf, sizeof(buf), 16, OID("\x2a\x86\x48\x86\xf7\x0d\x02\x05"),
+                       cm_span_make("\x64", 1), hmac);
+    check_mac_why(&m, alg, CM_SPAN_LIT(SECRET), CMP_E_PROT_ALG_UNSUPPORTED,
+                  "the PBM one-way function md5 is not supported");
+    const uint8_t ecdsa[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86,
+                             0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
+    check_mac_why(&m, cm_span_make(ecdsa, sizeof(ecdsa)), CM_SPAN_LIT(SECRET),
+                  CMP_E_PROT_WRONG_KIND,
+                  "the message is protected with ecdsa-with-SHA256, not with a MAC");
+    // The wrong secret: the reason never shows it.
+    check_mac_why(&m, m.alg, CM_SPAN_LIT("factory-secreT"), CMP_E_PROT_MAC_MISMATCH,
+                  "the MAC does not verify: wrong shared secret for this senderKID?");
+    // The right one: no reason.
+    check_mac_why(&m, m.alg, CM_SPAN_LIT(SECRET), CM_OK, "");
+    msg_free(&m);
 }
 
 static void test_cmp_protect_pbm_rejects_bad_parameters(void)
@@ -608,7 +665,7 @@ static void test_cmp_protect_pbm_produced_accepted_by_openssl(void)
     CU_ASSERT_FATAL(msg_load(&m, "ir_pbm.der"));
     cmp_mac_key key;
     TEST_ASSERT_OK(cmp_protect_verify_mac(g_ctx, &key, m.alg, CM_SPAN_LIT(SECRET), m.content,
-                                          m.prot, m.unused));
+                                          m.prot, m.unused, NULL));
     // Re-protecting with the kept key reproduces OpenSSL's MAC bit for bit: no new
     // derivation is needed for the response.
     uint8_t mac[CMP_PROTECT_MAX_MAC_LEN];
@@ -688,7 +745,7 @@ static void test_cmp_protect_pbm_produced_accepted_by_openssl(void)
     CU_ASSERT_FATAL(msg_split(&m2));
     cmp_mac_key k2;
     TEST_ASSERT_OK(cmp_protect_verify_mac(g_ctx, &k2, m2.alg, CM_SPAN_LIT("line-8-secret"),
-                                          m2.content, m2.prot, m2.unused));
+                                          m2.content, m2.prot, m2.unused, NULL));
     CU_ASSERT_TRUE(k2.key_len == fresh.key_len && memcmp(k2.key, fresh.key, k2.key_len) == 0);
     der_builder_cleanup(&mb);
     der_builder_cleanup(&hb);
@@ -745,12 +802,12 @@ static void test_cmp_protect_pbmac1_matches_independent_computation(void)
         // The whole verify path with that MAC; and a wrong secret.
         cmp_mac_key k2;
         TEST_ASSERT_OK(cmp_protect_verify_mac(g_ctx, &k2, alg, CM_SPAN_LIT(SECRET), m.content,
-                                              cm_span_make(want_mac, want_mac_len), 0));
+                                              cm_span_make(want_mac, want_mac_len), 0, NULL));
         CU_ASSERT_TRUE(cmp_mac_key_matches(g_ctx, &k2, alg));
         if (cases[i].iter <= 10000) {
             TEST_ASSERT_CODE(cmp_protect_verify_mac(g_ctx, &k2, alg, CM_SPAN_LIT("wrong"),
                                                     m.content, cm_span_make(want_mac, want_mac_len),
-                                                    0),
+                                                    0, NULL),
                              CMP_E_PROT_MAC_MISMATCH);
         }
         // Our encoder writes the same parameters (keyLength always present).
@@ -908,7 +965,8 @@ static void test_cmp_protect_sig_openssl_requests_verify(void)
         uint8_t *cbuf;
         cm_span cert;
         CU_ASSERT_FATAL(signer_cert(&m, cases[i].cert, &cbuf, &cert));
-        TEST_ASSERT_OK(cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, m.unused, cert));
+        TEST_ASSERT_OK(
+            cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, m.unused, cert, NULL));
         // Every flipped bit of the protected part, and of the signature, fails.
         uint8_t *content = (uint8_t *)(uintptr_t)m.content.p;
         size_t failures = 0;
@@ -921,8 +979,8 @@ static void test_cmp_protect_sig_openssl_requests_verify(void)
             }
             content[j] ^= 0x04;
             failures +=
-                cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, m.unused, cert).code ==
-                CMP_E_PROT_SIG_INVALID;
+                cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, m.unused, cert, NULL)
+                    .code == CMP_E_PROT_SIG_INVALID;
             content[j] ^= 0x04;
         }
         CU_ASSERT_EQUAL(failures, m.content.len);
@@ -931,17 +989,19 @@ static void test_cmp_protect_sig_openssl_requests_verify(void)
         for (size_t j = 0; j < m.prot.len; j++) {
             prot[j] ^= 0x10;
             failures +=
-                cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, m.unused, cert).code ==
-                CMP_E_PROT_SIG_INVALID;
+                cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, m.unused, cert, NULL)
+                    .code == CMP_E_PROT_SIG_INVALID;
             prot[j] ^= 0x10;
         }
         CU_ASSERT_EQUAL(failures, m.prot.len);
         TEST_ASSERT_CODE(cmp_protect_verify_sig(&g_crmf, m.alg, m.content,
-                                                cm_span_make(m.prot.p, m.prot.len - 1), 0, cert),
+                                                cm_span_make(m.prot.p, m.prot.len - 1), 0, cert,
+                                                NULL),
                          CMP_E_PROT_SIG_INVALID);
-        TEST_ASSERT_CODE(cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, 3, cert),
+        TEST_ASSERT_CODE(cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, 3, cert, NULL),
                          CMP_E_PROT_BITS);
-        TEST_ASSERT_OK(cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, m.unused, cert));
+        TEST_ASSERT_OK(
+            cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, m.unused, cert, NULL));
         free(cbuf);
         msg_free(&m);
     }
@@ -954,20 +1014,30 @@ static void test_cmp_protect_sig_sha1_is_bad_alg(void)
     uint8_t *cbuf;
     cm_span cert;
     CU_ASSERT_FATAL(signer_cert(&m, "ec.der", &cbuf, &cert));
-    TEST_ASSERT_CODE(cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, m.unused, cert),
-                     CMP_E_PROT_ALG_WEAK);
-    CU_ASSERT_EQUAL(cmp_protect_failinfo(CMP_E_PROT_ALG_WEAK), CMP_PROTECT_FAILINFO_BAD_ALG);
+    TEST_ASSERT_CODE(
+        cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, m.unused, cert, NULL),
+        CMP_E_PROT_ALG_WEAK);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_PROT_ALG_WEAK), CM_FAIL_BAD_ALG);
     // sha1WithRSAEncryption by hand.
     const uint8_t sha1rsa[] = {0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
                                0xf7, 0x0d, 0x01, 0x01, 0x05, 0x05, 0x00};
     TEST_ASSERT_CODE(cmp_protect_verify_sig(&g_crmf, cm_span_make(sha1rsa, sizeof(sha1rsa)),
-                                            m.content, m.prot, m.unused, cert),
+                                            m.content, m.prot, m.unused, cert, NULL),
                      CMP_E_PROT_ALG_WEAK);
-    // An unknown algorithm.
+    cm_why why;
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(cmp_protect_verify_sig(&g_crmf, cm_span_make(sha1rsa, sizeof(sha1rsa)),
+                                            m.content, m.prot, m.unused, cert, &why),
+                     CMP_E_PROT_ALG_WEAK);
+    CU_ASSERT_STRING_EQUAL(why.text, "the protection algorithm sha1WithRSAEncryption is based on "
+                                     "SHA-1, which is not accepted");
+    // An unknown algorithm, named by its OID.
     const uint8_t unknown[] = {0x30, 0x05, 0x06, 0x03, 0x2a, 0x03, 0x04};
+    cm_why_clear(&why);
     TEST_ASSERT_CODE(cmp_protect_verify_sig(&g_crmf, cm_span_make(unknown, sizeof(unknown)),
-                                            m.content, m.prot, m.unused, cert),
+                                            m.content, m.prot, m.unused, cert, &why),
                      CMP_E_PROT_ALG_UNSUPPORTED);
+    CU_ASSERT_STRING_EQUAL(why.text, "the protection algorithm 1.2.3.4 is not supported");
     free(cbuf);
     msg_free(&m);
 }
@@ -982,11 +1052,11 @@ static void test_cmp_protect_sig_key_mismatch_and_bad_cert(void)
         size_t len;
         CU_ASSERT_FATAL(load_file(others[i], &buf, &len));
         TEST_ASSERT_CODE(cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, m.unused,
-                                                cm_span_make(buf, len)),
+                                                cm_span_make(buf, len), NULL),
                          CMP_E_PROT_KEY_MISMATCH);
         // A truncated certificate.
         TEST_ASSERT_CODE(cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, m.unused,
-                                                cm_span_make(buf, len - 1)),
+                                                cm_span_make(buf, len - 1), NULL),
                          CMP_E_PROT_CERT);
         free(buf);
     }
@@ -994,9 +1064,9 @@ static void test_cmp_protect_sig_key_mismatch_and_bad_cert(void)
     uint8_t *buf;
     size_t len;
     CU_ASSERT_FATAL(load_file("ca.der", &buf, &len));
-    TEST_ASSERT_CODE(
-        cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, m.unused, cm_span_make(buf, len)),
-        CMP_E_PROT_SIG_INVALID);
+    TEST_ASSERT_CODE(cmp_protect_verify_sig(&g_crmf, m.alg, m.content, m.prot, m.unused,
+                                            cm_span_make(buf, len), NULL),
+                     CMP_E_PROT_SIG_INVALID);
     free(buf);
     msg_free(&m);
 }
@@ -1192,12 +1262,13 @@ static void test_cmp_protect_sig_produced_accepted_by_openssl(void)
         cm_span c2;
         CU_ASSERT_FATAL(signer_cert(&m2, "", &c2buf, &c2));
         CU_ASSERT_TRUE(c2.len == cert.len && memcmp(c2.p, cert.p, cert.len) == 0);
-        TEST_ASSERT_OK(cmp_protect_verify_sig(&g_crmf, m2.alg, m2.content, m2.prot, m2.unused, c2));
+        TEST_ASSERT_OK(
+            cmp_protect_verify_sig(&g_crmf, m2.alg, m2.content, m2.prot, m2.unused, c2, NULL));
         // A tampered body byte is refused by both.
         uint8_t *last = (uint8_t *)(uintptr_t)(m2.content.p + m2.content.len - 1);
         *last ^= 1;
         TEST_ASSERT_CODE(
-            cmp_protect_verify_sig(&g_crmf, m2.alg, m2.content, m2.prot, m2.unused, c2),
+            cmp_protect_verify_sig(&g_crmf, m2.alg, m2.content, m2.prot, m2.unused, c2, NULL),
             CMP_E_PROT_SIG_INVALID);
         CU_ASSERT_FALSE(ossl_validate(out, NULL, x));
         *last ^= 1;
@@ -1252,8 +1323,9 @@ static void *test_verify_thread(void *arg)
     test_thread_job *job = arg;
     for (int i = 0; i < 40; i++) {
         cmp_mac_key key;
-        job->ok += cm_ok(cmp_protect_verify_mac(g_ctx, &key, job->m->alg, CM_SPAN_LIT(SECRET),
-                                                job->m->content, job->m->prot, job->m->unused));
+        job->ok +=
+            cm_ok(cmp_protect_verify_mac(g_ctx, &key, job->m->alg, CM_SPAN_LIT(SECRET),
+                                         job->m->content, job->m->prot, job->m->unused, NULL));
         cmp_mac_key_cleanse(&key);
     }
     return NULL;
@@ -1426,6 +1498,7 @@ int test_cmp_protect_register(void)
         TEST_CASE(test_cmp_protect_pbm_wrong_secret_fails),
         TEST_CASE(test_cmp_protect_pbm_tampering_fails),
         TEST_CASE(test_cmp_protect_pbm_bounds_checked_before_work),
+        TEST_CASE(test_cmp_protect_mac_reasons),
         TEST_CASE(test_cmp_protect_pbm_rejects_bad_parameters),
         TEST_CASE(test_cmp_protect_pbm_produced_accepted_by_openssl),
         TEST_CASE(test_cmp_protect_pbmac1_matches_independent_computation),

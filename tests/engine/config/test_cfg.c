@@ -152,7 +152,7 @@ static void test_cfg_full_example_loads(void)
     char err[512] = "";
     const cm_result r = cfg_load(&c, err, sizeof(err), g_conf);
     if (!cm_ok(r)) {
-        fprintf(stderr, "\n  %s: %s\n", cfg_result_name(r), err);
+        fprintf(stderr, "\n  %s: %s\n", cm_result_name(r), err);
     }
     CU_ASSERT_FATAL(cm_ok(r));
 
@@ -415,8 +415,8 @@ static void expect_fail(const char *text, uint32_t code, const char *msg)
     const bool prefix = strncmp(err, g_conf, strlen(g_conf)) == 0 && err[strlen(g_conf)] == ':';
     const bool has = strstr(err, msg) != NULL;
     if (r.code != code || !prefix || !has) {
-        fprintf(stderr, "\n  got %s \"%s\"\n  want %s \"...%s...\"\n", cfg_result_name(r), err,
-                cfg_result_name(cm_result_make(code)), msg);
+        fprintf(stderr, "\n  got %s \"%s\"\n  want %s \"...%s...\"\n", cm_result_name(r), err,
+                cm_result_name(cm_result_make(code)), msg);
     }
     CU_ASSERT_EQUAL(r.code, code);
     CU_ASSERT_TRUE(prefix);
@@ -448,7 +448,7 @@ static void test_cfg_load_store(const char *extra, char *out, size_t cap, bool *
     char err[512] = "";
     const cm_result r = cfg_load(&c, err, sizeof(err), g_conf);
     if (!cm_ok(r)) {
-        fprintf(stderr, "\n  %s: %s\n", cfg_result_name(r), err);
+        fprintf(stderr, "\n  %s: %s\n", cm_result_name(r), err);
     }
     CU_ASSERT_FATAL(cm_ok(r));
     (void)snprintf(out, cap, "%s", c->store_url);

@@ -1598,12 +1598,17 @@ static void test_store_checkpoint_waits_for_a_long_reader(void)
 
 static void test_store_result_names(void)
 {
-    CU_ASSERT_STRING_EQUAL(store_result_name(cm_result_make(STORE_E_DUPLICATE_SERIAL)),
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(STORE_E_DUPLICATE_SERIAL)),
                            "STORE_E_DUPLICATE_SERIAL");
-    CU_ASSERT_STRING_EQUAL(store_result_name(cm_result_make(CM_E_NOMEM)),
-                           cm_result_name(cm_result_make(CM_E_NOMEM)));
+    CU_ASSERT_STRING_EQUAL(cm_result_text(cm_result_make(STORE_E_TXN_IN_USE)),
+                           "transactionID already in use");
     CU_ASSERT_EQUAL(cm_result_class(cm_result_make(STORE_E_BUSY)), CM_CLASS_AGAIN);
     CU_ASSERT_EQUAL(CM_CODE_DETAIL(STORE_E_FULL) >> 8, 0x5);
+    // A database that cannot be reached: retry later, answered systemUnavail.
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(STORE_E_UNAVAILABLE)),
+                           "STORE_E_UNAVAILABLE");
+    CU_ASSERT_EQUAL(cm_result_class(cm_result_make(STORE_E_UNAVAILABLE)), CM_CLASS_AGAIN);
+    CU_ASSERT_EQUAL(cm_code_failinfo(STORE_E_UNAVAILABLE), CM_FAIL_SYSTEM_UNAVAIL);
 }
 
 // ---------------------------------------------------------------------------------------------
