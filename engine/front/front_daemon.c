@@ -357,7 +357,20 @@ void front_daemon_stop(front_daemon *d)
     d->net = NULL;
 }
 
-void front_daemon_refresh_crls(front_daemon *d)
+// front_daemon_leader reports whether this node runs the duties only one node sharing the
+// store may run (store_leader_try: a PostgreSQL advisory lock; always on SQLite).
+static bool front_daemon_leader(front_daemon *d)
+{
+    bool leader = false;
+    const cm_result r = store_leader_try(d->store, &leader);
+    if (!cm_ok(r)) {
+        cm_log(CM_LOG_DEBUG, "certmintd: leader lock: %s", cm_result_name(r));
+    }
+    return leader;
+}
+
+// front_daemon_crls issues the CRLs that are due (the leader only).
+static void front_daemon_crls(front_daemon *d)
 {
     store_reader *rd = NULL;
     if (!cm_ok(store_reader_open(d->store, &rd))) {
@@ -393,11 +406,23 @@ void front_daemon_refresh_crls(front_daemon *d)
     store_reader_close(rd);
 }
 
+void front_daemon_refresh_crls(front_daemon *d)
+{
+    if (front_daemon_leader(d)) {
+        front_daemon_crls(d);
+    }
+}
+
 void front_daemon_maintain(front_daemon *d, int64_t now)
 {
+    // CRLs, the sweep and expiry run on one node at a time; the others stand by and take over
+    // within a maintenance period when the leader's database session ends.
+    if (!front_daemon_leader(d)) {
+        return;
+    }
     uint64_t revoked = 0;
     const cm_result r = srv_engine_maintain(d->engine, now, &revoked);
-    front_daemon_refresh_crls(d);
+    front_daemon_crls(d);
     if (!cm_ok(r)) {
         cm_log(CM_LOG_WARN, "certmintd: maintenance: %s", cm_result_name(r));
     } else if (revoked > 0) {

@@ -102,6 +102,16 @@ size_t front_metrics_write(front_daemon *d, char *out, size_t cap)
         (unsigned long long)ss.queue_depth, (unsigned long long)ss.checkpoints,
         (unsigned long long)ss.wal_pages);
     size_t used = n > 0 && (size_t)n < cap ? (size_t)n : 0;
+    // The store's database connection (PostgreSQL; SQLite is always up and never reconnects).
+    n = snprintf(out + used, cap - used,
+                 "# TYPE certmint_store_up gauge\ncertmint_store_up %d\n"
+                 "# TYPE certmint_store_reconnects_total counter\n"
+                 "certmint_store_reconnects_total %llu\n"
+                 "# TYPE certmint_store_round_trips_total counter\n"
+                 "certmint_store_round_trips_total %llu\n",
+                 store_healthy(d->store) ? 1 : 0, (unsigned long long)ss.reconnects,
+                 (unsigned long long)ss.round_trips);
+    used += n > 0 && (size_t)n < cap - used ? (size_t)n : 0;
     // Requests by body type and outcome, all CAs together.
     n = snprintf(out + used, cap - used, "# TYPE certmint_cmp_requests_total counter\n");
     used += n > 0 ? (size_t)n : 0;

@@ -293,9 +293,10 @@ void store_get_stats(store *s, store_stats *out);
 const char *store_backend_name(const store *s);
 
 // store_healthy reports whether the store can reach its database: false from the moment the
-// writer or a reader lost its connection (or the writer's periodic check failed) until the
-// writer has reconnected. While false, jobs and reads fail fast with STORE_E_UNAVAILABLE. SQLite
-// is always healthy. Thread: any; an atomic load, cheap enough for every /healthz request.
+// writer or a reader lost its connection (or the writer's check after 1 s idle failed) until
+// the writer's next successful round trip (within about a second when idle). While a
+// connection is lost its jobs or reads fail fast with STORE_E_UNAVAILABLE. SQLite is always
+// healthy. Thread: any; an atomic load, cheap enough for every /healthz request.
 bool store_healthy(const store *s);
 
 // store_leader_try reports in |*out_is_leader| whether this store holds the leader lock: the

@@ -154,7 +154,9 @@ cm_result store_pg_conn_lost(store_pg_conn *c, const char *why)
         c->down_logged = true;
     }
     store_pg_conn_close(c);
-    if (c->role == STORE_PG_WRITER) {
+    // Any connection's loss marks the store down (a load balancer stops sending at once); only
+    // the writer's next successful round trip marks it up again.
+    if (c->role != STORE_PG_LEADER) {
         atomic_store(&c->b->healthy, false);
     }
     // The first attempt after a loss may come at once (a restarted server, a killed session).

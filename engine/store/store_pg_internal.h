@@ -144,7 +144,8 @@ CM_RESULT store_pg_conn_open(store_pg_conn *c, bool prepare);
 CM_RESULT store_pg_conn_ready(store_pg_conn *c);
 
 // store_pg_conn_lost closes |c| after a lost connection (logged once with |why|), schedules the
-// next attempt and, for the writer, clears b->healthy. Returns STORE_E_UNAVAILABLE.
+// next attempt and, for the writer or a reader, clears b->healthy (which the writer's next
+// successful round trip sets again). Returns STORE_E_UNAVAILABLE.
 cm_result store_pg_conn_lost(store_pg_conn *c, const char *why);
 
 // store_pg_conn_close closes |c| (NULL pg is fine).

@@ -406,7 +406,7 @@ uint32_t store_pg_idle(store_backend *b)
     }
     // A round trip now and then, so that a database gone away is noticed (and /healthz says
     // so) before the next job arrives.
-    if (cm_time_mono_ns() - b->last_ok_ns >= STORE_PG_PING_NS) {
+    if (!atomic_load(&b->healthy) || cm_time_mono_ns() - b->last_ok_ns >= STORE_PG_PING_NS) {
         if (cm_ok(store_pg_exec(c, "SELECT 1", PGRES_TUPLES_OK, NULL))) {
             b->last_ok_ns = cm_time_mono_ns();
             atomic_store(&b->healthy, true);

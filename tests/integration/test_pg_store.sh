@@ -146,6 +146,16 @@ else
 fi
 [ ! -s pg-down.pem ] && ok "  no certificate went out" || fail "  a certificate went out"
 kill -0 "$pid" 2>/dev/null && ok "  certmintd keeps running" || fail "  certmintd exited"
+for _ in $(seq 1 30); do # the writer's idle check notices within about a second
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/healthz")
+  [ "$code" = 503 ] && break
+  sleep 0.1
+done
+[ "$code" = 503 ] && ok "  /healthz answers 503 while the store is down" \
+  || fail "  /healthz answered $code with the store down"
+curl -s "http://127.0.0.1:$port/metrics" >"$work/metrics.down"
+grep -q "^certmint_store_up 0$" "$work/metrics.down" && ok "  /metrics: certmint_store_up 0" \
+  || fail "  /metrics store_up: $(grep store_up "$work/metrics.down")"
 run "start PostgreSQL again" 0 "$cluster" start "$pg"
 up=""
 for _ in $(seq 1 50); do
@@ -160,6 +170,14 @@ grep -q "postgresql (writer): connection lost" "$work/daemon.log" && ok "  the l
   || fail "  no loss in the log"
 grep -q "postgresql (writer): reconnected" "$work/daemon.log" && ok "  the reconnection is logged" \
   || fail "  no reconnection in the log"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/healthz")
+[ "$code" = 200 ] && ok "  /healthz is 200 again" || fail "  /healthz answered $code after"
+curl -s "http://127.0.0.1:$port/metrics" >"$work/metrics.up"
+grep -q "^certmint_store_up 1$" "$work/metrics.up" && ok "  /metrics: certmint_store_up 1" \
+  || fail "  /metrics store_up after: $(grep store_up "$work/metrics.up")"
+rec=$(sed -n 's/^certmint_store_reconnects_total //p' "$work/metrics.up")
+[ "${rec:-0}" -ge 1 ] && ok "  /metrics counts $rec store reconnects" \
+  || fail "  /metrics reconnects: '${rec}'"
 stop_daemon
 
 echo "$passes passed, $fails failed"
