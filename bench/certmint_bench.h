@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <openssl/types.h>
 
@@ -171,6 +172,7 @@ typedef struct bench_opts {
     const char *subject_template;
     bool reconnect;
     const char *json_path;
+    const char *serials_path; // --save-serials: one line per certificate received
     bool no_key_check;
     const char *ca_path;
     bool verify;
@@ -284,7 +286,8 @@ typedef struct bench_run {
     size_t *rsp_len;
     uint8_t **conf_rsp; // --verify with ir-confirm: the pkiConf per request, NULL otherwise
     size_t *conf_rsp_len;
-    bool capture; // keep each issued certificate in its bench_req (enrolling for kur/rr)
+    bool capture;  // keep each issued certificate in its bench_req (enrolling for kur/rr)
+    FILE *serials; // --save-serials, NULL otherwise
 } bench_run;
 
 typedef struct bench_result {
