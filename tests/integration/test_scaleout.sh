@@ -90,6 +90,16 @@ sed -e "s/@BALANCER@/127.0.0.1:$pb/" -e "s/@STATS@/127.0.0.1:$ps/" \
     -e "s/@NODE1@/127.0.0.1:$p1/" -e "s/@NODE2@/127.0.0.1:$p2/" \
     "$here/haproxy.cfg.in" >"$work/haproxy.cfg"
 chmod 644 "$work/haproxy.cfg"
+# README "Scale-out" shows this very file (its body after the leading comment lines).
+python3 - "$here/../../README.md" "$here/haproxy.cfg.in" <<'PY' && ok "README shows the HAProxy configuration the test uses" || fail "README's HAProxy example differs from tests/integration/haproxy.cfg.in"
+import re, sys
+readme = open(sys.argv[1]).read()
+cfg = open(sys.argv[2]).read().splitlines(True)
+while cfg and cfg[0].startswith("#"):
+    cfg.pop(0)
+m = re.search(r"## Scale-out\n.*?```haproxy\n(.*?)```", readme, re.S)
+sys.exit(0 if m and m.group(1) == "".join(cfg) else 1)
+PY
 haproxy -c -f "$work/haproxy.cfg" >"$work/haproxy-check.log" 2>&1 \
   && ok "haproxy -c accepts the configuration" || { cat "$work/haproxy-check.log"; die "haproxy -c"; }
 if [ "$(id -u)" -eq 0 ]; then
