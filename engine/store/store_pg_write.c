@@ -168,9 +168,11 @@ static void store_pg_job_outcome(store_pg_slot *slot, const PGresult *res)
     case STORE_OP_CERT_CONFIRM:
     case STORE_OP_CERT_REVOKE:
     case STORE_OP_CERT_RELEASE:
-    case STORE_OP_TXN_CREATE:
     case STORE_OP_TXN_UPDATE:
         code = one ? store_pg_fn_code(v) : STORE_E_DB;
+        break;
+    case STORE_OP_TXN_CREATE:
+        code = rows == 1 ? CM_OK : STORE_E_TXN_IN_USE;
         break;
     case STORE_OP_TXN_DELETE:
         code = rows == 1 ? CM_OK : STORE_E_TXN_NOT_FOUND;

@@ -821,6 +821,10 @@ static void test_store_transactions(void)
     TEST_ASSERT_CODE(
         test_store_txn_op(s, STORE_OP_TXN_UPDATE, "devices", "tid-unknown-00000", 2, none, 200),
         STORE_E_TXN_NOT_FOUND);
+    // A new transaction naming a certificate that does not exist fails alone.
+    TEST_ASSERT_CODE(test_store_txn_op(s, STORE_OP_TXN_CREATE, "devices", "tid-fk-0123456789", 1,
+                                       other.job.u.cert.serial, 200),
+                     STORE_E_NOT_FOUND);
 
     store_reader *r = NULL;
     TEST_ASSERT_OK(store_reader_open(s, &r));
