@@ -87,7 +87,7 @@ extern const store_backend_ops store_pg_ops;
 const char *store_pg_migration_sql(size_t i, size_t part);
 
 // store_pg_sql is one statement and the types of its parameters, one letter each: 't' text,
-// 'b' bytea, 'i' bigint.
+// 'b' bytea, 'i' bigint, and 'T', 'B', 'I' for arrays of them.
 typedef struct store_pg_sql {
     const char *sql;
     const char *types;

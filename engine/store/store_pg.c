@@ -214,6 +214,19 @@ const store_pg_sql store_pg_write_sql[PGW_COUNT] = {
                       "next_update = excluded.next_update",
                       "tiiibiii"},
     [PGW_COPY_CLEAR] = {"TRUNCATE txn, cert, crl_state RESTART IDENTITY", ""},
+    // The jobs of many enrolments in two statements (arrays, one element per job, in batch
+    // order); what each returns names the rows inserted, the others conflicted.
+    [PGW_CERT_ROWS] =
+        {"INSERT INTO cert (ca, serial, subject_der, subject_text, not_before, not_after, "
+         "spki_sha256, status, transaction_id, requester_kind, requester, cert_der, issued_at, "
+         "confirm_deadline) SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+         "$12, $13, $14) ON CONFLICT (ca, serial) DO NOTHING RETURNING ca, serial",
+         "TBBTIIBTBIBBII"},
+    [PGW_TXN_ROWS] = {"INSERT INTO txn (ca, transaction_id, state, sender_nonce, serial, "
+                      "protection, credential, expires_at) SELECT * FROM unnest($1, $2, $3, $4, "
+                      "$5, $6, $7, $8) ON CONFLICT (ca, transaction_id) DO NOTHING "
+                      "RETURNING ca, transaction_id",
+                      "TBIBBIBI"},
 };
 
 const store_pg_sql store_pg_read_sql[PGR_COUNT] = {
@@ -411,6 +424,8 @@ static void store_pg_close(store_backend *b)
     store_pg_conn_close(&b->leader); // ends the session: the leader lock goes with it
     (void)pthread_mutex_destroy(&b->leader_mu);
     free(b->slots);
+    free(b->stmts);
+    free(b->rows);
     free(b->conninfo);
     free(b);
 }

@@ -22,7 +22,7 @@ static void store_pg_notice(void *arg, const char *message)
 }
 
 // store_pg_oid maps a parameter type letter to the type's OID (pg_type.h: text 25, bytea 17,
-// int8 20).
+// int8 20; their arrays text[] 1009, bytea[] 1001, int8[] 1016).
 static Oid store_pg_oid(char t)
 {
     switch (t) {
@@ -30,6 +30,12 @@ static Oid store_pg_oid(char t)
         return 25;
     case 'b':
         return 17;
+    case 'T':
+        return 1009;
+    case 'B':
+        return 1001;
+    case 'I':
+        return 1016;
     default:
         return 20;
     }

@@ -35,6 +35,8 @@ enum {
     PGW_COPY_CERT,
     PGW_COPY_CRL,
     PGW_COPY_CLEAR,
+    PGW_CERT_ROWS, // many STORE_OP_CERT_INSERTs in one statement (store_pg_rows.c)
+    PGW_TXN_ROWS,  // many STORE_OP_TXN_CREATEs in one statement
     PGW_COUNT,
 };
 
@@ -102,10 +104,29 @@ typedef struct store_pg_conn {
 // of the current attempt (applied to the job only once the batch committed).
 typedef struct store_pg_slot {
     store_job *job;
-    bool run;
+    bool run;     // false: failed alone for good (its result is set)
+    bool decided; // its outcome is known without the database (a duplicate within the batch)
     uint32_t code;
     uint64_t value;
 } store_pg_slot;
+
+// store_pg_stmt is one statement of a batch's pipeline: one job (slot |first|), or the
+// certificate inserts (CERTS) or transaction creations (TXNS) among slots [first, end) as one
+// multi-row statement (store_pg_rows.c).
+typedef enum store_pg_stmt_kind {
+    STORE_PG_ONE,
+    STORE_PG_CERTS,
+    STORE_PG_TXNS,
+} store_pg_stmt_kind;
+
+typedef struct store_pg_stmt {
+    store_pg_stmt_kind kind;
+    size_t first;
+    size_t end;
+} store_pg_stmt;
+
+// The most rows one multi-row statement carries.
+#define STORE_PG_ROWS 256
 
 // store_backend is the PostgreSQL store. Thread: |w|, |last_ok_ns| and |slots| belong to the
 // writer thread; |leader| and |leader_held| are guarded by |leader_mu|; the atomics are read
@@ -117,6 +138,10 @@ struct store_backend {
     uint64_t last_ok_ns;  // the writer's last successful round trip
     store_pg_slot *slots; // the batch's jobs, grown as needed
     size_t slots_cap;
+    store_pg_stmt *stmts; // the batch's statements, as many as slots at most
+    uint8_t *rows;        // the arrays of a multi-row statement being built
+    size_t rows_len;
+    size_t rows_cap;
     atomic_bool healthy;
     atomic_uint_fast64_t reconnects;
     atomic_uint_fast64_t round_trips;
@@ -237,6 +262,17 @@ static inline void store_pg_param_time(store_pg_params *p, int64_t t)
 
 // ---------------------------------------------------------------------------------------------
 // The store_backend_ops functions, by file.
+
+// store_pg_rows.c. Thread: the writer. store_pg_plan turns the slots still to run into
+// statements (b->stmts), one per job except that each run of consecutive certificate inserts
+// and transaction creations (the jobs of enrolments) becomes two multi-row statements, the
+// certificates first, unless |single|; it decides duplicates within such a run. Returns the
+// number of statements. store_pg_rows_params fills |p| with the arrays of a CERTS or TXNS
+// statement (in b->rows: valid until the next call); STORE_E_INVALID / CM_E_NOMEM on failure.
+// store_pg_rows_outcome sets the outcome of each of its slots from the rows it returned.
+size_t store_pg_plan(store_backend *b, size_t n, bool single);
+CM_RESULT store_pg_rows_params(store_backend *b, const store_pg_stmt *st, store_pg_params *p);
+void store_pg_rows_outcome(store_backend *b, const store_pg_stmt *st, const PGresult *res);
 
 // store_pg_write.c. Thread: the writer.
 cm_result store_pg_exec_batch(store_backend *b, store_job *first);

@@ -222,22 +222,29 @@ static PGresult *store_pg_take(PGconn *pg)
     return res;
 }
 
-// store_pg_send sends BEGIN, the slots still to run, COMMIT and the sync.
-static cm_result store_pg_send(store_pg_conn *c, store_pg_slot *slots, size_t n)
+// store_pg_send sends BEGIN, the |num| statements of b->stmts, COMMIT and the sync.
+static cm_result store_pg_send(store_backend *b, size_t num)
 {
+    store_pg_conn *c = &b->w;
     PGconn *pg = c->pg;
     bool ok = PQenterPipelineMode(pg) == 1 &&
               PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) == 1;
-    for (size_t i = 0; ok && i < n; i++) {
-        if (!slots[i].run) {
-            continue;
-        }
+    for (size_t i = 0; ok && i < num; i++) {
+        const store_pg_stmt *st = &b->stmts[i];
         store_pg_params p;
-        const int idx = store_pg_job_params(slots[i].job, &p);
-        CM_CHECK(idx >= 0); // validation refused unknown ops
+        int idx = 0;
+        int format = 0; // text results for one job, binary for the rows' keys
+        if (st->kind == STORE_PG_ONE) {
+            idx = store_pg_job_params(b->slots[st->first].job, &p);
+            CM_CHECK(idx >= 0); // validation refused unknown ops
+        } else {
+            CM_TRY(store_pg_rows_params(b, st, &p));
+            idx = st->kind == STORE_PG_CERTS ? PGW_CERT_ROWS : PGW_TXN_ROWS;
+            format = 1;
+        }
         char name[32];
         (void)snprintf(name, sizeof(name), "cm_w%d", idx);
-        ok = PQsendQueryPrepared(pg, name, p.n, p.values, p.lengths, p.formats, 0) == 1;
+        ok = PQsendQueryPrepared(pg, name, p.n, p.values, p.lengths, p.formats, format) == 1;
     }
     ok = ok && PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1 &&
          PQpipelineSync(pg) == 1;
@@ -248,56 +255,74 @@ static cm_result store_pg_send(store_pg_conn *c, store_pg_slot *slots, size_t n)
 }
 
 // store_pg_error handles an error result inside the pipeline: an error of one job fails that
-// slot for good (|*out_retry|: the batch runs again without it); a deadlock or serialization
-// failure asks for a retry; anything else fails the batch (a lost connection closes |c|).
-static cm_result store_pg_error(store_pg_conn *c, store_pg_slot *slot, const PGresult *res,
-                                const char *what, bool *out_retry)
+// slot for good (|*out_retry|: the batch runs again without it); the same in a multi-row
+// statement (|st| not NULL) asks for a retry one statement per job (|*out_single|), which names
+// the job; a deadlock or serialization failure asks for a retry; anything else fails the batch
+// (a lost connection closes the writer's connection).
+static cm_result store_pg_error(store_backend *b, const store_pg_stmt *st, const PGresult *res,
+                                const char *what, bool *out_retry, bool *out_single)
 {
+    store_pg_conn *c = &b->w;
     bool job_error = false;
     const uint32_t code = store_pg_code(c->pg, res, &job_error);
-    if (job_error && slot != NULL) {
+    if (job_error && st != NULL) {
         cm_log(CM_LOG_WARN, "store: job refused by the database: %.*s",
                (int)strcspn(PQresultErrorMessage(res), "\n"), PQresultErrorMessage(res));
-        slot->run = false;
-        slot->job->result = cm_bail_note(store_pg_job_error(slot->job, code), __FILE__, __LINE__);
         *out_retry = true;
+        if (st->kind == STORE_PG_ONE) {
+            store_pg_slot *slot = &b->slots[st->first];
+            slot->run = false;
+            slot->job->result =
+                cm_bail_note(store_pg_job_error(slot->job, code), __FILE__, __LINE__);
+        } else {
+            *out_single = true;
+        }
         return cm_bail_note(STORE_E_DB, __FILE__, __LINE__);
     }
-    *out_retry = code == STORE_E_BUSY;
+    // Only a deadlock or a serialization failure (SQLSTATE class 40) is worth running again;
+    // a lock_timeout is the answer.
+    const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    *out_retry = code == STORE_E_BUSY && state != NULL && strncmp(state, "40", 2) == 0;
     return store_pg_fail(c, res, what);
 }
 
-// store_pg_pipeline runs the slots still to run once and reads their outcomes. On a job's own
-// error it fails that slot and sets |*out_retry|; on a deadlock or serialization failure it sets
-// |*out_retry| and returns STORE_E_BUSY. Leaves the connection out of pipeline mode and out of
-// any transaction, or closed (then STORE_E_UNAVAILABLE).
-static cm_result store_pg_pipeline(store_pg_conn *c, store_pg_slot *slots, size_t n,
-                                   bool *out_retry)
+// store_pg_pipeline runs the statements of the slots still to run once (one statement per job
+// when |single|) and reads their outcomes. On a job's own error it fails that slot, or asks for
+// a single-statement run (|*out_single|), and sets |*out_retry|; on a deadlock or serialization
+// failure it sets |*out_retry| and returns STORE_E_BUSY. Leaves the connection out of pipeline
+// mode and out of any transaction, or closed (then STORE_E_UNAVAILABLE).
+static cm_result store_pg_pipeline(store_backend *b, size_t n, bool single, bool *out_retry,
+                                   bool *out_single)
 {
+    store_pg_conn *c = &b->w;
     *out_retry = false;
-    CM_TRY(store_pg_send(c, slots, n));
+    *out_single = false;
+    const size_t num = store_pg_plan(b, n, single);
+    if (num == 0) {
+        return cm_result_make(CM_OK); // every job was decided without the database
+    }
+    CM_TRY(store_pg_send(b, num));
     PGconn *pg = c->pg;
     cm_result r = cm_result_make(CM_OK);
-    // BEGIN, one result per slot sent, COMMIT, then the sync. After an error the server skips
+    // BEGIN, one result per statement, COMMIT, then the sync. After an error the server skips
     // the rest (PGRES_PIPELINE_ABORTED) up to the sync; |r| keeps the first error.
-    for (size_t i = 0; c->pg != NULL && i <= n + 1; i++) {
-        store_pg_slot *slot = i >= 1 && i <= n ? &slots[i - 1] : NULL;
-        if (slot != NULL && !slot->run) {
-            continue;
-        }
-        const char *what = i == 0 ? "BEGIN" : slot != NULL ? "batch" : "COMMIT";
+    for (size_t i = 0; c->pg != NULL && i <= num + 1; i++) {
+        const store_pg_stmt *st = i >= 1 && i <= num ? &b->stmts[i - 1] : NULL;
+        const char *what = i == 0 ? "BEGIN" : st != NULL ? "batch" : "COMMIT";
         PGresult *res = store_pg_take(pg);
-        const ExecStatusType st = PQresultStatus(res);
+        const ExecStatusType status = PQresultStatus(res);
         if (res == NULL) {
             r = store_pg_fail(c, NULL, what); // the connection is gone: closes it
-        } else if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-            if (slot != NULL) {
-                store_pg_job_outcome(slot, res);
+        } else if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK) {
+            if (st != NULL && st->kind == STORE_PG_ONE) {
+                store_pg_job_outcome(&b->slots[st->first], res);
+            } else if (st != NULL) {
+                store_pg_rows_outcome(b, st, res);
             }
-        } else if (st == PGRES_PIPELINE_ABORTED || !cm_ok(r)) {
+        } else if (status == PGRES_PIPELINE_ABORTED || !cm_ok(r)) {
             // skipped after the first error
         } else {
-            r = store_pg_error(c, slot, res, what, out_retry);
+            r = store_pg_error(b, st, res, what, out_retry, out_single);
         }
         PQclear(res);
     }
@@ -328,8 +353,8 @@ static cm_result store_pg_pipeline(store_pg_conn *c, store_pg_slot *slots, size_
     return r;
 }
 
-// store_pg_slots fills b->slots with the jobs still CM_OK; returns how many, or SIZE_MAX when
-// the array cannot grow.
+// store_pg_slots fills b->slots with the jobs still CM_OK (and makes room for as many
+// statements); returns how many, or SIZE_MAX when the arrays cannot grow.
 static size_t store_pg_slots(store_backend *b, store_job *first)
 {
     size_t n = 0;
@@ -342,6 +367,11 @@ static size_t store_pg_slots(store_backend *b, store_job *first)
             return SIZE_MAX;
         }
         b->slots = grown;
+        store_pg_stmt *stmts = realloc(b->stmts, n * sizeof(*stmts));
+        if (stmts == NULL) {
+            return SIZE_MAX; // slots_cap stays: both grow again next time
+        }
+        b->stmts = stmts;
         b->slots_cap = n;
     }
     size_t i = 0;
@@ -362,6 +392,7 @@ cm_result store_pg_exec_batch(store_backend *b, store_job *first)
     }
     CM_TRY(store_pg_conn_ready(&b->w));
     int busy_retries = 0;
+    bool single = false;
     for (;;) {
         size_t left = 0;
         for (size_t i = 0; i < n; i++) {
@@ -371,7 +402,8 @@ cm_result store_pg_exec_batch(store_backend *b, store_job *first)
             return cm_result_make(CM_OK); // every job failed alone: nothing to commit
         }
         bool retry = false;
-        cm_result r = store_pg_pipeline(&b->w, b->slots, n, &retry);
+        bool need_single = false;
+        cm_result r = store_pg_pipeline(b, n, single, &retry, &need_single);
         if (cm_ok(r)) {
             for (size_t i = 0; i < n; i++) {
                 store_pg_slot *sl = &b->slots[i];
@@ -389,6 +421,7 @@ cm_result store_pg_exec_batch(store_backend *b, store_job *first)
         if (!retry || (r.code == STORE_E_BUSY && ++busy_retries > STORE_PG_RETRIES)) {
             return r;
         }
+        single |= need_single;
     }
 }
 

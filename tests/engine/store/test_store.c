@@ -1135,6 +1135,95 @@ static void test_store_batch_with_mixed_outcomes(void)
     test_store_close_checked(s);
 }
 
+// The jobs of enrolments in one batch (certificate, transaction, certificate, ... as the
+// server submits them), with every outcome a batch of them can have: a serial taken earlier
+// in the batch or already in the store, a transactionID taken earlier in the batch or already
+// in the store, a transaction naming a certificate of the same batch. PostgreSQL sends them as
+// multi-row statements: the outcomes, the rows that landed and their order must be what one
+// job after the other gives (SQLite), in one round trip.
+static void test_store_enrolment_batch_outcomes(void)
+{
+    store *s = test_store_open_at("enrol-batch.db", STORE_SYNC_FULL);
+    test_item old;
+    test_store_fill(&old, NULL, "devices", 500, 0, STORE_CERT_VALID, 0);
+    TEST_ASSERT_OK(store_run(s, &old.job));
+    TEST_ASSERT_OK(test_store_txn_op(s, STORE_OP_TXN_CREATE, "devices", "tid-old-000000000", 1,
+                                     cm_span_make(NULL, 0), 9000));
+    store_stats before;
+    store_get_stats(s, &before);
+
+    enum { N = 6 };
+    test_item it[N];
+    store_job tx[N];
+    char tids[N][24];
+    store_job *batch[2 * N];
+    for (uint32_t i = 0; i < N; i++) {
+        // Certificate 3 repeats certificate 1's serial; certificate 4 repeats the stored one.
+        const uint32_t n = i == 3 ? 502 : i == 4 ? 500 : 501 + i;
+        test_store_fill(&it[i], NULL, "devices", n, 0, STORE_CERT_VALID, 0);
+        (void)snprintf(it[i].subject, sizeof(it[i].subject), "CN=batch-%u", i);
+        // Transaction 2 repeats transaction 0's ID; transaction 5 repeats the stored one.
+        if (i == 2) {
+            (void)snprintf(tids[i], sizeof(tids[i]), "tid-batch-%07u", 0u);
+        } else if (i == 5) {
+            (void)snprintf(tids[i], sizeof(tids[i]), "tid-old-000000000");
+        } else {
+            (void)snprintf(tids[i], sizeof(tids[i]), "tid-batch-%07u", i);
+        }
+        store_job_init(&tx[i], STORE_OP_TXN_CREATE, NULL);
+        tx[i].u.txn = (store_txn){.ca = "devices",
+                                  .transaction_id = cm_span_make(tids[i], strlen(tids[i])),
+                                  .state = 2,
+                                  .serial = it[i].job.u.cert.serial,
+                                  .protection = STORE_AUTH_MAC,
+                                  .expires_at = 9000};
+        batch[2 * i] = &it[i].job;
+        batch[2 * i + 1] = &tx[i];
+    }
+    TEST_ASSERT_CODE(store_run_batch(s, batch, 2 * N), STORE_E_TXN_IN_USE); // the first failure
+    const uint32_t want_cert[N] = {
+        CM_OK, CM_OK, CM_OK, STORE_E_DUPLICATE_SERIAL, STORE_E_DUPLICATE_SERIAL, CM_OK};
+    const uint32_t want_txn[N] = {CM_OK, CM_OK, STORE_E_TXN_IN_USE,
+                                  CM_OK, CM_OK, STORE_E_TXN_IN_USE};
+    for (uint32_t i = 0; i < N; i++) {
+        TEST_ASSERT_CODE(it[i].job.result, want_cert[i]);
+        TEST_ASSERT_CODE(tx[i].result, want_txn[i]);
+    }
+    store_stats after;
+    store_get_stats(s, &after);
+    CU_ASSERT_EQUAL(after.commits - before.commits, 1);
+    CU_ASSERT_EQUAL(after.round_trips - before.round_trips, g_pg ? 1 : 0);
+
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    store_cert c;
+    // The first job of a repeated serial wrote its row; the stored certificate is untouched.
+    TEST_ASSERT_OK(store_cert_get(r, &a, &c, "devices", it[1].job.u.cert.serial));
+    CU_ASSERT_STRING_EQUAL(c.subject_text, "CN=batch-1");
+    TEST_ASSERT_OK(store_cert_get(r, &a, &c, "devices", old.job.u.cert.serial));
+    CU_ASSERT_STRING_EQUAL(c.subject_text, "CN=device-500,O=line-0");
+    // Transaction 3 landed and names the serial its certificate lost to certificate 1: the row
+    // one job after the other leaves.
+    store_cert by_txn;
+    TEST_ASSERT_OK(
+        store_cert_get_by_txn(r, &a, &by_txn, "devices", CM_SPAN_LIT("tid-batch-0000003")));
+    CU_ASSERT_STRING_EQUAL(by_txn.subject_text, "CN=batch-1");
+    store_txn t;
+    TEST_ASSERT_OK(store_txn_get(r, &a, &t, "devices", CM_SPAN_LIT("tid-old-000000000")));
+    CU_ASSERT_EQUAL(t.state, 1); // the stored transaction is untouched
+    // Issue order is submission order.
+    test_listing l = {.ordered = true};
+    store_filter f = {.status = STORE_CERT_ANY, .subject_substr = "CN=batch-"};
+    TEST_ASSERT_OK(store_cert_list(r, &f, test_store_collect_list, &l));
+    CU_ASSERT_EQUAL(l.n, 4);
+    CU_ASSERT(l.ordered);
+    cm_arena_cleanup(&a);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
 static void test_store_locked_database_fails_the_whole_batch(void)
 {
     char url[600];
@@ -1825,7 +1914,7 @@ static void test_store_pg_copy_from_and_to_sqlite(void)
 }
 
 // A job the database itself refuses (here: a subject that is not valid UTF-8, which SQLite
-// would store as it is) fails alone; the rest of its batch commits, in one more round trip.
+// would store as it is) fails alone; the rest of its batch commits, in a few more round trips.
 static void test_store_pg_job_refused_by_the_database_fails_alone(void)
 {
     store *s = test_store_open_at("refused.db", STORE_SYNC_FULL);
@@ -1845,7 +1934,9 @@ static void test_store_pg_job_refused_by_the_database_fails_alone(void)
     store_get_stats(s, &st);
     CU_ASSERT_EQUAL(st.commits, 1);
     CU_ASSERT_EQUAL(st.commit_failures, 0);
-    CU_ASSERT_EQUAL(st.round_trips, 3); // the batch, its rollback, the batch without the job
+    // The multi-row attempt and its rollback, the attempt one statement per job (which names
+    // the job) and its rollback, the batch without the job.
+    CU_ASSERT_EQUAL(st.round_trips, 5);
     CU_ASSERT(store_healthy(s));
     test_store_close_checked(s);
     CU_ASSERT_EQUAL(test_store_db_int("refused.db", "SELECT count(*) FROM cert"), 2);
@@ -2206,6 +2297,7 @@ static void test_store_init_cert_der(void)
         TEST_CASE(test_store_crl_numbers_and_state),                                         \
         TEST_CASE(test_store_list_filters_and_paging),                                       \
         TEST_CASE(test_store_batch_with_mixed_outcomes),                                     \
+        TEST_CASE(test_store_enrolment_batch_outcomes),                                      \
         TEST_CASE(test_store_locked_database_fails_the_whole_batch),                         \
         TEST_CASE(test_store_group_commit_concurrent_submitters),                            \
         TEST_CASE(test_store_close_commits_everything_queued),                               \
