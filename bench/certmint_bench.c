@@ -81,7 +81,7 @@ static int bench_run_main(const bench_opts *o)
     run.o = o;
     struct addrinfo hints;
     memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_socktype = o->coap ? SOCK_DGRAM : SOCK_STREAM;
     if (getaddrinfo(o->host, o->port, &hints, &run.ai) != 0) {
         bench_die("cannot resolve the --url host");
     }
@@ -113,12 +113,11 @@ static int bench_run_main(const bench_opts *o)
         !cm_ok(crmf_crypto_init(&run.crypto, NULL, NULL))) {
         bench_die("cannot initialise the digests");
     }
-    const bool tty = isatty(STDERR_FILENO) == 1;
     if (ctx.flow != o->flow) {
         // kur/rr: enrol every request's certificate first, untimed.
         const uint64_t te = bench_now();
         run.capture = true;
-        bench_loop(&run, total, 0, false);
+        bench_loop(&run, total, 0, o->progress);
         run.capture = false;
         const uint64_t enrolled = run.fails[BENCH_OK];
         if (enrolled != total) {
@@ -134,9 +133,11 @@ static int bench_run_main(const bench_opts *o)
             bench_die("the enrolments a kur/rr run needs failed");
         }
         bench_ctx_reprepare(&ctx);
-        (void)fprintf(stderr,
-                      "certmint-bench: enrolled %zu certificates for the %s run in %.2f s\n", total,
-                      bench_flow_names[o->flow], (double)(bench_now() - te) / 1e9);
+        if (!o->quiet) {
+            (void)fprintf(stderr,
+                          "certmint-bench: enrolled %zu certificates for the %s run in %.2f s\n",
+                          total, bench_flow_names[o->flow], (double)(bench_now() - te) / 1e9);
+        }
         memset(run.fails, 0, sizeof(run.fails));
         run.next = 0;
         run.num_lat = 0;
@@ -161,7 +162,7 @@ static int bench_run_main(const bench_opts *o)
     const double cpu0 = bench_cpu_seconds();
     const uint64_t t0 = bench_now();
     const uint64_t stop_at = o->count != 0 ? 0 : t0 + (uint64_t)(o->duration * 1e9);
-    bench_loop(&run, total, stop_at, tty);
+    bench_loop(&run, total, stop_at, o->progress);
     const uint64_t t1 = bench_now();
     bench_result r;
     memset(&r, 0, sizeof(r));
@@ -196,6 +197,7 @@ static int bench_run_main(const bench_opts *o)
         bench_conn_close(&run.conns[i]);
         free(run.conns[i].in);
         free(run.conns[i].conf);
+        bench_coap_cleanup(&run.conns[i]);
     }
     if (run.rsp != NULL) {
         for (size_t i = 0; i < total; i++) {
@@ -226,7 +228,8 @@ static void bench_usage(FILE *f)
 {
     (void)fprintf(
         f,
-        "usage: certmint-bench --url http://HOST:PORT/PATH (--secret REF:SECRET [--pbmac1] |\n"
+        "usage: certmint-bench --url http://HOST:PORT/PATH | coap://HOST:PORT/PATH\n"
+        "                      (--secret REF:SECRET [--pbmac1] |\n"
         "                      --cert CERT.pem --key KEY.pem) [options]\n"
         "       certmint-bench --limit [--token-uri PKCS11-URI] [--duration S] [options]\n"
         "  --flow F              ir-implicit (default) | ir-confirm | cr | p10cr | genm |\n"
@@ -240,6 +243,9 @@ static void bench_usage(FILE *f)
         "  --prepare N           requests prepared for a --duration run (default 5000*S)\n"
         "  --connections C       keep-alive connections, one request in flight each (default 1)\n"
         "  --reconnect           a new TCP connection per transaction\n"
+        "  --coap                CMP over CoAP (RFC 9482; implied by a coap:// --url):\n"
+        "                        confirmable requests, block-wise both ways\n"
+        "  --coap-block N        CoAP block size, 16..1024 (default 1024)\n"
         "  --warmup N            transactions before the clock starts (default 0)\n"
         "  --subject-template T  e.g. 'CN=dev-%%d' (default), %%d is the request number\n"
         "  --pbm-iterations N    iteration count (default 500 for PBM, 1000 for PBMAC1)\n"
@@ -250,7 +256,8 @@ static void bench_usage(FILE *f)
         "  --threads N           preparation / --limit threads (default: online cores)\n"
         "  --json FILE           results as JSON ('-': stdout)\n"
         "  --save-serials FILE   the serial number of every certificate received in the\n"
-        "                        measured run, one a line (the INTEGER's content octets in hex)\n");
+        "                        measured run, one a line (the INTEGER's content octets in hex)\n"
+        "  --quiet               no progress line (shown on stderr when it is a terminal)\n");
 }
 
 static bool bench_parse_size_arg(const char *s, size_t *out)
@@ -276,11 +283,12 @@ static bool bench_pick(const char *s, const char *const *names, size_t n, int *o
     return false;
 }
 
-// bench_parse_url splits http://HOST[:PORT]/PATH.
+// bench_parse_url splits http://HOST[:PORT]/PATH or coap://HOST[:PORT]/PATH (CoAP, RFC 9482).
 static bool bench_parse_url(bench_opts *o)
 {
     const char *u = o->url;
-    if (strncmp(u, "http://", 7) != 0) {
+    o->coap_url = strncmp(u, "coap://", 7) == 0;
+    if (strncmp(u, "http://", 7) != 0 && !o->coap_url) {
         return false;
     }
     u += 7;
@@ -302,7 +310,7 @@ static bool bench_parse_url(bench_opts *o)
         memcpy(o->port, colon + 1, pl);
         o->port[pl] = '\0';
     } else {
-        (void)snprintf(o->port, sizeof(o->port), "80");
+        (void)snprintf(o->port, sizeof(o->port), o->coap_url ? "5683" : "80");
     }
     return true;
 }
@@ -322,6 +330,8 @@ enum {
     BENCH_OPT_WARMUP,
     BENCH_OPT_SUBJECT,
     BENCH_OPT_RECONNECT,
+    BENCH_OPT_COAP,
+    BENCH_OPT_COAP_BLOCK,
     BENCH_OPT_JSON,
     BENCH_OPT_SAVE_SERIALS,
     BENCH_OPT_NO_KEY_CHECK,
@@ -332,6 +342,7 @@ enum {
     BENCH_OPT_LIMIT,
     BENCH_OPT_TOKEN_URI,
     BENCH_OPT_PBM_ITER,
+    BENCH_OPT_QUIET,
     BENCH_OPT_HELP,
 };
 
@@ -350,6 +361,8 @@ static const struct option k_bench_long_opts[] = {
     {"warmup", required_argument, NULL, BENCH_OPT_WARMUP},
     {"subject-template", required_argument, NULL, BENCH_OPT_SUBJECT},
     {"reconnect", no_argument, NULL, BENCH_OPT_RECONNECT},
+    {"coap", no_argument, NULL, BENCH_OPT_COAP},
+    {"coap-block", required_argument, NULL, BENCH_OPT_COAP_BLOCK},
     {"json", required_argument, NULL, BENCH_OPT_JSON},
     {"save-serials", required_argument, NULL, BENCH_OPT_SAVE_SERIALS},
     {"no-key-check", no_argument, NULL, BENCH_OPT_NO_KEY_CHECK},
@@ -360,6 +373,7 @@ static const struct option k_bench_long_opts[] = {
     {"limit", no_argument, NULL, BENCH_OPT_LIMIT},
     {"token-uri", required_argument, NULL, BENCH_OPT_TOKEN_URI},
     {"pbm-iterations", required_argument, NULL, BENCH_OPT_PBM_ITER},
+    {"quiet", no_argument, NULL, BENCH_OPT_QUIET},
     {"help", no_argument, NULL, BENCH_OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -433,6 +447,16 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
     case BENCH_OPT_SUBJECT:
         o->subject_template = arg;
         return true;
+    case BENCH_OPT_COAP:
+        o->coap = true;
+        return true;
+    case BENCH_OPT_COAP_BLOCK:
+        if (!bench_parse_size_arg(arg, &v)) {
+            return false;
+        }
+        for (o->coap_szx = 0; o->coap_szx < 6 && ((size_t)16 << o->coap_szx) != v; o->coap_szx++) {
+        }
+        return ((size_t)16 << o->coap_szx) == v;
     case BENCH_OPT_RECONNECT:
         o->reconnect = true;
         return true;
@@ -465,6 +489,9 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
     case BENCH_OPT_TOKEN_URI:
         o->token_uri = arg;
         return true;
+    case BENCH_OPT_QUIET:
+        o->quiet = true;
+        return true;
     case BENCH_OPT_PBM_ITER:
         return bench_parse_size_arg(arg, &v) && v > 0 && (o->pbm_iterations = v) > 0;
     default:
@@ -494,6 +521,11 @@ static const char *bench_opts_check(bench_opts *o)
     }
     if (o->url == NULL) {
         return "--url is required";
+    }
+    if (o->coap_url) {
+        o->coap = true;
+    } else if (o->coap) {
+        return "--coap needs a coap:// --url";
     }
     if ((o->secret != NULL) == (o->cert_path != NULL)) {
         return "give exactly one of --secret and --cert/--key";
@@ -527,6 +559,7 @@ int main(int argc, char **argv)
     o.subject_template = "CN=dev-%d";
     o.pbm_iterations = 0; // 500 for PBM, 1000 for PBMAC1 (RFC 8018 §4.2)
     o.timeout = 30;
+    o.coap_szx = 6; // 1024-byte CoAP blocks
     o.threads = bench_nproc();
     char secret_buf[1024];
     int c;
@@ -550,6 +583,7 @@ int main(int argc, char **argv)
     if (o.pbm_iterations == 0) {
         o.pbm_iterations = o.pbmac1 ? 1000 : 500;
     }
+    o.progress = !o.quiet && isatty(STDERR_FILENO) == 1;
     const char *why = bench_opts_check(&o);
     if (why != NULL) {
         (void)fprintf(stderr, "certmint-bench: %s\n", why);

@@ -171,6 +171,9 @@ typedef struct bench_opts {
     size_t warmup;
     const char *subject_template;
     bool reconnect;
+    bool coap;         // --coap: CMP over CoAP (RFC 9482)
+    bool coap_url;     // the --url is coap://
+    unsigned coap_szx; // --coap-block: 16 << coap_szx bytes (default 6: 1024)
     const char *json_path;
     const char *serials_path; // --save-serials: one line per certificate received
     bool no_key_check;
@@ -180,6 +183,8 @@ typedef struct bench_opts {
     size_t threads;
     bool limit;
     const char *token_uri;
+    bool quiet;    // --quiet: no progress line
+    bool progress; // a progress line on stderr: a terminal and not --quiet
 } bench_opts;
 
 // One device key of the pool. Thread: immutable after preparation.
@@ -235,6 +240,8 @@ typedef struct bench_ctx {
     X509 *ca;
     cm_span ca_der;
     cm_span ca_subject;
+    // preparation progress: items done by the threads of the current step (atomic)
+    size_t prep_done;
 } bench_ctx;
 
 // One client connection. Thread: loop-confined.
@@ -258,6 +265,19 @@ typedef struct bench_conn {
     uint8_t conf_nonce[BENCH_NONCE_LEN];
     uint8_t ip_nonce[BENCH_NONCE_LEN]; // the ip's senderNonce
     uint64_t t0;
+    // CoAP (--coap): the transfer in flight on this connection's UDP socket.
+    cm_span coap_body;      // the request's DER (in the prepared HTTP request or c->conf)
+    uint32_t coap_num1;     // the Block1 being sent
+    uint32_t coap_num2;     // the Block2 being fetched
+    uint16_t coap_mid;      // of the Confirmable request in flight
+    uint16_t coap_sep_mid;  // of the last separate response acknowledged
+    bool coap_acked;        // the request was acknowledged (Empty ACK): a separate response comes
+    uint8_t coap_out[1400]; // the request in flight, for retransmission
+    size_t coap_out_len;
+    uint64_t coap_sent_at, coap_rto;
+    unsigned coap_tries;
+    uint8_t *coap_rsp; // the response, reassembled from Block2 slices
+    size_t coap_rsp_len, coap_rsp_cap;
 } bench_conn;
 
 // A run's state and counters. Thread: loop-confined.
@@ -366,9 +386,36 @@ void bench_conn_close(bench_conn *c);
 
 // bench_loop runs until requests up to |limit| are all answered, or |stop_at| (bench_now
 // time; 0: none) passes and the transactions in flight are answered (after a grace period of
-// at most 2 s those still open count as unfinished). With |progress| a rate line on stderr
-// is refreshed every second.
+// at most 2 s those still open count as unfinished). With |progress| a line on stderr is
+// refreshed every second: the time, transactions done, the rate and p99 latency of the last
+// second, and the errors.
 void bench_loop(bench_run *run, size_t limit, uint64_t stop_at, bool progress);
+
+// bench_on_response handles one complete response |h| on |c| (CoAP answers are handed over as
+// a 200 application/pkixcmp response).
+void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h);
+
+// ---------------------------------------------------------------------------------------------
+// certmint_bench_coap.c: the CoAP client (RFC 7252, RFC 7959 block-wise, RFC 9482).
+
+// bench_coap_open opens |c|'s UDP socket, connected to the --url address, in the epoll set.
+bool bench_coap_open(bench_run *run, bench_conn *c);
+
+// bench_coap_start sends the PKIMessage that |c->out| carries (an HTTP request: its body) as a
+// Confirmable POST, in Block1 blocks when it is longer than one block.
+void bench_coap_start(bench_run *run, bench_conn *c);
+
+// bench_coap_on_readable reads the datagrams waiting on |c|: ACKs, 2.31 Continue, separate
+// responses (acknowledged), Block2 slices (the next one asked for); the whole response goes to
+// bench_on_response.
+void bench_coap_on_readable(bench_run *run, bench_conn *c);
+
+// bench_coap_tick retransmits |c|'s request when no ACK came within its timeout (RFC 7252
+// §4.2: 2 s, doubled each time, 4 times), then fails the transaction.
+void bench_coap_tick(bench_run *run, bench_conn *c, uint64_t now);
+
+// bench_coap_cleanup frees |c|'s CoAP buffers.
+void bench_coap_cleanup(bench_conn *c);
 
 // ---------------------------------------------------------------------------------------------
 // certmint_bench_verify.c
@@ -384,6 +431,11 @@ void bench_verify(bench_run *run, size_t first, size_t end);
 // bench_latency_summary sorts the |num_lat| latencies (ns) of |lat| and sets |r|'s p50, p90,
 // p99 and max in milliseconds (0 when there are none).
 void bench_latency_summary(bench_result *r, uint64_t *lat, size_t num_lat);
+
+// bench_percentile_ms returns the |pct| percentile (0..100, as bench_latency_summary picks
+// them) of the |num| latencies (ns) at |lat| in milliseconds, sorting a copy (|lat| is left as
+// it is); 0 when there are none or no memory.
+double bench_percentile_ms(const uint64_t *lat, size_t num, double pct);
 
 // bench_report prints the text report of |run| and |r| to stdout.
 void bench_report(const bench_run *run, const bench_result *r);

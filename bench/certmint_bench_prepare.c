@@ -3,10 +3,12 @@
 // fresh transactionID and senderNonce, the protection and the HTTP framing. kur and rr runs are
 // prepared twice: first as the ir-implicit enrolments they need, then (bench_ctx_reprepare)
 // signed with the enrolled certificates.
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -94,7 +96,7 @@ typedef struct bench_prep {
 } bench_prep;
 
 // bench_rr_body builds RevReqContent with one RevDetails naming |rq|'s enrolled certificate
-// by issuer and serialNumber (RFC 9483 §4.2), without a reason (unspecified).
+// by issuer and serialNumber, with the one CRLReason RFC 9483 §4.2 requires (unspecified).
 static bool bench_rr_body(bench_prep *p, cmp_body *body, const bench_req *rq)
 {
     cmp_rev_details *rd = cm_arena_alloc(&p->arena, sizeof(*rd));
@@ -105,6 +107,10 @@ static bool bench_rr_body(bench_prep *p, cmp_body *body, const bench_req *rq)
     memset(rd, 0, sizeof(*rd));
     rd->tmpl.issuer = f.issuer;
     rd->tmpl.serial = f.serial;
+    // Extensions { Extension { id-ce-cRLReasons, OCTET STRING { ENUMERATED unspecified } } }
+    static const uint8_t k_reason[] = {0x30, 0x0c, 0x30, 0x0a, 0x06, 0x03, 0x55,
+                                       0x1d, 0x15, 0x04, 0x03, 0x0a, 0x01, 0x00};
+    rd->crl_entry_details = cm_span_make(k_reason, sizeof(k_reason));
     memset(body, 0, sizeof(*body));
     body->type = CMP_BODY_RR;
     body->u.rr.items = rd;
@@ -356,6 +362,7 @@ static void *bench_prep_keys_thread(void *arg)
         k->spki = der;
         k->spki_len = (size_t)n;
         k->spki_body = spki.body;
+        __atomic_add_fetch(&ctx->prep_done, 1, __ATOMIC_RELAXED);
     }
     return NULL;
 }
@@ -369,18 +376,53 @@ static void *bench_prep_reqs_thread(void *arg)
             p->ok = false;
             return NULL;
         }
+        __atomic_add_fetch(&p->ctx->prep_done, 1, __ATOMIC_RELAXED);
     }
     return NULL;
 }
 
-// bench_parallel runs |fn| on |n| bench_prep slices.
-static void bench_parallel(bench_ctx *ctx, size_t n, void *(*fn)(void *))
+// bench_prep_wait joins the |n| threads of |tids|. With a progress line (bench_opts.progress)
+// it polls them instead, refreshing "|what|: done of |total|" on stderr every 200 ms from
+// ctx->prep_done, and ends the line when all are joined.
+static void bench_prep_wait(bench_ctx *ctx, pthread_t *tids, size_t n, const char *what,
+                            size_t total)
+{
+    if (!ctx->o->progress) {
+        for (size_t t = 0; t < n; t++) {
+            (void)pthread_join(tids[t], NULL);
+        }
+        return;
+    }
+    bool joined[BENCH_MAX_THREADS] = {false};
+    const uint64_t t0 = bench_now();
+    for (size_t left = n; left > 0;) {
+        const struct timespec pause = {0, 200000000};
+        (void)nanosleep(&pause, NULL);
+        for (size_t t = 0; t < n; t++) {
+            if (!joined[t] && pthread_tryjoin_np(tids[t], NULL) != EBUSY) {
+                joined[t] = true;
+                left--;
+            }
+        }
+        const size_t done = __atomic_load_n(&ctx->prep_done, __ATOMIC_RELAXED);
+        (void)fprintf(stderr, "\r  %s: %zu of %zu (%.0f%%), %.1f s   ", what, done, total,
+                      total > 0 ? 100.0 * (double)done / (double)total : 100.0,
+                      (double)(bench_now() - t0) / 1e9);
+    }
+    (void)fputc('\n', stderr);
+}
+
+// bench_parallel runs |fn| on |n| bench_prep slices; |what| and |total| name the work and its
+// number of items for the progress line.
+static void bench_parallel(bench_ctx *ctx, size_t n, void *(*fn)(void *), const char *what,
+                           size_t total)
 {
     bench_prep *preps = calloc(n, sizeof(*preps));
     pthread_t tids[BENCH_MAX_THREADS];
     if (preps == NULL) {
         bench_die("out of memory");
     }
+    __atomic_store_n(&ctx->prep_done, 0, __ATOMIC_RELAXED);
     for (size_t t = 0; t < n; t++) {
         bench_prep *p = &preps[t];
         memset(p, 0, sizeof(*p));
@@ -394,8 +436,8 @@ static void bench_parallel(bench_ctx *ctx, size_t n, void *(*fn)(void *))
             bench_die("cannot start a preparation thread");
         }
     }
+    bench_prep_wait(ctx, tids, n, what, total);
     for (size_t t = 0; t < n; t++) {
-        (void)pthread_join(tids[t], NULL);
         crmf_crypto_cleanup(&preps[t].crypto);
         cm_arena_cleanup(&preps[t].arena);
         if (!preps[t].ok) {
@@ -477,8 +519,12 @@ void bench_ctx_setup(bench_ctx *ctx, const bench_opts *o, size_t num)
         bench_die("out of memory");
     }
     const size_t threads = o->threads;
-    bench_parallel(ctx, threads < ctx->num_keys ? threads : ctx->num_keys, bench_prep_keys_thread);
-    bench_parallel(ctx, threads < num ? threads : num, bench_prep_reqs_thread);
+    char what[64];
+    (void)snprintf(what, sizeof(what), "generating %zu device keys", ctx->num_keys);
+    bench_parallel(ctx, threads < ctx->num_keys ? threads : ctx->num_keys, bench_prep_keys_thread,
+                   what, ctx->num_keys);
+    (void)snprintf(what, sizeof(what), "preparing %zu requests", num);
+    bench_parallel(ctx, threads < num ? threads : num, bench_prep_reqs_thread, what, num);
 }
 
 void bench_ctx_reprepare(bench_ctx *ctx)
@@ -496,7 +542,11 @@ void bench_ctx_reprepare(bench_ctx *ctx)
     ctx->macs = NULL; // signature-protected from now on
     ctx->flow = ctx->o->flow;
     const size_t threads = ctx->o->threads;
-    bench_parallel(ctx, threads < ctx->num_reqs ? threads : ctx->num_reqs, bench_prep_reqs_thread);
+    char what[64];
+    (void)snprintf(what, sizeof(what), "preparing %zu %s requests", ctx->num_reqs,
+                   bench_flow_names[ctx->flow]);
+    bench_parallel(ctx, threads < ctx->num_reqs ? threads : ctx->num_reqs, bench_prep_reqs_thread,
+                   what, ctx->num_reqs);
 }
 
 void bench_ctx_cleanup(bench_ctx *ctx)

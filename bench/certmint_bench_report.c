@@ -25,6 +25,19 @@ static double bench_pct_ms(const uint64_t *v, size_t n, double pct)
     return (double)v[k] / 1e6;
 }
 
+double bench_percentile_ms(const uint64_t *lat, size_t num, double pct)
+{
+    uint64_t *copy = num > 0 ? malloc(num * sizeof(*copy)) : NULL;
+    if (copy == NULL) {
+        return 0;
+    }
+    memcpy(copy, lat, num * sizeof(*copy));
+    qsort(copy, num, sizeof(*copy), bench_cmp_u64);
+    const double ms = bench_pct_ms(copy, num, pct);
+    free(copy);
+    return ms;
+}
+
 void bench_latency_summary(bench_result *r, uint64_t *lat, size_t num_lat)
 {
     qsort(lat, num_lat, sizeof(*lat), bench_cmp_u64);

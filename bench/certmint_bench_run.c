@@ -40,6 +40,9 @@ static bool bench_epoll_set(bench_run *run, bench_conn *c, uint32_t events, int 
 
 static bool bench_conn_open(bench_run *run, bench_conn *c)
 {
+    if (run->o->coap) {
+        return bench_coap_open(run, c);
+    }
     c->fd = socket(run->ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
         return false;
@@ -135,6 +138,14 @@ static void bench_conn_transmit(bench_run *run, bench_conn *c)
 {
     c->out_off = 0;
     c->in_len = 0;
+    if (run->o->coap) {
+        if (c->fd < 0 && !bench_conn_open(run, c)) {
+            bench_finish(run, c, BENCH_FAIL_CONNECT, false);
+            return;
+        }
+        bench_coap_start(run, c);
+        return;
+    }
     if (c->fd < 0) {
         if (!bench_conn_open(run, c)) {
             bench_finish(run, c, BENCH_FAIL_CONNECT, false);
@@ -236,8 +247,7 @@ static void bench_keep(uint8_t **slot, size_t *len, cm_span body)
     }
 }
 
-// bench_on_response handles one complete HTTP response on |c|.
-static void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h)
+void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h)
 {
     const bench_req *rq = &run->ctx->reqs[c->req];
     bench_expect e;
@@ -357,6 +367,10 @@ static void bench_on_event(bench_run *run, const struct epoll_event *ev)
     if (c->fd < 0 || c->gen != (uint32_t)(ev->data.u64 >> 32)) {
         return;
     }
+    if (run->o->coap) {
+        bench_coap_on_readable(run, c); // datagrams for an idle transfer are read and dropped
+        return;
+    }
     if (!c->busy) {
         // An idle keep-alive connection the server closed (or wrote to): drop it, or the
         // level-triggered EPOLLIN would wake the loop again and again.
@@ -381,8 +395,10 @@ static void bench_on_event(bench_run *run, const struct epoll_event *ev)
     bench_on_readable(run, c);
 }
 
+// bench_progress refreshes the progress line: the rate and the p99 latency are those of the
+// transactions completed since the last refresh (|*last_lat| onwards in run->lat).
 static void bench_progress(const bench_run *run, uint64_t t_start, uint64_t *last_t,
-                           uint64_t *last_done)
+                           uint64_t *last_done, size_t *last_lat)
 {
     const uint64_t now = bench_now();
     uint64_t done = 0;
@@ -392,11 +408,14 @@ static void bench_progress(const bench_run *run, uint64_t t_start, uint64_t *las
         failed += f == BENCH_OK ? 0 : run->fails[f];
     }
     const double rate = (double)(done - *last_done) / ((double)(now - *last_t) / 1e9);
-    (void)fprintf(stderr, "\r  %6.1f s  %9llu done  %9.0f/s  %llu errors   ",
-                  (double)(now - t_start) / 1e9, (unsigned long long)done, rate,
+    const size_t first = *last_lat <= run->num_lat ? *last_lat : 0;
+    const double p99 = bench_percentile_ms(run->lat + first, run->num_lat - first, 99);
+    (void)fprintf(stderr, "\r  %6.1f s  %9llu done  %9.0f/s  p99 %8.2f ms  %llu errors   ",
+                  (double)(now - t_start) / 1e9, (unsigned long long)done, rate, p99,
                   (unsigned long long)failed);
     *last_t = now;
     *last_done = done;
+    *last_lat = run->num_lat;
 }
 
 // bench_abandon ends every transaction still in flight after the grace period of a --duration
@@ -423,6 +442,7 @@ void bench_loop(bench_run *run, size_t limit, uint64_t stop_at, bool progress)
     const uint64_t t_start = bench_now();
     uint64_t last_t = t_start;
     uint64_t last_done = 0;
+    size_t last_lat = run->num_lat;
     uint64_t last_check = t_start;
     bench_fill(run);
     struct epoll_event evs[256];
@@ -450,15 +470,18 @@ void bench_loop(bench_run *run, size_t limit, uint64_t stop_at, bool progress)
                 bench_conn *c = &run->conns[i];
                 if (c->busy && now - c->t0 > timeout_ns) {
                     bench_finish(run, c, BENCH_FAIL_TIMEOUT, false);
+                } else if (c->busy && run->o->coap) {
+                    bench_coap_tick(run, c, now);
                 }
             }
         }
         bench_fill(run);
         if (progress && now - last_t >= 1000000000u) {
-            bench_progress(run, t_start, &last_t, &last_done);
+            bench_progress(run, t_start, &last_t, &last_done, &last_lat);
         }
     }
     if (progress) {
+        bench_progress(run, t_start, &last_t, &last_done, &last_lat); // the final count
         (void)fputc('\n', stderr);
     }
 }

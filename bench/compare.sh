@@ -19,6 +19,9 @@
 #    ir-confirm with PBM; at each connection count; same key type; requests prepared before the
 #    clock. The mock server is single-threaded and signs no certificate (it returns its fixed
 #    -rsp_cert and records nothing), so --no-key-check is used against it.
+# 4. CMP over CoAP (RFC 9482) against HTTP on the same daemon, back to back: ir-implicit PBM at
+#    8 concurrent clients, keep-alive HTTP and confirmable CoAP (certmint-bench --coap);
+# 5. certmintd behind the p11shim's 2 ms HSM latency at hsm_sessions 1/16/64.
 # Finishes in about 3-4 minutes on 2 cores with the defaults.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -77,6 +80,10 @@ token_uri=$(sed -n 's/^key *= *//p' "$work/inst/certmint.cnf" | head -1)
   openssl req -x509 -key mock.key -subj "/CN=openssl mock CA" -days 2 -out mock.pem
 ) >"$work/openssl.log" 2>&1 || { cat "$work/openssl.log"; exit 1; }
 echo "trust_anchors = $work/vendor-ca.pem" >>"$work/inst/certmint.cnf" # [clients:devices] is last
+# CoAP for step 4: every bench client shares 127.0.0.1, so the per-address caps are lifted.
+coport=$(python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+sed -i "s/^listen = .*/&\ncoap_listen = 127.0.0.1:$coport\ncoap_peer_rate = none\ncoap_max_transfers_per_peer = 64/" \
+  "$work/inst/certmint.cnf"
 export $(cat "$work/inst/env")
 start_certmintd() {
   "$certmintd" -c "$work/inst/certmint.cnf" >>"$work/certmintd.log" 2>&1 &
@@ -261,7 +268,49 @@ open(os.path.join(out, "LATEST.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
 
-# 4. The HSM latency shim through the whole server (tests/support/p11shim): certmintd with every C_Sign
+# 4. CMP over CoAP against HTTP, same daemon, back to back (HTTP, CoAP, HTTP, CoAP: the mean
+#    of each pair is reported, so a drift of the machine's speed affects both alike).
+echo "== ir-implicit PBM at 8 clients: HTTP keep-alive vs CoAP"
+check_certmintd "the CoAP comparison"
+coap_url="coap://127.0.0.1:$coport/.well-known/cmp/p/devices"
+for i in 1 2; do
+  run http$i "$curl_url" ir-implicit pbm 8 --ca "$work/inst/ca.pem"
+  run coap$i "$coap_url" ir-implicit pbm 8 --ca "$work/inst/ca.pem"
+done
+check_certmintd "the CoAP comparison"
+python3 - "$work" >>"$out/LATEST.md" <<'PY'
+import json, os, sys
+w = sys.argv[1]
+def load(n):
+    try:
+        return json.load(open(os.path.join(w, n)))
+    except Exception:
+        return {}
+rows = []
+for t in ("http", "coap"):
+    rs = [load(f"{t}{i}-ir-implicit-pbm-8.json") for i in (1, 2)]
+    eps = [r.get("eps") or 0 for r in rs]
+    p99 = [r.get("latency_ms", {}).get("p99") or 0 for r in rs]
+    fails = sum(r.get("failed") or 0 for r in rs)
+    rows.append((t, sum(eps) / 2, eps, max(p99), fails))
+print()
+print("## CMP over CoAP (RFC 9482) vs HTTP, ir-implicit PBM, 8 concurrent clients, same daemon")
+print()
+print("Runs interleaved HTTP, CoAP, HTTP, CoAP; CoAP is confirmable with 1024-byte blocks (the "
+      "ir fits one datagram, the ip takes two Block2 slices), answers piggybacked unless the "
+      "HSM takes over 500 ms. coap_peer_rate = none and coap_max_transfers_per_peer = 64, as "
+      "all clients share 127.0.0.1.")
+print()
+print("| transport | /s (mean) | runs /s | p99 ms (worst) | errors | / HTTP |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
+base = rows[0][1]
+for t, m, e, p, f in rows:
+    print(f"| {t} | {m:.0f} | {' / '.join(f'{x:.0f}' for x in e)} | {p:.2f} | {f} | "
+          f"{(m / base if base else 0):.2f} |")
+PY
+tail -4 "$out/LATEST.md"
+
+# 5. The HSM latency shim through the whole server (tests/support/p11shim): certmintd with every C_Sign
 #    delayed 2 ms, as a network HSM would, and hsm_sessions 1/16/64, 128 connections of
 #    ir-implicit PBM: the session pool should hide the latency up to the CPU limit.
 shim=$build/tests/support/p11shim/libp11shim.so

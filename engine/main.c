@@ -8,6 +8,13 @@
 // Runs in the foreground and logs to stderr, or to the file of --log. SIGTERM/SIGINT stop it
 // gracefully (no new connections, requests in flight answered, the store flushed); SIGHUP
 // reopens the --log file (after log rotation) and is otherwise ignored.
+//
+// Under systemd (Type=notify, NOTIFY_SOCKET set) it reports through sd_notify (libsystemd):
+// READY=1 once the store, the HSM pool and the listeners are up (so /healthz answers),
+// STATUS= with a one-line summary refreshed by the maintenance loop, STOPPING=1 on SIGTERM,
+// and, when WatchdogSec= is set (WATCHDOG_USEC), WATCHDOG=1 every half period but only while
+// every I/O loop takes the front's probe (front_daemon_loops_alive), so a wedged loop gets the
+// daemon restarted. Without NOTIFY_SOCKET every sd_notify is a no-op.
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -15,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,15 +58,55 @@ static void main_usage(FILE *f)
                "connections, requests in flight answered, the store flushed.\n");
 }
 
+// main_status sends systemd a STATUS= line: the enrolment rate since the previous call (|*prev|
+// and |*prev_ns| carry it between calls), the HSM sessions and queue, the totals.
+static void main_status(const front_daemon *d, uint64_t *prev, uint64_t *prev_ns)
+{
+    front_status st;
+    front_daemon_status(d, &st);
+    const uint64_t now = cm_time_mono_ns();
+    const double secs = *prev_ns != 0 ? (double)(now - *prev_ns) / 1e9 : 0;
+    const double rate = secs > 0 ? (double)(st.enrolments - *prev) / secs : 0;
+    (void)sd_notifyf(0,
+                     "STATUS=%.1f enrolments/s, %u HSM sessions (%zu signatures queued), "
+                     "%llu enrolments and %llu requests since start",
+                     rate, st.hsm_sessions, st.hsm_queued, (unsigned long long)st.enrolments,
+                     (unsigned long long)st.requests);
+    *prev = st.enrolments;
+    *prev_ns = now;
+}
+
 // main_serve runs the started daemon until SIGTERM or SIGINT: the main thread takes the
-// signals and runs the maintenance duties (certConf sweep, transaction expiry, CRLs).
+// signals, runs the maintenance duties (certConf sweep, transaction expiry, CRLs) every
+// MAIN_MAINTAIN_S and refreshes systemd's STATUS= after them, and with a watchdog probes the
+// I/O loops every half watchdog period, sending WATCHDOG=1 when all of them answered.
 static void main_serve(front_daemon *d, const sigset_t *sigs, const char *log_path)
 {
     front_daemon_refresh_crls(d);
+    uint64_t wd_usec = 0;
+    if (sd_watchdog_enabled(0, &wd_usec) <= 0) {
+        wd_usec = 0;
+    }
+    // The period of the main thread's wake-ups: the maintenance period, or half the watchdog's.
+    uint64_t tick_ns = (uint64_t)MAIN_MAINTAIN_S * 1000000000u;
+    if (wd_usec > 0 && wd_usec * 500u < tick_ns) {
+        tick_ns = wd_usec * 500u;
+    }
+    if (wd_usec > 0) {
+        cm_log(CM_LOG_INFO, "certmintd: systemd watchdog every %llu ms",
+               (unsigned long long)(wd_usec / 1000u));
+        (void)front_daemon_loops_alive(d); // the first probes
+    }
+    uint64_t enrolled = 0, status_ns = 0;
+    main_status(d, &enrolled, &status_ns);
+    uint64_t next_maintain = cm_time_mono_ns() + (uint64_t)MAIN_MAINTAIN_S * 1000000000u;
+    bool wedged = false;
     for (;;) {
-        struct timespec ts = {.tv_sec = MAIN_MAINTAIN_S, .tv_nsec = 0};
+        struct timespec ts = {.tv_sec = (time_t)(tick_ns / 1000000000u),
+                              .tv_nsec = (long)(tick_ns % 1000000000u)};
         const int sig = sigtimedwait(sigs, NULL, &ts);
         if (sig == SIGTERM || sig == SIGINT) {
+            (void)sd_notify(0, "STOPPING=1\nSTATUS=stopping: answering the requests in flight");
             cm_log(CM_LOG_INFO, "certmintd: %s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
             return;
         }
@@ -68,7 +116,23 @@ static void main_serve(front_daemon *d, const sigset_t *sigs, const char *log_pa
             }
             continue;
         }
-        front_daemon_maintain(d, cm_time_now());
+        if (wd_usec > 0) {
+            const bool alive = front_daemon_loops_alive(d);
+            if (alive) {
+                (void)sd_notify(0, "WATCHDOG=1");
+            } else if (!wedged) {
+                cm_log(CM_LOG_WARN,
+                       "certmintd: an I/O loop has not turned for %llu ms; the "
+                       "watchdog is not told that all is well",
+                       (unsigned long long)(tick_ns / 1000000u));
+            }
+            wedged = !alive;
+        }
+        if (cm_time_mono_ns() >= next_maintain) {
+            front_daemon_maintain(d, cm_time_now());
+            main_status(d, &enrolled, &status_ns);
+            next_maintain = cm_time_mono_ns() + (uint64_t)MAIN_MAINTAIN_S * 1000000000u;
+        }
     }
 }
 
@@ -119,6 +183,9 @@ int main(int argc, char **argv)
     front_daemon *d = NULL;
     if (!cm_ok(front_daemon_load(&d, err, sizeof(err), conf))) {
         fprintf(stderr, "certmintd: %s\n", err);
+        if (!check_only) {
+            (void)sd_notifyf(0, "STATUS=failed: %s", err);
+        }
         return 1;
     }
     if (check_only) {
@@ -129,9 +196,15 @@ int main(int argc, char **argv)
     if (!cm_ok(front_daemon_start(d, err, sizeof(err))) ||
         !cm_ok(front_daemon_serve(d, err, sizeof(err), listen_override))) {
         fprintf(stderr, "certmintd: %s\n", err);
+        (void)sd_notifyf(0, "STATUS=failed: %s", err);
         front_daemon_free(d);
         return 1;
     }
+    // The store, the HSM pool and the listeners are up, and every loop serves.
+    front_status st;
+    front_daemon_status(d, &st);
+    (void)sd_notifyf(0, "READY=1\nSTATUS=serving %zu CA(s) with %u HSM session(s)",
+                     front_daemon_num_cas(d), st.hsm_sessions);
     main_serve(d, &sigs, log_path);
     front_daemon_stop(d);
     front_daemon_free(d); // closes the store after everything queued committed

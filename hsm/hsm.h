@@ -263,10 +263,18 @@ typedef struct hsm_pool_stats {
     uint64_t retried;   // jobs retried after a session was reopened
     uint64_t reopened;  // sessions reopened
     uint64_t batches;   // queue takes by workers
+    // C_SignInit and C_Sign calls that failed, whether or not the job's retry then succeeded
+    // (|failed| counts only jobs that failed in the end).
+    uint64_t sign_calls_failed;
 } hsm_pool_stats;
 
 // hsm_pool_get_stats copies the counters into |*out| (relaxed reads). Thread: any.
 void hsm_pool_get_stats(hsm_pool *p, hsm_pool_stats *out);
+
+// hsm_job_why writes into |why| (cm_why_set: only when no reason is set yet) what a failed
+// job's result means for an operator, naming the PKCS#11 error and whether the job was retried
+// on a reopened session: "HSM signing failed: CKR_DEVICE_ERROR, retried once". Thread: any.
+void hsm_job_why(const hsm_job *j, cm_why *why);
 
 // hsm_sign_sync signs |msg| with |key| through the pool and waits: |sig| receives the
 // signature (|*out_len| bytes). The job's result is returned. For tools and tests, never for

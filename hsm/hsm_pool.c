@@ -57,6 +57,7 @@ struct hsm_pool {
 
     // Statistics, relaxed atomics.
     uint64_t st_ok, st_failed, st_retried, st_reopened, st_batches;
+    uint64_t st_sign_calls_failed; // C_SignInit and C_Sign calls that failed
 };
 
 void hsm_pool_opts_default(hsm_pool_opts *o)
@@ -114,10 +115,12 @@ static bool hsm_is_session_death(cm_result r)
 
 // hsm_ck_fail logs a failed PKCS#11 call of a worker with the function and CKR names, and
 // returns its HSM-class code. Never logs message or key material.
+// Rate-limited per function (the key is |func|): a failing HSM fails every request.
 static cm_result hsm_ck_fail(const hsm_worker *w, const char *func, CK_RV rv)
 {
-    cm_log(CM_LOG_WARN, "hsm: worker %u token '%s': %s: %s (0x%lx): %s", w->index,
-           w->pool->token->label, func, cm_ckr_name(rv), (unsigned long)rv, p11_kit_strerror(rv));
+    cm_log_ratelimited(func, 10000, CM_LOG_WARN, "hsm: worker %u token '%s': %s: %s (0x%lx): %s",
+                       w->index, w->pool->token->label, func, cm_ckr_name(rv), (unsigned long)rv,
+                       p11_kit_strerror(rv));
     return cm_result_make(cm_code_from_ckr(rv));
 }
 
@@ -134,8 +137,8 @@ static cm_result hsm_worker_open(hsm_worker *w)
     // its login (device reset) this logs in again.
     cm_result r = hsm_login(t, w->session);
     if (!cm_ok(r)) {
-        cm_log(CM_LOG_WARN, "hsm: worker %u token '%s': login: %s", w->index, t->label,
-               cm_result_name(r));
+        cm_log_ratelimited("hsm.login", 10000, CM_LOG_WARN, "hsm: worker %u token '%s': login: %s",
+                           w->index, t->label, cm_result_name(r));
     }
     return r;
 }
@@ -154,8 +157,9 @@ static cm_result hsm_worker_reopen(hsm_worker *w)
 {
     hsm_worker_close(w);
     hsm_stat_add(&w->pool->st_reopened, 1);
-    cm_log(CM_LOG_WARN, "hsm: worker %u token '%s': reopening its session", w->index,
-           w->pool->token->label);
+    cm_log_ratelimited("hsm.reopen", 10000, CM_LOG_WARN,
+                       "hsm: worker %u token '%s': reopening its session", w->index,
+                       w->pool->token->label);
     return hsm_worker_open(w);
 }
 
@@ -172,8 +176,9 @@ static cm_result hsm_worker_key(hsm_worker *w, CK_OBJECT_HANDLE *out, const hsm_
     CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
     cm_result r = hsm_find_key_handle(t, &h, w->session, k);
     if (!cm_ok(r)) {
-        cm_log(CM_LOG_WARN, "hsm: worker %u: key '%s' lookup: %s", w->index, k->label,
-               cm_result_name(r));
+        cm_log_ratelimited("hsm.key_lookup", 10000, CM_LOG_WARN,
+                           "hsm: worker %u: key '%s' lookup: %s", w->index, k->label,
+                           cm_result_name(r));
         return r;
     }
     if (w->pool->opts.copy_key) {
@@ -309,12 +314,14 @@ static cm_result hsm_worker_sign_once(hsm_worker *w, hsm_job *j)
     CK_RV rv = t->f->C_SignInit(w->session, &mech, h);
     HSM_TOKEN_ALLOC_END();
     if (rv != CKR_OK) {
+        hsm_stat_add(&p->st_sign_calls_failed, 1);
         return hsm_ck_fail(w, "C_SignInit", rv);
     }
     uint8_t raw[HSM_MAX_SIG_LEN];
     CK_ULONG raw_len = sizeof(raw);
     rv = t->f->C_Sign(w->session, (CK_BYTE_PTR)(uintptr_t)input.p, input.len, raw, &raw_len);
     if (rv != CKR_OK) {
+        hsm_stat_add(&p->st_sign_calls_failed, 1);
         return hsm_ck_fail(w, "C_Sign", rv);
     }
     if (plan.ecdsa) {
@@ -641,6 +648,17 @@ void hsm_pool_get_stats(hsm_pool *p, hsm_pool_stats *out)
     out->retried = __atomic_load_n(&p->st_retried, __ATOMIC_RELAXED);
     out->reopened = __atomic_load_n(&p->st_reopened, __ATOMIC_RELAXED);
     out->batches = __atomic_load_n(&p->st_batches, __ATOMIC_RELAXED);
+    out->sign_calls_failed = __atomic_load_n(&p->st_sign_calls_failed, __ATOMIC_RELAXED);
+}
+
+void hsm_job_why(const hsm_job *j, cm_why *why)
+{
+    const cm_result r = j->result;
+    const uint32_t detail = CM_CODE_DETAIL(r.code);
+    const char *what = cm_result_class(r) != CM_CLASS_HSM ? cm_result_text(r)
+                       : detail == 0xffffffu              ? "CKR_VENDOR_DEFINED" // cm_code_from_ckr
+                                                          : cm_ckr_name(detail);
+    cm_why_set(why, "HSM signing failed: %s%s", what, j->attempts > 1 ? ", retried once" : "");
 }
 
 cm_result hsm_sign_sync(hsm_pool *p, size_t *out_len, uint8_t *sig, size_t sig_cap,

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install every Debian 12 package that certmint's build, tests and benchmarks need.
+# Install every Debian 12 package that certmint's build, tests and benchmarks need (the last
+# three lines: sd_notify and the seccomp test wrapper; the .deb, lintian and the man pages;
+# promtool for the monitoring rules).
 # Non-interactive and idempotent: packages already present are not reinstalled, and
 # apt-get update runs only when something is missing.
 set -euo pipefail
@@ -14,7 +16,11 @@ PKGS=(
   libsqlite3-dev sqlite3
   libpq-dev postgresql-15 haproxy
   softhsm2 opensc gnutls-bin
+  libcoap3-dev libcoap3-bin
   curl procps iproute2 linux-perf valgrind
+  libsystemd-dev libseccomp-dev
+  dpkg-dev lintian scdoc
+  prometheus
 )
 
 missing=()

@@ -352,6 +352,18 @@ const char *cm_log_quote(char *out, size_t cap, const char *in);
 // cm_log_enabled reports whether a line at |level| would be written.
 bool cm_log_enabled(cm_log_level level);
 
+// cm_log_ratelimited is cm_log for a warning that may repeat many times a second (one per
+// request or per commit while a disk is full, an HSM is down, a peer floods): it writes at
+// most one line per |interval_ms| for each |key|, and the line after a quiet spell says how
+// many were held back since the previous one: "... (and 3,210 more in the last 10 s)". |key|
+// names the kind of warning (a string constant such as "store.checkpoint"), not the instance:
+// every caller with the same key shares one budget. The keys live in the runtime's table of
+// CM_LOG_GATES entries (two keys with the same 64-bit hash share one); once it is full, further
+// keys are logged without a limit. Lines above the runtime's level are neither written nor
+// counted. Thread: any (lock-free).
+void cm_log_ratelimited(const char *key, uint32_t interval_ms, cm_log_level level, const char *fmt,
+                        ...) __attribute__((format(printf, 4, 5)));
+
 // cm_log_level_parse maps "error", "warn", "info", "debug" to a level; false when unknown.
 CM_MUST_USE bool cm_log_level_parse(const char *name, cm_log_level *out_level);
 
@@ -376,11 +388,23 @@ void cm_time_to_civil(int64_t t, int *out_year, int *out_month, int *out_day, in
 // Runtime
 
 // cm_runtime is the one piece of process-wide mutable state (STYLE.md §2.13): the log level and
-// log descriptor, set up once in main() before threads start. Thread: written only before
-// threads start or through cm_runtime_set_log_*; read by any thread.
+// log descriptor, set up once in main() before threads start, and the budgets of
+// cm_log_ratelimited. Thread: written only before threads start, through cm_runtime_set_log_*
+// or (the gates) with atomics; read by any thread.
+#define CM_LOG_GATES 64 // distinct cm_log_ratelimited keys
+
+// cm_log_gate is one key's budget of cm_log_ratelimited. Thread: atomics only.
+typedef struct cm_log_gate {
+    uint64_t key;        // hash of the key (never 0); 0 while the entry is free
+    uint64_t next_ns;    // CLOCK_MONOTONIC: no line for this key before this
+    uint64_t last_ns;    // when the last line for it was written
+    uint64_t suppressed; // lines held back since then
+} cm_log_gate;
+
 typedef struct cm_runtime {
-    int log_level; // a cm_log_level; read with relaxed atomics
-    int log_fd;    // descriptor log lines go to
+    int log_level;                       // a cm_log_level; read with relaxed atomics
+    int log_fd;                          // descriptor log lines go to
+    cm_log_gate log_gates[CM_LOG_GATES]; // cm_log_ratelimited's keys (atomics)
 } cm_runtime;
 
 // cm_runtime_init initialises OpenSSL and the runtime defaults (level info, fd 2). Call once

@@ -10,7 +10,7 @@
 #include "engine/base/base.h"
 
 // The one process-wide mutable object (STYLE.md §2.13).
-static cm_runtime g_cm_runtime = {CM_LOG_INFO, 2};
+static cm_runtime g_cm_runtime = {CM_LOG_INFO, 2, {{0, 0, 0, 0}}};
 
 static const char *const k_level_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
 
@@ -80,11 +80,10 @@ bool cm_log_level_parse(const char *name, cm_log_level *out_level)
     return false;
 }
 
-void cm_log(cm_log_level level, const char *fmt, ...)
+// cm_log_write formats and writes one line; |suffix| (may be "") follows the message.
+__attribute__((format(printf, 3, 0))) static void
+cm_log_write(cm_log_level level, const char *suffix, const char *fmt, va_list ap)
 {
-    if (!cm_log_enabled(level)) {
-        return;
-    }
     char line[1024];
     struct timespec ts;
     (void)clock_gettime(CLOCK_REALTIME, &ts);
@@ -96,21 +95,118 @@ void cm_log(cm_log_level level, const char *fmt, ...)
         return;
     }
     size_t used = (size_t)n;
-    va_list ap;
-    va_start(ap, fmt);
-    int m = vsnprintf(line + used, sizeof(line) - used - 1, fmt, ap);
-    va_end(ap);
+    // Room is kept for the suffix (short: a count and a duration) and the newline.
+    const size_t sl = strlen(suffix) < 128 ? strlen(suffix) : 0;
+    const size_t room = sizeof(line) - used - sl - 1; // the message's bytes, NUL included
+    int m = vsnprintf(line + used, room, fmt, ap);
     if (m < 0) {
         return;
     }
-    used += (size_t)m;
-    if (used > sizeof(line) - 2) {
-        used = sizeof(line) - 2; // truncated: keep the newline
-    }
+    used += (size_t)m < room ? (size_t)m : room - 1; // truncated: cut the message
+    memcpy(line + used, suffix, sl);
+    used += sl;
     line[used++] = '\n';
     int fd = __atomic_load_n(&g_cm_runtime.log_fd, __ATOMIC_RELAXED);
     // One write per line; a short write to a log is not worth a retry loop.
     (void)!write(fd, line, used);
+}
+
+void cm_log(cm_log_level level, const char *fmt, ...)
+{
+    if (!cm_log_enabled(level)) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    cm_log_write(level, "", fmt, ap);
+    va_end(ap);
+}
+
+// cm_log_key_hash is FNV-1a over |key|, never 0 (0 marks a free gate).
+static uint64_t cm_log_key_hash(const char *key)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++) {
+        h = (h ^ *p) * 0x100000001b3ull;
+    }
+    return h != 0 ? h : 1;
+}
+
+// cm_log_gate_of returns |key|'s gate, claiming a free one the first time; NULL when the
+// table is full.
+static cm_log_gate *cm_log_gate_of(const char *key)
+{
+    const uint64_t h = cm_log_key_hash(key);
+    for (size_t i = 0; i < CM_LOG_GATES; i++) {
+        cm_log_gate *g = &g_cm_runtime.log_gates[(h + i) % CM_LOG_GATES];
+        uint64_t k = __atomic_load_n(&g->key, __ATOMIC_ACQUIRE);
+        if (k == 0) {
+            // Claim it; if another thread claimed it first, |k| is now its key.
+            if (__atomic_compare_exchange_n(&g->key, &k, h, false, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE)) {
+                return g;
+            }
+        }
+        if (k == h) {
+            return g;
+        }
+    }
+    return NULL;
+}
+
+// cm_log_count_text writes |n| with thousands separators ("3,210").
+static void cm_log_count_text(char *out, size_t cap, uint64_t n)
+{
+    char digits[24];
+    const int len = snprintf(digits, sizeof(digits), "%llu", (unsigned long long)n);
+    size_t o = 0;
+    for (int i = 0; i < len && o + 2 < cap; i++) {
+        if (i > 0 && (len - i) % 3 == 0) {
+            out[o++] = ',';
+        }
+        out[o++] = digits[i];
+    }
+    out[o] = '\0';
+}
+
+void cm_log_ratelimited(const char *key, uint32_t interval_ms, cm_log_level level, const char *fmt,
+                        ...)
+{
+    if (!cm_log_enabled(level)) {
+        return;
+    }
+    char suffix[96] = "";
+    cm_log_gate *g = cm_log_gate_of(key);
+    if (g != NULL) {
+        const uint64_t now = cm_time_mono_ns();
+        uint64_t next = __atomic_load_n(&g->next_ns, __ATOMIC_ACQUIRE);
+        // Exactly one caller wins the turn after |next|; everyone else is counted, so every
+        // call is either written or counted in a later line.
+        if (now < next ||
+            !__atomic_compare_exchange_n(&g->next_ns, &next, now + (uint64_t)interval_ms * 1000000u,
+                                         false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            __atomic_add_fetch(&g->suppressed, 1, __ATOMIC_RELAXED);
+            return;
+        }
+        const uint64_t held = __atomic_exchange_n(&g->suppressed, 0, __ATOMIC_ACQ_REL);
+        const uint64_t last = __atomic_exchange_n(&g->last_ns, now, __ATOMIC_ACQ_REL);
+        if (held > 0) {
+            char count[32];
+            cm_log_count_text(count, sizeof(count), held);
+            if (last == 0) {
+                // Callers that raced the very first line.
+                (void)snprintf(suffix, sizeof(suffix), " (and %s more)", count);
+            } else {
+                const double s = (double)(now - last) / 1e9;
+                (void)snprintf(suffix, sizeof(suffix), " (and %s more in the last %.*f s)", count,
+                               s < 10.0 ? 1 : 0, s);
+            }
+        }
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    cm_log_write(level, suffix, fmt, ap);
+    va_end(ap);
 }
 
 uint64_t cm_time_mono_ns(void)

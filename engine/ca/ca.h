@@ -24,9 +24,22 @@
 //   writes, so certificates we issue can be compared with OpenSSL-made ones.
 // - AKI carries only keyIdentifier = the CA's SKI (the CA certificate's SKI extension when it
 //   has one, else computed by method 1).
-// - Requested extensions: subjectAltName is checked against the profile's SAN types and
-//   copied; an extension whose OID the profile also writes is accepted and the profile's value
-//   is used; every other requested extension is refused (CA_E_EXT_UNACCEPTED).
+// - Requested extensions (RFC 9483 §4.1.1 lets the client ask for them): subjectAltName is
+//   checked against the profile's SAN types and copied. keyUsage and extendedKeyUsage are
+//   honoured (the certificate gets the requested value in place of the profile's) when
+//   every bit or purpose is within the profile's allowed set (key_usage_allowed /
+//   eku_allowed; by default what the profile itself writes) and, for keyUsage, fits the key
+//   type (RFC 3279, RFC 5480, RFC 8410: no keyEncipherment for EC or EdDSA keys, no
+//   keyAgreement for RSA or EdDSA keys); otherwise they are refused (CA_E_KEY_USAGE,
+//   CA_E_EKU) or, under replace_requested_exts, replaced by the profile's own.
+//   basicConstraints asking for a CA (cA TRUE or a pathLenConstraint) is refused
+//   (CA_E_EXT_CA_REQUESTED) unless the profile is a CA profile (its own basicConstraints
+//   has cA TRUE); the profile's basicConstraints is what is written. Any other extension the
+//   profile also writes is accepted and the profile's value used; every other requested
+//   extension is refused (CA_E_EXT_UNACCEPTED).
+// - What the certificate gets that was not asked for is recorded in ca_decision.mods
+//   (validity capped, extensions replaced): the server then answers grantedWithMods with
+//   ca_decision_mods_text as statusString (RFC 9810 §5.2.3).
 // - A requested validity longer than the profile's max_days is shortened to it (RFC 9483
 //   §4.1.1 lets the CA change the template), never beyond the CA's notAfter; an inverted or
 //   already expired requested validity is refused.
@@ -34,8 +47,10 @@
 // How codes map to PKIFailureInfo (the CA rows of engine/base/codes.def, cm_code_failinfo):
 //   CA_E_KEY_TYPE, CA_E_KEY_SIZE, CA_E_SUBJECT_*, CA_E_SAN_*, CA_E_VALIDITY -> badCertTemplate
 //   CA_E_SPKI_MALFORMED -> badCertTemplate (it arrived inside the template)
+//   CA_E_EXT_DUPLICATE, CA_E_EXT_MALFORMED, CA_E_EXT_CA_REQUESTED, CA_E_KEY_USAGE,
+//   CA_E_EKU -> badCertTemplate
 //   CA_E_EXT_UNACCEPTED -> unacceptedExtension
-//   CA_E_EXT_DUPLICATE, CA_E_EXT_MALFORMED, CA_E_CA_EXPIRED -> badRequest
+//   CA_E_CA_EXPIRED -> systemUnavail (the CA cannot issue now: not the client's fault)
 //   CA_E_UNTRUSTED, CA_E_CERT_EXPIRED -> signerNotTrusted; CA_E_CERT_REVOKED -> certRevoked
 //   CA_E_KEY_MISMATCH, CA_E_CONFIG -> systemFailure (ours, not the client's)
 #ifndef CERTMINT_ENGINE_CA_CA_H
@@ -128,6 +143,30 @@ typedef enum ca_subject_mode {
     CA_SUBJECT_RULES = 1, // required RDN types must appear; only required+allowed may appear
 } ca_subject_mode;
 
+// KeyUsage bits (RFC 5280 §4.2.1.3): bit i of the named-bit BIT STRING is 1u << i.
+enum {
+    CA_KU_DIGITAL_SIGNATURE = 1u << 0,
+    CA_KU_NON_REPUDIATION = 1u << 1, // contentCommitment
+    CA_KU_KEY_ENCIPHERMENT = 1u << 2,
+    CA_KU_DATA_ENCIPHERMENT = 1u << 3,
+    CA_KU_KEY_AGREEMENT = 1u << 4,
+    CA_KU_KEY_CERT_SIGN = 1u << 5,
+    CA_KU_CRL_SIGN = 1u << 6,
+    CA_KU_ENCIPHER_ONLY = 1u << 7,
+    CA_KU_DECIPHER_ONLY = 1u << 8,
+};
+#define CA_KU_ALL 0x1ffu
+
+// ca_key_usage_bit returns the CA_KU_* bit named |name| as OpenSSL's configuration spells it
+// (digitalSignature, nonRepudiation or contentCommitment, keyEncipherment, dataEncipherment,
+// keyAgreement, keyCertSign, cRLSign, encipherOnly, decipherOnly; case-insensitive), 0 for
+// any other name. Thread: any.
+uint32_t ca_key_usage_bit(const char *name);
+
+// ca_key_usage_text lists the names of the CA_KU_* bits in |bits| into |buf| ("none" when
+// empty). Returns |buf|. Thread: any.
+const char *ca_key_usage_text(char *buf, size_t cap, uint32_t bits);
+
 // ca_profile_params is what ca_profile_new is given. The strings are borrowed for the call only
 // (ca_profile_new copies |name|). RDN types are names OpenSSL knows ("CN", "O",
 // "serialNumber", ...) or dotted OIDs. Thread: value type.
@@ -145,6 +184,16 @@ typedef struct ca_profile_params {
     size_t num_allowed_rdns;
     uint32_t san_types;    // CA_SAN_* bits accepted from requests
     bool implicit_confirm; // whether implicitConfirm may be granted
+    // What a request may ask for in keyUsage and extendedKeyUsage. Not set: what the profile's
+    // own extensions hold (a request may narrow them, not widen them).
+    bool has_key_usage_allowed;
+    uint32_t key_usage_allowed;     // CA_KU_* bits
+    bool has_eku_allowed;           // set with an empty list: no extendedKeyUsage requests
+    const char *const *eku_allowed; // OpenSSL names ("clientAuth") or dotted OIDs
+    size_t num_eku_allowed;
+    // A requested keyUsage / extendedKeyUsage outside what is allowed is replaced by the
+    // profile's own (true) instead of refused (false, the default).
+    bool replace_requested_exts;
 } ca_profile_params;
 
 // The most RDN rules, requested extensions and SAN entries this module handles.
@@ -154,6 +203,7 @@ typedef struct ca_profile_params {
 #define CA_MAX_SAN_NAMES    64u
 #define CA_MAX_RDNS         32u
 #define CA_MAX_CHAIN        16u
+#define CA_MAX_EKU          16u // purposes in eku_allowed or a profile's extendedKeyUsage
 
 // ca_profile is a frozen issuance profile. Thread: immutable after ca_profile_new.
 typedef struct ca_profile ca_profile;
@@ -181,6 +231,17 @@ uint32_t ca_profile_key_types(const ca_profile *p, uint32_t *out_rsa_min_bits);
 // ca_profile_extensions returns the concatenated DER Extension elements the profile writes,
 // borrowed from |p|.
 cm_span ca_profile_extensions(const ca_profile *p);
+
+// ca_profile_is_ca reports whether the profile issues CA certificates: its own
+// basicConstraints has cA TRUE.
+bool ca_profile_is_ca(const ca_profile *p);
+
+// ca_profile_check_key checks the key type and size of |spki| (a whole SubjectPublicKeyInfo)
+// against |p| with the DER reader alone (no key is built), so a server can refuse an
+// unwanted key before any signature work: the part of ca_policy_check about the key.
+// CA_E_KEY_TYPE, CA_E_KEY_SIZE, CA_E_SPKI_MALFORMED with the reason in |why| (may be NULL).
+// Thread: any.
+CM_RESULT ca_profile_check_key(const ca_profile *p, ca_key_info *out, cm_span spki, cm_why *why);
 
 // ---------------------------------------------------------------------------------------------
 // CA material
@@ -248,6 +309,16 @@ typedef struct ca_request {
     size_t num_exts;
 } ca_request;
 
+// How an issued certificate differs from the request (ca_decision.mods).
+enum {
+    CA_MOD_VALIDITY_PROFILE = 1u << 0, // notAfter shortened to the profile's max_days
+    CA_MOD_VALIDITY_CA = 1u << 1,      // notAfter shortened to the CA certificate's
+    CA_MOD_KEY_USAGE = 1u << 2,        // the requested keyUsage replaced by the profile's
+    CA_MOD_EKU = 1u << 3,              // the requested extendedKeyUsage replaced likewise
+    CA_MOD_EXTENSION = 1u << 4,        // another requested extension set to the profile's value
+    CA_MOD_SUBJECT = 1u << 5,          // the subject is not the one requested (set by a caller)
+};
+
 // ca_decision is what the policy granted. Thread: value type; spans borrow the request.
 typedef struct ca_decision {
     int64_t not_before;
@@ -255,7 +326,21 @@ typedef struct ca_decision {
     ca_key_info key;
     cm_span san;       // the requested subjectAltName extnValue content, empty when none
     bool san_critical; // written critical (always when the subject is empty, RFC 5280 §4.2.1.6)
+    // A requested keyUsage / extendedKeyUsage honoured in place of the profile's (extnValue
+    // content; empty: the profile's own, if any, is written).
+    cm_span key_usage;
+    bool key_usage_critical;
+    cm_span eku;
+    bool eku_critical;
+    uint32_t mods;       // CA_MOD_* bits
+    cm_span mod_ext_oid; // CA_MOD_EXTENSION: the first extension set to the profile's value
 } ca_decision;
+
+// ca_decision_mods_text writes what |d|'s certificate got other than requested, for the
+// statusString of a grantedWithMods answer: "notAfter shortened to 2027-05-04 12:00:00 UTC
+// (profile devices grants at most 730 days); keyUsage replaced by profile devices' own".
+// Returns |buf| ("" when d->mods is 0). Thread: any.
+const char *ca_decision_mods_text(char *buf, size_t cap, const ca_profile *p, const ca_decision *d);
 
 // ca_policy_check checks |req| against |profile| for CA |ca| at time |now| and fills |*out|.
 // Fails with the specific CA_E_* code (see the mapping at the top of this header) or a DER
@@ -283,7 +368,9 @@ CM_RESULT ca_serial_new(uint8_t out[CA_SERIAL_LEN]);
 // ca_tbs_build appends a TBSCertificate (RFC 5280 §4.1) to |b|: v3, |serial| (unsigned
 // magnitude, written as a minimal positive INTEGER), |sig_alg| (a whole AlgorithmIdentifier
 // element, given by the signer), the CA's subject as issuer, |d|'s validity, the request's
-// subject and SPKI verbatim, and extensions: the profile's, then SKI, AKI and the SAN. Errors
+// subject and SPKI verbatim, and extensions: the profile's (with a keyUsage or
+// extendedKeyUsage that |d| honoured in place of the profile's own), then SKI, AKI and the
+// SAN. Errors
 // are the builder's (CM_E_BUFFER_TOO_SMALL for a full fixed buffer) or CM_E_CRYPTO. The only
 // allocation is the builder's own (use an arena or fixed builder on the hot path).
 // Thread: any.

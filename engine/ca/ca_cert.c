@@ -345,6 +345,44 @@ cm_result ca_serial_new(uint8_t out[CA_SERIAL_LEN])
 // ---------------------------------------------------------------------------------------------
 // TBSCertificate
 
+// ca_put_profile_exts writes the profile's extensions with the keyUsage / extendedKeyUsage
+// the decision honoured in place of the profile's own (keeping the profile's criticality and
+// position), or after them when the profile writes none.
+static void ca_put_profile_exts(der_builder *b, const ca_profile *profile, const ca_decision *d)
+{
+    const cm_span ku_oid = CM_SPAN_LIT(DER_OID_CE_KEY_USAGE);
+    const cm_span eku_oid = CM_SPAN_LIT(DER_OID_CE_EXT_KEY_USAGE);
+    bool ku_done = d->key_usage.len == 0, eku_done = d->eku.len == 0;
+    der_reader r;
+    der_reader_init(&r, ca_profile_extensions(profile));
+    while (!der_reader_empty(&r)) {
+        cm_span whole, oid;
+        der_reader copy = r, e;
+        bool critical = false;
+        if (!cm_ok(der_get_element(&r, DER_TAG_SEQUENCE, &whole)) ||
+            !cm_ok(der_enter(&copy, DER_TAG_SEQUENCE, &e)) || !cm_ok(der_get_oid(&e, &oid)) ||
+            (der_peek_is(&e, DER_TAG_BOOLEAN) && !cm_ok(der_get_bool(&e, &critical)))) {
+            der_builder_fail(b, CM_E_INVALID_ARG); // our own encoding: cannot happen
+            return;
+        }
+        if (!ku_done && cm_span_eq(oid, ku_oid)) {
+            ca_put_extension(b, oid, critical, d->key_usage);
+            ku_done = true;
+        } else if (!eku_done && cm_span_eq(oid, eku_oid)) {
+            ca_put_extension(b, oid, critical, d->eku);
+            eku_done = true;
+        } else {
+            der_put_raw(b, whole);
+        }
+    }
+    if (!ku_done) {
+        ca_put_extension(b, ku_oid, d->key_usage_critical, d->key_usage);
+    }
+    if (!eku_done) {
+        ca_put_extension(b, eku_oid, d->eku_critical, d->eku);
+    }
+}
+
 // TBSCertificate ::= SEQUENCE {
 //     version         [0]  EXPLICIT Version DEFAULT v1,
 //     serialNumber         CertificateSerialNumber,
@@ -382,7 +420,11 @@ cm_result ca_tbs_build(const ca_authority *ca, der_builder *b, const ca_profile 
     der_put_raw(b, req->spki);
     der_open_hint(b, &exts_tag, DER_CONTEXT_CONS(3), 3);
     der_open_hint(b, &exts, DER_TAG_SEQUENCE, 3);
-    der_put_raw(b, ca_profile_extensions(profile));
+    if (d->key_usage.len == 0 && d->eku.len == 0) {
+        der_put_raw(b, ca_profile_extensions(profile)); // the common case: spliced as encoded
+    } else {
+        ca_put_profile_exts(b, profile, d);
+    }
     ca_put_extension(b, CM_SPAN_LIT(DER_OID_CE_SUBJECT_KEY_ID), false,
                      cm_span_make(ski, sizeof(ski)));
     der_put_raw(b, cm_span_make(ca->aki_ext, ca->aki_ext_len));

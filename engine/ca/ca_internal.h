@@ -20,6 +20,13 @@ struct ca_profile {
     size_t ext_der_len;
     cm_span ext_oids[CA_MAX_PROFILE_EXTS]; // extnID content of each, into ext_der
     size_t num_exts;
+    // Requested keyUsage / extendedKeyUsage (ca_policy_check): what may be asked for.
+    uint32_t own_ku;                 // the bits of the profile's keyUsage (0: none)
+    uint32_t ku_allowed;             // CA_KU_* bits a request may hold
+    cm_span eku_allowed[CA_MAX_EKU]; // OID content octets, into ext_der or eku_buf
+    size_t num_eku_allowed;
+    uint8_t *eku_buf; // owns configured eku_allowed OIDs
+    bool is_ca;       // the profile's basicConstraints has cA TRUE
 };
 
 // Thread: immutable after ca_authority_load.
@@ -49,5 +56,9 @@ const char *ca_attr_label_of(cm_span oid, char *buf, size_t cap);
 
 // ca_put_extension writes Extension ::= SEQUENCE { extnID, critical DEFAULT FALSE, extnValue }.
 void ca_put_extension(der_builder *b, cm_span oid, bool critical, cm_span value);
+
+// ca_profile_find_ext looks extension |oid| up among the profile's own: its extnValue content
+// and criticality. false when the profile does not write it.
+bool ca_profile_find_ext(const ca_profile *pr, cm_span oid, cm_span *out_value, bool *out_critical);
 
 #endif // CERTMINT_ENGINE_CA_CA_INTERNAL_H

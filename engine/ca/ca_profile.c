@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/conf.h>
 #include <openssl/err.h>
@@ -269,6 +270,9 @@ out:
     return res;
 }
 
+static cm_result ca_profile_req_exts(ca_profile *pr, char *err, size_t err_cap,
+                                     const ca_profile_params *p);
+
 cm_result ca_profile_new(ca_profile **out, char *err, size_t err_cap, const ca_profile_params *p,
                          CONF *conf, const char *ext_section)
 {
@@ -297,6 +301,7 @@ cm_result ca_profile_new(ca_profile **out, char *err, size_t err_cap, const ca_p
     pr->p = *p;
     pr->p.required_rdns = NULL;
     pr->p.allowed_rdns = NULL;
+    pr->p.eku_allowed = NULL;
     pr->p.name = NULL;
     if (p->name != NULL) {
         pr->name = strdup(p->name);
@@ -316,6 +321,10 @@ cm_result ca_profile_new(ca_profile **out, char *err, size_t err_cap, const ca_p
             goto out;
         }
     }
+    res = ca_profile_req_exts(pr, err, err_cap, p);
+    if (!cm_ok(res)) {
+        goto out;
+    }
     *out = pr;
     pr = NULL;
     res = cm_result_make(CM_OK);
@@ -330,6 +339,7 @@ void ca_profile_free(ca_profile *p)
         return;
     }
     free(p->rdn_buf);
+    free(p->eku_buf);
     free(p->ext_der);
     free(p->name);
     free(p);
@@ -351,6 +361,34 @@ bool ca_profile_implicit_confirm(const ca_profile *p)
 cm_span ca_profile_extensions(const ca_profile *p)
 {
     return cm_span_make(p->ext_der, p->ext_der_len);
+}
+
+bool ca_profile_is_ca(const ca_profile *p)
+{
+    return p->is_ca;
+}
+
+bool ca_profile_find_ext(const ca_profile *pr, cm_span oid, cm_span *out_value, bool *out_critical)
+{
+    der_reader r;
+    der_reader_init(&r, cm_span_make(pr->ext_der, pr->ext_der_len));
+    while (!der_reader_empty(&r)) {
+        der_reader e;
+        cm_span id, value;
+        bool critical = false;
+        // Our own encoding (ca_profile_exts read it back once): well-formed.
+        if (!cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &e)) || !cm_ok(der_get_oid(&e, &id)) ||
+            (der_peek_is(&e, DER_TAG_BOOLEAN) && !cm_ok(der_get_bool(&e, &critical))) ||
+            !cm_ok(der_get_octets(&e, &value))) {
+            return false;
+        }
+        if (cm_span_eq(id, oid)) {
+            *out_value = value;
+            *out_critical = critical;
+            return true;
+        }
+    }
+    return false;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -380,6 +418,15 @@ static void ca_text_add(char *buf, size_t cap, const char *s)
     const size_t used = strlen(buf);
     if (used < cap) {
         (void)snprintf(buf + used, cap - used, "%s%s", used > 0 ? ", " : "", s);
+    }
+}
+
+// ca_text_join appends |s| to the sentence in |buf|, separated by "; ".
+static void ca_text_join(char *buf, size_t cap, const char *s)
+{
+    const size_t used = strlen(buf);
+    if (used < cap) {
+        (void)snprintf(buf + used, cap - used, "%s%s", used > 0 ? "; " : "", s);
     }
 }
 
@@ -465,6 +512,340 @@ static const char *ca_rdn_rules_text(char *buf, size_t cap, const ca_profile *pr
     for (size_t i = 0; i < pr->num_required + pr->num_allowed; i++) {
         char oid[64];
         ca_text_add(buf, cap, ca_attr_label_of(pr->rdn_oids[i], oid, sizeof(oid)));
+    }
+    return buf;
+}
+
+// ---------------------------------------------------------------------------------------------
+// keyUsage, extendedKeyUsage, basicConstraints: the profile's own and what a request may ask
+
+static const ca_bit_name k_ca_ku_names[] = {
+    {CA_KU_DIGITAL_SIGNATURE, "digitalSignature"},
+    {CA_KU_NON_REPUDIATION, "nonRepudiation"},
+    {CA_KU_KEY_ENCIPHERMENT, "keyEncipherment"},
+    {CA_KU_DATA_ENCIPHERMENT, "dataEncipherment"},
+    {CA_KU_KEY_AGREEMENT, "keyAgreement"},
+    {CA_KU_KEY_CERT_SIGN, "keyCertSign"},
+    {CA_KU_CRL_SIGN, "cRLSign"},
+    {CA_KU_ENCIPHER_ONLY, "encipherOnly"},
+    {CA_KU_DECIPHER_ONLY, "decipherOnly"},
+};
+#define CA_NUM_KU_NAMES (sizeof(k_ca_ku_names) / sizeof(k_ca_ku_names[0]))
+
+uint32_t ca_key_usage_bit(const char *name)
+{
+    if (strcasecmp(name, "contentCommitment") == 0) {
+        return CA_KU_NON_REPUDIATION; // RFC 5280's later name for the same bit
+    }
+    for (size_t i = 0; i < CA_NUM_KU_NAMES; i++) {
+        if (strcasecmp(name, k_ca_ku_names[i].name) == 0) {
+            return k_ca_ku_names[i].bit;
+        }
+    }
+    return 0;
+}
+
+const char *ca_key_usage_text(char *buf, size_t cap, uint32_t bits)
+{
+    return ca_bits_text(buf, cap, bits, k_ca_ku_names, CA_NUM_KU_NAMES);
+}
+
+// KeyUsage ::= BIT STRING { digitalSignature (0), nonRepudiation (1), keyEncipherment (2),
+//     dataEncipherment (3), keyAgreement (4), keyCertSign (5), cRLSign (6), encipherOnly (7),
+//     decipherOnly (8) }                                        -- RFC 5280 §4.2.1.3
+// At least one bit is set (RFC 5280: "at least one of the bits MUST be set to 1").
+static cm_result ca_ku_parse(cm_span value, uint32_t *out)
+{
+    der_reader r;
+    der_reader_init(&r, value);
+    uint32_t bits = 0;
+    if (!cm_ok(der_get_bitstring_flags(&r, &bits)) || !der_reader_empty(&r) || bits == 0 ||
+        (bits & ~(uint32_t)CA_KU_ALL) != 0) {
+        CM_BAIL(CA_E_EXT_MALFORMED);
+    }
+    *out = bits;
+    return cm_result_make(CM_OK);
+}
+
+// ca_ku_fit returns the keyUsage bits a key of |key_type| can carry: RSA (RFC 3279 §2.3.1) no
+// keyAgreement; EC (RFC 5480 §3) no keyEncipherment or dataEncipherment; Ed25519/Ed448
+// (RFC 8410 §5) signing bits only. encipherOnly/decipherOnly need keyAgreement (RFC 5280).
+static uint32_t ca_ku_fit(uint32_t key_type, uint32_t bits)
+{
+    const uint32_t sign =
+        CA_KU_DIGITAL_SIGNATURE | CA_KU_NON_REPUDIATION | CA_KU_KEY_CERT_SIGN | CA_KU_CRL_SIGN;
+    uint32_t fit = sign;
+    if (key_type == CA_KEY_RSA) {
+        fit |= CA_KU_KEY_ENCIPHERMENT | CA_KU_DATA_ENCIPHERMENT;
+    } else if (key_type == CA_KEY_EC_P256 || key_type == CA_KEY_EC_P384 ||
+               key_type == CA_KEY_EC_P521) {
+        fit |= CA_KU_KEY_AGREEMENT;
+        if ((bits & CA_KU_KEY_AGREEMENT) != 0) {
+            fit |= CA_KU_ENCIPHER_ONLY | CA_KU_DECIPHER_ONLY;
+        }
+    }
+    return fit;
+}
+
+// ExtKeyUsageSyntax ::= SEQUENCE SIZE (1..MAX) OF KeyPurposeId
+// KeyPurposeId ::= OBJECT IDENTIFIER                            -- RFC 5280 §4.2.1.12
+// Calls back for each purpose; at most CA_MAX_EKU of them.
+static cm_result ca_eku_walk(cm_span value, cm_span *out_oids, size_t *out_num)
+{
+    der_reader r, seq;
+    der_reader_init(&r, value);
+    if (!cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &seq)) || !der_reader_empty(&r) ||
+        der_reader_empty(&seq)) {
+        CM_BAIL(CA_E_EXT_MALFORMED);
+    }
+    size_t n = 0;
+    while (!der_reader_empty(&seq)) {
+        CM_ENSURE(n < CA_MAX_EKU, CM_E_DER_TOO_MANY);
+        CM_ENSURE(cm_ok(der_get_oid(&seq, &out_oids[n])), CA_E_EXT_MALFORMED);
+        n++;
+    }
+    *out_num = n;
+    return cm_result_make(CM_OK);
+}
+
+// BasicConstraints ::= SEQUENCE { cA BOOLEAN DEFAULT FALSE,
+//                                 pathLenConstraint INTEGER (0..MAX) OPTIONAL } -- §4.2.1.9
+static cm_result ca_bc_parse(cm_span value, bool *out_ca, bool *out_path_len)
+{
+    der_reader r, seq;
+    der_reader_init(&r, value);
+    bool ca = false;
+    uint64_t path = 0;
+    if (!cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &seq)) || !der_reader_empty(&r) ||
+        (der_peek_is(&seq, DER_TAG_BOOLEAN) && (!cm_ok(der_get_bool(&seq, &ca)) || !ca))) {
+        CM_BAIL(CA_E_EXT_MALFORMED); // DER never encodes the DEFAULT FALSE
+    }
+    *out_path_len = der_peek_is(&seq, DER_TAG_INTEGER);
+    if ((*out_path_len && !cm_ok(der_get_u64(&seq, &path))) || !der_reader_empty(&seq)) {
+        CM_BAIL(CA_E_EXT_MALFORMED);
+    }
+    *out_ca = ca;
+    return cm_result_make(CM_OK);
+}
+
+// ca_profile_req_exts reads the profile's own keyUsage, extendedKeyUsage and basicConstraints
+// back and sets what a request may ask for.
+static cm_result ca_profile_req_exts(ca_profile *pr, char *err, size_t err_cap,
+                                     const ca_profile_params *p)
+{
+    cm_span v;
+    bool crit;
+    if (ca_profile_find_ext(pr, CM_SPAN_LIT(DER_OID_CE_KEY_USAGE), &v, &crit) &&
+        !cm_ok(ca_ku_parse(v, &pr->own_ku))) {
+        ca_errf(err, err_cap, "keyUsage: OpenSSL wrote a value with no known bit");
+        CM_BAIL(CA_E_CONFIG);
+    }
+    if (p->has_key_usage_allowed && (p->key_usage_allowed & ~(uint32_t)CA_KU_ALL) != 0) {
+        ca_errf(err, err_cap, "key_usage_allowed: unknown keyUsage bits 0x%x",
+                p->key_usage_allowed & ~(uint32_t)CA_KU_ALL);
+        CM_BAIL(CA_E_CONFIG);
+    }
+    pr->ku_allowed = p->has_key_usage_allowed ? p->key_usage_allowed : pr->own_ku;
+    if (p->has_eku_allowed) {
+        if (p->num_eku_allowed > CA_MAX_EKU) {
+            ca_errf(err, err_cap, "eku_allowed: more than %u purposes", CA_MAX_EKU);
+            CM_BAIL(CA_E_CONFIG);
+        }
+        pr->eku_buf = malloc(p->num_eku_allowed * 64 + 1);
+        CM_ENSURE(pr->eku_buf != NULL, CM_E_NOMEM);
+        size_t used = 0;
+        for (size_t i = 0; i < p->num_eku_allowed; i++) {
+            const char *name = p->eku_allowed[i];
+            ASN1_OBJECT *obj = name != NULL ? OBJ_txt2obj(name, 0) : NULL;
+            const size_t len = obj != NULL ? OBJ_length(obj) : 0;
+            if (obj == NULL || len == 0 || len > 64) {
+                ASN1_OBJECT_free(obj);
+                ERR_clear_error();
+                ca_errf(err, err_cap, "eku_allowed: '%s' is not a purpose OpenSSL knows",
+                        name != NULL ? name : "(null)");
+                CM_BAIL(CA_E_CONFIG);
+            }
+            memcpy(pr->eku_buf + used, OBJ_get0_data(obj), len);
+            pr->eku_allowed[i] = cm_span_make(pr->eku_buf + used, len);
+            used += len;
+            ASN1_OBJECT_free(obj);
+        }
+        pr->num_eku_allowed = p->num_eku_allowed;
+    } else if (ca_profile_find_ext(pr, CM_SPAN_LIT(DER_OID_CE_EXT_KEY_USAGE), &v, &crit)) {
+        // The purposes point into ext_der, which the profile owns.
+        if (!cm_ok(ca_eku_walk(v, pr->eku_allowed, &pr->num_eku_allowed))) {
+            ca_errf(err, err_cap, "extendedKeyUsage: more than %u purposes", CA_MAX_EKU);
+            CM_BAIL(CA_E_CONFIG);
+        }
+    }
+    bool path_len = false;
+    if (ca_profile_find_ext(pr, CM_SPAN_LIT(DER_OID_CE_BASIC_CONSTRAINTS), &v, &crit) &&
+        !cm_ok(ca_bc_parse(v, &pr->is_ca, &path_len))) {
+        ca_errf(err, err_cap, "basicConstraints: OpenSSL wrote an unreadable value");
+        CM_BAIL(CA_E_CONFIG);
+    }
+    return cm_result_make(CM_OK);
+}
+
+// ca_eku_allowed_text lists the purposes a request may ask for, by name.
+static const char *ca_eku_allowed_text(char *buf, size_t cap, const ca_profile *pr)
+{
+    buf[0] = '\0';
+    for (size_t i = 0; i < pr->num_eku_allowed; i++) {
+        char name[96];
+        ca_text_add(buf, cap, ca_oid_name(name, sizeof(name), pr->eku_allowed[i], false));
+    }
+    if (buf[0] == '\0') {
+        (void)snprintf(buf, cap, "none");
+    }
+    return buf;
+}
+
+// ca_req_key_usage: a requested keyUsage is honoured when its bits are allowed and fit the key,
+// else replaced by the profile's (replace mode) or refused.
+static cm_result ca_req_key_usage(const ca_profile *pr, ca_decision *d, const ca_ext *x,
+                                  cm_why *why)
+{
+    uint32_t bits = 0;
+    if (!cm_ok(ca_ku_parse(x->value, &bits))) {
+        cm_why_set(why, "the requested keyUsage is not a valid KeyUsage BIT STRING");
+        CM_BAIL(CA_E_EXT_MALFORMED);
+    }
+    const uint32_t outside = bits & ~pr->ku_allowed;
+    const uint32_t misfit = bits & ~ca_ku_fit(d->key.type, bits);
+    if (outside == 0 && misfit == 0) {
+        d->key_usage = x->value;
+        d->key_usage_critical = x->critical;
+        return cm_result_make(CM_OK);
+    }
+    if (pr->p.replace_requested_exts) {
+        d->mods |= CA_MOD_KEY_USAGE;
+        return cm_result_make(CM_OK);
+    }
+    char names[160], allowed[200];
+    if (outside != 0) {
+        cm_why_set(why, "keyUsage %s not allowed by profile %s (allowed: %s)",
+                   ca_key_usage_text(names, sizeof(names), outside), ca_profile_label(pr),
+                   ca_key_usage_text(allowed, sizeof(allowed), pr->ku_allowed));
+    } else {
+        cm_why_set(why, "keyUsage %s does not fit a %s key",
+                   ca_key_usage_text(names, sizeof(names), misfit), ca_key_name(d->key.type));
+    }
+    CM_BAIL(CA_E_KEY_USAGE);
+}
+
+// ca_req_eku: a requested extendedKeyUsage is honoured when every purpose is allowed.
+static cm_result ca_req_eku(const ca_profile *pr, ca_decision *d, const ca_ext *x, cm_why *why)
+{
+    cm_span oids[CA_MAX_EKU];
+    size_t n = 0;
+    cm_result r = ca_eku_walk(x->value, oids, &n);
+    if (!cm_ok(r)) {
+        cm_why_set(why,
+                   "the requested extendedKeyUsage is not a valid list of purposes (at "
+                   "most %u)",
+                   CA_MAX_EKU);
+        return r;
+    }
+    for (size_t i = 0; i < n; i++) {
+        bool ok = false;
+        for (size_t k = 0; k < pr->num_eku_allowed && !ok; k++) {
+            ok = cm_span_eq(oids[i], pr->eku_allowed[k]);
+        }
+        if (ok) {
+            continue;
+        }
+        if (pr->p.replace_requested_exts) {
+            d->mods |= CA_MOD_EKU;
+            return cm_result_make(CM_OK);
+        }
+        char name[128], allowed[200];
+        cm_why_set(why, "extendedKeyUsage %s not allowed by profile %s (allowed: %s)",
+                   ca_oid_name(name, sizeof(name), oids[i], false), ca_profile_label(pr),
+                   ca_eku_allowed_text(allowed, sizeof(allowed), pr));
+        CM_BAIL(CA_E_EKU);
+    }
+    d->eku = x->value;
+    d->eku_critical = x->critical;
+    return cm_result_make(CM_OK);
+}
+
+// ca_req_basic_constraints: asking for a CA certificate is refused by an end-entity profile; the
+// profile's basicConstraints is what the certificate gets.
+static cm_result ca_req_basic_constraints(const ca_profile *pr, ca_decision *d, const ca_ext *x,
+                                          cm_why *why)
+{
+    bool is_ca = false, path_len = false;
+    if (!cm_ok(ca_bc_parse(x->value, &is_ca, &path_len))) {
+        cm_why_set(why, "the requested basicConstraints is not a valid BasicConstraints");
+        CM_BAIL(CA_E_EXT_MALFORMED);
+    }
+    if ((is_ca || path_len) && !pr->is_ca) {
+        cm_why_set(why,
+                   "profile %s issues end-entity certificates: the request asks for "
+                   "basicConstraints %s",
+                   ca_profile_label(pr), is_ca ? "cA:TRUE" : "with a pathLenConstraint");
+        CM_BAIL(CA_E_EXT_CA_REQUESTED);
+    }
+    cm_span own;
+    bool crit;
+    if (ca_profile_find_ext(pr, x->oid, &own, &crit) && !cm_span_eq(own, x->value)) {
+        d->mods |= CA_MOD_EXTENSION;
+        if (d->mod_ext_oid.len == 0) {
+            d->mod_ext_oid = x->oid;
+        }
+    }
+    return cm_result_make(CM_OK);
+}
+
+const char *ca_decision_mods_text(char *buf, size_t cap, const ca_profile *p, const ca_decision *d)
+{
+    buf[0] = '\0';
+    char t[32], part[200], names[160];
+    if ((d->mods & CA_MOD_VALIDITY_PROFILE) != 0) {
+        (void)snprintf(
+            part, sizeof(part), "notAfter shortened to %s (profile %s grants at most %u days)",
+            ca_time_text(t, sizeof(t), d->not_after), ca_profile_label(p), p->p.max_days);
+        ca_text_join(buf, cap, part);
+    }
+    if ((d->mods & CA_MOD_VALIDITY_CA) != 0) {
+        (void)snprintf(part, sizeof(part),
+                       "notAfter shortened to %s, when the CA certificate expires",
+                       ca_time_text(t, sizeof(t), d->not_after));
+        ca_text_join(buf, cap, part);
+    }
+    if ((d->mods & CA_MOD_SUBJECT) != 0) {
+        ca_text_join(buf, cap, "the subject was set by the CA");
+    }
+    if ((d->mods & CA_MOD_KEY_USAGE) != 0) {
+        if (p->own_ku != 0) {
+            (void)snprintf(part, sizeof(part), "keyUsage replaced by profile %s's (%s)",
+                           ca_profile_label(p), ca_key_usage_text(names, sizeof(names), p->own_ku));
+        } else {
+            (void)snprintf(part, sizeof(part),
+                           "the requested keyUsage left out (profile %s sets none)",
+                           ca_profile_label(p));
+        }
+        ca_text_join(buf, cap, part);
+    }
+    if ((d->mods & CA_MOD_EKU) != 0) {
+        cm_span v;
+        bool crit;
+        const bool own = ca_profile_find_ext(p, CM_SPAN_LIT(DER_OID_CE_EXT_KEY_USAGE), &v, &crit);
+        (void)snprintf(part, sizeof(part),
+                       own ? "extendedKeyUsage replaced by profile %s's"
+                           : "the requested extendedKeyUsage left out (profile %s sets none)",
+                       ca_profile_label(p));
+        ca_text_join(buf, cap, part);
+    }
+    if ((d->mods & CA_MOD_EXTENSION) != 0) {
+        char name[96];
+        (void)snprintf(part, sizeof(part), "%s set to profile %s's value",
+                       d->mod_ext_oid.len > 0
+                           ? ca_oid_name(name, sizeof(name), d->mod_ext_oid, false)
+                           : "an extension",
+                       ca_profile_label(p));
+        ca_text_join(buf, cap, part);
     }
     return buf;
 }
@@ -766,14 +1147,34 @@ static cm_result ca_check_san(const ca_profile *pr, cm_span value, cm_why *why)
 // ---------------------------------------------------------------------------------------------
 // Policy
 
-static bool ca_profile_has_ext(const ca_profile *pr, cm_span oid)
+cm_result ca_profile_check_key(const ca_profile *pr, ca_key_info *out, cm_span spki, cm_why *why)
 {
-    for (size_t i = 0; i < pr->num_exts; i++) {
-        if (cm_span_eq(pr->ext_oids[i], oid)) {
-            return true;
-        }
+    char allowed[96], alg[96];
+    ca_key_info key;
+    memset(&key, 0, sizeof(key));
+    cm_result kr = ca_spki_parse(&key, spki);
+    if (kr.code == CA_E_KEY_TYPE) {
+        cm_why_set(why, "key type %s not allowed by profile %s (allowed: %s)",
+                   ca_spki_alg_text(alg, sizeof(alg), spki), ca_profile_label(pr),
+                   ca_bits_text(allowed, sizeof(allowed), pr->p.key_types, k_ca_key_names,
+                                sizeof(k_ca_key_names) / sizeof(k_ca_key_names[0])));
     }
-    return false;
+    CM_TRY(kr);
+    if ((pr->p.key_types & key.type) == 0) {
+        cm_why_set(why, "key type %s not allowed by profile %s (allowed: %s)",
+                   ca_key_name(key.type), ca_profile_label(pr),
+                   ca_bits_text(allowed, sizeof(allowed), pr->p.key_types, k_ca_key_names,
+                                sizeof(k_ca_key_names) / sizeof(k_ca_key_names[0])));
+        CM_BAIL(CA_E_KEY_TYPE);
+    }
+    if (key.type == CA_KEY_RSA &&
+        (key.bits < pr->p.rsa_min_bits || key.bits > pr->p.rsa_max_bits)) {
+        cm_why_set(why, "RSA key of %u bits not allowed by profile %s (allowed: %u to %u bits)",
+                   key.bits, ca_profile_label(pr), pr->p.rsa_min_bits, pr->p.rsa_max_bits);
+        CM_BAIL(CA_E_KEY_SIZE);
+    }
+    *out = key;
+    return cm_result_make(CM_OK);
 }
 
 cm_result ca_policy_check(const ca_profile *profile, const ca_authority *ca, ca_decision *out,
@@ -792,28 +1193,7 @@ cm_result ca_policy_check(const ca_profile *profile, const ca_authority *ca, ca_
         CM_BAIL(CA_E_CA_EXPIRED);
     }
 
-    char allowed[96], alg[96];
-    cm_result kr = ca_spki_parse(&d.key, req->spki);
-    if (kr.code == CA_E_KEY_TYPE) {
-        cm_why_set(why, "key type %s not allowed by profile %s (allowed: %s)",
-                   ca_spki_alg_text(alg, sizeof(alg), req->spki), ca_profile_label(pr),
-                   ca_bits_text(allowed, sizeof(allowed), pr->p.key_types, k_ca_key_names,
-                                sizeof(k_ca_key_names) / sizeof(k_ca_key_names[0])));
-    }
-    CM_TRY(kr);
-    if ((pr->p.key_types & d.key.type) == 0) {
-        cm_why_set(why, "key type %s not allowed by profile %s (allowed: %s)",
-                   ca_key_name(d.key.type), ca_profile_label(pr),
-                   ca_bits_text(allowed, sizeof(allowed), pr->p.key_types, k_ca_key_names,
-                                sizeof(k_ca_key_names) / sizeof(k_ca_key_names[0])));
-        CM_BAIL(CA_E_KEY_TYPE);
-    }
-    if (d.key.type == CA_KEY_RSA &&
-        (d.key.bits < pr->p.rsa_min_bits || d.key.bits > pr->p.rsa_max_bits)) {
-        cm_why_set(why, "RSA key of %u bits not allowed by profile %s (allowed: %u to %u bits)",
-                   d.key.bits, ca_profile_label(pr), pr->p.rsa_min_bits, pr->p.rsa_max_bits);
-        CM_BAIL(CA_E_KEY_SIZE);
-    }
+    CM_TRY(ca_profile_check_key(pr, &d.key, req->spki, why));
 
     bool empty_subject = false;
     CM_TRY(ca_check_subject(pr, &empty_subject, req->subject, why));
@@ -829,15 +1209,30 @@ cm_result ca_policy_check(const ca_profile *profile, const ca_authority *ca, ca_
                 CM_BAIL(CA_E_EXT_DUPLICATE);
             }
         }
+        cm_span own;
+        bool own_critical;
         if (der_oid_is(x->oid, DER_OID_CE_SUBJECT_ALT_NAME)) {
             CM_TRY(ca_check_san(pr, x->value, why));
             d.san = x->value;
             d.san_critical = x->critical;
         } else if (der_oid_is(x->oid, DER_OID_CE_SUBJECT_KEY_ID) ||
-                   der_oid_is(x->oid, DER_OID_CE_AUTHORITY_KEY_ID) ||
-                   ca_profile_has_ext(pr, x->oid)) {
-            // Written by us whatever was asked.
+                   der_oid_is(x->oid, DER_OID_CE_AUTHORITY_KEY_ID)) {
+            // Computed by us from the key and the CA, whatever was asked.
             continue;
+        } else if (der_oid_is(x->oid, DER_OID_CE_KEY_USAGE)) {
+            CM_TRY(ca_req_key_usage(pr, &d, x, why));
+        } else if (der_oid_is(x->oid, DER_OID_CE_EXT_KEY_USAGE)) {
+            CM_TRY(ca_req_eku(pr, &d, x, why));
+        } else if (der_oid_is(x->oid, DER_OID_CE_BASIC_CONSTRAINTS)) {
+            CM_TRY(ca_req_basic_constraints(pr, &d, x, why));
+        } else if (ca_profile_find_ext(pr, x->oid, &own, &own_critical)) {
+            // Written as the profile says; a different value asked for is a modification.
+            if (!cm_span_eq(own, x->value)) {
+                d.mods |= CA_MOD_EXTENSION;
+                if (d.mod_ext_oid.len == 0) {
+                    d.mod_ext_oid = x->oid;
+                }
+            }
         } else {
             cm_why_set(why, "profile %s does not accept the requested extension %s",
                        ca_profile_label(pr), ca_oid_name(ext, sizeof(ext), x->oid, true));
@@ -877,6 +1272,11 @@ cm_result ca_policy_check(const ca_profile *profile, const ca_authority *ca, ca_
     }
     if (d.not_after > ca->not_after) {
         d.not_after = ca->not_after;
+    }
+    if (req->not_after != 0 && d.not_after < req->not_after) {
+        // The requested notAfter was capped (RFC 9483 §4.1.1 lets the CA change it): reported
+        // as grantedWithMods. A notBefore in the past simply starts now.
+        d.mods |= d.not_after == ca->not_after ? CA_MOD_VALIDITY_CA : CA_MOD_VALIDITY_PROFILE;
     }
     if (d.not_before >= d.not_after) {
         cm_why_set(why, "the requested notBefore %s is not before the CA certificate expires (%s)",

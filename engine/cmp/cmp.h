@@ -20,7 +20,8 @@
 // recipNonce, when present, at least 16 octets; protection and protectionAlg both present or
 // both absent; a signature protectionAlg needs extraCerts when the caller asks
 // (cmp_parse_opts.require_protection_cert); implicitConfirm's value is NULL;
-// confirmWaitTime is a GeneralizedTime; hashAlg in CertStatus only under pvno 3. A pvno other
+// confirmWaitTime is a GeneralizedTime, and not together with implicitConfirm
+// (CMP_E_IMPLICIT_WITH_WAIT); hashAlg in CertStatus only under pvno 3. A pvno other
 // than 1..3 is NOT a parse failure: the message is returned with header.pvno as read and
 // cmp_header_pvno_supported() false, so the server can answer unsupportedVersion in kind; if
 // the rest of such a message does not parse, the result is CMP_E_UNSUPPORTED_VERSION.

@@ -221,6 +221,9 @@ static cm_result decode_general_info(cm_arena *arena, cmp_header *h)
             h->orig_pki_message = it->value;
         }
     }
+    // RFC 9483 §3.1: confirmWaitTime is for explicit confirmation; with implicitConfirm there
+    // is nothing to wait for, so a header asking for both is contradictory.
+    CM_ENSURE(!(h->implicit_confirm && h->has_confirm_wait_time), CMP_E_IMPLICIT_WITH_WAIT);
     return cm_result_make(CM_OK);
 }
 

@@ -16,7 +16,7 @@
 //   listen       = 127.0.0.1:8080, [::1]:8080   # required; IPv4 or [IPv6] addresses
 //   io_threads   = 2                 # default: online cores
 //   hsm_sessions = 4                 # default: online cores
-//   max_connections = 4096           # per I/O thread; more are accepted and closed at once
+//   max_connections = 4096           # per I/O thread; more get 503 (Retry-After: 1)
 //   store_sync   = full              # full: fsync every commit (power-loss safe); normal: WAL
 //                                    #   fsync at checkpoints (process-crash safe only)
 //   header_timeout  = 10             # seconds for a request (head and body) to arrive
@@ -35,6 +35,15 @@
 //   confirm_wait_time     = 300      # seconds; default 300
 //   log_level    = info              # error | warn | info | debug
 //   default_ca   = devices           # served at /.well-known/cmp; default: the only CA
+//   max_connections_per_peer = 256   # per I/O thread and IPv4 address / IPv6 /64; none: no cap
+//   admin_listen = 127.0.0.1:8081    # /healthz and /metrics only, own slots; default: none
+//   admin_max_connections = 16       # per I/O thread on admin_listen
+//   store_min_free = 256M            # refuse new enrolments below this free space (0: never)
+//   coap_listen  = 127.0.0.1:5683    # CMP over CoAP (RFC 9482), UDP; default: none
+//   coap_max_transfers_per_peer = 4  # open block-wise transfers per peer address
+//   coap_transfer_timeout = 60       # seconds a transfer may wait for its next block
+//   coap_peer_rate = 1000            # datagrams per second per peer address; none: no cap
+//   coap_max_requests = 64           # CoAP requests in the engine at once; more get 5.03
 //
 //   [ca:NAME]                        # served at /.well-known/cmp/p/NAME
 //   key          = pkcs11:...        # required; resolved later by hsm/
@@ -65,6 +74,12 @@
 //   san_types         = dns, ip, email, uri   # default none
 //   implicit_confirm  = on | off     # default on
 //   extensions        = SECTION      # an `openssl ca` extensions section
+//   key_usage_allowed = digitalSignature, keyAgreement   # keyUsage bits a request may ask
+//                                    #   for; default: the bits of the profile's keyUsage
+//   eku_allowed       = clientAuth, serverAuth   # purposes a request may ask for; default:
+//                                    #   those of the profile's extendedKeyUsage
+//   requested_extensions = refuse | replace   # a keyUsage/EKU outside the above: refused
+//                                    #   (badCertTemplate, default) or the profile's used
 //
 //   [clients:NAME]
 //   secret.REF    = secrets/REF.key  # MAC secret file (mode 0600 or stricter); one or more
@@ -89,10 +104,13 @@ enum {
 #include "engine/base/codes.def"
 };
 
-#define CFG_MAX_LISTEN   16u
-#define CFG_MAX_SECRET   4096u // bytes in one secret file
-#define CFG_MAX_FILE     (1u << 20)
-#define CFG_MAX_RA_CERTS 64u
+#define CFG_MAX_LISTEN       16u
+#define CFG_MAX_ADMIN_LISTEN 4u
+#define CFG_MAX_SERVE        8u // listen and admin_listen addresses together (engine/net's limit)
+#define CFG_MAX_SECRET       4096u // bytes in one secret file
+#define CFG_MAX_FILE         (1u << 20)
+#define CFG_MAX_RA_CERTS     64u
+#define CFG_MAX_COAP_LISTEN  4u
 
 // cfg_listen is one address to listen on. Thread: immutable after cfg_load.
 typedef struct cfg_listen {
@@ -161,7 +179,7 @@ typedef struct cfg_config {
     cfg_listen listen[CFG_MAX_LISTEN];
     size_t num_listen;
     uint32_t io_threads;
-    uint32_t max_connections; // per I/O thread; excess connections are closed at once
+    uint32_t max_connections; // per I/O thread; excess connections get a 503
     bool store_sync_normal;   // store_sync = normal: fsync at checkpoints only (default full)
     uint32_t header_timeout;  // seconds for a request's head and body to arrive
     uint32_t idle_timeout;    // seconds a keep-alive connection may idle
@@ -184,6 +202,19 @@ typedef struct cfg_config {
     size_t num_profiles;
     cfg_clients *clients;
     size_t num_clients;
+    // Limits and operations (issue 23).
+    uint32_t max_connections_per_peer; // per I/O thread and peer address; UINT32_MAX: no cap
+    cfg_listen admin_listen[CFG_MAX_ADMIN_LISTEN]; // /healthz and /metrics only
+    size_t num_admin_listen;
+    uint32_t admin_max_connections; // per I/O thread, on the admin listeners
+    uint64_t store_min_free;        // bytes; below it new enrolments are refused (0: never)
+    // CMP over CoAP (issue 18, RFC 9482).
+    cfg_listen coap_listen[CFG_MAX_COAP_LISTEN]; // UDP; none: no CoAP
+    size_t num_coap_listen;
+    uint32_t coap_max_transfers_per_peer; // open block-wise transfers per peer address
+    uint32_t coap_transfer_timeout;       // seconds a transfer may wait for its next block
+    uint32_t coap_peer_rate;              // datagrams per second per address; UINT32_MAX: none
+    uint32_t coap_max_requests;           // CoAP requests in the engine at once
 } cfg_config;
 
 // cfg_load reads and validates the file at |path| and every file it references (CA

@@ -12,19 +12,21 @@
 #include "engine/config/cfg_internal.h"
 
 
-static cm_result cfg_listen_one(cfg_loader *ld, const char *item)
+// cfg_listen_one parses one address of |key| (listen or admin_listen) into |list|, which holds
+// |*num| of at most |max|.
+static cm_result cfg_listen_one(cfg_loader *ld, const char *key, cfg_listen *list, size_t *num,
+                                size_t max, const char *item)
 {
-    cfg_config *cfg = ld->cfg;
-    if (cfg->num_listen == CFG_MAX_LISTEN) {
-        return cfg_fail(ld, CFG_E_VALUE, "listen", "more than %u addresses", CFG_MAX_LISTEN);
+    if (*num == max) {
+        return cfg_fail(ld, CFG_E_VALUE, key, "more than %zu addresses", max);
     }
-    cfg_listen *l = &cfg->listen[cfg->num_listen];
+    cfg_listen *l = &list[*num];
     char host[64];
     const char *port;
     if (item[0] == '[') {
         const char *close = strchr(item, ']');
         if (close == NULL || close[1] != ':' || (size_t)(close - item - 1) >= sizeof(host)) {
-            return cfg_fail(ld, CFG_E_VALUE, "listen", "'%s' is not [IPv6]:port", item);
+            return cfg_fail(ld, CFG_E_VALUE, key, "'%s' is not [IPv6]:port", item);
         }
         memcpy(host, item + 1, (size_t)(close - item - 1));
         host[close - item - 1] = '\0';
@@ -34,8 +36,7 @@ static cm_result cfg_listen_one(cfg_loader *ld, const char *item)
         const char *colon = strrchr(item, ':');
         if (colon == NULL || colon == item || (size_t)(colon - item) >= sizeof(host) ||
             memchr(item, ':', (size_t)(colon - item)) != NULL) {
-            return cfg_fail(ld, CFG_E_VALUE, "listen", "'%s' is not host:port or [IPv6]:port",
-                            item);
+            return cfg_fail(ld, CFG_E_VALUE, key, "'%s' is not host:port or [IPv6]:port", item);
         }
         memcpy(host, item, (size_t)(colon - item));
         host[colon - item] = '\0';
@@ -45,15 +46,152 @@ static cm_result cfg_listen_one(cfg_loader *ld, const char *item)
     uint8_t addr[16];
     if (inet_pton(l->ipv6 ? AF_INET6 : AF_INET, host, addr) != 1 ||
         strlen(host) >= sizeof(l->host)) {
-        return cfg_fail(ld, CFG_E_VALUE, "listen", "'%s' is not a numeric %s address", host,
+        return cfg_fail(ld, CFG_E_VALUE, key, "'%s' is not a numeric %s address", host,
                         l->ipv6 ? "IPv6" : "IPv4");
     }
     uint32_t p;
-    CM_TRY(cfg_u32(ld, &p, "listen", port, 1, 65535));
+    CM_TRY(cfg_u32(ld, &p, key, port, 1, 65535));
     memcpy(l->host, host, strlen(host) + 1);
     l->port = (uint16_t)p;
-    cfg->num_listen++;
+    (*num)++;
     return cm_result_make(CM_OK);
+}
+
+// --- limits and operations (issue 23): max_connections_per_peer, admin_listen,
+// admin_max_connections, store_min_free --------------------------------------------------------
+
+// cfg_size parses a byte count: digits, optionally followed by K, M, G or T (powers of 1024,
+// with or without "iB"/"B", any case): "268435456", "256M", "256MiB", "1g", "0".
+static cm_result cfg_size(cfg_loader *ld, uint64_t *out, const char *key, const char *v)
+{
+    uint64_t n = 0;
+    const char *p = v;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (n > (UINT64_MAX - 9) / 10) {
+            return cfg_fail(ld, CFG_E_VALUE, key, "'%s' is too large", v);
+        }
+        n = n * 10 + (uint64_t)(*p - '0');
+    }
+    unsigned shift = 0;
+    static const char k_units[] = "kmgt";
+    const char *u = *p != '\0' ? strchr(k_units, *p | 0x20) : NULL;
+    if (u != NULL) {
+        shift = 10u * (unsigned)(u - k_units + 1);
+        p++;
+        if ((p[0] | 0x20) == 'i' && (p[1] | 0x20) == 'b') {
+            p += 2;
+        } else if ((p[0] | 0x20) == 'b') {
+            p++;
+        }
+    }
+    if (p == v || (*v < '0' || *v > '9') || *p != '\0') {
+        return cfg_fail(ld, CFG_E_VALUE, key,
+                        "'%s' is not a size (bytes, or a number with K, M, G or T)", v);
+    }
+    if (shift > 0 && n > (UINT64_MAX >> shift)) {
+        return cfg_fail(ld, CFG_E_VALUE, key, "'%s' is too large", v);
+    }
+    *out = n << shift;
+    return cm_result_make(CM_OK);
+}
+
+static bool cfg_daemon_limit_key(const char *k)
+{
+    return strcmp(k, "max_connections_per_peer") == 0 || strcmp(k, "admin_listen") == 0 ||
+           strcmp(k, "admin_max_connections") == 0 || strcmp(k, "store_min_free") == 0;
+}
+
+static cm_result cfg_daemon_limit(cfg_loader *ld, const char *k, const char *v)
+{
+    cfg_config *cfg = ld->cfg;
+    if (strcmp(k, "max_connections_per_peer") == 0) {
+        if (strcmp(v, "none") == 0) {
+            cfg->max_connections_per_peer = UINT32_MAX; // engine/net's NET_NO_LIMIT
+            return cm_result_make(CM_OK);
+        }
+        return cfg_u32(ld, &cfg->max_connections_per_peer, k, v, 1, 1000000);
+    }
+    if (strcmp(k, "admin_listen") == 0) {
+        cfg->num_admin_listen = 0;
+        char item[CFG_ITEM_MAX];
+        for (const char *c = v; cfg_item(&c, item, sizeof(item));) {
+            CM_TRY(cfg_listen_one(ld, k, cfg->admin_listen, &cfg->num_admin_listen,
+                                  CFG_MAX_ADMIN_LISTEN, item));
+        }
+        return cm_result_make(CM_OK);
+    }
+    if (strcmp(k, "admin_max_connections") == 0) {
+        return cfg_u32(ld, &cfg->admin_max_connections, k, v, 1, 1024);
+    }
+    return cfg_size(ld, &cfg->store_min_free, k, v); // store_min_free
+}
+
+// cfg_daemon_limits_check: what the keys above need together once all are read.
+static cm_result cfg_daemon_limits_check(cfg_loader *ld)
+{
+    const cfg_config *cfg = ld->cfg;
+    if (cfg->num_admin_listen > 0 && cfg->num_listen + cfg->num_admin_listen > CFG_MAX_SERVE) {
+        return cfg_fail(ld, CFG_E_VALUE, "admin_listen",
+                        "%zu addresses together with listen's %zu; at most %u in all",
+                        cfg->num_admin_listen, cfg->num_listen, CFG_MAX_SERVE);
+    }
+    // An admin address on a listen port would share the port (SO_REUSEPORT): the kernel would
+    // hand CMP clients to the admin listener and monitoring to the main one.
+    for (size_t i = 0; i < cfg->num_admin_listen; i++) {
+        for (size_t j = 0; j < cfg->num_listen; j++) {
+            if (cfg->admin_listen[i].port == cfg->listen[j].port) {
+                return cfg_fail(ld, CFG_E_VALUE, "admin_listen", "port %u is also a listen port",
+                                (unsigned)cfg->listen[j].port);
+            }
+        }
+    }
+    return cm_result_make(CM_OK);
+}
+
+// --- CMP over CoAP (issue 18, RFC 9482): coap_listen, coap_max_transfers_per_peer,
+// coap_transfer_timeout, coap_peer_rate, coap_max_requests -----------------------------------
+
+static void cfg_daemon_coap_defaults(cfg_config *cfg)
+{
+    cfg->coap_max_transfers_per_peer = 4;
+    cfg->coap_transfer_timeout = 60;
+    cfg->coap_peer_rate = 1000;
+    cfg->coap_max_requests = 64;
+}
+
+static bool cfg_daemon_coap_key(const char *k)
+{
+    return strcmp(k, "coap_listen") == 0 || strcmp(k, "coap_max_transfers_per_peer") == 0 ||
+           strcmp(k, "coap_transfer_timeout") == 0 || strcmp(k, "coap_peer_rate") == 0 ||
+           strcmp(k, "coap_max_requests") == 0;
+}
+
+static cm_result cfg_daemon_coap(cfg_loader *ld, const char *k, const char *v)
+{
+    cfg_config *cfg = ld->cfg;
+    if (strcmp(k, "coap_listen") == 0) {
+        cfg->num_coap_listen = 0;
+        char item[CFG_ITEM_MAX];
+        for (const char *c = v; cfg_item(&c, item, sizeof(item));) {
+            CM_TRY(cfg_listen_one(ld, k, cfg->coap_listen, &cfg->num_coap_listen,
+                                  CFG_MAX_COAP_LISTEN, item));
+        }
+        return cm_result_make(CM_OK);
+    }
+    if (strcmp(k, "coap_max_transfers_per_peer") == 0) {
+        return cfg_u32(ld, &cfg->coap_max_transfers_per_peer, k, v, 1, 64);
+    }
+    if (strcmp(k, "coap_transfer_timeout") == 0) {
+        return cfg_u32(ld, &cfg->coap_transfer_timeout, k, v, 1, 3600);
+    }
+    if (strcmp(k, "coap_peer_rate") == 0) {
+        if (strcmp(v, "none") == 0) {
+            cfg->coap_peer_rate = UINT32_MAX;
+            return cm_result_make(CM_OK);
+        }
+        return cfg_u32(ld, &cfg->coap_peer_rate, k, v, 1, 10000000);
+    }
+    return cfg_u32(ld, &cfg->coap_max_requests, k, v, 1, 65536); // coap_max_requests
 }
 
 cm_result cfg_daemon_load(cfg_loader *ld)
@@ -79,6 +217,10 @@ cm_result cfg_daemon_load(cfg_loader *ld)
     cfg->message_time_window = 300;
     cfg->confirm_wait_time = 300;
     cfg->log_level = CM_LOG_INFO;
+    cfg->max_connections_per_peer = 256; // engine/net's NET_DEFAULT_MAX_CONNECTIONS_PER_PEER
+    cfg->admin_max_connections = 16;     // NET_DEFAULT_ADMIN_MAX_CONNECTIONS
+    cfg->store_min_free = 256ull << 20;
+    cfg_daemon_coap_defaults(cfg);
     const char *default_ca = NULL;
     for (int i = 0; i < sk_CONF_VALUE_num(vals); i++) {
         const CONF_VALUE *cv = sk_CONF_VALUE_value(vals, i);
@@ -87,7 +229,7 @@ cm_result cfg_daemon_load(cfg_loader *ld)
             cfg->num_listen = 0;
             char item[CFG_ITEM_MAX];
             for (const char *c = v; cfg_item(&c, item, sizeof(item));) {
-                CM_TRY(cfg_listen_one(ld, item));
+                CM_TRY(cfg_listen_one(ld, k, cfg->listen, &cfg->num_listen, CFG_MAX_LISTEN, item));
             }
         } else if (strcmp(k, "io_threads") == 0) {
             CM_TRY(cfg_u32(ld, &cfg->io_threads, k, v, 1, 256));
@@ -129,6 +271,10 @@ cm_result cfg_daemon_load(cfg_loader *ld)
             }
         } else if (strcmp(k, "default_ca") == 0) {
             default_ca = v;
+        } else if (cfg_daemon_limit_key(k)) {
+            CM_TRY(cfg_daemon_limit(ld, k, v));
+        } else if (cfg_daemon_coap_key(k)) {
+            CM_TRY(cfg_daemon_coap(ld, k, v));
         } else {
             return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
         }
@@ -140,6 +286,7 @@ cm_result cfg_daemon_load(cfg_loader *ld)
         return cfg_fail(ld, CFG_E_MISSING, "store", "missing");
     }
     CM_TRY(cfg_store_finish(ld));
+    CM_TRY(cfg_daemon_limits_check(ld));
     if (cfg->min_pbm_iterations > cfg->max_pbm_iterations) {
         return cfg_fail(ld, CFG_E_VALUE, "min_pbm_iterations", "%u is above max_pbm_iterations %u",
                         cfg->min_pbm_iterations, cfg->max_pbm_iterations);

@@ -59,6 +59,56 @@ static cm_result cfg_san_types(cfg_loader *ld, uint32_t *out, const char *key, c
     return cm_result_make(CM_OK);
 }
 
+// cfg_key_usage parses key_usage_allowed: keyUsage bit names as OpenSSL spells them, or none.
+static cm_result cfg_key_usage(cfg_loader *ld, uint32_t *out, const char *key, const char *v)
+{
+    uint32_t bits = 0;
+    char item[CFG_ITEM_MAX];
+    for (const char *c = v; cfg_item(&c, item, sizeof(item));) {
+        const uint32_t bit = ca_key_usage_bit(item);
+        if (bit == 0 && strcasecmp(item, "none") != 0) {
+            return cfg_fail(ld, CFG_E_VALUE, key,
+                            "'%s' is not a keyUsage bit (digitalSignature, nonRepudiation, "
+                            "keyEncipherment, dataEncipherment, keyAgreement, keyCertSign, "
+                            "cRLSign, encipherOnly, decipherOnly, or none)",
+                            item);
+        }
+        bits |= bit;
+    }
+    *out = bits;
+    return cm_result_make(CM_OK);
+}
+
+// cfg_purposes splits eku_allowed into at most CA_MAX_EKU purposes (OpenSSL names or dotted
+// OIDs, or none), copied into |store|.
+static cm_result cfg_purposes(cfg_loader *ld, char store[][64], const char **names, size_t *num,
+                              const char *key, const char *v)
+{
+    char item[CFG_ITEM_MAX];
+    *num = 0;
+    for (const char *c = v; cfg_item(&c, item, sizeof(item));) {
+        if (strcasecmp(item, "none") == 0) {
+            continue;
+        }
+        if (*num == CA_MAX_EKU) {
+            return cfg_fail(ld, CFG_E_VALUE, key, "more than %u purposes", CA_MAX_EKU);
+        }
+        ASN1_OBJECT *obj = item[0] != '\0' && strlen(item) < 64 ? OBJ_txt2obj(item, 0) : NULL;
+        ASN1_OBJECT_free(obj);
+        if (obj == NULL) {
+            ERR_clear_error();
+            return cfg_fail(ld, CFG_E_VALUE, key,
+                            "'%s' is not an extended key usage OpenSSL knows (a name such as "
+                            "clientAuth, or a dotted OID)",
+                            item);
+        }
+        memcpy(store[*num], item, strlen(item) + 1);
+        names[*num] = store[*num];
+        (*num)++;
+    }
+    return cm_result_make(CM_OK);
+}
+
 // cfg_names splits |v| into at most CA_MAX_RDN_RULES / 2 names, copied into |store|.
 static cm_result cfg_names(cfg_loader *ld, char store[][64], const char **names, size_t *num,
                            const char *key, const char *v)
@@ -99,6 +149,8 @@ cm_result cfg_profile_load(cfg_loader *ld, cfg_profile *pr, const char *section)
     char req_store[CA_MAX_RDN_RULES / 2][64], allow_store[CA_MAX_RDN_RULES / 2][64];
     const char *req_names[CA_MAX_RDN_RULES / 2], *allow_names[CA_MAX_RDN_RULES / 2];
     const char *ext = NULL;
+    char eku_store[CA_MAX_EKU][64];
+    const char *eku_names[CA_MAX_EKU];
     for (int i = 0; i < sk_CONF_VALUE_num(vals); i++) {
         const CONF_VALUE *cv = sk_CONF_VALUE_value(vals, i);
         const char *k = cv->name, *v = cv->value;
@@ -121,6 +173,21 @@ cm_result cfg_profile_load(cfg_loader *ld, cfg_profile *pr, const char *section)
             CM_TRY(cfg_san_types(ld, &p.san_types, k, v));
         } else if (strcmp(k, "implicit_confirm") == 0) {
             CM_TRY(cfg_bool(ld, &p.implicit_confirm, k, v));
+        } else if (strcmp(k, "key_usage_allowed") == 0) {
+            CM_TRY(cfg_key_usage(ld, &p.key_usage_allowed, k, v));
+            p.has_key_usage_allowed = true;
+        } else if (strcmp(k, "eku_allowed") == 0) {
+            CM_TRY(cfg_purposes(ld, eku_store, eku_names, &p.num_eku_allowed, k, v));
+            p.has_eku_allowed = true;
+            p.eku_allowed = eku_names;
+        } else if (strcmp(k, "requested_extensions") == 0) {
+            if (strcasecmp(v, "replace") == 0) {
+                p.replace_requested_exts = true;
+            } else if (strcasecmp(v, "refuse") == 0) {
+                p.replace_requested_exts = false;
+            } else {
+                return cfg_fail(ld, CFG_E_VALUE, k, "'%s' is not refuse or replace", v);
+            }
         } else if (strcmp(k, "extensions") == 0) {
             if (NCONF_get_section(ld->conf, v) == NULL) {
                 ERR_clear_error();

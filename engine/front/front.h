@@ -48,15 +48,24 @@ CM_RESULT front_daemon_load(front_daemon **out, char *err, size_t err_cap, const
 // per CA (its key's label and size, [default] on the default CA).
 void front_daemon_report(const front_daemon *d, FILE *f);
 
-// front_daemon_start starts what serving needs after front_daemon_load: the HSM pool, the
-// store, one srv_ca per configured CA (the default CA first, any number of CAs), the engine and
-// the HTTP limits. On failure writes one line into |err| and returns the failing code; the
-// daemon must then only be freed. Thread: start-up.
+// front_daemon_start starts what serving needs after front_daemon_load: it raises the soft
+// RLIMIT_NOFILE to the hard limit (before anything opens descriptors), then starts the HSM
+// pool, the store and its free-space watch (store_min_free; one reading now), one srv_ca per
+// configured CA (the default CA first, any number of CAs), the engine and the HTTP limits. On
+// failure writes one line into |err| and returns the failing code; the daemon must then only
+// be freed. Thread: start-up.
 CM_RESULT front_daemon_start(front_daemon *d, char *err, size_t err_cap);
 
 // front_daemon_serve starts engine/net on the configured listen addresses, or on
-// |listen_override| alone when it is not NULL, with front_net_app, and logs one "serving CMP"
-// line per address. On failure writes one line into |err|. Thread: the main thread.
+// |listen_override| alone when it is not NULL, and on the admin_listen addresses, with
+// front_net_app, and logs one "serving CMP" line per address. A connection over a cap
+// (max_connections, max_connections_per_peer, admin_max_connections) is answered with
+// FRONT_REJECT_RESPONSE and closed. Before that it checks the descriptors: the connections of
+// every I/O thread and the admin slots, plus what the store (measured per reader), the HSM and
+// the log hold, must fit in RLIMIT_NOFILE (raised by front_daemon_start); when they do not,
+// max_connections is lowered with a WARN naming the numbers, and serving is refused when fewer
+// than FRONT_MIN_CONNECTIONS per I/O thread would be left. On failure writes one line into
+// |err|. Thread: the main thread.
 CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
                              const char *listen_override);
 
@@ -66,10 +75,11 @@ CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
 // maintenance (main) thread only.
 void front_daemon_refresh_crls(front_daemon *d);
 
-// front_daemon_maintain runs one maintenance round at |now| when this node holds the store's
-// leader lock (otherwise nothing): the certConf sweep and transaction expiry
-// (srv_engine_maintain), then the CRLs, logging what happened. Blocking: the maintenance
-// (main) thread only.
+// front_daemon_maintain runs one maintenance round at |now|: when this node holds the store's
+// leader lock, the certConf sweep and transaction expiry (srv_engine_maintain), then the CRLs,
+// logging what happened; on every node, it then refreshes the gauges read elsewhere (the
+// store's free space, which also decides whether enrolments are refused, and the process's open
+// descriptors). Blocking: the maintenance (main) thread only.
 void front_daemon_maintain(front_daemon *d, int64_t now);
 
 // front_daemon_stop stops serving gracefully (requests in flight answered) and waits for the
@@ -79,6 +89,25 @@ void front_daemon_stop(front_daemon *d);
 // front_daemon_free releases everything (stopping the server first if it still runs); the
 // store is closed after everything queued committed. NULL is a no-op.
 void front_daemon_free(front_daemon *d);
+
+// front_daemon_loops_alive is the watchdog's probe of the I/O loops: true when every loop has
+// taken the probe the previous call sent it (or was never sent one), false when one has not
+// (it has not turned its event loop since: it is wedged, or busier than the probe period).
+// Each loop that answered is sent the next probe, which it takes at its next turn (the push
+// wakes an idle loop). Call it periodically while serving; systemd's WATCHDOG=1 should follow
+// only a true. Thread: the main thread (one caller).
+bool front_daemon_loops_alive(front_daemon *d);
+
+// front_status: the one-line summary of the daemon (systemd's STATUS=). Thread: value type.
+typedef struct front_status {
+    uint64_t enrolments; // certificates issued so far: ok answers to ir, cr, kur and p10cr
+    uint64_t requests;   // CMP requests answered so far
+    uint32_t hsm_sessions;
+    size_t hsm_queued; // signatures waiting for a session now
+} front_status;
+
+// front_daemon_status fills |out| from the daemon's counters. Thread: any (relaxed reads).
+void front_daemon_status(const front_daemon *d, front_status *out);
 
 // front_daemon_engine returns the engine (NULL before front_daemon_start). Borrowed.
 srv_engine *front_daemon_engine(const front_daemon *d);
@@ -91,17 +120,20 @@ size_t front_daemon_num_cas(const front_daemon *d);
 
 // front_transport is how the state machine reaches the connections of one loop; |arg| is the
 // loop's transport (a net_loop for engine/net). The functions have net_conn_send's,
-// net_conn_close's and net_conn_set_deadline's contracts: send queues bytes that must stay
-// valid until on_sent and fails while another send is active; close is followed by on_close
-// once the connection's operations drained. Thread: value type, immutable.
+// net_conn_close's, net_conn_set_deadline's and net_conn_is_admin's contracts: send queues
+// bytes that must stay valid until on_sent and fails while another send is active; close is
+// followed by on_close once the connection's operations drained; is_admin tells whether an
+// admin listener accepted the connection (it then serves only /healthz and /metrics).
+// Thread: value type, immutable.
 typedef struct front_transport {
     cm_result (*send)(void *arg, net_conn_ref ref, cm_span data, bool close_after);
     void (*close)(void *arg, net_conn_ref ref);
     void (*set_deadline)(void *arg, net_conn_ref ref, uint32_t ms_from_now);
+    bool (*is_admin)(void *arg, net_conn_ref ref);
 } front_transport;
 
 // front_net_transport returns the engine/net transport (net_conn_send, net_conn_close,
-// net_conn_set_deadline; |arg| is the net_loop). Static.
+// net_conn_set_deadline, net_conn_is_admin; |arg| is the net_loop). Static.
 const front_transport *front_net_transport(void);
 
 // front_net_app returns the net_app certmintd serves with: its app_arg is a front_daemon after

@@ -29,10 +29,16 @@ static void front_net_set_deadline(void *arg, net_conn_ref ref, uint32_t ms_from
     net_conn_set_deadline(arg, ref, ms_from_now);
 }
 
+static bool front_net_is_admin(void *arg, net_conn_ref ref)
+{
+    return net_conn_is_admin(arg, ref);
+}
+
 static const front_transport k_front_net_transport = {
     .send = front_net_send,
     .close = front_net_close,
     .set_deadline = front_net_set_deadline,
+    .is_admin = front_net_is_admin,
 };
 
 const front_transport *front_net_transport(void)
@@ -205,6 +211,8 @@ CM_RESULT front_loop_new(front_loop **out, front_daemon *d, const front_transpor
     l->d = d;
     l->tp = tp;
     l->tp_arg = tp_arg;
+    l->cq = cq;
+    l->watch_slot = FRONT_MAX_LOOPS;
     const cm_result r = srv_worker_new(&l->worker, d->engine, cq);
     if (!cm_ok(r)) {
         free(l->metrics);
@@ -225,18 +233,64 @@ void front_loop_free(front_loop *l)
     free(l);
 }
 
+// --- the watchdog's probe --------------------------------------------------------------------
+
+void front_daemon_watch(front_daemon *d, front_loop *l)
+{
+    const uint32_t i = __atomic_fetch_add(&d->num_loops, 1, __ATOMIC_ACQ_REL);
+    if (i >= FRONT_MAX_LOOPS) {
+        return;
+    }
+    l->watch_slot = i;
+    __atomic_store_n(&d->loops[i], l, __ATOMIC_RELEASE);
+}
+
+void front_daemon_unwatch(front_daemon *d, front_loop *l)
+{
+    if (l->watch_slot < FRONT_MAX_LOOPS) {
+        __atomic_store_n(&d->loops[l->watch_slot], NULL, __ATOMIC_RELEASE);
+        l->watch_slot = FRONT_MAX_LOOPS;
+    }
+}
+
+bool front_daemon_loops_alive(front_daemon *d)
+{
+    uint32_t n = __atomic_load_n(&d->num_loops, __ATOMIC_ACQUIRE);
+    n = n < FRONT_MAX_LOOPS ? n : FRONT_MAX_LOOPS;
+    bool alive = true;
+    for (uint32_t i = 0; i < n; i++) {
+        front_loop *l = __atomic_load_n(&d->loops[i], __ATOMIC_ACQUIRE);
+        if (l == NULL) {
+            continue; // stopped
+        }
+        // Only the main thread writes probe_sent; the loop copies it into probe_seen when it
+        // takes the probe, after which the node is free to be pushed again.
+        if (__atomic_load_n(&l->probe_seen, __ATOMIC_ACQUIRE) != l->probe_sent) {
+            alive = false; // the previous probe is still queued: the loop has not turned
+            continue;
+        }
+        __atomic_store_n(&l->probe_sent, l->probe_sent + 1, __ATOMIC_RELEASE);
+        l->probe.kind = FRONT_CQ_KIND_PROBE;
+        cm_cq_push(l->cq, &l->probe);
+    }
+    return alive;
+}
+
 static void *front_loop_init(void *arg, net_loop *loop)
 {
     front_loop *l = NULL;
     if (!cm_ok(front_loop_new(&l, arg, &k_front_net_transport, loop, net_loop_cq(loop)))) {
         return NULL;
     }
+    front_daemon_watch(arg, l);
     return l;
 }
 
 static void front_loop_cleanup(void *ctx)
 {
-    front_loop_free(ctx);
+    front_loop *l = ctx;
+    front_daemon_unwatch(l->d, l);
+    front_loop_free(l);
 }
 
 static void *front_on_open(void *ctx, net_conn_ref ref, const struct sockaddr *peer)
@@ -247,6 +301,7 @@ static void *front_on_open(void *ctx, net_conn_ref ref, const struct sockaddr *p
         return NULL;
     }
     fc->ref = ref;
+    fc->admin = l->tp->is_admin != NULL && l->tp->is_admin(l->tp_arg, ref);
     if (!cm_ok(http_parser_init(&fc->parser, &l->d->limits, fc->head, sizeof(fc->head)))) {
         free(fc);
         return NULL;
@@ -317,6 +372,10 @@ static void front_on_sent(void *ctx, void *conn, net_conn_ref ref, bool ok)
         front_conn_feed(l, fc, cm_span_make(p, n));
         free(p);
     }
+    if (fc->peer_eof && !fc->busy && !http_parser_idle(&fc->parser)) {
+        // The peer stopped sending in the middle of a pipelined request: it cannot complete.
+        l->tp->close(l->tp_arg, fc->ref);
+    }
 }
 
 static void front_on_close(void *ctx, void *conn)
@@ -341,6 +400,11 @@ static void front_on_close(void *ctx, void *conn)
 static void front_on_completion(void *ctx, cm_cq_node *node)
 {
     front_loop *l = ctx;
+    if (node == &l->probe) { // the watchdog's: this loop turns
+        __atomic_store_n(&l->probe_seen, __atomic_load_n(&l->probe_sent, __ATOMIC_ACQUIRE),
+                         __ATOMIC_RELEASE);
+        return;
+    }
     srv_request *req = srv_worker_on_completion(l->worker, node);
     if (req == NULL) {
         return;
@@ -374,6 +438,24 @@ static net_action front_on_timeout(void *ctx, void *conn, net_conn_ref ref)
     return NET_CONTINUE;
 }
 
+// front_on_eof: the peer finished sending. With nothing being processed or answered the
+// connection closes now, also when a request was only partly received: HTTP requests are never
+// delimited by the end of the connection (RFC 9112 §6.3), so it can never complete, and a
+// client that sends part of a request and leaves (churn) must not hold its slot until the
+// header timeout. A request being processed is still answered (the peer may only have shut
+// down its sending side); pipelined bytes after it are parsed once it is sent (front_on_sent).
+static net_action front_on_eof(void *ctx, void *conn, net_conn_ref ref)
+{
+    front_conn *fc = conn;
+    (void)ctx;
+    (void)ref;
+    if (fc == NULL || !fc->busy) {
+        return NET_CLOSE;
+    }
+    fc->peer_eof = true;
+    return NET_CONTINUE;
+}
+
 static bool front_is_idle(void *ctx, void *conn)
 {
     (void)ctx;
@@ -397,6 +479,7 @@ static const net_app k_front_app = {
     .on_timeout = front_on_timeout,
     .is_idle = front_is_idle,
     .pending = front_pending,
+    .on_eof = front_on_eof,
 };
 
 const net_app *front_net_app(void)

@@ -1,9 +1,12 @@
 // engine/front: the daemon's wiring — configuration into keys, CAs, the HSM pool, the store
 // and the engine; serving through engine/net; the maintenance duties.
+#include <dirent.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "engine/front/front_internal.h"
 
@@ -278,7 +281,8 @@ static cm_result front_build_engine(front_daemon *d, char *err, size_t err_cap)
                      .num_cas = d->num_cas,
                      .message_time_window = cfg->message_time_window,
                      .confirm_wait_time = cfg->confirm_wait_time,
-                     .arena_cap = (size_t)cfg->max_request_bytes * 4 + (1u << 20)};
+                     .arena_cap = (size_t)cfg->max_request_bytes * 4 + (1u << 20),
+                     .space = &d->space};
     r = srv_engine_new(&d->engine, &sp);
     if (!cm_ok(r)) {
         front_err(err, err_cap, "cannot build the engine: %s", cm_result_name(r));
@@ -288,6 +292,15 @@ static cm_result front_build_engine(front_daemon *d, char *err, size_t err_cap)
 
 CM_RESULT front_daemon_start(front_daemon *d, char *err, size_t err_cap)
 {
+    // First, so the store and the HSM open under the limit the server will run with.
+    uint64_t limit = 0;
+    const cm_result lr = net_fd_limit_raise(0, &limit);
+    if (!cm_ok(lr)) {
+        cm_log(CM_LOG_WARN, "certmintd: cannot raise RLIMIT_NOFILE: %s", cm_result_text(lr));
+        struct rlimit rl;
+        limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 0;
+    }
+    __atomic_store_n(&d->fd_limit, limit, __ATOMIC_RELAXED);
     hsm_pool_opts po;
     hsm_pool_opts_default(&po);
     po.sessions = d->cfg->hsm_sessions;
@@ -303,6 +316,12 @@ CM_RESULT front_daemon_start(front_daemon *d, char *err, size_t err_cap)
         front_err(err, err_cap, "cannot open the store %s: %s", url, cm_result_name(r));
         return r;
     }
+    r = store_space_init(&d->space, url, d->cfg->store_min_free);
+    if (!cm_ok(r)) {
+        front_err(err, err_cap, "store %s: its directory's name is too long", url);
+        return r;
+    }
+    front_daemon_refresh_gauges(d); // a start on a nearly full disk warns at once
     CM_TRY(front_build_engine(d, err, err_cap));
     d->head_timeout_ms = d->cfg->header_timeout * 1000u;
     d->idle_timeout_ms = d->cfg->idle_timeout * 1000u;
@@ -311,29 +330,169 @@ CM_RESULT front_daemon_start(front_daemon *d, char *err, size_t err_cap)
     return cm_result_make(CM_OK);
 }
 
+cm_result front_fd_count(uint64_t *out)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    CM_ENSURE(dir != NULL, cm_code_from_errno(errno));
+    uint64_t n = 0;
+    for (const struct dirent *e = readdir(dir); e != NULL; e = readdir(dir)) {
+        n += e->d_name[0] != '.';
+    }
+    (void)closedir(dir);
+    *out = n > 0 ? n - 1 : 0; // the directory's own descriptor
+    return cm_result_make(CM_OK);
+}
+
+cm_result front_fd_plan(net_server_config *nc, const front_fd_budget *b, uint64_t *out_need,
+                        uint64_t *out_fixed)
+{
+    CM_ENSURE(nc->io_threads > 0, CM_E_INVALID_ARG); // the caller resolves the defaults
+    if (nc->max_connections == 0) {
+        nc->max_connections = NET_DEFAULT_MAX_CONNECTIONS;
+    }
+    const uint64_t others = b->open_now + b->per_reader * b->readers + b->reserve;
+    // net_server_fds_needed is linear in max_connections (one descriptor per connection per
+    // loop): what the server needs besides its main connections is its value at one, less one
+    // per loop.
+    net_server_config one = *nc;
+    one.max_connections = 1;
+    const uint64_t loops = nc->io_threads;
+    const uint64_t server_fixed = net_server_fds_needed(&one) - loops;
+    *out_need = net_server_fds_needed(nc) + others;
+    *out_fixed = server_fixed + others;
+    if (*out_need <= b->limit) {
+        return cm_result_make(CM_OK);
+    }
+    const uint64_t per_loop = b->limit > *out_fixed ? (b->limit - *out_fixed) / loops : 0;
+    CM_ENSURE(per_loop >= FRONT_MIN_CONNECTIONS, CM_E_LIMIT);
+    nc->max_connections = (uint32_t)per_loop; // below the configured value, so it fits
+    return cm_result_make(CM_OK);
+}
+
+// front_fd_budget_measure fills |b| for the running process: what is open now and what one
+// store reader adds (opened and closed here, so the backend's real count is used).
+static void front_fd_budget_measure(front_daemon *d, front_fd_budget *b, uint32_t io_threads)
+{
+    memset(b, 0, sizeof(*b));
+    b->limit = __atomic_load_n(&d->fd_limit, __ATOMIC_RELAXED);
+    b->readers = (uint64_t)io_threads + 2;
+    b->reserve = FRONT_FD_RESERVE;
+    b->per_reader = FRONT_FD_PER_READER;
+    uint64_t before = 0, with = 0;
+    if (!cm_ok(front_fd_count(&before))) {
+        b->open_now = 64; // no /proc: a generous guess for the store, the HSM and the log
+        return;
+    }
+    b->open_now = before;
+    store_reader *rd = NULL;
+    if (cm_ok(store_reader_open(d->store, &rd))) {
+        // Nothing seen (the backend opens lazily, or another thread closed one meanwhile):
+        // keep the default.
+        if (cm_ok(front_fd_count(&with)) && with > before) {
+            b->per_reader = with - before;
+        }
+        store_reader_close(rd);
+    }
+}
+
+// front_fd_check fits |nc| into the soft limit front_daemon_start raised (front_fd_plan):
+// max_connections lowered with a WARN that names the numbers, or serving refused with them.
+static cm_result front_fd_check(front_daemon *d, net_server_config *nc, char *err, size_t err_cap)
+{
+    front_fd_budget b;
+    front_fd_budget_measure(d, &b, nc->io_threads);
+    const uint32_t asked = nc->max_connections;
+    uint64_t need = 0, fixed = 0;
+    const cm_result r = front_fd_plan(nc, &b, &need, &fixed);
+    char why[320];
+    const uint64_t others = b.open_now + b.readers * b.per_reader + b.reserve;
+    (void)snprintf(why, sizeof(why),
+                   "%u I/O thread(s) x %u connections, plus %llu: %llu for the listeners, admin "
+                   "slots and refused sockets, %llu open now (store, HSM, log), %llu store "
+                   "readers x %llu, a reserve of %llu",
+                   nc->io_threads, asked, (unsigned long long)fixed,
+                   (unsigned long long)(fixed - others), (unsigned long long)b.open_now,
+                   (unsigned long long)b.readers, (unsigned long long)b.per_reader,
+                   (unsigned long long)b.reserve);
+    if (!cm_ok(r)) {
+        front_err(err, err_cap,
+                  "RLIMIT_NOFILE is %llu descriptors; %llu are needed (%s), and fewer than %u "
+                  "connections per I/O thread would be left: raise the limit (systemd "
+                  "LimitNOFILE=, ulimit -n) or lower io_threads",
+                  (unsigned long long)b.limit, (unsigned long long)need, why,
+                  FRONT_MIN_CONNECTIONS);
+        return r;
+    }
+    if (nc->max_connections != asked) {
+        cm_log(CM_LOG_WARN,
+               "certmintd: max_connections lowered from %u to %u per I/O thread: RLIMIT_NOFILE "
+               "is %llu descriptors and %llu are needed (%s); raise the limit (systemd "
+               "LimitNOFILE=, ulimit -n) or set max_connections to at most %u",
+               asked, nc->max_connections, (unsigned long long)b.limit, (unsigned long long)need,
+               why, nc->max_connections);
+    } else {
+        cm_log(CM_LOG_INFO, "certmintd: descriptors: at most %llu needed of RLIMIT_NOFILE %llu",
+               (unsigned long long)need, (unsigned long long)b.limit);
+    }
+    return cm_result_make(CM_OK);
+}
+
+// front_addr_text writes a configured address as engine/net takes it.
+static const char *front_addr_text(char *out, size_t cap, const cfg_listen *l)
+{
+    (void)snprintf(out, cap, l->ipv6 ? "[%s]:%u" : "%s:%u", l->host, (unsigned)l->port);
+    return out;
+}
+
 CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
                              const char *listen_override)
 {
     const char *listen[CFG_MAX_LISTEN];
     char addrs[CFG_MAX_LISTEN][64];
     for (size_t i = 0; i < d->cfg->num_listen; i++) {
-        const cfg_listen *l = &d->cfg->listen[i];
-        (void)snprintf(addrs[i], sizeof(addrs[i]), l->ipv6 ? "[%s]:%u" : "%s:%u", l->host,
-                       (unsigned)l->port);
-        listen[i] = addrs[i];
+        listen[i] = front_addr_text(addrs[i], sizeof(addrs[i]), &d->cfg->listen[i]);
     }
     size_t num_listen = d->cfg->num_listen;
     if (listen_override != NULL) {
         listen[0] = listen_override;
         num_listen = 1;
     }
+    const char *admin[CFG_MAX_ADMIN_LISTEN];
+    char admin_addrs[CFG_MAX_ADMIN_LISTEN][64];
+    for (size_t i = 0; i < d->cfg->num_admin_listen; i++) {
+        admin[i] =
+            front_addr_text(admin_addrs[i], sizeof(admin_addrs[i]), &d->cfg->admin_listen[i]);
+    }
     net_server_config nc = {.listen = listen,
                             .num_listen = num_listen,
                             .io_threads = d->cfg->io_threads,
-                            .max_connections = d->cfg->max_connections};
-    const cm_result r = net_server_start(&d->net, &nc, front_net_app(), d);
+                            .max_connections = d->cfg->max_connections,
+                            .max_connections_per_peer = d->cfg->max_connections_per_peer,
+                            .reject_response = CM_SPAN_LIT(FRONT_REJECT_RESPONSE),
+                            .admin_listen = admin,
+                            .num_admin_listen = d->cfg->num_admin_listen,
+                            .admin_max_connections =
+                                d->cfg->num_admin_listen > 0 ? d->cfg->admin_max_connections : 0};
+    // CoAP first, so the descriptor check counts its sockets and store reader as open.
+    cm_result r = front_coap_start(&d->coap, d, err, err_cap);
+    if (!cm_ok(r)) {
+        return r;
+    }
+    r = front_fd_check(d, &nc, err, err_cap);
+    if (!cm_ok(r)) {
+        front_coap_stop(d->coap);
+        d->coap = NULL;
+        return r;
+    }
+    // Read by /metrics on the loops: set before they start.
+    d->conns_per_loop = nc.max_connections;
+    d->admin_per_loop = nc.admin_max_connections;
+    d->io_threads = nc.io_threads;
+    r = net_server_start(&d->net, &nc, front_net_app(), d);
     if (!cm_ok(r)) {
         d->net = NULL;
+        front_coap_stop(d->coap);
+        d->coap = NULL;
         front_err(err, err_cap, "cannot listen on %s: %s", num_listen > 0 ? listen[0] : "-",
                   cm_result_name(r));
         return r;
@@ -344,11 +503,25 @@ CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
                "session(s)",
                listen[i], (unsigned)net_server_port(d->net, i), d->num_cas, d->cfg->hsm_sessions);
     }
+    for (size_t i = 0; i < nc.num_admin_listen; i++) {
+        cm_log(CM_LOG_INFO,
+               "certmintd: serving /healthz and /metrics on http://%s (port %u), %u "
+               "connection(s) per I/O thread",
+               admin[i], (unsigned)net_server_admin_port(d->net, i), nc.admin_max_connections);
+    }
+    for (size_t i = 0; i < d->cfg->num_coap_listen; i++) {
+        char addr[64];
+        cm_log(CM_LOG_INFO, "certmintd: serving CMP over CoAP on coap://%s (UDP port %u)",
+               front_addr_text(addr, sizeof(addr), &d->cfg->coap_listen[i]),
+               (unsigned)front_coap_port(d->coap, i));
+    }
     return cm_result_make(CM_OK);
 }
 
 void front_daemon_stop(front_daemon *d)
 {
+    front_coap_stop(d->coap); // its requests in flight answered, like the loops'
+    d->coap = NULL;
     if (d->net == NULL) {
         return;
     }
@@ -413,10 +586,26 @@ void front_daemon_refresh_crls(front_daemon *d)
     }
 }
 
+void front_daemon_refresh_gauges(front_daemon *d)
+{
+    const cm_result sr = store_space_refresh(&d->space); // logs what it finds
+    (void)sr;
+    uint64_t n = 0;
+    if (cm_ok(front_fd_count(&n))) {
+        __atomic_store_n(&d->fds_open, n, __ATOMIC_RELAXED);
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        __atomic_store_n(&d->fd_limit, (uint64_t)rl.rlim_cur, __ATOMIC_RELAXED);
+    }
+}
+
 void front_daemon_maintain(front_daemon *d, int64_t now)
 {
-    // CRLs, the sweep and expiry run on one node at a time; the others stand by and take over
-    // within a maintenance period when the leader's database session ends.
+    // Every node watches its own gauges; CRLs, the sweep and expiry run on one node at a time,
+    // the others stand by and take over within a maintenance period when the leader's
+    // database session ends.
+    front_daemon_refresh_gauges(d);
     if (!front_daemon_leader(d)) {
         return;
     }

@@ -1,16 +1,16 @@
 // engine/front: what each route answers. CMP (RFC 9811 §3) at /.well-known/cmp[/p/NAME],
-// /healthz, /metrics, and /crl/NAME.crl; anything else is 404.
+// /healthz, /metrics, and /crl/NAME.crl; anything else is 404. A connection of an admin
+// listener is answered /healthz and /metrics only (404 for the rest).
 #include "engine/front/front_internal.h"
 
-// front_log_request writes the request's log line from its summary |s|. A rejection names the
-// code (for grep) and quotes the reason the client was sent (cm_log_quote: a peer's text can
-// neither end the field nor forge a line).
-static void front_log_request(const front_conn *fc, const srv_summary *s)
+// front_log_request writes the request's log line from its summary |s| and its duration |us|. A
+// rejection names the code (for grep) and quotes the reason the client was sent (cm_log_quote: a
+// peer's text can neither end the field nor forge a line).
+static void front_log_request(const front_conn *fc, const srv_summary *s, uint64_t us)
 {
     if (!cm_log_enabled(CM_LOG_INFO)) {
         return;
     }
-    const uint64_t us = (cm_time_mono_ns() - fc->start_ns) / 1000u;
     if (s->fail_bit < 0) {
         cm_log(CM_LOG_INFO, "peer=%s ca=%s body=%s outcome=ok us=%llu", fc->peer, fc->ca->name,
                front_body_name(s->body_type), (unsigned long long)us);
@@ -29,8 +29,9 @@ void front_answer_cmp(front_loop *l, front_conn *fc)
     srv_request *req = fc->req;
     srv_summary s; // once per request, for the log line and the metrics
     srv_request_summary(req, &s);
-    front_log_request(fc, &s);
-    front_metrics_count(l->d, &s);
+    const uint64_t us = (cm_time_mono_ns() - fc->start_ns) / 1000u;
+    front_log_request(fc, &s, us);
+    front_metrics_count(l->d, &s, us);
     const cm_span body = srv_request_response(req);
     if (body.len == 0) {
         front_conn_respond(l, fc, 500, "text/plain", CM_SPAN_LIT("500 Internal Server Error\n"),
@@ -72,6 +73,14 @@ void front_route_request(front_loop *l, front_conn *fc, const http_request *hr)
     fc->http10 = hr->version_minor == 0;
     fc->start_ns = cm_time_mono_ns();
     __atomic_add_fetch(&d->counters.n_requests, 1, __ATOMIC_RELAXED);
+    if (fc->admin && hr->route.kind != HTTP_ROUTE_HEALTHZ && hr->route.kind != HTTP_ROUTE_METRICS) {
+        __atomic_add_fetch(&d->counters.n_http_errors, 1, __ATOMIC_RELAXED);
+        front_conn_respond(l, fc, 404, "text/plain",
+                           CM_SPAN_LIT("404 Not Found: the admin listener serves only /healthz "
+                                       "and /metrics\n"),
+                           !fc->keep_alive);
+        return;
+    }
     switch (hr->route.kind) {
     case HTTP_ROUTE_HEALTHZ:
         // A node whose database cannot be reached answers nothing useful: a load balancer's

@@ -367,7 +367,8 @@ static void srv_after_undo(srv_request *req, const store_job *job)
 {
     srv_mark(req, SRV_STAGE_STORE);
     if (!cm_ok(job->result)) {
-        cm_log(CM_LOG_ERROR, "srv: %s: %s", req->undo_what, cm_result_name(job->result));
+        cm_log_ratelimited("srv.undo", 10000, CM_LOG_ERROR, "srv: %s: %s", req->undo_what,
+                           cm_result_name(job->result));
     }
     srv_fail(req, req->undo_error);
 }
@@ -422,6 +423,7 @@ srv_request *srv_worker_on_completion(srv_worker *w, cm_cq_node *node)
                 srv_finish_response(req, &sig);
             }
         } else if (!cm_ok(j->result)) {
+            hsm_job_why(j, &req->why); // "HSM signing failed: CKR_DEVICE_ERROR, retried once"
             srv_fail(req, j->result.code == HSM_E_QUEUE_FULL ? cm_result_make(SRV_E_OVERLOAD)
                                                              : cm_result_make(SRV_E_INTERNAL));
         } else {

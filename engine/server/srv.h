@@ -11,8 +11,9 @@
 //
 // Flows: ir, cr, kur, p10cr (implicitConfirm when asked and allowed, else certConf → pkiconf),
 // certConf, rr → rp (by the certificate's own key or a configured RA), genm → genp (caCerts,
-// rootCaCert, certReqTemplate, crlStatusList); every failure is answered with a CMP error message
-// carrying the PKIFailureInfo bit (cm_code_failinfo) and a statusString that tells an operator
+// rootCaCert, certReqTemplate, crlStatusList and the other RFC 4210 types); every refusal
+// carries the PKIFailureInfo bit (cm_code_failinfo) in an error message, or, for a refused
+// request content, in the ip/cp/kup/rp (RFC 9483 §3.6.4), and a statusString that tells an operator
 // what to fix: the request's specifics when they are known and safe to show ("key type P-521
 // not allowed by profile devices (allowed: P-256, P-384)", "no MAC secret for senderKID
 // line-9"), else the code's explanation from the registry; never a secret. It is
@@ -82,6 +83,10 @@ typedef struct srv_params {
     int64_t confirm_wait_time;   // seconds a certificate waits for certConf
     size_t arena_cap;            // per-request arena cap; 0 picks 1 MiB
     size_t free_requests;        // freed requests each worker keeps for reuse; 0 picks 64
+    // The store's free-space watch: a new enrolment is refused (STORE_E_LOW_SPACE, after its
+    // request is authenticated and checked, before any signing) while it reads below
+    // store_min_free. NULL: no check.
+    store_space *space;
 } srv_params;
 
 typedef struct srv_engine srv_engine;

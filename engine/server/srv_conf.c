@@ -1,14 +1,122 @@
 // certConf (RFC 9483 §4.1.1, RFC 9810 §5.3.18): the client accepts or rejects the certificate
 // its transaction issued. Accepted: the certificate becomes valid; rejected (or an empty
-// CertConfirmContent): it is revoked. Either way the answer is pkiconf.
+// CertConfirmContent): it is revoked. Either way the answer is pkiconf. The certConf must be
+// protected like the request (the same kind and the same credential: the senderKID, or the
+// certificate that signed the request, kept in the transaction), carry the certReqId of the
+// issued certificate (-1 after p10cr), echo the server's senderNonce and bring a fresh one.
 #include <string.h>
 
 #include "engine/server/srv_internal.h"
+
+// srv_conf_server_nonce returns the server's senderNonce the transaction recorded (the first
+// SRV_NONCE_LEN bytes of store_txn.sender_nonce; srv_enrol_txn_note appends the request's).
+static cm_span srv_conf_server_nonce(const store_txn *t)
+{
+    return cm_span_make(t->sender_nonce.p,
+                        t->sender_nonce.len < SRV_NONCE_LEN ? t->sender_nonce.len : SRV_NONCE_LEN);
+}
+
+// srv_conf_signer: a signature-protected certConf is verified with the certificate that
+// signed the request (RFC 9483 §4.1.1: "the same credentials"), even when that certificate
+// came from a manufacturer PKI this CA trusts only for ir (an IDevID) and even when the
+// certConf carries no extraCerts: the transaction keeps the certificate (srv_enrol_txn_note).
+static cm_result srv_conf_signer(srv_request *req)
+{
+    const cmp_msg *m = &req->msg;
+    const cm_span cred = req->txn.credential;
+    if (m->num_extra_certs > 0) {
+        // The full check, with the anchors the request itself may have used.
+        CM_TRY(srv_authenticate(req, req->ca->client_trust, req->ca->own_trust));
+    } else {
+        if (cred.len <= 32) {
+            cm_why_set(&req->why, "the signed certConf carries no extraCerts and the "
+                                  "transaction does not keep the signer's certificate");
+            CM_BAIL(CMP_E_NO_EXTRA_CERTS);
+        }
+        const cm_span cert = cm_span_make(cred.p + 32, cred.len - 32);
+        CM_TRY(cmp_protect_verify_sig(&req->w->crypto, m->header.protection_alg.whole,
+                                      m->protected_part, m->protection, m->protection_unused, cert,
+                                      &req->why));
+        ca_cert_fields f;
+        CM_TRY(ca_cert_fields_parse(&f, cert));
+        if (m->header.sender.tag != CRMF_GN_DIRECTORY_NAME ||
+            !cm_span_eq(m->header.sender.name, f.subject)) {
+            cm_why_set(&req->why, "the header's sender is not the subject of the certificate "
+                                  "that signed the request");
+            CM_BAIL(SRV_E_SENDER_MISMATCH);
+        }
+        // A signer this CA issued must still be valid (issue 14: the store decides).
+        if (cm_span_eq(f.issuer, ca_authority_subject(req->ca->authority))) {
+            store_cert sc;
+            cm_result r = store_cert_get(req->w->reader, &req->arena, &sc, req->ca->name, f.serial);
+            if (cm_ok(r) && sc.status != STORE_CERT_VALID) {
+                cm_why_set(&req->why, "the certificate that signed the request is no longer "
+                                      "valid (revoked, on hold or unconfirmed)");
+                CM_BAIL(sc.status == STORE_CERT_UNCONFIRMED ? SRV_E_NOT_AUTHORIZED
+                                                            : CA_E_CERT_REVOKED);
+            }
+            CM_ENSURE(cm_ok(r) || r.code == STORE_E_NOT_FOUND, r.code);
+        }
+        req->signer_cert = cert;
+        req->signer = f;
+        memcpy(req->signer_hash, cred.p, 32);
+        req->sig_ok = true;
+    }
+    if (cred.len < 32 ||
+        !cm_span_eq(cm_span_make(req->signer_hash, 32), cm_span_make(cred.p, 32))) {
+        cm_why_set(&req->why,
+                   "certConf must be signed by the same certificate as the request it confirms");
+        CM_BAIL(SRV_E_WRONG_CREDENTIAL);
+    }
+    return cm_result_make(CM_OK);
+}
+
+// srv_conf_authenticate: the same kind of protection as the request (a MAC for a MAC, PBMAC1
+// for PBMAC1, a signature for a signature: wrongIntegrity otherwise) and the same credential
+// (the senderKID, or the signer certificate), never the newly issued certificate.
+static cm_result srv_conf_authenticate(srv_request *req, const store_cert *issued)
+{
+    const cmp_msg *m = &req->msg;
+    if (!m->has_protection || m->header.protection_alg.whole.len == 0) {
+        return srv_authenticate(req, NULL, NULL); // answers "not protected"
+    }
+    cmp_prot_kind kind;
+    CM_TRY(cmp_protect_kind(&kind, m->header.protection_alg.whole));
+    static const char *const k_kind[] = {"?", "PasswordBasedMac", "PBMAC1", "a signature"};
+    if (req->txn.protection == STORE_AUTH_MAC) {
+        const cmp_prot_kind want =
+            (req->txn.state & SRV_TXN_FLAG_PBMAC1) != 0 ? CMP_PROT_PBMAC1 : CMP_PROT_PBM;
+        if (kind != want) {
+            cm_why_set(&req->why, "certConf must be protected like its request, with %s, not %s",
+                       k_kind[want], k_kind[kind]);
+            CM_BAIL(SRV_E_WRONG_INTEGRITY);
+        }
+        CM_TRY(srv_authenticate(req, NULL, NULL));
+        if (!cm_span_eq(m->header.f.sender_kid.v, req->txn.credential)) {
+            cm_why_set(&req->why, "certConf must be MAC-protected with the secret of its request "
+                                  "(the same senderKID)");
+            CM_BAIL(SRV_E_WRONG_CREDENTIAL);
+        }
+        return cm_result_make(CM_OK);
+    }
+    if (kind != CMP_PROT_SIGNATURE) {
+        cm_why_set(&req->why, "certConf must be signed like its request, not protected with %s",
+                   k_kind[kind]);
+        CM_BAIL(SRV_E_WRONG_INTEGRITY);
+    }
+    if (m->num_extra_certs > 0 && cm_span_eq(m->extra_certs[0], issued->cert_der)) {
+        cm_why_set(&req->why, "certConf must be signed with the credential of its request, not "
+                              "with the certificate it confirms");
+        CM_BAIL(SRV_E_CONF_BY_NEW_CERT);
+    }
+    return srv_conf_signer(req);
+}
 
 static cm_result srv_conf_prepare(srv_request *req)
 {
     const cmp_msg *m = &req->msg;
     const srv_ca *ca = req->ca;
+    // A transactionID is required of every message (the parser: CMP_E_NO_TRANSACTION_ID).
     cm_result r = store_txn_get(req->w->reader, &req->arena, &req->txn, ca->name,
                                 m->header.f.transaction_id.v);
     if (r.code == STORE_E_TXN_NOT_FOUND) {
@@ -17,43 +125,48 @@ static cm_result srv_conf_prepare(srv_request *req)
         CM_BAIL(SRV_E_UNKNOWN_TXN);
     }
     CM_TRY(r);
-    CM_ENSURE(req->txn.state != SRV_TXN_IMPLICIT, SRV_E_NO_CONFIRM_NEEDED);
-    CM_ENSURE(req->txn.state == SRV_TXN_WAIT_CONF, SRV_E_CONFIRMED);
+    const uint32_t state = SRV_TXN_STATE(req->txn.state);
+    CM_ENSURE(state != SRV_TXN_IMPLICIT, SRV_E_NO_CONFIRM_NEEDED);
+    CM_ENSURE(state == SRV_TXN_WAIT_CONF, SRV_E_CONFIRMED);
+    store_cert issued;
+    CM_TRY(store_cert_get_by_txn(req->w->reader, &req->arena, &issued, ca->name,
+                                 m->header.f.transaction_id.v));
     // The same credentials as the request (RFC 9483 §4.1.1): never the new certificate.
-    CM_TRY(srv_authenticate(req, NULL, ca->own_trust));
-    const bool same =
-        req->txn.protection == STORE_AUTH_MAC
-            ? req->mac_ok && cm_span_eq(m->header.f.sender_kid.v, req->txn.credential)
-            : req->sig_ok && cm_span_eq(cm_span_make(req->signer_hash, 32), req->txn.credential);
-    if (!same) {
-        cm_why_set(&req->why, "certConf must be protected like its request: %s",
-                   req->txn.protection == STORE_AUTH_MAC ? "a MAC with the same senderKID"
-                                                         : "a signature by the same certificate");
-        CM_BAIL(SRV_E_WRONG_CREDENTIAL);
-    }
-    if (!m->header.f.recip_nonce.present ||
-        !cm_span_eq(m->header.f.recip_nonce.v, req->txn.sender_nonce)) {
+    CM_TRY(srv_conf_authenticate(req, &issued));
+    const cm_span server_nonce = srv_conf_server_nonce(&req->txn);
+    if (!m->header.f.recip_nonce.present || !cm_span_eq(m->header.f.recip_nonce.v, server_nonce)) {
         cm_why_set(&req->why,
                    "certConf's recipNonce %s the senderNonce of the certificate's "
                    "response",
                    m->header.f.recip_nonce.present ? "does not match" : "is missing; it must echo");
         CM_BAIL(SRV_E_RECIP_NONCE);
     }
+    // A fresh senderNonce (RFC 9810 §5.1.1): not the server's, not the request's again.
+    const cm_span sn = m->header.f.sender_nonce.v;
+    const cm_span request_nonce = cm_span_make(req->txn.sender_nonce.p + server_nonce.len,
+                                               req->txn.sender_nonce.len - server_nonce.len);
+    if (cm_span_eq(sn, server_nonce) || (request_nonce.len > 0 && cm_span_eq(sn, request_nonce))) {
+        cm_why_set(&req->why,
+                   "certConf's senderNonce repeats the %s's; each message needs a "
+                   "fresh one",
+                   cm_span_eq(sn, server_nonce) ? "server's response" : "request");
+        CM_BAIL(SRV_E_SENDER_NONCE_REUSED);
+    }
     // Exactly one CertStatus for the one certificate (an empty list rejects it).
     if (m->body.u.conf.num > 1) {
         cm_why_set(&req->why, "certConf must carry one CertStatus, not %zu", m->body.u.conf.num);
         CM_BAIL(SRV_E_REQ_COUNT);
     }
-    store_cert issued;
-    CM_TRY(store_cert_get_by_txn(req->w->reader, &req->arena, &issued, ca->name,
-                                 m->header.f.transaction_id.v));
     if (m->body.u.conf.num == 0) {
         req->conf_reject = true;
         return cm_result_make(CM_OK);
     }
     const cmp_cert_status *cs = &m->body.u.conf.items[0];
-    if (cs->cert_req_id != 0 && cs->cert_req_id != -1) {
-        cm_why_set(&req->why, "the CertStatus certReqId must be 0 (-1 after p10cr), not %lld",
+    const int64_t want_id = (req->txn.state & SRV_TXN_FLAG_P10CR) != 0 ? -1 : 0;
+    if (cs->cert_req_id != want_id) {
+        cm_why_set(&req->why,
+                   "the CertStatus certReqId must be %lld, the certificate's (%s), not %lld",
+                   (long long)want_id, want_id == -1 ? "issued for a p10cr" : "certReqId 0",
                    (long long)cs->cert_req_id);
         CM_BAIL(SRV_E_CERT_REQ_ID);
     }

@@ -79,6 +79,7 @@ static cm_result srv_enrol_prepare(srv_request *req)
     ca_trust *trust = t == CMP_BODY_IR || t == CMP_BODY_P10CR ? ca->client_trust : NULL;
     ca_trust *trust2 = ca->own_trust;
     CM_TRY(srv_authenticate(req, trust, trust2));
+    CM_TRY(srv_enrol_check(req)); // content rules, before POPO (srv_enrol_check.c)
     if (t == CMP_BODY_KUR && !req->sig_ok) {
         // kur must be signed by the old certificate (RFC 9483 §4.1.3).
         cm_why_set(&req->why,
@@ -187,6 +188,7 @@ static void srv_enrol_sign(srv_request *req)
 void srv_enrol_start(srv_request *req)
 {
     cm_result r = srv_enrol_prepare(req);
+    r = cm_ok(r) ? store_space_check(req->w->e->p.space, &req->why) : r; // disk nearly full
     if (!cm_ok(r)) {
         srv_fail(req, r);
         return;
@@ -291,6 +293,7 @@ void srv_enrol_record(srv_request *req)
     c->cert_der = req->cert;
     c->issued_at = req->now;
     c->confirm_deadline = req->implicit ? 0 : req->now + wait;
+    srv_enrol_txn_note(req, &tj->u.txn); // what certConf must match (srv_enrol_check.c)
     req->num_sjobs = 2;
     srv_store_submit(req);
 }
@@ -302,6 +305,7 @@ void srv_enrol_respond(srv_request *req)
     memset(&resp, 0, sizeof(resp));
     resp.cert_req_id = req->cert_req_id;
     resp.status.status = CMP_STATUS_ACCEPTED;
+    srv_enrol_check_status(req, &resp.status); // grantedWithMods (srv_enrol_check.c)
     resp.has_certified_key_pair = true;
     resp.cert = req->cert;
     cmp_body body;

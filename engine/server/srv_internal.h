@@ -7,6 +7,7 @@
 //   srv_respond.c  the response header and protection, error messages, extraCerts
 //   srv_auth.c     header rules, MAC and signature authentication
 //   srv_enrol.c    ir, cr, kur, p10cr
+//   srv_enrol_check.c  the content rules of ir, cr, kur, p10cr; grantedWithMods
 //   srv_conf.c     certConf
 //   srv_rr.c       rr
 //   srv_genm.c     genm
@@ -24,13 +25,22 @@
 #define SRV_NUM_BODY_TYPES        (CMP_BODY_POLL_REP + 1)
 #define SRV_MAX_STORE_JOBS        3u
 
-// Transaction states kept in the store (store_txn.state).
+// Transaction states kept in the store (store_txn.state): the low byte is one of these, the
+// bits above are SRV_TXN_FLAG_*; read the state with SRV_TXN_STATE.
 enum {
     SRV_TXN_WAIT_CONF = 1, // a certificate waits for certConf
     SRV_TXN_IMPLICIT = 2,  // issued with implicitConfirm: nothing more to come
     SRV_TXN_CONFIRMED = 3, // certConf accepted it
     SRV_TXN_REJECTED = 4,  // certConf rejected it (revoked)
 };
+
+// What certConf must match (srv_enrol_txn_note, srv_conf.c): the request was a p10cr (its
+// certReqId is -1), the request's MAC was PBMAC1 (not PasswordBasedMac).
+enum {
+    SRV_TXN_FLAG_P10CR = 1u << 8,
+    SRV_TXN_FLAG_PBMAC1 = 1u << 9,
+};
+#define SRV_TXN_STATE(s) ((uint32_t)(s)&0xffu)
 
 typedef enum srv_state {
     SRV_ST_NEW = 0,
@@ -81,6 +91,11 @@ struct srv_request {
     cmp_msg msg;
     bool have_header; // msg.header usable for the response (even if the body failed)
     int body_type;
+
+    // The message as a whole passed (parse, header, protection and authentication): a refusal
+    // from here on is of the request's content, answered for ir/cr/p10cr/kur/rr in the
+    // matching ip/cp/kup/rp (RFC 9483 §3.6.4; srv_fail). Set by srv_enrol_check and srv_rr.
+    bool content_stage;
 
     // Authentication.
     cmp_prot_kind prot_kind;
@@ -191,10 +206,21 @@ void srv_undo_submit(srv_request *req, store_job *job, cm_result r, const char *
 // signature by the CMP key (an HSM job; the request then completes later).
 void srv_respond(srv_request *req, const cmp_body *body);
 
-// srv_fail answers |r| with an error message (RFC 9810 §5.3.21): status rejection, the failure
-// bit of |r| (cm_code_failinfo) and as statusString the request's reason (req->why) when a
-// step set one, else |r|'s registry explanation.
+// srv_fail answers |r| as a rejection: status rejection, the failure bit of |r|
+// (cm_code_failinfo) and as statusString the request's reason (req->why) when a step set one,
+// else |r|'s registry explanation. Where it goes (RFC 9483 §3.6.4, srv_rejects_content): a
+// refusal of an ir/cr/p10cr/kur/rr's content (req->content_stage set, and a code that is not
+// about the message as a whole) goes into the matching ip/cp/kup (one CertResponse) or rp
+// (one PKIStatusInfo); everything else into an error message (RFC 9810 §5.3.21).
 void srv_fail(srv_request *req, cm_result r);
+
+// srv_rejects_content reports whether srv_fail answers |r| in the request's own response type
+// rather than an error message: the message passed its checks as a whole
+// (req->content_stage), the body is ir, cr, p10cr, kur or rr, and |r| is neither a server
+// failure (USAGE, RESOURCE, AGAIN, CRYPTO, HSM, IO classes) nor one of the failure bits about
+// the message as a whole: badMessageCheck, badTime, badSenderNonce, badRecipientNonce,
+// transactionIdInUse, unsupportedVersion, wrongAuthority, wrongIntegrity, signerNotTrusted.
+bool srv_rejects_content(const srv_request *req, cm_result r);
 
 // srv_finish_response appends |prot| (NULL: none) and the extraCerts and closes the response.
 void srv_finish_response(srv_request *req, const cm_span *prot);
@@ -230,5 +256,32 @@ void srv_conf_respond(srv_request *req); //   its records committed
 void srv_rr_start(srv_request *req);     // rr (srv_rr.c)
 void srv_rr_respond(srv_request *req);   //   the revocation committed
 void srv_genm_start(srv_request *req);   // genm (srv_genm.c)
+
+// ---------------------------------------------------------------------------------------------
+// Request content rules (srv_enrol_check.c, RFC 9483 §4.1)
+
+// srv_enrol_check applies the content rules of an authenticated ir, cr, kur or p10cr before
+// any expensive work (it runs before POPO verification): sets req->content_stage; then kur
+// protected by a MAC (wrongIntegrity); exactly one CertReqMsg with certReqId 0; the key
+// type and size the profile allows (parsed, not built); raVerified only from a configured
+// RA, and an original message forwarded in origPKIMessage that backs it; a kur's oldCertID
+// naming a certificate of this CA that the store knows (badCertId). Fails with the rule's
+// code and a reason in req->why. One store read for a kur with oldCertID; one signature
+// check per signed original message.
+CM_RESULT srv_enrol_check(srv_request *req);
+
+// srv_enrol_check_status turns the accepted status of the response being built into
+// grantedWithMods, with a statusString saying what changed, when the CA issued something
+// other than what was asked (req->dec.mods: validity capped, extensions replaced by the
+// profile's). The string lives in the request's arena.
+void srv_enrol_check_status(srv_request *req, cmp_status_info *st);
+
+// srv_enrol_txn_note completes the transaction row |t| for certConf (srv_conf.c): the
+// SRV_TXN_FLAG_* of the request in the state, the request's senderNonce after the server's
+// in sender_nonce (so certConf can refuse it repeated), and for a signature-protected
+// request the signer certificate after its SHA-256 in credential (so certConf can be
+// verified with the same certificate when it carries no extraCerts). Call it after the
+// certificate record took the credential (its requester keeps the hash alone).
+void srv_enrol_txn_note(srv_request *req, store_txn *t);
 
 #endif // CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H

@@ -1,5 +1,6 @@
 // Responses: the header, the protection (the request's MAC, or a signature by the CMP key
-// through the HSM), error messages and extraCerts. Every answer the server sends is built here.
+// through the HSM), rejections (in an error message, or in the request's own response type:
+// RFC 9483 §3.6.4) and extraCerts. Every answer the server sends is built here.
 #include <string.h>
 
 #include <openssl/rand.h>
@@ -188,6 +189,83 @@ static cm_span srv_utf8_text(cm_arena *arena, const char *in)
     return cm_span_make(out, len);
 }
 
+bool srv_rejects_content(const srv_request *req, cm_result r)
+{
+    if (!req->content_stage || !req->have_msg) {
+        return false;
+    }
+    switch (req->msg.body.type) {
+    case CMP_BODY_IR:
+    case CMP_BODY_CR:
+    case CMP_BODY_P10CR:
+    case CMP_BODY_KUR:
+    case CMP_BODY_RR:
+        break;
+    default:
+        return false;
+    }
+    const uint32_t cls = cm_result_class(r);
+    if (cls != CM_CLASS_PROTO && cls != CM_CLASS_POLICY) {
+        return false; // the server failed, not the request
+    }
+    switch (cm_code_failinfo(r.code)) {
+    case CM_FAIL_BAD_MESSAGE_CHECK:
+    case CM_FAIL_BAD_TIME:
+    case CM_FAIL_BAD_SENDER_NONCE:
+    case CM_FAIL_BAD_RECIPIENT_NONCE:
+    case CM_FAIL_TRANSACTION_ID_IN_USE:
+    case CM_FAIL_UNSUPPORTED_VERSION:
+    case CM_FAIL_WRONG_AUTHORITY:
+    case CM_FAIL_WRONG_INTEGRITY:
+    case CM_FAIL_SIGNER_NOT_TRUSTED:
+    case CM_FAIL_SYSTEM_UNAVAIL:
+    case CM_FAIL_SYSTEM_FAILURE:
+        return false; // about the message as a whole (RFC 9483 §3.5)
+    default:
+        return true;
+    }
+}
+
+// srv_status_text marshals |text| as a PKIFreeText of one UTF8String into the arena; an
+// empty span when there is nothing to say or no room.
+static cm_span srv_status_text(srv_request *req, const char *text)
+{
+    const cm_span t = srv_utf8_text(&req->arena, text);
+    if (t.len == 0) {
+        return t;
+    }
+    der_builder b;
+    der_builder_init_arena(&b, &req->arena, t.len + 16);
+    cmp_free_text_marshal(&b, &t, 1);
+    cm_span out;
+    return cm_ok(der_builder_finish(&b, &out)) ? out : cm_span_make(NULL, 0);
+}
+
+// srv_reject_body fills |body| with the request's own response type carrying |st|: one
+// CertResponse (the request's certReqId; -1 for p10cr) in an ip/cp/kup, or one PKIStatusInfo
+// in an rp. |resp| is the caller's storage for the CertResponse.
+static void srv_reject_body(const srv_request *req, cmp_body *body, cmp_cert_response *resp,
+                            cmp_status_info *st)
+{
+    const cmp_body_type t = req->msg.body.type;
+    if (t == CMP_BODY_RR) {
+        body->type = CMP_BODY_RP;
+        body->u.rp.status = st;
+        body->u.rp.num_status = 1;
+        return;
+    }
+    memset(resp, 0, sizeof(*resp));
+    resp->status = *st;
+    resp->cert_req_id = -1;
+    if (t != CMP_BODY_P10CR) {
+        const crmf_cert_req_msgs *msgs = &req->msg.body.u.req;
+        resp->cert_req_id = msgs->num_msgs > 0 ? msgs->msgs[0].req.cert_req_id : 0;
+    }
+    body->type = t == CMP_BODY_IR ? CMP_BODY_IP : (t == CMP_BODY_KUR ? CMP_BODY_KUP : CMP_BODY_CP);
+    body->u.rep.responses = resp;
+    body->u.rep.num_responses = 1;
+}
+
 void srv_fail(srv_request *req, cm_result r)
 {
     if (cm_ok(r)) {
@@ -197,21 +275,20 @@ void srv_fail(srv_request *req, cm_result r)
     req->fail_bit = cm_code_failinfo(r.code);
     // The reason a step set, else the code's explanation; kept for the log line.
     cm_why_set(&req->why, "%s", cm_result_text(r));
+    cmp_status_info st;
+    memset(&st, 0, sizeof(st));
+    st.status = CMP_STATUS_REJECTION;
+    st.has_fail_info = true;
+    st.fail_info = CMP_FAILINFO_BIT((uint32_t)req->fail_bit);
+    st.status_string = srv_status_text(req, req->why.text);
     cmp_body body;
     memset(&body, 0, sizeof(body));
-    body.type = CMP_BODY_ERROR;
-    body.u.error.status.status = CMP_STATUS_REJECTION;
-    body.u.error.status.has_fail_info = true;
-    body.u.error.status.fail_info = CMP_FAILINFO_BIT((uint32_t)req->fail_bit);
-    der_builder t;
-    der_builder_init_arena(&t, &req->arena, 256);
-    const cm_span text = srv_utf8_text(&req->arena, req->why.text);
-    if (text.len > 0) {
-        cmp_free_text_marshal(&t, &text, 1);
-        cm_span st;
-        if (cm_ok(der_builder_finish(&t, &st))) {
-            body.u.error.status.status_string = st;
-        }
+    cmp_cert_response resp;
+    if (srv_rejects_content(req, r)) {
+        srv_reject_body(req, &body, &resp, &st);
+    } else {
+        body.type = CMP_BODY_ERROR;
+        body.u.error.status = st;
     }
     req->implicit = false;
     srv_respond(req, &body);

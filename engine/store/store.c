@@ -218,8 +218,13 @@ static bool store_execute_batch(store *s, store_job *first)
     }
     if (!cm_ok(r)) {
         // While the database is down every batch fails this way; the backend logged the loss.
-        cm_log(r.code == STORE_E_UNAVAILABLE ? CM_LOG_DEBUG : CM_LOG_ERROR,
-               "store: batch failed, every job in it fails: %s", cm_result_name(r));
+        if (r.code == STORE_E_UNAVAILABLE) {
+            cm_log(CM_LOG_DEBUG, "store: batch failed, every job in it fails: %s",
+                   cm_result_name(r));
+        } else {
+            cm_log_ratelimited("store.batch", 10000, CM_LOG_ERROR,
+                               "store: batch failed, every job in it fails: %s", cm_result_name(r));
+        }
         for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
             j->result = r;
             j->out_value = 0;

@@ -416,4 +416,64 @@ CM_RESULT store_copy(store *dst, store_reader *src, bool clear, store_copy_count
 // Reads the whole database: tools and tests only.
 CM_RESULT store_reader_check(store_reader *r);
 
+// ---------------------------------------------------------------------------------------------
+// Free space (store_space.c)
+//
+// store_space watches the free space of the filesystem that holds a store's database, so the
+// server refuses new enrolments with a readable reason while there is still room to commit
+// what is already in flight, instead of SQLite failing in the middle of a commit. A
+// maintenance thread refreshes the reading (store_space_refresh: one statvfs); the request path
+// only reads it (store_space_check: a few atomic loads), so no request pays for a system call.
+
+// store_space_probe_fn reads the free bytes of the filesystem holding |dir| (the default is
+// statvfs: blocks available to unprivileged users times the fragment size). IO-class code on
+// failure. A test replaces it to fake a full disk.
+typedef cm_result (*store_space_probe_fn)(void *arg, const char *dir, uint64_t *out_free);
+
+#define STORE_SPACE_UNKNOWN UINT64_MAX // store_space_free before the first reading
+
+// store_space: the watch of one store. Thread: |dir|, |min_free|, |probe| and |probe_arg| are
+// immutable after store_space_init (set |probe| before the first refresh); the rest are
+// atomics written by the refreshing thread and read by any.
+typedef struct store_space {
+    char dir[1024];             // the database's directory; "" when the store has none
+    uint64_t min_free;          // bytes; 0: watch only, never refuse
+    store_space_probe_fn probe; // NULL: statvfs
+    void *probe_arg;
+    uint64_t free_bytes; // the last reading, STORE_SPACE_UNKNOWN before the first
+    uint64_t refused;    // enrolments refused by store_space_check
+    uint64_t failures;   // readings that failed (the previous one stays in force)
+    bool low;            // free_bytes < min_free at the last reading
+} store_space;
+
+// store_space_init prepares |sp| for the store at |url|: for "sqlite:PATH" the directory of
+// PATH; for a store without a local file (another backend) the watch stays off (dir "", every
+// check passes, no reading). Takes no reading yet. STORE_E_URL when the directory does not fit
+// |dir|. Thread: start-up.
+CM_RESULT store_space_init(store_space *sp, const char *url, uint64_t min_free);
+
+// store_space_refresh reads the free space now and updates the watch. Crossing below
+// |min_free| logs a WARN ("store: only 12 MiB free on /var/lib/certmint, below store_min_free
+// (256 MiB): new enrolments are refused"), repeated (rate-limited) while it lasts; going back
+// above logs an INFO. A failed reading is counted, logged (rate-limited) and leaves the last
+// reading in force; its code is returned. Thread: one refreshing thread (maintenance).
+CM_RESULT store_space_refresh(store_space *sp);
+
+// store_space_check is the request path's check before a new enrolment: CM_OK, or, when the
+// last reading was below |min_free|, STORE_E_LOW_SPACE (failInfo systemUnavail) with the
+// reason in |why| ("store full: only 12 MiB free on /var/lib/certmint, below store_min_free
+// (256 MiB)") and the refusal counted. |sp| NULL: CM_OK. Thread: any.
+CM_RESULT store_space_check(store_space *sp, cm_why *why);
+
+// store_space_free returns the last reading in bytes (STORE_SPACE_UNKNOWN before the first or
+// when the watch is off). Thread: any.
+uint64_t store_space_free(const store_space *sp);
+
+// store_space_refused returns how many enrolments store_space_check refused. Thread: any.
+uint64_t store_space_refused(const store_space *sp);
+
+// store_space_size_text writes |bytes| for an operator: "512 KiB", "12 MiB", "37.5 GiB".
+// Returns |out|. Thread: any; pure.
+const char *store_space_size_text(char *out, size_t cap, uint64_t bytes);
+
 #endif // CERTMINT_ENGINE_STORE_STORE_H

@@ -196,8 +196,8 @@ static uint32_t store_sq_code(int rc)
 
 cm_result store_sq_fail(sqlite3 *db, int rc, const char *what)
 {
-    cm_log(CM_LOG_ERROR, "store: sqlite %s: %s (%s)", what, sqlite3_errstr(rc),
-           db != NULL ? sqlite3_errmsg(db) : "no connection");
+    cm_log_ratelimited("store.sqlite", 10000, CM_LOG_ERROR, "store: sqlite %s: %s (%s)", what,
+                       sqlite3_errstr(rc), db != NULL ? sqlite3_errmsg(db) : "no connection");
     return cm_bail_note(store_sq_code(rc), __FILE__, __LINE__);
 }
 

@@ -60,8 +60,9 @@ static void *store_sq_checkpointer_main(void *arg)
             }
         }
         if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
-            cm_log(CM_LOG_WARN, "store: sqlite:%s: background checkpoint: %s", b->path,
-                   sqlite3_errmsg(c->db));
+            cm_log_ratelimited("store.checkpoint", 10000, CM_LOG_WARN,
+                               "store: sqlite:%s: background checkpoint: %s", b->path,
+                               sqlite3_errmsg(c->db));
         } else {
             cm_log(CM_LOG_DEBUG, "store: checkpoint copied %d of %d WAL frames", done_frames,
                    log_frames);

@@ -777,6 +777,38 @@ static void test_hsm_pool_shutdown_fails_queued_jobs(void)
     free(jobs);
 }
 
+static void test_hsm_job_why_names_the_failure(void)
+{
+    hsm_job j;
+    uint8_t sig[8];
+    hsm_job_init(&j, NULL, NULL, HSM_SIG_ECDSA_SHA256, CM_SPAN_LIT("x"), sig, sizeof(sig));
+    cm_why w;
+    // A CK_RV, with and without the retry; vendor-defined values; other codes by their text.
+    j.result = cm_result_make(cm_code_from_ckr(CKR_DEVICE_ERROR));
+    j.attempts = 2;
+    cm_why_clear(&w);
+    hsm_job_why(&j, &w);
+    CU_ASSERT_STRING_EQUAL(w.text, "HSM signing failed: CKR_DEVICE_ERROR, retried once");
+    j.attempts = 1;
+    cm_why_clear(&w);
+    hsm_job_why(&j, &w);
+    CU_ASSERT_STRING_EQUAL(w.text, "HSM signing failed: CKR_DEVICE_ERROR");
+    j.result = cm_result_make(cm_code_from_ckr(CKR_VENDOR_DEFINED + 5));
+    cm_why_clear(&w);
+    hsm_job_why(&j, &w);
+    CU_ASSERT_STRING_EQUAL(w.text, "HSM signing failed: CKR_VENDOR_DEFINED");
+    j.result = cm_result_make(CM_E_BUFFER_TOO_SMALL);
+    cm_why_clear(&w);
+    hsm_job_why(&j, &w);
+    CU_ASSERT_STRING_EQUAL(w.text, "HSM signing failed: a result did not fit its buffer or the "
+                                   "request's memory limit");
+    // A reason already set is kept (cm_why: the innermost wins).
+    hsm_job_why(&j, &w);
+    j.result = cm_result_make(cm_code_from_ckr(CKR_DEVICE_ERROR));
+    hsm_job_why(&j, &w);
+    CU_ASSERT_PTR_NOT_NULL(strstr(w.text, "did not fit"));
+}
+
 static void test_hsm_pool_rejects_bad_jobs(void)
 {
     uint8_t sig[HSM_MAX_SIG_LEN];
@@ -890,6 +922,7 @@ static void test_hsm_pool_with_session_copies_signs(void)
 typedef struct shim_run {
     size_t ok, failed_with_want, failed_other, not_once;
     hsm_pool_stats st;
+    cm_why first_why; // hsm_job_why of the first failed job
 } shim_run;
 
 // shim_sign opens the token through the shim configured to fail every |every|th C_Sign with
@@ -962,6 +995,7 @@ static void shim_sign(shim_run *out, uint32_t sessions, unsigned every, CK_RV rv
             CU_ASSERT(verify_sig(pk, jobs[i].alg, jobs[i].msg, jobs[i].sig, jobs[i].sig_len));
         } else if (jobs[i].result.code == cm_code_from_ckr(rv)) {
             out->failed_with_want++;
+            hsm_job_why(&jobs[i], &out->first_why);
         } else {
             out->failed_other++;
             (void)fprintf(stderr, "\n  shim job %zu: unexpected %s\n", i,
@@ -988,6 +1022,10 @@ static void test_hsm_shim_closed_session_is_reopened_and_retried(void)
     CU_ASSERT_EQUAL(run.ok, 60);
     CU_ASSERT(run.st.reopened >= 20);
     CU_ASSERT_EQUAL(run.st.retried, run.st.reopened);
+    // Every failed C_Sign is counted although every job succeeded in the end (issue 23:
+    // certmint_hsm_failures_total, which counts failed jobs, stayed 0).
+    CU_ASSERT_EQUAL(run.st.sign_calls_failed, run.st.reopened);
+    CU_ASSERT_EQUAL(run.st.failed, 0);
 
     shim_sign(&run, 1, 2, CKR_SESSION_HANDLE_INVALID, true, 30);
     CU_ASSERT_EQUAL(run.not_once, 0);
@@ -1020,6 +1058,25 @@ static void test_hsm_shim_failing_sign_fails_only_that_job(void)
     CU_ASSERT_EQUAL(run.ok, 30);
     CU_ASSERT_EQUAL(run.failed_other, 0);
     CU_ASSERT_EQUAL(run.st.reopened, 0);
+    CU_ASSERT_EQUAL(run.st.sign_calls_failed, 10);
+    CU_ASSERT_EQUAL(run.st.failed, 10);
+    // Not retried: the reason says so by not claiming a retry.
+    CU_ASSERT_STRING_EQUAL(run.first_why.text, "HSM signing failed: CKR_FUNCTION_FAILED");
+}
+
+static void test_hsm_shim_dead_device_fails_after_one_retry_with_reason(void)
+{
+    // Every C_Sign fails with CKR_DEVICE_ERROR: each job is tried, its session reopened, tried
+    // again, and fails; both calls are counted, and the reason names the error and the retry.
+    shim_run run;
+    shim_sign(&run, 1, 1, CKR_DEVICE_ERROR, false, 5);
+    CU_ASSERT_EQUAL(run.not_once, 0);
+    CU_ASSERT_EQUAL(run.failed_with_want, 5);
+    CU_ASSERT_EQUAL(run.st.failed, 5);
+    CU_ASSERT_EQUAL(run.st.sign_calls_failed, 10);
+    CU_ASSERT_EQUAL(run.st.retried, 5);
+    CU_ASSERT_STRING_EQUAL(run.first_why.text,
+                           "HSM signing failed: CKR_DEVICE_ERROR, retried once");
 }
 
 static void test_hsm_shim_faults_on_many_sessions_lose_nothing(void)
@@ -1146,11 +1203,13 @@ int test_hsm_register(void)
         TEST_CASE(test_hsm_pool_many_submitters_complete_exactly_once),
         TEST_CASE(test_hsm_pool_shutdown_fails_queued_jobs),
         TEST_CASE(test_hsm_pool_rejects_bad_jobs),
+        TEST_CASE(test_hsm_job_why_names_the_failure),
         TEST_CASE(test_hsm_pool_with_session_copies_signs),
 #ifdef CM_P11SHIM_PATH
         TEST_CASE(test_hsm_shim_closed_session_is_reopened_and_retried),
         TEST_CASE(test_hsm_shim_failing_sign_fails_only_that_job),
         TEST_CASE(test_hsm_shim_faults_on_many_sessions_lose_nothing),
+        TEST_CASE(test_hsm_shim_dead_device_fails_after_one_retry_with_reason),
 #endif
     };
     return test_register_suite("hsm", hsm_suite_init, hsm_suite_cleanup, NULL, NULL, tests,

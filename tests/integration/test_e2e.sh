@@ -164,7 +164,7 @@ rejected "rr of an already revoked certificate" certRevoked \
 rejected "rr of another device's certificate" notAuthorized \
   "the signer may revoke only its own certificate" -cmd rr "${srv[@]}" \
   -cert hold.pem -key rsa.key -oldcert ir-ec.pem -revreason 1
-rejected "rr protected by MAC" notAuthorized "a MAC is not accepted" \
+rejected "rr protected by MAC" wrongIntegrity "a MAC is not accepted" \
   -cmd rr "${srv[@]}" "${mac[@]}" -oldcert ir-ed.pem
 check "rr certificateHold" openssl cmp -cmd rr "${srv[@]}" -cert hold.pem -key rsa.key \
   -oldcert hold.pem -revreason 6
@@ -324,6 +324,132 @@ if [ -n "$bench" ]; then
   fi
 fi
 check "store integrity after stop" sh -c "[ \"\$(sqlite3 $work/inst/certmint.db 'PRAGMA integrity_check')\" = ok ]"
+
+# Limits (issue 23), on a second run of the same instance with small caps: one I/O thread,
+# 3 connections, 2 per peer address, an admin listener with 1 slot. A connection over any cap
+# reads 503 with Retry-After and is counted by reason; /healthz answers on the admin listener
+# while the main one is full; a client that sends part of a request and stops is closed at once.
+lport=$(( port + 1 )); aport=$(( port + 2 ))
+limits_cnf() { # limits_cnf FILE EXTRA-LINES: the instance's configuration with the test's caps
+  { cat "$work/inst/certmint.cnf"
+    printf '\n[certmintd]\nlisten = 127.0.0.1:%s\nio_threads = 1\nmax_connections_per_peer = 2\n' "$lport"
+    printf 'admin_listen = 127.0.0.1:%s\nadmin_max_connections = 1\n%b' "$aport" "$2"; } >"$1"
+}
+limits_cnf "$work/inst/limits.cnf" 'max_connections = 3\n'
+"$certmintd" -c "$work/inst/limits.cnf" --log "$work/limits.log" >>"$work/stdout.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$aport/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+python3 - "$lport" "$aport" >"$work/limits.out" 2>&1 <<'PY'
+import socket, sys, time
+main, admin = int(sys.argv[1]), int(sys.argv[2])
+def conn(port, src="127.0.0.1"):
+    s = socket.socket(); s.settimeout(5); s.bind((src, 0)); s.connect(("127.0.0.1", port)); return s
+def head(s):  # what the server sent before closing (or the first response head)
+    d = b""
+    try:
+        while b"\r\n\r\n" not in d:
+            c = s.recv(4096)
+            if not c: break
+            d += c
+    except Exception: pass
+    return d
+def get(s, path):
+    s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    d = head(s)
+    i = d.find(b"\r\n\r\n"); n = 0
+    for l in d[:i].split(b"\r\n"):
+        if l.lower().startswith(b"content-length:"): n = int(l.split(b":")[1])
+    body = d[i + 4:]
+    while len(body) < n:
+        c = s.recv(65536)
+        if not c: break
+        body += c
+    return d.split(b" ")[1].decode() if d.startswith(b"HTTP/") else "none", body.decode(errors="replace")
+def status_and_retry(d):
+    return (d.split(b" ")[1].decode() if d.startswith(b"HTTP/1.1 ") else "none",
+            b"\r\nretry-after: 1\r\n" in d.lower())
+held = [conn(main), conn(main)]            # 127.0.0.1 is at max_connections_per_peer
+time.sleep(0.3)
+print("peer", *status_and_retry(head(conn(main))))
+held.append(conn(main, "127.0.0.2"))      # the loop is full (3)
+time.sleep(0.3)
+print("full", *status_and_retry(head(conn(main, "127.0.0.3"))))
+a = conn(admin); time.sleep(0.3)           # the admin slot
+print("healthz", get(a, "/healthz")[0])
+print("admin_cap", *status_and_retry(head(conn(admin))))
+st, text = get(a, "/metrics")
+for r in ("full", "peer", "admin"):
+    v = [l.split()[-1] for l in text.splitlines()
+         if l.startswith('certmint_connections_rejected_total{reason="%s"}' % r)]
+    print("metric_" + r, v[0] if v else "none")
+a.sendall(b"POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\n"
+          b"Content-Length: 2\r\n\r\n0\x03")
+print("admin_cmp", status_and_retry(head(a))[0])
+for s in held + [a]: s.close()
+time.sleep(0.5)
+# Churn: part of a request, then the write side shut: closed at once, not at header_timeout.
+s = conn(main)
+s.sendall(b"POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\n"
+          b"Content-Length: 100\r\n\r\n0")
+s.shutdown(socket.SHUT_WR)
+t = time.time(); d = head(s)
+print("eof_partial", len(d), "%.1f" % (time.time() - t))
+PY
+res() { awk -v k="$1" '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }' "$work/limits.out"; }
+[ "$(res peer)" = "503 True" ] && ok "over max_connections_per_peer -> 503 Retry-After: 1" \
+  || { fail "over max_connections_per_peer ($(res peer))"; cat "$work/limits.out"; }
+[ "$(res full)" = "503 True" ] && ok "over max_connections -> 503 Retry-After: 1" \
+  || fail "over max_connections ($(res full))"
+[ "$(res healthz)" = 200 ] && ok "/healthz on the admin listener while the main one is full" \
+  || fail "/healthz on the admin listener ($(res healthz))"
+[ "$(res admin_cap)" = "503 True" ] && ok "over admin_max_connections -> 503 Retry-After: 1" \
+  || fail "over admin_max_connections ($(res admin_cap))"
+for r in full peer admin; do
+  [ "$(res "metric_$r")" = 1 ] && ok "  certmint_connections_rejected_total{reason=\"$r\"} 1" \
+    || fail "  certmint_connections_rejected_total{reason=\"$r\"} ($(res "metric_$r"))"
+done
+[ "$(res admin_cmp)" = 404 ] && ok "the admin listener does not serve CMP (404)" \
+  || fail "the admin listener serves CMP ($(res admin_cmp))"
+case "$(res eof_partial)" in
+  0\ 0.*) ok "partial request then EOF: closed at once ($(res eof_partial | cut -d' ' -f2) s)";;
+  *) fail "partial request then EOF: $(res eof_partial)";;
+esac
+check "enrolment on the limited instance" openssl cmp -cmd ir -server "127.0.0.1:$lport" \
+  -path /.well-known/cmp/p/devices -trusted inst/ca.pem "${mac[@]}" -newkey ec.key \
+  -subject /CN=limits -implicit_confirm -certout limits.pem
+kill -TERM "$pid"; wait "$pid"; pid=""
+
+# The descriptor check: the soft RLIMIT_NOFILE is raised to the hard one; under a hard limit of
+# 300, max_connections (default 4096) is lowered with a WARN and served; under 120 certmintd
+# refuses to start, naming the numbers.
+limits_cnf "$work/inst/fds.cnf" ''
+( ulimit -Sn 100 && ulimit -Hn 300 && exec "$certmintd" -c "$work/inst/fds.cnf" --log "$work/fds.log" ) \
+  >>"$work/stdout.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$aport/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+lowered=$(curl -sf "http://127.0.0.1:$aport/metrics" | awk '/^certmint_connections_max\{listener="main"\}/ {print $2}')
+if grep -q "max_connections lowered from 4096 to $lowered per I/O thread: RLIMIT_NOFILE is 300" \
+     "$work/fds.log" && [ "${lowered:-0}" -ge 16 ] && [ "$lowered" -lt 300 ]; then
+  ok "RLIMIT_NOFILE 300: max_connections lowered to $lowered with a WARN"
+else
+  fail "RLIMIT_NOFILE 300: max_connections ${lowered:-?}"; grep -i descriptor "$work/fds.log"
+fi
+kill -TERM "$pid"; wait "$pid"; pid=""
+if ( ulimit -Sn 64 && ulimit -Hn 120 && exec "$certmintd" -c "$work/inst/fds.cnf" ) \
+     >"$work/fds-refused.log" 2>&1; then
+  fail "RLIMIT_NOFILE 120: certmintd started"
+elif grep -q "RLIMIT_NOFILE is 120 descriptors; .* are needed" "$work/fds-refused.log"; then
+  ok "RLIMIT_NOFILE 120: refused to start: $(grep -o 'fewer than 16 connections per I/O thread would be left' "$work/fds-refused.log")"
+else
+  fail "RLIMIT_NOFILE 120: $(cat "$work/fds-refused.log")"
+fi
+
 grep -q "outcome=rejected failinfo=1" "$work/daemon.log.1" "$work/daemon.log" 2>/dev/null \
   && ok "request log lines" || fail "request log lines"
 # The code's name stays in the line for grep, next to the quoted reason.

@@ -43,9 +43,9 @@ cm() { "$certmint" "$@"; }
 # --- usage, --help, init ----------------------------------------------------------------------
 run "no arguments" 2 cm
 run "--help" 0 cm --help
-for c in init keys secret list show revoke crl; do has "--help lists $c" out "certmint $c "; done
+for c in init keys secret list show revoke revive crl; do has "--help lists $c" out "certmint $c "; done
 run "unknown command" 2 cm frobnicate
-for c in init keys secret list show revoke crl; do
+for c in init keys secret list show revoke revive crl; do
   run "$c --help" 0 cm "$c" --help
   has "$c --help prints its usage" out "^usage: certmint $c"
 done
@@ -54,7 +54,7 @@ run "init --key-type bogus" 2 cm init --dir "$work/x" --key-type bogus
 run "init" 0 cm init --dir "$inst" --port "$port" --subject "/O=certmint cli/CN=cli Root CA"
 run "init refuses an existing instance" 1 cm init --dir "$inst"
 has "it says why" err "already holds an instance"
-for c in keys list show revoke crl; do
+for c in keys list show revoke revive crl; do
   run "$c without -c" 2 cm "$c"
 done
 run "secret without an action" 2 cm secret
@@ -263,6 +263,21 @@ run "  released certificate verifies again" 0 openssl verify -crl_check -CAfile 
   -CRLfile 3.crl.pem dev-b.pem
 run "  dev-a stays revoked" 2 openssl verify -crl_check -CAfile inst/ca.pem -CRLfile 3.crl.pem \
   dev-a.pem
+# revive: the same release, by its own name.
+run "revive a valid certificate" 1 cm revive -c "$conf" "$sb"
+has "  only on hold" err "is valid, not on hold: only a certificate revoked with certificateHold"
+run "revive: unknown serial" 1 cm revive -c "$conf" 0123456789ABCDEF
+run "hold dev-b again" 0 cm revoke -c "$conf" "$sb" --reason certificateHold
+run "revive" 0 cm revive -c "$conf" "$sb"
+has "  it says so" out "revived $sb"
+run "  list: dev-b valid again" 0 cm list -c "$conf" --status valid
+grep -q "^$sb " "$work/out" && ok "  dev-b listed valid" || fail "  dev-b not valid: $(cat "$work/out")"
+run "crl after revive" 0 cm crl -c "$conf" --out "$work/4.crl"
+openssl crl -inform DER -in "$work/4.crl" -out 4.crl.pem
+run "  revived certificate verifies" 0 openssl verify -crl_check -CAfile inst/ca.pem \
+  -CRLfile 4.crl.pem dev-b.pem
+run "revive a revoked certificate" 1 cm revive -c "$conf" "$sa"
+has "  revoked for good" err "is revoked, not on hold"
 run "revoke the unconfirmed one" 0 cm revoke -c "$conf" "$su" --reason cessationOfOperation
 
 # The daemon sees the tool's revocation: kur with the revoked certificate is refused.

@@ -9,6 +9,7 @@
 //   certmint list -c CONF [--ca NAME] [--status S] [--subject SUBSTR] [--json]
 //   certmint show -c CONF [--ca NAME] SERIAL
 //   certmint revoke -c CONF [--ca NAME] SERIAL [--reason NAME]
+//   certmint revive -c CONF [--ca NAME] SERIAL
 //   certmint crl -c CONF [--ca NAME] [--out FILE] [--days N]
 //   certmint store copy --from URL --to URL [--force]
 //
@@ -36,6 +37,7 @@ static int tool_usage(FILE *f)
                "                [--subject SUBSTR] [--json]\n"
                "  certmint show -c CONF SERIAL\n"
                "  certmint revoke -c CONF SERIAL [--reason NAME]\n"
+               "  certmint revive -c CONF SERIAL\n"
                "  certmint crl -c CONF [--ca NAME] [--out FILE] [--days N]\n"
                "  certmint store copy --from URL --to URL [--force]\n"
                "Run 'certmint COMMAND --help' for details. Exit: 0 ok, 1 failed, 2 usage.\n");
@@ -54,11 +56,11 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int argc, char **argv);
-    } k_cmds[] = {{"init", tool_init_main}, {"keys", tool_keys},
-                  {"secret", tool_secret},  {"list", tool_list},
-                  {"show", tool_show},      {"revoke", tool_revoke},
-                  {"crl", tool_crl},        {"import-ca-cert", tool_import_ca_cert},
-                  {"store", tool_store}};
+    } k_cmds[] = {
+        {"init", tool_init_main}, {"keys", tool_keys}, {"secret", tool_secret},
+        {"list", tool_list},      {"show", tool_show}, {"revoke", tool_revoke},
+        {"revive", tool_revive},  {"crl", tool_crl},   {"import-ca-cert", tool_import_ca_cert},
+        {"store", tool_store}};
     for (size_t i = 0; i < sizeof(k_cmds) / sizeof(k_cmds[0]); i++) {
         if (strcmp(argv[1], k_cmds[i].name) == 0) {
             if (!cm_ok(cm_runtime_init())) {

@@ -43,6 +43,7 @@ int tool_keys(int argc, char **argv);
 int tool_list(int argc, char **argv);
 int tool_show(int argc, char **argv);
 int tool_revoke(int argc, char **argv);
+int tool_revive(int argc, char **argv); // a certificate on hold becomes valid again
 int tool_crl(int argc, char **argv);
 int tool_secret(int argc, char **argv);
 int tool_store(int argc, char **argv);

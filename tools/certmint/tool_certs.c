@@ -1,4 +1,5 @@
-// certmint list, show and revoke: the issued certificates in the store, found by serial.
+// certmint list, show, revoke and revive: the issued certificates in the store, found by
+// serial.
 #include <stdio.h>
 #include <string.h>
 
@@ -361,6 +362,66 @@ int tool_revoke(int argc, char **argv)
         printf("revoked %s (ca %s, reason %s); the next CRL lists it (certmint crl -c %s)\n",
                serial, c.ca, tool_reason_name(reason), conf);
     }
+    rc = 0;
+out:
+    cm_arena_cleanup(&a);
+    tool_inst_close(&t);
+    return rc;
+}
+
+int tool_revive(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: certmint revive -c CONF [--ca NAME] SERIAL\n"
+        "  Releases a certificate on hold (revoked with certificateHold): it is valid again\n"
+        "  and the next CRL no longer lists it (certmint crl); the same as\n"
+        "  certmint revoke --reason removeFromCRL. Only a certificate on hold can be revived.\n"
+        "  Exit: 0 ok, 1 unknown serial, not on hold or failed, 2 usage.\n";
+    const char *conf = NULL, *ca = NULL, *pos[1];
+    size_t np;
+    const tool_opt opts[] = {{"-c", &conf, NULL}, {"--config", &conf, NULL}, {"--ca", &ca, NULL}};
+    int pr = tool_args_parse(argc, argv, 2, opts, 3, pos, 1, &np, "certmint revive", help);
+    if (pr >= 0) {
+        return pr;
+    }
+    if (conf == NULL || np != 1) {
+        fprintf(stderr, "certmint revive: -c CONF and SERIAL are required (see --help)\n");
+        return 2;
+    }
+    tool_inst t = {.cmd = "certmint revive"};
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    int rc = 1;
+    store_cert c;
+    if (!tool_inst_open_cfg(&t, conf)) {
+        goto out;
+    }
+    rc = tool_find_cert(&t, &a, &c, ca, pos[0]);
+    if (rc != 0) {
+        goto out;
+    }
+    rc = 1;
+    char serial[2 * TOOL_SERIAL_MAX + 1];
+    tool_serial_text(serial, sizeof(serial), c.serial);
+    store_job job;
+    store_job_init(&job, STORE_OP_CERT_RELEASE, NULL);
+    job.u.ref.ca = c.ca;
+    job.u.ref.serial = c.serial;
+    job.u.ref.time = cm_time_now();
+    cm_result r = store_run(t.st, &job);
+    if (r.code == STORE_E_NOT_ON_HOLD) {
+        fprintf(stderr,
+                "certmint revive: %s is %s, not on hold: only a certificate revoked with "
+                "certificateHold can be revived\n",
+                serial, tool_status_name(c.status));
+        goto out;
+    }
+    if (!cm_ok(r)) {
+        fprintf(stderr, "certmint revive: the store refused: %s\n", cm_result_name(r));
+        goto out;
+    }
+    printf("revived %s (ca %s): valid again; the next CRL drops it (certmint crl -c %s)\n", serial,
+           c.ca, conf);
     rc = 0;
 out:
     cm_arena_cleanup(&a);

@@ -3,11 +3,14 @@
 // protection keys generated inside it, a self-signed root CA certificate signed through
 // PKCS#11 (or a CSR for an external parent), the CMP protection certificate, a demo MAC secret,
 // the store, a ready certmint.cnf with a `devices` profile, and an `env` file with the
-// SOFTHSM2_CONF the daemon needs. It refuses to overwrite an existing instance.
+// SOFTHSM2_CONF the daemon needs. It refuses to overwrite an existing instance. It reports the
+// four long steps (token, keys, root, store) on stdout as each starts and ends: RSA keys on a
+// slow token take minutes.
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <spawn.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +37,30 @@ typedef struct tool_init_opts {
     const char *pin_file; // the user PIN (with module)
     bool csr;             // make a CSR for an external parent instead of a self-signed root
 } tool_init_opts;
+
+#define TOOL_INIT_STEPS 4
+
+// tool_step_begin prints "certmint init: [N/4] what..." and returns the start time for
+// tool_step_end. stdout is flushed, so a pipe or a terminal shows the step while it runs.
+static uint64_t tool_step_begin(int n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static uint64_t tool_step_begin(int n, const char *fmt, ...)
+{
+    printf("certmint init: [%d/%d] ", n, TOOL_INIT_STEPS);
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    (void)fflush(stdout);
+    return cm_time_mono_ns();
+}
+
+// tool_step_end prints how long the step begun at |t0| took.
+static void tool_step_end(uint64_t t0)
+{
+    printf("certmint init:       done in %.2f s\n", (double)(cm_time_mono_ns() - t0) / 1e9);
+    (void)fflush(stdout);
+}
 
 static int tool_spawn(const char *const argv[])
 {
@@ -152,6 +179,12 @@ static int tool_init(const tool_init_opts *o)
         fprintf(stderr, "certmint init: cannot prepare %s: %s\n", dir, strerror(errno));
         goto out;
     }
+    const char *module = o->module != NULL ? o->module : CM_SOFTHSM2_MODULE_PATH;
+    const char *label = o->token != NULL ? o->token : TOOL_TOKEN_LABEL;
+    uint64_t t_step =
+        o->module != NULL
+            ? tool_step_begin(1, "token: opening token '%s' of %s", label, module)
+            : tool_step_begin(1, "token: creating SoftHSM2 token '%s' in %s/tokens", label, dir);
     if (o->module != NULL) {
         // An existing token of any PKCS#11 module: nothing to create but the keys.
         if (!tool_write_file(tool_path(p, sizeof(p), dir, "secrets/demo-device"), secret, 32,
@@ -180,8 +213,6 @@ static int tool_init(const tool_init_opts *o)
     }
 token_ready:;
     char uri[PATH_MAX * 2], cmp_uri[PATH_MAX * 2], pin_src[PATH_MAX + 32];
-    const char *module = o->module != NULL ? o->module : CM_SOFTHSM2_MODULE_PATH;
-    const char *label = o->token != NULL ? o->token : TOOL_TOKEN_LABEL;
     (void)snprintf(pin_src, sizeof(pin_src), "%s", o->module != NULL ? pin_path : dir);
     if (o->module == NULL) {
         (void)snprintf(pin_src, sizeof(pin_src), "%s/user.pin", dir);
@@ -198,6 +229,11 @@ token_ready:;
     po.sessions = 1;
     cm_result r = hsm_token_open(&tok, &err, uri);
     if (cm_ok(r)) {
+        tool_step_end(t_step);
+        t_step = tool_step_begin(2,
+                                 "keys: generating the CA key 'ca' (%s) and the CMP protection "
+                                 "key 'cmp' (ec-p256) in the token",
+                                 o->key_type);
         r = hsm_key_generate(tok, &key, &err, kt, "ca", CM_SPAN_LIT("\x01"));
     }
     // The CMP protection key: P-256 whatever the CA key is (it signs every signed response).
@@ -211,13 +247,24 @@ token_ready:;
         fprintf(stderr, "certmint init: PKCS#11: %s (%s)\n", err.msg, cm_result_name(r));
         goto out;
     }
+    tool_step_end(t_step);
     if (o->csr) {
+        t_step = tool_step_begin(3,
+                                 "root: the certificate request %s/ca.csr for a parent CA, "
+                                 "signed in the token",
+                                 dir);
         if (!tool_csr_write(pool, key, hsm_sig_alg_for_key(key), cm_span_make(name_der, name_len),
                             tool_path(p, sizeof(p), dir, "ca.csr"))) {
             goto out;
         }
+        tool_step_end(t_step);
+        (void)tool_step_begin(4, "store: after import-ca-cert (certmintd creates it)");
         goto write_config;
     }
+    t_step = tool_step_begin(3,
+                             "root: the self-signed CA certificate %s/ca.pem and the CMP "
+                             "protection certificate %s/cmp.pem, signed in the token",
+                             dir, dir);
     if (!tool_issue(pool, key, hsm_sig_alg_for_key(key), NULL, key,
                     cm_span_make(name_der, name_len), o->days, &cert, &cert_len) ||
         !tool_write_pem_cert(tool_path(p, sizeof(p), dir, "ca.pem"), cert, cert_len)) {
@@ -234,7 +281,9 @@ token_ready:;
         fprintf(stderr, "certmint init: cannot issue the CMP protection certificate\n");
         goto out;
     }
+    tool_step_end(t_step);
     // The store, created now so that read commands find it.
+    t_step = tool_step_begin(4, "store: %s/certmint.db", dir);
     char store_url[PATH_MAX + 32];
     (void)snprintf(store_url, sizeof(store_url), "sqlite:%s/certmint.db", dir);
     if (!cm_ok(store_open(&db, store_url, NULL))) {
@@ -243,6 +292,7 @@ token_ready:;
     }
     store_close(db);
     db = NULL;
+    tool_step_end(t_step);
 write_config:;
 
     n = snprintf(conf, sizeof(conf),

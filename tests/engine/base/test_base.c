@@ -1,11 +1,14 @@
 // Suite "base": the code registry (names, explanations, failure bits), reasons, result naming,
 // the arena (caps, alignment, reset), civil time, and the completion queue (order, batching,
-// many producers, no lost wake-ups).
+// many producers, no lost wake-ups), and rate-limited logging.
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <CUnit/CUnit.h>
 
@@ -305,6 +308,152 @@ static void test_base_cq_many_producers_in_order_exactly_once(void)
     cm_cq_cleanup(&q);
 }
 
+// --- cm_log_ratelimited -----------------------------------------------------------------------
+
+static int g_log_fd = -1;
+
+// log_capture sends log lines to a fresh file in |dir| and returns its path in |path|.
+static void log_capture(char *dir, size_t dir_cap, char *path, size_t path_cap)
+{
+    CU_ASSERT_FATAL(test_tmpdir(dir, dir_cap, "base-log"));
+    test_path(path, path_cap, dir, "log");
+    g_log_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CU_ASSERT_FATAL(g_log_fd >= 0);
+    cm_runtime_set_log_fd(g_log_fd);
+}
+
+// log_release sends log lines back to stderr and returns what was captured (NUL-terminated,
+// malloc'ed), removing the file.
+static char *log_release(const char *dir, const char *path)
+{
+    cm_runtime_set_log_fd(2);
+    (void)close(g_log_fd);
+    g_log_fd = -1;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    CU_ASSERT_FATAL(test_read_file(path, &buf, &len));
+    char *text = malloc(len + 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    memcpy(text, buf, len);
+    text[len] = '\0';
+    free(buf);
+    (void)test_rmtree(dir);
+    return text;
+}
+
+// log_tally counts the lines of |text| that contain |what| and adds up the "(and N more"
+// counts they carry (N may have thousands separators).
+static size_t log_tally(const char *text, const char *what, uint64_t *out_more)
+{
+    size_t lines = 0;
+    *out_more = 0;
+    for (const char *l = text; *l != '\0';) {
+        const char *end = strchr(l, '\n');
+        const size_t n = end != NULL ? (size_t)(end - l) : strlen(l);
+        const char *hit = memmem(l, n, what, strlen(what));
+        if (hit != NULL) {
+            lines++;
+            const char *more = memmem(l, n, "(and ", 5);
+            if (more != NULL) {
+                uint64_t v = 0;
+                for (const char *q = more + 5; *q == ',' || (*q >= '0' && *q <= '9'); q++) {
+                    v = *q == ',' ? v : v * 10 + (uint64_t)(*q - '0');
+                }
+                *out_more += v;
+            }
+        }
+        l += n + (end != NULL);
+    }
+    return lines;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    (void)nanosleep(&ts, NULL);
+}
+
+static void test_base_log_ratelimited_one_line_per_interval_with_count(void)
+{
+    char dir[256], path[320];
+    log_capture(dir, sizeof(dir), path, sizeof(path));
+    // 3,211 repeats within one interval: one line now ...
+    for (int i = 0; i < 3211; i++) {
+        cm_log_ratelimited("test.repeat", 300, CM_LOG_WARN, "disk full: attempt %d", i);
+    }
+    // ... another key has its own budget ...
+    cm_log_ratelimited("test.other", 300, CM_LOG_WARN, "another warning");
+    // ... and after the interval, one line that counts the 3,210 held back.
+    sleep_ms(350);
+    cm_log_ratelimited("test.repeat", 300, CM_LOG_WARN, "disk full: attempt %d", 3211);
+    // Below the log level: neither written nor counted.
+    cm_runtime_set_log_level(CM_LOG_ERROR);
+    cm_log_ratelimited("test.quiet", 0, CM_LOG_WARN, "never written");
+    cm_runtime_set_log_level(CM_LOG_INFO);
+    char *text = log_release(dir, path);
+    uint64_t more = 0;
+    CU_ASSERT_EQUAL(log_tally(text, "disk full: attempt", &more), 2);
+    CU_ASSERT_EQUAL(more, 3210);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "WARN disk full: attempt 0\n"));
+    // The quiet spell was ~0.35 s: written with one decimal.
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "disk full: attempt 3211 (and 3,210 more in the last 0."));
+    CU_ASSERT_EQUAL(log_tally(text, "another warning", &more), 1);
+    CU_ASSERT_EQUAL(more, 0);
+    CU_ASSERT_PTR_NULL(strstr(text, "never written"));
+    // The message is cut rather than the count when it is too long for a line.
+    free(text);
+    log_capture(dir, sizeof(dir), path, sizeof(path));
+    char big[1500];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    cm_log_ratelimited("test.long", 50, CM_LOG_WARN, "long %s", big);
+    cm_log_ratelimited("test.long", 50, CM_LOG_WARN, "long %s", big);
+    sleep_ms(80);
+    cm_log_ratelimited("test.long", 50, CM_LOG_WARN, "long %s", big);
+    text = log_release(dir, path);
+    CU_ASSERT_EQUAL(log_tally(text, "long xxx", &more), 2);
+    CU_ASSERT_EQUAL(more, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "x (and 1 more in the last 0."));
+    free(text);
+}
+
+#define BASE_LOG_THREADS 4
+#define BASE_LOG_CALLS   20000
+
+static void *log_hammer(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < BASE_LOG_CALLS; i++) {
+        cm_log_ratelimited("test.threads", 20, CM_LOG_WARN, "hammered");
+        if (i % 2000 == 0) {
+            sleep_ms(5); // let some intervals pass while others hammer
+        }
+    }
+    return NULL;
+}
+
+static void test_base_log_ratelimited_threads_lose_no_count(void)
+{
+    // Every call is either written or counted in a later line, also when threads race.
+    char dir[256], path[320];
+    log_capture(dir, sizeof(dir), path, sizeof(path));
+    pthread_t t[BASE_LOG_THREADS];
+    for (int i = 0; i < BASE_LOG_THREADS; i++) {
+        CU_ASSERT_FATAL(pthread_create(&t[i], NULL, log_hammer, NULL) == 0);
+    }
+    for (int i = 0; i < BASE_LOG_THREADS; i++) {
+        (void)pthread_join(t[i], NULL);
+    }
+    sleep_ms(30);
+    cm_log_ratelimited("test.threads", 20, CM_LOG_WARN, "hammered"); // reports the rest
+    char *text = log_release(dir, path);
+    uint64_t more = 0;
+    const size_t lines = log_tally(text, "hammered", &more);
+    CU_ASSERT_TRUE(lines >= 2 && lines < 1000);
+    CU_ASSERT_EQUAL(lines + more, (uint64_t)BASE_LOG_THREADS * BASE_LOG_CALLS + 1);
+    free(text);
+}
+
 int test_base_register(void);
 int test_base_register(void)
 {
@@ -318,6 +467,8 @@ int test_base_register(void)
         TEST_CASE(test_base_arena_alignment_cap_and_reset),
         TEST_CASE(test_base_civil_time_round_trip),
         TEST_CASE(test_base_cq_many_producers_in_order_exactly_once),
+        TEST_CASE(test_base_log_ratelimited_one_line_per_interval_with_count),
+        TEST_CASE(test_base_log_ratelimited_threads_lose_no_count),
     };
     return test_register_suite("base", NULL, NULL, NULL, NULL, tests, TEST_NUM_CASES(tests));
 }

@@ -47,7 +47,10 @@ static const char k_conf[] = "[ext]\n"
                              "subjectKeyIdentifier = hash\n"
                              "[twice]\n"
                              "keyUsage = digitalSignature\n"
-                             "2.5.29.15 = DER:03020780\n";
+                             "2.5.29.15 = DER:03020780\n"
+                             "[sub_ca]\n"
+                             "basicConstraints = critical, CA:TRUE, pathlen:0\n"
+                             "keyUsage = critical, keyCertSign, cRLSign\n";
 
 static const char *g_required[] = {"CN"};
 static const char *g_allowed[] = {"O", "C", "serialNumber"};
@@ -799,19 +802,120 @@ static void test_ca_rejects_sans(void)
     req_free(&t);
 }
 
+// ext_value returns the extnValue content of |nid| = |value| (OpenSSL's v3 syntax) as a ca_ext;
+// |*keep| must be freed with X509_EXTENSION_free.
+static ca_ext ext_value(X509_EXTENSION **keep, int nid, const char *value, bool critical)
+{
+    *keep = X509V3_EXT_conf_nid(NULL, NULL, nid, value);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(*keep);
+    const ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(*keep);
+    ca_ext e = {.critical = critical,
+                .value = cm_span_make(ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v))};
+    const ASN1_OBJECT *o = X509_EXTENSION_get_object(*keep);
+    e.oid = cm_span_make(OBJ_get0_data(o), OBJ_length(o));
+    return e;
+}
+
+// cert_ku returns the keyUsage bits of |x| (bit i = 1 << i), 0 without one.
+static uint32_t cert_ku(X509 *x)
+{
+    ASN1_BIT_STRING *ku = X509_get_ext_d2i(x, NID_key_usage, NULL, NULL);
+    uint32_t bits = 0;
+    for (int i = 0; ku != NULL && i < 9; i++) {
+        bits |= ASN1_BIT_STRING_get_bit(ku, i) ? 1u << i : 0;
+    }
+    ASN1_BIT_STRING_free(ku);
+    return bits;
+}
+
+// cert_eku_count returns how many purposes |x|'s extendedKeyUsage has and whether |nid| is one.
+static int cert_eku_count(X509 *x, int nid, bool *out_has)
+{
+    EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(x, NID_ext_key_usage, NULL, NULL);
+    const int n = eku != NULL ? sk_ASN1_OBJECT_num(eku) : 0;
+    *out_has = false;
+    for (int i = 0; i < n; i++) {
+        *out_has |= OBJ_obj2nid(sk_ASN1_OBJECT_value(eku, i)) == nid;
+    }
+    EXTENDED_KEY_USAGE_free(eku);
+    return n;
+}
+
+static void expect_refusal(const ca_profile *pr, test_req *t, uint32_t code, const char *text)
+{
+    ca_decision d;
+    cm_why why;
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(ca_policy_check(pr, g_ca, &d, &t->req, cm_time_now(), &why), code);
+    if (text != NULL && strcmp(why.text, text) != 0) {
+        fprintf(stderr, "\n  reason \"%s\"\n  wanted \"%s\"\n", why.text, text);
+        CU_ASSERT_STRING_EQUAL(why.text, text);
+    }
+}
+
 static void test_ca_requested_extensions(void)
 {
     test_req t;
     req_make(&t, "P-256", "/CN=a", "DNS:a.example");
+    X509_EXTENSION *keep = NULL;
     ca_decision d;
-    // A keyUsage the profile also writes is accepted; the profile's value wins.
-    const uint8_t ku[] = {0x03, 0x02, 0x05, 0xa0};
-    t.exts[1] = (ca_ext){CM_SPAN_LIT(DER_OID_CE_KEY_USAGE), true, cm_span_make(ku, sizeof(ku))};
+    // A keyUsage within the profile's (digitalSignature, keyAgreement) is honoured: the
+    // certificate gets exactly the requested bits, critical as the profile writes it.
+    t.exts[1] = ext_value(&keep, NID_key_usage, "digitalSignature", false);
     t.req.num_exts = 2;
     X509 *x = issue_by(g_ca, g_ca_key, g_profile, &t, cm_time_now(), &d, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(x);
-    check_common(x, &t);
+    CU_ASSERT_EQUAL(cert_ku(x), CA_KU_DIGITAL_SIGNATURE);
+    CU_ASSERT_TRUE(
+        X509_EXTENSION_get_critical(X509_get_ext(x, X509_get_ext_by_NID(x, NID_key_usage, -1))));
+    CU_ASSERT_EQUAL(d.mods, 0);
     X509_free(x);
+    X509_EXTENSION_free(keep);
+    // A bit beyond the profile's: refused, naming it and what is allowed.
+    t.exts[1] = ext_value(&keep, NID_key_usage, "digitalSignature, keyCertSign", true);
+    expect_refusal(g_profile, &t, CA_E_KEY_USAGE,
+                   "keyUsage keyCertSign not allowed by profile devices (allowed: "
+                   "digitalSignature, keyAgreement)");
+    X509_EXTENSION_free(keep);
+    // extendedKeyUsage: one of the profile's purposes is honoured, another refused.
+    t.exts[1] = ext_value(&keep, NID_ext_key_usage, "clientAuth", false);
+    x = issue(&t, &d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    bool has = false;
+    CU_ASSERT_EQUAL(cert_eku_count(x, NID_client_auth, &has), 1);
+    CU_ASSERT_TRUE(has);
+    X509_free(x);
+    X509_EXTENSION_free(keep);
+    t.exts[1] = ext_value(&keep, NID_ext_key_usage, "clientAuth, codeSigning", false);
+    expect_refusal(g_profile, &t, CA_E_EKU,
+                   "extendedKeyUsage codeSigning not allowed by profile devices (allowed: "
+                   "clientAuth, serverAuth)");
+    X509_EXTENSION_free(keep);
+    // basicConstraints: a CA certificate from an end-entity profile is refused; CA:FALSE is
+    // what the profile writes anyway.
+    t.exts[1] = ext_value(&keep, NID_basic_constraints, "critical, CA:TRUE", true);
+    expect_refusal(g_profile, &t, CA_E_EXT_CA_REQUESTED,
+                   "profile devices issues end-entity certificates: the request asks for "
+                   "basicConstraints cA:TRUE");
+    X509_EXTENSION_free(keep);
+    t.exts[1] = ext_value(&keep, NID_basic_constraints, "CA:FALSE, pathlen:0", false);
+    expect_refusal(g_profile, &t, CA_E_EXT_CA_REQUESTED, NULL);
+    X509_EXTENSION_free(keep);
+    t.exts[1] = ext_value(&keep, NID_basic_constraints, "CA:FALSE", true);
+    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), NULL));
+    CU_ASSERT_EQUAL(d.mods, 0);
+    X509_EXTENSION_free(keep);
+    // Another extension the profile writes, with another value: the profile's value, reported.
+    t.exts[1] =
+        ext_value(&keep, NID_crl_distribution_points, "URI:http://other.example/x.crl", false);
+    x = issue(&t, &d);
+    CU_ASSERT_PTR_NOT_NULL(x);
+    X509_free(x);
+    CU_ASSERT_EQUAL(d.mods, CA_MOD_EXTENSION);
+    char text[300];
+    CU_ASSERT_STRING_EQUAL(ca_decision_mods_text(text, sizeof(text), g_profile, &d),
+                           "crlDistributionPoints set to profile devices's value");
+    X509_EXTENSION_free(keep);
     // Anything else is refused.
     const uint8_t any[] = {0x05, 0x00};
     t.exts[1] = (ca_ext){CM_SPAN_LIT("\x2b\x06\x01\x04\x01\x82\x37\x14\x02"), false,
@@ -822,7 +926,161 @@ static void test_ca_requested_extensions(void)
     t.exts[1] = t.exts[0];
     TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), NULL),
                      CA_E_EXT_DUPLICATE);
+    // A keyUsage that is not a KeyUsage BIT STRING.
+    const uint8_t bad_ku[] = {0x03, 0x01, 0x00};
+    t.exts[1] = (ca_ext){CM_SPAN_LIT(DER_OID_CE_KEY_USAGE), true, cm_span_make(bad_ku, 3)};
+    TEST_ASSERT_CODE(ca_policy_check(g_profile, g_ca, &d, &t.req, cm_time_now(), NULL),
+                     CA_E_EXT_MALFORMED);
     req_free(&t);
+}
+
+static void test_ca_key_usage_allowed_and_replace(void)
+{
+    // A profile that lets an ECDH key ask for keyAgreement and an RSA encryption key for
+    // keyEncipherment, and lets clients ask for codeSigning.
+    ca_profile_params p = base_params();
+    p.has_key_usage_allowed = true;
+    p.key_usage_allowed = CA_KU_DIGITAL_SIGNATURE | CA_KU_KEY_AGREEMENT | CA_KU_KEY_ENCIPHERMENT;
+    const char *ekus[] = {"clientAuth", "codeSigning", "1.3.6.1.5.5.7.3.28"};
+    p.has_eku_allowed = true;
+    p.eku_allowed = ekus;
+    p.num_eku_allowed = 3;
+    ca_profile *pr = NULL;
+    char err[256];
+    TEST_ASSERT_OK(ca_profile_new(&pr, err, sizeof(err), &p, g_conf, "ext"));
+    test_req ec, rsa;
+    req_make(&ec, "P-256", "/CN=ecdh", NULL);
+    req_make(&rsa, "RSA-2048", "/CN=rsa-enc", NULL);
+    X509_EXTENSION *k1 = NULL, *k2 = NULL, *k3 = NULL;
+    ca_decision d;
+    ec.exts[0] = ext_value(&k1, NID_key_usage, "keyAgreement", true);
+    ec.req.num_exts = 1;
+    X509 *x = issue_by(g_ca, g_ca_key, pr, &ec, cm_time_now(), &d, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    CU_ASSERT_EQUAL(cert_ku(x), CA_KU_KEY_AGREEMENT);
+    X509_free(x);
+    rsa.exts[0] = ext_value(&k2, NID_key_usage, "keyEncipherment", true);
+    rsa.exts[1] = ext_value(&k3, NID_ext_key_usage, "codeSigning, cmcRA", false);
+    rsa.req.num_exts = 2;
+    x = issue_by(g_ca, g_ca_key, pr, &rsa, cm_time_now(), &d, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    CU_ASSERT_EQUAL(cert_ku(x), CA_KU_KEY_ENCIPHERMENT);
+    bool has = false;
+    CU_ASSERT_EQUAL(cert_eku_count(x, NID_code_sign, &has), 2);
+    CU_ASSERT_TRUE(has);
+    X509_free(x);
+    X509_EXTENSION_free(k1);
+    // keyEncipherment for an EC key does not fit the key (RFC 5480 §3), even when allowed.
+    ec.exts[0] = ext_value(&k1, NID_key_usage, "keyEncipherment", true);
+    expect_refusal(pr, &ec, CA_E_KEY_USAGE, "keyUsage keyEncipherment does not fit a P-256 key");
+    X509_EXTENSION_free(k1);
+    X509_EXTENSION_free(k2);
+    X509_EXTENSION_free(k3);
+    ca_profile_free(pr);
+
+    // requested_extensions = replace: what is not allowed becomes the profile's own, reported.
+    p = base_params();
+    p.replace_requested_exts = true;
+    TEST_ASSERT_OK(ca_profile_new(&pr, err, sizeof(err), &p, g_conf, "ext"));
+    ec.exts[0] = ext_value(&k1, NID_key_usage, "keyCertSign", true);
+    ec.exts[1] = ext_value(&k2, NID_ext_key_usage, "codeSigning", false);
+    ec.req.num_exts = 2;
+    x = issue_by(g_ca, g_ca_key, pr, &ec, cm_time_now(), &d, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    CU_ASSERT_EQUAL(cert_ku(x), CA_KU_DIGITAL_SIGNATURE | CA_KU_KEY_AGREEMENT);
+    CU_ASSERT_EQUAL(cert_eku_count(x, NID_server_auth, &has), 2);
+    X509_free(x);
+    CU_ASSERT_EQUAL(d.mods, CA_MOD_KEY_USAGE | CA_MOD_EKU);
+    char text[300];
+    CU_ASSERT_STRING_EQUAL(ca_decision_mods_text(text, sizeof(text), pr, &d),
+                           "keyUsage replaced by profile devices's (digitalSignature, "
+                           "keyAgreement); extendedKeyUsage replaced by profile devices's");
+    X509_EXTENSION_free(k1);
+    X509_EXTENSION_free(k2);
+    ca_profile_free(pr);
+
+    // A CA profile may issue what a request for a CA asks, with its own basicConstraints.
+    p = base_params();
+    TEST_ASSERT_OK(ca_profile_new(&pr, err, sizeof(err), &p, g_conf, "sub_ca"));
+    CU_ASSERT_TRUE(ca_profile_is_ca(pr));
+    CU_ASSERT_FALSE(ca_profile_is_ca(g_profile));
+    ec.exts[0] = ext_value(&k1, NID_basic_constraints, "critical, CA:TRUE, pathlen:0", true);
+    ec.req.num_exts = 1;
+    TEST_ASSERT_OK(ca_policy_check(pr, g_ca, &d, &ec.req, cm_time_now(), NULL));
+    CU_ASSERT_EQUAL(d.mods, 0);
+    X509_EXTENSION_free(k1);
+    ec.exts[0] = ext_value(&k1, NID_basic_constraints, "critical, CA:TRUE, pathlen:3", true);
+    TEST_ASSERT_OK(ca_policy_check(pr, g_ca, &d, &ec.req, cm_time_now(), NULL));
+    CU_ASSERT_EQUAL(d.mods, CA_MOD_EXTENSION); // the profile's pathlen:0 is what it gets
+    X509_EXTENSION_free(k1);
+    ca_profile_free(pr);
+    req_free(&ec);
+    req_free(&rsa);
+}
+
+static void test_ca_capped_validity_is_reported(void)
+{
+    test_req t;
+    req_make(&t, "P-256", "/CN=long", NULL);
+    const int64_t now = cm_time_now();
+    ca_decision d;
+    // Within max_days and the CA's life: as asked, no modification.
+    t.req.not_after = now + 20 * 86400;
+    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, now, NULL));
+    CU_ASSERT_EQUAL(d.mods, 0);
+    // Longer than the CA lives (30 days here, max_days 365): cut at the CA's notAfter.
+    t.req.not_after = now + 200 * 86400;
+    TEST_ASSERT_OK(ca_policy_check(g_profile, g_ca, &d, &t.req, now, NULL));
+    CU_ASSERT_EQUAL(d.mods, CA_MOD_VALIDITY_CA);
+    CU_ASSERT_EQUAL(d.not_after, ca_authority_not_after(g_ca));
+    char text[300];
+    CU_ASSERT_PTR_NOT_NULL(strstr(ca_decision_mods_text(text, sizeof(text), g_profile, &d),
+                                  ", when the CA certificate expires"));
+    // Longer than max_days: cut at max_days.
+    ca_profile_params p = base_params();
+    p.max_days = 12;
+    ca_profile *pr = NULL;
+    char err[256];
+    TEST_ASSERT_OK(ca_profile_new(&pr, err, sizeof(err), &p, NULL, NULL));
+    t.req.not_after = now + 20 * 86400;
+    TEST_ASSERT_OK(ca_policy_check(pr, g_ca, &d, &t.req, now, NULL));
+    CU_ASSERT_EQUAL(d.mods, CA_MOD_VALIDITY_PROFILE);
+    CU_ASSERT_EQUAL(d.not_after, now + 12 * 86400);
+    CU_ASSERT_PTR_NOT_NULL(strstr(ca_decision_mods_text(text, sizeof(text), pr, &d),
+                                  "(profile devices grants at most 12 days)"));
+    // No validity asked for: the profile's default is not a modification.
+    t.req.not_after = 0;
+    TEST_ASSERT_OK(ca_policy_check(pr, g_ca, &d, &t.req, now, NULL));
+    CU_ASSERT_EQUAL(d.mods, 0);
+    ca_profile_free(pr);
+    req_free(&t);
+}
+
+static void test_ca_profile_check_key_before_anything(void)
+{
+    // The key check alone, on a key's DER: an RSA key over the profile's bound is refused
+    // with the numbers, a P-521 key (not allowed) with the list.
+    test_req t;
+    req_make(&t, "P-521", "/CN=k", NULL);
+    ca_key_info k;
+    cm_why why;
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(ca_profile_check_key(g_profile, &k, t.req.spki, &why), CA_E_KEY_TYPE);
+    CU_ASSERT_STRING_EQUAL(why.text, "key type P-521 not allowed by profile devices (allowed: "
+                                     "P-256, P-384, RSA, Ed25519)");
+    req_free(&t);
+    req_make(&t, "P-256", "/CN=k", NULL);
+    TEST_ASSERT_OK(ca_profile_check_key(g_profile, &k, t.req.spki, NULL));
+    CU_ASSERT_EQUAL(k.type, CA_KEY_EC_P256);
+    req_free(&t);
+    // ca_key_usage_bit and ca_key_usage_text read and write the configuration's names.
+    CU_ASSERT_EQUAL(ca_key_usage_bit("keyAgreement"), CA_KU_KEY_AGREEMENT);
+    CU_ASSERT_EQUAL(ca_key_usage_bit("CONTENTCOMMITMENT"), CA_KU_NON_REPUDIATION);
+    CU_ASSERT_EQUAL(ca_key_usage_bit("keyAgreements"), 0);
+    char text[200];
+    CU_ASSERT_STRING_EQUAL(
+        ca_key_usage_text(text, sizeof(text), CA_KU_DIGITAL_SIGNATURE | CA_KU_DECIPHER_ONLY),
+        "digitalSignature, decipherOnly");
 }
 
 static void test_ca_extensions_parse(void)
@@ -870,7 +1128,8 @@ static void test_ca_extensions_parse(void)
     // The failure-info mapping the server uses.
     CU_ASSERT_EQUAL(cm_code_failinfo(CA_E_EXT_UNACCEPTED), 16);
     CU_ASSERT_EQUAL(cm_code_failinfo(CA_E_KEY_SIZE), 19);
-    CU_ASSERT_EQUAL(cm_code_failinfo(CA_E_EXT_DUPLICATE), 2);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CA_E_EXT_DUPLICATE), CM_FAIL_BAD_CERT_TEMPLATE);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CA_E_EXT_MALFORMED), CM_FAIL_BAD_CERT_TEMPLATE);
     CU_ASSERT_EQUAL(cm_code_failinfo(CA_E_UNTRUSTED), 20);
     CU_ASSERT_EQUAL(cm_code_failinfo(CM_E_DER_TRUNCATED), CM_FAIL_BAD_DATA_FORMAT);
 }
@@ -1405,6 +1664,9 @@ int test_ca_register(void)
         TEST_CASE(test_ca_rejects_subjects),
         TEST_CASE(test_ca_rejects_sans),
         TEST_CASE(test_ca_requested_extensions),
+        TEST_CASE(test_ca_key_usage_allowed_and_replace),
+        TEST_CASE(test_ca_capped_validity_is_reported),
+        TEST_CASE(test_ca_profile_check_key_before_anything),
         TEST_CASE(test_ca_extensions_parse),
         TEST_CASE(test_ca_profile_config_errors),
         TEST_CASE(test_ca_authority_material),

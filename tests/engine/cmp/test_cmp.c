@@ -730,8 +730,11 @@ static void make_header(cmp_header_fields *h, hdr_bufs *hb, int64_t pvno)
     h->transaction_id = (cmp_opt_span){true, cm_span_make(hb->tid, 16)};
     h->sender_nonce = (cmp_opt_span){true, cm_span_make(hb->snonce, 16)};
     h->recip_nonce = (cmp_opt_span){true, cm_span_make(hb->rnonce, 16)};
-    hb->info[0] = cmp_itav_implicit_confirm();
-    hb->info[1] = cmp_itav_confirm_wait_time(hb->cwt, 1767225600 + 300);
+    // confirmWaitTime and a certProfile (implicitConfirm excludes confirmWaitTime, RFC 9483
+    // §3.1: test_cmp_rejects_bad_general_info).
+    hb->info[0] = cmp_itav_confirm_wait_time(hb->cwt, 1767225600 + 300);
+    hb->info[1] = (cmp_itav){CM_SPAN_LIT(DER_OID_IT_CERT_PROFILE), CM_SPAN_LIT("\x30\x07\x0c\x05"
+                                                                               "fleet")};
     h->general_info = hb->info;
     h->num_general_info = 2;
 }
@@ -765,9 +768,10 @@ static void build_and_check(const cmp_body *body, const char *seed_name)
     TEST_ASSERT_OK(cmp_msg_from_der(&g_arena, &m, out, NULL));
     CU_ASSERT_EQUAL(m.body.type, body->type);
     CU_ASSERT_EQUAL(m.protected_part.len, pp_len);
-    CU_ASSERT_TRUE(m.header.implicit_confirm);
+    CU_ASSERT_FALSE(m.header.implicit_confirm);
     CU_ASSERT_TRUE(m.header.has_confirm_wait_time);
     CU_ASSERT_EQUAL(m.header.confirm_wait_time, 1767225600 + 300);
+    CU_ASSERT_EQUAL(m.header.num_cert_profiles, 1);
     CU_ASSERT_TRUE(cm_span_eq(m.header.f.sender_kid.v, CM_SPAN_LIT("line-7")));
     CU_ASSERT_TRUE(cm_span_eq(m.header.sender.name, h.sender_name));
     assert_matches_openssl(&m, out);
@@ -1104,10 +1108,22 @@ static void test_cmp_rejects_bad_general_info(void)
                                        CM_SPAN_LIT("\x17\x0d"
                                                    "260101000000Z")),
                      CMP_E_BAD_CONFIRM_WAIT_TIME);
+    // implicitConfirm together with confirmWaitTime: contradictory (RFC 9483 §3.1), in either
+    // order.
+    cmp_itav both[2] = {{ic, CM_SPAN_LIT("\x05\x00")},
+                        {cwt, CM_SPAN_LIT("\x18\x0f"
+                                          "20260101000000Z")}};
+    cmp_msg t = m, out;
+    t.header.f.general_info = both;
+    t.header.f.num_general_info = 2;
+    TEST_ASSERT_CODE(remarshal_and_parse(&t, NULL, &out, NULL), CMP_E_IMPLICIT_WITH_WAIT);
+    const cmp_itav swapped[2] = {both[1], both[0]};
+    t.header.f.general_info = swapped;
+    TEST_ASSERT_CODE(remarshal_and_parse(&t, NULL, &out, NULL), CMP_E_IMPLICIT_WITH_WAIT);
+    CU_ASSERT_EQUAL(cm_code_failinfo(CMP_E_IMPLICIT_WITH_WAIT), CMP_FAIL_BAD_DATA_FORMAT);
     // certProfile: SEQUENCE SIZE (1..MAX) OF UTF8String.
     cmp_itav it = {prof, CM_SPAN_LIT("\x30\x07\x0c\x05"
                                      "fleet")};
-    cmp_msg t = m, out;
     t.header.f.general_info = &it;
     t.header.f.num_general_info = 1;
     cm_span der;
@@ -1343,7 +1359,9 @@ static void test_cmp_failinfo_mapping(void)
         {CMP_E_NO_TRANSACTION_ID, CMP_FAIL_BAD_DATA_FORMAT},
         {CMP_E_BAD_SENDER_NONCE, CMP_FAIL_BAD_SENDER_NONCE},
         {CMP_E_BAD_RECIP_NONCE, CMP_FAIL_BAD_RECIPIENT_NONCE},
-        {CMP_E_PROTECTION_NO_ALG, CMP_FAIL_BAD_ALG},
+        {CMP_E_PROTECTION_NO_ALG, CMP_FAIL_BAD_MESSAGE_CHECK},
+        {CMP_E_PROT_WRONG_KIND, CMP_FAIL_WRONG_INTEGRITY},
+        {CMP_E_IMPLICIT_WITH_WAIT, CMP_FAIL_BAD_DATA_FORMAT},
         {CMP_E_ALG_NO_PROTECTION, CMP_FAIL_BAD_MESSAGE_CHECK},
         {CMP_E_NO_EXTRA_CERTS, CMP_FAIL_BAD_MESSAGE_CHECK},
         {CMP_E_UNKNOWN_BODY, CMP_FAIL_BAD_DATA_FORMAT},

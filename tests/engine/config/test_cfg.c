@@ -9,8 +9,10 @@
 
 #include <CUnit/CUnit.h>
 #include <openssl/bio.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "engine/config/cfg.h"
 #include "tests/support/test_support.h"
@@ -32,6 +34,10 @@ static const char k_base[] = "dir = .\n"
                              "confirm_wait_time = 60\n"
                              "log_level = debug\n"
                              "default_ca = devices\n"
+                             "max_connections_per_peer = 32\n"
+                             "admin_listen = 127.0.0.1:8081, [::1]:8082\n"
+                             "admin_max_connections = 4\n"
+                             "store_min_free = 1G\n"
                              "\n"
                              "[ca:devices]   # served at /.well-known/cmp/p/devices\n"
                              "key = pkcs11:token=certmint;object=devices-ca?pin-source=file:pin\n"
@@ -175,6 +181,14 @@ static void test_cfg_full_example_loads(void)
     CU_ASSERT_EQUAL(c->message_time_window, 120);
     CU_ASSERT_EQUAL(c->confirm_wait_time, 60);
     CU_ASSERT_EQUAL(c->log_level, CM_LOG_DEBUG);
+    CU_ASSERT_EQUAL(c->max_connections_per_peer, 32);
+    CU_ASSERT_EQUAL_FATAL(c->num_admin_listen, 2);
+    CU_ASSERT_STRING_EQUAL(c->admin_listen[0].host, "127.0.0.1");
+    CU_ASSERT_EQUAL(c->admin_listen[0].port, 8081);
+    CU_ASSERT_TRUE(!c->admin_listen[0].ipv6 && c->admin_listen[1].ipv6);
+    CU_ASSERT_EQUAL(c->admin_listen[1].port, 8082);
+    CU_ASSERT_EQUAL(c->admin_max_connections, 4);
+    CU_ASSERT_EQUAL(c->store_min_free, 1ull << 30);
 
     CU_ASSERT_EQUAL_FATAL(c->num_cas, 2);
     const cfg_ca *dev = cfg_ca_find(c, "devices");
@@ -245,10 +259,74 @@ static void test_cfg_defaults(void)
     CU_ASSERT_EQUAL(c->max_pbm_iterations, 100000);
     CU_ASSERT_EQUAL(c->message_time_window, 300);
     CU_ASSERT_EQUAL(c->log_level, CM_LOG_INFO);
+    CU_ASSERT_EQUAL(c->max_connections_per_peer, 256);
+    CU_ASSERT_EQUAL(c->num_admin_listen, 0);
+    CU_ASSERT_EQUAL(c->admin_max_connections, 16);
+    CU_ASSERT_EQUAL(c->store_min_free, 256ull << 20);
     CU_ASSERT_PTR_EQUAL(c->default_ca, &c->cas[0]); // the only CA
     CU_ASSERT_TRUE(ca_profile_implicit_confirm(c->cas[0].profile->profile));
     CU_ASSERT_EQUAL(ca_profile_extensions(c->cas[0].profile->profile).len, 0);
     CU_ASSERT_FALSE(c->cas[0].ca_pubs);
+    cfg_free(c);
+}
+
+// policy_ku runs the policy check of |profile| on a new P-256 key asking for keyUsage |ku|.
+static cm_result policy_ku(const cfg_config *c, const ca_profile *profile, const char *ku,
+                           ca_decision *d)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    unsigned char *spki = NULL;
+    const int spki_len = key != NULL ? i2d_PUBKEY(key, &spki) : -1;
+    X509_EXTENSION *x = X509V3_EXT_conf_nid(NULL, NULL, NID_key_usage, ku);
+    CU_ASSERT_FATAL(spki_len > 0 && x != NULL);
+    const ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(x);
+    static const uint8_t k_name[] = {0x30, 0x0c, 0x31, 0x0a, 0x30, 0x08, 0x06,
+                                     0x03, 0x55, 0x04, 0x03, 0x0c, 0x01, 'x'};
+    const ca_ext ext = {CM_SPAN_LIT("\x55\x1d\x0f"), true,
+                        cm_span_make(ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v))};
+    const ca_request req = {.subject = cm_span_make(k_name, sizeof(k_name)),
+                            .spki = cm_span_make(spki, (size_t)spki_len),
+                            .exts = &ext,
+                            .num_exts = 1};
+    const cm_result r = ca_policy_check(profile, c->cas[0].authority, d, &req, cm_time_now(), NULL);
+    X509_EXTENSION_free(x);
+    OPENSSL_free(spki);
+    EVP_PKEY_free(key);
+    return r;
+}
+
+static void test_cfg_profile_requested_extensions(void)
+{
+    // key_usage_allowed widens what a request may ask for; requested_extensions = replace
+    // turns a refusal into the profile's own keyUsage.
+    static const char text[] =
+        "[certmintd]\nlisten = 0.0.0.0:80\nstore = sqlite:/var/x.db\n"
+        "[ca:only]\nkey = pkcs11:object=k\ncert = ca.pem\nprofile = p\n"
+        "[profile:p]\nextensions = p_ext\nkey_usage_allowed = digitalSignature, keyAgreement\n"
+        "eku_allowed = clientAuth, 1.3.6.1.5.5.7.3.28, none\n"
+        "[profile:q]\nextensions = p_ext\nrequested_extensions = replace\n"
+        "[p_ext]\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = clientAuth\n";
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, sizeof(text) - 1));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_FATAL(c->num_profiles == 2);
+    const ca_profile *p = NULL, *q = NULL;
+    for (size_t i = 0; i < c->num_profiles; i++) {
+        if (strcmp(c->profiles[i].name, "p") == 0) {
+            p = c->profiles[i].profile;
+        } else {
+            q = c->profiles[i].profile;
+        }
+    }
+    CU_ASSERT_FATAL(p != NULL && q != NULL);
+    ca_decision d;
+    TEST_ASSERT_OK(policy_ku(c, p, "keyAgreement", &d));
+    CU_ASSERT_TRUE(d.key_usage.len > 0);
+    TEST_ASSERT_CODE(policy_ku(c, p, "keyCertSign", &d), CA_E_KEY_USAGE);
+    TEST_ASSERT_CODE(policy_ku(c, q, "keyAgreement", &d), CM_OK); // replaced, not refused
+    CU_ASSERT_EQUAL(d.mods, CA_MOD_KEY_USAGE);
+    CU_ASSERT_EQUAL(d.key_usage.len, 0);
     cfg_free(c);
 }
 
@@ -310,6 +388,34 @@ static const cfg_case k_bad[] = {
     {"[certmintd]\ndefault_ca = nope\n", CFG_E_REFERENCE,
      "[certmintd] default_ca: no [ca:nope] section"},
     {"[certmintd]\nlistne = 127.0.0.1:80\n", CFG_E_UNKNOWN_KEY, "[certmintd] listne: unknown key"},
+    {"[certmintd]\nmax_connections_per_peer = 0\n", CFG_E_VALUE,
+     "[certmintd] max_connections_per_peer: '0' is out of range 1..1000000"},
+    {"[certmintd]\nmax_connections_per_peer = unlimited\n", CFG_E_VALUE,
+     "[certmintd] max_connections_per_peer: 'unlimited' is not a number"},
+    {"[certmintd]\nadmin_listen = 127.0.0.1\n", CFG_E_VALUE,
+     "[certmintd] admin_listen: '127.0.0.1' is not host:port"},
+    {"[certmintd]\nadmin_listen = [::1]:99999\n", CFG_E_VALUE,
+     "[certmintd] admin_listen: '99999' is out of range 1..65535"},
+    {"[certmintd]\nadmin_listen = 127.0.0.2:8080\n", CFG_E_VALUE,
+     "[certmintd] admin_listen: port 8080 is also a listen port"},
+    {"[certmintd]\nadmin_listen = 127.0.0.1:1, 127.0.0.1:2, 127.0.0.1:3, 127.0.0.1:4, "
+     "127.0.0.1:5\n",
+     CFG_E_VALUE, "[certmintd] admin_listen: more than 4 addresses"},
+    {"[certmintd]\nlisten = 127.0.0.1:1, 127.0.0.1:2, 127.0.0.1:3, 127.0.0.1:4, 127.0.0.1:5\n"
+     "admin_listen = 127.0.0.1:6, 127.0.0.1:7, 127.0.0.1:9, 127.0.0.1:10\n",
+     CFG_E_VALUE, "[certmintd] admin_listen: 4 addresses together with listen's 5; at most 8"},
+    {"[certmintd]\nadmin_max_connections = 0\n", CFG_E_VALUE,
+     "[certmintd] admin_max_connections: '0' is out of range 1..1024"},
+    {"[certmintd]\nstore_min_free = 12X\n", CFG_E_VALUE,
+     "[certmintd] store_min_free: '12X' is not a size (bytes, or a number with K, M, G or T)"},
+    {"[certmintd]\nstore_min_free = M\n", CFG_E_VALUE, "[certmintd] store_min_free: 'M' is not"},
+    {"[certmintd]\nstore_min_free = -1\n", CFG_E_VALUE, "[certmintd] store_min_free: '-1' is not"},
+    {"[certmintd]\nstore_min_free = 256MiBs\n", CFG_E_VALUE,
+     "[certmintd] store_min_free: '256MiBs' is not"},
+    {"[certmintd]\nstore_min_free = 99999999T\n", CFG_E_VALUE,
+     "[certmintd] store_min_free: '99999999T' is too large"},
+    {"[certmintd]\nstore_min_free = 99999999999999999999\n", CFG_E_VALUE,
+     "[certmintd] store_min_free: '99999999999999999999' is too large"},
     // [ca:NAME]
     {"[certmintd]\nstore_sync = off\n", CFG_E_VALUE,
      "[certmintd] store_sync: 'off' is not full or normal"},
@@ -366,6 +472,12 @@ static const cfg_case k_bad[] = {
      "[profile:device] san_types: 'x400' is not one of"},
     {"[profile:device]\nimplicit_confirm = perhaps\n", CFG_E_VALUE,
      "[profile:device] implicit_confirm: 'perhaps' is not on or off"},
+    {"[profile:device]\nkey_usage_allowed = digitalSignature, fly\n", CFG_E_VALUE,
+     "[profile:device] key_usage_allowed: 'fly' is not a keyUsage bit"},
+    {"[profile:device]\neku_allowed = clientAuth, notAPurpose\n", CFG_E_VALUE,
+     "[profile:device] eku_allowed: 'notAPurpose' is not an extended key usage OpenSSL knows"},
+    {"[profile:device]\nrequested_extensions = ignore\n", CFG_E_VALUE,
+     "[profile:device] requested_extensions: 'ignore' is not refuse or replace"},
     {"[profile:device]\nextensions = nosuch\n", CFG_E_REFERENCE,
      "[profile:device] extensions: no section [nosuch]"},
     {"[device_ext]\nkeyUsage = critical, digitalSignatur\n", CFG_E_VALUE,
@@ -510,6 +622,33 @@ static void test_cfg_postgresql_store(void)
     expect_fail(text, CFG_E_FILE, "store_passfile: cannot read");
 }
 
+static void test_cfg_sizes_and_no_peer_cap(void)
+{
+    static const struct {
+        const char *v;
+        uint64_t want;
+    } k_sizes[] = {{"0", 0},
+                   {"268435456", 268435456},
+                   {"256m", 256ull << 20},
+                   {"2GiB", 2ull << 30},
+                   {"512KB", 512ull << 10},
+                   {"1T", 1ull << 40}};
+    char text[sizeof(k_base) + 256];
+    for (size_t i = 0; i < sizeof(k_sizes) / sizeof(k_sizes[0]); i++) {
+        const int n = snprintf(text, sizeof(text),
+                               "%s[certmintd]\nstore_min_free = %s\n"
+                               "max_connections_per_peer = none\n",
+                               k_base, k_sizes[i].v);
+        CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, (size_t)n));
+        cfg_config *c = NULL;
+        char err[512] = "";
+        TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+        CU_ASSERT_EQUAL(c->store_min_free, k_sizes[i].want);
+        CU_ASSERT_EQUAL(c->max_connections_per_peer, UINT32_MAX);
+        cfg_free(c);
+    }
+}
+
 static void test_cfg_secret_mode_names_file_and_mode(void)
 {
     char text[sizeof(k_base) + 128];
@@ -568,9 +707,14 @@ int test_cfg_register(void);
 int test_cfg_register(void)
 {
     static const test_case tests[] = {
-        TEST_CASE(test_cfg_full_example_loads), TEST_CASE(test_cfg_defaults),
-        TEST_CASE(test_cfg_rejects_bad_values), TEST_CASE(test_cfg_secret_mode_names_file_and_mode),
-        TEST_CASE(test_cfg_postgresql_store),   TEST_CASE(test_cfg_missing_sections_and_keys),
+        TEST_CASE(test_cfg_full_example_loads),
+        TEST_CASE(test_cfg_defaults),
+        TEST_CASE(test_cfg_profile_requested_extensions),
+        TEST_CASE(test_cfg_rejects_bad_values),
+        TEST_CASE(test_cfg_sizes_and_no_peer_cap),
+        TEST_CASE(test_cfg_secret_mode_names_file_and_mode),
+        TEST_CASE(test_cfg_postgresql_store),
+        TEST_CASE(test_cfg_missing_sections_and_keys),
     };
     return test_register_suite("cfg", cfg_suite_init, cfg_suite_cleanup, NULL, NULL, tests,
                                TEST_NUM_CASES(tests));

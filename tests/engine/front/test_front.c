@@ -23,7 +23,7 @@
 
 #define FRONT_SECRET_REF "line-3"
 #define FRONT_SECRET     "front-secret"
-#define FRONT_NUM_REQS   11
+#define FRONT_NUM_REQS   14
 #define FAKE_CONNS       4
 #define FAKE_OUT_CAP     (1u << 18)
 
@@ -41,6 +41,7 @@ typedef struct fake_conn {
     void *state; // the front's connection
     uint8_t *out;
     size_t out_len;
+    bool admin; // accepted on an admin listener
 } fake_conn;
 
 static struct {
@@ -94,20 +95,30 @@ static void fake_set_deadline(void *arg, net_conn_ref ref, uint32_t ms)
     g.conns[ref.slot].deadline = ms;
 }
 
-static const front_transport k_fake_transport = {
-    .send = fake_send, .close = fake_close, .set_deadline = fake_set_deadline};
+static bool fake_is_admin(void *arg, net_conn_ref ref)
+{
+    (void)arg;
+    CU_ASSERT_FATAL(ref.slot < FAKE_CONNS);
+    return g.conns[ref.slot].admin;
+}
+
+static const front_transport k_fake_transport = {.send = fake_send,
+                                                 .close = fake_close,
+                                                 .set_deadline = fake_set_deadline,
+                                                 .is_admin = fake_is_admin};
 
 static net_conn_ref fake_ref(size_t i)
 {
     return (net_conn_ref){(uint32_t)i, 7};
 }
 
-// fake_open opens connection |i| from 192.0.2.1:4711.
-static fake_conn *fake_open(size_t i)
+// fake_open_on opens connection |i| from 192.0.2.1:4711, on an admin listener when |admin|.
+static fake_conn *fake_open_on(size_t i, bool admin)
 {
     fake_conn *c = &g.conns[i];
     free(c->out);
     memset(c, 0, sizeof(*c));
+    c->admin = admin;
     c->out = malloc(FAKE_OUT_CAP);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c->out);
     struct sockaddr_in a;
@@ -119,6 +130,12 @@ static fake_conn *fake_open(size_t i)
     c->state = front_net_app()->on_open(g.loop, fake_ref(i), (const struct sockaddr *)&a);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c->state);
     return c;
+}
+
+// fake_open opens connection |i| on the main listener.
+static fake_conn *fake_open(size_t i)
+{
+    return fake_open_on(i, false);
 }
 
 // fake_data delivers |data| as one receive.
@@ -684,7 +701,7 @@ static void test_front_routes_and_errors(void)
     } k_cases[] = {
         {"GET /healthz HTTP/1.1\r\nHost: ca\r\n\r\n", 0, 200, "ok\n"},
         {"GET /healthz?probe=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 0, 200, "ok\n"},
-        {"GET /metrics HTTP/1.1\r\nHost: ca\r\n\r\n", 0, 200, "# TYPE certmint_requests_total"},
+        {"GET /metrics HTTP/1.1\r\nHost: ca\r\n\r\n", 0, 200, "# HELP certmint_requests_total"},
         {"GET /nope HTTP/1.1\r\nHost: ca\r\n\r\n", 0, 404, "404 Not Found\n"},
         {"POST /.well-known/cmp/p/nope HTTP/1.1\r\nHost: ca\r\nContent-Type: "
          "application/pkixcmp\r\nContent-Length: 2\r\n\r\n0\x00",
@@ -994,7 +1011,441 @@ static void test_front_logs_each_request_once_with_one_summary(void)
     free(p);
 }
 
+// The watchdog's probe (front_daemon_loops_alive): a loop that has not taken the previous probe
+// is reported and is not sent another; once it turns (takes the probe from its queue) it is
+// alive again and gets the next one. The probe never reaches the engine.
+static void test_front_watchdog_probe_needs_the_loop_to_turn(void)
+{
+    front_daemon_watch(g.d, g.loop);
+    CU_ASSERT_TRUE(front_daemon_loops_alive(g.d));  // nothing was outstanding: probe 1 sent
+    CU_ASSERT_FALSE(front_daemon_loops_alive(g.d)); // the loop has not turned since
+    CU_ASSERT_FALSE(front_daemon_loops_alive(g.d)); // still not; and no second probe queued
+    pump_once(100);                                 // the loop turns and takes probe 1
+    CU_ASSERT_TRUE(front_daemon_loops_alive(g.d));  // probe 2 sent
+    pump_once(100);
+    CU_ASSERT_EQUAL(front_pending_jobs(), 0);
+    front_daemon_unwatch(g.d, g.loop);
+    CU_ASSERT_TRUE(front_daemon_loops_alive(g.d)); // no loop watched: nothing to wait for
+    CU_ASSERT_PTR_NULL(cm_cq_drain(&g.cq));        // and nothing was pushed
+    // A fresh registration starts from the loop's own probe counters.
+    front_daemon_watch(g.d, g.loop);
+    CU_ASSERT_TRUE(front_daemon_loops_alive(g.d));
+    pump_once(100);
+    front_daemon_unwatch(g.d, g.loop);
+    __atomic_store_n(&g.d->num_loops, 0, __ATOMIC_RELAXED);
+}
+
+// /metrics: every family has HELP and TYPE, a request counts in its duration histogram, and a
+// rejection under its PKIFailureInfo name.
+static void test_front_metrics_histogram_and_rejections(void)
+{
+    srv_summary s;
+    memset(&s, 0, sizeof(s));
+    s.body_type = CMP_BODY_P10CR;
+    s.fail_bit = CM_FAIL_BAD_POP;
+    const uint64_t pop0 = g.d->counters.n_failinfo[CM_FAIL_BAD_POP];
+    front_metrics_count(g.d, &s, 3000); // 3 ms: the 5 ms bucket and up
+    CU_ASSERT_EQUAL(g.d->counters.n_failinfo[CM_FAIL_BAD_POP], pop0 + 1);
+    char *text = malloc(FRONT_METRICS_CAP);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    const size_t n = front_metrics_write(g.d, text, FRONT_METRICS_CAP);
+    CU_ASSERT_FATAL(n > 0 && n < FRONT_METRICS_CAP);
+    text[n] = '\0';
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "certmint_rejections_total{failinfo=\"badPOP\"} "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "certmint_request_duration_seconds_bucket{body=\"p10cr\","
+                                        "outcome=\"rejected\",le=\"0.0025\"} 0\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "certmint_request_duration_seconds_bucket{body=\"p10cr\","
+                                        "outcome=\"rejected\",le=\"0.005\"} 1\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "certmint_request_duration_seconds_count{body=\"p10cr\","
+                                        "outcome=\"rejected\"} 1\n"));
+    // Each TYPE line follows the HELP line of the same family.
+    size_t types = 0;
+    for (const char *p = strstr(text, "# TYPE "); p != NULL; p = strstr(p + 1, "# TYPE ")) {
+        const char *name = p + 7;
+        const size_t len = strcspn(name, " ");
+        char help[128];
+        (void)snprintf(help, sizeof(help), "# HELP %.*s ", (int)len, name);
+        CU_ASSERT_PTR_NOT_NULL(strstr(text, help));
+        types++;
+    }
+    CU_ASSERT(types >= 20);
+    free(text);
+}
+
+// --- limits and operations (issue 23) --------------------------------------------------------
+
+// body_text returns a malloc'ed, NUL-terminated copy of |a|'s body.
+static char *body_text(const http_answer *a)
+{
+    char *t = malloc(a->body.len + 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    memcpy(t, a->body.p, a->body.len);
+    t[a->body.len] = '\0';
+    return t;
+}
+
+// fetch_metrics returns the /metrics text of the fixture's loop (malloc'ed).
+static char *fetch_metrics(void)
+{
+    static const char k_get[] = "GET /metrics HTTP/1.1\r\nHost: ca\r\n\r\n";
+    fake_conn *c = fake_open(3);
+    fake_data(c, k_get, strlen(k_get));
+    drive(c, 1);
+    const http_answer a = nth_response(c, 0);
+    CU_ASSERT_EQUAL(a.status, 200);
+    char *t = body_text(&a);
+    fake_drop(c);
+    return t;
+}
+
+// metric_of returns the value of the sample |series| (name and labels) in |text|, -1 if none.
+static long long metric_of(const char *text, const char *series)
+{
+    const size_t n = strlen(series);
+    for (const char *p = strstr(text, series); p != NULL; p = strstr(p + 1, series)) {
+        if ((p == text || p[-1] == '\n') && p[n] == ' ') {
+            return strtoll(p + n + 1, NULL, 10);
+        }
+    }
+    return -1;
+}
+
+// status_of returns the PKIStatusInfo of a CMP error or of the first CertResponse of an ip,
+// with the parsed message in |m|; NULL when |der| is neither.
+static const cmp_status_info *status_of(cm_arena *a, cmp_msg *m, cm_span der)
+{
+    if (!cm_ok(cmp_msg_from_der(a, m, der, NULL))) {
+        return NULL;
+    }
+    if (m->body.type == CMP_BODY_ERROR) {
+        return &m->body.u.error.status;
+    }
+    if (m->body.type == CMP_BODY_IP && m->body.u.rep.num_responses > 0) {
+        return &m->body.u.rep.responses[0].status;
+    }
+    return NULL;
+}
+
+// check_refused checks that |a| is a CMP rejection with failInfo |bit| whose statusString
+// holds |text|.
+static void check_refused(const http_answer *a, int bit, const char *text)
+{
+    CU_ASSERT_EQUAL(a->status, 200); // RFC 6712 §3.3: a CMP error travels in a 200
+    cm_arena ar;
+    cm_arena_init(&ar, 0, 0);
+    cmp_msg m;
+    const cmp_status_info *st = status_of(&ar, &m, a->body);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    CU_ASSERT_EQUAL(st->status, CMP_STATUS_REJECTION);
+    CU_ASSERT_TRUE(st->has_fail_info && st->fail_info == CMP_FAILINFO_BIT((uint32_t)bit));
+    const bool has = st->status_string.len > 0 &&
+                     memmem(st->status_string.p, st->status_string.len, text, strlen(text)) != NULL;
+    if (!has) {
+        fprintf(stderr, "\n  statusString without \"%s\"\n", text);
+    }
+    CU_ASSERT_TRUE(has);
+    cm_arena_cleanup(&ar);
+}
+
+static void test_front_eof_closes_a_partial_request_at_once(void)
+{
+    // Churn: part of a request, then the peer leaves. The request can never complete, so the
+    // connection closes now instead of holding its slot until the header timeout.
+    static const char k_part[] =
+        "POST /.well-known/cmp HTTP/1.1\r\nHost: ca\r\n"
+        "Content-Type: application/pkixcmp\r\nContent-Length: 100\r\n\r\n0";
+    const net_app *app = front_net_app();
+    fake_conn *c = fake_open(0);
+    fake_data(c, k_part, strlen(k_part));
+    CU_ASSERT_FALSE(app->is_idle(g.loop, c->state));
+    CU_ASSERT_EQUAL(app->on_eof(g.loop, c->state, fake_ref(0)), NET_CLOSE);
+    CU_ASSERT_EQUAL(c->sends, 0);
+    fake_drop(c);
+    // An idle connection closes as well.
+    c = fake_open(0);
+    CU_ASSERT_EQUAL(app->on_eof(g.loop, c->state, fake_ref(0)), NET_CLOSE);
+    fake_drop(c);
+
+    // A request in progress is answered (the peer may only have shut down its sending side);
+    // a pipelined request it left half-sent is then closed at once, not at its deadline.
+    const int r = take_request();
+    size_t len;
+    uint8_t *p = cmp_post(&len, r, "", true);
+    static const char k_half[] = "GET /healthz HTTP/1.1\r\nHo";
+    uint8_t *both = malloc(len + strlen(k_half));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(both);
+    memcpy(both, p, len);
+    memcpy(both + len, k_half, strlen(k_half));
+    c = fake_open(1);
+    fake_data(c, both, len + strlen(k_half));
+    CU_ASSERT_EQUAL_FATAL(front_pending_jobs(), 1);
+    CU_ASSERT_EQUAL(app->on_eof(g.loop, c->state, fake_ref(1)), NET_CONTINUE);
+    drive(c, 1);
+    CU_ASSERT_EQUAL_FATAL(count_responses(c), 1);
+    http_answer a = nth_response(c, 0);
+    check_ip(&a, r);
+    CU_ASSERT_TRUE(c->closed);
+    fake_drop(c);
+
+    // A whole pipelined request after the EOF is answered too; then the transport (which sees
+    // the connection idle) closes it, not the front.
+    static const char k_two[] = "GET /healthz HTTP/1.1\r\nHost: ca\r\n\r\n"
+                                "GET /healthz HTTP/1.1\r\nHost: ca\r\n\r\n";
+    c = fake_open(1);
+    fake_data(c, k_two, strlen(k_two));
+    CU_ASSERT_TRUE(c->sending);
+    CU_ASSERT_EQUAL(app->on_eof(g.loop, c->state, fake_ref(1)), NET_CONTINUE);
+    drive(c, 2);
+    CU_ASSERT_EQUAL(count_responses(c), 2);
+    CU_ASSERT_FALSE(c->closed);
+    CU_ASSERT_TRUE(app->is_idle(g.loop, c->state));
+    fake_drop(c);
+    free(both);
+    free(p);
+}
+
+static void test_front_admin_listener_serves_only_health_and_metrics(void)
+{
+    static const struct {
+        const char *req;
+        int status;
+        const char *body;
+    } k_cases[] = {
+        {"GET /healthz HTTP/1.1\r\nHost: ca\r\n\r\n", 200, "ok\n"},
+        {"GET /metrics HTTP/1.1\r\nHost: ca\r\n\r\n", 200, "# HELP certmint_requests_total"},
+        {"GET /crl/devices.crl HTTP/1.1\r\nHost: ca\r\n\r\n", 404,
+         "404 Not Found: the admin listener serves only /healthz and /metrics\n"},
+        {"POST /.well-known/cmp HTTP/1.1\r\nHost: ca\r\nContent-Type: application/pkixcmp\r\n"
+         "Content-Length: 2\r\n\r\n0\x03",
+         404, "404 Not Found: the admin listener serves only"},
+        {"GET /nope HTTP/1.1\r\nHost: ca\r\n\r\n", 404, "404 Not Found"}, // by the parser
+    };
+    fake_conn *c = fake_open_on(2, true);
+    for (size_t i = 0; i < sizeof(k_cases) / sizeof(k_cases[0]); i++) {
+        fake_data(c, k_cases[i].req, strlen(k_cases[i].req));
+        drive(c, i + 1);
+        CU_ASSERT_EQUAL_FATAL(count_responses(c), i + 1);
+        const http_answer a = nth_response(c, i);
+        CU_ASSERT_EQUAL(a.status, k_cases[i].status);
+        const bool body_ok = a.body.len >= strlen(k_cases[i].body) &&
+                             memcmp(a.body.p, k_cases[i].body, strlen(k_cases[i].body)) == 0;
+        if (!body_ok) {
+            fprintf(stderr, "\n  case %zu: %d \"%.*s\"\n", i, a.status, (int)a.body.len,
+                    (const char *)a.body.p);
+        }
+        CU_ASSERT_TRUE(body_ok);
+        CU_ASSERT_FALSE(a.close);
+    }
+    CU_ASSERT_EQUAL(front_pending_jobs(), 0); // the CMP request never reached the engine
+    fake_drop(c);
+    // The main listener still serves everything.
+    front_daemon_refresh_crls(g.d);
+    c = fake_open(2);
+    fake_data(c, k_cases[2].req, strlen(k_cases[2].req));
+    drive(c, 1);
+    CU_ASSERT_EQUAL(nth_response(c, 0).status, 200);
+    fake_drop(c);
+}
+
+static void test_front_metrics_limits_and_operations(void)
+{
+    // Every family of the block has a # HELP and a # TYPE line, the rejections are one family
+    // with a reason label, and the gauges hold real readings.
+    static const char *const k_families[] = {
+        "certmint_connections_rejected_total",
+        "certmint_connections_max",
+        "certmint_connections_admin_open",
+        "certmint_accept_emfile_total",
+        "certmint_cq_overflow_total",
+        "certmint_cq_dropped_total",
+        "certmint_recv_rearms_total",
+        "certmint_connections_closed_busy_total",
+        "certmint_connections_eof_busy_total",
+        "certmint_connections_lingered_total",
+        "certmint_hsm_sign_call_failures_total",
+        "certmint_hsm_retries_total",
+        "process_open_fds",
+        "process_max_fds",
+        "certmint_store_free_bytes",
+        "certmint_store_min_free_bytes",
+        "certmint_store_low_space_refusals_total",
+    };
+    front_daemon_refresh_gauges(g.d);
+    char *t = fetch_metrics();
+    for (size_t i = 0; i < sizeof(k_families) / sizeof(k_families[0]); i++) {
+        char help[128], type[128];
+        (void)snprintf(help, sizeof(help), "\n# HELP %s ", k_families[i]);
+        (void)snprintf(type, sizeof(type), "\n# TYPE %s ", k_families[i]);
+        const bool ok = strstr(t, help) != NULL && strstr(t, type) != NULL;
+        if (!ok) {
+            fprintf(stderr, "\n  %s: no HELP or TYPE line\n", k_families[i]);
+        }
+        CU_ASSERT_TRUE(ok);
+    }
+    CU_ASSERT_EQUAL(metric_of(t, "certmint_connections_rejected_total{reason=\"full\"}"), 0);
+    CU_ASSERT_EQUAL(metric_of(t, "certmint_connections_rejected_total{reason=\"peer\"}"), 0);
+    CU_ASSERT_EQUAL(metric_of(t, "certmint_connections_rejected_total{reason=\"admin\"}"), 0);
+    uint64_t fds = 0;
+    TEST_ASSERT_OK(front_fd_count(&fds));
+    const long long open = metric_of(t, "process_open_fds");
+    CU_ASSERT_TRUE(open > 3 && (uint64_t)open <= fds + 16 && (uint64_t)open + 16 >= fds);
+    CU_ASSERT_TRUE(metric_of(t, "process_max_fds") >= open);
+    CU_ASSERT_TRUE(metric_of(t, "certmint_store_free_bytes") > 0);
+    CU_ASSERT_EQUAL(metric_of(t, "certmint_store_min_free_bytes"), 256ll << 20);
+    free(t);
+}
+
+// fake_full is a store_space probe: a disk with 12 MiB free.
+static cm_result fake_full(void *arg, const char *dir, uint64_t *out_free)
+{
+    (void)arg;
+    (void)dir;
+    *out_free = 12u << 20;
+    return cm_result_make(CM_OK);
+}
+
+static void test_front_enrolment_refused_below_store_min_free(void)
+{
+    // The disk (faked) has 12 MiB left, below the default store_min_free: the enrolment is
+    // refused with systemUnavail and a reason before anything is signed or written.
+    hsm_pool_stats before, after;
+    hsm_pool_get_stats(g.d->pool, &before);
+    g.d->space.probe = fake_full;
+    front_daemon_refresh_gauges(g.d);
+    const int r = take_request();
+    size_t len;
+    uint8_t *p = cmp_post(&len, r, "", true);
+    fake_conn *c = fake_open(0);
+    fake_data(c, p, len);
+    drive(c, 1);
+    CU_ASSERT_EQUAL_FATAL(count_responses(c), 1);
+    char want[512];
+    (void)snprintf(want, sizeof(want),
+                   "store full: only 12 MiB free on %s, below store_min_free (256 MiB)", g.dir);
+    http_answer a = nth_response(c, 0);
+    check_refused(&a, CMP_FAIL_SYSTEM_UNAVAIL, want);
+    hsm_pool_get_stats(g.d->pool, &after);
+    CU_ASSERT_EQUAL(after.signed_ok, before.signed_ok); // no certificate was signed
+    fake_drop(c);
+    free(p);
+    char *t = fetch_metrics();
+    CU_ASSERT_EQUAL(metric_of(t, "certmint_store_low_space_refusals_total"), 1);
+    CU_ASSERT_EQUAL(metric_of(t, "certmint_store_free_bytes"), 12ll << 20);
+    free(t);
+    // Space again: enrolments go through.
+    g.d->space.probe = NULL;
+    front_daemon_refresh_gauges(g.d);
+    const int r2 = take_request();
+    p = cmp_post(&len, r2, "", true);
+    c = fake_open(0);
+    fake_data(c, p, len);
+    drive(c, 1);
+    a = nth_response(c, 0);
+    check_ip(&a, r2);
+    fake_drop(c);
+    free(p);
+}
+
+static void test_front_fd_plan_lowers_or_refuses(void)
+{
+    const char *listen[] = {"127.0.0.1:0"};
+    const char *admin[] = {"127.0.0.1:0"};
+    net_server_config nc = {.listen = listen,
+                            .num_listen = 1,
+                            .io_threads = 2,
+                            .max_connections = 4096,
+                            .admin_listen = admin,
+                            .num_admin_listen = 1,
+                            .admin_max_connections = 16};
+    front_fd_budget b = {.limit = 1u << 20,
+                         .open_now = 40,
+                         .per_reader = 2,
+                         .readers = 4,
+                         .reserve = FRONT_FD_RESERVE};
+    const uint64_t others = 40 + 2 * 4 + FRONT_FD_RESERVE;
+    uint64_t need = 0, fixed = 0;
+    // Plenty: unchanged.
+    TEST_ASSERT_OK(front_fd_plan(&nc, &b, &need, &fixed));
+    CU_ASSERT_EQUAL(nc.max_connections, 4096);
+    CU_ASSERT_EQUAL(need, net_server_fds_needed(&nc) + others);
+    // systemd's default soft limit of 1,024 with the defaults: lowered to what fits exactly.
+    b.limit = 1024;
+    TEST_ASSERT_OK(front_fd_plan(&nc, &b, &need, &fixed));
+    CU_ASSERT_TRUE(nc.max_connections >= FRONT_MIN_CONNECTIONS && nc.max_connections < 4096);
+    CU_ASSERT_TRUE(need > 1024);
+    CU_ASSERT_TRUE(net_server_fds_needed(&nc) + others <= 1024);
+    nc.max_connections++;
+    CU_ASSERT_TRUE(net_server_fds_needed(&nc) + others > 1024);
+    nc.max_connections--;
+    CU_ASSERT_EQUAL(fixed, net_server_fds_needed(&nc) + others - 2u * nc.max_connections);
+    // Too few for even FRONT_MIN_CONNECTIONS per thread: refused, the config left alone.
+    nc.max_connections = 4096;
+    b.limit = fixed + 2 * FRONT_MIN_CONNECTIONS - 1;
+    TEST_ASSERT_CODE(front_fd_plan(&nc, &b, &need, &fixed), CM_E_LIMIT);
+    CU_ASSERT_EQUAL(nc.max_connections, 4096);
+    b.limit += 1;
+    TEST_ASSERT_OK(front_fd_plan(&nc, &b, &need, &fixed));
+    CU_ASSERT_EQUAL(nc.max_connections, FRONT_MIN_CONNECTIONS);
+    // A limit below what the rest alone needs.
+    nc.max_connections = 10;
+    b.limit = 10;
+    TEST_ASSERT_CODE(front_fd_plan(&nc, &b, &need, &fixed), CM_E_LIMIT);
+}
+
+#ifdef CM_P11SHIM_PATH
+static void test_front_hsm_failure_reads_as_such(void)
+{
+    // A daemon whose token sits behind the fault shim, every C_Sign failing with
+    // CKR_DEVICE_ERROR: the enrolment is refused with a reason that names the PKCS#11 error and
+    // the retry, and both failed calls are counted although it is one failed job.
+    CU_ASSERT_FATAL(setenv("P11SHIM_MODULE", g.token.module, 1) == 0);
+    CU_ASSERT_FATAL(setenv("P11SHIM_FAIL_EVERY", "1", 1) == 0);
+    CU_ASSERT_FATAL(setenv("P11SHIM_FAIL_RV", "0x30", 1) == 0); // CKR_DEVICE_ERROR
+    CU_ASSERT_FATAL(setenv("P11SHIM_FAIL_CLOSE", "0", 1) == 0);
+    CU_ASSERT_FATAL(setenv("P11SHIM_SIGN_DELAY_US", "0", 1) == 0);
+    char saved[sizeof(g.uri)];
+    memcpy(saved, g.uri, sizeof(saved));
+    (void)snprintf(g.uri, sizeof(g.uri), "pkcs11:token=%s;object=ca?module-path=%s&pin-value=%s",
+                   g.token.label, CM_P11SHIM_PATH, g.token.user_pin);
+    char err[1024];
+    front_daemon *d = load_and_start("shim.cnf", 1, err, sizeof(err));
+    memcpy(g.uri, saved, sizeof(saved));
+    if (d == NULL) {
+        fprintf(stderr, "\n  %s\n", err);
+    }
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    front_loop *main_loop = g.loop, *l = NULL;
+    TEST_ASSERT_OK(front_loop_new(&l, d, &k_fake_transport, NULL, &g.cq));
+    g.loop = l;
+    const int r = take_request();
+    size_t len;
+    uint8_t *p = cmp_post(&len, r, "", true);
+    fake_conn *c = fake_open(0);
+    fake_data(c, p, len);
+    drive(c, 1);
+    CU_ASSERT_EQUAL_FATAL(count_responses(c), 1);
+    http_answer a = nth_response(c, 0);
+    check_refused(&a, CMP_FAIL_SYSTEM_FAILURE,
+                  "HSM signing failed: CKR_DEVICE_ERROR, retried once");
+    fake_drop(c);
+    char *t = fetch_metrics();
+    CU_ASSERT_EQUAL(metric_of(t, "certmint_hsm_sign_call_failures_total"), 2);
+    CU_ASSERT_EQUAL(metric_of(t, "certmint_hsm_retries_total"), 1);
+    CU_ASSERT_EQUAL(metric_of(t, "certmint_hsm_failures_total"), 1);
+    free(t);
+    free(p);
+    for (int i = 0; i < 2000 && front_pending_jobs() > 0; i++) {
+        pump_once(10);
+    }
+    g.loop = main_loop;
+    front_loop_free(l);
+    front_daemon_free(d);
+    CU_ASSERT_FATAL(unsetenv("P11SHIM_FAIL_EVERY") == 0);
+}
+#endif
+
 int test_front_register(void);
+int test_front_coap_add(CU_pSuite s, front_daemon **d); // test_front_coap.c
 int test_front_register(void)
 {
     CU_pSuite s = CU_add_suite("front", front_suite_init, front_suite_cleanup);
@@ -1009,8 +1460,21 @@ int test_front_register(void)
         CU_ADD_TEST(s, test_front_no_100_continue_when_not_waiting) == NULL ||
         CU_ADD_TEST(s, test_front_orders_100_cas_default_first) == NULL ||
         CU_ADD_TEST(s, test_front_wires_many_cas) == NULL ||
-        CU_ADD_TEST(s, test_front_logs_each_request_once_with_one_summary) == NULL) {
+        CU_ADD_TEST(s, test_front_logs_each_request_once_with_one_summary) == NULL ||
+        CU_ADD_TEST(s, test_front_watchdog_probe_needs_the_loop_to_turn) == NULL ||
+        CU_ADD_TEST(s, test_front_metrics_histogram_and_rejections) == NULL ||
+        CU_ADD_TEST(s, test_front_eof_closes_a_partial_request_at_once) == NULL ||
+        CU_ADD_TEST(s, test_front_admin_listener_serves_only_health_and_metrics) == NULL ||
+        CU_ADD_TEST(s, test_front_metrics_limits_and_operations) == NULL ||
+        CU_ADD_TEST(s, test_front_enrolment_refused_below_store_min_free) == NULL ||
+        CU_ADD_TEST(s, test_front_fd_plan_lowers_or_refuses) == NULL ||
+        test_front_coap_add(s, &g.d) != 0) {
         return 1;
     }
+#ifdef CM_P11SHIM_PATH
+    if (CU_ADD_TEST(s, test_front_hsm_failure_reads_as_such) == NULL) {
+        return 1;
+    }
+#endif
     return 0;
 }

@@ -1613,6 +1613,12 @@ static void test_store_background_checkpoints_restart_the_wal(void)
     uint32_t next = 600;
     store_stats st;
     store_get_stats(s, &st);
+    // The checkpointer is a thread of its own: on a loaded machine its first pass may still be
+    // on the way (seen in CI-like runs beside other builds), so wait for it, bounded.
+    for (int i = 0; i < 1000 && st.checkpoints == 0; i++) {
+        (void)usleep(10000);
+        store_get_stats(s, &st);
+    }
     CU_ASSERT(st.checkpoints >= 1);
     // A pass may be running now; wait for the next top-up.
     test_store_wait_checkpoint(s, st.checkpoint_topups, &next, 11);
