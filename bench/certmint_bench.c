@@ -3,7 +3,8 @@
 //
 //   certmint-bench --url http://127.0.0.1:8080/.well-known/cmp --secret demo-device:SECRET
 //                  [--flow ir-implicit|ir-confirm|cr|p10cr] [-n COUNT | --duration S]
-//                  [--connections C] [--key-type ec-p256|ec-p384|rsa2048|ed25519] ...
+//                  [--mac hmac-sha256|kmac128|gmac] [--connections C]
+//                  [--key-type ec-p256|ec-p384|rsa2048|ed25519] ...
 //   certmint-bench --limit [--token-uri PKCS11-URI] [--duration S]   (the physical limit)
 //
 // Every request is prepared before the clock starts (device keys, fresh transactionID and
@@ -20,6 +21,7 @@
 // certmint_bench_limit.c (--limit).
 #include "bench/certmint_bench.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netdb.h>
@@ -229,8 +231,11 @@ static void bench_usage(FILE *f)
     (void)fprintf(
         f,
         "usage: certmint-bench --url http://HOST:PORT/PATH | coap://HOST:PORT/PATH\n"
-        "                      (--secret REF:SECRET [--pbmac1] |\n"
+        "                      (--secret REF:SECRET [--pbmac1 | --mac M] |\n"
         "                      --cert CERT.pem --key KEY.pem) [options]\n"
+        "       (--mac hmac-sha256|kmac128|gmac or any key-based MAC name of the algorithm\n"
+        "       table: a key-based MAC with SECRET the key in hex, a key.REF file's content;\n"
+        "       gmac is AES-GMAC with the key's length)\n"
         "       certmint-bench --limit [--token-uri PKCS11-URI] [--duration S] [options]\n"
         "  --flow F              ir-implicit (default) | ir-confirm | cr | p10cr | genm |\n"
         "                        kur | rr (each request enrols a certificate before the clock\n"
@@ -319,6 +324,7 @@ enum {
     BENCH_OPT_URL = 256,
     BENCH_OPT_SECRET,
     BENCH_OPT_PBMAC1,
+    BENCH_OPT_MAC,
     BENCH_OPT_CERT,
     BENCH_OPT_KEY,
     BENCH_OPT_KEY_TYPE,
@@ -350,6 +356,7 @@ static const struct option k_bench_long_opts[] = {
     {"url", required_argument, NULL, BENCH_OPT_URL},
     {"secret", required_argument, NULL, BENCH_OPT_SECRET},
     {"pbmac1", no_argument, NULL, BENCH_OPT_PBMAC1},
+    {"mac", required_argument, NULL, BENCH_OPT_MAC},
     {"cert", required_argument, NULL, BENCH_OPT_CERT},
     {"key", required_argument, NULL, BENCH_OPT_KEY},
     {"key-type", required_argument, NULL, BENCH_OPT_KEY_TYPE},
@@ -414,6 +421,9 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
     }
     case BENCH_OPT_PBMAC1:
         o->pbmac1 = true;
+        return true;
+    case BENCH_OPT_MAC:
+        o->mac_name = arg;
         return true;
     case BENCH_OPT_CERT:
         o->cert_path = arg;
@@ -499,6 +509,44 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
     }
 }
 
+// bench_key_mac resolves --mac and decodes --secret's hex key; returns a message or NULL.
+static const char *bench_key_mac(bench_opts *o)
+{
+    if (o->secret == NULL || o->pbmac1) {
+        return "--mac needs --secret REF:HEXKEY and no --pbmac1";
+    }
+    const size_t n = strlen(o->secret);
+    if (n % 2 != 0 || n / 2 < CMP_PROTECT_MIN_KEY_LEN || n / 2 > sizeof(o->mac_key)) {
+        return "--mac: the secret must be a key of 16..64 octets in hex";
+    }
+    for (size_t i = 0; i < n; i += 2) {
+        unsigned v = 0;
+        if (sscanf(o->secret + i, "%2x", &v) != 1 || !isxdigit((unsigned char)o->secret[i]) ||
+            !isxdigit((unsigned char)o->secret[i + 1])) {
+            return "--mac: the secret must be a key of 16..64 octets in hex";
+        }
+        o->mac_key[i / 2] = (uint8_t)v;
+    }
+    o->mac_key_len = n / 2;
+    const crmf_alg *a = NULL;
+    if (strcmp(o->mac_name, "gmac") == 0) {
+        a = crmf_alg_get(o->mac_key_len == 16   ? CRMF_ALG_AES128_GMAC
+                         : o->mac_key_len == 24 ? CRMF_ALG_AES192_GMAC
+                         : o->mac_key_len == 32 ? CRMF_ALG_AES256_GMAC
+                                                : CRMF_ALG_NONE);
+        if (a == NULL) {
+            return "--mac gmac: the key must be 16, 24 or 32 octets";
+        }
+    } else {
+        a = crmf_alg_by_name(o->mac_name);
+    }
+    if (a == NULL || a->kind != CRMF_ALG_KIND_KEY_MAC) {
+        return "--mac: not a key-based MAC of the algorithm table (hmac-sha256, kmac128, gmac...)";
+    }
+    o->key_mac = (int)a->id;
+    return NULL;
+}
+
 // bench_opts_check rejects inconsistent combinations; returns a message or NULL.
 static const char *bench_opts_check(bench_opts *o)
 {
@@ -535,6 +583,12 @@ static const char *bench_opts_check(bench_opts *o)
     }
     if (o->verify && o->ca_path == NULL) {
         return "--verify needs --ca";
+    }
+    if (o->mac_name != NULL) {
+        const char *why = bench_key_mac(o);
+        if (why != NULL) {
+            return why;
+        }
     }
     if ((o->flow == BENCH_FLOW_KUR || o->flow == BENCH_FLOW_RR) && o->no_key_check) {
         return "kur and rr need certificates for the requested keys (not --no-key-check)";
@@ -594,5 +648,6 @@ int main(int argc, char **argv)
     }
     const int rc = o.limit ? bench_limit_main(&o) : bench_run_main(&o);
     OPENSSL_cleanse(secret_buf, sizeof(secret_buf));
+    OPENSSL_cleanse(o.mac_key, sizeof(o.mac_key));
     return rc;
 }

@@ -158,6 +158,10 @@ typedef struct bench_opts {
     const char *secret_ref; // PBM: senderKID
     const char *secret;
     bool pbmac1;
+    const char *mac_name;                     // --mac: a key-based MAC (the secret is a hex key)
+    int key_mac;                              // its crmf_alg_id; 0: PBM or PBMAC1
+    uint8_t mac_key[CMP_PROTECT_MAX_KEY_LEN]; // --secret decoded from hex when --mac is given
+    size_t mac_key_len;
     uint64_t pbm_iterations;
     const char *cert_path; // signature protection
     const char *key_path;
@@ -336,6 +340,11 @@ uint64_t bench_now(void);
 
 // bench_sig_alg_for picks the signature algorithm a device key of |key|'s type signs with:
 // RSA PKCS#1 v1.5 with SHA-256, Ed25519, Ed448, ECDSA with SHA-384 above 256 bits, else SHA-256.
+// bench_mac_secret returns the shared secret of --secret: the --mac key, or the password;
+// bench_mac_kind says which. Thread: any.
+cm_span bench_mac_secret(const bench_opts *o);
+cmp_secret_kind bench_mac_kind(const bench_opts *o);
+
 crmf_sig_alg bench_sig_alg_for(const EVP_PKEY *key);
 
 // bench_alg_der marshals |a| into a malloc'ed buffer (free the span's p); dies on failure.

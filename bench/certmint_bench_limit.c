@@ -48,8 +48,9 @@ static bool bench_limit_op(const bench_limit_env *env, crmf_crypto *c, EVP_MD_CT
     }
     cmp_mac_key key;
     if (!cm_ok(cmp_protect_verify_mac(env->ctx->prot, &key, m->header.f.protection_alg,
-                                      cm_span_make(o->secret, strlen(o->secret)), m->protected_part,
-                                      m->protection, m->protection_unused, NULL))) {
+                                      cm_span_make(o->secret, strlen(o->secret)),
+                                      CMP_SECRET_PASSWORD, m->protected_part, m->protection,
+                                      m->protection_unused, NULL))) {
         return false;
     }
     uint8_t mac[CMP_PROTECT_MAX_MAC_LEN];
@@ -138,7 +139,7 @@ static double bench_limit_step_us(const bench_limit_env *env, int step, int n)
         case 1:
             ok = cm_ok(cmp_protect_verify_mac(env->ctx->prot, &key, m->header.f.protection_alg,
                                               cm_span_make(o->secret, strlen(o->secret)),
-                                              m->protected_part, m->protection,
+                                              CMP_SECRET_PASSWORD, m->protected_part, m->protection,
                                               m->protection_unused, NULL));
             cmp_mac_key_cleanse(&key);
             break;

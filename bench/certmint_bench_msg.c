@@ -9,6 +9,19 @@
 
 #include "bench/certmint_bench.h"
 
+cm_span bench_mac_secret(const bench_opts *o)
+{
+    if (o->key_mac != 0) {
+        return cm_span_make(o->mac_key, o->mac_key_len);
+    }
+    return cm_span_make(o->secret, o->secret != NULL ? strlen(o->secret) : 0);
+}
+
+cmp_secret_kind bench_mac_kind(const bench_opts *o)
+{
+    return o->key_mac != 0 ? CMP_SECRET_KEY : CMP_SECRET_PASSWORD;
+}
+
 crmf_sig_alg bench_sig_alg_for(const EVP_PKEY *key)
 {
     crmf_sig_alg a;
@@ -17,6 +30,10 @@ crmf_sig_alg bench_sig_alg_for(const EVP_PKEY *key)
     case CRMF_KEY_RSA:
         a.kind = CRMF_SIG_RSA_PKCS1;
         a.hash = CRMF_HASH_SHA256;
+        break;
+    case CRMF_KEY_RSA_PSS:
+        // An id-RSASSA-PSS key signs only with PSS: SHA-256, MGF1-SHA-256, a 32-octet salt.
+        (void)crmf_sig_alg_of(&a, CRMF_ALG_RSA_PSS_SHA256);
         break;
     case CRMF_KEY_ED25519:
         a.kind = CRMF_SIG_ED25519;
@@ -28,7 +45,9 @@ crmf_sig_alg bench_sig_alg_for(const EVP_PKEY *key)
         break;
     default:
         a.kind = CRMF_SIG_ECDSA;
-        a.hash = EVP_PKEY_get_bits(key) > 256 ? CRMF_HASH_SHA384 : CRMF_HASH_SHA256;
+        a.hash = EVP_PKEY_get_bits(key) > 384   ? CRMF_HASH_SHA512
+                 : EVP_PKEY_get_bits(key) > 256 ? CRMF_HASH_SHA384
+                                                : CRMF_HASH_SHA256;
         break;
     }
     return a;

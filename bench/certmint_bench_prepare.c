@@ -302,12 +302,13 @@ static bool bench_prepare_one(bench_prep *p, size_t i)
     cmp_mac_key *mac = NULL;
     if (ctx->macs != NULL) {
         mac = &ctx->macs[i];
-        const cm_span secret = cm_span_make(o->secret, strlen(o->secret));
-        const cm_result r = o->pbmac1
-                                ? cmp_mac_key_new_pbmac1(ctx->prot, mac, secret, CMP_HASH_SHA256,
-                                                         CMP_HASH_SHA256, o->pbm_iterations, 16, 32)
-                                : cmp_mac_key_new_pbm(ctx->prot, mac, secret, CMP_HASH_SHA256,
-                                                      CMP_HASH_SHA256, o->pbm_iterations, 16);
+        const cm_span secret = bench_mac_secret(o);
+        const cm_result r =
+            o->key_mac != 0 ? cmp_mac_key_new_keyed(ctx->prot, mac, secret, (crmf_alg_id)o->key_mac)
+            : o->pbmac1     ? cmp_mac_key_new_pbmac1(ctx->prot, mac, secret, CMP_HASH_SHA256,
+                                                     CMP_HASH_SHA256, o->pbm_iterations, 16, 32)
+                            : cmp_mac_key_new_pbm(ctx->prot, mac, secret, CMP_HASH_SHA256,
+                                                  CMP_HASH_SHA256, o->pbm_iterations, 16);
         if (!cm_ok(r)) {
             return false;
         }

@@ -52,6 +52,9 @@ static const char *bench_protection_name(const bench_opts *o)
     if (o->flow == BENCH_FLOW_KUR || o->flow == BENCH_FLOW_RR) {
         return "signature"; // by the enrolled certificate
     }
+    if (o->key_mac != 0) {
+        return crmf_alg_get((crmf_alg_id)o->key_mac)->name;
+    }
     return o->secret != NULL ? (o->pbmac1 ? "pbmac1" : "pbm") : "signature";
 }
 

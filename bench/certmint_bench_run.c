@@ -206,8 +206,12 @@ static bool bench_make_conf(bench_run *run, bench_conn *c, const cmp_msg *ip)
     body.type = CMP_BODY_CERT_CONF;
     body.u.conf.items = &cs;
     body.u.conf.num = 1;
-    const cmp_mac_key *mac = ctx->macs != NULL ? &ctx->macs[c->req] : NULL;
+    cmp_mac_key *mac = ctx->macs != NULL ? &ctx->macs[c->req] : NULL;
     cm_span prot_alg = ctx->prot_alg_der;
+    // AES-GMAC: the certConf must not reuse the ir's nonce.
+    if (mac != NULL && !cm_ok(cmp_mac_key_renew_nonce(mac))) {
+        return false;
+    }
     if (mac != NULL) {
         der_builder pb;
         der_builder_init_arena(&pb, &run->arena, 128);

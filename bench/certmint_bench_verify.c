@@ -32,10 +32,9 @@ static bench_fail bench_verify_protection(bench_run *run, cmp_msg *out, cm_span 
             return BENCH_FAIL_PROTECTION; // MAC-protected answer to a signed request
         }
         cmp_mac_key key;
-        const cm_result r =
-            cmp_protect_verify_mac(ctx->prot, &key, m.header.f.protection_alg,
-                                   cm_span_make(ctx->o->secret, strlen(ctx->o->secret)),
-                                   m.protected_part, m.protection, m.protection_unused, NULL);
+        const cm_result r = cmp_protect_verify_mac(
+            ctx->prot, &key, m.header.f.protection_alg, bench_mac_secret(ctx->o),
+            bench_mac_kind(ctx->o), m.protected_part, m.protection, m.protection_unused, NULL);
         cmp_mac_key_cleanse(&key);
         if (!cm_ok(r)) {
             return BENCH_FAIL_PROTECTION;

@@ -241,8 +241,8 @@ static void bench_ours_whole(bench_state *s)
     }
     cmp_mac_key key;
     if (!cm_ok(cmp_protect_verify_mac(s->pctx, &key, m.header.f.protection_alg,
-                                      CM_SPAN_LIT(BENCH_SECRET), m.protected_part, m.protection,
-                                      m.protection_unused, NULL))) {
+                                      CM_SPAN_LIT(BENCH_SECRET), CMP_SECRET_PASSWORD,
+                                      m.protected_part, m.protection, m.protection_unused, NULL))) {
         bench_die("PBM verify failed");
     }
     if (m.body.type != CMP_BODY_IR || m.body.u.req.num_msgs != 1 ||
@@ -377,8 +377,9 @@ static void bench_one(bench_state *s, bench_op op)
     case OP_OURS_PBM: {
         cmp_mac_key key;
         if (!cm_ok(cmp_protect_verify_mac(s->pctx, &key, s->req.header.f.protection_alg,
-                                          CM_SPAN_LIT(BENCH_SECRET), s->req.protected_part,
-                                          s->req.protection, s->req.protection_unused, NULL))) {
+                                          CM_SPAN_LIT(BENCH_SECRET), CMP_SECRET_PASSWORD,
+                                          s->req.protected_part, s->req.protection,
+                                          s->req.protection_unused, NULL))) {
             bench_die("PBM verify failed");
         }
         cmp_mac_key_cleanse(&key);
@@ -485,8 +486,9 @@ static void bench_setup(bench_state *s)
     if (!cm_ok(cmp_msg_from_der(&req_arena, &s->req, s->ir, NULL)) ||
         s->req.body.type != CMP_BODY_IR || s->req.body.u.req.num_msgs != 1 ||
         !cm_ok(cmp_protect_verify_mac(s->pctx, &s->key, s->req.header.f.protection_alg,
-                                      CM_SPAN_LIT(BENCH_SECRET), s->req.protected_part,
-                                      s->req.protection, s->req.protection_unused, NULL))) {
+                                      CM_SPAN_LIT(BENCH_SECRET), CMP_SECRET_PASSWORD,
+                                      s->req.protected_part, s->req.protection,
+                                      s->req.protection_unused, NULL))) {
         bench_die("the OpenSSL-made ir does not parse or verify with certmint");
     }
     if (!cm_ok(cmp_msg_from_der(&req_arena, &s->sreq, cm_span_make(sir, sir_len), NULL)) ||

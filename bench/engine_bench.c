@@ -321,7 +321,7 @@ static uint8_t **bench_requests(bench_ctx *b, const uint8_t *tpl, size_t tpl_len
     if (reqs == NULL || *out_lens == NULL ||
         !cm_ok(cmp_msg_from_der(&a, &m, cm_span_make(tpl, tpl_len), NULL)) ||
         !cm_ok(cmp_mac_key_derive(b->prot, &key, m.header.protection_alg.whole,
-                                  CM_SPAN_LIT(BENCH_SECRET)))) {
+                                  CM_SPAN_LIT(BENCH_SECRET), CMP_SECRET_PASSWORD))) {
         bench_fail("cannot parse the template request");
         exit(1);
     }

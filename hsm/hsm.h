@@ -47,6 +47,7 @@ typedef enum hsm_key_type {
     HSM_KEY_EC_P521,
     HSM_KEY_RSA,
     HSM_KEY_ED25519,
+    HSM_KEY_ED448,
 } hsm_key_type;
 
 typedef enum hsm_sig_alg {
@@ -61,6 +62,7 @@ typedef enum hsm_sig_alg {
     HSM_SIG_RSA_PSS_SHA384,
     HSM_SIG_RSA_PSS_SHA512,
     HSM_SIG_ED25519,
+    HSM_SIG_ED448,
     HSM_SIG_COUNT,
 } hsm_sig_alg;
 
@@ -72,6 +74,7 @@ typedef enum hsm_keygen_type {
     HSM_KEYGEN_RSA_3072,
     HSM_KEYGEN_RSA_4096,
     HSM_KEYGEN_ED25519,
+    HSM_KEYGEN_ED448,
 } hsm_keygen_type;
 
 // The largest signature any supported key makes (RSA-4096: 512 bytes; ECDSA P-521 in DER: 139).
@@ -83,25 +86,37 @@ typedef enum hsm_keygen_type {
 // The largest batch a worker takes from the queue at once.
 #define HSM_MAX_BATCH 64u
 
-// hsm_sig_alg_name returns a static name such as "ecdsa-with-SHA256" ("?" when unknown).
+// hsm_sig_alg_row returns the row of engine/crmf's algorithm table |alg| is (CRMF_ALG_NONE
+// for HSM_SIG_NONE or an unknown value): names, OIDs and parameters come from there.
+// Thread: any; pure.
+int hsm_sig_alg_row(hsm_sig_alg alg);
+
+// hsm_sig_alg_of_row is the reverse: the hsm_sig_alg of table row |row| (a crmf_alg_id), or
+// HSM_SIG_NONE when the token cannot make that signature (SHA-3, SHAKE, SHA-1, SHA-224).
+hsm_sig_alg hsm_sig_alg_of_row(int row);
+
+// hsm_sig_alg_name returns the table's ASN.1 name of |alg| such as "ecdsa-with-SHA256" ("?"
+// when unknown).
 const char *hsm_sig_alg_name(hsm_sig_alg alg);
 
 // hsm_sig_alg_fits reports whether |alg| can be used with a key of type |type|.
 bool hsm_sig_alg_fits(hsm_sig_alg alg, hsm_key_type type);
 
-// hsm_sig_alg_for_type returns the signature algorithm certmint uses with a key of |type|:
-// ECDSA with SHA-256/384/512 for P-256/P-384/P-521 (the hash matching the curve, RFC 5480
-// §4), sha256WithRSAEncryption for RSA, Ed25519 for Ed25519; HSM_SIG_NONE for HSM_KEY_NONE.
+// hsm_sig_alg_for_type returns the signature algorithm certmint uses with a key of |type|
+// unless configured otherwise (sig_alg): ECDSA with SHA-256/384/512 for P-256/P-384/P-521
+// (the hash matching the curve, RFC 5480 §4), sha256WithRSAEncryption for RSA, Ed25519 and
+// Ed448 for theirs; HSM_SIG_NONE for HSM_KEY_NONE.
 // The daemon, the admin tool and the benchmarks all pick CA and CMP signature algorithms here.
 // Thread: any; pure.
 hsm_sig_alg hsm_sig_alg_for_type(hsm_key_type type);
 
-// hsm_sig_alg_marshal appends the X.509 AlgorithmIdentifier of |alg| to |b| (RFC 5758 §3.2
-// ECDSA with absent parameters; RFC 4055 §5 shaXWithRSAEncryption with NULL parameters; RFC
-// 4055 §3.1 RSASSA-PSS with explicit RSASSA-PSS-params: the hash, MGF1 with the same hash (hash
-// identifiers with NULL parameters, RFC 4055 §2.1), a salt as long as the hash, trailerField
-// omitted; RFC 8410 §3 id-Ed25519 with absent
-// parameters). Errors are sticky in |b| (CM_E_INVALID_ARG for an unknown |alg|).
+// hsm_sig_alg_marshal appends the X.509 AlgorithmIdentifier of |alg| to |b|, as the algorithm
+// table writes it (crmf_alg_marshal): RFC 5758 §3.2 ECDSA with absent parameters; RFC 4055 §5
+// shaXWithRSAEncryption with NULL parameters; RFC 4055 §3.1 RSASSA-PSS with explicit
+// RSASSA-PSS-params: the hash, MGF1 with the same hash (hash identifiers with NULL parameters,
+// RFC 4055 §2.1), a salt as long as the hash, trailerField omitted; RFC 8410 §3 id-Ed25519 and
+// id-Ed448 with absent parameters. Errors are sticky in |b| (CM_E_INVALID_ARG for an unknown
+// |alg|).
 // Thread: any.
 void hsm_sig_alg_marshal(der_builder *b, hsm_sig_alg alg);
 

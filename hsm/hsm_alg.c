@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "engine/crmf/crmf.h"
 #include "engine/der/der.h"
 #include "engine/der/der_oid.h"
 #include "hsm/hsm.h"
@@ -30,34 +31,43 @@ cm_result hsm_ckr_fail(hsm_error *err, const char *func, CK_RV rv)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Signature algorithms
+// Signature algorithms: each hsm_sig_alg is a row of engine/crmf's algorithm table, which gives
+// its names and its AlgorithmIdentifier; what is hsm's is which mechanism makes it
+// (hsm_pool.c) and which keys it fits.
+
+static const crmf_alg_id k_hsm_sig_rows[HSM_SIG_COUNT] = {
+    [HSM_SIG_ECDSA_SHA256] = CRMF_ALG_ECDSA_SHA256,
+    [HSM_SIG_ECDSA_SHA384] = CRMF_ALG_ECDSA_SHA384,
+    [HSM_SIG_ECDSA_SHA512] = CRMF_ALG_ECDSA_SHA512,
+    [HSM_SIG_RSA_PKCS1_SHA256] = CRMF_ALG_RSA_SHA256,
+    [HSM_SIG_RSA_PKCS1_SHA384] = CRMF_ALG_RSA_SHA384,
+    [HSM_SIG_RSA_PKCS1_SHA512] = CRMF_ALG_RSA_SHA512,
+    [HSM_SIG_RSA_PSS_SHA256] = CRMF_ALG_RSA_PSS_SHA256,
+    [HSM_SIG_RSA_PSS_SHA384] = CRMF_ALG_RSA_PSS_SHA384,
+    [HSM_SIG_RSA_PSS_SHA512] = CRMF_ALG_RSA_PSS_SHA512,
+    [HSM_SIG_ED25519] = CRMF_ALG_ED25519,
+    [HSM_SIG_ED448] = CRMF_ALG_ED448,
+};
+
+int hsm_sig_alg_row(hsm_sig_alg alg)
+{
+    return (unsigned)alg < HSM_SIG_COUNT ? (int)k_hsm_sig_rows[alg] : (int)CRMF_ALG_NONE;
+}
+
+hsm_sig_alg hsm_sig_alg_of_row(int row)
+{
+    for (int i = HSM_SIG_NONE + 1; i < HSM_SIG_COUNT; i++) {
+        if ((int)k_hsm_sig_rows[i] == row) {
+            return (hsm_sig_alg)i;
+        }
+    }
+    return HSM_SIG_NONE;
+}
 
 const char *hsm_sig_alg_name(hsm_sig_alg alg)
 {
-    switch (alg) {
-    case HSM_SIG_ECDSA_SHA256:
-        return "ecdsa-with-SHA256";
-    case HSM_SIG_ECDSA_SHA384:
-        return "ecdsa-with-SHA384";
-    case HSM_SIG_ECDSA_SHA512:
-        return "ecdsa-with-SHA512";
-    case HSM_SIG_RSA_PKCS1_SHA256:
-        return "sha256WithRSAEncryption";
-    case HSM_SIG_RSA_PKCS1_SHA384:
-        return "sha384WithRSAEncryption";
-    case HSM_SIG_RSA_PKCS1_SHA512:
-        return "sha512WithRSAEncryption";
-    case HSM_SIG_RSA_PSS_SHA256:
-        return "RSASSA-PSS-SHA256";
-    case HSM_SIG_RSA_PSS_SHA384:
-        return "RSASSA-PSS-SHA384";
-    case HSM_SIG_RSA_PSS_SHA512:
-        return "RSASSA-PSS-SHA512";
-    case HSM_SIG_ED25519:
-        return "Ed25519";
-    default:
-        return "?";
-    }
+    const crmf_alg *a = crmf_alg_get((crmf_alg_id)hsm_sig_alg_row(alg));
+    return a != NULL ? a->asn1_name : "?";
 }
 
 hsm_sig_alg hsm_sig_alg_for_type(hsm_key_type type)
@@ -73,6 +83,8 @@ hsm_sig_alg hsm_sig_alg_for_type(hsm_key_type type)
         return HSM_SIG_RSA_PKCS1_SHA256;
     case HSM_KEY_ED25519:
         return HSM_SIG_ED25519;
+    case HSM_KEY_ED448:
+        return HSM_SIG_ED448;
     default:
         return HSM_SIG_NONE;
     }
@@ -85,62 +97,23 @@ hsm_sig_alg hsm_sig_alg_for_key(const hsm_key *k)
 
 bool hsm_sig_alg_fits(hsm_sig_alg alg, hsm_key_type type)
 {
-    switch (alg) {
-    case HSM_SIG_ECDSA_SHA256:
-    case HSM_SIG_ECDSA_SHA384:
-    case HSM_SIG_ECDSA_SHA512:
+    const crmf_alg *a = crmf_alg_get((crmf_alg_id)hsm_sig_alg_row(alg));
+    if (a == NULL) {
+        return false;
+    }
+    switch (a->sig) {
+    case CRMF_SIG_ECDSA:
         return type == HSM_KEY_EC_P256 || type == HSM_KEY_EC_P384 || type == HSM_KEY_EC_P521;
-    case HSM_SIG_RSA_PKCS1_SHA256:
-    case HSM_SIG_RSA_PKCS1_SHA384:
-    case HSM_SIG_RSA_PKCS1_SHA512:
-    case HSM_SIG_RSA_PSS_SHA256:
-    case HSM_SIG_RSA_PSS_SHA384:
-    case HSM_SIG_RSA_PSS_SHA512:
+    case CRMF_SIG_RSA_PKCS1:
+    case CRMF_SIG_RSA_PSS:
         return type == HSM_KEY_RSA;
-    case HSM_SIG_ED25519:
+    case CRMF_SIG_ED25519:
         return type == HSM_KEY_ED25519;
+    case CRMF_SIG_ED448:
+        return type == HSM_KEY_ED448;
     default:
         return false;
     }
-}
-
-// hsm_put_hash_alg_id writes the hash AlgorithmIdentifier RSASSA-PSS-params use. RFC 4055 §2.1
-// defines them with NULL parameters ("sha256Identifier AlgorithmIdentifier ::= { id-sha256,
-// NULL }"), which is also what OpenSSL writes; verifiers must accept NULL and absent alike.
-static void hsm_put_hash_alg_id(der_builder *b, cm_span hash_oid)
-{
-    der_mark m;
-    der_open(b, &m, DER_TAG_SEQUENCE);
-    der_put_oid(b, hash_oid);
-    der_put_null(b);
-    der_close(b, &m);
-}
-
-// RFC 4055 §3.1:
-//   RSASSA-PSS-params  ::=  SEQUENCE  {
-//       hashAlgorithm      [0] HashAlgorithm DEFAULT sha1Identifier,
-//       maskGenAlgorithm   [1] MaskGenAlgorithm DEFAULT mgf1SHA1Identifier,
-//       saltLength         [2] INTEGER DEFAULT 20,
-//       trailerField       [3] INTEGER DEFAULT 1  }
-//   MaskGenAlgorithm ::= AlgorithmIdentifier   -- id-mgf1 with a HashAlgorithm parameter
-// DER omits trailerField (its default); the others differ from their SHA-1 defaults.
-static void hsm_put_pss_params(der_builder *b, cm_span hash_oid, int64_t salt_len)
-{
-    der_mark params, h, mgf, mgf_alg, salt;
-    der_open(b, &params, DER_TAG_SEQUENCE);
-    der_open(b, &h, DER_CONTEXT_CONS(0));
-    hsm_put_hash_alg_id(b, hash_oid);
-    der_close(b, &h);
-    der_open(b, &mgf, DER_CONTEXT_CONS(1));
-    der_open(b, &mgf_alg, DER_TAG_SEQUENCE);
-    der_put_oid_lit(b, DER_OID_MGF1);
-    hsm_put_hash_alg_id(b, hash_oid);
-    der_close(b, &mgf_alg);
-    der_close(b, &mgf);
-    der_open(b, &salt, DER_CONTEXT_CONS(2));
-    der_put_i64(b, salt_len);
-    der_close(b, &salt);
-    der_close(b, &params);
 }
 
 // AlgorithmIdentifier  ::=  SEQUENCE  {
@@ -148,50 +121,12 @@ static void hsm_put_pss_params(der_builder *b, cm_span hash_oid, int64_t salt_le
 //      parameters              ANY DEFINED BY algorithm OPTIONAL  }   -- RFC 5280 §4.1.1.2
 void hsm_sig_alg_marshal(der_builder *b, hsm_sig_alg alg)
 {
-    der_mark m;
-    der_open(b, &m, DER_TAG_SEQUENCE);
-    switch (alg) {
-    case HSM_SIG_ECDSA_SHA256: // RFC 5758 §3.2: parameters absent
-        der_put_oid_lit(b, DER_OID_ECDSA_WITH_SHA256);
-        break;
-    case HSM_SIG_ECDSA_SHA384:
-        der_put_oid_lit(b, DER_OID_ECDSA_WITH_SHA384);
-        break;
-    case HSM_SIG_ECDSA_SHA512:
-        der_put_oid_lit(b, DER_OID_ECDSA_WITH_SHA512);
-        break;
-    case HSM_SIG_RSA_PKCS1_SHA256: // RFC 4055 §5: parameters NULL
-        der_put_oid_lit(b, DER_OID_SHA256_WITH_RSA);
-        der_put_null(b);
-        break;
-    case HSM_SIG_RSA_PKCS1_SHA384:
-        der_put_oid_lit(b, DER_OID_SHA384_WITH_RSA);
-        der_put_null(b);
-        break;
-    case HSM_SIG_RSA_PKCS1_SHA512:
-        der_put_oid_lit(b, DER_OID_SHA512_WITH_RSA);
-        der_put_null(b);
-        break;
-    case HSM_SIG_RSA_PSS_SHA256:
-        der_put_oid_lit(b, DER_OID_RSASSA_PSS);
-        hsm_put_pss_params(b, CM_SPAN_LIT(DER_OID_SHA256), 32);
-        break;
-    case HSM_SIG_RSA_PSS_SHA384:
-        der_put_oid_lit(b, DER_OID_RSASSA_PSS);
-        hsm_put_pss_params(b, CM_SPAN_LIT(DER_OID_SHA384), 48);
-        break;
-    case HSM_SIG_RSA_PSS_SHA512:
-        der_put_oid_lit(b, DER_OID_RSASSA_PSS);
-        hsm_put_pss_params(b, CM_SPAN_LIT(DER_OID_SHA512), 64);
-        break;
-    case HSM_SIG_ED25519: // RFC 8410 §3: parameters absent
-        der_put_oid_lit(b, DER_OID_ED25519);
-        break;
-    default:
+    const crmf_alg_id row = (crmf_alg_id)hsm_sig_alg_row(alg);
+    if (row == CRMF_ALG_NONE) {
         der_builder_fail(b, CM_E_INVALID_ARG);
-        break;
+        return;
     }
-    der_close(b, &m);
+    crmf_alg_marshal(b, row);
 }
 
 #define HSM_ECDSA_MAX_RAW 132u // P-521: two 66-byte halves

@@ -17,6 +17,7 @@ struct p11_kit_uri; // P11KitUri, <p11-kit/uri.h>
 
 // The printable curve name PKCS#11 allows in CKA_EC_PARAMS for Ed25519 keys.
 #define HSM_ED25519_CURVE_NAME "edwards25519" // PKCS#11 3.0 §2.3.5 printable curve name
+#define HSM_ED448_CURVE_NAME   "edwards448"
 
 // Mechanism capability bits, filled from C_GetMechanismList at open.
 enum {

@@ -113,7 +113,8 @@ cm_result hsm_find_key_handle(hsm_token *t, CK_OBJECT_HANDLE *out, CK_SESSION_HA
 // EC (RFC 5480 §2.1.1): id-ecPublicKey with the namedCurve OID; the key is the ECPoint.
 // RSA (RFC 3279 §2.3.1): rsaEncryption with NULL; the key is
 //      RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }.
-// Ed25519 (RFC 8410 §4): id-Ed25519 with absent parameters; the key is the 32 raw bytes.
+// Ed25519, Ed448 (RFC 8410 §4): id-Ed25519 / id-Ed448 with absent parameters; the key is the
+// 32 / 57 raw bytes.
 static cm_result hsm_spki_build(hsm_key *k, cm_span curve_oid, cm_span point, cm_span modulus,
                                 cm_span exponent)
 {
@@ -137,7 +138,12 @@ static cm_result hsm_spki_build(hsm_key *k, cm_span curve_oid, cm_span point, cm
         der_close(&b, &bits);
         break;
     case HSM_KEY_ED25519:
-        der_put_oid_lit(&b, DER_OID_ED25519);
+    case HSM_KEY_ED448:
+        if (k->type == HSM_KEY_ED25519) {
+            der_put_oid_lit(&b, DER_OID_ED25519);
+        } else {
+            der_put_oid_lit(&b, DER_OID_ED448);
+        }
         der_close(&b, &alg);
         der_put_bitstring(&b, point, 0);
         break;
@@ -168,20 +174,27 @@ static cm_span hsm_ec_point(cm_span attr, size_t raw_len)
 }
 
 // hsm_key_curve classifies CKA_EC_PARAMS: a namedCurve OID, or for Edwards keys the OID or the
-// PrintableString "edwards25519" (PKCS#11 3.0 §2.3.5).
+// PrintableString "edwards25519" / "edwards448" (PKCS#11 3.0 §2.3.5).
 static cm_result hsm_key_curve(hsm_key *k, cm_span *out_oid, cm_span params, CK_KEY_TYPE kt)
 {
     der_reader r;
     der_reader_init(&r, params);
     if (kt == CKK_EC_EDWARDS) {
         cm_span s;
-        bool by_oid = cm_ok(der_get_oid(&r, &s)) && der_oid_is(s, DER_OID_ED25519);
-        bool by_name = !by_oid && cm_ok(der_get_string(&r, DER_TAG_PRINTABLE_STRING, &s)) &&
-                       s.len == strlen(HSM_ED25519_CURVE_NAME) &&
-                       memcmp(s.p, HSM_ED25519_CURVE_NAME, s.len) == 0;
-        CM_ENSURE(by_oid || by_name, HSM_E_KEY_TYPE);
-        k->type = HSM_KEY_ED25519;
-        k->bits = 256;
+        der_reader n = r;
+        const bool by_oid = cm_ok(der_get_oid(&r, &s));
+        const bool by_name = !by_oid && cm_ok(der_get_string(&n, DER_TAG_PRINTABLE_STRING, &s));
+        if ((by_oid && der_oid_is(s, DER_OID_ED25519)) ||
+            (by_name && cm_span_eq(s, CM_SPAN_LIT(HSM_ED25519_CURVE_NAME)))) {
+            k->type = HSM_KEY_ED25519;
+            k->bits = 256;
+        } else if ((by_oid && der_oid_is(s, DER_OID_ED448)) ||
+                   (by_name && cm_span_eq(s, CM_SPAN_LIT(HSM_ED448_CURVE_NAME)))) {
+            k->type = HSM_KEY_ED448;
+            k->bits = 448;
+        } else {
+            CM_BAIL(HSM_E_KEY_TYPE);
+        }
         return cm_result_make(CM_OK);
     }
     CM_TRY(der_get_oid(&r, out_oid));
@@ -272,7 +285,7 @@ static cm_result hsm_key_load_ec(hsm_token *t, hsm_key *k, hsm_error *err, CK_KE
     }
     r = hsm_key_curve(k, &curve, cm_span_make(params, params_len), kt);
     if (!cm_ok(r)) {
-        hsm_error_set(err, "key '%s': curve not supported (P-256, P-384, P-521, Ed25519)",
+        hsm_error_set(err, "key '%s': curve not supported (P-256, P-384, P-521, Ed25519, Ed448)",
                       k->label);
         goto out;
     }
@@ -287,7 +300,9 @@ static cm_result hsm_key_load_ec(hsm_token *t, hsm_key *k, hsm_error *err, CK_KE
         goto out;
     }
     size_t field = (k->bits + 7) / 8;
-    size_t raw_len = k->type == HSM_KEY_ED25519 ? 32 : 1 + 2 * field;
+    size_t raw_len = k->type == HSM_KEY_ED25519 ? 32
+                     : k->type == HSM_KEY_ED448 ? 57
+                                                : 1 + 2 * field;
     cm_span point = hsm_ec_point(cm_span_make(pt, pt_len), raw_len);
     if (point.len != raw_len) {
         hsm_error_set(err, "key '%s': CKA_EC_POINT has an unexpected length %zu", k->label,

@@ -37,7 +37,7 @@ cm_result hsm_key_generate(hsm_token *t, hsm_key **out, hsm_error *err, hsm_keyg
     CM_ENSURE(label != NULL && label[0] != '\0' && strlen(label) < 65 && id.len <= 64,
               CM_E_INVALID_ARG);
     static const uint8_t k_p256[] = DER_OID_P256, k_p384[] = DER_OID_P384, k_p521[] = DER_OID_P521,
-                         k_ed[] = DER_OID_ED25519;
+                         k_ed[] = DER_OID_ED25519, k_ed448[] = DER_OID_ED448;
     // CKA_EC_PARAMS is the DER of the curve OID: 06 len content.
     uint8_t ec_params[16];
     size_t ec_len = 0;
@@ -57,6 +57,12 @@ cm_result hsm_key_generate(hsm_token *t, hsm_key **out, hsm_error *err, hsm_keyg
         break;
     case HSM_KEYGEN_ED25519:
         oid = k_ed, oid_len = sizeof(k_ed) - 1;
+        mech.mechanism = CKM_EC_EDWARDS_KEY_PAIR_GEN;
+        break;
+    case HSM_KEYGEN_ED448:
+        // CKK_EC_EDWARDS with the curve's OID in CKA_EC_PARAMS (PKCS#11 3.0 §2.3.5), which
+        // SoftHSM 2.6.1 accepts for both Edwards curves.
+        oid = k_ed448, oid_len = sizeof(k_ed448) - 1;
         mech.mechanism = CKM_EC_EDWARDS_KEY_PAIR_GEN;
         break;
     case HSM_KEYGEN_RSA_2048:

@@ -27,7 +27,9 @@ done
 # The modules each module may include, as the code has them (DESIGN.md "Layout":
 # main -> front -> {net, http, server, config}, server -> {cmp, crmf, ca, hsm, store},
 # {cmp, crmf, ca, hsm} -> der -> base). Each row lists everything below the module, so it is
-# closed under "depends on": config -> ca brings der and base with it.
+# closed under "depends on": config -> ca brings der and base with it. hsm and config also
+# read crmf's algorithm table (the CA's signature AlgorithmIdentifier; the names in
+# protection_algs, pop_algs and sig_alg).
 declare -A allowed=(
   [base]=""
   [der]="base"
@@ -35,10 +37,10 @@ declare -A allowed=(
   [cmp]="crmf der base"
   [ca]="der base"
   [store]="base"
-  [config]="ca der base"
+  [config]="ca crmf der base"
   [http]="base"
   [net]="base"
-  [hsm]="der base"
+  [hsm]="crmf der base"
   [server]="cmp crmf ca hsm store der base"
   [front]="net http server config cmp crmf ca hsm store der base"
 )

@@ -30,7 +30,7 @@ Enrol a device from another terminal, in this directory ($(pwd)):
 
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $dir/device.key
   openssl cmp -cmd ir -server 127.0.0.1:$port -path /.well-known/cmp \\
-      -ref demo-device -secret file:$dir/secrets/demo-device \\
+      -ref demo-device -secret file:$dir/secrets/demo-device -mac hmacWithSHA256 \\
       -newkey $dir/device.key -subject /CN=device-0001 \\
       -trusted $dir/ca.pem -certout $dir/device.pem
   openssl verify -CAfile $dir/ca.pem $dir/device.pem

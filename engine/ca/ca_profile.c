@@ -100,6 +100,15 @@ cm_result ca_spki_parse(ca_key_info *out, cm_span spki)
             CM_BAIL(CA_E_SPKI_MALFORMED);
         }
         CM_TRY(ca_rsa_key(&info, key));
+    } else if (der_oid_is(oid, DER_OID_RSASSA_PSS)) {
+        // An RSA key for RSASSA-PSS only: parameters absent or RSASSA-PSS-params restricting
+        // its use (RFC 4055 §1.2); an RSA key to the profile.
+        cm_span params;
+        if (!der_reader_empty(&alg) && (!cm_ok(der_get_tlv(&alg, DER_TAG_SEQUENCE, &params)) ||
+                                        !cm_ok(der_expect_end(&alg)))) {
+            CM_BAIL(CA_E_SPKI_MALFORMED);
+        }
+        CM_TRY(ca_rsa_key(&info, key));
     } else if (der_oid_is(oid, DER_OID_ED25519) || der_oid_is(oid, DER_OID_ED448)) {
         const bool ed25519 = der_oid_is(oid, DER_OID_ED25519);
         CM_ENSURE(der_reader_empty(&alg), CA_E_SPKI_MALFORMED);

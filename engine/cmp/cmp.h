@@ -107,7 +107,7 @@ enum {
 #define CMP_MAX_CRL_ENTRY_EXTS  16u // RevDetails.crlEntryDetails
 #define CMP_DEFAULT_MAX_NESTING 1u  // nested levels accepted by default
 #define CMP_MAX_NESTING_LIMIT   4u  // hard bound on cmp_parse_opts.max_nesting
-#define CMP_MIN_NONCE_LEN       16u // RFC 9483 §3.1: senderNonce of at least 128 bits
+#define CMP_MIN_NONCE_LEN       16u // RFC 9483 §3.1: transactionID, nonces of at least 128 bits
 
 // ---------------------------------------------------------------------------------------------
 // Common structures

@@ -121,18 +121,8 @@ cmp_itav cmp_itav_confirm_wait_time(uint8_t buf[17], int64_t t)
 
 bool cmp_is_signature_alg(cm_span oid)
 {
-    return der_oid_is(oid, DER_OID_SHA1_WITH_RSA) || der_oid_is(oid, DER_OID_SHA224_WITH_RSA) ||
-           der_oid_is(oid, DER_OID_SHA256_WITH_RSA) || der_oid_is(oid, DER_OID_SHA384_WITH_RSA) ||
-           der_oid_is(oid, DER_OID_SHA512_WITH_RSA) || der_oid_is(oid, DER_OID_RSASSA_PSS) ||
-           der_oid_is(oid, DER_OID_RSASSA_PSS_SHAKE128) ||
-           der_oid_is(oid, DER_OID_RSASSA_PSS_SHAKE256) ||
-           der_oid_is(oid, DER_OID_ECDSA_WITH_SHA1) || der_oid_is(oid, DER_OID_ECDSA_WITH_SHA224) ||
-           der_oid_is(oid, DER_OID_ECDSA_WITH_SHA256) ||
-           der_oid_is(oid, DER_OID_ECDSA_WITH_SHA384) ||
-           der_oid_is(oid, DER_OID_ECDSA_WITH_SHA512) ||
-           der_oid_is(oid, DER_OID_ECDSA_WITH_SHAKE128) ||
-           der_oid_is(oid, DER_OID_ECDSA_WITH_SHAKE256) || der_oid_is(oid, DER_OID_ED25519) ||
-           der_oid_is(oid, DER_OID_ED448);
+    const crmf_alg *a = crmf_alg_by_oid(oid);
+    return a != NULL && a->kind == CRMF_ALG_KIND_SIGNATURE;
 }
 
 bool cmp_header_pvno_supported(const cmp_header *h)
@@ -385,6 +375,7 @@ static cm_result check_header_rules(const cmp_msg *m, const cmp_parse_opts *opts
         CM_ENSURE(m->num_extra_certs > 0, CMP_E_NO_EXTRA_CERTS);
     }
     CM_ENSURE(h->f.transaction_id.present, CMP_E_NO_TRANSACTION_ID);
+    CM_ENSURE(h->f.transaction_id.v.len >= CMP_MIN_NONCE_LEN, CMP_E_SHORT_TRANSACTION_ID);
     CM_ENSURE(h->f.sender_nonce.present && h->f.sender_nonce.v.len >= CMP_MIN_NONCE_LEN,
               CMP_E_BAD_SENDER_NONCE);
     CM_ENSURE(!h->f.recip_nonce.present || h->f.recip_nonce.v.len >= CMP_MIN_NONCE_LEN,

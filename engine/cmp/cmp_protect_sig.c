@@ -1,13 +1,13 @@
 // engine/cmp signature protection: verification of a signed PKIMessage over ProtectedPart
-// with the key of extraCerts[0] (RFC 4210 §5.1.3.3, RFC 9481 §3). Algorithm descriptors, key
-// construction and EdDSA verification come from engine/crmf.
+// with the key of extraCerts[0] (RFC 4210 §5.1.3.3, RFC 9481 §3), and the two halves of
+// signing a response. Algorithm descriptors, the policy, key construction and the signature
+// operations come from engine/crmf.
 #include <string.h>
 
-#include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/rsa.h>
 
 #include "engine/cmp/cmp_protect.h"
+#include "engine/cmp/cmp_protect_internal.h"
 
 // Certificate ::= SEQUENCE {                               -- RFC 5280 §4.1
 //     tbsCertificate       TBSCertificate,
@@ -82,66 +82,6 @@ static uint32_t prot_map_crmf(uint32_t code)
     return CM_E_CRYPTO;
 }
 
-// prot_verify_streamed verifies a hash-then-sign signature (RSA PKCS#1 v1.5, RSASSA-PSS,
-// ECDSA) over SEQUENCE header || content, feeding the two pieces without joining them.
-static CM_RESULT prot_verify_streamed(crmf_crypto *c, const crmf_sig_alg *sa, EVP_PKEY *key,
-                                      cm_span hdr, cm_span content, cm_span sig)
-{
-    const EVP_MD *md = c->md[sa->hash];
-    CM_ENSURE(md != NULL, CMP_E_PROT_ALG_UNSUPPORTED);
-    EVP_MD_CTX *mctx = EVP_MD_CTX_new();
-    CM_ENSURE(mctx != NULL, CM_E_NOMEM);
-    uint32_t code = CM_E_CRYPTO;
-    EVP_PKEY_CTX *pctx = NULL; // owned by mctx
-    if (EVP_DigestVerifyInit_ex(mctx, &pctx, EVP_MD_get0_name(md), c->libctx, c->propq, key,
-                                NULL) != 1) {
-        goto out;
-    }
-    if (sa->kind == CRMF_SIG_RSA_PSS) {
-        const EVP_MD *mgf1 = c->md[sa->mgf1_hash];
-        if (mgf1 == NULL || sa->salt_len > 0x7fffffffu ||
-            EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
-            EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, mgf1) <= 0 ||
-            EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, (int)sa->salt_len) <= 0) {
-            goto out;
-        }
-    }
-    if (EVP_DigestVerifyUpdate(mctx, hdr.p, hdr.len) != 1 ||
-        EVP_DigestVerifyUpdate(mctx, content.p, content.len) != 1) {
-        goto out;
-    }
-    // 1: valid; 0: wrong signature; negative: e.g. a malformed ECDSA-Sig-Value. All but 1
-    // mean the protection does not verify.
-    code = EVP_DigestVerifyFinal(mctx, sig.p, sig.len) == 1 ? CM_OK : CMP_E_PROT_SIG_INVALID;
-out:
-    EVP_MD_CTX_free(mctx);
-    if (code != CM_OK) {
-        cm_ossl_clear_errors();
-        CM_BAIL(code);
-    }
-    return cm_result_make(CM_OK);
-}
-
-// prot_verify_oneshot joins ProtectedPart into one buffer (EdDSA has no streaming interface)
-// and lets crmf verify it.
-static CM_RESULT prot_verify_oneshot(crmf_crypto *c, const crmf_sig_alg *sa, EVP_PKEY *key,
-                                     cm_span hdr, cm_span content, cm_span sig)
-{
-    const size_t len = hdr.len + content.len;
-    uint8_t *buf = OPENSSL_malloc(len);
-    CM_ENSURE(buf != NULL, CM_E_NOMEM);
-    memcpy(buf, hdr.p, hdr.len);
-    if (content.len > 0) {
-        memcpy(buf + hdr.len, content.p, content.len);
-    }
-    cm_result r = crmf_crypto_verify(c, sa, key, cm_span_make(buf, len), sig);
-    OPENSSL_free(buf);
-    if (!cm_ok(r)) {
-        CM_BAIL(prot_map_crmf(r.code));
-    }
-    return r;
-}
-
 CM_RESULT cmp_protect_verify_sig(crmf_crypto *c, cm_span alg, cm_span protected_content,
                                  cm_span protection, uint8_t unused_bits, cm_span signer_cert,
                                  cm_why *why)
@@ -149,17 +89,22 @@ CM_RESULT cmp_protect_verify_sig(crmf_crypto *c, cm_span alg, cm_span protected_
     char alg_text[96];
     char key_text[96];
     crmf_sig_alg sa;
-    cm_result r = crmf_sig_alg_from_der(&sa, alg);
+    cm_result r = crmf_sig_alg_decode(&sa, alg, why);
     if (!cm_ok(r)) {
         const uint32_t code = prot_map_crmf(r.code);
-        if (why != NULL && (code == CMP_E_PROT_ALG_WEAK || code == CMP_E_PROT_ALG_UNSUPPORTED)) {
+        if (why != NULL && code == CMP_E_PROT_ALG_UNSUPPORTED) {
             cm_why_set(why, "the protection algorithm %s %s",
                        crmf_alg_text(alg_text, sizeof(alg_text), alg),
-                       code == CMP_E_PROT_ALG_WEAK ? "is based on SHA-1, which is not accepted"
-                       : r.code == CRMF_E_BAD_ALG_PARAMS ? "has parameters that are not supported"
-                                                         : "is not supported");
+                       r.code == CRMF_E_BAD_ALG_PARAMS ? "has parameters that are not supported"
+                                                       : "is not supported");
         }
         CM_BAIL(code);
+    }
+    const crmf_alg *row = crmf_sig_alg_row(&sa);
+    CM_ENSURE(row != NULL, CMP_E_PROT_ALG_UNSUPPORTED);
+    if (!crmf_alg_policy_allows(&c->prot_policy, row->id)) {
+        cm_why_set(why, "signature algorithm %s is not allowed (protection_algs)", row->asn1_name);
+        CM_BAIL(row->sha1 ? CMP_E_PROT_ALG_WEAK : CMP_E_PROT_ALG_POLICY);
     }
     CM_ENSURE(unused_bits == 0, CMP_E_PROT_BITS);
     cm_span spki_der = {NULL, 0};
@@ -169,8 +114,7 @@ CM_RESULT cmp_protect_verify_sig(crmf_crypto *c, cm_span alg, cm_span protected_
     // Key type against algorithm before any key construction or hashing.
     if (!crmf_sig_alg_key_ok(&sa, spki.type)) {
         cm_why_set(why, "the protection algorithm %s does not fit the signer's %s key",
-                   crmf_alg_text(alg_text, sizeof(alg_text), alg),
-                   crmf_key_text(key_text, sizeof(key_text), &spki));
+                   row->asn1_name, crmf_key_text(key_text, sizeof(key_text), &spki));
         CM_BAIL(CMP_E_PROT_KEY_MISMATCH);
     }
     EVP_PKEY *key = NULL;
@@ -187,18 +131,65 @@ CM_RESULT cmp_protect_verify_sig(crmf_crypto *c, cm_span alg, cm_span protected_
     size_t hdr_len = 0;
     r = cmp_protected_part_header(hdr_buf, sizeof(hdr_buf), &hdr_len, protected_content.len);
     if (cm_ok(r)) {
-        const cm_span hdr = cm_span_make(hdr_buf, hdr_len);
-        if (sa.kind == CRMF_SIG_ED25519 || sa.kind == CRMF_SIG_ED448) {
-            r = prot_verify_oneshot(c, &sa, key, hdr, protected_content, protection);
-        } else {
-            r = prot_verify_streamed(c, &sa, key, hdr, protected_content, protection);
+        // ProtectedPart in two pieces: its SEQUENCE header and the message's own bytes.
+        const cm_span parts[2] = {cm_span_make(hdr_buf, hdr_len), protected_content};
+        r = crmf_crypto_verify_parts(c, &sa, key, parts, 2, protection);
+        if (!cm_ok(r)) {
+            r = cm_result_make(prot_map_crmf(r.code));
         }
     }
     EVP_PKEY_free(key);
     if (r.code == CMP_E_PROT_SIG_INVALID) {
         cm_why_set(why, "the message signature (%s) does not verify with the signer's %s key",
-                   crmf_alg_text(alg_text, sizeof(alg_text), alg),
-                   crmf_key_text(key_text, sizeof(key_text), &spki));
+                   row->asn1_name, crmf_key_text(key_text, sizeof(key_text), &spki));
     }
     return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signature production
+
+CM_RESULT cmp_protect_sign_input(cm_arena *arena, cm_span *out, cm_span protected_content)
+{
+    uint8_t hdr[6];
+    size_t hdr_len = 0;
+    CM_TRY(cmp_protected_part_header(hdr, sizeof(hdr), &hdr_len, protected_content.len));
+    uint8_t *buf = cm_arena_alloc(arena, hdr_len + protected_content.len);
+    CM_ENSURE(buf != NULL, CM_E_NOMEM);
+    memcpy(buf, hdr, hdr_len);
+    if (protected_content.len > 0) {
+        memcpy(buf + hdr_len, protected_content.p, protected_content.len);
+    }
+    *out = cm_span_make(buf, hdr_len + protected_content.len);
+    return cm_result_make(CM_OK);
+}
+
+void cmp_protect_put_signature(der_builder *b, cm_span signature)
+{
+    cmp_prot_put_protection(b, signature);
+}
+
+CM_RESULT cmp_protect_put_signed(der_builder *b, cm_arena *arena, const cmp_signer *signer,
+                                 cm_span protected_content)
+{
+    cm_span tbs = {NULL, 0};
+    cm_result r = cmp_protect_sign_input(arena, &tbs, protected_content);
+    uint8_t *sig = NULL;
+    size_t sig_len = 0;
+    if (cm_ok(r)) {
+        sig = cm_arena_alloc(arena, CMP_PROTECT_MAX_SIG_LEN);
+        r = cm_result_make(sig != NULL ? CM_OK : CM_E_NOMEM);
+    }
+    if (cm_ok(r)) {
+        r = signer->sign(signer->arg, sig, CMP_PROTECT_MAX_SIG_LEN, &sig_len, tbs);
+    }
+    if (cm_ok(r) && sig_len > CMP_PROTECT_MAX_SIG_LEN) {
+        r = cm_result_make(CM_E_INVALID_ARG); // the signer broke its contract
+    }
+    if (!cm_ok(r)) {
+        der_builder_fail(b, r.code);
+        return r;
+    }
+    cmp_prot_put_protection(b, cm_span_make(sig, sig_len));
+    return cm_result_make(der_builder_ok(b) ? CM_OK : b->err);
 }

@@ -31,6 +31,7 @@
 //   min_pbm_iterations    = 100      # default 100
 //   max_pbm_iterations    = 100000   # default 100000
 //   max_pbmac1_iterations = 100000   # default 100000
+//   (protection_algs, pop_algs and allow_sha1 are at the end of the list)
 //   message_time_window   = 300      # seconds; default 300
 //   confirm_wait_time     = 300      # seconds; default 300
 //   log_level    = info              # error | warn | info | debug
@@ -44,6 +45,13 @@
 //   coap_transfer_timeout = 60       # seconds a transfer may wait for its next block
 //   coap_peer_rate = 1000            # datagrams per second per peer address; none: no cap
 //   coap_max_requests = 64           # CoAP requests in the engine at once; more get 5.03
+//   protection_algs = ecdsa-sha256, pbmac1, hmac-sha256, sha256  # names from the algorithm
+//                                    # table (README): what may protect a message; default:
+//                                    # the whole table but its SHA-1 rows
+//   pop_algs     = ecdsa-sha256, ed25519  # signature names: what a POPO (or a PKCS#10
+//                                    # self-signature) may use; default: every signature row
+//                                    # but the SHA-1 ones
+//   allow_sha1   = off               # on: the SHA-1 rows join the defaults and may be listed
 //
 //   [ca:NAME]                        # served at /.well-known/cmp/p/NAME
 //   key          = pkcs11:...        # required; resolved later by hsm/
@@ -61,6 +69,8 @@
 //   root_new_with_old  = nwo.pem      #   the other two are optional
 //   root_old_with_new  = own.pem
 //   crl_min_interval   = 60          # seconds between CRLs under revocations; default 60
+//   sig_alg      = rsa-pss-sha256    # the CA's signature algorithm (a signature name of the
+//                                    # table the key can make); default: by key type
 //
 //   [profile:NAME]
 //   validity_days     = 365          # default 365
@@ -82,7 +92,9 @@
 //                                    #   (badCertTemplate, default) or the profile's used
 //
 //   [clients:NAME]
-//   secret.REF    = secrets/REF.key  # MAC secret file (mode 0600 or stricter); one or more
+//   secret.REF    = secrets/REF.key  # a password (PBM, PBMAC1) file (mode 0600 or stricter)
+//   key.REF       = keys/REF.key     # a key (HMAC, AES-GMAC, KMAC): 16..64 octets, raw or as
+//                                    # hex text (`openssl rand -hex 32`); mode 0600 or stricter
 //   senderKID.REF = hex:0a0b0c       # optional: the senderKID for REF (text or hex:);
 //                                    # default: the bytes of REF
 //   trust_anchors = vendor-ca.pem    # PEM file(s), comma separated: signature-protected ir
@@ -96,6 +108,7 @@
 
 #include "engine/base/base.h"
 #include "engine/ca/ca.h"
+#include "engine/crmf/crmf.h"
 
 // Codes (cfg range 0x600-0x6ff): the CFG rows of engine/base/codes.def. All are USAGE class:
 // the operator's file is wrong.
@@ -121,11 +134,12 @@ typedef struct cfg_listen {
 
 // cfg_secret is one MAC credential. Thread: immutable after cfg_load.
 typedef struct cfg_secret {
-    char *ref;    // REF of secret.REF (for logs; never the secret)
+    char *ref;    // REF of secret.REF or key.REF (for logs; never the secret)
     uint8_t *kid; // senderKID
     size_t kid_len;
     uint8_t *secret; // wiped by cfg_free
     size_t secret_len;
+    bool is_key; // key.REF: a key for the key-based MACs; else a password (PBM, PBMAC1)
 } cfg_secret;
 
 // cfg_clients is one [clients:NAME] section. Thread: immutable after cfg_load (the trust
@@ -169,6 +183,7 @@ typedef struct cfg_ca {
     size_t root_update_len[3];
     uint32_t crl_validity_days; // CRL nextUpdate - thisUpdate; default 7
     uint32_t crl_min_interval;  // seconds between CRLs when revocations keep coming; default 60
+    crmf_alg_id sig_alg;        // sig_alg: a signature row; CRMF_ALG_NONE: by the key's type
 } cfg_ca;
 
 // cfg_config is the whole frozen configuration. Thread: immutable after cfg_load; share it
@@ -215,6 +230,9 @@ typedef struct cfg_config {
     uint32_t coap_transfer_timeout;       // seconds a transfer may wait for its next block
     uint32_t coap_peer_rate;              // datagrams per second per address; UINT32_MAX: none
     uint32_t coap_max_requests;           // CoAP requests in the engine at once
+    bool allow_sha1;                      // allow_sha1 (default off)
+    crmf_alg_policy protection_algs;      // protection_algs (default: the table without SHA-1)
+    crmf_alg_policy pop_algs;             // pop_algs (default: its signatures without SHA-1)
 } cfg_config;
 
 // cfg_load reads and validates the file at |path| and every file it references (CA

@@ -65,6 +65,15 @@ cm_result cfg_ca_load(cfg_loader *ld, cfg_ca *ca, const char *section)
             CM_TRY(cfg_u32(ld, &ca->crl_validity_days, k, v, 1, 365));
         } else if (strcmp(k, "crl_min_interval") == 0) {
             CM_TRY(cfg_u32(ld, &ca->crl_min_interval, k, v, 0, 86400));
+        } else if (strcmp(k, "sig_alg") == 0) {
+            const crmf_alg *a = crmf_alg_by_name(v);
+            if (a == NULL || a->kind != CRMF_ALG_KIND_SIGNATURE) {
+                return cfg_fail(ld, CFG_E_VALUE, k,
+                                "'%s' is not a signature algorithm name (see the README's "
+                                "algorithm table)",
+                                v);
+            }
+            ca->sig_alg = a->id;
         } else {
             return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
         }

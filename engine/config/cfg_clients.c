@@ -1,5 +1,6 @@
-// The [clients:NAME] sections: MAC secrets (secret.REF = file, senderKID.REF overrides), trust
-// anchors for signature-protected clients and RA certificates (see cfg.h for the keys).
+// The [clients:NAME] sections: MAC secrets (secret.REF = file for a password, key.REF = file
+// for a key; senderKID.REF overrides), trust anchors for signature-protected clients and RA
+// certificates (see cfg.h for the keys).
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -78,6 +79,45 @@ out:
     return res;
 }
 
+static int cfg_hex(char c);
+
+// cfg_key_decode turns the hex text cfg_read_secret read for a key.REF into the key's octets,
+// in place: 16..64 octets (32..128 hex digits), and not obviously non-random (at least 8
+// distinct octets; `openssl rand -hex 32` makes a good one).
+static cm_result cfg_key_decode(cfg_loader *ld, cfg_secret *s, const char *key, const char *path)
+{
+    const size_t n = s->secret_len;
+    bool hex = n % 2 == 0 && n >= 32 && n <= 128;
+    for (size_t i = 0; hex && i < n; i++) {
+        hex = cfg_hex((char)s->secret[i]) >= 0;
+    }
+    if (!hex) {
+        return cfg_fail(ld, CFG_E_VALUE, key,
+                        "%s must hold the key as 32..128 hex digits (16..64 octets; e.g. "
+                        "openssl rand -hex 32)",
+                        path);
+    }
+    bool seen[256] = {false};
+    size_t distinct = 0;
+    for (size_t i = 0; i < n; i += 2) {
+        const uint8_t b =
+            (uint8_t)(cfg_hex((char)s->secret[i]) * 16 + cfg_hex((char)s->secret[i + 1]));
+        s->secret[i / 2] = b;
+        distinct += seen[b] ? 0 : 1;
+        seen[b] = true;
+    }
+    OPENSSL_cleanse(s->secret + n / 2, n - n / 2);
+    s->secret_len = n / 2;
+    s->is_key = true;
+    if (distinct < 8) {
+        return cfg_fail(ld, CFG_E_VALUE, key,
+                        "%s does not look like a random key (%zu distinct octets); make one "
+                        "with openssl rand -hex 32",
+                        path, distinct);
+    }
+    return cm_result_make(CM_OK);
+}
+
 static int cfg_hex(char c)
 {
     if (c >= '0' && c <= '9') {
@@ -144,7 +184,8 @@ static cm_result cfg_clients_body(cfg_loader *ld, cfg_clients *cl, STACK_OF(CONF
     const int n = sk_CONF_VALUE_num(vals);
     size_t num_secrets = 0;
     for (int i = 0; i < n; i++) {
-        num_secrets += strncmp(sk_CONF_VALUE_value(vals, i)->name, "secret.", 7) == 0;
+        num_secrets += strncmp(sk_CONF_VALUE_value(vals, i)->name, "secret.", 7) == 0 ||
+                       strncmp(sk_CONF_VALUE_value(vals, i)->name, "key.", 4) == 0;
     }
     if (num_secrets > 0) {
         cl->secrets = calloc(num_secrets, sizeof(*cl->secrets));
@@ -157,16 +198,29 @@ static cm_result cfg_clients_body(cfg_loader *ld, cfg_clients *cl, STACK_OF(CONF
     for (int i = 0; i < n; i++) {
         const CONF_VALUE *cv = sk_CONF_VALUE_value(vals, i);
         const char *k = cv->name, *v = cv->value;
-        if (strncmp(k, "secret.", 7) == 0) {
-            if (k[7] == '\0') {
-                return cfg_fail(ld, CFG_E_VALUE, k, "the reference after 'secret.' is empty");
+        const bool is_key = strncmp(k, "key.", 4) == 0;
+        if (strncmp(k, "secret.", 7) == 0 || is_key) {
+            const char *ref = k + (is_key ? 4 : 7);
+            if (ref[0] == '\0') {
+                return cfg_fail(ld, CFG_E_VALUE, k, "the reference after '%s' is empty",
+                                is_key ? "key." : "secret.");
+            }
+            for (size_t j = 0; j < cl->num_secrets; j++) {
+                if (strcmp(cl->secrets[j].ref, ref) == 0) {
+                    return cfg_fail(ld, CFG_E_VALUE, k,
+                                    "there is a secret.%s or key.%s already: one REF, one secret",
+                                    ref, ref);
+                }
             }
             cfg_secret *s = &cl->secrets[cl->num_secrets++];
-            s->ref = cfg_strdup(k + 7);
+            s->ref = cfg_strdup(ref);
             char *path = NULL;
             CM_ENSURE(s->ref != NULL, CM_E_NOMEM);
             CM_TRY(cfg_path(ld, &path, k, v));
             cm_result r = cfg_read_secret(ld, s, k, path);
+            if (cm_ok(r) && is_key) {
+                r = cfg_key_decode(ld, s, k, path);
+            }
             free(path);
             CM_TRY(r);
             CM_TRY(cfg_kid(ld, s, k, s->ref));
@@ -203,7 +257,8 @@ static cm_result cfg_clients_body(cfg_loader *ld, cfg_clients *cl, STACK_OF(CONF
             }
         }
         if (s == NULL) {
-            return cfg_fail(ld, CFG_E_REFERENCE, cv->name, "there is no secret.%s", cv->name + 10);
+            return cfg_fail(ld, CFG_E_REFERENCE, cv->name, "there is no secret.%s or key.%s",
+                            cv->name + 10, cv->name + 10);
         }
         CM_TRY(cfg_kid(ld, s, cv->name, cv->value));
     }

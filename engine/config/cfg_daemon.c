@@ -148,6 +148,29 @@ static cm_result cfg_daemon_limits_check(cfg_loader *ld)
     return cm_result_make(CM_OK);
 }
 
+// cfg_daemon_algs builds protection_algs and pop_algs (after the loop: allow_sha1 may come
+// later in the section) from the algorithm table's names.
+static cm_result cfg_daemon_algs(cfg_loader *ld, const char *protection_algs, const char *pop_algs)
+{
+    cfg_config *cfg = ld->cfg;
+    crmf_alg_policy_default(&cfg->protection_algs, cfg->allow_sha1);
+    crmf_alg_policy_default(&cfg->pop_algs, cfg->allow_sha1);
+    char why[200];
+    const uint32_t all = (1u << CRMF_ALG_KIND_DIGEST) | (1u << CRMF_ALG_KIND_SIGNATURE) |
+                         (1u << CRMF_ALG_KIND_PASSWORD_MAC) | (1u << CRMF_ALG_KIND_KEY_MAC);
+    if (protection_algs != NULL &&
+        !cm_ok(crmf_alg_policy_parse(&cfg->protection_algs, why, sizeof(why), protection_algs, all,
+                                     cfg->allow_sha1))) {
+        return cfg_fail(ld, CFG_E_VALUE, "protection_algs", "%s", why);
+    }
+    if (pop_algs != NULL &&
+        !cm_ok(crmf_alg_policy_parse(&cfg->pop_algs, why, sizeof(why), pop_algs,
+                                     1u << CRMF_ALG_KIND_SIGNATURE, cfg->allow_sha1))) {
+        return cfg_fail(ld, CFG_E_VALUE, "pop_algs", "%s", why);
+    }
+    return cm_result_make(CM_OK);
+}
+
 // --- CMP over CoAP (issue 18, RFC 9482): coap_listen, coap_max_transfers_per_peer,
 // coap_transfer_timeout, coap_peer_rate, coap_max_requests -----------------------------------
 
@@ -222,6 +245,8 @@ cm_result cfg_daemon_load(cfg_loader *ld)
     cfg->store_min_free = 256ull << 20;
     cfg_daemon_coap_defaults(cfg);
     const char *default_ca = NULL;
+    const char *protection_algs = NULL;
+    const char *pop_algs = NULL;
     for (int i = 0; i < sk_CONF_VALUE_num(vals); i++) {
         const CONF_VALUE *cv = sk_CONF_VALUE_value(vals, i);
         const char *k = cv->name, *v = cv->value;
@@ -275,6 +300,12 @@ cm_result cfg_daemon_load(cfg_loader *ld)
             CM_TRY(cfg_daemon_limit(ld, k, v));
         } else if (cfg_daemon_coap_key(k)) {
             CM_TRY(cfg_daemon_coap(ld, k, v));
+        } else if (strcmp(k, "protection_algs") == 0) {
+            protection_algs = v;
+        } else if (strcmp(k, "pop_algs") == 0) {
+            pop_algs = v;
+        } else if (strcmp(k, "allow_sha1") == 0) {
+            CM_TRY(cfg_bool(ld, &cfg->allow_sha1, k, v));
         } else {
             return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
         }
@@ -291,6 +322,7 @@ cm_result cfg_daemon_load(cfg_loader *ld)
         return cfg_fail(ld, CFG_E_VALUE, "min_pbm_iterations", "%u is above max_pbm_iterations %u",
                         cfg->min_pbm_iterations, cfg->max_pbm_iterations);
     }
+    CM_TRY(cfg_daemon_algs(ld, protection_algs, pop_algs));
     if (default_ca != NULL) {
         cfg->default_ca = cfg_ca_find(cfg, default_ca);
         if (cfg->default_ca == NULL) {

@@ -201,24 +201,137 @@ CM_RESULT crmf_spki_from_der(crmf_spki *out, cm_span whole);
 CM_RESULT crmf_spki_to_der(cm_arena *arena, cm_span *out_whole, cm_span body);
 
 // ---------------------------------------------------------------------------------------------
-// Signature algorithms (RFC 9481 §3)
+// The algorithm table (RFC 9481): every digest, signature and MAC algorithm identifier certmint
+// knows, once, as data (engine/crmf/crmf_algs.def). Message protection (engine/cmp), POPO
+// verification, response protection, certificate signing (hsm) and the genm signKeyPairTypes
+// answer all look algorithms up here; the policy (protection_algs, pop_algs) is a set of rows.
 
 typedef enum crmf_sig_kind {
-    CRMF_SIG_RSA_PKCS1 = 1, // sha{224,256,384,512}WithRSAEncryption
-    CRMF_SIG_RSA_PSS,       // id-RSASSA-PSS with RSASSA-PSS-params
-    CRMF_SIG_ECDSA,         // ecdsa-with-SHA{224,256,384,512}
+    CRMF_SIG_RSA_PKCS1 = 1, // RSASSA-PKCS1-v1_5: sha*WithRSAEncryption, RSA with SHA3
+    CRMF_SIG_RSA_PSS,       // RSASSA-PSS: id-RSASSA-PSS (SHA-2, SHA-1), id-RSASSA-PSS-SHAKE*
+    CRMF_SIG_ECDSA,         // ecdsa-with-SHA*, id-ecdsa-with-sha3-*, id-ecdsa-with-shake*
     CRMF_SIG_ED25519,
     CRMF_SIG_ED448,
 } crmf_sig_kind;
 
+// The hash functions of the table's rows. SHAKE128/256 stand for their RFC 9481 §2.2 output
+// lengths (256 and 512 bits). Values below CRMF_HASH_SHAKE128 are stable (older code indexes
+// arrays with them).
 typedef enum crmf_hash {
-    CRMF_HASH_NONE = 0, // EdDSA: no separate digest
+    CRMF_HASH_NONE = 0, // EdDSA, GMAC, PBM/PBMAC1: no one digest
     CRMF_HASH_SHA224,
     CRMF_HASH_SHA256,
     CRMF_HASH_SHA384,
     CRMF_HASH_SHA512,
+    CRMF_HASH_SHAKE128,
+    CRMF_HASH_SHAKE256,
+    CRMF_HASH_SHA3_224,
+    CRMF_HASH_SHA3_256,
+    CRMF_HASH_SHA3_384,
+    CRMF_HASH_SHA3_512,
+    CRMF_HASH_SHA1, // only behind allow_sha1
     CRMF_HASH_COUNT,
 } crmf_hash;
+
+typedef enum crmf_alg_id {
+    CRMF_ALG_NONE = 0,
+#define CRMF_ALG(id, name, asn1, oid, kind, sig, hash, params, ossl, size, dflt) CRMF_ALG_##id,
+#include "engine/crmf/crmf_algs.def"
+    CRMF_ALG_COUNT,
+} crmf_alg_id;
+
+typedef enum crmf_alg_kind {
+    CRMF_ALG_KIND_DIGEST = 1,   // message digest (certHash, PBM's OWF)
+    CRMF_ALG_KIND_SIGNATURE,    // protection, POPO, certificates
+    CRMF_ALG_KIND_PASSWORD_MAC, // PasswordBasedMac, PBMAC1: a password, stretched
+    CRMF_ALG_KIND_KEY_MAC,      // HMAC, AES-GMAC, KMAC: a key with enough entropy, as it is
+} crmf_alg_kind;
+
+// How a row's AlgorithmIdentifier parameters must look.
+typedef enum crmf_alg_params {
+    CRMF_PARAMS_ABSENT = 1, // absent (ECDSA, EdDSA, SHAKE, SHA3, KMAC, RSASSA-PSS-SHAKE)
+    CRMF_PARAMS_NULL_OK,    // NULL or absent accepted, written absent (SHA-2, HMAC)
+    CRMF_PARAMS_NULL,       // NULL or absent accepted, written NULL (RFC 4055 §5: RSA PKCS#1)
+    CRMF_PARAMS_PSS,        // RSASSA-PSS-params (RFC 4055 §3.1)
+    CRMF_PARAMS_GMAC,       // GMACParameters (RFC 9044 §3)
+    CRMF_PARAMS_PBM,        // PBMParameter (RFC 4210 §5.1.3.1)
+    CRMF_PARAMS_PBMAC1,     // PBMAC1-params (RFC 8018 A.5)
+} crmf_alg_params;
+
+// crmf_alg is one row (see crmf_algs.def for what each field holds). Thread: immutable.
+typedef struct crmf_alg {
+    crmf_alg_id id;
+    const char *name;      // short name for settings: "ecdsa-sha256"
+    const char *asn1_name; // name for messages: "ecdsa-with-SHA256"
+    cm_span oid;           // content octets
+    crmf_alg_kind kind;
+    crmf_sig_kind sig; // signatures only, else 0
+    crmf_hash hash;    // CRMF_HASH_NONE when the algorithm has no one digest
+    crmf_alg_params params;
+    const char *ossl; // the OpenSSL name to fetch (digest, MAC, cipher or key type)
+    uint32_t size;    // digest / MAC output, GMAC key length, in octets; 0 otherwise
+    bool sha1;        // SHA-1 based: not allowed unless allow_sha1 = on
+} crmf_alg;
+
+// crmf_alg_get returns row |id| (NULL for CRMF_ALG_NONE or an id outside the table).
+// crmf_alg_by_oid returns the first row with OID |oid| (content octets; for id-RSASSA-PSS the
+// hash is in the parameters: see crmf_sig_alg_parse), NULL when the table has none.
+// crmf_alg_by_name returns the first row named |name| (case-insensitive), NULL when none.
+// Thread: any; pure.
+const crmf_alg *crmf_alg_get(crmf_alg_id id);
+const crmf_alg *crmf_alg_by_oid(cm_span oid);
+const crmf_alg *crmf_alg_by_name(const char *name);
+
+// crmf_alg_digest and crmf_alg_hmac return the digest row and the key-based HMAC row of |h|
+// (NULL when the table has none, e.g. HMAC with SHAKE). Thread: any; pure.
+const crmf_alg *crmf_alg_digest(crmf_hash h);
+const crmf_alg *crmf_alg_hmac(crmf_hash h);
+
+// crmf_alg_sig returns the signature row of kind |sig| with message digest |hash| (NULL when
+// none). Thread: any; pure.
+const crmf_alg *crmf_alg_sig(crmf_sig_kind sig, crmf_hash hash);
+
+// crmf_alg_params_ok checks parameters |params| (the whole TLV, len 0 when absent) against the
+// rules ABSENT, NULL_OK and NULL of |a|; structured rules (PSS, GMAC, PBM, PBMAC1) are their
+// parsers' business and return true here. Thread: any; pure.
+bool crmf_alg_params_ok(const crmf_alg *a, cm_span params);
+
+// crmf_alg_policy is a set of rows allowed for one use (message protection, POPO).
+// Thread: value type.
+typedef struct crmf_alg_policy {
+    uint64_t allowed; // bit id-1 for row id
+} crmf_alg_policy;
+
+// crmf_alg_policy_default fills |out| with every row of the table except the SHA-1 based ones,
+// which |allow_sha1| adds. Thread: any.
+void crmf_alg_policy_default(crmf_alg_policy *out, bool allow_sha1);
+
+// crmf_alg_policy_allows reports whether row |id| is in |p| (NULL: the default policy without
+// SHA-1). Thread: any.
+bool crmf_alg_policy_allows(const crmf_alg_policy *p, crmf_alg_id id);
+
+// crmf_alg_policy_parse reads |list| (names from the table, separated by commas or blanks)
+// into |*out|. Only rows whose kind is in |kinds| (a mask of 1u << crmf_alg_kind) may be named;
+// a name matching several rows (hmac-sha1) adds all of them. SHA-1 based rows need
+// |allow_sha1|. On failure returns CRMF_E_ALG_NAME and writes a reason for an operator into
+// |err| (|cap| bytes): "'sha257' is not an algorithm name (see the README's algorithm table)",
+// "'ecdsa-sha1' is SHA-1 based: set allow_sha1 = on to allow it", "'pbm' is not a signature
+// algorithm". An empty list is refused too. Thread: any.
+CM_RESULT crmf_alg_policy_parse(crmf_alg_policy *out, char *err, size_t cap, const char *list,
+                                uint32_t kinds, bool allow_sha1);
+
+// crmf_alg_sig_list writes to |out| (at most |cap| entries) the signature rows of |p| (NULL:
+// the default policy) usable with a key of |key| (crmf_sig_alg_key_ok; CRMF_KEY_UNKNOWN: any
+// key), in table order, and returns how many. For the genm signKeyPairTypes answer (RFC 9810
+// §5.3.19.2), with crmf_alg_marshal writing each AlgorithmIdentifier. Thread: any.
+size_t crmf_alg_sig_list(crmf_alg_id *out, size_t cap, const crmf_alg_policy *p, crmf_key_type key);
+
+// crmf_alg_marshal writes the AlgorithmIdentifier of row |id| with its usual parameters: NULL
+// for the NULL rule, RSASSA-PSS-params with MGF1 over the same hash and a salt as long as the
+// hash (RFC 4055 §3.1) for PSS rows, nothing else. GMAC, PBM and PBMAC1 rows need parameters
+// this cannot choose and poison |b| with CM_E_INVALID_ARG, as does an unknown |id|.
+// Errors are sticky in |b|. Thread: any.
+void crmf_alg_marshal(der_builder *b, crmf_alg_id id);
 
 // crmf_sig_alg describes a signature AlgorithmIdentifier. Thread: value type.
 typedef struct crmf_sig_alg {
@@ -234,20 +347,38 @@ typedef struct crmf_sig_alg {
 //   RSASSA-PSS-params ::= SEQUENCE { hashAlgorithm [0] HashAlgorithm DEFAULT sha1,
 //       maskGenAlgorithm [1] MaskGenAlgorithm DEFAULT mgf1SHA1,
 //       saltLength [2] INTEGER DEFAULT 20, trailerField [3] TrailerField DEFAULT trailerFieldBC }
-// Accepted (RFC 9481 §3): sha{224,256,384,512}WithRSAEncryption (parameters NULL or absent,
-// RFC 4055 §5), RSASSA-PSS with SHA-2 hash and MGF1-SHA-2 (hash NULL or absent params,
-// trailerField absent), ecdsa-with-SHA{224,256,384,512} and Ed25519/Ed448 (parameters absent).
-// SHA-1 based (sha1WithRSA, ecdsa-with-SHA1, PSS with the SHA-1 default): CRMF_E_ALG_SHA1.
-// Other OIDs (SHAKE variants included): CRMF_E_ALG_UNSUPPORTED. Wrong parameters:
+// Accepted: every signature row of the table (SHA-1 based ones too: whether they may be used
+// is the policy's decision, crmf_alg_policy_allows), with the row's parameters rule:
+// RSA PKCS#1 v1.5 NULL or absent (RFC 4055 §5); ECDSA, EdDSA and RSASSA-PSS-SHAKE absent
+// (RFC 5758 §3.2, RFC 8410 §3, RFC 8702 §3.2); RSASSA-PSS (RFC 4055 §3.1, RFC 4056) with a
+// SHA-2 (or SHA-1) hash whose AlgorithmIdentifier has NULL or absent parameters, MGF1 over the
+// same hash, a saltLength of at least the hash's length (at most 1024) and no trailerField.
+// RSASSA-PSS-SHAKE128/256 set |mgf1_hash| to the SHAKE itself (it is the MGF, RFC 8702
+// §3.2.1) and |salt_len| to 32/64. Unknown OIDs: CRMF_E_ALG_UNSUPPORTED. Wrong parameters:
 // CRMF_E_BAD_ALG_PARAMS. On failure |r| is unchanged.
 CM_RESULT crmf_sig_alg_parse(der_reader *r, crmf_sig_alg *out);
 
 // crmf_sig_alg_from_der parses a whole AlgorithmIdentifier (nothing may follow).
 CM_RESULT crmf_sig_alg_from_der(crmf_sig_alg *out, cm_span whole);
 
+// crmf_sig_alg_decode is crmf_sig_alg_from_der with a reason in |why| (may be NULL) when the
+// parameters are refused: "the RSASSA-PSS saltLength 16 is shorter than the SHA-256 hash (32
+// octets)", "the RSASSA-PSS MGF1 hash (SHA-1) differs from the message hash (SHA-256)".
+CM_RESULT crmf_sig_alg_decode(crmf_sig_alg *out, cm_span whole, cm_why *why);
+
+// crmf_sig_alg_row returns the table row of |alg| (by kind and hash; NULL for an impossible
+// combination). Thread: any; pure.
+const crmf_alg *crmf_sig_alg_row(const crmf_sig_alg *alg);
+
+// crmf_sig_alg_of writes the descriptor of signature row |id| with its usual parameters (PSS:
+// MGF1 over the same hash, salt as long as the hash) into |*out| and returns true; false for a
+// row that is not a signature. Thread: any; pure.
+bool crmf_sig_alg_of(crmf_sig_alg *out, crmf_alg_id id);
+
 // crmf_sig_alg_marshal writes the AlgorithmIdentifier for |alg| (|whole| is ignored): NULL
-// parameters for RSA PKCS#1 v1.5, full explicit RSASSA-PSS-params for PSS (DEFAULT values
-// omitted), none otherwise. An impossible combination poisons |b| with CM_E_INVALID_ARG.
+// parameters for RSA PKCS#1 v1.5, full explicit RSASSA-PSS-params for PSS with SHA-2 or SHA-1
+// (DEFAULT values omitted), none otherwise (RSASSA-PSS-SHAKE included). An impossible
+// combination poisons |b| with CM_E_INVALID_ARG.
 void crmf_sig_alg_marshal(der_builder *b, const crmf_sig_alg *alg);
 
 // crmf_sig_alg_key_ok reports whether |alg| can be used with a key of |type| (RSA PKCS#1 v1.5
@@ -272,9 +403,10 @@ const char *crmf_key_text(char *buf, size_t cap, const crmf_spki *spki);
 // crmf_crypto: what key construction and signature checks reuse across requests: the library
 // context, pre-fetched digests, one EVP_PKEY_CTX per key type initialised for fromdata, one
 // parameters-only EVP_PKEY per EC curve (an EC key is a copy of it plus the point: about a
-// third of the cost of fromdata with a group name, which rebuilds the group every time), and a
-// reusable EVP_MD_CTX. Thread: confined to its owner (one per loop thread); nothing in it
-// depends on a request.
+// third of the cost of fromdata with a group name, which rebuilds the group every time), a
+// reusable EVP_MD_CTX, and the algorithm policies the checks apply (prot_policy for signed
+// messages, engine/cmp; pop_policy for POPO and PKCS#10 self-signatures). Thread: confined to
+// its owner (one per loop thread); nothing in it depends on a request.
 typedef struct crmf_crypto {
     OSSL_LIB_CTX *libctx;                        // borrowed; NULL is the default context
     const char *propq;                           // borrowed property query, may be NULL
@@ -282,12 +414,20 @@ typedef struct crmf_crypto {
     EVP_PKEY_CTX *fromdata[CRMF_KEY_TYPE_COUNT]; // [UNKNOWN] stays NULL
     EVP_MD_CTX *mdctx;
     EVP_PKEY *ec_params[CRMF_EC_CURVE_COUNT]; // P-256, P-384, P-521 domain parameters
+    crmf_alg_policy prot_policy;              // protection_algs (default: no SHA-1)
+    crmf_alg_policy pop_policy;               // pop_algs (default: no SHA-1)
 } crmf_crypto;
 
-// crmf_crypto_init fetches the digests and prepares the fromdata contexts. |libctx| and |propq|
-// are borrowed and must outlive |c|. Fails with CRMF_E_CRYPTO (|c| is then cleaned up). Call
+// crmf_crypto_init fetches the digests and prepares the fromdata contexts; both policies start
+// as the default (crmf_alg_policy_default without SHA-1). |libctx| and |propq| are borrowed and
+// must outlive |c|. Fails with CRMF_E_CRYPTO (|c| is then cleaned up). Call
 // crmf_crypto_cleanup in any case; it is safe on a zeroed struct.
 CM_RESULT crmf_crypto_init(crmf_crypto *c, OSSL_LIB_CTX *libctx, const char *propq);
+
+// crmf_crypto_set_policies copies |prot| and |pop| (either may be NULL: the default) into |c|.
+// Thread: |c|'s owner.
+void crmf_crypto_set_policies(crmf_crypto *c, const crmf_alg_policy *prot,
+                              const crmf_alg_policy *pop);
 
 // crmf_crypto_cleanup releases everything |c| holds; safe on a zeroed or cleaned struct.
 void crmf_crypto_cleanup(crmf_crypto *c);
@@ -301,17 +441,28 @@ void crmf_crypto_cleanup(crmf_crypto *c);
 // material is rejected (an EC point not on the curve, a malformed RSAPublicKey).
 CM_RESULT crmf_crypto_key_from_spki(crmf_crypto *c, EVP_PKEY **out, const crmf_spki *spki);
 
-// crmf_crypto_verify checks |sig| over |data| with |key| under |alg| (EVP_DigestVerify; for
-// RSA-PSS the padding, MGF1 digest and salt length of |alg|). A key whose type does not fit
-// |alg| (crmf_key_type_of, crmf_sig_alg_key_ok) is CRMF_E_KEY_ALG_MISMATCH before any work.
-// CRMF_E_BAD_SIGNATURE when the signature does not verify (including a malformed ECDSA signature),
-// CRMF_E_CRYPTO when OpenSSL fails otherwise.
+// crmf_crypto_verify_parts checks |sig| over the concatenation of |parts| (|num_parts| spans,
+// at most 4: a message need not be joined to be verified) with |key| under |alg|. Hash-then-
+// sign algorithms hash the parts with the row's digest (SHAKE128/256 to 32/64 octets) and
+// verify the digest: ECDSA directly, RSA PKCS#1 v1.5 and RSASSA-PSS with SHA-2/SHA-1 through
+// OpenSSL (padding, MGF1 digest and salt length of |alg|), RSASSA-PSS-SHAKE by decoding EMSA-PSS
+// here with SHAKE as the MGF (RFC 8702 §3.2.1; OpenSSL 3.0 has no SHAKE MGF). EdDSA, which
+// signs the message itself, gets one contiguous copy. A key whose type does not fit |alg|
+// (crmf_key_type_of, crmf_sig_alg_key_ok) is CRMF_E_KEY_ALG_MISMATCH before any work.
+// CRMF_E_BAD_SIGNATURE when the signature does not verify (including a malformed ECDSA
+// signature), CM_E_NOMEM, CRMF_E_CRYPTO when OpenSSL fails otherwise. The policy is not
+// consulted here. Thread: |c|'s owner.
+CM_RESULT crmf_crypto_verify_parts(crmf_crypto *c, const crmf_sig_alg *alg, EVP_PKEY *key,
+                                   const cm_span *parts, size_t num_parts, cm_span sig);
+
+// crmf_crypto_verify is crmf_crypto_verify_parts over the single part |data|.
 CM_RESULT crmf_crypto_verify(crmf_crypto *c, const crmf_sig_alg *alg, EVP_PKEY *key, cm_span data,
                              cm_span sig);
 
-// crmf_crypto_sign signs |data| with the private |key| under |alg| and returns the signature in
-// |arena| memory (|*out_sig|). For tests, the load generator, and in-process signers;
-// CRMF_E_CRYPTO on failure, CRMF_E_KEY_ALG_MISMATCH when |alg| does not fit |key|.
+// crmf_crypto_sign signs |data| with the private |key| under |alg| (every signature row,
+// RSASSA-PSS-SHAKE included) and returns the signature in |arena| memory (|*out_sig|). For
+// tests, the load generator, and in-process signers; CRMF_E_CRYPTO on failure,
+// CRMF_E_KEY_ALG_MISMATCH when |alg| does not fit |key|.
 CM_RESULT crmf_crypto_sign(crmf_crypto *c, cm_arena *arena, cm_span *out_sig,
                            const crmf_sig_alg *alg, EVP_PKEY *key, cm_span data);
 
@@ -478,8 +629,10 @@ void crmf_attr_marshal(der_builder *b, const crmf_attr *attr);
 //  - keyEncipherment/keyAgreement: CRMF_E_POPO_INDIRECT (not verified here);
 //  - signature: poposkInput present while the template has subject and publicKey:
 //    CRMF_E_POPO_INPUT_MISUSE; poposkInput otherwise: CRMF_E_POPO_INPUT_UNSUPPORTED; no
-//    publicKey in the template: CRMF_E_POPO_NO_KEY; algorithm refused: CRMF_E_ALG_SHA1,
-//    CRMF_E_ALG_UNSUPPORTED, CRMF_E_BAD_ALG_PARAMS (badAlg); algorithm vs key type:
+//    publicKey in the template: CRMF_E_POPO_NO_KEY; algorithm refused: CRMF_E_ALG_UNSUPPORTED,
+//    CRMF_E_BAD_ALG_PARAMS, or outside c->pop_policy: CRMF_E_ALG_SHA1 for a SHA-1 based one,
+//    CRMF_E_ALG_POLICY otherwise ("signature algorithm ecdsa-with-SHA1 is not allowed
+//    (pop_algs)" in |why|) (all badAlg); algorithm vs key type:
 //    CRMF_E_POPO_KEY_MISMATCH; key unusable: CRMF_E_KEY_UNSUPPORTED / CRMF_E_BAD_SPKI;
 //    signature over req.whole (the DER of CertRequest) wrong: CRMF_E_POPO_BAD_SIGNATURE.
 // CM_OK only for a verified signature POPO. For a refused algorithm, a key that does not fit
@@ -522,7 +675,8 @@ CM_RESULT crmf_csr_from_der(crmf_csr *out, cm_span der);
 void crmf_csr_marshal(der_builder *b, const crmf_csr *csr);
 
 // crmf_csr_verify checks the self-signature over |csr->info| with the CSR's own key.
-// CRMF_E_CSR_BAD_SIGNATURE (badPOP) when wrong; algorithm refusals as crmf_sig_alg_parse;
+// CRMF_E_CSR_BAD_SIGNATURE (badPOP) when wrong; algorithm refusals as crmf_popo_verify's
+// (c->pop_policy applies: the self-signature is p10cr's proof of possession);
 // CRMF_E_KEY_ALG_MISMATCH (badAlg) when the algorithm does not fit the key; key errors as
 // crmf_crypto_key_from_spki. Reasons in |why| as crmf_popo_verify's. Thread: |c|'s owner.
 CM_RESULT crmf_csr_verify(crmf_crypto *c, const crmf_csr *csr, cm_why *why);

@@ -156,56 +156,8 @@ cm_result crmf_spki_to_der(cm_arena *arena, cm_span *out_whole, cm_span body)
 // ---------------------------------------------------------------------------------------------
 // Signature algorithms
 
-// Marks SHA-1 while parsing PSS parameters (it is refused, but only after the whole
-// AlgorithmIdentifier was read).
-#define CRMF_HASH_SHA1_SEEN CRMF_HASH_COUNT
-
-static const struct {
-    const char *oid;
-    size_t oid_len;
-    crmf_hash hash;
-} k_crmf_hashes[] = {
-#define H(o, h)             \
-    {                       \
-        o, sizeof(o) - 1, h \
-    }
-    H(DER_OID_SHA224, CRMF_HASH_SHA224),
-    H(DER_OID_SHA256, CRMF_HASH_SHA256),
-    H(DER_OID_SHA384, CRMF_HASH_SHA384),
-    H(DER_OID_SHA512, CRMF_HASH_SHA512),
-#undef H
-};
-
-static const char *crmf_hash_oid(crmf_hash h, size_t *out_len)
-{
-    for (size_t i = 0; i < sizeof(k_crmf_hashes) / sizeof(k_crmf_hashes[0]); i++) {
-        if (k_crmf_hashes[i].hash == h) {
-            *out_len = k_crmf_hashes[i].oid_len;
-            return k_crmf_hashes[i].oid;
-        }
-    }
-    *out_len = 0;
-    return NULL;
-}
-
-const char *crmf_hash_name(crmf_hash h)
-{
-    switch (h) {
-    case CRMF_HASH_SHA224:
-        return "SHA2-224";
-    case CRMF_HASH_SHA256:
-        return "SHA2-256";
-    case CRMF_HASH_SHA384:
-        return "SHA2-384";
-    case CRMF_HASH_SHA512:
-        return "SHA2-512";
-    default:
-        return NULL;
-    }
-}
-
-// HashAlgorithm ::= AlgorithmIdentifier { sha1 | sha224 | sha256 | sha384 | sha512 ... }
-// (RFC 4055 §2.1: parameters NULL or absent.) SHA-1 yields CRMF_HASH_SHA1_SEEN.
+// HashAlgorithm ::= AlgorithmIdentifier (RFC 4055 §2.1: parameters NULL or absent): any
+// digest row of the table; the caller judges which it may use.
 static cm_result crmf_hash_alg_parse(der_reader *r, crmf_hash *out)
 {
     der_reader a;
@@ -213,18 +165,17 @@ static cm_result crmf_hash_alg_parse(der_reader *r, crmf_hash *out)
     cm_span oid;
     cm_span params;
     CM_TRY(crmf_alg_body(&a, &oid, &params));
+    const crmf_alg *row = crmf_alg_by_oid(oid);
+    CM_ENSURE(row != NULL && row->kind == CRMF_ALG_KIND_DIGEST, CRMF_E_ALG_UNSUPPORTED);
     CM_ENSURE(params.len == 0 || crmf_is_null(params), CRMF_E_BAD_ALG_PARAMS);
-    if (der_oid_is(oid, DER_OID_SHA1)) {
-        *out = CRMF_HASH_SHA1_SEEN;
-        return cm_result_make(CM_OK);
-    }
-    for (size_t i = 0; i < sizeof(k_crmf_hashes) / sizeof(k_crmf_hashes[0]); i++) {
-        if (der_oid_eq(oid, (const uint8_t *)k_crmf_hashes[i].oid, k_crmf_hashes[i].oid_len)) {
-            *out = k_crmf_hashes[i].hash;
-            return cm_result_make(CM_OK);
-        }
-    }
-    CM_BAIL(CRMF_E_ALG_UNSUPPORTED);
+    *out = row->hash;
+    return cm_result_make(CM_OK);
+}
+
+static const char *crmf_hash_text(crmf_hash h)
+{
+    const crmf_alg *a = crmf_alg_digest(h);
+    return a != NULL ? a->name : "?";
 }
 
 // RSASSA-PSS-params ::= SEQUENCE {                              (RFC 4055 §3.1, EXPLICIT)
@@ -233,7 +184,10 @@ static cm_result crmf_hash_alg_parse(der_reader *r, crmf_hash *out)
 //     saltLength        [2] INTEGER          DEFAULT 20,
 //     trailerField      [3] TrailerField     DEFAULT trailerFieldBC }
 // MaskGenAlgorithm ::= AlgorithmIdentifier { id-mgf1, HashAlgorithm }
-static cm_result crmf_pss_params_parse(cm_span params, crmf_sig_alg *out)
+// The hash must have an id-RSASSA-PSS row (SHA-2, or SHA-1), MGF1 must use the same hash
+// (RFC 4056 §3) and the salt must be at least as long as the hash (RFC 4055 §3.1 recommends
+// the hash's length; OpenSSL signs with the longest salt the key allows by default).
+static cm_result crmf_pss_params_parse(cm_span params, crmf_sig_alg *out, cm_why *why)
 {
     CM_ENSURE(params.len > 0, CRMF_E_BAD_ALG_PARAMS);
     der_reader p;
@@ -242,14 +196,16 @@ static cm_result crmf_pss_params_parse(cm_span params, crmf_sig_alg *out)
     der_reader_init(&p, params);
     CM_ENSURE(der_peek_is(&p, DER_TAG_SEQUENCE), CRMF_E_BAD_ALG_PARAMS);
     CM_TRY(der_enter(&p, DER_TAG_SEQUENCE, &s));
-    crmf_hash hash = CRMF_HASH_SHA1_SEEN;
-    crmf_hash mgf_hash = CRMF_HASH_SHA1_SEEN;
+    crmf_hash hash = CRMF_HASH_SHA1;
+    crmf_hash mgf_hash = CRMF_HASH_SHA1;
     uint64_t salt = 20;
     bool present;
     CM_TRY(der_enter_optional(&s, DER_CONTEXT_CONS(0), &tagged, &present));
     if (present) {
         CM_TRY(crmf_hash_alg_parse(&tagged, &hash));
         CM_TRY(der_expect_end(&tagged));
+        // DER: the DEFAULT is never encoded.
+        CM_ENSURE(hash != CRMF_HASH_SHA1, CRMF_E_BAD_ALG_PARAMS);
     }
     CM_TRY(der_enter_optional(&s, DER_CONTEXT_CONS(1), &tagged, &present));
     if (present) {
@@ -273,37 +229,29 @@ static cm_result crmf_pss_params_parse(cm_span params, crmf_sig_alg *out)
     CM_ENSURE(!der_peek_is(&s, DER_CONTEXT_CONS(3)), CRMF_E_BAD_ALG_PARAMS);
     CM_TRY(der_expect_end(&s));
     CM_TRY(der_expect_end(&p));
-    CM_ENSURE(hash != CRMF_HASH_SHA1_SEEN && mgf_hash != CRMF_HASH_SHA1_SEEN, CRMF_E_ALG_SHA1);
+    const crmf_alg *row = crmf_alg_sig(CRMF_SIG_RSA_PSS, hash);
+    if (row == NULL || row->params != CRMF_PARAMS_PSS) {
+        cm_why_set(why, "RSASSA-PSS with the %s hash is not supported", crmf_hash_text(hash));
+        CM_BAIL(CRMF_E_ALG_UNSUPPORTED);
+    }
+    if (mgf_hash != hash) {
+        cm_why_set(why, "the RSASSA-PSS MGF1 hash (%s) differs from the message hash (%s)",
+                   crmf_hash_text(mgf_hash), crmf_hash_text(hash));
+        CM_BAIL(CRMF_E_BAD_ALG_PARAMS);
+    }
+    if (salt < crmf_hash_len(hash)) {
+        cm_why_set(why, "the RSASSA-PSS saltLength %llu is shorter than the %s hash (%zu octets)",
+                   (unsigned long long)salt, crmf_hash_text(hash), crmf_hash_len(hash));
+        CM_BAIL(CRMF_E_BAD_ALG_PARAMS);
+    }
     out->hash = hash;
     out->mgf1_hash = mgf_hash;
     out->salt_len = (uint32_t)salt;
     return cm_result_make(CM_OK);
 }
 
-static const struct {
-    const char *oid;
-    size_t oid_len;
-    crmf_sig_kind kind;
-    crmf_hash hash;
-} k_crmf_sig_algs[] = {
-#define S(o, k, h)             \
-    {                          \
-        o, sizeof(o) - 1, k, h \
-    }
-    S(DER_OID_SHA224_WITH_RSA, CRMF_SIG_RSA_PKCS1, CRMF_HASH_SHA224),
-    S(DER_OID_SHA256_WITH_RSA, CRMF_SIG_RSA_PKCS1, CRMF_HASH_SHA256),
-    S(DER_OID_SHA384_WITH_RSA, CRMF_SIG_RSA_PKCS1, CRMF_HASH_SHA384),
-    S(DER_OID_SHA512_WITH_RSA, CRMF_SIG_RSA_PKCS1, CRMF_HASH_SHA512),
-    S(DER_OID_ECDSA_WITH_SHA224, CRMF_SIG_ECDSA, CRMF_HASH_SHA224),
-    S(DER_OID_ECDSA_WITH_SHA256, CRMF_SIG_ECDSA, CRMF_HASH_SHA256),
-    S(DER_OID_ECDSA_WITH_SHA384, CRMF_SIG_ECDSA, CRMF_HASH_SHA384),
-    S(DER_OID_ECDSA_WITH_SHA512, CRMF_SIG_ECDSA, CRMF_HASH_SHA512),
-    S(DER_OID_ED25519, CRMF_SIG_ED25519, CRMF_HASH_NONE),
-    S(DER_OID_ED448, CRMF_SIG_ED448, CRMF_HASH_NONE),
-#undef S
-};
-
-cm_result crmf_sig_alg_parse(der_reader *r, crmf_sig_alg *out)
+// crmf_sig_alg_read is crmf_sig_alg_parse with reasons.
+static cm_result crmf_sig_alg_read(der_reader *r, crmf_sig_alg *out, cm_why *why)
 {
     der_reader t = *r;
     der_reader a;
@@ -313,103 +261,123 @@ cm_result crmf_sig_alg_parse(der_reader *r, crmf_sig_alg *out)
     cm_span oid;
     cm_span params;
     CM_TRY(crmf_alg_body(&a, &oid, &params));
-    if (der_oid_is(oid, DER_OID_SHA1_WITH_RSA) || der_oid_is(oid, DER_OID_ECDSA_WITH_SHA1)) {
-        CM_BAIL(CRMF_E_ALG_SHA1);
-    }
-    if (der_oid_is(oid, DER_OID_RSASSA_PSS)) {
-        alg.kind = CRMF_SIG_RSA_PSS;
-        CM_TRY(crmf_pss_params_parse(params, &alg));
-        *out = alg;
-        *r = t;
-        return cm_result_make(CM_OK);
-    }
-    size_t i = 0;
-    const size_t n = sizeof(k_crmf_sig_algs) / sizeof(k_crmf_sig_algs[0]);
-    while (i < n &&
-           !der_oid_eq(oid, (const uint8_t *)k_crmf_sig_algs[i].oid, k_crmf_sig_algs[i].oid_len)) {
-        i++;
-    }
-    CM_ENSURE(i < n, CRMF_E_ALG_UNSUPPORTED);
-    alg.kind = k_crmf_sig_algs[i].kind;
-    alg.hash = k_crmf_sig_algs[i].hash;
-    if (alg.kind == CRMF_SIG_RSA_PKCS1) {
-        // RFC 4055 §5: NULL, and implementations MUST accept it absent.
-        CM_ENSURE(params.len == 0 || crmf_is_null(params), CRMF_E_BAD_ALG_PARAMS);
+    const crmf_alg *row = crmf_alg_by_oid(oid);
+    CM_ENSURE(row != NULL && row->kind == CRMF_ALG_KIND_SIGNATURE, CRMF_E_ALG_UNSUPPORTED);
+    alg.kind = row->sig;
+    alg.hash = row->hash;
+    if (row->params == CRMF_PARAMS_PSS) {
+        CM_TRY(crmf_pss_params_parse(params, &alg, why));
     } else {
-        // RFC 5758 §3.2 (ECDSA) and RFC 8410 §3 (EdDSA): parameters absent.
-        CM_ENSURE(params.len == 0, CRMF_E_BAD_ALG_PARAMS);
+        // RFC 4055 §5 (RSA: NULL, absent accepted), RFC 5758 §3.2 (ECDSA), RFC 8410 §3
+        // (EdDSA), RFC 8702 §3.2 (SHAKE variants), RFC 9688 (SHA3): absent.
+        if (!crmf_alg_params_ok(row, params)) {
+            cm_why_set(why, "%s takes %s parameters", row->asn1_name,
+                       row->params == CRMF_PARAMS_ABSENT ? "no" : "NULL or no");
+            CM_BAIL(CRMF_E_BAD_ALG_PARAMS);
+        }
+        if (alg.kind == CRMF_SIG_RSA_PSS) {
+            // RSASSA-PSS-SHAKE: the SHAKE is the MGF and the salt is as long as its output.
+            alg.mgf1_hash = alg.hash;
+            alg.salt_len = (uint32_t)crmf_hash_len(alg.hash);
+        }
     }
     *out = alg;
     *r = t;
     return cm_result_make(CM_OK);
 }
 
-cm_result crmf_sig_alg_from_der(crmf_sig_alg *out, cm_span whole)
+cm_result crmf_sig_alg_parse(der_reader *r, crmf_sig_alg *out)
+{
+    return crmf_sig_alg_read(r, out, NULL);
+}
+
+cm_result crmf_sig_alg_decode(crmf_sig_alg *out, cm_span whole, cm_why *why)
 {
     der_reader r;
     der_reader_init(&r, whole);
     crmf_sig_alg alg;
-    CM_TRY(crmf_sig_alg_parse(&r, &alg));
+    CM_TRY(crmf_sig_alg_read(&r, &alg, why));
     CM_TRY(der_expect_end(&r));
     *out = alg;
     return cm_result_make(CM_OK);
 }
 
+cm_result crmf_sig_alg_from_der(crmf_sig_alg *out, cm_span whole)
+{
+    return crmf_sig_alg_decode(out, whole, NULL);
+}
+
+const crmf_alg *crmf_sig_alg_row(const crmf_sig_alg *alg)
+{
+    return crmf_alg_sig(alg->kind, alg->hash);
+}
+
+bool crmf_sig_alg_of(crmf_sig_alg *out, crmf_alg_id id)
+{
+    const crmf_alg *a = crmf_alg_get(id);
+    if (a == NULL || a->kind != CRMF_ALG_KIND_SIGNATURE) {
+        return false;
+    }
+    memset(out, 0, sizeof(*out));
+    out->kind = a->sig;
+    out->hash = a->hash;
+    if (a->sig == CRMF_SIG_RSA_PSS) {
+        out->mgf1_hash = a->hash;
+        out->salt_len = (uint32_t)crmf_hash_len(a->hash);
+    }
+    return true;
+}
+
+// HashAlgorithm with NULL parameters, as RFC 4055 §2.1 defines sha256Identifier and friends.
 static void crmf_hash_alg_marshal(der_builder *b, crmf_hash h)
 {
-    size_t len;
-    const char *oid = crmf_hash_oid(h, &len);
-    if (oid == NULL) {
+    const crmf_alg *a = crmf_alg_digest(h);
+    if (a == NULL) {
         der_builder_fail(b, CM_E_INVALID_ARG);
         return;
     }
     der_mark m;
     der_open(b, &m, DER_TAG_SEQUENCE);
-    der_put_oid(b, cm_span_make(oid, len));
+    der_put_oid(b, a->oid);
     der_put_null(b);
     der_close(b, &m);
 }
 
 void crmf_sig_alg_marshal(der_builder *b, const crmf_sig_alg *alg)
 {
+    const crmf_alg *row = crmf_sig_alg_row(alg);
+    if (row == NULL) {
+        der_builder_fail(b, CM_E_INVALID_ARG);
+        return;
+    }
     der_mark m;
     der_open(b, &m, DER_TAG_SEQUENCE);
-    if (alg->kind == CRMF_SIG_RSA_PSS) {
-        der_put_oid_lit(b, DER_OID_RSASSA_PSS);
+    der_put_oid(b, row->oid);
+    if (row->params == CRMF_PARAMS_PSS) {
         der_mark p;
         der_mark t;
         der_mark mgf;
         der_open(b, &p, DER_TAG_SEQUENCE);
-        der_open(b, &t, DER_CONTEXT_CONS(0));
-        crmf_hash_alg_marshal(b, alg->hash);
-        der_close(b, &t);
-        der_open(b, &t, DER_CONTEXT_CONS(1));
-        der_open(b, &mgf, DER_TAG_SEQUENCE);
-        der_put_oid_lit(b, DER_OID_MGF1);
-        crmf_hash_alg_marshal(b, alg->mgf1_hash);
-        der_close(b, &mgf);
-        der_close(b, &t);
+        if (alg->hash != CRMF_HASH_SHA1) {
+            der_open(b, &t, DER_CONTEXT_CONS(0));
+            crmf_hash_alg_marshal(b, alg->hash);
+            der_close(b, &t);
+        }
+        if (alg->mgf1_hash != CRMF_HASH_SHA1) {
+            der_open(b, &t, DER_CONTEXT_CONS(1));
+            der_open(b, &mgf, DER_TAG_SEQUENCE);
+            der_put_oid_lit(b, DER_OID_MGF1);
+            crmf_hash_alg_marshal(b, alg->mgf1_hash);
+            der_close(b, &mgf);
+            der_close(b, &t);
+        }
         if (alg->salt_len != 20) {
             der_open(b, &t, DER_CONTEXT_CONS(2));
             der_put_u64(b, alg->salt_len);
             der_close(b, &t);
         }
         der_close(b, &p);
-        der_close(b, &m);
-        return;
-    }
-    size_t i = 0;
-    const size_t n = sizeof(k_crmf_sig_algs) / sizeof(k_crmf_sig_algs[0]);
-    while (i < n &&
-           !(k_crmf_sig_algs[i].kind == alg->kind && k_crmf_sig_algs[i].hash == alg->hash)) {
-        i++;
-    }
-    if (i == n) {
-        der_builder_fail(b, CM_E_INVALID_ARG);
-        return;
-    }
-    der_put_oid(b, cm_span_make(k_crmf_sig_algs[i].oid, k_crmf_sig_algs[i].oid_len));
-    if (alg->kind == CRMF_SIG_RSA_PKCS1) {
+    } else if (row->params == CRMF_PARAMS_NULL) {
         der_put_null(b);
     }
     der_close(b, &m);

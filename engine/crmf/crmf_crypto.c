@@ -33,6 +33,21 @@ static void *crmf_unconst(const void *p)
     return q;
 }
 
+void crmf_crypto_set_policies(crmf_crypto *c, const crmf_alg_policy *prot,
+                              const crmf_alg_policy *pop)
+{
+    if (prot != NULL) {
+        c->prot_policy = *prot;
+    } else {
+        crmf_alg_policy_default(&c->prot_policy, false);
+    }
+    if (pop != NULL) {
+        c->pop_policy = *pop;
+    } else {
+        crmf_alg_policy_default(&c->pop_policy, false);
+    }
+}
+
 void crmf_crypto_cleanup(crmf_crypto *c)
 {
     for (size_t i = 0; i < CRMF_HASH_COUNT; i++) {
@@ -56,9 +71,13 @@ cm_result crmf_crypto_init(crmf_crypto *c, OSSL_LIB_CTX *libctx, const char *pro
     memset(c, 0, sizeof(*c));
     c->libctx = libctx;
     c->propq = propq;
+    crmf_alg_policy_default(&c->prot_policy, false);
+    crmf_alg_policy_default(&c->pop_policy, false);
     for (int h = CRMF_HASH_SHA224; h < CRMF_HASH_COUNT; h++) {
         c->md[h] = EVP_MD_fetch(libctx, crmf_hash_name((crmf_hash)h), propq);
-        if (c->md[h] == NULL) {
+        // SHA-2 is required; a provider without SHA-3, SHAKE or SHA-1 leaves those slots NULL
+        // and their algorithms are then refused as unsupported.
+        if (c->md[h] == NULL && h <= CRMF_HASH_SHA512) {
             crmf_crypto_cleanup(c);
             cm_ossl_clear_errors();
             CM_BAIL(CRMF_E_CRYPTO);
@@ -208,75 +227,4 @@ crmf_key_type crmf_key_type_of(const EVP_PKEY *key)
         }
     }
     return CRMF_KEY_UNKNOWN;
-}
-
-// crmf_pss_setup applies |alg|'s RSASSA-PSS parameters to a sign/verify context.
-static bool crmf_pss_setup(EVP_PKEY_CTX *pctx, const crmf_sig_alg *alg)
-{
-    return EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
-           EVP_PKEY_CTX_set_rsa_mgf1_md_name(pctx, crmf_hash_name(alg->mgf1_hash), NULL) == 1 &&
-           EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, (int)alg->salt_len) == 1;
-}
-
-static const char *crmf_md_name(const crmf_crypto *c, const crmf_sig_alg *alg)
-{
-    if (alg->hash == CRMF_HASH_NONE || alg->hash >= CRMF_HASH_COUNT) {
-        return NULL;
-    }
-    return EVP_MD_get0_name(c->md[alg->hash]);
-}
-
-cm_result crmf_crypto_verify(crmf_crypto *c, const crmf_sig_alg *alg, EVP_PKEY *key, cm_span data,
-                             cm_span sig)
-{
-    CM_ENSURE(crmf_sig_alg_key_ok(alg, crmf_key_type_of(key)), CRMF_E_KEY_ALG_MISMATCH);
-    bool eddsa = alg->kind == CRMF_SIG_ED25519 || alg->kind == CRMF_SIG_ED448;
-    CM_ENSURE(eddsa == (alg->hash == CRMF_HASH_NONE), CM_E_INVALID_ARG);
-    cm_result res = cm_result_make(CM_OK);
-    EVP_PKEY_CTX *pctx = NULL;
-    if (EVP_DigestVerifyInit_ex(c->mdctx, &pctx, crmf_md_name(c, alg), c->libctx, c->propq, key,
-                                NULL) != 1 ||
-        (alg->kind == CRMF_SIG_RSA_PSS && !crmf_pss_setup(pctx, alg))) {
-        res = cm_bail_note(CRMF_E_CRYPTO, __FILE__, __LINE__);
-        goto out;
-    }
-    // 1 is a good signature; 0 a bad one; < 0 also covers a malformed ECDSA-Sig-Value.
-    if (EVP_DigestVerify(c->mdctx, sig.p, sig.len, data.p, data.len) != 1) {
-        res = cm_bail_note(CRMF_E_BAD_SIGNATURE, __FILE__, __LINE__);
-    }
-out:
-    cm_ossl_clear_errors();
-    (void)EVP_MD_CTX_reset(c->mdctx);
-    return res;
-}
-
-cm_result crmf_crypto_sign(crmf_crypto *c, cm_arena *arena, cm_span *out_sig,
-                           const crmf_sig_alg *alg, EVP_PKEY *key, cm_span data)
-{
-    CM_ENSURE(crmf_sig_alg_key_ok(alg, crmf_key_type_of(key)), CRMF_E_KEY_ALG_MISMATCH);
-    cm_result res = cm_result_make(CM_OK);
-    EVP_PKEY_CTX *pctx = NULL;
-    size_t len = 0;
-    uint8_t *buf = NULL;
-    if (EVP_DigestSignInit_ex(c->mdctx, &pctx, crmf_md_name(c, alg), c->libctx, c->propq, key,
-                              NULL) != 1 ||
-        (alg->kind == CRMF_SIG_RSA_PSS && !crmf_pss_setup(pctx, alg)) ||
-        EVP_DigestSign(c->mdctx, NULL, &len, data.p, data.len) != 1) {
-        res = cm_bail_note(CRMF_E_CRYPTO, __FILE__, __LINE__);
-        goto out;
-    }
-    buf = cm_arena_alloc(arena, len);
-    if (buf == NULL) {
-        res = cm_bail_note(CM_E_NOMEM, __FILE__, __LINE__);
-        goto out;
-    }
-    if (EVP_DigestSign(c->mdctx, buf, &len, data.p, data.len) != 1) {
-        res = cm_bail_note(CRMF_E_CRYPTO, __FILE__, __LINE__);
-        goto out;
-    }
-    *out_sig = cm_span_make(buf, len);
-out:
-    cm_ossl_clear_errors();
-    (void)EVP_MD_CTX_reset(c->mdctx);
-    return res;
 }

@@ -27,7 +27,11 @@ CM_RESULT crmf_spki_read(der_reader *r, crmf_spki *out);
 // crmf_ec_curve_name returns the OpenSSL group name of a CRMF_EC_* curve, NULL if unknown.
 const char *crmf_ec_curve_name(uint32_t curve);
 
-// crmf_hash_name returns the OpenSSL digest name for |h| (NULL for CRMF_HASH_NONE).
+// crmf_hash_name returns the OpenSSL digest name for |h| (NULL for CRMF_HASH_NONE), from the
+// table's digest row; crmf_hash_len its output length in octets (SHAKE128/256: 32/64, RFC 9481
+// §2.2; 0 for NONE); crmf_hash_is_xof whether it is a SHAKE (EVP_DigestFinalXOF).
 const char *crmf_hash_name(crmf_hash h);
+size_t crmf_hash_len(crmf_hash h);
+bool crmf_hash_is_xof(crmf_hash h);
 
 #endif // CERTMINT_ENGINE_CRMF_CRMF_INTERNAL_H

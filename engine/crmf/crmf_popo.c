@@ -72,25 +72,30 @@ const char *crmf_key_text(char *buf, size_t cap, const crmf_spki *spki)
 }
 
 // crmf_verify_with_spki builds the key of |spki| and verifies |sig| over |data| under the
-// AlgorithmIdentifier |alg_whole|. Algorithm/key mismatch is CRMF_E_KEY_ALG_MISMATCH. |what|
-// names the signature in reasons ("the POPO signature").
+// AlgorithmIdentifier |alg_whole|, which must be in the POPO policy (pop_algs). Algorithm/key
+// mismatch is CRMF_E_KEY_ALG_MISMATCH. |what| names the signature in reasons ("the POPO
+// signature").
 static cm_result crmf_verify_with_spki(crmf_crypto *c, const crmf_spki *spki, cm_span alg_whole,
                                        cm_span data, cm_span sig, const char *what, cm_why *why)
 {
     char alg_text[96];
     char key_text[96];
     crmf_sig_alg alg;
-    cm_result r = crmf_sig_alg_from_der(&alg, alg_whole);
+    cm_result r = crmf_sig_alg_decode(&alg, alg_whole, why);
     if (!cm_ok(r)) {
-        if (why != NULL && (r.code == CRMF_E_ALG_SHA1 || r.code == CRMF_E_ALG_UNSUPPORTED ||
-                            r.code == CRMF_E_BAD_ALG_PARAMS)) {
+        if (why != NULL && (r.code == CRMF_E_ALG_UNSUPPORTED || r.code == CRMF_E_BAD_ALG_PARAMS)) {
             cm_why_set(why, "%s algorithm %s %s", what,
                        crmf_alg_text(alg_text, sizeof(alg_text), alg_whole),
-                       r.code == CRMF_E_ALG_SHA1 ? "is based on SHA-1, which is not accepted"
-                       : r.code == CRMF_E_BAD_ALG_PARAMS ? "has wrong parameters"
-                                                         : "is not supported");
+                       r.code == CRMF_E_BAD_ALG_PARAMS ? "has wrong parameters"
+                                                       : "is not supported");
         }
         return r;
+    }
+    const crmf_alg *row = crmf_sig_alg_row(&alg);
+    CM_ENSURE(row != NULL, CRMF_E_ALG_UNSUPPORTED);
+    if (!crmf_alg_policy_allows(&c->pop_policy, row->id)) {
+        cm_why_set(why, "signature algorithm %s is not allowed (pop_algs)", row->asn1_name);
+        CM_BAIL(row->sha1 ? CRMF_E_ALG_SHA1 : CRMF_E_ALG_POLICY);
     }
     if (spki->type == CRMF_KEY_UNKNOWN) {
         cm_why_set(why, "the public key (%s) is not supported",
@@ -98,8 +103,7 @@ static cm_result crmf_verify_with_spki(crmf_crypto *c, const crmf_spki *spki, cm
         CM_BAIL(CRMF_E_KEY_UNSUPPORTED);
     }
     if (!crmf_sig_alg_key_ok(&alg, spki->type)) {
-        cm_why_set(why, "%s algorithm %s does not fit the %s key", what,
-                   crmf_alg_text(alg_text, sizeof(alg_text), alg_whole),
+        cm_why_set(why, "%s algorithm %s does not fit the %s key", what, row->asn1_name,
                    crmf_key_text(key_text, sizeof(key_text), spki));
         CM_BAIL(CRMF_E_KEY_ALG_MISMATCH);
     }
@@ -108,8 +112,7 @@ static cm_result crmf_verify_with_spki(crmf_crypto *c, const crmf_spki *spki, cm
     cm_result res = crmf_crypto_verify(c, &alg, key, data, sig);
     EVP_PKEY_free(key);
     if (res.code == CRMF_E_BAD_SIGNATURE) {
-        cm_why_set(why, "%s (%s) does not verify with the %s public key", what,
-                   crmf_alg_text(alg_text, sizeof(alg_text), alg_whole),
+        cm_why_set(why, "%s (%s) does not verify with the %s public key", what, row->asn1_name,
                    crmf_key_text(key_text, sizeof(key_text), spki));
     }
     return res;

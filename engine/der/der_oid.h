@@ -12,6 +12,10 @@
 #define DER_OID_SHA512             "\x60\x86\x48\x01\x65\x03\x04\x02\x03" // 2.16.840.1.101.3.4.2.3
 #define DER_OID_SHAKE128           "\x60\x86\x48\x01\x65\x03\x04\x02\x0b" // 2.16.840.1.101.3.4.2.11
 #define DER_OID_SHAKE256           "\x60\x86\x48\x01\x65\x03\x04\x02\x0c" // 2.16.840.1.101.3.4.2.12
+#define DER_OID_SHA3_224           "\x60\x86\x48\x01\x65\x03\x04\x02\x07" // 2.16.840.1.101.3.4.2.7
+#define DER_OID_SHA3_256           "\x60\x86\x48\x01\x65\x03\x04\x02\x08" // 2.16.840.1.101.3.4.2.8
+#define DER_OID_SHA3_384           "\x60\x86\x48\x01\x65\x03\x04\x02\x09" // 2.16.840.1.101.3.4.2.9
+#define DER_OID_SHA3_512           "\x60\x86\x48\x01\x65\x03\x04\x02\x0a" // 2.16.840.1.101.3.4.2.10
 #define DER_OID_HMAC_SHA1          "\x2a\x86\x48\x86\xf7\x0d\x02\x07"     // 1.2.840.113549.2.7
 #define DER_OID_HMAC_SHA224        "\x2a\x86\x48\x86\xf7\x0d\x02\x08"     // 1.2.840.113549.2.8
 #define DER_OID_HMAC_SHA256        "\x2a\x86\x48\x86\xf7\x0d\x02\x09"     // 1.2.840.113549.2.9
@@ -22,6 +26,11 @@
 #define DER_OID_DH_BASED_MAC       "\x2a\x86\x48\x86\xf6\x7d\x07\x42\x1e" // 1.2.840.113533.7.66.30
 #define DER_OID_PBMAC1             "\x2a\x86\x48\x86\xf7\x0d\x01\x05\x0e" // 1.2.840.113549.1.5.14
 #define DER_OID_PBKDF2             "\x2a\x86\x48\x86\xf7\x0d\x01\x05\x0c" // 1.2.840.113549.1.5.12
+#define DER_OID_KMAC_SHAKE128      "\x60\x86\x48\x01\x65\x03\x04\x02\x13" // 2.16.840.1.101.3.4.2.19
+#define DER_OID_KMAC_SHAKE256      "\x60\x86\x48\x01\x65\x03\x04\x02\x14" // 2.16.840.1.101.3.4.2.20
+#define DER_OID_AES128_GMAC        "\x60\x86\x48\x01\x65\x03\x04\x01\x09" // 2.16.840.1.101.3.4.1.9
+#define DER_OID_AES192_GMAC        "\x60\x86\x48\x01\x65\x03\x04\x01\x1d" // 2.16.840.1.101.3.4.1.29
+#define DER_OID_AES256_GMAC        "\x60\x86\x48\x01\x65\x03\x04\x01\x31" // 2.16.840.1.101.3.4.1.49
 
 // public keys and signatures (RFC 9481 §3, RFC 5480, RFC 8410)
 #define DER_OID_RSA_ENCRYPTION      "\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01" // 1.2.840.113549.1.1.1
@@ -42,13 +51,22 @@
 #define DER_OID_RSASSA_PSS_SHAKE256 "\x2b\x06\x01\x05\x05\x07\x06\x1f"     // 1.3.6.1.5.5.7.6.31
 #define DER_OID_ECDSA_WITH_SHAKE128 "\x2b\x06\x01\x05\x05\x07\x06\x20"     // 1.3.6.1.5.5.7.6.32
 #define DER_OID_ECDSA_WITH_SHAKE256 "\x2b\x06\x01\x05\x05\x07\x06\x21"     // 1.3.6.1.5.5.7.6.33
-#define DER_OID_P256                "\x2a\x86\x48\xce\x3d\x03\x01\x07"     // 1.2.840.10045.3.1.7
-#define DER_OID_P384                "\x2b\x81\x04\x00\x22"                 // 1.3.132.0.34
-#define DER_OID_P521                "\x2b\x81\x04\x00\x23"                 // 1.3.132.0.35
-#define DER_OID_X25519              "\x2b\x65\x6e"                         // 1.3.101.110
-#define DER_OID_X448                "\x2b\x65\x6f"                         // 1.3.101.111
-#define DER_OID_ED25519             "\x2b\x65\x70"                         // 1.3.101.112
-#define DER_OID_ED448               "\x2b\x65\x71"                         // 1.3.101.113
+#define DER_OID_ECDSA_WITH_SHA3_256 \
+    "\x60\x86\x48\x01\x65\x03\x04\x03\x0a" // 2.16.840.1.101.3.4.3.10
+#define DER_OID_ECDSA_WITH_SHA3_384 \
+    "\x60\x86\x48\x01\x65\x03\x04\x03\x0b" // 2.16.840.1.101.3.4.3.11
+#define DER_OID_ECDSA_WITH_SHA3_512 \
+    "\x60\x86\x48\x01\x65\x03\x04\x03\x0c"                               // 2.16.840.1.101.3.4.3.12
+#define DER_OID_RSA_WITH_SHA3_256 "\x60\x86\x48\x01\x65\x03\x04\x03\x0e" // 2.16.840.1.101.3.4.3.14
+#define DER_OID_RSA_WITH_SHA3_384 "\x60\x86\x48\x01\x65\x03\x04\x03\x0f" // 2.16.840.1.101.3.4.3.15
+#define DER_OID_RSA_WITH_SHA3_512 "\x60\x86\x48\x01\x65\x03\x04\x03\x10" // 2.16.840.1.101.3.4.3.16
+#define DER_OID_P256              "\x2a\x86\x48\xce\x3d\x03\x01\x07"     // 1.2.840.10045.3.1.7
+#define DER_OID_P384              "\x2b\x81\x04\x00\x22"                 // 1.3.132.0.34
+#define DER_OID_P521              "\x2b\x81\x04\x00\x23"                 // 1.3.132.0.35
+#define DER_OID_X25519            "\x2b\x65\x6e"                         // 1.3.101.110
+#define DER_OID_X448              "\x2b\x65\x6f"                         // 1.3.101.111
+#define DER_OID_ED25519           "\x2b\x65\x70"                         // 1.3.101.112
+#define DER_OID_ED448             "\x2b\x65\x71"                         // 1.3.101.113
 
 // names and attributes (RFC 5280 Appendix A, PKCS#9)
 #define DER_OID_AT_COMMON_NAME   "\x55\x04\x03" // 2.5.4.3

@@ -127,6 +127,7 @@ CM_RESULT front_daemon_load(front_daemon **out, char *err, size_t err_cap, const
     lim.pbm_min_iterations = d->cfg->min_pbm_iterations;
     lim.pbm_max_iterations = d->cfg->max_pbm_iterations;
     lim.pbmac1_max_iterations = d->cfg->max_pbmac1_iterations;
+    lim.policy = &d->cfg->protection_algs;
     r = cmp_protect_ctx_new(&d->prot, NULL, NULL, &lim);
     if (!cm_ok(r)) {
         front_err(err, err_cap, "PBM iteration limits rejected: %s", cm_result_name(r));
@@ -166,6 +167,28 @@ size_t front_ca_order(const cfg_config *cfg, size_t *order)
     return n;
 }
 
+// front_ca_sig_alg applies [ca:NAME] sig_alg: the certificate (and CRL) signatures, and the CMP
+// protection signatures when the CMP key can make it too.
+static cm_result front_ca_sig_alg(srv_ca *s, const cfg_ca *c, char *err, size_t err_cap)
+{
+    if (c->sig_alg == CRMF_ALG_NONE) {
+        return cm_result_make(CM_OK);
+    }
+    const hsm_sig_alg sa = hsm_sig_alg_of_row((int)c->sig_alg);
+    if (sa == HSM_SIG_NONE || !hsm_sig_alg_fits(sa, hsm_key_get_type(s->ca_key))) {
+        front_err(err, err_cap, "[ca:%s] sig_alg %s %s", c->name, crmf_alg_get(c->sig_alg)->name,
+                  sa == HSM_SIG_NONE ? "is not one the token can make (ECDSA or RSA with SHA-2, "
+                                       "RSASSA-PSS with SHA-2, Ed25519, Ed448)"
+                                     : "does not fit the CA key");
+        return cm_result_make(CM_E_INVALID_ARG);
+    }
+    s->ca_sig_alg = sa;
+    if (hsm_sig_alg_fits(sa, hsm_key_get_type(s->cmp_key))) {
+        s->cmp_sig_alg = sa;
+    }
+    return cm_result_make(CM_OK);
+}
+
 // front_build_ca fills d->cas[k] from the configuration's CA |i|.
 static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, size_t err_cap)
 {
@@ -183,6 +206,7 @@ static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, 
             d->secrets[k][j].ref = cm_span_make(cl->secrets[j].kid, cl->secrets[j].kid_len);
             d->secrets[k][j].secret =
                 cm_span_make(cl->secrets[j].secret, cl->secrets[j].secret_len);
+            d->secrets[k][j].kind = cl->secrets[j].is_key ? CMP_SECRET_KEY : CMP_SECRET_PASSWORD;
         }
     }
     if (cl != NULL && cl->num_ra_certs > 0) {
@@ -245,6 +269,7 @@ static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, 
         front_err(err, err_cap, "[ca:%s] unsupported key type", c->name);
         return cm_result_make(CM_E_INVALID_ARG);
     }
+    return front_ca_sig_alg(s, c, err, err_cap);
     return cm_result_make(CM_OK);
 }
 
@@ -281,6 +306,8 @@ static cm_result front_build_engine(front_daemon *d, char *err, size_t err_cap)
                      .num_cas = d->num_cas,
                      .message_time_window = cfg->message_time_window,
                      .confirm_wait_time = cfg->confirm_wait_time,
+                     .prot_algs = &cfg->protection_algs,
+                     .pop_algs = &cfg->pop_algs,
                      .arena_cap = (size_t)cfg->max_request_bytes * 4 + (1u << 20),
                      .space = &d->space};
     r = srv_engine_new(&d->engine, &sp);

@@ -70,6 +70,7 @@ cm_result srv_worker_new(srv_worker **out, srv_engine *e, cm_cq *cq)
     w->max_free = e->p.free_requests;
     cm_result r = crmf_crypto_init(&w->crypto, NULL, NULL);
     if (cm_ok(r)) {
+        crmf_crypto_set_policies(&w->crypto, e->p.prot_algs, e->p.pop_algs);
         r = cmp_digests_init(&w->dig);
     }
     if (cm_ok(r)) {

@@ -41,10 +41,13 @@ enum {
 #include "engine/base/codes.def"
 };
 
-// srv_secret is one MAC credential: senderKID bytes and the shared secret. Thread: immutable.
+// srv_secret is one MAC credential: senderKID bytes, the shared secret and its kind (a
+// password for PBM/PBMAC1, or a key for the key-based MACs; cmp_secret_kind). Thread:
+// immutable.
 typedef struct srv_secret {
     cm_span ref;
     cm_span secret;
+    cmp_secret_kind kind;
 } srv_secret;
 
 // srv_ca describes one CA the server answers for. Everything it points at is owned by the
@@ -87,6 +90,9 @@ typedef struct srv_params {
     // request is authenticated and checked, before any signing) while it reads below
     // store_min_free. NULL: no check.
     store_space *space;
+    const crmf_alg_policy *prot_algs; // signatures a message may be protected with (NULL:
+                                      //   the default; MACs: the cmp_protect_ctx's policy)
+    const crmf_alg_policy *pop_algs;  // signatures a POPO may use (NULL: the default)
 } srv_params;
 
 typedef struct srv_engine srv_engine;

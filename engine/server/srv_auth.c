@@ -116,7 +116,7 @@ cm_result srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *trust2)
         CM_BAIL(SRV_E_UNPROTECTED);
     }
     CM_TRY(cmp_protect_kind(&req->prot_kind, m->header.protection_alg.whole));
-    if (req->prot_kind == CMP_PROT_PBM || req->prot_kind == CMP_PROT_PBMAC1) {
+    if (cmp_prot_kind_is_mac(req->prot_kind)) {
         if (!m->header.f.sender_kid.present) {
             cm_why_set(&req->why, "the MAC-protected message has no senderKID naming its secret");
             CM_BAIL(SRV_E_UNKNOWN_SENDER);
@@ -128,9 +128,9 @@ cm_result srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *trust2)
                        srv_bytes_text(kid, m->header.f.sender_kid.v));
             CM_BAIL(SRV_E_UNKNOWN_SENDER);
         }
-        CM_TRY(cmp_protect_verify_mac(req->w->e->p.prot, &req->mac_key,
-                                      m->header.protection_alg.whole, s->secret, m->protected_part,
-                                      m->protection, m->protection_unused, &req->why));
+        CM_TRY(cmp_protect_verify_mac(
+            req->w->e->p.prot, &req->mac_key, m->header.protection_alg.whole, s->secret, s->kind,
+            m->protected_part, m->protection, m->protection_unused, &req->why));
         req->mac_ok = true;
         return cm_result_make(CM_OK);
     }

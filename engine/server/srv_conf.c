@@ -82,13 +82,18 @@ static cm_result srv_conf_authenticate(srv_request *req, const store_cert *issue
     }
     cmp_prot_kind kind;
     CM_TRY(cmp_protect_kind(&kind, m->header.protection_alg.whole));
-    static const char *const k_kind[] = {"?", "PasswordBasedMac", "PBMAC1", "a signature"};
+    // Indexed by cmp_prot_kind; a kind this table does not know prints as "?".
+    static const char *const k_kind[] = {"?", "PasswordBasedMac", "PBMAC1", "a signature",
+                                         "a key-based MAC"};
+    const size_t num_kinds = sizeof(k_kind) / sizeof(k_kind[0]);
+    const char *kind_name = (size_t)kind < num_kinds ? k_kind[kind] : "?";
     if (req->txn.protection == STORE_AUTH_MAC) {
-        const cmp_prot_kind want =
-            (req->txn.state & SRV_TXN_FLAG_PBMAC1) != 0 ? CMP_PROT_PBMAC1 : CMP_PROT_PBM;
+        const cmp_prot_kind want = (req->txn.state & SRV_TXN_FLAG_PBMAC1) != 0    ? CMP_PROT_PBMAC1
+                                   : (req->txn.state & SRV_TXN_FLAG_KEY_MAC) != 0 ? CMP_PROT_KEY_MAC
+                                                                                  : CMP_PROT_PBM;
         if (kind != want) {
             cm_why_set(&req->why, "certConf must be protected like its request, with %s, not %s",
-                       k_kind[want], k_kind[kind]);
+                       k_kind[want], kind_name);
             CM_BAIL(SRV_E_WRONG_INTEGRITY);
         }
         CM_TRY(srv_authenticate(req, NULL, NULL));
@@ -101,7 +106,7 @@ static cm_result srv_conf_authenticate(srv_request *req, const store_cert *issue
     }
     if (kind != CMP_PROT_SIGNATURE) {
         cm_why_set(&req->why, "certConf must be signed like its request, not protected with %s",
-                   k_kind[kind]);
+                   kind_name);
         CM_BAIL(SRV_E_WRONG_INTEGRITY);
     }
     if (m->num_extra_certs > 0 && cm_span_eq(m->extra_certs[0], issued->cert_der)) {

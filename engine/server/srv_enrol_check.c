@@ -235,6 +235,8 @@ void srv_enrol_txn_note(srv_request *req, store_txn *t)
     }
     if (req->mac_ok && req->prot_kind == CMP_PROT_PBMAC1) {
         t->state |= SRV_TXN_FLAG_PBMAC1;
+    } else if (req->mac_ok && req->prot_kind == CMP_PROT_KEY_MAC) {
+        t->state |= SRV_TXN_FLAG_KEY_MAC;
     }
     // The server's senderNonce, then the request's: certConf must echo the first and must not
     // repeat either as its own.

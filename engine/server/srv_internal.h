@@ -35,10 +35,11 @@ enum {
 };
 
 // What certConf must match (srv_enrol_txn_note, srv_conf.c): the request was a p10cr (its
-// certReqId is -1), the request's MAC was PBMAC1 (not PasswordBasedMac).
+// certReqId is -1), the request's MAC was PBMAC1 or a key-based MAC (neither: PasswordBasedMac).
 enum {
     SRV_TXN_FLAG_P10CR = 1u << 8,
     SRV_TXN_FLAG_PBMAC1 = 1u << 9,
+    SRV_TXN_FLAG_KEY_MAC = 1u << 10,
 };
 #define SRV_TXN_STATE(s) ((uint32_t)(s)&0xffu)
 

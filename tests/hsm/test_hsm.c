@@ -26,7 +26,7 @@
 #define SPAN(...) \
     cm_span_make((const uint8_t[]){__VA_ARGS__}, sizeof((const uint8_t[]){__VA_ARGS__}))
 
-enum { K_P256, K_P384, K_P521, K_RSA, K_ED25519, K_COUNT };
+enum { K_P256, K_P384, K_P521, K_RSA, K_ED25519, K_ED448, K_COUNT };
 
 static test_token g_tt;
 static char g_other_pin[32];
@@ -76,7 +76,10 @@ static int hsm_suite_init(void)
                         {HSM_KEYGEN_EC_P384, "k-p384"},
                         {HSM_KEYGEN_EC_P521, "k-p521"},
                         {HSM_KEYGEN_RSA_2048, "k-rsa2048"},
-                        {HSM_KEYGEN_ED25519, "k-ed25519"}};
+                        {HSM_KEYGEN_ED25519, "k-ed25519"},
+                        // Ed448: CKK_EC_EDWARDS with the id-Ed448 curve, signed by CKM_EDDSA
+                        // (SoftHSM 2.6.1 does both).
+                        {HSM_KEYGEN_ED448, "k-ed448"}};
     for (int i = 0; i < K_COUNT; i++) {
         uint8_t id = (uint8_t)(i + 1);
         r = hsm_key_generate(g_tok, &g_keys[i], &err, k_gen[i].type, k_gen[i].label,
@@ -136,6 +139,7 @@ static const char *md_of(hsm_sig_alg alg)
     case HSM_SIG_RSA_PSS_SHA384:
         return "SHA384";
     case HSM_SIG_ED25519:
+    case HSM_SIG_ED448:
         return NULL;
     default:
         return "SHA512";
@@ -181,7 +185,7 @@ static const key_alg k_matrix[] = {
     {K_RSA, HSM_SIG_RSA_PKCS1_SHA256}, {K_RSA, HSM_SIG_RSA_PKCS1_SHA384},
     {K_RSA, HSM_SIG_RSA_PKCS1_SHA512}, {K_RSA, HSM_SIG_RSA_PSS_SHA256},
     {K_RSA, HSM_SIG_RSA_PSS_SHA384},   {K_RSA, HSM_SIG_RSA_PSS_SHA512},
-    {K_ED25519, HSM_SIG_ED25519},
+    {K_ED25519, HSM_SIG_ED25519},      {K_ED448, HSM_SIG_ED448},
 };
 
 static void test_hsm_every_mechanism_verifies_with_openssl(void)
@@ -236,9 +240,9 @@ static void test_hsm_every_mechanism_verifies_with_openssl(void)
 
 static void test_hsm_spki_matches_openssl_encoding(void)
 {
-    static const int k_types[K_COUNT] = {EVP_PKEY_EC, EVP_PKEY_EC, EVP_PKEY_EC, EVP_PKEY_RSA,
-                                         EVP_PKEY_ED25519};
-    static const int k_bits[K_COUNT] = {256, 384, 521, 2048, 256};
+    static const int k_types[K_COUNT] = {EVP_PKEY_EC,  EVP_PKEY_EC,      EVP_PKEY_EC,
+                                         EVP_PKEY_RSA, EVP_PKEY_ED25519, EVP_PKEY_ED448};
+    static const int k_bits[K_COUNT] = {256, 384, 521, 2048, 256, 456};
     for (int i = 0; i < K_COUNT; i++) {
         EVP_PKEY *pk = pkey_of(g_keys[i]);
         CU_ASSERT_PTR_NOT_NULL_FATAL(pk);
@@ -254,6 +258,8 @@ static void test_hsm_spki_matches_openssl_encoding(void)
     CU_ASSERT_EQUAL(hsm_key_get_type(g_keys[K_P384]), HSM_KEY_EC_P384);
     CU_ASSERT_EQUAL(hsm_key_get_bits(g_keys[K_RSA]), 2048);
     CU_ASSERT_EQUAL(hsm_key_get_type(g_keys[K_ED25519]), HSM_KEY_ED25519);
+    CU_ASSERT_EQUAL(hsm_key_get_type(g_keys[K_ED448]), HSM_KEY_ED448);
+    CU_ASSERT_EQUAL(hsm_sig_alg_for_key(g_keys[K_ED448]), HSM_SIG_ED448);
 }
 
 // openssl_alg_id has OpenSSL sign a CSR with an in-memory key of the same kind and returns the
@@ -290,10 +296,14 @@ static void test_hsm_alg_ids_match_openssl(void)
     EVP_PKEY *ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
     EVP_PKEY *ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
-    CU_ASSERT_FATAL(ec != NULL && rsa != NULL && ed != NULL);
+    EVP_PKEY *ed448 = EVP_PKEY_Q_keygen(NULL, NULL, "ED448");
+    CU_ASSERT_FATAL(ec != NULL && rsa != NULL && ed != NULL && ed448 != NULL);
     for (int a = HSM_SIG_ECDSA_SHA256; a < HSM_SIG_COUNT; a++) {
         hsm_sig_alg alg = (hsm_sig_alg)a;
-        EVP_PKEY *pk = alg <= HSM_SIG_ECDSA_SHA512 ? ec : alg == HSM_SIG_ED25519 ? ed : rsa;
+        EVP_PKEY *pk = alg <= HSM_SIG_ECDSA_SHA512 ? ec
+                       : alg == HSM_SIG_ED25519    ? ed
+                       : alg == HSM_SIG_ED448      ? ed448
+                                                   : rsa;
         unsigned char *want = NULL;
         int want_len = openssl_alg_id(&want, pk, alg);
         CU_ASSERT_FATAL(want_len > 0 && want != NULL);
@@ -329,6 +339,7 @@ static void test_hsm_alg_ids_match_openssl(void)
     EVP_PKEY_free(ec);
     EVP_PKEY_free(rsa);
     EVP_PKEY_free(ed);
+    EVP_PKEY_free(ed448);
 }
 
 // Every key type gets a signature algorithm that fits it; none for no key.
@@ -893,6 +904,7 @@ static void test_hsm_pool_with_session_copies_signs(void)
     for (int i = 0; i < K_COUNT; i++) {
         hsm_sig_alg alg = i == K_RSA       ? HSM_SIG_RSA_PSS_SHA256
                           : i == K_ED25519 ? HSM_SIG_ED25519
+                          : i == K_ED448   ? HSM_SIG_ED448
                                            : HSM_SIG_ECDSA_SHA384;
         EVP_PKEY *pk = pkey_of(g_keys[i]);
         for (int n = 0; n < 4; n++) {

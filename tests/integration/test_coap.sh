@@ -34,7 +34,7 @@ sed -i "s/^listen = .*/&\ncoap_listen = 127.0.0.1:$cport\ncoap_transfer_timeout 
 sed -i 's/^caPubs = on/caPubs = on\nunprotected_genm = on/' "$work/inst/certmint.cnf"
 export $(cat "$work/inst/env")
 secret=$(cat "$work/inst/secrets/demo-device")
-mac=(-ref demo-device -secret "pass:$secret")
+mac=(-ref demo-device -mac hmacWithSHA256 -secret "pass:$secret")
 url="coap://127.0.0.1:$cport/.well-known/cmp/p/devices"
 cd "$work"
 

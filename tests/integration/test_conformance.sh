@@ -45,7 +45,7 @@ done
 curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && ok "certmintd up" || { fail "certmintd up"; exit 1; }
 url="http://127.0.0.1:$port/.well-known/cmp/p/devices"
 srv=(-server "127.0.0.1:$port" -path /.well-known/cmp/p/devices -trusted inst/ca.pem)
-mac=(-ref demo-device -secret "pass:$secret")
+mac=(-ref demo-device -mac hmacWithSHA256 -secret "pass:$secret")
 for k in ec ec2 op; do
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$k.key" 2>/dev/null
 done

@@ -29,6 +29,14 @@ check_not "certmint init refuses an existing instance" "$certmint" init --dir "$
 # CRLs re-issued as soon as revocations happen; caCerts answered without protection.
 sed -i 's/^caPubs = on/caPubs = on\ncrl_min_interval = 0\nunprotected_genm = on/' \
   "$work/inst/certmint.cnf"
+# A device vendor's CA (trust_anchors) for devices whose manufacturer certificate holds an
+# RSA-PSS or Ed448 key (openssl cmp 3.0 cannot sign a CMP message with those keys: "unsupported
+# key type"; certmint-bench signs for them below).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/vendor.key" \
+  -out "$work/vendor.pem" -subj "/CN=e2e Vendor CA" -days 2 \
+  -addext basicConstraints=critical,CA:TRUE 2>/dev/null
+sed -i "s|^\[clients:devices\]|[clients:devices]\ntrust_anchors = $work/vendor.pem|" \
+  "$work/inst/certmint.cnf"
 export $(cat "$work/inst/env")
 secret=$(cat "$work/inst/secrets/demo-device")
 check "certmintd --check" "$certmintd" -c "$work/inst/certmint.cnf" --check
@@ -45,12 +53,20 @@ done
 check "healthz" curl -sf "http://127.0.0.1:$port/healthz"
 
 srv=(-server "127.0.0.1:$port" -path /.well-known/cmp/p/devices -trusted "$work/inst/ca.pem")
-mac=(-ref demo-device -secret "pass:$secret")
+# openssl cmp's default PBM MAC is HMAC-SHA1, which certmint accepts only with allow_sha1 = on.
+mac=(-ref demo-device -secret "pass:$secret" -mac hmacWithSHA256)
 cd "$work"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ec.key 2>/dev/null
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.key 2>/dev/null
 openssl genpkey -algorithm ED25519 -out ed.key 2>/dev/null
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out ec384.key 2>/dev/null
+openssl genpkey -algorithm RSA-PSS -pkeyopt rsa_keygen_bits:2048 -out pss.key 2>/dev/null
+openssl genpkey -algorithm ED448 -out ed448.key 2>/dev/null
+for k in pss ed448; do # their manufacturer certificates
+  openssl req -new -key "$k.key" -subj "/CN=idev-$k" -out "$k.csr" 2>/dev/null
+  openssl x509 -req -in "$k.csr" -CA vendor.pem -CAkey vendor.key -set_serial "0x$RANDOM$RANDOM" \
+    -days 2 -out "$k-idev.pem" 2>/dev/null
+done
 
 # enrolled CERT KEY CN: the certificate verifies against the CA and holds KEY and CN.
 enrolled() {
@@ -94,11 +110,11 @@ rejected() { # rejected WHAT FAILINFO WORDS openssl-args...
 }
 rejected "wrong secret" badMessageCheck \
   "the MAC does not verify: wrong shared secret for this senderKID?" \
-  -cmd ir "${srv[@]}" -ref demo-device -secret pass:nope \
+  -cmd ir "${srv[@]}" -ref demo-device -secret pass:nope -mac hmacWithSHA256 \
   -newkey ec.key -subject /CN=x -certout x.pem
 rejected "unknown reference" badMessageCheck "no MAC secret for senderKID nobody" \
   -cmd ir "${srv[@]}" -ref nobody \
-  -secret "pass:$secret" -newkey ec.key -subject /CN=x -certout x.pem
+  -secret "pass:$secret" -mac hmacWithSHA256 -newkey ec.key -subject /CN=x -certout x.pem
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout rogue-ca.key \
   -out rogue-ca.pem -subj /CN=rogue-ca -days 2 -addext basicConstraints=critical,CA:TRUE 2>/dev/null
 openssl req -new -key ec.key -subj /CN=rogue-dev -out rogue.csr 2>/dev/null
@@ -169,7 +185,7 @@ rejected "rr protected by MAC" wrongIntegrity "a MAC is not accepted" \
 check "rr certificateHold" openssl cmp -cmd rr "${srv[@]}" -cert hold.pem -key rsa.key \
   -oldcert hold.pem -revreason 6
 check "genm caCerts (MAC)" sh -c "openssl cmp -cmd genm ${srv[*]} -ref demo-device \
-  -secret pass:$secret -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
+  -secret pass:$secret -mac hmacWithSHA256 -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
 check "genm caCerts unprotected (bootstrap)" sh -c "openssl cmp -cmd genm ${srv[*]} -ref x \
   -unprotected_requests -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
 rejected "genm of another type unprotected" badMessageCheck \
@@ -199,6 +215,28 @@ check "rr removeFromCRL releases the hold" openssl cmp -cmd rr "${srv[@]}" -cert
 rejected "removeFromCRL of a certificate not on hold" badRequest \
   "the certificate is not on hold, so it cannot be removed from the CRL" -cmd rr "${srv[@]}" \
   -cert ir-ec.pem -key ec.key -oldcert ir-ec.pem -revreason 8
+
+# Algorithm agility (RFC 9481): PBM with SHA-512, RSA-PSS and Ed448 device keys (their POPO
+# made by openssl cmp), openssl cmp's default PBM MAC (HMAC-SHA1) refused by the default
+# policy, and signature protection with RSASSA-PSS and Ed448 (certmint-bench: openssl cmp 3.0
+# cannot sign with those keys).
+check "ir PBM -digest sha512, RSA-PSS device key (RSASSA-PSS POPO)" openssl cmp -cmd ir \
+  "${srv[@]}" -ref demo-device -secret "pass:$secret" -digest sha512 -mac hmacWithSHA512 \
+  -newkey pss.key -subject /CN=dev-pss -implicit_confirm -certout ir-pss.pem
+check "  issued cert verifies, key and subject" enrolled ir-pss.pem pss.key dev-pss
+check "ir PBM, Ed448 device key (Ed448 POPO)" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" \
+  -newkey ed448.key -subject /CN=dev-ed448 -implicit_confirm -certout ir-ed448.pem
+check "  issued cert verifies, key and subject" enrolled ir-ed448.pem ed448.key dev-ed448
+rejected "PBM with openssl cmp's default MAC (HMAC-SHA1)" badAlg \
+  "the PBM MAC hmac-sha1 is not allowed (protection_algs)" -cmd ir "${srv[@]}" \
+  -ref demo-device -secret "pass:$secret" -newkey ec.key -subject /CN=x -certout x.pem
+if [ -n "$bench" ]; then
+  for k in pss ed448; do
+    check "ir signed with the $k manufacturer certificate (certmint-bench)" "$bench" \
+      --url "http://127.0.0.1:$port/.well-known/cmp/p/devices" --cert "$k-idev.pem" \
+      --key "$k.key" -n 3 --ca inst/ca.pem --verify
+  done
+fi
 
 # Malformed HTTP: the right status, and the server keeps serving.
 http_status() { # raw request on stdin -> first status code
@@ -456,6 +494,32 @@ grep -q "outcome=rejected failinfo=1" "$work/daemon.log.1" "$work/daemon.log" 2>
 grep -qF 'failinfo=1 error=CMP_E_PROT_MAC_MISMATCH reason="the MAC does not verify: wrong shared secret for this senderKID?"' \
   "$work/daemon.log.1" "$work/daemon.log" 2>/dev/null \
   && ok "request log line: code name and reason" || fail "request log line: code name and reason"
+
+# A CA for each new --key-type, made by certmint init, issuing one certificate that openssl
+# verify accepts, signed with the key type's algorithm.
+kport=$(( port + 1 ))
+for kt in ec-p521:ecdsa-with-SHA512 rsa4096:sha256WithRSAEncryption rsa2048-pss:rsassaPss \
+  ed448:ED448; do
+  t=${kt%%:*} want=${kt#*:} kport=$(( kport + 1 )) kdir="$work/ca-${kt%%:*}"
+  if ! env -u SOFTHSM2_CONF "$certmint" init --dir "$kdir" --port "$kport" --key-type "$t" \
+    --subject "/CN=e2e $t CA" >"$work/init-$t.log" 2>&1; then
+    fail "certmint init --key-type $t"; cat "$work/init-$t.log"; continue
+  fi
+  env $(cat "$kdir/env") "$certmintd" -c "$kdir/certmint.cnf" >"$work/daemon-$t.log" 2>&1 &
+  kpid=$!
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$kport/healthz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  check "CA --key-type $t: ir" openssl cmp -cmd ir -server "127.0.0.1:$kport" \
+    -path /.well-known/cmp -trusted "$kdir/ca.pem" -ref demo-device \
+    -secret "pass:$(cat "$kdir/secrets/demo-device")" -mac hmacWithSHA256 -newkey ec.key \
+    -subject "/CN=dev-$t" -implicit_confirm -certout "cert-$t.pem"
+  check "  openssl verify accepts it" openssl verify -CAfile "$kdir/ca.pem" "cert-$t.pem"
+  check "  signed with $want" sh -c "openssl x509 -in cert-$t.pem -noout -text | \
+    grep -q 'Signature Algorithm: $want'"
+  kill -TERM "$kpid"; wait "$kpid" || fail "  CA --key-type $t: certmintd exit"
+done
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -61,7 +61,7 @@ stop_daemon() { kill -TERM "$pid"; wait "$pid"; pid=""; }
 export $(cat "$inst/env")
 cd "$work"
 srv=(-server "127.0.0.1:$port" -path /.well-known/cmp -trusted inst/ca.pem)
-mac=(-ref demo-device -secret file:inst/secrets/demo-device)
+mac=(-ref demo-device -secret file:inst/secrets/demo-device -mac hmacWithSHA256)
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out dev.key 2>/dev/null
 enrol() { # enrol CN [openssl cmp options]: the certificate lands in CN.pem
   local cn=$1; shift

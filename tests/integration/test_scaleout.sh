@@ -128,7 +128,7 @@ wait_state node1 UP && wait_state node2 UP && ok "HAProxy sees both nodes UP" \
 cd "$work"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out dev.key 2>/dev/null
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out new.key 2>/dev/null
-mac=(-ref demo-device -secret file:inst/secrets/demo-device)
+mac=(-ref demo-device -secret file:inst/secrets/demo-device -mac hmacWithSHA256)
 via() { echo "-server 127.0.0.1:$1 -path /.well-known/cmp -trusted inst/ca.pem"; }
 lines() { grep -c "$2" "$work/node-$1.log" 2>/dev/null || true; }
 

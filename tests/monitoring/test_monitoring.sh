@@ -75,12 +75,12 @@ for _ in $(seq 1 100); do
 done
 # One enrolment, so that the per-body series exist.
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/dev.key" 2>/dev/null
-openssl cmp -cmd ir -server "127.0.0.1:$port" -path /.well-known/cmp -ref demo-device \
+openssl cmp -cmd ir -server "127.0.0.1:$port" -path /.well-known/cmp -ref demo-device -mac hmacWithSHA256 \
   -secret "file:$work/inst/secrets/demo-device" -newkey "$work/dev.key" -subject /CN=mon \
   -trusted "$work/inst/ca.pem" -certout "$work/dev.pem" >"$work/cmp.log" 2>&1 ||
   { cat "$work/cmp.log"; fail "openssl cmp ir"; }
 # And one rejection (a wrong MAC secret: badMessageCheck), for the rejections by failInfo.
-openssl cmp -cmd ir -server "127.0.0.1:$port" -path /.well-known/cmp -ref demo-device \
+openssl cmp -cmd ir -server "127.0.0.1:$port" -path /.well-known/cmp -ref demo-device -mac hmacWithSHA256 \
   -secret pass:wrong -newkey "$work/dev.key" -subject /CN=mon -trusted "$work/inst/ca.pem" \
   -certout "$work/x.pem" >"$work/bad.log" 2>&1 && fail "a wrong secret was accepted"
 curl -sf "http://127.0.0.1:$port/metrics" >"$work/metrics.txt" || fail "GET /metrics"

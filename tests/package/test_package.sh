@@ -137,7 +137,7 @@ done
 curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && ok "/usr/sbin/certmintd answers" ||
   { tail -5 "$work/daemon.log"; fail "/usr/sbin/certmintd does not answer"; }
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/dev.key" 2>/dev/null
-if openssl cmp -cmd ir -server "127.0.0.1:$port" -path /.well-known/cmp -ref demo-device \
+if openssl cmp -cmd ir -server "127.0.0.1:$port" -path /.well-known/cmp -ref demo-device -mac hmacWithSHA256 \
      -secret "file:$state/secrets/demo-device" -newkey "$work/dev.key" -subject /CN=pkg-device \
      -trusted "$state/ca.pem" -certout "$work/dev.pem" >"$work/cmp.log" 2>&1 &&
    openssl verify -CAfile "$state/ca.pem" "$work/dev.pem" >/dev/null 2>&1; then

@@ -51,7 +51,7 @@ if wait_for 'READY=1' 30; then
   else fail "READY=1 came before /healthz answers"; fi
 else tail -5 "$work/daemon.log"; fail "no READY=1"; fi
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/dev.key" 2>/dev/null
-openssl cmp -cmd ir -server "127.0.0.1:$port" -path /.well-known/cmp -ref demo-device \
+openssl cmp -cmd ir -server "127.0.0.1:$port" -path /.well-known/cmp -ref demo-device -mac hmacWithSHA256 \
   -secret "file:$work/inst/secrets/demo-device" -newkey "$work/dev.key" -subject /CN=notify \
   -trusted "$work/inst/ca.pem" -implicit_confirm -certout "$work/dev.pem" >"$work/cmp.log" 2>&1 ||
   { cat "$work/cmp.log"; fail "openssl cmp ir"; }

@@ -83,7 +83,7 @@ if curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then ok "healthz u
 else tail -5 "$work/daemon.log"; fail "certmintd under the filter does not answer"; fi
 cd "$work"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out dev.key 2>/dev/null
-if openssl cmp -cmd ir -server "127.0.0.1:$port" -path /.well-known/cmp -ref demo-device \
+if openssl cmp -cmd ir -server "127.0.0.1:$port" -path /.well-known/cmp -ref demo-device -mac hmacWithSHA256 \
      -secret "file:inst/secrets/demo-device" -newkey dev.key -subject /CN=seccomp-dev \
      -trusted inst/ca.pem -certout dev.pem >cmp.log 2>&1 &&
    openssl verify -CAfile inst/ca.pem dev.pem >/dev/null 2>&1; then

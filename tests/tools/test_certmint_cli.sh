@@ -130,7 +130,8 @@ for _ in $(seq 1 100); do
 done
 unset SOFTHSM2_CONF
 cd "$work"
-srv=(-server "127.0.0.1:$port" -path /.well-known/cmp -trusted inst/ca.pem)
+# openssl cmp's default PBM MAC is HMAC-SHA1, which certmint accepts only with allow_sha1 = on.
+srv=(-server "127.0.0.1:$port" -path /.well-known/cmp -trusted inst/ca.pem -mac hmacWithSHA256)
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out dev.key 2>/dev/null
 enrol() { # enrol CN [openssl cmp options]
   local cn=$1; shift

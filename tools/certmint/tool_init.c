@@ -29,6 +29,7 @@ extern char **environ;
 typedef struct tool_init_opts {
     const char *dir;
     const char *key_type;
+    const char *sig_alg; // a signature name of the algorithm table, or NULL: by --key-type
     const char *subject;
     int days;
     int port;
@@ -114,25 +115,47 @@ static bool tool_mkdir_parents(const char *path)
 
 static int tool_init(const tool_init_opts *o)
 {
+    // The CA key types (RFC 9481 §3): the -pss types sign with RSASSA-PSS (SHA-256, MGF1
+    // SHA-256, a 32-octet salt) instead of PKCS#1 v1.5.
     static const struct {
         const char *name;
         hsm_keygen_type type;
-    } k_types[] = {{"ec-p256", HSM_KEYGEN_EC_P256},
-                   {"ec-p384", HSM_KEYGEN_EC_P384},
-                   {"rsa2048", HSM_KEYGEN_RSA_2048},
-                   {"rsa3072", HSM_KEYGEN_RSA_3072},
-                   {"ed25519", HSM_KEYGEN_ED25519}};
+        crmf_alg_id sig; // CRMF_ALG_NONE: the key type's default (hsm_sig_alg_for_type)
+    } k_types[] = {{"ec-p256", HSM_KEYGEN_EC_P256, CRMF_ALG_NONE},
+                   {"ec-p384", HSM_KEYGEN_EC_P384, CRMF_ALG_NONE},
+                   {"ec-p521", HSM_KEYGEN_EC_P521, CRMF_ALG_NONE},
+                   {"rsa2048", HSM_KEYGEN_RSA_2048, CRMF_ALG_NONE},
+                   {"rsa3072", HSM_KEYGEN_RSA_3072, CRMF_ALG_NONE},
+                   {"rsa4096", HSM_KEYGEN_RSA_4096, CRMF_ALG_NONE},
+                   {"rsa2048-pss", HSM_KEYGEN_RSA_2048, CRMF_ALG_RSA_PSS_SHA256},
+                   {"rsa3072-pss", HSM_KEYGEN_RSA_3072, CRMF_ALG_RSA_PSS_SHA256},
+                   {"rsa4096-pss", HSM_KEYGEN_RSA_4096, CRMF_ALG_RSA_PSS_SHA256},
+                   {"ed25519", HSM_KEYGEN_ED25519, CRMF_ALG_NONE},
+                   {"ed448", HSM_KEYGEN_ED448, CRMF_ALG_NONE}};
     hsm_keygen_type kt = HSM_KEYGEN_EC_P256;
+    crmf_alg_id sig_row = CRMF_ALG_NONE;
     bool found = false;
     for (size_t i = 0; i < sizeof(k_types) / sizeof(k_types[0]); i++) {
         if (strcmp(o->key_type, k_types[i].name) == 0) {
             kt = k_types[i].type;
+            sig_row = k_types[i].sig;
             found = true;
         }
     }
     if (!found || o->days < 1 || o->port < 1 || o->port > 65535) {
         fprintf(stderr, "certmint init: bad --key-type, --days or --port (see --help)\n");
         return 2;
+    }
+    if (o->sig_alg != NULL) {
+        const crmf_alg *a = crmf_alg_by_name(o->sig_alg);
+        if (a == NULL || hsm_sig_alg_of_row((int)a->id) == HSM_SIG_NONE) {
+            fprintf(stderr,
+                    "certmint init: --sig-alg %s is not a signature the token can make (ECDSA "
+                    "or RSA with SHA-2, RSASSA-PSS with SHA-2, Ed25519, Ed448)\n",
+                    o->sig_alg);
+            return 2;
+        }
+        sig_row = a->id;
     }
     char dir[PATH_MAX], p[PATH_MAX + 64], p2[PATH_MAX + 64];
     if (!tool_mkdir_parents(o->dir) || (mkdir(o->dir, 0700) != 0 && errno != EEXIST)) {
@@ -248,12 +271,19 @@ token_ready:;
         goto out;
     }
     tool_step_end(t_step);
+    const hsm_sig_alg ca_sig =
+        sig_row != CRMF_ALG_NONE ? hsm_sig_alg_of_row((int)sig_row) : hsm_sig_alg_for_key(key);
+    if (!hsm_sig_alg_fits(ca_sig, hsm_key_get_type(key))) {
+        fprintf(stderr, "certmint init: --sig-alg %s does not fit a %s key\n",
+                crmf_alg_get(sig_row)->name, o->key_type);
+        goto out;
+    }
     if (o->csr) {
         t_step = tool_step_begin(3,
                                  "root: the certificate request %s/ca.csr for a parent CA, "
                                  "signed in the token",
                                  dir);
-        if (!tool_csr_write(pool, key, hsm_sig_alg_for_key(key), cm_span_make(name_der, name_len),
+        if (!tool_csr_write(pool, key, ca_sig, cm_span_make(name_der, name_len),
                             tool_path(p, sizeof(p), dir, "ca.csr"))) {
             goto out;
         }
@@ -265,8 +295,8 @@ token_ready:;
                              "root: the self-signed CA certificate %s/ca.pem and the CMP "
                              "protection certificate %s/cmp.pem, signed in the token",
                              dir, dir);
-    if (!tool_issue(pool, key, hsm_sig_alg_for_key(key), NULL, key,
-                    cm_span_make(name_der, name_len), o->days, &cert, &cert_len) ||
+    if (!tool_issue(pool, key, ca_sig, NULL, key, cm_span_make(name_der, name_len), o->days, &cert,
+                    &cert_len) ||
         !tool_write_pem_cert(tool_path(p, sizeof(p), dir, "ca.pem"), cert, cert_len)) {
         goto out;
     }
@@ -275,8 +305,8 @@ token_ready:;
     if (!cm_ok(ca_authority_load(&authority, err_s, sizeof(err_s),
                                  tool_path(p, sizeof(p), dir, "ca.pem"), NULL)) ||
         !tool_parse_dn("/O=certmint/CN=certmint CMP protection", &cmp_name, &cmp_name_len) ||
-        !tool_issue(pool, key, hsm_sig_alg_for_key(key), authority, cmp_key,
-                    cm_span_make(cmp_name, cmp_name_len), o->days, &cmp_cert, &cmp_cert_len) ||
+        !tool_issue(pool, key, ca_sig, authority, cmp_key, cm_span_make(cmp_name, cmp_name_len),
+                    o->days, &cmp_cert, &cmp_cert_len) ||
         !tool_write_pem_cert(tool_path(p, sizeof(p), dir, "cmp.pem"), cmp_cert, cmp_cert_len)) {
         fprintf(stderr, "certmint init: cannot issue the CMP protection certificate\n");
         goto out;
@@ -313,11 +343,12 @@ write_config:;
                  "profile = devices\n"
                  "clients = devices\n"
                  "caPubs = on\n"
+                 "%s%s%s"
                  "\n"
                  "[profile:devices]\n"
                  "validity_days = 365\n"
                  "max_validity_days = 825\n"
-                 "key_types = P-256, P-384, RSA, Ed25519\n"
+                 "key_types = P-256, P-384, P-521, RSA, Ed25519, Ed448\n"
                  "rsa_min_bits = 2048\n"
                  "rsa_max_bits = 4096\n"
                  "san_types = dns, ip\n"
@@ -331,7 +362,9 @@ write_config:;
                  "\n"
                  "[clients:devices]\n"
                  "secret.demo-device = secrets/demo-device\n",
-                 o->port, uri, cmp_uri);
+                 o->port, uri, cmp_uri, sig_row != CRMF_ALG_NONE ? "sig_alg = " : "",
+                 sig_row != CRMF_ALG_NONE ? crmf_alg_get(sig_row)->name : "",
+                 sig_row != CRMF_ALG_NONE ? "\n" : "");
     if (o->module == NULL) {
         (void)snprintf(p2, sizeof(p2), "SOFTHSM2_CONF=%s/softhsm2.conf\n", dir);
     } else if (getenv("SOFTHSM2_CONF") != NULL) {
@@ -345,8 +378,8 @@ write_config:;
         goto out;
     }
     printf("certmint: instance created in %s\n"
-           "  CA key           %s key 'ca' in token '%s' (%s)\n",
-           dir, o->key_type, label, module);
+           "  CA key           %s key 'ca' in token '%s' (%s), signing with %s\n",
+           dir, o->key_type, label, module, hsm_sig_alg_name(ca_sig));
     if (o->csr) {
         printf("  CA request       %s/ca.csr: have your parent CA sign it (basicConstraints\n"
                "                   CA:TRUE, keyUsage keyCertSign cRLSign), then run\n"
@@ -395,6 +428,8 @@ int tool_init_main(int argc, char **argv)
             o.dir = argv[++i];
         } else if (strcmp(argv[i], "--key-type") == 0 && has) {
             o.key_type = argv[++i];
+        } else if (strcmp(argv[i], "--sig-alg") == 0 && has) {
+            o.sig_alg = argv[++i];
         } else if (strcmp(argv[i], "--subject") == 0 && has) {
             o.subject = argv[++i];
         } else if (strcmp(argv[i], "--days") == 0 && has) {
@@ -410,8 +445,7 @@ int tool_init_main(int argc, char **argv)
         } else if (strcmp(argv[i], "--csr") == 0) {
             o.csr = true;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: certmint init --dir DIR [--key-type ec-p256|ec-p384|rsa2048|rsa3072|"
-                   "ed25519]\n"
+            printf("usage: certmint init --dir DIR [--key-type TYPE] [--sig-alg NAME]\n"
                    "                     [--subject DN] [--days N] [--port N] [--csr]\n"
                    "                     [--module PATH --token LABEL --pin-file FILE]\n"
                    "  Creates a SoftHSM2 token in DIR (or uses the existing token LABEL of the\n"
@@ -420,6 +454,11 @@ int tool_init_main(int argc, char **argv)
                    "  finish with 'certmint import-ca-cert'), the CMP protection certificate,\n"
                    "  a demo secret, the store and DIR/certmint.cnf; refuses an existing\n"
                    "  instance or a token that already holds keys labelled 'ca' or 'cmp'.\n"
+                   "  TYPE: ec-p256 (default), ec-p384, ec-p521, rsa2048, rsa3072, rsa4096,\n"
+                   "  rsa2048-pss, rsa3072-pss, rsa4096-pss (RSASSA-PSS with SHA-256), ed25519,\n"
+                   "  ed448. NAME: the CA's signature algorithm from the algorithm table\n"
+                   "  (README), e.g. ecdsa-sha512 or rsa-pss-sha384; it becomes the [ca:devices]\n"
+                   "  sig_alg setting.\n"
                    "  Exit: 0 ok, 1 failed, 2 usage.\n");
             return 0;
         } else {

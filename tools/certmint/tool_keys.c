@@ -17,6 +17,8 @@ static const char *tool_key_type_name(hsm_key_type t)
         return "RSA";
     case HSM_KEY_ED25519:
         return "Ed25519";
+    case HSM_KEY_ED448:
+        return "Ed448";
     default:
         return "?";
     }

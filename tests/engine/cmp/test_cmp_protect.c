@@ -25,7 +25,10 @@
 #define SECRET "factory-secret"
 
 static char g_dir[256];
+// OpenSSL's PBM defaults include HMAC-SHA1 and the requests below use SHA-1 pairs on purpose:
+// g_ctx allows SHA-1 (allow_sha1 = on), g_strict is the default policy.
 static cmp_protect_ctx *g_ctx;
+static cmp_protect_ctx *g_strict;
 static crmf_crypto g_crmf;
 
 // A PKIMessage cut into the spans protection works on (all point into |buf|).
@@ -374,8 +377,9 @@ static void test_cmp_protect_pbm_openssl_requests_verify(void)
         TEST_ASSERT_OK(cmp_protect_kind(&kind, m.alg));
         CU_ASSERT_EQUAL(kind, CMP_PROT_PBM);
         cmp_mac_key key;
-        TEST_ASSERT_OK(cmp_protect_verify_mac(g_ctx, &key, m.alg, CM_SPAN_LIT(SECRET), m.content,
-                                              m.prot, m.unused, NULL));
+        TEST_ASSERT_OK(cmp_protect_verify_mac(g_ctx, &key, m.alg, CM_SPAN_LIT(SECRET),
+                                              CMP_SECRET_PASSWORD, m.content, m.prot, m.unused,
+                                              NULL));
         CU_ASSERT_EQUAL(key.kind, CMP_PROT_PBM);
         CU_ASSERT_EQUAL(key.owf, cases[i].owf);
         // OpenSSL's MAC matched through the fast path (provider functions called directly).
@@ -397,21 +401,22 @@ static void test_cmp_protect_pbm_wrong_secret_fails(void)
     CU_ASSERT_FATAL(msg_load(&m, "ir_pbm.der"));
     cmp_mac_key key;
     TEST_ASSERT_CODE(cmp_protect_verify_mac(g_ctx, &key, m.alg, CM_SPAN_LIT("factory-secreT"),
-                                            m.content, m.prot, m.unused, NULL),
+                                            CMP_SECRET_PASSWORD, m.content, m.prot, m.unused, NULL),
                      CMP_E_PROT_MAC_MISMATCH);
     CU_ASSERT_EQUAL(key.kind, 0); // cleansed on failure
-    TEST_ASSERT_CODE(cmp_protect_verify_mac(g_ctx, &key, m.alg, cm_span_make("", 0), m.content,
-                                            m.prot, m.unused, NULL),
+    TEST_ASSERT_CODE(cmp_protect_verify_mac(g_ctx, &key, m.alg, cm_span_make("", 0),
+                                            CMP_SECRET_PASSWORD, m.content, m.prot, m.unused, NULL),
                      CMP_E_PROT_MAC_MISMATCH);
     // Unused bits in the protection BIT STRING.
-    TEST_ASSERT_CODE(
-        cmp_protect_verify_mac(g_ctx, &key, m.alg, CM_SPAN_LIT(SECRET), m.content, m.prot, 1, NULL),
-        CMP_E_PROT_BITS);
+    TEST_ASSERT_CODE(cmp_protect_verify_mac(g_ctx, &key, m.alg, CM_SPAN_LIT(SECRET),
+                                            CMP_SECRET_PASSWORD, m.content, m.prot, 1, NULL),
+                     CMP_E_PROT_BITS);
     // A signature algorithm handed to the MAC verifier.
     const uint8_t ecdsa[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86,
                              0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
     TEST_ASSERT_CODE(cmp_protect_verify_mac(g_ctx, &key, cm_span_make(ecdsa, sizeof(ecdsa)),
-                                            CM_SPAN_LIT(SECRET), m.content, m.prot, m.unused, NULL),
+                                            CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD, m.content,
+                                            m.prot, m.unused, NULL),
                      CMP_E_PROT_WRONG_KIND);
     msg_free(&m);
 }
@@ -421,7 +426,8 @@ static void test_cmp_protect_pbm_tampering_fails(void)
     test_msg m;
     CU_ASSERT_FATAL(msg_load(&m, "ir_pbm.der"));
     cmp_mac_key key;
-    TEST_ASSERT_OK(cmp_mac_key_derive(g_ctx, &key, m.alg, CM_SPAN_LIT(SECRET)));
+    TEST_ASSERT_OK(
+        cmp_mac_key_derive(g_ctx, &key, m.alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD));
     TEST_ASSERT_OK(cmp_mac_verify(g_ctx, &key, m.content, m.prot, m.unused));
     uint8_t *content = (uint8_t *)(uintptr_t)m.content.p; // m.buf is ours
     size_t failures = 0;
@@ -451,8 +457,9 @@ static void test_cmp_protect_pbm_tampering_fails(void)
     for (size_t i = 0; i < m.alg.len; i++) {
         content[alg_off + i] ^= 0x01;
         cmp_mac_key k2;
-        cm_result r = cmp_protect_verify_mac(g_ctx, &k2, m.alg, CM_SPAN_LIT(SECRET), m.content,
-                                             m.prot, m.unused, NULL);
+        cm_result r =
+            cmp_protect_verify_mac(g_ctx, &k2, m.alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD,
+                                   m.content, m.prot, m.unused, NULL);
         CU_ASSERT_FALSE(cm_ok(r));
         content[alg_off + i] ^= 0x01;
     }
@@ -487,16 +494,18 @@ static void test_cmp_protect_pbm_bounds_checked_before_work(void)
                                    cm_span_make(cases[i].iter, cases[i].len), hmac);
         // A count of 10^9 would take minutes of SHA-256 if it were not refused first; the
         // suite's ctest timeout would catch that.
-        TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET)), cases[i].want);
+        TEST_ASSERT_CODE(
+            cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
+            cases[i].want);
     }
     // Salt: 64 octets is the default maximum, 65 is refused, and so is a huge one.
     cm_span alg = make_pbm_alg(buf, sizeof(buf), 64, sha256, cm_span_make("\x64", 1), hmac);
-    TEST_ASSERT_OK(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET)));
+    TEST_ASSERT_OK(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD));
     alg = make_pbm_alg(buf, sizeof(buf), 65, sha256, cm_span_make("\x64", 1), hmac);
-    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET)),
+    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
                      CMP_E_PROT_SALT_LEN);
     alg = make_pbm_alg(buf, sizeof(buf), 200, sha256, cm_span_make("\x3b\x9a\xca\x00", 4), hmac);
-    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET)),
+    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
                      CMP_E_PROT_SALT_LEN);
     CU_ASSERT_EQUAL(key.kind, 0);
 
@@ -508,11 +517,13 @@ static void test_cmp_protect_pbm_bounds_checked_before_work(void)
     cmp_protect_ctx *c = NULL;
     TEST_ASSERT_OK(cmp_protect_ctx_new(&c, NULL, NULL, &lim));
     alg = make_pbm_alg(buf, sizeof(buf), 16, sha256, cm_span_make("\x64", 1), hmac); // 100
-    TEST_ASSERT_CODE(cmp_mac_key_derive(c, &key, alg, CM_SPAN_LIT(SECRET)), CMP_E_PROT_ITERATIONS);
+    TEST_ASSERT_CODE(cmp_mac_key_derive(c, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
+                     CMP_E_PROT_ITERATIONS);
     alg = make_pbm_alg(buf, sizeof(buf), 16, sha256, cm_span_make("\x03\xe8", 2), hmac); // 1000
-    TEST_ASSERT_OK(cmp_mac_key_derive(c, &key, alg, CM_SPAN_LIT(SECRET)));
+    TEST_ASSERT_OK(cmp_mac_key_derive(c, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD));
     alg = make_pbm_alg(buf, sizeof(buf), 16, sha256, cm_span_make("\x03\xe9", 2), hmac); // 1001
-    TEST_ASSERT_CODE(cmp_mac_key_derive(c, &key, alg, CM_SPAN_LIT(SECRET)), CMP_E_PROT_ITERATIONS);
+    TEST_ASSERT_CODE(cmp_mac_key_derive(c, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
+                     CMP_E_PROT_ITERATIONS);
     // And when producing.
     TEST_ASSERT_CODE(cmp_mac_key_new_pbm(c, &key, CM_SPAN_LIT(SECRET), CMP_HASH_SHA256,
                                          CMP_HASH_SHA256, 1001, 16),
@@ -532,9 +543,9 @@ static void check_mac_why(const test_msg *m, cm_span alg, cm_span secret, uint32
     cmp_mac_key key;
     cm_why why;
     cm_why_clear(&why);
-    TEST_ASSERT_CODE(
-        cmp_protect_verify_mac(g_ctx, &key, alg, secret, m->content, m->prot, m->unused, &why),
-        code);
+    TEST_ASSERT_CODE(cmp_protect_verify_mac(g_ctx, &key, alg, secret, CMP_SECRET_PASSWORD,
+                                            m->content, m->prot, m->unused, &why),
+                     code);
     if (strcmp(why.text, text) != 0) {
         fprintf(stderr, "\n  reason \"%s\"\n  wanted \"%s\"\n", why.text, text);
     }
@@ -567,7 +578,7 @@ static void test_cmp_protect_mac_reasons(void)
     alg = make_pbm_alg(buf, sizeof(buf), 16, OID("\x2a\x86\x48\x86\xf7\x0d\x02\x05"),
                        cm_span_make("\x64", 1), hmac);
     check_mac_why(&m, alg, CM_SPAN_LIT(SECRET), CMP_E_PROT_ALG_UNSUPPORTED,
-                  "the PBM one-way function md5 is not supported");
+                  "the PBM one-way function md5 is not supported (SHA-2 is)");
     const uint8_t ecdsa[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86,
                              0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
     check_mac_why(&m, cm_span_make(ecdsa, sizeof(ecdsa)), CM_SPAN_LIT(SECRET),
@@ -589,30 +600,30 @@ static void test_cmp_protect_pbm_rejects_bad_parameters(void)
     const cm_span md5 = OID("\x2a\x86\x48\x86\xf7\x0d\x02\x05");
     const cm_span hmac_md5 = OID("\x2b\x06\x01\x05\x05\x08\x01\x01");
     cm_span alg = make_pbm_alg(buf, sizeof(buf), 16, md5, iter, OID(DER_OID_HMAC_SHA256));
-    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET)),
+    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
                      CMP_E_PROT_ALG_UNSUPPORTED);
     alg = make_pbm_alg(buf, sizeof(buf), 16, OID(DER_OID_SHA256), iter, hmac_md5);
-    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET)),
+    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
                      CMP_E_PROT_ALG_UNSUPPORTED);
     // An HMAC OID where the OWF belongs, and a hash OID where the MAC belongs.
     alg = make_pbm_alg(buf, sizeof(buf), 16, OID(DER_OID_HMAC_SHA256), iter,
                        OID(DER_OID_HMAC_SHA256));
-    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET)),
+    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
                      CMP_E_PROT_ALG_UNSUPPORTED);
     alg = make_pbm_alg(buf, sizeof(buf), 16, OID(DER_OID_SHA256), iter, OID(DER_OID_SHA256));
-    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET)),
+    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
                      CMP_E_PROT_ALG_UNSUPPORTED);
     // The IPsec HMAC-SHA1 OID is accepted and echoed.
     alg =
         make_pbm_alg(buf, sizeof(buf), 16, OID(DER_OID_SHA256), iter, OID(DER_OID_HMAC_SHA1_IPSEC));
-    TEST_ASSERT_OK(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET)));
+    TEST_ASSERT_OK(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD));
     CU_ASSERT_TRUE(key.mac == CMP_HASH_SHA1 && key.mac_ipsec_oid);
 
     // Structural errors: no parameters, a trailing element, parameters that are not NULL.
     const uint8_t no_params[] = {0x30, 0x0b, 0x06, 0x09, 0x2a, 0x86, 0x48,
                                  0x86, 0xf6, 0x7d, 0x07, 0x42, 0x0d};
     TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, cm_span_make(no_params, sizeof(no_params)),
-                                        CM_SPAN_LIT(SECRET)),
+                                        CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
                      CMP_E_PROT_PARAMS);
     alg = make_pbm_alg(buf, sizeof(buf), 16, OID(DER_OID_SHA256), iter, OID(DER_OID_HMAC_SHA256));
     uint8_t longer[600];
@@ -633,8 +644,9 @@ static void test_cmp_protect_pbm_rejects_bad_parameters(void)
     der_close(&b, &a);
     cm_span trailing;
     TEST_ASSERT_OK(der_builder_finish(&b, &trailing));
-    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, trailing, CM_SPAN_LIT(SECRET)),
-                     CMP_E_PROT_PARAMS);
+    TEST_ASSERT_CODE(
+        cmp_mac_key_derive(g_ctx, &key, trailing, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
+        CMP_E_PROT_PARAMS);
     der_builder_init_fixed(&b, longer, sizeof(longer));
     der_open(&b, &a, DER_TAG_SEQUENCE);
     der_put_oid_lit(&b, DER_OID_PASSWORD_BASED_MAC);
@@ -651,8 +663,9 @@ static void test_cmp_protect_pbm_rejects_bad_parameters(void)
     der_close(&b, &a);
     cm_span bad_params;
     TEST_ASSERT_OK(der_builder_finish(&b, &bad_params));
-    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, bad_params, CM_SPAN_LIT(SECRET)),
-                     CMP_E_PROT_PARAMS);
+    TEST_ASSERT_CODE(
+        cmp_mac_key_derive(g_ctx, &key, bad_params, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
+        CMP_E_PROT_PARAMS);
     cmp_mac_key_cleanse(&key);
 }
 
@@ -664,8 +677,8 @@ static void test_cmp_protect_pbm_produced_accepted_by_openssl(void)
     test_msg m;
     CU_ASSERT_FATAL(msg_load(&m, "ir_pbm.der"));
     cmp_mac_key key;
-    TEST_ASSERT_OK(cmp_protect_verify_mac(g_ctx, &key, m.alg, CM_SPAN_LIT(SECRET), m.content,
-                                          m.prot, m.unused, NULL));
+    TEST_ASSERT_OK(cmp_protect_verify_mac(g_ctx, &key, m.alg, CM_SPAN_LIT(SECRET),
+                                          CMP_SECRET_PASSWORD, m.content, m.prot, m.unused, NULL));
     // Re-protecting with the kept key reproduces OpenSSL's MAC bit for bit: no new
     // derivation is needed for the response.
     uint8_t mac[CMP_PROTECT_MAX_MAC_LEN];
@@ -745,7 +758,8 @@ static void test_cmp_protect_pbm_produced_accepted_by_openssl(void)
     CU_ASSERT_FATAL(msg_split(&m2));
     cmp_mac_key k2;
     TEST_ASSERT_OK(cmp_protect_verify_mac(g_ctx, &k2, m2.alg, CM_SPAN_LIT("line-8-secret"),
-                                          m2.content, m2.prot, m2.unused, NULL));
+                                          CMP_SECRET_PASSWORD, m2.content, m2.prot, m2.unused,
+                                          NULL));
     CU_ASSERT_TRUE(k2.key_len == fresh.key_len && memcmp(k2.key, fresh.key, k2.key_len) == 0);
     der_builder_cleanup(&mb);
     der_builder_cleanup(&hb);
@@ -780,7 +794,8 @@ static void test_cmp_protect_pbmac1_matches_independent_computation(void)
         cm_span alg = make_pbmac1_alg(buf, sizeof(buf), cm_span_make(salt, sizeof(salt)),
                                       cases[i].iter, cases[i].key_len, cases[i].prf, cases[i].mac);
         cmp_mac_key key;
-        TEST_ASSERT_OK(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET)));
+        TEST_ASSERT_OK(
+            cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD));
         CU_ASSERT_EQUAL(key.kind, CMP_PROT_PBMAC1);
         CU_ASSERT_EQUAL(key.key_len, cases[i].want_key_len);
         // OpenSSL, independently: PBKDF2 then HMAC over the ProtectedPart DER.
@@ -801,30 +816,34 @@ static void test_cmp_protect_pbmac1_matches_independent_computation(void)
         CU_ASSERT_TRUE(mac_len == want_mac_len && memcmp(mac, want_mac, mac_len) == 0);
         // The whole verify path with that MAC; and a wrong secret.
         cmp_mac_key k2;
-        TEST_ASSERT_OK(cmp_protect_verify_mac(g_ctx, &k2, alg, CM_SPAN_LIT(SECRET), m.content,
+        TEST_ASSERT_OK(cmp_protect_verify_mac(g_ctx, &k2, alg, CM_SPAN_LIT(SECRET),
+                                              CMP_SECRET_PASSWORD, m.content,
                                               cm_span_make(want_mac, want_mac_len), 0, NULL));
         CU_ASSERT_TRUE(cmp_mac_key_matches(g_ctx, &k2, alg));
         if (cases[i].iter <= 10000) {
             TEST_ASSERT_CODE(cmp_protect_verify_mac(g_ctx, &k2, alg, CM_SPAN_LIT("wrong"),
-                                                    m.content, cm_span_make(want_mac, want_mac_len),
-                                                    0, NULL),
+                                                    CMP_SECRET_PASSWORD, m.content,
+                                                    cm_span_make(want_mac, want_mac_len), 0, NULL),
                              CMP_E_PROT_MAC_MISMATCH);
         }
-        // Our encoder writes the same parameters (keyLength always present).
+        // The response's protectionAlg is the request's, byte for byte (RFC 9483 §3.2), and
+        // a fresh key encodes the same parameters (keyLength always present).
         der_builder b;
         uint8_t enc[256];
         der_builder_init_fixed(&b, enc, sizeof(enc));
         cmp_mac_key_put_alg(&b, &key);
         cm_span ours;
         TEST_ASSERT_OK(der_builder_finish(&b, &ours));
+        CU_ASSERT_TRUE(cm_span_eq(ours, alg));
+        CU_ASSERT_TRUE(cmp_mac_key_matches(g_ctx, &key, ours));
+        key.alg_len = 0; // forget the request's encoding: ours from the fields
+        der_builder_init_fixed(&b, enc, sizeof(enc));
+        cmp_mac_key_put_alg(&b, &key);
+        TEST_ASSERT_OK(der_builder_finish(&b, &ours));
         CU_ASSERT_TRUE(cmp_mac_key_matches(g_ctx, &key, ours));
         if (cases[i].key_len != 0) {
-            uint8_t hand[256];
-            cm_span h =
-                make_pbmac1_alg(hand, sizeof(hand), cm_span_make(salt, sizeof(salt)), cases[i].iter,
-                                cases[i].key_len, cases[i].prf, cases[i].mac);
             // Ours omits the NULL parameters of the HMAC AlgorithmIdentifiers.
-            CU_ASSERT_EQUAL(h.len, ours.len + 4);
+            CU_ASSERT_EQUAL(alg.len, ours.len + 4);
         }
         cmp_mac_key_cleanse(&k2);
         cmp_mac_key_cleanse(&key);
@@ -863,10 +882,11 @@ static void test_cmp_protect_pbmac1_rejects_bad_parameters(void)
         {s, 1000000000, 32, h256, h256, CMP_E_PROT_ITERATIONS}, // refused before any work
         {s, 1000, 65, h256, h256, CMP_E_PROT_KEY_LEN},
         {s, 1000, 15, h256, h256, CMP_E_PROT_KEY_LEN},
-        {s, 1000, 32, {NULL, 0}, h256, CMP_E_PROT_ALG_UNSUPPORTED}, // prf default: HMAC-SHA1
-        {s, 1000, 32, OID(DER_OID_HMAC_SHA1), h256, CMP_E_PROT_ALG_UNSUPPORTED},
-        {s, 1000, 32, OID(DER_OID_HMAC_SHA224), h256, CMP_E_PROT_ALG_UNSUPPORTED},
-        {s, 1000, 32, h256, OID(DER_OID_HMAC_SHA1), CMP_E_PROT_ALG_UNSUPPORTED},
+        // SHA-1 needs allow_sha1 (the prf's default is HMAC-SHA1); SHA-224 is in the table.
+        {s, 1000, 32, {NULL, 0}, h256, CMP_E_PROT_ALG_POLICY},
+        {s, 1000, 32, OID(DER_OID_HMAC_SHA1), h256, CMP_E_PROT_ALG_POLICY},
+        {s, 1000, 32, OID(DER_OID_HMAC_SHA224), h256, CM_OK},
+        {s, 1000, 32, h256, OID(DER_OID_HMAC_SHA1), CMP_E_PROT_ALG_POLICY},
         {s, 1000, 32, h256, OID(DER_OID_SHA256), CMP_E_PROT_ALG_UNSUPPORTED},
         {{buf + 300, 65}, 1000, 32, h256, h256, CMP_E_PROT_SALT_LEN},
     };
@@ -874,7 +894,9 @@ static void test_cmp_protect_pbmac1_rejects_bad_parameters(void)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         cm_span alg = make_pbmac1_alg(buf, 300, cases[i].salt, cases[i].iter, cases[i].key_len,
                                       cases[i].prf, cases[i].mac);
-        TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET)), cases[i].want);
+        TEST_ASSERT_CODE(
+            cmp_mac_key_derive(g_strict, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
+            cases[i].want);
     }
     // keyDerivationFunc other than PBKDF2 (scrypt, 1.3.6.1.4.1.11591.4.11).
     der_builder b;
@@ -894,7 +916,7 @@ static void test_cmp_protect_pbmac1_rejects_bad_parameters(void)
     der_close(&b, &a);
     cm_span alg;
     TEST_ASSERT_OK(der_builder_finish(&b, &alg));
-    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET)),
+    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
                      CMP_E_PROT_ALG_UNSUPPORTED);
     // salt otherSource (an AlgorithmIdentifier) is not supported.
     der_builder_init_fixed(&b, buf, sizeof(buf));
@@ -913,7 +935,7 @@ static void test_cmp_protect_pbmac1_rejects_bad_parameters(void)
     der_close(&b, &p);
     der_close(&b, &a);
     TEST_ASSERT_OK(der_builder_finish(&b, &alg));
-    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET)),
+    TEST_ASSERT_CODE(cmp_mac_key_derive(g_ctx, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
                      CMP_E_PROT_ALG_UNSUPPORTED);
     // Own bounds: PBMAC1's maximum is separate from PBM's.
     cmp_protect_limits lim;
@@ -922,9 +944,10 @@ static void test_cmp_protect_pbmac1_rejects_bad_parameters(void)
     cmp_protect_ctx *c = NULL;
     TEST_ASSERT_OK(cmp_protect_ctx_new(&c, NULL, NULL, &lim));
     alg = make_pbmac1_alg(buf, sizeof(buf), s, 5001, 32, h256, h256);
-    TEST_ASSERT_CODE(cmp_mac_key_derive(c, &key, alg, CM_SPAN_LIT(SECRET)), CMP_E_PROT_ITERATIONS);
+    TEST_ASSERT_CODE(cmp_mac_key_derive(c, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD),
+                     CMP_E_PROT_ITERATIONS);
     alg = make_pbmac1_alg(buf, sizeof(buf), s, 5000, 32, h256, h256);
-    TEST_ASSERT_OK(cmp_mac_key_derive(c, &key, alg, CM_SPAN_LIT(SECRET)));
+    TEST_ASSERT_OK(cmp_mac_key_derive(c, &key, alg, CM_SPAN_LIT(SECRET), CMP_SECRET_PASSWORD));
     cmp_protect_ctx_free(c);
     cmp_mac_key_cleanse(&key);
 }
@@ -1029,8 +1052,8 @@ static void test_cmp_protect_sig_sha1_is_bad_alg(void)
     TEST_ASSERT_CODE(cmp_protect_verify_sig(&g_crmf, cm_span_make(sha1rsa, sizeof(sha1rsa)),
                                             m.content, m.prot, m.unused, cert, &why),
                      CMP_E_PROT_ALG_WEAK);
-    CU_ASSERT_STRING_EQUAL(why.text, "the protection algorithm sha1WithRSAEncryption is based on "
-                                     "SHA-1, which is not accepted");
+    CU_ASSERT_STRING_EQUAL(
+        why.text, "signature algorithm sha1WithRSAEncryption is not allowed (protection_algs)");
     // An unknown algorithm, named by its OID.
     const uint8_t unknown[] = {0x30, 0x05, 0x06, 0x03, 0x2a, 0x03, 0x04};
     cm_why_clear(&why);
@@ -1323,9 +1346,9 @@ static void *test_verify_thread(void *arg)
     test_thread_job *job = arg;
     for (int i = 0; i < 40; i++) {
         cmp_mac_key key;
-        job->ok +=
-            cm_ok(cmp_protect_verify_mac(g_ctx, &key, job->m->alg, CM_SPAN_LIT(SECRET),
-                                         job->m->content, job->m->prot, job->m->unused, NULL));
+        job->ok += cm_ok(cmp_protect_verify_mac(g_ctx, &key, job->m->alg, CM_SPAN_LIT(SECRET),
+                                                CMP_SECRET_PASSWORD, job->m->content, job->m->prot,
+                                                job->m->unused, NULL));
         cmp_mac_key_cleanse(&key);
     }
     return NULL;
@@ -1408,8 +1431,14 @@ static int mk_request(const char *out_name, const char *const extra[], const cha
 
 static int cmp_protect_suite_init(void)
 {
+    crmf_alg_policy sha1;
+    crmf_alg_policy_default(&sha1, true);
+    cmp_protect_limits lim;
+    cmp_protect_limits_default(&lim);
+    lim.policy = &sha1;
     if (!test_tmpdir(g_dir, sizeof(g_dir), "cmp-protect") ||
-        !cm_ok(cmp_protect_ctx_new(&g_ctx, NULL, NULL, NULL)) ||
+        !cm_ok(cmp_protect_ctx_new(&g_ctx, NULL, NULL, &lim)) ||
+        !cm_ok(cmp_protect_ctx_new(&g_strict, NULL, NULL, NULL)) ||
         !cm_ok(crmf_crypto_init(&g_crmf, NULL, NULL))) {
         return 1;
     }
@@ -1481,7 +1510,9 @@ static int cmp_protect_suite_init(void)
 static int cmp_protect_suite_cleanup(void)
 {
     cmp_protect_ctx_free(g_ctx);
+    cmp_protect_ctx_free(g_strict);
     g_ctx = NULL;
+    g_strict = NULL;
     crmf_crypto_cleanup(&g_crmf);
     (void)test_rmtree(g_dir);
     return 0;

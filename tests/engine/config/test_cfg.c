@@ -703,6 +703,105 @@ static void test_cfg_missing_sections_and_keys(void)
     CU_ASSERT_PTR_NULL(c);
 }
 
+// protection_algs, pop_algs, allow_sha1 ([certmintd]), key.REF ([clients:NAME]) and sig_alg
+// ([ca:NAME]): what loads, where it lands, and each refusal's message.
+static void test_cfg_algorithms_and_keys(void)
+{
+    CU_ASSERT_TRUE_FATAL(write_text("secrets/k1.key", "00112233445566778899aabbccddeeff"
+                                                      "0f1e2d3c4b5a69788796a5b4c3d2e1f0\n"));
+    CU_ASSERT_TRUE_FATAL(write_text("secrets/short.key", "00112233445566778899aabbccddee"));
+    CU_ASSERT_TRUE_FATAL(write_text("secrets/weak.key", "0000000000000000000000000000000000"
+                                                        "000000000000000000000000000000"));
+    CU_ASSERT_TRUE_FATAL(write_text("secrets/raw.key", "not a hex key at all, just words"));
+    char text[sizeof(k_base) + 1024];
+    (void)snprintf(text, sizeof(text),
+                   "%s\n[certmintd]\nprotection_algs = ecdsa-sha256, pbm, sha256, hmac-sha256\n"
+                   "pop_algs = ed25519 ecdsa-shake256\nallow_sha1 = off\n"
+                   "[clients:line]\nkey.rak = secrets/k1.key\n"
+                   "[ca:devices]\nsig_alg = rsa-pss-sha256\n",
+                   k_base);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_TRUE(crmf_alg_policy_allows(&c->protection_algs, CRMF_ALG_ECDSA_SHA256));
+    CU_ASSERT_TRUE(crmf_alg_policy_allows(&c->protection_algs, CRMF_ALG_HMAC_SHA256));
+    CU_ASSERT_FALSE(crmf_alg_policy_allows(&c->protection_algs, CRMF_ALG_ED25519));
+    CU_ASSERT_TRUE(crmf_alg_policy_allows(&c->pop_algs, CRMF_ALG_ECDSA_SHAKE256));
+    CU_ASSERT_FALSE(crmf_alg_policy_allows(&c->pop_algs, CRMF_ALG_ECDSA_SHA256));
+    CU_ASSERT_EQUAL(c->cas[0].sig_alg, CRMF_ALG_RSA_PSS_SHA256);
+    const cfg_clients *cl = c->cas[0].clients;
+    const cfg_secret *k = cfg_clients_find_secret(cl, CM_SPAN_LIT("rak"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(k);
+    CU_ASSERT_TRUE(k->is_key);
+    CU_ASSERT_EQUAL(k->secret_len, 32);
+    CU_ASSERT_TRUE(k->secret[0] == 0x00 && k->secret[1] == 0x11 && k->secret[31] == 0xf0);
+    const cfg_secret *pw = cfg_clients_find_secret(cl, CM_SPAN_LIT("line7"));
+    CU_ASSERT_FALSE(pw->is_key); // secret.REF stays a password
+    cfg_free(c);
+    // The defaults: the table without SHA-1; allow_sha1 = on adds it; a CA's sig_alg by key.
+    (void)snprintf(text, sizeof(text), "%s\n[certmintd]\nallow_sha1 = on\n", k_base);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_TRUE(crmf_alg_policy_allows(&c->protection_algs, CRMF_ALG_HMAC_SHA1_IPSEC));
+    CU_ASSERT_TRUE(crmf_alg_policy_allows(&c->pop_algs, CRMF_ALG_ECDSA_SHA1));
+    CU_ASSERT_EQUAL(c->cas[0].sig_alg, CRMF_ALG_NONE);
+    cfg_free(c);
+    (void)snprintf(text, sizeof(text), "%s", k_base);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_FALSE(c->allow_sha1);
+    CU_ASSERT_FALSE(crmf_alg_policy_allows(&c->protection_algs, CRMF_ALG_HMAC_SHA1_IPSEC));
+    CU_ASSERT_TRUE(crmf_alg_policy_allows(&c->protection_algs, CRMF_ALG_KMAC256));
+    cfg_free(c);
+    (void)snprintf(text, sizeof(text),
+                   "%s\n[certmintd]\nallow_sha1 = yes\n"
+                   "protection_algs = ecdsa-sha1, pbm, sha1, hmac-sha1\n",
+                   k_base);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    cfg_free(c);
+    static const cfg_case bad[] = {
+        {"[certmintd]\nprotection_algs = ecdsa-sha256, sha257\n", CFG_E_VALUE,
+         "[certmintd] protection_algs: 'sha257' is not an algorithm name (see the README's "
+         "algorithm table)"},
+        {"[certmintd]\nprotection_algs = ecdsa-sha1\n", CFG_E_VALUE,
+         "[certmintd] protection_algs: 'ecdsa-sha1' is SHA-1 based: set allow_sha1 = on to allow "
+         "it"},
+        {"[certmintd]\npop_algs = hmac-sha256\n", CFG_E_VALUE,
+         "[certmintd] pop_algs: 'hmac-sha256' is a key-based MAC, which this setting does not "
+         "take"},
+        {"[certmintd]\npop_algs = ,\n", CFG_E_VALUE, "[certmintd] pop_algs: the list is empty"},
+        {"[certmintd]\nallow_sha1 = maybe\n", CFG_E_VALUE, "[certmintd] allow_sha1: 'maybe'"},
+        {"[clients:line]\nkey.s = secrets/short.key\n", CFG_E_VALUE, "[clients:line] key.s: ",
+         /* then the path */},
+        {"[clients:line]\nkey.w = secrets/weak.key\n", CFG_E_VALUE,
+         "does not look like a random key (1 distinct octets); make one with openssl rand -hex "
+         "32"},
+        {"[clients:line]\nkey.r = secrets/raw.key\n", CFG_E_VALUE,
+         "secrets/raw.key must hold the key as 32..128 hex digits (16..64 octets; e.g. openssl "
+         "rand -hex 32)"},
+        {"[clients:line]\nkey.line7 = secrets/k1.key\n", CFG_E_VALUE,
+         "there is a secret.line7 or key.line7 already: one REF, one secret"},
+        {"[clients:line]\nkey. = secrets/k1.key\n", CFG_E_VALUE,
+         "the reference after 'key.' is empty"},
+        {"[clients:line]\nsenderKID.nobody = x\n", CFG_E_REFERENCE,
+         "there is no secret.nobody or key.nobody"},
+        {"[ca:devices]\nsig_alg = pbm\n", CFG_E_VALUE,
+         "[ca:devices] sig_alg: 'pbm' is not a signature algorithm name (see the README's "
+         "algorithm table)"},
+        {"[ca:devices]\nsig_alg = ecdsa-sha-256\n", CFG_E_VALUE,
+         "'ecdsa-sha-256' is not a signature algorithm name"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        (void)snprintf(text, sizeof(text), "%s\n%s", k_base, bad[i].append);
+        expect_fail(text, bad[i].code, bad[i].msg);
+    }
+    // The short key's message names the file and the format.
+    (void)snprintf(text, sizeof(text), "%s\n[clients:line]\nkey.s = secrets/short.key\n", k_base);
+    expect_fail(text, CFG_E_VALUE, "secrets/short.key must hold the key as 32..128 hex digits");
+}
+
 int test_cfg_register(void);
 int test_cfg_register(void)
 {
@@ -715,6 +814,7 @@ int test_cfg_register(void)
         TEST_CASE(test_cfg_secret_mode_names_file_and_mode),
         TEST_CASE(test_cfg_postgresql_store),
         TEST_CASE(test_cfg_missing_sections_and_keys),
+        TEST_CASE(test_cfg_algorithms_and_keys),
     };
     return test_register_suite("cfg", cfg_suite_init, cfg_suite_cleanup, NULL, NULL, tests,
                                TEST_NUM_CASES(tests));

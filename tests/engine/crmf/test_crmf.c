@@ -653,15 +653,16 @@ static void test_crmf_popo_rules(void)
     TEST_ASSERT_OK(remarshal_msg(&m, &out));
     TEST_ASSERT_CODE(crmf_popo_verify(&g_crypto, &out.msgs[0], NULL), CRMF_E_POPO_NO_KEY);
 
-    // SHA-1 algorithms are refused as badAlg before any signature work.
+    // SHA-1 algorithms are refused as badAlg before any signature work (the default pop_algs
+    // has no SHA-1 rows).
     m = msgs.msgs[0];
     m.popo.alg = SPAN(0x30, 0x09, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01);
     TEST_ASSERT_OK(remarshal_msg(&m, &out));
     cm_why why;
     cm_why_clear(&why);
     TEST_ASSERT_CODE(crmf_popo_verify(&g_crypto, &out.msgs[0], &why), CRMF_E_ALG_SHA1);
-    CU_ASSERT_STRING_EQUAL(why.text, "the POPO signature algorithm ecdsa-with-SHA1 is based on "
-                                     "SHA-1, which is not accepted");
+    CU_ASSERT_STRING_EQUAL(why.text,
+                           "signature algorithm ecdsa-with-SHA1 is not allowed (pop_algs)");
     CU_ASSERT_EQUAL(cm_code_failinfo(CRMF_E_ALG_SHA1), CM_FAIL_BAD_ALG);
     // An RSA algorithm with the EC key: key/algorithm mismatch.
     m.popo.alg = SPAN(0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b,
@@ -749,7 +750,7 @@ static void test_crmf_builds_and_signs_requests(void)
     crmf_cert_req_msg m = ir.msgs[0];
     const crmf_sig_alg algs[] = {
         {{NULL, 0}, CRMF_SIG_RSA_PSS, CRMF_HASH_SHA256, CRMF_HASH_SHA256, 32},
-        {{NULL, 0}, CRMF_SIG_RSA_PSS, CRMF_HASH_SHA384, CRMF_HASH_SHA384, 20},
+        {{NULL, 0}, CRMF_SIG_RSA_PSS, CRMF_HASH_SHA384, CRMF_HASH_SHA384, 64},
         {{NULL, 0}, CRMF_SIG_RSA_PKCS1, CRMF_HASH_SHA512, CRMF_HASH_NONE, 0},
     };
     for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++) {
@@ -801,10 +802,10 @@ static void test_crmf_sig_alg_table(void)
         {SPAN(0x30, 0x0e, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x02,
               0x01, 0x00),
          CRMF_E_BAD_ALG_PARAMS, 0, 0},
-        // sha1WithRSAEncryption
+        // sha1WithRSAEncryption: a row of the table (the policy, not the parser, refuses it)
         {SPAN(0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05, 0x05,
               0x00),
-         CRMF_E_ALG_SHA1, 0, 0},
+         CM_OK, CRMF_SIG_RSA_PKCS1, CRMF_HASH_SHA1},
         // ecdsa-with-SHA384, SHA512
         {SPAN(0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03), CM_OK,
          CRMF_SIG_ECDSA, CRMF_HASH_SHA384},
@@ -819,15 +820,16 @@ static void test_crmf_sig_alg_table(void)
          CRMF_E_BAD_ALG_PARAMS, 0, 0},
         {SPAN(0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a, 0x30,
               0x00),
-         CRMF_E_ALG_SHA1, 0, 0},
+         CM_OK, CRMF_SIG_RSA_PSS, CRMF_HASH_SHA1},
         {SPAN(0x30, 0x12, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a, 0x30,
               0x05, 0xa3, 0x03, 0x02, 0x01, 0x01),
          CRMF_E_BAD_ALG_PARAMS, 0, 0},
-        // ecdsa-with-SHAKE256 (not in our set), SHA-1 ECDSA
-        {SPAN(0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x06, 0x21),
-         CRMF_E_ALG_UNSUPPORTED, 0, 0},
-        {SPAN(0x30, 0x09, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01), CRMF_E_ALG_SHA1, 0,
-         0},
+        // id-ecdsa-with-shake256, SHA-1 ECDSA, an OID outside the table (1.2.3.4)
+        {SPAN(0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x06, 0x21), CM_OK,
+         CRMF_SIG_ECDSA, CRMF_HASH_SHAKE256},
+        {SPAN(0x30, 0x09, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01), CM_OK,
+         CRMF_SIG_ECDSA, CRMF_HASH_SHA1},
+        {SPAN(0x30, 0x05, 0x06, 0x03, 0x2a, 0x03, 0x04), CRMF_E_ALG_UNSUPPORTED, 0, 0},
         // not an AlgorithmIdentifier
         {SPAN(0x30, 0x00), CM_E_DER_TRUNCATED, 0, 0},
         {SPAN(0x31, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70), CM_E_DER_UNEXPECTED_TAG, 0, 0},

@@ -484,6 +484,8 @@ static bool make_requests(void)
                               FRONT_SECRET_REF,
                               "-secret",
                               "pass:" FRONT_SECRET,
+                              "-mac",
+                              "hmacWithSHA256",
                               "-newkey",
                               g.dev_key,
                               "-subject",
