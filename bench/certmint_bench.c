@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/ssl.h>
 
 const char *const bench_flow_names[BENCH_NUM_FLOWS] = {"ir-implicit", "ir-confirm", "cr", "p10cr",
                                                        "genm",        "kur",        "rr"};
@@ -110,6 +111,9 @@ static int bench_run_main(const bench_opts *o)
     for (size_t i = 0; i < o->connections; i++) {
         run.conns[i].fd = -1;
     }
+    if (o->tls) {
+        run.tls_ctx = bench_tls_ctx_new(o);
+    }
     cm_arena_init(&run.arena, 65536, 0);
     if (!cm_ok(cmp_digests_init(&run.digests)) ||
         !cm_ok(crmf_crypto_init(&run.crypto, NULL, NULL))) {
@@ -146,6 +150,7 @@ static int bench_run_main(const bench_opts *o)
         run.ok_in_window = 0;
         run.unfinished = 0;
         run.reconnects = 0;
+        run.tls_full = run.tls_resumed = 0;
     }
     if (o->warmup > 0) {
         bench_loop(&run, o->warmup, 0, false);
@@ -153,6 +158,7 @@ static int bench_run_main(const bench_opts *o)
         run.num_lat = 0;
         run.ok_in_window = 0;
         run.reconnects = 0;
+        run.tls_full = run.tls_resumed = 0;
     }
     if (o->serials_path != NULL) {
         run.serials = fopen(o->serials_path, "w");
@@ -197,6 +203,7 @@ static int bench_run_main(const bench_opts *o)
 
     for (size_t i = 0; i < o->connections; i++) {
         bench_conn_close(&run.conns[i]);
+        SSL_SESSION_free(run.conns[i].sess);
         free(run.conns[i].in);
         free(run.conns[i].conf);
         bench_coap_cleanup(&run.conns[i]);
@@ -218,6 +225,7 @@ static int bench_run_main(const bench_opts *o)
     free(run.conns);
     free(run.lat);
     (void)close(run.epfd);
+    SSL_CTX_free(run.tls_ctx);
     freeaddrinfo(run.ai);
     cm_arena_cleanup(&run.arena);
     cmp_digests_cleanup(&run.digests);
@@ -230,7 +238,7 @@ static void bench_usage(FILE *f)
 {
     (void)fprintf(
         f,
-        "usage: certmint-bench --url http://HOST:PORT/PATH | coap://HOST:PORT/PATH\n"
+        "usage: certmint-bench --url http[s]://HOST:PORT/PATH | coap://HOST:PORT/PATH\n"
         "                      (--secret REF:SECRET [--pbmac1 | --mac M] |\n"
         "                      --cert CERT.pem --key KEY.pem) [options]\n"
         "       (--mac hmac-sha256|kmac128|gmac or any key-based MAC name of the algorithm\n"
@@ -251,6 +259,13 @@ static void bench_usage(FILE *f)
         "  --coap                CMP over CoAP (RFC 9482; implied by a coap:// --url):\n"
         "                        confirmable requests, block-wise both ways\n"
         "  --coap-block N        CoAP block size, 16..1024 (default 1024)\n"
+        "  --tls                 TLS to the server (implied by an https:// --url)\n"
+        "  --tls-ca CA.pem       verify the server's certificate against CA.pem and the --url\n"
+        "                        host (without it the server is not verified)\n"
+        "  --tls-cert CERT.pem   a TLS client certificate (with --tls-key KEY.pem)\n"
+        "  --tls-key KEY.pem\n"
+        "  --tls-no-resume       with --reconnect: a full handshake per connection instead of\n"
+        "                        resuming the last session (a session ticket)\n"
         "  --warmup N            transactions before the clock starts (default 0)\n"
         "  --subject-template T  e.g. 'CN=dev-%%d' (default), %%d is the request number\n"
         "  --pbm-iterations N    iteration count (default 500 for PBM, 1000 for PBMAC1)\n"
@@ -288,15 +303,18 @@ static bool bench_pick(const char *s, const char *const *names, size_t n, int *o
     return false;
 }
 
-// bench_parse_url splits http://HOST[:PORT]/PATH or coap://HOST[:PORT]/PATH (CoAP, RFC 9482).
+// bench_parse_url splits http[s]://HOST[:PORT]/PATH (https:// turns --tls on) or
+// coap://HOST[:PORT]/PATH (CoAP, RFC 9482).
 static bool bench_parse_url(bench_opts *o)
 {
     const char *u = o->url;
+    const bool https = strncmp(u, "https://", 8) == 0;
     o->coap_url = strncmp(u, "coap://", 7) == 0;
-    if (strncmp(u, "http://", 7) != 0 && !o->coap_url) {
+    if (!https && !o->coap_url && strncmp(u, "http://", 7) != 0) {
         return false;
     }
-    u += 7;
+    o->tls = o->tls || https;
+    u += https ? 8 : 7;
     const char *slash = strchr(u, '/');
     const size_t hostport = slash != NULL ? (size_t)(slash - u) : strlen(u);
     (void)snprintf(o->path, sizeof(o->path), "%s", slash != NULL ? slash : "/");
@@ -315,7 +333,8 @@ static bool bench_parse_url(bench_opts *o)
         memcpy(o->port, colon + 1, pl);
         o->port[pl] = '\0';
     } else {
-        (void)snprintf(o->port, sizeof(o->port), o->coap_url ? "5683" : "80");
+        (void)snprintf(o->port, sizeof(o->port), "%s",
+                       o->coap_url ? "5683" : (https ? "443" : "80"));
     }
     return true;
 }
@@ -349,6 +368,11 @@ enum {
     BENCH_OPT_TOKEN_URI,
     BENCH_OPT_PBM_ITER,
     BENCH_OPT_QUIET,
+    BENCH_OPT_TLS,
+    BENCH_OPT_TLS_CA,
+    BENCH_OPT_TLS_CERT,
+    BENCH_OPT_TLS_KEY,
+    BENCH_OPT_TLS_NO_RESUME,
     BENCH_OPT_HELP,
 };
 
@@ -381,6 +405,11 @@ static const struct option k_bench_long_opts[] = {
     {"token-uri", required_argument, NULL, BENCH_OPT_TOKEN_URI},
     {"pbm-iterations", required_argument, NULL, BENCH_OPT_PBM_ITER},
     {"quiet", no_argument, NULL, BENCH_OPT_QUIET},
+    {"tls", no_argument, NULL, BENCH_OPT_TLS},
+    {"tls-ca", required_argument, NULL, BENCH_OPT_TLS_CA},
+    {"tls-cert", required_argument, NULL, BENCH_OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, BENCH_OPT_TLS_KEY},
+    {"tls-no-resume", no_argument, NULL, BENCH_OPT_TLS_NO_RESUME},
     {"help", no_argument, NULL, BENCH_OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -504,6 +533,21 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
         return true;
     case BENCH_OPT_PBM_ITER:
         return bench_parse_size_arg(arg, &v) && v > 0 && (o->pbm_iterations = v) > 0;
+    case BENCH_OPT_TLS:
+        o->tls = true;
+        return true;
+    case BENCH_OPT_TLS_CA:
+        o->tls_ca = arg;
+        return true;
+    case BENCH_OPT_TLS_CERT:
+        o->tls_cert = arg;
+        return true;
+    case BENCH_OPT_TLS_KEY:
+        o->tls_key = arg;
+        return true;
+    case BENCH_OPT_TLS_NO_RESUME:
+        o->tls_no_resume = true;
+        return true;
     default:
         return false;
     }
@@ -589,6 +633,12 @@ static const char *bench_opts_check(bench_opts *o)
         if (why != NULL) {
             return why;
         }
+    }
+    if ((o->tls_cert != NULL) != (o->tls_key != NULL)) {
+        return "--tls-cert and --tls-key go together";
+    }
+    if (!o->tls && (o->tls_ca != NULL || o->tls_cert != NULL || o->tls_no_resume)) {
+        return "--tls-ca, --tls-cert and --tls-no-resume need --tls (or an https:// --url)";
     }
     if ((o->flow == BENCH_FLOW_KUR || o->flow == BENCH_FLOW_RR) && o->no_key_check) {
         return "kur and rr need certificates for the requested keys (not --no-key-check)";

@@ -43,6 +43,7 @@ typedef enum bench_fail {
     BENCH_FAIL_WRONG_KEY,      // the certificate's public key is not the requested one
     BENCH_FAIL_PROTECTION,     // --verify: the response protection does not verify
     BENCH_FAIL_CERT_SIGNATURE, // --verify: the certificate does not verify against --ca
+    BENCH_FAIL_TLS,            // --tls: the TLS handshake failed
     BENCH_FAIL_COUNT,
 } bench_fail;
 
@@ -189,6 +190,14 @@ typedef struct bench_opts {
     const char *token_uri;
     bool quiet;    // --quiet: no progress line
     bool progress; // a progress line on stderr: a terminal and not --quiet
+    // TLS (--tls, or an https:// --url): the server is verified against --tls-ca (not at all
+    // without it), a client certificate is sent with --tls-cert/--tls-key; with --reconnect
+    // sessions are resumed unless --tls-no-resume.
+    bool tls;
+    const char *tls_ca;
+    const char *tls_cert;
+    const char *tls_key;
+    bool tls_no_resume;
 } bench_opts;
 
 // One device key of the pool. Thread: immutable after preparation.
@@ -231,6 +240,7 @@ typedef struct bench_ctx {
     cmp_protect_ctx *prot;
     bench_key *keys;
     size_t num_keys;
+    size_t num_all_keys; // num_keys, twice as many for kur (each update certifies a new key)
     bench_req *reqs;
     cmp_mac_key *macs; // per request (PBM/PBMAC1); NULL for signature protection
     size_t num_reqs;
@@ -282,6 +292,9 @@ typedef struct bench_conn {
     unsigned coap_tries;
     uint8_t *coap_rsp; // the response, reassembled from Block2 slices
     size_t coap_rsp_len, coap_rsp_cap;
+    SSL *ssl;                    // --tls: the connection's TLS state, NULL when closed
+    struct ssl_session_st *sess; // --tls: the session of this slot's last connection (resumed next)
+    bool handshaking;            // --tls: the handshake is in progress
 } bench_conn;
 
 // A run's state and counters. Thread: loop-confined.
@@ -310,7 +323,10 @@ typedef struct bench_run {
     size_t *rsp_len;
     uint8_t **conf_rsp; // --verify with ir-confirm: the pkiConf per request, NULL otherwise
     size_t *conf_rsp_len;
-    bool capture;  // keep each issued certificate in its bench_req (enrolling for kur/rr)
+    bool capture;      // keep each issued certificate in its bench_req (enrolling for kur/rr)
+    SSL_CTX *tls_ctx;  // --tls
+    uint64_t tls_full; // handshakes, full and resumed (reset after warm-up)
+    uint64_t tls_resumed;
     FILE *serials; // --save-serials, NULL otherwise
 } bench_run;
 
@@ -365,6 +381,10 @@ bool bench_protect_finish(bench_ctx *ctx, crmf_crypto *c, cm_arena *arena, cmp_m
 
 // bench_default_signer is the --cert/--key signer of |ctx| (empty with MAC protection).
 bench_signer bench_default_signer(const bench_ctx *ctx);
+
+// bench_cert_ski copies the subjectKeyIdentifier of certificate |cert| (DER) into |out| and
+// returns its length, 0 when it has none: the senderKID of a signed request (RFC 9483 §3.1).
+size_t bench_cert_ski(cm_span cert, uint8_t *out, size_t cap);
 
 // bench_header_init fills the header fields every request of |ctx| shares: pvno 2, |sender|,
 // the CA as recipient (NULL-DN without --ca), messageTime now, |prot_alg|, and senderKID with
@@ -425,6 +445,39 @@ void bench_coap_tick(bench_run *run, bench_conn *c, uint64_t now);
 
 // bench_coap_cleanup frees |c|'s CoAP buffers.
 void bench_coap_cleanup(bench_conn *c);
+
+// ---------------------------------------------------------------------------------------------
+// certmint_bench_tls.c: the transport under the loop, plain or TLS.
+
+// What a transport step found.
+typedef enum bench_io {
+    BENCH_IO_DONE = 0,       // done (bytes moved, or the handshake finished)
+    BENCH_IO_WANT_READ = 1,  // wait until the socket is readable
+    BENCH_IO_WANT_WRITE = 2, // wait until the socket is writable
+    BENCH_IO_EOF = 3,        // the peer closed
+    BENCH_IO_ERROR = 4,      // failed
+} bench_io;
+
+// bench_tls_ctx_new makes the client context of |o| (TLS 1.2 and 1.3, ALPN http/1.1,
+// --tls-ca, --tls-cert/--tls-key); dies on failure.
+SSL_CTX *bench_tls_ctx_new(const bench_opts *o);
+
+// bench_tls_start begins TLS on |c|'s connected socket (resuming the slot's session unless
+// --tls-no-resume); false on failure.
+bool bench_tls_start(bench_run *run, bench_conn *c);
+
+// bench_tls_handshake continues |c|'s handshake; DONE once finished (counted as full or
+// resumed in |run|).
+bench_io bench_tls_handshake(bench_run *run, bench_conn *c);
+
+// bench_io_send writes up to |n| bytes of |p| (|*out_sent| of them), bench_io_recv reads up to
+// |cap| into |p| (|*out_got|): over TLS when |c| has it, else the socket.
+bench_io bench_io_send(bench_conn *c, const uint8_t *p, size_t n, size_t *out_sent);
+bench_io bench_io_recv(bench_conn *c, uint8_t *p, size_t cap, size_t *out_got);
+
+// bench_tls_close ends |c|'s TLS (a close_notify, the session kept for the slot); a no-op
+// without TLS.
+void bench_tls_close(bench_conn *c);
 
 // ---------------------------------------------------------------------------------------------
 // certmint_bench_verify.c

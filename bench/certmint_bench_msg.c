@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/x509v3.h>
 
 #include "bench/certmint_bench.h"
 
@@ -130,6 +131,20 @@ bool bench_protect_finish(bench_ctx *ctx, crmf_crypto *c, cm_arena *arena, cmp_m
 bench_signer bench_default_signer(const bench_ctx *ctx)
 {
     return (bench_signer){ctx->prot_key, ctx->prot_alg, ctx->prot_alg_der, ctx->prot_cert};
+}
+
+size_t bench_cert_ski(cm_span cert, uint8_t *out, size_t cap)
+{
+    const unsigned char *q = cert.p;
+    X509 *x = cert.len > 0 ? d2i_X509(NULL, &q, (long)cert.len) : NULL;
+    const ASN1_OCTET_STRING *ski = x != NULL ? X509_get0_subject_key_id(x) : NULL;
+    size_t n = 0;
+    if (ski != NULL && (size_t)ASN1_STRING_length(ski) <= cap) {
+        n = (size_t)ASN1_STRING_length(ski);
+        memcpy(out, ASN1_STRING_get0_data(ski), n);
+    }
+    X509_free(x);
+    return n;
 }
 
 void bench_header_init(const bench_ctx *ctx, cmp_header_fields *h, cm_span sender, cm_span prot_alg)

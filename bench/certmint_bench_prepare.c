@@ -244,13 +244,14 @@ static bool bench_prepare_one(bench_prep *p, size_t i)
     const bench_opts *o = ctx->o;
     bench_req *rq = &ctx->reqs[i];
     rq->key = i % ctx->num_keys;
-    // kur/rr: signed with the enrolled certificate and its key; kur asks for the next key of
-    // the pool (the same one with a pool of one).
+    // kur/rr: signed with the enrolled certificate and its key; kur asks for a key of the
+    // second half of the pool, which no certificate holds yet (a CA may refuse to certify a
+    // key twice, as certmint does by default).
     const bool by_cert = ctx->flow == BENCH_FLOW_KUR || ctx->flow == BENCH_FLOW_RR;
     bench_signer signer = bench_default_signer(ctx);
     if (by_cert) {
         rq->cert_key = rq->key;
-        rq->key = ctx->flow == BENCH_FLOW_KUR ? (rq->key + 1) % ctx->num_keys : rq->key;
+        rq->key = ctx->flow == BENCH_FLOW_KUR ? rq->key + ctx->num_keys : rq->key;
         signer.key = ctx->keys[rq->cert_key].pkey;
         signer.alg = bench_sig_alg_for(signer.key);
         signer.cert = cm_span_make(rq->cert, rq->cert_len);
@@ -321,6 +322,12 @@ static bool bench_prepare_one(bench_prep *p, size_t i)
     }
     cmp_header_fields h;
     bench_header_init(ctx, &h, sender, prot_alg);
+    // A signed request names its key by the certificate's SKI (RFC 9483 §3.1).
+    uint8_t ski[64];
+    const size_t ski_len = ctx->macs == NULL ? bench_cert_ski(signer.cert, ski, sizeof(ski)) : 0;
+    if (ski_len > 0) {
+        h.sender_kid = (cmp_opt_span){true, cm_span_make(ski, ski_len)};
+    }
     h.transaction_id = (cmp_opt_span){true, cm_span_make(rq->tid, sizeof(rq->tid))};
     h.sender_nonce = (cmp_opt_span){true, cm_span_make(rq->nonce, sizeof(rq->nonce))};
     const cmp_itav ic = cmp_itav_implicit_confirm();
@@ -348,7 +355,7 @@ static void *bench_prep_keys_thread(void *arg)
 {
     bench_prep *p = arg;
     bench_ctx *ctx = p->ctx;
-    for (size_t i = p->first; i < ctx->num_keys; i += p->step) {
+    for (size_t i = p->first; i < ctx->num_all_keys; i += p->step) {
         bench_key *k = &ctx->keys[i];
         k->pkey = bench_keygen(ctx->o->key_type);
         unsigned char *der = NULL;
@@ -511,7 +518,8 @@ void bench_ctx_setup(bench_ctx *ctx, const bench_opts *o, size_t num)
     }
     ctx->num_reqs = num;
     ctx->num_keys = o->key_pool == 0 || o->key_pool > num ? num : o->key_pool;
-    ctx->keys = calloc(ctx->num_keys, sizeof(*ctx->keys));
+    ctx->num_all_keys = o->flow == BENCH_FLOW_KUR ? 2 * ctx->num_keys : ctx->num_keys;
+    ctx->keys = calloc(ctx->num_all_keys, sizeof(*ctx->keys));
     ctx->reqs = calloc(num, sizeof(*ctx->reqs));
     if (o->secret != NULL) {
         ctx->macs = calloc(num, sizeof(*ctx->macs));
@@ -521,9 +529,9 @@ void bench_ctx_setup(bench_ctx *ctx, const bench_opts *o, size_t num)
     }
     const size_t threads = o->threads;
     char what[64];
-    (void)snprintf(what, sizeof(what), "generating %zu device keys", ctx->num_keys);
-    bench_parallel(ctx, threads < ctx->num_keys ? threads : ctx->num_keys, bench_prep_keys_thread,
-                   what, ctx->num_keys);
+    (void)snprintf(what, sizeof(what), "generating %zu device keys", ctx->num_all_keys);
+    bench_parallel(ctx, threads < ctx->num_all_keys ? threads : ctx->num_all_keys,
+                   bench_prep_keys_thread, what, ctx->num_all_keys);
     (void)snprintf(what, sizeof(what), "preparing %zu requests", num);
     bench_parallel(ctx, threads < num ? threads : num, bench_prep_reqs_thread, what, num);
 }
@@ -552,7 +560,7 @@ void bench_ctx_reprepare(bench_ctx *ctx)
 
 void bench_ctx_cleanup(bench_ctx *ctx)
 {
-    for (size_t i = 0; i < ctx->num_keys; i++) {
+    for (size_t i = 0; i < ctx->num_all_keys; i++) {
         EVP_PKEY_free(ctx->keys[i].pkey);
         OPENSSL_free(ctx->keys[i].spki);
     }

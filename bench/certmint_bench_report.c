@@ -80,6 +80,10 @@ void bench_report(const bench_run *run, const bench_result *r)
            "client CPU", r->cpu, r->seconds > 0 ? 100.0 * r->cpu / r->seconds : 0.0,
            r->prep_seconds);
     printf("  %-18s %zu\n", "TCP connects", run->reconnects);
+    if (run->tls_ctx != NULL) {
+        printf("  %-18s %llu full, %llu resumed\n", "TLS handshakes",
+               (unsigned long long)run->tls_full, (unsigned long long)run->tls_resumed);
+    }
     if (r->failed == 0) {
         printf("  %-18s none\n", "errors");
     }
@@ -104,13 +108,14 @@ void bench_write_json(const bench_run *run, const bench_result *r)
                   "%llu, \"seconds\": %.3f, \"eps\": %.1f, \"latency_ms\": {\"p50\": %.3f, "
                   "\"p90\": %.3f, \"p99\": %.3f, \"max\": %.3f}, \"client_cpu_s\": %.3f, "
                   "\"prepare_s\": %.3f, \"ran_out\": %s, \"tcp_connects\": %zu, \"unfinished\": "
-                  "%llu, \"errors\": {",
+                  "%llu, \"tls\": %s, \"tls_full\": %llu, \"tls_resumed\": %llu, \"errors\": {",
                   o->url, bench_flow_names[o->flow], bench_protection_name(o),
                   bench_key_names[o->key_type], o->connections, o->reconnect ? "true" : "false",
                   (unsigned long long)r->ok, (unsigned long long)r->failed, r->seconds, r->eps,
                   r->p50, r->p90, r->p99, r->max, r->cpu, r->prep_seconds,
                   r->ran_out ? "true" : "false", run->reconnects,
-                  (unsigned long long)run->unfinished);
+                  (unsigned long long)run->unfinished, run->tls_ctx != NULL ? "true" : "false",
+                  (unsigned long long)run->tls_full, (unsigned long long)run->tls_resumed);
     for (size_t k = 1; k < BENCH_FAIL_COUNT; k++) {
         (void)fprintf(f, "%s\"%s\": %llu", k == 1 ? "" : ", ", bench_fail_name((bench_fail)k),
                       (unsigned long long)run->fails[k]);

@@ -1,5 +1,6 @@
 // The event loop: one epoll set over C keep-alive connections, one transaction in flight on
-// each; a certConf (ir-confirm) goes out on the same connection right after its ip. Every
+// each; a certConf (ir-confirm) goes out on the same connection right after its ip. With --tls
+// each connection makes its handshake before its first request (certmint_bench_tls.c). Every
 // response is checked as it arrives (bench_check_response); a keep-alive connection the server
 // closed before answering is retried once on a new one.
 #include <errno.h>
@@ -20,6 +21,7 @@
 
 void bench_conn_close(bench_conn *c)
 {
+    bench_tls_close(c);
     if (c->fd >= 0) {
         (void)close(c->fd); // also leaves the epoll set
         c->fd = -1;
@@ -113,16 +115,15 @@ static void bench_finish(bench_run *run, bench_conn *c, bench_fail f, bool keep_
 static void bench_conn_send(bench_run *run, bench_conn *c)
 {
     while (c->out_off < c->out_len) {
-        const ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-        if (n > 0) {
-            c->out_off += (size_t)n;
+        size_t n = 0;
+        const bench_io io = bench_io_send(c, c->out + c->out_off, c->out_len - c->out_off, &n);
+        if (io == BENCH_IO_DONE) {
+            c->out_off += n;
             continue;
         }
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            (void)bench_epoll_set(run, c, EPOLLOUT, EPOLL_CTL_MOD);
+        if (io == BENCH_IO_WANT_WRITE || io == BENCH_IO_WANT_READ) {
+            (void)bench_epoll_set(run, c, io == BENCH_IO_WANT_WRITE ? EPOLLOUT : EPOLLIN,
+                                  EPOLL_CTL_MOD);
             return;
         }
         bench_finish(run, c, BENCH_FAIL_IO, false);
@@ -130,6 +131,22 @@ static void bench_conn_send(bench_run *run, bench_conn *c)
     }
     if (!bench_epoll_set(run, c, EPOLLIN, EPOLL_CTL_MOD)) {
         bench_finish(run, c, BENCH_FAIL_IO, false);
+    }
+}
+
+// bench_conn_handshake continues |c|'s TLS handshake; the request goes once it is done.
+static void bench_conn_handshake(bench_run *run, bench_conn *c)
+{
+    const bench_io io = bench_tls_handshake(run, c);
+    if (io == BENCH_IO_DONE) {
+        bench_conn_send(run, c);
+    } else if (io == BENCH_IO_WANT_READ || io == BENCH_IO_WANT_WRITE) {
+        if (!bench_epoll_set(run, c, io == BENCH_IO_WANT_READ ? EPOLLIN : EPOLLOUT,
+                             EPOLL_CTL_MOD)) {
+            bench_finish(run, c, BENCH_FAIL_IO, false);
+        }
+    } else {
+        bench_finish(run, c, BENCH_FAIL_TLS, false);
     }
 }
 
@@ -331,14 +348,16 @@ static void bench_on_readable(bench_run *run, bench_conn *c)
             c->in = p;
             c->in_cap = cap;
         }
-        const ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        size_t n = 0;
+        const bench_io io = bench_io_recv(c, c->in + c->in_len, c->in_cap - c->in_len, &n);
+        if (io == BENCH_IO_WANT_READ) {
             return;
         }
-        if (n <= 0) {
+        if (io == BENCH_IO_WANT_WRITE) {
+            (void)bench_epoll_set(run, c, EPOLLOUT, EPOLL_CTL_MOD);
+            return;
+        }
+        if (io != BENCH_IO_DONE) {
             // A keep-alive connection the server closed before answering: resend once on a
             // new connection (nothing of this request was answered).
             if (c->in_len == 0 && c->used > 0 && !c->retried) {
@@ -350,7 +369,7 @@ static void bench_on_readable(bench_run *run, bench_conn *c)
             bench_finish(run, c, BENCH_FAIL_IO, false);
             return;
         }
-        c->in_len += (size_t)n;
+        c->in_len += n;
         bench_http_rsp h;
         const bench_http_state st = bench_http_parse(&h, c->in, c->in_len);
         if (st == BENCH_HTTP_BAD) {
@@ -389,7 +408,19 @@ static void bench_on_event(bench_run *run, const struct epoll_event *ev)
             return;
         }
         c->connecting = false;
+        if (run->tls_ctx != NULL) {
+            if (!bench_tls_start(run, c)) {
+                bench_finish(run, c, BENCH_FAIL_TLS, false);
+                return;
+            }
+            bench_conn_handshake(run, c);
+            return;
+        }
         bench_conn_send(run, c);
+        return;
+    }
+    if (c->handshaking) {
+        bench_conn_handshake(run, c);
         return;
     }
     if (c->out_off < c->out_len) {

@@ -25,6 +25,10 @@
 # 4. CMP over CoAP (RFC 9482) against HTTP on the same daemon, back to back: ir-implicit PBM at
 #    8 concurrent clients, keep-alive HTTP and confirmable CoAP (certmint-bench --coap);
 # 5. certmintd behind the p11shim's 2 ms HSM latency at hsm_sessions 1/16/64.
+# 3b. HTTPS (issue 18): certmintd also serves https:// on another port with a test TLS
+#    certificate; ir-implicit PBM at 8 connections over HTTP and HTTPS, each with keep-alive and
+#    with a new connection per transaction (HTTPS: resuming a session ticket, and full
+#    handshakes), interleaved in the same run.
 # Finishes in about 3-4 minutes on 2 cores with the defaults.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -81,6 +85,15 @@ token_uri=$(sed -n 's/^key *= *//p' "$work/inst/certmint.cnf" | head -1)
     -days 2 -out device.pem
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out mock.key
   openssl req -x509 -key mock.key -subj "/CN=openssl mock CA" -days 2 -out mock.pem
+  # HTTPS: a TLS CA and the server's certificate for 127.0.0.1.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls-ca.key \
+    -out tls-ca.pem -subj "/CN=bench TLS CA" -days 2 -addext basicConstraints=critical,CA:TRUE
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key \
+    -subj /CN=127.0.0.1 -out tls.csr
+  printf 'subjectAltName=IP:127.0.0.1\n' >tls.ext
+  openssl x509 -req -in tls.csr -CA tls-ca.pem -CAkey tls-ca.key -set_serial 2 -days 2 \
+    -extfile tls.ext -out tls.pem
+  chmod 600 tls.key
 ) >"$work/openssl.log" 2>&1 || { cat "$work/openssl.log"; exit 1; }
 echo "trust_anchors = $work/vendor-ca.pem" >>"$work/inst/certmint.cnf" # [clients:devices] is last
 # CoAP for step 4: every bench client shares 127.0.0.1, so the per-address caps are lifted.
@@ -91,6 +104,9 @@ sed -i "s/^listen = .*/&\ncoap_listen = 127.0.0.1:$coport\ncoap_peer_rate = none
 mac_key=$(openssl rand -hex 32)
 (umask 077; echo "$mac_key" >"$work/inst/secrets/bench-key")
 echo "key.bench-key = secrets/bench-key" >>"$work/inst/certmint.cnf"
+tport=$(free_port)
+printf '\n[certmintd]\nlisten = 127.0.0.1:%s, https://127.0.0.1:%s\ntls_cert = %s\ntls_key = %s\n' \
+  "$cport" "$tport" "$work/tls.pem" "$work/tls.key" >>"$work/inst/certmint.cnf"
 export $(cat "$work/inst/env")
 start_certmintd() {
   "$certmintd" -c "$work/inst/certmint.cnf" >>"$work/certmintd.log" 2>&1 &
@@ -114,6 +130,7 @@ openssl cmp -port "$mport" -srv_ref demo-device -srv_secret "pass:$secret" \
   -srv_trusted "$work/vendor-ca.pem" >"$work/mock.log" 2>&1 &
 mpid=$!
 wait_port "$cport"
+wait_port "$tport"
 wait_port "$mport"
 
 echo "== physical limit (in process, all cores)"
@@ -159,6 +176,20 @@ for prot in pbm hmac-sha256; do
   sed -n '1,3p;5p;/errors/p' "$work/keymac-$prot.txt" | sed 's/^/    /'
   check_certmintd "ir-implicit/$prot/8 (key-based MAC row)"
 done
+# HTTPS against HTTP, ir-implicit PBM at 8 connections, interleaved: keep-alive, then a new
+# connection per transaction (HTTPS resuming its session ticket, and with full handshakes).
+https_url="https://127.0.0.1:$tport/.well-known/cmp/p/devices"
+echo "== HTTPS: ir-implicit / pbm / 8 connections"
+run http-ka "$curl_url" ir-implicit pbm 8 --ca "$work/inst/ca.pem"
+run https-ka "$https_url" ir-implicit pbm 8 --ca "$work/inst/ca.pem" --tls-ca "$work/tls-ca.pem"
+check_certmintd "HTTPS keep-alive"
+run http-rc "$curl_url" ir-implicit pbm 8 --ca "$work/inst/ca.pem" --reconnect
+run https-rc "$https_url" ir-implicit pbm 8 --ca "$work/inst/ca.pem" --tls-ca "$work/tls-ca.pem" \
+  --reconnect
+run https-full "$https_url" ir-implicit pbm 8 --ca "$work/inst/ca.pem" --tls-ca "$work/tls-ca.pem" \
+  --reconnect --tls-no-resume
+check_certmintd "HTTPS new connections"
+curl -sf "http://127.0.0.1:$cport/metrics" | grep '^certmint_tls_handshake' >"$work/tls-metrics.txt" || true
 
 # The limit again after the runs: the machine is shared and its speed drifts over minutes; the
 # higher of the two limits is used for the ratios (the stricter comparison).
@@ -308,6 +339,51 @@ notes = os.path.join(work, "notes.txt")
 if os.path.exists(notes):
     lines += ["", "Incidents during this run:", "", "```", open(notes).read().rstrip(), "```"]
 open(os.path.join(out, "LATEST.md"), "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+
+# The HTTPS rows (3b), appended to both files.
+python3 - "$work" "$out" <<'PY'
+import json, os, sys
+work, out = sys.argv[1], sys.argv[2]
+def load(name):
+    try:
+        return json.load(open(os.path.join(work, f"{name}-ir-implicit-pbm-8.json")))
+    except Exception:
+        return {}
+http_ka, https_ka = load("http-ka"), load("https-ka")
+http_rc, https_rc, https_full = load("http-rc"), load("https-rc"), load("https-full")
+def f(v, fmt="{:.0f}"):
+    return "-" if v is None else fmt.format(v)
+def ratio(a, b):
+    return "-" if not a or not b else f"{a / b:.2f}"
+rows = [("keep-alive", http_ka, https_ka), ("new connection per transaction, TLS resumed", http_rc, https_rc),
+        ("new connection per transaction, TLS full handshake", http_rc, https_full)]
+doc = json.load(open(os.path.join(out, "LATEST.json")))
+doc["https"] = [{"mode": m, "http_eps": h.get("eps"), "https_eps": t.get("eps"),
+                 "https_p99_ms": t.get("latency_ms", {}).get("p99"), "https_failed": t.get("failed"),
+                 "tls_full": t.get("tls_full"), "tls_resumed": t.get("tls_resumed"),
+                 "https_client_cpu_s": t.get("client_cpu_s")} for m, h, t in rows]
+json.dump(doc, open(os.path.join(out, "LATEST.json"), "w"), indent=1)
+lines = ["", "## HTTPS (issue 18): ir-implicit PBM, 8 connections", "",
+         "certmintd serving plain HTTP and HTTPS (TLS 1.3, P-256 server key, OpenSSL over memory "
+         "BIOs in the io_uring loops) at once; the runs are interleaved in the same minute. "
+         "Target: keep-alive HTTPS >= 0.9 x HTTP.", "",
+         "| mode | HTTP /s | HTTPS /s | HTTPS / HTTP | HTTPS p99 ms | TLS handshakes (full / resumed) | HTTPS errors | bench CPU s (HTTPS) |",
+         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+for m, h, t in rows:
+    lines.append(f"| {m} | {f(h.get('eps'))} | {f(t.get('eps'))} | {ratio(t.get('eps'), h.get('eps'))} | "
+                 f"{f(t.get('latency_ms', {}).get('p99'), '{:.2f}')} | {f(t.get('tls_full'))} / "
+                 f"{f(t.get('tls_resumed'))} | {f(t.get('failed'))} | {f(t.get('client_cpu_s'), '{:.2f}')} |")
+try:
+    metrics = open(os.path.join(work, "tls-metrics.txt")).read().split()
+    kv = dict(zip(metrics[0::2], metrics[1::2]))
+    s, n = float(kv["certmint_tls_handshake_seconds_sum"]), float(kv["certmint_tls_handshake_seconds_count"])
+    lines += ["", f"Server side (certmint_tls_handshake_seconds): {n:.0f} handshakes, "
+              f"{1e6 * s / n:.0f} us of I/O-loop time each on average (full and resumed together)."]
+except Exception:
+    pass
+open(os.path.join(out, "LATEST.md"), "a").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
 

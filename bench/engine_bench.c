@@ -223,7 +223,10 @@ static bool bench_setup(bench_ctx *b, uint32_t sessions)
                      .cmp_key = b->key,
                      .cmp_sig_alg = HSM_SIG_ECDSA_SHA256,
                      .secrets = &b->secret,
-                     .num_secrets = 1};
+                     .num_secrets = 1,
+                     // Every request certifies the one key of the captured ir: the key-reuse
+                     // rule (on by default) would refuse all but the first.
+                     .policy = {.allow_key_reuse = true}};
     srv_params sp = {.hsm = b->pool,
                      .store = b->st,
                      .prot = b->prot,
@@ -431,7 +434,7 @@ int main(int argc, char **argv)
     const uint64_t thread_allocs = bench_allocs_thread - thread_allocs0;
     static const char *const k_names[SRV_STAGE_COUNT] = {"parse",
                                                          "verify (PBM, POPO, policy)",
-                                                         "build TBS",
+                                                         "reserve + build TBS",
                                                          "HSM sign (incl. queue)",
                                                          "store (group commit)",
                                                          "respond (MAC)"};

@@ -70,7 +70,9 @@ pgport=$(cat "$work/pg/port")
 psql_() { "$cluster" psql "$work/pg" -Atq "$@"; }
 # conf NAME STORE-LINES: a copy of the instance's configuration with another store.
 conf() {
-  sed "s|^store = .*|$2|" "$work/inst/certmint.cnf" >"$work/inst/$1.cnf"
+  # certmint-bench draws its device keys from a pool: the CA may certify a key again.
+  sed -e "s|^store = .*|$2|" -e 's/^\[profile:devices\]/[profile:devices]\nallow_key_reuse = on/' \
+    "$work/inst/certmint.cnf" >"$work/inst/$1.cnf"
   if [ -n "$iothreads" ]; then
     sed -i "s|^io_threads = .*|io_threads = $iothreads|" "$work/inst/$1.cnf"
   fi

@@ -6,8 +6,16 @@
 // (from the store's log2 histograms: upper bounds of the bucket), and the mean time of a
 // request-path lookup (store_cert_get by serial) on the table just filled.
 //
+// Issue 14 adds two measurements. Every row runs twice, with schema 3's key index
+// (cert_by_key on (ca, spki_sha256), which the key-reuse rule reads on every enrolment) and with
+// it dropped, so the index's cost per insert is the difference of the two (the key hashes are
+// pseudo-random, as SHA-256 values are). And the signer-status lookup (store_cert_state_get) is
+// timed from the status cache (a working set that fits it, looked up before) and without the
+// cache (the store reopened with status_cache_off).
+//
 //   build/release/bench/store_bench [jobs-per-run] [window-per-thread] [dir]
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +53,16 @@ static void bench_fill(bench_thread *t, bench_item *it, cm_cq *q, uint32_t i)
     it->serial[0] = 0x41;
     memcpy(it->serial + 8, &i, sizeof(i));
     memcpy(it->serial + 12, &t->id, sizeof(t->id));
-    memset(it->spki, (int)(i & 0xff), sizeof(it->spki));
+    // A pseudo-random key hash per row (splitmix64 of the row), spread like SHA-256 values.
+    uint64_t z = ((uint64_t)t->id << 32 | i) + 0x9e3779b97f4a7c15ull;
+    for (size_t k = 0; k < sizeof(it->spki); k += 8) {
+        z += 0x9e3779b97f4a7c15ull;
+        uint64_t v = z;
+        v = (v ^ (v >> 30)) * 0xbf58476d1ce4e5b9ull;
+        v = (v ^ (v >> 27)) * 0x94d049bb133111ebull;
+        v ^= v >> 31;
+        memcpy(it->spki + k, &v, 8);
+    }
     (void)snprintf(it->subject, sizeof(it->subject), "CN=device-%u-%u", t->id, i);
     store_cert *c = &it->job.u.cert;
     c->ca = "bench";
@@ -146,19 +163,78 @@ static double bench_lookups(store *s, uint32_t threads, uint32_t per_thread)
     return found == n ? (double)(t1 - t0) / n : -1;
 }
 
+// bench_state_lookups times store_cert_state_get on |n| lookups over the first |distinct|
+// serials of submitter 0; |warm| looks each up once first (so the cache holds them). Returns ns
+// per lookup, -1 on a failure.
+static double bench_state_lookups(store *s, uint32_t distinct, uint32_t n, bool warm)
+{
+    store_reader *r = NULL;
+    if (!cm_ok(store_reader_open(s, &r))) {
+        return -1;
+    }
+    uint32_t found = 0;
+    for (int pass = warm ? 0 : 1; pass < 2; pass++) {
+        const uint64_t t0 = cm_time_mono_ns();
+        const uint32_t count = pass == 0 ? distinct : n;
+        found = 0;
+        for (uint32_t k = 0; k < count; k++) {
+            uint8_t serial[16] = {0x41};
+            const uint32_t i = (k * 7919u) % distinct;
+            const uint32_t id = 0;
+            memcpy(serial + 8, &i, sizeof(i));
+            memcpy(serial + 12, &id, sizeof(id));
+            store_cert_state st;
+            found +=
+                cm_ok(store_cert_state_get(r, &st, "bench", cm_span_make(serial, sizeof(serial))))
+                    ? 1u
+                    : 0u;
+        }
+        if (pass == 1) {
+            const uint64_t t1 = cm_time_mono_ns();
+            store_reader_close(r);
+            return found == n ? (double)(t1 - t0) / n : -1;
+        }
+    }
+    store_reader_close(r);
+    return -1;
+}
+
+// bench_drop_key_index removes schema 3's cert_by_key from the database at |path|.
+static bool bench_drop_key_index(const char *path)
+{
+    sqlite3 *db = NULL;
+    const bool ok = sqlite3_open(path, &db) == SQLITE_OK &&
+                    sqlite3_exec(db, "DROP INDEX cert_by_key", NULL, NULL, NULL) == SQLITE_OK;
+    (void)sqlite3_close(db);
+    return ok;
+}
+
 static int bench_run(const char *dir, store_sync sync, uint32_t threads, uint32_t jobs,
-                     uint32_t window, const uint8_t *cert, size_t cert_len)
+                     uint32_t window, const uint8_t *cert, size_t cert_len, bool key_index)
 {
     char path[512];
     char url[600];
-    int n = snprintf(path, sizeof(path), "%s/bench-%s-%u.db", dir,
-                     sync == STORE_SYNC_FULL ? "full" : "normal", threads);
+    int n = snprintf(path, sizeof(path), "%s/bench-%s-%u-%d.db", dir,
+                     sync == STORE_SYNC_FULL ? "full" : "normal", threads, key_index);
     if (n < 0 || (size_t)n >= sizeof(path)) {
         return 1;
     }
     (void)snprintf(url, sizeof(url), "sqlite:%s", path);
     store *s = NULL;
     store_options o = {.sync = sync};
+    if (!key_index) {
+        // Create the schema, then take the index away before the inserts.
+        if (!cm_ok(store_open(&s, url, &o))) {
+            (void)fprintf(stderr, "store_bench: cannot open %s\n", url);
+            return 1;
+        }
+        store_close(s);
+        s = NULL;
+        if (!bench_drop_key_index(path)) {
+            (void)fprintf(stderr, "store_bench: cannot drop cert_by_key in %s\n", path);
+            return 1;
+        }
+    }
     if (!cm_ok(store_open(&s, url, &o))) {
         (void)fprintf(stderr, "store_bench: cannot open %s\n", url);
         return 1;
@@ -191,7 +267,16 @@ static int bench_run(const char *dir, store_sync sync, uint32_t threads, uint32_
     store_stats st;
     store_get_stats(s, &st);
     double lookup_ns = bench_lookups(s, threads, jobs / threads);
+    // The signer-status lookup: from the cache (4096 certificates: they fit), then without it.
+    const uint32_t distinct = jobs / threads < 4096 ? jobs / threads : 4096;
+    double state_hit_ns = bench_state_lookups(s, distinct, 20000, true);
     store_close(s);
+    store_options off = {.sync = sync, .status_cache_off = true};
+    double state_db_ns = -1;
+    if (cm_ok(store_open(&s, url, &off))) {
+        state_db_ns = bench_state_lookups(s, distinct, 20000, false);
+        store_close(s);
+    }
     for (const char *suffix = ""; suffix != NULL;
          suffix = suffix[0] == '\0' ? "-wal" : (suffix[1] == 'w' ? "-shm" : NULL)) {
         char f[600];
@@ -199,17 +284,18 @@ static int bench_run(const char *dir, store_sync sync, uint32_t threads, uint32_
         (void)unlink(f);
     }
     double secs = (double)(t1 - t0) / 1e9;
-    printf("| %-6s | %7u | %8.0f | %7llu | %9.1f | %9llu | %10llu | %10llu | %7llu | %7llu | %9.1f "
-           "|%s\n",
-           sync == STORE_SYNC_FULL ? "FULL" : "NORMAL", threads, (double)total / secs,
-           (unsigned long long)st.commits, st.commits ? (double)st.jobs / (double)st.commits : 0.0,
+    printf("| %-6s | %-3s | %7u | %8.0f | %6.2f | %7llu | %9.1f | %9llu | %10llu | %10llu | "
+           "%7llu | %7llu | %9.1f | %9.2f | %9.1f |%s\n",
+           sync == STORE_SYNC_FULL ? "FULL" : "NORMAL", key_index ? "on" : "off", threads,
+           (double)total / secs, (double)(t1 - t0) / 1000.0 / total, (unsigned long long)st.commits,
+           st.commits ? (double)st.jobs / (double)st.commits : 0.0,
            (unsigned long long)st.max_batch,
            (unsigned long long)bench_percentile(st.commit_us_hist, 0.5),
            (unsigned long long)bench_percentile(st.commit_us_hist, 0.99),
            (unsigned long long)bench_percentile(st.job_us_hist, 0.5),
            (unsigned long long)bench_percentile(st.job_us_hist, 0.99), lookup_ns / 1000.0,
-           failed != 0 ? " FAILURES" : "");
-    return failed != 0 || lookup_ns < 0;
+           state_hit_ns / 1000.0, state_db_ns / 1000.0, failed != 0 ? " FAILURES" : "");
+    return failed != 0 || lookup_ns < 0 || state_hit_ns < 0 || state_db_ns < 0;
 }
 
 int main(int argc, char **argv)
@@ -242,15 +328,20 @@ int main(int argc, char **argv)
     printf("store_bench: %u inserts per run, %u in flight per submitter, files in %s\n", jobs,
            window, dir);
     printf("latencies in µs: upper bound of the log2 histogram bucket\n\n");
-    printf("| sync   | threads | insert/s | commits | avg batch | max batch | commit p50 "
-           "| commit p99 | job p50 | job p99 | lookup µs |\n");
-    printf("|--------|--------:|---------:|--------:|----------:|----------:|-----------:"
-           "|-----------:|--------:|--------:|----------:|\n");
+    printf("key idx: schema 3's cert_by_key; µs/ins: wall time per insert (all submitters); "
+           "state hit / state db: store_cert_state_get from the status cache / without it\n\n");
+    printf("| sync   | key | threads | insert/s | µs/ins | commits | avg batch | max batch "
+           "| commit p50 | commit p99 | job p50 | job p99 | lookup µs | state hit | state db |\n");
+    printf("|--------|-----|--------:|---------:|-------:|--------:|----------:|----------:"
+           "|-----------:|-----------:|--------:|--------:|----------:|----------:|---------:|\n");
     static const uint32_t k_threads[] = {1, 4, 16};
     int rc = 0;
     for (int sync = 0; sync < 2; sync++) {
         for (size_t i = 0; i < sizeof(k_threads) / sizeof(k_threads[0]); i++) {
-            rc |= bench_run(dir, (store_sync)sync, k_threads[i], jobs, window, cert, sizeof(cert));
+            for (int key_index = 1; key_index >= 0; key_index--) {
+                rc |= bench_run(dir, (store_sync)sync, k_threads[i], jobs, window, cert,
+                                sizeof(cert), key_index != 0);
+            }
         }
     }
     if (argc <= 3) {

@@ -7,7 +7,8 @@
 //
 // Runs in the foreground and logs to stderr, or to the file of --log. SIGTERM/SIGINT stop it
 // gracefully (no new connections, requests in flight answered, the store flushed); SIGHUP
-// reopens the --log file (after log rotation) and is otherwise ignored.
+// reopens the --log file (after log rotation) and reloads the trust anchors' CRLs
+// (trust_crls); the rest of the configuration is read only at start.
 //
 // Under systemd (Type=notify, NOTIFY_SOCKET set) it reports through sd_notify (libsystemd):
 // READY=1 once the store, the HSM pool and the listeners are up (so /healthz answers),
@@ -51,7 +52,7 @@ static void main_usage(FILE *f)
                "  -c FILE   the configuration (OpenSSL config syntax, see README)\n"
                "  --check   validate the configuration and the HSM keys, then exit\n"
                "  --log FILE  append log lines to FILE instead of stderr; SIGHUP reopens it\n"
-               "              (for log rotation)\n"
+               "              (for log rotation) and reloads the trust_crls files\n"
                "  --listen ADDR  serve on ADDR (host:port, [v6]:port) instead of the configured\n"
                "                 listen addresses\n"
                "Runs in the foreground. SIGTERM or SIGINT stops it gracefully: no new\n"
@@ -114,6 +115,7 @@ static void main_serve(front_daemon *d, const sigset_t *sigs, const char *log_pa
             if (log_path != NULL && main_log_open(log_path)) {
                 cm_log(CM_LOG_INFO, "certmintd: SIGHUP: reopened %s", log_path);
             }
+            front_daemon_reload_crls(d);
             continue;
         }
         if (wd_usec > 0) {

@@ -51,7 +51,8 @@
 //   CA_E_EKU -> badCertTemplate
 //   CA_E_EXT_UNACCEPTED -> unacceptedExtension
 //   CA_E_CA_EXPIRED -> systemUnavail (the CA cannot issue now: not the client's fault)
-//   CA_E_UNTRUSTED, CA_E_CERT_EXPIRED -> signerNotTrusted; CA_E_CERT_REVOKED -> certRevoked
+//   CA_E_UNTRUSTED, CA_E_CERT_EXPIRED, CA_E_CHAIN_KEY_USAGE -> signerNotTrusted;
+//   CA_E_CERT_REVOKED -> certRevoked
 //   CA_E_KEY_MISMATCH, CA_E_CONFIG -> systemFailure (ours, not the client's)
 #ifndef CERTMINT_ENGINE_CA_CA_H
 #define CERTMINT_ENGINE_CA_CA_H
@@ -424,9 +425,34 @@ void ca_trust_free(ca_trust *t);
 // be NULL) gets which check failed, from OpenSSL's verify error text, and the subject of the
 // certificate it failed on: "certificate is not trusted: unable to get local issuer
 // certificate (CN=dev-1)". The reason starts with "certificate" so that a caller may name the
-// certificate's role in front of it ("the signer's "). Thread: any.
+// certificate's role in front of it ("the signer's "). The leaf signs (CMP protection): when it
+// has a keyUsage extension it must allow digitalSignature, and every CA of the chain with one
+// must allow keyCertSign (CA_E_CHAIN_KEY_USAGE). With CRLs (ca_trust_set_crls) every certificate of
+// the chain but the anchor is checked against its issuer's CRL when the set has one
+// (CA_E_CERT_REVOKED; an expired or badly signed CRL: CA_E_UNTRUSTED), and a cached success is
+// honoured only until the set's earliest nextUpdate and only for the set it was checked
+// against. Thread: any.
 CM_RESULT ca_trust_verify(ca_trust *t, cm_span leaf, const cm_span *extra, size_t num_extra,
                           int64_t at, cm_why *why);
+
+// ca_trust_set_crls replaces |t|'s CRLs with every CRL of the files |paths| (PEM, one or more
+// per file, or one DER); |num_paths| 0 removes them. A CRL issued by one of |t|'s anchors must
+// verify with that anchor's key. The new set replaces the old atomically: verifications running
+// on other threads finish with the set they started with, later ones use the new set, and
+// cached verifications are redone. On failure (CA_E_CONFIG with the file and the reason in
+// |err|, CM_E_NOMEM) |t| keeps its current CRLs. Thread: any (the SIGHUP reload).
+CM_RESULT ca_trust_set_crls(ca_trust *t, char *err, size_t err_cap, const char *const *paths,
+                            size_t num_paths);
+
+// ca_trust_num_crls returns how many CRLs |t| holds now. Thread: any.
+size_t ca_trust_num_crls(ca_trust *t);
+
+// ca_trust_check_crls checks |cert| (DER) against the CRL of its issuer in |t|'s set, without
+// a chain (for a certificate trusted as itself, such as a configured RA certificate): CM_OK when
+// the set has no CRL of that issuer or the CRL does not list it, CA_E_CERT_REVOKED when it
+// does, CA_E_UNTRUSTED when that CRL's nextUpdate is before |at| or |cert| cannot be parsed;
+// |why| says which. Thread: any.
+CM_RESULT ca_trust_check_crls(ca_trust *t, cm_span cert, int64_t at, cm_why *why);
 
 // ca_trust_cache_stats reports cache hits and the current number of entries (tests and
 // metrics). Thread: any.
@@ -466,5 +492,22 @@ typedef struct ca_crl_entry {
 CM_RESULT ca_crl_tbs_build(const ca_authority *ca, der_builder *b, cm_span sig_alg,
                            int64_t this_update, int64_t next_update, uint64_t crl_number,
                            const ca_crl_entry *entries, size_t num_entries);
+
+// ---------------------------------------------------------------------------------------------
+// Subject patterns (ca_pattern.c)
+
+#define CA_MAX_PATTERN 256u // characters of a subject pattern
+
+// ca_subject_match reports whether |subject| (RFC 4514 text from ca_name_to_text: the last RDN
+// first, "CN=dev-1,O=Example") matches |pattern| as a whole, case-sensitively: '*' matches any
+// run of characters (also none) that contains no RDN or attribute separator (an unescaped ','
+// or '+'), so it never crosses into another attribute; '?' matches one such character; '\'
+// makes the next pattern character literal (so "\*" is a star, "\," an escaped comma as the
+// text writes it); every other character matches itself. Thread: any; pure.
+bool ca_subject_match(const char *pattern, const char *subject);
+
+// ca_subject_pattern_valid reports whether |pattern| is one ca_subject_match accepts:
+// non-empty, at most CA_MAX_PATTERN characters, not ending in a lone '\'.
+bool ca_subject_pattern_valid(const char *pattern);
 
 #endif // CERTMINT_ENGINE_CA_CA_H

@@ -59,9 +59,9 @@ const crmf_alg *cmp_prot_hmac_row(cmp_hash h, bool ipsec_oid)
 void cmp_protect_limits_default(cmp_protect_limits *out)
 {
     out->pbm_min_iterations = 100;
-    out->pbm_max_iterations = 100000;
+    out->pbm_max_iterations = 10000;
     out->pbmac1_min_iterations = 1000;
-    out->pbmac1_max_iterations = 300000;
+    out->pbmac1_max_iterations = 2500;
     out->max_salt_len = 64;
     out->pbmac1_min_key_len = 16;
     out->policy = NULL;

@@ -88,12 +88,16 @@ enum {
 // digests, a PBMAC1 iterationCount x ceil(keyLength / PRF output) HMACs (at most twice the
 // count, with a SHA-256 PRF and a 64-octet key). |policy| is protection_algs: the rows of the
 // algorithm table a MAC-protected message may use (NULL: crmf_alg_policy_default without
-// SHA-1); it is copied. Thread: value type.
+// SHA-1); it is copied. The maxima bound what an unauthenticated client buys: the key is
+// derived before the MAC is known to be good, and the defaults are about 1 ms of CPU each
+// (bench/pbm_cost_bench; certmintd's max_pbm_iterations and max_pbmac1_iterations have the same
+// defaults). Thread: value type.
 typedef struct cmp_protect_limits {
     uint64_t pbm_min_iterations;    // PasswordBasedMac iterationCount, default 100
-    uint64_t pbm_max_iterations;    // default 100000
+    uint64_t pbm_max_iterations;    // default 10000
     uint64_t pbmac1_min_iterations; // PBKDF2 iterationCount, default 1000 (RFC 8018 §4.2)
-    uint64_t pbmac1_max_iterations; // default 300000 (conformance suites use 262144)
+    uint64_t pbmac1_max_iterations; // default 2500 (conformance suites that use 262144 must
+                                    //   raise it, as certmintd's max_pbmac1_iterations does)
     size_t max_salt_len;            // default 64, at most CMP_PROTECT_MAX_SALT_LEN
     size_t pbmac1_min_key_len;      // PBKDF2 keyLength, default 16
     const crmf_alg_policy *policy;  // default NULL
@@ -267,7 +271,7 @@ CM_RESULT cmp_mac_verify(const cmp_protect_ctx *ctx, const cmp_mac_key *key,
 // |why| (may be NULL; base.h) says what: an algorithm outside the policy ("MAC algorithm
 // hmac-sha1 is not allowed (protection_algs)"), an iteration count outside the bounds with
 // both numbers and the setting's name ("PBM iteration count 200000 is above
-// max_pbm_iterations (100000)"), a salt, key or nonce length that does not fit, a secret of the
+// max_pbm_iterations (10000)"), a salt, key or nonce length that does not fit, a secret of the
 // wrong kind ("... needs a key (key.REF), and the secret for this senderKID is a password"),
 // "the MAC does not verify: wrong shared secret for this senderKID?". Never the secret or the
 // key. Thread: any.

@@ -13,7 +13,8 @@
 // "[ca:NAME]" to "[ca NAME]" before parsing; both spellings are accepted, messages use ':'):
 //
 //   [certmintd]
-//   listen       = 127.0.0.1:8080, [::1]:8080   # required; IPv4 or [IPv6] addresses
+//   listen       = 127.0.0.1:8080, [::1]:8080   # required; IPv4 or [IPv6] addresses;
+//                                    #   https://ADDR serves HTTPS there (the tls_ keys)
 //   io_threads   = 2                 # default: online cores
 //   hsm_sessions = 4                 # default: online cores
 //   max_connections = 4096           # per I/O thread; more get 503 (Retry-After: 1)
@@ -29,8 +30,8 @@
 //                                    #   to the connection string (default: PGPASSFILE, ~/.pgpass)
 //   max_request_bytes     = 262144   # default 256 KiB
 //   min_pbm_iterations    = 100      # default 100
-//   max_pbm_iterations    = 100000   # default 100000
-//   max_pbmac1_iterations = 100000   # default 100000
+//   max_pbm_iterations    = 10000    # default 10000 (~1 ms of CPU for a forged MAC)
+//   max_pbmac1_iterations = 2500     # default 2500 (the same budget for PBKDF2)
 //   (protection_algs, pop_algs and allow_sha1 are at the end of the list)
 //   message_time_window   = 300      # seconds; default 300
 //   confirm_wait_time     = 300      # seconds; default 300
@@ -52,6 +53,13 @@
 //                                    # self-signature) may use; default: every signature row
 //                                    # but the SHA-1 ones
 //   allow_sha1   = off               # on: the SHA-1 rows join the defaults and may be listed
+//   tls_cert     = tls.pem           # for the https:// listen addresses: the server certificate
+//   tls_key      = tls.key           #   and its key (PEM, mode 0600 or stricter)
+//   tls_chain    = tls-chain.pem     # optional: intermediates sent after tls_cert
+//   tls_client_auth = off            # off | optional | required (TLS client certificates)
+//   tls_client_ca = ra-ca.pem        # the CAs a client certificate must chain to
+//   tls_ticket_lifetime = 3600       # seconds: session ticket lifetime and key rotation; 0: none
+//   tls_handshake_timeout = 10       # seconds for a TLS handshake to finish
 //
 //   [ca:NAME]                        # served at /.well-known/cmp/p/NAME
 //   key          = pkcs11:...        # required; resolved later by hsm/
@@ -90,6 +98,11 @@
 //                                    #   those of the profile's extendedKeyUsage
 //   requested_extensions = refuse | replace   # a keyUsage/EKU outside the above: refused
 //                                    #   (badCertTemplate, default) or the profile's used
+//   allow_key_reuse   = off          # on: a key this CA already certified may be certified again
+//   revoke_on_update  = off          # on: a kur also revokes the old certificate (superseded)
+//   subject_from      = signer       # signer | request: a certificate-signed cr/kur may ask
+//                                    #   only for its signer's subject, or for any (default
+//                                    #   signer)
 //
 //   [clients:NAME]
 //   secret.REF    = secrets/REF.key  # a password (PBM, PBMAC1) file (mode 0600 or stricter)
@@ -98,7 +111,14 @@
 //   senderKID.REF = hex:0a0b0c       # optional: the senderKID for REF (text or hex:);
 //                                    # default: the bytes of REF
 //   trust_anchors = vendor-ca.pem    # PEM file(s), comma separated: signature-protected ir
+//   trust_crls    = vendor-ca.crl    # CRL file(s) (PEM or DER) of those anchors' CAs, checked
+//                                    #   in every chain; reloaded on SIGHUP; needs trust_anchors
 //   ra_certs      = ra.pem           # PEM file(s): RAs allowed raVerified / revocation
+//   ra_require_cmcra = on            # an RA certificate needs extended key usage id-kp-cmcRA
+//   profiles      = devices, gw      # profiles a request may select with certProfile
+//   max_certs.REF = 100              # the secret REF enrols at most this many certificates
+//   once.REF      = on               # the secret REF enrols one certificate (max_certs 1)
+//   subject_pattern.REF = CN=line-7-*  # subjects the secret REF may request (ca_subject_match)
 #ifndef CERTMINT_ENGINE_CONFIG_CFG_H
 #define CERTMINT_ENGINE_CONFIG_CFG_H
 
@@ -130,6 +150,7 @@ typedef struct cfg_listen {
     char host[48]; // numeric address, without brackets
     uint16_t port;
     bool ipv6;
+    bool tls; // https://: the address speaks TLS (the tls_ keys)
 } cfg_listen;
 
 // cfg_secret is one MAC credential. Thread: immutable after cfg_load.
@@ -139,7 +160,9 @@ typedef struct cfg_secret {
     size_t kid_len;
     uint8_t *secret; // wiped by cfg_free
     size_t secret_len;
-    bool is_key; // key.REF: a key for the key-based MACs; else a password (PBM, PBMAC1)
+    uint32_t max_certs;    // max_certs.REF / once.REF: certificates it may enrol; 0: no limit
+    char *subject_pattern; // subject_pattern.REF, NULL when none
+    bool is_key;           // key.REF: a key for the key-based MACs; else a password (PBM, PBMAC1)
 } cfg_secret;
 
 // cfg_clients is one [clients:NAME] section. Thread: immutable after cfg_load (the trust
@@ -152,12 +175,20 @@ typedef struct cfg_clients {
     uint8_t **ra_certs; // DER
     size_t *ra_cert_lens;
     size_t num_ra_certs;
+    bool ra_require_cmcra; // ra_require_cmcra (default on)
+    char **crl_paths;      // trust_crls, resolved: reloaded by cfg_clients_reload_crls
+    size_t num_crl_paths;
+    const struct cfg_profile **profiles; // profiles a certProfile may select
+    size_t num_profiles;
 } cfg_clients;
 
 // cfg_profile is one [profile:NAME] section. Thread: immutable after cfg_load.
 typedef struct cfg_profile {
     char *name;
     ca_profile *profile;
+    bool allow_key_reuse;      // allow_key_reuse (default off)
+    bool revoke_on_update;     // revoke_on_update (default off)
+    bool subject_from_request; // subject_from = request (default signer)
 } cfg_profile;
 
 // cfg_ca is one [ca:NAME] section. Thread: immutable after cfg_load.
@@ -233,6 +264,15 @@ typedef struct cfg_config {
     bool allow_sha1;                      // allow_sha1 (default off)
     crmf_alg_policy protection_algs;      // protection_algs (default: the table without SHA-1)
     crmf_alg_policy pop_algs;             // pop_algs (default: its signatures without SHA-1)
+    // TLS for the https:// listen addresses (issue 18). Paths resolved; NULL when not set.
+    char *tls_cert;
+    char *tls_key;
+    char *tls_chain;
+    char *tls_client_ca;
+    uint32_t tls_client_auth;       // 0 off, 1 optional, 2 required (net_tls_client_auth)
+    uint32_t tls_ticket_lifetime;   // seconds; 0: no session tickets
+    uint32_t tls_handshake_timeout; // seconds
+    size_t num_tls_listen;          // listen addresses with tls
 } cfg_config;
 
 // cfg_load reads and validates the file at |path| and every file it references (CA
@@ -251,5 +291,12 @@ const cfg_ca *cfg_ca_find(const cfg_config *cfg, const char *name);
 // cfg_clients_find_secret returns the credential whose senderKID is |kid|, or NULL. The
 // comparison is not constant time: senderKIDs are not secret. Thread: any.
 const cfg_secret *cfg_clients_find_secret(const cfg_clients *clients, cm_span kid);
+
+// cfg_clients_reload_crls reads the trust_crls files of |clients| again and swaps them into its
+// trust store (ca_trust_set_crls: safe while other threads verify). A no-op without
+// trust_crls. On failure the store keeps its CRLs and |err| says "[clients:NAME] trust_crls:
+// FILE: what is wrong". Thread: any (certmintd's SIGHUP handler; file I/O).
+CM_RESULT cfg_clients_reload_crls(const cfg_clients *clients, char *err, size_t err_cap);
+
 
 #endif // CERTMINT_ENGINE_CONFIG_CFG_H

@@ -1,8 +1,12 @@
 // The [clients:NAME] sections: MAC secrets (secret.REF = file for a password, key.REF = file
-// for a key; senderKID.REF overrides), trust anchors for signature-protected clients and RA
-// certificates (see cfg.h for the keys).
+// for a key; senderKID.REF overrides) with their limits (max_certs.REF, once.REF,
+// subject_pattern.REF, for both kinds of secret), trust anchors and their CRLs for
+// signature-protected clients, RA certificates, and the profiles a certProfile may select (see
+// cfg.h for the keys).
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -178,6 +182,117 @@ static cm_result cfg_paths_list(cfg_loader *ld, char **paths, size_t *num, const
     return cm_result_make(CM_OK);
 }
 
+// cfg_ref_secret returns the secret REF of a per-secret key "PREFIX.REF", NULL (after failing
+// with a message) when there is none.
+static cfg_secret *cfg_ref_secret(cfg_loader *ld, cfg_clients *cl, const char *key, size_t plen,
+                                  cm_result *out)
+{
+    for (size_t j = 0; j < cl->num_secrets; j++) {
+        if (strcmp(cl->secrets[j].ref, key + plen) == 0) {
+            return &cl->secrets[j];
+        }
+    }
+    *out = cfg_fail(ld, CFG_E_REFERENCE, key, "there is no secret.%s or key.%s", key + plen,
+                    key + plen);
+    return NULL;
+}
+
+// cfg_secret_key applies one per-secret key (pass 2, after every secret.REF and key.REF; they
+// apply to both kinds of secret): senderKID.REF,
+// max_certs.REF, once.REF, subject_pattern.REF. Sets |*handled| when |k| is one of them.
+static cm_result cfg_secret_key(cfg_loader *ld, cfg_clients *cl, const char *k, const char *v,
+                                bool *handled, bool *once)
+{
+    static const char *const k_prefixes[] = {"senderKID.", "max_certs.", "once.",
+                                             "subject_pattern."};
+    size_t which = 0;
+    *handled = false;
+    for (; which < 4; which++) {
+        if (strncmp(k, k_prefixes[which], strlen(k_prefixes[which])) == 0) {
+            break;
+        }
+    }
+    if (which == 4) {
+        return cm_result_make(CM_OK);
+    }
+    *handled = true;
+    cm_result r = cm_result_make(CM_OK);
+    cfg_secret *s = cfg_ref_secret(ld, cl, k, strlen(k_prefixes[which]), &r);
+    if (s == NULL) {
+        return r;
+    }
+    const size_t idx = (size_t)(s - cl->secrets);
+    if (which == 0) {
+        return cfg_kid(ld, s, k, v);
+    }
+    if (which == 1) {
+        uint32_t n = 0;
+        CM_TRY(cfg_u32(ld, &n, k, v, 1, 1000000000u));
+        if (once[idx] && n != 1) {
+            return cfg_fail(ld, CFG_E_VALUE, k, "%u contradicts once.%s = on (one certificate)", n,
+                            s->ref);
+        }
+        s->max_certs = n;
+        return cm_result_make(CM_OK);
+    }
+    if (which == 2) {
+        bool on = false;
+        CM_TRY(cfg_bool(ld, &on, k, v));
+        if (on && s->max_certs > 1) {
+            return cfg_fail(ld, CFG_E_VALUE, k, "contradicts max_certs.%s = %u", s->ref,
+                            s->max_certs);
+        }
+        once[idx] = on;
+        if (on) {
+            s->max_certs = 1;
+        }
+        return cm_result_make(CM_OK);
+    }
+    if (!ca_subject_pattern_valid(v)) {
+        return cfg_fail(ld, CFG_E_VALUE, k,
+                        "'%s' is not a subject pattern (1..%u characters, '*' and '?' as "
+                        "wildcards, '\\' escapes the next character)",
+                        v, CA_MAX_PATTERN);
+    }
+    free(s->subject_pattern);
+    s->subject_pattern = cfg_strdup(v);
+    CM_ENSURE(s->subject_pattern != NULL, CM_E_NOMEM);
+    return cm_result_make(CM_OK);
+}
+
+// cfg_profiles_list resolves `profiles = a, b` to the [profile:NAME] sections (loaded before
+// the client groups).
+static cm_result cfg_profiles_list(cfg_loader *ld, cfg_clients *cl, const char *key, const char *v)
+{
+    const cfg_config *cfg = ld->cfg;
+    free(cl->profiles);
+    cl->num_profiles = 0;
+    cl->profiles = calloc(cfg->num_profiles + 1, sizeof(*cl->profiles));
+    CM_ENSURE(cl->profiles != NULL, CM_E_NOMEM);
+    char item[CFG_ITEM_MAX];
+    for (const char *c = v; cfg_item(&c, item, sizeof(item));) {
+        const cfg_profile *found = NULL;
+        for (size_t j = 0; j < cfg->num_profiles; j++) {
+            if (strcmp(cfg->profiles[j].name, item) == 0) {
+                found = &cfg->profiles[j];
+            }
+        }
+        if (found == NULL) {
+            return cfg_fail(ld, CFG_E_REFERENCE, key, "no [profile:%s] section", item);
+        }
+        for (size_t j = 0; j < cl->num_profiles; j++) {
+            if (cl->profiles[j] == found) {
+                return cfg_fail(ld, CFG_E_VALUE, key, "'%s' is listed twice", item);
+            }
+        }
+        cl->profiles[cl->num_profiles++] = found;
+    }
+    if (cl->num_profiles == 0) {
+        return cfg_fail(ld, CFG_E_VALUE, key, "no profile named");
+    }
+    return cm_result_make(CM_OK);
+}
+
 static cm_result cfg_clients_body(cfg_loader *ld, cfg_clients *cl, STACK_OF(CONF_VALUE) * vals,
                                   char **anchors, size_t *num_anchors)
 {
@@ -224,10 +339,21 @@ static cm_result cfg_clients_body(cfg_loader *ld, cfg_clients *cl, STACK_OF(CONF
             free(path);
             CM_TRY(r);
             CM_TRY(cfg_kid(ld, s, k, s->ref));
-        } else if (strncmp(k, "senderKID.", 10) == 0) {
+        } else if (strncmp(k, "senderKID.", 10) == 0 || strncmp(k, "max_certs.", 10) == 0 ||
+                   strncmp(k, "once.", 5) == 0 || strncmp(k, "subject_pattern.", 16) == 0) {
             continue;
         } else if (strcmp(k, "trust_anchors") == 0) {
             CM_TRY(cfg_paths_list(ld, anchors, num_anchors, k, v));
+        } else if (strcmp(k, "trust_crls") == 0) {
+            if (cl->crl_paths == NULL) {
+                cl->crl_paths = calloc(CFG_MAX_LIST, sizeof(*cl->crl_paths));
+                CM_ENSURE(cl->crl_paths != NULL, CM_E_NOMEM);
+            }
+            CM_TRY(cfg_paths_list(ld, cl->crl_paths, &cl->num_crl_paths, k, v));
+        } else if (strcmp(k, "ra_require_cmcra") == 0) {
+            CM_TRY(cfg_bool(ld, &cl->ra_require_cmcra, k, v));
+        } else if (strcmp(k, "profiles") == 0) {
+            CM_TRY(cfg_profiles_list(ld, cl, k, v));
         } else if (strcmp(k, "ra_certs") == 0) {
             char *paths[CFG_MAX_LIST];
             size_t num = 0;
@@ -244,24 +370,17 @@ static cm_result cfg_clients_body(cfg_loader *ld, cfg_clients *cl, STACK_OF(CONF
             return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
         }
     }
-    // Pass 2: senderKID overrides.
-    for (int i = 0; i < n; i++) {
+    // Pass 2: the per-secret keys (senderKID overrides, limits, subject patterns).
+    bool *once = calloc(cl->num_secrets + 1, sizeof(bool));
+    CM_ENSURE(once != NULL, CM_E_NOMEM);
+    cm_result pr = cm_result_make(CM_OK);
+    for (int i = 0; i < n && cm_ok(pr); i++) {
         const CONF_VALUE *cv = sk_CONF_VALUE_value(vals, i);
-        if (strncmp(cv->name, "senderKID.", 10) != 0) {
-            continue;
-        }
-        cfg_secret *s = NULL;
-        for (size_t j = 0; j < cl->num_secrets; j++) {
-            if (strcmp(cl->secrets[j].ref, cv->name + 10) == 0) {
-                s = &cl->secrets[j];
-            }
-        }
-        if (s == NULL) {
-            return cfg_fail(ld, CFG_E_REFERENCE, cv->name, "there is no secret.%s or key.%s",
-                            cv->name + 10, cv->name + 10);
-        }
-        CM_TRY(cfg_kid(ld, s, cv->name, cv->value));
+        bool handled = false;
+        pr = cfg_secret_key(ld, cl, cv->name, cv->value, &handled, once);
     }
+    free(once);
+    CM_TRY(pr);
     for (size_t i = 0; i < cl->num_secrets; i++) {
         for (size_t j = 0; j < i; j++) {
             if (cm_span_eq(cm_span_make(cl->secrets[i].kid, cl->secrets[i].kid_len),
@@ -282,11 +401,40 @@ static cm_result cfg_clients_body(cfg_loader *ld, cfg_clients *cl, STACK_OF(CONF
                             "%s", why);
         }
     }
+    if (cl->num_crl_paths > 0) {
+        if (cl->trust == NULL) {
+            return cfg_fail(ld, CFG_E_MISSING, "trust_crls",
+                            "CRLs of trust anchors need trust_anchors in the same section");
+        }
+        char why[400];
+        cm_result r = ca_trust_set_crls(cl->trust, why, sizeof(why),
+                                        (const char *const *)cl->crl_paths, cl->num_crl_paths);
+        if (!cm_ok(r)) {
+            return cfg_fail(ld, r.code == CM_E_NOMEM ? CM_E_NOMEM : CFG_E_FILE, "trust_crls", "%s",
+                            why);
+        }
+    }
     return cm_result_make(CM_OK);
+}
+
+cm_result cfg_clients_reload_crls(const cfg_clients *clients, char *err, size_t err_cap)
+{
+    if (clients->num_crl_paths == 0 || clients->trust == NULL) {
+        return cm_result_make(CM_OK);
+    }
+    char why[400];
+    cm_result r =
+        ca_trust_set_crls(clients->trust, why, sizeof(why), (const char *const *)clients->crl_paths,
+                          clients->num_crl_paths);
+    if (!cm_ok(r) && err_cap > 0) {
+        (void)snprintf(err, err_cap, "[clients:%s] trust_crls: %s", clients->name, why);
+    }
+    return r;
 }
 
 cm_result cfg_clients_load(cfg_loader *ld, cfg_clients *cl, const char *section)
 {
+    cl->ra_require_cmcra = true;
     char *anchors[CFG_MAX_LIST];
     size_t num_anchors = 0;
     cm_result r =

@@ -1,8 +1,10 @@
 // The [certmintd] section: listeners, threads, limits, timeouts, the store, logging and the
 // default CA (see cfg.h for the keys). Loaded after every [ca:NAME], which default_ca names.
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/conf.h>
@@ -23,6 +25,13 @@ static cm_result cfg_listen_one(cfg_loader *ld, const char *key, cfg_listen *lis
     cfg_listen *l = &list[*num];
     char host[64];
     const char *port;
+    // https://ADDR serves HTTPS there; http://ADDR is the same as ADDR.
+    l->tls = strncmp(item, "https://", 8) == 0;
+    if (l->tls) {
+        item += 8;
+    } else if (strncmp(item, "http://", 7) == 0) {
+        item += 7;
+    }
     if (item[0] == '[') {
         const char *close = strchr(item, ']');
         if (close == NULL || close[1] != ':' || (size_t)(close - item - 1) >= sizeof(host)) {
@@ -171,6 +180,93 @@ static cm_result cfg_daemon_algs(cfg_loader *ld, const char *protection_algs, co
     return cm_result_make(CM_OK);
 }
 
+// --- TLS (issue 18): tls_cert, tls_key, tls_chain, tls_client_ca, tls_client_auth,
+// tls_ticket_lifetime, tls_handshake_timeout ----------------------------------------------------
+
+static bool cfg_daemon_tls_key(const char *k)
+{
+    return strcmp(k, "tls_cert") == 0 || strcmp(k, "tls_key") == 0 || strcmp(k, "tls_chain") == 0 ||
+           strcmp(k, "tls_client_ca") == 0 || strcmp(k, "tls_client_auth") == 0 ||
+           strcmp(k, "tls_ticket_lifetime") == 0 || strcmp(k, "tls_handshake_timeout") == 0;
+}
+
+static cm_result cfg_daemon_tls(cfg_loader *ld, const char *k, const char *v)
+{
+    cfg_config *cfg = ld->cfg;
+    if (strcmp(k, "tls_cert") == 0) {
+        return cfg_path(ld, &cfg->tls_cert, k, v);
+    }
+    if (strcmp(k, "tls_key") == 0) {
+        if (strncmp(v, "pkcs11:", 7) == 0) {
+            // OpenSSL 3.0 on Debian 12 reaches a token only through the deprecated ENGINE
+            // API, and a TLS handshake would then wait for C_Sign on an I/O loop.
+            return cfg_fail(ld, CFG_E_VALUE, k,
+                            "a PKCS#11 URI is not supported for the TLS key: give a PEM file");
+        }
+        return cfg_path(ld, &cfg->tls_key, k, v);
+    }
+    if (strcmp(k, "tls_chain") == 0) {
+        return cfg_path(ld, &cfg->tls_chain, k, v);
+    }
+    if (strcmp(k, "tls_client_ca") == 0) {
+        return cfg_path(ld, &cfg->tls_client_ca, k, v);
+    }
+    if (strcmp(k, "tls_client_auth") == 0) {
+        static const char *const k_modes[] = {"off", "optional", "required"};
+        for (uint32_t i = 0; i < 3; i++) {
+            if (strcmp(v, k_modes[i]) == 0) {
+                cfg->tls_client_auth = i;
+                return cm_result_make(CM_OK);
+            }
+        }
+        return cfg_fail(ld, CFG_E_VALUE, k, "'%s' is not off, optional or required", v);
+    }
+    if (strcmp(k, "tls_ticket_lifetime") == 0) {
+        // RFC 8446 §4.6.1: a ticket lifetime of at most seven days.
+        return cfg_u32(ld, &cfg->tls_ticket_lifetime, k, v, 0, 604800);
+    }
+    return cfg_u32(ld, &cfg->tls_handshake_timeout, k, v, 1, 3600); // tls_handshake_timeout
+}
+
+// cfg_daemon_tls_check: what the TLS keys need together once all are read. The files
+// themselves are loaded by engine/net when the daemon starts (certmintd --check included).
+static cm_result cfg_daemon_tls_check(cfg_loader *ld)
+{
+    cfg_config *cfg = ld->cfg;
+    cfg->num_tls_listen = 0;
+    for (size_t i = 0; i < cfg->num_listen; i++) {
+        cfg->num_tls_listen += cfg->listen[i].tls;
+    }
+    for (size_t i = 0; i < cfg->num_admin_listen; i++) {
+        if (cfg->admin_listen[i].tls) {
+            return cfg_fail(ld, CFG_E_VALUE, "admin_listen",
+                            "https:// is not served on the admin listener (plain HTTP only)");
+        }
+    }
+    if (cfg->num_tls_listen > 0 && (cfg->tls_cert == NULL || cfg->tls_key == NULL)) {
+        return cfg_fail(ld, CFG_E_MISSING, cfg->tls_cert == NULL ? "tls_cert" : "tls_key",
+                        "missing: listen has an https:// address");
+    }
+    if (cfg->tls_client_auth != 0 && cfg->tls_client_ca == NULL) {
+        return cfg_fail(ld, CFG_E_MISSING, "tls_client_ca", "missing: tls_client_auth is %s",
+                        cfg->tls_client_auth == 1 ? "optional" : "required");
+    }
+    if (cfg->tls_key != NULL) {
+        struct stat st;
+        if (stat(cfg->tls_key, &st) != 0) {
+            return cfg_fail(ld, CFG_E_FILE, "tls_key", "cannot open %s: %s", cfg->tls_key,
+                            strerror(errno));
+        }
+        if ((st.st_mode & 077) != 0) {
+            return cfg_fail(ld, CFG_E_SECRET_MODE, "tls_key",
+                            "%s has mode %04o; a private key must not be accessible by group or "
+                            "others (chmod 600)",
+                            cfg->tls_key, (unsigned)(st.st_mode & 07777));
+        }
+    }
+    return cm_result_make(CM_OK);
+}
+
 // --- CMP over CoAP (issue 18, RFC 9482): coap_listen, coap_max_transfers_per_peer,
 // coap_transfer_timeout, coap_peer_rate, coap_max_requests -----------------------------------
 
@@ -235,8 +331,10 @@ cm_result cfg_daemon_load(cfg_loader *ld)
     cfg->hsm_sessions = cfg->io_threads;
     cfg->max_request_bytes = 256u * 1024u;
     cfg->min_pbm_iterations = 100;
-    cfg->max_pbm_iterations = 100000;
-    cfg->max_pbmac1_iterations = 100000;
+    // About 1 ms of CPU each before a MAC is known to be good (issue 14; bench/pbm_cost_bench:
+    // ~64 ns per PBM iteration, ~350 ns per PBKDF2-HMAC-SHA256 iteration with a 32-octet key).
+    cfg->max_pbm_iterations = 10000;
+    cfg->max_pbmac1_iterations = 2500;
     cfg->message_time_window = 300;
     cfg->confirm_wait_time = 300;
     cfg->log_level = CM_LOG_INFO;
@@ -244,6 +342,8 @@ cm_result cfg_daemon_load(cfg_loader *ld)
     cfg->admin_max_connections = 16;     // NET_DEFAULT_ADMIN_MAX_CONNECTIONS
     cfg->store_min_free = 256ull << 20;
     cfg_daemon_coap_defaults(cfg);
+    cfg->tls_ticket_lifetime = 3600; // engine/net's NET_TLS_DEFAULT_TICKET_LIFETIME_S
+    cfg->tls_handshake_timeout = 10;
     const char *default_ca = NULL;
     const char *protection_algs = NULL;
     const char *pop_algs = NULL;
@@ -306,6 +406,8 @@ cm_result cfg_daemon_load(cfg_loader *ld)
             pop_algs = v;
         } else if (strcmp(k, "allow_sha1") == 0) {
             CM_TRY(cfg_bool(ld, &cfg->allow_sha1, k, v));
+        } else if (cfg_daemon_tls_key(k)) {
+            CM_TRY(cfg_daemon_tls(ld, k, v));
         } else {
             return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
         }
@@ -318,6 +420,7 @@ cm_result cfg_daemon_load(cfg_loader *ld)
     }
     CM_TRY(cfg_store_finish(ld));
     CM_TRY(cfg_daemon_limits_check(ld));
+    CM_TRY(cfg_daemon_tls_check(ld));
     if (cfg->min_pbm_iterations > cfg->max_pbm_iterations) {
         return cfg_fail(ld, CFG_E_VALUE, "min_pbm_iterations", "%u is above max_pbm_iterations %u",
                         cfg->min_pbm_iterations, cfg->max_pbm_iterations);

@@ -81,4 +81,10 @@ CM_RESULT cfg_profile_load(cfg_loader *ld, cfg_profile *pr, const char *section)
 CM_RESULT cfg_clients_load(cfg_loader *ld, cfg_clients *cl, const char *section);
 CM_RESULT cfg_ca_load(cfg_loader *ld, cfg_ca *ca, const char *section);
 
+// cfg_profile_policy_key applies |k| = |v| when it is one of the profile's trust keys
+// (allow_key_reuse, revoke_on_update, subject_from; cfg_policy.c) and returns true, with the
+// result (CM_OK or a CFG_E_* failure with its message) in |*out|; false for any other key.
+bool cfg_profile_policy_key(cfg_loader *ld, cfg_profile *pr, const char *k, const char *v,
+                            cm_result *out);
+
 #endif // CERTMINT_ENGINE_CONFIG_CFG_INTERNAL_H

@@ -408,6 +408,10 @@ void cfg_free(cfg_config *cfg)
     if (cfg == NULL) {
         return;
     }
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->tls_chain);
+    free(cfg->tls_client_ca);
     for (size_t i = 0; i < cfg->num_cas; i++) {
         cfg_ca *ca = &cfg->cas[i];
         free(ca->name);
@@ -437,8 +441,14 @@ void cfg_free(cfg_config *cfg)
             free(s->secret);
             free(s->kid);
             free(s->ref);
+            free(s->subject_pattern);
         }
         free(cl->secrets);
+        for (size_t j = 0; j < cl->num_crl_paths; j++) {
+            free(cl->crl_paths[j]);
+        }
+        free(cl->crl_paths);
+        free(cl->profiles);
         for (size_t j = 0; j < cl->num_ra_certs; j++) {
             free(cl->ra_certs[j]);
         }

@@ -149,6 +149,7 @@ cm_result cfg_profile_load(cfg_loader *ld, cfg_profile *pr, const char *section)
     char req_store[CA_MAX_RDN_RULES / 2][64], allow_store[CA_MAX_RDN_RULES / 2][64];
     const char *req_names[CA_MAX_RDN_RULES / 2], *allow_names[CA_MAX_RDN_RULES / 2];
     const char *ext = NULL;
+    cm_result r = cm_result_make(CM_OK);
     char eku_store[CA_MAX_EKU][64];
     const char *eku_names[CA_MAX_EKU];
     for (int i = 0; i < sk_CONF_VALUE_num(vals); i++) {
@@ -194,6 +195,8 @@ cm_result cfg_profile_load(cfg_loader *ld, cfg_profile *pr, const char *section)
                 return cfg_fail(ld, CFG_E_REFERENCE, k, "no section [%s]", v);
             }
             ext = v;
+        } else if (cfg_profile_policy_key(ld, pr, k, v, &r)) {
+            CM_TRY(r);
         } else {
             return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
         }
@@ -216,7 +219,7 @@ cm_result cfg_profile_load(cfg_loader *ld, cfg_profile *pr, const char *section)
     p.required_rdns = req_names;
     p.allowed_rdns = allow_names;
     char why[400];
-    cm_result r = ca_profile_new(&pr->profile, why, sizeof(why), &p, ld->conf, ext);
+    r = ca_profile_new(&pr->profile, why, sizeof(why), &p, ld->conf, ext);
     if (!cm_ok(r)) {
         return cfg_fail(ld, r.code == CM_E_NOMEM ? CM_E_NOMEM : CFG_E_VALUE, NULL, "%s", why);
     }

@@ -37,7 +37,8 @@ typedef struct front_loop front_loop;
 
 // front_daemon_load reads the configuration at |path| (cfg_load), applies its log level, opens
 // the token of the first CA's key, finds every CA's key and CMP key in it and checks each
-// certificate holds its key, and builds the CMP protection context: everything
+// certificate holds its key, builds the CMP protection context, and loads the TLS identity
+// (tls_cert, tls_key, tls_chain, tls_client_ca) when tls_cert is set: everything
 // `certmintd --check` validates. On success |*out| is the daemon (free with
 // front_daemon_free). On failure writes one line into |err| (without a "certmintd: " prefix,
 // e.g. "[ca:devices] key: ..."), frees what it made and returns the failing code.
@@ -57,8 +58,10 @@ void front_daemon_report(const front_daemon *d, FILE *f);
 CM_RESULT front_daemon_start(front_daemon *d, char *err, size_t err_cap);
 
 // front_daemon_serve starts engine/net on the configured listen addresses, or on
-// |listen_override| alone when it is not NULL, and on the admin_listen addresses, with
-// front_net_app, and logs one "serving CMP" line per address. A connection over a cap
+// |listen_override| alone when it is not NULL (https://ADDR for HTTPS, which needs tls_cert),
+// and on the admin_listen addresses, with front_net_app, and logs one "serving CMP" line per
+// address. The https:// addresses speak TLS with the loaded identity, tls_handshake_timeout
+// bounding each handshake. A connection over a cap
 // (max_connections, max_connections_per_peer, admin_max_connections) is answered with
 // FRONT_REJECT_RESPONSE and closed. Before that it checks the descriptors: the connections of
 // every I/O thread and the admin slots, plus what the store (measured per reader), the HSM and
@@ -81,6 +84,11 @@ void front_daemon_refresh_crls(front_daemon *d);
 // store's free space, which also decides whether enrolments are refused, and the process's open
 // descriptors). Blocking: the maintenance (main) thread only.
 void front_daemon_maintain(front_daemon *d, int64_t now);
+
+// front_daemon_reload_crls reads every client group's trust_crls files again and swaps them in
+// (cfg_clients_reload_crls: safe while the loops verify), logging the outcome per group; a
+// group whose files fail keeps its CRLs. For SIGHUP. Thread: the main thread (file I/O).
+void front_daemon_reload_crls(front_daemon *d);
 
 // front_daemon_stop stops serving gracefully (requests in flight answered) and waits for the
 // loops to finish. No-op when front_daemon_serve did not succeed. Thread: the main thread.
@@ -123,17 +131,20 @@ size_t front_daemon_num_cas(const front_daemon *d);
 // net_conn_close's, net_conn_set_deadline's and net_conn_is_admin's contracts: send queues
 // bytes that must stay valid until on_sent and fails while another send is active; close is
 // followed by on_close once the connection's operations drained; is_admin tells whether an
-// admin listener accepted the connection (it then serves only /healthz and /metrics).
+// admin listener accepted the connection (it then serves only /healthz and /metrics); tls_info
+// (optional, NULL: no TLS) has net_conn_tls_info's: it is asked once per connection, at its
+// first bytes (which arrive after the handshake).
 // Thread: value type, immutable.
 typedef struct front_transport {
     cm_result (*send)(void *arg, net_conn_ref ref, cm_span data, bool close_after);
     void (*close)(void *arg, net_conn_ref ref);
     void (*set_deadline)(void *arg, net_conn_ref ref, uint32_t ms_from_now);
     bool (*is_admin)(void *arg, net_conn_ref ref);
+    bool (*tls_info)(void *arg, net_conn_ref ref, net_tls_info *out);
 } front_transport;
 
 // front_net_transport returns the engine/net transport (net_conn_send, net_conn_close,
-// net_conn_set_deadline, net_conn_is_admin; |arg| is the net_loop). Static.
+// net_conn_set_deadline, net_conn_is_admin, net_conn_tls_info; |arg| is the net_loop). Static.
 const front_transport *front_net_transport(void);
 
 // front_net_app returns the net_app certmintd serves with: its app_arg is a front_daemon after

@@ -34,11 +34,17 @@ static bool front_net_is_admin(void *arg, net_conn_ref ref)
     return net_conn_is_admin(arg, ref);
 }
 
+static bool front_net_tls_info(void *arg, net_conn_ref ref, net_tls_info *out)
+{
+    return net_conn_tls_info(arg, ref, out);
+}
+
 static const front_transport k_front_net_transport = {
     .send = front_net_send,
     .close = front_net_close,
     .set_deadline = front_net_set_deadline,
     .is_admin = front_net_is_admin,
+    .tls_info = front_net_tls_info,
 };
 
 const front_transport *front_net_transport(void)
@@ -329,6 +335,7 @@ static net_action front_on_data(void *ctx, void *conn, net_conn_ref ref, cm_span
         return NET_CLOSE;
     }
     (void)ref;
+    front_tls_learn(ctx, fc);
     front_conn_feed(ctx, fc, data);
     return NET_CONTINUE;
 }

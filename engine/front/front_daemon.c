@@ -28,6 +28,7 @@ void front_daemon_free(front_daemon *d)
         return;
     }
     front_daemon_stop(d);
+    net_tls_free(d->tls);
     srv_engine_free(d->engine);
     if (d->store != NULL) {
         store_close(d->store);
@@ -41,11 +42,13 @@ void front_daemon_free(front_daemon *d)
     for (size_t i = 0; i < d->num_cas; i++) {
         free(d->secrets != NULL ? d->secrets[i] : NULL);
         free(d->ra_certs != NULL ? d->ra_certs[i] : NULL);
+        free(d->profiles != NULL ? d->profiles[i] : NULL);
         ca_trust_free(d->own_trust != NULL ? d->own_trust[i] : NULL);
         ca_authority_free(d->cmp_ids != NULL ? d->cmp_ids[i] : NULL);
     }
     free(d->secrets);
     free(d->ra_certs);
+    free(d->profiles);
     free(d->own_trust);
     free(d->cmp_ids);
     free(d->cas);
@@ -133,6 +136,10 @@ CM_RESULT front_daemon_load(front_daemon **out, char *err, size_t err_cap, const
         front_err(err, err_cap, "PBM iteration limits rejected: %s", cm_result_name(r));
         goto fail;
     }
+    r = front_tls_load(d, err, err_cap);
+    if (!cm_ok(r)) {
+        goto fail;
+    }
     *out = d;
     return cm_result_make(CM_OK);
 fail:
@@ -147,6 +154,11 @@ void front_daemon_report(const front_daemon *d, FILE *f)
         const hsm_key *k = d->keys[2 * i];
         fprintf(f, "  ca %-16s key %s (%u bits) %s\n", d->cfg->cas[i].name, hsm_key_get0_label(k),
                 hsm_key_get_bits(k), &d->cfg->cas[i] == d->cfg->default_ca ? "[default]" : "");
+    }
+    if (d->tls != NULL) {
+        static const char *const k_auth[] = {"off", "optional", "required"};
+        fprintf(f, "  tls %s (%zu https:// address(es)), client certificates %s\n",
+                d->cfg->tls_cert, d->cfg->num_tls_listen, k_auth[d->cfg->tls_client_auth % 3]);
     }
 }
 
@@ -207,6 +219,25 @@ static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, 
             d->secrets[k][j].secret =
                 cm_span_make(cl->secrets[j].secret, cl->secrets[j].secret_len);
             d->secrets[k][j].kind = cl->secrets[j].is_key ? CMP_SECRET_KEY : CMP_SECRET_PASSWORD;
+            d->secrets[k][j].max_certs = cl->secrets[j].max_certs;
+            d->secrets[k][j].subject_pattern = cl->secrets[j].subject_pattern;
+        }
+    }
+    // The profiles a certProfile may select (issue 14), with their trust settings.
+    if (cl != NULL && cl->num_profiles > 0) {
+        d->profiles[k] = calloc(cl->num_profiles, sizeof(srv_profile));
+        if (d->profiles[k] == NULL) {
+            front_err(err, err_cap, "out of memory");
+            return cm_result_make(CM_E_NOMEM);
+        }
+        for (size_t j = 0; j < cl->num_profiles; j++) {
+            const cfg_profile *p = cl->profiles[j];
+            d->profiles[k][j] =
+                (srv_profile){.name = p->name,
+                              .profile = p->profile,
+                              .policy = {.allow_key_reuse = p->allow_key_reuse,
+                                         .revoke_on_update = p->revoke_on_update,
+                                         .subject_from_request = p->subject_from_request}};
         }
     }
     if (cl != NULL && cl->num_ra_certs > 0) {
@@ -264,7 +295,14 @@ static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, 
                                   cm_span_make(c->root_update[1], c->root_update_len[1]),
                                   cm_span_make(c->root_update[2], c->root_update_len[2])},
                   .crl_min_interval = c->crl_min_interval,
-                  .crl_validity = (int64_t)c->crl_validity_days * 86400};
+                  .crl_validity = (int64_t)c->crl_validity_days * 86400,
+                  .ra_cmcra_optional = cl != NULL && !cl->ra_require_cmcra,
+                  .profile_name = c->profile->name,
+                  .policy = {.allow_key_reuse = c->profile->allow_key_reuse,
+                             .revoke_on_update = c->profile->revoke_on_update,
+                             .subject_from_request = c->profile->subject_from_request},
+                  .profiles = d->profiles[k],
+                  .num_profiles = cl != NULL ? cl->num_profiles : 0};
     if (s->ca_sig_alg == HSM_SIG_NONE || s->cmp_sig_alg == HSM_SIG_NONE) {
         front_err(err, err_cap, "[ca:%s] unsupported key type", c->name);
         return cm_result_make(CM_E_INVALID_ARG);
@@ -282,8 +320,9 @@ static cm_result front_build_engine(front_daemon *d, char *err, size_t err_cap)
     d->own_trust = calloc(cfg->num_cas, sizeof(ca_trust *));
     d->ra_certs = calloc(cfg->num_cas, sizeof(cm_span *));
     d->cmp_ids = calloc(cfg->num_cas, sizeof(ca_authority *));
+    d->profiles = calloc(cfg->num_cas, sizeof(srv_profile *));
     if (d->cas == NULL || d->secrets == NULL || d->own_trust == NULL || d->ra_certs == NULL ||
-        d->cmp_ids == NULL) {
+        d->cmp_ids == NULL || d->profiles == NULL) {
         front_err(err, err_cap, "out of memory");
         return cm_result_make(CM_E_NOMEM);
     }
@@ -480,9 +519,21 @@ CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
         listen[i] = front_addr_text(addrs[i], sizeof(addrs[i]), &d->cfg->listen[i]);
     }
     size_t num_listen = d->cfg->num_listen;
+    uint32_t tls_mask = 0; // the https:// addresses (issue 18)
+    for (size_t i = 0; i < num_listen; i++) {
+        tls_mask |= d->cfg->listen[i].tls ? 1u << i : 0;
+    }
     if (listen_override != NULL) {
-        listen[0] = listen_override;
+        const bool https = strncmp(listen_override, "https://", 8) == 0;
+        listen[0] = listen_override + (https                                         ? 8
+                                       : strncmp(listen_override, "http://", 7) == 0 ? 7
+                                                                                     : 0);
         num_listen = 1;
+        tls_mask = https ? 1u : 0;
+    }
+    if (tls_mask != 0 && d->tls == NULL) {
+        front_err(err, err_cap, "https://%s needs tls_cert and tls_key", listen[0]);
+        return cm_result_make(CFG_E_MISSING);
     }
     const char *admin[CFG_MAX_ADMIN_LISTEN];
     char admin_addrs[CFG_MAX_ADMIN_LISTEN][64];
@@ -499,7 +550,10 @@ CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
                             .admin_listen = admin,
                             .num_admin_listen = d->cfg->num_admin_listen,
                             .admin_max_connections =
-                                d->cfg->num_admin_listen > 0 ? d->cfg->admin_max_connections : 0};
+                                d->cfg->num_admin_listen > 0 ? d->cfg->admin_max_connections : 0,
+                            .tls = d->tls,
+                            .tls_listen_mask = tls_mask,
+                            .tls_handshake_ms = d->cfg->tls_handshake_timeout * 1000u};
     // CoAP first, so the descriptor check counts its sockets and store reader as open.
     cm_result r = front_coap_start(&d->coap, d, err, err_cap);
     if (!cm_ok(r)) {
@@ -526,9 +580,10 @@ CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
     }
     for (size_t i = 0; i < num_listen; i++) {
         cm_log(CM_LOG_INFO,
-               "certmintd: serving CMP on http://%s (port %u), %zu CA(s), %u HSM "
+               "certmintd: serving CMP on %s://%s (port %u), %zu CA(s), %u HSM "
                "session(s)",
-               listen[i], (unsigned)net_server_port(d->net, i), d->num_cas, d->cfg->hsm_sessions);
+               (tls_mask >> i & 1u) != 0 ? "https" : "http", listen[i],
+               (unsigned)net_server_port(d->net, i), d->num_cas, d->cfg->hsm_sessions);
     }
     for (size_t i = 0; i < nc.num_admin_listen; i++) {
         cm_log(CM_LOG_INFO,
@@ -655,4 +710,21 @@ srv_engine *front_daemon_engine(const front_daemon *d)
 size_t front_daemon_num_cas(const front_daemon *d)
 {
     return d->num_cas;
+}
+
+void front_daemon_reload_crls(front_daemon *d)
+{
+    for (size_t i = 0; i < d->cfg->num_clients; i++) {
+        const cfg_clients *cl = &d->cfg->clients[i];
+        if (cl->num_crl_paths == 0) {
+            continue;
+        }
+        char err[600];
+        if (cm_ok(cfg_clients_reload_crls(cl, err, sizeof(err)))) {
+            cm_log(CM_LOG_INFO, "certmintd: [clients:%s] reloaded %zu CRL(s)", cl->name,
+                   ca_trust_num_crls(cl->trust));
+        } else {
+            cm_log(CM_LOG_WARN, "certmintd: %s (the previous CRLs stay in force)", err);
+        }
+    }
 }

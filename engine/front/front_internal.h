@@ -14,8 +14,11 @@
 #include "engine/net/net.h"
 #include "engine/server/srv.h"
 
-#define FRONT_BODY_TYPES  27   // cmp_body_type values
-#define FRONT_FAILINFO    27   // PKIFailureInfo bits (RFC 9810 §5.2.3)
+#define FRONT_BODY_TYPES 27 // cmp_body_type values
+#define FRONT_FAILINFO   27 // PKIFailureInfo bits (RFC 9810 §5.2.3)
+_Static_assert(FRONT_FAILINFO == CM_FAIL_MAX + 1, "one rejection counter per failInfo bit");
+// MAC kinds counted in certmint_mac_failures_total (front_counters.n_mac_failed).
+enum { FRONT_MAC_PBM = 0, FRONT_MAC_PBMAC1 = 1, FRONT_MAC_KEY = 2, FRONT_MAC_KINDS = 3 };
 #define FRONT_HIST        24   // histogram buckets: le 2^0 .. 2^23 µs, then +Inf
 #define FRONT_DUR_BUCKETS 15   // request duration buckets, le 250 µs .. 10 s, then +Inf
 #define FRONT_MAX_LOOPS   256u // I/O loops the watchdog probes (io_threads is at most 256)
@@ -46,8 +49,9 @@
 // front_counters: what /metrics reports that the front counts itself. Thread: relaxed atomics.
 typedef struct front_counters {
     uint64_t n_requests, n_ok, n_rejected, n_http_errors;
-    uint64_t n_body[FRONT_BODY_TYPES][2]; // [cmp_body_type][0 ok, 1 rejected], all CAs
-    uint64_t hsm_hist[FRONT_HIST];        // HSM stage latency (µs), log2 buckets
+    uint64_t n_mac_failed[FRONT_MAC_KINDS]; // MACs that did not verify, by FRONT_MAC_* (issue 14)
+    uint64_t n_body[FRONT_BODY_TYPES][2];   // [cmp_body_type][0 ok, 1 rejected], all CAs
+    uint64_t hsm_hist[FRONT_HIST];          // HSM stage latency (µs), log2 buckets
     uint64_t hsm_sum_us;
     // Request duration (arrival of the request to its answer being queued) per body type and
     // outcome: counts per bucket (not cumulative; the last is +Inf) and the sum in µs.
@@ -70,6 +74,7 @@ struct front_daemon {
     // Per srv_ca, in the engine's order (the default CA first).
     srv_secret **secrets;
     cm_span **ra_certs;
+    srv_profile **profiles; // the certProfile choices of each CA (issue 14)
     ca_trust **own_trust;
     ca_authority **cmp_ids; // a separate CMP protection certificate, or NULL
     srv_ca *cas;
@@ -92,6 +97,7 @@ struct front_daemon {
     uint32_t admin_per_loop; // admin slots per I/O thread (0: no admin listener)
     uint32_t io_threads;     // of the running server
     front_coap *coap;        // the cm-coap thread (NULL: no coap_listen, or not serving)
+    net_tls *tls;            // the https:// identity (front_tls_load); NULL without tls_cert
 };
 
 // front_loop: one per I/O loop. Thread: loop-confined.
@@ -136,6 +142,11 @@ typedef struct front_conn {
     size_t pending_len, pending_cap;
     uint8_t *out; // the answer's bytes when the request's arena could not hold them (heap)
     uint8_t err_out[FRONT_ERROR_CAP]; // an HTTP error's answer (sent without a request)
+    // TLS (front_tls.c): asked of the transport at the connection's first bytes.
+    bool tls_known;     // the transport was asked
+    bool tls;           // a TLS connection
+    cm_span tls_der;    // the verified client certificate (the transport's copy), or empty
+    char tls_peer[256]; // its subject (RFC 2253), "" when none
 } front_conn;
 
 // --- front_conn.c ----------------------------------------------------------------------------
@@ -192,6 +203,26 @@ CM_RESULT front_fd_count(uint64_t *out);
 // store_min_free enrolments are refused from now on) and the process's open descriptors and
 // limit, for /metrics. Blocking (statvfs, /proc): the maintenance thread, or start-up.
 void front_daemon_refresh_gauges(front_daemon *d);
+
+// --- front_tls.c -----------------------------------------------------------------------------
+
+// front_tls_load builds d->tls from the configuration's tls_ keys when tls_cert is set
+// (net_tls_new); nothing when it is not. On failure writes "TLS: ..." into |err| and returns
+// the code. Thread: start-up.
+CM_RESULT front_tls_load(front_daemon *d, char *err, size_t err_cap);
+
+// front_tls_learn asks the transport, once, what TLS established for |fc| (front_conn's tls_
+// fields). Thread: the loop's.
+void front_tls_learn(front_loop *l, front_conn *fc);
+
+// front_tls_pass gives |fc|'s verified client certificate, if any, to its request (copied into
+// the request's arena; srv_request_set_tls_peer). Thread: the loop's.
+void front_tls_pass(front_conn *fc);
+
+// front_tls_metrics_write appends the TLS families (handshakes by result, their loop time, TLS
+// connections open) to |out| when TLS is configured; returns the bytes written (at most
+// |cap|). Thread: any loop.
+size_t front_tls_metrics_write(const front_daemon *d, const net_stats *ns, char *out, size_t cap);
 
 // --- front_metrics.c -------------------------------------------------------------------------
 

@@ -78,6 +78,13 @@ void front_metrics_count(front_daemon *d, const srv_summary *s, uint64_t us)
         __atomic_add_fetch(&c->dur_hist[s->body_type][o][b], 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&c->dur_sum_us[s->body_type][o], us, __ATOMIC_RELAXED);
     }
+    if (s->mac_failed) {
+        // The KDF work an unauthenticated client made the server do (issue 14), by MAC kind.
+        const size_t k = s->prot_kind == CMP_PROT_PBMAC1    ? FRONT_MAC_PBMAC1
+                         : s->prot_kind == CMP_PROT_KEY_MAC ? FRONT_MAC_KEY
+                                                            : FRONT_MAC_PBM;
+        __atomic_add_fetch(&c->n_mac_failed[k], 1, __ATOMIC_RELAXED);
+    }
     if (s->stage_ns[SRV_STAGE_HSM] != 0) {
         const uint64_t hsm_us = s->stage_ns[SRV_STAGE_HSM] / 1000u;
         size_t b = 0;
@@ -156,6 +163,20 @@ static void front_hist(front_text *t, const char *name, const char *help, const 
     }
     front_put(t, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %g\n%s_count %llu\n", name,
               (unsigned long long)cum, name, sum, name, (unsigned long long)cum);
+}
+
+// front_mac_failures writes certmint_mac_failures_total: MACs that did not verify, by kind (a
+// PBM or PBMAC1 failure cost its key derivation before the MAC was known to be bad).
+static void front_mac_failures(front_text *t, const front_counters *c)
+{
+    static const char *const k_kinds[FRONT_MAC_KINDS] = {"pbm", "pbmac1", "key"};
+    front_family(t, "certmint_mac_failures_total", "counter",
+                 "MAC-protected requests whose MAC did not verify, by MAC kind (pbm and pbmac1 "
+                 "paid their key derivation first).");
+    for (size_t k = 0; k < FRONT_MAC_KINDS; k++) {
+        front_put(t, "certmint_mac_failures_total{kind=\"%s\"} %llu\n", k_kinds[k],
+                  (unsigned long long)__atomic_load_n(&c->n_mac_failed[k], __ATOMIC_RELAXED));
+    }
 }
 
 // front_durations writes certmint_request_duration_seconds: one labelled histogram per body
@@ -316,6 +337,9 @@ static size_t front_metrics_write_ops(front_daemon *d, char *out, size_t cap)
                      "Enrolments refused (systemUnavail) because the store's filesystem had less "
                      "free space than store_min_free.",
                      store_space_refused(&d->space));
+    if (used < cap) {
+        used += front_tls_metrics_write(d, &ns, out + used, cap - used);
+    }
     return used;
 }
 
@@ -361,6 +385,7 @@ size_t front_metrics_write(front_daemon *d, char *out, size_t cap)
                       front_failinfo_name(f), (unsigned long long)v);
         }
     }
+    front_mac_failures(&t, c);
     front_durations(&t, c);
     front_scalar(&t, "certmint_http_errors_total", "counter",
                  "HTTP requests answered with an HTTP error instead of CMP.",

@@ -11,14 +11,22 @@ static void front_log_request(const front_conn *fc, const srv_summary *s, uint64
     if (!cm_log_enabled(CM_LOG_INFO)) {
         return;
     }
+    // A TLS client certificate's subject, quoted like the reason (issue 18).
+    char tls[4 * sizeof(fc->tls_peer) + 16] = "";
+    if (fc->tls_peer[0] != '\0') {
+        char q[4 * sizeof(fc->tls_peer)];
+        (void)snprintf(tls, sizeof(tls), " tls_peer=\"%s\"",
+                       cm_log_quote(q, sizeof(q), fc->tls_peer));
+    }
     if (s->fail_bit < 0) {
-        cm_log(CM_LOG_INFO, "peer=%s ca=%s body=%s outcome=ok us=%llu", fc->peer, fc->ca->name,
-               front_body_name(s->body_type), (unsigned long long)us);
+        cm_log(CM_LOG_INFO, "peer=%s%s ca=%s body=%s outcome=ok us=%llu", fc->peer, tls,
+               fc->ca->name, front_body_name(s->body_type), (unsigned long long)us);
     } else {
         char reason[4 * sizeof(((cm_why *)NULL)->text)];
         cm_log(CM_LOG_INFO,
-               "peer=%s ca=%s body=%s outcome=rejected failinfo=%d error=%s reason=\"%s\" us=%llu",
-               fc->peer, fc->ca->name, front_body_name(s->body_type), s->fail_bit,
+               "peer=%s%s ca=%s body=%s outcome=rejected failinfo=%d error=%s reason=\"%s\" "
+               "us=%llu",
+               fc->peer, tls, fc->ca->name, front_body_name(s->body_type), s->fail_bit,
                cm_result_name(s->error), cm_log_quote(reason, sizeof(reason), s->reason),
                (unsigned long long)us);
     }
@@ -38,8 +46,12 @@ void front_answer_cmp(front_loop *l, front_conn *fc)
                            true);
         return;
     }
-    // RFC 6712 §3.3: a CMP response, including a CMP error, is sent with 200.
-    front_conn_respond(l, fc, 200, HTTP_CONTENT_TYPE_PKIXCMP, body, !fc->keep_alive);
+    // RFC 6712 §3.3: a CMP response, including a CMP error, is sent with 200. After a
+    // rejection (a failure bit; "waiting" is none) the connection closes once it is sent
+    // (RFC 9811 §5 SHOULD): the transaction ended, and a client that sends garbage or fails
+    // authentication keeps no connection open; after success it stays open.
+    front_conn_respond(l, fc, 200, HTTP_CONTENT_TYPE_PKIXCMP, body,
+                       !fc->keep_alive || s.fail_bit >= 0);
 }
 
 static void front_metrics(front_loop *l, front_conn *fc)
@@ -115,6 +127,7 @@ void front_route_request(front_loop *l, front_conn *fc, const http_request *hr)
     }
     fc->ca = ca;
     fc->busy = true;
+    front_tls_pass(fc);
     if (srv_request_start(fc->req, ca, hr->body)) {
         front_answer_cmp(l, fc);
     } else {

@@ -18,8 +18,17 @@
 // wait; both are counted in net_stats. A transport error that discards a request in progress
 // is logged (WARN, rate-limited) and counted.
 //
+// TLS (net_tls.c): a listen address may speak TLS (net_server_config.tls_listen_mask). Its
+// connections run OpenSSL over memory BIOs inside the same loop: the ciphertext arrives by the
+// same multishot recv and leaves by the same sends as plain bytes, the handshake included, and
+// the application sees plaintext exactly as on a plain connection (on_data gets decrypted
+// bytes only after the handshake finished; net_conn_send takes plaintext; on_sent follows once
+// the records holding it are sent). A handshake must finish within tls_handshake_ms, or the
+// connection is closed and counted (net_stats); it holds its one slot until then.
+//
 // Ownership and threads: everything here is loop-confined except net_server_stop,
-// net_server_stats and net_loop_cq (whose queue accepts pushes from any thread).
+// net_server_stats, net_loop_cq (whose queue accepts pushes from any thread) and the net_tls
+// functions (start-up; a net_tls is shared read-only by the loops).
 #ifndef CERTMINT_ENGINE_NET_NET_H
 #define CERTMINT_ENGINE_NET_NET_H
 
@@ -40,6 +49,7 @@ enum {
 
 typedef struct net_loop net_loop;
 typedef struct net_server net_server;
+typedef struct net_tls net_tls;
 
 // net_conn_ref names a connection of one loop: its slot and the slot's generation. A ref to a
 // closed connection is detected (the generation moved on). Thread: value type.
@@ -112,6 +122,7 @@ typedef struct net_app {
 #define NET_DEFAULT_LINGER_MS                2000u      // RFC 9112 §9.6 lingering close: time
 #define NET_DEFAULT_LINGER_BYTES             262144u    // ... and input discarded (256 KiB)
 #define NET_NO_LIMIT                         UINT32_MAX // max_connections_per_peer: no cap
+#define NET_DEFAULT_TLS_HANDSHAKE_MS         10000u     // a TLS handshake must finish in this
 
 // net_server_config: what net_server_start needs. Thread: read during start only (the
 // reject_response bytes are copied).
@@ -152,6 +163,13 @@ typedef struct net_server_config {
     // NET_DEFAULT_LINGER_BYTES.
     uint32_t linger_ms;
     uint32_t linger_bytes;
+    // TLS (net_tls.c): bit i of tls_listen_mask makes the i-th |listen| address speak TLS with
+    // |tls| (required then; it must outlive the server). Admin listeners are always plain.
+    // tls_handshake_ms: a TLS connection whose handshake has not finished this long after its
+    // accept is closed (counted as a timeout); 0 picks NET_DEFAULT_TLS_HANDSHAKE_MS.
+    const net_tls *tls;
+    uint32_t tls_listen_mask;
+    uint32_t tls_handshake_ms;
 } net_server_config;
 
 // net_server_start binds every listen address (main and admin) once per loop (SO_REUSEPORT; a
@@ -201,6 +219,15 @@ typedef struct net_stats {
     uint64_t eof_busy;    // EOFs that arrived with a request in progress, which was still
                           // answered (the peer had only shut down its writing side)
     uint64_t lingered;    // lingering closes begun after a close_after send
+    // TLS handshakes by outcome: finished with a full handshake, finished by resuming a
+    // session (a ticket), failed (a protocol error, an unacceptable ClientHello or client
+    // certificate, or the peer left before it finished), timed out (tls_handshake_ms).
+    uint64_t tls_full;
+    uint64_t tls_resumed;
+    uint64_t tls_failed;
+    uint64_t tls_timeouts;
+    uint64_t tls_handshake_ns; // loop time spent in OpenSSL's handshake steps, all outcomes
+    uint64_t tls_open;         // TLS connections open now
 } net_stats;
 void net_server_stats(const net_server *s, net_stats *out);
 
@@ -243,5 +270,66 @@ void net_conn_set_deadline(net_loop *loop, net_conn_ref ref, uint32_t ms_from_no
 // net_conn_is_admin reports whether the connection was accepted on an admin listener (false
 // for a stale ref). Thread: the loop's.
 bool net_conn_is_admin(const net_loop *loop, net_conn_ref ref);
+
+// ---------------------------------------------------------------------------------------------
+// TLS (net_tls.c)
+
+// net_tls_client_auth: whether a TLS client is asked for a certificate.
+typedef enum net_tls_client_auth {
+    NET_TLS_CLIENT_AUTH_OFF = 0,      // not asked
+    NET_TLS_CLIENT_AUTH_OPTIONAL = 1, // asked; one it presents must verify, none is accepted
+    NET_TLS_CLIENT_AUTH_REQUIRED = 2, // asked; the handshake fails without one that verifies
+} net_tls_client_auth;
+
+// NET_TLS_DEFAULT_TICKET_LIFETIME_S: the default of net_tls_config.ticket_lifetime_s.
+#define NET_TLS_DEFAULT_TICKET_LIFETIME_S 3600u
+
+// net_tls_config: what net_tls_new reads. Thread: read during net_tls_new only.
+typedef struct net_tls_config {
+    const char *cert_path;  // PEM: the server certificate (required)
+    const char *key_path;   // PEM: its private key, unencrypted (required)
+    const char *chain_path; // PEM: the intermediate certificates sent after it; NULL: none
+    // PEM: the CA certificates a client certificate must chain to (required unless
+    // client_auth is OFF); their subjects are sent as the acceptable CA names.
+    const char *client_ca_path;
+    net_tls_client_auth client_auth;
+    // Session tickets (RFC 8446 §4.6.1, RFC 5077): a ticket is valid this long, and the key
+    // that seals tickets is replaced by a fresh random one this often (the one before still
+    // opens tickets for one more period, and those are renewed). 0: no tickets (every
+    // connection makes a full handshake).
+    uint32_t ticket_lifetime_s;
+} net_tls_config;
+
+// net_tls_new builds the TLS server context of |cfg|: TLS 1.2 and 1.3 only; the server's
+// order of cipher suites (TLS 1.3: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305; TLS 1.2:
+// ECDHE with ECDSA or RSA and AES-GCM or ChaCha20-Poly1305, nothing else); groups X25519,
+// P-256, P-384; no renegotiation, no compression; ALPN "http/1.1" (a client offering only
+// other protocols gets the no_application_protocol alert, RFC 7301 §3.2; one offering none is
+// served); stateless session tickets (TLS 1.3 tickets, TLS 1.2 RFC 5077 tickets) under keys
+// rotated as described above; no server-side session cache. On failure writes one line into
+// |err| naming the file and what is wrong and returns NET_E_TLS (nothing is kept).
+// Thread: start-up (reads files).
+CM_RESULT net_tls_new(net_tls **out, char *err, size_t err_cap, const net_tls_config *cfg);
+
+// net_tls_free releases |t| once no server uses it any more (after net_server_wait). NULL is
+// a no-op.
+void net_tls_free(net_tls *t);
+
+// net_tls_info: what a finished handshake established. Thread: value type; |peer_cert|
+// borrows the connection's copy (valid until the connection closes: copy it to keep it).
+typedef struct net_tls_info {
+    bool resumed;           // the session was resumed from a ticket
+    const char *version;    // "TLSv1.3", "TLSv1.2" (static)
+    const char *cipher;     // the cipher suite's OpenSSL name (static)
+    cm_span peer_cert;      // DER of the client's verified certificate; empty when none
+    char peer_subject[256]; // its subject, RFC 2253 text (truncated); "" when none
+} net_tls_info;
+
+// net_conn_tls_info fills |out| for a TLS connection whose handshake finished and returns
+// true; false for a plain connection, a stale ref or a handshake in progress. The client
+// certificate is verified against client_ca_path by the handshake; it says who holds the TLS
+// connection, nothing about the CMP messages it carries (RFC 9811: transport information must
+// not replace the CMP-level protection checks). Thread: the loop's.
+bool net_conn_tls_info(net_loop *loop, net_conn_ref ref, net_tls_info *out);
 
 #endif // CERTMINT_ENGINE_NET_NET_H

@@ -17,6 +17,7 @@
 #include <liburing.h>
 
 #include "engine/net/net.h"
+#include "engine/net/net_internal.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -36,6 +37,8 @@
 #define NET_GEN_MASK         0xffffffu
 #define NET_SLOT_LISTENER0   0xffff0000u // accept cookies use this + listener index
 #define NET_SLOT_CQ          0xfffffffeu
+#define NET_TLS_PLAIN_CAP    16384u // one TLS record's plaintext at most
+#define NET_TLS_OUT_KEEP     65536u // a larger ciphertext buffer is freed once sent
 
 enum {
     NET_OP_ACCEPT = 1,
@@ -54,6 +57,7 @@ typedef enum net_why {
     NET_WHY_SEND_ERROR = 3, // send failed: the answer is lost
     NET_WHY_STOP = 4,       // graceful stop, idle connection
     NET_WHY_LINGER = 5,     // a lingering close ended
+    NET_WHY_TLS = 6,        // TLS failed (handshake, a bad record) or its handshake timed out
 } net_why;
 
 // Rate-limited warnings (one line per kind per NET_WARN_INTERVAL_MS and loop).
@@ -61,7 +65,8 @@ enum {
     NET_WARN_CLOSED_BUSY = 0,
     NET_WARN_REJECT = 1,
     NET_WARN_ACCEPT = 2,
-    NET_WARN_KINDS = 3,
+    NET_WARN_TLS = 3,
+    NET_WARN_KINDS = 4,
 };
 
 // net_conn: one slot of a loop's connection table. Thread: loop-confined.
@@ -88,6 +93,21 @@ typedef struct net_conn {
     uint32_t drained;     // input discarded since the last answer was queued (saturating)
     uint32_t next_free;
     uint8_t peer[16]; // peer key (net_peer_key)
+    // TLS (accepted on a TLS listener; NULL tls: plain). The ring sends ciphertext from
+    // tls_out (send_p/len/off then describe that wire send, wire_active while it is in the
+    // ring); the application's send (send_active) is done once every byte taken from the
+    // records up to tls_app_mark is sent.
+    net_tls_conn *tls;
+    bool wire_active;
+    bool tls_open;        // the handshake finished (on_data may be called)
+    bool tls_counted;     // its handshake outcome is counted
+    bool tls_fail_close;  // TLS failed: close once the pending alert is sent
+    bool tls_peer_closed; // the peer sent close_notify
+    uint64_t tls_hs_deadline_ms;
+    uint64_t tls_hs_ns;
+    uint8_t *tls_out;
+    size_t tls_out_cap;
+    uint64_t tls_taken, tls_acked, tls_app_mark; // ciphertext bytes
 } net_conn;
 
 // net_peer: connections per peer key on one loop (open addressing, linear probing).
@@ -133,6 +153,8 @@ struct net_loop {
     uint64_t st_accepted, st_rejected, st_timeouts, st_rejected_peer, st_rejected_admin;
     uint64_t st_emfile, st_cq_overflow, st_cq_dropped, st_rearms, st_closed_busy, st_eof_busy;
     uint64_t st_lingered;
+    uint64_t st_tls_full, st_tls_resumed, st_tls_failed, st_tls_timeouts, st_tls_ns, tls_open;
+    uint8_t *tls_plain; // NET_TLS_PLAIN_CAP bytes: decrypted input during on_data
     cm_result start_result;
 };
 
@@ -384,6 +406,8 @@ static net_conn_ref net_ref(const net_loop *l, uint32_t slot)
     return (net_conn_ref){slot, l->conns[slot].gen};
 }
 
+static void net_tls_conn_release(net_loop *l, net_conn *c);
+
 static void net_conn_free_if_drained(net_loop *l, uint32_t slot)
 {
     net_conn *c = &l->conns[slot];
@@ -394,6 +418,9 @@ static void net_conn_free_if_drained(net_loop *l, uint32_t slot)
     if (c->send_active && l->server->app->on_sent != NULL) {
         c->send_active = false;
         l->server->app->on_sent(l->app_ctx, c->app_state, net_ref(l, slot), false);
+    }
+    if (c->tls != NULL) {
+        net_tls_conn_release(l, c);
     }
     l->server->app->on_close(l->app_ctx, c->app_state);
     if (c->peer_counted) {
@@ -492,6 +519,145 @@ static void net_conn_finish_if_done(net_loop *l, uint32_t slot)
     }
 }
 
+// --- TLS over the ring ----------------------------------------------------------------------
+
+// net_tls_count_handshake counts the outcome of |c|'s handshake once, with the time its steps
+// took.
+static void net_tls_count_handshake(net_loop *l, net_conn *c, uint64_t *counter)
+{
+    if (c->tls_counted) {
+        return;
+    }
+    c->tls_counted = true;
+    net_count(counter);
+    __atomic_add_fetch(&l->st_tls_ns, c->tls_hs_ns, __ATOMIC_RELAXED);
+}
+
+// net_tls_conn_release frees |c|'s TLS state when the connection is freed; a handshake that
+// never finished counts as failed (the peer left, or net closed it).
+static void net_tls_conn_release(net_loop *l, net_conn *c)
+{
+    net_tls_count_handshake(l, c, &l->st_tls_failed);
+    net_tls_conn_free(c->tls);
+    c->tls = NULL;
+    free(c->tls_out);
+    c->tls_out = NULL;
+    c->tls_out_cap = 0;
+    __atomic_sub_fetch(&l->tls_open, 1, __ATOMIC_RELAXED);
+}
+
+// net_tls_log logs a failed TLS connection with OpenSSL's reason, rate-limited, at INFO: a
+// scanner's or a misconfigured client's failures are routine, and counted in net_stats.
+static void net_tls_log(net_loop *l, const net_conn *c, const char *what)
+{
+    char why[128];
+    net_tls_conn_why(why, sizeof(why)); // also clears the thread's error queue
+    uint32_t suppressed = 0;
+    if (!net_warn_gate(l, NET_WARN_TLS, &suppressed)) {
+        return;
+    }
+    char peer[64] = "?";
+    char more[64];
+    net_peer_text(c->peer, peer, sizeof(peer));
+    cm_log(CM_LOG_INFO, "net: loop %u: TLS %s from %s: %s%s", l->index, what, peer, why,
+           net_more_text(more, sizeof(more), suppressed));
+}
+
+// net_tls_flush hands the records waiting in |slot|'s TLS state to the ring, unless a send of
+// the connection is in it already (the rest goes when it completes). A connection whose TLS
+// failed closes once its alert is out.
+static void net_tls_flush(net_loop *l, uint32_t slot)
+{
+    net_conn *c = &l->conns[slot];
+    if (c->tls == NULL || c->closing || c->wire_active) {
+        return;
+    }
+    const size_t n = net_tls_conn_pending(c->tls);
+    if (n == 0) {
+        if (c->tls_fail_close) {
+            net_conn_shutdown(l, slot, NET_WHY_TLS, 0);
+        }
+        return;
+    }
+    if (n > c->tls_out_cap) {
+        uint8_t *nb = malloc(n);
+        if (nb == NULL) {
+            net_conn_shutdown(l, slot, NET_WHY_SEND_ERROR, ENOMEM);
+            return;
+        }
+        free(c->tls_out);
+        c->tls_out = nb;
+        c->tls_out_cap = n;
+    }
+    net_tls_conn_take(c->tls, c->tls_out, n);
+    c->tls_taken += n;
+    c->send_p = c->tls_out;
+    c->send_len = n;
+    c->send_off = 0;
+    c->wire_active = true;
+    net_arm_send(l, slot);
+}
+
+// net_tls_fail: TLS failed on |slot| (OpenSSL wrote an alert, if any): the alert goes out, no
+// more input is read, then the connection closes.
+static void net_tls_fail(net_loop *l, uint32_t slot, const char *what)
+{
+    net_conn *c = &l->conns[slot];
+    if (!c->tls_open) {
+        net_tls_count_handshake(l, c, &l->st_tls_failed);
+    }
+    net_tls_log(l, c, what);
+    c->tls_fail_close = true;
+    net_tls_flush(l, slot);
+}
+
+// net_tls_on_bytes takes ciphertext that arrived on |slot|: the handshake goes on, or the
+// plaintext goes to on_data record by record.
+static void net_tls_on_bytes(net_loop *l, uint32_t slot, cm_span data)
+{
+    net_conn *c = &l->conns[slot];
+    if (c->tls_fail_close || c->tls_peer_closed) {
+        return; // nothing more is read
+    }
+    const net_tls_status st = net_tls_conn_input(c->tls, data, &c->tls_hs_ns);
+    if (st == NET_TLS_FAILED) {
+        net_tls_fail(l, slot, c->tls_open ? "connection failed" : "handshake failed");
+        return;
+    }
+    if (st == NET_TLS_HANDSHAKING) {
+        net_tls_flush(l, slot);
+        return;
+    }
+    if (!c->tls_open) {
+        c->tls_open = true;
+        c->tls_hs_deadline_ms = 0;
+        net_tls_count_handshake(
+            l, c, net_tls_conn_resumed(c->tls) ? &l->st_tls_resumed : &l->st_tls_full);
+    }
+    // The application may answer (a send) or close while it reads; input after a last answer
+    // is not wanted (as on a plain connection).
+    while (!c->closing && !c->tls_fail_close && !c->lingering &&
+           !(c->send_active && c->close_after_send)) {
+        size_t n = 0;
+        const net_tls_read r = net_tls_conn_read(c->tls, l->tls_plain, NET_TLS_PLAIN_CAP, &n);
+        if (r == NET_TLS_READ_DATA) {
+            if (l->server->app->on_data(l->app_ctx, c->app_state, net_ref(l, slot),
+                                        cm_span_make(l->tls_plain, n)) == NET_CLOSE) {
+                net_conn_shutdown(l, slot, NET_WHY_APP, 0);
+            }
+            continue;
+        }
+        if (r == NET_TLS_READ_CLOSED) {
+            c->tls_peer_closed = true; // its FIN follows; the EOF is handled then
+        } else if (r == NET_TLS_READ_FAILED) {
+            net_tls_fail(l, slot, "record failed");
+            return;
+        }
+        break;
+    }
+    net_tls_flush(l, slot); // the handshake's last flight, tickets, or nothing
+}
+
 // net_reject refuses an accepted socket over a cap: the configured bytes once, best effort
 // (non-blocking: a socket that was just accepted takes a small answer whole), then close.
 static void net_reject(net_loop *l, int fd, uint64_t *counter, const char *why,
@@ -585,6 +751,17 @@ static void net_on_accept(net_loop *l, uint32_t slot, const struct io_uring_cqe 
         memcpy(l->peers[pi].key, key, 16);
         l->peers[pi].count++;
     }
+    net_tls_conn *tc = NULL;
+    if (!admin && (l->server->cfg.tls_listen_mask >> li & 1u) != 0) {
+        tc = net_tls_conn_new(l->server->cfg.tls);
+        if (tc == NULL) {
+            if (pi != UINT32_MAX) {
+                net_peer_release(l, key);
+            }
+            net_reject(l, fd, &l->st_rejected, "out of memory for TLS", &peer);
+            return;
+        }
+    }
     const int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     const uint32_t s = l->free_head[admin];
@@ -598,6 +775,11 @@ static void net_on_accept(net_loop *l, uint32_t slot, const struct io_uring_cqe 
     c->admin = admin;
     c->peer_counted = pi != UINT32_MAX;
     memcpy(c->peer, key, 16);
+    if (tc != NULL) {
+        c->tls = tc;
+        c->tls_hs_deadline_ms = net_now_ms() + l->server->cfg.tls_handshake_ms;
+        __atomic_add_fetch(&l->tls_open, 1, __ATOMIC_RELAXED);
+    }
     __atomic_add_fetch(&l->open, 1, __ATOMIC_RELAXED);
     if (admin) {
         __atomic_add_fetch(&l->open_admin, 1, __ATOMIC_RELAXED);
@@ -654,6 +836,9 @@ static void net_on_recv(net_loop *l, uint32_t slot, const struct io_uring_cqe *c
             if (c->drained >= l->server->cfg.linger_bytes) {
                 net_conn_shutdown(l, slot, NET_WHY_LINGER, 0);
             }
+        } else if (cqe->res > 0 && !c->closing && c->tls != NULL) {
+            NET_UNPOISON(b, (size_t)cqe->res);
+            net_tls_on_bytes(l, slot, cm_span_make(b, (size_t)cqe->res));
         } else if (cqe->res > 0 && !c->closing) {
             NET_UNPOISON(b, (size_t)cqe->res);
             net_action a = l->server->app->on_data(l->app_ctx, c->app_state, net_ref(l, slot),
@@ -690,6 +875,9 @@ static void net_on_recv(net_loop *l, uint32_t slot, const struct io_uring_cqe *c
     }
 }
 
+static void net_tls_on_wire_sent(net_loop *l, uint32_t slot);
+static void net_send_done(net_loop *l, uint32_t slot);
+
 static void net_on_send(net_loop *l, uint32_t slot, const struct io_uring_cqe *cqe)
 {
     net_conn *c = &l->conns[slot];
@@ -707,6 +895,36 @@ static void net_on_send(net_loop *l, uint32_t slot, const struct io_uring_cqe *c
         net_arm_send(l, slot); // a partial send: continue with the rest
         return;
     }
+    if (c->tls != NULL) {
+        net_tls_on_wire_sent(l, slot);
+        return;
+    }
+    net_send_done(l, slot);
+}
+
+// net_tls_on_wire_sent: a ciphertext send of |slot| completed. The application's send is done
+// once the records holding it are all out; what waits goes next.
+static void net_tls_on_wire_sent(net_loop *l, uint32_t slot)
+{
+    net_conn *c = &l->conns[slot];
+    c->wire_active = false;
+    c->tls_acked += c->send_len;
+    if (c->tls_out_cap > NET_TLS_OUT_KEEP) {
+        free(c->tls_out); // a large answer's buffer is not kept for the idle connection
+        c->tls_out = NULL;
+        c->tls_out_cap = 0;
+    }
+    if (c->send_active && c->tls_acked >= c->tls_app_mark) {
+        net_send_done(l, slot);
+    }
+    net_tls_flush(l, slot);
+}
+
+// net_send_done: the application's send on |slot| is out: on_sent, then a lingering close
+// after a last answer, or the close a finished peer or a stop waited for.
+static void net_send_done(net_loop *l, uint32_t slot)
+{
+    net_conn *c = &l->conns[slot];
     c->send_active = false;
     const bool close_after = c->close_after_send;
     c->write_done = close_after;
@@ -766,6 +984,14 @@ static void net_tick(net_loop *l, uint64_t now)
     for (uint32_t s = 0; s < l->num_slots; s++) {
         net_conn *c = &l->conns[s];
         if (!c->used || c->closing) {
+            continue;
+        }
+        if (c->tls != NULL && !c->tls_open && c->tls_hs_deadline_ms != 0 &&
+            now >= c->tls_hs_deadline_ms) {
+            // A handshake that stalls holds its slot this long at most.
+            c->tls_hs_deadline_ms = 0;
+            net_tls_count_handshake(l, c, &l->st_tls_timeouts);
+            net_conn_shutdown(l, s, NET_WHY_TLS, 0);
             continue;
         }
         if (c->deadline_ms != 0 && now >= c->deadline_ms) {
@@ -931,6 +1157,10 @@ static cm_result net_loop_setup(net_loop *l)
             l->peer_seed = cm_time_mono_ns() ^ (uint64_t)(uintptr_t)l;
         }
     }
+    if (cfg->tls_listen_mask != 0) {
+        l->tls_plain = malloc(NET_TLS_PLAIN_CAP);
+        CM_ENSURE(l->tls_plain != NULL, CM_E_NOMEM);
+    }
     l->app_ctx = l->server->app->loop_init(l->server->app_arg, l);
     CM_ENSURE(l->app_ctx != NULL, CM_E_STATE);
     for (size_t i = 0; i < l->num_listen; i++) {
@@ -962,6 +1192,8 @@ static void net_loop_teardown(net_loop *l)
     l->conns = NULL;
     free(l->peers);
     l->peers = NULL;
+    free(l->tls_plain);
+    l->tls_plain = NULL;
     if (l->bufs != NULL) {
         NET_UNPOISON(l->bufs, (size_t)l->num_bufs * l->buf_size);
     }
@@ -1197,6 +1429,9 @@ static void net_config_defaults(net_server_config *cfg)
     if (cfg->linger_bytes == 0) {
         cfg->linger_bytes = NET_DEFAULT_LINGER_BYTES;
     }
+    if (cfg->tls_handshake_ms == 0) {
+        cfg->tls_handshake_ms = NET_DEFAULT_TLS_HANDSHAKE_MS;
+    }
 }
 
 uint64_t net_server_fds_needed(const net_server_config *cfg)
@@ -1237,6 +1472,10 @@ cm_result net_server_start(net_server **out, const net_server_config *cfg, const
     CM_ENSURE(cfg->num_listen >= 1 && cfg->num_listen + cfg->num_admin_listen <= NET_MAX_LISTEN &&
                   (cfg->num_admin_listen == 0 || cfg->admin_listen != NULL),
               NET_E_ADDRESS);
+    // TLS listeners are main ones, and need a context.
+    CM_ENSURE(cfg->tls_listen_mask == 0 ||
+                  (cfg->tls != NULL && (cfg->tls_listen_mask >> cfg->num_listen) == 0),
+              NET_E_TLS);
     net_server *s = calloc(1, sizeof(*s));
     CM_ENSURE(s != NULL, CM_E_NOMEM);
     s->cfg = *cfg;
@@ -1363,6 +1602,12 @@ void net_server_stats(const net_server *s, net_stats *out)
         out->closed_busy += __atomic_load_n(&l->st_closed_busy, __ATOMIC_RELAXED);
         out->eof_busy += __atomic_load_n(&l->st_eof_busy, __ATOMIC_RELAXED);
         out->lingered += __atomic_load_n(&l->st_lingered, __ATOMIC_RELAXED);
+        out->tls_full += __atomic_load_n(&l->st_tls_full, __ATOMIC_RELAXED);
+        out->tls_resumed += __atomic_load_n(&l->st_tls_resumed, __ATOMIC_RELAXED);
+        out->tls_failed += __atomic_load_n(&l->st_tls_failed, __ATOMIC_RELAXED);
+        out->tls_timeouts += __atomic_load_n(&l->st_tls_timeouts, __ATOMIC_RELAXED);
+        out->tls_handshake_ns += __atomic_load_n(&l->st_tls_ns, __ATOMIC_RELAXED);
+        out->tls_open += __atomic_load_n(&l->tls_open, __ATOMIC_RELAXED);
     }
 }
 
@@ -1381,6 +1626,17 @@ cm_result net_conn_send(net_loop *l, net_conn_ref ref, cm_span data, bool close_
     net_conn *c = net_conn_get(l, ref);
     CM_ENSURE(c != NULL && !c->closing && !c->lingering && !c->write_done, NET_E_GONE);
     CM_ENSURE(!c->send_active, NET_E_BUSY);
+    if (c->tls != NULL) {
+        // The plaintext is encrypted now (the caller's bytes are not needed after this);
+        // on_sent follows once the records holding it are sent.
+        CM_ENSURE(c->tls_open && data.len > 0, NET_E_BUSY);
+        CM_ENSURE(!c->tls_fail_close && net_tls_conn_write(c->tls, data, close_after), NET_E_GONE);
+        c->send_active = true;
+        c->close_after_send = close_after;
+        c->tls_app_mark = c->tls_taken + net_tls_conn_pending(c->tls);
+        net_tls_flush(l, ref.slot);
+        return cm_result_make(CM_OK);
+    }
     c->send_active = true;
     c->close_after_send = close_after;
     c->send_p = data.p;
@@ -1409,4 +1665,14 @@ bool net_conn_is_admin(const net_loop *l, net_conn_ref ref)
 {
     const net_conn *c = net_conn_get(l, ref);
     return c != NULL && c->admin;
+}
+
+bool net_conn_tls_info(net_loop *l, net_conn_ref ref, net_tls_info *out)
+{
+    const net_conn *c = net_conn_get(l, ref);
+    if (c == NULL || c->tls == NULL || !c->tls_open) {
+        return false;
+    }
+    net_tls_conn_info(c->tls, out);
+    return true;
 }

@@ -192,6 +192,16 @@ void srv_request_set_user(srv_request *req, void *user)
     req->user = user;
 }
 
+void srv_request_set_tls_peer(srv_request *req, cm_span cert_der)
+{
+    req->tls_peer = cert_der;
+}
+
+cm_span srv_request_tls_peer(const srv_request *req)
+{
+    return req->tls_peer;
+}
+
 uint8_t *srv_request_body(srv_request *req, size_t len)
 {
     return cm_arena_alloc(&req->arena, len);
@@ -206,6 +216,8 @@ void srv_request_summary(const srv_request *req, srv_summary *out)
 {
     out->body_type = req->body_type;
     out->fail_bit = req->fail_bit;
+    out->prot_kind = req->prot_known ? (int)req->prot_kind : -1;
+    out->mac_failed = req->mac_failed;
     out->error = req->error;
     out->reason = req->fail_bit >= 0 ? req->why.text : "";
     uint64_t prev = req->mark[0];
@@ -242,11 +254,11 @@ void srv_refuse_start(srv_request *req)
     {                                          \
         .name = (n), .start = srv_refuse_start \
     }
-#define SRV_ENROL(n)                                                      \
-    {                                                                     \
-        .name = (n), .opens_transaction = true, .start = srv_enrol_start, \
-        .after_sign = srv_enrol_record, .after_store = srv_enrol_respond, \
-        .store_failed = srv_enrol_store_failed                            \
+#define SRV_ENROL(n)                                                                 \
+    {                                                                                \
+        .name = (n), .opens_transaction = true, .start = srv_enrol_start,            \
+        .after_sign = srv_enrol_record, .after_store = srv_enrol_respond,            \
+        .store_failed = srv_enrol_store_failed, .sign_failed = srv_enrol_sign_failed \
     }
 
 static const srv_handler k_srv_handlers[SRV_NUM_BODY_TYPES] = {
@@ -276,7 +288,9 @@ static const srv_handler k_srv_handlers[SRV_NUM_BODY_TYPES] = {
     [CMP_BODY_NESTED] = SRV_REFUSE("nested"),
     [CMP_BODY_GENM] = {.name = "genm", .opens_transaction = true, .start = srv_genm_start},
     [CMP_BODY_GENP] = SRV_REFUSE("genp"),
-    [CMP_BODY_ERROR] = SRV_REFUSE("error"),
+    [CMP_BODY_ERROR] = {.name = "error",
+                        .start = srv_error_start,
+                        .after_store = srv_error_respond},
     [CMP_BODY_CERT_CONF] = {.name = "certConf",
                             .start = srv_conf_start,
                             .after_store = srv_conf_respond},
@@ -311,11 +325,25 @@ void srv_sign_submit(srv_request *req, const hsm_key *key, hsm_sig_alg alg, cm_s
     cm_result r = hsm_pool_submit(req->w->e->p.hsm, jobs, 1);
     if (!cm_ok(r)) {
         if (next == SRV_ST_SIGN_RESP) {
-            // Not even the error can be signed: answer without protection.
+            // The response's signature cannot be queued (queue full, pool stopped): when the
+            // request's MAC verified, the same answer goes out MAC-protected instead (issue 14
+            // §12); otherwise it goes out unprotected, and the log says so.
+            if (req->mac_ok && !req->force_mac && req->resp_body != NULL) {
+                req->force_mac = true;
+                srv_respond(req, req->resp_body);
+                return;
+            }
+            cm_log(CM_LOG_WARN, "srv: the HSM cannot sign the response (%s): sent unprotected",
+                   cm_result_name(r));
             srv_finish_response(req, NULL);
             return;
         }
-        srv_fail(req, r.code == HSM_E_QUEUE_FULL ? cm_result_make(SRV_E_OVERLOAD) : r);
+        const cm_result why = r.code == HSM_E_QUEUE_FULL ? cm_result_make(SRV_E_OVERLOAD) : r;
+        const srv_handler *h = srv_handler_get((int)req->msg.body.type);
+        if (h != NULL && h->sign_failed != NULL && h->sign_failed(req, why)) {
+            return;
+        }
+        srv_fail(req, why);
         return;
     }
     req->state = next;
@@ -418,15 +446,25 @@ srv_request *srv_worker_on_completion(srv_worker *w, cm_cq_node *node)
         req->jobs_out--;
         if (req->state == SRV_ST_SIGN_RESP) {
             if (!cm_ok(j->result)) {
-                srv_finish_response(req, NULL); // the answer goes out unprotected
+                // The response body is gone by now: the answer goes out unprotected.
+                cm_log(CM_LOG_WARN,
+                       "srv: the HSM failed to sign the response (%s): sent "
+                       "unprotected",
+                       cm_result_name(j->result));
+                srv_finish_response(req, NULL);
             } else {
                 const cm_span sig = cm_span_make(req->sig, j->sig_len);
                 srv_finish_response(req, &sig);
             }
         } else if (!cm_ok(j->result)) {
             hsm_job_why(j, &req->why); // "HSM signing failed: CKR_DEVICE_ERROR, retried once"
-            srv_fail(req, j->result.code == HSM_E_QUEUE_FULL ? cm_result_make(SRV_E_OVERLOAD)
-                                                             : cm_result_make(SRV_E_INTERNAL));
+            const cm_result why = j->result.code == HSM_E_QUEUE_FULL
+                                      ? cm_result_make(SRV_E_OVERLOAD)
+                                      : cm_result_make(SRV_E_INTERNAL);
+            const srv_handler *h = srv_handler_of(req);
+            if (h->sign_failed == NULL || !h->sign_failed(req, why)) {
+                srv_fail(req, why);
+            }
         } else {
             const srv_handler *h = srv_handler_of(req);
             CM_CHECK(h->after_sign != NULL);

@@ -11,9 +11,13 @@
 //
 // Flows: ir, cr, kur, p10cr (implicitConfirm when asked and allowed, else certConf → pkiconf),
 // certConf, rr → rp (by the certificate's own key or a configured RA), genm → genp (caCerts,
-// rootCaCert, certReqTemplate, crlStatusList and the other RFC 4210 types); every refusal
-// carries the PKIFailureInfo bit (cm_code_failinfo) in an error message, or, for a refused
-// request content, in the ip/cp/kup/rp (RFC 9483 §3.6.4), and a statusString that tells an operator
+// rootCaCert, certReqTemplate, crlStatusList and the other RFC 4210 types), error (from a
+// client) → pkiconf. Trust and authorization (issue 14): a certificate this instance issued
+// authenticates only while the store has it VALID; an enrolment reserves its transactionID and
+// serial in the store before the HSM signs, and the store applies key reuse, per-secret limits
+// and one key update at a time atomically at that reservation. Every refusal carries the
+// PKIFailureInfo bit (cm_code_failinfo) in an error message, or, for a refused request content,
+// in the ip/cp/kup/rp (RFC 9483 §3.6.4), and a statusString that tells an operator
 // what to fix: the request's specifics when they are known and safe to show ("key type P-521
 // not allowed by profile devices (allowed: P-256, P-384)", "no MAC secret for senderKID
 // line-9"), else the code's explanation from the registry; never a secret. It is
@@ -42,13 +46,32 @@ enum {
 };
 
 // srv_secret is one MAC credential: senderKID bytes, the shared secret and its kind (a
-// password for PBM/PBMAC1, or a key for the key-based MACs; cmp_secret_kind). Thread:
-// immutable.
+// password for PBM/PBMAC1, or a key for the key-based MACs; cmp_secret_kind), and what it may
+// enrol (for both kinds). Thread: immutable.
 typedef struct srv_secret {
     cm_span ref;
     cm_span secret;
     cmp_secret_kind kind;
+    uint32_t max_certs;          // > 0: at most this many certificates at this CA (once: 1),
+                                 //   counted atomically in the store at reservation (either kind)
+    const char *subject_pattern; // NULL: any subject; else ca_subject_match on its RFC 4514 text
 } srv_secret;
+
+// srv_policy is what a profile decides about trust and authorization (issue 14); the zero value
+// is the safe default. Thread: value type.
+typedef struct srv_policy {
+    bool allow_key_reuse;      // a key this CA certified before may be certified again
+    bool revoke_on_update;     // a completed kur revokes the old certificate (reason superseded)
+    bool subject_from_request; // a certificate-signed cr/kur may request another subject
+} srv_policy;
+
+// srv_profile is a profile a request may select with certProfile (RFC 9483 §3.1, id-it 21).
+// Thread: immutable.
+typedef struct srv_profile {
+    const char *name;
+    const ca_profile *profile;
+    srv_policy policy;
+} srv_profile;
 
 // srv_ca describes one CA the server answers for. Everything it points at is owned by the
 // caller, immutable and must outlive the engine. Thread: immutable after srv_engine_new.
@@ -69,7 +92,14 @@ typedef struct srv_ca {
     bool sign_mac_responses;       // answer MAC requests with signatures instead
     bool unprotected_genm;         // answer an unprotected genm for caCerts (bootstrap)
     const cm_span *ra_certs;       // RA certificates (DER) allowed to revoke for others and
-    size_t num_ra_certs;           //   to send raVerified
+    size_t num_ra_certs;           //   to send raVerified, while valid, not revoked (the store
+                                   //   when this CA issued one, client_trust's CRLs otherwise)
+                                   //   and with extended key usage id-kp-cmcRA
+    bool ra_cmcra_optional;        // ra_require_cmcra = off: an RA certificate needs no cmcRA
+    const char *profile_name;      // |profile|'s name (a certProfile may name it); may be NULL
+    srv_policy policy;             // |profile|'s trust settings
+    const srv_profile *profiles;   // further profiles a certProfile may select (clients'
+    size_t num_profiles;           //   `profiles`)
     cm_span root_update[3];        // newWithNew, newWithOld, oldWithNew (len 0: none)
     int64_t crl_min_interval;      // seconds (see srv_crl_due)
     int64_t crl_validity;          // seconds
@@ -146,6 +176,14 @@ void *srv_request_user(const srv_request *req);
 // were out sets NULL, and frees the request when srv_worker_on_completion returns it).
 void srv_request_set_user(srv_request *req, void *user);
 
+// srv_request_set_tls_peer records the client certificate the transport's TLS handshake
+// verified (DER; it must stay valid until the request is freed: copy it into the request's
+// arena). It says who holds the TLS connection (an RA front end, say), not who protected the
+// CMP message: the engine authenticates every message by its CMP protection alone, as
+// RFC 9811 requires, whatever TLS established. srv_request_tls_peer returns it (empty: none).
+void srv_request_set_tls_peer(srv_request *req, cm_span cert_der);
+cm_span srv_request_tls_peer(const srv_request *req);
+
 // srv_request_arena returns the request's arena: a front end may parse the transport into it
 // (the HTTP parser copies the body there), so the body is copied once. Freed with the request.
 cm_arena *srv_request_arena(srv_request *req);
@@ -173,7 +211,7 @@ cm_span srv_request_response(const srv_request *req);
 typedef enum srv_stage {
     SRV_STAGE_PARSE = 0, // DER → cmp_msg, header rules
     SRV_STAGE_VERIFY,    // protection, POPO, profile policy, transaction lookup
-    SRV_STAGE_BUILD,     // serial, TBSCertificate
+    SRV_STAGE_BUILD,     // the reservation (a store round trip), TBSCertificate
     SRV_STAGE_HSM,       // the certificate's signature
     SRV_STAGE_STORE,     // assembly, durable record (group commit)
     SRV_STAGE_RESPOND,   // response encoding and protection
@@ -185,6 +223,10 @@ typedef enum srv_stage {
 typedef struct srv_summary {
     int body_type;                      // cmp_body_type of the request, -1 when unparseable
     int fail_bit;                       // -1 when accepted
+    int prot_kind;                      // cmp_prot_kind of the request's protection, -1: none
+                                        //   or unknown
+    bool mac_failed;                    // a MAC was checked and did not verify (or its
+                                        //   parameters were refused) — KDF work for nothing
     cm_result error;                    // why it was rejected (its name goes into the log line)
     const char *reason;                 // the statusString sent, "" when accepted; owned by the
                                         // request (valid until srv_request_free)

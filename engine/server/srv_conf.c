@@ -8,18 +8,11 @@
 
 #include "engine/server/srv_internal.h"
 
-// srv_conf_server_nonce returns the server's senderNonce the transaction recorded (the first
-// SRV_NONCE_LEN bytes of store_txn.sender_nonce; srv_enrol_txn_note appends the request's).
-static cm_span srv_conf_server_nonce(const store_txn *t)
-{
-    return cm_span_make(t->sender_nonce.p,
-                        t->sender_nonce.len < SRV_NONCE_LEN ? t->sender_nonce.len : SRV_NONCE_LEN);
-}
-
 // srv_conf_signer: a signature-protected certConf is verified with the certificate that
 // signed the request (RFC 9483 §4.1.1: "the same credentials"), even when that certificate
 // came from a manufacturer PKI this CA trusts only for ir (an IDevID) and even when the
 // certConf carries no extraCerts: the transaction keeps the certificate (srv_enrol_txn_note).
+// Either way the signer rules of srv_authenticate apply (srv_auth.c).
 static cm_result srv_conf_signer(srv_request *req)
 {
     const cmp_msg *m = &req->msg;
@@ -28,42 +21,15 @@ static cm_result srv_conf_signer(srv_request *req)
         // The full check, with the anchors the request itself may have used.
         CM_TRY(srv_authenticate(req, req->ca->client_trust, req->ca->own_trust));
     } else {
-        if (cred.len <= 32) {
+        if (req->txn.signer_cert.len == 0) {
             cm_why_set(&req->why, "the signed certConf carries no extraCerts and the "
                                   "transaction does not keep the signer's certificate");
             CM_BAIL(CMP_E_NO_EXTRA_CERTS);
         }
-        const cm_span cert = cm_span_make(cred.p + 32, cred.len - 32);
-        CM_TRY(cmp_protect_verify_sig(&req->w->crypto, m->header.protection_alg.whole,
-                                      m->protected_part, m->protection, m->protection_unused, cert,
-                                      &req->why));
-        ca_cert_fields f;
-        CM_TRY(ca_cert_fields_parse(&f, cert));
-        if (m->header.sender.tag != CRMF_GN_DIRECTORY_NAME ||
-            !cm_span_eq(m->header.sender.name, f.subject)) {
-            cm_why_set(&req->why, "the header's sender is not the subject of the certificate "
-                                  "that signed the request");
-            CM_BAIL(SRV_E_SENDER_MISMATCH);
-        }
-        // A signer this CA issued must still be valid (issue 14: the store decides).
-        if (cm_span_eq(f.issuer, ca_authority_subject(req->ca->authority))) {
-            store_cert sc;
-            cm_result r = store_cert_get(req->w->reader, &req->arena, &sc, req->ca->name, f.serial);
-            if (cm_ok(r) && sc.status != STORE_CERT_VALID) {
-                cm_why_set(&req->why, "the certificate that signed the request is no longer "
-                                      "valid (revoked, on hold or unconfirmed)");
-                CM_BAIL(sc.status == STORE_CERT_UNCONFIRMED ? SRV_E_NOT_AUTHORIZED
-                                                            : CA_E_CERT_REVOKED);
-            }
-            CM_ENSURE(cm_ok(r) || r.code == STORE_E_NOT_FOUND, r.code);
-        }
-        req->signer_cert = cert;
-        req->signer = f;
-        memcpy(req->signer_hash, cred.p, 32);
-        req->sig_ok = true;
+        CM_TRY(srv_authenticate_stored(req, req->txn.signer_cert));
     }
-    if (cred.len < 32 ||
-        !cm_span_eq(cm_span_make(req->signer_hash, 32), cm_span_make(cred.p, 32))) {
+    if (cred.len != sizeof(req->signer_hash) ||
+        !cm_span_eq(cm_span_make(req->signer_hash, sizeof(req->signer_hash)), cred)) {
         cm_why_set(&req->why,
                    "certConf must be signed by the same certificate as the request it confirms");
         CM_BAIL(SRV_E_WRONG_CREDENTIAL);
@@ -88,8 +54,8 @@ static cm_result srv_conf_authenticate(srv_request *req, const store_cert *issue
     const size_t num_kinds = sizeof(k_kind) / sizeof(k_kind[0]);
     const char *kind_name = (size_t)kind < num_kinds ? k_kind[kind] : "?";
     if (req->txn.protection == STORE_AUTH_MAC) {
-        const cmp_prot_kind want = (req->txn.state & SRV_TXN_FLAG_PBMAC1) != 0    ? CMP_PROT_PBMAC1
-                                   : (req->txn.state & SRV_TXN_FLAG_KEY_MAC) != 0 ? CMP_PROT_KEY_MAC
+        const cmp_prot_kind want = (req->txn.flags & SRV_TXN_FLAG_PBMAC1) != 0    ? CMP_PROT_PBMAC1
+                                   : (req->txn.flags & SRV_TXN_FLAG_KEY_MAC) != 0 ? CMP_PROT_KEY_MAC
                                                                                   : CMP_PROT_PBM;
         if (kind != want) {
             cm_why_set(&req->why, "certConf must be protected like its request, with %s, not %s",
@@ -130,7 +96,13 @@ static cm_result srv_conf_prepare(srv_request *req)
         CM_BAIL(SRV_E_UNKNOWN_TXN);
     }
     CM_TRY(r);
-    const uint32_t state = SRV_TXN_STATE(req->txn.state);
+    const uint32_t state = req->txn.state;
+    if (state == SRV_TXN_RESERVED) {
+        // Reserved before signing: nothing was issued (yet, or ever) to confirm.
+        cm_why_set(&req->why, "certConf for a transaction whose certificate was not issued (its "
+                              "enrolment has not completed)");
+        CM_BAIL(SRV_E_UNKNOWN_TXN);
+    }
     CM_ENSURE(state != SRV_TXN_IMPLICIT, SRV_E_NO_CONFIRM_NEEDED);
     CM_ENSURE(state == SRV_TXN_WAIT_CONF, SRV_E_CONFIRMED);
     store_cert issued;
@@ -138,7 +110,7 @@ static cm_result srv_conf_prepare(srv_request *req)
                                  m->header.f.transaction_id.v));
     // The same credentials as the request (RFC 9483 §4.1.1): never the new certificate.
     CM_TRY(srv_conf_authenticate(req, &issued));
-    const cm_span server_nonce = srv_conf_server_nonce(&req->txn);
+    const cm_span server_nonce = req->txn.sender_nonce;
     if (!m->header.f.recip_nonce.present || !cm_span_eq(m->header.f.recip_nonce.v, server_nonce)) {
         cm_why_set(&req->why,
                    "certConf's recipNonce %s the senderNonce of the certificate's "
@@ -148,8 +120,7 @@ static cm_result srv_conf_prepare(srv_request *req)
     }
     // A fresh senderNonce (RFC 9810 §5.1.1): not the server's, not the request's again.
     const cm_span sn = m->header.f.sender_nonce.v;
-    const cm_span request_nonce = cm_span_make(req->txn.sender_nonce.p + server_nonce.len,
-                                               req->txn.sender_nonce.len - server_nonce.len);
+    const cm_span request_nonce = req->txn.request_nonce;
     if (cm_span_eq(sn, server_nonce) || (request_nonce.len > 0 && cm_span_eq(sn, request_nonce))) {
         cm_why_set(&req->why,
                    "certConf's senderNonce repeats the %s's; each message needs a "
@@ -167,7 +138,7 @@ static cm_result srv_conf_prepare(srv_request *req)
         return cm_result_make(CM_OK);
     }
     const cmp_cert_status *cs = &m->body.u.conf.items[0];
-    const int64_t want_id = (req->txn.state & SRV_TXN_FLAG_P10CR) != 0 ? -1 : 0;
+    const int64_t want_id = (req->txn.flags & SRV_TXN_FLAG_P10CR) != 0 ? -1 : 0;
     if (cs->cert_req_id != want_id) {
         cm_why_set(&req->why,
                    "the CertStatus certReqId must be %lld, the certificate's (%s), not %lld",

@@ -185,7 +185,7 @@ cm_result srv_enrol_check(srv_request *req)
     // before it is refused (its POPO would be checked next).
     if (spki.len != 0) {
         ca_key_info key;
-        CM_TRY(ca_profile_check_key(req->ca->profile, &key, spki, &req->why));
+        CM_TRY(ca_profile_check_key(req->profile, &key, spki, &req->why));
     }
     if (msg == NULL) {
         return cm_result_make(CM_OK);
@@ -193,8 +193,14 @@ cm_result srv_enrol_check(srv_request *req)
     if (msg->popo.type == CRMF_POPO_RA_VERIFIED) {
         // RFC 4211 §4.1, RFC 9483 §5.2.3.2: only an RA of this CA may vouch for the POP.
         if (!req->sig_ok || !req->signer_is_ra) {
-            cm_why_set(&req->why, "raVerified proof of possession is accepted only from an RA "
-                                  "of this CA; this request comes from an end entity");
+            if (cm_why_is_set(&req->ra_why)) {
+                // A configured RA certificate that may not act as one now (srv_auth.c).
+                cm_why_set(&req->why, "raVerified is accepted only from an RA of this CA: %s",
+                           req->ra_why.text);
+            } else {
+                cm_why_set(&req->why, "raVerified proof of possession is accepted only from an "
+                                      "RA of this CA; this request comes from an end entity");
+            }
             CM_BAIL(SRV_E_RA_VERIFIED);
         }
     }
@@ -215,7 +221,7 @@ void srv_enrol_check_status(srv_request *req, cmp_status_info *st)
     char text[400];
     char mods[360];
     (void)snprintf(text, sizeof(text), "granted with changes: %s",
-                   ca_decision_mods_text(mods, sizeof(mods), req->ca->profile, &req->dec));
+                   ca_decision_mods_text(mods, sizeof(mods), req->profile, &req->dec));
     const cm_span t = cm_span_make(text, strlen(text));
     der_builder b;
     der_builder_init_arena(&b, &req->arena, t.len + 16);
@@ -230,32 +236,19 @@ void srv_enrol_check_status(srv_request *req, cmp_status_info *st)
 void srv_enrol_txn_note(srv_request *req, store_txn *t)
 {
     const cmp_header_fields *h = &req->msg.header.f;
+    t->flags = 0;
     if (req->msg.body.type == CMP_BODY_P10CR) {
-        t->state |= SRV_TXN_FLAG_P10CR;
+        t->flags |= SRV_TXN_FLAG_P10CR;
     }
     if (req->mac_ok && req->prot_kind == CMP_PROT_PBMAC1) {
-        t->state |= SRV_TXN_FLAG_PBMAC1;
+        t->flags |= SRV_TXN_FLAG_PBMAC1;
     } else if (req->mac_ok && req->prot_kind == CMP_PROT_KEY_MAC) {
-        t->state |= SRV_TXN_FLAG_KEY_MAC;
+        t->flags |= SRV_TXN_FLAG_KEY_MAC;
     }
-    // The server's senderNonce, then the request's: certConf must echo the first and must not
-    // repeat either as its own.
-    const size_t own = t->sender_nonce.len, theirs = h->sender_nonce.v.len;
-    uint8_t *n = cm_arena_alloc(&req->arena, own + theirs);
-    if (n != NULL) {
-        memcpy(n, t->sender_nonce.p, own);
-        memcpy(n + own, h->sender_nonce.v.p, theirs);
-        t->sender_nonce = cm_span_make(n, own + theirs);
-    }
-    // The signer certificate after its hash: certConf is verified with the same certificate,
-    // whether or not it carries it again (RFC 9483 §4.1.1; issue 14 item 4).
-    if (req->sig_ok && t->protection == STORE_AUTH_SIGNATURE) {
-        const size_t hl = sizeof(req->signer_hash);
-        uint8_t *c = cm_arena_alloc(&req->arena, hl + req->signer_cert.len);
-        if (c != NULL) {
-            memcpy(c, req->signer_hash, hl);
-            memcpy(c + hl, req->signer_cert.p, req->signer_cert.len);
-            t->credential = cm_span_make(c, hl + req->signer_cert.len);
-        }
-    }
+    // certConf must not repeat the request's senderNonce as its own.
+    t->request_nonce = h->sender_nonce.v;
+    // certConf is verified with the same certificate, whether or not it carries it again
+    // (RFC 9483 §4.1.1; issue 14 item 4).
+    t->signer_cert = req->sig_ok && t->protection == STORE_AUTH_SIGNATURE ? req->signer_cert
+                                                                          : cm_span_make(NULL, 0);
 }

@@ -11,6 +11,7 @@
 //   srv_conf.c     certConf
 //   srv_rr.c       rr
 //   srv_genm.c     genm
+//   srv_error.c    error (from a client)
 //   srv_crl.c      CRLs
 #ifndef CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H
 #define CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H
@@ -25,23 +26,33 @@
 #define SRV_NUM_BODY_TYPES        (CMP_BODY_POLL_REP + 1)
 #define SRV_MAX_STORE_JOBS        3u
 
-// Transaction states kept in the store (store_txn.state): the low byte is one of these, the
-// bits above are SRV_TXN_FLAG_*; read the state with SRV_TXN_STATE.
+// Transaction states kept in the store (store_txn.state).
 enum {
     SRV_TXN_WAIT_CONF = 1, // a certificate waits for certConf
     SRV_TXN_IMPLICIT = 2,  // issued with implicitConfirm: nothing more to come
     SRV_TXN_CONFIRMED = 3, // certConf accepted it
     SRV_TXN_REJECTED = 4,  // certConf rejected it (revoked)
+    SRV_TXN_RESERVED = 5,  // reserved before signing; the certificate is not recorded yet
 };
 
-// What certConf must match (srv_enrol_txn_note, srv_conf.c): the request was a p10cr (its
-// certReqId is -1), the request's MAC was PBMAC1 or a key-based MAC (neither: PasswordBasedMac).
+// Where an enrolment is (srv_enrol.c): its reservation is with the store, its certificate with
+// the HSM, its records with the store.
+typedef enum srv_enrol_phase {
+    SRV_ENROL_NONE = 0,
+    SRV_ENROL_RESERVING,
+    SRV_ENROL_SIGNING,
+    SRV_ENROL_RECORDING,
+} srv_enrol_phase;
+
+// What certConf must match, in store_txn.flags (srv_enrol_txn_note, srv_conf.c): the request
+// was a p10cr (its certReqId is -1), the request's MAC was PBMAC1 or a key-based MAC (neither:
+// PasswordBasedMac). The values are those of the store's schema-3 migration, which unpacks
+// them from the state of rows written before the column (state >> 8).
 enum {
-    SRV_TXN_FLAG_P10CR = 1u << 8,
-    SRV_TXN_FLAG_PBMAC1 = 1u << 9,
-    SRV_TXN_FLAG_KEY_MAC = 1u << 10,
+    SRV_TXN_FLAG_P10CR = 1u << 0,
+    SRV_TXN_FLAG_PBMAC1 = 1u << 1,
+    SRV_TXN_FLAG_KEY_MAC = 1u << 2,
 };
-#define SRV_TXN_STATE(s) ((uint32_t)(s)&0xffu)
 
 typedef enum srv_state {
     SRV_ST_NEW = 0,
@@ -100,15 +111,24 @@ struct srv_request {
 
     // Authentication.
     cmp_prot_kind prot_kind;
-    bool mac_ok;           // the MAC verified with mac_key
-    cmp_mac_key mac_key;   // kept for the response (same salt and parameters); secret
-    bool sig_ok;           // the signature verified with signer_cert
-    bool signer_is_ra;     // signer_cert is one of the CA's configured RA certificates
-    cm_span signer_cert;   // extraCerts[0]
-    ca_cert_fields signer; // its fields, once sig_ok
+    bool prot_known;          // prot_kind was read from protectionAlg
+    bool mac_failed;          // the MAC was checked and refused (srv_summary)
+    const srv_secret *secret; // the MAC credential named by senderKID, once mac_ok
+    bool mac_ok;              // the MAC verified with mac_key
+    cmp_mac_key mac_key;      // kept for the response (same salt and parameters); secret
+    bool sig_ok;              // the signature verified with signer_cert
+    bool signer_is_ra;        // signer_cert is one of the CA's RA certificates, and valid as one
+    cm_why ra_why;            // why a configured RA certificate may not act as one (empty: none)
+    cm_span signer_cert;      // extraCerts[0]
+    ca_cert_fields signer;    // its fields, once sig_ok
     uint8_t signer_hash[32];
 
     // Issuance.
+    const ca_profile *profile; // the profile the request is issued under (certProfile)
+    const char *profile_name;  //   its name, for reasons
+    srv_policy policy;         //   its trust settings
+    srv_enrol_phase phase;
+    uint32_t serial_tries; // reservations refused for a serial already in use
     bool implicit;
     int64_t cert_req_id;
     cmp_body_type resp_type;
@@ -116,6 +136,8 @@ struct srv_request {
     ca_decision dec;
     ca_ext exts[CA_MAX_REQ_EXTS];
     uint8_t serial[CA_SERIAL_LEN];
+    cm_span serial_content; // |serial| as the certificate's INTEGER content octets
+    cm_span replaces;       // kur: the serial (content octets) of the certificate updated
     uint8_t spki_hash[32];
     cm_span tbs;
     cm_span cert;
@@ -141,10 +163,16 @@ struct srv_request {
     cm_span extra[SRV_MAX_EXTRA_OUT];
     size_t num_extra;
     cm_span response;
+    const cmp_body *resp_body; // srv_respond's body while it runs (to answer again with the MAC)
+    bool force_mac;            // the response's signature could not be queued: MAC it instead
     cm_result error;
     int fail_bit;
     cm_why why; // the refusal's specifics, set by the step that refused (base.h's convention)
     uint64_t mark[SRV_STAGE_COUNT + 1]; // monotonic ns at the start and the end of each stage
+
+    // The transport (issue 18): the client certificate a TLS handshake verified (DER in the
+    // arena, empty when none), informational only (srv_request_set_tls_peer).
+    cm_span tls_peer;
 };
 
 // srv_mark records that |stage| ended now (stages not passed through stay 0).
@@ -175,6 +203,10 @@ typedef struct srv_handler {
     // true when it submitted an undo (srv_undo_submit; the request then answers |r| once that
     // is back), false to answer |r| now. NULL: always answer |r| now.
     bool (*store_failed)(srv_request *req, size_t i, cm_result r);
+    // sign_failed runs when the certificate's signature could not be made or queued (|r|): it
+    // returns true when it submitted an undo (srv_undo_submit; the request then answers |r| once
+    // that is back). NULL: answer |r| now.
+    bool (*sign_failed)(srv_request *req, cm_result r);
 } srv_handler;
 
 // srv_handler_get returns the row for |body_type|, or NULL outside cmp_body_type.
@@ -240,10 +272,22 @@ cm_span srv_ca_root(const ca_authority *a);
 // recipNonce of a transaction's first message, messageTime).
 CM_RESULT srv_check_header(srv_request *req);
 
-// srv_authenticate verifies the protection: a MAC with the secret named by senderKID, or a
-// signature by extraCerts[0], whose subject must be the sender and whose chain must reach
-// |trust| or |trust2| (either may be NULL) unless it is a configured RA certificate.
+// srv_authenticate verifies the protection: a MAC with the secret named by senderKID (the
+// sender must be a directoryName), or a signature by extraCerts[0], whose subject must be the
+// sender, whose SKI must be the senderKID (present in every first message of a transaction when
+// the certificate has an SKI), and whose chain must reach |trust| or |trust2| (either may be
+// NULL) unless it is a configured RA certificate valid as one (srv_ca.ra_certs). A signer this
+// instance's CAs issued must then be VALID in the store (srv_signer_check): the one
+// authentication path every body type goes through.
 CM_RESULT srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *trust2);
+
+// srv_authenticate_stored authenticates a signature-protected message that continues a
+// transaction (a certConf without extraCerts) with |cert|, the signer certificate the
+// transaction kept: the signature verifies with it, and the signer rules of srv_authenticate
+// apply (the sender is its subject, the senderKID its SKI, and a certificate of this instance
+// must still be VALID in the store: srv_signer_check). Its chain is not built again (it
+// verified when the request came). Sets sig_ok and the signer fields as srv_authenticate does.
+CM_RESULT srv_authenticate_stored(srv_request *req, cm_span cert);
 
 // ---------------------------------------------------------------------------------------------
 // Body handlers (one file each)
@@ -252,11 +296,27 @@ void srv_enrol_start(srv_request *req);   // ir, cr, kur, p10cr (srv_enrol.c)
 void srv_enrol_record(srv_request *req);  //   the certificate is signed
 void srv_enrol_respond(srv_request *req); //   its records committed
 bool srv_enrol_store_failed(srv_request *req, size_t i, cm_result r);
-void srv_conf_start(srv_request *req);   // certConf (srv_conf.c)
-void srv_conf_respond(srv_request *req); //   its records committed
-void srv_rr_start(srv_request *req);     // rr (srv_rr.c)
-void srv_rr_respond(srv_request *req);   //   the revocation committed
-void srv_genm_start(srv_request *req);   // genm (srv_genm.c)
+void srv_conf_start(srv_request *req);    // certConf (srv_conf.c)
+void srv_conf_respond(srv_request *req);  //   its records committed
+void srv_rr_start(srv_request *req);      // rr (srv_rr.c)
+void srv_rr_respond(srv_request *req);    //   the revocation committed
+void srv_genm_start(srv_request *req);    // genm (srv_genm.c)
+void srv_error_start(srv_request *req);   // error (srv_error.c)
+void srv_error_respond(srv_request *req); //   the transaction's end committed
+// srv_enrol_sign_failed is the enrolment's srv_handler.sign_failed (srv_enrol.c): the
+// certificate could not be signed, so its reservation is given back (STORE_OP_TXN_UNRESERVE,
+// through srv_undo_submit) and |r| answered once that is back. Returns false outside the
+// signing phase (nothing reserved to give back).
+bool srv_enrol_sign_failed(srv_request *req, cm_result r);
+
+// srv_bytes_text writes |b| for a reason: as text when every byte is printable ASCII (a
+// senderKID such as "line-9"), else as hex; cut to at most 32 bytes. Returns |buf|
+// (srv_auth.c).
+const char *srv_bytes_text(char buf[80], cm_span b);
+
+// srv_serial_text writes |serial| (INTEGER content octets) as hex for a reason, cut to 20
+// octets, into |buf|; returns it (srv_auth.c).
+const char *srv_serial_text(char buf[48], cm_span serial);
 
 // ---------------------------------------------------------------------------------------------
 // Request content rules (srv_enrol_check.c, RFC 9483 §4.1)
@@ -264,8 +324,10 @@ void srv_genm_start(srv_request *req);   // genm (srv_genm.c)
 // srv_enrol_check applies the content rules of an authenticated ir, cr, kur or p10cr before
 // any expensive work (it runs before POPO verification): sets req->content_stage; then kur
 // protected by a MAC (wrongIntegrity); exactly one CertReqMsg with certReqId 0; the key
-// type and size the profile allows (parsed, not built); raVerified only from a configured
-// RA, and an original message forwarded in origPKIMessage that backs it; a kur's oldCertID
+// type and size the request's profile allows (req->profile, which srv_select_profile chose
+// before; parsed, not built); raVerified only from a configured RA valid as one (the reason
+// says why a configured RA certificate was not: req->ra_why), and an original message
+// forwarded in origPKIMessage that backs it; a kur's oldCertID
 // naming a certificate of this CA that the store knows (badCertId). Fails with the rule's
 // code and a reason in req->why. One store read for a kur with oldCertID; one signature
 // check per signed original message.
@@ -274,15 +336,14 @@ CM_RESULT srv_enrol_check(srv_request *req);
 // srv_enrol_check_status turns the accepted status of the response being built into
 // grantedWithMods, with a statusString saying what changed, when the CA issued something
 // other than what was asked (req->dec.mods: validity capped, extensions replaced by the
-// profile's). The string lives in the request's arena.
+// request's profile's). The string lives in the request's arena.
 void srv_enrol_check_status(srv_request *req, cmp_status_info *st);
 
 // srv_enrol_txn_note completes the transaction row |t| for certConf (srv_conf.c): the
-// SRV_TXN_FLAG_* of the request in the state, the request's senderNonce after the server's
-// in sender_nonce (so certConf can refuse it repeated), and for a signature-protected
-// request the signer certificate after its SHA-256 in credential (so certConf can be
-// verified with the same certificate when it carries no extraCerts). Call it after the
-// certificate record took the credential (its requester keeps the hash alone).
+// SRV_TXN_FLAG_* of the request in flags, the request's senderNonce in request_nonce (so
+// certConf can refuse it repeated), and for a signature-protected request the signer
+// certificate in signer_cert (so certConf can be verified with the same certificate when it
+// carries no extraCerts). The spans borrow from the request.
 void srv_enrol_txn_note(srv_request *req, store_txn *t);
 
 #endif // CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H

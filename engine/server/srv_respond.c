@@ -69,6 +69,7 @@ void srv_finish_response(srv_request *req, const cm_span *prot)
 void srv_respond(srv_request *req, const cmp_body *body)
 {
     const srv_ca *ca = req->ca;
+    req->resp_body = body; // srv_sign_submit may answer it again, MAC-protected
     const cmp_header *h = req->have_header ? &req->msg.header : NULL;
     cmp_header_fields *rh = &req->rh;
     memset(rh, 0, sizeof(*rh));
@@ -105,7 +106,7 @@ void srv_respond(srv_request *req, const cmp_body *body)
         rh->general_info = req->ginfo;
         rh->num_general_info = 1;
     }
-    const bool use_mac = req->mac_ok && !ca->sign_mac_responses;
+    const bool use_mac = req->mac_ok && (!ca->sign_mac_responses || req->force_mac);
     // The protection algorithm goes into the header before the protected part is written.
     der_builder alg;
     der_builder_init_arena(&alg, &req->arena, 128);
@@ -147,6 +148,7 @@ void srv_respond(srv_request *req, const cmp_body *body)
         return;
     }
     srv_sign_submit(req, ca->cmp_key, ca->cmp_sig_alg, tbs, SRV_ST_SIGN_RESP);
+    req->resp_body = NULL;
 }
 
 // srv_utf8_text copies |in| into |arena| as valid UTF-8 for a UTF8String: control characters

@@ -10,7 +10,8 @@
 
 #include "engine/store/store_internal.h"
 
-#define STORE_DEFAULT_MAX_BATCH 4096
+#define STORE_DEFAULT_MAX_BATCH     4096
+#define STORE_DEFAULT_CACHE_ENTRIES 16384
 
 // store is the open store. Thread: |mu| guards the queue, |stopping|, |stats| and |readers|;
 // |backend| belongs to the writer thread after store_open returns; the rest is immutable.
@@ -29,6 +30,7 @@ struct store {
     bool writer_waiting; // guarded_by(mu): the writer sleeps on |cv|
     size_t readers;      // guarded_by(mu): open readers
     store_stats stats;   // guarded_by(mu), written by the writer
+    store_cache *cache;  // the signer-status cache (internally locked); NULL when off
 };
 
 // store_reader pairs the backend's read connection with its store. Thread: one at a time.
@@ -67,6 +69,7 @@ static bool store_cert_fields_ok(const store_cert *c)
            c->spki_sha256.len == 32 && c->spki_sha256.p != NULL &&
            store_span_ok(c->transaction_id, false) && store_span_ok(c->requester, false) &&
            store_span_ok(c->cert_der, true) && c->requester_kind <= STORE_AUTH_SIGNATURE &&
+           store_span_ok(c->replaces, false) && c->replaces.len <= 20 &&
            (c->status == STORE_CERT_VALID ||
             (c->status == STORE_CERT_UNCONFIRMED && c->confirm_deadline != 0));
 }
@@ -92,11 +95,21 @@ static bool store_copy_cert_ok(const store_cert *c)
     }
 }
 
+static bool store_rsv_fields_ok(const store_reservation *v, bool reserve)
+{
+    return v->ca != NULL && v->ca[0] != '\0' && store_span_ok(v->transaction_id, true) &&
+           store_span_ok(v->credential, false) && v->protection <= STORE_AUTH_SIGNATURE &&
+           (!reserve || (store_span_ok(v->serial, true) && v->serial.len <= 20 &&
+                         v->spki_sha256.len == 32 && v->spki_sha256.p != NULL &&
+                         store_span_ok(v->replaces, false) && v->replaces.len <= 20));
+}
+
 static bool store_txn_fields_ok(const store_txn *t)
 {
     return t->ca != NULL && t->ca[0] != '\0' && store_span_ok(t->transaction_id, true) &&
            store_span_ok(t->sender_nonce, false) && store_span_ok(t->serial, false) &&
-           store_span_ok(t->credential, false) && t->protection <= STORE_AUTH_SIGNATURE;
+           store_span_ok(t->credential, false) && t->protection <= STORE_AUTH_SIGNATURE &&
+           store_span_ok(t->request_nonce, false) && store_span_ok(t->signer_cert, false);
 }
 
 cm_result store_job_validate(const store_job *job)
@@ -147,6 +160,15 @@ cm_result store_job_validate(const store_job *job)
     case STORE_OP_COPY_CLEAR:
         ok = true;
         break;
+    case STORE_OP_COPY_USE:
+        ok = job->u.use.ca != NULL && job->u.use.ca[0] != '\0' &&
+             (job->u.use.kind == STORE_AUTH_MAC || job->u.use.kind == STORE_AUTH_SIGNATURE) &&
+             store_span_ok(job->u.use.credential, true) && job->u.use.used <= INT64_MAX;
+        break;
+    case STORE_OP_TXN_RESERVE:
+    case STORE_OP_TXN_UNRESERVE:
+        ok = store_rsv_fields_ok(&job->u.rsv, job->op == STORE_OP_TXN_RESERVE);
+        break;
     }
     CM_ENSURE(ok, STORE_E_INVALID);
     return cm_result_make(CM_OK);
@@ -182,23 +204,90 @@ static void store_complete(store_job *first)
     }
 }
 
-// store_execute_batch runs the jobs in one transaction and sets each job's result. Returns
-// false when the transaction failed as a whole.
-static bool store_execute_batch(store *s, store_job *first)
+// store_note_job invalidates the cached status of what a committed job changed. Plain inserts
+// change nothing cached: a certificate not yet in the store is never cached.
+static void store_note_job(store *s, const store_job *j)
 {
+    const store_ref *ref = &j->u.ref;
+    if (j->changed_many) {
+        store_cache_invalidate_all(s->cache);
+        return;
+    }
+    const char *ca = NULL;
+    cm_span other = cm_span_make(NULL, 0);
+    switch (j->op) {
+    case STORE_OP_CERT_CONFIRM:
+    case STORE_OP_CERT_REVOKE:
+    case STORE_OP_CERT_RELEASE:
+        ca = ref->ca;
+        store_cache_invalidate(s->cache, ca, ref->serial);
+        break;
+    case STORE_OP_CERT_INSERT:
+        ca = j->u.cert.ca;
+        other = j->u.cert.replaces;
+        break;
+    case STORE_OP_TXN_RESERVE:
+    case STORE_OP_TXN_UNRESERVE:
+        ca = j->u.rsv.ca;
+        break;
+    default:
+        break;
+    }
+    if (j->also_serial_len != 0) {
+        other = cm_span_make(j->also_serial, j->also_serial_len);
+    }
+    if (ca != NULL && other.len != 0) {
+        store_cache_invalidate(s->cache, ca, other);
+    }
+}
+
+bool store_job_durable(const store_job *job)
+{
+    return job->op != STORE_OP_TXN_RESERVE;
+}
+
+// store_execute_batch runs the jobs of |*first| in one transaction and sets each job's result.
+// Returns false when the transaction failed as a whole. After a commit, and before any durable
+// job completes, the status cache forgets what the batch changed.
+//
+// Jobs that need no durability (store_job_durable: reservations) complete as soon as the batch
+// has executed, before its COMMIT and its fsync: they leave the chain (|*first|) and go to
+// their queues, so a request waits for the execution of its reservation, not for the commit of
+// the batch it shares with other requests' records. The cost of completing early: when the
+// COMMIT itself then fails (an I/O error, a full disk), the reservation is gone although it was
+// reported made; its request signs and its record fails (the transaction row is missing), and
+// the certificate it recorded is revoked as undelivered (srv_enrol.c). Their effect on the
+// status cache (a kur's pending update) is noted after the commit like every job's.
+static bool store_execute_batch(store *s, store_job **first)
+{
+    // Noted after the commit: the early jobs' copies (they may be freed once completed).
+    store_job early_notes[8];
+    size_t num_notes = 0;
+    bool notes_overflow = false;
     cm_result r;
     if (s->ops->exec_batch != NULL) {
-        for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
+        // One call runs and commits the whole batch (PostgreSQL's pipeline: the jobs' results
+        // and the COMMIT's come back in one round trip, so no job completes before the commit;
+        // other nodes' changes reach the status cache through the backend itself).
+        for (store_job *j = *first; j != NULL; j = (store_job *)j->node.next) {
             j->out_value = 0;
+            j->also_serial_len = 0;
+            j->changed_many = false;
             j->result = store_job_validate(j);
         }
-        r = s->ops->exec_batch(s->backend, first);
+        r = s->ops->exec_batch(s->backend, *first);
     } else {
         r = s->ops->begin(s->backend);
+        if (cm_ok(r) && s->cache != NULL && s->ops->changed_elsewhere != NULL &&
+            s->ops->changed_elsewhere(s->backend)) {
+            store_cache_invalidate_all(s->cache); // another process wrote: nothing cached holds
+        }
     }
     if (cm_ok(r) && s->ops->exec_batch == NULL) {
-        for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
+        for (store_job *j = *first; j != NULL; j = (store_job *)j->node.next) {
             j->out_value = 0;
+            j->also_serial_len = 0;
+            j->changed_many = false;
             j->result = store_job_validate(j);
             if (cm_ok(j->result)) {
                 j->result = s->ops->exec(s->backend, j);
@@ -210,10 +299,54 @@ static bool store_execute_batch(store *s, store_job *first)
             }
         }
         if (cm_ok(r)) {
+            // Complete the jobs that need no durability now (see above).
+            store_job *early = NULL, **early_tail = &early;
+            store_job **link = first;
+            const uint64_t t1 = cm_time_mono_ns();
+            (void)pthread_mutex_lock(&s->mu);
+            while (*link != NULL) {
+                store_job *j = *link;
+                if (store_job_durable(j)) {
+                    link = (store_job **)&j->node.next;
+                    continue;
+                }
+                *link = (store_job *)j->node.next;
+                j->node.next = NULL;
+                *early_tail = j;
+                early_tail = (store_job **)&j->node.next;
+                if (cm_ok(j->result) && j->also_serial_len != 0) {
+                    if (num_notes < sizeof(early_notes) / sizeof(early_notes[0])) {
+                        early_notes[num_notes++] = *j;
+                    } else {
+                        notes_overflow = true;
+                    }
+                }
+                s->stats.jobs++;
+                s->stats.jobs_failed += cm_ok(j->result) ? 0u : 1u;
+                const uint64_t waited = t1 > j->submit_ns ? t1 - j->submit_ns : 0;
+                s->stats.job_us_hist[store_log2_bucket(waited / 1000u)]++;
+            }
+            (void)pthread_mutex_unlock(&s->mu);
+            if (early != NULL) {
+                store_complete(early);
+            }
             r = s->ops->commit(s->backend);
         }
         if (!cm_ok(r)) {
             s->ops->rollback(s->backend);
+        }
+    }
+    if (cm_ok(r) && s->cache != NULL) {
+        if (notes_overflow) {
+            store_cache_invalidate_all(s->cache);
+        }
+        for (size_t i = 0; i < num_notes; i++) {
+            store_note_job(s, &early_notes[i]);
+        }
+        for (store_job *j = *first; j != NULL; j = (store_job *)j->node.next) {
+            if (cm_ok(j->result)) {
+                store_note_job(s, j);
+            }
         }
     }
     if (!cm_ok(r)) {
@@ -225,7 +358,7 @@ static bool store_execute_batch(store *s, store_job *first)
             cm_log_ratelimited("store.batch", 10000, CM_LOG_ERROR,
                                "store: batch failed, every job in it fails: %s", cm_result_name(r));
         }
-        for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
+        for (store_job *j = *first; j != NULL; j = (store_job *)j->node.next) {
             j->result = r;
             j->out_value = 0;
         }
@@ -294,7 +427,7 @@ static void *store_writer_main(void *arg)
         (void)pthread_mutex_unlock(&s->mu);
 
         uint64_t t0 = cm_time_mono_ns();
-        bool committed = store_execute_batch(s, first);
+        bool committed = store_execute_batch(s, &first); // may complete some jobs early
         uint64_t t1 = cm_time_mono_ns();
 
         (void)pthread_mutex_lock(&s->mu);
@@ -315,7 +448,9 @@ static void *store_writer_main(void *arg)
         }
         (void)pthread_mutex_unlock(&s->mu);
 
-        store_complete(first);
+        if (first != NULL) {
+            store_complete(first);
+        }
         if (s->ops->after_batch != NULL) {
             s->ops->after_batch(s->backend);
         }
@@ -384,10 +519,30 @@ cm_result store_open(store **out_store, const char *url, const store_options *op
     CM_ENSURE(s != NULL, CM_E_NOMEM);
     s->ops = ops;
     s->max_batch = o.max_batch;
+    if (!o.status_cache_off) {
+        r = store_cache_new(&s->cache,
+                            o.status_cache_entries != 0 ? o.status_cache_entries
+                                                        : STORE_DEFAULT_CACHE_ENTRIES,
+                            o.status_cache_max_age_ms);
+        if (!cm_ok(r)) {
+            free(s);
+            return r;
+        }
+    }
     r = ops->open(&s->backend, location, &o);
     if (!cm_ok(r)) {
+        store_cache_free(s->cache);
         free(s);
         return r;
+    }
+    if (ops->attach_cache != NULL) {
+        r = ops->attach_cache(s->backend, s->cache); // before any thread uses the cache
+        if (!cm_ok(r)) {
+            ops->close(s->backend);
+            store_cache_free(s->cache);
+            free(s);
+            return r;
+        }
     }
     bool mu_ok = false;
     bool cv_ok = false;
@@ -407,6 +562,7 @@ cm_result store_open(store **out_store, const char *url, const store_options *op
             (void)pthread_mutex_destroy(&s->mu);
         }
         ops->close(s->backend);
+        store_cache_free(s->cache);
         free(s);
         CM_BAIL(CM_E_NOMEM);
     }
@@ -426,6 +582,7 @@ void store_close(store *s)
     (void)pthread_mutex_unlock(&s->mu);
     (void)pthread_join(s->writer, NULL);
     s->ops->close(s->backend);
+    store_cache_free(s->cache);
     (void)pthread_cond_destroy(&s->cv);
     (void)pthread_mutex_destroy(&s->mu);
     free(s);
@@ -521,6 +678,9 @@ void store_get_stats(store *s, store_stats *out)
     (void)pthread_mutex_unlock(&s->mu);
     if (s->ops->stats != NULL) {
         s->ops->stats(s->backend, out);
+    }
+    if (s->cache != NULL) {
+        store_cache_stats(s->cache, out);
     }
 }
 
@@ -639,4 +799,46 @@ cm_result store_crl_list(store_reader *r, store_crl_fn fn, void *ctx)
 {
     CM_ENSURE(fn != NULL, STORE_E_INVALID);
     return r->s->ops->crl_list(r->r, fn, ctx);
+}
+
+cm_result store_use_list(store_reader *r, store_use_fn fn, void *ctx)
+{
+    CM_ENSURE(fn != NULL, STORE_E_INVALID);
+    return r->s->ops->use_list(r->r, fn, ctx);
+}
+
+cm_result store_cert_state_get(store_reader *r, store_cert_state *out, const char *ca,
+                               cm_span serial)
+{
+    CM_ENSURE(ca != NULL && store_span_ok(serial, true), STORE_E_INVALID);
+    store_cache *c = r->s->cache;
+    if (c != NULL && store_cache_get(c, ca, serial, out)) {
+        return cm_result_make(CM_OK);
+    }
+    const uint64_t gen = c != NULL ? store_cache_generation(c) : 0;
+    CM_TRY(r->s->ops->cert_state(r->r, out, ca, serial));
+    out->from_cache = false;
+    if (c != NULL) {
+        store_cache_put(c, ca, serial, out, gen);
+    }
+    return cm_result_make(CM_OK);
+}
+
+void store_status_invalidate(store *s, const char *ca, cm_span serial)
+{
+    if (s->cache != NULL) {
+        store_cache_invalidate(s->cache, ca, serial);
+    }
+}
+
+void store_status_invalidate_all(store *s)
+{
+    if (s->cache != NULL) {
+        store_cache_invalidate_all(s->cache);
+    }
+}
+
+uint64_t store_status_generation(store *s)
+{
+    return s->cache != NULL ? store_cache_generation(s->cache) : 0;
 }

@@ -29,6 +29,26 @@
 //              can be answered by any node sharing the database
 //   crl_state  per CA: the CRL number counter, a revision counter bumped by every revocation
 //              change, and the last CRL (DER, number, thisUpdate, nextUpdate) — issue 6
+//   credential_use  per CA and MAC credential: how many certificates it reserved (only for
+//              credentials with a limit, max_certs / once) — issue 14
+//
+// Schema 3 (issue 14) adds: which certificate a kur's certificate replaces and when a
+// certificate was superseded by a confirmed key update (cert.replaces, revoke_replaced,
+// superseded_at); reservations (a txn row created before the certificate is signed, with the
+// serial it will carry, the key's hash and the certificate it replaces); an index on
+// (ca, spki_sha256) for the key-reuse rule; and what a certConf is checked against besides the
+// credential (txn.flags, request_nonce, signer_cert: issue 15).
+//
+// The signer-status cache. store_cert_state_get answers "may this certificate authenticate"
+// (status, notAfter, superseded, update pending) for the request path from a bounded
+// in-memory cache keyed by (CA, serial), falling back to one indexed read. The writer thread
+// invalidates the entries of every certificate a committed job changed (confirm, revoke, hold,
+// release, supersede, a kur's reservation or insert, the sweep) before the jobs complete, so a
+// revocation is in force by the time its rp is sent. Changes made by another process (the
+// `certmint revoke` tool, another node) are noticed by the writer at its next batch (SQLite:
+// PRAGMA data_version; the daemon's maintenance writes every 2 s) and clear the whole cache;
+// another backend may call store_status_invalidate / store_status_invalidate_all itself (e.g.
+// on LISTEN/NOTIFY), and store_options.status_cache_max_age_ms bounds how old an entry may be.
 #ifndef CERTMINT_ENGINE_STORE_STORE_H
 #define CERTMINT_ENGINE_STORE_STORE_H
 
@@ -48,7 +68,7 @@ enum {
 };
 
 // STORE_SCHEMA_VERSION is the schema this build writes (PRAGMA user_version for SQLite).
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 // ---------------------------------------------------------------------------------------------
 // Records
@@ -111,6 +131,13 @@ typedef struct store_cert {
     cm_span cert_der;         // the Certificate, DER; required
     int64_t issued_at;        // when it was signed
     int64_t confirm_deadline; // UNCONFIRMED: certConf must arrive before this; else 0
+    // Key update (kur, RFC 9483 §4.1.3): the serial of the certificate this one replaces (empty:
+    // none). Once this certificate is valid (inserted VALID under implicitConfirm, or confirmed)
+    // the replaced one is marked superseded in the same store transaction, and also revoked with
+    // reason superseded when |revoke_replaced| (the profile's revoke_on_update).
+    cm_span replaces;
+    bool revoke_replaced;
+    int64_t superseded_at; // read only: when a confirmed key update replaced it, else 0
 } store_cert;
 
 // store_txn is the durable part of a CMP transaction, keyed by (ca, transaction_id). The store
@@ -125,7 +152,42 @@ typedef struct store_txn {
     store_auth_kind protection; // how the request was protected
     cm_span credential;         // senderKID or signer certificate hash
     int64_t expires_at;         // STORE_OP_TXN_EXPIRE deletes it at or after this time
+    // What a certConf must match beyond the credential (schema 3; not interpreted either):
+    uint32_t flags;        // the server's flags of the request (its body type, its MAC)
+    cm_span request_nonce; // the request's senderNonce (empty: not recorded)
+    cm_span signer_cert;   // the signer certificate's DER, for a signed request (else empty)
 } store_txn;
+
+// store_reservation is the first write of an enrolment, made before the certificate is signed
+// (STORE_OP_TXN_RESERVE): it creates the transaction row (|state|, the credential, |expires_at|)
+// with the serial the certificate will carry, so that a duplicate transactionID
+// (STORE_E_TXN_IN_USE) or serial (STORE_E_DUPLICATE_SERIAL: draw another and retry) costs no
+// signature. In the same store transaction it applies the rules that must hold atomically across
+// concurrent requests and nodes: the key (|spki_sha256|) was not certified by this CA before nor
+// is reserved by a pending enrolment (when |check_key|; STORE_E_KEY_REUSED); the certificate a
+// kur replaces (|replaces|) exists (STORE_E_NOT_FOUND), was not superseded and has no other
+// update pending (STORE_E_UPDATE_PENDING); and a credential with a limit (|max_uses| > 0) has
+// reserved fewer than |max_uses| certificates of this CA (STORE_E_LIMIT; counted here).
+// Certificates revoked with reason cessationOfOperation (what the sweep and a certConf rejection
+// use for certificates never accepted) do not count as certifying their key. The server then
+// records the certificate with STORE_OP_CERT_INSERT and STORE_OP_TXN_UPDATE (serial = the
+// reserved one), or gives the reservation back with STORE_OP_TXN_UNRESERVE when signing failed.
+// A reservation completes once its batch executed, before that batch commits: later jobs see
+// it at once (one writer), readers once the batch committed a moment later (store.c).
+// Borrowed on write. Thread: value type.
+typedef struct store_reservation {
+    const char *ca;             // required
+    cm_span transaction_id;     // required
+    cm_span serial;             // required: the serial the certificate will carry
+    uint32_t state;             // the server's state number for the transaction row
+    store_auth_kind protection; // how the request was protected
+    cm_span credential;         // senderKID or signer certificate hash
+    int64_t expires_at;         // the transaction row's expiry
+    cm_span spki_sha256;        // 32 bytes: the certified key's hash
+    bool check_key;             // refuse a key certified or reserved before
+    cm_span replaces;           // kur: the serial of the certificate updated (empty: none)
+    uint32_t max_uses;          // > 0: the credential's limit of certificates at this CA
+} store_reservation;
 
 // store_crl is a CA's CRL state (issue 6). crl_number counts numbers handed out by
 // STORE_OP_CRL_NEXT_NUMBER; revision counts revocation changes (revoke, hold, release, sweep)
@@ -156,10 +218,16 @@ typedef enum store_op {
     STORE_OP_SWEEP,           // u.ref.time, u.ref.reason: revoke UNCONFIRMED past deadline
     STORE_OP_CRL_NEXT_NUMBER, // u.ref.ca: increment and return the CA's CRL number
     STORE_OP_CRL_PUT,         // u.crl: record the CRL just built (its number must be newer)
+    STORE_OP_TXN_RESERVE,     // u.rsv: a transaction and its serial, before signing (above)
+    STORE_OP_TXN_UNRESERVE,   // u.rsv: give a reservation back (ca, transaction_id, credential,
+                              //   max_uses): its row goes, its use is no longer counted;
+                              //   STORE_E_TXN_NOT_FOUND when no reservation without a
+                              //   certificate exists
     // store_copy only: a row exactly as another store holds it.
     STORE_OP_COPY_CERT,  // u.cert: any status, with revoked_at, reason and confirm_deadline
     STORE_OP_COPY_CRL,   // u.crl: every field, numbers_issued and revision included (replaces)
-    STORE_OP_COPY_CLEAR, // delete every certificate, transaction and CRL state
+    STORE_OP_COPY_CLEAR, // delete every certificate, transaction, CRL state and count
+    STORE_OP_COPY_USE,   // u.use: a credential's count of certificates (replaces)
 } store_op;
 
 // store_ref names a certificate or transaction and carries the few scalars an op needs.
@@ -170,6 +238,15 @@ typedef struct store_ref {
     int64_t time;           // CONFIRM: now; REVOKE: revocation time; TXN_EXPIRE, SWEEP: now
     int reason;             // REVOKE, SWEEP: CRLReason (not removeFromCRL)
 } store_ref;
+
+// store_use is a credential's count of the certificates it reserved (credential_use: only for
+// credentials with a limit). Thread: value type.
+typedef struct store_use {
+    const char *ca;
+    store_auth_kind kind;
+    cm_span credential;
+    uint64_t used;
+} store_use;
 
 // store_job is one write. Embed it in a request or allocate it; fill it with store_job_init
 // and the op's member of |u|; keep everything it points at alive until it comes back through
@@ -190,7 +267,16 @@ typedef struct store_job {
         store_ref ref;
         store_txn txn;
         store_crl crl;
+        store_reservation rsv;
+        store_use use;
     } u;
+    // Set by the backend while the job runs, for the signer-status cache (store.c invalidates
+    // after the commit): another certificate of the job's CA whose status the job changed (the
+    // one a kur replaces), and whether it may have changed certificates it does not name
+    // (sweep, expiry of a pending key update). Not for submitters.
+    uint8_t also_serial[20];
+    size_t also_serial_len;
+    bool changed_many;
 } store_job;
 
 // store_job_init zeroes |job| and sets its node kind, |op| and |cq|. Thread: any.
@@ -215,6 +301,12 @@ typedef struct store_options {
     // WAL frames not yet copied into the database at which a background checkpoint starts;
     // 0: 1000 (SQLite's default). The WAL restarts once it holds 8 times as many.
     uint32_t checkpoint_pages;
+    // The signer-status cache (store_cert_state_get): entries (0: 16384; rounded up to a
+    // multiple of 4), or off with |status_cache_off|; entries older than
+    // |status_cache_max_age_ms| are not used (0: no age limit).
+    size_t status_cache_entries;
+    bool status_cache_off;
+    uint32_t status_cache_max_age_ms;
 } store_options;
 
 // store_stats is a snapshot of the writer's counters, for /metrics and the bench. Histogram
@@ -238,6 +330,12 @@ typedef struct store_stats {
     uint64_t checkpoints;
     uint64_t checkpoint_topups;
     uint64_t wal_pages;
+    // The signer-status cache: lookups answered from it, lookups that read the database,
+    // invalidations (one certificate, or the whole cache).
+    uint64_t status_hits;
+    uint64_t status_misses;
+    uint64_t status_invalidations;
+    uint64_t status_flushes;
     // Connections to a database server (PostgreSQL): reconnects after a lost connection (the
     // writer's, the readers' and the leader lock's), and the writer's round trips for batches
     // (one per committed batch, more when a job the database refused made it run again).
@@ -379,6 +477,37 @@ CM_RESULT store_revoked_list(store_reader *r, const char *ca, int64_t not_after_
 // certificate nor took a CRL number.
 CM_RESULT store_crl_get(store_reader *r, cm_arena *a, store_crl *out, const char *ca);
 
+// store_cert_state is what decides whether a certificate may authenticate a request: its
+// status and notAfter, whether a confirmed key update superseded it, and whether an update of it
+// waits (a reservation or an unconfirmed certificate replacing it). Thread: value type.
+typedef struct store_cert_state {
+    store_cert_status status;
+    int reason; // CRLReason when REVOKED/HOLD, else -1
+    int64_t not_after;
+    int64_t superseded_at; // 0: not superseded
+    bool update_pending;
+    bool from_cache; // answered without a database read
+} store_cert_state;
+
+// store_cert_state_get fills |out| for the certificate (ca, serial) from the signer-status cache
+// or, on a miss, with one indexed read whose answer it then caches (unless a write changed the
+// cache meanwhile: the generation check below). STORE_E_NOT_FOUND when the store has no such
+// certificate (not cached). Thread: the reader's; the cache is shared and locked per shard.
+CM_RESULT store_cert_state_get(store_reader *r, store_cert_state *out, const char *ca,
+                               cm_span serial);
+
+// store_status_invalidate drops the cached status of (ca, serial); store_status_invalidate_all
+// drops every entry. Both bump the cache's generation, so a status read from the database
+// before the call is not cached after it. The writer calls them for every committed change;
+// a backend shared by several nodes calls them for the changes other nodes make.
+// Thread: any.
+void store_status_invalidate(store *s, const char *ca, cm_span serial);
+void store_status_invalidate_all(store *s);
+
+// store_status_generation returns the cache's generation: it changes with every invalidation.
+// Thread: any.
+uint64_t store_status_generation(store *s);
+
 // store_txn_fn receives one transaction; |t| is valid only during the call. Return false to
 // stop.
 typedef bool (*store_txn_fn)(void *ctx, const store_txn *t);
@@ -392,18 +521,27 @@ typedef bool (*store_crl_fn)(void *ctx, const store_crl *c);
 // store_crl_list calls |fn| for the CRL state of every CA that has one.
 CM_RESULT store_crl_list(store_reader *r, store_crl_fn fn, void *ctx);
 
+// store_use_fn receives one credential's count; |u| is valid only during the call.
+typedef bool (*store_use_fn)(void *ctx, const store_use *u);
+
+// store_use_list calls |fn| for every credential_use row (store copy, tests).
+CM_RESULT store_use_list(store_reader *r, store_use_fn fn, void *ctx);
+
 // store_copy_counts counts rows by table.
 typedef struct store_copy_counts {
     uint64_t certs;
     uint64_t txns;
     uint64_t crl_states;
+    uint64_t uses;
 } store_copy_counts;
 
 // store_copy_count counts the rows of every table through |r| (scans: tools).
 CM_RESULT store_copy_count(store_reader *r, store_copy_counts *out);
 
-// store_copy copies every certificate (in issue order, statuses and revocations as they are),
-// every transaction and every CRL state from |src| into |dst|, in batches of one transaction
+// store_copy copies every certificate (in issue order, statuses, revocations and key updates
+// as they are), every transaction, every CRL state and every credential's count from |src|
+// into |dst| (a reservation without its certificate yet keeps its row but not its reserved
+// serial, key and replaced certificate: copy a stopped instance), in batches of one transaction
 // each (STORE_OP_COPY_*), and adds what it wrote to |out_copied|. With |clear| it first empties
 // |dst| (STORE_OP_COPY_CLEAR). It does not check that |dst| was empty nor verify the result:
 // the caller compares store_copy_count of both (certmint store copy does). Stops at the first

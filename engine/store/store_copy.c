@@ -83,7 +83,8 @@ static bool store_copy_cert_row(void *ctx, const store_cert *row)
     if (!store_copy_text(c, &d->ca) || !store_copy_span(c, &d->serial) ||
         !store_copy_span(c, &d->subject_der) || !store_copy_text(c, &d->subject_text) ||
         !store_copy_span(c, &d->spki_sha256) || !store_copy_span(c, &d->transaction_id) ||
-        !store_copy_span(c, &d->requester) || !store_copy_span(c, &d->cert_der)) {
+        !store_copy_span(c, &d->requester) || !store_copy_span(c, &d->cert_der) ||
+        !store_copy_span(c, &d->replaces)) {
         return false;
     }
     return c->num_jobs < STORE_COPY_BATCH || store_copy_flush(c);
@@ -97,7 +98,8 @@ static bool store_copy_txn_row(void *ctx, const store_txn *row)
     *d = *row;
     if (!store_copy_text(c, &d->ca) || !store_copy_span(c, &d->transaction_id) ||
         !store_copy_span(c, &d->sender_nonce) || !store_copy_span(c, &d->serial) ||
-        !store_copy_span(c, &d->credential)) {
+        !store_copy_span(c, &d->credential) || !store_copy_span(c, &d->request_nonce) ||
+        !store_copy_span(c, &d->signer_cert)) {
         return false;
     }
     return c->num_jobs < STORE_COPY_BATCH || store_copy_flush(c);
@@ -110,6 +112,18 @@ static bool store_copy_crl_row(void *ctx, const store_crl *row)
     store_crl *d = &j->u.crl;
     *d = *row;
     if (!store_copy_text(c, &d->ca) || !store_copy_span(c, &d->crl_der)) {
+        return false;
+    }
+    return c->num_jobs < STORE_COPY_BATCH || store_copy_flush(c);
+}
+
+static bool store_copy_use_row(void *ctx, const store_use *row)
+{
+    store_copy_ctx *c = ctx;
+    store_job *j = store_copy_next(c, STORE_OP_COPY_USE);
+    store_use *d = &j->u.use;
+    *d = *row;
+    if (!store_copy_text(c, &d->ca) || !store_copy_span(c, &d->credential)) {
         return false;
     }
     return c->num_jobs < STORE_COPY_BATCH || store_copy_flush(c);
@@ -153,6 +167,10 @@ cm_result store_copy(store *dst, store_reader *src, bool clear, store_copy_count
         c->counter = &out_copied->crl_states;
         r = store_copy_finish(c, store_crl_list(src, store_copy_crl_row, c));
     }
+    if (cm_ok(r)) {
+        c->counter = &out_copied->uses;
+        r = store_copy_finish(c, store_use_list(src, store_copy_use_row, c));
+    }
     cm_arena_cleanup(&c->a);
     free(c);
     return r;
@@ -172,11 +190,19 @@ static bool store_copy_count_crl(void *ctx, const store_crl *c)
     return true;
 }
 
+static bool store_copy_count_use(void *ctx, const store_use *u)
+{
+    (void)u;
+    (*(uint64_t *)ctx)++;
+    return true;
+}
+
 cm_result store_copy_count(store_reader *r, store_copy_counts *out)
 {
     memset(out, 0, sizeof(*out));
     store_filter all = {.status = STORE_CERT_ANY};
     CM_TRY(store_cert_count(r, &all, &out->certs));
     CM_TRY(store_txn_list(r, store_copy_count_txn, &out->txns));
-    return store_crl_list(r, store_copy_count_crl, &out->crl_states);
+    CM_TRY(store_crl_list(r, store_copy_count_crl, &out->crl_states));
+    return store_use_list(r, store_copy_count_use, &out->uses);
 }

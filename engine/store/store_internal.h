@@ -8,6 +8,7 @@
 #include "engine/store/store.h"
 
 typedef struct store_backend store_backend;               // a backend's write connection
+typedef struct store_cache store_cache;                   // the signer-status cache (below)
 typedef struct store_backend_reader store_backend_reader; // a backend's read connection
 
 // store_backend_ops is the interface every backend implements (SQLite, PostgreSQL). Write calls
@@ -67,7 +68,20 @@ typedef struct store_backend_ops {
     CM_RESULT (*crl_get)(store_backend_reader *r, cm_arena *a, store_crl *out, const char *ca);
     CM_RESULT (*txn_list)(store_backend_reader *r, store_txn_fn fn, void *ctx);
     CM_RESULT (*crl_list)(store_backend_reader *r, store_crl_fn fn, void *ctx);
+    CM_RESULT (*use_list)(store_backend_reader *r, store_use_fn fn, void *ctx);
+    // attach_cache gives the backend the store's signer-status cache (NULL when off) before
+    // the writer starts, for changes other nodes make (PostgreSQL: LISTEN/NOTIFY); a failure
+    // fails store_open. May be NULL.
+    CM_RESULT (*attach_cache)(store_backend *b, store_cache *cache);
     CM_RESULT (*check)(store_backend_reader *r);
+    // cert_state reads what store_cert_state_get returns (from_cache false); STORE_E_NOT_FOUND.
+    CM_RESULT(*cert_state)
+    (store_backend_reader *r, store_cert_state *out, const char *ca, cm_span serial);
+    // changed_elsewhere runs on the writer thread right after begin: true when another process
+    // or connection committed changes since the writer's previous batch (the status cache is
+    // then cleared). May be NULL (a backend that reports changes through
+    // store_status_invalidate*).
+    bool (*changed_elsewhere)(store_backend *b);
 } store_backend_ops;
 
 // STORE_IDLE_FIRST_MS is the writer's first idle wait before it calls ops->idle.
@@ -108,6 +122,28 @@ const char *store_sqlite_migration_sql(size_t i);
 // last, so a test can check with EXPLAIN QUERY PLAN that none scans a whole table.
 // Thread: any; static strings.
 const char *store_sqlite_request_path_sql(size_t i);
+
+// store_cache is the signer-status cache (store_cache.c; the design is at its top).
+// store_cache_new allocates one of |entries| (rounded up to whole sets); store_cache_get copies a
+// current entry into |out| (false on a miss); store_cache_generation is loaded before a database
+// read whose answer store_cache_put may then insert (dropped when the generation moved);
+// store_cache_invalidate / _all drop entries and move the generation; store_cache_stats fills
+// the status_* fields of |out|. Thread: any (locked per shard; counters are atomics).
+typedef struct store_cache store_cache;
+CM_RESULT store_cache_new(store_cache **out, size_t entries, uint32_t max_age_ms);
+void store_cache_free(store_cache *c);
+bool store_cache_get(store_cache *c, const char *ca, cm_span serial, store_cert_state *out);
+uint64_t store_cache_generation(store_cache *c);
+void store_cache_put(store_cache *c, const char *ca, cm_span serial, const store_cert_state *st,
+                     uint64_t generation);
+void store_cache_invalidate(store_cache *c, const char *ca, cm_span serial);
+void store_cache_invalidate_all(store_cache *c);
+void store_cache_stats(store_cache *c, store_stats *out);
+
+// store_job_durable reports whether |job| must be durable before it completes: every op but
+// STORE_OP_TXN_RESERVE, which completes once its batch executed, before the batch's commit
+// (store.c: store_execute_batch). Thread: any; pure.
+bool store_job_durable(const store_job *job);
 
 // store_job_validate checks the fields every backend relies on (required spans present,
 // lengths, reasons, statuses): CM_OK or STORE_E_INVALID. Thread: any; pure.

@@ -12,7 +12,7 @@
 #define STORE_PG_BACKOFF_MIN_NS (100u * 1000000ull)  // 100 ms
 #define STORE_PG_BACKOFF_MAX_NS (1000u * 1000000ull) // 1 s: back within a second of the server
 
-static const char *const k_store_pg_role_name[] = {"writer", "reader", "leader"};
+static const char *const k_store_pg_role_name[] = {"writer", "reader", "leader", "listener"};
 
 // Notices (e.g. "relation already exists, skipping") go to the debug log, not to stderr.
 static void store_pg_notice(void *arg, const char *message)
@@ -81,6 +81,9 @@ static cm_result store_pg_session(store_pg_conn *c)
     case STORE_PG_READER:
         (void)snprintf(sql, sizeof(sql), "SET default_transaction_read_only = on");
         break;
+    case STORE_PG_LISTENER:
+        (void)snprintf(sql, sizeof(sql), "LISTEN certmint_status");
+        break;
     default:
         return cm_result_make(CM_OK);
     }
@@ -129,6 +132,9 @@ cm_result store_pg_conn_open(store_pg_conn *c, bool prepare)
         CM_BAIL(STORE_E_DB);
     }
     c->was_up = true;
+    if (c->role == STORE_PG_WRITER) {
+        atomic_store(&c->b->writer_pid, PQbackendPID(c->pg));
+    }
     cm_result r = store_pg_session(c);
     if (cm_ok(r) && prepare) {
         if (c->role == STORE_PG_WRITER) {

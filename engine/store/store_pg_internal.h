@@ -35,8 +35,13 @@ enum {
     PGW_COPY_CERT,
     PGW_COPY_CRL,
     PGW_COPY_CLEAR,
-    PGW_CERT_ROWS, // many STORE_OP_CERT_INSERTs in one statement (store_pg_rows.c)
-    PGW_TXN_ROWS,  // many STORE_OP_TXN_CREATEs in one statement
+    PGW_COPY_USE,
+    PGW_CERT_INSERT_UPDATE, // a STORE_OP_CERT_INSERT of a kur's certificate (|replaces|)
+    PGW_RESERVE,
+    PGW_UNRESERVE,
+    PGW_CERT_ROWS,    // many STORE_OP_CERT_INSERTs in one statement (store_pg_rows.c)
+    PGW_TXN_ROWS,     // many STORE_OP_TXN_CREATEs in one statement
+    PGW_TXN_UPD_ROWS, // many STORE_OP_TXN_UPDATEs in one statement
     PGW_COUNT,
 };
 
@@ -51,6 +56,8 @@ enum {
     PGR_CRL_GET,
     PGR_TXN_LIST,
     PGR_CRL_LIST,
+    PGR_CERT_STATE,
+    PGR_USE_LIST,
     PGR_COUNT,
 };
 
@@ -70,6 +77,10 @@ enum {
     STORE_PG_FN_CONFIRM_EXPIRED = 5,
     STORE_PG_FN_TXN_NOT_FOUND = 6,
     STORE_PG_FN_TXN_IN_USE = 7,
+    STORE_PG_FN_DUPLICATE_SERIAL = 8,
+    STORE_PG_FN_KEY_REUSED = 9,
+    STORE_PG_FN_LIMIT = 10,
+    STORE_PG_FN_UPDATE_PENDING = 11,
 };
 
 // The advisory lock keys, (class, hashtext(current_schema())) so that instances in different
@@ -85,6 +96,7 @@ typedef enum store_pg_role {
     STORE_PG_WRITER,
     STORE_PG_READER,
     STORE_PG_LEADER,
+    STORE_PG_LISTENER,
 } store_pg_role;
 
 // store_pg_conn is one connection and its reconnection state: after a loss the next attempt
@@ -108,15 +120,19 @@ typedef struct store_pg_slot {
     bool decided; // its outcome is known without the database (a duplicate within the batch)
     uint32_t code;
     uint64_t value;
+    uint8_t also[20]; // store_job.also_serial of the attempt
+    size_t also_len;
+    bool many; // store_job.changed_many of the attempt
 } store_pg_slot;
 
 // store_pg_stmt is one statement of a batch's pipeline: one job (slot |first|), or the
-// certificate inserts (CERTS) or transaction creations (TXNS) among slots [first, end) as one
-// multi-row statement (store_pg_rows.c).
+// certificate inserts (CERTS), transaction creations (TXNS) or transaction updates (TXN_UPDS)
+// among slots [first, end) as one multi-row statement (store_pg_rows.c).
 typedef enum store_pg_stmt_kind {
     STORE_PG_ONE,
     STORE_PG_CERTS,
     STORE_PG_TXNS,
+    STORE_PG_TXN_UPDS,
 } store_pg_stmt_kind;
 
 typedef struct store_pg_stmt {
@@ -148,6 +164,18 @@ struct store_backend {
     pthread_mutex_t leader_mu;
     store_pg_conn leader; // guarded_by(leader_mu)
     bool leader_held;     // guarded_by(leader_mu)
+    // Other nodes' status changes (store_pg_listen.c): the store's cache, the listener's
+    // thread and connection (its own), a wake-up for its poll, the writer's backend pid (whose
+    // announcements the listener skips) and the schema announcements must name.
+    store_cache *cache;
+    store_pg_conn lc; // the listener thread's
+    pthread_t listen_thread;
+    atomic_bool listen_stop;
+    int listen_wake;
+    bool listen_on;
+    atomic_int writer_pid;
+    atomic_uint_fast64_t notifications; // announcements applied to the cache
+    char schema[64];
 };
 
 // store_backend_reader is one read connection. Thread: one at a time.
@@ -193,7 +221,7 @@ CM_RESULT store_pg_exec(store_pg_conn *c, const char *sql, ExecStatusType want, 
 // ---------------------------------------------------------------------------------------------
 // Parameters: binary format, types as prepared (store_pg_sql.types).
 
-#define STORE_PG_MAX_PARAMS 16
+#define STORE_PG_MAX_PARAMS 20
 
 typedef struct store_pg_params {
     int n;
@@ -294,5 +322,16 @@ CM_RESULT store_pg_crl_get(store_backend_reader *r, cm_arena *a, store_crl *out,
 CM_RESULT store_pg_check(store_backend_reader *r);
 CM_RESULT store_pg_txn_list(store_backend_reader *r, store_txn_fn fn, void *ctx);
 CM_RESULT store_pg_crl_list(store_backend_reader *r, store_crl_fn fn, void *ctx);
+CM_RESULT store_pg_use_list(store_backend_reader *r, store_use_fn fn, void *ctx);
+CM_RESULT store_pg_cert_state(store_backend_reader *r, store_cert_state *out, const char *ca,
+                              cm_span serial);
+
+// store_pg_listen.c: the listener of other nodes' status changes. store_pg_attach_cache starts
+// it (a thread with its own connection) when the store has a status cache: CM_E_NOMEM when it
+// cannot (the store then does not open: a cache nobody invalidates for the other nodes would go
+// stale); store_pg_listen_stop stops it (a no-op when it did not start). Thread: store_open /
+// the closer.
+CM_RESULT store_pg_attach_cache(store_backend *b, store_cache *cache);
+void store_pg_listen_stop(store_backend *b);
 
 #endif // CERTMINT_ENGINE_STORE_STORE_PG_INTERNAL_H

@@ -118,6 +118,9 @@ static cm_result store_pg_row_cert(const PGresult *res, int row, cm_arena *a, st
     CM_TRY(store_pg_col_span(res, row, 14, a, &c->cert_der));
     c->issued_at = store_pg_i64(res, row, 15);
     c->confirm_deadline = store_pg_i64(res, row, 16);
+    CM_TRY(store_pg_col_span(res, row, 17, a, &c->replaces));
+    c->revoke_replaced = store_pg_i64(res, row, 18) != 0;
+    c->superseded_at = store_pg_i64(res, row, 19);
     return cm_result_make(CM_OK);
 }
 
@@ -164,7 +167,14 @@ cm_result store_pg_txn_get(store_backend_reader *r, cm_arena *a, store_txn *out,
         out->state = (uint32_t)store_pg_i64(res, 0, 0);
         out->protection = (store_auth_kind)store_pg_i64(res, 0, 3);
         out->expires_at = store_pg_i64(res, 0, 5);
+        out->flags = (uint32_t)store_pg_i64(res, 0, 6);
         rc = store_pg_col_span(res, 0, 1, a, &out->sender_nonce);
+        if (cm_ok(rc)) {
+            rc = store_pg_col_span(res, 0, 7, a, &out->request_nonce);
+        }
+        if (cm_ok(rc)) {
+            rc = store_pg_col_span(res, 0, 8, a, &out->signer_cert);
+        }
         if (cm_ok(rc)) {
             rc = store_pg_col_span(res, 0, 2, a, &out->serial);
         }
@@ -326,6 +336,13 @@ cm_result store_pg_txn_list(store_backend_reader *r, store_txn_fn fn, void *ctx)
                 rc = store_pg_col_span(res, i, 6, NULL, &t.credential);
             }
             t.expires_at = store_pg_i64(res, i, 7);
+            t.flags = (uint32_t)store_pg_i64(res, i, 8);
+            if (cm_ok(rc)) {
+                rc = store_pg_col_span(res, i, 9, NULL, &t.request_nonce);
+            }
+            if (cm_ok(rc)) {
+                rc = store_pg_col_span(res, i, 10, NULL, &t.signer_cert);
+            }
             if (cm_ok(rc) &&
                 (strlen(t.ca) >= sizeof(after_ca) || t.transaction_id.len > sizeof(after_tid))) {
                 rc = cm_bail_note(STORE_E_INVALID, __FILE__, __LINE__);
@@ -359,6 +376,62 @@ cm_result store_pg_crl_list(store_backend_reader *r, store_crl_fn fn, void *ctx)
         }
         if (cm_ok(rc) && !fn(ctx, &c)) {
             break;
+        }
+    }
+    PQclear(res);
+    return rc;
+}
+
+cm_result store_pg_use_list(store_backend_reader *r, store_use_fn fn, void *ctx)
+{
+    store_pg_params p = {0};
+    PGresult *res = NULL;
+    CM_TRY(store_pg_query(r, PGR_USE_LIST, &p, &res));
+    cm_result rc = cm_result_make(CM_OK);
+    for (int i = 0; i < PQntuples(res) && cm_ok(rc); i++) {
+        store_use u;
+        memset(&u, 0, sizeof(u));
+        rc = store_pg_col_text(res, i, 0, NULL, &u.ca);
+        u.kind = (store_auth_kind)store_pg_i64(res, i, 1);
+        if (cm_ok(rc)) {
+            rc = store_pg_col_span(res, i, 2, NULL, &u.credential);
+        }
+        const int64_t used = store_pg_i64(res, i, 3);
+        u.used = used > 0 ? (uint64_t)used : 0;
+        if (cm_ok(rc) && !fn(ctx, &u)) {
+            break;
+        }
+    }
+    PQclear(res);
+    return rc;
+}
+
+cm_result store_pg_cert_state(store_backend_reader *r, store_cert_state *out, const char *ca,
+                              cm_span serial)
+{
+    store_pg_params p = {0};
+    store_pg_param_text(&p, ca);
+    store_pg_param_span(&p, serial);
+    PGresult *res = NULL;
+    CM_TRY(store_pg_query(r, PGR_CERT_STATE, &p, &res));
+    memset(out, 0, sizeof(*out));
+    cm_result rc = cm_result_make(CM_OK);
+    if (PQntuples(res) == 0) {
+        rc = cm_bail_note(STORE_E_NOT_FOUND, __FILE__, __LINE__);
+    } else {
+        const char *status = PQgetvalue(res, 0, 0);
+        out->status = STORE_CERT_ANY;
+        for (int i = 0; i < 4; i++) {
+            if (strcmp(status, store_pg_status_text[i]) == 0) {
+                out->status = (store_cert_status)i;
+            }
+        }
+        out->not_after = store_pg_i64(res, 0, 1);
+        out->reason = PQgetisnull(res, 0, 2) ? -1 : (int)store_pg_i64(res, 0, 2);
+        out->superseded_at = store_pg_i64(res, 0, 3);
+        out->update_pending = store_pg_i64(res, 0, 4) != 0;
+        if (out->status == STORE_CERT_ANY) {
+            rc = cm_bail_note(STORE_E_CORRUPT, __FILE__, __LINE__);
         }
     }
     PQclear(res);

@@ -16,23 +16,60 @@
 #include "engine/store/store_internal.h"
 #include "engine/store/store_pg_internal.h"
 
-static bool store_pg_rows_op(store_op op)
+// store_pg_rows_op: the jobs multi-row statements carry (a kur's certificate has more to do).
+static bool store_pg_rows_op(const store_job *j)
 {
-    return op == STORE_OP_CERT_INSERT || op == STORE_OP_TXN_CREATE;
+    return (j->op == STORE_OP_CERT_INSERT && j->u.cert.replaces.len == 0) ||
+           j->op == STORE_OP_TXN_CREATE || j->op == STORE_OP_TXN_UPDATE;
 }
 
-// store_pg_key is a job's unique key: (ca, serial) or (ca, transactionID).
+// store_pg_same_key: two jobs on one row, (ca, serial) of a certificate or (ca,
+// transactionID) of a transaction.
 static bool store_pg_same_key(const store_job *a, const store_job *b)
 {
-    if (a->op != b->op) {
+    const bool cert = a->op == STORE_OP_CERT_INSERT;
+    if (cert != (b->op == STORE_OP_CERT_INSERT)) {
         return false;
     }
-    if (a->op == STORE_OP_CERT_INSERT) {
+    if (cert) {
         return strcmp(a->u.cert.ca, b->u.cert.ca) == 0 &&
                cm_span_eq(a->u.cert.serial, b->u.cert.serial);
     }
     return strcmp(a->u.txn.ca, b->u.txn.ca) == 0 &&
            cm_span_eq(a->u.txn.transaction_id, b->u.txn.transaction_id);
+}
+
+// store_pg_rows_kind is the multi-row statement a job of a run goes to.
+static store_pg_stmt_kind store_pg_rows_kind(const store_job *j)
+{
+    return j->op == STORE_OP_CERT_INSERT  ? STORE_PG_CERTS
+           : j->op == STORE_OP_TXN_CREATE ? STORE_PG_TXNS
+                                          : STORE_PG_TXN_UPDS;
+}
+
+// store_pg_rows_decide: whether slot |s| can join the run [first, end): a second insert of a
+// key in the run is decided here (the earlier one goes to the database and the later conflicts,
+// as one job after the other); any other second job on one row (an update with an insert or
+// another update) ends the run before it (false).
+static bool store_pg_rows_decide(store_pg_slot *slots, size_t first, size_t end, store_pg_slot *s)
+{
+    for (size_t k = first; k < end; k++) {
+        const store_pg_slot *o = &slots[k];
+        if (!o->run || o->decided || !store_pg_same_key(o->job, s->job)) {
+            continue;
+        }
+        if (o->job->op != s->job->op || s->job->op == STORE_OP_TXN_UPDATE) {
+            return false;
+        }
+        s->decided = true;
+        s->code =
+            s->job->op == STORE_OP_CERT_INSERT ? STORE_E_DUPLICATE_SERIAL : STORE_E_TXN_IN_USE;
+        s->value = 0;
+        s->also_len = 0;
+        s->many = false;
+        return true;
+    }
+    return true;
 }
 
 size_t store_pg_plan(store_backend *b, size_t n, bool single)
@@ -45,7 +82,7 @@ size_t store_pg_plan(store_backend *b, size_t n, bool single)
             i++;
             continue;
         }
-        if (single || !store_pg_rows_op(slots[i].job->op)) {
+        if (single || !store_pg_rows_op(slots[i].job)) {
             b->stmts[num++] = (store_pg_stmt){.kind = STORE_PG_ONE, .first = i, .end = i + 1};
             i++;
             continue;
@@ -53,42 +90,30 @@ size_t store_pg_plan(store_backend *b, size_t n, bool single)
         // A run of enrolment jobs (skipping slots out of the batch), at most STORE_PG_ROWS of
         // each kind.
         size_t end = i;
-        size_t certs = 0;
-        size_t txns = 0;
-        while (end < n &&
-               (!slots[end].run || slots[end].decided ||
-                (store_pg_rows_op(slots[end].job->op) &&
-                 (slots[end].job->op == STORE_OP_CERT_INSERT ? certs : txns) < STORE_PG_ROWS))) {
+        size_t count[3] = {0, 0, 0}; // by store_pg_rows_kind - STORE_PG_CERTS
+        while (end < n) {
             store_pg_slot *s = &slots[end];
             if (s->run && !s->decided) {
-                for (size_t k = i; k < end; k++) {
-                    if (slots[k].run && !slots[k].decided &&
-                        store_pg_same_key(slots[k].job, s->job)) {
-                        s->decided = true; // the earlier job of the two goes to the database
-                        s->code = s->job->op == STORE_OP_CERT_INSERT ? STORE_E_DUPLICATE_SERIAL
-                                                                     : STORE_E_TXN_IN_USE;
-                        s->value = 0;
-                        break;
-                    }
+                const size_t k = (size_t)(store_pg_rows_kind(s->job) - STORE_PG_CERTS);
+                if (!store_pg_rows_op(s->job) || count[k] >= STORE_PG_ROWS ||
+                    !store_pg_rows_decide(slots, i, end, s)) {
+                    break;
                 }
-            }
-            if (s->run && !s->decided) {
-                certs += s->job->op == STORE_OP_CERT_INSERT ? 1u : 0u;
-                txns += s->job->op == STORE_OP_TXN_CREATE ? 1u : 0u;
+                count[k] += s->decided ? 0u : 1u;
             }
             end++;
         }
-        if (certs > 0) {
-            b->stmts[num++] = (store_pg_stmt){.kind = STORE_PG_CERTS, .first = i, .end = end};
-        }
-        if (txns > 0) {
-            b->stmts[num++] = (store_pg_stmt){.kind = STORE_PG_TXNS, .first = i, .end = end};
+        static const store_pg_stmt_kind k_kinds[3] = {STORE_PG_CERTS, STORE_PG_TXNS,
+                                                      STORE_PG_TXN_UPDS};
+        for (size_t k = 0; k < 3; k++) {
+            if (count[k] > 0) {
+                b->stmts[num++] = (store_pg_stmt){.kind = k_kinds[k], .first = i, .end = end};
+            }
         }
         i = end;
     }
     return num;
 }
-
 // ---------------------------------------------------------------------------------------------
 // Arrays in PostgreSQL's binary format (array_send): int32 ndim = 1, int32 has-nulls, Oid of the
 // element type, int32 length, int32 lower bound = 1, then per element int32 length (-1: NULL)
@@ -183,7 +208,7 @@ static void store_pg_array_int(store_backend *b, store_pg_array *a, int64_t v, b
 #define STORE_PG_OID_BYTEA 17u
 #define STORE_PG_OID_INT8  20u
 
-enum { STORE_PG_CERT_COLS = 14, STORE_PG_TXN_COLS = 8 };
+enum { STORE_PG_CERT_COLS = 14, STORE_PG_TXN_COLS = 11 };
 
 static const uint32_t k_store_pg_cert_oids[STORE_PG_CERT_COLS] = {
     STORE_PG_OID_TEXT,  STORE_PG_OID_BYTEA, STORE_PG_OID_BYTEA, STORE_PG_OID_TEXT,
@@ -192,13 +217,14 @@ static const uint32_t k_store_pg_cert_oids[STORE_PG_CERT_COLS] = {
     STORE_PG_OID_INT8,  STORE_PG_OID_INT8};
 static const uint32_t k_store_pg_txn_oids[STORE_PG_TXN_COLS] = {
     STORE_PG_OID_TEXT,  STORE_PG_OID_BYTEA, STORE_PG_OID_INT8,  STORE_PG_OID_BYTEA,
-    STORE_PG_OID_BYTEA, STORE_PG_OID_INT8,  STORE_PG_OID_BYTEA, STORE_PG_OID_INT8};
+    STORE_PG_OID_BYTEA, STORE_PG_OID_INT8,  STORE_PG_OID_BYTEA, STORE_PG_OID_INT8,
+    STORE_PG_OID_INT8,  STORE_PG_OID_BYTEA, STORE_PG_OID_BYTEA};
 
 // store_pg_rows_in reports whether slot |s| belongs to the multi-row statement |st|.
 static bool store_pg_rows_in(const store_pg_slot *s, const store_pg_stmt *st)
 {
-    const store_op want = st->kind == STORE_PG_CERTS ? STORE_OP_CERT_INSERT : STORE_OP_TXN_CREATE;
-    return s->run && !s->decided && s->job->op == want;
+    return s->run && !s->decided && store_pg_rows_op(s->job) &&
+           store_pg_rows_kind(s->job) == st->kind;
 }
 
 // store_pg_rows_column writes column |col| of the statement's rows as one array.
@@ -285,8 +311,17 @@ static store_pg_array store_pg_rows_column(store_backend *b, const store_pg_stmt
             case 6:
                 store_pg_array_span(b, &a, t->credential);
                 break;
-            default:
+            case 7:
                 store_pg_array_int(b, &a, t->expires_at, false);
+                break;
+            case 8:
+                store_pg_array_int(b, &a, (int64_t)t->flags, false);
+                break;
+            case 9:
+                store_pg_array_span(b, &a, t->request_nonce);
+                break;
+            default:
+                store_pg_array_span(b, &a, t->signer_cert);
                 break;
             }
         }
@@ -324,12 +359,18 @@ cm_result store_pg_rows_params(store_backend *b, const store_pg_stmt *st, store_
 void store_pg_rows_outcome(store_backend *b, const store_pg_stmt *st, const PGresult *res)
 {
     const bool certs = st->kind == STORE_PG_CERTS;
-    const uint32_t conflict = certs ? STORE_E_DUPLICATE_SERIAL : STORE_E_TXN_IN_USE;
+    // A row not returned: a certificate's serial or a new transaction's ID was taken, or an
+    // updated transaction does not exist.
+    const uint32_t conflict = certs                       ? STORE_E_DUPLICATE_SERIAL
+                              : st->kind == STORE_PG_TXNS ? STORE_E_TXN_IN_USE
+                                                          : STORE_E_TXN_NOT_FOUND;
     for (size_t i = st->first; i < st->end; i++) {
         store_pg_slot *s = &b->slots[i];
         if (store_pg_rows_in(s, st)) {
             s->code = conflict;
             s->value = 0;
+            s->also_len = 0;
+            s->many = false;
         }
     }
     // Each returned row (binary: ca as its bytes, the key as its bytes) is a job's row that

@@ -61,7 +61,16 @@ static int store_pg_job_params(const store_job *job, store_pg_params *p)
         store_pg_param_span(p, c->cert_der);
         store_pg_param_int(p, c->issued_at);
         store_pg_param_time(p, c->status == STORE_CERT_UNCONFIRMED ? c->confirm_deadline : 0);
-        return copy ? PGW_COPY_CERT : PGW_CERT_INSERT;
+        const bool kur = c->replaces.len != 0;
+        if (copy || kur) {
+            store_pg_param_span(p, c->replaces);
+            store_pg_param_int(p, kur && c->revoke_replaced ? 1 : 0);
+        }
+        if (copy) {
+            store_pg_param_time(p, c->superseded_at);
+            return PGW_COPY_CERT;
+        }
+        return kur ? PGW_CERT_INSERT_UPDATE : PGW_CERT_INSERT;
     }
     case STORE_OP_CERT_CONFIRM:
         store_pg_param_text(p, ref->ca);
@@ -88,7 +97,40 @@ static int store_pg_job_params(const store_job *job, store_pg_params *p)
         store_pg_param_int(p, (int64_t)t->protection);
         store_pg_param_span(p, t->credential);
         store_pg_param_int(p, t->expires_at);
+        store_pg_param_int(p, (int64_t)t->flags);
+        store_pg_param_span(p, t->request_nonce);
+        store_pg_param_span(p, t->signer_cert);
         return job->op == STORE_OP_TXN_CREATE ? PGW_TXN_CREATE : PGW_TXN_UPDATE;
+    case STORE_OP_TXN_RESERVE: {
+        const store_reservation *v = &job->u.rsv;
+        store_pg_param_text(p, v->ca);
+        store_pg_param_span(p, v->transaction_id);
+        store_pg_param_int(p, (int64_t)v->state);
+        store_pg_param_int(p, (int64_t)v->protection);
+        store_pg_param_span(p, v->credential);
+        store_pg_param_int(p, v->expires_at);
+        store_pg_param_span(p, v->serial);
+        store_pg_param_span(p, v->spki_sha256);
+        store_pg_param_span(p, v->replaces);
+        store_pg_param_int(p, v->check_key ? 1 : 0);
+        store_pg_param_int(p, (int64_t)v->max_uses);
+        return PGW_RESERVE;
+    }
+    case STORE_OP_TXN_UNRESERVE: {
+        const store_reservation *v = &job->u.rsv;
+        store_pg_param_text(p, v->ca);
+        store_pg_param_span(p, v->transaction_id);
+        store_pg_param_int(p, (int64_t)v->protection);
+        store_pg_param_span(p, v->credential);
+        store_pg_param_int(p, (int64_t)v->max_uses);
+        return PGW_UNRESERVE;
+    }
+    case STORE_OP_COPY_USE:
+        store_pg_param_text(p, job->u.use.ca);
+        store_pg_param_int(p, (int64_t)job->u.use.kind);
+        store_pg_param_span(p, job->u.use.credential);
+        store_pg_param_int(p, (int64_t)job->u.use.used);
+        return PGW_COPY_USE;
     case STORE_OP_TXN_DELETE:
         store_pg_param_text(p, ref->ca);
         store_pg_param_span(p, ref->transaction_id);
@@ -146,6 +188,14 @@ static uint32_t store_pg_fn_code(long long v)
         return STORE_E_TXN_NOT_FOUND;
     case STORE_PG_FN_TXN_IN_USE:
         return STORE_E_TXN_IN_USE;
+    case STORE_PG_FN_DUPLICATE_SERIAL:
+        return STORE_E_DUPLICATE_SERIAL;
+    case STORE_PG_FN_KEY_REUSED:
+        return STORE_E_KEY_REUSED;
+    case STORE_PG_FN_LIMIT:
+        return STORE_E_LIMIT;
+    case STORE_PG_FN_UPDATE_PENDING:
+        return STORE_E_UPDATE_PENDING;
     default:
         return STORE_E_DB;
     }
@@ -153,6 +203,34 @@ static uint32_t store_pg_fn_code(long long v)
 
 // store_pg_job_outcome reads the slot's outcome (code and out_value) from its statement's
 // result.
+// store_pg_slot_also records, for the status cache, the other certificate a function says the
+// job changed (column |col|: its serial in hex, NULL for none).
+static void store_pg_slot_also(store_pg_slot *slot, const PGresult *res, int col)
+{
+    slot->also_len = 0;
+    if (PQntuples(res) != 1 || PQnfields(res) <= col || PQgetisnull(res, 0, col)) {
+        return;
+    }
+    const char *hex = PQgetvalue(res, 0, col);
+    const size_t n = strlen(hex) / 2;
+    if (n == 0 || n > sizeof(slot->also)) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned v = 0;
+        for (int k = 0; k < 2; k++) {
+            const char ch = hex[2 * i + (size_t)k];
+            v = v * 16u + (unsigned)(ch >= 'a'   ? ch - 'a' + 10
+                                     : ch >= 'A' ? ch - 'A' + 10
+                                                 : ch - '0');
+        }
+        slot->also[i] = (uint8_t)v;
+    }
+    slot->also_len = n;
+}
+
+// store_pg_job_outcome reads the slot's outcome (code, out_value and what the status cache must
+// forget) from its statement's result.
 static void store_pg_job_outcome(store_pg_slot *slot, const PGresult *res)
 {
     const int rows = PQntuples(res);
@@ -160,14 +238,28 @@ static void store_pg_job_outcome(store_pg_slot *slot, const PGresult *res)
     const long long v = one ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
     uint32_t code = CM_OK;
     slot->value = 0;
+    slot->also_len = 0;
+    slot->many = false;
     switch (slot->job->op) {
     case STORE_OP_CERT_INSERT:
+        if (slot->job->u.cert.replaces.len != 0) {
+            code = one ? store_pg_fn_code(v) : STORE_E_DB;
+            store_pg_slot_also(slot, res, 1);
+        } else {
+            code = rows == 1 ? CM_OK : STORE_E_DUPLICATE_SERIAL;
+        }
+        break;
     case STORE_OP_COPY_CERT:
         code = rows == 1 ? CM_OK : STORE_E_DUPLICATE_SERIAL;
         break;
     case STORE_OP_CERT_CONFIRM:
     case STORE_OP_CERT_REVOKE:
     case STORE_OP_CERT_RELEASE:
+    case STORE_OP_TXN_RESERVE:
+    case STORE_OP_TXN_UNRESERVE:
+        code = one ? store_pg_fn_code(v) : STORE_E_DB;
+        store_pg_slot_also(slot, res, 1);
+        break;
     case STORE_OP_TXN_UPDATE:
         code = one ? store_pg_fn_code(v) : STORE_E_DB;
         break;
@@ -178,16 +270,23 @@ static void store_pg_job_outcome(store_pg_slot *slot, const PGresult *res)
         code = rows == 1 ? CM_OK : STORE_E_TXN_NOT_FOUND;
         break;
     case STORE_OP_TXN_EXPIRE:
+        // (rows deleted, whether a pending key update's reservation went with them)
+        slot->many = rows == 1 && PQnfields(res) >= 2 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+        code = one && v >= 0 ? CM_OK : STORE_E_DB;
+        slot->value = one && v >= 0 ? (uint64_t)v : 0;
+        break;
     case STORE_OP_SWEEP:
     case STORE_OP_CRL_NEXT_NUMBER:
         code = one && v >= 0 ? CM_OK : STORE_E_DB;
         slot->value = one && v >= 0 ? (uint64_t)v : 0;
+        slot->many = slot->job->op == STORE_OP_SWEEP && slot->value != 0;
         break;
     case STORE_OP_CRL_PUT:
         code = rows == 1 ? CM_OK : STORE_E_STALE;
         break;
     case STORE_OP_COPY_CRL:
     case STORE_OP_COPY_CLEAR:
+    case STORE_OP_COPY_USE:
         break;
     }
     slot->code = code;
@@ -222,13 +321,18 @@ static PGresult *store_pg_take(PGconn *pg)
     return res;
 }
 
-// store_pg_send sends BEGIN, the |num| statements of b->stmts, COMMIT and the sync.
-static cm_result store_pg_send(store_backend *b, size_t num)
+// store_pg_send sends BEGIN, with |lazy| a SET LOCAL synchronous_commit = off, the |num|
+// statements of b->stmts, COMMIT and the sync.
+static cm_result store_pg_send(store_backend *b, size_t num, bool lazy)
 {
     store_pg_conn *c = &b->w;
     PGconn *pg = c->pg;
     bool ok = PQenterPipelineMode(pg) == 1 &&
               PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) == 1;
+    if (ok && lazy) {
+        ok = PQsendQueryParams(pg, "SET LOCAL synchronous_commit = off", 0, NULL, NULL, NULL, NULL,
+                               0) == 1;
+    }
     for (size_t i = 0; ok && i < num; i++) {
         const store_pg_stmt *st = &b->stmts[i];
         store_pg_params p;
@@ -239,7 +343,9 @@ static cm_result store_pg_send(store_backend *b, size_t num)
             CM_CHECK(idx >= 0); // validation refused unknown ops
         } else {
             CM_TRY(store_pg_rows_params(b, st, &p));
-            idx = st->kind == STORE_PG_CERTS ? PGW_CERT_ROWS : PGW_TXN_ROWS;
+            idx = st->kind == STORE_PG_CERTS  ? PGW_CERT_ROWS
+                  : st->kind == STORE_PG_TXNS ? PGW_TXN_ROWS
+                                              : PGW_TXN_UPD_ROWS;
             format = 1;
         }
         char name[32];
@@ -301,14 +407,24 @@ static cm_result store_pg_pipeline(store_backend *b, size_t n, bool single, bool
     if (num == 0) {
         return cm_result_make(CM_OK); // every job was decided without the database
     }
-    CM_TRY(store_pg_send(b, num));
+    // A batch of reservations only (store_job_durable: they need no durability; on SQLite they
+    // complete before the commit) commits without waiting for the WAL's flush: a crash may lose
+    // them, with the same consequence (the record then finds no reservation and the server
+    // revokes the undelivered certificate). Any durable job makes the batch wait as always.
+    bool lazy = true;
+    for (size_t i = 0; i < n && lazy; i++) {
+        const store_pg_slot *sl = &b->slots[i];
+        lazy = !sl->run || sl->decided || !store_job_durable(sl->job);
+    }
+    CM_TRY(store_pg_send(b, num, lazy));
     PGconn *pg = c->pg;
     cm_result r = cm_result_make(CM_OK);
-    // BEGIN, one result per statement, COMMIT, then the sync. After an error the server skips
-    // the rest (PGRES_PIPELINE_ABORTED) up to the sync; |r| keeps the first error.
-    for (size_t i = 0; c->pg != NULL && i <= num + 1; i++) {
-        const store_pg_stmt *st = i >= 1 && i <= num ? &b->stmts[i - 1] : NULL;
-        const char *what = i == 0 ? "BEGIN" : st != NULL ? "batch" : "COMMIT";
+    // BEGIN (and the SET), one result per statement, COMMIT, then the sync. After an error the
+    // server skips the rest (PGRES_PIPELINE_ABORTED) up to the sync; |r| keeps the first error.
+    const size_t head = lazy ? 2 : 1;
+    for (size_t i = 0; c->pg != NULL && i < head + num + 1; i++) {
+        const store_pg_stmt *st = i >= head && i < head + num ? &b->stmts[i - head] : NULL;
+        const char *what = i < head ? "BEGIN" : st != NULL ? "batch" : "COMMIT";
         PGresult *res = store_pg_take(pg);
         const ExecStatusType status = PQresultStatus(res);
         if (res == NULL) {
@@ -412,6 +528,9 @@ cm_result store_pg_exec_batch(store_backend *b, store_job *first)
                                           ? cm_result_make(CM_OK)
                                           : cm_bail_note(sl->code, __FILE__, __LINE__);
                     sl->job->out_value = sl->value;
+                    memcpy(sl->job->also_serial, sl->also, sl->also_len);
+                    sl->job->also_serial_len = sl->also_len;
+                    sl->job->changed_many = sl->many;
                 }
             }
             b->last_ok_ns = cm_time_mono_ns();

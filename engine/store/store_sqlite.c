@@ -75,9 +75,64 @@ static const char k_store_sq_schema_v1[] =
 // submitters) ran 20-90% faster. cert.transaction_id stays as a record.
 static const char k_store_sq_schema_v2[] = "DROP INDEX cert_by_txn;";
 
+// Version 3 (issue 14): trust and authorization.
+// - cert.replaces / revoke_replaced: a kur's certificate names the one it replaces; once it is
+//   valid the replaced one gets superseded_at (and is revoked, reason superseded, when the
+//   profile said revoke_on_update). cert_by_replaces (partial: kur certificates only) finds an
+//   unconfirmed update of a certificate.
+// - cert_by_key (ca, spki_sha256): the key-reuse rule's lookup on every enrolment. It costs
+//   every insert a write to a random leaf page, as cert_by_txn did (see bench/store_bench.c's
+//   key-index row and the branch report for the measured cost).
+// - txn.reserved_serial / spki_sha256 / replaces: the reservation made before signing; the
+//   serial is unique per CA among reservations (txn_reserved_serial) as it is among
+//   certificates (UNIQUE (ca, serial)); txn_pending_key and txn_pending_update find
+//   reservations that have no certificate yet (serial IS NULL), for the key-reuse and
+//   one-update-at-a-time rules. ADD COLUMN keeps txn's foreign key on serial, which is only set
+//   once the certificate exists.
+// - credential_use: certificates reserved per MAC credential with a limit (max_certs, once).
+// - txn.flags / request_nonce / signer_cert (issue 15): what a certConf must match besides the
+//   credential (the server's request flags, the request's senderNonce, the certificate that
+//   signed the request). Before these columns the server packed them into state (flags in the
+//   bits above the low byte), sender_nonce (its own 16-octet nonce, then the request's) and
+//   credential (a signature's 32-octet certificate hash, then the certificate); rows written
+//   that way are unpacked here, so certConf of a transaction in flight across the upgrade still
+//   matches. (The one place the store reads the server's values: it wrote the packing.)
+// Existing rows: no certificate replaces another, none is superseded; nothing is counted.
+static const char k_store_sq_schema_v3[] =
+    "ALTER TABLE cert ADD COLUMN replaces BLOB;"
+    "ALTER TABLE cert ADD COLUMN revoke_replaced INTEGER NOT NULL DEFAULT 0"
+    " CHECK (revoke_replaced IN (0, 1));"
+    "ALTER TABLE cert ADD COLUMN superseded_at INTEGER;"
+    "CREATE INDEX cert_by_key ON cert (ca, spki_sha256);"
+    "CREATE INDEX cert_by_replaces ON cert (ca, replaces) WHERE replaces IS NOT NULL;"
+    "ALTER TABLE txn ADD COLUMN reserved_serial BLOB;"
+    "ALTER TABLE txn ADD COLUMN spki_sha256 BLOB;"
+    "ALTER TABLE txn ADD COLUMN replaces BLOB;"
+    "CREATE UNIQUE INDEX txn_reserved_serial ON txn (ca, reserved_serial)"
+    " WHERE reserved_serial IS NOT NULL;"
+    "CREATE INDEX txn_pending_key ON txn (ca, spki_sha256)"
+    " WHERE serial IS NULL AND spki_sha256 IS NOT NULL;"
+    "CREATE INDEX txn_pending_update ON txn (ca, replaces)"
+    " WHERE serial IS NULL AND replaces IS NOT NULL;"
+    "CREATE TABLE credential_use ("
+    " ca TEXT NOT NULL,"
+    " kind INTEGER NOT NULL CHECK (kind IN (1, 2)),"
+    " credential BLOB NOT NULL,"
+    " used INTEGER NOT NULL CHECK (used >= 0),"
+    " PRIMARY KEY (ca, kind, credential)) WITHOUT ROWID;"
+    "ALTER TABLE txn ADD COLUMN flags INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE txn ADD COLUMN request_nonce BLOB;"
+    "ALTER TABLE txn ADD COLUMN signer_cert BLOB;"
+    "UPDATE txn SET flags = state >> 8, state = state & 255 WHERE state > 255;"
+    "UPDATE txn SET request_nonce = substr(sender_nonce, 17),"
+    " sender_nonce = substr(sender_nonce, 1, 16) WHERE length(sender_nonce) > 16;"
+    "UPDATE txn SET signer_cert = substr(credential, 33), credential = substr(credential, 1, 32)"
+    " WHERE protection = 2 AND length(credential) > 32;";
+
 static const char *const k_store_sq_migrations[] = {
     k_store_sq_schema_v1, // 0 -> 1
     k_store_sq_schema_v2, // 1 -> 2
+    k_store_sq_schema_v3, // 2 -> 3
 };
 
 _Static_assert(sizeof(k_store_sq_migrations) / sizeof(k_store_sq_migrations[0]) ==
@@ -90,7 +145,20 @@ _Static_assert(sizeof(k_store_sq_migrations) / sizeof(k_store_sq_migrations[0]) 
 #define STORE_SQ_CERT_COLS                                                                    \
     "id, ca, serial, subject_der, subject_text, not_before, not_after, spki_sha256, status, " \
     "revoked_at, reason, transaction_id, requester_kind, requester, cert_der, issued_at, "    \
-    "confirm_deadline"
+    "confirm_deadline, replaces, revoke_replaced, superseded_at"
+
+// What decides whether a certificate may authenticate (store_cert_state): an update of it is
+// pending while an unconfirmed certificate replaces it or a reservation (no certificate yet)
+// names it. (INDEXED BY: the planner prefers txn's primary key, whose first column ca is all
+// it can use, over the partial indexes; with one CA that would read every transaction.) Read by the
+// request path (store_cert_state_get) and by the writer (a kur's reservation). Bound: ?1 ca, ?2
+// serial.
+#define STORE_SQ_CERT_STATE                                                                 \
+    "SELECT c.status, c.not_after, c.reason, c.superseded_at, "                             \
+    "EXISTS (SELECT 1 FROM cert n WHERE n.ca = c.ca AND n.replaces = c.serial "             \
+    "AND n.status = 'unconfirmed') OR EXISTS (SELECT 1 FROM txn t INDEXED BY "              \
+    "txn_pending_update WHERE t.ca = c.ca AND t.replaces = c.serial AND t.serial IS NULL) " \
+    "FROM cert c WHERE c.ca = ?1 AND c.serial = ?2"
 
 const char *const store_sq_write_sql[SQW_COUNT] = {
     [SQW_BEGIN] = "BEGIN IMMEDIATE",
@@ -102,8 +170,10 @@ const char *const store_sq_write_sql[SQW_COUNT] = {
     [SQW_CERT_INSERT] =
         "INSERT INTO cert (ca, serial, subject_der, subject_text, not_before, not_after, "
         "spki_sha256, status, transaction_id, requester_kind, requester, cert_der, issued_at, "
-        "confirm_deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    [SQW_CERT_STATUS] = "SELECT status, confirm_deadline FROM cert WHERE ca = ?1 AND serial = ?2",
+        "confirm_deadline, replaces, revoke_replaced) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    [SQW_CERT_STATUS] = "SELECT status, confirm_deadline, replaces, revoke_replaced FROM cert "
+                        "WHERE ca = ?1 AND serial = ?2",
     [SQW_CERT_CONFIRM] = "UPDATE cert SET status = 'valid', confirm_deadline = NULL "
                          "WHERE ca = ?1 AND serial = ?2",
     [SQW_CERT_REVOKE] = "UPDATE cert SET status = ?3, revoked_at = ?4, reason = ?5, "
@@ -113,10 +183,11 @@ const char *const store_sq_write_sql[SQW_COUNT] = {
     [SQW_CRL_BUMP] = "INSERT INTO crl_state (ca, revision) VALUES (?1, 1) "
                      "ON CONFLICT (ca) DO UPDATE SET revision = revision + 1",
     [SQW_TXN_INSERT] = "INSERT INTO txn (ca, transaction_id, state, sender_nonce, serial, "
-                       "protection, credential, expires_at) "
-                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                       "protection, credential, expires_at, flags, request_nonce, signer_cert) "
+                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [SQW_TXN_UPDATE] = "UPDATE txn SET state = ?3, sender_nonce = ?4, serial = ?5, "
-                       "protection = ?6, credential = ?7, expires_at = ?8 "
+                       "protection = ?6, credential = ?7, expires_at = ?8, flags = ?9, "
+                       "request_nonce = ?10, signer_cert = ?11 "
                        "WHERE ca = ?1 AND transaction_id = ?2",
     [SQW_TXN_DELETE] = "DELETE FROM txn WHERE ca = ?1 AND transaction_id = ?2",
     [SQW_TXN_EXPIRE] = "DELETE FROM txn WHERE expires_at <= ?1",
@@ -135,22 +206,52 @@ const char *const store_sq_write_sql[SQW_COUNT] = {
                     "crl_number = excluded.crl_number, this_update = excluded.this_update, "
                     "next_update = excluded.next_update, built_revision = excluded.built_revision "
                     "WHERE excluded.crl_number > crl_state.crl_number",
+    [SQW_SUPERSEDE] = "UPDATE cert SET superseded_at = ?3 WHERE ca = ?1 AND serial = ?2 "
+                      "AND superseded_at IS NULL",
+    [SQW_CERT_STATE] = STORE_SQ_CERT_STATE,
+    [SQW_TXN_RESERVE] = "INSERT INTO txn (ca, transaction_id, state, protection, credential, "
+                        "expires_at, reserved_serial, spki_sha256, replaces) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [SQW_SERIAL_USED] = "SELECT 1 FROM cert WHERE ca = ?1 AND serial = ?2",
+    [SQW_KEY_USED] = "SELECT 1 FROM cert WHERE ca = ?1 AND spki_sha256 = ?2 "
+                     "AND NOT (status = 'revoked' AND reason = 5) "
+                     "UNION ALL SELECT 1 FROM txn INDEXED BY txn_pending_key WHERE ca = ?1 "
+                     "AND spki_sha256 = ?2 "
+                     "AND serial IS NULL AND transaction_id <> ?3 LIMIT 1",
+    [SQW_USE_COUNT] = "INSERT INTO credential_use (ca, kind, credential, used) "
+                      "VALUES (?1, ?2, ?3, 1) ON CONFLICT (ca, kind, credential) "
+                      "DO UPDATE SET used = used + 1 WHERE used < ?4 RETURNING used",
+    [SQW_USE_RETURN] = "UPDATE credential_use SET used = used - 1 "
+                       "WHERE ca = ?1 AND kind = ?2 AND credential = ?3 AND used > 0",
+    [SQW_TXN_UNRESERVE] = "DELETE FROM txn WHERE ca = ?1 AND transaction_id = ?2 "
+                          "AND serial IS NULL",
+    [SQW_EXPIRE_PENDING] = "SELECT EXISTS (SELECT 1 FROM txn WHERE expires_at <= ?1 "
+                           "AND serial IS NULL AND replaces IS NOT NULL)",
+    [SQW_DATA_VERSION] = "PRAGMA data_version",
+    [SQW_UPDATE_BUSY] = "SELECT EXISTS (SELECT 1 FROM cert WHERE ca = ?1 AND replaces = ?2 "
+                        "AND status = 'unconfirmed') OR EXISTS (SELECT 1 FROM txn INDEXED BY "
+                        "txn_pending_update WHERE ca = ?1 AND replaces = ?2 AND serial IS NULL "
+                        "AND transaction_id <> ?3)",
     [SQW_COPY_CERT] =
         "INSERT INTO cert (ca, serial, subject_der, subject_text, not_before, not_after, "
         "spki_sha256, status, revoked_at, reason, transaction_id, requester_kind, requester, "
-        "cert_der, issued_at, confirm_deadline) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        "cert_der, issued_at, confirm_deadline, replaces, revoke_replaced, superseded_at) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
+        "?18, ?19)",
     [SQW_COPY_CRL] =
         "INSERT OR REPLACE INTO crl_state (ca, numbers_issued, revision, built_revision, "
         "crl_der, crl_number, this_update, next_update) "
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [SQW_COPY_USE] = "INSERT OR REPLACE INTO credential_use (ca, kind, credential, used) "
+                     "VALUES (?1, ?2, ?3, ?4)",
 };
 
 const char *const store_sq_read_sql[SQR_COUNT] = {
     [SQR_CERT_GET] = "SELECT " STORE_SQ_CERT_COLS " FROM cert WHERE ca = ?1 AND serial = ?2",
     [SQR_CERT_BY_TXN] = "SELECT " STORE_SQ_CERT_COLS " FROM cert WHERE ca = ?1 AND serial = "
                         "(SELECT serial FROM txn WHERE ca = ?1 AND transaction_id = ?2)",
-    [SQR_TXN_GET] = "SELECT state, sender_nonce, serial, protection, credential, expires_at "
+    [SQR_TXN_GET] = "SELECT state, sender_nonce, serial, protection, credential, expires_at, "
+                    "flags, request_nonce, signer_cert "
                     "FROM txn WHERE ca = ?1 AND transaction_id = ?2",
     [SQR_CERT_LIST] = "SELECT " STORE_SQ_CERT_COLS " FROM cert "
                       "WHERE (?1 IS NULL OR ca = ?1) AND (?2 IS NULL OR status = ?2) "
@@ -164,8 +265,12 @@ const char *const store_sq_read_sql[SQR_COUNT] = {
                     "ORDER BY id",
     [SQR_CRL_GET] = "SELECT crl_number, numbers_issued, revision, built_revision, crl_der, "
                     "this_update, next_update FROM crl_state WHERE ca = ?1",
+    [SQR_CERT_STATE] = STORE_SQ_CERT_STATE,
     [SQR_TXN_LIST] = "SELECT ca, transaction_id, state, sender_nonce, serial, protection, "
-                     "credential, expires_at FROM txn ORDER BY ca, transaction_id",
+                     "credential, expires_at, flags, request_nonce, signer_cert FROM txn "
+                     "ORDER BY ca, transaction_id",
+    [SQR_USE_LIST] = "SELECT ca, kind, credential, used FROM credential_use "
+                     "ORDER BY ca, kind, credential",
     [SQR_CRL_LIST] = "SELECT ca, crl_number, numbers_issued, revision, built_revision, crl_der, "
                      "this_update, next_update FROM crl_state ORDER BY ca",
 };
@@ -419,12 +524,14 @@ const char *store_sqlite_migration_sql(size_t i)
 
 const char *store_sqlite_request_path_sql(size_t i)
 {
-    static const int k_write[] = {SQW_CERT_STATUS,  SQW_CERT_CONFIRM, SQW_CERT_REVOKE,
-                                  SQW_CERT_RELEASE, SQW_CRL_BUMP,     SQW_TXN_UPDATE,
-                                  SQW_TXN_DELETE,   SQW_TXN_EXPIRE,   SQW_SWEEP_BUMP,
-                                  SQW_SWEEP,        SQW_CRL_NEXT,     SQW_CRL_PUT};
-    static const int k_read[] = {SQR_CERT_GET, SQR_CERT_BY_TXN, SQR_TXN_GET, SQR_REVOKED,
-                                 SQR_CRL_GET};
+    static const int k_write[] = {
+        SQW_CERT_STATUS, SQW_CERT_CONFIRM, SQW_CERT_REVOKE, SQW_CERT_RELEASE,  SQW_CRL_BUMP,
+        SQW_TXN_UPDATE,  SQW_TXN_DELETE,   SQW_TXN_EXPIRE,  SQW_SWEEP_BUMP,    SQW_SWEEP,
+        SQW_CRL_NEXT,    SQW_CRL_PUT,      SQW_SUPERSEDE,   SQW_CERT_STATE,    SQW_SERIAL_USED,
+        SQW_KEY_USED,    SQW_USE_COUNT,    SQW_USE_RETURN,  SQW_TXN_UNRESERVE, SQW_EXPIRE_PENDING,
+        SQW_UPDATE_BUSY};
+    static const int k_read[] = {SQR_CERT_GET, SQR_CERT_BY_TXN, SQR_TXN_GET,
+                                 SQR_REVOKED,  SQR_CRL_GET,     SQR_CERT_STATE};
     const size_t nw = sizeof(k_write) / sizeof(k_write[0]);
     const size_t nr = sizeof(k_read) / sizeof(k_read[0]);
     if (i < nw) {
@@ -453,6 +560,9 @@ const store_backend_ops store_sqlite_ops = {
     .revoked_list = store_sq_revoked_list,
     .crl_get = store_sq_crl_get,
     .check = store_sq_check,
+    .cert_state = store_sq_cert_state,
+    .changed_elsewhere = store_sq_changed_elsewhere,
     .txn_list = store_sq_txn_list,
     .crl_list = store_sq_crl_list,
+    .use_list = store_sq_use_list,
 };

@@ -37,8 +37,20 @@ enum {
     SQW_SWEEP,
     SQW_CRL_NEXT,
     SQW_CRL_PUT,
+    SQW_SUPERSEDE,
+    SQW_CERT_STATE,
+    SQW_TXN_RESERVE,
+    SQW_SERIAL_USED,
+    SQW_KEY_USED,
+    SQW_USE_COUNT,
+    SQW_USE_RETURN,
+    SQW_TXN_UNRESERVE,
+    SQW_EXPIRE_PENDING,
+    SQW_DATA_VERSION,
+    SQW_UPDATE_BUSY,
     SQW_COPY_CERT,
     SQW_COPY_CRL,
+    SQW_COPY_USE,
     SQW_COUNT,
 };
 
@@ -52,8 +64,10 @@ enum {
     SQR_CERT_COUNT,
     SQR_REVOKED,
     SQR_CRL_GET,
+    SQR_CERT_STATE,
     SQR_TXN_LIST,
     SQR_CRL_LIST,
+    SQR_USE_LIST,
     SQR_COUNT,
 };
 
@@ -99,6 +113,7 @@ struct store_backend {
     int wal_pages;       // written by the WAL hook on the writer thread
     bool ckpt_on;        // immutable after open: the checkpointer thread runs
     store_sq_ckpt ckpt;
+    int64_t data_version; // PRAGMA data_version after the previous batch (changed_elsewhere)
 };
 
 // store_backend_reader is one read connection. Thread: one at a time.
@@ -189,6 +204,7 @@ CM_RESULT store_sq_begin(store_backend *b);
 CM_RESULT store_sq_commit(store_backend *b);
 void store_sq_rollback(store_backend *b);
 cm_result store_sq_exec_job(store_backend *b, store_job *job);
+bool store_sq_changed_elsewhere(store_backend *b);
 
 // store_sqlite_read.c. Thread: the reader handle's. store_sq_check runs PRAGMA integrity_check
 // (want one row "ok") and PRAGMA foreign_key_check (want no row): STORE_E_CORRUPT otherwise.
@@ -205,7 +221,15 @@ CM_RESULT store_sq_revoked_list(store_backend_reader *r, const char *ca, int64_t
                                 store_revoked_fn fn, void *ctx);
 CM_RESULT store_sq_crl_get(store_backend_reader *r, cm_arena *a, store_crl *out, const char *ca);
 CM_RESULT store_sq_check(store_backend_reader *r);
+CM_RESULT store_sq_cert_state(store_backend_reader *r, store_cert_state *out, const char *ca,
+                              cm_span serial);
+
+// store_sq_row_state fills |out| from a row of STORE_SQ_CERT_STATE (store_sqlite.c's SQL; used
+// by the reader and the writer's reservation); false
+// when the status column holds no known status.
+bool store_sq_row_state(sqlite3_stmt *st, store_cert_state *out);
 CM_RESULT store_sq_txn_list(store_backend_reader *r, store_txn_fn fn, void *ctx);
 CM_RESULT store_sq_crl_list(store_backend_reader *r, store_crl_fn fn, void *ctx);
+CM_RESULT store_sq_use_list(store_backend_reader *r, store_use_fn fn, void *ctx);
 
 #endif // CERTMINT_ENGINE_STORE_STORE_SQLITE_INTERNAL_H

@@ -77,6 +77,9 @@ static cm_result store_sq_row_cert(sqlite3_stmt *st, cm_arena *a, store_cert *c)
     CM_TRY(store_sq_col_span(st, 14, a, &c->cert_der));
     c->issued_at = sqlite3_column_int64(st, 15);
     c->confirm_deadline = sqlite3_column_int64(st, 16);
+    CM_TRY(store_sq_col_span(st, 17, a, &c->replaces));
+    c->revoke_replaced = sqlite3_column_int(st, 18) != 0;
+    c->superseded_at = sqlite3_column_int64(st, 19);
     return cm_result_make(CM_OK);
 }
 
@@ -126,12 +129,19 @@ cm_result store_sq_txn_get(store_backend_reader *r, cm_arena *a, store_txn *out,
         out->state = (uint32_t)sqlite3_column_int64(st, 0);
         out->protection = (store_auth_kind)sqlite3_column_int(st, 3);
         out->expires_at = sqlite3_column_int64(st, 5);
+        out->flags = (uint32_t)sqlite3_column_int64(st, 6);
         res = store_sq_col_span(st, 1, a, &out->sender_nonce);
         if (cm_ok(res)) {
             res = store_sq_col_span(st, 2, a, &out->serial);
         }
         if (cm_ok(res)) {
             res = store_sq_col_span(st, 4, a, &out->credential);
+        }
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 7, a, &out->request_nonce);
+        }
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 8, a, &out->signer_cert);
         }
         if (cm_ok(res)) {
             uint8_t *tid = cm_arena_memdup(a, transaction_id);
@@ -240,6 +250,44 @@ cm_result store_sq_crl_get(store_backend_reader *r, cm_arena *a, store_crl *out,
     return res;
 }
 
+bool store_sq_row_state(sqlite3_stmt *st, store_cert_state *out)
+{
+    memset(out, 0, sizeof(*out));
+    const char *status = (const char *)sqlite3_column_text(st, 0);
+    out->status = STORE_CERT_ANY;
+    for (int i = 0; i < 4; i++) {
+        if (status != NULL && strcmp(status, store_sq_status_text[i]) == 0) {
+            out->status = (store_cert_status)i;
+        }
+    }
+    out->not_after = sqlite3_column_int64(st, 1);
+    out->reason = sqlite3_column_type(st, 2) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 2);
+    out->superseded_at = sqlite3_column_int64(st, 3);
+    out->update_pending = sqlite3_column_int(st, 4) != 0;
+    return out->status != STORE_CERT_ANY;
+}
+
+cm_result store_sq_cert_state(store_backend_reader *r, store_cert_state *out, const char *ca,
+                              cm_span serial)
+{
+    sqlite3_stmt *st = r->st[SQR_CERT_STATE];
+    store_sq_bind_text(st, 1, ca);
+    store_sq_bind_span(st, 2, serial);
+    int rc = sqlite3_step(st);
+    cm_result res = cm_result_make(CM_OK);
+    if (rc == SQLITE_ROW) {
+        if (!store_sq_row_state(st, out)) {
+            res = cm_bail_note(STORE_E_CORRUPT, __FILE__, __LINE__);
+        }
+    } else if (rc == SQLITE_DONE) {
+        res = cm_bail_note(STORE_E_NOT_FOUND, __FILE__, __LINE__);
+    } else {
+        res = store_sq_fail(r->db, rc, "certificate state");
+    }
+    store_sq_done(st); // ends the read transaction
+    return res;
+}
+
 cm_result store_sq_check(store_backend_reader *r)
 {
     sqlite3_stmt *st = NULL;
@@ -291,6 +339,13 @@ cm_result store_sq_txn_list(store_backend_reader *r, store_txn_fn fn, void *ctx)
             res = store_sq_col_span(st, 6, NULL, &t.credential);
         }
         t.expires_at = sqlite3_column_int64(st, 7);
+        t.flags = (uint32_t)sqlite3_column_int64(st, 8);
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 9, NULL, &t.request_nonce);
+        }
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 10, NULL, &t.signer_cert);
+        }
         if (!cm_ok(res) || !fn(ctx, &t)) {
             break;
         }
@@ -326,6 +381,32 @@ cm_result store_sq_crl_list(store_backend_reader *r, store_crl_fn fn, void *ctx)
     }
     if (cm_ok(res) && rc != SQLITE_ROW && rc != SQLITE_DONE) {
         res = store_sq_fail(r->db, rc, "CRL state list");
+    }
+    store_sq_done(st);
+    return res;
+}
+
+cm_result store_sq_use_list(store_backend_reader *r, store_use_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = r->st[SQR_USE_LIST];
+    cm_result res = cm_result_make(CM_OK);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        store_use u;
+        memset(&u, 0, sizeof(u));
+        res = store_sq_col_text(st, 0, NULL, &u.ca);
+        u.kind = (store_auth_kind)sqlite3_column_int(st, 1);
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 2, NULL, &u.credential);
+        }
+        const int64_t used = sqlite3_column_int64(st, 3);
+        u.used = used > 0 ? (uint64_t)used : 0;
+        if (!cm_ok(res) || !fn(ctx, &u)) {
+            break;
+        }
+    }
+    if (cm_ok(res) && rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        res = store_sq_fail(r->db, rc, "credential use list");
     }
     store_sq_done(st);
     return res;

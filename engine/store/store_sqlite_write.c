@@ -54,54 +54,48 @@ static cm_result store_sq_constraint(store_backend *b, int rc, uint32_t unique_c
     return store_sq_fail(b->db, rc, "write");
 }
 
-static cm_result store_sq_cert_insert(store_backend *b, const store_cert *c)
-{
-    sqlite3_stmt *st = b->st[SQW_CERT_INSERT];
-    store_sq_bind_text(st, 1, c->ca);
-    store_sq_bind_span(st, 2, c->serial);
-    store_sq_bind_span(st, 3, c->subject_der);
-    store_sq_bind_text(st, 4, c->subject_text);
-    (void)sqlite3_bind_int64(st, 5, c->not_before);
-    (void)sqlite3_bind_int64(st, 6, c->not_after);
-    store_sq_bind_span(st, 7, c->spki_sha256);
-    store_sq_bind_text(st, 8, store_sq_status_text[c->status]);
-    store_sq_bind_span(st, 9, c->transaction_id);
-    (void)sqlite3_bind_int(st, 10, (int)c->requester_kind);
-    store_sq_bind_span(st, 11, c->requester);
-    store_sq_bind_span(st, 12, c->cert_der);
-    (void)sqlite3_bind_int64(st, 13, c->issued_at);
-    store_sq_bind_time(st, 14, c->status == STORE_CERT_UNCONFIRMED ? c->confirm_deadline : 0);
-    int rc = store_sq_step_done(st);
-    if (rc != SQLITE_DONE) {
-        return store_sq_constraint(b, rc, STORE_E_DUPLICATE_SERIAL, STORE_E_INVALID);
-    }
-    return cm_result_make(CM_OK);
-}
+// store_sq_cert_row is what the writer reads of a certificate before changing it.
+typedef struct store_sq_cert_row {
+    store_cert_status status;
+    int64_t deadline;
+    uint8_t replaces[20]; // the certificate it replaces (kur), replaces_len 0: none
+    size_t replaces_len;
+    bool revoke_replaced;
+} store_sq_cert_row;
 
-// store_sq_cert_status reads the status and confirm deadline of (ca, serial).
+// store_sq_cert_status reads the status, confirm deadline and replaced certificate of
+// (ca, serial).
 static cm_result store_sq_cert_status(store_backend *b, const store_ref *ref,
-                                      store_cert_status *out_status, int64_t *out_deadline)
+                                      store_sq_cert_row *out)
 {
     sqlite3_stmt *st = b->st[SQW_CERT_STATUS];
     store_sq_bind_text(st, 1, ref->ca);
     store_sq_bind_span(st, 2, ref->serial);
+    memset(out, 0, sizeof(*out));
+    out->status = STORE_CERT_ANY;
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         const char *status = (const char *)sqlite3_column_text(st, 0);
-        *out_status = STORE_CERT_ANY;
         for (int i = 0; i < 4; i++) {
             if (status != NULL && strcmp(status, store_sq_status_text[i]) == 0) {
-                *out_status = (store_cert_status)i;
+                out->status = (store_cert_status)i;
             }
         }
-        *out_deadline = sqlite3_column_int64(st, 1);
+        out->deadline = sqlite3_column_int64(st, 1);
+        const void *rp = sqlite3_column_blob(st, 2);
+        const size_t rn = (size_t)sqlite3_column_bytes(st, 2);
+        if (rp != NULL && rn > 0 && rn <= sizeof(out->replaces)) {
+            memcpy(out->replaces, rp, rn);
+            out->replaces_len = rn;
+        }
+        out->revoke_replaced = sqlite3_column_int(st, 3) != 0;
     }
     store_sq_done(st);
     CM_ENSURE(rc != SQLITE_DONE, STORE_E_NOT_FOUND);
     if (rc != SQLITE_ROW) {
         return store_sq_fail(b->db, rc, "certificate status");
     }
-    CM_ENSURE(*out_status != STORE_CERT_ANY, STORE_E_CORRUPT);
+    CM_ENSURE(out->status != STORE_CERT_ANY, STORE_E_CORRUPT);
     return cm_result_make(CM_OK);
 }
 
@@ -119,44 +113,269 @@ static cm_result store_sq_crl_bump(store_backend *b, const char *ca)
     return store_sq_simple(b, SQW_CRL_BUMP);
 }
 
-static cm_result store_sq_cert_confirm(store_backend *b, const store_ref *ref)
+// store_sq_revoke_row revokes (ca, serial), whose current status is |status|, at |time| with
+// |reason| and bumps the CA's CRL revision.
+static cm_result store_sq_revoke_row(store_backend *b, const char *ca, cm_span serial,
+                                     store_cert_status status, int64_t time, int reason)
 {
-    store_cert_status status = STORE_CERT_ANY;
-    int64_t deadline = 0;
-    CM_TRY(store_sq_cert_status(b, ref, &status, &deadline));
-    CM_ENSURE(status != STORE_CERT_VALID, STORE_E_ALREADY_CONFIRMED);
-    CM_ENSURE(status == STORE_CERT_UNCONFIRMED, STORE_E_ALREADY_REVOKED);
-    CM_ENSURE(ref->time == 0 || ref->time < deadline, STORE_E_CONFIRM_EXPIRED);
-    return store_sq_update_ref(b, SQW_CERT_CONFIRM, ref);
-}
-
-static cm_result store_sq_cert_revoke(store_backend *b, const store_ref *ref)
-{
-    store_cert_status status = STORE_CERT_ANY;
-    int64_t deadline = 0;
-    CM_TRY(store_sq_cert_status(b, ref, &status, &deadline));
-    bool hold = ref->reason == STORE_REASON_CERTIFICATE_HOLD;
+    bool hold = reason == STORE_REASON_CERTIFICATE_HOLD;
     // A held certificate may be revoked for good (RFC 5280 §5.3.1), not held twice.
     CM_ENSURE(status != STORE_CERT_REVOKED && !(status == STORE_CERT_HOLD && hold),
               STORE_E_ALREADY_REVOKED);
     sqlite3_stmt *st = b->st[SQW_CERT_REVOKE];
-    store_sq_bind_text(st, 1, ref->ca);
-    store_sq_bind_span(st, 2, ref->serial);
+    store_sq_bind_text(st, 1, ca);
+    store_sq_bind_span(st, 2, serial);
     store_sq_bind_text(st, 3, store_sq_status_text[hold ? STORE_CERT_HOLD : STORE_CERT_REVOKED]);
-    (void)sqlite3_bind_int64(st, 4, ref->time);
-    (void)sqlite3_bind_int(st, 5, ref->reason);
+    (void)sqlite3_bind_int64(st, 4, time);
+    (void)sqlite3_bind_int(st, 5, reason);
     CM_TRY(store_sq_simple(b, SQW_CERT_REVOKE));
+    return store_sq_crl_bump(b, ca);
+}
+
+// store_sq_supersede marks (ca, old) superseded at |time| now that the certificate replacing it
+// is valid, and revokes it (reason superseded) when |revoke| and it is not revoked already. The
+// job reports |old| for the status cache.
+static cm_result store_sq_supersede(store_backend *b, store_job *job, const char *ca, cm_span old,
+                                    int64_t time, bool revoke)
+{
+    CM_ENSURE(old.len <= sizeof(job->also_serial), STORE_E_INVALID);
+    memcpy(job->also_serial, old.p, old.len);
+    job->also_serial_len = old.len;
+    sqlite3_stmt *st = b->st[SQW_SUPERSEDE];
+    store_sq_bind_text(st, 1, ca);
+    store_sq_bind_span(st, 2, old);
+    (void)sqlite3_bind_int64(st, 3, time);
+    CM_TRY(store_sq_simple(b, SQW_SUPERSEDE));
+    if (!revoke) {
+        return cm_result_make(CM_OK);
+    }
+    const store_ref oref = {.ca = ca, .serial = old};
+    store_sq_cert_row row;
+    cm_result r = store_sq_cert_status(b, &oref, &row);
+    if (r.code == STORE_E_NOT_FOUND) {
+        return cm_result_make(CM_OK); // a replaced certificate this store does not hold
+    }
+    CM_TRY(r);
+    if (row.status == STORE_CERT_REVOKED) {
+        return cm_result_make(CM_OK);
+    }
+    return store_sq_revoke_row(b, ca, old, row.status, time, STORE_REASON_SUPERSEDED);
+}
+
+static cm_result store_sq_cert_insert(store_backend *b, store_job *job)
+{
+    const store_cert *c = &job->u.cert;
+    sqlite3_stmt *st = b->st[SQW_CERT_INSERT];
+    store_sq_bind_text(st, 1, c->ca);
+    store_sq_bind_span(st, 2, c->serial);
+    store_sq_bind_span(st, 3, c->subject_der);
+    store_sq_bind_text(st, 4, c->subject_text);
+    (void)sqlite3_bind_int64(st, 5, c->not_before);
+    (void)sqlite3_bind_int64(st, 6, c->not_after);
+    store_sq_bind_span(st, 7, c->spki_sha256);
+    store_sq_bind_text(st, 8, store_sq_status_text[c->status]);
+    store_sq_bind_span(st, 9, c->transaction_id);
+    (void)sqlite3_bind_int(st, 10, (int)c->requester_kind);
+    store_sq_bind_span(st, 11, c->requester);
+    store_sq_bind_span(st, 12, c->cert_der);
+    (void)sqlite3_bind_int64(st, 13, c->issued_at);
+    store_sq_bind_time(st, 14, c->status == STORE_CERT_UNCONFIRMED ? c->confirm_deadline : 0);
+    store_sq_bind_span(st, 15, c->replaces);
+    (void)sqlite3_bind_int(st, 16, c->replaces.len != 0 && c->revoke_replaced ? 1 : 0);
+    int rc = store_sq_step_done(st);
+    if (rc != SQLITE_DONE) {
+        return store_sq_constraint(b, rc, STORE_E_DUPLICATE_SERIAL, STORE_E_INVALID);
+    }
+    if (c->replaces.len == 0) {
+        return cm_result_make(CM_OK);
+    }
+    if (c->status != STORE_CERT_VALID) {
+        // An update now pending: the replaced certificate's status changed for the cache.
+        memcpy(job->also_serial, c->replaces.p, c->replaces.len);
+        job->also_serial_len = c->replaces.len;
+        return cm_result_make(CM_OK);
+    }
+    // implicitConfirm: the update is complete at once.
+    return store_sq_supersede(b, job, c->ca, c->replaces, c->issued_at, c->revoke_replaced);
+}
+
+// store_sq_note_replaced reports the certificate |row| replaces to the status cache: its update
+// stopped being pending (the replacing certificate was revoked) or completed (confirmed).
+static void store_sq_note_replaced(store_job *job, const store_sq_cert_row *row)
+{
+    memcpy(job->also_serial, row->replaces, row->replaces_len);
+    job->also_serial_len = row->replaces_len;
+}
+
+static cm_result store_sq_cert_confirm(store_backend *b, store_job *job)
+{
+    const store_ref *ref = &job->u.ref;
+    store_sq_cert_row row;
+    CM_TRY(store_sq_cert_status(b, ref, &row));
+    CM_ENSURE(row.status != STORE_CERT_VALID, STORE_E_ALREADY_CONFIRMED);
+    CM_ENSURE(row.status == STORE_CERT_UNCONFIRMED, STORE_E_ALREADY_REVOKED);
+    CM_ENSURE(ref->time == 0 || ref->time < row.deadline, STORE_E_CONFIRM_EXPIRED);
+    CM_TRY(store_sq_update_ref(b, SQW_CERT_CONFIRM, ref));
+    if (row.replaces_len == 0) {
+        return cm_result_make(CM_OK);
+    }
+    // A confirmed kur: the certificate it replaces is superseded (RFC 9483 §4.1.3).
+    return store_sq_supersede(b, job, ref->ca, cm_span_make(row.replaces, row.replaces_len),
+                              ref->time != 0 ? ref->time : cm_time_now(), row.revoke_replaced);
+}
+
+static cm_result store_sq_cert_revoke(store_backend *b, store_job *job)
+{
+    const store_ref *ref = &job->u.ref;
+    store_sq_cert_row row;
+    CM_TRY(store_sq_cert_status(b, ref, &row));
+    store_sq_note_replaced(job, &row);
+    return store_sq_revoke_row(b, ref->ca, ref->serial, row.status, ref->time, ref->reason);
+}
+
+static cm_result store_sq_cert_release(store_backend *b, store_job *job)
+{
+    const store_ref *ref = &job->u.ref;
+    store_sq_cert_row row;
+    CM_TRY(store_sq_cert_status(b, ref, &row));
+    CM_ENSURE(row.status == STORE_CERT_HOLD, STORE_E_NOT_ON_HOLD);
+    store_sq_note_replaced(job, &row);
+    CM_TRY(store_sq_update_ref(b, SQW_CERT_RELEASE, ref));
     return store_sq_crl_bump(b, ref->ca);
 }
 
-static cm_result store_sq_cert_release(store_backend *b, const store_ref *ref)
+// store_sq_exists steps a one-row "SELECT 1 / SELECT EXISTS" statement already bound: true
+// when it returned a row whose first column is non-zero.
+static cm_result store_sq_exists(store_backend *b, int idx, bool *out)
 {
-    store_cert_status status = STORE_CERT_ANY;
-    int64_t deadline = 0;
-    CM_TRY(store_sq_cert_status(b, ref, &status, &deadline));
-    CM_ENSURE(status == STORE_CERT_HOLD, STORE_E_NOT_ON_HOLD);
-    CM_TRY(store_sq_update_ref(b, SQW_CERT_RELEASE, ref));
-    return store_sq_crl_bump(b, ref->ca);
+    sqlite3_stmt *st = b->st[idx];
+    int rc = sqlite3_step(st);
+    *out = rc == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
+    store_sq_done(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        return store_sq_fail(b->db, rc, store_sq_write_sql[idx]);
+    }
+    return cm_result_make(CM_OK);
+}
+
+// store_sq_reserve runs STORE_OP_TXN_RESERVE (store.h: store_reservation) inside the job's
+// savepoint; any failure undoes all of it.
+static cm_result store_sq_reserve(store_backend *b, store_job *job)
+{
+    const store_reservation *v = &job->u.rsv;
+    // The transaction row first: a duplicate transactionID is the common refusal.
+    sqlite3_stmt *st = b->st[SQW_TXN_RESERVE];
+    store_sq_bind_text(st, 1, v->ca);
+    store_sq_bind_span(st, 2, v->transaction_id);
+    (void)sqlite3_bind_int64(st, 3, v->state);
+    (void)sqlite3_bind_int(st, 4, (int)v->protection);
+    store_sq_bind_span(st, 5, v->credential);
+    (void)sqlite3_bind_int64(st, 6, v->expires_at);
+    store_sq_bind_span(st, 7, v->serial);
+    store_sq_bind_span(st, 8, v->spki_sha256);
+    store_sq_bind_span(st, 9, v->replaces);
+    int rc = store_sq_step_done(st);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+        CM_BAIL(STORE_E_DUPLICATE_SERIAL); // txn_reserved_serial: another reservation has it
+    }
+    if (rc != SQLITE_DONE) {
+        return store_sq_constraint(b, rc, STORE_E_TXN_IN_USE, STORE_E_INVALID);
+    }
+    bool used = false;
+    st = b->st[SQW_SERIAL_USED];
+    store_sq_bind_text(st, 1, v->ca);
+    store_sq_bind_span(st, 2, v->serial);
+    CM_TRY(store_sq_exists(b, SQW_SERIAL_USED, &used));
+    CM_ENSURE(!used, STORE_E_DUPLICATE_SERIAL);
+    if (v->replaces.len != 0) {
+        st = b->st[SQW_CERT_STATE];
+        store_sq_bind_text(st, 1, v->ca);
+        store_sq_bind_span(st, 2, v->replaces);
+        rc = sqlite3_step(st);
+        store_cert_state old;
+        const bool row = rc == SQLITE_ROW && store_sq_row_state(st, &old);
+        store_sq_done(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            return store_sq_fail(b->db, rc, "replaced certificate");
+        }
+        CM_ENSURE(rc == SQLITE_ROW, STORE_E_NOT_FOUND);
+        CM_ENSURE(row, STORE_E_CORRUPT);
+        CM_ENSURE(old.status != STORE_CERT_REVOKED && old.status != STORE_CERT_HOLD,
+                  STORE_E_ALREADY_REVOKED);
+        CM_ENSURE(old.status == STORE_CERT_VALID && old.superseded_at == 0, STORE_E_UPDATE_PENDING);
+        // Another update of it: an unconfirmed certificate replacing it, or a reservation other
+        // than ours without a certificate yet.
+        st = b->st[SQW_UPDATE_BUSY];
+        store_sq_bind_text(st, 1, v->ca);
+        store_sq_bind_span(st, 2, v->replaces);
+        store_sq_bind_span(st, 3, v->transaction_id);
+        CM_TRY(store_sq_exists(b, SQW_UPDATE_BUSY, &used));
+        CM_ENSURE(!used, STORE_E_UPDATE_PENDING);
+        memcpy(job->also_serial, v->replaces.p, v->replaces.len);
+        job->also_serial_len = v->replaces.len;
+    }
+    if (v->check_key) {
+        st = b->st[SQW_KEY_USED];
+        store_sq_bind_text(st, 1, v->ca);
+        store_sq_bind_span(st, 2, v->spki_sha256);
+        store_sq_bind_span(st, 3, v->transaction_id);
+        CM_TRY(store_sq_exists(b, SQW_KEY_USED, &used));
+        CM_ENSURE(!used, STORE_E_KEY_REUSED);
+    }
+    if (v->max_uses > 0) {
+        st = b->st[SQW_USE_COUNT];
+        store_sq_bind_text(st, 1, v->ca);
+        (void)sqlite3_bind_int(st, 2, (int)v->protection);
+        store_sq_bind_span(st, 3, v->credential);
+        (void)sqlite3_bind_int64(st, 4, v->max_uses);
+        rc = sqlite3_step(st);
+        const bool counted = rc == SQLITE_ROW;
+        if (counted) {
+            rc = sqlite3_step(st);
+        }
+        store_sq_done(st);
+        if (rc != SQLITE_DONE) {
+            return store_sq_constraint(b, rc, STORE_E_INVALID, STORE_E_INVALID);
+        }
+        CM_ENSURE(counted, STORE_E_LIMIT);
+    }
+    return cm_result_make(CM_OK);
+}
+
+// store_sq_unreserve gives a reservation back: its row (only while it has no certificate) and
+// the use it counted.
+static cm_result store_sq_unreserve(store_backend *b, store_job *job)
+{
+    const store_reservation *v = &job->u.rsv;
+    sqlite3_stmt *st = b->st[SQW_TXN_UNRESERVE];
+    store_sq_bind_text(st, 1, v->ca);
+    store_sq_bind_span(st, 2, v->transaction_id);
+    CM_TRY(store_sq_simple(b, SQW_TXN_UNRESERVE));
+    CM_ENSURE(sqlite3_changes64(b->db) == 1, STORE_E_TXN_NOT_FOUND);
+    if (v->replaces.len != 0 && v->replaces.len <= sizeof(job->also_serial)) {
+        memcpy(job->also_serial, v->replaces.p, v->replaces.len);
+        job->also_serial_len = v->replaces.len;
+    }
+    if (v->max_uses > 0) {
+        st = b->st[SQW_USE_RETURN];
+        store_sq_bind_text(st, 1, v->ca);
+        (void)sqlite3_bind_int(st, 2, (int)v->protection);
+        store_sq_bind_span(st, 3, v->credential);
+        CM_TRY(store_sq_simple(b, SQW_USE_RETURN));
+    }
+    return cm_result_make(CM_OK);
+}
+
+bool store_sq_changed_elsewhere(store_backend *b)
+{
+    sqlite3_stmt *st = b->st[SQW_DATA_VERSION];
+    int rc = sqlite3_step(st);
+    const int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    store_sq_done(st);
+    // A failed read counts as a change: clearing the cache is always safe.
+    const bool changed = v < 0 || v != b->data_version;
+    b->data_version = v;
+    return changed;
 }
 
 static cm_result store_sq_txn_put(store_backend *b, const store_txn *t, bool create)
@@ -171,6 +390,9 @@ static cm_result store_sq_txn_put(store_backend *b, const store_txn *t, bool cre
     (void)sqlite3_bind_int(st, 6, (int)t->protection);
     store_sq_bind_span(st, 7, t->credential);
     (void)sqlite3_bind_int64(st, 8, t->expires_at);
+    (void)sqlite3_bind_int64(st, 9, t->flags);
+    store_sq_bind_span(st, 10, t->request_nonce);
+    store_sq_bind_span(st, 11, t->signer_cert);
     int rc = store_sq_step_done(st);
     if (rc != SQLITE_DONE) {
         return store_sq_constraint(b, rc, STORE_E_TXN_IN_USE, STORE_E_NOT_FOUND);
@@ -191,6 +413,12 @@ static cm_result store_sq_txn_delete(store_backend *b, const store_ref *ref)
 
 static cm_result store_sq_txn_expire(store_backend *b, store_job *job)
 {
+    // An expiring reservation of a key update ends that update's pending state (a crash
+    // between reservation and record): rare, so the whole status cache is cleared then.
+    bool pending = false;
+    (void)sqlite3_bind_int64(b->st[SQW_EXPIRE_PENDING], 1, job->u.ref.time);
+    CM_TRY(store_sq_exists(b, SQW_EXPIRE_PENDING, &pending));
+    job->changed_many = pending;
     (void)sqlite3_bind_int64(b->st[SQW_TXN_EXPIRE], 1, job->u.ref.time);
     CM_TRY(store_sq_simple(b, SQW_TXN_EXPIRE));
     job->out_value = (uint64_t)sqlite3_changes64(b->db);
@@ -206,6 +434,7 @@ static cm_result store_sq_sweep(store_backend *b, store_job *job)
     (void)sqlite3_bind_int(b->st[SQW_SWEEP], 2, job->u.ref.reason);
     CM_TRY(store_sq_simple(b, SQW_SWEEP));
     job->out_value = (uint64_t)sqlite3_changes64(b->db);
+    job->changed_many = job->out_value != 0;
     return cm_result_make(CM_OK);
 }
 
@@ -264,9 +493,26 @@ static cm_result store_sq_copy_cert(store_backend *b, const store_cert *c)
     store_sq_bind_span(st, 14, c->cert_der);
     (void)sqlite3_bind_int64(st, 15, c->issued_at);
     store_sq_bind_time(st, 16, c->status == STORE_CERT_UNCONFIRMED ? c->confirm_deadline : 0);
+    store_sq_bind_span(st, 17, c->replaces);
+    (void)sqlite3_bind_int(st, 18, c->replaces.len != 0 && c->revoke_replaced ? 1 : 0);
+    store_sq_bind_time(st, 19, c->superseded_at);
     int rc = store_sq_step_done(st);
     if (rc != SQLITE_DONE) {
         return store_sq_constraint(b, rc, STORE_E_DUPLICATE_SERIAL, STORE_E_INVALID);
+    }
+    return cm_result_make(CM_OK);
+}
+
+static cm_result store_sq_copy_use(store_backend *b, const store_use *u)
+{
+    sqlite3_stmt *st = b->st[SQW_COPY_USE];
+    store_sq_bind_text(st, 1, u->ca);
+    (void)sqlite3_bind_int(st, 2, (int)u->kind);
+    store_sq_bind_span(st, 3, u->credential);
+    (void)sqlite3_bind_int64(st, 4, (int64_t)u->used);
+    int rc = store_sq_step_done(st);
+    if (rc != SQLITE_DONE) {
+        return store_sq_constraint(b, rc, STORE_E_INVALID, STORE_E_INVALID);
     }
     return cm_result_make(CM_OK);
 }
@@ -293,13 +539,13 @@ static cm_result store_sq_exec_op(store_backend *b, store_job *job)
 {
     switch (job->op) {
     case STORE_OP_CERT_INSERT:
-        return store_sq_cert_insert(b, &job->u.cert);
+        return store_sq_cert_insert(b, job);
     case STORE_OP_CERT_CONFIRM:
-        return store_sq_cert_confirm(b, &job->u.ref);
+        return store_sq_cert_confirm(b, job);
     case STORE_OP_CERT_REVOKE:
-        return store_sq_cert_revoke(b, &job->u.ref);
+        return store_sq_cert_revoke(b, job);
     case STORE_OP_CERT_RELEASE:
-        return store_sq_cert_release(b, &job->u.ref);
+        return store_sq_cert_release(b, job);
     case STORE_OP_TXN_CREATE:
         return store_sq_txn_put(b, &job->u.txn, true);
     case STORE_OP_TXN_UPDATE:
@@ -314,12 +560,19 @@ static cm_result store_sq_exec_op(store_backend *b, store_job *job)
         return store_sq_crl_next(b, job);
     case STORE_OP_CRL_PUT:
         return store_sq_crl_put(b, &job->u.crl);
+    case STORE_OP_TXN_RESERVE:
+        return store_sq_reserve(b, job);
+    case STORE_OP_TXN_UNRESERVE:
+        return store_sq_unreserve(b, job);
     case STORE_OP_COPY_CERT:
         return store_sq_copy_cert(b, &job->u.cert);
     case STORE_OP_COPY_CRL:
         return store_sq_copy_crl(b, &job->u.crl);
     case STORE_OP_COPY_CLEAR:
-        return store_sq_exec(b->db, "DELETE FROM txn; DELETE FROM cert; DELETE FROM crl_state");
+        return store_sq_exec(b->db, "DELETE FROM txn; DELETE FROM cert; DELETE FROM crl_state; "
+                                    "DELETE FROM credential_use");
+    case STORE_OP_COPY_USE:
+        return store_sq_copy_use(b, &job->u.use);
     }
     CM_BAIL(STORE_E_INVALID);
 }
@@ -330,6 +583,8 @@ cm_result store_sq_exec_job(store_backend *b, store_job *job)
     // the transaction); ops made of several statements get a savepoint.
     bool multi = job->op == STORE_OP_CERT_CONFIRM || job->op == STORE_OP_CERT_REVOKE ||
                  job->op == STORE_OP_CERT_RELEASE || job->op == STORE_OP_SWEEP ||
+                 job->op == STORE_OP_TXN_RESERVE || job->op == STORE_OP_TXN_UNRESERVE ||
+                 (job->op == STORE_OP_CERT_INSERT && job->u.cert.replaces.len != 0) ||
                  job->op == STORE_OP_COPY_CLEAR;
     if (!multi) {
         return store_sq_exec_op(b, job);

@@ -74,8 +74,13 @@ enrolled() { # enrolled CERT KEY CN
 start "$work/inst/certmint.cnf" || { fail "certmintd with coap_listen"; cat "$work/stdout.log"; exit 1; }
 grep -q "serving CMP over CoAP on coap://127.0.0.1:$cport" "$work/daemon.log" \
   && ok "certmintd serves coap://127.0.0.1:$cport" || fail "no CoAP serving line"
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ec.key 2>/dev/null
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -out rsa.key 2>/dev/null
+# A key per enrolment: the CA certifies a key once (allow_key_reuse = off).
+for k in ec non conf http-1 http-2 http-3 http-4 http-5 after; do
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$k.key" 2>/dev/null
+done
+for k in rsa slow; do
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -out "$k.key" 2>/dev/null
+done
 
 # ir with implicitConfirm, one datagram each way (piggybacked in the ACK).
 mkreq ir1.der ir ec.key coap-ec -implicit_confirm && post ir1.der ip1.der
@@ -90,21 +95,21 @@ check "ir RSA-3072 block-wise (Block1 and Block2 of 256 bytes)" openssl cmp -cmd
   -implicit_confirm -trusted inst/ca.pem -certout c2.pem
 check "  issued cert verifies, key and subject" enrolled c2.pem rsa.key coap-rsa
 # Non-confirmable, at an operation label (RFC 9483 §6.2's CoAP label "ir").
-mkreq ir3.der ir ec.key coap-non -implicit_confirm &&
+mkreq ir3.der ir non.key coap-non -implicit_confirm &&
   url="coap://127.0.0.1:$cport/.well-known/cmp/p/devices/ir" post ir3.der ip3.der -N
 check "ir NON at /.well-known/cmp/p/devices/ir" openssl cmp -cmd ir -reqin ir3.der \
-  -rspin ip3.der "${mac[@]}" -newkey ec.key -subject /CN=coap-non -implicit_confirm \
+  -rspin ip3.der "${mac[@]}" -newkey non.key -subject /CN=coap-non -implicit_confirm \
   -trusted inst/ca.pem -certout c3.pem
 # ir with certConf: openssl cmp makes the certConf from the ip (-rspin) and stops when no
 # pkiConf file follows; the certConf goes over CoAP, and both answers pass openssl cmp.
-mkreq ir4.der ir ec.key coap-conf && post ir4.der ip4.der
+mkreq ir4.der ir conf.key coap-conf && post ir4.der ip4.der
 openssl cmp -cmd ir -reqin ir4.der -rspin ip4.der -reqout x4.der,cc4.der "${mac[@]}" \
-  -newkey ec.key -subject /CN=coap-conf -trusted inst/ca.pem -certout c4.pem >/dev/null 2>&1
+  -newkey conf.key -subject /CN=coap-conf -trusted inst/ca.pem -certout c4.pem >/dev/null 2>&1
 [ -s cc4.der ] && post cc4.der pc4.der
 check "ir + certConf over CoAP: ip and pkiConf pass openssl cmp" openssl cmp -cmd ir \
-  -reqin ir4.der,cc4.der -rspin ip4.der,pc4.der "${mac[@]}" -newkey ec.key \
+  -reqin ir4.der,cc4.der -rspin ip4.der,pc4.der "${mac[@]}" -newkey conf.key \
   -subject /CN=coap-conf -trusted inst/ca.pem -certout c4.pem
-check "  issued cert verifies, key and subject" enrolled c4.pem ec.key coap-conf
+check "  issued cert verifies, key and subject" enrolled c4.pem conf.key coap-conf
 # genm caCerts (MAC-protected).
 mkreq gm.der genm ec.key x -infotype caCerts && post gm.der gp.der
 check "genm caCerts: the genp passes openssl cmp" sh -c "openssl cmp -cmd genm -reqin gm.der \
@@ -186,7 +191,7 @@ t0=$(date +%s%N)
 okc=0
 for i in 1 2 3 4 5; do
   openssl cmp -cmd ir -server "127.0.0.1:$port" -path /.well-known/cmp/p/devices \
-    -trusted inst/ca.pem "${mac[@]}" -newkey ec.key -subject "/CN=http-$i" -implicit_confirm \
+    -trusted inst/ca.pem "${mac[@]}" -newkey "http-$i.key" -subject "/CN=http-$i" -implicit_confirm \
     -certout "h$i.pem" >/dev/null 2>&1 && okc=$((okc + 1))
 done
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
@@ -200,9 +205,9 @@ rl=$(metric 'certmint_coap_datagrams_total{kind="rate_limited"}')
 tr=$(metric 'certmint_coap_refused_total{reason="transfers"}')
 [ "${tr:-0}" -gt 0 ] && ok "  the rest refused by coap_max_transfers_per_peer ($tr)" || fail "  transfers cap: $tr"
 sleep 2.5
-mkreq ir5.der ir ec.key coap-after -implicit_confirm && post ir5.der ip5.der
+mkreq ir5.der ir after.key coap-after -implicit_confirm && post ir5.der ip5.der
 check "  CoAP serves the address again once its abandoned transfers expired" openssl cmp -cmd ir -reqin ir5.der -rspin ip5.der \
-  "${mac[@]}" -newkey ec.key -subject /CN=coap-after -implicit_confirm -trusted inst/ca.pem \
+  "${mac[@]}" -newkey after.key -subject /CN=coap-after -implicit_confirm -trusted inst/ca.pem \
   -certout c5.pem
 
 kill -TERM "$pid"; wait "$pid"; rc=$?; pid=""
@@ -214,9 +219,9 @@ if [ -n "$shim" ]; then
   sed "s#module-path=[^&;?]*#module-path=$shim#g" inst/certmint.cnf >inst/slow.cnf
   export P11SHIM_MODULE=/usr/lib/softhsm/libsofthsm2.so P11SHIM_SIGN_DELAY_US=1200000
   if start "$work/inst/slow.cnf"; then
-    mkreq ir6.der ir rsa.key coap-slow -implicit_confirm && post ir6.der ip6.der -b 512
+    mkreq ir6.der ir slow.key coap-slow -implicit_confirm && post ir6.der ip6.der -b 512
     check "slow HSM: ir block-wise answered by a separate response" openssl cmp -cmd ir \
-      -reqin ir6.der -rspin ip6.der "${mac[@]}" -newkey rsa.key -subject /CN=coap-slow \
+      -reqin ir6.der -rspin ip6.der "${mac[@]}" -newkey slow.key -subject /CN=coap-slow \
       -implicit_confirm -trusted inst/ca.pem -certout c6.pem
     [ "$(metric certmint_coap_separate_responses_total)" -ge 1 ] \
       && ok "  counted in certmint_coap_separate_responses_total" || fail "  no separate response counted"

@@ -46,7 +46,7 @@ curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && ok "certmintd up" || { f
 url="http://127.0.0.1:$port/.well-known/cmp/p/devices"
 srv=(-server "127.0.0.1:$port" -path /.well-known/cmp/p/devices -trusted inst/ca.pem)
 mac=(-ref demo-device -mac hmacWithSHA256 -secret "pass:$secret")
-for k in ec ec2 op; do
+for k in ec ec2 op dev; do
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$k.key" 2>/dev/null
 done
 
@@ -87,15 +87,16 @@ expect ir-key-agreement "body=ip status=2 failinfo=badCertTemplate *keyUsage key
 expect ir-long-validity "body=ip status=1 failinfo=- id=0 itavs=0 text=granted with changes: notAfter shortened to * (profile devices grants at most 825 days)" --newkey ec.key
 expect kur-mac "body=error status=2 failinfo=wrongIntegrity *not MAC-protected" --newkey ec2.key
 
-# A device certificate for kur and rr (openssl cmp, implicitConfirm).
-openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey ec.key -subject /CN=conform-dev \
+# A device certificate for kur and rr (openssl cmp, implicitConfirm), for a key of its own (the
+# CA certifies a key once: ir-long-validity got ec.key certified).
+openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey dev.key -subject /CN=conform-dev \
   -implicit_confirm -certout dev.pem >cmp.log 2>&1 && ok "openssl cmp ir (device certificate)" \
   || { fail "openssl cmp ir"; cat cmp.log; }
-expect kur-unknown-old "body=kup status=2 failinfo=badCertId *no certificate with serial 7F0102 (the oldCertID)" --newkey ec2.key --key ec.key --cert dev.pem
-expect rr-no-reason "body=rp status=2 failinfo=badRequest *exactly one CRLReason*" --key ec.key --cert dev.pem
-expect rr-no-serial "body=rp status=2 failinfo=badCertTemplate *serialNumber missing*" --key ec.key --cert dev.pem
-expect rr-other-subject "body=rp status=2 failinfo=badCertId *subject is not the subject of certificate CN=conform-dev" --key ec.key --cert dev.pem
-expect rr-remove-valid "body=rp status=2 failinfo=badRequest *not on hold, so it cannot be removed from the CRL*" --key ec.key --cert dev.pem
+expect kur-unknown-old "body=kup status=2 failinfo=badCertId *no certificate with serial 7F0102 (the oldCertID)" --newkey ec2.key --key dev.key --cert dev.pem
+expect rr-no-reason "body=rp status=2 failinfo=badRequest *exactly one CRLReason*" --key dev.key --cert dev.pem
+expect rr-no-serial "body=rp status=2 failinfo=badCertTemplate *serialNumber missing*" --key dev.key --cert dev.pem
+expect rr-other-subject "body=rp status=2 failinfo=badCertId *subject is not the subject of certificate CN=conform-dev" --key dev.key --cert dev.pem
+expect rr-remove-valid "body=rp status=2 failinfo=badRequest *not on hold, so it cannot be removed from the CRL*" --key dev.key --cert dev.pem
 
 # certConf: certReqId and protection kind must match the request; then the right one.
 "$conform" build ir-ok ir-ok.der --ca inst/ca.pem --ref demo-device --secret "$secret" \

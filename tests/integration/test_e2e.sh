@@ -35,10 +35,34 @@ sed -i 's/^caPubs = on/caPubs = on\ncrl_min_interval = 0\nunprotected_genm = on/
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/vendor.key" \
   -out "$work/vendor.pem" -subj "/CN=e2e Vendor CA" -days 2 \
   -addext basicConstraints=critical,CA:TRUE 2>/dev/null
-sed -i "s|^\[clients:devices\]|[clients:devices]\ntrust_anchors = $work/vendor.pem|" \
-  "$work/inst/certmint.cnf"
 export $(cat "$work/inst/env")
 secret=$(cat "$work/inst/secrets/demo-device")
+# Issue 14's client settings: a one-time secret, a secret limited to a subject pattern, and a
+# vendor PKI (trust anchor with its CRL) for IDevID-signed ir.
+"$certmint" secret add -c "$work/inst/certmint.cnf" --ref once-1 >"$work/secret.log" 2>&1 \
+  && "$certmint" secret add -c "$work/inst/certmint.cnf" --ref line-9 >>"$work/secret.log" 2>&1 \
+  || { cat "$work/secret.log"; fail "certmint secret add"; }
+mkdir -p "$work/vendor"
+( cd "$work/vendor" &&
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout vendor.key \
+    -out vendor.pem -subj "/O=Vendor/CN=Vendor IDevID CA" -days 30 \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
+  printf '[ca]\ndefault_ca = c\n[c]\ndatabase = index.txt\ndefault_md = sha256\ndefault_crl_days = 1\n' >ca.cnf &&
+  : >index.txt &&
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout idevid.key \
+    -subj "/O=Vendor/CN=device-SN42" -out idevid.csr &&
+  printf 'keyUsage=critical,digitalSignature\nsubjectKeyIdentifier=hash\n' >idevid.ext &&
+  openssl x509 -req -in idevid.csr -CA vendor.pem -CAkey vendor.key -set_serial 42 -days 30 \
+    -extfile idevid.ext -out idevid.pem &&
+  openssl ca -gencrl -config ca.cnf -keyfile vendor.key -cert vendor.pem -out vendor.crl
+) >"$work/vendor.log" 2>&1 || { cat "$work/vendor.log"; fail "vendor PKI"; }
+cp "$work/vendor/vendor.pem" "$work/vendor/vendor.crl" "$work/inst/"
+# (trust_anchors: the IDevID CA with its CRL, and the vendor CA of the RSA-PSS and Ed448
+# devices above, which has no CRL.)
+printf 'once.once-1 = on\nsubject_pattern.line-9 = CN=line-9-*\ntrust_anchors = vendor.pem, %s\ntrust_crls = vendor.crl\n' \
+  "$work/vendor.pem" >>"$work/inst/certmint.cnf"
+once=$(cat "$work/inst/secrets/once-1")
+line9=$(cat "$work/inst/secrets/line-9")
 check "certmintd --check" "$certmintd" -c "$work/inst/certmint.cnf" --check
 check "certmintd --help names --log, SIGHUP and SIGTERM" sh -c "\"$certmintd\" --help | \
   grep -q -- '--log FILE' && \"$certmintd\" --help | grep -q SIGHUP && \
@@ -60,6 +84,8 @@ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ec.key 2>/de
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.key 2>/dev/null
 openssl genpkey -algorithm ED25519 -out ed.key 2>/dev/null
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out ec384.key 2>/dev/null
+# nk NAME: a fresh EC P-256 key NAME.key (the CA refuses to certify a key twice).
+nk() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" 2>/dev/null; }
 openssl genpkey -algorithm RSA-PSS -pkeyopt rsa_keygen_bits:2048 -out pss.key 2>/dev/null
 openssl genpkey -algorithm ED448 -out ed448.key 2>/dev/null
 for k in pss ed448; do # their manufacturer certificates
@@ -87,17 +113,20 @@ check "ir PBM (Ed25519) at the default path" openssl cmp -cmd ir -server "127.0.
   -certout ir-ed.pem
 check "  issued cert verifies, key and subject" enrolled ir-ed.pem ed.key dev-ed
 check "cr signed with the issued certificate" openssl cmp -cmd cr "${srv[@]}" -cert ir-ec.pem \
-  -key ec.key -newkey ec384.key -subject /CN=dev-cr -certout cr.pem
-check "  issued cert verifies, key and subject" enrolled cr.pem ec384.key dev-cr
+  -key ec.key -newkey ec384.key -subject /CN=dev-ec -certout cr.pem
+check "  issued cert verifies, key and subject" enrolled cr.pem ec384.key dev-ec
+nk kur
 check "kur signed by the certificate it updates" openssl cmp -cmd kur "${srv[@]}" \
-  -cert ir-rsa.pem -key rsa.key -newkey ed.key -certout kur.pem
-check "  issued cert verifies, key and subject" enrolled kur.pem ed.key dev-rsa
-openssl req -new -key ec.key -subj /CN=dev-p10 -out p10.csr 2>/dev/null
+  -cert ir-rsa.pem -key rsa.key -newkey kur.key -certout kur.pem
+check "  issued cert verifies, key and subject" enrolled kur.pem kur.key dev-rsa
+nk p10
+openssl req -new -key p10.key -subj /CN=dev-p10 -out p10.csr 2>/dev/null
 check "p10cr PBM" openssl cmp -cmd p10cr "${srv[@]}" "${mac[@]}" -csr p10.csr -certout p10.pem
-check "  issued cert verifies, key and subject" enrolled p10.pem ec.key dev-p10
+check "  issued cert verifies, key and subject" enrolled p10.pem p10.key dev-p10
+nk label
 check "operation label in the path" openssl cmp -cmd ir -server "127.0.0.1:$port" \
   -path /.well-known/cmp/p/devices/initialization -trusted inst/ca.pem "${mac[@]}" \
-  -newkey ec.key -subject /CN=dev-label -implicit_confirm -certout label.pem
+  -newkey label.key -subject /CN=dev-label -implicit_confirm -certout label.pem
 
 # Rejections the client reports: the failure bit, and the statusString sentence that tells the
 # operator what to fix (openssl cmp prints it as StatusString: "...").
@@ -131,8 +160,9 @@ rejected "wrong recipient" wrongAuthority \
   "the message is addressed to CN=Some Other CA, not to this CA (CN=e2e Root CA,O=certmint e2e)" \
   -cmd ir "${srv[@]}" "${mac[@]}" \
   -recipient "/CN=Some Other CA" -newkey ec.key -subject /CN=x -certout x.pem
+nk recip
 check "explicit recipient naming this CA" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" \
-  -recipient "/O=certmint e2e/CN=e2e Root CA" -newkey ec.key -subject /CN=dev-recip \
+  -recipient "/O=certmint e2e/CN=e2e Root CA" -newkey recip.key -subject /CN=dev-recip \
   -implicit_confirm -certout recip.pem
 # A tampered request: made by the client, one byte of the subject changed, then sent as is.
 openssl cmp -cmd ir -use_mock_srv -srv_ref demo-device -srv_secret "pass:$secret" \
@@ -149,8 +179,9 @@ if openssl asn1parse -inform DER -in tamper-rsp.der 2>/dev/null | grep -q "cont 
 
 # Expect: 100-continue (curl asks for it on large bodies): the 100 comes at once, so the answer
 # arrives long before curl's expect timeout (30 s here; 1 s by default).
+nk expect
 openssl cmp -cmd ir -use_mock_srv -srv_ref demo-device -srv_secret "pass:$secret" \
-  -srv_cert inst/ca.pem -srv_key ec.key -rsp_cert inst/ca.pem "${mac[@]}" -newkey ec.key \
+  -srv_cert inst/ca.pem -srv_key ec.key -rsp_cert inst/ca.pem "${mac[@]}" -newkey expect.key \
   -subject /CN=expect-100 -implicit_confirm -reqout expect.der -certout x.pem \
   -disable_confirm >/dev/null 2>&1
 t0=$(date +%s%N)
@@ -168,21 +199,35 @@ else
 fi
 
 # Revocation (rr), general messages (genm), CRLs.
-check "ir for revocation tests" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey ec.key \
+nk rv; nk hold
+check "ir for revocation tests" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey rv.key \
   -subject /CN=to-revoke -implicit_confirm -certout rv.pem
-check "ir for hold tests" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey rsa.key \
+check "ir for hold tests" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey hold.key \
   -subject /CN=to-hold -implicit_confirm -certout hold.pem
+nk rv-cr
+check "cr signed by to-revoke while it is valid" openssl cmp -cmd cr "${srv[@]}" -cert rv.pem \
+  -key rv.key -newkey rv-cr.key -subject /CN=to-revoke -certout rv-cr.pem
 check "rr signed by the certificate itself" openssl cmp -cmd rr "${srv[@]}" -cert rv.pem \
-  -key ec.key -oldcert rv.pem -revreason 1
+  -key rv.key -oldcert rv.pem -revreason 1
 rejected "rr of an already revoked certificate" certRevoked \
-  "the certificate is already revoked" -cmd rr "${srv[@]}" -cert rv.pem \
-  -key ec.key -oldcert rv.pem -revreason 1
+  "the signer's certificate (serial" -cmd rr "${srv[@]}" -cert rv.pem \
+  -key rv.key -oldcert rv.pem -revreason 1
+# Issue 14: a certificate this CA revoked authenticates nothing any more.
+nk rv2
+rejected "cr signed by a revoked certificate" certRevoked \
+  ") was revoked" -cmd cr "${srv[@]}" -cert rv.pem -key rv.key -newkey rv2.key \
+  -subject /CN=to-revoke -certout x.pem
+rejected "ir signed by a revoked certificate of this CA" certRevoked \
+  ") was revoked" -cmd ir "${srv[@]}" -cert rv.pem -key rv.key -newkey rv2.key \
+  -subject /CN=anything -certout x.pem
+rejected "genm signed by a revoked certificate" certRevoked \
+  ") was revoked" -cmd genm "${srv[@]}" -cert rv.pem -key rv.key -infotype caCerts
 rejected "rr of another device's certificate" notAuthorized \
   "the signer may revoke only its own certificate" -cmd rr "${srv[@]}" \
-  -cert hold.pem -key rsa.key -oldcert ir-ec.pem -revreason 1
+  -cert hold.pem -key hold.key -oldcert ir-ec.pem -revreason 1
 rejected "rr protected by MAC" wrongIntegrity "a MAC is not accepted" \
   -cmd rr "${srv[@]}" "${mac[@]}" -oldcert ir-ed.pem
-check "rr certificateHold" openssl cmp -cmd rr "${srv[@]}" -cert hold.pem -key rsa.key \
+check "rr certificateHold" openssl cmp -cmd rr "${srv[@]}" -cert hold.pem -key hold.key \
   -oldcert hold.pem -revreason 6
 check "genm caCerts (MAC)" sh -c "openssl cmp -cmd genm ${srv[*]} -ref demo-device \
   -secret pass:$secret -mac hmacWithSHA256 -infotype caCerts 2>&1 | grep -q 'id-it-caCerts'"
@@ -210,11 +255,85 @@ check "openssl verify -crl_check: revoked" sh -c "openssl verify -crl_check -CAf
   -CRLfile crl.pem rv.pem 2>&1 | grep -q 'certificate revoked'"
 check "openssl verify -crl_check: good certificate passes" openssl verify -crl_check \
   -CAfile inst/ca.pem -CRLfile crl.pem ir-ec.pem
-check "rr removeFromCRL releases the hold" openssl cmp -cmd rr "${srv[@]}" -cert hold.pem \
-  -key rsa.key -oldcert hold.pem -revreason 8
+# A held certificate authenticates nothing, not even the release of its own hold: that is for
+# an RA or the operator (certmint revoke --reason removeFromCRL).
+rejected "rr removeFromCRL signed by the held certificate itself" certRevoked ") is on hold" \
+  -cmd rr "${srv[@]}" -cert hold.pem -key hold.key -oldcert hold.pem -revreason 8
+check "certmint revoke --reason removeFromCRL releases the hold" "$certmint" revoke \
+  -c "$work/inst/certmint.cnf" "$hold_serial" --reason removeFromCRL
+sleep 3 # the daemon notices the tool's write at its next store batch (maintenance: 2 s)
+nk hold2
+check "  the released certificate signs again" openssl cmp -cmd cr "${srv[@]}" -cert hold.pem \
+  -key hold.key -newkey hold2.key -subject /CN=to-hold -certout hold2.pem
 rejected "removeFromCRL of a certificate not on hold" badRequest \
   "the certificate is not on hold, so it cannot be removed from the CRL" -cmd rr "${srv[@]}" \
   -cert ir-ec.pem -key ec.key -oldcert ir-ec.pem -revreason 8
+
+# Issue 14: trust and authorization, with the real client.
+nk kur2
+rejected "a second kur of a certificate a kur replaced" notAuthorized \
+  "was replaced by a key update" -cmd kur "${srv[@]}" -cert ir-rsa.pem -key rsa.key \
+  -newkey kur2.key -certout x.pem
+rejected "cr signed by the superseded certificate" notAuthorized \
+  "was replaced by a key update" -cmd cr "${srv[@]}" -cert ir-rsa.pem -key rsa.key \
+  -newkey kur2.key -subject /CN=dev-rsa -certout x.pem
+rejected "ir for a key this CA already certified" badCertTemplate \
+  "this CA already certified the requested public key" -cmd ir "${srv[@]}" "${mac[@]}" \
+  -newkey ec.key -subject /CN=dev-again -certout x.pem
+rejected "kur for the key the certificate already has" badCertTemplate \
+  "kur must certify a new key" -cmd kur "${srv[@]}" -cert kur.pem -key kur.key \
+  -newkey kur.key -certout x.pem
+rejected "cr for another subject than the signer's" notAuthorized \
+  "may only request its subject (CN=dev-ec)" -cmd cr "${srv[@]}" -cert ir-ec.pem -key ec.key \
+  -newkey kur2.key -subject /CN=somebody-else -certout x.pem
+nk once1; nk once2
+check "ir with a one-time secret" openssl cmp -cmd ir "${srv[@]}" -ref once-1 -secret "pass:$once" \
+  -mac hmacWithSHA256 -newkey once1.key -subject /CN=once-1 -implicit_confirm -certout once1.pem
+rejected "the one-time secret a second time" notAuthorized \
+  "has enrolled all the certificates it may (1" -cmd ir "${srv[@]}" -ref once-1 \
+  -secret "pass:$once" -mac hmacWithSHA256 -newkey once2.key -subject /CN=once-2 -implicit_confirm \
+  -certout x.pem
+nk l9a; nk l9b
+check "ir matching the secret's subject_pattern" openssl cmp -cmd ir "${srv[@]}" -ref line-9 \
+  -secret "pass:$line9" -mac hmacWithSHA256 -newkey l9a.key -subject /CN=line-9-0001 \
+  -implicit_confirm -certout l9.pem
+rejected "ir outside the secret's subject_pattern" notAuthorized \
+  "does not match this secret's subject_pattern CN=line-9-*" -cmd ir "${srv[@]}" -ref line-9 \
+  -secret "pass:$line9" -mac hmacWithSHA256 -newkey l9b.key -subject /CN=line-8-0001 \
+  -implicit_confirm -certout x.pem
+# An IDevID-signed ir, then the vendor revokes the IDevID: its new CRL, loaded on SIGHUP, is
+# in force at once.
+nk idev1; nk idev2
+check "ir signed by a vendor IDevID (trust_anchors, trust_crls)" openssl cmp -cmd ir "${srv[@]}" \
+  -cert vendor/idevid.pem -key vendor/idevid.key -newkey idev1.key -subject /CN=op-SN42 \
+  -implicit_confirm -certout idev1.pem
+( cd vendor && openssl ca -revoke idevid.pem -config ca.cnf -keyfile vendor.key -cert vendor.pem &&
+  openssl ca -gencrl -config ca.cnf -keyfile vendor.key -cert vendor.pem -out vendor.crl ) \
+  >>"$work/vendor.log" 2>&1 && cp vendor/vendor.crl inst/vendor.crl
+kill -HUP "$pid"; sleep 0.5
+rejected "the same IDevID after its CRL revoked it (SIGHUP reload)" certRevoked \
+  "certificate revoked (CN=device-SN42,O=Vendor)" -cmd ir "${srv[@]}" -cert vendor/idevid.pem \
+  -key vendor/idevid.key -newkey idev2.key -subject /CN=op-SN42 -implicit_confirm -certout x.pem
+grep -q "reloaded 1 CRL" "$work/daemon.log" && ok "  SIGHUP logged the CRL reload" \
+  || fail "  SIGHUP logged the CRL reload"
+# After a rejection the server closes the connection (RFC 9811 §5).
+closed=$(python3 -c '
+import socket,sys
+s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),timeout=10)
+s.sendall(b"POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkixcmp\r\nContent-Length: 4\r\n\r\n\x30\x02\x05\x00")
+d=b""
+try:
+    while True:
+        c=s.recv(4096)
+        if not c: break
+        d+=c
+except Exception: print("open"); sys.exit(0)
+print("closed" if d.startswith(b"HTTP/1.1 200") and b"Connection: close" in d else "other")' "$port")
+[ "$closed" = closed ] && ok "a CMP rejection closes the connection (Connection: close)" \
+  || fail "a CMP rejection closes the connection ($closed)"
+check "metrics: rejections by failInfo, MAC failures by kind" sh -c "curl -sf \
+  http://127.0.0.1:$port/metrics | grep -q 'certmint_rejections_total{failinfo=\"certRevoked\"}' && \
+  curl -sf http://127.0.0.1:$port/metrics | grep -q 'certmint_mac_failures_total{kind=\"pbm\"} [1-9]'"
 
 # Algorithm agility (RFC 9481): PBM with SHA-512, RSA-PSS and Ed448 device keys (their POPO
 # made by openssl cmp), openssl cmp's default PBM MAC (HMAC-SHA1) refused by the default
@@ -279,19 +398,22 @@ s.sendall(b"POST /.well-known/cmp HTTP/1.1\r\nHost: x\r\n")
 t=time.time(); d=s.recv(4096)
 print(d.split(b" ")[1].decode() if d.startswith(b"HTTP/") else "none", int(time.time()-t))' "$port")
 case "$slow" in 408\ *) ok "HTTP slow client -> 408 after ${slow#* } s";; *) fail "HTTP slow client ($slow)";; esac
+nk after
 check "still serving after bad input" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" \
-  -newkey ec.key -subject /CN=after-bad -implicit_confirm -certout after.pem
+  -newkey after.key -subject /CN=after-bad -implicit_confirm -certout after.pem
 
 # Load: sequential and concurrent clients, each certificate counted in the store.
 count_valid() { sqlite3 "file:$work/inst/certmint.db?mode=ro" \
   "SELECT count(*) FROM cert WHERE status = 'valid'" 2>/dev/null; }
 before=$(count_valid)
+for i in $(seq 1 20); do nk "seq-$i"; done
+for i in $(seq 1 40); do nk "par-$i"; done
 for i in $(seq 1 20); do
-  openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey ec.key -subject "/CN=seq-$i" \
+  openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey "seq-$i.key" -subject "/CN=seq-$i" \
     -implicit_confirm -certout "seq-$i.pem" >/dev/null 2>&1 || fail "sequential enrolment $i"
 done
 for i in $(seq 1 40); do
-  openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey ec.key -subject "/CN=par-$i" \
+  openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey "par-$i.key" -subject "/CN=par-$i" \
     -implicit_confirm -certout "par-$i.pem" >/dev/null 2>&1 &
 done
 wait $(jobs -p | grep -v "^$pid$") 2>/dev/null
@@ -321,7 +443,8 @@ check "metrics" sh -c "curl -sf http://127.0.0.1:$port/metrics | grep -q 'certmi
 # Log rotation: move the file away, SIGHUP, new lines go to a new file.
 mv "$work/daemon.log" "$work/daemon.log.1"
 kill -HUP "$pid"; sleep 0.5
-check "SIGHUP reopens the log" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey ec.key \
+nk hup
+check "SIGHUP reopens the log" openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey hup.key \
   -subject /CN=after-hup -implicit_confirm -certout hup.pem
 sleep 0.3
 grep -q "CN=after-hup\|body=ir outcome=ok" "$work/daemon.log" 2>/dev/null && ok "  new log file written" \
@@ -455,8 +578,9 @@ case "$(res eof_partial)" in
   0\ 0.*) ok "partial request then EOF: closed at once ($(res eof_partial | cut -d' ' -f2) s)";;
   *) fail "partial request then EOF: $(res eof_partial)";;
 esac
+nk limits
 check "enrolment on the limited instance" openssl cmp -cmd ir -server "127.0.0.1:$lport" \
-  -path /.well-known/cmp/p/devices -trusted inst/ca.pem "${mac[@]}" -newkey ec.key \
+  -path /.well-known/cmp/p/devices -trusted inst/ca.pem "${mac[@]}" -newkey limits.key \
   -subject /CN=limits -implicit_confirm -certout limits.pem
 kill -TERM "$pid"; wait "$pid"; pid=""
 

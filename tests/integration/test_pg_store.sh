@@ -62,10 +62,13 @@ export $(cat "$inst/env")
 cd "$work"
 srv=(-server "127.0.0.1:$port" -path /.well-known/cmp -trusted inst/ca.pem)
 mac=(-ref demo-device -secret file:inst/secrets/demo-device -mac hmacWithSHA256)
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out dev.key 2>/dev/null
-enrol() { # enrol CN [openssl cmp options]: the certificate lands in CN.pem
+# enrol CN [openssl cmp options]: a fresh key in CN.key (the CA certifies a key once), the
+# certificate in CN.pem.
+enrol() {
   local cn=$1; shift
-  openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey dev.key -subject "/CN=$cn" \
+  [ -s "$cn.key" ] || openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+    -out "$cn.key" 2>/dev/null
+  openssl cmp -cmd ir "${srv[@]}" "${mac[@]}" -newkey "$cn.key" -subject "/CN=$cn" \
     -certout "$cn.pem" "$@" >"$work/cmp.log" 2>&1
 }
 serial() { openssl x509 -in "$1.pem" -noout -serial | cut -d= -f2; }
@@ -131,7 +134,10 @@ st=$("$cluster" psql "$pg" -Atc "SELECT status FROM cert WHERE subject_text = 'C
 [ "$st" = valid ] && ok "  confirmed in PostgreSQL" || fail "  pg-a status '$st'"
 run "the tool revokes pg-a while certmintd runs" 0 cm revoke -c "$conf" "$(serial pg-a)"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out new.key 2>/dev/null
-if openssl cmp -cmd kur "${srv[@]}" -cert pg-a.pem -key dev.key -newkey new.key \
+cp lite-a.key reuse.key
+if enrol reuse -implicit_confirm; then fail "a key the CA certified before was certified again"
+else ok "a key certified on SQLite is refused on PostgreSQL (the key-reuse rule's lookup)"; fi
+if openssl cmp -cmd kur "${srv[@]}" -cert pg-a.pem -key pg-a.key -newkey new.key \
   -certout kur.pem >>"$work/cmp.log" 2>&1; then fail "kur with the revoked pg-a accepted"
 else ok "kur with pg-a (revoked by the tool) refused"; fi
 

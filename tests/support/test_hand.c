@@ -169,7 +169,24 @@ cm_result test_hand_sign(test_hand *x, EVP_PKEY *key, cm_span cert)
     x->certs[0] = cert;
     x->num_certs = 1;
     x->h.sender_name = f.subject;
+    // senderKID: the certificate's subject key identifier when it has one (RFC 9483 §3.1), as
+    // openssl cmp sends it; none otherwise.
     x->h.sender_kid.present = false;
+    const unsigned char *q = cert.p;
+    X509 *xc = d2i_X509(NULL, &q, (long)cert.len);
+    CM_ENSURE(xc != NULL, CM_E_INVALID_ARG);
+    const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(xc);
+    if (ski != NULL && ASN1_STRING_length(ski) > 0) {
+        const size_t n = (size_t)ASN1_STRING_length(ski);
+        uint8_t *kid = cm_arena_alloc(&x->a, n);
+        if (kid == NULL) {
+            X509_free(xc);
+            CM_BAIL(CM_E_NOMEM);
+        }
+        memcpy(kid, ASN1_STRING_get0_data(ski), n);
+        x->h.sender_kid = (cmp_opt_span){true, cm_span_make(kid, n)};
+    }
+    X509_free(xc);
     return cm_result_make(CM_OK);
 }
 
@@ -307,7 +324,7 @@ cm_result test_hand_build(test_hand *x, uint8_t **out, size_t *out_len)
         if (mac) {
             const cm_span s = cm_span_make(x->secret, strlen(x->secret));
             r = x->pbmac1 ? cmp_mac_key_new_pbmac1(x->prot, &key, s, CMP_HASH_SHA256,
-                                                   CMP_HASH_SHA256, 10000, 16, 32)
+                                                   CMP_HASH_SHA256, 2000, 16, 32)
                           : cmp_mac_key_new_pbm(x->prot, &key, s, CMP_HASH_SHA256, CMP_HASH_SHA256,
                                                 500, 16);
             cmp_mac_key_put_alg(&ab, &key);

@@ -87,7 +87,8 @@ CM_RESULT test_hand_extensions(test_hand *x, const char *const *names, const cha
                                size_t n);
 
 // test_hand_sign protects the message with a signature by |key|, |cert| (DER, borrowed) as
-// extraCerts[0] and its subject as the sender; no senderKID.
+// extraCerts[0], its subject as the sender and its subject key identifier as senderKID (none
+// when it has no SKI extension).
 CM_RESULT test_hand_sign(test_hand *x, EVP_PKEY *key, cm_span cert);
 
 // test_hand_old_cert_id puts an oldCertID control {directoryName |issuer|, |serial|} on msgs[0].

@@ -107,13 +107,18 @@ static bool seccomp_add_families(scmp_filter_ctx ctx, const char *list)
         }
     }
     int rc = 0;
+    // The argument comparisons spelt out: libseccomp's SCMP_A0 leaves datum_b to the compiler,
+    // which clang's -Wmissing-field-initializers (the tsan preset) refuses.
     for (int fam = 0; fam < AF_MAX && rc == 0; fam++) {
+        const struct scmp_arg_cmp eq = {
+            .arg = 0, .op = SCMP_CMP_EQ, .datum_a = (scmp_datum_t)fam, .datum_b = 0};
         rc = seccomp_rule_add(ctx, allowed[fam] ? SCMP_ACT_ALLOW : SCMP_ACT_ERRNO(EAFNOSUPPORT),
-                              SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)fam));
+                              SCMP_SYS(socket), 1, eq);
     }
     if (rc == 0) {
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1,
-                              SCMP_A0(SCMP_CMP_GE, (scmp_datum_t)AF_MAX));
+        const struct scmp_arg_cmp ge = {
+            .arg = 0, .op = SCMP_CMP_GE, .datum_a = (scmp_datum_t)AF_MAX, .datum_b = 0};
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1, ge);
     }
     if (rc != 0) {
         (void)fprintf(stderr, "seccomp_run: socket rules: %s\n", strerror(-rc));

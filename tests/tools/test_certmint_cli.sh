@@ -133,9 +133,10 @@ cd "$work"
 # openssl cmp's default PBM MAC is HMAC-SHA1, which certmint accepts only with allow_sha1 = on.
 srv=(-server "127.0.0.1:$port" -path /.well-known/cmp -trusted inst/ca.pem -mac hmacWithSHA256)
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out dev.key 2>/dev/null
-enrol() { # enrol CN [openssl cmp options]
+enrol() { # enrol CN [openssl cmp options]: a fresh key CN.key each (the CA refuses key reuse)
   local cn=$1; shift
-  if openssl cmp -cmd ir "${srv[@]}" -newkey dev.key -subject "/CN=$cn" -certout "$cn.pem" \
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$cn.key" 2>/dev/null
+  if openssl cmp -cmd ir "${srv[@]}" -newkey "$cn.key" -subject "/CN=$cn" -certout "$cn.pem" \
     "$@" >>"$work/cmp.log" 2>&1; then ok "enrol $cn"; else fail "enrol $cn"; tail -5 "$work/cmp.log"; fi
 }
 enrol dev-a -ref demo-device -secret file:inst/secrets/demo-device
@@ -283,9 +284,23 @@ run "revoke the unconfirmed one" 0 cm revoke -c "$conf" "$su" --reason cessation
 
 # The daemon sees the tool's revocation: kur with the revoked certificate is refused.
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out new.key 2>/dev/null
-if openssl cmp -cmd kur "${srv[@]}" -cert dev-a.pem -key dev.key -newkey new.key \
+if openssl cmp -cmd kur "${srv[@]}" -cert dev-a.pem -key dev-a.key -newkey new.key \
   -certout kur.pem >>"$work/cmp.log" 2>&1; then fail "kur with a revoked certificate accepted"
 else ok "kur with a certificate revoked by the tool is refused"; fi
+# ... also when the daemon had its status cached (a cr it signed was accepted just before): the
+# daemon notices the tool's write at its next store batch (the maintenance runs every 2 s).
+enrol dev-x -ref demo-device -secret file:inst/secrets/demo-device -implicit_confirm
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out x2.key 2>/dev/null
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out x3.key 2>/dev/null
+if openssl cmp -cmd cr "${srv[@]}" -cert dev-x.pem -key dev-x.key -newkey x2.key \
+  -subject /CN=dev-x -certout x2.pem >>"$work/cmp.log" 2>&1; then ok "cr signed by dev-x"
+else fail "cr signed by dev-x"; fi
+run "revoke dev-x with the tool" 0 cm revoke -c "$conf" "$(serial dev-x)" --reason keyCompromise
+sleep 3
+if openssl cmp -cmd cr "${srv[@]}" -cert dev-x.pem -key dev-x.key -newkey x3.key \
+  -subject /CN=dev-x -certout x3.pem >"$work/crx.log" 2>&1; then fail "cr by dev-x after the tool revoked it"
+elif grep -q certRevoked "$work/crx.log"; then ok "  the daemon's cached status followed the tool: certRevoked"
+else fail "  cr by dev-x refused, but not certRevoked"; cat "$work/crx.log"; fi
 
 kill -TERM "$pid"; wait "$pid"; pid=""
 

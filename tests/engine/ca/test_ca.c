@@ -45,6 +45,8 @@ static const char k_conf[] = "[ext]\n"
                              "keyUsage = critical, digitalSignatur\n"
                              "[with_ski]\n"
                              "subjectKeyIdentifier = hash\n"
+                             "[key_agreement_only]\n"
+                             "keyUsage = critical, keyAgreement\n"
                              "[twice]\n"
                              "keyUsage = digitalSignature\n"
                              "2.5.29.15 = DER:03020780\n"
@@ -1338,6 +1340,193 @@ static void test_ca_trust_chains_and_cache(void)
     req_free(&r2);
 }
 
+// write_crl builds a CRL of |ca| (signed with |key|) listing |serial| (16 octets, or none when
+// NULL), valid from |this_update| to |next_update|, and writes it as DER to |name|.
+static void write_crl(const char *name, const ca_authority *ca, EVP_PKEY *key,
+                      const uint8_t *serial, int64_t this_update, int64_t next_update)
+{
+    ca_crl_entry e = {cm_span_make(serial, CA_SERIAL_LEN), this_update, CA_REASON_KEY_COMPROMISE};
+    der_builder tb, cb;
+    der_builder_init(&tb, 0);
+    der_builder_init(&cb, 0);
+    TEST_ASSERT_OK(ca_crl_tbs_build(ca, &tb, SIG_ALG, this_update, next_update, 1, &e,
+                                    serial != NULL ? 1 : 0));
+    cm_span tbs, crl;
+    TEST_ASSERT_OK(der_builder_finish(&tb, &tbs));
+    sign_and_assemble(&cb, key, tbs);
+    TEST_ASSERT_OK(der_builder_finish(&cb, &crl));
+    char p[320];
+    CU_ASSERT_TRUE_FATAL(test_write_file(path_of(p, sizeof(p), name), crl.p, crl.len));
+    der_builder_cleanup(&tb);
+    der_builder_cleanup(&cb);
+}
+
+// The anchors' CRLs (trust_crls): a revoked device certificate no longer verifies, also when it
+// was cached before the CRLs were loaded; an expired CRL fails closed; a CRL not signed by its
+// anchor is refused at load and the previous set stays; a certificate trusted as itself (an RA
+// certificate) is checked against its issuer's CRL alone.
+static void test_ca_trust_crls(void)
+{
+    char root[320], err[256] = "";
+    path_of(root, sizeof(root), "root.pem");
+    const char *anchors[] = {root};
+    ca_trust *t = NULL;
+    TEST_ASSERT_OK(ca_trust_new(&t, err, sizeof(err), anchors, 1, 16));
+    const int64_t now = cm_time_now();
+    test_req r1, r2;
+    req_make(&r1, "P-256", "/CN=stolen-device", NULL);
+    req_make(&r2, "P-256", "/CN=good-device", NULL);
+    uint8_t s1[CA_SERIAL_LEN], s2[CA_SERIAL_LEN];
+    X509 *x1 = issue_by(g_int, g_int_key, g_profile, &r1, now, NULL, s1);
+    X509 *x2 = issue_by(g_int, g_int_key, g_profile, &r2, now, NULL, s2);
+    CU_ASSERT_TRUE_FATAL(x1 != NULL && x2 != NULL);
+    unsigned char *d1, *d2, *di;
+    const cm_span l1 = x509_der(x1, &d1), l2 = x509_der(x2, &d2);
+    X509 *inter = load_pem("int.pem");
+    const cm_span i = x509_der(inter, &di);
+
+    // Verified (and cached) before any CRL.
+    TEST_ASSERT_OK(ca_trust_verify(t, l1, &i, 1, now, NULL));
+    CU_ASSERT_EQUAL(ca_trust_num_crls(t), 0);
+    TEST_ASSERT_OK(ca_trust_check_crls(t, l1, now, NULL));
+
+    // The intermediate's CRL revokes the first device: refused at once, cache or not.
+    write_crl("int-crl.der", g_int, g_int_key, s1, now - 60, now + 86400);
+    char crl_path[320];
+    const char *crls[] = {path_of(crl_path, sizeof(crl_path), "int-crl.der")};
+    TEST_ASSERT_OK(ca_trust_set_crls(t, err, sizeof(err), crls, 1));
+    CU_ASSERT_EQUAL(ca_trust_num_crls(t), 1);
+    cm_why why;
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(ca_trust_verify(t, l1, &i, 1, now, &why), CA_E_CERT_REVOKED);
+    CU_ASSERT_STRING_EQUAL(why.text,
+                           "certificate is not trusted: certificate revoked (CN=stolen-device)");
+    TEST_ASSERT_CODE(ca_trust_verify(t, l1, NULL, 0, now, NULL), CA_E_UNTRUSTED);
+    TEST_ASSERT_OK(ca_trust_verify(t, l2, &i, 1, now, NULL));
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(ca_trust_check_crls(t, l1, now, &why), CA_E_CERT_REVOKED);
+    CU_ASSERT_STRING_EQUAL(why.text, "certificate is revoked: its issuer's CRL lists it");
+    TEST_ASSERT_OK(ca_trust_check_crls(t, l2, now, NULL));
+    // The good device's cached success lasts only until the CRL's nextUpdate.
+    TEST_ASSERT_CODE(ca_trust_verify(t, l2, NULL, 0, now + 2 * 86400, NULL), CA_E_UNTRUSTED);
+    // Past its nextUpdate the CRL cannot be relied on: fail closed.
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(ca_trust_verify(t, l2, &i, 1, now + 2 * 86400, &why), CA_E_UNTRUSTED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why.text, "CRL has expired"));
+    TEST_ASSERT_CODE(ca_trust_check_crls(t, l2, now + 2 * 86400, NULL), CA_E_UNTRUSTED);
+
+    // A root CRL signed by another key: refused at load; the previous set is kept.
+    ca_authority *root_ca = NULL;
+    TEST_ASSERT_OK(ca_authority_load(&root_ca, err, sizeof(err), root, NULL));
+    write_crl("forged-root-crl.der", root_ca, g_ca_key, NULL, now - 60, now + 86400);
+    char forged[320];
+    const char *bad[] = {crls[0], path_of(forged, sizeof(forged), "forged-root-crl.der")};
+    TEST_ASSERT_CODE(ca_trust_set_crls(t, err, sizeof(err), bad, 2), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "forged-root-crl.der: the CRL of CN=Vendor Root,O=Vendor is "
+                                       "not signed by that trust anchor's key"));
+    CU_ASSERT_EQUAL(ca_trust_num_crls(t), 1);
+    TEST_ASSERT_CODE(ca_trust_verify(t, l1, &i, 1, now, NULL), CA_E_CERT_REVOKED);
+    // Files that are not CRLs.
+    const char *missing[] = {"/nonexistent/crl.pem"};
+    TEST_ASSERT_CODE(ca_trust_set_crls(t, err, sizeof(err), missing, 1), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "/nonexistent/crl.pem: cannot open the CRL file"));
+    const char *not_crl[] = {root};
+    TEST_ASSERT_CODE(ca_trust_set_crls(t, err, sizeof(err), not_crl, 1), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "no CRL in the file"));
+    // A new CRL that no longer lists it (a reload), and no CRLs at all.
+    write_crl("int-crl.der", g_int, g_int_key, NULL, now - 60, now + 86400);
+    TEST_ASSERT_OK(ca_trust_set_crls(t, err, sizeof(err), crls, 1));
+    TEST_ASSERT_OK(ca_trust_verify(t, l1, &i, 1, now, NULL));
+    write_crl("int-crl.der", g_int, g_int_key, s1, now - 60, now + 86400);
+    TEST_ASSERT_OK(ca_trust_set_crls(t, err, sizeof(err), crls, 1));
+    TEST_ASSERT_CODE(ca_trust_verify(t, l1, &i, 1, now, NULL), CA_E_CERT_REVOKED);
+    TEST_ASSERT_OK(ca_trust_set_crls(t, err, sizeof(err), NULL, 0));
+    TEST_ASSERT_OK(ca_trust_verify(t, l1, &i, 1, now, NULL));
+    ca_trust_free(t);
+    ca_authority_free(root_ca);
+    OPENSSL_free(d1);
+    OPENSSL_free(d2);
+    OPENSSL_free(di);
+    X509_free(x1);
+    X509_free(x2);
+    X509_free(inter);
+    req_free(&r1);
+    req_free(&r2);
+}
+
+// The chain check uses key usage: a signer whose keyUsage lacks digitalSignature, and a CA
+// whose keyUsage lacks keyCertSign, are not trusted.
+static void test_ca_trust_key_usage(void)
+{
+    char root[320], err[256] = "";
+    path_of(root, sizeof(root), "root.pem");
+    const char *anchors[] = {root};
+    ca_trust *t = NULL;
+    TEST_ASSERT_OK(ca_trust_new(&t, err, sizeof(err), anchors, 1, 16));
+    const int64_t now = cm_time_now();
+    X509 *inter = load_pem("int.pem");
+    unsigned char *di;
+    const cm_span i = x509_der(inter, &di);
+    // A leaf for key agreement only.
+    ca_profile *ka = NULL;
+    ca_profile_params p = base_params();
+    TEST_ASSERT_OK(ca_profile_new(&ka, err, sizeof(err), &p, g_conf, "key_agreement_only"));
+    test_req r;
+    req_make(&r, "P-256", "/CN=ka-device", NULL);
+    X509 *x = issue_by(g_int, g_int_key, ka, &r, now, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    unsigned char *d;
+    const cm_span l = x509_der(x, &d);
+    cm_why why;
+    cm_why_clear(&why);
+    TEST_ASSERT_CODE(ca_trust_verify(t, l, &i, 1, now, &why), CA_E_CHAIN_KEY_USAGE);
+    CU_ASSERT_STRING_EQUAL(why.text, "certificate is not trusted: its keyUsage does not allow "
+                                     "digitalSignature (CN=ka-device)");
+    // A "CA" under the root whose keyUsage has no keyCertSign, and a leaf it issued.
+    char ext[320], bad_key[320], bad_pem[320];
+    path_of(ext, sizeof(ext), "ext-nocertsign.cnf");
+    path_of(bad_key, sizeof(bad_key), "nocertsign.key");
+    path_of(bad_pem, sizeof(bad_pem), "nocertsign.pem");
+    const char ext_text[] = "[v3]\nbasicConstraints=critical,CA:TRUE\n"
+                            "keyUsage=critical,digitalSignature\nsubjectKeyIdentifier=hash\n";
+    CU_ASSERT_TRUE_FATAL(test_write_file(ext, ext_text, sizeof(ext_text) - 1));
+    char root_key[320];
+    path_of(root_key, sizeof(root_key), "root.key");
+    const test_pki_cert_spec spec = {
+        .subject = "/O=Vendor/CN=No CertSign CA", .days = 5, .ext_file = ext, .ext_section = "v3"};
+    CU_ASSERT_TRUE_FATAL(test_pki_issue(bad_key, bad_pem, root_key, root, &spec, g_log));
+    // (ca_authority_load refuses such a CA, so the leaf comes from openssl x509 -req.)
+    char leaf_key[320], leaf_pem[320];
+    path_of(leaf_key, sizeof(leaf_key), "under-nocertsign.key");
+    path_of(leaf_pem, sizeof(leaf_pem), "under-nocertsign.pem");
+    const test_pki_cert_spec leaf = {.subject = "/CN=under-no-certsign", .days = 5};
+    CU_ASSERT_TRUE_FATAL(test_pki_issue(leaf_key, leaf_pem, bad_key, bad_pem, &leaf, g_log));
+    X509 *x2 = load_pem("under-nocertsign.pem");
+    X509 *bx = load_pem("nocertsign.pem");
+    CU_ASSERT_TRUE_FATAL(x2 != NULL && bx != NULL);
+    unsigned char *d2, *db;
+    const cm_span l2 = x509_der(x2, &d2);
+    const cm_span b = x509_der(bx, &db);
+    cm_why_clear(&why);
+    cm_result res = ca_trust_verify(t, l2, &b, 1, now, &why);
+    CU_ASSERT(res.code == CA_E_CHAIN_KEY_USAGE || res.code == CA_E_UNTRUSTED);
+    CU_ASSERT_FALSE(cm_ok(res));
+    if (cm_ok(res)) {
+        fprintf(stderr, "\n  a leaf under a CA without keyCertSign verified\n");
+    }
+    ca_trust_free(t);
+    ca_profile_free(ka);
+    OPENSSL_free(d);
+    OPENSSL_free(d2);
+    OPENSSL_free(db);
+    OPENSSL_free(di);
+    X509_free(x);
+    X509_free(x2);
+    X509_free(bx);
+    X509_free(inter);
+    req_free(&r);
+}
+
 typedef struct trust_worker {
     ca_trust *t;
     cm_span leaves[2];
@@ -1672,6 +1861,8 @@ int test_ca_register(void)
         TEST_CASE(test_ca_authority_material),
         TEST_CASE(test_ca_trust_chains_and_cache),
         TEST_CASE(test_ca_trust_cache_concurrent),
+        TEST_CASE(test_ca_trust_crls),
+        TEST_CASE(test_ca_trust_key_usage),
         TEST_CASE(test_ca_crl_builds_and_verifies),
         TEST_CASE(test_ca_crl_empty_and_bad_args),
         TEST_CASE(test_ca_cert_fields),

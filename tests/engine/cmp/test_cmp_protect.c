@@ -298,8 +298,8 @@ static void test_cmp_protect_ctx_rejects_bad_limits(void)
     cmp_protect_limits lim;
     cmp_protect_limits_default(&lim);
     CU_ASSERT_EQUAL(lim.pbm_min_iterations, 100);
-    CU_ASSERT_EQUAL(lim.pbm_max_iterations, 100000);
-    CU_ASSERT_EQUAL(lim.pbmac1_max_iterations, 300000);
+    CU_ASSERT_EQUAL(lim.pbm_max_iterations, 10000); // certmintd's defaults (issue 14)
+    CU_ASSERT_EQUAL(lim.pbmac1_max_iterations, 2500);
     cmp_protect_ctx *c = NULL;
     lim.pbm_min_iterations = lim.pbm_max_iterations + 1;
     TEST_ASSERT_CODE(cmp_protect_ctx_new(&c, NULL, NULL, &lim), CM_E_INVALID_ARG);
@@ -1436,6 +1436,10 @@ static int cmp_protect_suite_init(void)
     cmp_protect_limits lim;
     cmp_protect_limits_default(&lim);
     lim.policy = &sha1;
+    // The fixtures and the conformance vectors use counts up to 262144: the bounds raised as an
+    // operator would (max_pbm_iterations, max_pbmac1_iterations); g_strict keeps the defaults.
+    lim.pbm_max_iterations = 100000;
+    lim.pbmac1_max_iterations = 300000;
     if (!test_tmpdir(g_dir, sizeof(g_dir), "cmp-protect") ||
         !cm_ok(cmp_protect_ctx_new(&g_ctx, NULL, NULL, &lim)) ||
         !cm_ok(cmp_protect_ctx_new(&g_strict, NULL, NULL, NULL)) ||

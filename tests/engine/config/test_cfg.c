@@ -256,7 +256,8 @@ static void test_cfg_defaults(void)
     CU_ASSERT_EQUAL(c->hsm_sessions, c->io_threads);
     CU_ASSERT_EQUAL(c->max_request_bytes, 256 * 1024);
     CU_ASSERT_EQUAL(c->min_pbm_iterations, 100);
-    CU_ASSERT_EQUAL(c->max_pbm_iterations, 100000);
+    CU_ASSERT_EQUAL(c->max_pbm_iterations, 10000);
+    CU_ASSERT_EQUAL(c->max_pbmac1_iterations, 2500);
     CU_ASSERT_EQUAL(c->message_time_window, 300);
     CU_ASSERT_EQUAL(c->log_level, CM_LOG_INFO);
     CU_ASSERT_EQUAL(c->max_connections_per_peer, 256);
@@ -703,6 +704,204 @@ static void test_cfg_missing_sections_and_keys(void)
     CU_ASSERT_PTR_NULL(c);
 }
 
+// make_crl writes an (empty) CRL of the vendor CA to |name| with openssl ca -gencrl.
+static bool make_crl(const char *name, int hours)
+{
+    char cnf[320], db[320], out[320], key[320], cert[320], log[320], hrs[16];
+    path_of(cnf, sizeof(cnf), "crl-ca.cnf");
+    path_of(db, sizeof(db), "crl-index.txt");
+    path_of(out, sizeof(out), name);
+    path_of(key, sizeof(key), "vendor.key");
+    path_of(cert, sizeof(cert), "vendor.pem");
+    path_of(log, sizeof(log), "openssl.log");
+    char text[600];
+    (void)snprintf(text, sizeof(text),
+                   "[ca]\ndefault_ca = c\n[c]\ndatabase = %s\ndefault_md = sha256\n"
+                   "default_crl_days = 1\n",
+                   db);
+    (void)snprintf(hrs, sizeof(hrs), "%d", hours);
+    const char *argv[] = {"openssl", "ca", "-gencrl",   "-config", cnf,    "-keyfile", key,
+                          "-cert",   cert, "-crlhours", hrs,       "-out", out,        NULL};
+    return test_write_file(cnf, text, strlen(text)) && test_write_file(db, "", 0) &&
+           test_run(argv, log) == 0;
+}
+
+static const char k_trust[] = "[profile:gw]\n"
+                              "allow_key_reuse = on\n"
+                              "revoke_on_update = yes\n"
+                              "subject_from = request\n"
+                              "[clients:line]\n"
+                              "trust_crls = vendor.crl\n"
+                              "ra_require_cmcra = off\n"
+                              "profiles = device, gw\n"
+                              "max_certs.line7 = 250\n"
+                              "once.line8 = on\n"
+                              "subject_pattern.line7 = CN=line-7-*\n"
+                              "key.lk = secrets/lk.key\n"
+                              "max_certs.lk = 3\n"
+                              "subject_pattern.lk = CN=k-*\n";
+
+static void test_cfg_trust_settings(void)
+{
+    CU_ASSERT_TRUE_FATAL(make_crl("vendor.crl", 24));
+    CU_ASSERT_TRUE_FATAL(write_text("secrets/lk.key", "00112233445566778899aabbccddeeff"
+                                                      "0f1e2d3c4b5a69788796a5b4c3d2e1f0\n"));
+    char text[sizeof(k_base) + sizeof(k_trust) + 8];
+    (void)snprintf(text, sizeof(text), "%s\n%s", k_base, k_trust);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    const cm_result r = cfg_load(&c, err, sizeof(err), g_conf);
+    if (!cm_ok(r)) {
+        fprintf(stderr, "\n  %s: %s\n", cm_result_name(r), err);
+    }
+    CU_ASSERT_FATAL(cm_ok(r));
+    const cfg_clients *cl = cfg_ca_find(c, "devices")->clients;
+    CU_ASSERT_FALSE(cl->ra_require_cmcra);
+    CU_ASSERT_EQUAL(cl->num_crl_paths, 1);
+    CU_ASSERT_EQUAL(ca_trust_num_crls(cl->trust), 1);
+    CU_ASSERT_EQUAL_FATAL(cl->num_profiles, 2);
+    CU_ASSERT_STRING_EQUAL(cl->profiles[0]->name, "device");
+    CU_ASSERT_STRING_EQUAL(cl->profiles[1]->name, "gw");
+    CU_ASSERT_FALSE(cl->profiles[0]->allow_key_reuse || cl->profiles[0]->revoke_on_update ||
+                    cl->profiles[0]->subject_from_request);
+    CU_ASSERT_TRUE(cl->profiles[1]->allow_key_reuse && cl->profiles[1]->revoke_on_update &&
+                   cl->profiles[1]->subject_from_request);
+    const cfg_secret *s7 = cfg_clients_find_secret(cl, CM_SPAN_LIT("line7"));
+    const cfg_secret *s8 = cfg_clients_find_secret(cl, CM_SPAN_LIT("\x0a\x0b\x0c"));
+    CU_ASSERT_TRUE_FATAL(s7 != NULL && s8 != NULL);
+    CU_ASSERT_EQUAL(s7->max_certs, 250);
+    CU_ASSERT_STRING_EQUAL(s7->subject_pattern, "CN=line-7-*");
+    CU_ASSERT_EQUAL(s8->max_certs, 1);
+    CU_ASSERT_PTR_NULL(s8->subject_pattern);
+    // The per-secret limits apply to a key.REF (key-based MACs) as to a secret.REF.
+    const cfg_secret *lk = cfg_clients_find_secret(cl, CM_SPAN_LIT("lk"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(lk);
+    CU_ASSERT_TRUE(lk->is_key);
+    CU_ASSERT_EQUAL(lk->max_certs, 3);
+    CU_ASSERT_STRING_EQUAL(lk->subject_pattern, "CN=k-*");
+
+    // SIGHUP's reload: a broken file keeps the CRLs loaded, a new one replaces them.
+    CU_ASSERT_TRUE_FATAL(write_text("vendor.crl", "not a CRL"));
+    TEST_ASSERT_CODE(cfg_clients_reload_crls(cl, err, sizeof(err)), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "[clients:line] trust_crls: "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "vendor.crl: no CRL in the file"));
+    CU_ASSERT_EQUAL(ca_trust_num_crls(cl->trust), 1);
+    CU_ASSERT_TRUE_FATAL(make_crl("vendor.crl", 48));
+    TEST_ASSERT_OK(cfg_clients_reload_crls(cl, err, sizeof(err)));
+    CU_ASSERT_EQUAL(ca_trust_num_crls(cl->trust), 1);
+    // A client group without trust_crls: nothing to do.
+    TEST_ASSERT_OK(cfg_clients_reload_crls(&c->clients[0], err, sizeof(err)));
+    cfg_free(c);
+
+    // Defaults: the RA EKU is required, profiles keep keys unique, bind the subject, revoke
+    // nothing on update; secrets have no limit and no pattern.
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, k_base, sizeof(k_base) - 1));
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    cl = cfg_ca_find(c, "devices")->clients;
+    CU_ASSERT_TRUE(cl->ra_require_cmcra);
+    CU_ASSERT_EQUAL(cl->num_profiles, 0);
+    CU_ASSERT_EQUAL(cl->num_crl_paths, 0);
+    const cfg_profile *p = cfg_ca_find(c, "devices")->profile;
+    CU_ASSERT_FALSE(p->allow_key_reuse || p->revoke_on_update || p->subject_from_request);
+    CU_ASSERT_EQUAL(cfg_clients_find_secret(cl, CM_SPAN_LIT("line7"))->max_certs, 0);
+    cfg_free(c);
+}
+
+static const cfg_case k_bad_trust[] = {
+    {"[clients:line]\nmax_certs.nope = 3\n", CFG_E_REFERENCE,
+     "[clients:line] max_certs.nope: there is no secret.nope or key.nope"},
+    {"[clients:line]\nmax_certs.line7 = 0\n", CFG_E_VALUE,
+     "[clients:line] max_certs.line7: '0' is out of range"},
+    {"[clients:line]\nonce.line7 = on\nmax_certs.line7 = 5\n", CFG_E_VALUE,
+     "[clients:line] max_certs.line7: 5 contradicts once.line7 = on"},
+    {"[clients:line]\nmax_certs.line7 = 5\nonce.line7 = on\n", CFG_E_VALUE,
+     "[clients:line] once.line7: contradicts max_certs.line7 = 5"},
+    {"[clients:line]\nonce.line7 = sometimes\n", CFG_E_VALUE,
+     "[clients:line] once.line7: 'sometimes' is not on or off"},
+    {"[clients:line]\nonce.x = on\n", CFG_E_REFERENCE,
+     "[clients:line] once.x: there is no secret.x"},
+    {"[clients:line]\nsubject_pattern.x = CN=*\n", CFG_E_REFERENCE,
+     "[clients:line] subject_pattern.x: there is no secret.x"},
+    {"[clients:line]\ntrust_crls = missing.crl\n", CFG_E_FILE, "[clients:line] trust_crls: "},
+    {"[clients:line]\ntrust_crls = vendor.pem\n", CFG_E_FILE, "vendor.pem: no CRL in the file"},
+    {"[clients:other]\ntrust_crls = vendor.crl\n", CFG_E_MISSING,
+     "[clients:other] trust_crls: CRLs of trust anchors need trust_anchors"},
+    {"[clients:line]\nprofiles = device, nope\n", CFG_E_REFERENCE,
+     "[clients:line] profiles: no [profile:nope] section"},
+    {"[clients:line]\nprofiles = device, device\n", CFG_E_VALUE,
+     "[clients:line] profiles: 'device' is listed twice"},
+    {"[clients:line]\nra_require_cmcra = 7\n", CFG_E_VALUE,
+     "[clients:line] ra_require_cmcra: '7' is not on or off"},
+    {"[profile:device]\nsubject_from = anyone\n", CFG_E_VALUE,
+     "[profile:device] subject_from: 'anyone' is not signer or request"},
+    {"[profile:device]\nallow_key_reuse = 2\n", CFG_E_VALUE,
+     "[profile:device] allow_key_reuse: '2' is not on or off"},
+    {"[profile:device]\nrevoke_on_update = x\n", CFG_E_VALUE,
+     "[profile:device] revoke_on_update: 'x' is not on or off"},
+};
+
+static void test_cfg_rejects_bad_trust_settings(void)
+{
+    CU_ASSERT_TRUE_FATAL(make_crl("vendor.crl", 24));
+    char text[sizeof(k_base) + 512];
+    for (size_t i = 0; i < sizeof(k_bad_trust) / sizeof(k_bad_trust[0]); i++) {
+        (void)snprintf(text, sizeof(text), "%s\n%s", k_base, k_bad_trust[i].append);
+        expect_fail(text, k_bad_trust[i].code, k_bad_trust[i].msg);
+    }
+    // A pattern longer than CA_MAX_PATTERN.
+    char big[CA_MAX_PATTERN + 64];
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    char app[sizeof(big) + 64];
+    (void)snprintf(app, sizeof(app), "[clients:line]\nsubject_pattern.line7 = %s\n", big);
+    (void)snprintf(text, sizeof(text), "%s\n%s", k_base, app);
+    expect_fail(text, CFG_E_VALUE, "[clients:line] subject_pattern.line7: ");
+}
+
+static void test_ca_subject_match(void)
+{
+    static const struct {
+        const char *pattern, *subject;
+        bool match;
+    } k_cases[] = {
+        {"CN=line-7-*", "CN=line-7-0042", true},
+        {"CN=line-7-*", "CN=line-7-", true},
+        {"CN=line-7-*", "CN=line-8-0042", false},
+        {"CN=line-7-*", "cn=line-7-0042", false}, // case-sensitive
+        // '*' stays inside one attribute value: no further RDN, no multi-valued RDN.
+        {"CN=line-7-*", "CN=line-7-1,O=Evil", false},
+        {"CN=line-7-*", "CN=line-7-1+serialNumber=9", false},
+        {"CN=line-7-*,O=Acme", "CN=line-7-1,O=Acme", true},
+        {"CN=line-7-*,O=Acme", "CN=line-7-1,O=Acme,C=DE", false},
+        {"CN=*,O=Acme", "CN=a,b,O=Acme", false},
+        // An escaped comma is part of a value (RFC 4514 §2.4), so '*' may cover it.
+        {"CN=*", "CN=a\\,b", true},
+        {"CN=dev-??", "CN=dev-42", true},
+        {"CN=dev-??", "CN=dev-4", false},
+        {"CN=dev-??", "CN=dev-4,", false},
+        {"CN=\\*", "CN=*", true},
+        {"CN=\\*", "CN=x", false},
+        {"*", "CN=x", true},
+        {"*", "CN=x,O=y", false},
+        {"CN=a*b*c", "CN=aXbYc", true},
+        {"CN=a*b*c", "CN=aXbY", false},
+        {"CN=x", "CN=x", true},
+        {"CN=x", "CN=xy", false},
+        {"CN=x", "", false},
+    };
+    for (size_t i = 0; i < sizeof(k_cases) / sizeof(k_cases[0]); i++) {
+        const bool got = ca_subject_match(k_cases[i].pattern, k_cases[i].subject);
+        if (got != k_cases[i].match) {
+            fprintf(stderr, "\n  '%s' vs '%s': %d\n", k_cases[i].pattern, k_cases[i].subject, got);
+        }
+        CU_ASSERT_EQUAL(got, k_cases[i].match);
+    }
+    CU_ASSERT_TRUE(ca_subject_pattern_valid("CN=x\\*"));
+    CU_ASSERT_FALSE(ca_subject_pattern_valid("CN=x\\"));
+    CU_ASSERT_FALSE(ca_subject_pattern_valid(""));
+}
+
 // protection_algs, pop_algs, allow_sha1 ([certmintd]), key.REF ([clients:NAME]) and sig_alg
 // ([ca:NAME]): what loads, where it lands, and each refusal's message.
 static void test_cfg_algorithms_and_keys(void)
@@ -814,6 +1013,9 @@ int test_cfg_register(void)
         TEST_CASE(test_cfg_secret_mode_names_file_and_mode),
         TEST_CASE(test_cfg_postgresql_store),
         TEST_CASE(test_cfg_missing_sections_and_keys),
+        TEST_CASE(test_cfg_trust_settings),
+        TEST_CASE(test_cfg_rejects_bad_trust_settings),
+        TEST_CASE(test_ca_subject_match),
         TEST_CASE(test_cfg_algorithms_and_keys),
     };
     return test_register_suite("cfg", cfg_suite_init, cfg_suite_cleanup, NULL, NULL, tests,

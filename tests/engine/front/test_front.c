@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CUnit/CUnit.h>
@@ -23,7 +24,7 @@
 
 #define FRONT_SECRET_REF "line-3"
 #define FRONT_SECRET     "front-secret"
-#define FRONT_NUM_REQS   14
+#define FRONT_NUM_REQS   16
 #define FAKE_CONNS       4
 #define FAKE_OUT_CAP     (1u << 18)
 
@@ -42,7 +43,12 @@ typedef struct fake_conn {
     uint8_t *out;
     size_t out_len;
     bool admin; // accepted on an admin listener
+    bool tls;   // a TLS connection with the client certificate below (fake_tls_info)
 } fake_conn;
+
+// What fake_tls_info says a TLS connection's client certificate is (bytes only: the front
+// copies them and never parses them).
+static const uint8_t k_fake_peer_der[] = {0x30, 0x03, 0x02, 0x01, 0x07};
 
 static struct {
     char dir[256];
@@ -102,10 +108,26 @@ static bool fake_is_admin(void *arg, net_conn_ref ref)
     return g.conns[ref.slot].admin;
 }
 
+static bool fake_tls_info(void *arg, net_conn_ref ref, net_tls_info *out)
+{
+    (void)arg;
+    CU_ASSERT_FATAL(ref.slot < FAKE_CONNS);
+    if (!g.conns[ref.slot].tls) {
+        return false;
+    }
+    memset(out, 0, sizeof(*out));
+    out->version = "TLSv1.3";
+    out->cipher = "TLS_AES_128_GCM_SHA256";
+    out->peer_cert = cm_span_make(k_fake_peer_der, sizeof(k_fake_peer_der));
+    (void)snprintf(out->peer_subject, sizeof(out->peer_subject), "CN=ra \"front\",O=x");
+    return true;
+}
+
 static const front_transport k_fake_transport = {.send = fake_send,
                                                  .close = fake_close,
                                                  .set_deadline = fake_set_deadline,
-                                                 .is_admin = fake_is_admin};
+                                                 .is_admin = fake_is_admin,
+                                                 .tls_info = fake_tls_info};
 
 static net_conn_ref fake_ref(size_t i)
 {
@@ -424,7 +446,8 @@ static bool write_config(const char *path, const char *store_name, size_t num_ca
                                 "hsm_sessions = 1\nstore = sqlite:%s/%s\ndefault_ca = devices\n"
                                 "log_level = warn\n\n"
                                 "[profile:devices]\nkey_types = P-256, P-384, RSA, Ed25519\n"
-                                "implicit_confirm = on\nextensions = devices_ext\n\n"
+                                "implicit_confirm = on\nextensions = devices_ext\n"
+                                "allow_key_reuse = on\n\n" // the requests share one key
                                 "[devices_ext]\nbasicConstraints = critical, CA:FALSE\n"
                                 "keyUsage = critical, digitalSignature\n\n"
                                 "[clients:devices]\nsecret." FRONT_SECRET_REF " = secret\n\n",
@@ -968,11 +991,18 @@ static void test_front_wires_many_cas(void)
 // The front's calls of srv_request_summary, counted: the suite links with
 // -Wl,--wrap=srv_request_summary (tests/engine/front/CMakeLists.txt).
 static unsigned g_summaries;
+static uint8_t g_tls_peer[16]; // srv_request_tls_peer of the last request summarised
+static size_t g_tls_peer_len;
 void __real_srv_request_summary(const srv_request *req, srv_summary *out);
 void __wrap_srv_request_summary(const srv_request *req, srv_summary *out);
 void __wrap_srv_request_summary(const srv_request *req, srv_summary *out)
 {
     g_summaries++;
+    const cm_span tp = srv_request_tls_peer(req);
+    g_tls_peer_len = tp.len;
+    if (tp.len > 0) {
+        memcpy(g_tls_peer, tp.p, tp.len < sizeof(g_tls_peer) ? tp.len : sizeof(g_tls_peer));
+    }
     __real_srv_request_summary(req, out);
 }
 
@@ -1009,6 +1039,68 @@ static void test_front_logs_each_request_once_with_one_summary(void)
     static const char k_want[] = " peer=192.0.2.1:4711 ca=devices body=ir outcome=ok us=";
     CU_ASSERT_PTR_NOT_NULL(memmem(text, text_len, k_want, strlen(k_want)));
     free(text);
+    fake_drop(c);
+    free(p);
+}
+
+// After a rejection the connection closes once the answer is sent (RFC 9811 §5), after success
+// it stays open; /metrics counts rejections by failInfo and MACs that did not verify (issue 14).
+static void test_front_closes_after_a_rejection_and_counts_it(void)
+{
+    const int r = take_request();
+    size_t len;
+    uint8_t *p = cmp_post(&len, r, "", true);
+    const uint64_t tid_in_use0 = g.d->counters.n_failinfo[CM_FAIL_TRANSACTION_ID_IN_USE];
+    const uint64_t mac0 = g.d->counters.n_mac_failed[0];
+    fake_conn *c = fake_open(0);
+    fake_data(c, p, len);
+    drive(c, 1);
+    http_answer a = nth_response(c, 0);
+    check_ip(&a, r);
+    CU_ASSERT_FALSE(a.close);
+    CU_ASSERT_FALSE(c->closed);
+    // The same transaction again: transactionIdInUse, and the connection closes after it.
+    fake_data(c, p, len);
+    drive(c, 2);
+    CU_ASSERT_EQUAL_FATAL(count_responses(c), 2);
+    a = nth_response(c, 1);
+    CU_ASSERT_EQUAL(a.status, 200);
+    CU_ASSERT_TRUE(a.close);
+    CU_ASSERT_TRUE(c->closed);
+    fake_drop(c);
+    CU_ASSERT_EQUAL(g.d->counters.n_failinfo[CM_FAIL_TRANSACTION_ID_IN_USE] - tid_in_use0, 1);
+    // A request whose MAC does not verify (its last byte is the MAC's): counted as a PBM
+    // failure, and closed too.
+    p[len - 1] ^= 0x01;
+    c = fake_open(1);
+    fake_data(c, p, len);
+    drive(c, 1);
+    a = nth_response(c, 0);
+    CU_ASSERT_TRUE(a.close);
+    CU_ASSERT_TRUE(c->closed);
+    fake_drop(c);
+    CU_ASSERT_EQUAL(g.d->counters.n_mac_failed[0] - mac0, 1);
+    static const char k_metrics[] = "GET /metrics HTTP/1.1\r\nHost: ca\r\n\r\n";
+    c = fake_open(2);
+    fake_data(c, k_metrics, strlen(k_metrics));
+    drive(c, 1);
+    a = nth_response(c, 0);
+    static const char k_tid[] = "certmint_rejections_total{failinfo=\"transactionIdInUse\"} ";
+    static const char k_bmc[] = "certmint_rejections_total{failinfo=\"badMessageCheck\"} ";
+    static const char k_mac[] = "certmint_mac_failures_total{kind=\"pbm\"} ";
+    CU_ASSERT_PTR_NOT_NULL(memmem(a.body.p, a.body.len, k_tid, strlen(k_tid)));
+    CU_ASSERT_PTR_NOT_NULL(memmem(a.body.p, a.body.len, k_bmc, strlen(k_bmc)));
+    CU_ASSERT_PTR_NOT_NULL(memmem(a.body.p, a.body.len, k_mac, strlen(k_mac)));
+    // One family each (promtool refuses a family declared twice).
+    static const char *const k_types[] = {"# TYPE certmint_rejections_total ",
+                                          "# TYPE certmint_mac_failures_total "};
+    for (size_t i = 0; i < sizeof(k_types) / sizeof(k_types[0]); i++) {
+        const uint8_t *first = memmem(a.body.p, a.body.len, k_types[i], strlen(k_types[i]));
+        CU_ASSERT_PTR_NOT_NULL_FATAL(first);
+        const size_t rest = a.body.len - (size_t)(first + 1 - a.body.p);
+        CU_ASSERT_PTR_NULL(memmem(first + 1, rest, k_types[i], strlen(k_types[i])));
+    }
+    CU_ASSERT_FALSE(a.close); // not a CMP rejection
     fake_drop(c);
     free(p);
 }
@@ -1329,14 +1421,21 @@ static void test_front_enrolment_refused_below_store_min_free(void)
     hsm_pool_get_stats(g.d->pool, &after);
     CU_ASSERT_EQUAL(after.signed_ok, before.signed_ok); // no certificate was signed
     fake_drop(c);
-    free(p);
     char *t = fetch_metrics();
     CU_ASSERT_EQUAL(metric_of(t, "certmint_store_low_space_refusals_total"), 1);
     CU_ASSERT_EQUAL(metric_of(t, "certmint_store_free_bytes"), 12ll << 20);
     free(t);
-    // Space again: enrolments go through.
+    // Space again: enrolments go through. The refused request itself first: it reserved
+    // nothing (the check comes before the reservation), so its transactionID and key are free.
     g.d->space.probe = NULL;
     front_daemon_refresh_gauges(g.d);
+    c = fake_open(0);
+    fake_data(c, p, len);
+    drive(c, 1);
+    a = nth_response(c, 0);
+    check_ip(&a, r);
+    fake_drop(c);
+    free(p);
     const int r2 = take_request();
     p = cmp_post(&len, r2, "", true);
     c = fake_open(0);
@@ -1446,6 +1545,134 @@ static void test_front_hsm_failure_reads_as_such(void)
 }
 #endif
 
+// HTTPS (issue 18): the client certificate of a TLS connection is in each request's log line
+// (its subject quoted) and given to the request; a plain connection's request has none.
+static void test_front_tls_peer_logged_and_given_to_the_request(void)
+{
+    char log_path[320];
+    test_path(log_path, sizeof(log_path), g.dir, "tls-requests.log");
+    const int saved = dup(2);
+    const int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CU_ASSERT_FATAL(saved >= 0 && fd >= 0 && dup2(fd, 2) == 2);
+    (void)close(fd);
+    cm_runtime_set_log_level(CM_LOG_INFO);
+    const int r1 = take_request(), r2 = take_request();
+    size_t len1, len2;
+    uint8_t *p1 = cmp_post(&len1, r1, "", true);
+    uint8_t *p2 = cmp_post(&len2, r2, "", true);
+    fake_conn *c = fake_open(1);
+    c->tls = true;
+    g_tls_peer_len = 0;
+    fake_data(c, p1, len1);
+    drive(c, 1);
+    const size_t tls_len = g_tls_peer_len;
+    const bool same = tls_len == sizeof(k_fake_peer_der) &&
+                      memcmp(g_tls_peer, k_fake_peer_der, sizeof(k_fake_peer_der)) == 0;
+    fake_conn *plain = fake_open(2);
+    fake_data(plain, p2, len2);
+    drive(plain, 1);
+    const size_t plain_len = g_tls_peer_len;
+    cm_runtime_set_log_level(CM_LOG_WARN);
+    (void)dup2(saved, 2);
+    (void)close(saved);
+    http_answer a = nth_response(c, 0);
+    check_ip(&a, r1);
+    http_answer b = nth_response(plain, 0);
+    check_ip(&b, r2);
+    CU_ASSERT_TRUE(same);
+    CU_ASSERT_EQUAL(plain_len, 0);
+    uint8_t *text;
+    size_t text_len;
+    CU_ASSERT_FATAL(test_read_file(log_path, &text, &text_len));
+    static const char k_tls[] =
+        " peer=192.0.2.1:4711 tls_peer=\"CN=ra \\\"front\\\",O=x\" ca=devices body=ir outcome=ok";
+    static const char k_plain[] = " peer=192.0.2.1:4711 ca=devices body=ir outcome=ok";
+    CU_ASSERT_PTR_NOT_NULL(memmem(text, text_len, k_tls, strlen(k_tls)));
+    CU_ASSERT_PTR_NOT_NULL(memmem(text, text_len, k_plain, strlen(k_plain)));
+    free(text);
+    fake_drop(c);
+    fake_drop(plain);
+    free(p1);
+    free(p2);
+}
+
+// write_tls_config writes the fixture's configuration with an https:// address and |extra|.
+static bool write_tls_config(const char *path, const char *db, const char *extra)
+{
+    if (!write_config(path, db, 1)) {
+        return false;
+    }
+    FILE *f = fopen(path, "a");
+    if (f == NULL) {
+        return false;
+    }
+    fprintf(f, "\n[certmintd]\nlisten = 127.0.0.1:9, https://127.0.0.1:10\ntls_cert = %s\n%s\n",
+            g.mock_pem, extra);
+    return fclose(f) == 0;
+}
+
+// HTTPS (issue 18): front_daemon_load loads the TLS identity (so --check validates it) and
+// reports it; a key that is not the certificate's is refused with a reason; /metrics has the
+// TLS families once TLS is configured.
+static void test_front_tls_identity_loaded_and_reported(void)
+{
+    CU_ASSERT_FATAL(chmod(g.mock_key, 0600) == 0 && chmod(g.dev_key, 0600) == 0);
+    char path[320], extra[1024], err[1024] = "";
+    test_path(path, sizeof(path), g.dir, "tls.cnf");
+    (void)snprintf(extra, sizeof(extra), "tls_key = %s\n", g.dev_key);
+    CU_ASSERT_FATAL(write_tls_config(path, "tls.db", extra));
+    front_daemon *d = NULL;
+    CU_ASSERT_FALSE(cm_ok(front_daemon_load(&d, err, sizeof(err), path)));
+    CU_ASSERT_PTR_NULL(d);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "tls_key"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "does not hold the public key of tls_cert"));
+    (void)snprintf(extra, sizeof(extra),
+                   "tls_key = %s\ntls_client_auth = optional\n"
+                   "tls_client_ca = %s\n",
+                   g.mock_key, g.mock_pem);
+    CU_ASSERT_FATAL(write_tls_config(path, "tls.db", extra));
+    err[0] = '\0';
+    TEST_ASSERT_OK(front_daemon_load(&d, err, sizeof(err), path));
+    cm_runtime_set_log_level(CM_LOG_WARN);
+    CU_ASSERT_PTR_NOT_NULL(d->tls);
+    char report[320];
+    test_path(report, sizeof(report), g.dir, "tls-report.txt");
+    FILE *f = fopen(report, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    front_daemon_report(d, f);
+    (void)fclose(f);
+    uint8_t *text;
+    size_t text_len;
+    CU_ASSERT_FATAL(test_read_file(report, &text, &text_len));
+    static const char k_line[] = "(1 https:// address(es)), client certificates optional\n";
+    CU_ASSERT_PTR_NOT_NULL(memmem(text, text_len, k_line, strlen(k_line)));
+    free(text);
+    front_daemon_free(d);
+    // The fixture's daemon has no TLS: no TLS family. With one, each has HELP and TYPE.
+    char *t = fetch_metrics();
+    CU_ASSERT_PTR_NULL(strstr(t, "certmint_tls_"));
+    free(t);
+    net_tls *tls = NULL;
+    const net_tls_config tc = {.cert_path = g.mock_pem, .key_path = g.mock_key};
+    TEST_ASSERT_OK(net_tls_new(&tls, err, sizeof(err), &tc));
+    g.d->tls = tls;
+    t = fetch_metrics();
+    g.d->tls = NULL;
+    net_tls_free(tls);
+    static const char *const k_fams[] = {"certmint_tls_handshakes_total",
+                                         "certmint_tls_handshake_seconds",
+                                         "certmint_tls_connections_open"};
+    for (size_t i = 0; i < 3; i++) {
+        char help[128], type[128];
+        (void)snprintf(help, sizeof(help), "\n# HELP %s ", k_fams[i]);
+        (void)snprintf(type, sizeof(type), "\n# TYPE %s ", k_fams[i]);
+        CU_ASSERT_TRUE(strstr(t, help) != NULL && strstr(t, type) != NULL);
+    }
+    CU_ASSERT_EQUAL(metric_of(t, "certmint_tls_handshakes_total{result=\"full\"}"), 0);
+    CU_ASSERT_EQUAL(metric_of(t, "certmint_tls_handshake_seconds_count"), 0);
+    free(t);
+}
+
 int test_front_register(void);
 int test_front_coap_add(CU_pSuite s, front_daemon **d); // test_front_coap.c
 int test_front_register(void)
@@ -1463,6 +1690,7 @@ int test_front_register(void)
         CU_ADD_TEST(s, test_front_orders_100_cas_default_first) == NULL ||
         CU_ADD_TEST(s, test_front_wires_many_cas) == NULL ||
         CU_ADD_TEST(s, test_front_logs_each_request_once_with_one_summary) == NULL ||
+        CU_ADD_TEST(s, test_front_closes_after_a_rejection_and_counts_it) == NULL ||
         CU_ADD_TEST(s, test_front_watchdog_probe_needs_the_loop_to_turn) == NULL ||
         CU_ADD_TEST(s, test_front_metrics_histogram_and_rejections) == NULL ||
         CU_ADD_TEST(s, test_front_eof_closes_a_partial_request_at_once) == NULL ||
@@ -1470,6 +1698,8 @@ int test_front_register(void)
         CU_ADD_TEST(s, test_front_metrics_limits_and_operations) == NULL ||
         CU_ADD_TEST(s, test_front_enrolment_refused_below_store_min_free) == NULL ||
         CU_ADD_TEST(s, test_front_fd_plan_lowers_or_refuses) == NULL ||
+        CU_ADD_TEST(s, test_front_tls_peer_logged_and_given_to_the_request) == NULL ||
+        CU_ADD_TEST(s, test_front_tls_identity_loaded_and_reported) == NULL ||
         test_front_coap_add(s, &g.d) != 0) {
         return 1;
     }

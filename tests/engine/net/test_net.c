@@ -1201,6 +1201,11 @@ static void test_net_rejects_bad_listen_addresses(void)
     (void)close(fd);
 }
 
+// The TLS cases (test_net_tls.c) and their fixture (a test PKI made once for the suite).
+int test_net_tls_init(void);
+int test_net_tls_cleanup(void);
+size_t test_net_tls_cases(const test_case **out);
+
 int test_net_register(void);
 int test_net_register(void)
 {
@@ -1226,5 +1231,16 @@ int test_net_register(void)
         TEST_CASE(test_net_lingering_close_after_early_answer),
         TEST_CASE(test_net_lingering_close_is_bounded),
     };
-    return test_register_suite("net", NULL, NULL, NULL, NULL, tests, TEST_NUM_CASES(tests));
+    const test_case *tls = NULL;
+    const size_t num_tls = test_net_tls_cases(&tls);
+    const size_t n = TEST_NUM_CASES(tests);
+    static test_case all[TEST_NUM_CASES(tests) + 16];
+    if (num_tls > sizeof(all) / sizeof(all[0]) - n) {
+        fprintf(stderr, "test_net_register: too many TLS cases\n");
+        return 1;
+    }
+    memcpy(all, tests, sizeof(tests));
+    memcpy(all + n, tls, num_tls * sizeof(*tls));
+    return test_register_suite("net", test_net_tls_init, test_net_tls_cleanup, NULL, NULL, all,
+                               n + num_tls);
 }

@@ -42,7 +42,7 @@ static struct {
     X509 *ca_x509;
     char ca_pem[320], mock_key[320], mock_pem[320], dev_key[320], dev2_key[320];
     char vendor_pem[320], vendor_key[320], devcert_pem[320], rogue_pem[320], rogue_key[320];
-    char rogue_leaf[320];
+    char rogue_leaf[320], ra_pem[320], ra_key[320], ra_ext[320];
     unsigned char *ra_der;
     cm_span ra_cert;
     char log[320];
@@ -119,6 +119,9 @@ static int srv_suite_init(void)
     test_path(g.rogue_pem, sizeof(g.rogue_pem), g.dir, "rogue.pem");
     test_path(g.rogue_key, sizeof(g.rogue_key), g.dir, "rogue.key");
     test_path(g.rogue_leaf, sizeof(g.rogue_leaf), g.dir, "rogue-leaf.pem");
+    test_path(g.ra_pem, sizeof(g.ra_pem), g.dir, "ra.pem");
+    test_path(g.ra_key, sizeof(g.ra_key), g.dir, "ra.key");
+    test_path(g.ra_ext, sizeof(g.ra_ext), g.dir, "ra-ext.cnf");
 
     char uri[512];
     (void)snprintf(uri, sizeof(uri), "pkcs11:token=%s?module-path=%s&pin-value=%s", g.token.label,
@@ -148,6 +151,15 @@ static int srv_suite_init(void)
         .subject = "/O=Vendor/CN=device-SN4711", .days = 30, .key_exists = true, .serial = "4711"};
     const test_pki_cert_spec rleaf = {
         .subject = "/CN=rogue-device", .days = 2, .key_exists = true, .serial = "7"};
+    // The RA (RFC 9483 §5): extended key usage id-kp-cmcRA, from the vendor PKI.
+    static const char k_ra_ext[] = "[ra]\nkeyUsage = critical, digitalSignature\n"
+                                   "extendedKeyUsage = 1.3.6.1.5.5.7.3.28\n"
+                                   "subjectKeyIdentifier = hash\n";
+    const test_pki_cert_spec ra_spec = {.subject = "/O=Vendor/CN=Line RA",
+                                        .days = 30,
+                                        .serial = "77",
+                                        .ext_file = g.ra_ext,
+                                        .ext_section = "ra"};
     if (!test_pki_make_ca(g.mock_key, g.mock_pem, &mock, g.log) ||
         !test_pki_make_key(g.dev_key, TEST_PKI_EC_P256, g.log) ||
         !test_pki_make_key(g.dev2_key, TEST_PKI_ED25519, g.log) ||
@@ -155,6 +167,10 @@ static int srv_suite_init(void)
         !test_pki_make_ca(g.rogue_key, g.rogue_pem, &rogue, g.log) ||
         !test_pki_issue(g.dev_key, g.devcert_pem, g.vendor_key, g.vendor_pem, &idcert, g.log) ||
         !test_pki_issue(g.dev_key, g.rogue_leaf, g.rogue_key, g.rogue_pem, &rleaf, g.log)) {
+        return 1;
+    }
+    if (!test_write_file(g.ra_ext, k_ra_ext, sizeof(k_ra_ext) - 1) ||
+        !test_pki_issue(g.ra_key, g.ra_pem, g.vendor_key, g.vendor_pem, &ra_spec, g.log)) {
         return 1;
     }
 
@@ -206,7 +222,7 @@ static int srv_suite_init(void)
     g.secrets[0].secret = CM_SPAN_LIT(SECRET);
     uint8_t *ra_pem;
     size_t ra_pem_len;
-    if (!test_read_file(g.devcert_pem, &ra_pem, &ra_pem_len)) {
+    if (!test_read_file(g.ra_pem, &ra_pem, &ra_pem_len)) {
         return 1;
     }
     BIO *rb = BIO_new_mem_buf(ra_pem, (int)ra_pem_len);
@@ -236,7 +252,10 @@ static int srv_suite_init(void)
                     .ca_pubs = true,
                     .ra_certs = &g.ra_cert,
                     .num_ra_certs = 1,
-                    .crl_validity = 86400};
+                    .crl_validity = 86400,
+                    .profile_name = "devices",
+                    // These tests reuse their few keys; key reuse has its own suite (srv_trust).
+                    .policy = {.allow_key_reuse = true}};
     srv_params sp = {.hsm = g.pool,
                      .store = g.st,
                      .prot = g.prot,
@@ -914,8 +933,8 @@ static void test_srv_rr_flows(void)
         .subject = "/CN=ghost", .days = 2, .key_exists = true, .serial = "4660"};
     CU_ASSERT_TRUE_FATAL(test_pki_make_ca(fake_key, fake_ca, &fake_root, g.log) &&
                          test_pki_issue(g.dev_key, fake, fake_key, fake_ca, &ghost, g.log));
-    const char *ra_rr[] = {"-cmd",     "rr", "-cert",      g.devcert_pem, "-key", g.dev_key,
-                           "-oldcert", fake, "-revreason", "0",           NULL};
+    const char *ra_rr[] = {"-cmd",     "rr", "-cert",      g.ra_pem, "-key", g.ra_key,
+                           "-oldcert", fake, "-revreason", "0",      NULL};
     req = make_request(&len, ra_rr);
     CU_ASSERT_PTR_NOT_NULL_FATAL(req);
     process(&r, req, len);
@@ -1122,7 +1141,7 @@ static uint8_t *reprotect_pbmac1(size_t *out_len, const uint8_t *der, size_t len
     cmp_msg m;
     TEST_ASSERT_OK(cmp_msg_from_der(&a, &m, cm_span_make(der, len), NULL));
     TEST_ASSERT_OK(cmp_mac_key_new_pbmac1(g.prot, out_key, cm_span_make(secret, strlen(secret)),
-                                          CMP_HASH_SHA256, CMP_HASH_SHA256, 10000, 16, 32));
+                                          CMP_HASH_SHA256, CMP_HASH_SHA256, 2000, 16, 32));
     der_builder ab, b;
     der_builder_init(&ab, 256);
     cmp_mac_key_put_alg(&ab, out_key);
@@ -1184,13 +1203,13 @@ static void test_srv_ir_pbmac1(void)
 
 static void test_srv_ra_verified_only_from_an_ra(void)
 {
-    // The RA (the configured vendor device certificate) sends raVerified: accepted.
+    // The RA (a configured RA certificate with id-kp-cmcRA) sends raVerified: accepted.
     const char *ra[] = {"-cmd",
                         "ir",
                         "-cert",
-                        g.devcert_pem,
+                        g.ra_pem,
                         "-key",
-                        g.dev_key,
+                        g.ra_key,
                         "-popo",
                         "0",
                         "-newkey",
@@ -1477,9 +1496,9 @@ static void test_srv_rejects_what_the_profile_refuses(void)
 
 static void test_srv_handler_table_has_a_row_per_body_type(void)
 {
-    static const cmp_body_type k_served[] = {CMP_BODY_IR,       CMP_BODY_CR, CMP_BODY_KUR,
-                                             CMP_BODY_P10CR,    CMP_BODY_RR, CMP_BODY_GENM,
-                                             CMP_BODY_CERT_CONF};
+    static const cmp_body_type k_served[] = {CMP_BODY_IR,    CMP_BODY_CR,       CMP_BODY_KUR,
+                                             CMP_BODY_P10CR, CMP_BODY_RR,       CMP_BODY_GENM,
+                                             CMP_BODY_ERROR, CMP_BODY_CERT_CONF};
     CU_ASSERT_EQUAL(SRV_NUM_BODY_TYPES, CMP_BODY_POLL_REP + 1);
     CU_ASSERT_PTR_NULL(srv_handler_get(-1));
     CU_ASSERT_PTR_NULL(srv_handler_get(SRV_NUM_BODY_TYPES));
@@ -1501,7 +1520,7 @@ static void test_srv_handler_table_has_a_row_per_body_type(void)
         } else {
             CU_ASSERT_PTR_NOT_EQUAL(h->start, srv_refuse_start);
             CU_ASSERT(h->after_sign == NULL || h->after_store != NULL); // signed → recorded
-            CU_ASSERT_EQUAL(h->opens_transaction, t != CMP_BODY_CERT_CONF);
+            CU_ASSERT_EQUAL(h->opens_transaction, t != CMP_BODY_CERT_CONF && t != CMP_BODY_ERROR);
         }
         for (int u = 0; u < t; u++) {
             CU_ASSERT(strcmp(srv_handler_get(u)->name, h->name) != 0);
@@ -1628,7 +1647,7 @@ static void test_srv_refuses_unsupported_bodies_after_authentication(void)
     }
 }
 
-// --- a transactionID collision: the undelivered certificate is revoked asynchronously -------
+// --- a transactionID collision costs no signature and leaves no certificate behind ----------
 
 typedef struct txn_certs {
     cm_span tid;
@@ -1649,7 +1668,7 @@ static bool count_txn_cert(void *ctx, const store_cert *c)
     return true;
 }
 
-static void test_srv_txn_collision_revokes_asynchronously(void)
+static void test_srv_txn_collision_reserved_before_signing(void)
 {
     const char *extra[] = {
         "-cmd",    "ir",      "-ref",     SECRET_REF,        "-secret",           "pass:" SECRET,
@@ -1657,8 +1676,11 @@ static void test_srv_txn_collision_revokes_asynchronously(void)
     size_t len;
     uint8_t *ir = make_request(&len, extra);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ir);
-    // Two requests with one transactionID, both past the transaction lookup before either
-    // is recorded: both certificates get signed and inserted, one transaction row collides.
+    hsm_pool_stats before, after;
+    hsm_pool_get_stats(g.pool, &before);
+    // Two requests with one transactionID at once (issue 14 §8): the transactionID is
+    // reserved in the store before anything is signed, so one reservation fails on the
+    // conflict and its request is answered transactionIdInUse without an HSM signature.
     srv_request *req[2];
     for (int i = 0; i < 2; i++) {
         req[i] = srv_request_new(g.worker, NULL);
@@ -1669,23 +1691,16 @@ static void test_srv_txn_collision_revokes_asynchronously(void)
         CU_ASSERT_FALSE(srv_request_start(req[i], &g.ca, cm_span_make(body, len)));
     }
     bool done[2] = {false, false};
-    int revokes[2] = {0, 0};
-    bool answered_by_revoke[2] = {false, false};
+    int revokes = 0;
     while (!done[0] || !done[1]) {
         (void)cm_cq_wait(&g.cq, 1000);
         for (cm_cq_node *n = cm_cq_drain(&g.cq); n != NULL;) {
             cm_cq_node *next = n->next;
-            const bool revoke =
+            revokes +=
                 n->kind == CM_CQ_KIND_STORE_JOB && ((store_job *)n)->op == STORE_OP_CERT_REVOKE;
-            const void *owner =
-                n->kind == CM_CQ_KIND_STORE_JOB ? ((store_job *)n)->user : ((hsm_job *)n)->user;
-            const int who = owner == req[0] ? 0 : 1;
-            revokes[who] += revoke;
             srv_request *fin = srv_worker_on_completion(g.worker, n);
             if (fin != NULL) {
-                CU_ASSERT_PTR_EQUAL(fin, req[who]);
-                done[who] = true;
-                answered_by_revoke[who] = revoke;
+                done[fin == req[0] ? 0 : 1] = true;
             }
             n = next;
         }
@@ -1693,17 +1708,17 @@ static void test_srv_txn_collision_revokes_asynchronously(void)
     srv_summary s0, s1;
     srv_request_summary(req[0], &s0);
     srv_request_summary(req[1], &s1);
-    // Exactly one lost; it is answered transactionIdInUse only once its revocation (a store
-    // job through the worker's queue, not a blocking call) came back.
     CU_ASSERT_EQUAL(s0.fail_bit < 0, s1.fail_bit >= 0);
-    const int loser = s0.fail_bit >= 0 ? 0 : 1;
-    const srv_summary *ls = loser == 0 ? &s0 : &s1;
+    const srv_summary *ls = s0.fail_bit >= 0 ? &s0 : &s1;
     CU_ASSERT_EQUAL(ls->fail_bit, CMP_FAIL_TRANSACTION_ID_IN_USE);
-    CU_ASSERT_EQUAL(revokes[loser], 1);
-    CU_ASSERT_EQUAL(revokes[1 - loser], 0);
-    CU_ASSERT_TRUE(answered_by_revoke[loser]);
-    // The store: two certificates under the transactionID, the delivered one valid, the other
-    // revoked (cessationOfOperation).
+    CU_ASSERT_STRING_EQUAL(ls->reason,
+                           "transactionID already in use: use a fresh one for each enrolment");
+    CU_ASSERT_EQUAL(ls->stage_ns[SRV_STAGE_HSM], 0); // the loser never reached the HSM
+    CU_ASSERT_EQUAL(revokes, 0);
+    // One signature in all: the winner's certificate (its response is MAC-protected).
+    hsm_pool_get_stats(g.pool, &after);
+    CU_ASSERT_EQUAL(after.signed_ok - before.signed_ok, 1);
+    // The store: one certificate under the transactionID, valid; nothing revoked.
     cm_arena a;
     cm_arena_init(&a, 0, 0);
     cmp_msg m;
@@ -1714,13 +1729,20 @@ static void test_srv_txn_collision_revokes_asynchronously(void)
     store_filter f = {.ca = "devices", .status = STORE_CERT_ANY};
     TEST_ASSERT_OK(store_cert_list(rd, &f, count_txn_cert, &t));
     store_reader_close(rd);
-    CU_ASSERT_EQUAL(t.total, 2);
-    CU_ASSERT_EQUAL(t.revoked, 1);
+    CU_ASSERT_EQUAL(t.total, 1);
+    CU_ASSERT_EQUAL(t.revoked, 0);
     CU_ASSERT_EQUAL(t.valid, 1);
-    CU_ASSERT_EQUAL(t.reason, STORE_REASON_CESSATION_OF_OPERATION);
     cm_arena_cleanup(&a);
     srv_request_free(req[0]);
     srv_request_free(req[1]);
+    // The same request once more, later: refused the same way, still without a signature.
+    hsm_pool_get_stats(g.pool, &before);
+    rsp r;
+    process(&r, ir, len);
+    CU_ASSERT_EQUAL(fail_bit_of(&r), CMP_FAIL_TRANSACTION_ID_IN_USE);
+    hsm_pool_get_stats(g.pool, &after);
+    CU_ASSERT_EQUAL(after.signed_ok, before.signed_ok);
+    rsp_free(&r);
     free(ir);
 }
 
@@ -1886,7 +1908,7 @@ int test_srv_register(void)
         TEST_CASE(test_srv_rr_flows),
         TEST_CASE(test_srv_handler_table_has_a_row_per_body_type),
         TEST_CASE(test_srv_refuses_unsupported_bodies_after_authentication),
-        TEST_CASE(test_srv_txn_collision_revokes_asynchronously),
+        TEST_CASE(test_srv_txn_collision_reserved_before_signing),
         TEST_CASE(test_srv_recycles_requests),
         TEST_CASE(test_srv_recycled_request_does_not_see_the_previous_mac_key),
         TEST_CASE(test_srv_request_may_be_freed_after_its_worker),

@@ -142,10 +142,19 @@ static int conform_init(void)
     const char *const ca_true[] = {"basicConstraints=critical,CA:TRUE", NULL};
     const test_pki_cert_spec vendor = {
         .subject = "/O=Vendor/CN=Vendor IDevID CA", .days = 30, .addext = ca_true};
-    const test_pki_cert_spec ra = {.subject = "/O=Vendor/CN=RA-1", .days = 30, .serial = "77"};
+    // The RA certificate carries id-kp-cmcRA (RFC 9483 §3.3; ra_require_cmcra is on by default).
+    char ra_ext[320];
+    test_path(ra_ext, sizeof(ra_ext), g.dir, "ra-ext.cnf");
+    static const char k_ra_ext[] = "[ra]\nextendedKeyUsage = 1.3.6.1.5.5.7.3.28\n";
+    const test_pki_cert_spec ra = {.subject = "/O=Vendor/CN=RA-1",
+                                   .days = 30,
+                                   .serial = "77",
+                                   .ext_file = ra_ext,
+                                   .ext_section = "ra"};
     const test_pki_cert_spec idev = {
         .subject = "/O=Vendor/CN=device-SN1", .days = 30, .key_exists = true, .serial = "4712"};
-    if (!make_root(ca_pem) || !test_pki_make_key(ec, TEST_PKI_EC_P256, g.log) ||
+    if (!test_write_file(ra_ext, k_ra_ext, sizeof(k_ra_ext) - 1) || !make_root(ca_pem) ||
+        !test_pki_make_key(ec, TEST_PKI_EC_P256, g.log) ||
         !test_pki_make_key(ec2, TEST_PKI_EC_P256, g.log) ||
         !test_pki_make_key(ed, TEST_PKI_ED25519, g.log) ||
         !test_pki_make_key(rsa, TEST_PKI_RSA_2048, g.log) ||
@@ -225,6 +234,8 @@ static int conform_init(void)
                     .own_trust = g.own_trust,
                     .ra_certs = &g.ra_cert,
                     .num_ra_certs = 1,
+                    // The cases reuse a few device keys; key reuse has its own suite (srv_trust).
+                    .policy = {.allow_key_reuse = true},
                     .crl_validity = 86400};
     srv_params sp = {.hsm = g.pool,
                      .store = g.st,
@@ -1245,6 +1256,88 @@ static void test_conform_cert_conf_by_manufacturer_certificate(void)
     span_free(cert);
 }
 
+// A certConf without extraCerts is verified with the signer certificate the transaction kept
+// (its own column, store schema 3), under the signer rules every signed message meets: the
+// senderKID is that certificate's key identifier, and a certificate of this CA must still be
+// valid in the store (srv_authenticate_stored).
+static void test_conform_cert_conf_stored_signer_rules(void)
+{
+    const cm_span dev = enrol(g.ec2_key, "/CN=conf-signer");
+    hand ir, c;
+    rsp ip, r;
+    cm_span cert;
+    wait_ip(&ip, &ir, g.ec_key, "/CN=conf-signer", g.ec2_key, dev, &cert);
+    // A senderKID that is not the signer's key identifier: badMessageCheck.
+    conf_for(&c, &ip, cert, 0);
+    hand_sign(&c, g.ec2_key, dev);
+    c.num_certs = 0;
+    c.h.sender_kid = (cmp_opt_span){true, CM_SPAN_LIT("not-the-ski")};
+    hand_run(&r, &c);
+    expect(&r, CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_BAD_MESSAGE_CHECK,
+           "the senderKID not-the-ski is not the subject key identifier of the signer's");
+    rsp_free(&r);
+    hand_free(&c);
+    CU_ASSERT_EQUAL(stored_status(cert), STORE_CERT_UNCONFIRMED);
+    // The signer revoked meanwhile: certRevoked, through the signer-status cache (the ir put
+    // the signer's status there; the revocation invalidates it).
+    ca_cert_fields f;
+    TEST_ASSERT_OK(ca_cert_fields_parse(&f, dev));
+    store_job j;
+    store_job_init(&j, STORE_OP_CERT_REVOKE, NULL);
+    j.u.ref = (store_ref){.ca = "devices",
+                          .serial = f.serial,
+                          .time = cm_time_now(),
+                          .reason = STORE_REASON_KEY_COMPROMISE};
+    TEST_ASSERT_OK(store_run(g.st, &j));
+    conf_for(&c, &ip, cert, 0);
+    hand_sign(&c, g.ec2_key, dev);
+    c.num_certs = 0;
+    hand_run(&r, &c);
+    expect(&r, CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_CERT_REVOKED,
+           "the signer's certificate (serial ");
+    rsp_free(&r);
+    hand_free(&c);
+    CU_ASSERT_EQUAL(stored_status(cert), STORE_CERT_UNCONFIRMED);
+    rsp_free(&ip);
+    hand_free(&ir);
+    span_free(cert);
+    span_free(dev);
+}
+
+// A transaction reserved before signing (state SRV_TXN_RESERVED: the enrolment has not
+// recorded a certificate, and may never) has nothing to confirm: answered like an unknown
+// transaction, not as "already confirmed".
+static void test_conform_cert_conf_for_a_reservation(void)
+{
+    uint8_t tid[16], serial[16], spki[32], nonce[16];
+    CU_ASSERT_FATAL(RAND_bytes(tid, sizeof(tid)) == 1 && RAND_bytes(serial, sizeof(serial)) == 1 &&
+                    RAND_bytes(spki, sizeof(spki)) == 1 && RAND_bytes(nonce, sizeof(nonce)) == 1);
+    serial[0] &= 0x7f;
+    store_job j;
+    store_job_init(&j, STORE_OP_TXN_RESERVE, NULL);
+    j.u.rsv = (store_reservation){.ca = "devices",
+                                  .transaction_id = cm_span_make(tid, sizeof(tid)),
+                                  .serial = cm_span_make(serial, sizeof(serial)),
+                                  .state = SRV_TXN_RESERVED,
+                                  .protection = STORE_AUTH_MAC,
+                                  .credential = CM_SPAN_LIT(SECRET_REF),
+                                  .expires_at = cm_time_now() + 300,
+                                  .spki_sha256 = cm_span_make(spki, sizeof(spki))};
+    TEST_ASSERT_OK(store_run(g.st, &j));
+    const cm_span some = enrol(g.ec_key, "/CN=conf-reserved");
+    hand c;
+    rsp r;
+    hand_init(&c, CMP_BODY_CERT_CONF);
+    TEST_ASSERT_OK(test_hand_cert_conf(&c, cm_span_make(tid, sizeof(tid)),
+                                       cm_span_make(nonce, sizeof(nonce)), some, 0));
+    hand_run(&r, &c);
+    expect(&r, CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_BAD_REQUEST,
+           "certConf for a transaction whose certificate was not issued");
+    rsp_free(&r);
+    hand_free(&c);
+    span_free(some);
+}
+
 // --- rr --------------------------------------------------------------------------------------
 
 // rr_for makes |x| an rr of |cert| with |reason| (-1: no crlEntryDetails), signed by |key| and
@@ -1357,7 +1450,16 @@ static void test_conform_rr_rules(void)
     hand_free(&x);
     CU_ASSERT_EQUAL(stored_status(cert), STORE_CERT_HOLD);
     CU_ASSERT_TRUE(crl_lists(cert));
+    // Held, it authenticates nothing, not even its own second hold (issue 14: certRevoked, in
+    // an error message: the signer is refused before the rr's content is looked at) ...
     rr_for(&x, cert, STORE_REASON_CERTIFICATE_HOLD, g.ec_key, cert);
+    hand_run(&r, &x);
+    expect(&r, CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_CERT_REVOKED,
+           "the signer's certificate (serial ");
+    rsp_free(&r);
+    hand_free(&x);
+    // ... while the RA's second hold is refused in the rp as the content it is.
+    rr_for(&x, cert, STORE_REASON_CERTIFICATE_HOLD, g.ra_key, g.ra_cert);
     hand_run(&r, &x);
     expect(&r, CMP_BODY_RP, CMP_STATUS_REJECTION, CMP_FAIL_CERT_REVOKED,
            "the certificate is already on hold (reason certificateHold)");
@@ -1550,6 +1652,8 @@ int test_srv_conform_register(void)
         TEST_CASE(test_conform_cert_conf_protection_kind),
         TEST_CASE(test_conform_cert_conf_nonces_and_transaction),
         TEST_CASE(test_conform_cert_conf_by_manufacturer_certificate),
+        TEST_CASE(test_conform_cert_conf_stored_signer_rules),
+        TEST_CASE(test_conform_cert_conf_for_a_reservation),
         TEST_CASE(test_conform_rr_rules),
         TEST_CASE(test_conform_genm_support_messages),
         TEST_CASE(test_conform_genm_without_itav),
