@@ -163,6 +163,13 @@ openssl cmp -cmd ir $(via "$pb") "${mac[@]}" -newkey dev.key -subject "/CN=revok
 openssl cmp -cmd kur $(via "$p2") -cert rs.pem -key dev.key -newkey new.key -implicit_confirm \
   -certout rs-kur0.pem >>"$work/cmp.log" 2>&1 && ok "  node 2 accepts it as a signer (kur)" \
   || fail "  kur on node 2 before the revocation"
+# Node 2 authenticates the new certificate as a signer now, so its status is in node 2's cache
+# when node 1 revokes it: the refusal below then needs node 1's announcement (LISTEN/NOTIFY).
+# shellcheck disable=SC2046
+openssl cmp -cmd genm $(via "$p2") -cert rs-kur0.pem -key new.key -infotype signKeyPairTypes \
+  >>"$work/cmp.log" 2>&1 && ok "  node 2 authenticates the updated certificate (genm)" \
+  || fail "  genm on node 2 signed by the updated certificate"
+inv0=$(curl -s "http://127.0.0.1:$p2/metrics" | sed -n 's/^certmint_store_status_cache_invalidations_total //p')
 numbers0=$(psql_ -c "SELECT coalesce(max(numbers_issued), 0) FROM crl_state")
 # shellcheck disable=SC2046
 openssl cmp -cmd rr $(via "$p1") -cert rs-kur0.pem -key new.key -oldcert rs-kur0.pem \
@@ -177,6 +184,9 @@ else
 fi
 [ "$(lines 2 "body=kur outcome=rejected")" -gt "$rejected" ] && ok "  node 2 logged the refusal" \
   || fail "  no refusal in node 2's log"
+inv1=$(curl -s "http://127.0.0.1:$p2/metrics" | sed -n 's/^certmint_store_status_cache_invalidations_total //p')
+[ "${inv1:-0}" -gt "${inv0:-0}" ] && ok "  node 2 dropped the cached status on node 1's announcement ($inv0 -> $inv1)" \
+  || fail "  node 2's status cache saw no invalidation ($inv0 -> $inv1)"
 
 # --- each CRL once, by the leader --------------------------------------------------------------
 leader=0
