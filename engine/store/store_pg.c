@@ -225,8 +225,14 @@ static const char k_store_pg_schema_v3[] =
     " IF TG_OP <> 'DELETE' AND NEW.replaces IS NOT NULL THEN"
     "  PERFORM certmint_announce(NEW.ca, NEW.replaces); END IF;"
     " RETURN NULL; END $f$;"
-    "CREATE TRIGGER txn_update_pending AFTER INSERT OR DELETE OR UPDATE OF serial, replaces"
-    " ON txn FOR EACH ROW EXECUTE FUNCTION certmint_txn_changed();";
+    // Only rows that name a replaced certificate (WHEN): the enrolments' own rows pay nothing.
+    "CREATE TRIGGER txn_reserved_update AFTER INSERT ON txn FOR EACH ROW"
+    " WHEN (NEW.replaces IS NOT NULL) EXECUTE FUNCTION certmint_txn_changed();"
+    "CREATE TRIGGER txn_dropped_update AFTER DELETE ON txn FOR EACH ROW"
+    " WHEN (OLD.replaces IS NOT NULL) EXECUTE FUNCTION certmint_txn_changed();"
+    "CREATE TRIGGER txn_recorded_update AFTER UPDATE OF serial, replaces ON txn FOR EACH ROW"
+    " WHEN (OLD.replaces IS NOT NULL OR NEW.replaces IS NOT NULL)"
+    " EXECUTE FUNCTION certmint_txn_changed();";
 
 // The functions of version 3, replacing version 1's where their job grew: they return the
 // job's code and the serial of another certificate whose status the job changed (hex, for

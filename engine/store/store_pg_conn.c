@@ -72,9 +72,13 @@ static cm_result store_pg_session(store_pg_conn *c)
     switch (c->role) {
     case STORE_PG_WRITER:
         // lock_timeout mirrors SQLite's busy timeout: a batch waiting longer for a row or table
-        // lock held by another session fails with STORE_E_BUSY.
+        // lock held by another session fails with STORE_E_BUSY. Custom plans: a generic plan
+        // made while a table was small (an UPDATE ... FROM unnest(...) joined by a sequential
+        // scan) stayed cached as the table grew; the writer's few statements per batch are
+        // planned each time instead (measured: PostgreSQL's CPU per enrolment 1507 -> 343 us).
         (void)snprintf(sql, sizeof(sql),
-                       "SET synchronous_commit = on; SET lock_timeout = %d; "
+                       "SET synchronous_commit = on; SET plan_cache_mode = force_custom_plan; "
+                       "SET lock_timeout = %d; "
                        "SET idle_in_transaction_session_timeout = 0",
                        c->b->lock_timeout_ms);
         break;
