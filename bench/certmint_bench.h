@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <openssl/types.h>
 
@@ -190,6 +191,7 @@ typedef struct bench_opts {
     bool coap_url;     // the --url is coap://
     unsigned coap_szx; // --coap-block: 16 << coap_szx bytes (default 6: 1024)
     const char *json_path;
+    const char *serials_path; // --save-serials: one line per certificate received
     bool no_key_check;
     const char *ca_path;
     bool verify;
@@ -371,6 +373,7 @@ typedef struct bench_run {
     SSL_CTX *tls_ctx;  // --tls
     uint64_t tls_full; // handshakes, full and resumed (reset after warm-up)
     uint64_t tls_resumed;
+    FILE *serials; // --save-serials, NULL otherwise
 } bench_run;
 
 typedef struct bench_result {
@@ -466,6 +469,11 @@ void bench_loop(bench_run *run, size_t limit, uint64_t stop_at, bool progress);
 // bench_on_response handles one complete response |h| on |c| (CoAP answers are handed over as
 // a 200 application/pkixcmp response).
 void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h);
+
+// bench_save_serial writes the serial number of the certificate |der| (received: the response
+// was checked) to --save-serials: the serialNumber INTEGER's content octets in upper-case hex,
+// as the store keeps them (a leading 00 included). Dies when |der| is not a certificate.
+void bench_save_serial(bench_run *run, cm_span der);
 
 // bench_finish_n ends the transaction on |c| with outcome |f[i]| for each of its |n| requests
 // (one, or the inner requests of a batch): counted, each success with the transaction's

@@ -247,6 +247,9 @@ void bench_nested_on_response(bench_run *run, bench_conn *c, const bench_http_rs
         if (fs[i] != BENCH_OK) {
             continue;
         }
+        if (c->phase == 0 && run->serials != NULL && m.body.type == CMP_BODY_IP) {
+            bench_save_serial(run, m.body.u.rep.responses[0].cert);
+        }
         if (c->phase == 0 && run->rsp != NULL) {
             bench_keep(&run->rsp[k], &run->rsp_len[k], der);
         }

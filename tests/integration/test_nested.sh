@@ -67,8 +67,9 @@ PY
 
 "$bench" --url "$url" --secret "demo-device:$secret" --flow nested --batch 8 -n 64 \
   --connections 2 "${ra[@]}" --ca "$work/inst/ca.pem" --verify --json "$work/pbm.json" \
-  >"$work/pbm.log" 2>&1 || { cat "$work/pbm.log"; fail "nested PBM"; }
+  --save-serials "$work/pbm.serials" >"$work/pbm.log" 2>&1 || { cat "$work/pbm.log"; fail "nested PBM"; }
 expect_ok pbm 64
+[ "$(sort -u "$work/pbm.serials" | grep -c '^[0-9A-F]\+$')" -eq 64 ] || fail "--save-serials: 64 serials"
 grep -q "nested (batches of 8)" "$work/pbm.log" || { cat "$work/pbm.log"; fail "report line"; }
 echo "ok   64 PBM-protected irs in batches of 8, each ip checked and verified"
 
