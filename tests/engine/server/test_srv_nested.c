@@ -15,6 +15,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "engine/der/der_oid.h"
 #include "engine/server/srv.h"
 #include "engine/server/srv_internal.h"
 #include "tests/support/test_hand.h"
@@ -407,6 +408,7 @@ static const cmp_status_info *status_of(const cmp_msg *m)
         return &b->u.error.status;
     case CMP_BODY_IP:
     case CMP_BODY_CP:
+    case CMP_BODY_KUP:
         return b->u.rep.num_responses == 1 ? &b->u.rep.responses[0].status : NULL;
     case CMP_BODY_RP:
         return b->u.rp.num_status == 1 ? &b->u.rp.status[0] : NULL;
@@ -876,6 +878,142 @@ static void test_nested_mixed_inner_protection(void)
     inner_free(ir, 2);
 }
 
+// make_csr returns a PKCS#10 request (DER, heap: OPENSSL_free) for |key| with subject |cn|,
+// signed by |key|.
+static uint8_t *make_csr(EVP_PKEY *key, const char *cn, cm_span *out)
+{
+    X509_REQ *rq = X509_REQ_new();
+    X509_NAME *n = X509_NAME_new();
+    unsigned char *der = NULL;
+    int len = -1;
+    if (rq != NULL && n != NULL &&
+        X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0) ==
+            1 &&
+        X509_REQ_set_subject_name(rq, n) == 1 && X509_REQ_set_pubkey(rq, key) == 1 &&
+        X509_REQ_sign(rq, key, EVP_sha256()) > 0) {
+        len = i2d_X509_REQ(rq, &der);
+    }
+    X509_NAME_free(n);
+    X509_REQ_free(rq);
+    *out = len > 0 ? cm_span_make(der, (size_t)len) : cm_span_make(NULL, 0);
+    return len > 0 ? der : NULL;
+}
+
+// make_kur returns a kur for a fresh key (in |*new_key|) signed by |old_key| with |old_cert|
+// (unless |p| is P_NONE: unprotected), naming |old_cert| in oldCertID, implicitConfirm.
+static cm_span make_kur(EVP_PKEY *old_key, cm_span old_cert, prot p, EVP_PKEY **new_key)
+{
+    test_hand x;
+    hand_init(&x, CMP_BODY_KUR, p == P_NONE ? P_NONE : P_EE_MAC);
+    *new_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(*new_key);
+    TEST_ASSERT_OK(test_hand_template(&x, *new_key, "/CN=nested-cr")); // the same subject
+    if (p != P_NONE) {
+        TEST_ASSERT_OK(test_hand_sign(&x, old_key, old_cert));
+    }
+    ca_cert_fields f;
+    TEST_ASSERT_OK(ca_cert_fields_parse(&f, old_cert));
+    TEST_ASSERT_OK(test_hand_old_cert_id(&x, ca_authority_subject(g.authority), f.serial));
+    test_hand_add_info(&x, cmp_itav_implicit_confirm());
+    const cm_span der = hand_done(&x);
+    test_hand_free(&x);
+    return der;
+}
+
+// The other inner body types, each handled as it would be alone: a cr, a p10cr and a genm
+// (MAC-protected by the end entity) next to an ir; then a kur signed by the cr's certificate
+// is served in a batch, while kurs the RA would vouch for (unprotected) are refused in place:
+// under the RA certificate the signer is not the certificate to update (badCertId), under the
+// RA's MAC a kur is not signed at all (wrongIntegrity); a vouched genm is answered.
+static void test_nested_inner_body_types(void)
+{
+    inner_ir ir[3]; // [0] the cr, [1] the p10cr's key, [2] the ir
+    test_hand x;
+    hand_init(&x, CMP_BODY_CR, P_EE_MAC);
+    ir[0].key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ir[0].key);
+    TEST_ASSERT_OK(test_hand_template(&x, ir[0].key, "/CN=nested-cr"));
+    test_hand_add_info(&x, cmp_itav_implicit_confirm());
+    memcpy(ir[0].tid, x.tid, sizeof(ir[0].tid));
+    ir[0].der = hand_done(&x);
+    test_hand_free(&x);
+    ir[1].key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ir[1].key);
+    cm_span csr;
+    uint8_t *csr_der = make_csr(ir[1].key, "nested-p10", &csr);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(csr_der);
+    hand_init(&x, CMP_BODY_P10CR, P_EE_MAC);
+    TEST_ASSERT_OK(crmf_csr_from_der(&x.body.u.p10, csr));
+    test_hand_add_info(&x, cmp_itav_implicit_confirm());
+    memcpy(ir[1].tid, x.tid, sizeof(ir[1].tid));
+    ir[1].der = hand_done(&x);
+    test_hand_free(&x);
+    make_ir(&ir[2], P_EE_MAC, true);
+    const cmp_itav k_ask[] = {{CM_SPAN_LIT(DER_OID_IT_CA_CERTS), {0}}};
+    hand_init(&x, CMP_BODY_GENM, P_EE_MAC);
+    x.body.u.gen.items = k_ask;
+    x.body.u.gen.num = 1;
+    const cm_span genm = hand_done(&x);
+    test_hand_free(&x);
+    const cm_span ders[4] = {ir[0].der, ir[1].der, genm, ir[2].der};
+    cm_span outer = make_nested(ders, 4, P_RA_SIG);
+    rsp r;
+    process(&r, outer);
+    CU_ASSERT_TRUE(validates(&r.msg, NULL));
+    const cmp_msg *cp = nested_of(&r.msg, 4, 0);
+    expect(cp, CMP_BODY_CP, CMP_STATUS_ACCEPTED, -1, NULL);
+    CU_ASSERT_TRUE(validates(cp, EE_SECRET));
+    const cmp_msg *p10 = nested_of(&r.msg, 4, 1);
+    expect(p10, CMP_BODY_CP, CMP_STATUS_ACCEPTED, -1, NULL);
+    CU_ASSERT_TRUE(cm_span_eq(p10->header.f.transaction_id.v, cm_span_make(ir[1].tid, 16)));
+    CU_ASSERT_EQUAL(p10->body.u.rep.responses[0].cert_req_id, -1);
+    const cmp_msg *gp = nested_of(&r.msg, 4, 2);
+    CU_ASSERT_EQUAL(gp->body.type, CMP_BODY_GENP);
+    CU_ASSERT_TRUE(validates(gp, EE_SECRET));
+    expect_issued(nested_of(&r.msg, 4, 3), &ir[2], EE_SECRET);
+    // The cr's certificate, for the kurs.
+    CU_ASSERT_FATAL(cp->body.type == CMP_BODY_CP && cp->body.u.rep.num_responses == 1);
+    const cm_span c = cp->body.u.rep.responses[0].cert;
+    uint8_t *old_der = malloc(c.len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(old_der);
+    memcpy(old_der, c.p, c.len);
+    const cm_span old_cert = cm_span_make(old_der, c.len);
+    rsp_free(&r);
+    span_free(outer);
+    // A kur signed by the certificate it updates, and one the RA certificate would vouch for.
+    EVP_PKEY *k1 = NULL, *k2 = NULL, *k3 = NULL;
+    const cm_span kurs[3] = {make_kur(ir[0].key, old_cert, P_EE_MAC, &k1),
+                             make_kur(ir[0].key, old_cert, P_NONE, &k2), genm};
+    outer = make_nested(kurs, 3, P_RA_SIG);
+    process(&r, outer);
+    const cmp_msg *kup = nested_of(&r.msg, 3, 0);
+    expect(kup, CMP_BODY_KUP, CMP_STATUS_ACCEPTED, -1, NULL);
+    CU_ASSERT_TRUE(validates(kup, NULL));
+    expect(nested_of(&r.msg, 3, 1), CMP_BODY_KUP, CMP_STATUS_REJECTION, CMP_FAIL_BAD_CERT_ID,
+           "kur must be signed by the certificate to update");
+    CU_ASSERT_EQUAL(nested_of(&r.msg, 3, 2)->body.type, CMP_BODY_GENP); // the same genm again
+    rsp_free(&r);
+    span_free(outer);
+    // Under the RA's MAC secret an unprotected kur is MAC-protected by the RA: refused.
+    const cm_span kur3 = make_kur(ir[0].key, old_cert, P_NONE, &k3);
+    outer = make_nested(&kur3, 1, P_RA_MAC);
+    process(&r, outer);
+    expect(nested_of(&r.msg, 1, 0), CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_WRONG_INTEGRITY,
+           "not MAC-protected");
+    rsp_free(&r);
+    span_free(outer);
+    span_free(kur3);
+    span_free(kurs[0]);
+    span_free(kurs[1]);
+    EVP_PKEY_free(k1);
+    EVP_PKEY_free(k2);
+    EVP_PKEY_free(k3);
+    free(old_der);
+    span_free(genm);
+    OPENSSL_free(csr_der);
+    inner_free(ir, 3);
+}
+
 // The nested answer is built in the request's arena, whose cap is fixed (arena_cap): a batch
 // whose answers do not fit is refused readably (systemFailure, "send smaller batches"), not
 // left without an answer; a smaller batch on the same engine goes through.
@@ -926,6 +1064,7 @@ int test_srv_nested_register(void)
         TEST_CASE(test_nested_unprotected_inner_vouched),
         TEST_CASE(test_nested_cert_conf_and_rr),
         TEST_CASE(test_nested_mixed_inner_protection),
+        TEST_CASE(test_nested_inner_body_types),
         TEST_CASE(test_nested_answer_over_the_arena_cap),
     };
     return test_register_suite("srv_nested", nested_init, nested_cleanup, NULL, NULL, tests,
