@@ -1014,6 +1014,29 @@ static void test_nested_inner_body_types(void)
     inner_free(ir, 3);
 }
 
+// The same ir twice in one batch (one transactionID, one key): its reservations go to the
+// store in the same batch, yet exactly one is issued and the other refused, as the second of
+// two single requests would be; nothing is issued twice.
+static void test_nested_same_request_twice(void)
+{
+    inner_ir ir[1];
+    make_ir(&ir[0], P_EE_MAC, true);
+    const cm_span ders[2] = {ir[0].der, ir[0].der};
+    const cm_span outer = make_nested(ders, 2, P_RA_SIG);
+    rsp r;
+    process(&r, outer);
+    const cmp_msg *a = nested_of(&r.msg, 2, 0), *b = nested_of(&r.msg, 2, 1);
+    const bool a_ok = status_of(a) != NULL && status_of(a)->status == CMP_STATUS_ACCEPTED;
+    const bool b_ok = status_of(b) != NULL && status_of(b)->status == CMP_STATUS_ACCEPTED;
+    CU_ASSERT_TRUE(a_ok != b_ok); // exactly one issued
+    const cmp_msg *refused = a_ok ? b : a;
+    expect_issued(a_ok ? a : b, &ir[0], EE_SECRET);
+    expect(refused, CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_TRANSACTION_ID_IN_USE, NULL);
+    rsp_free(&r);
+    span_free(outer);
+    inner_free(ir, 1);
+}
+
 // The nested answer is built in the request's arena, whose cap is fixed (arena_cap): a batch
 // whose answers do not fit is refused readably (systemFailure, "send smaller batches"), not
 // left without an answer; a smaller batch on the same engine goes through.
@@ -1065,6 +1088,7 @@ int test_srv_nested_register(void)
         TEST_CASE(test_nested_cert_conf_and_rr),
         TEST_CASE(test_nested_mixed_inner_protection),
         TEST_CASE(test_nested_inner_body_types),
+        TEST_CASE(test_nested_same_request_twice),
         TEST_CASE(test_nested_answer_over_the_arena_cap),
     };
     return test_register_suite("srv_nested", nested_init, nested_cleanup, NULL, NULL, tests,
