@@ -1016,7 +1016,8 @@ static void test_nested_inner_body_types(void)
 
 // The same ir twice in one batch (one transactionID, one key): its reservations go to the
 // store in the same batch, yet exactly one is issued and the other refused, as the second of
-// two single requests would be; nothing is issued twice.
+// two single requests would be; nothing is issued twice. Likewise a key certified before, and
+// one new key asked for twice in a batch (allow_key_reuse off).
 static void test_nested_same_request_twice(void)
 {
     inner_ir ir[1];
@@ -1034,6 +1035,39 @@ static void test_nested_same_request_twice(void)
     expect(refused, CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_TRANSACTION_ID_IN_USE, NULL);
     rsp_free(&r);
     span_free(outer);
+    // Two irs for the same key (allow_key_reuse off): one issued, the other refused.
+    test_hand x;
+    hand_init(&x, CMP_BODY_IR, P_EE_MAC);
+    TEST_ASSERT_OK(test_hand_template(&x, ir[0].key, "/CN=nested-same-key"));
+    test_hand_add_info(&x, cmp_itav_implicit_confirm());
+    const cm_span again = hand_done(&x);
+    test_hand_free(&x);
+    inner_ir ir2[1];
+    make_ir(&ir2[0], P_EE_MAC, true);
+    test_hand y;
+    hand_init(&y, CMP_BODY_IR, P_EE_MAC);
+    TEST_ASSERT_OK(test_hand_template(&y, ir2[0].key, "/CN=nested-same-key-2"));
+    test_hand_add_info(&y, cmp_itav_implicit_confirm());
+    const cm_span again2 = hand_done(&y);
+    test_hand_free(&y);
+    const cm_span keys[3] = {again, ir2[0].der, again2};
+    const cm_span outer2 = make_nested(keys, 3, P_RA_SIG);
+    process(&r, outer2);
+    expect(nested_of(&r.msg, 3, 0), CMP_BODY_IP, CMP_STATUS_REJECTION, CMP_FAIL_BAD_CERT_TEMPLATE,
+           NULL); // ir[0]'s key, certified above
+    // [1] and [2] ask for the same new key: whichever reserved first is issued (the batch's
+    // order of reservations is not the message order), the other refused.
+    const cmp_msg *k1 = nested_of(&r.msg, 3, 1), *k2 = nested_of(&r.msg, 3, 2);
+    const bool first = status_of(k1) != NULL && status_of(k1)->status == CMP_STATUS_ACCEPTED;
+    const bool second = status_of(k2) != NULL && status_of(k2)->status == CMP_STATUS_ACCEPTED;
+    CU_ASSERT_TRUE(first != second);
+    expect(first ? k2 : k1, CMP_BODY_IP, CMP_STATUS_REJECTION, CMP_FAIL_BAD_CERT_TEMPLATE,
+           "or an enrolment of it is in progress");
+    rsp_free(&r);
+    span_free(outer2);
+    span_free(again);
+    span_free(again2);
+    inner_free(ir2, 1);
     inner_free(ir, 1);
 }
 
