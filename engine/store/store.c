@@ -97,7 +97,8 @@ static bool store_pending_fields_ok(const store_pending *p)
            p->subject != NULL && p->key_type != NULL && p->requester != NULL &&
            store_span_ok(p->tbs, true) && store_span_ok(p->serial, true) && p->serial.len <= 20 &&
            p->rsv != NULL && store_rsv_fields_ok(p->rsv, true) && p->rsv->ca != NULL &&
-           strcmp(p->rsv->ca, p->ca) == 0 && cm_span_eq(p->rsv->transaction_id, p->transaction_id) &&
+           strcmp(p->rsv->ca, p->ca) == 0 &&
+           cm_span_eq(p->rsv->transaction_id, p->transaction_id) &&
            cm_span_eq(p->rsv->serial, p->serial) && store_span_ok(p->request_nonce, false) &&
            store_span_ok(p->signer_cert, false);
 }

@@ -233,26 +233,26 @@ typedef enum store_pending_why {
 // |state|, |expires_at| and the reservation it made with the row; the server defines
 // |body_type|, |flags| and what |tbs| is. Thread: value type.
 typedef struct store_pending {
-    int64_t id;              // read only: PENDING_ADD returns it in store_job.out_value
-    const char *ca;          // required
-    cm_span transaction_id;  // required
-    uint32_t body_type;      // the request's PKIBody type (the server's number)
-    int64_t cert_req_id;     // the certReqId a pollReq for it names (-1: none, p10cr)
-    store_pending_why why;   //
+    int64_t id;                // read only: PENDING_ADD returns it in store_job.out_value
+    const char *ca;            // required
+    cm_span transaction_id;    // required
+    uint32_t body_type;        // the request's PKIBody type (the server's number)
+    int64_t cert_req_id;       // the certReqId a pollReq for it names (-1: none, p10cr)
+    store_pending_why why;     //
     store_pending_state state; // PENDING_ADD: QUEUED or APPROVAL
-    const char *profile;     // for listings: the profile it is issued under (NULL: none)
-    const char *subject;     // for listings: the requested subject as RFC 4514 text; required
-    const char *key_type;    // for listings: "EC P-256", "RSA 2048"; required
-    const char *requester;   // for listings: who asked ("senderKID line-7", a signer's name)
-    int64_t created_at;      //
-    int64_t expires_at;      // PENDING_EXPIRE rejects it (or, once final, deletes it) then
-    int64_t claimed_at;      // read only: when a drain claimed it (SIGNING), else 0
-    int64_t decided_at;      // read only: when it was approved, rejected or expired, else 0
-    cm_span tbs;             // the TBSCertificate a drain signs; required
-    cm_span serial;          // the serial it carries (the reservation's); required
-    uint32_t flags;          // the server's flags (what the certificate's record needs)
-    int fail_info;           // REJECTED: the PKIFailureInfo bit; -1 otherwise
-    const char *status_text; // REJECTED: the reason; ISSUED: the grantedWithMods text (or NULL)
+    const char *profile;       // for listings: the profile it is issued under (NULL: none)
+    const char *subject;       // for listings: the requested subject as RFC 4514 text; required
+    const char *key_type;      // for listings: "EC P-256", "RSA 2048"; required
+    const char *requester;     // for listings: who asked ("senderKID line-7", a signer's name)
+    int64_t created_at;        //
+    int64_t expires_at;        // PENDING_EXPIRE rejects it (or, once final, deletes it) then
+    int64_t claimed_at;        // read only: when a drain claimed it (SIGNING), else 0
+    int64_t decided_at;        // read only: when it was approved, rejected or expired, else 0
+    cm_span tbs;               // the TBSCertificate a drain signs; required
+    cm_span serial;            // the serial it carries (the reservation's); required
+    uint32_t flags;            // the server's flags (what the certificate's record needs)
+    int fail_info;             // REJECTED: the PKIFailureInfo bit; -1 otherwise
+    const char *status_text;   // REJECTED: the reason; ISSUED: the grantedWithMods text (or NULL)
     // PENDING_ADD only: the reservation made in the same store transaction, with its rules and
     // refusals (store_reservation; required), and the certConf fields of its transaction row
     // (store_txn's flags, request_nonce and signer_cert, borrowed).

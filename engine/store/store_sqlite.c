@@ -196,8 +196,8 @@ _Static_assert(sizeof(k_store_sq_migrations) / sizeof(k_store_sq_migrations[0]) 
     "txn_pending_update WHERE t.ca = c.ca AND t.replaces = c.serial AND t.serial IS NULL) " \
     "FROM cert c WHERE c.ca = ?1 AND c.serial = ?2"
 
-#define STORE_SQ_PENDING_COLS                                                                  \
-    "id, ca, transaction_id, body_type, cert_req_id, why, state, profile, subject, key_type, "  \
+#define STORE_SQ_PENDING_COLS                                                                    \
+    "id, ca, transaction_id, body_type, cert_req_id, why, state, profile, subject, key_type, "   \
     "requester, created_at, expires_at, claimed_at, decided_at, tbs, serial, flags, fail_info, " \
     "status_text"
 
@@ -587,17 +587,18 @@ const char *store_sqlite_migration_sql(size_t i)
 const char *store_sqlite_request_path_sql(size_t i)
 {
     static const int k_write[] = {
-        SQW_CERT_STATUS, SQW_CERT_CONFIRM, SQW_CERT_REVOKE, SQW_CERT_RELEASE,  SQW_CRL_BUMP,
-        SQW_TXN_UPDATE,  SQW_TXN_DELETE,   SQW_TXN_EXPIRE,  SQW_SWEEP_BUMP,    SQW_SWEEP,
-        SQW_CRL_NEXT,    SQW_CRL_PUT,      SQW_SUPERSEDE,   SQW_CERT_STATE,    SQW_SERIAL_USED,
-        SQW_KEY_USED,    SQW_USE_COUNT,    SQW_USE_RETURN,  SQW_TXN_UNRESERVE, SQW_EXPIRE_PENDING,
-        SQW_UPDATE_BUSY, SQW_PEND_TXN_NOTE, SQW_PEND_ROW, SQW_PEND_ROW_TID, SQW_PEND_CLAIM,
-        SQW_PEND_APPROVE, SQW_PEND_REJECT, SQW_PEND_ISSUED, SQW_PEND_TXN_ISSUE, SQW_PEND_DELIVER,
-        SQW_PEND_TXN_DELIVER, SQW_PEND_CERT_DEADLINE, SQW_PEND_RSV, SQW_PEND_EXPIRED,
-        SQW_PEND_PURGE};
-    static const int k_read[] = {SQR_CERT_GET,   SQR_CERT_BY_TXN, SQR_TXN_GET,    SQR_REVOKED,
-                                 SQR_CRL_GET,    SQR_CERT_STATE,  SQR_PEND_GET,   SQR_PEND_GET_ID,
-                                 SQR_PEND_LIST};
+        SQW_CERT_STATUS,    SQW_CERT_CONFIRM,  SQW_CERT_REVOKE,      SQW_CERT_RELEASE,
+        SQW_CRL_BUMP,       SQW_TXN_UPDATE,    SQW_TXN_DELETE,       SQW_TXN_EXPIRE,
+        SQW_SWEEP_BUMP,     SQW_SWEEP,         SQW_CRL_NEXT,         SQW_CRL_PUT,
+        SQW_SUPERSEDE,      SQW_CERT_STATE,    SQW_SERIAL_USED,      SQW_KEY_USED,
+        SQW_USE_COUNT,      SQW_USE_RETURN,    SQW_TXN_UNRESERVE,    SQW_EXPIRE_PENDING,
+        SQW_UPDATE_BUSY,    SQW_PEND_TXN_NOTE, SQW_PEND_ROW,         SQW_PEND_ROW_TID,
+        SQW_PEND_CLAIM,     SQW_PEND_APPROVE,  SQW_PEND_REJECT,      SQW_PEND_ISSUED,
+        SQW_PEND_TXN_ISSUE, SQW_PEND_DELIVER,  SQW_PEND_TXN_DELIVER, SQW_PEND_CERT_DEADLINE,
+        SQW_PEND_RSV,       SQW_PEND_EXPIRED,  SQW_PEND_PURGE};
+    static const int k_read[] = {SQR_CERT_GET, SQR_CERT_BY_TXN, SQR_TXN_GET,
+                                 SQR_REVOKED,  SQR_CRL_GET,     SQR_CERT_STATE,
+                                 SQR_PEND_GET, SQR_PEND_GET_ID, SQR_PEND_LIST};
     const size_t nw = sizeof(k_write) / sizeof(k_write[0]);
     const size_t nr = sizeof(k_read) / sizeof(k_read[0]);
     if (i < nw) {

@@ -188,8 +188,9 @@ static cm_result store_sq_pend_claim(store_backend *b, const store_pending_op *o
 
 // store_sq_pend_reject rejects |row| (one of |states_also|, -1 for none, besides the waiting
 // states) with the op's failure and gives its reservation back.
-static cm_result store_sq_pend_reject(store_backend *b, store_job *job, const store_sq_pend_row *row,
-                                      const store_pending_op *o, int state_also)
+static cm_result store_sq_pend_reject(store_backend *b, store_job *job,
+                                      const store_sq_pend_row *row, const store_pending_op *o,
+                                      int state_also)
 {
     sqlite3_stmt *st = b->st[SQW_PEND_REJECT];
     (void)sqlite3_bind_int64(st, 1, row->id);

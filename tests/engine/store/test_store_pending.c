@@ -316,8 +316,8 @@ static void test_pending_approval_and_rejection(void)
     CU_ASSERT_EQUAL(pend_list(s, 1u << STORE_PENDING_APPROVAL, &l), 0);
     CU_ASSERT_EQUAL(pend_list(s, (1u << STORE_PENDING_QUEUED) | (1u << STORE_PENDING_APPROVED), &l),
                     1);
-    TEST_ASSERT_OK(pend_op(s, STORE_OP_PENDING_CLAIM, &(store_pending_op){.id = it.id,
-                                                                          .time = 1700000011}));
+    TEST_ASSERT_OK(
+        pend_op(s, STORE_OP_PENDING_CLAIM, &(store_pending_op){.id = it.id, .time = 1700000011}));
 
     // A limited credential's use is counted by the reservation and given back by a rejection.
     pend_fill(&other, 2, STORE_PENDING_APPROVAL, 1700086400);
@@ -413,10 +413,8 @@ static void test_pending_expiry(void)
                                                .txn_expires_at = 1700000050}));
     store_job ex;
     store_job_init(&ex, STORE_OP_PENDING_EXPIRE, NULL);
-    ex.u.pop = (store_pending_op){.time = 1700000200,
-                                  .fail_info = 24,
-                                  .status_text = "waited too long",
-                                  .keep_s = 3600};
+    ex.u.pop = (store_pending_op){
+        .time = 1700000200, .fail_info = 24, .status_text = "waited too long", .keep_s = 3600};
     TEST_ASSERT_OK(store_run(s, &ex));
     CU_ASSERT_EQUAL(ex.out_value, 3);
     store_pending p;
@@ -475,8 +473,9 @@ static void test_pending_migrates_schema_3(void)
                      NULL, NULL, NULL),
         SQLITE_OK);
     sqlite3_stmt *st = NULL;
-    CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_schema WHERE name = "
-                                                 "'pending'",
+    CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(db,
+                                             "SELECT count(*) FROM sqlite_schema WHERE name = "
+                                             "'pending'",
                                              -1, &st, NULL),
                           SQLITE_OK);
     CU_ASSERT_EQUAL(sqlite3_step(st), SQLITE_ROW);
