@@ -65,7 +65,7 @@ typedef struct store_backend_ops {
     CM_RESULT(*pending_get)
     (store_backend_reader *r, cm_arena *a, store_pending *out, const char *ca,
      cm_span transaction_id);
-    CM_RESULT (*pending_get_id)
+    CM_RESULT(*pending_get_id)
     (store_backend_reader *r, cm_arena *a, store_pending *out, int64_t id);
     CM_RESULT(*pending_list)
     (store_backend_reader *r, const store_pending_filter *f, store_pending_fn fn, void *ctx);
