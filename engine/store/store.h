@@ -251,8 +251,10 @@ typedef struct store_pending {
     cm_span tbs;               // the TBSCertificate a drain signs; required
     cm_span serial;            // the serial it carries (the reservation's); required
     uint32_t flags;            // the server's flags (what the certificate's record needs)
+    cm_span replaces;          // kur: the serial of the certificate it replaces (empty: none)
     int fail_info;             // REJECTED: the PKIFailureInfo bit; -1 otherwise
-    const char *status_text;   // REJECTED: the reason; ISSUED: the grantedWithMods text (or NULL)
+    const char *status_text;   // ADD: the text an accepted answer will carry (grantedWithMods;
+                               //   NULL: none); REJECTED: the reason
     // PENDING_ADD only: the reservation made in the same store transaction, with its rules and
     // refusals (store_reservation; required), and the certConf fields of its transaction row
     // (store_txn's flags, request_nonce and signer_cert, borrowed).
@@ -272,7 +274,7 @@ typedef struct store_pending_op {
     int64_t stale_before;     // CLAIM: a SIGNING row claimed before this is claimed again
     bool approve;             // DECIDE: APPROVAL -> APPROVED; false: reject
     int fail_info;            // DECIDE (reject), EXPIRE: the PKIFailureInfo bit of the rejection
-    const char *status_text;  // DECIDE (reject), EXPIRE: its reason; ISSUE: grantedWithMods text
+    const char *status_text;  // DECIDE (reject), EXPIRE: its reason
     int64_t keep_s;           // DECIDE (reject), EXPIRE: how long an undelivered rejection stays
     const store_cert *cert;   // ISSUE: the signed certificate, as for STORE_OP_CERT_INSERT
     uint32_t txn_state;       // ISSUE: the transaction row's new state (the server's number)
@@ -313,9 +315,10 @@ typedef enum store_op {
                               //   since before stale_before -> SIGNING at time
     STORE_OP_PENDING_DECIDE,  // u.pop (id, approve, time; fail_info, status_text, keep_s):
                               //   APPROVAL -> APPROVED, or QUEUED, APPROVAL, APPROVED,
-                              //   SIGNING -> REJECTED (expires at time + keep_s) with the
-                              //   reservation given back as TXN_UNRESERVE does
-    STORE_OP_PENDING_ISSUE,   // u.pop (id, cert, txn_state, txn_expires_at, status_text):
+                              //   SIGNING -> REJECTED (expires at time + keep_s) with what the
+                              //   reservation held given back (serial, key, credential use);
+                              //   its txn row stays, with its credential
+    STORE_OP_PENDING_ISSUE,   // u.pop (id, cert, txn_state, txn_expires_at):
                               //   SIGNING -> ISSUED: the certificate inserted (as CERT_INSERT),
                               //   the reservation's txn row given its serial, txn_state and
                               //   expiry (STORE_E_TXN_NOT_FOUND when the reservation is gone)
@@ -326,8 +329,8 @@ typedef enum store_op {
                               //   certificate's deadline, are set
     STORE_OP_PENDING_EXPIRE,  // u.pop (time, fail_info, status_text, keep_s): every row past its
                               //   expiry: DELIVERED and REJECTED ones are deleted; the others
-                              //   become REJECTED (expiring at time + keep_s), their
-                              //   reservations given back, and an ISSUED one's certificate
+                              //   become REJECTED (expiring at time + keep_s), what their
+                              //   reservations held given back, and an ISSUED one's certificate
                               //   revoked (cessationOfOperation: never delivered); out_value =
                               //   rows changed
 } store_op;

@@ -157,6 +157,7 @@ static const char k_store_sq_schema_v4[] =
     " flags INTEGER NOT NULL DEFAULT 0,"
     " fail_info INTEGER CHECK (fail_info IS NULL OR fail_info BETWEEN 0 AND 31),"
     " status_text TEXT,"
+    " replaces BLOB,"
     " counted INTEGER NOT NULL DEFAULT 0 CHECK (counted IN (0, 1)),"
     " UNIQUE (ca, transaction_id),"
     " CHECK (state <> 3 OR claimed_at IS NOT NULL),"
@@ -199,7 +200,7 @@ _Static_assert(sizeof(k_store_sq_migrations) / sizeof(k_store_sq_migrations[0]) 
 #define STORE_SQ_PENDING_COLS                                                                    \
     "id, ca, transaction_id, body_type, cert_req_id, why, state, profile, subject, key_type, "   \
     "requester, created_at, expires_at, claimed_at, decided_at, tbs, serial, flags, fail_info, " \
-    "status_text"
+    "status_text, replaces"
 
 const char *const store_sq_write_sql[SQW_COUNT] = {
     [SQW_BEGIN] = "BEGIN IMMEDIATE",
@@ -276,8 +277,8 @@ const char *const store_sq_write_sql[SQW_COUNT] = {
     // The pending table (store_sqlite_pending.c). States as store_pending_state numbers them.
     [SQW_PEND_INSERT] = "INSERT INTO pending (ca, transaction_id, body_type, cert_req_id, why, "
                         "state, profile, subject, key_type, requester, created_at, expires_at, "
-                        "tbs, serial, flags, counted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-                        "?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                        "tbs, serial, flags, counted, status_text, replaces) VALUES (?1, ?2, ?3, "
+                        "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     [SQW_PEND_TXN_NOTE] = "UPDATE txn SET flags = ?3, request_nonce = ?4, signer_cert = ?5 "
                           "WHERE ca = ?1 AND transaction_id = ?2",
     [SQW_PEND_ROW] = "SELECT state, ca, transaction_id, counted, serial FROM pending WHERE id = ?1",
@@ -290,8 +291,7 @@ const char *const store_sq_write_sql[SQW_COUNT] = {
     [SQW_PEND_REJECT] = "UPDATE pending SET state = 5, decided_at = ?2, fail_info = ?3, "
                         "status_text = ?4, expires_at = ?5 WHERE id = ?1 AND "
                         "state IN (0, 1, 2, 3, ?6)",
-    [SQW_PEND_ISSUED] = "UPDATE pending SET state = 4, status_text = ?2 WHERE id = ?1 AND "
-                        "state = 3",
+    [SQW_PEND_ISSUED] = "UPDATE pending SET state = 4 WHERE id = ?1 AND state = 3",
     [SQW_PEND_TXN_ISSUE] = "UPDATE txn SET state = ?3, serial = ?4, expires_at = ?5 "
                            "WHERE ca = ?1 AND transaction_id = ?2 AND serial IS NULL "
                            "AND reserved_serial = ?4",
@@ -302,7 +302,10 @@ const char *const store_sq_write_sql[SQW_COUNT] = {
     [SQW_PEND_CERT_DEADLINE] = "UPDATE cert SET confirm_deadline = ?3 WHERE ca = ?1 AND "
                                "serial = ?2 AND status = 'unconfirmed'",
     [SQW_PEND_RSV] = "SELECT protection, credential, replaces FROM txn WHERE ca = ?1 AND "
-                     "transaction_id = ?2 AND serial IS NULL",
+                     "transaction_id = ?2 AND serial IS NULL AND reserved_serial IS NOT NULL",
+    [SQW_PEND_UNRESERVE] = "UPDATE txn SET reserved_serial = NULL, spki_sha256 = NULL, "
+                           "replaces = NULL WHERE ca = ?1 AND transaction_id = ?2 AND "
+                           "serial IS NULL",
     [SQW_PEND_EXPIRED] = "SELECT id, state FROM pending WHERE expires_at <= ?1 AND state < 5 "
                          "ORDER BY expires_at LIMIT 1024",
     [SQW_PEND_PURGE] = "DELETE FROM pending WHERE expires_at <= ?1 AND state >= 5",
@@ -587,15 +590,15 @@ const char *store_sqlite_migration_sql(size_t i)
 const char *store_sqlite_request_path_sql(size_t i)
 {
     static const int k_write[] = {
-        SQW_CERT_STATUS,    SQW_CERT_CONFIRM,  SQW_CERT_REVOKE,      SQW_CERT_RELEASE,
-        SQW_CRL_BUMP,       SQW_TXN_UPDATE,    SQW_TXN_DELETE,       SQW_TXN_EXPIRE,
-        SQW_SWEEP_BUMP,     SQW_SWEEP,         SQW_CRL_NEXT,         SQW_CRL_PUT,
-        SQW_SUPERSEDE,      SQW_CERT_STATE,    SQW_SERIAL_USED,      SQW_KEY_USED,
-        SQW_USE_COUNT,      SQW_USE_RETURN,    SQW_TXN_UNRESERVE,    SQW_EXPIRE_PENDING,
-        SQW_UPDATE_BUSY,    SQW_PEND_TXN_NOTE, SQW_PEND_ROW,         SQW_PEND_ROW_TID,
-        SQW_PEND_CLAIM,     SQW_PEND_APPROVE,  SQW_PEND_REJECT,      SQW_PEND_ISSUED,
-        SQW_PEND_TXN_ISSUE, SQW_PEND_DELIVER,  SQW_PEND_TXN_DELIVER, SQW_PEND_CERT_DEADLINE,
-        SQW_PEND_RSV,       SQW_PEND_EXPIRED,  SQW_PEND_PURGE};
+        SQW_CERT_STATUS,    SQW_CERT_CONFIRM,   SQW_CERT_REVOKE,      SQW_CERT_RELEASE,
+        SQW_CRL_BUMP,       SQW_TXN_UPDATE,     SQW_TXN_DELETE,       SQW_TXN_EXPIRE,
+        SQW_SWEEP_BUMP,     SQW_SWEEP,          SQW_CRL_NEXT,         SQW_CRL_PUT,
+        SQW_SUPERSEDE,      SQW_CERT_STATE,     SQW_SERIAL_USED,      SQW_KEY_USED,
+        SQW_USE_COUNT,      SQW_USE_RETURN,     SQW_TXN_UNRESERVE,    SQW_EXPIRE_PENDING,
+        SQW_UPDATE_BUSY,    SQW_PEND_TXN_NOTE,  SQW_PEND_ROW,         SQW_PEND_ROW_TID,
+        SQW_PEND_CLAIM,     SQW_PEND_APPROVE,   SQW_PEND_REJECT,      SQW_PEND_ISSUED,
+        SQW_PEND_TXN_ISSUE, SQW_PEND_DELIVER,   SQW_PEND_TXN_DELIVER, SQW_PEND_CERT_DEADLINE,
+        SQW_PEND_RSV,       SQW_PEND_UNRESERVE, SQW_PEND_EXPIRED,     SQW_PEND_PURGE};
     static const int k_read[] = {SQR_CERT_GET, SQR_CERT_BY_TXN, SQR_TXN_GET,
                                  SQR_REVOKED,  SQR_CRL_GET,     SQR_CERT_STATE,
                                  SQR_PEND_GET, SQR_PEND_GET_ID, SQR_PEND_LIST};

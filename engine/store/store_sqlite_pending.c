@@ -72,8 +72,9 @@ static cm_result store_sq_pend_read(store_backend *b, int64_t id, store_sq_pend_
     return cm_result_make(CM_OK);
 }
 
-// store_sq_pend_release gives back the reservation of the transaction (ca, tid), as
-// STORE_OP_TXN_UNRESERVE does: its txn row (only while it has no certificate) and, when the
+// store_sq_pend_release gives back the reservation of the transaction (ca, tid) as
+// STORE_OP_TXN_UNRESERVE does, but keeps its txn row (its credential): the serial, the key and
+// the certificate a kur replaces are free again (only while it has no certificate) and, when the
 // row's reservation counted a use of a limited credential, that use. A reservation already gone
 // (expired) is not an error. A kur's pending update ends: the job reports it to the cache.
 static cm_result store_sq_pend_release(store_backend *b, store_job *job, const char *ca,
@@ -104,10 +105,12 @@ static cm_result store_sq_pend_release(store_backend *b, store_job *job, const c
     if (rc != SQLITE_ROW) {
         return store_sq_fail(b->db, rc, "pending reservation");
     }
-    st = b->st[SQW_TXN_UNRESERVE];
+    // The row stays (its credential authenticates the pollReq that collects the rejection);
+    // what it reserved goes: the serial, the key, the certificate it would have replaced.
+    st = b->st[SQW_PEND_UNRESERVE];
     store_sq_bind_text(st, 1, ca);
     store_sq_bind_span(st, 2, tid);
-    CM_TRY(store_sq_pend_simple(b, SQW_TXN_UNRESERVE, NULL));
+    CM_TRY(store_sq_pend_simple(b, SQW_PEND_UNRESERVE, NULL));
     if (replaces) {
         job->changed_many = true; // rare: a rejected key update; its serial is not at hand here
     }
@@ -149,6 +152,8 @@ static cm_result store_sq_pend_add(store_backend *b, store_job *job)
     store_sq_bind_span(st, 14, p->serial);
     (void)sqlite3_bind_int64(st, 15, p->flags);
     (void)sqlite3_bind_int(st, 16, p->rsv->max_uses > 0 ? 1 : 0);
+    store_sq_bind_text(st, 17, p->status_text);
+    store_sq_bind_span(st, 18, p->replaces);
     const int rc = store_sq_step_done(st);
     if (rc == SQLITE_CONSTRAINT_UNIQUE) {
         // A row of this transaction exists (its reservation was given back meanwhile, so the
@@ -229,7 +234,6 @@ static cm_result store_sq_pend_issue(store_backend *b, store_job *job)
     const store_cert *c = o->cert;
     sqlite3_stmt *st = b->st[SQW_PEND_ISSUED];
     (void)sqlite3_bind_int64(st, 1, o->id);
-    store_sq_bind_text(st, 2, o->status_text);
     int64_t n = 0;
     CM_TRY(store_sq_pend_simple(b, SQW_PEND_ISSUED, &n));
     CM_TRY(store_sq_pend_changed(b, o->id, n));
@@ -429,6 +433,7 @@ static cm_result store_sq_pend_row_read(sqlite3_stmt *st, cm_arena *a, store_pen
     if (sqlite3_column_type(st, 19) != SQLITE_NULL) {
         CM_TRY(store_sq_col_text(st, 19, a, &p->status_text));
     }
+    CM_TRY(store_sq_col_span(st, 20, a, &p->replaces));
     return cm_result_make(CM_OK);
 }
 

@@ -85,6 +85,8 @@ static void pend_fill(pend_item *it, uint32_t n, store_pending_state state, int6
     p->tbs = cm_span_make(it->tbs, sizeof(it->tbs));
     p->serial = it->rsv.serial;
     p->flags = 0x11;
+    p->status_text = "granted with changes";
+    p->replaces = CM_SPAN_LIT("\x42\x02"); // what the record will name (rsv.replaces is apart)
     p->rsv = &it->rsv;
     p->txn_flags = 2;
     p->request_nonce = CM_SPAN_LIT("0123456789abcdef");
@@ -195,7 +197,7 @@ static void test_pending_load_flow(void)
     CU_ASSERT(cm_span_eq(p.serial, cm_span_make(it.serial, sizeof(it.serial))));
     CU_ASSERT_EQUAL(p.flags, 0x11);
     CU_ASSERT_EQUAL(p.fail_info, -1);
-    CU_ASSERT_PTR_NULL(p.status_text);
+    CU_ASSERT_STRING_EQUAL(p.status_text, "granted with changes");
     // The reservation is its transaction row, with the certConf fields.
     store_txn t;
     TEST_ASSERT_OK(pend_txn(s, &a, &t, &it));
@@ -252,17 +254,14 @@ static void test_pending_load_flow(void)
 
     // Issued: the certificate under the reserved serial, the transaction row names it.
     const store_cert c = pend_cert(&it, STORE_CERT_UNCONFIRMED, 1700087000);
-    store_pending_op is = {.id = it.id,
-                           .time = 1700000012,
-                           .cert = &c,
-                           .txn_state = 1,
-                           .txn_expires_at = 1700087600,
-                           .status_text = "granted with changes"};
+    store_pending_op is = {
+        .id = it.id, .time = 1700000012, .cert = &c, .txn_state = 1, .txn_expires_at = 1700087600};
     TEST_ASSERT_OK(pend_op(s, STORE_OP_PENDING_ISSUE, &is));
     TEST_ASSERT_CODE(pend_op(s, STORE_OP_PENDING_ISSUE, &is), STORE_E_PENDING_STATE);
     TEST_ASSERT_OK(pend_get(s, &a, &p, &it));
     CU_ASSERT_EQUAL(p.state, STORE_PENDING_ISSUED);
     CU_ASSERT_STRING_EQUAL(p.status_text, "granted with changes");
+    CU_ASSERT(cm_span_eq(p.replaces, CM_SPAN_LIT("\x42\x02")));
     TEST_ASSERT_OK(pend_txn(s, &a, &t, &it));
     CU_ASSERT_EQUAL(t.state, 1);
     CU_ASSERT(cm_span_eq(t.serial, cm_span_make(it.serial, 16)));
@@ -340,7 +339,8 @@ static void test_pending_approval_and_rejection(void)
     CU_ASSERT_STRING_EQUAL(p.status_text, "rejected by the operator: no");
     CU_ASSERT_EQUAL(p.expires_at, 1700000020 + 86400);
     store_txn t;
-    TEST_ASSERT_CODE(pend_txn(s, &a, &t, &other), STORE_E_TXN_NOT_FOUND);
+    TEST_ASSERT_OK(pend_txn(s, &a, &t, &other)); // kept for the credential, nothing reserved
+    CU_ASSERT(cm_span_eq(t.credential, CM_SPAN_LIT("line-7")));
     TEST_ASSERT_OK(pend_add(s, &third)); // the use came back
     // Its key is free again too: an ordinary reservation of it passes.
     store_job rv;
@@ -424,7 +424,13 @@ static void test_pending_expiry(void)
     CU_ASSERT_STRING_EQUAL(p.status_text, "waited too long");
     CU_ASSERT_EQUAL(p.expires_at, 1700000200 + 3600);
     store_txn t;
-    TEST_ASSERT_CODE(pend_txn(s, &a, &t, &waiting), STORE_E_TXN_NOT_FOUND);
+    TEST_ASSERT_OK(pend_txn(s, &a, &t, &waiting));
+    // What it reserved is free: its key may be reserved by another transaction.
+    store_job rv;
+    store_job_init(&rv, STORE_OP_TXN_RESERVE, NULL);
+    rv.u.rsv = waiting.rsv;
+    rv.u.rsv.transaction_id = CM_SPAN_LIT("another-transaction");
+    TEST_ASSERT_OK(store_run(s, &rv));
     TEST_ASSERT_OK(pend_get(s, &a, &p, &issued));
     CU_ASSERT_EQUAL(p.state, STORE_PENDING_REJECTED);
     store_reader *r = NULL;
