@@ -17,18 +17,27 @@ static cm_result srv_conf_signer(srv_request *req, const char *what)
 {
     const cmp_msg *m = &req->msg;
     const cm_span cred = req->txn.credential;
-    if (m->num_extra_certs > 0) {
+    const cm_span kept = req->txn.signer_cert;
+    // A cross-certification requester (srv_ccr.c) is trusted as itself: it has no chain to
+    // check again.
+    bool cross = false;
+    for (size_t i = 0; i < req->ca->num_cross_requesters && kept.len != 0; i++) {
+        cross |= cm_span_eq(req->ca->cross_requesters[i], kept);
+    }
+    if (m->num_extra_certs > 0 && !(cross && cm_span_eq(m->extra_certs[0], kept))) {
         // The full check, with the anchors the request itself may have used.
         CM_TRY(srv_authenticate(req, req->ca->client_trust, req->ca->own_trust));
     } else {
-        if (req->txn.signer_cert.len == 0) {
+        // The certificate that signed the request (its chain verified then), from the
+        // transaction: the store's view of it is checked again.
+        if (kept.len == 0) {
             cm_why_set(&req->why,
                        "the signed %s carries no extraCerts and the transaction does not keep "
                        "the signer's certificate",
                        what);
             CM_BAIL(CMP_E_NO_EXTRA_CERTS);
         }
-        CM_TRY(srv_authenticate_stored(req, req->txn.signer_cert));
+        CM_TRY(srv_authenticate_stored(req, kept));
     }
     if (cred.len != sizeof(req->signer_hash) ||
         !cm_span_eq(cm_span_make(req->signer_hash, sizeof(req->signer_hash)), cred)) {
