@@ -27,6 +27,8 @@
 
 #define SECRET_REF "line-7"
 #define SECRET     "factory-secret"
+#define OTHER_REF  "line-8" // another client of the same CAs
+#define OTHER      "other-secret"
 // OpenSSL keeps its body type numbers in an internal header: ccp is [14] (RFC 9810 §5.1.2).
 #define BODY_CCP 14
 
@@ -43,7 +45,7 @@ static struct {
     ca_profile *profile;
     ca_profile *cross_profile;
     ca_trust *own_trust;
-    srv_secret secrets[1];
+    srv_secret secrets[2];
     srv_profile cross;
     cm_span other_cert; // the other CA (a cross-certification requester), DER
     cm_span rogue_cert; // a CA that is not one
@@ -203,6 +205,8 @@ static int poll_init(void)
     }
     g.secrets[0].ref = CM_SPAN_LIT(SECRET_REF);
     g.secrets[0].secret = CM_SPAN_LIT(SECRET);
+    g.secrets[1].ref = CM_SPAN_LIT(OTHER_REF);
+    g.secrets[1].secret = CM_SPAN_LIT(OTHER);
     g.cross = (srv_profile){
         .name = "cross", .profile = g.cross_profile, .policy = {.manual_approval = true}};
     for (int i = 0; i < 2; i++) {
@@ -215,7 +219,7 @@ static int poll_init(void)
                             .cmp_key = g.ca_key,
                             .cmp_sig_alg = HSM_SIG_ECDSA_SHA256,
                             .secrets = g.secrets,
-                            .num_secrets = 1,
+                            .num_secrets = 2,
                             .own_trust = g.own_trust,
                             .ca_pubs = true,
                             .profile_name = "devices",
@@ -615,7 +619,8 @@ static void test_poll_rejected(void)
 }
 
 // The bad pollReqs: an unknown transaction, the wrong certReqId, two requests asked for, no
-// recipNonce, a signature where the request had a MAC: each a readable error.
+// recipNonce, a signature where the request had a MAC, another client's secret: each a readable
+// error.
 static void test_poll_bad_requests(void)
 {
     test_hand ir;
@@ -653,6 +658,17 @@ static void test_poll_bad_requests(void)
     expect_status(&r, CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_WRONG_INTEGRITY,
                   "pollReq must be protected like its request");
     rsp_free(&r);
+    // Another client of the CA (its own valid secret) cannot collect this client's request.
+    test_hand other;
+    test_hand_init(&other, CMP_BODY_POLL_REQ, g.prot, ca_authority_subject(g.authority),
+                   CM_SPAN_LIT(OTHER_REF), OTHER);
+    TEST_ASSERT_OK(
+        test_hand_poll(&other, cm_span_make(ir.tid, 16), cm_span_make(w.nonce, 16), 0, 1));
+    hand_run(&r, CA_MANUAL, &other);
+    expect_status(&r, CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_BAD_MESSAGE_CHECK,
+                  "pollReq must be MAC-protected with the secret of its request");
+    rsp_free(&r);
+    test_hand_free(&other);
     // Nothing of it changed the waiting request.
     poll(&r, CA_MANUAL, &ir, &w, 0, 1, NULL, cm_span_make(NULL, 0));
     (void)poll_rep_of(&r, 0, NULL);
