@@ -344,9 +344,11 @@ cm_result cfg_daemon_load(cfg_loader *ld)
     cfg_daemon_coap_defaults(cfg);
     cfg->tls_ticket_lifetime = 3600; // engine/net's NET_TLS_DEFAULT_TICKET_LIFETIME_S
     cfg->tls_handshake_timeout = 10;
+    cfg_daemon_pending_defaults(cfg);
     const char *default_ca = NULL;
     const char *protection_algs = NULL;
     const char *pop_algs = NULL;
+    cm_result pr = cm_result_make(CM_OK);
     for (int i = 0; i < sk_CONF_VALUE_num(vals); i++) {
         const CONF_VALUE *cv = sk_CONF_VALUE_value(vals, i);
         const char *k = cv->name, *v = cv->value;
@@ -408,6 +410,8 @@ cm_result cfg_daemon_load(cfg_loader *ld)
             CM_TRY(cfg_bool(ld, &cfg->allow_sha1, k, v));
         } else if (cfg_daemon_tls_key(k)) {
             CM_TRY(cfg_daemon_tls(ld, k, v));
+        } else if (cfg_daemon_pending(ld, k, v, &pr)) {
+            CM_TRY(pr);
         } else {
             return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
         }
