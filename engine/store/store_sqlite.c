@@ -274,6 +274,18 @@ const char *const store_sq_write_sql[SQW_COUNT] = {
                         "AND status = 'unconfirmed') OR EXISTS (SELECT 1 FROM txn INDEXED BY "
                         "txn_pending_update WHERE ca = ?1 AND replaces = ?2 AND serial IS NULL "
                         "AND transaction_id <> ?3)",
+    [SQW_COPY_CERT] =
+        "INSERT INTO cert (ca, serial, subject_der, subject_text, not_before, not_after, "
+        "spki_sha256, status, revoked_at, reason, transaction_id, requester_kind, requester, "
+        "cert_der, issued_at, confirm_deadline, replaces, revoke_replaced, superseded_at) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
+        "?18, ?19)",
+    [SQW_COPY_CRL] =
+        "INSERT OR REPLACE INTO crl_state (ca, numbers_issued, revision, built_revision, "
+        "crl_der, crl_number, this_update, next_update) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [SQW_COPY_USE] = "INSERT OR REPLACE INTO credential_use (ca, kind, credential, used) "
+                     "VALUES (?1, ?2, ?3, ?4)",
     // The pending table (store_sqlite_pending.c). States as store_pending_state numbers them.
     [SQW_PEND_INSERT] = "INSERT INTO pending (ca, transaction_id, body_type, cert_req_id, why, "
                         "state, profile, subject, key_type, requester, created_at, expires_at, "
@@ -331,6 +343,13 @@ const char *const store_sq_read_sql[SQR_COUNT] = {
     [SQR_CRL_GET] = "SELECT crl_number, numbers_issued, revision, built_revision, crl_der, "
                     "this_update, next_update FROM crl_state WHERE ca = ?1",
     [SQR_CERT_STATE] = STORE_SQ_CERT_STATE,
+    [SQR_TXN_LIST] = "SELECT ca, transaction_id, state, sender_nonce, serial, protection, "
+                     "credential, expires_at, flags, request_nonce, signer_cert FROM txn "
+                     "ORDER BY ca, transaction_id",
+    [SQR_USE_LIST] = "SELECT ca, kind, credential, used FROM credential_use "
+                     "ORDER BY ca, kind, credential",
+    [SQR_CRL_LIST] = "SELECT ca, crl_number, numbers_issued, revision, built_revision, crl_der, "
+                     "this_update, next_update FROM crl_state ORDER BY ca",
     [SQR_PEND_GET] = "SELECT " STORE_SQ_PENDING_COLS " FROM pending WHERE ca = ?1 AND "
                      "transaction_id = ?2",
     [SQR_PEND_GET_ID] = "SELECT " STORE_SQ_PENDING_COLS " FROM pending WHERE id = ?1",
@@ -632,6 +651,9 @@ const store_backend_ops store_sqlite_ops = {
     .check = store_sq_check,
     .cert_state = store_sq_cert_state,
     .changed_elsewhere = store_sq_changed_elsewhere,
+    .txn_list = store_sq_txn_list,
+    .crl_list = store_sq_crl_list,
+    .use_list = store_sq_use_list,
     .pending_get = store_sq_pending_get,
     .pending_get_id = store_sq_pending_get_id,
     .pending_list = store_sq_pending_list,

@@ -14,6 +14,7 @@
 //   certmint pending -c CONF [--ca NAME] [--state STATE] [--all] [--json]
 //   certmint approve -c CONF ID
 //   certmint reject -c CONF ID [--reason TEXT]
+//   certmint store copy --from URL --to URL [--force]
 //
 // `init` makes a complete instance in DIR (tool_init.c). The other commands work on the
 // instance a configuration describes, through the same engine modules as the daemon (cfg,
@@ -44,6 +45,7 @@ static int tool_usage(FILE *f)
                "  certmint pending -c CONF [--ca NAME] [--state STATE] [--all] [--json]\n"
                "  certmint approve -c CONF ID\n"
                "  certmint reject -c CONF ID [--reason TEXT]\n"
+               "  certmint store copy --from URL --to URL [--force]\n"
                "Run 'certmint COMMAND --help' for details. Exit: 0 ok, 1 failed, 2 usage.\n");
     return f == stdout ? 0 : 2;
 }
@@ -60,18 +62,12 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int argc, char **argv);
-    } k_cmds[] = {{"init", tool_init_main},
-                  {"keys", tool_keys},
-                  {"secret", tool_secret},
-                  {"list", tool_list},
-                  {"show", tool_show},
-                  {"revoke", tool_revoke},
-                  {"revive", tool_revive},
-                  {"crl", tool_crl},
-                  {"import-ca-cert", tool_import_ca_cert},
-                  {"pending", tool_pending},
-                  {"approve", tool_approve},
-                  {"reject", tool_reject}};
+    } k_cmds[] = {
+        {"init", tool_init_main}, {"keys", tool_keys}, {"secret", tool_secret},
+        {"list", tool_list},      {"show", tool_show}, {"revoke", tool_revoke},
+        {"revive", tool_revive},  {"crl", tool_crl},   {"import-ca-cert", tool_import_ca_cert},
+        {"store", tool_store},     {"pending", tool_pending}, {"approve", tool_approve},
+        {"reject", tool_reject}};
     for (size_t i = 0; i < sizeof(k_cmds) / sizeof(k_cmds[0]); i++) {
         if (strcmp(argv[1], k_cmds[i].name) == 0) {
             if (!cm_ok(cm_runtime_init())) {

@@ -14,6 +14,7 @@
 //   tool_certs.c     certmint list, show, revoke
 //   tool_crl.c       certmint crl
 //   tool_secret.c    certmint secret add|list|remove
+//   tool_store.c     certmint store copy
 //   tool_pending.c   certmint pending, approve, reject (requests that wait)
 //
 // Every command function takes main's argc/argv (argv[1] is the command's name), prints its own
@@ -49,6 +50,7 @@ int tool_secret(int argc, char **argv);
 int tool_pending(int argc, char **argv); // the requests that wait (delayed delivery)
 int tool_approve(int argc, char **argv); // a request waiting for approval is signed
 int tool_reject(int argc, char **argv);  // a waiting request is rejected
+int tool_store(int argc, char **argv);
 
 // ---------------------------------------------------------------------------------------------
 // tool_args.c
