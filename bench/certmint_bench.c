@@ -206,6 +206,7 @@ static int bench_run_main(const bench_opts *o)
         SSL_SESSION_free(run.conns[i].sess);
         free(run.conns[i].in);
         free(run.conns[i].conf);
+        free(run.conns[i].poll);
         bench_coap_cleanup(&run.conns[i]);
     }
     if (run.rsp != NULL) {

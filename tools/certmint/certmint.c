@@ -62,12 +62,19 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int argc, char **argv);
-    } k_cmds[] = {
-        {"init", tool_init_main}, {"keys", tool_keys}, {"secret", tool_secret},
-        {"list", tool_list},      {"show", tool_show}, {"revoke", tool_revoke},
-        {"revive", tool_revive},  {"crl", tool_crl},   {"import-ca-cert", tool_import_ca_cert},
-        {"store", tool_store},     {"pending", tool_pending}, {"approve", tool_approve},
-        {"reject", tool_reject}};
+    } k_cmds[] = {{"init", tool_init_main},
+                  {"keys", tool_keys},
+                  {"secret", tool_secret},
+                  {"list", tool_list},
+                  {"show", tool_show},
+                  {"revoke", tool_revoke},
+                  {"revive", tool_revive},
+                  {"crl", tool_crl},
+                  {"import-ca-cert", tool_import_ca_cert},
+                  {"store", tool_store},
+                  {"pending", tool_pending},
+                  {"approve", tool_approve},
+                  {"reject", tool_reject}};
     for (size_t i = 0; i < sizeof(k_cmds) / sizeof(k_cmds[0]); i++) {
         if (strcmp(argv[1], k_cmds[i].name) == 0) {
             if (!cm_ok(cm_runtime_init())) {
