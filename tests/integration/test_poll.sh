@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/integration/test_poll.sh CERTMINTD CERTMINT
+# tests/integration/test_poll.sh CERTMINTD CERTMINT [CERTMINT-BENCH]
 # Delayed delivery and manual approval (issue 16) end to end: a throwaway instance (certmint
 # init) whose profile has approval = manual, a real certmintd, and the real `openssl cmp`, which
 # polls by itself after a `waiting` answer (pollReq, pollRep with checkAfter). While the client
@@ -7,10 +7,12 @@
 # ir, cr (signed by the first certificate), kur and p10cr (certReqId -1) approved and
 # delivered, with certConf and with implicitConfirm; an ir rejected with the operator's reason;
 # an ir nobody decides rejected after waiting_timeout; the daemon restarted while a request
-# waits (its state is in the store), the request approved and collected afterwards.
+# waits (its state is in the store), the request approved and collected afterwards; and
+# certmint-bench, which polls too, approved while it runs.
 set -uo pipefail
 certmintd=$(realpath "$1")
 certmint=$(realpath "$2")
+bench=${3:+$(realpath "$3")}
 work=$(mktemp -d /tmp/certmint-poll-XXXXXX)
 pid=""
 fails=0
@@ -165,6 +167,30 @@ else fail "  approve"; fi
 rc=$(wait_rc g)
 issued g "$rc" g.key
 polled g
+
+# certmint-bench polls for the answers of waiting requests (and counts the polls); an operator
+# approves whatever waits meanwhile.
+if [ -n "$bench" ]; then
+  (for _ in $(seq 1 100); do
+     "$certmint" pending -c "$conf" --state approval | cut -d' ' -f1 | while read -r id; do
+       "$certmint" approve -c "$conf" "$id" >/dev/null 2>&1
+     done
+     sleep 0.3
+   done) &
+  approver=$!
+  if "$bench" --url "http://127.0.0.1:$port/.well-known/cmp" \
+    --secret "demo-device:$(cat inst/secrets/demo-device)" -n 4 --connections 2 \
+    --flow ir-confirm --ca inst/ca.pem --json bench.json >bench.out 2>&1; then
+    ok "certmint-bench: 4 enrolments approved while it polled"
+  else fail "certmint-bench"; tail -8 bench.out; fi
+  kill "$approver" 2>/dev/null; wait "$approver" 2>/dev/null
+  python3 - bench.json <<'PY' && ok "  4 ok, each answered waiting, polls counted" \
+    || { fail "  bench JSON"; cat bench.json; }
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["ok"] == 4 and r["failed"] == 0 and r["waiting"] == 4 and r["polls"] >= 4, r
+PY
+fi
 stop
 
 echo "$passes passed, $fails failed"
