@@ -115,8 +115,8 @@ static cm_result store_sq_crl_bump(store_backend *b, const char *ca)
 
 // store_sq_revoke_row revokes (ca, serial), whose current status is |status|, at |time| with
 // |reason| and bumps the CA's CRL revision.
-static cm_result store_sq_revoke_row(store_backend *b, const char *ca, cm_span serial,
-                                     store_cert_status status, int64_t time, int reason)
+cm_result store_sq_revoke_row(store_backend *b, const char *ca, cm_span serial,
+                              store_cert_status status, int64_t time, int reason)
 {
     bool hold = reason == STORE_REASON_CERTIFICATE_HOLD;
     // A held certificate may be revoked for good (RFC 5280 §5.3.1), not held twice.
@@ -164,7 +164,11 @@ static cm_result store_sq_supersede(store_backend *b, store_job *job, const char
 
 static cm_result store_sq_cert_insert(store_backend *b, store_job *job)
 {
-    const store_cert *c = &job->u.cert;
+    return store_sq_insert_cert(b, job, &job->u.cert);
+}
+
+cm_result store_sq_insert_cert(store_backend *b, store_job *job, const store_cert *c)
+{
     sqlite3_stmt *st = b->st[SQW_CERT_INSERT];
     store_sq_bind_text(st, 1, c->ca);
     store_sq_bind_span(st, 2, c->serial);
@@ -262,7 +266,11 @@ static cm_result store_sq_exists(store_backend *b, int idx, bool *out)
 // savepoint; any failure undoes all of it.
 static cm_result store_sq_reserve(store_backend *b, store_job *job)
 {
-    const store_reservation *v = &job->u.rsv;
+    return store_sq_reserve_rsv(b, job, &job->u.rsv);
+}
+
+cm_result store_sq_reserve_rsv(store_backend *b, store_job *job, const store_reservation *v)
+{
     // The transaction row first: a duplicate transactionID is the common refusal.
     sqlite3_stmt *st = b->st[SQW_TXN_RESERVE];
     store_sq_bind_text(st, 1, v->ca);
@@ -573,6 +581,13 @@ static cm_result store_sq_exec_op(store_backend *b, store_job *job)
                                     "DELETE FROM credential_use");
     case STORE_OP_COPY_USE:
         return store_sq_copy_use(b, &job->u.use);
+    case STORE_OP_PENDING_ADD:
+    case STORE_OP_PENDING_CLAIM:
+    case STORE_OP_PENDING_DECIDE:
+    case STORE_OP_PENDING_ISSUE:
+    case STORE_OP_PENDING_DELIVER:
+    case STORE_OP_PENDING_EXPIRE:
+        return store_sq_pending_exec(b, job);
     }
     CM_BAIL(STORE_E_INVALID);
 }
@@ -585,7 +600,7 @@ cm_result store_sq_exec_job(store_backend *b, store_job *job)
                  job->op == STORE_OP_CERT_RELEASE || job->op == STORE_OP_SWEEP ||
                  job->op == STORE_OP_TXN_RESERVE || job->op == STORE_OP_TXN_UNRESERVE ||
                  (job->op == STORE_OP_CERT_INSERT && job->u.cert.replaces.len != 0) ||
-                 job->op == STORE_OP_COPY_CLEAR;
+                 job->op == STORE_OP_COPY_CLEAR || store_sq_pending_multi(job->op);
     if (!multi) {
         return store_sq_exec_op(b, job);
     }

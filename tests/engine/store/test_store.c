@@ -1903,7 +1903,7 @@ static void test_store_migrates_schema_2(void)
     TEST_ASSERT_OK(store_run(s, &v.job));
     test_store_close_checked(s);
     CU_ASSERT_EQUAL(test_store_db_int("v2.db", test_store_version_sql()), STORE_SCHEMA_VERSION);
-    CU_ASSERT_EQUAL(STORE_SCHEMA_VERSION, 3);
+    CU_ASSERT(STORE_SCHEMA_VERSION >= 3); // 3 and later migrations on top
     static const char *const k_new[] = {"cert_by_key", "cert_by_replaces", "txn_reserved_serial",
                                         "txn_pending_key", "txn_pending_update"};
     for (size_t i = 0; i < sizeof(k_new) / sizeof(k_new[0]); i++) {
