@@ -600,6 +600,107 @@ static void test_pending_refusals_undo_the_op(void)
     store_close(s);
 }
 
+// pend_state reads what the status cache answers for the certificate of |it|.
+static store_cert_state pend_state(store *s, const pend_item *it)
+{
+    store_reader *r = NULL;
+    store_cert_state st = {0};
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    TEST_ASSERT_OK(store_cert_state_get(r, &st, "devices", cm_span_make(it->serial, 16)));
+    store_reader_close(r);
+    return st;
+}
+
+// A key update that waits: its reservation makes the replaced certificate's update pending
+// (a second update of it is refused), a rejection ends that (the cached answer too), and an
+// issued update that is valid at once supersedes and revokes the old certificate.
+static void test_pending_key_update(void)
+{
+    store *s = pend_open("kur.db");
+    pend_item old, it, second, third;
+    pend_fill(&old, 10, STORE_PENDING_QUEUED, 1700086400);
+    store_job ins;
+    store_job_init(&ins, STORE_OP_CERT_INSERT, NULL);
+    ins.u.cert = pend_cert(&old, STORE_CERT_VALID, 0);
+    TEST_ASSERT_OK(store_run(s, &ins));
+    const cm_span old_serial = cm_span_make(old.serial, sizeof(old.serial));
+    CU_ASSERT_FALSE(pend_state(s, &old).update_pending); // now cached
+
+    pend_fill(&it, 11, STORE_PENDING_APPROVAL, 1700086400);
+    it.rsv.replaces = old_serial;
+    TEST_ASSERT_OK(pend_add(s, &it));
+    CU_ASSERT_TRUE(pend_state(s, &old).update_pending);
+    pend_fill(&second, 12, STORE_PENDING_APPROVAL, 1700086400);
+    second.rsv.replaces = old_serial;
+    TEST_ASSERT_CODE(pend_add(s, &second), STORE_E_UPDATE_PENDING);
+    TEST_ASSERT_OK(pend_op(
+        s, STORE_OP_PENDING_DECIDE,
+        &(store_pending_op){
+            .id = it.id, .time = 1700000020, .fail_info = 23, .status_text = "no", .keep_s = 60}));
+    CU_ASSERT_FALSE(pend_state(s, &old).update_pending);
+
+    pend_fill(&third, 13, STORE_PENDING_QUEUED, 1700086400);
+    third.rsv.replaces = old_serial;
+    TEST_ASSERT_OK(pend_add(s, &third));
+    CU_ASSERT_TRUE(pend_state(s, &old).update_pending);
+    TEST_ASSERT_OK(pend_op(s, STORE_OP_PENDING_CLAIM,
+                           &(store_pending_op){.id = third.id, .time = 1700000030}));
+    store_cert c = pend_cert(&third, STORE_CERT_VALID, 0);
+    c.replaces = old_serial;
+    c.revoke_replaced = true;
+    TEST_ASSERT_OK(pend_op(s, STORE_OP_PENDING_ISSUE,
+                           &(store_pending_op){.id = third.id,
+                                               .time = 1700000031,
+                                               .cert = &c,
+                                               .txn_state = 2,
+                                               .txn_expires_at = 1700090000}));
+    const store_cert_state st = pend_state(s, &old);
+    CU_ASSERT_EQUAL(st.status, STORE_CERT_REVOKED);
+    CU_ASSERT_EQUAL(st.reason, 4); // superseded
+    CU_ASSERT_NOT_EQUAL(st.superseded_at, 0);
+    CU_ASSERT_FALSE(st.update_pending);
+    CU_ASSERT_EQUAL(pend_state(s, &third).status, STORE_CERT_VALID);
+    store_close(s);
+}
+
+// PostgreSQL: two nodes on one database. A request that waits on one node is seen by the
+// other (a pollReq may reach any node), one claim wins, the other node records and delivers.
+static void test_pending_pg_two_nodes(void)
+{
+    store *a = pend_open("nodes.db");
+    store *b = pend_open("nodes.db");
+    cm_arena ar;
+    cm_arena_init(&ar, 0, 0);
+    pend_item it;
+    pend_fill(&it, 1, STORE_PENDING_QUEUED, 1700086400);
+    TEST_ASSERT_OK(pend_add(a, &it));
+    store_pending p;
+    TEST_ASSERT_OK(pend_get(b, &ar, &p, &it));
+    CU_ASSERT_EQUAL(p.id, it.id);
+    CU_ASSERT_EQUAL(p.state, STORE_PENDING_QUEUED);
+    const store_pending_op claim = {.id = it.id, .time = 1700000010, .stale_before = 1700000000};
+    TEST_ASSERT_OK(pend_op(b, STORE_OP_PENDING_CLAIM, &claim));
+    TEST_ASSERT_CODE(pend_op(a, STORE_OP_PENDING_CLAIM, &claim), STORE_E_PENDING_STATE);
+    const store_cert c = pend_cert(&it, STORE_CERT_UNCONFIRMED, 1700087000);
+    TEST_ASSERT_OK(pend_op(b, STORE_OP_PENDING_ISSUE,
+                           &(store_pending_op){.id = it.id,
+                                               .time = 1700000011,
+                                               .cert = &c,
+                                               .txn_state = 1,
+                                               .txn_expires_at = 1700087600}));
+    TEST_ASSERT_OK(pend_op(a, STORE_OP_PENDING_DELIVER,
+                           &(store_pending_op){.ca = "devices",
+                                               .transaction_id = cm_span_make(it.tid, 16),
+                                               .time = 1700000012,
+                                               .sender_nonce = CM_SPAN_LIT("NONCE-NONCE-NONC"),
+                                               .txn_expires_at = 1700000900}));
+    TEST_ASSERT_OK(pend_get(b, &ar, &p, &it));
+    CU_ASSERT_EQUAL(p.state, STORE_PENDING_DELIVERED);
+    cm_arena_cleanup(&ar);
+    store_close(b);
+    store_close(a);
+}
+
 // pend_db_int runs |sql| on the store |name| directly (not through the store) and returns the
 // first column of its first row, -1 when there is none.
 static int64_t pend_db_int(const char *name, const char *sql)
@@ -734,7 +835,7 @@ static void test_pending_migrates_schema_3(void)
 #define PEND_CASES                                                                     \
     TEST_CASE(test_pending_load_flow), TEST_CASE(test_pending_approval_and_rejection), \
         TEST_CASE(test_pending_expiry), TEST_CASE(test_pending_refusals_undo_the_op),  \
-        TEST_CASE(test_pending_migrates_schema_3)
+        TEST_CASE(test_pending_key_update), TEST_CASE(test_pending_migrates_schema_3)
 
 int test_store_pending_register(void)
 {
@@ -745,7 +846,7 @@ int test_store_pending_register(void)
 
 int test_store_pending_pg_register_suite(void)
 {
-    static const test_case tests[] = {PEND_CASES};
+    static const test_case tests[] = {PEND_CASES, TEST_CASE(test_pending_pg_two_nodes)};
     return test_register_suite("store_pending_pg", pend_pg_suite_init, pend_pg_suite_cleanup, NULL,
                                NULL, tests, TEST_NUM_CASES(tests));
 }
