@@ -68,6 +68,10 @@
 //   max_pending   = 10000            # enrolments waiting under load on this node; more:
 //                                    #   systemUnavail
 //   approval_check_after = 60        # seconds: the checkAfter of a request held for approval
+//   max_nested_depth = 2             # nested messages inside nested ones (0: none accepted)
+//   max_nested_messages = 256        # inner messages of one request, at every depth
+//   nested_threads = 2               # threads verifying a batch's inner messages; default:
+//                                    #   online cores; 0: on the I/O thread that received it
 //
 //   [ca:NAME]                        # served at /.well-known/cmp/p/NAME
 //   key          = pkcs11:...        # required; resolved later by hsm/
@@ -138,6 +142,7 @@
 //                                    #   with their key (trusted as themselves)
 //   cross_profile = cross            # the profile (ca = on) a ccr is issued under; required
 //                                    #   with cross_requesters
+//   ra.REF        = on               # the secret REF may protect nested messages as an RA
 #ifndef CERTMINT_ENGINE_CONFIG_CFG_H
 #define CERTMINT_ENGINE_CONFIG_CFG_H
 
@@ -182,6 +187,7 @@ typedef struct cfg_secret {
     uint32_t max_certs;    // max_certs.REF / once.REF: certificates it may enrol; 0: no limit
     char *subject_pattern; // subject_pattern.REF, NULL when none
     bool is_key;           // key.REF: a key for the key-based MACs; else a password (PBM, PBMAC1)
+    bool ra;               // ra.REF = on: may protect nested messages as an RA (issue 16)
 } cfg_secret;
 
 // cfg_clients is one [clients:NAME] section. Thread: immutable after cfg_load (the trust
@@ -311,6 +317,10 @@ typedef struct cfg_config {
     uint32_t max_commit_latency;   // ms
     uint32_t max_pending;          // enrolments waiting under load on this node
     uint32_t approval_check_after; // seconds
+    // Nested messages (issue 16, RFC 9483 §5.2.2).
+    uint32_t max_nested_depth;    // nesting levels accepted (0: nested messages refused)
+    uint32_t max_nested_messages; // inner messages of one request, all levels together
+    uint32_t nested_threads;      // the inner messages' verification pool (0: inline)
 } cfg_config;
 
 // cfg_load reads and validates the file at |path| and every file it references (CA
