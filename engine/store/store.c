@@ -126,6 +126,30 @@ static bool store_pending_fields_ok(const store_pending *p)
            store_span_ok(p->signer_cert, false);
 }
 
+// store_copy_txn_ok checks a STORE_OP_COPY_TXN row: the transaction's fields and its
+// reservation's (a key hash has 32 bytes).
+static bool store_copy_txn_ok(const store_txn *t)
+{
+    return store_txn_fields_ok(t) && store_span_ok(t->reserved_serial, false) &&
+           t->reserved_serial.len <= 20 && (t->spki_sha256.len == 0 || t->spki_sha256.len == 32) &&
+           store_span_ok(t->spki_sha256, false) && store_span_ok(t->replaces, false) &&
+           t->replaces.len <= 20;
+}
+
+// store_copy_pending_ok checks a STORE_OP_COPY_PENDING row against the schema's rules (a
+// SIGNING row was claimed, a REJECTED one has its failInfo).
+static bool store_copy_pending_ok(const store_pending *p)
+{
+    return p->id > 0 && p->ca != NULL && p->ca[0] != '\0' &&
+           store_span_ok(p->transaction_id, true) && p->state < STORE_PENDING_NUM_STATES &&
+           (p->why == STORE_PENDING_WHY_LOAD || p->why == STORE_PENDING_WHY_APPROVAL) &&
+           p->subject != NULL && p->key_type != NULL && p->requester != NULL &&
+           store_span_ok(p->tbs, true) && store_span_ok(p->serial, true) && p->serial.len <= 20 &&
+           store_span_ok(p->replaces, false) && p->replaces.len <= 20 && p->fail_info >= -1 &&
+           p->fail_info < 32 && (p->state != STORE_PENDING_SIGNING || p->claimed_at != 0) &&
+           (p->state != STORE_PENDING_REJECTED || p->fail_info >= 0);
+}
+
 cm_result store_job_validate(const store_job *job)
 {
     const store_ref *ref = &job->u.ref;
@@ -178,6 +202,12 @@ cm_result store_job_validate(const store_job *job)
         ok = job->u.use.ca != NULL && job->u.use.ca[0] != '\0' &&
              (job->u.use.kind == STORE_AUTH_MAC || job->u.use.kind == STORE_AUTH_SIGNATURE) &&
              store_span_ok(job->u.use.credential, true) && job->u.use.used <= INT64_MAX;
+        break;
+    case STORE_OP_COPY_TXN:
+        ok = store_copy_txn_ok(&job->u.txn);
+        break;
+    case STORE_OP_COPY_PENDING:
+        ok = store_copy_pending_ok(&job->u.pend);
         break;
     case STORE_OP_TXN_RESERVE:
     case STORE_OP_TXN_UNRESERVE:

@@ -166,6 +166,13 @@ typedef struct store_txn {
     uint32_t flags;        // the server's flags of the request (its body type, its MAC)
     cm_span request_nonce; // the request's senderNonce (empty: not recorded)
     cm_span signer_cert;   // the signer certificate's DER, for a signed request (else empty)
+    // The reservation made with the row (store_reservation's serial, key and replaced
+    // certificate; empty when there was none or it was given back): filled by store_txn_list
+    // and written by STORE_OP_COPY_TXN only (store_txn_get, TXN_CREATE and TXN_UPDATE leave
+    // them alone).
+    cm_span reserved_serial;
+    cm_span spki_sha256;
+    cm_span replaces;
 } store_txn;
 
 // store_reservation is the first write of an enrolment, made before the certificate is signed
@@ -270,6 +277,9 @@ typedef struct store_pending {
     uint32_t txn_flags;
     cm_span request_nonce;
     cm_span signer_cert;
+    // Read only (written by STORE_OP_COPY_PENDING only, with |id|): whether the reservation
+    // counted a use of a limited credential (given back when the row is rejected or expires).
+    bool counted;
 } store_pending;
 
 // store_pending_op carries the arguments of the other STORE_OP_PENDING_* ops (see store_op).
@@ -313,10 +323,16 @@ typedef enum store_op {
                               //   STORE_E_TXN_NOT_FOUND when no reservation without a
                               //   certificate exists
     // store_copy only: a row exactly as another store holds it.
-    STORE_OP_COPY_CERT,  // u.cert: any status, with revoked_at, reason and confirm_deadline
-    STORE_OP_COPY_CRL,   // u.crl: every field, numbers_issued and revision included (replaces)
-    STORE_OP_COPY_CLEAR, // delete every certificate, transaction, CRL state and count
-    STORE_OP_COPY_USE,   // u.use: a credential's count of certificates (replaces)
+    STORE_OP_COPY_CERT,    // u.cert: any status, with revoked_at, reason and confirm_deadline
+    STORE_OP_COPY_CRL,     // u.crl: every field, numbers_issued and revision included (replaces)
+    STORE_OP_COPY_CLEAR,   // delete every certificate, transaction, CRL state, count and
+                           //   pending row
+    STORE_OP_COPY_USE,     // u.use: a credential's count of certificates (replaces)
+    STORE_OP_COPY_TXN,     // u.txn: a transaction with its reservation (reserved_serial,
+                           //   spki_sha256, replaces); STORE_E_TXN_IN_USE if it exists
+    STORE_OP_COPY_PENDING, // u.pend: a waiting request in any state, |id| and |counted|
+                           //   included (rsv and the txn fields unused: its reservation is
+                           //   the txn row copied before it); STORE_E_TXN_IN_USE if it exists
     // Delayed delivery (schema 4; store_pending). Every one is atomic (its own savepoint) and
     // durable. STORE_E_PENDING_UNKNOWN when the row does not exist, STORE_E_PENDING_STATE when
     // it is not in a state the op applies to (decided meanwhile, claimed by another node).
@@ -680,19 +696,20 @@ typedef struct store_copy_counts {
     uint64_t txns;
     uint64_t crl_states;
     uint64_t uses;
+    uint64_t pending; // waiting requests (schema 4)
 } store_copy_counts;
 
 // store_copy_count counts the rows of every table through |r| (scans: tools).
 CM_RESULT store_copy_count(store_reader *r, store_copy_counts *out);
 
 // store_copy copies every certificate (in issue order, statuses, revocations and key updates
-// as they are), every transaction, every CRL state and every credential's count from |src|
-// into |dst| (a reservation without its certificate yet keeps its row but not its reserved
-// serial, key and replaced certificate: copy a stopped instance), in batches of one transaction
-// each (STORE_OP_COPY_*), and adds what it wrote to |out_copied|. With |clear| it first empties
-// |dst| (STORE_OP_COPY_CLEAR). It does not check that |dst| was empty nor verify the result:
-// the caller compares store_copy_count of both (certmint store copy does). Stops at the first
-// failed job and returns its result. Thread: the caller's (|src|'s); blocks.
+// as they are), every transaction (with the reservation it holds: serial, key and replaced
+// certificate), every CRL state, every credential's count and every waiting request (the
+// pending table, with its ids) from |src| into |dst| (copy a stopped instance), in batches of
+// one transaction each (STORE_OP_COPY_*), and adds what it wrote to |out_copied|. With |clear| it
+// first empties |dst| (STORE_OP_COPY_CLEAR). It does not check that |dst| was empty nor verify the
+// result: the caller compares store_copy_count of both (certmint store copy does). Stops at the
+// first failed job and returns its result. Thread: the caller's (|src|'s); blocks.
 CM_RESULT store_copy(store *dst, store_reader *src, bool clear, store_copy_counts *out_copied);
 
 // store_reader_check runs the backend's full integrity check (SQLite PRAGMA integrity_check and

@@ -576,7 +576,7 @@ _Static_assert(sizeof(k_store_pg_migrations) / sizeof(k_store_pg_migrations[0]) 
 #define STORE_PG_PENDING_COLS                                                                    \
     "id, ca, transaction_id, body_type, cert_req_id, why::int8, state::int8, profile, subject, " \
     "key_type, requester, created_at, expires_at, claimed_at, decided_at, tbs, serial, flags, "  \
-    "fail_info::int8, status_text, replaces"
+    "fail_info::int8, status_text, replaces, counted::int::int8"
 
 const store_pg_sql store_pg_write_sql[PGW_COUNT] = {
     [PGW_CERT_INSERT] =
@@ -625,11 +625,31 @@ const store_pg_sql store_pg_write_sql[PGW_COUNT] = {
                       "crl_number = excluded.crl_number, this_update = excluded.this_update, "
                       "next_update = excluded.next_update",
                       "tiiibiii"},
-    [PGW_COPY_CLEAR] = {"TRUNCATE txn, cert, crl_state, credential_use RESTART IDENTITY", ""},
+    [PGW_COPY_CLEAR] = {"TRUNCATE pending, txn, cert, crl_state, credential_use RESTART IDENTITY",
+                        ""},
     [PGW_COPY_USE] = {"INSERT INTO credential_use (ca, kind, credential, used) "
                       "VALUES ($1, $2, $3, $4) ON CONFLICT (ca, kind, credential) "
                       "DO UPDATE SET used = excluded.used",
                       "tibi"},
+    // A transaction with its reservation; in use (no row returned) when its transactionID or
+    // reserved serial is.
+    [PGW_COPY_TXN] = {"INSERT INTO txn (ca, transaction_id, state, sender_nonce, serial, "
+                      "protection, credential, expires_at, flags, request_nonce, signer_cert, "
+                      "reserved_serial, spki_sha256, replaces) VALUES ($1, $2, $3, $4, $5, $6, "
+                      "$7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING RETURNING 1",
+                      "tbibbibiibbbbb"},
+    // A pending row with its id; the identity then continues after the highest id copied.
+    [PGW_COPY_PENDING] = {"WITH ins AS (INSERT INTO pending (id, ca, transaction_id, body_type, "
+                          "cert_req_id, why, state, profile, subject, key_type, requester, "
+                          "created_at, expires_at, claimed_at, decided_at, tbs, serial, flags, "
+                          "fail_info, status_text, replaces, counted) VALUES ($1, $2, $3, $4, "
+                          "$5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, "
+                          "$20, $21, $22 <> 0) ON CONFLICT DO NOTHING RETURNING id) "
+                          "SELECT setval(pg_get_serial_sequence('pending', 'id'), "
+                          "greatest(ins.id, (SELECT max(id) FROM pending))) FROM ins",
+                          "itbiiii"
+                          "tttt"
+                          "iiiibbiitbi"},
     [PGW_CERT_INSERT_UPDATE] = {"SELECT * FROM certmint_insert_update($1, $2, $3, $4, $5, $6, $7, "
                                 "$8, $9, $10, $11, $12, $13, $14, $15, $16)",
                                 "tbbtiibtbibbiibi"},
@@ -707,7 +727,8 @@ const store_pg_sql store_pg_read_sql[PGR_COUNT] = {
                      "this_update, next_update FROM crl_state WHERE ca = $1",
                      "t"},
     [PGR_TXN_LIST] = {"SELECT ca, transaction_id, state, sender_nonce, serial, protection, "
-                      "credential, expires_at, flags, request_nonce, signer_cert FROM txn "
+                      "credential, expires_at, flags, request_nonce, signer_cert, reserved_serial, "
+                      "spki_sha256, replaces FROM txn "
                       "WHERE (ca, transaction_id) > ($1, $2) ORDER BY ca, transaction_id "
                       "LIMIT $3",
                       "tbi"},

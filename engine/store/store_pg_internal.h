@@ -36,6 +36,8 @@ enum {
     PGW_COPY_CRL,
     PGW_COPY_CLEAR,
     PGW_COPY_USE,
+    PGW_COPY_TXN,
+    PGW_COPY_PENDING,
     PGW_CERT_INSERT_UPDATE, // a STORE_OP_CERT_INSERT of a kur's certificate (|replaces|)
     PGW_RESERVE,
     PGW_UNRESERVE,

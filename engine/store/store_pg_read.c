@@ -343,6 +343,15 @@ cm_result store_pg_txn_list(store_backend_reader *r, store_txn_fn fn, void *ctx)
             if (cm_ok(rc)) {
                 rc = store_pg_col_span(res, i, 10, NULL, &t.signer_cert);
             }
+            if (cm_ok(rc)) {
+                rc = store_pg_col_span(res, i, 11, NULL, &t.reserved_serial);
+            }
+            if (cm_ok(rc)) {
+                rc = store_pg_col_span(res, i, 12, NULL, &t.spki_sha256);
+            }
+            if (cm_ok(rc)) {
+                rc = store_pg_col_span(res, i, 13, NULL, &t.replaces);
+            }
             if (cm_ok(rc) &&
                 (strlen(t.ca) >= sizeof(after_ca) || t.transaction_id.len > sizeof(after_tid))) {
                 rc = cm_bail_note(STORE_E_INVALID, __FILE__, __LINE__);
@@ -518,6 +527,7 @@ static cm_result store_pg_row_pending(const PGresult *res, int row, cm_arena *a,
         CM_TRY(store_pg_col_text(res, row, 19, a, &p->status_text));
     }
     CM_TRY(store_pg_col_span(res, row, 20, a, &p->replaces));
+    p->counted = store_pg_i64(res, row, 21) != 0;
     return cm_result_make(CM_OK);
 }
 

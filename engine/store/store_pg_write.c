@@ -187,6 +187,7 @@ static int store_pg_job_params(const store_job *job, store_pg_params *p)
         return PGW_RELEASE;
     case STORE_OP_TXN_CREATE:
     case STORE_OP_TXN_UPDATE:
+    case STORE_OP_COPY_TXN:
         store_pg_param_text(p, t->ca);
         store_pg_param_span(p, t->transaction_id);
         store_pg_param_int(p, (int64_t)t->state);
@@ -198,6 +199,12 @@ static int store_pg_job_params(const store_job *job, store_pg_params *p)
         store_pg_param_int(p, (int64_t)t->flags);
         store_pg_param_span(p, t->request_nonce);
         store_pg_param_span(p, t->signer_cert);
+        if (job->op == STORE_OP_COPY_TXN) {
+            store_pg_param_span(p, t->reserved_serial);
+            store_pg_param_span(p, t->spki_sha256);
+            store_pg_param_span(p, t->replaces);
+            return PGW_COPY_TXN;
+        }
         return job->op == STORE_OP_TXN_CREATE ? PGW_TXN_CREATE : PGW_TXN_UPDATE;
     case STORE_OP_TXN_RESERVE: {
         const store_reservation *v = &job->u.rsv;
@@ -263,6 +270,36 @@ static int store_pg_job_params(const store_job *job, store_pg_params *p)
         return PGW_COPY_CRL;
     case STORE_OP_COPY_CLEAR:
         return PGW_COPY_CLEAR;
+    case STORE_OP_COPY_PENDING: {
+        const store_pending *pd = &job->u.pend;
+        store_pg_param_int(p, pd->id);
+        store_pg_param_text(p, pd->ca);
+        store_pg_param_span(p, pd->transaction_id);
+        store_pg_param_int(p, (int64_t)pd->body_type);
+        store_pg_param_int(p, pd->cert_req_id);
+        store_pg_param_int(p, (int64_t)pd->why);
+        store_pg_param_int(p, (int64_t)pd->state);
+        store_pg_param_text(p, pd->profile);
+        store_pg_param_text(p, pd->subject);
+        store_pg_param_text(p, pd->key_type);
+        store_pg_param_text(p, pd->requester);
+        store_pg_param_int(p, pd->created_at);
+        store_pg_param_int(p, pd->expires_at);
+        store_pg_param_time(p, pd->claimed_at);
+        store_pg_param_time(p, pd->decided_at);
+        store_pg_param_span(p, pd->tbs);
+        store_pg_param_span(p, pd->serial);
+        store_pg_param_int(p, (int64_t)pd->flags);
+        if (pd->fail_info < 0) {
+            store_pg_param_null(p);
+        } else {
+            store_pg_param_int(p, pd->fail_info);
+        }
+        store_pg_param_text(p, pd->status_text);
+        store_pg_param_span(p, pd->replaces);
+        store_pg_param_int(p, pd->counted ? 1 : 0);
+        return PGW_COPY_PENDING;
+    }
     case STORE_OP_PENDING_ADD:
     case STORE_OP_PENDING_CLAIM:
     case STORE_OP_PENDING_DECIDE:
@@ -373,6 +410,8 @@ static void store_pg_job_outcome(store_pg_slot *slot, const PGresult *res)
         code = one ? store_pg_fn_code(v) : STORE_E_DB;
         break;
     case STORE_OP_TXN_CREATE:
+    case STORE_OP_COPY_TXN:
+    case STORE_OP_COPY_PENDING:
         code = rows == 1 ? CM_OK : STORE_E_TXN_IN_USE;
         break;
     case STORE_OP_TXN_DELETE:
@@ -435,7 +474,8 @@ static uint32_t store_pg_job_error(const store_job *job, uint32_t code)
 {
     if (code == STORE_E_DUPLICATE_SERIAL) {
         // A unique violation: the serial for certificates, the transactionID for transactions.
-        if (job->op == STORE_OP_TXN_CREATE) {
+        if (job->op == STORE_OP_TXN_CREATE || job->op == STORE_OP_COPY_TXN ||
+            job->op == STORE_OP_COPY_PENDING) {
             return STORE_E_TXN_IN_USE;
         }
         return job->op == STORE_OP_CERT_INSERT || job->op == STORE_OP_COPY_CERT

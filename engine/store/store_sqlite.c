@@ -200,7 +200,7 @@ _Static_assert(sizeof(k_store_sq_migrations) / sizeof(k_store_sq_migrations[0]) 
 #define STORE_SQ_PENDING_COLS                                                                    \
     "id, ca, transaction_id, body_type, cert_req_id, why, state, profile, subject, key_type, "   \
     "requester, created_at, expires_at, claimed_at, decided_at, tbs, serial, flags, fail_info, " \
-    "status_text, replaces"
+    "status_text, replaces, counted"
 
 const char *const store_sq_write_sql[SQW_COUNT] = {
     [SQW_BEGIN] = "BEGIN IMMEDIATE",
@@ -286,6 +286,17 @@ const char *const store_sq_write_sql[SQW_COUNT] = {
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [SQW_COPY_USE] = "INSERT OR REPLACE INTO credential_use (ca, kind, credential, used) "
                      "VALUES (?1, ?2, ?3, ?4)",
+    [SQW_COPY_TXN] =
+        "INSERT INTO txn (ca, transaction_id, state, sender_nonce, serial, protection, "
+        "credential, expires_at, flags, request_nonce, signer_cert, reserved_serial, "
+        "spki_sha256, replaces) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+        "?11, ?12, ?13, ?14)",
+    [SQW_COPY_PENDING] =
+        "INSERT INTO pending (id, ca, transaction_id, body_type, cert_req_id, why, "
+        "state, profile, subject, key_type, requester, created_at, expires_at, "
+        "claimed_at, decided_at, tbs, serial, flags, fail_info, status_text, "
+        "replaces, counted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+        "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
     // The pending table (store_sqlite_pending.c). States as store_pending_state numbers them.
     [SQW_PEND_INSERT] = "INSERT INTO pending (ca, transaction_id, body_type, cert_req_id, why, "
                         "state, profile, subject, key_type, requester, created_at, expires_at, "
@@ -344,8 +355,8 @@ const char *const store_sq_read_sql[SQR_COUNT] = {
                     "this_update, next_update FROM crl_state WHERE ca = ?1",
     [SQR_CERT_STATE] = STORE_SQ_CERT_STATE,
     [SQR_TXN_LIST] = "SELECT ca, transaction_id, state, sender_nonce, serial, protection, "
-                     "credential, expires_at, flags, request_nonce, signer_cert FROM txn "
-                     "ORDER BY ca, transaction_id",
+                     "credential, expires_at, flags, request_nonce, signer_cert, "
+                     "reserved_serial, spki_sha256, replaces FROM txn ORDER BY ca, transaction_id",
     [SQR_USE_LIST] = "SELECT ca, kind, credential, used FROM credential_use "
                      "ORDER BY ca, kind, credential",
     [SQR_CRL_LIST] = "SELECT ca, crl_number, numbers_issued, revision, built_revision, crl_der, "

@@ -51,6 +51,8 @@ enum {
     SQW_COPY_CERT,
     SQW_COPY_CRL,
     SQW_COPY_USE,
+    SQW_COPY_TXN,
+    SQW_COPY_PENDING,
     // The pending table (schema 4; store_sqlite_pending.c).
     SQW_PEND_INSERT,
     SQW_PEND_TXN_NOTE,

@@ -434,6 +434,7 @@ static cm_result store_sq_pend_row_read(sqlite3_stmt *st, cm_arena *a, store_pen
         CM_TRY(store_sq_col_text(st, 19, a, &p->status_text));
     }
     CM_TRY(store_sq_col_span(st, 20, a, &p->replaces));
+    p->counted = sqlite3_column_int(st, 21) != 0;
     return cm_result_make(CM_OK);
 }
 

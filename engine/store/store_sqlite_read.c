@@ -344,6 +344,15 @@ cm_result store_sq_txn_list(store_backend_reader *r, store_txn_fn fn, void *ctx)
             res = store_sq_col_span(st, 9, NULL, &t.request_nonce);
         }
         if (cm_ok(res)) {
+            res = store_sq_col_span(st, 11, NULL, &t.reserved_serial);
+        }
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 12, NULL, &t.spki_sha256);
+        }
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 13, NULL, &t.replaces);
+        }
+        if (cm_ok(res)) {
             res = store_sq_col_span(st, 10, NULL, &t.signer_cert);
         }
         if (!cm_ok(res) || !fn(ctx, &t)) {
