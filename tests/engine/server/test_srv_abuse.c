@@ -402,6 +402,18 @@ static srv_engine_stats stats(void)
     return s;
 }
 
+// cert_count is the number of certificates in the fixture's store.
+static uint64_t cert_count(void)
+{
+    store_reader *rd = NULL;
+    uint64_t n = 0;
+    const store_filter f = {.status = STORE_CERT_ANY};
+    TEST_ASSERT_OK(store_reader_open(g.st, &rd));
+    TEST_ASSERT_OK(store_cert_count(rd, &f, &n));
+    store_reader_close(rd);
+    return n;
+}
+
 // send_ir sends a fresh ir from |ref|/|secret| and |peer| and returns its response.
 static void send_ir(rsp *out, const char *ref, const char *secret, const uint8_t *peer)
 {
@@ -569,6 +581,59 @@ static void test_abuse_kdf_queue_full_refused(void)
     for (int i = 0; i < 3; i++) {
         rsp_free(&r[i]);
     }
+    free(der);
+    test_hand_free(&x);
+    srv_worker_free(w);
+    srv_engine_free(e);
+    cm_cq_cleanup(&cq);
+}
+
+// The I/O thread keeps answering while the pool derives: with two 300,000-iteration PBMAC1
+// checks from a flooder with the pool (one thread), a garbage request from another address is
+// answered (its error signed in the HSM, nothing derived) before either derivation is done;
+// both flood requests are answered afterwards, refused for their wrong MAC.
+static void test_abuse_kdf_flood_does_not_delay_others(void)
+{
+    srv_params sp = engine_params();
+    sp.prot = g.prot_big;
+    srv_engine *e = NULL;
+    srv_worker *w = NULL;
+    cm_cq cq;
+    TEST_ASSERT_OK(cm_cq_init(&cq));
+    TEST_ASSERT_OK(srv_engine_new(&e, &sp));
+    TEST_ASSERT_OK(srv_worker_new(&w, e, &cq));
+    uint8_t flooder[SRV_PEER_KEY_LEN], client[SRV_PEER_KEY_LEN];
+    new_peer(flooder);
+    new_peer(client);
+    test_hand x;
+    test_hand_init(&x, CMP_BODY_GENM, g.prot_big, ca_authority_subject(g.authority),
+                   CM_SPAN_LIT(SECRET_REF), "wrong");
+    x.pbmac1 = true;
+    x.mac_iterations = 300000;
+    size_t len;
+    uint8_t *der = hand_build(&x, &len);
+    rsp flood[2], other;
+    for (int i = 0; i < 2; i++) {
+        start_on(&flood[i], w, flooder, der, len);
+        CU_ASSERT_FALSE(flood[i].sync);
+    }
+    static const uint8_t k_garbage[] = {0x30, 0x03, 0x02, 0x01, 0x05};
+    start_on(&other, w, client, k_garbage, sizeof(k_garbage));
+    finish_rsp(&other, w, &cq);
+    CU_ASSERT_EQUAL(other.msg.body.type, CMP_BODY_ERROR);
+    CU_ASSERT_TRUE(other.msg.has_protection);
+    srv_engine_stats es;
+    srv_engine_get_stats(e, &es);
+    CU_ASSERT_EQUAL(es.kdf_done, 0); // answered while the pool was still deriving
+    CU_ASSERT_EQUAL(srv_request_response(flood[1].req).len, 0);
+    for (int i = 0; i < 2; i++) {
+        finish_rsp(&flood[i], w, &cq);
+        CU_ASSERT_TRUE(refused_with(&flood[i], CMP_E_PROT_MAC_MISMATCH, "the MAC does not verify"));
+        rsp_free(&flood[i]);
+    }
+    srv_engine_get_stats(e, &es);
+    CU_ASSERT_EQUAL(es.kdf_done, 2);
+    rsp_free(&other);
     free(der);
     test_hand_free(&x);
     srv_worker_free(w);
@@ -814,6 +879,7 @@ static void test_abuse_resend_gets_the_same_answer(void)
     size_t len;
     uint8_t *der = hand_build(&x, &len);
     rsp first, again;
+    const uint64_t certs0 = cert_count();
     process(&first, peer, der, len);
     CU_ASSERT_TRUE(accepted(&first));
     CU_ASSERT_FALSE(first.sum.resent);
@@ -829,6 +895,7 @@ static void test_abuse_resend_gets_the_same_answer(void)
     CU_ASSERT_EQUAL(s1.resend_hits - s0.resend_hits, 1);
     CU_ASSERT_EQUAL(s1.kdf_done, s0.kdf_done);
     CU_ASSERT_TRUE(s1.resend_entries >= 1 && s1.resend_bytes > first.der.len);
+    CU_ASSERT_EQUAL(cert_count() - certs0, 1); // one certificate for the two answers
     rsp_free(&again);
     // Another request (a new senderNonce) in the same transaction.
     test_hand y;
@@ -929,6 +996,7 @@ int test_srv_abuse_register(void)
         TEST_CASE(test_abuse_kdf_off_the_calling_thread),
         TEST_CASE(test_abuse_kdf_pool_queue_bound),
         TEST_CASE(test_abuse_kdf_queue_full_refused),
+        TEST_CASE(test_abuse_kdf_flood_does_not_delay_others),
         TEST_CASE(test_abuse_mac_backoff_per_sender_kid),
         TEST_CASE(test_abuse_mac_backoff_per_peer),
         TEST_CASE(test_abuse_budget_clock),
