@@ -61,7 +61,7 @@
 //   tls_ticket_lifetime = 3600       # seconds: session ticket lifetime and key rotation; 0: none
 //   tls_handshake_timeout = 10       # seconds for a TLS handshake to finish
 //   kdf_threads  = 1                 # PBM/PBMAC1 key derivation threads; default: cores / 2
-//   kdf_max_queue = 64               # requests waiting for them; more get systemUnavail
+//   kdf_max_queue = 1024             # requests waiting for them; more get systemUnavail
 //   mac_failures_max = 10            # wrong MACs per senderKID, and per address, within
 //   mac_failure_window = 60          #   this many seconds start a back-off of
 //   mac_failure_backoff = 60         #   this many seconds (MAC requests refused); none: never

@@ -322,7 +322,7 @@ static void cfg_daemon_abuse_defaults(cfg_config *cfg, long cores)
 {
     // Half the cores: key derivation may take them while the I/O loops keep the rest.
     cfg->kdf_threads = cores >= 4 ? (uint32_t)(cores < 128 ? cores / 2 : 64) : 1;
-    cfg->kdf_max_queue = 64;
+    cfg->kdf_max_queue = 1024;
     cfg->mac_failures_max = 10;
     cfg->mac_failure_window = 60;
     cfg->mac_failure_backoff = 60;

@@ -149,7 +149,7 @@ typedef struct srv_params {
 } srv_params;
 
 #define SRV_RETRANSMIT_AUTO   (-1)
-#define SRV_DEFAULT_KDF_QUEUE 64u
+#define SRV_DEFAULT_KDF_QUEUE 1024u
 #define SRV_PEER_KEY_LEN      16u // srv_request_set_peer
 
 

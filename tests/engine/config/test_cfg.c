@@ -266,7 +266,7 @@ static void test_cfg_defaults(void)
     CU_ASSERT_EQUAL(c->store_min_free, 256ull << 20);
     // Issue 23's abuse limits.
     CU_ASSERT_TRUE(c->kdf_threads >= 1);
-    CU_ASSERT_EQUAL(c->kdf_max_queue, 64);
+    CU_ASSERT_EQUAL(c->kdf_max_queue, 1024);
     CU_ASSERT_EQUAL(c->mac_failures_max, 10);
     CU_ASSERT_EQUAL(c->mac_failure_window, 60);
     CU_ASSERT_EQUAL(c->mac_failure_backoff, 60);
