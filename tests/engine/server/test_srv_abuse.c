@@ -510,7 +510,9 @@ static void test_abuse_kdf_pool_queue_bound(void)
         jobs[i].unused_bits = m.protection_unused;
     }
     TEST_ASSERT_OK(srv_kdf_pool_submit(p, &jobs[0]));
-    usleep(20000); // the worker takes job 0
+    for (int i = 0; i < 5000 && srv_kdf_pool_depth(p) != 0; i++) {
+        usleep(1000); // until the worker has taken job 0 (not a fixed time: loaded machines)
+    }
     TEST_ASSERT_OK(srv_kdf_pool_submit(p, &jobs[1]));
     CU_ASSERT_EQUAL(srv_kdf_pool_depth(p), 1);
     CU_ASSERT_EQUAL(srv_kdf_pool_submit(p, &jobs[2]).code, SRV_E_KDF_BUSY);
@@ -562,7 +564,12 @@ static void test_abuse_kdf_queue_full_refused(void)
     uint8_t *der = hand_build(&x, &len);
     rsp r[3];
     start_on(&r[0], w, peer, der, len);
-    usleep(20000);
+    srv_engine_stats es;
+    srv_engine_get_stats(e, &es);
+    for (int i = 0; i < 5000 && es.kdf_queued != 0; i++) {
+        usleep(1000); // until the KDF thread has taken r[0]
+        srv_engine_get_stats(e, &es);
+    }
     start_on(&r[1], w, peer, der, len);
     start_on(&r[2], w, peer, der, len);
     for (int i = 0; i < 3; i++) {
@@ -574,7 +581,6 @@ static void test_abuse_kdf_queue_full_refused(void)
     CU_ASSERT_TRUE(refused_with(&r[2], SRV_E_KDF_BUSY, "busy checking password-based MACs"));
     CU_ASSERT_EQUAL(r[2].sum.fail_bit, CM_FAIL_SYSTEM_UNAVAIL);
     CU_ASSERT_FALSE(r[2].sum.mac_failed);
-    srv_engine_stats es;
     srv_engine_get_stats(e, &es);
     CU_ASSERT_EQUAL(es.kdf_refused, 1);
     CU_ASSERT_EQUAL(es.kdf_done, 2);
@@ -588,10 +594,10 @@ static void test_abuse_kdf_queue_full_refused(void)
     cm_cq_cleanup(&cq);
 }
 
-// The I/O thread keeps answering while the pool derives: with two 300,000-iteration PBMAC1
+// The I/O thread keeps answering while the pool derives: with four 300,000-iteration PBMAC1
 // checks from a flooder with the pool (one thread), a garbage request from another address is
-// answered (its error signed in the HSM, nothing derived) before either derivation is done;
-// both flood requests are answered afterwards, refused for their wrong MAC.
+// answered (its error signed in the HSM, nothing derived) before any derivation is done; the
+// flood requests are answered afterwards, refused for their wrong MAC.
 static void test_abuse_kdf_flood_does_not_delay_others(void)
 {
     srv_params sp = engine_params();
@@ -612,8 +618,8 @@ static void test_abuse_kdf_flood_does_not_delay_others(void)
     x.mac_iterations = 300000;
     size_t len;
     uint8_t *der = hand_build(&x, &len);
-    rsp flood[2], other;
-    for (int i = 0; i < 2; i++) {
+    rsp flood[4], other;
+    for (int i = 0; i < 4; i++) {
         start_on(&flood[i], w, flooder, der, len);
         CU_ASSERT_FALSE(flood[i].sync);
     }
@@ -625,14 +631,14 @@ static void test_abuse_kdf_flood_does_not_delay_others(void)
     srv_engine_stats es;
     srv_engine_get_stats(e, &es);
     CU_ASSERT_EQUAL(es.kdf_done, 0); // answered while the pool was still deriving
-    CU_ASSERT_EQUAL(srv_request_response(flood[1].req).len, 0);
-    for (int i = 0; i < 2; i++) {
+    CU_ASSERT_EQUAL(srv_request_response(flood[3].req).len, 0);
+    for (int i = 0; i < 4; i++) {
         finish_rsp(&flood[i], w, &cq);
         CU_ASSERT_TRUE(refused_with(&flood[i], CMP_E_PROT_MAC_MISMATCH, "the MAC does not verify"));
         rsp_free(&flood[i]);
     }
     srv_engine_get_stats(e, &es);
-    CU_ASSERT_EQUAL(es.kdf_done, 2);
+    CU_ASSERT_EQUAL(es.kdf_done, 4);
     rsp_free(&other);
     free(der);
     test_hand_free(&x);
