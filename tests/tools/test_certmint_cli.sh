@@ -36,7 +36,8 @@ hasnt() { if grep -Eq -- "$3" "$work/$2"; then fail "  $1: /$3/ in $2"; else ok 
 
 # The tool must find SOFTHSM2_CONF itself (from DIR/env), as an operator's shell lacks it.
 unset SOFTHSM2_CONF
-port=$(( 20000 + RANDOM % 20000 ))
+. "$(dirname "$0")/../support/free_port.sh"
+port=$(free_port)
 inst=$work/inst
 conf=$inst/certmint.cnf
 cm() { "$certmint" "$@"; }
