@@ -155,6 +155,8 @@ typedef enum crmf_key_type {
     CRMF_KEY_EC,          // id-ecPublicKey with a namedCurve
     CRMF_KEY_ED25519,
     CRMF_KEY_ED448,
+    CRMF_KEY_X25519, // key agreement only (RFC 8410 §5): no signature POPO, no signatures
+    CRMF_KEY_X448,
     CRMF_KEY_TYPE_COUNT,
 } crmf_key_type;
 
@@ -186,8 +188,8 @@ typedef struct crmf_spki {
 // crmf_spki_parse_body parses SPKI content octets |body| (the content of the SEQUENCE, or of
 // CertTemplate's [6]). Structure is checked: AlgorithmIdentifier, BIT STRING with no unused
 // bits, nothing after. For known types the parameters are checked too (RSA: NULL; EC: a
-// namedCurve OID; Ed25519/Ed448: absent; key lengths 32/57, EC point uncompressed or
-// compressed of the curve's size) -> CRMF_E_BAD_SPKI. An unknown algorithm or curve parses as
+// namedCurve OID; Ed25519/Ed448/X25519/X448: absent; key lengths 32/57/32/56, EC point uncompressed
+// or compressed of the curve's size) -> CRMF_E_BAD_SPKI. An unknown algorithm or curve parses as
 // CRMF_KEY_UNKNOWN (ec_group NULL) so a policy can decide. An empty BIT STRING (central key
 // generation, RFC 9483 §4.1.6) parses with |key| len 0.
 CM_RESULT crmf_spki_parse_body(crmf_spki *out, cm_span body);

@@ -54,6 +54,12 @@ const char *crmf_key_text(char *buf, size_t cap, const crmf_spki *spki)
     case CRMF_KEY_ED448:
         (void)snprintf(buf, cap, "Ed448");
         break;
+    case CRMF_KEY_X25519:
+        (void)snprintf(buf, cap, "X25519");
+        break;
+    case CRMF_KEY_X448:
+        (void)snprintf(buf, cap, "X448");
+        break;
     default: {
         // An EC key on a curve we do not know: name the curve.
         der_reader r;
