@@ -448,6 +448,11 @@ CM_RESULT ca_cmp_tbs_build_ex(const ca_authority *ca, der_builder *b, cm_span na
                               cm_span serial, int64_t not_before, int64_t not_after,
                               cm_span sig_alg, uint32_t flags);
 
+// ca_cert_find_ext finds extension |oid| (content octets) of the Certificate |cert| (DER) with
+// the DER reader: |*out_found| says whether it is there, |*out_value| is its extnValue content
+// (into |cert|). A malformed certificate fails with the DER reader's code. Thread: any.
+CM_RESULT ca_cert_find_ext(cm_span cert, cm_span oid, cm_span *out_value, bool *out_found);
+
 // ca_cert_has_eku reads the extendedKeyUsage of the Certificate |cert| (DER) with the DER
 // reader and sets |*out_has| when it lists purpose |oid| (content octets); false without the
 // extension. A malformed certificate fails with the DER reader's code. Thread: any.

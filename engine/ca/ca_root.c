@@ -125,9 +125,9 @@ cm_result ca_cmp_tbs_build_ex(const ca_authority *ca, der_builder *b, cm_span na
     return der_builder_ok(b) ? cm_result_make(CM_OK) : cm_result_make(b->err);
 }
 
-cm_result ca_cert_has_eku(cm_span cert, cm_span oid, bool *out_has)
+cm_result ca_cert_find_ext(cm_span cert, cm_span oid, cm_span *out_value, bool *out_found)
 {
-    *out_has = false;
+    *out_found = false;
     // Certificate ::= SEQUENCE { tbsCertificate TBSCertificate, ... }
     // TBSCertificate ::= SEQUENCE { version [0] EXPLICIT, serialNumber, signature, issuer,
     //     validity, subject, subjectPublicKeyInfo, issuerUniqueID [1] IMPLICIT OPTIONAL,
@@ -150,7 +150,7 @@ cm_result ca_cert_has_eku(cm_span cert, cm_span oid, bool *out_has)
     }
     CM_TRY(der_enter(&exts, DER_TAG_SEQUENCE, &list));
     while (!der_reader_empty(&list)) {
-        der_reader e, v, purposes;
+        der_reader e;
         cm_span id, value;
         bool critical = false;
         CM_TRY(der_enter(&list, DER_TAG_SEQUENCE, &e));
@@ -159,17 +159,32 @@ cm_result ca_cert_has_eku(cm_span cert, cm_span oid, bool *out_has)
             CM_TRY(der_get_bool(&e, &critical));
         }
         CM_TRY(der_get_octets(&e, &value));
-        if (!der_oid_is(id, DER_OID_CE_EXT_KEY_USAGE)) {
-            continue;
+        if (cm_span_eq(id, oid) && !*out_found) {
+            *out_value = value;
+            *out_found = true;
         }
-        der_reader_init(&v, value);
-        CM_TRY(der_enter(&v, DER_TAG_SEQUENCE, &purposes));
-        while (!der_reader_empty(&purposes)) {
-            cm_span p;
-            CM_TRY(der_get_oid(&purposes, &p));
-            if (cm_span_eq(p, oid)) {
-                *out_has = true;
-            }
+    }
+    return cm_result_make(CM_OK);
+}
+
+cm_result ca_cert_has_eku(cm_span cert, cm_span oid, bool *out_has)
+{
+    *out_has = false;
+    cm_span value;
+    bool found = false;
+    CM_TRY(ca_cert_find_ext(cert, CM_SPAN_LIT(DER_OID_CE_EXT_KEY_USAGE), &value, &found));
+    if (!found) {
+        return cm_result_make(CM_OK);
+    }
+    // ExtKeyUsageSyntax ::= SEQUENCE SIZE (1..MAX) OF KeyPurposeId (RFC 5280 §4.2.1.12)
+    der_reader v, purposes;
+    der_reader_init(&v, value);
+    CM_TRY(der_enter(&v, DER_TAG_SEQUENCE, &purposes));
+    while (!der_reader_empty(&purposes)) {
+        cm_span p;
+        CM_TRY(der_get_oid(&purposes, &p));
+        if (cm_span_eq(p, oid)) {
+            *out_has = true;
         }
     }
     return cm_result_make(CM_OK);

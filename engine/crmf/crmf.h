@@ -624,6 +624,31 @@ void crmf_template_marshal(der_builder *b, const crmf_template *tmpl);
 void crmf_popo_marshal(der_builder *b, const crmf_popo *popo);
 void crmf_attr_marshal(der_builder *b, const crmf_attr *attr);
 
+// The alternatives of POPOPrivKey (crmf_popo.priv_key_choice) and the values of
+// SubsequentMessage (RFC 4211 §4.2).
+enum {
+    CRMF_PRIV_THIS_MESSAGE = 0,  // deprecated (RFC 9810 §5.2.8.3)
+    CRMF_PRIV_SUBSEQUENT = 1,    // the CA answers with a challenge or an encrypted certificate
+    CRMF_PRIV_DH_MAC = 2,        // deprecated
+    CRMF_PRIV_AGREE_MAC = 3,     // a MAC under a key agreed with the CA's key
+    CRMF_PRIV_ENCRYPTED_KEY = 4, // the private key in an EnvelopedData to the CA
+};
+enum {
+    CRMF_SUBSEQUENT_ENCR_CERT = 0,      // encrCert: the certificate goes out encrypted
+    CRMF_SUBSEQUENT_CHALLENGE_RESP = 1, // challengeResp: popdecc/popdecr
+};
+
+// crmf_popo_subsequent reads the SubsequentMessage value of a keyEncipherment/keyAgreement
+// POPO whose choice is subsequentMessage [1] into |*out| (0 or 1: the parser accepted no
+// other); CM_E_INVALID_ARG for another POPO. Thread: any; pure.
+CM_RESULT crmf_popo_subsequent(const crmf_popo *popo, uint64_t *out);
+
+// crmf_popo_encrypted_key sets |*out_body| to the content octets of the EnvelopedData of a
+// keyEncipherment/keyAgreement POPO whose choice is encryptedKey [4] (IMPLICIT in the CRMF
+// module: the [4] holds the EnvelopedData's fields); CM_E_INVALID_ARG for another POPO.
+// Thread: any; pure.
+CM_RESULT crmf_popo_encrypted_key(const crmf_popo *popo, cm_span *out_body);
+
 // crmf_popo_verify checks the proof of possession of |msg| (RFC 4211 §4.1, RFC 9483 §4.1.1):
 //  - absent: CRMF_E_POPO_MISSING (the caller may accept that for keys that cannot sign);
 //  - raVerified: CRMF_E_POPO_RA_VERIFIED, reported not judged: only the server knows whether

@@ -160,6 +160,33 @@ cm_result crmf_popo_verify(crmf_crypto *c, const crmf_cert_req_msg *msg, cm_why 
     }
 }
 
+// crmf_popo_priv_key_body returns the content of the POPOPrivKey alternative |choice| of
+// |popo| (the parser checked its form).
+static cm_result crmf_popo_priv_key_body(const crmf_popo *popo, uint32_t choice, cm_span *out)
+{
+    CM_ENSURE(popo->type == CRMF_POPO_KEY_ENCIPHERMENT || popo->type == CRMF_POPO_KEY_AGREEMENT,
+              CM_E_INVALID_ARG);
+    CM_ENSURE(popo->priv_key_choice == choice, CM_E_INVALID_ARG);
+    der_reader r;
+    uint32_t tag;
+    cm_span whole;
+    der_reader_init(&r, popo->priv_key);
+    CM_TRY(der_get_any(&r, &tag, out, &whole));
+    return der_expect_end(&r);
+}
+
+cm_result crmf_popo_subsequent(const crmf_popo *popo, uint64_t *out)
+{
+    cm_span body;
+    CM_TRY(crmf_popo_priv_key_body(popo, CRMF_PRIV_SUBSEQUENT, &body));
+    return der_parse_u64(body, out);
+}
+
+cm_result crmf_popo_encrypted_key(const crmf_popo *popo, cm_span *out_body)
+{
+    return crmf_popo_priv_key_body(popo, CRMF_PRIV_ENCRYPTED_KEY, out_body);
+}
+
 cm_result crmf_csr_verify(crmf_crypto *c, const crmf_csr *csr, cm_why *why)
 {
     cm_result res = crmf_verify_with_spki(c, &csr->spki, csr->sig_alg, csr->info, csr->signature,
