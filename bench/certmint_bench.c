@@ -36,7 +36,7 @@
 #include <openssl/ssl.h>
 
 const char *const bench_flow_names[BENCH_NUM_FLOWS] = {"ir-implicit", "ir-confirm", "cr", "p10cr",
-                                                       "genm",        "kur",        "rr"};
+                                                       "genm",        "kur",        "rr", "ir-ckg"};
 
 const char *const bench_key_names[BENCH_NUM_KEY_TYPES] = {"ec-p256", "ec-p384", "rsa2048",
                                                           "ed25519"};
@@ -238,7 +238,9 @@ static void bench_usage(FILE *f)
         "  --flow F              ir-implicit (default) | ir-confirm | cr | p10cr | genm |\n"
         "                        kur | rr (each request enrols a certificate before the clock\n"
         "                        with the given protection, then updates / revokes it, signed\n"
-        "                        with that certificate)\n"
+        "                        with that certificate) | ir-ckg (an ir without a key: the\n"
+        "                        CA generates it; the key comes back under the --secret and\n"
+        "                        must be the certificate's)\n"
         "  --key-type T          ec-p256 (default) | ec-p384 | rsa2048 | ed25519\n"
         "  --key-pool N          N device keys reused round-robin (default: one per request)\n"
         "  -n COUNT              transactions to measure (default 1000)\n"
@@ -622,6 +624,9 @@ static const char *bench_opts_check(bench_opts *o)
     }
     if (!o->tls && (o->tls_ca != NULL || o->tls_cert != NULL || o->tls_no_resume)) {
         return "--tls-ca, --tls-cert and --tls-no-resume need --tls (or an https:// --url)";
+    }
+    if (o->flow == BENCH_FLOW_IR_CKG && o->secret == NULL) {
+        return "ir-ckg decrypts the generated key with the shared secret: give --secret";
     }
     if ((o->flow == BENCH_FLOW_KUR || o->flow == BENCH_FLOW_RR) && o->no_key_check) {
         return "kur and rr need certificates for the requested keys (not --no-key-check)";
