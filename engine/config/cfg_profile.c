@@ -32,9 +32,9 @@ static cm_result cfg_key_types(cfg_loader *ld, uint32_t *out, const char *key, c
             }
         }
         if (bit == 0) {
-            return cfg_fail(ld, CFG_E_VALUE, key,
-                            "'%s' is not one of P-256, P-384, P-521, RSA, Ed25519, Ed448, X25519, X448",
-                            item);
+            return cfg_fail(
+                ld, CFG_E_VALUE, key,
+                "'%s' is not one of P-256, P-384, P-521, RSA, Ed25519, Ed448, X25519, X448", item);
         }
         bits |= bit;
     }

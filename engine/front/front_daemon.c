@@ -247,9 +247,7 @@ static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, 
         for (size_t j = 0; j < cl->num_profiles; j++) {
             const cfg_profile *p = cl->profiles[j];
             d->profiles[k][j] =
-                (srv_profile){.name = p->name,
-                              .profile = p->profile,
-                              .policy = front_policy(p)};
+                (srv_profile){.name = p->name, .profile = p->profile, .policy = front_policy(p)};
         }
     }
     if (cl != NULL && cl->num_ra_certs > 0) {

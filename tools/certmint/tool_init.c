@@ -296,8 +296,8 @@ token_ready:;
                              "root: the self-signed CA certificate %s/ca.pem and the CMP "
                              "protection certificate %s/cmp.pem, signed in the token",
                              dir, dir);
-    if (!tool_issue(pool, key, ca_sig, NULL, key, cm_span_make(name_der, name_len), o->days, 0, &cert,
-                    &cert_len) ||
+    if (!tool_issue(pool, key, ca_sig, NULL, key, cm_span_make(name_der, name_len), o->days, 0,
+                    &cert, &cert_len) ||
         !tool_write_pem_cert(tool_path(p, sizeof(p), dir, "ca.pem"), cert, cert_len)) {
         goto out;
     }
@@ -366,8 +366,7 @@ write_config:;
                  "secret.demo-device = secrets/demo-device\n",
                  o->port, uri, cmp_uri, sig_row != CRMF_ALG_NONE ? "sig_alg = " : "",
                  sig_row != CRMF_ALG_NONE ? crmf_alg_get(sig_row)->name : "",
-                 sig_row != CRMF_ALG_NONE ? "\n" : "",
-                 o->kga ? "central_keygen = allowed\n" : "");
+                 sig_row != CRMF_ALG_NONE ? "\n" : "", o->kga ? "central_keygen = allowed\n" : "");
     if (o->module == NULL) {
         (void)snprintf(p2, sizeof(p2), "SOFTHSM2_CONF=%s/softhsm2.conf\n", dir);
     } else if (getenv("SOFTHSM2_CONF") != NULL) {

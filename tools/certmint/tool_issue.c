@@ -61,8 +61,7 @@ bool tool_issue(hsm_pool *pool, const hsm_key *signer, hsm_sig_alg alg, const ca
         const cm_span spki = hsm_key_get0_spki(subject_key);
         const int64_t nb = now - 300, na = now + (int64_t)days * 86400;
         res = ca == NULL ? ca_root_tbs_build(&tb, name, spki, sn, nb, na, alg_der)
-                         : ca_cmp_tbs_build_ex(ca, &tb, name, spki, sn, nb, na, alg_der,
-                                               cmp_flags);
+                         : ca_cmp_tbs_build_ex(ca, &tb, name, spki, sn, nb, na, alg_der, cmp_flags);
     }
     if (cm_ok(res)) {
         res = der_builder_finish(&tb, &tbs);
