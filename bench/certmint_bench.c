@@ -160,6 +160,12 @@ static int bench_run_main(const bench_opts *o)
         run.reconnects = 0;
         run.tls_full = run.tls_resumed = 0;
     }
+    if (o->serials_path != NULL) {
+        run.serials = fopen(o->serials_path, "w");
+        if (run.serials == NULL) {
+            bench_die("cannot create the --save-serials file");
+        }
+    }
     // The clock.
     const double cpu0 = bench_cpu_seconds();
     const uint64_t t0 = bench_now();
@@ -186,6 +192,10 @@ static int bench_run_main(const bench_opts *o)
         r.eps = (double)run.ok_in_window / o->duration;
     }
     bench_latency_summary(&r, run.lat, run.num_lat);
+    if (run.serials != NULL && fclose(run.serials) != 0) {
+        bench_die("cannot write the --save-serials file");
+    }
+    run.serials = NULL;
     bench_report(&run, &r);
     if (o->json_path != NULL) {
         bench_write_json(&run, &r);
@@ -267,6 +277,8 @@ static void bench_usage(FILE *f)
         "  --timeout S           per transaction (default 30)\n"
         "  --threads N           preparation / --limit threads (default: online cores)\n"
         "  --json FILE           results as JSON ('-': stdout)\n"
+        "  --save-serials FILE   the serial number of every certificate received in the\n"
+        "                        measured run, one a line (the INTEGER's content octets in hex)\n"
         "  --quiet               no progress line (shown on stderr when it is a terminal)\n");
 }
 
@@ -348,6 +360,7 @@ enum {
     BENCH_OPT_COAP,
     BENCH_OPT_COAP_BLOCK,
     BENCH_OPT_JSON,
+    BENCH_OPT_SAVE_SERIALS,
     BENCH_OPT_NO_KEY_CHECK,
     BENCH_OPT_CA,
     BENCH_OPT_VERIFY,
@@ -384,6 +397,7 @@ static const struct option k_bench_long_opts[] = {
     {"coap", no_argument, NULL, BENCH_OPT_COAP},
     {"coap-block", required_argument, NULL, BENCH_OPT_COAP_BLOCK},
     {"json", required_argument, NULL, BENCH_OPT_JSON},
+    {"save-serials", required_argument, NULL, BENCH_OPT_SAVE_SERIALS},
     {"no-key-check", no_argument, NULL, BENCH_OPT_NO_KEY_CHECK},
     {"ca", required_argument, NULL, BENCH_OPT_CA},
     {"verify", no_argument, NULL, BENCH_OPT_VERIFY},
@@ -489,6 +503,9 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
         return true;
     case BENCH_OPT_JSON:
         o->json_path = arg;
+        return true;
+    case BENCH_OPT_SAVE_SERIALS:
+        o->serials_path = arg;
         return true;
     case BENCH_OPT_NO_KEY_CHECK:
         o->no_key_check = true;

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <openssl/types.h>
 
@@ -181,6 +182,7 @@ typedef struct bench_opts {
     bool coap_url;     // the --url is coap://
     unsigned coap_szx; // --coap-block: 16 << coap_szx bytes (default 6: 1024)
     const char *json_path;
+    const char *serials_path; // --save-serials: one line per certificate received
     bool no_key_check;
     const char *ca_path;
     bool verify;
@@ -327,6 +329,7 @@ typedef struct bench_run {
     SSL_CTX *tls_ctx;  // --tls
     uint64_t tls_full; // handshakes, full and resumed (reset after warm-up)
     uint64_t tls_resumed;
+    FILE *serials; // --save-serials, NULL otherwise
 } bench_run;
 
 typedef struct bench_result {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 
 #include "bench/certmint_bench.h"
 
@@ -69,6 +70,27 @@ static bool bench_conn_open(bench_run *run, bench_conn *c)
         return false;
     }
     return true;
+}
+
+// bench_save_serial writes the serial number of the certificate |der| (received: the response
+// was checked) to --save-serials: the serialNumber INTEGER's content octets in upper-case hex,
+// as the store keeps them (a leading 00 included).
+static void bench_save_serial(bench_run *run, cm_span der)
+{
+    const unsigned char *p = der.p;
+    X509 *x = d2i_X509(NULL, &p, (long)der.len);
+    unsigned char *tlv = NULL;
+    const int n = x != NULL ? i2d_ASN1_INTEGER(X509_get0_serialNumber(x), &tlv) : -1;
+    // 02 LEN CONTENT, LEN in one octet: a serial has at most 20 octets (RFC 5280 §4.1.2.2).
+    if (n < 3 || n > 2 + 127 || tlv[1] != n - 2) {
+        bench_die("cannot read the serial number of a received certificate");
+    }
+    for (int i = 2; i < n; i++) {
+        (void)fprintf(run->serials, "%02X", tlv[i]);
+    }
+    (void)fputc('\n', run->serials);
+    OPENSSL_free(tlv);
+    X509_free(x);
 }
 
 // bench_finish ends the transaction on |c| with |f|.
@@ -284,6 +306,10 @@ void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h)
     }
     if (f == BENCH_OK && c->phase == 1 && run->conf_rsp != NULL) {
         bench_keep(&run->conf_rsp[c->req], &run->conf_rsp_len[c->req], h->body);
+    }
+    if (f == BENCH_OK && c->phase == 0 && run->serials != NULL &&
+        (e.body == CMP_BODY_IP || e.body == CMP_BODY_CP || e.body == CMP_BODY_KUP)) {
+        bench_save_serial(run, m.body.u.rep.responses[0].cert);
     }
     if (f == BENCH_OK && run->capture) {
         // Enrolling for a kur/rr run: keep the certificate.

@@ -53,8 +53,8 @@ static void main_usage(FILE *f)
                "  --check   validate the configuration and the HSM keys, then exit\n"
                "  --log FILE  append log lines to FILE instead of stderr; SIGHUP reopens it\n"
                "              (for log rotation) and reloads the trust_crls files\n"
-               "  --listen ADDR  serve on ADDR (host:port, [v6]:port) instead of the configured\n"
-               "                 listen addresses\n"
+               "  --listen ADDR  serve on ADDR (host:port, [v6]:port, or https://host:port with\n"
+               "                 tls_cert/tls_key) instead of the configured listen addresses\n"
                "Runs in the foreground. SIGTERM or SIGINT stops it gracefully: no new\n"
                "connections, requests in flight answered, the store flushed.\n");
 }

@@ -14,6 +14,7 @@ PKGS=(
   liburing-dev
   libcunit1-dev
   libsqlite3-dev sqlite3
+  libpq-dev postgresql-15 haproxy
   softhsm2 opensc gnutls-bin
   libcoap3-dev libcoap3-bin
   curl procps iproute2 linux-perf valgrind

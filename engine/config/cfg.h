@@ -22,7 +22,12 @@
 //                                    #   fsync at checkpoints (process-crash safe only)
 //   header_timeout  = 10             # seconds for a request (head and body) to arrive
 //   idle_timeout    = 30             # seconds a keep-alive connection may idle
-//   store        = sqlite:var/certmint.db        # required
+//   store        = sqlite:var/certmint.db        # required; or PostgreSQL (README "Scale-out"):
+//                  postgresql://certmint@db.example/certmint?sslmode=verify-full  (a libpq
+//                  URI) or postgresql:host=/run/postgresql dbname=certmint (KEY=VALUE pairs);
+//                  never with a password: that goes in a password file
+//   store_passfile = pgpass          # PostgreSQL: the libpq password file (mode 0600), added
+//                                    #   to the connection string (default: PGPASSFILE, ~/.pgpass)
 //   max_request_bytes     = 262144   # default 256 KiB
 //   min_pbm_iterations    = 100      # default 100
 //   max_pbm_iterations    = 10000    # default 10000 (~1 ms of CPU for a forged MAC)
@@ -244,7 +249,10 @@ typedef struct cfg_config {
     uint32_t header_timeout;  // seconds for a request's head and body to arrive
     uint32_t idle_timeout;    // seconds a keep-alive connection may idle
     uint32_t hsm_sessions;
-    char *store_path; // the PATH of sqlite:PATH, resolved
+    char *store_url;      // what store_open takes: sqlite:RESOLVED-PATH, or the PostgreSQL
+                          // connection string with store_passfile appended
+    char *store_path;     // the PATH of sqlite:PATH, resolved; NULL for PostgreSQL
+    char *store_passfile; // store_passfile, resolved; NULL when not set
     uint32_t max_request_bytes;
     uint32_t min_pbm_iterations;
     uint32_t max_pbm_iterations;

@@ -375,10 +375,9 @@ cm_result cfg_daemon_load(cfg_loader *ld)
         } else if (strcmp(k, "idle_timeout") == 0) {
             CM_TRY(cfg_u32(ld, &cfg->idle_timeout, k, v, 1, 86400));
         } else if (strcmp(k, "store") == 0) {
-            if (strncmp(v, "sqlite:", 7) != 0 || v[7] == '\0') {
-                return cfg_fail(ld, CFG_E_VALUE, k, "'%s' is not sqlite:PATH", v);
-            }
-            CM_TRY(cfg_path(ld, &cfg->store_path, k, v + 7));
+            CM_TRY(cfg_store(ld, v));
+        } else if (strcmp(k, "store_passfile") == 0) {
+            CM_TRY(cfg_path(ld, &cfg->store_passfile, k, v));
         } else if (strcmp(k, "max_request_bytes") == 0) {
             CM_TRY(cfg_u32(ld, &cfg->max_request_bytes, k, v, 1024, 64u << 20));
         } else if (strcmp(k, "min_pbm_iterations") == 0) {
@@ -416,9 +415,10 @@ cm_result cfg_daemon_load(cfg_loader *ld)
     if (cfg->num_listen == 0) {
         return cfg_fail(ld, CFG_E_MISSING, "listen", "missing");
     }
-    if (cfg->store_path == NULL) {
+    if (cfg->store_url == NULL) {
         return cfg_fail(ld, CFG_E_MISSING, "store", "missing");
     }
+    CM_TRY(cfg_store_finish(ld));
     CM_TRY(cfg_daemon_limits_check(ld));
     CM_TRY(cfg_daemon_tls_check(ld));
     if (cfg->min_pbm_iterations > cfg->max_pbm_iterations) {

@@ -69,6 +69,14 @@ CM_RESULT cfg_read_certs(cfg_loader *ld, const char *key, const char *path, uint
 // (secrets, trust anchors, RA certificates); cfg_ca_load one [ca:NAME] into |ca| (after the
 // profiles and client groups it names). |section| is the NCONF section name ("ca NAME").
 CM_RESULT cfg_daemon_load(cfg_loader *ld);
+
+// cfg_store reads the value of [certmintd] store (cfg_store.c): sqlite:PATH into store_path
+// and store_url, a PostgreSQL connection string into store_url; CFG_E_VALUE for anything else
+// and for a connection string holding a password. cfg_store_finish, once the section is read,
+// checks store_passfile (a PostgreSQL store only; a file no group or other may read) and
+// appends it to store_url.
+CM_RESULT cfg_store(cfg_loader *ld, const char *v);
+CM_RESULT cfg_store_finish(cfg_loader *ld);
 CM_RESULT cfg_profile_load(cfg_loader *ld, cfg_profile *pr, const char *section);
 CM_RESULT cfg_clients_load(cfg_loader *ld, cfg_clients *cl, const char *section);
 CM_RESULT cfg_ca_load(cfg_loader *ld, cfg_ca *ca, const char *section);

@@ -461,6 +461,8 @@ void cfg_free(cfg_config *cfg)
     free(cfg->profiles);
     free(cfg->clients);
     free(cfg->store_path);
+    free(cfg->store_url);
+    free(cfg->store_passfile);
     free(cfg->path);
     free(cfg->dir);
     free(cfg);

@@ -73,14 +73,16 @@ CM_RESULT front_daemon_serve(front_daemon *d, char *err, size_t err_cap,
                              const char *listen_override);
 
 // front_daemon_refresh_crls issues a CRL for every CA that needs one (srv_crl_due) and logs
-// the outcome per CA. Blocks on the store and the HSM: the maintenance (main) thread only.
+// the outcome per CA, when this node holds the store's leader lock (store_leader_try: nodes
+// sharing a PostgreSQL store issue each CRL once). Blocks on the store and the HSM: the
+// maintenance (main) thread only.
 void front_daemon_refresh_crls(front_daemon *d);
 
-// front_daemon_maintain runs one maintenance round at |now|: the certConf sweep and
-// transaction expiry (srv_engine_maintain), then front_daemon_refresh_crls, logging what
-// happened, then refreshes the gauges read elsewhere (the store's free space, which also
-// decides whether enrolments are refused, and the process's open descriptors). Blocking: the
-// maintenance (main) thread only.
+// front_daemon_maintain runs one maintenance round at |now|: when this node holds the store's
+// leader lock, the certConf sweep and transaction expiry (srv_engine_maintain), then the CRLs,
+// logging what happened; on every node, it then refreshes the gauges read elsewhere (the
+// store's free space, which also decides whether enrolments are refused, and the process's open
+// descriptors). Blocking: the maintenance (main) thread only.
 void front_daemon_maintain(front_daemon *d, int64_t now);
 
 // front_daemon_reload_crls reads every client group's trust_crls files again and swaps them in

@@ -388,8 +388,7 @@ CM_RESULT front_daemon_start(front_daemon *d, char *err, size_t err_cap)
         front_err(err, err_cap, "cannot start %u HSM sessions: %s", po.sessions, cm_result_name(r));
         return r;
     }
-    char url[4200];
-    (void)snprintf(url, sizeof(url), "sqlite:%s", d->cfg->store_path);
+    const char *url = d->cfg->store_url;
     store_options so = {.sync = d->cfg->store_sync_normal ? STORE_SYNC_NORMAL : STORE_SYNC_FULL};
     r = store_open(&d->store, url, &so);
     if (!cm_ok(r)) {
@@ -626,7 +625,20 @@ void front_daemon_stop(front_daemon *d)
     d->net = NULL;
 }
 
-void front_daemon_refresh_crls(front_daemon *d)
+// front_daemon_leader reports whether this node runs the duties only one node sharing the
+// store may run (store_leader_try: a PostgreSQL advisory lock; always on SQLite).
+static bool front_daemon_leader(front_daemon *d)
+{
+    bool leader = false;
+    const cm_result r = store_leader_try(d->store, &leader);
+    if (!cm_ok(r)) {
+        cm_log(CM_LOG_DEBUG, "certmintd: leader lock: %s", cm_result_name(r));
+    }
+    return leader;
+}
+
+// front_daemon_crls issues the CRLs that are due (the leader only).
+static void front_daemon_crls(front_daemon *d)
 {
     store_reader *rd = NULL;
     if (!cm_ok(store_reader_open(d->store, &rd))) {
@@ -662,6 +674,13 @@ void front_daemon_refresh_crls(front_daemon *d)
     store_reader_close(rd);
 }
 
+void front_daemon_refresh_crls(front_daemon *d)
+{
+    if (front_daemon_leader(d)) {
+        front_daemon_crls(d);
+    }
+}
+
 void front_daemon_refresh_gauges(front_daemon *d)
 {
     const cm_result sr = store_space_refresh(&d->space); // logs what it finds
@@ -678,10 +697,16 @@ void front_daemon_refresh_gauges(front_daemon *d)
 
 void front_daemon_maintain(front_daemon *d, int64_t now)
 {
-    uint64_t revoked = 0;
+    // Every node watches its own gauges; CRLs, the sweep and expiry run on one node at a time,
+    // the others stand by and take over within a maintenance period when the leader's
+    // database session ends.
     front_daemon_refresh_gauges(d);
+    if (!front_daemon_leader(d)) {
+        return;
+    }
+    uint64_t revoked = 0;
     const cm_result r = srv_engine_maintain(d->engine, now, &revoked);
-    front_daemon_refresh_crls(d);
+    front_daemon_crls(d);
     if (!cm_ok(r)) {
         cm_log(CM_LOG_WARN, "certmintd: maintenance: %s", cm_result_name(r));
     } else if (revoked > 0) {

@@ -419,6 +419,25 @@ size_t front_metrics_write(front_daemon *d, char *out, size_t cap)
                  "WAL checkpoint passes of the background checkpointer.", ss.checkpoints);
     front_scalar(&t, "certmint_store_wal_pages", "gauge",
                  "Size of the store's WAL in pages after the last commit.", ss.wal_pages);
+    // The store's database connection (PostgreSQL; SQLite is always up and never reconnects).
+    front_scalar(&t, "certmint_store_up", "gauge",
+                 "1 while the store reaches its database, 0 while it cannot (/healthz is 503).",
+                 store_healthy(d->store) ? 1 : 0);
+    front_scalar(&t, "certmint_store_reconnects_total", "counter",
+                 "Database connections re-established after a loss (PostgreSQL).", ss.reconnects);
+    front_scalar(&t, "certmint_store_status_cache_hits_total", "counter",
+                 "Signer-status lookups answered from the cache.", ss.status_hits);
+    front_scalar(&t, "certmint_store_status_cache_misses_total", "counter",
+                 "Signer-status lookups that read the database.", ss.status_misses);
+    front_scalar(&t, "certmint_store_status_cache_invalidations_total", "counter",
+                 "Cached signer statuses dropped after a change (this node's or, announced, "
+                 "another's).",
+                 ss.status_invalidations);
+    front_scalar(&t, "certmint_store_status_cache_flushes_total", "counter",
+                 "Times the whole signer-status cache was dropped.", ss.status_flushes);
+    front_scalar(&t, "certmint_store_round_trips_total", "counter",
+                 "Round trips the store's writer made for batches (PostgreSQL: one per batch).",
+                 ss.round_trips);
     uint64_t hh[FRONT_HIST];
     for (size_t i = 0; i < FRONT_HIST; i++) {
         hh[i] = __atomic_load_n(&c->hsm_hist[i], __ATOMIC_RELAXED);

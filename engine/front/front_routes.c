@@ -95,6 +95,13 @@ void front_route_request(front_loop *l, front_conn *fc, const http_request *hr)
     }
     switch (hr->route.kind) {
     case HTTP_ROUTE_HEALTHZ:
+        // A node whose database cannot be reached answers nothing useful: a load balancer's
+        // health check takes it out of rotation until the store has reconnected.
+        if (!store_healthy(d->store)) {
+            front_conn_respond(l, fc, 503, "text/plain", CM_SPAN_LIT("store unavailable\n"),
+                               !fc->keep_alive);
+            return;
+        }
         front_conn_respond(l, fc, 200, "text/plain", CM_SPAN_LIT("ok\n"), !fc->keep_alive);
         return;
     case HTTP_ROUTE_METRICS:

@@ -1,10 +1,12 @@
 // The backend-independent half of the store: URL dispatch, the job queue, the group-commit
-// writer thread, statistics and the blocking helpers.
+// writer thread, statistics, the blocking helpers and store_copy.
 #include "engine/store/store.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/store/store_internal.h"
 
@@ -72,6 +74,27 @@ static bool store_cert_fields_ok(const store_cert *c)
             (c->status == STORE_CERT_UNCONFIRMED && c->confirm_deadline != 0));
 }
 
+// store_copy_cert_ok checks a STORE_OP_COPY_CERT row: the insert's fields, any status, and
+// the revocation fields the status needs (the schema's CHECKs).
+static bool store_copy_cert_ok(const store_cert *c)
+{
+    store_cert base = *c;
+    base.status = STORE_CERT_VALID;
+    if (!store_cert_fields_ok(&base) || c->status > STORE_CERT_HOLD) {
+        return false;
+    }
+    switch (c->status) {
+    case STORE_CERT_UNCONFIRMED:
+        return c->confirm_deadline != 0;
+    case STORE_CERT_REVOKED:
+        return store_reason_ok(c->reason) && c->reason != STORE_REASON_CERTIFICATE_HOLD;
+    case STORE_CERT_HOLD:
+        return c->reason == STORE_REASON_CERTIFICATE_HOLD;
+    default:
+        return true;
+    }
+}
+
 static bool store_rsv_fields_ok(const store_reservation *v, bool reserve)
 {
     return v->ca != NULL && v->ca[0] != '\0' && store_span_ok(v->transaction_id, true) &&
@@ -124,6 +147,23 @@ cm_result store_job_validate(const store_job *job)
         ok = job->u.crl.ca != NULL && job->u.crl.ca[0] != '\0' &&
              store_span_ok(job->u.crl.crl_der, true) && job->u.crl.crl_number <= INT64_MAX &&
              job->u.crl.built_revision <= INT64_MAX;
+        break;
+    case STORE_OP_COPY_CERT:
+        ok = store_copy_cert_ok(&job->u.cert);
+        break;
+    case STORE_OP_COPY_CRL:
+        ok = job->u.crl.ca != NULL && job->u.crl.ca[0] != '\0' &&
+             store_span_ok(job->u.crl.crl_der, false) && job->u.crl.crl_number <= INT64_MAX &&
+             job->u.crl.built_revision <= INT64_MAX && job->u.crl.numbers_issued <= INT64_MAX &&
+             job->u.crl.revision <= INT64_MAX;
+        break;
+    case STORE_OP_COPY_CLEAR:
+        ok = true;
+        break;
+    case STORE_OP_COPY_USE:
+        ok = job->u.use.ca != NULL && job->u.use.ca[0] != '\0' &&
+             (job->u.use.kind == STORE_AUTH_MAC || job->u.use.kind == STORE_AUTH_SIGNATURE) &&
+             store_span_ok(job->u.use.credential, true) && job->u.use.used <= INT64_MAX;
         break;
     case STORE_OP_TXN_RESERVE:
     case STORE_OP_TXN_UNRESERVE:
@@ -220,16 +260,30 @@ bool store_job_durable(const store_job *job)
 // status cache (a kur's pending update) is noted after the commit like every job's.
 static bool store_execute_batch(store *s, store_job **first)
 {
-    cm_result r = s->ops->begin(s->backend);
-    if (cm_ok(r) && s->cache != NULL && s->ops->changed_elsewhere != NULL &&
-        s->ops->changed_elsewhere(s->backend)) {
-        store_cache_invalidate_all(s->cache); // another process wrote: nothing cached holds
-    }
     // Noted after the commit: the early jobs' copies (they may be freed once completed).
     store_job early_notes[8];
     size_t num_notes = 0;
     bool notes_overflow = false;
-    if (cm_ok(r)) {
+    cm_result r;
+    if (s->ops->exec_batch != NULL) {
+        // One call runs and commits the whole batch (PostgreSQL's pipeline: the jobs' results
+        // and the COMMIT's come back in one round trip, so no job completes before the commit;
+        // other nodes' changes reach the status cache through the backend itself).
+        for (store_job *j = *first; j != NULL; j = (store_job *)j->node.next) {
+            j->out_value = 0;
+            j->also_serial_len = 0;
+            j->changed_many = false;
+            j->result = store_job_validate(j);
+        }
+        r = s->ops->exec_batch(s->backend, *first);
+    } else {
+        r = s->ops->begin(s->backend);
+        if (cm_ok(r) && s->cache != NULL && s->ops->changed_elsewhere != NULL &&
+            s->ops->changed_elsewhere(s->backend)) {
+            store_cache_invalidate_all(s->cache); // another process wrote: nothing cached holds
+        }
+    }
+    if (cm_ok(r) && s->ops->exec_batch == NULL) {
         for (store_job *j = *first; j != NULL; j = (store_job *)j->node.next) {
             j->out_value = 0;
             j->also_serial_len = 0;
@@ -296,8 +350,14 @@ static bool store_execute_batch(store *s, store_job **first)
         }
     }
     if (!cm_ok(r)) {
-        cm_log_ratelimited("store.batch", 10000, CM_LOG_ERROR,
-                           "store: batch failed, every job in it fails: %s", cm_result_name(r));
+        // While the database is down every batch fails this way; the backend logged the loss.
+        if (r.code == STORE_E_UNAVAILABLE) {
+            cm_log(CM_LOG_DEBUG, "store: batch failed, every job in it fails: %s",
+                   cm_result_name(r));
+        } else {
+            cm_log_ratelimited("store.batch", 10000, CM_LOG_ERROR,
+                               "store: batch failed, every job in it fails: %s", cm_result_name(r));
+        }
         for (store_job *j = *first; j != NULL; j = (store_job *)j->node.next) {
             j->result = r;
             j->out_value = 0;
@@ -307,17 +367,46 @@ static bool store_execute_batch(store *s, store_job **first)
     return true;
 }
 
+// store_writer_wait sleeps on |cv| until a job arrives or the store stops. With an idle op, it
+// wakes after the backend's idle interval, runs the op unlocked and goes on waiting.
+static void store_writer_wait(store *s, uint32_t *idle_ms)
+{
+    while (s->head == NULL && !s->stopping) {
+        s->writer_waiting = true;
+        if (s->ops->idle == NULL) {
+            (void)pthread_cond_wait(&s->cv, &s->mu);
+            s->writer_waiting = false;
+            continue;
+        }
+        struct timespec until;
+        (void)clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += (time_t)(*idle_ms / 1000u);
+        until.tv_nsec += (long)(*idle_ms % 1000u) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        int rc = 0;
+        while (s->head == NULL && !s->stopping && rc != ETIMEDOUT) {
+            rc = pthread_cond_timedwait(&s->cv, &s->mu, &until);
+        }
+        s->writer_waiting = false;
+        if (rc == ETIMEDOUT && s->head == NULL && !s->stopping) {
+            (void)pthread_mutex_unlock(&s->mu);
+            *idle_ms = s->ops->idle(s->backend);
+            (void)pthread_mutex_lock(&s->mu);
+        }
+    }
+}
+
 static void *store_writer_main(void *arg)
 {
     store *s = arg;
     (void)pthread_setname_np(pthread_self(), "cm-store");
+    uint32_t idle_ms = STORE_IDLE_FIRST_MS;
     (void)pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (s->head == NULL && !s->stopping) {
-            s->writer_waiting = true;
-            (void)pthread_cond_wait(&s->cv, &s->mu);
-            s->writer_waiting = false;
-        }
+        store_writer_wait(s, &idle_ms);
         if (s->head == NULL) {
             break; // stopping, and everything queued has been committed
         }
@@ -374,7 +463,7 @@ static void *store_writer_main(void *arg)
 // ---------------------------------------------------------------------------------------------
 // Open, close, submit
 
-static const store_backend_ops *const k_store_backends[] = {&store_sqlite_ops};
+static const store_backend_ops *const k_store_backends[] = {&store_sqlite_ops, &store_pg_ops};
 
 static cm_result store_pick_backend(const char *url, const store_backend_ops **out_ops,
                                     const char **out_location)
@@ -387,13 +476,16 @@ static cm_result store_pick_backend(const char *url, const store_backend_ops **o
         const char *scheme = k_store_backends[i]->scheme;
         if (strlen(scheme) == scheme_len && memcmp(scheme, url, scheme_len) == 0) {
             *out_ops = k_store_backends[i];
-            *out_location = colon + 1;
+            // libpq parses its URIs whole ("postgresql://..."); a keyword/value string follows
+            // the colon ("postgresql:host=... dbname=...").
+            *out_location = strncmp(colon, "://", 3) == 0 ? url : colon + 1;
             return cm_result_make(CM_OK);
         }
     }
-    if ((scheme_len == 10 && memcmp(url, "postgresql", 10) == 0) ||
-        (scheme_len == 8 && memcmp(url, "postgres", 8) == 0)) {
-        CM_BAIL(STORE_E_UNSUPPORTED);
+    if (scheme_len == 8 && memcmp(url, "postgres", 8) == 0) {
+        *out_ops = &store_pg_ops;
+        *out_location = strncmp(colon, "://", 3) == 0 ? url : colon + 1;
+        return cm_result_make(CM_OK);
     }
     CM_BAIL(STORE_E_URL);
 }
@@ -417,7 +509,8 @@ cm_result store_open(store **out_store, const char *url, const store_options *op
     const char *location = NULL;
     cm_result r = store_pick_backend(url, &ops, &location);
     if (!cm_ok(r) || ops == NULL) {
-        cm_log(CM_LOG_ERROR, "store: '%s': %s (want sqlite:PATH)", url != NULL ? url : "(null)",
+        cm_log(CM_LOG_ERROR, "store: '%s': %s (want sqlite:PATH or postgresql://...)",
+               url != NULL ? url : "(null)",
                r.code == STORE_E_UNSUPPORTED ? "this build has no backend for that scheme"
                                              : "not a store URL");
         return r;
@@ -442,10 +535,25 @@ cm_result store_open(store **out_store, const char *url, const store_options *op
         free(s);
         return r;
     }
+    if (ops->attach_cache != NULL) {
+        r = ops->attach_cache(s->backend, s->cache); // before any thread uses the cache
+        if (!cm_ok(r)) {
+            ops->close(s->backend);
+            store_cache_free(s->cache);
+            free(s);
+            return r;
+        }
+    }
     bool mu_ok = false;
     bool cv_ok = false;
     mu_ok = pthread_mutex_init(&s->mu, NULL) == 0;
-    cv_ok = mu_ok && pthread_cond_init(&s->cv, NULL) == 0;
+    pthread_condattr_t ca;
+    if (mu_ok && pthread_condattr_init(&ca) == 0) {
+        // The writer's idle waits are measured on the monotonic clock.
+        cv_ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
+                pthread_cond_init(&s->cv, &ca) == 0;
+        (void)pthread_condattr_destroy(&ca);
+    }
     if (!cv_ok || pthread_create(&s->writer, NULL, store_writer_main, s) != 0) {
         if (cv_ok) {
             (void)pthread_cond_destroy(&s->cv);
@@ -579,6 +687,26 @@ void store_get_stats(store *s, store_stats *out)
 // ---------------------------------------------------------------------------------------------
 // Readers
 
+const char *store_backend_name(const store *s)
+{
+    return s->ops->scheme;
+}
+
+bool store_healthy(const store *s)
+{
+    return s->ops->healthy == NULL || s->ops->healthy(s->backend);
+}
+
+cm_result store_leader_try(store *s, bool *out_is_leader)
+{
+    *out_is_leader = false;
+    if (s->ops->leader_try == NULL) {
+        *out_is_leader = true;
+        return cm_result_make(CM_OK);
+    }
+    return s->ops->leader_try(s->backend, out_is_leader);
+}
+
 cm_result store_reader_open(store *s, store_reader **out_reader)
 {
     *out_reader = NULL;
@@ -659,6 +787,24 @@ cm_result store_crl_get(store_reader *r, cm_arena *a, store_crl *out, const char
 cm_result store_reader_check(store_reader *r)
 {
     return r->s->ops->check(r->r);
+}
+
+cm_result store_txn_list(store_reader *r, store_txn_fn fn, void *ctx)
+{
+    CM_ENSURE(fn != NULL, STORE_E_INVALID);
+    return r->s->ops->txn_list(r->r, fn, ctx);
+}
+
+cm_result store_crl_list(store_reader *r, store_crl_fn fn, void *ctx)
+{
+    CM_ENSURE(fn != NULL, STORE_E_INVALID);
+    return r->s->ops->crl_list(r->r, fn, ctx);
+}
+
+cm_result store_use_list(store_reader *r, store_use_fn fn, void *ctx)
+{
+    CM_ENSURE(fn != NULL, STORE_E_INVALID);
+    return r->s->ops->use_list(r->r, fn, ctx);
 }
 
 cm_result store_cert_state_get(store_reader *r, store_cert_state *out, const char *ca,

@@ -1,5 +1,6 @@
 // engine/store: the durable record of everything the CA issued and of the CMP transactions in
-// flight, behind a backend interface (SQLite now, PostgreSQL later).
+// flight, behind a backend interface: SQLite ("sqlite:PATH", the embedded default) or
+// PostgreSQL ("postgresql://...", shared by several certmintd nodes).
 //
 // Writes are jobs. A caller fills a store_job (an intrusive work item embedding a cm_cq_node),
 // submits it — alone or as a batch under one lock — and gets it back through its own cm_cq once
@@ -13,6 +14,13 @@
 // Reads go through store_reader handles, each with its own read connection (WAL lets readers
 // run beside the writer without blocking on it). A reader is confined to one thread; every I/O
 // thread or tool opens its own.
+//
+// PostgreSQL (store_pg*.c): the writer sends each batch as one transaction through libpq's
+// pipeline mode (one round trip per batch); several nodes may share the database. A lost
+// connection fails the jobs and reads in flight with STORE_E_UNAVAILABLE (the server answers
+// systemUnavail), store_healthy turns false, and the connections come back by themselves with
+// backoff. Duties only one node may run (CRLs, the confirm sweep, transaction expiry) are gated
+// by store_leader_try, a PostgreSQL advisory lock.
 //
 // Records (schema version STORE_SCHEMA_VERSION, created and migrated by store_open):
 //   cert       one row per issued certificate, UNIQUE (ca, serial), status unconfirmed / valid /
@@ -215,6 +223,11 @@ typedef enum store_op {
                               //   max_uses): its row goes, its use is no longer counted;
                               //   STORE_E_TXN_NOT_FOUND when no reservation without a
                               //   certificate exists
+    // store_copy only: a row exactly as another store holds it.
+    STORE_OP_COPY_CERT,  // u.cert: any status, with revoked_at, reason and confirm_deadline
+    STORE_OP_COPY_CRL,   // u.crl: every field, numbers_issued and revision included (replaces)
+    STORE_OP_COPY_CLEAR, // delete every certificate, transaction, CRL state and count
+    STORE_OP_COPY_USE,   // u.use: a credential's count of certificates (replaces)
 } store_op;
 
 // store_ref names a certificate or transaction and carries the few scalars an op needs.
@@ -225,6 +238,15 @@ typedef struct store_ref {
     int64_t time;           // CONFIRM: now; REVOKE: revocation time; TXN_EXPIRE, SWEEP: now
     int reason;             // REVOKE, SWEEP: CRLReason (not removeFromCRL)
 } store_ref;
+
+// store_use is a credential's count of the certificates it reserved (credential_use: only for
+// credentials with a limit). Thread: value type.
+typedef struct store_use {
+    const char *ca;
+    store_auth_kind kind;
+    cm_span credential;
+    uint64_t used;
+} store_use;
 
 // store_job is one write. Embed it in a request or allocate it; fill it with store_job_init
 // and the op's member of |u|; keep everything it points at alive until it comes back through
@@ -246,6 +268,7 @@ typedef struct store_job {
         store_txn txn;
         store_crl crl;
         store_reservation rsv;
+        store_use use;
     } u;
     // Set by the backend while the job runs, for the signer-status cache (store.c invalidates
     // after the commit): another certificate of the job's CA whose status the job changed (the
@@ -265,12 +288,15 @@ void store_job_init(store_job *job, store_op op, cm_cq *cq);
 typedef enum store_sync {
     STORE_SYNC_FULL = 0,   // default: fsync the WAL at every commit (survives power loss)
     STORE_SYNC_NORMAL = 1, // fsync only at checkpoints (survives a process crash only)
+    // PostgreSQL ignores the choice: its server's settings (fsync, synchronous_commit) decide,
+    // and certmint sets synchronous_commit = on for its sessions.
 } store_sync;
 
 // store_options configures store_open. Zero values pick the defaults. Thread: value type.
 typedef struct store_options {
     store_sync sync;
     int busy_timeout_ms; // how long to wait for a lock held by another process; 0: 5000
+                         // (PostgreSQL: the writer's lock_timeout)
     size_t max_batch;    // most jobs per transaction; 0: 4096
     // WAL frames not yet copied into the database at which a background checkpoint starts;
     // 0: 1000 (SQLite's default). The WAL restarts once it holds 8 times as many.
@@ -310,17 +336,28 @@ typedef struct store_stats {
     uint64_t status_misses;
     uint64_t status_invalidations;
     uint64_t status_flushes;
+    // Connections to a database server (PostgreSQL): reconnects after a lost connection (the
+    // writer's, the readers' and the leader lock's), and the writer's round trips for batches
+    // (one per committed batch, more when a job the database refused made it run again).
+    uint64_t reconnects;
+    uint64_t round_trips;
 } store_stats;
 
 typedef struct store store;
 typedef struct store_reader store_reader;
 
-// store_open opens (creating if needed) the store at |url| ("sqlite:PATH"), creates or
-// migrates its schema, and starts the writer thread. |opts| may be NULL. Fails with STORE_E_URL
-// or STORE_E_UNSUPPORTED for a bad URL, STORE_E_SCHEMA_TOO_NEW for a database written by a
-// newer certmint, STORE_E_NOT_A_STORE for a foreign file, STORE_E_DB/STORE_E_BUSY otherwise;
-// every failure is logged with the URL and the reason. The caller owns |*out_store| and frees it
-// with store_close. Thread: any; blocks for the open and migration.
+// store_open opens (creating if needed) the store at |url|, creates or migrates its schema, and
+// starts the writer thread. |url| is "sqlite:PATH", or "postgresql://..." / "postgres://..." (a
+// libpq URI) or "postgresql:KEY=VALUE ..." (a libpq keyword/value string): the password must
+// come from a passfile (the passfile keyword or PGPASSFILE), never the URL (STORE_E_URL).
+// Every PostgreSQL connection gets connect_timeout=5, TCP keepalives and
+// fallback_application_name certmint-writer/-reader/-leader unless the URL sets its own.
+// |opts| may be NULL. Fails with STORE_E_URL or STORE_E_UNSUPPORTED for a bad URL,
+// STORE_E_UNAVAILABLE when the database server cannot be reached, STORE_E_SCHEMA_TOO_NEW for a
+// database written by a newer certmint, STORE_E_NOT_A_STORE for a foreign file,
+// STORE_E_DB/STORE_E_BUSY otherwise; every failure is logged with the URL and the reason. The
+// caller owns |*out_store| and frees it with store_close. Thread: any; blocks for the open and
+// migration.
 CM_RESULT store_open(store **out_store, const char *url, const store_options *opts);
 
 // store_close stops accepting jobs (later submissions complete with STORE_E_CLOSED), commits
@@ -349,6 +386,27 @@ CM_RESULT store_run_batch(store *s, store_job *const *jobs, size_t n);
 
 // store_get_stats copies the writer's counters into |out|. Thread: any; takes the queue lock.
 void store_get_stats(store *s, store_stats *out);
+
+// store_backend_name is "sqlite" or "postgresql". Static storage. Thread: any.
+const char *store_backend_name(const store *s);
+
+// store_healthy reports whether the store can reach its database: false from the moment the
+// writer or a reader lost its connection (or the writer's check after 1 s idle failed) until
+// the writer's next successful round trip (within about a second when idle). While a
+// connection is lost its jobs or reads fail fast with STORE_E_UNAVAILABLE. SQLite is always
+// healthy. Thread: any; an atomic load, cheap enough for every /healthz request.
+bool store_healthy(const store *s);
+
+// store_leader_try reports in |*out_is_leader| whether this store holds the leader lock: the
+// right to run the duties only one node sharing the database may run (issuing CRLs, the
+// confirm-timeout sweep, transaction expiry). PostgreSQL: a session advisory lock on a
+// dedicated connection, taken when free and confirmed with a round trip while held; when the
+// holder dies its session ends and another node's next call takes the lock. Call it before
+// each round of duties (every few seconds). A lost connection gives up the lock (false) and
+// the next call reconnects. SQLite: always the leader. Fails (with *out_is_leader false) with
+// STORE_E_UNAVAILABLE when the database cannot be reached. Thread: one caller at a time (the
+// maintenance thread); blocks for one round trip.
+CM_RESULT store_leader_try(store *s, bool *out_is_leader);
 
 // ---------------------------------------------------------------------------------------------
 // Reads
@@ -450,7 +508,48 @@ void store_status_invalidate_all(store *s);
 // Thread: any.
 uint64_t store_status_generation(store *s);
 
-// store_reader_check runs the backend's full integrity check (SQLite PRAGMA integrity_check).
+// store_txn_fn receives one transaction; |t| is valid only during the call. Return false to
+// stop.
+typedef bool (*store_txn_fn)(void *ctx, const store_txn *t);
+
+// store_txn_list calls |fn| for every transaction of every CA. Scans: store copy and tests.
+CM_RESULT store_txn_list(store_reader *r, store_txn_fn fn, void *ctx);
+
+// store_crl_fn receives one CA's CRL state; |c| is valid only during the call.
+typedef bool (*store_crl_fn)(void *ctx, const store_crl *c);
+
+// store_crl_list calls |fn| for the CRL state of every CA that has one.
+CM_RESULT store_crl_list(store_reader *r, store_crl_fn fn, void *ctx);
+
+// store_use_fn receives one credential's count; |u| is valid only during the call.
+typedef bool (*store_use_fn)(void *ctx, const store_use *u);
+
+// store_use_list calls |fn| for every credential_use row (store copy, tests).
+CM_RESULT store_use_list(store_reader *r, store_use_fn fn, void *ctx);
+
+// store_copy_counts counts rows by table.
+typedef struct store_copy_counts {
+    uint64_t certs;
+    uint64_t txns;
+    uint64_t crl_states;
+    uint64_t uses;
+} store_copy_counts;
+
+// store_copy_count counts the rows of every table through |r| (scans: tools).
+CM_RESULT store_copy_count(store_reader *r, store_copy_counts *out);
+
+// store_copy copies every certificate (in issue order, statuses, revocations and key updates
+// as they are), every transaction, every CRL state and every credential's count from |src|
+// into |dst| (a reservation without its certificate yet keeps its row but not its reserved
+// serial, key and replaced certificate: copy a stopped instance), in batches of one transaction
+// each (STORE_OP_COPY_*), and adds what it wrote to |out_copied|. With |clear| it first empties
+// |dst| (STORE_OP_COPY_CLEAR). It does not check that |dst| was empty nor verify the result:
+// the caller compares store_copy_count of both (certmint store copy does). Stops at the first
+// failed job and returns its result. Thread: the caller's (|src|'s); blocks.
+CM_RESULT store_copy(store *dst, store_reader *src, bool clear, store_copy_counts *out_copied);
+
+// store_reader_check runs the backend's full integrity check (SQLite PRAGMA integrity_check and
+// foreign_key_check; PostgreSQL: the schema version and certmint's invariants over every row).
 // CM_OK when it reports ok, STORE_E_CORRUPT (logged with the first problem) otherwise.
 // Reads the whole database: tools and tests only.
 CM_RESULT store_reader_check(store_reader *r);

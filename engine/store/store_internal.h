@@ -8,11 +8,12 @@
 #include "engine/store/store.h"
 
 typedef struct store_backend store_backend;               // a backend's write connection
+typedef struct store_cache store_cache;                   // the signer-status cache (below)
 typedef struct store_backend_reader store_backend_reader; // a backend's read connection
 
-// store_backend_ops is the interface every backend implements (SQLite now, PostgreSQL later).
-// Write calls happen on the writer thread only, in the order begin, exec*, commit or rollback.
-// Read calls happen on the reader's thread. Thread: the table itself is immutable.
+// store_backend_ops is the interface every backend implements (SQLite, PostgreSQL). Write calls
+// happen on the writer thread only: either exec_batch once per batch, or begin, exec*, commit
+// or rollback. Read calls happen on the reader's thread. Thread: the table itself is immutable.
 typedef struct store_backend_ops {
     const char *scheme; // URL scheme, without the colon
 
@@ -29,6 +30,21 @@ typedef struct store_backend_ops {
     cm_result (*exec)(store_backend *b, store_job *job);
     CM_RESULT (*commit)(store_backend *b);
     void (*rollback)(store_backend *b);
+    // exec_batch, when not NULL, is used instead of begin/exec/commit/rollback (which may then
+    // be NULL): it runs every job of the chain |first| whose result is still CM_OK (store.c
+    // validated them and set the others' results) in ONE transaction, sets each job's result
+    // and out_value, and returns CM_OK once committed. Any other return means nothing was
+    // committed (or the outcome is unknown): store.c fails every job of the batch with it.
+    cm_result (*exec_batch)(store_backend *b, store_job *first);
+    // idle runs on the writer thread when no job came for the time it returned last (the first
+    // wait: STORE_IDLE_FIRST_MS): health checks and reconnection. Returns how long to wait
+    // before the next call, in ms. May be NULL (the writer then waits for jobs only).
+    uint32_t (*idle)(store_backend *b);
+    // healthy reports whether the database can be reached (store_healthy). Thread: any; cheap.
+    // May be NULL: always healthy.
+    bool (*healthy)(store_backend *b);
+    // leader_try is store_leader_try. Thread: one caller at a time. May be NULL: always leader.
+    CM_RESULT (*leader_try)(store_backend *b, bool *out_is_leader);
     // after_batch runs on the writer thread after a batch's jobs have been completed (its
     // clients are answered): deferred maintenance such as WAL checkpoints. May be NULL.
     void (*after_batch)(store_backend *b);
@@ -50,6 +66,13 @@ typedef struct store_backend_ops {
     (store_backend_reader *r, const char *ca, int64_t not_after_min, store_revoked_fn fn,
      void *ctx);
     CM_RESULT (*crl_get)(store_backend_reader *r, cm_arena *a, store_crl *out, const char *ca);
+    CM_RESULT (*txn_list)(store_backend_reader *r, store_txn_fn fn, void *ctx);
+    CM_RESULT (*crl_list)(store_backend_reader *r, store_crl_fn fn, void *ctx);
+    CM_RESULT (*use_list)(store_backend_reader *r, store_use_fn fn, void *ctx);
+    // attach_cache gives the backend the store's signer-status cache (NULL when off) before
+    // the writer starts, for changes other nodes make (PostgreSQL: LISTEN/NOTIFY); a failure
+    // fails store_open. May be NULL.
+    CM_RESULT (*attach_cache)(store_backend *b, store_cache *cache);
     CM_RESULT (*check)(store_backend_reader *r);
     // cert_state reads what store_cert_state_get returns (from_cache false); STORE_E_NOT_FOUND.
     CM_RESULT(*cert_state)
@@ -61,8 +84,34 @@ typedef struct store_backend_ops {
     bool (*changed_elsewhere)(store_backend *b);
 } store_backend_ops;
 
+// STORE_IDLE_FIRST_MS is the writer's first idle wait before it calls ops->idle.
+#define STORE_IDLE_FIRST_MS 1000u
+
 // store_sqlite_ops is the SQLite backend ("sqlite:PATH"). Immutable.
 extern const store_backend_ops store_sqlite_ops;
+
+// store_pg_ops is the PostgreSQL backend ("postgresql:CONNINFO", see store_open; the scheme
+// "postgres" is accepted too). Immutable.
+extern const store_backend_ops store_pg_ops;
+
+// store_pg_migration_sql returns part |part| of the SQL that takes a PostgreSQL schema from
+// version |i| to |i| + 1 (run the parts in order), NULL past the last part or migration.
+// certmint_meta's schema_version row is written by store_open, not by this SQL.
+// Thread: any; static strings.
+const char *store_pg_migration_sql(size_t i, size_t part);
+
+// store_pg_sql is one statement and the types of its parameters, one letter each: 't' text,
+// 'b' bytea, 'i' bigint, and 'T', 'B', 'I' for arrays of them.
+typedef struct store_pg_sql {
+    const char *sql;
+    const char *types;
+} store_pg_sql;
+
+// store_pg_request_path_sql returns the |i|-th statement the PostgreSQL backend runs on the
+// request path or per job (including the statements inside its PL/pgSQL functions, written
+// with $n parameters), NULL past the last, so a test can check with EXPLAIN that none scans a
+// whole table. Thread: any; static storage.
+const store_pg_sql *store_pg_request_path_sql(size_t i);
 
 // store_sqlite_migration_sql returns the SQL that takes a database from schema version |i| to
 // |i| + 1, NULL past the last, so a test can build an old database. Thread: any; static strings.

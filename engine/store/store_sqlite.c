@@ -232,6 +232,18 @@ const char *const store_sq_write_sql[SQW_COUNT] = {
                         "AND status = 'unconfirmed') OR EXISTS (SELECT 1 FROM txn INDEXED BY "
                         "txn_pending_update WHERE ca = ?1 AND replaces = ?2 AND serial IS NULL "
                         "AND transaction_id <> ?3)",
+    [SQW_COPY_CERT] =
+        "INSERT INTO cert (ca, serial, subject_der, subject_text, not_before, not_after, "
+        "spki_sha256, status, revoked_at, reason, transaction_id, requester_kind, requester, "
+        "cert_der, issued_at, confirm_deadline, replaces, revoke_replaced, superseded_at) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
+        "?18, ?19)",
+    [SQW_COPY_CRL] =
+        "INSERT OR REPLACE INTO crl_state (ca, numbers_issued, revision, built_revision, "
+        "crl_der, crl_number, this_update, next_update) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [SQW_COPY_USE] = "INSERT OR REPLACE INTO credential_use (ca, kind, credential, used) "
+                     "VALUES (?1, ?2, ?3, ?4)",
 };
 
 const char *const store_sq_read_sql[SQR_COUNT] = {
@@ -254,6 +266,13 @@ const char *const store_sq_read_sql[SQR_COUNT] = {
     [SQR_CRL_GET] = "SELECT crl_number, numbers_issued, revision, built_revision, crl_der, "
                     "this_update, next_update FROM crl_state WHERE ca = ?1",
     [SQR_CERT_STATE] = STORE_SQ_CERT_STATE,
+    [SQR_TXN_LIST] = "SELECT ca, transaction_id, state, sender_nonce, serial, protection, "
+                     "credential, expires_at, flags, request_nonce, signer_cert FROM txn "
+                     "ORDER BY ca, transaction_id",
+    [SQR_USE_LIST] = "SELECT ca, kind, credential, used FROM credential_use "
+                     "ORDER BY ca, kind, credential",
+    [SQR_CRL_LIST] = "SELECT ca, crl_number, numbers_issued, revision, built_revision, crl_der, "
+                     "this_update, next_update FROM crl_state ORDER BY ca",
 };
 
 const char *const store_sq_status_text[4] = {"unconfirmed", "valid", "revoked", "hold"};
@@ -543,4 +562,7 @@ const store_backend_ops store_sqlite_ops = {
     .check = store_sq_check,
     .cert_state = store_sq_cert_state,
     .changed_elsewhere = store_sq_changed_elsewhere,
+    .txn_list = store_sq_txn_list,
+    .crl_list = store_sq_crl_list,
+    .use_list = store_sq_use_list,
 };

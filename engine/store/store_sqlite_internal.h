@@ -48,6 +48,9 @@ enum {
     SQW_EXPIRE_PENDING,
     SQW_DATA_VERSION,
     SQW_UPDATE_BUSY,
+    SQW_COPY_CERT,
+    SQW_COPY_CRL,
+    SQW_COPY_USE,
     SQW_COUNT,
 };
 
@@ -62,6 +65,9 @@ enum {
     SQR_REVOKED,
     SQR_CRL_GET,
     SQR_CERT_STATE,
+    SQR_TXN_LIST,
+    SQR_CRL_LIST,
+    SQR_USE_LIST,
     SQR_COUNT,
 };
 
@@ -222,5 +228,8 @@ CM_RESULT store_sq_cert_state(store_backend_reader *r, store_cert_state *out, co
 // by the reader and the writer's reservation); false
 // when the status column holds no known status.
 bool store_sq_row_state(sqlite3_stmt *st, store_cert_state *out);
+CM_RESULT store_sq_txn_list(store_backend_reader *r, store_txn_fn fn, void *ctx);
+CM_RESULT store_sq_crl_list(store_backend_reader *r, store_crl_fn fn, void *ctx);
+CM_RESULT store_sq_use_list(store_backend_reader *r, store_use_fn fn, void *ctx);
 
 #endif // CERTMINT_ENGINE_STORE_STORE_SQLITE_INTERNAL_H

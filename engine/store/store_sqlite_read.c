@@ -314,3 +314,100 @@ cm_result store_sq_check(store_backend_reader *r)
     (void)sqlite3_finalize(st);
     return res;
 }
+
+cm_result store_sq_txn_list(store_backend_reader *r, store_txn_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = r->st[SQR_TXN_LIST];
+    cm_result res = cm_result_make(CM_OK);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        store_txn t;
+        memset(&t, 0, sizeof(t));
+        res = store_sq_col_text(st, 0, NULL, &t.ca);
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 1, NULL, &t.transaction_id);
+        }
+        t.state = (uint32_t)sqlite3_column_int64(st, 2);
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 3, NULL, &t.sender_nonce);
+        }
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 4, NULL, &t.serial);
+        }
+        t.protection = (store_auth_kind)sqlite3_column_int(st, 5);
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 6, NULL, &t.credential);
+        }
+        t.expires_at = sqlite3_column_int64(st, 7);
+        t.flags = (uint32_t)sqlite3_column_int64(st, 8);
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 9, NULL, &t.request_nonce);
+        }
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 10, NULL, &t.signer_cert);
+        }
+        if (!cm_ok(res) || !fn(ctx, &t)) {
+            break;
+        }
+    }
+    if (cm_ok(res) && rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        res = store_sq_fail(r->db, rc, "transaction list");
+    }
+    store_sq_done(st);
+    return res;
+}
+
+cm_result store_sq_crl_list(store_backend_reader *r, store_crl_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = r->st[SQR_CRL_LIST];
+    cm_result res = cm_result_make(CM_OK);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        store_crl c;
+        memset(&c, 0, sizeof(c));
+        res = store_sq_col_text(st, 0, NULL, &c.ca);
+        c.crl_number = (uint64_t)sqlite3_column_int64(st, 1);
+        c.numbers_issued = (uint64_t)sqlite3_column_int64(st, 2);
+        c.revision = (uint64_t)sqlite3_column_int64(st, 3);
+        c.built_revision = (uint64_t)sqlite3_column_int64(st, 4);
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 5, NULL, &c.crl_der);
+        }
+        c.this_update = sqlite3_column_int64(st, 6);
+        c.next_update = sqlite3_column_int64(st, 7);
+        if (!cm_ok(res) || !fn(ctx, &c)) {
+            break;
+        }
+    }
+    if (cm_ok(res) && rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        res = store_sq_fail(r->db, rc, "CRL state list");
+    }
+    store_sq_done(st);
+    return res;
+}
+
+cm_result store_sq_use_list(store_backend_reader *r, store_use_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = r->st[SQR_USE_LIST];
+    cm_result res = cm_result_make(CM_OK);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        store_use u;
+        memset(&u, 0, sizeof(u));
+        res = store_sq_col_text(st, 0, NULL, &u.ca);
+        u.kind = (store_auth_kind)sqlite3_column_int(st, 1);
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 2, NULL, &u.credential);
+        }
+        const int64_t used = sqlite3_column_int64(st, 3);
+        u.used = used > 0 ? (uint64_t)used : 0;
+        if (!cm_ok(res) || !fn(ctx, &u)) {
+            break;
+        }
+    }
+    if (cm_ok(res) && rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        res = store_sq_fail(r->db, rc, "credential use list");
+    }
+    store_sq_done(st);
+    return res;
+}

@@ -468,6 +468,73 @@ static cm_result store_sq_crl_put(store_backend *b, const store_crl *c)
     return cm_result_make(CM_OK);
 }
 
+static cm_result store_sq_copy_cert(store_backend *b, const store_cert *c)
+{
+    sqlite3_stmt *st = b->st[SQW_COPY_CERT];
+    const bool revoked = c->status == STORE_CERT_REVOKED || c->status == STORE_CERT_HOLD;
+    store_sq_bind_text(st, 1, c->ca);
+    store_sq_bind_span(st, 2, c->serial);
+    store_sq_bind_span(st, 3, c->subject_der);
+    store_sq_bind_text(st, 4, c->subject_text);
+    (void)sqlite3_bind_int64(st, 5, c->not_before);
+    (void)sqlite3_bind_int64(st, 6, c->not_after);
+    store_sq_bind_span(st, 7, c->spki_sha256);
+    store_sq_bind_text(st, 8, store_sq_status_text[c->status]);
+    if (revoked) {
+        (void)sqlite3_bind_int64(st, 9, c->revoked_at);
+        (void)sqlite3_bind_int(st, 10, c->reason);
+    } else {
+        (void)sqlite3_bind_null(st, 9);
+        (void)sqlite3_bind_null(st, 10);
+    }
+    store_sq_bind_span(st, 11, c->transaction_id);
+    (void)sqlite3_bind_int(st, 12, (int)c->requester_kind);
+    store_sq_bind_span(st, 13, c->requester);
+    store_sq_bind_span(st, 14, c->cert_der);
+    (void)sqlite3_bind_int64(st, 15, c->issued_at);
+    store_sq_bind_time(st, 16, c->status == STORE_CERT_UNCONFIRMED ? c->confirm_deadline : 0);
+    store_sq_bind_span(st, 17, c->replaces);
+    (void)sqlite3_bind_int(st, 18, c->replaces.len != 0 && c->revoke_replaced ? 1 : 0);
+    store_sq_bind_time(st, 19, c->superseded_at);
+    int rc = store_sq_step_done(st);
+    if (rc != SQLITE_DONE) {
+        return store_sq_constraint(b, rc, STORE_E_DUPLICATE_SERIAL, STORE_E_INVALID);
+    }
+    return cm_result_make(CM_OK);
+}
+
+static cm_result store_sq_copy_use(store_backend *b, const store_use *u)
+{
+    sqlite3_stmt *st = b->st[SQW_COPY_USE];
+    store_sq_bind_text(st, 1, u->ca);
+    (void)sqlite3_bind_int(st, 2, (int)u->kind);
+    store_sq_bind_span(st, 3, u->credential);
+    (void)sqlite3_bind_int64(st, 4, (int64_t)u->used);
+    int rc = store_sq_step_done(st);
+    if (rc != SQLITE_DONE) {
+        return store_sq_constraint(b, rc, STORE_E_INVALID, STORE_E_INVALID);
+    }
+    return cm_result_make(CM_OK);
+}
+
+static cm_result store_sq_copy_crl(store_backend *b, const store_crl *c)
+{
+    sqlite3_stmt *st = b->st[SQW_COPY_CRL];
+    store_sq_bind_text(st, 1, c->ca);
+    (void)sqlite3_bind_int64(st, 2, (int64_t)c->numbers_issued);
+    (void)sqlite3_bind_int64(st, 3, (int64_t)c->revision);
+    (void)sqlite3_bind_int64(st, 4, (int64_t)c->built_revision);
+    store_sq_bind_span(st, 5, c->crl_der);
+    (void)sqlite3_bind_int64(st, 6, (int64_t)c->crl_number);
+    store_sq_bind_time(st, 7, c->this_update);
+    store_sq_bind_time(st, 8, c->next_update);
+    int rc = store_sq_step_done(st);
+    if (rc != SQLITE_DONE) {
+        return store_sq_constraint(b, rc, STORE_E_INVALID, STORE_E_INVALID);
+    }
+    return cm_result_make(CM_OK);
+}
+
 static cm_result store_sq_exec_op(store_backend *b, store_job *job)
 {
     switch (job->op) {
@@ -497,6 +564,15 @@ static cm_result store_sq_exec_op(store_backend *b, store_job *job)
         return store_sq_reserve(b, job);
     case STORE_OP_TXN_UNRESERVE:
         return store_sq_unreserve(b, job);
+    case STORE_OP_COPY_CERT:
+        return store_sq_copy_cert(b, &job->u.cert);
+    case STORE_OP_COPY_CRL:
+        return store_sq_copy_crl(b, &job->u.crl);
+    case STORE_OP_COPY_CLEAR:
+        return store_sq_exec(b->db, "DELETE FROM txn; DELETE FROM cert; DELETE FROM crl_state; "
+                                    "DELETE FROM credential_use");
+    case STORE_OP_COPY_USE:
+        return store_sq_copy_use(b, &job->u.use);
     }
     CM_BAIL(STORE_E_INVALID);
 }
@@ -508,7 +584,8 @@ cm_result store_sq_exec_job(store_backend *b, store_job *job)
     bool multi = job->op == STORE_OP_CERT_CONFIRM || job->op == STORE_OP_CERT_REVOKE ||
                  job->op == STORE_OP_CERT_RELEASE || job->op == STORE_OP_SWEEP ||
                  job->op == STORE_OP_TXN_RESERVE || job->op == STORE_OP_TXN_UNRESERVE ||
-                 (job->op == STORE_OP_CERT_INSERT && job->u.cert.replaces.len != 0);
+                 (job->op == STORE_OP_CERT_INSERT && job->u.cert.replaces.len != 0) ||
+                 job->op == STORE_OP_COPY_CLEAR;
     if (!multi) {
         return store_sq_exec_op(b, job);
     }

@@ -14,6 +14,7 @@
 //   tool_certs.c     certmint list, show, revoke
 //   tool_crl.c       certmint crl
 //   tool_secret.c    certmint secret add|list|remove
+//   tool_store.c     certmint store copy
 //
 // Every command function takes main's argc/argv (argv[1] is the command's name), prints its own
 // messages prefixed "certmint COMMAND:" and returns the exit code: 0 ok, 1 failed, 2 usage.
@@ -45,6 +46,7 @@ int tool_revoke(int argc, char **argv);
 int tool_revive(int argc, char **argv); // a certificate on hold becomes valid again
 int tool_crl(int argc, char **argv);
 int tool_secret(int argc, char **argv);
+int tool_store(int argc, char **argv);
 
 // ---------------------------------------------------------------------------------------------
 // tool_args.c

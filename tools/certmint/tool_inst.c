@@ -80,8 +80,7 @@ const cfg_ca *tool_inst_pick_ca(tool_inst *t, const char *name)
 
 bool tool_inst_open_store(tool_inst *t)
 {
-    char url[PATH_MAX + 16];
-    (void)snprintf(url, sizeof(url), "sqlite:%s", t->cfg->store_path);
+    const char *url = t->cfg->store_url;
     cm_result r = store_open(&t->st, url, NULL);
     if (cm_ok(r)) {
         r = store_reader_open(t->st, &t->rd);

@@ -358,7 +358,20 @@ static const cfg_case k_bad[] = {
     {"[certmintd]\nlisten = 127.0.0.1:80, [::1]:70000\n", CFG_E_VALUE,
      "[certmintd] listen: '70000' is out of range 1..65535"},
     {"[certmintd]\nstore = mysql:x\n", CFG_E_VALUE,
-     "[certmintd] store: 'mysql:x' is not sqlite:PATH"},
+     "[certmintd] store: 'mysql:x' is not sqlite:PATH nor postgresql://"},
+    {"[certmintd]\nstore = postgresql:\n", CFG_E_VALUE,
+     "[certmintd] store: 'postgresql:' is not sqlite:PATH"},
+    // A password never goes into the configuration (nor into its messages).
+    {"[certmintd]\nstore = postgresql://certmint:pw-in-url@db/certmint\n", CFG_E_VALUE,
+     "[certmintd] store: the connection string holds a password: put it in a password file"},
+    {"[certmintd]\nstore = postgres://u@db/x?sslmode=require&password=pw-in-url\n", CFG_E_VALUE,
+     "[certmintd] store: the connection string holds a password"},
+    {"[certmintd]\nstore = postgresql:host=/tmp dbname=x password = pw-in-url\n", CFG_E_VALUE,
+     "[certmintd] store: the connection string holds a password"},
+    {"[certmintd]\nstore = postgresql:host=/tmp x pw-in-url\n", CFG_E_VALUE,
+     "[certmintd] store: the postgresql: value is not libpq KEY=VALUE pairs"},
+    {"[certmintd]\nstore_passfile = pgpass\n", CFG_E_VALUE,
+     "[certmintd] store_passfile: only a PostgreSQL store takes a password file"},
     {"[certmintd]\nmax_request_bytes = 10\n", CFG_E_VALUE,
      "[certmintd] max_request_bytes: '10' is out of range"},
     {"[certmintd]\nmin_pbm_iterations = 60000\n", CFG_E_VALUE,
@@ -523,6 +536,7 @@ static void expect_fail(const char *text, uint32_t code, const char *msg)
     CU_ASSERT_TRUE(has);
     // No secret ever appears in a message.
     CU_ASSERT_PTR_NULL(strstr(err, "s3cret"));
+    CU_ASSERT_PTR_NULL(strstr(err, "pw-in-url"));
     CU_ASSERT_PTR_NULL(strstr(err, "another secret"));
     cfg_free(c);
 }
@@ -534,6 +548,79 @@ static void test_cfg_rejects_bad_values(void)
         (void)snprintf(text, sizeof(text), "%s\n%s", k_base, k_bad[i].append);
         expect_fail(text, k_bad[i].code, k_bad[i].msg);
     }
+}
+
+// test_cfg_load_store loads k_base with |extra| appended and returns the store URL it made
+// (copied into |out|), or fails the test.
+static void test_cfg_load_store(const char *extra, char *out, size_t cap, bool *out_sqlite)
+{
+    char text[sizeof(k_base) + 512];
+    (void)snprintf(text, sizeof(text), "%s\n[certmintd]\n%s", k_base, extra);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    const cm_result r = cfg_load(&c, err, sizeof(err), g_conf);
+    if (!cm_ok(r)) {
+        fprintf(stderr, "\n  %s: %s\n", cm_result_name(r), err);
+    }
+    CU_ASSERT_FATAL(cm_ok(r));
+    (void)snprintf(out, cap, "%s", c->store_url);
+    *out_sqlite = c->store_path != NULL;
+    cfg_free(c);
+}
+
+static void test_cfg_postgresql_store(void)
+{
+    char url[600];
+    char want[600];
+    bool sqlite = true;
+    test_cfg_load_store("store = postgresql://certmint@/certmint?host=/run/postgresql\n", url,
+                        sizeof(url), &sqlite);
+    CU_ASSERT_STRING_EQUAL(url, "postgresql://certmint@/certmint?host=/run/postgresql");
+    CU_ASSERT_FALSE(sqlite);
+    test_cfg_load_store("store = postgres://db.example/certmint\n", url, sizeof(url), &sqlite);
+    CU_ASSERT_STRING_EQUAL(url, "postgres://db.example/certmint");
+    // A password file (relative to the configuration, 0600) joins the connection string.
+    char pass[400];
+    path_of(pass, sizeof(pass), "pg pass");
+    CU_ASSERT_TRUE_FATAL(test_write_file(pass, "*:*:*:certmint:x\n", 18));
+    CU_ASSERT_EQUAL_FATAL(chmod(pass, 0600), 0);
+    test_cfg_load_store("store = postgresql://certmint@/certmint?host=/run/postgresql\n"
+                        "store_passfile = pg pass\n",
+                        url, sizeof(url), &sqlite);
+    path_of(want, sizeof(want), "");
+    char expect[700];
+    (void)snprintf(expect, sizeof(expect),
+                   "postgresql://certmint@/certmint?host=/run/postgresql&passfile=%spg%%20pass",
+                   want);
+    CU_ASSERT_STRING_EQUAL(url, expect);
+    test_cfg_load_store("store_passfile = pg pass\nstore = postgres://db/certmint\n", url,
+                        sizeof(url), &sqlite);
+    (void)snprintf(expect, sizeof(expect), "postgres://db/certmint?passfile=%spg%%20pass", want);
+    CU_ASSERT_STRING_EQUAL(url, expect);
+    test_cfg_load_store("store = postgresql:host=/run/postgresql dbname=certmint\n"
+                        "store_passfile = pg pass\n",
+                        url, sizeof(url), &sqlite);
+    (void)snprintf(expect, sizeof(expect),
+                   "postgresql:host=/run/postgresql dbname=certmint passfile='%spg pass'", want);
+    CU_ASSERT_STRING_EQUAL(url, expect);
+    // sqlite: keeps its resolved path in the URL.
+    test_cfg_load_store("store = sqlite:x.db\n", url, sizeof(url), &sqlite);
+    path_of(want, sizeof(want), "x.db");
+    (void)snprintf(expect, sizeof(expect), "sqlite:%s", want);
+    CU_ASSERT_STRING_EQUAL(url, expect);
+    CU_ASSERT_TRUE(sqlite);
+
+    // A password file others may read, or none at all, is refused.
+    char text[sizeof(k_base) + 512];
+    CU_ASSERT_EQUAL_FATAL(chmod(pass, 0644), 0);
+    (void)snprintf(text, sizeof(text),
+                   "%s\n[certmintd]\nstore = postgres://db/certmint\nstore_passfile = pg pass\n",
+                   k_base);
+    expect_fail(text, CFG_E_VALUE, "store_passfile: ");
+    expect_fail(text, CFG_E_VALUE, "pg pass is readable by group or others (chmod 600 it)");
+    (void)remove(pass);
+    expect_fail(text, CFG_E_FILE, "store_passfile: cannot read");
 }
 
 static void test_cfg_sizes_and_no_peer_cap(void)
@@ -999,6 +1086,7 @@ int test_cfg_register(void)
         TEST_CASE(test_cfg_rejects_bad_values),
         TEST_CASE(test_cfg_sizes_and_no_peer_cap),
         TEST_CASE(test_cfg_secret_mode_names_file_and_mode),
+        TEST_CASE(test_cfg_postgresql_store),
         TEST_CASE(test_cfg_missing_sections_and_keys),
         TEST_CASE(test_cfg_trust_settings),
         TEST_CASE(test_cfg_rejects_bad_trust_settings),

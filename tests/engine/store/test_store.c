@@ -1,6 +1,14 @@
-// Suite "store": the SQLite store on real database files — schema creation, versioning and
-// refusal of foreign or newer files; every write op good and bad with its exact code; reads;
-// group commit under concurrent submitters; durability across a simulated crash; integrity.
+// Suites "store" and "store_pg": the same tests on both backends — SQLite on real database
+// files, and PostgreSQL on a throwaway cluster that the store_pg suite starts in its init
+// (tests/support/test_pg.h) and removes in its cleanup; no mock anywhere. Schema creation,
+// versioning and refusal of foreign or newer stores; every write op good and bad with its
+// exact code; reads; group commit under concurrent submitters; durability across a crash;
+// integrity; store copy. Then each backend's own: SQLite's WAL checkpoints and query plans;
+// PostgreSQL's query plans, one round trip per batch, several nodes on one database, the
+// leader lock, and a database that goes away and comes back.
+#include "tests/engine/store/test_store.h"
+
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -15,13 +23,18 @@
 #include "engine/base/cq.h"
 #include "engine/store/store.h"
 #include "engine/store/store_internal.h"
+#include "tests/support/test_pg.h"
 #include "tests/support/test_support.h"
 
-// The suite's directory: one database file per test in it.
+// The suite's directory (SQLite: one database file per test in it), and for store_pg the
+// cluster (one schema per test, named after the test's "file").
 static char g_store_dir[256];
+static bool g_pg;
+static test_pg g_cluster;
 
 static int test_store_suite_init(void)
 {
+    g_pg = false;
     return test_tmpdir(g_store_dir, sizeof(g_store_dir), "store") ? 0 : 1;
 }
 
@@ -30,13 +43,91 @@ static int test_store_suite_cleanup(void)
     return test_rmtree(g_store_dir) ? 0 : 1;
 }
 
+static int test_store_pg_suite_init(void)
+{
+    g_pg = true;
+    if (!test_tmpdir(g_store_dir, sizeof(g_store_dir), "store")) {
+        return 1;
+    }
+    return test_pg_start(&g_cluster) ? 0 : 1;
+}
+
+static int test_store_pg_suite_cleanup(void)
+{
+    test_pg_destroy(&g_cluster);
+    g_pg = false;
+    return test_rmtree(g_store_dir) ? 0 : 1;
+}
+
 static const char *test_store_path(char *out, size_t cap, const char *name)
 {
     return test_path(out, cap, g_store_dir, name);
 }
 
+// test_store_schema turns a test's store name ("group.db") into a schema name ("t_group_db").
+static const char *test_store_schema(char *out, size_t cap, const char *name)
+{
+    int n = snprintf(out, cap, "t_%s", name);
+    CU_ASSERT_FATAL(n > 0 && (size_t)n < cap);
+    for (char *c = out; *c != '\0'; c++) {
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9'))) {
+            *c = '_';
+        }
+    }
+    return out;
+}
+
+static void test_store_pg_quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message; // "schema ... already exists, skipping"
+}
+
+// test_store_pg_connect connects to the cluster with search_path |schema| (NULL: the default).
+static PGconn *test_store_pg_connect(const char *schema)
+{
+    char url[600];
+    PGconn *pg = PQconnectdb(test_pg_url(&g_cluster, schema, url, sizeof(url)));
+    if (PQstatus(pg) != CONNECTION_OK) {
+        fprintf(stderr, "\n  cannot connect to the test cluster: %s", PQerrorMessage(pg));
+    }
+    CU_ASSERT_EQUAL_FATAL(PQstatus(pg), CONNECTION_OK);
+    (void)PQsetNoticeProcessor(pg, test_store_pg_quiet, NULL);
+    return pg;
+}
+
+// test_store_pg_sql runs |sql| (one or more statements) and returns the first column of the
+// last statement's first row as an integer (-1 when there is none); fails the test on error.
+static int64_t test_store_pg_sql(PGconn *pg, const char *sql)
+{
+    PGresult *res = PQexec(pg, sql);
+    const ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        fprintf(stderr, "\n  %s: %s", sql, PQresultErrorMessage(res));
+    }
+    CU_ASSERT(st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK);
+    int64_t v = -1;
+    if (st == PGRES_TUPLES_OK && PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)) {
+        v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    }
+    PQclear(res);
+    return v;
+}
+
+// test_store_url names the store |name| of the current backend: a file in the suite's
+// directory, or a schema of the cluster (created when missing).
 static const char *test_store_url(char *out, size_t cap, const char *name)
 {
+    if (g_pg) {
+        char schema[96];
+        char sql[160];
+        test_store_schema(schema, sizeof(schema), name);
+        (void)snprintf(sql, sizeof(sql), "CREATE SCHEMA IF NOT EXISTS %s", schema);
+        PGconn *pg = test_store_pg_connect(NULL);
+        (void)test_store_pg_sql(pg, sql);
+        PQfinish(pg);
+        return test_pg_url(&g_cluster, schema, out, cap);
+    }
     char path[512];
     int n = snprintf(out, cap, "sqlite:%s", test_store_path(path, sizeof(path), name));
     CU_ASSERT_FATAL(n > 0 && (size_t)n < cap);
@@ -133,8 +224,17 @@ static uint64_t test_store_count(store_reader *r, const char *ca, store_cert_sta
     return n;
 }
 
+// test_store_db_int runs |sql| on the store |name| directly (not through the store) and
+// returns the first column of its first row, -1 when there is none.
 static int64_t test_store_db_int(const char *name, const char *sql)
 {
+    if (g_pg) {
+        char schema[96];
+        PGconn *pg = test_store_pg_connect(test_store_schema(schema, sizeof(schema), name));
+        const int64_t v = test_store_pg_sql(pg, sql);
+        PQfinish(pg);
+        return v;
+    }
     char path[512];
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
@@ -153,6 +253,10 @@ static int64_t test_store_db_int(const char *name, const char *sql)
 
 static void test_store_db_exec(const char *name, const char *sql)
 {
+    if (g_pg) {
+        (void)test_store_db_int(name, sql);
+        return;
+    }
     char path[512];
     sqlite3 *db = NULL;
     CU_ASSERT_EQUAL_FATAL(sqlite3_open(test_store_path(path, sizeof(path), name), &db), SQLITE_OK);
@@ -160,18 +264,58 @@ static void test_store_db_exec(const char *name, const char *sql)
     (void)sqlite3_close(db);
 }
 
+// The schema version, as each backend records it.
+static const char *test_store_version_sql(void)
+{
+    return g_pg ? "SELECT value::bigint FROM certmint_meta WHERE name = 'schema_version'"
+                : "PRAGMA user_version";
+}
+
+static void test_store_set_version(const char *name, int version)
+{
+    char sql[128];
+    if (g_pg) {
+        (void)snprintf(sql, sizeof(sql),
+                       "UPDATE certmint_meta SET value = '%d' WHERE name = 'schema_version'",
+                       version);
+    } else {
+        (void)snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", version);
+    }
+    test_store_db_exec(name, sql);
+}
+
+// test_store_has_index counts the indexes named |index| of the store |name|.
+static int64_t test_store_has_index(const char *name, const char *index)
+{
+    char sql[192];
+    (void)snprintf(sql, sizeof(sql),
+                   g_pg ? "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() "
+                          "AND indexname = '%s'"
+                        : "SELECT count(*) FROM sqlite_schema WHERE name = '%s'",
+                   index);
+    return test_store_db_int(name, sql);
+}
+
 // ---------------------------------------------------------------------------------------------
 
 static void test_store_creates_schema_and_reopens(void)
 {
     store *s = test_store_open_at("schema.db", STORE_SYNC_FULL);
+    CU_ASSERT_STRING_EQUAL(store_backend_name(s), g_pg ? "postgresql" : "sqlite");
     test_item it;
     test_store_fill(&it, NULL, "devices", 1, 0, STORE_CERT_VALID, 0);
     TEST_ASSERT_OK(store_run(s, &it.job));
     test_store_close_checked(s);
 
-    CU_ASSERT_EQUAL(test_store_db_int("schema.db", "PRAGMA user_version"), STORE_SCHEMA_VERSION);
-    CU_ASSERT_EQUAL(test_store_db_int("schema.db", "PRAGMA application_id"), 0x434d4e54);
+    CU_ASSERT_EQUAL(test_store_db_int("schema.db", test_store_version_sql()), STORE_SCHEMA_VERSION);
+    if (g_pg) {
+        CU_ASSERT_EQUAL(test_store_db_int("schema.db",
+                                          "SELECT count(*) FROM certmint_meta WHERE "
+                                          "name = 'application' AND value = 'certmint'"),
+                        1);
+    } else {
+        CU_ASSERT_EQUAL(test_store_db_int("schema.db", "PRAGMA application_id"), 0x434d4e54);
+    }
     CU_ASSERT_EQUAL(test_store_db_int("schema.db", "SELECT count(*) FROM cert"), 1);
 
     // Reopening keeps the data and does not migrate again.
@@ -187,26 +331,44 @@ static void test_store_refuses_newer_schema(void)
 {
     store *s = test_store_open_at("newer.db", STORE_SYNC_FULL);
     store_close(s);
-    char sql[64];
-    (void)snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SCHEMA_VERSION + 1);
-    test_store_db_exec("newer.db", sql);
+    test_store_set_version("newer.db", STORE_SCHEMA_VERSION + 1);
     char url[600];
     s = NULL;
     TEST_ASSERT_CODE(store_open(&s, test_store_url(url, sizeof(url), "newer.db"), NULL),
                      STORE_E_SCHEMA_TOO_NEW);
     CU_ASSERT_PTR_NULL(s);
     // The refusal changed nothing.
-    CU_ASSERT_EQUAL(test_store_db_int("newer.db", "PRAGMA user_version"), STORE_SCHEMA_VERSION + 1);
+    CU_ASSERT_EQUAL(test_store_db_int("newer.db", test_store_version_sql()),
+                    STORE_SCHEMA_VERSION + 1);
 }
 
-// A database written by schema 1 (cert_by_txn present) is migrated on open: the index is gone,
-// the rows are kept, and lookups by transaction work through the txn table.
-static void test_store_migrates_schema_1(void)
+// test_store_build_v1 writes a store of schema 1 (cert_by_txn present) with one unconfirmed
+// certificate and its transaction, as certmint 1 would have left it.
+static void test_store_build_v1(const char *name)
 {
+    if (g_pg) {
+        char url[600];
+        (void)test_store_url(url, sizeof(url), name); // creates the schema
+        char schema[96];
+        PGconn *pg = test_store_pg_connect(test_store_schema(schema, sizeof(schema), name));
+        for (size_t part = 0; store_pg_migration_sql(0, part) != NULL; part++) {
+            (void)test_store_pg_sql(pg, store_pg_migration_sql(0, part));
+        }
+        CU_ASSERT_PTR_NULL(store_pg_migration_sql(0, 9));
+        (void)test_store_pg_sql(
+            pg, "INSERT INTO certmint_meta VALUES ('schema_version', '1');"
+                "INSERT INTO cert (ca, serial, subject_der, subject_text, not_before, not_after,"
+                " spki_sha256, status, transaction_id, requester_kind, cert_der, issued_at,"
+                " confirm_deadline) VALUES ('devices', '\\x4101', '\\x3000', 'CN=old', 1, 2,"
+                " decode(repeat('00', 32), 'hex'), 'unconfirmed', '\\x0102', 0, '\\x3000', 1, 5);"
+                "INSERT INTO txn (ca, transaction_id, state, serial, protection, expires_at)"
+                " VALUES ('devices', '\\x0102', 2, '\\x4101', 0, 9);");
+        PQfinish(pg);
+        return;
+    }
     char path[512];
     sqlite3 *db = NULL;
-    CU_ASSERT_EQUAL_FATAL(sqlite3_open(test_store_path(path, sizeof(path), "v1.db"), &db),
-                          SQLITE_OK);
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(test_store_path(path, sizeof(path), name), &db), SQLITE_OK);
     CU_ASSERT_PTR_NOT_NULL_FATAL(store_sqlite_migration_sql(0));
     CU_ASSERT_EQUAL_FATAL(sqlite3_exec(db, store_sqlite_migration_sql(0), NULL, NULL, NULL),
                           SQLITE_OK);
@@ -222,9 +384,14 @@ static void test_store_migrates_schema_1(void)
                      NULL, NULL, NULL),
         SQLITE_OK);
     (void)sqlite3_close(db);
-    CU_ASSERT_EQUAL(test_store_db_int("v1.db", "SELECT count(*) FROM sqlite_schema "
-                                               "WHERE name = 'cert_by_txn'"),
-                    1);
+}
+
+// A store written by schema 1 (cert_by_txn present) is migrated on open: the index is gone,
+// the rows are kept, and lookups by transaction work through the txn table.
+static void test_store_migrates_schema_1(void)
+{
+    test_store_build_v1("v1.db");
+    CU_ASSERT_EQUAL(test_store_has_index("v1.db", "cert_by_txn"), 1);
 
     store *s = test_store_open_at("v1.db", STORE_SYNC_NORMAL);
     store_reader *r = NULL;
@@ -238,29 +405,18 @@ static void test_store_migrates_schema_1(void)
     cm_arena_cleanup(&a);
     store_reader_close(r);
     test_store_close_checked(s);
-    CU_ASSERT_EQUAL(test_store_db_int("v1.db", "PRAGMA user_version"), STORE_SCHEMA_VERSION);
-    CU_ASSERT_EQUAL(test_store_db_int("v1.db", "SELECT count(*) FROM sqlite_schema "
-                                               "WHERE name = 'cert_by_txn'"),
-                    0);
+    CU_ASSERT_EQUAL(test_store_db_int("v1.db", test_store_version_sql()), STORE_SCHEMA_VERSION);
+    CU_ASSERT_EQUAL(test_store_has_index("v1.db", "cert_by_txn"), 0);
     CU_ASSERT_EQUAL(test_store_db_int("v1.db", "SELECT count(*) FROM cert"), 1);
 }
 
-static void test_store_refuses_bad_urls_and_foreign_files(void)
+// test_store_sqlite_foreign: files that are not certmint stores.
+static void test_store_sqlite_foreign(void)
 {
     store *s = NULL;
-    TEST_ASSERT_CODE(store_open(&s, NULL, NULL), STORE_E_URL);
-    TEST_ASSERT_CODE(store_open(&s, "sqlite:", NULL), STORE_E_URL);
-    TEST_ASSERT_CODE(store_open(&s, "/var/certmint.db", NULL), STORE_E_URL);
-    TEST_ASSERT_CODE(store_open(&s, ":x.db", NULL), STORE_E_URL);
-    TEST_ASSERT_CODE(store_open(&s, "mysql:x", NULL), STORE_E_URL);
-    TEST_ASSERT_CODE(store_open(&s, "postgresql://db/certmint", NULL), STORE_E_UNSUPPORTED);
-    store_options bad_sync = {.sync = (store_sync)7};
-    TEST_ASSERT_CODE(store_open(&s, "sqlite:/tmp/never.db", &bad_sync), STORE_E_INVALID);
-    CU_ASSERT_PTR_NULL(s);
-
-    // A file that is not SQLite at all.
     char path[512];
     char url[600];
+    // A file that is not SQLite at all.
     static const char junk[] = "this is not an SQLite database, it is a text file of junk....."
                                "................................................................";
     CU_ASSERT_FATAL(
@@ -275,6 +431,72 @@ static void test_store_refuses_bad_urls_and_foreign_files(void)
     // A directory that does not exist.
     TEST_ASSERT_CODE(store_open(&s, "sqlite:/nonexistent-dir/x/certmint.db", NULL), STORE_E_DB);
     CU_ASSERT_PTR_NULL(s);
+}
+
+// test_store_pg_foreign: schemas that are not certmint stores, and servers that are not there.
+static void test_store_pg_foreign(void)
+{
+    store *s = NULL;
+    char url[600];
+    // A schema with another application's tables.
+    (void)test_store_url(url, sizeof(url), "other.db");
+    test_store_db_exec("other.db", "CREATE TABLE t (x integer); INSERT INTO t VALUES (1)");
+    TEST_ASSERT_CODE(store_open(&s, url, NULL), STORE_E_NOT_A_STORE);
+    CU_ASSERT_EQUAL(test_store_db_int("other.db", "SELECT count(*) FROM t"), 1);
+    CU_ASSERT_EQUAL(test_store_db_int("other.db", "SELECT count(*) FROM pg_tables WHERE "
+                                                  "schemaname = current_schema()"),
+                    1);
+    // Another application's certmint_meta.
+    (void)test_store_url(url, sizeof(url), "meta.db");
+    test_store_db_exec("meta.db", "CREATE TABLE certmint_meta (name text PRIMARY KEY, value text);"
+                                  "INSERT INTO certmint_meta VALUES ('application', 'other')");
+    TEST_ASSERT_CODE(store_open(&s, url, NULL), STORE_E_NOT_A_STORE);
+    // A search_path naming no schema that exists: nowhere to create the tables.
+    TEST_ASSERT_CODE(
+        store_open(&s, test_pg_url(&g_cluster, "no_such_schema", url, sizeof(url)), NULL),
+        STORE_E_DB);
+    // No server at that socket, or at that port.
+    char dir[300];
+    (void)snprintf(dir, sizeof(dir), "%s/no-server", g_store_dir);
+    (void)snprintf(url, sizeof(url), "postgresql://certmint@/certmint?host=%s&port=1", dir);
+    TEST_ASSERT_CODE(store_open(&s, url, NULL), STORE_E_UNAVAILABLE);
+    TEST_ASSERT_CODE(store_open(&s, "postgresql:host=127.0.0.1 port=1 dbname=certmint", NULL),
+                     STORE_E_UNAVAILABLE);
+    // The right server without the passfile: no password, which certmint never asks for.
+    (void)snprintf(url, sizeof(url), "postgresql://certmint@/certmint?host=%s&port=%d&passfile=%s",
+                   g_cluster.dir, g_cluster.port, "/nonexistent/pgpass");
+    TEST_ASSERT_CODE(store_open(&s, url, NULL), STORE_E_DB);
+    CU_ASSERT_PTR_NULL(s);
+}
+
+static void test_store_refuses_bad_urls_and_foreign_files(void)
+{
+    store *s = NULL;
+    TEST_ASSERT_CODE(store_open(&s, NULL, NULL), STORE_E_URL);
+    TEST_ASSERT_CODE(store_open(&s, "sqlite:", NULL), STORE_E_URL);
+    TEST_ASSERT_CODE(store_open(&s, "/var/certmint.db", NULL), STORE_E_URL);
+    TEST_ASSERT_CODE(store_open(&s, ":x.db", NULL), STORE_E_URL);
+    TEST_ASSERT_CODE(store_open(&s, "mysql:x", NULL), STORE_E_URL);
+    TEST_ASSERT_CODE(store_open(&s, "postgresql:", NULL), STORE_E_URL);
+    // A password in the URL is refused before any connection: it belongs in a passfile.
+    TEST_ASSERT_CODE(
+        store_open(&s, "postgresql://certmint:secret@/certmint?host=/nonexistent", NULL),
+        STORE_E_URL);
+    TEST_ASSERT_CODE(store_open(&s, "postgres://u@db/certmint?password=secret", NULL), STORE_E_URL);
+    TEST_ASSERT_CODE(store_open(&s, "postgresql:host=/nonexistent password=secret", NULL),
+                     STORE_E_URL);
+    // Not a connection string libpq can parse.
+    TEST_ASSERT_CODE(store_open(&s, "postgresql:host", NULL), STORE_E_URL);
+    TEST_ASSERT_CODE(store_open(&s, "postgresql://u@db/certmint?nosuchoption=1", NULL),
+                     STORE_E_URL);
+    store_options bad_sync = {.sync = (store_sync)7};
+    TEST_ASSERT_CODE(store_open(&s, "sqlite:/tmp/never.db", &bad_sync), STORE_E_INVALID);
+    CU_ASSERT_PTR_NULL(s);
+    if (g_pg) {
+        test_store_pg_foreign();
+    } else {
+        test_store_sqlite_foreign();
+    }
 }
 
 static void test_store_insert_lookup_and_duplicates(void)
@@ -599,6 +821,10 @@ static void test_store_transactions(void)
     TEST_ASSERT_CODE(
         test_store_txn_op(s, STORE_OP_TXN_UPDATE, "devices", "tid-unknown-00000", 2, none, 200),
         STORE_E_TXN_NOT_FOUND);
+    // A new transaction naming a certificate that does not exist fails alone.
+    TEST_ASSERT_CODE(test_store_txn_op(s, STORE_OP_TXN_CREATE, "devices", "tid-fk-0123456789", 1,
+                                       other.job.u.cert.serial, 200),
+                     STORE_E_NOT_FOUND);
 
     store_reader *r = NULL;
     TEST_ASSERT_OK(store_reader_open(s, &r));
@@ -931,6 +1157,95 @@ static void test_store_batch_with_mixed_outcomes(void)
     test_store_close_checked(s);
 }
 
+// The jobs of enrolments in one batch (certificate, transaction, certificate, ... as the
+// server submits them), with every outcome a batch of them can have: a serial taken earlier
+// in the batch or already in the store, a transactionID taken earlier in the batch or already
+// in the store, a transaction naming a certificate of the same batch. PostgreSQL sends them as
+// multi-row statements: the outcomes, the rows that landed and their order must be what one
+// job after the other gives (SQLite), in one round trip.
+static void test_store_enrolment_batch_outcomes(void)
+{
+    store *s = test_store_open_at("enrol-batch.db", STORE_SYNC_FULL);
+    test_item old;
+    test_store_fill(&old, NULL, "devices", 500, 0, STORE_CERT_VALID, 0);
+    TEST_ASSERT_OK(store_run(s, &old.job));
+    TEST_ASSERT_OK(test_store_txn_op(s, STORE_OP_TXN_CREATE, "devices", "tid-old-000000000", 1,
+                                     cm_span_make(NULL, 0), 9000));
+    store_stats before;
+    store_get_stats(s, &before);
+
+    enum { N = 6 };
+    test_item it[N];
+    store_job tx[N];
+    char tids[N][24];
+    store_job *batch[2 * N];
+    for (uint32_t i = 0; i < N; i++) {
+        // Certificate 3 repeats certificate 1's serial; certificate 4 repeats the stored one.
+        const uint32_t n = i == 3 ? 502 : i == 4 ? 500 : 501 + i;
+        test_store_fill(&it[i], NULL, "devices", n, 0, STORE_CERT_VALID, 0);
+        (void)snprintf(it[i].subject, sizeof(it[i].subject), "CN=batch-%u", i);
+        // Transaction 2 repeats transaction 0's ID; transaction 5 repeats the stored one.
+        if (i == 2) {
+            (void)snprintf(tids[i], sizeof(tids[i]), "tid-batch-%07u", 0u);
+        } else if (i == 5) {
+            (void)snprintf(tids[i], sizeof(tids[i]), "tid-old-000000000");
+        } else {
+            (void)snprintf(tids[i], sizeof(tids[i]), "tid-batch-%07u", i);
+        }
+        store_job_init(&tx[i], STORE_OP_TXN_CREATE, NULL);
+        tx[i].u.txn = (store_txn){.ca = "devices",
+                                  .transaction_id = cm_span_make(tids[i], strlen(tids[i])),
+                                  .state = 2,
+                                  .serial = it[i].job.u.cert.serial,
+                                  .protection = STORE_AUTH_MAC,
+                                  .expires_at = 9000};
+        batch[2 * i] = &it[i].job;
+        batch[2 * i + 1] = &tx[i];
+    }
+    TEST_ASSERT_CODE(store_run_batch(s, batch, 2 * N), STORE_E_TXN_IN_USE); // the first failure
+    const uint32_t want_cert[N] = {
+        CM_OK, CM_OK, CM_OK, STORE_E_DUPLICATE_SERIAL, STORE_E_DUPLICATE_SERIAL, CM_OK};
+    const uint32_t want_txn[N] = {CM_OK, CM_OK, STORE_E_TXN_IN_USE,
+                                  CM_OK, CM_OK, STORE_E_TXN_IN_USE};
+    for (uint32_t i = 0; i < N; i++) {
+        TEST_ASSERT_CODE(it[i].job.result, want_cert[i]);
+        TEST_ASSERT_CODE(tx[i].result, want_txn[i]);
+    }
+    store_stats after;
+    store_get_stats(s, &after);
+    CU_ASSERT_EQUAL(after.commits - before.commits, 1);
+    CU_ASSERT_EQUAL(after.round_trips - before.round_trips, g_pg ? 1 : 0);
+
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    store_cert c;
+    // The first job of a repeated serial wrote its row; the stored certificate is untouched.
+    TEST_ASSERT_OK(store_cert_get(r, &a, &c, "devices", it[1].job.u.cert.serial));
+    CU_ASSERT_STRING_EQUAL(c.subject_text, "CN=batch-1");
+    TEST_ASSERT_OK(store_cert_get(r, &a, &c, "devices", old.job.u.cert.serial));
+    CU_ASSERT_STRING_EQUAL(c.subject_text, "CN=device-500,O=line-0");
+    // Transaction 3 landed and names the serial its certificate lost to certificate 1: the row
+    // one job after the other leaves.
+    store_cert by_txn;
+    TEST_ASSERT_OK(
+        store_cert_get_by_txn(r, &a, &by_txn, "devices", CM_SPAN_LIT("tid-batch-0000003")));
+    CU_ASSERT_STRING_EQUAL(by_txn.subject_text, "CN=batch-1");
+    store_txn t;
+    TEST_ASSERT_OK(store_txn_get(r, &a, &t, "devices", CM_SPAN_LIT("tid-old-000000000")));
+    CU_ASSERT_EQUAL(t.state, 1); // the stored transaction is untouched
+    // Issue order is submission order.
+    test_listing l = {.ordered = true};
+    store_filter f = {.status = STORE_CERT_ANY, .subject_substr = "CN=batch-"};
+    TEST_ASSERT_OK(store_cert_list(r, &f, test_store_collect_list, &l));
+    CU_ASSERT_EQUAL(l.n, 4);
+    CU_ASSERT(l.ordered);
+    cm_arena_cleanup(&a);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
 static void test_store_locked_database_fails_the_whole_batch(void)
 {
     char url[600];
@@ -939,11 +1254,19 @@ static void test_store_locked_database_fails_the_whole_batch(void)
     store_options o = {.busy_timeout_ms = 50};
     TEST_ASSERT_OK(store_open(&s, test_store_url(url, sizeof(url), "locked.db"), &o));
 
-    // Another process (here: another connection) holds the write lock.
+    // Another process (here: another connection) holds the write lock: SQLite's database
+    // lock, or a PostgreSQL table lock that blocks inserts past the writer's lock_timeout.
     sqlite3 *other = NULL;
-    CU_ASSERT_EQUAL_FATAL(sqlite3_open(test_store_path(path, sizeof(path), "locked.db"), &other),
-                          SQLITE_OK);
-    CU_ASSERT_EQUAL_FATAL(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    PGconn *other_pg = NULL;
+    if (g_pg) {
+        char schema[96];
+        other_pg = test_store_pg_connect(test_store_schema(schema, sizeof(schema), "locked.db"));
+        (void)test_store_pg_sql(other_pg, "BEGIN; LOCK TABLE cert IN EXCLUSIVE MODE");
+    } else {
+        CU_ASSERT_EQUAL_FATAL(
+            sqlite3_open(test_store_path(path, sizeof(path), "locked.db"), &other), SQLITE_OK);
+        CU_ASSERT_EQUAL_FATAL(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    }
     test_item it[2];
     test_store_fill(&it[0], NULL, "devices", 1, 0, STORE_CERT_VALID, 0);
     test_store_fill(&it[1], NULL, "devices", 2, 0, STORE_CERT_VALID, 0);
@@ -951,8 +1274,13 @@ static void test_store_locked_database_fails_the_whole_batch(void)
     TEST_ASSERT_CODE(store_run_batch(s, batch, 2), STORE_E_BUSY);
     TEST_ASSERT_CODE(it[0].job.result, STORE_E_BUSY);
     TEST_ASSERT_CODE(it[1].job.result, STORE_E_BUSY);
-    CU_ASSERT_EQUAL(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
-    (void)sqlite3_close(other);
+    if (g_pg) {
+        (void)test_store_pg_sql(other_pg, "COMMIT");
+        PQfinish(other_pg);
+    } else {
+        CU_ASSERT_EQUAL(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+        (void)sqlite3_close(other);
+    }
 
     // The store recovers: the same jobs succeed once the lock is gone.
     TEST_ASSERT_OK(store_run_batch(s, batch, 2));
@@ -962,13 +1290,14 @@ static void test_store_locked_database_fails_the_whole_batch(void)
     CU_ASSERT_EQUAL(st.commits, 1);
     CU_ASSERT_EQUAL(st.jobs, 4);
     CU_ASSERT_EQUAL(st.jobs_failed, 2);
+    CU_ASSERT(store_healthy(s)); // a busy database is not a lost one
     test_store_close_checked(s);
     CU_ASSERT_EQUAL(test_store_db_int("locked.db", "SELECT count(*) FROM cert"), 2);
 }
 
 // Request-path statements must use an index: a full "SCAN cert" or "SCAN txn" would grow with
 // the number of certificates ever issued.
-static void test_store_request_path_queries_use_indexes(void)
+static void test_store_sqlite_request_path_queries_use_indexes(void)
 {
     store *s = test_store_open_at("plan.db", STORE_SYNC_NORMAL);
     store_close(s);
@@ -1003,6 +1332,65 @@ static void test_store_request_path_queries_use_indexes(void)
     }
     CU_ASSERT(checked >= 15);
     (void)sqlite3_close(db);
+}
+
+// The same on PostgreSQL: every request-path statement, and every statement inside certmint's
+// functions, as a generic plan (as the prepared statements run) with sequential scans made as
+// expensive as the planner allows — a "Seq Scan on cert|txn" left means no index can serve it.
+// Checked: with cert_unconfirmed dropped, the sweep fails this.
+static void test_store_pg_request_path_queries_use_indexes(void)
+{
+    store *s = test_store_open_at("plan.db", STORE_SYNC_NORMAL);
+    store_close(s);
+    char schema[96];
+    PGconn *pg = test_store_pg_connect(test_store_schema(schema, sizeof(schema), "plan.db"));
+    (void)test_store_pg_sql(pg, "SET enable_seqscan = off; SET plan_cache_mode = "
+                                "force_generic_plan");
+    size_t checked = 0;
+    for (size_t i = 0; store_pg_request_path_sql(i) != NULL; i++) {
+        const store_pg_sql *q = store_pg_request_path_sql(i);
+        Oid types[16];
+        const size_t n = strlen(q->types);
+        CU_ASSERT_FATAL(n <= 16);
+        for (size_t k = 0; k < n; k++) {
+            types[k] = q->types[k] == 't' ? 25 : q->types[k] == 'b' ? 17 : 20;
+        }
+        char name[32];
+        (void)snprintf(name, sizeof(name), "plan%zu", i);
+        PGresult *res = PQprepare(pg, name, q->sql, (int)n, types);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            fprintf(stderr, "\n  %s: %s", q->sql, PQresultErrorMessage(res));
+        }
+        CU_ASSERT_EQUAL_FATAL(PQresultStatus(res), PGRES_COMMAND_OK);
+        PQclear(res);
+        char sql[256];
+        int len = snprintf(sql, sizeof(sql), "EXPLAIN EXECUTE %s(", name);
+        for (size_t k = 0; k < n; k++) {
+            len += snprintf(sql + len, sizeof(sql) - (size_t)len, "%sNULL", k == 0 ? "" : ", ");
+        }
+        (void)snprintf(sql + len, sizeof(sql) - (size_t)len, ")");
+        res = PQexec(pg, n == 0 ? "SELECT 1" : sql);
+        const ExecStatusType explained = PQresultStatus(res);
+        if (explained != PGRES_TUPLES_OK) {
+            fprintf(stderr, "\n  %s: %s", sql, PQresultErrorMessage(res));
+            PQclear(res);
+            PQfinish(pg);
+        }
+        CU_ASSERT_EQUAL_FATAL(explained, PGRES_TUPLES_OK);
+        for (int row = 0; row < PQntuples(res); row++) {
+            const char *line = PQgetvalue(res, row, 0);
+            const bool full_scan =
+                strstr(line, "Seq Scan on cert") != NULL || strstr(line, "Seq Scan on txn") != NULL;
+            if (full_scan) {
+                fprintf(stderr, "\n  full scan: %s\n  in: %s\n", line, q->sql);
+            }
+            CU_ASSERT_FALSE(full_scan);
+        }
+        PQclear(res);
+        checked++;
+    }
+    CU_ASSERT(checked >= 15);
+    PQfinish(pg);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1114,6 +1502,9 @@ static void test_store_group_commit_concurrent_submitters(void)
     }
     CU_ASSERT_EQUAL(hist_commits, st.commits);
     CU_ASSERT_EQUAL(hist_jobs, st.jobs);
+    // PostgreSQL: one round trip per batch, however many jobs it held (pipeline mode).
+    CU_ASSERT_EQUAL(st.round_trips, g_pg ? st.commits : 0);
+    CU_ASSERT_EQUAL(st.reconnects, 0);
 
     store_reader *r = NULL;
     TEST_ASSERT_OK(store_reader_open(s, &r));
@@ -1182,6 +1573,12 @@ static void test_store_completed_records_survive_a_crash(void)
     CU_ASSERT_EQUAL_FATAL(waitpid(pid, &status, 0), pid);
     CU_ASSERT_FATAL(WIFEXITED(status));
     CU_ASSERT_EQUAL_FATAL(WEXITSTATUS(status), 0);
+    if (g_pg) {
+        // The database server crashes too (no shutdown checkpoint): its next start replays
+        // the WAL, which must hold every commit the child saw completed.
+        CU_ASSERT_FATAL(test_pg_stop(&g_cluster, true));
+        CU_ASSERT_FATAL(test_pg_resume(&g_cluster));
+    }
 
     // The child never closed: its commits sit in the WAL, which recovery replays.
     store *s = test_store_open_at("crash.db", STORE_SYNC_FULL);
@@ -1392,12 +1789,40 @@ static cm_result test_store_state(store *s, const char *ca, cm_span serial, stor
 // A database written by schema 2 is migrated on open: its rows are kept and read as before
 // (nothing replaces, nothing superseded), a transaction packed for certConf is unpacked into
 // the new columns, the new indexes exist, and the new operations work on the old rows.
-static void test_store_migrates_schema_2(void)
+// test_store_build_v2 writes a store of schema 2 as main's certmint left it: a certificate, a
+// plain transaction and one whose certConf data the server packed (flags in the state's bits
+// 8.. (p10cr, PBMAC1 -> 3), the request's nonce after the server's, the signer certificate
+// after its hash).
+static void test_store_build_v2(const char *name)
 {
+    if (g_pg) {
+        char url[600];
+        (void)test_store_url(url, sizeof(url), name); // creates the schema
+        char schema[96];
+        PGconn *pg = test_store_pg_connect(test_store_schema(schema, sizeof(schema), name));
+        for (size_t i = 0; i < 2; i++) {
+            for (size_t part = 0; store_pg_migration_sql(i, part) != NULL; part++) {
+                (void)test_store_pg_sql(pg, store_pg_migration_sql(i, part));
+            }
+        }
+        (void)test_store_pg_sql(
+            pg, "INSERT INTO certmint_meta VALUES ('schema_version', '2');"
+                "INSERT INTO cert (ca, serial, subject_der, subject_text, not_before, not_after,"
+                " spki_sha256, status, transaction_id, requester_kind, cert_der, issued_at)"
+                " VALUES ('devices', '\\x4101', '\\x3000', 'CN=old', 1, 4000000000,"
+                " decode(repeat('00', 32), 'hex'), 'valid', '\\x0102', 1, '\\x3000', 1);"
+                "INSERT INTO txn (ca, transaction_id, state, serial, protection, expires_at)"
+                " VALUES ('devices', '\\x0102', 2, '\\x4101', 1, 9);"
+                "INSERT INTO txn (ca, transaction_id, state, sender_nonce, protection,"
+                " credential, expires_at) VALUES ('devices', '\\x0103', 769,"
+                " decode(repeat('00', 16) || repeat('11', 16), 'hex'), 2,"
+                " decode(repeat('22', 32) || '3003020107', 'hex'), 4000000000);");
+        PQfinish(pg);
+        return;
+    }
     char path[512];
     sqlite3 *db = NULL;
-    CU_ASSERT_EQUAL_FATAL(sqlite3_open(test_store_path(path, sizeof(path), "v2.db"), &db),
-                          SQLITE_OK);
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(test_store_path(path, sizeof(path), name), &db), SQLITE_OK);
     for (size_t i = 0; i < 2; i++) {
         CU_ASSERT_PTR_NOT_NULL_FATAL(store_sqlite_migration_sql(i));
         CU_ASSERT_EQUAL_FATAL(sqlite3_exec(db, store_sqlite_migration_sql(i), NULL, NULL, NULL),
@@ -1425,9 +1850,12 @@ static void test_store_migrates_schema_2(void)
                      NULL, NULL, NULL),
         SQLITE_OK);
     (void)sqlite3_close(db);
-    CU_ASSERT_EQUAL(test_store_db_int("v2.db", "SELECT count(*) FROM sqlite_schema "
-                                               "WHERE name = 'cert_by_key'"),
-                    0);
+}
+
+static void test_store_migrates_schema_2(void)
+{
+    test_store_build_v2("v2.db");
+    CU_ASSERT_EQUAL(test_store_has_index("v2.db", "cert_by_key"), 0);
 
     store *s = test_store_open_at("v2.db", STORE_SYNC_NORMAL);
     static const uint8_t k_old[] = {0x41, 0x01};
@@ -1474,17 +1902,14 @@ static void test_store_migrates_schema_2(void)
     v.job.u.rsv.replaces = old;
     TEST_ASSERT_OK(store_run(s, &v.job));
     test_store_close_checked(s);
-    CU_ASSERT_EQUAL(test_store_db_int("v2.db", "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+    CU_ASSERT_EQUAL(test_store_db_int("v2.db", test_store_version_sql()), STORE_SCHEMA_VERSION);
     CU_ASSERT_EQUAL(STORE_SCHEMA_VERSION, 3);
-    static const char *const k_new[] = {"cert_by_key",         "cert_by_replaces",
-                                        "txn_reserved_serial", "txn_pending_key",
-                                        "txn_pending_update",  "credential_use"};
+    static const char *const k_new[] = {"cert_by_key", "cert_by_replaces", "txn_reserved_serial",
+                                        "txn_pending_key", "txn_pending_update"};
     for (size_t i = 0; i < sizeof(k_new) / sizeof(k_new[0]); i++) {
-        char sql[160];
-        (void)snprintf(sql, sizeof(sql), "SELECT count(*) FROM sqlite_schema WHERE name = '%s'",
-                       k_new[i]);
-        CU_ASSERT_EQUAL(test_store_db_int("v2.db", sql), 1);
+        CU_ASSERT_EQUAL(test_store_has_index("v2.db", k_new[i]), 1);
     }
+    CU_ASSERT_EQUAL(test_store_db_int("v2.db", "SELECT count(*) FROM credential_use"), 0);
     CU_ASSERT_EQUAL(test_store_db_int("v2.db", "SELECT count(*) FROM cert"), 1);
     CU_ASSERT_EQUAL(test_store_db_int("v2.db", "SELECT count(*) FROM txn"), 3);
 }
@@ -1772,9 +2197,15 @@ static void test_store_status_cache(void)
     TEST_ASSERT_OK(store_cert_state_get(r, &st, "devices", other));
     TEST_ASSERT_OK(store_cert_state_get(r, &st, "devices", other));
     CU_ASSERT_TRUE(st.from_cache);
+    const uint64_t before_other = store_status_generation(s);
     test_store_db_exec("cache.db", "UPDATE cert SET status = 'revoked', revoked_at = 5, "
                                    "reason = 1 WHERE serial = (SELECT serial FROM cert "
                                    "WHERE status = 'valid')");
+    // PostgreSQL hears of it at once (LISTEN/NOTIFY, store_pg_listen.c), before any batch.
+    for (int i = 0; g_pg && i < 200 && store_status_generation(s) == before_other; i++) {
+        (void)usleep(10 * 1000);
+    }
+    CU_ASSERT(!g_pg || store_status_generation(s) != before_other);
     store_job expire;
     store_job_init(&expire, STORE_OP_TXN_EXPIRE, NULL);
     expire.u.ref.time = 1;
@@ -1862,43 +2293,727 @@ static void test_store_result_names(void)
                            "transactionID already in use");
     CU_ASSERT_EQUAL(cm_result_class(cm_result_make(STORE_E_BUSY)), CM_CLASS_AGAIN);
     CU_ASSERT_EQUAL(CM_CODE_DETAIL(STORE_E_FULL) >> 8, 0x5);
+    // A database that cannot be reached: retry later, answered systemUnavail.
+    CU_ASSERT_STRING_EQUAL(cm_result_name(cm_result_make(STORE_E_UNAVAILABLE)),
+                           "STORE_E_UNAVAILABLE");
+    CU_ASSERT_EQUAL(cm_result_class(cm_result_make(STORE_E_UNAVAILABLE)), CM_CLASS_AGAIN);
+    CU_ASSERT_EQUAL(cm_code_failinfo(STORE_E_UNAVAILABLE), CM_FAIL_SYSTEM_UNAVAIL);
 }
 
-int test_store_register(void);
-int test_store_register(void)
+// ---------------------------------------------------------------------------------------------
+// Health, the leader lock, store copy (both backends)
+
+static void test_store_leader_and_health(void)
+{
+    store *s = test_store_open_at("leader1.db", STORE_SYNC_FULL);
+    CU_ASSERT(store_healthy(s));
+    bool leader = false;
+    TEST_ASSERT_OK(store_leader_try(s, &leader));
+    CU_ASSERT(leader); // the only node (SQLite: always)
+    TEST_ASSERT_OK(store_leader_try(s, &leader));
+    CU_ASSERT(leader);
+    store_stats st;
+    store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.reconnects, 0);
+    test_store_close_checked(s);
+}
+
+// test_store_fill_instance gives |s| a bit of everything: certificates in every status (with
+// revocation times and reasons), transactions with and without a certificate, two CAs' CRL
+// states (numbers handed out, a stored CRL, revisions).
+static void test_store_fill_instance(store *s, test_item *it, size_t n)
+{
+    CU_ASSERT_FATAL(n >= 8);
+    store_job *batch[16];
+    for (uint32_t i = 0; i < n; i++) {
+        test_store_fill(&it[i], NULL, i % 4 == 3 ? "servers" : "devices", i + 1, 5,
+                        i % 2 == 0 ? STORE_CERT_UNCONFIRMED : STORE_CERT_VALID, 4000 + i);
+        batch[i] = &it[i].job;
+    }
+    TEST_ASSERT_OK(store_run_batch(s, batch, n));
+    TEST_ASSERT_OK(test_store_ref_op(s, STORE_OP_CERT_REVOKE, "devices", it[1].job.u.cert.serial,
+                                     1234, STORE_REASON_KEY_COMPROMISE));
+    TEST_ASSERT_OK(test_store_ref_op(s, STORE_OP_CERT_REVOKE, "devices", it[5].job.u.cert.serial,
+                                     1240, STORE_REASON_CERTIFICATE_HOLD));
+    TEST_ASSERT_OK(test_store_ref_op(s, STORE_OP_CERT_REVOKE, "servers", it[3].job.u.cert.serial,
+                                     1250, STORE_REASON_SUPERSEDED));
+    TEST_ASSERT_OK(test_store_txn_op(s, STORE_OP_TXN_CREATE, "devices", "tid-copy-1", 2,
+                                     it[0].job.u.cert.serial, 9000));
+    TEST_ASSERT_OK(test_store_txn_op(s, STORE_OP_TXN_CREATE, "devices", "tid-copy-2", 1,
+                                     cm_span_make(NULL, 0), 9100));
+    store_job next;
+    store_job_init(&next, STORE_OP_CRL_NEXT_NUMBER, NULL);
+    next.u.ref.ca = "devices";
+    TEST_ASSERT_OK(store_run(s, &next));
+    TEST_ASSERT_OK(store_run(s, &next));
+    static const uint8_t crl[] = {0x30, 0x03, 0x02, 0x01, 0x02};
+    store_job put;
+    store_job_init(&put, STORE_OP_CRL_PUT, NULL);
+    put.u.crl.ca = "devices";
+    put.u.crl.crl_number = 2;
+    put.u.crl.crl_der = cm_span_make(crl, sizeof(crl));
+    put.u.crl.this_update = 1300;
+    put.u.crl.next_update = 1400;
+    put.u.crl.built_revision = 1;
+    TEST_ASSERT_OK(store_run(s, &put));
+}
+
+static bool test_store_cert_eq(const store_cert *a, const store_cert *b)
+{
+    return strcmp(a->ca, b->ca) == 0 && cm_span_eq(a->serial, b->serial) &&
+           cm_span_eq(a->subject_der, b->subject_der) &&
+           strcmp(a->subject_text, b->subject_text) == 0 && a->not_before == b->not_before &&
+           a->not_after == b->not_after && cm_span_eq(a->spki_sha256, b->spki_sha256) &&
+           a->status == b->status && a->revoked_at == b->revoked_at && a->reason == b->reason &&
+           cm_span_eq(a->transaction_id, b->transaction_id) &&
+           a->requester_kind == b->requester_kind && cm_span_eq(a->requester, b->requester) &&
+           cm_span_eq(a->cert_der, b->cert_der) && a->issued_at == b->issued_at &&
+           a->confirm_deadline == b->confirm_deadline;
+}
+
+// test_store_same_contents checks that |dst| holds exactly what |src| holds (the rows made by
+// test_store_fill_instance).
+static void test_store_same_contents(store_reader *src, store_reader *dst, const test_item *it,
+                                     size_t n)
+{
+    store_copy_counts a;
+    store_copy_counts b;
+    TEST_ASSERT_OK(store_copy_count(src, &a));
+    TEST_ASSERT_OK(store_copy_count(dst, &b));
+    CU_ASSERT_EQUAL(a.certs, n);
+    CU_ASSERT_EQUAL(a.txns, 2);
+    CU_ASSERT_EQUAL(a.crl_states, 2);
+    CU_ASSERT_EQUAL(b.certs, a.certs);
+    CU_ASSERT_EQUAL(b.txns, a.txns);
+    CU_ASSERT_EQUAL(b.crl_states, a.crl_states);
+    cm_arena ar;
+    cm_arena_init(&ar, 0, 0);
+    for (size_t i = 0; i < n; i++) {
+        store_cert x;
+        store_cert y;
+        const store_cert *c = &it[i].job.u.cert;
+        TEST_ASSERT_OK(store_cert_get(src, &ar, &x, c->ca, c->serial));
+        TEST_ASSERT_OK(store_cert_get(dst, &ar, &y, c->ca, c->serial));
+        CU_ASSERT(test_store_cert_eq(&x, &y));
+    }
+    store_txn tx;
+    store_txn ty;
+    TEST_ASSERT_OK(store_txn_get(src, &ar, &tx, "devices", CM_SPAN_LIT("tid-copy-1")));
+    TEST_ASSERT_OK(store_txn_get(dst, &ar, &ty, "devices", CM_SPAN_LIT("tid-copy-1")));
+    CU_ASSERT(tx.state == ty.state && tx.expires_at == ty.expires_at &&
+              cm_span_eq(tx.serial, ty.serial) && cm_span_eq(tx.sender_nonce, ty.sender_nonce) &&
+              tx.protection == ty.protection && cm_span_eq(tx.credential, ty.credential));
+    store_cert by_txn;
+    TEST_ASSERT_OK(store_cert_get_by_txn(dst, &ar, &by_txn, "devices", CM_SPAN_LIT("tid-copy-1")));
+    CU_ASSERT(cm_span_eq(by_txn.serial, it[0].job.u.cert.serial));
+    store_crl cx;
+    store_crl cy;
+    TEST_ASSERT_OK(store_crl_get(src, &ar, &cx, "devices"));
+    TEST_ASSERT_OK(store_crl_get(dst, &ar, &cy, "devices"));
+    CU_ASSERT(cx.crl_number == cy.crl_number && cx.numbers_issued == cy.numbers_issued &&
+              cx.revision == cy.revision && cx.built_revision == cy.built_revision &&
+              cm_span_eq(cx.crl_der, cy.crl_der) && cx.this_update == cy.this_update &&
+              cx.next_update == cy.next_update);
+    CU_ASSERT_EQUAL(cy.numbers_issued, 2);
+    CU_ASSERT_EQUAL(cy.revision, 2);
+    // The CRL entries come out the same, in the same (issue) order.
+    test_revoked ra = {0};
+    test_revoked rb = {0};
+    TEST_ASSERT_OK(store_revoked_list(src, "devices", 0, test_store_collect_revoked, &ra));
+    TEST_ASSERT_OK(store_revoked_list(dst, "devices", 0, test_store_collect_revoked, &rb));
+    CU_ASSERT_EQUAL(ra.n, 2);
+    CU_ASSERT_EQUAL(rb.n, ra.n);
+    CU_ASSERT(memcmp(ra.serial_no, rb.serial_no, sizeof(ra.serial_no)) == 0);
+    cm_arena_cleanup(&ar);
+}
+
+// test_store_copy_check copies |src| into a fresh |dst| (refused twice without clear: the rows
+// are there), then with clear, and compares.
+static void test_store_copy_check(store *src, store *dst, const test_item *it, size_t n)
+{
+    store_reader *rs = NULL;
+    store_reader *rd = NULL;
+    TEST_ASSERT_OK(store_reader_open(src, &rs));
+    TEST_ASSERT_OK(store_reader_open(dst, &rd));
+    store_copy_counts done = {0};
+    TEST_ASSERT_OK(store_copy(dst, rs, false, &done));
+    CU_ASSERT_EQUAL(done.certs, n);
+    CU_ASSERT_EQUAL(done.txns, 2);
+    CU_ASSERT_EQUAL(done.crl_states, 2);
+    test_store_same_contents(rs, rd, it, n);
+    // Again without clearing: the certificates collide.
+    memset(&done, 0, sizeof(done));
+    TEST_ASSERT_CODE(store_copy(dst, rs, false, &done), STORE_E_DUPLICATE_SERIAL);
+    CU_ASSERT_EQUAL(done.certs, 0);
+    // With clearing: the same result as the first time.
+    memset(&done, 0, sizeof(done));
+    TEST_ASSERT_OK(store_copy(dst, rs, true, &done));
+    CU_ASSERT_EQUAL(done.certs, n);
+    test_store_same_contents(rs, rd, it, n);
+    TEST_ASSERT_OK(store_reader_check(rd));
+    store_reader_close(rs);
+    store_reader_close(rd);
+}
+
+static void test_store_copy_moves_every_row(void)
+{
+    test_item it[12];
+    store *src = test_store_open_at("copy-src.db", STORE_SYNC_NORMAL);
+    test_store_fill_instance(src, it, 12);
+    store *dst = test_store_open_at("copy-dst.db", STORE_SYNC_NORMAL);
+    test_store_copy_check(src, dst, it, 12);
+    // A copy row that breaks the schema's rules is refused before it reaches the database.
+    store_job bad;
+    store_job_init(&bad, STORE_OP_COPY_CERT, NULL);
+    bad.u.cert = it[0].job.u.cert;
+    bad.u.cert.status = STORE_CERT_HOLD;
+    bad.u.cert.reason = STORE_REASON_KEY_COMPROMISE;
+    TEST_ASSERT_CODE(store_run(dst, &bad), STORE_E_INVALID);
+    test_store_close_checked(dst);
+    test_store_close_checked(src);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL only
+
+// store copy between the backends: SQLite into PostgreSQL (moving an instance) and back.
+static void test_store_pg_copy_from_and_to_sqlite(void)
+{
+    char path[512];
+    char url[600];
+    test_item it[12];
+    store *lite = NULL;
+    (void)snprintf(url, sizeof(url), "sqlite:%s",
+                   test_store_path(path, sizeof(path), "copy-lite.db"));
+    TEST_ASSERT_OK(store_open(&lite, url, NULL));
+    test_store_fill_instance(lite, it, 12);
+    store *pg = test_store_open_at("copy-pg.db", STORE_SYNC_FULL);
+    test_store_copy_check(lite, pg, it, 12);
+
+    store *back = NULL;
+    (void)snprintf(url, sizeof(url), "sqlite:%s",
+                   test_store_path(path, sizeof(path), "copy-back.db"));
+    TEST_ASSERT_OK(store_open(&back, url, NULL));
+    test_store_copy_check(pg, back, it, 12);
+    // The certificate ids follow the source's order, so listings page the same way.
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(pg, &r));
+    test_listing l = {.ordered = true};
+    store_filter f = {.status = STORE_CERT_ANY};
+    TEST_ASSERT_OK(store_cert_list(r, &f, test_store_collect_list, &l));
+    CU_ASSERT_EQUAL(l.n, 12);
+    CU_ASSERT(l.ordered);
+    store_reader_close(r);
+    test_store_close_checked(back);
+    test_store_close_checked(pg);
+    test_store_close_checked(lite);
+}
+
+// A job the database itself refuses (here: a subject that is not valid UTF-8, which SQLite
+// would store as it is) fails alone; the rest of its batch commits, in a few more round trips.
+static void test_store_pg_job_refused_by_the_database_fails_alone(void)
+{
+    store *s = test_store_open_at("refused.db", STORE_SYNC_FULL);
+    test_item it[3];
+    store_job *batch[3];
+    for (uint32_t i = 0; i < 3; i++) {
+        test_store_fill(&it[i], NULL, "devices", i + 1, 0, STORE_CERT_VALID, 0);
+        batch[i] = &it[i].job;
+    }
+    static const char k_bad_utf8[] = "CN=\xff\xfe";
+    it[1].job.u.cert.subject_text = k_bad_utf8;
+    TEST_ASSERT_CODE(store_run_batch(s, batch, 3), STORE_E_INVALID);
+    TEST_ASSERT_OK(it[0].job.result);
+    TEST_ASSERT_CODE(it[1].job.result, STORE_E_INVALID);
+    TEST_ASSERT_OK(it[2].job.result);
+    store_stats st;
+    store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.commits, 1);
+    CU_ASSERT_EQUAL(st.commit_failures, 0);
+    // The multi-row attempt and its rollback, the attempt one statement per job (which names
+    // the job) and its rollback, the batch without the job.
+    CU_ASSERT_EQUAL(st.round_trips, 5);
+    CU_ASSERT(store_healthy(s));
+    test_store_close_checked(s);
+    CU_ASSERT_EQUAL(test_store_db_int("refused.db", "SELECT count(*) FROM cert"), 2);
+}
+
+typedef struct test_crl_numbers {
+    store *s;
+    uint64_t got[100];
+    int failed;
+} test_crl_numbers;
+
+static void *test_store_crl_numbers_main(void *arg)
+{
+    test_crl_numbers *t = arg;
+    for (int i = 0; i < 100; i++) {
+        store_job j;
+        store_job_init(&j, STORE_OP_CRL_NEXT_NUMBER, NULL);
+        j.u.ref.ca = "devices";
+        t->failed += cm_ok(store_run(t->s, &j)) ? 0 : 1;
+        t->got[i] = j.out_value;
+    }
+    return NULL;
+}
+
+// Two stores on one database act as two nodes: serials unique per CA across them, a
+// transactionID reserved once, a certificate confirmed or revoked on the other node than the
+// one that issued it, CRL numbers allocated by both at once without a duplicate or a gap.
+static void test_store_pg_nodes_share_one_database(void)
+{
+    store *a = test_store_open_at("nodes.db", STORE_SYNC_FULL);
+    store *b = test_store_open_at("nodes.db", STORE_SYNC_FULL);
+    test_item ia;
+    test_item ib;
+    test_store_fill(&ia, NULL, "devices", 1, 0, STORE_CERT_UNCONFIRMED, 5000);
+    test_store_fill(&ib, NULL, "devices", 1, 0, STORE_CERT_VALID, 0);
+    TEST_ASSERT_OK(store_run(a, &ia.job));
+    TEST_ASSERT_CODE(store_run(b, &ib.job), STORE_E_DUPLICATE_SERIAL);
+    cm_span serial = ia.job.u.cert.serial;
+    TEST_ASSERT_OK(test_store_ref_op(b, STORE_OP_CERT_CONFIRM, "devices", serial, 100, 0));
+    TEST_ASSERT_CODE(test_store_ref_op(a, STORE_OP_CERT_CONFIRM, "devices", serial, 100, 0),
+                     STORE_E_ALREADY_CONFIRMED);
+    TEST_ASSERT_OK(test_store_txn_op(a, STORE_OP_TXN_CREATE, "devices", "tid-nodes", 1,
+                                     cm_span_make(NULL, 0), 9000));
+    TEST_ASSERT_CODE(test_store_txn_op(b, STORE_OP_TXN_CREATE, "devices", "tid-nodes", 1,
+                                       cm_span_make(NULL, 0), 9000),
+                     STORE_E_TXN_IN_USE);
+    TEST_ASSERT_OK(
+        test_store_txn_op(b, STORE_OP_TXN_UPDATE, "devices", "tid-nodes", 2, serial, 9000));
+    store_reader *ra = NULL;
+    TEST_ASSERT_OK(store_reader_open(a, &ra));
+    cm_arena ar;
+    cm_arena_init(&ar, 0, 0);
+    store_cert c;
+    TEST_ASSERT_OK(store_cert_get_by_txn(ra, &ar, &c, "devices", CM_SPAN_LIT("tid-nodes")));
+    CU_ASSERT_EQUAL(c.status, STORE_CERT_VALID);
+
+    // Both nodes revoke the same certificate: one wins, the other is told it is revoked, and
+    // the CA's revision moves once.
+    test_item more[2];
+    for (uint32_t i = 0; i < 2; i++) {
+        test_store_fill(&more[i], NULL, "devices", 10 + i, 0, STORE_CERT_VALID, 0);
+        TEST_ASSERT_OK(store_run(a, &more[i].job));
+    }
+    store_job ra_job;
+    store_job rb_job;
+    store_job_init(&ra_job, STORE_OP_CERT_REVOKE, NULL);
+    ra_job.u.ref = (store_ref){.ca = "devices",
+                               .serial = more[0].job.u.cert.serial,
+                               .time = 10,
+                               .reason = STORE_REASON_KEY_COMPROMISE};
+    rb_job = ra_job;
+    cm_cq qa = {NULL, -1};
+    cm_cq qb = {NULL, -1};
+    TEST_ASSERT_OK(cm_cq_init(&qa));
+    TEST_ASSERT_OK(cm_cq_init(&qb));
+    ra_job.cq = &qa;
+    rb_job.cq = &qb;
+    store_submit(a, &ra_job);
+    store_submit(b, &rb_job);
+    while (cm_cq_drain(&qa) == NULL) {
+        (void)cm_cq_wait(&qa, 1000);
+    }
+    while (cm_cq_drain(&qb) == NULL) {
+        (void)cm_cq_wait(&qb, 1000);
+    }
+    cm_cq_cleanup(&qa);
+    cm_cq_cleanup(&qb);
+    CU_ASSERT((cm_ok(ra_job.result) && rb_job.result.code == STORE_E_ALREADY_REVOKED) ||
+              (cm_ok(rb_job.result) && ra_job.result.code == STORE_E_ALREADY_REVOKED));
+    store_crl crl;
+    TEST_ASSERT_OK(store_crl_get(ra, &ar, &crl, "devices"));
+    CU_ASSERT_EQUAL(crl.revision, 1);
+
+    // CRL numbers from both nodes at once.
+    test_crl_numbers na = {.s = a};
+    test_crl_numbers nb = {.s = b};
+    pthread_t ta;
+    pthread_t tb;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&ta, NULL, test_store_crl_numbers_main, &na), 0);
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&tb, NULL, test_store_crl_numbers_main, &nb), 0);
+    (void)pthread_join(ta, NULL);
+    (void)pthread_join(tb, NULL);
+    CU_ASSERT_EQUAL(na.failed + nb.failed, 0);
+    bool seen[201] = {false};
+    int distinct = 0;
+    for (int i = 0; i < 100; i++) {
+        const uint64_t v[2] = {na.got[i], nb.got[i]};
+        for (int k = 0; k < 2; k++) {
+            CU_ASSERT_FATAL(v[k] >= 1 && v[k] <= 200);
+            distinct += seen[v[k]] ? 0 : 1;
+            seen[v[k]] = true;
+        }
+    }
+    CU_ASSERT_EQUAL(distinct, 200);
+    cm_arena_cleanup(&ar);
+    store_reader_close(ra);
+    test_store_close_checked(b);
+    test_store_close_checked(a);
+}
+
+static int64_t test_store_pg_terminate(const char *sql_where);
+
+// Two stores as two nodes: a revocation committed by one reaches the other's signer-status
+// cache through LISTEN/NOTIFY within milliseconds (measured); a change made with plain SQL
+// (an operator) too; and while the other's listener is cut off it trusts nothing it cached.
+static void test_store_pg_status_reaches_other_nodes(void)
+{
+    store *a = test_store_open_at("notify.db", STORE_SYNC_FULL);
+    store *b = test_store_open_at("notify.db", STORE_SYNC_FULL);
+    test_item it[3];
+    for (uint32_t i = 0; i < 3; i++) {
+        test_store_fill(&it[i], NULL, "devices", 1 + i, 0, STORE_CERT_VALID, 0);
+        TEST_ASSERT_OK(store_run(a, &it[i].job));
+    }
+    store_reader *rb = NULL;
+    TEST_ASSERT_OK(store_reader_open(b, &rb));
+    store_cert_state st;
+    const cm_span s1 = it[0].job.u.cert.serial;
+    TEST_ASSERT_OK(store_cert_state_get(rb, &st, "devices", s1));
+    TEST_ASSERT_OK(store_cert_state_get(rb, &st, "devices", s1));
+    CU_ASSERT(st.from_cache && st.status == STORE_CERT_VALID);
+    // Node a revokes; node b's cache forgets within the notification's delivery.
+    TEST_ASSERT_OK(test_store_ref_op(a, STORE_OP_CERT_REVOKE, "devices", s1, 1700000100,
+                                     STORE_REASON_KEY_COMPROMISE));
+    const uint64_t t0 = cm_time_mono_ns();
+    bool seen = false;
+    while (!seen && cm_time_mono_ns() - t0 < 2000000000ull) {
+        TEST_ASSERT_OK(store_cert_state_get(rb, &st, "devices", s1));
+        seen = st.status == STORE_CERT_REVOKED;
+        if (!seen) {
+            (void)usleep(200);
+        }
+    }
+    CU_ASSERT(seen);
+    printf("\n    a revocation on one node reached the other's cache after %.2f ms ",
+           (double)(cm_time_mono_ns() - t0) / 1e6);
+    // An operator's SQL: the triggers announce it as well.
+    const cm_span s2 = it[1].job.u.cert.serial;
+    TEST_ASSERT_OK(store_cert_state_get(rb, &st, "devices", s2));
+    TEST_ASSERT_OK(store_cert_state_get(rb, &st, "devices", s2));
+    CU_ASSERT(st.from_cache);
+    const uint64_t gen = store_status_generation(b);
+    test_store_db_exec("notify.db", "UPDATE cert SET status = 'hold', revoked_at = 5, reason = 6 "
+                                    "WHERE subject_text = 'CN=device-2,O=line-0'");
+    for (int i = 0; i < 200 && store_status_generation(b) == gen; i++) {
+        (void)usleep(10 * 1000);
+    }
+    TEST_ASSERT_OK(store_cert_state_get(rb, &st, "devices", s2));
+    CU_ASSERT_EQUAL(st.status, STORE_CERT_HOLD);
+    // b's listener loses its session: until it listens again nothing stays cached.
+    const cm_span s3 = it[2].job.u.cert.serial;
+    CU_ASSERT(test_store_pg_terminate("application_name = 'certmint-listener'") >= 1);
+    (void)usleep(300 * 1000);
+    TEST_ASSERT_OK(store_cert_state_get(rb, &st, "devices", s3));
+    (void)usleep(200 * 1000); // a turn of the listener's loop
+    store_stats stb;
+    store_get_stats(b, &stb);
+    CU_ASSERT(stb.status_flushes >= 1);
+    // Listening again (it reconnects by itself), a change is heard once more.
+    for (int i = 0; i < 50; i++) {
+        TEST_ASSERT_OK(store_cert_state_get(rb, &st, "devices", s3));
+        TEST_ASSERT_OK(store_cert_state_get(rb, &st, "devices", s3));
+        if (st.from_cache) {
+            break;
+        }
+        (void)usleep(100 * 1000);
+    }
+    CU_ASSERT(st.from_cache);
+    TEST_ASSERT_OK(test_store_ref_op(a, STORE_OP_CERT_REVOKE, "devices", s3, 1700000200,
+                                     STORE_REASON_SUPERSEDED));
+    seen = false;
+    for (int i = 0; i < 400 && !seen; i++) {
+        TEST_ASSERT_OK(store_cert_state_get(rb, &st, "devices", s3));
+        seen = st.status == STORE_CERT_REVOKED;
+        if (!seen) {
+            (void)usleep(5 * 1000);
+        }
+    }
+    CU_ASSERT(seen);
+    store_reader_close(rb);
+    test_store_close_checked(b);
+    test_store_close_checked(a);
+}
+
+// test_store_pg_terminate ends the sessions that |sql_where| selects from pg_stat_activity
+// (as an administrator or a crashed network would) and returns how many.
+static int64_t test_store_pg_terminate(const char *sql_where)
+{
+    char sql[512];
+    (void)snprintf(sql, sizeof(sql),
+                   "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE %s "
+                   "AND pid <> pg_backend_pid()",
+                   sql_where);
+    PGconn *pg = test_store_pg_connect(NULL);
+    const int64_t n = test_store_pg_sql(pg, sql);
+    PQfinish(pg);
+    return n;
+}
+
+// The leader lock: one store holds it; when its session dies (its node crashed) another store
+// takes it within seconds, and the old holder, back, does not.
+static void test_store_pg_leader_lock_moves_when_its_holder_dies(void)
+{
+    store *a = test_store_open_at("leader.db", STORE_SYNC_FULL);
+    store *b = test_store_open_at("leader.db", STORE_SYNC_FULL);
+    bool la = false;
+    bool lb = true;
+    TEST_ASSERT_OK(store_leader_try(a, &la));
+    TEST_ASSERT_OK(store_leader_try(b, &lb));
+    CU_ASSERT(la);
+    CU_ASSERT(!lb);
+    TEST_ASSERT_OK(store_leader_try(a, &la));
+    CU_ASSERT(la);
+    // Another instance in another schema of the same database has its own leader.
+    store *other = test_store_open_at("leader-other.db", STORE_SYNC_FULL);
+    bool lo = false;
+    TEST_ASSERT_OK(store_leader_try(other, &lo));
+    CU_ASSERT(lo);
+    store_close(other);
+
+    // a's leader session dies: the session that holds the advisory lock.
+    CU_ASSERT_EQUAL(test_store_pg_terminate("pid IN (SELECT pid FROM pg_locks WHERE "
+                                            "locktype = 'advisory' AND granted)"),
+                    1);
+    const uint64_t t0 = cm_time_mono_ns();
+    while (!lb && cm_time_mono_ns() - t0 < 10ull * 1000000000ull) {
+        (void)usleep(100 * 1000);
+        TEST_ASSERT_OK(store_leader_try(b, &lb));
+    }
+    CU_ASSERT(lb);
+    printf("\n    leader lock taken over in %.0f ms ", (double)(cm_time_mono_ns() - t0) / 1e6);
+    // a notices the loss (its session is gone), reconnects, and finds the lock taken.
+    for (int i = 0; i < 3; i++) {
+        cm_result lr = store_leader_try(a, &la); // UNAVAILABLE while it finds out
+        CU_ASSERT(cm_ok(lr) || lr.code == STORE_E_UNAVAILABLE);
+        CU_ASSERT(!la);
+        (void)usleep(200 * 1000);
+    }
+    TEST_ASSERT_OK(store_leader_try(a, &la));
+    CU_ASSERT(!la);
+    store_stats st;
+    store_get_stats(a, &st);
+    CU_ASSERT(st.reconnects >= 1);
+    // b closes (a clean shutdown): a takes over once b's session has ended on the server
+    // (the server releases the lock as the session exits, just after b's close returns).
+    store_close(b);
+    for (int i = 0; i < 50 && !la; i++) {
+        TEST_ASSERT_OK(store_leader_try(a, &la));
+        if (!la) {
+            (void)usleep(100 * 1000);
+        }
+    }
+    CU_ASSERT(la);
+    test_store_close_checked(a);
+}
+
+// test_insertor inserts certificates one by one while the database goes away and comes back,
+// and remembers which inserts the store reported done.
+typedef struct test_insertor {
+    store *s;
+    volatile int stop;
+    uint32_t n;
+    uint32_t ok;
+    uint32_t unavailable;
+    uint32_t other;
+    bool done[4000];
+} test_insertor;
+
+static void *test_store_insertor_main(void *arg)
+{
+    test_insertor *t = arg;
+    while (!t->stop && t->n < 4000) {
+        test_item it;
+        test_store_fill(&it, NULL, "devices", t->n, 99, STORE_CERT_VALID, 0);
+        cm_result r = store_run(t->s, &it.job);
+        t->done[t->n] = cm_ok(r);
+        t->ok += cm_ok(r) ? 1u : 0u;
+        t->unavailable += r.code == STORE_E_UNAVAILABLE ? 1u : 0u;
+        t->other += !cm_ok(r) && r.code != STORE_E_UNAVAILABLE ? 1u : 0u;
+        t->n++;
+        if (!cm_ok(r)) {
+            (void)usleep(20 * 1000);
+        }
+    }
+    return NULL;
+}
+
+static bool test_store_wait_healthy(store *s, bool want, int max_ms)
+{
+    for (int waited = 0; waited < max_ms; waited += 50) {
+        if (store_healthy(s) == want) {
+            return true;
+        }
+        (void)usleep(50 * 1000);
+    }
+    return store_healthy(s) == want;
+}
+
+// The database goes away (a crash of the server) under load and comes back: jobs in flight and
+// while it is down fail with STORE_E_UNAVAILABLE (the server answers systemUnavail), fast;
+// store_healthy says so; readers fail the same way; after the restart the writer and the readers
+// reconnect by themselves. Every insert the store reported done is in the database.
+static void test_store_pg_database_down_fails_fast_and_recovers(void)
+{
+    store *s = test_store_open_at("down.db", STORE_SYNC_FULL);
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    test_item first;
+    test_store_fill(&first, NULL, "devices", 100000, 1, STORE_CERT_VALID, 0);
+    TEST_ASSERT_OK(store_run(s, &first.job));
+    CU_ASSERT(store_healthy(s));
+
+    static test_insertor ins;
+    memset(&ins, 0, sizeof(ins));
+    ins.s = s;
+    pthread_t th;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&th, NULL, test_store_insertor_main, &ins), 0);
+    (void)usleep(300 * 1000);
+    CU_ASSERT_FATAL(test_pg_stop(&g_cluster, true));
+    CU_ASSERT(test_store_wait_healthy(s, false, 3000));
+
+    // While it is down: every job and read fails at once with the AGAIN code.
+    test_item it;
+    test_store_fill(&it, NULL, "devices", 100001, 1, STORE_CERT_VALID, 0);
+    const uint64_t t0 = cm_time_mono_ns();
+    cm_result down = store_run(s, &it.job);
+    const uint64_t took_ms = (cm_time_mono_ns() - t0) / 1000000u;
+    TEST_ASSERT_CODE(down, STORE_E_UNAVAILABLE);
+    CU_ASSERT_EQUAL(cm_result_class(down), CM_CLASS_AGAIN);
+    CU_ASSERT(took_ms < 1000);
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    store_cert c;
+    TEST_ASSERT_CODE(store_cert_get(r, &a, &c, "devices", first.job.u.cert.serial),
+                     STORE_E_UNAVAILABLE);
+    CU_ASSERT(!store_healthy(s));
+    (void)usleep(500 * 1000);
+
+    CU_ASSERT_FATAL(test_pg_resume(&g_cluster));
+    CU_ASSERT(test_store_wait_healthy(s, true, 10000));
+    (void)usleep(300 * 1000);
+    ins.stop = 1;
+    (void)pthread_join(th, NULL);
+    printf("\n    under the outage: %u inserts, %u done, %u unavailable, %u other ", ins.n, ins.ok,
+           ins.unavailable, ins.other);
+    CU_ASSERT(ins.unavailable > 0);
+    CU_ASSERT_EQUAL(ins.other, 0);
+
+    // Back: the writer takes jobs, the reader reconnects at its next read.
+    test_store_fill(&it, NULL, "devices", 100001, 1, STORE_CERT_VALID, 0);
+    TEST_ASSERT_OK(store_run(s, &it.job));
+    cm_result rr = store_cert_get(r, &a, &c, "devices", first.job.u.cert.serial);
+    for (int i = 0; i < 20 && rr.code == STORE_E_UNAVAILABLE; i++) {
+        (void)usleep(100 * 1000); // the reader's backoff
+        rr = store_cert_get(r, &a, &c, "devices", first.job.u.cert.serial);
+    }
+    TEST_ASSERT_OK(rr);
+    // Nothing reported done is missing.
+    uint32_t missing = 0;
+    for (uint32_t i = 0; i < ins.n; i++) {
+        if (!ins.done[i]) {
+            continue;
+        }
+        test_item want;
+        test_store_fill(&want, NULL, "devices", i, 99, STORE_CERT_VALID, 0);
+        missing += cm_ok(store_cert_get(r, &a, &c, "devices", want.job.u.cert.serial)) ? 0u : 1u;
+    }
+    CU_ASSERT_EQUAL(missing, 0);
+    store_stats st;
+    store_get_stats(s, &st);
+    CU_ASSERT(st.reconnects >= 2); // the writer and the reader
+    cm_arena_cleanup(&a);
+    store_reader_close(r);
+    test_store_close_checked(s);
+}
+
+// A killed session (an administrator's pg_terminate_backend, a proxy restart): the writer
+// notices within its idle check, reconnects, and /healthz would have said so meanwhile.
+static void test_store_pg_killed_session_reconnects(void)
+{
+    store *s = test_store_open_at("killed.db", STORE_SYNC_FULL);
+    test_item it;
+    test_store_fill(&it, NULL, "devices", 1, 0, STORE_CERT_VALID, 0);
+    TEST_ASSERT_OK(store_run(s, &it.job));
+    CU_ASSERT_EQUAL(test_store_pg_terminate("application_name = 'certmint-writer'"), 1);
+    // The idle check finds the session gone and reconnects at once (first attempt after a
+    // loss), so the next job succeeds.
+    for (int i = 0; i < 40; i++) {
+        store_stats st;
+        store_get_stats(s, &st);
+        if (st.reconnects >= 1) {
+            break;
+        }
+        (void)usleep(100 * 1000);
+    }
+    store_stats st;
+    store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.reconnects, 1);
+    CU_ASSERT(store_healthy(s));
+    test_store_fill(&it, NULL, "devices", 2, 0, STORE_CERT_VALID, 0);
+    TEST_ASSERT_OK(store_run(s, &it.job));
+    test_store_close_checked(s);
+    CU_ASSERT_EQUAL(test_store_db_int("killed.db", "SELECT count(*) FROM cert"), 2);
+}
+
+static void test_store_init_cert_der(void)
 {
     for (size_t i = 0; i < sizeof(g_cert_der); i++) {
         g_cert_der[i] = (uint8_t)(i * 7 + 3);
     }
+}
+
+// The tests both backends run.
+#define TEST_STORE_COMMON_CASES                                                              \
+    TEST_CASE(test_store_result_names), TEST_CASE(test_store_creates_schema_and_reopens),    \
+        TEST_CASE(test_store_refuses_newer_schema), TEST_CASE(test_store_migrates_schema_1), \
+        TEST_CASE(test_store_refuses_bad_urls_and_foreign_files),                            \
+        TEST_CASE(test_store_insert_lookup_and_duplicates),                                  \
+        TEST_CASE(test_store_rejects_invalid_jobs), TEST_CASE(test_store_confirm),           \
+        TEST_CASE(test_store_revoke_hold_and_release), TEST_CASE(test_store_transactions),   \
+        TEST_CASE(test_store_sweep_revokes_unconfirmed_past_deadline),                       \
+        TEST_CASE(test_store_crl_numbers_and_state),                                         \
+        TEST_CASE(test_store_list_filters_and_paging),                                       \
+        TEST_CASE(test_store_batch_with_mixed_outcomes),                                     \
+        TEST_CASE(test_store_enrolment_batch_outcomes),                                      \
+        TEST_CASE(test_store_locked_database_fails_the_whole_batch),                         \
+        TEST_CASE(test_store_group_commit_concurrent_submitters),                            \
+        TEST_CASE(test_store_close_commits_everything_queued),                               \
+        TEST_CASE(test_store_completed_records_survive_a_crash),                             \
+        TEST_CASE(test_store_leader_and_health), TEST_CASE(test_store_copy_moves_every_row), \
+        TEST_CASE(test_store_reservations), TEST_CASE(test_store_credential_limits),         \
+        TEST_CASE(test_store_key_update_supersedes), TEST_CASE(test_store_status_cache),     \
+        TEST_CASE(test_store_status_cache_rules), TEST_CASE(test_store_migrates_schema_2)
+
+int test_store_register(void)
+{
+    test_store_init_cert_der();
     static const test_case tests[] = {
-        TEST_CASE(test_store_result_names),
-        TEST_CASE(test_store_creates_schema_and_reopens),
-        TEST_CASE(test_store_refuses_newer_schema),
-        TEST_CASE(test_store_migrates_schema_1),
-        TEST_CASE(test_store_refuses_bad_urls_and_foreign_files),
-        TEST_CASE(test_store_insert_lookup_and_duplicates),
-        TEST_CASE(test_store_rejects_invalid_jobs),
-        TEST_CASE(test_store_confirm),
-        TEST_CASE(test_store_revoke_hold_and_release),
-        TEST_CASE(test_store_transactions),
-        TEST_CASE(test_store_sweep_revokes_unconfirmed_past_deadline),
-        TEST_CASE(test_store_crl_numbers_and_state),
-        TEST_CASE(test_store_list_filters_and_paging),
-        TEST_CASE(test_store_batch_with_mixed_outcomes),
-        TEST_CASE(test_store_request_path_queries_use_indexes),
-        TEST_CASE(test_store_locked_database_fails_the_whole_batch),
-        TEST_CASE(test_store_group_commit_concurrent_submitters),
-        TEST_CASE(test_store_close_commits_everything_queued),
-        TEST_CASE(test_store_completed_records_survive_a_crash),
+        TEST_STORE_COMMON_CASES,
+        TEST_CASE(test_store_sqlite_request_path_queries_use_indexes),
         TEST_CASE(test_store_background_checkpoints_restart_the_wal),
         TEST_CASE(test_store_checkpoint_waits_for_a_long_reader),
-        TEST_CASE(test_store_migrates_schema_2),
-        TEST_CASE(test_store_reservations),
-        TEST_CASE(test_store_credential_limits),
-        TEST_CASE(test_store_key_update_supersedes),
-        TEST_CASE(test_store_status_cache),
-        TEST_CASE(test_store_status_cache_rules),
     };
     return test_register_suite("store", test_store_suite_init, test_store_suite_cleanup, NULL, NULL,
                                tests, TEST_NUM_CASES(tests));
+}
+
+int test_store_pg_register_suite(void)
+{
+    test_store_init_cert_der();
+    static const test_case tests[] = {
+        TEST_STORE_COMMON_CASES,
+        TEST_CASE(test_store_pg_request_path_queries_use_indexes),
+        TEST_CASE(test_store_pg_copy_from_and_to_sqlite),
+        TEST_CASE(test_store_pg_job_refused_by_the_database_fails_alone),
+        TEST_CASE(test_store_pg_nodes_share_one_database),
+        TEST_CASE(test_store_pg_status_reaches_other_nodes),
+        TEST_CASE(test_store_pg_leader_lock_moves_when_its_holder_dies),
+        TEST_CASE(test_store_pg_killed_session_reconnects),
+        TEST_CASE(test_store_pg_database_down_fails_fast_and_recovers),
+    };
+    return test_register_suite("store_pg", test_store_pg_suite_init, test_store_pg_suite_cleanup,
+                               NULL, NULL, tests, TEST_NUM_CASES(tests));
 }
