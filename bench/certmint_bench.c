@@ -35,8 +35,9 @@
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
-const char *const bench_flow_names[BENCH_NUM_FLOWS] = {"ir-implicit", "ir-confirm", "cr", "p10cr",
-                                                       "genm",        "kur",        "rr", "ir-ckg"};
+const char *const bench_flow_names[BENCH_NUM_FLOWS] = {
+    "ir-implicit", "ir-confirm", "cr",     "p10cr",          "genm",
+    "kur",         "rr",         "nested", "nested-confirm", "ir-ckg"};
 
 const char *const bench_key_names[BENCH_NUM_KEY_TYPES] = {"ec-p256", "ec-p384", "rsa2048",
                                                           "ed25519"};
@@ -100,7 +101,7 @@ static int bench_run_main(const bench_opts *o)
         if (run.rsp == NULL || run.rsp_len == NULL) {
             bench_die("out of memory");
         }
-        if (ctx.flow == BENCH_FLOW_IR_CONFIRM) {
+        if (ctx.flow == BENCH_FLOW_IR_CONFIRM || ctx.flow == BENCH_FLOW_NESTED_CONFIRM) {
             run.conf_rsp = calloc(total, sizeof(*run.conf_rsp));
             run.conf_rsp_len = calloc(total, sizeof(*run.conf_rsp_len));
             if (run.conf_rsp == NULL || run.conf_rsp_len == NULL) {
@@ -206,6 +207,7 @@ static int bench_run_main(const bench_opts *o)
         SSL_SESSION_free(run.conns[i].sess);
         free(run.conns[i].in);
         free(run.conns[i].conf);
+        free(run.conns[i].nested_fails);
         bench_coap_cleanup(&run.conns[i]);
     }
     if (run.rsp != NULL) {
@@ -248,9 +250,15 @@ static void bench_usage(FILE *f)
         "  --flow F              ir-implicit (default) | ir-confirm | cr | p10cr | genm |\n"
         "                        kur | rr (each request enrols a certificate before the clock\n"
         "                        with the given protection, then updates / revokes it, signed\n"
-        "                        with that certificate) | ir-ckg (an ir without a key: the\n"
-        "                        CA generates it; the key comes back under the --secret and\n"
-        "                        must be the certificate's)\n"
+        "                        with that certificate) | nested | nested-confirm (--batch\n"
+        "                        irs with the given protection in one nested message signed\n"
+        "                        by --ra-cert; nested-confirm then sends their certConfs in\n"
+        "                        another; rates and counts are of the inner requests) |\n"
+        "                        ir-ckg (an ir without a key: the CA generates it; the key\n"
+        "                        comes back under the --secret and must be the certificate's)\n"
+        "  --batch N             inner requests per nested message (default 16)\n"
+        "  --ra-cert CERT.pem    the RA certificate that signs the nested messages (with\n"
+        "  --ra-key KEY.pem      --ra-key), one of the CA's ra_certs\n"
         "  --key-type T          ec-p256 (default) | ec-p384 | rsa2048 | ed25519\n"
         "  --key-pool N          N device keys reused round-robin (default: one per request)\n"
         "  -n COUNT              transactions to measure (default 1000)\n"
@@ -375,6 +383,9 @@ enum {
     BENCH_OPT_TLS_CERT,
     BENCH_OPT_TLS_KEY,
     BENCH_OPT_TLS_NO_RESUME,
+    BENCH_OPT_BATCH,
+    BENCH_OPT_RA_CERT,
+    BENCH_OPT_RA_KEY,
     BENCH_OPT_HELP,
 };
 
@@ -412,6 +423,9 @@ static const struct option k_bench_long_opts[] = {
     {"tls-cert", required_argument, NULL, BENCH_OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, BENCH_OPT_TLS_KEY},
     {"tls-no-resume", no_argument, NULL, BENCH_OPT_TLS_NO_RESUME},
+    {"batch", required_argument, NULL, BENCH_OPT_BATCH},
+    {"ra-cert", required_argument, NULL, BENCH_OPT_RA_CERT},
+    {"ra-key", required_argument, NULL, BENCH_OPT_RA_KEY},
     {"help", no_argument, NULL, BENCH_OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -550,6 +564,15 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
     case BENCH_OPT_TLS_NO_RESUME:
         o->tls_no_resume = true;
         return true;
+    case BENCH_OPT_BATCH:
+        return bench_parse_size_arg(arg, &o->batch) && o->batch >= 1 &&
+               o->batch <= CMP_MAX_NESTED_LIMIT;
+    case BENCH_OPT_RA_CERT:
+        o->ra_cert_path = arg;
+        return true;
+    case BENCH_OPT_RA_KEY:
+        o->ra_key_path = arg;
+        return true;
     default:
         return false;
     }
@@ -590,6 +613,30 @@ static const char *bench_key_mac(bench_opts *o)
         return "--mac: not a key-based MAC of the algorithm table (hmac-sha256, kmac128, gmac...)";
     }
     o->key_mac = (int)a->id;
+    return NULL;
+}
+
+// bench_opts_check_nested checks the nested flows' options and rounds the counts up to whole
+// batches; returns a message or NULL.
+static const char *bench_opts_check_nested(bench_opts *o)
+{
+    if (!bench_flow_is_nested(o->flow)) {
+        if (o->batch != 0 || o->ra_cert_path != NULL || o->ra_key_path != NULL) {
+            return "--batch, --ra-cert and --ra-key are for --flow nested and nested-confirm";
+        }
+        o->batch = 1;
+        return NULL;
+    }
+    if (o->ra_cert_path == NULL || o->ra_key_path == NULL) {
+        return "--flow nested needs --ra-cert and --ra-key (an RA certificate of the CA)";
+    }
+    if (o->batch == 0) {
+        o->batch = 16;
+    }
+    const size_t b = o->batch;
+    o->count = (o->count + b - 1) / b * b;
+    o->prepare = (o->prepare + b - 1) / b * b;
+    o->warmup = (o->warmup + b - 1) / b * b;
     return NULL;
 }
 
@@ -657,7 +704,7 @@ static const char *bench_opts_check(bench_opts *o)
     if (o->duration > 0 && o->prepare == 0) {
         o->prepare = (size_t)(o->duration * 5000.0) + 1;
     }
-    return NULL;
+    return bench_opts_check_nested(o);
 }
 
 int main(int argc, char **argv)

@@ -110,6 +110,15 @@ bench_fail bench_check_http(const bench_http_rsp *h);
 // (REJECTED). Protection is not checked here (see bench_verify_*). Thread: any.
 bench_fail bench_check_cmp(cm_arena *arena, cmp_msg *out, const bench_expect *e, cm_span body);
 
+// bench_check_nested checks the nested answer |body| to a batch (RFC 9810 §5.1.3.4) as
+// bench_check_cmp checks a single one, in the same order: it parses (NOT_CMP; the inner
+// messages only delimited, each a whole PKIMessage element in out->body.u.nested.ders, not
+// parsed), transactionID and recipNonce of the nested message (TRANSACTION_ID, RECIP_NONCE),
+// an error body (CMP_ERROR), a nested body (BODY_TYPE) of exactly |num| messages (BODY_TYPE).
+// Each inner answer is then the caller's to check with bench_check_cmp. Thread: any.
+bench_fail bench_check_nested(cm_arena *arena, cmp_msg *out, const bench_expect *e, cm_span body,
+                              size_t num);
+
 // bench_check_response is bench_check_http then bench_check_cmp on |h->body|.
 bench_fail bench_check_response(cm_arena *arena, cmp_msg *out, const bench_expect *e,
                                 const bench_http_rsp *h);
@@ -131,13 +140,15 @@ typedef enum bench_flow {
     BENCH_FLOW_IR_CONFIRM,
     BENCH_FLOW_CR,
     BENCH_FLOW_P10CR,
-    BENCH_FLOW_GENM,   // genm caCerts (RFC 9483 §4.3.1): no certificate is issued
-    BENCH_FLOW_KUR,    // kur signed with a certificate enrolled (untimed) before the clock
-    BENCH_FLOW_RR,     // rr of such a certificate, signed with it
-    BENCH_FLOW_IR_CKG, // ir without a key: central key generation (RFC 9483 §4.1.6), PWRI
+    BENCH_FLOW_GENM,           // genm caCerts (RFC 9483 §4.3.1): no certificate is issued
+    BENCH_FLOW_KUR,            // kur signed with a certificate enrolled (untimed) before the clock
+    BENCH_FLOW_RR,             // rr of such a certificate, signed with it
+    BENCH_FLOW_NESTED,         // --batch ir-implicit in one nested message signed by --ra-cert
+    BENCH_FLOW_NESTED_CONFIRM, // the same without implicitConfirm, then their certConfs nested
+    BENCH_FLOW_IR_CKG,         // ir without a key: central key generation (RFC 9483 §4.1.6), PWRI
 } bench_flow;
 
-#define BENCH_NUM_FLOWS     8u
+#define BENCH_NUM_FLOWS     10u
 #define BENCH_NUM_KEY_TYPES 4u
 
 // bench_flow_names and bench_key_names spell the flows and key types as the options do
@@ -200,7 +211,18 @@ typedef struct bench_opts {
     const char *tls_cert;
     const char *tls_key;
     bool tls_no_resume;
+    // Nested messages (--flow nested, nested-confirm): |batch| inner requests in each, signed by
+    // the RA's --ra-cert/--ra-key; every transaction count and rate is of inner requests.
+    size_t batch; // 1 for the other flows
+    const char *ra_cert_path;
+    const char *ra_key_path;
 } bench_opts;
+
+// bench_flow_is_nested reports whether |f| sends nested batches.
+static inline bool bench_flow_is_nested(bench_flow f)
+{
+    return f == BENCH_FLOW_NESTED || f == BENCH_FLOW_NESTED_CONFIRM;
+}
 
 // One device key of the pool. Thread: immutable after preparation.
 typedef struct bench_key {
@@ -224,7 +246,22 @@ typedef struct bench_req {
     uint8_t *cert;
     size_t cert_len;
     size_t cert_key;
+    // Nested flows: the inner PKIMessage (DER, heap; |http| is NULL then), and for
+    // nested-confirm the senderNonces of its ip and of its certConf.
+    uint8_t *inner;
+    size_t inner_len;
+    uint8_t ip_nonce[BENCH_NONCE_LEN];
+    uint8_t conf_nonce[BENCH_NONCE_LEN];
 } bench_req;
+
+// One prepared nested message (nested flows): bench_opts.batch inner requests. Thread: as
+// bench_req.
+typedef struct bench_batch {
+    uint8_t *http; // the whole HTTP request
+    size_t http_len;
+    uint8_t tid[BENCH_NONCE_LEN];
+    uint8_t nonce[BENCH_NONCE_LEN];
+} bench_batch;
 
 // A signature-protection signer: the --cert/--key pair, or an enrolled certificate (kur/rr).
 typedef struct bench_signer {
@@ -258,6 +295,13 @@ typedef struct bench_ctx {
     cm_span ca_subject;
     // preparation progress: items done by the threads of the current step (atomic)
     size_t prep_done;
+    // Nested flows: the batches (request i is inner request i % batch of batch i / batch) and
+    // the RA that signs them (--ra-cert/--ra-key).
+    bench_batch *batches;
+    size_t num_batches;
+    bench_signer ra;
+    cm_span ra_sender; // the RA certificate's subject
+    EVP_PKEY *ra_key_owned;
 } bench_ctx;
 
 // One client connection. Thread: loop-confined.
@@ -297,6 +341,8 @@ typedef struct bench_conn {
     SSL *ssl;                    // --tls: the connection's TLS state, NULL when closed
     struct ssl_session_st *sess; // --tls: the session of this slot's last connection (resumed next)
     bool handshaking;            // --tls: the handshake is in progress
+    uint8_t conf_tid[BENCH_NONCE_LEN]; // nested-confirm: the certConf batch's transactionID
+    bench_fail *nested_fails;          // nested-confirm: the ips' outcomes (heap, --batch)
 } bench_conn;
 
 // A run's state and counters. Thread: loop-confined.
@@ -425,6 +471,40 @@ void bench_loop(bench_run *run, size_t limit, uint64_t stop_at, bool progress);
 // bench_on_response handles one complete response |h| on |c| (CoAP answers are handed over as
 // a 200 application/pkixcmp response).
 void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h);
+
+// bench_save_serial writes the serial number of the certificate |der| (received: the response
+// was checked) to --save-serials: the serialNumber INTEGER's content octets in upper-case hex,
+// as the store keeps them (a leading 00 included). Dies when |der| is not a certificate.
+void bench_save_serial(bench_run *run, cm_span der);
+
+// bench_finish_n ends the transaction on |c| with outcome |f[i]| for each of its |n| requests
+// (one, or the inner requests of a batch): counted, each success with the transaction's
+// latency; the connection closes unless |keep_alive| and all succeeded.
+void bench_finish_n(bench_run *run, bench_conn *c, const bench_fail *f, size_t n, bool keep_alive);
+
+// bench_conn_transmit sends |c|'s current message (c->out), opening a socket first when needed.
+void bench_conn_transmit(bench_run *run, bench_conn *c);
+
+// bench_keep copies a response body for --verify into |*slot| (NULL when out of memory).
+void bench_keep(uint8_t **slot, size_t *len, cm_span body);
+
+// ---------------------------------------------------------------------------------------------
+// certmint_bench_nested.c: nested batches (--flow nested, nested-confirm).
+
+// bench_nested_setup loads --ra-cert/--ra-key into |ctx| (dies on failure).
+void bench_nested_setup(bench_ctx *ctx);
+
+// bench_nested_prepare wraps the prepared inner requests of |ctx| into its batches: a nested
+// message each (a fresh transactionID and senderNonce, the CA as recipient) signed by the RA.
+void bench_nested_prepare(bench_ctx *ctx);
+
+// bench_nested_cleanup frees what the two above made.
+void bench_nested_cleanup(bench_ctx *ctx);
+
+// bench_nested_on_response checks the nested answer |h| on |c| and each inner answer in it as
+// a single answer is checked; for nested-confirm, after the ips it sends the batch's certConfs
+// nested (each protected like its ir) and then checks their pkiconfs.
+void bench_nested_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h);
 
 // ---------------------------------------------------------------------------------------------
 // certmint_bench_coap.c: the CoAP client (RFC 7252, RFC 7959 block-wise, RFC 9482).

@@ -72,10 +72,7 @@ static bool bench_conn_open(bench_run *run, bench_conn *c)
     return true;
 }
 
-// bench_save_serial writes the serial number of the certificate |der| (received: the response
-// was checked) to --save-serials: the serialNumber INTEGER's content octets in upper-case hex,
-// as the store keeps them (a leading 00 included).
-static void bench_save_serial(bench_run *run, cm_span der)
+void bench_save_serial(bench_run *run, cm_span der)
 {
     const unsigned char *p = der.p;
     X509 *x = d2i_X509(NULL, &p, (long)der.len);
@@ -93,23 +90,37 @@ static void bench_save_serial(bench_run *run, cm_span der)
     X509_free(x);
 }
 
-// bench_finish ends the transaction on |c| with |f|.
-static void bench_finish(bench_run *run, bench_conn *c, bench_fail f, bool keep_alive)
+void bench_finish_n(bench_run *run, bench_conn *c, const bench_fail *f, size_t n, bool keep_alive)
 {
-    run->fails[f]++;
-    if (f == BENCH_OK) {
-        const uint64_t now = bench_now();
-        run->lat[run->num_lat++] = now - c->t0;
-        if (run->stop_at == 0 || now <= run->stop_at) {
-            run->ok_in_window++;
+    const uint64_t now = bench_now();
+    bool all_ok = true;
+    for (size_t i = 0; i < n; i++) {
+        run->fails[f[i]]++;
+        all_ok &= f[i] == BENCH_OK;
+        if (f[i] == BENCH_OK) {
+            run->lat[run->num_lat++] = now - c->t0;
+            if (run->stop_at == 0 || now <= run->stop_at) {
+                run->ok_in_window++;
+            }
         }
     }
-    if (f != BENCH_OK || !keep_alive || run->o->reconnect) {
+    if (!all_ok || !keep_alive || run->o->reconnect) {
         bench_conn_close(c);
     }
     c->busy = false;
     run->busy--;
     // The loop starts the next transaction (bench_fill): no recursion through failures.
+}
+
+// bench_finish ends the transaction on |c| with |f| (for each inner request of a batch).
+static void bench_finish(bench_run *run, bench_conn *c, bench_fail f, bool keep_alive)
+{
+    bench_fail fs[CMP_MAX_NESTED_LIMIT];
+    const size_t n = run->o->batch > 1 ? run->o->batch : 1;
+    for (size_t i = 0; i < n; i++) {
+        fs[i] = f;
+    }
+    bench_finish_n(run, c, fs, n, keep_alive);
 }
 
 static void bench_conn_send(bench_run *run, bench_conn *c)
@@ -150,8 +161,7 @@ static void bench_conn_handshake(bench_run *run, bench_conn *c)
     }
 }
 
-// bench_conn_transmit sends |c|'s current message, opening a socket first when needed.
-static void bench_conn_transmit(bench_run *run, bench_conn *c)
+void bench_conn_transmit(bench_run *run, bench_conn *c)
 {
     c->out_off = 0;
     c->in_len = 0;
@@ -174,24 +184,34 @@ static void bench_conn_transmit(bench_run *run, bench_conn *c)
 
 static void bench_conn_start(bench_run *run, bench_conn *c)
 {
-    c->req = run->next++;
+    const size_t batch = run->o->batch > 1 ? run->o->batch : 1;
+    c->req = run->next;
+    run->next += batch;
     c->busy = true;
     run->busy++;
     c->phase = 0;
     c->retried = false;
     c->t0 = bench_now();
-    const bench_req *rq = &run->ctx->reqs[c->req];
-    c->out = rq->http;
-    c->out_len = rq->http_len;
+    if (bench_flow_is_nested(run->ctx->flow)) {
+        const bench_batch *b = &run->ctx->batches[c->req / batch];
+        c->out = b->http;
+        c->out_len = b->http_len;
+    } else {
+        const bench_req *rq = &run->ctx->reqs[c->req];
+        c->out = rq->http;
+        c->out_len = rq->http_len;
+    }
     bench_conn_transmit(run, c);
 }
 
-// bench_fill starts a transaction on every idle connection while requests are left.
+// bench_fill starts a transaction on every idle connection while requests are left (a whole
+// batch of them for the nested flows).
 static void bench_fill(bench_run *run)
 {
+    const size_t batch = run->o->batch > 1 ? run->o->batch : 1;
     for (size_t i = 0; i < run->o->connections; i++) {
         bench_conn *c = &run->conns[i];
-        while (!c->busy && !run->stopping && run->next < run->limit) {
+        while (!c->busy && !run->stopping && run->next + batch <= run->limit) {
             bench_conn_start(run, c);
         }
     }
@@ -257,9 +277,9 @@ static bool bench_make_conf(bench_run *run, bench_conn *c, const cmp_msg *ip)
     return c->conf != NULL;
 }
 
-// bench_keep copies a response body for --verify. Out of memory leaves the slot NULL: an ip is
-// then not verified, a pkiConf counts as unprotected (bench_verify).
-static void bench_keep(uint8_t **slot, size_t *len, cm_span body)
+// bench_keep: out of memory leaves the slot NULL: an ip is then not verified, a pkiConf counts
+// as unprotected (bench_verify).
+void bench_keep(uint8_t **slot, size_t *len, cm_span body)
 {
     *slot = malloc(body.len);
     if (*slot != NULL) {
@@ -270,6 +290,10 @@ static void bench_keep(uint8_t **slot, size_t *len, cm_span body)
 
 void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h)
 {
+    if (bench_flow_is_nested(run->ctx->flow)) {
+        bench_nested_on_response(run, c, h);
+        return;
+    }
     const bench_req *rq = &run->ctx->reqs[c->req];
     bench_expect e;
     memset(&e, 0, sizeof(e));

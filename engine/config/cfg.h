@@ -60,6 +60,10 @@
 //   tls_client_ca = ra-ca.pem        # the CAs a client certificate must chain to
 //   tls_ticket_lifetime = 3600       # seconds: session ticket lifetime and key rotation; 0: none
 //   tls_handshake_timeout = 10       # seconds for a TLS handshake to finish
+//   max_nested_depth = 2             # nested messages inside nested ones (0: none accepted)
+//   max_nested_messages = 256        # inner messages of one request, at every depth
+//   nested_threads = 2               # threads verifying a batch's inner messages; default:
+//                                    #   online cores; 0: on the I/O thread that received it
 //
 //   [ca:NAME]                        # served at /.well-known/cmp/p/NAME
 //   key          = pkcs11:...        # required; resolved later by hsm/
@@ -127,6 +131,7 @@
 //   max_certs.REF = 100              # the secret REF enrols at most this many certificates
 //   once.REF      = on               # the secret REF enrols one certificate (max_certs 1)
 //   subject_pattern.REF = CN=line-7-*  # subjects the secret REF may request (ca_subject_match)
+//   ra.REF        = on               # the secret REF may protect nested messages as an RA
 #ifndef CERTMINT_ENGINE_CONFIG_CFG_H
 #define CERTMINT_ENGINE_CONFIG_CFG_H
 
@@ -171,6 +176,7 @@ typedef struct cfg_secret {
     uint32_t max_certs;    // max_certs.REF / once.REF: certificates it may enrol; 0: no limit
     char *subject_pattern; // subject_pattern.REF, NULL when none
     bool is_key;           // key.REF: a key for the key-based MACs; else a password (PBM, PBMAC1)
+    bool ra;               // ra.REF = on: may protect nested messages as an RA (issue 16)
 } cfg_secret;
 
 // cfg_clients is one [clients:NAME] section. Thread: immutable after cfg_load (the trust
@@ -292,6 +298,10 @@ typedef struct cfg_config {
     uint32_t tls_ticket_lifetime;   // seconds; 0: no session tickets
     uint32_t tls_handshake_timeout; // seconds
     size_t num_tls_listen;          // listen addresses with tls
+    // Nested messages (issue 16, RFC 9483 §5.2.2).
+    uint32_t max_nested_depth;    // nesting levels accepted (0: nested messages refused)
+    uint32_t max_nested_messages; // inner messages of one request, all levels together
+    uint32_t nested_threads;      // the inner messages' verification pool (0: inline)
 } cfg_config;
 
 // cfg_load reads and validates the file at |path| and every file it references (CA

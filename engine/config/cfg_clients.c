@@ -1,8 +1,8 @@
 // The [clients:NAME] sections: MAC secrets (secret.REF = file for a password, key.REF = file
 // for a key; senderKID.REF overrides) with their limits (max_certs.REF, once.REF,
-// subject_pattern.REF, for both kinds of secret), trust anchors and their CRLs for
-// signature-protected clients, RA certificates, and the profiles a certProfile may select (see
-// cfg.h for the keys).
+// subject_pattern.REF, for both kinds of secret) and their RA use (ra.REF), trust anchors and their
+// CRLs for signature-protected clients, RA certificates, and the profiles a certProfile may select
+// (see cfg.h for the keys).
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -199,20 +199,21 @@ static cfg_secret *cfg_ref_secret(cfg_loader *ld, cfg_clients *cl, const char *k
 
 // cfg_secret_key applies one per-secret key (pass 2, after every secret.REF and key.REF; they
 // apply to both kinds of secret): senderKID.REF,
-// max_certs.REF, once.REF, subject_pattern.REF. Sets |*handled| when |k| is one of them.
+// max_certs.REF, once.REF, subject_pattern.REF, ra.REF. Sets |*handled| when |k| is one of them.
 static cm_result cfg_secret_key(cfg_loader *ld, cfg_clients *cl, const char *k, const char *v,
                                 bool *handled, bool *once)
 {
     static const char *const k_prefixes[] = {"senderKID.", "max_certs.", "once.",
-                                             "subject_pattern."};
+                                             "subject_pattern.", "ra."};
+    const size_t num_prefixes = sizeof(k_prefixes) / sizeof(k_prefixes[0]);
     size_t which = 0;
     *handled = false;
-    for (; which < 4; which++) {
+    for (; which < num_prefixes; which++) {
         if (strncmp(k, k_prefixes[which], strlen(k_prefixes[which])) == 0) {
             break;
         }
     }
-    if (which == 4) {
+    if (which == num_prefixes) {
         return cm_result_make(CM_OK);
     }
     *handled = true;
@@ -247,6 +248,11 @@ static cm_result cfg_secret_key(cfg_loader *ld, cfg_clients *cl, const char *k, 
             s->max_certs = 1;
         }
         return cm_result_make(CM_OK);
+    }
+    if (which == 4) {
+        // ra.REF = on: the secret may protect nested messages as an RA (RFC 9483 §5.2.2);
+        // any other MAC secret is refused for them.
+        return cfg_bool(ld, &s->ra, k, v);
     }
     if (!ca_subject_pattern_valid(v)) {
         return cfg_fail(ld, CFG_E_VALUE, k,
@@ -340,7 +346,8 @@ static cm_result cfg_clients_body(cfg_loader *ld, cfg_clients *cl, STACK_OF(CONF
             CM_TRY(r);
             CM_TRY(cfg_kid(ld, s, k, s->ref));
         } else if (strncmp(k, "senderKID.", 10) == 0 || strncmp(k, "max_certs.", 10) == 0 ||
-                   strncmp(k, "once.", 5) == 0 || strncmp(k, "subject_pattern.", 16) == 0) {
+                   strncmp(k, "once.", 5) == 0 || strncmp(k, "subject_pattern.", 16) == 0 ||
+                   strncmp(k, "ra.", 3) == 0) {
             continue;
         } else if (strcmp(k, "trust_anchors") == 0) {
             CM_TRY(cfg_paths_list(ld, anchors, num_anchors, k, v));

@@ -344,6 +344,9 @@ cm_result cfg_daemon_load(cfg_loader *ld)
     cfg_daemon_coap_defaults(cfg);
     cfg->tls_ticket_lifetime = 3600; // engine/net's NET_TLS_DEFAULT_TICKET_LIFETIME_S
     cfg->tls_handshake_timeout = 10;
+    cfg->max_nested_depth = 2;
+    cfg->max_nested_messages = 256;
+    cfg->nested_threads = cfg->io_threads;
     const char *default_ca = NULL;
     const char *protection_algs = NULL;
     const char *pop_algs = NULL;
@@ -408,6 +411,12 @@ cm_result cfg_daemon_load(cfg_loader *ld)
             CM_TRY(cfg_bool(ld, &cfg->allow_sha1, k, v));
         } else if (cfg_daemon_tls_key(k)) {
             CM_TRY(cfg_daemon_tls(ld, k, v));
+        } else if (strcmp(k, "max_nested_depth") == 0) {
+            CM_TRY(cfg_u32(ld, &cfg->max_nested_depth, k, v, 0, 4)); // CMP_MAX_NESTING_LIMIT
+        } else if (strcmp(k, "max_nested_messages") == 0) {
+            CM_TRY(cfg_u32(ld, &cfg->max_nested_messages, k, v, 1, 4096)); // CMP_MAX_NESTED_LIMIT
+        } else if (strcmp(k, "nested_threads") == 0) {
+            CM_TRY(cfg_u32(ld, &cfg->nested_threads, k, v, 0, 256));
         } else {
             return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
         }

@@ -235,6 +235,7 @@ static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, 
             d->secrets[k][j].kind = cl->secrets[j].is_key ? CMP_SECRET_KEY : CMP_SECRET_PASSWORD;
             d->secrets[k][j].max_certs = cl->secrets[j].max_certs;
             d->secrets[k][j].subject_pattern = cl->secrets[j].subject_pattern;
+            d->secrets[k][j].ra = cl->secrets[j].ra;
         }
     }
     // The profiles a certProfile may select (issue 14), with their trust settings.
@@ -361,7 +362,10 @@ static cm_result front_build_engine(front_daemon *d, char *err, size_t err_cap)
                      .prot_algs = &cfg->protection_algs,
                      .pop_algs = &cfg->pop_algs,
                      .arena_cap = (size_t)cfg->max_request_bytes * 4 + (1u << 20),
-                     .space = &d->space};
+                     .space = &d->space,
+                     .max_nested_depth = cfg->max_nested_depth,
+                     .max_nested_messages = cfg->max_nested_messages,
+                     .nested_threads = cfg->nested_threads};
     r = srv_engine_new(&d->engine, &sp);
     if (!cm_ok(r)) {
         front_err(err, err_cap, "cannot build the engine: %s", cm_result_name(r));

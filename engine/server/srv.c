@@ -2,8 +2,10 @@
 // the handler table and the completions that continue a request. One srv_request per message;
 // everything derived from the message lives in the request's arena, so error paths simply
 // return. What each body type does is in its own file (srv_internal.h lists them).
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/server/srv_internal.h"
 
@@ -22,12 +24,32 @@ cm_result srv_engine_new(srv_engine **out, const srv_params *p)
     if (e->p.free_requests == 0) {
         e->p.free_requests = SRV_DEFAULT_FREE_REQUESTS;
     }
+    if (e->p.max_nested_messages == 0) {
+        e->p.max_nested_messages = CMP_MAX_NESTED;
+    }
+    if (e->p.max_nested_messages > CMP_MAX_NESTED_LIMIT) {
+        e->p.max_nested_messages = CMP_MAX_NESTED_LIMIT;
+    }
+    if (e->p.max_nested_depth > CMP_MAX_NESTING_LIMIT) {
+        e->p.max_nested_depth = CMP_MAX_NESTING_LIMIT;
+    }
+    if (e->p.max_nested_depth > 0 && e->p.nested_threads > 0) {
+        const cm_result r = srv_pool_new(&e->pool, e, e->p.nested_threads);
+        if (!cm_ok(r)) {
+            free(e);
+            return r;
+        }
+    }
     *out = e;
     return cm_result_make(CM_OK);
 }
 
 void srv_engine_free(srv_engine *e)
 {
+    if (e == NULL) {
+        return;
+    }
+    srv_pool_free(e->pool);
     free(e);
 }
 
@@ -89,6 +111,12 @@ void srv_worker_free(srv_worker *w)
     if (w == NULL) {
         return;
     }
+    // Inner requests the verification threads hold come back into |w->cq| soon (they only
+    // compute and read): wait, so that no thread pushes into a queue that is gone.
+    while (__atomic_load_n(&w->tasks_out, __ATOMIC_ACQUIRE) != 0) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 1000000};
+        (void)nanosleep(&ts, NULL);
+    }
     // Requests still out may only be freed from now on; they go back to the heap.
     for (srv_request *req = w->live; req != NULL;) {
         srv_request *next = req->next;
@@ -113,6 +141,11 @@ void srv_worker_free(srv_worker *w)
 size_t srv_worker_num_free(const srv_worker *w)
 {
     return w->num_free;
+}
+
+void srv_worker_get_stats(const srv_worker *w, srv_worker_stats *out)
+{
+    *out = w->stats;
 }
 
 // --- requests -------------------------------------------------------------------------------
@@ -148,6 +181,9 @@ void srv_request_free(srv_request *req)
 {
     if (req == NULL) {
         return;
+    }
+    if (req->nest != NULL) {
+        srv_nested_free_children(req); // the inner requests of a nested message go first
     }
     srv_worker *w = req->w;
     if (w != NULL) {
@@ -249,8 +285,9 @@ void srv_refuse_start(srv_request *req)
 // message arrives (start), when the certificate's signature is back (after_sign), when its
 // records committed (after_store) and when one of them failed (store_failed).
 //
-// A new body type (nested, pollReq, ccr ...) is one new file and one row: srv_TYPE.c with its
-// handler functions (declared in srv_internal.h), and its row here in place of SRV_REFUSE.
+// A new body type (pollReq, ccr ...) is one new file and one row: srv_TYPE.c with its handler
+// functions (declared in srv_internal.h), and its row here in place of SRV_REFUSE. The inner
+// messages of a nested message come through this table too, each as a request of its own.
 #define SRV_REFUSE(n)                          \
     {                                          \
         .name = (n), .start = srv_refuse_start \
@@ -286,7 +323,7 @@ static const srv_handler k_srv_handlers[SRV_NUM_BODY_TYPES] = {
     [CMP_BODY_RANN] = SRV_REFUSE("rann"),
     [CMP_BODY_CRLANN] = SRV_REFUSE("crlann"),
     [CMP_BODY_PKICONF] = SRV_REFUSE("pkiconf"),
-    [CMP_BODY_NESTED] = SRV_REFUSE("nested"),
+    [CMP_BODY_NESTED] = {.name = "nested", .opens_transaction = true, .start = srv_nested_start},
     [CMP_BODY_GENM] = {.name = "genm", .opens_transaction = true, .start = srv_genm_start},
     [CMP_BODY_GENP] = SRV_REFUSE("genp"),
     [CMP_BODY_ERROR] = {.name = "error",
@@ -322,33 +359,47 @@ void srv_sign_submit(srv_request *req, const hsm_key *key, hsm_sig_alg alg, cm_s
 {
     hsm_job_init(&req->hjob, req->w->cq, key, alg, msg, req->sig, sizeof(req->sig));
     req->hjob.user = req;
+    if (req->root != NULL) {
+        // An inner message of a nested batch: its root submits it with the others.
+        req->state = next;
+        req->jobs_out = 1;
+        req->parked = true;
+        return;
+    }
     hsm_job *jobs[1] = {&req->hjob};
     cm_result r = hsm_pool_submit(req->w->e->p.hsm, jobs, 1);
+    req->w->stats.hsm_submits++;
+    req->w->stats.hsm_jobs++;
     if (!cm_ok(r)) {
-        if (next == SRV_ST_SIGN_RESP) {
-            // The response's signature cannot be queued (queue full, pool stopped): when the
-            // request's MAC verified, the same answer goes out MAC-protected instead (issue 14
-            // §12); otherwise it goes out unprotected, and the log says so.
-            if (req->mac_ok && !req->force_mac && req->resp_body != NULL) {
-                req->force_mac = true;
-                srv_respond(req, req->resp_body);
-                return;
-            }
-            cm_log(CM_LOG_WARN, "srv: the HSM cannot sign the response (%s): sent unprotected",
-                   cm_result_name(r));
-            srv_finish_response(req, NULL);
-            return;
-        }
-        const cm_result why = r.code == HSM_E_QUEUE_FULL ? cm_result_make(SRV_E_OVERLOAD) : r;
-        const srv_handler *h = srv_handler_get((int)req->msg.body.type);
-        if (h != NULL && h->sign_failed != NULL && h->sign_failed(req, why)) {
-            return;
-        }
-        srv_fail(req, why);
+        srv_sign_refused(req, r, next);
         return;
     }
     req->state = next;
     req->jobs_out = 1;
+}
+
+void srv_sign_refused(srv_request *req, cm_result r, srv_state next)
+{
+    if (next == SRV_ST_SIGN_RESP) {
+        // The response's signature cannot be queued (queue full, pool stopped): when the
+        // request's MAC verified, the same answer goes out MAC-protected instead (issue 14
+        // §12); otherwise it goes out unprotected, and the log says so.
+        if (req->mac_ok && !req->force_mac && req->resp_body != NULL) {
+            req->force_mac = true;
+            srv_respond(req, req->resp_body);
+            return;
+        }
+        cm_log(CM_LOG_WARN, "srv: the HSM cannot sign the response (%s): sent unprotected",
+               cm_result_name(r));
+        srv_finish_response(req, NULL);
+        return;
+    }
+    const cm_result why = r.code == HSM_E_QUEUE_FULL ? cm_result_make(SRV_E_OVERLOAD) : r;
+    const srv_handler *h = srv_handler_get((int)req->msg.body.type);
+    if (h != NULL && h->sign_failed != NULL && h->sign_failed(req, why)) {
+        return;
+    }
+    srv_fail(req, why);
 }
 
 void srv_store_submit(srv_request *req)
@@ -361,6 +412,12 @@ void srv_store_submit(srv_request *req)
     }
     req->state = SRV_ST_STORE;
     req->jobs_out = (uint32_t)req->num_sjobs;
+    if (req->root != NULL) {
+        req->parked = true; // the nested batch's root submits it with the others
+        return;
+    }
+    req->w->stats.store_submits++;
+    req->w->stats.store_jobs += req->num_sjobs;
     store_submit_batch(req->w->e->p.store, jobs, req->num_sjobs);
 }
 
@@ -371,6 +428,13 @@ void srv_undo_submit(srv_request *req, store_job *job, cm_result r, const char *
     req->undo_what = what;
     req->state = SRV_ST_UNDO;
     req->jobs_out = 1;
+    if (req->root != NULL) {
+        req->park_job = job; // the nested batch's root submits it with the others
+        req->parked = true;
+        return;
+    }
+    req->w->stats.store_submits++;
+    req->w->stats.store_jobs++;
     store_submit(req->w->e->p.store, job);
 }
 
@@ -411,7 +475,10 @@ bool srv_request_start(srv_request *req, const srv_ca *ca, cm_span der)
     req->der = der;
     req->now = cm_time_now();
     req->mark[0] = cm_time_mono_ns();
-    cmp_parse_opts opts = {.max_nesting = CMP_DEFAULT_MAX_NESTING};
+    // A nested body's inner messages are only delimited here: each becomes a request of its own
+    // (srv_nested.c), which parses it with its own limits; their count is checked there.
+    cmp_parse_opts opts = {
+        .max_nesting = 1, .max_nested = CMP_MAX_NESTED_LIMIT, .nested_shallow = true};
     cm_result r = cmp_msg_from_der(&req->arena, &req->msg, der, &opts);
     if (!cm_ok(r)) {
         // Keep what can be read of the header so the error echoes tid and nonce.
@@ -433,6 +500,11 @@ bool srv_request_start(srv_request *req, const srv_ca *ca, cm_span der)
         return req->state == SRV_ST_DONE;
     }
     srv_mark(req, SRV_STAGE_PARSE);
+    if (req->in_pool && req->msg.body.type == CMP_BODY_NESTED) {
+        // A nested message inside a batch makes requests of its own: on the origin thread.
+        req->deferred = true;
+        return false;
+    }
     srv_handler_of(req)->start(req);
     return req->state == SRV_ST_DONE;
 }
@@ -482,8 +554,14 @@ srv_request *srv_worker_on_completion(srv_worker *w, cm_cq_node *node)
         } else {
             srv_after_store(req);
         }
+    } else if (node->kind == CM_CQ_KIND_SRV_TASK) {
+        // An inner request of a nested message, back from a verification thread.
+        return srv_nested_task_back((srv_request *)((char *)node - offsetof(srv_request, task)));
     } else {
         return NULL;
+    }
+    if (req->root != NULL) {
+        return srv_nested_event(req); // an inner request: its batch decides what is ready
     }
     return req->state == SRV_ST_DONE ? req : NULL;
 }

@@ -12,12 +12,13 @@
 // Flows: ir, cr, kur, p10cr (implicitConfirm when asked and allowed, else certConf → pkiconf),
 // certConf, rr → rp (by the certificate's own key or a configured RA), genm → genp (caCerts,
 // rootCaCert, certReqTemplate, crlStatusList and the other RFC 4210 types), error (from a
-// client) → pkiconf. Trust and authorization (issue 14): a certificate this instance issued
-// authenticates only while the store has it VALID; an enrolment reserves its transactionID and
-// serial in the store before the HSM signs, and the store applies key reuse, per-secret limits
-// and one key update at a time atomically at that reservation. Every refusal carries the
-// PKIFailureInfo bit (cm_code_failinfo) in an error message, or, for a refused request content,
-// in the ip/cp/kup/rp (RFC 9483 §3.6.4), and a statusString that tells an operator
+// client) → pkiconf, nested (from an RA: every inner message handled as if it came alone, the
+// batch's signatures and records submitted together) → nested. Trust and authorization (issue 14):
+// a certificate this instance issued authenticates only while the store has it VALID; an enrolment
+// reserves its transactionID and serial in the store before the HSM signs, and the store applies
+// key reuse, per-secret limits and one key update at a time atomically at that reservation. Every
+// refusal carries the PKIFailureInfo bit (cm_code_failinfo) in an error message, or, for a refused
+// request content, in the ip/cp/kup/rp (RFC 9483 §3.6.4), and a statusString that tells an operator
 // what to fix: the request's specifics when they are known and safe to show ("key type P-521
 // not allowed by profile devices (allowed: P-256, P-384)", "no MAC secret for senderKID
 // line-9"), else the code's explanation from the registry; never a secret. It is
@@ -55,6 +56,7 @@ typedef struct srv_secret {
     uint32_t max_certs;          // > 0: at most this many certificates at this CA (once: 1),
                                  //   counted atomically in the store at reservation (either kind)
     const char *subject_pattern; // NULL: any subject; else ca_subject_match on its RFC 4514 text
+    bool ra;                     // marked for RA use (ra.REF = on): may protect nested messages
 } srv_secret;
 
 // Central key generation (RFC 9483 §4.1.6; srv_policy.central_keygen).
@@ -147,12 +149,25 @@ typedef struct srv_params {
     const crmf_alg_policy *prot_algs; // signatures a message may be protected with (NULL:
                                       //   the default; MACs: the cmp_protect_ctx's policy)
     const crmf_alg_policy *pop_algs;  // signatures a POPO may use (NULL: the default)
+    // Nested messages (issue 16, RFC 9483 §5.2.2): how many levels are accepted (0, the zero
+    // value: a nested message is refused), how many inner messages one request may carry at
+    // all levels together (0 picks 256; at most CMP_MAX_NESTED_LIMIT), and how many threads
+    // verify a batch's inner messages (0: the thread that received the batch does, one after
+    // another). Fixed at srv_engine_new.
+    uint32_t max_nested_depth;
+    uint32_t max_nested_messages;
+    uint32_t nested_threads;
 } srv_params;
 
 typedef struct srv_engine srv_engine;
 
-// srv_engine_new builds the engine from |p| (copied; pointers borrowed). Thread: start-up.
+// srv_engine_new builds the engine from |p| (copied; pointers borrowed) and starts its
+// nested_threads verification threads (each with a store reader: the store must stay open
+// until srv_engine_free). Thread: start-up.
 CM_RESULT srv_engine_new(srv_engine **out, const srv_params *p);
+
+// srv_engine_free stops the verification threads and frees the engine; every worker must have
+// been freed before. NULL is a no-op. Thread: shut-down.
 void srv_engine_free(srv_engine *e);
 
 // srv_engine_find_ca returns the CA named |name| (NULL or empty: the first, the default).
@@ -171,8 +186,27 @@ CM_RESULT srv_worker_new(srv_worker **out, srv_engine *e, cm_cq *cq);
 
 // srv_worker_free releases the worker and the requests it keeps for reuse. Requests still out
 // (not yet srv_request_free'd) are detached: from then on they may only be freed, which
-// returns them to the heap. No request may have HSM or store jobs out. NULL is a no-op.
+// returns them to the heap. No request may have HSM or store jobs out; inner requests of a
+// nested message that the verification threads still hold are waited for. NULL is a no-op.
 void srv_worker_free(srv_worker *w);
+
+// srv_worker_stats counts how a worker handed work off: HSM submissions and their jobs,
+// store submissions (store_submit_batch or store_submit) and their jobs, and the nested
+// requests it served with their inner messages. A nested batch submits the signatures and
+// the records of all its inner messages together (one submission each), so for a batch these
+// stay flat while the jobs grow. Thread: value type.
+typedef struct srv_worker_stats {
+    uint64_t hsm_submits;
+    uint64_t hsm_jobs;
+    uint64_t store_submits;
+    uint64_t store_jobs;
+    uint64_t nested;     // nested requests started (every level)
+    uint64_t inner;      // inner messages they carried
+    uint64_t pool_tasks; // inner requests handed to the verification threads
+} srv_worker_stats;
+
+// srv_worker_get_stats copies |w|'s counters into |*out|. Thread: the worker's.
+void srv_worker_get_stats(const srv_worker *w, srv_worker_stats *out);
 
 // srv_worker_num_free returns how many freed requests the worker keeps for reuse (at most
 // srv_params.free_requests). Thread: the worker's.

@@ -420,6 +420,9 @@ static cm_result srv_authenticate_mac(srv_request *req)
 cm_result srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *trust2)
 {
     const cmp_msg *m = &req->msg;
+    if (req->parent != NULL && !m->has_protection && m->header.protection_alg.whole.len == 0) {
+        return srv_nested_vouch(req); // inside a nested message: its RA may vouch (srv_nested.c)
+    }
     if (!m->has_protection || m->header.protection_alg.whole.len == 0) {
         const srv_handler *row = srv_handler_get((int)m->body.type);
         cm_why_set(&req->why,

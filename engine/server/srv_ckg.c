@@ -271,6 +271,13 @@ static cm_result srv_ckg_signer_recipient(srv_request *req)
 
 static cm_result srv_ckg_recipient(srv_request *req)
 {
+    if (req->vouched || (req->sig_ok && req->signer_is_ra)) {
+        // An RA's credential (its signature, or an inner message it vouches for with its own
+        // MAC secret: srv_nested_vouch) would let the RA open the end entity's key.
+        cm_why_set(&req->why, "central key generation through an RA is not supported: the key "
+                              "would be encrypted to the RA, not to the end entity");
+        CM_BAIL(SRV_E_CKG_RECIPIENT);
+    }
     if (req->mac_ok && req->secret != NULL) {
         const uint32_t min = req->policy.central_keygen_min_secret != 0
                                  ? req->policy.central_keygen_min_secret
@@ -292,11 +299,6 @@ static cm_result srv_ckg_recipient(srv_request *req)
                                                   ? req->policy.central_keygen_kdf_iterations
                                                   : SRV_CKG_DEFAULT_KDF_ITERATIONS};
         return cm_result_make(CM_OK);
-    }
-    if (req->sig_ok && req->signer_is_ra) {
-        cm_why_set(&req->why, "central key generation through an RA is not supported: the key "
-                              "would be encrypted to the RA, not to the end entity");
-        CM_BAIL(SRV_E_CKG_RECIPIENT);
     }
     CM_ENSURE(req->sig_ok, SRV_E_CKG_RECIPIENT);
     return srv_ckg_signer_recipient(req);

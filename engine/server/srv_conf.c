@@ -37,6 +37,24 @@ static cm_result srv_conf_signer(srv_request *req)
     return cm_result_make(CM_OK);
 }
 
+// srv_conf_vouched: an unprotected certConf that the RA of its nested message vouched for
+// confirms only a transaction that was authenticated with that RA's credential (its
+// request came through the same RA, vouched for or protected with the same secret or
+// certificate).
+static cm_result srv_conf_vouched(srv_request *req)
+{
+    const bool mac = req->txn.protection == STORE_AUTH_MAC;
+    const cm_span have = mac ? req->msg.header.f.sender_kid.v
+                             : cm_span_make(req->signer_hash, sizeof(req->signer_hash));
+    if (mac != req->mac_ok || !cm_span_eq(have, req->txn.credential)) {
+        cm_why_set(&req->why, "the RA of the nested message vouches for this unprotected "
+                              "certConf, but its request was authenticated with another "
+                              "credential");
+        CM_BAIL(SRV_E_WRONG_CREDENTIAL);
+    }
+    return cm_result_make(CM_OK);
+}
+
 // srv_conf_authenticate: the same kind of protection as the request (a MAC for a MAC, PBMAC1
 // for PBMAC1, a signature for a signature: wrongIntegrity otherwise) and the same credential
 // (the senderKID, or the signer certificate), never the newly issued certificate.
@@ -44,7 +62,10 @@ static cm_result srv_conf_authenticate(srv_request *req, const store_cert *issue
 {
     const cmp_msg *m = &req->msg;
     if (!m->has_protection || m->header.protection_alg.whole.len == 0) {
-        return srv_authenticate(req, NULL, NULL); // answers "not protected"
+        // "Not protected", unless the RA of a nested message vouches for it (srv_nested_vouch):
+        // then the RA must hold the request's credential.
+        CM_TRY(srv_authenticate(req, NULL, NULL));
+        return srv_conf_vouched(req);
     }
     cmp_prot_kind kind;
     CM_TRY(cmp_protect_kind(&kind, m->header.protection_alg.whole));

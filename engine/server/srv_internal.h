@@ -12,6 +12,8 @@
 //   srv_rr.c       rr
 //   srv_genm.c     genm
 //   srv_error.c    error (from a client)
+//   srv_nested.c   nested (an RA's batch): inner requests, their joint HSM and store submissions
+//   srv_pool.c     the threads that verify a batch's inner requests (nested_threads)
 //   srv_crl.c      CRLs
 //   srv_ckg.c      central key generation, encrCert and encryptedKey proofs of possession
 #ifndef CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H
@@ -91,11 +93,16 @@ typedef enum srv_state {
     SRV_ST_UNDO,      // a store job undoing part of a failed batch is out (srv_undo_submit)
     SRV_ST_SIGN_RESP, // the response's protection is with the HSM
     SRV_ST_DONE,
+    SRV_ST_NESTED, // a nested request waits for its inner requests (srv_nested.c)
 } srv_state;
 
-// Thread: immutable after srv_engine_new.
+typedef struct srv_pool srv_pool;
+typedef struct srv_nest srv_nest;
+
+// Thread: immutable after srv_engine_new (the pool is internally locked).
 struct srv_engine {
     srv_params p;
+    srv_pool *pool; // the nested_threads verification threads; NULL: none (srv_pool.c)
 };
 
 // Thread: confined to its thread.
@@ -113,6 +120,8 @@ struct srv_worker {
     // Every request handed out and not yet freed (doubly linked through prev/next), so that
     // srv_worker_free can detach them.
     srv_request *live;
+    srv_worker_stats stats;
+    uint32_t tasks_out; // this worker's inner requests with the verification threads (atomic)
 };
 
 // srv_request: one message and everything derived from it. Thread: confined to its worker's
@@ -209,6 +218,28 @@ struct srv_request {
     // (cmp2021, RFC 9810 §7; set by srv_enrol_respond).
     srv_ckg ckg;
     bool pvno3;
+
+    // Nested messages (issue 16, srv_nested.c). An inner message is a request of its own with
+    // |parent| set: it runs exactly like one that arrived alone, except that its HSM and store
+    // submissions are parked (|parked|: srv_sign_submit, srv_store_submit, srv_undo_submit set
+    // its state and jobs as usual, but submit nothing) and |root|, the outermost nested
+    // request, submits what all its inner requests parked together once none of them is
+    // running or waiting (srv_nested_event). Completions still come to the request's own jobs.
+    srv_request *parent;    // the nested request this is an inner message of; NULL: none
+    srv_request *root;      // the outermost nested request above it; NULL: none
+    srv_nest *nest;         // a nested request's batch (in its arena); NULL otherwise
+    uint32_t depth;         // nesting level of the message: 0 outermost, 1 inside one nested ...
+    bool parked;            // it parked jobs the root has not taken yet
+    bool in_pool;           // a verification thread runs it (|w| is that thread's worker)
+    bool deferred;          // the pool parsed a nested body: its start runs on the origin thread
+    bool vouched;           // unprotected, authenticated by the enclosing RA (srv_nested_vouch)
+    bool counted;           // its answer was counted by its parent
+    bool force_sig;         // the response is signed even after a verified MAC (a nested answer)
+    size_t resp_hint;       // the response's expected size (0: srv_respond's default)
+    store_job *park_job;    // the parked undo job (srv_undo_submit)
+    srv_request *park_next; // the root's list of parked requests
+    srv_request *task_next; // the verification pool's queue
+    cm_cq_node task;        // comes back to the origin thread's cq (CM_CQ_KIND_SRV_TASK)
 };
 
 // srv_mark records that |stage| ended now (stages not passed through stay 0).
@@ -251,6 +282,12 @@ const srv_handler *srv_handler_get(int body_type);
 // srv_refuse_start answers a body type this CA does not serve: it authenticates first, so the
 // error carries the request's MAC, then answers SRV_E_BODY (badRequest).
 void srv_refuse_start(srv_request *req);
+
+// srv_sign_refused answers for |req| when its signature for |next| could not be queued (|r|,
+// the pool's refusal): a response is MAC-protected instead when it can be, else sent
+// unprotected; a certificate's refusal goes to the handler's sign_failed or is answered.
+// srv_sign_submit and the nested batch's joint submission (srv_nested.c) share it.
+void srv_sign_refused(srv_request *req, cm_result r, srv_state next);
 
 // ---------------------------------------------------------------------------------------------
 // Asynchronous steps (srv.c)
@@ -339,6 +376,48 @@ void srv_rr_respond(srv_request *req);    //   the revocation committed
 void srv_genm_start(srv_request *req);    // genm (srv_genm.c)
 void srv_error_start(srv_request *req);   // error (srv_error.c)
 void srv_error_respond(srv_request *req); //   the transaction's end committed
+void srv_nested_start(srv_request *req);  // nested (srv_nested.c)
+
+// ---------------------------------------------------------------------------------------------
+// Nested messages (srv_nested.c, srv_pool.c)
+
+// srv_nested_vouch authenticates an unprotected inner message by the RA that protected the
+// nested message around it (RFC 9483 §5.2.2.1): the request then stands as if the RA had
+// protected it itself: its signer is the RA certificate (an RA valid as one), or its MAC
+// credential is the RA's secret (senderKID, key and limits; the response is MAC-protected
+// with it). Fails with SRV_E_UNPROTECTED outside a nested message. srv_authenticate calls it
+// for every unprotected message with a parent.
+CM_RESULT srv_nested_vouch(srv_request *req);
+
+// srv_nested_event continues the batch of inner request |req| after it ran on the worker's
+// thread (one of its jobs came back, or the pool returned it): takes what it parked, answers
+// a nested request whose inner requests are all answered, and when nothing of the batch is
+// running or out any more, submits everything parked: all HSM jobs in one hsm_pool_submit,
+// all store jobs in one store_submit_batch. Returns the root when its response is ready,
+// else NULL. Thread: the root's worker's.
+srv_request *srv_nested_event(srv_request *req);
+
+// srv_nested_task_back takes back inner request |req| from the verification pool (its cq node
+// |req->task| came back): a deferred nested body starts now; then as srv_nested_event.
+srv_request *srv_nested_task_back(srv_request *req);
+
+// srv_nested_free_children frees the inner requests of nested request |req| (all answered).
+void srv_nested_free_children(srv_request *req);
+
+// srv_pool_new starts |n| verification threads for |e|, each with its own worker (crypto
+// contexts and a store reader; no cq: an inner request's jobs are parked, never submitted
+// there). Fails with CM_E_NOMEM, or the worker's code. Thread: start-up.
+CM_RESULT srv_pool_new(srv_pool **out, srv_engine *e, uint32_t n);
+
+// srv_pool_free stops and joins the threads (none may hold a request any more); NULL is a
+// no-op.
+void srv_pool_free(srv_pool *p);
+
+// srv_pool_submit hands the |n| inner requests of |reqs| (their |der| and |ca| set, |w| their
+// origin worker) to the threads, under one lock: each runs srv_request_start there with the
+// thread's worker in |w|, gets its origin worker back and comes home through that worker's cq
+// as |task| (CM_CQ_KIND_SRV_TASK). Never fails. Thread: any.
+void srv_pool_submit(srv_pool *p, srv_request *const *reqs, size_t n);
 // ---------------------------------------------------------------------------------------------
 // Central key generation and the encryption-based proofs of possession (srv_ckg.c)
 

@@ -109,7 +109,9 @@ void srv_respond(srv_request *req, const cmp_body *body)
         rh->general_info = req->ginfo;
         rh->num_general_info = 1;
     }
-    const bool use_mac = req->mac_ok && (!ca->sign_mac_responses || req->force_mac);
+    // A nested answer is signed by the CMP key even when the RA's MAC verified (force_sig).
+    const bool use_mac =
+        req->mac_ok && (req->force_mac || (!ca->sign_mac_responses && !req->force_sig));
     // The protection algorithm goes into the header before the protected part is written.
     der_builder alg;
     der_builder_init_arena(&alg, &req->arena, 128);
@@ -131,7 +133,7 @@ void srv_respond(srv_request *req, const cmp_body *body)
         return;
     }
     rh->protection_alg = alg_der;
-    der_builder_init_arena(&req->rb, &req->arena, 4096);
+    der_builder_init_arena(&req->rb, &req->arena, req->resp_hint != 0 ? req->resp_hint : 4096);
     cmp_msg_writer_begin(&req->mw, &req->rb, rh, body);
     const cm_span pp = cmp_msg_writer_protected_part(&req->mw);
     if (use_mac) {

@@ -366,6 +366,21 @@ cm_result test_hand_cert_conf(test_hand *x, cm_span tid, cm_span recip_nonce, cm
     return cm_result_make(CM_OK);
 }
 
+cm_result test_hand_nested(test_hand *x, const cm_span *inner, size_t n)
+{
+    cm_span *ders = cm_arena_alloc(&x->a, (n > 0 ? n : 1) * sizeof(cm_span));
+    CM_ENSURE(ders != NULL, CM_E_NOMEM);
+    for (size_t i = 0; i < n; i++) {
+        ders[i] = test_hand_copy(x, inner[i].p, inner[i].len);
+        CM_ENSURE(ders[i].p != NULL, CM_E_NOMEM);
+    }
+    x->body.type = CMP_BODY_NESTED;
+    x->body.u.nested.msgs = NULL;
+    x->body.u.nested.ders = ders;
+    x->body.u.nested.num = n;
+    return cm_result_make(CM_OK);
+}
+
 // test_hand_sign_popos signs each CertRequest whose POPO waits for it.
 static cm_result test_hand_sign_popos(test_hand *x)
 {

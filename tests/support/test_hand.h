@@ -134,6 +134,10 @@ CM_RESULT test_hand_rr(test_hand *x, cm_span cert, int reason);
 CM_RESULT test_hand_cert_conf(test_hand *x, cm_span tid, cm_span recip_nonce, cm_span cert,
                               int64_t id);
 
+// test_hand_nested makes the body a nested message (RFC 9810 §5.3.23) of the |n| PKIMessages
+// |inner| (whole DER elements, copied into the hand's arena), protected like any other body.
+CM_RESULT test_hand_nested(test_hand *x, const cm_span *inner, size_t n);
+
 // test_hand_build signs the POPOs, protects the message and returns its DER in |*out| (heap;
 // free() it).
 CM_RESULT test_hand_build(test_hand *x, uint8_t **out, size_t *out_len);

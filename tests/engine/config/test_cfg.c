@@ -264,6 +264,9 @@ static void test_cfg_defaults(void)
     CU_ASSERT_EQUAL(c->num_admin_listen, 0);
     CU_ASSERT_EQUAL(c->admin_max_connections, 16);
     CU_ASSERT_EQUAL(c->store_min_free, 256ull << 20);
+    CU_ASSERT_EQUAL(c->max_nested_depth, 2);
+    CU_ASSERT_EQUAL(c->max_nested_messages, 256);
+    CU_ASSERT_EQUAL(c->nested_threads, c->io_threads);
     CU_ASSERT_PTR_EQUAL(c->default_ca, &c->cas[0]); // the only CA
     CU_ASSERT_TRUE(ca_profile_implicit_confirm(c->cas[0].profile->profile));
     CU_ASSERT_EQUAL(ca_profile_extensions(c->cas[0].profile->profile).len, 0);
@@ -736,6 +739,7 @@ static const char k_trust[] = "[profile:gw]\n"
                               "profiles = device, gw\n"
                               "max_certs.line7 = 250\n"
                               "once.line8 = on\n"
+                              "ra.line8 = on\n"
                               "subject_pattern.line7 = CN=line-7-*\n"
                               "key.lk = secrets/lk.key\n"
                               "max_certs.lk = 3\n"
@@ -774,6 +778,8 @@ static void test_cfg_trust_settings(void)
     CU_ASSERT_STRING_EQUAL(s7->subject_pattern, "CN=line-7-*");
     CU_ASSERT_EQUAL(s8->max_certs, 1);
     CU_ASSERT_PTR_NULL(s8->subject_pattern);
+    CU_ASSERT_TRUE(s8->ra); // ra.line8 = on: may protect nested messages
+    CU_ASSERT_FALSE(s7->ra);
     // The per-secret limits apply to a key.REF (key-based MACs) as to a secret.REF.
     const cfg_secret *lk = cfg_clients_find_secret(cl, CM_SPAN_LIT("lk"));
     CU_ASSERT_PTR_NOT_NULL_FATAL(lk);
@@ -821,6 +827,15 @@ static const cfg_case k_bad_trust[] = {
      "[clients:line] once.line7: 'sometimes' is not on or off"},
     {"[clients:line]\nonce.x = on\n", CFG_E_REFERENCE,
      "[clients:line] once.x: there is no secret.x"},
+    {"[clients:line]\nra.line7 = maybe\n", CFG_E_VALUE,
+     "[clients:line] ra.line7: 'maybe' is not on or off"},
+    {"[clients:line]\nra.x = on\n", CFG_E_REFERENCE, "[clients:line] ra.x: there is no secret.x"},
+    {"[certmintd]\nmax_nested_depth = 5\n", CFG_E_VALUE,
+     "[certmintd] max_nested_depth: '5' is out of range"},
+    {"[certmintd]\nmax_nested_messages = 0\n", CFG_E_VALUE,
+     "[certmintd] max_nested_messages: '0' is out of range"},
+    {"[certmintd]\nnested_threads = 257\n", CFG_E_VALUE,
+     "[certmintd] nested_threads: '257' is out of range"},
     {"[clients:line]\nsubject_pattern.x = CN=*\n", CFG_E_REFERENCE,
      "[clients:line] subject_pattern.x: there is no secret.x"},
     {"[clients:line]\ntrust_crls = missing.crl\n", CFG_E_FILE, "[clients:line] trust_crls: "},

@@ -1496,9 +1496,9 @@ static void test_srv_rejects_what_the_profile_refuses(void)
 
 static void test_srv_handler_table_has_a_row_per_body_type(void)
 {
-    static const cmp_body_type k_served[] = {CMP_BODY_IR,    CMP_BODY_CR,       CMP_BODY_KUR,
-                                             CMP_BODY_P10CR, CMP_BODY_RR,       CMP_BODY_GENM,
-                                             CMP_BODY_ERROR, CMP_BODY_CERT_CONF};
+    static const cmp_body_type k_served[] = {CMP_BODY_IR,    CMP_BODY_CR,        CMP_BODY_KUR,
+                                             CMP_BODY_P10CR, CMP_BODY_RR,        CMP_BODY_GENM,
+                                             CMP_BODY_ERROR, CMP_BODY_CERT_CONF, CMP_BODY_NESTED};
     CU_ASSERT_EQUAL(SRV_NUM_BODY_TYPES, CMP_BODY_POLL_REP + 1);
     CU_ASSERT_PTR_NULL(srv_handler_get(-1));
     CU_ASSERT_PTR_NULL(srv_handler_get(SRV_NUM_BODY_TYPES));
