@@ -208,6 +208,7 @@ static int bench_run_main(const bench_opts *o)
         free(run.conns[i].in);
         free(run.conns[i].conf);
         free(run.conns[i].nested_fails);
+        free(run.conns[i].poll);
         bench_coap_cleanup(&run.conns[i]);
     }
     if (run.rsp != NULL) {

@@ -310,7 +310,7 @@ typedef struct bench_conn {
     uint32_t gen;    // bumped per socket, so stale epoll events are dropped
     bool busy;       // a transaction is in flight
     bool connecting; // non-blocking connect pending
-    int phase;       // 0: the request, 1: its certConf
+    int phase;       // 0: the request, 1: its certConf, 2: polling for the request's answer
     bool retried;    // the request was already resent once on a new connection
     unsigned used;   // responses received on this socket
     size_t req;
@@ -343,6 +343,12 @@ typedef struct bench_conn {
     bool handshaking;            // --tls: the handshake is in progress
     uint8_t conf_tid[BENCH_NONCE_LEN]; // nested-confirm: the certConf batch's transactionID
     bench_fail *nested_fails;          // nested-confirm: the ips' outcomes (heap, --batch)
+    // Delayed delivery (phase 2): the request was answered `waiting`; a pollReq goes at
+    // poll_at (on a new connection) until the answer is the certificate or a rejection.
+    uint8_t *poll; // the HTTP pollReq, heap
+    size_t poll_len;
+    uint8_t poll_nonce[BENCH_NONCE_LEN];
+    uint64_t poll_at; // bench_now() time of the next pollReq; 0: none scheduled
 } bench_conn;
 
 // A run's state and counters. Thread: loop-confined.
@@ -375,7 +381,10 @@ typedef struct bench_run {
     SSL_CTX *tls_ctx;  // --tls
     uint64_t tls_full; // handshakes, full and resumed (reset after warm-up)
     uint64_t tls_resumed;
-    FILE *serials; // --save-serials, NULL otherwise
+    FILE *serials;    // --save-serials, NULL otherwise
+    uint64_t polls;   // pollReqs sent (delayed delivery)
+    uint64_t waiting; // transactions answered `waiting` at least once
+    size_t sleeping;  // connections waiting for their poll_at
 } bench_run;
 
 typedef struct bench_result {

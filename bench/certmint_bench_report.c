@@ -84,6 +84,11 @@ void bench_report(const bench_run *run, const bench_result *r)
            "client CPU", r->cpu, r->seconds > 0 ? 100.0 * r->cpu / r->seconds : 0.0,
            r->prep_seconds);
     printf("  %-18s %zu\n", "TCP connects", run->reconnects);
+    if (run->waiting != 0) {
+        printf("  %-18s %llu answered waiting, %llu pollReqs (%.2f per waiting enrolment)\n",
+               "delayed delivery", (unsigned long long)run->waiting, (unsigned long long)run->polls,
+               (double)run->polls / (double)run->waiting);
+    }
     if (run->tls_ctx != NULL) {
         printf("  %-18s %llu full, %llu resumed\n", "TLS handshakes",
                (unsigned long long)run->tls_full, (unsigned long long)run->tls_resumed);
@@ -125,7 +130,8 @@ void bench_write_json(const bench_run *run, const bench_result *r)
         (void)fprintf(f, "%s\"%s\": %llu", k == 1 ? "" : ", ", bench_fail_name((bench_fail)k),
                       (unsigned long long)run->fails[k]);
     }
-    (void)fprintf(f, "}}\n");
+    (void)fprintf(f, "}, \"waiting\": %llu, \"polls\": %llu}\n", (unsigned long long)run->waiting,
+                  (unsigned long long)run->polls);
     if (f != stdout) {
         (void)fclose(f);
     }

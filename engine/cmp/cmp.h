@@ -327,9 +327,9 @@ typedef struct cmp_msg cmp_msg;
 // PKIBody ::= CHOICE { ... }, each alternative [n] EXPLICIT (RFC 9810 §5.1.2). Thread: confined
 // to its request; views into the message and the arena. |type| picks
 // the member of |u| in use:
-//   ir/cr/kur   u.req    (CertReqMessages via crmf)
+//   ir/cr/kur/ccr  u.req (CertReqMessages via crmf)
 //   p10cr       u.p10    (CertificationRequest via crmf)
-//   ip/cp/kup   u.rep
+//   ip/cp/kup/ccp  u.rep
 //   rr          u.rr        rp      u.rp
 //   certConf    u.conf      pollReq u.poll_req   pollRep u.poll_rep
 //   genm/genp   u.gen       error   u.error      nested  u.nested   pkiconf (none)

@@ -574,12 +574,14 @@ static cm_result parse_content(cm_arena *arena, cmp_body *out, der_reader *r, in
     case CMP_BODY_IR:
     case CMP_BODY_CR:
     case CMP_BODY_KUR:
+    case CMP_BODY_CCR: // CertReqMessages (RFC 9810 §5.3.11)
         return crmf_msgs_parse(arena, r, &out->u.req);
     case CMP_BODY_P10CR:
         return crmf_csr_parse(r, &out->u.p10);
     case CMP_BODY_IP:
     case CMP_BODY_CP:
     case CMP_BODY_KUP:
+    case CMP_BODY_CCP: // CertRepMessage (RFC 9810 §5.3.11)
         return parse_cert_rep(arena, &out->u.rep, r);
     case CMP_BODY_RR:
         return parse_rev_req(arena, out, r);
@@ -668,6 +670,7 @@ void cmp_body_marshal(der_builder *b, const cmp_body *body, uint32_t max_nesting
     case CMP_BODY_IR:
     case CMP_BODY_CR:
     case CMP_BODY_KUR:
+    case CMP_BODY_CCR:
         crmf_msgs_marshal(b, &body->u.req);
         break;
     case CMP_BODY_P10CR:
@@ -676,6 +679,7 @@ void cmp_body_marshal(der_builder *b, const cmp_body *body, uint32_t max_nesting
     case CMP_BODY_IP:
     case CMP_BODY_CP:
     case CMP_BODY_KUP:
+    case CMP_BODY_CCP:
         put_cert_rep(b, &body->u.rep);
         break;
     case CMP_BODY_RR:

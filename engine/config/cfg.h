@@ -64,6 +64,14 @@
 //   max_nested_messages = 256        # inner messages of one request, at every depth
 //   nested_threads = 2               # threads verifying a batch's inner messages; default:
 //                                    #   online cores; 0: on the I/O thread that received it
+//   waiting_timeout = 86400          # seconds a request may wait (delayed delivery) before it
+//                                    #   is answered with a rejection
+//   max_hsm_queue = auto             # HSM queue depth above which new enrolments wait; auto:
+//                                    #   what 100 ms of the pool's measured signing rate drains
+//   max_commit_latency = 250         # ms: store commit latency above which enrolments wait
+//   max_pending   = 10000            # enrolments waiting under load on this node; more:
+//                                    #   systemUnavail
+//   approval_check_after = 60        # seconds: the checkAfter of a request held for approval
 //
 //   [ca:NAME]                        # served at /.well-known/cmp/p/NAME
 //   key          = pkcs11:...        # required; resolved later by hsm/
@@ -107,6 +115,13 @@
 //   subject_from      = signer       # signer | request: a certificate-signed cr/kur may ask
 //                                    #   only for its signer's subject, or for any (default
 //                                    #   signer)
+//   approval          = auto         # auto | manual: every request waits for `certmint approve`
+//                                    #   (default manual with ca = on, else auto)
+//   ca                = off          # on: issues CA certificates (basicConstraints cA, keyUsage
+//                                    #   keyCertSign and cRLSign): cross-certificates for ccr
+//   path_len          = 0            # with ca = on: the pathLenConstraint (default: none)
+//   name_constraints  = permitted;DNS:.example.com   # with ca = on: nameConstraints (OpenSSL
+//                                    #   syntax), critical
 //   encryption_key_types = RSA       # keys proving possession by keyEncipherment (encrCert,
 //                                    #   encryptedKey); default none
 //   kem_key_types     = P-256, X25519  # keys proving possession by keyAgreement; default none
@@ -132,6 +147,10 @@
 //   once.REF      = on               # the secret REF enrols one certificate (max_certs 1)
 //   subject_pattern.REF = CN=line-7-*  # subjects the secret REF may request (ca_subject_match)
 //   ra.REF        = on               # the secret REF may protect nested messages as an RA
+//   cross_requesters = other-ca.pem  # PEM file(s): CA certificates that may send ccr, signed
+//                                    #   with their key (trusted as themselves)
+//   cross_profile = cross            # the profile (ca = on) a ccr is issued under; required
+//                                    #   with cross_requesters
 #ifndef CERTMINT_ENGINE_CONFIG_CFG_H
 #define CERTMINT_ENGINE_CONFIG_CFG_H
 
@@ -194,6 +213,12 @@ typedef struct cfg_clients {
     size_t num_crl_paths;
     const struct cfg_profile **profiles; // profiles a certProfile may select
     size_t num_profiles;
+    // Cross-certification (issue 16): CA certificates that may send ccr (DER) and the profile
+    // their ccr are issued under (ca = on).
+    uint8_t **cross_certs;
+    size_t *cross_cert_lens;
+    size_t num_cross_certs;
+    const struct cfg_profile *cross_profile;
 } cfg_clients;
 
 // cfg_profile is one [profile:NAME] section. Thread: immutable after cfg_load.
@@ -203,6 +228,13 @@ typedef struct cfg_profile {
     bool allow_key_reuse;      // allow_key_reuse (default off)
     bool revoke_on_update;     // revoke_on_update (default off)
     bool subject_from_request; // subject_from = request (default signer)
+    // Delayed delivery and CA certificates (issue 16; cfg_policy.c).
+    bool approval_manual; // approval = manual (default: manual when ca = on, else auto)
+    bool approval_set;    // approval was given (the default follows ca otherwise)
+    bool is_ca;           // ca = on
+    bool has_path_len;    // path_len given
+    uint32_t path_len;
+    char *name_constraints; // name_constraints, NULL when none
     // Central key generation (issue 19; engine/server/srv_ckg.c): central_keygen (CFG_CKG_*,
     // default off), central_key_types (CA_KEY_* bits, default the profile's key_types that
     // can sign), central_keygen_min_secret (octets) and central_keygen_kdf_iterations (PBKDF2;
@@ -302,6 +334,12 @@ typedef struct cfg_config {
     uint32_t max_nested_depth;    // nesting levels accepted (0: nested messages refused)
     uint32_t max_nested_messages; // inner messages of one request, all levels together
     uint32_t nested_threads;      // the inner messages' verification pool (0: inline)
+    // Delayed delivery (issue 16; cfg_pending.c).
+    uint32_t waiting_timeout;      // seconds a request may wait
+    uint32_t max_hsm_queue;        // 0: auto (100 ms of the measured signing rate)
+    uint32_t max_commit_latency;   // ms
+    uint32_t max_pending;          // enrolments waiting under load on this node
+    uint32_t approval_check_after; // seconds
 } cfg_config;
 
 // cfg_load reads and validates the file at |path| and every file it references (CA

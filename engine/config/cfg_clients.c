@@ -299,6 +299,47 @@ static cm_result cfg_profiles_list(cfg_loader *ld, cfg_clients *cl, const char *
     return cm_result_make(CM_OK);
 }
 
+// cfg_cross_requesters reads `cross_requesters = a.pem, b.pem`: the CA certificates that may
+// send a ccr (issue 16), as DER.
+static cm_result cfg_cross_requesters(cfg_loader *ld, cfg_clients *cl, const char *k, const char *v)
+{
+    if (cl->cross_certs == NULL) {
+        cl->cross_certs = calloc(CFG_MAX_RA_CERTS, sizeof(*cl->cross_certs));
+        cl->cross_cert_lens = calloc(CFG_MAX_RA_CERTS, sizeof(*cl->cross_cert_lens));
+        CM_ENSURE(cl->cross_certs != NULL && cl->cross_cert_lens != NULL, CM_E_NOMEM);
+    }
+    char *paths[CFG_MAX_LIST];
+    size_t num = 0;
+    cm_result r = cfg_paths_list(ld, paths, &num, k, v);
+    for (size_t j = 0; j < num; j++) {
+        if (cm_ok(r)) {
+            r = cfg_read_certs(ld, k, paths[j], cl->cross_certs, cl->cross_cert_lens,
+                               &cl->num_cross_certs, CFG_MAX_RA_CERTS);
+        }
+        free(paths[j]);
+    }
+    return r;
+}
+
+// cfg_cross_profile resolves `cross_profile = NAME` to a [profile:NAME] with ca = on.
+static cm_result cfg_cross_profile(cfg_loader *ld, cfg_clients *cl, const char *k, const char *v)
+{
+    const cfg_config *cfg = ld->cfg;
+    for (size_t j = 0; j < cfg->num_profiles; j++) {
+        if (strcmp(cfg->profiles[j].name, v) == 0) {
+            if (!cfg->profiles[j].is_ca) {
+                return cfg_fail(ld, CFG_E_VALUE, k,
+                                "[profile:%s] issues end-entity certificates; a cross-certificate "
+                                "needs a profile with ca = on",
+                                v);
+            }
+            cl->cross_profile = &cfg->profiles[j];
+            return cm_result_make(CM_OK);
+        }
+    }
+    return cfg_fail(ld, CFG_E_REFERENCE, k, "no [profile:%s] section", v);
+}
+
 static cm_result cfg_clients_body(cfg_loader *ld, cfg_clients *cl, STACK_OF(CONF_VALUE) * vals,
                                   char **anchors, size_t *num_anchors)
 {
@@ -373,9 +414,18 @@ static cm_result cfg_clients_body(cfg_loader *ld, cfg_clients *cl, STACK_OF(CONF
                 free(paths[j]);
             }
             CM_TRY(r);
+        } else if (strcmp(k, "cross_requesters") == 0) {
+            CM_TRY(cfg_cross_requesters(ld, cl, k, v));
+        } else if (strcmp(k, "cross_profile") == 0) {
+            CM_TRY(cfg_cross_profile(ld, cl, k, v));
         } else {
             return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
         }
+    }
+    if (cl->num_cross_certs > 0 && cl->cross_profile == NULL) {
+        return cfg_fail(ld, CFG_E_MISSING, "cross_profile",
+                        "cross_requesters needs a cross_profile (a profile with ca = on) that "
+                        "their ccr are issued under");
     }
     // Pass 2: the per-secret keys (senderKID overrides, limits, subject patterns).
     bool *once = calloc(cl->num_secrets + 1, sizeof(bool));

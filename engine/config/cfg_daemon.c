@@ -347,9 +347,11 @@ cm_result cfg_daemon_load(cfg_loader *ld)
     cfg->max_nested_depth = 2;
     cfg->max_nested_messages = 256;
     cfg->nested_threads = cfg->io_threads;
+    cfg_daemon_pending_defaults(cfg);
     const char *default_ca = NULL;
     const char *protection_algs = NULL;
     const char *pop_algs = NULL;
+    cm_result pr = cm_result_make(CM_OK);
     for (int i = 0; i < sk_CONF_VALUE_num(vals); i++) {
         const CONF_VALUE *cv = sk_CONF_VALUE_value(vals, i);
         const char *k = cv->name, *v = cv->value;
@@ -417,6 +419,8 @@ cm_result cfg_daemon_load(cfg_loader *ld)
             CM_TRY(cfg_u32(ld, &cfg->max_nested_messages, k, v, 1, 4096)); // CMP_MAX_NESTED_LIMIT
         } else if (strcmp(k, "nested_threads") == 0) {
             CM_TRY(cfg_u32(ld, &cfg->nested_threads, k, v, 0, 256));
+        } else if (cfg_daemon_pending(ld, k, v, &pr)) {
+            CM_TRY(pr);
         } else {
             return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
         }

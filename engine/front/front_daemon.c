@@ -202,20 +202,21 @@ static cm_result front_ca_sig_alg(srv_ca *s, const cfg_ca *c, char *err, size_t 
     return cm_result_make(CM_OK);
 }
 
-// front_build_ca fills d->cas[k] from the configuration's CA |i|.
-// front_policy is what profile |p| decides about trust, authorization and central key
-// generation (srv_policy).
+// front_policy is what the profile |p| decides about trust, authorization, approval and central
+// key generation (srv_policy).
 static srv_policy front_policy(const cfg_profile *p)
 {
     return (srv_policy){.allow_key_reuse = p->allow_key_reuse,
                         .revoke_on_update = p->revoke_on_update,
                         .subject_from_request = p->subject_from_request,
+                        .manual_approval = p->approval_manual,
                         .central_keygen = (srv_ckg_mode)p->central_keygen,
                         .central_key_types = p->central_key_types,
                         .central_keygen_min_secret = p->central_keygen_min_secret,
                         .central_keygen_kdf_iterations = p->central_keygen_kdf_iterations};
 }
 
+// front_build_ca fills d->cas[k] from the configuration's CA |i|.
 static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, size_t err_cap)
 {
     const cfg_ca *c = &d->cfg->cas[i];
@@ -238,27 +239,41 @@ static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, 
             d->secrets[k][j].ra = cl->secrets[j].ra;
         }
     }
-    // The profiles a certProfile may select (issue 14), with their trust settings.
-    if (cl != NULL && cl->num_profiles > 0) {
-        d->profiles[k] = calloc(cl->num_profiles, sizeof(srv_profile));
+    // The profiles a certProfile may select (issue 14), with their trust settings; after them,
+    // in one more slot, the cross-certification profile (issue 16).
+    const size_t num_prof = cl != NULL ? cl->num_profiles : 0;
+    const bool cross = cl != NULL && cl->num_cross_certs > 0 && cl->cross_profile != NULL;
+    if (num_prof > 0 || cross) {
+        d->profiles[k] = calloc(num_prof + 1, sizeof(srv_profile));
         if (d->profiles[k] == NULL) {
             front_err(err, err_cap, "out of memory");
             return cm_result_make(CM_E_NOMEM);
         }
-        for (size_t j = 0; j < cl->num_profiles; j++) {
+        for (size_t j = 0; j < num_prof; j++) {
             const cfg_profile *p = cl->profiles[j];
             d->profiles[k][j] =
                 (srv_profile){.name = p->name, .profile = p->profile, .policy = front_policy(p)};
         }
+        if (cross) {
+            const cfg_profile *p = cl->cross_profile;
+            d->profiles[k][num_prof] =
+                (srv_profile){.name = p->name, .profile = p->profile, .policy = front_policy(p)};
+        }
     }
-    if (cl != NULL && cl->num_ra_certs > 0) {
-        d->ra_certs[k] = calloc(cl->num_ra_certs, sizeof(cm_span));
+    // The RA certificates, then the cross-certification requesters (issue 16), in one array.
+    const size_t num_ra = cl != NULL ? cl->num_ra_certs : 0;
+    const size_t num_cross = cross ? cl->num_cross_certs : 0;
+    if (num_ra + num_cross > 0) {
+        d->ra_certs[k] = calloc(num_ra + num_cross, sizeof(cm_span));
         if (d->ra_certs[k] == NULL) {
             front_err(err, err_cap, "out of memory");
             return cm_result_make(CM_E_NOMEM);
         }
-        for (size_t j = 0; j < cl->num_ra_certs; j++) {
+        for (size_t j = 0; j < num_ra; j++) {
             d->ra_certs[k][j] = cm_span_make(cl->ra_certs[j], cl->ra_cert_lens[j]);
+        }
+        for (size_t j = 0; j < num_cross; j++) {
+            d->ra_certs[k][num_ra + j] = cm_span_make(cl->cross_certs[j], cl->cross_cert_lens[j]);
         }
     }
     const char *own[] = {c->cert_path};
@@ -311,7 +326,10 @@ static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, 
                   .profile_name = c->profile->name,
                   .policy = front_policy(c->profile),
                   .profiles = d->profiles[k],
-                  .num_profiles = cl != NULL ? cl->num_profiles : 0};
+                  .num_profiles = num_prof,
+                  .cross_requesters = num_cross > 0 ? d->ra_certs[k] + num_ra : NULL,
+                  .num_cross_requesters = num_cross,
+                  .cross_profile = cross ? &d->profiles[k][num_prof] : NULL};
     // Key generation authority (RFC 9483 §4.1.6): the CA's own key, or a CMP certificate
     // with id-kp-cmKGA (certmint init --kga).
     bool kga_eku = false;
@@ -365,10 +383,21 @@ static cm_result front_build_engine(front_daemon *d, char *err, size_t err_cap)
                      .space = &d->space,
                      .max_nested_depth = cfg->max_nested_depth,
                      .max_nested_messages = cfg->max_nested_messages,
-                     .nested_threads = cfg->nested_threads};
+                     .nested_threads = cfg->nested_threads,
+                     .waiting_timeout = cfg->waiting_timeout,
+                     .max_hsm_queue = cfg->max_hsm_queue,
+                     .max_commit_latency = cfg->max_commit_latency,
+                     .max_pending = cfg->max_pending,
+                     .approval_check_after = cfg->approval_check_after};
     r = srv_engine_new(&d->engine, &sp);
     if (!cm_ok(r)) {
         front_err(err, err_cap, "cannot build the engine: %s", cm_result_name(r));
+        return r;
+    }
+    // The drain of delayed delivery (issue 16): signs what waits; srv_engine_free stops it.
+    r = srv_engine_start_pending(d->engine);
+    if (!cm_ok(r)) {
+        front_err(err, err_cap, "cannot start the pending drain: %s", cm_result_name(r));
     }
     return r;
 }

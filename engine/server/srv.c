@@ -3,6 +3,7 @@
 // everything derived from the message lives in the request's arena, so error paths simply
 // return. What each body type does is in its own file (srv_internal.h lists them).
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -24,6 +25,19 @@ cm_result srv_engine_new(srv_engine **out, const srv_params *p)
     if (e->p.free_requests == 0) {
         e->p.free_requests = SRV_DEFAULT_FREE_REQUESTS;
     }
+    // Delayed delivery (srv_pending.c).
+    if (e->p.waiting_timeout <= 0) {
+        e->p.waiting_timeout = 86400;
+    }
+    if (e->p.max_commit_latency == 0) {
+        e->p.max_commit_latency = 250;
+    }
+    if (e->p.max_pending == 0) {
+        e->p.max_pending = 10000;
+    }
+    if (e->p.approval_check_after <= 0) {
+        e->p.approval_check_after = 60;
+    }
     if (e->p.max_nested_messages == 0) {
         e->p.max_nested_messages = CMP_MAX_NESTED;
     }
@@ -33,9 +47,15 @@ cm_result srv_engine_new(srv_engine **out, const srv_params *p)
     if (e->p.max_nested_depth > CMP_MAX_NESTING_LIMIT) {
         e->p.max_nested_depth = CMP_MAX_NESTING_LIMIT;
     }
+    cm_result r = srv_pending_new(&e->pend, &e->p);
+    if (!cm_ok(r)) {
+        free(e);
+        return r;
+    }
     if (e->p.max_nested_depth > 0 && e->p.nested_threads > 0) {
-        const cm_result r = srv_pool_new(&e->pool, e, e->p.nested_threads);
+        r = srv_pool_new(&e->pool, e, e->p.nested_threads);
         if (!cm_ok(r)) {
+            srv_pending_free(e->pend);
             free(e);
             return r;
         }
@@ -49,7 +69,9 @@ void srv_engine_free(srv_engine *e)
     if (e == NULL) {
         return;
     }
+    srv_engine_stop_pending(e);
     srv_pool_free(e->pool);
+    srv_pending_free(e->pend);
     free(e);
 }
 
@@ -69,14 +91,31 @@ const srv_ca *srv_engine_find_ca(const srv_engine *e, cm_span name)
 
 cm_result srv_engine_maintain(srv_engine *e, int64_t now, uint64_t *out_revoked)
 {
-    store_job sweep, expire;
+    store_job sweep, expire, waited;
     store_job_init(&sweep, STORE_OP_SWEEP, NULL);
     sweep.u.ref.time = now;
     sweep.u.ref.reason = STORE_REASON_CESSATION_OF_OPERATION;
     store_job_init(&expire, STORE_OP_TXN_EXPIRE, NULL);
     expire.u.ref.time = now;
+    // Requests that waited too long are answered with a rejection (delayed delivery); the
+    // rejection is kept for another waiting_timeout for the pollReq that collects it.
+    char why[160];
+    (void)snprintf(why, sizeof(why),
+                   "the request waited longer than waiting_timeout (%lld s) without being "
+                   "completed",
+                   (long long)e->p.waiting_timeout);
+    store_job_init(&waited, STORE_OP_PENDING_EXPIRE, NULL);
+    waited.u.pop = (store_pending_op){.time = now,
+                                      .fail_info = (int)cm_code_failinfo(SRV_E_WAIT_EXPIRED),
+                                      .status_text = why,
+                                      .keep_s = e->p.waiting_timeout};
+    CM_TRY(store_run(e->p.store, &waited));
     CM_TRY(store_run(e->p.store, &sweep));
     CM_TRY(store_run(e->p.store, &expire));
+    if (waited.out_value > 0) {
+        cm_log(CM_LOG_DEBUG, "srv: %llu waiting request(s) expired or were forgotten",
+               (unsigned long long)waited.out_value);
+    }
     *out_revoked = sweep.out_value;
     return cm_result_make(CM_OK);
 }
@@ -316,7 +355,13 @@ static const srv_handler k_srv_handlers[SRV_NUM_BODY_TYPES] = {
                      .start = srv_rr_start,
                      .after_store = srv_rr_respond},
     [CMP_BODY_RP] = SRV_REFUSE("rp"),
-    [CMP_BODY_CCR] = SRV_REFUSE("ccr"),
+    [CMP_BODY_CCR] = {.name = "ccr",
+                      .opens_transaction = true,
+                      .start = srv_ccr_start,
+                      .after_sign = srv_enrol_record,
+                      .after_store = srv_enrol_respond,
+                      .store_failed = srv_enrol_store_failed,
+                      .sign_failed = srv_enrol_sign_failed},
     [CMP_BODY_CCP] = SRV_REFUSE("ccp"),
     [CMP_BODY_CKUANN] = SRV_REFUSE("ckuann"),
     [CMP_BODY_CANN] = SRV_REFUSE("cann"),
@@ -332,7 +377,9 @@ static const srv_handler k_srv_handlers[SRV_NUM_BODY_TYPES] = {
     [CMP_BODY_CERT_CONF] = {.name = "certConf",
                             .start = srv_conf_start,
                             .after_store = srv_conf_respond},
-    [CMP_BODY_POLL_REQ] = SRV_REFUSE("pollReq"),
+    [CMP_BODY_POLL_REQ] = {.name = "pollReq",
+                           .start = srv_poll_start,
+                           .after_store = srv_poll_respond},
     [CMP_BODY_POLL_REP] = SRV_REFUSE("pollRep"),
 };
 

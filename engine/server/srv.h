@@ -9,7 +9,8 @@
 // srv_worker_on_completion. A certificate reaches the response only after its record
 // committed (DESIGN.md: nothing issued is lost).
 //
-// Flows: ir, cr, kur, p10cr (implicitConfirm when asked and allowed, else certConf → pkiconf),
+// Flows: ir, cr, kur, p10cr, ccr (implicitConfirm when asked and allowed, else certConf →
+// pkiconf; any of them may be answered `waiting` and collected with pollReq: delayed delivery),
 // certConf, rr → rp (by the certificate's own key or a configured RA), genm → genp (caCerts,
 // rootCaCert, certReqTemplate, crlStatusList and the other RFC 4210 types), error (from a
 // client) → pkiconf, nested (from an RA: every inner message handled as if it came alone, the
@@ -76,6 +77,8 @@ typedef struct srv_policy {
     bool allow_key_reuse;      // a key this CA certified before may be certified again
     bool revoke_on_update;     // a completed kur revokes the old certificate (reason superseded)
     bool subject_from_request; // a certificate-signed cr/kur may request another subject
+    bool manual_approval;      // approval = manual: every request waits for an operator
+                               //   (certmint approve / reject) and is answered waiting
     // Central key generation (issue 19): whether the CA generates keys, of which CA_KEY_*
     // types (a subset of the profile's key types; a request naming none gets the first of
     // P-256, P-384, P-521, Ed25519, Ed448, RSA listed), and for a MAC-protected request, whose
@@ -126,6 +129,12 @@ typedef struct srv_ca {
     cm_span root_update[3];        // newWithNew, newWithOld, oldWithNew (len 0: none)
     int64_t crl_min_interval;      // seconds (see srv_crl_due)
     int64_t crl_validity;          // seconds
+    // Cross-certification (issue 16, RFC 9810 §5.3.11): the CA certificates (DER) that may send
+    // a ccr, signed with their own key and trusted as themselves, and the profile (a CA
+    // profile) their cross-certificates are issued under. None: ccr is refused.
+    const cm_span *cross_requesters;
+    size_t num_cross_requesters;
+    const srv_profile *cross_profile;
     // The CMP key may act as key generation authority (RFC 9483 §4.1.6): its certificate
     // carries id-kp-cmKGA, or is the CA's own. Central key generation is refused without it.
     bool kga;
@@ -157,6 +166,17 @@ typedef struct srv_params {
     uint32_t max_nested_depth;
     uint32_t max_nested_messages;
     uint32_t nested_threads;
+    // Delayed delivery (issue 16; srv_pending.c). A new enrolment waits (it is answered
+    // `waiting` and collected with pollReq) when the HSM pool's queue is deeper than
+    // |max_hsm_queue| or the store's recent commits took longer than |max_commit_latency| ms,
+    // unless |max_pending| enrolments wait on this node already (systemUnavail then); and
+    // always under a profile with manual approval. A request that waited |waiting_timeout|
+    // seconds is rejected.
+    int64_t waiting_timeout;      // seconds; 0 picks 86400
+    uint32_t max_hsm_queue;       // 0: what 100 ms of the pool's measured signing rate drains
+    uint32_t max_commit_latency;  // ms; 0 picks 250
+    uint32_t max_pending;         // 0 picks 10000
+    int64_t approval_check_after; // seconds: the checkAfter while an operator decides; 0: 60
 } srv_params;
 
 typedef struct srv_engine srv_engine;
@@ -173,10 +193,54 @@ void srv_engine_free(srv_engine *e);
 // srv_engine_find_ca returns the CA named |name| (NULL or empty: the first, the default).
 const srv_ca *srv_engine_find_ca(const srv_engine *e, cm_span name);
 
-// srv_engine_maintain runs the background duties once, synchronously: expire transactions
-// and revoke certificates whose certConf never came (reason cessationOfOperation). Returns the
+// srv_engine_maintain runs the background duties once, synchronously: expire transactions,
+// revoke certificates whose certConf never came (reason cessationOfOperation), and reject the
+// requests that waited longer than waiting_timeout (STORE_OP_PENDING_EXPIRE). Returns the
 // number of certificates revoked. Thread: a maintenance thread (blocks on the store).
 CM_RESULT srv_engine_maintain(srv_engine *e, int64_t now, uint64_t *out_revoked);
+
+// ---------------------------------------------------------------------------------------------
+// Delayed delivery (issue 16; srv_pending.c)
+//
+// A request that waits has a row in the store (store_pending) from before it is answered
+// `waiting`, so any node sharing the store can finish it and answer its pollReq. A drain signs
+// and records the waiting requests: those this node accepted under load (in memory, FIFO: as
+// the HSM queue falls below its bound), and what it finds in the store every second (requests
+// an operator approved with `certmint approve`, requests of a node that stopped). Claims in the
+// store keep two drains from signing one request.
+
+// srv_engine_start_pending starts the engine's drain on its own thread (cm-pending): every
+// 100 ms it also measures the HSM pool's signing rate (max_hsm_queue auto) and the store's
+// commit latency, the inputs of the waiting decision; without it nothing waits under load.
+// CM_E_NOMEM or the store reader's failure. Thread: start-up; once.
+CM_RESULT srv_engine_start_pending(srv_engine *e);
+
+// srv_engine_stop_pending stops the drain (it finishes the pass it is in) and joins it; a
+// no-op when it is not running. srv_engine_free calls it. Thread: the owner.
+void srv_engine_stop_pending(srv_engine *e);
+
+// srv_engine_drain runs one drain pass on the calling thread: claims up to |max| waiting
+// requests (this node's queue first, then the store's approved, queued and stale ones), signs
+// them through the pool (one submission), records them (one store batch) and returns how many
+// were issued or rejected. Blocks on the HSM and the store. For tests and tools; the daemon's
+// drain runs it on its own thread.
+CM_RESULT srv_engine_drain(srv_engine *e, int64_t now, size_t max, size_t *out_done);
+
+// srv_pending_stats is what /metrics shows of delayed delivery. Thread: value type.
+typedef struct srv_pending_stats {
+    uint64_t waiting;       // enrolments this node accepted under load and has not drained
+    uint64_t accepted;      // requests answered `waiting` (load and approval)
+    uint64_t refused;       // enrolments refused because max_pending wait already
+    uint64_t drained;       // waiting requests this node's drain issued or rejected
+    uint64_t polls;         // pollReq answered with pollRep
+    uint64_t delivered;     // final answers delivered to a pollReq
+    uint32_t max_hsm_queue; // the bound in force (UINT32_MAX: not measured yet)
+    uint32_t commit_us;     // the store's recent commit latency
+    uint64_t hsm_rate;      // signatures per second the pool was measured to drain
+} srv_pending_stats;
+
+// srv_engine_pending_stats fills |out| (relaxed reads). Thread: any.
+void srv_engine_pending_stats(const srv_engine *e, srv_pending_stats *out);
 
 // srv_worker is one thread's working set: crypto contexts, digests, a store reader and the
 // completion queue its jobs come back to. Thread: confined to its thread.

@@ -512,3 +512,40 @@ cm_result srv_authenticate_stored(srv_request *req, cm_span cert)
     CM_TRY(srv_signer_check(req, &f, true));
     return srv_signer_accept(req, cert, &f);
 }
+
+cm_result srv_authenticate_listed(srv_request *req, const cm_span *certs, size_t num_certs,
+                                  bool *out_listed)
+{
+    const cmp_msg *m = &req->msg;
+    *out_listed = false;
+    if (m->num_extra_certs == 0) {
+        cm_why_set(&req->why,
+                   "the message is signed but extraCerts does not carry the signer's certificate");
+        CM_BAIL(CMP_E_NO_EXTRA_CERTS);
+    }
+    const cm_span signer = m->extra_certs[0];
+    CM_TRY(cmp_protect_kind(&req->prot_kind, m->header.protection_alg.whole));
+    req->prot_known = true;
+    CM_TRY(cmp_protect_verify_sig(&req->w->crypto, m->header.protection_alg.whole,
+                                  m->protected_part, m->protection, m->protection_unused, signer,
+                                  &req->why));
+    ca_cert_fields f;
+    CM_TRY(ca_cert_fields_parse(&f, signer));
+    CM_TRY(srv_check_sender(req, &f));
+    CM_TRY(srv_check_sender_kid(req, signer, &f));
+    for (size_t i = 0; i < num_certs && !*out_listed; i++) {
+        *out_listed = cm_span_eq(certs[i], signer);
+    }
+    if (!*out_listed) {
+        req->signer = f; // for the caller's reason
+        return cm_result_make(CM_OK);
+    }
+    int64_t nb = 0, na = 0;
+    if (!cm_ok(srv_cert_validity(f.validity, &nb, &na)) || req->now < nb || req->now > na) {
+        char subject[96];
+        cm_why_set(&req->why, "the signer's certificate (%s) is %s",
+                   srv_name_text(subject, f.subject), req->now < nb ? "not valid yet" : "expired");
+        CM_BAIL(CA_E_CERT_EXPIRED);
+    }
+    return srv_signer_accept(req, signer, &f);
+}

@@ -565,6 +565,27 @@ cm_result srv_ckg_after_kga(srv_request *req)
     return r;
 }
 
+cm_result srv_ckg_may_wait(srv_request *req, srv_wait wait)
+{
+    if (req->ckg.kind != SRV_CKG_KEYGEN && req->ckg.kind != SRV_CKG_ENCR_CERT) {
+        return cm_result_make(CM_OK);
+    }
+    const char *what = req->ckg.kind == SRV_CKG_KEYGEN
+                           ? "central key generation cannot wait: the generated key is never "
+                             "stored"
+                           : "an encrCert proof of possession cannot wait: the certificate "
+                             "would be delivered later unencrypted";
+    if (wait == SRV_WAIT_APPROVAL) {
+        cm_why_set(&req->why,
+                   "%s, and profile %s approves every request manually (approval = "
+                   "manual)",
+                   what, srv_ckg_profile(req));
+    } else {
+        cm_why_set(&req->why, "%s, and the CA is overloaded; try again later", what);
+    }
+    CM_BAIL(SRV_E_CKG_WAIT);
+}
+
 void srv_ckg_cleanup(srv_request *req)
 {
     srv_ckg *k = &req->ckg;

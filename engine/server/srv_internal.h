@@ -15,9 +15,15 @@
 //   srv_nested.c   nested (an RA's batch): inner requests, their joint HSM and store submissions
 //   srv_pool.c     the threads that verify a batch's inner requests (nested_threads)
 //   srv_crl.c      CRLs
+//   srv_pending.c  delayed delivery: the waiting decision (load, approval), the waiting answer,
+//                  the drain that signs and records what waits
+//   srv_poll.c     pollReq
+//   srv_ccr.c      ccr (cross-certification)
 //   srv_ckg.c      central key generation, encrCert and encryptedKey proofs of possession
 #ifndef CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H
 #define CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H
+
+#include <pthread.h>
 
 #include "engine/server/srv.h"
 
@@ -99,10 +105,47 @@ typedef enum srv_state {
 typedef struct srv_pool srv_pool;
 typedef struct srv_nest srv_nest;
 
-// Thread: immutable after srv_engine_new (the pool is internally locked).
+// What a waiting enrolment's record needs besides its row (store_pending.flags).
+enum {
+    SRV_PEND_FLAG_IMPLICIT = 1u << 0,        // implicitConfirm granted
+    SRV_PEND_FLAG_REVOKE_REPLACED = 1u << 1, // a kur whose profile revokes the old certificate
+};
+
+// Why an enrolment waits (srv_request.wait).
+typedef enum srv_wait {
+    SRV_WAIT_NONE = 0,
+    SRV_WAIT_LOAD,     // backpressure: answered waiting, drained as capacity frees
+    SRV_WAIT_APPROVAL, // the profile's approval = manual
+} srv_wait;
+
+// srv_pending is the engine's delayed-delivery state (srv_pending.c): this node's queue of
+// requests accepted under load, the drain thread, and the measurements the waiting decision
+// reads. Thread: |mu| guards the queue and |stop|; |thread| and |running| are the owner's; the
+// measurements and counters are atomics (relaxed), written by the drain and the workers.
+typedef struct srv_pending {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; // signalled when the queue grows or |stop| is set
+    int64_t *queue;    // guarded_by(mu): ids of the rows accepted under load, a FIFO ring
+    size_t cap;        // immutable: max_pending
+    size_t head, num;  // guarded_by(mu)
+    bool stop;         // guarded_by(mu)
+    bool running;
+    pthread_t thread;
+    // The waiting decision's inputs (srv_pending_decide), measured by the drain every 100 ms.
+    uint32_t max_hsm_queue;    // in force; UINT32_MAX until measured (auto)
+    uint32_t commit_us;        // the store's mean commit time over the last window
+    uint64_t hsm_rate_milli;   // signatures per second (x 1000) the pool drains when busy
+    uint64_t drain_rate_milli; // waiting requests per second (x 1000) the drain finishes
+    uint64_t waiting;          // places taken in the queue (the bound of max_pending)
+    uint64_t accepted, refused, drained, polls, delivered; // srv_pending_stats
+} srv_pending;
+
+// Thread: immutable after srv_engine_new (the pool is internally locked, |pend| points at
+// mutable, self-locked state).
 struct srv_engine {
     srv_params p;
     srv_pool *pool; // the nested_threads verification threads; NULL: none (srv_pool.c)
+    srv_pending *pend;
 };
 
 // Thread: confined to its thread.
@@ -240,6 +283,12 @@ struct srv_request {
     srv_request *park_next; // the root's list of parked requests
     srv_request *task_next; // the verification pool's queue
     cm_cq_node task;        // comes back to the origin thread's cq (CM_CQ_KIND_SRV_TASK)
+    // Delayed delivery (issue 16; srv_pending.c, srv_poll.c).
+    srv_wait wait;         // why this enrolment waits (SRV_WAIT_NONE: it does not)
+    bool wait_place;       // it holds a place in the engine's queue (srv_pending_decide)
+    store_reservation rsv; // a waiting enrolment's reservation (its PENDING_ADD's)
+    store_pending pend;    // pollReq: the row polled
+    bool have_txn;         // pollReq: req->txn was read
 };
 
 // srv_mark records that |stage| ended now (stages not passed through stay 0).
@@ -315,14 +364,14 @@ void srv_respond(srv_request *req, const cmp_body *body);
 // srv_fail answers |r| as a rejection: status rejection, the failure bit of |r|
 // (cm_code_failinfo) and as statusString the request's reason (req->why) when a step set one,
 // else |r|'s registry explanation. Where it goes (RFC 9483 §3.6.4, srv_rejects_content): a
-// refusal of an ir/cr/p10cr/kur/rr's content (req->content_stage set, and a code that is not
-// about the message as a whole) goes into the matching ip/cp/kup (one CertResponse) or rp
+// refusal of an ir/cr/p10cr/kur/ccr/rr's content (req->content_stage set, and a code that is
+// not about the message as a whole) goes into the matching ip/cp/kup/ccp (one CertResponse) or rp
 // (one PKIStatusInfo); everything else into an error message (RFC 9810 §5.3.21).
 void srv_fail(srv_request *req, cm_result r);
 
 // srv_rejects_content reports whether srv_fail answers |r| in the request's own response type
 // rather than an error message: the message passed its checks as a whole
-// (req->content_stage), the body is ir, cr, p10cr, kur or rr, and |r| is neither a server
+// (req->content_stage), the body is ir, cr, p10cr, kur, ccr or rr, and |r| is neither a server
 // failure (USAGE, RESOURCE, AGAIN, CRYPTO, HSM, IO classes) nor one of the failure bits about
 // the message as a whole: badMessageCheck, badTime, badSenderNonce, badRecipientNonce,
 // transactionIdInUse, unsupportedVersion, wrongAuthority, wrongIntegrity, signerNotTrusted.
@@ -361,6 +410,15 @@ CM_RESULT srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *trust2);
 // must still be VALID in the store: srv_signer_check). Its chain is not built again (it
 // verified when the request came). Sets sig_ok and the signer fields as srv_authenticate does.
 CM_RESULT srv_authenticate_stored(srv_request *req, cm_span cert);
+
+// srv_authenticate_listed verifies a signature-protected message whose signer must be one of
+// |certs| (DER), trusted as itself with no chain (a cross-certification requester: another CA's
+// certificate): the signature by extraCerts[0], the sender and senderKID rules of
+// srv_authenticate, and, when the signer is listed (|*out_listed|), its validity now, after
+// which sig_ok and the signer fields are set. An unlisted signer is CM_OK with |*out_listed|
+// false and req->signer filled for the caller's reason. Fails as srv_authenticate does.
+CM_RESULT srv_authenticate_listed(srv_request *req, const cm_span *certs, size_t num_certs,
+                                  bool *out_listed);
 
 // ---------------------------------------------------------------------------------------------
 // Body handlers (one file each)
@@ -418,6 +476,9 @@ void srv_pool_free(srv_pool *p);
 // thread's worker in |w|, gets its origin worker back and comes home through that worker's cq
 // as |task| (CM_CQ_KIND_SRV_TASK). Never fails. Thread: any.
 void srv_pool_submit(srv_pool *p, srv_request *const *reqs, size_t n);
+void srv_poll_start(srv_request *req);   // pollReq (srv_poll.c)
+void srv_poll_respond(srv_request *req); //   its delivery committed
+void srv_ccr_start(srv_request *req);    // ccr (srv_ccr.c)
 // ---------------------------------------------------------------------------------------------
 // Central key generation and the encryption-based proofs of possession (srv_ckg.c)
 
@@ -456,6 +517,12 @@ CM_RESULT srv_ckg_after_cert(srv_request *req, bool *out_submitted);
 // the requester into ckg.private_key, then wipes and frees the key and its copies.
 CM_RESULT srv_ckg_after_kga(srv_request *req);
 
+// srv_ckg_may_wait is called when the request would wait (|wait|: for an operator's approval or
+// under load): a waiting request is signed and delivered later from the store, which never
+// holds a centrally generated key, and would hand out an encrCert's certificate in clear, so
+// those two are refused with SRV_E_CKG_WAIT and a reason (encryptedKey may wait).
+CM_RESULT srv_ckg_may_wait(srv_request *req, srv_wait wait);
+
 // srv_ckg_cleanup wipes and frees whatever key material the request still holds (idempotent;
 // srv_request_free calls it).
 void srv_ckg_cleanup(srv_request *req);
@@ -465,6 +532,64 @@ void srv_ckg_cleanup(srv_request *req);
 // through srv_undo_submit) and |r| answered once that is back. Returns false outside the
 // signing phase (nothing reserved to give back).
 bool srv_enrol_sign_failed(srv_request *req, cm_result r);
+
+// srv_enrol_proceed continues an enrolment whose request passed every check (ir, cr, kur,
+// p10cr: srv_enrol_start; ccr: srv_ccr.c): the store's free-space check, the waiting decision
+// (srv_pending_decide), then the reservation (or, when it waits, the reservation and its
+// pending row: STORE_OP_PENDING_ADD). Answers the request itself on a refusal.
+void srv_enrol_proceed(srv_request *req);
+
+// srv_enrol_collect_exts reads a template's or a CSR's Extensions content into req->exts and
+// points req->creq at them: CM_E_DER_TOO_MANY over CA_MAX_REQ_EXTS, the reader's code when
+// malformed.
+CM_RESULT srv_enrol_collect_exts(srv_request *req, cm_span ext_content);
+
+// srv_txn_authenticate checks that a message continuing the transaction in req->txn (certConf,
+// pollReq) is protected like the request that opened it: the same kind of protection (a MAC of
+// the same kind, or a signature: wrongIntegrity otherwise) and the same credential (the
+// senderKID, or the certificate that signed the request, which the transaction keeps, so the
+// message may come without extraCerts). |issued| (may be empty) is the certificate the
+// transaction issued: a signature by it is refused. srv_conf.c; the reasons name the
+// message's body type.
+CM_RESULT srv_txn_authenticate(srv_request *req, cm_span issued);
+
+// ---------------------------------------------------------------------------------------------
+// Delayed delivery (srv_pending.c)
+
+// srv_pending_new allocates the engine's state for |p| (the queue holds p->max_pending ids);
+// srv_pending_free stops the drain and releases it (NULL: no-op).
+CM_RESULT srv_pending_new(srv_pending **out, const srv_params *p);
+void srv_pending_free(srv_pending *pd);
+
+// srv_pending_decide decides whether the enrolment |req| (checked, its profile chosen) waits:
+// SRV_WAIT_APPROVAL under a profile with manual approval; SRV_WAIT_LOAD when the HSM queue is
+// deeper than its bound or the store's commits are slower than theirs, taking a place in the
+// engine's queue (SRV_E_PENDING_FULL, with a reason, when max_pending are taken); else
+// SRV_WAIT_NONE. Thread: the worker's (one hsm_pool_depth: a lock).
+CM_RESULT srv_pending_decide(srv_request *req, srv_wait *out);
+
+// srv_pending_cancel gives back the place srv_pending_decide took when the request does not
+// wait after all (its PENDING_ADD was refused). Idempotent.
+void srv_pending_cancel(srv_request *req);
+
+// srv_pending_fill makes |j| the PENDING_ADD of the waiting enrolment |req|: its reservation
+// |rsv| (filled by the caller, copied into req->rsv), its TBSCertificate (req->tbs), and what
+// the listing and the record need.
+void srv_pending_fill(srv_request *req, store_job *j, const store_reservation *rsv);
+
+// srv_pending_accepted answers the enrolment whose PENDING_ADD committed (req->sjobs[0]):
+// queued on this node when it waits under load, then `waiting` in the request's own response
+// type (one CertResponse with its certReqId) with a statusString saying why and when to poll.
+void srv_pending_accepted(srv_request *req);
+
+// srv_pending_check_after returns the checkAfter (seconds) for a row waiting |why|: for load
+// the time this node's queue takes to drain at the measured rate (at least 1 s), for approval
+// srv_params.approval_check_after.
+int64_t srv_pending_check_after(const srv_engine *e, store_pending_why why);
+
+// srv_pending_key_text writes the key type of SubjectPublicKeyInfo |spki| for listings ("EC
+// P-256", "RSA 2048", "Ed25519") into |buf|; returns it ("unknown" when unreadable).
+const char *srv_pending_key_text(char *buf, size_t cap, cm_span spki);
 
 // srv_bytes_text writes |b| for a reason: as text when every byte is printable ASCII (a
 // senderKID such as "line-9"), else as hex; cut to at most 32 bytes. Returns |buf|

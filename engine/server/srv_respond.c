@@ -103,8 +103,8 @@ void srv_respond(srv_request *req, const cmp_body *body)
     rh->sender_nonce.v = cm_span_make(req->nonce, sizeof(req->nonce));
     rh->has_message_time = true;
     rh->message_time = req->now;
-    if (req->implicit &&
-        (body->type == CMP_BODY_IP || body->type == CMP_BODY_CP || body->type == CMP_BODY_KUP)) {
+    if (req->implicit && (body->type == CMP_BODY_IP || body->type == CMP_BODY_CP ||
+                          body->type == CMP_BODY_KUP || body->type == CMP_BODY_CCP)) {
         req->ginfo[0] = cmp_itav_implicit_confirm();
         rh->general_info = req->ginfo;
         rh->num_general_info = 1;
@@ -207,6 +207,7 @@ bool srv_rejects_content(const srv_request *req, cm_result r)
     case CMP_BODY_P10CR:
     case CMP_BODY_KUR:
     case CMP_BODY_RR:
+    case CMP_BODY_CCR:
         break;
     default:
         return false;
@@ -268,7 +269,10 @@ static void srv_reject_body(const srv_request *req, cmp_body *body, cmp_cert_res
         const crmf_cert_req_msgs *msgs = &req->msg.body.u.req;
         resp->cert_req_id = msgs->num_msgs > 0 ? msgs->msgs[0].req.cert_req_id : 0;
     }
-    body->type = t == CMP_BODY_IR ? CMP_BODY_IP : (t == CMP_BODY_KUR ? CMP_BODY_KUP : CMP_BODY_CP);
+    body->type = t == CMP_BODY_IR    ? CMP_BODY_IP
+                 : t == CMP_BODY_KUR ? CMP_BODY_KUP
+                 : t == CMP_BODY_CCR ? CMP_BODY_CCP
+                                     : CMP_BODY_CP;
     body->u.rep.responses = resp;
     body->u.rep.num_responses = 1;
 }

@@ -1179,6 +1179,36 @@ static void test_cmp_rejects_unknown_and_unsupported_bodies(void)
     free(buf);
 }
 
+// ccr and ccp (RFC 9810 §5.3.11) have the syntax of ir and ip: the same bytes under tags [13]
+// and [14] parse as CertReqMessages and CertRepMessage and marshal back unchanged.
+static void test_cmp_ccr_and_ccp(void)
+{
+    static const struct {
+        const char *file;
+        uint8_t tag;
+        cmp_body_type type;
+    } k_cases[] = {{"ir_pbm.der", 0xad, CMP_BODY_CCR}, {"ip_pbm.der", 0xae, CMP_BODY_CCP}};
+    for (size_t i = 0; i < sizeof(k_cases) / sizeof(k_cases[0]); i++) {
+        uint8_t *buf;
+        size_t len;
+        cmp_msg m;
+        parse_file(k_cases[i].file, &buf, &len, &m);
+        const size_t at = (size_t)(m.body.whole.p - buf);
+        buf[at] = k_cases[i].tag;
+        cmp_msg out;
+        TEST_ASSERT_OK(cmp_msg_from_der(&g_arena, &out, cm_span_make(buf, len), NULL));
+        CU_ASSERT_EQUAL(out.body.type, k_cases[i].type);
+        if (k_cases[i].type == CMP_BODY_CCR) {
+            CU_ASSERT_EQUAL(out.body.u.req.num_msgs, m.body.u.req.num_msgs);
+        } else {
+            CU_ASSERT_EQUAL(out.body.u.rep.num_responses, 1);
+            CU_ASSERT(out.body.u.rep.responses[0].cert.len > 0);
+        }
+        assert_roundtrip(&out, cm_span_make(buf, len));
+        free(buf);
+    }
+}
+
 static void test_cmp_nested_depth_is_limited(void)
 {
     uint8_t *buf;
@@ -1834,6 +1864,7 @@ int test_cmp_register(void)
 {
     static const test_case tests[] = {
         TEST_CASE(test_cmp_parses_and_roundtrips_openssl_messages),
+        TEST_CASE(test_cmp_ccr_and_ccp),
         TEST_CASE(test_cmp_protected_part_is_what_openssl_maced),
         TEST_CASE(test_cmp_request_and_response_headers_agree),
         TEST_CASE(test_cmp_ip_carries_the_issued_certificate),

@@ -874,6 +874,93 @@ static void test_cfg_rejects_bad_trust_settings(void)
     expect_fail(text, CFG_E_VALUE, "[clients:line] subject_pattern.line7: ");
 }
 
+// Delayed delivery, approval and cross-certification (issue 16): the settings, their defaults
+// and the refusals.
+static const char k_pending[] = "[certmintd]\n"
+                                "waiting_timeout = 3600\n"
+                                "max_hsm_queue = 300\n"
+                                "max_commit_latency = 50\n"
+                                "max_pending = 77\n"
+                                "approval_check_after = 2\n"
+                                "[profile:device]\n"
+                                "approval = manual\n"
+                                "[profile:cross]\n"
+                                "ca = on\n"
+                                "path_len = 0\n"
+                                "name_constraints = permitted;DNS:.example.com\n"
+                                "[clients:line]\n"
+                                "cross_requesters = vendor.pem\n"
+                                "cross_profile = cross\n";
+
+static void test_cfg_pending_settings(void)
+{
+    char text[sizeof(k_base) + sizeof(k_pending) + 8];
+    (void)snprintf(text, sizeof(text), "%s\n%s", k_base, k_pending);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    const cm_result r = cfg_load(&c, err, sizeof(err), g_conf);
+    if (!cm_ok(r)) {
+        fprintf(stderr, "\n  %s: %s\n", cm_result_name(r), err);
+    }
+    CU_ASSERT_FATAL(cm_ok(r));
+    CU_ASSERT_EQUAL(c->waiting_timeout, 3600);
+    CU_ASSERT_EQUAL(c->max_hsm_queue, 300);
+    CU_ASSERT_EQUAL(c->max_commit_latency, 50);
+    CU_ASSERT_EQUAL(c->max_pending, 77);
+    CU_ASSERT_EQUAL(c->approval_check_after, 2);
+    const cfg_clients *cl = cfg_ca_find(c, "devices")->clients;
+    CU_ASSERT_EQUAL(cl->num_cross_certs, 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cl->cross_profile);
+    CU_ASSERT_STRING_EQUAL(cl->cross_profile->name, "cross");
+    // A CA profile needs an operator's approval by default; the device profile asked for it.
+    CU_ASSERT_TRUE(cl->cross_profile->approval_manual);
+    CU_ASSERT_TRUE(cl->cross_profile->is_ca);
+    CU_ASSERT_TRUE(ca_profile_is_ca(cl->cross_profile->profile));
+    uint32_t n = 9;
+    CU_ASSERT_TRUE(ca_profile_path_len(cl->cross_profile->profile, &n));
+    CU_ASSERT_EQUAL(n, 0);
+    CU_ASSERT_TRUE(cfg_ca_find(c, "devices")->profile->approval_manual);
+    cfg_free(c);
+    // The defaults: a day of waiting, the HSM bound measured, 250 ms, 10000, 60 s; no approval.
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, k_base, sizeof(k_base) - 1));
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_EQUAL(c->waiting_timeout, 86400);
+    CU_ASSERT_EQUAL(c->max_hsm_queue, 0);
+    CU_ASSERT_EQUAL(c->max_commit_latency, 250);
+    CU_ASSERT_EQUAL(c->max_pending, 10000);
+    CU_ASSERT_EQUAL(c->approval_check_after, 60);
+    CU_ASSERT_FALSE(cfg_ca_find(c, "devices")->profile->approval_manual);
+    CU_ASSERT_EQUAL(cfg_ca_find(c, "devices")->clients->num_cross_certs, 0);
+    cfg_free(c);
+    static const cfg_case k_bad_pending[] = {
+        {"[certmintd]\nmax_hsm_queue = soon\n", CFG_E_VALUE,
+         "[certmintd] max_hsm_queue: 'soon' is not a number"},
+        {"[certmintd]\nwaiting_timeout = 1\n", CFG_E_VALUE,
+         "[certmintd] waiting_timeout: '1' is out of range"},
+        {"[profile:device]\napproval = maybe\n", CFG_E_VALUE,
+         "[profile:device] approval: 'maybe' is not auto or manual"},
+        {"[profile:device]\npath_len = 1\n", CFG_E_VALUE, "path_len needs ca = on"},
+        {"[profile:x]\nca = on\nextensions = device_ext\n", CFG_E_VALUE,
+         "ca = on writes basicConstraints"},
+        {"[profile:x]\nca = on\nname_constraints = permitted;bogus:x\n", CFG_E_VALUE,
+         "name_constraints"},
+        {"[clients:line]\ncross_requesters = vendor.pem\n", CFG_E_MISSING,
+         "[clients:line] cross_profile: cross_requesters needs a cross_profile"},
+        {"[clients:line]\ncross_requesters = vendor.pem\ncross_profile = device\n", CFG_E_VALUE,
+         "[clients:line] cross_profile: [profile:device] issues end-entity certificates"},
+        {"[clients:line]\ncross_profile = nope\n", CFG_E_REFERENCE,
+         "[clients:line] cross_profile: no [profile:nope] section"},
+        {"[clients:line]\ncross_requesters = missing.pem\n", CFG_E_FILE,
+         "[clients:line] cross_requesters: "},
+    };
+    char bad[sizeof(k_base) + 512];
+    for (size_t i = 0; i < sizeof(k_bad_pending) / sizeof(k_bad_pending[0]); i++) {
+        (void)snprintf(bad, sizeof(bad), "%s\n%s", k_base, k_bad_pending[i].append);
+        expect_fail(bad, k_bad_pending[i].code, k_bad_pending[i].msg);
+    }
+}
+
 // Issue 19: the central key generation keys and the key types that prove possession without a
 // signature (engine/server/srv_ckg.c reads them through srv_policy and the ca_profile).
 static void test_cfg_central_keygen(void)
@@ -1107,6 +1194,7 @@ int test_cfg_register(void)
         TEST_CASE(test_cfg_rejects_bad_trust_settings),
         TEST_CASE(test_cfg_central_keygen),
         TEST_CASE(test_ca_subject_match),
+        TEST_CASE(test_cfg_pending_settings),
         TEST_CASE(test_cfg_algorithms_and_keys),
     };
     return test_register_suite("cfg", cfg_suite_init, cfg_suite_cleanup, NULL, NULL, tests,

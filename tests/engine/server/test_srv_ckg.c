@@ -906,6 +906,44 @@ static void test_pop_refusals(void)
     EVP_PKEY_free(p384);
 }
 
+// A request that would wait (approval = manual here; the same holds under load) is signed and
+// delivered later from the store: a centrally generated key cannot wait (the store never holds
+// it), nor an encrCert (the certificate would go out in clear). Both are refused before
+// anything is reserved, with the reason; encryptedKey (the key is proven) may wait.
+static void test_ckg_cannot_wait(void)
+{
+    srv_ca manual = g.ca;
+    manual.policy.manual_approval = true;
+    hand x;
+    rsp r;
+    hand_init(&x, CMP_BODY_IR, SECRET_REF, SECRET);
+    TEST_ASSERT_OK(test_hand_ckg(&x, NULL, "/CN=ckg-manual"));
+    run(&r, &x, &manual);
+    expect(&r, CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_SYSTEM_UNAVAIL,
+           "central key generation cannot wait: the generated key is never stored, and profile "
+           "devices approves every request manually (approval = manual)");
+    rsp_free(&r);
+    hand_free(&x);
+    EVP_PKEY *ecdh = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ecdh);
+    hand_init(&x, CMP_BODY_IR, SECRET_REF, SECRET);
+    TEST_ASSERT_OK(test_hand_encr_cert(&x, ecdh, "/CN=encr-manual", true));
+    run(&r, &x, &manual);
+    expect(&r, CMP_BODY_ERROR, CMP_STATUS_REJECTION, CMP_FAIL_SYSTEM_UNAVAIL,
+           "an encrCert proof of possession cannot wait: the certificate would be delivered "
+           "later unencrypted");
+    rsp_free(&r);
+    hand_free(&x);
+    // The same key may still enrol once approval is automatic: nothing was reserved.
+    hand_init(&x, CMP_BODY_IR, SECRET_REF, SECRET);
+    TEST_ASSERT_OK(test_hand_encr_cert(&x, ecdh, "/CN=encr-manual", true));
+    run(&r, &x, &g.ca);
+    expect(&r, CMP_BODY_IP, CMP_STATUS_ACCEPTED, -1, NULL);
+    rsp_free(&r);
+    hand_free(&x);
+    EVP_PKEY_free(ecdh);
+}
+
 // --- keys that cannot sign: encryptedKey ------------------------------------------------------
 
 static void test_pop_encrypted_key(void)
@@ -986,6 +1024,7 @@ int test_srv_ckg_register(void)
         TEST_CASE(test_pop_encr_cert_x25519),
         TEST_CASE(test_pop_refusals),
         TEST_CASE(test_pop_encrypted_key),
+        TEST_CASE(test_ckg_cannot_wait),
     };
     return test_register_suite("srv_ckg", ckg_init, ckg_cleanup, NULL, NULL, tests,
                                TEST_NUM_CASES(tests));
