@@ -21,10 +21,12 @@
 // certmint_bench_limit.c (--limit).
 #include "bench/certmint_bench.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +48,36 @@ _Noreturn void bench_die(const char *what)
 {
     (void)fprintf(stderr, "certmint-bench: %s\n", what);
     exit(2);
+}
+
+bool bench_bind_source(const bench_opts *o, int fd, int family)
+{
+    if (o->source == NULL) {
+        return true;
+    }
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    socklen_t len = 0;
+    if (family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)(void *)&ss;
+        a->sin_family = AF_INET;
+        len = sizeof(*a);
+        if (inet_pton(AF_INET, o->source, &a->sin_addr) != 1) {
+            return false;
+        }
+    } else if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)(void *)&ss;
+        a->sin6_family = AF_INET6;
+        len = sizeof(*a);
+        if (inet_pton(AF_INET6, o->source, &a->sin6_addr) != 1) {
+            return false;
+        }
+    } else {
+        return false;
+    }
+    const int one = 1;
+    (void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+    return bind(fd, (const struct sockaddr *)&ss, len) == 0;
 }
 
 uint64_t bench_now(void)
@@ -284,6 +316,7 @@ static void bench_usage(FILE *f)
         "  --ca CA.pem           the CA: recipient name, and --verify's trust anchor\n"
         "  --verify              after the clock: check response protection and certificates\n"
         "  --timeout S           per transaction (default 30)\n"
+        "  --source ADDR         connect from this numeric address (e.g. 127.0.0.2)\n"
         "  --threads N           preparation / --limit threads (default: online cores)\n"
         "  --json FILE           results as JSON ('-': stdout)\n"
         "  --save-serials FILE   the serial number of every certificate received in the\n"
@@ -387,6 +420,7 @@ enum {
     BENCH_OPT_BATCH,
     BENCH_OPT_RA_CERT,
     BENCH_OPT_RA_KEY,
+    BENCH_OPT_SOURCE,
     BENCH_OPT_HELP,
 };
 
@@ -427,6 +461,7 @@ static const struct option k_bench_long_opts[] = {
     {"batch", required_argument, NULL, BENCH_OPT_BATCH},
     {"ra-cert", required_argument, NULL, BENCH_OPT_RA_CERT},
     {"ra-key", required_argument, NULL, BENCH_OPT_RA_KEY},
+    {"source", required_argument, NULL, BENCH_OPT_SOURCE},
     {"help", no_argument, NULL, BENCH_OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -573,6 +608,9 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
         return true;
     case BENCH_OPT_RA_KEY:
         o->ra_key_path = arg;
+        return true;
+    case BENCH_OPT_SOURCE:
+        o->source = arg;
         return true;
     default:
         return false;

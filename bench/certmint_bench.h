@@ -216,6 +216,9 @@ typedef struct bench_opts {
     size_t batch; // 1 for the other flows
     const char *ra_cert_path;
     const char *ra_key_path;
+    // --source ADDR: every socket binds this numeric address before it connects (a load from
+    // another loopback address than an attacker's, so per-address limits tell them apart).
+    const char *source;
 } bench_opts;
 
 // bench_flow_is_nested reports whether |f| sends nested batches.
@@ -407,6 +410,11 @@ _Noreturn void bench_die(const char *what);
 
 // bench_now is the monotonic clock in nanoseconds.
 uint64_t bench_now(void);
+
+// bench_bind_source binds |fd| (of address family |family|) to --source with port 0 (the
+// port is picked at connect: IP_BIND_ADDRESS_NO_PORT); true without --source. False when the
+// address is not of |family| or the bind fails.
+bool bench_bind_source(const bench_opts *o, int fd, int family);
 
 // ---------------------------------------------------------------------------------------------
 // certmint_bench_msg.c: the pieces of every message.

@@ -53,6 +53,10 @@ static bool bench_conn_open(bench_run *run, bench_conn *c)
         return false;
     }
     c->gen++;
+    if (!bench_bind_source(run->o, c->fd, run->ai->ai_family)) {
+        bench_conn_close(c);
+        return false;
+    }
     const int one = 1;
     (void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (run->o->reconnect) {

@@ -72,6 +72,17 @@
 //   max_pending   = 10000            # enrolments waiting under load on this node; more:
 //                                    #   systemUnavail
 //   approval_check_after = 60        # seconds: the checkAfter of a request held for approval
+//   kdf_threads  = 1                 # PBM/PBMAC1 key derivation threads; default: cores / 2
+//   kdf_max_queue = 1024             # requests waiting for them; more get systemUnavail
+//   mac_failures_max = 10            # wrong MACs per senderKID, and per address, within
+//   mac_failure_window = 60          #   this many seconds start a back-off of
+//   mac_failure_backoff = 60         #   this many seconds (MAC requests refused); none: never
+//   error_signatures_per_peer = 10   # signed errors per second per address to messages that
+//                                    #   cannot be authenticated; then unprotected; none: no cap
+//   retransmit_window = auto         # seconds a resent request gets its answer again; auto:
+//                                    #   confirm_wait_time, or 300 for implicitConfirm; 0: off
+//   retransmit_cache_entries = 65536 # answers kept at most
+//   retransmit_cache_bytes = 64M     #   and their memory
 //
 //   [ca:NAME]                        # served at /.well-known/cmp/p/NAME
 //   key          = pkcs11:...        # required; resolved later by hsm/
@@ -340,6 +351,16 @@ typedef struct cfg_config {
     uint32_t max_commit_latency;   // ms
     uint32_t max_pending;          // enrolments waiting under load on this node
     uint32_t approval_check_after; // seconds
+    // What unauthenticated senders may cost, and resends (issue 23; srv_params has the same).
+    uint32_t kdf_threads;               // PBM/PBMAC1 verification threads
+    uint32_t kdf_max_queue;             // requests waiting for them; more get systemUnavail
+    uint32_t mac_failures_max;          // wrong MACs before a back-off; 0 (none): no back-off
+    uint32_t mac_failure_window;        // seconds
+    uint32_t mac_failure_backoff;       // seconds
+    uint32_t error_signatures_per_peer; // per second; 0 (none): no limit
+    int64_t retransmit_window;          // seconds; 0: no cache; -1 (auto): SRV_RETRANSMIT_AUTO
+    uint32_t retransmit_cache_entries;  // answers kept at most
+    uint64_t retransmit_cache_bytes;    // and their memory
 } cfg_config;
 
 // cfg_load reads and validates the file at |path| and every file it references (CA

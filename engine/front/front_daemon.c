@@ -388,7 +388,17 @@ static cm_result front_build_engine(front_daemon *d, char *err, size_t err_cap)
                      .max_hsm_queue = cfg->max_hsm_queue,
                      .max_commit_latency = cfg->max_commit_latency,
                      .max_pending = cfg->max_pending,
-                     .approval_check_after = cfg->approval_check_after};
+                     .approval_check_after = cfg->approval_check_after,
+                     .kdf_threads = cfg->kdf_threads,
+                     .kdf_max_queue = cfg->kdf_max_queue,
+                     .mac_failures_max = cfg->mac_failures_max,
+                     .mac_failure_window = cfg->mac_failure_window,
+                     .mac_failure_backoff = cfg->mac_failure_backoff,
+                     .error_signatures_per_peer = cfg->error_signatures_per_peer,
+                     .retransmit_window =
+                         cfg->retransmit_window < 0 ? SRV_RETRANSMIT_AUTO : cfg->retransmit_window,
+                     .retransmit_max_entries = cfg->retransmit_cache_entries,
+                     .retransmit_max_bytes = (size_t)cfg->retransmit_cache_bytes};
     r = srv_engine_new(&d->engine, &sp);
     if (!cm_ok(r)) {
         front_err(err, err_cap, "cannot build the engine: %s", cm_result_name(r));

@@ -12,6 +12,42 @@
 
 // --- engine ---------------------------------------------------------------------------------
 
+// srv_engine_limits starts what srv_params asks of the abuse limits (issue 23): the KDF pool,
+// the budgets (the senderKIDs of every CA numbered one after the other) and the cache.
+static cm_result srv_engine_limits(srv_engine *e)
+{
+    const srv_params *p = &e->p;
+    if (p->kdf_threads > 0) {
+        CM_TRY(srv_kdf_pool_new(&e->kdf, p->kdf_threads,
+                                p->kdf_max_queue != 0 ? p->kdf_max_queue : SRV_DEFAULT_KDF_QUEUE));
+    }
+    if (p->mac_failures_max > 0 || p->error_signatures_per_peer > 0) {
+        e->kid_base = calloc(p->num_cas, sizeof(size_t));
+        CM_ENSURE(e->kid_base != NULL, CM_E_NOMEM);
+        size_t kids = 0;
+        for (size_t i = 0; i < p->num_cas; i++) {
+            e->kid_base[i] = kids;
+            kids += p->cas[i].num_secrets;
+        }
+        const srv_budget_params bp = {
+            .mac_failures_max = p->mac_failures_max,
+            .mac_failure_window_ms = (uint64_t)p->mac_failure_window * 1000u,
+            .mac_failure_backoff_ms = (uint64_t)p->mac_failure_backoff * 1000u,
+            .error_signatures_per_peer = p->error_signatures_per_peer,
+        };
+        CM_TRY(srv_budget_new(&e->budget, &bp, kids));
+    }
+    if (p->retransmit_window != 0) {
+        CM_ENSURE(p->retransmit_window > 0 || p->retransmit_window == SRV_RETRANSMIT_AUTO,
+                  CM_E_INVALID_ARG);
+        CM_TRY(srv_resend_new(
+            &e->resend,
+            p->retransmit_max_entries != 0 ? p->retransmit_max_entries : SRV_RESEND_DEFAULT_ENTRIES,
+            p->retransmit_max_bytes != 0 ? p->retransmit_max_bytes : SRV_RESEND_DEFAULT_BYTES));
+    }
+    return cm_result_make(CM_OK);
+}
+
 cm_result srv_engine_new(srv_engine **out, const srv_params *p)
 {
     CM_ENSURE(p->hsm != NULL && p->store != NULL && p->prot != NULL && p->num_cas >= 1,
@@ -47,18 +83,17 @@ cm_result srv_engine_new(srv_engine **out, const srv_params *p)
     if (e->p.max_nested_depth > CMP_MAX_NESTING_LIMIT) {
         e->p.max_nested_depth = CMP_MAX_NESTING_LIMIT;
     }
-    cm_result r = srv_pending_new(&e->pend, &e->p);
-    if (!cm_ok(r)) {
-        free(e);
-        return r;
+    // srv_engine_free frees what was made when one of these fails.
+    cm_result r = srv_engine_limits(e);
+    if (cm_ok(r)) {
+        r = srv_pending_new(&e->pend, &e->p);
     }
-    if (e->p.max_nested_depth > 0 && e->p.nested_threads > 0) {
+    if (cm_ok(r) && e->p.max_nested_depth > 0 && e->p.nested_threads > 0) {
         r = srv_pool_new(&e->pool, e, e->p.nested_threads);
-        if (!cm_ok(r)) {
-            srv_pending_free(e->pend);
-            free(e);
-            return r;
-        }
+    }
+    if (!cm_ok(r)) {
+        srv_engine_free(e);
+        return r;
     }
     *out = e;
     return cm_result_make(CM_OK);
@@ -72,7 +107,38 @@ void srv_engine_free(srv_engine *e)
     srv_engine_stop_pending(e);
     srv_pool_free(e->pool);
     srv_pending_free(e->pend);
+    srv_kdf_pool_free(e->kdf);
+    srv_budget_free(e->budget);
+    srv_resend_free(e->resend);
+    free(e->kid_base);
     free(e);
+}
+
+void srv_engine_get_stats(srv_engine *e, srv_engine_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (e->kdf != NULL) {
+        out->kdf_done = srv_kdf_pool_done(e->kdf);
+        out->kdf_queued = srv_kdf_pool_depth(e->kdf);
+    }
+    out->kdf_refused = __atomic_load_n(&e->n_kdf_refused, __ATOMIC_RELAXED);
+    if (e->budget != NULL) {
+        srv_budget_stats bs;
+        srv_budget_get_stats(e->budget, &bs);
+        out->mac_backoff_kid = bs.refused_kid;
+        out->mac_backoff_peer = bs.refused_peer;
+        out->error_signed = bs.error_signed;
+        out->error_unprotected = bs.error_unprotected;
+    }
+    if (e->resend != NULL) {
+        srv_resend_stats rs;
+        srv_resend_get_stats(e->resend, &rs);
+        out->resend_hits = rs.hits;
+        out->resend_stored = rs.stored;
+        out->resend_evicted = rs.evicted;
+        out->resend_entries = rs.entries;
+        out->resend_bytes = rs.bytes;
+    }
 }
 
 const srv_ca *srv_engine_find_ca(const srv_engine *e, cm_span name)
@@ -268,6 +334,11 @@ void srv_request_set_user(srv_request *req, void *user)
     req->user = user;
 }
 
+void srv_request_set_peer(srv_request *req, const uint8_t *key)
+{
+    memcpy(req->peer, key, SRV_PEER_KEY_LEN);
+}
+
 void srv_request_set_tls_peer(srv_request *req, cm_span cert_der)
 {
     req->tls_peer = cert_der;
@@ -296,6 +367,7 @@ void srv_request_summary(const srv_request *req, srv_summary *out)
     out->mac_failed = req->mac_failed;
     out->error = req->error;
     out->reason = req->fail_bit >= 0 ? req->why.text : "";
+    out->resent = req->resent;
     uint64_t prev = req->mark[0];
     for (int i = 0; i < SRV_STAGE_COUNT; i++) {
         const uint64_t end = req->mark[i + 1];
@@ -541,6 +613,11 @@ bool srv_request_start(srv_request *req, const srv_ca *ca, cm_span der)
     req->have_msg = true;
     req->have_header = true;
     req->body_type = (int)req->msg.body.type;
+    // A resend of a request already answered gets that answer (before the header rules: its
+    // messageTime may have aged meanwhile).
+    if (srv_resend_lookup(req)) {
+        return true;
+    }
     r = srv_check_header(req);
     if (!cm_ok(r)) {
         srv_fail(req, r);
@@ -551,6 +628,10 @@ bool srv_request_start(srv_request *req, const srv_ca *ca, cm_span der)
         // A nested message inside a batch makes requests of its own: on the origin thread.
         req->deferred = true;
         return false;
+    }
+    // The MAC's back-off gate, and its key derivation on the KDF pool (issue 23).
+    if (!srv_mac_begin(req)) {
+        return req->state == SRV_ST_DONE;
     }
     srv_handler_of(req)->start(req);
     return req->state == SRV_ST_DONE;
@@ -589,6 +670,18 @@ srv_request *srv_worker_on_completion(srv_worker *w, cm_cq_node *node)
             const srv_handler *h = srv_handler_of(req);
             CM_CHECK(h->after_sign != NULL);
             h->after_sign(req);
+        }
+    } else if (node->kind == CM_CQ_KIND_KDF_JOB) {
+        srv_kdf_job *j = (srv_kdf_job *)node;
+        req = j->user;
+        req->jobs_out--;
+        req->state = SRV_ST_NEW;
+        if (j->result.code == SRV_E_KDF_BUSY) {
+            // The pool stopped before a worker took it: no MAC was checked.
+            srv_fail(req, j->result);
+        } else {
+            srv_mac_end(req);
+            srv_handler_of(req)->start(req);
         }
     } else if (node->kind == CM_CQ_KIND_STORE_JOB) {
         store_job *j = (store_job *)node;

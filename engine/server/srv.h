@@ -177,7 +177,35 @@ typedef struct srv_params {
     uint32_t max_commit_latency;  // ms; 0 picks 250
     uint32_t max_pending;         // 0 picks 10000
     int64_t approval_check_after; // seconds: the checkAfter while an operator decides; 0: 60
+    // What unauthenticated senders may cost, and resends (issue 23). The zero values turn each
+    // off, as tools and most tests want; certmintd sets them from its configuration.
+    // PBM and PBMAC1 verification on |kdf_threads| threads of the engine's KDF pool with a
+    // queue of |kdf_max_queue| waiting requests (over it: SRV_E_KDF_BUSY, systemUnavail); 0
+    // threads: verified on the calling thread. 0 queue picks SRV_DEFAULT_KDF_QUEUE.
+    uint32_t kdf_threads;
+    uint32_t kdf_max_queue;
+    // mac_failures_max wrong MACs within mac_failure_window seconds for one senderKID, or from
+    // one peer address (srv_request_set_peer), refuse its MAC-protected requests for
+    // mac_failure_backoff seconds without key derivation (SRV_E_MAC_BACKOFF); 0: no back-off.
+    uint32_t mac_failures_max;
+    uint32_t mac_failure_window;
+    uint32_t mac_failure_backoff;
+    // HSM signatures per second and peer address for the error answers to messages that cannot
+    // be parsed or authenticated; beyond it the error is sent unprotected. 0: no limit.
+    uint32_t error_signatures_per_peer;
+    // The retransmission cache: how long an answer is kept for a resend of its request, in
+    // seconds (SRV_RETRANSMIT_AUTO: confirm_wait_time for an ip/cp/kup that waits for
+    // certConf, SRV_RESEND_IMPLICIT_WINDOW_S for everything else; 0: no cache), and its
+    // bounds (0 picks SRV_RESEND_DEFAULT_ENTRIES and SRV_RESEND_DEFAULT_BYTES).
+    int64_t retransmit_window;
+    size_t retransmit_max_entries;
+    size_t retransmit_max_bytes;
 } srv_params;
+
+#define SRV_RETRANSMIT_AUTO   (-1)
+#define SRV_DEFAULT_KDF_QUEUE 1024u
+#define SRV_PEER_KEY_LEN      16u // srv_request_set_peer
+
 
 typedef struct srv_engine srv_engine;
 
@@ -189,6 +217,25 @@ CM_RESULT srv_engine_new(srv_engine **out, const srv_params *p);
 // srv_engine_free stops the verification threads and frees the engine; every worker must have
 // been freed before. NULL is a no-op. Thread: shut-down.
 void srv_engine_free(srv_engine *e);
+
+// srv_engine_stats: what the abuse limits did (issue 23), for /metrics. Thread: value type.
+typedef struct srv_engine_stats {
+    uint64_t kdf_done;          // PBM/PBMAC1 verifications the KDF pool made
+    uint64_t kdf_refused;       // refused because its queue was full (SRV_E_KDF_BUSY)
+    uint64_t kdf_queued;        // waiting for a KDF thread now
+    uint64_t mac_backoff_kid;   // MAC-protected requests refused: senderKID in back-off
+    uint64_t mac_backoff_peer;  // ... the peer address in back-off
+    uint64_t error_signed;      // errors to unauthenticated messages, signed
+    uint64_t error_unprotected; // ... sent unprotected (error_signatures_per_peer spent)
+    uint64_t resend_hits;       // requests answered from the retransmission cache
+    uint64_t resend_stored;     // answers kept
+    uint64_t resend_evicted;    // answers dropped for room before they expired
+    uint64_t resend_entries;    // answers held now
+    uint64_t resend_bytes;      // their memory
+} srv_engine_stats;
+
+// srv_engine_get_stats fills |out| (zeros for limits that are off). Thread: any.
+void srv_engine_get_stats(srv_engine *e, srv_engine_stats *out);
 
 // srv_engine_find_ca returns the CA named |name| (NULL or empty: the first, the default).
 const srv_ca *srv_engine_find_ca(const srv_engine *e, cm_span name);
@@ -306,6 +353,13 @@ void srv_request_set_user(srv_request *req, void *user);
 void srv_request_set_tls_peer(srv_request *req, cm_span cert_der);
 cm_span srv_request_tls_peer(const srv_request *req);
 
+// srv_request_set_peer records who sent the request, as the key the per-peer budgets count
+// under (SRV_PEER_KEY_LEN octets, copied): an IPv4 address as IPv4-mapped IPv6
+// (::ffff:a.b.c.d), an IPv6 address as its /64 prefix with the rest zero, as engine/net counts
+// connections. Unset (zero), every such request shares one budget. Call before
+// srv_request_start.
+void srv_request_set_peer(srv_request *req, const uint8_t *key);
+
 // srv_request_arena returns the request's arena: a front end may parse the transport into it
 // (the HTTP parser copies the body there), so the body is copied once. Freed with the request.
 cm_arena *srv_request_arena(srv_request *req);
@@ -353,6 +407,8 @@ typedef struct srv_summary {
     const char *reason;                 // the statusString sent, "" when accepted; owned by the
                                         // request (valid until srv_request_free)
     uint64_t stage_ns[SRV_STAGE_COUNT]; // 0 for stages the request did not reach
+    bool resent;                        // answered from the retransmission cache (the answer
+                                        //   the same request got before)
 } srv_summary;
 void srv_request_summary(const srv_request *req, srv_summary *out);
 

@@ -19,6 +19,10 @@
 //                  the drain that signs and records what waits
 //   srv_poll.c     pollReq
 //   srv_ccr.c      ccr (cross-certification)
+//   srv_budget.c   what unauthenticated senders may cost: MAC-failure back-off per senderKID
+//                  and per peer address, error signatures per peer (issue 23)
+//   srv_kdf.c      the KDF worker pool: PBM and PBMAC1 verification off the I/O loops
+//   srv_resend.c   the retransmission cache: a resent request gets the answer again
 //   srv_ckg.c      central key generation, encrCert and encryptedKey proofs of possession
 #ifndef CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H
 #define CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H
@@ -34,6 +38,12 @@
 #define SRV_MAX_EXTRA_OUT         (2 * CA_MAX_CHAIN + 2)
 #define SRV_NUM_BODY_TYPES        (CMP_BODY_POLL_REP + 1)
 #define SRV_MAX_STORE_JOBS        3u
+#define SRV_RESEND_KEY_LEN        32u // SHA-256
+
+// The abuse limits' state (issue 23; their sections at the end of this file).
+typedef struct srv_budget srv_budget;     // srv_budget.c
+typedef struct srv_kdf_pool srv_kdf_pool; // srv_kdf.c
+typedef struct srv_resend srv_resend;     // srv_resend.c
 
 // Transaction states kept in the store (store_txn.state).
 enum {
@@ -100,6 +110,7 @@ typedef enum srv_state {
     SRV_ST_SIGN_RESP, // the response's protection is with the HSM
     SRV_ST_DONE,
     SRV_ST_NESTED, // a nested request waits for its inner requests (srv_nested.c)
+    SRV_ST_KDF,    // the MAC's key derivation is with the KDF pool (srv_mac_begin)
 } srv_state;
 
 typedef struct srv_pool srv_pool;
@@ -140,12 +151,38 @@ typedef struct srv_pending {
     uint64_t accepted, refused, drained, polls, delivered; // srv_pending_stats
 } srv_pending;
 
-// Thread: immutable after srv_engine_new (the pool is internally locked, |pend| points at
-// mutable, self-locked state).
+
+// srv_kdf_job is one MAC verification (cmp_protect_verify_mac), embedded in its request. The
+// pool owns it between submit and completion. Thread: as hsm_job.
+typedef struct srv_kdf_job {
+    cm_cq_node node; // must stay first; kind CM_CQ_KIND_KDF_JOB
+    struct srv_kdf_job *qnext;
+    cm_cq *cq;
+    const cmp_protect_ctx *prot;
+    cmp_mac_key *key; // out: the key, ready for the response (cleansed on failure)
+    cm_span alg;      // the protectionAlg element
+    cm_span secret;
+    cmp_secret_kind kind;
+    cm_span protected_part;
+    cm_span protection;
+    uint8_t unused_bits;
+    void *user;
+    cm_result result; // out
+    cm_why why;       // out: why it failed
+} srv_kdf_job;
+
+// Thread: immutable after srv_engine_new (the pool, the budgets and the cache lock themselves;
+// |pend| points at mutable, self-locked state).
 struct srv_engine {
     srv_params p;
     srv_pool *pool; // the nested_threads verification threads; NULL: none (srv_pool.c)
     srv_pending *pend;
+    // Abuse limits (issue 23); each NULL when srv_params leaves it off.
+    srv_kdf_pool *kdf;      // PBM/PBMAC1 verification (NULL: inline)
+    srv_budget *budget;     // MAC-failure back-off and error signatures
+    size_t *kid_base;       // per CA: the budget's index of its first secret
+    srv_resend *resend;     // the retransmission cache
+    uint64_t n_kdf_refused; // atomic: refused with SRV_E_KDF_BUSY
 };
 
 // Thread: confined to its thread.
@@ -289,6 +326,17 @@ struct srv_request {
     store_reservation rsv; // a waiting enrolment's reservation (its PENDING_ADD's)
     store_pending pend;    // pollReq: the row polled
     bool have_txn;         // pollReq: req->txn was read
+    // Abuse limits (issue 23).
+    uint8_t peer[SRV_PEER_KEY_LEN]; // the sender's address key (srv_request_set_peer); zero:
+                                    //   unknown (every unknown sender shares one budget)
+    srv_kdf_job kjob;               // the MAC's key derivation (SRV_ST_KDF)
+    const srv_secret *kdf_secret;   //   for the secret senderKID named
+    bool kdf_done;                  // kjob came back: srv_authenticate_mac uses its verdict
+    bool mac_noted;                 // the MAC's outcome went into the budget
+    bool failing;                   // srv_fail is answering (the error-signature budget)
+    bool resent;                    // answered from the retransmission cache
+    bool resend_key_set;            // resend_key holds the request's key
+    uint8_t resend_key[SRV_RESEND_KEY_LEN];
 };
 
 // srv_mark records that |stage| ended now (stages not passed through stay 0).
@@ -627,5 +675,217 @@ void srv_enrol_check_status(srv_request *req, cmp_status_info *st);
 // certificate in signer_cert (so certConf can be verified with the same certificate when it
 // carries no extraCerts). The spans borrow from the request.
 void srv_enrol_txn_note(srv_request *req, store_txn *t);
+
+// ---------------------------------------------------------------------------------------------
+// What unauthenticated senders may cost (srv_budget.c, issue 23)
+//
+// Two budgets, both engine-wide (every loop, the CoAP thread) under one mutex, all O(1):
+//   - MAC failures: a MAC that does not verify counts against its senderKID (the configured
+//     secret it names) and against the peer address it came from. mac_failures_max of them
+//     within mac_failure_window puts that senderKID, and separately that address, in back-off
+//     for mac_failure_backoff: its MAC-protected requests are then refused (SRV_E_MAC_BACKOFF)
+//     before any key derivation. A correct MAC cannot be told from a wrong one without the
+//     derivation, so a senderKID in back-off refuses correct MACs too; otherwise the back-off
+//     would cost the attacker nothing and the server all its KDF work. What keeps the device
+//     that owns a senderKID working while someone else guesses at it is the pair exemption: an
+//     address from which the senderKID authenticated (the last SRV_BUDGET_GOOD_PEERS of them;
+//     a wrong MAC from that address for that senderKID drops it) is exempt from both back-offs
+//     for that senderKID. Only a correct MAC makes a pair good, so an attacker gains nothing
+//     from it, and one behind the same address as the device costs at most one KDF run per
+//     good pair before the exemption is gone.
+//   - Error signatures: the error answer to a message that cannot be parsed or authenticated
+//     is signed by the CMP key (an HSM signature) at most error_signatures_per_peer times a
+//     second per address (a token bucket one second deep); beyond that it goes out without
+//     protection (srv_respond).
+// Peers are keyed like engine/net's per-peer cap: the IPv4 address (as IPv4-mapped IPv6), or
+// the IPv6 /64. The peer table is fixed-size (nothing an unauthenticated sender does grows
+// memory): open addressing over a seeded hash with a probe window of SRV_BUDGET_PROBE slots;
+// a new address takes a free slot of its window, else the least recently seen entry that is
+// not in back-off, else the least recently seen one (counted as evicted).
+
+#define SRV_BUDGET_GOOD_PEERS    4u    // exempt addresses remembered per senderKID
+#define SRV_BUDGET_PROBE         8u    // peer table probe window
+#define SRV_BUDGET_DEFAULT_PEERS 8192u // peer table slots (a power of two)
+
+// srv_budget_params: the limits. Thread: value type.
+typedef struct srv_budget_params {
+    uint32_t mac_failures_max;          // 0: no back-off
+    uint64_t mac_failure_window_ms;     // failures older than this are forgotten
+    uint64_t mac_failure_backoff_ms;    // how long a back-off lasts
+    uint32_t error_signatures_per_peer; // per second; 0: no limit
+    uint32_t peer_slots;                // 0: SRV_BUDGET_DEFAULT_PEERS (rounded up to 2^k)
+} srv_budget_params;
+
+// srv_mac_gate is what srv_budget_mac_check decides for a MAC-protected request.
+typedef enum srv_mac_gate {
+    SRV_MAC_GO = 0,       // check the MAC
+    SRV_MAC_KID_BACKOFF,  // refuse: its senderKID is in back-off
+    SRV_MAC_PEER_BACKOFF, // refuse: its address is in back-off
+} srv_mac_gate;
+
+// srv_budget_stats: what the budgets did. Thread: value type.
+typedef struct srv_budget_stats {
+    uint64_t refused_kid;       // requests refused because their senderKID was in back-off
+    uint64_t refused_peer;      // ... because their address was
+    uint64_t backoffs_kid;      // back-offs started, per senderKID
+    uint64_t backoffs_peer;     // ... per address
+    uint64_t error_signed;      // error answers to unauthenticated messages signed
+    uint64_t error_unprotected; // ... sent without protection (over the budget)
+    uint64_t peers_evicted;     // peer entries taken over by another address
+    uint64_t peers_tracked;     // peer entries in use now
+} srv_budget_stats;
+
+// srv_budget (typedef at the top) is the state above. Thread: locked by its mutex; every
+// function may be called from any thread.
+
+// srv_budget_new makes the budgets for |num_kids| senderKIDs (the caller numbers the
+// configured secrets 0 .. num_kids-1) with |p| (copied). CM_E_NOMEM, or CM_E_INVALID_ARG for
+// a zero window or back-off while mac_failures_max is set. Thread: start-up.
+CM_RESULT srv_budget_new(srv_budget **out, const srv_budget_params *p, size_t num_kids);
+
+// srv_budget_free releases |b| (NULL: no-op).
+void srv_budget_free(srv_budget *b);
+
+// srv_budget_mac_check decides whether a MAC-protected request naming senderKID |kid| from
+// address |peer| (SRV_PEER_KEY_LEN octets) may have its MAC checked at |now_ms| (monotonic).
+// A refusal is counted, and |*out_wait_ms| says how long the back-off still lasts (0 for GO).
+// Adds nothing to the tables.
+srv_mac_gate srv_budget_mac_check(srv_budget *b, size_t kid, const uint8_t *peer, uint64_t now_ms,
+                                  uint64_t *out_wait_ms);
+
+// srv_budget_mac_outcome records that the MAC of a request naming |kid| from |peer| verified
+// (|ok|: the pair becomes good) or did not (counted against both, which may start their
+// back-offs; the pair is no longer good).
+void srv_budget_mac_outcome(srv_budget *b, size_t kid, const uint8_t *peer, bool ok,
+                            uint64_t now_ms);
+
+// srv_budget_error_signature takes one error signature from |peer|'s budget at |now_ms|: true
+// when it may be signed (always without a limit), false when the error goes out unprotected.
+// Counted either way.
+bool srv_budget_error_signature(srv_budget *b, const uint8_t *peer, uint64_t now_ms);
+
+// srv_budget_get_stats copies the counters. Thread: any.
+void srv_budget_get_stats(srv_budget *b, srv_budget_stats *out);
+
+// srv_budget_params_get returns the limits |b| was made with.
+const srv_budget_params *srv_budget_params_get(const srv_budget *b);
+
+// ---------------------------------------------------------------------------------------------
+// The KDF worker pool (srv_kdf.c, issue 23)
+//
+// PBM and PBMAC1 derive a key from the password before the MAC can be checked: up to
+// max_pbm_iterations digests or max_pbmac1_iterations HMACs, paid before the sender is known
+// to hold the secret. That work runs on a few threads of its own (cm-kdf0 ...), never on an I/O
+// loop, so a stream of forged MACs cannot delay the other connections' requests. Like the HSM
+// pool: one queue (mutex + condition variable) bounded at max_queue waiting jobs (one more is
+// refused at once with SRV_E_KDF_BUSY, systemUnavail, without KDF work), workers take one job
+// at a time, and a finished job comes back through the submitter's cm_cq as a node of kind
+// CM_CQ_KIND_KDF_JOB. Key-based MACs cost microseconds and stay inline. srv_kdf_job is
+// defined with the request, which embeds it.
+
+// srv_kdf_pool_new starts |threads| workers (1..64) with a queue of at most |max_queue| (>= 1)
+// waiting jobs. CM_E_INVALID_ARG, CM_E_NOMEM or an IO-class code when a thread cannot start
+// (nothing is left running then). Thread: start-up.
+CM_RESULT srv_kdf_pool_new(srv_kdf_pool **out, uint32_t threads, uint32_t max_queue);
+
+// srv_kdf_pool_free stops the workers: queued jobs complete with SRV_E_KDF_BUSY, a job a worker
+// holds completes normally, then the threads are joined. NULL is a no-op. Thread: not a worker.
+void srv_kdf_pool_free(srv_kdf_pool *p);
+
+// srv_kdf_pool_submit queues |j|: SRV_E_KDF_BUSY when max_queue jobs wait already (|j| is then
+// not queued and stays the caller's). Thread: any.
+CM_RESULT srv_kdf_pool_submit(srv_kdf_pool *p, srv_kdf_job *j);
+
+// srv_kdf_pool_depth returns the jobs waiting for a worker now. Thread: any.
+size_t srv_kdf_pool_depth(srv_kdf_pool *p);
+
+// srv_kdf_pool_max_queue returns the queue bound.
+uint32_t srv_kdf_pool_max_queue(const srv_kdf_pool *p);
+
+// srv_kdf_pool_done returns how many jobs the workers finished. Thread: any (relaxed).
+uint64_t srv_kdf_pool_done(srv_kdf_pool *p);
+
+// ---------------------------------------------------------------------------------------------
+// The retransmission cache (srv_resend.c, issue 23)
+//
+// A client whose answer was lost (its connection dropped) sends the same request again; a
+// request byte for byte identical to one answered (same transactionID, senderNonce and
+// protection) gets the stored answer again instead of a second certificate or
+// transactionIdInUse. Keyed by SHA-256 over the CA's name and the request's DER; holding the
+// response's DER. Filled only after the protected answer to an authenticated request was
+// built (srv_finish_response), so nothing an unauthenticated sender sends is kept. Not kept:
+// transactionIdInUse answers (a byte-identical request refused as in use is a resend of one
+// still in flight, whose own answer is the one to keep) and answers to server failures
+// (resource, HSM, store: a retry may succeed). The first answer kept for a key stays until it
+// expires or is evicted. Bounded by entries and bytes: the oldest entry goes first. One mutex,
+// engine-wide.
+
+#define SRV_RESEND_DEFAULT_ENTRIES 65536u
+#define SRV_RESEND_DEFAULT_BYTES   ((size_t)64 << 20)
+#define SRV_RESEND_IMPLICIT_WINDOW_S \
+    300 // the default window for all but ip/cp/kup waiting
+        //   for certConf (those: confirm_wait_time)
+
+
+// srv_resend_stats: the cache's counters and size. Thread: value type.
+typedef struct srv_resend_stats {
+    uint64_t hits;    // requests answered from the cache
+    uint64_t stored;  // answers put in
+    uint64_t evicted; // answers dropped for room before they expired
+    uint64_t entries; // answers held now
+    uint64_t bytes;   // their size, with the entries' own
+} srv_resend_stats;
+
+// srv_resend_new makes a cache of at most |max_entries| answers and |max_bytes| bytes (each
+// entry counts its response and its own struct). CM_E_NOMEM, CM_E_INVALID_ARG for zero
+// bounds. Thread: start-up.
+CM_RESULT srv_resend_new(srv_resend **out, size_t max_entries, size_t max_bytes);
+
+// srv_resend_free releases the cache (NULL: no-op).
+void srv_resend_free(srv_resend *c);
+
+// srv_resend_get looks |key| up at |now_ms|: when a live answer is held it is copied into
+// |arena| (|*out|), with the failure bit and code it was sent with, and true is returned;
+// false when none is (or the arena is full). Thread: any.
+bool srv_resend_get(srv_resend *c, const uint8_t key[SRV_RESEND_KEY_LEN], uint64_t now_ms,
+                    cm_arena *arena, cm_span *out, int *out_fail_bit, cm_result *out_error);
+
+// srv_resend_put keeps a copy of |rsp| under |key| until |expires_ms| (the first answer for a
+// key wins while it lives), evicting the oldest entries while over a bound. An answer larger
+// than the byte bound, or no memory, is simply not kept. Thread: any.
+void srv_resend_put(srv_resend *c, const uint8_t key[SRV_RESEND_KEY_LEN], uint64_t expires_ms,
+                    cm_span rsp, int fail_bit, cm_result error);
+
+// srv_resend_get_stats copies the counters. Thread: any.
+void srv_resend_get_stats(srv_resend *c, srv_resend_stats *out);
+
+// ---------------------------------------------------------------------------------------------
+// Where the engine applies them (srv_auth.c, srv.c, srv_respond.c)
+
+// srv_now_ms is the monotonic clock in milliseconds, the budgets' and the cache's time.
+static inline uint64_t srv_now_ms(void)
+{
+    return cm_time_mono_ns() / 1000000u;
+}
+
+// srv_mac_begin runs before the handler of a MAC-protected message whose senderKID names a
+// configured secret: the back-off gate (refused: srv_fail with SRV_E_MAC_BACKOFF), then for PBM
+// and PBMAC1 with a KDF pool the verification is handed to the pool (SRV_ST_KDF; refused when
+// its queue is full: SRV_E_KDF_BUSY). Returns true when the handler should start now (no MAC,
+// another protection, a key-based MAC, no pool: the handler's srv_authenticate checks it
+// inline), false when the request was answered or waits for the pool.
+bool srv_mac_begin(srv_request *req);
+
+// srv_mac_end takes the KDF pool's verdict back into the request (req->kdf_done; the handler's
+// srv_authenticate then uses it) and records it in the budget.
+void srv_mac_end(srv_request *req);
+
+// srv_resend_lookup answers a request from the retransmission cache (true: the response is
+// ready) after computing its key; false when the cache is off or holds no answer for it.
+bool srv_resend_lookup(srv_request *req);
+
+// srv_resend_keep puts the request's finished, protected response into the cache when it may be
+// kept (see the cache's rules above). Called by srv_finish_response.
+void srv_resend_keep(srv_request *req);
 
 #endif // CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H

@@ -359,6 +359,8 @@ static cm_result srv_nested_make(srv_request *req, srv_request *root)
         c->ca = req->ca;
         c->der = req->msg.body.u.nested.ders[i];
         c->task.kind = CM_CQ_KIND_SRV_TASK;
+        // The abuse budgets count an inner message against the RA's address (issue 23).
+        memcpy(c->peer, req->peer, sizeof(c->peer));
         children[nest->num++] = c;
     }
     req->w->stats.nested++;

@@ -62,8 +62,28 @@ void srv_finish_response(srv_request *req, const cm_span *prot)
         req->error = cm_result_make(SRV_E_INTERNAL);
     } else {
         req->response = out;
+        if (prot != NULL) {
+            srv_resend_keep(req); // a resend of this request gets this answer (issue 23)
+        }
     }
     req->state = SRV_ST_DONE;
+}
+
+// srv_error_unsigned reports whether the answer being built is an error to a message that
+// could not be authenticated (nor parsed) whose peer has spent its error_signatures_per_peer:
+// it then goes out without protection instead of costing an HSM signature. RFC 9810 §5.1.3
+// makes protection optional in a PKIMessage and RFC 9483 §3.6.4 says an error SHOULD be
+// protected; a forged or garbage request can be answered at the rate it is sent only by
+// protecting the answer at a rate the HSM can afford, and the SHOULD's exception is that
+// case. An authenticated request's rejection is always protected.
+static bool srv_error_unsigned(srv_request *req)
+{
+    srv_budget *b = req->w->e->budget;
+    if (b == NULL || !req->failing || req->sig_ok || req->mac_ok ||
+        srv_budget_params_get(b)->error_signatures_per_peer == 0) {
+        return false;
+    }
+    return !srv_budget_error_signature(b, req->peer, srv_now_ms());
 }
 
 void srv_respond(srv_request *req, const cmp_body *body)
@@ -112,6 +132,13 @@ void srv_respond(srv_request *req, const cmp_body *body)
     // A nested answer is signed by the CMP key even when the RA's MAC verified (force_sig).
     const bool use_mac =
         req->mac_ok && (req->force_mac || (!ca->sign_mac_responses && !req->force_sig));
+    if (!use_mac && srv_error_unsigned(req)) {
+        // Without protection: no protectionAlg, no senderKID, no extraCerts.
+        der_builder_init_arena(&req->rb, &req->arena, 1024);
+        cmp_msg_writer_begin(&req->mw, &req->rb, rh, body);
+        srv_finish_response(req, NULL);
+        return;
+    }
     // The protection algorithm goes into the header before the protected part is written.
     der_builder alg;
     der_builder_init_arena(&alg, &req->arena, 128);
@@ -302,5 +329,6 @@ void srv_fail(srv_request *req, cm_result r)
         body.u.error.status = st;
     }
     req->implicit = false;
+    req->failing = true;
     srv_respond(req, &body);
 }

@@ -437,10 +437,11 @@ cm_result test_hand_build(test_hand *x, uint8_t **out, size_t *out_len)
         der_builder_init_arena(&ab, &x->a, 256);
         if (mac) {
             const cm_span s = cm_span_make(x->secret, strlen(x->secret));
+            const uint64_t it = x->mac_iterations != 0 ? x->mac_iterations : x->pbmac1 ? 2000 : 500;
             r = x->pbmac1 ? cmp_mac_key_new_pbmac1(x->prot, &key, s, CMP_HASH_SHA256,
-                                                   CMP_HASH_SHA256, 2000, 16, 32)
+                                                   CMP_HASH_SHA256, it, 16, 32)
                           : cmp_mac_key_new_pbm(x->prot, &key, s, CMP_HASH_SHA256, CMP_HASH_SHA256,
-                                                500, 16);
+                                                it, 16);
             cmp_mac_key_put_alg(&ab, &key);
         } else {
             cm_span alg;

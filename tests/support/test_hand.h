@@ -43,10 +43,11 @@ typedef struct test_hand {
     EVP_PKEY *sig_key; // signature protection (ECDSA/RSA with SHA-256, Ed25519)
     cm_span certs[3];  // extraCerts
     size_t num_certs;
-    int prot_mode;      // TEST_PROT_*
-    EVP_PKEY *popo_key; // msgs[i]'s signature POPO is made with it when built
-    cm_span popo_alg;   // the POPO's algorithm when set (else the key's own)
-    bool popo_corrupt;  // flip a bit of the POPO signature
+    int prot_mode;           // TEST_PROT_*
+    EVP_PKEY *popo_key;      // msgs[i]'s signature POPO is made with it when built
+    cm_span popo_alg;        // the POPO's algorithm when set (else the key's own)
+    bool popo_corrupt;       // flip a bit of the POPO signature
+    uint64_t mac_iterations; // PBM/PBMAC1 iteration count; 0: 500 (PBM), 2000 (PBMAC1)
 } test_hand;
 
 // test_hand_init starts |x| as a message of type |t| to |recipient| (a Name element) from the

@@ -267,6 +267,16 @@ static void test_cfg_defaults(void)
     CU_ASSERT_EQUAL(c->max_nested_depth, 2);
     CU_ASSERT_EQUAL(c->max_nested_messages, 256);
     CU_ASSERT_EQUAL(c->nested_threads, c->io_threads);
+    // Issue 23's abuse limits.
+    CU_ASSERT_TRUE(c->kdf_threads >= 1);
+    CU_ASSERT_EQUAL(c->kdf_max_queue, 1024);
+    CU_ASSERT_EQUAL(c->mac_failures_max, 10);
+    CU_ASSERT_EQUAL(c->mac_failure_window, 60);
+    CU_ASSERT_EQUAL(c->mac_failure_backoff, 60);
+    CU_ASSERT_EQUAL(c->error_signatures_per_peer, 10);
+    CU_ASSERT_EQUAL(c->retransmit_window, -1); // auto
+    CU_ASSERT_EQUAL(c->retransmit_cache_entries, 65536);
+    CU_ASSERT_EQUAL(c->retransmit_cache_bytes, 64ull << 20);
     CU_ASSERT_PTR_EQUAL(c->default_ca, &c->cas[0]); // the only CA
     CU_ASSERT_TRUE(ca_profile_implicit_confirm(c->cas[0].profile->profile));
     CU_ASSERT_EQUAL(ca_profile_extensions(c->cas[0].profile->profile).len, 0);
@@ -410,6 +420,24 @@ static const cfg_case k_bad[] = {
      CFG_E_VALUE, "[certmintd] admin_listen: 4 addresses together with listen's 5; at most 8"},
     {"[certmintd]\nadmin_max_connections = 0\n", CFG_E_VALUE,
      "[certmintd] admin_max_connections: '0' is out of range 1..1024"},
+    {"[certmintd]\nkdf_threads = 0\n", CFG_E_VALUE,
+     "[certmintd] kdf_threads: '0' is out of range 1..64"},
+    {"[certmintd]\nkdf_max_queue = 0\n", CFG_E_VALUE,
+     "[certmintd] kdf_max_queue: '0' is out of range 1..65536"},
+    {"[certmintd]\nmac_failures_max = 0\n", CFG_E_VALUE,
+     "[certmintd] mac_failures_max: '0' is out of range 1..1000000"},
+    {"[certmintd]\nmac_failure_window = 0\n", CFG_E_VALUE,
+     "[certmintd] mac_failure_window: '0' is out of range 1..86400"},
+    {"[certmintd]\nmac_failure_backoff = forever\n", CFG_E_VALUE,
+     "[certmintd] mac_failure_backoff: 'forever' is not a number"},
+    {"[certmintd]\nerror_signatures_per_peer = -1\n", CFG_E_VALUE,
+     "[certmintd] error_signatures_per_peer: '-1' is not a number"},
+    {"[certmintd]\nretransmit_window = 86401\n", CFG_E_VALUE,
+     "[certmintd] retransmit_window: '86401' is out of range 0..86400"},
+    {"[certmintd]\nretransmit_cache_entries = 0\n", CFG_E_VALUE,
+     "[certmintd] retransmit_cache_entries: '0' is out of range 1..16777216"},
+    {"[certmintd]\nretransmit_cache_bytes = 1K\n", CFG_E_VALUE,
+     "[certmintd] retransmit_cache_bytes: '1K' is below 64K"},
     {"[certmintd]\nstore_min_free = 12X\n", CFG_E_VALUE,
      "[certmintd] store_min_free: '12X' is not a size (bytes, or a number with K, M, G or T)"},
     {"[certmintd]\nstore_min_free = M\n", CFG_E_VALUE, "[certmintd] store_min_free: 'M' is not"},
@@ -651,6 +679,42 @@ static void test_cfg_sizes_and_no_peer_cap(void)
         CU_ASSERT_EQUAL(c->max_connections_per_peer, UINT32_MAX);
         cfg_free(c);
     }
+}
+
+// The abuse limits (issue 23): numbers, none (no back-off, no error-signature cap), a fixed or
+// an off retransmit_window, sizes.
+static void test_cfg_abuse_limits(void)
+{
+    static const char k_set[] = "[certmintd]\nkdf_threads = 3\nkdf_max_queue = 7\n"
+                                "mac_failures_max = 4\nmac_failure_window = 30\n"
+                                "mac_failure_backoff = 600\nerror_signatures_per_peer = 2\n"
+                                "retransmit_window = 120\nretransmit_cache_entries = 100\n"
+                                "retransmit_cache_bytes = 1M\n";
+    static const char k_off[] = "[certmintd]\nmac_failures_max = none\n"
+                                "error_signatures_per_peer = none\nretransmit_window = 0\n";
+    char text[sizeof(k_base) + 512];
+    int n = snprintf(text, sizeof(text), "%s%s", k_base, k_set);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, (size_t)n));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_EQUAL(c->kdf_threads, 3);
+    CU_ASSERT_EQUAL(c->kdf_max_queue, 7);
+    CU_ASSERT_EQUAL(c->mac_failures_max, 4);
+    CU_ASSERT_EQUAL(c->mac_failure_window, 30);
+    CU_ASSERT_EQUAL(c->mac_failure_backoff, 600);
+    CU_ASSERT_EQUAL(c->error_signatures_per_peer, 2);
+    CU_ASSERT_EQUAL(c->retransmit_window, 120);
+    CU_ASSERT_EQUAL(c->retransmit_cache_entries, 100);
+    CU_ASSERT_EQUAL(c->retransmit_cache_bytes, 1ull << 20);
+    cfg_free(c);
+    n = snprintf(text, sizeof(text), "%s%s", k_base, k_off);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, (size_t)n));
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_EQUAL(c->mac_failures_max, 0);
+    CU_ASSERT_EQUAL(c->error_signatures_per_peer, 0);
+    CU_ASSERT_EQUAL(c->retransmit_window, 0);
+    cfg_free(c);
 }
 
 static void test_cfg_secret_mode_names_file_and_mode(void)
@@ -1187,6 +1251,7 @@ int test_cfg_register(void)
         TEST_CASE(test_cfg_profile_requested_extensions),
         TEST_CASE(test_cfg_rejects_bad_values),
         TEST_CASE(test_cfg_sizes_and_no_peer_cap),
+        TEST_CASE(test_cfg_abuse_limits),
         TEST_CASE(test_cfg_secret_mode_names_file_and_mode),
         TEST_CASE(test_cfg_postgresql_store),
         TEST_CASE(test_cfg_missing_sections_and_keys),

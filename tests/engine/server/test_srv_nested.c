@@ -108,8 +108,8 @@ static uint8_t *cert_der(const char *path, cm_span *out)
     return len > 0 ? der : NULL;
 }
 
-static bool make_engine(srv_engine **e, cm_cq *cq, srv_worker **w, uint32_t threads,
-                        size_t arena_cap)
+static bool make_engine_with(srv_engine **e, cm_cq *cq, srv_worker **w, uint32_t threads,
+                             size_t arena_cap, bool limits)
 {
     srv_params sp = {.hsm = g.pool,
                      .store = g.st,
@@ -122,8 +122,23 @@ static bool make_engine(srv_engine **e, cm_cq *cq, srv_worker **w, uint32_t thre
                      .max_nested_messages = MAX_BATCH,
                      .nested_threads = threads,
                      .arena_cap = arena_cap};
+    if (limits) {
+        // Issue 23's limits as certmintd sets them: PBM on the KDF pool, the budgets, resends.
+        sp.kdf_threads = 1;
+        sp.mac_failures_max = 10;
+        sp.mac_failure_window = 60;
+        sp.mac_failure_backoff = 60;
+        sp.error_signatures_per_peer = 10;
+        sp.retransmit_window = SRV_RETRANSMIT_AUTO;
+    }
     return cm_ok(srv_engine_new(e, &sp)) && cm_ok(cm_cq_init(cq)) &&
            cm_ok(srv_worker_new(w, *e, cq));
+}
+
+static bool make_engine(srv_engine **e, cm_cq *cq, srv_worker **w, uint32_t threads,
+                        size_t arena_cap)
+{
+    return make_engine_with(e, cq, w, threads, arena_cap, false);
 }
 
 static int nested_init(void)
@@ -1183,6 +1198,42 @@ static void test_nested_answer_over_the_arena_cap(void)
     cm_cq_cleanup(&cq);
 }
 
+// With issue 23's abuse limits on (as certmintd runs): the RA's PBM is checked on the KDF
+// pool, the inner PBMs where the batch verifies them (the verification threads, which have no
+// cq for the KDF pool, or inline); every inner ir is issued, with the pool and without.
+static void test_nested_with_abuse_limits(void)
+{
+    for (uint32_t threads = 0; threads <= 2; threads += 2) {
+        srv_engine *e = NULL;
+        cm_cq cq;
+        srv_worker *w = NULL;
+        CU_ASSERT_TRUE_FATAL(make_engine_with(&e, &cq, &w, threads, 0, true));
+        g.w = w;
+        inner_ir ir[3];
+        cm_span ders[3];
+        for (size_t i = 0; i < 3; i++) {
+            make_ir(&ir[i], P_EE_MAC, true);
+            ders[i] = ir[i].der;
+        }
+        const cm_span outer = make_nested(ders, 3, P_RA_MAC);
+        rsp r;
+        process(&r, outer);
+        CU_ASSERT_EQUAL(r.msg.body.type, CMP_BODY_NESTED);
+        if (r.msg.body.type == CMP_BODY_NESTED) {
+            for (size_t i = 0; i < 3; i++) {
+                expect_issued(nested_of(&r.msg, 3, i), &ir[i], EE_SECRET);
+            }
+        }
+        rsp_free(&r);
+        span_free(outer);
+        inner_free(ir, 3);
+        g.w = g.worker;
+        srv_worker_free(w);
+        srv_engine_free(e);
+        cm_cq_cleanup(&cq);
+    }
+}
+
 int test_srv_nested_register(void);
 int test_srv_nested_register(void)
 {
@@ -1200,6 +1251,7 @@ int test_srv_nested_register(void)
         TEST_CASE(test_nested_inner_body_types),
         TEST_CASE(test_nested_same_request_twice),
         TEST_CASE(test_nested_answer_over_the_arena_cap),
+        TEST_CASE(test_nested_with_abuse_limits),
     };
     return test_register_suite("srv_nested", nested_init, nested_cleanup, NULL, NULL, tests,
                                TEST_NUM_CASES(tests));
