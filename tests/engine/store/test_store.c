@@ -3127,7 +3127,7 @@ static void test_store_pg_leader_lock_moves_when_its_holder_dies(void)
 // and remembers which inserts the store reported done.
 typedef struct test_insertor {
     store *s;
-    volatile int stop;
+    int stop; // atomic
     uint32_t n;
     uint32_t ok;
     uint32_t unavailable;
@@ -3138,7 +3138,7 @@ typedef struct test_insertor {
 static void *test_store_insertor_main(void *arg)
 {
     test_insertor *t = arg;
-    while (!t->stop && t->n < 4000) {
+    while (!__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE) && t->n < 4000) {
         test_item it;
         test_store_fill(&it, NULL, "devices", t->n, 99, STORE_CERT_VALID, 0);
         cm_result r = store_run(t->s, &it.job);
@@ -3208,7 +3208,7 @@ static void test_store_pg_database_down_fails_fast_and_recovers(void)
     CU_ASSERT_FATAL(test_pg_resume(&g_cluster));
     CU_ASSERT(test_store_wait_healthy(s, true, 10000));
     (void)usleep(300 * 1000);
-    ins.stop = 1;
+    __atomic_store_n(&ins.stop, 1, __ATOMIC_RELEASE);
     (void)pthread_join(th, NULL);
     printf("\n    under the outage: %u inserts, %u done, %u unavailable, %u other ", ins.n, ins.ok,
            ins.unavailable, ins.other);
