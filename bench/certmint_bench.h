@@ -403,7 +403,7 @@ typedef struct bench_result {
     double p50, p90, p99, max;
     double direct_p50, direct_p99; // of the enrolments answered directly
     double polled_p50, polled_p99; // of those answered `waiting` that polled
-    bool ran_out; // --duration ended early: every prepared request was used
+    bool ran_out;                  // --duration ended early: every prepared request was used
 } bench_result;
 
 // ---------------------------------------------------------------------------------------------
