@@ -68,8 +68,10 @@ echo "== setting up in $work"
 "$certmint" init --dir "$work/inst" --port "$(free_port)" >"$work/init.log" 2>&1 \
   || { cat "$work/init.log" >&2; die "certmint init failed"; }
 secret=$(cat "$work/inst/secrets/demo-device")
+set -a # the instance's SOFTHSM2_CONF
 # shellcheck disable=SC1091
-set -a; . "$work/inst/env"; set +a # SOFTHSM2_CONF
+. "$work/inst/env"
+set +a
 real_module=$(grep -o 'module-path=[^&]*' "$work/inst/certmint.cnf" | head -1 | cut -d= -f2)
 [ -n "$real_module" ] || die "no module-path in the instance's key URIs"
 sed -i 's/^\[profile:devices\]/&\nallow_key_reuse = on/' "$work/inst/certmint.cnf"
