@@ -352,6 +352,7 @@ typedef struct bench_conn {
     size_t poll_len;
     uint8_t poll_nonce[BENCH_NONCE_LEN];
     uint64_t poll_at; // bench_now() time of the next pollReq; 0: none scheduled
+    bool waited;      // this transaction was answered `waiting` (its latency: lat_polled)
 } bench_conn;
 
 // A run's state and counters. Thread: loop-confined.
@@ -371,8 +372,10 @@ typedef struct bench_run {
     crmf_crypto crypto;
     // results (reset after warm-up)
     uint64_t fails[BENCH_FAIL_COUNT];
-    uint64_t *lat; // ns per successful enrolment
+    uint64_t *lat; // ns per successful enrolment answered directly (all of them at the end)
     size_t num_lat;
+    uint64_t *lat_polled; // ns per successful enrolment that polled (delayed delivery)
+    size_t num_polled;
     uint64_t ok_in_window; // successes completed before stop_at (--duration)
     uint64_t unfinished;   // in flight when the grace period after stop_at ended
     size_t reconnects;
@@ -398,7 +401,9 @@ typedef struct bench_result {
     uint64_t failed;
     double eps;
     double p50, p90, p99, max;
-    bool ran_out; // --duration ended early: every prepared request was used
+    double direct_p50, direct_p99; // of the enrolments answered directly
+    double polled_p50, polled_p99; // of those answered `waiting` that polled
+    bool ran_out;                  // --duration ended early: every prepared request was used
 } bench_result;
 
 // ---------------------------------------------------------------------------------------------

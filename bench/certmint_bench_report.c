@@ -88,6 +88,9 @@ void bench_report(const bench_run *run, const bench_result *r)
         printf("  %-18s %llu answered waiting, %llu pollReqs (%.2f per waiting enrolment)\n",
                "delayed delivery", (unsigned long long)run->waiting, (unsigned long long)run->polls,
                (double)run->polls / (double)run->waiting);
+        printf("  %-18s direct %zu: p50 %.2f  p99 %.2f; polled %zu: p50 %.2f  p99 %.2f\n",
+               "latency ms", run->num_lat - run->num_polled, r->direct_p50, r->direct_p99,
+               run->num_polled, r->polled_p50, r->polled_p99);
     }
     if (run->tls_ctx != NULL) {
         printf("  %-18s %llu full, %llu resumed\n", "TLS handshakes",
@@ -130,8 +133,13 @@ void bench_write_json(const bench_run *run, const bench_result *r)
         (void)fprintf(f, "%s\"%s\": %llu", k == 1 ? "" : ", ", bench_fail_name((bench_fail)k),
                       (unsigned long long)run->fails[k]);
     }
-    (void)fprintf(f, "}, \"waiting\": %llu, \"polls\": %llu}\n", (unsigned long long)run->waiting,
-                  (unsigned long long)run->polls);
+    (void)fprintf(f,
+                  "}, \"waiting\": %llu, \"polls\": %llu, \"latency_direct_ms\": {\"n\": %zu, "
+                  "\"p50\": %.3f, \"p99\": %.3f}, \"latency_polled_ms\": {\"n\": %zu, \"p50\": "
+                  "%.3f, \"p99\": %.3f}}\n",
+                  (unsigned long long)run->waiting, (unsigned long long)run->polls,
+                  run->num_lat - run->num_polled, r->direct_p50, r->direct_p99, run->num_polled,
+                  r->polled_p50, r->polled_p99);
     if (f != stdout) {
         (void)fclose(f);
     }

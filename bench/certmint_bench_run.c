@@ -115,7 +115,11 @@ void bench_finish_n(bench_run *run, bench_conn *c, const bench_fail *f, size_t n
         run->fails[f[i]]++;
         all_ok &= f[i] == BENCH_OK;
         if (f[i] == BENCH_OK) {
-            run->lat[run->num_lat++] = now - c->t0;
+            if (c->waited) {
+                run->lat_polled[run->num_polled++] = now - c->t0;
+            } else {
+                run->lat[run->num_lat++] = now - c->t0;
+            }
             if (run->stop_at == 0 || now <= run->stop_at) {
                 run->ok_in_window++;
             }
@@ -204,6 +208,7 @@ static void bench_conn_start(bench_run *run, bench_conn *c)
     const size_t batch = run->o->batch > 1 ? run->o->batch : 1;
     c->req = run->next;
     run->next += batch;
+    c->waited = false;
     c->busy = true;
     run->busy++;
     c->phase = 0;
@@ -340,6 +345,7 @@ static bool bench_schedule_poll(bench_run *run, bench_conn *c, const cmp_msg *m,
     if (c->phase != 2) {
         run->waiting++;
     }
+    c->waited = true;
     bench_conn_close(c);
     c->phase = 2;
     c->poll_at = bench_now() + (uint64_t)after * 1000000000u;

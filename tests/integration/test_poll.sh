@@ -190,6 +190,7 @@ if [ -n "$bench" ]; then
 import json, sys
 r = json.load(open(sys.argv[1]))
 assert r["ok"] == 4 and r["failed"] == 0 and r["waiting"] == 4 and r["polls"] >= 4, r
+assert r["latency_polled_ms"]["n"] == 4 and r["latency_direct_ms"]["n"] == 0, r
 PY
 fi
 stop
