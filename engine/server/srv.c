@@ -76,6 +76,9 @@ cm_result srv_worker_new(srv_worker **out, srv_engine *e, cm_cq *cq)
     if (cm_ok(r)) {
         r = store_reader_open(e->p.store, &w->reader);
     }
+    if (cm_ok(r) && e->p.hsm != NULL) {
+        r = hsm_lane_new(&w->lane, e->p.hsm); // NULL unless the pool signs inline
+    }
     if (!cm_ok(r)) {
         srv_worker_free(w);
         return r;
@@ -105,6 +108,7 @@ void srv_worker_free(srv_worker *w)
     if (w->reader != NULL) {
         store_reader_close(w->reader);
     }
+    hsm_lane_free(w->lane);
     cmp_digests_cleanup(&w->dig);
     crmf_crypto_cleanup(&w->crypto);
     free(w);
@@ -322,7 +326,7 @@ void srv_sign_submit(srv_request *req, const hsm_key *key, hsm_sig_alg alg, cm_s
     hsm_job_init(&req->hjob, req->w->cq, key, alg, msg, req->sig, sizeof(req->sig));
     req->hjob.user = req;
     hsm_job *jobs[1] = {&req->hjob};
-    cm_result r = hsm_pool_submit(req->w->e->p.hsm, jobs, 1);
+    cm_result r = hsm_pool_submit_on(req->w->e->p.hsm, req->w->lane, jobs, 1);
     if (!cm_ok(r)) {
         if (next == SRV_ST_SIGN_RESP) {
             // The response's signature cannot be queued (queue full, pool stopped): when the
