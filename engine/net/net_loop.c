@@ -1557,6 +1557,9 @@ cm_result net_server_start(net_server **out, const net_server_config *cfg, const
         net_server_free(s);
         return r;
     }
+    // Published before the loops start (pthread_create orders it before their first request):
+    // the application may reach the server through |*out| from a loop (its /metrics does).
+    *out = s;
     uint32_t launched = 0;
     for (; launched < s->num_loops; launched++) {
         if (pthread_create(&s->loops[launched].thread, NULL, net_loop_main, &s->loops[launched]) !=
@@ -1582,11 +1585,11 @@ cm_result net_server_start(net_server **out, const net_server_config *cfg, const
             }
             (void)pthread_join(s->loops[k].thread, NULL);
         }
+        *out = NULL;
         net_server_free(s);
         return r;
     }
     // The loops own their listeners now; each closes its own in its teardown.
-    *out = s;
     return cm_result_make(CM_OK);
 }
 
