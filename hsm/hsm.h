@@ -316,7 +316,7 @@ CM_RESULT hsm_pool_submit_on(hsm_pool *p, hsm_lane *lane, hsm_job *const *jobs, 
 
 // hsm_calibration is what hsm_pool_calibrate measured. Thread: value type.
 typedef struct hsm_calibration {
-    uint32_t signs;        // signatures timed
+    uint32_t signs;        // signatures timed (1..HSM_CALIBRATE_SIGNS)
     uint64_t wall_ns;      // median wall time of one signature (digest, C_SignInit, C_Sign)
     uint64_t cpu_ns;       // median CPU time of the calling thread for the same
     uint32_t cpu_permille; // the calling thread's CPU share of the best signature (highest)
@@ -330,13 +330,16 @@ typedef struct hsm_calibration {
 // in every sample; a loaded machine that preempts the thread lowers some samples, not all.
 #define HSM_INLINE_MIN_CPU_PERMILLE 500u
 #define HSM_CALIBRATE_SIGNS         15u
+// The calibration stops after this long (once it has one signature), so a slow HSM costs the
+// start-up one signature, not fifteen.
+#define HSM_CALIBRATE_BUDGET_NS 50000000u
 
-// hsm_pool_calibrate settles |p|'s dispatch: for HSM_DISPATCH_AUTO it signs
-// HSM_CALIBRATE_SIGNS test messages with |key| (|alg|) on a session of the calling thread and
-// decides by the rule above; INLINE and POOL are kept as configured (|out->measured| false).
-// |out| (may be NULL) receives the figures. Must run before any hsm_lane_new and before the
-// pool's first submit_on. The CKR of a failed signature on failure (the dispatch then stays
-// with the pool). Thread: start-up.
+// hsm_pool_calibrate settles |p|'s dispatch: for HSM_DISPATCH_AUTO it signs up to
+// HSM_CALIBRATE_SIGNS test messages (within HSM_CALIBRATE_BUDGET_NS) with |key| (|alg|) on a
+// session of the calling thread and decides by the rule above; INLINE and POOL are kept as
+// configured (|out->measured| false). |out| (may be NULL) receives the figures. Must run before any
+// hsm_lane_new and before the pool's first submit_on. The CKR of a failed signature on failure (the
+// dispatch then stays with the pool). Thread: start-up.
 CM_RESULT hsm_pool_calibrate(hsm_pool *p, hsm_calibration *out, const hsm_key *key,
                              hsm_sig_alg alg);
 

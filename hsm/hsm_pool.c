@@ -834,8 +834,9 @@ static int hsm_u64_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-// hsm_calibrate_measure signs HSM_CALIBRATE_SIGNS messages on a fresh lane of the calling
-// thread, after one untimed signature (the key lookup and copy), and fills the figures.
+// hsm_calibrate_measure signs up to HSM_CALIBRATE_SIGNS messages on a fresh lane of the
+// calling thread, stopping once HSM_CALIBRATE_BUDGET_NS have passed (after the first: a slow
+// HSM must not hold up the start), and fills the figures.
 static cm_result hsm_calibrate_measure(hsm_pool *p, hsm_calibration *c, const hsm_key *key,
                                        hsm_sig_alg alg)
 {
@@ -844,10 +845,12 @@ static cm_result hsm_calibrate_measure(hsm_pool *p, hsm_calibration *c, const hs
     lane.w.uncounted = true;
     cm_result r = hsm_lane_open(&lane, p);
     uint64_t wall[HSM_CALIBRATE_SIGNS], cpu[HSM_CALIBRATE_SIGNS];
-    uint32_t best = 0;
+    uint32_t best = 0, n = 0;
     uint8_t msg[64], sig[HSM_MAX_SIG_LEN];
     memset(msg, 0x5a, sizeof(msg));
-    for (uint32_t i = 0; cm_ok(r) && i <= HSM_CALIBRATE_SIGNS; i++) {
+    const uint64_t start = hsm_clock_ns(CLOCK_MONOTONIC);
+    while (cm_ok(r) && n < HSM_CALIBRATE_SIGNS &&
+           (n == 0 || hsm_clock_ns(CLOCK_MONOTONIC) - start < HSM_CALIBRATE_BUDGET_NS)) {
         hsm_job j;
         hsm_job_init(&j, NULL, key, alg, cm_span_make(msg, sizeof(msg)), sig, sizeof(sig));
         const uint64_t w0 = hsm_clock_ns(CLOCK_MONOTONIC);
@@ -856,20 +859,19 @@ static cm_result hsm_calibrate_measure(hsm_pool *p, hsm_calibration *c, const hs
         const uint64_t c1 = hsm_clock_ns(CLOCK_THREAD_CPUTIME_ID);
         const uint64_t w1 = hsm_clock_ns(CLOCK_MONOTONIC);
         r = j.result;
-        if (i > 0) {
-            wall[i - 1] = w1 > w0 ? w1 - w0 : 1;
-            cpu[i - 1] = c1 - c0;
-            const uint64_t share = 1000u * cpu[i - 1] / wall[i - 1];
-            best = share > best ? (uint32_t)(share < 1000u ? share : 1000u) : best;
-        }
+        wall[n] = w1 > w0 ? w1 - w0 : 1;
+        cpu[n] = c1 - c0;
+        const uint64_t share = 1000u * cpu[n] / wall[n];
+        best = share > best ? (uint32_t)(share < 1000u ? share : 1000u) : best;
+        n++;
     }
     hsm_lane_close(&lane);
     CM_TRY(r);
-    qsort(wall, HSM_CALIBRATE_SIGNS, sizeof(wall[0]), hsm_u64_cmp);
-    qsort(cpu, HSM_CALIBRATE_SIGNS, sizeof(cpu[0]), hsm_u64_cmp);
-    c->signs = HSM_CALIBRATE_SIGNS;
-    c->wall_ns = wall[HSM_CALIBRATE_SIGNS / 2];
-    c->cpu_ns = cpu[HSM_CALIBRATE_SIGNS / 2];
+    qsort(wall, n, sizeof(wall[0]), hsm_u64_cmp);
+    qsort(cpu, n, sizeof(cpu[0]), hsm_u64_cmp);
+    c->signs = n;
+    c->wall_ns = wall[n / 2];
+    c->cpu_ns = cpu[n / 2];
     c->cpu_permille = best;
     c->measured = true;
     return r;
