@@ -9,6 +9,7 @@
 #   CM_AB_DURATION=S            seconds per run (default 5)
 #   CM_AB_CONNECTIONS           connection counts (default "8 64")
 #   CM_AB_FLOW, CM_AB_PROT      flow and protection (default ir-implicit, pbm)
+#   CM_AB_KEEP=1                keep the work folder (logs, JSON) for inspection
 #   CM_AB_AFTER_CONF            lines appended to the AFTER build's configuration (e.g.
 #                               "hsm_dispatch = pool"), to tell one change from the others
 #
@@ -40,7 +41,7 @@ work=$(mktemp -d /tmp/certmint-ab-XXXXXX)
 dpid=""
 cleanup() {
   if [ -n "$dpid" ]; then kill -TERM "$dpid" 2>/dev/null || true; wait "$dpid" 2>/dev/null || true; fi
-  rm -rf "$work"
+  if [ -n "${CM_AB_KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -89,7 +90,7 @@ run_one() { # run_one LABEL BUILD CONNS ROUND
   dpid=$!
   wait_up
   python3 "$here/threadcpu.py" snap "$dpid" "$work/$label-$c-$r.cpu0"
-  "$bench" --url "$url" "${auth[@]}" --flow "$flow" --key-type ec-p256 --key-pool 256 \
+  "$bench" --url "$url" "${auth[@]}" --flow "$flow" --key-type ec-p256 \
     --connections "$c" --duration "$dur" --warmup 50 --timeout 20 --ca "$work/inst/ca.pem" \
     --json "$work/$label-$c-$r.json" >"$work/$label-$c-$r.txt" 2>&1 || true
   python3 "$here/threadcpu.py" snap "$dpid" "$work/$label-$c-$r.cpu1"

@@ -157,7 +157,7 @@ run() { # run NAME URL FLOW PROT CONNS EXTRA...
   shift 5
   local auth=(--secret "demo-device:$secret")
   [ "$prot" = signature ] && auth=(--cert "$work/device.pem" --key "$work/device.key")
-  "$bench" --url "$url" "${auth[@]}" --flow "$flow" --key-type "$ktype" --key-pool 256 \
+  "$bench" --url "$url" "${auth[@]}" --flow "$flow" --key-type "$ktype" \
     --connections "$c" --duration "$dur" --prepare "$prepare" --warmup 50 --timeout 20 \
     --json "$work/$name-$flow-$prot-$c.json" "$@" >"$work/$name-$flow-$prot-$c.txt" 2>&1 || true
   sed -n '1,3p;5p;/unfinished/p;/errors/p' "$work/$name-$flow-$prot-$c.txt" | sed 's/^/    /'
@@ -182,7 +182,7 @@ echo "== ir-implicit / key-based MAC (hmac-sha256) vs PBM / 8 connections"
 for prot in pbm hmac-sha256; do
   auth=(--secret "demo-device:$secret")
   [ "$prot" = pbm ] || auth=(--secret "bench-key:$mac_key" --mac "$prot")
-  "$bench" --url "$curl_url" "${auth[@]}" --flow ir-implicit --key-type "$ktype" --key-pool 256 \
+  "$bench" --url "$curl_url" "${auth[@]}" --flow ir-implicit --key-type "$ktype" \
     --connections 8 --duration "$dur" --prepare "$prepare" --warmup 50 --timeout 20 \
     --ca "$work/inst/ca.pem" --json "$work/keymac-$prot.json" >"$work/keymac-$prot.txt" 2>&1 || true
   sed -n '1,3p;5p;/errors/p' "$work/keymac-$prot.txt" | sed 's/^/    /'

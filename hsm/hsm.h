@@ -228,10 +228,13 @@ typedef struct hsm_pool_opts {
     uint32_t max_queue;    // submit fails with HSM_E_QUEUE_FULL beyond this depth; 0 = no limit
     bool copy_key;         // C_CopyObject each key into a session object (CKA_TOKEN=FALSE)
     hsm_dispatch dispatch; // where hsm_pool_submit_on signs (see hsm_dispatch)
+    uint32_t inline_max;   // lanes that may sign at once; a lane finding them all busy hands
+                           //   its jobs to the workers (0: 1)
 } hsm_pool_opts;
 
-// hsm_pool_opts_default fills |o| with 2 sessions, batch 16, no queue limit, dispatch auto
-// and copy_key on:
+// hsm_pool_opts_default fills |o| with 2 sessions, batch 16, no queue limit, dispatch auto,
+// one lane signing at a time (SoftHSM serialises much of a signature: bench/hsm_bench) and
+// copy_key on:
 // on SoftHSM 2.6.1 a session copy saves about a quarter of the CPU of an ECDSA P-256
 // signature (no re-check of the token object on disk per operation) and costs nothing
 // measurable for slower keys (bench/hsm_bench); a token that refuses the copy falls back to
@@ -306,7 +309,9 @@ CM_RESULT hsm_lane_new(hsm_lane **out, hsm_pool *p);
 void hsm_lane_free(hsm_lane *l);
 
 // hsm_pool_submit_on is hsm_pool_submit for a thread that may own a lane: with |lane|
-// non-NULL every job is signed right here on the lane's session (the calling thread blocks
+// non-NULL, unless the token is busy at this moment (jobs given to the workers not yet back, or
+// opts.inline_max lanes signing: then the jobs go to the workers, counted in inline_deferred),
+// every job is signed right here on the lane's session (the calling thread blocks
 // for the C_Sign calls; a session death reopens the lane's session and retries once, as a
 // worker would), and each comes back through its cq by cm_cq_push_local, so a cq whose owner
 // drains before it waits sees no doorbell. The jobs' cqs must belong to the calling thread.
@@ -360,7 +365,8 @@ typedef struct hsm_pool_stats {
     // C_SignInit and C_Sign calls that failed, whether or not the job's retry then succeeded
     // (|failed| counts only jobs that failed in the end).
     uint64_t sign_calls_failed;
-    uint64_t signed_inline; // jobs signed on a submitter's lane (in signed_ok / failed too)
+    uint64_t signed_inline;   // jobs signed on a submitter's lane (in signed_ok / failed too)
+    uint64_t inline_deferred; // jobs a lane gave to the workers: the token was busy
 } hsm_pool_stats;
 
 // hsm_pool_get_stats copies the counters into |*out| (relaxed reads). Thread: any.

@@ -57,12 +57,15 @@ struct hsm_pool {
     hsm_worker *workers;
     uint32_t num_workers;
     int inline_on;         // atomic: 1 when submit_on signs on lanes (hsm_pool_calibrate)
+    uint32_t inline_busy;  // atomic: lanes signing right now (at most opts.inline_max)
+    uint64_t in_flight;    // atomic: jobs submitted to the workers and not yet completed
     uint32_t lanes_opened; // atomic: lanes ever opened, for their names in logs
 
     // Statistics, relaxed atomics.
     uint64_t st_ok, st_failed, st_retried, st_reopened, st_batches;
     uint64_t st_sign_calls_failed; // C_SignInit and C_Sign calls that failed
     uint64_t st_inline;            // jobs signed on a lane
+    uint64_t st_inline_deferred;   // jobs a lane handed to the workers (inline_max busy)
 };
 
 // Thread: confined to its owner; |w| is a worker without a thread.
@@ -77,6 +80,7 @@ void hsm_pool_opts_default(hsm_pool_opts *o)
     o->max_queue = 0;
     o->copy_key = true;
     o->dispatch = HSM_DISPATCH_AUTO;
+    o->inline_max = 1;
 }
 
 static const char *const k_hsm_dispatch_names[] = {"auto", "inline", "pool"};
@@ -445,6 +449,7 @@ static void hsm_complete_as(hsm_pool *p, hsm_job **jobs, size_t n, bool local)
 
 static void hsm_complete(hsm_pool *p, hsm_job **jobs, size_t n)
 {
+    __atomic_sub_fetch(&p->in_flight, n, __ATOMIC_RELEASE);
     hsm_complete_as(p, jobs, n, false);
 }
 
@@ -679,6 +684,7 @@ cm_result hsm_pool_submit(hsm_pool *p, hsm_job *const *jobs, size_t num_jobs)
     }
     p->tail = jobs[num_jobs - 1];
     p->depth += num_jobs;
+    __atomic_add_fetch(&p->in_flight, num_jobs, __ATOMIC_RELEASE);
     (void)pthread_mutex_unlock(&p->mu);
     if (num_jobs == 1) {
         (void)pthread_cond_signal(&p->cv);
@@ -705,6 +711,7 @@ void hsm_pool_get_stats(hsm_pool *p, hsm_pool_stats *out)
     out->batches = __atomic_load_n(&p->st_batches, __ATOMIC_RELAXED);
     out->sign_calls_failed = __atomic_load_n(&p->st_sign_calls_failed, __ATOMIC_RELAXED);
     out->signed_inline = __atomic_load_n(&p->st_inline, __ATOMIC_RELAXED);
+    out->inline_deferred = __atomic_load_n(&p->st_inline_deferred, __ATOMIC_RELAXED);
 }
 
 void hsm_job_why(const hsm_job *j, cm_why *why)
@@ -804,6 +811,21 @@ cm_result hsm_pool_submit_on(hsm_pool *p, hsm_lane *lane, hsm_job *const *jobs, 
         return cm_result_make(CM_OK);
     }
     CM_TRY(hsm_jobs_check(p, jobs, num_jobs));
+    // While the token is busy (inline_max lanes signing, or jobs with the workers) this lane
+    // hands its jobs to the workers instead of waiting for it: SoftHSM serialises much of a
+    // signature on a lock of its own (two threads sign only ~1.35 times as fast as one), and a
+    // loop blocked there stalls every connection it serves, while the workers overlap the
+    // signatures with the loops' other work. An idle token signs inline, without hand-offs.
+    const uint32_t max = p->opts.inline_max != 0 ? p->opts.inline_max : 1;
+    bool take = __atomic_load_n(&p->in_flight, __ATOMIC_ACQUIRE) == 0;
+    if (take && __atomic_add_fetch(&p->inline_busy, 1, __ATOMIC_ACQ_REL) > max) {
+        __atomic_sub_fetch(&p->inline_busy, 1, __ATOMIC_RELEASE);
+        take = false;
+    }
+    if (!take) {
+        hsm_stat_add(&p->st_inline_deferred, num_jobs);
+        return hsm_pool_submit(p, jobs, num_jobs);
+    }
     hsm_job *batch[HSM_MAX_BATCH];
     size_t done = 0;
     while (done < num_jobs) {
@@ -818,6 +840,7 @@ cm_result hsm_pool_submit_on(hsm_pool *p, hsm_lane *lane, hsm_job *const *jobs, 
         hsm_complete_as(p, batch, n, true);
         done += n;
     }
+    __atomic_sub_fetch(&p->inline_busy, 1, __ATOMIC_RELEASE);
     return cm_result_make(CM_OK);
 }
 

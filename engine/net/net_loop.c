@@ -954,6 +954,18 @@ static void net_on_cq(net_loop *l, const struct io_uring_cqe *cqe)
     l->cq_rang = true;
 }
 
+// net_deliver hands drained completions to the application, oldest first.
+static void net_deliver(net_loop *l, cm_cq_node *n)
+{
+    while (n != NULL) {
+        cm_cq_node *next = n->next;
+        if (n->kind != CM_CQ_KIND_NONE) {
+            l->server->app->on_completion(l->app_ctx, n);
+        }
+        n = next;
+    }
+}
+
 // How many times one turn drains the completion queue before it lets the ring in again:
 // completions delivered inline (an HSM lane) may queue further ones.
 #define NET_CQ_DRAINS_PER_TURN 4
@@ -973,13 +985,7 @@ static bool net_drain_cq(net_loop *l)
         } else {
             return false;
         }
-        while (n != NULL) {
-            cm_cq_node *next = n->next;
-            if (n->kind != CM_CQ_KIND_NONE) {
-                l->server->app->on_completion(l->app_ctx, n);
-            }
-            n = next;
-        }
+        net_deliver(l, n);
     }
     return l->cq_rang || cm_cq_pending(&l->cq);
 }
@@ -1280,6 +1286,12 @@ static void net_loop_serve(net_loop *l)
         io_uring_for_each_cqe(&l->ring, head, cqe) {
             net_dispatch(l, cqe);
             seen++;
+            // What this CQE's work finished on this thread (an inline signature) moves on at
+            // once, not behind the rest of the turn: its store job reaches the writer while
+            // the loop handles the next request. No syscall: the doorbell is read at the end.
+            if (cm_cq_pending(&l->cq)) {
+                net_deliver(l, cm_cq_drain_after_read(&l->cq));
+            }
         }
         io_uring_cq_advance(&l->ring, seen);
         more = net_drain_cq(l);

@@ -1329,6 +1329,77 @@ static void test_hsm_shim_auto_dispatch_keeps_a_waiting_hsm_in_the_pool(void)
     CU_ASSERT_EQUAL(c.dispatch, HSM_DISPATCH_POOL);
 }
 
+static void test_hsm_shim_lane_defers_to_the_workers_while_the_token_is_busy(void)
+{
+    // Every C_Sign takes 50 ms: while a worker signs, a lane's job goes to the workers too
+    // (a loop must not wait for a busy token); once they are idle, the lane signs itself.
+    CU_ASSERT_FATAL(setenv("P11SHIM_MODULE", g_tt.module, 1) == 0);
+    CU_ASSERT_FATAL(setenv("P11SHIM_FAIL_EVERY", "0", 1) == 0);
+    CU_ASSERT_FATAL(setenv("P11SHIM_SIGN_DELAY_US", "50000", 1) == 0);
+    char uri[1024];
+    (void)snprintf(uri, sizeof(uri),
+                   "pkcs11:token=hsm-test;object=k-p256?module-path=%s&pin-value=%s",
+                   CM_P11SHIM_PATH, g_tt.user_pin);
+    hsm_error err;
+    hsm_token *t = NULL;
+    hsm_key *k = NULL;
+    hsm_pool *p = NULL;
+    TEST_ASSERT_OK(hsm_token_open(&t, &err, uri));
+    TEST_ASSERT_OK(hsm_key_find(t, &k, &err, uri));
+    hsm_pool_opts o;
+    hsm_pool_opts_default(&o);
+    o.sessions = 1;
+    o.dispatch = HSM_DISPATCH_INLINE;
+    TEST_ASSERT_OK(hsm_pool_new(&p, t, &o));
+    hsm_lane *lane = NULL;
+    TEST_ASSERT_OK(hsm_lane_new(&lane, p));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(lane);
+    cm_cq cq = {NULL, -1};
+    TEST_ASSERT_OK(cm_cq_init(&cq));
+    cm_cq_set_drains_before_wait(&cq, true);
+    hsm_job jobs[3];
+    hsm_job *ptrs[3];
+    uint8_t sigs[3][HSM_MAX_SIG_LEN];
+    const cm_span msg = cm_span_make((const uint8_t *)"busy", 4);
+    for (size_t i = 0; i < 3; i++) {
+        hsm_job_init(&jobs[i], &cq, k, HSM_SIG_ECDSA_SHA256, msg, sigs[i], sizeof(sigs[i]));
+        ptrs[i] = &jobs[i];
+    }
+    TEST_ASSERT_OK(hsm_pool_submit(p, &ptrs[0], 1));          // the worker: 50 ms
+    TEST_ASSERT_OK(hsm_pool_submit_on(p, lane, &ptrs[1], 1)); // busy: to the worker as well
+    hsm_pool_stats st;
+    hsm_pool_get_stats(p, &st);
+    CU_ASSERT_EQUAL(st.inline_deferred, 1);
+    CU_ASSERT_EQUAL(st.signed_inline, 0);
+    size_t back = 0;
+    while (back < 2) {
+        (void)cm_cq_wait(&cq, 1000);
+        for (cm_cq_node *nd = cm_cq_drain(&cq); nd != NULL; nd = nd->next) {
+            back++;
+        }
+    }
+    TEST_ASSERT_OK(jobs[0].result);
+    TEST_ASSERT_OK(jobs[1].result);
+    TEST_ASSERT_OK(hsm_pool_submit_on(p, lane, &ptrs[2], 1)); // idle again: inline
+    CU_ASSERT(cm_cq_pending(&cq));
+    CU_ASSERT_PTR_EQUAL(cm_cq_drain(&cq), &jobs[2].node);
+    TEST_ASSERT_OK(jobs[2].result);
+    hsm_pool_get_stats(p, &st);
+    CU_ASSERT_EQUAL(st.signed_inline, 1);
+    CU_ASSERT_EQUAL(st.inline_deferred, 1);
+    EVP_PKEY *pk = pkey_of(k);
+    for (size_t i = 0; i < 3; i++) {
+        CU_ASSERT(verify_sig(pk, HSM_SIG_ECDSA_SHA256, msg, sigs[i], jobs[i].sig_len));
+    }
+    EVP_PKEY_free(pk);
+    cm_cq_cleanup(&cq);
+    hsm_lane_free(lane);
+    hsm_pool_free(p);
+    hsm_key_free(k);
+    hsm_token_free(t);
+    CU_ASSERT_FATAL(setenv("P11SHIM_SIGN_DELAY_US", "0", 1) == 0);
+}
+
 #endif // CM_P11SHIM_PATH
 
 // The CK_RV names moved to engine/base (cm_ckr_name), which does not see pkcs11.h: check its
@@ -1448,6 +1519,7 @@ int test_hsm_register(void)
         TEST_CASE(test_hsm_dispatch_names_parse),
 #ifdef CM_P11SHIM_PATH
         TEST_CASE(test_hsm_shim_auto_dispatch_keeps_a_waiting_hsm_in_the_pool),
+        TEST_CASE(test_hsm_shim_lane_defers_to_the_workers_while_the_token_is_busy),
         TEST_CASE(test_hsm_shim_closed_session_is_reopened_and_retried),
         TEST_CASE(test_hsm_shim_failing_sign_fails_only_that_job),
         TEST_CASE(test_hsm_shim_faults_on_many_sessions_lose_nothing),
