@@ -137,7 +137,9 @@ def get(label, c, key):
             continue
         v = {"eps": d.get("eps"), "p99": d.get("latency_ms", {}).get("p99"),
              "cpu": (u or {}).get("us_per_enrolment"),
-             "cs": (u or {}).get("switches_per_enrolment")}[key]
+             "cs": (u or {}).get("switches_per_enrolment"),
+             "wr": ((u or {}).get("write_bytes_per_enrolment") or 0) / 1024 if u else None,
+             "sys": (u or {}).get("write_syscalls_per_enrolment")}[key]
         if v is not None:
             vals.append(v)
     return vals
@@ -185,6 +187,14 @@ for c in conns:
     g = lambda v: "-" if v is None or crypto is None else f"{v - crypto:.0f}"
     print(f"| {c} | {fmt(get('before', c, 'cpu'), 0)} | {fmt(get('after', c, 'cpu'), 0)} | {g(bc)} | "
           f"{g(ac)} | {fmt(get('before', c, 'cs'), 2)} | {fmt(get('after', c, 'cs'), 2)} |")
+print()
+print("Storage writes per enrolment (/proc/PID/io: write_bytes, KiB; write calls, log lines included).")
+print()
+print("| conns | before KiB | after KiB | before write calls | after write calls |")
+print("| ---: | ---: | ---: | ---: | ---: |")
+for c in conns:
+    print(f"| {c} | {fmt(get('before', c, 'wr'), 1)} | {fmt(get('after', c, 'wr'), 1)} | "
+          f"{fmt(get('before', c, 'sys'), 2)} | {fmt(get('after', c, 'sys'), 2)} |")
 for label in ("before", "after"):
     for c in conns:
         md = None

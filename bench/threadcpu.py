@@ -3,7 +3,8 @@
 #
 #   threadcpu.py snap PID OUT.json
 #       reads /proc/PID/task/*/stat (utime, stime) and /proc/PID/task/*/status (voluntary and
-#       involuntary context switches) of every thread, with the time of the reading
+#       involuntary context switches) of every thread, and /proc/PID/io (bytes written to
+#       storage, write calls), with the time of the reading
 #   threadcpu.py diff BEFORE.json AFTER.json ENROLMENTS [CRYPTO_US] [--json OUT.json]
 #       prints a Markdown table: per thread name (cm-io0, cm-hsm1, cm-store, ...) its CPU over
 #       the run, µs of CPU per enrolment and context switches per enrolment, then the totals and,
@@ -40,7 +41,15 @@ def snap(pid):
         tasks[tid] = {"name": name, "ticks": utime + stime,
                       "vcs": sw.get("voluntary_ctxt_switches", 0),
                       "ivcs": sw.get("nonvoluntary_ctxt_switches", 0)}
-    return {"pid": pid, "t": time.monotonic(), "hz": os.sysconf("SC_CLK_TCK"), "tasks": tasks}
+    io = {}
+    try:
+        for line in open(f"/proc/{pid}/io"):
+            k, _, v = line.partition(":")
+            io[k] = int(v)
+    except OSError:
+        pass
+    return {"pid": pid, "t": time.monotonic(), "hz": os.sysconf("SC_CLK_TCK"), "tasks": tasks,
+            "io": io}
 
 
 def group(name):
@@ -71,6 +80,11 @@ def diff(a, b, enrolments, crypto_us):
     out["cpu_s"] = total
     out["us_per_enrolment"] = 1e6 * total / n
     out["switches_per_enrolment"] = sum(r["cs"] for r in rows.values()) / n
+    ia, ib = a.get("io", {}), b.get("io", {})
+    if "write_bytes" in ib and "write_bytes" in ia:
+        # What reached the block layer (WAL frames, checkpoints): pages per enrolment.
+        out["write_bytes_per_enrolment"] = (ib["write_bytes"] - ia["write_bytes"]) / n
+        out["write_syscalls_per_enrolment"] = (ib.get("syscw", 0) - ia.get("syscw", 0)) / n
     if crypto_us is not None:
         out["crypto_us"] = crypto_us
         out["beyond_crypto_us"] = out["us_per_enrolment"] - crypto_us
@@ -85,6 +99,10 @@ def table(d):
                      f"{t['us_per_enrolment']:.0f} | {t['switches_per_enrolment']:.2f} |")
     lines.append(f"| **all** | | {d['cpu_s']:.2f} | **{d['us_per_enrolment']:.0f}** | "
                  f"**{d['switches_per_enrolment']:.2f}** |")
+    if "write_bytes_per_enrolment" in d:
+        lines += ["", f"Written to storage per enrolment (/proc/PID/io write_bytes): "
+                  f"{d['write_bytes_per_enrolment'] / 1024:.1f} KiB; write(2)-family calls: "
+                  f"{d['write_syscalls_per_enrolment']:.2f}."]
     if "crypto_us" in d:
         lines += ["", f"{d['enrolments']} enrolments in {d['seconds']:.1f} s: "
                   f"{d['us_per_enrolment']:.0f} µs of certmintd CPU each, of which "
