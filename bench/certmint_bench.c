@@ -21,10 +21,12 @@
 // certmint_bench_limit.c (--limit).
 #include "bench/certmint_bench.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,8 +37,8 @@
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
-const char *const bench_flow_names[BENCH_NUM_FLOWS] = {"ir-implicit", "ir-confirm", "cr", "p10cr",
-                                                       "genm",        "kur",        "rr"};
+const char *const bench_flow_names[BENCH_NUM_FLOWS] = {
+    "ir-implicit", "ir-confirm", "cr", "p10cr", "genm", "kur", "rr", "nested", "nested-confirm"};
 
 const char *const bench_key_names[BENCH_NUM_KEY_TYPES] = {"ec-p256", "ec-p384", "rsa2048",
                                                           "ed25519"};
@@ -45,6 +47,36 @@ _Noreturn void bench_die(const char *what)
 {
     (void)fprintf(stderr, "certmint-bench: %s\n", what);
     exit(2);
+}
+
+bool bench_bind_source(const bench_opts *o, int fd, int family)
+{
+    if (o->source == NULL) {
+        return true;
+    }
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    socklen_t len = 0;
+    if (family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)(void *)&ss;
+        a->sin_family = AF_INET;
+        len = sizeof(*a);
+        if (inet_pton(AF_INET, o->source, &a->sin_addr) != 1) {
+            return false;
+        }
+    } else if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)(void *)&ss;
+        a->sin6_family = AF_INET6;
+        len = sizeof(*a);
+        if (inet_pton(AF_INET6, o->source, &a->sin6_addr) != 1) {
+            return false;
+        }
+    } else {
+        return false;
+    }
+    const int one = 1;
+    (void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+    return bind(fd, (const struct sockaddr *)&ss, len) == 0;
 }
 
 uint64_t bench_now(void)
@@ -100,7 +132,7 @@ static int bench_run_main(const bench_opts *o)
         if (run.rsp == NULL || run.rsp_len == NULL) {
             bench_die("out of memory");
         }
-        if (ctx.flow == BENCH_FLOW_IR_CONFIRM) {
+        if (ctx.flow == BENCH_FLOW_IR_CONFIRM || ctx.flow == BENCH_FLOW_NESTED_CONFIRM) {
             run.conf_rsp = calloc(total, sizeof(*run.conf_rsp));
             run.conf_rsp_len = calloc(total, sizeof(*run.conf_rsp_len));
             if (run.conf_rsp == NULL || run.conf_rsp_len == NULL) {
@@ -206,6 +238,8 @@ static int bench_run_main(const bench_opts *o)
         SSL_SESSION_free(run.conns[i].sess);
         free(run.conns[i].in);
         free(run.conns[i].conf);
+        free(run.conns[i].nested_fails);
+        free(run.conns[i].poll);
         bench_coap_cleanup(&run.conns[i]);
     }
     if (run.rsp != NULL) {
@@ -248,7 +282,13 @@ static void bench_usage(FILE *f)
         "  --flow F              ir-implicit (default) | ir-confirm | cr | p10cr | genm |\n"
         "                        kur | rr (each request enrols a certificate before the clock\n"
         "                        with the given protection, then updates / revokes it, signed\n"
-        "                        with that certificate)\n"
+        "                        with that certificate) | nested | nested-confirm (--batch\n"
+        "                        irs with the given protection in one nested message signed\n"
+        "                        by --ra-cert; nested-confirm then sends their certConfs in\n"
+        "                        another; rates and counts are of the inner requests)\n"
+        "  --batch N             inner requests per nested message (default 16)\n"
+        "  --ra-cert CERT.pem    the RA certificate that signs the nested messages (with\n"
+        "  --ra-key KEY.pem      --ra-key), one of the CA's ra_certs\n"
         "  --key-type T          ec-p256 (default) | ec-p384 | rsa2048 | ed25519\n"
         "  --key-pool N          N device keys reused round-robin (default: one per request)\n"
         "  -n COUNT              transactions to measure (default 1000)\n"
@@ -273,6 +313,7 @@ static void bench_usage(FILE *f)
         "  --ca CA.pem           the CA: recipient name, and --verify's trust anchor\n"
         "  --verify              after the clock: check response protection and certificates\n"
         "  --timeout S           per transaction (default 30)\n"
+        "  --source ADDR         connect from this numeric address (e.g. 127.0.0.2)\n"
         "  --threads N           preparation / --limit threads (default: online cores)\n"
         "  --json FILE           results as JSON ('-': stdout)\n"
         "  --save-serials FILE   the serial number of every certificate received in the\n"
@@ -373,6 +414,10 @@ enum {
     BENCH_OPT_TLS_CERT,
     BENCH_OPT_TLS_KEY,
     BENCH_OPT_TLS_NO_RESUME,
+    BENCH_OPT_BATCH,
+    BENCH_OPT_RA_CERT,
+    BENCH_OPT_RA_KEY,
+    BENCH_OPT_SOURCE,
     BENCH_OPT_HELP,
 };
 
@@ -410,6 +455,10 @@ static const struct option k_bench_long_opts[] = {
     {"tls-cert", required_argument, NULL, BENCH_OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, BENCH_OPT_TLS_KEY},
     {"tls-no-resume", no_argument, NULL, BENCH_OPT_TLS_NO_RESUME},
+    {"batch", required_argument, NULL, BENCH_OPT_BATCH},
+    {"ra-cert", required_argument, NULL, BENCH_OPT_RA_CERT},
+    {"ra-key", required_argument, NULL, BENCH_OPT_RA_KEY},
+    {"source", required_argument, NULL, BENCH_OPT_SOURCE},
     {"help", no_argument, NULL, BENCH_OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -548,6 +597,18 @@ static bool bench_opt_one(bench_opts *o, int c, const char *arg, char *secret_bu
     case BENCH_OPT_TLS_NO_RESUME:
         o->tls_no_resume = true;
         return true;
+    case BENCH_OPT_BATCH:
+        return bench_parse_size_arg(arg, &o->batch) && o->batch >= 1 &&
+               o->batch <= CMP_MAX_NESTED_LIMIT;
+    case BENCH_OPT_RA_CERT:
+        o->ra_cert_path = arg;
+        return true;
+    case BENCH_OPT_RA_KEY:
+        o->ra_key_path = arg;
+        return true;
+    case BENCH_OPT_SOURCE:
+        o->source = arg;
+        return true;
     default:
         return false;
     }
@@ -588,6 +649,30 @@ static const char *bench_key_mac(bench_opts *o)
         return "--mac: not a key-based MAC of the algorithm table (hmac-sha256, kmac128, gmac...)";
     }
     o->key_mac = (int)a->id;
+    return NULL;
+}
+
+// bench_opts_check_nested checks the nested flows' options and rounds the counts up to whole
+// batches; returns a message or NULL.
+static const char *bench_opts_check_nested(bench_opts *o)
+{
+    if (!bench_flow_is_nested(o->flow)) {
+        if (o->batch != 0 || o->ra_cert_path != NULL || o->ra_key_path != NULL) {
+            return "--batch, --ra-cert and --ra-key are for --flow nested and nested-confirm";
+        }
+        o->batch = 1;
+        return NULL;
+    }
+    if (o->ra_cert_path == NULL || o->ra_key_path == NULL) {
+        return "--flow nested needs --ra-cert and --ra-key (an RA certificate of the CA)";
+    }
+    if (o->batch == 0) {
+        o->batch = 16;
+    }
+    const size_t b = o->batch;
+    o->count = (o->count + b - 1) / b * b;
+    o->prepare = (o->prepare + b - 1) / b * b;
+    o->warmup = (o->warmup + b - 1) / b * b;
     return NULL;
 }
 
@@ -652,7 +737,7 @@ static const char *bench_opts_check(bench_opts *o)
     if (o->duration > 0 && o->prepare == 0) {
         o->prepare = (size_t)(o->duration * 5000.0) + 1;
     }
-    return NULL;
+    return bench_opts_check_nested(o);
 }
 
 int main(int argc, char **argv)

@@ -10,7 +10,7 @@ if(TARGET cm_cmp)
                    SOURCES certmint_bench.c certmint_bench_prepare.c certmint_bench_msg.c
                            certmint_bench_run.c certmint_bench_verify.c certmint_bench_report.c
                            certmint_bench_limit.c certmint_bench_coap.c
-                           certmint_bench_tls.c
+                           certmint_bench_tls.c certmint_bench_nested.c
                    LIBS bench_check cm_hsm cm_ca cm_cmp cm_crmf cm_der cm_base OpenSSL::Crypto
                         OpenSSL::SSL Threads::Threads)
     target_compile_definitions(certmint-bench PRIVATE _GNU_SOURCE)

@@ -109,6 +109,15 @@ bench_fail bench_check_http(const bench_http_rsp *h);
 // (REJECTED). Protection is not checked here (see bench_verify_*). Thread: any.
 bench_fail bench_check_cmp(cm_arena *arena, cmp_msg *out, const bench_expect *e, cm_span body);
 
+// bench_check_nested checks the nested answer |body| to a batch (RFC 9810 §5.1.3.4) as
+// bench_check_cmp checks a single one, in the same order: it parses (NOT_CMP; the inner
+// messages only delimited, each a whole PKIMessage element in out->body.u.nested.ders, not
+// parsed), transactionID and recipNonce of the nested message (TRANSACTION_ID, RECIP_NONCE),
+// an error body (CMP_ERROR), a nested body (BODY_TYPE) of exactly |num| messages (BODY_TYPE).
+// Each inner answer is then the caller's to check with bench_check_cmp. Thread: any.
+bench_fail bench_check_nested(cm_arena *arena, cmp_msg *out, const bench_expect *e, cm_span body,
+                              size_t num);
+
 // bench_check_response is bench_check_http then bench_check_cmp on |h->body|.
 bench_fail bench_check_response(cm_arena *arena, cmp_msg *out, const bench_expect *e,
                                 const bench_http_rsp *h);
@@ -130,12 +139,14 @@ typedef enum bench_flow {
     BENCH_FLOW_IR_CONFIRM,
     BENCH_FLOW_CR,
     BENCH_FLOW_P10CR,
-    BENCH_FLOW_GENM, // genm caCerts (RFC 9483 §4.3.1): no certificate is issued
-    BENCH_FLOW_KUR,  // kur signed with a certificate enrolled (untimed) before the clock
-    BENCH_FLOW_RR,   // rr of such a certificate, signed with it
+    BENCH_FLOW_GENM,           // genm caCerts (RFC 9483 §4.3.1): no certificate is issued
+    BENCH_FLOW_KUR,            // kur signed with a certificate enrolled (untimed) before the clock
+    BENCH_FLOW_RR,             // rr of such a certificate, signed with it
+    BENCH_FLOW_NESTED,         // --batch ir-implicit in one nested message signed by --ra-cert
+    BENCH_FLOW_NESTED_CONFIRM, // the same without implicitConfirm, then their certConfs nested
 } bench_flow;
 
-#define BENCH_NUM_FLOWS     7u
+#define BENCH_NUM_FLOWS     9u
 #define BENCH_NUM_KEY_TYPES 4u
 
 // bench_flow_names and bench_key_names spell the flows and key types as the options do
@@ -198,7 +209,21 @@ typedef struct bench_opts {
     const char *tls_cert;
     const char *tls_key;
     bool tls_no_resume;
+    // Nested messages (--flow nested, nested-confirm): |batch| inner requests in each, signed by
+    // the RA's --ra-cert/--ra-key; every transaction count and rate is of inner requests.
+    size_t batch; // 1 for the other flows
+    const char *ra_cert_path;
+    const char *ra_key_path;
+    // --source ADDR: every socket binds this numeric address before it connects (a load from
+    // another loopback address than an attacker's, so per-address limits tell them apart).
+    const char *source;
 } bench_opts;
+
+// bench_flow_is_nested reports whether |f| sends nested batches.
+static inline bool bench_flow_is_nested(bench_flow f)
+{
+    return f == BENCH_FLOW_NESTED || f == BENCH_FLOW_NESTED_CONFIRM;
+}
 
 // One device key of the pool. Thread: immutable after preparation.
 typedef struct bench_key {
@@ -222,7 +247,22 @@ typedef struct bench_req {
     uint8_t *cert;
     size_t cert_len;
     size_t cert_key;
+    // Nested flows: the inner PKIMessage (DER, heap; |http| is NULL then), and for
+    // nested-confirm the senderNonces of its ip and of its certConf.
+    uint8_t *inner;
+    size_t inner_len;
+    uint8_t ip_nonce[BENCH_NONCE_LEN];
+    uint8_t conf_nonce[BENCH_NONCE_LEN];
 } bench_req;
+
+// One prepared nested message (nested flows): bench_opts.batch inner requests. Thread: as
+// bench_req.
+typedef struct bench_batch {
+    uint8_t *http; // the whole HTTP request
+    size_t http_len;
+    uint8_t tid[BENCH_NONCE_LEN];
+    uint8_t nonce[BENCH_NONCE_LEN];
+} bench_batch;
 
 // A signature-protection signer: the --cert/--key pair, or an enrolled certificate (kur/rr).
 typedef struct bench_signer {
@@ -256,6 +296,13 @@ typedef struct bench_ctx {
     cm_span ca_subject;
     // preparation progress: items done by the threads of the current step (atomic)
     size_t prep_done;
+    // Nested flows: the batches (request i is inner request i % batch of batch i / batch) and
+    // the RA that signs them (--ra-cert/--ra-key).
+    bench_batch *batches;
+    size_t num_batches;
+    bench_signer ra;
+    cm_span ra_sender; // the RA certificate's subject
+    EVP_PKEY *ra_key_owned;
 } bench_ctx;
 
 // One client connection. Thread: loop-confined.
@@ -264,7 +311,7 @@ typedef struct bench_conn {
     uint32_t gen;    // bumped per socket, so stale epoll events are dropped
     bool busy;       // a transaction is in flight
     bool connecting; // non-blocking connect pending
-    int phase;       // 0: the request, 1: its certConf
+    int phase;       // 0: the request, 1: its certConf, 2: polling for the request's answer
     bool retried;    // the request was already resent once on a new connection
     unsigned used;   // responses received on this socket
     size_t req;
@@ -295,6 +342,14 @@ typedef struct bench_conn {
     SSL *ssl;                    // --tls: the connection's TLS state, NULL when closed
     struct ssl_session_st *sess; // --tls: the session of this slot's last connection (resumed next)
     bool handshaking;            // --tls: the handshake is in progress
+    uint8_t conf_tid[BENCH_NONCE_LEN]; // nested-confirm: the certConf batch's transactionID
+    bench_fail *nested_fails;          // nested-confirm: the ips' outcomes (heap, --batch)
+    // Delayed delivery (phase 2): the request was answered `waiting`; a pollReq goes at
+    // poll_at (on a new connection) until the answer is the certificate or a rejection.
+    uint8_t *poll; // the HTTP pollReq, heap
+    size_t poll_len;
+    uint8_t poll_nonce[BENCH_NONCE_LEN];
+    uint64_t poll_at; // bench_now() time of the next pollReq; 0: none scheduled
 } bench_conn;
 
 // A run's state and counters. Thread: loop-confined.
@@ -327,7 +382,10 @@ typedef struct bench_run {
     SSL_CTX *tls_ctx;  // --tls
     uint64_t tls_full; // handshakes, full and resumed (reset after warm-up)
     uint64_t tls_resumed;
-    FILE *serials; // --save-serials, NULL otherwise
+    FILE *serials;    // --save-serials, NULL otherwise
+    uint64_t polls;   // pollReqs sent (delayed delivery)
+    uint64_t waiting; // transactions answered `waiting` at least once
+    size_t sleeping;  // connections waiting for their poll_at
 } bench_run;
 
 // The latency histogram of --json: BENCH_HIST_PER_DECADE log-spaced buckets per decade above
@@ -359,6 +417,11 @@ _Noreturn void bench_die(const char *what);
 
 // bench_now is the monotonic clock in nanoseconds.
 uint64_t bench_now(void);
+
+// bench_bind_source binds |fd| (of address family |family|) to --source with port 0 (the
+// port is picked at connect: IP_BIND_ADDRESS_NO_PORT); true without --source. False when the
+// address is not of |family| or the bind fails.
+bool bench_bind_source(const bench_opts *o, int fd, int family);
 
 // ---------------------------------------------------------------------------------------------
 // certmint_bench_msg.c: the pieces of every message.
@@ -432,6 +495,40 @@ void bench_loop(bench_run *run, size_t limit, uint64_t stop_at, bool progress);
 // bench_on_response handles one complete response |h| on |c| (CoAP answers are handed over as
 // a 200 application/pkixcmp response).
 void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h);
+
+// bench_save_serial writes the serial number of the certificate |der| (received: the response
+// was checked) to --save-serials: the serialNumber INTEGER's content octets in upper-case hex,
+// as the store keeps them (a leading 00 included). Dies when |der| is not a certificate.
+void bench_save_serial(bench_run *run, cm_span der);
+
+// bench_finish_n ends the transaction on |c| with outcome |f[i]| for each of its |n| requests
+// (one, or the inner requests of a batch): counted, each success with the transaction's
+// latency; the connection closes unless |keep_alive| and all succeeded.
+void bench_finish_n(bench_run *run, bench_conn *c, const bench_fail *f, size_t n, bool keep_alive);
+
+// bench_conn_transmit sends |c|'s current message (c->out), opening a socket first when needed.
+void bench_conn_transmit(bench_run *run, bench_conn *c);
+
+// bench_keep copies a response body for --verify into |*slot| (NULL when out of memory).
+void bench_keep(uint8_t **slot, size_t *len, cm_span body);
+
+// ---------------------------------------------------------------------------------------------
+// certmint_bench_nested.c: nested batches (--flow nested, nested-confirm).
+
+// bench_nested_setup loads --ra-cert/--ra-key into |ctx| (dies on failure).
+void bench_nested_setup(bench_ctx *ctx);
+
+// bench_nested_prepare wraps the prepared inner requests of |ctx| into its batches: a nested
+// message each (a fresh transactionID and senderNonce, the CA as recipient) signed by the RA.
+void bench_nested_prepare(bench_ctx *ctx);
+
+// bench_nested_cleanup frees what the two above made.
+void bench_nested_cleanup(bench_ctx *ctx);
+
+// bench_nested_on_response checks the nested answer |h| on |c| and each inner answer in it as
+// a single answer is checked; for nested-confirm, after the ips it sends the batch's certConfs
+// nested (each protected like its ir) and then checks their pkiconfs.
+void bench_nested_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h);
 
 // ---------------------------------------------------------------------------------------------
 // certmint_bench_coap.c: the CoAP client (RFC 7252, RFC 7959 block-wise, RFC 9482).

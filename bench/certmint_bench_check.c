@@ -255,6 +255,31 @@ bench_fail bench_check_cmp(cm_arena *arena, cmp_msg *out, const bench_expect *e,
     return BENCH_OK;
 }
 
+bench_fail bench_check_nested(cm_arena *arena, cmp_msg *out, const bench_expect *e, cm_span body,
+                              size_t num)
+{
+    // The inner answers are only delimited here; each is parsed once, by bench_check_cmp.
+    const cmp_parse_opts shallow = {
+        .max_nesting = 1, .max_nested = CMP_MAX_NESTED_LIMIT, .nested_shallow = true};
+    if (!cm_ok(cmp_msg_from_der(arena, out, body, &shallow))) {
+        return BENCH_FAIL_NOT_CMP;
+    }
+    const cmp_header_fields *h = &out->header.f;
+    if (!h->transaction_id.present || !cm_span_eq(h->transaction_id.v, e->transaction_id)) {
+        return BENCH_FAIL_TRANSACTION_ID;
+    }
+    if (!h->recip_nonce.present || !cm_span_eq(h->recip_nonce.v, e->sender_nonce)) {
+        return BENCH_FAIL_RECIP_NONCE;
+    }
+    if (out->body.type == CMP_BODY_ERROR) {
+        return BENCH_FAIL_CMP_ERROR;
+    }
+    if (out->body.type != CMP_BODY_NESTED || out->body.u.nested.num != num) {
+        return BENCH_FAIL_BODY_TYPE;
+    }
+    return BENCH_OK;
+}
+
 bench_fail bench_check_response(cm_arena *arena, cmp_msg *out, const bench_expect *e,
                                 const bench_http_rsp *h)
 {

@@ -191,6 +191,10 @@ bool bench_coap_open(bench_run *run, bench_conn *c)
         return false;
     }
     c->gen++;
+    if (!bench_bind_source(run->o, c->fd, run->ai->ai_family)) {
+        bench_conn_close(c);
+        return false;
+    }
     struct epoll_event ev;
     memset(&ev, 0, sizeof(ev));
     ev.events = EPOLLIN;

@@ -332,7 +332,7 @@ static bool bench_prepare_one(bench_prep *p, size_t i)
     h.sender_nonce = (cmp_opt_span){true, cm_span_make(rq->nonce, sizeof(rq->nonce))};
     const cmp_itav ic = cmp_itav_implicit_confirm();
     if (ctx->flow != BENCH_FLOW_IR_CONFIRM && ctx->flow != BENCH_FLOW_GENM &&
-        ctx->flow != BENCH_FLOW_RR) {
+        ctx->flow != BENCH_FLOW_RR && ctx->flow != BENCH_FLOW_NESTED_CONFIRM) {
         h.general_info = &ic;
         h.num_general_info = 1;
     }
@@ -346,6 +346,16 @@ static bool bench_prepare_one(bench_prep *p, size_t i)
     cm_span der;
     if (!cm_ok(der_builder_finish(&b, &der))) {
         return false;
+    }
+    if (bench_flow_is_nested(ctx->flow)) {
+        // An inner request: its batch goes out (bench_nested_prepare), not it.
+        rq->inner = malloc(der.len);
+        if (rq->inner == NULL) {
+            return false;
+        }
+        memcpy(rq->inner, der.p, der.len);
+        rq->inner_len = der.len;
+        return true;
     }
     rq->http = bench_put_http(o, &rq->http_len, der);
     return rq->http != NULL;
@@ -516,6 +526,9 @@ void bench_ctx_setup(bench_ctx *ctx, const bench_opts *o, size_t num)
         ctx->prot_alg = bench_sig_alg_for(ctx->prot_key);
         ctx->prot_alg_der = bench_alg_der(&ctx->prot_alg);
     }
+    if (bench_flow_is_nested(o->flow)) {
+        bench_nested_setup(ctx);
+    }
     ctx->num_reqs = num;
     ctx->num_keys = o->key_pool == 0 || o->key_pool > num ? num : o->key_pool;
     ctx->num_all_keys = o->flow == BENCH_FLOW_KUR ? 2 * ctx->num_keys : ctx->num_keys;
@@ -534,6 +547,9 @@ void bench_ctx_setup(bench_ctx *ctx, const bench_opts *o, size_t num)
                    bench_prep_keys_thread, what, ctx->num_all_keys);
     (void)snprintf(what, sizeof(what), "preparing %zu requests", num);
     bench_parallel(ctx, threads < num ? threads : num, bench_prep_reqs_thread, what, num);
+    if (bench_flow_is_nested(o->flow)) {
+        bench_nested_prepare(ctx);
+    }
 }
 
 void bench_ctx_reprepare(bench_ctx *ctx)
@@ -568,6 +584,7 @@ void bench_ctx_cleanup(bench_ctx *ctx)
         free(ctx->reqs[i].http);
         free(ctx->reqs[i].sender);
         free(ctx->reqs[i].cert);
+        free(ctx->reqs[i].inner);
         if (ctx->macs != NULL) {
             cmp_mac_key_cleanse(&ctx->macs[i]);
         }
@@ -583,4 +600,7 @@ void bench_ctx_cleanup(bench_ctx *ctx)
     OPENSSL_free((void *)(uintptr_t)ctx->ca_subject.p);
     X509_free(ctx->ca);
     cmp_protect_ctx_free(ctx->prot);
+    if (bench_flow_is_nested(ctx->o->flow)) {
+        bench_nested_cleanup(ctx);
+    }
 }

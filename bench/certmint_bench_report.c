@@ -82,8 +82,12 @@ static const char *bench_protection_name(const bench_opts *o)
 void bench_report(const bench_run *run, const bench_result *r)
 {
     const bench_opts *o = run->o;
-    printf("certmint-bench: %s, %s protection, %s keys, %zu connection%s (%s), %s\n",
-           bench_flow_names[o->flow], bench_protection_name(o), bench_key_names[o->key_type],
+    char batch[48] = "";
+    if (bench_flow_is_nested(o->flow)) {
+        (void)snprintf(batch, sizeof(batch), " (batches of %zu)", o->batch);
+    }
+    printf("certmint-bench: %s%s, %s protection, %s keys, %zu connection%s (%s), %s\n",
+           bench_flow_names[o->flow], batch, bench_protection_name(o), bench_key_names[o->key_type],
            o->connections, o->connections == 1 ? "" : "s",
            o->reconnect ? "new TCP connection per transaction" : "keep-alive", o->url);
     printf("  %-18s %llu ok, %llu failed in %.3f s%s\n", "enrolments", (unsigned long long)r->ok,
@@ -101,6 +105,11 @@ void bench_report(const bench_run *run, const bench_result *r)
            "client CPU", r->cpu, r->seconds > 0 ? 100.0 * r->cpu / r->seconds : 0.0,
            r->prep_seconds);
     printf("  %-18s %zu\n", "TCP connects", run->reconnects);
+    if (run->waiting != 0) {
+        printf("  %-18s %llu answered waiting, %llu pollReqs (%.2f per waiting enrolment)\n",
+               "delayed delivery", (unsigned long long)run->waiting, (unsigned long long)run->polls,
+               (double)run->polls / (double)run->waiting);
+    }
     if (run->tls_ctx != NULL) {
         printf("  %-18s %llu full, %llu resumed\n", "TLS handshakes",
                (unsigned long long)run->tls_full, (unsigned long long)run->tls_resumed);
@@ -123,30 +132,33 @@ void bench_write_json(const bench_run *run, const bench_result *r)
     if (f == NULL) {
         bench_die("cannot write --json");
     }
-    (void)fprintf(f,
-                  "{\"url\": \"%s\", \"flow\": \"%s\", \"protection\": \"%s\", \"key_type\": "
-                  "\"%s\", \"connections\": %zu, \"reconnect\": %s, \"ok\": %llu, \"failed\": "
-                  "%llu, \"seconds\": %.3f, \"eps\": %.1f, \"latency_ms\": {\"p50\": %.3f, "
-                  "\"p90\": %.3f, \"p99\": %.3f, \"max\": %.3f}, \"client_cpu_s\": %.3f, "
-                  "\"prepare_s\": %.3f, \"ran_out\": %s, \"tcp_connects\": %zu, \"unfinished\": "
-                  "%llu, \"tls\": %s, \"tls_full\": %llu, \"tls_resumed\": %llu, \"errors\": {",
-                  o->url, bench_flow_names[o->flow], bench_protection_name(o),
-                  bench_key_names[o->key_type], o->connections, o->reconnect ? "true" : "false",
-                  (unsigned long long)r->ok, (unsigned long long)r->failed, r->seconds, r->eps,
-                  r->p50, r->p90, r->p99, r->max, r->cpu, r->prep_seconds,
-                  r->ran_out ? "true" : "false", run->reconnects,
-                  (unsigned long long)run->unfinished, run->tls_ctx != NULL ? "true" : "false",
-                  (unsigned long long)run->tls_full, (unsigned long long)run->tls_resumed);
+    (void)fprintf(
+        f,
+        "{\"url\": \"%s\", \"flow\": \"%s\", \"protection\": \"%s\", \"key_type\": "
+        "\"%s\", \"connections\": %zu, \"reconnect\": %s, \"ok\": %llu, \"failed\": "
+        "%llu, \"seconds\": %.3f, \"eps\": %.1f, \"latency_ms\": {\"p50\": %.3f, "
+        "\"p90\": %.3f, \"p99\": %.3f, \"max\": %.3f}, \"client_cpu_s\": %.3f, "
+        "\"prepare_s\": %.3f, \"ran_out\": %s, \"tcp_connects\": %zu, \"unfinished\": "
+        "%llu, \"tls\": %s, \"tls_full\": %llu, \"tls_resumed\": %llu, \"batch\": %zu, "
+        "\"errors\": {",
+        o->url, bench_flow_names[o->flow], bench_protection_name(o), bench_key_names[o->key_type],
+        o->connections, o->reconnect ? "true" : "false", (unsigned long long)r->ok,
+        (unsigned long long)r->failed, r->seconds, r->eps, r->p50, r->p90, r->p99, r->max, r->cpu,
+        r->prep_seconds, r->ran_out ? "true" : "false", run->reconnects,
+        (unsigned long long)run->unfinished, run->tls_ctx != NULL ? "true" : "false",
+        (unsigned long long)run->tls_full, (unsigned long long)run->tls_resumed, o->batch);
     for (size_t k = 1; k < BENCH_FAIL_COUNT; k++) {
         (void)fprintf(f, "%s\"%s\": %llu", k == 1 ? "" : ", ", bench_fail_name((bench_fail)k),
                       (unsigned long long)run->fails[k]);
     }
+    (void)fprintf(f, "}, \"waiting\": %llu, \"polls\": %llu", (unsigned long long)run->waiting,
+                  (unsigned long long)run->polls);
     // The histogram, up to its last non-empty bucket: upper bounds in ms and counts.
     size_t last = 0;
     for (size_t i = 0; i < BENCH_HIST_BUCKETS; i++) {
         last = r->hist[i] != 0 ? i + 1 : last;
     }
-    (void)fprintf(f, "}, \"latency_histogram\": {\"le_ms\": [");
+    (void)fprintf(f, ", \"latency_histogram\": {\"le_ms\": [");
     for (size_t i = 0; i < last; i++) {
         (void)fprintf(f, "%s%.4g", i == 0 ? "" : ", ", bench_hist_bound_us(i) / 1e3);
     }

@@ -1,5 +1,8 @@
 // The event loop: one epoll set over C keep-alive connections, one transaction in flight on
-// each; a certConf (ir-confirm) goes out on the same connection right after its ip. With --tls
+// each; a certConf (ir-confirm) goes out on the same connection right after its ip. A request
+// answered `waiting` (delayed delivery) is polled for: a pollReq after each checkAfter, on a new
+// connection, until the certificate or a rejection comes (over HTTP; with --coap a waiting
+// answer counts as rejected); the waiting is part of its latency. With --tls
 // each connection makes its handshake before its first request (certmint_bench_tls.c). Every
 // response is checked as it arrives (bench_check_response); a keep-alive connection the server
 // closed before answering is retried once on a new one.
@@ -50,6 +53,10 @@ static bool bench_conn_open(bench_run *run, bench_conn *c)
         return false;
     }
     c->gen++;
+    if (!bench_bind_source(run->o, c->fd, run->ai->ai_family)) {
+        bench_conn_close(c);
+        return false;
+    }
     const int one = 1;
     (void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (run->o->reconnect) {
@@ -72,10 +79,7 @@ static bool bench_conn_open(bench_run *run, bench_conn *c)
     return true;
 }
 
-// bench_save_serial writes the serial number of the certificate |der| (received: the response
-// was checked) to --save-serials: the serialNumber INTEGER's content octets in upper-case hex,
-// as the store keeps them (a leading 00 included).
-static void bench_save_serial(bench_run *run, cm_span der)
+void bench_save_serial(bench_run *run, cm_span der)
 {
     const unsigned char *p = der.p;
     X509 *x = d2i_X509(NULL, &p, (long)der.len);
@@ -93,23 +97,47 @@ static void bench_save_serial(bench_run *run, cm_span der)
     X509_free(x);
 }
 
-// bench_finish ends the transaction on |c| with |f|.
-static void bench_finish(bench_run *run, bench_conn *c, bench_fail f, bool keep_alive)
+// bench_unsleep cancels |c|'s scheduled pollReq, if any.
+static void bench_unsleep(bench_run *run, bench_conn *c)
 {
-    run->fails[f]++;
-    if (f == BENCH_OK) {
-        const uint64_t now = bench_now();
-        run->lat[run->num_lat++] = now - c->t0;
-        if (run->stop_at == 0 || now <= run->stop_at) {
-            run->ok_in_window++;
+    if (c->poll_at != 0) {
+        c->poll_at = 0;
+        run->sleeping--;
+    }
+}
+
+void bench_finish_n(bench_run *run, bench_conn *c, const bench_fail *f, size_t n, bool keep_alive)
+{
+    bench_unsleep(run, c);
+    const uint64_t now = bench_now();
+    bool all_ok = true;
+    for (size_t i = 0; i < n; i++) {
+        run->fails[f[i]]++;
+        all_ok &= f[i] == BENCH_OK;
+        if (f[i] == BENCH_OK) {
+            run->lat[run->num_lat++] = now - c->t0;
+            if (run->stop_at == 0 || now <= run->stop_at) {
+                run->ok_in_window++;
+            }
         }
     }
-    if (f != BENCH_OK || !keep_alive || run->o->reconnect) {
+    if (!all_ok || !keep_alive || run->o->reconnect) {
         bench_conn_close(c);
     }
     c->busy = false;
     run->busy--;
     // The loop starts the next transaction (bench_fill): no recursion through failures.
+}
+
+// bench_finish ends the transaction on |c| with |f| (for each inner request of a batch).
+static void bench_finish(bench_run *run, bench_conn *c, bench_fail f, bool keep_alive)
+{
+    bench_fail fs[CMP_MAX_NESTED_LIMIT];
+    const size_t n = run->o->batch > 1 ? run->o->batch : 1;
+    for (size_t i = 0; i < n; i++) {
+        fs[i] = f;
+    }
+    bench_finish_n(run, c, fs, n, keep_alive);
 }
 
 static void bench_conn_send(bench_run *run, bench_conn *c)
@@ -150,8 +178,7 @@ static void bench_conn_handshake(bench_run *run, bench_conn *c)
     }
 }
 
-// bench_conn_transmit sends |c|'s current message, opening a socket first when needed.
-static void bench_conn_transmit(bench_run *run, bench_conn *c)
+void bench_conn_transmit(bench_run *run, bench_conn *c)
 {
     c->out_off = 0;
     c->in_len = 0;
@@ -174,55 +201,55 @@ static void bench_conn_transmit(bench_run *run, bench_conn *c)
 
 static void bench_conn_start(bench_run *run, bench_conn *c)
 {
-    c->req = run->next++;
+    const size_t batch = run->o->batch > 1 ? run->o->batch : 1;
+    c->req = run->next;
+    run->next += batch;
     c->busy = true;
     run->busy++;
     c->phase = 0;
     c->retried = false;
     c->t0 = bench_now();
-    const bench_req *rq = &run->ctx->reqs[c->req];
-    c->out = rq->http;
-    c->out_len = rq->http_len;
+    if (bench_flow_is_nested(run->ctx->flow)) {
+        const bench_batch *b = &run->ctx->batches[c->req / batch];
+        c->out = b->http;
+        c->out_len = b->http_len;
+    } else {
+        const bench_req *rq = &run->ctx->reqs[c->req];
+        c->out = rq->http;
+        c->out_len = rq->http_len;
+    }
     bench_conn_transmit(run, c);
 }
 
-// bench_fill starts a transaction on every idle connection while requests are left.
+// bench_fill starts a transaction on every idle connection while requests are left (a whole
+// batch of them for the nested flows).
 static void bench_fill(bench_run *run)
 {
+    const size_t batch = run->o->batch > 1 ? run->o->batch : 1;
     for (size_t i = 0; i < run->o->connections; i++) {
         bench_conn *c = &run->conns[i];
-        while (!c->busy && !run->stopping && run->next < run->limit) {
+        while (!c->busy && !run->stopping && run->next + batch <= run->limit) {
             bench_conn_start(run, c);
         }
     }
 }
 
-// bench_make_conf builds the certConf for the ip |ip| of |c|'s request: certHash of the
-// certificate, a fresh senderNonce, recipNonce = the ip's senderNonce, the same
-// transactionID, protected like the request (the same derived PBM key: RFC 4210 §5.1.3.1).
-static bool bench_make_conf(bench_run *run, bench_conn *c, const cmp_msg *ip)
+// bench_make_next builds the message |body| that continues |c|'s transaction after the
+// response |prev|: a fresh senderNonce (into |nonce|), recipNonce = |prev|'s senderNonce, the
+// same transactionID, protected like the request (the same derived PBM key: RFC 4210
+// §5.1.3.1). |*out| is the HTTP request (heap; replaces what it held).
+static bool bench_make_next(bench_run *run, bench_conn *c, const cmp_msg *prev,
+                            const cmp_body *body, uint8_t nonce[BENCH_NONCE_LEN], uint8_t **out,
+                            size_t *out_len)
 {
     bench_ctx *ctx = run->ctx;
     const bench_req *rq = &ctx->reqs[c->req];
-    const cm_span cert = ip->body.u.rep.responses[0].cert;
-    uint8_t hash[CMP_MAX_CERT_HASH_LEN];
-    size_t hash_len;
-    if (!cm_ok(cmp_cert_hash(&run->digests, hash, &hash_len, cert, NULL)) ||
-        !ip->header.f.sender_nonce.present ||
-        ip->header.f.sender_nonce.v.len != sizeof(c->ip_nonce) ||
-        RAND_bytes(c->conf_nonce, sizeof(c->conf_nonce)) != 1) {
+    if (!prev->header.f.sender_nonce.present ||
+        prev->header.f.sender_nonce.v.len != sizeof(c->ip_nonce) ||
+        RAND_bytes(nonce, BENCH_NONCE_LEN) != 1) {
         return false;
     }
-    memcpy(c->ip_nonce, ip->header.f.sender_nonce.v.p, sizeof(c->ip_nonce));
-    cmp_cert_status cs;
-    memset(&cs, 0, sizeof(cs));
-    cs.cert_hash = cm_span_make(hash, hash_len);
-    cs.cert_req_id = 0;
-    cmp_body body;
-    memset(&body, 0, sizeof(body));
-    body.type = CMP_BODY_CERT_CONF;
-    body.u.conf.items = &cs;
-    body.u.conf.num = 1;
+    memcpy(c->ip_nonce, prev->header.f.sender_nonce.v.p, sizeof(c->ip_nonce));
     cmp_mac_key *mac = ctx->macs != NULL ? &ctx->macs[c->req] : NULL;
     cm_span prot_alg = ctx->prot_alg_der;
     // AES-GMAC: the certConf must not reuse the ir's nonce.
@@ -240,26 +267,109 @@ static bool bench_make_conf(bench_run *run, bench_conn *c, const cmp_msg *ip)
     cmp_header_fields h;
     bench_header_init(ctx, &h, cm_span_make(rq->sender, rq->sender_len), prot_alg);
     h.transaction_id = (cmp_opt_span){true, cm_span_make(rq->tid, sizeof(rq->tid))};
-    h.sender_nonce = (cmp_opt_span){true, cm_span_make(c->conf_nonce, sizeof(c->conf_nonce))};
+    h.sender_nonce = (cmp_opt_span){true, cm_span_make(nonce, BENCH_NONCE_LEN)};
     h.recip_nonce = (cmp_opt_span){true, cm_span_make(c->ip_nonce, sizeof(c->ip_nonce))};
     der_builder b;
     der_builder_init_arena(&b, &run->arena, 1024);
     cmp_msg_writer w;
-    cmp_msg_writer_begin(&w, &b, &h, &body);
+    cmp_msg_writer_begin(&w, &b, &h, body);
     cm_span der;
     const bench_signer signer = bench_default_signer(ctx);
     if (!bench_protect_finish(ctx, &run->crypto, &run->arena, &w, mac, &signer) ||
         !cm_ok(der_builder_finish(&b, &der))) {
         return false;
     }
-    free(c->conf);
-    c->conf = bench_put_http(run->o, &c->conf_len, der);
-    return c->conf != NULL;
+    free(*out);
+    *out = bench_put_http(run->o, out_len, der);
+    return *out != NULL;
 }
 
-// bench_keep copies a response body for --verify. Out of memory leaves the slot NULL: an ip is
-// then not verified, a pkiConf counts as unprotected (bench_verify).
-static void bench_keep(uint8_t **slot, size_t *len, cm_span body)
+// bench_make_conf builds the certConf for the ip |ip| of |c|'s request (certHash of the
+// certificate) into c->conf.
+static bool bench_make_conf(bench_run *run, bench_conn *c, const cmp_msg *ip)
+{
+    const cm_span cert = ip->body.u.rep.responses[0].cert;
+    uint8_t hash[CMP_MAX_CERT_HASH_LEN];
+    size_t hash_len;
+    if (!cm_ok(cmp_cert_hash(&run->digests, hash, &hash_len, cert, NULL))) {
+        return false;
+    }
+    cmp_cert_status cs;
+    memset(&cs, 0, sizeof(cs));
+    cs.cert_hash = cm_span_make(hash, hash_len);
+    cs.cert_req_id = 0;
+    cmp_body body;
+    memset(&body, 0, sizeof(body));
+    body.type = CMP_BODY_CERT_CONF;
+    body.u.conf.items = &cs;
+    body.u.conf.num = 1;
+    return bench_make_next(run, c, ip, &body, c->conf_nonce, &c->conf, &c->conf_len);
+}
+
+// bench_waits reports whether |m| says the request waits (RFC 9483 §4.4): an ip/cp/kup with
+// PKIStatus waiting, or a pollRep; |*out_after| is when to ask again (seconds; 0 at once).
+static bool bench_waits(const cmp_msg *m, int64_t *out_after)
+{
+    *out_after = 0;
+    const cmp_body *b = &m->body;
+    if (b->type == CMP_BODY_POLL_REP) {
+        if (b->u.poll_rep.num != 1) {
+            return false;
+        }
+        const int64_t a = b->u.poll_rep.items[0].check_after;
+        *out_after = a < 0 ? 0 : (a > 600 ? 600 : a);
+        return true;
+    }
+    return (b->type == CMP_BODY_IP || b->type == CMP_BODY_CP || b->type == CMP_BODY_KUP) &&
+           b->u.rep.num_responses == 1 && b->u.rep.responses[0].status.status == CMP_STATUS_WAITING;
+}
+
+// bench_schedule_poll builds the pollReq answering |m| (certReqId 0) and puts |c| to sleep
+// until it is due: the connection is closed meanwhile (the poll goes on a new one).
+static bool bench_schedule_poll(bench_run *run, bench_conn *c, const cmp_msg *m, int64_t after)
+{
+    int64_t id = 0;
+    cmp_body body;
+    memset(&body, 0, sizeof(body));
+    body.type = CMP_BODY_POLL_REQ;
+    body.u.poll_req.cert_req_ids = &id;
+    body.u.poll_req.num = 1;
+    if (!bench_make_next(run, c, m, &body, c->poll_nonce, &c->poll, &c->poll_len)) {
+        return false;
+    }
+    if (c->phase != 2) {
+        run->waiting++;
+    }
+    bench_conn_close(c);
+    c->phase = 2;
+    c->poll_at = bench_now() + (uint64_t)after * 1000000000u;
+    if (c->poll_at == 0) {
+        c->poll_at = 1;
+    }
+    run->sleeping++;
+    return true;
+}
+
+// bench_wake sends the pollReqs that are due.
+static void bench_wake(bench_run *run, uint64_t now)
+{
+    for (size_t i = 0; i < run->o->connections && run->sleeping > 0; i++) {
+        bench_conn *c = &run->conns[i];
+        if (c->busy && c->poll_at != 0 && c->poll_at <= now) {
+            c->poll_at = 0;
+            run->sleeping--;
+            run->polls++;
+            c->retried = false;
+            c->out = c->poll;
+            c->out_len = c->poll_len;
+            bench_conn_transmit(run, c);
+        }
+    }
+}
+
+// bench_keep: out of memory leaves the slot NULL: an ip is then not verified, a pkiConf counts
+// as unprotected (bench_verify).
+void bench_keep(uint8_t **slot, size_t *len, cm_span body)
 {
     *slot = malloc(body.len);
     if (*slot != NULL) {
@@ -270,12 +380,19 @@ static void bench_keep(uint8_t **slot, size_t *len, cm_span body)
 
 void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h)
 {
+    if (bench_flow_is_nested(run->ctx->flow)) {
+        bench_nested_on_response(run, c, h);
+        return;
+    }
     const bench_req *rq = &run->ctx->reqs[c->req];
     bench_expect e;
     memset(&e, 0, sizeof(e));
     e.transaction_id = cm_span_make(rq->tid, sizeof(rq->tid));
-    if (c->phase == 0) {
-        e.sender_nonce = cm_span_make(rq->nonce, sizeof(rq->nonce));
+    // The request's answer (phase 0), or after a pollReq (phase 2) that answer or a pollRep.
+    const bool first = c->phase == 0 || c->phase == 2;
+    if (first) {
+        e.sender_nonce = c->phase == 0 ? cm_span_make(rq->nonce, sizeof(rq->nonce))
+                                       : cm_span_make(c->poll_nonce, sizeof(c->poll_nonce));
         const bench_flow flow = run->ctx->flow;
         e.body = flow == BENCH_FLOW_IR_IMPLICIT || flow == BENCH_FLOW_IR_CONFIRM ? CMP_BODY_IP
                  : flow == BENCH_FLOW_GENM                                       ? CMP_BODY_GENP
@@ -294,13 +411,21 @@ void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h)
     cmp_msg m;
     const bench_fail f = bench_check_response(&run->arena, &m, &e, h);
     c->used++;
-    if (f == BENCH_OK && c->phase == 0 && run->rsp != NULL && !run->capture) {
+    int64_t after = 0;
+    if (first && !run->o->coap && (f == BENCH_FAIL_REJECTED || f == BENCH_FAIL_BODY_TYPE) &&
+        bench_waits(&m, &after)) {
+        if (!bench_schedule_poll(run, c, &m, after)) {
+            bench_die("cannot build a pollReq");
+        }
+        return;
+    }
+    if (f == BENCH_OK && first && run->rsp != NULL && !run->capture) {
         bench_keep(&run->rsp[c->req], &run->rsp_len[c->req], h->body);
     }
     if (f == BENCH_OK && c->phase == 1 && run->conf_rsp != NULL) {
         bench_keep(&run->conf_rsp[c->req], &run->conf_rsp_len[c->req], h->body);
     }
-    if (f == BENCH_OK && c->phase == 0 && run->serials != NULL &&
+    if (f == BENCH_OK && first && run->serials != NULL &&
         (e.body == CMP_BODY_IP || e.body == CMP_BODY_CP || e.body == CMP_BODY_KUP)) {
         bench_save_serial(run, m.body.u.rep.responses[0].cert);
     }
@@ -315,7 +440,7 @@ void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h)
         memcpy(w->cert, cert.p, cert.len);
         w->cert_len = cert.len;
     }
-    if (f == BENCH_OK && c->phase == 0 && run->ctx->flow == BENCH_FLOW_IR_CONFIRM) {
+    if (f == BENCH_OK && first && run->ctx->flow == BENCH_FLOW_IR_CONFIRM) {
         if (!bench_make_conf(run, c, &m)) {
             bench_die("cannot build a certConf");
         }
@@ -461,6 +586,7 @@ static void bench_abandon(bench_run *run)
     for (size_t i = 0; i < run->o->connections; i++) {
         bench_conn *c = &run->conns[i];
         if (c->busy) {
+            bench_unsleep(run, c);
             bench_conn_close(c);
             c->busy = false;
             run->busy--;
@@ -509,6 +635,9 @@ void bench_loop(bench_run *run, size_t limit, uint64_t stop_at, bool progress)
                     bench_coap_tick(run, c, now);
                 }
             }
+        }
+        if (run->sleeping > 0) {
+            bench_wake(run, now);
         }
         bench_fill(run);
         if (progress && now - last_t >= 1000000000u) {

@@ -25,6 +25,9 @@
 # 4. CMP over CoAP (RFC 9482) against HTTP on the same daemon, back to back: ir-implicit PBM at
 #    8 concurrent clients, keep-alive HTTP and confirmable CoAP (certmint-bench --coap);
 # 5. certmintd behind the p11shim's 2 ms HSM latency at hsm_sessions 1/16/64.
+# 4b. Nested batches from an RA (issue 16): ir-implicit PBM in nested messages of 16 and of 64
+#    signed by an RA certificate, 8 connections, against single ir-implicit PBM at 8
+#    connections, interleaved twice in the same run; enrolments/s against the token-bound limit.
 # 3b. HTTPS (issue 18): certmintd also serves https:// on another port with a test TLS
 #    certificate; ir-implicit PBM at 8 connections over HTTP and HTTPS, each with keep-alive and
 #    with a new connection per transaction (HTTPS: resuming a session ticket, and full
@@ -100,8 +103,18 @@ token_uri=$(sed -n 's/^key *= *//p' "$work/inst/certmint.cnf" | head -1)
   openssl x509 -req -in tls.csr -CA tls-ca.pem -CAkey tls-ca.key -set_serial 2 -days 2 \
     -extfile tls.ext -out tls.pem
   chmod 600 tls.key
+  # Step 4b: an RA certificate (extended key usage id-kp-cmcRA) from the vendor CA.
+  printf '[ra]\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = 1.3.6.1.5.5.7.3.28\nsubjectKeyIdentifier = hash\n' >ra.ext
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ra.key
+  openssl req -new -key ra.key -subj "/CN=bench RA" -out ra.csr
+  openssl x509 -req -in ra.csr -CA vendor-ca.pem -CAkey vendor-ca.key -set_serial 3 -days 2 \
+    -extfile ra.ext -extensions ra -out ra.pem
 ) >"$work/openssl.log" 2>&1 || { cat "$work/openssl.log"; exit 1; }
 echo "trust_anchors = $work/vendor-ca.pem" >>"$work/inst/certmint.cnf" # [clients:devices] is last
+echo "ra_certs = $work/ra.pem" >>"$work/inst/certmint.cnf"
+# The runs reuse a pool of 256 device keys (--key-pool): the CA must be allowed to certify a key
+# again (issue 14's key-reuse rule refuses it by default).
+sed -i 's/^\[profile:devices\]/&\nallow_key_reuse = on/' "$work/inst/certmint.cnf"
 # CoAP for step 4: every bench client shares 127.0.0.1, so the per-address caps are lifted.
 coport=$(python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 sed -i "s/^listen = .*/&\ncoap_listen = 127.0.0.1:$coport\ncoap_peer_rate = none\ncoap_max_transfers_per_peer = 64/" \
@@ -477,6 +490,61 @@ for t, m, e, p, f in rows:
           f"{(m / base if base else 0):.2f} |")
 PY
 tail -4 "$out/LATEST.md"
+
+# 4b. Nested batches from an RA against single requests, interleaved (single, 16, 64, twice).
+echo "== nested batches of 16 and 64 vs single ir-implicit PBM, 8 connections"
+check_certmintd "the nested comparison"
+for i in 1 2; do
+  run single$i "$curl_url" ir-implicit pbm 8 --ca "$work/inst/ca.pem"
+  for n in 16 64; do
+    run nested$n-$i "$curl_url" nested pbm 8 --ca "$work/inst/ca.pem" --batch "$n" \
+      --ra-cert "$work/ra.pem" --ra-key "$work/ra.key"
+  done
+done
+check_certmintd "the nested comparison"
+python3 - "$work" "$out" <<'PY'
+import json, os, sys
+w, out = sys.argv[1], sys.argv[2]
+def load(n):
+    try:
+        return json.load(open(os.path.join(w, n)))
+    except Exception:
+        return {}
+limits = [load("limit.json").get("limit_token_eps") or 0, load("limit-end.json").get("limit_token_eps") or 0]
+limit = max(limits)
+rows = []
+for name, flow, batch in (("single", "ir-implicit", 1), ("nested16", "nested", 16), ("nested64", "nested", 64)):
+    rs = [load(f"{name}-{i}-{flow}-pbm-8.json") if name != "single" else load(f"single{i}-{flow}-pbm-8.json")
+          for i in (1, 2)]
+    eps = [r.get("eps") or 0 for r in rs]
+    p99 = [r.get("latency_ms", {}).get("p99") or 0 for r in rs]
+    fails = sum(r.get("failed") or 0 for r in rs)
+    rows.append({"mode": name, "batch": batch, "eps_mean": sum(eps) / 2, "eps_runs": eps,
+                 "p99_ms_worst": max(p99), "failed": fails})
+base = rows[0]["eps_mean"]
+for r in rows:
+    r["vs_single"] = r["eps_mean"] / base if base else None
+    r["vs_limit_token"] = r["eps_mean"] / limit if limit else None
+doc = json.load(open(os.path.join(out, "LATEST.json")))
+doc["nested"] = {"limit_token_eps": limit, "rows": rows}
+json.dump(doc, open(os.path.join(out, "LATEST.json"), "w"), indent=1)
+def f(v, fmt="{:.2f}"):
+    return "-" if v is None else fmt.format(v)
+lines = ["", "## Nested batches from an RA (issue 16): ir-implicit PBM, 8 connections", "",
+         "Each inner ir PBM-protected with implicitConfirm, wrapped with 15 or 63 others in a "
+         "nested message signed by an RA certificate (ra_certs); each inner answer checked like a "
+         "single one; rates are of enrolments (inner requests). Runs interleaved single, 16, 64, "
+         "twice; the mean of each pair is shown. Targets: >= 1.5 x single and >= 0.8 x the "
+         f"token-bound limit ({limit:.0f}/s, measured above).", "",
+         "| mode | batch | enrolments/s (mean) | runs /s | p99 ms (worst) | errors | / single | / limit (token) |",
+         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+for r in rows:
+    lines.append(f"| {r['mode']} | {r['batch']} | {r['eps_mean']:.0f} | "
+                 f"{' / '.join(f'{x:.0f}' for x in r['eps_runs'])} | {r['p99_ms_worst']:.2f} | "
+                 f"{r['failed']} | {f(r['vs_single'])} | {f(r['vs_limit_token'])} |")
+open(os.path.join(out, "LATEST.md"), "a").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
 
 # 5. The HSM latency shim through the whole server (tests/support/p11shim): certmintd with every C_Sign
 #    delayed 2 ms, as a network HSM would, and hsm_sessions 1/16/64, 128 connections of

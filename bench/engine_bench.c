@@ -298,6 +298,8 @@ static bool bench_template(bench_ctx *b, uint8_t **out, size_t *out_len)
                          "-subject",
                          "/CN=bench-device",
                          "-implicit_confirm",
+                         "-mac", // SHA-1 is off by default; openssl's PBM MAC is HMAC-SHA1
+                         "hmacWithSHA256",
                          "-reqout",
                          req,
                          "-certout",

@@ -195,6 +195,17 @@ typedef struct ca_profile_params {
     // A requested keyUsage / extendedKeyUsage outside what is allowed is replaced by the
     // profile's own (true) instead of refused (false, the default).
     bool replace_requested_exts;
+    // A CA profile (issue 16: cross-certificates): the profile writes basicConstraints
+    // critical cA TRUE (with pathLenConstraint |path_len| when |has_path_len|), keyUsage critical
+    // keyCertSign and cRLSign unless its extensions section has a keyUsage (which must then
+    // hold keyCertSign), and nameConstraints critical |name_constraints| (OpenSSL's syntax,
+    // "permitted;DNS:.example.com, excluded;IP:10.0.0.0/255.0.0.0"; NULL: none). Its extensions
+    // section must not write basicConstraints, nor nameConstraints when |name_constraints| is
+    // set. |has_path_len| and |name_constraints| need |is_ca|.
+    bool is_ca;
+    bool has_path_len;
+    uint32_t path_len;
+    const char *name_constraints;
 } ca_profile_params;
 
 // The most RDN rules, requested extensions and SAN entries this module handles.
@@ -236,6 +247,10 @@ cm_span ca_profile_extensions(const ca_profile *p);
 // ca_profile_is_ca reports whether the profile issues CA certificates: its own
 // basicConstraints has cA TRUE.
 bool ca_profile_is_ca(const ca_profile *p);
+
+// ca_profile_path_len reports whether the profile's basicConstraints has a pathLenConstraint
+// (the longest chain of CAs below a certificate it issues), and its value in |*out|.
+bool ca_profile_path_len(const ca_profile *p, uint32_t *out);
 
 // ca_profile_check_key checks the key type and size of |spki| (a whole SubjectPublicKeyInfo)
 // against |p| with the DER reader alone (no key is built), so a server can refuse an

@@ -279,6 +279,106 @@ out:
     return res;
 }
 
+// ca_profile_append_ext encodes |name| = |value| with X509V3_EXT_nconf (|conf| may be NULL for a
+// value without @section references) and appends it to the profile's extensions.
+static cm_result ca_profile_append_ext(ca_profile *pr, char *err, size_t err_cap, CONF *conf,
+                                       const char *key, const char *name, const char *value)
+{
+    CM_ENSURE(pr->num_exts < CA_MAX_PROFILE_EXTS, CA_E_CONFIG);
+    X509V3_CTX ctx;
+    X509V3_set_ctx(&ctx, NULL, NULL, NULL, NULL, 0);
+    if (conf != NULL) {
+        X509V3_set_nconf(&ctx, conf);
+    }
+    char why[160];
+    X509_EXTENSION *ext = X509V3_EXT_nconf(conf, &ctx, name, value);
+    if (ext == NULL) {
+        ca_errf(err, err_cap, "%s: '%s' is not a valid %s (%s)", key, value, name,
+                ca_ossl_reason(why, sizeof(why)));
+        CM_BAIL(CA_E_CONFIG);
+    }
+    unsigned char *der = NULL;
+    const int len = i2d_X509_EXTENSION(ext, &der);
+    X509_EXTENSION_free(ext);
+    if (len <= 0) {
+        ERR_clear_error();
+        ca_errf(err, err_cap, "%s: cannot be encoded", key);
+        CM_BAIL(CA_E_CONFIG);
+    }
+    uint8_t *buf = realloc(pr->ext_der, pr->ext_der_len + (size_t)len);
+    if (buf == NULL) {
+        OPENSSL_free(der);
+        CM_BAIL(CM_E_NOMEM);
+    }
+    // The OIDs point into ext_der, which just moved: find them again afterwards.
+    memcpy(buf + pr->ext_der_len, der, (size_t)len);
+    OPENSSL_free(der);
+    pr->ext_der = buf;
+    pr->ext_der_len += (size_t)len;
+    der_reader r;
+    der_reader_init(&r, cm_span_make(pr->ext_der, pr->ext_der_len));
+    pr->num_exts = 0;
+    while (!der_reader_empty(&r) && pr->num_exts < CA_MAX_PROFILE_EXTS) {
+        der_reader e;
+        cm_span oid;
+        CM_ENSURE(cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &e)) && cm_ok(der_get_oid(&e, &oid)),
+                  CA_E_CONFIG);
+        pr->ext_oids[pr->num_exts++] = oid;
+    }
+    return cm_result_make(CM_OK);
+}
+
+// ca_profile_ca_exts adds what a CA profile writes (ca_profile_params.is_ca): basicConstraints,
+// keyUsage unless the extensions section has one, nameConstraints.
+static cm_result ca_profile_ca_exts(ca_profile *pr, char *err, size_t err_cap,
+                                    const ca_profile_params *p, CONF *conf)
+{
+    cm_span v;
+    bool crit;
+    if (!p->is_ca) {
+        if (p->has_path_len || p->name_constraints != NULL) {
+            ca_errf(err, err_cap, "%s needs ca = on (a CA profile)",
+                    p->has_path_len ? "path_len" : "name_constraints");
+            CM_BAIL(CA_E_CONFIG);
+        }
+        return cm_result_make(CM_OK);
+    }
+    if (ca_profile_find_ext(pr, CM_SPAN_LIT(DER_OID_CE_BASIC_CONSTRAINTS), &v, &crit)) {
+        ca_errf(err, err_cap,
+                "ca = on writes basicConstraints (with path_len): remove it from "
+                "the extensions section");
+        CM_BAIL(CA_E_CONFIG);
+    }
+    char bc[64];
+    if (p->has_path_len) {
+        (void)snprintf(bc, sizeof(bc), "critical, CA:TRUE, pathlen:%u", p->path_len);
+    } else {
+        (void)snprintf(bc, sizeof(bc), "critical, CA:TRUE");
+    }
+    CM_TRY(ca_profile_append_ext(pr, err, err_cap, NULL, "ca", "basicConstraints", bc));
+    if (!ca_profile_find_ext(pr, CM_SPAN_LIT(DER_OID_CE_KEY_USAGE), &v, &crit)) {
+        CM_TRY(ca_profile_append_ext(pr, err, err_cap, NULL, "ca", "keyUsage",
+                                     "critical, keyCertSign, cRLSign"));
+    }
+    if (p->name_constraints != NULL) {
+        if (ca_profile_find_ext(pr, CM_SPAN_LIT(DER_OID_CE_NAME_CONSTRAINTS), &v, &crit)) {
+            ca_errf(err, err_cap,
+                    "name_constraints and the extensions section's "
+                    "nameConstraints: keep one");
+            CM_BAIL(CA_E_CONFIG);
+        }
+        char nc[1100];
+        const int n = snprintf(nc, sizeof(nc), "critical, %s", p->name_constraints);
+        if (n < 0 || (size_t)n >= sizeof(nc)) {
+            ca_errf(err, err_cap, "name_constraints: longer than %zu characters", sizeof(nc) - 12);
+            CM_BAIL(CA_E_CONFIG);
+        }
+        CM_TRY(ca_profile_append_ext(pr, err, err_cap, conf, "name_constraints", "nameConstraints",
+                                     nc));
+    }
+    return cm_result_make(CM_OK);
+}
+
 static cm_result ca_profile_req_exts(ca_profile *pr, char *err, size_t err_cap,
                                      const ca_profile_params *p);
 
@@ -312,6 +412,7 @@ cm_result ca_profile_new(ca_profile **out, char *err, size_t err_cap, const ca_p
     pr->p.allowed_rdns = NULL;
     pr->p.eku_allowed = NULL;
     pr->p.name = NULL;
+    pr->p.name_constraints = NULL;
     if (p->name != NULL) {
         pr->name = strdup(p->name);
         if (pr->name == NULL) {
@@ -330,8 +431,17 @@ cm_result ca_profile_new(ca_profile **out, char *err, size_t err_cap, const ca_p
             goto out;
         }
     }
+    res = ca_profile_ca_exts(pr, err, err_cap, p, conf);
+    if (!cm_ok(res)) {
+        goto out;
+    }
     res = ca_profile_req_exts(pr, err, err_cap, p);
     if (!cm_ok(res)) {
+        goto out;
+    }
+    if (p->is_ca && (pr->own_ku & CA_KU_KEY_CERT_SIGN) == 0) {
+        ca_errf(err, err_cap, "ca = on: the extensions section's keyUsage lacks keyCertSign");
+        res = cm_result_make(CA_E_CONFIG);
         goto out;
     }
     *out = pr;
@@ -375,6 +485,28 @@ cm_span ca_profile_extensions(const ca_profile *p)
 bool ca_profile_is_ca(const ca_profile *p)
 {
     return p->is_ca;
+}
+
+bool ca_profile_path_len(const ca_profile *p, uint32_t *out)
+{
+    // BasicConstraints ::= SEQUENCE { cA BOOLEAN DEFAULT FALSE,
+    //                                 pathLenConstraint INTEGER (0..MAX) OPTIONAL } (§4.2.1.9)
+    cm_span v;
+    bool crit;
+    if (!ca_profile_find_ext(p, CM_SPAN_LIT(DER_OID_CE_BASIC_CONSTRAINTS), &v, &crit)) {
+        return false;
+    }
+    der_reader r, seq;
+    der_reader_init(&r, v);
+    bool ca = false;
+    uint64_t n = 0;
+    if (!cm_ok(der_enter(&r, DER_TAG_SEQUENCE, &seq)) ||
+        (der_peek_is(&seq, DER_TAG_BOOLEAN) && !cm_ok(der_get_bool(&seq, &ca))) ||
+        !der_peek_is(&seq, DER_TAG_INTEGER) || !cm_ok(der_get_u64(&seq, &n)) || n > UINT32_MAX) {
+        return false;
+    }
+    *out = (uint32_t)n;
+    return true;
 }
 
 bool ca_profile_find_ext(const ca_profile *pr, cm_span oid, cm_span *out_value, bool *out_critical)

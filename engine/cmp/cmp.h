@@ -103,11 +103,15 @@ enum {
 #define CMP_MAX_RESPONSES       16u // CertRepMessage.response, CertConfirmContent, poll*
 #define CMP_MAX_REV_DETAILS     16u // RevReqContent, RevRepContent.status
 #define CMP_MAX_ITAVS           16u // GenMsgContent / GenRepContent
-#define CMP_MAX_NESTED          64u // NestedMessageContent (an RA batch)
 #define CMP_MAX_CRL_ENTRY_EXTS  16u // RevDetails.crlEntryDetails
 #define CMP_DEFAULT_MAX_NESTING 1u  // nested levels accepted by default
 #define CMP_MAX_NESTING_LIMIT   4u  // hard bound on cmp_parse_opts.max_nesting
 #define CMP_MIN_NONCE_LEN       16u // RFC 9483 §3.1: transactionID, nonces of at least 128 bits
+
+// NestedMessageContent (an RA batch): messages in one, by default and at most
+// (cmp_parse_opts.max_nested).
+#define CMP_MAX_NESTED       256u
+#define CMP_MAX_NESTED_LIMIT 4096u
 
 // ---------------------------------------------------------------------------------------------
 // Common structures
@@ -323,9 +327,9 @@ typedef struct cmp_msg cmp_msg;
 // PKIBody ::= CHOICE { ... }, each alternative [n] EXPLICIT (RFC 9810 §5.1.2). Thread: confined
 // to its request; views into the message and the arena. |type| picks
 // the member of |u| in use:
-//   ir/cr/kur   u.req    (CertReqMessages via crmf)
+//   ir/cr/kur/ccr  u.req (CertReqMessages via crmf)
 //   p10cr       u.p10    (CertificationRequest via crmf)
-//   ip/cp/kup   u.rep
+//   ip/cp/kup/ccp  u.rep
 //   rr          u.rr        rp      u.rp
 //   certConf    u.conf      pollReq u.poll_req   pollRep u.poll_rep
 //   genm/genp   u.gen       error   u.error      nested  u.nested   pkiconf (none)
@@ -360,8 +364,12 @@ typedef struct cmp_body {
         } gen;
         cmp_error_msg error;
         struct {
-            const cmp_msg *msgs;
+            const cmp_msg *msgs; // parsed inner messages (NULL when parsed shallow)
             size_t num;
+            // The inner PKIMessage elements, whole: set instead of |msgs| by a shallow parse
+            // (cmp_parse_opts.nested_shallow); a marshal splices them verbatim when |msgs| is
+            // NULL.
+            const cm_span *ders;
         } nested;
     } u;
 } cmp_body;
@@ -398,6 +406,15 @@ typedef struct cmp_parse_opts {
     // transaction only (OpenSSL omits it from its responses and later messages), so only the
     // server knows when to ask: it sets this for a transaction's first request.
     bool require_protection_cert;
+    // NestedMessageContent (RFC 9810 §5.3.23): at most |max_nested| inner messages (0 picks
+    // CMP_MAX_NESTED; never above CMP_MAX_NESTED_LIMIT; more: CM_E_DER_TOO_MANY). With
+    // |nested_shallow| the inner messages are only delimited, each a SEQUENCE element, and
+    // not parsed: body.u.nested.ders holds them and body.u.nested.msgs is NULL, for a caller
+    // that parses each one on its own with its own limits (the server: one request per inner
+    // message). Both apply to the outermost nested body only; deeper ones, when parsed, get
+    // the defaults.
+    uint32_t max_nested;
+    bool nested_shallow;
 } cmp_parse_opts;
 
 // cmp_msg_parse reads one PKIMessage from |r| (trailing bytes are left for the caller) into
@@ -453,7 +470,9 @@ void cmp_header_marshal(der_builder *b, const cmp_header_fields *h);
 
 // cmp_body_marshal writes the [n] PKIBody element for |body| from |type| and the union member
 // (body->whole and body->content are not used): ir/cr/kur through crmf_msgs_marshal, p10cr
-// through crmf_csr_marshal, rr's certDetails through crmf_template_marshal. |max_nesting|
+// through crmf_csr_marshal, rr's certDetails through crmf_template_marshal, a nested body's
+// messages from u.nested.msgs, or when that is NULL the elements of u.nested.ders spliced
+// verbatim. |max_nesting|
 // bounds nested bodies (deeper poisons |b| with CMP_E_NESTING_DEPTH). A body type this codec
 // does not handle poisons |b| with CMP_E_UNSUPPORTED_BODY. Errors are sticky in |b|.
 void cmp_body_marshal(der_builder *b, const cmp_body *body, uint32_t max_nesting);

@@ -527,7 +527,7 @@ static void put_error(der_builder *b, const cmp_error_msg *e)
 static cm_result parse_nested(cm_arena *arena, cmp_body *out, der_reader *r,
                               const cmp_parse_opts *opts)
 {
-    cmp_parse_opts down = {CMP_DEFAULT_MAX_NESTING, 0, false};
+    cmp_parse_opts down = {CMP_DEFAULT_MAX_NESTING, 0, false, 0, false};
     if (opts != NULL) {
         down = *opts;
     }
@@ -536,11 +536,25 @@ static cm_result parse_nested(cm_arena *arena, cmp_body *out, der_reader *r,
     }
     CM_ENSURE(down.max_nesting > 0, CMP_E_NESTING_DEPTH);
     down.max_nesting--;
+    size_t cap = down.max_nested == 0 ? CMP_MAX_NESTED : down.max_nested;
+    cap = cap > CMP_MAX_NESTED_LIMIT ? CMP_MAX_NESTED_LIMIT : cap;
+    const bool shallow = down.nested_shallow;
+    // Deeper nested bodies get the default count and are parsed (see cmp_parse_opts).
+    down.max_nested = 0;
+    down.nested_shallow = false;
     der_reader list;
     void *items = NULL;
-    CM_TRY(enter_seq_of(arena, r, &list, CMP_MAX_NESTED, 1, sizeof(cmp_msg), &items,
-                        &out->u.nested.num));
+    CM_TRY(enter_seq_of(arena, r, &list, cap, 1, shallow ? sizeof(cm_span) : sizeof(cmp_msg),
+                        &items, &out->u.nested.num));
     CM_ENSURE(items != NULL, CM_E_STATE); // for the analyzer: never NULL on success
+    if (shallow) {
+        cm_span *ders = items;
+        for (size_t i = 0; i < out->u.nested.num; i++) {
+            CM_TRY(der_get_element(&list, DER_TAG_SEQUENCE, &ders[i]));
+        }
+        out->u.nested.ders = ders;
+        return ok();
+    }
     cmp_msg *msgs = items;
     for (size_t i = 0; i < out->u.nested.num; i++) {
         CM_TRY(cmp_msg_parse(arena, &msgs[i], &list, &down)); // NOLINT(misc-no-recursion)
@@ -560,12 +574,14 @@ static cm_result parse_content(cm_arena *arena, cmp_body *out, der_reader *r, in
     case CMP_BODY_IR:
     case CMP_BODY_CR:
     case CMP_BODY_KUR:
+    case CMP_BODY_CCR: // CertReqMessages (RFC 9810 §5.3.11)
         return crmf_msgs_parse(arena, r, &out->u.req);
     case CMP_BODY_P10CR:
         return crmf_csr_parse(r, &out->u.p10);
     case CMP_BODY_IP:
     case CMP_BODY_CP:
     case CMP_BODY_KUP:
+    case CMP_BODY_CCP: // CertRepMessage (RFC 9810 §5.3.11)
         return parse_cert_rep(arena, &out->u.rep, r);
     case CMP_BODY_RR:
         return parse_rev_req(arena, out, r);
@@ -632,6 +648,10 @@ static void put_nested(der_builder *b, const cmp_body *body, uint32_t max_nestin
     der_mark list;
     der_open_hint(b, &list, DER_TAG_SEQUENCE, 3);
     for (size_t i = 0; i < body->u.nested.num; i++) {
+        if (body->u.nested.msgs == NULL) {
+            der_put_raw(b, body->u.nested.ders[i]); // whole PKIMessage elements, verbatim
+            continue;
+        }
         // NOLINTNEXTLINE(misc-no-recursion): bounded by max_nesting
         cmp_msg_marshal_bounded(b, &body->u.nested.msgs[i], max_nesting - 1);
     }
@@ -650,6 +670,7 @@ void cmp_body_marshal(der_builder *b, const cmp_body *body, uint32_t max_nesting
     case CMP_BODY_IR:
     case CMP_BODY_CR:
     case CMP_BODY_KUR:
+    case CMP_BODY_CCR:
         crmf_msgs_marshal(b, &body->u.req);
         break;
     case CMP_BODY_P10CR:
@@ -658,6 +679,7 @@ void cmp_body_marshal(der_builder *b, const cmp_body *body, uint32_t max_nesting
     case CMP_BODY_IP:
     case CMP_BODY_CP:
     case CMP_BODY_KUP:
+    case CMP_BODY_CCP:
         put_cert_rep(b, &body->u.rep);
         break;
     case CMP_BODY_RR:

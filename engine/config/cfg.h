@@ -61,6 +61,29 @@
 //   tls_client_ca = ra-ca.pem        # the CAs a client certificate must chain to
 //   tls_ticket_lifetime = 3600       # seconds: session ticket lifetime and key rotation; 0: none
 //   tls_handshake_timeout = 10       # seconds for a TLS handshake to finish
+//   max_nested_depth = 2             # nested messages inside nested ones (0: none accepted)
+//   max_nested_messages = 256        # inner messages of one request, at every depth
+//   nested_threads = 2               # threads verifying a batch's inner messages; default:
+//                                    #   online cores; 0: on the I/O thread that received it
+//   waiting_timeout = 86400          # seconds a request may wait (delayed delivery) before it
+//                                    #   is answered with a rejection
+//   max_hsm_queue = auto             # HSM queue depth above which new enrolments wait; auto:
+//                                    #   what 100 ms of the pool's measured signing rate drains
+//   max_commit_latency = 250         # ms: store commit latency above which enrolments wait
+//   max_pending   = 10000            # enrolments waiting under load on this node; more:
+//                                    #   systemUnavail
+//   approval_check_after = 60        # seconds: the checkAfter of a request held for approval
+//   kdf_threads  = 1                 # PBM/PBMAC1 key derivation threads; default: cores / 2
+//   kdf_max_queue = 1024             # requests waiting for them; more get systemUnavail
+//   mac_failures_max = 10            # wrong MACs per senderKID, and per address, within
+//   mac_failure_window = 60          #   this many seconds start a back-off of
+//   mac_failure_backoff = 60         #   this many seconds (MAC requests refused); none: never
+//   error_signatures_per_peer = 10   # signed errors per second per address to messages that
+//                                    #   cannot be authenticated; then unprotected; none: no cap
+//   retransmit_window = auto         # seconds a resent request gets its answer again; auto:
+//                                    #   confirm_wait_time, or 300 for implicitConfirm; 0: off
+//   retransmit_cache_entries = 65536 # answers kept at most
+//   retransmit_cache_bytes = 64M     #   and their memory
 //
 //   [ca:NAME]                        # served at /.well-known/cmp/p/NAME
 //   key          = pkcs11:...        # required; resolved later by hsm/
@@ -104,6 +127,13 @@
 //   subject_from      = signer       # signer | request: a certificate-signed cr/kur may ask
 //                                    #   only for its signer's subject, or for any (default
 //                                    #   signer)
+//   approval          = auto         # auto | manual: every request waits for `certmint approve`
+//                                    #   (default manual with ca = on, else auto)
+//   ca                = off          # on: issues CA certificates (basicConstraints cA, keyUsage
+//                                    #   keyCertSign and cRLSign): cross-certificates for ccr
+//   path_len          = 0            # with ca = on: the pathLenConstraint (default: none)
+//   name_constraints  = permitted;DNS:.example.com   # with ca = on: nameConstraints (OpenSSL
+//                                    #   syntax), critical
 //
 //   [clients:NAME]
 //   secret.REF    = secrets/REF.key  # a password (PBM, PBMAC1) file (mode 0600 or stricter)
@@ -120,6 +150,11 @@
 //   max_certs.REF = 100              # the secret REF enrols at most this many certificates
 //   once.REF      = on               # the secret REF enrols one certificate (max_certs 1)
 //   subject_pattern.REF = CN=line-7-*  # subjects the secret REF may request (ca_subject_match)
+//   ra.REF        = on               # the secret REF may protect nested messages as an RA
+//   cross_requesters = other-ca.pem  # PEM file(s): CA certificates that may send ccr, signed
+//                                    #   with their key (trusted as themselves)
+//   cross_profile = cross            # the profile (ca = on) a ccr is issued under; required
+//                                    #   with cross_requesters
 #ifndef CERTMINT_ENGINE_CONFIG_CFG_H
 #define CERTMINT_ENGINE_CONFIG_CFG_H
 
@@ -164,6 +199,7 @@ typedef struct cfg_secret {
     uint32_t max_certs;    // max_certs.REF / once.REF: certificates it may enrol; 0: no limit
     char *subject_pattern; // subject_pattern.REF, NULL when none
     bool is_key;           // key.REF: a key for the key-based MACs; else a password (PBM, PBMAC1)
+    bool ra;               // ra.REF = on: may protect nested messages as an RA (issue 16)
 } cfg_secret;
 
 // cfg_clients is one [clients:NAME] section. Thread: immutable after cfg_load (the trust
@@ -181,6 +217,12 @@ typedef struct cfg_clients {
     size_t num_crl_paths;
     const struct cfg_profile **profiles; // profiles a certProfile may select
     size_t num_profiles;
+    // Cross-certification (issue 16): CA certificates that may send ccr (DER) and the profile
+    // their ccr are issued under (ca = on).
+    uint8_t **cross_certs;
+    size_t *cross_cert_lens;
+    size_t num_cross_certs;
+    const struct cfg_profile *cross_profile;
 } cfg_clients;
 
 // cfg_profile is one [profile:NAME] section. Thread: immutable after cfg_load.
@@ -190,6 +232,13 @@ typedef struct cfg_profile {
     bool allow_key_reuse;      // allow_key_reuse (default off)
     bool revoke_on_update;     // revoke_on_update (default off)
     bool subject_from_request; // subject_from = request (default signer)
+    // Delayed delivery and CA certificates (issue 16; cfg_policy.c).
+    bool approval_manual; // approval = manual (default: manual when ca = on, else auto)
+    bool approval_set;    // approval was given (the default follows ca otherwise)
+    bool is_ca;           // ca = on
+    bool has_path_len;    // path_len given
+    uint32_t path_len;
+    char *name_constraints; // name_constraints, NULL when none
 } cfg_profile;
 
 // cfg_ca is one [ca:NAME] section. Thread: immutable after cfg_load.
@@ -279,6 +328,26 @@ typedef struct cfg_config {
     uint32_t tls_ticket_lifetime;   // seconds; 0: no session tickets
     uint32_t tls_handshake_timeout; // seconds
     size_t num_tls_listen;          // listen addresses with tls
+    // Nested messages (issue 16, RFC 9483 §5.2.2).
+    uint32_t max_nested_depth;    // nesting levels accepted (0: nested messages refused)
+    uint32_t max_nested_messages; // inner messages of one request, all levels together
+    uint32_t nested_threads;      // the inner messages' verification pool (0: inline)
+    // Delayed delivery (issue 16; cfg_pending.c).
+    uint32_t waiting_timeout;      // seconds a request may wait
+    uint32_t max_hsm_queue;        // 0: auto (100 ms of the measured signing rate)
+    uint32_t max_commit_latency;   // ms
+    uint32_t max_pending;          // enrolments waiting under load on this node
+    uint32_t approval_check_after; // seconds
+    // What unauthenticated senders may cost, and resends (issue 23; srv_params has the same).
+    uint32_t kdf_threads;               // PBM/PBMAC1 verification threads
+    uint32_t kdf_max_queue;             // requests waiting for them; more get systemUnavail
+    uint32_t mac_failures_max;          // wrong MACs before a back-off; 0 (none): no back-off
+    uint32_t mac_failure_window;        // seconds
+    uint32_t mac_failure_backoff;       // seconds
+    uint32_t error_signatures_per_peer; // per second; 0 (none): no limit
+    int64_t retransmit_window;          // seconds; 0: no cache; -1 (auto): SRV_RETRANSMIT_AUTO
+    uint32_t retransmit_cache_entries;  // answers kept at most
+    uint64_t retransmit_cache_bytes;    // and their memory
 } cfg_config;
 
 // cfg_load reads and validates the file at |path| and every file it references (CA

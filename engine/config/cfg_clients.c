@@ -1,8 +1,8 @@
 // The [clients:NAME] sections: MAC secrets (secret.REF = file for a password, key.REF = file
 // for a key; senderKID.REF overrides) with their limits (max_certs.REF, once.REF,
-// subject_pattern.REF, for both kinds of secret), trust anchors and their CRLs for
-// signature-protected clients, RA certificates, and the profiles a certProfile may select (see
-// cfg.h for the keys).
+// subject_pattern.REF, for both kinds of secret) and their RA use (ra.REF), trust anchors and their
+// CRLs for signature-protected clients, RA certificates, and the profiles a certProfile may select
+// (see cfg.h for the keys).
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -199,20 +199,21 @@ static cfg_secret *cfg_ref_secret(cfg_loader *ld, cfg_clients *cl, const char *k
 
 // cfg_secret_key applies one per-secret key (pass 2, after every secret.REF and key.REF; they
 // apply to both kinds of secret): senderKID.REF,
-// max_certs.REF, once.REF, subject_pattern.REF. Sets |*handled| when |k| is one of them.
+// max_certs.REF, once.REF, subject_pattern.REF, ra.REF. Sets |*handled| when |k| is one of them.
 static cm_result cfg_secret_key(cfg_loader *ld, cfg_clients *cl, const char *k, const char *v,
                                 bool *handled, bool *once)
 {
     static const char *const k_prefixes[] = {"senderKID.", "max_certs.", "once.",
-                                             "subject_pattern."};
+                                             "subject_pattern.", "ra."};
+    const size_t num_prefixes = sizeof(k_prefixes) / sizeof(k_prefixes[0]);
     size_t which = 0;
     *handled = false;
-    for (; which < 4; which++) {
+    for (; which < num_prefixes; which++) {
         if (strncmp(k, k_prefixes[which], strlen(k_prefixes[which])) == 0) {
             break;
         }
     }
-    if (which == 4) {
+    if (which == num_prefixes) {
         return cm_result_make(CM_OK);
     }
     *handled = true;
@@ -247,6 +248,11 @@ static cm_result cfg_secret_key(cfg_loader *ld, cfg_clients *cl, const char *k, 
             s->max_certs = 1;
         }
         return cm_result_make(CM_OK);
+    }
+    if (which == 4) {
+        // ra.REF = on: the secret may protect nested messages as an RA (RFC 9483 §5.2.2);
+        // any other MAC secret is refused for them.
+        return cfg_bool(ld, &s->ra, k, v);
     }
     if (!ca_subject_pattern_valid(v)) {
         return cfg_fail(ld, CFG_E_VALUE, k,
@@ -291,6 +297,47 @@ static cm_result cfg_profiles_list(cfg_loader *ld, cfg_clients *cl, const char *
         return cfg_fail(ld, CFG_E_VALUE, key, "no profile named");
     }
     return cm_result_make(CM_OK);
+}
+
+// cfg_cross_requesters reads `cross_requesters = a.pem, b.pem`: the CA certificates that may
+// send a ccr (issue 16), as DER.
+static cm_result cfg_cross_requesters(cfg_loader *ld, cfg_clients *cl, const char *k, const char *v)
+{
+    if (cl->cross_certs == NULL) {
+        cl->cross_certs = calloc(CFG_MAX_RA_CERTS, sizeof(*cl->cross_certs));
+        cl->cross_cert_lens = calloc(CFG_MAX_RA_CERTS, sizeof(*cl->cross_cert_lens));
+        CM_ENSURE(cl->cross_certs != NULL && cl->cross_cert_lens != NULL, CM_E_NOMEM);
+    }
+    char *paths[CFG_MAX_LIST];
+    size_t num = 0;
+    cm_result r = cfg_paths_list(ld, paths, &num, k, v);
+    for (size_t j = 0; j < num; j++) {
+        if (cm_ok(r)) {
+            r = cfg_read_certs(ld, k, paths[j], cl->cross_certs, cl->cross_cert_lens,
+                               &cl->num_cross_certs, CFG_MAX_RA_CERTS);
+        }
+        free(paths[j]);
+    }
+    return r;
+}
+
+// cfg_cross_profile resolves `cross_profile = NAME` to a [profile:NAME] with ca = on.
+static cm_result cfg_cross_profile(cfg_loader *ld, cfg_clients *cl, const char *k, const char *v)
+{
+    const cfg_config *cfg = ld->cfg;
+    for (size_t j = 0; j < cfg->num_profiles; j++) {
+        if (strcmp(cfg->profiles[j].name, v) == 0) {
+            if (!cfg->profiles[j].is_ca) {
+                return cfg_fail(ld, CFG_E_VALUE, k,
+                                "[profile:%s] issues end-entity certificates; a cross-certificate "
+                                "needs a profile with ca = on",
+                                v);
+            }
+            cl->cross_profile = &cfg->profiles[j];
+            return cm_result_make(CM_OK);
+        }
+    }
+    return cfg_fail(ld, CFG_E_REFERENCE, k, "no [profile:%s] section", v);
 }
 
 static cm_result cfg_clients_body(cfg_loader *ld, cfg_clients *cl, STACK_OF(CONF_VALUE) * vals,
@@ -340,7 +387,8 @@ static cm_result cfg_clients_body(cfg_loader *ld, cfg_clients *cl, STACK_OF(CONF
             CM_TRY(r);
             CM_TRY(cfg_kid(ld, s, k, s->ref));
         } else if (strncmp(k, "senderKID.", 10) == 0 || strncmp(k, "max_certs.", 10) == 0 ||
-                   strncmp(k, "once.", 5) == 0 || strncmp(k, "subject_pattern.", 16) == 0) {
+                   strncmp(k, "once.", 5) == 0 || strncmp(k, "subject_pattern.", 16) == 0 ||
+                   strncmp(k, "ra.", 3) == 0) {
             continue;
         } else if (strcmp(k, "trust_anchors") == 0) {
             CM_TRY(cfg_paths_list(ld, anchors, num_anchors, k, v));
@@ -366,9 +414,18 @@ static cm_result cfg_clients_body(cfg_loader *ld, cfg_clients *cl, STACK_OF(CONF
                 free(paths[j]);
             }
             CM_TRY(r);
+        } else if (strcmp(k, "cross_requesters") == 0) {
+            CM_TRY(cfg_cross_requesters(ld, cl, k, v));
+        } else if (strcmp(k, "cross_profile") == 0) {
+            CM_TRY(cfg_cross_profile(ld, cl, k, v));
         } else {
             return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
         }
+    }
+    if (cl->num_cross_certs > 0 && cl->cross_profile == NULL) {
+        return cfg_fail(ld, CFG_E_MISSING, "cross_profile",
+                        "cross_requesters needs a cross_profile (a profile with ca = on) that "
+                        "their ccr are issued under");
     }
     // Pass 2: the per-secret keys (senderKID overrides, limits, subject patterns).
     bool *once = calloc(cl->num_secrets + 1, sizeof(bool));

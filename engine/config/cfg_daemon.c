@@ -313,6 +313,78 @@ static cm_result cfg_daemon_coap(cfg_loader *ld, const char *k, const char *v)
     return cfg_u32(ld, &cfg->coap_max_requests, k, v, 1, 65536); // coap_max_requests
 }
 
+// --- what unauthenticated senders may cost, and resends (issue 23): kdf_threads,
+// kdf_max_queue, mac_failures_max, mac_failure_window, mac_failure_backoff,
+// error_signatures_per_peer, retransmit_window, retransmit_cache_entries,
+// retransmit_cache_bytes --------------------------------------------------------------------
+
+static void cfg_daemon_abuse_defaults(cfg_config *cfg, long cores)
+{
+    // Half the cores: key derivation may take them while the I/O loops keep the rest.
+    cfg->kdf_threads = cores >= 4 ? (uint32_t)(cores < 128 ? cores / 2 : 64) : 1;
+    cfg->kdf_max_queue = 1024;
+    cfg->mac_failures_max = 10;
+    cfg->mac_failure_window = 60;
+    cfg->mac_failure_backoff = 60;
+    cfg->error_signatures_per_peer = 10;
+    cfg->retransmit_window = -1; // auto
+    cfg->retransmit_cache_entries = 65536;
+    cfg->retransmit_cache_bytes = 64ull << 20;
+}
+
+static bool cfg_daemon_abuse_key(const char *k)
+{
+    return strcmp(k, "kdf_threads") == 0 || strcmp(k, "kdf_max_queue") == 0 ||
+           strcmp(k, "mac_failures_max") == 0 || strcmp(k, "mac_failure_window") == 0 ||
+           strcmp(k, "mac_failure_backoff") == 0 || strcmp(k, "error_signatures_per_peer") == 0 ||
+           strcmp(k, "retransmit_window") == 0 || strcmp(k, "retransmit_cache_entries") == 0 ||
+           strcmp(k, "retransmit_cache_bytes") == 0;
+}
+
+static cm_result cfg_daemon_abuse(cfg_loader *ld, const char *k, const char *v)
+{
+    cfg_config *cfg = ld->cfg;
+    if (strcmp(k, "kdf_threads") == 0) {
+        return cfg_u32(ld, &cfg->kdf_threads, k, v, 1, 64);
+    }
+    if (strcmp(k, "kdf_max_queue") == 0) {
+        return cfg_u32(ld, &cfg->kdf_max_queue, k, v, 1, 65536);
+    }
+    if (strcmp(k, "mac_failures_max") == 0 || strcmp(k, "error_signatures_per_peer") == 0) {
+        uint32_t *dst = strcmp(k, "mac_failures_max") == 0 ? &cfg->mac_failures_max
+                                                           : &cfg->error_signatures_per_peer;
+        if (strcmp(v, "none") == 0) {
+            *dst = 0;
+            return cm_result_make(CM_OK);
+        }
+        return cfg_u32(ld, dst, k, v, 1, 1000000);
+    }
+    if (strcmp(k, "mac_failure_window") == 0) {
+        return cfg_u32(ld, &cfg->mac_failure_window, k, v, 1, 86400);
+    }
+    if (strcmp(k, "mac_failure_backoff") == 0) {
+        return cfg_u32(ld, &cfg->mac_failure_backoff, k, v, 1, 86400);
+    }
+    if (strcmp(k, "retransmit_window") == 0) {
+        if (strcmp(v, "auto") == 0) {
+            cfg->retransmit_window = -1;
+            return cm_result_make(CM_OK);
+        }
+        uint32_t w = 0;
+        CM_TRY(cfg_u32(ld, &w, k, v, 0, 86400));
+        cfg->retransmit_window = w;
+        return cm_result_make(CM_OK);
+    }
+    if (strcmp(k, "retransmit_cache_entries") == 0) {
+        return cfg_u32(ld, &cfg->retransmit_cache_entries, k, v, 1, 1u << 24);
+    }
+    CM_TRY(cfg_size(ld, &cfg->retransmit_cache_bytes, k, v)); // retransmit_cache_bytes
+    if (cfg->retransmit_cache_bytes < 65536) {
+        return cfg_fail(ld, CFG_E_VALUE, k, "'%s' is below 64K", v);
+    }
+    return cm_result_make(CM_OK);
+}
+
 cm_result cfg_daemon_load(cfg_loader *ld)
 {
     cfg_config *cfg = ld->cfg;
@@ -342,11 +414,17 @@ cm_result cfg_daemon_load(cfg_loader *ld)
     cfg->admin_max_connections = 16;     // NET_DEFAULT_ADMIN_MAX_CONNECTIONS
     cfg->store_min_free = 256ull << 20;
     cfg_daemon_coap_defaults(cfg);
+    cfg_daemon_abuse_defaults(cfg, cores);
     cfg->tls_ticket_lifetime = 3600; // engine/net's NET_TLS_DEFAULT_TICKET_LIFETIME_S
     cfg->tls_handshake_timeout = 10;
+    cfg->max_nested_depth = 2;
+    cfg->max_nested_messages = 256;
+    cfg->nested_threads = cfg->io_threads;
+    cfg_daemon_pending_defaults(cfg);
     const char *default_ca = NULL;
     const char *protection_algs = NULL;
     const char *pop_algs = NULL;
+    cm_result pr = cm_result_make(CM_OK);
     for (int i = 0; i < sk_CONF_VALUE_num(vals); i++) {
         const CONF_VALUE *cv = sk_CONF_VALUE_value(vals, i);
         const char *k = cv->name, *v = cv->value;
@@ -418,6 +496,16 @@ cm_result cfg_daemon_load(cfg_loader *ld)
             CM_TRY(cfg_bool(ld, &cfg->allow_sha1, k, v));
         } else if (cfg_daemon_tls_key(k)) {
             CM_TRY(cfg_daemon_tls(ld, k, v));
+        } else if (strcmp(k, "max_nested_depth") == 0) {
+            CM_TRY(cfg_u32(ld, &cfg->max_nested_depth, k, v, 0, 4)); // CMP_MAX_NESTING_LIMIT
+        } else if (strcmp(k, "max_nested_messages") == 0) {
+            CM_TRY(cfg_u32(ld, &cfg->max_nested_messages, k, v, 1, 4096)); // CMP_MAX_NESTED_LIMIT
+        } else if (strcmp(k, "nested_threads") == 0) {
+            CM_TRY(cfg_u32(ld, &cfg->nested_threads, k, v, 0, 256));
+        } else if (cfg_daemon_pending(ld, k, v, &pr)) {
+            CM_TRY(pr);
+        } else if (cfg_daemon_abuse_key(k)) {
+            CM_TRY(cfg_daemon_abuse(ld, k, v));
         } else {
             return cfg_fail(ld, CFG_E_UNKNOWN_KEY, k, "unknown key");
         }

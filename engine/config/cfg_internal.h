@@ -82,9 +82,22 @@ CM_RESULT cfg_clients_load(cfg_loader *ld, cfg_clients *cl, const char *section)
 CM_RESULT cfg_ca_load(cfg_loader *ld, cfg_ca *ca, const char *section);
 
 // cfg_profile_policy_key applies |k| = |v| when it is one of the profile's trust keys
-// (allow_key_reuse, revoke_on_update, subject_from; cfg_policy.c) and returns true, with the
+// (allow_key_reuse, revoke_on_update, subject_from; and issue 16's approval, ca, path_len,
+// name_constraints; cfg_policy.c) and returns true, with the
 // result (CM_OK or a CFG_E_* failure with its message) in |*out|; false for any other key.
 bool cfg_profile_policy_key(cfg_loader *ld, cfg_profile *pr, const char *k, const char *v,
                             cm_result *out);
+
+// cfg_daemon_pending_defaults sets the delayed-delivery settings' defaults; cfg_daemon_pending
+// applies |k| = |v| when it is one of them (waiting_timeout, max_hsm_queue,
+// max_commit_latency, max_pending, approval_check_after; cfg_pending.c) and returns true with
+// the result in |*out|, false for any other key.
+void cfg_daemon_pending_defaults(cfg_config *cfg);
+bool cfg_daemon_pending(cfg_loader *ld, const char *k, const char *v, cm_result *out);
+
+// cfg_profile_ca_params copies the profile's CA keys (ca, path_len, name_constraints:
+// cfg_policy.c) into |p| before ca_profile_new, and settles the approval default (manual for a
+// CA profile). Thread: start-up.
+void cfg_profile_ca_params(cfg_profile *pr, ca_profile_params *p);
 
 #endif // CERTMINT_ENGINE_CONFIG_CFG_INTERNAL_H

@@ -429,6 +429,7 @@ void cfg_free(cfg_config *cfg)
     }
     for (size_t i = 0; i < cfg->num_profiles; i++) {
         free(cfg->profiles[i].name);
+        free(cfg->profiles[i].name_constraints);
         ca_profile_free(cfg->profiles[i].profile);
     }
     for (size_t i = 0; i < cfg->num_clients; i++) {
@@ -454,6 +455,11 @@ void cfg_free(cfg_config *cfg)
         }
         free(cl->ra_certs);
         free(cl->ra_cert_lens);
+        for (size_t j = 0; j < cl->num_cross_certs; j++) {
+            free(cl->cross_certs[j]);
+        }
+        free(cl->cross_certs);
+        free(cl->cross_cert_lens);
         ca_trust_free(cl->trust);
         free(cl->name);
     }

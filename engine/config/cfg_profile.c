@@ -218,6 +218,7 @@ cm_result cfg_profile_load(cfg_loader *ld, cfg_profile *pr, const char *section)
         p.num_required_rdns + p.num_allowed_rdns > 0 ? CA_SUBJECT_RULES : CA_SUBJECT_COPY;
     p.required_rdns = req_names;
     p.allowed_rdns = allow_names;
+    cfg_profile_ca_params(pr, &p); // ca, path_len, name_constraints (cfg_policy.c)
     char why[400];
     r = ca_profile_new(&pr->profile, why, sizeof(why), &p, ld->conf, ext);
     if (!cm_ok(r)) {

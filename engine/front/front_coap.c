@@ -624,6 +624,9 @@ static void front_coap_start_request(front_coap *s, front_coap_xfer *x, const fr
     x->token_len = r->m->token_len;
     x->start_ns = cm_time_mono_ns();
     __atomic_add_fetch(&s->d->counters.n_requests, 1, __ATOMIC_RELAXED);
+    uint8_t peer_key[SRV_PEER_KEY_LEN];
+    front_peer_key(peer_key, (const struct sockaddr *)(const void *)&x->addr);
+    srv_request_set_peer(x->req, peer_key);
     if (srv_request_start(x->req, x->ca, cm_span_make(der, body.len))) {
         front_coap_answer(s, x);
         return;

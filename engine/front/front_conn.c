@@ -299,6 +299,23 @@ static void front_loop_cleanup(void *ctx)
     front_loop_free(l);
 }
 
+void front_peer_key(uint8_t out[SRV_PEER_KEY_LEN], const struct sockaddr *sa)
+{
+    memset(out, 0, SRV_PEER_KEY_LEN);
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)(const void *)sa;
+        out[10] = 0xff;
+        out[11] = 0xff;
+        memcpy(out + 12, &a->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        // An IPv4-mapped address keeps all of itself; any other IPv6 address its /64 (one host
+        // usually owns a whole /64, as engine/net counts connections).
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)(const void *)sa;
+        const bool mapped = IN6_IS_ADDR_V4MAPPED(&a->sin6_addr);
+        memcpy(out, &a->sin6_addr, mapped ? 16 : 8);
+    }
+}
+
 static void *front_on_open(void *ctx, net_conn_ref ref, const struct sockaddr *peer)
 {
     front_loop *l = ctx;
@@ -324,6 +341,7 @@ static void *front_on_open(void *ctx, net_conn_ref ref, const struct sockaddr *p
         port = ntohs(a->sin6_port);
     }
     (void)snprintf(fc->peer, sizeof(fc->peer), "%s:%u", host, (unsigned)port);
+    front_peer_key(fc->peer_key, peer);
     l->tp->set_deadline(l->tp_arg, ref, l->d->idle_timeout_ms);
     return fc;
 }

@@ -201,6 +201,15 @@ static cm_result front_ca_sig_alg(srv_ca *s, const cfg_ca *c, char *err, size_t 
     return cm_result_make(CM_OK);
 }
 
+// front_policy is what the profile |p| decides about trust, authorization and approval.
+static srv_policy front_policy(const cfg_profile *p)
+{
+    return (srv_policy){.allow_key_reuse = p->allow_key_reuse,
+                        .revoke_on_update = p->revoke_on_update,
+                        .subject_from_request = p->subject_from_request,
+                        .manual_approval = p->approval_manual};
+}
+
 // front_build_ca fills d->cas[k] from the configuration's CA |i|.
 static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, size_t err_cap)
 {
@@ -221,33 +230,44 @@ static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, 
             d->secrets[k][j].kind = cl->secrets[j].is_key ? CMP_SECRET_KEY : CMP_SECRET_PASSWORD;
             d->secrets[k][j].max_certs = cl->secrets[j].max_certs;
             d->secrets[k][j].subject_pattern = cl->secrets[j].subject_pattern;
+            d->secrets[k][j].ra = cl->secrets[j].ra;
         }
     }
-    // The profiles a certProfile may select (issue 14), with their trust settings.
-    if (cl != NULL && cl->num_profiles > 0) {
-        d->profiles[k] = calloc(cl->num_profiles, sizeof(srv_profile));
+    // The profiles a certProfile may select (issue 14), with their trust settings; after them,
+    // in one more slot, the cross-certification profile (issue 16).
+    const size_t num_prof = cl != NULL ? cl->num_profiles : 0;
+    const bool cross = cl != NULL && cl->num_cross_certs > 0 && cl->cross_profile != NULL;
+    if (num_prof > 0 || cross) {
+        d->profiles[k] = calloc(num_prof + 1, sizeof(srv_profile));
         if (d->profiles[k] == NULL) {
             front_err(err, err_cap, "out of memory");
             return cm_result_make(CM_E_NOMEM);
         }
-        for (size_t j = 0; j < cl->num_profiles; j++) {
+        for (size_t j = 0; j < num_prof; j++) {
             const cfg_profile *p = cl->profiles[j];
             d->profiles[k][j] =
-                (srv_profile){.name = p->name,
-                              .profile = p->profile,
-                              .policy = {.allow_key_reuse = p->allow_key_reuse,
-                                         .revoke_on_update = p->revoke_on_update,
-                                         .subject_from_request = p->subject_from_request}};
+                (srv_profile){.name = p->name, .profile = p->profile, .policy = front_policy(p)};
+        }
+        if (cross) {
+            const cfg_profile *p = cl->cross_profile;
+            d->profiles[k][num_prof] =
+                (srv_profile){.name = p->name, .profile = p->profile, .policy = front_policy(p)};
         }
     }
-    if (cl != NULL && cl->num_ra_certs > 0) {
-        d->ra_certs[k] = calloc(cl->num_ra_certs, sizeof(cm_span));
+    // The RA certificates, then the cross-certification requesters (issue 16), in one array.
+    const size_t num_ra = cl != NULL ? cl->num_ra_certs : 0;
+    const size_t num_cross = cross ? cl->num_cross_certs : 0;
+    if (num_ra + num_cross > 0) {
+        d->ra_certs[k] = calloc(num_ra + num_cross, sizeof(cm_span));
         if (d->ra_certs[k] == NULL) {
             front_err(err, err_cap, "out of memory");
             return cm_result_make(CM_E_NOMEM);
         }
-        for (size_t j = 0; j < cl->num_ra_certs; j++) {
+        for (size_t j = 0; j < num_ra; j++) {
             d->ra_certs[k][j] = cm_span_make(cl->ra_certs[j], cl->ra_cert_lens[j]);
+        }
+        for (size_t j = 0; j < num_cross; j++) {
+            d->ra_certs[k][num_ra + j] = cm_span_make(cl->cross_certs[j], cl->cross_cert_lens[j]);
         }
     }
     const char *own[] = {c->cert_path};
@@ -298,11 +318,12 @@ static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, 
                   .crl_validity = (int64_t)c->crl_validity_days * 86400,
                   .ra_cmcra_optional = cl != NULL && !cl->ra_require_cmcra,
                   .profile_name = c->profile->name,
-                  .policy = {.allow_key_reuse = c->profile->allow_key_reuse,
-                             .revoke_on_update = c->profile->revoke_on_update,
-                             .subject_from_request = c->profile->subject_from_request},
+                  .policy = front_policy(c->profile),
                   .profiles = d->profiles[k],
-                  .num_profiles = cl != NULL ? cl->num_profiles : 0};
+                  .num_profiles = num_prof,
+                  .cross_requesters = num_cross > 0 ? d->ra_certs[k] + num_ra : NULL,
+                  .num_cross_requesters = num_cross,
+                  .cross_profile = cross ? &d->profiles[k][num_prof] : NULL};
     if (s->ca_sig_alg == HSM_SIG_NONE || s->cmp_sig_alg == HSM_SIG_NONE) {
         front_err(err, err_cap, "[ca:%s] unsupported key type", c->name);
         return cm_result_make(CM_E_INVALID_ARG);
@@ -348,10 +369,34 @@ static cm_result front_build_engine(front_daemon *d, char *err, size_t err_cap)
                      .prot_algs = &cfg->protection_algs,
                      .pop_algs = &cfg->pop_algs,
                      .arena_cap = (size_t)cfg->max_request_bytes * 4 + (1u << 20),
-                     .space = &d->space};
+                     .space = &d->space,
+                     .max_nested_depth = cfg->max_nested_depth,
+                     .max_nested_messages = cfg->max_nested_messages,
+                     .nested_threads = cfg->nested_threads,
+                     .waiting_timeout = cfg->waiting_timeout,
+                     .max_hsm_queue = cfg->max_hsm_queue,
+                     .max_commit_latency = cfg->max_commit_latency,
+                     .max_pending = cfg->max_pending,
+                     .approval_check_after = cfg->approval_check_after,
+                     .kdf_threads = cfg->kdf_threads,
+                     .kdf_max_queue = cfg->kdf_max_queue,
+                     .mac_failures_max = cfg->mac_failures_max,
+                     .mac_failure_window = cfg->mac_failure_window,
+                     .mac_failure_backoff = cfg->mac_failure_backoff,
+                     .error_signatures_per_peer = cfg->error_signatures_per_peer,
+                     .retransmit_window =
+                         cfg->retransmit_window < 0 ? SRV_RETRANSMIT_AUTO : cfg->retransmit_window,
+                     .retransmit_max_entries = cfg->retransmit_cache_entries,
+                     .retransmit_max_bytes = (size_t)cfg->retransmit_cache_bytes};
     r = srv_engine_new(&d->engine, &sp);
     if (!cm_ok(r)) {
         front_err(err, err_cap, "cannot build the engine: %s", cm_result_name(r));
+        return r;
+    }
+    // The drain of delayed delivery (issue 16): signs what waits; srv_engine_free stops it.
+    r = srv_engine_start_pending(d->engine);
+    if (!cm_ok(r)) {
+        front_err(err, err_cap, "cannot start the pending drain: %s", cm_result_name(r));
     }
     return r;
 }

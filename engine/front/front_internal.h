@@ -147,7 +147,13 @@ typedef struct front_conn {
     bool tls;           // a TLS connection
     cm_span tls_der;    // the verified client certificate (the transport's copy), or empty
     char tls_peer[256]; // its subject (RFC 2253), "" when none
+    uint8_t peer_key[SRV_PEER_KEY_LEN]; // the per-peer budgets' key (front_peer_key)
 } front_conn;
+
+// front_peer_key writes the key the engine's per-peer budgets count |sa| under
+// (srv_request_set_peer): an IPv4 address as IPv4-mapped IPv6, an IPv6 address as its /64;
+// zero for other families (front_conn.c).
+void front_peer_key(uint8_t out[SRV_PEER_KEY_LEN], const struct sockaddr *sa);
 
 // --- front_conn.c ----------------------------------------------------------------------------
 

@@ -240,6 +240,56 @@ static void front_ops_family(char *out, size_t cap, size_t *used, const char *na
                   name, (unsigned long long)v);
 }
 
+// front_metrics_write_abuse writes what the engine's abuse limits did (issue 23): the KDF
+// pool, the MAC-failure back-off, the error-signature budget and the retransmission cache.
+static void front_metrics_write_abuse(front_daemon *d, char *out, size_t cap, size_t *used)
+{
+    srv_engine_stats es;
+    memset(&es, 0, sizeof(es));
+    if (d->engine != NULL) {
+        srv_engine_get_stats(d->engine, &es);
+    }
+    front_ops_put(out, cap, used,
+                  "# HELP certmint_mac_backoff_total MAC-protected requests refused without key "
+                  "derivation (systemUnavail) because their senderKID, or the address they came "
+                  "from, had mac_failures_max wrong MACs within mac_failure_window.\n"
+                  "# TYPE certmint_mac_backoff_total counter\n"
+                  "certmint_mac_backoff_total{by=\"senderKID\"} %llu\n"
+                  "certmint_mac_backoff_total{by=\"peer\"} %llu\n",
+                  (unsigned long long)es.mac_backoff_kid, (unsigned long long)es.mac_backoff_peer);
+    front_ops_put(out, cap, used,
+                  "# HELP certmint_unauthenticated_errors_total Error answers to messages that "
+                  "could not be parsed or authenticated, by protection: signed (an HSM "
+                  "signature), or none once the peer spent error_signatures_per_peer.\n"
+                  "# TYPE certmint_unauthenticated_errors_total counter\n"
+                  "certmint_unauthenticated_errors_total{protection=\"signed\"} %llu\n"
+                  "certmint_unauthenticated_errors_total{protection=\"none\"} %llu\n",
+                  (unsigned long long)es.error_signed, (unsigned long long)es.error_unprotected);
+    front_ops_family(out, cap, used, "certmint_kdf_jobs_total", "counter",
+                     "PBM and PBMAC1 MAC verifications done by the KDF threads (kdf_threads).",
+                     es.kdf_done);
+    front_ops_family(out, cap, used, "certmint_kdf_queue_depth", "gauge",
+                     "MAC verifications waiting for a KDF thread now.", es.kdf_queued);
+    front_ops_family(out, cap, used, "certmint_kdf_refused_total", "counter",
+                     "MAC-protected requests refused (systemUnavail) because kdf_max_queue "
+                     "verifications were waiting.",
+                     es.kdf_refused);
+    front_ops_family(out, cap, used, "certmint_retransmissions_total", "counter",
+                     "Resent requests answered from the retransmission cache with the answer "
+                     "the same request got before.",
+                     es.resend_hits);
+    front_ops_family(out, cap, used, "certmint_retransmit_cache_entries", "gauge",
+                     "Answers held for resends now (retransmit_cache_entries at most).",
+                     es.resend_entries);
+    front_ops_family(out, cap, used, "certmint_retransmit_cache_bytes", "gauge",
+                     "Memory of the answers held for resends (retransmit_cache_bytes at most).",
+                     es.resend_bytes);
+    front_ops_family(out, cap, used, "certmint_retransmit_cache_evictions_total", "counter",
+                     "Answers dropped from the retransmission cache for room before their "
+                     "retransmit_window ended.",
+                     es.resend_evicted);
+}
+
 // front_metrics_write_ops writes the families of the limits and operations into |out|.
 static size_t front_metrics_write_ops(front_daemon *d, char *out, size_t cap)
 {
@@ -337,6 +387,7 @@ static size_t front_metrics_write_ops(front_daemon *d, char *out, size_t cap)
                      "Enrolments refused (systemUnavail) because the store's filesystem had less "
                      "free space than store_min_free.",
                      store_space_refused(&d->space));
+    front_metrics_write_abuse(d, out, cap, &used);
     if (used < cap) {
         used += front_tls_metrics_write(d, &ns, out + used, cap - used);
     }

@@ -128,6 +128,7 @@ void front_route_request(front_loop *l, front_conn *fc, const http_request *hr)
     fc->ca = ca;
     fc->busy = true;
     front_tls_pass(fc);
+    srv_request_set_peer(fc->req, fc->peer_key);
     if (srv_request_start(fc->req, ca, hr->body)) {
         front_answer_cmp(l, fc);
     } else {

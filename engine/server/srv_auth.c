@@ -383,6 +383,122 @@ static cm_result srv_signer_accept(srv_request *req, cm_span cert, const ca_cert
     return cm_result_make(CM_OK);
 }
 
+// --- what a MAC may cost (issue 23) --------------------------------------------------------
+
+// srv_kid_index numbers |s| (a secret of the request's CA) for the budget.
+static size_t srv_kid_index(const srv_request *req, const srv_secret *s)
+{
+    const srv_engine *e = req->w->e;
+    return e->kid_base[(size_t)(req->ca - e->p.cas)] + (size_t)(s - req->ca->secrets);
+}
+
+// srv_mac_note records once per request whether the MAC for |s| verified (the back-off's
+// failure counts and good pairs).
+static void srv_mac_note(srv_request *req, const srv_secret *s, bool ok)
+{
+    srv_budget *b = req->w->e->budget;
+    if (b == NULL || req->mac_noted) {
+        return;
+    }
+    req->mac_noted = true;
+    srv_budget_mac_outcome(b, srv_kid_index(req, s), req->peer, ok, srv_now_ms());
+}
+
+bool srv_mac_begin(srv_request *req)
+{
+    srv_engine *e = req->w->e;
+    const cmp_msg *m = &req->msg;
+    if ((e->budget == NULL && e->kdf == NULL) || !m->has_protection ||
+        m->header.protection_alg.whole.len == 0) {
+        return true;
+    }
+    cmp_prot_kind kind;
+    if (!cm_ok(cmp_protect_kind(&kind, m->header.protection_alg.whole)) ||
+        !cmp_prot_kind_is_mac(kind)) {
+        return true; // not a MAC: the handler's srv_authenticate says what it is
+    }
+    // What srv_authenticate_mac refuses before any work, it refuses there.
+    if (m->header.sender.tag != CRMF_GN_DIRECTORY_NAME || !m->header.f.sender_kid.present) {
+        return true;
+    }
+    const srv_secret *s = srv_find_secret(req->ca, m->header.f.sender_kid.v);
+    if (s == NULL) {
+        return true;
+    }
+    req->prot_kind = kind;
+    req->prot_known = true;
+    if (e->budget != NULL) {
+        uint64_t wait_ms = 0;
+        const srv_mac_gate g = srv_budget_mac_check(e->budget, srv_kid_index(req, s), req->peer,
+                                                    srv_now_ms(), &wait_ms);
+        if (g != SRV_MAC_GO) {
+            const srv_budget_params *bp = srv_budget_params_get(e->budget);
+            const unsigned long long wait_s = (wait_ms + 999u) / 1000u;
+            char kid[80];
+            if (g == SRV_MAC_KID_BACKOFF) {
+                cm_why_set(&req->why,
+                           "too many wrong MACs for senderKID %s (%u within %llu s): its "
+                           "MAC-protected requests are refused for %llu s more",
+                           srv_bytes_text(kid, m->header.f.sender_kid.v), bp->mac_failures_max,
+                           (unsigned long long)(bp->mac_failure_window_ms / 1000u), wait_s);
+            } else {
+                cm_why_set(&req->why,
+                           "too many wrong MACs from this address (%u within %llu s): its "
+                           "MAC-protected requests are refused for %llu s more",
+                           bp->mac_failures_max,
+                           (unsigned long long)(bp->mac_failure_window_ms / 1000u), wait_s);
+            }
+            srv_fail(req, cm_result_make(SRV_E_MAC_BACKOFF));
+            return false;
+        }
+    }
+    if (e->kdf == NULL || (kind != CMP_PROT_PBM && kind != CMP_PROT_PBMAC1)) {
+        return true; // key-based MACs cost microseconds: checked inline by the handler
+    }
+    if (req->parent != NULL) {
+        // An inner message of a nested batch whose RA is authenticated: it runs on a cm-verify
+        // thread (which has no cq for the KDF pool to answer on) or, with nested_threads = 0,
+        // where its operator chose; its handler checks the MAC there.
+        return true;
+    }
+    srv_kdf_job *j = &req->kjob;
+    memset(j, 0, sizeof(*j));
+    j->cq = req->w->cq;
+    j->prot = e->p.prot;
+    j->key = &req->mac_key;
+    j->alg = m->header.protection_alg.whole;
+    j->secret = s->secret;
+    j->kind = s->kind;
+    j->protected_part = m->protected_part;
+    j->protection = m->protection;
+    j->unused_bits = m->protection_unused;
+    j->user = req;
+    req->kdf_secret = s;
+    const cm_result r = srv_kdf_pool_submit(e->kdf, j);
+    if (!cm_ok(r)) {
+        __atomic_add_fetch(&e->n_kdf_refused, 1, __ATOMIC_RELAXED);
+        cm_why_set(&req->why,
+                   "the server is busy checking password-based MACs (%u requests wait); try "
+                   "again later",
+                   srv_kdf_pool_max_queue(e->kdf));
+        srv_fail(req, r);
+        return false;
+    }
+    req->state = SRV_ST_KDF;
+    req->jobs_out = 1;
+    return false;
+}
+
+void srv_mac_end(srv_request *req)
+{
+    req->kdf_done = true;
+    const bool ok = cm_ok(req->kjob.result);
+    if (!ok) {
+        req->mac_failed = true; // the KDF work went for nothing (srv_summary)
+    }
+    srv_mac_note(req, req->kdf_secret, ok);
+}
+
 // srv_authenticate_mac checks a MAC-protected message (RFC 9483 §4.1.5): the sender is a
 // directoryName (the NULL-DN allowed), senderKID names a secret (a password or a key; the
 // secret's limits in req->secret apply to both kinds), the MAC verifies.
@@ -405,9 +521,19 @@ static cm_result srv_authenticate_mac(srv_request *req)
                    srv_bytes_text(kid, m->header.f.sender_kid.v));
         CM_BAIL(SRV_E_UNKNOWN_SENDER);
     }
-    cm_result r = cmp_protect_verify_mac(
-        req->w->e->p.prot, &req->mac_key, m->header.protection_alg.whole, s->secret, s->kind,
-        m->protected_part, m->protection, m->protection_unused, &req->why);
+    cm_result r;
+    if (req->kdf_done && req->kdf_secret == s) {
+        // The KDF pool checked it already (srv_mac_begin); its reason comes with the verdict.
+        r = req->kjob.result;
+        if (!cm_ok(r) && cm_why_is_set(&req->kjob.why)) {
+            cm_why_set(&req->why, "%s", req->kjob.why.text);
+        }
+    } else {
+        r = cmp_protect_verify_mac(req->w->e->p.prot, &req->mac_key, m->header.protection_alg.whole,
+                                   s->secret, s->kind, m->protected_part, m->protection,
+                                   m->protection_unused, &req->why);
+        srv_mac_note(req, s, cm_ok(r));
+    }
     if (!cm_ok(r)) {
         req->mac_failed = true;
         return r;
@@ -420,6 +546,9 @@ static cm_result srv_authenticate_mac(srv_request *req)
 cm_result srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *trust2)
 {
     const cmp_msg *m = &req->msg;
+    if (req->parent != NULL && !m->has_protection && m->header.protection_alg.whole.len == 0) {
+        return srv_nested_vouch(req); // inside a nested message: its RA may vouch (srv_nested.c)
+    }
     if (!m->has_protection || m->header.protection_alg.whole.len == 0) {
         const srv_handler *row = srv_handler_get((int)m->body.type);
         cm_why_set(&req->why,
@@ -508,4 +637,41 @@ cm_result srv_authenticate_stored(srv_request *req, cm_span cert)
     // certificate the store does not know now is the latter (certificates are never deleted).
     CM_TRY(srv_signer_check(req, &f, true));
     return srv_signer_accept(req, cert, &f);
+}
+
+cm_result srv_authenticate_listed(srv_request *req, const cm_span *certs, size_t num_certs,
+                                  bool *out_listed)
+{
+    const cmp_msg *m = &req->msg;
+    *out_listed = false;
+    if (m->num_extra_certs == 0) {
+        cm_why_set(&req->why,
+                   "the message is signed but extraCerts does not carry the signer's certificate");
+        CM_BAIL(CMP_E_NO_EXTRA_CERTS);
+    }
+    const cm_span signer = m->extra_certs[0];
+    CM_TRY(cmp_protect_kind(&req->prot_kind, m->header.protection_alg.whole));
+    req->prot_known = true;
+    CM_TRY(cmp_protect_verify_sig(&req->w->crypto, m->header.protection_alg.whole,
+                                  m->protected_part, m->protection, m->protection_unused, signer,
+                                  &req->why));
+    ca_cert_fields f;
+    CM_TRY(ca_cert_fields_parse(&f, signer));
+    CM_TRY(srv_check_sender(req, &f));
+    CM_TRY(srv_check_sender_kid(req, signer, &f));
+    for (size_t i = 0; i < num_certs && !*out_listed; i++) {
+        *out_listed = cm_span_eq(certs[i], signer);
+    }
+    if (!*out_listed) {
+        req->signer = f; // for the caller's reason
+        return cm_result_make(CM_OK);
+    }
+    int64_t nb = 0, na = 0;
+    if (!cm_ok(srv_cert_validity(f.validity, &nb, &na)) || req->now < nb || req->now > na) {
+        char subject[96];
+        cm_why_set(&req->why, "the signer's certificate (%s) is %s",
+                   srv_name_text(subject, f.subject), req->now < nb ? "not valid yet" : "expired");
+        CM_BAIL(CA_E_CERT_EXPIRED);
+    }
+    return srv_signer_accept(req, signer, &f);
 }

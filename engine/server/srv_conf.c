@@ -13,38 +13,72 @@
 // came from a manufacturer PKI this CA trusts only for ir (an IDevID) and even when the
 // certConf carries no extraCerts: the transaction keeps the certificate (srv_enrol_txn_note).
 // Either way the signer rules of srv_authenticate apply (srv_auth.c).
-static cm_result srv_conf_signer(srv_request *req)
+static cm_result srv_conf_signer(srv_request *req, const char *what)
 {
     const cmp_msg *m = &req->msg;
     const cm_span cred = req->txn.credential;
-    if (m->num_extra_certs > 0) {
+    const cm_span kept = req->txn.signer_cert;
+    // A cross-certification requester (srv_ccr.c) is trusted as itself: it has no chain to
+    // check again.
+    bool cross = false;
+    for (size_t i = 0; i < req->ca->num_cross_requesters && kept.len != 0; i++) {
+        cross |= cm_span_eq(req->ca->cross_requesters[i], kept);
+    }
+    if (m->num_extra_certs > 0 && !(cross && cm_span_eq(m->extra_certs[0], kept))) {
         // The full check, with the anchors the request itself may have used.
         CM_TRY(srv_authenticate(req, req->ca->client_trust, req->ca->own_trust));
     } else {
-        if (req->txn.signer_cert.len == 0) {
-            cm_why_set(&req->why, "the signed certConf carries no extraCerts and the "
-                                  "transaction does not keep the signer's certificate");
+        // The certificate that signed the request (its chain verified then), from the
+        // transaction: the store's view of it is checked again.
+        if (kept.len == 0) {
+            cm_why_set(&req->why,
+                       "the signed %s carries no extraCerts and the transaction does not keep "
+                       "the signer's certificate",
+                       what);
             CM_BAIL(CMP_E_NO_EXTRA_CERTS);
         }
-        CM_TRY(srv_authenticate_stored(req, req->txn.signer_cert));
+        CM_TRY(srv_authenticate_stored(req, kept));
     }
     if (cred.len != sizeof(req->signer_hash) ||
         !cm_span_eq(cm_span_make(req->signer_hash, sizeof(req->signer_hash)), cred)) {
-        cm_why_set(&req->why,
-                   "certConf must be signed by the same certificate as the request it confirms");
+        cm_why_set(&req->why, "%s must be signed by the same certificate as the request it %s",
+                   what, req->msg.body.type == CMP_BODY_CERT_CONF ? "confirms" : "continues");
         CM_BAIL(SRV_E_WRONG_CREDENTIAL);
     }
     return cm_result_make(CM_OK);
 }
 
-// srv_conf_authenticate: the same kind of protection as the request (a MAC for a MAC, PBMAC1
-// for PBMAC1, a signature for a signature: wrongIntegrity otherwise) and the same credential
-// (the senderKID, or the signer certificate), never the newly issued certificate.
-static cm_result srv_conf_authenticate(srv_request *req, const store_cert *issued)
+// srv_conf_vouched: an unprotected certConf that the RA of its nested message vouched for
+// confirms only a transaction that was authenticated with that RA's credential (its
+// request came through the same RA, vouched for or protected with the same secret or
+// certificate).
+static cm_result srv_conf_vouched(srv_request *req)
+{
+    const bool mac = req->txn.protection == STORE_AUTH_MAC;
+    const cm_span have = mac ? req->msg.header.f.sender_kid.v
+                             : cm_span_make(req->signer_hash, sizeof(req->signer_hash));
+    if (mac != req->mac_ok || !cm_span_eq(have, req->txn.credential)) {
+        cm_why_set(&req->why, "the RA of the nested message vouches for this unprotected "
+                              "certConf, but its request was authenticated with another "
+                              "credential");
+        CM_BAIL(SRV_E_WRONG_CREDENTIAL);
+    }
+    return cm_result_make(CM_OK);
+}
+
+// srv_txn_authenticate (srv_internal.h): the same kind of protection as the request (a MAC for a
+// MAC, PBMAC1 for PBMAC1, a signature for a signature: wrongIntegrity otherwise) and the same
+// credential (the senderKID, or the signer certificate), never the newly issued certificate.
+cm_result srv_txn_authenticate(srv_request *req, cm_span issued)
 {
     const cmp_msg *m = &req->msg;
+    const srv_handler *row = srv_handler_get((int)m->body.type);
+    const char *what = row != NULL ? row->name : "the message";
     if (!m->has_protection || m->header.protection_alg.whole.len == 0) {
-        return srv_authenticate(req, NULL, NULL); // answers "not protected"
+        // "Not protected", unless the RA of a nested message vouches for it (srv_nested_vouch):
+        // then the RA must hold the request's credential.
+        CM_TRY(srv_authenticate(req, NULL, NULL));
+        return srv_conf_vouched(req);
     }
     cmp_prot_kind kind;
     CM_TRY(cmp_protect_kind(&kind, m->header.protection_alg.whole));
@@ -58,29 +92,33 @@ static cm_result srv_conf_authenticate(srv_request *req, const store_cert *issue
                                    : (req->txn.flags & SRV_TXN_FLAG_KEY_MAC) != 0 ? CMP_PROT_KEY_MAC
                                                                                   : CMP_PROT_PBM;
         if (kind != want) {
-            cm_why_set(&req->why, "certConf must be protected like its request, with %s, not %s",
+            cm_why_set(&req->why, "%s must be protected like its request, with %s, not %s", what,
                        k_kind[want], kind_name);
             CM_BAIL(SRV_E_WRONG_INTEGRITY);
         }
         CM_TRY(srv_authenticate(req, NULL, NULL));
         if (!cm_span_eq(m->header.f.sender_kid.v, req->txn.credential)) {
-            cm_why_set(&req->why, "certConf must be MAC-protected with the secret of its request "
-                                  "(the same senderKID)");
+            cm_why_set(&req->why,
+                       "%s must be MAC-protected with the secret of its request (the same "
+                       "senderKID)",
+                       what);
             CM_BAIL(SRV_E_WRONG_CREDENTIAL);
         }
         return cm_result_make(CM_OK);
     }
     if (kind != CMP_PROT_SIGNATURE) {
-        cm_why_set(&req->why, "certConf must be signed like its request, not protected with %s",
+        cm_why_set(&req->why, "%s must be signed like its request, not protected with %s", what,
                    kind_name);
         CM_BAIL(SRV_E_WRONG_INTEGRITY);
     }
-    if (m->num_extra_certs > 0 && cm_span_eq(m->extra_certs[0], issued->cert_der)) {
-        cm_why_set(&req->why, "certConf must be signed with the credential of its request, not "
-                              "with the certificate it confirms");
+    if (issued.len != 0 && m->num_extra_certs > 0 && cm_span_eq(m->extra_certs[0], issued)) {
+        cm_why_set(&req->why,
+                   "%s must be signed with the credential of its request, not with the "
+                   "certificate it %s",
+                   what, m->body.type == CMP_BODY_CERT_CONF ? "confirms" : "collects");
         CM_BAIL(SRV_E_CONF_BY_NEW_CERT);
     }
-    return srv_conf_signer(req);
+    return srv_conf_signer(req, what);
 }
 
 static cm_result srv_conf_prepare(srv_request *req)
@@ -109,7 +147,7 @@ static cm_result srv_conf_prepare(srv_request *req)
     CM_TRY(store_cert_get_by_txn(req->w->reader, &req->arena, &issued, ca->name,
                                  m->header.f.transaction_id.v));
     // The same credentials as the request (RFC 9483 §4.1.1): never the new certificate.
-    CM_TRY(srv_conf_authenticate(req, &issued));
+    CM_TRY(srv_txn_authenticate(req, issued.cert_der));
     const cm_span server_nonce = req->txn.sender_nonce;
     if (!m->header.f.recip_nonce.present || !cm_span_eq(m->header.f.recip_nonce.v, server_nonce)) {
         cm_why_set(&req->why,

@@ -14,7 +14,7 @@
 
 #include "engine/server/srv_internal.h"
 
-static cm_result srv_collect_exts(srv_request *req, cm_span ext_content)
+cm_result srv_enrol_collect_exts(srv_request *req, cm_span ext_content)
 {
     crmf_ext_iter it;
     crmf_ext_iter_init(&it, ext_content);
@@ -188,7 +188,7 @@ static cm_result srv_enrol_prepare(srv_request *req)
         req->creq.subject = csr->subject;
         req->creq.spki = csr->spki.whole;
         if (csr->extensions.len != 0) {
-            CM_TRY(srv_collect_exts(req, csr->extensions));
+            CM_TRY(srv_enrol_collect_exts(req, csr->extensions));
         }
     } else {
         // srv_enrol_check made sure of exactly one CertReqMsg with certReqId 0.
@@ -230,7 +230,7 @@ static cm_result srv_enrol_prepare(srv_request *req)
         req->creq.not_before = tm->has_not_before ? tm->not_before : 0;
         req->creq.not_after = tm->has_not_after ? tm->not_after : 0;
         if (tm->extensions.len != 0) {
-            CM_TRY(srv_collect_exts(req, tm->extensions));
+            CM_TRY(srv_enrol_collect_exts(req, tm->extensions));
         }
     }
     CM_TRY(srv_check_subject(req, t));
@@ -266,12 +266,15 @@ static cm_span srv_serial_content(srv_request *req)
 }
 
 // srv_txn_expiry: how long the transaction row lives (the confirmation wait and the clock
-// window after issuance).
+// window after issuance; for a request that waits, its waiting time first).
 static int64_t srv_txn_expiry(const srv_request *req)
 {
     const int64_t wait = req->w->e->p.confirm_wait_time > 0 ? req->w->e->p.confirm_wait_time : 300;
     const int64_t win =
         req->w->e->p.message_time_window > 0 ? req->w->e->p.message_time_window : 300;
+    if (req->wait != SRV_WAIT_NONE) {
+        return req->now + req->w->e->p.waiting_timeout + wait + win;
+    }
     return req->now + (req->implicit ? win : wait + win);
 }
 
@@ -296,26 +299,8 @@ static void srv_fill_reservation(srv_request *req, store_job *j, store_op op)
     v->max_uses = req->mac_ok && req->secret != NULL ? req->secret->max_certs : 0;
 }
 
-// srv_enrol_reserve draws a serial and reserves it with the transactionID (one store job).
-static void srv_enrol_reserve(srv_request *req)
-{
-    cm_result r = ca_serial_new(req->serial);
-    if (cm_ok(r)) {
-        req->serial_content = srv_serial_content(req);
-        r = cm_result_make(req->serial_content.len != 0 ? CM_OK : CM_E_NOMEM);
-    }
-    if (!cm_ok(r)) {
-        srv_fail(req, r);
-        return;
-    }
-    req->phase = SRV_ENROL_RESERVING;
-    srv_fill_reservation(req, &req->sjobs[0], STORE_OP_TXN_RESERVE);
-    req->num_sjobs = 1;
-    srv_store_submit(req);
-}
-
-// srv_enrol_sign builds the TBSCertificate under the reserved serial and hands it to the HSM.
-static void srv_enrol_sign(srv_request *req)
+// srv_enrol_tbs builds the TBSCertificate under the serial drawn (req->tbs).
+static cm_result srv_enrol_tbs(srv_request *req)
 {
     const srv_ca *ca = req->ca;
     der_builder alg;
@@ -331,6 +316,42 @@ static void srv_enrol_sign(srv_request *req)
     if (cm_ok(r)) {
         r = der_builder_finish(&tb, &req->tbs);
     }
+    return r;
+}
+
+// srv_enrol_reserve draws a serial and reserves it with the transactionID (one store job). A
+// request that waits (srv_pending.c) also gets its TBSCertificate now: the reservation and the
+// pending row that keeps it go to the store as one job (STORE_OP_PENDING_ADD).
+static void srv_enrol_reserve(srv_request *req)
+{
+    cm_result r = ca_serial_new(req->serial);
+    if (cm_ok(r)) {
+        req->serial_content = srv_serial_content(req);
+        r = cm_result_make(req->serial_content.len != 0 ? CM_OK : CM_E_NOMEM);
+    }
+    if (cm_ok(r) && req->wait != SRV_WAIT_NONE) {
+        r = srv_enrol_tbs(req);
+    }
+    if (!cm_ok(r)) {
+        srv_pending_cancel(req);
+        srv_fail(req, r);
+        return;
+    }
+    req->phase = SRV_ENROL_RESERVING;
+    srv_fill_reservation(req, &req->sjobs[0], STORE_OP_TXN_RESERVE);
+    if (req->wait != SRV_WAIT_NONE) {
+        const store_reservation rsv = req->sjobs[0].u.rsv;
+        srv_pending_fill(req, &req->sjobs[0], &rsv);
+    }
+    req->num_sjobs = 1;
+    srv_store_submit(req);
+}
+
+// srv_enrol_sign builds the TBSCertificate under the reserved serial and hands it to the HSM.
+static void srv_enrol_sign(srv_request *req)
+{
+    const srv_ca *ca = req->ca;
+    const cm_result r = srv_enrol_tbs(req);
     if (!cm_ok(r)) {
         if (!srv_enrol_sign_failed(req, r)) {
             srv_fail(req, r);
@@ -342,16 +363,30 @@ static void srv_enrol_sign(srv_request *req)
     srv_sign_submit(req, ca->ca_key, ca->ca_sig_alg, req->tbs, SRV_ST_SIGN_CERT);
 }
 
-void srv_enrol_start(srv_request *req)
+void srv_enrol_proceed(srv_request *req)
 {
-    cm_result r = srv_enrol_prepare(req);
-    r = cm_ok(r) ? store_space_check(req->w->e->p.space, &req->why) : r; // disk nearly full
+    cm_result r = store_space_check(req->w->e->p.space, &req->why); // disk nearly full
+    srv_wait wait = SRV_WAIT_NONE;
+    if (cm_ok(r)) {
+        r = srv_pending_decide(req, &wait); // delayed delivery (srv_pending.c)
+    }
     if (!cm_ok(r)) {
         srv_fail(req, r);
         return;
     }
+    req->wait = wait;
     srv_mark(req, SRV_STAGE_VERIFY);
     srv_enrol_reserve(req);
+}
+
+void srv_enrol_start(srv_request *req)
+{
+    cm_result r = srv_enrol_prepare(req);
+    if (!cm_ok(r)) {
+        srv_fail(req, r);
+        return;
+    }
+    srv_enrol_proceed(req);
 }
 
 // srv_subject_text renders the subject as RFC 4514 text for listings (ca_name_to_text), in
@@ -436,6 +471,10 @@ void srv_enrol_record(srv_request *req)
 
 void srv_enrol_respond(srv_request *req)
 {
+    if (req->phase == SRV_ENROL_RESERVING && req->wait != SRV_WAIT_NONE) {
+        srv_pending_accepted(req); // reserved and recorded as waiting: answer `waiting`
+        return;
+    }
     if (req->phase == SRV_ENROL_RESERVING) {
         srv_enrol_sign(req); // reserved: now the signature
         return;
@@ -518,7 +557,11 @@ static bool srv_enrol_reservation_failed(srv_request *req, cm_result r)
 bool srv_enrol_store_failed(srv_request *req, size_t i, cm_result r)
 {
     if (req->phase == SRV_ENROL_RESERVING) {
-        return srv_enrol_reservation_failed(req, r);
+        const bool again = srv_enrol_reservation_failed(req, r);
+        if (!again) {
+            srv_pending_cancel(req); // it does not wait after all
+        }
+        return again;
     }
     store_job *rj = &req->sjobs[2];
     if (i == 1 && cm_ok(req->sjobs[0].result)) {

@@ -12,9 +12,21 @@
 //   srv_rr.c       rr
 //   srv_genm.c     genm
 //   srv_error.c    error (from a client)
+//   srv_nested.c   nested (an RA's batch): inner requests, their joint HSM and store submissions
+//   srv_pool.c     the threads that verify a batch's inner requests (nested_threads)
 //   srv_crl.c      CRLs
+//   srv_pending.c  delayed delivery: the waiting decision (load, approval), the waiting answer,
+//                  the drain that signs and records what waits
+//   srv_poll.c     pollReq
+//   srv_ccr.c      ccr (cross-certification)
+//   srv_budget.c   what unauthenticated senders may cost: MAC-failure back-off per senderKID
+//                  and per peer address, error signatures per peer (issue 23)
+//   srv_kdf.c      the KDF worker pool: PBM and PBMAC1 verification off the I/O loops
+//   srv_resend.c   the retransmission cache: a resent request gets the answer again
 #ifndef CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H
 #define CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H
+
+#include <pthread.h>
 
 #include "engine/server/srv.h"
 
@@ -25,6 +37,12 @@
 #define SRV_MAX_EXTRA_OUT         (2 * CA_MAX_CHAIN + 2)
 #define SRV_NUM_BODY_TYPES        (CMP_BODY_POLL_REP + 1)
 #define SRV_MAX_STORE_JOBS        3u
+#define SRV_RESEND_KEY_LEN        32u // SHA-256
+
+// The abuse limits' state (issue 23; their sections at the end of this file).
+typedef struct srv_budget srv_budget;     // srv_budget.c
+typedef struct srv_kdf_pool srv_kdf_pool; // srv_kdf.c
+typedef struct srv_resend srv_resend;     // srv_resend.c
 
 // Transaction states kept in the store (store_txn.state).
 enum {
@@ -61,11 +79,80 @@ typedef enum srv_state {
     SRV_ST_UNDO,      // a store job undoing part of a failed batch is out (srv_undo_submit)
     SRV_ST_SIGN_RESP, // the response's protection is with the HSM
     SRV_ST_DONE,
+    SRV_ST_NESTED, // a nested request waits for its inner requests (srv_nested.c)
+    SRV_ST_KDF,    // the MAC's key derivation is with the KDF pool (srv_mac_begin)
 } srv_state;
 
-// Thread: immutable after srv_engine_new.
+typedef struct srv_pool srv_pool;
+typedef struct srv_nest srv_nest;
+
+// What a waiting enrolment's record needs besides its row (store_pending.flags).
+enum {
+    SRV_PEND_FLAG_IMPLICIT = 1u << 0,        // implicitConfirm granted
+    SRV_PEND_FLAG_REVOKE_REPLACED = 1u << 1, // a kur whose profile revokes the old certificate
+};
+
+// Why an enrolment waits (srv_request.wait).
+typedef enum srv_wait {
+    SRV_WAIT_NONE = 0,
+    SRV_WAIT_LOAD,     // backpressure: answered waiting, drained as capacity frees
+    SRV_WAIT_APPROVAL, // the profile's approval = manual
+} srv_wait;
+
+// srv_pending is the engine's delayed-delivery state (srv_pending.c): this node's queue of
+// requests accepted under load, the drain thread, and the measurements the waiting decision
+// reads. Thread: |mu| guards the queue and |stop|; |thread| and |running| are the owner's; the
+// measurements and counters are atomics (relaxed), written by the drain and the workers.
+typedef struct srv_pending {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; // signalled when the queue grows or |stop| is set
+    int64_t *queue;    // guarded_by(mu): ids of the rows accepted under load, a FIFO ring
+    size_t cap;        // immutable: max_pending
+    size_t head, num;  // guarded_by(mu)
+    bool stop;         // guarded_by(mu)
+    bool running;
+    pthread_t thread;
+    // The waiting decision's inputs (srv_pending_decide), measured by the drain every 100 ms.
+    uint32_t max_hsm_queue;    // in force; UINT32_MAX until measured (auto)
+    uint32_t commit_us;        // the store's mean commit time over the last window
+    uint64_t hsm_rate_milli;   // signatures per second (x 1000) the pool drains when busy
+    uint64_t drain_rate_milli; // waiting requests per second (x 1000) the drain finishes
+    uint64_t waiting;          // places taken in the queue (the bound of max_pending)
+    uint64_t accepted, refused, drained, polls, delivered; // srv_pending_stats
+} srv_pending;
+
+
+// srv_kdf_job is one MAC verification (cmp_protect_verify_mac), embedded in its request. The
+// pool owns it between submit and completion. Thread: as hsm_job.
+typedef struct srv_kdf_job {
+    cm_cq_node node; // must stay first; kind CM_CQ_KIND_KDF_JOB
+    struct srv_kdf_job *qnext;
+    cm_cq *cq;
+    const cmp_protect_ctx *prot;
+    cmp_mac_key *key; // out: the key, ready for the response (cleansed on failure)
+    cm_span alg;      // the protectionAlg element
+    cm_span secret;
+    cmp_secret_kind kind;
+    cm_span protected_part;
+    cm_span protection;
+    uint8_t unused_bits;
+    void *user;
+    cm_result result; // out
+    cm_why why;       // out: why it failed
+} srv_kdf_job;
+
+// Thread: immutable after srv_engine_new (the pool, the budgets and the cache lock themselves;
+// |pend| points at mutable, self-locked state).
 struct srv_engine {
     srv_params p;
+    srv_pool *pool; // the nested_threads verification threads; NULL: none (srv_pool.c)
+    srv_pending *pend;
+    // Abuse limits (issue 23); each NULL when srv_params leaves it off.
+    srv_kdf_pool *kdf;      // PBM/PBMAC1 verification (NULL: inline)
+    srv_budget *budget;     // MAC-failure back-off and error signatures
+    size_t *kid_base;       // per CA: the budget's index of its first secret
+    srv_resend *resend;     // the retransmission cache
+    uint64_t n_kdf_refused; // atomic: refused with SRV_E_KDF_BUSY
 };
 
 // Thread: confined to its thread.
@@ -84,6 +171,8 @@ struct srv_worker {
     // Every request handed out and not yet freed (doubly linked through prev/next), so that
     // srv_worker_free can detach them.
     srv_request *live;
+    srv_worker_stats stats;
+    uint32_t tasks_out; // this worker's inner requests with the verification threads (atomic)
 };
 
 // srv_request: one message and everything derived from it. Thread: confined to its worker's
@@ -174,7 +263,47 @@ struct srv_request {
     // The transport (issue 18): the client certificate a TLS handshake verified (DER in the
     // arena, empty when none), informational only (srv_request_set_tls_peer).
     cm_span tls_peer;
+
+    // Nested messages (issue 16, srv_nested.c). An inner message is a request of its own with
+    // |parent| set: it runs exactly like one that arrived alone, except that its HSM and store
+    // submissions are parked (|parked|: srv_sign_submit, srv_store_submit, srv_undo_submit set
+    // its state and jobs as usual, but submit nothing) and |root|, the outermost nested
+    // request, submits what all its inner requests parked together once none of them is
+    // running or waiting (srv_nested_event). Completions still come to the request's own jobs.
+    srv_request *parent;    // the nested request this is an inner message of; NULL: none
+    srv_request *root;      // the outermost nested request above it; NULL: none
+    srv_nest *nest;         // a nested request's batch (in its arena); NULL otherwise
+    uint32_t depth;         // nesting level of the message: 0 outermost, 1 inside one nested ...
+    bool parked;            // it parked jobs the root has not taken yet
+    bool in_pool;           // a verification thread runs it (|w| is that thread's worker)
+    bool deferred;          // the pool parsed a nested body: its start runs on the origin thread
+    bool vouched;           // unprotected, authenticated by the enclosing RA (srv_nested_vouch)
+    bool counted;           // its answer was counted by its parent
+    bool force_sig;         // the response is signed even after a verified MAC (a nested answer)
+    size_t resp_hint;       // the response's expected size (0: srv_respond's default)
+    store_job *park_job;    // the parked undo job (srv_undo_submit)
+    srv_request *park_next; // the root's list of parked requests
+    srv_request *task_next; // the verification pool's queue
+    cm_cq_node task;        // comes back to the origin thread's cq (CM_CQ_KIND_SRV_TASK)
+    // Delayed delivery (issue 16; srv_pending.c, srv_poll.c).
+    srv_wait wait;         // why this enrolment waits (SRV_WAIT_NONE: it does not)
+    bool wait_place;       // it holds a place in the engine's queue (srv_pending_decide)
+    store_reservation rsv; // a waiting enrolment's reservation (its PENDING_ADD's)
+    store_pending pend;    // pollReq: the row polled
+    bool have_txn;         // pollReq: req->txn was read
+    // Abuse limits (issue 23).
+    uint8_t peer[SRV_PEER_KEY_LEN]; // the sender's address key (srv_request_set_peer); zero:
+                                    //   unknown (every unknown sender shares one budget)
+    srv_kdf_job kjob;               // the MAC's key derivation (SRV_ST_KDF)
+    const srv_secret *kdf_secret;   //   for the secret senderKID named
+    bool kdf_done;                  // kjob came back: srv_authenticate_mac uses its verdict
+    bool mac_noted;                 // the MAC's outcome went into the budget
+    bool failing;                   // srv_fail is answering (the error-signature budget)
+    bool resent;                    // answered from the retransmission cache
+    bool resend_key_set;            // resend_key holds the request's key
+    uint8_t resend_key[SRV_RESEND_KEY_LEN];
 };
+
 
 // srv_mark records that |stage| ended now (stages not passed through stay 0).
 static inline void srv_mark(srv_request *req, srv_stage stage)
@@ -217,6 +346,12 @@ const srv_handler *srv_handler_get(int body_type);
 // error carries the request's MAC, then answers SRV_E_BODY (badRequest).
 void srv_refuse_start(srv_request *req);
 
+// srv_sign_refused answers for |req| when its signature for |next| could not be queued (|r|,
+// the pool's refusal): a response is MAC-protected instead when it can be, else sent
+// unprotected; a certificate's refusal goes to the handler's sign_failed or is answered.
+// srv_sign_submit and the nested batch's joint submission (srv_nested.c) share it.
+void srv_sign_refused(srv_request *req, cm_result r, srv_state next);
+
 // ---------------------------------------------------------------------------------------------
 // Asynchronous steps (srv.c)
 
@@ -243,14 +378,14 @@ void srv_respond(srv_request *req, const cmp_body *body);
 // srv_fail answers |r| as a rejection: status rejection, the failure bit of |r|
 // (cm_code_failinfo) and as statusString the request's reason (req->why) when a step set one,
 // else |r|'s registry explanation. Where it goes (RFC 9483 §3.6.4, srv_rejects_content): a
-// refusal of an ir/cr/p10cr/kur/rr's content (req->content_stage set, and a code that is not
-// about the message as a whole) goes into the matching ip/cp/kup (one CertResponse) or rp
+// refusal of an ir/cr/p10cr/kur/ccr/rr's content (req->content_stage set, and a code that is
+// not about the message as a whole) goes into the matching ip/cp/kup/ccp (one CertResponse) or rp
 // (one PKIStatusInfo); everything else into an error message (RFC 9810 §5.3.21).
 void srv_fail(srv_request *req, cm_result r);
 
 // srv_rejects_content reports whether srv_fail answers |r| in the request's own response type
 // rather than an error message: the message passed its checks as a whole
-// (req->content_stage), the body is ir, cr, p10cr, kur or rr, and |r| is neither a server
+// (req->content_stage), the body is ir, cr, p10cr, kur, ccr or rr, and |r| is neither a server
 // failure (USAGE, RESOURCE, AGAIN, CRYPTO, HSM, IO classes) nor one of the failure bits about
 // the message as a whole: badMessageCheck, badTime, badSenderNonce, badRecipientNonce,
 // transactionIdInUse, unsupportedVersion, wrongAuthority, wrongIntegrity, signerNotTrusted.
@@ -290,6 +425,15 @@ CM_RESULT srv_authenticate(srv_request *req, ca_trust *trust, ca_trust *trust2);
 // verified when the request came). Sets sig_ok and the signer fields as srv_authenticate does.
 CM_RESULT srv_authenticate_stored(srv_request *req, cm_span cert);
 
+// srv_authenticate_listed verifies a signature-protected message whose signer must be one of
+// |certs| (DER), trusted as itself with no chain (a cross-certification requester: another CA's
+// certificate): the signature by extraCerts[0], the sender and senderKID rules of
+// srv_authenticate, and, when the signer is listed (|*out_listed|), its validity now, after
+// which sig_ok and the signer fields are set. An unlisted signer is CM_OK with |*out_listed|
+// false and req->signer filled for the caller's reason. Fails as srv_authenticate does.
+CM_RESULT srv_authenticate_listed(srv_request *req, const cm_span *certs, size_t num_certs,
+                                  bool *out_listed);
+
 // ---------------------------------------------------------------------------------------------
 // Body handlers (one file each)
 
@@ -304,11 +448,114 @@ void srv_rr_respond(srv_request *req);    //   the revocation committed
 void srv_genm_start(srv_request *req);    // genm (srv_genm.c)
 void srv_error_start(srv_request *req);   // error (srv_error.c)
 void srv_error_respond(srv_request *req); //   the transaction's end committed
+void srv_nested_start(srv_request *req);  // nested (srv_nested.c)
+
+// ---------------------------------------------------------------------------------------------
+// Nested messages (srv_nested.c, srv_pool.c)
+
+// srv_nested_vouch authenticates an unprotected inner message by the RA that protected the
+// nested message around it (RFC 9483 §5.2.2.1): the request then stands as if the RA had
+// protected it itself: its signer is the RA certificate (an RA valid as one), or its MAC
+// credential is the RA's secret (senderKID, key and limits; the response is MAC-protected
+// with it). Fails with SRV_E_UNPROTECTED outside a nested message. srv_authenticate calls it
+// for every unprotected message with a parent.
+CM_RESULT srv_nested_vouch(srv_request *req);
+
+// srv_nested_event continues the batch of inner request |req| after it ran on the worker's
+// thread (one of its jobs came back, or the pool returned it): takes what it parked, answers
+// a nested request whose inner requests are all answered, and when nothing of the batch is
+// running or out any more, submits everything parked: all HSM jobs in one hsm_pool_submit,
+// all store jobs in one store_submit_batch. Returns the root when its response is ready,
+// else NULL. Thread: the root's worker's.
+srv_request *srv_nested_event(srv_request *req);
+
+// srv_nested_task_back takes back inner request |req| from the verification pool (its cq node
+// |req->task| came back): a deferred nested body starts now; then as srv_nested_event.
+srv_request *srv_nested_task_back(srv_request *req);
+
+// srv_nested_free_children frees the inner requests of nested request |req| (all answered).
+void srv_nested_free_children(srv_request *req);
+
+// srv_pool_new starts |n| verification threads for |e|, each with its own worker (crypto
+// contexts and a store reader; no cq: an inner request's jobs are parked, never submitted
+// there). Fails with CM_E_NOMEM, or the worker's code. Thread: start-up.
+CM_RESULT srv_pool_new(srv_pool **out, srv_engine *e, uint32_t n);
+
+// srv_pool_free stops and joins the threads (none may hold a request any more); NULL is a
+// no-op.
+void srv_pool_free(srv_pool *p);
+
+// srv_pool_submit hands the |n| inner requests of |reqs| (their |der| and |ca| set, |w| their
+// origin worker) to the threads, under one lock: each runs srv_request_start there with the
+// thread's worker in |w|, gets its origin worker back and comes home through that worker's cq
+// as |task| (CM_CQ_KIND_SRV_TASK). Never fails. Thread: any.
+void srv_pool_submit(srv_pool *p, srv_request *const *reqs, size_t n);
+void srv_poll_start(srv_request *req);   // pollReq (srv_poll.c)
+void srv_poll_respond(srv_request *req); //   its delivery committed
+void srv_ccr_start(srv_request *req);    // ccr (srv_ccr.c)
 // srv_enrol_sign_failed is the enrolment's srv_handler.sign_failed (srv_enrol.c): the
 // certificate could not be signed, so its reservation is given back (STORE_OP_TXN_UNRESERVE,
 // through srv_undo_submit) and |r| answered once that is back. Returns false outside the
 // signing phase (nothing reserved to give back).
 bool srv_enrol_sign_failed(srv_request *req, cm_result r);
+
+// srv_enrol_proceed continues an enrolment whose request passed every check (ir, cr, kur,
+// p10cr: srv_enrol_start; ccr: srv_ccr.c): the store's free-space check, the waiting decision
+// (srv_pending_decide), then the reservation (or, when it waits, the reservation and its
+// pending row: STORE_OP_PENDING_ADD). Answers the request itself on a refusal.
+void srv_enrol_proceed(srv_request *req);
+
+// srv_enrol_collect_exts reads a template's or a CSR's Extensions content into req->exts and
+// points req->creq at them: CM_E_DER_TOO_MANY over CA_MAX_REQ_EXTS, the reader's code when
+// malformed.
+CM_RESULT srv_enrol_collect_exts(srv_request *req, cm_span ext_content);
+
+// srv_txn_authenticate checks that a message continuing the transaction in req->txn (certConf,
+// pollReq) is protected like the request that opened it: the same kind of protection (a MAC of
+// the same kind, or a signature: wrongIntegrity otherwise) and the same credential (the
+// senderKID, or the certificate that signed the request, which the transaction keeps, so the
+// message may come without extraCerts). |issued| (may be empty) is the certificate the
+// transaction issued: a signature by it is refused. srv_conf.c; the reasons name the
+// message's body type.
+CM_RESULT srv_txn_authenticate(srv_request *req, cm_span issued);
+
+// ---------------------------------------------------------------------------------------------
+// Delayed delivery (srv_pending.c)
+
+// srv_pending_new allocates the engine's state for |p| (the queue holds p->max_pending ids);
+// srv_pending_free stops the drain and releases it (NULL: no-op).
+CM_RESULT srv_pending_new(srv_pending **out, const srv_params *p);
+void srv_pending_free(srv_pending *pd);
+
+// srv_pending_decide decides whether the enrolment |req| (checked, its profile chosen) waits:
+// SRV_WAIT_APPROVAL under a profile with manual approval; SRV_WAIT_LOAD when the HSM queue is
+// deeper than its bound or the store's commits are slower than theirs, taking a place in the
+// engine's queue (SRV_E_PENDING_FULL, with a reason, when max_pending are taken); else
+// SRV_WAIT_NONE. Thread: the worker's (one hsm_pool_depth: a lock).
+CM_RESULT srv_pending_decide(srv_request *req, srv_wait *out);
+
+// srv_pending_cancel gives back the place srv_pending_decide took when the request does not
+// wait after all (its PENDING_ADD was refused). Idempotent.
+void srv_pending_cancel(srv_request *req);
+
+// srv_pending_fill makes |j| the PENDING_ADD of the waiting enrolment |req|: its reservation
+// |rsv| (filled by the caller, copied into req->rsv), its TBSCertificate (req->tbs), and what
+// the listing and the record need.
+void srv_pending_fill(srv_request *req, store_job *j, const store_reservation *rsv);
+
+// srv_pending_accepted answers the enrolment whose PENDING_ADD committed (req->sjobs[0]):
+// queued on this node when it waits under load, then `waiting` in the request's own response
+// type (one CertResponse with its certReqId) with a statusString saying why and when to poll.
+void srv_pending_accepted(srv_request *req);
+
+// srv_pending_check_after returns the checkAfter (seconds) for a row waiting |why|: for load
+// the time this node's queue takes to drain at the measured rate (at least 1 s), for approval
+// srv_params.approval_check_after.
+int64_t srv_pending_check_after(const srv_engine *e, store_pending_why why);
+
+// srv_pending_key_text writes the key type of SubjectPublicKeyInfo |spki| for listings ("EC
+// P-256", "RSA 2048", "Ed25519") into |buf|; returns it ("unknown" when unreadable).
+const char *srv_pending_key_text(char *buf, size_t cap, cm_span spki);
 
 // srv_bytes_text writes |b| for a reason: as text when every byte is printable ASCII (a
 // senderKID such as "line-9"), else as hex; cut to at most 32 bytes. Returns |buf|
@@ -346,5 +593,217 @@ void srv_enrol_check_status(srv_request *req, cmp_status_info *st);
 // certificate in signer_cert (so certConf can be verified with the same certificate when it
 // carries no extraCerts). The spans borrow from the request.
 void srv_enrol_txn_note(srv_request *req, store_txn *t);
+
+// ---------------------------------------------------------------------------------------------
+// What unauthenticated senders may cost (srv_budget.c, issue 23)
+//
+// Two budgets, both engine-wide (every loop, the CoAP thread) under one mutex, all O(1):
+//   - MAC failures: a MAC that does not verify counts against its senderKID (the configured
+//     secret it names) and against the peer address it came from. mac_failures_max of them
+//     within mac_failure_window puts that senderKID, and separately that address, in back-off
+//     for mac_failure_backoff: its MAC-protected requests are then refused (SRV_E_MAC_BACKOFF)
+//     before any key derivation. A correct MAC cannot be told from a wrong one without the
+//     derivation, so a senderKID in back-off refuses correct MACs too; otherwise the back-off
+//     would cost the attacker nothing and the server all its KDF work. What keeps the device
+//     that owns a senderKID working while someone else guesses at it is the pair exemption: an
+//     address from which the senderKID authenticated (the last SRV_BUDGET_GOOD_PEERS of them;
+//     a wrong MAC from that address for that senderKID drops it) is exempt from both back-offs
+//     for that senderKID. Only a correct MAC makes a pair good, so an attacker gains nothing
+//     from it, and one behind the same address as the device costs at most one KDF run per
+//     good pair before the exemption is gone.
+//   - Error signatures: the error answer to a message that cannot be parsed or authenticated
+//     is signed by the CMP key (an HSM signature) at most error_signatures_per_peer times a
+//     second per address (a token bucket one second deep); beyond that it goes out without
+//     protection (srv_respond).
+// Peers are keyed like engine/net's per-peer cap: the IPv4 address (as IPv4-mapped IPv6), or
+// the IPv6 /64. The peer table is fixed-size (nothing an unauthenticated sender does grows
+// memory): open addressing over a seeded hash with a probe window of SRV_BUDGET_PROBE slots;
+// a new address takes a free slot of its window, else the least recently seen entry that is
+// not in back-off, else the least recently seen one (counted as evicted).
+
+#define SRV_BUDGET_GOOD_PEERS    4u    // exempt addresses remembered per senderKID
+#define SRV_BUDGET_PROBE         8u    // peer table probe window
+#define SRV_BUDGET_DEFAULT_PEERS 8192u // peer table slots (a power of two)
+
+// srv_budget_params: the limits. Thread: value type.
+typedef struct srv_budget_params {
+    uint32_t mac_failures_max;          // 0: no back-off
+    uint64_t mac_failure_window_ms;     // failures older than this are forgotten
+    uint64_t mac_failure_backoff_ms;    // how long a back-off lasts
+    uint32_t error_signatures_per_peer; // per second; 0: no limit
+    uint32_t peer_slots;                // 0: SRV_BUDGET_DEFAULT_PEERS (rounded up to 2^k)
+} srv_budget_params;
+
+// srv_mac_gate is what srv_budget_mac_check decides for a MAC-protected request.
+typedef enum srv_mac_gate {
+    SRV_MAC_GO = 0,       // check the MAC
+    SRV_MAC_KID_BACKOFF,  // refuse: its senderKID is in back-off
+    SRV_MAC_PEER_BACKOFF, // refuse: its address is in back-off
+} srv_mac_gate;
+
+// srv_budget_stats: what the budgets did. Thread: value type.
+typedef struct srv_budget_stats {
+    uint64_t refused_kid;       // requests refused because their senderKID was in back-off
+    uint64_t refused_peer;      // ... because their address was
+    uint64_t backoffs_kid;      // back-offs started, per senderKID
+    uint64_t backoffs_peer;     // ... per address
+    uint64_t error_signed;      // error answers to unauthenticated messages signed
+    uint64_t error_unprotected; // ... sent without protection (over the budget)
+    uint64_t peers_evicted;     // peer entries taken over by another address
+    uint64_t peers_tracked;     // peer entries in use now
+} srv_budget_stats;
+
+// srv_budget (typedef at the top) is the state above. Thread: locked by its mutex; every
+// function may be called from any thread.
+
+// srv_budget_new makes the budgets for |num_kids| senderKIDs (the caller numbers the
+// configured secrets 0 .. num_kids-1) with |p| (copied). CM_E_NOMEM, or CM_E_INVALID_ARG for
+// a zero window or back-off while mac_failures_max is set. Thread: start-up.
+CM_RESULT srv_budget_new(srv_budget **out, const srv_budget_params *p, size_t num_kids);
+
+// srv_budget_free releases |b| (NULL: no-op).
+void srv_budget_free(srv_budget *b);
+
+// srv_budget_mac_check decides whether a MAC-protected request naming senderKID |kid| from
+// address |peer| (SRV_PEER_KEY_LEN octets) may have its MAC checked at |now_ms| (monotonic).
+// A refusal is counted, and |*out_wait_ms| says how long the back-off still lasts (0 for GO).
+// Adds nothing to the tables.
+srv_mac_gate srv_budget_mac_check(srv_budget *b, size_t kid, const uint8_t *peer, uint64_t now_ms,
+                                  uint64_t *out_wait_ms);
+
+// srv_budget_mac_outcome records that the MAC of a request naming |kid| from |peer| verified
+// (|ok|: the pair becomes good) or did not (counted against both, which may start their
+// back-offs; the pair is no longer good).
+void srv_budget_mac_outcome(srv_budget *b, size_t kid, const uint8_t *peer, bool ok,
+                            uint64_t now_ms);
+
+// srv_budget_error_signature takes one error signature from |peer|'s budget at |now_ms|: true
+// when it may be signed (always without a limit), false when the error goes out unprotected.
+// Counted either way.
+bool srv_budget_error_signature(srv_budget *b, const uint8_t *peer, uint64_t now_ms);
+
+// srv_budget_get_stats copies the counters. Thread: any.
+void srv_budget_get_stats(srv_budget *b, srv_budget_stats *out);
+
+// srv_budget_params_get returns the limits |b| was made with.
+const srv_budget_params *srv_budget_params_get(const srv_budget *b);
+
+// ---------------------------------------------------------------------------------------------
+// The KDF worker pool (srv_kdf.c, issue 23)
+//
+// PBM and PBMAC1 derive a key from the password before the MAC can be checked: up to
+// max_pbm_iterations digests or max_pbmac1_iterations HMACs, paid before the sender is known
+// to hold the secret. That work runs on a few threads of its own (cm-kdf0 ...), never on an I/O
+// loop, so a stream of forged MACs cannot delay the other connections' requests. Like the HSM
+// pool: one queue (mutex + condition variable) bounded at max_queue waiting jobs (one more is
+// refused at once with SRV_E_KDF_BUSY, systemUnavail, without KDF work), workers take one job
+// at a time, and a finished job comes back through the submitter's cm_cq as a node of kind
+// CM_CQ_KIND_KDF_JOB. Key-based MACs cost microseconds and stay inline. srv_kdf_job is
+// defined with the request, which embeds it.
+
+// srv_kdf_pool_new starts |threads| workers (1..64) with a queue of at most |max_queue| (>= 1)
+// waiting jobs. CM_E_INVALID_ARG, CM_E_NOMEM or an IO-class code when a thread cannot start
+// (nothing is left running then). Thread: start-up.
+CM_RESULT srv_kdf_pool_new(srv_kdf_pool **out, uint32_t threads, uint32_t max_queue);
+
+// srv_kdf_pool_free stops the workers: queued jobs complete with SRV_E_KDF_BUSY, a job a worker
+// holds completes normally, then the threads are joined. NULL is a no-op. Thread: not a worker.
+void srv_kdf_pool_free(srv_kdf_pool *p);
+
+// srv_kdf_pool_submit queues |j|: SRV_E_KDF_BUSY when max_queue jobs wait already (|j| is then
+// not queued and stays the caller's). Thread: any.
+CM_RESULT srv_kdf_pool_submit(srv_kdf_pool *p, srv_kdf_job *j);
+
+// srv_kdf_pool_depth returns the jobs waiting for a worker now. Thread: any.
+size_t srv_kdf_pool_depth(srv_kdf_pool *p);
+
+// srv_kdf_pool_max_queue returns the queue bound.
+uint32_t srv_kdf_pool_max_queue(const srv_kdf_pool *p);
+
+// srv_kdf_pool_done returns how many jobs the workers finished. Thread: any (relaxed).
+uint64_t srv_kdf_pool_done(srv_kdf_pool *p);
+
+// ---------------------------------------------------------------------------------------------
+// The retransmission cache (srv_resend.c, issue 23)
+//
+// A client whose answer was lost (its connection dropped) sends the same request again; a
+// request byte for byte identical to one answered (same transactionID, senderNonce and
+// protection) gets the stored answer again instead of a second certificate or
+// transactionIdInUse. Keyed by SHA-256 over the CA's name and the request's DER; holding the
+// response's DER. Filled only after the protected answer to an authenticated request was
+// built (srv_finish_response), so nothing an unauthenticated sender sends is kept. Not kept:
+// transactionIdInUse answers (a byte-identical request refused as in use is a resend of one
+// still in flight, whose own answer is the one to keep) and answers to server failures
+// (resource, HSM, store: a retry may succeed). The first answer kept for a key stays until it
+// expires or is evicted. Bounded by entries and bytes: the oldest entry goes first. One mutex,
+// engine-wide.
+
+#define SRV_RESEND_DEFAULT_ENTRIES 65536u
+#define SRV_RESEND_DEFAULT_BYTES   ((size_t)64 << 20)
+#define SRV_RESEND_IMPLICIT_WINDOW_S \
+    300 // the default window for all but ip/cp/kup waiting
+        //   for certConf (those: confirm_wait_time)
+
+
+// srv_resend_stats: the cache's counters and size. Thread: value type.
+typedef struct srv_resend_stats {
+    uint64_t hits;    // requests answered from the cache
+    uint64_t stored;  // answers put in
+    uint64_t evicted; // answers dropped for room before they expired
+    uint64_t entries; // answers held now
+    uint64_t bytes;   // their size, with the entries' own
+} srv_resend_stats;
+
+// srv_resend_new makes a cache of at most |max_entries| answers and |max_bytes| bytes (each
+// entry counts its response and its own struct). CM_E_NOMEM, CM_E_INVALID_ARG for zero
+// bounds. Thread: start-up.
+CM_RESULT srv_resend_new(srv_resend **out, size_t max_entries, size_t max_bytes);
+
+// srv_resend_free releases the cache (NULL: no-op).
+void srv_resend_free(srv_resend *c);
+
+// srv_resend_get looks |key| up at |now_ms|: when a live answer is held it is copied into
+// |arena| (|*out|), with the failure bit and code it was sent with, and true is returned;
+// false when none is (or the arena is full). Thread: any.
+bool srv_resend_get(srv_resend *c, const uint8_t key[SRV_RESEND_KEY_LEN], uint64_t now_ms,
+                    cm_arena *arena, cm_span *out, int *out_fail_bit, cm_result *out_error);
+
+// srv_resend_put keeps a copy of |rsp| under |key| until |expires_ms| (the first answer for a
+// key wins while it lives), evicting the oldest entries while over a bound. An answer larger
+// than the byte bound, or no memory, is simply not kept. Thread: any.
+void srv_resend_put(srv_resend *c, const uint8_t key[SRV_RESEND_KEY_LEN], uint64_t expires_ms,
+                    cm_span rsp, int fail_bit, cm_result error);
+
+// srv_resend_get_stats copies the counters. Thread: any.
+void srv_resend_get_stats(srv_resend *c, srv_resend_stats *out);
+
+// ---------------------------------------------------------------------------------------------
+// Where the engine applies them (srv_auth.c, srv.c, srv_respond.c)
+
+// srv_now_ms is the monotonic clock in milliseconds, the budgets' and the cache's time.
+static inline uint64_t srv_now_ms(void)
+{
+    return cm_time_mono_ns() / 1000000u;
+}
+
+// srv_mac_begin runs before the handler of a MAC-protected message whose senderKID names a
+// configured secret: the back-off gate (refused: srv_fail with SRV_E_MAC_BACKOFF), then for PBM
+// and PBMAC1 with a KDF pool the verification is handed to the pool (SRV_ST_KDF; refused when
+// its queue is full: SRV_E_KDF_BUSY). Returns true when the handler should start now (no MAC,
+// another protection, a key-based MAC, no pool: the handler's srv_authenticate checks it
+// inline), false when the request was answered or waits for the pool.
+bool srv_mac_begin(srv_request *req);
+
+// srv_mac_end takes the KDF pool's verdict back into the request (req->kdf_done; the handler's
+// srv_authenticate then uses it) and records it in the budget.
+void srv_mac_end(srv_request *req);
+
+// srv_resend_lookup answers a request from the retransmission cache (true: the response is
+// ready) after computing its key; false when the cache is off or holds no answer for it.
+bool srv_resend_lookup(srv_request *req);
+
+// srv_resend_keep puts the request's finished, protected response into the cache when it may be
+// kept (see the cache's rules above). Called by srv_finish_response.
+void srv_resend_keep(srv_request *req);
 
 #endif // CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H

@@ -62,8 +62,28 @@ void srv_finish_response(srv_request *req, const cm_span *prot)
         req->error = cm_result_make(SRV_E_INTERNAL);
     } else {
         req->response = out;
+        if (prot != NULL) {
+            srv_resend_keep(req); // a resend of this request gets this answer (issue 23)
+        }
     }
     req->state = SRV_ST_DONE;
+}
+
+// srv_error_unsigned reports whether the answer being built is an error to a message that
+// could not be authenticated (nor parsed) whose peer has spent its error_signatures_per_peer:
+// it then goes out without protection instead of costing an HSM signature. RFC 9810 §5.1.3
+// makes protection optional in a PKIMessage and RFC 9483 §3.6.4 says an error SHOULD be
+// protected; a forged or garbage request can be answered at the rate it is sent only by
+// protecting the answer at a rate the HSM can afford, and the SHOULD's exception is that
+// case. An authenticated request's rejection is always protected.
+static bool srv_error_unsigned(srv_request *req)
+{
+    srv_budget *b = req->w->e->budget;
+    if (b == NULL || !req->failing || req->sig_ok || req->mac_ok ||
+        srv_budget_params_get(b)->error_signatures_per_peer == 0) {
+        return false;
+    }
+    return !srv_budget_error_signature(b, req->peer, srv_now_ms());
 }
 
 void srv_respond(srv_request *req, const cmp_body *body)
@@ -100,13 +120,22 @@ void srv_respond(srv_request *req, const cmp_body *body)
     rh->sender_nonce.v = cm_span_make(req->nonce, sizeof(req->nonce));
     rh->has_message_time = true;
     rh->message_time = req->now;
-    if (req->implicit &&
-        (body->type == CMP_BODY_IP || body->type == CMP_BODY_CP || body->type == CMP_BODY_KUP)) {
+    if (req->implicit && (body->type == CMP_BODY_IP || body->type == CMP_BODY_CP ||
+                          body->type == CMP_BODY_KUP || body->type == CMP_BODY_CCP)) {
         req->ginfo[0] = cmp_itav_implicit_confirm();
         rh->general_info = req->ginfo;
         rh->num_general_info = 1;
     }
-    const bool use_mac = req->mac_ok && (!ca->sign_mac_responses || req->force_mac);
+    // A nested answer is signed by the CMP key even when the RA's MAC verified (force_sig).
+    const bool use_mac =
+        req->mac_ok && (req->force_mac || (!ca->sign_mac_responses && !req->force_sig));
+    if (!use_mac && srv_error_unsigned(req)) {
+        // Without protection: no protectionAlg, no senderKID, no extraCerts.
+        der_builder_init_arena(&req->rb, &req->arena, 1024);
+        cmp_msg_writer_begin(&req->mw, &req->rb, rh, body);
+        srv_finish_response(req, NULL);
+        return;
+    }
     // The protection algorithm goes into the header before the protected part is written.
     der_builder alg;
     der_builder_init_arena(&alg, &req->arena, 128);
@@ -128,7 +157,7 @@ void srv_respond(srv_request *req, const cmp_body *body)
         return;
     }
     rh->protection_alg = alg_der;
-    der_builder_init_arena(&req->rb, &req->arena, 4096);
+    der_builder_init_arena(&req->rb, &req->arena, req->resp_hint != 0 ? req->resp_hint : 4096);
     cmp_msg_writer_begin(&req->mw, &req->rb, rh, body);
     const cm_span pp = cmp_msg_writer_protected_part(&req->mw);
     if (use_mac) {
@@ -202,6 +231,7 @@ bool srv_rejects_content(const srv_request *req, cm_result r)
     case CMP_BODY_P10CR:
     case CMP_BODY_KUR:
     case CMP_BODY_RR:
+    case CMP_BODY_CCR:
         break;
     default:
         return false;
@@ -263,7 +293,10 @@ static void srv_reject_body(const srv_request *req, cmp_body *body, cmp_cert_res
         const crmf_cert_req_msgs *msgs = &req->msg.body.u.req;
         resp->cert_req_id = msgs->num_msgs > 0 ? msgs->msgs[0].req.cert_req_id : 0;
     }
-    body->type = t == CMP_BODY_IR ? CMP_BODY_IP : (t == CMP_BODY_KUR ? CMP_BODY_KUP : CMP_BODY_CP);
+    body->type = t == CMP_BODY_IR    ? CMP_BODY_IP
+                 : t == CMP_BODY_KUR ? CMP_BODY_KUP
+                 : t == CMP_BODY_CCR ? CMP_BODY_CCP
+                                     : CMP_BODY_CP;
     body->u.rep.responses = resp;
     body->u.rep.num_responses = 1;
 }
@@ -293,5 +326,6 @@ void srv_fail(srv_request *req, cm_result r)
         body.u.error.status = st;
     }
     req->implicit = false;
+    req->failing = true;
     srv_respond(req, &body);
 }

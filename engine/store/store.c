@@ -112,6 +112,44 @@ static bool store_txn_fields_ok(const store_txn *t)
            store_span_ok(t->request_nonce, false) && store_span_ok(t->signer_cert, false);
 }
 
+static bool store_pending_fields_ok(const store_pending *p)
+{
+    return p->ca != NULL && p->ca[0] != '\0' && store_span_ok(p->transaction_id, true) &&
+           (p->state == STORE_PENDING_QUEUED || p->state == STORE_PENDING_APPROVAL) &&
+           (p->why == STORE_PENDING_WHY_LOAD || p->why == STORE_PENDING_WHY_APPROVAL) &&
+           p->subject != NULL && p->key_type != NULL && p->requester != NULL &&
+           store_span_ok(p->tbs, true) && store_span_ok(p->serial, true) && p->serial.len <= 20 &&
+           p->rsv != NULL && store_rsv_fields_ok(p->rsv, true) && p->rsv->ca != NULL &&
+           strcmp(p->rsv->ca, p->ca) == 0 &&
+           cm_span_eq(p->rsv->transaction_id, p->transaction_id) &&
+           cm_span_eq(p->rsv->serial, p->serial) && store_span_ok(p->request_nonce, false) &&
+           store_span_ok(p->signer_cert, false);
+}
+
+// store_copy_txn_ok checks a STORE_OP_COPY_TXN row: the transaction's fields and its
+// reservation's (a key hash has 32 bytes).
+static bool store_copy_txn_ok(const store_txn *t)
+{
+    return store_txn_fields_ok(t) && store_span_ok(t->reserved_serial, false) &&
+           t->reserved_serial.len <= 20 && (t->spki_sha256.len == 0 || t->spki_sha256.len == 32) &&
+           store_span_ok(t->spki_sha256, false) && store_span_ok(t->replaces, false) &&
+           t->replaces.len <= 20;
+}
+
+// store_copy_pending_ok checks a STORE_OP_COPY_PENDING row against the schema's rules (a
+// SIGNING row was claimed, a REJECTED one has its failInfo).
+static bool store_copy_pending_ok(const store_pending *p)
+{
+    return p->id > 0 && p->ca != NULL && p->ca[0] != '\0' &&
+           store_span_ok(p->transaction_id, true) && p->state < STORE_PENDING_NUM_STATES &&
+           (p->why == STORE_PENDING_WHY_LOAD || p->why == STORE_PENDING_WHY_APPROVAL) &&
+           p->subject != NULL && p->key_type != NULL && p->requester != NULL &&
+           store_span_ok(p->tbs, true) && store_span_ok(p->serial, true) && p->serial.len <= 20 &&
+           store_span_ok(p->replaces, false) && p->replaces.len <= 20 && p->fail_info >= -1 &&
+           p->fail_info < 32 && (p->state != STORE_PENDING_SIGNING || p->claimed_at != 0) &&
+           (p->state != STORE_PENDING_REJECTED || p->fail_info >= 0);
+}
+
 cm_result store_job_validate(const store_job *job)
 {
     const store_ref *ref = &job->u.ref;
@@ -165,9 +203,38 @@ cm_result store_job_validate(const store_job *job)
              (job->u.use.kind == STORE_AUTH_MAC || job->u.use.kind == STORE_AUTH_SIGNATURE) &&
              store_span_ok(job->u.use.credential, true) && job->u.use.used <= INT64_MAX;
         break;
+    case STORE_OP_COPY_TXN:
+        ok = store_copy_txn_ok(&job->u.txn);
+        break;
+    case STORE_OP_COPY_PENDING:
+        ok = store_copy_pending_ok(&job->u.pend);
+        break;
     case STORE_OP_TXN_RESERVE:
     case STORE_OP_TXN_UNRESERVE:
         ok = store_rsv_fields_ok(&job->u.rsv, job->op == STORE_OP_TXN_RESERVE);
+        break;
+    case STORE_OP_PENDING_ADD:
+        ok = store_pending_fields_ok(&job->u.pend);
+        break;
+    case STORE_OP_PENDING_CLAIM:
+        ok = job->u.pop.id > 0;
+        break;
+    case STORE_OP_PENDING_DECIDE:
+        ok = job->u.pop.id > 0 &&
+             (job->u.pop.approve || (job->u.pop.fail_info >= 0 && job->u.pop.fail_info < 32 &&
+                                     job->u.pop.status_text != NULL));
+        break;
+    case STORE_OP_PENDING_ISSUE:
+        ok = job->u.pop.id > 0 && job->u.pop.cert != NULL &&
+             store_cert_fields_ok(job->u.pop.cert) && job->u.pop.cert->transaction_id.len != 0;
+        break;
+    case STORE_OP_PENDING_DELIVER:
+        ok = job->u.pop.ca != NULL && store_span_ok(job->u.pop.transaction_id, true) &&
+             store_span_ok(job->u.pop.sender_nonce, false);
+        break;
+    case STORE_OP_PENDING_EXPIRE:
+        ok = job->u.pop.fail_info >= 0 && job->u.pop.fail_info < 32 &&
+             job->u.pop.status_text != NULL;
         break;
     }
     CM_ENSURE(ok, STORE_E_INVALID);
@@ -229,6 +296,13 @@ static void store_note_job(store *s, const store_job *j)
     case STORE_OP_TXN_RESERVE:
     case STORE_OP_TXN_UNRESERVE:
         ca = j->u.rsv.ca;
+        break;
+    case STORE_OP_PENDING_ADD:
+        ca = j->u.pend.ca;
+        break;
+    case STORE_OP_PENDING_ISSUE:
+        ca = j->u.pop.cert->ca;
+        other = j->u.pop.cert->replaces;
         break;
     default:
         break;
@@ -841,4 +915,26 @@ void store_status_invalidate_all(store *s)
 uint64_t store_status_generation(store *s)
 {
     return s->cache != NULL ? store_cache_generation(s->cache) : 0;
+}
+
+cm_result store_pending_get(store_reader *r, cm_arena *a, store_pending *out, const char *ca,
+                            cm_span transaction_id)
+{
+    CM_ENSURE(ca != NULL && store_span_ok(transaction_id, true), STORE_E_INVALID);
+    return r->s->ops->pending_get(r->r, a, out, ca, transaction_id);
+}
+
+cm_result store_pending_get_id(store_reader *r, cm_arena *a, store_pending *out, int64_t id)
+{
+    CM_ENSURE(id > 0, STORE_E_INVALID);
+    return r->s->ops->pending_get_id(r->r, a, out, id);
+}
+
+cm_result store_pending_list(store_reader *r, const store_pending_filter *f, store_pending_fn fn,
+                             void *ctx)
+{
+    CM_ENSURE(f != NULL && fn != NULL &&
+                  (f->states & ~((1u << STORE_PENDING_NUM_STATES) - 1u)) == 0,
+              STORE_E_INVALID);
+    return r->s->ops->pending_list(r->r, f, fn, ctx);
 }

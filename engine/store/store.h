@@ -39,6 +39,16 @@
 // (ca, spki_sha256) for the key-reuse rule; and what a certConf is checked against besides the
 // credential (txn.flags, request_nonce, signer_cert: issue 15).
 //
+// Schema 4 (issue 16) adds the table pending: one row per request that waits (delayed delivery,
+// RFC 9483 §4.4): accepted under load (the HSM queue or the commit latency over their bounds)
+// or held for an operator's approval. The row keeps what is needed to finish the request on any
+// node sharing the store (the TBSCertificate to sign, the reserved serial, for the listings the
+// subject, key type and requester) and what its final answer is once known (the issued
+// certificate's serial, or the rejection's failure bit and reason), so that a pollReq may reach
+// any node. Its enrolment's reservation (a txn row, as for every enrolment) is made in the same
+// store transaction as the row. The STORE_OP_PENDING_* ops below move a row through its states;
+// store_pending_get / _get_id / _list read them.
+//
 // The signer-status cache. store_cert_state_get answers "may this certificate authenticate"
 // (status, notAfter, superseded, update pending) for the request path from a bounded
 // in-memory cache keyed by (CA, serial), falling back to one indexed read. The writer thread
@@ -68,7 +78,7 @@ enum {
 };
 
 // STORE_SCHEMA_VERSION is the schema this build writes (PRAGMA user_version for SQLite).
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 // ---------------------------------------------------------------------------------------------
 // Records
@@ -156,6 +166,13 @@ typedef struct store_txn {
     uint32_t flags;        // the server's flags of the request (its body type, its MAC)
     cm_span request_nonce; // the request's senderNonce (empty: not recorded)
     cm_span signer_cert;   // the signer certificate's DER, for a signed request (else empty)
+    // The reservation made with the row (store_reservation's serial, key and replaced
+    // certificate; empty when there was none or it was given back): filled by store_txn_list
+    // and written by STORE_OP_COPY_TXN only (store_txn_get, TXN_CREATE and TXN_UPDATE leave
+    // them alone).
+    cm_span reserved_serial;
+    cm_span spki_sha256;
+    cm_span replaces;
 } store_txn;
 
 // store_reservation is the first write of an enrolment, made before the certificate is signed
@@ -203,6 +220,88 @@ typedef struct store_crl {
     int64_t next_update;     //
 } store_crl;
 
+// store_pending_state is where a request that waits is (the pending table, schema 4). The
+// numbers are stored; append only.
+//
+//   QUEUED ──claim──▶ SIGNING ──issue──▶ ISSUED ──deliver──▶ DELIVERED
+//   APPROVAL ──approve──▶ APPROVED ──claim──▶ SIGNING      REJECTED ──deliver──▶ DELIVERED
+//   QUEUED, APPROVAL, APPROVED, SIGNING ──reject or expire──▶ REJECTED
+typedef enum store_pending_state {
+    STORE_PENDING_QUEUED = 0,    // accepted under load: a drain signs it as capacity frees
+    STORE_PENDING_APPROVAL = 1,  // held for an operator (certmint approve / reject)
+    STORE_PENDING_APPROVED = 2,  // approved: a drain signs it
+    STORE_PENDING_SIGNING = 3,   // claimed by a drain at claimed_at; its signature is being made
+    STORE_PENDING_ISSUED = 4,    // its certificate is recorded (serial); the next pollReq gets it
+    STORE_PENDING_REJECTED = 5,  // rejected (fail_info, status_text); the next pollReq gets that
+    STORE_PENDING_DELIVERED = 6, // the final answer went out (a pollReq may get it again)
+    STORE_PENDING_NUM_STATES = 7,
+} store_pending_state;
+
+// store_pending_why says why a request waits.
+typedef enum store_pending_why {
+    STORE_PENDING_WHY_LOAD = 1,     // backpressure: the HSM queue or the commit latency
+    STORE_PENDING_WHY_APPROVAL = 2, // the profile's approval = manual
+} store_pending_why;
+
+// store_pending is one request that waits, keyed by its id and by (ca, transaction_id).
+// Borrowed on write (STORE_OP_PENDING_ADD), arena copies on read. The store interprets only
+// |state|, |expires_at| and the reservation it made with the row; the server defines
+// |body_type|, |flags| and what |tbs| is. Thread: value type.
+typedef struct store_pending {
+    int64_t id;                // read only: PENDING_ADD returns it in store_job.out_value
+    const char *ca;            // required
+    cm_span transaction_id;    // required
+    uint32_t body_type;        // the request's PKIBody type (the server's number)
+    int64_t cert_req_id;       // the certReqId a pollReq for it names (-1: none, p10cr)
+    store_pending_why why;     //
+    store_pending_state state; // PENDING_ADD: QUEUED or APPROVAL
+    const char *profile;       // for listings: the profile it is issued under (NULL: none)
+    const char *subject;       // for listings: the requested subject as RFC 4514 text; required
+    const char *key_type;      // for listings: "EC P-256", "RSA 2048"; required
+    const char *requester;     // for listings: who asked ("senderKID line-7", a signer's name)
+    int64_t created_at;        //
+    int64_t expires_at;        // PENDING_EXPIRE rejects it (or, once final, deletes it) then
+    int64_t claimed_at;        // read only: when a drain claimed it (SIGNING), else 0
+    int64_t decided_at;        // read only: when it was approved, rejected or expired, else 0
+    cm_span tbs;               // the TBSCertificate a drain signs; required
+    cm_span serial;            // the serial it carries (the reservation's); required
+    uint32_t flags;            // the server's flags (what the certificate's record needs)
+    cm_span replaces;          // kur: the serial of the certificate it replaces (empty: none)
+    int fail_info;             // REJECTED: the PKIFailureInfo bit; -1 otherwise
+    const char *status_text;   // ADD: the text an accepted answer will carry (grantedWithMods;
+                               //   NULL: none); REJECTED: the reason
+    // PENDING_ADD only: the reservation made in the same store transaction, with its rules and
+    // refusals (store_reservation; required), and the certConf fields of its transaction row
+    // (store_txn's flags, request_nonce and signer_cert, borrowed).
+    const store_reservation *rsv;
+    uint32_t txn_flags;
+    cm_span request_nonce;
+    cm_span signer_cert;
+    // Read only (written by STORE_OP_COPY_PENDING only, with |id|): whether the reservation
+    // counted a use of a limited credential (given back when the row is rejected or expires).
+    bool counted;
+} store_pending;
+
+// store_pending_op carries the arguments of the other STORE_OP_PENDING_* ops (see store_op).
+// Borrowed on write. Thread: value type.
+typedef struct store_pending_op {
+    int64_t id;               // CLAIM, DECIDE, ISSUE: the row
+    const char *ca;           // DELIVER: the row, by (ca, transaction_id)
+    cm_span transaction_id;   //
+    int64_t time;             // every op: now
+    int64_t stale_before;     // CLAIM: a SIGNING row claimed before this is claimed again
+    bool approve;             // DECIDE: APPROVAL -> APPROVED; false: reject
+    int fail_info;            // DECIDE (reject), EXPIRE: the PKIFailureInfo bit of the rejection
+    const char *status_text;  // DECIDE (reject), EXPIRE: its reason
+    int64_t keep_s;           // DECIDE (reject), EXPIRE: how long an undelivered rejection stays
+    const store_cert *cert;   // ISSUE: the signed certificate, as for STORE_OP_CERT_INSERT
+    uint32_t txn_state;       // ISSUE: the transaction row's new state (the server's number)
+    int64_t txn_expires_at;   // ISSUE, DELIVER: the transaction row's (and DELIVER: the row's)
+                              //   new expiry
+    cm_span sender_nonce;     // DELIVER: the senderNonce of the answer that delivers it
+    int64_t confirm_deadline; // DELIVER: the certificate's confirmation deadline from now on
+} store_pending_op;
+
 // ---------------------------------------------------------------------------------------------
 // Write jobs
 
@@ -224,10 +323,45 @@ typedef enum store_op {
                               //   STORE_E_TXN_NOT_FOUND when no reservation without a
                               //   certificate exists
     // store_copy only: a row exactly as another store holds it.
-    STORE_OP_COPY_CERT,  // u.cert: any status, with revoked_at, reason and confirm_deadline
-    STORE_OP_COPY_CRL,   // u.crl: every field, numbers_issued and revision included (replaces)
-    STORE_OP_COPY_CLEAR, // delete every certificate, transaction, CRL state and count
-    STORE_OP_COPY_USE,   // u.use: a credential's count of certificates (replaces)
+    STORE_OP_COPY_CERT,    // u.cert: any status, with revoked_at, reason and confirm_deadline
+    STORE_OP_COPY_CRL,     // u.crl: every field, numbers_issued and revision included (replaces)
+    STORE_OP_COPY_CLEAR,   // delete every certificate, transaction, CRL state, count and
+                           //   pending row
+    STORE_OP_COPY_USE,     // u.use: a credential's count of certificates (replaces)
+    STORE_OP_COPY_TXN,     // u.txn: a transaction with its reservation (reserved_serial,
+                           //   spki_sha256, replaces); STORE_E_TXN_IN_USE if it exists
+    STORE_OP_COPY_PENDING, // u.pend: a waiting request in any state, |id| and |counted|
+                           //   included (rsv and the txn fields unused: its reservation is
+                           //   the txn row copied before it); STORE_E_TXN_IN_USE if it exists
+    // Delayed delivery (schema 4; store_pending). Every one is atomic (its own savepoint) and
+    // durable. STORE_E_PENDING_UNKNOWN when the row does not exist, STORE_E_PENDING_STATE when
+    // it is not in a state the op applies to (decided meanwhile, claimed by another node).
+    STORE_OP_PENDING_ADD,     // u.pend: the reservation u.pend.rsv (its refusals as for
+                              //   TXN_RESERVE; its txn row gets txn_flags, request_nonce,
+                              //   signer_cert) and the row; out_value = its id;
+                              //   STORE_E_TXN_IN_USE when the transaction has a row already
+    STORE_OP_PENDING_CLAIM,   // u.pop (id, time, stale_before): QUEUED, APPROVED, or SIGNING
+                              //   since before stale_before -> SIGNING at time
+    STORE_OP_PENDING_DECIDE,  // u.pop (id, approve, time; fail_info, status_text, keep_s):
+                              //   APPROVAL -> APPROVED, or QUEUED, APPROVAL, APPROVED,
+                              //   SIGNING -> REJECTED (expires at time + keep_s) with what the
+                              //   reservation held given back (serial, key, credential use);
+                              //   its txn row stays, with its credential
+    STORE_OP_PENDING_ISSUE,   // u.pop (id, cert, txn_state, txn_expires_at):
+                              //   SIGNING -> ISSUED: the certificate inserted (as CERT_INSERT),
+                              //   the reservation's txn row given its serial, txn_state and
+                              //   expiry (STORE_E_TXN_NOT_FOUND when the reservation is gone)
+    STORE_OP_PENDING_DELIVER, // u.pop (ca, transaction_id, time, sender_nonce, txn_expires_at,
+                              //   confirm_deadline): ISSUED, REJECTED or DELIVERED ->
+                              //   DELIVERED, expiring at txn_expires_at; for an issued one the
+                              //   txn row's sender_nonce and expiry, and an unconfirmed
+                              //   certificate's deadline, are set
+    STORE_OP_PENDING_EXPIRE,  // u.pop (time, fail_info, status_text, keep_s): every row past its
+                              //   expiry: DELIVERED and REJECTED ones are deleted; the others
+                              //   become REJECTED (expiring at time + keep_s), what their
+                              //   reservations held given back, and an ISSUED one's certificate
+                              //   revoked (cessationOfOperation: never delivered); out_value =
+                              //   rows changed
 } store_op;
 
 // store_ref names a certificate or transaction and carries the few scalars an op needs.
@@ -260,7 +394,8 @@ typedef struct store_job {
     void *user;      // the submitter's cookie; untouched by the store
     store_op op;
     cm_result result;   // set at completion
-    uint64_t out_value; // CRL_NEXT_NUMBER: the number; SWEEP, TXN_EXPIRE: rows changed
+    uint64_t out_value; // CRL_NEXT_NUMBER: the number; SWEEP, TXN_EXPIRE, PENDING_EXPIRE: rows
+                        //   changed; PENDING_ADD: the row's id
     uint64_t submit_ns; // set by submit, for the latency histogram
     union {
         store_cert cert;
@@ -269,6 +404,8 @@ typedef struct store_job {
         store_crl crl;
         store_reservation rsv;
         store_use use;
+        store_pending pend;
+        store_pending_op pop;
     } u;
     // Set by the backend while the job runs, for the signer-status cache (store.c invalidates
     // after the commit): another certificate of the job's CA whose status the job changed (the
@@ -477,6 +614,32 @@ CM_RESULT store_revoked_list(store_reader *r, const char *ca, int64_t not_after_
 // certificate nor took a CRL number.
 CM_RESULT store_crl_get(store_reader *r, cm_arena *a, store_crl *out, const char *ca);
 
+// store_pending_get reads the pending row of the transaction (ca, transaction_id), copies in
+// |a|; store_pending_get_id the row |id|. STORE_E_PENDING_UNKNOWN when absent. One lookup on a
+// unique index (the request path: pollReq). Thread: the reader's.
+CM_RESULT store_pending_get(store_reader *r, cm_arena *a, store_pending *out, const char *ca,
+                            cm_span transaction_id);
+CM_RESULT store_pending_get_id(store_reader *r, cm_arena *a, store_pending *out, int64_t id);
+
+// store_pending_filter selects rows for store_pending_list: of |ca| (NULL: every CA), in one of
+// the states whose bit (1u << state) is set in |states| (0: every state), with id > |after_id|,
+// at most |limit| (0: no limit), in id (arrival) order. Thread: value type.
+typedef struct store_pending_filter {
+    const char *ca;
+    uint32_t states;
+    int64_t after_id;
+    uint32_t limit;
+} store_pending_filter;
+
+// store_pending_fn receives one row; |p| and everything it points at are valid only during the
+// call. Return false to stop.
+typedef bool (*store_pending_fn)(void *ctx, const store_pending *p);
+
+// store_pending_list calls |fn| for each row matching |f| (an index on (state, id) serves it):
+// for `certmint pending` and for the drains looking for work. Thread: the reader's.
+CM_RESULT store_pending_list(store_reader *r, const store_pending_filter *f, store_pending_fn fn,
+                             void *ctx);
+
 // store_cert_state is what decides whether a certificate may authenticate a request: its
 // status and notAfter, whether a confirmed key update superseded it, and whether an update of it
 // waits (a reservation or an unconfirmed certificate replacing it). Thread: value type.
@@ -533,19 +696,20 @@ typedef struct store_copy_counts {
     uint64_t txns;
     uint64_t crl_states;
     uint64_t uses;
+    uint64_t pending; // waiting requests (schema 4)
 } store_copy_counts;
 
 // store_copy_count counts the rows of every table through |r| (scans: tools).
 CM_RESULT store_copy_count(store_reader *r, store_copy_counts *out);
 
 // store_copy copies every certificate (in issue order, statuses, revocations and key updates
-// as they are), every transaction, every CRL state and every credential's count from |src|
-// into |dst| (a reservation without its certificate yet keeps its row but not its reserved
-// serial, key and replaced certificate: copy a stopped instance), in batches of one transaction
-// each (STORE_OP_COPY_*), and adds what it wrote to |out_copied|. With |clear| it first empties
-// |dst| (STORE_OP_COPY_CLEAR). It does not check that |dst| was empty nor verify the result:
-// the caller compares store_copy_count of both (certmint store copy does). Stops at the first
-// failed job and returns its result. Thread: the caller's (|src|'s); blocks.
+// as they are), every transaction (with the reservation it holds: serial, key and replaced
+// certificate), every CRL state, every credential's count and every waiting request (the
+// pending table, with its ids) from |src| into |dst| (copy a stopped instance), in batches of
+// one transaction each (STORE_OP_COPY_*), and adds what it wrote to |out_copied|. With |clear| it
+// first empties |dst| (STORE_OP_COPY_CLEAR). It does not check that |dst| was empty nor verify the
+// result: the caller compares store_copy_count of both (certmint store copy does). Stops at the
+// first failed job and returns its result. Thread: the caller's (|src|'s); blocks.
 CM_RESULT store_copy(store *dst, store_reader *src, bool clear, store_copy_counts *out_copied);
 
 // store_reader_check runs the backend's full integrity check (SQLite PRAGMA integrity_check and

@@ -39,8 +39,8 @@ static bool store_copy_flush(store_copy_ctx *c)
     return cm_ok(c->result);
 }
 
-// store_copy_span and store_copy_text copy a row's field into the batch's arena; false (with
-// c->result CM_E_NOMEM) when it is full.
+// store_copy_span and store_copy_text copy a row's field (a NULL text stays NULL) into the
+// batch's arena; false (with c->result CM_E_NOMEM) when it is full.
 static bool store_copy_span(store_copy_ctx *c, cm_span *s)
 {
     if (s->len == 0) {
@@ -58,6 +58,9 @@ static bool store_copy_span(store_copy_ctx *c, cm_span *s)
 
 static bool store_copy_text(store_copy_ctx *c, const char **t)
 {
+    if (*t == NULL) {
+        return true;
+    }
     cm_span s = cm_span_make(*t, strlen(*t) + 1);
     if (!store_copy_span(c, &s)) {
         return false;
@@ -93,13 +96,34 @@ static bool store_copy_cert_row(void *ctx, const store_cert *row)
 static bool store_copy_txn_row(void *ctx, const store_txn *row)
 {
     store_copy_ctx *c = ctx;
-    store_job *j = store_copy_next(c, STORE_OP_TXN_CREATE);
+    store_job *j = store_copy_next(c, STORE_OP_COPY_TXN);
     store_txn *d = &j->u.txn;
     *d = *row;
     if (!store_copy_text(c, &d->ca) || !store_copy_span(c, &d->transaction_id) ||
         !store_copy_span(c, &d->sender_nonce) || !store_copy_span(c, &d->serial) ||
         !store_copy_span(c, &d->credential) || !store_copy_span(c, &d->request_nonce) ||
-        !store_copy_span(c, &d->signer_cert)) {
+        !store_copy_span(c, &d->signer_cert) || !store_copy_span(c, &d->reserved_serial) ||
+        !store_copy_span(c, &d->spki_sha256) || !store_copy_span(c, &d->replaces)) {
+        return false;
+    }
+    return c->num_jobs < STORE_COPY_BATCH || store_copy_flush(c);
+}
+
+static bool store_copy_pending_row(void *ctx, const store_pending *row)
+{
+    store_copy_ctx *c = ctx;
+    store_job *j = store_copy_next(c, STORE_OP_COPY_PENDING);
+    store_pending *d = &j->u.pend;
+    *d = *row;
+    d->rsv = NULL;
+    d->txn_flags = 0;
+    d->request_nonce = cm_span_make(NULL, 0);
+    d->signer_cert = cm_span_make(NULL, 0);
+    if (!store_copy_text(c, &d->ca) || !store_copy_span(c, &d->transaction_id) ||
+        !store_copy_text(c, &d->profile) || !store_copy_text(c, &d->subject) ||
+        !store_copy_text(c, &d->key_type) || !store_copy_text(c, &d->requester) ||
+        !store_copy_span(c, &d->tbs) || !store_copy_span(c, &d->serial) ||
+        !store_copy_text(c, &d->status_text) || !store_copy_span(c, &d->replaces)) {
         return false;
     }
     return c->num_jobs < STORE_COPY_BATCH || store_copy_flush(c);
@@ -153,7 +177,8 @@ cm_result store_copy(store *dst, store_reader *src, bool clear, store_copy_count
         store_job_init(&wipe, STORE_OP_COPY_CLEAR, NULL);
         r = store_run(dst, &wipe);
     }
-    // Certificates first: the transactions' serials refer to them.
+    // Certificates first: the transactions' serials refer to them; the pending rows after the
+    // transactions holding their reservations.
     if (cm_ok(r)) {
         c->counter = &out_copied->certs;
         store_filter all = {.status = STORE_CERT_ANY};
@@ -162,6 +187,11 @@ cm_result store_copy(store *dst, store_reader *src, bool clear, store_copy_count
     if (cm_ok(r)) {
         c->counter = &out_copied->txns;
         r = store_copy_finish(c, store_txn_list(src, store_copy_txn_row, c));
+    }
+    if (cm_ok(r)) {
+        c->counter = &out_copied->pending;
+        store_pending_filter every = {0};
+        r = store_copy_finish(c, store_pending_list(src, &every, store_copy_pending_row, c));
     }
     if (cm_ok(r)) {
         c->counter = &out_copied->crl_states;
@@ -190,6 +220,13 @@ static bool store_copy_count_crl(void *ctx, const store_crl *c)
     return true;
 }
 
+static bool store_copy_count_pending(void *ctx, const store_pending *p)
+{
+    (void)p;
+    (*(uint64_t *)ctx)++;
+    return true;
+}
+
 static bool store_copy_count_use(void *ctx, const store_use *u)
 {
     (void)u;
@@ -204,5 +241,7 @@ cm_result store_copy_count(store_reader *r, store_copy_counts *out)
     CM_TRY(store_cert_count(r, &all, &out->certs));
     CM_TRY(store_txn_list(r, store_copy_count_txn, &out->txns));
     CM_TRY(store_crl_list(r, store_copy_count_crl, &out->crl_states));
+    store_pending_filter every = {0};
+    CM_TRY(store_pending_list(r, &every, store_copy_count_pending, &out->pending));
     return store_use_list(r, store_copy_count_use, &out->uses);
 }

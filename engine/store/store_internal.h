@@ -82,6 +82,16 @@ typedef struct store_backend_ops {
     // then cleared). May be NULL (a backend that reports changes through
     // store_status_invalidate*).
     bool (*changed_elsewhere)(store_backend *b);
+    // The pending table (schema 4): what store_pending_get, store_pending_get_id and
+    // store_pending_list return (STORE_E_PENDING_UNKNOWN when absent). Writes are the
+    // STORE_OP_PENDING_* jobs through exec.
+    CM_RESULT(*pending_get)
+    (store_backend_reader *r, cm_arena *a, store_pending *out, const char *ca,
+     cm_span transaction_id);
+    CM_RESULT(*pending_get_id)
+    (store_backend_reader *r, cm_arena *a, store_pending *out, int64_t id);
+    CM_RESULT(*pending_list)
+    (store_backend_reader *r, const store_pending_filter *f, store_pending_fn fn, void *ctx);
 } store_backend_ops;
 
 // STORE_IDLE_FIRST_MS is the writer's first idle wait before it calls ops->idle.

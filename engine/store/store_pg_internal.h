@@ -36,12 +36,21 @@ enum {
     PGW_COPY_CRL,
     PGW_COPY_CLEAR,
     PGW_COPY_USE,
+    PGW_COPY_TXN,
+    PGW_COPY_PENDING,
     PGW_CERT_INSERT_UPDATE, // a STORE_OP_CERT_INSERT of a kur's certificate (|replaces|)
     PGW_RESERVE,
     PGW_UNRESERVE,
     PGW_CERT_ROWS,    // many STORE_OP_CERT_INSERTs in one statement (store_pg_rows.c)
     PGW_TXN_ROWS,     // many STORE_OP_TXN_CREATEs in one statement
     PGW_TXN_UPD_ROWS, // many STORE_OP_TXN_UPDATEs in one statement
+    // The pending table (schema 4): one function per STORE_OP_PENDING_* op.
+    PGW_PEND_ADD,
+    PGW_PEND_CLAIM,
+    PGW_PEND_DECIDE,
+    PGW_PEND_ISSUE,
+    PGW_PEND_DELIVER,
+    PGW_PEND_EXPIRE,
     PGW_COUNT,
 };
 
@@ -58,6 +67,9 @@ enum {
     PGR_CRL_LIST,
     PGR_CERT_STATE,
     PGR_USE_LIST,
+    PGR_PEND_GET,
+    PGR_PEND_GET_ID,
+    PGR_PEND_LIST,
     PGR_COUNT,
 };
 
@@ -81,6 +93,8 @@ enum {
     STORE_PG_FN_KEY_REUSED = 9,
     STORE_PG_FN_LIMIT = 10,
     STORE_PG_FN_UPDATE_PENDING = 11,
+    STORE_PG_FN_PENDING_STATE = 12,
+    STORE_PG_FN_PENDING_UNKNOWN = 13,
 };
 
 // The advisory lock keys, (class, hashtext(current_schema())) so that instances in different
@@ -221,7 +235,7 @@ CM_RESULT store_pg_exec(store_pg_conn *c, const char *sql, ExecStatusType want, 
 // ---------------------------------------------------------------------------------------------
 // Parameters: binary format, types as prepared (store_pg_sql.types).
 
-#define STORE_PG_MAX_PARAMS 20
+#define STORE_PG_MAX_PARAMS 28 // certmint_pending_add's
 
 typedef struct store_pg_params {
     int n;
@@ -325,6 +339,12 @@ CM_RESULT store_pg_crl_list(store_backend_reader *r, store_crl_fn fn, void *ctx)
 CM_RESULT store_pg_use_list(store_backend_reader *r, store_use_fn fn, void *ctx);
 CM_RESULT store_pg_cert_state(store_backend_reader *r, store_cert_state *out, const char *ca,
                               cm_span serial);
+CM_RESULT store_pg_pending_get(store_backend_reader *r, cm_arena *a, store_pending *out,
+                               const char *ca, cm_span transaction_id);
+CM_RESULT store_pg_pending_get_id(store_backend_reader *r, cm_arena *a, store_pending *out,
+                                  int64_t id);
+CM_RESULT store_pg_pending_list(store_backend_reader *r, const store_pending_filter *f,
+                                store_pending_fn fn, void *ctx);
 
 // store_pg_listen.c: the listener of other nodes' status changes. store_pg_attach_cache starts
 // it (a thread with its own connection) when the store has a status cache: CM_E_NOMEM when it

@@ -343,6 +343,15 @@ cm_result store_pg_txn_list(store_backend_reader *r, store_txn_fn fn, void *ctx)
             if (cm_ok(rc)) {
                 rc = store_pg_col_span(res, i, 10, NULL, &t.signer_cert);
             }
+            if (cm_ok(rc)) {
+                rc = store_pg_col_span(res, i, 11, NULL, &t.reserved_serial);
+            }
+            if (cm_ok(rc)) {
+                rc = store_pg_col_span(res, i, 12, NULL, &t.spki_sha256);
+            }
+            if (cm_ok(rc)) {
+                rc = store_pg_col_span(res, i, 13, NULL, &t.replaces);
+            }
             if (cm_ok(rc) &&
                 (strlen(t.ca) >= sizeof(after_ca) || t.transaction_id.len > sizeof(after_tid))) {
                 rc = cm_bail_note(STORE_E_INVALID, __FILE__, __LINE__);
@@ -481,4 +490,106 @@ cm_result store_pg_check(store_backend_reader *r)
         "SELECT count(*) FROM pg_constraint WHERE NOT convalidated AND connamespace = "
         "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())",
         "of pg_constraint are not validated");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pending table (schema 4)
+
+// store_pg_row_pending fills |p| from row |row| of STORE_PG_PENDING_COLS, copies in |a| (NULL:
+// views into the result).
+static cm_result store_pg_row_pending(const PGresult *res, int row, cm_arena *a, store_pending *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->id = store_pg_i64(res, row, 0);
+    CM_TRY(store_pg_col_text(res, row, 1, a, &p->ca));
+    CM_TRY(store_pg_col_span(res, row, 2, a, &p->transaction_id));
+    p->body_type = (uint32_t)store_pg_i64(res, row, 3);
+    p->cert_req_id = store_pg_i64(res, row, 4);
+    p->why = (store_pending_why)store_pg_i64(res, row, 5);
+    const int64_t state = store_pg_i64(res, row, 6);
+    CM_ENSURE(state >= 0 && state < STORE_PENDING_NUM_STATES, STORE_E_CORRUPT);
+    p->state = (store_pending_state)state;
+    if (!PQgetisnull(res, row, 7)) {
+        CM_TRY(store_pg_col_text(res, row, 7, a, &p->profile));
+    }
+    CM_TRY(store_pg_col_text(res, row, 8, a, &p->subject));
+    CM_TRY(store_pg_col_text(res, row, 9, a, &p->key_type));
+    CM_TRY(store_pg_col_text(res, row, 10, a, &p->requester));
+    p->created_at = store_pg_i64(res, row, 11);
+    p->expires_at = store_pg_i64(res, row, 12);
+    p->claimed_at = store_pg_i64(res, row, 13);
+    p->decided_at = store_pg_i64(res, row, 14);
+    CM_TRY(store_pg_col_span(res, row, 15, a, &p->tbs));
+    CM_TRY(store_pg_col_span(res, row, 16, a, &p->serial));
+    p->flags = (uint32_t)store_pg_i64(res, row, 17);
+    p->fail_info = PQgetisnull(res, row, 18) ? -1 : (int)store_pg_i64(res, row, 18);
+    if (!PQgetisnull(res, row, 19)) {
+        CM_TRY(store_pg_col_text(res, row, 19, a, &p->status_text));
+    }
+    CM_TRY(store_pg_col_span(res, row, 20, a, &p->replaces));
+    p->counted = store_pg_i64(res, row, 21) != 0;
+    return cm_result_make(CM_OK);
+}
+
+// store_pg_pending_one runs the one-row lookup |idx| with |p|.
+static cm_result store_pg_pending_one(store_backend_reader *r, int idx, const store_pg_params *p,
+                                      cm_arena *a, store_pending *out)
+{
+    PGresult *res = NULL;
+    CM_TRY(store_pg_query(r, idx, p, &res));
+    cm_result rc = PQntuples(res) == 0 ? cm_bail_note(STORE_E_PENDING_UNKNOWN, __FILE__, __LINE__)
+                                       : store_pg_row_pending(res, 0, a, out);
+    PQclear(res);
+    return rc;
+}
+
+cm_result store_pg_pending_get(store_backend_reader *r, cm_arena *a, store_pending *out,
+                               const char *ca, cm_span transaction_id)
+{
+    store_pg_params p = {0};
+    store_pg_param_text(&p, ca);
+    store_pg_param_span(&p, transaction_id);
+    return store_pg_pending_one(r, PGR_PEND_GET, &p, a, out);
+}
+
+cm_result store_pg_pending_get_id(store_backend_reader *r, cm_arena *a, store_pending *out,
+                                  int64_t id)
+{
+    store_pg_params p = {0};
+    store_pg_param_int(&p, id);
+    return store_pg_pending_one(r, PGR_PEND_GET_ID, &p, a, out);
+}
+
+cm_result store_pg_pending_list(store_backend_reader *r, const store_pending_filter *f,
+                                store_pending_fn fn, void *ctx)
+{
+    int64_t after = f->after_id;
+    uint64_t left = f->limit == 0 ? UINT64_MAX : f->limit;
+    for (;;) {
+        const int64_t page = left < STORE_PG_PAGE ? (int64_t)left : STORE_PG_PAGE;
+        store_pg_params p = {0};
+        for (int i = 0; i < STORE_PENDING_NUM_STATES; i++) {
+            const bool on = f->states == 0 || (f->states & (1u << i)) != 0;
+            store_pg_param_int(&p, on ? i : -1);
+        }
+        store_pg_param_int(&p, after);
+        store_pg_param_text(&p, f->ca);
+        store_pg_param_int(&p, page);
+        PGresult *res = NULL;
+        CM_TRY(store_pg_query(r, PGR_PEND_LIST, &p, &res));
+        const int rows = PQntuples(res);
+        cm_result rc = cm_result_make(CM_OK);
+        bool go_on = true;
+        for (int i = 0; i < rows && go_on; i++) {
+            store_pending pd;
+            rc = store_pg_row_pending(res, i, NULL, &pd);
+            go_on = cm_ok(rc) && fn(ctx, &pd);
+            after = pd.id;
+        }
+        PQclear(res);
+        left -= (uint64_t)rows;
+        if (!cm_ok(rc) || !go_on || rows < page || left == 0) {
+            return rc;
+        }
+    }
 }

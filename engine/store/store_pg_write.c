@@ -27,6 +27,104 @@
 #define STORE_PG_PING_NS (1000u * 1000000ull) // idle: check the connection after 1 s
 #define STORE_PG_IDLE_MS 1000u
 
+// store_pg_cert_params adds a certificate's parameters as certmint_insert_update takes them
+// (a certificate that replaces none passes NULL and false).
+static void store_pg_cert_params(const store_cert *c, store_pg_params *p)
+{
+    store_pg_param_text(p, c->ca);
+    store_pg_param_span(p, c->serial);
+    store_pg_param_span(p, c->subject_der);
+    store_pg_param_text(p, c->subject_text);
+    store_pg_param_int(p, c->not_before);
+    store_pg_param_int(p, c->not_after);
+    store_pg_param_span(p, c->spki_sha256);
+    store_pg_param_text(p, store_pg_status_text[c->status]);
+    store_pg_param_span(p, c->transaction_id);
+    store_pg_param_int(p, (int64_t)c->requester_kind);
+    store_pg_param_span(p, c->requester);
+    store_pg_param_span(p, c->cert_der);
+    store_pg_param_int(p, c->issued_at);
+    store_pg_param_time(p, c->status == STORE_CERT_UNCONFIRMED ? c->confirm_deadline : 0);
+    store_pg_param_span(p, c->replaces);
+    store_pg_param_int(p, c->replaces.len != 0 && c->revoke_replaced ? 1 : 0);
+}
+
+// store_pg_pending_params fills |p| for a STORE_OP_PENDING_* job (the functions of schema 4 in
+// store_pg.c) and returns its statement index.
+static int store_pg_pending_params(const store_job *job, store_pg_params *p)
+{
+    const store_pending_op *o = &job->u.pop;
+    switch (job->op) {
+    case STORE_OP_PENDING_ADD: {
+        const store_pending *pd = &job->u.pend;
+        const store_reservation *v = pd->rsv;
+        store_pg_param_text(p, v->ca);
+        store_pg_param_span(p, v->transaction_id);
+        store_pg_param_int(p, (int64_t)v->state);
+        store_pg_param_int(p, (int64_t)v->protection);
+        store_pg_param_span(p, v->credential);
+        store_pg_param_int(p, v->expires_at);
+        store_pg_param_span(p, v->serial);
+        store_pg_param_span(p, v->spki_sha256);
+        store_pg_param_span(p, v->replaces);
+        store_pg_param_int(p, v->check_key ? 1 : 0);
+        store_pg_param_int(p, (int64_t)v->max_uses);
+        store_pg_param_int(p, (int64_t)pd->txn_flags);
+        store_pg_param_span(p, pd->request_nonce);
+        store_pg_param_span(p, pd->signer_cert);
+        store_pg_param_int(p, (int64_t)pd->body_type);
+        store_pg_param_int(p, pd->cert_req_id);
+        store_pg_param_int(p, (int64_t)pd->why);
+        store_pg_param_int(p, (int64_t)pd->state);
+        store_pg_param_text(p, pd->profile);
+        store_pg_param_text(p, pd->subject);
+        store_pg_param_text(p, pd->key_type);
+        store_pg_param_text(p, pd->requester);
+        store_pg_param_int(p, pd->created_at);
+        store_pg_param_int(p, pd->expires_at);
+        store_pg_param_span(p, pd->tbs);
+        store_pg_param_int(p, (int64_t)pd->flags);
+        store_pg_param_text(p, pd->status_text);
+        store_pg_param_span(p, pd->replaces);
+        return PGW_PEND_ADD;
+    }
+    case STORE_OP_PENDING_CLAIM:
+        store_pg_param_int(p, o->id);
+        store_pg_param_int(p, o->time);
+        store_pg_param_int(p, o->stale_before);
+        return PGW_PEND_CLAIM;
+    case STORE_OP_PENDING_DECIDE:
+        store_pg_param_int(p, o->id);
+        store_pg_param_int(p, o->approve ? 1 : 0);
+        store_pg_param_int(p, o->time);
+        store_pg_param_int(p, o->approve ? 0 : o->fail_info);
+        store_pg_param_text(p, o->status_text);
+        store_pg_param_int(p, o->keep_s);
+        return PGW_PEND_DECIDE;
+    case STORE_OP_PENDING_ISSUE:
+        store_pg_param_int(p, o->id);
+        store_pg_cert_params(o->cert, p);
+        store_pg_param_int(p, (int64_t)o->txn_state);
+        store_pg_param_int(p, o->txn_expires_at);
+        return PGW_PEND_ISSUE;
+    case STORE_OP_PENDING_DELIVER:
+        store_pg_param_text(p, o->ca);
+        store_pg_param_span(p, o->transaction_id);
+        store_pg_param_int(p, o->txn_expires_at);
+        store_pg_param_span(p, o->sender_nonce);
+        store_pg_param_int(p, o->confirm_deadline);
+        return PGW_PEND_DELIVER;
+    case STORE_OP_PENDING_EXPIRE:
+        store_pg_param_int(p, o->time);
+        store_pg_param_int(p, o->fail_info);
+        store_pg_param_text(p, o->status_text);
+        store_pg_param_int(p, o->keep_s);
+        return PGW_PEND_EXPIRE;
+    default:
+        return -1;
+    }
+}
+
 // store_pg_job_params fills |p| with the job's parameters and returns its statement index.
 static int store_pg_job_params(const store_job *job, store_pg_params *p)
 {
@@ -89,6 +187,7 @@ static int store_pg_job_params(const store_job *job, store_pg_params *p)
         return PGW_RELEASE;
     case STORE_OP_TXN_CREATE:
     case STORE_OP_TXN_UPDATE:
+    case STORE_OP_COPY_TXN:
         store_pg_param_text(p, t->ca);
         store_pg_param_span(p, t->transaction_id);
         store_pg_param_int(p, (int64_t)t->state);
@@ -100,6 +199,12 @@ static int store_pg_job_params(const store_job *job, store_pg_params *p)
         store_pg_param_int(p, (int64_t)t->flags);
         store_pg_param_span(p, t->request_nonce);
         store_pg_param_span(p, t->signer_cert);
+        if (job->op == STORE_OP_COPY_TXN) {
+            store_pg_param_span(p, t->reserved_serial);
+            store_pg_param_span(p, t->spki_sha256);
+            store_pg_param_span(p, t->replaces);
+            return PGW_COPY_TXN;
+        }
         return job->op == STORE_OP_TXN_CREATE ? PGW_TXN_CREATE : PGW_TXN_UPDATE;
     case STORE_OP_TXN_RESERVE: {
         const store_reservation *v = &job->u.rsv;
@@ -165,6 +270,43 @@ static int store_pg_job_params(const store_job *job, store_pg_params *p)
         return PGW_COPY_CRL;
     case STORE_OP_COPY_CLEAR:
         return PGW_COPY_CLEAR;
+    case STORE_OP_COPY_PENDING: {
+        const store_pending *pd = &job->u.pend;
+        store_pg_param_int(p, pd->id);
+        store_pg_param_text(p, pd->ca);
+        store_pg_param_span(p, pd->transaction_id);
+        store_pg_param_int(p, (int64_t)pd->body_type);
+        store_pg_param_int(p, pd->cert_req_id);
+        store_pg_param_int(p, (int64_t)pd->why);
+        store_pg_param_int(p, (int64_t)pd->state);
+        store_pg_param_text(p, pd->profile);
+        store_pg_param_text(p, pd->subject);
+        store_pg_param_text(p, pd->key_type);
+        store_pg_param_text(p, pd->requester);
+        store_pg_param_int(p, pd->created_at);
+        store_pg_param_int(p, pd->expires_at);
+        store_pg_param_time(p, pd->claimed_at);
+        store_pg_param_time(p, pd->decided_at);
+        store_pg_param_span(p, pd->tbs);
+        store_pg_param_span(p, pd->serial);
+        store_pg_param_int(p, (int64_t)pd->flags);
+        if (pd->fail_info < 0) {
+            store_pg_param_null(p);
+        } else {
+            store_pg_param_int(p, pd->fail_info);
+        }
+        store_pg_param_text(p, pd->status_text);
+        store_pg_param_span(p, pd->replaces);
+        store_pg_param_int(p, pd->counted ? 1 : 0);
+        return PGW_COPY_PENDING;
+    }
+    case STORE_OP_PENDING_ADD:
+    case STORE_OP_PENDING_CLAIM:
+    case STORE_OP_PENDING_DECIDE:
+    case STORE_OP_PENDING_ISSUE:
+    case STORE_OP_PENDING_DELIVER:
+    case STORE_OP_PENDING_EXPIRE:
+        return store_pg_pending_params(job, p);
     }
     return -1; // validation refused unknown ops before
 }
@@ -196,6 +338,10 @@ static uint32_t store_pg_fn_code(long long v)
         return STORE_E_LIMIT;
     case STORE_PG_FN_UPDATE_PENDING:
         return STORE_E_UPDATE_PENDING;
+    case STORE_PG_FN_PENDING_STATE:
+        return STORE_E_PENDING_STATE;
+    case STORE_PG_FN_PENDING_UNKNOWN:
+        return STORE_E_PENDING_UNKNOWN;
     default:
         return STORE_E_DB;
     }
@@ -264,6 +410,8 @@ static void store_pg_job_outcome(store_pg_slot *slot, const PGresult *res)
         code = one ? store_pg_fn_code(v) : STORE_E_DB;
         break;
     case STORE_OP_TXN_CREATE:
+    case STORE_OP_COPY_TXN:
+    case STORE_OP_COPY_PENDING:
         code = rows == 1 ? CM_OK : STORE_E_TXN_IN_USE;
         break;
     case STORE_OP_TXN_DELETE:
@@ -288,6 +436,35 @@ static void store_pg_job_outcome(store_pg_slot *slot, const PGresult *res)
     case STORE_OP_COPY_CLEAR:
     case STORE_OP_COPY_USE:
         break;
+    case STORE_OP_PENDING_ADD:
+        // (code, the replaced certificate a kur's reservation names, the row's id)
+        code = one ? store_pg_fn_code(v) : STORE_E_DB;
+        store_pg_slot_also(slot, res, 1);
+        if (code == CM_OK) {
+            const bool id = PQnfields(res) >= 3 && !PQgetisnull(res, 0, 2);
+            slot->value = id ? strtoull(PQgetvalue(res, 0, 2), NULL, 10) : 0;
+            code = id ? CM_OK : STORE_E_DB;
+        }
+        break;
+    case STORE_OP_PENDING_ISSUE:
+        code = one ? store_pg_fn_code(v) : STORE_E_DB;
+        store_pg_slot_also(slot, res, 1);
+        break;
+    case STORE_OP_PENDING_DECIDE:
+        // (code, whether a key update's pending state ended)
+        code = one ? store_pg_fn_code(v) : STORE_E_DB;
+        slot->many = one && PQnfields(res) >= 2 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+        break;
+    case STORE_OP_PENDING_CLAIM:
+    case STORE_OP_PENDING_DELIVER:
+        code = one ? store_pg_fn_code(v) : STORE_E_DB;
+        break;
+    case STORE_OP_PENDING_EXPIRE:
+        // (rows changed, whether any was rejected)
+        slot->many = rows == 1 && PQnfields(res) >= 2 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+        code = one && v >= 0 ? CM_OK : STORE_E_DB;
+        slot->value = one && v >= 0 ? (uint64_t)v : 0;
+        break;
     }
     slot->code = code;
 }
@@ -297,7 +474,8 @@ static uint32_t store_pg_job_error(const store_job *job, uint32_t code)
 {
     if (code == STORE_E_DUPLICATE_SERIAL) {
         // A unique violation: the serial for certificates, the transactionID for transactions.
-        if (job->op == STORE_OP_TXN_CREATE) {
+        if (job->op == STORE_OP_TXN_CREATE || job->op == STORE_OP_COPY_TXN ||
+            job->op == STORE_OP_COPY_PENDING) {
             return STORE_E_TXN_IN_USE;
         }
         return job->op == STORE_OP_CERT_INSERT || job->op == STORE_OP_COPY_CERT

@@ -129,10 +129,47 @@ static const char k_store_sq_schema_v3[] =
     "UPDATE txn SET signer_cert = substr(credential, 33), credential = substr(credential, 1, 32)"
     " WHERE protection = 2 AND length(credential) > 32;";
 
+// Version 4 (issue 16): delayed delivery. One row per request that waits (store.h:
+// store_pending): under load or for an operator's approval. Its enrolment's reservation is the
+// txn row of the same (ca, transaction_id), made together with it; |counted| says whether that
+// reservation counted a use of a limited credential (given back when the row is rejected or
+// expires). pending_by_state serves the drains and `certmint pending`, pending_expiry the
+// maintenance. Existing databases have no waiting request.
+static const char k_store_sq_schema_v4[] =
+    "CREATE TABLE pending ("
+    " id INTEGER PRIMARY KEY,"
+    " ca TEXT NOT NULL,"
+    " transaction_id BLOB NOT NULL,"
+    " body_type INTEGER NOT NULL,"
+    " cert_req_id INTEGER NOT NULL,"
+    " why INTEGER NOT NULL CHECK (why IN (1, 2)),"
+    " state INTEGER NOT NULL CHECK (state BETWEEN 0 AND 6),"
+    " profile TEXT,"
+    " subject TEXT NOT NULL,"
+    " key_type TEXT NOT NULL,"
+    " requester TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " expires_at INTEGER NOT NULL,"
+    " claimed_at INTEGER,"
+    " decided_at INTEGER,"
+    " tbs BLOB NOT NULL,"
+    " serial BLOB NOT NULL,"
+    " flags INTEGER NOT NULL DEFAULT 0,"
+    " fail_info INTEGER CHECK (fail_info IS NULL OR fail_info BETWEEN 0 AND 31),"
+    " status_text TEXT,"
+    " replaces BLOB,"
+    " counted INTEGER NOT NULL DEFAULT 0 CHECK (counted IN (0, 1)),"
+    " UNIQUE (ca, transaction_id),"
+    " CHECK (state <> 3 OR claimed_at IS NOT NULL),"
+    " CHECK (state <> 5 OR fail_info IS NOT NULL));"
+    "CREATE INDEX pending_by_state ON pending (state, id);"
+    "CREATE INDEX pending_expiry ON pending (expires_at);";
+
 static const char *const k_store_sq_migrations[] = {
     k_store_sq_schema_v1, // 0 -> 1
     k_store_sq_schema_v2, // 1 -> 2
     k_store_sq_schema_v3, // 2 -> 3
+    k_store_sq_schema_v4, // 3 -> 4
 };
 
 _Static_assert(sizeof(k_store_sq_migrations) / sizeof(k_store_sq_migrations[0]) ==
@@ -159,6 +196,11 @@ _Static_assert(sizeof(k_store_sq_migrations) / sizeof(k_store_sq_migrations[0]) 
     "AND n.status = 'unconfirmed') OR EXISTS (SELECT 1 FROM txn t INDEXED BY "              \
     "txn_pending_update WHERE t.ca = c.ca AND t.replaces = c.serial AND t.serial IS NULL) " \
     "FROM cert c WHERE c.ca = ?1 AND c.serial = ?2"
+
+#define STORE_SQ_PENDING_COLS                                                                    \
+    "id, ca, transaction_id, body_type, cert_req_id, why, state, profile, subject, key_type, "   \
+    "requester, created_at, expires_at, claimed_at, decided_at, tbs, serial, flags, fail_info, " \
+    "status_text, replaces, counted"
 
 const char *const store_sq_write_sql[SQW_COUNT] = {
     [SQW_BEGIN] = "BEGIN IMMEDIATE",
@@ -244,6 +286,52 @@ const char *const store_sq_write_sql[SQW_COUNT] = {
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [SQW_COPY_USE] = "INSERT OR REPLACE INTO credential_use (ca, kind, credential, used) "
                      "VALUES (?1, ?2, ?3, ?4)",
+    [SQW_COPY_TXN] =
+        "INSERT INTO txn (ca, transaction_id, state, sender_nonce, serial, protection, "
+        "credential, expires_at, flags, request_nonce, signer_cert, reserved_serial, "
+        "spki_sha256, replaces) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+        "?11, ?12, ?13, ?14)",
+    [SQW_COPY_PENDING] =
+        "INSERT INTO pending (id, ca, transaction_id, body_type, cert_req_id, why, "
+        "state, profile, subject, key_type, requester, created_at, expires_at, "
+        "claimed_at, decided_at, tbs, serial, flags, fail_info, status_text, "
+        "replaces, counted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+        "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+    // The pending table (store_sqlite_pending.c). States as store_pending_state numbers them.
+    [SQW_PEND_INSERT] = "INSERT INTO pending (ca, transaction_id, body_type, cert_req_id, why, "
+                        "state, profile, subject, key_type, requester, created_at, expires_at, "
+                        "tbs, serial, flags, counted, status_text, replaces) VALUES (?1, ?2, ?3, "
+                        "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    [SQW_PEND_TXN_NOTE] = "UPDATE txn SET flags = ?3, request_nonce = ?4, signer_cert = ?5 "
+                          "WHERE ca = ?1 AND transaction_id = ?2",
+    [SQW_PEND_ROW] = "SELECT state, ca, transaction_id, counted, serial FROM pending WHERE id = ?1",
+    [SQW_PEND_ROW_TID] = "SELECT state, id, serial FROM pending WHERE ca = ?1 AND "
+                         "transaction_id = ?2",
+    [SQW_PEND_CLAIM] = "UPDATE pending SET state = 3, claimed_at = ?2 WHERE id = ?1 AND "
+                       "(state IN (0, 2) OR (state = 3 AND claimed_at < ?3))",
+    [SQW_PEND_APPROVE] = "UPDATE pending SET state = 2, decided_at = ?2 WHERE id = ?1 AND "
+                         "state = 1",
+    [SQW_PEND_REJECT] = "UPDATE pending SET state = 5, decided_at = ?2, fail_info = ?3, "
+                        "status_text = ?4, expires_at = ?5 WHERE id = ?1 AND "
+                        "state IN (0, 1, 2, 3, ?6)",
+    [SQW_PEND_ISSUED] = "UPDATE pending SET state = 4 WHERE id = ?1 AND state = 3",
+    [SQW_PEND_TXN_ISSUE] = "UPDATE txn SET state = ?3, serial = ?4, expires_at = ?5 "
+                           "WHERE ca = ?1 AND transaction_id = ?2 AND serial IS NULL "
+                           "AND reserved_serial = ?4",
+    [SQW_PEND_DELIVER] = "UPDATE pending SET state = 6, expires_at = ?3 WHERE ca = ?1 AND "
+                         "transaction_id = ?2 AND state IN (4, 5, 6)",
+    [SQW_PEND_TXN_DELIVER] = "UPDATE txn SET sender_nonce = ?3, expires_at = ?4 WHERE ca = ?1 "
+                             "AND transaction_id = ?2",
+    [SQW_PEND_CERT_DEADLINE] = "UPDATE cert SET confirm_deadline = ?3 WHERE ca = ?1 AND "
+                               "serial = ?2 AND status = 'unconfirmed'",
+    [SQW_PEND_RSV] = "SELECT protection, credential, replaces FROM txn WHERE ca = ?1 AND "
+                     "transaction_id = ?2 AND serial IS NULL AND reserved_serial IS NOT NULL",
+    [SQW_PEND_UNRESERVE] = "UPDATE txn SET reserved_serial = NULL, spki_sha256 = NULL, "
+                           "replaces = NULL WHERE ca = ?1 AND transaction_id = ?2 AND "
+                           "serial IS NULL",
+    [SQW_PEND_EXPIRED] = "SELECT id, state FROM pending WHERE expires_at <= ?1 AND state < 5 "
+                         "ORDER BY expires_at LIMIT 1024",
+    [SQW_PEND_PURGE] = "DELETE FROM pending WHERE expires_at <= ?1 AND state >= 5",
 };
 
 const char *const store_sq_read_sql[SQR_COUNT] = {
@@ -267,12 +355,19 @@ const char *const store_sq_read_sql[SQR_COUNT] = {
                     "this_update, next_update FROM crl_state WHERE ca = ?1",
     [SQR_CERT_STATE] = STORE_SQ_CERT_STATE,
     [SQR_TXN_LIST] = "SELECT ca, transaction_id, state, sender_nonce, serial, protection, "
-                     "credential, expires_at, flags, request_nonce, signer_cert FROM txn "
-                     "ORDER BY ca, transaction_id",
+                     "credential, expires_at, flags, request_nonce, signer_cert, "
+                     "reserved_serial, spki_sha256, replaces FROM txn ORDER BY ca, transaction_id",
     [SQR_USE_LIST] = "SELECT ca, kind, credential, used FROM credential_use "
                      "ORDER BY ca, kind, credential",
     [SQR_CRL_LIST] = "SELECT ca, crl_number, numbers_issued, revision, built_revision, crl_der, "
                      "this_update, next_update FROM crl_state ORDER BY ca",
+    [SQR_PEND_GET] = "SELECT " STORE_SQ_PENDING_COLS " FROM pending WHERE ca = ?1 AND "
+                     "transaction_id = ?2",
+    [SQR_PEND_GET_ID] = "SELECT " STORE_SQ_PENDING_COLS " FROM pending WHERE id = ?1",
+    // The states are bound as ?1..?7 (-1 for those not selected).
+    [SQR_PEND_LIST] = "SELECT " STORE_SQ_PENDING_COLS " FROM pending WHERE state IN (?1, ?2, ?3, "
+                      "?4, ?5, ?6, ?7) AND id > ?8 AND (?9 IS NULL OR ca = ?9) ORDER BY id "
+                      "LIMIT ?10",
 };
 
 const char *const store_sq_status_text[4] = {"unconfirmed", "valid", "revoked", "hold"};
@@ -525,13 +620,18 @@ const char *store_sqlite_migration_sql(size_t i)
 const char *store_sqlite_request_path_sql(size_t i)
 {
     static const int k_write[] = {
-        SQW_CERT_STATUS, SQW_CERT_CONFIRM, SQW_CERT_REVOKE, SQW_CERT_RELEASE,  SQW_CRL_BUMP,
-        SQW_TXN_UPDATE,  SQW_TXN_DELETE,   SQW_TXN_EXPIRE,  SQW_SWEEP_BUMP,    SQW_SWEEP,
-        SQW_CRL_NEXT,    SQW_CRL_PUT,      SQW_SUPERSEDE,   SQW_CERT_STATE,    SQW_SERIAL_USED,
-        SQW_KEY_USED,    SQW_USE_COUNT,    SQW_USE_RETURN,  SQW_TXN_UNRESERVE, SQW_EXPIRE_PENDING,
-        SQW_UPDATE_BUSY};
+        SQW_CERT_STATUS,    SQW_CERT_CONFIRM,   SQW_CERT_REVOKE,      SQW_CERT_RELEASE,
+        SQW_CRL_BUMP,       SQW_TXN_UPDATE,     SQW_TXN_DELETE,       SQW_TXN_EXPIRE,
+        SQW_SWEEP_BUMP,     SQW_SWEEP,          SQW_CRL_NEXT,         SQW_CRL_PUT,
+        SQW_SUPERSEDE,      SQW_CERT_STATE,     SQW_SERIAL_USED,      SQW_KEY_USED,
+        SQW_USE_COUNT,      SQW_USE_RETURN,     SQW_TXN_UNRESERVE,    SQW_EXPIRE_PENDING,
+        SQW_UPDATE_BUSY,    SQW_PEND_TXN_NOTE,  SQW_PEND_ROW,         SQW_PEND_ROW_TID,
+        SQW_PEND_CLAIM,     SQW_PEND_APPROVE,   SQW_PEND_REJECT,      SQW_PEND_ISSUED,
+        SQW_PEND_TXN_ISSUE, SQW_PEND_DELIVER,   SQW_PEND_TXN_DELIVER, SQW_PEND_CERT_DEADLINE,
+        SQW_PEND_RSV,       SQW_PEND_UNRESERVE, SQW_PEND_EXPIRED,     SQW_PEND_PURGE};
     static const int k_read[] = {SQR_CERT_GET, SQR_CERT_BY_TXN, SQR_TXN_GET,
-                                 SQR_REVOKED,  SQR_CRL_GET,     SQR_CERT_STATE};
+                                 SQR_REVOKED,  SQR_CRL_GET,     SQR_CERT_STATE,
+                                 SQR_PEND_GET, SQR_PEND_GET_ID, SQR_PEND_LIST};
     const size_t nw = sizeof(k_write) / sizeof(k_write[0]);
     const size_t nr = sizeof(k_read) / sizeof(k_read[0]);
     if (i < nw) {
@@ -565,4 +665,7 @@ const store_backend_ops store_sqlite_ops = {
     .txn_list = store_sq_txn_list,
     .crl_list = store_sq_crl_list,
     .use_list = store_sq_use_list,
+    .pending_get = store_sq_pending_get,
+    .pending_get_id = store_sq_pending_get_id,
+    .pending_list = store_sq_pending_list,
 };

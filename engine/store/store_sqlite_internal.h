@@ -51,6 +51,25 @@ enum {
     SQW_COPY_CERT,
     SQW_COPY_CRL,
     SQW_COPY_USE,
+    SQW_COPY_TXN,
+    SQW_COPY_PENDING,
+    // The pending table (schema 4; store_sqlite_pending.c).
+    SQW_PEND_INSERT,
+    SQW_PEND_TXN_NOTE,
+    SQW_PEND_ROW,
+    SQW_PEND_ROW_TID,
+    SQW_PEND_CLAIM,
+    SQW_PEND_APPROVE,
+    SQW_PEND_REJECT,
+    SQW_PEND_ISSUED,
+    SQW_PEND_TXN_ISSUE,
+    SQW_PEND_DELIVER,
+    SQW_PEND_TXN_DELIVER,
+    SQW_PEND_CERT_DEADLINE,
+    SQW_PEND_RSV,
+    SQW_PEND_UNRESERVE,
+    SQW_PEND_EXPIRED,
+    SQW_PEND_PURGE,
     SQW_COUNT,
 };
 
@@ -68,6 +87,9 @@ enum {
     SQR_TXN_LIST,
     SQR_CRL_LIST,
     SQR_USE_LIST,
+    SQR_PEND_GET,
+    SQR_PEND_GET_ID,
+    SQR_PEND_LIST,
     SQR_COUNT,
 };
 
@@ -205,6 +227,31 @@ CM_RESULT store_sq_commit(store_backend *b);
 void store_sq_rollback(store_backend *b);
 cm_result store_sq_exec_job(store_backend *b, store_job *job);
 bool store_sq_changed_elsewhere(store_backend *b);
+// The pieces of the writer's ops that the pending ops reuse: a certificate inserted as
+// STORE_OP_CERT_INSERT does (|job| gets what the status cache must forget), a reservation made
+// as STORE_OP_TXN_RESERVE does, and a certificate whose status is |status| revoked.
+CM_RESULT store_sq_insert_cert(store_backend *b, store_job *job, const store_cert *c);
+CM_RESULT store_sq_reserve_rsv(store_backend *b, store_job *job, const store_reservation *v);
+CM_RESULT store_sq_revoke_row(store_backend *b, const char *ca, cm_span serial,
+                              store_cert_status status, int64_t time, int reason);
+
+// store_sqlite_pending.c: the STORE_OP_PENDING_* jobs (store_sq_pending_exec, inside the job's
+// savepoint when store_sq_pending_multi says it has several statements) and the pending reads.
+// Thread: the writer (exec), the reader handle's (reads).
+cm_result store_sq_pending_exec(store_backend *b, store_job *job);
+bool store_sq_pending_multi(store_op op);
+CM_RESULT store_sq_pending_get(store_backend_reader *r, cm_arena *a, store_pending *out,
+                               const char *ca, cm_span transaction_id);
+CM_RESULT store_sq_pending_get_id(store_backend_reader *r, cm_arena *a, store_pending *out,
+                                  int64_t id);
+CM_RESULT store_sq_pending_list(store_backend_reader *r, const store_pending_filter *f,
+                                store_pending_fn fn, void *ctx);
+
+// store_sq_col_span returns column |i| of |st|'s row as a span: pointing into the row when |a|
+// is NULL (valid until the next step), else copied into |a| (CM_E_NOMEM when full);
+// store_sq_col_text the same for NUL-terminated text ("" for NULL). Thread: the statement's.
+CM_RESULT store_sq_col_span(sqlite3_stmt *st, int i, cm_arena *a, cm_span *out);
+CM_RESULT store_sq_col_text(sqlite3_stmt *st, int i, cm_arena *a, const char **out);
 
 // store_sqlite_read.c. Thread: the reader handle's. store_sq_check runs PRAGMA integrity_check
 // (want one row "ok") and PRAGMA foreign_key_check (want no row): STORE_E_CORRUPT otherwise.

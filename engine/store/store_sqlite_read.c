@@ -10,7 +10,7 @@
 
 // store_sq_col_span returns column |i| as a span: pointing into the row when |a| is NULL
 // (valid until the next step), else copied into |a|.
-static cm_result store_sq_col_span(sqlite3_stmt *st, int i, cm_arena *a, cm_span *out)
+cm_result store_sq_col_span(sqlite3_stmt *st, int i, cm_arena *a, cm_span *out)
 {
     const void *p = sqlite3_column_blob(st, i);
     size_t len = (size_t)sqlite3_column_bytes(st, i);
@@ -29,7 +29,7 @@ static cm_result store_sq_col_span(sqlite3_stmt *st, int i, cm_arena *a, cm_span
 }
 
 // store_sq_col_text is store_sq_col_span for NUL-terminated text ("" for NULL).
-static cm_result store_sq_col_text(sqlite3_stmt *st, int i, cm_arena *a, const char **out)
+cm_result store_sq_col_text(sqlite3_stmt *st, int i, cm_arena *a, const char **out)
 {
     const char *p = (const char *)sqlite3_column_text(st, i);
     size_t len = (size_t)sqlite3_column_bytes(st, i);
@@ -342,6 +342,15 @@ cm_result store_sq_txn_list(store_backend_reader *r, store_txn_fn fn, void *ctx)
         t.flags = (uint32_t)sqlite3_column_int64(st, 8);
         if (cm_ok(res)) {
             res = store_sq_col_span(st, 9, NULL, &t.request_nonce);
+        }
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 11, NULL, &t.reserved_serial);
+        }
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 12, NULL, &t.spki_sha256);
+        }
+        if (cm_ok(res)) {
+            res = store_sq_col_span(st, 13, NULL, &t.replaces);
         }
         if (cm_ok(res)) {
             res = store_sq_col_span(st, 10, NULL, &t.signer_cert);

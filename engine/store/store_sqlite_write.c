@@ -115,8 +115,8 @@ static cm_result store_sq_crl_bump(store_backend *b, const char *ca)
 
 // store_sq_revoke_row revokes (ca, serial), whose current status is |status|, at |time| with
 // |reason| and bumps the CA's CRL revision.
-static cm_result store_sq_revoke_row(store_backend *b, const char *ca, cm_span serial,
-                                     store_cert_status status, int64_t time, int reason)
+cm_result store_sq_revoke_row(store_backend *b, const char *ca, cm_span serial,
+                              store_cert_status status, int64_t time, int reason)
 {
     bool hold = reason == STORE_REASON_CERTIFICATE_HOLD;
     // A held certificate may be revoked for good (RFC 5280 §5.3.1), not held twice.
@@ -164,7 +164,11 @@ static cm_result store_sq_supersede(store_backend *b, store_job *job, const char
 
 static cm_result store_sq_cert_insert(store_backend *b, store_job *job)
 {
-    const store_cert *c = &job->u.cert;
+    return store_sq_insert_cert(b, job, &job->u.cert);
+}
+
+cm_result store_sq_insert_cert(store_backend *b, store_job *job, const store_cert *c)
+{
     sqlite3_stmt *st = b->st[SQW_CERT_INSERT];
     store_sq_bind_text(st, 1, c->ca);
     store_sq_bind_span(st, 2, c->serial);
@@ -262,7 +266,11 @@ static cm_result store_sq_exists(store_backend *b, int idx, bool *out)
 // savepoint; any failure undoes all of it.
 static cm_result store_sq_reserve(store_backend *b, store_job *job)
 {
-    const store_reservation *v = &job->u.rsv;
+    return store_sq_reserve_rsv(b, job, &job->u.rsv);
+}
+
+cm_result store_sq_reserve_rsv(store_backend *b, store_job *job, const store_reservation *v)
+{
     // The transaction row first: a duplicate transactionID is the common refusal.
     sqlite3_stmt *st = b->st[SQW_TXN_RESERVE];
     store_sq_bind_text(st, 1, v->ca);
@@ -535,6 +543,66 @@ static cm_result store_sq_copy_crl(store_backend *b, const store_crl *c)
     return cm_result_make(CM_OK);
 }
 
+static cm_result store_sq_copy_txn(store_backend *b, const store_txn *t)
+{
+    sqlite3_stmt *st = b->st[SQW_COPY_TXN];
+    store_sq_bind_text(st, 1, t->ca);
+    store_sq_bind_span(st, 2, t->transaction_id);
+    (void)sqlite3_bind_int64(st, 3, t->state);
+    store_sq_bind_span(st, 4, t->sender_nonce);
+    store_sq_bind_span(st, 5, t->serial);
+    (void)sqlite3_bind_int(st, 6, (int)t->protection);
+    store_sq_bind_span(st, 7, t->credential);
+    (void)sqlite3_bind_int64(st, 8, t->expires_at);
+    (void)sqlite3_bind_int64(st, 9, t->flags);
+    store_sq_bind_span(st, 10, t->request_nonce);
+    store_sq_bind_span(st, 11, t->signer_cert);
+    store_sq_bind_span(st, 12, t->reserved_serial);
+    store_sq_bind_span(st, 13, t->spki_sha256);
+    store_sq_bind_span(st, 14, t->replaces);
+    int rc = store_sq_step_done(st);
+    if (rc != SQLITE_DONE) {
+        return store_sq_constraint(b, rc, STORE_E_TXN_IN_USE, STORE_E_NOT_FOUND);
+    }
+    return cm_result_make(CM_OK);
+}
+
+static cm_result store_sq_copy_pending(store_backend *b, const store_pending *p)
+{
+    sqlite3_stmt *st = b->st[SQW_COPY_PENDING];
+    (void)sqlite3_bind_int64(st, 1, p->id);
+    store_sq_bind_text(st, 2, p->ca);
+    store_sq_bind_span(st, 3, p->transaction_id);
+    (void)sqlite3_bind_int64(st, 4, (int64_t)p->body_type);
+    (void)sqlite3_bind_int64(st, 5, p->cert_req_id);
+    (void)sqlite3_bind_int(st, 6, (int)p->why);
+    (void)sqlite3_bind_int(st, 7, (int)p->state);
+    store_sq_bind_text(st, 8, p->profile);
+    store_sq_bind_text(st, 9, p->subject);
+    store_sq_bind_text(st, 10, p->key_type);
+    store_sq_bind_text(st, 11, p->requester);
+    (void)sqlite3_bind_int64(st, 12, p->created_at);
+    (void)sqlite3_bind_int64(st, 13, p->expires_at);
+    store_sq_bind_time(st, 14, p->claimed_at);
+    store_sq_bind_time(st, 15, p->decided_at);
+    store_sq_bind_span(st, 16, p->tbs);
+    store_sq_bind_span(st, 17, p->serial);
+    (void)sqlite3_bind_int64(st, 18, (int64_t)p->flags);
+    if (p->fail_info < 0) {
+        (void)sqlite3_bind_null(st, 19);
+    } else {
+        (void)sqlite3_bind_int(st, 19, p->fail_info);
+    }
+    store_sq_bind_text(st, 20, p->status_text);
+    store_sq_bind_span(st, 21, p->replaces);
+    (void)sqlite3_bind_int(st, 22, p->counted ? 1 : 0);
+    int rc = store_sq_step_done(st);
+    if (rc != SQLITE_DONE) {
+        return store_sq_constraint(b, rc, STORE_E_TXN_IN_USE, STORE_E_INVALID);
+    }
+    return cm_result_make(CM_OK);
+}
+
 static cm_result store_sq_exec_op(store_backend *b, store_job *job)
 {
     switch (job->op) {
@@ -569,10 +637,21 @@ static cm_result store_sq_exec_op(store_backend *b, store_job *job)
     case STORE_OP_COPY_CRL:
         return store_sq_copy_crl(b, &job->u.crl);
     case STORE_OP_COPY_CLEAR:
-        return store_sq_exec(b->db, "DELETE FROM txn; DELETE FROM cert; DELETE FROM crl_state; "
-                                    "DELETE FROM credential_use");
+        return store_sq_exec(b->db, "DELETE FROM pending; DELETE FROM txn; DELETE FROM cert; "
+                                    "DELETE FROM crl_state; DELETE FROM credential_use");
     case STORE_OP_COPY_USE:
         return store_sq_copy_use(b, &job->u.use);
+    case STORE_OP_COPY_TXN:
+        return store_sq_copy_txn(b, &job->u.txn);
+    case STORE_OP_COPY_PENDING:
+        return store_sq_copy_pending(b, &job->u.pend);
+    case STORE_OP_PENDING_ADD:
+    case STORE_OP_PENDING_CLAIM:
+    case STORE_OP_PENDING_DECIDE:
+    case STORE_OP_PENDING_ISSUE:
+    case STORE_OP_PENDING_DELIVER:
+    case STORE_OP_PENDING_EXPIRE:
+        return store_sq_pending_exec(b, job);
     }
     CM_BAIL(STORE_E_INVALID);
 }
@@ -585,7 +664,7 @@ cm_result store_sq_exec_job(store_backend *b, store_job *job)
                  job->op == STORE_OP_CERT_RELEASE || job->op == STORE_OP_SWEEP ||
                  job->op == STORE_OP_TXN_RESERVE || job->op == STORE_OP_TXN_UNRESERVE ||
                  (job->op == STORE_OP_CERT_INSERT && job->u.cert.replaces.len != 0) ||
-                 job->op == STORE_OP_COPY_CLEAR;
+                 job->op == STORE_OP_COPY_CLEAR || store_sq_pending_multi(job->op);
     if (!multi) {
         return store_sq_exec_op(b, job);
     }

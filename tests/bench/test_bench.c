@@ -435,6 +435,86 @@ static void test_bench_http_rejects_malformed(void)
     CU_ASSERT_EQUAL(parse_text(&h, big), BENCH_HTTP_BAD);
 }
 
+// make_nested wraps |n| answers made per |inner| (their DER) in an unprotected nested answer
+// whose header is made per |outer| (its transactionID and recipNonce; the body is ignored).
+static uint8_t *make_nested(size_t *out_len, const rsp_spec *outer, const rsp_spec *inner, size_t n)
+{
+    uint8_t *ders[4];
+    cm_span spans[4];
+    CU_ASSERT_FATAL(n <= 4);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = 0;
+        ders[i] = make_rsp(&len, inner);
+        spans[i] = cm_span_make(ders[i], len);
+    }
+    // The nested header as make_rsp writes it, around a nested body.
+    uint8_t bad[16];
+    memcpy(bad, k_nonce, sizeof(bad));
+    bad[15] ^= 1;
+    cmp_header_fields h;
+    memset(&h, 0, sizeof(h));
+    h.pvno = 2;
+    h.transaction_id = (cmp_opt_span){true, cm_span_make(outer->wrong_tid ? bad : k_tid, 16)};
+    h.sender_nonce = (cmp_opt_span){true, cm_span_make(k_srv_nonce, 16)};
+    h.recip_nonce = (cmp_opt_span){true, cm_span_make(outer->wrong_nonce ? bad : k_nonce, 16)};
+    cmp_body body;
+    memset(&body, 0, sizeof(body));
+    body.type = CMP_BODY_NESTED;
+    body.u.nested.ders = spans;
+    body.u.nested.num = n;
+    der_builder b;
+    der_builder_init(&b, 8192);
+    cmp_msg_writer w;
+    cmp_msg_writer_begin(&w, &b, &h, &body);
+    cmp_msg_writer_finish(&w, NULL, 0, NULL, 0);
+    uint8_t *out = NULL;
+    TEST_ASSERT_OK(der_builder_take(&b, &out, out_len));
+    for (size_t i = 0; i < n; i++) {
+        free(ders[i]);
+    }
+    return out;
+}
+
+// A nested answer is checked as a whole (transactionID, recipNonce, body, count), then each
+// inner answer as a single one; the outer checks come first.
+static void test_bench_nested_answers(void)
+{
+    const bench_expect e = expect_for(CMP_BODY_IP, true);
+    size_t len = 0;
+    uint8_t *der = make_nested(&len, &(rsp_spec){0}, &(rsp_spec){.body = CMP_BODY_IP}, 3);
+    cmp_msg out;
+    cm_arena_reset(&g.arena);
+    CU_ASSERT_EQUAL(bench_check_nested(&g.arena, &out, &e, cm_span_make(der, len), 3), BENCH_OK);
+    CU_ASSERT_PTR_NULL(out.body.u.nested.msgs); // delimited only
+    for (size_t i = 0; i < 3; i++) {
+        cmp_msg m;
+        CU_ASSERT_EQUAL(bench_check_cmp(&g.arena, &m, &e, out.body.u.nested.ders[i]), BENCH_OK);
+    }
+    CU_ASSERT_EQUAL(bench_check_nested(&g.arena, &out, &e, cm_span_make(der, len), 2),
+                    BENCH_FAIL_BODY_TYPE); // one answer per inner request, no more
+    free(der);
+    der = make_nested(&len, &(rsp_spec){.wrong_tid = true}, &(rsp_spec){.body = CMP_BODY_IP}, 1);
+    CU_ASSERT_EQUAL(bench_check_nested(&g.arena, &out, &e, cm_span_make(der, len), 1),
+                    BENCH_FAIL_TRANSACTION_ID);
+    free(der);
+    der = make_nested(&len, &(rsp_spec){.wrong_nonce = true}, &(rsp_spec){.body = CMP_BODY_IP}, 1);
+    CU_ASSERT_EQUAL(bench_check_nested(&g.arena, &out, &e, cm_span_make(der, len), 1),
+                    BENCH_FAIL_RECIP_NONCE);
+    free(der);
+    // A single answer, or an error, where a nested one belongs.
+    der = make_rsp(&len, &(rsp_spec){.body = CMP_BODY_IP});
+    CU_ASSERT_EQUAL(bench_check_nested(&g.arena, &out, &e, cm_span_make(der, len), 1),
+                    BENCH_FAIL_BODY_TYPE);
+    free(der);
+    der = make_rsp(&len, &(rsp_spec){.body = CMP_BODY_ERROR});
+    CU_ASSERT_EQUAL(bench_check_nested(&g.arena, &out, &e, cm_span_make(der, len), 1),
+                    BENCH_FAIL_CMP_ERROR);
+    free(der);
+    static const uint8_t k_junk[] = {0x30, 0x01, 0x00};
+    CU_ASSERT_EQUAL(bench_check_nested(&g.arena, &out, &e, cm_span_make(k_junk, 3), 1),
+                    BENCH_FAIL_NOT_CMP);
+}
+
 static void test_bench_fail_names_are_distinct(void)
 {
     for (int a = 0; a < BENCH_FAIL_COUNT; a++) {
@@ -466,6 +546,7 @@ int test_bench_register(void)
         TEST_CASE(test_bench_http_keep_alive_rules),
         TEST_CASE(test_bench_http_rejects_malformed),
         TEST_CASE(test_bench_fail_names_are_distinct),
+        TEST_CASE(test_bench_nested_answers),
     };
     return test_register_suite("bench", bench_suite_init, bench_suite_cleanup, NULL, NULL, tests,
                                TEST_NUM_CASES(tests));

@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     der_reader_init(&r, cm_span_make(data, size));
     der_reader before = r;
     cmp_msg m;
-    cmp_parse_opts opts = {2, 0, false};
+    cmp_parse_opts opts = {2, 0, false, 0, false};
     cm_result res = cmp_msg_parse(&arena, &m, &r, &opts);
     if (!cm_ok(res)) {
         // A failed parse leaves the reader where it was.

@@ -83,8 +83,8 @@ start_node 1
 wait_health "$p1" 200 && ok "node 1 healthy on $p1" || die "node 1 did not start"
 start_node 2
 wait_health "$p2" 200 && ok "node 2 healthy on $p2" || die "node 2 did not start"
-[ "$(psql_ -c "SELECT value FROM certmint_meta WHERE name = 'schema_version'")" = 3 ] \
-  && ok "  one schema, version 3" || fail "  schema version"
+[ "$(psql_ -c "SELECT value FROM certmint_meta WHERE name = 'schema_version'")" = 4 ] \
+  && ok "  one schema, version 4" || fail "  schema version"
 
 # --- HAProxy ----------------------------------------------------------------------------------
 # tests/integration/haproxy.cfg.in is the configuration of README "Scale-out", with ports here.

@@ -32,7 +32,7 @@ void test_hand_init(test_hand *x, cmp_body_type t, const cmp_protect_ctx *prot, 
     h->sender_nonce = (cmp_opt_span){true, cm_span_make(x->nonce, 16)};
     x->secret = secret;
     x->body.type = t;
-    if (t == CMP_BODY_IR || t == CMP_BODY_CR || t == CMP_BODY_KUR) {
+    if (t == CMP_BODY_IR || t == CMP_BODY_CR || t == CMP_BODY_KUR || t == CMP_BODY_CCR) {
         x->body.u.req.msgs = x->msgs;
         x->body.u.req.num_msgs = 1;
     }
@@ -280,6 +280,34 @@ cm_result test_hand_cert_conf(test_hand *x, cm_span tid, cm_span recip_nonce, cm
     return cm_result_make(CM_OK);
 }
 
+cm_result test_hand_nested(test_hand *x, const cm_span *inner, size_t n)
+{
+    cm_span *ders = cm_arena_alloc(&x->a, (n > 0 ? n : 1) * sizeof(cm_span));
+    CM_ENSURE(ders != NULL, CM_E_NOMEM);
+    for (size_t i = 0; i < n; i++) {
+        ders[i] = test_hand_copy(x, inner[i].p, inner[i].len);
+        CM_ENSURE(ders[i].p != NULL, CM_E_NOMEM);
+    }
+    x->body.type = CMP_BODY_NESTED;
+    x->body.u.nested.msgs = NULL;
+    x->body.u.nested.ders = ders;
+    x->body.u.nested.num = n;
+    return cm_result_make(CM_OK);
+}
+
+cm_result test_hand_poll(test_hand *x, cm_span tid, cm_span recip_nonce, int64_t id, size_t num)
+{
+    CM_ENSURE(num <= 2, CM_E_INVALID_ARG);
+    x->body.type = CMP_BODY_POLL_REQ;
+    x->poll_ids[0] = id;
+    x->poll_ids[1] = id;
+    x->body.u.poll_req.cert_req_ids = x->poll_ids;
+    x->body.u.poll_req.num = num;
+    x->h.transaction_id = (cmp_opt_span){true, tid};
+    x->h.recip_nonce = (cmp_opt_span){recip_nonce.len > 0, recip_nonce};
+    return cm_result_make(CM_OK);
+}
+
 // test_hand_sign_popos signs each CertRequest whose POPO waits for it.
 static cm_result test_hand_sign_popos(test_hand *x)
 {
@@ -311,7 +339,7 @@ static cm_result test_hand_sign_popos(test_hand *x)
 cm_result test_hand_build(test_hand *x, uint8_t **out, size_t *out_len)
 {
     const cmp_body_type t = x->body.type;
-    if (t == CMP_BODY_IR || t == CMP_BODY_CR || t == CMP_BODY_KUR) {
+    if (t == CMP_BODY_IR || t == CMP_BODY_CR || t == CMP_BODY_KUR || t == CMP_BODY_CCR) {
         CM_TRY(test_hand_sign_popos(x));
     }
     cmp_mac_key key;
@@ -323,10 +351,11 @@ cm_result test_hand_build(test_hand *x, uint8_t **out, size_t *out_len)
         der_builder_init_arena(&ab, &x->a, 256);
         if (mac) {
             const cm_span s = cm_span_make(x->secret, strlen(x->secret));
+            const uint64_t it = x->mac_iterations != 0 ? x->mac_iterations : x->pbmac1 ? 2000 : 500;
             r = x->pbmac1 ? cmp_mac_key_new_pbmac1(x->prot, &key, s, CMP_HASH_SHA256,
-                                                   CMP_HASH_SHA256, 2000, 16, 32)
+                                                   CMP_HASH_SHA256, it, 16, 32)
                           : cmp_mac_key_new_pbm(x->prot, &key, s, CMP_HASH_SHA256, CMP_HASH_SHA256,
-                                                500, 16);
+                                                it, 16);
             cmp_mac_key_put_alg(&ab, &key);
         } else {
             cm_span alg;

@@ -31,26 +31,28 @@ typedef struct test_hand {
     const cmp_protect_ctx *prot;
     cmp_header_fields h;
     cmp_body body;
-    crmf_cert_req_msg msgs[2]; // ir, cr, kur: msgs[0] is the one CertReqMsg
+    crmf_cert_req_msg msgs[2]; // ir, cr, kur, ccr: msgs[0] is the one CertReqMsg
     crmf_attr ctrl[1];
     cmp_itav ginfo[4];
-    cmp_cert_status cs; // certConf
-    cmp_rev_details rd; // rr
+    cmp_cert_status cs;  // certConf
+    cmp_rev_details rd;  // rr
+    int64_t poll_ids[2]; // pollReq
     uint8_t tid[16], nonce[16];
     const char *secret; // MAC secret (PBM, or PBMAC1 when |pbmac1|), unless |sig_key| is set
     bool pbmac1;
     EVP_PKEY *sig_key; // signature protection (ECDSA/RSA with SHA-256, Ed25519)
     cm_span certs[3];  // extraCerts
     size_t num_certs;
-    int prot_mode;      // TEST_PROT_*
-    EVP_PKEY *popo_key; // msgs[i]'s signature POPO is made with it when built
-    cm_span popo_alg;   // the POPO's algorithm when set (else the key's own)
-    bool popo_corrupt;  // flip a bit of the POPO signature
+    int prot_mode;           // TEST_PROT_*
+    EVP_PKEY *popo_key;      // msgs[i]'s signature POPO is made with it when built
+    cm_span popo_alg;        // the POPO's algorithm when set (else the key's own)
+    bool popo_corrupt;       // flip a bit of the POPO signature
+    uint64_t mac_iterations; // PBM/PBMAC1 iteration count; 0: 500 (PBM), 2000 (PBMAC1)
 } test_hand;
 
 // test_hand_init starts |x| as a message of type |t| to |recipient| (a Name element) from the
 // MAC client |sender_kid| with |secret| (both borrowed): pvno 2, messageTime now, a random
-// transactionID and senderNonce, for ir/cr/kur one CertReqMsg with certReqId 0 (no template
+// transactionID and senderNonce, for ir/cr/kur/ccr one CertReqMsg with certReqId 0 (no template
 // yet: test_hand_template). |prot| computes the MACs.
 void test_hand_init(test_hand *x, cmp_body_type t, const cmp_protect_ctx *prot, cm_span recipient,
                     cm_span sender_kid, const char *secret);
@@ -108,6 +110,14 @@ CM_RESULT test_hand_rr(test_hand *x, cm_span cert, int reason);
 // in the transaction |tid| answering the server's senderNonce |recip_nonce| (borrowed).
 CM_RESULT test_hand_cert_conf(test_hand *x, cm_span tid, cm_span recip_nonce, cm_span cert,
                               int64_t id);
+
+// test_hand_nested makes the body a nested message (RFC 9810 §5.3.23) of the |n| PKIMessages
+// |inner| (whole DER elements, copied into the hand's arena), protected like any other body.
+CM_RESULT test_hand_nested(test_hand *x, const cm_span *inner, size_t n);
+// test_hand_poll makes the message a pollReq (RFC 9810 §5.3.22) in the transaction |tid|
+// answering the server's senderNonce |recip_nonce| (both borrowed), asking for |num| (0..2)
+// requests, each certReqId |id|.
+CM_RESULT test_hand_poll(test_hand *x, cm_span tid, cm_span recip_nonce, int64_t id, size_t num);
 
 // test_hand_build signs the POPOs, protects the message and returns its DER in |*out| (heap;
 // free() it).

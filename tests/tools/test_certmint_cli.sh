@@ -4,7 +4,8 @@
 # loopback port, with certificates enrolled by the real `openssl cmp`: every subcommand with
 # good and bad input (missing config, wrong PIN, token not found, existing instance, unknown
 # serial, bad reason, --help), its exit code (0 ok, 1 failed, 2 usage), list filters and
-# --json, revoke -> crl -> `openssl verify -crl_check`, hold and release.
+# --json, revoke -> crl -> `openssl verify -crl_check`, hold and release; pending, approve and
+# reject while the real client polls a CA whose profile needs approval.
 set -uo pipefail
 certmintd=$(realpath "$1")
 certmint=$(realpath "$2")
@@ -43,9 +44,11 @@ cm() { "$certmint" "$@"; }
 # --- usage, --help, init ----------------------------------------------------------------------
 run "no arguments" 2 cm
 run "--help" 0 cm --help
-for c in init keys secret list show revoke revive crl; do has "--help lists $c" out "certmint $c "; done
+for c in init keys secret list show revoke revive crl pending approve reject; do
+  has "--help lists $c" out "certmint $c "
+done
 run "unknown command" 2 cm frobnicate
-for c in init keys secret list show revoke revive crl; do
+for c in init keys secret list show revoke revive crl pending approve reject; do
   run "$c --help" 0 cm "$c" --help
   has "$c --help prints its usage" out "^usage: certmint $c"
 done
@@ -54,7 +57,7 @@ run "init --key-type bogus" 2 cm init --dir "$work/x" --key-type bogus
 run "init" 0 cm init --dir "$inst" --port "$port" --subject "/O=certmint cli/CN=cli Root CA"
 run "init refuses an existing instance" 1 cm init --dir "$inst"
 has "it says why" err "already holds an instance"
-for c in keys list show revoke revive crl; do
+for c in keys list show revoke revive crl pending approve reject; do
   run "$c without -c" 2 cm "$c"
 done
 run "secret without an action" 2 cm secret
@@ -119,6 +122,21 @@ run "secret remove" 0 cm secret remove -c "$conf" --ref line-8
 grep -q line-8 "$conf" && fail "  the line is still there" || ok "  the line is gone"
 run "secret remove: unknown reference" 1 cm secret remove -c "$conf" --ref line-8
 run "secret list --ref (does not apply)" 2 cm secret list -c "$conf" --ref x
+
+# --- a CA whose profile needs approval (delayed delivery, issue 16) -------------------------
+# [ca:held] serves the same CA key under a profile with approval = manual; the client's polls
+# come every second (approval_check_after).
+python3 - "$conf" <<'PY'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+s = s.replace("[certmintd]\n", "[certmintd]\napproval_check_after = 1\n", 1)
+ca = s[s.index("[ca:devices]"):s.index("[profile:devices]")]
+prof = s[s.index("[profile:devices]"):s.index("[devices_ext]")]
+held = ca.replace("[ca:devices]", "[ca:held]").replace("profile = devices", "profile = held")
+held += prof.replace("[profile:devices]", "[profile:held]").rstrip("\n") + "\napproval = manual\n\n"
+open(p, "w").write(s.replace("[devices_ext]", held + "[devices_ext]", 1))
+PY
 
 # --- the daemon and a few enrolments --------------------------------------------------------
 export $(cat "$inst/env")
@@ -301,6 +319,97 @@ if openssl cmp -cmd cr "${srv[@]}" -cert dev-x.pem -key dev-x.key -newkey x3.key
   -subject /CN=dev-x -certout x3.pem >"$work/crx.log" 2>&1; then fail "cr by dev-x after the tool revoked it"
 elif grep -q certRevoked "$work/crx.log"; then ok "  the daemon's cached status followed the tool: certRevoked"
 else fail "  cr by dev-x refused, but not certRevoked"; cat "$work/crx.log"; fi
+
+# --- pending, approve, reject while the real client polls -----------------------------------
+held=(-server "127.0.0.1:$port" -path /.well-known/cmp/p/held -trusted inst/ca.pem
+      -mac hmacWithSHA256 -ref demo-device -secret file:inst/secrets/demo-device -total_timeout 60)
+# wait_pending CN: waits (10 s at most) for the request of CN to be listed; prints its line.
+wait_pending() {
+  for _ in $(seq 1 100); do
+    if "$certmint" pending -c "$conf" | grep " CN=$1 "; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+# poll_bg CMD CN [options]: openssl cmp -cmd CMD for CN (a fresh key unless CN.key exists) in the
+# background; its log is CN.log, its exit code CN.rc once it ended.
+poll_bg() {
+  local cmd=$1 cn=$2; shift 2
+  [ -e "$cn.key" ] || openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$cn.key" 2>/dev/null
+  rm -f "$cn.rc"
+  (openssl cmp -cmd "$cmd" "${held[@]}" -newkey "$cn.key" -subject "/CN=$cn" -certout "$cn.pem" \
+     "$@" >"$cn.log" 2>&1; echo $? >"$cn.rc") &
+}
+# wait_rc CN: waits (30 s at most) for the background client of CN to end; prints its exit code.
+wait_rc() {
+  for _ in $(seq 1 300); do [ -e "$1.rc" ] && { cat "$1.rc"; return; }; sleep 0.1; done
+  echo timeout
+}
+run "pending (nothing waits)" 0 cm pending -c "$conf"
+[ ! -s "$work/out" ] && ok "  empty" || fail "  pending: $(cat "$work/out")"
+run "pending --state bogus" 2 cm pending -c "$conf" --state bogus
+run "pending --ca nope" 1 cm pending -c "$conf" --ca nope
+run "approve without an ID" 2 cm approve -c "$conf"
+run "approve: not an ID" 2 cm approve -c "$conf" 12x
+run "approve: unknown ID" 1 cm approve -c "$conf" 999
+has "  it says so" err "no pending request 999"
+run "reject: unknown ID" 1 cm reject -c "$conf" 999 --reason x
+run "reject --reason with a control character" 2 cm reject -c "$conf" 1 --reason "$(printf 'a\tb')"
+# ir: held for approval while openssl cmp polls; approved; the client gets the certificate.
+poll_bg ir held-a
+line=$(wait_pending held-a) && ok "pending lists the waiting ir" || fail "the ir is not listed"
+echo "$line" >"$work/out"
+has "  id, state, age, CA, profile, key, subject, requester" out \
+  "^[0-9]+  approval +[0-9]+s  held  held  EC P-256  CN=held-a  senderKID demo-device$"
+id_a=$(echo "$line" | cut -d' ' -f1)
+run "pending --json" 0 cm pending -c "$conf" --json
+python3 - "$work/out" "$id_a" <<'PY' && ok "  the JSON object" || fail "  pending JSON: $(cat "$work/out")"
+import json, sys
+a = json.load(open(sys.argv[1]))
+assert len(a) == 1, a
+p = a[0]
+assert p["id"] == int(sys.argv[2]) and p["state"] == "approval" and p["why"] == "approval", p
+assert p["ca"] == "held" and p["subject"] == "CN=held-a" and p["key"] == "EC P-256", p
+assert p["requester"] == "senderKID demo-device" and p["expires"] > p["created"], p
+PY
+run "pending --state queued (none)" 0 cm pending -c "$conf" --state queued
+[ ! -s "$work/out" ] && ok "  empty" || fail "  queued: $(cat "$work/out")"
+sleep 2 # the client polls meanwhile (its own log is buffered: the daemon's says so)
+polls=$(grep -c "ca=held body=pollReq outcome=ok" "$work/daemon.log")
+[ "$polls" -ge 1 ] && ok "  the client polls while it waits ($polls pollReq)" || fail "  no pollReq yet"
+run "approve" 0 cm approve -c "$conf" "$id_a"
+has "  it says what happens" out "approved pending request $id_a \(ca held, CN=held-a\)"
+rc=$(wait_rc held-a)
+[ "$rc" = 0 ] && ok "  the polling client got its certificate" || fail "  client exit $rc: $(tail -5 held-a.log)"
+grep -q "received 'waiting' PKIStatus" held-a.log && grep -q "received POLLREP" held-a.log \
+  && grep -q "received ip/cp/kup after polling" held-a.log && ok "  after waiting and polling" \
+  || fail "  not after polling: $(tail -5 held-a.log)"
+run "  it verifies" 0 openssl verify -CAfile inst/ca.pem held-a.pem
+run "  certmint list shows it valid (confirmed)" 0 cm list -c "$conf" --ca held --subject held-a
+has "  valid" out "  valid  .*  held  CN=held-a$"
+run "approve again" 1 cm approve -c "$conf" "$id_a"
+has "  it is delivered" err "pending request $id_a is delivered: its certificate is issued"
+run "pending (nothing waits again)" 0 cm pending -c "$conf"
+[ ! -s "$work/out" ] && ok "  empty" || fail "  pending: $(cat "$work/out")"
+run "pending --all" 0 cm pending -c "$conf" --all
+has "  the delivered one" out "^$id_a  delivered .* CN=held-a "
+# cr: rejected while the client polls; it gets the operator's reason; the key is given back.
+poll_bg cr held-r
+line=$(wait_pending held-r) && ok "pending lists the waiting cr" || fail "the cr is not listed"
+id_r=$(echo "$line" | cut -d' ' -f1)
+run "reject --reason" 0 cm reject -c "$conf" "$id_r" --reason "not on the device list"
+rc=$(wait_rc held-r)
+[ "$rc" = 1 ] && ok "  the polling client failed" || fail "  client exit $rc"
+grep -q 'PKIFailureInfo: notAuthorized; StatusString: "rejected by the CA operator: not on the device list"' \
+  held-r.log && ok "  with notAuthorized and the reason" || fail "  rejection: $(tail -3 held-r.log)"
+[ ! -e held-r.pem ] && ok "  no certificate" || fail "  a certificate was written"
+run "reject again" 1 cm reject -c "$conf" "$id_r"
+has "  it was rejected" err "is (rejected|delivered): it was rejected"
+poll_bg ir held-r # the same key: its reservation was given back, so it may ask again
+line=$(wait_pending held-r) && ok "the rejected key asks again and waits" || fail "the key is not free"
+run "approve it" 0 cm approve -c "$conf" "$(echo "$line" | cut -d' ' -f1)"
+rc=$(wait_rc held-r)
+[ "$rc" = 0 ] && ok "  certified this time" || fail "  client exit $rc: $(tail -5 held-r.log)"
 
 kill -TERM "$pid"; wait "$pid"; pid=""
 

@@ -11,6 +11,9 @@
 //   certmint revoke -c CONF [--ca NAME] SERIAL [--reason NAME]
 //   certmint revive -c CONF [--ca NAME] SERIAL
 //   certmint crl -c CONF [--ca NAME] [--out FILE] [--days N]
+//   certmint pending -c CONF [--ca NAME] [--state STATE] [--all] [--json]
+//   certmint approve -c CONF ID
+//   certmint reject -c CONF ID [--reason TEXT]
 //   certmint store copy --from URL --to URL [--force]
 //
 // `init` makes a complete instance in DIR (tool_init.c). The other commands work on the
@@ -39,6 +42,9 @@ static int tool_usage(FILE *f)
                "  certmint revoke -c CONF SERIAL [--reason NAME]\n"
                "  certmint revive -c CONF SERIAL\n"
                "  certmint crl -c CONF [--ca NAME] [--out FILE] [--days N]\n"
+               "  certmint pending -c CONF [--ca NAME] [--state STATE] [--all] [--json]\n"
+               "  certmint approve -c CONF ID\n"
+               "  certmint reject -c CONF ID [--reason TEXT]\n"
                "  certmint store copy --from URL --to URL [--force]\n"
                "Run 'certmint COMMAND --help' for details. Exit: 0 ok, 1 failed, 2 usage.\n");
     return f == stdout ? 0 : 2;
@@ -56,11 +62,19 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int argc, char **argv);
-    } k_cmds[] = {
-        {"init", tool_init_main}, {"keys", tool_keys}, {"secret", tool_secret},
-        {"list", tool_list},      {"show", tool_show}, {"revoke", tool_revoke},
-        {"revive", tool_revive},  {"crl", tool_crl},   {"import-ca-cert", tool_import_ca_cert},
-        {"store", tool_store}};
+    } k_cmds[] = {{"init", tool_init_main},
+                  {"keys", tool_keys},
+                  {"secret", tool_secret},
+                  {"list", tool_list},
+                  {"show", tool_show},
+                  {"revoke", tool_revoke},
+                  {"revive", tool_revive},
+                  {"crl", tool_crl},
+                  {"import-ca-cert", tool_import_ca_cert},
+                  {"store", tool_store},
+                  {"pending", tool_pending},
+                  {"approve", tool_approve},
+                  {"reject", tool_reject}};
     for (size_t i = 0; i < sizeof(k_cmds) / sizeof(k_cmds[0]); i++) {
         if (strcmp(argv[1], k_cmds[i].name) == 0) {
             if (!cm_ok(cm_runtime_init())) {

@@ -15,6 +15,7 @@
 //   tool_crl.c       certmint crl
 //   tool_secret.c    certmint secret add|list|remove
 //   tool_store.c     certmint store copy
+//   tool_pending.c   certmint pending, approve, reject (requests that wait)
 //
 // Every command function takes main's argc/argv (argv[1] is the command's name), prints its own
 // messages prefixed "certmint COMMAND:" and returns the exit code: 0 ok, 1 failed, 2 usage.
@@ -46,6 +47,9 @@ int tool_revoke(int argc, char **argv);
 int tool_revive(int argc, char **argv); // a certificate on hold becomes valid again
 int tool_crl(int argc, char **argv);
 int tool_secret(int argc, char **argv);
+int tool_pending(int argc, char **argv); // the requests that wait (delayed delivery)
+int tool_approve(int argc, char **argv); // a request waiting for approval is signed
+int tool_reject(int argc, char **argv);  // a waiting request is rejected
 int tool_store(int argc, char **argv);
 
 // ---------------------------------------------------------------------------------------------

@@ -39,8 +39,10 @@ static int tool_store_copy(int argc, char **argv)
     static const char help[] =
         "usage: certmint store copy --from URL --to URL [--force]\n"
         "  Copies every certificate (statuses and revocations as they are), every CMP\n"
-        "  transaction and every CA's CRL state from one store into another, then compares\n"
-        "  the row counts of both. A URL is what [certmintd] store takes: sqlite:PATH or a\n"
+        "  transaction (with its reservation), every waiting request (delayed delivery),\n"
+        "  every CA's CRL state and every credential's count from one store into another,\n"
+        "  then compares the row counts of both. A URL is what [certmintd] store takes: "
+        "sqlite:PATH or a\n"
         "  PostgreSQL connection string (postgresql://USER@HOST/DB?..., the password in a\n"
         "  passfile or PGPASSFILE). The target's schema is created if needed. A target that\n"
         "  holds rows is refused unless --force, which empties it first. Stop certmintd on\n"
@@ -83,13 +85,13 @@ static int tool_store_copy(int argc, char **argv)
         fprintf(stderr, "%s: cannot count the rows: %s\n", cmd, cm_result_name(r));
         goto out;
     }
-    const bool filled = had.certs + had.txns + had.crl_states != 0;
+    const bool filled = had.certs + had.txns + had.crl_states + had.uses + had.pending != 0;
     if (filled && !force) {
         fprintf(stderr,
-                "%s: the target already holds %llu certificates, %llu transactions and %llu "
-                "CRL states: pass --force to empty it first\n",
+                "%s: the target already holds %llu certificates, %llu transactions, %llu "
+                "CRL states and %llu waiting requests: pass --force to empty it first\n",
                 cmd, (unsigned long long)had.certs, (unsigned long long)had.txns,
-                (unsigned long long)had.crl_states);
+                (unsigned long long)had.crl_states, (unsigned long long)had.pending);
         goto out;
     }
     r = store_copy(dst, rs, filled, &copied);
@@ -106,11 +108,14 @@ static int tool_store_copy(int argc, char **argv)
     if (memcmp(&got, &want, sizeof(got)) != 0 ||
         memcmp(got_status, want_status, sizeof(got_status)) != 0) {
         fprintf(stderr,
-                "%s: the counts differ: source %llu/%llu/%llu, target %llu/%llu/%llu "
-                "(certificates/transactions/CRL states), or by status\n",
+                "%s: the counts differ: source %llu/%llu/%llu/%llu/%llu, target "
+                "%llu/%llu/%llu/%llu/%llu (certificates/transactions/CRL states/credential "
+                "counts/waiting requests), or by status\n",
                 cmd, (unsigned long long)want.certs, (unsigned long long)want.txns,
-                (unsigned long long)want.crl_states, (unsigned long long)got.certs,
-                (unsigned long long)got.txns, (unsigned long long)got.crl_states);
+                (unsigned long long)want.crl_states, (unsigned long long)want.uses,
+                (unsigned long long)want.pending, (unsigned long long)got.certs,
+                (unsigned long long)got.txns, (unsigned long long)got.crl_states,
+                (unsigned long long)got.uses, (unsigned long long)got.pending);
         goto out;
     }
     printf("copied %llu certificates (%llu valid, %llu unconfirmed, %llu revoked, %llu on hold), "
@@ -120,6 +125,8 @@ static int tool_store_copy(int argc, char **argv)
            (unsigned long long)got_status[STORE_CERT_REVOKED],
            (unsigned long long)got_status[STORE_CERT_HOLD], (unsigned long long)got.txns,
            (unsigned long long)got.crl_states, store_backend_name(dst));
+    printf("  with %llu waiting requests (delayed delivery) and %llu credential counts\n",
+           (unsigned long long)got.pending, (unsigned long long)got.uses);
     rc = 0;
 out:
     store_reader_close(rs);

@@ -1074,6 +1074,65 @@ static void test_ca_key_usage_allowed_and_replace(void)
     req_free(&rsa);
 }
 
+// A CA profile from its keys (ca = on, path_len, name_constraints; issue 16): the certificate is
+// a CA with that path length, keyUsage keyCertSign and cRLSign, and the name constraints; the
+// keys refuse what contradicts them.
+static void test_ca_ca_profile_keys(void)
+{
+    char err[256];
+    ca_profile_params p = base_params();
+    p.is_ca = true;
+    p.has_path_len = true;
+    p.path_len = 1;
+    p.name_constraints = "permitted;DNS:.example.com";
+    ca_profile *pr = NULL;
+    TEST_ASSERT_OK(ca_profile_new(&pr, err, sizeof(err), &p, g_conf, NULL));
+    CU_ASSERT_TRUE(ca_profile_is_ca(pr));
+    uint32_t n = 99;
+    CU_ASSERT_TRUE(ca_profile_path_len(pr, &n));
+    CU_ASSERT_EQUAL(n, 1);
+    test_req t;
+    req_make(&t, "P-256", "/CN=Other CA", NULL);
+    ca_decision d;
+    X509 *x = issue_by(g_ca, g_ca_key, pr, &t, cm_time_now(), &d, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    CU_ASSERT_EQUAL(X509_check_ca(x), 1);
+    CU_ASSERT_EQUAL(X509_get_pathlen(x), 1);
+    CU_ASSERT_EQUAL(cert_ku(x), CA_KU_KEY_CERT_SIGN | CA_KU_CRL_SIGN);
+    int crit = 0;
+    NAME_CONSTRAINTS *nc = X509_get_ext_d2i(x, NID_name_constraints, &crit, NULL);
+    CU_ASSERT_PTR_NOT_NULL(nc);
+    CU_ASSERT_EQUAL(crit, 1);
+    if (nc != NULL) {
+        CU_ASSERT_EQUAL(sk_GENERAL_SUBTREE_num(nc->permittedSubtrees), 1);
+    }
+    NAME_CONSTRAINTS_free(nc);
+    X509_free(x);
+    req_free(&t);
+    ca_profile_free(pr);
+    // Without a path length: none in the certificate, none reported.
+    p.has_path_len = false;
+    p.name_constraints = NULL;
+    TEST_ASSERT_OK(ca_profile_new(&pr, err, sizeof(err), &p, g_conf, NULL));
+    CU_ASSERT_FALSE(ca_profile_path_len(pr, &n));
+    CU_ASSERT_FALSE(ca_profile_path_len(g_profile, &n)); // an end-entity profile has none
+    ca_profile_free(pr);
+    // Contradictions: a basicConstraints of the extensions section, path_len or
+    // name_constraints without ca = on, a keyUsage without keyCertSign, bad constraints.
+    TEST_ASSERT_CODE(ca_profile_new(&pr, err, sizeof(err), &p, g_conf, "sub_ca"), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "basicConstraints"));
+    TEST_ASSERT_CODE(ca_profile_new(&pr, err, sizeof(err), &p, g_conf, "key_agreement_only"),
+                     CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "keyCertSign"));
+    p.name_constraints = "permitted;nonsense:.example.com";
+    TEST_ASSERT_CODE(ca_profile_new(&pr, err, sizeof(err), &p, g_conf, NULL), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "name_constraints"));
+    p = base_params();
+    p.has_path_len = true;
+    TEST_ASSERT_CODE(ca_profile_new(&pr, err, sizeof(err), &p, g_conf, NULL), CA_E_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "ca = on"));
+}
+
 static void test_ca_capped_validity_is_reported(void)
 {
     test_req t;
@@ -1923,6 +1982,7 @@ int test_ca_register(void)
         TEST_CASE(test_ca_cert_fields),
         TEST_CASE(test_ca_tbs_fixed_buffer_too_small),
         TEST_CASE(test_ca_name_to_text),
+        TEST_CASE(test_ca_ca_profile_keys),
     };
     return test_register_suite("ca", ca_suite_init, ca_suite_cleanup, NULL, NULL, tests,
                                TEST_NUM_CASES(tests));

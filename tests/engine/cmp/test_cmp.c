@@ -402,7 +402,7 @@ static void test_cmp_parses_and_roundtrips_openssl_messages(void)
             // The client's first message carries its protection certificate (RFC 9483 §3.3);
             // the mock server's responses leave extraCerts out.
             CU_ASSERT_TRUE(m.num_extra_certs >= 1);
-            cmp_parse_opts first = {CMP_DEFAULT_MAX_NESTING, 0, true};
+            cmp_parse_opts first = {CMP_DEFAULT_MAX_NESTING, 0, true, 0, false};
             cmp_msg again;
             TEST_ASSERT_OK(cmp_msg_from_der(&g_arena, &again, in, &first));
         }
@@ -1044,7 +1044,7 @@ static void test_cmp_rejects_header_rule_violations(void)
 
     // Signature protection without extraCerts.
     parse_file("cr.der", &buf, &len, &m);
-    cmp_parse_opts first = {CMP_DEFAULT_MAX_NESTING, 0, true};
+    cmp_parse_opts first = {CMP_DEFAULT_MAX_NESTING, 0, true, 0, false};
     TEST_ASSERT_OK(remarshal_and_parse(&m, &first, &out, NULL));
     t = m;
     t.num_extra_certs = 0;
@@ -1069,7 +1069,7 @@ static void test_cmp_rejects_header_rule_violations(void)
     TEST_ASSERT_CODE(remarshal_and_parse(&t, NULL, &out, NULL), CM_E_DER_TOO_MANY);
     t.num_extra_certs = CMP_MAX_EXTRA_CERTS;
     TEST_ASSERT_OK(remarshal_and_parse(&t, NULL, &out, NULL));
-    cmp_parse_opts opts = {CMP_DEFAULT_MAX_NESTING, 2, false};
+    cmp_parse_opts opts = {CMP_DEFAULT_MAX_NESTING, 2, false, 0, false};
     t.num_extra_certs = 3;
     TEST_ASSERT_CODE(remarshal_and_parse(&t, &opts, &out, NULL), CM_E_DER_TOO_MANY);
     t.num_extra_certs = 2;
@@ -1179,6 +1179,36 @@ static void test_cmp_rejects_unknown_and_unsupported_bodies(void)
     free(buf);
 }
 
+// ccr and ccp (RFC 9810 §5.3.11) have the syntax of ir and ip: the same bytes under tags [13]
+// and [14] parse as CertReqMessages and CertRepMessage and marshal back unchanged.
+static void test_cmp_ccr_and_ccp(void)
+{
+    static const struct {
+        const char *file;
+        uint8_t tag;
+        cmp_body_type type;
+    } k_cases[] = {{"ir_pbm.der", 0xad, CMP_BODY_CCR}, {"ip_pbm.der", 0xae, CMP_BODY_CCP}};
+    for (size_t i = 0; i < sizeof(k_cases) / sizeof(k_cases[0]); i++) {
+        uint8_t *buf;
+        size_t len;
+        cmp_msg m;
+        parse_file(k_cases[i].file, &buf, &len, &m);
+        const size_t at = (size_t)(m.body.whole.p - buf);
+        buf[at] = k_cases[i].tag;
+        cmp_msg out;
+        TEST_ASSERT_OK(cmp_msg_from_der(&g_arena, &out, cm_span_make(buf, len), NULL));
+        CU_ASSERT_EQUAL(out.body.type, k_cases[i].type);
+        if (k_cases[i].type == CMP_BODY_CCR) {
+            CU_ASSERT_EQUAL(out.body.u.req.num_msgs, m.body.u.req.num_msgs);
+        } else {
+            CU_ASSERT_EQUAL(out.body.u.rep.num_responses, 1);
+            CU_ASSERT(out.body.u.rep.responses[0].cert.len > 0);
+        }
+        assert_roundtrip(&out, cm_span_make(buf, len));
+        free(buf);
+    }
+}
+
 static void test_cmp_nested_depth_is_limited(void)
 {
     uint8_t *buf;
@@ -1193,7 +1223,7 @@ static void test_cmp_nested_depth_is_limited(void)
     cmp_msg out;
     TEST_ASSERT_OK(remarshal_and_parse(&outer, NULL, &out, NULL));
     CU_ASSERT_EQUAL(out.body.type, CMP_BODY_NESTED); // |out|'s spans are dangling now
-    cmp_parse_opts none = {0, 0, false};
+    cmp_parse_opts none = {0, 0, false, 0, false};
     TEST_ASSERT_CODE(remarshal_and_parse(&outer, &none, &out, NULL), CMP_E_NESTING_DEPTH);
     // Two levels: refused by default, accepted when configured.
     cmp_msg outer2 = ir;
@@ -1201,7 +1231,7 @@ static void test_cmp_nested_depth_is_limited(void)
     outer2.body.u.nested.msgs = &outer;
     outer2.body.u.nested.num = 1;
     TEST_ASSERT_CODE(remarshal_and_parse(&outer2, NULL, &out, NULL), CMP_E_NESTING_DEPTH);
-    cmp_parse_opts two = {2, 0, false};
+    cmp_parse_opts two = {2, 0, false, 0, false};
     cm_span der;
     TEST_ASSERT_OK(remarshal_and_parse(&outer2, &two, &out, &der));
     assert_roundtrip(&out, der);
@@ -1223,6 +1253,59 @@ static void test_cmp_nested_depth_is_limited(void)
     cm_span junk;
     TEST_ASSERT_CODE(der_builder_finish(&b, &junk), CMP_E_NESTING_DEPTH);
     der_builder_cleanup(&b);
+    free(buf);
+}
+
+// A shallow parse (cmp_parse_opts.nested_shallow) delimits the inner messages without parsing
+// them: each is the whole inner PKIMessage element, and marshalling them back from those spans
+// gives the same bytes. max_nested bounds the count.
+static void test_cmp_nested_shallow_and_count(void)
+{
+    uint8_t *buf;
+    size_t len;
+    cmp_msg ir;
+    parse_file("ir_pbm.der", &buf, &len, &ir);
+    cmp_msg inner[3] = {ir, ir, ir};
+    inner[1].header.f.transaction_id.present = false; // a bad inner message: not parsed
+    cmp_msg outer = ir;
+    outer.body.type = CMP_BODY_NESTED;
+    outer.body.u.nested.msgs = inner;
+    outer.body.u.nested.num = 3;
+    cm_span der = marshal_heap(&outer);
+    cmp_msg out;
+    // Parsed in full the bad inner message fails the whole; shallow it does not.
+    TEST_ASSERT_CODE(cmp_msg_from_der(&g_arena, &out, der, NULL), CMP_E_NO_TRANSACTION_ID);
+    cmp_parse_opts shallow = {.max_nesting = 1, .nested_shallow = true};
+    TEST_ASSERT_OK(cmp_msg_from_der(&g_arena, &out, der, &shallow));
+    CU_ASSERT_EQUAL_FATAL(out.body.u.nested.num, 3);
+    CU_ASSERT_PTR_NULL(out.body.u.nested.msgs);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out.body.u.nested.ders);
+    CU_ASSERT_TRUE(cm_span_eq(out.body.u.nested.ders[0], cm_span_make(buf, len)));
+    CU_ASSERT_TRUE(cm_span_eq(out.body.u.nested.ders[2], cm_span_make(buf, len)));
+    cmp_msg m0;
+    TEST_ASSERT_OK(cmp_msg_from_der(&g_arena, &m0, out.body.u.nested.ders[0], NULL));
+    TEST_ASSERT_CODE(cmp_msg_from_der(&g_arena, &m0, out.body.u.nested.ders[1], NULL),
+                     CMP_E_NO_TRANSACTION_ID);
+    assert_roundtrip(&out, der); // from the spans, verbatim
+    // The count: 3 is over a cap of 2, not over 3; the hard limit caps a larger setting.
+    cmp_parse_opts two = shallow, three = shallow, huge = shallow;
+    two.max_nested = 2;
+    three.max_nested = 3;
+    huge.max_nested = CMP_MAX_NESTED_LIMIT * 2;
+    TEST_ASSERT_CODE(cmp_msg_from_der(&g_arena, &out, der, &two), CM_E_DER_TOO_MANY);
+    TEST_ASSERT_OK(cmp_msg_from_der(&g_arena, &out, der, &three));
+    TEST_ASSERT_OK(cmp_msg_from_der(&g_arena, &out, der, &huge));
+    // An inner element that is not a SEQUENCE fails even a shallow parse.
+    cmp_msg not_seq = outer;
+    const uint8_t k_int[] = {0x02, 0x01, 0x05};
+    const cm_span junk[1] = {cm_span_make(k_int, sizeof(k_int))};
+    not_seq.body.u.nested.msgs = NULL;
+    not_seq.body.u.nested.ders = junk;
+    not_seq.body.u.nested.num = 1;
+    cm_span der2 = marshal_heap(&not_seq);
+    TEST_ASSERT_CODE(cmp_msg_from_der(&g_arena, &out, der2, &shallow), CM_E_DER_UNEXPECTED_TAG);
+    free_span(der2);
+    free_span(der);
     free(buf);
 }
 
@@ -1781,6 +1864,7 @@ int test_cmp_register(void)
 {
     static const test_case tests[] = {
         TEST_CASE(test_cmp_parses_and_roundtrips_openssl_messages),
+        TEST_CASE(test_cmp_ccr_and_ccp),
         TEST_CASE(test_cmp_protected_part_is_what_openssl_maced),
         TEST_CASE(test_cmp_request_and_response_headers_agree),
         TEST_CASE(test_cmp_ip_carries_the_issued_certificate),
@@ -1795,6 +1879,7 @@ int test_cmp_register(void)
         TEST_CASE(test_cmp_rejects_bad_general_info),
         TEST_CASE(test_cmp_rejects_unknown_and_unsupported_bodies),
         TEST_CASE(test_cmp_nested_depth_is_limited),
+        TEST_CASE(test_cmp_nested_shallow_and_count),
         TEST_CASE(test_cmp_hash_alg_needs_pvno_3),
         TEST_CASE(test_cmp_unsupported_pvno_is_reported_not_rejected),
         TEST_CASE(test_cmp_rejects_bad_status_and_reason),

@@ -267,6 +267,19 @@ static void test_cfg_defaults(void)
     CU_ASSERT_EQUAL(c->num_admin_listen, 0);
     CU_ASSERT_EQUAL(c->admin_max_connections, 16);
     CU_ASSERT_EQUAL(c->store_min_free, 256ull << 20);
+    CU_ASSERT_EQUAL(c->max_nested_depth, 2);
+    CU_ASSERT_EQUAL(c->max_nested_messages, 256);
+    CU_ASSERT_EQUAL(c->nested_threads, c->io_threads);
+    // Issue 23's abuse limits.
+    CU_ASSERT_TRUE(c->kdf_threads >= 1);
+    CU_ASSERT_EQUAL(c->kdf_max_queue, 1024);
+    CU_ASSERT_EQUAL(c->mac_failures_max, 10);
+    CU_ASSERT_EQUAL(c->mac_failure_window, 60);
+    CU_ASSERT_EQUAL(c->mac_failure_backoff, 60);
+    CU_ASSERT_EQUAL(c->error_signatures_per_peer, 10);
+    CU_ASSERT_EQUAL(c->retransmit_window, -1); // auto
+    CU_ASSERT_EQUAL(c->retransmit_cache_entries, 65536);
+    CU_ASSERT_EQUAL(c->retransmit_cache_bytes, 64ull << 20);
     CU_ASSERT_PTR_EQUAL(c->default_ca, &c->cas[0]); // the only CA
     CU_ASSERT_TRUE(ca_profile_implicit_confirm(c->cas[0].profile->profile));
     CU_ASSERT_EQUAL(ca_profile_extensions(c->cas[0].profile->profile).len, 0);
@@ -412,6 +425,24 @@ static const cfg_case k_bad[] = {
      CFG_E_VALUE, "[certmintd] admin_listen: 4 addresses together with listen's 5; at most 8"},
     {"[certmintd]\nadmin_max_connections = 0\n", CFG_E_VALUE,
      "[certmintd] admin_max_connections: '0' is out of range 1..1024"},
+    {"[certmintd]\nkdf_threads = 0\n", CFG_E_VALUE,
+     "[certmintd] kdf_threads: '0' is out of range 1..64"},
+    {"[certmintd]\nkdf_max_queue = 0\n", CFG_E_VALUE,
+     "[certmintd] kdf_max_queue: '0' is out of range 1..65536"},
+    {"[certmintd]\nmac_failures_max = 0\n", CFG_E_VALUE,
+     "[certmintd] mac_failures_max: '0' is out of range 1..1000000"},
+    {"[certmintd]\nmac_failure_window = 0\n", CFG_E_VALUE,
+     "[certmintd] mac_failure_window: '0' is out of range 1..86400"},
+    {"[certmintd]\nmac_failure_backoff = forever\n", CFG_E_VALUE,
+     "[certmintd] mac_failure_backoff: 'forever' is not a number"},
+    {"[certmintd]\nerror_signatures_per_peer = -1\n", CFG_E_VALUE,
+     "[certmintd] error_signatures_per_peer: '-1' is not a number"},
+    {"[certmintd]\nretransmit_window = 86401\n", CFG_E_VALUE,
+     "[certmintd] retransmit_window: '86401' is out of range 0..86400"},
+    {"[certmintd]\nretransmit_cache_entries = 0\n", CFG_E_VALUE,
+     "[certmintd] retransmit_cache_entries: '0' is out of range 1..16777216"},
+    {"[certmintd]\nretransmit_cache_bytes = 1K\n", CFG_E_VALUE,
+     "[certmintd] retransmit_cache_bytes: '1K' is below 64K"},
     {"[certmintd]\nstore_min_free = 12X\n", CFG_E_VALUE,
      "[certmintd] store_min_free: '12X' is not a size (bytes, or a number with K, M, G or T)"},
     {"[certmintd]\nstore_min_free = M\n", CFG_E_VALUE, "[certmintd] store_min_free: 'M' is not"},
@@ -655,6 +686,42 @@ static void test_cfg_sizes_and_no_peer_cap(void)
     }
 }
 
+// The abuse limits (issue 23): numbers, none (no back-off, no error-signature cap), a fixed or
+// an off retransmit_window, sizes.
+static void test_cfg_abuse_limits(void)
+{
+    static const char k_set[] = "[certmintd]\nkdf_threads = 3\nkdf_max_queue = 7\n"
+                                "mac_failures_max = 4\nmac_failure_window = 30\n"
+                                "mac_failure_backoff = 600\nerror_signatures_per_peer = 2\n"
+                                "retransmit_window = 120\nretransmit_cache_entries = 100\n"
+                                "retransmit_cache_bytes = 1M\n";
+    static const char k_off[] = "[certmintd]\nmac_failures_max = none\n"
+                                "error_signatures_per_peer = none\nretransmit_window = 0\n";
+    char text[sizeof(k_base) + 512];
+    int n = snprintf(text, sizeof(text), "%s%s", k_base, k_set);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, (size_t)n));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_EQUAL(c->kdf_threads, 3);
+    CU_ASSERT_EQUAL(c->kdf_max_queue, 7);
+    CU_ASSERT_EQUAL(c->mac_failures_max, 4);
+    CU_ASSERT_EQUAL(c->mac_failure_window, 30);
+    CU_ASSERT_EQUAL(c->mac_failure_backoff, 600);
+    CU_ASSERT_EQUAL(c->error_signatures_per_peer, 2);
+    CU_ASSERT_EQUAL(c->retransmit_window, 120);
+    CU_ASSERT_EQUAL(c->retransmit_cache_entries, 100);
+    CU_ASSERT_EQUAL(c->retransmit_cache_bytes, 1ull << 20);
+    cfg_free(c);
+    n = snprintf(text, sizeof(text), "%s%s", k_base, k_off);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, (size_t)n));
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_EQUAL(c->mac_failures_max, 0);
+    CU_ASSERT_EQUAL(c->error_signatures_per_peer, 0);
+    CU_ASSERT_EQUAL(c->retransmit_window, 0);
+    cfg_free(c);
+}
+
 static void test_cfg_secret_mode_names_file_and_mode(void)
 {
     char text[sizeof(k_base) + 128];
@@ -741,6 +808,7 @@ static const char k_trust[] = "[profile:gw]\n"
                               "profiles = device, gw\n"
                               "max_certs.line7 = 250\n"
                               "once.line8 = on\n"
+                              "ra.line8 = on\n"
                               "subject_pattern.line7 = CN=line-7-*\n"
                               "key.lk = secrets/lk.key\n"
                               "max_certs.lk = 3\n"
@@ -779,6 +847,8 @@ static void test_cfg_trust_settings(void)
     CU_ASSERT_STRING_EQUAL(s7->subject_pattern, "CN=line-7-*");
     CU_ASSERT_EQUAL(s8->max_certs, 1);
     CU_ASSERT_PTR_NULL(s8->subject_pattern);
+    CU_ASSERT_TRUE(s8->ra); // ra.line8 = on: may protect nested messages
+    CU_ASSERT_FALSE(s7->ra);
     // The per-secret limits apply to a key.REF (key-based MACs) as to a secret.REF.
     const cfg_secret *lk = cfg_clients_find_secret(cl, CM_SPAN_LIT("lk"));
     CU_ASSERT_PTR_NOT_NULL_FATAL(lk);
@@ -826,6 +896,15 @@ static const cfg_case k_bad_trust[] = {
      "[clients:line] once.line7: 'sometimes' is not on or off"},
     {"[clients:line]\nonce.x = on\n", CFG_E_REFERENCE,
      "[clients:line] once.x: there is no secret.x"},
+    {"[clients:line]\nra.line7 = maybe\n", CFG_E_VALUE,
+     "[clients:line] ra.line7: 'maybe' is not on or off"},
+    {"[clients:line]\nra.x = on\n", CFG_E_REFERENCE, "[clients:line] ra.x: there is no secret.x"},
+    {"[certmintd]\nmax_nested_depth = 5\n", CFG_E_VALUE,
+     "[certmintd] max_nested_depth: '5' is out of range"},
+    {"[certmintd]\nmax_nested_messages = 0\n", CFG_E_VALUE,
+     "[certmintd] max_nested_messages: '0' is out of range"},
+    {"[certmintd]\nnested_threads = 257\n", CFG_E_VALUE,
+     "[certmintd] nested_threads: '257' is out of range"},
     {"[clients:line]\nsubject_pattern.x = CN=*\n", CFG_E_REFERENCE,
      "[clients:line] subject_pattern.x: there is no secret.x"},
     {"[clients:line]\ntrust_crls = missing.crl\n", CFG_E_FILE, "[clients:line] trust_crls: "},
@@ -862,6 +941,93 @@ static void test_cfg_rejects_bad_trust_settings(void)
     (void)snprintf(app, sizeof(app), "[clients:line]\nsubject_pattern.line7 = %s\n", big);
     (void)snprintf(text, sizeof(text), "%s\n%s", k_base, app);
     expect_fail(text, CFG_E_VALUE, "[clients:line] subject_pattern.line7: ");
+}
+
+// Delayed delivery, approval and cross-certification (issue 16): the settings, their defaults
+// and the refusals.
+static const char k_pending[] = "[certmintd]\n"
+                                "waiting_timeout = 3600\n"
+                                "max_hsm_queue = 300\n"
+                                "max_commit_latency = 50\n"
+                                "max_pending = 77\n"
+                                "approval_check_after = 2\n"
+                                "[profile:device]\n"
+                                "approval = manual\n"
+                                "[profile:cross]\n"
+                                "ca = on\n"
+                                "path_len = 0\n"
+                                "name_constraints = permitted;DNS:.example.com\n"
+                                "[clients:line]\n"
+                                "cross_requesters = vendor.pem\n"
+                                "cross_profile = cross\n";
+
+static void test_cfg_pending_settings(void)
+{
+    char text[sizeof(k_base) + sizeof(k_pending) + 8];
+    (void)snprintf(text, sizeof(text), "%s\n%s", k_base, k_pending);
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    const cm_result r = cfg_load(&c, err, sizeof(err), g_conf);
+    if (!cm_ok(r)) {
+        fprintf(stderr, "\n  %s: %s\n", cm_result_name(r), err);
+    }
+    CU_ASSERT_FATAL(cm_ok(r));
+    CU_ASSERT_EQUAL(c->waiting_timeout, 3600);
+    CU_ASSERT_EQUAL(c->max_hsm_queue, 300);
+    CU_ASSERT_EQUAL(c->max_commit_latency, 50);
+    CU_ASSERT_EQUAL(c->max_pending, 77);
+    CU_ASSERT_EQUAL(c->approval_check_after, 2);
+    const cfg_clients *cl = cfg_ca_find(c, "devices")->clients;
+    CU_ASSERT_EQUAL(cl->num_cross_certs, 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cl->cross_profile);
+    CU_ASSERT_STRING_EQUAL(cl->cross_profile->name, "cross");
+    // A CA profile needs an operator's approval by default; the device profile asked for it.
+    CU_ASSERT_TRUE(cl->cross_profile->approval_manual);
+    CU_ASSERT_TRUE(cl->cross_profile->is_ca);
+    CU_ASSERT_TRUE(ca_profile_is_ca(cl->cross_profile->profile));
+    uint32_t n = 9;
+    CU_ASSERT_TRUE(ca_profile_path_len(cl->cross_profile->profile, &n));
+    CU_ASSERT_EQUAL(n, 0);
+    CU_ASSERT_TRUE(cfg_ca_find(c, "devices")->profile->approval_manual);
+    cfg_free(c);
+    // The defaults: a day of waiting, the HSM bound measured, 250 ms, 10000, 60 s; no approval.
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, k_base, sizeof(k_base) - 1));
+    TEST_ASSERT_OK(cfg_load(&c, err, sizeof(err), g_conf));
+    CU_ASSERT_EQUAL(c->waiting_timeout, 86400);
+    CU_ASSERT_EQUAL(c->max_hsm_queue, 0);
+    CU_ASSERT_EQUAL(c->max_commit_latency, 250);
+    CU_ASSERT_EQUAL(c->max_pending, 10000);
+    CU_ASSERT_EQUAL(c->approval_check_after, 60);
+    CU_ASSERT_FALSE(cfg_ca_find(c, "devices")->profile->approval_manual);
+    CU_ASSERT_EQUAL(cfg_ca_find(c, "devices")->clients->num_cross_certs, 0);
+    cfg_free(c);
+    static const cfg_case k_bad_pending[] = {
+        {"[certmintd]\nmax_hsm_queue = soon\n", CFG_E_VALUE,
+         "[certmintd] max_hsm_queue: 'soon' is not a number"},
+        {"[certmintd]\nwaiting_timeout = 1\n", CFG_E_VALUE,
+         "[certmintd] waiting_timeout: '1' is out of range"},
+        {"[profile:device]\napproval = maybe\n", CFG_E_VALUE,
+         "[profile:device] approval: 'maybe' is not auto or manual"},
+        {"[profile:device]\npath_len = 1\n", CFG_E_VALUE, "path_len needs ca = on"},
+        {"[profile:x]\nca = on\nextensions = device_ext\n", CFG_E_VALUE,
+         "ca = on writes basicConstraints"},
+        {"[profile:x]\nca = on\nname_constraints = permitted;bogus:x\n", CFG_E_VALUE,
+         "name_constraints"},
+        {"[clients:line]\ncross_requesters = vendor.pem\n", CFG_E_MISSING,
+         "[clients:line] cross_profile: cross_requesters needs a cross_profile"},
+        {"[clients:line]\ncross_requesters = vendor.pem\ncross_profile = device\n", CFG_E_VALUE,
+         "[clients:line] cross_profile: [profile:device] issues end-entity certificates"},
+        {"[clients:line]\ncross_profile = nope\n", CFG_E_REFERENCE,
+         "[clients:line] cross_profile: no [profile:nope] section"},
+        {"[clients:line]\ncross_requesters = missing.pem\n", CFG_E_FILE,
+         "[clients:line] cross_requesters: "},
+    };
+    char bad[sizeof(k_base) + 512];
+    for (size_t i = 0; i < sizeof(k_bad_pending) / sizeof(k_bad_pending[0]); i++) {
+        (void)snprintf(bad, sizeof(bad), "%s\n%s", k_base, k_bad_pending[i].append);
+        expect_fail(bad, k_bad_pending[i].code, k_bad_pending[i].msg);
+    }
 }
 
 static void test_ca_subject_match(void)
@@ -1015,12 +1181,14 @@ int test_cfg_register(void)
         TEST_CASE(test_cfg_profile_requested_extensions),
         TEST_CASE(test_cfg_rejects_bad_values),
         TEST_CASE(test_cfg_sizes_and_no_peer_cap),
+        TEST_CASE(test_cfg_abuse_limits),
         TEST_CASE(test_cfg_secret_mode_names_file_and_mode),
         TEST_CASE(test_cfg_postgresql_store),
         TEST_CASE(test_cfg_missing_sections_and_keys),
         TEST_CASE(test_cfg_trust_settings),
         TEST_CASE(test_cfg_rejects_bad_trust_settings),
         TEST_CASE(test_ca_subject_match),
+        TEST_CASE(test_cfg_pending_settings),
         TEST_CASE(test_cfg_algorithms_and_keys),
     };
     return test_register_suite("cfg", cfg_suite_init, cfg_suite_cleanup, NULL, NULL, tests,

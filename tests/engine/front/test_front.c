@@ -805,6 +805,9 @@ static void test_front_slow_request_times_out_with_408(void)
     fake_drop(c);
 }
 
+// A client that leaves while its request's jobs are out: the request is detached and freed
+// when they come back, and the loop goes on serving. The certificate was issued meanwhile; a
+// resend of the same request gets the answer that never reached the client (issue 23).
 static void test_front_connection_closed_while_jobs_are_out(void)
 {
     const int r = take_request();
@@ -826,6 +829,26 @@ static void test_front_connection_closed_while_jobs_are_out(void)
     fake_data(c, k_health, strlen(k_health));
     drive(c, 1);
     CU_ASSERT_EQUAL(nth_response(c, 0).status, 200);
+    fake_drop(c);
+    // The client resends its request (issue 23): it gets the answer it lost, with the
+    // certificate issued for it, not transactionIdInUse and not a second certificate.
+    srv_engine_stats es0, es1;
+    srv_engine_get_stats(g.d->engine, &es0);
+    c = fake_open(3);
+    fake_data(c, p, len);
+    drive(c, 1);
+    http_answer a = nth_response(c, 0);
+    check_ip(&a, r);
+    CU_ASSERT_FALSE(a.close);
+    srv_engine_get_stats(g.d->engine, &es1);
+    CU_ASSERT_EQUAL(es1.resend_hits - es0.resend_hits, 1);
+    CU_ASSERT_EQUAL(es1.kdf_done, es0.kdf_done); // answered without checking the MAC again
+    // And again on the same connection: the same bytes.
+    const cm_span first = a.body;
+    fake_data(c, p, len);
+    drive(c, 2);
+    const http_answer b = nth_response(c, 1);
+    CU_ASSERT_TRUE(b.body.len == first.len && memcmp(b.body.p, first.p, first.len) == 0);
     fake_drop(c);
     free(p);
 }
@@ -1052,21 +1075,24 @@ static void test_front_closes_after_a_rejection_and_counts_it(void)
     uint8_t *p = cmp_post(&len, r, "", true);
     const uint64_t tid_in_use0 = g.d->counters.n_failinfo[CM_FAIL_TRANSACTION_ID_IN_USE];
     const uint64_t mac0 = g.d->counters.n_mac_failed[0];
+    // The same transaction on two connections at once: the first reserves its transactionID,
+    // the second finds it in use (transactionIdInUse, and its connection closes after it);
+    // the first gets its ip and stays open.
     fake_conn *c = fake_open(0);
+    fake_conn *c2 = fake_open(1);
     fake_data(c, p, len);
+    fake_data(c2, p, len);
+    drive(c2, 1);
+    http_answer a = nth_response(c2, 0);
+    CU_ASSERT_EQUAL(a.status, 200);
+    CU_ASSERT_TRUE(a.close);
+    CU_ASSERT_TRUE(c2->closed);
+    fake_drop(c2);
     drive(c, 1);
-    http_answer a = nth_response(c, 0);
+    a = nth_response(c, 0);
     check_ip(&a, r);
     CU_ASSERT_FALSE(a.close);
     CU_ASSERT_FALSE(c->closed);
-    // The same transaction again: transactionIdInUse, and the connection closes after it.
-    fake_data(c, p, len);
-    drive(c, 2);
-    CU_ASSERT_EQUAL_FATAL(count_responses(c), 2);
-    a = nth_response(c, 1);
-    CU_ASSERT_EQUAL(a.status, 200);
-    CU_ASSERT_TRUE(a.close);
-    CU_ASSERT_TRUE(c->closed);
     fake_drop(c);
     CU_ASSERT_EQUAL(g.d->counters.n_failinfo[CM_FAIL_TRANSACTION_ID_IN_USE] - tid_in_use0, 1);
     // A request whose MAC does not verify (its last byte is the MAC's): counted as a PBM
@@ -1363,6 +1389,15 @@ static void test_front_metrics_limits_and_operations(void)
         "certmint_store_free_bytes",
         "certmint_store_min_free_bytes",
         "certmint_store_low_space_refusals_total",
+        "certmint_mac_backoff_total",
+        "certmint_unauthenticated_errors_total",
+        "certmint_kdf_jobs_total",
+        "certmint_kdf_queue_depth",
+        "certmint_kdf_refused_total",
+        "certmint_retransmissions_total",
+        "certmint_retransmit_cache_entries",
+        "certmint_retransmit_cache_bytes",
+        "certmint_retransmit_cache_evictions_total",
     };
     front_daemon_refresh_gauges(g.d);
     char *t = fetch_metrics();
@@ -1386,6 +1421,14 @@ static void test_front_metrics_limits_and_operations(void)
     CU_ASSERT_TRUE(metric_of(t, "process_max_fds") >= open);
     CU_ASSERT_TRUE(metric_of(t, "certmint_store_free_bytes") > 0);
     CU_ASSERT_EQUAL(metric_of(t, "certmint_store_min_free_bytes"), 256ll << 20);
+    // The engine's abuse limits (issue 23): both labels of each labelled family, and the KDF
+    // pool, which verified every PBM request of the suite so far, counted them.
+    CU_ASSERT_TRUE(metric_of(t, "certmint_mac_backoff_total{by=\"senderKID\"}") >= 0);
+    CU_ASSERT_TRUE(metric_of(t, "certmint_mac_backoff_total{by=\"peer\"}") >= 0);
+    CU_ASSERT_TRUE(metric_of(t, "certmint_unauthenticated_errors_total{protection=\"signed\"}") >=
+                   0);
+    CU_ASSERT_TRUE(metric_of(t, "certmint_unauthenticated_errors_total{protection=\"none\"}") >= 0);
+    CU_ASSERT_TRUE(metric_of(t, "certmint_kdf_jobs_total") > 0);
     free(t);
 }
 

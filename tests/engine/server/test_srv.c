@@ -1496,9 +1496,10 @@ static void test_srv_rejects_what_the_profile_refuses(void)
 
 static void test_srv_handler_table_has_a_row_per_body_type(void)
 {
-    static const cmp_body_type k_served[] = {CMP_BODY_IR,    CMP_BODY_CR,       CMP_BODY_KUR,
-                                             CMP_BODY_P10CR, CMP_BODY_RR,       CMP_BODY_GENM,
-                                             CMP_BODY_ERROR, CMP_BODY_CERT_CONF};
+    static const cmp_body_type k_served[] = {CMP_BODY_IR,    CMP_BODY_CR,        CMP_BODY_KUR,
+                                             CMP_BODY_P10CR, CMP_BODY_RR,        CMP_BODY_GENM,
+                                             CMP_BODY_ERROR, CMP_BODY_CERT_CONF, CMP_BODY_POLL_REQ,
+                                             CMP_BODY_CCR,   CMP_BODY_NESTED};
     CU_ASSERT_EQUAL(SRV_NUM_BODY_TYPES, CMP_BODY_POLL_REP + 1);
     CU_ASSERT_PTR_NULL(srv_handler_get(-1));
     CU_ASSERT_PTR_NULL(srv_handler_get(SRV_NUM_BODY_TYPES));
@@ -1520,7 +1521,8 @@ static void test_srv_handler_table_has_a_row_per_body_type(void)
         } else {
             CU_ASSERT_PTR_NOT_EQUAL(h->start, srv_refuse_start);
             CU_ASSERT(h->after_sign == NULL || h->after_store != NULL); // signed → recorded
-            CU_ASSERT_EQUAL(h->opens_transaction, t != CMP_BODY_CERT_CONF && t != CMP_BODY_ERROR);
+            CU_ASSERT_EQUAL(h->opens_transaction, t != CMP_BODY_CERT_CONF && t != CMP_BODY_ERROR &&
+                                                      t != CMP_BODY_POLL_REQ);
         }
         for (int u = 0; u < t; u++) {
             CU_ASSERT(strcmp(srv_handler_get(u)->name, h->name) != 0);
@@ -1593,12 +1595,12 @@ static void test_srv_refuses_unsupported_bodies_after_authentication(void)
     // Bodies the codec reads but the CA does not serve reach the table's refusal handler:
     // authenticated first, so the badRequest error carries the request's MAC; with a wrong
     // secret the authentication failure is answered instead (signed).
-    static const int64_t k_ids[] = {0};
+    static const cmp_poll_rep k_rep[] = {{.cert_req_id = 0, .check_after = 5}};
     cmp_body bodies[2];
     memset(bodies, 0, sizeof(bodies));
-    bodies[0].type = CMP_BODY_POLL_REQ;
-    bodies[0].u.poll_req.cert_req_ids = k_ids;
-    bodies[0].u.poll_req.num = 1;
+    bodies[0].type = CMP_BODY_POLL_REP;
+    bodies[0].u.poll_rep.items = k_rep;
+    bodies[0].u.poll_rep.num = 1;
     bodies[1].type = CMP_BODY_PKICONF;
     for (size_t i = 0; i < 2; i++) {
         uint8_t *bbuf;
@@ -1619,7 +1621,7 @@ static void test_srv_refuses_unsupported_bodies_after_authentication(void)
                 CU_ASSERT_EQUAL(sum.error.code, SRV_E_BODY);
                 CU_ASSERT_EQUAL(sum.body_type, (int)bodies[i].type);
                 expect_status(&r,
-                              i == 0 ? "this CA does not accept pollReq messages"
+                              i == 0 ? "this CA does not accept pollRep messages"
                                      : "this CA does not accept pkiconf messages",
                               false);
             }

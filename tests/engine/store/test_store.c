@@ -1379,8 +1379,9 @@ static void test_store_pg_request_path_queries_use_indexes(void)
         CU_ASSERT_EQUAL_FATAL(explained, PGRES_TUPLES_OK);
         for (int row = 0; row < PQntuples(res); row++) {
             const char *line = PQgetvalue(res, row, 0);
-            const bool full_scan =
-                strstr(line, "Seq Scan on cert") != NULL || strstr(line, "Seq Scan on txn") != NULL;
+            const bool full_scan = strstr(line, "Seq Scan on cert") != NULL ||
+                                   strstr(line, "Seq Scan on txn") != NULL ||
+                                   strstr(line, "Seq Scan on pending") != NULL;
             if (full_scan) {
                 fprintf(stderr, "\n  full scan: %s\n  in: %s\n", line, q->sql);
             }
@@ -1903,7 +1904,7 @@ static void test_store_migrates_schema_2(void)
     TEST_ASSERT_OK(store_run(s, &v.job));
     test_store_close_checked(s);
     CU_ASSERT_EQUAL(test_store_db_int("v2.db", test_store_version_sql()), STORE_SCHEMA_VERSION);
-    CU_ASSERT_EQUAL(STORE_SCHEMA_VERSION, 3);
+    CU_ASSERT(STORE_SCHEMA_VERSION >= 3); // 3 and later migrations on top
     static const char *const k_new[] = {"cert_by_key", "cert_by_replaces", "txn_reserved_serial",
                                         "txn_pending_key", "txn_pending_update"};
     for (size_t i = 0; i < sizeof(k_new) / sizeof(k_new[0]); i++) {
@@ -2318,12 +2319,299 @@ static void test_store_leader_and_health(void)
     test_store_close_checked(s);
 }
 
+// test_copy_wait is an enrolment that a store copy must carry on: its reservation, and (for the
+// waiting ones) its pending row. The copy tests keep three in g_copy_waits: [0] waits under load
+// (QUEUED), [1] was approved and is not delivered yet (APPROVED, its reservation counted a use of
+// the limited credential "line-9"), [2] is a plain reservation (no pending row) of a key update
+// of a valid certificate, whose certificate is being signed.
+typedef struct test_copy_wait {
+    store_reservation rsv;
+    store_pending pend;
+    uint8_t tid[16];
+    uint8_t serial[16];
+    uint8_t spki[32];
+    uint8_t tbs[24];
+    int64_t id; // the pending row's, after the ADD
+} test_copy_wait;
+
+static test_copy_wait g_copy_waits[3];
+
+// test_copy_wait_fill makes |w| the enrolment numbered |n| (transactionID, serial, key and TBS
+// derived from it) of CA "devices", from the MAC credential |credential| (limited to
+// |max_uses| certificates when > 0), waiting in |state|.
+static void test_copy_wait_fill(test_copy_wait *w, uint8_t n, const char *credential,
+                                uint32_t max_uses, store_pending_state state)
+{
+    memset(w, 0, sizeof(*w));
+    memset(w->tid, 0x5c, sizeof(w->tid));
+    w->tid[15] = n;
+    w->serial[0] = 0x52;
+    w->serial[15] = n;
+    for (size_t i = 0; i < sizeof(w->spki); i++) {
+        w->spki[i] = (uint8_t)(0xa0 + n * 7 + i);
+    }
+    memset(w->tbs, 0x30 + n, sizeof(w->tbs));
+    w->rsv = (store_reservation){.ca = "devices",
+                                 .transaction_id = cm_span_make(w->tid, sizeof(w->tid)),
+                                 .serial = cm_span_make(w->serial, sizeof(w->serial)),
+                                 .state = 5,
+                                 .protection = STORE_AUTH_MAC,
+                                 .credential = cm_span_make(credential, strlen(credential)),
+                                 .expires_at = 1800000000,
+                                 .spki_sha256 = cm_span_make(w->spki, sizeof(w->spki)),
+                                 .check_key = true,
+                                 .max_uses = max_uses};
+    store_pending *p = &w->pend;
+    p->ca = "devices";
+    p->transaction_id = w->rsv.transaction_id;
+    p->body_type = 2;
+    p->cert_req_id = n;
+    p->why = state == STORE_PENDING_APPROVAL ? STORE_PENDING_WHY_APPROVAL : STORE_PENDING_WHY_LOAD;
+    p->state = state;
+    p->profile = state == STORE_PENDING_APPROVAL ? "manual" : NULL;
+    p->subject = "CN=waiting,O=line-9";
+    p->key_type = "EC P-256";
+    p->requester = credential;
+    p->created_at = 1700000500 + n;
+    p->expires_at = 1700086400 + n;
+    p->tbs = cm_span_make(w->tbs, sizeof(w->tbs));
+    p->serial = w->rsv.serial;
+    p->flags = 0x21;
+    p->rsv = &w->rsv;
+    p->txn_flags = 3;
+    p->request_nonce = CM_SPAN_LIT("request-nonce-16");
+}
+
+// test_copy_waits_make adds g_copy_waits to |s| (whose certificate |kur_of| [2] updates).
+static void test_copy_waits_make(store *s, cm_span kur_of)
+{
+    test_copy_wait *w = g_copy_waits;
+    test_copy_wait_fill(&w[0], 1, "line-8", 0, STORE_PENDING_QUEUED);
+    test_copy_wait_fill(&w[1], 2, "line-9", 1, STORE_PENDING_APPROVAL);
+    test_copy_wait_fill(&w[2], 3, "line-8", 0, STORE_PENDING_QUEUED);
+    w[2].rsv.replaces = kur_of;
+    for (int i = 0; i < 2; i++) {
+        store_job add;
+        store_job_init(&add, STORE_OP_PENDING_ADD, NULL);
+        add.u.pend = w[i].pend;
+        TEST_ASSERT_OK(store_run(s, &add));
+        w[i].id = (int64_t)add.out_value;
+    }
+    store_job job;
+    store_job_init(&job, STORE_OP_PENDING_DECIDE, NULL);
+    job.u.pop = (store_pending_op){.id = w[1].id, .approve = true, .time = 1700000600};
+    TEST_ASSERT_OK(store_run(s, &job));
+    store_job_init(&job, STORE_OP_TXN_RESERVE, NULL);
+    job.u.rsv = w[2].rsv;
+    TEST_ASSERT_OK(store_run(s, &job));
+}
+
+// test_copy_txns collects every transaction row, with copies in |a|.
+typedef struct test_copy_txns {
+    cm_arena *a;
+    store_txn t[8];
+    size_t n;
+} test_copy_txns;
+
+static bool test_copy_txn_span(cm_arena *a, cm_span *s)
+{
+    if (s->len == 0) {
+        return true;
+    }
+    uint8_t *p = cm_arena_memdup(a, *s);
+    *s = cm_span_make(p, s->len);
+    return p != NULL;
+}
+
+static bool test_copy_txn_collect(void *ctx, const store_txn *t)
+{
+    test_copy_txns *l = ctx;
+    if (l->n == 8) {
+        return false;
+    }
+    store_txn *d = &l->t[l->n++];
+    *d = *t;
+    d->ca = (const char *)cm_arena_memdup(l->a, cm_span_make(t->ca, strlen(t->ca) + 1));
+    return d->ca != NULL && test_copy_txn_span(l->a, &d->transaction_id) &&
+           test_copy_txn_span(l->a, &d->sender_nonce) && test_copy_txn_span(l->a, &d->serial) &&
+           test_copy_txn_span(l->a, &d->credential) &&
+           test_copy_txn_span(l->a, &d->request_nonce) &&
+           test_copy_txn_span(l->a, &d->signer_cert) &&
+           test_copy_txn_span(l->a, &d->reserved_serial) &&
+           test_copy_txn_span(l->a, &d->spki_sha256) && test_copy_txn_span(l->a, &d->replaces);
+}
+
+static bool test_copy_txn_eq(const store_txn *x, const store_txn *y)
+{
+    return strcmp(x->ca, y->ca) == 0 && cm_span_eq(x->transaction_id, y->transaction_id) &&
+           x->state == y->state && cm_span_eq(x->sender_nonce, y->sender_nonce) &&
+           cm_span_eq(x->serial, y->serial) && x->protection == y->protection &&
+           cm_span_eq(x->credential, y->credential) && x->expires_at == y->expires_at &&
+           x->flags == y->flags && cm_span_eq(x->request_nonce, y->request_nonce) &&
+           cm_span_eq(x->signer_cert, y->signer_cert) &&
+           cm_span_eq(x->reserved_serial, y->reserved_serial) &&
+           cm_span_eq(x->spki_sha256, y->spki_sha256) && cm_span_eq(x->replaces, y->replaces);
+}
+
+static bool test_copy_text_eq(const char *x, const char *y)
+{
+    return (x == NULL && y == NULL) || (x != NULL && y != NULL && strcmp(x, y) == 0);
+}
+
+static bool test_copy_pending_eq(const store_pending *x, const store_pending *y)
+{
+    return x->id == y->id && strcmp(x->ca, y->ca) == 0 &&
+           cm_span_eq(x->transaction_id, y->transaction_id) && x->body_type == y->body_type &&
+           x->cert_req_id == y->cert_req_id && x->why == y->why && x->state == y->state &&
+           test_copy_text_eq(x->profile, y->profile) && strcmp(x->subject, y->subject) == 0 &&
+           strcmp(x->key_type, y->key_type) == 0 && strcmp(x->requester, y->requester) == 0 &&
+           x->created_at == y->created_at && x->expires_at == y->expires_at &&
+           x->claimed_at == y->claimed_at && x->decided_at == y->decided_at &&
+           cm_span_eq(x->tbs, y->tbs) && cm_span_eq(x->serial, y->serial) && x->flags == y->flags &&
+           x->fail_info == y->fail_info && test_copy_text_eq(x->status_text, y->status_text) &&
+           cm_span_eq(x->replaces, y->replaces) && x->counted == y->counted;
+}
+
+// test_copy_same_waits checks that |dst| holds the transactions (reservations included) and the
+// pending rows of |src|, column by column.
+static void test_copy_same_waits(store_reader *src, store_reader *dst)
+{
+    cm_arena ar;
+    cm_arena_init(&ar, 0, 0);
+    test_copy_txns tx = {.a = &ar};
+    test_copy_txns ty = {.a = &ar};
+    TEST_ASSERT_OK(store_txn_list(src, test_copy_txn_collect, &tx));
+    TEST_ASSERT_OK(store_txn_list(dst, test_copy_txn_collect, &ty));
+    CU_ASSERT_EQUAL(tx.n, 5);
+    CU_ASSERT_EQUAL_FATAL(ty.n, tx.n);
+    size_t reserved = 0;
+    for (size_t i = 0; i < tx.n; i++) {
+        CU_ASSERT(test_copy_txn_eq(&tx.t[i], &ty.t[i]));
+        reserved += ty.t[i].reserved_serial.len != 0 ? 1 : 0;
+    }
+    CU_ASSERT_EQUAL(reserved, 3);
+    for (int i = 0; i < 2; i++) {
+        const test_copy_wait *w = &g_copy_waits[i];
+        store_pending x;
+        store_pending y;
+        TEST_ASSERT_OK(store_pending_get(src, &ar, &x, "devices", w->pend.transaction_id));
+        TEST_ASSERT_OK(store_pending_get(dst, &ar, &y, "devices", w->pend.transaction_id));
+        CU_ASSERT(test_copy_pending_eq(&x, &y));
+        CU_ASSERT_EQUAL(y.id, w->id);
+        CU_ASSERT_EQUAL(y.state, i == 0 ? STORE_PENDING_QUEUED : STORE_PENDING_APPROVED);
+        CU_ASSERT_EQUAL(y.counted, i == 1);
+    }
+    cm_arena_cleanup(&ar);
+}
+
+// test_copy_continue carries on in the copy |s| where the source stopped: the queued request
+// is claimed, issued under its reserved serial and delivered; the approved one is claimed, and
+// its rejection gives back the use it counted; the reservation still holds its transactionID,
+// serial, key and key update; a new waiting request gets an id after the copied ones.
+static void test_copy_continue(store *s)
+{
+    static const uint8_t k_der[] = {0x30, 0x03, 0x02, 0x01, 0x07};
+    const test_copy_wait *w = g_copy_waits;
+    store_job j;
+    store_job_init(&j, STORE_OP_PENDING_CLAIM, NULL);
+    j.u.pop = (store_pending_op){.id = w[0].id, .time = 1700000700, .stale_before = 1700000000};
+    TEST_ASSERT_OK(store_run(s, &j));
+    const store_cert c = {.ca = "devices",
+                          .serial = w[0].rsv.serial,
+                          .subject_der = cm_span_make(k_subject_der, sizeof(k_subject_der)),
+                          .subject_text = "CN=waiting,O=line-9",
+                          .not_before = 1700000000,
+                          .not_after = 1800000000,
+                          .spki_sha256 = w[0].rsv.spki_sha256,
+                          .status = STORE_CERT_UNCONFIRMED,
+                          .transaction_id = w[0].rsv.transaction_id,
+                          .requester_kind = STORE_AUTH_MAC,
+                          .requester = w[0].rsv.credential,
+                          .cert_der = cm_span_make(k_der, sizeof(k_der)),
+                          .issued_at = 1700000701,
+                          .confirm_deadline = 1700087000};
+    store_job_init(&j, STORE_OP_PENDING_ISSUE, NULL);
+    j.u.pop = (store_pending_op){.id = w[0].id,
+                                 .time = 1700000701,
+                                 .cert = &c,
+                                 .txn_state = 1,
+                                 .txn_expires_at = 1700090000};
+    TEST_ASSERT_OK(store_run(s, &j));
+    store_job_init(&j, STORE_OP_PENDING_DELIVER, NULL);
+    j.u.pop = (store_pending_op){.ca = "devices",
+                                 .transaction_id = w[0].rsv.transaction_id,
+                                 .time = 1700000702,
+                                 .sender_nonce = CM_SPAN_LIT("delivered-nonce!"),
+                                 .txn_expires_at = 1700001000,
+                                 .confirm_deadline = 1700000999};
+    TEST_ASSERT_OK(store_run(s, &j));
+    // The approved one: claimable; until its rejection the credential's only use is taken.
+    store_job_init(&j, STORE_OP_PENDING_CLAIM, NULL);
+    j.u.pop = (store_pending_op){.id = w[1].id, .time = 1700000703, .stale_before = 1700000000};
+    TEST_ASSERT_OK(store_run(s, &j));
+    test_copy_wait more;
+    test_copy_wait_fill(&more, 4, "line-9", 1, STORE_PENDING_QUEUED);
+    store_job_init(&j, STORE_OP_TXN_RESERVE, NULL);
+    j.u.rsv = more.rsv;
+    TEST_ASSERT_CODE(store_run(s, &j), STORE_E_LIMIT);
+    store_job_init(&j, STORE_OP_PENDING_DECIDE, NULL);
+    j.u.pop = (store_pending_op){
+        .id = w[1].id, .time = 1700000704, .fail_info = 2, .status_text = "no", .keep_s = 60};
+    TEST_ASSERT_OK(store_run(s, &j));
+    store_job_init(&j, STORE_OP_PENDING_ADD, NULL);
+    j.u.pend = more.pend;
+    TEST_ASSERT_OK(store_run(s, &j));
+    CU_ASSERT((int64_t)j.out_value > w[1].id);
+    // The reservation: its transactionID, serial, key and key update are still taken.
+    test_copy_wait other;
+    test_copy_wait_fill(&other, 5, "line-8", 0, STORE_PENDING_QUEUED);
+    store_reservation v = w[2].rsv;
+    v.serial = other.rsv.serial;
+    v.spki_sha256 = other.rsv.spki_sha256;
+    v.replaces = cm_span_make(NULL, 0);
+    store_job_init(&j, STORE_OP_TXN_RESERVE, NULL);
+    j.u.rsv = v;
+    TEST_ASSERT_CODE(store_run(s, &j), STORE_E_TXN_IN_USE);
+    v = other.rsv;
+    v.serial = w[2].rsv.serial;
+    j.u.rsv = v;
+    TEST_ASSERT_CODE(store_run(s, &j), STORE_E_DUPLICATE_SERIAL);
+    v = other.rsv;
+    v.spki_sha256 = w[2].rsv.spki_sha256;
+    j.u.rsv = v;
+    TEST_ASSERT_CODE(store_run(s, &j), STORE_E_KEY_REUSED);
+    v = other.rsv;
+    v.replaces = w[2].rsv.replaces;
+    j.u.rsv = v;
+    TEST_ASSERT_CODE(store_run(s, &j), STORE_E_UPDATE_PENDING);
+    j.u.rsv = other.rsv;
+    TEST_ASSERT_OK(store_run(s, &j));
+    // What the flow wrote reads back.
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    cm_arena ar;
+    cm_arena_init(&ar, 0, 0);
+    store_pending p;
+    TEST_ASSERT_OK(store_pending_get(r, &ar, &p, "devices", w[0].rsv.transaction_id));
+    CU_ASSERT_EQUAL(p.state, STORE_PENDING_DELIVERED);
+    TEST_ASSERT_OK(store_pending_get(r, &ar, &p, "devices", w[1].rsv.transaction_id));
+    CU_ASSERT_EQUAL(p.state, STORE_PENDING_REJECTED);
+    store_txn t;
+    TEST_ASSERT_OK(store_txn_get(r, &ar, &t, "devices", w[0].rsv.transaction_id));
+    CU_ASSERT(cm_span_eq(t.serial, w[0].rsv.serial));
+    CU_ASSERT(cm_span_eq(t.sender_nonce, CM_SPAN_LIT("delivered-nonce!")));
+    TEST_ASSERT_OK(store_reader_check(r));
+    cm_arena_cleanup(&ar);
+    store_reader_close(r);
+}
+
 // test_store_fill_instance gives |s| a bit of everything: certificates in every status (with
 // revocation times and reasons), transactions with and without a certificate, two CAs' CRL
-// states (numbers handed out, a stored CRL, revisions).
+// states (numbers handed out, a stored CRL, revisions), a credential's count, and the waiting
+// enrolments of g_copy_waits (two pending rows, one reservation).
 static void test_store_fill_instance(store *s, test_item *it, size_t n)
 {
-    CU_ASSERT_FATAL(n >= 8);
+    CU_ASSERT_FATAL(n >= 10);
     store_job *batch[16];
     for (uint32_t i = 0; i < n; i++) {
         test_store_fill(&it[i], NULL, i % 4 == 3 ? "servers" : "devices", i + 1, 5,
@@ -2356,6 +2644,7 @@ static void test_store_fill_instance(store *s, test_item *it, size_t n)
     put.u.crl.next_update = 1400;
     put.u.crl.built_revision = 1;
     TEST_ASSERT_OK(store_run(s, &put));
+    test_copy_waits_make(s, it[9].job.u.cert.serial);
 }
 
 static bool test_store_cert_eq(const store_cert *a, const store_cert *b)
@@ -2381,11 +2670,16 @@ static void test_store_same_contents(store_reader *src, store_reader *dst, const
     TEST_ASSERT_OK(store_copy_count(src, &a));
     TEST_ASSERT_OK(store_copy_count(dst, &b));
     CU_ASSERT_EQUAL(a.certs, n);
-    CU_ASSERT_EQUAL(a.txns, 2);
+    CU_ASSERT_EQUAL(a.txns, 5);
     CU_ASSERT_EQUAL(a.crl_states, 2);
+    CU_ASSERT_EQUAL(a.uses, 1);
+    CU_ASSERT_EQUAL(a.pending, 2);
     CU_ASSERT_EQUAL(b.certs, a.certs);
     CU_ASSERT_EQUAL(b.txns, a.txns);
     CU_ASSERT_EQUAL(b.crl_states, a.crl_states);
+    CU_ASSERT_EQUAL(b.uses, a.uses);
+    CU_ASSERT_EQUAL(b.pending, a.pending);
+    test_copy_same_waits(src, dst);
     cm_arena ar;
     cm_arena_init(&ar, 0, 0);
     for (size_t i = 0; i < n; i++) {
@@ -2438,8 +2732,9 @@ static void test_store_copy_check(store *src, store *dst, const test_item *it, s
     store_copy_counts done = {0};
     TEST_ASSERT_OK(store_copy(dst, rs, false, &done));
     CU_ASSERT_EQUAL(done.certs, n);
-    CU_ASSERT_EQUAL(done.txns, 2);
+    CU_ASSERT_EQUAL(done.txns, 5);
     CU_ASSERT_EQUAL(done.crl_states, 2);
+    CU_ASSERT_EQUAL(done.pending, 2);
     test_store_same_contents(rs, rd, it, n);
     // Again without clearing: the certificates collide.
     memset(&done, 0, sizeof(done));
@@ -2449,6 +2744,7 @@ static void test_store_copy_check(store *src, store *dst, const test_item *it, s
     memset(&done, 0, sizeof(done));
     TEST_ASSERT_OK(store_copy(dst, rs, true, &done));
     CU_ASSERT_EQUAL(done.certs, n);
+    CU_ASSERT_EQUAL(done.pending, 2);
     test_store_same_contents(rs, rd, it, n);
     TEST_ASSERT_OK(store_reader_check(rd));
     store_reader_close(rs);
@@ -2469,6 +2765,21 @@ static void test_store_copy_moves_every_row(void)
     bad.u.cert.status = STORE_CERT_HOLD;
     bad.u.cert.reason = STORE_REASON_KEY_COMPROMISE;
     TEST_ASSERT_CODE(store_run(dst, &bad), STORE_E_INVALID);
+    store_job_init(&bad, STORE_OP_COPY_PENDING, NULL);
+    bad.u.pend = g_copy_waits[0].pend;
+    bad.u.pend.id = 99;
+    bad.u.pend.state = STORE_PENDING_REJECTED; // without its failInfo
+    bad.u.pend.fail_info = -1;
+    TEST_ASSERT_CODE(store_run(dst, &bad), STORE_E_INVALID);
+    bad.u.pend.state = STORE_PENDING_SIGNING; // never claimed
+    TEST_ASSERT_CODE(store_run(dst, &bad), STORE_E_INVALID);
+    store_job_init(&bad, STORE_OP_COPY_TXN, NULL);
+    bad.u.txn = (store_txn){.ca = "devices",
+                            .transaction_id = CM_SPAN_LIT("tid-bad"),
+                            .spki_sha256 = CM_SPAN_LIT("short key hash")};
+    TEST_ASSERT_CODE(store_run(dst, &bad), STORE_E_INVALID);
+    // The copy carries on where the source stopped.
+    test_copy_continue(dst);
     test_store_close_checked(dst);
     test_store_close_checked(src);
 }
@@ -2504,6 +2815,9 @@ static void test_store_pg_copy_from_and_to_sqlite(void)
     CU_ASSERT_EQUAL(l.n, 12);
     CU_ASSERT(l.ordered);
     store_reader_close(r);
+    // Each copy carries on where its source stopped.
+    test_copy_continue(back);
+    test_copy_continue(pg);
     test_store_close_checked(back);
     test_store_close_checked(pg);
     test_store_close_checked(lite);
