@@ -38,7 +38,8 @@
 #include <openssl/ssl.h>
 
 const char *const bench_flow_names[BENCH_NUM_FLOWS] = {
-    "ir-implicit", "ir-confirm", "cr", "p10cr", "genm", "kur", "rr", "nested", "nested-confirm"};
+    "ir-implicit", "ir-confirm", "cr",     "p10cr",          "genm",
+    "kur",         "rr",         "nested", "nested-confirm", "ir-ckg"};
 
 const char *const bench_key_names[BENCH_NUM_KEY_TYPES] = {"ec-p256", "ec-p384", "rsa2048",
                                                           "ed25519"};
@@ -285,7 +286,9 @@ static void bench_usage(FILE *f)
         "                        with that certificate) | nested | nested-confirm (--batch\n"
         "                        irs with the given protection in one nested message signed\n"
         "                        by --ra-cert; nested-confirm then sends their certConfs in\n"
-        "                        another; rates and counts are of the inner requests)\n"
+        "                        another; rates and counts are of the inner requests) |\n"
+        "                        ir-ckg (an ir without a key: the CA generates it; the key\n"
+        "                        comes back under the --secret and must be the certificate's)\n"
         "  --batch N             inner requests per nested message (default 16)\n"
         "  --ra-cert CERT.pem    the RA certificate that signs the nested messages (with\n"
         "  --ra-key KEY.pem      --ra-key), one of the CA's ra_certs\n"
@@ -724,6 +727,9 @@ static const char *bench_opts_check(bench_opts *o)
     }
     if (!o->tls && (o->tls_ca != NULL || o->tls_cert != NULL || o->tls_no_resume)) {
         return "--tls-ca, --tls-cert and --tls-no-resume need --tls (or an https:// --url)";
+    }
+    if (o->flow == BENCH_FLOW_IR_CKG && o->secret == NULL) {
+        return "ir-ckg decrypts the generated key with the shared secret: give --secret";
     }
     if ((o->flow == BENCH_FLOW_KUR || o->flow == BENCH_FLOW_RR) && o->no_key_check) {
         return "kur and rr need certificates for the requested keys (not --no-key-check)";

@@ -44,6 +44,7 @@ typedef enum bench_fail {
     BENCH_FAIL_PROTECTION,     // --verify: the response protection does not verify
     BENCH_FAIL_CERT_SIGNATURE, // --verify: the certificate does not verify against --ca
     BENCH_FAIL_TLS,            // --tls: the TLS handshake failed
+    BENCH_FAIL_PRIVATE_KEY,    // ir-ckg: no privateKey, it does not decrypt, or not the cert's
     BENCH_FAIL_COUNT,
 } bench_fail;
 
@@ -144,9 +145,10 @@ typedef enum bench_flow {
     BENCH_FLOW_RR,             // rr of such a certificate, signed with it
     BENCH_FLOW_NESTED,         // --batch ir-implicit in one nested message signed by --ra-cert
     BENCH_FLOW_NESTED_CONFIRM, // the same without implicitConfirm, then their certConfs nested
+    BENCH_FLOW_IR_CKG,         // ir without a key: central key generation (RFC 9483 §4.1.6), PWRI
 } bench_flow;
 
-#define BENCH_NUM_FLOWS     9u
+#define BENCH_NUM_FLOWS     10u
 #define BENCH_NUM_KEY_TYPES 4u
 
 // bench_flow_names and bench_key_names spell the flows and key types as the options do
@@ -587,6 +589,13 @@ void bench_tls_close(bench_conn *c);
 
 // ---------------------------------------------------------------------------------------------
 // certmint_bench_verify.c
+
+// bench_check_ckg checks the ip |m| of an ir-ckg request (central key generation): its
+// privateKey is an EnvelopedData that opens with the --secret (password recipient, PBKDF2
+// with 1000..10000000 iterations), holding a SignedData over an AsymmetricKeyPackage whose
+// private key is the certificate's. BENCH_FAIL_PRIVATE_KEY otherwise. The decrypted key is
+// wiped and freed. (The KGA's signature is not verified here.) Thread: the loop's.
+bench_fail bench_check_ckg(bench_run *run, const cmp_msg *m);
 
 // bench_verify checks the kept responses of requests [first, end) (--verify): protection, and
 // the certificate's signature against --ca; ir-confirm's pkiConf must be protected too. Each

@@ -25,6 +25,7 @@ static const char *const k_bench_fail_names[BENCH_FAIL_COUNT] = {
     [BENCH_FAIL_PROTECTION] = "protection",
     [BENCH_FAIL_CERT_SIGNATURE] = "cert_signature",
     [BENCH_FAIL_TLS] = "tls",
+    [BENCH_FAIL_PRIVATE_KEY] = "private_key",
 };
 
 const char *bench_fail_name(bench_fail f)

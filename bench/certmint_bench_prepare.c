@@ -211,6 +211,14 @@ static bool bench_body_for(bench_prep *p, cmp_body *body, const bench_key *key, 
     memset(msg, 0, sizeof(*msg));
     msg->req.cert_req_id = 0;
     msg->req.tmpl.subject = subject;
+    if (flow == BENCH_FLOW_IR_CKG) {
+        // Central key generation (RFC 9483 §4.1.6): no publicKey and no POPO.
+        msg->popo.type = CRMF_POPO_ABSENT;
+        body->type = CMP_BODY_IR;
+        body->u.req.num_msgs = 1;
+        body->u.req.msgs = msg;
+        return true;
+    }
     msg->req.tmpl.public_key = key->spki_body;
     if (flow == BENCH_FLOW_KUR && !bench_old_cert_id(p, &msg->req, rq)) {
         return false;

@@ -394,12 +394,15 @@ void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h)
         e.sender_nonce = c->phase == 0 ? cm_span_make(rq->nonce, sizeof(rq->nonce))
                                        : cm_span_make(c->poll_nonce, sizeof(c->poll_nonce));
         const bench_flow flow = run->ctx->flow;
-        e.body = flow == BENCH_FLOW_IR_IMPLICIT || flow == BENCH_FLOW_IR_CONFIRM ? CMP_BODY_IP
-                 : flow == BENCH_FLOW_GENM                                       ? CMP_BODY_GENP
-                 : flow == BENCH_FLOW_KUR                                        ? CMP_BODY_KUP
-                 : flow == BENCH_FLOW_RR                                         ? CMP_BODY_RP
-                                                                                 : CMP_BODY_CP;
-        if (!run->o->no_key_check && flow != BENCH_FLOW_GENM && flow != BENCH_FLOW_RR) {
+        e.body = flow == BENCH_FLOW_IR_IMPLICIT || flow == BENCH_FLOW_IR_CONFIRM ||
+                         flow == BENCH_FLOW_IR_CKG
+                     ? CMP_BODY_IP
+                 : flow == BENCH_FLOW_GENM ? CMP_BODY_GENP
+                 : flow == BENCH_FLOW_KUR  ? CMP_BODY_KUP
+                 : flow == BENCH_FLOW_RR   ? CMP_BODY_RP
+                                           : CMP_BODY_CP;
+        if (!run->o->no_key_check && flow != BENCH_FLOW_GENM && flow != BENCH_FLOW_RR &&
+            flow != BENCH_FLOW_IR_CKG) {
             const bench_key *k = &run->ctx->keys[rq->key];
             e.spki = cm_span_make(k->spki, k->spki_len);
         }
@@ -409,7 +412,11 @@ void bench_on_response(bench_run *run, bench_conn *c, const bench_http_rsp *h)
     }
     cm_arena_reset(&run->arena);
     cmp_msg m;
-    const bench_fail f = bench_check_response(&run->arena, &m, &e, h);
+    bench_fail f = bench_check_response(&run->arena, &m, &e, h);
+    if (f == BENCH_OK && c->phase == 0 && run->ctx->flow == BENCH_FLOW_IR_CKG &&
+        !run->o->no_key_check) {
+        f = bench_check_ckg(run, &m); // the generated key, decrypted, is the certificate's
+    }
     c->used++;
     int64_t after = 0;
     if (first && !run->o->coap && (f == BENCH_FAIL_REJECTED || f == BENCH_FAIL_BODY_TYPE) &&

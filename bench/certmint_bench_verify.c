@@ -6,6 +6,43 @@
 #include <openssl/x509.h>
 
 #include "bench/certmint_bench.h"
+#include "engine/ca/ca.h"
+#include "engine/der/der_oid.h"
+
+bench_fail bench_check_ckg(bench_run *run, const cmp_msg *m)
+{
+    const cmp_cert_response *cr = &m->body.u.rep.responses[0];
+    ca_cert_fields f;
+    cm_span env;
+    if (cr->private_key.len == 0 || !cm_ok(ca_cert_fields_parse(&f, cr->cert)) ||
+        !cm_ok(cmp_encrypted_key_body(&env, cr->private_key))) {
+        return BENCH_FAIL_PRIVATE_KEY;
+    }
+    // The range certmint's central_keygen_kdf_iterations takes (not the MAC's limits: a key
+    // is worth more iterations than a message).
+    const cmp_cms_opener o = {
+        .password = bench_mac_secret(run->o), .min_iterations = 1000, .max_iterations = 10000000};
+    uint8_t *plain = NULL;
+    size_t plain_len = 0;
+    cm_span ctype, pkg_type, pkg;
+    cm_result r = cmp_cms_open(&run->crypto, &plain, &plain_len, &ctype, env, &o, NULL);
+    if (cm_ok(r) && !der_oid_is(ctype, DER_OID_CT_SIGNED_DATA)) {
+        r = cm_result_make(CMP_E_CMS_MALFORMED);
+    }
+    if (cm_ok(r)) {
+        r = cmp_signed_data_content(&pkg_type, &pkg, cm_span_make(plain, plain_len));
+    }
+    if (cm_ok(r) && !der_oid_is(pkg_type, DER_OID_CT_KP_AKEY_PACKAGE)) {
+        r = cm_result_make(CMP_E_CMS_MALFORMED);
+    }
+    EVP_PKEY *key = NULL;
+    if (cm_ok(r)) {
+        r = cmp_key_package_key(&run->crypto, &key, pkg, f.spki); // the certificate's key?
+    }
+    EVP_PKEY_free(key);
+    cmp_cms_secret_free(plain, plain_len);
+    return cm_ok(r) ? BENCH_OK : BENCH_FAIL_PRIVATE_KEY;
+}
 
 // bench_verify_protection parses the response |der| into |m| and checks its protection: a
 // signature by extraCerts[0] (or the CA), or the MAC with --secret.

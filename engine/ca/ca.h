@@ -86,7 +86,20 @@ enum {
     CA_KEY_RSA = 1u << 3,
     CA_KEY_ED25519 = 1u << 4,
     CA_KEY_ED448 = 1u << 5,
+    CA_KEY_X25519 = 1u << 6, // key agreement only (RFC 8410 §5): kem_key_types
+    CA_KEY_X448 = 1u << 7,
 };
+
+// What a requested key will do (ca_request.key_use): sign (the proof of possession was a
+// signature, or the key was generated centrally), or, for a key that proved possession
+// otherwise (RFC 4211 §4.2, RFC 9810 §5.2.8: encrCert, encryptedKey), transport keys
+// (keyEncipherment: RSA, the profile's encryption_key_types) or agree keys (keyAgreement:
+// ECDH and X25519/X448, the profile's kem_key_types).
+typedef enum ca_key_use {
+    CA_KEY_USE_SIGN = 0,
+    CA_KEY_USE_ENCIPHER,
+    CA_KEY_USE_AGREE,
+} ca_key_use;
 
 // ca_key_info is what the policy needs from a SubjectPublicKeyInfo. Thread: value type.
 typedef struct ca_key_info {
@@ -98,9 +111,10 @@ typedef struct ca_key_info {
 // ca_spki_parse reads |spki| (a whole SubjectPublicKeyInfo element) with the DER reader and
 // fills |*out|: EC keys on P-256/P-384/P-521 (namedCurve parameters; uncompressed or
 // compressed points of the curve's length), RSA (NULL parameters, RSAPublicKey with a
-// positive odd modulus and an odd exponent >= 3), Ed25519 (32 octets) and Ed448 (57 octets),
-// both without parameters. Any other algorithm is CA_E_KEY_TYPE; a malformed encoding
-// CA_E_SPKI_MALFORMED. Allocation-free; |out->key_bits| borrows |spki|. Thread: any.
+// positive odd modulus and an odd exponent >= 3), Ed25519 (32 octets), Ed448 (57 octets),
+// X25519 (32 octets) and X448 (56 octets), all four without parameters. Any other algorithm is
+// CA_E_KEY_TYPE; a malformed encoding CA_E_SPKI_MALFORMED. Allocation-free; |out->key_bits| borrows
+// |spki|. Thread: any.
 CM_RESULT ca_spki_parse(ca_key_info *out, cm_span spki);
 
 // The TBSCertificate fields a certificate is named and checked by (RFC 5280 §4.1), as spans
@@ -206,6 +220,12 @@ typedef struct ca_profile_params {
     bool has_path_len;
     uint32_t path_len;
     const char *name_constraints;
+    // Keys that prove possession without a signature (issue 19): CA_KEY_* bits certified for
+    // key transport (CA_KEY_USE_ENCIPHER: RSA only) and for key agreement (CA_KEY_USE_AGREE:
+    // P-256, P-384, P-521, X25519, X448); 0 (the default): none. Their certificates get
+    // keyUsage keyEncipherment or keyAgreement in place of the profile's own keyUsage.
+    uint32_t enc_key_types;
+    uint32_t kem_key_types;
 } ca_profile_params;
 
 // The most RDN rules, requested extensions and SAN entries this module handles.
@@ -258,6 +278,22 @@ bool ca_profile_path_len(const ca_profile *p, uint32_t *out);
 // CA_E_KEY_TYPE, CA_E_KEY_SIZE, CA_E_SPKI_MALFORMED with the reason in |why| (may be NULL).
 // Thread: any.
 CM_RESULT ca_profile_check_key(const ca_profile *p, ca_key_info *out, cm_span spki, cm_why *why);
+
+// ca_profile_check_key_use is ca_profile_check_key for a key of use |use|: CA_KEY_USE_SIGN is
+// ca_profile_check_key itself; CA_KEY_USE_ENCIPHER checks the key against the profile's
+// enc_key_types and CA_KEY_USE_AGREE against its kem_key_types (the RSA size bounds apply to
+// both uses), naming the setting in the reason ("key type X25519 not allowed without a
+// signature proof of possession by profile devices (kem_key_types: none)"). Thread: any.
+CM_RESULT ca_profile_check_key_use(const ca_profile *p, ca_key_info *out, cm_span spki,
+                                   ca_key_use use, cm_why *why);
+
+// ca_profile_key_use_types returns the CA_KEY_* bits |p| certifies for |use| (key_types for
+// CA_KEY_USE_SIGN). Thread: any.
+uint32_t ca_profile_key_use_types(const ca_profile *p, ca_key_use use);
+
+// ca_key_type_name returns the configuration's name of the one CA_KEY_* bit |type| ("P-256",
+// "X25519"), "?" for anything else. Thread: any.
+const char *ca_key_type_name(uint32_t type);
 
 // ---------------------------------------------------------------------------------------------
 // CA material
@@ -323,6 +359,7 @@ typedef struct ca_request {
     int64_t not_after;
     const ca_ext *exts;
     size_t num_exts;
+    ca_key_use key_use; // CA_KEY_USE_SIGN (0) unless the key proved possession otherwise
 } ca_request;
 
 // How an issued certificate differs from the request (ca_decision.mods).
@@ -359,6 +396,11 @@ typedef struct ca_decision {
 const char *ca_decision_mods_text(char *buf, size_t cap, const ca_profile *p, const ca_decision *d);
 
 // ca_policy_check checks |req| against |profile| for CA |ca| at time |now| and fills |*out|.
+// A key of use CA_KEY_USE_ENCIPHER or CA_KEY_USE_AGREE (req->key_use) is checked with
+// ca_profile_check_key_use, and its certificate gets keyUsage keyEncipherment or keyAgreement
+// (critical) in place of the profile's own: a requested keyUsage must then be within the bits
+// that use allows (keyEncipherment and dataEncipherment; keyAgreement, encipherOnly and
+// decipherOnly), never a signing bit, since the key's signature was never seen (CA_E_KEY_USAGE).
 // Fails with the specific CA_E_* code (see the mapping at the top of this header) or a DER
 // code, and then writes what was refused into |why| (may be NULL; base.h's convention), with
 // the profile's name and what it allows: "key type P-521 not allowed by profile devices
@@ -416,6 +458,27 @@ CM_RESULT ca_root_tbs_build(der_builder *b, cm_span name, cm_span spki, cm_span 
 // usage id-kp-cmcCA, SKI and AKI. Errors as ca_root_tbs_build. Thread: any.
 CM_RESULT ca_cmp_tbs_build(const ca_authority *ca, der_builder *b, cm_span name, cm_span spki,
                            cm_span serial, int64_t not_before, int64_t not_after, cm_span sig_alg);
+
+// Flags of ca_cmp_tbs_build_ex.
+enum {
+    CA_CMP_CERT_KGA = 1u << 0, // extended key usage id-kp-cmKGA too (RFC 9480 §2.10): the key
+                               //   may sign centrally generated keys (RFC 9483 §4.1.6)
+};
+
+// ca_cmp_tbs_build_ex is ca_cmp_tbs_build with |flags| (CA_CMP_CERT_KGA).
+CM_RESULT ca_cmp_tbs_build_ex(const ca_authority *ca, der_builder *b, cm_span name, cm_span spki,
+                              cm_span serial, int64_t not_before, int64_t not_after,
+                              cm_span sig_alg, uint32_t flags);
+
+// ca_cert_find_ext finds extension |oid| (content octets) of the Certificate |cert| (DER) with
+// the DER reader: |*out_found| says whether it is there, |*out_value| is its extnValue content
+// (into |cert|). A malformed certificate fails with the DER reader's code. Thread: any.
+CM_RESULT ca_cert_find_ext(cm_span cert, cm_span oid, cm_span *out_value, bool *out_found);
+
+// ca_cert_has_eku reads the extendedKeyUsage of the Certificate |cert| (DER) with the DER
+// reader and sets |*out_has| when it lists purpose |oid| (content octets); false without the
+// extension. A malformed certificate fails with the DER reader's code. Thread: any.
+CM_RESULT ca_cert_has_eku(cm_span cert, cm_span oid, bool *out_has);
 
 // ca_signed_assemble appends SEQUENCE { tbs, sig_alg, BIT STRING signature } to |b|: a
 // Certificate (RFC 5280 §4.1) or a CertificateList (§5.1). Errors are the builder's.

@@ -115,6 +115,12 @@ cm_result ca_spki_parse(ca_key_info *out, cm_span spki)
         CM_ENSURE(key.len == (ed25519 ? 32u : 57u), CA_E_SPKI_MALFORMED);
         info.type = ed25519 ? CA_KEY_ED25519 : CA_KEY_ED448;
         info.bits = ed25519 ? 256 : 456;
+    } else if (der_oid_is(oid, DER_OID_X25519) || der_oid_is(oid, DER_OID_X448)) {
+        const bool x25519 = der_oid_is(oid, DER_OID_X25519);
+        CM_ENSURE(der_reader_empty(&alg), CA_E_SPKI_MALFORMED);
+        CM_ENSURE(key.len == (x25519 ? 32u : 56u), CA_E_SPKI_MALFORMED);
+        info.type = x25519 ? CA_KEY_X25519 : CA_KEY_X448;
+        info.bits = x25519 ? 255 : 448;
     } else {
         CM_BAIL(CA_E_KEY_TYPE);
     }
@@ -401,7 +407,23 @@ cm_result ca_profile_new(ca_profile **out, char *err, size_t err_cap, const ca_p
         ca_errf(err, err_cap, "no key type is allowed");
         goto out;
     }
-    if ((p->key_types & CA_KEY_RSA) != 0 &&
+    const uint32_t agree =
+        CA_KEY_EC_P256 | CA_KEY_EC_P384 | CA_KEY_EC_P521 | CA_KEY_X25519 | CA_KEY_X448;
+    if ((p->key_types & (CA_KEY_X25519 | CA_KEY_X448)) != 0) {
+        ca_errf(err, err_cap, "X25519 and X448 keys cannot sign: list them in kem_key_types");
+        goto out;
+    }
+    if ((p->enc_key_types & ~(uint32_t)CA_KEY_RSA) != 0) {
+        ca_errf(err, err_cap, "encryption_key_types: only RSA keys transport keys");
+        goto out;
+    }
+    if ((p->kem_key_types & ~agree) != 0) {
+        ca_errf(err, err_cap,
+                "kem_key_types: only P-256, P-384, P-521, X25519 and X448 keys "
+                "agree keys");
+        goto out;
+    }
+    if (((p->key_types | p->enc_key_types) & CA_KEY_RSA) != 0 &&
         (p->rsa_min_bits < 1024 || p->rsa_max_bits < p->rsa_min_bits || p->rsa_max_bits > 16384)) {
         ca_errf(err, err_cap, "RSA sizes %u..%u are not 1024 <= min <= max <= 16384",
                 p->rsa_min_bits, p->rsa_max_bits);
@@ -544,6 +566,7 @@ typedef struct ca_bit_name {
 static const ca_bit_name k_ca_key_names[] = {
     {CA_KEY_EC_P256, "P-256"}, {CA_KEY_EC_P384, "P-384"},   {CA_KEY_EC_P521, "P-521"},
     {CA_KEY_RSA, "RSA"},       {CA_KEY_ED25519, "Ed25519"}, {CA_KEY_ED448, "Ed448"},
+    {CA_KEY_X25519, "X25519"}, {CA_KEY_X448, "X448"},
 };
 static const ca_bit_name k_ca_san_names[] = {
     {CA_SAN_DNS, "dns"}, {CA_SAN_IP, "ip"}, {CA_SAN_EMAIL, "email"}, {CA_SAN_URI, "uri"}};
@@ -595,6 +618,11 @@ static const char *ca_key_name(uint32_t type)
         }
     }
     return "?";
+}
+
+const char *ca_key_type_name(uint32_t type)
+{
+    return ca_key_name(type);
 }
 
 // ca_oid_name writes OpenSSL's short name of |oid| ("basicConstraints"), followed by the
@@ -724,9 +752,36 @@ static uint32_t ca_ku_fit(uint32_t key_type, uint32_t bits)
         if ((bits & CA_KU_KEY_AGREEMENT) != 0) {
             fit |= CA_KU_ENCIPHER_ONLY | CA_KU_DECIPHER_ONLY;
         }
+    } else if (key_type == CA_KEY_X25519 || key_type == CA_KEY_X448) {
+        // RFC 8410 §5: keyAgreement (with encipherOnly or decipherOnly), nothing that signs.
+        fit = CA_KU_KEY_AGREEMENT;
+        if ((bits & CA_KU_KEY_AGREEMENT) != 0) {
+            fit |= CA_KU_ENCIPHER_ONLY | CA_KU_DECIPHER_ONLY;
+        }
     }
     return fit;
 }
+
+// ca_ku_of_use returns the keyUsage bits a key of |use| may carry: keyEncipherment and
+// dataEncipherment for key transport, keyAgreement with encipherOnly/decipherOnly for key
+// agreement; every bit for a signing key (the profile and ca_ku_fit decide).
+static uint32_t ca_ku_of_use(ca_key_use use)
+{
+    switch (use) {
+    case CA_KEY_USE_ENCIPHER:
+        return CA_KU_KEY_ENCIPHERMENT | CA_KU_DATA_ENCIPHERMENT;
+    case CA_KEY_USE_AGREE:
+        return CA_KU_KEY_AGREEMENT | CA_KU_ENCIPHER_ONLY | CA_KU_DECIPHER_ONLY;
+    default:
+        return CA_KU_ALL;
+    }
+}
+
+// The keyUsage a key of a non-signing use gets when the request names none: the extnValue
+// content, a BIT STRING with bit 2 (keyEncipherment: 0x20, 5 unused bits) or bit 4
+// (keyAgreement: 0x08, 3 unused bits) set (RFC 5280 §4.2.1.3, DER: trailing zero bits cut).
+static const uint8_t k_ca_ku_encipher[] = {0x03, 0x02, 0x05, 0x20};
+static const uint8_t k_ca_ku_agree[] = {0x03, 0x02, 0x03, 0x08};
 
 // ExtKeyUsageSyntax ::= SEQUENCE SIZE (1..MAX) OF KeyPurposeId
 // KeyPurposeId ::= OBJECT IDENTIFIER                            -- RFC 5280 §4.2.1.12
@@ -845,14 +900,17 @@ static const char *ca_eku_allowed_text(char *buf, size_t cap, const ca_profile *
 // ca_req_key_usage: a requested keyUsage is honoured when its bits are allowed and fit the key,
 // else replaced by the profile's (replace mode) or refused.
 static cm_result ca_req_key_usage(const ca_profile *pr, ca_decision *d, const ca_ext *x,
-                                  cm_why *why)
+                                  ca_key_use use, cm_why *why)
 {
     uint32_t bits = 0;
     if (!cm_ok(ca_ku_parse(x->value, &bits))) {
         cm_why_set(why, "the requested keyUsage is not a valid KeyUsage BIT STRING");
         CM_BAIL(CA_E_EXT_MALFORMED);
     }
-    const uint32_t outside = bits & ~pr->ku_allowed;
+    // A key that proved possession without a signature (ca_request.key_use) may not be
+    // certified to sign: the use's bits take the place of the profile's allowed set.
+    const uint32_t allowed = use == CA_KEY_USE_SIGN ? pr->ku_allowed : ca_ku_of_use(use);
+    const uint32_t outside = bits & ~allowed;
     const uint32_t misfit = bits & ~ca_ku_fit(d->key.type, bits);
     if (outside == 0 && misfit == 0) {
         d->key_usage = x->value;
@@ -863,11 +921,17 @@ static cm_result ca_req_key_usage(const ca_profile *pr, ca_decision *d, const ca
         d->mods |= CA_MOD_KEY_USAGE;
         return cm_result_make(CM_OK);
     }
-    char names[160], allowed[200];
-    if (outside != 0) {
+    char names[160], allowed_text[200];
+    if (outside != 0 && use != CA_KEY_USE_SIGN) {
+        cm_why_set(why,
+                   "keyUsage %s not allowed for a key that proved possession without a "
+                   "signature (allowed: %s)",
+                   ca_key_usage_text(names, sizeof(names), outside),
+                   ca_key_usage_text(allowed_text, sizeof(allowed_text), allowed));
+    } else if (outside != 0) {
         cm_why_set(why, "keyUsage %s not allowed by profile %s (allowed: %s)",
                    ca_key_usage_text(names, sizeof(names), outside), ca_profile_label(pr),
-                   ca_key_usage_text(allowed, sizeof(allowed), pr->ku_allowed));
+                   ca_key_usage_text(allowed_text, sizeof(allowed_text), pr->ku_allowed));
     } else {
         cm_why_set(why, "keyUsage %s does not fit a %s key",
                    ca_key_usage_text(names, sizeof(names), misfit), ca_key_name(d->key.type));
@@ -1318,6 +1382,60 @@ cm_result ca_profile_check_key(const ca_profile *pr, ca_key_info *out, cm_span s
     return cm_result_make(CM_OK);
 }
 
+uint32_t ca_profile_key_use_types(const ca_profile *p, ca_key_use use)
+{
+    switch (use) {
+    case CA_KEY_USE_ENCIPHER:
+        return p->p.enc_key_types;
+    case CA_KEY_USE_AGREE:
+        return p->p.kem_key_types;
+    default:
+        return p->p.key_types;
+    }
+}
+
+cm_result ca_profile_check_key_use(const ca_profile *pr, ca_key_info *out, cm_span spki,
+                                   ca_key_use use, cm_why *why)
+{
+    if (use == CA_KEY_USE_SIGN) {
+        return ca_profile_check_key(pr, out, spki, why);
+    }
+    const bool enc = use == CA_KEY_USE_ENCIPHER;
+    const uint32_t types = ca_profile_key_use_types(pr, use);
+    const char *setting = enc ? "encryption_key_types" : "kem_key_types";
+    char allowed[96], alg[96];
+    ca_key_info key;
+    memset(&key, 0, sizeof(key));
+    cm_result kr = ca_spki_parse(&key, spki);
+    if (kr.code == CA_E_KEY_TYPE) {
+        cm_why_set(why,
+                   "key type %s not allowed without a signature proof of possession by "
+                   "profile %s (%s: %s)",
+                   ca_spki_alg_text(alg, sizeof(alg), spki), ca_profile_label(pr), setting,
+                   ca_bits_text(allowed, sizeof(allowed), types, k_ca_key_names,
+                                sizeof(k_ca_key_names) / sizeof(k_ca_key_names[0])));
+    }
+    CM_TRY(kr);
+    if ((types & key.type) == 0) {
+        cm_why_set(why,
+                   "key type %s not allowed to %s without a signature proof of possession by "
+                   "profile %s (%s: %s)",
+                   ca_key_name(key.type), enc ? "transport keys" : "agree keys",
+                   ca_profile_label(pr), setting,
+                   ca_bits_text(allowed, sizeof(allowed), types, k_ca_key_names,
+                                sizeof(k_ca_key_names) / sizeof(k_ca_key_names[0])));
+        CM_BAIL(CA_E_KEY_TYPE);
+    }
+    if (key.type == CA_KEY_RSA &&
+        (key.bits < pr->p.rsa_min_bits || key.bits > pr->p.rsa_max_bits)) {
+        cm_why_set(why, "RSA key of %u bits not allowed by profile %s (allowed: %u to %u bits)",
+                   key.bits, ca_profile_label(pr), pr->p.rsa_min_bits, pr->p.rsa_max_bits);
+        CM_BAIL(CA_E_KEY_SIZE);
+    }
+    *out = key;
+    return cm_result_make(CM_OK);
+}
+
 cm_result ca_policy_check(const ca_profile *profile, const ca_authority *ca, ca_decision *out,
                           const ca_request *req, int64_t now, cm_why *why)
 {
@@ -1334,7 +1452,15 @@ cm_result ca_policy_check(const ca_profile *profile, const ca_authority *ca, ca_
         CM_BAIL(CA_E_CA_EXPIRED);
     }
 
-    CM_TRY(ca_profile_check_key(pr, &d.key, req->spki, why));
+    CM_TRY(ca_profile_check_key_use(pr, &d.key, req->spki, req->key_use, why));
+    if (req->key_use != CA_KEY_USE_SIGN) {
+        // keyEncipherment or keyAgreement in place of the profile's keyUsage, unless the
+        // request narrows it (ca_req_key_usage below).
+        const bool enc = req->key_use == CA_KEY_USE_ENCIPHER;
+        d.key_usage = enc ? cm_span_make(k_ca_ku_encipher, sizeof(k_ca_ku_encipher))
+                          : cm_span_make(k_ca_ku_agree, sizeof(k_ca_ku_agree));
+        d.key_usage_critical = true;
+    }
 
     bool empty_subject = false;
     CM_TRY(ca_check_subject(pr, &empty_subject, req->subject, why));
@@ -1361,7 +1487,7 @@ cm_result ca_policy_check(const ca_profile *profile, const ca_authority *ca, ca_
             // Computed by us from the key and the CA, whatever was asked.
             continue;
         } else if (der_oid_is(x->oid, DER_OID_CE_KEY_USAGE)) {
-            CM_TRY(ca_req_key_usage(pr, &d, x, why));
+            CM_TRY(ca_req_key_usage(pr, &d, x, req->key_use, why));
         } else if (der_oid_is(x->oid, DER_OID_CE_EXT_KEY_USAGE)) {
             CM_TRY(ca_req_eku(pr, &d, x, why));
         } else if (der_oid_is(x->oid, DER_OID_CE_BASIC_CONSTRAINTS)) {

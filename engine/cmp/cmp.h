@@ -674,5 +674,6 @@ void cmp_cert_req_template_marshal(der_builder *b, const crmf_template *tmpl,
 #if __has_include("engine/cmp/cmp_protect.h")
 #include "engine/cmp/cmp_protect.h"
 #endif
+#include "engine/cmp/cmp_cms.h"
 
 #endif // CERTMINT_ENGINE_CMP_CMP_H

@@ -67,6 +67,11 @@ void cmp_protect_limits_default(cmp_protect_limits *out)
     out->policy = NULL;
 }
 
+const cmp_protect_limits *cmp_protect_ctx_limits(const cmp_protect_ctx *ctx)
+{
+    return &ctx->limits;
+}
+
 void cmp_protect_ctx_free(cmp_protect_ctx *ctx)
 {
     if (ctx == NULL) {

@@ -123,6 +123,11 @@ CM_RESULT cmp_protect_ctx_new(cmp_protect_ctx **out, OSSL_LIB_CTX *libctx, const
 // cmp_protect_ctx_free releases |ctx| (NULL is fine), after every thread is done with it.
 void cmp_protect_ctx_free(cmp_protect_ctx *ctx);
 
+// cmp_protect_ctx_limits returns the limits |ctx| was made with (borrowed from |ctx|): the
+// PBKDF2 bounds also bound the other key derivations a peer chooses the parameters of (an
+// encryptedKey proof of possession's password recipient, engine/server). Thread: any.
+const cmp_protect_limits *cmp_protect_ctx_limits(const cmp_protect_ctx *ctx);
+
 // ---------------------------------------------------------------------------------------------
 // Classifying protectionAlg
 

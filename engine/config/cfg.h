@@ -134,6 +134,14 @@
 //   path_len          = 0            # with ca = on: the pathLenConstraint (default: none)
 //   name_constraints  = permitted;DNS:.example.com   # with ca = on: nameConstraints (OpenSSL
 //                                    #   syntax), critical
+//   encryption_key_types = RSA       # keys proving possession by keyEncipherment (encrCert,
+//                                    #   encryptedKey); default none
+//   kem_key_types     = P-256, X25519  # keys proving possession by keyAgreement; default none
+//   central_keygen    = off          # off | allowed | required: the CA generates the key of a
+//                                    #   request without one (RFC 9483 §4.1.6); default off
+//   central_key_types = P-256        # the types it generates (of key_types); default key_types
+//   central_keygen_min_secret = 16   # octets a MAC secret needs to receive a key (8..4096)
+//   central_keygen_kdf_iterations = 10000  # PBKDF2 iterations of that password recipient
 //
 //   [clients:NAME]
 //   secret.REF    = secrets/REF.key  # a password (PBM, PBMAC1) file (mode 0600 or stricter)
@@ -239,7 +247,18 @@ typedef struct cfg_profile {
     bool has_path_len;    // path_len given
     uint32_t path_len;
     char *name_constraints; // name_constraints, NULL when none
+    // Central key generation (issue 19; engine/server/srv_ckg.c): central_keygen (CFG_CKG_*,
+    // default off), central_key_types (CA_KEY_* bits, default the profile's key_types that
+    // can sign), central_keygen_min_secret (octets) and central_keygen_kdf_iterations (PBKDF2;
+    // 0: the server's defaults).
+    uint8_t central_keygen;
+    uint32_t central_key_types;
+    uint32_t central_keygen_min_secret;
+    uint32_t central_keygen_kdf_iterations;
 } cfg_profile;
+
+// The values of cfg_profile.central_keygen, in srv_ckg_mode's order.
+enum { CFG_CKG_OFF = 0, CFG_CKG_ALLOWED = 1, CFG_CKG_REQUIRED = 2 };
 
 // cfg_ca is one [ca:NAME] section. Thread: immutable after cfg_load.
 typedef struct cfg_ca {

@@ -17,19 +17,24 @@ static cm_result cfg_key_types(cfg_loader *ld, uint32_t *out, const char *key, c
         uint32_t bit;
     } k_types[] = {{"P-256", CA_KEY_EC_P256},   {"P-384", CA_KEY_EC_P384},
                    {"P-521", CA_KEY_EC_P521},   {"RSA", CA_KEY_RSA},
-                   {"Ed25519", CA_KEY_ED25519}, {"Ed448", CA_KEY_ED448}};
+                   {"Ed25519", CA_KEY_ED25519}, {"Ed448", CA_KEY_ED448},
+                   {"X25519", CA_KEY_X25519},   {"X448", CA_KEY_X448}};
     uint32_t bits = 0;
     char item[CFG_ITEM_MAX];
     for (const char *c = v; cfg_item(&c, item, sizeof(item));) {
         uint32_t bit = 0;
+        if (strcasecmp(item, "none") == 0 && strcmp(key, "key_types") != 0) {
+            continue; // encryption_key_types, kem_key_types, central_key_types: none
+        }
         for (size_t i = 0; i < sizeof(k_types) / sizeof(k_types[0]); i++) {
             if (strcasecmp(item, k_types[i].name) == 0) {
                 bit = k_types[i].bit;
             }
         }
         if (bit == 0) {
-            return cfg_fail(ld, CFG_E_VALUE, key,
-                            "'%s' is not one of P-256, P-384, P-521, RSA, Ed25519, Ed448", item);
+            return cfg_fail(
+                ld, CFG_E_VALUE, key,
+                "'%s' is not one of P-256, P-384, P-521, RSA, Ed25519, Ed448, X25519, X448", item);
         }
         bits |= bit;
     }
@@ -145,7 +150,7 @@ cm_result cfg_profile_load(cfg_loader *ld, cfg_profile *pr, const char *section)
     p.rsa_min_bits = 2048;
     p.rsa_max_bits = 4096;
     p.implicit_confirm = true;
-    bool have_max = false;
+    bool have_max = false, have_central_types = false;
     char req_store[CA_MAX_RDN_RULES / 2][64], allow_store[CA_MAX_RDN_RULES / 2][64];
     const char *req_names[CA_MAX_RDN_RULES / 2], *allow_names[CA_MAX_RDN_RULES / 2];
     const char *ext = NULL;
@@ -162,6 +167,27 @@ cm_result cfg_profile_load(cfg_loader *ld, cfg_profile *pr, const char *section)
             have_max = true;
         } else if (strcmp(k, "key_types") == 0) {
             CM_TRY(cfg_key_types(ld, &p.key_types, k, v));
+        } else if (strcmp(k, "encryption_key_types") == 0) {
+            CM_TRY(cfg_key_types(ld, &p.enc_key_types, k, v));
+        } else if (strcmp(k, "kem_key_types") == 0) {
+            CM_TRY(cfg_key_types(ld, &p.kem_key_types, k, v));
+        } else if (strcmp(k, "central_key_types") == 0) {
+            CM_TRY(cfg_key_types(ld, &pr->central_key_types, k, v));
+            have_central_types = true;
+        } else if (strcmp(k, "central_keygen") == 0) {
+            if (strcmp(v, "off") == 0) {
+                pr->central_keygen = CFG_CKG_OFF;
+            } else if (strcmp(v, "allowed") == 0) {
+                pr->central_keygen = CFG_CKG_ALLOWED;
+            } else if (strcmp(v, "required") == 0) {
+                pr->central_keygen = CFG_CKG_REQUIRED;
+            } else {
+                return cfg_fail(ld, CFG_E_VALUE, k, "'%s' is not off, allowed or required", v);
+            }
+        } else if (strcmp(k, "central_keygen_min_secret") == 0) {
+            CM_TRY(cfg_u32(ld, &pr->central_keygen_min_secret, k, v, 8, CFG_MAX_SECRET));
+        } else if (strcmp(k, "central_keygen_kdf_iterations") == 0) {
+            CM_TRY(cfg_u32(ld, &pr->central_keygen_kdf_iterations, k, v, 1000, 10000000));
         } else if (strcmp(k, "rsa_min_bits") == 0) {
             CM_TRY(cfg_u32(ld, &p.rsa_min_bits, k, v, 1024, 16384));
         } else if (strcmp(k, "rsa_max_bits") == 0) {
@@ -213,6 +239,21 @@ cm_result cfg_profile_load(cfg_loader *ld, cfg_profile *pr, const char *section)
     }
     if (p.key_types == 0) {
         return cfg_fail(ld, CFG_E_VALUE, "key_types", "no key type");
+    }
+    // Central key generation (issue 19): the KGA generates keys that sign, of the profile's
+    // key types (the certificate must pass the profile's key rule); default: all of them.
+    const uint32_t sign_types = CA_KEY_EC_P256 | CA_KEY_EC_P384 | CA_KEY_EC_P521 | CA_KEY_RSA |
+                                CA_KEY_ED25519 | CA_KEY_ED448;
+    if (!have_central_types) {
+        pr->central_key_types = p.key_types & sign_types;
+    } else if ((pr->central_key_types & ~(p.key_types & sign_types)) != 0) {
+        return cfg_fail(ld, CFG_E_VALUE, "central_key_types",
+                        "lists a key type that is not in key_types (or cannot sign)");
+    }
+    if (pr->central_keygen != CFG_CKG_OFF && pr->central_key_types == 0) {
+        return cfg_fail(ld, CFG_E_VALUE, "central_key_types",
+                        "central_keygen = %s needs a key type to generate",
+                        pr->central_keygen == CFG_CKG_REQUIRED ? "required" : "allowed");
     }
     p.subject_mode =
         p.num_required_rdns + p.num_allowed_rdns > 0 ? CA_SUBJECT_RULES : CA_SUBJECT_COPY;

@@ -155,6 +155,8 @@ typedef enum crmf_key_type {
     CRMF_KEY_EC,          // id-ecPublicKey with a namedCurve
     CRMF_KEY_ED25519,
     CRMF_KEY_ED448,
+    CRMF_KEY_X25519, // key agreement only (RFC 8410 §5): no signature POPO, no signatures
+    CRMF_KEY_X448,
     CRMF_KEY_TYPE_COUNT,
 } crmf_key_type;
 
@@ -186,8 +188,8 @@ typedef struct crmf_spki {
 // crmf_spki_parse_body parses SPKI content octets |body| (the content of the SEQUENCE, or of
 // CertTemplate's [6]). Structure is checked: AlgorithmIdentifier, BIT STRING with no unused
 // bits, nothing after. For known types the parameters are checked too (RSA: NULL; EC: a
-// namedCurve OID; Ed25519/Ed448: absent; key lengths 32/57, EC point uncompressed or
-// compressed of the curve's size) -> CRMF_E_BAD_SPKI. An unknown algorithm or curve parses as
+// namedCurve OID; Ed25519/Ed448/X25519/X448: absent; key lengths 32/57/32/56, EC point uncompressed
+// or compressed of the curve's size) -> CRMF_E_BAD_SPKI. An unknown algorithm or curve parses as
 // CRMF_KEY_UNKNOWN (ec_group NULL) so a policy can decide. An empty BIT STRING (central key
 // generation, RFC 9483 §4.1.6) parses with |key| len 0.
 CM_RESULT crmf_spki_parse_body(crmf_spki *out, cm_span body);
@@ -621,6 +623,31 @@ void crmf_cert_request_marshal(der_builder *b, const crmf_cert_request *req);
 void crmf_template_marshal(der_builder *b, const crmf_template *tmpl);
 void crmf_popo_marshal(der_builder *b, const crmf_popo *popo);
 void crmf_attr_marshal(der_builder *b, const crmf_attr *attr);
+
+// The alternatives of POPOPrivKey (crmf_popo.priv_key_choice) and the values of
+// SubsequentMessage (RFC 4211 §4.2).
+enum {
+    CRMF_PRIV_THIS_MESSAGE = 0,  // deprecated (RFC 9810 §5.2.8.3)
+    CRMF_PRIV_SUBSEQUENT = 1,    // the CA answers with a challenge or an encrypted certificate
+    CRMF_PRIV_DH_MAC = 2,        // deprecated
+    CRMF_PRIV_AGREE_MAC = 3,     // a MAC under a key agreed with the CA's key
+    CRMF_PRIV_ENCRYPTED_KEY = 4, // the private key in an EnvelopedData to the CA
+};
+enum {
+    CRMF_SUBSEQUENT_ENCR_CERT = 0,      // encrCert: the certificate goes out encrypted
+    CRMF_SUBSEQUENT_CHALLENGE_RESP = 1, // challengeResp: popdecc/popdecr
+};
+
+// crmf_popo_subsequent reads the SubsequentMessage value of a keyEncipherment/keyAgreement
+// POPO whose choice is subsequentMessage [1] into |*out| (0 or 1: the parser accepted no
+// other); CM_E_INVALID_ARG for another POPO. Thread: any; pure.
+CM_RESULT crmf_popo_subsequent(const crmf_popo *popo, uint64_t *out);
+
+// crmf_popo_encrypted_key sets |*out_body| to the content octets of the EnvelopedData of a
+// keyEncipherment/keyAgreement POPO whose choice is encryptedKey [4] (IMPLICIT in the CRMF
+// module: the [4] holds the EnvelopedData's fields); CM_E_INVALID_ARG for another POPO.
+// Thread: any; pure.
+CM_RESULT crmf_popo_encrypted_key(const crmf_popo *popo, cm_span *out_body);
 
 // crmf_popo_verify checks the proof of possession of |msg| (RFC 4211 §4.1, RFC 9483 §4.1.1):
 //  - absent: CRMF_E_POPO_MISSING (the caller may accept that for keys that cannot sign);

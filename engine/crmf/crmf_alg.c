@@ -107,6 +107,12 @@ cm_result crmf_spki_parse_body(crmf_spki *out, cm_span body)
         CM_ENSURE(k.alg_params.len == 0, CRMF_E_BAD_SPKI);
         CM_ENSURE(!has_key || k.key.len == (ed25519 ? 32u : 57u), CRMF_E_BAD_SPKI);
         k.type = ed25519 ? CRMF_KEY_ED25519 : CRMF_KEY_ED448;
+    } else if (der_oid_is(k.alg_oid, DER_OID_X25519) || der_oid_is(k.alg_oid, DER_OID_X448)) {
+        // RFC 8410 §3: parameters MUST be absent; the keys agree keys only (§5).
+        bool x25519 = der_oid_is(k.alg_oid, DER_OID_X25519);
+        CM_ENSURE(k.alg_params.len == 0, CRMF_E_BAD_SPKI);
+        CM_ENSURE(!has_key || k.key.len == (x25519 ? 32u : 56u), CRMF_E_BAD_SPKI);
+        k.type = x25519 ? CRMF_KEY_X25519 : CRMF_KEY_X448;
     } else {
         k.type = CRMF_KEY_UNKNOWN;
     }

@@ -22,7 +22,8 @@
 
 static const char *const k_crmf_key_names[CRMF_KEY_TYPE_COUNT] = {
     [CRMF_KEY_RSA] = "RSA",         [CRMF_KEY_RSA_PSS] = "RSA-PSS", [CRMF_KEY_EC] = "EC",
-    [CRMF_KEY_ED25519] = "ED25519", [CRMF_KEY_ED448] = "ED448",
+    [CRMF_KEY_ED25519] = "ED25519", [CRMF_KEY_ED448] = "ED448",     [CRMF_KEY_X25519] = "X25519",
+    [CRMF_KEY_X448] = "X448",
 };
 
 // OSSL_PARAM takes non-const buffers even for input; the bytes are only read.
@@ -206,7 +207,7 @@ cm_result crmf_crypto_key_from_spki(crmf_crypto *c, EVP_PKEY **out, const crmf_s
         params[2] = OSSL_PARAM_construct_end();
         break;
     }
-    default: // Ed25519, Ed448: the raw key (RFC 8410 §4)
+    default: // Ed25519, Ed448, X25519, X448: the raw key (RFC 8410 §4)
         params[0] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY,
                                                       crmf_unconst(spki->key.p), spki->key.len);
         params[1] = OSSL_PARAM_construct_end();

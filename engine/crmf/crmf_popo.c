@@ -54,6 +54,12 @@ const char *crmf_key_text(char *buf, size_t cap, const crmf_spki *spki)
     case CRMF_KEY_ED448:
         (void)snprintf(buf, cap, "Ed448");
         break;
+    case CRMF_KEY_X25519:
+        (void)snprintf(buf, cap, "X25519");
+        break;
+    case CRMF_KEY_X448:
+        (void)snprintf(buf, cap, "X448");
+        break;
     default: {
         // An EC key on a curve we do not know: name the curve.
         der_reader r;
@@ -152,6 +158,33 @@ cm_result crmf_popo_verify(crmf_crypto *c, const crmf_cert_req_msg *msg, cm_why 
     default:
         return res;
     }
+}
+
+// crmf_popo_priv_key_body returns the content of the POPOPrivKey alternative |choice| of
+// |popo| (the parser checked its form).
+static cm_result crmf_popo_priv_key_body(const crmf_popo *popo, uint32_t choice, cm_span *out)
+{
+    CM_ENSURE(popo->type == CRMF_POPO_KEY_ENCIPHERMENT || popo->type == CRMF_POPO_KEY_AGREEMENT,
+              CM_E_INVALID_ARG);
+    CM_ENSURE(popo->priv_key_choice == choice, CM_E_INVALID_ARG);
+    der_reader r;
+    uint32_t tag;
+    cm_span whole;
+    der_reader_init(&r, popo->priv_key);
+    CM_TRY(der_get_any(&r, &tag, out, &whole));
+    return der_expect_end(&r);
+}
+
+cm_result crmf_popo_subsequent(const crmf_popo *popo, uint64_t *out)
+{
+    cm_span body;
+    CM_TRY(crmf_popo_priv_key_body(popo, CRMF_PRIV_SUBSEQUENT, &body));
+    return der_parse_u64(body, out);
+}
+
+cm_result crmf_popo_encrypted_key(const crmf_popo *popo, cm_span *out_body)
+{
+    return crmf_popo_priv_key_body(popo, CRMF_PRIV_ENCRYPTED_KEY, out_body);
 }
 
 cm_result crmf_csr_verify(crmf_crypto *c, const crmf_csr *csr, cm_why *why)

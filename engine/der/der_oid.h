@@ -153,4 +153,23 @@
 #define DER_OID_REGINFO_UTF8_PAIRS  "\x2b\x06\x01\x05\x05\x07\x05\x02\x01" // 1.3.6.1.5.5.7.5.2.1
 #define DER_OID_REGINFO_CERT_REQ    "\x2b\x06\x01\x05\x05\x07\x05\x02\x02" // 1.3.6.1.5.5.7.5.2.2
 
+// CMS (RFC 5652, RFC 5958, RFC 3211, RFC 5753, RFC 8418, RFC 4055, RFC 3565)
+#define DER_OID_CT_DATA           "\x2a\x86\x48\x86\xf7\x0d\x01\x07\x01" // 1.2.840.113549.1.7.1
+#define DER_OID_CT_SIGNED_DATA    "\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02" // 1.2.840.113549.1.7.2
+#define DER_OID_CT_ENVELOPED_DATA "\x2a\x86\x48\x86\xf7\x0d\x01\x07\x03" // 1.2.840.113549.1.7.3
+#define DER_OID_CT_KP_AKEY_PACKAGE \
+    "\x60\x86\x48\x01\x65\x02\x01\x02\x4e\x05" // 2.16.840.1.101.2.1.2.78.5
+#define DER_OID_AA_CONTENT_TYPE   "\x2a\x86\x48\x86\xf7\x0d\x01\x09\x03" // 1.2.840.113549.1.9.3
+#define DER_OID_AA_MESSAGE_DIGEST "\x2a\x86\x48\x86\xf7\x0d\x01\x09\x04" // 1.2.840.113549.1.9.4
+#define DER_OID_AA_SIGNING_TIME   "\x2a\x86\x48\x86\xf7\x0d\x01\x09\x05" // 1.2.840.113549.1.9.5
+#define DER_OID_AES128_CBC        "\x60\x86\x48\x01\x65\x03\x04\x01\x02" // 2.16.840.1.101.3.4.1.2
+#define DER_OID_AES192_CBC        "\x60\x86\x48\x01\x65\x03\x04\x01\x16" // 2.16.840.1.101.3.4.1.22
+#define DER_OID_AES256_CBC        "\x60\x86\x48\x01\x65\x03\x04\x01\x2a" // 2.16.840.1.101.3.4.1.42
+#define DER_OID_AES256_WRAP       "\x60\x86\x48\x01\x65\x03\x04\x01\x2d" // 2.16.840.1.101.3.4.1.45
+#define DER_OID_RSAES_OAEP        "\x2a\x86\x48\x86\xf7\x0d\x01\x01\x07" // 1.2.840.113549.1.1.7
+#define DER_OID_PWRI_KEK          "\x2a\x86\x48\x86\xf7\x0d\x01\x09\x10\x03\x09" // 1.2.840.113549.1.9.16.3.9
+#define DER_OID_ECDH_SHA256_KDF   "\x2b\x81\x04\x01\x0b\x01"                     // 1.3.132.1.11.1
+#define DER_OID_ECDH_SHA384_KDF   "\x2b\x81\x04\x01\x0b\x02"                     // 1.3.132.1.11.2
+#define DER_OID_ECDH_SHA512_KDF   "\x2b\x81\x04\x01\x0b\x03"                     // 1.3.132.1.11.3
+
 #endif // CERTMINT_ENGINE_DER_DER_OID_H

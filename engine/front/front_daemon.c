@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "engine/der/der_oid.h"
 #include "engine/front/front_internal.h"
 
 __attribute__((format(printf, 3, 4))) static void front_err(char *err, size_t cap, const char *fmt,
@@ -201,13 +202,18 @@ static cm_result front_ca_sig_alg(srv_ca *s, const cfg_ca *c, char *err, size_t 
     return cm_result_make(CM_OK);
 }
 
-// front_policy is what the profile |p| decides about trust, authorization and approval.
+// front_policy is what the profile |p| decides about trust, authorization, approval and central
+// key generation (srv_policy).
 static srv_policy front_policy(const cfg_profile *p)
 {
     return (srv_policy){.allow_key_reuse = p->allow_key_reuse,
                         .revoke_on_update = p->revoke_on_update,
                         .subject_from_request = p->subject_from_request,
-                        .manual_approval = p->approval_manual};
+                        .manual_approval = p->approval_manual,
+                        .central_keygen = (srv_ckg_mode)p->central_keygen,
+                        .central_key_types = p->central_key_types,
+                        .central_keygen_min_secret = p->central_keygen_min_secret,
+                        .central_keygen_kdf_iterations = p->central_keygen_kdf_iterations};
 }
 
 // front_build_ca fills d->cas[k] from the configuration's CA |i|.
@@ -324,6 +330,11 @@ static cm_result front_build_ca(front_daemon *d, size_t k, size_t i, char *err, 
                   .cross_requesters = num_cross > 0 ? d->ra_certs[k] + num_ra : NULL,
                   .num_cross_requesters = num_cross,
                   .cross_profile = cross ? &d->profiles[k][num_prof] : NULL};
+    // Key generation authority (RFC 9483 §4.1.6): the CA's own key, or a CMP certificate
+    // with id-kp-cmKGA (certmint init --kga).
+    bool kga_eku = false;
+    r = ca_cert_has_eku(ca_authority_cert(cmp_id), CM_SPAN_LIT(DER_OID_KP_CM_KGA), &kga_eku);
+    s->kga = cmp_id == c->authority || (cm_ok(r) && kga_eku);
     if (s->ca_sig_alg == HSM_SIG_NONE || s->cmp_sig_alg == HSM_SIG_NONE) {
         front_err(err, err_cap, "[ca:%s] unsupported key type", c->name);
         return cm_result_make(CM_E_INVALID_ARG);

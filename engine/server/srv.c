@@ -307,6 +307,7 @@ void srv_request_free(srv_request *req)
         }
     }
     cmp_mac_key_cleanse(&req->mac_key);
+    srv_ckg_cleanup(req); // a centrally generated key still held (srv_ckg.c)
     if (w == NULL || w->num_free >= w->max_free) {
         cm_arena_cleanup(&req->arena);
         free(req);

@@ -60,6 +60,17 @@ typedef struct srv_secret {
     bool ra;                     // marked for RA use (ra.REF = on): may protect nested messages
 } srv_secret;
 
+// Central key generation (RFC 9483 §4.1.6; srv_policy.central_keygen).
+typedef enum srv_ckg_mode {
+    SRV_CKG_OFF = 0,  // a request without a public key is refused (the default)
+    SRV_CKG_ALLOWED,  // the CA generates the key when the request has none
+    SRV_CKG_REQUIRED, // the CA generates every key: a request with a public key is refused
+} srv_ckg_mode;
+
+// The defaults of srv_policy's central key generation numbers when they are 0.
+#define SRV_CKG_DEFAULT_MIN_SECRET     16u    // octets
+#define SRV_CKG_DEFAULT_KDF_ITERATIONS 10000u // PBKDF2 iterations
+
 // srv_policy is what a profile decides about trust and authorization (issue 14); the zero value
 // is the safe default. Thread: value type.
 typedef struct srv_policy {
@@ -68,6 +79,16 @@ typedef struct srv_policy {
     bool subject_from_request; // a certificate-signed cr/kur may request another subject
     bool manual_approval;      // approval = manual: every request waits for an operator
                                //   (certmint approve / reject) and is answered waiting
+    // Central key generation (issue 19): whether the CA generates keys, of which CA_KEY_*
+    // types (a subset of the profile's key types; a request naming none gets the first of
+    // P-256, P-384, P-521, Ed25519, Ed448, RSA listed), and for a MAC-protected request, whose
+    // key goes back under a password recipient: the shortest shared secret accepted (0:
+    // SRV_CKG_DEFAULT_MIN_SECRET octets) and the PBKDF2 iteration count (0:
+    // SRV_CKG_DEFAULT_KDF_ITERATIONS).
+    srv_ckg_mode central_keygen;
+    uint32_t central_key_types;
+    uint32_t central_keygen_min_secret;
+    uint32_t central_keygen_kdf_iterations;
 } srv_policy;
 
 // srv_profile is a profile a request may select with certProfile (RFC 9483 §3.1, id-it 21).
@@ -114,6 +135,9 @@ typedef struct srv_ca {
     const cm_span *cross_requesters;
     size_t num_cross_requesters;
     const srv_profile *cross_profile;
+    // The CMP key may act as key generation authority (RFC 9483 §4.1.6): its certificate
+    // carries id-kp-cmKGA, or is the CA's own. Central key generation is refused without it.
+    bool kga;
 } srv_ca;
 
 // srv_params: the engine's collaborators and limits. Thread: immutable after srv_engine_new.

@@ -188,7 +188,16 @@ static cm_result srv_conf_prepare(srv_request *req)
     size_t hash_len = 0;
     CM_TRY(cmp_cert_hash(&req->w->dig, hash, &hash_len, issued.cert_der,
                          cs->has_hash_alg ? &cs->hash_alg : NULL));
-    CM_ENSURE(cm_span_eq(cs->cert_hash, cm_span_make(hash, hash_len)), SRV_E_CERT_HASH);
+    if (!cm_span_eq(cs->cert_hash, cm_span_make(hash, hash_len))) {
+        if ((req->txn.flags & SRV_TXN_FLAG_ENCR_CERT) != 0) {
+            // RFC 4211 §4.2, RFC 9810 §5.2.8.3.2: only the key's holder could decrypt the
+            // certificate and hash it.
+            cm_why_set(&req->why, "the certHash is not the hash of the certificate this CA "
+                                  "encrypted to the requested key: possession not proven");
+            CM_BAIL(SRV_E_POP_CERT_HASH);
+        }
+        CM_BAIL(SRV_E_CERT_HASH);
+    }
     req->conf_reject = cs->has_status_info && cs->status_info.status == CMP_STATUS_REJECTION;
     if (cs->has_status_info && cs->status_info.status == CMP_STATUS_ACCEPTED &&
         cs->status_info.has_fail_info && cs->status_info.fail_info != 0) {

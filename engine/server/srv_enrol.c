@@ -195,25 +195,34 @@ static cm_result srv_enrol_prepare(srv_request *req)
         const crmf_cert_req_msg *msg = &m->body.u.req.msgs[0];
         const crmf_cert_request *cr = &msg->req;
         req->cert_req_id = 0;
-        cm_why popo_why; // raVerified below may still accept what crmf refused
-        cm_why_clear(&popo_why);
-        cm_result pr = crmf_popo_verify(&req->w->crypto, msg, &popo_why);
-        // raVerified (RFC 4211 §4.1, RFC 9483 §5.2): an RA vouches for the POP; srv_enrol_check
-        // accepted it only from a signer configured as an RA of this CA and valid as one.
-        if (pr.code == CRMF_E_POPO_RA_VERIFIED) {
-            CM_ENSURE(req->sig_ok && req->signer_is_ra, SRV_E_RA_VERIFIED);
-            pr = cm_result_make(CM_OK);
+        // Central key generation, encrCert, encryptedKey (srv_ckg.c) or a signature POPO.
+        CM_TRY(srv_ckg_classify(req, msg));
+        if (req->ckg.kind == SRV_CKG_NONE) {
+            cm_why popo_why; // raVerified below may still accept what crmf refused
+            cm_why_clear(&popo_why);
+            cm_result pr = crmf_popo_verify(&req->w->crypto, msg, &popo_why);
+            // raVerified (RFC 4211 §4.1, RFC 9483 §5.2): an RA vouches for the POP;
+            // srv_enrol_check accepted it only from a signer configured as an RA of this CA and
+            // valid as one.
+            if (pr.code == CRMF_E_POPO_RA_VERIFIED) {
+                CM_ENSURE(req->sig_ok && req->signer_is_ra, SRV_E_RA_VERIFIED);
+                pr = cm_result_make(CM_OK);
+            }
+            if (!cm_ok(pr) && cm_why_is_set(&popo_why)) {
+                cm_why_set(&req->why, "%s", popo_why.text);
+            }
+            CM_TRY(pr);
         }
-        if (!cm_ok(pr) && cm_why_is_set(&popo_why)) {
-            cm_why_set(&req->why, "%s", popo_why.text);
-        }
-        CM_TRY(pr);
         if (t == CMP_BODY_KUR) {
             CM_TRY(srv_kur_check(req, cr));
         }
         const crmf_template *tm = &cr->tmpl;
-        CM_ENSURE(tm->public_key.len != 0, CRMF_E_POPO_NO_KEY);
-        CM_TRY(crmf_spki_to_der(&req->arena, &req->creq.spki, tm->public_key));
+        if (req->ckg.kind != SRV_CKG_NONE) {
+            CM_TRY(srv_ckg_prepare(req, msg)); // sets creq.spki (a generated key's for KEYGEN)
+        } else {
+            CM_ENSURE(tm->public_key.len != 0, CRMF_E_POPO_NO_KEY);
+            CM_TRY(crmf_spki_to_der(&req->arena, &req->creq.spki, tm->public_key));
+        }
         if (t == CMP_BODY_KUR && cm_span_eq(req->creq.spki, req->signer.spki)) {
             cm_why_set(&req->why, "kur must certify a new key; the request has the key of the "
                                   "certificate it updates");
@@ -236,7 +245,9 @@ static cm_result srv_enrol_prepare(srv_request *req)
     CM_TRY(srv_check_subject(req, t));
     CM_TRY(
         ca_policy_check(req->profile, ca->authority, &req->dec, &req->creq, req->now, &req->why));
-    req->implicit = m->header.implicit_confirm && ca_profile_implicit_confirm(req->profile);
+    // An encrypted certificate's certConf is its proof of possession: never implicit.
+    req->implicit = m->header.implicit_confirm && ca_profile_implicit_confirm(req->profile) &&
+                    req->ckg.kind != SRV_CKG_ENCR_CERT;
     CM_ENSURE(EVP_Digest(req->creq.spki.p, req->creq.spki.len, req->spki_hash, NULL,
                          req->w->dig.sha256, NULL) == 1,
               SRV_E_INTERNAL);
@@ -370,6 +381,12 @@ void srv_enrol_proceed(srv_request *req)
     if (cm_ok(r)) {
         r = srv_pending_decide(req, &wait); // delayed delivery (srv_pending.c)
     }
+    if (cm_ok(r) && wait != SRV_WAIT_NONE) {
+        r = srv_ckg_may_wait(req, wait); // a generated key or an encrCert cannot wait
+        if (!cm_ok(r)) {
+            srv_pending_cancel(req);
+        }
+    }
     if (!cm_ok(r)) {
         srv_fail(req, r);
         return;
@@ -406,11 +423,23 @@ static const char *srv_subject_text(cm_arena *arena, cm_span name)
 
 // srv_enrol_record: the certificate is signed; assemble it and make it durable together with
 // the transaction before anything is sent.
+static void srv_enrol_store(srv_request *req);
+
 void srv_enrol_record(srv_request *req)
 {
+    if (req->ckg.kga_signing) {
+        // The KGA's signature over the generated key's package is back (srv_ckg.c).
+        cm_result r = srv_ckg_after_kga(req);
+        if (!cm_ok(r)) {
+            if (!srv_enrol_sign_failed(req, r)) {
+                srv_fail(req, r);
+            }
+            return;
+        }
+        srv_enrol_store(req);
+        return;
+    }
     srv_mark(req, SRV_STAGE_HSM);
-    const srv_ca *ca = req->ca;
-    const cmp_msg *m = &req->msg;
     der_builder cb;
     der_builder_init_arena(&cb, &req->arena, req->tbs.len + 256);
     cm_result r = ca_signed_assemble(&cb, req->tbs, req->ca_sig_alg,
@@ -418,12 +447,26 @@ void srv_enrol_record(srv_request *req)
     if (cm_ok(r)) {
         r = der_builder_finish(&cb, &req->cert);
     }
+    bool submitted = false;
+    if (cm_ok(r) && req->ckg.kind != SRV_CKG_NONE) {
+        r = srv_ckg_after_cert(req, &submitted); // KEYGEN: the KGA's signature goes to the HSM
+    }
     if (!cm_ok(r)) {
         if (!srv_enrol_sign_failed(req, r)) {
             srv_fail(req, r);
         }
         return;
     }
+    if (!submitted) {
+        srv_enrol_store(req);
+    }
+}
+
+// srv_enrol_store makes the certificate durable together with its transaction.
+static void srv_enrol_store(srv_request *req)
+{
+    const srv_ca *ca = req->ca;
+    const cmp_msg *m = &req->msg;
     const cm_span serial = req->serial_content;
     // The certificate first: the transaction row then names it (its foreign key).
     store_job *tj = &req->sjobs[1];
@@ -487,6 +530,12 @@ void srv_enrol_respond(srv_request *req)
     srv_enrol_check_status(req, &resp.status); // grantedWithMods (srv_enrol_check.c)
     resp.has_certified_key_pair = true;
     resp.cert = req->cert;
+    if (req->ckg.kind == SRV_CKG_ENCR_CERT) {
+        resp.cert = cm_span_make(NULL, 0); // CertOrEncCert.encryptedCert (srv_ckg.c)
+        resp.encrypted_cert = req->ckg.encrypted_cert;
+    }
+    resp.private_key = req->ckg.private_key; // central key generation: the key, encrypted
+    req->pvno3 = resp.private_key.len != 0 || resp.encrypted_cert.len != 0;
     cmp_body body;
     memset(&body, 0, sizeof(body));
     body.type = req->resp_type;

@@ -177,15 +177,18 @@ cm_result srv_enrol_check(srv_request *req)
                        (long long)msg->req.cert_req_id);
             CM_BAIL(SRV_E_CERT_REQ_ID);
         }
-        if (msg->req.tmpl.public_key.len != 0) {
+        // An empty key asks for central key generation: srv_ckg.c checks its algorithm.
+        if (msg->req.tmpl.public_key.len != 0 && msg->req.tmpl.spki.key.len != 0) {
             CM_TRY(crmf_spki_to_der(&req->arena, &spki, msg->req.tmpl.public_key));
         }
     }
     // The key the profile takes, read from its DER alone: an oversized RSA key costs nothing
-    // before it is refused (its POPO would be checked next).
+    // before it is refused (its POPO would be checked next). A key that proves possession
+    // without a signature is checked against the types the profile takes for its use.
     if (spki.len != 0) {
         ca_key_info key;
-        CM_TRY(ca_profile_check_key(req->profile, &key, spki, &req->why));
+        const ca_key_use use = msg != NULL ? srv_ckg_key_use(msg) : CA_KEY_USE_SIGN;
+        CM_TRY(ca_profile_check_key_use(req->profile, &key, spki, use, &req->why));
     }
     if (msg == NULL) {
         return cm_result_make(CM_OK);
@@ -239,6 +242,9 @@ void srv_enrol_txn_note(srv_request *req, store_txn *t)
     t->flags = 0;
     if (req->msg.body.type == CMP_BODY_P10CR) {
         t->flags |= SRV_TXN_FLAG_P10CR;
+    }
+    if (req->ckg.kind == SRV_CKG_ENCR_CERT) {
+        t->flags |= SRV_TXN_FLAG_ENCR_CERT; // certConf's certHash is the proof of possession
     }
     if (req->mac_ok && req->prot_kind == CMP_PROT_PBMAC1) {
         t->flags |= SRV_TXN_FLAG_PBMAC1;

@@ -23,6 +23,7 @@
 //                  and per peer address, error signatures per peer (issue 23)
 //   srv_kdf.c      the KDF worker pool: PBM and PBMAC1 verification off the I/O loops
 //   srv_resend.c   the retransmission cache: a resent request gets the answer again
+//   srv_ckg.c      central key generation, encrCert and encryptedKey proofs of possession
 #ifndef CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H
 #define CERTMINT_ENGINE_SERVER_SRV_INTERNAL_H
 
@@ -70,7 +71,36 @@ enum {
     SRV_TXN_FLAG_P10CR = 1u << 0,
     SRV_TXN_FLAG_PBMAC1 = 1u << 1,
     SRV_TXN_FLAG_KEY_MAC = 1u << 2,
+    SRV_TXN_FLAG_ENCR_CERT = 1u << 3, // the certificate went out encrypted: certConf is the POP
 };
+
+// What srv_ckg.c does for an enrolment (srv_ckg.kind).
+typedef enum srv_ckg_kind {
+    SRV_CKG_NONE = 0,      // a signature proof of possession (or raVerified): nothing
+    SRV_CKG_KEYGEN,        // central key generation (RFC 9483 §4.1.6)
+    SRV_CKG_ENCR_CERT,     // indirect POP: the certificate goes out encrypted to the key
+    SRV_CKG_ENCRYPTED_KEY, // direct POP: the private key came encrypted to the CA (PWRI)
+} srv_ckg_kind;
+
+// srv_ckg is an enrolment's state for srv_ckg.c: the generated key and what the KGA's
+// SignedData is made of while its signature is with the HSM, and the encrypted elements the
+// response carries. The key, its package and every plaintext copy are wiped and freed as
+// soon as the EnvelopedData is made, and by srv_ckg_cleanup whenever the request ends.
+// Thread: confined to its request.
+typedef struct srv_ckg {
+    srv_ckg_kind kind;
+    ca_key_use key_use;     // ENCR_CERT, ENCRYPTED_KEY: what the key does
+    cmp_cms_recipient rcpt; // KEYGEN: who receives the key (spans borrow the request)
+    EVP_PKEY *key;          // KEYGEN: the generated key
+    uint8_t *package;       // KEYGEN: its AsymmetricKeyPackage (heap, wiped on free)
+    size_t package_len;     //
+    cmp_signed_data sd;     // KEYGEN: the KGA's SignedData while its signature is out
+    cm_span certs[CMP_CMS_MAX_CERTS];
+    cm_span attrs;          //   its signed attributes (what the HSM signs)
+    bool kga_signing;       //   the KGA's signature is with the HSM
+    cm_span private_key;    // KEYGEN: the response's privateKey [0] element (arena)
+    cm_span encrypted_cert; // ENCR_CERT: the response's encryptedCert [1] element (arena)
+} srv_ckg;
 
 typedef enum srv_state {
     SRV_ST_NEW = 0,
@@ -264,6 +294,12 @@ struct srv_request {
     // arena, empty when none), informational only (srv_request_set_tls_peer).
     cm_span tls_peer;
 
+    // Central key generation and the proofs of possession of keys that cannot sign (issue
+    // 19, srv_ckg.c); |pvno3|: the response carries an EnvelopedData, so it is pvno 3
+    // (cmp2021, RFC 9810 §7; set by srv_enrol_respond).
+    srv_ckg ckg;
+    bool pvno3;
+
     // Nested messages (issue 16, srv_nested.c). An inner message is a request of its own with
     // |parent| set: it runs exactly like one that arrived alone, except that its HSM and store
     // submissions are parked (|parked|: srv_sign_submit, srv_store_submit, srv_undo_submit set
@@ -303,7 +339,6 @@ struct srv_request {
     bool resend_key_set;            // resend_key holds the request's key
     uint8_t resend_key[SRV_RESEND_KEY_LEN];
 };
-
 
 // srv_mark records that |stage| ended now (stages not passed through stay 0).
 static inline void srv_mark(srv_request *req, srv_stage stage)
@@ -493,6 +528,54 @@ void srv_pool_submit(srv_pool *p, srv_request *const *reqs, size_t n);
 void srv_poll_start(srv_request *req);   // pollReq (srv_poll.c)
 void srv_poll_respond(srv_request *req); //   its delivery committed
 void srv_ccr_start(srv_request *req);    // ccr (srv_ccr.c)
+// ---------------------------------------------------------------------------------------------
+// Central key generation and the encryption-based proofs of possession (srv_ckg.c)
+
+// srv_ckg_key_use returns what the key of |msg| proves possession as: CA_KEY_USE_ENCIPHER for
+// a keyEncipherment POPO, CA_KEY_USE_AGREE for keyAgreement, CA_KEY_USE_SIGN otherwise (the
+// key the content rules check it against: srv_enrol_check).
+ca_key_use srv_ckg_key_use(const crmf_cert_req_msg *msg);
+
+// srv_ckg_classify decides what srv_ckg.c does for the one CertReqMsg |msg| of an ir/cr/kur
+// (req->ckg.kind): a template without a public key (or with an algorithm and an empty key) and
+// no POPO asks for central key generation, refused with SRV_E_CKG_OFF unless the profile
+// allows it; with central_keygen = required any other request is SRV_E_CKG_REQUIRED; a
+// keyEncipherment/keyAgreement POPO is subsequentMessage encrCert or encryptedKey, and every
+// other such POPO (challengeResp, agreeMAC, the deprecated thisMessage and dhMAC) is
+// SRV_E_POP_METHOD with a reason saying what to send instead. SRV_CKG_NONE leaves the POPO to
+// crmf_popo_verify.
+CM_RESULT srv_ckg_classify(srv_request *req, const crmf_cert_req_msg *msg);
+
+// srv_ckg_prepare does what the request's kind needs before the reservation and sets
+// req->creq.spki and key_use: KEYGEN checks the KGA, the key type (SRV_E_CKG_KEY_TYPE) and the
+// requester's credential (a MAC secret of central_keygen_min_secret octets: PWRI; a signer
+// certificate whose key can transport (RSA, KTRI) or agree (EC, KARI) keys and whose keyUsage
+// allows it: SRV_E_CKG_RECIPIENT otherwise, as for an RA) and only then generates the key;
+// ENCRYPTED_KEY decrypts the POPO's EnvelopedData with the request's shared secret (PBKDF2
+// within the protection limits) and checks the private key is the template's; ENCR_CERT checks
+// the key can receive the certificate.
+CM_RESULT srv_ckg_prepare(srv_request *req, const crmf_cert_req_msg *msg);
+
+// srv_ckg_after_cert runs once the certificate is assembled (req->cert): KEYGEN packages the
+// key and hands the KGA's SignedData to the HSM (|*out_submitted|: the request continues in
+// srv_enrol_record when the signature is back, with ckg.kga_signing set); ENCR_CERT encrypts
+// the certificate to its own key. A failure leaves nothing submitted.
+CM_RESULT srv_ckg_after_cert(srv_request *req, bool *out_submitted);
+
+// srv_ckg_after_kga completes the KGA's SignedData with the HSM's signature and encrypts it to
+// the requester into ckg.private_key, then wipes and frees the key and its copies.
+CM_RESULT srv_ckg_after_kga(srv_request *req);
+
+// srv_ckg_may_wait is called when the request would wait (|wait|: for an operator's approval or
+// under load): a waiting request is signed and delivered later from the store, which never
+// holds a centrally generated key, and would hand out an encrCert's certificate in clear, so
+// those two are refused with SRV_E_CKG_WAIT and a reason (encryptedKey may wait).
+CM_RESULT srv_ckg_may_wait(srv_request *req, srv_wait wait);
+
+// srv_ckg_cleanup wipes and frees whatever key material the request still holds (idempotent;
+// srv_request_free calls it).
+void srv_ckg_cleanup(srv_request *req);
+
 // srv_enrol_sign_failed is the enrolment's srv_handler.sign_failed (srv_enrol.c): the
 // certificate could not be signed, so its reservation is given back (STORE_OP_TXN_UNRESERVE,
 // through srv_undo_submit) and |r| answered once that is back. Returns false outside the

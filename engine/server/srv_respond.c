@@ -95,6 +95,9 @@ void srv_respond(srv_request *req, const cmp_body *body)
     memset(rh, 0, sizeof(*rh));
     // Answer in the client's version; outside our range, the nearest we support (RFC 9810 §7).
     rh->pvno = h == NULL ? 2 : (h->f.pvno > 3 ? 3 : (h->f.pvno < 2 ? 2 : h->f.pvno));
+    if (req->pvno3) {
+        rh->pvno = 3; // an EnvelopedData in the response needs cmp2021 (RFC 9810 §7)
+    }
     rh->sender_name = ca_authority_subject(ca->cmp_cert);
     if (h != NULL) {
         rh->recipient_gn = h->f.sender_gn;

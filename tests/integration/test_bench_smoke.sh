@@ -2,8 +2,8 @@
 # tests/integration/test_bench_smoke.sh CERTMINTD CERTMINT CERTMINT_BENCH
 # A smoke run of certmint-bench: a throwaway instance (certmint init), certmintd on a free
 # loopback port, 100 PBM-protected enrolments over 4 keep-alive connections (checked, and
-# verified against the CA after the run), key-based MAC enrolments (--mac), then a graceful
-# SIGTERM.
+# verified against the CA after the run), key-based MAC enrolments (--mac), kur and rr, central
+# key generation (ir-ckg: the instance is made with --kga), then a graceful SIGTERM.
 set -uo pipefail
 certmintd=$1
 certmint=$2
@@ -20,7 +20,7 @@ fail() { echo "FAIL $*"; exit 1; }
 
 # A free port: bind port 0 and read what the kernel picked.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$certmint" init --dir "$work/inst" --port "$port" >"$work/init.log" 2>&1 \
+"$certmint" init --dir "$work/inst" --port "$port" --kga >"$work/init.log" 2>&1 \
   || { cat "$work/init.log"; fail "certmint init"; }
 export $(cat "$work/inst/env")
 secret=$(cat "$work/inst/secrets/demo-device")
@@ -28,6 +28,10 @@ secret=$(cat "$work/inst/secrets/demo-device")
 key=$(openssl rand -hex 32)
 (umask 077; echo "$key" >"$work/inst/secrets/rak.key")
 sed -i 's|^\[clients:devices\]|[clients:devices]\nkey.rak = secrets/rak.key|' \
+  "$work/inst/certmint.cnf"
+# A password too short to encrypt a centrally generated key under (ir-ckg below).
+(umask 077; printf 'short-secret' >"$work/inst/secrets/ckg-short")
+sed -i 's|^\[clients:devices\]|[clients:devices]\nsecret.ckg-short = secrets/ckg-short|' \
   "$work/inst/certmint.cnf"
 "$certmintd" -c "$work/inst/certmint.cnf" >"$work/daemon.log" 2>&1 &
 pid=$!
@@ -116,6 +120,24 @@ if "$bench" --url "http://127.0.0.1:$port/.well-known/cmp/p/devices" --secret "d
 fi
 echo "ok   rr --no-key-check refused"
 
+# Central key generation: an ir without a key; the key comes back under the secret, decrypted
+# by certmint-bench and matched with the certificate. Nothing of the keys reaches the store.
+"$bench" --url "http://127.0.0.1:$port/.well-known/cmp/p/devices" \
+  --secret "demo-device:$secret" -n 20 --connections 2 --flow ir-ckg --key-pool 1 \
+  --ca "$work/inst/ca.pem" --verify --subject-template 'CN=ckg-%d' --json "$work/ckg.json" \
+  >"$work/bench6.log" 2>&1 || { cat "$work/bench6.log"; tail -20 "$work/daemon.log"; fail "ir-ckg"; }
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["ok"]==20 and r["failed"]==0, r' \
+  "$work/ckg.json" || fail "ir-ckg: 20 ok"
+echo "ok   ir-ckg: 20 keys generated, decrypted, matching their certificates"
+# A secret too short to encrypt a key under (central_keygen_min_secret, 16 octets): refused.
+if "$bench" --url "http://127.0.0.1:$port/.well-known/cmp/p/devices" \
+  --secret "ckg-short:short-secret" -n 1 --flow ir-ckg --key-pool 1 --json "$work/ckg2.json" \
+  >"$work/bench7.log" 2>&1; then
+  fail "ir-ckg with a 12-octet secret was accepted"
+fi
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["ok"]==0 and r["errors"]["rejected"]==1, r' \
+  "$work/ckg2.json" || { cat "$work/bench7.log"; fail "ir-ckg short secret: 1 rejected"; }
+echo "ok   ir-ckg under a short secret refused"
 kill -TERM "$pid"
 wait "$pid"
 drc=$?

@@ -25,7 +25,8 @@ ok()   { passes=$((passes + 1)); echo "ok   $*"; }
 fail() { fails=$((fails + 1)); echo "FAIL $*"; }
 check() { local what=$1; shift; if "$@" >>"$work/cmds.log" 2>&1; then ok "$what"; else fail "$what"; fi; }
 
-port=$(( 20000 + RANDOM % 20000 ))
+. "$(dirname "$0")/../support/free_port.sh"
+port=$(free_port)
 cport=$(( port + 1 ))
 "$certmint" init --dir "$work/inst" --port "$port" --subject "/O=certmint coap/CN=coap Root CA" \
   >"$work/init.log" 2>&1 || { cat "$work/init.log"; fail "certmint init"; exit 1; }

@@ -37,7 +37,8 @@ run() {
 has() { if grep -Eq -- "$3" "$work/$2"; then ok "  $1"; else
   fail "  $1: no /$3/ in $2"; sed 's/^/     | /' "$work/$2" | head -20; fi; }
 
-port=$(( 20000 + RANDOM % 20000 ))
+. "$(dirname "$0")/../support/free_port.sh"
+port=$(free_port)
 inst=$work/inst
 conf=$inst/certmint.cnf
 cm() { "$certmint" "$@"; }

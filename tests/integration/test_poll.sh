@@ -25,7 +25,8 @@ trap cleanup EXIT
 ok()   { passes=$((passes + 1)); echo "ok   $*"; }
 fail() { fails=$((fails + 1)); echo "FAIL $*"; }
 
-port=$(( 20000 + RANDOM % 20000 ))
+. "$(dirname "$0")/../support/free_port.sh"
+port=$(free_port)
 "$certmint" init --dir "$work/inst" --port "$port" --subject "/O=certmint poll/CN=poll Root CA" \
   >"$work/init.log" 2>&1 || { cat "$work/init.log"; fail "certmint init"; exit 1; }
 conf=$work/inst/certmint.cnf

@@ -73,7 +73,8 @@ print("\n".join(out))
 PY
 ok "extracted $(wc -l <"$work/commands") commands from README.md"
 
-port=$(( 20000 + RANDOM % 20000 ))
+. "$(dirname "$0")/../support/free_port.sh"
+port=$(free_port)
 cd "$work"
 mkdir -p build/release/tools build/release/engine
 ln -s "$certmint" build/release/tools/certmint

@@ -32,15 +32,7 @@ trap cleanup EXIT
 ok()   { passes=$((passes + 1)); echo "ok   $*"; }
 fail() { fails=$((fails + 1)); echo "FAIL $*"; }
 die()  { fail "$*"; exit 1; }
-# free_port: a loopback TCP port nothing listens on.
-free_port() {
-  local p
-  for _ in $(seq 1 50); do
-    p=$(( 20000 + RANDOM % 40000 ))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-  echo 0
-}
+. "$(dirname "$0")/../support/free_port.sh"
 command -v haproxy >/dev/null || die "haproxy not found: apt-get install haproxy (tools/install-deps.sh)"
 p1=$(free_port); p2=$(free_port); pb=$(free_port); ps=$(free_port)
 ports=(0 "$p1" "$p2")

@@ -24,7 +24,8 @@ fail() { fails=$((fails + 1)); echo "FAIL $*"; }
 check() { local what=$1; shift; if "$@" >>"$work/cmds.log" 2>&1; then ok "$what"; else fail "$what"; fi; }
 check_not() { local what=$1; shift; if "$@" >>"$work/cmds.log" 2>&1; then fail "$what"; else ok "$what"; fi; }
 
-port=$(( 20000 + RANDOM % 20000 ))
+. "$(dirname "$0")/../support/free_port.sh"
+port=$(free_port)
 tport=$(( port + 1 )); aport=$(( port + 2 ))
 "$certmint" init --dir "$work/inst" --port "$port" --subject "/O=certmint tls/CN=tls Root CA" \
   >"$work/init.log" 2>&1 || { cat "$work/init.log"; fail "certmint init"; exit 1; }

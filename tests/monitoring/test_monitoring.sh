@@ -63,7 +63,8 @@ promtool check rules "$work/dash.rules.yml" >"$work/dash.log" 2>&1 &&
 # The series the files use, as metric family names (histogram suffixes dropped).
 used=$(cat "$mon/certmint.rules.yml" "$mon/certmint-dashboard.json" |
        grep -o 'certmint_[a-z0-9_]*' | sed -E 's/_(bucket|count|sum)$//' | sort -u)
-port=$(( 20000 + RANDOM % 20000 ))
+. "$(dirname "$0")/../support/free_port.sh"
+port=$(free_port)
 "$certmint" init --dir "$work/inst" --port "$port" >"$work/init.log" 2>&1 ||
   { cat "$work/init.log"; fail "certmint init"; exit 1; }
 env $(cat "$work/inst/env") "$certmintd" -c "$work/inst/certmint.cnf" --log "$work/daemon.log" \

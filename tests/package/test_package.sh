@@ -125,7 +125,8 @@ env=$(grep -v '^#' "$conf/env")
 as_certmint env $env /usr/sbin/certmintd -c "$conf/certmint.cnf" --check >"$work/check.log" 2>&1 &&
   ok "the shipped $conf/certmint.cnf passes certmintd --check" ||
   { cat "$work/check.log"; fail "certmintd --check on the shipped configuration"; }
-port=$(( 20000 + RANDOM % 20000 ))
+. "$(dirname "$0")/../support/free_port.sh"
+port=$(free_port)
 setpriv --reuid=certmint --regid=certmint --init-groups -- env $env /usr/sbin/certmintd \
   -c "$conf/certmint.cnf" --listen "127.0.0.1:$port" >"$work/daemon.log" 2>&1 &
 pid=$!

@@ -19,7 +19,8 @@ trap cleanup EXIT
 ok()   { echo "ok   $*"; }
 fail() { fails=$((fails + 1)); echo "FAIL $*"; }
 
-port=$(( 20000 + RANDOM % 20000 ))
+. "$(dirname "$0")/../support/free_port.sh"
+port=$(free_port)
 "$certmint" init --dir "$work/inst" --port "$port" >"$work/init.out" 2>"$work/init.err" ||
   { cat "$work/init.out" "$work/init.err"; fail "certmint init"; exit 1; }
 steps=$(grep -o '^certmint init: \[[0-9]/4\] [a-z]*' "$work/init.out" | awk '{print $3 $4}' | tr '\n' ' ')

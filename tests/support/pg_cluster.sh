@@ -75,7 +75,7 @@ start() {
     if [ "$try" = 1 ] && [ -f "$DIR/port" ]; then
       port="$(cat "$DIR/port")"
     else
-      port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+      port=$((10000 + (RANDOM * 32768 + RANDOM) % 22000)) # below the ephemeral range
       [ -e "$DIR/.s.PGSQL.$port" ] && continue
     fi
     if as_owner "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/postgres.log" -w -t 60 \

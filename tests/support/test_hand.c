@@ -144,6 +144,92 @@ cm_result test_hand_template(test_hand *x, EVP_PKEY *key, const char *dn)
     return cm_result_make(CM_OK);
 }
 
+cm_result test_hand_ckg(test_hand *x, EVP_PKEY *alg_of, const char *dn)
+{
+    crmf_cert_req_msg *m = &x->msgs[0];
+    CM_TRY(test_hand_name(x, &m->req.tmpl.subject, dn));
+    m->req.tmpl.public_key = cm_span_make(NULL, 0);
+    if (alg_of != NULL) {
+        // SubjectPublicKeyInfo's body: the key's AlgorithmIdentifier and an empty BIT STRING.
+        cm_span spki = {NULL, 0};
+        CM_TRY(test_hand_spki(x, &spki, alg_of));
+        der_reader r, seq;
+        cm_span alg;
+        der_reader_init(&r, spki);
+        CM_TRY(der_enter(&r, DER_TAG_SEQUENCE, &seq));
+        CM_TRY(der_get_element(&seq, DER_TAG_SEQUENCE, &alg));
+        der_builder b;
+        der_builder_init_arena(&b, &x->a, alg.len + 4);
+        der_put_raw(&b, alg);
+        der_put_bitstring(&b, cm_span_make(NULL, 0), 0);
+        CM_TRY(der_builder_finish(&b, &m->req.tmpl.public_key));
+    }
+    m->popo.type = CRMF_POPO_ABSENT;
+    x->popo_key = NULL;
+    return cm_result_make(CM_OK);
+}
+
+cm_result test_hand_priv_key_popo(test_hand *x, EVP_PKEY *key, const char *dn, bool agreement,
+                                  uint32_t choice, cm_span body)
+{
+    CM_TRY(test_hand_template(x, key, dn));
+    crmf_cert_req_msg *m = &x->msgs[0];
+    der_builder b;
+    der_builder_init_arena(&b, &x->a, body.len + 8);
+    // thisMessage, subsequentMessage and dhMAC are primitive, agreeMAC and encryptedKey
+    // constructed (RFC 4211 §4.2, IMPLICIT TAGS).
+    if (choice >= CRMF_PRIV_AGREE_MAC) {
+        der_put_header(&b, DER_CONTEXT_CONS(choice), body.len);
+        der_put_raw(&b, body);
+    } else {
+        der_put_tlv(&b, DER_CONTEXT(choice), body);
+    }
+    CM_TRY(der_builder_finish(&b, &m->popo.priv_key));
+    m->popo.type = agreement ? CRMF_POPO_KEY_AGREEMENT : CRMF_POPO_KEY_ENCIPHERMENT;
+    m->popo.priv_key_choice = choice;
+    x->popo_key = NULL;
+    return cm_result_make(CM_OK);
+}
+
+cm_result test_hand_encr_cert(test_hand *x, EVP_PKEY *key, const char *dn, bool agreement)
+{
+    static const uint8_t k_encr_cert[] = {0x00}; // SubsequentMessage encrCert (0)
+    return test_hand_priv_key_popo(x, key, dn, agreement, CRMF_PRIV_SUBSEQUENT,
+                                   cm_span_make(k_encr_cert, sizeof(k_encr_cert)));
+}
+
+cm_result test_hand_encrypted_key(test_hand *x, EVP_PKEY *key, EVP_PKEY *package_key,
+                                  const char *dn, bool agreement, const char *password,
+                                  uint64_t iterations)
+{
+    uint8_t *pkg = NULL;
+    size_t pkg_len = 0;
+    CM_TRY(cmp_key_package_new(&pkg, &pkg_len, package_key != NULL ? package_key : key));
+    crmf_crypto c;
+    cm_result r = crmf_crypto_init(&c, NULL, NULL);
+    der_builder b;
+    der_builder_init_arena(&b, &x->a, pkg_len + 512);
+    const cmp_cms_recipient rc = {.kind = CMP_CMS_PWRI,
+                                  .password = cm_span_make(password, strlen(password)),
+                                  .iterations = iterations};
+    cm_span env = {NULL, 0};
+    if (cm_ok(r)) {
+        r = cmp_cms_seal(&c, &b, DER_TAG_SEQUENCE, &rc, CM_SPAN_LIT(DER_OID_CT_KP_AKEY_PACKAGE),
+                         cm_span_make(pkg, pkg_len), NULL);
+    }
+    crmf_crypto_cleanup(&c);
+    cmp_cms_secret_free(pkg, pkg_len);
+    if (cm_ok(r)) {
+        r = der_builder_finish(&b, &env);
+    }
+    CM_TRY(r);
+    der_reader rd;
+    cm_span body;
+    der_reader_init(&rd, env);
+    CM_TRY(der_get_tlv(&rd, DER_TAG_SEQUENCE, &body));
+    return test_hand_priv_key_popo(x, key, dn, agreement, CRMF_PRIV_ENCRYPTED_KEY, body);
+}
+
 cm_result test_hand_extensions(test_hand *x, const char *const *names, const char *const *values,
                                size_t n)
 {

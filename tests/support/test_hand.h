@@ -83,6 +83,31 @@ CM_RESULT test_hand_sign_data(test_hand *x, cm_span *out, EVP_PKEY *key, cm_span
 // by |key| (made at test_hand_build).
 CM_RESULT test_hand_template(test_hand *x, EVP_PKEY *key, const char *dn);
 
+// test_hand_ckg gives msgs[0] a template asking for central key generation (RFC 9483 §4.1.6):
+// subject |dn|, no POPO, and no public key, or when |alg_of| is non-NULL that key's algorithm
+// with an empty subjectPublicKey.
+CM_RESULT test_hand_ckg(test_hand *x, EVP_PKEY *alg_of, const char *dn);
+
+// test_hand_priv_key_popo gives msgs[0] a template for |key| with subject |dn| and a
+// keyEncipherment (|agreement| false) or keyAgreement POPO whose POPOPrivKey is |choice|
+// (CRMF_PRIV_*) with content |body| (for subsequentMessage the INTEGER's content octets, for
+// encryptedKey the EnvelopedData's fields), tagged as RFC 4211 §4.2's CRMF module does
+// (IMPLICIT [choice]).
+CM_RESULT test_hand_priv_key_popo(test_hand *x, EVP_PKEY *key, const char *dn, bool agreement,
+                                  uint32_t choice, cm_span body);
+
+// test_hand_encr_cert is test_hand_priv_key_popo with subsequentMessage encrCert (0): the
+// indirect proof of possession of a key that cannot sign.
+CM_RESULT test_hand_encr_cert(test_hand *x, EVP_PKEY *key, const char *dn, bool agreement);
+
+// test_hand_encrypted_key is test_hand_priv_key_popo with encryptedKey: the private key of
+// |key| in an AsymmetricKeyPackage, enveloped for a password recipient under |password| with
+// |iterations| PBKDF2 iterations (engine/cmp/cmp_cms.c). |package_key| (NULL: |key|) is the
+// private key put in the package, so a test can send another key than the template's.
+CM_RESULT test_hand_encrypted_key(test_hand *x, EVP_PKEY *key, EVP_PKEY *package_key,
+                                  const char *dn, bool agreement, const char *password,
+                                  uint64_t iterations);
+
 // test_hand_extensions sets msgs[0]'s template extensions from OpenSSL's v3 syntax:
 // names[i] = values[i] ("keyUsage" = "critical, keyAgreement").
 CM_RESULT test_hand_extensions(test_hand *x, const char *const *names, const char *const *values,

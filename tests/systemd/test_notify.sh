@@ -34,7 +34,8 @@ wait_for() {
   return 1
 }
 
-port=$(( 20000 + RANDOM % 20000 ))
+. "$(dirname "$0")/../support/free_port.sh"
+port=$(free_port)
 "$certmint" init --dir "$work/inst" --port "$port" >"$work/init.log" 2>&1 ||
   { cat "$work/init.log"; fail "certmint init"; exit 1; }
 python3 "$src/notify_listen.py" "$work/notify.sock" "$work/notes.txt" >"$work/listen.out" &

@@ -58,7 +58,8 @@ filter_cmd() {
   cmd+=(--)
 }
 
-port=$(( 20000 + RANDOM % 20000 ))
+. "$(dirname "$0")/../support/free_port.sh"
+port=$(free_port)
 "${as_user[@]}" "$certmint" init --dir "$work/inst" --port "$port" >"$work/init.log" 2>&1 ||
   { cat "$work/init.log"; fail "certmint init"; exit 1; }
 ok "certmint init"

@@ -36,7 +36,8 @@ hasnt() { if grep -Eq -- "$3" "$work/$2"; then fail "  $1: /$3/ in $2"; else ok 
 
 # The tool must find SOFTHSM2_CONF itself (from DIR/env), as an operator's shell lacks it.
 unset SOFTHSM2_CONF
-port=$(( 20000 + RANDOM % 20000 ))
+. "$(dirname "$0")/../support/free_port.sh"
+port=$(free_port)
 inst=$work/inst
 conf=$inst/certmint.cnf
 cm() { "$certmint" "$@"; }
@@ -468,6 +469,22 @@ run "  certmintd --check accepts it" 0 env $(cat "$work/sub/env") "$certmintd" \
 run "import-ca-cert a second time" 1 cm import-ca-cert -c "$work/sub/certmint.cnf" \
   --cert sub-signed.pem
 run "import-ca-cert without --cert" 2 cm import-ca-cert -c "$work/sub/certmint.cnf"
+
+# --- init --kga: the CMP certificate may sign centrally generated keys (issue 19) -------------
+run "init --kga --csr" 2 cm init --dir "$work/kga0" --kga --csr
+has "  it says why" err "give --kga without --csr"
+run "init --kga" 0 cm init --dir "$work/kga" --kga
+openssl x509 -in "$work/kga/cmp.pem" -noout -ext extendedKeyUsage >"$work/out" 2>&1
+has "  the CMP certificate has id-kp-cmKGA" out "1\.3\.6\.1\.5\.5\.7\.3\.32|Key Generation Authority"
+has "  and id-kp-cmcCA" out "1\.3\.6\.1\.5\.5\.7\.3\.27|CMC Certificate Authority"
+cp "$work/kga/certmint.cnf" "$work/out"
+has "  the profile allows central key generation" out "^central_keygen = allowed$"
+run "  certmintd --check accepts it" 0 env $(cat "$work/kga/env") "$certmintd" \
+  -c "$work/kga/certmint.cnf" --check
+openssl x509 -in "$inst/cmp.pem" -noout -ext extendedKeyUsage >"$work/out" 2>&1
+hasnt "  without --kga, no id-kp-cmKGA" out "1\.3\.6\.1\.5\.5\.7\.3\.32|Key Generation Authority"
+cp "$conf" "$work/out"
+hasnt "  and no central_keygen" out "central_keygen"
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -221,10 +221,12 @@ bool tool_parse_dn(const char *text, uint8_t **out, size_t *out_len);
 // tool_issue builds one certificate signed by |signer| with |alg| through |pool|: |ca| NULL
 // makes the self-signed root for |subject_key| (ca_root_tbs_build), otherwise a CMP protection
 // certificate issued by |ca| (ca_cmp_tbs_build: keyUsage digitalSignature, EKU id-kp-cmcCA,
-// SKI, AKI). Subject |name| (DER), a random serial, valid from 5 minutes ago for |days|.
-// |*out| is malloc'ed DER. False, after printing why, on failure.
+// SKI, AKI; |cmp_flags| CA_CMP_CERT_KGA adds id-kp-cmKGA). Subject |name| (DER), a random
+// serial, valid from 5 minutes ago for |days|. |*out| is malloc'ed DER. False, after printing
+// why, on failure.
 bool tool_issue(hsm_pool *pool, const hsm_key *signer, hsm_sig_alg alg, const ca_authority *ca,
-                const hsm_key *subject_key, cm_span name, int days, uint8_t **out, size_t *out_len);
+                const hsm_key *subject_key, cm_span name, int days, uint32_t cmp_flags,
+                uint8_t **out, size_t *out_len);
 
 // tool_csr_write makes a PKCS#10 request (RFC 2986) for |key|, signed in the token with |alg|,
 // and writes it as PEM to the new file |path|: subject |name|, no attributes (the parent sets

@@ -112,7 +112,7 @@ int tool_import_ca_cert(int argc, char **argv)
     const int days = left > 825 ? 825 : (int)(left > 1 ? left : 1);
     if (!tool_parse_dn("/O=certmint/CN=certmint CMP protection", &cmp_name, &cmp_name_len) ||
         !tool_issue(pool, ca_key, hsm_sig_alg_for_key(ca_key), authority, cmp_key,
-                    cm_span_make(cmp_name, cmp_name_len), days, &der, &der_len) ||
+                    cm_span_make(cmp_name, cmp_name_len), days, 0, &der, &der_len) ||
         !tool_read_all(cert, &pem, &pem_len) ||
         (chain != NULL && !tool_read_all(chain, &chain_pem, &chain_len))) {
         goto out;

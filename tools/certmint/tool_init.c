@@ -37,6 +37,7 @@ typedef struct tool_init_opts {
     const char *token;    // its token label (with module)
     const char *pin_file; // the user PIN (with module)
     bool csr;             // make a CSR for an external parent instead of a self-signed root
+    bool kga;             // the CMP certificate gets id-kp-cmKGA: central key generation
 } tool_init_opts;
 
 #define TOOL_INIT_STEPS 4
@@ -295,8 +296,8 @@ token_ready:;
                              "root: the self-signed CA certificate %s/ca.pem and the CMP "
                              "protection certificate %s/cmp.pem, signed in the token",
                              dir, dir);
-    if (!tool_issue(pool, key, ca_sig, NULL, key, cm_span_make(name_der, name_len), o->days, &cert,
-                    &cert_len) ||
+    if (!tool_issue(pool, key, ca_sig, NULL, key, cm_span_make(name_der, name_len), o->days, 0,
+                    &cert, &cert_len) ||
         !tool_write_pem_cert(tool_path(p, sizeof(p), dir, "ca.pem"), cert, cert_len)) {
         goto out;
     }
@@ -306,7 +307,7 @@ token_ready:;
                                  tool_path(p, sizeof(p), dir, "ca.pem"), NULL)) ||
         !tool_parse_dn("/O=certmint/CN=certmint CMP protection", &cmp_name, &cmp_name_len) ||
         !tool_issue(pool, key, ca_sig, authority, cmp_key, cm_span_make(cmp_name, cmp_name_len),
-                    o->days, &cmp_cert, &cmp_cert_len) ||
+                    o->days, o->kga ? CA_CMP_CERT_KGA : 0, &cmp_cert, &cmp_cert_len) ||
         !tool_write_pem_cert(tool_path(p, sizeof(p), dir, "cmp.pem"), cmp_cert, cmp_cert_len)) {
         fprintf(stderr, "certmint init: cannot issue the CMP protection certificate\n");
         goto out;
@@ -353,6 +354,7 @@ write_config:;
                  "rsa_max_bits = 4096\n"
                  "san_types = dns, ip\n"
                  "implicit_confirm = on\n"
+                 "%s"
                  "extensions = devices_ext\n"
                  "\n"
                  "[devices_ext]\n"
@@ -364,7 +366,7 @@ write_config:;
                  "secret.demo-device = secrets/demo-device\n",
                  o->port, uri, cmp_uri, sig_row != CRMF_ALG_NONE ? "sig_alg = " : "",
                  sig_row != CRMF_ALG_NONE ? crmf_alg_get(sig_row)->name : "",
-                 sig_row != CRMF_ALG_NONE ? "\n" : "");
+                 sig_row != CRMF_ALG_NONE ? "\n" : "", o->kga ? "central_keygen = allowed\n" : "");
     if (o->module == NULL) {
         (void)snprintf(p2, sizeof(p2), "SOFTHSM2_CONF=%s/softhsm2.conf\n", dir);
     } else if (getenv("SOFTHSM2_CONF") != NULL) {
@@ -444,9 +446,11 @@ int tool_init_main(int argc, char **argv)
             o.pin_file = argv[++i];
         } else if (strcmp(argv[i], "--csr") == 0) {
             o.csr = true;
+        } else if (strcmp(argv[i], "--kga") == 0) {
+            o.kga = true;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("usage: certmint init --dir DIR [--key-type TYPE] [--sig-alg NAME]\n"
-                   "                     [--subject DN] [--days N] [--port N] [--csr]\n"
+                   "                     [--subject DN] [--days N] [--port N] [--csr] [--kga]\n"
                    "                     [--module PATH --token LABEL --pin-file FILE]\n"
                    "  Creates a SoftHSM2 token in DIR (or uses the existing token LABEL of the\n"
                    "  PKCS#11 module PATH), the CA key and the CMP protection key in it, a\n"
@@ -458,13 +462,19 @@ int tool_init_main(int argc, char **argv)
                    "  rsa2048-pss, rsa3072-pss, rsa4096-pss (RSASSA-PSS with SHA-256), ed25519,\n"
                    "  ed448. NAME: the CA's signature algorithm from the algorithm table\n"
                    "  (README), e.g. ecdsa-sha512 or rsa-pss-sha384; it becomes the [ca:devices]\n"
-                   "  sig_alg setting.\n"
+                   "  sig_alg setting. --kga: the CMP certificate also gets id-kp-cmKGA and\n"
+                   "  the profile central_keygen = allowed (central key generation, README).\n"
                    "  Exit: 0 ok, 1 failed, 2 usage.\n");
             return 0;
         } else {
             fprintf(stderr, "certmint init: unknown option '%s' (see --help)\n", argv[i]);
             return 2;
         }
+    }
+    if (o.kga && o.csr) {
+        fprintf(stderr, "certmint init: --kga needs the CMP certificate now, which --csr "
+                        "issues only at import-ca-cert: give --kga without --csr\n");
+        return 2;
     }
     if (o.dir == NULL) {
         fprintf(stderr, "certmint init: --dir DIR is required\n");

@@ -39,7 +39,8 @@ bool tool_parse_dn(const char *text, uint8_t **out, size_t *out_len)
 }
 
 bool tool_issue(hsm_pool *pool, const hsm_key *signer, hsm_sig_alg alg, const ca_authority *ca,
-                const hsm_key *subject_key, cm_span name, int days, uint8_t **out, size_t *out_len)
+                const hsm_key *subject_key, cm_span name, int days, uint32_t cmp_flags,
+                uint8_t **out, size_t *out_len)
 {
     uint8_t serial[CA_SERIAL_LEN];
     uint8_t sig[HSM_MAX_SIG_LEN];
@@ -60,7 +61,7 @@ bool tool_issue(hsm_pool *pool, const hsm_key *signer, hsm_sig_alg alg, const ca
         const cm_span spki = hsm_key_get0_spki(subject_key);
         const int64_t nb = now - 300, na = now + (int64_t)days * 86400;
         res = ca == NULL ? ca_root_tbs_build(&tb, name, spki, sn, nb, na, alg_der)
-                         : ca_cmp_tbs_build(ca, &tb, name, spki, sn, nb, na, alg_der);
+                         : ca_cmp_tbs_build_ex(ca, &tb, name, spki, sn, nb, na, alg_der, cmp_flags);
     }
     if (cm_ok(res)) {
         res = der_builder_finish(&tb, &tbs);

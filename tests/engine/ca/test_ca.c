@@ -1074,6 +1074,132 @@ static void test_ca_key_usage_allowed_and_replace(void)
     req_free(&rsa);
 }
 
+// Keys that prove possession without a signature (issue 19): the profile lists which may
+// transport keys (encryption_key_types) and which may agree keys (kem_key_types); their
+// certificates get keyEncipherment or keyAgreement in place of the profile's digitalSignature,
+// and a requested keyUsage may narrow that but never add a signing bit.
+static void test_ca_non_signing_key_uses(void)
+{
+    ca_profile_params p = base_params();
+    p.enc_key_types = CA_KEY_RSA;
+    p.kem_key_types = CA_KEY_EC_P256 | CA_KEY_X25519;
+    ca_profile *pr = NULL;
+    char err[256];
+    TEST_ASSERT_OK(ca_profile_new(&pr, err, sizeof(err), &p, g_conf, "ext"));
+    CU_ASSERT_EQUAL(ca_profile_key_use_types(pr, CA_KEY_USE_AGREE), CA_KEY_EC_P256 | CA_KEY_X25519);
+    CU_ASSERT_EQUAL(ca_profile_key_use_types(pr, CA_KEY_USE_ENCIPHER), CA_KEY_RSA);
+    test_req ec, rsa, x25519, p384;
+    req_make(&ec, "P-256", "/CN=ecdh", NULL);
+    req_make(&rsa, "RSA-2048", "/CN=rsa-enc", NULL);
+    req_make(&x25519, "X25519", "/CN=x25519", NULL);
+    req_make(&p384, "P-384", "/CN=p384", NULL);
+    ec.req.key_use = CA_KEY_USE_AGREE;
+    rsa.req.key_use = CA_KEY_USE_ENCIPHER;
+    x25519.req.key_use = CA_KEY_USE_AGREE;
+    p384.req.key_use = CA_KEY_USE_AGREE;
+    ca_decision d;
+    X509 *x = issue_by(g_ca, g_ca_key, pr, &ec, cm_time_now(), &d, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    CU_ASSERT_EQUAL(cert_ku(x), CA_KU_KEY_AGREEMENT);
+    CU_ASSERT_TRUE(
+        X509_EXTENSION_get_critical(X509_get_ext(x, X509_get_ext_by_NID(x, NID_key_usage, -1))));
+    X509_free(x);
+    x = issue_by(g_ca, g_ca_key, pr, &rsa, cm_time_now(), &d, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    CU_ASSERT_EQUAL(cert_ku(x), CA_KU_KEY_ENCIPHERMENT);
+    X509_free(x);
+    x = issue_by(g_ca, g_ca_key, pr, &x25519, cm_time_now(), &d, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    CU_ASSERT_EQUAL(cert_ku(x), CA_KU_KEY_AGREEMENT);
+    CU_ASSERT_EQUAL(EVP_PKEY_eq(X509_get0_pubkey(x), x25519.key), 1);
+    X509_free(x);
+    // A type not listed for the use, with the setting in the reason.
+    expect_refusal(pr, &p384, CA_E_KEY_TYPE,
+                   "key type P-384 not allowed to agree keys without a signature proof of "
+                   "possession by profile devices (kem_key_types: P-256, X25519)");
+    rsa.req.key_use = CA_KEY_USE_AGREE;
+    expect_refusal(pr, &rsa, CA_E_KEY_TYPE,
+                   "key type RSA not allowed to agree keys without a signature proof of "
+                   "possession by profile devices (kem_key_types: P-256, X25519)");
+    rsa.req.key_use = CA_KEY_USE_ENCIPHER;
+    // An X25519 key is not a signing key at all.
+    x25519.req.key_use = CA_KEY_USE_SIGN;
+    expect_refusal(pr, &x25519, CA_E_KEY_TYPE, NULL);
+    // A requested keyUsage may narrow the use's bits but not add signing.
+    X509_EXTENSION *k1 = NULL;
+    ec.exts[0] = ext_value(&k1, NID_key_usage, "digitalSignature, keyAgreement", true);
+    ec.req.num_exts = 1;
+    expect_refusal(pr, &ec, CA_E_KEY_USAGE,
+                   "keyUsage digitalSignature not allowed for a key that proved possession "
+                   "without a signature (allowed: keyAgreement, encipherOnly, decipherOnly)");
+    X509_EXTENSION_free(k1);
+    ec.exts[0] = ext_value(&k1, NID_key_usage, "keyAgreement, encipherOnly", true);
+    x = issue_by(g_ca, g_ca_key, pr, &ec, cm_time_now(), &d, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    CU_ASSERT_EQUAL(cert_ku(x), CA_KU_KEY_AGREEMENT | CA_KU_ENCIPHER_ONLY);
+    X509_free(x);
+    X509_EXTENSION_free(k1);
+    ca_profile_free(pr);
+    // The default profile (no such types) refuses every non-signing key.
+    expect_refusal(g_profile, &rsa, CA_E_KEY_TYPE,
+                   "key type RSA not allowed to transport keys without a signature proof of "
+                   "possession by profile devices (encryption_key_types: none)");
+    // Misplaced types are configuration errors.
+    p = base_params();
+    p.enc_key_types = CA_KEY_EC_P256;
+    TEST_ASSERT_CODE(ca_profile_new(&pr, err, sizeof(err), &p, g_conf, "ext"), CA_E_CONFIG);
+    CU_ASSERT_STRING_EQUAL(err, "encryption_key_types: only RSA keys transport keys");
+    p = base_params();
+    p.kem_key_types = CA_KEY_RSA;
+    TEST_ASSERT_CODE(ca_profile_new(&pr, err, sizeof(err), &p, g_conf, "ext"), CA_E_CONFIG);
+    p = base_params();
+    p.key_types |= CA_KEY_X25519;
+    TEST_ASSERT_CODE(ca_profile_new(&pr, err, sizeof(err), &p, g_conf, "ext"), CA_E_CONFIG);
+    CU_ASSERT_STRING_EQUAL(err, "X25519 and X448 keys cannot sign: list them in kem_key_types");
+    req_free(&ec);
+    req_free(&rsa);
+    req_free(&x25519);
+    req_free(&p384);
+}
+
+// ca_cert_has_eku reads a certificate's extendedKeyUsage; ca_cmp_tbs_build_ex adds id-kp-cmKGA.
+static void test_ca_cmp_cert_kga_eku(void)
+{
+    test_req t;
+    req_make(&t, "P-256", "/CN=kga", NULL);
+    uint8_t serial[CA_SERIAL_LEN];
+    TEST_ASSERT_OK(ca_serial_new(serial));
+    const int64_t now = cm_time_now();
+    for (int kga = 0; kga < 2; kga++) {
+        der_builder tb, cb;
+        der_builder_init(&tb, 0);
+        der_builder_init(&cb, 0);
+        TEST_ASSERT_OK(ca_cmp_tbs_build_ex(g_ca, &tb, t.req.subject, t.req.spki,
+                                           cm_span_make(serial, sizeof(serial)), now, now + 86400,
+                                           SIG_ALG, kga ? CA_CMP_CERT_KGA : 0));
+        cm_span tbs, cert;
+        TEST_ASSERT_OK(der_builder_finish(&tb, &tbs));
+        sign_and_assemble(&cb, g_ca_key, tbs);
+        TEST_ASSERT_OK(der_builder_finish(&cb, &cert));
+        bool has = false;
+        TEST_ASSERT_OK(ca_cert_has_eku(cert, CM_SPAN_LIT(DER_OID_KP_CMC_CA), &has));
+        CU_ASSERT_TRUE(has);
+        TEST_ASSERT_OK(ca_cert_has_eku(cert, CM_SPAN_LIT(DER_OID_KP_CM_KGA), &has));
+        CU_ASSERT_EQUAL(has, kga == 1);
+        const unsigned char *q = cert.p;
+        X509 *x = d2i_X509(NULL, &q, (long)cert.len);
+        CU_ASSERT_PTR_NOT_NULL(x);
+        X509_free(x);
+        // Truncated, it is refused, not misread.
+        TEST_ASSERT_CODE(ca_cert_has_eku(cm_span_make(cert.p, cert.len - 1),
+                                         CM_SPAN_LIT(DER_OID_KP_CM_KGA), &has),
+                         CM_E_DER_TRUNCATED);
+        der_builder_cleanup(&tb);
+        der_builder_cleanup(&cb);
+    }
+    req_free(&t);
+}
+
 // A CA profile from its keys (ca = on, path_len, name_constraints; issue 16): the certificate is
 // a CA with that path length, keyUsage keyCertSign and cRLSign, and the name constraints; the
 // keys refuse what contradicts them.
@@ -1982,6 +2108,8 @@ int test_ca_register(void)
         TEST_CASE(test_ca_cert_fields),
         TEST_CASE(test_ca_tbs_fixed_buffer_too_small),
         TEST_CASE(test_ca_name_to_text),
+        TEST_CASE(test_ca_non_signing_key_uses),
+        TEST_CASE(test_ca_cmp_cert_kga_eku),
         TEST_CASE(test_ca_ca_profile_keys),
     };
     return test_register_suite("ca", ca_suite_init, ca_suite_cleanup, NULL, NULL, tests,

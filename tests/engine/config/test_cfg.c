@@ -1030,6 +1030,81 @@ static void test_cfg_pending_settings(void)
     }
 }
 
+// Issue 19: the central key generation keys and the key types that prove possession without a
+// signature (engine/server/srv_ckg.c reads them through srv_policy and the ca_profile).
+static void test_cfg_central_keygen(void)
+{
+    static const char k_ckg[] = "[profile:gw]\n"
+                                "key_types = P-256, P-384, RSA\n"
+                                "central_keygen = required\n"
+                                "central_key_types = P-384, RSA\n"
+                                "central_keygen_min_secret = 24\n"
+                                "central_keygen_kdf_iterations = 20000\n"
+                                "encryption_key_types = RSA\n"
+                                "kem_key_types = P-256, X25519\n"
+                                "[clients:line]\n"
+                                "profiles = gw\n";
+    char text[sizeof(k_base) + sizeof(k_ckg) + 8];
+    (void)snprintf(text, sizeof(text), "%s\n%s", k_base, k_ckg);
+    CU_ASSERT_TRUE_FATAL(make_crl("vendor.crl", 24));
+    CU_ASSERT_TRUE_FATAL(test_write_file(g_conf, text, strlen(text)));
+    cfg_config *c = NULL;
+    char err[512] = "";
+    const cm_result r = cfg_load(&c, err, sizeof(err), g_conf);
+    if (!cm_ok(r)) {
+        fprintf(stderr, "\n  %s: %s\n", cm_result_name(r), err);
+    }
+    CU_ASSERT_FATAL(cm_ok(r));
+    const cfg_clients *cl = cfg_ca_find(c, "devices")->clients;
+    CU_ASSERT_EQUAL_FATAL(cl->num_profiles, 1);
+    const cfg_profile *gw = cl->profiles[0];
+    CU_ASSERT_EQUAL(gw->central_keygen, CFG_CKG_REQUIRED);
+    CU_ASSERT_EQUAL(gw->central_key_types, CA_KEY_EC_P384 | CA_KEY_RSA);
+    CU_ASSERT_EQUAL(gw->central_keygen_min_secret, 24);
+    CU_ASSERT_EQUAL(gw->central_keygen_kdf_iterations, 20000);
+    CU_ASSERT_EQUAL(ca_profile_key_use_types(gw->profile, CA_KEY_USE_ENCIPHER), CA_KEY_RSA);
+    CU_ASSERT_EQUAL(ca_profile_key_use_types(gw->profile, CA_KEY_USE_AGREE),
+                    CA_KEY_EC_P256 | CA_KEY_X25519);
+    // Defaults: off, every key type of the profile, none that proves possession otherwise.
+    const cfg_profile *dev = cfg_ca_find(c, "devices")->profile;
+    CU_ASSERT_EQUAL(dev->central_keygen, CFG_CKG_OFF);
+    CU_ASSERT_EQUAL(dev->central_key_types, CA_KEY_EC_P256 | CA_KEY_RSA | CA_KEY_ED25519);
+    CU_ASSERT_EQUAL(dev->central_keygen_min_secret, 0);
+    CU_ASSERT_EQUAL(dev->central_keygen_kdf_iterations, 0);
+    CU_ASSERT_EQUAL(ca_profile_key_use_types(dev->profile, CA_KEY_USE_ENCIPHER), 0);
+    CU_ASSERT_EQUAL(ca_profile_key_use_types(dev->profile, CA_KEY_USE_AGREE), 0);
+    cfg_free(c);
+
+    static const cfg_case k_ckg_bad[] = {
+        {"[profile:device]\ncentral_keygen = sometimes\n", CFG_E_VALUE,
+         "[profile:device] central_keygen: 'sometimes' is not off, allowed or required"},
+        {"[profile:device]\ncentral_key_types = P-521\n", CFG_E_VALUE,
+         "[profile:device] central_key_types: lists a key type that is not in key_types (or "
+         "cannot sign)"},
+        {"[profile:device]\ncentral_keygen = allowed\ncentral_key_types = none\n", CFG_E_VALUE,
+         "[profile:device] central_key_types: central_keygen = allowed needs a key type to "
+         "generate"},
+        {"[profile:device]\ncentral_key_types = P-256, Curve9\n", CFG_E_VALUE,
+         "[profile:device] central_key_types: 'Curve9' is not one of P-256, P-384, P-521, RSA, "
+         "Ed25519, Ed448, X25519, X448"},
+        {"[profile:device]\ncentral_keygen_min_secret = 4\n", CFG_E_VALUE,
+         "[profile:device] central_keygen_min_secret: '4' is out of range"},
+        {"[profile:device]\ncentral_keygen_kdf_iterations = 10\n", CFG_E_VALUE,
+         "[profile:device] central_keygen_kdf_iterations: '10' is out of range"},
+        {"[profile:device]\nkem_key_types = RSA\n", CFG_E_VALUE, "kem_key_types: only P-256"},
+        {"[profile:device]\nencryption_key_types = X25519\n", CFG_E_VALUE,
+         "encryption_key_types: only RSA keys transport keys"},
+        {"[profile:device]\nkey_types = X25519\n", CFG_E_VALUE,
+         "X25519 and X448 keys cannot sign: list them in kem_key_types"},
+        {"[profile:device]\nkey_types = none\n", CFG_E_VALUE, "[profile:device] key_types: "},
+    };
+    char bad[sizeof(k_base) + 512];
+    for (size_t i = 0; i < sizeof(k_ckg_bad) / sizeof(k_ckg_bad[0]); i++) {
+        (void)snprintf(bad, sizeof(bad), "%s\n%s", k_base, k_ckg_bad[i].append);
+        expect_fail(bad, k_ckg_bad[i].code, k_ckg_bad[i].msg);
+    }
+}
+
 static void test_ca_subject_match(void)
 {
     static const struct {
@@ -1187,6 +1262,7 @@ int test_cfg_register(void)
         TEST_CASE(test_cfg_missing_sections_and_keys),
         TEST_CASE(test_cfg_trust_settings),
         TEST_CASE(test_cfg_rejects_bad_trust_settings),
+        TEST_CASE(test_cfg_central_keygen),
         TEST_CASE(test_ca_subject_match),
         TEST_CASE(test_cfg_pending_settings),
         TEST_CASE(test_cfg_algorithms_and_keys),

@@ -910,6 +910,37 @@ static void test_crmf_builds_compressed_ec_keys(void)
     EVP_PKEY_free(k);
 }
 
+// Key-agreement keys (X25519, X448: issue 19's non-signing keys) parse with their own types and
+// are built like OpenSSL's; X25519 of 31 octets, or with parameters, is malformed.
+static void test_crmf_key_agreement_keys(void)
+{
+    const char *names[] = {"X25519", "X448"};
+    const crmf_key_type types[] = {CRMF_KEY_X25519, CRMF_KEY_X448};
+    for (size_t i = 0; i < 2; i++) {
+        EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, names[i]);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(k);
+        unsigned char *der = NULL;
+        const int len = i2d_PUBKEY(k, &der);
+        CU_ASSERT_FATAL(len > 0);
+        crmf_spki spki;
+        TEST_ASSERT_OK(crmf_spki_from_der(&spki, cm_span_make(der, (size_t)len)));
+        CU_ASSERT_EQUAL(spki.type, types[i]);
+        expect_key_matches(cm_span_make(der, (size_t)len));
+        char text[32];
+        CU_ASSERT_STRING_EQUAL(crmf_key_text(text, sizeof(text), &spki), names[i]);
+        OPENSSL_free(der);
+        EVP_PKEY_free(k);
+    }
+    crmf_spki spki;
+    uint8_t x[12 + 31] = {0x30, 0x29, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x03, 0x20, 0x00};
+    TEST_ASSERT_CODE(crmf_spki_from_der(&spki, cm_span_make(x, sizeof(x))), CRMF_E_BAD_SPKI);
+    // Central key generation names the algorithm with an empty key: it parses, key len 0.
+    TEST_ASSERT_OK(crmf_spki_from_der(
+        &spki, SPAN(0x30, 0x0a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x03, 0x01, 0x00)));
+    CU_ASSERT_EQUAL(spki.type, CRMF_KEY_X25519);
+    CU_ASSERT_EQUAL(spki.key.len, 0);
+}
+
 static void test_crmf_rejects_bad_keys(void)
 {
     // A P-256 point off the curve: flip a bit of Y.
@@ -1468,6 +1499,7 @@ int test_crmf_register(void)
         TEST_CASE(test_crmf_sig_alg_table),
         TEST_CASE(test_crmf_keys_match_d2i_pubkey),
         TEST_CASE(test_crmf_builds_compressed_ec_keys),
+        TEST_CASE(test_crmf_key_agreement_keys),
         TEST_CASE(test_crmf_rejects_bad_keys),
         TEST_CASE(test_crmf_verify_checks_key_against_alg),
         TEST_CASE(test_crmf_csrs_from_openssl),
