@@ -393,6 +393,14 @@ typedef struct bench_run {
     size_t sleeping;  // connections waiting for their poll_at
 } bench_run;
 
+// The latency histogram of --json: BENCH_HIST_PER_DECADE log-spaced buckets per decade above
+// BENCH_HIST_MIN_US microseconds (the R10 series: 12.5, 16, 20, 25, 31.5, 40, 50, 63, 80, 100
+// us, then 125 ...); bucket i counts latencies at most bench_hist_bound_us(i) and above the
+// previous bound (the first also counts everything below, the last everything above).
+#define BENCH_HIST_MIN_US     10.0
+#define BENCH_HIST_PER_DECADE 10
+#define BENCH_HIST_BUCKETS    70 // 10 us .. 100 s
+
 typedef struct bench_result {
     double seconds;
     double cpu;
@@ -404,6 +412,7 @@ typedef struct bench_result {
     double direct_p50, direct_p99; // of the enrolments answered directly
     double polled_p50, polled_p99; // of those answered `waiting` that polled
     bool ran_out;                  // --duration ended early: every prepared request was used
+    uint64_t hist[BENCH_HIST_BUCKETS];
 } bench_result;
 
 // ---------------------------------------------------------------------------------------------
@@ -604,6 +613,9 @@ void bench_verify(bench_run *run, size_t first, size_t end);
 // bench_latency_summary sorts the |num_lat| latencies (ns) of |lat| and sets |r|'s p50, p90,
 // p99 and max in milliseconds (0 when there are none).
 void bench_latency_summary(bench_result *r, uint64_t *lat, size_t num_lat);
+
+// bench_hist_bound_us is the upper bound of histogram bucket |i| in microseconds.
+double bench_hist_bound_us(size_t i);
 
 // bench_percentile_ms returns the |pct| percentile (0..100, as bench_latency_summary picks
 // them) of the |num| latencies (ns) at |lat| in milliseconds, sorting a copy (|lat| is left as

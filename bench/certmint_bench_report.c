@@ -38,6 +38,17 @@ double bench_percentile_ms(const uint64_t *lat, size_t num, double pct)
     return ms;
 }
 
+double bench_hist_bound_us(size_t i)
+{
+    // The Renard R10 series: ten steps of about 10^0.1 per decade, in round numbers.
+    static const double k_r10[BENCH_HIST_PER_DECADE] = {1.25, 1.6, 2, 2.5, 3.15, 4, 5, 6.3, 8, 10};
+    double v = BENCH_HIST_MIN_US * k_r10[i % BENCH_HIST_PER_DECADE];
+    for (size_t d = 0; d < i / BENCH_HIST_PER_DECADE; d++) {
+        v *= 10;
+    }
+    return v;
+}
+
 void bench_latency_summary(bench_result *r, uint64_t *lat, size_t num_lat)
 {
     qsort(lat, num_lat, sizeof(*lat), bench_cmp_u64);
@@ -45,6 +56,16 @@ void bench_latency_summary(bench_result *r, uint64_t *lat, size_t num_lat)
     r->p90 = bench_pct_ms(lat, num_lat, 90);
     r->p99 = bench_pct_ms(lat, num_lat, 99);
     r->max = num_lat > 0 ? (double)lat[num_lat - 1] / 1e6 : 0;
+    memset(r->hist, 0, sizeof(r->hist));
+    size_t b = 0;
+    double bound_ns = bench_hist_bound_us(0) * 1e3;
+    for (size_t i = 0; i < num_lat; i++) { // sorted: the bucket only moves up
+        while ((double)lat[i] > bound_ns && b + 1 < BENCH_HIST_BUCKETS) {
+            b++;
+            bound_ns = bench_hist_bound_us(b) * 1e3;
+        }
+        r->hist[b]++;
+    }
 }
 
 static const char *bench_protection_name(const bench_opts *o)
@@ -136,10 +157,24 @@ void bench_write_json(const bench_run *run, const bench_result *r)
     (void)fprintf(f,
                   "}, \"waiting\": %llu, \"polls\": %llu, \"latency_direct_ms\": {\"n\": %zu, "
                   "\"p50\": %.3f, \"p99\": %.3f}, \"latency_polled_ms\": {\"n\": %zu, \"p50\": "
-                  "%.3f, \"p99\": %.3f}}\n",
+                  "%.3f, \"p99\": %.3f}",
                   (unsigned long long)run->waiting, (unsigned long long)run->polls,
                   run->num_lat - run->num_polled, r->direct_p50, r->direct_p99, run->num_polled,
                   r->polled_p50, r->polled_p99);
+    // The histogram, up to its last non-empty bucket: upper bounds in ms and counts.
+    size_t last = 0;
+    for (size_t i = 0; i < BENCH_HIST_BUCKETS; i++) {
+        last = r->hist[i] != 0 ? i + 1 : last;
+    }
+    (void)fprintf(f, ", \"latency_histogram\": {\"le_ms\": [");
+    for (size_t i = 0; i < last; i++) {
+        (void)fprintf(f, "%s%.4g", i == 0 ? "" : ", ", bench_hist_bound_us(i) / 1e3);
+    }
+    (void)fprintf(f, "], \"count\": [");
+    for (size_t i = 0; i < last; i++) {
+        (void)fprintf(f, "%s%llu", i == 0 ? "" : ", ", (unsigned long long)r->hist[i]);
+    }
+    (void)fprintf(f, "]}}\n");
     if (f != stdout) {
         (void)fclose(f);
     }

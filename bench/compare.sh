@@ -32,6 +32,12 @@
 #    certificate; ir-implicit PBM at 8 connections over HTTP and HTTPS, each with keep-alive and
 #    with a new connection per transaction (HTTPS: resuming a session ticket, and full
 #    handshakes), interleaved in the same run.
+# Also: the disk's durable-write floor (bench/fsync_floor.py: fdatasync of 4 KiB, median) and
+# what it allows a closed loop of 1 and 8 clients; where certmintd's CPU goes during each
+# keep-alive run, per thread, from /proc/PID/task/*/stat (bench/threadcpu.py), against the
+# crypto the limit says an enrolment needs; and bench/results/LATEST.svg (gnuplot, when
+# installed): enrolments/s against connections per flow beside the mock and the limit, and
+# p50/p99 latency.
 # Finishes in about 3-4 minutes on 2 cores with the defaults.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -146,6 +152,10 @@ wait_port "$cport"
 wait_port "$tport"
 wait_port "$mport"
 
+echo "== durable-write floor (fdatasync of 4 KiB where the store lives)"
+python3 "$root/bench/fsync_floor.py" "$work/inst" 200 | tee "$work/fsync.json" \
+  || echo '{}' >"$work/fsync.json"
+
 echo "== physical limit (in process, all cores)"
 "$bench" --limit --token-uri "$token_uri" --key-type "$ktype" --duration 3 \
   --json "$work/limit.json" | tee "$work/limit.txt"
@@ -160,7 +170,7 @@ run() { # run NAME URL FLOW PROT CONNS EXTRA...
   shift 5
   local auth=(--secret "demo-device:$secret")
   [ "$prot" = signature ] && auth=(--cert "$work/device.pem" --key "$work/device.key")
-  "$bench" --url "$url" "${auth[@]}" --flow "$flow" --key-type "$ktype" --key-pool 256 \
+  "$bench" --url "$url" "${auth[@]}" --flow "$flow" --key-type "$ktype" \
     --connections "$c" --duration "$dur" --prepare "$prepare" --warmup 50 --timeout 20 \
     --json "$work/$name-$flow-$prot-$c.json" "$@" >"$work/$name-$flow-$prot-$c.txt" 2>&1 || true
   sed -n '1,3p;5p;/unfinished/p;/errors/p' "$work/$name-$flow-$prot-$c.txt" | sed 's/^/    /'
@@ -169,7 +179,9 @@ for fp in "ir-implicit pbm" "ir-implicit signature" "ir-confirm pbm"; do
   set -- $fp
   for c in $conns; do
     echo "== $1 / $2 / $c connection(s)"
+    python3 "$root/bench/threadcpu.py" snap "$dpid" "$work/cpu0-$1-$2-$c.json" || true
     run certmint "$curl_url" "$1" "$2" "$c" --ca "$work/inst/ca.pem"
+    python3 "$root/bench/threadcpu.py" snap "$dpid" "$work/cpu1-$1-$2-$c.json" || true
     check_certmintd "$1/$2/$c keep-alive"
     run certmint-reconnect "$curl_url" "$1" "$2" "$c" --ca "$work/inst/ca.pem" --reconnect
     check_certmintd "$1/$2/$c reconnect"
@@ -183,7 +195,7 @@ echo "== ir-implicit / key-based MAC (hmac-sha256) vs PBM / 8 connections"
 for prot in pbm hmac-sha256; do
   auth=(--secret "demo-device:$secret")
   [ "$prot" = pbm ] || auth=(--secret "bench-key:$mac_key" --mac "$prot")
-  "$bench" --url "$curl_url" "${auth[@]}" --flow ir-implicit --key-type "$ktype" --key-pool 256 \
+  "$bench" --url "$curl_url" "${auth[@]}" --flow ir-implicit --key-type "$ktype" \
     --connections 8 --duration "$dur" --prepare "$prepare" --warmup 50 --timeout 20 \
     --ca "$work/inst/ca.pem" --json "$work/keymac-$prot.json" >"$work/keymac-$prot.txt" 2>&1 || true
   sed -n '1,3p;5p;/errors/p' "$work/keymac-$prot.txt" | sed 's/^/    /'
@@ -211,9 +223,11 @@ echo "== physical limit again (in process, all cores)"
   --json "$work/limit-end.json" | tee "$work/limit-end.txt"
 
 echo "== results"
-python3 - "$work" "$out" "$dur" "$ktype" "$conns" <<'PY'
+python3 - "$work" "$out" "$dur" "$ktype" "$conns" "$root/bench" <<'PY'
 import json, os, platform, re, subprocess, sys
 work, out, dur, ktype, conns = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+sys.path.insert(0, sys.argv[6])
+import threadcpu  # bench/threadcpu.py
 def load(p):
     try:
         return json.load(open(p))
@@ -256,6 +270,8 @@ for flow, prot in (("ir-implicit", "pbm"), ("ir-implicit", "signature"), ("ir-co
         runs.append({
             "flow": flow, "protection": prot, "connections": int(c),
             "certmint_eps": cm.get("eps"), "certmint_p99_ms": cm.get("latency_ms", {}).get("p99"),
+            "certmint_p50_ms": cm.get("latency_ms", {}).get("p50"),
+            "certmint_latency_histogram": cm.get("latency_histogram"),
             "certmint_failed": cm.get("failed"), "certmint_client_cpu_s": cm.get("client_cpu_s"),
             "certmint_seconds": cm.get("seconds"),
             "certmint_reconnect_eps": cr.get("eps"),
@@ -263,6 +279,7 @@ for flow, prot in (("ir-implicit", "pbm"), ("ir-implicit", "signature"), ("ir-co
             "certmint_reconnect_failed": cr.get("failed"),
             "openssl_mock_eps": best.get("eps"),
             "openssl_mock_p99_ms": best.get("latency_ms", {}).get("p99"),
+            "openssl_mock_p50_ms": best.get("latency_ms", {}).get("p50"),
             "openssl_mock_mode": "reconnect" if best is mr else "keep-alive",
             "openssl_mock_keepalive_eps": mk.get("eps"),
             "openssl_mock_keepalive_unfinished": mk.get("unfinished"),
@@ -278,6 +295,20 @@ for prot in ("pbm", "hmac-sha256"):
                    "certmint_eps": k.get("eps"), "certmint_p99_ms": k.get("latency_ms", {}).get("p99"),
                    "certmint_failed": k.get("failed"),
                    "certmint_client_cpu_s": k.get("client_cpu_s")})
+# Where certmintd's CPU went in each keep-alive run (bench/threadcpu.py), against the crypto an
+# ir-implicit PBM enrolment needs (the limit's single-threaded figures).
+crypto_pbm = (sum(limit.get(k) or 0 for k in ("popo_us", "pbm_us", "mac_us", "sign_token_us"))
+              if limit else None)
+for r in runs:
+    tag = f"{r['flow']}-{r['protection']}-{r['connections']}"
+    a, b = load(os.path.join(work, f"cpu0-{tag}.json")), load(os.path.join(work, f"cpu1-{tag}.json"))
+    cm = load(os.path.join(work, f"certmint-{tag}.json")) or {}
+    n = (cm.get("ok") or 0) + (cm.get("failed") or 0)
+    if a and b and n:
+        pbm = (r["flow"], r["protection"]) == ("ir-implicit", "pbm")
+        r["certmint_cpu"] = threadcpu.diff(a, b, n, crypto_pbm if pbm else None)
+fs = (load(os.path.join(work, "fsync.json")) or {}).get("fdatasync_4k_ms")
+machine["fdatasync_4k_ms"] = fs
 json.dump({"machine": machine, "runs": runs, "key_mac_vs_pbm": keymac},
           open(os.path.join(out, "LATEST.json"), "w"), indent=1)
 def f(v, fmt="{:.0f}"):
@@ -300,6 +331,13 @@ lines = [
     f"{f(limit.get('limit_memory_eps'))}/s with in-memory keys**. Measured before and after "
     "the runs (token: " + " and ".join(f(v) + "/s" for v in machine["limit_token_eps_measured"])
     + "); the higher one is shown and used for the ratios.",
+    "",
+    (f"Durable-write floor of the disk the store is on (bench/fsync_floor.py, fdatasync of 4 KiB): "
+     f"p50 **{fs['p50']:.3f} ms** (p90 {fs['p90']:.3f} ms). With store_sync = full every answer "
+     f"waits for its commit's fdatasync, so a closed loop of 1 client cannot exceed "
+     f"{1000 / fs['p50']:.0f}/s on this disk whatever the CPU does, and 8 clients sharing each "
+     f"group commit {8000 / fs['p50']:.0f}/s; the CPU limit above is the other bound."
+     if fs else "Durable-write floor: not measured."),
     "",
     "| flow | protection | conns | certmint /s | certmint p99 ms | certmint /s, new conn. each | mock /s (best mode) | mock p99 ms | certmint / mock | certmint / limit (token) | certmint errors | mock errors | bench CPU s (certmint run) |",
     "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -325,6 +363,17 @@ lines += [
     "(their transactions show as unfinished). Rates count the transactions completed within "
     "the measured window.",
 ]
+cpu_rows = [r for r in runs if r.get("certmint_cpu")]
+if cpu_rows:
+    lines += ["", "## Where certmintd's CPU goes", "",
+              "Per thread, from /proc/PID/task/*/stat over each keep-alive run (bench/threadcpu.py), "
+              "divided by the run's transactions (10 ms clock ticks); context switches from "
+              "/proc/PID/task/*/status. For ir-implicit PBM the crypto an enrolment needs is the "
+              "limit's single-threaded figures (POPO verify + PBM + response MAC + token "
+              "signature). The load generator shares the cores (its CPU is in the first table)."]
+    for r in cpu_rows:
+        lines += ["", f"**{r['flow']} {r['protection']}, {r['connections']} connection(s)**, "
+                  f"{f(r['certmint_eps'])}/s:", "", threadcpu.table(r["certmint_cpu"])]
 pbm_eps, key_eps = keymac[0]["certmint_eps"], keymac[1]["certmint_eps"]
 lines += [
     "",
@@ -546,5 +595,59 @@ print(f"| {n} | {eps:.0f} | {p99:.2f} | {ideal:.0f} | {exp:.0f} | {eps / exp if 
 PY
     echo "   hsm_sessions $n: $(tail -1 "$out/LATEST.md")"
   done
+fi
+# The picture (issue 24): throughput against connections per flow, certmint beside the mock
+# and the limit, and certmint's p50/p99 latency; gnuplot from Debian (tools/install-deps.sh).
+if command -v gnuplot >/dev/null 2>&1; then
+  python3 - "$out/LATEST.json" "$work" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); w = sys.argv[2]
+flows = [("ir-implicit", "pbm"), ("ir-implicit", "signature"), ("ir-confirm", "pbm")]
+for i, (fl, pr) in enumerate(flows):
+    with open(f"{w}/plot-{i}.dat", "w") as o:
+        for r in d["runs"]:
+            if (r["flow"], r["protection"]) == (fl, pr):
+                v = lambda k: r.get(k) if r.get(k) is not None else "NaN"
+                o.write(f"{r['connections']} {v('certmint_eps')} {v('openssl_mock_eps')} "
+                        f"{v('certmint_p50_ms')} {v('certmint_p99_ms')}\n")
+lim = d["machine"].get("limit", {}).get("limit_token_eps") or 0
+open(f"{w}/plot-limit.txt", "w").write(f"{lim}\n")
+PY
+  lim=$(cat "$work/plot-limit.txt")
+  day=$(date -u +%Y-%m-%d)
+  gnuplot <<GP || echo "compare.sh: gnuplot failed; no LATEST.svg" >&2
+set terminal svg size 960,720 dynamic font "sans,12" background rgb "white"
+set output "$out/LATEST.svg"
+set multiplot layout 2,1 title "certmint vs OpenSSL's mock CMP server, $day (bench/compare.sh)"
+set logscale x 2
+set xrange [0.8:80]
+set xtics (1, 8, 64)
+set grid
+set key outside right
+set ylabel "enrolments / s"
+set yrange [0:*]
+set offsets 0, 0, graph 0.08, 0
+plot "$work/plot-0.dat" u 1:2 w lp lw 2 pt 7 lc rgb "#1f77b4" t "certmint ir-implicit PBM", \
+     "$work/plot-1.dat" u 1:2 w lp lw 2 pt 5 lc rgb "#2ca02c" t "certmint ir-implicit signature", \
+     "$work/plot-2.dat" u 1:2 w lp lw 2 pt 9 lc rgb "#9467bd" t "certmint ir-confirm PBM", \
+     "$work/plot-0.dat" u 1:3 w lp dt 2 pt 6 lc rgb "#1f77b4" t "mock ir-implicit PBM", \
+     "$work/plot-1.dat" u 1:3 w lp dt 2 pt 4 lc rgb "#2ca02c" t "mock ir-implicit signature", \
+     "$work/plot-2.dat" u 1:3 w lp dt 2 pt 8 lc rgb "#9467bd" t "mock ir-confirm PBM", \
+     $lim w l lw 2 dt 3 lc rgb "#d62728" t "crypto limit via the token"
+set ylabel "certmint latency, ms"
+set xlabel "connections"
+set logscale y 10
+set yrange [*:*]
+plot "$work/plot-0.dat" u 1:4 w lp lw 2 pt 7 lc rgb "#1f77b4" t "ir-implicit PBM p50", \
+     "$work/plot-0.dat" u 1:5 w lp dt 2 pt 6 lc rgb "#1f77b4" t "ir-implicit PBM p99", \
+     "$work/plot-1.dat" u 1:4 w lp lw 2 pt 5 lc rgb "#2ca02c" t "ir-implicit signature p50", \
+     "$work/plot-1.dat" u 1:5 w lp dt 2 pt 4 lc rgb "#2ca02c" t "ir-implicit signature p99", \
+     "$work/plot-2.dat" u 1:4 w lp lw 2 pt 9 lc rgb "#9467bd" t "ir-confirm PBM p50", \
+     "$work/plot-2.dat" u 1:5 w lp dt 2 pt 8 lc rgb "#9467bd" t "ir-confirm PBM p99"
+unset multiplot
+GP
+  [ -s "$out/LATEST.svg" ] && echo "written: $out/LATEST.svg"
+else
+  echo "compare.sh: gnuplot not installed (tools/install-deps.sh); no LATEST.svg" >&2
 fi
 echo "written: $out/LATEST.md $out/LATEST.json"

@@ -201,15 +201,40 @@ cm_span hsm_key_get0_id(const hsm_key *k);
 // ---------------------------------------------------------------------------------------------
 // The signing pool
 
+// hsm_dispatch says where the signatures of hsm_pool_submit_on are made (hsm_dispatch).
+//  - HSM_DISPATCH_POOL: always by the pool's workers (a network HSM: milliseconds of waiting
+//    per signature, which only many sessions in parallel hide).
+//  - HSM_DISPATCH_INLINE: on the submitting thread's own session (an hsm_lane), when it has
+//    one: for a token whose C_Sign is CPU work in this process (SoftHSM), this saves two
+//    thread hand-offs and their wake-ups per signature.
+//  - HSM_DISPATCH_AUTO: hsm_pool_calibrate measures and picks one of the two; the pool until
+//    it has.
+typedef enum hsm_dispatch {
+    HSM_DISPATCH_AUTO = 0,
+    HSM_DISPATCH_INLINE,
+    HSM_DISPATCH_POOL,
+} hsm_dispatch;
+
+// hsm_dispatch_parse maps "auto", "inline", "pool" to |*out|; false when unknown.
+CM_MUST_USE bool hsm_dispatch_parse(const char *name, hsm_dispatch *out);
+
+// hsm_dispatch_name is the reverse ("?" for an unknown value).
+const char *hsm_dispatch_name(hsm_dispatch d);
+
 // hsm_pool_opts configures a pool. Thread: value type.
 typedef struct hsm_pool_opts {
-    uint32_t sessions;  // worker threads, one session each (1..HSM_MAX_SESSIONS)
-    uint32_t batch;     // most jobs a worker takes per wake-up (1..HSM_MAX_BATCH)
-    uint32_t max_queue; // submit fails with HSM_E_QUEUE_FULL beyond this depth; 0 = no limit
-    bool copy_key;      // C_CopyObject each key into a session object (CKA_TOKEN=FALSE)
+    uint32_t sessions;     // worker threads, one session each (1..HSM_MAX_SESSIONS)
+    uint32_t batch;        // most jobs a worker takes per wake-up (1..HSM_MAX_BATCH)
+    uint32_t max_queue;    // submit fails with HSM_E_QUEUE_FULL beyond this depth; 0 = no limit
+    bool copy_key;         // C_CopyObject each key into a session object (CKA_TOKEN=FALSE)
+    hsm_dispatch dispatch; // where hsm_pool_submit_on signs (see hsm_dispatch)
+    uint32_t inline_max;   // lanes that may sign at once; a lane finding them all busy hands
+                           //   its jobs to the workers (0: 1)
 } hsm_pool_opts;
 
-// hsm_pool_opts_default fills |o| with 2 sessions, batch 16, no queue limit and copy_key on:
+// hsm_pool_opts_default fills |o| with 2 sessions, batch 16, no queue limit, dispatch auto,
+// one lane signing at a time (SoftHSM serialises much of a signature: bench/hsm_bench) and
+// copy_key on:
 // on SoftHSM 2.6.1 a session copy saves about a quarter of the CPU of an ECDSA P-256
 // signature (no re-check of the token object on disk per operation) and costs nothing
 // measurable for slower keys (bench/hsm_bench); a token that refuses the copy falls back to
@@ -267,6 +292,65 @@ void hsm_pool_free(hsm_pool *p);
 // success the pool owns the jobs until each comes back through its cq. Thread: any.
 CM_RESULT hsm_pool_submit(hsm_pool *p, hsm_job *const *jobs, size_t num_jobs);
 
+// hsm_lane is a PKCS#11 session of one submitting thread (an I/O loop) for inline signing:
+// its own key handles and digest context, used only by the thread that owns it, never by the
+// pool's workers. Thread: confined to its owner (one thread at a time).
+typedef struct hsm_lane hsm_lane;
+
+// hsm_lane_new opens a session for inline signing on |p|'s token and logs it in (a login is
+// per token, so normally it already is). When |p| does not sign inline (dispatch pool, or auto
+// before or against calibration) |*out| is NULL and the result CM_OK: hsm_pool_submit_on with
+// a NULL lane uses the workers. The lane is owned by the caller (hsm_lane_free, before the
+// pool). The CKR of C_OpenSession or of the login on failure. Thread: any, once the pool's
+// dispatch is settled (after hsm_pool_calibrate).
+CM_RESULT hsm_lane_new(hsm_lane **out, hsm_pool *p);
+
+// hsm_lane_free closes the lane's session. NULL is a no-op. Thread: the lane's owner.
+void hsm_lane_free(hsm_lane *l);
+
+// hsm_pool_submit_on is hsm_pool_submit for a thread that may own a lane: with |lane|
+// non-NULL, unless the token is busy at this moment (jobs given to the workers not yet back, or
+// opts.inline_max lanes signing: then the jobs go to the workers, counted in inline_deferred),
+// every job is signed right here on the lane's session (the calling thread blocks
+// for the C_Sign calls; a session death reopens the lane's session and retries once, as a
+// worker would), and each comes back through its cq by cm_cq_push_local, so a cq whose owner
+// drains before it waits sees no doorbell. The jobs' cqs must belong to the calling thread.
+// With |lane| NULL it is hsm_pool_submit. Validation and its errors are hsm_pool_submit's
+// (the queue limit does not apply inline). Thread: the lane's owner.
+CM_RESULT hsm_pool_submit_on(hsm_pool *p, hsm_lane *lane, hsm_job *const *jobs, size_t num_jobs);
+
+// hsm_calibration is what hsm_pool_calibrate measured. Thread: value type.
+typedef struct hsm_calibration {
+    uint32_t signs;        // signatures timed (1..HSM_CALIBRATE_SIGNS)
+    uint64_t wall_ns;      // median wall time of one signature (digest, C_SignInit, C_Sign)
+    uint64_t cpu_ns;       // median CPU time of the calling thread for the same
+    uint32_t cpu_permille; // the calling thread's CPU share of the best signature (highest)
+    hsm_dispatch dispatch; // what the pool now does (INLINE or POOL)
+    bool measured;         // false when the dispatch was configured, not measured
+} hsm_calibration;
+
+// Auto dispatch signs inline when, in the least disturbed of the timed signatures (the one with
+// the highest share), the calling thread was on the CPU for at least half of its wall time: the
+// token computes in this process. A token that waits (on a network, on a device) scores near 0
+// in every sample; a loaded machine that preempts the thread lowers some samples, not all.
+#define HSM_INLINE_MIN_CPU_PERMILLE 500u
+#define HSM_CALIBRATE_SIGNS         15u
+// The calibration stops after this long (once it has one signature), so a slow HSM costs the
+// start-up one signature, not fifteen.
+#define HSM_CALIBRATE_BUDGET_NS 50000000u
+
+// hsm_pool_calibrate settles |p|'s dispatch: for HSM_DISPATCH_AUTO it signs up to
+// HSM_CALIBRATE_SIGNS test messages (within HSM_CALIBRATE_BUDGET_NS) with |key| (|alg|) on a
+// session of the calling thread and decides by the rule above; INLINE and POOL are kept as
+// configured (|out->measured| false). |out| (may be NULL) receives the figures. Must run before any
+// hsm_lane_new and before the pool's first submit_on. The CKR of a failed signature on failure (the
+// dispatch then stays with the pool). Thread: start-up.
+CM_RESULT hsm_pool_calibrate(hsm_pool *p, hsm_calibration *out, const hsm_key *key,
+                             hsm_sig_alg alg);
+
+// hsm_pool_inline reports whether |p| signs inline for threads with a lane. Thread: any.
+bool hsm_pool_inline(const hsm_pool *p);
+
 // hsm_pool_depth returns the number of queued jobs not yet taken by a worker (for metrics
 // and backpressure). Thread: any.
 size_t hsm_pool_depth(hsm_pool *p);
@@ -281,6 +365,8 @@ typedef struct hsm_pool_stats {
     // C_SignInit and C_Sign calls that failed, whether or not the job's retry then succeeded
     // (|failed| counts only jobs that failed in the end).
     uint64_t sign_calls_failed;
+    uint64_t signed_inline;   // jobs signed on a submitter's lane (in signed_ok / failed too)
+    uint64_t inline_deferred; // jobs a lane gave to the workers: the token was busy
 } hsm_pool_stats;
 
 // hsm_pool_get_stats copies the counters into |*out| (relaxed reads). Thread: any.

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 #include <p11-kit/p11-kit.h>
@@ -37,6 +38,7 @@ typedef struct hsm_worker {
     CK_OBJECT_HANDLE handles[HSM_MAX_KEYS_PER_TOKEN]; // 0: not looked up in this session
     EVP_MD_CTX *md_ctx;
     cm_result start_result; // written before |started| is counted, under pool->mu
+    bool uncounted;         // calibration: its calls stay out of the pool's statistics
 } hsm_worker;
 
 struct hsm_pool {
@@ -54,10 +56,21 @@ struct hsm_pool {
 
     hsm_worker *workers;
     uint32_t num_workers;
+    int inline_on;         // atomic: 1 when submit_on signs on lanes (hsm_pool_calibrate)
+    uint32_t inline_busy;  // atomic: lanes signing right now (at most opts.inline_max)
+    uint64_t in_flight;    // atomic: jobs submitted to the workers and not yet completed
+    uint32_t lanes_opened; // atomic: lanes ever opened, for their names in logs
 
     // Statistics, relaxed atomics.
     uint64_t st_ok, st_failed, st_retried, st_reopened, st_batches;
     uint64_t st_sign_calls_failed; // C_SignInit and C_Sign calls that failed
+    uint64_t st_inline;            // jobs signed on a lane
+    uint64_t st_inline_deferred;   // jobs a lane handed to the workers (inline_max busy)
+};
+
+// Thread: confined to its owner; |w| is a worker without a thread.
+struct hsm_lane {
+    hsm_worker w;
 };
 
 void hsm_pool_opts_default(hsm_pool_opts *o)
@@ -66,6 +79,26 @@ void hsm_pool_opts_default(hsm_pool_opts *o)
     o->batch = 16;
     o->max_queue = 0;
     o->copy_key = true;
+    o->dispatch = HSM_DISPATCH_AUTO;
+    o->inline_max = 1;
+}
+
+static const char *const k_hsm_dispatch_names[] = {"auto", "inline", "pool"};
+
+bool hsm_dispatch_parse(const char *name, hsm_dispatch *out)
+{
+    for (size_t i = 0; i < 3; i++) {
+        if (strcmp(name, k_hsm_dispatch_names[i]) == 0) {
+            *out = (hsm_dispatch)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *hsm_dispatch_name(hsm_dispatch d)
+{
+    return (unsigned)d < 3 ? k_hsm_dispatch_names[d] : "?";
 }
 
 void hsm_job_init(hsm_job *j, cm_cq *cq, const hsm_key *key, hsm_sig_alg alg, cm_span msg,
@@ -87,6 +120,14 @@ void hsm_job_init(hsm_job *j, cm_cq *cq, const hsm_key *key, hsm_sig_alg alg, cm
 static void hsm_stat_add(uint64_t *c, uint64_t v)
 {
     __atomic_fetch_add(c, v, __ATOMIC_RELAXED);
+}
+
+// hsm_worker_count counts what a worker or lane did (not a calibration's test signatures).
+static void hsm_worker_count(const hsm_worker *w, uint64_t *c)
+{
+    if (!w->uncounted) {
+        hsm_stat_add(c, 1);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,7 +197,7 @@ static void hsm_worker_close(hsm_worker *w)
 static cm_result hsm_worker_reopen(hsm_worker *w)
 {
     hsm_worker_close(w);
-    hsm_stat_add(&w->pool->st_reopened, 1);
+    hsm_worker_count(w, &w->pool->st_reopened);
     cm_log_ratelimited("hsm.reopen", 10000, CM_LOG_WARN,
                        "hsm: worker %u token '%s': reopening its session", w->index,
                        w->pool->token->label);
@@ -314,14 +355,14 @@ static cm_result hsm_worker_sign_once(hsm_worker *w, hsm_job *j)
     CK_RV rv = t->f->C_SignInit(w->session, &mech, h);
     HSM_TOKEN_ALLOC_END();
     if (rv != CKR_OK) {
-        hsm_stat_add(&p->st_sign_calls_failed, 1);
+        hsm_worker_count(w, &p->st_sign_calls_failed);
         return hsm_ck_fail(w, "C_SignInit", rv);
     }
     uint8_t raw[HSM_MAX_SIG_LEN];
     CK_ULONG raw_len = sizeof(raw);
     rv = t->f->C_Sign(w->session, (CK_BYTE_PTR)(uintptr_t)input.p, input.len, raw, &raw_len);
     if (rv != CKR_OK) {
-        hsm_stat_add(&p->st_sign_calls_failed, 1);
+        hsm_worker_count(w, &p->st_sign_calls_failed);
         return hsm_ck_fail(w, "C_Sign", rv);
     }
     if (plan.ecdsa) {
@@ -356,7 +397,7 @@ static void hsm_worker_sign(hsm_worker *w, hsm_job *j)
     if (hsm_is_session_death(r) || hsm_is_stale_handle(r)) {
         cm_result ro = hsm_worker_reopen(w);
         if (cm_ok(ro)) {
-            hsm_stat_add(&w->pool->st_retried, 1);
+            hsm_worker_count(w, &w->pool->st_retried);
             r = hsm_worker_sign_once(w, j);
             if (hsm_is_session_death(r) || hsm_is_stale_handle(r)) {
                 // Leave the session for the next job to reopen.
@@ -377,9 +418,10 @@ static void hsm_worker_sign(hsm_worker *w, hsm_job *j)
 // Completion and the worker loop
 
 // hsm_complete pushes |jobs| back to their cqs: one chain (one atomic push, at most one
-// doorbell) per run of consecutive jobs sharing a cq. The jobs belong to their submitters
-// again as soon as they are pushed, so nothing here touches a job after its push.
-static void hsm_complete(hsm_pool *p, hsm_job **jobs, size_t n)
+// doorbell) per run of consecutive jobs sharing a cq; |local| (a lane's jobs, completed by
+// the cq's owner) pushes with cm_cq_push_local. The jobs belong to their submitters again as
+// soon as they are pushed, so nothing here touches a job after its push.
+static void hsm_complete_as(hsm_pool *p, hsm_job **jobs, size_t n, bool local)
 {
     uint64_t ok = 0;
     for (size_t i = 0; i < n; i++) {
@@ -396,9 +438,19 @@ static void hsm_complete(hsm_pool *p, hsm_job **jobs, size_t n)
         }
         jobs[end - 1]->node.next = NULL;
         cm_cq *cq = jobs[start]->cq;
-        cm_cq_push_chain(cq, &jobs[start]->node, &jobs[end - 1]->node);
+        if (local) {
+            cm_cq_push_local(cq, &jobs[start]->node, &jobs[end - 1]->node);
+        } else {
+            cm_cq_push_chain(cq, &jobs[start]->node, &jobs[end - 1]->node);
+        }
         start = end;
     }
+}
+
+static void hsm_complete(hsm_pool *p, hsm_job **jobs, size_t n)
+{
+    __atomic_sub_fetch(&p->in_flight, n, __ATOMIC_RELEASE);
+    hsm_complete_as(p, jobs, n, false);
 }
 
 static void *hsm_worker_main(void *arg)
@@ -528,6 +580,7 @@ cm_result hsm_pool_new(hsm_pool **out, hsm_token *t, const hsm_pool_opts *opts)
     }
     p->token = t;
     p->opts = *opts;
+    p->inline_on = opts->dispatch == HSM_DISPATCH_INLINE ? 1 : 0;
     cm_result r = cm_result_make(CM_OK);
     static const char *const k_md[3] = {"SHA2-256", "SHA2-384", "SHA2-512"};
     for (size_t i = 0; i < 3; i++) {
@@ -590,11 +643,9 @@ void hsm_pool_free(hsm_pool *p)
     hsm_pool_release(p);
 }
 
-cm_result hsm_pool_submit(hsm_pool *p, hsm_job *const *jobs, size_t num_jobs)
+// hsm_jobs_check validates a submission as a whole (hsm_pool_submit).
+static cm_result hsm_jobs_check(const hsm_pool *p, hsm_job *const *jobs, size_t num_jobs)
 {
-    if (num_jobs == 0) {
-        return cm_result_make(CM_OK);
-    }
     for (size_t i = 0; i < num_jobs; i++) {
         const hsm_job *j = jobs[i];
         CM_ENSURE(j != NULL && j->cq != NULL && j->sig != NULL && j->key != NULL, CM_E_INVALID_ARG);
@@ -602,6 +653,15 @@ cm_result hsm_pool_submit(hsm_pool *p, hsm_job *const *jobs, size_t num_jobs)
         CM_ENSURE(j->msg.p != NULL || j->msg.len == 0, CM_E_INVALID_ARG);
         CM_ENSURE(hsm_sig_alg_fits(j->alg, j->key->type), HSM_E_ALG_MISMATCH);
     }
+    return cm_result_make(CM_OK);
+}
+
+cm_result hsm_pool_submit(hsm_pool *p, hsm_job *const *jobs, size_t num_jobs)
+{
+    if (num_jobs == 0) {
+        return cm_result_make(CM_OK);
+    }
+    CM_TRY(hsm_jobs_check(p, jobs, num_jobs));
     // Link the batch outside the lock; the pool owns the jobs from here on.
     for (size_t i = 0; i < num_jobs; i++) {
         jobs[i]->node.kind = CM_CQ_KIND_HSM_JOB;
@@ -624,6 +684,7 @@ cm_result hsm_pool_submit(hsm_pool *p, hsm_job *const *jobs, size_t num_jobs)
     }
     p->tail = jobs[num_jobs - 1];
     p->depth += num_jobs;
+    __atomic_add_fetch(&p->in_flight, num_jobs, __ATOMIC_RELEASE);
     (void)pthread_mutex_unlock(&p->mu);
     if (num_jobs == 1) {
         (void)pthread_cond_signal(&p->cv);
@@ -649,6 +710,8 @@ void hsm_pool_get_stats(hsm_pool *p, hsm_pool_stats *out)
     out->reopened = __atomic_load_n(&p->st_reopened, __ATOMIC_RELAXED);
     out->batches = __atomic_load_n(&p->st_batches, __ATOMIC_RELAXED);
     out->sign_calls_failed = __atomic_load_n(&p->st_sign_calls_failed, __ATOMIC_RELAXED);
+    out->signed_inline = __atomic_load_n(&p->st_inline, __ATOMIC_RELAXED);
+    out->inline_deferred = __atomic_load_n(&p->st_inline_deferred, __ATOMIC_RELAXED);
 }
 
 void hsm_job_why(const hsm_job *j, cm_why *why)
@@ -683,5 +746,175 @@ cm_result hsm_sign_sync(hsm_pool *p, size_t *out_len, uint8_t *sig, size_t sig_c
         *out_len = job.sig_len;
     }
     cm_cq_cleanup(&cq);
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inline signing: lanes and the calibration that decides for them
+
+bool hsm_pool_inline(const hsm_pool *p)
+{
+    return __atomic_load_n(&p->inline_on, __ATOMIC_ACQUIRE) != 0;
+}
+
+// hsm_lane_open sets up |l| as a thread-less worker of |p| with its own session.
+static cm_result hsm_lane_open(hsm_lane *l, hsm_pool *p)
+{
+    l->w.pool = p;
+    l->w.index = p->num_workers + __atomic_fetch_add(&p->lanes_opened, 1, __ATOMIC_RELAXED);
+    l->w.md_ctx = EVP_MD_CTX_new();
+    CM_ENSURE(l->w.md_ctx != NULL, CM_E_NOMEM);
+    return hsm_worker_open(&l->w);
+}
+
+static void hsm_lane_close(hsm_lane *l)
+{
+    hsm_worker_close(&l->w);
+    EVP_MD_CTX_free(l->w.md_ctx);
+    l->w.md_ctx = NULL;
+}
+
+cm_result hsm_lane_new(hsm_lane **out, hsm_pool *p)
+{
+    *out = NULL;
+    if (!hsm_pool_inline(p)) {
+        return cm_result_make(CM_OK);
+    }
+    hsm_lane *l = calloc(1, sizeof(*l));
+    CM_ENSURE(l != NULL, CM_E_NOMEM);
+    const cm_result r = hsm_lane_open(l, p);
+    if (!cm_ok(r)) {
+        hsm_lane_close(l);
+        free(l);
+        return r;
+    }
+    *out = l;
+    return r;
+}
+
+void hsm_lane_free(hsm_lane *l)
+{
+    if (l == NULL) {
+        return;
+    }
+    hsm_lane_close(l);
+    free(l);
+}
+
+cm_result hsm_pool_submit_on(hsm_pool *p, hsm_lane *lane, hsm_job *const *jobs, size_t num_jobs)
+{
+    if (lane == NULL) {
+        return hsm_pool_submit(p, jobs, num_jobs);
+    }
+    CM_ENSURE(lane->w.pool == p, CM_E_INVALID_ARG);
+    if (num_jobs == 0) {
+        return cm_result_make(CM_OK);
+    }
+    CM_TRY(hsm_jobs_check(p, jobs, num_jobs));
+    // While the token is busy (inline_max lanes signing, or jobs with the workers) this lane
+    // hands its jobs to the workers instead of waiting for it: SoftHSM serialises much of a
+    // signature on a lock of its own (two threads sign only ~1.35 times as fast as one), and a
+    // loop blocked there stalls every connection it serves, while the workers overlap the
+    // signatures with the loops' other work. An idle token signs inline, without hand-offs.
+    const uint32_t max = p->opts.inline_max != 0 ? p->opts.inline_max : 1;
+    bool take = __atomic_load_n(&p->in_flight, __ATOMIC_ACQUIRE) == 0;
+    if (take && __atomic_add_fetch(&p->inline_busy, 1, __ATOMIC_ACQ_REL) > max) {
+        __atomic_sub_fetch(&p->inline_busy, 1, __ATOMIC_RELEASE);
+        take = false;
+    }
+    if (!take) {
+        hsm_stat_add(&p->st_inline_deferred, num_jobs);
+        return hsm_pool_submit(p, jobs, num_jobs);
+    }
+    hsm_job *batch[HSM_MAX_BATCH];
+    size_t done = 0;
+    while (done < num_jobs) {
+        size_t n = num_jobs - done < HSM_MAX_BATCH ? num_jobs - done : HSM_MAX_BATCH;
+        for (size_t i = 0; i < n; i++) {
+            batch[i] = jobs[done + i];
+            batch[i]->node.kind = CM_CQ_KIND_HSM_JOB;
+            batch[i]->attempts = 0;
+            hsm_worker_sign(&lane->w, batch[i]);
+        }
+        hsm_stat_add(&p->st_inline, n);
+        hsm_complete_as(p, batch, n, true);
+        done += n;
+    }
+    __atomic_sub_fetch(&p->inline_busy, 1, __ATOMIC_RELEASE);
+    return cm_result_make(CM_OK);
+}
+
+static uint64_t hsm_clock_ns(clockid_t id)
+{
+    struct timespec ts;
+    (void)clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int hsm_u64_cmp(const void *a, const void *b)
+{
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+// hsm_calibrate_measure signs up to HSM_CALIBRATE_SIGNS messages on a fresh lane of the
+// calling thread, stopping once HSM_CALIBRATE_BUDGET_NS have passed (after the first: a slow
+// HSM must not hold up the start), and fills the figures.
+static cm_result hsm_calibrate_measure(hsm_pool *p, hsm_calibration *c, const hsm_key *key,
+                                       hsm_sig_alg alg)
+{
+    hsm_lane lane;
+    memset(&lane, 0, sizeof(lane));
+    lane.w.uncounted = true;
+    cm_result r = hsm_lane_open(&lane, p);
+    uint64_t wall[HSM_CALIBRATE_SIGNS], cpu[HSM_CALIBRATE_SIGNS];
+    uint32_t best = 0, n = 0;
+    uint8_t msg[64], sig[HSM_MAX_SIG_LEN];
+    memset(msg, 0x5a, sizeof(msg));
+    const uint64_t start = hsm_clock_ns(CLOCK_MONOTONIC);
+    while (cm_ok(r) && n < HSM_CALIBRATE_SIGNS &&
+           (n == 0 || hsm_clock_ns(CLOCK_MONOTONIC) - start < HSM_CALIBRATE_BUDGET_NS)) {
+        hsm_job j;
+        hsm_job_init(&j, NULL, key, alg, cm_span_make(msg, sizeof(msg)), sig, sizeof(sig));
+        const uint64_t w0 = hsm_clock_ns(CLOCK_MONOTONIC);
+        const uint64_t c0 = hsm_clock_ns(CLOCK_THREAD_CPUTIME_ID);
+        hsm_worker_sign(&lane.w, &j);
+        const uint64_t c1 = hsm_clock_ns(CLOCK_THREAD_CPUTIME_ID);
+        const uint64_t w1 = hsm_clock_ns(CLOCK_MONOTONIC);
+        r = j.result;
+        wall[n] = w1 > w0 ? w1 - w0 : 1;
+        cpu[n] = c1 - c0;
+        const uint64_t share = 1000u * cpu[n] / wall[n];
+        best = share > best ? (uint32_t)(share < 1000u ? share : 1000u) : best;
+        n++;
+    }
+    hsm_lane_close(&lane);
+    CM_TRY(r);
+    qsort(wall, n, sizeof(wall[0]), hsm_u64_cmp);
+    qsort(cpu, n, sizeof(cpu[0]), hsm_u64_cmp);
+    c->signs = n;
+    c->wall_ns = wall[n / 2];
+    c->cpu_ns = cpu[n / 2];
+    c->cpu_permille = best;
+    c->measured = true;
+    return r;
+}
+
+cm_result hsm_pool_calibrate(hsm_pool *p, hsm_calibration *out, const hsm_key *key, hsm_sig_alg alg)
+{
+    hsm_calibration c;
+    memset(&c, 0, sizeof(c));
+    cm_result r = cm_result_make(CM_OK);
+    if (p->opts.dispatch == HSM_DISPATCH_AUTO) {
+        CM_ENSURE(key != NULL && key->token == p->token, CM_E_INVALID_ARG);
+        CM_ENSURE(hsm_sig_alg_fits(alg, key->type), HSM_E_ALG_MISMATCH);
+        r = hsm_calibrate_measure(p, &c, key, alg);
+        const bool local = cm_ok(r) && c.cpu_permille >= HSM_INLINE_MIN_CPU_PERMILLE;
+        __atomic_store_n(&p->inline_on, local ? 1 : 0, __ATOMIC_RELEASE);
+    }
+    c.dispatch = hsm_pool_inline(p) ? HSM_DISPATCH_INLINE : HSM_DISPATCH_POOL;
+    if (out != NULL) {
+        *out = c;
+    }
     return r;
 }

@@ -17,7 +17,7 @@ PKGS=(
   libpq-dev postgresql-15 haproxy
   softhsm2 opensc gnutls-bin
   libcoap3-dev libcoap3-bin
-  curl procps iproute2 linux-perf valgrind
+  curl procps iproute2 linux-perf valgrind gnuplot-nox
   libsystemd-dev libseccomp-dev
   dpkg-dev lintian scdoc
   prometheus

@@ -338,7 +338,8 @@ typedef enum cm_log_level {
 } cm_log_level;
 
 // cm_log writes one line "TIME LEVEL message" to the runtime's log file descriptor (stderr by
-// default) with a single write(2), so lines from different threads never interleave. Lines
+// default) with a single write(2), so lines from different threads never interleave (or, on a
+// thread with a cm_log_buf attached, appends it there for the next flush). Lines
 // above the runtime's level are dropped before formatting. Never log secrets.
 // Thread: any.
 void cm_log(cm_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -367,6 +368,30 @@ void cm_log_ratelimited(const char *key, uint32_t interval_ms, cm_log_level leve
 // cm_log_level_parse maps "error", "warn", "info", "debug" to a level; false when unknown.
 CM_MUST_USE bool cm_log_level_parse(const char *name, cm_log_level *out_level);
 
+// cm_log_buf gathers the log lines of one thread (an I/O loop) so that a turn of the loop,
+// however many requests it finished, costs at most one write(2): with a buffer attached,
+// cm_log and cm_log_ratelimited on that thread append their line here instead of writing it,
+// still one whole line per call; the line goes out at the next cm_log_buf_flush, or earlier
+// when the buffer has no room for the next line. An ERROR line flushes what is buffered and
+// is written at once, so an abort after it loses nothing. Thread: confined to its thread.
+#define CM_LOG_BUF_CAP 16384u
+typedef struct cm_log_buf {
+    size_t len;
+    char data[CM_LOG_BUF_CAP];
+} cm_log_buf;
+
+// cm_log_buf_attach sends this thread's log lines into |b| (emptied) until cm_log_buf_detach.
+// Thread: the calling thread; |b| must outlive the attachment.
+void cm_log_buf_attach(cm_log_buf *b);
+
+// cm_log_buf_flush writes the lines buffered on this thread, in order, with one write(2)
+// (retried on a short write); nothing when none are buffered or no buffer is attached.
+// Thread: the calling thread.
+void cm_log_buf_flush(void);
+
+// cm_log_buf_detach flushes and detaches this thread's buffer (no-op without one).
+void cm_log_buf_detach(void);
+
 // ---------------------------------------------------------------------------------------------
 // Time
 
@@ -375,6 +400,9 @@ uint64_t cm_time_mono_ns(void);
 
 // cm_time_now returns the wall clock in whole seconds since the epoch. Thread: any.
 int64_t cm_time_now(void);
+
+// cm_time_real_us returns the wall clock in microseconds since the epoch. Thread: any.
+uint64_t cm_time_real_us(void);
 
 // cm_time_from_civil converts a proleptic Gregorian UTC date and time to seconds since the
 // epoch. The caller validates the ranges. Thread: any; pure.

@@ -28,7 +28,8 @@ int cm_cq_fd(const cm_cq *q)
     return q->efd;
 }
 
-void cm_cq_push_chain(cm_cq *q, cm_cq_node *first, cm_cq_node *last)
+// cm_cq_link pushes the chain and returns the head it replaced (NULL: the queue was empty).
+static cm_cq_node *cm_cq_link(cm_cq *q, cm_cq_node *first, cm_cq_node *last)
 {
     // The stack holds nodes newest first and drain reverses it; reverse the chain here (it is
     // still private to the pusher) so that it comes out in the caller's order.
@@ -48,12 +49,49 @@ void cm_cq_push_chain(cm_cq *q, cm_cq_node *first, cm_cq_node *last)
         first->next = old;
     } while (!__atomic_compare_exchange_n(&q->head, &old, rev, true, __ATOMIC_RELEASE,
                                           __ATOMIC_RELAXED));
+    return old;
+}
+
+static void cm_cq_ring(cm_cq *q)
+{
+    const uint64_t one = 1;
+    // EAGAIN means the counter is saturated, i.e. the doorbell is already ringing.
+    (void)!write(q->efd, &one, sizeof(one));
+}
+
+void cm_cq_push_chain(cm_cq *q, cm_cq_node *first, cm_cq_node *last)
+{
     // Ring only when the queue was empty: the consumer then drains everything pushed since.
-    if (old == NULL) {
-        const uint64_t one = 1;
-        // EAGAIN means the counter is saturated, i.e. the doorbell is already ringing.
-        (void)!write(q->efd, &one, sizeof(one));
+    if (cm_cq_link(q, first, last) == NULL) {
+        cm_cq_ring(q);
     }
+}
+
+// The cq the current thread drains before each wait (cm_cq_set_drains_before_wait): a
+// per-thread promise, not shared state, so a thread-local rather than a field of the cq.
+static _Thread_local const cm_cq *t_cm_cq_drained;
+
+void cm_cq_set_drains_before_wait(cm_cq *q, bool on)
+{
+    if (on) {
+        t_cm_cq_drained = q;
+    } else if (t_cm_cq_drained == q) {
+        t_cm_cq_drained = NULL;
+    }
+}
+
+void cm_cq_push_local(cm_cq *q, cm_cq_node *first, cm_cq_node *last)
+{
+    // The owner is awake (it is the caller) and looks at the head before it sleeps, so the
+    // doorbell would only cost a write now and a wasted completion and read later.
+    if (cm_cq_link(q, first, last) == NULL && t_cm_cq_drained != q) {
+        cm_cq_ring(q);
+    }
+}
+
+bool cm_cq_pending(const cm_cq *q)
+{
+    return __atomic_load_n(&q->head, __ATOMIC_ACQUIRE) != NULL;
 }
 
 void cm_cq_push(cm_cq *q, cm_cq_node *node)

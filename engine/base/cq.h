@@ -56,6 +56,23 @@ void cm_cq_push_chain(cm_cq *q, cm_cq_node *first, cm_cq_node *last);
 // cm_cq_push queues one node. Thread: any.
 void cm_cq_push(cm_cq *q, cm_cq_node *node);
 
+// cm_cq_set_drains_before_wait declares that the calling thread, |q|'s owner, checks
+// cm_cq_pending (and drains) before every wait, so its own cm_cq_push_local into |q| may skip
+// the eventfd write; |on| false withdraws it. The promise is the thread's (a thread-local
+// pointer, one cq per thread): an I/O loop makes it; a consumer that only waits on the eventfd
+// must not. Thread: the owner only.
+void cm_cq_set_drains_before_wait(cm_cq *q, bool on);
+
+// cm_cq_push_local is cm_cq_push_chain for the owner thread itself (work it finished inline):
+// without the doorbell when this thread declared that it drains |q| before it waits, with it
+// otherwise. Other threads
+// may push at the same time. Thread: the owner only.
+void cm_cq_push_local(cm_cq *q, cm_cq_node *first, cm_cq_node *last);
+
+// cm_cq_pending reports whether nodes are queued (an acquire load of the head). Thread: the
+// owner only (for anyone else the answer is stale at once).
+bool cm_cq_pending(const cm_cq *q);
+
 // cm_cq_drain takes every queued node and returns them oldest first, linked through |next|
 // (NULL when none). It first clears the eventfd, then takes the list, so a push that races
 // with it either lands in this drain or rings the doorbell again: no wake-up is lost.

@@ -1,4 +1,5 @@
 // Logging, time and the runtime singleton.
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -80,6 +81,65 @@ bool cm_log_level_parse(const char *name, cm_log_level *out_level)
     return false;
 }
 
+// This thread's line buffer (cm_log_buf_attach), NULL when lines are written at once.
+static _Thread_local cm_log_buf *t_cm_log_buf;
+
+// cm_log_write_all writes |n| bytes to the log descriptor, continuing after a short write or
+// EINTR; any other error drops the rest (a log is not worth blocking or failing for).
+static void cm_log_write_all(const char *p, size_t n)
+{
+    const int fd = __atomic_load_n(&g_cm_runtime.log_fd, __ATOMIC_RELAXED);
+    for (int tries = 0; n > 0 && tries < 8; tries++) {
+        const ssize_t w = write(fd, p, n);
+        if (w < 0 && errno != EINTR) {
+            return;
+        }
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+        }
+    }
+}
+
+void cm_log_buf_attach(cm_log_buf *b)
+{
+    b->len = 0;
+    t_cm_log_buf = b;
+}
+
+void cm_log_buf_flush(void)
+{
+    cm_log_buf *b = t_cm_log_buf;
+    if (b != NULL && b->len > 0) {
+        cm_log_write_all(b->data, b->len);
+        b->len = 0;
+    }
+}
+
+void cm_log_buf_detach(void)
+{
+    cm_log_buf_flush();
+    t_cm_log_buf = NULL;
+}
+
+// cm_log_emit hands one finished line to the buffer or to the descriptor.
+static void cm_log_emit(cm_log_level level, const char *line, size_t n)
+{
+    cm_log_buf *b = t_cm_log_buf;
+    if (b == NULL || level == CM_LOG_ERROR) {
+        cm_log_buf_flush();
+        // One write per line; a short write of a single line is not worth a retry loop.
+        const int fd = __atomic_load_n(&g_cm_runtime.log_fd, __ATOMIC_RELAXED);
+        (void)!write(fd, line, n);
+        return;
+    }
+    if (b->len + n > sizeof(b->data)) {
+        cm_log_buf_flush();
+    }
+    memcpy(b->data + b->len, line, n); // n <= 1024 < sizeof(b->data)
+    b->len += n;
+}
+
 // cm_log_write formats and writes one line; |suffix| (may be "") follows the message.
 __attribute__((format(printf, 3, 0))) static void
 cm_log_write(cm_log_level level, const char *suffix, const char *fmt, va_list ap)
@@ -106,9 +166,7 @@ cm_log_write(cm_log_level level, const char *suffix, const char *fmt, va_list ap
     memcpy(line + used, suffix, sl);
     used += sl;
     line[used++] = '\n';
-    int fd = __atomic_load_n(&g_cm_runtime.log_fd, __ATOMIC_RELAXED);
-    // One write per line; a short write to a log is not worth a retry loop.
-    (void)!write(fd, line, used);
+    cm_log_emit(level, line, used);
 }
 
 void cm_log(cm_log_level level, const char *fmt, ...)
@@ -214,6 +272,13 @@ uint64_t cm_time_mono_ns(void)
     struct timespec ts;
     (void)clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t cm_time_real_us(void)
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 int64_t cm_time_now(void)

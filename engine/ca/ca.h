@@ -415,13 +415,20 @@ CM_RESULT ca_policy_check(const ca_profile *profile, const ca_authority *ca, ca_
 // ---------------------------------------------------------------------------------------------
 // Serial numbers and certificates
 
-#define CA_SERIAL_LEN 16u
+#define CA_SERIAL_LEN      16u
+#define CA_SERIAL_TIME_LEN 8u // the time-ordered prefix; the other 8 octets are random
 
-// ca_serial_new fills |out| with 16 random octets from the thread's public DRBG (the one
-// RAND_bytes uses, called through EVP_RAND_generate so that nothing is allocated) with the top
-// bit cleared so the INTEGER is positive, and never all zero. CM_E_CRYPTO when the DRBG fails.
-// Thread: any.
+// ca_serial_new fills |out| with a serial that sorts by issuance time: 0x40, the wall clock in
+// microseconds since the epoch (7 octets, big-endian), then 8 octets (64 bits) from the
+// thread's public DRBG (the one RAND_bytes uses, called through EVP_RAND_generate so that
+// nothing is allocated). Positive and minimal as an INTEGER (the first octet is 0x40), never
+// zero; two serials of the same microsecond differ in their random half. Appending in time
+// order keeps the store's inserts at the right edge of its serial index. CM_E_CRYPTO when the
+// DRBG fails. Thread: any.
 CM_RESULT ca_serial_new(uint8_t out[CA_SERIAL_LEN]);
+
+// ca_serial_new_at is ca_serial_new at |now_us| (microseconds since the epoch; for tests).
+CM_RESULT ca_serial_new_at(uint8_t out[CA_SERIAL_LEN], uint64_t now_us);
 
 // ca_tbs_build appends a TBSCertificate (RFC 5280 §4.1) to |b|: v3, |serial| (unsigned
 // magnitude, written as a minimal positive INTEGER), |sig_alg| (a whole AlgorithmIdentifier

@@ -17,6 +17,7 @@
 //                                    #   https://ADDR serves HTTPS there (the tls_ keys)
 //   io_threads   = 2                 # default: online cores
 //   hsm_sessions = 4                 # default: online cores
+//   hsm_dispatch = auto              # auto | inline | pool
 //   max_connections = 4096           # per I/O thread; more get 503 (Retry-After: 1)
 //   store_sync   = full              # full: fsync every commit (power-loss safe); normal: WAL
 //                                    #   fsync at checkpoints (process-crash safe only)
@@ -285,6 +286,9 @@ typedef struct cfg_ca {
     crmf_alg_id sig_alg;        // sig_alg: a signature row; CRMF_ALG_NONE: by the key's type
 } cfg_ca;
 
+// The values of cfg_config.hsm_dispatch (the same order as hsm/hsm.h's hsm_dispatch).
+enum { CFG_HSM_DISPATCH_AUTO = 0, CFG_HSM_DISPATCH_INLINE = 1, CFG_HSM_DISPATCH_POOL = 2 };
+
 // cfg_config is the whole frozen configuration. Thread: immutable after cfg_load; share it
 // read-only between threads.
 typedef struct cfg_config {
@@ -298,6 +302,8 @@ typedef struct cfg_config {
     uint32_t header_timeout;  // seconds for a request's head and body to arrive
     uint32_t idle_timeout;    // seconds a keep-alive connection may idle
     uint32_t hsm_sessions;
+    // hsm_dispatch: CFG_HSM_DISPATCH_AUTO (default), _INLINE or _POOL, in hsm_dispatch's order.
+    uint32_t hsm_dispatch;
     char *store_url;      // what store_open takes: sqlite:RESOLVED-PATH, or the PostgreSQL
                           // connection string with store_passfile appended
     char *store_path;     // the PATH of sqlite:PATH, resolved; NULL for PostgreSQL

@@ -438,6 +438,16 @@ cm_result cfg_daemon_load(cfg_loader *ld)
             CM_TRY(cfg_u32(ld, &cfg->io_threads, k, v, 1, 256));
         } else if (strcmp(k, "hsm_sessions") == 0) {
             CM_TRY(cfg_u32(ld, &cfg->hsm_sessions, k, v, 1, 1024));
+        } else if (strcmp(k, "hsm_dispatch") == 0) {
+            static const char *const k_dispatch[] = {"auto", "inline", "pool"};
+            size_t d = 0;
+            while (d < 3 && strcmp(v, k_dispatch[d]) != 0) {
+                d++;
+            }
+            if (d == 3) {
+                return cfg_fail(ld, CFG_E_VALUE, k, "'%s' is not auto, inline or pool", v);
+            }
+            cfg->hsm_dispatch = (uint32_t)d;
         } else if (strcmp(k, "store_sync") == 0) {
             if (strcmp(v, "full") == 0) {
                 cfg->store_sync_normal = false;

@@ -426,10 +426,28 @@ CM_RESULT front_daemon_start(front_daemon *d, char *err, size_t err_cap)
     hsm_pool_opts po;
     hsm_pool_opts_default(&po);
     po.sessions = d->cfg->hsm_sessions;
+    po.dispatch = (hsm_dispatch)d->cfg->hsm_dispatch;
     cm_result r = hsm_pool_new(&d->pool, d->token, &po);
     if (!cm_ok(r)) {
         front_err(err, err_cap, "cannot start %u HSM sessions: %s", po.sessions, cm_result_name(r));
         return r;
+    }
+    // hsm_dispatch = auto: time signatures on this thread and sign on the loops' own sessions
+    // when the token computes in this process (SoftHSM), in the pool when it mostly waits (a
+    // network HSM). The first CA's CMP key signs the 64-byte test messages (its CA key when it
+    // has none): they are no DER structure, so nothing can take them for a certificate.
+    hsm_calibration hc;
+    const hsm_key *probe = d->num_keys > 1 ? d->keys[1] : NULL;
+    r = hsm_pool_calibrate(d->pool, &hc, probe,
+                           probe != NULL ? hsm_sig_alg_for_key(probe) : HSM_SIG_NONE);
+    if (!cm_ok(r)) {
+        cm_log(CM_LOG_WARN, "certmintd: hsm_dispatch auto: a test signature failed (%s): pool",
+               cm_result_name(r));
+    } else if (hc.measured) {
+        cm_log(CM_LOG_INFO,
+               "certmintd: hsm_dispatch auto: C_Sign %llu us (%llu us CPU of this thread): %s",
+               (unsigned long long)(hc.wall_ns / 1000), (unsigned long long)(hc.cpu_ns / 1000),
+               hsm_dispatch_name(hc.dispatch));
     }
     const char *url = d->cfg->store_url;
     store_options so = {.sync = d->cfg->store_sync_normal ? STORE_SYNC_NORMAL : STORE_SYNC_FULL};

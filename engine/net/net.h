@@ -177,7 +177,9 @@ typedef struct net_server_config {
 // returns when all of them serve, or fails with the first error (everything started is
 // stopped). NET_E_ADDRESS for a bad address or a bad number of them, NET_E_FEATURE when the
 // kernel lacks an io_uring operation or IORING_FEAT_NODROP (completions must never be dropped).
-// |app| and |app_arg| must outlive the server. Thread: the caller's (not a loop).
+// |app| and |app_arg| must outlive the server. |*out| is written before the loops start, so
+// the application's callbacks may read it (set back to NULL on a failure after that).
+// Thread: the caller's (not a loop).
 CM_RESULT net_server_start(net_server **out, const net_server_config *cfg, const net_app *app,
                            void *app_arg);
 

@@ -156,6 +156,8 @@ struct net_loop {
     uint64_t st_tls_full, st_tls_resumed, st_tls_failed, st_tls_timeouts, st_tls_ns, tls_open;
     uint8_t *tls_plain; // NET_TLS_PLAIN_CAP bytes: decrypted input during on_data
     cm_result start_result;
+    bool cq_rang;       // the cq's eventfd fired this turn: its drain reads the counter
+    cm_log_buf log_buf; // this loop's log lines, written once per turn
 };
 
 struct net_server {
@@ -942,18 +944,50 @@ static void net_send_done(net_loop *l, uint32_t slot)
     }
 }
 
+// net_on_cq: the completion queue's doorbell rang. Its nodes are taken once per turn, after
+// every CQE of the turn (net_drain_cq), together with those the loop completed itself.
 static void net_on_cq(net_loop *l, const struct io_uring_cqe *cqe)
 {
     if ((cqe->flags & IORING_CQE_F_MORE) == 0 && !l->stopping) {
         net_arm_cq(l);
     }
-    for (cm_cq_node *n = cm_cq_drain(&l->cq); n != NULL;) {
+    l->cq_rang = true;
+}
+
+// net_deliver hands drained completions to the application, oldest first.
+static void net_deliver(net_loop *l, cm_cq_node *n)
+{
+    while (n != NULL) {
         cm_cq_node *next = n->next;
         if (n->kind != CM_CQ_KIND_NONE) {
             l->server->app->on_completion(l->app_ctx, n);
         }
         n = next;
     }
+}
+
+// How many times one turn drains the completion queue before it lets the ring in again:
+// completions delivered inline (an HSM lane) may queue further ones.
+#define NET_CQ_DRAINS_PER_TURN 4
+
+// net_drain_cq delivers what waits in the completion queue: pushed by other threads (their
+// doorbell rang) or by this loop itself without a doorbell (cm_cq_push_local). Returns true
+// when more is still waiting, so the next wait must not block.
+static bool net_drain_cq(net_loop *l)
+{
+    for (int round = 0; round < NET_CQ_DRAINS_PER_TURN; round++) {
+        cm_cq_node *n;
+        if (l->cq_rang) {
+            l->cq_rang = false;
+            n = cm_cq_drain(&l->cq); // consumes the eventfd's counter too
+        } else if (cm_cq_pending(&l->cq)) {
+            n = cm_cq_drain_after_read(&l->cq);
+        } else {
+            return false;
+        }
+        net_deliver(l, n);
+    }
+    return l->cq_rang || cm_cq_pending(&l->cq);
 }
 
 static void net_begin_stop(net_loop *l)
@@ -1226,6 +1260,7 @@ static void net_check_overflow(net_loop *l)
 static void net_loop_serve(net_loop *l)
 {
     l->last_tick_ms = net_now_ms();
+    bool more = false; // completions still queued after the last turn's drains
     for (;;) {
         if (!l->stopping && __atomic_load_n(&l->server->stop, __ATOMIC_ACQUIRE) != 0) {
             net_begin_stop(l);
@@ -1234,9 +1269,11 @@ static void net_loop_serve(net_loop *l)
             l->server->app->pending(l->app_ctx) == 0) {
             break;
         }
-        const uint64_t wait_ms = net_wait_ms(l, net_now_ms());
+        const uint64_t wait_ms = more ? 0 : net_wait_ms(l, net_now_ms());
         struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = (long long)wait_ms * 1000000LL};
         struct io_uring_cqe *cqe = NULL;
+        // The turn's log lines, in one write before the loop may sleep.
+        cm_log_buf_flush();
         // The wait also runs the deferred task work and moves completions the kernel held in
         // its overflow list (the CQ was full) into the CQ, oldest first.
         int rc = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, &ts, NULL);
@@ -1249,8 +1286,15 @@ static void net_loop_serve(net_loop *l)
         io_uring_for_each_cqe(&l->ring, head, cqe) {
             net_dispatch(l, cqe);
             seen++;
+            // What this CQE's work finished on this thread (an inline signature) moves on at
+            // once, not behind the rest of the turn: its store job reaches the writer while
+            // the loop handles the next request. No syscall: the doorbell is read at the end.
+            if (cm_cq_pending(&l->cq)) {
+                net_deliver(l, cm_cq_drain_after_read(&l->cq));
+            }
         }
         io_uring_cq_advance(&l->ring, seen);
+        more = net_drain_cq(l);
         const uint64_t now = net_now_ms();
         net_resume_accepts(l, now);
         if (l->any_needs_rearm || now - l->last_tick_ms >= NET_TICK_MS) {
@@ -1274,9 +1318,16 @@ static void *net_loop_main(void *arg)
     (void)pthread_cond_broadcast(&s->cv);
     (void)pthread_mutex_unlock(&s->mu);
     if (cm_ok(r)) {
+        // This thread looks at its completion queue before every wait (net_drain_cq), so work
+        // it completes itself needs no doorbell; and it writes its log lines once per turn.
+        cm_cq_set_drains_before_wait(&l->cq, true);
+        cm_log_buf_attach(&l->log_buf);
         net_loop_serve(l);
     }
     net_loop_teardown(l);
+    // Every line of the last turns, before the thread ends (a stop by SIGTERM comes here too).
+    cm_log_buf_detach();
+    cm_cq_set_drains_before_wait(&l->cq, false);
     return NULL;
 }
 
@@ -1518,6 +1569,9 @@ cm_result net_server_start(net_server **out, const net_server_config *cfg, const
         net_server_free(s);
         return r;
     }
+    // Published before the loops start (pthread_create orders it before their first request):
+    // the application may reach the server through |*out| from a loop (its /metrics does).
+    *out = s;
     uint32_t launched = 0;
     for (; launched < s->num_loops; launched++) {
         if (pthread_create(&s->loops[launched].thread, NULL, net_loop_main, &s->loops[launched]) !=
@@ -1543,11 +1597,11 @@ cm_result net_server_start(net_server **out, const net_server_config *cfg, const
             }
             (void)pthread_join(s->loops[k].thread, NULL);
         }
+        *out = NULL;
         net_server_free(s);
         return r;
     }
     // The loops own their listeners now; each closes its own in its teardown.
-    *out = s;
     return cm_result_make(CM_OK);
 }
 

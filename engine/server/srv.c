@@ -203,6 +203,10 @@ cm_result srv_worker_new(srv_worker **out, srv_engine *e, cm_cq *cq)
     if (cm_ok(r)) {
         r = store_reader_open(e->p.store, &w->reader);
     }
+    if (cm_ok(r) && e->p.hsm != NULL && cq != NULL) {
+        // NULL unless the pool signs inline; a worker without a cq (cm-verify) never signs.
+        r = hsm_lane_new(&w->lane, e->p.hsm);
+    }
     if (!cm_ok(r)) {
         srv_worker_free(w);
         return r;
@@ -238,6 +242,7 @@ void srv_worker_free(srv_worker *w)
     if (w->reader != NULL) {
         store_reader_close(w->reader);
     }
+    hsm_lane_free(w->lane);
     cmp_digests_cleanup(&w->dig);
     crmf_crypto_cleanup(&w->crypto);
     free(w);
@@ -486,7 +491,7 @@ void srv_sign_submit(srv_request *req, const hsm_key *key, hsm_sig_alg alg, cm_s
         return;
     }
     hsm_job *jobs[1] = {&req->hjob};
-    cm_result r = hsm_pool_submit(req->w->e->p.hsm, jobs, 1);
+    cm_result r = hsm_pool_submit_on(req->w->e->p.hsm, req->w->lane, jobs, 1);
     req->w->stats.hsm_submits++;
     req->w->stats.hsm_jobs++;
     if (!cm_ok(r)) {

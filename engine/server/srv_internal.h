@@ -192,6 +192,7 @@ struct srv_worker {
     crmf_crypto crypto;
     cmp_digests dig;
     store_reader *reader;
+    hsm_lane *lane; // this thread's own HSM session when the pool signs inline, else NULL
     // Recycling (srv_request_new / srv_request_free): freed requests wait here, zeroed but
     // for their arena's first block, up to |max_free|.
     srv_request *free_list; // singly linked through srv_request.next

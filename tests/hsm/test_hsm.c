@@ -3,6 +3,7 @@
 // and SPKI bytes are compared with OpenSSL's own encodings; URIs that match nothing, too much,
 // or carry a wrong PIN each fail with their own code; the pool is driven by several submitting
 // threads, shut down with jobs queued, and fed faults through tests/support/p11shim.
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -927,6 +928,180 @@ static void test_hsm_pool_with_session_copies_signs(void)
 }
 
 // ---------------------------------------------------------------------------------------------
+// Inline dispatch: lanes
+
+// efd_rang reports whether |cq|'s doorbell is readable right now.
+static bool efd_rang(const cm_cq *cq)
+{
+    struct pollfd pf = {.fd = cm_cq_fd(cq), .events = POLLIN};
+    return poll(&pf, 1, 0) == 1;
+}
+
+static hsm_pool *pool_with(hsm_dispatch d)
+{
+    hsm_pool_opts o;
+    hsm_pool_opts_default(&o);
+    o.sessions = 1;
+    o.dispatch = d;
+    hsm_pool *p = NULL;
+    TEST_ASSERT_OK(hsm_pool_new(&p, g_tok, &o));
+    return p;
+}
+
+static void test_hsm_lane_signs_on_the_callers_session_without_doorbell(void)
+{
+    hsm_pool *p = pool_with(HSM_DISPATCH_INLINE);
+    CU_ASSERT(hsm_pool_inline(p));
+    hsm_lane *lane = NULL;
+    TEST_ASSERT_OK(hsm_lane_new(&lane, p));
+    CU_ASSERT_FATAL(lane != NULL);
+    cm_cq cq = {NULL, -1};
+    TEST_ASSERT_OK(cm_cq_init(&cq));
+    cm_cq_set_drains_before_wait(&cq, true);
+
+    static const int k_which[3] = {K_P256, K_RSA, K_ED25519};
+    hsm_job jobs[3];
+    hsm_job *ptrs[3];
+    uint8_t sigs[3][HSM_MAX_SIG_LEN];
+    const cm_span msg = cm_span_make((const uint8_t *)"inline", 6);
+    for (size_t i = 0; i < 3; i++) {
+        const hsm_key *k = g_keys[k_which[i]];
+        hsm_job_init(&jobs[i], &cq, k, hsm_sig_alg_for_key(k), msg, sigs[i], sizeof(sigs[i]));
+        ptrs[i] = &jobs[i];
+    }
+    TEST_ASSERT_OK(hsm_pool_submit_on(p, lane, ptrs, 3));
+    // Signed before the call returned, queued for this thread, and no doorbell rang.
+    CU_ASSERT(cm_cq_pending(&cq));
+    CU_ASSERT(!efd_rang(&cq));
+    size_t n = 0;
+    for (cm_cq_node *nd = cm_cq_drain(&cq); nd != NULL; nd = nd->next) {
+        CU_ASSERT_PTR_EQUAL(nd, &jobs[n].node); // in submission order
+        n++;
+    }
+    CU_ASSERT_EQUAL(n, 3);
+    for (size_t i = 0; i < 3; i++) {
+        TEST_ASSERT_OK(jobs[i].result);
+        EVP_PKEY *pk = pkey_of(g_keys[k_which[i]]);
+        CU_ASSERT(verify_sig(pk, jobs[i].alg, msg, sigs[i], jobs[i].sig_len));
+        EVP_PKEY_free(pk);
+    }
+    hsm_pool_stats st;
+    hsm_pool_get_stats(p, &st);
+    CU_ASSERT_EQUAL(st.signed_inline, 3);
+    CU_ASSERT_EQUAL(st.signed_ok, 3);
+    CU_ASSERT_EQUAL(st.batches, 0); // no worker was involved
+
+    // A consumer that waits on the eventfd (no promise to drain first) gets its doorbell.
+    cm_cq_set_drains_before_wait(&cq, false);
+    TEST_ASSERT_OK(hsm_pool_submit_on(p, lane, ptrs, 1));
+    CU_ASSERT(efd_rang(&cq));
+    CU_ASSERT_PTR_EQUAL(cm_cq_drain(&cq), &jobs[0].node);
+    TEST_ASSERT_OK(jobs[0].result);
+    cm_cq_cleanup(&cq);
+    hsm_lane_free(lane);
+    hsm_pool_free(p);
+}
+
+static void test_hsm_lane_rejects_bad_jobs_and_foreign_pools(void)
+{
+    hsm_pool *p = pool_with(HSM_DISPATCH_INLINE);
+    hsm_pool *q = pool_with(HSM_DISPATCH_INLINE);
+    hsm_lane *lane = NULL;
+    TEST_ASSERT_OK(hsm_lane_new(&lane, p));
+    cm_cq cq = {NULL, -1};
+    TEST_ASSERT_OK(cm_cq_init(&cq));
+    cm_cq_set_drains_before_wait(&cq, true);
+    uint8_t sig[HSM_MAX_SIG_LEN];
+    hsm_job j;
+    hsm_job *jp = &j;
+    const cm_span msg = cm_span_make((const uint8_t *)"x", 1);
+    hsm_job_init(&j, &cq, g_keys[K_P256], HSM_SIG_ECDSA_SHA256, msg, sig, sizeof(sig));
+    TEST_ASSERT_CODE(hsm_pool_submit_on(q, lane, &jp, 1), CM_E_INVALID_ARG); // another pool's
+    hsm_job_init(&j, &cq, g_keys[K_P256], HSM_SIG_RSA_PKCS1_SHA256, msg, sig, sizeof(sig));
+    TEST_ASSERT_CODE(hsm_pool_submit_on(p, lane, &jp, 1), HSM_E_ALG_MISMATCH);
+    hsm_job_init(&j, &cq, g_keys[K_P256], HSM_SIG_ECDSA_SHA256, msg, NULL, 0);
+    TEST_ASSERT_CODE(hsm_pool_submit_on(p, lane, &jp, 1), CM_E_INVALID_ARG);
+    CU_ASSERT(!cm_cq_pending(&cq)); // a refused submission completes nothing
+    hsm_pool_stats st;
+    hsm_pool_get_stats(p, &st);
+    CU_ASSERT_EQUAL(st.signed_inline, 0);
+    cm_cq_cleanup(&cq);
+    hsm_lane_free(lane);
+    hsm_pool_free(q);
+    hsm_pool_free(p);
+}
+
+static void test_hsm_pool_dispatch_gives_no_lane_and_uses_workers(void)
+{
+    hsm_pool *p = pool_with(HSM_DISPATCH_POOL);
+    CU_ASSERT(!hsm_pool_inline(p));
+    hsm_lane *lane = (hsm_lane *)(uintptr_t)1;
+    TEST_ASSERT_OK(hsm_lane_new(&lane, p));
+    CU_ASSERT_PTR_NULL(lane);
+    hsm_calibration c;
+    TEST_ASSERT_OK(hsm_pool_calibrate(p, &c, g_keys[K_P256], HSM_SIG_ECDSA_SHA256));
+    CU_ASSERT(!c.measured);
+    CU_ASSERT_EQUAL(c.dispatch, HSM_DISPATCH_POOL);
+    cm_cq cq = {NULL, -1};
+    TEST_ASSERT_OK(cm_cq_init(&cq));
+    uint8_t sig[HSM_MAX_SIG_LEN];
+    hsm_job j;
+    hsm_job *jp = &j;
+    hsm_job_init(&j, &cq, g_keys[K_P256], HSM_SIG_ECDSA_SHA256,
+                 cm_span_make((const uint8_t *)"pool", 4), sig, sizeof(sig));
+    TEST_ASSERT_OK(hsm_pool_submit_on(p, NULL, &jp, 1));
+    while (!cm_cq_wait(&cq, 1000)) {
+    }
+    CU_ASSERT_PTR_EQUAL(cm_cq_drain(&cq), &j.node);
+    TEST_ASSERT_OK(j.result);
+    hsm_pool_stats st;
+    hsm_pool_get_stats(p, &st);
+    CU_ASSERT_EQUAL(st.signed_inline, 0);
+    CU_ASSERT_EQUAL(st.batches, 1);
+    cm_cq_cleanup(&cq);
+    hsm_pool_free(p);
+}
+
+static void test_hsm_auto_dispatch_is_pool_until_calibrated_then_inline_for_softhsm(void)
+{
+    hsm_pool *p = pool_with(HSM_DISPATCH_AUTO);
+    CU_ASSERT(!hsm_pool_inline(p));
+    hsm_lane *lane = NULL;
+    TEST_ASSERT_OK(hsm_lane_new(&lane, p));
+    CU_ASSERT_PTR_NULL(lane);
+    // Bad calibration input: refused, and the pool keeps signing in its workers.
+    hsm_calibration c;
+    TEST_ASSERT_CODE(hsm_pool_calibrate(p, &c, NULL, HSM_SIG_ECDSA_SHA256), CM_E_INVALID_ARG);
+    TEST_ASSERT_CODE(hsm_pool_calibrate(p, &c, g_keys[K_P256], HSM_SIG_ED25519),
+                     HSM_E_ALG_MISMATCH);
+    CU_ASSERT(!hsm_pool_inline(p));
+    // SoftHSM computes in this process: the thread is on the CPU for the whole signature.
+    TEST_ASSERT_OK(hsm_pool_calibrate(p, &c, g_keys[K_P256], HSM_SIG_ECDSA_SHA256));
+    CU_ASSERT(c.measured);
+    CU_ASSERT(c.signs >= 1 && c.signs <= HSM_CALIBRATE_SIGNS);
+    CU_ASSERT(c.wall_ns > 0 && c.cpu_ns > 0);
+    CU_ASSERT(c.cpu_permille >= HSM_INLINE_MIN_CPU_PERMILLE);
+    CU_ASSERT_EQUAL(c.dispatch, HSM_DISPATCH_INLINE);
+    CU_ASSERT(hsm_pool_inline(p));
+    TEST_ASSERT_OK(hsm_lane_new(&lane, p));
+    CU_ASSERT_PTR_NOT_NULL(lane);
+    hsm_lane_free(lane);
+    hsm_pool_free(p);
+}
+
+static void test_hsm_dispatch_names_parse(void)
+{
+    hsm_dispatch d = HSM_DISPATCH_AUTO;
+    CU_ASSERT(hsm_dispatch_parse("inline", &d) && d == HSM_DISPATCH_INLINE);
+    CU_ASSERT(hsm_dispatch_parse("pool", &d) && d == HSM_DISPATCH_POOL);
+    CU_ASSERT(hsm_dispatch_parse("auto", &d) && d == HSM_DISPATCH_AUTO);
+    CU_ASSERT(!hsm_dispatch_parse("Inline", &d));
+    CU_ASSERT(!hsm_dispatch_parse("", &d));
+    CU_ASSERT_STRING_EQUAL(hsm_dispatch_name(HSM_DISPATCH_POOL), "pool");
+    CU_ASSERT_STRING_EQUAL(hsm_dispatch_name((hsm_dispatch)7), "?");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Faults through the shim
 
 #ifdef CM_P11SHIM_PATH
@@ -1105,6 +1280,126 @@ static void test_hsm_shim_faults_on_many_sessions_lose_nothing(void)
     CU_ASSERT(run.st.reopened >= 1);
 }
 
+// shim_calibrate opens the token through the shim with every C_Sign delayed |delay_us| and
+// calibrates an auto pool on it.
+static void shim_calibrate(hsm_calibration *c, const char *delay_us)
+{
+    CU_ASSERT_FATAL(setenv("P11SHIM_MODULE", g_tt.module, 1) == 0);
+    CU_ASSERT_FATAL(setenv("P11SHIM_FAIL_EVERY", "0", 1) == 0);
+    CU_ASSERT_FATAL(setenv("P11SHIM_SIGN_DELAY_US", delay_us, 1) == 0);
+    char uri[1024];
+    (void)snprintf(uri, sizeof(uri),
+                   "pkcs11:token=hsm-test;object=k-p256?module-path=%s&pin-value=%s",
+                   CM_P11SHIM_PATH, g_tt.user_pin);
+    hsm_error err;
+    hsm_token *t = NULL;
+    hsm_key *k = NULL;
+    hsm_pool *p = NULL;
+    TEST_ASSERT_OK(hsm_token_open(&t, &err, uri));
+    TEST_ASSERT_OK(hsm_key_find(t, &k, &err, uri));
+    hsm_pool_opts o;
+    hsm_pool_opts_default(&o);
+    o.sessions = 1;
+    TEST_ASSERT_OK(hsm_pool_new(&p, t, &o));
+    TEST_ASSERT_OK(hsm_pool_calibrate(p, c, k, HSM_SIG_ECDSA_SHA256));
+    hsm_lane *lane = NULL;
+    TEST_ASSERT_OK(hsm_lane_new(&lane, p));
+    CU_ASSERT_EQUAL(lane == NULL, c->dispatch == HSM_DISPATCH_POOL);
+    hsm_lane_free(lane);
+    hsm_pool_free(p);
+    hsm_key_free(k);
+    hsm_token_free(t);
+    CU_ASSERT_FATAL(setenv("P11SHIM_SIGN_DELAY_US", "0", 1) == 0);
+}
+
+static void test_hsm_shim_auto_dispatch_keeps_a_waiting_hsm_in_the_pool(void)
+{
+    // A network HSM: every C_Sign waits 2 ms and costs this thread almost no CPU.
+    hsm_calibration c;
+    shim_calibrate(&c, "2000");
+    CU_ASSERT(c.measured);
+    CU_ASSERT(c.signs >= 1);
+    CU_ASSERT(c.wall_ns >= 2000000u);
+    CU_ASSERT(c.cpu_permille < HSM_INLINE_MIN_CPU_PERMILLE);
+    CU_ASSERT_EQUAL(c.dispatch, HSM_DISPATCH_POOL);
+    // A slow one (80 ms a signature) costs the start-up one signature, not fifteen.
+    shim_calibrate(&c, "80000");
+    CU_ASSERT_EQUAL(c.signs, 1);
+    CU_ASSERT(c.wall_ns >= 80000000u);
+    CU_ASSERT_EQUAL(c.dispatch, HSM_DISPATCH_POOL);
+}
+
+static void test_hsm_shim_lane_defers_to_the_workers_while_the_token_is_busy(void)
+{
+    // Every C_Sign takes 50 ms: while a worker signs, a lane's job goes to the workers too
+    // (a loop must not wait for a busy token); once they are idle, the lane signs itself.
+    CU_ASSERT_FATAL(setenv("P11SHIM_MODULE", g_tt.module, 1) == 0);
+    CU_ASSERT_FATAL(setenv("P11SHIM_FAIL_EVERY", "0", 1) == 0);
+    CU_ASSERT_FATAL(setenv("P11SHIM_SIGN_DELAY_US", "50000", 1) == 0);
+    char uri[1024];
+    (void)snprintf(uri, sizeof(uri),
+                   "pkcs11:token=hsm-test;object=k-p256?module-path=%s&pin-value=%s",
+                   CM_P11SHIM_PATH, g_tt.user_pin);
+    hsm_error err;
+    hsm_token *t = NULL;
+    hsm_key *k = NULL;
+    hsm_pool *p = NULL;
+    TEST_ASSERT_OK(hsm_token_open(&t, &err, uri));
+    TEST_ASSERT_OK(hsm_key_find(t, &k, &err, uri));
+    hsm_pool_opts o;
+    hsm_pool_opts_default(&o);
+    o.sessions = 1;
+    o.dispatch = HSM_DISPATCH_INLINE;
+    TEST_ASSERT_OK(hsm_pool_new(&p, t, &o));
+    hsm_lane *lane = NULL;
+    TEST_ASSERT_OK(hsm_lane_new(&lane, p));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(lane);
+    cm_cq cq = {NULL, -1};
+    TEST_ASSERT_OK(cm_cq_init(&cq));
+    cm_cq_set_drains_before_wait(&cq, true);
+    hsm_job jobs[3];
+    hsm_job *ptrs[3];
+    uint8_t sigs[3][HSM_MAX_SIG_LEN];
+    const cm_span msg = cm_span_make((const uint8_t *)"busy", 4);
+    for (size_t i = 0; i < 3; i++) {
+        hsm_job_init(&jobs[i], &cq, k, HSM_SIG_ECDSA_SHA256, msg, sigs[i], sizeof(sigs[i]));
+        ptrs[i] = &jobs[i];
+    }
+    TEST_ASSERT_OK(hsm_pool_submit(p, &ptrs[0], 1));          // the worker: 50 ms
+    TEST_ASSERT_OK(hsm_pool_submit_on(p, lane, &ptrs[1], 1)); // busy: to the worker as well
+    hsm_pool_stats st;
+    hsm_pool_get_stats(p, &st);
+    CU_ASSERT_EQUAL(st.inline_deferred, 1);
+    CU_ASSERT_EQUAL(st.signed_inline, 0);
+    size_t back = 0;
+    while (back < 2) {
+        (void)cm_cq_wait(&cq, 1000);
+        for (cm_cq_node *nd = cm_cq_drain(&cq); nd != NULL; nd = nd->next) {
+            back++;
+        }
+    }
+    TEST_ASSERT_OK(jobs[0].result);
+    TEST_ASSERT_OK(jobs[1].result);
+    TEST_ASSERT_OK(hsm_pool_submit_on(p, lane, &ptrs[2], 1)); // idle again: inline
+    CU_ASSERT(cm_cq_pending(&cq));
+    CU_ASSERT_PTR_EQUAL(cm_cq_drain(&cq), &jobs[2].node);
+    TEST_ASSERT_OK(jobs[2].result);
+    hsm_pool_get_stats(p, &st);
+    CU_ASSERT_EQUAL(st.signed_inline, 1);
+    CU_ASSERT_EQUAL(st.inline_deferred, 1);
+    EVP_PKEY *pk = pkey_of(k);
+    for (size_t i = 0; i < 3; i++) {
+        CU_ASSERT(verify_sig(pk, HSM_SIG_ECDSA_SHA256, msg, sigs[i], jobs[i].sig_len));
+    }
+    EVP_PKEY_free(pk);
+    cm_cq_cleanup(&cq);
+    hsm_lane_free(lane);
+    hsm_pool_free(p);
+    hsm_key_free(k);
+    hsm_token_free(t);
+    CU_ASSERT_FATAL(setenv("P11SHIM_SIGN_DELAY_US", "0", 1) == 0);
+}
+
 #endif // CM_P11SHIM_PATH
 
 // The CK_RV names moved to engine/base (cm_ckr_name), which does not see pkcs11.h: check its
@@ -1217,7 +1512,14 @@ int test_hsm_register(void)
         TEST_CASE(test_hsm_pool_rejects_bad_jobs),
         TEST_CASE(test_hsm_job_why_names_the_failure),
         TEST_CASE(test_hsm_pool_with_session_copies_signs),
+        TEST_CASE(test_hsm_lane_signs_on_the_callers_session_without_doorbell),
+        TEST_CASE(test_hsm_lane_rejects_bad_jobs_and_foreign_pools),
+        TEST_CASE(test_hsm_pool_dispatch_gives_no_lane_and_uses_workers),
+        TEST_CASE(test_hsm_auto_dispatch_is_pool_until_calibrated_then_inline_for_softhsm),
+        TEST_CASE(test_hsm_dispatch_names_parse),
 #ifdef CM_P11SHIM_PATH
+        TEST_CASE(test_hsm_shim_auto_dispatch_keeps_a_waiting_hsm_in_the_pool),
+        TEST_CASE(test_hsm_shim_lane_defers_to_the_workers_while_the_token_is_busy),
         TEST_CASE(test_hsm_shim_closed_session_is_reopened_and_retried),
         TEST_CASE(test_hsm_shim_failing_sign_fails_only_that_job),
         TEST_CASE(test_hsm_shim_faults_on_many_sessions_lose_nothing),

@@ -52,8 +52,20 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 assert r["ok"] == 100 and r["failed"] == 0, r
 assert all(v == 0 for v in r["errors"].values()), r["errors"]
+# The latency histogram: increasing bounds, a count per bound, one entry per transaction, and
+# the median inside the bucket the counts put it in.
+h = r["latency_histogram"]
+le, n = h["le_ms"], h["count"]
+assert len(le) == len(n) > 0 and all(a < b for a, b in zip(le, le[1:])), h
+assert sum(n) == 100, h
+acc, k = 0, 0
+while acc + n[k] < 51:  # p50 is the 51st of 100 sorted latencies
+    acc += n[k]
+    k += 1
+lo = le[k - 1] if k > 0 else 0.0
+assert lo <= r["latency_ms"]["p50"] <= le[k], (h, r["latency_ms"])
 PY
-echo "ok   100 enrolments, 0 failures"
+echo "ok   100 enrolments, 0 failures, latency histogram"
 
 # The same with certConf on the same connection; --verify also checks each pkiConf's MAC.
 "$bench" --url "http://127.0.0.1:$port/.well-known/cmp/p/devices" \

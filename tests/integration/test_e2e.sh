@@ -460,6 +460,7 @@ check "metrics histograms" sh -c "curl -sf http://127.0.0.1:$port/metrics | \
 # (under ASan this also means no leak at exit).
 if [ -n "$bench" ]; then
   before=$(count_valid)
+  logged_before=$(grep -c 'body=ir outcome=ok' "$work/daemon.log" 2>/dev/null || true)
   "$bench" --url "http://127.0.0.1:$port/.well-known/cmp/p/devices" --secret "demo-device:$secret" \
     --duration 8 --prepare 4000 --connections 16 --timeout 5 --json term.json >term.log 2>&1 &
   bpid=$!
@@ -483,6 +484,14 @@ if [ -n "$bench" ]; then
     ok "SIGTERM under load: all $received certificates clients received are in the store ($stored stored)"
   else
     fail "SIGTERM under load: received $received, stored $stored"; tail -5 term.log
+  fi
+  # The loops buffer their request lines and write them once per turn: none may be lost when
+  # the daemon stops, so every certificate received has its line.
+  logged=$(( $(grep -c 'body=ir outcome=ok' "$work/daemon.log" 2>/dev/null || true) - ${logged_before:-0} ))
+  if [ "$received" -gt 0 ] && [ "$logged" -ge "$received" ]; then
+    ok "SIGTERM under load: every received certificate has its log line ($logged logged)"
+  else
+    fail "SIGTERM under load: received $received, logged $logged"
   fi
 fi
 check "store integrity after stop" sh -c "[ \"\$(sqlite3 $work/inst/certmint.db 'PRAGMA integrity_check')\" = ok ]"

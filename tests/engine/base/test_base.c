@@ -3,6 +3,7 @@
 // many producers, no lost wake-ups), and rate-limited logging.
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -308,6 +309,49 @@ static void test_base_cq_many_producers_in_order_exactly_once(void)
     cm_cq_cleanup(&q);
 }
 
+static bool cq_rang(const cm_cq *q)
+{
+    struct pollfd pf = {.fd = cm_cq_fd(q), .events = POLLIN};
+    return poll(&pf, 1, 0) == 1;
+}
+
+static void test_base_cq_local_push_skips_the_doorbell_only_when_promised(void)
+{
+    cm_cq q;
+    TEST_ASSERT_OK(cm_cq_init(&q));
+    cm_cq_node a = {NULL, CM_CQ_KIND_USER}, b = {NULL, CM_CQ_KIND_USER},
+               c = {NULL, CM_CQ_KIND_USER};
+    // No promise to drain before waiting: a local push rings like any other.
+    CU_ASSERT_FALSE(cm_cq_pending(&q));
+    cm_cq_push_local(&q, &a, &a);
+    CU_ASSERT_TRUE(cq_rang(&q));
+    CU_ASSERT_PTR_EQUAL(cm_cq_drain(&q), &a);
+    CU_ASSERT_FALSE(cq_rang(&q));
+    // Promised: the owner's pushes are silent and only cm_cq_pending shows them; a push by
+    // anyone onto the non-empty queue stays silent too, and the drain returns push order.
+    cm_cq_set_drains_before_wait(&q, true);
+    cm_cq_push_local(&q, &a, &a);
+    CU_ASSERT_TRUE(cm_cq_pending(&q));
+    CU_ASSERT_FALSE(cq_rang(&q));
+    cm_cq_push(&q, &b);
+    CU_ASSERT_FALSE(cq_rang(&q));
+    cm_cq_node *n = cm_cq_drain_after_read(&q);
+    CU_ASSERT_PTR_EQUAL(n, &a);
+    CU_ASSERT_PTR_EQUAL(n->next, &b);
+    CU_ASSERT_PTR_NULL(n->next->next);
+    CU_ASSERT_FALSE(cm_cq_pending(&q));
+    // A push from another producer onto the empty queue still rings.
+    cm_cq_push(&q, &c);
+    CU_ASSERT_TRUE(cq_rang(&q));
+    CU_ASSERT_PTR_EQUAL(cm_cq_drain(&q), &c);
+    // Withdrawn: rings again.
+    cm_cq_set_drains_before_wait(&q, false);
+    cm_cq_push_local(&q, &a, &a);
+    CU_ASSERT_TRUE(cq_rang(&q));
+    CU_ASSERT_PTR_EQUAL(cm_cq_drain(&q), &a);
+    cm_cq_cleanup(&q);
+}
+
 // --- cm_log_ratelimited -----------------------------------------------------------------------
 
 static int g_log_fd = -1;
@@ -371,6 +415,58 @@ static void sleep_ms(unsigned ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
     (void)nanosleep(&ts, NULL);
+}
+
+static size_t file_size(int fd)
+{
+    const off_t end = lseek(fd, 0, SEEK_END);
+    return end > 0 ? (size_t)end : 0;
+}
+
+static void test_base_log_buf_writes_once_per_flush_and_loses_nothing(void)
+{
+    char dir[256], path[320];
+    log_capture(dir, sizeof(dir), path, sizeof(path));
+    cm_runtime_set_log_level(CM_LOG_INFO); // the runner's is WARN
+    static cm_log_buf buf;                 // 16 KiB: not on the test's stack
+    cm_log_buf_attach(&buf);
+    cm_log(CM_LOG_INFO, "turn1 line a");
+    cm_log(CM_LOG_WARN, "turn1 line b");
+    CU_ASSERT_EQUAL(file_size(g_log_fd), 0); // held until the flush
+    cm_log_buf_flush();
+    const size_t after1 = file_size(g_log_fd);
+    CU_ASSERT(after1 > 0);
+    cm_log_buf_flush(); // nothing buffered: nothing written
+    CU_ASSERT_EQUAL(file_size(g_log_fd), after1);
+    // An ERROR line goes out at once, after what was buffered before it.
+    cm_log(CM_LOG_INFO, "turn2 before the error");
+    cm_log(CM_LOG_ERROR, "turn2 the error");
+    CU_ASSERT(file_size(g_log_fd) > after1);
+    // More lines than the buffer holds: full buffers are written, none is dropped or cut.
+    char pad[301];
+    memset(pad, 'x', sizeof(pad) - 1);
+    pad[sizeof(pad) - 1] = '\0';
+    for (int i = 0; i < 200; i++) {
+        cm_log(CM_LOG_INFO, "bulk %03d %s", i, pad);
+    }
+    cm_log(CM_LOG_INFO, "last before detach");
+    cm_log_buf_detach(); // flushes
+    cm_log(CM_LOG_INFO, "unbuffered again");
+    cm_runtime_set_log_level(CM_LOG_WARN);
+    char *text = log_release(dir, path);
+    uint64_t more = 0;
+    CU_ASSERT_EQUAL(log_tally(text, "bulk ", &more), 200);
+    CU_ASSERT_EQUAL(log_tally(text, pad, &more), 200); // every bulk line whole
+    const char *order[] = {"turn1 line a",       "turn1 line b",    "turn2 before the error",
+                           "turn2 the error",    "bulk 000",        "bulk 199",
+                           "last before detach", "unbuffered again"};
+    const char *at = text;
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        const char *hit = strstr(at, order[i]);
+        CU_ASSERT_PTR_NOT_NULL(hit);
+        at = hit != NULL ? hit : at;
+    }
+    free(text);
 }
 
 static void test_base_log_ratelimited_one_line_per_interval_with_count(void)
@@ -467,6 +563,8 @@ int test_base_register(void)
         TEST_CASE(test_base_arena_alignment_cap_and_reset),
         TEST_CASE(test_base_civil_time_round_trip),
         TEST_CASE(test_base_cq_many_producers_in_order_exactly_once),
+        TEST_CASE(test_base_cq_local_push_skips_the_doorbell_only_when_promised),
+        TEST_CASE(test_base_log_buf_writes_once_per_flush_and_loses_nothing),
         TEST_CASE(test_base_log_ratelimited_one_line_per_interval_with_count),
         TEST_CASE(test_base_log_ratelimited_threads_lose_no_count),
     };

@@ -493,6 +493,60 @@ static int cmp_serial(const void *a, const void *b)
     return memcmp(a, b, CA_SERIAL_LEN);
 }
 
+static void test_ca_serials_sort_by_time_with_64_random_bits(void)
+{
+    // The prefix: 0x40 and the microseconds, big-endian, so later serials sort after earlier
+    // ones (memcmp order, as the store's index compares them).
+    const uint64_t t0 = 1764720000123456ull; // 2025-12-03, in microseconds
+    uint8_t a[CA_SERIAL_LEN], b[CA_SERIAL_LEN];
+    for (uint64_t d = 1; d < (1ull << 40); d *= 37) {
+        TEST_ASSERT_OK(ca_serial_new_at(a, t0));
+        TEST_ASSERT_OK(ca_serial_new_at(b, t0 + d));
+        CU_ASSERT(memcmp(a, b, CA_SERIAL_LEN) < 0);
+    }
+    CU_ASSERT_EQUAL(a[0], 0x40);
+    uint64_t got = 0;
+    for (size_t i = 1; i < CA_SERIAL_TIME_LEN; i++) {
+        got = got << 8 | a[i];
+    }
+    CU_ASSERT_EQUAL(got, t0);
+    // The same microsecond: the random half differs, and its 64 bits are all in use.
+    enum { N = 2000 };
+    uint8_t(*s)[CA_SERIAL_LEN] = malloc((size_t)N * CA_SERIAL_LEN);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    uint64_t set_or = 0, set_and = ~0ull;
+    size_t ones = 0;
+    for (size_t i = 0; i < N; i++) {
+        TEST_ASSERT_OK(ca_serial_new_at(s[i], t0));
+        CU_ASSERT_EQUAL(memcmp(s[i], a, CA_SERIAL_TIME_LEN), 0);
+        uint64_t r = 0;
+        for (size_t j = CA_SERIAL_TIME_LEN; j < CA_SERIAL_LEN; j++) {
+            r = r << 8 | s[i][j];
+        }
+        set_or |= r;
+        set_and &= r;
+        ones += (size_t)__builtin_popcountll(r);
+    }
+    qsort(s, N, CA_SERIAL_LEN, cmp_serial);
+    size_t dups = 0;
+    for (size_t i = 1; i < N; i++) {
+        dups += memcmp(s[i], s[i - 1], CA_SERIAL_LEN) == 0;
+    }
+    CU_ASSERT_EQUAL(dups, 0);
+    CU_ASSERT_EQUAL(set_or, ~0ull); // every random bit was 1 in some serial ...
+    CU_ASSERT_EQUAL(set_and, 0);    // ... and 0 in some other
+    CU_ASSERT(ones > N * 64 * 45 / 100 && ones < N * 64 * 55 / 100);
+    free(s);
+    // ca_serial_new uses the wall clock.
+    const uint64_t now = (uint64_t)cm_time_now() * 1000000u;
+    TEST_ASSERT_OK(ca_serial_new(a));
+    got = 0;
+    for (size_t i = 1; i < CA_SERIAL_TIME_LEN; i++) {
+        got = got << 8 | a[i];
+    }
+    CU_ASSERT(got + 2000000u >= now && got <= now + 2000000u);
+}
+
 static void test_ca_serials_unique_and_positive(void)
 {
     enum { N = 10000 };
@@ -2031,6 +2085,7 @@ int test_ca_register(void)
         TEST_CASE(test_ca_issues_without_san),
         TEST_CASE(test_ca_empty_subject_gets_critical_san),
         TEST_CASE(test_ca_serials_unique_and_positive),
+        TEST_CASE(test_ca_serials_sort_by_time_with_64_random_bits),
         TEST_CASE(test_ca_validity_rules),
         TEST_CASE(test_ca_rejects_key_types),
         TEST_CASE(test_ca_policy_reasons),

@@ -25,6 +25,7 @@ static const char k_base[] = "dir = .\n"
                              "listen = 127.0.0.1:8080, [::1]:8443\n"
                              "io_threads = 2\n"
                              "hsm_sessions = 4\n"
+                             "hsm_dispatch = pool\n"
                              "store = sqlite:var/certmint.db\n"
                              "max_request_bytes = 131072\n"
                              "min_pbm_iterations = 500\n"
@@ -171,6 +172,7 @@ static void test_cfg_full_example_loads(void)
     CU_ASSERT_TRUE(c->listen[1].ipv6);
     CU_ASSERT_EQUAL(c->io_threads, 2);
     CU_ASSERT_EQUAL(c->hsm_sessions, 4);
+    CU_ASSERT_EQUAL(c->hsm_dispatch, CFG_HSM_DISPATCH_POOL);
     char want[400];
     path_of(want, sizeof(want), "var/certmint.db");
     CU_ASSERT_STRING_EQUAL(c->store_path, want);
@@ -254,6 +256,7 @@ static void test_cfg_defaults(void)
     CU_ASSERT_STRING_EQUAL(c->store_path, "/var/x.db");
     CU_ASSERT_TRUE(c->io_threads >= 1);
     CU_ASSERT_EQUAL(c->hsm_sessions, c->io_threads);
+    CU_ASSERT_EQUAL(c->hsm_dispatch, CFG_HSM_DISPATCH_AUTO);
     CU_ASSERT_EQUAL(c->max_request_bytes, 256 * 1024);
     CU_ASSERT_EQUAL(c->min_pbm_iterations, 100);
     CU_ASSERT_EQUAL(c->max_pbm_iterations, 10000);
@@ -358,6 +361,8 @@ static const cfg_case k_bad[] = {
      "[certmintd] io_threads: '0' is out of range 1..256"},
     {"[certmintd]\nhsm_sessions = 5000\n", CFG_E_VALUE,
      "[certmintd] hsm_sessions: '5000' is out of range"},
+    {"[certmintd]\nhsm_dispatch = threads\n", CFG_E_VALUE,
+     "[certmintd] hsm_dispatch: 'threads' is not auto, inline or pool"},
     {"[certmintd]\nlisten = 127.0.0.1\n", CFG_E_VALUE,
      "[certmintd] listen: '127.0.0.1' is not host:port"},
     {"[certmintd]\nlisten = [::1:80\n", CFG_E_VALUE,
