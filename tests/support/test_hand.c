@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -488,4 +489,60 @@ cm_result test_hand_build(test_hand *x, uint8_t **out, size_t *out_len)
         return r;
     }
     return der_builder_take(&b, out, out_len);
+}
+
+bool test_hand_make_root(X509 **out, hsm_pool *pool, const hsm_key *key, const char *cn,
+                         uint16_t serial, const char *pem_path)
+{
+    if (out != NULL) {
+        *out = NULL;
+    }
+    // The subject: CN=|cn|, as OpenSSL encodes it (a UTF8String).
+    X509_NAME *xn = X509_NAME_new();
+    unsigned char *name = NULL;
+    const int name_len =
+        xn != NULL && X509_NAME_add_entry_by_txt(xn, "CN", MBSTRING_UTF8, (const unsigned char *)cn,
+                                                 -1, -1, 0) == 1
+            ? i2d_X509_NAME(xn, &name)
+            : -1;
+    X509_NAME_free(xn);
+    const uint8_t k_serial[] = {(uint8_t)(serial >> 8), (uint8_t)serial};
+    der_builder alg_b, tbs_b, cert_b;
+    der_builder_init(&alg_b, 64);
+    der_builder_init(&tbs_b, 1024);
+    der_builder_init(&cert_b, 2048);
+    hsm_sig_alg_marshal(&alg_b, HSM_SIG_ECDSA_SHA256);
+    cm_span alg, tbs, cert;
+    uint8_t sig[HSM_MAX_SIG_LEN];
+    size_t sig_len = 0;
+    const int64_t now = cm_time_now();
+    bool ok =
+        name_len > 0 && serial < 0x8000 && cm_ok(der_builder_finish(&alg_b, &alg)) &&
+        cm_ok(ca_root_tbs_build(&tbs_b, cm_span_make(name, (size_t)name_len),
+                                hsm_key_get0_spki(key), cm_span_make(k_serial, sizeof(k_serial)),
+                                now - 3600, now + 3650 * 86400LL, alg)) &&
+        cm_ok(der_builder_finish(&tbs_b, &tbs)) &&
+        cm_ok(hsm_sign_sync(pool, &sig_len, sig, sizeof(sig), key, HSM_SIG_ECDSA_SHA256, tbs)) &&
+        cm_ok(ca_signed_assemble(&cert_b, tbs, alg, cm_span_make(sig, sig_len))) &&
+        cm_ok(der_builder_finish(&cert_b, &cert));
+    X509 *x = NULL;
+    if (ok) {
+        const unsigned char *q = cert.p;
+        x = d2i_X509(NULL, &q, (long)cert.len);
+        FILE *f = fopen(pem_path, "w");
+        ok = x != NULL && f != NULL && PEM_write_X509(f, x) == 1;
+        if (f != NULL) {
+            ok &= fclose(f) == 0;
+        }
+    }
+    OPENSSL_free(name);
+    der_builder_cleanup(&alg_b);
+    der_builder_cleanup(&tbs_b);
+    der_builder_cleanup(&cert_b);
+    if (ok && out != NULL) {
+        *out = x;
+    } else {
+        X509_free(x);
+    }
+    return ok;
 }

@@ -17,6 +17,7 @@
 #include "engine/base/base.h"
 #include "engine/cmp/cmp.h"
 #include "engine/crmf/crmf.h"
+#include "hsm/hsm.h"
 
 // How the message is protected (test_hand.prot_mode).
 enum {
@@ -147,5 +148,13 @@ CM_RESULT test_hand_poll(test_hand *x, cm_span tid, cm_span recip_nonce, int64_t
 // test_hand_build signs the POPOs, protects the message and returns its DER in |*out| (heap;
 // free() it).
 CM_RESULT test_hand_build(test_hand *x, uint8_t **out, size_t *out_len);
+
+// test_hand_make_root makes a self-signed root CA certificate for the token key |key|
+// (ca_root_tbs_build, ECDSA with SHA-256 signed through |pool|; subject CN=|cn|, serial
+// |serial| (positive, two octets), valid from an hour ago for ten years), writes it as PEM to
+// |pem_path| and returns it in |*out| (the caller X509_frees it; NULL |out|: not kept).
+// Returns false on any failure. The server and front suites share it.
+bool test_hand_make_root(X509 **out, hsm_pool *pool, const hsm_key *key, const char *cn,
+                         uint16_t serial, const char *pem_path);
 
 #endif // CERTMINT_TESTS_SUPPORT_TEST_HAND_H

@@ -55,43 +55,8 @@ static struct {
 
 static bool make_root(const char *pem_path)
 {
-    static const uint8_t k_name[] = {0x30, 0x20, 0x31, 0x1e, 0x30, 0x1c, 0x06, 0x03, 0x55,
-                                     0x04, 0x03, 0x0c, 0x15, 'c',  'e',  'r',  't',  'm',
-                                     'i',  'n',  't',  ' ',  'c',  'o',  'n',  'f',  'o',
-                                     'r',  'm',  ' ',  'r',  'o',  'o',  't'};
-    static const uint8_t k_serial[] = {0x20, 0x02};
-    der_builder alg_b, tbs_b, cert_b;
-    der_builder_init(&alg_b, 64);
-    der_builder_init(&tbs_b, 1024);
-    der_builder_init(&cert_b, 2048);
-    hsm_sig_alg_marshal(&alg_b, HSM_SIG_ECDSA_SHA256);
-    cm_span alg, tbs, cert;
-    uint8_t sig[HSM_MAX_SIG_LEN];
-    size_t sig_len = 0;
-    const int64_t now = cm_time_now();
-    bool ok = cm_ok(der_builder_finish(&alg_b, &alg)) &&
-              cm_ok(ca_root_tbs_build(&tbs_b, cm_span_make(k_name, sizeof(k_name)),
-                                      hsm_key_get0_spki(g.ca_key),
-                                      cm_span_make(k_serial, sizeof(k_serial)), now - 3600,
-                                      now + 3650 * 86400LL, alg)) &&
-              cm_ok(der_builder_finish(&tbs_b, &tbs)) &&
-              cm_ok(hsm_sign_sync(g.pool, &sig_len, sig, sizeof(sig), g.ca_key,
-                                  HSM_SIG_ECDSA_SHA256, tbs)) &&
-              cm_ok(ca_signed_assemble(&cert_b, tbs, alg, cm_span_make(sig, sig_len))) &&
-              cm_ok(der_builder_finish(&cert_b, &cert));
-    if (ok) {
-        const unsigned char *q = cert.p;
-        g.ca_x509 = d2i_X509(NULL, &q, (long)cert.len);
-        FILE *f = fopen(pem_path, "w");
-        ok = g.ca_x509 != NULL && f != NULL && PEM_write_X509(f, g.ca_x509) == 1;
-        if (f != NULL) {
-            ok &= fclose(f) == 0;
-        }
-    }
-    der_builder_cleanup(&alg_b);
-    der_builder_cleanup(&tbs_b);
-    der_builder_cleanup(&cert_b);
-    return ok;
+    return test_hand_make_root(&g.ca_x509, g.pool, g.ca_key, "certmint conform root", 0x2002,
+                               pem_path);
 }
 
 // cert_der reads the PEM certificate at |path| as DER (OPENSSL_free it).
