@@ -85,6 +85,11 @@ void front_metrics_count(front_daemon *d, const srv_summary *s, uint64_t us)
                                                             : FRONT_MAC_PBM;
         __atomic_add_fetch(&c->n_mac_failed[k], 1, __ATOMIC_RELAXED);
     }
+    for (size_t i = 0; i < SRV_STAGE_COUNT; i++) {
+        if (s->stage_ns[i] != 0) {
+            __atomic_add_fetch(&c->stage_sum_us[i], s->stage_ns[i] / 1000u, __ATOMIC_RELAXED);
+        }
+    }
     if (s->stage_ns[SRV_STAGE_HSM] != 0) {
         const uint64_t hsm_us = s->stage_ns[SRV_STAGE_HSM] / 1000u;
         size_t b = 0;
@@ -176,6 +181,22 @@ static void front_mac_failures(front_text *t, const front_counters *c)
     for (size_t k = 0; k < FRONT_MAC_KINDS; k++) {
         front_put(t, "certmint_mac_failures_total{kind=\"%s\"} %llu\n", k_kinds[k],
                   (unsigned long long)__atomic_load_n(&c->n_mac_failed[k], __ATOMIC_RELAXED));
+    }
+}
+
+// front_stages writes certmint_request_stage_seconds_total: where the requests' time went, by
+// stage (srv.h: srv_stage); divided by the requests, the mean time a request spends in each.
+static void front_stages(front_text *t, const front_counters *c)
+{
+    static const char *const k_stages[SRV_STAGE_COUNT] = {"parse", "verify", "build",
+                                                          "hsm",   "store",  "respond"};
+    front_family(t, "certmint_request_stage_seconds_total", "counter",
+                 "Time requests spent in each stage, summed over requests: parse, verify "
+                 "(protection, POPO, policy), build (the reservation, the TBSCertificate), hsm "
+                 "(the signature), store (the durable record), respond.");
+    for (size_t i = 0; i < SRV_STAGE_COUNT; i++) {
+        front_put(t, "certmint_request_stage_seconds_total{stage=\"%s\"} %g\n", k_stages[i],
+                  (double)__atomic_load_n(&c->stage_sum_us[i], __ATOMIC_RELAXED) / 1e6);
     }
 }
 
@@ -437,6 +458,7 @@ size_t front_metrics_write(front_daemon *d, char *out, size_t cap)
         }
     }
     front_mac_failures(&t, c);
+    front_stages(&t, c);
     front_durations(&t, c);
     front_scalar(&t, "certmint_http_errors_total", "counter",
                  "HTTP requests answered with an HTTP error instead of CMP.",

@@ -13,6 +13,11 @@
 #define STORE_DEFAULT_MAX_BATCH     4096
 #define STORE_DEFAULT_CACHE_ENTRIES 16384
 
+// STORE_DEFER_NS bounds how long a transaction that holds only reservations stays open waiting
+// for the records that will follow them (store_execute_batch): after it, the writer commits it
+// even while reservations keep arriving, and an idle writer commits it when it runs out.
+#define STORE_DEFER_NS 2000000u
+
 // store is the open store. Thread: |mu| guards the queue, |stopping|, |stats| and |readers|;
 // |backend| belongs to the writer thread after store_open returns; the rest is immutable.
 struct store {
@@ -31,6 +36,11 @@ struct store {
     size_t readers;      // guarded_by(mu): open readers
     store_stats stats;   // guarded_by(mu), written by the writer
     store_cache *cache;  // the signer-status cache (internally locked); NULL when off
+    // Writer thread only: a transaction is open that holds executed, completed reservations and
+    // nothing durable (store_execute_batch), since |txn_open_ns|.
+    bool txn_open;
+    uint64_t txn_open_ns;
+
 };
 
 // store_reader pairs the backend's read connection with its store. Thread: one at a time.
@@ -332,8 +342,19 @@ bool store_job_durable(const store_job *job)
 // reported made; its request signs and its record fails (the transaction row is missing), and
 // the certificate it recorded is revoked as undelivered (srv_enrol.c). Their effect on the
 // status cache (a kur's pending update) is noted after the commit like every job's.
-static bool store_execute_batch(store *s, store_job **first)
+//
+// A batch of reservations only (nothing durable, nothing for the status cache) is not committed
+// when |may_defer|: the transaction stays open (|s->txn_open|, |*deferred|) and the next batch
+// runs in it, so a reservation and its record cost one commit and one fsync, not two, and the
+// transaction row is written to the WAL once. Nothing waits for that commit; the reservations
+// are visible to the writer's own connection, where every rule that reads them runs (a repeated
+// transactionID, key reuse, a credential's count), and to readers once committed. A later
+// failure that rolls the transaction back loses them as a failed COMMIT would (above). The
+// writer commits an open transaction when no job arrives within STORE_DEFER_NS of its begin,
+// when it is older than that, and before it stops.
+static bool store_execute_batch(store *s, store_job **first, bool may_defer, bool *deferred)
 {
+    *deferred = false;
     // Noted after the commit: the early jobs' copies (they may be freed once completed).
     store_job early_notes[8];
     size_t num_notes = 0;
@@ -350,13 +371,17 @@ static bool store_execute_batch(store *s, store_job **first)
             j->result = store_job_validate(j);
         }
         r = s->ops->exec_batch(s->backend, *first);
-    } else {
+    } else if (!s->txn_open) {
         r = s->ops->begin(s->backend);
         if (cm_ok(r) && s->cache != NULL && s->ops->changed_elsewhere != NULL &&
             s->ops->changed_elsewhere(s->backend)) {
             store_cache_invalidate_all(s->cache); // another process wrote: nothing cached holds
         }
+        s->txn_open_ns = cm_time_mono_ns();
+    } else {
+        r = cm_result_make(CM_OK); // the batch joins the transaction a previous batch left open
     }
+    s->txn_open = false; // until this batch leaves it open again
     if (cm_ok(r) && s->ops->exec_batch == NULL) {
         for (store_job *j = *first; j != NULL; j = (store_job *)j->node.next) {
             j->out_value = 0;
@@ -404,6 +429,13 @@ static bool store_execute_batch(store *s, store_job **first)
             if (early != NULL) {
                 store_complete(early);
             }
+            if (*first == NULL && num_notes == 0 && !notes_overflow && may_defer) {
+                // Nothing left waits for this commit (see above): leave the transaction open
+                // for the next batch, which normally brings these reservations' records.
+                s->txn_open = true;
+                *deferred = true;
+                return true;
+            }
             r = s->ops->commit(s->backend);
         }
         if (!cm_ok(r)) {
@@ -441,10 +473,58 @@ static bool store_execute_batch(store *s, store_job **first)
     return true;
 }
 
-// store_writer_wait sleeps on |cv| until a job arrives or the store stops. With an idle op, it
-// wakes after the backend's idle interval, runs the op unlocked and goes on waiting.
+// store_commit_open commits the transaction the last batch left open (store_execute_batch).
+// Called with |mu| held; releases it while committing.
+static void store_commit_open(store *s)
+{
+    (void)pthread_mutex_unlock(&s->mu);
+    const uint64_t t0 = cm_time_mono_ns();
+    cm_result r = s->ops->commit(s->backend);
+    if (!cm_ok(r)) {
+        s->ops->rollback(s->backend);
+        cm_log_ratelimited("store.batch", 10000, CM_LOG_ERROR,
+                           "store: commit of reservations failed, they are lost: %s",
+                           cm_result_name(r));
+    }
+    s->txn_open = false;
+    const uint64_t t1 = cm_time_mono_ns();
+    if (s->ops->after_batch != NULL) {
+        s->ops->after_batch(s->backend);
+    }
+    (void)pthread_mutex_lock(&s->mu);
+    s->stats.commits += cm_ok(r) ? 1u : 0u;
+    s->stats.commit_failures += cm_ok(r) ? 0u : 1u;
+    s->stats.commit_ns_total += t1 - t0;
+    s->stats.commit_us_hist[store_log2_bucket((t1 - t0) / 1000u)]++;
+}
+
+// store_timespec_at converts a CLOCK_MONOTONIC time in ns (cm_time_mono_ns) for |cv|.
+static struct timespec store_timespec_at(uint64_t ns)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    return ts;
+}
+
+// store_writer_wait sleeps on |cv| until a job arrives or the store stops. With a transaction
+// left open it waits at most until STORE_DEFER_NS after its begin, then commits it. With an idle
+// op, it wakes after the backend's idle interval, runs the op unlocked and goes on waiting.
 static void store_writer_wait(store *s, uint32_t *idle_ms)
 {
+    if (s->txn_open) {
+        const struct timespec until = store_timespec_at(s->txn_open_ns + STORE_DEFER_NS);
+        int rc = 0;
+        while (s->head == NULL && !s->stopping && rc != ETIMEDOUT) {
+            s->writer_waiting = true;
+            rc = pthread_cond_timedwait(&s->cv, &s->mu, &until);
+            s->writer_waiting = false;
+        }
+        if (s->head != NULL && !s->stopping) {
+            return; // the next batch joins the open transaction
+        }
+        store_commit_open(s);
+    }
     while (s->head == NULL && !s->stopping) {
         s->writer_waiting = true;
         if (s->ops->idle == NULL) {
@@ -470,6 +550,18 @@ static void store_writer_wait(store *s, uint32_t *idle_ms)
             *idle_ms = s->ops->idle(s->backend);
             (void)pthread_mutex_lock(&s->mu);
         }
+    }
+}
+
+// store_count_jobs adds the chain |first|, completed at |now|, to the job statistics. Called
+// with |mu| held.
+static void store_count_jobs(store_stats *st, const store_job *first, uint64_t now)
+{
+    for (const store_job *j = first; j != NULL; j = (const store_job *)j->node.next) {
+        st->jobs++;
+        st->jobs_failed += cm_ok(j->result) ? 0u : 1u;
+        const uint64_t waited = now > j->submit_ns ? now - j->submit_ns : 0;
+        st->job_us_hist[store_log2_bucket(waited / 1000u)]++;
     }
 }
 
@@ -501,31 +593,31 @@ static void *store_writer_main(void *arg)
         (void)pthread_mutex_unlock(&s->mu);
 
         uint64_t t0 = cm_time_mono_ns();
-        bool committed = store_execute_batch(s, &first); // may complete some jobs early
+        const bool may_defer = !s->txn_open || t0 - s->txn_open_ns < STORE_DEFER_NS;
+        bool deferred = false;
+        // May complete some jobs early, and leave the transaction open (|deferred|).
+        bool committed = store_execute_batch(s, &first, may_defer, &deferred);
         uint64_t t1 = cm_time_mono_ns();
 
         (void)pthread_mutex_lock(&s->mu);
         store_stats *st = &s->stats;
-        st->commits += committed ? 1u : 0u;
-        st->commit_failures += committed ? 0u : 1u;
-        st->commit_ns_total += t1 - t0;
-        st->commit_us_hist[store_log2_bucket((t1 - t0) / 1000u)]++;
+        if (!deferred) {
+            st->commits += committed ? 1u : 0u;
+            st->commit_failures += committed ? 0u : 1u;
+            st->commit_ns_total += t1 - t0;
+            st->commit_us_hist[store_log2_bucket((t1 - t0) / 1000u)]++;
+        }
         st->batch_hist[store_log2_bucket(n) - 1u]++;
         if (n > st->max_batch) {
             st->max_batch = n;
         }
-        for (store_job *j = first; j != NULL; j = (store_job *)j->node.next) {
-            st->jobs++;
-            st->jobs_failed += cm_ok(j->result) ? 0u : 1u;
-            uint64_t waited = t1 > j->submit_ns ? t1 - j->submit_ns : 0;
-            st->job_us_hist[store_log2_bucket(waited / 1000u)]++;
-        }
+        store_count_jobs(st, first, t1);
         (void)pthread_mutex_unlock(&s->mu);
 
         if (first != NULL) {
             store_complete(first);
         }
-        if (s->ops->after_batch != NULL) {
+        if (s->ops->after_batch != NULL && !deferred) {
             s->ops->after_batch(s->backend);
         }
         (void)pthread_mutex_lock(&s->mu);
