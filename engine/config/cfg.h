@@ -75,6 +75,7 @@
 //   approval_check_after = 60        # seconds: the checkAfter of a request held for approval
 //   kdf_threads  = 1                 # PBM/PBMAC1 key derivation threads; default: cores / 2
 //   kdf_max_queue = 1024             # requests waiting for them; more get systemUnavail
+//   kdf_inline   = on                # a good address's MAC on the I/O thread while none waits
 //   mac_failures_max = 10            # wrong MACs per senderKID, and per address, within
 //   mac_failure_window = 60          #   this many seconds start a back-off of
 //   mac_failure_backoff = 60         #   this many seconds (MAC requests refused); none: never
@@ -360,6 +361,7 @@ typedef struct cfg_config {
     // What unauthenticated senders may cost, and resends (issue 23; srv_params has the same).
     uint32_t kdf_threads;               // PBM/PBMAC1 verification threads
     uint32_t kdf_max_queue;             // requests waiting for them; more get systemUnavail
+    bool kdf_inline;                    // a good address's MAC checked on the I/O thread
     uint32_t mac_failures_max;          // wrong MACs before a back-off; 0 (none): no back-off
     uint32_t mac_failure_window;        // seconds
     uint32_t mac_failure_backoff;       // seconds

@@ -314,7 +314,7 @@ static cm_result cfg_daemon_coap(cfg_loader *ld, const char *k, const char *v)
 }
 
 // --- what unauthenticated senders may cost, and resends (issue 23): kdf_threads,
-// kdf_max_queue, mac_failures_max, mac_failure_window, mac_failure_backoff,
+// kdf_max_queue, kdf_inline, mac_failures_max, mac_failure_window, mac_failure_backoff,
 // error_signatures_per_peer, retransmit_window, retransmit_cache_entries,
 // retransmit_cache_bytes --------------------------------------------------------------------
 
@@ -323,6 +323,7 @@ static void cfg_daemon_abuse_defaults(cfg_config *cfg, long cores)
     // Half the cores: key derivation may take them while the I/O loops keep the rest.
     cfg->kdf_threads = cores >= 4 ? (uint32_t)(cores < 128 ? cores / 2 : 64) : 1;
     cfg->kdf_max_queue = 1024;
+    cfg->kdf_inline = true;
     cfg->mac_failures_max = 10;
     cfg->mac_failure_window = 60;
     cfg->mac_failure_backoff = 60;
@@ -335,6 +336,7 @@ static void cfg_daemon_abuse_defaults(cfg_config *cfg, long cores)
 static bool cfg_daemon_abuse_key(const char *k)
 {
     return strcmp(k, "kdf_threads") == 0 || strcmp(k, "kdf_max_queue") == 0 ||
+           strcmp(k, "kdf_inline") == 0 ||
            strcmp(k, "mac_failures_max") == 0 || strcmp(k, "mac_failure_window") == 0 ||
            strcmp(k, "mac_failure_backoff") == 0 || strcmp(k, "error_signatures_per_peer") == 0 ||
            strcmp(k, "retransmit_window") == 0 || strcmp(k, "retransmit_cache_entries") == 0 ||
@@ -349,6 +351,9 @@ static cm_result cfg_daemon_abuse(cfg_loader *ld, const char *k, const char *v)
     }
     if (strcmp(k, "kdf_max_queue") == 0) {
         return cfg_u32(ld, &cfg->kdf_max_queue, k, v, 1, 65536);
+    }
+    if (strcmp(k, "kdf_inline") == 0) {
+        return cfg_bool(ld, &cfg->kdf_inline, k, v);
     }
     if (strcmp(k, "mac_failures_max") == 0 || strcmp(k, "error_signatures_per_peer") == 0) {
         uint32_t *dst = strcmp(k, "mac_failures_max") == 0 ? &cfg->mac_failures_max

@@ -391,6 +391,7 @@ static cm_result front_build_engine(front_daemon *d, char *err, size_t err_cap)
                      .approval_check_after = cfg->approval_check_after,
                      .kdf_threads = cfg->kdf_threads,
                      .kdf_max_queue = cfg->kdf_max_queue,
+                     .kdf_inline = cfg->kdf_inline,
                      .mac_failures_max = cfg->mac_failures_max,
                      .mac_failure_window = cfg->mac_failure_window,
                      .mac_failure_backoff = cfg->mac_failure_backoff,

@@ -289,6 +289,10 @@ static void front_metrics_write_abuse(front_daemon *d, char *out, size_t cap, si
     front_ops_family(out, cap, used, "certmint_kdf_jobs_total", "counter",
                      "PBM and PBMAC1 MAC verifications done by the KDF threads (kdf_threads).",
                      es.kdf_done);
+    front_ops_family(out, cap, used, "certmint_kdf_inline_total", "counter",
+                     "PBM and PBMAC1 MAC verifications done on the I/O thread instead: a good "
+                     "address of the senderKID while no check waited (kdf_inline).",
+                     es.kdf_inline);
     front_ops_family(out, cap, used, "certmint_kdf_queue_depth", "gauge",
                      "MAC verifications waiting for a KDF thread now.", es.kdf_queued);
     front_ops_family(out, cap, used, "certmint_kdf_refused_total", "counter",

@@ -122,6 +122,7 @@ void srv_engine_get_stats(srv_engine *e, srv_engine_stats *out)
         out->kdf_queued = srv_kdf_pool_depth(e->kdf);
     }
     out->kdf_refused = __atomic_load_n(&e->n_kdf_refused, __ATOMIC_RELAXED);
+    out->kdf_inline = __atomic_load_n(&e->n_kdf_inline, __ATOMIC_RELAXED);
     if (e->budget != NULL) {
         srv_budget_stats bs;
         srv_budget_get_stats(e->budget, &bs);

@@ -184,6 +184,10 @@ typedef struct srv_params {
     // threads: verified on the calling thread. 0 queue picks SRV_DEFAULT_KDF_QUEUE.
     uint32_t kdf_threads;
     uint32_t kdf_max_queue;
+    // kdf_inline: a PBM or PBMAC1 MAC from a good address of its senderKID (srv_budget: one that
+    // proved the secret, no wrong MAC since) is checked on the I/O thread while no MAC check
+    // waits for a KDF thread, saving the two hand-offs; anything else goes to the pool.
+    bool kdf_inline;
     // mac_failures_max wrong MACs within mac_failure_window seconds for one senderKID, or from
     // one peer address (srv_request_set_peer), refuse its MAC-protected requests for
     // mac_failure_backoff seconds without key derivation (SRV_E_MAC_BACKOFF); 0: no back-off.
@@ -222,6 +226,7 @@ void srv_engine_free(srv_engine *e);
 typedef struct srv_engine_stats {
     uint64_t kdf_done;          // PBM/PBMAC1 verifications the KDF pool made
     uint64_t kdf_refused;       // refused because its queue was full (SRV_E_KDF_BUSY)
+    uint64_t kdf_inline;        // checked on the I/O thread instead (kdf_inline)
     uint64_t kdf_queued;        // waiting for a KDF thread now
     uint64_t mac_backoff_kid;   // MAC-protected requests refused: senderKID in back-off
     uint64_t mac_backoff_peer;  // ... the peer address in back-off

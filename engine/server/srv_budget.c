@@ -215,6 +215,17 @@ srv_mac_gate srv_budget_mac_check(srv_budget *b, size_t kid, const uint8_t *peer
     return gate;
 }
 
+bool srv_budget_mac_good(srv_budget *b, size_t kid, const uint8_t *peer)
+{
+    if (b->p.mac_failures_max == 0 || kid >= b->num_kids) {
+        return false; // no memory of addresses without the back-off
+    }
+    (void)pthread_mutex_lock(&b->mu);
+    const bool good = srv_budget_good_find(&b->kids[kid], peer) >= 0;
+    (void)pthread_mutex_unlock(&b->mu);
+    return good;
+}
+
 void srv_budget_mac_outcome(srv_budget *b, size_t kid, const uint8_t *peer, bool ok,
                             uint64_t now_ms)
 {

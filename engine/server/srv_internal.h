@@ -183,6 +183,7 @@ struct srv_engine {
     size_t *kid_base;       // per CA: the budget's index of its first secret
     srv_resend *resend;     // the retransmission cache
     uint64_t n_kdf_refused; // atomic: refused with SRV_E_KDF_BUSY
+    uint64_t n_kdf_inline;  // atomic: PBM/PBMAC1 checked on the I/O thread (kdf_inline)
 };
 
 // Thread: confined to its thread.
@@ -757,6 +758,11 @@ srv_mac_gate srv_budget_mac_check(srv_budget *b, size_t kid, const uint8_t *peer
 // srv_budget_mac_outcome records that the MAC of a request naming |kid| from |peer| verified
 // (|ok|: the pair becomes good) or did not (counted against both, which may start their
 // back-offs; the pair is no longer good).
+// srv_budget_mac_good reports whether |peer| is a good address of senderKID |kid|: a MAC of
+// its verified there and none failed since (the addresses srv_budget_mac_check exempts). Thread:
+// any.
+bool srv_budget_mac_good(srv_budget *b, size_t kid, const uint8_t *peer);
+
 void srv_budget_mac_outcome(srv_budget *b, size_t kid, const uint8_t *peer, bool ok,
                             uint64_t now_ms);
 

@@ -557,6 +557,97 @@ static void test_abuse_kdf_queue_full_refused(void)
     cm_cq_cleanup(&cq);
 }
 
+// kdf_inline: a PBM genm from an address that has not proven the secret goes to the pool; once
+// it has, the next one is verified on the calling thread (answered at once, counted inline,
+// nothing derived by the pool). A wrong MAC from it is still checked there once and ends its
+// standing: its next request goes to the pool. While a check waits for the pool's one thread,
+// a good address's request goes to the pool too, and so does every request without kdf_inline
+// (the fixture's engine: test_abuse_kdf_off_the_calling_thread).
+static void test_abuse_kdf_inline_for_good_addresses(void)
+{
+    srv_params sp = engine_params();
+    sp.prot = g.prot_big;
+    sp.kdf_inline = true;
+    srv_engine *e = NULL;
+    srv_worker *w = NULL;
+    cm_cq cq;
+    TEST_ASSERT_OK(cm_cq_init(&cq));
+    TEST_ASSERT_OK(srv_engine_new(&e, &sp));
+    TEST_ASSERT_OK(srv_worker_new(&w, e, &cq));
+    uint8_t device[SRV_PEER_KEY_LEN], busy[SRV_PEER_KEY_LEN];
+    new_peer(device);
+    new_peer(busy);
+    test_hand good, bad, slow;
+    test_hand_init(&good, CMP_BODY_GENM, g.prot_big, ca_authority_subject(g.authority),
+                   CM_SPAN_LIT(SECRET_REF), SECRET);
+    test_hand_init(&bad, CMP_BODY_GENM, g.prot_big, ca_authority_subject(g.authority),
+                   CM_SPAN_LIT(SECRET_REF), "wrong");
+    test_hand_init(&slow, CMP_BODY_GENM, g.prot_big, ca_authority_subject(g.authority),
+                   CM_SPAN_LIT(SECRET2_REF), SECRET2);
+    slow.pbmac1 = true;
+    slow.mac_iterations = 300000;
+    size_t glen, blen, slen;
+    uint8_t *gder = hand_build(&good, &glen);
+    uint8_t *bder = hand_build(&bad, &blen);
+    uint8_t *sder = hand_build(&slow, &slen);
+    srv_engine_stats es;
+    // (sync expected, pool jobs done, inline checks, refused) after each step.
+    static const struct {
+        bool wrong, sync;
+        uint64_t done, in;
+    } k_steps[] = {
+        {false, false, 1, 0}, // not yet a good address: the pool
+        {false, true, 1, 1},  // good now: inline
+        {false, true, 1, 2},
+        {true, false, 1, 3},  // a wrong MAC from it: checked inline once (its error is signed)
+        {false, false, 2, 3}, // its standing is gone: the pool
+        {false, true, 2, 4},  // and back once it proved the secret again
+    };
+    for (size_t i = 0; i < sizeof(k_steps) / sizeof(k_steps[0]); i++) {
+        rsp r;
+        start_on(&r, w, device, k_steps[i].wrong ? bder : gder, k_steps[i].wrong ? blen : glen);
+        CU_ASSERT_EQUAL(r.sync, k_steps[i].sync);
+        finish_rsp(&r, w, &cq);
+        if (k_steps[i].wrong) {
+            CU_ASSERT_TRUE(refused_with(&r, CMP_E_PROT_MAC_MISMATCH, "the MAC does not verify"));
+        } else {
+            CU_ASSERT_EQUAL(r.msg.body.type, CMP_BODY_GENP);
+        }
+        srv_engine_get_stats(e, &es);
+        CU_ASSERT_EQUAL(es.kdf_done, k_steps[i].done);
+        CU_ASSERT_EQUAL(es.kdf_inline, k_steps[i].in);
+        rsp_free(&r);
+    }
+    // The pool's thread on one slow check and another waiting: the good address waits its turn.
+    rsp r[3];
+    start_on(&r[0], w, busy, sder, slen);
+    srv_engine_get_stats(e, &es);
+    for (int i = 0; i < 5000 && es.kdf_queued != 0; i++) {
+        usleep(1000); // until the KDF thread has taken r[0]
+        srv_engine_get_stats(e, &es);
+    }
+    start_on(&r[1], w, busy, sder, slen);
+    start_on(&r[2], w, device, gder, glen);
+    for (int i = 0; i < 3; i++) {
+        CU_ASSERT_FALSE(r[i].sync);
+        finish_rsp(&r[i], w, &cq);
+        CU_ASSERT_EQUAL(r[i].msg.body.type, CMP_BODY_GENP);
+        rsp_free(&r[i]);
+    }
+    srv_engine_get_stats(e, &es);
+    CU_ASSERT_EQUAL(es.kdf_done, 5);
+    CU_ASSERT_EQUAL(es.kdf_inline, 4);
+    free(gder);
+    free(bder);
+    free(sder);
+    test_hand_free(&good);
+    test_hand_free(&bad);
+    test_hand_free(&slow);
+    srv_worker_free(w);
+    srv_engine_free(e);
+    cm_cq_cleanup(&cq);
+}
+
 // The I/O thread keeps answering while the pool derives: with four 300,000-iteration PBMAC1
 // checks from a flooder with the pool (one thread), a garbage request from another address is
 // answered (its error signed in the HSM, nothing derived) before any derivation is done; the
@@ -966,6 +1057,7 @@ int test_srv_abuse_register(void)
         TEST_CASE(test_abuse_kdf_pool_queue_bound),
         TEST_CASE(test_abuse_kdf_queue_full_refused),
         TEST_CASE(test_abuse_kdf_flood_does_not_delay_others),
+        TEST_CASE(test_abuse_kdf_inline_for_good_addresses),
         TEST_CASE(test_abuse_mac_backoff_per_sender_kid),
         TEST_CASE(test_abuse_mac_backoff_per_peer),
         TEST_CASE(test_abuse_budget_clock),
