@@ -221,6 +221,11 @@ typedef struct net_stats {
     uint64_t eof_busy;    // EOFs that arrived with a request in progress, which was still
                           // answered (the peer had only shut down its writing side)
     uint64_t lingered;    // lingering closes begun after a close_after send
+    // Connections a loop accepted and gave to a loop with fewer (net_loop.c: net_hand_off),
+    // and the fewest and the most connections open on one loop now.
+    uint64_t handed_off;
+    uint64_t open_loop_min;
+    uint64_t open_loop_max;
     // TLS handshakes by outcome: finished with a full handshake, finished by resuming a
     // session (a ticket), failed (a protocol error, an unacceptable ClientHello or client
     // certificate, or the peer left before it finished), timed out (tls_handshake_ms).

@@ -138,6 +138,7 @@ struct net_loop {
     uint32_t num_slots;    // main and admin slots: admin ones are [max_conns, num_slots)
     uint32_t free_head[2]; // free lists (main, admin) through next_free; UINT32_MAX when empty
     uint32_t open;         // written by the loop, read by net_server_stats (relaxed atomics)
+    uint32_t incoming;     // connections other loops handed to this one, not yet taken (atomic)
     uint32_t open_admin;   // likewise
     net_peer *peers;
     uint32_t peer_mask; // peers has peer_mask + 1 entries (a power of two)
@@ -152,7 +153,7 @@ struct net_loop {
     // Counters read by net_server_stats from other threads (relaxed atomics).
     uint64_t st_accepted, st_rejected, st_timeouts, st_rejected_peer, st_rejected_admin;
     uint64_t st_emfile, st_cq_overflow, st_cq_dropped, st_rearms, st_closed_busy, st_eof_busy;
-    uint64_t st_lingered;
+    uint64_t st_lingered, st_handed_off;
     uint64_t st_tls_full, st_tls_resumed, st_tls_failed, st_tls_timeouts, st_tls_ns, tls_open;
     uint8_t *tls_plain; // NET_TLS_PLAIN_CAP bytes: decrypted input during on_data
     cm_result start_result;
@@ -707,6 +708,69 @@ static void net_on_accept_error(net_loop *l, size_t li, int res)
     }
 }
 
+// net_handoff is an accepted connection one loop gives to a less loaded one (net_hand_off):
+// pushed to the receiver's completion queue (CM_CQ_KIND_NET_ADOPT), which admits it.
+typedef struct net_handoff {
+    cm_cq_node node;
+    int fd;
+    uint32_t listener;
+    struct sockaddr_storage peer;
+} net_handoff;
+
+static void net_admit(net_loop *l, int fd, size_t li, const struct sockaddr_storage *peer);
+
+// net_hand_off balances connections over the loops. SO_REUSEPORT spreads them by a hash of
+// their addresses, which for a few connections often puts most of them on one loop (5 or 6 of
+// 8 were seen), and a loop's connections wait for each other's requests while another loop
+// idles. A loop that accepts while another has fewer connections (counting those handed to it
+// and not yet taken) gives the new one to the least loaded loop. Returns false when this loop
+// keeps it. Only main listeners' connections move; the caps (max_connections,
+// max_connections_per_peer) apply on the loop that admits it.
+static bool net_hand_off(net_loop *l, int fd, size_t li, const struct sockaddr_storage *peer)
+{
+    net_server *s = l->server;
+    if (s->num_loops < 2) {
+        return false;
+    }
+    const uint32_t mine =
+        __atomic_load_n(&l->open, __ATOMIC_RELAXED) + __atomic_load_n(&l->incoming, __ATOMIC_RELAXED);
+    net_loop *to = NULL;
+    uint32_t least = mine;
+    for (uint32_t k = 0; k < s->num_loops; k++) {
+        net_loop *o = &s->loops[k];
+        const uint32_t n = __atomic_load_n(&o->open, __ATOMIC_RELAXED) +
+                           __atomic_load_n(&o->incoming, __ATOMIC_RELAXED);
+        if (o != l && n < least) {
+            least = n;
+            to = o;
+        }
+    }
+    if (to == NULL) {
+        return false;
+    }
+    net_handoff *h = malloc(sizeof(*h));
+    if (h == NULL) {
+        return false;
+    }
+    memset(h, 0, sizeof(*h));
+    h->node.kind = CM_CQ_KIND_NET_ADOPT;
+    h->fd = fd;
+    h->listener = (uint32_t)li;
+    h->peer = *peer;
+    __atomic_add_fetch(&to->incoming, 1, __ATOMIC_RELAXED);
+    net_count(&l->st_handed_off);
+    cm_cq_push(&to->cq, &h->node);
+    return true;
+}
+
+// net_adopt admits a connection another loop handed to this one.
+static void net_adopt(net_loop *l, net_handoff *h)
+{
+    net_admit(l, h->fd, h->listener, &h->peer);
+    __atomic_sub_fetch(&l->incoming, 1, __ATOMIC_RELAXED);
+    free(h);
+}
+
 static void net_on_accept(net_loop *l, uint32_t slot, const struct io_uring_cqe *cqe)
 {
     const size_t li = slot - NET_SLOT_LISTENER0;
@@ -732,6 +796,18 @@ static void net_on_accept(net_loop *l, uint32_t slot, const struct io_uring_cqe 
     if (getpeername(fd, (struct sockaddr *)&peer, &plen) != 0) {
         memset(&peer, 0, sizeof(peer));
     }
+    if (!admin && !l->stopping && net_hand_off(l, fd, li, &peer)) {
+        return;
+    }
+    net_admit(l, fd, li, &peer);
+}
+
+// net_admit makes accepted socket |fd| (from listener |li|, peer |peer|) a connection of this
+// loop, or refuses it (stopping, slots full, the peer's cap, no memory for TLS).
+static void net_admit(net_loop *l, int fd, size_t li, const struct sockaddr_storage *peer_in)
+{
+    const bool admin = li >= l->num_main_listen;
+    struct sockaddr_storage peer = *peer_in;
     if (l->stopping) {
         net_reject(l, fd, &l->st_rejected, "stopping", &peer);
         return;
@@ -959,7 +1035,9 @@ static void net_deliver(net_loop *l, cm_cq_node *n)
 {
     while (n != NULL) {
         cm_cq_node *next = n->next;
-        if (n->kind != CM_CQ_KIND_NONE) {
+        if (n->kind == CM_CQ_KIND_NET_ADOPT) {
+            net_adopt(l, (net_handoff *)n);
+        } else if (n->kind != CM_CQ_KIND_NONE) {
             l->server->app->on_completion(l->app_ctx, n);
         }
         n = next;
@@ -1266,6 +1344,7 @@ static void net_loop_serve(net_loop *l)
             net_begin_stop(l);
         }
         if (l->stopping && __atomic_load_n(&l->open, __ATOMIC_RELAXED) == 0 &&
+            __atomic_load_n(&l->incoming, __ATOMIC_RELAXED) == 0 &&
             l->server->app->pending(l->app_ctx) == 0) {
             break;
         }
@@ -1431,6 +1510,17 @@ static void net_server_free(net_server *s)
 {
     for (uint32_t k = 0; k < s->num_loops; k++) {
         if (s->loops[k].cq.efd >= 0) {
+            // Every loop has stopped: a connection handed to a loop after it left its last
+            // turn is closed here (nothing else can be left, the application had no pending).
+            for (cm_cq_node *n = cm_cq_drain(&s->loops[k].cq); n != NULL;) {
+                cm_cq_node *next = n->next;
+                if (n->kind == CM_CQ_KIND_NET_ADOPT) {
+                    net_handoff *h = (net_handoff *)n;
+                    (void)close(h->fd);
+                    free(h);
+                }
+                n = next;
+            }
             cm_cq_cleanup(&s->loops[k].cq);
         }
         for (size_t i = 0; i < NET_MAX_LISTEN; i++) {
@@ -1656,6 +1746,10 @@ void net_server_stats(const net_server *s, net_stats *out)
         out->closed_busy += __atomic_load_n(&l->st_closed_busy, __ATOMIC_RELAXED);
         out->eof_busy += __atomic_load_n(&l->st_eof_busy, __ATOMIC_RELAXED);
         out->lingered += __atomic_load_n(&l->st_lingered, __ATOMIC_RELAXED);
+        out->handed_off += __atomic_load_n(&l->st_handed_off, __ATOMIC_RELAXED);
+        const uint64_t open = __atomic_load_n(&l->open, __ATOMIC_RELAXED);
+        out->open_loop_min = k == 0 || open < out->open_loop_min ? open : out->open_loop_min;
+        out->open_loop_max = open > out->open_loop_max ? open : out->open_loop_max;
         out->tls_full += __atomic_load_n(&l->st_tls_full, __ATOMIC_RELAXED);
         out->tls_resumed += __atomic_load_n(&l->st_tls_resumed, __ATOMIC_RELAXED);
         out->tls_failed += __atomic_load_n(&l->st_tls_failed, __ATOMIC_RELAXED);
