@@ -30,7 +30,7 @@ enum {
     CM_CQ_KIND_SRV_TASK = 3, // an inner request of a nested message, back from engine/server's pool
     CM_CQ_KIND_KDF_JOB = 4,  // engine/server's KDF pool (srv_internal.h)
     CM_CQ_KIND_NET_ADOPT = 5, // a connection another I/O loop accepted (engine/net, internal)
-    CM_CQ_KIND_USER = 16,    // first value free for tests and tools
+    CM_CQ_KIND_USER = 16,     // first value free for tests and tools
 };
 
 // cm_cq is a multi-producer, single-consumer queue with an eventfd doorbell.

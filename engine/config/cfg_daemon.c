@@ -336,11 +336,10 @@ static void cfg_daemon_abuse_defaults(cfg_config *cfg, long cores)
 static bool cfg_daemon_abuse_key(const char *k)
 {
     return strcmp(k, "kdf_threads") == 0 || strcmp(k, "kdf_max_queue") == 0 ||
-           strcmp(k, "kdf_inline") == 0 ||
-           strcmp(k, "mac_failures_max") == 0 || strcmp(k, "mac_failure_window") == 0 ||
-           strcmp(k, "mac_failure_backoff") == 0 || strcmp(k, "error_signatures_per_peer") == 0 ||
-           strcmp(k, "retransmit_window") == 0 || strcmp(k, "retransmit_cache_entries") == 0 ||
-           strcmp(k, "retransmit_cache_bytes") == 0;
+           strcmp(k, "kdf_inline") == 0 || strcmp(k, "mac_failures_max") == 0 ||
+           strcmp(k, "mac_failure_window") == 0 || strcmp(k, "mac_failure_backoff") == 0 ||
+           strcmp(k, "error_signatures_per_peer") == 0 || strcmp(k, "retransmit_window") == 0 ||
+           strcmp(k, "retransmit_cache_entries") == 0 || strcmp(k, "retransmit_cache_bytes") == 0;
 }
 
 static cm_result cfg_daemon_abuse(cfg_loader *ld, const char *k, const char *v)

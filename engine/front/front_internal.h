@@ -53,7 +53,8 @@ typedef struct front_counters {
     uint64_t n_body[FRONT_BODY_TYPES][2];   // [cmp_body_type][0 ok, 1 rejected], all CAs
     uint64_t hsm_hist[FRONT_HIST];          // HSM stage latency (µs), log2 buckets
     uint64_t hsm_sum_us;
-    uint64_t stage_sum_us[SRV_STAGE_COUNT]; // time spent in each request stage (srv.h), all requests
+    uint64_t
+        stage_sum_us[SRV_STAGE_COUNT]; // time spent in each request stage (srv.h), all requests
     // Request duration (arrival of the request to its answer being queued) per body type and
     // outcome: counts per bucket (not cumulative; the last is +Inf) and the sum in µs.
     uint64_t dur_hist[FRONT_BODY_TYPES][2][FRONT_DUR_BUCKETS + 1];

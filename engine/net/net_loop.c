@@ -718,22 +718,23 @@ typedef struct net_handoff {
 } net_handoff;
 
 static void net_admit(net_loop *l, int fd, size_t li, const struct sockaddr_storage *peer);
+static bool net_would_admit(const net_loop *l, const struct sockaddr_storage *peer);
 
 // net_hand_off balances connections over the loops. SO_REUSEPORT spreads them by a hash of
 // their addresses, which for a few connections often puts most of them on one loop (5 or 6 of
 // 8 were seen), and a loop's connections wait for each other's requests while another loop
 // idles. A loop that accepts while another has fewer connections (counting those handed to it
 // and not yet taken) gives the new one to the least loaded loop. Returns false when this loop
-// keeps it. Only main listeners' connections move; the caps (max_connections,
-// max_connections_per_peer) apply on the loop that admits it.
+// keeps it. Only main listeners' connections this loop would admit move (net_would_admit); the
+// caps (max_connections, max_connections_per_peer) apply again on the loop that admits it.
 static bool net_hand_off(net_loop *l, int fd, size_t li, const struct sockaddr_storage *peer)
 {
     net_server *s = l->server;
     if (s->num_loops < 2) {
         return false;
     }
-    const uint32_t mine =
-        __atomic_load_n(&l->open, __ATOMIC_RELAXED) + __atomic_load_n(&l->incoming, __ATOMIC_RELAXED);
+    const uint32_t mine = __atomic_load_n(&l->open, __ATOMIC_RELAXED) +
+                          __atomic_load_n(&l->incoming, __ATOMIC_RELAXED);
     net_loop *to = NULL;
     uint32_t least = mine;
     for (uint32_t k = 0; k < s->num_loops; k++) {
@@ -761,6 +762,23 @@ static bool net_hand_off(net_loop *l, int fd, size_t li, const struct sockaddr_s
     net_count(&l->st_handed_off);
     cm_cq_push(&to->cq, &h->node);
     return true;
+}
+
+// net_would_admit reports whether this loop has a main slot for a connection from |peer| and
+// room under max_connections_per_peer. Only such a connection is handed over: one this loop
+// refuses is refused here at once, as before there were hand-offs, so a flood of connections
+// over a cap costs no cross-thread wake-ups.
+static bool net_would_admit(const net_loop *l, const struct sockaddr_storage *peer)
+{
+    if (l->free_head[0] == UINT32_MAX) {
+        return false;
+    }
+    if (l->peers == NULL) {
+        return true;
+    }
+    uint8_t key[16];
+    net_peer_key(key, peer);
+    return l->peers[net_peer_find(l, key)].count < l->server->cfg.max_connections_per_peer;
 }
 
 // net_adopt admits a connection another loop handed to this one.
@@ -796,7 +814,7 @@ static void net_on_accept(net_loop *l, uint32_t slot, const struct io_uring_cqe 
     if (getpeername(fd, (struct sockaddr *)&peer, &plen) != 0) {
         memset(&peer, 0, sizeof(peer));
     }
-    if (!admin && !l->stopping && net_hand_off(l, fd, li, &peer)) {
+    if (!admin && !l->stopping && net_would_admit(l, &peer) && net_hand_off(l, fd, li, &peer)) {
         return;
     }
     net_admit(l, fd, li, &peer);

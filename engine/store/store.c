@@ -40,7 +40,6 @@ struct store {
     // nothing durable (store_execute_batch), since |txn_open_ns|.
     bool txn_open;
     uint64_t txn_open_ns;
-
 };
 
 // store_reader pairs the backend's read connection with its store. Thread: one at a time.
