@@ -16,6 +16,7 @@
 // STORE_DEFER_NS bounds how long a transaction that holds only reservations stays open waiting
 // for the records that will follow them (store_execute_batch): after it, the writer commits it
 // even while reservations keep arriving, and an idle writer commits it when it runs out.
+// store_options.reservation_defer_ms overrides it.
 #define STORE_DEFER_NS 2000000u
 
 // store is the open store. Thread: |mu| guards the queue, |stopping|, |stats| and |readers|;
@@ -40,6 +41,7 @@ struct store {
     // nothing durable (store_execute_batch), since |txn_open_ns|.
     bool txn_open;
     uint64_t txn_open_ns;
+    uint64_t defer_ns; // immutable: STORE_DEFER_NS or the option
 };
 
 // store_reader pairs the backend's read connection with its store. Thread: one at a time.
@@ -512,7 +514,7 @@ static struct timespec store_timespec_at(uint64_t ns)
 static void store_writer_wait(store *s, uint32_t *idle_ms)
 {
     if (s->txn_open) {
-        const struct timespec until = store_timespec_at(s->txn_open_ns + STORE_DEFER_NS);
+        const struct timespec until = store_timespec_at(s->txn_open_ns + s->defer_ns);
         int rc = 0;
         while (s->head == NULL && !s->stopping && rc != ETIMEDOUT) {
             s->writer_waiting = true;
@@ -592,7 +594,7 @@ static void *store_writer_main(void *arg)
         (void)pthread_mutex_unlock(&s->mu);
 
         uint64_t t0 = cm_time_mono_ns();
-        const bool may_defer = !s->txn_open || t0 - s->txn_open_ns < STORE_DEFER_NS;
+        const bool may_defer = !s->txn_open || t0 - s->txn_open_ns < s->defer_ns;
         bool deferred = false;
         // May complete some jobs early, and leave the transaction open (|deferred|).
         bool committed = store_execute_batch(s, &first, may_defer, &deferred);
@@ -684,6 +686,8 @@ cm_result store_open(store **out_store, const char *url, const store_options *op
     CM_ENSURE(s != NULL, CM_E_NOMEM);
     s->ops = ops;
     s->max_batch = o.max_batch;
+    s->defer_ns =
+        o.reservation_defer_ms != 0 ? (uint64_t)o.reservation_defer_ms * 1000000u : STORE_DEFER_NS;
     if (!o.status_cache_off) {
         r = store_cache_new(&s->cache,
                             o.status_cache_entries != 0 ? o.status_cache_entries

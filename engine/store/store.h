@@ -444,6 +444,9 @@ typedef struct store_options {
     size_t status_cache_entries;
     bool status_cache_off;
     uint32_t status_cache_max_age_ms;
+    // How long a transaction holding only reservations stays open for the batch that normally
+    // brings their records (store.c: store_execute_batch), in ms; 0: 2 ms. Tests set it long.
+    uint32_t reservation_defer_ms;
 } store_options;
 
 // store_stats is a snapshot of the writer's counters, for /metrics and the bench. Histogram

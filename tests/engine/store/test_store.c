@@ -1996,6 +1996,66 @@ static void test_store_reservations(void)
     test_store_close_checked(s);
 }
 
+// A batch of reservations only is not committed on its own (store.c: store_execute_batch): its
+// transaction stays open for the next batch, so the reservation and the record that follows it
+// cost one commit, and a reader (another connection) sees the reservation only with it. A
+// reservation nothing follows is committed when the writer has waited reservation_defer_ms
+// (here long, so the test does not race the writer), or when the store closes.
+static void test_store_reservation_shares_the_record_commit(void)
+{
+    char url[600];
+    store *s = NULL;
+    store_options o = {.sync = STORE_SYNC_FULL, .reservation_defer_ms = 60000};
+    TEST_ASSERT_OK(store_open(&s, test_store_url(url, sizeof(url), "defer.db"), &o));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    store_stats st0, st1;
+    store_get_stats(s, &st0);
+    test_rsv v;
+    test_store_rsv(&v, STORE_OP_TXN_RESERVE, "devices", 1, 100, 50);
+    TEST_ASSERT_OK(store_run(s, &v.job));
+    store_reader *r = NULL;
+    TEST_ASSERT_OK(store_reader_open(s, &r));
+    cm_arena a;
+    cm_arena_init(&a, 0, 0);
+    store_txn t;
+    TEST_ASSERT_CODE(store_txn_get(r, &a, &t, "devices", cm_span_make(v.tid, 16)),
+                     STORE_E_TXN_NOT_FOUND); // executed and reported, not committed yet
+    // The writer's own rules see it: the same transactionID again is in use.
+    test_rsv w;
+    test_store_rsv(&w, STORE_OP_TXN_RESERVE, "devices", 1, 101, 51);
+    TEST_ASSERT_CODE(store_run(s, &w.job), STORE_E_TXN_IN_USE);
+    store_get_stats(s, &st1);
+    CU_ASSERT_EQUAL(st1.commits, st0.commits);
+    // The record: one commit for it and the reservation.
+    test_item rec;
+    test_store_fill(&rec, NULL, "devices", 50, 0, STORE_CERT_VALID, 0);
+    memcpy(rec.serial, v.serial, sizeof(rec.serial));
+    store_job tu;
+    store_job_init(&tu, STORE_OP_TXN_UPDATE, NULL);
+    tu.u.txn = (store_txn){.ca = "devices",
+                           .transaction_id = cm_span_make(v.tid, 16),
+                           .state = 2,
+                           .serial = cm_span_make(v.serial, 16),
+                           .protection = STORE_AUTH_MAC,
+                           .expires_at = 1700000900};
+    store_job *rb[2] = {&rec.job, &tu};
+    TEST_ASSERT_OK(store_run_batch(s, rb, 2));
+    store_get_stats(s, &st1);
+    CU_ASSERT_EQUAL(st1.commits - st0.commits, 1);
+    TEST_ASSERT_OK(store_txn_get(r, &a, &t, "devices", cm_span_make(v.tid, 16)));
+    CU_ASSERT(cm_span_eq(t.serial, cm_span_make(v.serial, 16)));
+    // A reservation left open when the store closes is committed by the close.
+    test_store_rsv(&w, STORE_OP_TXN_RESERVE, "devices", 2, 102, 52);
+    TEST_ASSERT_OK(store_run(s, &w.job));
+    TEST_ASSERT_CODE(store_txn_get(r, &a, &t, "devices", cm_span_make(w.tid, 16)),
+                     STORE_E_TXN_NOT_FOUND);
+    cm_arena_cleanup(&a);
+    store_reader_close(r);
+    store_close(s);
+    CU_ASSERT_EQUAL(test_store_db_int("defer.db", "SELECT count(*) FROM txn"), 2);
+    CU_ASSERT_EQUAL(test_store_db_int("defer.db", "SELECT count(*) FROM cert"), 1);
+}
+
 static void test_store_credential_limits(void)
 {
     store *s = test_store_open_at("limits.db", STORE_SYNC_NORMAL);
@@ -3307,6 +3367,7 @@ int test_store_register(void)
     static const test_case tests[] = {
         TEST_STORE_COMMON_CASES,
         TEST_CASE(test_store_sqlite_request_path_queries_use_indexes),
+        TEST_CASE(test_store_reservation_shares_the_record_commit),
         TEST_CASE(test_store_background_checkpoints_restart_the_wal),
         TEST_CASE(test_store_checkpoint_waits_for_a_long_reader),
     };
