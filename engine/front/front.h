@@ -141,6 +141,8 @@ typedef struct front_transport {
     void (*set_deadline)(void *arg, net_conn_ref ref, uint32_t ms_from_now);
     bool (*is_admin)(void *arg, net_conn_ref ref);
     bool (*tls_info)(void *arg, net_conn_ref ref, net_tls_info *out);
+    // busy: other work waits on the loop now (net_loop_busy); may be NULL (never busy).
+    bool (*busy)(void *arg);
 } front_transport;
 
 // front_net_transport returns the engine/net transport (net_conn_send, net_conn_close,

@@ -39,12 +39,18 @@ static bool front_net_tls_info(void *arg, net_conn_ref ref, net_tls_info *out)
     return net_conn_tls_info(arg, ref, out);
 }
 
+static bool front_net_busy(void *arg)
+{
+    return net_loop_busy(arg);
+}
+
 static const front_transport k_front_net_transport = {
     .send = front_net_send,
     .close = front_net_close,
     .set_deadline = front_net_set_deadline,
     .is_admin = front_net_is_admin,
     .tls_info = front_net_tls_info,
+    .busy = front_net_busy,
 };
 
 const front_transport *front_net_transport(void)
@@ -224,6 +230,9 @@ CM_RESULT front_loop_new(front_loop **out, front_daemon *d, const front_transpor
         free(l->metrics);
         free(l);
         return r;
+    }
+    if (tp->busy != NULL) {
+        srv_worker_set_busy(l->worker, tp->busy, tp_arg);
     }
     *out = l;
     return cm_result_make(CM_OK);

@@ -256,6 +256,11 @@ CM_RESULT net_fd_limit_raise(uint64_t want, uint64_t *out_limit);
 // here. Thread: any.
 cm_cq *net_loop_cq(net_loop *loop);
 
+// net_loop_busy reports whether other work waits on |loop| right now: completions of this turn
+// not yet dispatched, or work items in its queue. A callback uses it to decide whether a slow
+// step may run here or should go to another thread. Thread: the loop's.
+bool net_loop_busy(const net_loop *loop);
+
 // net_loop_index returns the loop's number (0 .. io_threads-1).
 uint32_t net_loop_index(const net_loop *loop);
 

@@ -157,8 +157,9 @@ struct net_loop {
     uint64_t st_tls_full, st_tls_resumed, st_tls_failed, st_tls_timeouts, st_tls_ns, tls_open;
     uint8_t *tls_plain; // NET_TLS_PLAIN_CAP bytes: decrypted input during on_data
     cm_result start_result;
-    bool cq_rang;       // the cq's eventfd fired this turn: its drain reads the counter
-    cm_log_buf log_buf; // this loop's log lines, written once per turn
+    bool cq_rang;                   // the cq's eventfd fired this turn: its drain reads the counter
+    unsigned turn_ready, turn_seen; // CQEs of this turn, and those dispatched (net_loop_busy)
+    cm_log_buf log_buf;             // this loop's log lines, written once per turn
 };
 
 struct net_server {
@@ -1380,7 +1381,9 @@ static void net_loop_serve(net_loop *l)
         net_check_overflow(l);
         unsigned seen = 0;
         unsigned head;
+        l->turn_ready = io_uring_cq_ready(&l->ring);
         io_uring_for_each_cqe(&l->ring, head, cqe) {
+            l->turn_seen = seen + 1;
             net_dispatch(l, cqe);
             seen++;
             // What this CQE's work finished on this thread (an inline signature) moves on at
@@ -1391,6 +1394,7 @@ static void net_loop_serve(net_loop *l)
             }
         }
         io_uring_cq_advance(&l->ring, seen);
+        l->turn_ready = l->turn_seen = 0;
         more = net_drain_cq(l);
         const uint64_t now = net_now_ms();
         net_resume_accepts(l, now);
@@ -1775,6 +1779,11 @@ void net_server_stats(const net_server *s, net_stats *out)
         out->tls_handshake_ns += __atomic_load_n(&l->st_tls_ns, __ATOMIC_RELAXED);
         out->tls_open += __atomic_load_n(&l->tls_open, __ATOMIC_RELAXED);
     }
+}
+
+bool net_loop_busy(const net_loop *loop)
+{
+    return loop->turn_ready > loop->turn_seen || cm_cq_pending(&loop->cq);
 }
 
 cm_cq *net_loop_cq(net_loop *loop)

@@ -216,6 +216,12 @@ cm_result srv_worker_new(srv_worker **out, srv_engine *e, cm_cq *cq)
     return cm_result_make(CM_OK);
 }
 
+void srv_worker_set_busy(srv_worker *w, bool (*busy)(void *arg), void *arg)
+{
+    w->busy = busy;
+    w->busy_arg = arg;
+}
+
 void srv_worker_free(srv_worker *w)
 {
     if (w == NULL) {

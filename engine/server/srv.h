@@ -186,7 +186,8 @@ typedef struct srv_params {
     uint32_t kdf_max_queue;
     // kdf_inline: a PBM or PBMAC1 MAC from a good address of its senderKID (srv_budget: one that
     // proved the secret, no wrong MAC since) is checked on the I/O thread while no MAC check
-    // waits for a KDF thread, saving the two hand-offs; anything else goes to the pool.
+    // waits for a KDF thread and the thread has no other work waiting (srv_worker_set_busy),
+    // saving the two hand-offs; anything else goes to the pool.
     bool kdf_inline;
     // mac_failures_max wrong MACs within mac_failure_window seconds for one senderKID, or from
     // one peer address (srv_request_set_peer), refuse its MAC-protected requests for
@@ -299,6 +300,11 @@ void srv_engine_pending_stats(const srv_engine *e, srv_pending_stats *out);
 typedef struct srv_worker srv_worker;
 
 CM_RESULT srv_worker_new(srv_worker **out, srv_engine *e, cm_cq *cq);
+
+// srv_worker_set_busy gives the worker a probe for its thread's other work (an I/O loop's
+// net_loop_busy): while it returns true, a MAC check that kdf_inline would run on this thread
+// goes to the KDF threads. Without one the thread counts as idle. Thread: the worker's.
+void srv_worker_set_busy(srv_worker *w, bool (*busy)(void *arg), void *arg);
 
 // srv_worker_free releases the worker and the requests it keeps for reuse. Requests still out
 // (not yet srv_request_free'd) are detached: from then on they may only be freed, which

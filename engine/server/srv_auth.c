@@ -462,9 +462,12 @@ bool srv_mac_begin(srv_request *req)
         return true;
     }
     if (e->p.kdf_inline && e->budget != NULL && srv_kdf_pool_depth(e->kdf) == 0 &&
+        (req->w->busy == NULL || !req->w->busy(req->w->busy_arg)) &&
         srv_budget_mac_good(e->budget, srv_kid_index(req, s), req->peer)) {
-        // This address proved this secret and sent no wrong MAC since, and no check waits for
-        // a KDF thread: the handler verifies here (srv_authenticate_mac), without two hand-offs.
+        // This address proved this secret and sent no wrong MAC since, no check waits for a
+        // KDF thread and nothing else waits on this thread (under a flood of other work the
+        // loop is what is short, and the KDF thread may have a core): the handler verifies
+        // here (srv_authenticate_mac), without two hand-offs.
         // A wrong MAC ends the address's good standing (srv_mac_note), so a forger behind it
         // costs this thread at most one derivation before its checks go to the pool again.
         __atomic_add_fetch(&e->n_kdf_inline, 1, __ATOMIC_RELAXED);

@@ -203,7 +203,9 @@ struct srv_worker {
     // srv_worker_free can detach them.
     srv_request *live;
     srv_worker_stats stats;
-    uint32_t tasks_out; // this worker's inner requests with the verification threads (atomic)
+    uint32_t tasks_out;      // this worker's inner requests with the verification threads (atomic)
+    bool (*busy)(void *arg); // srv_worker_set_busy; NULL: idle
+    void *busy_arg;
 };
 
 // srv_request: one message and everything derived from it. Thread: confined to its worker's

@@ -24,6 +24,7 @@
 # checks them: legit >= 0.8 of the baseline and certmintd < 10 % CPU for the slow attacks,
 # >= 0.7 and p99 < 20 ms for the MAC floods, >= 0.7 for the garbage flood; run it on a quiet
 # machine with a release build (the default when build/release exists).
+# CM_ABUSE_CONF: lines added to [certmintd] (a setting to compare, e.g. "kdf_inline = off").
 # Exit: 0 all passed, 1 a target failed, 2 usage or set-up failure.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -108,6 +109,9 @@ admin=$(free_port)
 cnf=$work/inst/certmint.cnf
 sed -i "s|^log_level = info|log_level = warn\nadmin_listen = 127.0.0.1:$admin|" "$cnf"
 sed -i 's|^implicit_confirm = on|implicit_confirm = on\nallow_key_reuse = on|' "$cnf"
+if [ -n "${CM_ABUSE_CONF:-}" ]; then # settings to compare, e.g. "kdf_inline = off"
+  sed -i "s|^log_level = warn|log_level = warn\n$CM_ABUSE_CONF|" "$cnf"
+fi
 export $(cat "$work/inst/env")
 secret=$(cat "$work/inst/secrets/demo-device")
 url="http://127.0.0.1:$port/.well-known/cmp/p/devices"

@@ -560,9 +560,15 @@ static void test_abuse_kdf_queue_full_refused(void)
 // kdf_inline: a PBM genm from an address that has not proven the secret goes to the pool; once
 // it has, the next one is verified on the calling thread (answered at once, counted inline,
 // nothing derived by the pool). A wrong MAC from it is still checked there once and ends its
-// standing: its next request goes to the pool. While a check waits for the pool's one thread,
-// a good address's request goes to the pool too, and so does every request without kdf_inline
-// (the fixture's engine: test_abuse_kdf_off_the_calling_thread).
+// standing: its next request goes to the pool. While other work waits on the calling thread, or
+// a check waits for the pool's one thread, a good address's request goes to the pool too, and
+// so does every request without kdf_inline (the fixture's engine:
+// test_abuse_kdf_off_the_calling_thread).
+static bool test_busy(void *arg)
+{
+    return *(const bool *)arg;
+}
+
 static void test_abuse_kdf_inline_for_good_addresses(void)
 {
     srv_params sp = engine_params();
@@ -618,6 +624,19 @@ static void test_abuse_kdf_inline_for_good_addresses(void)
         CU_ASSERT_EQUAL(es.kdf_inline, k_steps[i].in);
         rsp_free(&r);
     }
+    // Other work waiting on the calling thread (an I/O loop's net_loop_busy): the pool.
+    bool loop_busy = true;
+    srv_worker_set_busy(w, test_busy, &loop_busy);
+    rsp rb;
+    start_on(&rb, w, device, gder, glen);
+    CU_ASSERT_FALSE(rb.sync);
+    finish_rsp(&rb, w, &cq);
+    CU_ASSERT_EQUAL(rb.msg.body.type, CMP_BODY_GENP);
+    rsp_free(&rb);
+    srv_engine_get_stats(e, &es);
+    CU_ASSERT_EQUAL(es.kdf_done, 3);
+    CU_ASSERT_EQUAL(es.kdf_inline, 4);
+    loop_busy = false;
     // The pool's thread on one slow check and another waiting: the good address waits its turn.
     rsp r[3];
     start_on(&r[0], w, busy, sder, slen);
@@ -635,7 +654,7 @@ static void test_abuse_kdf_inline_for_good_addresses(void)
         rsp_free(&r[i]);
     }
     srv_engine_get_stats(e, &es);
-    CU_ASSERT_EQUAL(es.kdf_done, 5);
+    CU_ASSERT_EQUAL(es.kdf_done, 6);
     CU_ASSERT_EQUAL(es.kdf_inline, 4);
     free(gder);
     free(bder);
