@@ -139,6 +139,7 @@ struct net_loop {
     uint32_t free_head[2]; // free lists (main, admin) through next_free; UINT32_MAX when empty
     uint32_t open;         // written by the loop, read by net_server_stats (relaxed atomics)
     uint32_t incoming;     // connections other loops handed to this one, not yet taken (atomic)
+    int ready;             // atomic: set (release) once the loop is set up; hand-offs need it
     uint32_t open_admin;   // likewise
     net_peer *peers;
     uint32_t peer_mask; // peers has peer_mask + 1 entries (a power of two)
@@ -740,9 +741,12 @@ static bool net_hand_off(net_loop *l, int fd, size_t li, const struct sockaddr_s
     uint32_t least = mine;
     for (uint32_t k = 0; k < s->num_loops; k++) {
         net_loop *o = &s->loops[k];
+        if (o == l || __atomic_load_n(&o->ready, __ATOMIC_ACQUIRE) == 0) {
+            continue; // another loop may still be setting up its queue
+        }
         const uint32_t n = __atomic_load_n(&o->open, __ATOMIC_RELAXED) +
                            __atomic_load_n(&o->incoming, __ATOMIC_RELAXED);
-        if (o != l && n < least) {
+        if (n < least) {
             least = n;
             to = o;
         }
@@ -1412,6 +1416,9 @@ static void *net_loop_main(void *arg)
     (void)snprintf(name, sizeof(name), "cm-io%u", l->index);
     (void)pthread_setname_np(pthread_self(), name); // for ps -L, top -H and perf
     cm_result r = net_loop_setup(l);
+    if (cm_ok(r)) {
+        __atomic_store_n(&l->ready, 1, __ATOMIC_RELEASE); // its cq may take hand-offs now
+    }
     net_server *s = l->server;
     (void)pthread_mutex_lock(&s->mu);
     l->start_result = r;
