@@ -427,10 +427,11 @@ bool srv_mac_begin(srv_request *req)
     }
     req->prot_kind = kind;
     req->prot_known = true;
+    bool good = false; // a good address of this senderKID (srv_budget), for kdf_inline below
     if (e->budget != NULL) {
         uint64_t wait_ms = 0;
         const srv_mac_gate g = srv_budget_mac_check(e->budget, srv_kid_index(req, s), req->peer,
-                                                    srv_now_ms(), &wait_ms);
+                                                    srv_now_ms(), &wait_ms, &good);
         if (g != SRV_MAC_GO) {
             const srv_budget_params *bp = srv_budget_params_get(e->budget);
             const unsigned long long wait_s = (wait_ms + 999u) / 1000u;
@@ -461,9 +462,8 @@ bool srv_mac_begin(srv_request *req)
         // where its operator chose; its handler checks the MAC there.
         return true;
     }
-    if (e->p.kdf_inline && e->budget != NULL && srv_kdf_pool_depth(e->kdf) == 0 &&
-        (req->w->busy == NULL || !req->w->busy(req->w->busy_arg)) &&
-        srv_budget_mac_good(e->budget, srv_kid_index(req, s), req->peer)) {
+    if (e->p.kdf_inline && good && srv_kdf_pool_depth(e->kdf) == 0 &&
+        (req->w->busy == NULL || !req->w->busy(req->w->busy_arg))) {
         // This address proved this secret and sent no wrong MAC since, no check waits for a
         // KDF thread and nothing else waits on this thread (under a flood of other work the
         // loop is what is short, and the KDF thread may have a core): the handler verifies

@@ -190,16 +190,23 @@ static bool srv_budget_fail(const srv_budget *b, uint32_t *fails, uint64_t *wind
 }
 
 srv_mac_gate srv_budget_mac_check(srv_budget *b, size_t kid, const uint8_t *peer, uint64_t now_ms,
-                                  uint64_t *out_wait_ms)
+                                  uint64_t *out_wait_ms, bool *out_good)
 {
     *out_wait_ms = 0;
+    if (out_good != NULL) {
+        *out_good = false; // no memory of addresses without the back-off
+    }
     if (b->p.mac_failures_max == 0 || kid >= b->num_kids) {
         return SRV_MAC_GO;
     }
     srv_mac_gate gate = SRV_MAC_GO;
     (void)pthread_mutex_lock(&b->mu);
     const srv_budget_kid *k = &b->kids[kid];
-    if (srv_budget_good_find(k, peer) < 0) {
+    const bool good = srv_budget_good_find(k, peer) >= 0;
+    if (out_good != NULL) {
+        *out_good = good;
+    }
+    if (!good) {
         const srv_budget_peer *e = srv_budget_peer_find(b, peer);
         if (k->backoff_until_ms > now_ms) {
             gate = SRV_MAC_KID_BACKOFF;
@@ -213,17 +220,6 @@ srv_mac_gate srv_budget_mac_check(srv_budget *b, size_t kid, const uint8_t *peer
     }
     (void)pthread_mutex_unlock(&b->mu);
     return gate;
-}
-
-bool srv_budget_mac_good(srv_budget *b, size_t kid, const uint8_t *peer)
-{
-    if (b->p.mac_failures_max == 0 || kid >= b->num_kids) {
-        return false; // no memory of addresses without the back-off
-    }
-    (void)pthread_mutex_lock(&b->mu);
-    const bool good = srv_budget_good_find(&b->kids[kid], peer) >= 0;
-    (void)pthread_mutex_unlock(&b->mu);
-    return good;
 }
 
 void srv_budget_mac_outcome(srv_budget *b, size_t kid, const uint8_t *peer, bool ok,

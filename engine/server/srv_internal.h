@@ -753,18 +753,15 @@ void srv_budget_free(srv_budget *b);
 // srv_budget_mac_check decides whether a MAC-protected request naming senderKID |kid| from
 // address |peer| (SRV_PEER_KEY_LEN octets) may have its MAC checked at |now_ms| (monotonic).
 // A refusal is counted, and |*out_wait_ms| says how long the back-off still lasts (0 for GO).
+// |*out_good| (when not NULL) says whether |peer| is a good address of |kid|: a MAC of its
+// verified there and none failed since (the addresses exempt from the back-offs; kdf_inline).
 // Adds nothing to the tables.
 srv_mac_gate srv_budget_mac_check(srv_budget *b, size_t kid, const uint8_t *peer, uint64_t now_ms,
-                                  uint64_t *out_wait_ms);
+                                  uint64_t *out_wait_ms, bool *out_good);
 
 // srv_budget_mac_outcome records that the MAC of a request naming |kid| from |peer| verified
 // (|ok|: the pair becomes good) or did not (counted against both, which may start their
 // back-offs; the pair is no longer good).
-// srv_budget_mac_good reports whether |peer| is a good address of senderKID |kid|: a MAC of
-// its verified there and none failed since (the addresses srv_budget_mac_check exempts). Thread:
-// any.
-bool srv_budget_mac_good(srv_budget *b, size_t kid, const uint8_t *peer);
-
 void srv_budget_mac_outcome(srv_budget *b, size_t kid, const uint8_t *peer, bool ok,
                             uint64_t now_ms);
 

@@ -331,6 +331,18 @@ bool store_job_durable(const store_job *job)
     return job->op != STORE_OP_TXN_RESERVE;
 }
 
+// store_count_jobs adds the chain |first|, completed at |now|, to the job statistics. Called
+// with |mu| held.
+static void store_count_jobs(store_stats *st, const store_job *first, uint64_t now)
+{
+    for (const store_job *j = first; j != NULL; j = (const store_job *)j->node.next) {
+        st->jobs++;
+        st->jobs_failed += cm_ok(j->result) ? 0u : 1u;
+        const uint64_t waited = now > j->submit_ns ? now - j->submit_ns : 0;
+        st->job_us_hist[store_log2_bucket(waited / 1000u)]++;
+    }
+}
+
 // store_execute_batch runs the jobs of |*first| in one transaction and sets each job's result.
 // Returns false when the transaction failed as a whole. After a commit, and before any durable
 // job completes, the status cache forgets what the batch changed.
@@ -421,11 +433,8 @@ static bool store_execute_batch(store *s, store_job **first, bool may_defer, boo
                         notes_overflow = true;
                     }
                 }
-                s->stats.jobs++;
-                s->stats.jobs_failed += cm_ok(j->result) ? 0u : 1u;
-                const uint64_t waited = t1 > j->submit_ns ? t1 - j->submit_ns : 0;
-                s->stats.job_us_hist[store_log2_bucket(waited / 1000u)]++;
             }
+            store_count_jobs(&s->stats, early, t1);
             (void)pthread_mutex_unlock(&s->mu);
             if (early != NULL) {
                 store_complete(early);
@@ -551,18 +560,6 @@ static void store_writer_wait(store *s, uint32_t *idle_ms)
             *idle_ms = s->ops->idle(s->backend);
             (void)pthread_mutex_lock(&s->mu);
         }
-    }
-}
-
-// store_count_jobs adds the chain |first|, completed at |now|, to the job statistics. Called
-// with |mu| held.
-static void store_count_jobs(store_stats *st, const store_job *first, uint64_t now)
-{
-    for (const store_job *j = first; j != NULL; j = (const store_job *)j->node.next) {
-        st->jobs++;
-        st->jobs_failed += cm_ok(j->result) ? 0u : 1u;
-        const uint64_t waited = now > j->submit_ns ? now - j->submit_ns : 0;
-        st->job_us_hist[store_log2_bucket(waited / 1000u)]++;
     }
 }
 

@@ -833,14 +833,14 @@ static void test_abuse_budget_clock(void)
     uint64_t wait = 0;
     srv_budget_mac_outcome(b, 0, a, false, 10000);
     srv_budget_mac_outcome(b, 0, a, false, 11000); // a new window: 1 failure in it
-    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 0, a, 11001, &wait), SRV_MAC_GO);
+    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 0, a, 11001, &wait, NULL), SRV_MAC_GO);
     srv_budget_mac_outcome(b, 0, a, false, 11500); // 2 within 1000 ms: back-off until 16500
-    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 0, a, 11501, &wait), SRV_MAC_KID_BACKOFF);
+    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 0, a, 11501, &wait, NULL), SRV_MAC_KID_BACKOFF);
     CU_ASSERT_EQUAL(wait, 4999);
-    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 1, a, 11501, &wait), SRV_MAC_PEER_BACKOFF);
-    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 1, c, 11501, &wait), SRV_MAC_GO);
-    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 0, c, 16499, &wait), SRV_MAC_KID_BACKOFF);
-    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 0, c, 16500, &wait), SRV_MAC_GO);
+    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 1, a, 11501, &wait, NULL), SRV_MAC_PEER_BACKOFF);
+    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 1, c, 11501, &wait, NULL), SRV_MAC_GO);
+    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 0, c, 16499, &wait, NULL), SRV_MAC_KID_BACKOFF);
+    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 0, c, 16500, &wait, NULL), SRV_MAC_GO);
     CU_ASSERT_EQUAL(wait, 0);
     // Good pairs: kid 1 authenticates from five addresses; the first is forgotten.
     uint8_t gp[5][SRV_PEER_KEY_LEN];
@@ -850,15 +850,19 @@ static void test_abuse_budget_clock(void)
     }
     srv_budget_mac_outcome(b, 1, c, false, 20001);
     srv_budget_mac_outcome(b, 1, c, false, 20002); // kid 1 in back-off until 25002
-    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 1, gp[0], 20003, &wait), SRV_MAC_KID_BACKOFF);
+    bool good = true;
+    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 1, gp[0], 20003, &wait, &good), SRV_MAC_KID_BACKOFF);
+    CU_ASSERT_FALSE(good); // forgotten
     for (int i = 1; i < 5; i++) {
-        CU_ASSERT_EQUAL(srv_budget_mac_check(b, 1, gp[i], 20003, &wait), SRV_MAC_GO);
+        good = false;
+        CU_ASSERT_EQUAL(srv_budget_mac_check(b, 1, gp[i], 20003, &wait, &good), SRV_MAC_GO);
+        CU_ASSERT_TRUE(good);
     }
     // A good address in back-off itself is still exempt for its own senderKID.
     srv_budget_mac_outcome(b, 0, gp[1], false, 20004);
     srv_budget_mac_outcome(b, 0, gp[1], false, 20005);
-    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 1, gp[1], 20006, &wait), SRV_MAC_GO);
-    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 0, gp[1], 20006, &wait), SRV_MAC_KID_BACKOFF);
+    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 1, gp[1], 20006, &wait, NULL), SRV_MAC_GO);
+    CU_ASSERT_EQUAL(srv_budget_mac_check(b, 0, gp[1], 20006, &wait, NULL), SRV_MAC_KID_BACKOFF);
     srv_budget_stats st;
     srv_budget_get_stats(b, &st);
     CU_ASSERT_EQUAL(st.backoffs_kid, 3);

@@ -1767,6 +1767,26 @@ static void test_store_rsv(test_rsv *v, store_op op, const char *ca, uint32_t ti
     r->check_key = true;
 }
 
+// test_store_record_rsv records the certificate of reservation |v| (at CA "devices", key
+// |key_n|) as the server does: the certificate under the reserved serial and the transaction
+// row updated to name it, in one batch.
+static cm_result test_store_record_rsv(store *s, const test_rsv *v, uint32_t key_n)
+{
+    test_item rec;
+    test_store_fill(&rec, NULL, "devices", key_n, 0, STORE_CERT_VALID, 0);
+    memcpy(rec.serial, v->serial, sizeof(rec.serial));
+    store_job tu;
+    store_job_init(&tu, STORE_OP_TXN_UPDATE, NULL);
+    tu.u.txn = (store_txn){.ca = "devices",
+                           .transaction_id = cm_span_make(v->tid, 16),
+                           .state = 2,
+                           .serial = cm_span_make(v->serial, 16),
+                           .protection = STORE_AUTH_MAC,
+                           .expires_at = 1700000900};
+    store_job *rb[2] = {&rec.job, &tu};
+    return store_run_batch(s, rb, 2);
+}
+
 // test_store_sync waits until everything submitted before committed: a reservation completes
 // before its batch's commit (store_job_durable), a durable job after it completes after it.
 static void test_store_sync(store *s)
@@ -1954,19 +1974,7 @@ static void test_store_reservations(void)
 
     // Recording: the certificate under the reserved serial, the transaction row updated to
     // name it (its foreign key holds), in one batch; the key is then the certificate's.
-    test_item rec;
-    test_store_fill(&rec, NULL, "devices", 50, 0, STORE_CERT_VALID, 0);
-    memcpy(rec.serial, v.serial, sizeof(rec.serial));
-    store_job tu;
-    store_job_init(&tu, STORE_OP_TXN_UPDATE, NULL);
-    tu.u.txn = (store_txn){.ca = "devices",
-                           .transaction_id = cm_span_make(v.tid, 16),
-                           .state = 2,
-                           .serial = cm_span_make(v.serial, 16),
-                           .protection = STORE_AUTH_MAC,
-                           .expires_at = 1700000900};
-    store_job *rb[2] = {&rec.job, &tu};
-    TEST_ASSERT_OK(store_run_batch(s, rb, 2));
+    TEST_ASSERT_OK(test_store_record_rsv(s, &v, 50));
     // Unreserving it now fails (it has its certificate); its key stays certified.
     test_store_rsv(&w, STORE_OP_TXN_UNRESERVE, "devices", 1, 100, 50);
     TEST_ASSERT_CODE(store_run(s, &w.job), STORE_E_TXN_NOT_FOUND);
@@ -2027,19 +2035,7 @@ static void test_store_reservation_shares_the_record_commit(void)
     store_get_stats(s, &st1);
     CU_ASSERT_EQUAL(st1.commits, st0.commits);
     // The record: one commit for it and the reservation.
-    test_item rec;
-    test_store_fill(&rec, NULL, "devices", 50, 0, STORE_CERT_VALID, 0);
-    memcpy(rec.serial, v.serial, sizeof(rec.serial));
-    store_job tu;
-    store_job_init(&tu, STORE_OP_TXN_UPDATE, NULL);
-    tu.u.txn = (store_txn){.ca = "devices",
-                           .transaction_id = cm_span_make(v.tid, 16),
-                           .state = 2,
-                           .serial = cm_span_make(v.serial, 16),
-                           .protection = STORE_AUTH_MAC,
-                           .expires_at = 1700000900};
-    store_job *rb[2] = {&rec.job, &tu};
-    TEST_ASSERT_OK(store_run_batch(s, rb, 2));
+    TEST_ASSERT_OK(test_store_record_rsv(s, &v, 50));
     store_get_stats(s, &st1);
     CU_ASSERT_EQUAL(st1.commits - st0.commits, 1);
     TEST_ASSERT_OK(store_txn_get(r, &a, &t, "devices", cm_span_make(v.tid, 16)));
